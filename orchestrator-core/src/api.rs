@@ -1,0 +1,587 @@
+//! Wire types: every request and response body of the HTTP API, the error envelope, the
+//! paging cursor, and the route paths.
+//!
+//! **API boundary.** The server encodes these and the client decodes them; neither defines
+//! a body of its own, so the two cannot drift apart. Request bodies carry raw strings so the
+//! server can tell a malformed body (`INVALID_JSON`) from a field that breaks a rule
+//! (`VALIDATION_ERROR`); responses carry validated core types.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::repository::{ListQuery, PageLimit, StateCounts};
+use crate::state::WorkflowState;
+use crate::values::{Description, FeatureId, Metadata, ValidationError};
+use crate::workflow::{Progress, Timestamp, Transition, Version, Workflow};
+
+/// The service name `/health` and `/` report.
+pub const SERVICE_NAME: &str = "orchestrator";
+
+/// A stable, machine-readable error code; on the wire in SCREAMING_SNAKE_CASE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// 400: a field breaks a rule; details name the field.
+    ValidationError,
+    /// 400: the body is not JSON or not the expected shape.
+    InvalidJson,
+    /// 415: a body sent without a JSON content type.
+    UnsupportedMediaType,
+    /// 413: the body is over the limit.
+    PayloadTooLarge,
+    /// 401: a token is configured and the request lacks it or has another.
+    Unauthorized,
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 404: no workflow for that feature id.
+    WorkflowNotFound,
+    /// 409: `/workflow/start` for a feature id that has one.
+    WorkflowAlreadyExists,
+    /// 409: the trigger is not allowed in the current state.
+    InvalidTransition,
+    /// 409: the expected version differs from the current one.
+    VersionConflict,
+    /// 409: `human_approved` while a consultation awaits a human.
+    GateBlocked,
+    /// 409: a consultation asked for a workflow in IDLE or DONE.
+    WorkflowNotActive,
+    /// 503: the Agent Hub cannot be reached or timed out.
+    AgentHubUnavailable,
+    /// 502: the Agent Hub answered with an error or a malformed body.
+    AgentHubError,
+    /// 503: storage cannot be reached.
+    DatabaseUnavailable,
+    /// 500: a bug; the message says nothing internal.
+    Internal,
+    /// A code this version of the library does not know (sent by a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with the code.
+    pub const fn status(self) -> u16 {
+        match self {
+            ErrorCode::ValidationError | ErrorCode::InvalidJson => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::NotFound | ErrorCode::WorkflowNotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::WorkflowAlreadyExists
+            | ErrorCode::InvalidTransition
+            | ErrorCode::VersionConflict
+            | ErrorCode::GateBlocked
+            | ErrorCode::WorkflowNotActive => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::Internal | ErrorCode::Unknown => 500,
+            ErrorCode::AgentHubError => 502,
+            ErrorCode::AgentHubUnavailable | ErrorCode::DatabaseUnavailable => 503,
+        }
+    }
+}
+
+/// The body of every error: `{"error": {"code", "message", "details"?}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorEnvelope {
+    /// The error.
+    pub error: ApiErrorBody,
+}
+
+/// What went wrong, for machines (`code`) and people (`message`, `details`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiErrorBody {
+    /// Stable code to match on.
+    pub code: ErrorCode,
+    /// One lowercase sentence.
+    pub message: String,
+    /// Specifics: the field broken, the allowed triggers, the blocking escalations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<String>>,
+}
+
+/// `POST /workflow/start`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StartWorkflowRequest {
+    /// 1–128 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
+    pub feature_id: String,
+    /// Not blank, at most 10 000 characters.
+    pub description: String,
+    /// A JSON object of at most 64 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<Value>,
+    /// When the feature exists, answer 200 with it unchanged instead of 409.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_existing: Option<bool>,
+}
+
+impl StartWorkflowRequest {
+    /// A request with the two required fields.
+    pub fn new(feature_id: impl Into<String>, description: impl Into<String>) -> Self {
+        StartWorkflowRequest {
+            feature_id: feature_id.into(),
+            description: description.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// `POST /workflow/{feature_id}/advance`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdvanceRequest {
+    /// `start`, `agent_complete`, `human_approved`, `human_rejected` or `cancel`.
+    pub trigger: String,
+    /// Who triggers it, at most 128 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Why, at most 10 000 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A JSON object of at most 64 KiB, kept with the history entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<Value>,
+    /// Refuse with `VERSION_CONFLICT` unless the workflow is at this version
+    /// (the `If-Match` header says the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<Version>,
+}
+
+impl AdvanceRequest {
+    /// A request with only a trigger.
+    pub fn new(trigger: impl Into<String>) -> Self {
+        AdvanceRequest {
+            trigger: trigger.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A workflow as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkflowResponse {
+    /// The feature.
+    pub feature_id: FeatureId,
+    /// What it is.
+    pub description: Description,
+    /// Where it stands.
+    pub state: WorkflowState,
+    /// Transitions accepted so far; send it back as `expected_version` or `If-Match`.
+    pub version: Version,
+    /// How far it has come, as of the answer.
+    pub progress: Progress,
+    /// The data given at start.
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// First start.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    /// Last transition.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub updated_at: Timestamp,
+    /// Entry into DONE.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub completed_at: Option<Timestamp>,
+}
+
+impl WorkflowResponse {
+    /// The representation of `workflow` as of `now`.
+    pub fn new(workflow: &Workflow, now: Timestamp) -> Self {
+        WorkflowResponse {
+            feature_id: workflow.feature_id.clone(),
+            description: workflow.description.clone(),
+            state: workflow.state,
+            version: workflow.version,
+            progress: workflow.progress(now),
+            metadata: workflow.metadata.clone(),
+            created_at: workflow.created_at,
+            updated_at: workflow.updated_at,
+            completed_at: workflow.completed_at,
+        }
+    }
+}
+
+/// `GET /workflow/{feature_id}/history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HistoryResponse {
+    /// The feature.
+    pub feature_id: FeatureId,
+    /// Oldest first.
+    pub transitions: Vec<Transition>,
+}
+
+/// `GET /workflows`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ListWorkflowsResponse {
+    /// This page, ordered by feature id.
+    pub items: Vec<WorkflowResponse>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// The query of `GET /workflows`, as a client builds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListWorkflowsParams {
+    /// Only this state.
+    pub state: Option<WorkflowState>,
+    /// Page size, 1–500 (50 when absent).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl ListWorkflowsParams {
+    /// Parses a query string's `(name, value)` pairs; unknown names are ignored.
+    pub fn parse_query<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<ListQuery, ValidationError> {
+        let mut query = ListQuery {
+            state: None,
+            after: None,
+            limit: PageLimit::DEFAULT,
+        };
+        for (name, value) in pairs {
+            match name {
+                "state" => {
+                    query.state = Some(value.parse().map_err(|e: crate::state::UnknownState| {
+                        ValidationError::new("state", e.to_string())
+                    })?)
+                }
+                "limit" => {
+                    let limit = value.parse::<u32>().map_err(|_| {
+                        ValidationError::new("limit", "must be a whole number between 1 and 500")
+                    })?;
+                    query.limit = PageLimit::parse(limit)?;
+                }
+                "cursor" => query.after = Some(cursor::decode(value)?),
+                _ => {}
+            }
+        }
+        Ok(query)
+    }
+
+    /// The query string, without the leading `?`; empty when nothing is set.
+    pub fn to_query(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(state) = self.state {
+            parts.push(format!("state={state}"));
+        }
+        if let Some(limit) = self.limit {
+            parts.push(format!("limit={limit}"));
+        }
+        if let Some(cursor) = &self.cursor {
+            // Cursors are URL-safe base64; anything else the server refuses anyway.
+            let escaped: String = cursor
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            parts.push(format!("cursor={escaped}"));
+        }
+        parts.join("&")
+    }
+}
+
+/// The opaque paging cursor: URL-safe base64 of a versioned position.
+pub mod cursor {
+    use super::*;
+
+    const PREFIX: &str = "v1:";
+
+    /// The cursor that continues after `last`.
+    pub fn encode(last: &FeatureId) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{PREFIX}{last}"))
+    }
+
+    /// The position a cursor names, or a `cursor` validation error.
+    pub fn decode(cursor: &str) -> Result<FeatureId, ValidationError> {
+        let malformed = || ValidationError::new("cursor", "malformed cursor");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| malformed())?;
+        let text = String::from_utf8(bytes).map_err(|_| malformed())?;
+        let id = text.strip_prefix(PREFIX).ok_or_else(malformed)?;
+        FeatureId::parse(id).map_err(|_| malformed())
+    }
+}
+
+/// `GET /workflows/summary`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SummaryResponse {
+    /// Every state, with how many workflows are in it.
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, u64>))]
+    pub counts: BTreeMap<WorkflowState, u64>,
+    /// All workflows.
+    pub total: u64,
+}
+
+impl From<&StateCounts> for SummaryResponse {
+    fn from(counts: &StateCounts) -> Self {
+        SummaryResponse {
+            counts: counts.as_map().clone(),
+            total: counts.total(),
+        }
+    }
+}
+
+/// Overall health: `healthy`, `degraded` (still serving; a dependency such as the Agent Hub
+/// is unreachable) or `unhealthy` (storage unreachable; answered with 503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// All checks pass.
+    Healthy,
+    /// Serving, but a non-essential dependency fails.
+    Degraded,
+    /// Cannot serve: storage fails.
+    Unhealthy,
+}
+
+/// One dependency's check in `/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HealthCheck {
+    /// `ok` or `error`.
+    pub status: String,
+    /// What failed, when something did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HealthResponse {
+    /// Overall status.
+    pub status: HealthStatus,
+    /// The service's version.
+    pub version: String,
+    /// Always `orchestrator`.
+    pub service: String,
+    /// Whole seconds since the process started serving.
+    pub uptime_seconds: u64,
+    /// Each dependency by name (`database`, …).
+    pub checks: BTreeMap<String, HealthCheck>,
+}
+
+/// `GET /`: what this service is and where to look next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceInfo {
+    /// Always `orchestrator`.
+    pub service: String,
+    /// The service's version.
+    pub version: String,
+    /// Swagger UI.
+    pub docs: String,
+    /// ReDoc.
+    pub redoc: String,
+    /// The OpenAPI document.
+    pub openapi: String,
+    /// The health check.
+    pub health: String,
+}
+
+/// Route paths, built in one place for the router and the client.
+pub mod paths {
+    use crate::values::FeatureId;
+
+    /// `POST`: start a workflow.
+    pub const WORKFLOW_START: &str = "/workflow/start";
+    /// Router pattern of one workflow.
+    pub const WORKFLOW: &str = "/workflow/{feature_id}";
+    /// Router pattern of an advance.
+    pub const ADVANCE: &str = "/workflow/{feature_id}/advance";
+    /// Router pattern of a history.
+    pub const HISTORY: &str = "/workflow/{feature_id}/history";
+    /// Router pattern of a workflow's consultations.
+    pub const CONSULTATIONS: &str = "/workflow/{feature_id}/consultations";
+    /// `GET`: list workflows.
+    pub const WORKFLOWS: &str = "/workflows";
+    /// `GET`: counts by state.
+    pub const SUMMARY: &str = "/workflows/summary";
+    /// `GET`: health.
+    pub const HEALTH: &str = "/health";
+    /// `GET`: Prometheus metrics.
+    pub const METRICS: &str = "/metrics";
+    /// `GET`: the OpenAPI document.
+    pub const OPENAPI: &str = "/openapi.json";
+    /// `GET`: Swagger UI.
+    pub const DOCS: &str = "/docs";
+    /// `GET`: ReDoc.
+    pub const REDOC: &str = "/redoc";
+    /// `GET`: service info.
+    pub const ROOT: &str = "/";
+
+    /// `/workflow/{feature_id}`; feature ids are URL-safe by construction.
+    pub fn workflow(id: &FeatureId) -> String {
+        format!("/workflow/{id}")
+    }
+
+    /// `/workflow/{feature_id}/advance`.
+    pub fn advance(id: &FeatureId) -> String {
+        format!("/workflow/{id}/advance")
+    }
+
+    /// `/workflow/{feature_id}/history`.
+    pub fn history(id: &FeatureId) -> String {
+        format!("/workflow/{id}/history")
+    }
+
+    /// `/workflow/{feature_id}/consultations`.
+    pub fn consultations(id: &FeatureId) -> String {
+        format!("/workflow/{id}/consultations")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn error_codes_serialise_as_the_spec_spells_them() {
+        let body = ErrorEnvelope {
+            error: ApiErrorBody {
+                code: ErrorCode::WorkflowNotFound,
+                message: "workflow 'x' not found".into(),
+                details: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&body).unwrap(),
+            json!({"error": {"code": "WORKFLOW_NOT_FOUND", "message": "workflow 'x' not found"}})
+        );
+        for (code, text, status) in [
+            (ErrorCode::InvalidJson, "INVALID_JSON", 400),
+            (
+                ErrorCode::UnsupportedMediaType,
+                "UNSUPPORTED_MEDIA_TYPE",
+                415,
+            ),
+            (ErrorCode::PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),
+            (ErrorCode::MethodNotAllowed, "METHOD_NOT_ALLOWED", 405),
+            (ErrorCode::GateBlocked, "GATE_BLOCKED", 409),
+            (ErrorCode::AgentHubError, "AGENT_HUB_ERROR", 502),
+            (ErrorCode::DatabaseUnavailable, "DATABASE_UNAVAILABLE", 503),
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(text));
+            assert_eq!(code.status(), status);
+        }
+    }
+
+    #[test]
+    fn an_unknown_error_code_from_a_newer_server_still_decodes() {
+        let code: ErrorCode = serde_json::from_value(json!("SOMETHING_NEW")).unwrap();
+        assert_eq!(code, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn a_cursor_round_trips_and_a_malformed_one_is_refused() {
+        let id = FeatureId::parse("008-services-architecture").unwrap();
+        assert_eq!(cursor::decode(&cursor::encode(&id)), Ok(id));
+        for bad in ["", "!!", "Zm9v", "djE6IGJhZA"] {
+            assert_eq!(cursor::decode(bad).unwrap_err().field, "cursor", "{bad}");
+        }
+    }
+
+    #[test]
+    fn list_parameters_are_parsed_with_defaults_and_named_errors() {
+        let query = ListWorkflowsParams::parse_query([("state", "GATE_1"), ("x", "y")]).unwrap();
+        assert_eq!(
+            (query.state, query.limit.get()),
+            (Some(WorkflowState::Gate1), 50)
+        );
+        for (name, value) in [
+            ("limit", "0"),
+            ("limit", "501"),
+            ("limit", "ten"),
+            ("state", "gate"),
+        ] {
+            let err = ListWorkflowsParams::parse_query([(name, value)]).unwrap_err();
+            assert_eq!(err.field, name);
+        }
+    }
+
+    #[test]
+    fn list_parameters_build_the_query_the_server_parses() {
+        let id = FeatureId::parse("a.b").unwrap();
+        let params = ListWorkflowsParams {
+            state: Some(WorkflowState::Done),
+            limit: Some(7),
+            cursor: Some(cursor::encode(&id)),
+        };
+        let query = params.to_query();
+        let pairs: Vec<(&str, &str)> = query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .collect();
+        let parsed = ListWorkflowsParams::parse_query(pairs).unwrap();
+        assert_eq!(parsed.after, Some(id));
+        assert_eq!(
+            (parsed.state, parsed.limit.get()),
+            (Some(WorkflowState::Done), 7)
+        );
+    }
+
+    #[test]
+    fn the_workflow_representation_matches_the_spec() {
+        use crate::workflow::TransitionContext;
+        use chrono::{Duration, TimeZone, Utc};
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap();
+        let (workflow, _) = Workflow::start(
+            FeatureId::parse("008-services-architecture").unwrap(),
+            Description::parse("Refactor to microservices").unwrap(),
+            Metadata::default(),
+            TransitionContext::at(t0),
+        );
+        let body = WorkflowResponse::new(&workflow, t0 + Duration::seconds(12));
+        assert_eq!(
+            serde_json::to_value(&body).unwrap(),
+            json!({
+                "feature_id": "008-services-architecture",
+                "description": "Refactor to microservices",
+                "state": "PHASE_1",
+                "version": 1,
+                "progress": {"percent": 25, "rework_count": 0,
+                             "time_in_state_seconds": {"PHASE_1": 12}},
+                "metadata": {},
+                "created_at": "2026-11-24T10:00:00Z",
+                "updated_at": "2026-11-24T10:00:00Z",
+                "completed_at": null
+            })
+        );
+        let back: WorkflowResponse =
+            serde_json::from_value(serde_json::to_value(&body).unwrap()).unwrap();
+        assert_eq!(back, body);
+    }
+
+    #[test]
+    fn the_summary_lists_all_five_states() {
+        let counts =
+            StateCounts::from_pairs([(WorkflowState::Phase1, 3), (WorkflowState::Done, 2)]);
+        assert_eq!(
+            serde_json::to_value(SummaryResponse::from(&counts)).unwrap(),
+            json!({"counts": {"IDLE": 0, "PHASE_1": 3, "GATE_1": 0, "PHASE_2": 0, "DONE": 2}, "total": 5})
+        );
+    }
+}

@@ -1,0 +1,44 @@
+#![doc = include_str!("../README.md")]
+#![warn(clippy::unwrap_used)]
+//!
+//! # Layout
+//!
+//! - [`state`]: the five states, the triggers, and the transition table as data.
+//! - [`values`]: validated values (`FeatureId`, `Description`, …), built only by parsing.
+//! - [`workflow`]: the `Workflow` aggregate, its pure `apply`, history records, progress.
+//! - [`repository`]: the `WorkflowRepository` trait every store implements.
+//! - [`hub`]: the `AgentHub` trait and its types.
+//! - [`service`]: the `Orchestrator`, where the rules meet the repository.
+//! - [`api`]: wire types and route paths shared by server and client.
+//! - `memory` (feature `test-util`): `InMemoryWorkflowRepository`.
+
+pub mod api;
+pub mod hub;
+#[cfg(feature = "test-util")]
+pub mod memory;
+pub mod repository;
+pub mod service;
+pub mod state;
+pub mod values;
+pub mod workflow;
+
+pub use hub::{AgentHub, HubError};
+#[cfg(feature = "test-util")]
+pub use memory::InMemoryWorkflowRepository;
+pub use repository::{
+    ListQuery, Page, PageLimit, RepositoryError, StateCounts, WorkflowRepository,
+};
+pub use service::{
+    Advance, Clock, Error, ManualClock, Orchestrator, Result, StartWorkflow, Started, SystemClock,
+};
+pub use state::{TRANSITIONS, Trigger, WorkflowState, next_state};
+pub use values::{Actor, Description, FeatureId, Metadata, Reason, ValidationError};
+pub use workflow::{
+    Progress, ReplayError, Timestamp, Transition, TransitionContext, TransitionError, Version,
+    Workflow,
+};
+
+/// The workspace README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct WorkspaceReadme;

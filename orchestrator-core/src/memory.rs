@@ -1,0 +1,125 @@
+//! `InMemoryWorkflowRepository`: the repository contract in a mutex, for tests, examples and
+//! embedding where durability does not matter.
+//!
+//! It keeps exactly the compare-and-set semantics of the durable stores: every call takes
+//! one lock, so a commit's version check and its writes are one atomic step.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::repository::{RepositoryError, StateCounts, WorkflowRepository};
+use crate::state::WorkflowState;
+use crate::values::FeatureId;
+use crate::workflow::{Transition, Version, Workflow};
+
+/// A workflow and its history, as the in-memory store keeps them.
+#[derive(Debug, Clone)]
+struct Entry {
+    workflow: Workflow,
+    history: Vec<Transition>,
+}
+
+/// Workflows in memory, ordered by feature id. Nothing survives the process.
+#[derive(Debug, Default)]
+pub struct InMemoryWorkflowRepository {
+    entries: Mutex<BTreeMap<FeatureId, Entry>>,
+}
+
+impl InMemoryWorkflowRepository {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<FeatureId, Entry>> {
+        // A panic while holding the lock cannot leave an entry half-written (each write is a
+        // single insert or a version-checked replace), so a poisoned lock is still consistent.
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl WorkflowRepository for InMemoryWorkflowRepository {
+    async fn create(&self, workflow: &Workflow, first: &Transition) -> Result<(), RepositoryError> {
+        let mut entries = self.lock();
+        if entries.contains_key(&workflow.feature_id) {
+            return Err(RepositoryError::AlreadyExists(workflow.feature_id.clone()));
+        }
+        entries.insert(
+            workflow.feature_id.clone(),
+            Entry {
+                workflow: workflow.clone(),
+                history: vec![first.clone()],
+            },
+        );
+        Ok(())
+    }
+
+    async fn get(&self, feature_id: &FeatureId) -> Result<Workflow, RepositoryError> {
+        self.lock()
+            .get(feature_id)
+            .map(|entry| entry.workflow.clone())
+            .ok_or_else(|| RepositoryError::NotFound(feature_id.clone()))
+    }
+
+    async fn list(
+        &self,
+        state: Option<WorkflowState>,
+        after: Option<&FeatureId>,
+        limit: u32,
+    ) -> Result<Vec<Workflow>, RepositoryError> {
+        let entries = self.lock();
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(entries
+            .range::<FeatureId, _>((lower, Bound::Unbounded))
+            .map(|(_, entry)| &entry.workflow)
+            .filter(|workflow| state.is_none_or(|s| workflow.state == s))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn summary(&self) -> Result<StateCounts, RepositoryError> {
+        let entries = self.lock();
+        Ok(StateCounts::from_pairs(
+            entries.values().map(|entry| (entry.workflow.state, 1)),
+        ))
+    }
+
+    async fn history(&self, feature_id: &FeatureId) -> Result<Vec<Transition>, RepositoryError> {
+        self.lock()
+            .get(feature_id)
+            .map(|entry| entry.history.clone())
+            .ok_or_else(|| RepositoryError::NotFound(feature_id.clone()))
+    }
+
+    async fn commit(
+        &self,
+        expected_version: Version,
+        workflow: &Workflow,
+        transition: &Transition,
+    ) -> Result<(), RepositoryError> {
+        let mut entries = self.lock();
+        let entry = entries
+            .get_mut(&workflow.feature_id)
+            .ok_or_else(|| RepositoryError::NotFound(workflow.feature_id.clone()))?;
+        if entry.workflow.version != expected_version {
+            return Err(RepositoryError::VersionConflict {
+                expected: expected_version,
+                actual: entry.workflow.version,
+            });
+        }
+        entry.workflow = workflow.clone();
+        entry.history.push(transition.clone());
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), RepositoryError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! The storage boundary: what the orchestrator needs from any store of workflows.
+//!
+//! **API boundary.** Implementations live elsewhere (the in-memory one in [`crate::memory`],
+//! diesel ones in the server); they translate their own failures into [`RepositoryError`].
+//! Core never sees a table.
+
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+
+use async_trait::async_trait;
+
+use crate::state::WorkflowState;
+use crate::values::{FeatureId, ValidationError};
+use crate::workflow::{Transition, Version, Workflow};
+
+/// A boxed error from a storage back end.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Why a repository call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryError {
+    /// No workflow has this feature id (HTTP 404 `WORKFLOW_NOT_FOUND`).
+    #[error("workflow '{0}' not found")]
+    NotFound(FeatureId),
+    /// A workflow with this feature id exists already (HTTP 409 `WORKFLOW_ALREADY_EXISTS`).
+    #[error("workflow '{0}' already exists")]
+    AlreadyExists(FeatureId),
+    /// The compare-and-set lost: the stored version is not the one expected
+    /// (HTTP 409 `VERSION_CONFLICT`).
+    #[error("version conflict: expected {expected}, current {actual}")]
+    VersionConflict {
+        /// The version the caller based its change on.
+        expected: Version,
+        /// The version stored now.
+        actual: Version,
+    },
+    /// The store cannot be reached (HTTP 503 `DATABASE_UNAVAILABLE`).
+    #[error("storage unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// Any other storage failure; a bug or a corrupt store (HTTP 500 `INTERNAL`).
+    #[error("storage failure: {0}")]
+    Backend(#[source] BoxError),
+}
+
+/// What page of workflows to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only workflows in this state.
+    pub state: Option<WorkflowState>,
+    /// Only workflows whose feature id sorts after this one (the cursor).
+    pub after: Option<FeatureId>,
+    /// At most this many.
+    pub limit: PageLimit,
+}
+
+/// How many workflows one page holds: 1–500, 50 by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PageLimit(u32);
+
+impl PageLimit {
+    /// The largest page.
+    pub const MAX: u32 = 500;
+    /// The page size when the caller names none.
+    pub const DEFAULT: PageLimit = PageLimit(50);
+
+    /// Parses a requested page size.
+    pub fn parse(limit: u32) -> Result<Self, ValidationError> {
+        if (1..=Self::MAX).contains(&limit) {
+            Ok(PageLimit(limit))
+        } else {
+            Err(ValidationError::new(
+                "limit",
+                format!("must be between 1 and {}", Self::MAX),
+            ))
+        }
+    }
+
+    /// The size.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for PageLimit {
+    fn default() -> Self {
+        PageLimit::DEFAULT
+    }
+}
+
+/// One page of workflows, ordered by feature id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The workflows on this page.
+    pub items: Vec<Workflow>,
+    /// Where the next page starts (exclusive), or `None` on the last page.
+    pub next_after: Option<FeatureId>,
+}
+
+/// How many workflows are in each state; every state is present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCounts(BTreeMap<WorkflowState, u64>);
+
+impl StateCounts {
+    /// Counts from `(state, count)` pairs; states not named count zero.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (WorkflowState, u64)>) -> Self {
+        let mut counts: BTreeMap<_, _> = WorkflowState::ALL.into_iter().map(|s| (s, 0)).collect();
+        for (state, count) in pairs {
+            *counts.entry(state).or_default() += count;
+        }
+        StateCounts(counts)
+    }
+
+    /// The count for one state.
+    pub fn get(&self, state: WorkflowState) -> u64 {
+        self.0.get(&state).copied().unwrap_or(0)
+    }
+
+    /// The sum over all states.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// Every state with its count, in life-cycle order.
+    pub fn as_map(&self) -> &BTreeMap<WorkflowState, u64> {
+        &self.0
+    }
+}
+
+/// A store of workflows and their histories.
+///
+/// Every implementation gives the same guarantees, which the contract tests check:
+/// `create` stores a workflow and its first transition together or not at all, and `commit`
+/// is one compare-and-set on `(feature_id, version)` that stores the new snapshot and its
+/// history entry together or not at all.
+#[async_trait]
+pub trait WorkflowRepository: Send + Sync {
+    /// Stores a new workflow with its first transition; refuses an existing feature id with
+    /// [`RepositoryError::AlreadyExists`].
+    async fn create(&self, workflow: &Workflow, first: &Transition) -> Result<(), RepositoryError>;
+
+    /// The workflow for a feature id.
+    async fn get(&self, feature_id: &FeatureId) -> Result<Workflow, RepositoryError>;
+
+    /// Workflows ordered by feature id, after `query.after`, in `query.state`, at most
+    /// `limit` of them. Paging (the next cursor) is the caller's business.
+    async fn list(
+        &self,
+        state: Option<WorkflowState>,
+        after: Option<&FeatureId>,
+        limit: u32,
+    ) -> Result<Vec<Workflow>, RepositoryError>;
+
+    /// How many workflows are in each state.
+    async fn summary(&self) -> Result<StateCounts, RepositoryError>;
+
+    /// A workflow's transitions, oldest first.
+    async fn history(&self, feature_id: &FeatureId) -> Result<Vec<Transition>, RepositoryError>;
+
+    /// Stores `workflow` (the snapshot after `transition`) and appends `transition`, if and
+    /// only if the stored version is still `expected_version`; otherwise
+    /// [`RepositoryError::VersionConflict`] and nothing changes.
+    async fn commit(
+        &self,
+        expected_version: Version,
+        workflow: &Workflow,
+        transition: &Transition,
+    ) -> Result<(), RepositoryError>;
+
+    /// Whether the store answers; `/health` uses it.
+    async fn ping(&self) -> Result<(), RepositoryError>;
+}

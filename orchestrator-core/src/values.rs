@@ -1,0 +1,322 @@
+//! Validated values: each is built only by parsing, so holding one proves it obeys its rule.
+//!
+//! Limits are those of SPEC §2. A broken rule is a [`ValidationError`] naming the field.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A field that breaks one of the domain's rules (HTTP 400 `VALIDATION_ERROR`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct ValidationError {
+    /// The field's name as the API spells it (`feature_id`, `metadata`, …).
+    pub field: &'static str,
+    /// The rule it breaks, as a lowercase sentence fragment.
+    pub rule: String,
+}
+
+impl ValidationError {
+    /// A broken `rule` on `field`.
+    pub fn new(field: &'static str, rule: impl Into<String>) -> Self {
+        ValidationError {
+            field,
+            rule: rule.into(),
+        }
+    }
+}
+
+/// Defines a string newtype that can only be built through `parse`, with `Display`, `FromStr`,
+/// `AsRef<str>` and serde that re-validates on the way in.
+macro_rules! validated_string {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses `value`, or says which rule it breaks.
+            pub fn parse(value: impl Into<String>) -> Result<Self, ValidationError> {
+                let value = value.into();
+                $check(&value).map_err(|rule| ValidationError::new($field, rule))?;
+                Ok($name(value))
+            }
+
+            /// The value as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ValidationError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::parse(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ValidationError;
+
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                $name::parse(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+validated_string!(
+    /// A feature's identifier: 1–128 characters of `A-Z a-z 0-9 . _ -`, starting with a letter
+    /// or digit (`008-services-architecture`). Safe to put in a URL path as it is.
+    FeatureId,
+    "feature_id",
+    check_feature_id
+);
+
+validated_string!(
+    /// What the feature is: not blank, at most 10 000 characters.
+    Description,
+    "description",
+    check_description
+);
+
+validated_string!(
+    /// Who triggered a transition: at most 128 characters.
+    Actor,
+    "actor",
+    check_actor
+);
+
+validated_string!(
+    /// Why a transition was triggered: at most 10 000 characters.
+    Reason,
+    "reason",
+    check_reason
+);
+
+/// Longest feature id, in characters.
+pub const FEATURE_ID_MAX_CHARS: usize = 128;
+/// Longest description, in characters.
+pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
+/// Longest actor, in characters.
+pub const ACTOR_MAX_CHARS: usize = 128;
+/// Longest reason, in characters.
+pub const REASON_MAX_CHARS: usize = 10_000;
+/// Largest metadata object, in bytes of compact JSON.
+pub const METADATA_MAX_BYTES: usize = 64 * 1024;
+
+fn check_feature_id(value: &str) -> Result<(), String> {
+    let rule = || {
+        format!(
+            "must be 1-{FEATURE_ID_MAX_CHARS} characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+        )
+    };
+    let first_ok = value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let all_ok = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    // All accepted characters are ASCII, so the byte length is the character count.
+    if first_ok && all_ok && value.len() <= FEATURE_ID_MAX_CHARS {
+        Ok(())
+    } else {
+        Err(rule())
+    }
+}
+
+fn check_description(value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err("must not be blank".to_owned());
+    }
+    check_max_chars(value, DESCRIPTION_MAX_CHARS)
+}
+
+fn check_actor(value: &str) -> Result<(), String> {
+    check_max_chars(value, ACTOR_MAX_CHARS)
+}
+
+fn check_reason(value: &str) -> Result<(), String> {
+    check_max_chars(value, REASON_MAX_CHARS)
+}
+
+fn check_max_chars(value: &str, max: usize) -> Result<(), String> {
+    // Cheap byte check first: a string of at most `max` bytes has at most `max` characters.
+    if value.len() <= max || value.chars().count() <= max {
+        Ok(())
+    } else {
+        Err(format!("must be at most {max} characters"))
+    }
+}
+
+/// Free-form data attached to a workflow or a transition: a JSON object of at most 64 KiB.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Value", into = "Value")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = Object))]
+pub struct Metadata(Map<String, Value>);
+
+impl Metadata {
+    /// Parses a JSON value: it must be an object of at most 64 KiB serialised. `null` is the
+    /// empty object, so an explicit `"metadata": null` means "none".
+    pub fn parse(value: Value) -> Result<Self, ValidationError> {
+        let map = match value {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            _ => return Err(ValidationError::new("metadata", "must be a JSON object")),
+        };
+        let size = serde_json::to_vec(&map)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > METADATA_MAX_BYTES {
+            return Err(ValidationError::new(
+                "metadata",
+                format!("must be at most {METADATA_MAX_BYTES} bytes serialised, is {size}"),
+            ));
+        }
+        Ok(Metadata(map))
+    }
+
+    /// The object's entries.
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
+    /// Whether the object has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TryFrom<Value> for Metadata {
+    type Error = ValidationError;
+
+    fn try_from(value: Value) -> Result<Self, Self::Error> {
+        Metadata::parse(value)
+    }
+}
+
+impl From<Metadata> for Value {
+    fn from(value: Metadata) -> Value {
+        Value::Object(value.0)
+    }
+}
+
+/// Parses an optional text field: absent stays absent, present must obey the rule.
+pub fn parse_optional<T>(
+    value: Option<String>,
+    parse: impl FnOnce(String) -> Result<T, ValidationError>,
+) -> Result<Option<T>, ValidationError> {
+    value.map(parse).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_typical_feature_id_is_accepted() {
+        for id in [
+            "008-services-architecture",
+            "a",
+            "A.b_c-9",
+            &"x".repeat(128),
+        ] {
+            assert_eq!(FeatureId::parse(id).unwrap().as_str(), id);
+        }
+    }
+
+    #[test]
+    fn a_feature_id_breaking_a_rule_is_rejected_naming_the_field() {
+        let too_long = "x".repeat(129);
+        for id in [
+            "",
+            "-abc",
+            ".abc",
+            "_abc",
+            "a b",
+            "a/b",
+            "é",
+            too_long.as_str(),
+            "a\n",
+        ] {
+            let err = FeatureId::parse(id).unwrap_err();
+            assert_eq!(err.field, "feature_id", "{id:?}");
+        }
+    }
+
+    #[test]
+    fn a_blank_description_is_rejected() {
+        assert_eq!(
+            Description::parse("  \n\t").unwrap_err().field,
+            "description"
+        );
+        assert!(Description::parse("").is_err());
+    }
+
+    #[test]
+    fn a_description_is_limited_to_ten_thousand_characters_not_bytes() {
+        assert!(Description::parse("é".repeat(10_000)).is_ok());
+        assert!(Description::parse("é".repeat(10_001)).is_err());
+    }
+
+    #[test]
+    fn actor_and_reason_have_their_own_limits() {
+        assert!(Actor::parse("a".repeat(128)).is_ok());
+        assert_eq!(Actor::parse("a".repeat(129)).unwrap_err().field, "actor");
+        assert!(Reason::parse("r".repeat(10_000)).is_ok());
+        assert_eq!(
+            Reason::parse("r".repeat(10_001)).unwrap_err().field,
+            "reason"
+        );
+    }
+
+    #[test]
+    fn metadata_must_be_an_object() {
+        assert!(Metadata::parse(json!({"k": [1, 2]})).is_ok());
+        assert!(Metadata::parse(Value::Null).unwrap().is_empty());
+        for bad in [json!([1]), json!("x"), json!(3), json!(true)] {
+            assert_eq!(Metadata::parse(bad).unwrap_err().field, "metadata");
+        }
+    }
+
+    #[test]
+    fn metadata_is_limited_to_sixty_four_kibibytes_serialised() {
+        // {"k":"…"} is 8 bytes of framing around the string.
+        let fits = json!({ "k": "x".repeat(METADATA_MAX_BYTES - 8) });
+        let over = json!({ "k": "x".repeat(METADATA_MAX_BYTES - 7) });
+        assert!(Metadata::parse(fits).is_ok());
+        assert!(Metadata::parse(over).is_err());
+    }
+
+    #[test]
+    fn deserialising_a_value_checks_its_rule() {
+        assert!(serde_json::from_str::<FeatureId>("\"ok-1\"").is_ok());
+        assert!(serde_json::from_str::<FeatureId>("\"not ok\"").is_err());
+        assert!(serde_json::from_str::<Metadata>("[]").is_err());
+    }
+}

@@ -1,0 +1,301 @@
+//! The `Orchestrator` service over the in-memory repository: starting, advancing with and
+//! without an expected version, paging, summary, and many tasks racing on one workflow.
+
+use std::sync::Arc;
+
+use chrono::{Duration, TimeZone, Utc};
+use orchestrator_core::api::{AdvanceRequest, StartWorkflowRequest};
+use orchestrator_core::{
+    Advance, Error, FeatureId, InMemoryWorkflowRepository, ListQuery, ManualClock, Orchestrator,
+    PageLimit, StartWorkflow, Started, Trigger, WorkflowRepository, WorkflowState,
+};
+use serde_json::json;
+
+fn orchestrator() -> (Orchestrator, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap(),
+    ));
+    let orchestrator =
+        Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new())).with_clock(clock.clone());
+    (orchestrator, clock)
+}
+
+fn start(id: &str) -> StartWorkflow {
+    StartWorkflowRequest::new(id, "a feature")
+        .try_into()
+        .unwrap()
+}
+
+fn id(id: &str) -> FeatureId {
+    FeatureId::parse(id).unwrap()
+}
+
+#[tokio::test]
+async fn starting_twice_is_refused_unless_use_existing_is_set() {
+    let (orchestrator, clock) = orchestrator();
+    let created = orchestrator.start(start("f")).await.unwrap();
+    assert!(matches!(created, Started::Created(_)));
+
+    let again = orchestrator.start(start("f")).await.unwrap_err();
+    assert!(matches!(again, Error::AlreadyExists(ref f) if f.as_str() == "f"));
+
+    clock.advance(Duration::seconds(5));
+    let mut retry = start("f");
+    retry.use_existing = true;
+    match orchestrator.start(retry).await.unwrap() {
+        Started::Existing(existing) => assert_eq!(&existing, created.workflow()),
+        other => panic!("expected the existing workflow, got {other:?}"),
+    }
+    assert_eq!(orchestrator.history(&id("f")).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn start_metadata_is_kept_on_the_workflow_and_its_first_entry() {
+    let (orchestrator, _) = orchestrator();
+    let mut request = StartWorkflowRequest::new("f", "a feature");
+    request.metadata = Some(json!({"team": "core"}));
+    orchestrator
+        .start(request.try_into().unwrap())
+        .await
+        .unwrap();
+    let workflow = orchestrator.get(&id("f")).await.unwrap();
+    let history = orchestrator.history(&id("f")).await.unwrap();
+    assert_eq!(workflow.metadata.as_map()["team"], "core");
+    assert_eq!(history[0].metadata, workflow.metadata);
+}
+
+#[tokio::test]
+async fn a_request_breaking_a_rule_names_the_field() {
+    let err = StartWorkflow::try_from(StartWorkflowRequest::new("bad id", "d")).unwrap_err();
+    assert_eq!(err.field, "feature_id");
+    let err = StartWorkflow::try_from(StartWorkflowRequest::new("ok", " ")).unwrap_err();
+    assert_eq!(err.field, "description");
+    let err = Advance::try_from(AdvanceRequest::new("approve")).unwrap_err();
+    assert_eq!(err.field, "trigger");
+    let mut request = AdvanceRequest::new("cancel");
+    request.metadata = Some(json!([1]));
+    assert_eq!(Advance::try_from(request).unwrap_err().field, "metadata");
+}
+
+#[tokio::test]
+async fn advancing_an_unknown_workflow_is_not_found() {
+    let (orchestrator, _) = orchestrator();
+    let err = orchestrator
+        .advance(&id("nope"), Advance::new(Trigger::Cancel))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)));
+}
+
+#[tokio::test]
+async fn a_stale_expected_version_is_a_conflict_and_changes_nothing() {
+    let (orchestrator, _) = orchestrator();
+    orchestrator.start(start("f")).await.unwrap();
+    let err = orchestrator
+        .advance(&id("f"), Advance::new(Trigger::AgentComplete).expecting(7))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::VersionConflict {
+            expected: 7,
+            actual: 1
+        }
+    ));
+    let workflow = orchestrator
+        .advance(&id("f"), Advance::new(Trigger::AgentComplete).expecting(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (workflow.state, workflow.version),
+        (WorkflowState::Gate1, 2)
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_workflow_is_restarted_with_the_start_trigger() {
+    let (orchestrator, _) = orchestrator();
+    orchestrator.start(start("f")).await.unwrap();
+    orchestrator
+        .advance(&id("f"), Advance::new(Trigger::Cancel))
+        .await
+        .unwrap();
+    assert!(matches!(
+        orchestrator.start(start("f")).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    let restarted = orchestrator
+        .advance(&id("f"), Advance::new(Trigger::Start))
+        .await
+        .unwrap();
+    assert_eq!(
+        (restarted.state, restarted.version),
+        (WorkflowState::Phase1, 3)
+    );
+}
+
+#[tokio::test]
+async fn listing_pages_through_every_workflow_in_feature_id_order() {
+    let (orchestrator, _) = orchestrator();
+    for n in [5, 3, 9, 1, 7, 2, 8, 4, 6] {
+        orchestrator.start(start(&format!("f{n}"))).await.unwrap();
+    }
+    orchestrator
+        .advance(&id("f4"), Advance::new(Trigger::AgentComplete))
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut query = ListQuery {
+        state: None,
+        after: None,
+        limit: PageLimit::parse(4).unwrap(),
+    };
+    loop {
+        let page = orchestrator.list(&query).await.unwrap();
+        assert!(page.items.len() <= 4);
+        seen.extend(page.items.iter().map(|w| w.feature_id.to_string()));
+        match page.next_after {
+            Some(after) => query.after = Some(after),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (1..=9).map(|n| format!("f{n}")).collect();
+    assert_eq!(seen, expected);
+
+    let gate = orchestrator
+        .list(&ListQuery {
+            state: Some(WorkflowState::Gate1),
+            after: None,
+            limit: PageLimit::DEFAULT,
+        })
+        .await
+        .unwrap();
+    assert_eq!(gate.items.len(), 1);
+    assert_eq!(gate.next_after, None);
+}
+
+#[tokio::test]
+async fn an_exactly_full_last_page_has_no_next_cursor() {
+    let (orchestrator, _) = orchestrator();
+    for n in 1..=4 {
+        orchestrator.start(start(&format!("f{n}"))).await.unwrap();
+    }
+    let page = orchestrator
+        .list(&ListQuery {
+            state: None,
+            after: None,
+            limit: PageLimit::parse(4).unwrap(),
+        })
+        .await
+        .unwrap();
+    assert_eq!((page.items.len(), page.next_after), (4, None));
+}
+
+#[tokio::test]
+async fn the_summary_counts_every_state() {
+    let (orchestrator, _) = orchestrator();
+    for n in 1..=3 {
+        orchestrator.start(start(&format!("f{n}"))).await.unwrap();
+    }
+    orchestrator
+        .advance(&id("f1"), Advance::new(Trigger::Cancel))
+        .await
+        .unwrap();
+    let counts = orchestrator.summary().await.unwrap();
+    assert_eq!(counts.get(WorkflowState::Idle), 1);
+    assert_eq!(counts.get(WorkflowState::Phase1), 2);
+    assert_eq!(counts.get(WorkflowState::Done), 0);
+    assert_eq!(counts.total(), 3);
+    assert_eq!(counts.as_map().len(), 5);
+}
+
+/// Many tasks advance one workflow at once, round after round. In each round exactly one
+/// wins; the others lose with a version conflict (they read the old version) or an invalid
+/// transition (they read the new state), and the history stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_advances_of_one_workflow_have_exactly_one_winner_per_version() {
+    const TASKS: usize = 32;
+    let (orchestrator, _) = orchestrator();
+    orchestrator.start(start("race")).await.unwrap();
+    // PHASE_1 -agent_complete-> GATE_1 -human_rejected-> PHASE_1 … : each trigger is valid
+    // exactly once in a row, so a loser re-reading the new state is refused.
+    let rounds = [Trigger::AgentComplete, Trigger::HumanRejected].repeat(10);
+    for (round, trigger) in rounds.iter().enumerate() {
+        let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let orchestrator = orchestrator.clone();
+                let barrier = barrier.clone();
+                let trigger = *trigger;
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    orchestrator
+                        .advance(&id("race"), Advance::new(trigger))
+                        .await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => winners += 1,
+                Err(Error::VersionConflict { .. } | Error::Transition(_)) => {}
+                Err(other) => panic!("unexpected error: {other}"),
+            }
+        }
+        assert_eq!(winners, 1, "round {round}");
+    }
+    let history = orchestrator.history(&id("race")).await.unwrap();
+    assert_eq!(history.len(), rounds.len() + 1);
+    for (index, entry) in history.iter().enumerate() {
+        assert_eq!(entry.seq, index as u64 + 1);
+    }
+}
+
+/// The repository's compare-and-set itself: of many commits against one version, one lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_against_one_version_let_exactly_one_land() {
+    let repository = Arc::new(InMemoryWorkflowRepository::new());
+    let (orchestrator, _) = orchestrator();
+    let base = orchestrator
+        .start(start("cas"))
+        .await
+        .unwrap()
+        .into_workflow();
+    let first = orchestrator.history(&id("cas")).await.unwrap().remove(0);
+    repository.create(&base, &first).await.unwrap();
+
+    let tasks: Vec<_> = (0..32)
+        .map(|n| {
+            let repository = repository.clone();
+            let base = base.clone();
+            tokio::spawn(async move {
+                let trigger = if n % 2 == 0 {
+                    Trigger::AgentComplete
+                } else {
+                    Trigger::Cancel
+                };
+                let at = base.updated_at + Duration::seconds(n);
+                let transition = base
+                    .apply(trigger, orchestrator_core::TransitionContext::at(at))
+                    .unwrap();
+                let mut next = base.clone();
+                next.record(&transition);
+                repository.commit(base.version, &next, &transition).await
+            })
+        })
+        .collect();
+    let mut landed = 0;
+    for task in tasks {
+        if task.await.unwrap().is_ok() {
+            landed += 1;
+        }
+    }
+    assert_eq!(landed, 1);
+    let stored = repository.get(&id("cas")).await.unwrap();
+    let history = repository.history(&id("cas")).await.unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].to, stored.state);
+}

@@ -1,0 +1,1 @@
+//! The orchestrator's HTTP service (built in the next issue).
