@@ -1,1 +1,420 @@
-//! Typed client for the orchestrator's HTTP API (built in the next issue).
+//! A typed async client for the orchestrator's HTTP API.
+//!
+//! Every body is a type from `orchestrator_core::api`, the same types the server encodes, so
+//! client and server cannot drift apart. Errors the server answers come back as
+//! [`ClientError::Api`] with the server's error body.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), orchestrator_client::ClientError> {
+//! use orchestrator_client::Client;
+//! use orchestrator_core::api::{AdvanceRequest, StartWorkflowRequest};
+//!
+//! let client = Client::new("http://localhost:8000")?;
+//! let started = client
+//!     .start_workflow(&StartWorkflowRequest::new("008-services-architecture", "Refactor to microservices"))
+//!     .await?;
+//! let gate = client
+//!     .advance_workflow(&started.feature_id, &AdvanceRequest::new("agent_complete"))
+//!     .await?;
+//! println!("{} is at {}", gate.feature_id, gate.state);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use orchestrator_core::FeatureId;
+use orchestrator_core::api::{
+    AdvanceRequest, ApiErrorBody, ErrorCode, ErrorEnvelope, HealthResponse, HistoryResponse,
+    ListWorkflowsParams, ListWorkflowsResponse, ServiceInfo, StartWorkflowRequest, SummaryResponse,
+    WorkflowResponse, paths,
+};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server answered with an error envelope.
+    #[error("{status}: {} ({:?})", body.message, body.code)]
+    Api {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The server's error body.
+        body: ApiErrorBody,
+    },
+    /// The server answered with an error that is not an error envelope (a proxy's page, say).
+    #[error("{status}: unexpected body: {text}")]
+    UnexpectedBody {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The body, as text.
+        text: String,
+    },
+    /// The request did not complete: connection refused, timeout, TLS.
+    #[error("transport error: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// A success answer whose body does not decode into the expected type.
+    #[error("cannot decode the {status} answer: {source}")]
+    Decode {
+        /// The HTTP status.
+        status: StatusCode,
+        /// What did not fit.
+        source: serde_json::Error,
+    },
+    /// The base URL is not a usable http(s) URL.
+    #[error("invalid base url '{0}'")]
+    InvalidBaseUrl(String),
+}
+
+impl ClientError {
+    /// The server's error code, when it sent one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { body, .. } => Some(body.code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::UnexpectedBody { status, .. } => {
+                Some(*status)
+            }
+            ClientError::Decode { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// A 404: no such workflow (or route).
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(StatusCode::NOT_FOUND)
+    }
+
+    /// A 409: the workflow exists, the trigger is not allowed, the version moved on, or the
+    /// gate is blocked; [`ClientError::code`] says which.
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(StatusCode::CONFLICT)
+    }
+
+    /// A 400: the request broke a rule or was not JSON.
+    pub fn is_bad_request(&self) -> bool {
+        self.status() == Some(StatusCode::BAD_REQUEST)
+    }
+
+    /// A 401: the token is missing or wrong.
+    pub fn is_unauthorized(&self) -> bool {
+        self.status() == Some(StatusCode::UNAUTHORIZED)
+    }
+}
+
+/// `Result` with [`ClientError`].
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A client of one orchestrator server. Cheap to clone; clones share connections.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    token: Option<String>,
+}
+
+/// Builds a [`Client`] with a timeout, a token, or a caller's own `reqwest::Client`.
+#[derive(Debug, Default)]
+pub struct ClientBuilder {
+    base_url: String,
+    timeout: Option<Duration>,
+    token: Option<String>,
+    http: Option<reqwest::Client>,
+}
+
+impl ClientBuilder {
+    /// The server's base URL, e.g. `http://localhost:8000`.
+    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = base_url.into();
+        self
+    }
+
+    /// A timeout for each whole request (default 30 s); ignored with [`ClientBuilder::http_client`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The bearer token to send, for a server started with `ORCHESTRATOR_API_TOKEN`.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Uses the caller's `reqwest::Client` (its own timeouts, proxies, TLS settings).
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// Builds the client.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), orchestrator_client::ClientError> {
+    /// use std::time::Duration;
+    /// let client = orchestrator_client::Client::builder()
+    ///     .base_url("http://localhost:8000")
+    ///     .timeout(Duration::from_secs(5))
+    ///     .token("s3cret")
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn build(self) -> Result<Client> {
+        let base_url = self.base_url.trim_end_matches('/').to_owned();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(ClientError::InvalidBaseUrl(self.base_url));
+        }
+        let http = match self.http {
+            Some(http) => http,
+            None => reqwest::Client::builder()
+                .timeout(self.timeout.unwrap_or(Duration::from_secs(30)))
+                .build()?,
+        };
+        Ok(Client {
+            http,
+            base_url,
+            token: self.token,
+        })
+    }
+}
+
+impl Client {
+    /// A client of the server at `base_url`, with default settings.
+    ///
+    /// ```no_run
+    /// let client = orchestrator_client::Client::new("http://localhost:8000")?;
+    /// # Ok::<(), orchestrator_client::ClientError>(())
+    /// ```
+    pub fn new(base_url: impl Into<String>) -> Result<Self> {
+        Self::builder().base_url(base_url).build()
+    }
+
+    /// A builder, for a timeout, a token, or a caller's `reqwest::Client`.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The base URL requests go to.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let builder = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T> {
+        let response = builder.send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|source| ClientError::Decode { status, source });
+        }
+        match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
+            Ok(envelope) => Err(ClientError::Api {
+                status,
+                body: envelope.error,
+            }),
+            Err(_) => Err(ClientError::UnexpectedBody {
+                status,
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+            }),
+        }
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(self.request(Method::POST, path).json(body)).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    /// Starts a feature's workflow (`POST /workflow/start`). With `use_existing` set, an
+    /// existing workflow is returned unchanged instead of a 409.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// use orchestrator_core::api::StartWorkflowRequest;
+    /// let workflow = client
+    ///     .start_workflow(&StartWorkflowRequest::new("008-services-architecture", "Refactor to microservices"))
+    ///     .await?;
+    /// assert_eq!(workflow.version, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn start_workflow(&self, request: &StartWorkflowRequest) -> Result<WorkflowResponse> {
+        self.post(paths::WORKFLOW_START, request).await
+    }
+
+    /// Reads a workflow (`GET /workflow/{feature_id}`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// let id = "008-services-architecture".parse().expect("a valid feature id");
+    /// match client.get_workflow(&id).await {
+    ///     Ok(workflow) => println!("{} at {}%", workflow.state, workflow.progress.percent),
+    ///     Err(e) if e.is_not_found() => println!("no such feature"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_workflow(&self, feature_id: &FeatureId) -> Result<WorkflowResponse> {
+        self.get(&paths::workflow(feature_id)).await
+    }
+
+    /// Applies one trigger (`POST /workflow/{feature_id}/advance`). Set `expected_version` to
+    /// make it conditional: a workflow that moved on answers `VERSION_CONFLICT`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// use orchestrator_core::api::{AdvanceRequest, ErrorCode};
+    /// let id = "008-services-architecture".parse().expect("a valid feature id");
+    /// let mut approve = AdvanceRequest::new("human_approved");
+    /// approve.actor = Some("reviewer@example.com".into());
+    /// approve.expected_version = Some(2);
+    /// match client.advance_workflow(&id, &approve).await {
+    ///     Ok(workflow) => println!("now {}", workflow.state),
+    ///     Err(e) if e.code() == Some(ErrorCode::VersionConflict) => println!("someone was faster"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn advance_workflow(
+        &self,
+        feature_id: &FeatureId,
+        request: &AdvanceRequest,
+    ) -> Result<WorkflowResponse> {
+        self.post(&paths::advance(feature_id), request).await
+    }
+
+    /// A workflow's transitions, oldest first (`GET /workflow/{feature_id}/history`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// let id = "008-services-architecture".parse().expect("a valid feature id");
+    /// for t in client.get_history(&id).await?.transitions {
+    ///     println!("#{} {} -> {} by {:?}", t.seq, t.from, t.to, t.actor);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_history(&self, feature_id: &FeatureId) -> Result<HistoryResponse> {
+        self.get(&paths::history(feature_id)).await
+    }
+
+    /// One page of workflows (`GET /workflows`); pass `next_cursor` back for the next page.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// use orchestrator_core::WorkflowState;
+    /// use orchestrator_core::api::ListWorkflowsParams;
+    /// let mut params = ListWorkflowsParams { state: Some(WorkflowState::Gate1), ..Default::default() };
+    /// loop {
+    ///     let page = client.list_workflows(&params).await?;
+    ///     for w in &page.items {
+    ///         println!("{} waits for review", w.feature_id);
+    ///     }
+    ///     match page.next_cursor {
+    ///         Some(cursor) => params.cursor = Some(cursor),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn list_workflows(
+        &self,
+        params: &ListWorkflowsParams,
+    ) -> Result<ListWorkflowsResponse> {
+        let query = params.to_query();
+        if query.is_empty() {
+            self.get(paths::WORKFLOWS).await
+        } else {
+            self.get(&format!("{}?{query}", paths::WORKFLOWS)).await
+        }
+    }
+
+    /// How many workflows are in each state (`GET /workflows/summary`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// let summary = client.get_summary().await?;
+    /// println!("{} workflows", summary.total);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_summary(&self) -> Result<SummaryResponse> {
+        self.get(paths::SUMMARY).await
+    }
+
+    /// The service's health (`GET /health`). An unhealthy server answers 503 with the same
+    /// body; that comes back as `Ok` too, so the checks can be read.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// let health = client.get_health().await?;
+    /// println!("{:?}, up {} s", health.status, health.uptime_seconds);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_health(&self) -> Result<HealthResponse> {
+        let response = self.request(Method::GET, paths::HEALTH).send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|_| ClientError::UnexpectedBody {
+            status,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
+
+    /// What the service is (`GET /`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// println!("{}", client.get_service_info().await?.version);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_service_info(&self) -> Result<ServiceInfo> {
+        self.get(paths::ROOT).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_base_url_must_be_http() {
+        assert!(matches!(
+            Client::new("localhost:8000"),
+            Err(ClientError::InvalidBaseUrl(_))
+        ));
+        assert_eq!(Client::new("http://h:1/").unwrap().base_url(), "http://h:1");
+    }
+}

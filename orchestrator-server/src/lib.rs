@@ -1,1 +1,57 @@
-//! The orchestrator's HTTP service (built in the next issue).
+#![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//!
+//! - `config`: settings from flags and environment.
+//! - `storage`: diesel storage (SQLite) and migrations; the only module that imports diesel.
+//! - `http`: the hyper API: `serve`, the route table, handlers, the error mapping.
+//! - `metrics`, `telemetry`: Prometheus counters and the tracing subscriber.
+#![warn(clippy::unwrap_used)]
+
+pub mod config;
+pub mod http;
+mod metrics;
+pub mod storage;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use orchestrator_core::Orchestrator;
+
+pub use config::{Config, LogFormat};
+pub use http::{App, serve};
+
+/// The service's version, reported by `/health` and `/`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Storage could not be opened or migrated.
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Opens storage (running migrations) and builds the application `config` describes.
+pub async fn build_app(config: &Config) -> Result<App, StartupError> {
+    let pool_size = usize::try_from(config.database_pool_size).unwrap_or(8);
+    let repository = storage::connect(&config.database_url, pool_size).await?;
+    let orchestrator = Orchestrator::new(Arc::new(repository));
+    Ok(App::new(orchestrator, config.api_token.clone()))
+}
+
+/// Binds the configured address; port 0 picks a free port (read it from `local_addr`).
+pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, StartupError> {
+    let address = config.bind_address();
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| StartupError::Bind { address, source })
+}

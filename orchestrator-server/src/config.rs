@@ -1,0 +1,212 @@
+//! `Config`: every setting, from flags or the environment (SPEC §6). Parsed only in `main`
+//! and passed down by value; no other module reads the environment.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use clap::{Parser, ValueEnum};
+
+use crate::storage::DatabaseUrl;
+
+/// The orchestrator service's settings.
+#[derive(Clone, Parser)]
+#[command(
+    name = "orchestrator-server",
+    version,
+    about = "The feature-delivery orchestrator's HTTP service"
+)]
+pub struct Config {
+    /// Listening address.
+    #[arg(long, env = "HOST", value_name = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Listening port (0 picks a free one).
+    #[arg(long, env = "PORT", value_name = "PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// Where workflows are stored: sqlite:///relative, sqlite:////absolute, sqlite::memory:,
+    /// or postgres://….
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "sqlite:///./data/orchestrator.db"
+    )]
+    pub database_url: DatabaseUrl,
+
+    /// Connections kept for reads (SQLite) or for everything (PostgreSQL).
+    #[arg(long, env = "DATABASE_POOL_SIZE", value_name = "DATABASE_POOL_SIZE", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub database_pool_size: u32,
+
+    /// Agent Hub base URL.
+    #[arg(long, env = "AGENT_HUB_URL", value_name = "AGENT_HUB_URL", default_value = "http://localhost:8001",
+          value_parser = parse_http_url)]
+    pub agent_hub_url: String,
+
+    /// Timeout of every Agent Hub call, in seconds.
+    #[arg(long, env = "AGENT_HUB_TIMEOUT_SECONDS", value_name = "AGENT_HUB_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub agent_hub_timeout_seconds: u64,
+
+    /// Bearer token every non-public endpoint requires; unset or empty means open.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_API_TOKEN",
+        value_name = "ORCHESTRATOR_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+
+    /// Tracing filter, e.g. `info` or `orchestrator_server=debug`.
+    #[arg(
+        long = "log",
+        env = "RUST_LOG",
+        value_name = "RUST_LOG",
+        default_value = "info"
+    )]
+    pub log: String,
+
+    /// Log line format.
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_name = "LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for machines.
+    Json,
+    /// Human-readable, multi-line.
+    Pretty,
+}
+
+impl Config {
+    /// The settings a test or an embedding program starts from: port 0 on loopback, the given
+    /// database, no token, defaults elsewhere.
+    pub fn for_tests(database_url: DatabaseUrl) -> Self {
+        Config {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            database_url,
+            database_pool_size: 4,
+            agent_hub_url: "http://127.0.0.1:9".to_owned(),
+            agent_hub_timeout_seconds: 5,
+            api_token: None,
+            log: "warn".to_owned(),
+            log_format: LogFormat::Pretty,
+        }
+    }
+
+    /// The socket address to listen on.
+    pub fn bind_address(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database_url", &self.database_url.to_string())
+            .field("database_pool_size", &self.database_pool_size)
+            .field("agent_hub_url", &self.agent_hub_url)
+            .field("agent_hub_timeout_seconds", &self.agent_hub_timeout_seconds)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("log", &self.log)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+fn parse_http_url(value: &str) -> Result<String, String> {
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or("must start with http:// or https://")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("must name a host".to_owned());
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("orchestrator-server").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.bind_address().to_string(), "0.0.0.0:8000");
+        assert_eq!(
+            config.database_url,
+            DatabaseUrl::SqliteFile(PathBuf::from("./data/orchestrator.db"))
+        );
+        assert_eq!(config.agent_hub_url, "http://localhost:8001");
+        assert_eq!(config.agent_hub_timeout_seconds, 30);
+        assert_eq!(config.api_token, None);
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn every_database_url_form_is_understood() {
+        for (url, expected) in [
+            (
+                "sqlite:///data/x.db",
+                DatabaseUrl::SqliteFile(PathBuf::from("data/x.db")),
+            ),
+            (
+                "sqlite:////var/lib/x.db",
+                DatabaseUrl::SqliteFile(PathBuf::from("/var/lib/x.db")),
+            ),
+            (
+                "sqlite:x.db",
+                DatabaseUrl::SqliteFile(PathBuf::from("x.db")),
+            ),
+            ("sqlite::memory:", DatabaseUrl::SqliteMemory),
+            (
+                "postgres://u@h/db",
+                DatabaseUrl::Postgres("postgres://u@h/db".into()),
+            ),
+            (
+                "postgresql://u@h/db",
+                DatabaseUrl::Postgres("postgresql://u@h/db".into()),
+            ),
+        ] {
+            assert_eq!(url.parse::<DatabaseUrl>(), Ok(expected), "{url}");
+        }
+        for bad in ["mysql://x", "sqlite:", "sqlite:///", "data.db"] {
+            assert!(bad.parse::<DatabaseUrl>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_in_one_line() {
+        for (args, name) in [
+            (&["--port", "eighty"][..], "PORT"),
+            (&["--database-url", "mysql://x"][..], "DATABASE_URL"),
+            (
+                &["--agent-hub-timeout-seconds", "0"][..],
+                "AGENT_HUB_TIMEOUT_SECONDS",
+            ),
+            (&["--agent-hub-url", "localhost:8001"][..], "AGENT_HUB_URL"),
+            (&["--log-format", "xml"][..], "LOG_FORMAT"),
+        ] {
+            let error = parse(args).unwrap_err().to_string();
+            let first = error.lines().next().unwrap();
+            assert!(first.contains(name), "{first}");
+        }
+    }
+}

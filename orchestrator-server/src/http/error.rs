@@ -1,0 +1,144 @@
+//! `ApiError`: every way a request can fail, and the one mapping from failure to status and
+//! error envelope (SPEC §3).
+//!
+//! Internal failures are logged here, once, and their text never reaches the client.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use orchestrator_core::api::{ApiErrorBody, ErrorCode, ErrorEnvelope};
+use orchestrator_core::{Error as CoreError, RepositoryError, ValidationError};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A field breaks a rule.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// The body is not JSON or not the expected shape.
+    #[error("request body is not valid JSON for this endpoint")]
+    InvalidJson(String),
+    /// A body sent without a JSON content type.
+    #[error("request body must be sent with Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// The body is over the limit.
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A token is configured and the request lacks it or has another.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// No such route.
+    #[error("no route for {0}")]
+    NotFound(String),
+    /// The route exists, not with this method.
+    #[error("method {method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed {
+        /// The method asked.
+        method: String,
+        /// The methods the route serves, comma-separated.
+        allow: String,
+    },
+    /// What the orchestrator refused or failed at.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// A bug; details go to the log only.
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// `Result` with [`ApiError`].
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl ApiError {
+    /// The error body: code, message, details.
+    pub fn body(&self) -> ApiErrorBody {
+        let (code, details) = match self {
+            ApiError::Validation(e) => (
+                ErrorCode::ValidationError,
+                Some(vec![format!("{}: {}", e.field, e.rule)]),
+            ),
+            ApiError::InvalidJson(detail) => (ErrorCode::InvalidJson, Some(vec![detail.clone()])),
+            ApiError::UnsupportedMediaType => (ErrorCode::UnsupportedMediaType, None),
+            ApiError::PayloadTooLarge { .. } => (ErrorCode::PayloadTooLarge, None),
+            ApiError::Unauthorized => (ErrorCode::Unauthorized, None),
+            ApiError::NotFound(_) => (ErrorCode::NotFound, None),
+            ApiError::MethodNotAllowed { .. } => (ErrorCode::MethodNotAllowed, None),
+            ApiError::Core(e) => core_code(e),
+            ApiError::Internal(_) => (ErrorCode::Internal, None),
+        };
+        let message = match (self, code) {
+            (_, ErrorCode::Internal) => "internal error".to_owned(),
+            (_, ErrorCode::DatabaseUnavailable) => "the database is unavailable".to_owned(),
+            _ => self.to_string(),
+        };
+        ApiErrorBody {
+            code,
+            message,
+            details,
+        }
+    }
+
+    /// The response: status, envelope, and the headers some statuses require.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let body = self.body();
+        match &body.code {
+            ErrorCode::Internal | ErrorCode::DatabaseUnavailable => {
+                tracing::error!(error = %self, detail = ?self, "request failed");
+            }
+            _ => tracing::debug!(error = %self, "request refused"),
+        }
+        let status =
+            StatusCode::from_u16(body.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = super::body::json_response(status, &ErrorEnvelope { error: body });
+        match &self {
+            ApiError::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    response.headers_mut().insert(header::ALLOW, value);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
+    match error {
+        CoreError::Validation(e) => (
+            ErrorCode::ValidationError,
+            Some(vec![format!("{}: {}", e.field, e.rule)]),
+        ),
+        CoreError::NotFound(_) => (ErrorCode::WorkflowNotFound, None),
+        CoreError::AlreadyExists(_) => (ErrorCode::WorkflowAlreadyExists, None),
+        CoreError::Transition(e) => {
+            let orchestrator_core::TransitionError::NotAllowed { state, .. } = e;
+            let allowed: Vec<&str> = e.allowed().iter().map(|t| t.as_str()).collect();
+            (
+                ErrorCode::InvalidTransition,
+                Some(vec![
+                    format!("state: {state}"),
+                    format!("allowed_triggers: {}", allowed.join(", ")),
+                ]),
+            )
+        }
+        CoreError::VersionConflict { expected, actual } => (
+            ErrorCode::VersionConflict,
+            Some(vec![
+                format!("expected_version: {expected}"),
+                format!("current_version: {actual}"),
+            ]),
+        ),
+        CoreError::Storage(RepositoryError::Unavailable(_)) => {
+            (ErrorCode::DatabaseUnavailable, None)
+        }
+        CoreError::Storage(_) => (ErrorCode::Internal, None),
+    }
+}

@@ -1,0 +1,101 @@
+//! The OpenAPI document and the two pages that render it, Swagger UI and ReDoc. Their assets
+//! come from crate dependencies and are served from memory: no CDN, no network.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use utoipa::OpenApi;
+
+use crate::http::body::bytes_response;
+use crate::http::error::{ApiError, Result};
+use crate::http::openapi::ApiDoc;
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// Everything the docs endpoints serve, rendered once at start-up.
+pub struct DocsAssets {
+    openapi_json: Bytes,
+    redoc_html: Bytes,
+    swagger: Arc<utoipa_swagger_ui::Config<'static>>,
+}
+
+impl DocsAssets {
+    /// Renders the document and the ReDoc page.
+    pub fn new() -> Self {
+        let openapi_json = ApiDoc::openapi()
+            .to_json()
+            .map(Bytes::from)
+            .unwrap_or_else(|_| Bytes::from_static(b"{}"));
+        let redoc_html = aide::redoc::Redoc::new(orchestrator_core::api::paths::OPENAPI)
+            .with_title("Orchestrator API")
+            .html();
+        DocsAssets {
+            openapi_json,
+            redoc_html: Bytes::from(redoc_html),
+            swagger: Arc::new(utoipa_swagger_ui::Config::from(
+                orchestrator_core::api::paths::OPENAPI,
+            )),
+        }
+    }
+
+    /// `GET /openapi.json`.
+    pub fn openapi(&self) -> HttpResponse {
+        cached(bytes_response(
+            StatusCode::OK,
+            "application/json",
+            self.openapi_json.clone(),
+        ))
+    }
+
+    /// `GET /redoc`.
+    pub fn redoc(&self) -> HttpResponse {
+        cached(bytes_response(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            self.redoc_html.clone(),
+        ))
+    }
+
+    /// `GET /docs`: the page's assets are relative, so it lives under `/docs/`.
+    pub fn docs_redirect(&self) -> HttpResponse {
+        let mut response =
+            bytes_response(StatusCode::PERMANENT_REDIRECT, "text/plain", Bytes::new());
+        response
+            .headers_mut()
+            .insert(header::LOCATION, HeaderValue::from_static("/docs/"));
+        response
+    }
+
+    /// `GET /docs/` and `GET /docs/{file}`.
+    pub fn swagger_file(&self, file: &str) -> Result<HttpResponse> {
+        match utoipa_swagger_ui::serve(file, self.swagger.clone()) {
+            Ok(Some(found)) => {
+                let mut response = Response::new(Full::new(Bytes::from(found.bytes.into_owned())));
+                if let Ok(content_type) = HeaderValue::from_str(&found.content_type) {
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, content_type);
+                }
+                Ok(cached(response))
+            }
+            Ok(None) => Err(ApiError::NotFound(format!("/docs/{file}"))),
+            Err(e) => Err(ApiError::Internal(format!("swagger ui: {e}"))),
+        }
+    }
+}
+
+impl Default for DocsAssets {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn cached(mut response: HttpResponse) -> HttpResponse {
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    response
+}

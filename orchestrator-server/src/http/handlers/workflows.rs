@@ -1,0 +1,219 @@
+//! Workflow endpoints: start, get, advance, history, list, summary.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use orchestrator_core::api::{
+    AdvanceRequest, ErrorEnvelope, HistoryResponse, ListWorkflowsParams, ListWorkflowsResponse,
+    StartWorkflowRequest, SummaryResponse, WorkflowResponse, cursor, paths,
+};
+use orchestrator_core::{Advance, FeatureId, StartWorkflow, Started, ValidationError, Workflow};
+
+use crate::http::App;
+use crate::http::body::{json_response, read_json};
+use crate::http::error::Result;
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// The feature id from the path, recorded on the request's span.
+pub fn feature_id(raw: &str) -> Result<FeatureId> {
+    let id = FeatureId::parse(raw)?;
+    tracing::Span::current().record("feature_id", id.as_str());
+    Ok(id)
+}
+
+fn workflow_response(app: &App, status: StatusCode, workflow: &Workflow) -> HttpResponse {
+    let mut response = json_response(status, &WorkflowResponse::new(workflow, app.now()));
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", workflow.version)) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+/// Start a feature's workflow.
+#[utoipa::path(
+    post, path = "/workflow/start", tag = "workflows", operation_id = "create_workflow",
+    request_body = StartWorkflowRequest,
+    responses(
+        (status = 201, description = "created; history entry 1 is IDLE → PHASE_1", body = WorkflowResponse,
+         headers(("Location" = String, description = "the workflow's URL"), ("ETag" = String))),
+        (status = 200, description = "existed and `use_existing` was set: returned unchanged", body = WorkflowResponse),
+        (status = 400, description = "VALIDATION_ERROR or INVALID_JSON", body = ErrorEnvelope),
+        (status = 409, description = "WORKFLOW_ALREADY_EXISTS", body = ErrorEnvelope),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn create_workflow(
+    app: &App,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<HttpResponse> {
+    let request: StartWorkflowRequest = read_json(headers, body).await?;
+    let command = StartWorkflow::try_from(request)?;
+    tracing::Span::current().record("feature_id", command.feature_id.as_str());
+    match app.orchestrator().start(command).await? {
+        Started::Created(workflow) => {
+            app.metrics().transition(orchestrator_core::Trigger::Start);
+            let mut response = workflow_response(app, StatusCode::CREATED, &workflow);
+            if let Ok(location) = HeaderValue::from_str(&paths::workflow(&workflow.feature_id)) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            Ok(response)
+        }
+        Started::Existing(workflow) => Ok(workflow_response(app, StatusCode::OK, &workflow)),
+    }
+}
+
+/// Read a workflow.
+#[utoipa::path(
+    get, path = "/workflow/{feature_id}", tag = "workflows", operation_id = "get_workflow",
+    params(("feature_id" = String, Path, description = "the feature id")),
+    responses(
+        (status = 200, description = "the workflow", body = WorkflowResponse,
+         headers(("ETag" = String, description = "the version, quoted; send it back as If-Match"))),
+        (status = 404, description = "WORKFLOW_NOT_FOUND", body = ErrorEnvelope),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn get_workflow(app: &App, id: &str) -> Result<HttpResponse> {
+    let id = feature_id(id)?;
+    let workflow = app.orchestrator().get(&id).await?;
+    Ok(workflow_response(app, StatusCode::OK, &workflow))
+}
+
+/// Apply one trigger atomically.
+#[utoipa::path(
+    post, path = "/workflow/{feature_id}/advance", tag = "workflows", operation_id = "advance_workflow",
+    params(
+        ("feature_id" = String, Path, description = "the feature id"),
+        ("If-Match" = Option<String>, Header, description = "the expected version, as the ETag gave it"),
+    ),
+    request_body = AdvanceRequest,
+    responses(
+        (status = 200, description = "the workflow after the transition", body = WorkflowResponse),
+        (status = 400, description = "VALIDATION_ERROR (unknown trigger, If-Match and expected_version differ) or INVALID_JSON", body = ErrorEnvelope),
+        (status = 404, description = "WORKFLOW_NOT_FOUND", body = ErrorEnvelope),
+        (status = 409, description = "INVALID_TRANSITION (details: state, allowed triggers) or VERSION_CONFLICT", body = ErrorEnvelope),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn advance_workflow(
+    app: &App,
+    id: &str,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<HttpResponse> {
+    let id = feature_id(id)?;
+    let request: AdvanceRequest = read_json(headers, body).await?;
+    let if_match = if_match_version(headers)?;
+    let mut command = Advance::try_from(request)?;
+    command.expected_version = match (command.expected_version, if_match) {
+        (Some(body), Some(header)) if body != header => {
+            return Err(ValidationError::new(
+                "expected_version",
+                format!("is {body} but If-Match says {header}"),
+            )
+            .into());
+        }
+        (body, header) => body.or(header),
+    };
+    let trigger = command.trigger;
+    let workflow = app.orchestrator().advance(&id, command).await?;
+    app.metrics().transition(trigger);
+    Ok(workflow_response(app, StatusCode::OK, &workflow))
+}
+
+/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `*` names none.
+fn if_match_version(headers: &HeaderMap) -> Result<Option<u64>> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ValidationError::new(
+            "If-Match",
+            "must be a version as the ETag gives it, e.g. \"3\"",
+        )
+    };
+    let text = value.to_str().map_err(|_| bad())?.trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let text = text.strip_prefix("W/").unwrap_or(text);
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    text.parse().map(Some).map_err(|_| bad().into())
+}
+
+/// A workflow's transitions, oldest first.
+#[utoipa::path(
+    get, path = "/workflow/{feature_id}/history", tag = "workflows", operation_id = "get_history",
+    params(("feature_id" = String, Path, description = "the feature id")),
+    responses(
+        (status = 200, description = "the history", body = HistoryResponse),
+        (status = 404, description = "WORKFLOW_NOT_FOUND", body = ErrorEnvelope),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn get_history(app: &App, id: &str) -> Result<HttpResponse> {
+    let id = feature_id(id)?;
+    let transitions = app.orchestrator().history(&id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &HistoryResponse {
+            feature_id: id,
+            transitions,
+        },
+    ))
+}
+
+/// One page of workflows, ordered by feature id.
+#[utoipa::path(
+    get, path = "/workflows", tag = "workflows", operation_id = "list_workflows",
+    params(
+        ("state" = Option<String>, Query, description = "only this state (IDLE, PHASE_1, GATE_1, PHASE_2, DONE)"),
+        ("limit" = Option<u32>, Query, description = "1–500, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page", body = ListWorkflowsResponse),
+        (status = 400, description = "VALIDATION_ERROR naming state, limit or cursor", body = ErrorEnvelope),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn list_workflows(app: &App, query: Option<&str>) -> Result<HttpResponse> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let query =
+        ListWorkflowsParams::parse_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let page = app.orchestrator().list(&query).await?;
+    let now = app.now();
+    Ok(json_response(
+        StatusCode::OK,
+        &ListWorkflowsResponse {
+            items: page
+                .items
+                .iter()
+                .map(|w| WorkflowResponse::new(w, now))
+                .collect(),
+            next_cursor: page.next_after.as_ref().map(cursor::encode),
+        },
+    ))
+}
+
+/// How many workflows are in each state.
+#[utoipa::path(
+    get, path = "/workflows/summary", tag = "workflows", operation_id = "get_summary",
+    responses((status = 200, description = "counts; all five states always present", body = SummaryResponse)),
+    security((), ("bearer" = [])),
+)]
+pub async fn get_summary(app: &App) -> Result<HttpResponse> {
+    let counts = app.orchestrator().summary().await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &SummaryResponse::from(&counts),
+    ))
+}

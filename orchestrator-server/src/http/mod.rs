@@ -1,0 +1,245 @@
+//! The HTTP API on hyper 1.x: accepting connections, graceful shutdown, per-request
+//! bookkeeping (request id, tracing span, metrics, authentication), and the one dispatch
+//! from route to handler.
+//!
+//! Handlers live in `handlers/`; the route table in `router`; JSON in `body`; the error
+//! mapping in `error`. Nothing here holds a transition rule or a query.
+
+pub mod body;
+pub mod error;
+pub mod handlers;
+mod openapi;
+pub mod router;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use orchestrator_core::{Orchestrator, Timestamp};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+pub use openapi::ApiDoc;
+
+use crate::metrics::Metrics;
+use error::ApiError;
+use handlers::docs::DocsAssets;
+use handlers::{system, workflows};
+use router::Route;
+
+/// How long shutdown waits for in-flight requests before it gives up on them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything a request needs, shared by all connections.
+#[derive(Clone)]
+pub struct App(Arc<Inner>);
+
+struct Inner {
+    orchestrator: Orchestrator,
+    /// When set, non-public routes need `Authorization: Bearer <token>`.
+    token: Option<String>,
+    metrics: Metrics,
+    started: Instant,
+    router: matchit::Router<Route>,
+    docs: DocsAssets,
+}
+
+impl App {
+    /// An application over `orchestrator`, requiring `token` when one is given.
+    pub fn new(orchestrator: Orchestrator, token: Option<String>) -> Self {
+        App(Arc::new(Inner {
+            orchestrator,
+            token: token.filter(|t| !t.is_empty()),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            router: router::build(),
+            docs: DocsAssets::new(),
+        }))
+    }
+
+    /// The orchestrator behind the API.
+    pub fn orchestrator(&self) -> &Orchestrator {
+        &self.0.orchestrator
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.0.orchestrator.now()
+    }
+
+    pub(crate) fn uptime(&self) -> Duration {
+        self.0.started.elapsed()
+    }
+
+    /// Answers one request; never fails, every error becomes an error envelope.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let request_id = request_id(&request);
+        let method = request.method().clone();
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            method = %method,
+            path = %request.uri().path(),
+            feature_id = tracing::field::Empty,
+        );
+        async move {
+            let (route, mut response) = match self.route(request).await {
+                Ok((route, response)) => (route, response),
+                Err((route, error)) => (route, error.into_response()),
+            };
+            let status = response.status().as_u16();
+            let elapsed = started.elapsed();
+            let label = route.map_or("unmatched", Route::pattern);
+            self.0
+                .metrics
+                .request(label, method.as_str(), status, elapsed);
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert("x-request-id", value);
+            }
+            tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1e3, "answered");
+            response
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Finds the route, checks method and token, and dispatches.
+    async fn route(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<(Option<Route>, Response<Full<Bytes>>), (Option<Route>, ApiError)> {
+        let path = request.uri().path().to_owned();
+        let (route, param) = match self.0.router.at(&path) {
+            Ok(found) => (
+                *found.value,
+                found.params.iter().next().map(|(_, v)| v.to_owned()),
+            ),
+            Err(_) => return Err((None, ApiError::NotFound(path))),
+        };
+        let fail = |e: ApiError| (Some(route), e);
+        if !route.methods().contains(request.method()) {
+            let allow: Vec<&str> = route.methods().iter().map(Method::as_str).collect();
+            return Err(fail(ApiError::MethodNotAllowed {
+                method: request.method().to_string(),
+                allow: allow.join(", "),
+            }));
+        }
+        if !route.is_public() {
+            self.authenticate(&request).map_err(fail)?;
+        }
+        let response = self
+            .dispatch(route, param.as_deref().unwrap_or_default(), request)
+            .await
+            .map_err(fail)?;
+        Ok((Some(route), response))
+    }
+
+    fn authenticate(&self, request: &Request<Incoming>) -> Result<(), ApiError> {
+        let Some(expected) = &self.0.token else {
+            return Ok(());
+        };
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized)
+        }
+    }
+
+    /// The one `match` from route to handler.
+    async fn dispatch(
+        &self,
+        route: Route,
+        param: &str,
+        request: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
+        let (parts, body) = request.into_parts();
+        match route {
+            Route::Root => system::get_service_info().await,
+            Route::Health => system::get_health(self).await,
+            Route::Metrics => system::get_metrics(self).await,
+            Route::OpenApi => Ok(self.0.docs.openapi()),
+            Route::Docs => Ok(self.0.docs.docs_redirect()),
+            Route::DocsFile => self.0.docs.swagger_file(param),
+            Route::Redoc => Ok(self.0.docs.redoc()),
+            Route::Start => workflows::create_workflow(self, &parts.headers, body).await,
+            Route::Workflow => workflows::get_workflow(self, param).await,
+            Route::Advance => workflows::advance_workflow(self, param, &parts.headers, body).await,
+            Route::History => workflows::get_history(self, param).await,
+            Route::Workflows => workflows::list_workflows(self, parts.uri.query()).await,
+            Route::Summary => workflows::get_summary(self).await,
+        }
+    }
+}
+
+/// The caller's `x-request-id` when it is short and printable, else a new one.
+fn request_id(request: &Request<Incoming>) -> String {
+    request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets
+/// in-flight requests finish (up to 30 s), and returns.
+pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()>) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |request| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.handle(request).await) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing"),
+    }
+}

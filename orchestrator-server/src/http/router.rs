@@ -1,0 +1,115 @@
+//! The route table: every path pattern of the API, once, and the methods each serves.
+//! `App::dispatch` holds the one `match (route, method)` that calls a handler.
+
+use http::Method;
+use orchestrator_core::api::paths;
+
+/// A route of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/`
+    Root,
+    /// `/health`
+    Health,
+    /// `/metrics`
+    Metrics,
+    /// `/openapi.json`
+    OpenApi,
+    /// `/docs` (redirects to `/docs/`)
+    Docs,
+    /// `/docs/` and `/docs/{*file}`
+    DocsFile,
+    /// `/redoc`
+    Redoc,
+    /// `/workflow/start`
+    Start,
+    /// `/workflow/{feature_id}`
+    Workflow,
+    /// `/workflow/{feature_id}/advance`
+    Advance,
+    /// `/workflow/{feature_id}/history`
+    History,
+    /// `/workflows`
+    Workflows,
+    /// `/workflows/summary`
+    Summary,
+}
+
+impl Route {
+    /// Every route with its pattern; the pattern is also the metrics label.
+    const TABLE: [(&'static str, Route); 14] = [
+        (paths::ROOT, Route::Root),
+        (paths::HEALTH, Route::Health),
+        (paths::METRICS, Route::Metrics),
+        (paths::OPENAPI, Route::OpenApi),
+        (paths::DOCS, Route::Docs),
+        ("/docs/", Route::DocsFile),
+        ("/docs/{*file}", Route::DocsFile),
+        (paths::REDOC, Route::Redoc),
+        (paths::WORKFLOW_START, Route::Start),
+        (paths::WORKFLOW, Route::Workflow),
+        (paths::ADVANCE, Route::Advance),
+        (paths::HISTORY, Route::History),
+        (paths::WORKFLOWS, Route::Workflows),
+        (paths::SUMMARY, Route::Summary),
+    ];
+
+    /// The methods the route serves.
+    pub fn methods(self) -> &'static [Method] {
+        match self {
+            Route::Start | Route::Advance => &[Method::POST],
+            _ => &[Method::GET, Method::HEAD],
+        }
+    }
+
+    /// Whether the route is open even when a token is configured.
+    pub fn is_public(self) -> bool {
+        matches!(
+            self,
+            Route::Health
+                | Route::Metrics
+                | Route::OpenApi
+                | Route::Docs
+                | Route::DocsFile
+                | Route::Redoc
+        )
+    }
+
+    /// The route's pattern, for metrics and logs.
+    pub fn pattern(self) -> &'static str {
+        Route::TABLE
+            .iter()
+            .find(|(_, route)| *route == self)
+            .map_or("unknown", |(pattern, _)| pattern)
+    }
+}
+
+/// Builds the matcher over [`Route::TABLE`].
+pub fn build() -> matchit::Router<Route> {
+    let mut router = matchit::Router::new();
+    for (pattern, route) in Route::TABLE {
+        // The patterns are constants; a clash would be a bug caught by every test.
+        if let Err(e) = router.insert(pattern, route) {
+            panic!("route table is inconsistent at {pattern}: {e}");
+        }
+    }
+    router
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_resolves_to_itself_and_static_segments_win() {
+        let router = build();
+        let at = |path: &str| router.at(path).map(|m| *m.value).ok();
+        assert_eq!(at("/workflow/start"), Some(Route::Start));
+        assert_eq!(at("/workflow/x-1"), Some(Route::Workflow));
+        assert_eq!(at("/workflow/x-1/advance"), Some(Route::Advance));
+        assert_eq!(at("/workflows/summary"), Some(Route::Summary));
+        assert_eq!(at("/docs/"), Some(Route::DocsFile));
+        assert_eq!(at("/docs/swagger-ui.css"), Some(Route::DocsFile));
+        assert_eq!(at("/nope"), None);
+    }
+}

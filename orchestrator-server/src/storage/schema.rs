@@ -1,0 +1,55 @@
+//! Table definitions, as `diesel print-schema` writes them (see `storage/README.md`).
+//! Portable SQL types only, so one schema serves every back end.
+
+diesel::table! {
+    /// One row per feature: the current snapshot.
+    workflows (feature_id) {
+        /// The feature id.
+        feature_id -> Text,
+        /// What the feature is.
+        description -> Text,
+        /// JSON object given at start.
+        metadata -> Text,
+        /// Wire name of the state.
+        state -> Text,
+        /// Number of accepted transitions.
+        version -> BigInt,
+        /// `human_rejected` transitions.
+        rework_count -> BigInt,
+        /// JSON object: state → whole seconds in closed stays.
+        time_in_state -> Text,
+        /// Unix microseconds.
+        created_at -> BigInt,
+        /// Unix microseconds.
+        updated_at -> BigInt,
+        /// Unix microseconds.
+        completed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// One row per accepted transition.
+    transitions (feature_id, seq) {
+        /// The feature id.
+        feature_id -> Text,
+        /// 1, 2, 3…
+        seq -> BigInt,
+        /// Wire name of the state before.
+        from_state -> Text,
+        /// Wire name of the state after.
+        to_state -> Text,
+        /// Wire name of the trigger.
+        trigger -> Text,
+        /// Who.
+        actor -> Nullable<Text>,
+        /// Why.
+        reason -> Nullable<Text>,
+        /// JSON object.
+        metadata -> Text,
+        /// Unix microseconds.
+        at -> BigInt,
+    }
+}
+
+diesel::joinable!(transitions -> workflows (feature_id));
+diesel::allow_tables_to_appear_in_same_query!(transitions, workflows);

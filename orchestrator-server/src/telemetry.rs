@@ -1,0 +1,38 @@
+//! Tracing set-up: one subscriber, JSON or pretty, filtered by `RUST_LOG`'s syntax.
+
+use tracing::Subscriber;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::config::LogFormat;
+
+/// A subscriber writing to `writer`; tests pass a sink.
+pub fn subscriber<W>(
+    filter: &str,
+    format: LogFormat,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        ),
+        LogFormat::Pretty => Box::new(builder.pretty().finish()),
+    }
+}
+
+/// Installs the subscriber for the whole process; call once.
+pub fn init(filter: &str, format: LogFormat) {
+    let _ = tracing::subscriber::set_global_default(subscriber(filter, format, std::io::stdout));
+}

@@ -1,0 +1,102 @@
+//! `spawn_app`: a server on a free port over a fresh SQLite file, and a client for it.
+
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+
+use orchestrator_client::Client;
+use orchestrator_core::FeatureId;
+use orchestrator_core::api::{StartWorkflowRequest, WorkflowResponse};
+use orchestrator_server::storage::DatabaseUrl;
+use orchestrator_server::{Config, LogFormat, bind, build_app, serve, telemetry};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Logs go nowhere unless `TEST_LOG` is set.
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let subscriber = telemetry::subscriber("debug", LogFormat::Pretty, std::io::stdout);
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    }
+});
+
+/// A running server and what it needs to stay alive.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: Client,
+    /// The database file's directory; dropped with the app.
+    pub dir: TempDir,
+    pub config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task panicked");
+        }
+    }
+
+    /// Stops the server and starts a new one on the same database file.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let dir = std::mem::replace(&mut self.dir, TempDir::new().expect("temp dir"));
+        start(self.config.clone(), dir).await
+    }
+
+    pub async fn start_workflow(&self, id: &str) -> WorkflowResponse {
+        self.client
+            .start_workflow(&StartWorkflowRequest::new(id, format!("feature {id}")))
+            .await
+            .expect("start")
+    }
+}
+
+pub fn id(id: &str) -> FeatureId {
+    FeatureId::parse(id).expect("test ids are valid")
+}
+
+/// A server over a fresh SQLite file.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server over a fresh SQLite file, with settings changed by `adjust`.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = TempDir::new().expect("temp dir");
+    let mut config = Config::for_tests(DatabaseUrl::SqliteFile(dir.path().join("orchestrator.db")));
+    adjust(&mut config);
+    start(config, dir).await
+}
+
+async fn start(config: Config, dir: TempDir) -> TestApp {
+    LazyLock::force(&TRACING);
+    let app = build_app(&config).await.expect("app builds");
+    let listener = bind(&config).await.expect("binds");
+    let address = listener.local_addr().expect("local address");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+    let mut client = Client::builder().base_url(format!("http://{address}"));
+    if let Some(token) = &config.api_token {
+        client = client.token(token.clone());
+    }
+    TestApp {
+        address,
+        client: client.build().expect("client builds"),
+        dir,
+        config,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}

@@ -1,0 +1,347 @@
+//! Malformed, oversized and wrongly typed requests, unknown routes and methods: every one
+//! answers the error envelope with the right status and code, and stores nothing.
+
+use orchestrator_core::api::{ErrorCode, ErrorEnvelope};
+use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{TestApp, spawn_app};
+
+async fn send(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, ErrorEnvelope) {
+    let mut request = reqwest::Client::new()
+        .request(method, app.url(path))
+        .body(body);
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let envelope: ErrorEnvelope = response.json().await.expect("an error envelope");
+    (status, envelope)
+}
+
+async fn expect(
+    app: &TestApp,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+    status: u16,
+    code: ErrorCode,
+) {
+    let (got_status, envelope) = send(
+        app,
+        Method::POST,
+        path,
+        content_type,
+        body.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (got_status.as_u16(), envelope.error.code),
+        (status, code),
+        "{body}: {envelope:?}"
+    );
+}
+
+async fn nothing_stored(app: &TestApp) {
+    assert_eq!(app.client.get_summary().await.unwrap().total, 0);
+}
+
+const JSON: Option<&str> = Some("application/json");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_json_is_invalid_json() {
+    let app = spawn_app().await;
+    for body in [
+        "{",
+        "not json",
+        "[1,2]",
+        "",
+        "   ",
+        r#"{"feature_id": "a"}"#,
+        "null",
+    ] {
+        expect(
+            &app,
+            "/workflow/start",
+            JSON,
+            body,
+            400,
+            ErrorCode::InvalidJson,
+        )
+        .await;
+    }
+    nothing_stored(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrongly_typed_fields_are_invalid_json() {
+    let app = spawn_app().await;
+    for body in [
+        r#"{"feature_id": 8, "description": "d"}"#,
+        r#"{"feature_id": "a", "description": ["d"]}"#,
+        r#"{"feature_id": "a", "description": "d", "use_existing": "yes"}"#,
+    ] {
+        expect(
+            &app,
+            "/workflow/start",
+            JSON,
+            body,
+            400,
+            ErrorCode::InvalidJson,
+        )
+        .await;
+    }
+    app.start_workflow("typed").await;
+    for body in [
+        r#"{"trigger": 1}"#,
+        r#"{"trigger": "cancel", "expected_version": -1}"#,
+        r#"{"trigger": "cancel", "expected_version": "1"}"#,
+    ] {
+        expect(
+            &app,
+            "/workflow/typed/advance",
+            JSON,
+            body,
+            400,
+            ErrorCode::InvalidJson,
+        )
+        .await;
+    }
+    assert_eq!(app.client.get_summary().await.unwrap().total, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fields_breaking_a_rule_are_validation_errors_naming_the_field() {
+    let app = spawn_app().await;
+    let long = "x".repeat(129);
+    let cases = [
+        (
+            format!(r#"{{"feature_id": "{long}", "description": "d"}}"#),
+            "feature_id",
+        ),
+        (
+            r#"{"feature_id": "-x", "description": "d"}"#.to_owned(),
+            "feature_id",
+        ),
+        (
+            r#"{"feature_id": "a b", "description": "d"}"#.to_owned(),
+            "feature_id",
+        ),
+        (
+            r#"{"feature_id": "ok", "description": "   "}"#.to_owned(),
+            "description",
+        ),
+        (
+            r#"{"feature_id": "ok", "description": "d", "metadata": [1]}"#.to_owned(),
+            "metadata",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, envelope) = send(
+            &app,
+            Method::POST,
+            "/workflow/start",
+            JSON,
+            body.into_bytes(),
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), envelope.error.code),
+            (400, ErrorCode::ValidationError)
+        );
+        let details = envelope.error.details.unwrap_or_default();
+        assert!(details[0].starts_with(field), "{details:?}");
+    }
+    nothing_stored(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_without_a_json_content_type_is_unsupported() {
+    let app = spawn_app().await;
+    let body = r#"{"feature_id": "a", "description": "d"}"#;
+    expect(
+        &app,
+        "/workflow/start",
+        None,
+        body,
+        415,
+        ErrorCode::UnsupportedMediaType,
+    )
+    .await;
+    expect(
+        &app,
+        "/workflow/start",
+        Some("text/plain"),
+        body,
+        415,
+        ErrorCode::UnsupportedMediaType,
+    )
+    .await;
+    // Parameters and +json types are fine.
+    let (status, _) = {
+        let response = reqwest::Client::new()
+            .post(app.url("/workflow/start"))
+            .header("content-type", "application/json; charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), ())
+    };
+    assert_eq!(status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_over_256_kib_is_too_large() {
+    let app = spawn_app().await;
+    let description = "x".repeat(300 * 1024);
+    let body = format!(r#"{{"feature_id": "big", "description": "{description}"}}"#);
+    expect(
+        &app,
+        "/workflow/start",
+        JSON,
+        &body,
+        413,
+        ErrorCode::PayloadTooLarge,
+    )
+    .await;
+    nothing_stored(&app).await;
+}
+
+/// A chunked body declares no length; the cap applies while reading.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_body_over_the_limit_is_too_large() {
+    let app = spawn_app().await;
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    let head = "POST /workflow/start HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b' '; 64 * 1024];
+    for _ in 0..5 {
+        stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await
+            .unwrap();
+        if stream.write_all(&chunk).await.is_err() {
+            break;
+        }
+        let _ = stream.write_all(b"\r\n").await;
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("PAYLOAD_TOO_LARGE"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_routes_and_methods_answer_the_envelope() {
+    let app = spawn_app().await;
+    let (status, envelope) = send(&app, Method::GET, "/nope", None, vec![]).await;
+    assert_eq!(
+        (status.as_u16(), envelope.error.code),
+        (404, ErrorCode::NotFound)
+    );
+    let (status, envelope) = send(&app, Method::GET, "/workflow/a/b/c", None, vec![]).await;
+    assert_eq!(
+        (status.as_u16(), envelope.error.code),
+        (404, ErrorCode::NotFound)
+    );
+
+    for (method, path) in [
+        (Method::GET, "/workflow/start"),
+        (Method::DELETE, "/workflow/x"),
+        (Method::PUT, "/workflows"),
+        (Method::GET, "/workflow/x/advance"),
+    ] {
+        let response = reqwest::Client::new()
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert!(response.headers().contains_key("allow"));
+        let envelope: ErrorEnvelope = response.json().await.unwrap();
+        assert_eq!(envelope.error.code, ErrorCode::MethodNotAllowed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_feature_id_in_the_path_is_a_validation_error() {
+    let app = spawn_app().await;
+    let (status, envelope) = send(&app, Method::GET, "/workflow/-bad", None, vec![]).await;
+    assert_eq!(
+        (status.as_u16(), envelope.error.code),
+        (400, ErrorCode::ValidationError)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn created_workflows_carry_location_and_etag() {
+    let app = spawn_app().await;
+    let response = reqwest::Client::new()
+        .post(app.url("/workflow/start"))
+        .json(&serde_json::json!({"feature_id": "008-services-architecture", "description": "Refactor to microservices"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        response.headers()["location"],
+        "/workflow/008-services-architecture"
+    );
+    assert_eq!(response.headers()["etag"], "\"1\"");
+    assert!(response.headers().contains_key("x-request-id"));
+    let get = reqwest::get(app.url("/workflow/008-services-architecture"))
+        .await
+        .unwrap();
+    assert_eq!(get.headers()["etag"], "\"1\"");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn if_match_guards_an_advance_like_expected_version() {
+    let app = spawn_app().await;
+    app.start_workflow("etag").await;
+    let http = reqwest::Client::new();
+    let post = |if_match: &str, body: &str| {
+        http.post(app.url("/workflow/etag/advance"))
+            .header("content-type", "application/json")
+            .header("if-match", if_match)
+            .body(body.to_owned())
+            .send()
+    };
+    let stale = post("\"7\"", r#"{"trigger": "agent_complete"}"#)
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 409);
+    let envelope: ErrorEnvelope = stale.json().await.unwrap();
+    assert_eq!(envelope.error.code, ErrorCode::VersionConflict);
+
+    let differ = post(
+        "\"1\"",
+        r#"{"trigger": "agent_complete", "expected_version": 2}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(differ.status(), 400);
+
+    let garbage = post("soon", r#"{"trigger": "agent_complete"}"#)
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+
+    let fresh = post(
+        "\"1\"",
+        r#"{"trigger": "agent_complete", "expected_version": 1}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fresh.status(), 200);
+    assert_eq!(fresh.headers()["etag"], "\"2\"");
+}

@@ -1,0 +1,437 @@
+//! The workflow endpoints through the typed client.
+
+use std::collections::BTreeSet;
+
+use orchestrator_core::api::{
+    AdvanceRequest, ErrorCode, ListWorkflowsParams, StartWorkflowRequest,
+};
+use orchestrator_core::{Trigger, WorkflowState};
+use serde_json::json;
+
+use crate::helpers::{id, spawn_app, spawn_app_with};
+
+fn advance(trigger: &str) -> AdvanceRequest {
+    AdvanceRequest::new(trigger)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_feature_goes_through_the_whole_life_cycle() {
+    let app = spawn_app().await;
+    let started = app.start_workflow("008-services-architecture").await;
+    assert_eq!((started.state, started.version), (WorkflowState::Phase1, 1));
+    assert_eq!(started.progress.percent, 25);
+    let f = id("008-services-architecture");
+
+    let steps = [
+        ("agent_complete", WorkflowState::Gate1),
+        ("human_rejected", WorkflowState::Phase1),
+        ("agent_complete", WorkflowState::Gate1),
+        ("human_approved", WorkflowState::Phase2),
+        ("agent_complete", WorkflowState::Done),
+    ];
+    for (trigger, state) in steps {
+        let mut request = advance(trigger);
+        request.actor = Some("tester".into());
+        request.reason = Some(format!("step {trigger}"));
+        request.metadata = Some(json!({"step": trigger}));
+        let workflow = app.client.advance_workflow(&f, &request).await.unwrap();
+        assert_eq!(workflow.state, state);
+    }
+
+    let done = app.client.get_workflow(&f).await.unwrap();
+    assert_eq!(
+        (done.state, done.version, done.progress.percent),
+        (WorkflowState::Done, 6, 100)
+    );
+    assert_eq!(done.progress.rework_count, 1);
+    assert!(done.completed_at.is_some());
+
+    let history = app.client.get_history(&f).await.unwrap();
+    assert_eq!(history.feature_id, f);
+    let seqs: Vec<u64> = history.transitions.iter().map(|t| t.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(history.transitions[0].trigger, Trigger::Start);
+    assert_eq!(
+        history.transitions[3].actor.as_ref().unwrap().as_str(),
+        "tester"
+    );
+    assert_eq!(
+        history.transitions[3].metadata.as_map()["step"],
+        "agent_complete"
+    );
+    for pair in history.transitions.windows(2) {
+        assert_eq!(pair[0].to, pair[1].from);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_trigger_outside_the_table_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    // One workflow parked in each state.
+    let setups: [(&str, &[&str]); 5] = [
+        ("in-idle", &["cancel"]),
+        ("in-phase-1", &[]),
+        ("in-gate-1", &["agent_complete"]),
+        ("in-phase-2", &["agent_complete", "human_approved"]),
+        (
+            "in-done",
+            &["agent_complete", "human_approved", "agent_complete"],
+        ),
+    ];
+    for (name, triggers) in setups {
+        app.start_workflow(name).await;
+        for trigger in triggers {
+            app.client
+                .advance_workflow(&id(name), &advance(trigger))
+                .await
+                .unwrap();
+        }
+        let before = app.client.get_workflow(&id(name)).await.unwrap();
+        for trigger in Trigger::ALL {
+            if before.state.allowed_triggers().contains(&trigger) {
+                continue;
+            }
+            let err = app
+                .client
+                .advance_workflow(&id(name), &advance(trigger.as_str()))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.code(),
+                Some(ErrorCode::InvalidTransition),
+                "{name} {trigger}"
+            );
+            let orchestrator_client::ClientError::Api { body, .. } = &err else {
+                unreachable!()
+            };
+            let details = body.details.clone().unwrap_or_default();
+            assert!(
+                details.contains(&format!("state: {}", before.state)),
+                "{details:?}"
+            );
+            assert!(details.iter().any(|d| d.starts_with("allowed_triggers:")));
+        }
+        let after = app.client.get_workflow(&id(name)).await.unwrap();
+        assert_eq!(after, before);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_trigger_is_a_validation_error() {
+    let app = spawn_app().await;
+    app.start_workflow("f").await;
+    let err = app
+        .client
+        .advance_workflow(&id("f"), &advance("approve"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ValidationError));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_workflow_restarts_with_start() {
+    let app = spawn_app().await;
+    app.start_workflow("f").await;
+    let idle = app
+        .client
+        .advance_workflow(&id("f"), &advance("cancel"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (idle.state, idle.progress.percent),
+        (WorkflowState::Idle, 0)
+    );
+    let again = app
+        .client
+        .advance_workflow(&id("f"), &advance("start"))
+        .await
+        .unwrap();
+    assert_eq!((again.state, again.version), (WorkflowState::Phase1, 3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicate_start_is_refused_unless_use_existing() {
+    let app = spawn_app().await;
+    let first = app.start_workflow("dup").await;
+    let err = app
+        .client
+        .start_workflow(&StartWorkflowRequest::new("dup", "another"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::WorkflowAlreadyExists));
+    assert!(err.is_conflict());
+
+    let mut retry = StartWorkflowRequest::new("dup", "another description");
+    retry.use_existing = Some(true);
+    let existing = app.client.start_workflow(&retry).await.unwrap();
+    assert_eq!(existing.version, first.version);
+    assert_eq!(existing.description, first.description);
+    assert_eq!(
+        app.client
+            .get_history(&id("dup"))
+            .await
+            .unwrap()
+            .transitions
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_workflow_is_not_found_everywhere() {
+    let app = spawn_app().await;
+    let ghost = id("ghost");
+    let errors = [
+        app.client.get_workflow(&ghost).await.unwrap_err(),
+        app.client
+            .advance_workflow(&ghost, &advance("cancel"))
+            .await
+            .unwrap_err(),
+        app.client.get_history(&ghost).await.unwrap_err(),
+    ];
+    for err in errors {
+        assert_eq!(err.code(), Some(ErrorCode::WorkflowNotFound));
+        assert!(err.is_not_found());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_expected_version_is_a_conflict() {
+    let app = spawn_app().await;
+    app.start_workflow("v").await;
+    let mut request = advance("agent_complete");
+    request.expected_version = Some(5);
+    let err = app
+        .client
+        .advance_workflow(&id("v"), &request)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::VersionConflict));
+    request.expected_version = Some(1);
+    let moved = app
+        .client
+        .advance_workflow(&id("v"), &request)
+        .await
+        .unwrap();
+    assert_eq!(moved.version, 2);
+    // The same request again is now stale.
+    let err = app
+        .client
+        .advance_workflow(&id("v"), &request)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::VersionConflict));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_pages_through_all_workflows_in_order_and_filters_by_state() {
+    let app = spawn_app().await;
+    let mut names: Vec<String> = (0..23).map(|n| format!("feature-{n:02}")).collect();
+    names.reverse();
+    for name in &names {
+        app.start_workflow(name).await;
+    }
+    for name in ["feature-03", "feature-11", "feature-17"] {
+        app.client
+            .advance_workflow(&id(name), &advance("agent_complete"))
+            .await
+            .unwrap();
+    }
+
+    let mut params = ListWorkflowsParams {
+        limit: Some(5),
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = app.client.list_workflows(&params).await.unwrap();
+        pages += 1;
+        seen.extend(page.items.iter().map(|w| w.feature_id.to_string()));
+        match page.next_cursor {
+            Some(cursor) => params.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    names.sort();
+    assert_eq!(seen, names);
+    assert_eq!(pages, 5);
+
+    let gate = app
+        .client
+        .list_workflows(&ListWorkflowsParams {
+            state: Some(WorkflowState::Gate1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let gate_ids: BTreeSet<String> = gate
+        .items
+        .iter()
+        .map(|w| w.feature_id.to_string())
+        .collect();
+    assert_eq!(
+        gate_ids,
+        BTreeSet::from([
+            "feature-03".into(),
+            "feature-11".into(),
+            "feature-17".into()
+        ])
+    );
+    assert_eq!(gate.next_cursor, None);
+
+    let summary = app.client.get_summary().await.unwrap();
+    assert_eq!(summary.total, 23);
+    assert_eq!(summary.counts[&WorkflowState::Gate1], 3);
+    assert_eq!(summary.counts[&WorkflowState::Phase1], 20);
+    assert_eq!(summary.counts[&WorkflowState::Done], 0);
+    assert_eq!(summary.counts.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_list_parameters_are_validation_errors() {
+    let app = spawn_app().await;
+    for params in [
+        ListWorkflowsParams {
+            limit: Some(0),
+            ..Default::default()
+        },
+        ListWorkflowsParams {
+            limit: Some(501),
+            ..Default::default()
+        },
+        ListWorkflowsParams {
+            cursor: Some("not-a-cursor".into()),
+            ..Default::default()
+        },
+    ] {
+        let err = app.client.list_workflows(&params).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::ValidationError), "{params:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workflows_survive_a_restart_on_the_same_file() {
+    let app = spawn_app().await;
+    app.start_workflow("keep").await;
+    app.client
+        .advance_workflow(&id("keep"), &advance("agent_complete"))
+        .await
+        .unwrap();
+    let before = app.client.get_history(&id("keep")).await.unwrap();
+
+    let app = app.restart().await;
+    let after = app.client.get_history(&id("keep")).await.unwrap();
+    assert_eq!(after, before);
+    let workflow = app.client.get_workflow(&id("keep")).await.unwrap();
+    assert_eq!(
+        (workflow.state, workflow.version),
+        (WorkflowState::Gate1, 2)
+    );
+}
+
+/// 32 clients advance one workflow at the same moment: exactly one wins, the rest are told
+/// why (a version conflict, or the trigger no longer fits the new state).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_concurrent_advances_have_exactly_one_winner() {
+    let app = spawn_app().await;
+    app.start_workflow("race").await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(32));
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let client = app.client.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                client
+                    .advance_workflow(&id("race"), &advance("agent_complete"))
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => winners += 1,
+            Err(e) => assert!(
+                matches!(
+                    e.code(),
+                    Some(ErrorCode::VersionConflict | ErrorCode::InvalidTransition)
+                ),
+                "{e}"
+            ),
+        }
+    }
+    assert_eq!(winners, 1);
+    let history = app.client.get_history(&id("race")).await.unwrap();
+    assert_eq!(history.transitions.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_token_only_public_endpoints_are_open() {
+    let app = spawn_app_with(|c| c.api_token = Some("s3cret".into())).await;
+    // The app's client sends the token.
+    app.start_workflow("guarded").await;
+
+    let anonymous = orchestrator_client::Client::new(format!("http://{}", app.address)).unwrap();
+    let err = anonymous.get_workflow(&id("guarded")).await.unwrap_err();
+    assert!(err.is_unauthorized());
+    assert_eq!(err.code(), Some(ErrorCode::Unauthorized));
+
+    let wrong = orchestrator_client::Client::builder()
+        .base_url(format!("http://{}", app.address))
+        .token("s3cres")
+        .build()
+        .unwrap();
+    assert!(wrong.get_summary().await.unwrap_err().is_unauthorized());
+
+    assert!(anonymous.get_health().await.is_ok());
+    let http = reqwest::Client::new();
+    for path in ["/metrics", "/openapi.json", "/docs/", "/redoc"] {
+        let status = http.get(app.url(path)).send().await.unwrap().status();
+        assert_eq!(status, 200, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_service_info_report_the_original_fields() {
+    let app = spawn_app().await;
+    let health = app.client.get_health().await.unwrap();
+    assert_eq!(health.version, "0.1.0");
+    assert_eq!(health.service, "orchestrator");
+    assert_eq!(health.checks["database"].status, "ok");
+    let info = app.client.get_service_info().await.unwrap();
+    assert_eq!(
+        (info.service.as_str(), info.docs.as_str()),
+        ("orchestrator", "/docs")
+    );
+
+    let raw: serde_json::Value = reqwest::get(app.url("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw["status"], "healthy");
+    assert!(raw["uptime_seconds"].is_u64());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_requests_transitions_and_workflows() {
+    let app = spawn_app().await;
+    app.start_workflow("m").await;
+    app.client
+        .advance_workflow(&id("m"), &advance("agent_complete"))
+        .await
+        .unwrap();
+    let text = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains(r#"orchestrator_http_requests_total{route="/workflow/start",method="POST",status="201"} 1"#), "{text}");
+    assert!(text.contains(r#"orchestrator_transitions_total{trigger="agent_complete"} 1"#));
+    assert!(text.contains(r#"orchestrator_workflows{state="GATE_1"} 1"#));
+    assert!(text.contains("orchestrator_http_request_duration_seconds_bucket"));
+}
