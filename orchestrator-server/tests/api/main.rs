@@ -1,8 +1,10 @@
 //! Integration tests of the HTTP API: the real server in-process on port 0, each test with
 //! its own SQLite file, driven through the typed client (and raw HTTP for malformed input).
 
+mod binary;
 mod docs;
 mod durability;
 mod helpers;
+mod load;
 mod raw;
 mod workflows;

@@ -1,0 +1,82 @@
+//! Drives a server with the typed client: the server runs in-process on a free port over an
+//! in-memory SQLite database, and the client walks one feature through review, a rejection,
+//! a lost race, and completion.
+//!
+//! Run it with `cargo run -p examples --example client`.
+//! To drive a server you started yourself, pass its URL: `… --example client -- http://localhost:8000`.
+
+use orchestrator_client::Client;
+use orchestrator_core::api::{
+    AdvanceRequest, ErrorCode, ListWorkflowsParams, StartWorkflowRequest,
+};
+use orchestrator_server::storage::DatabaseUrl;
+use orchestrator_server::{Config, bind, build_app, serve};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let base_url = match std::env::args().nth(1) {
+        Some(url) => url,
+        None => {
+            let config = Config::for_tests(DatabaseUrl::SqliteMemory);
+            let app = build_app(&config).await?;
+            let listener = bind(&config).await?;
+            let address = listener.local_addr()?;
+            tokio::spawn(serve(listener, app, std::future::pending()));
+            format!("http://{address}")
+        }
+    };
+    let client = Client::new(&base_url)?;
+    println!("talking to {base_url}");
+
+    let mut start = StartWorkflowRequest::new("042-payment-retries", "Retry failed card payments");
+    start.use_existing = Some(true); // safe to run twice against the same server
+    let workflow = client.start_workflow(&start).await?;
+    let id = workflow.feature_id.clone();
+    println!("{id}: {} (v{})", workflow.state, workflow.version);
+
+    for (trigger, actor) in [
+        ("agent_complete", "spec-agent"),
+        ("human_rejected", "reviewer"),
+        ("agent_complete", "spec-agent"),
+    ] {
+        let mut request = AdvanceRequest::new(trigger);
+        request.actor = Some(actor.to_owned());
+        let workflow = client.advance_workflow(&id, &request).await?;
+        println!(
+            "{trigger:>15} -> {} (v{}, rework {})",
+            workflow.state, workflow.version, workflow.progress.rework_count
+        );
+    }
+
+    // Two reviewers act on the same version: the second is told it lost.
+    let current = client.get_workflow(&id).await?;
+    let mut approve = AdvanceRequest::new("human_approved");
+    approve.expected_version = Some(current.version);
+    let mut reject = AdvanceRequest::new("human_rejected");
+    reject.expected_version = Some(current.version);
+    client.advance_workflow(&id, &approve).await?;
+    match client.advance_workflow(&id, &reject).await {
+        Err(e) if e.code() == Some(ErrorCode::VersionConflict) => println!("second reviewer: {e}"),
+        other => println!("unexpected: {other:?}"),
+    }
+
+    client
+        .advance_workflow(&id, &AdvanceRequest::new("agent_complete"))
+        .await?;
+    let done = client.get_workflow(&id).await?;
+    println!("{id}: {} at {}%", done.state, done.progress.percent);
+
+    for t in client.get_history(&id).await?.transitions {
+        println!("  #{} {} -> {} ({})", t.seq, t.from, t.to, t.trigger);
+    }
+    let page = client
+        .list_workflows(&ListWorkflowsParams::default())
+        .await?;
+    let summary = client.get_summary().await?;
+    println!(
+        "{} workflow(s) listed; summary: {:?}",
+        page.items.len(),
+        summary.counts
+    );
+    Ok(())
+}
