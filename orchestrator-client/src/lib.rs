@@ -24,12 +24,13 @@
 
 use std::time::Duration;
 
-use orchestrator_core::FeatureId;
 use orchestrator_core::api::{
     AdvanceRequest, ApiErrorBody, ErrorCode, ErrorEnvelope, HealthResponse, HistoryResponse,
     ListWorkflowsParams, ListWorkflowsResponse, ServiceInfo, StartWorkflowRequest, SummaryResponse,
     WorkflowResponse, paths,
 };
+use orchestrator_core::api::{ConsultRequest, ConsultationsResponse};
+use orchestrator_core::{Consultation, FeatureId};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -357,6 +358,47 @@ impl Client {
         } else {
             self.get(&format!("{}?{query}", paths::WORKFLOWS)).await
         }
+    }
+
+    /// Asks the Agent Hub's experts a question for a workflow in PHASE_1, GATE_1 or PHASE_2
+    /// (`POST /workflow/{feature_id}/consultations`). A `pending_human` answer blocks the gate
+    /// until a human acts on its escalation.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// use orchestrator_core::api::ConsultRequest;
+    /// let id = "008-services-architecture".parse().expect("a valid feature id");
+    /// let question = ConsultRequest::new("architecture", "Should the order service own its database?");
+    /// let consultation = client.create_consultation(&id, &question).await?;
+    /// println!("{:?}: {}", consultation.status, consultation.answer);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn create_consultation(
+        &self,
+        feature_id: &FeatureId,
+        request: &ConsultRequest,
+    ) -> Result<Consultation> {
+        self.post(&paths::consultations(feature_id), request).await
+    }
+
+    /// A workflow's consultations, oldest first, pending ones refreshed from the hub
+    /// (`GET /workflow/{feature_id}/consultations`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// let id = "008-services-architecture".parse().expect("a valid feature id");
+    /// for c in client.list_consultations(&id).await?.items {
+    ///     println!("{}: {:?} -> {:?}", c.topic, c.status, c.final_answer);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn list_consultations(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<ConsultationsResponse> {
+        self.get(&paths::consultations(feature_id)).await
     }
 
     /// How many workflows are in each state (`GET /workflows/summary`).

@@ -322,6 +322,38 @@ pub mod cursor {
     }
 }
 
+/// `POST /workflow/{feature_id}/consultations`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsultRequest {
+    /// The expert area: `architecture`, `testing`, `frontend`, `backend`, `devops`, `security`.
+    pub topic: String,
+    /// The question, 10–10 000 characters.
+    pub question: String,
+    /// Extra context for the expert, at most 10 000 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+}
+
+impl ConsultRequest {
+    /// A question on a topic, without context.
+    pub fn new(topic: impl Into<String>, question: impl Into<String>) -> Self {
+        ConsultRequest {
+            topic: topic.into(),
+            question: question.into(),
+            context: None,
+        }
+    }
+}
+
+/// `GET /workflow/{feature_id}/consultations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsultationsResponse {
+    /// Oldest first; pending ones refreshed from the Agent Hub when it answers.
+    pub items: Vec<crate::consultation::Consultation>,
+}
+
 /// `GET /workflows/summary`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

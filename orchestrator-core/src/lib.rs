@@ -8,11 +8,16 @@
 //! - [`workflow`]: the `Workflow` aggregate, its pure `apply`, history records, progress.
 //! - [`repository`]: the `WorkflowRepository` trait every store implements.
 //! - [`hub`]: the `AgentHub` trait and its types.
+//! - [`consultation`]: questions asked of the hub, and how an escalation's outcome is folded in.
 //! - [`service`]: the `Orchestrator`, where the rules meet the repository.
 //! - [`api`]: wire types and route paths shared by server and client.
-//! - `memory` (feature `test-util`): `InMemoryWorkflowRepository`.
+//! - `memory` and `fake_hub` (feature `test-util`): `InMemoryWorkflowRepository` and
+//!   `ScriptedAgentHub`, for tests, examples and embedding.
 
 pub mod api;
+pub mod consultation;
+#[cfg(feature = "test-util")]
+pub mod fake_hub;
 pub mod hub;
 #[cfg(feature = "test-util")]
 pub mod memory;
@@ -22,6 +27,9 @@ pub mod state;
 pub mod values;
 pub mod workflow;
 
+pub use consultation::{Consult, Consultation, ConsultationId, Question};
+#[cfg(feature = "test-util")]
+pub use fake_hub::ScriptedAgentHub;
 pub use hub::{AgentHub, HubError};
 #[cfg(feature = "test-util")]
 pub use memory::InMemoryWorkflowRepository;

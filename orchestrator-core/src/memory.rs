@@ -10,6 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use crate::consultation::Consultation;
+use crate::hub::HubSessionId;
 use crate::repository::{RepositoryError, StateCounts, WorkflowRepository};
 use crate::state::WorkflowState;
 use crate::values::FeatureId;
@@ -20,6 +22,8 @@ use crate::workflow::{Transition, Version, Workflow};
 struct Entry {
     workflow: Workflow,
     history: Vec<Transition>,
+    hub_session: Option<HubSessionId>,
+    consultations: Vec<Consultation>,
 }
 
 /// Workflows in memory, ordered by feature id. Nothing survives the process.
@@ -55,6 +59,8 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             Entry {
                 workflow: workflow.clone(),
                 history: vec![first.clone()],
+                hub_session: None,
+                consultations: Vec::new(),
             },
         );
         Ok(())
@@ -121,5 +127,68 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
 
     async fn ping(&self) -> Result<(), RepositoryError> {
         Ok(())
+    }
+
+    async fn hub_session(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Option<HubSessionId>, RepositoryError> {
+        self.with_entry(feature_id, |entry| entry.hub_session.clone())
+    }
+
+    async fn swap_hub_session(
+        &self,
+        feature_id: &FeatureId,
+        expected: Option<&HubSessionId>,
+        new: &HubSessionId,
+    ) -> Result<HubSessionId, RepositoryError> {
+        self.with_entry(feature_id, |entry| {
+            if entry.hub_session.as_ref() == expected {
+                entry.hub_session = Some(new.clone());
+            }
+            entry.hub_session.clone().unwrap_or_else(|| new.clone())
+        })
+    }
+
+    async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError> {
+        self.with_entry(&consultation.feature_id, |entry| {
+            entry.consultations.push(consultation.clone());
+        })
+    }
+
+    async fn update_consultation(
+        &self,
+        consultation: &Consultation,
+    ) -> Result<(), RepositoryError> {
+        self.with_entry(&consultation.feature_id, |entry| {
+            if let Some(stored) = entry
+                .consultations
+                .iter_mut()
+                .find(|c| c.id == consultation.id && c.is_pending())
+            {
+                *stored = consultation.clone();
+            }
+        })
+    }
+
+    async fn consultations(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Vec<Consultation>, RepositoryError> {
+        self.with_entry(feature_id, |entry| entry.consultations.clone())
+    }
+}
+
+impl InMemoryWorkflowRepository {
+    fn with_entry<R>(
+        &self,
+        feature_id: &FeatureId,
+        f: impl FnOnce(&mut Entry) -> R,
+    ) -> Result<R, RepositoryError> {
+        let mut entries = self.lock();
+        let entry = entries
+            .get_mut(feature_id)
+            .ok_or_else(|| RepositoryError::NotFound(feature_id.clone()))?;
+        Ok(f(entry))
     }
 }

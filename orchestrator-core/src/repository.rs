@@ -9,6 +9,8 @@ use std::error::Error as StdError;
 
 use async_trait::async_trait;
 
+use crate::consultation::Consultation;
+use crate::hub::HubSessionId;
 use crate::state::WorkflowState;
 use crate::values::{FeatureId, ValidationError};
 use crate::workflow::{Transition, Version, Workflow};
@@ -168,4 +170,34 @@ pub trait WorkflowRepository: Send + Sync {
 
     /// Whether the store answers; `/health` uses it.
     async fn ping(&self) -> Result<(), RepositoryError>;
+
+    /// The Agent Hub session kept for a workflow, if one was opened.
+    async fn hub_session(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Option<HubSessionId>, RepositoryError>;
+
+    /// Stores `new` as the workflow's hub session if the stored one is still `expected`
+    /// (`None`: no session yet). Returns the session stored afterwards: `new`, or the one a
+    /// concurrent caller stored first, which the caller should use instead.
+    async fn swap_hub_session(
+        &self,
+        feature_id: &FeatureId,
+        expected: Option<&HubSessionId>,
+        new: &HubSessionId,
+    ) -> Result<HubSessionId, RepositoryError>;
+
+    /// Stores a new consultation of an existing workflow.
+    async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError>;
+
+    /// Stores a refreshed consultation, if the stored one is still `pending_human`; a
+    /// consultation that is no longer pending is never changed again.
+    async fn update_consultation(&self, consultation: &Consultation)
+    -> Result<(), RepositoryError>;
+
+    /// A workflow's consultations, oldest first.
+    async fn consultations(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Vec<Consultation>, RepositoryError>;
 }

@@ -8,9 +8,15 @@ use std::sync::Arc;
 
 use chrono::SubsecRound;
 
-use crate::api::{AdvanceRequest, StartWorkflowRequest};
+use async_trait::async_trait;
+
+use crate::api::{AdvanceRequest, ConsultRequest, StartWorkflowRequest};
+use crate::consultation::{Consult, Consultation, ConsultationId, Question, parse_context};
+use crate::hub::{
+    AgentHub, Escalation, EscalationId, HubError, HubHealth, HubQuestion, HubSessionId, Topic,
+};
 use crate::repository::{ListQuery, Page, RepositoryError, StateCounts, WorkflowRepository};
-use crate::state::Trigger;
+use crate::state::{Trigger, WorkflowState};
 use crate::values::{
     Actor, Description, FeatureId, Metadata, Reason, ValidationError, parse_optional,
 };
@@ -81,6 +87,24 @@ pub enum Error {
         /// The version stored now.
         actual: Version,
     },
+    /// `human_approved` while consultations still wait for a human (HTTP 409 `GATE_BLOCKED`).
+    #[error("the gate is blocked by {} consultation(s) awaiting a human", escalations.len())]
+    GateBlocked {
+        /// The escalations a human must act on.
+        escalations: Vec<EscalationId>,
+    },
+    /// A consultation for a workflow in IDLE or DONE (HTTP 409 `WORKFLOW_NOT_ACTIVE`).
+    #[error("workflow '{feature_id}' is {state}; consultations need PHASE_1, GATE_1 or PHASE_2")]
+    NotActive {
+        /// The workflow.
+        feature_id: FeatureId,
+        /// Its state.
+        state: WorkflowState,
+    },
+    /// The Agent Hub failed (HTTP 400 for an unknown topic, 502 `AGENT_HUB_ERROR`, or
+    /// 503 `AGENT_HUB_UNAVAILABLE`).
+    #[error(transparent)]
+    Hub(#[from] HubError),
     /// Storage failed (HTTP 503 `DATABASE_UNAVAILABLE` or 500 `INTERNAL`).
     #[error(transparent)]
     Storage(RepositoryError),
@@ -180,6 +204,18 @@ impl TryFrom<AdvanceRequest> for Advance {
     }
 }
 
+impl TryFrom<ConsultRequest> for Consult {
+    type Error = ValidationError;
+
+    fn try_from(request: ConsultRequest) -> Result<Self, ValidationError> {
+        Ok(Consult {
+            topic: Topic::parse(request.topic)?,
+            question: Question::parse(request.question)?,
+            context: parse_context(request.context)?,
+        })
+    }
+}
+
 /// What `start` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Started {
@@ -205,18 +241,47 @@ impl Started {
     }
 }
 
-/// The orchestrator: workflows kept by a repository, judged by the rules, timed by a clock.
+/// The orchestrator: workflows kept by a repository, judged by the rules, timed by a clock,
+/// advised by an Agent Hub.
 #[derive(Clone)]
 pub struct Orchestrator {
     repository: Arc<dyn WorkflowRepository>,
+    hub: Arc<dyn AgentHub>,
     clock: Arc<dyn Clock>,
 }
 
+/// The hub of an orchestrator built without one: every call is unavailable.
+struct NoAgentHub;
+
+#[async_trait]
+impl AgentHub for NoAgentHub {
+    async fn create_session(&self, _: &FeatureId) -> Result<HubSessionId, HubError> {
+        Err(Self::unavailable())
+    }
+    async fn ask(&self, _: &HubQuestion) -> Result<crate::hub::HubAnswer, HubError> {
+        Err(Self::unavailable())
+    }
+    async fn escalation(&self, _: &EscalationId) -> Result<Escalation, HubError> {
+        Err(Self::unavailable())
+    }
+    async fn health(&self) -> Result<HubHealth, HubError> {
+        Err(Self::unavailable())
+    }
+}
+
+impl NoAgentHub {
+    fn unavailable() -> HubError {
+        HubError::Unavailable("no agent hub is configured".to_owned())
+    }
+}
+
 impl Orchestrator {
-    /// An orchestrator over `repository`, on the system clock.
+    /// An orchestrator over `repository`, on the system clock, with no Agent Hub (every
+    /// consultation answers `AGENT_HUB_UNAVAILABLE` until [`Orchestrator::with_hub`]).
     pub fn new(repository: Arc<dyn WorkflowRepository>) -> Self {
         Orchestrator {
             repository,
+            hub: Arc::new(NoAgentHub),
             clock: Arc::new(SystemClock),
         }
     }
@@ -225,6 +290,17 @@ impl Orchestrator {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The same orchestrator consulting `hub`.
+    pub fn with_hub(mut self, hub: Arc<dyn AgentHub>) -> Self {
+        self.hub = hub;
+        self
+    }
+
+    /// The Agent Hub, for health checks.
+    pub fn hub(&self) -> &Arc<dyn AgentHub> {
+        &self.hub
     }
 
     /// The current time on the orchestrator's clock.
@@ -282,11 +358,128 @@ impl Orchestrator {
             at: self.clock.now(),
         };
         let transition = current.apply(command.trigger, ctx)?;
+        if transition.to == WorkflowState::Phase2 {
+            self.guard_gate(feature_id).await?;
+        }
         let next = Self::recorded(&current, &transition);
         self.repository
             .commit(current.version, &next, &transition)
             .await?;
         Ok(next)
+    }
+
+    /// The gate opens only when no consultation waits for a human: pending ones are refreshed
+    /// from the hub first, and any still pending refuse the approval.
+    async fn guard_gate(&self, feature_id: &FeatureId) -> Result<()> {
+        let pending: Vec<Consultation> = self
+            .repository
+            .consultations(feature_id)
+            .await?
+            .into_iter()
+            .filter(Consultation::is_pending)
+            .collect();
+        let mut blocking = Vec::new();
+        for mut consultation in pending {
+            self.refresh(&mut consultation).await?;
+            if consultation.is_pending() {
+                blocking.extend(consultation.escalation_id);
+            }
+        }
+        if blocking.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::GateBlocked {
+                escalations: blocking,
+            })
+        }
+    }
+
+    /// Asks the hub about a pending consultation's escalation and stores what changed.
+    async fn refresh(&self, consultation: &mut Consultation) -> Result<()> {
+        let Some(id) = consultation.escalation_id.clone() else {
+            return Ok(());
+        };
+        let escalation = self.hub.escalation(&id).await?;
+        if consultation.refresh(&escalation, self.clock.now()) {
+            self.repository.update_consultation(consultation).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks the Agent Hub's experts a question for a workflow in PHASE_1, GATE_1 or PHASE_2,
+    /// within the workflow's hub session, and stores the answer. The workflow itself does not
+    /// change; a failed ask stores nothing.
+    pub async fn consult(&self, feature_id: &FeatureId, consult: Consult) -> Result<Consultation> {
+        let workflow = self.repository.get(feature_id).await?;
+        if !workflow.state.is_active() {
+            return Err(Error::NotActive {
+                feature_id: feature_id.clone(),
+                state: workflow.state,
+            });
+        }
+        let session = match self.repository.hub_session(feature_id).await? {
+            Some(session) => session,
+            None => self.open_session(feature_id, None).await?,
+        };
+        let mut question = HubQuestion {
+            topic: consult.topic.clone(),
+            question: consult.question.as_str().to_owned(),
+            feature_id: feature_id.clone(),
+            context: consult.context.clone(),
+            session_id: session,
+        };
+        let answer = match self.hub.ask(&question).await {
+            Err(HubError::SessionUnavailable(_) | HubError::SessionNotFound(_)) => {
+                // The session expired or the hub forgot it: open a new one and ask once more.
+                question.session_id = self
+                    .open_session(feature_id, Some(&question.session_id))
+                    .await?;
+                self.hub.ask(&question).await?
+            }
+            other => other?,
+        };
+        let consultation = Consultation::answered(
+            ConsultationId::new(),
+            feature_id.clone(),
+            workflow.state,
+            consult,
+            answer,
+            self.clock.now(),
+        );
+        self.repository.add_consultation(&consultation).await?;
+        Ok(consultation)
+    }
+
+    /// Opens a hub session and stores it in place of `replacing`; if another request stored
+    /// one first, that one is used.
+    async fn open_session(
+        &self,
+        feature_id: &FeatureId,
+        replacing: Option<&HubSessionId>,
+    ) -> Result<HubSessionId> {
+        let new = self.hub.create_session(feature_id).await?;
+        Ok(self
+            .repository
+            .swap_hub_session(feature_id, replacing, &new)
+            .await?)
+    }
+
+    /// A workflow's consultations, oldest first. Pending ones are refreshed from the hub
+    /// first; if the hub cannot be reached they are returned as stored.
+    pub async fn consultations(&self, feature_id: &FeatureId) -> Result<Vec<Consultation>> {
+        // Not-found is the workflow's, not the consultations'.
+        self.repository.get(feature_id).await?;
+        let mut consultations = self.repository.consultations(feature_id).await?;
+        for consultation in consultations.iter_mut().filter(|c| c.is_pending()) {
+            match self.refresh(consultation).await {
+                Ok(()) => {}
+                // The stored state is still true: answer with it, and stop asking a hub that
+                // fails rather than wait for its timeout once per consultation.
+                Err(Error::Hub(_)) => break,
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(consultations)
     }
 
     fn recorded(current: &Workflow, transition: &Transition) -> Workflow {

@@ -5,16 +5,19 @@
 //! - `config`: settings from flags and environment.
 //! - `storage`: diesel storage (SQLite) and migrations; the only module that imports diesel.
 //! - `http`: the hyper API: `serve`, the route table, handlers, the error mapping.
+//! - `hub`: the Agent Hub's JSON, its reqwest client, and (feature `stand-in-hub`) a stand-in.
 //! - `metrics`, `telemetry`: Prometheus counters and the tracing subscriber.
 #![warn(clippy::unwrap_used)]
 
 pub mod config;
 pub mod http;
-mod metrics;
+pub mod hub;
+pub mod metrics;
 pub mod storage;
 pub mod telemetry;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use orchestrator_core::Orchestrator;
 
@@ -30,6 +33,9 @@ pub enum StartupError {
     /// Storage could not be opened or migrated.
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
+    /// The Agent Hub client could not be built.
+    #[error("agent hub client: {0}")]
+    Hub(#[from] orchestrator_core::HubError),
     /// The listening socket could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -44,8 +50,14 @@ pub enum StartupError {
 pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     let pool_size = usize::try_from(config.database_pool_size).unwrap_or(8);
     let repository = storage::connect(&config.database_url, pool_size).await?;
-    let orchestrator = Orchestrator::new(Arc::new(repository));
-    Ok(App::new(orchestrator, config.api_token.clone()))
+    let metrics = Arc::new(metrics::Metrics::default());
+    let hub = hub::HttpAgentHub::new(
+        &config.agent_hub_url,
+        Duration::from_secs(config.agent_hub_timeout_seconds),
+        metrics.clone(),
+    )?;
+    let orchestrator = Orchestrator::new(Arc::new(repository)).with_hub(Arc::new(hub));
+    Ok(App::new(orchestrator, config.api_token.clone(), metrics))
 }
 
 /// Binds the configured address; port 0 picks a free port (read it from `local_addr`).

@@ -1,6 +1,6 @@
 //! In-process metrics and their Prometheus text rendering: requests by route and status, a
 //! latency histogram per route, transitions by trigger, workflows by state (read at scrape
-//! time).
+//! time), Agent Hub calls by operation and outcome.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -26,6 +26,7 @@ struct Inner {
     requests: BTreeMap<(&'static str, String, u16), u64>,
     latency: BTreeMap<&'static str, Histogram>,
     transitions: BTreeMap<&'static str, u64>,
+    hub_calls: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 /// The service's counters. Cheap to update: one short lock per event.
@@ -60,6 +61,15 @@ impl Metrics {
     /// Counts one accepted transition.
     pub fn transition(&self, trigger: Trigger) {
         *self.lock().transitions.entry(trigger.as_str()).or_default() += 1;
+    }
+
+    /// Counts one Agent Hub call and its outcome (`ok`, `refused`, `error`, `unavailable`).
+    pub fn hub_call(&self, operation: &'static str, outcome: &'static str) {
+        *self
+            .lock()
+            .hub_calls
+            .entry((operation, outcome))
+            .or_default() += 1;
     }
 
     /// The Prometheus text exposition of every metric.
@@ -123,6 +133,14 @@ impl Metrics {
                 let _ = writeln!(out, "orchestrator_workflows{{state=\"{state}\"}} {count}");
             }
         }
+        out.push_str("# HELP orchestrator_agent_hub_calls_total Agent Hub calls, by operation and outcome.\n");
+        out.push_str("# TYPE orchestrator_agent_hub_calls_total counter\n");
+        for ((operation, outcome), count) in &inner.hub_calls {
+            let _ = writeln!(
+                out,
+                "orchestrator_agent_hub_calls_total{{operation=\"{operation}\",outcome=\"{outcome}\"}} {count}"
+            );
+        }
         out
     }
 }
@@ -133,6 +151,7 @@ impl Inner {
             requests: self.requests.clone(),
             latency: self.latency.clone(),
             transitions: self.transitions.clone(),
+            hub_calls: self.hub_calls.clone(),
         }
     }
 }
@@ -146,6 +165,7 @@ mod tests {
         let metrics = Metrics::default();
         metrics.request("/health", "GET", 200, Duration::from_millis(3));
         metrics.transition(Trigger::Cancel);
+        metrics.hub_call("ask", "unavailable");
         let text = metrics.render(Some(&StateCounts::from_pairs([])));
         assert!(text.contains(
             "orchestrator_http_requests_total{route=\"/health\",method=\"GET\",status=\"200\"} 1"
@@ -158,5 +178,8 @@ mod tests {
         ));
         assert!(text.contains("orchestrator_transitions_total{trigger=\"cancel\"} 1"));
         assert!(text.contains("orchestrator_workflows{state=\"GATE_1\"} 0"));
+        assert!(text.contains(
+            "orchestrator_agent_hub_calls_total{operation=\"ask\",outcome=\"unavailable\"} 1"
+        ));
     }
 }

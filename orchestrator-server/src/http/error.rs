@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use orchestrator_core::api::{ApiErrorBody, ErrorCode, ErrorEnvelope};
-use orchestrator_core::{Error as CoreError, RepositoryError, ValidationError};
+use orchestrator_core::{Error as CoreError, HubError, RepositoryError, ValidationError};
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +69,13 @@ impl ApiError {
             ApiError::Core(e) => core_code(e),
             ApiError::Internal(_) => (ErrorCode::Internal, None),
         };
-        let message = match (self, code) {
-            (_, ErrorCode::Internal) => "internal error".to_owned(),
-            (_, ErrorCode::DatabaseUnavailable) => "the database is unavailable".to_owned(),
+        let message = match code {
+            ErrorCode::Internal => "internal error".to_owned(),
+            ErrorCode::DatabaseUnavailable => "the database is unavailable".to_owned(),
+            ErrorCode::AgentHubUnavailable => {
+                "the agent hub cannot be reached or did not answer in time".to_owned()
+            }
+            ErrorCode::AgentHubError => "the agent hub answered with an error".to_owned(),
             _ => self.to_string(),
         };
         ApiErrorBody {
@@ -87,6 +91,9 @@ impl ApiError {
         match &body.code {
             ErrorCode::Internal | ErrorCode::DatabaseUnavailable => {
                 tracing::error!(error = %self, detail = ?self, "request failed");
+            }
+            ErrorCode::AgentHubError | ErrorCode::AgentHubUnavailable => {
+                tracing::warn!(error = %self, "agent hub call failed");
             }
             _ => tracing::debug!(error = %self, "request refused"),
         }
@@ -136,9 +143,40 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
                 format!("current_version: {actual}"),
             ]),
         ),
+        CoreError::GateBlocked { escalations } => (
+            ErrorCode::GateBlocked,
+            Some(escalations.iter().map(ToString::to_string).collect()),
+        ),
+        CoreError::NotActive { state, .. } => (
+            ErrorCode::WorkflowNotActive,
+            Some(vec![format!("state: {state}")]),
+        ),
+        CoreError::Hub(HubError::UnknownTopic { topic, message }) => (
+            ErrorCode::ValidationError,
+            Some(vec![
+                format!("topic: unknown topic '{topic}'"),
+                message.clone(),
+            ]),
+        ),
+        CoreError::Hub(HubError::Unavailable(detail)) => {
+            (ErrorCode::AgentHubUnavailable, Some(vec![short(detail)]))
+        }
+        CoreError::Hub(other) => (
+            ErrorCode::AgentHubError,
+            Some(vec![short(&other.to_string())]),
+        ),
         CoreError::Storage(RepositoryError::Unavailable(_)) => {
             (ErrorCode::DatabaseUnavailable, None)
         }
         CoreError::Storage(_) => (ErrorCode::Internal, None),
+    }
+}
+
+/// An upstream's text, cut to a length fit for an error detail.
+fn short(text: &str) -> String {
+    const MAX: usize = 300;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
     }
 }

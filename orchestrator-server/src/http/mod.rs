@@ -33,7 +33,7 @@ pub use openapi::ApiDoc;
 use crate::metrics::Metrics;
 use error::ApiError;
 use handlers::docs::DocsAssets;
-use handlers::{system, workflows};
+use handlers::{consultations, system, workflows};
 use router::Route;
 
 /// How long shutdown waits for in-flight requests before it gives up on them.
@@ -49,22 +49,27 @@ struct Inner {
     orchestrator: Orchestrator,
     /// When set, non-public routes need `Authorization: Bearer <token>`.
     token: Option<String>,
-    metrics: Metrics,
+    /// Shared with the Agent Hub client, which counts its calls.
+    metrics: Arc<Metrics>,
     started: Instant,
     router: matchit::Router<Route>,
     docs: DocsAssets,
+    /// The last Agent Hub probe, so `/health` does not call the hub on every request.
+    hub_probe: system::HubProbe,
 }
 
 impl App {
-    /// An application over `orchestrator`, requiring `token` when one is given.
-    pub fn new(orchestrator: Orchestrator, token: Option<String>) -> Self {
+    /// An application over `orchestrator`, requiring `token` when one is given, counting into
+    /// `metrics`.
+    pub fn new(orchestrator: Orchestrator, token: Option<String>, metrics: Arc<Metrics>) -> Self {
         App(Arc::new(Inner {
             orchestrator,
             token: token.filter(|t| !t.is_empty()),
-            metrics: Metrics::default(),
+            metrics,
             started: Instant::now(),
             router: router::build(),
             docs: DocsAssets::new(),
+            hub_probe: system::HubProbe::default(),
         }))
     }
 
@@ -83,6 +88,10 @@ impl App {
 
     pub(crate) fn uptime(&self) -> Duration {
         self.0.started.elapsed()
+    }
+
+    pub(crate) fn hub_probe(&self) -> &system::HubProbe {
+        &self.0.hub_probe
     }
 
     /// Answers one request; never fails, every error becomes an error envelope.
@@ -186,6 +195,10 @@ impl App {
             Route::Workflow => workflows::get_workflow(self, param).await,
             Route::Advance => workflows::advance_workflow(self, param, &parts.headers, body).await,
             Route::History => workflows::get_history(self, param).await,
+            Route::Consultations if parts.method == Method::POST => {
+                consultations::create_consultation(self, param, &parts.headers, body).await
+            }
+            Route::Consultations => consultations::list_consultations(self, param).await,
             Route::Workflows => workflows::list_workflows(self, parts.uri.query()).await,
             Route::Summary => workflows::get_summary(self).await,
         }

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::handlers::{system, workflows};
+use super::handlers::{consultations, system, workflows};
 
 /// The API's OpenAPI 3 document.
 #[derive(OpenApi)]
@@ -20,6 +20,8 @@ use super::handlers::{system, workflows};
         workflows::get_history,
         workflows::list_workflows,
         workflows::get_summary,
+        consultations::create_consultation,
+        consultations::list_consultations,
         system::get_service_info,
         system::get_health,
         system::get_metrics,
@@ -28,6 +30,7 @@ use super::handlers::{system, workflows};
     modifiers(&BearerAuth),
     tags(
         (name = "workflows", description = "feature workflows and their history"),
+        (name = "consultations", description = "questions to the Agent Hub's experts, kept per workflow"),
         (name = "service", description = "service info, health, metrics"),
     ),
 )]

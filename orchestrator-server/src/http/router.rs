@@ -29,6 +29,8 @@ pub enum Route {
     Advance,
     /// `/workflow/{feature_id}/history`
     History,
+    /// `/workflow/{feature_id}/consultations`
+    Consultations,
     /// `/workflows`
     Workflows,
     /// `/workflows/summary`
@@ -37,7 +39,7 @@ pub enum Route {
 
 impl Route {
     /// Every route with its pattern; the pattern is also the metrics label.
-    const TABLE: [(&'static str, Route); 14] = [
+    const TABLE: [(&'static str, Route); 15] = [
         (paths::ROOT, Route::Root),
         (paths::HEALTH, Route::Health),
         (paths::METRICS, Route::Metrics),
@@ -50,6 +52,7 @@ impl Route {
         (paths::WORKFLOW, Route::Workflow),
         (paths::ADVANCE, Route::Advance),
         (paths::HISTORY, Route::History),
+        (paths::CONSULTATIONS, Route::Consultations),
         (paths::WORKFLOWS, Route::Workflows),
         (paths::SUMMARY, Route::Summary),
     ];
@@ -58,6 +61,7 @@ impl Route {
     pub fn methods(self) -> &'static [Method] {
         match self {
             Route::Start | Route::Advance => &[Method::POST],
+            Route::Consultations => &[Method::GET, Method::HEAD, Method::POST],
             _ => &[Method::GET, Method::HEAD],
         }
     }
@@ -108,6 +112,10 @@ mod tests {
         assert_eq!(at("/workflow/x-1"), Some(Route::Workflow));
         assert_eq!(at("/workflow/x-1/advance"), Some(Route::Advance));
         assert_eq!(at("/workflows/summary"), Some(Route::Summary));
+        assert_eq!(
+            at("/workflow/x-1/consultations"),
+            Some(Route::Consultations)
+        );
         assert_eq!(at("/docs/"), Some(Route::DocsFile));
         assert_eq!(at("/docs/swagger-ui.css"), Some(Route::DocsFile));
         assert_eq!(at("/nope"), None);

@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 
 use chrono::DateTime;
 use diesel::prelude::*;
+use orchestrator_core::hub::{EscalationId, Topic};
 use orchestrator_core::{
-    Actor, Description, FeatureId, Metadata, Reason, Timestamp, Transition, Trigger, Workflow,
-    WorkflowState,
+    Actor, Consultation, ConsultationId, Description, FeatureId, Metadata, Question, Reason,
+    Timestamp, Transition, Trigger, Workflow, WorkflowState,
 };
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use super::schema::{transitions, workflows};
+use super::schema::{consultations, transitions, workflows};
 
 /// A stored value that does not parse back into a core type: a corrupt or foreign row.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +101,91 @@ impl TransitionRow {
     }
 }
 
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = consultations)]
+#[diesel(treat_none_as_null = true)]
+pub struct ConsultationRow {
+    pub id: String,
+    pub feature_id: String,
+    pub topic: String,
+    pub question: String,
+    pub context: Option<String>,
+    pub answer: String,
+    pub rationale: Option<String>,
+    pub confidence: i64,
+    pub status: String,
+    pub escalation_id: Option<String>,
+    pub final_answer: Option<String>,
+    pub human_action: Option<String>,
+    pub human_response: Option<String>,
+    pub asked_in_state: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The wire name of a unit enum (`pending_human`, `confirm`, …), as serde spells it.
+pub fn enum_text<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        _ => String::new(),
+    }
+}
+
+impl From<&Consultation> for ConsultationRow {
+    fn from(c: &Consultation) -> Self {
+        ConsultationRow {
+            id: c.id.to_string(),
+            feature_id: c.feature_id.to_string(),
+            topic: c.topic.to_string(),
+            question: c.question.as_str().to_owned(),
+            context: c.context.clone(),
+            answer: c.answer.clone(),
+            rationale: c.rationale.clone(),
+            confidence: i64::from(c.confidence),
+            status: enum_text(&c.status),
+            escalation_id: c.escalation_id.as_ref().map(|e| e.0.clone()),
+            final_answer: c.final_answer.clone(),
+            human_action: c.human_action.as_ref().map(enum_text),
+            human_response: c.human_response.clone(),
+            asked_in_state: c.asked_in_state.as_str().to_owned(),
+            created_at: micros(c.created_at),
+            updated_at: micros(c.updated_at),
+        }
+    }
+}
+
+impl TryFrom<ConsultationRow> for Consultation {
+    type Error = CorruptRow;
+
+    fn try_from(row: ConsultationRow) -> Result<Self, CorruptRow> {
+        let c = Columns {
+            table: "consultations",
+            key: &row.id,
+        };
+        Ok(Consultation {
+            id: ConsultationId(c.parse("id", uuid::Uuid::parse_str(&row.id))?),
+            feature_id: c.parse("feature_id", FeatureId::parse(row.feature_id.as_str()))?,
+            topic: c.parse("topic", Topic::parse(row.topic.as_str()))?,
+            question: c.parse("question", Question::parse(row.question.as_str()))?,
+            context: row.context,
+            answer: row.answer,
+            rationale: row.rationale,
+            confidence: c.parse("confidence", u8::try_from(row.confidence))?,
+            status: c.wire_enum("status", &row.status)?,
+            escalation_id: row.escalation_id.map(EscalationId),
+            final_answer: row.final_answer,
+            human_action: row
+                .human_action
+                .map(|a| c.wire_enum("human_action", &a))
+                .transpose()?,
+            human_response: row.human_response,
+            asked_in_state: c.parse("asked_in_state", row.asked_in_state.parse())?,
+            created_at: c.time("created_at", row.created_at)?,
+            updated_at: c.time("updated_at", row.updated_at)?,
+        })
+    }
+}
+
 /// Parses one column of a row, naming the row and the column on failure.
 struct Columns<'a> {
     table: &'static str,
@@ -123,6 +211,13 @@ impl Columns<'_> {
 
     fn time(&self, column: &str, micros: i64) -> Result<Timestamp, CorruptRow> {
         DateTime::from_timestamp_micros(micros).ok_or_else(|| self.fail(column, "out of range"))
+    }
+
+    fn wire_enum<T: DeserializeOwned>(&self, column: &str, text: &str) -> Result<T, CorruptRow> {
+        self.parse(
+            column,
+            serde_json::from_value(serde_json::Value::String(text.to_owned())),
+        )
     }
 
     fn metadata(&self, column: &str, text: &str) -> Result<Metadata, CorruptRow> {

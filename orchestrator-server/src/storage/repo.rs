@@ -9,14 +9,15 @@ use diesel::dsl::count_star;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
+use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
-    FeatureId, RepositoryError, StateCounts, Transition, Version, Workflow, WorkflowRepository,
-    WorkflowState,
+    Consultation, FeatureId, RepositoryError, StateCounts, Transition, Version, Workflow,
+    WorkflowRepository, WorkflowState,
 };
 
 use super::SqlitePool;
-use super::models::{TransitionRow, WorkflowRow, to_i64};
-use super::schema::{transitions, workflows};
+use super::models::{ConsultationRow, TransitionRow, WorkflowRow, enum_text, to_i64};
+use super::schema::{consultations, transitions, workflows};
 
 /// Workflows in a SQLite database.
 #[derive(Clone)]
@@ -229,6 +230,117 @@ impl WorkflowRepository for DieselWorkflowRepository {
             Ok(Outcome::Done)
         })
         .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn hub_session(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Option<HubSessionId>, RepositoryError> {
+        let key = feature_id.to_string();
+        let found: Option<Option<String>> = Self::run(&self.read, move |conn| {
+            workflows::table
+                .find(key)
+                .select(workflows::hub_session_id)
+                .first(conn)
+                .optional()
+        })
+        .await?;
+        let session = found.ok_or_else(|| RepositoryError::NotFound(feature_id.clone()))?;
+        Ok(session.map(HubSessionId))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn swap_hub_session(
+        &self,
+        feature_id: &FeatureId,
+        expected: Option<&HubSessionId>,
+        new: &HubSessionId,
+    ) -> Result<HubSessionId, RepositoryError> {
+        let key = feature_id.to_string();
+        let expected = expected.map(|s| s.0.clone());
+        let new = new.0.clone();
+        let id = feature_id.clone();
+        let stored = Self::run(&self.write, move |conn| {
+            conn.immediate_transaction(|conn| {
+                let current: Option<Option<String>> = workflows::table
+                    .find(&key)
+                    .select(workflows::hub_session_id)
+                    .first(conn)
+                    .optional()?;
+                let Some(current) = current else {
+                    return Ok(None);
+                };
+                if current != expected {
+                    return Ok(Some(current.unwrap_or(new)));
+                }
+                diesel::update(workflows::table.find(&key))
+                    .set(workflows::hub_session_id.eq(&new))
+                    .execute(conn)?;
+                Ok(Some(new))
+            })
+        })
+        .await?;
+        stored
+            .map(HubSessionId)
+            .ok_or(RepositoryError::NotFound(id))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]
+    async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError> {
+        let row = ConsultationRow::from(consultation);
+        let id = consultation.feature_id.clone();
+        self.write(move |conn| {
+            match diesel::insert_into(consultations::table)
+                .values(&row)
+                .execute(conn)
+            {
+                Err(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => {
+                    Ok(Outcome::Refused(RepositoryError::NotFound(id)))
+                }
+                other => other.map(|_| Outcome::Done),
+            }
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]
+    async fn update_consultation(
+        &self,
+        consultation: &Consultation,
+    ) -> Result<(), RepositoryError> {
+        let row = ConsultationRow::from(consultation);
+        let pending = enum_text(&orchestrator_core::hub::AnswerStatus::PendingHuman);
+        self.write(move |conn| {
+            diesel::update(
+                consultations::table
+                    .find(&row.id)
+                    .filter(consultations::status.eq(pending)),
+            )
+            .set(&row)
+            .execute(conn)?;
+            Ok(Outcome::Done)
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn consultations(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Vec<Consultation>, RepositoryError> {
+        let key = feature_id.to_string();
+        let rows: Vec<ConsultationRow> = Self::run(&self.read, move |conn| {
+            consultations::table
+                .filter(consultations::feature_id.eq(key))
+                .order((consultations::created_at.asc(), consultations::id.asc()))
+                .select(ConsultationRow::as_select())
+                .load(conn)
+        })
+        .await?;
+        rows.into_iter()
+            .map(|row| Consultation::try_from(row).map_err(corrupt))
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {

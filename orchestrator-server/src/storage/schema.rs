@@ -24,6 +24,8 @@ diesel::table! {
         updated_at -> BigInt,
         /// Unix microseconds.
         completed_at -> Nullable<BigInt>,
+        /// The Agent Hub session of the workflow's consultations.
+        hub_session_id -> Nullable<Text>,
     }
 }
 
@@ -51,5 +53,44 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// One row per question asked of the Agent Hub.
+    consultations (id) {
+        /// UUID.
+        id -> Text,
+        /// The asking workflow.
+        feature_id -> Text,
+        /// Expert area.
+        topic -> Text,
+        /// The question.
+        question -> Text,
+        /// Extra context sent.
+        context -> Nullable<Text>,
+        /// The expert's (possibly tentative) answer.
+        answer -> Text,
+        /// The expert's reasoning.
+        rationale -> Nullable<Text>,
+        /// 0–100.
+        confidence -> BigInt,
+        /// resolved, pending_human or needs_reroute.
+        status -> Text,
+        /// The hub's escalation id.
+        escalation_id -> Nullable<Text>,
+        /// The answer that stands.
+        final_answer -> Nullable<Text>,
+        /// confirm, correct or add_context.
+        human_action -> Nullable<Text>,
+        /// The human's correction or context.
+        human_response -> Nullable<Text>,
+        /// Wire name of the workflow's state when asked.
+        asked_in_state -> Text,
+        /// Unix microseconds.
+        created_at -> BigInt,
+        /// Unix microseconds.
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(transitions -> workflows (feature_id));
-diesel::allow_tables_to_appear_in_same_query!(transitions, workflows);
+diesel::joinable!(consultations -> workflows (feature_id));
+diesel::allow_tables_to_appear_in_same_query!(consultations, transitions, workflows);

@@ -17,6 +17,7 @@ async fn the_openapi_document_describes_every_endpoint() {
         "/workflow/{feature_id}",
         "/workflow/{feature_id}/advance",
         "/workflow/{feature_id}/history",
+        "/workflow/{feature_id}/consultations",
         "/workflows",
         "/workflows/summary",
         "/health",

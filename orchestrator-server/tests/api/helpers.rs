@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 use orchestrator_client::Client;
 use orchestrator_core::FeatureId;
 use orchestrator_core::api::{StartWorkflowRequest, WorkflowResponse};
+use orchestrator_server::hub::stand_in::StandInHub;
 use orchestrator_server::storage::DatabaseUrl;
 use orchestrator_server::{Config, LogFormat, bind, build_app, serve, telemetry};
 use tempfile::TempDir;
@@ -24,6 +25,8 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
 pub struct TestApp {
     pub address: SocketAddr,
     pub client: Client,
+    /// The stand-in Agent Hub this server consults (unless a test pointed it elsewhere).
+    pub hub: StandInHub,
     /// The database file's directory; dropped with the app.
     pub dir: TempDir,
     pub config: Config,
@@ -50,7 +53,7 @@ impl TestApp {
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
         let dir = std::mem::replace(&mut self.dir, TempDir::new().expect("temp dir"));
-        start(self.config.clone(), dir).await
+        start(self.config.clone(), dir, self.hub.clone()).await
     }
 
     pub async fn start_workflow(&self, id: &str) -> WorkflowResponse {
@@ -70,15 +73,30 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// A server over a fresh SQLite file, with settings changed by `adjust`.
+/// A server over a fresh SQLite file consulting a fresh stand-in hub, with settings changed by
+/// `adjust`.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = TempDir::new().expect("temp dir");
     let mut config = Config::for_tests(DatabaseUrl::SqliteFile(dir.path().join("orchestrator.db")));
+    let hub = StandInHub::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("hub binds");
+    config.agent_hub_url = format!("http://{}", listener.local_addr().expect("hub address"));
+    tokio::spawn(hub.clone().serve(listener, std::future::pending()));
     adjust(&mut config);
-    start(config, dir).await
+    start(config, dir, hub).await
 }
 
-async fn start(config: Config, dir: TempDir) -> TestApp {
+/// An address where nothing listens.
+pub fn dead_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let address = listener.local_addr().expect("address");
+    drop(listener);
+    format!("http://{address}")
+}
+
+async fn start(config: Config, dir: TempDir, hub: StandInHub) -> TestApp {
     LazyLock::force(&TRACING);
     let app = build_app(&config).await.expect("app builds");
     let listener = bind(&config).await.expect("binds");
@@ -94,6 +112,7 @@ async fn start(config: Config, dir: TempDir) -> TestApp {
     TestApp {
         address,
         client: client.build().expect("client builds"),
+        hub,
         dir,
         config,
         stop: Some(stop),

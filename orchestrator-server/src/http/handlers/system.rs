@@ -1,7 +1,7 @@
 //! Service endpoints: what the service is (`/`), its health, its metrics.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -18,6 +18,36 @@ type HttpResponse = Response<Full<Bytes>>;
 
 /// How long `/health` waits for the database.
 const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/health` waits for the Agent Hub.
+const HUB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an Agent Hub probe's result is reused.
+const HUB_PROBE_TTL: Duration = Duration::from_secs(5);
+
+/// The last Agent Hub probe and when it was made. One probe runs at a time; callers meanwhile
+/// wait for it rather than start their own.
+#[derive(Debug, Default)]
+pub struct HubProbe(tokio::sync::Mutex<Option<(Instant, HealthCheck)>>);
+
+impl HubProbe {
+    async fn check(&self, app: &App) -> HealthCheck {
+        let mut last = self.0.lock().await;
+        if let Some((at, check)) = last.as_ref()
+            && at.elapsed() < HUB_PROBE_TTL
+        {
+            return check.clone();
+        }
+        let check = match tokio::time::timeout(HUB_PROBE_TIMEOUT, app.orchestrator().hub().health())
+            .await
+        {
+            Ok(Ok(health)) if health.status == "healthy" => ok_check(),
+            Ok(Ok(health)) => error_check(&format!("agent hub reports '{}'", health.status)),
+            Ok(Err(e)) => error_check(&e.to_string()),
+            Err(_) => error_check("agent hub did not answer in time"),
+        };
+        *last = Some((Instant::now(), check.clone()));
+        check
+    }
+}
 
 /// What this service is and where to look next.
 #[utoipa::path(
@@ -43,7 +73,7 @@ pub async fn get_service_info() -> Result<HttpResponse> {
 #[utoipa::path(
     get, path = "/health", tag = "service", operation_id = "get_health",
     responses(
-        (status = 200, description = "healthy, or degraded (a non-essential dependency fails)", body = HealthResponse),
+        (status = 200, description = "healthy, or degraded (the Agent Hub is unreachable; probed at most every 5 s)", body = HealthResponse),
         (status = 503, description = "unhealthy: the database is unreachable", body = HealthResponse),
     ),
 )]
@@ -61,13 +91,16 @@ pub async fn get_health(app: &App) -> Result<HttpResponse> {
         }
         Err(_) => error_check("database did not answer in time"),
     };
-    let healthy = database.status == "ok";
-    let checks = BTreeMap::from([("database".to_owned(), database)]);
-    let (status, code) = if healthy {
-        (HealthStatus::Healthy, StatusCode::OK)
-    } else {
-        (HealthStatus::Unhealthy, StatusCode::SERVICE_UNAVAILABLE)
+    let agent_hub = app.hub_probe().check(app).await;
+    let (status, code) = match (database.status == "ok", agent_hub.status == "ok") {
+        (false, _) => (HealthStatus::Unhealthy, StatusCode::SERVICE_UNAVAILABLE),
+        (true, false) => (HealthStatus::Degraded, StatusCode::OK),
+        (true, true) => (HealthStatus::Healthy, StatusCode::OK),
     };
+    let checks = BTreeMap::from([
+        ("database".to_owned(), database),
+        ("agent_hub".to_owned(), agent_hub),
+    ]);
     Ok(json_response(
         code,
         &HealthResponse {

@@ -1,0 +1,30 @@
+//! A stand-in Agent Hub on `http://localhost:8001`, so the whole system runs on one machine.
+//!
+//! It speaks the hub's API as AGENT_HUB.md describes it (sessions, `/ask/{topic}`,
+//! escalations, health), quirks included. Confidence is scripted: a question containing
+//! `[confidence=NN]` gets NN, any other 90, so `security` questions (threshold 95) are
+//! escalated to a human. Answer an escalation as a reviewer would:
+//!
+//! ```sh
+//! curl -X POST localhost:8001/escalations/<id> -H 'Content-Type: application/json' \
+//!   -d '{"action": "confirm", "responder": "you"}'
+//! ```
+//!
+//! Run it with `cargo run -p examples --example agent_hub` (set `PORT` for another port).
+
+use orchestrator_server::hub::stand_in::StandInHub;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8001);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("stand-in Agent Hub on http://{}", listener.local_addr()?);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    StandInHub::new().serve(listener, shutdown).await;
+    Ok(())
+}

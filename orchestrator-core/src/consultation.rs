@@ -1,0 +1,357 @@
+//! Consultations: a question a workflow put to the Agent Hub's experts, the answer, and — when
+//! the hub escalated it — what the human reviewer decided.
+//!
+//! [`Consultation::refresh`] is the one rule for folding an escalation's news into a
+//! consultation; it is pure, like the workflow's rules.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hub::{
+    AnswerStatus, Escalation, EscalationId, EscalationStatus, HubAnswer, HumanAction, Topic,
+};
+use crate::state::WorkflowState;
+use crate::values::{FeatureId, ValidationError};
+use crate::workflow::Timestamp;
+
+/// A consultation's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
+pub struct ConsultationId(pub uuid::Uuid);
+
+impl ConsultationId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        ConsultationId(uuid::Uuid::new_v4())
+    }
+}
+
+impl Default for ConsultationId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for ConsultationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Shortest question the hub accepts, in characters.
+pub const QUESTION_MIN_CHARS: usize = 10;
+/// Longest question, in characters.
+pub const QUESTION_MAX_CHARS: usize = 10_000;
+/// Longest context, in characters.
+pub const CONTEXT_MAX_CHARS: usize = 10_000;
+
+/// A question for the experts: 10–10 000 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
+pub struct Question(String);
+
+impl Question {
+    /// Parses a question.
+    pub fn parse(value: impl Into<String>) -> Result<Self, ValidationError> {
+        let value = value.into();
+        let chars = value.chars().count();
+        if value.trim().chars().count() < QUESTION_MIN_CHARS || chars > QUESTION_MAX_CHARS {
+            return Err(ValidationError::new(
+                "question",
+                format!("must be {QUESTION_MIN_CHARS}-{QUESTION_MAX_CHARS} characters"),
+            ));
+        }
+        Ok(Question(value))
+    }
+
+    /// The question as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Question {
+    type Error = ValidationError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Question::parse(value)
+    }
+}
+
+impl From<Question> for String {
+    fn from(value: Question) -> String {
+        value.0
+    }
+}
+
+/// Parses optional context for a question: at most 10 000 characters.
+pub fn parse_context(context: Option<String>) -> Result<Option<String>, ValidationError> {
+    match context {
+        Some(text) if text.chars().count() > CONTEXT_MAX_CHARS => Err(ValidationError::new(
+            "context",
+            format!("must be at most {CONTEXT_MAX_CHARS} characters"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// A question a workflow asked the Agent Hub, with everything known about its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Consultation {
+    /// Its id.
+    pub id: ConsultationId,
+    /// The workflow that asked.
+    pub feature_id: FeatureId,
+    /// The expert area.
+    pub topic: Topic,
+    /// The question.
+    pub question: Question,
+    /// Extra context sent with it.
+    pub context: Option<String>,
+    /// The expert's answer; tentative while a human has not acted.
+    pub answer: String,
+    /// The expert's reasoning, when given.
+    pub rationale: Option<String>,
+    /// 0–100.
+    pub confidence: u8,
+    /// `resolved`, `pending_human` (blocks the gate) or `needs_reroute` (ask again).
+    pub status: AnswerStatus,
+    /// The hub's escalation, when a human was asked.
+    pub escalation_id: Option<EscalationId>,
+    /// The answer that stands, once known: the expert's, the human-confirmed one, or the
+    /// human's correction; null after `add_context` (ask again with the added context).
+    pub final_answer: Option<String>,
+    /// What the human did, once they did.
+    pub human_action: Option<HumanAction>,
+    /// The human's correction or added context.
+    pub human_response: Option<String>,
+    /// The workflow's state when the question was asked.
+    pub asked_in_state: WorkflowState,
+    /// When it was asked.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    /// When it last changed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub updated_at: Timestamp,
+}
+
+/// What a workflow asks: the command behind `POST /workflow/{id}/consultations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consult {
+    /// The expert area.
+    pub topic: Topic,
+    /// The question.
+    pub question: Question,
+    /// Extra context.
+    pub context: Option<String>,
+}
+
+impl Consultation {
+    /// The record of `answer` to `consult`, asked by `feature_id` in `state` at `at`.
+    pub fn answered(
+        id: ConsultationId,
+        feature_id: FeatureId,
+        state: WorkflowState,
+        consult: Consult,
+        answer: HubAnswer,
+        at: Timestamp,
+    ) -> Self {
+        let final_answer = (answer.status == AnswerStatus::Resolved).then(|| answer.answer.clone());
+        Consultation {
+            id,
+            feature_id,
+            topic: consult.topic,
+            question: consult.question,
+            context: consult.context,
+            answer: answer.answer,
+            rationale: answer.rationale,
+            confidence: answer.confidence,
+            status: answer.status,
+            escalation_id: answer.escalation_id,
+            final_answer,
+            human_action: None,
+            human_response: None,
+            asked_in_state: state,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    /// Whether it waits for a human (and so blocks the gate).
+    pub fn is_pending(&self) -> bool {
+        self.status == AnswerStatus::PendingHuman
+    }
+
+    /// Folds what the hub now says about this consultation's escalation into it. Returns
+    /// whether anything changed: a resolved escalation resolves the consultation with its
+    /// final answer, an expired one makes it `needs_reroute`, a pending one changes nothing.
+    pub fn refresh(&mut self, escalation: &Escalation, at: Timestamp) -> bool {
+        if !self.is_pending() {
+            return false;
+        }
+        match escalation.status {
+            EscalationStatus::Pending => return false,
+            EscalationStatus::Resolved => {
+                self.status = AnswerStatus::Resolved;
+                self.final_answer = escalation.final_answer();
+                self.human_action = escalation.human_action;
+                self.human_response = escalation.human_response.clone();
+            }
+            EscalationStatus::Expired => self.status = AnswerStatus::NeedsReroute,
+        }
+        self.updated_at = at;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn t(minute: u32) -> Timestamp {
+        Utc.with_ymd_and_hms(2026, 11, 24, 10, minute, 0).unwrap()
+    }
+
+    fn pending() -> Consultation {
+        Consultation::answered(
+            ConsultationId::new(),
+            FeatureId::parse("f").unwrap(),
+            WorkflowState::Phase1,
+            Consult {
+                topic: Topic::parse("security").unwrap(),
+                question: Question::parse("Is this encryption scheme sound?").unwrap(),
+                context: None,
+            },
+            HubAnswer {
+                answer: "probably".into(),
+                rationale: None,
+                confidence: 40,
+                uncertainty_reasons: vec!["novel scheme".into()],
+                status: AnswerStatus::PendingHuman,
+                escalation_id: Some(EscalationId("e-1".into())),
+            },
+            t(0),
+        )
+    }
+
+    fn escalation(
+        status: EscalationStatus,
+        action: Option<HumanAction>,
+        response: Option<&str>,
+    ) -> Escalation {
+        Escalation {
+            id: EscalationId("e-1".into()),
+            status,
+            tentative_answer: "probably".into(),
+            human_action: action,
+            human_response: response.map(str::to_owned),
+            resolved_at: None,
+        }
+    }
+
+    #[test]
+    fn a_question_must_be_ten_to_ten_thousand_characters() {
+        assert!(Question::parse("short").is_err());
+        assert!(Question::parse("         x").is_err());
+        assert!(Question::parse("ten chars!").is_ok());
+        assert!(Question::parse("q".repeat(10_001)).is_err());
+        assert_eq!(Question::parse("").unwrap_err().field, "question");
+    }
+
+    #[test]
+    fn a_resolved_answer_is_final_at_once() {
+        let mut answer = pending();
+        answer.status = AnswerStatus::Resolved;
+        let resolved = Consultation::answered(
+            answer.id,
+            answer.feature_id.clone(),
+            WorkflowState::Gate1,
+            Consult {
+                topic: answer.topic.clone(),
+                question: answer.question.clone(),
+                context: None,
+            },
+            HubAnswer {
+                answer: "yes".into(),
+                rationale: Some("standard".into()),
+                confidence: 92,
+                uncertainty_reasons: vec![],
+                status: AnswerStatus::Resolved,
+                escalation_id: None,
+            },
+            t(0),
+        );
+        assert_eq!(resolved.final_answer.as_deref(), Some("yes"));
+        assert!(!resolved.is_pending());
+        assert_eq!(pending().final_answer, None);
+    }
+
+    #[test]
+    fn a_confirmed_escalation_makes_the_tentative_answer_final() {
+        let mut c = pending();
+        assert!(c.refresh(
+            &escalation(EscalationStatus::Resolved, Some(HumanAction::Confirm), None),
+            t(5)
+        ));
+        assert_eq!(
+            (c.status, c.final_answer.as_deref()),
+            (AnswerStatus::Resolved, Some("probably"))
+        );
+        assert_eq!(
+            (c.human_action, c.updated_at),
+            (Some(HumanAction::Confirm), t(5))
+        );
+    }
+
+    #[test]
+    fn a_corrected_escalation_makes_the_human_answer_final() {
+        let mut c = pending();
+        c.refresh(
+            &escalation(
+                EscalationStatus::Resolved,
+                Some(HumanAction::Correct),
+                Some("no: use AES-GCM"),
+            ),
+            t(5),
+        );
+        assert_eq!(c.final_answer.as_deref(), Some("no: use AES-GCM"));
+    }
+
+    #[test]
+    fn added_context_resolves_without_a_final_answer() {
+        let mut c = pending();
+        c.refresh(
+            &escalation(
+                EscalationStatus::Resolved,
+                Some(HumanAction::AddContext),
+                Some("it is for backups"),
+            ),
+            t(5),
+        );
+        assert_eq!(
+            (c.status, c.final_answer.as_deref()),
+            (AnswerStatus::Resolved, None)
+        );
+        assert_eq!(c.human_response.as_deref(), Some("it is for backups"));
+    }
+
+    #[test]
+    fn an_expired_escalation_needs_a_reroute_and_a_pending_one_changes_nothing() {
+        let mut c = pending();
+        assert!(!c.refresh(&escalation(EscalationStatus::Pending, None, None), t(5)));
+        assert_eq!((c.status, c.updated_at), (AnswerStatus::PendingHuman, t(0)));
+        assert!(c.refresh(&escalation(EscalationStatus::Expired, None, None), t(6)));
+        assert_eq!(c.status, AnswerStatus::NeedsReroute);
+        // Only a pending consultation is refreshed.
+        assert!(!c.refresh(
+            &escalation(EscalationStatus::Resolved, Some(HumanAction::Confirm), None),
+            t(7)
+        ));
+        assert_eq!(c.status, AnswerStatus::NeedsReroute);
+    }
+}

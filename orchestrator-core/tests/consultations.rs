@@ -1,0 +1,241 @@
+//! Consultations and the gate guard through `Orchestrator`, against a scripted Agent Hub.
+
+use std::sync::Arc;
+
+use orchestrator_core::api::{ConsultRequest, StartWorkflowRequest};
+use orchestrator_core::hub::{AnswerStatus, EscalationStatus, HubError, HumanAction};
+use orchestrator_core::{
+    Advance, Consult, Error, FeatureId, InMemoryWorkflowRepository, Orchestrator, ScriptedAgentHub,
+    Trigger, WorkflowState,
+};
+
+async fn setup() -> (Orchestrator, Arc<ScriptedAgentHub>, FeatureId) {
+    let hub = Arc::new(ScriptedAgentHub::new());
+    let orchestrator =
+        Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new())).with_hub(hub.clone());
+    let request = StartWorkflowRequest::new("f", "a feature");
+    orchestrator
+        .start(request.try_into().unwrap())
+        .await
+        .unwrap();
+    (orchestrator, hub, FeatureId::parse("f").unwrap())
+}
+
+fn ask(topic: &str) -> Consult {
+    ConsultRequest::new(topic, "How should we shard the orders table?")
+        .try_into()
+        .unwrap()
+}
+
+async fn to_gate(orchestrator: &Orchestrator, id: &FeatureId) {
+    orchestrator
+        .advance(id, Advance::new(Trigger::AgentComplete))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_confident_answer_is_stored_resolved_and_the_workflow_does_not_change() {
+    let (orchestrator, _, id) = setup().await;
+    let before = orchestrator.get(&id).await.unwrap();
+    let consultation = orchestrator
+        .consult(&id, ask("architecture"))
+        .await
+        .unwrap();
+    assert_eq!(consultation.status, AnswerStatus::Resolved);
+    assert_eq!(
+        consultation.final_answer.as_deref(),
+        Some(consultation.answer.as_str())
+    );
+    assert_eq!(consultation.asked_in_state, WorkflowState::Phase1);
+    assert_eq!(orchestrator.get(&id).await.unwrap(), before);
+    assert_eq!(
+        orchestrator.consultations(&id).await.unwrap(),
+        vec![consultation]
+    );
+}
+
+#[tokio::test]
+async fn consultations_need_an_active_workflow() {
+    let (orchestrator, hub, id) = setup().await;
+    orchestrator
+        .advance(&id, Advance::new(Trigger::Cancel))
+        .await
+        .unwrap();
+    let err = orchestrator
+        .consult(&id, ask("architecture"))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::NotActive {
+            state: WorkflowState::Idle,
+            ..
+        }
+    ));
+    assert_eq!(hub.sessions_created(), 0, "the hub was called");
+    assert!(orchestrator.consultations(&id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_ask_of_a_workflow_uses_its_one_hub_session() {
+    let (orchestrator, hub, id) = setup().await;
+    for topic in ["architecture", "testing", "security"] {
+        orchestrator.consult(&id, ask(topic)).await.unwrap();
+    }
+    assert_eq!(hub.sessions_created(), 1);
+    let sessions = hub.asked_with();
+    assert_eq!(sessions.len(), 3);
+    assert!(sessions.iter().all(|s| *s == sessions[0]));
+}
+
+#[tokio::test]
+async fn an_expired_session_is_replaced_and_the_question_asked_once_more() {
+    let (orchestrator, hub, id) = setup().await;
+    orchestrator.consult(&id, ask("testing")).await.unwrap();
+    let first = hub.asked_with()[0].clone();
+    hub.expire_session(&first);
+    orchestrator.consult(&id, ask("testing")).await.unwrap();
+    orchestrator.consult(&id, ask("testing")).await.unwrap();
+    assert_eq!(hub.sessions_created(), 2);
+    let sessions = hub.asked_with();
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    assert_ne!(sessions[1], first);
+    assert_eq!(sessions[1], sessions[2], "the new session is kept");
+}
+
+#[tokio::test]
+async fn a_failed_ask_stores_nothing() {
+    let (orchestrator, hub, id) = setup().await;
+    for failure in [
+        HubError::Failed("plain-text 500".into()),
+        HubError::Unavailable("timed out".into()),
+        HubError::UnknownTopic {
+            topic: "astrology".into(),
+            message: "no expert".into(),
+        },
+    ] {
+        hub.push_answer(Err(failure.clone()));
+        let err = orchestrator
+            .consult(&id, ask("architecture"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Hub(ref e) if *e == failure), "{err}");
+    }
+    assert!(orchestrator.consultations(&id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_pending_escalation_blocks_the_gate_until_a_human_confirms() {
+    let (orchestrator, hub, id) = setup().await;
+    hub.push_escalation("esc-1");
+    let pending = orchestrator.consult(&id, ask("security")).await.unwrap();
+    assert!(pending.is_pending());
+    to_gate(&orchestrator, &id).await;
+
+    let err = orchestrator
+        .advance(&id, Advance::new(Trigger::HumanApproved))
+        .await
+        .unwrap_err();
+    match err {
+        Error::GateBlocked { escalations } => assert_eq!(escalations[0].0, "esc-1"),
+        other => panic!("expected a blocked gate, got {other}"),
+    }
+    assert_eq!(
+        orchestrator.get(&id).await.unwrap().state,
+        WorkflowState::Gate1
+    );
+    // Other triggers are not guarded.
+    assert_eq!(orchestrator.history(&id).await.unwrap().len(), 2);
+
+    hub.set_escalation(
+        "esc-1",
+        EscalationStatus::Resolved,
+        Some(HumanAction::Confirm),
+        None,
+    );
+    let open = orchestrator
+        .advance(&id, Advance::new(Trigger::HumanApproved))
+        .await
+        .unwrap();
+    assert_eq!(open.state, WorkflowState::Phase2);
+    let stored = &orchestrator.consultations(&id).await.unwrap()[0];
+    assert_eq!(stored.status, AnswerStatus::Resolved);
+    assert_eq!(stored.final_answer.as_deref(), Some("tentative answer"));
+    assert_eq!(stored.human_action, Some(HumanAction::Confirm));
+}
+
+#[tokio::test]
+async fn a_correction_becomes_the_final_answer_when_listing() {
+    let (orchestrator, hub, id) = setup().await;
+    hub.push_escalation("esc-2");
+    orchestrator.consult(&id, ask("security")).await.unwrap();
+    hub.set_escalation(
+        "esc-2",
+        EscalationStatus::Resolved,
+        Some(HumanAction::Correct),
+        Some("use mTLS"),
+    );
+    let listed = orchestrator.consultations(&id).await.unwrap();
+    assert_eq!(listed[0].final_answer.as_deref(), Some("use mTLS"));
+    assert_eq!(listed[0].status, AnswerStatus::Resolved);
+}
+
+#[tokio::test]
+async fn an_expired_escalation_needs_a_reroute_and_no_longer_blocks() {
+    let (orchestrator, hub, id) = setup().await;
+    hub.push_escalation("esc-3");
+    orchestrator.consult(&id, ask("security")).await.unwrap();
+    to_gate(&orchestrator, &id).await;
+    hub.set_escalation("esc-3", EscalationStatus::Expired, None, None);
+    orchestrator
+        .advance(&id, Advance::new(Trigger::HumanApproved))
+        .await
+        .unwrap();
+    let listed = orchestrator.consultations(&id).await.unwrap();
+    assert_eq!(listed[0].status, AnswerStatus::NeedsReroute);
+}
+
+#[tokio::test]
+async fn listing_while_the_hub_is_down_returns_what_is_stored() {
+    let (orchestrator, hub, id) = setup().await;
+    hub.push_escalation("esc-4");
+    orchestrator.consult(&id, ask("security")).await.unwrap();
+    hub.set_down(true);
+    let listed = orchestrator.consultations(&id).await.unwrap();
+    assert!(listed[0].is_pending());
+}
+
+#[tokio::test]
+async fn a_gate_that_cannot_reach_the_hub_stays_closed() {
+    let (orchestrator, hub, id) = setup().await;
+    hub.push_escalation("esc-5");
+    orchestrator.consult(&id, ask("security")).await.unwrap();
+    to_gate(&orchestrator, &id).await;
+    hub.set_down(true);
+    let err = orchestrator
+        .advance(&id, Advance::new(Trigger::HumanApproved))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Hub(HubError::Unavailable(_))), "{err}");
+    assert_eq!(
+        orchestrator.get(&id).await.unwrap().state,
+        WorkflowState::Gate1
+    );
+    // Rejection and cancellation do not need the hub.
+    orchestrator
+        .advance(&id, Advance::new(Trigger::HumanRejected))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn without_pending_consultations_the_gate_never_calls_the_hub() {
+    let (orchestrator, hub, id) = setup().await;
+    hub.set_down(true);
+    to_gate(&orchestrator, &id).await;
+    orchestrator
+        .advance(&id, Advance::new(Trigger::HumanApproved))
+        .await
+        .unwrap();
+}

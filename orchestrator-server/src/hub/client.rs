@@ -1,0 +1,292 @@
+//! `HttpAgentHub`: the core `AgentHub` trait over the hub's HTTP API (reqwest, rustls).
+//!
+//! Every call has the configured timeout. Failures are sorted the way the orchestrator answers
+//! them: could not reach or too slow → `Unavailable`; answered with an error or an unreadable
+//! body → `Failed`; the hub's own codes for unknown topics and sessions keep their meaning.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orchestrator_core::FeatureId;
+use orchestrator_core::hub::{
+    AgentHub, Escalation, EscalationId, HubAnswer, HubError, HubHealth, HubQuestion, HubSessionId,
+};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::wire;
+use crate::metrics::Metrics;
+
+/// The `agent_id` the orchestrator opens sessions as.
+pub const AGENT_ID: &str = "orchestrator";
+
+/// The Agent Hub at a base URL.
+#[derive(Debug, Clone)]
+pub struct HttpAgentHub {
+    http: reqwest::Client,
+    base_url: String,
+    metrics: Arc<Metrics>,
+}
+
+impl HttpAgentHub {
+    /// A client of the hub at `base_url`; every call gives up after `timeout`.
+    pub fn new(base_url: &str, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, HubError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| HubError::Unavailable(format!("cannot build the http client: {e}")))?;
+        Ok(HttpAgentHub {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            metrics,
+        })
+    }
+
+    /// One call: send, read, decode, and count the outcome.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + Sync)>,
+    ) -> Result<T, HubError> {
+        let result = self.exchange(method, path, body).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(HubError::Unavailable(_)) => "unavailable",
+            Err(HubError::Failed(_)) => "error",
+            Err(_) => "refused",
+        };
+        self.metrics.hub_call(operation, outcome);
+        result
+    }
+
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + Sync)>,
+    ) -> Result<T, HubError> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| HubError::Failed(format!("unreadable {status} answer: {e}")))
+        } else {
+            Err(refusal(status, &bytes))
+        }
+    }
+}
+
+/// A failure before a whole answer arrived.
+fn transport(error: reqwest::Error) -> HubError {
+    if error.is_timeout() {
+        HubError::Unavailable("the agent hub did not answer in time".to_owned())
+    } else if error.is_connect() {
+        HubError::Unavailable("the agent hub cannot be reached".to_owned())
+    } else if error.is_decode() || error.is_body() {
+        HubError::Failed(format!("unreadable answer: {error}"))
+    } else {
+        HubError::Unavailable(format!("request to the agent hub failed: {error}"))
+    }
+}
+
+/// A non-2xx answer, in any of the hub's three error shapes.
+fn refusal(status: StatusCode, body: &[u8]) -> HubError {
+    let parsed = serde_json::from_slice::<wire::ErrorShape>(body).ok();
+    let Some(error) = parsed.clone().and_then(wire::ErrorShape::into_error) else {
+        return match parsed {
+            Some(_) => HubError::Failed(format!("{status}: the hub refused the request body")),
+            None => {
+                let text = String::from_utf8_lossy(body);
+                HubError::Failed(format!("{status}: {}", text.trim()))
+            }
+        };
+    };
+    let message = match &error.details {
+        Some(details) if !details.is_empty() => {
+            format!("{} ({})", error.message, details.join("; "))
+        }
+        _ => error.message.clone(),
+    };
+    match error.code.as_str() {
+        "UNKNOWN_TOPIC" => HubError::UnknownTopic {
+            topic: String::new(),
+            message,
+        },
+        "SESSION_UNAVAILABLE" => HubError::SessionUnavailable(message),
+        "SESSION_NOT_FOUND" => HubError::SessionNotFound(message),
+        "ESCALATION_NOT_FOUND" => HubError::EscalationNotFound(message),
+        code => HubError::Failed(format!("{status} {code}: {message}")),
+    }
+}
+
+fn confidence(value: f64) -> Result<u8, HubError> {
+    if (0.0..=100.0).contains(&value) {
+        // In range, so the cast cannot truncate.
+        Ok(value.round() as u8)
+    } else {
+        Err(HubError::Failed(format!(
+            "confidence {value} is outside 0-100"
+        )))
+    }
+}
+
+/// Escalation ids come from the hub; only URL-safe ones are put into a path.
+fn escalation_path(id: &EscalationId) -> Result<String, HubError> {
+    let safe = !id.0.is_empty()
+        && id.0.len() <= 128
+        && id
+            .0
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if safe {
+        Ok(format!("/escalations/{}", id.0))
+    } else {
+        Err(HubError::Failed(format!(
+            "malformed escalation id '{}'",
+            id.0
+        )))
+    }
+}
+
+#[async_trait]
+impl AgentHub for HttpAgentHub {
+    async fn create_session(&self, feature_id: &FeatureId) -> Result<HubSessionId, HubError> {
+        let body = wire::CreateSession {
+            agent_id: AGENT_ID.to_owned(),
+            feature_id: Some(feature_id.to_string()),
+        };
+        let session: wire::Session = self
+            .call("create_session", Method::POST, "/sessions", Some(&body))
+            .await?;
+        Ok(HubSessionId(session.id))
+    }
+
+    async fn ask(&self, question: &HubQuestion) -> Result<HubAnswer, HubError> {
+        let body = wire::Ask {
+            question: question.question.clone(),
+            feature_id: question.feature_id.to_string(),
+            context: question.context.clone(),
+            session_id: Some(question.session_id.0.clone()),
+        };
+        let path = format!("/ask/{}", question.topic);
+        let answer: wire::Answer = self
+            .call("ask", Method::POST, &path, Some(&body))
+            .await
+            .map_err(|e| match e {
+                HubError::UnknownTopic { message, .. } => HubError::UnknownTopic {
+                    topic: question.topic.to_string(),
+                    message,
+                },
+                other => other,
+            })?;
+        let escalation_id = answer.escalation_id.map(EscalationId);
+        if answer.status == orchestrator_core::hub::AnswerStatus::PendingHuman
+            && escalation_id.is_none()
+        {
+            return Err(HubError::Failed(
+                "pending_human answer without an escalation_id".to_owned(),
+            ));
+        }
+        Ok(HubAnswer {
+            answer: answer.answer,
+            rationale: answer.rationale,
+            confidence: confidence(answer.confidence)?,
+            uncertainty_reasons: answer.uncertainty_reasons.unwrap_or_default(),
+            status: answer.status,
+            escalation_id,
+        })
+    }
+
+    async fn escalation(&self, id: &EscalationId) -> Result<Escalation, HubError> {
+        let path = escalation_path(id)?;
+        let escalation: wire::Escalation = self
+            .call("escalation", Method::GET, &path, None::<&()>)
+            .await?;
+        Ok(Escalation {
+            id: EscalationId(escalation.id),
+            status: escalation.status,
+            tentative_answer: escalation.tentative_answer,
+            human_action: escalation.human_action,
+            human_response: escalation.human_response,
+            resolved_at: escalation.resolved_at,
+        })
+    }
+
+    async fn health(&self) -> Result<HubHealth, HubError> {
+        let health: wire::Health = self
+            .call("health", Method::GET, "/health", None::<&()>)
+            .await?;
+        Ok(HubHealth {
+            status: health.status,
+            version: health.version,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_shape_maps_to_its_meaning() {
+        let nested =
+            br#"{"detail": {"error": {"code": "SESSION_UNAVAILABLE", "message": "expired"}}}"#;
+        assert!(matches!(
+            refusal(StatusCode::BAD_REQUEST, nested),
+            HubError::SessionUnavailable(_)
+        ));
+        let top = br#"{"error": {"code": "SESSION_NOT_FOUND", "message": "unknown"}}"#;
+        assert!(matches!(
+            refusal(StatusCode::NOT_FOUND, top),
+            HubError::SessionNotFound(_)
+        ));
+        let topic = br#"{"detail": {"error": {"code": "UNKNOWN_TOPIC", "message": "no expert", "details": ["astrology"]}}}"#;
+        assert!(matches!(
+            refusal(StatusCode::NOT_FOUND, topic),
+            HubError::UnknownTopic { .. }
+        ));
+        let unprocessable =
+            br#"{"detail": [{"type": "missing", "loc": ["body", "question"], "msg": "required"}]}"#;
+        assert!(matches!(
+            refusal(StatusCode::UNPROCESSABLE_ENTITY, unprocessable),
+            HubError::Failed(_)
+        ));
+        let plain = b"Internal Server Error";
+        match refusal(StatusCode::INTERNAL_SERVER_ERROR, plain) {
+            HubError::Failed(text) => assert!(text.contains("Internal Server Error")),
+            other => panic!("{other:?}"),
+        }
+        let agent =
+            br#"{"detail": {"error": {"code": "AGENT_UNAVAILABLE", "message": "expert down"}}}"#;
+        assert!(matches!(
+            refusal(StatusCode::INTERNAL_SERVER_ERROR, agent),
+            HubError::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn confidence_must_be_a_percentage() {
+        assert_eq!(confidence(92.0).unwrap(), 92);
+        assert!(confidence(101.0).is_err());
+        assert!(confidence(-1.0).is_err());
+    }
+
+    #[test]
+    fn only_url_safe_escalation_ids_reach_a_path() {
+        assert!(escalation_path(&EscalationId("6f782cbc-1".into())).is_ok());
+        assert!(escalation_path(&EscalationId("../admin".into())).is_err());
+        assert!(escalation_path(&EscalationId(String::new())).is_err());
+    }
+}

@@ -1,0 +1,280 @@
+//! The Agent Hub's JSON, as AGENT_HUB.md describes it, quirks included: naive timestamps,
+//! three error shapes. Written once for the HTTP client and the stand-in hub.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use orchestrator_core::hub::{AnswerStatus, EscalationStatus, HumanAction};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// `POST /sessions` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateSession {
+    /// Who opens the session.
+    pub agent_id: String,
+    /// The feature the conversation is about.
+    pub feature_id: Option<String>,
+}
+
+/// A session as the hub returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    /// Its id (a UUID).
+    pub id: String,
+    /// Who opened it.
+    #[serde(default)]
+    pub agent_id: String,
+    /// The feature.
+    #[serde(default)]
+    pub feature_id: Option<String>,
+    /// `active` or `closed`.
+    #[serde(default)]
+    pub status: String,
+    /// Naive UTC.
+    #[serde(with = "hub_time")]
+    pub created_at: DateTime<Utc>,
+    /// Naive UTC.
+    #[serde(with = "hub_time")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /ask/{topic}` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ask {
+    /// At least 10 characters.
+    pub question: String,
+    /// The asking feature.
+    pub feature_id: String,
+    /// Extra context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// `POST /ask/{topic}` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Answer {
+    /// The (tentative) answer.
+    pub answer: String,
+    /// Reasoning, if any.
+    #[serde(default)]
+    pub rationale: Option<String>,
+    /// 0–100; an integer by contract, read leniently.
+    pub confidence: f64,
+    /// Why unsure.
+    #[serde(default)]
+    pub uncertainty_reasons: Option<Vec<String>>,
+    /// `resolved`, `pending_human` or `needs_reroute`.
+    pub status: AnswerStatus,
+    /// The session used.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// Set when escalated.
+    #[serde(default)]
+    pub escalation_id: Option<String>,
+}
+
+/// `GET /escalations/{id}` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Escalation {
+    /// Its id.
+    pub id: String,
+    /// `pending`, `resolved` or `expired`.
+    pub status: EscalationStatus,
+    /// The question asked.
+    #[serde(default)]
+    pub question: String,
+    /// The expert's answer.
+    #[serde(default)]
+    pub tentative_answer: String,
+    /// 0–100.
+    #[serde(default)]
+    pub confidence: f64,
+    /// Why unsure.
+    #[serde(default)]
+    pub uncertainty_reasons: Option<Vec<String>>,
+    /// What the human did.
+    #[serde(default)]
+    pub human_action: Option<HumanAction>,
+    /// Correction or context.
+    #[serde(default)]
+    pub human_response: Option<String>,
+    /// Who acted.
+    #[serde(default)]
+    pub human_responder: Option<String>,
+    /// Naive UTC.
+    #[serde(with = "hub_time")]
+    pub created_at: DateTime<Utc>,
+    /// Naive UTC.
+    #[serde(default, with = "hub_time_option")]
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /escalations/{id}` body: what a human reviewer sends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HumanResponse {
+    /// `confirm`, `correct` or `add_context`.
+    pub action: HumanAction,
+    /// Who.
+    pub responder: String,
+    /// The correction or the context.
+    #[serde(default)]
+    pub response: Option<String>,
+}
+
+/// `GET /health` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    /// `healthy` when all is well.
+    pub status: String,
+    /// The hub's version.
+    #[serde(default)]
+    pub version: String,
+    /// Seconds up.
+    #[serde(default)]
+    pub uptime_seconds: f64,
+    /// Expert agents connected.
+    #[serde(default)]
+    pub connected_agents: Vec<String>,
+}
+
+/// The hub's error body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// `UNKNOWN_TOPIC`, `SESSION_NOT_FOUND`, …
+    pub code: String,
+    /// What went wrong.
+    #[serde(default)]
+    pub message: String,
+    /// Specifics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<String>>,
+}
+
+/// `{"error": {…}}`, the hub's documented error form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// Every error shape the hub sends besides plain text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ErrorShape {
+    /// `{"detail": {"error": {…}}}`: what the deployed hub sends.
+    Nested {
+        /// The wrapper.
+        detail: ErrorEnvelope,
+    },
+    /// `{"error": {…}}`: its spec's and future versions' form.
+    TopLevel(ErrorEnvelope),
+    /// `{"detail": [{"type", "loc", "msg", …}]}`: a body that failed validation (422).
+    Validation {
+        /// One entry per problem.
+        detail: Vec<serde_json::Value>,
+    },
+}
+
+impl ErrorShape {
+    /// The code and message, when the shape carries them.
+    pub fn into_error(self) -> Option<ErrorBody> {
+        match self {
+            ErrorShape::Nested { detail } => Some(detail.error),
+            ErrorShape::TopLevel(envelope) => Some(envelope.error),
+            ErrorShape::Validation { .. } => None,
+        }
+    }
+}
+
+/// Timestamps as the hub writes them: ISO 8601 without an offset, meaning UTC. Offsets are
+/// accepted too, for hubs that send them.
+pub mod hub_time {
+    use super::*;
+
+    /// Parses a hub timestamp.
+    pub fn parse(text: &str) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .ok()
+            .or_else(|| {
+                NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                    .ok()
+                    .map(|naive| naive.and_utc())
+            })
+    }
+
+    /// Writes a timestamp the way the hub does (naive).
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&at.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string())
+    }
+
+    /// Reads a naive or offset timestamp.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).ok_or_else(|| serde::de::Error::custom(format!("not a timestamp: {text}")))
+    }
+}
+
+/// [`hub_time`] for optional timestamps.
+pub mod hub_time_option {
+    use super::*;
+
+    /// Writes an optional timestamp.
+    pub fn serialize<S: Serializer>(
+        at: &Option<DateTime<Utc>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => hub_time::serialize(at, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    /// Reads an optional timestamp.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(deserializer)? {
+            None => Ok(None),
+            Some(text) => hub_time::parse(&text)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("not a timestamp: {text}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn naive_timestamps_are_utc_and_offsets_are_honoured() {
+        let naive = hub_time::parse("2026-11-24T10:29:57.876034").unwrap();
+        assert_eq!(naive.to_rfc3339(), "2026-11-24T10:29:57.876034+00:00");
+        let offset = hub_time::parse("2026-11-24T12:29:57+02:00").unwrap();
+        assert_eq!(offset.to_rfc3339(), "2026-11-24T10:29:57+00:00");
+        assert!(hub_time::parse("yesterday").is_none());
+    }
+
+    #[test]
+    fn all_three_error_shapes_are_read() {
+        let nested: ErrorShape = serde_json::from_str(
+            r#"{"detail": {"error": {"code": "UNKNOWN_TOPIC", "message": "no", "details": ["x"]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(nested.into_error().unwrap().code, "UNKNOWN_TOPIC");
+        let top: ErrorShape =
+            serde_json::from_str(r#"{"error": {"code": "SESSION_NOT_FOUND", "message": "gone"}}"#)
+                .unwrap();
+        assert_eq!(top.into_error().unwrap().code, "SESSION_NOT_FOUND");
+        let validation: ErrorShape = serde_json::from_str(
+            r#"{"detail": [{"type": "string_too_short", "loc": ["body", "question"], "msg": "short"}]}"#,
+        )
+        .unwrap();
+        assert!(validation.into_error().is_none());
+        assert!(serde_json::from_str::<ErrorShape>("Internal Server Error").is_err());
+    }
+}

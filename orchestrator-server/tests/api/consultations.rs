@@ -1,0 +1,452 @@
+//! Consultations against the stand-in Agent Hub on port 0: answers, escalations and the gate,
+//! hub sessions, and every way the hub can fail — each with its status, and nothing changed.
+
+use std::time::Duration;
+
+use orchestrator_client::ClientError;
+use orchestrator_core::api::{AdvanceRequest, ConsultRequest, ErrorCode, HealthStatus};
+use orchestrator_core::hub::{AnswerStatus, HumanAction};
+use orchestrator_core::{FeatureId, WorkflowState};
+use orchestrator_server::hub::stand_in::Fault;
+
+use crate::helpers::{TestApp, dead_url, id, spawn_app, spawn_app_with};
+
+const QUESTION: &str = "How should we split the orders service?";
+
+fn ask(topic: &str, question: &str) -> ConsultRequest {
+    ConsultRequest::new(topic, question)
+}
+
+async fn started(app: &TestApp, name: &str) -> FeatureId {
+    app.start_workflow(name).await;
+    id(name)
+}
+
+async fn to_gate(app: &TestApp, f: &FeatureId) {
+    app.client
+        .advance_workflow(f, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+}
+
+/// The request failed with `status` and `code`, no consultation was stored, and the workflow
+/// is as it was.
+async fn assert_refused(
+    app: &TestApp,
+    f: &FeatureId,
+    result: Result<impl std::fmt::Debug, ClientError>,
+    status: u16,
+    code: ErrorCode,
+) {
+    let before = app.client.get_workflow(f).await.unwrap();
+    let err = result.expect_err("the ask should fail");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(status), "{err}");
+    assert_eq!(err.code(), Some(code), "{err}");
+    assert!(
+        app.client
+            .list_consultations(f)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        app.client.get_workflow(f).await.unwrap().version,
+        before.version
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_confident_answer_is_stored_resolved_and_changes_no_workflow() {
+    let app = spawn_app().await;
+    let f = started(&app, "resolved").await;
+    let before = app.client.get_workflow(&f).await.unwrap();
+
+    let consultation = app
+        .client
+        .create_consultation(&f, &ask("architecture", QUESTION))
+        .await
+        .unwrap();
+    assert_eq!(consultation.status, AnswerStatus::Resolved);
+    assert_eq!(consultation.confidence, 90);
+    assert_eq!(
+        consultation.final_answer.as_deref(),
+        Some(consultation.answer.as_str())
+    );
+    assert_eq!(
+        (
+            consultation.asked_in_state,
+            consultation.escalation_id.clone()
+        ),
+        (WorkflowState::Phase1, None)
+    );
+
+    let after = app.client.get_workflow(&f).await.unwrap();
+    assert_eq!(
+        (after.version, after.updated_at),
+        (before.version, before.updated_at)
+    );
+    let listed = app.client.list_consultations(&f).await.unwrap();
+    assert_eq!(listed.items, vec![consultation]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_escalation_blocks_the_gate_until_a_human_confirms() {
+    let app = spawn_app().await;
+    let f = started(&app, "gated").await;
+    let pending = app
+        .client
+        .create_consultation(
+            &f,
+            &ask("security", "Is our token signing safe? [confidence=40]"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pending.status, AnswerStatus::PendingHuman);
+    let escalation = pending.escalation_id.clone().expect("escalated");
+    to_gate(&app, &f).await;
+
+    let err = app
+        .client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::GateBlocked));
+    let ClientError::Api { body, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        body.details.clone().unwrap_or_default(),
+        vec![escalation.to_string()]
+    );
+    assert_eq!(
+        app.client.get_workflow(&f).await.unwrap().state,
+        WorkflowState::Gate1
+    );
+
+    assert!(app.hub.resolve(&escalation.0, HumanAction::Confirm, None));
+    let open = app
+        .client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap();
+    assert_eq!(open.state, WorkflowState::Phase2);
+    let stored = &app.client.list_consultations(&f).await.unwrap().items[0];
+    assert_eq!(
+        (stored.status, stored.human_action),
+        (AnswerStatus::Resolved, Some(HumanAction::Confirm))
+    );
+    assert_eq!(
+        stored.final_answer.as_deref(),
+        Some(pending.answer.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_human_correction_becomes_the_final_answer_and_opens_the_gate() {
+    let app = spawn_app().await;
+    let f = started(&app, "corrected").await;
+    to_gate(&app, &f).await;
+    let pending = app
+        .client
+        .create_consultation(
+            &f,
+            &ask(
+                "security",
+                "May we log the session cookies? [confidence=10]",
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pending.asked_in_state, WorkflowState::Gate1);
+    let escalation = pending.escalation_id.expect("escalated");
+    app.hub.resolve(
+        &escalation.0,
+        HumanAction::Correct,
+        Some("never log cookies"),
+    );
+
+    let listed = app.client.list_consultations(&f).await.unwrap();
+    assert_eq!(
+        listed.items[0].final_answer.as_deref(),
+        Some("never log cookies")
+    );
+    assert_eq!(listed.items[0].status, AnswerStatus::Resolved);
+    app.client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_ask_of_a_workflow_uses_the_same_hub_session() {
+    let app = spawn_app().await;
+    let a = started(&app, "one").await;
+    let b = started(&app, "two").await;
+    for topic in ["architecture", "testing", "backend"] {
+        app.client
+            .create_consultation(&a, &ask(topic, QUESTION))
+            .await
+            .unwrap();
+    }
+    app.client
+        .create_consultation(&b, &ask("devops", QUESTION))
+        .await
+        .unwrap();
+
+    let asks = app.hub.asks();
+    assert_eq!(asks.len(), 4);
+    assert!(
+        asks.iter().all(|a| a.session_id.is_some()),
+        "an ask went without a session"
+    );
+    assert!(asks[..3].iter().all(|a| a.session_id == asks[0].session_id));
+    assert_ne!(
+        asks[3].session_id, asks[0].session_id,
+        "workflows share a session"
+    );
+    assert_eq!(app.hub.sessions_created(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_session_is_replaced_and_the_question_asked_again() {
+    let app = spawn_app().await;
+    let f = started(&app, "expiring").await;
+    app.client
+        .create_consultation(&f, &ask("testing", QUESTION))
+        .await
+        .unwrap();
+    app.hub.expire_sessions();
+    app.client
+        .create_consultation(&f, &ask("testing", QUESTION))
+        .await
+        .unwrap();
+    app.client
+        .create_consultation(&f, &ask("testing", QUESTION))
+        .await
+        .unwrap();
+
+    let sessions: Vec<_> = app.hub.asks().into_iter().map(|a| a.session_id).collect();
+    // First ask, refused ask on the expired session, retry on a new one, next ask on it.
+    assert_eq!(sessions.len(), 4);
+    assert_eq!(sessions[0], sessions[1]);
+    assert_ne!(sessions[2], sessions[1]);
+    assert_eq!(sessions[2], sessions[3]);
+    assert_eq!(
+        app.client.list_consultations(&f).await.unwrap().items.len(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_the_hub_forgot_is_replaced() {
+    let app = spawn_app().await;
+    let f = started(&app, "forgotten").await;
+    app.client
+        .create_consultation(&f, &ask("frontend", QUESTION))
+        .await
+        .unwrap();
+    app.hub.forget_sessions();
+    app.client
+        .create_consultation(&f, &ask("frontend", QUESTION))
+        .await
+        .unwrap();
+    assert_eq!(app.hub.sessions_created(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_topic_is_a_validation_error_naming_it() {
+    let app = spawn_app().await;
+    let f = started(&app, "topic").await;
+    let result = app
+        .client
+        .create_consultation(&f, &ask("astrology", QUESTION))
+        .await;
+    let ClientError::Api { body, .. } = result.as_ref().unwrap_err() else {
+        panic!()
+    };
+    let details = body.details.clone().unwrap_or_default();
+    assert!(details[0].contains("astrology"), "{details:?}");
+    assert!(
+        details[1].contains("no expert"),
+        "the hub's message is missing: {details:?}"
+    );
+    assert_refused(&app, &f, result, 400, ErrorCode::ValidationError).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_question_or_topic_is_refused_before_the_hub_is_called() {
+    let app = spawn_app().await;
+    let f = started(&app, "early").await;
+    for request in [
+        ask("testing", "too short"),
+        ask("no/slashes", QUESTION),
+        ask("", QUESTION),
+    ] {
+        let result = app.client.create_consultation(&f, &request).await;
+        assert_refused(&app, &f, result, 400, ErrorCode::ValidationError).await;
+    }
+    assert!(app.hub.asks().is_empty());
+    assert_eq!(app.hub.sessions_created(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consultations_need_an_active_workflow_and_never_reach_the_hub_otherwise() {
+    let app = spawn_app().await;
+    let idle = started(&app, "idle").await;
+    app.client
+        .advance_workflow(&idle, &AdvanceRequest::new("cancel"))
+        .await
+        .unwrap();
+    let done = started(&app, "done").await;
+    for trigger in ["agent_complete", "human_approved", "agent_complete"] {
+        app.client
+            .advance_workflow(&done, &AdvanceRequest::new(trigger))
+            .await
+            .unwrap();
+    }
+    for f in [&idle, &done] {
+        let result = app
+            .client
+            .create_consultation(f, &ask("testing", QUESTION))
+            .await;
+        assert_refused(&app, f, result, 409, ErrorCode::WorkflowNotActive).await;
+    }
+    assert!(app.hub.asks().is_empty());
+    let ghost = app
+        .client
+        .create_consultation(&id("ghost"), &ask("testing", QUESTION))
+        .await
+        .unwrap_err();
+    assert_eq!(ghost.code(), Some(ErrorCode::WorkflowNotFound));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hub_errors_and_garbage_are_bad_gateway() {
+    let app = spawn_app().await;
+    let f = started(&app, "garbage").await;
+    for fault in [
+        Fault::Unprocessable,
+        Fault::PlainText500,
+        Fault::AgentUnavailable,
+        Fault::NotJson,
+    ] {
+        app.hub.inject(fault.clone());
+        let result = app
+            .client
+            .create_consultation(&f, &ask("testing", QUESTION))
+            .await;
+        assert_refused(&app, &f, result, 502, ErrorCode::AgentHubError).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_slower_than_the_timeout_is_unavailable() {
+    let app = spawn_app_with(|c| c.agent_hub_timeout_seconds = 1).await;
+    let f = started(&app, "slow").await;
+    app.hub.inject(Fault::Delay(Duration::from_secs(3)));
+    let result = app
+        .client
+        .create_consultation(&f, &ask("testing", QUESTION))
+        .await;
+    assert_refused(&app, &f, result, 503, ErrorCode::AgentHubUnavailable).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_that_is_down_is_unavailable_and_health_degrades() {
+    let app = spawn_app_with(|c| c.agent_hub_url = dead_url()).await;
+    let f = started(&app, "down").await;
+    let result = app
+        .client
+        .create_consultation(&f, &ask("testing", QUESTION))
+        .await;
+    assert_refused(&app, &f, result, 503, ErrorCode::AgentHubUnavailable).await;
+
+    let health = app.client.get_health().await.unwrap();
+    assert_eq!(health.status, HealthStatus::Degraded);
+    assert_eq!(health.checks["agent_hub"].status, "error");
+    assert_eq!(health.checks["database"].status, "ok");
+    let raw = reqwest::get(app.url("/health")).await.unwrap();
+    assert_eq!(raw.status(), 200);
+
+    // The gate without pending consultations does not need the hub.
+    to_gate(&app, &f).await;
+    app.client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_reports_a_reachable_hub() {
+    let app = spawn_app().await;
+    let health = app.client.get_health().await.unwrap();
+    assert_eq!(health.status, HealthStatus::Healthy);
+    assert_eq!(health.checks["agent_hub"].status, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_while_the_hub_is_unreachable_returns_what_is_stored() {
+    let app = spawn_app().await;
+    let f = started(&app, "stored").await;
+    let pending = app
+        .client
+        .create_consultation(
+            &f,
+            &ask("security", "Should tokens live a day? [confidence=20]"),
+        )
+        .await
+        .unwrap();
+    let escalation = pending.escalation_id.clone().expect("escalated");
+    app.hub.resolve(&escalation.0, HumanAction::Confirm, None);
+
+    // The same database, now with a hub that cannot be reached.
+    let mut app = app;
+    app.config.agent_hub_url = dead_url();
+    let app = app.restart().await;
+    let listed = app.client.list_consultations(&f).await.unwrap();
+    assert_eq!(listed.items, vec![pending]);
+    // …and the gate stays closed while the pending one cannot be refreshed.
+    to_gate(&app, &f).await;
+    let err = app
+        .client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::AgentHubUnavailable));
+    assert_eq!(
+        app.client.get_workflow(&f).await.unwrap().state,
+        WorkflowState::Gate1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hub_calls_are_counted_in_metrics() {
+    let app = spawn_app().await;
+    let f = started(&app, "metered").await;
+    app.client
+        .create_consultation(&f, &ask("testing", QUESTION))
+        .await
+        .unwrap();
+    app.hub.inject(Fault::PlainText500);
+    let _ = app
+        .client
+        .create_consultation(&f, &ask("testing", QUESTION))
+        .await;
+    let text = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"orchestrator_agent_hub_calls_total{operation="ask",outcome="ok"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"orchestrator_agent_hub_calls_total{operation="ask",outcome="error"} 1"#)
+    );
+    assert!(text.contains(
+        r#"orchestrator_agent_hub_calls_total{operation="create_session",outcome="ok"} 1"#
+    ));
+}
