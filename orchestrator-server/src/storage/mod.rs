@@ -7,6 +7,10 @@
 //! SQLite: WAL journal, `synchronous=FULL` (a commit is on disk before it is acknowledged),
 //! a busy timeout, foreign keys on. Readers share a pool; every write goes through one
 //! dedicated connection, so writers queue in the process instead of spinning on SQLite's lock.
+//!
+//! PostgreSQL: tokio-postgres through diesel-async (no libpq, no OpenSSL), one pool. Several
+//! server processes may share the database: the compare-and-set in `commit` and the history's
+//! primary key keep every transition single, and start-up migrations take an advisory lock.
 
 mod models;
 mod repo;
@@ -21,16 +25,24 @@ use diesel::SqliteConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+use diesel_async::{
+    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
+};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use repo::DieselWorkflowRepository;
+use repo::Pools;
 
 /// The SQLite connection as diesel-async pools it.
 type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 type SqlitePool = Pool<SqliteConn>;
+type PgPool = Pool<AsyncPgConnection>;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Key of the advisory lock replicas take while migrating, so only one migrates at a time.
+const MIGRATION_LOCK: i64 = 0x6f72_6368_6573; // "orches"
 
 /// How long a writer waits for another process's lock before giving up.
 const BUSY_TIMEOUT_MS: u32 = 5_000;
@@ -107,13 +119,13 @@ pub enum StorageError {
     /// Migrations failed.
     #[error("database migrations failed: {0}")]
     Migrate(String),
-    /// The URL names a back end this build does not serve yet.
-    #[error("{0} is not supported by this build")]
-    Unsupported(String),
 }
 
 /// Opens the store `url` names, creating a SQLite file's directory when missing, and runs the
-/// embedded migrations. `pool_size` bounds the reading connections.
+/// embedded migrations. `pool_size` bounds the reading connections (SQLite) or all connections
+/// (PostgreSQL).
+///
+/// PostgreSQL migrations need tokio's multi-thread runtime.
 pub async fn connect(
     url: &DatabaseUrl,
     pool_size: usize,
@@ -130,16 +142,55 @@ pub async fn connect(
             let write = sqlite_pool(&target, 1)?;
             migrate(&write).await?;
             let read = sqlite_pool(&target, pool_size.max(1))?;
-            Ok(DieselWorkflowRepository::sqlite(read, write))
+            Ok(DieselWorkflowRepository::new(Pools::Sqlite { read, write }))
         }
         DatabaseUrl::SqliteMemory => {
             // Each connection to ":memory:" is its own database: keep exactly one.
             let pool = sqlite_pool(":memory:", 1)?;
             migrate(&pool).await?;
-            Ok(DieselWorkflowRepository::sqlite(pool.clone(), pool))
+            Ok(DieselWorkflowRepository::new(Pools::Sqlite {
+                read: pool.clone(),
+                write: pool,
+            }))
         }
-        DatabaseUrl::Postgres(_) => Err(StorageError::Unsupported("PostgreSQL".to_owned())),
+        DatabaseUrl::Postgres(url) => {
+            let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.as_str());
+            let pool = Pool::builder(manager)
+                .max_size(pool_size.max(1))
+                .wait_timeout(Some(POOL_WAIT))
+                .create_timeout(Some(POOL_WAIT))
+                .runtime(deadpool::Runtime::Tokio1)
+                .build()
+                .map_err(|e| StorageError::Connect(e.to_string()))?;
+            migrate_postgres(&pool).await?;
+            Ok(DieselWorkflowRepository::new(Pools::Postgres(pool)))
+        }
     }
+}
+
+/// Runs the PostgreSQL migrations under an advisory lock, so replicas starting together take
+/// turns and the later ones find nothing to do.
+async fn migrate_postgres(pool: &PgPool) -> Result<(), StorageError> {
+    let mut conn = pool
+        .get()
+        .await
+        .map_err(|e| StorageError::Connect(e.to_string()))?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| StorageError::Migrate(e.to_string()))?;
+    let mut harness = AsyncMigrationHarness::new(conn);
+    let migrated = harness
+        .run_pending_migrations(POSTGRES_MIGRATIONS)
+        .map(|_| ())
+        .map_err(|e| StorageError::Migrate(e.to_string()));
+    let mut conn = harness.into_inner();
+    let unlocked = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+        .execute(&mut *conn)
+        .await;
+    migrated?;
+    unlocked.map_err(|e| StorageError::Migrate(e.to_string()))?;
+    Ok(())
 }
 
 fn sqlite_pool(target: &str, size: usize) -> Result<SqlitePool, StorageError> {
