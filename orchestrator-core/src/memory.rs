@@ -175,7 +175,12 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         &self,
         feature_id: &FeatureId,
     ) -> Result<Vec<Consultation>, RepositoryError> {
-        self.with_entry(feature_id, |entry| entry.consultations.clone())
+        self.with_entry(feature_id, |entry| {
+            let mut consultations = entry.consultations.clone();
+            // Oldest first, as every store orders them.
+            consultations.sort_by_key(|c| (c.created_at, c.id));
+            consultations
+        })
     }
 }
 

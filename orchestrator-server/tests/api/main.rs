@@ -3,9 +3,12 @@
 
 mod binary;
 mod consultations;
+mod contract;
 mod docs;
 mod durability;
 mod helpers;
 mod load;
+mod postgres;
 mod raw;
+mod replicas;
 mod workflows;

@@ -1,0 +1,435 @@
+//! The repository contract: the same checks against every `WorkflowRepository` — in memory,
+//! SQLite, and PostgreSQL (when `TEST_DATABASE_URL` is set) — each on a fresh store.
+
+use std::sync::Arc;
+
+use chrono::{Duration, TimeZone, Utc};
+use orchestrator_core::hub::{
+    AnswerStatus, EscalationId, HubAnswer, HubSessionId, HumanAction, Topic,
+};
+use orchestrator_core::{
+    Consult, Consultation, ConsultationId, Description, FeatureId, Metadata, Question,
+    RepositoryError, Timestamp, Transition, TransitionContext, Trigger, Workflow,
+    WorkflowRepository, WorkflowState,
+};
+
+use crate::helpers::id;
+
+fn t0() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap()
+}
+
+fn new_workflow(name: &str) -> (Workflow, Transition) {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("team".into(), "core".into());
+    Workflow::start(
+        id(name),
+        Description::parse(format!("feature {name}")).unwrap(),
+        Metadata::parse(serde_json::Value::Object(metadata)).unwrap(),
+        TransitionContext::at(t0()),
+    )
+}
+
+/// The workflow after `trigger`, with the transition to commit.
+fn step(workflow: &Workflow, trigger: Trigger, seconds: i64) -> (Workflow, Transition) {
+    let ctx = TransitionContext::at(workflow.updated_at + Duration::seconds(seconds));
+    let transition = workflow.apply(trigger, ctx).unwrap();
+    let mut next = workflow.clone();
+    next.record(&transition);
+    (next, transition)
+}
+
+pub async fn create_then_get_returns_the_same_workflow(repo: &dyn WorkflowRepository) {
+    let (workflow, first) = new_workflow("alpha");
+    repo.create(&workflow, &first).await.unwrap();
+    assert_eq!(repo.get(&id("alpha")).await.unwrap(), workflow);
+    assert_eq!(repo.history(&id("alpha")).await.unwrap(), vec![first]);
+    assert!(matches!(
+        repo.get(&id("beta")).await,
+        Err(RepositoryError::NotFound(_))
+    ));
+    assert!(matches!(
+        repo.history(&id("beta")).await,
+        Err(RepositoryError::NotFound(_))
+    ));
+}
+
+pub async fn a_duplicate_create_is_refused_and_changes_nothing(repo: &dyn WorkflowRepository) {
+    let (workflow, first) = new_workflow("dup");
+    repo.create(&workflow, &first).await.unwrap();
+    let (mut other, other_first) = new_workflow("dup");
+    other.description = Description::parse("another").unwrap();
+    let err = repo.create(&other, &other_first).await.unwrap_err();
+    assert!(
+        matches!(err, RepositoryError::AlreadyExists(ref f) if f.as_str() == "dup"),
+        "{err}"
+    );
+    assert_eq!(repo.get(&id("dup")).await.unwrap(), workflow);
+    assert_eq!(repo.history(&id("dup")).await.unwrap().len(), 1);
+}
+
+pub async fn commit_is_a_compare_and_set_on_the_version(repo: &dyn WorkflowRepository) {
+    let (workflow, first) = new_workflow("cas");
+    repo.create(&workflow, &first).await.unwrap();
+    let (gate, to_gate) = step(&workflow, Trigger::AgentComplete, 60);
+    repo.commit(1, &gate, &to_gate).await.unwrap();
+    assert_eq!(repo.get(&id("cas")).await.unwrap(), gate);
+
+    // A second writer that also read version 1 loses, and nothing changes.
+    let (cancelled, to_idle) = step(&workflow, Trigger::Cancel, 61);
+    let err = repo.commit(1, &cancelled, &to_idle).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepositoryError::VersionConflict {
+                expected: 1,
+                actual: 2
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(repo.get(&id("cas")).await.unwrap(), gate);
+    assert_eq!(
+        repo.history(&id("cas")).await.unwrap(),
+        vec![first, to_gate]
+    );
+
+    let (ghost, ghost_first) = new_workflow("ghost");
+    let (_, ghost_step) = step(&ghost, Trigger::Cancel, 1);
+    let err = repo.commit(1, &ghost, &ghost_step).await.unwrap_err();
+    assert!(
+        matches!(err, RepositoryError::NotFound(_)),
+        "{err} {ghost_first:?}"
+    );
+}
+
+pub async fn history_keeps_every_transition_in_order(repo: &dyn WorkflowRepository) {
+    let (mut workflow, first) = new_workflow("hist");
+    repo.create(&workflow, &first).await.unwrap();
+    let mut expected = vec![first];
+    for (n, trigger) in [
+        Trigger::AgentComplete,
+        Trigger::HumanRejected,
+        Trigger::AgentComplete,
+        Trigger::HumanApproved,
+        Trigger::AgentComplete,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (next, transition) = step(&workflow, trigger, 10 * (n as i64 + 1));
+        repo.commit(workflow.version, &next, &transition)
+            .await
+            .unwrap();
+        workflow = next;
+        expected.push(transition);
+    }
+    let history = repo.history(&id("hist")).await.unwrap();
+    assert_eq!(history, expected);
+    let stored = repo.get(&id("hist")).await.unwrap();
+    assert_eq!(stored, workflow);
+    assert_eq!(
+        (stored.state, stored.rework_count),
+        (WorkflowState::Done, 1)
+    );
+    assert!(stored.completed_at.is_some());
+    let replayed = Workflow::replay(
+        stored.feature_id.clone(),
+        stored.description.clone(),
+        stored.metadata.clone(),
+        &history,
+    )
+    .unwrap();
+    assert_eq!(replayed, stored);
+}
+
+pub async fn list_pages_in_feature_id_byte_order_with_a_state_filter(
+    repo: &dyn WorkflowRepository,
+) {
+    // Mixed case and punctuation: byte order puts 'B' < 'a' and '-' < '.' < '_'.
+    let names = ["b", "a.2", "B", "a_1", "a-3", "c", "a"];
+    for name in names {
+        let (workflow, first) = new_workflow(name);
+        repo.create(&workflow, &first).await.unwrap();
+    }
+    let (workflow, _) = new_workflow("c");
+    let (gate, t) = step(&workflow, Trigger::AgentComplete, 1);
+    repo.commit(1, &gate, &t).await.unwrap();
+
+    let mut sorted: Vec<&str> = names.to_vec();
+    sorted.sort();
+    let all: Vec<String> = repo
+        .list(None, None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.feature_id.to_string())
+        .collect();
+    assert_eq!(all, sorted);
+
+    let mut paged = Vec::new();
+    let mut after: Option<FeatureId> = None;
+    loop {
+        let page = repo.list(None, after.as_ref(), 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        after = page.last().map(|w| w.feature_id.clone());
+        paged.extend(page.into_iter().map(|w| w.feature_id.to_string()));
+    }
+    assert_eq!(paged, sorted);
+
+    let gate_only = repo
+        .list(Some(WorkflowState::Gate1), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(gate_only.len(), 1);
+    assert_eq!(gate_only[0].feature_id.as_str(), "c");
+    let after_c = repo
+        .list(Some(WorkflowState::Phase1), Some(&id("b")), 100)
+        .await
+        .unwrap();
+    assert!(after_c.is_empty(), "{after_c:?}");
+}
+
+pub async fn summary_counts_every_state(repo: &dyn WorkflowRepository) {
+    let empty = repo.summary().await.unwrap();
+    assert_eq!((empty.total(), empty.as_map().len()), (0, 5));
+    for name in ["s1", "s2", "s3"] {
+        let (workflow, first) = new_workflow(name);
+        repo.create(&workflow, &first).await.unwrap();
+    }
+    let (workflow, _) = new_workflow("s1");
+    let (idle, t) = step(&workflow, Trigger::Cancel, 1);
+    repo.commit(1, &idle, &t).await.unwrap();
+    let counts = repo.summary().await.unwrap();
+    assert_eq!(counts.get(WorkflowState::Idle), 1);
+    assert_eq!(counts.get(WorkflowState::Phase1), 2);
+    assert_eq!(counts.total(), 3);
+}
+
+pub async fn hub_sessions_are_swapped_only_from_the_expected_one(repo: &dyn WorkflowRepository) {
+    let (workflow, first) = new_workflow("hub");
+    repo.create(&workflow, &first).await.unwrap();
+    let s = |n: &str| HubSessionId(n.to_owned());
+    assert_eq!(repo.hub_session(&id("hub")).await.unwrap(), None);
+    assert_eq!(
+        repo.swap_hub_session(&id("hub"), None, &s("one"))
+            .await
+            .unwrap(),
+        s("one")
+    );
+    // A late first-opener finds the winner's session.
+    assert_eq!(
+        repo.swap_hub_session(&id("hub"), None, &s("two"))
+            .await
+            .unwrap(),
+        s("one")
+    );
+    // Replacing needs the current one.
+    assert_eq!(
+        repo.swap_hub_session(&id("hub"), Some(&s("stale")), &s("three"))
+            .await
+            .unwrap(),
+        s("one")
+    );
+    assert_eq!(
+        repo.swap_hub_session(&id("hub"), Some(&s("one")), &s("four"))
+            .await
+            .unwrap(),
+        s("four")
+    );
+    assert_eq!(repo.hub_session(&id("hub")).await.unwrap(), Some(s("four")));
+    // The session does not disturb the workflow, nor a commit the session.
+    assert_eq!(repo.get(&id("hub")).await.unwrap(), workflow);
+    let (gate, t) = step(&workflow, Trigger::AgentComplete, 1);
+    repo.commit(1, &gate, &t).await.unwrap();
+    assert_eq!(repo.hub_session(&id("hub")).await.unwrap(), Some(s("four")));
+    assert!(matches!(
+        repo.hub_session(&id("nope")).await,
+        Err(RepositoryError::NotFound(_))
+    ));
+    assert!(matches!(
+        repo.swap_hub_session(&id("nope"), None, &s("x")).await,
+        Err(RepositoryError::NotFound(_))
+    ));
+}
+
+fn consultation(feature: &str, minute: i64, pending: bool) -> Consultation {
+    Consultation::answered(
+        ConsultationId::new(),
+        id(feature),
+        WorkflowState::Phase1,
+        Consult {
+            topic: Topic::parse("security").unwrap(),
+            question: Question::parse(format!("question number {minute}")).unwrap(),
+            context: Some("context".into()),
+        },
+        HubAnswer {
+            answer: format!("answer {minute}"),
+            rationale: Some("because".into()),
+            confidence: if pending { 40 } else { 97 },
+            uncertainty_reasons: vec![],
+            status: if pending {
+                AnswerStatus::PendingHuman
+            } else {
+                AnswerStatus::Resolved
+            },
+            escalation_id: pending.then(|| EscalationId(format!("esc-{minute}"))),
+        },
+        t0() + Duration::minutes(minute),
+    )
+}
+
+pub async fn consultations_are_kept_oldest_first_and_only_pending_ones_change(
+    repo: &dyn WorkflowRepository,
+) {
+    let (workflow, first) = new_workflow("con");
+    repo.create(&workflow, &first).await.unwrap();
+    let later = consultation("con", 5, true);
+    let earlier = consultation("con", 1, false);
+    repo.add_consultation(&later).await.unwrap();
+    repo.add_consultation(&earlier).await.unwrap();
+    assert_eq!(
+        repo.consultations(&id("con")).await.unwrap(),
+        vec![earlier.clone(), later.clone()]
+    );
+
+    let mut resolved = later.clone();
+    resolved.status = AnswerStatus::Resolved;
+    resolved.final_answer = Some("human answer".into());
+    resolved.human_action = Some(HumanAction::Correct);
+    resolved.human_response = Some("human answer".into());
+    resolved.updated_at = later.updated_at + Duration::minutes(1);
+    repo.update_consultation(&resolved).await.unwrap();
+    // A resolved consultation is never changed again.
+    let mut again = resolved.clone();
+    again.final_answer = Some("overwritten".into());
+    repo.update_consultation(&again).await.unwrap();
+    assert_eq!(
+        repo.consultations(&id("con")).await.unwrap(),
+        vec![earlier, resolved]
+    );
+
+    assert!(matches!(
+        repo.add_consultation(&consultation("nope", 1, false)).await,
+        Err(RepositoryError::NotFound(_))
+    ));
+    assert_eq!(
+        repo.get(&id("con")).await.unwrap(),
+        workflow,
+        "consultations changed the workflow"
+    );
+}
+
+pub async fn concurrent_commits_against_one_version_let_exactly_one_land(
+    repo: Arc<dyn WorkflowRepository>,
+) {
+    let (workflow, first) = new_workflow("race");
+    repo.create(&workflow, &first).await.unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|n| {
+            let repo = repo.clone();
+            let workflow = workflow.clone();
+            tokio::spawn(async move {
+                let trigger = if n % 2 == 0 {
+                    Trigger::AgentComplete
+                } else {
+                    Trigger::Cancel
+                };
+                let (next, transition) = step(&workflow, trigger, n);
+                repo.commit(1, &next, &transition).await
+            })
+        })
+        .collect();
+    let mut landed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => landed += 1,
+            Err(RepositoryError::VersionConflict {
+                expected: 1,
+                actual: 2,
+            }) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(landed, 1);
+    let history = repo.history(&id("race")).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(repo.get(&id("race")).await.unwrap().state, history[1].to);
+}
+
+/// One test per contract and per store.
+macro_rules! contract_suite {
+    ($($contract:ident),* ; $($shared:ident),*) => {
+        mod in_memory {
+            use orchestrator_core::InMemoryWorkflowRepository;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $contract() {
+                    super::$contract(&InMemoryWorkflowRepository::new()).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $shared() {
+                    super::$shared(std::sync::Arc::new(InMemoryWorkflowRepository::new())).await;
+                }
+            )*
+        }
+
+        mod sqlite {
+            use orchestrator_server::storage::{connect, DatabaseUrl};
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $contract() {
+                    let dir = tempfile::TempDir::new().unwrap();
+                    let repo = connect(&DatabaseUrl::SqliteFile(dir.path().join("c.db")), 4).await.unwrap();
+                    super::$contract(&repo).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $shared() {
+                    let dir = tempfile::TempDir::new().unwrap();
+                    let repo = connect(&DatabaseUrl::SqliteFile(dir.path().join("c.db")), 4).await.unwrap();
+                    super::$shared(std::sync::Arc::new(repo)).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            use orchestrator_server::storage::{connect, DatabaseUrl};
+            use crate::postgres::TestDatabase;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $contract() {
+                    let Some(db) = TestDatabase::create().await else { return };
+                    let repo = connect(&DatabaseUrl::Postgres(db.url.clone()), 4).await.unwrap();
+                    super::$contract(&repo).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $shared() {
+                    let Some(db) = TestDatabase::create().await else { return };
+                    let repo = connect(&DatabaseUrl::Postgres(db.url.clone()), 8).await.unwrap();
+                    super::$shared(std::sync::Arc::new(repo)).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_suite!(
+    create_then_get_returns_the_same_workflow,
+    a_duplicate_create_is_refused_and_changes_nothing,
+    commit_is_a_compare_and_set_on_the_version,
+    history_keeps_every_transition_in_order,
+    list_pages_in_feature_id_byte_order_with_a_state_filter,
+    summary_counts_every_state,
+    hub_sessions_are_swapped_only_from_the_expected_one,
+    consultations_are_kept_oldest_first_and_only_pending_ones_change;
+    concurrent_commits_against_one_version_let_exactly_one_land
+);

@@ -1,0 +1,76 @@
+//! A throw-away PostgreSQL database per test, when `TEST_DATABASE_URL` names a server.
+
+use std::sync::Once;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+/// The variable that enables the PostgreSQL tests.
+pub const VARIABLE: &str = "TEST_DATABASE_URL";
+
+/// A database created for one test and dropped after it.
+pub struct TestDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// A fresh database on the server `TEST_DATABASE_URL` names, or `None` (with a notice)
+    /// when the variable is unset. A set variable naming an unreachable server fails the test.
+    pub async fn create() -> Option<TestDatabase> {
+        let Ok(admin_url) = std::env::var(VARIABLE) else {
+            static NOTICE: Once = Once::new();
+            NOTICE.call_once(|| {
+                // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: PostgreSQL tests skipped: set {VARIABLE}=postgres://user@host:port/database to run them"
+                );
+            });
+            return None;
+        };
+        let name = format!("orchestrator_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = AsyncPgConnection::establish(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("{VARIABLE} is set but PostgreSQL is unreachable: {e}"));
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("{VARIABLE} must end with /database"),
+        };
+        Some(TestDatabase {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime; a helper thread with its own runtime may block.
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url).await {
+                    let _ =
+                        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&mut admin)
+                            .await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,145 @@
+//! Two server replicas on one PostgreSQL database (when `TEST_DATABASE_URL` is set): what one
+//! writes the other sees at once, and races across them have exactly one winner.
+
+use orchestrator_core::api::{AdvanceRequest, ErrorCode, StartWorkflowRequest};
+use orchestrator_server::storage::DatabaseUrl;
+
+use crate::helpers::{TestApp, id, spawn_app_with};
+use crate::postgres::TestDatabase;
+
+async fn replicas() -> Option<(TestDatabase, TestApp, TestApp)> {
+    let db = TestDatabase::create().await?;
+    let url = DatabaseUrl::Postgres(db.url.clone());
+    // Both start (and migrate) at the same time.
+    let (a, b) = tokio::join!(
+        spawn_app_with(|c| c.database_url = url.clone()),
+        spawn_app_with(|c| c.database_url = url.clone()),
+    );
+    Some((db, a, b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workflow_started_on_one_replica_is_visible_on_the_other() {
+    let Some((_db, a, b)) = replicas().await else {
+        return;
+    };
+    let started = a.start_workflow("shared").await;
+    let seen = b.client.get_workflow(&id("shared")).await.unwrap();
+    assert_eq!(seen.version, started.version);
+    b.client
+        .advance_workflow(&id("shared"), &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.client.get_workflow(&id("shared")).await.unwrap().version,
+        2
+    );
+    assert_eq!(a.client.get_summary().await.unwrap().total, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicate_start_is_refused_across_replicas() {
+    let Some((_db, a, b)) = replicas().await else {
+        return;
+    };
+    a.start_workflow("once").await;
+    let err = b
+        .client
+        .start_workflow(&StartWorkflowRequest::new("once", "again"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::WorkflowAlreadyExists));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_starts_of_one_feature_across_replicas_create_it_once() {
+    let Some((_db, a, b)) = replicas().await else {
+        return;
+    };
+    let tasks: Vec<_> = (0..16)
+        .map(|n| {
+            let client = if n % 2 == 0 {
+                a.client.clone()
+            } else {
+                b.client.clone()
+            };
+            tokio::spawn(async move {
+                client
+                    .start_workflow(&StartWorkflowRequest::new("born-once", "x"))
+                    .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(e) => assert_eq!(e.code(), Some(ErrorCode::WorkflowAlreadyExists), "{e}"),
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(
+        a.client
+            .get_history(&id("born-once"))
+            .await
+            .unwrap()
+            .transitions
+            .len(),
+        1
+    );
+}
+
+/// 32 clients, half on each replica, advance one workflow at once, ten rounds in a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_concurrent_advances_across_replicas_have_one_winner() {
+    let Some((_db, a, b)) = replicas().await else {
+        return;
+    };
+    a.start_workflow("contested").await;
+    let rounds = ["agent_complete", "human_rejected"].repeat(5);
+    for (round, trigger) in rounds.iter().enumerate() {
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(32));
+        let tasks: Vec<_> = (0..32)
+            .map(|n| {
+                let client = if n % 2 == 0 {
+                    a.client.clone()
+                } else {
+                    b.client.clone()
+                };
+                let barrier = barrier.clone();
+                let trigger = trigger.to_string();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    client
+                        .advance_workflow(&id("contested"), &AdvanceRequest::new(trigger))
+                        .await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => winners += 1,
+                Err(e) => {
+                    assert_eq!(e.status().map(|s| s.as_u16()), Some(409), "{e}");
+                    assert!(
+                        matches!(
+                            e.code(),
+                            Some(ErrorCode::VersionConflict | ErrorCode::InvalidTransition)
+                        ),
+                        "{e}"
+                    );
+                }
+            }
+        }
+        assert_eq!(winners, 1, "round {round}");
+    }
+    let history = b.client.get_history(&id("contested")).await.unwrap();
+    assert_eq!(history.transitions.len(), rounds.len() + 1);
+    for (index, entry) in history.transitions.iter().enumerate() {
+        assert_eq!(entry.seq, index as u64 + 1);
+    }
+    for pair in history.transitions.windows(2) {
+        assert_eq!(pair[0].to, pair[1].from);
+    }
+}
