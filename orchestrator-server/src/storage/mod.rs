@@ -5,37 +5,37 @@
 //! `RepositoryError`.
 //!
 //! SQLite: WAL journal, `synchronous=FULL` (a commit is on disk before it is acknowledged),
-//! a busy timeout, foreign keys on. Readers share a pool; every write goes through one
-//! dedicated connection, so writers queue in the process instead of spinning on SQLite's lock.
+//! a busy timeout, foreign keys on. Readers share a pool and never wait for writes; every
+//! write goes to the writer thread (`writer`), which commits whatever is waiting as one
+//! transaction — group commit — and answers each caller only after the sync.
 //!
 //! PostgreSQL: tokio-postgres through diesel-async (no libpq, no OpenSSL), one pool. Several
 //! server processes may share the database: the compare-and-set in `commit` and the history's
 //! primary key keep every transition single, and start-up migrations take an advisory lock.
 
 mod models;
+mod ops;
+mod readers;
 mod repo;
 pub mod schema;
+mod writer;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use diesel::SqliteConnection;
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, SqliteConnection};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{
-    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
-};
+use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use std::sync::Arc;
 
 pub use repo::DieselWorkflowRepository;
 use repo::Pools;
 
-/// The SQLite connection as diesel-async pools it.
-type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
-type SqlitePool = Pool<SqliteConn>;
 type PgPool = Pool<AsyncPgConnection>;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -44,7 +44,7 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 /// Key of the advisory lock replicas take while migrating, so only one migrates at a time.
 const MIGRATION_LOCK: i64 = 0x6f72_6368_6573; // "orches"
 
-/// How long a writer waits for another process's lock before giving up.
+/// How long a connection waits for another process's lock before giving up.
 const BUSY_TIMEOUT_MS: u32 = 5_000;
 /// How long a request waits for a pooled connection before the store counts as unavailable.
 const POOL_WAIT: Duration = Duration::from_secs(10);
@@ -121,6 +121,40 @@ pub enum StorageError {
     Migrate(String),
 }
 
+/// Per-connection settings of every SQLite connection, readers and writer alike.
+fn sqlite_pragmas(durable: bool) -> String {
+    format!(
+        "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {};
+         PRAGMA foreign_keys = ON;",
+        if durable { "FULL" } else { "OFF" }
+    )
+}
+
+/// Opens the SQLite database at `target`: the writer thread on its own connection (which runs
+/// the migrations first), and a pool of `readers`.
+fn open_sqlite(
+    target: &str,
+    readers: usize,
+    durable: bool,
+    scratch: Option<Arc<tempfile::TempDir>>,
+) -> Result<DieselWorkflowRepository, StorageError> {
+    let mut conn =
+        SqliteConnection::establish(target).map_err(|e| StorageError::Connect(e.to_string()))?;
+    conn.batch_execute(&sqlite_pragmas(durable))
+        .map_err(|e| StorageError::Connect(e.to_string()))?;
+    conn.run_pending_migrations(SQLITE_MIGRATIONS)
+        .map_err(|e| StorageError::Migrate(e.to_string()))?;
+    let writer = writer::Writer::start(conn).map_err(|e| StorageError::Connect(e.to_string()))?;
+    let readers = readers::Readers::new(target.to_owned(), sqlite_pragmas(durable), readers);
+    Ok(DieselWorkflowRepository::new(Pools::Sqlite {
+        readers: Arc::new(readers),
+        writer,
+        _scratch: scratch,
+    }))
+}
+
 /// Opens the store `url` names, creating a SQLite file's directory when missing, and runs the
 /// embedded migrations. `pool_size` bounds the reading connections (SQLite) or all connections
 /// (PostgreSQL).
@@ -139,19 +173,22 @@ pub async fn connect(
                 })?;
             }
             let target = path.to_string_lossy().into_owned();
-            let write = sqlite_pool(&target, 1)?;
-            migrate(&write).await?;
-            let read = sqlite_pool(&target, pool_size.max(1))?;
-            Ok(DieselWorkflowRepository::new(Pools::Sqlite { read, write }))
+            blocking(move || open_sqlite(&target, pool_size, true, None)).await
         }
         DatabaseUrl::SqliteMemory => {
-            // Each connection to ":memory:" is its own database: keep exactly one.
-            let pool = sqlite_pool(":memory:", 1)?;
-            migrate(&pool).await?;
-            Ok(DieselWorkflowRepository::new(Pools::Sqlite {
-                read: pool.clone(),
-                write: pool,
-            }))
+            // Each connection to ":memory:" would be a database of its own, and the writer and
+            // the readers must share one: use a private file that disappears with the store.
+            let scratch = tempfile::TempDir::new().map_err(|source| StorageError::Directory {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+            let target = scratch
+                .path()
+                .join("memory.db")
+                .to_string_lossy()
+                .into_owned();
+            let scratch = Some(Arc::new(scratch));
+            blocking(move || open_sqlite(&target, pool_size, false, scratch)).await
         }
         DatabaseUrl::Postgres(url) => {
             let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.as_str());
@@ -166,6 +203,15 @@ pub async fn connect(
             Ok(DieselWorkflowRepository::new(Pools::Postgres(pool)))
         }
     }
+}
+
+/// Runs blocking start-up work (opening files, migrating) off the async threads.
+async fn blocking<T: Send + 'static>(
+    task: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(task)
+        .await
+        .map_err(|e| StorageError::Connect(format!("start-up task failed: {e}")))?
 }
 
 /// Runs the PostgreSQL migrations under an advisory lock, so replicas starting together take
@@ -191,45 +237,4 @@ async fn migrate_postgres(pool: &PgPool) -> Result<(), StorageError> {
     migrated?;
     unlocked.map_err(|e| StorageError::Migrate(e.to_string()))?;
     Ok(())
-}
-
-fn sqlite_pool(target: &str, size: usize) -> Result<SqlitePool, StorageError> {
-    let mut config = ManagerConfig::<SqliteConn>::default();
-    config.custom_setup = Box::new(|url| {
-        let url = url.to_owned();
-        Box::pin(async move {
-            let mut conn = SqliteConn::establish(&url).await?;
-            conn.batch_execute(&format!(
-                "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
-                 PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = FULL;
-                 PRAGMA foreign_keys = ON;"
-            ))
-            .await
-            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-            Ok(conn)
-        })
-    });
-    let manager = AsyncDieselConnectionManager::new_with_config(target, config);
-    Pool::builder(manager)
-        .max_size(size)
-        .wait_timeout(Some(POOL_WAIT))
-        .create_timeout(Some(POOL_WAIT))
-        .runtime(deadpool::Runtime::Tokio1)
-        .build()
-        .map_err(|e| StorageError::Connect(e.to_string()))
-}
-
-async fn migrate(pool: &SqlitePool) -> Result<(), StorageError> {
-    let mut conn = pool
-        .get()
-        .await
-        .map_err(|e| StorageError::Connect(e.to_string()))?;
-    conn.spawn_blocking(|conn| {
-        conn.run_pending_migrations(SQLITE_MIGRATIONS)
-            .map(|_| ())
-            .map_err(diesel::result::Error::QueryBuilderError)
-    })
-    .await
-    .map_err(|e| StorageError::Migrate(e.to_string()))
 }

@@ -26,7 +26,7 @@ pub struct CorruptRow {
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = workflows)]
-#[diesel(treat_none_as_null = true)]
+#[diesel(treat_none_as_null = true, treat_none_as_default_value = false)]
 pub struct WorkflowRow {
     pub feature_id: String,
     pub description: String,
@@ -42,6 +42,7 @@ pub struct WorkflowRow {
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = transitions)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct TransitionRow {
     pub feature_id: String,
     pub seq: i64,

@@ -1,56 +1,57 @@
-//! `DieselWorkflowRepository`: the `WorkflowRepository` contract on diesel-async, for SQLite
-//! and PostgreSQL alike.
+//! `DieselWorkflowRepository`: the `WorkflowRepository` contract on diesel, for SQLite and
+//! PostgreSQL alike.
 //!
-//! Every query is written once, inside [`with_connection!`], which compiles the body for each
-//! back end's connection type. Writes are one transaction each: a workflow row and its history
-//! row change together or not at all, and a commit is a compare-and-set on the version.
+//! The queries live in `ops`, written once and compiled per back end. This module picks the
+//! connection: SQLite reads run inline on a pooled connection and writes go to the writer
+//! thread (group commit); PostgreSQL runs everything on its pool, each write in a transaction.
+//! Rows become core types here.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use diesel::dsl::count_star;
-use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_async::{AsyncConnection, RunQueryDsl};
-use orchestrator_core::hub::{AnswerStatus, HubSessionId};
+use diesel_async::AsyncConnection;
+use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
     Consultation, FeatureId, RepositoryError, StateCounts, Transition, Version, Workflow,
     WorkflowRepository, WorkflowState,
 };
 
-use super::models::{ConsultationRow, CorruptRow, TransitionRow, WorkflowRow, enum_text, to_i64};
-use super::schema::{consultations, transitions, workflows};
-use super::{PgPool, SqlitePool};
+use super::PgPool;
+use super::models::{ConsultationRow, CorruptRow, TransitionRow, WorkflowRow, to_i64};
+use super::ops::{self, Write, Written};
+use super::readers::Readers;
+use super::writer::Writer;
 
 /// The connections of one store.
 #[derive(Clone)]
 pub(super) enum Pools {
-    /// SQLite: readers share a pool; every write goes through the one `write` connection, so
-    /// writers queue in the process instead of contending for SQLite's lock.
+    /// SQLite: reads run inline on pooled connections; every write goes to the writer thread,
+    /// which commits whatever is waiting in one transaction (group commit).
     Sqlite {
-        /// Connections for reads; with WAL they never wait for the writer.
-        read: SqlitePool,
-        /// A pool of exactly one connection.
-        write: SqlitePool,
+        /// Reading connections; with WAL they never wait for the writer.
+        readers: Arc<Readers>,
+        /// The one writing connection's thread.
+        writer: Writer,
+        /// The directory of a `sqlite::memory:` store, removed with the last handle.
+        _scratch: Option<Arc<tempfile::TempDir>>,
     },
     /// PostgreSQL: one pool; the database arbitrates between writers, also across replicas.
     Postgres(PgPool),
 }
 
-/// Binds `$conn` to a connection from the `$role` pool (`read` or `write`) of the store's back
-/// end and evaluates `$body` with it: the body is written once and type-checked per back end.
-macro_rules! with_connection {
-    ($repo:expr, $role:ident, |$conn:ident| $body:expr) => {
+/// Runs the read `ops::<backend>::$op(conn, args…)` on the store's back end: inline on a
+/// SQLite reader, or awaited on a pooled PostgreSQL connection.
+macro_rules! read {
+    ($repo:expr, $op:ident($($arg:expr),* $(,)?)) => {
         match &$repo.pools {
-            Pools::Sqlite { $role: pool, .. } => {
-                let mut object = pool.get().await.map_err(unavailable)?;
-                let $conn = &mut *object;
-                $body
-            }
+            Pools::Sqlite { readers, .. } => readers.with(|conn| ops::sqlite::$op(conn, $($arg),*))?,
             Pools::Postgres(pool) => {
-                let mut object = pool.get().await.map_err(unavailable)?;
-                let $conn = &mut *object;
-                $body
+                let mut conn = pool.get().await.map_err(unavailable)?;
+                ops::postgres::$op(&mut conn, $($arg),*).await
             }
         }
+        .map_err(backend)?
     };
 }
 
@@ -72,24 +73,40 @@ impl std::fmt::Debug for DieselWorkflowRepository {
     }
 }
 
-/// What a write transaction decided, beyond database errors.
-enum Outcome {
-    Done,
-    Refused(RepositoryError),
-}
-
-impl Outcome {
-    fn into_result(self) -> Result<(), RepositoryError> {
-        match self {
-            Outcome::Done => Ok(()),
-            Outcome::Refused(error) => Err(error),
-        }
-    }
-}
-
 impl DieselWorkflowRepository {
     pub(super) fn new(pools: Pools) -> Self {
         DieselWorkflowRepository { pools }
+    }
+
+    /// Stores many new workflows with their first transitions in one transaction, for seeding
+    /// and imports: all of them, or none if any feature id exists already.
+    pub async fn import(&self, items: &[(Workflow, Transition)]) -> Result<(), RepositoryError> {
+        let rows = items.iter().map(|(w, _)| WorkflowRow::from(w)).collect();
+        let history = items
+            .iter()
+            .map(|(w, t)| TransitionRow::new(&w.feature_id, t))
+            .collect();
+        self.write(Write::Import(rows, history)).await.map(|_| ())
+    }
+
+    /// Carries out one write in the writer thread's next batch (SQLite) or in a transaction of
+    /// its own (PostgreSQL); a refusal comes back as its error.
+    async fn write(&self, write: Write) -> Result<Written, RepositoryError> {
+        let written = match &self.pools {
+            Pools::Sqlite { writer, .. } => writer.submit(write).await?,
+            Pools::Postgres(pool) => {
+                let mut conn = pool.get().await.map_err(unavailable)?;
+                conn.transaction::<_, DieselError, _>(async |conn| {
+                    ops::postgres::apply(conn, &write).await
+                })
+                .await
+                .map_err(backend)?
+            }
+        };
+        match written {
+            Written::Refused(error) => Err(error),
+            other => Ok(other),
+        }
     }
 }
 
@@ -112,9 +129,9 @@ fn corrupt(error: CorruptRow) -> RepositoryError {
     RepositoryError::Backend(Box::new(error))
 }
 
-fn workflows_from(rows: Vec<WorkflowRow>) -> Result<Vec<Workflow>, RepositoryError> {
+fn convert<R, T: TryFrom<R, Error = CorruptRow>>(rows: Vec<R>) -> Result<Vec<T>, RepositoryError> {
     rows.into_iter()
-        .map(|row| Workflow::try_from(row).map_err(corrupt))
+        .map(|row| T::try_from(row).map_err(corrupt))
         .collect()
 }
 
@@ -122,42 +139,17 @@ fn workflows_from(rows: Vec<WorkflowRow>) -> Result<Vec<Workflow>, RepositoryErr
 impl WorkflowRepository for DieselWorkflowRepository {
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %workflow.feature_id))]
     async fn create(&self, workflow: &Workflow, first: &Transition) -> Result<(), RepositoryError> {
-        let row = WorkflowRow::from(workflow);
-        let history = TransitionRow::new(&workflow.feature_id, first);
-        let id = &workflow.feature_id;
-        with_connection!(self, write, |conn| {
-            conn.transaction::<_, DieselError, _>(async |conn| {
-                let inserted = diesel::insert_into(workflows::table)
-                    .values(&row)
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .await?;
-                if inserted == 0 {
-                    return Ok(Outcome::Refused(RepositoryError::AlreadyExists(id.clone())));
-                }
-                diesel::insert_into(transitions::table)
-                    .values(&history)
-                    .execute(conn)
-                    .await?;
-                Ok(Outcome::Done)
-            })
-            .await
-            .map_err(backend)?
-            .into_result()
-        })
+        let write = Write::Create(
+            workflow.feature_id.clone(),
+            WorkflowRow::from(workflow),
+            TransitionRow::new(&workflow.feature_id, first),
+        );
+        self.write(write).await.map(|_| ())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
     async fn get(&self, feature_id: &FeatureId) -> Result<Workflow, RepositoryError> {
-        let row: Option<WorkflowRow> = with_connection!(self, read, |conn| {
-            workflows::table
-                .find(feature_id.as_str())
-                .select(WorkflowRow::as_select())
-                .first(conn)
-                .await
-                .optional()
-                .map_err(backend)?
-        });
+        let row = read!(self, get(feature_id.as_str()));
         row.ok_or_else(|| RepositoryError::NotFound(feature_id.clone()))?
             .try_into()
             .map_err(corrupt)
@@ -170,32 +162,14 @@ impl WorkflowRepository for DieselWorkflowRepository {
         after: Option<&FeatureId>,
         limit: u32,
     ) -> Result<Vec<Workflow>, RepositoryError> {
-        let rows: Vec<WorkflowRow> = with_connection!(self, read, |conn| {
-            let mut query = workflows::table
-                .select(WorkflowRow::as_select())
-                .order(workflows::feature_id.asc())
-                .limit(i64::from(limit))
-                .into_boxed();
-            if let Some(state) = state {
-                query = query.filter(workflows::state.eq(state.as_str()));
-            }
-            if let Some(after) = after {
-                query = query.filter(workflows::feature_id.gt(after.as_str()));
-            }
-            query.load(conn).await.map_err(backend)?
-        });
-        workflows_from(rows)
+        let state = state.map(WorkflowState::as_str);
+        let after = after.map(FeatureId::as_str);
+        let rows = read!(self, list(state, after, i64::from(limit)));
+        convert(rows)
     }
 
     async fn summary(&self) -> Result<StateCounts, RepositoryError> {
-        let rows: Vec<(String, i64)> = with_connection!(self, read, |conn| {
-            workflows::table
-                .group_by(workflows::state)
-                .select((workflows::state, count_star()))
-                .load(conn)
-                .await
-                .map_err(backend)?
-        });
+        let rows = read!(self, summary());
         let mut pairs = Vec::with_capacity(rows.len());
         for (state, count) in rows {
             let state: WorkflowState = state
@@ -208,22 +182,12 @@ impl WorkflowRepository for DieselWorkflowRepository {
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
     async fn history(&self, feature_id: &FeatureId) -> Result<Vec<Transition>, RepositoryError> {
-        let rows: Vec<TransitionRow> = with_connection!(self, read, |conn| {
-            transitions::table
-                .filter(transitions::feature_id.eq(feature_id.as_str()))
-                .order(transitions::seq.asc())
-                .select(TransitionRow::as_select())
-                .load(conn)
-                .await
-                .map_err(backend)?
-        });
+        let rows = read!(self, history(feature_id.as_str()));
         // Every stored workflow has at least its start; no rows means no workflow.
         if rows.is_empty() {
             return Err(RepositoryError::NotFound(feature_id.clone()));
         }
-        rows.into_iter()
-            .map(|row| Transition::try_from(row).map_err(corrupt))
-            .collect()
+        convert(rows)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %workflow.feature_id, expected_version))]
@@ -233,55 +197,25 @@ impl WorkflowRepository for DieselWorkflowRepository {
         workflow: &Workflow,
         transition: &Transition,
     ) -> Result<(), RepositoryError> {
-        let row = WorkflowRow::from(workflow);
-        let history = TransitionRow::new(&workflow.feature_id, transition);
-        let id = &workflow.feature_id;
-        with_connection!(self, write, |conn| {
-            conn.transaction::<_, DieselError, _>(async |conn| {
-                // The compare-and-set: only the writer that still sees `expected_version` wins.
-                let updated = diesel::update(
-                    workflows::table
-                        .filter(workflows::feature_id.eq(id.as_str()))
-                        .filter(workflows::version.eq(to_i64(expected_version))),
-                )
-                .set(&row)
-                .execute(conn)
-                .await?;
-                if updated == 0 {
-                    let actual: Option<i64> = workflows::table
-                        .find(id.as_str())
-                        .select(workflows::version)
-                        .first(conn)
-                        .await
-                        .optional()?;
-                    return Ok(Outcome::Refused(match actual {
-                        Some(actual) => RepositoryError::VersionConflict {
-                            expected: expected_version,
-                            actual: u64::try_from(actual).unwrap_or(0),
-                        },
-                        None => RepositoryError::NotFound(id.clone()),
-                    }));
-                }
-                diesel::insert_into(transitions::table)
-                    .values(&history)
-                    .execute(conn)
-                    .await?;
-                Ok(Outcome::Done)
-            })
-            .await
-            .map_err(backend)?
-            .into_result()
-        })
+        let write = Write::Commit {
+            id: workflow.feature_id.clone(),
+            expected: to_i64(expected_version),
+            row: WorkflowRow::from(workflow),
+            history: TransitionRow::new(&workflow.feature_id, transition),
+        };
+        self.write(write).await.map(|_| ())
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {
-        with_connection!(self, read, |conn| {
-            diesel::sql_query("SELECT 1")
-                .execute(conn)
-                .await
-                .map_err(|e| RepositoryError::Unavailable(Box::new(e)))?;
-        });
-        Ok(())
+        let answered: Result<(), RepositoryError> = async {
+            read!(self, ping());
+            Ok(())
+        }
+        .await;
+        answered.map_err(|e| match e {
+            RepositoryError::Backend(inner) => RepositoryError::Unavailable(inner),
+            other => other,
+        })
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
@@ -289,15 +223,7 @@ impl WorkflowRepository for DieselWorkflowRepository {
         &self,
         feature_id: &FeatureId,
     ) -> Result<Option<HubSessionId>, RepositoryError> {
-        let found: Option<Option<String>> = with_connection!(self, read, |conn| {
-            workflows::table
-                .find(feature_id.as_str())
-                .select(workflows::hub_session_id)
-                .first(conn)
-                .await
-                .optional()
-                .map_err(backend)?
-        });
+        let found = read!(self, hub_session(feature_id.as_str()));
         let session = found.ok_or_else(|| RepositoryError::NotFound(feature_id.clone()))?;
         Ok(session.map(HubSessionId))
     }
@@ -309,63 +235,26 @@ impl WorkflowRepository for DieselWorkflowRepository {
         expected: Option<&HubSessionId>,
         new: &HubSessionId,
     ) -> Result<HubSessionId, RepositoryError> {
-        let key = feature_id.as_str();
-        let stored: Option<Option<String>> = with_connection!(self, write, |conn| {
-            // One conditional update, then read what is stored: ours, or a concurrent winner's.
-            let target = workflows::table.filter(workflows::feature_id.eq(key));
-            let swap = diesel::update(target).set(workflows::hub_session_id.eq(&new.0));
-            match expected {
-                None => {
-                    swap.filter(workflows::hub_session_id.is_null())
-                        .execute(conn)
-                        .await
-                }
-                Some(old) => {
-                    swap.filter(workflows::hub_session_id.eq(&old.0))
-                        .execute(conn)
-                        .await
-                }
+        let write = Write::SwapSession {
+            feature_id: feature_id.to_string(),
+            expected: expected.map(|s| s.0.clone()),
+            new: new.0.clone(),
+        };
+        match self.write(write).await? {
+            Written::Session(Some(stored)) => {
+                Ok(HubSessionId(stored.unwrap_or_else(|| new.0.clone())))
             }
-            .map_err(backend)?;
-            workflows::table
-                .find(key)
-                .select(workflows::hub_session_id)
-                .first(conn)
-                .await
-                .optional()
-                .map_err(backend)?
-        });
-        match stored {
-            None => Err(RepositoryError::NotFound(feature_id.clone())),
-            Some(session) => Ok(HubSessionId(session.unwrap_or_else(|| new.0.clone()))),
+            _ => Err(RepositoryError::NotFound(feature_id.clone())),
         }
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]
     async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError> {
-        let row = ConsultationRow::from(consultation);
-        let id = &consultation.feature_id;
-        with_connection!(self, write, |conn| {
-            conn.transaction::<_, DieselError, _>(async |conn| {
-                let exists: Option<String> = workflows::table
-                    .find(id.as_str())
-                    .select(workflows::feature_id)
-                    .first(conn)
-                    .await
-                    .optional()?;
-                if exists.is_none() {
-                    return Ok(Outcome::Refused(RepositoryError::NotFound(id.clone())));
-                }
-                diesel::insert_into(consultations::table)
-                    .values(&row)
-                    .execute(conn)
-                    .await?;
-                Ok(Outcome::Done)
-            })
-            .await
-            .map_err(backend)?
-            .into_result()
-        })
+        let write = Write::AddConsultation(
+            consultation.feature_id.clone(),
+            ConsultationRow::from(consultation),
+        );
+        self.write(write).await.map(|_| ())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]
@@ -373,20 +262,11 @@ impl WorkflowRepository for DieselWorkflowRepository {
         &self,
         consultation: &Consultation,
     ) -> Result<(), RepositoryError> {
-        let row = ConsultationRow::from(consultation);
-        let pending = enum_text(&AnswerStatus::PendingHuman);
-        with_connection!(self, write, |conn| {
-            diesel::update(
-                consultations::table
-                    .find(&row.id)
-                    .filter(consultations::status.eq(&pending)),
-            )
-            .set(&row)
-            .execute(conn)
-            .await
-            .map_err(backend)?;
-        });
-        Ok(())
+        self.write(Write::UpdateConsultation(ConsultationRow::from(
+            consultation,
+        )))
+        .await
+        .map(|_| ())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
@@ -394,17 +274,7 @@ impl WorkflowRepository for DieselWorkflowRepository {
         &self,
         feature_id: &FeatureId,
     ) -> Result<Vec<Consultation>, RepositoryError> {
-        let rows: Vec<ConsultationRow> = with_connection!(self, read, |conn| {
-            consultations::table
-                .filter(consultations::feature_id.eq(feature_id.as_str()))
-                .order((consultations::created_at.asc(), consultations::id.asc()))
-                .select(ConsultationRow::as_select())
-                .load(conn)
-                .await
-                .map_err(backend)?
-        });
-        rows.into_iter()
-            .map(|row| Consultation::try_from(row).map_err(corrupt))
-            .collect()
+        let rows = read!(self, consultations(feature_id.as_str()));
+        convert(rows)
     }
 }

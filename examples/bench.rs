@@ -1,0 +1,450 @@
+//! The benchmark: a load generator for `orchestrator-server`, with nothing else to install.
+//!
+//! It seeds N workflows, starts the server binary beside this one as a child process (so its
+//! start-up time and peak RSS can be read), then, at each concurrency, drives for a fixed time
+//!
+//! - `POST /workflow/start` of new features,
+//! - `GET /workflow/{id}` of random seeded features,
+//! - `POST /workflow/{id}/advance` of seeded features, each id used by one request at a time,
+//!   triggers alternating `agent_complete` / `human_rejected`,
+//!
+//! and reports throughput, p50/p99/p99.9 latency, errors and the server's peak RSS. In the same
+//! run it measures this disk's raw rate of one-row durable SQLite commits (WAL,
+//! `synchronous=FULL`) and prints the advance throughput as a ratio to it.
+//!
+//! ```sh
+//! cargo build --release -p orchestrator-server -p examples --example bench
+//! target/release/examples/bench                                 # SQLite, 1 000 workflows
+//! target/release/examples/bench --workflows 1000000             # SQLite, a million
+//! target/release/examples/bench --database-url postgres://postgres@127.0.0.1/bench  # an empty database
+//! target/release/examples/bench --smoke                         # a few seconds, for CI
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use chrono::Utc;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use orchestrator_core::{Description, FeatureId, Metadata, TransitionContext, Workflow};
+use orchestrator_server::storage::{DatabaseUrl, connect};
+
+#[derive(Parser, Debug)]
+#[command(about = "Load generator for orchestrator-server")]
+struct Args {
+    /// Workflows stored before the load starts.
+    #[arg(long, default_value_t = 1000)]
+    workflows: usize,
+    /// Seconds each operation runs at each concurrency.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Concurrency levels (clients, each with its own connection).
+    #[arg(long, value_delimiter = ',', default_value = "1,32,128")]
+    concurrency: Vec<usize>,
+    /// Database for the server; default a fresh SQLite file in a temporary directory.
+    /// A PostgreSQL database must be empty.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// The server binary; default `orchestrator-server` beside this one.
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// A short run for CI: 200 workflows, 1 s per phase, concurrency 1 and 8.
+    #[arg(long)]
+    smoke: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.workflows = 200;
+        args.seconds = 1.0;
+        args.concurrency = vec![1, 8];
+    }
+    let scratch = tempfile::TempDir::new()?;
+    let database_url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => format!("sqlite:///{}", scratch.path().join("bench.db").display()),
+    };
+    let server_bin = match &args.server {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .and_then(Path::parent)
+            .context("no directory above this binary")?
+            .join("orchestrator-server"),
+    };
+    if !server_bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p orchestrator-server)",
+            server_bin.display()
+        );
+    }
+
+    println!("# orchestrator benchmark");
+    println!();
+    println!("- date: {}", Utc::now().format("%Y-%m-%d %H:%M UTC"));
+    println!(
+        "- machine: {} cores, {}",
+        num_cpus(),
+        first_line("/proc/cpuinfo", "model name")
+    );
+    println!("- server: {}", server_bin.display());
+    println!(
+        "- database: {}",
+        if database_url.starts_with("postgres") {
+            "PostgreSQL"
+        } else {
+            "SQLite (WAL, synchronous=FULL)"
+        }
+    );
+    println!("- workflows stored before the load: {}", args.workflows);
+    println!("- {} s per operation and concurrency", args.seconds);
+
+    let raw = raw_sqlite_commit_rate(scratch.path(), if args.smoke { 0.3 } else { 2.0 })?;
+    println!("- raw SQLite one-row durable commits on this disk: {raw:.0}/s");
+
+    let started = Instant::now();
+    seed(&database_url, args.workflows).await?;
+    println!(
+        "- seeding {} workflows took {:.1} s",
+        args.workflows,
+        started.elapsed().as_secs_f64()
+    );
+
+    let port = free_port()?;
+    let (mut server, startup) = launch(&server_bin, &database_url, port).await?;
+    println!(
+        "- start-up to a healthy /health on the seeded database: {:.1} ms",
+        startup.as_secs_f64() * 1e3
+    );
+    let address: SocketAddr = ([127, 0, 0, 1], port).into();
+
+    println!();
+    println!(
+        "| operation | clients | requests | per second | p50 ms | p99 ms | p99.9 ms | max ms | errors | server peak RSS MiB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let next_trigger: Arc<Vec<AtomicU8>> =
+        Arc::new((0..args.workflows).map(|_| AtomicU8::new(0)).collect());
+    let mut advance_at = Vec::new();
+    let mut failures = 0;
+    for &clients in &args.concurrency {
+        for operation in [Operation::Start, Operation::Get, Operation::Advance] {
+            reset_peak_rss(server.id());
+            let report = run(
+                address,
+                operation,
+                clients,
+                args.seconds,
+                args.workflows,
+                next_trigger.clone(),
+            )
+            .await?;
+            let rss = peak_rss_mib(server.id());
+            println!(
+                "| {} | {clients} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                operation.name(),
+                report.requests,
+                report.per_second,
+                report.percentile(0.50),
+                report.percentile(0.99),
+                report.percentile(0.999),
+                report.percentile(1.0),
+                report.errors,
+                rss.map_or("-".to_owned(), |r| format!("{r:.1}")),
+            );
+            if let Some(sample) = &report.first_error {
+                eprintln!("first error ({} {clients}): {sample}", operation.name());
+            }
+            failures += report.errors;
+            if operation == Operation::Advance {
+                advance_at.push((clients, report.per_second));
+            }
+        }
+    }
+    println!();
+    for (clients, per_second) in advance_at {
+        println!(
+            "- durable advances at {clients} clients: {per_second:.0}/s = {:.2} × the raw commit rate",
+            per_second / raw
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    if args.smoke && failures > 0 {
+        bail!("{failures} requests failed");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Start,
+    Get,
+    Advance,
+}
+
+impl Operation {
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Start => "start",
+            Operation::Get => "get",
+            Operation::Advance => "advance",
+        }
+    }
+}
+
+struct Report {
+    requests: usize,
+    errors: usize,
+    per_second: f64,
+    /// Sorted latencies in microseconds.
+    latencies: Vec<u32>,
+    first_error: Option<String>,
+}
+
+impl Report {
+    /// The latency at quantile `q`, in milliseconds.
+    fn percentile(&self, q: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let index =
+            ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+        f64::from(self.latencies[index]) / 1e3
+    }
+}
+
+fn seeded_id(n: usize) -> String {
+    format!("wf-{n:07}")
+}
+
+/// Stores `count` workflows in PHASE_1 through the server's own storage code, before the
+/// server starts.
+async fn seed(database_url: &str, count: usize) -> anyhow::Result<()> {
+    let url: DatabaseUrl = database_url.parse()?;
+    let repository = connect(&url, 2).await?;
+    let now = Utc::now();
+    let mut batch = Vec::with_capacity(50_000);
+    for n in 0..count {
+        batch.push(Workflow::start(
+            FeatureId::parse(seeded_id(n))?,
+            Description::parse("seeded by the benchmark")?,
+            Metadata::default(),
+            TransitionContext::at(now),
+        ));
+        if batch.len() == batch.capacity() || n + 1 == count {
+            repository.import(&batch).await?;
+            batch.clear();
+        }
+    }
+    Ok(())
+}
+
+async fn launch(binary: &Path, database_url: &str, port: u16) -> anyhow::Result<(Child, Duration)> {
+    let started = Instant::now();
+    let child = Command::new(binary)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .env("AGENT_HUB_URL", "http://127.0.0.1:9")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let address: SocketAddr = ([127, 0, 0, 1], port).into();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Ok(mut sender) = open(address).await
+            && let Ok((status, _)) = call(&mut sender, Method::GET, "/health", None).await
+            && status == StatusCode::OK
+        {
+            return Ok((child, started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    bail!("the server did not become healthy in 30 s")
+}
+
+async fn open(address: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn call(
+    sender: &mut SendRequest<Full<Bytes>>,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "bench");
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request.body(Full::new(body.map(Bytes::from).unwrap_or_default()))?;
+    sender.ready().await?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((status, bytes))
+}
+
+async fn run(
+    address: SocketAddr,
+    operation: Operation,
+    clients: usize,
+    seconds: f64,
+    workflows: usize,
+    next_trigger: Arc<Vec<AtomicU8>>,
+) -> anyhow::Result<Report> {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut tasks = Vec::new();
+    for worker in 0..clients {
+        let next_trigger = next_trigger.clone();
+        let run_id = run_id[..8].to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut sender = open(address).await?;
+            let mut latencies = Vec::with_capacity(65_536);
+            let mut errors = 0;
+            let mut first_error = None;
+            let mut rng = 0x9E37_79B9_7F4A_7C15_u64 ^ (worker as u64 + 1);
+            // The seeded ids this worker owns for advances: no other worker touches them.
+            let owned: Vec<usize> = (worker..workflows).step_by(clients).collect();
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                let (method, path, body) = match operation {
+                    Operation::Start => (
+                        Method::POST,
+                        "/workflow/start".to_owned(),
+                        Some(format!(r#"{{"feature_id":"new-{run_id}-{worker}-{n}","description":"benchmark"}}"#)),
+                    ),
+                    Operation::Get => {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        (Method::GET, format!("/workflow/{}", seeded_id(rng as usize % workflows)), None)
+                    }
+                    Operation::Advance => {
+                        if owned.is_empty() {
+                            break;
+                        }
+                        let id = owned[n % owned.len()];
+                        let trigger = if next_trigger[id].load(Ordering::Relaxed) == 0 { "agent_complete" } else { "human_rejected" };
+                        (Method::POST, format!("/workflow/{}/advance", seeded_id(id)), Some(format!(r#"{{"trigger":"{trigger}"}}"#)))
+                    }
+                };
+                let sent = Instant::now();
+                let outcome = call(&mut sender, method, &path, body).await;
+                let micros = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                match outcome {
+                    Ok((status, _)) if status.is_success() => {
+                        latencies.push(micros);
+                        if operation == Operation::Advance {
+                            let id = owned[n % owned.len()];
+                            next_trigger[id].fetch_xor(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok((status, body)) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{status}: {}", String::from_utf8_lossy(&body)));
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                        sender = open(address).await?;
+                    }
+                }
+                n += 1;
+            }
+            anyhow::Ok((latencies, errors, first_error))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for task in tasks {
+        let (mut l, e, f) = task.await??;
+        latencies.append(&mut l);
+        errors += e;
+        first_error = first_error.or(f);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok(Report {
+        requests: latencies.len() + errors,
+        errors,
+        per_second: latencies.len() as f64 / elapsed,
+        latencies,
+        first_error,
+    })
+}
+
+/// One-row transactions, each durable before the next (WAL, synchronous=FULL), for `seconds`.
+fn raw_sqlite_commit_rate(dir: &Path, seconds: f64) -> anyhow::Result<f64> {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, SqliteConnection};
+    let path = dir.join("raw.db");
+    let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+    conn.batch_execute(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE raw (id INTEGER PRIMARY KEY, payload TEXT NOT NULL);",
+    )?;
+    let started = Instant::now();
+    let mut commits = 0u64;
+    while started.elapsed().as_secs_f64() < seconds {
+        conn.batch_execute("BEGIN; INSERT INTO raw (payload) VALUES ('one durable row of about a hundred bytes, like a transition in the history table'); COMMIT;")?;
+        commits += 1;
+    }
+    Ok(commits as f64 / started.elapsed().as_secs_f64())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Resets the process's peak RSS counter (Linux `clear_refs` 5), so each phase reports its own.
+fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn first_line(path: &str, key: &str) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
