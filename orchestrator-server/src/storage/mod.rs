@@ -146,7 +146,10 @@ fn open_sqlite(
         .map_err(|e| StorageError::Connect(e.to_string()))?;
     conn.run_pending_migrations(SQLITE_MIGRATIONS)
         .map_err(|e| StorageError::Migrate(e.to_string()))?;
-    let writer = writer::Writer::start(conn).map_err(|e| StorageError::Connect(e.to_string()))?;
+    let checkpointer =
+        SqliteConnection::establish(target).map_err(|e| StorageError::Connect(e.to_string()))?;
+    let writer = writer::Writer::start(conn, checkpointer)
+        .map_err(|e| StorageError::Connect(e.to_string()))?;
     let readers = readers::Readers::new(target.to_owned(), sqlite_pragmas(durable), readers);
     Ok(DieselWorkflowRepository::new(Pools::Sqlite {
         readers: Arc::new(readers),

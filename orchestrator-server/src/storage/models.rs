@@ -24,9 +24,10 @@ pub struct CorruptRow {
     problem: String,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+/// A whole workflow row, as inserted and read. Never used as an update: see [`WorkflowChanges`].
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = workflows)]
-#[diesel(treat_none_as_null = true, treat_none_as_default_value = false)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct WorkflowRow {
     pub feature_id: String,
     pub description: String,
@@ -38,6 +39,34 @@ pub struct WorkflowRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub completed_at: Option<i64>,
+}
+
+/// What a transition changes in a workflow row. It leaves out `feature_id`: setting the key
+/// that `transitions` references, even to its own value, makes SQLite check every history
+/// row of the workflow, so each advance would cost more the longer the history.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = workflows)]
+#[diesel(treat_none_as_null = true)]
+pub struct WorkflowChanges {
+    pub state: String,
+    pub version: i64,
+    pub rework_count: i64,
+    pub time_in_state: String,
+    pub updated_at: i64,
+    pub completed_at: Option<i64>,
+}
+
+impl From<&Workflow> for WorkflowChanges {
+    fn from(w: &Workflow) -> Self {
+        WorkflowChanges {
+            state: w.state.as_str().to_owned(),
+            version: to_i64(w.version),
+            rework_count: i64::from(w.rework_count),
+            time_in_state: json(&w.time_in_state),
+            updated_at: micros(w.updated_at),
+            completed_at: w.completed_at.map(micros),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

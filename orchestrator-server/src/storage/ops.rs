@@ -8,7 +8,7 @@
 
 use orchestrator_core::{FeatureId, RepositoryError};
 
-use super::models::{ConsultationRow, TransitionRow, WorkflowRow};
+use super::models::{ConsultationRow, TransitionRow, WorkflowChanges, WorkflowRow};
 
 /// One write, with everything it needs, owned (it may cross to the writer thread).
 #[derive(Debug)]
@@ -21,8 +21,8 @@ pub enum Write {
         id: FeatureId,
         /// The version the change was based on.
         expected: i64,
-        /// The snapshot after the transition.
-        row: WorkflowRow,
+        /// The snapshot's columns after the transition.
+        changes: WorkflowChanges,
         /// The transition.
         history: TransitionRow,
     },
@@ -70,12 +70,15 @@ macro_rules! write_ops {
             use crate::storage::models::{enum_text, ConsultationRow, TransitionRow, WorkflowRow};
             use crate::storage::schema::{consultations, transitions, workflows};
 
+            // Lookups by primary key use `get_result`, not `first`: `first` adds `LIMIT ?`, and
+            // SQLite recompiles a statement whose LIMIT parameter is rebound on every run.
+
             /// One workflow's row.
             pub $($async)? fn get(conn: &mut $conn, feature_id: &str) -> QueryResult<Option<WorkflowRow>> {
                 workflows::table
                     .find(feature_id)
                     .select(WorkflowRow::as_select())
-                    .first(conn) $($await)*
+                    .get_result(conn) $($await)*
                     .optional()
             }
 
@@ -122,7 +125,7 @@ macro_rules! write_ops {
                 workflows::table
                     .find(feature_id)
                     .select(workflows::hub_session_id)
-                    .first(conn) $($await)*
+                    .get_result(conn) $($await)*
                     .optional()
             }
 
@@ -154,20 +157,20 @@ macro_rules! write_ops {
                         diesel::insert_into(transitions::table).values(history).execute(conn) $($await)* ?;
                         Ok(Written::Done)
                     }
-                    Write::Commit { id, expected, row, history } => {
+                    Write::Commit { id, expected, changes, history } => {
                         // Only the writer that still sees `expected` wins.
                         let updated = diesel::update(
                             workflows::table
-                                .filter(workflows::feature_id.eq(&row.feature_id))
+                                .filter(workflows::feature_id.eq(id.as_str()))
                                 .filter(workflows::version.eq(expected)),
                         )
-                        .set(row)
+                        .set(changes)
                         .execute(conn) $($await)* ?;
                         if updated == 0 {
                             let actual: Option<i64> = workflows::table
-                                .find(&row.feature_id)
+                                .find(id.as_str())
                                 .select(workflows::version)
-                                .first(conn) $($await)*
+                                .get_result(conn) $($await)*
                                 .optional()?;
                             return Ok(Written::Refused(super::conflict(id, *expected, actual)));
                         }
@@ -187,7 +190,7 @@ macro_rules! write_ops {
                         let exists: Option<String> = workflows::table
                             .find(&row.feature_id)
                             .select(workflows::feature_id)
-                            .first(conn) $($await)*
+                            .get_result(conn) $($await)*
                             .optional()?;
                         if exists.is_none() {
                             return Ok(Written::Refused(RepositoryError::NotFound(id.clone())));

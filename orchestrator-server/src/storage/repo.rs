@@ -18,7 +18,9 @@ use orchestrator_core::{
 };
 
 use super::PgPool;
-use super::models::{ConsultationRow, CorruptRow, TransitionRow, WorkflowRow, to_i64};
+use super::models::{
+    ConsultationRow, CorruptRow, TransitionRow, WorkflowChanges, WorkflowRow, to_i64,
+};
 use super::ops::{self, Write, Written};
 use super::readers::Readers;
 use super::writer::Writer;
@@ -200,7 +202,7 @@ impl WorkflowRepository for DieselWorkflowRepository {
         let write = Write::Commit {
             id: workflow.feature_id.clone(),
             expected: to_i64(expected_version),
-            row: WorkflowRow::from(workflow),
+            changes: WorkflowChanges::from(workflow),
             history: TransitionRow::new(&workflow.feature_id, transition),
         };
         self.write(write).await.map(|_| ())
