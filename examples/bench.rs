@@ -54,6 +54,9 @@ struct Args {
     /// A PostgreSQL database must be empty.
     #[arg(long)]
     database_url: Option<String>,
+    /// The server's DATABASE_POOL_SIZE (its default when absent).
+    #[arg(long)]
+    pool_size: Option<u32>,
     /// The server binary; default `orchestrator-server` beside this one.
     #[arg(long)]
     server: Option<PathBuf>,
@@ -122,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let port = free_port()?;
-    let (mut server, startup) = launch(&server_bin, &database_url, port).await?;
+    let (mut server, startup) = launch(&server_bin, &database_url, port, args.pool_size).await?;
     println!(
         "- start-up to a healthy /health on the seeded database: {:.1} ms",
         startup.as_secs_f64() * 1e3
@@ -251,9 +254,18 @@ async fn seed(database_url: &str, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn launch(binary: &Path, database_url: &str, port: u16) -> anyhow::Result<(Child, Duration)> {
+async fn launch(
+    binary: &Path,
+    database_url: &str,
+    port: u16,
+    pool_size: Option<u32>,
+) -> anyhow::Result<(Child, Duration)> {
     let started = Instant::now();
-    let child = Command::new(binary)
+    let mut command = Command::new(binary);
+    if let Some(size) = pool_size {
+        command.env("DATABASE_POOL_SIZE", size.to_string());
+    }
+    let child = command
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
         .env("DATABASE_URL", database_url)

@@ -27,8 +27,10 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use std::sync::Arc;
@@ -121,13 +123,22 @@ pub enum StorageError {
     Migrate(String),
 }
 
+/// Page cache of each SQLite connection, in KiB. The operating system caches the file too;
+/// this bounds the process's memory however large the database grows.
+const PAGE_CACHE_KIB: u32 = 1024;
+
+/// Size the WAL file is cut back to after a checkpoint resets it.
+const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Per-connection settings of every SQLite connection, readers and writer alike.
 fn sqlite_pragmas(durable: bool) -> String {
     format!(
         "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {};
-         PRAGMA foreign_keys = ON;",
+         PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -{PAGE_CACHE_KIB};
+         PRAGMA journal_size_limit = {WAL_LIMIT_BYTES};",
         if durable { "FULL" } else { "OFF" }
     )
 }
@@ -194,7 +205,14 @@ pub async fn connect(
             blocking(move || open_sqlite(&target, pool_size, false, scratch)).await
         }
         DatabaseUrl::Postgres(url) => {
-            let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.as_str());
+            let mut config = ManagerConfig::<AsyncPgConnection>::default();
+            // Skip the test query on every checkout (a round trip per request); a connection
+            // the server closed fails its next query, answers 503, and the pool discards it.
+            config.recycling_method = RecyclingMethod::Fast;
+            let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                url.as_str(),
+                config,
+            );
             let pool = Pool::builder(manager)
                 .max_size(pool_size.max(1))
                 .wait_timeout(Some(POOL_WAIT))

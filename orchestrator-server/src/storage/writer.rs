@@ -21,8 +21,10 @@ use super::ops::{self, Write, Written};
 
 /// Most writes one transaction takes; bounds the latency a batch adds.
 const MAX_BATCH: usize = 256;
-/// How often the checkpoint thread copies the WAL into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often the checkpoint thread copies the WAL into the database file. Rarer checkpoints
+/// mean fewer syncs of the database file competing with the WAL's (measured: 250 ms gave a
+/// noticeably worse p99 than 1 s).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
 
 struct Job {
     write: Write,

@@ -1,4 +1,6 @@
 -- Workflows: one row per feature, the current snapshot. Timestamps are Unix microseconds (UTC).
+-- WITHOUT ROWID: the rows live in the primary key's B-tree, so a lookup by feature id is one
+-- descent and a history insert updates one tree, not a rowid table plus an index.
 CREATE TABLE workflows (
     feature_id    TEXT    NOT NULL PRIMARY KEY,
     description   TEXT    NOT NULL,
@@ -10,7 +12,7 @@ CREATE TABLE workflows (
     created_at    BIGINT  NOT NULL,
     updated_at    BIGINT  NOT NULL,
     completed_at  BIGINT
-);
+) WITHOUT ROWID;
 
 -- Listing by state in feature_id order reads this index only.
 CREATE INDEX workflows_state_feature_id ON workflows (state, feature_id);
@@ -28,4 +30,4 @@ CREATE TABLE transitions (
     metadata   TEXT   NOT NULL,              -- JSON object
     at         BIGINT NOT NULL,
     PRIMARY KEY (feature_id, seq)
-);
+) WITHOUT ROWID;

@@ -1,7 +1,7 @@
 //! The OpenAPI document and the two pages that render it, Swagger UI and ReDoc. Their assets
 //! come from crate dependencies and are served from memory: no CDN, no network.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -14,26 +14,20 @@ use crate::http::openapi::ApiDoc;
 
 type HttpResponse = Response<Full<Bytes>>;
 
-/// Everything the docs endpoints serve, rendered once at start-up.
+/// Everything the docs endpoints serve, rendered on first use and kept (the ReDoc page is
+/// about a megabyte; a service nobody reads the docs of never pays for it).
 pub struct DocsAssets {
-    openapi_json: Bytes,
-    redoc_html: Bytes,
+    openapi_json: OnceLock<Bytes>,
+    redoc_html: OnceLock<Bytes>,
     swagger: Arc<utoipa_swagger_ui::Config<'static>>,
 }
 
 impl DocsAssets {
-    /// Renders the document and the ReDoc page.
+    /// Docs to be rendered when first asked for.
     pub fn new() -> Self {
-        let openapi_json = ApiDoc::openapi()
-            .to_json()
-            .map(Bytes::from)
-            .unwrap_or_else(|_| Bytes::from_static(b"{}"));
-        let redoc_html = aide::redoc::Redoc::new(orchestrator_core::api::paths::OPENAPI)
-            .with_title("Orchestrator API")
-            .html();
         DocsAssets {
-            openapi_json,
-            redoc_html: Bytes::from(redoc_html),
+            openapi_json: OnceLock::new(),
+            redoc_html: OnceLock::new(),
             swagger: Arc::new(utoipa_swagger_ui::Config::from(
                 orchestrator_core::api::paths::OPENAPI,
             )),
@@ -42,19 +36,31 @@ impl DocsAssets {
 
     /// `GET /openapi.json`.
     pub fn openapi(&self) -> HttpResponse {
+        let json = self.openapi_json.get_or_init(|| {
+            ApiDoc::openapi()
+                .to_json()
+                .map(Bytes::from)
+                .unwrap_or_else(|_| Bytes::from_static(b"{}"))
+        });
         cached(bytes_response(
             StatusCode::OK,
             "application/json",
-            self.openapi_json.clone(),
+            json.clone(),
         ))
     }
 
     /// `GET /redoc`.
     pub fn redoc(&self) -> HttpResponse {
+        let html = self.redoc_html.get_or_init(|| {
+            let page = aide::redoc::Redoc::new(orchestrator_core::api::paths::OPENAPI)
+                .with_title("Orchestrator API")
+                .html();
+            Bytes::from(page)
+        });
         cached(bytes_response(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            self.redoc_html.clone(),
+            html.clone(),
         ))
     }
 
