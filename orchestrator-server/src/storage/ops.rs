@@ -56,7 +56,7 @@ pub enum Written {
 
 /// Generates the module of operations for one connection type. `[async]`/`[.await]` make it
 /// the async flavour; `[]`/`[]` the blocking one.
-macro_rules! write_ops {
+macro_rules! ops {
     ($module:ident, $conn:ty, $run:path, [$($async:ident)?], [$($await:tt)*]) => {
         pub mod $module {
             use diesel::prelude::*;
@@ -225,14 +225,14 @@ macro_rules! write_ops {
     };
 }
 
-write_ops!(
+ops!(
     sqlite,
     diesel::SqliteConnection,
     diesel::RunQueryDsl,
     [],
     []
 );
-write_ops!(postgres, diesel_async::AsyncPgConnection, diesel_async::RunQueryDsl, [async], [.await]);
+ops!(postgres, diesel_async::AsyncPgConnection, diesel_async::RunQueryDsl, [async], [.await]);
 
 /// The refusal of a compare-and-set that updated nothing.
 fn conflict(id: &FeatureId, expected: i64, actual: Option<i64>) -> RepositoryError {
