@@ -5,9 +5,9 @@
 //! `RepositoryError`.
 //!
 //! SQLite: WAL journal, `synchronous=FULL` (a commit is on disk before it is acknowledged),
-//! a busy timeout, foreign keys on. Readers share a pool and never wait for writes; every
-//! write goes to the writer thread (`writer`), which commits whatever is waiting as one
-//! transaction — group commit — and answers each caller only after the sync.
+//! a busy timeout, foreign keys on. Reads run inline on plain connections (`readers`) and never
+//! wait for writes; every write goes to the writer thread (`writer`), which commits whatever is
+//! waiting as one transaction — group commit — and answers each caller only after the sync.
 //!
 //! PostgreSQL: tokio-postgres through diesel-async (no libpq, no OpenSSL), one pool. Several
 //! server processes may share the database: the compare-and-set in `commit` and the history's
@@ -56,7 +56,8 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 pub enum DatabaseUrl {
     /// A SQLite file: `sqlite:///relative/path`, `sqlite:////absolute/path`, `sqlite:path`.
     SqliteFile(PathBuf),
-    /// A private in-memory SQLite database: `sqlite::memory:`; gone when the process ends.
+    /// `sqlite::memory:`: a private database gone when the store is dropped (kept in a
+    /// temporary file, unsynced, since the writer and the readers must share it).
     SqliteMemory,
     /// A PostgreSQL server: `postgres://…` or `postgresql://…`.
     Postgres(String),
