@@ -22,6 +22,9 @@
 //! ```
 #![warn(clippy::unwrap_used)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
+
 use std::time::Duration;
 
 use orchestrator_core::api::{

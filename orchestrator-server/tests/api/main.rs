@@ -2,6 +2,7 @@
 //! its own SQLite file, driven through the typed client (and raw HTTP for malformed input).
 
 mod binary;
+mod cli;
 mod consultations;
 mod contract;
 mod docs;

@@ -1,0 +1,272 @@
+//! The `orchestrator` command-line tool: every endpoint as a subcommand, for humans and
+//! scripts. Answers are printed as pretty JSON on standard output; a refusal prints the
+//! server's error envelope on standard error.
+//!
+//! Exit codes: 0 success, 1 the server refused (4xx/5xx with an error body), 2 bad usage,
+//! 3 the server could not be reached or answered something unreadable.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use orchestrator_core::api::{
+    AdvanceRequest, ConsultRequest, ErrorEnvelope, ListWorkflowsParams, StartWorkflowRequest,
+};
+use orchestrator_core::{FeatureId, WorkflowState};
+use serde::Serialize;
+
+use crate::{Client, ClientError};
+
+/// Drive an orchestrator server from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "orchestrator", version)]
+pub struct Cli {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_URL",
+        default_value = "http://localhost:8000"
+    )]
+    pub url: String,
+    /// Bearer token, for a server started with ORCHESTRATOR_API_TOKEN.
+    #[arg(long, env = "ORCHESTRATOR_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Seconds to wait for each answer.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One endpoint each.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a feature's workflow.
+    Start {
+        /// The feature id, e.g. 008-services-architecture.
+        feature_id: String,
+        /// What the feature is.
+        description: String,
+        /// A JSON object kept with the workflow.
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Return the existing workflow instead of failing when the feature exists.
+        #[arg(long)]
+        use_existing: bool,
+    },
+    /// Show a workflow.
+    Get {
+        /// The feature id.
+        feature_id: String,
+    },
+    /// Apply a trigger: start, agent_complete, human_approved, human_rejected or cancel.
+    Advance {
+        /// The feature id.
+        feature_id: String,
+        /// The trigger.
+        trigger: String,
+        /// Who triggers it.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+        /// A JSON object kept with the history entry.
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Only if the workflow is at this version.
+        #[arg(long)]
+        expected_version: Option<u64>,
+    },
+    /// Show a workflow's history, oldest first.
+    History {
+        /// The feature id.
+        feature_id: String,
+    },
+    /// List workflows by feature id.
+    List {
+        /// Only this state (IDLE, PHASE_1, GATE_1, PHASE_2, DONE).
+        #[arg(long)]
+        state: Option<WorkflowState>,
+        /// Page size, 1–500.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Continue after this cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Follow the cursors and print every page's items as one list.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Count workflows by state.
+    Summary,
+    /// Ask the Agent Hub's experts a question for a workflow.
+    Consult {
+        /// The feature id.
+        feature_id: String,
+        /// architecture, testing, frontend, backend, devops or security.
+        topic: String,
+        /// The question, at least 10 characters.
+        question: String,
+        /// Extra context for the expert.
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// Show a workflow's consultations.
+    Consultations {
+        /// The feature id.
+        feature_id: String,
+    },
+    /// Show the server's health.
+    Health,
+}
+
+/// Runs `cli`, writing answers to `out` and refusals to `err`; returns the exit code.
+pub async fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
+    match execute(cli, out).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            let _ = writeln!(err, "error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Client(ClientError::Api { body, .. })) => {
+            let _ = print(err, &ErrorEnvelope { error: body });
+            ExitCode::from(1)
+        }
+        Err(Failure::Client(other)) => {
+            let _ = writeln!(err, "error: {other}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Client(ClientError),
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Self {
+        Failure::Client(error)
+    }
+}
+
+fn feature(id: &str) -> Result<FeatureId, Failure> {
+    FeatureId::parse(id).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+fn json_object(field: &str, text: Option<String>) -> Result<Option<serde_json::Value>, Failure> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| Failure::Usage(format!("--{field} is not JSON: {e}")))
+    })
+    .transpose()
+}
+
+fn print(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    writeln!(out, "{text}")
+}
+
+async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
+    let mut builder = Client::builder()
+        .base_url(cli.url)
+        .timeout(Duration::from_secs(cli.timeout));
+    if let Some(token) = cli.token {
+        builder = builder.token(token);
+    }
+    let client = builder.build().map_err(|e| Failure::Usage(e.to_string()))?;
+    let written = match cli.command {
+        Command::Start {
+            feature_id,
+            description,
+            metadata,
+            use_existing,
+        } => {
+            let mut request = StartWorkflowRequest::new(feature_id, description);
+            request.metadata = json_object("metadata", metadata)?;
+            request.use_existing = use_existing.then_some(true);
+            print(out, &client.start_workflow(&request).await?)
+        }
+        Command::Get { feature_id } => {
+            print(out, &client.get_workflow(&feature(&feature_id)?).await?)
+        }
+        Command::Advance {
+            feature_id,
+            trigger,
+            actor,
+            reason,
+            metadata,
+            expected_version,
+        } => {
+            let request = AdvanceRequest {
+                trigger,
+                actor,
+                reason,
+                metadata: json_object("metadata", metadata)?,
+                expected_version,
+            };
+            print(
+                out,
+                &client
+                    .advance_workflow(&feature(&feature_id)?, &request)
+                    .await?,
+            )
+        }
+        Command::History { feature_id } => {
+            print(out, &client.get_history(&feature(&feature_id)?).await?)
+        }
+        Command::List {
+            state,
+            limit,
+            cursor,
+            all,
+        } => {
+            let mut params = ListWorkflowsParams {
+                state,
+                limit,
+                cursor,
+            };
+            if all {
+                let mut items = Vec::new();
+                loop {
+                    let page = client.list_workflows(&params).await?;
+                    items.extend(page.items);
+                    match page.next_cursor {
+                        Some(next) => params.cursor = Some(next),
+                        None => break,
+                    }
+                }
+                print(out, &items)
+            } else {
+                print(out, &client.list_workflows(&params).await?)
+            }
+        }
+        Command::Summary => print(out, &client.get_summary().await?),
+        Command::Consult {
+            feature_id,
+            topic,
+            question,
+            context,
+        } => {
+            let request = ConsultRequest {
+                topic,
+                question,
+                context,
+            };
+            print(
+                out,
+                &client
+                    .create_consultation(&feature(&feature_id)?, &request)
+                    .await?,
+            )
+        }
+        Command::Consultations { feature_id } => print(
+            out,
+            &client.list_consultations(&feature(&feature_id)?).await?,
+        ),
+        Command::Health => print(out, &client.get_health().await?),
+    };
+    written.map_err(|e| Failure::Usage(format!("cannot write the answer: {e}")))
+}

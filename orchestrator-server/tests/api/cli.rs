@@ -1,0 +1,127 @@
+//! The `orchestrator` command-line tool against a live server: what it prints, and its exit
+//! codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use orchestrator_client::cli::{Cli, run};
+use serde_json::Value;
+
+use crate::helpers::{TestApp, dead_url, spawn_app};
+
+/// Runs the tool with `args` against `url`: exit code, stdout, stderr.
+async fn orchestrator(url: &str, args: &[&str]) -> (ExitCode, String, String) {
+    let head = ["orchestrator", "--url", url];
+    let cli = Cli::try_parse_from(head.iter().chain(args)).expect("arguments parse");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run(cli, &mut out, &mut err).await;
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+async fn ok(app: &TestApp, args: &[&str]) -> Value {
+    let (code, out, err) = orchestrator(&app.url(""), args).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{args:?}: {err}");
+    serde_json::from_str(&out).expect("JSON on stdout")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_prints_the_answer_as_json() {
+    let app = spawn_app().await;
+    let started = ok(
+        &app,
+        &[
+            "start",
+            "cli-1",
+            "from the command line",
+            "--metadata",
+            r#"{"team":"cli"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(
+        (started["state"].as_str(), started["version"].as_u64()),
+        (Some("PHASE_1"), Some(1))
+    );
+    assert_eq!(started["metadata"]["team"], "cli");
+
+    let moved = ok(
+        &app,
+        &[
+            "advance",
+            "cli-1",
+            "agent_complete",
+            "--actor",
+            "me",
+            "--expected-version",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(moved["state"], "GATE_1");
+    assert_eq!(ok(&app, &["get", "cli-1"]).await["version"], 2);
+    assert_eq!(
+        ok(&app, &["history", "cli-1"]).await["transitions"][1]["actor"],
+        "me"
+    );
+
+    ok(&app, &["start", "cli-2", "second"]).await;
+    let page = ok(&app, &["list", "--limit", "1"]).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert!(page["next_cursor"].is_string());
+    let all = ok(&app, &["list", "--all", "--limit", "1"]).await;
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let gate = ok(&app, &["list", "--state", "GATE_1"]).await;
+    assert_eq!(gate["items"][0]["feature_id"], "cli-1");
+    assert_eq!(ok(&app, &["summary"]).await["total"], 2);
+
+    let answer = ok(
+        &app,
+        &["consult", "cli-2", "testing", "How should we test the CLI?"],
+    )
+    .await;
+    assert_eq!(answer["status"], "resolved");
+    assert_eq!(
+        ok(&app, &["consultations", "cli-2"]).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(ok(&app, &["health"]).await["service"], "orchestrator");
+    let same = ok(&app, &["start", "cli-1", "again", "--use-existing"]).await;
+    assert_eq!(same["version"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_prints_the_error_envelope_and_exits_1() {
+    let app = spawn_app().await;
+    ok(&app, &["start", "cli-r", "refusals"]).await;
+    for args in [
+        &["advance", "cli-r", "human_approved"][..],
+        &["get", "nope"],
+        &["start", "cli-r", "dup"],
+    ] {
+        let (code, out, err) = orchestrator(&app.url(""), args).await;
+        assert_eq!(code, ExitCode::from(1), "{args:?}");
+        assert!(out.is_empty());
+        let envelope: Value = serde_json::from_str(&err).expect("envelope on stderr");
+        assert!(envelope["error"]["code"].is_string(), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_exits_2_and_an_unreachable_server_exits_3() {
+    let app = spawn_app().await;
+    let (code, _, err) = orchestrator(&app.url(""), &["get", "not valid"]).await;
+    assert_eq!(code, ExitCode::from(2), "{err}");
+    let (code, _, err) =
+        orchestrator(&app.url(""), &["start", "x", "y", "--metadata", "{oops"]).await;
+    assert_eq!(code, ExitCode::from(2), "{err}");
+    let (code, _, err) = orchestrator(&dead_url(), &["summary"]).await;
+    assert_eq!(code, ExitCode::from(3), "{err}");
+    assert!(Cli::try_parse_from(["orchestrator", "advance"]).is_err());
+}
