@@ -45,9 +45,11 @@ fn main() -> ExitCode {
 async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
     let app = build_app(&config).await?;
     let listener = bind(&config).await?;
-    let address = listener.local_addr().ok();
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| config.bind_address().to_string(), |a| a.to_string());
     tracing::info!(
-        address = ?address,
+        address = %address,
         database = %config.database_url,
         version = orchestrator_server::VERSION,
         "listening"
