@@ -3,8 +3,12 @@
 use std::net::SocketAddr;
 use std::sync::LazyLock;
 
-use orchestrator_client::Client;
+use std::future::Future;
+use std::sync::Arc;
+
+use orchestrator_client::{Client, ClientError};
 use orchestrator_core::FeatureId;
+use orchestrator_core::api::ErrorCode;
 use orchestrator_core::api::{StartWorkflowRequest, WorkflowResponse};
 use orchestrator_server::hub::stand_in::StandInHub;
 use orchestrator_server::storage::DatabaseUrl;
@@ -118,4 +122,36 @@ async fn start(config: Config, dir: TempDir, hub: StandInHub) -> TestApp {
         stop: Some(stop),
         server: Some(server),
     }
+}
+
+/// Starts `attempt(0)` … `attempt(count - 1)` at the same moment and waits for all. Every
+/// failure must carry one of the `allowed` codes; returns how many succeeded.
+pub async fn race<T, F, Fut>(count: usize, allowed: &[ErrorCode], attempt: F) -> usize
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<T, ClientError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(count));
+    let tasks: Vec<_> = (0..count)
+        .map(|n| {
+            let barrier = barrier.clone();
+            let attempt = attempt(n);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                attempt.await
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.expect("a racer panicked") {
+            Ok(_) => winners += 1,
+            Err(e) => assert!(
+                e.code().is_some_and(|code| allowed.contains(&code)),
+                "unexpected failure: {e}"
+            ),
+        }
+    }
+    winners
 }

@@ -4,7 +4,7 @@
 use orchestrator_core::api::{AdvanceRequest, ErrorCode, StartWorkflowRequest};
 use orchestrator_server::storage::DatabaseUrl;
 
-use crate::helpers::{TestApp, id, spawn_app_with};
+use crate::helpers::{TestApp, id, race, spawn_app_with};
 use crate::postgres::TestDatabase;
 
 async fn replicas() -> Option<(TestDatabase, TestApp, TestApp)> {
@@ -56,27 +56,19 @@ async fn concurrent_starts_of_one_feature_across_replicas_create_it_once() {
     let Some((_db, a, b)) = replicas().await else {
         return;
     };
-    let tasks: Vec<_> = (0..16)
-        .map(|n| {
-            let client = if n % 2 == 0 {
-                a.client.clone()
-            } else {
-                b.client.clone()
-            };
-            tokio::spawn(async move {
-                client
-                    .start_workflow(&StartWorkflowRequest::new("born-once", "x"))
-                    .await
-            })
-        })
-        .collect();
-    let mut created = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(_) => created += 1,
-            Err(e) => assert_eq!(e.code(), Some(ErrorCode::WorkflowAlreadyExists), "{e}"),
+    let created = race(16, &[ErrorCode::WorkflowAlreadyExists], |n| {
+        let client = if n % 2 == 0 {
+            a.client.clone()
+        } else {
+            b.client.clone()
+        };
+        async move {
+            client
+                .start_workflow(&StartWorkflowRequest::new("born-once", "x"))
+                .await
         }
-    }
+    })
+    .await;
     assert_eq!(created, 1);
     assert_eq!(
         a.client
@@ -98,40 +90,20 @@ async fn thirty_two_concurrent_advances_across_replicas_have_one_winner() {
     a.start_workflow("contested").await;
     let rounds = ["agent_complete", "human_rejected"].repeat(5);
     for (round, trigger) in rounds.iter().enumerate() {
-        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(32));
-        let tasks: Vec<_> = (0..32)
-            .map(|n| {
+        let winners = race(
+            32,
+            &[ErrorCode::VersionConflict, ErrorCode::InvalidTransition],
+            |n| {
                 let client = if n % 2 == 0 {
                     a.client.clone()
                 } else {
                     b.client.clone()
                 };
-                let barrier = barrier.clone();
-                let trigger = trigger.to_string();
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    client
-                        .advance_workflow(&id("contested"), &AdvanceRequest::new(trigger))
-                        .await
-                })
-            })
-            .collect();
-        let mut winners = 0;
-        for task in tasks {
-            match task.await.unwrap() {
-                Ok(_) => winners += 1,
-                Err(e) => {
-                    assert_eq!(e.status().map(|s| s.as_u16()), Some(409), "{e}");
-                    assert!(
-                        matches!(
-                            e.code(),
-                            Some(ErrorCode::VersionConflict | ErrorCode::InvalidTransition)
-                        ),
-                        "{e}"
-                    );
-                }
-            }
-        }
+                let request = AdvanceRequest::new(*trigger);
+                async move { client.advance_workflow(&id("contested"), &request).await }
+            },
+        )
+        .await;
         assert_eq!(winners, 1, "round {round}");
     }
     let history = b.client.get_history(&id("contested")).await.unwrap();

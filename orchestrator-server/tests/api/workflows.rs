@@ -8,7 +8,7 @@ use orchestrator_core::api::{
 use orchestrator_core::{Trigger, WorkflowState};
 use serde_json::json;
 
-use crate::helpers::{id, spawn_app, spawn_app_with};
+use crate::helpers::{id, race, spawn_app, spawn_app_with};
 
 fn advance(trigger: &str) -> AdvanceRequest {
     AdvanceRequest::new(trigger)
@@ -336,32 +336,19 @@ async fn workflows_survive_a_restart_on_the_same_file() {
 async fn thirty_two_concurrent_advances_have_exactly_one_winner() {
     let app = spawn_app().await;
     app.start_workflow("race").await;
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(32));
-    let tasks: Vec<_> = (0..32)
-        .map(|_| {
+    let winners = race(
+        32,
+        &[ErrorCode::VersionConflict, ErrorCode::InvalidTransition],
+        |_| {
             let client = app.client.clone();
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                barrier.wait().await;
+            async move {
                 client
                     .advance_workflow(&id("race"), &advance("agent_complete"))
                     .await
-            })
-        })
-        .collect();
-    let mut winners = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(_) => winners += 1,
-            Err(e) => assert!(
-                matches!(
-                    e.code(),
-                    Some(ErrorCode::VersionConflict | ErrorCode::InvalidTransition)
-                ),
-                "{e}"
-            ),
-        }
-    }
+            }
+        },
+    )
+    .await;
     assert_eq!(winners, 1);
     let history = app.client.get_history(&id("race")).await.unwrap();
     assert_eq!(history.transitions.len(), 2);
