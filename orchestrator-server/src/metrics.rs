@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use http::Method;
 use orchestrator_core::{StateCounts, Trigger};
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -21,9 +22,9 @@ struct Histogram {
     count: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Inner {
-    requests: BTreeMap<(&'static str, String, u16), u64>,
+    requests: BTreeMap<(&'static str, &'static str, u16), u64>,
     latency: BTreeMap<&'static str, Histogram>,
     transitions: BTreeMap<&'static str, u64>,
     hub_calls: BTreeMap<(&'static str, &'static str), u64>,
@@ -41,12 +42,12 @@ impl Metrics {
     }
 
     /// Counts one answered request.
-    pub fn request(&self, route: &'static str, method: &str, status: u16, elapsed: Duration) {
+    pub fn request(&self, route: &'static str, method: &Method, status: u16, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
         let mut inner = self.lock();
         *inner
             .requests
-            .entry((route, method.to_owned(), status))
+            .entry((route, method_label(method), status))
             .or_default() += 1;
         let histogram = inner.latency.entry(route).or_default();
         for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter_mut()) {
@@ -74,7 +75,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, workflows: Option<&StateCounts>) -> String {
-        let inner = self.lock().clone_inner();
+        let inner = self.lock().clone();
         let mut out = String::with_capacity(4096);
 
         out.push_str("# HELP orchestrator_http_requests_total HTTP requests answered, by route, method and status.\n");
@@ -145,14 +146,17 @@ impl Metrics {
     }
 }
 
-impl Inner {
-    fn clone_inner(&self) -> Inner {
-        Inner {
-            requests: self.requests.clone(),
-            latency: self.latency.clone(),
-            transitions: self.transitions.clone(),
-            hub_calls: self.hub_calls.clone(),
-        }
+/// A method as a label; anything unusual counts as `OTHER`, so labels stay few.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
     }
 }
 
@@ -163,7 +167,7 @@ mod tests {
     #[test]
     fn requests_land_in_their_counter_and_cumulative_buckets() {
         let metrics = Metrics::default();
-        metrics.request("/health", "GET", 200, Duration::from_millis(3));
+        metrics.request("/health", &Method::GET, 200, Duration::from_millis(3));
         metrics.transition(Trigger::Cancel);
         metrics.hub_call("ask", "unavailable");
         let text = metrics.render(Some(&StateCounts::from_pairs([])));

@@ -56,10 +56,7 @@ impl ApiError {
     /// The error body: code, message, details.
     pub fn body(&self) -> ApiErrorBody {
         let (code, details) = match self {
-            ApiError::Validation(e) => (
-                ErrorCode::ValidationError,
-                Some(vec![format!("{}: {}", e.field, e.rule)]),
-            ),
+            ApiError::Validation(e) => (ErrorCode::ValidationError, Some(field_detail(e))),
             ApiError::InvalidJson(detail) => (ErrorCode::InvalidJson, Some(vec![detail.clone()])),
             ApiError::UnsupportedMediaType => (ErrorCode::UnsupportedMediaType, None),
             ApiError::PayloadTooLarge { .. } => (ErrorCode::PayloadTooLarge, None),
@@ -119,10 +116,7 @@ impl ApiError {
 
 fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
     match error {
-        CoreError::Validation(e) => (
-            ErrorCode::ValidationError,
-            Some(vec![format!("{}: {}", e.field, e.rule)]),
-        ),
+        CoreError::Validation(e) => (ErrorCode::ValidationError, Some(field_detail(e))),
         CoreError::NotFound(_) => (ErrorCode::WorkflowNotFound, None),
         CoreError::AlreadyExists(_) => (ErrorCode::WorkflowAlreadyExists, None),
         CoreError::Transition(e) => {
@@ -170,6 +164,11 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
         }
         CoreError::Storage(_) => (ErrorCode::Internal, None),
     }
+}
+
+/// The details of a validation error: the field first, so clients can find it.
+fn field_detail(error: &ValidationError) -> Vec<String> {
+    vec![format!("{}: {}", error.field, error.rule)]
 }
 
 /// An upstream's text, cut to a length fit for an error detail.

@@ -114,9 +114,7 @@ impl App {
             let status = response.status().as_u16();
             let elapsed = started.elapsed();
             let label = route.map_or("unmatched", Route::pattern);
-            self.0
-                .metrics
-                .request(label, method.as_str(), status, elapsed);
+            self.0.metrics.request(label, &method, status, elapsed);
             if let Ok(value) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert("x-request-id", value);
             }

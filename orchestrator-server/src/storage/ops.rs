@@ -61,6 +61,8 @@ macro_rules! ops {
         pub mod $module {
             use diesel::prelude::*;
             use diesel::result::QueryResult;
+            // The blocking flavour gets `diesel::RunQueryDsl` from the prelude too; the async one
+            // needs this import to take `diesel_async`'s in its place.
             #[allow(unused_imports)]
             use $run;
             use orchestrator_core::hub::AnswerStatus;
