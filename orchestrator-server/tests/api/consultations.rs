@@ -450,3 +450,21 @@ async fn hub_calls_are_counted_in_metrics() {
         r#"orchestrator_agent_hub_calls_total{operation="create_session",outcome="ok"} 1"#
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_probes_the_hub_at_most_once_in_five_seconds() {
+    let app = spawn_app().await;
+    for _ in 0..3 {
+        app.client.get_health().await.unwrap();
+    }
+    let text = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"orchestrator_agent_hub_calls_total{operation="health",outcome="ok"} 1"#),
+        "{text}"
+    );
+}

@@ -433,3 +433,44 @@ contract_suite!(
     consultations_are_kept_oldest_first_and_only_pending_ones_change;
     concurrent_commits_against_one_version_let_exactly_one_land
 );
+
+/// `import` (seeding, not part of the trait): all the workflows, or none.
+async fn import_is_all_or_nothing(repo: &orchestrator_server::storage::DieselWorkflowRepository) {
+    let batch: Vec<_> = ["i1", "i2", "i3"].iter().map(|n| new_workflow(n)).collect();
+    repo.import(&batch).await.unwrap();
+    assert_eq!(repo.get(&id("i2")).await.unwrap(), batch[1].0);
+    assert_eq!(
+        repo.history(&id("i3")).await.unwrap(),
+        vec![batch[2].1.clone()]
+    );
+
+    let clash: Vec<_> = ["i4", "i1"].iter().map(|n| new_workflow(n)).collect();
+    assert!(repo.import(&clash).await.is_err());
+    assert!(matches!(
+        repo.get(&id("i4")).await,
+        Err(RepositoryError::NotFound(_))
+    ));
+    assert_eq!(repo.summary().await.unwrap().total(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_import_is_all_or_nothing() {
+    use orchestrator_server::storage::{DatabaseUrl, connect};
+    let dir = tempfile::TempDir::new().unwrap();
+    let repo = connect(&DatabaseUrl::SqliteFile(dir.path().join("i.db")), 2)
+        .await
+        .unwrap();
+    import_is_all_or_nothing(&repo).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_import_is_all_or_nothing() {
+    use orchestrator_server::storage::{DatabaseUrl, connect};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let repo = connect(&DatabaseUrl::Postgres(db.url.clone()), 2)
+        .await
+        .unwrap();
+    import_is_all_or_nothing(&repo).await;
+}

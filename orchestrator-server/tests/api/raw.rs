@@ -345,3 +345,60 @@ async fn if_match_guards_an_advance_like_expected_version() {
     assert_eq!(fresh.status(), 200);
     assert_eq!(fresh.headers()["etag"], "\"2\"");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn if_match_star_names_no_version() {
+    let app = spawn_app().await;
+    app.start_workflow("any").await;
+    let response = reqwest::Client::new()
+        .post(app.url("/workflow/any/advance"))
+        .header("content-type", "application/json")
+        .header("if-match", "*")
+        .body(r#"{"trigger": "agent_complete"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callers_request_id_is_echoed_and_a_new_one_made_otherwise() {
+    let app = spawn_app().await;
+    let http = reqwest::Client::new();
+    let mine = http
+        .get(app.url("/health"))
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.headers()["x-request-id"], "trace-42");
+    let first = http.get(app.url("/health")).send().await.unwrap();
+    let second = http.get(app.url("/health")).send().await.unwrap();
+    assert_ne!(
+        first.headers()["x-request-id"],
+        second.headers()["x-request-id"]
+    );
+    // An unprintable or overlong id is replaced, not echoed.
+    let long = "x".repeat(65);
+    let replaced = http
+        .get(app.url("/health"))
+        .header("x-request-id", &long)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(replaced.headers()["x-request-id"], long.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn head_answers_like_get_without_a_body() {
+    let app = spawn_app().await;
+    app.start_workflow("headed").await;
+    let response = reqwest::Client::new()
+        .head(app.url("/workflow/headed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["etag"], "\"1\"");
+    assert!(response.bytes().await.unwrap().is_empty());
+}
