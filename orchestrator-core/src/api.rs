@@ -55,8 +55,18 @@ pub enum ErrorCode {
     AgentHubUnavailable,
     /// 502: the Agent Hub answered with an error or a malformed body.
     AgentHubError,
-    /// 503: storage cannot be reached.
+    /// 503: storage cannot be reached, or refuses to write (disk full, read-only).
     DatabaseUnavailable,
+    /// 400: the request is not well-formed HTTP (a bad header, a broken chunk).
+    BadRequest,
+    /// 408: the request's body did not arrive in time.
+    RequestTimeout,
+    /// 414: the request's URI is too long.
+    UriTooLong,
+    /// 431: the request's headers are too large.
+    HeadersTooLarge,
+    /// 503: the request could not be answered in time; retry later.
+    ServiceUnavailable,
     /// 500: a bug; the message says nothing internal.
     Internal,
     /// A code this version of the library does not know (sent by a newer server).
@@ -68,20 +78,25 @@ impl ErrorCode {
     /// The HTTP status that goes with the code.
     pub const fn status(self) -> u16 {
         match self {
-            ErrorCode::ValidationError | ErrorCode::InvalidJson => 400,
+            ErrorCode::ValidationError | ErrorCode::InvalidJson | ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::NotFound | ErrorCode::WorkflowNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::WorkflowAlreadyExists
             | ErrorCode::InvalidTransition
             | ErrorCode::VersionConflict
             | ErrorCode::GateBlocked
             | ErrorCode::WorkflowNotActive => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UriTooLong => 414,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::HeadersTooLarge => 431,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
             ErrorCode::AgentHubError => 502,
-            ErrorCode::AgentHubUnavailable | ErrorCode::DatabaseUnavailable => 503,
+            ErrorCode::AgentHubUnavailable
+            | ErrorCode::DatabaseUnavailable
+            | ErrorCode::ServiceUnavailable => 503,
         }
     }
 }

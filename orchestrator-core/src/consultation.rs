@@ -12,7 +12,7 @@ use crate::hub::{
     AnswerStatus, Escalation, EscalationId, EscalationStatus, HubAnswer, HumanAction, Topic,
 };
 use crate::state::WorkflowState;
-use crate::values::{FeatureId, ValidationError};
+use crate::values::{FeatureId, ValidationError, check_text};
 use crate::workflow::Timestamp;
 
 /// A consultation's id.
@@ -64,6 +64,8 @@ impl Question {
                 format!("must be {QUESTION_MIN_CHARS}-{QUESTION_MAX_CHARS} characters"),
             ));
         }
+        check_text(&value, QUESTION_MAX_CHARS)
+            .map_err(|rule| ValidationError::new("question", rule))?;
         Ok(Question(value))
     }
 
@@ -89,13 +91,11 @@ impl From<Question> for String {
 
 /// Parses optional context for a question: at most 10 000 characters.
 pub fn parse_context(context: Option<String>) -> Result<Option<String>, ValidationError> {
-    match context {
-        Some(text) if text.chars().count() > CONTEXT_MAX_CHARS => Err(ValidationError::new(
-            "context",
-            format!("must be at most {CONTEXT_MAX_CHARS} characters"),
-        )),
-        other => Ok(other),
+    if let Some(text) = &context {
+        check_text(text, CONTEXT_MAX_CHARS)
+            .map_err(|rule| ValidationError::new("context", rule))?;
     }
+    Ok(context)
 }
 
 /// A question a workflow asked the Agent Hub, with everything known about its answer.

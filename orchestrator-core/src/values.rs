@@ -153,15 +153,36 @@ fn check_description(value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
         return Err("must not be blank".to_owned());
     }
-    check_max_chars(value, DESCRIPTION_MAX_CHARS)
+    check_text(value, DESCRIPTION_MAX_CHARS)
 }
 
 fn check_actor(value: &str) -> Result<(), String> {
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".to_owned());
+    }
     check_max_chars(value, ACTOR_MAX_CHARS)
 }
 
 fn check_reason(value: &str) -> Result<(), String> {
-    check_max_chars(value, REASON_MAX_CHARS)
+    check_text(value, REASON_MAX_CHARS)
+}
+
+/// The rule of free text (descriptions, reasons, questions): at most `max` characters, and no
+/// control characters but tab, line feed and carriage return. NUL in particular: PostgreSQL
+/// cannot store it in text, so no back end may accept it.
+pub fn check_text(value: &str, max: usize) -> Result<(), String> {
+    if value.chars().any(is_forbidden_control) {
+        return Err(
+            "must not contain control characters other than tab, line feed and carriage return"
+                .to_owned(),
+        );
+    }
+    check_max_chars(value, max)
+}
+
+/// A control character free text may not hold (all but `\t`, `\n`, `\r`).
+fn is_forbidden_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
 }
 
 fn check_max_chars(value: &str, max: usize) -> Result<(), String> {
@@ -293,6 +314,18 @@ mod tests {
             Reason::parse("r".repeat(10_001)).unwrap_err().field,
             "reason"
         );
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_text_and_names() {
+        for bad in ["a\0b", "nul\u{0}", "bell\u{7}", "del\u{7f}", "c1\u{85}"] {
+            assert_eq!(Description::parse(bad).unwrap_err().field, "description");
+            assert_eq!(Reason::parse(bad).unwrap_err().field, "reason");
+            assert_eq!(Actor::parse(bad).unwrap_err().field, "actor");
+        }
+        assert!(Description::parse("line one\n\tline two\r\n").is_ok());
+        assert!(Reason::parse("tab\there").is_ok());
+        assert!(Actor::parse("tab\there").is_err());
     }
 
     #[test]
