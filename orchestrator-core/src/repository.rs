@@ -168,8 +168,14 @@ pub trait WorkflowRepository: Send + Sync {
         transition: &Transition,
     ) -> Result<(), RepositoryError>;
 
-    /// Whether the store answers; `/health` uses it.
+    /// Whether the store answers and accepts writes now; `/health` uses it. Durable stores
+    /// write to prove it: a store whose reads work while every write fails (a full disk, a
+    /// read-only file) is not healthy.
     async fn ping(&self) -> Result<(), RepositoryError>;
+
+    /// Finishes the writes already accepted and releases the store; later writes fail as
+    /// unavailable. Called once, when the service stops. The default does nothing.
+    async fn close(&self) {}
 
     /// The Agent Hub session kept for a workflow, if one was opened.
     async fn hub_session(

@@ -49,6 +49,22 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub agent_hub_timeout_seconds: u64,
 
+    /// Most connections served at once; more wait in the listen backlog until one closes.
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_connections: u32,
+
+    /// Longest a request may take from its headers to its answer, in seconds (at least the
+    /// Agent Hub timeout plus 5 s is used, so a consultation is never cut short).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", value_name = "REQUEST_TIMEOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_seconds: u64,
+
+    /// Longest a client may take to send a request's body, in seconds (then 408).
+    #[arg(long, env = "BODY_TIMEOUT_SECONDS", value_name = "BODY_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_seconds: u64,
+
     /// Bearer token every non-public endpoint requires; unset or empty means open.
     #[arg(
         long,
@@ -98,9 +114,23 @@ impl Config {
             database_pool_size: 4,
             agent_hub_url: "http://127.0.0.1:9".to_owned(),
             agent_hub_timeout_seconds: 5,
+            max_connections: 1024,
+            request_timeout_seconds: 60,
+            body_timeout_seconds: 10,
             api_token: None,
             log: "warn".to_owned(),
             log_format: LogFormat::Pretty,
+        }
+    }
+
+    /// The time bounds and connection limit the HTTP layer enforces.
+    pub fn limits(&self) -> crate::http::Limits {
+        let hub = std::time::Duration::from_secs(self.agent_hub_timeout_seconds);
+        crate::http::Limits {
+            max_connections: usize::try_from(self.max_connections).unwrap_or(1024),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_seconds)
+                .max(hub + std::time::Duration::from_secs(5)),
+            body_timeout: std::time::Duration::from_secs(self.body_timeout_seconds),
         }
     }
 
@@ -119,6 +149,9 @@ impl fmt::Debug for Config {
             .field("database_pool_size", &self.database_pool_size)
             .field("agent_hub_url", &self.agent_hub_url)
             .field("agent_hub_timeout_seconds", &self.agent_hub_timeout_seconds)
+            .field("max_connections", &self.max_connections)
+            .field("request_timeout_seconds", &self.request_timeout_seconds)
+            .field("body_timeout_seconds", &self.body_timeout_seconds)
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("log", &self.log)
             .field("log_format", &self.log_format)

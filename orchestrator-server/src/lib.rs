@@ -57,7 +57,12 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
         metrics.clone(),
     )?;
     let orchestrator = Orchestrator::new(Arc::new(repository)).with_hub(Arc::new(hub));
-    Ok(App::new(orchestrator, config.api_token.clone(), metrics))
+    Ok(App::with(
+        orchestrator,
+        config.api_token.clone(),
+        metrics,
+        config.limits(),
+    ))
 }
 
 /// Binds the configured address; port 0 picks a free port (read it from `local_addr`).

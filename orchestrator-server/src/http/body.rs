@@ -13,10 +13,35 @@ use super::error::ApiError;
 /// The largest request body accepted, in bytes.
 pub const BODY_LIMIT: usize = 256 * 1024;
 
-/// Reads a JSON body of at most [`BODY_LIMIT`] bytes into `T`.
+/// Memory all request bodies being read may hold together, in KiB. A body reserves its
+/// declared length (or the whole limit when it declares none) before it is read.
+const BODY_BUDGET_KIB: usize = 32 * 1024;
+
+/// Bodies being read: their total size is bounded by a budget, and each must arrive within
+/// a time bound. Slow or stalled senders therefore hold neither memory nor a handler for long.
+#[derive(Debug)]
+pub struct BodyGate {
+    budget: tokio::sync::Semaphore,
+    timeout: std::time::Duration,
+}
+
+impl BodyGate {
+    /// A gate giving each body `timeout` to arrive (the wait for budget included).
+    pub fn new(timeout: std::time::Duration) -> Self {
+        BodyGate {
+            budget: tokio::sync::Semaphore::new(BODY_BUDGET_KIB),
+            timeout,
+        }
+    }
+}
+
+/// Reads a JSON body of at most [`BODY_LIMIT`] bytes into `T`, within the gate's time and
+/// memory bounds: 408 `REQUEST_TIMEOUT` if it does not arrive in time, 503
+/// `SERVICE_UNAVAILABLE` if too many bodies are being read to reserve its memory in time.
 pub async fn read_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Incoming,
+    gate: &BodyGate,
 ) -> Result<T, ApiError> {
     if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);
@@ -29,10 +54,23 @@ pub async fn read_json<T: DeserializeOwned>(
     if declared.is_some_and(|len| len > BODY_LIMIT as u64) {
         return Err(too_large);
     }
-    let bytes = match Limited::new(body, BODY_LIMIT).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
-        Err(e) => {
+    let reserve_kib = declared.map_or(BODY_LIMIT, |len| len as usize).div_ceil(1024).max(1);
+    let deadline = tokio::time::Instant::now() + gate.timeout;
+    let reservation = tokio::time::timeout_at(
+        deadline,
+        gate.budget.acquire_many(u32::try_from(reserve_kib).unwrap_or(u32::MAX)),
+    )
+    .await;
+    let _reserved = match reservation {
+        Ok(Ok(permit)) => permit,
+        _ => return Err(ApiError::Deadline),
+    };
+    let collected = tokio::time::timeout_at(deadline, Limited::new(body, BODY_LIMIT).collect());
+    let bytes = match collected.await {
+        Err(_) => return Err(ApiError::RequestTimeout),
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
+        Ok(Err(e)) => {
             return Err(ApiError::InvalidJson(format!(
                 "could not read the body: {e}"
             )));

@@ -41,6 +41,13 @@ pub enum ApiError {
         /// The methods the route serves, comma-separated.
         allow: String,
     },
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
+    /// The request could not be answered in time (it took too long, or waited too long for
+    /// memory to read its body).
+    #[error("the request could not be answered in time; retry later")]
+    Deadline,
     /// What the orchestrator refused or failed at.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -63,6 +70,8 @@ impl ApiError {
             ApiError::Unauthorized => (ErrorCode::Unauthorized, None),
             ApiError::NotFound(_) => (ErrorCode::NotFound, None),
             ApiError::MethodNotAllowed { .. } => (ErrorCode::MethodNotAllowed, None),
+            ApiError::RequestTimeout => (ErrorCode::RequestTimeout, None),
+            ApiError::Deadline => (ErrorCode::ServiceUnavailable, None),
             ApiError::Core(e) => core_code(e),
             ApiError::Internal(_) => (ErrorCode::Internal, None),
         };

@@ -6,6 +6,7 @@
 //! mapping in `error`. Nothing here holds a transition rule or a query.
 
 pub mod body;
+mod conn;
 pub mod error;
 pub mod handlers;
 mod openapi;
@@ -38,8 +39,32 @@ use router::Route;
 
 /// How long shutdown waits for in-flight requests before it gives up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a client may take to send a request's headers.
+/// How long a client may take to send a request's headers; an idle kept-alive connection is
+/// closed after as long.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The time bounds and the connection limit the HTTP layer enforces, so that slow or stalled
+/// clients and dependencies hold neither connections nor memory for long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Longest a request may take from its headers to its answer (then 503
+    /// `SERVICE_UNAVAILABLE`).
+    pub request_timeout: Duration,
+    /// Longest a client may take to send a body (then 408 `REQUEST_TIMEOUT`).
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            request_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Everything a request needs, shared by all connections.
 #[derive(Clone)]
@@ -56,12 +81,27 @@ struct Inner {
     docs: DocsAssets,
     /// The last Agent Hub probe, so `/health` does not call the hub on every request.
     hub_probe: system::HubProbe,
+    /// The last storage probe (a write), so `/health` writes at most once a second.
+    database_probe: system::DatabaseProbe,
+    limits: Limits,
+    /// Request bodies being read, bounded in total size and time.
+    bodies: body::BodyGate,
 }
 
 impl App {
     /// An application over `orchestrator`, requiring `token` when one is given, counting into
-    /// `metrics`.
+    /// `metrics`, with the default [`Limits`].
     pub fn new(orchestrator: Orchestrator, token: Option<String>, metrics: Arc<Metrics>) -> Self {
+        Self::with(orchestrator, token, metrics, Limits::default())
+    }
+
+    /// An application as [`App::new`] makes it, with other limits.
+    pub fn with(
+        orchestrator: Orchestrator,
+        token: Option<String>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+    ) -> Self {
         App(Arc::new(Inner {
             orchestrator,
             token: token.filter(|t| !t.is_empty()),
@@ -70,7 +110,23 @@ impl App {
             router: router::build(),
             docs: DocsAssets::new(),
             hub_probe: system::HubProbe::default(),
+            database_probe: system::DatabaseProbe::default(),
+            limits,
+            bodies: body::BodyGate::new(limits.body_timeout),
         }))
+    }
+
+    /// The limits this application enforces.
+    pub fn limits(&self) -> Limits {
+        self.0.limits
+    }
+
+    pub(crate) fn bodies(&self) -> &body::BodyGate {
+        &self.0.bodies
+    }
+
+    pub(crate) fn database_probe(&self) -> &system::DatabaseProbe {
+        &self.0.database_probe
     }
 
     /// The orchestrator behind the API.
@@ -107,9 +163,11 @@ impl App {
             feature_id = tracing::field::Empty,
         );
         async move {
-            let (route, mut response) = match self.route(request).await {
-                Ok((route, response)) => (route, response),
-                Err((route, error)) => (route, error.into_response()),
+            let answered = tokio::time::timeout(self.0.limits.request_timeout, self.route(request));
+            let (route, mut response) = match answered.await {
+                Ok(Ok((route, response))) => (route, response),
+                Ok(Err((route, error))) => (route, error.into_response()),
+                Err(_) => (None, ApiError::Deadline.into_response()),
             };
             let status = response.status().as_u16();
             let elapsed = started.elapsed();
@@ -224,17 +282,27 @@ fn request_id(request: &Request<Incoming>) -> String {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets
-/// in-flight requests finish (up to 30 s), and returns.
+/// in-flight requests finish (up to 30 s), closes storage (on SQLite: the write-ahead log is
+/// emptied into the database file), and returns.
+///
+/// At most `app.limits().max_connections` connections are served at once; while that many
+/// are open, new ones wait in the listen backlog.
 pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()>) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(app.limits().max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+        let accepted = async {
+            // A closed semaphore cannot happen: nobody closes it.
+            let slot = slots.clone().acquire_owned().await.ok();
+            (slot, listener.accept().await)
+        };
+        let (slot, stream) = tokio::select! {
+            (slot, accepted) = accepted => match accepted {
+                Ok((stream, _peer)) => (slot, stream),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -250,11 +318,13 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
             let app = app.clone();
             async move { Ok::<_, Infallible>(app.handle(request).await) }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(conn::EnvelopeIo::new(stream));
+        let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -263,4 +333,5 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing"),
     }
+    app.orchestrator().repository().close().await;
 }

@@ -49,7 +49,12 @@ const MIGRATION_LOCK: i64 = 0x6f72_6368_6573; // "orches"
 /// How long a connection waits for another process's lock before giving up.
 const BUSY_TIMEOUT_MS: u32 = 5_000;
 /// How long a request waits for a pooled connection before the store counts as unavailable.
-const POOL_WAIT: Duration = Duration::from_secs(10);
+const POOL_WAIT: Duration = Duration::from_secs(5);
+/// Longest a PostgreSQL statement may run, enforced by the server (`statement_timeout`).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a PostgreSQL operation may take seen from here, network included: a stalled
+/// connection is given up (and discarded) after this, and the request answers 503.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Where the data lives, parsed from `DATABASE_URL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +127,14 @@ pub enum StorageError {
     /// Migrations failed.
     #[error("database migrations failed: {0}")]
     Migrate(String),
+    /// The database opened but refuses writes.
+    #[error("the database cannot be written: {0}")]
+    NotWritable(String),
+}
+
+/// The time written by a write probe (Unix microseconds).
+fn probe_time() -> i64 {
+    chrono::Utc::now().timestamp_micros()
 }
 
 /// Page cache of each SQLite connection, in KiB. The operating system caches the file too;
@@ -158,9 +171,14 @@ fn open_sqlite(
         .map_err(|e| StorageError::Connect(e.to_string()))?;
     conn.run_pending_migrations(SQLITE_MIGRATIONS)
         .map_err(|e| StorageError::Migrate(e.to_string()))?;
+    // A database that opens and migrates may still refuse writes (a read-only file or mount,
+    // a full disk): find out now rather than at the first request.
+    conn.transaction(|conn| ops::sqlite::apply(conn, &ops::Write::Probe(probe_time())))
+        .map_err(|e| StorageError::NotWritable(e.to_string()))?;
     let checkpointer =
         SqliteConnection::establish(target).map_err(|e| StorageError::Connect(e.to_string()))?;
-    let writer = writer::Writer::start(conn, checkpointer)
+    let wal = PathBuf::from(format!("{target}-wal"));
+    let writer = writer::Writer::start(conn, checkpointer, wal)
         .map_err(|e| StorageError::Connect(e.to_string()))?;
     let readers = readers::Readers::new(target.to_owned(), sqlite_pragmas(durable), readers);
     Ok(DieselWorkflowRepository::new(Pools::Sqlite {
@@ -211,7 +229,7 @@ pub async fn connect(
             // the server closed fails its next query, answers 503, and the pool discards it.
             config.recycling_method = RecyclingMethod::Fast;
             let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-                url.as_str(),
+                with_timeouts(url),
                 config,
             );
             let pool = Pool::builder(manager)
@@ -222,8 +240,48 @@ pub async fn connect(
                 .build()
                 .map_err(|e| StorageError::Connect(e.to_string()))?;
             migrate_postgres(&pool).await?;
-            Ok(DieselWorkflowRepository::new(Pools::Postgres(pool)))
+            let repository = DieselWorkflowRepository::new(Pools::Postgres(pool));
+            repository
+                .probe_write()
+                .await
+                .map_err(|e| StorageError::NotWritable(e.to_string()))?;
+            Ok(repository)
         }
+    }
+}
+
+/// Sorts a diesel failure into the two answers a caller can give: the store failed
+/// ([`RepositoryError::Unavailable`], HTTP 503 — a lost or refused connection, a disk that is
+/// full, a read-only file, a lock held too long, an administrator's shutdown, a timeout), or
+/// the code asked for something impossible ([`RepositoryError::Backend`], HTTP 500 — a
+/// violated constraint no rule expected, a row that does not decode, a query that cannot be
+/// built). Only the second is a bug; everything the database itself reports is the first.
+pub(crate) fn classify(error: diesel::result::Error) -> orchestrator_core::RepositoryError {
+    use diesel::result::{DatabaseErrorKind as Kind, Error};
+    use orchestrator_core::RepositoryError;
+    let bug = match &error {
+        Error::DatabaseError(kind, _) => matches!(
+            kind,
+            Kind::UniqueViolation
+                | Kind::ForeignKeyViolation
+                | Kind::NotNullViolation
+                | Kind::CheckViolation
+                | Kind::RestrictViolation
+                | Kind::ExclusionViolation
+        ),
+        Error::QueryBuilderError(_)
+        | Error::DeserializationError(_)
+        | Error::SerializationError(_)
+        | Error::InvalidCString(_)
+        | Error::NotFound
+        | Error::AlreadyInTransaction
+        | Error::NotInTransaction => true,
+        _ => false,
+    };
+    if bug {
+        RepositoryError::Backend(Box::new(error))
+    } else {
+        RepositoryError::Unavailable(Box::new(error))
     }
 }
 
@@ -234,6 +292,36 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(task)
         .await
         .map_err(|e| StorageError::Connect(format!("start-up task failed: {e}")))?
+}
+
+/// The PostgreSQL URL with the connection's time bounds added, unless the operator set them:
+/// a connect timeout, TCP keepalives and a user timeout (so a dead peer is noticed), and a
+/// server-side statement timeout.
+fn with_timeouts(url: &str) -> String {
+    let mut url = url.to_owned();
+    let statement_ms = STATEMENT_TIMEOUT.as_millis();
+    let params = [
+        ("connect_timeout", "5".to_owned()),
+        ("keepalives_idle", "10".to_owned()),
+        ("keepalives_interval", "5".to_owned()),
+        ("tcp_user_timeout", "15000".to_owned()),
+        (
+            "options",
+            format!("-c%20statement_timeout%3D{statement_ms}"),
+        ),
+    ];
+    for (name, value) in params {
+        let present = url
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|p| p.split('=').next() == Some(name)));
+        if !present {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(name);
+            url.push('=');
+            url.push_str(&value);
+        }
+    }
+    url
 }
 
 /// Runs the PostgreSQL migrations under an advisory lock, so replicas starting together take

@@ -41,6 +41,8 @@ pub enum Write {
     UpdateConsultation(ConsultationRow),
     /// Many new workflows at once (seeding).
     Import(Vec<WorkflowRow>, Vec<TransitionRow>),
+    /// Rewrites the one probe row with this time (Unix microseconds): proves writes succeed.
+    Probe(i64),
 }
 
 /// What a write decided.
@@ -70,7 +72,7 @@ macro_rules! ops {
 
             use super::{Write, Written};
             use crate::storage::models::{enum_text, ConsultationRow, TransitionRow, WorkflowRow};
-            use crate::storage::schema::{consultations, transitions, workflows};
+            use crate::storage::schema::{consultations, storage_probe, transitions, workflows};
 
             // Lookups by primary key use `get_result`, not `first`: `first` adds `LIMIT ?`, and
             // SQLite recompiles a statement whose LIMIT parameter is rebound on every run.
@@ -209,6 +211,15 @@ macro_rules! ops {
                         )
                         .set(row)
                         .execute(conn) $($await)* ?;
+                        Ok(Written::Done)
+                    }
+                    Write::Probe(at) => {
+                        diesel::insert_into(storage_probe::table)
+                            .values((storage_probe::id.eq(1), storage_probe::at.eq(at)))
+                            .on_conflict(storage_probe::id)
+                            .do_update()
+                            .set(storage_probe::at.eq(at))
+                            .execute(conn) $($await)* ?;
                         Ok(Written::Done)
                     }
                     Write::Import(rows, history) => {

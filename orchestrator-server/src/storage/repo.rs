@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::Error as DieselError;
 use diesel_async::AsyncConnection;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
@@ -47,14 +47,42 @@ pub(super) enum Pools {
 macro_rules! read {
     ($repo:expr, $op:ident($($arg:expr),* $(,)?)) => {
         match &$repo.pools {
-            Pools::Sqlite { readers, .. } => readers.with(|conn| ops::sqlite::$op(conn, $($arg),*))?,
+            Pools::Sqlite { readers, .. } => readers
+                .with(|conn| ops::sqlite::$op(conn, $($arg),*))?
+                .map_err(backend)?,
             Pools::Postgres(pool) => {
                 let mut conn = pool.get().await.map_err(unavailable)?;
-                ops::postgres::$op(&mut conn, $($arg),*).await
+                let result = tokio::time::timeout(
+                    super::QUERY_TIMEOUT,
+                    ops::postgres::$op(&mut conn, $($arg),*),
+                )
+                .await;
+                settle(conn, result)?
             }
         }
-        .map_err(backend)?
     };
+}
+
+type PgConn = deadpool::managed::Object<
+    diesel_async::pooled_connection::AsyncDieselConnectionManager<diesel_async::AsyncPgConnection>,
+>;
+
+/// The outcome of a PostgreSQL operation that was given [`super::QUERY_TIMEOUT`]. A connection
+/// that timed out or failed is taken out of the pool: its state is unknown, and a later
+/// request must not inherit it.
+fn settle<T>(
+    conn: PgConn,
+    result: Result<Result<T, DieselError>, tokio::time::error::Elapsed>,
+) -> Result<T, RepositoryError> {
+    let error = match result {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(e)) => backend(e),
+        Err(_) => RepositoryError::Unavailable("the database did not answer in time".into()),
+    };
+    if matches!(error, RepositoryError::Unavailable(_)) {
+        drop(deadpool::managed::Object::take(conn));
+    }
+    Err(error)
 }
 
 /// Workflows, their histories and consultations in a SQL database.
@@ -91,6 +119,13 @@ impl DieselWorkflowRepository {
         self.write(Write::Import(rows, history)).await.map(|_| ())
     }
 
+    /// Writes the probe row through the same path as every write (the writer thread's batch
+    /// on SQLite, a transaction on PostgreSQL): proves that the store accepts writes now.
+    pub(super) async fn probe_write(&self) -> Result<(), RepositoryError> {
+        let at = chrono::Utc::now().timestamp_micros();
+        self.write(Write::Probe(at)).await.map(|_| ())
+    }
+
     /// Carries out one write in the writer thread's next batch (SQLite) or in a transaction of
     /// its own (PostgreSQL); a refusal comes back as its error.
     async fn write(&self, write: Write) -> Result<Written, RepositoryError> {
@@ -98,11 +133,14 @@ impl DieselWorkflowRepository {
             Pools::Sqlite { writer, .. } => writer.submit(write).await?,
             Pools::Postgres(pool) => {
                 let mut conn = pool.get().await.map_err(unavailable)?;
-                conn.transaction::<_, DieselError, _>(async |conn| {
-                    ops::postgres::apply(conn, &write).await
-                })
-                .await
-                .map_err(backend)?
+                let result = tokio::time::timeout(
+                    super::QUERY_TIMEOUT,
+                    conn.transaction::<_, DieselError, _>(async |conn| {
+                        ops::postgres::apply(conn, &write).await
+                    }),
+                )
+                .await;
+                settle(conn, result)?
             }
         };
         match written {
@@ -117,14 +155,9 @@ fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> Reposit
     RepositoryError::Unavailable(Box::new(error))
 }
 
-/// Translates a diesel failure that no caller handles.
+/// Translates a diesel failure that no caller handles; see [`super::classify`].
 fn backend(error: DieselError) -> RepositoryError {
-    match error {
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-        | DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)
-        | DieselError::BrokenTransactionManager => RepositoryError::Unavailable(Box::new(error)),
-        other => RepositoryError::Backend(Box::new(other)),
-    }
+    super::classify(error)
 }
 
 fn corrupt(error: CorruptRow) -> RepositoryError {
@@ -211,13 +244,28 @@ impl WorkflowRepository for DieselWorkflowRepository {
     async fn ping(&self) -> Result<(), RepositoryError> {
         let answered: Result<(), RepositoryError> = async {
             read!(self, ping());
-            Ok(())
+            // Reads alone would say "ok" while every write fails (a full disk, a read-only
+            // file) or while the SQLite writer is gone.
+            self.probe_write().await
         }
         .await;
         answered.map_err(|e| match e {
             RepositoryError::Backend(inner) => RepositoryError::Unavailable(inner),
             other => other,
         })
+    }
+
+    /// Waits for the writes already accepted, then closes the store: on SQLite the write-ahead
+    /// log is emptied into the database file and the writer's threads are joined, so a clean
+    /// stop leaves no log behind.
+    async fn close(&self) {
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => {
+                let writer = writer.clone();
+                let _ = tokio::task::spawn_blocking(move || writer.shutdown()).await;
+            }
+            Pools::Postgres(pool) => pool.close(),
+        }
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]

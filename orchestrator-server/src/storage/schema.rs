@@ -91,6 +91,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// One row, rewritten by health checks and at start-up to prove that writes succeed.
+    storage_probe (id) {
+        /// Always 1.
+        id -> Integer,
+        /// Unix microseconds of the last probe.
+        at -> BigInt,
+    }
+}
+
 diesel::joinable!(transitions -> workflows (feature_id));
 diesel::joinable!(consultations -> workflows (feature_id));
-diesel::allow_tables_to_appear_in_same_query!(consultations, transitions, workflows);
+diesel::allow_tables_to_appear_in_same_query!(consultations, storage_probe, transitions, workflows);

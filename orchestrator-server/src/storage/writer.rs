@@ -7,10 +7,17 @@
 //! batch is rolled back and run again with a savepoint around each write: the failing write
 //! fails alone, the others commit.
 //!
-//! Checkpoints (copying the WAL back into the database file) run on a thread of their own, so
-//! commits never wait for them.
+//! The write-ahead log stays bounded. A checkpoint thread copies it back into the database
+//! file once a second without blocking anyone (PASSIVE), but a log that is written back to back
+//! never restarts from its beginning that way: so the writer itself, between two batches, resets
+//! it (a TRUNCATE checkpoint, which waits for the readers' microsecond reads) once it passes
+//! [`WAL_RESET_BYTES`]. By then the checkpoint thread has copied most of it, so the reset is
+//! short. [`Writer::shutdown`] empties the log and joins both threads, so a clean stop leaves
+//! no log behind.
 
-use std::sync::mpsc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
 
 use diesel::SqliteConnection;
 use diesel::connection::SimpleConnection;
@@ -25,37 +32,41 @@ const MAX_BATCH: usize = 256;
 /// mean fewer syncs of the database file competing with the WAL's (measured: 250 ms gave a
 /// noticeably worse p99 than 1 s).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
+/// Size of the write-ahead log past which the writer resets it before the next batch. The log
+/// then never grows much beyond this (by one batch at most), far below the 64 MiB bound.
+pub const WAL_RESET_BYTES: u64 = 16 * 1024 * 1024;
 
-struct Job {
-    write: Write,
-    reply: oneshot::Sender<Result<Written, RepositoryError>>,
+enum Job {
+    Write {
+        write: Write,
+        reply: oneshot::Sender<Result<Written, RepositoryError>>,
+    },
+    /// Empty the log, stop the checkpoint thread, and end.
+    Stop,
 }
 
-/// The handle to the writer thread; the thread ends when the last handle is dropped.
+/// The handle to the writer thread.
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// Both threads, taken by the first [`Writer::shutdown`].
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`, which must already be configured and migrated, and
-    /// the checkpoint thread on `checkpointer`. Both end when the last handle is dropped.
+    /// the checkpoint thread on `checkpointer`. `wal` is the log's path (`<database>-wal`).
     pub fn start(
         mut conn: SqliteConnection,
         mut checkpointer: SqliteConnection,
+        wal: PathBuf,
     ) -> std::io::Result<Writer> {
-        // Commits no longer checkpoint; the checkpoint thread does.
+        // Commits no longer checkpoint; the checkpoint thread and the writer's resets do.
         conn.batch_execute("PRAGMA wal_autocheckpoint = 0")
             .map_err(std::io::Error::other)?;
         let (jobs, queue) = mpsc::channel();
         let (stop, stopped) = mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("sqlite-writer".to_owned())
-            .spawn(move || {
-                run(conn, &queue);
-                drop(stop);
-            })?;
-        std::thread::Builder::new()
+        let checkpoints = std::thread::Builder::new()
             .name("sqlite-checkpoint".to_owned())
             .spawn(move || {
                 // Passive: copies what no reader still needs, never blocks the writer.
@@ -64,51 +75,102 @@ impl Writer {
                 {
                     let _ = checkpointer.batch_execute("PRAGMA wal_checkpoint(PASSIVE)");
                 }
-                let _ = checkpointer.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)");
             })?;
-        Ok(Writer { jobs })
+        let writer = std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || {
+                run(&mut conn, &queue, &wal);
+                // The checkpoint thread ends first, so the last reset finds nobody copying.
+                drop(stop);
+                let _ = checkpoints.join();
+                if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)") {
+                    tracing::warn!(error = %e, "final checkpoint failed; the log is replayed at the next start");
+                }
+            })?;
+        Ok(Writer {
+            jobs,
+            threads: Arc::new(Mutex::new(vec![writer])),
+        })
     }
 
     /// Carries out `write` in the next batch; answers once the batch is on disk.
     pub async fn submit(&self, write: Write) -> Result<Written, RepositoryError> {
+        let stopped = || RepositoryError::Unavailable("the sqlite writer has stopped".into());
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { write, reply })
-            .map_err(|_| RepositoryError::Unavailable("the sqlite writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| RepositoryError::Unavailable("the sqlite writer has stopped".into()))?
+            .send(Job::Write { write, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Lets the writes already queued finish, empties the log into the database file, and
+    /// waits for the writer's threads to end. Later writes answer `Unavailable`.
+    pub fn shutdown(&self) {
+        let _ = self.jobs.send(Job::Stop);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
     }
 }
 
-fn run(mut conn: SqliteConnection, queue: &mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+fn run(conn: &mut SqliteConnection, queue: &mpsc::Receiver<Job>, wal: &std::path::Path) {
+    let mut stopping = false;
+    while !stopping {
+        let Ok(first) = queue.recv() else { break };
+        let mut batch = Vec::new();
+        for job in std::iter::once(first).chain(std::iter::from_fn(|| queue.try_recv().ok())) {
+            match job {
+                Job::Write { write, reply } => batch.push((write, reply)),
+                Job::Stop => {
+                    stopping = true;
+                    break;
+                }
+            }
+            if batch.len() >= MAX_BATCH {
+                break;
             }
         }
-        let results = execute(&mut conn, &batch);
-        for (job, result) in batch.into_iter().zip(results) {
-            // A caller that gave up (its request was dropped) no longer listens.
-            let _ = job.reply.send(result);
+        if batch.is_empty() {
+            continue;
         }
+        let (writes, replies): (Vec<Write>, Vec<_>) = batch.into_iter().unzip();
+        let results = execute(conn, &writes);
+        for (reply, result) in replies.into_iter().zip(results) {
+            // A caller that gave up (its request was dropped) no longer listens.
+            let _ = reply.send(result);
+        }
+        reset_log_if_large(conn, wal);
+    }
+}
+
+/// Resets the write-ahead log once it has grown past [`WAL_RESET_BYTES`]: no write runs while
+/// the writer does this, so the log is copied completely and starts again from nothing.
+fn reset_log_if_large(conn: &mut SqliteConnection, wal: &std::path::Path) {
+    let size = std::fs::metadata(wal).map_or(0, |m| m.len());
+    if size < WAL_RESET_BYTES {
+        return;
+    }
+    if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(error = %e, wal_bytes = size, "could not reset the write-ahead log");
     }
 }
 
 type Outcomes = Vec<Result<Written, RepositoryError>>;
 
-/// Runs a batch in one transaction; the results line up with the jobs.
-fn execute(conn: &mut SqliteConnection, batch: &[Job]) -> Outcomes {
+/// Runs a batch in one transaction; the results line up with the writes.
+fn execute(conn: &mut SqliteConnection, batch: &[Write]) -> Outcomes {
     match attempt(conn, batch, false) {
         Ok(results) => results,
         // A write failed: run the batch again, isolating each write in a savepoint.
         Err(_) => attempt(conn, batch, true).unwrap_or_else(|e| {
+            // The transaction itself failed (BEGIN or COMMIT): a disk that is full, a file
+            // that became read-only, a lock held too long. Nothing was written.
+            tracing::warn!(error = %e, writes = batch.len(), "sqlite batch failed");
+            let message = e.to_string();
             batch
                 .iter()
-                .map(|_| Err(RepositoryError::Unavailable(format!("sqlite: {e}").into())))
+                .map(|_| Err(RepositoryError::Unavailable(message.clone().into())))
                 .collect()
         }),
     }
@@ -118,25 +180,25 @@ fn execute(conn: &mut SqliteConnection, batch: &[Job]) -> Outcomes {
 /// returned; with them, a failing write is rolled back alone and reported in its result.
 fn attempt(
     conn: &mut SqliteConnection,
-    batch: &[Job],
+    batch: &[Write],
     savepoints: bool,
 ) -> Result<Outcomes, diesel::result::Error> {
     conn.batch_execute("BEGIN IMMEDIATE")?;
     let outcome = (|| {
         let mut results = Vec::with_capacity(batch.len());
-        for job in batch {
+        for write in batch {
             if !savepoints {
-                results.push(Ok(ops::sqlite::apply(conn, &job.write)?));
+                results.push(Ok(ops::sqlite::apply(conn, write)?));
                 continue;
             }
             conn.batch_execute("SAVEPOINT job")?;
-            let result = ops::sqlite::apply(conn, &job.write);
+            let result = ops::sqlite::apply(conn, write);
             if result.is_ok() {
                 conn.batch_execute("RELEASE job")?;
             } else {
                 conn.batch_execute("ROLLBACK TO job; RELEASE job")?;
             }
-            results.push(result.map_err(|e| RepositoryError::Backend(Box::new(e))));
+            results.push(result.map_err(super::classify));
         }
         conn.batch_execute("COMMIT")?;
         Ok(results)
@@ -156,11 +218,6 @@ mod tests {
     use orchestrator_core::{
         Description, FeatureId, Metadata, TransitionContext, Trigger, Workflow,
     };
-
-    fn job(write: Write) -> (Job, oneshot::Receiver<Result<Written, RepositoryError>>) {
-        let (reply, answer) = oneshot::channel();
-        (Job { write, reply }, answer)
-    }
 
     fn create(name: &str) -> (Workflow, Write) {
         let (workflow, first) = Workflow::start(
@@ -221,14 +278,13 @@ mod tests {
         let (_, create_a_again) = create("a");
         let (_, create_b) = create("b");
         let batch = vec![
-            job(create_a),
-            job(create_a_again),
-            job(commit(&a, 1)),
-            job(commit(&a, 1)), // the same version again: loses
-            job(create_b),
+            create_a,
+            create_a_again,
+            commit(&a, 1),
+            commit(&a, 1), // the same version again: loses
+            create_b,
         ];
-        let (jobs, _answers): (Vec<Job>, Vec<_>) = batch.into_iter().unzip();
-        let results = execute(&mut conn, &jobs);
+        let results = execute(&mut conn, &batch);
         assert!(matches!(results[0], Ok(Written::Done)));
         assert!(matches!(
             results[1],
@@ -257,10 +313,7 @@ mod tests {
         if let Write::Commit { history, .. } = &mut broken {
             history.seq = 1;
         }
-        let (jobs, _answers): (Vec<Job>, Vec<_>) = vec![job(create_a), job(broken), job(create_b)]
-            .into_iter()
-            .unzip();
-        let results = execute(&mut conn, &jobs);
+        let results = execute(&mut conn, &[create_a, broken, create_b]);
         assert!(matches!(results[0], Ok(Written::Done)));
         assert!(
             matches!(results[1], Err(RepositoryError::Backend(_))),

@@ -37,7 +37,7 @@ pub async fn create_consultation(
     body: Incoming,
 ) -> Result<HttpResponse> {
     let id = feature_id(id)?;
-    let request: ConsultRequest = read_json(headers, body).await?;
+    let request: ConsultRequest = read_json(headers, body, app.bodies()).await?;
     let consult = Consult::try_from(request)?;
     let consultation = app.orchestrator().consult(&id, consult).await?;
     Ok(json_response(StatusCode::CREATED, &consultation))

@@ -49,6 +49,36 @@ impl HubProbe {
     }
 }
 
+/// How long a storage probe's result is reused: `/health` is public, and each probe writes.
+const DATABASE_PROBE_TTL: Duration = Duration::from_secs(1);
+
+/// The last storage probe — a read and a write through the same path as every request's —
+/// and when it was made. One probe runs at a time; callers meanwhile wait for it.
+#[derive(Debug, Default)]
+pub struct DatabaseProbe(tokio::sync::Mutex<Option<(Instant, HealthCheck)>>);
+
+impl DatabaseProbe {
+    async fn check(&self, app: &App) -> HealthCheck {
+        let mut last = self.0.lock().await;
+        if let Some((at, check)) = last.as_ref()
+            && at.elapsed() < DATABASE_PROBE_TTL
+        {
+            return check.clone();
+        }
+        let probe = app.orchestrator().repository().ping();
+        let check = match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, probe).await {
+            Ok(Ok(())) => ok_check(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "database health check failed");
+                error_check("the database cannot be read or written")
+            }
+            Err(_) => error_check("the database did not answer in time"),
+        };
+        *last = Some((Instant::now(), check.clone()));
+        check
+    }
+}
+
 /// What this service is and where to look next.
 #[utoipa::path(
     get, path = "/", tag = "service", operation_id = "get_service_info",
@@ -78,19 +108,7 @@ pub async fn get_service_info() -> Result<HttpResponse> {
     ),
 )]
 pub async fn get_health(app: &App) -> Result<HttpResponse> {
-    let database = match tokio::time::timeout(
-        DATABASE_PROBE_TIMEOUT,
-        app.orchestrator().repository().ping(),
-    )
-    .await
-    {
-        Ok(Ok(())) => ok_check(),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "database health check failed");
-            error_check("database unreachable")
-        }
-        Err(_) => error_check("database did not answer in time"),
-    };
+    let database = app.database_probe().check(app).await;
     let agent_hub = app.hub_probe().check(app).await;
     let (status, code) = match (database.status == "ok", agent_hub.status == "ok") {
         (false, _) => (HealthStatus::Unhealthy, StatusCode::SERVICE_UNAVAILABLE),

@@ -49,7 +49,7 @@ pub async fn create_workflow(
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<HttpResponse> {
-    let request: StartWorkflowRequest = read_json(headers, body).await?;
+    let request: StartWorkflowRequest = read_json(headers, body, app.bodies()).await?;
     let command = StartWorkflow::try_from(request)?;
     tracing::Span::current().record("feature_id", command.feature_id.as_str());
     match app.orchestrator().start(command).await? {
@@ -105,7 +105,7 @@ pub async fn advance_workflow(
     body: Incoming,
 ) -> Result<HttpResponse> {
     let id = feature_id(id)?;
-    let request: AdvanceRequest = read_json(headers, body).await?;
+    let request: AdvanceRequest = read_json(headers, body, app.bodies()).await?;
     let if_match = if_match_version(headers)?;
     let mut command = Advance::try_from(request)?;
     command.expected_version = match (command.expected_version, if_match) {

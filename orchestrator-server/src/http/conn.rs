@@ -1,0 +1,169 @@
+//! The connection's byte stream, seen from below hyper: `EnvelopeIo` gives the answers hyper
+//! writes on its own the same error envelope as every other answer.
+//!
+//! When a request cannot be parsed (a malformed header, a URI over hyper's limit, headers too
+//! large), hyper answers it itself — 400, 414 or 431 with an empty body — and closes the
+//! connection; the service never sees the request. Those answers are recognised here (an error
+//! status with `content-length: 0`, which no handler of ours ever sends) and rewritten into
+//! the envelope, so clients can rely on `{"error": …}` for every failure.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use orchestrator_core::api::{ApiErrorBody, ErrorCode, ErrorEnvelope};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A stream whose writes pass through unchanged, except hyper's own bodiless error answers.
+pub struct EnvelopeIo<T> {
+    inner: T,
+    /// A rewritten answer still being written, and how much of it is out.
+    pending: Option<(Vec<u8>, usize)>,
+}
+
+impl<T> EnvelopeIo<T> {
+    /// Wraps a connection's stream.
+    pub fn new(inner: T) -> Self {
+        EnvelopeIo {
+            inner,
+            pending: None,
+        }
+    }
+}
+
+/// The envelope answer for hyper's bodiless error head `head`, or `None` for anything else.
+fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&head[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let status = status_line.strip_prefix("HTTP/1.1 ")?.get(..3)?;
+    let (code, message) = match status {
+        "400" => (ErrorCode::BadRequest, "the request is not well-formed HTTP"),
+        "414" => (ErrorCode::UriTooLong, "the request URI is too long"),
+        "431" => (
+            ErrorCode::HeadersTooLarge,
+            "the request headers are too large",
+        ),
+        _ => return None,
+    };
+    let headers: Vec<&str> = lines.collect();
+    if !headers
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case("content-length: 0"))
+    {
+        return None;
+    }
+    let body = serde_json::to_vec(&ErrorEnvelope {
+        error: ApiErrorBody {
+            code,
+            message: message.to_owned(),
+            details: None,
+        },
+    })
+    .ok()?;
+    let mut out = format!("{status_line}\r\n");
+    for header in headers {
+        if !header.to_ascii_lowercase().starts_with("content-length:") {
+            out.push_str(header);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(&format!(
+        "content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&body);
+    Some(bytes)
+}
+
+impl<T: AsyncWrite + Unpin> EnvelopeIo<T> {
+    /// Writes out what is left of a rewritten answer.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.pending {
+            if *written == bytes.len() {
+                self.pending = None;
+                break;
+            }
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for EnvelopeIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for EnvelopeIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        if buf.starts_with(b"HTTP/1.1 4")
+            && let Some(replacement) = rewrite(buf)
+        {
+            // hyper closes the connection after this answer, so nothing follows it; the
+            // replacement takes the place of all of `buf`.
+            // Whatever of it cannot go out now goes out on the flush that follows.
+            this.pending = Some((replacement, 0));
+            if let Poll::Ready(Err(e)) = this.poll_pending(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hypers_bodiless_errors_become_envelopes() {
+        let head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Mon, 30 Nov 2026 12:00:00 GMT\r\n\r\n";
+        let out = String::from_utf8(rewrite(head).unwrap()).unwrap();
+        assert!(out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(out.contains("date: Mon, 30 Nov 2026 12:00:00 GMT\r\n"));
+        assert!(out.contains("content-type: application/json\r\n"));
+        let body = out.split("\r\n\r\n").nth(1).unwrap();
+        let envelope: ErrorEnvelope = serde_json::from_str(body).unwrap();
+        assert_eq!(envelope.error.code, ErrorCode::HeadersTooLarge);
+        assert!(out.contains(&format!("content-length: {}\r\n", body.len())));
+    }
+
+    #[test]
+    fn answers_with_a_body_pass_unchanged() {
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 42\r\n\r\n";
+        assert!(rewrite(ours).is_none());
+        let redirect = b"HTTP/1.1 308 Permanent Redirect\r\ncontent-length: 0\r\n\r\n";
+        assert!(rewrite(redirect).is_none());
+    }
+}
