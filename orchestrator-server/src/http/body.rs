@@ -54,11 +54,15 @@ pub async fn read_json<T: DeserializeOwned>(
     if declared.is_some_and(|len| len > BODY_LIMIT as u64) {
         return Err(too_large);
     }
-    let reserve_kib = declared.map_or(BODY_LIMIT, |len| len as usize).div_ceil(1024).max(1);
+    let reserve_kib = declared
+        .map_or(BODY_LIMIT, |len| len as usize)
+        .div_ceil(1024)
+        .max(1);
     let deadline = tokio::time::Instant::now() + gate.timeout;
     let reservation = tokio::time::timeout_at(
         deadline,
-        gate.budget.acquire_many(u32::try_from(reserve_kib).unwrap_or(u32::MAX)),
+        gate.budget
+            .acquire_many(u32::try_from(reserve_kib).unwrap_or(u32::MAX)),
     )
     .await;
     let _reserved = match reservation {

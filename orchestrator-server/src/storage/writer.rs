@@ -160,47 +160,62 @@ type Outcomes = Vec<Result<Written, RepositoryError>>;
 
 /// Runs a batch in one transaction; the results line up with the writes.
 fn execute(conn: &mut SqliteConnection, batch: &[Write]) -> Outcomes {
-    match attempt(conn, batch, false) {
-        Ok(results) => results,
+    let failed = match attempt(conn, batch, false) {
+        Ok(results) => return results,
         // A write failed: run the batch again, isolating each write in a savepoint.
-        Err(_) => attempt(conn, batch, true).unwrap_or_else(|e| {
-            // The transaction itself failed (BEGIN or COMMIT): a disk that is full, a file
-            // that became read-only, a lock held too long. Nothing was written.
-            tracing::warn!(error = %e, writes = batch.len(), "sqlite batch failed");
-            let message = e.to_string();
-            batch
-                .iter()
-                .map(|_| Err(RepositoryError::Unavailable(message.clone().into())))
-                .collect()
-        }),
-    }
+        Err(Failure::Write(_)) => match attempt(conn, batch, true) {
+            Ok(results) => return results,
+            Err(Failure::Write(e) | Failure::Transaction(e)) => e,
+        },
+        // The transaction itself failed: trying again at once would fail the same way.
+        Err(Failure::Transaction(e)) => e,
+    };
+    // A disk that is full, a file that became read-only, a lock held too long. Nothing of
+    // the batch was written.
+    tracing::warn!(error = %failed, writes = batch.len(), "sqlite batch failed");
+    let message = failed.to_string();
+    batch
+        .iter()
+        .map(|_| Err(RepositoryError::Unavailable(message.clone().into())))
+        .collect()
 }
 
-/// One try at a batch. Without savepoints, any database error rolls back everything and is
-/// returned; with them, a failing write is rolled back alone and reported in its result.
+/// Why a try at a batch failed as a whole.
+enum Failure {
+    /// `BEGIN` or `COMMIT` (or a savepoint statement) failed.
+    Transaction(diesel::result::Error),
+    /// A write failed, with no savepoint to contain it.
+    Write(diesel::result::Error),
+}
+
+/// One try at a batch. Without savepoints, a failing write rolls back everything; with them,
+/// a failing write is rolled back alone and reported in its result.
 fn attempt(
     conn: &mut SqliteConnection,
     batch: &[Write],
     savepoints: bool,
-) -> Result<Outcomes, diesel::result::Error> {
-    conn.batch_execute("BEGIN IMMEDIATE")?;
+) -> Result<Outcomes, Failure> {
+    conn.batch_execute("BEGIN IMMEDIATE")
+        .map_err(Failure::Transaction)?;
     let outcome = (|| {
         let mut results = Vec::with_capacity(batch.len());
         for write in batch {
             if !savepoints {
-                results.push(Ok(ops::sqlite::apply(conn, write)?));
+                results.push(Ok(ops::sqlite::apply(conn, write).map_err(Failure::Write)?));
                 continue;
             }
-            conn.batch_execute("SAVEPOINT job")?;
+            conn.batch_execute("SAVEPOINT job")
+                .map_err(Failure::Transaction)?;
             let result = ops::sqlite::apply(conn, write);
-            if result.is_ok() {
-                conn.batch_execute("RELEASE job")?;
+            let end = if result.is_ok() {
+                "RELEASE job"
             } else {
-                conn.batch_execute("ROLLBACK TO job; RELEASE job")?;
-            }
+                "ROLLBACK TO job; RELEASE job"
+            };
+            conn.batch_execute(end).map_err(Failure::Transaction)?;
             results.push(result.map_err(super::classify));
         }
-        conn.batch_execute("COMMIT")?;
+        conn.batch_execute("COMMIT").map_err(Failure::Transaction)?;
         Ok(results)
     })();
     if outcome.is_err() {

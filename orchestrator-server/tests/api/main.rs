@@ -7,6 +7,7 @@ mod consultations;
 mod contract;
 mod docs;
 mod durability;
+mod faults;
 mod helpers;
 mod load;
 mod postgres;
