@@ -1,6 +1,6 @@
 //! A stand-in Agent Hub on `http://localhost:8001`, so the whole system runs on one machine.
 //!
-//! It speaks the hub's API as AGENT_HUB.md describes it (sessions, `/ask/{topic}`,
+//! It speaks the hub's API as the deployed hub speaks it (sessions, `/ask/{topic}`,
 //! escalations, health), quirks included. Confidence is scripted: a question containing
 //! `[confidence=NN]` gets NN, any other 90, so `security` questions (threshold 95) are
 //! escalated to a human. Answer an escalation as a reviewer would:

@@ -63,6 +63,10 @@ struct Args {
     /// A short run for CI: 200 workflows, 1 s per phase, concurrency 1 and 8.
     #[arg(long)]
     smoke: bool,
+    /// Instead of the phases: advances only, at the first concurrency level, for this many
+    /// seconds, reported minute by minute with the largest write-ahead log seen (SQLite).
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<f64>,
 }
 
 #[tokio::main]
@@ -132,6 +136,19 @@ async fn main() -> anyhow::Result<()> {
     );
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
 
+    if let Some(seconds) = args.soak {
+        let wal =
+            (!database_url.starts_with("postgres")).then(|| scratch.path().join("bench.db-wal"));
+        let clients = args.concurrency.first().copied().unwrap_or(32);
+        let failures = soak(address, &server, clients, seconds, args.workflows, wal).await?;
+        let _ = server.kill();
+        let _ = server.wait();
+        if failures > 0 {
+            bail!("{failures} requests failed");
+        }
+        return Ok(());
+    }
+
     println!();
     println!(
         "| operation | clients | requests | per second | p50 ms | p99 ms | p99.9 ms | max ms | errors | server peak RSS MiB |"
@@ -188,6 +205,87 @@ async fn main() -> anyhow::Result<()> {
         bail!("{failures} requests failed");
     }
     Ok(())
+}
+
+/// Advances at `clients` for `seconds`, one line per minute: throughput, latency, the largest
+/// write-ahead log seen in that minute, the server's peak RSS. Returns the failed requests.
+async fn soak(
+    address: SocketAddr,
+    server: &Child,
+    clients: usize,
+    seconds: f64,
+    workflows: usize,
+    wal: Option<PathBuf>,
+) -> anyhow::Result<usize> {
+    println!("- soak: advances at {clients} clients for {seconds:.0} s");
+    println!();
+    println!(
+        "| minute | advances/s | p50 ms | p99 ms | errors | largest WAL MiB | server peak RSS MiB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let next_trigger: Arc<Vec<AtomicU8>> =
+        Arc::new((0..workflows).map(|_| AtomicU8::new(0)).collect());
+    let largest_wal = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = wal.map(|path| {
+        let largest = largest_wal.clone();
+        tokio::spawn(async move {
+            loop {
+                let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+                largest.fetch_max(size, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    });
+    let mut failures = 0;
+    let mut rates = Vec::new();
+    let mut remaining = seconds;
+    let mut minute = 0;
+    while remaining > 0.0 {
+        let chunk = remaining.min(60.0);
+        remaining -= chunk;
+        minute += 1;
+        largest_wal.store(0, Ordering::Relaxed);
+        reset_peak_rss(server.id());
+        let report = run(
+            address,
+            Operation::Advance,
+            clients,
+            chunk,
+            workflows,
+            next_trigger.clone(),
+        )
+        .await?;
+        let wal_mib = largest_wal.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0);
+        println!(
+            "| {minute} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            report.per_second,
+            report.percentile(0.50),
+            report.percentile(0.99),
+            report.errors,
+            if sampler.is_some() {
+                format!("{wal_mib:.1}")
+            } else {
+                "-".to_owned()
+            },
+            peak_rss_mib(server.id()).map_or("-".to_owned(), |r| format!("{r:.1}")),
+        );
+        if let Some(sample) = &report.first_error {
+            eprintln!("first error (minute {minute}): {sample}");
+        }
+        failures += report.errors;
+        rates.push(report.per_second);
+    }
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
+    if let (Some(first), Some(last)) = (rates.first(), rates.last()) {
+        println!();
+        println!(
+            "- last minute's throughput is {:.1}% of the first's",
+            last / first * 100.0
+        );
+    }
+    Ok(failures)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

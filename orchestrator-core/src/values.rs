@@ -1,6 +1,6 @@
 //! Validated values: each is built only by parsing, so holding one proves it obeys its rule.
 //!
-//! Limits are those of SPEC §2. A broken rule is a [`ValidationError`] naming the field.
+//! Limits are the product's field rules (docs/API.md). A broken rule is a [`ValidationError`] naming the field.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,6 +1,6 @@
 //! Property test of the whole life cycle: random trigger sequences, refused triggers and
 //! stale expected versions, driven through `Orchestrator` over the in-memory repository and
-//! checked against a deliberately dumb reference model: the SPEC §2 table, written out again.
+//! checked against a deliberately dumb reference model: the product's transition table, written out again.
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state
 use Trigger::*;
 use WorkflowState::*;
 
-/// The table of SPEC §2, restated independently of the library's `TRANSITIONS`.
+/// The transition table as the product defines it, restated independently of the library's `TRANSITIONS`.
 fn spec_table(state: WorkflowState, trigger: Trigger) -> Option<WorkflowState> {
     match (state, trigger) {
         (Idle, Start) => Some(Phase1),

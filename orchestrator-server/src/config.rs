@@ -1,4 +1,4 @@
-//! `Config`: every setting, from flags or the environment (SPEC §6). Parsed only in `main`
+//! `Config`: every setting, from flags or the environment (README, "Configuration"). Parsed only in `main`
 //! and passed down by value; no other module reads the environment.
 
 use std::fmt;

@@ -1,5 +1,5 @@
 //! `ApiError`: every way a request can fail, and the one mapping from failure to status and
-//! error envelope (SPEC §3).
+//! error envelope (docs/API.md, "Errors").
 //!
 //! Internal failures are logged here, once, and their text never reaches the client.
 

@@ -1,4 +1,4 @@
-//! A stand-in Agent Hub: AGENT_HUB.md's endpoints served by hyper, with scripted confidence,
+//! A stand-in Agent Hub: the deployed hub's endpoints served by hyper, with scripted confidence,
 //! for running the whole system on one machine and for tests. Not part of the product path:
 //! it exists only with the `stand-in-hub` feature.
 //!

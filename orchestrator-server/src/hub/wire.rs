@@ -1,4 +1,4 @@
-//! The Agent Hub's JSON, as AGENT_HUB.md describes it, quirks included: naive timestamps,
+//! The Agent Hub's JSON, as the deployed hub speaks it, quirks included: naive timestamps,
 //! three error shapes. Written once for the HTTP client and the stand-in hub.
 
 use chrono::{DateTime, NaiveDateTime, Utc};

@@ -348,3 +348,48 @@ async fn migrate_postgres(pool: &PgPool) -> Result<(), StorageError> {
     unlocked.map_err(|e| StorageError::Migrate(e.to_string()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_bounds_are_added_to_a_postgres_url_unless_set() {
+        let url = with_timeouts("postgres://u@h/db");
+        assert!(
+            url.starts_with("postgres://u@h/db?connect_timeout=5&"),
+            "{url}"
+        );
+        assert!(
+            url.contains("options=-c%20statement_timeout%3D5000"),
+            "{url}"
+        );
+        let own = with_timeouts("postgres://u@h/db?connect_timeout=1&sslmode=disable");
+        assert!(
+            own.contains("connect_timeout=1&sslmode=disable&keepalives_idle"),
+            "{own}"
+        );
+        assert_eq!(own.matches("connect_timeout").count(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres_sessions_carry_the_statement_timeout() {
+        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+            return;
+        };
+        let mut conn =
+            <AsyncPgConnection as diesel_async::AsyncConnection>::establish(&with_timeouts(&url))
+                .await
+                .expect("TEST_DATABASE_URL is reachable");
+        #[derive(diesel::QueryableByName)]
+        struct Setting {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            statement_timeout: String,
+        }
+        let setting: Setting = diesel::sql_query("SHOW statement_timeout")
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(setting.statement_timeout, "5s");
+    }
+}
