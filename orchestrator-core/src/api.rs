@@ -154,7 +154,9 @@ impl StartWorkflowRequest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdvanceRequest {
-    /// `start`, `agent_complete`, `human_approved`, `human_rejected` or `cancel`.
+    /// `start`, `agent_complete`, `human_approved`, `human_rejected` or `cancel`; anything
+    /// else is 400 `VALIDATION_ERROR` (a string here, so the server can say which field broke).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::state::Trigger))]
     pub trigger: String,
     /// Who triggers it, at most 128 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,17 +1,34 @@
-//! The OpenAPI document, generated from the handlers' annotations and core's wire types.
+//! The OpenAPI document: what the server answers, status by status, for the auth mode it runs in.
+//!
+//! The handlers' `#[utoipa::path]` annotations give each operation's parameters, request body
+//! and successful answers (with examples). [`ApiDoc::for_server`] adds what no single handler
+//! decides, from the tables below:
+//!
+//! - the field rules of SPEC §2 as JSON-schema keywords ([`field_rules`]), so data valid per
+//!   the schema is accepted and data invalid per the schema is refused;
+//! - every error an operation can answer ([`operation_errors`] plus the errors every
+//!   operation, every body and every storage access can meet), grouped by status, each status
+//!   with its codes as an `enum` and one example per code;
+//! - the bearer scheme and 401 on protected operations when a token is configured, neither
+//!   when the server is open;
+//! - links from a created workflow to the operations on it, for clients and stateful fuzzers.
 
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use std::collections::BTreeMap;
+
+use orchestrator_core::api::ErrorCode;
+use serde_json::{Map, Value, json};
+use utoipa::OpenApi;
 
 use super::handlers::{consultations, system, workflows};
 
-/// The API's OpenAPI 3 document.
+/// What the handlers' annotations say; [`ApiDoc::for_server`] completes it.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Orchestrator",
         description = "Carries each feature through IDLE → PHASE_1 → GATE_1 → PHASE_2 → DONE. \
-                       Every error answers `{\"error\": {\"code\", \"message\", \"details\"?}}`.",
+                       Every error answers `{\"error\": {\"code\", \"message\", \"details\"?}}`; \
+                       each operation lists the codes it can answer, with an example of each.",
     ),
     paths(
         workflows::create_workflow,
@@ -26,25 +43,890 @@ use super::handlers::{consultations, system, workflows};
         system::get_health,
         system::get_metrics,
     ),
-    components(schemas(orchestrator_core::api::ErrorCode)),
-    modifiers(&BearerAuth),
+    components(schemas(
+        orchestrator_core::api::ErrorEnvelope,
+        orchestrator_core::api::ApiErrorBody,
+        orchestrator_core::api::ErrorCode,
+        orchestrator_core::WorkflowState,
+        orchestrator_core::Trigger,
+    )),
     tags(
         (name = "workflows", description = "feature workflows and their history"),
         (name = "consultations", description = "questions to the Agent Hub's experts, kept per workflow"),
         (name = "service", description = "service info, health, metrics"),
     ),
 )]
+struct Annotated;
+
+/// The API's OpenAPI 3.1 document.
 pub struct ApiDoc;
 
-/// Declares the bearer scheme used when `ORCHESTRATOR_API_TOKEN` is set.
-struct BearerAuth;
+impl ApiDoc {
+    /// The document of a server that requires a bearer token (`auth_required`) or is open, as
+    /// JSON. (It is not read back into `utoipa::openapi::OpenApi`, whose schema model cannot
+    /// hold every JSON-schema keyword used here.)
+    pub fn for_server(auth_required: bool) -> Value {
+        // The annotated document is made of plain data; it always serialises.
+        let mut doc = serde_json::to_value(Annotated::openapi()).unwrap_or_else(|_| json!({}));
+        apply_field_rules(&mut doc);
+        let operations: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .into_iter()
+            .flat_map(|paths| {
+                paths.iter().flat_map(|(path, item)| {
+                    item.as_object()
+                        .into_iter()
+                        .flat_map(|item| item.keys())
+                        .map(move |method| (path.clone(), method.clone()))
+                })
+            })
+            .collect();
+        for (path, method) in operations {
+            let operation = &mut doc["paths"][&path][&method];
+            complete_operation(operation, auth_required);
+        }
+        if auth_required {
+            doc["components"]["securitySchemes"] = json!({
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the value of ORCHESTRATOR_API_TOKEN"
+                }
+            });
+        }
+        doc
+    }
+}
 
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+/// Operations anyone may call even when a token is configured (`Route::is_public`).
+const PUBLIC_OPERATIONS: [&str; 2] = ["get_health", "get_metrics"];
+
+/// Operations that answer without touching storage, or (health, metrics) that turn a storage
+/// failure into their own answer instead of `DATABASE_UNAVAILABLE`.
+const NO_STORAGE_ERRORS: [&str; 3] = ["get_service_info", "get_health", "get_metrics"];
+
+/// The errors an operation answers because of what it does; those of every operation, of
+/// every body and of storage are added by [`complete_operation`].
+fn operation_errors(operation_id: &str) -> &'static [ErrorCode] {
+    use ErrorCode::*;
+    match operation_id {
+        "create_workflow" => &[ValidationError, WorkflowAlreadyExists],
+        // `GET /workflow/start` is the start route's path, which serves POST only.
+        "get_workflow" => &[ValidationError, WorkflowNotFound, MethodNotAllowed],
+        "get_history" | "list_consultations" => &[ValidationError, WorkflowNotFound],
+        "advance_workflow" => &[
+            ValidationError,
+            WorkflowNotFound,
+            InvalidTransition,
+            VersionConflict,
+            GateBlocked,
+            AgentHubError,
+            AgentHubUnavailable,
+        ],
+        "list_workflows" => &[ValidationError],
+        "create_consultation" => &[
+            ValidationError,
+            WorkflowNotFound,
+            WorkflowNotActive,
+            AgentHubError,
+            AgentHubUnavailable,
+        ],
+        _ => &[],
+    }
+}
+
+/// Errors any request can meet: hyper's own answers to malformed HTTP, a bug, no answer in time.
+const EVERY_OPERATION: [ErrorCode; 5] = [
+    ErrorCode::BadRequest,
+    ErrorCode::UriTooLong,
+    ErrorCode::HeadersTooLarge,
+    ErrorCode::Internal,
+    ErrorCode::ServiceUnavailable,
+];
+
+/// Errors of reading a JSON body.
+const EVERY_BODY: [ErrorCode; 4] = [
+    ErrorCode::InvalidJson,
+    ErrorCode::RequestTimeout,
+    ErrorCode::PayloadTooLarge,
+    ErrorCode::UnsupportedMediaType,
+];
+
+/// Adds the operation's error responses, its security, and its links.
+fn complete_operation(operation: &mut Value, auth_required: bool) {
+    let id = operation["operationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let protected = !PUBLIC_OPERATIONS.contains(&id.as_str());
+    let mut codes: Vec<ErrorCode> = operation_errors(&id).to_vec();
+    if operation.get("requestBody").is_some() {
+        codes.extend(EVERY_BODY);
+    }
+    if !NO_STORAGE_ERRORS.contains(&id.as_str()) {
+        codes.push(ErrorCode::DatabaseUnavailable);
+    }
+    if auth_required && protected {
+        codes.push(ErrorCode::Unauthorized);
+    }
+    codes.extend(EVERY_OPERATION);
+
+    let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
+    for code in codes {
+        let list = by_status.entry(code.status()).or_default();
+        if !list.contains(&code) {
+            list.push(code);
+        }
+    }
+    let mut responses: Map<String, Value> = operation["responses"]
+        .as_object_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    for (status, codes) in by_status {
+        let key = status.to_string();
+        let errors = error_response(&id, &codes);
+        match responses.get_mut(&key) {
+            // /health answers 503 with its own body when the database is down.
+            Some(existing) => merge_alternative_body(existing, errors),
+            None => {
+                responses.insert(key, errors);
+            }
+        }
+    }
+    // Statuses in ascending order read best.
+    let mut sorted: Vec<(String, Value)> = responses.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    operation["responses"] = Value::Object(sorted.into_iter().collect());
+
+    if let Some(operation) = operation.as_object_mut() {
+        operation.remove("security");
+    }
+    if auth_required && protected {
+        operation["security"] = json!([{ "bearer": [] }]);
+    }
+
+    if id == "create_workflow" {
+        for status in ["200", "201"] {
+            operation["responses"][status]["links"] = links_from_workflow();
+        }
+    }
+    if id == "advance_workflow" || id == "get_workflow" {
+        operation["responses"]["200"]["links"] = links_from_workflow();
+    }
+}
+
+/// The operations on a workflow, reachable from any answer that carries one.
+fn links_from_workflow() -> Value {
+    let on = |operation: &str, description: &str| {
+        json!({
+            "operationId": operation,
+            "parameters": { "feature_id": "$response.body#/feature_id" },
+            "description": description,
+        })
+    };
+    json!({
+        "GetWorkflow": on("get_workflow", "read the workflow"),
+        "AdvanceWorkflow": on("advance_workflow", "apply a trigger to the workflow"),
+        "GetHistory": on("get_history", "the workflow's transitions"),
+        "ListConsultations": on("list_consultations", "the workflow's consultations"),
+        "CreateConsultation": on("create_consultation", "ask the Agent Hub for the workflow"),
+    })
+}
+
+/// One status's error response: its codes, an example of each.
+fn error_response(operation_id: &str, codes: &[ErrorCode]) -> Value {
+    let names: Vec<Value> = codes.iter().map(|c| code_name(*c)).collect();
+    let description = codes
+        .iter()
+        .map(|c| format!("`{}`: {}", name_str(*c), when(*c)))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut examples = Map::new();
+    for code in codes {
+        examples.insert(
+            name_str(*code),
+            json!({ "summary": when(*code), "value": error_example(operation_id, *code) }),
         );
+    }
+    let mut response = json!({
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "allOf": [
+                        { "$ref": "#/components/schemas/ErrorEnvelope" },
+                        {
+                            "type": "object",
+                            "properties": {
+                                "error": {
+                                    "type": "object",
+                                    "properties": { "code": { "enum": names } }
+                                }
+                            }
+                        }
+                    ]
+                },
+                "examples": examples,
+            }
+        }
+    });
+    if codes.contains(&ErrorCode::MethodNotAllowed) {
+        response["headers"] = json!({
+            "Allow": {
+                "description": "the methods the path serves",
+                "required": true,
+                "schema": { "type": "string" },
+                "example": "POST",
+            }
+        });
+    }
+    if codes.contains(&ErrorCode::Unauthorized) {
+        response["headers"] = json!({
+            "WWW-Authenticate": {
+                "description": "the scheme to authenticate with",
+                "required": true,
+                "schema": { "type": "string", "enum": ["Bearer"] },
+                "example": "Bearer",
+            }
+        });
+    }
+    response
+}
+
+/// Adds an error body as an alternative to a response that has a body of its own.
+fn merge_alternative_body(existing: &mut Value, errors: Value) {
+    let error_content = &errors["content"]["application/json"];
+    let content = &mut existing["content"]["application/json"];
+    let own = content["schema"].take();
+    content["schema"] = json!({ "oneOf": [own, error_content["schema"]] });
+    let mut examples = Map::new();
+    if let Some(single) = content.as_object_mut().and_then(|c| c.remove("example")) {
+        examples.insert(
+            "answer".to_owned(),
+            json!({ "summary": "the answer", "value": single }),
+        );
+    }
+    if let Some(own) = content["examples"].as_object() {
+        examples.extend(own.clone());
+    }
+    if let Some(extra) = error_content["examples"].as_object() {
+        examples.extend(extra.clone());
+    }
+    content["examples"] = Value::Object(examples);
+    existing["description"] = json!(format!(
+        "{}; or an error: {}",
+        existing["description"].as_str().unwrap_or_default(),
+        errors["description"].as_str().unwrap_or_default()
+    ));
+}
+
+fn code_name(code: ErrorCode) -> Value {
+    serde_json::to_value(code).unwrap_or(Value::Null)
+}
+
+fn name_str(code: ErrorCode) -> String {
+    code_name(code).as_str().unwrap_or_default().to_owned()
+}
+
+/// When the server answers `code`, in a few words.
+fn when(code: ErrorCode) -> &'static str {
+    use ErrorCode::*;
+    match code {
+        ValidationError => "a field or parameter breaks a rule; details[0] names it",
+        InvalidJson => "the body is not JSON, or not this endpoint's shape",
+        UnsupportedMediaType => "the body was sent without a JSON content type",
+        PayloadTooLarge => "the body is over 256 KiB",
+        Unauthorized => "the bearer token is missing or wrong",
+        NotFound => "no such route",
+        MethodNotAllowed => "the path is POST /workflow/start's (feature id `start`)",
+        WorkflowNotFound => "no workflow has this feature id",
+        WorkflowAlreadyExists => "the feature id has a workflow and use_existing was not set",
+        InvalidTransition => "the trigger is not allowed in the current state",
+        VersionConflict => "the workflow is not at the expected version",
+        GateBlocked => "human_approved while a consultation awaits a human",
+        WorkflowNotActive => "the workflow is IDLE or DONE",
+        AgentHubUnavailable => "the Agent Hub cannot be reached or did not answer in time",
+        AgentHubError => "the Agent Hub answered with an error or garbage",
+        DatabaseUnavailable => "storage cannot be reached or refuses to write",
+        BadRequest => "the request is not well-formed HTTP",
+        RequestTimeout => "the body did not arrive in time",
+        UriTooLong => "the request URI is too long",
+        HeadersTooLarge => "the request headers are too large",
+        ServiceUnavailable => "the request could not be answered in time; retry later",
+        Internal => "a bug; the log has the detail",
+        Unknown => "a code of a newer server",
+    }
+}
+
+/// An error envelope as the server writes it for `code` on `operation_id`.
+fn error_example(operation_id: &str, code: ErrorCode) -> Value {
+    use ErrorCode::*;
+    let envelope = |message: &str, details: Option<Vec<&str>>| {
+        let mut error = json!({ "code": code_name(code), "message": message });
+        if let Some(details) = details {
+            error["details"] = json!(details);
+        }
+        json!({ "error": error })
+    };
+    let id = examples::FEATURE_ID;
+    match code {
+        ValidationError => {
+            let (field, rule): (&str, String) = match operation_id {
+                "advance_workflow" => (
+                    "trigger",
+                    "unknown trigger 'finish' (expected one of start, agent_complete, \
+                     human_approved, human_rejected, cancel)"
+                        .to_owned(),
+                ),
+                "list_workflows" => ("limit", "must be 1-500".to_owned()),
+                "create_consultation" => ("question", "must be 10-10000 characters".to_owned()),
+                _ => (
+                    "feature_id",
+                    "must be 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+                        .to_owned(),
+                ),
+            };
+            let detail = format!("{field}: {rule}");
+            envelope(&detail, Some(vec![&detail]))
+        }
+        InvalidJson => envelope(
+            "request body is not valid JSON for this endpoint",
+            Some(vec!["expected value at line 1 column 1"]),
+        ),
+        UnsupportedMediaType => envelope(
+            "request body must be sent with Content-Type: application/json",
+            None,
+        ),
+        PayloadTooLarge => envelope("request body is larger than 262144 bytes", None),
+        Unauthorized => envelope("missing or invalid bearer token", None),
+        NotFound => envelope("no route for /nope", None),
+        MethodNotAllowed => envelope("method GET is not allowed here; allowed: POST", None),
+        WorkflowNotFound => envelope(&format!("workflow '{id}' not found"), None),
+        WorkflowAlreadyExists => envelope(&format!("workflow '{id}' already exists"), None),
+        InvalidTransition => envelope(
+            "trigger 'human_approved' is not allowed in state PHASE_1",
+            Some(vec![
+                "state: PHASE_1",
+                "allowed_triggers: agent_complete, cancel",
+            ]),
+        ),
+        VersionConflict => envelope(
+            "version conflict: expected 2, current 3",
+            Some(vec!["expected_version: 2", "current_version: 3"]),
+        ),
+        GateBlocked => envelope(
+            "the gate is blocked by 1 consultation(s) awaiting a human",
+            Some(vec!["esc-7f3a"]),
+        ),
+        WorkflowNotActive => envelope(
+            &format!("workflow '{id}' is DONE; consultations need PHASE_1, GATE_1 or PHASE_2"),
+            Some(vec!["state: DONE"]),
+        ),
+        AgentHubUnavailable => envelope(
+            "the agent hub cannot be reached or did not answer in time",
+            Some(vec![
+                "error sending request for url (http://localhost:8001/api/v1/sessions)",
+            ]),
+        ),
+        AgentHubError => envelope(
+            "the agent hub answered with an error",
+            Some(vec!["agent hub error: 500 Internal Server Error"]),
+        ),
+        DatabaseUnavailable => envelope("the database is unavailable", None),
+        BadRequest => envelope("the request is not well-formed HTTP", None),
+        RequestTimeout => envelope("the request body did not arrive in time", None),
+        UriTooLong => envelope("the request URI is too long", None),
+        HeadersTooLarge => envelope("the request headers are too large", None),
+        ServiceUnavailable => envelope(
+            "the request could not be answered in time; retry later",
+            None,
+        ),
+        Internal | Unknown => envelope("internal error", None),
+    }
+}
+
+/// Puts the field rules on every schema property and parameter they govern.
+fn apply_field_rules(doc: &mut Value) {
+    let rules = field_rules();
+    let targets: [(&str, &str, &str); 13] = [
+        ("StartWorkflowRequest", "feature_id", "feature_id"),
+        ("StartWorkflowRequest", "description", "description"),
+        ("StartWorkflowRequest", "metadata", "metadata"),
+        ("StartWorkflowRequest", "use_existing", "use_existing"),
+        ("AdvanceRequest", "actor", "actor"),
+        ("AdvanceRequest", "reason", "reason"),
+        ("AdvanceRequest", "metadata", "metadata"),
+        ("AdvanceRequest", "expected_version", "expected_version"),
+        ("ConsultRequest", "topic", "topic"),
+        ("ConsultRequest", "question", "question"),
+        ("ConsultRequest", "context", "context"),
+        ("WorkflowResponse", "feature_id", "feature_id"),
+        ("HistoryResponse", "feature_id", "feature_id"),
+    ];
+    for (schema, property, rule) in targets {
+        let slot = &mut doc["components"]["schemas"][schema]["properties"][property];
+        let description = slot.get("description").cloned();
+        *slot = rules[rule].clone();
+        if let Some(description) = description {
+            slot["description"] = description;
+        }
+    }
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in item.values_mut() {
+            if let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            {
+                for response in responses.values_mut() {
+                    let Some(headers) = response.get_mut("headers").and_then(Value::as_object_mut)
+                    else {
+                        continue;
+                    };
+                    for (name, header) in headers.iter_mut() {
+                        let rule = match name.as_str() {
+                            "ETag" => "etag",
+                            "Location" => "location",
+                            _ => continue,
+                        };
+                        header["schema"] = rules[rule].clone();
+                        header["required"] = json!(true);
+                    }
+                }
+            }
+            let Some(parameters) = operation
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for parameter in parameters {
+                let rule = match parameter["name"].as_str().unwrap_or_default() {
+                    "feature_id" => "feature_id",
+                    "If-Match" => "if_match",
+                    "state" => "state",
+                    "limit" => "limit",
+                    "cursor" => "cursor",
+                    _ => continue,
+                };
+                parameter["schema"] = rules[rule].clone();
+            }
+        }
+    }
+}
+
+/// Control characters free text may not hold: all but tab, line feed and carriage return.
+const TEXT_CHAR: &str = r"[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]";
+/// A character of free text that is not white space.
+const TEXT_NON_SPACE: &str = r"[^\s\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]";
+
+/// The rules of SPEC §2 as JSON schemas, by name.
+fn field_rules() -> BTreeMap<&'static str, Value> {
+    let feature_id = json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": orchestrator_core::values::FEATURE_ID_MAX_CHARS,
+        "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        "example": examples::FEATURE_ID,
+    });
+    BTreeMap::from([
+        ("feature_id", feature_id),
+        (
+            "description",
+            json!({
+                "type": "string",
+                "minLength": 1,
+                "maxLength": orchestrator_core::values::DESCRIPTION_MAX_CHARS,
+                "pattern": format!("^{TEXT_CHAR}*{TEXT_NON_SPACE}{TEXT_CHAR}*$"),
+                "example": "Refactor to microservices",
+            }),
+        ),
+        (
+            "actor",
+            json!({
+                "type": ["string", "null"],
+                "maxLength": orchestrator_core::values::ACTOR_MAX_CHARS,
+                "pattern": r"^[^\x00-\x1F\x7F-\x9F]*$",
+                "example": "alice",
+            }),
+        ),
+        (
+            "reason",
+            json!({
+                "type": ["string", "null"],
+                "maxLength": orchestrator_core::values::REASON_MAX_CHARS,
+                "pattern": format!("^{TEXT_CHAR}*$"),
+                "example": "spec reviewed",
+            }),
+        ),
+        (
+            "metadata",
+            json!({
+                "type": ["object", "null"],
+                "additionalProperties": true,
+                "example": { "owner": "platform-team" },
+            }),
+        ),
+        (
+            "use_existing",
+            json!({ "type": ["boolean", "null"], "example": false }),
+        ),
+        (
+            "expected_version",
+            json!({
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "maximum": u64::MAX,
+                "example": 1,
+            }),
+        ),
+        (
+            "topic",
+            json!({
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "pattern": "^[A-Za-z0-9_-]+$",
+                "example": "security",
+            }),
+        ),
+        (
+            "question",
+            json!({
+                "type": "string",
+                "minLength": orchestrator_core::consultation::QUESTION_MIN_CHARS,
+                "maxLength": orchestrator_core::consultation::QUESTION_MAX_CHARS,
+                // At least 10 characters from the first to the last that is not white space.
+                "pattern": format!(
+                    "^{TEXT_CHAR}*{TEXT_NON_SPACE}{TEXT_CHAR}{{8,}}{TEXT_NON_SPACE}{TEXT_CHAR}*$"
+                ),
+                "example": "Is AES-GCM with a per-tenant key sound for backups?",
+            }),
+        ),
+        (
+            "context",
+            json!({
+                "type": ["string", "null"],
+                "maxLength": orchestrator_core::consultation::CONTEXT_MAX_CHARS,
+                "pattern": format!("^{TEXT_CHAR}*$"),
+                "example": "backups are written nightly to object storage",
+            }),
+        ),
+        (
+            "if_match",
+            json!({
+                "type": "string",
+                "pattern": format!("^(\\*|(W/)?(\"{u64}\"|{u64}))$", u64 = u64_decimal()),
+                "example": "\"1\"",
+            }),
+        ),
+        (
+            "state",
+            json!({ "$ref": "#/components/schemas/WorkflowState" }),
+        ),
+        (
+            "etag",
+            json!({ "type": "string", "pattern": "^\"[0-9]+\"$", "example": "\"2\"" }),
+        ),
+        (
+            "location",
+            json!({
+                "type": "string",
+                "pattern": "^/workflow/[A-Za-z0-9][A-Za-z0-9._-]*$",
+                "example": format!("/workflow/{}", examples::FEATURE_ID),
+            }),
+        ),
+        (
+            "limit",
+            json!({ "type": "integer", "minimum": 1, "maximum": 500, "default": 50, "example": 50 }),
+        ),
+        (
+            "cursor",
+            json!({
+                "type": "string",
+                "minLength": 6,
+                "maxLength": 175,
+                "pattern": cursor_pattern(),
+                "example": orchestrator_core::api::cursor::encode(
+                    &orchestrator_core::FeatureId::parse(examples::FEATURE_ID)
+                        .unwrap_or_else(|e| panic!("the example feature id is valid: {e}"))
+                ),
+            }),
+        ),
+    ])
+}
+
+/// A regex for the decimal numbers Rust's `u64::from_str` accepts: an optional `+`, any
+/// leading zeros, and a value of at most `u64::MAX`.
+fn u64_decimal() -> String {
+    let max = u64::MAX.to_string();
+    let digits: Vec<u32> = max.chars().filter_map(|c| c.to_digit(10)).collect();
+    let mut alternatives = vec![format!("[0-9]{{1,{}}}", digits.len() - 1)];
+    for (i, digit) in digits.iter().enumerate() {
+        // A smaller digit here, after the same prefix, leaves the rest free. (A first digit
+        // below `1` is a leading zero, which the shorter alternatives cover.)
+        if *digit == 0 || i == 0 {
+            continue;
+        }
+        let rest = digits.len() - i - 1;
+        let lower = if *digit == 1 {
+            "0".to_owned()
+        } else {
+            format!("[0-{}]", digit - 1)
+        };
+        let free = if rest == 0 {
+            String::new()
+        } else {
+            format!("[0-9]{{{rest}}}")
+        };
+        alternatives.push(format!("{}{lower}{free}", &max[..i]));
+    }
+    alternatives.push(max.clone());
+    format!("\\+?0*(?:{})", alternatives.join("|"))
+}
+
+/// The URL-safe base64 alphabet.
+const BASE64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// A regex for exactly the cursors the server accepts: URL-safe base64 without padding of
+/// `v1:` followed by a feature id. `v1:` is three bytes, so it encodes alone (`djE6`) and the
+/// feature id starts on a 3-byte group of its own.
+fn cursor_pattern() -> String {
+    let any = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    let first = |b: u8| b.is_ascii_alphanumeric();
+    let full = |lead: &dyn Fn(u8) -> bool| base64_group(lead, &any, 3);
+    let tail = |lead: &dyn Fn(u8) -> bool, bytes: usize| base64_group(lead, &any, bytes);
+    format!(
+        "^djE6(?:{first_full}(?:{full})*(?:{t1}|{t2})?|{first_t1}|{first_t2})$",
+        first_full = full(&first),
+        full = full(&any),
+        t1 = tail(&any, 1),
+        t2 = tail(&any, 2),
+        first_t1 = tail(&first, 1),
+        first_t2 = tail(&first, 2),
+    )
+}
+
+/// A regex for the base64 of `bytes` (1–3) bytes, the first allowed by `lead`, the others by
+/// `rest`, with the unused bits of a short group zero as the decoder requires.
+fn base64_group(lead: &dyn Fn(u8) -> bool, rest: &dyn Fn(u8) -> bool, bytes: usize) -> String {
+    let class = |sextets: &[u8]| -> String {
+        let chars: String = sextets
+            .iter()
+            .map(|s| match BASE64_URL[usize::from(*s)] {
+                b'-' => "\\-".to_owned(),
+                c => char::from(c).to_string(),
+            })
+            .collect();
+        format!("[{chars}]")
+    };
+    let alternation = |parts: Vec<String>| -> String {
+        if parts.len() == 1 {
+            parts.into_iter().next().unwrap_or_default()
+        } else {
+            format!("(?:{})", parts.join("|"))
+        }
+    };
+    // Third and fourth characters, given the second byte's high nibble: the low nibble `l`
+    // and, with three bytes, the third byte's two top bits `y`, then its six low bits.
+    let after_nibble = |high: u8| -> String {
+        let lows: Vec<u8> = (0..16u8).filter(|l| rest(high << 4 | l)).collect();
+        if bytes == 2 {
+            return class(&lows.iter().map(|l| l << 2).collect::<Vec<_>>());
+        }
+        let mut parts = Vec::new();
+        for y in 0..4u8 {
+            let last: Vec<u8> = (0..64u8).filter(|s| rest(y << 6 | s)).collect();
+            if last.is_empty() {
+                continue;
+            }
+            let third: Vec<u8> = lows.iter().map(|l| l << 2 | y).collect();
+            parts.push(format!("{}{}", class(&third), class(&last)));
+        }
+        alternation(parts)
+    };
+    // Group the first characters by which two low bits of the first byte they leave open.
+    let mut by_low_bits: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for s1 in 0..64u8 {
+        let lows: Vec<u8> = (0..4u8).filter(|x| lead(s1 << 2 | x)).collect();
+        if !lows.is_empty() {
+            by_low_bits.entry(lows).or_default().push(s1);
+        }
+    }
+    let mut parts = Vec::new();
+    for (lows, firsts) in by_low_bits {
+        if bytes == 1 {
+            let second: Vec<u8> = lows.iter().map(|x| x << 4).collect();
+            parts.push(format!("{}{}", class(&firsts), class(&second)));
+            continue;
+        }
+        // Second characters, grouped by what may follow them.
+        let mut by_follow: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for high in 0..16u8 {
+            if !(0..16u8).any(|l| rest(high << 4 | l)) {
+                continue;
+            }
+            let follow = after_nibble(high);
+            let entry = by_follow.entry(follow).or_default();
+            entry.extend(lows.iter().map(|x| x << 4 | high));
+        }
+        let seconds: Vec<String> = by_follow
+            .into_iter()
+            .map(|(follow, mut seconds)| {
+                seconds.sort_unstable();
+                format!("{}{follow}", class(&seconds))
+            })
+            .collect();
+        parts.push(format!("{}{}", class(&firsts), alternation(seconds)));
+    }
+    alternation(parts)
+}
+
+/// Example values shared by the annotations and the error examples.
+pub(crate) mod examples {
+    use serde_json::{Value, json};
+
+    /// The feature every example is about.
+    pub const FEATURE_ID: &str = "008-services-architecture";
+
+    /// A workflow as the API shows it, in `state` at `version`.
+    pub fn workflow(state: &str, version: u64) -> Value {
+        let (percent, time_in_state) = match state {
+            "PHASE_1" => (25, json!({ "PHASE_1": 12 })),
+            "GATE_1" => (50, json!({ "PHASE_1": 3600, "GATE_1": 40 })),
+            "PHASE_2" => (75, json!({ "PHASE_1": 3600, "GATE_1": 900, "PHASE_2": 5 })),
+            _ => (0, json!({})),
+        };
+        json!({
+            "feature_id": FEATURE_ID,
+            "description": "Refactor to microservices",
+            "state": state,
+            "version": version,
+            "progress": { "percent": percent, "rework_count": 0, "time_in_state_seconds": time_in_state },
+            "metadata": { "owner": "platform-team" },
+            "created_at": "2026-11-24T10:00:00.123456Z",
+            "updated_at": "2026-11-24T11:00:00.654321Z",
+            "completed_at": null,
+        })
+    }
+
+    /// `POST /workflow/start`'s body.
+    pub fn start_request() -> Value {
+        json!({
+            "feature_id": FEATURE_ID,
+            "description": "Refactor to microservices",
+            "metadata": { "owner": "platform-team" },
+        })
+    }
+
+    /// `POST /workflow/{feature_id}/advance`'s body.
+    pub fn advance_request() -> Value {
+        json!({
+            "trigger": "agent_complete",
+            "actor": "planner-agent",
+            "reason": "spec and plan written",
+            "expected_version": 1,
+        })
+    }
+
+    /// A history of three transitions.
+    pub fn history() -> Value {
+        let entry = |seq: u64, from: &str, to: &str, trigger: &str, actor: Value, at: &str| {
+            json!({
+                "seq": seq, "from": from, "to": to, "trigger": trigger, "actor": actor,
+                "reason": null, "metadata": {}, "at": at,
+            })
+        };
+        json!({
+            "feature_id": FEATURE_ID,
+            "transitions": [
+                entry(1, "IDLE", "PHASE_1", "start", Value::Null, "2026-11-24T10:00:00.123456Z"),
+                entry(2, "PHASE_1", "GATE_1", "agent_complete", json!("planner-agent"), "2026-11-24T11:00:00.654321Z"),
+                entry(3, "GATE_1", "PHASE_2", "human_approved", json!("alice"), "2026-11-24T11:15:00.000001Z"),
+            ],
+        })
+    }
+
+    /// One page of `GET /workflows`.
+    pub fn list() -> Value {
+        json!({ "items": [workflow("GATE_1", 2)], "next_cursor": "djE6MDA4LXNlcnZpY2VzLWFyY2hpdGVjdHVyZQ" })
+    }
+
+    /// `GET /workflows/summary`.
+    pub fn summary() -> Value {
+        json!({
+            "counts": { "IDLE": 1, "PHASE_1": 3, "GATE_1": 1, "PHASE_2": 2, "DONE": 5 },
+            "total": 12,
+        })
+    }
+
+    /// `POST /workflow/{feature_id}/consultations`' body.
+    pub fn consult_request() -> Value {
+        json!({
+            "topic": "security",
+            "question": "Is AES-GCM with a per-tenant key sound for backups?",
+            "context": "backups are written nightly to object storage",
+        })
+    }
+
+    /// A consultation the hub escalated to a human.
+    pub fn consultation() -> Value {
+        json!({
+            "id": "6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f",
+            "feature_id": FEATURE_ID,
+            "topic": "security",
+            "question": "Is AES-GCM with a per-tenant key sound for backups?",
+            "context": "backups are written nightly to object storage",
+            "answer": "Yes, if nonces never repeat per key.",
+            "rationale": "AES-GCM is standard; nonce reuse breaks it.",
+            "confidence": 62,
+            "status": "pending_human",
+            "escalation_id": "esc-7f3a",
+            "final_answer": null,
+            "human_action": null,
+            "human_response": null,
+            "asked_in_state": "PHASE_1",
+            "created_at": "2026-11-24T10:30:00.000000Z",
+            "updated_at": "2026-11-24T10:30:00.000000Z",
+        })
+    }
+
+    /// `GET /workflow/{feature_id}/consultations`.
+    pub fn consultations() -> Value {
+        json!({ "items": [consultation()] })
+    }
+
+    /// `GET /`.
+    pub fn service_info() -> Value {
+        json!({
+            "service": "orchestrator", "version": crate::VERSION, "docs": "/docs",
+            "redoc": "/redoc", "openapi": "/openapi.json", "health": "/health",
+        })
+    }
+
+    /// `GET /health` when all is well.
+    pub fn health_ok() -> Value {
+        json!({
+            "status": "healthy", "version": crate::VERSION, "service": "orchestrator",
+            "uptime_seconds": 3600,
+            "checks": { "database": { "status": "ok" }, "agent_hub": { "status": "ok" } },
+        })
+    }
+
+    /// `GET /health` when the database is down.
+    pub fn health_down() -> Value {
+        json!({
+            "status": "unhealthy", "version": crate::VERSION, "service": "orchestrator",
+            "uptime_seconds": 3600,
+            "checks": {
+                "database": { "status": "error", "message": "database unreachable" },
+                "agent_hub": { "status": "ok" },
+            },
+        })
     }
 }

@@ -1,6 +1,388 @@
 //! The OpenAPI document and the docs pages, served from memory with no CDN.
 
-use crate::helpers::spawn_app;
+use orchestrator_core::api::ErrorCode;
+use orchestrator_server::http::ApiDoc;
+use serde_json::{Value, json};
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+/// Operations anyone may call with a token configured.
+const PUBLIC: [&str; 2] = ["get_health", "get_metrics"];
+
+/// Every operation of a document: (path, method, operation).
+fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+    let mut all = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            all.push((path.clone(), method.clone(), operation.clone()));
+        }
+    }
+    assert_eq!(all.len(), 11, "every operation is documented");
+    all
+}
+
+fn id_of(operation: &Value) -> &str {
+    operation["operationId"].as_str().expect("operationId")
+}
+
+/// The error codes a response lists, from its schema's `enum`.
+fn codes(response: &Value) -> Vec<String> {
+    let schema = &response["content"]["application/json"]["schema"];
+    let all_of = schema["allOf"]
+        .as_array()
+        .or_else(|| schema["oneOf"][1]["allOf"].as_array())
+        .unwrap_or_else(|| panic!("no error schema in {response}"));
+    all_of[1]["properties"]["error"]["properties"]["code"]["enum"]
+        .as_array()
+        .expect("code enum")
+        .iter()
+        .map(|c| c.as_str().expect("code").to_owned())
+        .collect()
+}
+
+fn status_of(code: &str) -> u16 {
+    serde_json::from_value::<ErrorCode>(json!(code))
+        .expect("a known code")
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_server_documents_no_security_and_no_401() {
+    let app = spawn_app().await;
+    let doc: Value = reqwest::get(app.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc, ApiDoc::for_server(false));
+    assert!(doc["components"]["securitySchemes"].is_null());
+    for (path, method, operation) in operations(&doc) {
+        assert!(operation.get("security").is_none(), "{method} {path}");
+        assert!(
+            operation["responses"].get("401").is_none(),
+            "{method} {path}"
+        );
+    }
+}
+
+#[test]
+fn with_a_token_every_protected_operation_requires_the_bearer_scheme_and_lists_401() {
+    let doc = ApiDoc::for_server(true);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"],
+        json!({"type": "http", "scheme": "bearer", "description": "the value of ORCHESTRATOR_API_TOKEN"})
+    );
+    for (path, method, operation) in operations(&doc) {
+        let responses = &operation["responses"];
+        if PUBLIC.contains(&id_of(&operation)) {
+            assert!(operation.get("security").is_none(), "{method} {path}");
+            assert!(responses.get("401").is_none(), "{method} {path}");
+        } else {
+            // Required, not optional: no empty requirement beside it.
+            assert_eq!(
+                operation["security"],
+                json!([{"bearer": []}]),
+                "{method} {path}"
+            );
+            assert_eq!(
+                codes(&responses["401"]),
+                ["UNAUTHORIZED"],
+                "{method} {path}"
+            );
+            assert_eq!(
+                responses["401"]["headers"]["WWW-Authenticate"]["required"],
+                true
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_refuses_exactly_the_operations_the_document_protects() {
+    let app = spawn_app_with(|c| c.api_token = Some("s3cret".into())).await;
+    let http = reqwest::Client::new();
+    for (path, method, operation) in operations(&ApiDoc::for_server(true)) {
+        let url = app.url(&path.replace("{feature_id}", "f-1"));
+        let request = match method.as_str() {
+            "get" => http.get(&url),
+            "post" => http.post(&url).json(&json!({})),
+            other => panic!("unexpected method {other}"),
+        };
+        let status = request.send().await.unwrap().status().as_u16();
+        let protected = operation.get("security").is_some();
+        assert_eq!(
+            status == 401,
+            protected,
+            "{method} {path} answered {status}"
+        );
+    }
+}
+
+#[test]
+fn every_operation_lists_500_503_and_the_malformed_request_answers() {
+    for auth in [false, true] {
+        for (path, method, operation) in operations(&ApiDoc::for_server(auth)) {
+            let responses = &operation["responses"];
+            let id = id_of(&operation);
+            assert!(
+                codes(&responses["500"]).contains(&"INTERNAL".to_owned()),
+                "{id}"
+            );
+            let unavailable = codes(&responses["503"]);
+            assert!(
+                unavailable.contains(&"SERVICE_UNAVAILABLE".to_owned()),
+                "{id}"
+            );
+            let touches_storage = !matches!(id, "get_service_info" | "get_health" | "get_metrics");
+            assert_eq!(
+                unavailable.contains(&"DATABASE_UNAVAILABLE".to_owned()),
+                touches_storage,
+                "{method} {path}"
+            );
+            assert_eq!(codes(&responses["414"]), ["URI_TOO_LONG"], "{id}");
+            assert_eq!(codes(&responses["431"]), ["HEADERS_TOO_LARGE"], "{id}");
+            assert!(
+                codes(&responses["400"]).contains(&"BAD_REQUEST".to_owned()),
+                "{id}"
+            );
+            if path.contains("{feature_id}") {
+                assert!(
+                    codes(&responses["400"]).contains(&"VALIDATION_ERROR".to_owned()),
+                    "{id}"
+                );
+                assert!(
+                    codes(&responses["404"]).contains(&"WORKFLOW_NOT_FOUND".to_owned()),
+                    "{id}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_operation_with_a_body_lists_400_408_413_and_415() {
+    let doc = ApiDoc::for_server(true);
+    let mut with_body = 0;
+    for (_, _, operation) in operations(&doc) {
+        if operation.get("requestBody").is_none() {
+            continue;
+        }
+        with_body += 1;
+        let responses = &operation["responses"];
+        let id = id_of(&operation);
+        let bad = codes(&responses["400"]);
+        assert!(bad.contains(&"INVALID_JSON".to_owned()), "{id}");
+        assert!(bad.contains(&"VALIDATION_ERROR".to_owned()), "{id}");
+        assert_eq!(codes(&responses["408"]), ["REQUEST_TIMEOUT"], "{id}");
+        assert_eq!(codes(&responses["413"]), ["PAYLOAD_TOO_LARGE"], "{id}");
+        assert_eq!(codes(&responses["415"]), ["UNSUPPORTED_MEDIA_TYPE"], "{id}");
+    }
+    assert_eq!(with_body, 3);
+}
+
+#[test]
+fn advance_lists_every_conflict_and_the_hub_failures() {
+    let doc = ApiDoc::for_server(false);
+    let responses = &doc["paths"]["/workflow/{feature_id}/advance"]["post"]["responses"];
+    assert_eq!(
+        codes(&responses["409"]),
+        ["INVALID_TRANSITION", "VERSION_CONFLICT", "GATE_BLOCKED"]
+    );
+    assert_eq!(codes(&responses["502"]), ["AGENT_HUB_ERROR"]);
+    assert!(codes(&responses["503"]).contains(&"AGENT_HUB_UNAVAILABLE".to_owned()));
+    assert_eq!(responses["200"]["headers"]["ETag"]["required"], true);
+    let start = &doc["paths"]["/workflow/start"]["post"]["responses"];
+    for status in ["200", "201"] {
+        assert_eq!(
+            start[status]["headers"]["ETag"]["required"], true,
+            "{status}"
+        );
+    }
+    assert_eq!(start["201"]["headers"]["Location"]["required"], true);
+}
+
+#[test]
+fn every_response_and_request_body_has_an_example_and_error_examples_match_their_status() {
+    for (path, method, operation) in operations(&ApiDoc::for_server(true)) {
+        if let Some(body) = operation.get("requestBody") {
+            assert!(
+                body["content"]["application/json"]["example"].is_object(),
+                "{method} {path} request"
+            );
+        }
+        for (status, response) in operation["responses"].as_object().expect("responses") {
+            let (media, content) = response["content"]
+                .as_object()
+                .and_then(|c| c.iter().next())
+                .unwrap_or_else(|| panic!("{method} {path} {status} has no content"));
+            let examples: Vec<Value> = match content.get("examples") {
+                Some(named) => named
+                    .as_object()
+                    .expect("examples")
+                    .values()
+                    .map(|e| e["value"].clone())
+                    .collect(),
+                None => vec![content["example"].clone()],
+            };
+            assert!(
+                examples.iter().all(|e| !e.is_null()),
+                "{method} {path} {status} ({media}) lacks an example"
+            );
+            if status.starts_with('2') {
+                continue;
+            }
+            let listed = if status == "503" && path == "/health" {
+                vec![]
+            } else {
+                codes(response)
+            };
+            for example in examples.iter().filter(|e| e.get("error").is_some()) {
+                let code = example["error"]["code"].as_str().expect("code");
+                assert_eq!(
+                    status_of(code).to_string(),
+                    *status,
+                    "{method} {path} {code}"
+                );
+                assert!(
+                    example["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| !m.is_empty()),
+                    "{method} {path} {code}"
+                );
+                if !listed.is_empty() {
+                    assert!(listed.contains(&code.to_owned()), "{method} {path} {code}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_examples_are_accepted_by_the_server() {
+    let app = spawn_app().await;
+    let doc = ApiDoc::for_server(false);
+    let example = |path: &str| {
+        doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["example"].clone()
+    };
+    let http = reqwest::Client::new();
+    let created = http
+        .post(app.url("/workflow/start"))
+        .json(&example("/workflow/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let id = created["feature_id"].as_str().unwrap().to_owned();
+    let advanced = http
+        .post(app.url(&format!("/workflow/{id}/advance")))
+        .json(&example("/workflow/{feature_id}/advance"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(advanced.status(), 200);
+    let asked = http
+        .post(app.url(&format!("/workflow/{id}/consultations")))
+        .json(&example("/workflow/{feature_id}/consultations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 201);
+}
+
+#[test]
+fn field_rules_are_in_the_schema() {
+    let doc = ApiDoc::for_server(false);
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["AdvanceRequest"]["properties"]["trigger"]["$ref"],
+        "#/components/schemas/Trigger"
+    );
+    assert_eq!(
+        schemas["Trigger"]["enum"],
+        json!([
+            "start",
+            "agent_complete",
+            "human_approved",
+            "human_rejected",
+            "cancel"
+        ])
+    );
+    assert_eq!(
+        schemas["AdvanceRequest"]["properties"]["actor"]["maxLength"],
+        128
+    );
+    let question = &schemas["ConsultRequest"]["properties"]["question"];
+    assert_eq!(
+        (question["minLength"].clone(), question["maxLength"].clone()),
+        (json!(10), json!(10_000))
+    );
+    let feature_id = &schemas["StartWorkflowRequest"]["properties"]["feature_id"];
+    assert_eq!(feature_id["pattern"], "^[A-Za-z0-9][A-Za-z0-9._-]*$");
+    assert_eq!(feature_id["maxLength"], 128);
+    let list = &doc["paths"]["/workflows"]["get"]["parameters"];
+    let param = |name: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    assert_eq!(
+        (
+            param("limit")["minimum"].clone(),
+            param("limit")["maximum"].clone()
+        ),
+        (json!(1), json!(500))
+    );
+    assert_eq!(param("state")["$ref"], "#/components/schemas/WorkflowState");
+    assert!(
+        param("cursor")["pattern"]
+            .as_str()
+            .unwrap()
+            .starts_with("^djE6")
+    );
+    for (path, method, operation) in operations(&doc) {
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            if parameter["name"] == "feature_id" {
+                for keyword in ["type", "pattern", "minLength", "maxLength"] {
+                    assert_eq!(
+                        parameter["schema"][keyword], feature_id[keyword],
+                        "{method} {path}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_created_workflow_links_to_the_operations_on_it() {
+    let doc = ApiDoc::for_server(true);
+    let links = &doc["paths"]["/workflow/start"]["post"]["responses"]["201"]["links"];
+    let mut targets: Vec<&str> = links
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|l| {
+            assert_eq!(l["parameters"]["feature_id"], "$response.body#/feature_id");
+            l["operationId"].as_str().unwrap()
+        })
+        .collect();
+    targets.sort_unstable();
+    assert_eq!(
+        targets,
+        [
+            "advance_workflow",
+            "create_consultation",
+            "get_history",
+            "get_workflow",
+            "list_consultations"
+        ]
+    );
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openapi_document_describes_every_endpoint() {
@@ -91,4 +473,16 @@ async fn swagger_ui_and_redoc_are_served_without_any_external_asset() {
         !html.contains("<link"),
         "redoc page loads an external stylesheet"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_feature_id_start_reads_as_the_start_route_and_the_document_says_so() {
+    let app = spawn_app().await;
+    let response = reqwest::get(app.url("/workflow/start")).await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
+    let doc = ApiDoc::for_server(false);
+    let listed = &doc["paths"]["/workflow/{feature_id}"]["get"]["responses"]["405"];
+    assert_eq!(codes(listed), ["METHOD_NOT_ALLOWED"]);
+    assert_eq!(listed["headers"]["Allow"]["required"], true);
 }

@@ -5,7 +5,7 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use orchestrator_core::Consult;
-use orchestrator_core::api::{ConsultRequest, ConsultationsResponse, ErrorEnvelope};
+use orchestrator_core::api::{ConsultRequest, ConsultationsResponse};
 use orchestrator_core::consultation::Consultation;
 
 use super::workflows::feature_id;
@@ -19,16 +19,11 @@ type HttpResponse = Response<Full<Bytes>>;
 #[utoipa::path(
     post, path = "/workflow/{feature_id}/consultations", tag = "consultations", operation_id = "create_consultation",
     params(("feature_id" = String, Path, description = "the feature id")),
-    request_body = ConsultRequest,
+    request_body(content = ConsultRequest, example = json!(crate::http::openapi::examples::consult_request())),
     responses(
-        (status = 201, description = "the hub answered; `pending_human` answers block the gate until a human acts", body = Consultation),
-        (status = 400, description = "VALIDATION_ERROR (question length, unknown topic) or INVALID_JSON", body = ErrorEnvelope),
-        (status = 404, description = "WORKFLOW_NOT_FOUND", body = ErrorEnvelope),
-        (status = 409, description = "WORKFLOW_NOT_ACTIVE: the workflow is IDLE or DONE", body = ErrorEnvelope),
-        (status = 502, description = "AGENT_HUB_ERROR: the hub answered with an error or garbage", body = ErrorEnvelope),
-        (status = 503, description = "AGENT_HUB_UNAVAILABLE: the hub is down or too slow", body = ErrorEnvelope),
+        (status = 201, description = "the hub answered; `pending_human` answers block the gate until a human acts", body = Consultation,
+         example = json!(crate::http::openapi::examples::consultation())),
     ),
-    security((), ("bearer" = [])),
 )]
 pub async fn create_consultation(
     app: &App,
@@ -48,10 +43,9 @@ pub async fn create_consultation(
     get, path = "/workflow/{feature_id}/consultations", tag = "consultations", operation_id = "list_consultations",
     params(("feature_id" = String, Path, description = "the feature id")),
     responses(
-        (status = 200, description = "the consultations; if the hub is unreachable, as stored", body = ConsultationsResponse),
-        (status = 404, description = "WORKFLOW_NOT_FOUND", body = ErrorEnvelope),
+        (status = 200, description = "the consultations; if the hub is unreachable, as stored", body = ConsultationsResponse,
+         example = json!(crate::http::openapi::examples::consultations())),
     ),
-    security((), ("bearer" = [])),
 )]
 pub async fn list_consultations(app: &App, id: &str) -> Result<HttpResponse> {
     let id = feature_id(id)?;

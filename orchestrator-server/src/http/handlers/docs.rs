@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
-use utoipa::OpenApi;
 
 use crate::http::body::bytes_response;
 use crate::http::error::{ApiError, Result};
@@ -17,15 +16,24 @@ type HttpResponse = Response<Full<Bytes>>;
 /// Everything the docs endpoints serve, rendered on first use and kept (the ReDoc page is
 /// about a megabyte; a service nobody reads the docs of never pays for it).
 pub struct DocsAssets {
+    /// Whether the server requires a bearer token, which the document says.
+    auth_required: bool,
     openapi_json: OnceLock<Bytes>,
     redoc_html: OnceLock<Bytes>,
     swagger: Arc<utoipa_swagger_ui::Config<'static>>,
 }
 
 impl DocsAssets {
-    /// Docs to be rendered when first asked for.
+    /// Docs of an open server (no token configured), rendered when first asked for.
     pub fn new() -> Self {
+        Self::for_server(false)
+    }
+
+    /// Docs of a server that requires a bearer token (`auth_required`) or is open: the
+    /// document lists 401 and the bearer scheme on protected operations only in the first case.
+    pub fn for_server(auth_required: bool) -> Self {
         DocsAssets {
+            auth_required,
             openapi_json: OnceLock::new(),
             redoc_html: OnceLock::new(),
             swagger: Arc::new(utoipa_swagger_ui::Config::from(
@@ -37,8 +45,7 @@ impl DocsAssets {
     /// `GET /openapi.json`.
     pub fn openapi(&self) -> HttpResponse {
         let json = self.openapi_json.get_or_init(|| {
-            ApiDoc::openapi()
-                .to_json()
+            serde_json::to_vec(&ApiDoc::for_server(self.auth_required))
                 .map(Bytes::from)
                 .unwrap_or_else(|_| Bytes::from_static(b"{}"))
         });

@@ -82,8 +82,8 @@ impl DatabaseProbe {
 /// What this service is and where to look next.
 #[utoipa::path(
     get, path = "/", tag = "service", operation_id = "get_service_info",
-    responses((status = 200, description = "service name, version and links", body = ServiceInfo)),
-    security((), ("bearer" = [])),
+    responses((status = 200, description = "service name, version and links", body = ServiceInfo,
+               example = json!(crate::http::openapi::examples::service_info()))),
 )]
 pub async fn get_service_info() -> Result<HttpResponse> {
     Ok(json_response(
@@ -103,8 +103,10 @@ pub async fn get_service_info() -> Result<HttpResponse> {
 #[utoipa::path(
     get, path = "/health", tag = "service", operation_id = "get_health",
     responses(
-        (status = 200, description = "healthy, or degraded (the Agent Hub is unreachable; probed at most every 5 s)", body = HealthResponse),
-        (status = 503, description = "unhealthy: the database is unreachable", body = HealthResponse),
+        (status = 200, description = "healthy, or degraded (the Agent Hub is unreachable; probed at most every 5 s)", body = HealthResponse,
+         example = json!(crate::http::openapi::examples::health_ok())),
+        (status = 503, description = "unhealthy: the database is unreachable", body = HealthResponse,
+         example = json!(crate::http::openapi::examples::health_down())),
     ),
 )]
 pub async fn get_health(app: &App) -> Result<HttpResponse> {
@@ -148,7 +150,8 @@ fn error_check(message: &str) -> HealthCheck {
 /// Prometheus metrics.
 #[utoipa::path(
     get, path = "/metrics", tag = "service", operation_id = "get_metrics",
-    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")),
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain",
+               example = "# TYPE orchestrator_workflows gauge\norchestrator_workflows{state=\"PHASE_1\"} 3\n")),
 )]
 pub async fn get_metrics(app: &App) -> Result<HttpResponse> {
     // Workflows by state is read at scrape time; if storage fails, the rest still renders.

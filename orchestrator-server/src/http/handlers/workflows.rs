@@ -5,7 +5,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use orchestrator_core::api::{
-    AdvanceRequest, ErrorEnvelope, HistoryResponse, ListWorkflowsParams, ListWorkflowsResponse,
+    AdvanceRequest, HistoryResponse, ListWorkflowsParams, ListWorkflowsResponse,
     StartWorkflowRequest, SummaryResponse, WorkflowResponse, cursor, paths,
 };
 use orchestrator_core::{Advance, FeatureId, StartWorkflow, Started, ValidationError, Workflow};
@@ -34,15 +34,16 @@ fn workflow_response(app: &App, status: StatusCode, workflow: &Workflow) -> Http
 /// Start a feature's workflow.
 #[utoipa::path(
     post, path = "/workflow/start", tag = "workflows", operation_id = "create_workflow",
-    request_body = StartWorkflowRequest,
+    request_body(content = StartWorkflowRequest, example = json!(crate::http::openapi::examples::start_request())),
     responses(
         (status = 201, description = "created; history entry 1 is IDLE → PHASE_1", body = WorkflowResponse,
-         headers(("Location" = String, description = "the workflow's URL"), ("ETag" = String))),
-        (status = 200, description = "existed and `use_existing` was set: returned unchanged", body = WorkflowResponse),
-        (status = 400, description = "VALIDATION_ERROR or INVALID_JSON", body = ErrorEnvelope),
-        (status = 409, description = "WORKFLOW_ALREADY_EXISTS", body = ErrorEnvelope),
+         headers(("Location" = String, description = "the workflow's URL"),
+                 ("ETag" = String, description = "the version, quoted; send it back as If-Match")),
+         example = json!(crate::http::openapi::examples::workflow("PHASE_1", 1))),
+        (status = 200, description = "existed and `use_existing` was set: returned unchanged", body = WorkflowResponse,
+         headers(("ETag" = String, description = "the version, quoted; send it back as If-Match")),
+         example = json!(crate::http::openapi::examples::workflow("GATE_1", 2))),
     ),
-    security((), ("bearer" = [])),
 )]
 pub async fn create_workflow(
     app: &App,
@@ -71,10 +72,9 @@ pub async fn create_workflow(
     params(("feature_id" = String, Path, description = "the feature id")),
     responses(
         (status = 200, description = "the workflow", body = WorkflowResponse,
-         headers(("ETag" = String, description = "the version, quoted; send it back as If-Match"))),
-        (status = 404, description = "WORKFLOW_NOT_FOUND", body = ErrorEnvelope),
+         headers(("ETag" = String, description = "the version, quoted; send it back as If-Match")),
+         example = json!(crate::http::openapi::examples::workflow("GATE_1", 2))),
     ),
-    security((), ("bearer" = [])),
 )]
 pub async fn get_workflow(app: &App, id: &str) -> Result<HttpResponse> {
     let id = feature_id(id)?;
@@ -87,16 +87,14 @@ pub async fn get_workflow(app: &App, id: &str) -> Result<HttpResponse> {
     post, path = "/workflow/{feature_id}/advance", tag = "workflows", operation_id = "advance_workflow",
     params(
         ("feature_id" = String, Path, description = "the feature id"),
-        ("If-Match" = Option<String>, Header, description = "the expected version, as the ETag gave it"),
+        ("If-Match" = Option<String>, Header, description = "the expected version as the ETag gave it (`\"3\"`, `W/\"3\"` or `3`), or `*` for any; if `expected_version` is given too, both must agree"),
     ),
-    request_body = AdvanceRequest,
+    request_body(content = AdvanceRequest, example = json!(crate::http::openapi::examples::advance_request())),
     responses(
-        (status = 200, description = "the workflow after the transition", body = WorkflowResponse),
-        (status = 400, description = "VALIDATION_ERROR (unknown trigger, If-Match and expected_version differ) or INVALID_JSON", body = ErrorEnvelope),
-        (status = 404, description = "WORKFLOW_NOT_FOUND", body = ErrorEnvelope),
-        (status = 409, description = "INVALID_TRANSITION (details: state, allowed triggers) or VERSION_CONFLICT", body = ErrorEnvelope),
+        (status = 200, description = "the workflow after the transition", body = WorkflowResponse,
+         headers(("ETag" = String, description = "the new version, quoted")),
+         example = json!(crate::http::openapi::examples::workflow("GATE_1", 2))),
     ),
-    security((), ("bearer" = [])),
 )]
 pub async fn advance_workflow(
     app: &App,
@@ -152,10 +150,9 @@ fn if_match_version(headers: &HeaderMap) -> Result<Option<u64>> {
     get, path = "/workflow/{feature_id}/history", tag = "workflows", operation_id = "get_history",
     params(("feature_id" = String, Path, description = "the feature id")),
     responses(
-        (status = 200, description = "the history", body = HistoryResponse),
-        (status = 404, description = "WORKFLOW_NOT_FOUND", body = ErrorEnvelope),
+        (status = 200, description = "the history", body = HistoryResponse,
+         example = json!(crate::http::openapi::examples::history())),
     ),
-    security((), ("bearer" = [])),
 )]
 pub async fn get_history(app: &App, id: &str) -> Result<HttpResponse> {
     let id = feature_id(id)?;
@@ -173,15 +170,14 @@ pub async fn get_history(app: &App, id: &str) -> Result<HttpResponse> {
 #[utoipa::path(
     get, path = "/workflows", tag = "workflows", operation_id = "list_workflows",
     params(
-        ("state" = Option<String>, Query, description = "only this state (IDLE, PHASE_1, GATE_1, PHASE_2, DONE)"),
-        ("limit" = Option<u32>, Query, description = "1–500, default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("state" = Option<String>, Query, description = "only this state"),
+        ("limit" = Option<u32>, Query, description = "page size, 1–500, default 50"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (opaque)"),
     ),
     responses(
-        (status = 200, description = "a page", body = ListWorkflowsResponse),
-        (status = 400, description = "VALIDATION_ERROR naming state, limit or cursor", body = ErrorEnvelope),
+        (status = 200, description = "a page", body = ListWorkflowsResponse,
+         example = json!(crate::http::openapi::examples::list())),
     ),
-    security((), ("bearer" = [])),
 )]
 pub async fn list_workflows(app: &App, query: Option<&str>) -> Result<HttpResponse> {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
@@ -207,8 +203,8 @@ pub async fn list_workflows(app: &App, query: Option<&str>) -> Result<HttpRespon
 /// How many workflows are in each state.
 #[utoipa::path(
     get, path = "/workflows/summary", tag = "workflows", operation_id = "get_summary",
-    responses((status = 200, description = "counts; all five states always present", body = SummaryResponse)),
-    security((), ("bearer" = [])),
+    responses((status = 200, description = "counts; all five states always present", body = SummaryResponse,
+               example = json!(crate::http::openapi::examples::summary()))),
 )]
 pub async fn get_summary(app: &App) -> Result<HttpResponse> {
     let counts = app.orchestrator().summary().await?;
