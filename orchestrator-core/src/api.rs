@@ -169,9 +169,37 @@ pub struct AdvanceRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Value>,
     /// Refuse with `VERSION_CONFLICT` unless the workflow is at this version
-    /// (the `If-Match` header says the same).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// (the `If-Match` header says the same). A whole number; `3.0` is read as `3`, as JSON
+    /// makes no difference between the two.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
     pub expected_version: Option<Version>,
+}
+
+/// Reads an optional unsigned whole number that may be written as a float without a fraction
+/// (`3` or `3.0`); a fraction, a negative number or one too large is refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        // Below 2^53 every whole float is exact.
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 9_007_199_254_740_992.0 => {
+            Ok(Some(f as u64))
+        }
+        _ => Err(D::Error::custom(format!(
+            "invalid value {number}, expected a whole number of at least 0"
+        ))),
+    }
 }
 
 impl AdvanceRequest {
@@ -535,6 +563,31 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(text));
             assert_eq!(code.status(), status);
+        }
+    }
+
+    #[test]
+    fn an_expected_version_may_be_a_whole_float_but_nothing_else() {
+        let read =
+            |json: &str| serde_json::from_str::<AdvanceRequest>(json).map(|r| r.expected_version);
+        assert_eq!(
+            read(r#"{"trigger":"x","expected_version":1}"#).unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            read(r#"{"trigger":"x","expected_version":1.0}"#).unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            read(r#"{"trigger":"x","expected_version":null}"#).unwrap(),
+            None
+        );
+        assert_eq!(read(r#"{"trigger":"x"}"#).unwrap(), None);
+        for bad in ["1.5", "-1", "-1.0", "1e300", "\"1\""] {
+            assert!(
+                read(&format!(r#"{{"trigger":"x","expected_version":{bad}}}"#)).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -102,13 +102,14 @@ impl App {
         metrics: Arc<Metrics>,
         limits: Limits,
     ) -> Self {
+        let auth_required = token.as_deref().is_some_and(|t| !t.is_empty());
         App(Arc::new(Inner {
             orchestrator,
             token: token.filter(|t| !t.is_empty()),
             metrics,
             started: Instant::now(),
             router: router::build(),
-            docs: DocsAssets::new(),
+            docs: DocsAssets::for_server(auth_required),
             hub_probe: system::HubProbe::default(),
             database_probe: system::DatabaseProbe::default(),
             limits,
