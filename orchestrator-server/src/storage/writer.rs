@@ -38,7 +38,8 @@ pub const WAL_RESET_BYTES: u64 = 16 * 1024 * 1024;
 
 enum Job {
     Write {
-        write: Write,
+        // Boxed: a write is large, and the stop signal should not be.
+        write: Box<Write>,
         reply: oneshot::Sender<Result<Written, RepositoryError>>,
     },
     /// Empty the log, stop the checkpoint thread, and end.
@@ -98,7 +99,10 @@ impl Writer {
         let stopped = || RepositoryError::Unavailable("the sqlite writer has stopped".into());
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job::Write { write, reply })
+            .send(Job::Write {
+                write: Box::new(write),
+                reply,
+            })
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -121,7 +125,7 @@ fn run(conn: &mut SqliteConnection, queue: &mpsc::Receiver<Job>, wal: &std::path
         let mut batch = Vec::new();
         for job in std::iter::once(first).chain(std::iter::from_fn(|| queue.try_recv().ok())) {
             match job {
-                Job::Write { write, reply } => batch.push((write, reply)),
+                Job::Write { write, reply } => batch.push((*write, reply)),
                 Job::Stop => {
                     stopping = true;
                     break;
