@@ -56,7 +56,7 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
         Duration::from_secs(config.agent_hub_timeout_seconds),
         metrics.clone(),
     )?;
-    let orchestrator = Orchestrator::new(Arc::new(repository)).with_hub(Arc::new(hub));
+    let orchestrator = Orchestrator::new(repository).with_hub(Arc::new(hub));
     Ok(App::with(
         orchestrator,
         config.api_token.clone(),

@@ -8,12 +8,13 @@ use diesel::prelude::*;
 use orchestrator_core::hub::{EscalationId, Topic};
 use orchestrator_core::{
     Actor, Consultation, ConsultationId, Description, FeatureId, Metadata, Question, Reason,
-    Timestamp, Transition, Trigger, Workflow, WorkflowState,
+    RepositoryError, StateCounts, Timestamp, Transition, Trigger, Workflow, WorkflowState,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::schema::{consultations, transitions, workflows};
+use super::write::Write;
 
 /// A stored value that does not parse back into a core type: a corrupt or foreign row.
 #[derive(Debug, thiserror::Error)]
@@ -310,4 +311,69 @@ impl TryFrom<TransitionRow> for Transition {
             at: c.time("at", row.at)?,
         })
     }
+}
+
+/// The states a page may hold: the one asked for, or all five.
+pub fn states(state: Option<WorkflowState>) -> Vec<&'static str> {
+    match state {
+        Some(state) => vec![state.as_str()],
+        None => WorkflowState::ALL.iter().map(|s| s.as_str()).collect(),
+    }
+}
+
+fn corrupt(error: CorruptRow) -> RepositoryError {
+    RepositoryError::Backend(Box::new(error))
+}
+
+/// Rows into core values; a row that does not decode is a corrupt store (a bug, 500).
+pub fn convert<R, T: TryFrom<R, Error = CorruptRow>>(
+    rows: Vec<R>,
+) -> Result<Vec<T>, RepositoryError> {
+    rows.into_iter()
+        .map(|row| T::try_from(row).map_err(corrupt))
+        .collect()
+}
+
+/// The workflow a looked-up row holds, or not found.
+pub fn workflow(
+    feature_id: &FeatureId,
+    row: Option<WorkflowRow>,
+) -> Result<Workflow, RepositoryError> {
+    row.ok_or_else(|| RepositoryError::NotFound(feature_id.clone()))?
+        .try_into()
+        .map_err(corrupt)
+}
+
+/// A workflow's history; every stored workflow has at least its start, so no rows means no
+/// workflow.
+pub fn history(
+    feature_id: &FeatureId,
+    rows: Vec<TransitionRow>,
+) -> Result<Vec<Transition>, RepositoryError> {
+    if rows.is_empty() {
+        return Err(RepositoryError::NotFound(feature_id.clone()));
+    }
+    convert(rows)
+}
+
+/// Counts by state from `(state, count)` rows.
+pub fn state_counts(rows: Vec<(String, i64)>) -> Result<StateCounts, RepositoryError> {
+    let mut pairs = Vec::with_capacity(rows.len());
+    for (state, count) in rows {
+        let state: WorkflowState = state
+            .parse()
+            .map_err(|e| RepositoryError::Backend(Box::new(e)))?;
+        pairs.push((state, u64::try_from(count).unwrap_or(0)));
+    }
+    Ok(StateCounts::from_pairs(pairs))
+}
+
+/// The write that imports `items`.
+pub fn import(items: &[(Workflow, Transition)]) -> Write {
+    let rows = items.iter().map(|(w, _)| WorkflowRow::from(w)).collect();
+    let history = items
+        .iter()
+        .map(|(w, t)| TransitionRow::new(&w.feature_id, t))
+        .collect();
+    Write::Import(rows, history)
 }

@@ -360,6 +360,53 @@ pub async fn concurrent_commits_against_one_version_let_exactly_one_land(
     assert_eq!(repo.get(&id("race")).await.unwrap().state, history[1].to);
 }
 
+/// Many workflows committed at once (the stores may share one transaction among them): each
+/// compare-and-set is judged on its own, and a loser fails alone.
+pub async fn concurrent_commits_of_many_workflows_are_each_judged_on_their_own(
+    repo: Arc<dyn WorkflowRepository>,
+) {
+    let mut workflows = Vec::new();
+    for n in 0..24 {
+        let (workflow, first) = new_workflow(&format!("many-{n:02}"));
+        repo.create(&workflow, &first).await.unwrap();
+        workflows.push(workflow);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(workflows.len() * 2));
+    let mut tasks = Vec::new();
+    for workflow in &workflows {
+        // One writer that read the current version, and one that claims a stale one.
+        for expected in [1, 7] {
+            let repo = repo.clone();
+            let barrier = barrier.clone();
+            let (next, transition) = step(workflow, Trigger::AgentComplete, 1);
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                (expected, repo.commit(expected, &next, &transition).await)
+            }));
+        }
+    }
+    for task in tasks {
+        match task.await.unwrap() {
+            (1, Ok(())) => {}
+            (
+                7,
+                Err(RepositoryError::VersionConflict {
+                    expected: 7,
+                    actual,
+                }),
+            ) => {
+                assert!(actual == 1 || actual == 2, "{actual}");
+            }
+            (expected, other) => panic!("expected {expected}: {other:?}"),
+        }
+    }
+    for workflow in &workflows {
+        let stored = repo.get(&workflow.feature_id).await.unwrap();
+        assert_eq!((stored.version, stored.state), (2, WorkflowState::Gate1));
+        assert_eq!(repo.history(&workflow.feature_id).await.unwrap().len(), 2);
+    }
+}
+
 /// One test per contract and per store.
 macro_rules! contract_suite {
     ($($contract:ident),* ; $($shared:ident),*) => {
@@ -386,7 +433,7 @@ macro_rules! contract_suite {
                 async fn $contract() {
                     let dir = tempfile::TempDir::new().unwrap();
                     let repo = connect(&DatabaseUrl::SqliteFile(dir.path().join("c.db")), 4).await.unwrap();
-                    super::$contract(&repo).await;
+                    super::$contract(&*repo).await;
                 }
             )*
             $(
@@ -394,7 +441,7 @@ macro_rules! contract_suite {
                 async fn $shared() {
                     let dir = tempfile::TempDir::new().unwrap();
                     let repo = connect(&DatabaseUrl::SqliteFile(dir.path().join("c.db")), 4).await.unwrap();
-                    super::$shared(std::sync::Arc::new(repo)).await;
+                    super::$shared(repo).await;
                 }
             )*
         }
@@ -407,7 +454,7 @@ macro_rules! contract_suite {
                 async fn $contract() {
                     let Some(db) = TestDatabase::create().await else { return };
                     let repo = connect(&DatabaseUrl::Postgres(db.url.clone()), 4).await.unwrap();
-                    super::$contract(&repo).await;
+                    super::$contract(&*repo).await;
                 }
             )*
             $(
@@ -415,7 +462,7 @@ macro_rules! contract_suite {
                 async fn $shared() {
                     let Some(db) = TestDatabase::create().await else { return };
                     let repo = connect(&DatabaseUrl::Postgres(db.url.clone()), 8).await.unwrap();
-                    super::$shared(std::sync::Arc::new(repo)).await;
+                    super::$shared(repo).await;
                 }
             )*
         }
@@ -431,11 +478,12 @@ contract_suite!(
     summary_counts_every_state,
     hub_sessions_are_swapped_only_from_the_expected_one,
     consultations_are_kept_oldest_first_and_only_pending_ones_change;
-    concurrent_commits_against_one_version_let_exactly_one_land
+    concurrent_commits_against_one_version_let_exactly_one_land,
+    concurrent_commits_of_many_workflows_are_each_judged_on_their_own
 );
 
 /// `import` (seeding, not part of the trait): all the workflows, or none.
-async fn import_is_all_or_nothing(repo: &orchestrator_server::storage::DieselWorkflowRepository) {
+async fn import_is_all_or_nothing(repo: &dyn orchestrator_server::storage::DurableRepository) {
     let batch: Vec<_> = ["i1", "i2", "i3"].iter().map(|n| new_workflow(n)).collect();
     repo.import(&batch).await.unwrap();
     assert_eq!(repo.get(&id("i2")).await.unwrap(), batch[1].0);
@@ -460,7 +508,7 @@ async fn sqlite_import_is_all_or_nothing() {
     let repo = connect(&DatabaseUrl::SqliteFile(dir.path().join("i.db")), 2)
         .await
         .unwrap();
-    import_is_all_or_nothing(&repo).await;
+    import_is_all_or_nothing(&*repo).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -472,5 +520,5 @@ async fn postgres_import_is_all_or_nothing() {
     let repo = connect(&DatabaseUrl::Postgres(db.url.clone()), 2)
         .await
         .unwrap();
-    import_is_all_or_nothing(&repo).await;
+    import_is_all_or_nothing(&*repo).await;
 }

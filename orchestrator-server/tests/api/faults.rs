@@ -59,12 +59,8 @@ async fn the_write_ahead_log_stays_bounded_under_sustained_writes() {
     let dir = tempfile::TempDir::new().unwrap();
     let file = dir.path().join("wal.db");
     let wal = dir.path().join("wal.db-wal");
-    let repository: Arc<dyn WorkflowRepository> = Arc::new(
-        storage::connect(&DatabaseUrl::SqliteFile(file), 4)
-            .await
-            .unwrap(),
-    );
-    let orchestrator = Orchestrator::new(repository.clone());
+    let repository = storage::SqliteRepository::open(file, 4).await.unwrap();
+    let orchestrator = Orchestrator::new(Arc::new(repository.clone()));
     let deadline = Instant::now() + Duration::from_secs(6);
     let mut writers = Vec::new();
     for n in 0..32 {

@@ -24,7 +24,8 @@ use diesel::connection::SimpleConnection;
 use orchestrator_core::RepositoryError;
 use tokio::sync::oneshot;
 
-use super::ops::{self, Write, Written};
+use super::ops;
+use crate::storage::write::{Write, Written};
 
 /// Most writes one transaction takes; bounds the latency a batch adds.
 const MAX_BATCH: usize = 256;
@@ -205,19 +206,19 @@ fn attempt(
         let mut results = Vec::with_capacity(batch.len());
         for write in batch {
             if !savepoints {
-                results.push(Ok(ops::sqlite::apply(conn, write).map_err(Failure::Write)?));
+                results.push(Ok(ops::apply(conn, write).map_err(Failure::Write)?));
                 continue;
             }
             conn.batch_execute("SAVEPOINT job")
                 .map_err(Failure::Transaction)?;
-            let result = ops::sqlite::apply(conn, write);
+            let result = ops::apply(conn, write);
             let end = if result.is_ok() {
                 "RELEASE job"
             } else {
                 "ROLLBACK TO job; RELEASE job"
             };
             conn.batch_execute(end).map_err(Failure::Transaction)?;
-            results.push(result.map_err(super::classify));
+            results.push(result.map_err(crate::storage::classify));
         }
         conn.batch_execute("COMMIT").map_err(Failure::Transaction)?;
         Ok(results)
@@ -232,6 +233,7 @@ fn attempt(
 mod tests {
     use super::*;
     use crate::storage::models::{TransitionRow, WorkflowChanges, WorkflowRow};
+    use crate::storage::write::Commit;
     use diesel::Connection;
     use diesel_migrations::MigrationHarness;
     use orchestrator_core::{
@@ -262,17 +264,17 @@ mod tests {
             .unwrap();
         let mut next = workflow.clone();
         next.record(&transition);
-        Write::Commit {
-            id: next.feature_id.clone(),
+        Write::Commit(Commit {
+            feature_id: next.feature_id.clone(),
             expected,
             changes: WorkflowChanges::from(&next),
             history: TransitionRow::new(&next.feature_id, &transition),
-        }
+        })
     }
 
     fn database() -> SqliteConnection {
         let mut conn = SqliteConnection::establish(":memory:").unwrap();
-        conn.run_pending_migrations(crate::storage::SQLITE_MIGRATIONS)
+        conn.run_pending_migrations(super::super::MIGRATIONS)
             .unwrap();
         conn
     }
@@ -329,8 +331,8 @@ mod tests {
         let (_, create_b) = create("b");
         // A history row whose seq exists already breaks the primary key: a database error.
         let mut broken = commit(&a, 1);
-        if let Write::Commit { history, .. } = &mut broken {
-            history.seq = 1;
+        if let Write::Commit(commit) = &mut broken {
+            commit.history.seq = 1;
         }
         let results = execute(&mut conn, &[create_a, broken, create_b]);
         assert!(matches!(results[0], Ok(Written::Done)));

@@ -1,0 +1,400 @@
+//! `PgRepository`: the repository contract on PostgreSQL, for several replicas on one
+//! database.
+//!
+//! One pool; every operation has a time bound ([`QUERY_TIMEOUT`], and a `statement_timeout`
+//! on the server), and a connection that timed out or failed is taken out of the pool, so a
+//! lost or restarted database is recovered from without restarting the service. Concurrent
+//! advances share one statement and one transaction (`commits`); every other write runs in a
+//! transaction of its own.
+
+mod commits;
+mod ops;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use diesel::result::Error as DieselError;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use orchestrator_core::hub::HubSessionId;
+use orchestrator_core::{
+    Consultation, FeatureId, RepositoryError, StateCounts, Transition, Version, Workflow,
+    WorkflowRepository, WorkflowState,
+};
+
+use super::models::{self, ConsultationRow, TransitionRow, WorkflowChanges, WorkflowRow};
+use super::write::{Commit, Write, Written};
+use super::{DurableRepository, POOL_WAIT, StorageError, classify, probe_time};
+use commits::Committer;
+
+type PgPool = Pool<AsyncPgConnection>;
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Key of the advisory lock replicas take while migrating, so only one migrates at a time.
+const MIGRATION_LOCK: i64 = 0x6f72_6368_6573; // "orches"
+/// Longest a statement may run, enforced by the server (`statement_timeout`).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest an operation may take seen from here, network included: a stalled connection is
+/// given up (and discarded) after this, and the request answers 503.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Workflows, their histories and consultations in a PostgreSQL database.
+#[derive(Clone)]
+pub struct PgRepository {
+    pool: PgPool,
+    commits: Committer,
+}
+
+impl std::fmt::Debug for PgRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgRepository").finish_non_exhaustive()
+    }
+}
+
+impl PgRepository {
+    /// Connects to the database `url` names (`postgres://…`) with a pool of `pool_size`
+    /// connections, runs the embedded migrations under an advisory lock (so replicas may start
+    /// together), and checks that it accepts writes.
+    ///
+    /// Migrations need tokio's multi-thread runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use orchestrator_core::Orchestrator;
+    /// use orchestrator_server::storage::PgRepository;
+    ///
+    /// let repository = PgRepository::connect("postgres://orchestrator@db/orchestrator", 16).await?;
+    /// let orchestrator = Orchestrator::new(Arc::new(repository));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StorageError> {
+        let mut config = ManagerConfig::<AsyncPgConnection>::default();
+        // Skip the test query on every checkout (a round trip per request); a connection the
+        // server closed fails its next query, answers 503, and is taken out of the pool.
+        config.recycling_method = RecyclingMethod::Fast;
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            with_timeouts(url),
+            config,
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StorageError::Connect(e.to_string()))?;
+        migrate(&pool).await?;
+        let repository = PgRepository {
+            commits: Committer::start(pool.clone()),
+            pool,
+        };
+        repository
+            .write(Write::Probe(probe_time()))
+            .await
+            .map_err(|e| StorageError::NotWritable(e.to_string()))?;
+        Ok(repository)
+    }
+
+    /// Runs `op` on a pooled connection within [`QUERY_TIMEOUT`].
+    async fn run<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, DieselError>,
+    ) -> Result<T, RepositoryError> {
+        run(&self.pool, op).await
+    }
+
+    /// Carries out a write: an advance's compare-and-set in the next shared batch, anything
+    /// else in a transaction of its own.
+    async fn write(&self, write: Write) -> Result<Written, RepositoryError> {
+        let written = match write {
+            Write::Commit(commit) => self.commits.submit(commit).await?,
+            other => {
+                self.run(async |conn| {
+                    conn.transaction(async |conn| ops::apply(conn, &other).await)
+                        .await
+                })
+                .await?
+            }
+        };
+        written.into_result()
+    }
+}
+
+/// Runs `op` on a connection of `pool` within [`QUERY_TIMEOUT`].
+async fn run<T>(
+    pool: &PgPool,
+    op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, DieselError>,
+) -> Result<T, RepositoryError> {
+    let mut conn = pool.get().await.map_err(unavailable)?;
+    let result = tokio::time::timeout(QUERY_TIMEOUT, op(&mut conn)).await;
+    settle(conn, result)
+}
+
+/// A pool that cannot hand out a connection: the store is unreachable.
+fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> RepositoryError {
+    RepositoryError::Unavailable(Box::new(error))
+}
+
+/// The outcome of an operation that was given [`QUERY_TIMEOUT`]. A connection that timed out
+/// or failed is taken out of the pool: its state is unknown, and a later request must not
+/// inherit it.
+fn settle<T>(
+    conn: Object<AsyncPgConnection>,
+    result: Result<Result<T, DieselError>, tokio::time::error::Elapsed>,
+) -> Result<T, RepositoryError> {
+    let error = match result {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(e)) => classify(e),
+        Err(_) => RepositoryError::Unavailable("the database did not answer in time".into()),
+    };
+    if matches!(error, RepositoryError::Unavailable(_)) {
+        drop(Object::take(conn));
+    }
+    Err(error)
+}
+
+#[async_trait]
+impl DurableRepository for PgRepository {
+    async fn import(&self, items: &[(Workflow, Transition)]) -> Result<(), RepositoryError> {
+        self.write(models::import(items)).await.map(|_| ())
+    }
+}
+
+#[async_trait]
+impl WorkflowRepository for PgRepository {
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %workflow.feature_id))]
+    async fn create(&self, workflow: &Workflow, first: &Transition) -> Result<(), RepositoryError> {
+        let write = Write::Create(
+            workflow.feature_id.clone(),
+            WorkflowRow::from(workflow),
+            TransitionRow::new(&workflow.feature_id, first),
+        );
+        self.write(write).await.map(|_| ())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn get(&self, feature_id: &FeatureId) -> Result<Workflow, RepositoryError> {
+        let row = self
+            .run(async |conn| ops::get(conn, feature_id.as_str()).await)
+            .await?;
+        models::workflow(feature_id, row)
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn list(
+        &self,
+        state: Option<WorkflowState>,
+        after: Option<&FeatureId>,
+        limit: u32,
+    ) -> Result<Vec<Workflow>, RepositoryError> {
+        let after = after.map_or("", FeatureId::as_str);
+        let rows = self
+            .run(async |conn| ops::page(conn, state, after, i64::from(limit)).await)
+            .await?;
+        models::convert(rows)
+    }
+
+    async fn summary(&self) -> Result<StateCounts, RepositoryError> {
+        let rows = self.run(async |conn| ops::state_counts(conn).await).await?;
+        models::state_counts(rows)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn history(&self, feature_id: &FeatureId) -> Result<Vec<Transition>, RepositoryError> {
+        let rows = self
+            .run(async |conn| ops::history(conn, feature_id.as_str()).await)
+            .await?;
+        models::history(feature_id, rows)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %workflow.feature_id, expected_version))]
+    async fn commit(
+        &self,
+        expected_version: Version,
+        workflow: &Workflow,
+        transition: &Transition,
+    ) -> Result<(), RepositoryError> {
+        let commit = Commit {
+            feature_id: workflow.feature_id.clone(),
+            expected: models::to_i64(expected_version),
+            changes: WorkflowChanges::from(workflow),
+            history: TransitionRow::new(&workflow.feature_id, transition),
+        };
+        self.write(Write::Commit(commit)).await.map(|_| ())
+    }
+
+    async fn ping(&self) -> Result<(), RepositoryError> {
+        self.run(async |conn| ops::ping(conn).await).await?;
+        self.write(Write::Probe(probe_time())).await.map(|_| ())
+    }
+
+    async fn close(&self) {
+        self.pool.close();
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn hub_session(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Option<HubSessionId>, RepositoryError> {
+        let found = self
+            .run(async |conn| ops::hub_session(conn, feature_id.as_str()).await)
+            .await?;
+        let session = found.ok_or_else(|| RepositoryError::NotFound(feature_id.clone()))?;
+        Ok(session.map(HubSessionId))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn swap_hub_session(
+        &self,
+        feature_id: &FeatureId,
+        expected: Option<&HubSessionId>,
+        new: &HubSessionId,
+    ) -> Result<HubSessionId, RepositoryError> {
+        let write = Write::SwapSession {
+            feature_id: feature_id.clone(),
+            expected: expected.map(|s| s.0.clone()),
+            new: new.0.clone(),
+        };
+        match self.write(write).await? {
+            Written::Session(stored) => Ok(stored),
+            _ => Err(RepositoryError::NotFound(feature_id.clone())),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]
+    async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError> {
+        let write = Write::AddConsultation(
+            consultation.feature_id.clone(),
+            ConsultationRow::from(consultation),
+        );
+        self.write(write).await.map(|_| ())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]
+    async fn update_consultation(
+        &self,
+        consultation: &Consultation,
+    ) -> Result<(), RepositoryError> {
+        let write = Write::UpdateConsultation(ConsultationRow::from(consultation));
+        self.write(write).await.map(|_| ())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn consultations(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Vec<Consultation>, RepositoryError> {
+        let rows = self
+            .run(async |conn| ops::consultations(conn, feature_id.as_str()).await)
+            .await?;
+        models::convert(rows)
+    }
+}
+
+/// The PostgreSQL URL with the connection's time bounds added, unless the operator set them:
+/// a connect timeout, TCP keepalives and a user timeout (so a dead peer is noticed), and a
+/// server-side statement timeout.
+fn with_timeouts(url: &str) -> String {
+    let mut url = url.to_owned();
+    let statement_ms = STATEMENT_TIMEOUT.as_millis();
+    let params = [
+        ("connect_timeout", "5".to_owned()),
+        ("keepalives_idle", "10".to_owned()),
+        ("keepalives_interval", "5".to_owned()),
+        ("tcp_user_timeout", "15000".to_owned()),
+        (
+            "options",
+            format!("-c%20statement_timeout%3D{statement_ms}"),
+        ),
+    ];
+    for (name, value) in params {
+        let present = url
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|p| p.split('=').next() == Some(name)));
+        if !present {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(name);
+            url.push('=');
+            url.push_str(&value);
+        }
+    }
+    url
+}
+
+/// Runs the PostgreSQL migrations under an advisory lock, so replicas starting together take
+/// turns and the later ones find nothing to do.
+async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
+    let mut conn = pool
+        .get()
+        .await
+        .map_err(|e| StorageError::Connect(e.to_string()))?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| StorageError::Migrate(e.to_string()))?;
+    let mut harness = AsyncMigrationHarness::new(conn);
+    let migrated = harness
+        .run_pending_migrations(MIGRATIONS)
+        .map(|_| ())
+        .map_err(|e| StorageError::Migrate(e.to_string()));
+    let mut conn = harness.into_inner();
+    let unlocked = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+        .execute(&mut *conn)
+        .await;
+    migrated?;
+    unlocked.map_err(|e| StorageError::Migrate(e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_bounds_are_added_to_a_postgres_url_unless_set() {
+        let url = with_timeouts("postgres://u@h/db");
+        assert!(
+            url.starts_with("postgres://u@h/db?connect_timeout=5&"),
+            "{url}"
+        );
+        assert!(
+            url.contains("options=-c%20statement_timeout%3D5000"),
+            "{url}"
+        );
+        let own = with_timeouts("postgres://u@h/db?connect_timeout=1&sslmode=disable");
+        assert!(
+            own.contains("connect_timeout=1&sslmode=disable&keepalives_idle"),
+            "{own}"
+        );
+        assert_eq!(own.matches("connect_timeout").count(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres_sessions_carry_the_statement_timeout() {
+        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+            return;
+        };
+        let mut conn =
+            <AsyncPgConnection as diesel_async::AsyncConnection>::establish(&with_timeouts(&url))
+                .await
+                .expect("TEST_DATABASE_URL is reachable");
+        #[derive(diesel::QueryableByName)]
+        struct Setting {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            statement_timeout: String,
+        }
+        let setting: Setting = diesel::sql_query("SHOW statement_timeout")
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(setting.statement_timeout, "5s");
+    }
+}

@@ -1,0 +1,167 @@
+//! The PostgreSQL side of every query and write: each query built by `queries`, run async.
+//! A write runs inside the transaction its caller opened. An advance's compare-and-set goes
+//! through `commits` instead, which runs many at once.
+
+use diesel::prelude::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel::result::QueryResult;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use orchestrator_core::hub::{AnswerStatus, HubSessionId};
+use orchestrator_core::{RepositoryError, WorkflowState};
+
+use crate::storage::models::{ConsultationRow, TransitionRow, WorkflowRow, enum_text, states};
+use crate::storage::queries;
+use crate::storage::schema::{consultations, storage_probe, transitions, workflows};
+use crate::storage::write::{Write, Written};
+
+/// One workflow's row.
+pub async fn get(
+    conn: &mut AsyncPgConnection,
+    feature_id: &str,
+) -> QueryResult<Option<WorkflowRow>> {
+    queries::workflow(feature_id)
+        .select(WorkflowRow::as_select())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// Up to `limit` rows in feature-id order after `after`, in `state`.
+pub async fn page(
+    conn: &mut AsyncPgConnection,
+    state: Option<WorkflowState>,
+    after: &str,
+    limit: i64,
+) -> QueryResult<Vec<WorkflowRow>> {
+    queries::page(states(state), after, limit)
+        .select(WorkflowRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// `(state, count)` for every state that has workflows.
+pub async fn state_counts(conn: &mut AsyncPgConnection) -> QueryResult<Vec<(String, i64)>> {
+    queries::state_counts().load(conn).await
+}
+
+/// A workflow's history rows, oldest first.
+pub async fn history(
+    conn: &mut AsyncPgConnection,
+    feature_id: &str,
+) -> QueryResult<Vec<TransitionRow>> {
+    queries::history(feature_id)
+        .select(TransitionRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// A workflow's hub session (`None`: no such workflow).
+pub async fn hub_session(
+    conn: &mut AsyncPgConnection,
+    feature_id: &str,
+) -> QueryResult<Option<Option<String>>> {
+    queries::hub_session(feature_id)
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// A workflow's consultation rows, oldest first.
+pub async fn consultations(
+    conn: &mut AsyncPgConnection,
+    feature_id: &str,
+) -> QueryResult<Vec<ConsultationRow>> {
+    queries::consultations_of(feature_id)
+        .select(ConsultationRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// A trivial query: does the database answer?
+pub async fn ping(conn: &mut AsyncPgConnection) -> QueryResult<()> {
+    diesel::sql_query("SELECT 1")
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Carries out one write on `conn`, inside the caller's transaction. Commits are `commits`'
+/// business and never reach here.
+pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<Written> {
+    match write {
+        Write::Create(id, row, first) => {
+            let inserted = diesel::insert_into(workflows::table)
+                .values(row)
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if inserted == 0 {
+                return Ok(Written::Refused(RepositoryError::AlreadyExists(id.clone())));
+            }
+            diesel::insert_into(transitions::table)
+                .values(first)
+                .execute(conn)
+                .await?;
+            Ok(Written::Done)
+        }
+        Write::Commit(commit) => {
+            let one = super::commits::apply(conn, std::slice::from_ref(commit)).await?;
+            Ok(one.into_iter().next().unwrap_or(Written::Done))
+        }
+        Write::SwapSession {
+            feature_id,
+            expected,
+            new,
+        } => {
+            diesel::update(queries::swappable_session(
+                feature_id.as_str(),
+                expected.as_deref().unwrap_or_default(),
+            ))
+            .set(workflows::hub_session_id.eq(new))
+            .execute(conn)
+            .await?;
+            Ok(match hub_session(conn, feature_id.as_str()).await? {
+                Some(Some(stored)) => Written::Session(HubSessionId(stored)),
+                _ => Written::Refused(RepositoryError::NotFound(feature_id.clone())),
+            })
+        }
+        Write::AddConsultation(id, row) => {
+            if get(conn, id.as_str()).await?.is_none() {
+                return Ok(Written::Refused(RepositoryError::NotFound(id.clone())));
+            }
+            diesel::insert_into(consultations::table)
+                .values(row)
+                .execute(conn)
+                .await?;
+            Ok(Written::Done)
+        }
+        Write::UpdateConsultation(row) => {
+            let pending = enum_text(&AnswerStatus::PendingHuman);
+            diesel::update(queries::pending_consultation(&row.id, &pending))
+                .set(row)
+                .execute(conn)
+                .await?;
+            Ok(Written::Done)
+        }
+        Write::Import(rows, history) => {
+            diesel::insert_into(workflows::table)
+                .values(rows)
+                .execute(conn)
+                .await?;
+            diesel::insert_into(transitions::table)
+                .values(history)
+                .execute(conn)
+                .await?;
+            Ok(Written::Done)
+        }
+        Write::Probe(at) => {
+            diesel::insert_into(storage_probe::table)
+                .values(queries::probe_row(*at))
+                .on_conflict(storage_probe::id)
+                .do_update()
+                .set(storage_probe::at.eq(at))
+                .execute(conn)
+                .await?;
+            Ok(Written::Done)
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Every query, built once and independent of the back end (`#[dsl::auto_type]` infers each
+//! one's type). `sqlite` and `postgres` only choose the columns to read and run them.
+//!
+//! Lookups by primary key are run with `get_result`, never `first`: `first` adds `LIMIT ?`,
+//! and SQLite recompiles a statement whose LIMIT parameter is rebound on every run.
+
+use diesel::dsl;
+use diesel::prelude::*;
+
+use super::schema::{consultations, storage_probe, transitions, workflows};
+
+/// One workflow by feature id.
+#[dsl::auto_type]
+pub fn workflow<'a>(feature_id: &'a str) -> _ {
+    workflows::table.find(feature_id)
+}
+
+/// Up to `limit` workflows in feature-id order after `after` (`""` for the first page), in
+/// one of `states`.
+#[dsl::auto_type]
+pub fn page<'a>(states: Vec<&'a str>, after: &'a str, limit: i64) -> _ {
+    workflows::table
+        .filter(workflows::state.eq_any(states))
+        .filter(workflows::feature_id.gt(after))
+        .order(workflows::feature_id.asc())
+        .limit(limit)
+}
+
+/// `(state, count)` for every state that has workflows.
+#[dsl::auto_type]
+pub fn state_counts() -> _ {
+    workflows::table
+        .group_by(workflows::state)
+        .select((workflows::state, dsl::count_star()))
+}
+
+/// A workflow's history, oldest first.
+#[dsl::auto_type]
+pub fn history<'a>(feature_id: &'a str) -> _ {
+    transitions::table
+        .filter(transitions::feature_id.eq(feature_id))
+        .order(transitions::seq.asc())
+}
+
+/// A workflow's hub session.
+#[dsl::auto_type]
+pub fn hub_session<'a>(feature_id: &'a str) -> _ {
+    workflows::table
+        .find(feature_id)
+        .select(workflows::hub_session_id)
+}
+
+/// A workflow's version.
+#[dsl::auto_type]
+pub fn version<'a>(feature_id: &'a str) -> _ {
+    workflows::table.find(feature_id).select(workflows::version)
+}
+
+/// A workflow's consultations, oldest first.
+#[dsl::auto_type]
+pub fn consultations_of<'a>(feature_id: &'a str) -> _ {
+    consultations::table
+        .filter(consultations::feature_id.eq(feature_id))
+        .order((consultations::created_at.asc(), consultations::id.asc()))
+}
+
+/// The workflow row a compare-and-set may change: this feature at this version.
+#[dsl::auto_type]
+pub fn at_version<'a>(feature_id: &'a str, expected: i64) -> _ {
+    workflows::table
+        .filter(workflows::feature_id.eq(feature_id))
+        .filter(workflows::version.eq(expected))
+}
+
+/// The workflow row whose hub session may be swapped: none stored, or `expected`.
+#[dsl::auto_type]
+pub fn swappable_session<'a>(feature_id: &'a str, expected: &'a str) -> _ {
+    workflows::table
+        .filter(workflows::feature_id.eq(feature_id))
+        .filter(
+            workflows::hub_session_id
+                .is_null()
+                .or(workflows::hub_session_id.eq(expected)),
+        )
+}
+
+/// A consultation, if it is still pending (the only kind a refresh may change).
+#[dsl::auto_type]
+pub fn pending_consultation<'a>(id: &'a str, pending: &'a str) -> _ {
+    consultations::table
+        .find(id)
+        .filter(consultations::status.eq(pending))
+}
+
+/// The probe row's new value.
+#[dsl::auto_type]
+pub fn probe_row(at: i64) -> _ {
+    (storage_probe::id.eq(1_i32), storage_probe::at.eq(at))
+}

@@ -1,0 +1,304 @@
+//! `SqliteRepository`: the repository contract in one SQLite file.
+//!
+//! Reads run on a bounded pool of connections opened at start-up, each read on a blocking
+//! thread (never on the async workers); a read that waits too long for a connection answers
+//! `Unavailable`. Every write goes to the writer thread (`writer`), which commits whatever is
+//! waiting as one transaction — group commit — and answers each caller only after the sync.
+
+mod ops;
+mod readers;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use orchestrator_core::hub::HubSessionId;
+use orchestrator_core::{
+    Consultation, FeatureId, RepositoryError, StateCounts, Transition, Version, Workflow,
+    WorkflowRepository, WorkflowState,
+};
+
+use super::models::{self, ConsultationRow, TransitionRow, WorkflowChanges, WorkflowRow};
+use super::write::{Commit, Write, Written};
+use super::{DurableRepository, StorageError, blocking, probe_time};
+use readers::Readers;
+use writer::Writer;
+
+pub use writer::WAL_RESET_BYTES;
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// How long a connection waits for another process's lock before giving up.
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+/// Page cache of each connection, in KiB. The operating system caches the file too; this
+/// bounds the process's memory however large the database grows.
+const PAGE_CACHE_KIB: u32 = 1024;
+/// Size the WAL file is cut back to after a checkpoint resets it.
+const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Workflows, their histories and consultations in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteRepository {
+    /// Reading connections; with WAL they never wait for the writer.
+    readers: Arc<Readers>,
+    /// The one writing connection's thread.
+    writer: Writer,
+    /// The directory of a temporary store, removed with the last handle.
+    _scratch: Option<Arc<tempfile::TempDir>>,
+}
+
+impl std::fmt::Debug for SqliteRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteRepository").finish_non_exhaustive()
+    }
+}
+
+/// Per-connection settings of every connection, readers and writer alike.
+fn pragmas(durable: bool) -> String {
+    format!(
+        "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {};
+         PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -{PAGE_CACHE_KIB};
+         PRAGMA journal_size_limit = {WAL_LIMIT_BYTES};",
+        if durable { "FULL" } else { "OFF" }
+    )
+}
+
+impl SqliteRepository {
+    /// Opens (or creates) the database file at `path`, creating its directory when missing,
+    /// runs the embedded migrations, checks that it accepts writes, and opens `readers`
+    /// reading connections.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use orchestrator_core::Orchestrator;
+    /// use orchestrator_server::storage::SqliteRepository;
+    ///
+    /// let repository = SqliteRepository::open("data/orchestrator.db", 4).await?;
+    /// let orchestrator = Orchestrator::new(Arc::new(repository));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn open(path: impl AsRef<Path>, readers: usize) -> Result<Self, StorageError> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StorageError::Directory {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let target = path.to_string_lossy().into_owned();
+        blocking(move || Self::start(&target, readers, true, None)).await
+    }
+
+    /// A private database that disappears with the store (`sqlite::memory:`): kept in a
+    /// temporary file, unsynced, since the writer and the readers must share it.
+    pub async fn temporary(readers: usize) -> Result<Self, StorageError> {
+        let scratch = tempfile::TempDir::new().map_err(|source| StorageError::Directory {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let target = scratch
+            .path()
+            .join("memory.db")
+            .to_string_lossy()
+            .into_owned();
+        let scratch = Some(Arc::new(scratch));
+        blocking(move || Self::start(&target, readers, false, scratch)).await
+    }
+
+    fn start(
+        target: &str,
+        readers: usize,
+        durable: bool,
+        scratch: Option<Arc<tempfile::TempDir>>,
+    ) -> Result<Self, StorageError> {
+        let connect = || -> Result<SqliteConnection, StorageError> {
+            let mut conn = SqliteConnection::establish(target)
+                .map_err(|e| StorageError::Connect(e.to_string()))?;
+            conn.batch_execute(&pragmas(durable))
+                .map_err(|e| StorageError::Connect(e.to_string()))?;
+            Ok(conn)
+        };
+        let mut conn = connect()?;
+        conn.run_pending_migrations(MIGRATIONS)
+            .map_err(|e| StorageError::Migrate(e.to_string()))?;
+        // A database that opens and migrates may still refuse writes (a read-only file or
+        // mount, a full disk): find out now rather than at the first request.
+        conn.transaction(|conn| ops::apply(conn, &Write::Probe(probe_time())))
+            .map_err(|e| StorageError::NotWritable(e.to_string()))?;
+        let checkpointer = connect()?;
+        let wal = std::path::PathBuf::from(format!("{target}-wal"));
+        let writer = Writer::start(conn, checkpointer, wal)
+            .map_err(|e| StorageError::Connect(e.to_string()))?;
+        let readers = (0..readers.max(1))
+            .map(|_| connect())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SqliteRepository {
+            readers: Arc::new(Readers::new(readers)),
+            writer,
+            _scratch: scratch,
+        })
+    }
+
+    async fn write(&self, write: Write) -> Result<Written, RepositoryError> {
+        self.writer.submit(write).await?.into_result()
+    }
+}
+
+#[async_trait]
+impl DurableRepository for SqliteRepository {
+    async fn import(&self, items: &[(Workflow, Transition)]) -> Result<(), RepositoryError> {
+        self.write(models::import(items)).await.map(|_| ())
+    }
+}
+
+#[async_trait]
+impl WorkflowRepository for SqliteRepository {
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %workflow.feature_id))]
+    async fn create(&self, workflow: &Workflow, first: &Transition) -> Result<(), RepositoryError> {
+        let write = Write::Create(
+            workflow.feature_id.clone(),
+            WorkflowRow::from(workflow),
+            TransitionRow::new(&workflow.feature_id, first),
+        );
+        self.write(write).await.map(|_| ())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn get(&self, feature_id: &FeatureId) -> Result<Workflow, RepositoryError> {
+        let id = feature_id.to_string();
+        let row = self.readers.run(move |conn| ops::get(conn, &id)).await?;
+        models::workflow(feature_id, row)
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn list(
+        &self,
+        state: Option<WorkflowState>,
+        after: Option<&FeatureId>,
+        limit: u32,
+    ) -> Result<Vec<Workflow>, RepositoryError> {
+        let after = after.map(ToString::to_string).unwrap_or_default();
+        let rows = self
+            .readers
+            .run(move |conn| ops::page(conn, state, &after, i64::from(limit)))
+            .await?;
+        models::convert(rows)
+    }
+
+    async fn summary(&self) -> Result<StateCounts, RepositoryError> {
+        let rows = self.readers.run(ops::state_counts).await?;
+        models::state_counts(rows)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn history(&self, feature_id: &FeatureId) -> Result<Vec<Transition>, RepositoryError> {
+        let id = feature_id.to_string();
+        let rows = self
+            .readers
+            .run(move |conn| ops::history(conn, &id))
+            .await?;
+        models::history(feature_id, rows)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %workflow.feature_id, expected_version))]
+    async fn commit(
+        &self,
+        expected_version: Version,
+        workflow: &Workflow,
+        transition: &Transition,
+    ) -> Result<(), RepositoryError> {
+        let commit = Commit {
+            feature_id: workflow.feature_id.clone(),
+            expected: models::to_i64(expected_version),
+            changes: WorkflowChanges::from(workflow),
+            history: TransitionRow::new(&workflow.feature_id, transition),
+        };
+        self.write(Write::Commit(commit)).await.map(|_| ())
+    }
+
+    async fn ping(&self) -> Result<(), RepositoryError> {
+        self.readers.run(ops::ping).await?;
+        // Reads alone would say "ok" while every write fails (a full disk, a read-only file)
+        // or while the writer thread is gone.
+        self.write(Write::Probe(probe_time())).await.map(|_| ())
+    }
+
+    /// Waits for the writes already accepted, then empties the write-ahead log into the
+    /// database file and joins the writer's threads, so a clean stop leaves no log behind.
+    async fn close(&self) {
+        let writer = self.writer.clone();
+        let _ = tokio::task::spawn_blocking(move || writer.shutdown()).await;
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn hub_session(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Option<HubSessionId>, RepositoryError> {
+        let id = feature_id.to_string();
+        let found = self
+            .readers
+            .run(move |conn| ops::hub_session(conn, &id))
+            .await?;
+        let session = found.ok_or_else(|| RepositoryError::NotFound(feature_id.clone()))?;
+        Ok(session.map(HubSessionId))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn swap_hub_session(
+        &self,
+        feature_id: &FeatureId,
+        expected: Option<&HubSessionId>,
+        new: &HubSessionId,
+    ) -> Result<HubSessionId, RepositoryError> {
+        let write = Write::SwapSession {
+            feature_id: feature_id.clone(),
+            expected: expected.map(|s| s.0.clone()),
+            new: new.0.clone(),
+        };
+        match self.write(write).await? {
+            Written::Session(stored) => Ok(stored),
+            _ => Err(RepositoryError::NotFound(feature_id.clone())),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]
+    async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError> {
+        let write = Write::AddConsultation(
+            consultation.feature_id.clone(),
+            ConsultationRow::from(consultation),
+        );
+        self.write(write).await.map(|_| ())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]
+    async fn update_consultation(
+        &self,
+        consultation: &Consultation,
+    ) -> Result<(), RepositoryError> {
+        let write = Write::UpdateConsultation(ConsultationRow::from(consultation));
+        self.write(write).await.map(|_| ())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn consultations(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Vec<Consultation>, RepositoryError> {
+        let id = feature_id.to_string();
+        let rows = self
+            .readers
+            .run(move |conn| ops::consultations(conn, &id))
+            .await?;
+        models::convert(rows)
+    }
+}

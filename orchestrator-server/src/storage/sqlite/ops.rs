@@ -1,0 +1,162 @@
+//! The SQLite side of every query and write: each query built by `queries`, run blocking.
+//! A write runs inside the transaction its caller (the writer thread) opened.
+
+use diesel::prelude::*;
+use diesel::result::QueryResult;
+use orchestrator_core::hub::{AnswerStatus, HubSessionId};
+use orchestrator_core::{RepositoryError, WorkflowState};
+
+use crate::storage::models::{ConsultationRow, TransitionRow, WorkflowRow, enum_text, states};
+use crate::storage::queries;
+use crate::storage::schema::{consultations, storage_probe, transitions, workflows};
+use crate::storage::write::{Commit, Write, Written, conflict};
+
+/// One workflow's row.
+pub fn get(conn: &mut SqliteConnection, feature_id: &str) -> QueryResult<Option<WorkflowRow>> {
+    queries::workflow(feature_id)
+        .select(WorkflowRow::as_select())
+        .get_result(conn)
+        .optional()
+}
+
+/// Up to `limit` rows in feature-id order after `after`, in `state`.
+pub fn page(
+    conn: &mut SqliteConnection,
+    state: Option<WorkflowState>,
+    after: &str,
+    limit: i64,
+) -> QueryResult<Vec<WorkflowRow>> {
+    queries::page(states(state), after, limit)
+        .select(WorkflowRow::as_select())
+        .load(conn)
+}
+
+/// `(state, count)` for every state that has workflows.
+pub fn state_counts(conn: &mut SqliteConnection) -> QueryResult<Vec<(String, i64)>> {
+    queries::state_counts().load(conn)
+}
+
+/// A workflow's history rows, oldest first.
+pub fn history(conn: &mut SqliteConnection, feature_id: &str) -> QueryResult<Vec<TransitionRow>> {
+    queries::history(feature_id)
+        .select(TransitionRow::as_select())
+        .load(conn)
+}
+
+/// A workflow's hub session (`None`: no such workflow).
+pub fn hub_session(
+    conn: &mut SqliteConnection,
+    feature_id: &str,
+) -> QueryResult<Option<Option<String>>> {
+    queries::hub_session(feature_id).get_result(conn).optional()
+}
+
+/// A workflow's consultation rows, oldest first.
+pub fn consultations(
+    conn: &mut SqliteConnection,
+    feature_id: &str,
+) -> QueryResult<Vec<ConsultationRow>> {
+    queries::consultations_of(feature_id)
+        .select(ConsultationRow::as_select())
+        .load(conn)
+}
+
+/// A trivial query: does the database answer?
+pub fn ping(conn: &mut SqliteConnection) -> QueryResult<()> {
+    diesel::sql_query("SELECT 1").execute(conn).map(|_| ())
+}
+
+/// Carries out one write on `conn`, inside the caller's transaction.
+pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written> {
+    match write {
+        Write::Create(id, row, first) => {
+            let inserted = diesel::insert_into(workflows::table)
+                .values(row)
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+            if inserted == 0 {
+                return Ok(Written::Refused(RepositoryError::AlreadyExists(id.clone())));
+            }
+            diesel::insert_into(transitions::table)
+                .values(first)
+                .execute(conn)?;
+            Ok(Written::Done)
+        }
+        Write::Commit(commit) => apply_commit(conn, commit),
+        Write::SwapSession {
+            feature_id,
+            expected,
+            new,
+        } => {
+            diesel::update(queries::swappable_session(
+                feature_id.as_str(),
+                expected.as_deref().unwrap_or_default(),
+            ))
+            .set(workflows::hub_session_id.eq(new))
+            .execute(conn)?;
+            Ok(match hub_session(conn, feature_id.as_str())? {
+                Some(Some(stored)) => Written::Session(HubSessionId(stored)),
+                _ => Written::Refused(RepositoryError::NotFound(feature_id.clone())),
+            })
+        }
+        Write::AddConsultation(id, row) => {
+            if get(conn, id.as_str())?.is_none() {
+                return Ok(Written::Refused(RepositoryError::NotFound(id.clone())));
+            }
+            diesel::insert_into(consultations::table)
+                .values(row)
+                .execute(conn)?;
+            Ok(Written::Done)
+        }
+        Write::UpdateConsultation(row) => {
+            let pending = enum_text(&AnswerStatus::PendingHuman);
+            diesel::update(queries::pending_consultation(&row.id, &pending))
+                .set(row)
+                .execute(conn)?;
+            Ok(Written::Done)
+        }
+        Write::Import(rows, history) => {
+            // One row per statement: SQLite cannot take these rows in one.
+            for row in rows {
+                diesel::insert_into(workflows::table)
+                    .values(row)
+                    .execute(conn)?;
+            }
+            for row in history {
+                diesel::insert_into(transitions::table)
+                    .values(row)
+                    .execute(conn)?;
+            }
+            Ok(Written::Done)
+        }
+        Write::Probe(at) => {
+            diesel::insert_into(storage_probe::table)
+                .values(queries::probe_row(*at))
+                .on_conflict(storage_probe::id)
+                .do_update()
+                .set(storage_probe::at.eq(at))
+                .execute(conn)?;
+            Ok(Written::Done)
+        }
+    }
+}
+
+/// The compare-and-set: only the writer that still sees `expected` wins.
+fn apply_commit(conn: &mut SqliteConnection, commit: &Commit) -> QueryResult<Written> {
+    let id = commit.feature_id.as_str();
+    let updated = diesel::update(queries::at_version(id, commit.expected))
+        .set(&commit.changes)
+        .execute(conn)?;
+    if updated == 0 {
+        let actual = queries::version(id).get_result(conn).optional()?;
+        return Ok(Written::Refused(conflict(
+            &commit.feature_id,
+            commit.expected,
+            actual,
+        )));
+    }
+    diesel::insert_into(transitions::table)
+        .values(&commit.history)
+        .execute(conn)?;
+    Ok(Written::Done)
+}

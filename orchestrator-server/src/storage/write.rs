@@ -1,0 +1,83 @@
+//! Every write the store makes, described once for both back ends: what it stores
+//! ([`Write`]), and what it decided ([`Written`]). Each back end carries a `Write` out inside
+//! a transaction its caller opened; a write refused by a rule writes nothing, so it can share
+//! a transaction with others.
+
+use orchestrator_core::hub::HubSessionId;
+use orchestrator_core::{FeatureId, RepositoryError};
+
+use super::models::{ConsultationRow, TransitionRow, WorkflowChanges, WorkflowRow};
+
+/// One write, with everything it needs, owned (it may cross to the SQLite writer thread).
+#[derive(Debug)]
+pub enum Write {
+    /// A new workflow with its first transition.
+    Create(FeatureId, WorkflowRow, TransitionRow),
+    /// The compare-and-set of an advance.
+    Commit(Commit),
+    /// Set a workflow's hub session if the stored one is `expected` (or none is stored).
+    SwapSession {
+        /// The workflow.
+        feature_id: FeatureId,
+        /// The session expected to be stored now.
+        expected: Option<String>,
+        /// The new session.
+        new: String,
+    },
+    /// A new consultation of an existing workflow.
+    AddConsultation(FeatureId, ConsultationRow),
+    /// A refreshed consultation, stored only over a pending one.
+    UpdateConsultation(ConsultationRow),
+    /// Many new workflows at once (seeding): all or none.
+    Import(Vec<WorkflowRow>, Vec<TransitionRow>),
+    /// Rewrites the one probe row with this time (Unix microseconds): proves writes succeed.
+    Probe(i64),
+}
+
+/// The compare-and-set of an advance: the new snapshot and its history row, if the stored
+/// version is still `expected`.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The workflow.
+    pub feature_id: FeatureId,
+    /// The version the change was based on.
+    pub expected: i64,
+    /// The snapshot's columns after the transition.
+    pub changes: WorkflowChanges,
+    /// The transition.
+    pub history: TransitionRow,
+}
+
+/// What a write decided.
+#[derive(Debug)]
+pub enum Written {
+    /// Stored.
+    Done,
+    /// The hub session stored after a swap: the new one, or the one a concurrent caller stored
+    /// first.
+    Session(HubSessionId),
+    /// Refused by a rule; nothing was written.
+    Refused(RepositoryError),
+}
+
+impl Written {
+    /// The write's outcome as the repository answers it.
+    pub fn into_result(self) -> Result<Written, RepositoryError> {
+        match self {
+            Written::Refused(error) => Err(error),
+            other => Ok(other),
+        }
+    }
+}
+
+/// The refusal of a compare-and-set that updated nothing: the version moved on (`actual`), or
+/// the workflow does not exist.
+pub fn conflict(id: &FeatureId, expected: i64, actual: Option<i64>) -> RepositoryError {
+    match actual {
+        Some(actual) => RepositoryError::VersionConflict {
+            expected: u64::try_from(expected).unwrap_or(0),
+            actual: u64::try_from(actual).unwrap_or(0),
+        },
+        None => RepositoryError::NotFound(id.clone()),
+    }
+}
