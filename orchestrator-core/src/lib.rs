@@ -45,8 +45,3 @@ pub use workflow::{
     Progress, ReplayError, Timestamp, Transition, TransitionContext, TransitionError, Version,
     Workflow,
 };
-
-/// The workspace README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct WorkspaceReadme;

@@ -2,73 +2,42 @@
 //!
 //! # Layout
 //!
+//! - `storage`: diesel storage, SQLite and PostgreSQL, with migrations; the only module that
+//!   imports diesel. It is all there is without the `http` feature (on by default): a service
+//!   that embeds the core gets the durable repositories alone.
 //! - `config`: settings from flags and environment.
-//! - `storage`: diesel storage (SQLite) and migrations; the only module that imports diesel.
 //! - `http`: the hyper API: `serve`, the route table, handlers, the error mapping.
 //! - `hub`: the Agent Hub's JSON, its reqwest client, and (feature `stand-in-hub`) a stand-in.
-//! - `metrics`, `telemetry`: Prometheus counters and the tracing subscriber.
+//! - `metrics`, `telemetry`: Prometheus metrics and the tracing subscriber.
 #![warn(clippy::unwrap_used)]
 
+#[cfg(feature = "http")]
 pub mod config;
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
 pub mod hub;
+#[cfg(feature = "http")]
 pub mod metrics;
 pub mod storage;
+#[cfg(feature = "http")]
 pub mod telemetry;
 
-use std::sync::Arc;
-use std::time::Duration;
+#[cfg(feature = "http")]
+mod service;
 
-use orchestrator_core::Orchestrator;
-
+#[cfg(feature = "http")]
 pub use config::{Config, LogFormat};
+#[cfg(feature = "http")]
 pub use http::{App, serve};
+#[cfg(feature = "http")]
+pub use service::{StartupError, bind, build_app};
 
 /// The service's version, reported by `/health` and `/`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    /// Storage could not be opened or migrated.
-    #[error(transparent)]
-    Storage(#[from] storage::StorageError),
-    /// The Agent Hub client could not be built.
-    #[error("agent hub client: {0}")]
-    Hub(#[from] orchestrator_core::HubError),
-    /// The listening socket could not be bound.
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        /// The address.
-        address: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-}
-
-/// Opens storage (running migrations) and builds the application `config` describes.
-pub async fn build_app(config: &Config) -> Result<App, StartupError> {
-    let pool_size = usize::try_from(config.database_pool_size).unwrap_or(8);
-    let repository = storage::connect(&config.database_url, pool_size).await?;
-    let metrics = Arc::new(metrics::Metrics::default());
-    let hub = hub::HttpAgentHub::new(
-        &config.agent_hub_url,
-        Duration::from_secs(config.agent_hub_timeout_seconds),
-        metrics.clone(),
-    )?;
-    let orchestrator = Orchestrator::new(repository).with_hub(Arc::new(hub));
-    Ok(App::with(
-        orchestrator,
-        config.api_token.clone(),
-        metrics,
-        config.limits(),
-    ))
-}
-
-/// Binds the configured address; port 0 picks a free port (read it from `local_addr`).
-pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, StartupError> {
-    let address = config.bind_address();
-    tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| StartupError::Bind { address, source })
-}
+/// The workspace README's examples, compiled and run as doctests (here, where both the core
+/// and the storage are in reach).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct WorkspaceReadme;

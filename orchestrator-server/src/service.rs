@@ -1,0 +1,55 @@
+//! Assembling the service from its configuration: storage, the Agent Hub client, the
+//! application, the listening socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator_core::Orchestrator;
+
+use crate::{App, Config, hub, metrics, storage};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Storage could not be opened or migrated.
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    /// The Agent Hub client could not be built.
+    #[error("agent hub client: {0}")]
+    Hub(#[from] orchestrator_core::HubError),
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Opens storage (running migrations) and builds the application `config` describes.
+pub async fn build_app(config: &Config) -> Result<App, StartupError> {
+    let pool_size = usize::try_from(config.database_pool_size).unwrap_or(8);
+    let repository = storage::connect(&config.database_url, pool_size).await?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let hub = hub::HttpAgentHub::new(
+        &config.agent_hub_url,
+        Duration::from_secs(config.agent_hub_timeout_seconds),
+        metrics.clone(),
+    )?;
+    let orchestrator = Orchestrator::new(repository).with_hub(Arc::new(hub));
+    Ok(App::with(
+        orchestrator,
+        config.api_token.clone(),
+        metrics,
+        config.limits(),
+    ))
+}
+
+/// Binds the configured address; port 0 picks a free port (read it from `local_addr`).
+pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, StartupError> {
+    let address = config.bind_address();
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| StartupError::Bind { address, source })
+}
