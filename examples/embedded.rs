@@ -20,8 +20,8 @@ async fn main() -> anyhow::Result<()> {
         .start(request.try_into()?)
         .await?
         .into_workflow();
-    let id = workflow.feature_id.clone();
-    println!("started {id} in {}", workflow.state);
+    let id = workflow.feature_id().clone();
+    println!("started {id} in {}", workflow.state());
 
     let steps = [
         (
@@ -49,7 +49,8 @@ async fn main() -> anyhow::Result<()> {
         let workflow = orchestrator.advance(&id, advance).await?;
         println!(
             "{trigger:>15} by {actor:<10} -> {} (v{})",
-            workflow.state, workflow.version
+            workflow.state(),
+            workflow.version()
         );
     }
 

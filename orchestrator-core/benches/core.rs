@@ -23,7 +23,7 @@ fn started() -> (Workflow, Transition) {
 
 fn rules(c: &mut Criterion) {
     let (workflow, first) = started();
-    let at = workflow.updated_at + Duration::seconds(30);
+    let at = workflow.updated_at() + Duration::seconds(30);
 
     c.bench_function("apply (accepted)", |b| {
         b.iter(|| black_box(&workflow).apply(Trigger::AgentComplete, TransitionContext::at(at)))
@@ -59,9 +59,9 @@ fn rules(c: &mut Criterion) {
     c.bench_function("replay 101 transitions", |b| {
         b.iter(|| {
             Workflow::replay(
-                workflow.feature_id.clone(),
-                workflow.description.clone(),
-                workflow.metadata.clone(),
+                workflow.feature_id().clone(),
+                workflow.description().clone(),
+                workflow.metadata().clone(),
                 black_box(&history),
             )
         })
@@ -70,7 +70,7 @@ fn rules(c: &mut Criterion) {
 
 fn wire(c: &mut Criterion) {
     let (workflow, _) = started();
-    let now = workflow.updated_at + Duration::seconds(12);
+    let now = workflow.updated_at() + Duration::seconds(12);
     let response = WorkflowResponse::new(&workflow, now);
     c.bench_function("encode WorkflowResponse", |b| {
         b.iter(|| serde_json::to_vec(black_box(&response)))

@@ -244,15 +244,15 @@ impl WorkflowResponse {
     /// The representation of `workflow` as of `now`.
     pub fn new(workflow: &Workflow, now: Timestamp) -> Self {
         WorkflowResponse {
-            feature_id: workflow.feature_id.clone(),
-            description: workflow.description.clone(),
-            state: workflow.state,
-            version: workflow.version,
+            feature_id: workflow.feature_id().clone(),
+            description: workflow.description().clone(),
+            state: workflow.state(),
+            version: workflow.version(),
             progress: workflow.progress(now),
-            metadata: workflow.metadata.clone(),
-            created_at: workflow.created_at,
-            updated_at: workflow.updated_at,
-            completed_at: workflow.completed_at,
+            metadata: workflow.metadata().clone(),
+            created_at: workflow.created_at(),
+            updated_at: workflow.updated_at(),
+            completed_at: workflow.completed_at(),
         }
     }
 }

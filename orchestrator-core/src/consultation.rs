@@ -13,6 +13,7 @@ use crate::hub::{
 };
 use crate::state::WorkflowState;
 use crate::values::{FeatureId, ValidationError, check_text};
+pub use crate::values::{QUESTION_MAX_CHARS, QUESTION_MIN_CHARS, Question};
 use crate::workflow::Timestamp;
 
 /// A consultation's id.
@@ -40,54 +41,8 @@ impl fmt::Display for ConsultationId {
     }
 }
 
-/// Shortest question the hub accepts, in characters.
-pub const QUESTION_MIN_CHARS: usize = 10;
-/// Longest question, in characters.
-pub const QUESTION_MAX_CHARS: usize = 10_000;
 /// Longest context, in characters.
 pub const CONTEXT_MAX_CHARS: usize = 10_000;
-
-/// A question for the experts: 10–10 000 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
-pub struct Question(String);
-
-impl Question {
-    /// Parses a question.
-    pub fn parse(value: impl Into<String>) -> Result<Self, ValidationError> {
-        let value = value.into();
-        let chars = value.chars().count();
-        if value.trim().chars().count() < QUESTION_MIN_CHARS || chars > QUESTION_MAX_CHARS {
-            return Err(ValidationError::new(
-                "question",
-                format!("must be {QUESTION_MIN_CHARS}-{QUESTION_MAX_CHARS} characters"),
-            ));
-        }
-        check_text(&value, QUESTION_MAX_CHARS)
-            .map_err(|rule| ValidationError::new("question", rule))?;
-        Ok(Question(value))
-    }
-
-    /// The question as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Question {
-    type Error = ValidationError;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Question::parse(value)
-    }
-}
-
-impl From<Question> for String {
-    fn from(value: Question) -> String {
-        value.0
-    }
-}
 
 /// Parses optional context for a question: at most 10 000 characters.
 pub fn parse_context(context: Option<String>) -> Result<Option<String>, ValidationError> {

@@ -10,7 +10,8 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::values::{FeatureId, ValidationError};
+use crate::values::FeatureId;
+pub use crate::values::Topic;
 use crate::workflow::Timestamp;
 
 /// A hub session id; the hub keeps a conversation's context per session.
@@ -31,58 +32,6 @@ impl fmt::Display for HubSessionId {
 }
 
 impl fmt::Display for EscalationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The expert area a question is routed to (`architecture`, `security`, …): 1–64 characters
-/// of `a-z A-Z 0-9 _ -`, so it can stand in a URL path as it is. Whether the hub knows the
-/// topic is the hub's to say.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
-pub struct Topic(String);
-
-impl Topic {
-    /// Parses a topic name.
-    pub fn parse(value: impl Into<String>) -> Result<Self, ValidationError> {
-        let value = value.into();
-        let ok = (1..=64).contains(&value.len())
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
-        if ok {
-            Ok(Topic(value))
-        } else {
-            Err(ValidationError::new(
-                "topic",
-                "must be 1-64 characters of a-z A-Z 0-9 _ -",
-            ))
-        }
-    }
-
-    /// The topic as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Topic {
-    type Error = ValidationError;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Topic::parse(value)
-    }
-}
-
-impl From<Topic> for String {
-    fn from(value: Topic) -> String {
-        value.0
-    }
-}
-
-impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }

@@ -36,12 +36,14 @@ pub use memory::InMemoryWorkflowRepository;
 pub use repository::{
     ListQuery, Page, PageLimit, RepositoryError, StateCounts, WorkflowRepository,
 };
+#[cfg(feature = "test-util")]
+pub use service::ManualClock;
 pub use service::{
-    Advance, Clock, Error, ManualClock, Orchestrator, Result, StartWorkflow, Started, SystemClock,
+    Advance, Clock, Error, Orchestrator, Result, StartWorkflow, Started, SystemClock,
 };
 pub use state::{TRANSITIONS, Trigger, WorkflowState, next_state};
 pub use values::{Actor, Description, FeatureId, Metadata, Reason, ValidationError};
 pub use workflow::{
-    Progress, ReplayError, Timestamp, Transition, TransitionContext, TransitionError, Version,
-    Workflow,
+    Progress, ReplayError, Snapshot, Timestamp, Transition, TransitionContext, TransitionError,
+    Version, Workflow,
 };

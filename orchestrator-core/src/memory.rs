@@ -51,11 +51,13 @@ impl InMemoryWorkflowRepository {
 impl WorkflowRepository for InMemoryWorkflowRepository {
     async fn create(&self, workflow: &Workflow, first: &Transition) -> Result<(), RepositoryError> {
         let mut entries = self.lock();
-        if entries.contains_key(&workflow.feature_id) {
-            return Err(RepositoryError::AlreadyExists(workflow.feature_id.clone()));
+        if entries.contains_key(&workflow.feature_id()) {
+            return Err(RepositoryError::AlreadyExists(
+                workflow.feature_id().clone(),
+            ));
         }
         entries.insert(
-            workflow.feature_id.clone(),
+            workflow.feature_id().clone(),
             Entry {
                 workflow: workflow.clone(),
                 history: vec![first.clone()],
@@ -84,7 +86,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         Ok(entries
             .range::<FeatureId, _>((lower, Bound::Unbounded))
             .map(|(_, entry)| &entry.workflow)
-            .filter(|workflow| state.is_none_or(|s| workflow.state == s))
+            .filter(|workflow| state.is_none_or(|s| workflow.state() == s))
             .take(limit as usize)
             .cloned()
             .collect())
@@ -93,7 +95,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
     async fn summary(&self) -> Result<StateCounts, RepositoryError> {
         let entries = self.lock();
         Ok(StateCounts::from_pairs(
-            entries.values().map(|entry| (entry.workflow.state, 1)),
+            entries.values().map(|entry| (entry.workflow.state(), 1)),
         ))
     }
 
@@ -112,12 +114,12 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
     ) -> Result<(), RepositoryError> {
         let mut entries = self.lock();
         let entry = entries
-            .get_mut(&workflow.feature_id)
-            .ok_or_else(|| RepositoryError::NotFound(workflow.feature_id.clone()))?;
-        if entry.workflow.version != expected_version {
+            .get_mut(&workflow.feature_id())
+            .ok_or_else(|| RepositoryError::NotFound(workflow.feature_id().clone()))?;
+        if entry.workflow.version() != expected_version {
             return Err(RepositoryError::VersionConflict {
                 expected: expected_version,
-                actual: entry.workflow.version,
+                actual: entry.workflow.version(),
             });
         }
         entry.workflow = workflow.clone();

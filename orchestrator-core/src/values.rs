@@ -117,6 +117,30 @@ validated_string!(
     check_reason
 );
 
+validated_string!(
+    /// The expert area a question is routed to (`architecture`, `security`, …): 1–64
+    /// characters of `a-z A-Z 0-9 _ -`, so it can stand in a URL path as it is. Whether the
+    /// Agent Hub knows the topic is the hub's to say.
+    Topic,
+    "topic",
+    check_topic
+);
+
+validated_string!(
+    /// A question for the Agent Hub's experts: 10–10 000 characters (at least 10 besides
+    /// surrounding whitespace), free text.
+    Question,
+    "question",
+    check_question
+);
+
+/// Longest topic, in characters.
+pub const TOPIC_MAX_CHARS: usize = 64;
+/// Shortest question the hub accepts, in characters.
+pub const QUESTION_MIN_CHARS: usize = 10;
+/// Longest question, in characters.
+pub const QUESTION_MAX_CHARS: usize = 10_000;
+
 /// Longest feature id, in characters.
 pub const FEATURE_ID_MAX_CHARS: usize = 128;
 /// Longest description, in characters.
@@ -147,6 +171,30 @@ fn check_feature_id(value: &str) -> Result<(), String> {
     } else {
         Err(rule())
     }
+}
+
+fn check_topic(value: &str) -> Result<(), String> {
+    let ok = (1..=TOPIC_MAX_CHARS).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be 1-{TOPIC_MAX_CHARS} characters of a-z A-Z 0-9 _ -"
+        ))
+    }
+}
+
+fn check_question(value: &str) -> Result<(), String> {
+    let chars = value.chars().count();
+    if value.trim().chars().count() < QUESTION_MIN_CHARS || chars > QUESTION_MAX_CHARS {
+        return Err(format!(
+            "must be {QUESTION_MIN_CHARS}-{QUESTION_MAX_CHARS} characters"
+        ));
+    }
+    check_text(value, QUESTION_MAX_CHARS)
 }
 
 fn check_description(value: &str) -> Result<(), String> {

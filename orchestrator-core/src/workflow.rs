@@ -121,9 +121,27 @@ pub enum ReplayError {
 /// One feature's workflow: a snapshot of its state, kept consistent with its history.
 ///
 /// Change it only through [`Workflow::record`] with a transition [`Workflow::apply`] returned;
-/// the fields are public so storage can rebuild a snapshot without replaying the history.
+/// the fields are private so no caller can break its invariants (the version counts the
+/// history, the state is where the history leads). Stores rebuild a stored snapshot with
+/// [`Workflow::from_snapshot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workflow {
+    feature_id: FeatureId,
+    description: Description,
+    metadata: Metadata,
+    state: WorkflowState,
+    version: Version,
+    rework_count: u32,
+    time_in_state: BTreeMap<WorkflowState, u64>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    completed_at: Option<Timestamp>,
+}
+
+/// Everything a stored workflow holds: what a store keeps, and gives back to
+/// [`Workflow::from_snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
     /// Which feature.
     pub feature_id: FeatureId,
     /// What the feature is.
@@ -145,6 +163,89 @@ pub struct Workflow {
     pub updated_at: Timestamp,
     /// When the workflow entered DONE.
     pub completed_at: Option<Timestamp>,
+}
+
+impl Workflow {
+    /// Rebuilds a workflow a store kept. The snapshot must be one this library produced (a
+    /// store's row of a workflow it was given); nothing else should call this.
+    pub fn from_snapshot(snapshot: Snapshot) -> Workflow {
+        let Snapshot {
+            feature_id,
+            description,
+            metadata,
+            state,
+            version,
+            rework_count,
+            time_in_state,
+            created_at,
+            updated_at,
+            completed_at,
+        } = snapshot;
+        Workflow {
+            feature_id,
+            description,
+            metadata,
+            state,
+            version,
+            rework_count,
+            time_in_state,
+            created_at,
+            updated_at,
+            completed_at,
+        }
+    }
+
+    /// Which feature.
+    pub fn feature_id(&self) -> &FeatureId {
+        &self.feature_id
+    }
+
+    /// What the feature is.
+    pub fn description(&self) -> &Description {
+        &self.description
+    }
+
+    /// The caller's data given at start.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Where it stands now.
+    pub fn state(&self) -> WorkflowState {
+        self.state
+    }
+
+    /// The number of transitions accepted; the compare-and-set token.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// How often the gate sent the work back (`human_rejected` transitions).
+    pub fn rework_count(&self) -> u32 {
+        self.rework_count
+    }
+
+    /// Whole seconds spent in each state already left; [`Workflow::progress`] adds the
+    /// current stay.
+    pub fn time_in_state(&self) -> &BTreeMap<WorkflowState, u64> {
+        &self.time_in_state
+    }
+
+    /// When the workflow was started the first time.
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    /// When the last transition was accepted, which is also when the current state was
+    /// entered.
+    pub fn updated_at(&self) -> Timestamp {
+        self.updated_at
+    }
+
+    /// When the workflow entered DONE.
+    pub fn completed_at(&self) -> Option<Timestamp> {
+        self.completed_at
+    }
 }
 
 /// How far a workflow has come.

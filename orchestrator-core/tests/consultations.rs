@@ -142,7 +142,7 @@ async fn a_pending_escalation_blocks_the_gate_until_a_human_confirms() {
         other => panic!("expected a blocked gate, got {other}"),
     }
     assert_eq!(
-        orchestrator.get(&id).await.unwrap().state,
+        orchestrator.get(&id).await.unwrap().state(),
         WorkflowState::Gate1
     );
     // Other triggers are not guarded.
@@ -158,7 +158,7 @@ async fn a_pending_escalation_blocks_the_gate_until_a_human_confirms() {
         .advance(&id, Advance::new(Trigger::HumanApproved))
         .await
         .unwrap();
-    assert_eq!(open.state, WorkflowState::Phase2);
+    assert_eq!(open.state(), WorkflowState::Phase2);
     let stored = &orchestrator.consultations(&id).await.unwrap()[0];
     assert_eq!(stored.status, AnswerStatus::Resolved);
     assert_eq!(stored.final_answer.as_deref(), Some("tentative answer"));
@@ -219,7 +219,7 @@ async fn a_gate_that_cannot_reach_the_hub_stays_closed() {
         .unwrap_err();
     assert!(matches!(err, Error::Hub(HubError::Unavailable(_))), "{err}");
     assert_eq!(
-        orchestrator.get(&id).await.unwrap().state,
+        orchestrator.get(&id).await.unwrap().state(),
         WorkflowState::Gate1
     );
     // Rejection and cancellation do not need the hub.

@@ -60,8 +60,8 @@ async fn start_metadata_is_kept_on_the_workflow_and_its_first_entry() {
         .unwrap();
     let workflow = orchestrator.get(&id("f")).await.unwrap();
     let history = orchestrator.history(&id("f")).await.unwrap();
-    assert_eq!(workflow.metadata.as_map()["team"], "core");
-    assert_eq!(history[0].metadata, workflow.metadata);
+    assert_eq!(workflow.metadata().as_map()["team"], "core");
+    assert_eq!(&history[0].metadata, workflow.metadata());
 }
 
 #[tokio::test]
@@ -107,7 +107,7 @@ async fn a_stale_expected_version_is_a_conflict_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(
-        (workflow.state, workflow.version),
+        (workflow.state(), workflow.version()),
         (WorkflowState::Gate1, 2)
     );
 }
@@ -129,7 +129,7 @@ async fn a_cancelled_workflow_is_restarted_with_the_start_trigger() {
         .await
         .unwrap();
     assert_eq!(
-        (restarted.state, restarted.version),
+        (restarted.state(), restarted.version()),
         (WorkflowState::Phase1, 3)
     );
 }
@@ -154,7 +154,7 @@ async fn listing_pages_through_every_workflow_in_feature_id_order() {
     loop {
         let page = orchestrator.list(&query).await.unwrap();
         assert!(page.items.len() <= 4);
-        seen.extend(page.items.iter().map(|w| w.feature_id.to_string()));
+        seen.extend(page.items.iter().map(|w| w.feature_id().to_string()));
         match page.next_after {
             Some(after) => query.after = Some(after),
             None => break,
@@ -276,13 +276,13 @@ async fn concurrent_commits_against_one_version_let_exactly_one_land() {
                 } else {
                     Trigger::Cancel
                 };
-                let at = base.updated_at + Duration::seconds(n);
+                let at = base.updated_at() + Duration::seconds(n);
                 let transition = base
                     .apply(trigger, orchestrator_core::TransitionContext::at(at))
                     .unwrap();
                 let mut next = base.clone();
                 next.record(&transition);
-                repository.commit(base.version, &next, &transition).await
+                repository.commit(base.version(), &next, &transition).await
             })
         })
         .collect();
@@ -295,7 +295,7 @@ async fn concurrent_commits_against_one_version_let_exactly_one_land() {
     assert_eq!(landed, 1);
     let stored = repository.get(&id("cas")).await.unwrap();
     let history = repository.history(&id("cas")).await.unwrap();
-    assert_eq!(stored.version, 2);
+    assert_eq!(stored.version(), 2);
     assert_eq!(history.len(), 2);
-    assert_eq!(history[1].to, stored.state);
+    assert_eq!(history[1].to, stored.state());
 }

@@ -161,9 +161,9 @@ impl StateMachineTest for Lifecycle {
     fn apply(system: System, after: &Model, step: Step) -> System {
         let (workflow_before, history_before) = system.load();
         let before = Model {
-            state: workflow_before.state,
-            version: workflow_before.version,
-            rework_count: workflow_before.rework_count,
+            state: workflow_before.state(),
+            version: workflow_before.version(),
+            rework_count: workflow_before.rework_count(),
         };
         system.clock.advance(Duration::seconds(step.elapse));
         let mut advance = Advance::new(step.trigger);
@@ -184,8 +184,8 @@ impl StateMachineTest for Lifecycle {
                 assert_eq!(*actual, before.version);
             }
             (Ok(workflow), Expectation::Unconditional | Expectation::Current, Some(to)) => {
-                assert_eq!(workflow.state, to);
-                assert_eq!(workflow.version, before.version + 1);
+                assert_eq!(workflow.state(), to);
+                assert_eq!(workflow.version(), before.version + 1);
             }
             (
                 Err(Error::Transition(e)),
@@ -210,7 +210,7 @@ impl StateMachineTest for Lifecycle {
 
         if let Ok(workflow) = &result {
             assert_eq!(
-                (workflow.state, workflow.version),
+                (workflow.state(), workflow.version()),
                 (after.state, after.version)
             );
         }
@@ -225,12 +225,12 @@ impl StateMachineTest for Lifecycle {
 
     fn check_invariants(system: &System, model: &Model) {
         let (workflow, history) = system.load();
-        assert_eq!(workflow.state, model.state);
-        assert_eq!(workflow.rework_count, model.rework_count);
+        assert_eq!(workflow.state(), model.state);
+        assert_eq!(workflow.rework_count(), model.rework_count);
 
         // The version equals the number of accepted transitions.
-        assert_eq!(workflow.version, model.version);
-        assert_eq!(workflow.version, history.len() as u64);
+        assert_eq!(workflow.version(), model.version);
+        assert_eq!(workflow.version(), history.len() as u64);
 
         // seq runs 1, 2, 3… and each `from` is the previous `to`, starting from IDLE.
         let mut previous = Idle;
@@ -247,9 +247,9 @@ impl StateMachineTest for Lifecycle {
 
         // Replaying the history reproduces the snapshot, progress included.
         let replayed = Workflow::replay(
-            workflow.feature_id.clone(),
-            workflow.description.clone(),
-            workflow.metadata.clone(),
+            workflow.feature_id().clone(),
+            workflow.description().clone(),
+            workflow.metadata().clone(),
             &history,
         )
         .unwrap();
@@ -257,22 +257,22 @@ impl StateMachineTest for Lifecycle {
 
         let now = system.orchestrator.now();
         let progress = workflow.progress(now);
-        assert_eq!(progress.percent, spec_percent(workflow.state));
+        assert_eq!(progress.percent, spec_percent(workflow.state()));
         let rejections = history
             .iter()
             .filter(|t| t.trigger == HumanRejected)
             .count();
         assert_eq!(progress.rework_count as usize, rejections);
-        let elapsed = (now - workflow.created_at).num_seconds() as u64;
+        let elapsed = (now - workflow.created_at()).num_seconds() as u64;
         assert_eq!(
             progress.time_in_state_seconds.values().sum::<u64>(),
             elapsed
         );
 
         // DONE accepts nothing; IDLE accepts only start.
-        match workflow.state {
-            Done => assert!(workflow.state.allowed_triggers().is_empty()),
-            Idle => assert_eq!(workflow.state.allowed_triggers(), vec![Start]),
+        match workflow.state() {
+            Done => assert!(workflow.state().allowed_triggers().is_empty()),
+            Idle => assert_eq!(workflow.state().allowed_triggers(), vec![Start]),
             _ => {}
         }
     }

@@ -70,16 +70,18 @@ pub struct Config {
         long,
         env = "ORCHESTRATOR_API_TOKEN",
         value_name = "ORCHESTRATOR_API_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = |value: &str| Ok::<_, std::convert::Infallible>(Secret::from(value))
     )]
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
 
     /// Tracing filter, e.g. `info` or `orchestrator_server=debug`.
     #[arg(
         long = "log",
         env = "RUST_LOG",
         value_name = "RUST_LOG",
-        default_value = "info"
+        default_value = "info",
+        value_parser = parse_log_filter
     )]
     pub log: String,
 
@@ -92,6 +94,36 @@ pub struct Config {
         default_value = "json"
     )]
     pub log_format: LogFormat,
+}
+
+/// A value that must never be printed: its `Debug` says `<redacted>`, it has no `Display`,
+/// and reading it takes an explicit [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(value.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// How log lines look.
@@ -152,11 +184,18 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("request_timeout_seconds", &self.request_timeout_seconds)
             .field("body_timeout_seconds", &self.body_timeout_seconds)
-            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("api_token", &self.api_token)
             .field("log", &self.log)
             .field("log_format", &self.log_format)
             .finish()
     }
+}
+
+/// A tracing filter in `RUST_LOG`'s syntax; a bad one stops start-up like every bad setting.
+fn parse_log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_http_url(value: &str) -> Result<String, String> {
@@ -190,6 +229,15 @@ mod tests {
         assert_eq!(config.agent_hub_url, "http://localhost:8001");
         assert_eq!(config.agent_hub_timeout_seconds, 30);
         assert_eq!(config.api_token, None);
+        let with_token = parse(&["--api-token", "s3cret"]).unwrap();
+        assert!(!format!("{with_token:?}").contains("s3cret"));
+        assert_eq!(
+            with_token
+                .api_token
+                .map(|t| t.expose().to_owned())
+                .as_deref(),
+            Some("s3cret")
+        );
         assert_eq!(config.log_format, LogFormat::Json);
     }
 
@@ -236,6 +284,7 @@ mod tests {
             ),
             (&["--agent-hub-url", "localhost:8001"][..], "AGENT_HUB_URL"),
             (&["--log-format", "xml"][..], "LOG_FORMAT"),
+            (&["--log", "info,[=bogus"][..], "RUST_LOG"),
         ] {
             let error = parse(args).unwrap_err().to_string();
             let first = error.lines().next().unwrap();

@@ -31,6 +31,7 @@ use tracing::Instrument;
 
 pub use openapi::ApiDoc;
 
+use crate::config::Secret;
 use crate::metrics::Metrics;
 use error::ApiError;
 use handlers::docs::DocsAssets;
@@ -73,7 +74,7 @@ pub struct App(Arc<Inner>);
 struct Inner {
     orchestrator: Orchestrator,
     /// When set, non-public routes need `Authorization: Bearer <token>`.
-    token: Option<String>,
+    token: Option<Secret>,
     /// Shared with the Agent Hub client, which counts its calls.
     metrics: Arc<Metrics>,
     started: Instant,
@@ -91,21 +92,22 @@ struct Inner {
 impl App {
     /// An application over `orchestrator`, requiring `token` when one is given, counting into
     /// `metrics`, with the default [`Limits`].
-    pub fn new(orchestrator: Orchestrator, token: Option<String>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(orchestrator: Orchestrator, token: Option<Secret>, metrics: Arc<Metrics>) -> Self {
         Self::with(orchestrator, token, metrics, Limits::default())
     }
 
     /// An application as [`App::new`] makes it, with other limits.
     pub fn with(
         orchestrator: Orchestrator,
-        token: Option<String>,
+        token: Option<Secret>,
         metrics: Arc<Metrics>,
         limits: Limits,
     ) -> Self {
-        let auth_required = token.as_deref().is_some_and(|t| !t.is_empty());
+        let token = token.filter(|t| !t.expose().is_empty());
+        let auth_required = token.is_some();
         App(Arc::new(Inner {
             orchestrator,
-            token: token.filter(|t| !t.is_empty()),
+            token,
             metrics,
             started: Instant::now(),
             router: router::build(),
@@ -225,7 +227,7 @@ impl App {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
             Ok(())
         } else {
             Err(ApiError::Unauthorized)

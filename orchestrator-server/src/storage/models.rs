@@ -8,7 +8,8 @@ use diesel::prelude::*;
 use orchestrator_core::hub::{EscalationId, Topic};
 use orchestrator_core::{
     Actor, Consultation, ConsultationId, Description, FeatureId, Metadata, Question, Reason,
-    RepositoryError, StateCounts, Timestamp, Transition, Trigger, Workflow, WorkflowState,
+    RepositoryError, Snapshot, StateCounts, Timestamp, Transition, Trigger, Workflow,
+    WorkflowState,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -60,12 +61,12 @@ pub struct WorkflowChanges {
 impl From<&Workflow> for WorkflowChanges {
     fn from(w: &Workflow) -> Self {
         WorkflowChanges {
-            state: w.state.as_str().to_owned(),
-            version: to_i64(w.version),
-            rework_count: i64::from(w.rework_count),
-            time_in_state: json(&w.time_in_state),
-            updated_at: micros(w.updated_at),
-            completed_at: w.completed_at.map(micros),
+            state: w.state().as_str().to_owned(),
+            version: to_i64(w.version()),
+            rework_count: i64::from(w.rework_count()),
+            time_in_state: json(&w.time_in_state()),
+            updated_at: micros(w.updated_at()),
+            completed_at: w.completed_at().map(micros),
         }
     }
 }
@@ -102,16 +103,16 @@ fn json(value: &impl serde::Serialize) -> String {
 impl From<&Workflow> for WorkflowRow {
     fn from(w: &Workflow) -> Self {
         WorkflowRow {
-            feature_id: w.feature_id.to_string(),
-            description: w.description.to_string(),
-            metadata: json(&w.metadata),
-            state: w.state.as_str().to_owned(),
-            version: to_i64(w.version),
-            rework_count: i64::from(w.rework_count),
-            time_in_state: json(&w.time_in_state),
-            created_at: micros(w.created_at),
-            updated_at: micros(w.updated_at),
-            completed_at: w.completed_at.map(micros),
+            feature_id: w.feature_id().to_string(),
+            description: w.description().to_string(),
+            metadata: json(&w.metadata()),
+            state: w.state().as_str().to_owned(),
+            version: to_i64(w.version()),
+            rework_count: i64::from(w.rework_count()),
+            time_in_state: json(&w.time_in_state()),
+            created_at: micros(w.created_at()),
+            updated_at: micros(w.updated_at()),
+            completed_at: w.completed_at().map(micros),
         }
     }
 }
@@ -267,7 +268,7 @@ impl TryFrom<WorkflowRow> for Workflow {
         };
         let time_in_state: BTreeMap<WorkflowState, u64> =
             c.parse("time_in_state", serde_json::from_str(&row.time_in_state))?;
-        Ok(Workflow {
+        Ok(Workflow::from_snapshot(Snapshot {
             feature_id: c.parse("feature_id", FeatureId::parse(row.feature_id.as_str()))?,
             description: c.parse("description", Description::parse(row.description.as_str()))?,
             metadata: c.metadata("metadata", &row.metadata)?,
@@ -281,7 +282,7 @@ impl TryFrom<WorkflowRow> for Workflow {
                 .completed_at
                 .map(|at| c.time("completed_at", at))
                 .transpose()?,
-        })
+        }))
     }
 }
 
@@ -373,7 +374,7 @@ pub fn import(items: &[(Workflow, Transition)]) -> Write {
     let rows = items.iter().map(|(w, _)| WorkflowRow::from(w)).collect();
     let history = items
         .iter()
-        .map(|(w, t)| TransitionRow::new(&w.feature_id, t))
+        .map(|(w, t)| TransitionRow::new(&w.feature_id(), t))
         .collect();
     Write::Import(rows, history)
 }

@@ -32,7 +32,7 @@ fn new_workflow(name: &str) -> (Workflow, Transition) {
 
 /// The workflow after `trigger`, with the transition to commit.
 fn step(workflow: &Workflow, trigger: Trigger, seconds: i64) -> (Workflow, Transition) {
-    let ctx = TransitionContext::at(workflow.updated_at + Duration::seconds(seconds));
+    let ctx = TransitionContext::at(workflow.updated_at() + Duration::seconds(seconds));
     let transition = workflow.apply(trigger, ctx).unwrap();
     let mut next = workflow.clone();
     next.record(&transition);
@@ -57,8 +57,12 @@ pub async fn create_then_get_returns_the_same_workflow(repo: &dyn WorkflowReposi
 pub async fn a_duplicate_create_is_refused_and_changes_nothing(repo: &dyn WorkflowRepository) {
     let (workflow, first) = new_workflow("dup");
     repo.create(&workflow, &first).await.unwrap();
-    let (mut other, other_first) = new_workflow("dup");
-    other.description = Description::parse("another").unwrap();
+    let (other, other_first) = Workflow::start(
+        id("dup"),
+        Description::parse("another").unwrap(),
+        Metadata::default(),
+        TransitionContext::at(t0()),
+    );
     let err = repo.create(&other, &other_first).await.unwrap_err();
     assert!(
         matches!(err, RepositoryError::AlreadyExists(ref f) if f.as_str() == "dup"),
@@ -118,7 +122,7 @@ pub async fn history_keeps_every_transition_in_order(repo: &dyn WorkflowReposito
     .enumerate()
     {
         let (next, transition) = step(&workflow, trigger, 10 * (n as i64 + 1));
-        repo.commit(workflow.version, &next, &transition)
+        repo.commit(workflow.version(), &next, &transition)
             .await
             .unwrap();
         workflow = next;
@@ -129,14 +133,14 @@ pub async fn history_keeps_every_transition_in_order(repo: &dyn WorkflowReposito
     let stored = repo.get(&id("hist")).await.unwrap();
     assert_eq!(stored, workflow);
     assert_eq!(
-        (stored.state, stored.rework_count),
+        (stored.state(), stored.rework_count()),
         (WorkflowState::Done, 1)
     );
-    assert!(stored.completed_at.is_some());
+    assert!(stored.completed_at().is_some());
     let replayed = Workflow::replay(
-        stored.feature_id.clone(),
-        stored.description.clone(),
-        stored.metadata.clone(),
+        stored.feature_id().clone(),
+        stored.description().clone(),
+        stored.metadata().clone(),
         &history,
     )
     .unwrap();
@@ -163,7 +167,7 @@ pub async fn list_pages_in_feature_id_byte_order_with_a_state_filter(
         .await
         .unwrap()
         .iter()
-        .map(|w| w.feature_id.to_string())
+        .map(|w| w.feature_id().to_string())
         .collect();
     assert_eq!(all, sorted);
 
@@ -175,8 +179,8 @@ pub async fn list_pages_in_feature_id_byte_order_with_a_state_filter(
             break;
         }
         assert!(page.len() <= 2);
-        after = page.last().map(|w| w.feature_id.clone());
-        paged.extend(page.into_iter().map(|w| w.feature_id.to_string()));
+        after = page.last().map(|w| w.feature_id().clone());
+        paged.extend(page.into_iter().map(|w| w.feature_id().to_string()));
     }
     assert_eq!(paged, sorted);
 
@@ -185,7 +189,7 @@ pub async fn list_pages_in_feature_id_byte_order_with_a_state_filter(
         .await
         .unwrap();
     assert_eq!(gate_only.len(), 1);
-    assert_eq!(gate_only[0].feature_id.as_str(), "c");
+    assert_eq!(gate_only[0].feature_id().as_str(), "c");
     let after_c = repo
         .list(Some(WorkflowState::Phase1), Some(&id("b")), 100)
         .await
@@ -357,7 +361,7 @@ pub async fn concurrent_commits_against_one_version_let_exactly_one_land(
     assert_eq!(landed, 1);
     let history = repo.history(&id("race")).await.unwrap();
     assert_eq!(history.len(), 2);
-    assert_eq!(repo.get(&id("race")).await.unwrap().state, history[1].to);
+    assert_eq!(repo.get(&id("race")).await.unwrap().state(), history[1].to);
 }
 
 /// Many workflows committed at once (the stores may share one transaction among them): each
@@ -401,9 +405,12 @@ pub async fn concurrent_commits_of_many_workflows_are_each_judged_on_their_own(
         }
     }
     for workflow in &workflows {
-        let stored = repo.get(&workflow.feature_id).await.unwrap();
-        assert_eq!((stored.version, stored.state), (2, WorkflowState::Gate1));
-        assert_eq!(repo.history(&workflow.feature_id).await.unwrap().len(), 2);
+        let stored = repo.get(&workflow.feature_id()).await.unwrap();
+        assert_eq!(
+            (stored.version(), stored.state()),
+            (2, WorkflowState::Gate1)
+        );
+        assert_eq!(repo.history(&workflow.feature_id()).await.unwrap().len(), 2);
     }
 }
 

@@ -111,7 +111,7 @@ async fn start(config: Config, dir: TempDir, hub: StandInHub) -> TestApp {
     }));
     let mut client = Client::builder().base_url(format!("http://{address}"));
     if let Some(token) = &config.api_token {
-        client = client.token(token.clone());
+        client = client.token(token.expose());
     }
     TestApp {
         address,

@@ -25,7 +25,7 @@ pub fn feature_id(raw: &str) -> Result<FeatureId> {
 
 fn workflow_response(app: &App, status: StatusCode, workflow: &Workflow) -> HttpResponse {
     let mut response = json_response(status, &WorkflowResponse::new(workflow, app.now()));
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", workflow.version)) {
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", workflow.version())) {
         response.headers_mut().insert(header::ETAG, etag);
     }
     response
@@ -57,7 +57,7 @@ pub async fn create_workflow(
         Started::Created(workflow) => {
             app.metrics().transition(orchestrator_core::Trigger::Start);
             let mut response = workflow_response(app, StatusCode::CREATED, &workflow);
-            if let Ok(location) = HeaderValue::from_str(&paths::workflow(&workflow.feature_id)) {
+            if let Ok(location) = HeaderValue::from_str(&paths::workflow(&workflow.feature_id())) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
             Ok(response)

@@ -169,12 +169,12 @@ impl DurableRepository for PgRepository {
 
 #[async_trait]
 impl WorkflowRepository for PgRepository {
-    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %workflow.feature_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %workflow.feature_id()))]
     async fn create(&self, workflow: &Workflow, first: &Transition) -> Result<(), RepositoryError> {
         let write = Write::Create(
-            workflow.feature_id.clone(),
+            workflow.feature_id().clone(),
             WorkflowRow::from(workflow),
-            TransitionRow::new(&workflow.feature_id, first),
+            TransitionRow::new(&workflow.feature_id(), first),
         );
         self.write(write).await.map(|_| ())
     }
@@ -214,7 +214,7 @@ impl WorkflowRepository for PgRepository {
         models::history(feature_id, rows)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %workflow.feature_id, expected_version))]
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %workflow.feature_id(), expected_version))]
     async fn commit(
         &self,
         expected_version: Version,
@@ -222,10 +222,10 @@ impl WorkflowRepository for PgRepository {
         transition: &Transition,
     ) -> Result<(), RepositoryError> {
         let commit = Commit {
-            feature_id: workflow.feature_id.clone(),
+            feature_id: workflow.feature_id().clone(),
             expected: models::to_i64(expected_version),
             changes: WorkflowChanges::from(workflow),
-            history: TransitionRow::new(&workflow.feature_id, transition),
+            history: TransitionRow::new(&workflow.feature_id(), transition),
         };
         self.write(Write::Commit(commit)).await.map(|_| ())
     }

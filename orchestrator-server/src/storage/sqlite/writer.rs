@@ -248,9 +248,9 @@ mod tests {
             TransitionContext::at(chrono::Utc::now()),
         );
         let write = Write::Create(
-            workflow.feature_id.clone(),
+            workflow.feature_id().clone(),
             WorkflowRow::from(&workflow),
-            TransitionRow::new(&workflow.feature_id, &first),
+            TransitionRow::new(&workflow.feature_id(), &first),
         );
         (workflow, write)
     }
@@ -265,10 +265,10 @@ mod tests {
         let mut next = workflow.clone();
         next.record(&transition);
         Write::Commit(Commit {
-            feature_id: next.feature_id.clone(),
+            feature_id: next.feature_id().clone(),
             expected,
             changes: WorkflowChanges::from(&next),
-            history: TransitionRow::new(&next.feature_id, &transition),
+            history: TransitionRow::new(&next.feature_id(), &transition),
         })
     }
 

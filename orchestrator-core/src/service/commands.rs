@@ -1,0 +1,125 @@
+//! What callers ask the orchestrator, as validated commands built from wire requests.
+
+use crate::api::{AdvanceRequest, ConsultRequest, StartWorkflowRequest};
+use crate::consultation::{Consult, parse_context};
+use crate::state::Trigger;
+use crate::values::{
+    Actor, Description, FeatureId, Metadata, Question, Reason, Topic, ValidationError,
+    parse_optional,
+};
+use crate::workflow::{Version, Workflow};
+
+/// Start a feature's workflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartWorkflow {
+    /// The feature.
+    pub feature_id: FeatureId,
+    /// What it is.
+    pub description: Description,
+    /// The caller's data.
+    pub metadata: Metadata,
+    /// When the feature exists already, return it unchanged instead of refusing.
+    pub use_existing: bool,
+}
+
+impl TryFrom<StartWorkflowRequest> for StartWorkflow {
+    type Error = ValidationError;
+
+    fn try_from(request: StartWorkflowRequest) -> Result<Self, ValidationError> {
+        Ok(StartWorkflow {
+            feature_id: FeatureId::parse(request.feature_id)?,
+            description: Description::parse(request.description)?,
+            metadata: Metadata::parse(request.metadata.unwrap_or_default())?,
+            use_existing: request.use_existing.unwrap_or(false),
+        })
+    }
+}
+
+/// Move a workflow by one trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advance {
+    /// What happened.
+    pub trigger: Trigger,
+    /// Who says so.
+    pub actor: Option<Actor>,
+    /// Why.
+    pub reason: Option<Reason>,
+    /// Extra data kept with the history entry.
+    pub metadata: Metadata,
+    /// Refuse with a version conflict unless the workflow is at this version.
+    pub expected_version: Option<Version>,
+}
+
+impl Advance {
+    /// Advance by `trigger` with nothing else said.
+    pub fn new(trigger: Trigger) -> Self {
+        Advance {
+            trigger,
+            actor: None,
+            reason: None,
+            metadata: Metadata::default(),
+            expected_version: None,
+        }
+    }
+
+    /// The same advance, only if the workflow is at `version`.
+    pub fn expecting(mut self, version: Version) -> Self {
+        self.expected_version = Some(version);
+        self
+    }
+}
+
+impl TryFrom<AdvanceRequest> for Advance {
+    type Error = ValidationError;
+
+    fn try_from(request: AdvanceRequest) -> Result<Self, ValidationError> {
+        let trigger = request
+            .trigger
+            .parse::<Trigger>()
+            .map_err(|e| ValidationError::new("trigger", e.to_string()))?;
+        Ok(Advance {
+            trigger,
+            actor: parse_optional(request.actor, Actor::parse)?,
+            reason: parse_optional(request.reason, Reason::parse)?,
+            metadata: Metadata::parse(request.metadata.unwrap_or_default())?,
+            expected_version: request.expected_version,
+        })
+    }
+}
+
+impl TryFrom<ConsultRequest> for Consult {
+    type Error = ValidationError;
+
+    fn try_from(request: ConsultRequest) -> Result<Self, ValidationError> {
+        Ok(Consult {
+            topic: Topic::parse(request.topic)?,
+            question: Question::parse(request.question)?,
+            context: parse_context(request.context)?,
+        })
+    }
+}
+
+/// What `start` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// A new workflow was created.
+    Created(Workflow),
+    /// The feature existed and `use_existing` was set: it is returned unchanged.
+    Existing(Workflow),
+}
+
+impl Started {
+    /// The workflow, new or existing.
+    pub fn workflow(&self) -> &Workflow {
+        match self {
+            Started::Created(w) | Started::Existing(w) => w,
+        }
+    }
+
+    /// The workflow, new or existing.
+    pub fn into_workflow(self) -> Workflow {
+        match self {
+            Started::Created(w) | Started::Existing(w) => w,
+        }
+    }
+}

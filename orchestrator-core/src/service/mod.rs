@@ -1,0 +1,174 @@
+//! The `Orchestrator` service: the one place where the rules meet the repository.
+//!
+//! Each method reads the clock once, loads what it needs, lets [`crate::Workflow`] judge, and
+//! commits through [`WorkflowRepository`]. It knows nothing of HTTP: callers turn [`Error`]
+//! into their own answers (the server's mapping is in its `http::error`).
+//!
+//! - `commands`: what callers ask (`StartWorkflow`, `Advance`), parsed from wire requests.
+//! - `workflows`: starting, reading, advancing and listing workflows.
+//! - `consultations`: asking the Agent Hub, and the gate's wait for humans.
+//! - `clock`: the `Clock` seam, and `ManualClock` for tests (feature `test-util`).
+
+mod clock;
+mod commands;
+mod consultations;
+mod workflows;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::hub::{
+    AgentHub, Escalation, EscalationId, HubError, HubHealth, HubQuestion, HubSessionId,
+};
+use crate::repository::{RepositoryError, WorkflowRepository};
+use crate::state::WorkflowState;
+use crate::values::{FeatureId, ValidationError};
+use crate::workflow::{Timestamp, TransitionError, Version};
+
+#[cfg(feature = "test-util")]
+pub use clock::ManualClock;
+pub use clock::{Clock, SystemClock};
+pub use commands::{Advance, StartWorkflow, Started};
+
+/// Why an orchestrator call failed. Each variant is one answer a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Input breaks a rule (HTTP 400 `VALIDATION_ERROR`).
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// No such workflow (HTTP 404 `WORKFLOW_NOT_FOUND`).
+    #[error("workflow '{0}' not found")]
+    NotFound(FeatureId),
+    /// The feature id is taken (HTTP 409 `WORKFLOW_ALREADY_EXISTS`).
+    #[error("workflow '{0}' already exists")]
+    AlreadyExists(FeatureId),
+    /// The trigger is not allowed now (HTTP 409 `INVALID_TRANSITION`).
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// The caller's expected version is not the current one, or a concurrent change won
+    /// (HTTP 409 `VERSION_CONFLICT`).
+    #[error("version conflict: expected {expected}, current {actual}")]
+    VersionConflict {
+        /// The version the caller expected.
+        expected: Version,
+        /// The version stored now.
+        actual: Version,
+    },
+    /// `human_approved` while consultations still wait for a human (HTTP 409 `GATE_BLOCKED`).
+    #[error("the gate is blocked by {} consultation(s) awaiting a human", escalations.len())]
+    GateBlocked {
+        /// The escalations a human must act on.
+        escalations: Vec<EscalationId>,
+    },
+    /// A consultation for a workflow in IDLE or DONE (HTTP 409 `WORKFLOW_NOT_ACTIVE`).
+    #[error("workflow '{feature_id}' is {state}; consultations need PHASE_1, GATE_1 or PHASE_2")]
+    NotActive {
+        /// The workflow.
+        feature_id: FeatureId,
+        /// Its state.
+        state: WorkflowState,
+    },
+    /// The Agent Hub failed (HTTP 400 for an unknown topic, 502 `AGENT_HUB_ERROR`, or
+    /// 503 `AGENT_HUB_UNAVAILABLE`).
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    /// Storage failed (HTTP 503 `DATABASE_UNAVAILABLE` or 500 `INTERNAL`).
+    #[error(transparent)]
+    Storage(RepositoryError),
+}
+
+impl From<RepositoryError> for Error {
+    fn from(error: RepositoryError) -> Self {
+        match error {
+            RepositoryError::NotFound(id) => Error::NotFound(id),
+            RepositoryError::AlreadyExists(id) => Error::AlreadyExists(id),
+            RepositoryError::VersionConflict { expected, actual } => {
+                Error::VersionConflict { expected, actual }
+            }
+            other => Error::Storage(other),
+        }
+    }
+}
+
+/// `Result` with the orchestrator's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The orchestrator: workflows kept by a repository, judged by the rules, timed by a clock,
+/// advised by an Agent Hub.
+#[derive(Clone)]
+pub struct Orchestrator {
+    repository: Arc<dyn WorkflowRepository>,
+    hub: Arc<dyn AgentHub>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The hub of an orchestrator built without one: every call is unavailable.
+struct NoAgentHub;
+
+#[async_trait]
+impl AgentHub for NoAgentHub {
+    async fn create_session(&self, _: &FeatureId) -> Result<HubSessionId, HubError> {
+        Err(Self::unavailable())
+    }
+    async fn ask(&self, _: &HubQuestion) -> Result<crate::hub::HubAnswer, HubError> {
+        Err(Self::unavailable())
+    }
+    async fn escalation(&self, _: &EscalationId) -> Result<Escalation, HubError> {
+        Err(Self::unavailable())
+    }
+    async fn health(&self) -> Result<HubHealth, HubError> {
+        Err(Self::unavailable())
+    }
+}
+
+impl NoAgentHub {
+    fn unavailable() -> HubError {
+        HubError::Unavailable("no agent hub is configured".to_owned())
+    }
+}
+
+impl Orchestrator {
+    /// An orchestrator over `repository`, on the system clock, with no Agent Hub (every
+    /// consultation answers `AGENT_HUB_UNAVAILABLE` until [`Orchestrator::with_hub`]).
+    pub fn new(repository: Arc<dyn WorkflowRepository>) -> Self {
+        Orchestrator {
+            repository,
+            hub: Arc::new(NoAgentHub),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The same orchestrator on another clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The same orchestrator consulting `hub`.
+    pub fn with_hub(mut self, hub: Arc<dyn AgentHub>) -> Self {
+        self.hub = hub;
+        self
+    }
+
+    /// The Agent Hub, for health checks.
+    pub fn hub(&self) -> &Arc<dyn AgentHub> {
+        &self.hub
+    }
+
+    /// The current time on the orchestrator's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The repository, for health checks.
+    pub fn repository(&self) -> &Arc<dyn WorkflowRepository> {
+        &self.repository
+    }
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator").finish_non_exhaustive()
+    }
+}

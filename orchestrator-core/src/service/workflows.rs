@@ -1,0 +1,99 @@
+//! Starting, reading, advancing and listing workflows.
+
+use crate::repository::{ListQuery, Page, RepositoryError, StateCounts};
+use crate::state::WorkflowState;
+use crate::values::FeatureId;
+use crate::workflow::{Transition, TransitionContext, Workflow};
+
+use super::{Advance, Error, Orchestrator, Result, StartWorkflow, Started};
+
+impl Orchestrator {
+    /// Creates a workflow and applies `start` (history entry 1 is IDLE → PHASE_1). An existing
+    /// feature id is refused, or returned unchanged with `use_existing`.
+    pub async fn start(&self, command: StartWorkflow) -> Result<Started> {
+        let (workflow, first) = Workflow::start(
+            command.feature_id,
+            command.description,
+            command.metadata.clone(),
+            TransitionContext {
+                metadata: command.metadata,
+                ..TransitionContext::at(self.clock.now())
+            },
+        );
+        match self.repository.create(&workflow, &first).await {
+            Ok(()) => Ok(Started::Created(workflow)),
+            Err(RepositoryError::AlreadyExists(id)) if command.use_existing => {
+                Ok(Started::Existing(self.repository.get(&id).await?))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The workflow of a feature.
+    pub async fn get(&self, feature_id: &FeatureId) -> Result<Workflow> {
+        Ok(self.repository.get(feature_id).await?)
+    }
+
+    /// Applies one trigger atomically: judged against the state read, committed only if
+    /// nobody changed the workflow in between. Returns the workflow after it.
+    pub async fn advance(&self, feature_id: &FeatureId, command: Advance) -> Result<Workflow> {
+        let current = self.repository.get(feature_id).await?;
+        if let Some(expected) = command.expected_version
+            && expected != current.version()
+        {
+            return Err(Error::VersionConflict {
+                expected,
+                actual: current.version(),
+            });
+        }
+        let ctx = TransitionContext {
+            actor: command.actor,
+            reason: command.reason,
+            metadata: command.metadata,
+            at: self.clock.now(),
+        };
+        let transition = current.apply(command.trigger, ctx)?;
+        if transition.to == WorkflowState::Phase2 {
+            self.guard_gate(feature_id).await?;
+        }
+        let next = Self::recorded(&current, &transition);
+        self.repository
+            .commit(current.version(), &next, &transition)
+            .await?;
+        Ok(next)
+    }
+
+    /// The gate opens only when no consultation waits for a human: pending ones are refreshed
+    fn recorded(current: &Workflow, transition: &Transition) -> Workflow {
+        let mut next = current.clone();
+        next.record(transition);
+        next
+    }
+
+    /// One page of workflows ordered by feature id.
+    pub async fn list(&self, query: &ListQuery) -> Result<Page> {
+        let limit = query.limit.get();
+        // One more than asked tells whether another page follows.
+        let mut items = self
+            .repository
+            .list(query.state, query.after.as_ref(), limit + 1)
+            .await?;
+        let next_after = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|w| w.feature_id().clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next_after })
+    }
+
+    /// How many workflows are in each state.
+    pub async fn summary(&self) -> Result<StateCounts> {
+        Ok(self.repository.summary().await?)
+    }
+
+    /// A workflow's transitions, oldest first.
+    pub async fn history(&self, feature_id: &FeatureId) -> Result<Vec<Transition>> {
+        Ok(self.repository.history(feature_id).await?)
+    }
+}
