@@ -51,7 +51,7 @@ impl InMemoryWorkflowRepository {
 impl WorkflowRepository for InMemoryWorkflowRepository {
     async fn create(&self, workflow: &Workflow, first: &Transition) -> Result<(), RepositoryError> {
         let mut entries = self.lock();
-        if entries.contains_key(&workflow.feature_id()) {
+        if entries.contains_key(workflow.feature_id()) {
             return Err(RepositoryError::AlreadyExists(
                 workflow.feature_id().clone(),
             ));
@@ -114,7 +114,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
     ) -> Result<(), RepositoryError> {
         let mut entries = self.lock();
         let entry = entries
-            .get_mut(&workflow.feature_id())
+            .get_mut(workflow.feature_id())
             .ok_or_else(|| RepositoryError::NotFound(workflow.feature_id().clone()))?;
         if entry.workflow.version() != expected_version {
             return Err(RepositoryError::VersionConflict {

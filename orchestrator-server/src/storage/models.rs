@@ -374,7 +374,7 @@ pub fn import(items: &[(Workflow, Transition)]) -> Write {
     let rows = items.iter().map(|(w, _)| WorkflowRow::from(w)).collect();
     let history = items
         .iter()
-        .map(|(w, t)| TransitionRow::new(&w.feature_id(), t))
+        .map(|(w, t)| TransitionRow::new(w.feature_id(), t))
         .collect();
     Write::Import(rows, history)
 }

@@ -405,12 +405,12 @@ pub async fn concurrent_commits_of_many_workflows_are_each_judged_on_their_own(
         }
     }
     for workflow in &workflows {
-        let stored = repo.get(&workflow.feature_id()).await.unwrap();
+        let stored = repo.get(workflow.feature_id()).await.unwrap();
         assert_eq!(
             (stored.version(), stored.state()),
             (2, WorkflowState::Gate1)
         );
-        assert_eq!(repo.history(&workflow.feature_id()).await.unwrap().len(), 2);
+        assert_eq!(repo.history(workflow.feature_id()).await.unwrap().len(), 2);
     }
 }
 

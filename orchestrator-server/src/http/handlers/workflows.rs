@@ -57,7 +57,7 @@ pub async fn create_workflow(
         Started::Created(workflow) => {
             app.metrics().transition(orchestrator_core::Trigger::Start);
             let mut response = workflow_response(app, StatusCode::CREATED, &workflow);
-            if let Ok(location) = HeaderValue::from_str(&paths::workflow(&workflow.feature_id())) {
+            if let Ok(location) = HeaderValue::from_str(&paths::workflow(workflow.feature_id())) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
             Ok(response)

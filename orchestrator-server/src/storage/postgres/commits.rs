@@ -116,9 +116,8 @@ async fn commit_batch(pool: &PgPool, batch: Vec<Job>) {
             }
         }
         Err(e) if batch.len() == 1 => {
-            for job in batch {
+            if let Some(job) = batch.into_iter().next() {
                 let _ = job.reply.send(Err(e));
-                break;
             }
         }
         Err(_) => {

@@ -174,7 +174,7 @@ impl WorkflowRepository for PgRepository {
         let write = Write::Create(
             workflow.feature_id().clone(),
             WorkflowRow::from(workflow),
-            TransitionRow::new(&workflow.feature_id(), first),
+            TransitionRow::new(workflow.feature_id(), first),
         );
         self.write(write).await.map(|_| ())
     }
@@ -225,7 +225,7 @@ impl WorkflowRepository for PgRepository {
             feature_id: workflow.feature_id().clone(),
             expected: models::to_i64(expected_version),
             changes: WorkflowChanges::from(workflow),
-            history: TransitionRow::new(&workflow.feature_id(), transition),
+            history: TransitionRow::new(workflow.feature_id(), transition),
         };
         self.write(Write::Commit(commit)).await.map(|_| ())
     }

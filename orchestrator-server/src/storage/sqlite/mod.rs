@@ -167,7 +167,7 @@ impl WorkflowRepository for SqliteRepository {
         let write = Write::Create(
             workflow.feature_id().clone(),
             WorkflowRow::from(workflow),
-            TransitionRow::new(&workflow.feature_id(), first),
+            TransitionRow::new(workflow.feature_id(), first),
         );
         self.write(write).await.map(|_| ())
     }
@@ -220,7 +220,7 @@ impl WorkflowRepository for SqliteRepository {
             feature_id: workflow.feature_id().clone(),
             expected: models::to_i64(expected_version),
             changes: WorkflowChanges::from(workflow),
-            history: TransitionRow::new(&workflow.feature_id(), transition),
+            history: TransitionRow::new(workflow.feature_id(), transition),
         };
         self.write(Write::Commit(commit)).await.map(|_| ())
     }

@@ -250,7 +250,7 @@ mod tests {
         let write = Write::Create(
             workflow.feature_id().clone(),
             WorkflowRow::from(&workflow),
-            TransitionRow::new(&workflow.feature_id(), &first),
+            TransitionRow::new(workflow.feature_id(), &first),
         );
         (workflow, write)
     }
@@ -268,7 +268,7 @@ mod tests {
             feature_id: next.feature_id().clone(),
             expected,
             changes: WorkflowChanges::from(&next),
-            history: TransitionRow::new(&next.feature_id(), &transition),
+            history: TransitionRow::new(next.feature_id(), &transition),
         })
     }
 
