@@ -1,147 +1,192 @@
-//! In-process metrics and their Prometheus text rendering: requests by route and status, a
-//! latency histogram per route, transitions by trigger, workflows by state (read at scrape
-//! time), Agent Hub calls by operation and outcome.
+//! The service's metrics, through `prometheus-client` and exposed as OpenMetrics text: requests
+//! by route and status, a latency histogram per route, transitions by trigger, workflows by
+//! state (read at scrape time), Agent Hub calls by operation and outcome, and the store's own
+//! (connection pool in use and waits, writes per commit).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use http::Method;
 use orchestrator_core::{StateCounts, Trigger};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::storage::StorageMetrics;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: &'static str,
+    status: u16,
 }
 
-#[derive(Debug, Default, Clone)]
-struct Inner {
-    requests: BTreeMap<(&'static str, &'static str, u16), u64>,
-    latency: BTreeMap<&'static str, Histogram>,
-    transitions: BTreeMap<&'static str, u64>,
-    hub_calls: BTreeMap<(&'static str, &'static str), u64>,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
 }
 
-/// The service's counters. Cheap to update: one short lock per event.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    trigger: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HubLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+/// The service's metrics; updating one is a lock-free increment or a short lock per label set.
+#[derive(Debug)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    transitions: Family<TriggerLabels, Counter>,
+    workflows: Family<StateLabels, Gauge>,
+    hub_calls: Family<HubLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(&StorageMetrics::default())
+    }
 }
 
 impl Metrics {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// The service's metrics, with the store's own registered beside them.
+    pub fn new(storage: &StorageMetrics) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "orchestrator_http_requests",
+            "HTTP requests answered, by route, method and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(BUCKETS)) as fn() -> Histogram,
+        );
+        registry.register(
+            "orchestrator_http_request_duration_seconds",
+            "Time to answer a request, by route",
+            latency.clone(),
+        );
+        let transitions = Family::<TriggerLabels, Counter>::default();
+        registry.register(
+            "orchestrator_transitions",
+            "Transitions accepted by this process, by trigger",
+            transitions.clone(),
+        );
+        for trigger in Trigger::ALL {
+            transitions
+                .get_or_create(&TriggerLabels {
+                    trigger: trigger.as_str(),
+                })
+                .inc_by(0);
+        }
+        let workflows = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "orchestrator_workflows",
+            "Workflows stored, by state (read when scraped)",
+            workflows.clone(),
+        );
+        let hub_calls = Family::<HubLabels, Counter>::default();
+        registry.register(
+            "orchestrator_agent_hub_calls",
+            "Agent Hub calls, by operation and outcome",
+            hub_calls.clone(),
+        );
+        registry.register(
+            "orchestrator_db_commit_batch_size",
+            "Writes committed together in one transaction",
+            storage.commit_batch.clone(),
+        );
+        registry.register(
+            "orchestrator_db_pool_wait_seconds",
+            "Time a request waited for a database connection",
+            storage.pool_wait.clone(),
+        );
+        registry.register(
+            "orchestrator_db_pool_connections_in_use",
+            "Database connections in use",
+            storage.pool_in_use.clone(),
+        );
+        registry.register(
+            "orchestrator_db_pool_connections",
+            "Database connections the pool may hold",
+            storage.pool_size.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            transitions,
+            workflows,
+            hub_calls,
+        }
     }
 
     /// Counts one answered request.
     pub fn request(&self, route: &'static str, method: &Method, status: u16, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let mut inner = self.lock();
-        *inner
-            .requests
-            .entry((route, method_label(method), status))
-            .or_default() += 1;
-        let histogram = inner.latency.entry(route).or_default();
-        for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter_mut()) {
-            if seconds <= *bound {
-                *count += 1;
-            }
-        }
-        histogram.sum += seconds;
-        histogram.count += 1;
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method: method_label(method),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Counts one accepted transition.
     pub fn transition(&self, trigger: Trigger) {
-        *self.lock().transitions.entry(trigger.as_str()).or_default() += 1;
+        self.transitions
+            .get_or_create(&TriggerLabels {
+                trigger: trigger.as_str(),
+            })
+            .inc();
     }
 
     /// Counts one Agent Hub call and its outcome (`ok`, `refused`, `error`, `unavailable`).
     pub fn hub_call(&self, operation: &'static str, outcome: &'static str) {
-        *self
-            .lock()
-            .hub_calls
-            .entry((operation, outcome))
-            .or_default() += 1;
+        self.hub_calls
+            .get_or_create(&HubLabels { operation, outcome })
+            .inc();
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The OpenMetrics text of every metric; `workflows` (when storage answered) sets the
+    /// workflows-by-state gauge first.
     pub fn render(&self, workflows: Option<&StateCounts>) -> String {
-        let inner = self.lock().clone();
-        let mut out = String::with_capacity(4096);
-
-        out.push_str("# HELP orchestrator_http_requests_total HTTP requests answered, by route, method and status.\n");
-        out.push_str("# TYPE orchestrator_http_requests_total counter\n");
-        for ((route, method, status), count) in &inner.requests {
-            let _ = writeln!(
-                out,
-                "orchestrator_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
-            );
-        }
-
-        out.push_str("# HELP orchestrator_http_request_duration_seconds Time to answer a request, by route.\n");
-        out.push_str("# TYPE orchestrator_http_request_duration_seconds histogram\n");
-        for (route, h) in &inner.latency {
-            for (bound, count) in BUCKETS.iter().zip(h.counts.iter()) {
-                let _ = writeln!(
-                    out,
-                    "orchestrator_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "orchestrator_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "orchestrator_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "orchestrator_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count
-            );
-        }
-
-        out.push_str("# HELP orchestrator_transitions_total Transitions accepted by this process, by trigger.\n");
-        out.push_str("# TYPE orchestrator_transitions_total counter\n");
-        for trigger in Trigger::ALL {
-            let count = inner
-                .transitions
-                .get(trigger.as_str())
-                .copied()
-                .unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "orchestrator_transitions_total{{trigger=\"{trigger}\"}} {count}"
-            );
-        }
-
         if let Some(counts) = workflows {
-            out.push_str("# HELP orchestrator_workflows Workflows stored, by state.\n");
-            out.push_str("# TYPE orchestrator_workflows gauge\n");
             for (state, count) in counts.as_map() {
-                let _ = writeln!(out, "orchestrator_workflows{{state=\"{state}\"}} {count}");
+                self.workflows
+                    .get_or_create(&StateLabels {
+                        state: state.as_str(),
+                    })
+                    .set(i64::try_from(*count).unwrap_or(i64::MAX));
             }
         }
-        out.push_str("# HELP orchestrator_agent_hub_calls_total Agent Hub calls, by operation and outcome.\n");
-        out.push_str("# TYPE orchestrator_agent_hub_calls_total counter\n");
-        for ((operation, outcome), count) in &inner.hub_calls {
-            let _ = writeln!(
-                out,
-                "orchestrator_agent_hub_calls_total{{operation=\"{operation}\",outcome=\"{outcome}\"}} {count}"
-            );
-        }
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -166,24 +211,25 @@ mod tests {
 
     #[test]
     fn requests_land_in_their_counter_and_cumulative_buckets() {
-        let metrics = Metrics::default();
+        let storage = StorageMetrics::default();
+        let metrics = Metrics::new(&storage);
         metrics.request("/health", &Method::GET, 200, Duration::from_millis(3));
         metrics.transition(Trigger::Cancel);
         metrics.hub_call("ask", "unavailable");
+        storage.commit_batch.observe(3.0);
         let text = metrics.render(Some(&StateCounts::from_pairs([])));
-        assert!(text.contains(
-            "orchestrator_http_requests_total{route=\"/health\",method=\"GET\",status=\"200\"} 1"
-        ));
-        assert!(text.contains(
-            "orchestrator_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.0025\"} 0"
-        ));
-        assert!(text.contains(
-            "orchestrator_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.005\"} 1"
-        ));
-        assert!(text.contains("orchestrator_transitions_total{trigger=\"cancel\"} 1"));
-        assert!(text.contains("orchestrator_workflows{state=\"GATE_1\"} 0"));
-        assert!(text.contains(
-            "orchestrator_agent_hub_calls_total{operation=\"ask\",outcome=\"unavailable\"} 1"
-        ));
+        for expected in [
+            r#"orchestrator_http_requests_total{route="/health",method="GET",status="200"} 1"#,
+            r#"orchestrator_http_request_duration_seconds_bucket{le="0.0025",route="/health"} 0"#,
+            r#"orchestrator_http_request_duration_seconds_bucket{le="0.005",route="/health"} 1"#,
+            r#"orchestrator_transitions_total{trigger="cancel"} 1"#,
+            r#"orchestrator_transitions_total{trigger="start"} 0"#,
+            r#"orchestrator_workflows{state="GATE_1"} 0"#,
+            r#"orchestrator_agent_hub_calls_total{operation="ask",outcome="unavailable"} 1"#,
+            r#"orchestrator_db_commit_batch_size_bucket{le="4.0"} 1"#,
+            "# EOF",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
     }
 }

@@ -31,7 +31,7 @@ pub enum StartupError {
 pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     let pool_size = usize::try_from(config.database_pool_size).unwrap_or(8);
     let repository = storage::connect(&config.database_url, pool_size).await?;
-    let metrics = Arc::new(metrics::Metrics::default());
+    let metrics = Arc::new(metrics::Metrics::new(repository.metrics()));
     let hub = hub::HttpAgentHub::new(
         &config.agent_hub_url,
         Duration::from_secs(config.agent_hub_timeout_seconds),

@@ -25,6 +25,7 @@ pub mod postgres;
 mod queries;
 pub mod schema;
 pub mod sqlite;
+mod stats;
 mod write;
 
 use std::fmt;
@@ -38,6 +39,7 @@ use orchestrator_core::{RepositoryError, Transition, Workflow, WorkflowRepositor
 
 pub use postgres::PgRepository;
 pub use sqlite::SqliteRepository;
+pub use stats::StorageMetrics;
 
 /// How long a request waits for a pooled connection before the store counts as unavailable.
 const POOL_WAIT: Duration = Duration::from_secs(5);
@@ -48,6 +50,9 @@ pub trait DurableRepository: WorkflowRepository {
     /// Stores many new workflows with their first transitions in one transaction, for seeding
     /// and imports: all of them, or none if any feature id exists already.
     async fn import(&self, items: &[(Workflow, Transition)]) -> Result<(), RepositoryError>;
+
+    /// The store's metrics: connection pool use and waits, writes per commit.
+    fn metrics(&self) -> &StorageMetrics;
 }
 
 /// Opens the store `url` names (creating a SQLite file's directory when missing) and runs the

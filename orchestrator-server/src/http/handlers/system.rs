@@ -150,8 +150,8 @@ fn error_check(message: &str) -> HealthCheck {
 /// Prometheus metrics.
 #[utoipa::path(
     get, path = "/metrics", tag = "service", operation_id = "get_metrics",
-    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain",
-               example = "# TYPE orchestrator_workflows gauge\norchestrator_workflows{state=\"PHASE_1\"} 3\n")),
+    responses((status = 200, description = "OpenMetrics text (Prometheus reads it)", body = String, content_type = "application/openmetrics-text",
+               example = "# HELP orchestrator_workflows Workflows stored, by state (read when scraped).\n# TYPE orchestrator_workflows gauge\norchestrator_workflows{state=\"PHASE_1\"} 3\n# EOF\n")),
 )]
 pub async fn get_metrics(app: &App) -> Result<HttpResponse> {
     // Workflows by state is read at scrape time; if storage fails, the rest still renders.
@@ -159,7 +159,7 @@ pub async fn get_metrics(app: &App) -> Result<HttpResponse> {
     let text = app.metrics().render(counts.as_ref());
     Ok(bytes_response(
         StatusCode::OK,
-        "text/plain; version=0.0.4; charset=utf-8",
+        crate::metrics::CONTENT_TYPE,
         Bytes::from(text),
     ))
 }

@@ -22,6 +22,7 @@ use orchestrator_core::RepositoryError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{PgPool, run};
+use crate::storage::StorageMetrics;
 use crate::storage::schema::workflows;
 use crate::storage::write::{Commit, Written, conflict};
 
@@ -44,9 +45,9 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the task that commits batches on connections of `pool`.
-    pub fn start(pool: PgPool) -> Self {
+    pub fn start(pool: PgPool, metrics: Arc<StorageMetrics>) -> Self {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(batches(pool, queue));
+        tokio::spawn(batches(pool, metrics, queue));
         Committer { jobs }
     }
 
@@ -61,7 +62,11 @@ impl Committer {
     }
 }
 
-async fn batches(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn batches(
+    pool: PgPool,
+    metrics: Arc<StorageMetrics>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     // Writes that found their workflow already in the batch being built: the next batch's.
     let mut waiting: VecDeque<Job> = VecDeque::new();
@@ -90,17 +95,19 @@ async fn batches(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>) {
         }
         waiting = later;
         let pool = pool.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            commit_batch(&pool, batch).await;
+            metrics.commit_batch.observe(batch.len() as f64);
+            commit_batch(&pool, &metrics, batch).await;
             drop(slot);
         });
     }
 }
 
 /// Commits one batch and answers each of its callers.
-async fn commit_batch(pool: &PgPool, batch: Vec<Job>) {
+async fn commit_batch(pool: &PgPool, metrics: &StorageMetrics, batch: Vec<Job>) {
     let commits: Vec<Commit> = batch.iter().map(|job| job.commit.clone()).collect();
-    let outcome = run(pool, async |conn| apply(conn, &commits).await).await;
+    let outcome = run(pool, metrics, async |conn| apply(conn, &commits).await).await;
     match outcome {
         Ok(results) => {
             for (job, result) in batch.into_iter().zip(results) {
@@ -124,7 +131,7 @@ async fn commit_batch(pool: &PgPool, batch: Vec<Job>) {
             // One write broke the statement: run each alone, so it fails alone.
             for job in batch {
                 let commit = job.commit.clone();
-                let result = run(pool, async |conn| {
+                let result = run(pool, metrics, async |conn| {
                     apply(conn, std::slice::from_ref(&commit)).await
                 })
                 .await

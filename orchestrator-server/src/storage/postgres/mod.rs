@@ -10,6 +10,7 @@
 mod commits;
 mod ops;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,8 +28,9 @@ use orchestrator_core::{
 };
 
 use super::models::{self, ConsultationRow, TransitionRow, WorkflowChanges, WorkflowRow};
+use super::stats::InUse;
 use super::write::{Commit, Write, Written};
-use super::{DurableRepository, POOL_WAIT, StorageError, classify, probe_time};
+use super::{DurableRepository, POOL_WAIT, StorageError, StorageMetrics, classify, probe_time};
 use commits::Committer;
 
 type PgPool = Pool<AsyncPgConnection>;
@@ -48,6 +50,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(8);
 pub struct PgRepository {
     pool: PgPool,
     commits: Committer,
+    metrics: Arc<StorageMetrics>,
 }
 
 impl std::fmt::Debug for PgRepository {
@@ -91,9 +94,14 @@ impl PgRepository {
             .build()
             .map_err(|e| StorageError::Connect(e.to_string()))?;
         migrate(&pool).await?;
+        let metrics = Arc::new(StorageMetrics::default());
+        metrics
+            .pool_size
+            .set(i64::try_from(pool_size.max(1)).unwrap_or(i64::MAX));
         let repository = PgRepository {
-            commits: Committer::start(pool.clone()),
+            commits: Committer::start(pool.clone(), metrics.clone()),
             pool,
+            metrics,
         };
         repository
             .write(Write::Probe(probe_time()))
@@ -107,7 +115,7 @@ impl PgRepository {
         &self,
         op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, DieselError>,
     ) -> Result<T, RepositoryError> {
-        run(&self.pool, op).await
+        run(&self.pool, &self.metrics, op).await
     }
 
     /// Carries out a write: an advance's compare-and-set in the next shared batch, anything
@@ -130,9 +138,12 @@ impl PgRepository {
 /// Runs `op` on a connection of `pool` within [`QUERY_TIMEOUT`].
 async fn run<T>(
     pool: &PgPool,
+    metrics: &StorageMetrics,
     op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, DieselError>,
 ) -> Result<T, RepositoryError> {
+    let asked = std::time::Instant::now();
     let mut conn = pool.get().await.map_err(unavailable)?;
+    let _in_use = InUse::take(metrics, asked.elapsed());
     let result = tokio::time::timeout(QUERY_TIMEOUT, op(&mut conn)).await;
     settle(conn, result)
 }
@@ -164,6 +175,10 @@ fn settle<T>(
 impl DurableRepository for PgRepository {
     async fn import(&self, items: &[(Workflow, Transition)]) -> Result<(), RepositoryError> {
         self.write(models::import(items)).await.map(|_| ())
+    }
+
+    fn metrics(&self) -> &StorageMetrics {
+        &self.metrics
     }
 }
 

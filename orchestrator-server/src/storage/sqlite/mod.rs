@@ -24,7 +24,7 @@ use orchestrator_core::{
 
 use super::models::{self, ConsultationRow, TransitionRow, WorkflowChanges, WorkflowRow};
 use super::write::{Commit, Write, Written};
-use super::{DurableRepository, StorageError, blocking, probe_time};
+use super::{DurableRepository, StorageError, StorageMetrics, blocking, probe_time};
 use readers::Readers;
 use writer::Writer;
 
@@ -49,6 +49,7 @@ pub struct SqliteRepository {
     writer: Writer,
     /// The directory of a temporary store, removed with the last handle.
     _scratch: Option<Arc<tempfile::TempDir>>,
+    metrics: Arc<StorageMetrics>,
 }
 
 impl std::fmt::Debug for SqliteRepository {
@@ -136,15 +137,20 @@ impl SqliteRepository {
             .map_err(|e| StorageError::NotWritable(e.to_string()))?;
         let checkpointer = connect()?;
         let wal = std::path::PathBuf::from(format!("{target}-wal"));
-        let writer = Writer::start(conn, checkpointer, wal)
+        let metrics = Arc::new(StorageMetrics::default());
+        let writer = Writer::start(conn, checkpointer, wal, metrics.clone())
             .map_err(|e| StorageError::Connect(e.to_string()))?;
         let readers = (0..readers.max(1))
             .map(|_| connect())
             .collect::<Result<Vec<_>, _>>()?;
+        metrics
+            .pool_size
+            .set(i64::try_from(readers.len()).unwrap_or(i64::MAX));
         Ok(SqliteRepository {
-            readers: Arc::new(Readers::new(readers)),
+            readers: Arc::new(Readers::new(readers, metrics.clone())),
             writer,
             _scratch: scratch,
+            metrics,
         })
     }
 
@@ -157,6 +163,10 @@ impl SqliteRepository {
 impl DurableRepository for SqliteRepository {
     async fn import(&self, items: &[(Workflow, Transition)]) -> Result<(), RepositoryError> {
         self.write(models::import(items)).await.map(|_| ())
+    }
+
+    fn metrics(&self) -> &StorageMetrics {
+        &self.metrics
     }
 }
 

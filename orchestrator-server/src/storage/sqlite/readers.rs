@@ -9,21 +9,27 @@ use diesel::{QueryResult, SqliteConnection};
 use orchestrator_core::RepositoryError;
 use tokio::sync::Semaphore;
 
-use crate::storage::{POOL_WAIT, classify};
+use crate::storage::stats::InUse;
+use crate::storage::{POOL_WAIT, StorageMetrics, classify};
 
 /// Idle reading connections and the permits to take one.
 pub struct Readers {
     idle: Mutex<Vec<SqliteConnection>>,
     /// One permit per connection: holding one guarantees an idle connection to take.
     permits: Semaphore,
+    metrics: std::sync::Arc<StorageMetrics>,
 }
 
 impl Readers {
     /// Readers over connections already opened and configured.
-    pub fn new(connections: Vec<SqliteConnection>) -> Self {
+    pub fn new(
+        connections: Vec<SqliteConnection>,
+        metrics: std::sync::Arc<StorageMetrics>,
+    ) -> Self {
         Readers {
             permits: Semaphore::new(connections.len()),
             idle: Mutex::new(connections),
+            metrics,
         }
     }
 
@@ -38,10 +44,12 @@ impl Readers {
     ) -> Result<T, RepositoryError> {
         let busy =
             || RepositoryError::Unavailable("no database connection was free in time".into());
+        let asked = std::time::Instant::now();
         let _permit = tokio::time::timeout(POOL_WAIT, self.permits.acquire())
             .await
             .map_err(|_| busy())?
             .map_err(|_| busy())?;
+        let _in_use = InUse::take(&self.metrics, asked.elapsed());
         let mut conn = self.idle().pop().ok_or_else(busy)?;
         let (conn, result) = tokio::task::spawn_blocking(move || {
             let result = read(&mut conn);

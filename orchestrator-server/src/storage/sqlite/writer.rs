@@ -25,6 +25,7 @@ use orchestrator_core::RepositoryError;
 use tokio::sync::oneshot;
 
 use super::ops;
+use crate::storage::StorageMetrics;
 use crate::storage::write::{Write, Written};
 
 /// Most writes one transaction takes; bounds the latency a batch adds.
@@ -62,6 +63,7 @@ impl Writer {
         mut conn: SqliteConnection,
         mut checkpointer: SqliteConnection,
         wal: PathBuf,
+        metrics: Arc<StorageMetrics>,
     ) -> std::io::Result<Writer> {
         // Commits no longer checkpoint; the checkpoint thread and the writer's resets do.
         conn.batch_execute("PRAGMA wal_autocheckpoint = 0")
@@ -81,7 +83,7 @@ impl Writer {
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
             .spawn(move || {
-                run(&mut conn, &queue, &wal);
+                run(&mut conn, &queue, &wal, &metrics);
                 // The checkpoint thread ends first, so the last reset finds nobody copying.
                 drop(stop);
                 let _ = checkpoints.join();
@@ -119,7 +121,12 @@ impl Writer {
     }
 }
 
-fn run(conn: &mut SqliteConnection, queue: &mpsc::Receiver<Job>, wal: &std::path::Path) {
+fn run(
+    conn: &mut SqliteConnection,
+    queue: &mpsc::Receiver<Job>,
+    wal: &std::path::Path,
+    metrics: &StorageMetrics,
+) {
     let mut stopping = false;
     while !stopping {
         let Ok(first) = queue.recv() else { break };
@@ -140,6 +147,7 @@ fn run(conn: &mut SqliteConnection, queue: &mpsc::Receiver<Job>, wal: &std::path
             continue;
         }
         let (writes, replies): (Vec<Write>, Vec<_>) = batch.into_iter().unzip();
+        metrics.commit_batch.observe(writes.len() as f64);
         let results = execute(conn, &writes);
         for (reply, result) in replies.into_iter().zip(results) {
             // A caller that gave up (its request was dropped) no longer listens.
