@@ -157,6 +157,11 @@ async fn main() -> anyhow::Result<()> {
     let next_trigger: Arc<Vec<AtomicU8>> =
         Arc::new((0..args.workflows).map(|_| AtomicU8::new(0)).collect());
     let mut advance_at = Vec::new();
+    let mut pgbench_at = Vec::new();
+    let postgres = database_url.starts_with("postgres");
+    if postgres && !args.smoke {
+        pgbench_init(&database_url)?;
+    }
     let mut failures = 0;
     for &clients in &args.concurrency {
         for operation in [Operation::Start, Operation::Get, Operation::Advance] {
@@ -189,15 +194,27 @@ async fn main() -> anyhow::Result<()> {
             failures += report.errors;
             if operation == Operation::Advance {
                 advance_at.push((clients, report.per_second));
+                if postgres && !args.smoke {
+                    pgbench_at.push(pgbench(&database_url, clients, args.seconds));
+                }
             }
         }
     }
     println!();
-    for (clients, per_second) in advance_at {
-        println!(
-            "- durable advances at {clients} clients: {per_second:.0}/s = {:.2} × the raw commit rate",
-            per_second / raw
-        );
+    for (n, (clients, per_second)) in advance_at.into_iter().enumerate() {
+        match pgbench_at.get(n) {
+            Some(Ok(tps)) => println!(
+                "- durable advances at {clients} clients: {per_second:.0}/s = {:.2} × pgbench -M prepared simple-update at {clients} clients on the same server ({tps:.0} tps)",
+                per_second / tps
+            ),
+            Some(Err(e)) => println!(
+                "- durable advances at {clients} clients: {per_second:.0}/s (pgbench failed: {e})"
+            ),
+            None => println!(
+                "- durable advances at {clients} clients: {per_second:.0}/s = {:.2} × the raw commit rate",
+                per_second / raw
+            ),
+        }
     }
     let _ = server.kill();
     let _ = server.wait();
@@ -504,6 +521,46 @@ async fn run(
         latencies,
         first_error,
     })
+}
+
+/// Creates pgbench's tables (scale 1) beside ours, for the comparison run at each concurrency.
+fn pgbench_init(database_url: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("pgbench")
+        .args(["-i", "-q", "-s", "1", database_url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("pgbench not found: install PostgreSQL's client tools for the comparison")?;
+    if !status.success() {
+        bail!("pgbench -i failed");
+    }
+    Ok(())
+}
+
+/// pgbench's built-in simple-update (one UPDATE, one SELECT, one INSERT per transaction,
+/// prepared statements) at `clients` for `seconds`: its transactions per second.
+fn pgbench(database_url: &str, clients: usize, seconds: f64) -> anyhow::Result<f64> {
+    let output = std::process::Command::new("pgbench")
+        .args(["-n", "-M", "prepared", "-b", "simple-update"])
+        .args(["-j", &clients.min(2).to_string()])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-T",
+            &(seconds.ceil() as u64).max(1).to_string(),
+        ])
+        .arg(database_url)
+        .output()
+        .context("cannot run pgbench")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| line.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|tps| tps.parse().ok())
+        .with_context(|| {
+            let errors = String::from_utf8_lossy(&output.stderr);
+            format!("no tps in pgbench's output: {}", errors.trim())
+        })
 }
 
 /// One-row transactions, each durable before the next (WAL, synchronous=FULL), for `seconds`.
