@@ -82,8 +82,18 @@ pub struct Consultation {
     pub final_answer: Option<String>,
     /// What the human did, once they did.
     pub human_action: Option<HumanAction>,
-    /// The human's correction or added context.
+    /// The human's correction, or the context they added (ask again with it).
     pub human_response: Option<String>,
+    /// Why the expert was unsure, when it said.
+    #[serde(default)]
+    pub uncertainty_reasons: Vec<String>,
+    /// Who answered the escalation.
+    #[serde(default)]
+    pub human_responder: Option<String>,
+    /// When the human answered.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub resolved_at: Option<Timestamp>,
     /// The workflow's state when the question was asked.
     pub asked_in_state: WorkflowState,
     /// When it was asked.
@@ -106,6 +116,18 @@ pub struct Consult {
 }
 
 impl Consultation {
+    /// The hub no longer knows this consultation's escalation (it lost its database, say): the
+    /// question must be asked again, so a pending consultation becomes `needs_reroute` and no
+    /// longer blocks the gate. Returns whether anything changed.
+    pub fn escalation_lost(&mut self, at: Timestamp) -> bool {
+        if !self.is_pending() {
+            return false;
+        }
+        self.status = AnswerStatus::NeedsReroute;
+        self.updated_at = at;
+        true
+    }
+
     /// The record of `answer` to `consult`, asked by `feature_id` in `state` at `at`.
     pub fn answered(
         id: ConsultationId,
@@ -130,6 +152,9 @@ impl Consultation {
             final_answer,
             human_action: None,
             human_response: None,
+            uncertainty_reasons: answer.uncertainty_reasons,
+            human_responder: None,
+            resolved_at: None,
             asked_in_state: state,
             created_at: at,
             updated_at: at,
@@ -142,8 +167,10 @@ impl Consultation {
     }
 
     /// Folds what the hub now says about this consultation's escalation into it. Returns
-    /// whether anything changed: a resolved escalation resolves the consultation with its
-    /// final answer, an expired one makes it `needs_reroute`, a pending one changes nothing.
+    /// whether anything changed: a confirmed or corrected escalation resolves the consultation
+    /// with its final answer; added context makes it `needs_reroute` with the context in
+    /// `human_response` (ask again with it); an expired one makes it `needs_reroute`; a pending
+    /// one changes nothing.
     pub fn refresh(&mut self, escalation: &Escalation, at: Timestamp) -> bool {
         if !self.is_pending() {
             return false;
@@ -151,10 +178,15 @@ impl Consultation {
         match escalation.status {
             EscalationStatus::Pending => return false,
             EscalationStatus::Resolved => {
-                self.status = AnswerStatus::Resolved;
+                self.status = match escalation.human_action {
+                    Some(HumanAction::AddContext) | None => AnswerStatus::NeedsReroute,
+                    Some(HumanAction::Confirm | HumanAction::Correct) => AnswerStatus::Resolved,
+                };
                 self.final_answer = escalation.final_answer();
                 self.human_action = escalation.human_action;
                 self.human_response = escalation.human_response.clone();
+                self.human_responder = escalation.human_responder.clone();
+                self.resolved_at = escalation.resolved_at;
             }
             EscalationStatus::Expired => self.status = AnswerStatus::NeedsReroute,
         }
@@ -205,6 +237,7 @@ mod tests {
             tentative_answer: "probably".into(),
             human_action: action,
             human_response: response.map(str::to_owned),
+            human_responder: action.map(|_| "reviewer".to_owned()),
             resolved_at: None,
         }
     }
@@ -278,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn added_context_resolves_without_a_final_answer() {
+    fn added_context_asks_for_a_reroute_with_the_context_and_no_final_answer() {
         let mut c = pending();
         c.refresh(
             &escalation(
@@ -290,9 +323,29 @@ mod tests {
         );
         assert_eq!(
             (c.status, c.final_answer.as_deref()),
-            (AnswerStatus::Resolved, None)
+            (AnswerStatus::NeedsReroute, None)
         );
+        assert!(!c.is_pending());
         assert_eq!(c.human_response.as_deref(), Some("it is for backups"));
+        assert_eq!(c.human_responder.as_deref(), Some("reviewer"));
+    }
+
+    #[test]
+    fn a_lost_escalation_asks_for_a_reroute_and_blocks_nothing() {
+        let mut c = pending();
+        assert!(c.escalation_lost(t(5)));
+        assert_eq!((c.status, c.updated_at), (AnswerStatus::NeedsReroute, t(5)));
+        assert!(!c.is_pending());
+        // Only a pending consultation changes.
+        assert!(!c.escalation_lost(t(6)));
+    }
+
+    #[test]
+    fn the_experts_doubts_are_kept() {
+        assert_eq!(
+            pending().uncertainty_reasons,
+            vec!["novel scheme".to_owned()]
+        );
     }
 
     #[test]

@@ -72,6 +72,7 @@ impl ScriptedAgentHub {
             tentative_answer: "tentative answer".to_owned(),
             human_action,
             human_response: human_response.map(str::to_owned),
+            human_responder: human_action.map(|_| "scripted reviewer".to_owned()),
             resolved_at: None,
         };
         self.lock()

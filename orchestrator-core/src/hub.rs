@@ -120,6 +120,8 @@ pub struct Escalation {
     pub human_action: Option<HumanAction>,
     /// The human's correction or extra context.
     pub human_response: Option<String>,
+    /// Who acted.
+    pub human_responder: Option<String>,
     /// When the human acted.
     pub resolved_at: Option<Timestamp>,
 }

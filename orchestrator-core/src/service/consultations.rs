@@ -38,8 +38,14 @@ impl Orchestrator {
         let Some(id) = consultation.escalation_id.clone() else {
             return Ok(());
         };
-        let escalation = self.hub.escalation(&id).await?;
-        if consultation.refresh(&escalation, self.clock.now()) {
+        let changed = match self.hub.escalation(&id).await {
+            Ok(escalation) => consultation.refresh(&escalation, self.clock.now()),
+            // The hub forgot the escalation (it lost its database, say): ask again. Nothing
+            // waits for a human any more, so it must not hold the gate or fail an approval.
+            Err(HubError::EscalationNotFound(_)) => consultation.escalation_lost(self.clock.now()),
+            Err(e) => return Err(e.into()),
+        };
+        if changed {
             self.repository.update_consultation(consultation).await?;
         }
         Ok(())

@@ -154,19 +154,27 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
             ErrorCode::WorkflowNotActive,
             Some(vec![format!("state: {state}")]),
         ),
-        CoreError::Hub(HubError::UnknownTopic { topic, message }) => (
+        // The hub's own words (its URL, its messages, a transport library's text) stay in the
+        // log; the client is told what happened in ours.
+        CoreError::Hub(HubError::UnknownTopic { topic, .. }) => (
             ErrorCode::ValidationError,
+            Some(vec![format!(
+                "topic: the agent hub has no expert for topic '{topic}'"
+            )]),
+        ),
+        CoreError::Hub(HubError::Unavailable(_)) => (
+            ErrorCode::AgentHubUnavailable,
             Some(vec![
-                format!("topic: unknown topic '{topic}'"),
-                message.clone(),
+                "the agent hub could not be reached, or did not answer in time; nothing was stored"
+                    .to_owned(),
             ]),
         ),
-        CoreError::Hub(HubError::Unavailable(detail)) => {
-            (ErrorCode::AgentHubUnavailable, Some(vec![short(detail)]))
-        }
-        CoreError::Hub(other) => (
+        CoreError::Hub(_) => (
             ErrorCode::AgentHubError,
-            Some(vec![short(&other.to_string())]),
+            Some(vec![
+                "the agent hub answered with an error, or with an answer that could not be read; nothing was stored"
+                    .to_owned(),
+            ]),
         ),
         CoreError::Storage(RepositoryError::Unavailable(_)) => {
             (ErrorCode::DatabaseUnavailable, None)
@@ -178,13 +186,4 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
 /// The details of a validation error: the field first, so clients can find it.
 fn field_detail(error: &ValidationError) -> Vec<String> {
     vec![format!("{}: {}", error.field, error.rule)]
-}
-
-/// An upstream's text, cut to a length fit for an error detail.
-fn short(text: &str) -> String {
-    const MAX: usize = 300;
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
 }

@@ -220,6 +220,7 @@ impl AgentHub for HttpAgentHub {
             tentative_answer: escalation.tentative_answer,
             human_action: escalation.human_action,
             human_response: escalation.human_response,
+            human_responder: escalation.human_responder,
             resolved_at: escalation.resolved_at,
         })
     }

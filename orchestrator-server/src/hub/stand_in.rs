@@ -111,6 +111,12 @@ impl StandInHub {
         self.lock().sessions.clear();
     }
 
+    /// Forgets every escalation, as a hub that lost its database would: looking one up
+    /// answers 404 `ESCALATION_NOT_FOUND`.
+    pub fn forget_escalations(&self) {
+        self.lock().escalations.clear();
+    }
+
     /// A human acts on escalation `id`, as `POST /escalations/{id}` would.
     pub fn resolve(&self, id: &str, action: HumanAction, response: Option<&str>) -> bool {
         let mut state = self.lock();

@@ -153,6 +153,9 @@ pub struct ConsultationRow {
     pub asked_in_state: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub uncertainty_reasons: String,
+    pub human_responder: Option<String>,
+    pub resolved_at: Option<i64>,
 }
 
 /// The wire name of a unit enum (`pending_human`, `confirm`, …), as serde spells it.
@@ -182,6 +185,9 @@ impl From<&Consultation> for ConsultationRow {
             asked_in_state: c.asked_in_state.as_str().to_owned(),
             created_at: micros(c.created_at),
             updated_at: micros(c.updated_at),
+            uncertainty_reasons: json(&c.uncertainty_reasons),
+            human_responder: c.human_responder.clone(),
+            resolved_at: c.resolved_at.map(micros),
         }
     }
 }
@@ -211,6 +217,15 @@ impl TryFrom<ConsultationRow> for Consultation {
                 .map(|a| c.wire_enum("human_action", &a))
                 .transpose()?,
             human_response: row.human_response,
+            uncertainty_reasons: c.parse(
+                "uncertainty_reasons",
+                serde_json::from_str(&row.uncertainty_reasons),
+            )?,
+            human_responder: row.human_responder,
+            resolved_at: row
+                .resolved_at
+                .map(|at| c.time("resolved_at", at))
+                .transpose()?,
             asked_in_state: c.parse("asked_in_state", row.asked_in_state.parse())?,
             created_at: c.time("created_at", row.created_at)?,
             updated_at: c.time("updated_at", row.updated_at)?,

@@ -88,6 +88,12 @@ diesel::table! {
         created_at -> BigInt,
         /// Unix microseconds.
         updated_at -> BigInt,
+        /// JSON list: why the expert was unsure.
+        uncertainty_reasons -> Text,
+        /// Who answered the escalation.
+        human_responder -> Nullable<Text>,
+        /// Unix microseconds: when the escalation was answered.
+        resolved_at -> Nullable<BigInt>,
     }
 }
 
