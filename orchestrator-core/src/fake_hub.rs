@@ -18,6 +18,7 @@ struct Script {
     escalations: HashMap<String, Result<Escalation, HubError>>,
     expired_sessions: HashSet<String>,
     sessions_created: u32,
+    sessions_closed: Vec<HubSessionId>,
     asked_with: Vec<HubSessionId>,
     down: bool,
 }
@@ -95,6 +96,11 @@ impl ScriptedAgentHub {
         self.lock().sessions_created
     }
 
+    /// The sessions closed, in order.
+    pub fn sessions_closed(&self) -> Vec<HubSessionId> {
+        self.lock().sessions_closed.clone()
+    }
+
     /// The session of every ask that reached the hub, in order.
     pub fn asked_with(&self) -> Vec<HubSessionId> {
         self.lock().asked_with.clone()
@@ -116,6 +122,13 @@ impl AgentHub for ScriptedAgentHub {
         Self::check_up(&script)?;
         script.sessions_created += 1;
         Ok(HubSessionId(format!("session-{}", script.sessions_created)))
+    }
+
+    async fn close_session(&self, id: &HubSessionId) -> Result<(), HubError> {
+        let mut script = self.lock();
+        Self::check_up(&script)?;
+        script.sessions_closed.push(id.clone());
+        Ok(())
     }
 
     async fn ask(&self, question: &HubQuestion) -> Result<HubAnswer, HubError> {

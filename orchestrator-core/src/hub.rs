@@ -182,6 +182,9 @@ pub trait AgentHub: Send + Sync {
     /// Opens a session for a feature's conversation.
     async fn create_session(&self, feature_id: &FeatureId) -> Result<HubSessionId, HubError>;
 
+    /// Closes a session nobody will use (one opened by a lost race).
+    async fn close_session(&self, id: &HubSessionId) -> Result<(), HubError>;
+
     /// Asks an expert a question within a session.
     async fn ask(&self, question: &HubQuestion) -> Result<HubAnswer, HubError>;
 

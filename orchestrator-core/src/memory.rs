@@ -154,8 +154,16 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
 
     async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError> {
         self.with_entry(&consultation.feature_id, |entry| {
+            let state = entry.workflow.state();
+            if !state.is_active() {
+                return Err(RepositoryError::NotActive {
+                    feature_id: consultation.feature_id.clone(),
+                    state,
+                });
+            }
             entry.consultations.push(consultation.clone());
-        })
+            Ok(())
+        })?
     }
 
     async fn update_consultation(

@@ -27,6 +27,15 @@ pub enum RepositoryError {
     /// A workflow with this feature id exists already (HTTP 409 `WORKFLOW_ALREADY_EXISTS`).
     #[error("workflow '{0}' already exists")]
     AlreadyExists(FeatureId),
+    /// The workflow is not in an active state (HTTP 409 `WORKFLOW_NOT_ACTIVE`): it was
+    /// cancelled or completed before a consultation of it could be stored.
+    #[error("workflow '{feature_id}' is {state}")]
+    NotActive {
+        /// The workflow.
+        feature_id: FeatureId,
+        /// Its state when the write was judged.
+        state: WorkflowState,
+    },
     /// The compare-and-set lost: the stored version is not the one expected
     /// (HTTP 409 `VERSION_CONFLICT`).
     #[error("version conflict: expected {expected}, current {actual}")]
@@ -193,7 +202,9 @@ pub trait WorkflowRepository: Send + Sync {
         new: &HubSessionId,
     ) -> Result<HubSessionId, RepositoryError>;
 
-    /// Stores a new consultation of an existing workflow.
+    /// Stores a new consultation of an existing workflow, if the workflow is still active
+    /// (PHASE_1, GATE_1 or PHASE_2) — judged in the same transaction that stores it, so a
+    /// cancel that lands first wins ([`RepositoryError::NotActive`]).
     async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError>;
 
     /// Stores a refreshed consultation, if the stored one is still `pending_human`; a

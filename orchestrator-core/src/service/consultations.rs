@@ -96,17 +96,24 @@ impl Orchestrator {
     }
 
     /// Opens a hub session and stores it in place of `replacing`; if another request stored
-    /// one first, that one is used.
+    /// one first, that one is used and the new one closed, so a workflow keeps one session
+    /// however many first questions race.
     async fn open_session(
         &self,
         feature_id: &FeatureId,
         replacing: Option<&HubSessionId>,
     ) -> Result<HubSessionId> {
         let new = self.hub.create_session(feature_id).await?;
-        Ok(self
+        let stored = self
             .repository
             .swap_hub_session(feature_id, replacing, &new)
-            .await?)
+            .await?;
+        if stored != new {
+            // Lost the race: nobody will use this one. Failing to close it costs only an idle
+            // session on the hub, which expires by itself.
+            let _ = self.hub.close_session(&new).await;
+        }
+        Ok(stored)
     }
 
     /// A workflow's consultations, oldest first. Pending ones are refreshed from the hub

@@ -83,6 +83,9 @@ impl From<RepositoryError> for Error {
         match error {
             RepositoryError::NotFound(id) => Error::NotFound(id),
             RepositoryError::AlreadyExists(id) => Error::AlreadyExists(id),
+            RepositoryError::NotActive { feature_id, state } => {
+                Error::NotActive { feature_id, state }
+            }
             RepositoryError::VersionConflict { expected, actual } => {
                 Error::VersionConflict { expected, actual }
             }
@@ -109,6 +112,9 @@ struct NoAgentHub;
 #[async_trait]
 impl AgentHub for NoAgentHub {
     async fn create_session(&self, _: &FeatureId) -> Result<HubSessionId, HubError> {
+        Err(Self::unavailable())
+    }
+    async fn close_session(&self, _: &HubSessionId) -> Result<(), HubError> {
         Err(Self::unavailable())
     }
     async fn ask(&self, _: &HubQuestion) -> Result<crate::hub::HubAnswer, HubError> {

@@ -80,7 +80,9 @@ impl HttpAgentHub {
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport)?;
         if status.is_success() {
-            serde_json::from_slice(&bytes)
+            // An empty success (a 204, say) reads as JSON null.
+            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            serde_json::from_slice(bytes)
                 .map_err(|e| HubError::Failed(format!("unreadable {status} answer: {e}")))
         } else {
             Err(refusal(status, &bytes))
@@ -144,18 +146,21 @@ fn confidence(value: f64) -> Result<u8, HubError> {
 
 /// Escalation ids come from the hub; only URL-safe ones are put into a path.
 fn escalation_path(id: &EscalationId) -> Result<String, HubError> {
-    let safe = !id.0.is_empty()
-        && id.0.len() <= 128
+    hub_path("/escalations/", &id.0)
+}
+
+/// `prefix` and an id the hub gave, if the id is URL-safe (ids are UUIDs).
+fn hub_path(prefix: &str, id: &str) -> Result<String, HubError> {
+    let safe = !id.is_empty()
+        && id.len() <= 128
         && id
-            .0
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if safe {
-        Ok(format!("/escalations/{}", id.0))
+        Ok(format!("{prefix}{id}"))
     } else {
         Err(HubError::Failed(format!(
-            "malformed escalation id '{}'",
-            id.0
+            "malformed id '{id}' from the hub"
         )))
     }
 }
@@ -171,6 +176,13 @@ impl AgentHub for HttpAgentHub {
             .call("create_session", Method::POST, "/sessions", Some(&body))
             .await?;
         Ok(HubSessionId(session.id))
+    }
+
+    async fn close_session(&self, id: &HubSessionId) -> Result<(), HubError> {
+        let path = hub_path("/sessions/", &id.0)?;
+        self.call::<serde::de::IgnoredAny>("close_session", Method::DELETE, &path, None::<&()>)
+            .await
+            .map(|_| ())
     }
 
     async fn ask(&self, question: &HubQuestion) -> Result<HubAnswer, HubError> {

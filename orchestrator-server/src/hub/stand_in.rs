@@ -74,6 +74,7 @@ struct State {
     faults: Vec<Fault>,
     asks: Vec<AskRecord>,
     sessions_created: usize,
+    sessions_closed: usize,
 }
 
 /// The stand-in hub's state; clone it to keep a handle while it serves.
@@ -141,6 +142,11 @@ impl StandInHub {
         self.lock().sessions_created
     }
 
+    /// How many sessions were closed with `DELETE /sessions/{id}`.
+    pub fn sessions_closed(&self) -> usize {
+        self.lock().sessions_closed
+    }
+
     /// Serves on `listener` until `shutdown` completes.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -184,6 +190,7 @@ impl StandInHub {
                 },
             ),
             (Method::POST, ["sessions"]) => self.create_session(&body),
+            (Method::DELETE, ["sessions", id]) => self.close_session(id),
             (Method::POST, ["ask", topic]) => self.ask(topic, &body).await,
             (Method::GET, ["escalations", id]) => self.get_escalation(id),
             (Method::POST, ["escalations", id]) => self.post_escalation(id, &body),
@@ -216,6 +223,23 @@ impl StandInHub {
                 created_at: now,
                 updated_at: now,
             },
+        )
+    }
+
+    fn close_session(&self, id: &str) -> HttpResponse {
+        let mut state = self.lock();
+        let Some(session) = state.sessions.get_mut(id) else {
+            return hub_error(
+                StatusCode::NOT_FOUND,
+                "SESSION_NOT_FOUND",
+                &format!("session {id} not found"),
+            );
+        };
+        session.closed = true;
+        state.sessions_closed += 1;
+        json(
+            StatusCode::OK,
+            &serde_json::json!({"id": id, "status": "closed"}),
         )
     }
 

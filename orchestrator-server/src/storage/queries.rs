@@ -50,6 +50,12 @@ pub fn hub_session<'a>(feature_id: &'a str) -> _ {
         .select(workflows::hub_session_id)
 }
 
+/// A workflow's state.
+#[dsl::auto_type]
+pub fn state<'a>(feature_id: &'a str) -> _ {
+    workflows::table.find(feature_id).select(workflows::state)
+}
+
 /// A workflow's version.
 #[dsl::auto_type]
 pub fn version<'a>(feature_id: &'a str) -> _ {

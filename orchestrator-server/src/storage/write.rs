@@ -70,6 +70,22 @@ impl Written {
     }
 }
 
+/// Whether a consultation of workflow `id`, whose stored state is `state` (`None`: no such
+/// workflow), may be stored now: only while the workflow is active.
+pub fn consultation_refusal(id: &FeatureId, state: Option<&str>) -> Option<RepositoryError> {
+    let Some(state) = state else {
+        return Some(RepositoryError::NotFound(id.clone()));
+    };
+    match state.parse::<orchestrator_core::WorkflowState>() {
+        Ok(state) if state.is_active() => None,
+        Ok(state) => Some(RepositoryError::NotActive {
+            feature_id: id.clone(),
+            state,
+        }),
+        Err(e) => Some(RepositoryError::Backend(Box::new(e))),
+    }
+}
+
 /// The refusal of a compare-and-set that updated nothing: the version moved on (`actual`), or
 /// the workflow does not exist.
 pub fn conflict(id: &FeatureId, expected: i64, actual: Option<i64>) -> RepositoryError {

@@ -205,6 +205,78 @@ async fn added_context_needs_a_reroute_and_carries_the_human_and_the_doubts() {
         .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_questions_share_one_hub_session_and_close_the_others() {
+    let app = spawn_app().await;
+    let f = started(&app, "first").await;
+    let asks: Vec<_> = (0..4)
+        .map(|n| {
+            let client = app.client.clone();
+            let f = f.clone();
+            tokio::spawn(async move {
+                client
+                    .create_consultation(&f, &ask("testing", &format!("{QUESTION} (asker {n})")))
+                    .await
+            })
+        })
+        .collect();
+    for ask in asks {
+        ask.await.unwrap().unwrap();
+    }
+    // Every ask that reached the hub used one session; every other session opened was closed.
+    let sessions: std::collections::HashSet<_> =
+        app.hub.asks().into_iter().map(|a| a.session_id).collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(
+        app.hub.sessions_created() - app.hub.sessions_closed(),
+        1,
+        "opened {}, closed {}",
+        app.hub.sessions_created(),
+        app.hub.sessions_closed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consultation_racing_a_cancel_is_not_stored() {
+    let app = spawn_app().await;
+    let f = started(&app, "racing").await;
+    for round in 0..5 {
+        app.hub.inject(Fault::Delay(Duration::from_millis(300)));
+        let asking = {
+            let client = app.client.clone();
+            let f = f.clone();
+            tokio::spawn(async move {
+                client
+                    .create_consultation(&f, &ask("testing", QUESTION))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.client
+            .advance_workflow(&f, &AdvanceRequest::new("cancel"))
+            .await
+            .unwrap();
+        let err = asking.await.unwrap().unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::WorkflowNotActive),
+            "round {round}: {err}"
+        );
+        assert!(
+            app.client
+                .list_consultations(&f)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        app.client
+            .advance_workflow(&f, &AdvanceRequest::new("start"))
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hub_failures_are_told_in_the_orchestrators_words() {
     let app = spawn_app().await;

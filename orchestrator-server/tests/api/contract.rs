@@ -364,6 +364,40 @@ pub async fn concurrent_commits_against_one_version_let_exactly_one_land(
     assert_eq!(repo.get(&id("race")).await.unwrap().state(), history[1].to);
 }
 
+/// A consultation is stored only while its workflow is active: the check is part of the
+/// write, so a cancel that landed first wins.
+pub async fn consultations_are_stored_only_for_active_workflows(repo: &dyn WorkflowRepository) {
+    let (workflow, first) = new_workflow("inactive");
+    repo.create(&workflow, &first).await.unwrap();
+    let (cancelled, to_idle) = step(&workflow, Trigger::Cancel, 10);
+    repo.commit(1, &cancelled, &to_idle).await.unwrap();
+    let err = repo
+        .add_consultation(&consultation("inactive", 20, false))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepositoryError::NotActive {
+                state: WorkflowState::Idle,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        repo.consultations(&id("inactive"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        repo.add_consultation(&consultation("nobody", 1, false))
+            .await,
+        Err(RepositoryError::NotFound(_))
+    ));
+}
+
 /// Many workflows committed at once (the stores may share one transaction among them): each
 /// compare-and-set is judged on its own, and a loser fails alone.
 pub async fn concurrent_commits_of_many_workflows_are_each_judged_on_their_own(
@@ -484,7 +518,8 @@ contract_suite!(
     list_pages_in_feature_id_byte_order_with_a_state_filter,
     summary_counts_every_state,
     hub_sessions_are_swapped_only_from_the_expected_one,
-    consultations_are_kept_oldest_first_and_only_pending_ones_change;
+    consultations_are_kept_oldest_first_and_only_pending_ones_change,
+    consultations_are_stored_only_for_active_workflows;
     concurrent_commits_against_one_version_let_exactly_one_land,
     concurrent_commits_of_many_workflows_are_each_judged_on_their_own
 );

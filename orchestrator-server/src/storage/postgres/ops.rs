@@ -11,7 +11,7 @@ use orchestrator_core::{RepositoryError, WorkflowState};
 use crate::storage::models::{ConsultationRow, TransitionRow, WorkflowRow, enum_text, states};
 use crate::storage::queries;
 use crate::storage::schema::{consultations, storage_probe, transitions, workflows};
-use crate::storage::write::{Write, Written};
+use crate::storage::write::{Write, Written, consultation_refusal};
 
 /// One workflow's row.
 pub async fn get(
@@ -125,8 +125,13 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             })
         }
         Write::AddConsultation(id, row) => {
-            if get(conn, id.as_str()).await?.is_none() {
-                return Ok(Written::Refused(RepositoryError::NotFound(id.clone())));
+            // Judged here, in the transaction that stores it: a cancel that landed first wins.
+            let state: Option<String> = queries::state(id.as_str())
+                .get_result(conn)
+                .await
+                .optional()?;
+            if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
+                return Ok(Written::Refused(refusal));
             }
             diesel::insert_into(consultations::table)
                 .values(row)

@@ -9,7 +9,7 @@ use orchestrator_core::{RepositoryError, WorkflowState};
 use crate::storage::models::{ConsultationRow, TransitionRow, WorkflowRow, enum_text, states};
 use crate::storage::queries;
 use crate::storage::schema::{consultations, storage_probe, transitions, workflows};
-use crate::storage::write::{Commit, Write, Written, conflict};
+use crate::storage::write::{Commit, Write, Written, conflict, consultation_refusal};
 
 /// One workflow's row.
 pub fn get(conn: &mut SqliteConnection, feature_id: &str) -> QueryResult<Option<WorkflowRow>> {
@@ -100,8 +100,10 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
             })
         }
         Write::AddConsultation(id, row) => {
-            if get(conn, id.as_str())?.is_none() {
-                return Ok(Written::Refused(RepositoryError::NotFound(id.clone())));
+            // Judged here, in the transaction that stores it: a cancel that landed first wins.
+            let state: Option<String> = queries::state(id.as_str()).get_result(conn).optional()?;
+            if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
+                return Ok(Written::Refused(refusal));
             }
             diesel::insert_into(consultations::table)
                 .values(row)
