@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use orchestrator_core::api::{
-    AdvanceRequest, ConsultRequest, ErrorEnvelope, ListWorkflowsParams, StartWorkflowRequest,
+    AdvanceRequest, ConsultRequest, ErrorEnvelope, ListWorkflowsParams, RespondRequest,
+    StartWorkflowRequest,
 };
 use orchestrator_core::{FeatureId, WorkflowState};
 use serde::Serialize;
@@ -103,6 +104,7 @@ pub enum Command {
     /// Count workflows by state.
     Summary,
     /// Ask the Agent Hub's experts a question for a workflow.
+    #[command(visible_alias = "ask")]
     Consult {
         /// The feature id.
         feature_id: String,
@@ -118,6 +120,21 @@ pub enum Command {
     Consultations {
         /// The feature id.
         feature_id: String,
+    },
+    /// Answer a consultation's escalation as a human reviewer.
+    Respond {
+        /// The feature id.
+        feature_id: String,
+        /// The consultation's id (from `orchestrator consultations`).
+        consultation_id: String,
+        /// confirm, correct or add_context.
+        action: String,
+        /// The correction or the context (required for correct and add_context).
+        #[arg(long)]
+        response: Option<String>,
+        /// Who answers.
+        #[arg(long)]
+        actor: Option<String>,
     },
     /// Show the server's health.
     Health,
@@ -266,6 +283,32 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             out,
             &client.list_consultations(&feature(&feature_id)?).await?,
         ),
+        Command::Respond {
+            feature_id,
+            consultation_id,
+            action,
+            response,
+            actor,
+        } => {
+            let consultation = consultation_id
+                .parse::<orchestrator_core::ConsultationId>()
+                .map_err(|_| {
+                    Failure::Usage(format!(
+                        "'{consultation_id}' is not a consultation id (a UUID)"
+                    ))
+                })?;
+            let request = RespondRequest {
+                action,
+                response,
+                actor,
+            };
+            print(
+                out,
+                &client
+                    .respond_to_consultation(&feature(&feature_id)?, &consultation, &request)
+                    .await?,
+            )
+        }
         Command::Health => print(out, &client.get_health().await?),
     };
     written.map_err(|e| Failure::Usage(format!("cannot write the answer: {e}")))

@@ -32,8 +32,8 @@ use orchestrator_core::api::{
     ListWorkflowsParams, ListWorkflowsResponse, ServiceInfo, StartWorkflowRequest, SummaryResponse,
     WorkflowResponse, paths,
 };
-use orchestrator_core::api::{ConsultRequest, ConsultationsResponse};
-use orchestrator_core::{Consultation, FeatureId};
+use orchestrator_core::api::{ConsultRequest, ConsultationsResponse, RespondRequest};
+use orchestrator_core::{Consultation, ConsultationId, FeatureId};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -383,6 +383,32 @@ impl Client {
         request: &ConsultRequest,
     ) -> Result<Consultation> {
         self.post(&paths::consultations(feature_id), request).await
+    }
+
+    /// Answers a consultation's escalation as a human reviewer
+    /// (`POST /workflow/{feature_id}/consultations/{consultation_id}/respond`): `confirm`,
+    /// `correct` or `add_context` (the last two with a `response`). Returns the consultation
+    /// as it stands afterwards.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client, consultation: orchestrator_core::ConsultationId) -> orchestrator_client::Result<()> {
+    /// use orchestrator_core::api::RespondRequest;
+    /// let id = "008-services-architecture".parse().expect("a valid feature id");
+    /// let mut answer = RespondRequest::new("correct");
+    /// answer.response = Some("Use AES-GCM-SIV".to_owned());
+    /// let consultation = client.respond_to_consultation(&id, &consultation, &answer).await?;
+    /// println!("{:?}: {:?}", consultation.status, consultation.final_answer);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn respond_to_consultation(
+        &self,
+        feature_id: &FeatureId,
+        consultation: &ConsultationId,
+        request: &RespondRequest,
+    ) -> Result<Consultation> {
+        self.post(&paths::respond(feature_id, consultation), request)
+            .await
     }
 
     /// A workflow's consultations, oldest first, pending ones refreshed from the hub

@@ -55,6 +55,12 @@ pub enum ErrorCode {
     AgentHubUnavailable,
     /// 502: the Agent Hub answered with an error or a malformed body.
     AgentHubError,
+    /// 404: the workflow has no consultation with this id.
+    ConsultationNotFound,
+    /// 409: the consultation waits for no human, so there is nothing to answer.
+    ConsultationNotPending,
+    /// 409: a human answered the escalation already, outside the orchestrator.
+    AlreadyResolved,
     /// 503: storage cannot be reached, or refuses to write (disk full, read-only).
     DatabaseUnavailable,
     /// 400: the request is not well-formed HTTP (a bad header, a broken chunk).
@@ -80,14 +86,18 @@ impl ErrorCode {
         match self {
             ErrorCode::ValidationError | ErrorCode::InvalidJson | ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::NotFound | ErrorCode::WorkflowNotFound => 404,
+            ErrorCode::NotFound | ErrorCode::WorkflowNotFound | ErrorCode::ConsultationNotFound => {
+                404
+            }
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::RequestTimeout => 408,
             ErrorCode::WorkflowAlreadyExists
             | ErrorCode::InvalidTransition
             | ErrorCode::VersionConflict
             | ErrorCode::GateBlocked
-            | ErrorCode::WorkflowNotActive => 409,
+            | ErrorCode::WorkflowNotActive
+            | ErrorCode::ConsultationNotPending
+            | ErrorCode::AlreadyResolved => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UriTooLong => 414,
             ErrorCode::UnsupportedMediaType => 415,
@@ -391,6 +401,33 @@ impl ConsultRequest {
     }
 }
 
+/// `POST /workflow/{feature_id}/consultations/{consultation_id}/respond`: a human reviewer's
+/// answer to the consultation's escalation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RespondRequest {
+    /// `confirm` (the expert's answer stands), `correct` (yours replaces it) or `add_context`
+    /// (ask again with it).
+    pub action: String,
+    /// The correction or the context: required for `correct` and `add_context`, at most
+    /// 10 000 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    /// Who answers (sent to the hub as the responder), at most 128 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+impl RespondRequest {
+    /// An answer with an action only.
+    pub fn new(action: impl Into<String>) -> Self {
+        RespondRequest {
+            action: action.into(),
+            ..Self::default()
+        }
+    }
+}
+
 /// `GET /workflow/{feature_id}/consultations`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -492,6 +529,8 @@ pub mod paths {
     pub const HISTORY: &str = "/workflow/{feature_id}/history";
     /// Router pattern of a workflow's consultations.
     pub const CONSULTATIONS: &str = "/workflow/{feature_id}/consultations";
+    /// Router pattern of a reviewer's answer to a consultation's escalation.
+    pub const RESPOND: &str = "/workflow/{feature_id}/consultations/{consultation_id}/respond";
     /// `GET`: list workflows.
     pub const WORKFLOWS: &str = "/workflows";
     /// `GET`: counts by state.
@@ -527,6 +566,11 @@ pub mod paths {
     /// `/workflow/{feature_id}/consultations`.
     pub fn consultations(id: &FeatureId) -> String {
         format!("/workflow/{id}/consultations")
+    }
+
+    /// `/workflow/{feature_id}/consultations/{consultation_id}/respond`.
+    pub fn respond(id: &FeatureId, consultation: &crate::consultation::ConsultationId) -> String {
+        format!("/workflow/{id}/consultations/{consultation}/respond")
     }
 }
 

@@ -35,6 +35,22 @@ impl Default for ConsultationId {
     }
 }
 
+impl std::str::FromStr for ConsultationId {
+    type Err = ValidationError;
+
+    /// Only the hyphenated form (`6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f`), the one the API
+    /// writes.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || ValidationError::new("consultation_id", "must be a UUID");
+        if s.len() != 36 {
+            return Err(invalid());
+        }
+        uuid::Uuid::parse_str(s)
+            .map(ConsultationId)
+            .map_err(|_| invalid())
+    }
+}
+
 impl fmt::Display for ConsultationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -163,6 +163,28 @@ impl AgentHub for ScriptedAgentHub {
             .unwrap_or_else(|| Err(HubError::EscalationNotFound(id.0.clone())))
     }
 
+    async fn respond(
+        &self,
+        id: &EscalationId,
+        response: &crate::hub::HumanResponse,
+    ) -> Result<Escalation, HubError> {
+        let mut script = self.lock();
+        Self::check_up(&script)?;
+        let escalation = match script.escalations.get_mut(&id.0) {
+            Some(Ok(escalation)) => escalation,
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err(HubError::EscalationNotFound(id.0.clone())),
+        };
+        if escalation.status != EscalationStatus::Pending {
+            return Err(HubError::AlreadyResolved(id.0.clone()));
+        }
+        escalation.status = EscalationStatus::Resolved;
+        escalation.human_action = Some(response.action);
+        escalation.human_response = response.response.clone();
+        escalation.human_responder = Some(response.responder.clone());
+        Ok(escalation.clone())
+    }
+
     async fn health(&self) -> Result<HubHealth, HubError> {
         let script = self.lock();
         Self::check_up(&script)?;

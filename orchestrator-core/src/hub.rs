@@ -139,6 +139,17 @@ impl Escalation {
     }
 }
 
+/// A human reviewer's answer to an escalation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HumanResponse {
+    /// Confirm, correct or add context.
+    pub action: HumanAction,
+    /// Who answers.
+    pub responder: String,
+    /// The correction or the context; required for both.
+    pub response: Option<String>,
+}
+
 /// The hub's own view of its health.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubHealth {
@@ -168,6 +179,9 @@ pub enum HubError {
     /// The escalation is unknown to the hub.
     #[error("escalation not found: {0}")]
     EscalationNotFound(String),
+    /// A human already answered the escalation.
+    #[error("escalation already resolved: {0}")]
+    AlreadyResolved(String),
     /// The hub answered with an error or a body that does not parse (HTTP 502 `AGENT_HUB_ERROR`).
     #[error("agent hub error: {0}")]
     Failed(String),
@@ -190,6 +204,13 @@ pub trait AgentHub: Send + Sync {
 
     /// Reads an escalation.
     async fn escalation(&self, id: &EscalationId) -> Result<Escalation, HubError>;
+
+    /// Answers an escalation as a human reviewer; returns it as it stands afterwards.
+    async fn respond(
+        &self,
+        id: &EscalationId,
+        response: &HumanResponse,
+    ) -> Result<Escalation, HubError>;
 
     /// Reads the hub's health.
     async fn health(&self) -> Result<HubHealth, HubError>;

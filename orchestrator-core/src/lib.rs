@@ -39,7 +39,7 @@ pub use repository::{
 #[cfg(feature = "test-util")]
 pub use service::ManualClock;
 pub use service::{
-    Advance, Clock, Error, Orchestrator, Result, StartWorkflow, Started, SystemClock,
+    Advance, Clock, Error, Orchestrator, Respond, Result, StartWorkflow, Started, SystemClock,
 };
 pub use state::{TRANSITIONS, Trigger, WorkflowState, next_state};
 pub use values::{Actor, Description, FeatureId, Metadata, Reason, ValidationError};

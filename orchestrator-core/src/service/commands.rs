@@ -1,7 +1,8 @@
 //! What callers ask the orchestrator, as validated commands built from wire requests.
 
-use crate::api::{AdvanceRequest, ConsultRequest, StartWorkflowRequest};
+use crate::api::{AdvanceRequest, ConsultRequest, RespondRequest, StartWorkflowRequest};
 use crate::consultation::{Consult, parse_context};
+use crate::hub::HumanAction;
 use crate::state::Trigger;
 use crate::values::{
     Actor, Description, FeatureId, Metadata, Question, Reason, Topic, ValidationError,
@@ -121,5 +122,58 @@ impl Started {
         match self {
             Started::Created(w) | Started::Existing(w) => w,
         }
+    }
+}
+
+/// A human reviewer's answer to a consultation's escalation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Respond {
+    /// Confirm the expert's answer, correct it, or add context.
+    pub action: HumanAction,
+    /// The correction or the context: required for `correct` and `add_context`.
+    pub response: Option<String>,
+    /// Who answers; sent to the hub as the responder.
+    pub actor: Option<Actor>,
+}
+
+impl TryFrom<RespondRequest> for Respond {
+    type Error = ValidationError;
+
+    fn try_from(request: RespondRequest) -> Result<Self, ValidationError> {
+        let action = match request.action.as_str() {
+            "confirm" => HumanAction::Confirm,
+            "correct" => HumanAction::Correct,
+            "add_context" => HumanAction::AddContext,
+            other => {
+                return Err(ValidationError::new(
+                    "action",
+                    format!(
+                        "unknown action '{other}' (expected one of confirm, correct, add_context)"
+                    ),
+                ));
+            }
+        };
+        let response = match request.response {
+            Some(text) if text.trim().is_empty() => {
+                return Err(ValidationError::new("response", "must not be blank"));
+            }
+            Some(text) => {
+                crate::values::check_text(&text, crate::consultation::CONTEXT_MAX_CHARS)
+                    .map_err(|rule| ValidationError::new("response", rule))?;
+                Some(text)
+            }
+            None if action != HumanAction::Confirm => {
+                return Err(ValidationError::new(
+                    "response",
+                    "is required for correct and add_context",
+                ));
+            }
+            None => None,
+        };
+        Ok(Respond {
+            action,
+            response,
+            actor: parse_optional(request.actor, Actor::parse)?,
+        })
     }
 }

@@ -2,10 +2,10 @@
 //! decided, and the gate's wait for humans.
 
 use crate::consultation::{Consult, Consultation, ConsultationId};
-use crate::hub::{HubError, HubQuestion, HubSessionId};
+use crate::hub::{HubError, HubQuestion, HubSessionId, HumanResponse};
 use crate::values::FeatureId;
 
-use super::{Error, Orchestrator, Result};
+use super::{Error, Orchestrator, Respond, Result};
 
 impl Orchestrator {
     /// from the hub first, and any still pending refuse the approval.
@@ -114,6 +114,69 @@ impl Orchestrator {
             let _ = self.hub.close_session(&new).await;
         }
         Ok(stored)
+    }
+
+    /// Answers a consultation's escalation as a human reviewer: forwards the answer to the hub
+    /// (the actor as the responder), then folds the escalation as it now stands into the
+    /// consultation and returns it. A consultation that waits for no human is refused; one
+    /// the hub says was answered already is refreshed and refused with `AlreadyResolved`.
+    pub async fn respond(
+        &self,
+        feature_id: &FeatureId,
+        id: ConsultationId,
+        respond: Respond,
+    ) -> Result<Consultation> {
+        // Not-found is the workflow's first.
+        self.repository.get(feature_id).await?;
+        let mut consultation = self
+            .repository
+            .consultations(feature_id)
+            .await?
+            .into_iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| Error::ConsultationNotFound {
+                feature_id: feature_id.clone(),
+                id,
+            })?;
+        let escalation_id = match (&consultation.escalation_id, consultation.is_pending()) {
+            (Some(escalation), true) => escalation.clone(),
+            _ => {
+                return Err(Error::NotPending {
+                    id,
+                    status: consultation.status,
+                });
+            }
+        };
+        let answer = HumanResponse {
+            action: respond.action,
+            responder: respond
+                .actor
+                .map_or_else(|| "unknown reviewer".to_owned(), |a| a.to_string()),
+            response: respond.response,
+        };
+        let now = self.clock.now();
+        let outcome = match self.hub.respond(&escalation_id, &answer).await {
+            Ok(escalation) => Ok(consultation.refresh(&escalation, now)),
+            Err(HubError::AlreadyResolved(_)) => {
+                let escalation = self.hub.escalation(&escalation_id).await?;
+                consultation.refresh(&escalation, now);
+                self.repository.update_consultation(&consultation).await?;
+                return Err(Error::AlreadyResolved { id });
+            }
+            Err(HubError::EscalationNotFound(_)) => {
+                consultation.escalation_lost(now);
+                self.repository.update_consultation(&consultation).await?;
+                return Err(Error::NotPending {
+                    id,
+                    status: consultation.status,
+                });
+            }
+            Err(e) => Err(e),
+        };
+        if outcome? {
+            self.repository.update_consultation(&consultation).await?;
+        }
+        Ok(consultation)
     }
 
     /// A workflow's consultations, oldest first. Pending ones are refreshed from the hub

@@ -29,7 +29,7 @@ use crate::workflow::{Timestamp, TransitionError, Version};
 #[cfg(feature = "test-util")]
 pub use clock::ManualClock;
 pub use clock::{Clock, SystemClock};
-pub use commands::{Advance, StartWorkflow, Started};
+pub use commands::{Advance, Respond, StartWorkflow, Started};
 
 /// Why an orchestrator call failed. Each variant is one answer a caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,30 @@ pub enum Error {
         feature_id: FeatureId,
         /// Its state.
         state: WorkflowState,
+    },
+    /// No consultation with this id belongs to the workflow (HTTP 404 `CONSULTATION_NOT_FOUND`).
+    #[error("workflow '{feature_id}' has no consultation {id}")]
+    ConsultationNotFound {
+        /// The workflow.
+        feature_id: FeatureId,
+        /// The consultation asked for.
+        id: crate::consultation::ConsultationId,
+    },
+    /// The consultation waits for no human, so there is nothing to answer (HTTP 409
+    /// `CONSULTATION_NOT_PENDING`).
+    #[error("consultation {id} is {status:?}, not waiting for a human")]
+    NotPending {
+        /// The consultation.
+        id: crate::consultation::ConsultationId,
+        /// Its status.
+        status: crate::hub::AnswerStatus,
+    },
+    /// A human answered the escalation already, outside the orchestrator (HTTP 409
+    /// `ALREADY_RESOLVED`); the consultation now shows that answer.
+    #[error("consultation {id}'s escalation was answered already")]
+    AlreadyResolved {
+        /// The consultation.
+        id: crate::consultation::ConsultationId,
     },
     /// The Agent Hub failed (HTTP 400 for an unknown topic, 502 `AGENT_HUB_ERROR`, or
     /// 503 `AGENT_HUB_UNAVAILABLE`).
@@ -121,6 +145,13 @@ impl AgentHub for NoAgentHub {
         Err(Self::unavailable())
     }
     async fn escalation(&self, _: &EscalationId) -> Result<Escalation, HubError> {
+        Err(Self::unavailable())
+    }
+    async fn respond(
+        &self,
+        _: &EscalationId,
+        _: &crate::hub::HumanResponse,
+    ) -> Result<Escalation, HubError> {
         Err(Self::unavailable())
     }
     async fn health(&self) -> Result<HubHealth, HubError> {

@@ -150,6 +150,24 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
             ErrorCode::GateBlocked,
             Some(escalations.iter().map(ToString::to_string).collect()),
         ),
+        CoreError::ConsultationNotFound { .. } => (ErrorCode::ConsultationNotFound, None),
+        CoreError::NotPending { status, .. } => (
+            ErrorCode::ConsultationNotPending,
+            Some(vec![format!(
+                "status: {}",
+                serde_json::to_value(status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            )]),
+        ),
+        CoreError::AlreadyResolved { .. } => (
+            ErrorCode::AlreadyResolved,
+            Some(vec![
+                "a human answered this escalation at the agent hub already; the consultation shows that answer"
+                    .to_owned(),
+            ]),
+        ),
         CoreError::NotActive { state, .. } => (
             ErrorCode::WorkflowNotActive,
             Some(vec![format!("state: {state}")]),

@@ -192,10 +192,14 @@ impl App {
         request: Request<Incoming>,
     ) -> Result<(Option<Route>, Response<Full<Bytes>>), (Option<Route>, ApiError)> {
         let path = request.uri().path().to_owned();
-        let (route, param) = match self.0.router.at(&path) {
+        let (route, params) = match self.0.router.at(&path) {
             Ok(found) => (
                 *found.value,
-                found.params.iter().next().map(|(_, v)| v.to_owned()),
+                found
+                    .params
+                    .iter()
+                    .map(|(_, v)| v.to_owned())
+                    .collect::<Vec<_>>(),
             ),
             Err(_) => return Err((None, ApiError::NotFound(path))),
         };
@@ -210,10 +214,7 @@ impl App {
         if !route.is_public() {
             self.authenticate(&request).map_err(fail)?;
         }
-        let response = self
-            .dispatch(route, param.as_deref().unwrap_or_default(), request)
-            .await
-            .map_err(fail)?;
+        let response = self.dispatch(route, &params, request).await.map_err(fail)?;
         Ok((Some(route), response))
     }
 
@@ -234,14 +235,15 @@ impl App {
         }
     }
 
-    /// The one `match` from route to handler.
+    /// The one `match` from route to handler; `params` are the path's parameters in order.
     async fn dispatch(
         &self,
         route: Route,
-        param: &str,
+        params: &[String],
         request: Request<Incoming>,
     ) -> Result<Response<Full<Bytes>>, ApiError> {
         let (parts, body) = request.into_parts();
+        let param = params.first().map_or("", String::as_str);
         match route {
             Route::Root => system::get_service_info().await,
             Route::Health => system::get_health(self).await,
@@ -258,6 +260,17 @@ impl App {
                 consultations::create_consultation(self, param, &parts.headers, body).await
             }
             Route::Consultations => consultations::list_consultations(self, param).await,
+            Route::Respond => {
+                let consultation = params.get(1).map_or("", String::as_str);
+                consultations::respond_to_consultation(
+                    self,
+                    param,
+                    consultation,
+                    &parts.headers,
+                    body,
+                )
+                .await
+            }
             Route::Workflows => workflows::list_workflows(self, parts.uri.query()).await,
             Route::Summary => workflows::get_summary(self).await,
         }

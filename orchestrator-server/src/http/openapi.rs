@@ -39,6 +39,7 @@ use super::handlers::{consultations, system, workflows};
         workflows::get_summary,
         consultations::create_consultation,
         consultations::list_consultations,
+        consultations::respond_to_consultation,
         system::get_service_info,
         system::get_health,
         system::get_metrics,
@@ -131,6 +132,15 @@ fn operation_errors(operation_id: &str) -> &'static [ErrorCode] {
             AgentHubError,
             AgentHubUnavailable,
         ],
+        "respond_to_consultation" => &[
+            ValidationError,
+            WorkflowNotFound,
+            ConsultationNotFound,
+            ConsultationNotPending,
+            AlreadyResolved,
+            AgentHubError,
+            AgentHubUnavailable,
+        ],
         _ => &[],
     }
 }
@@ -209,6 +219,18 @@ fn complete_operation(operation: &mut Value, auth_required: bool) {
         for status in ["200", "201"] {
             operation["responses"][status]["links"] = links_from_workflow();
         }
+    }
+    if id == "create_consultation" {
+        operation["responses"]["201"]["links"] = json!({
+            "RespondToConsultation": {
+                "operationId": "respond_to_consultation",
+                "parameters": {
+                    "feature_id": "$response.body#/feature_id",
+                    "consultation_id": "$response.body#/id",
+                },
+                "description": "answer the consultation's escalation as a reviewer",
+            }
+        });
     }
     if id == "advance_workflow" || id == "get_workflow" {
         operation["responses"]["200"]["links"] = links_from_workflow();
@@ -345,6 +367,9 @@ fn when(code: ErrorCode) -> &'static str {
         VersionConflict => "the workflow is not at the expected version",
         GateBlocked => "human_approved while a consultation awaits a human",
         WorkflowNotActive => "the workflow is IDLE or DONE",
+        ConsultationNotFound => "the workflow has no consultation with this id",
+        ConsultationNotPending => "the consultation waits for no human",
+        AlreadyResolved => "a human answered the escalation at the hub already",
         AgentHubUnavailable => "the Agent Hub cannot be reached or did not answer in time",
         AgentHubError => "the Agent Hub answered with an error or garbage",
         DatabaseUnavailable => "storage cannot be reached or refuses to write",
@@ -422,15 +447,31 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
             &format!("workflow '{id}' is DONE; consultations need PHASE_1, GATE_1 or PHASE_2"),
             Some(vec!["state: DONE"]),
         ),
+        ConsultationNotFound => envelope(
+            &format!("workflow '{id}' has no consultation 6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f"),
+            None,
+        ),
+        ConsultationNotPending => envelope(
+            "consultation 6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f is Resolved, not waiting for a human",
+            Some(vec!["status: resolved"]),
+        ),
+        AlreadyResolved => envelope(
+            "consultation 6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f's escalation was answered already",
+            Some(vec![
+                "a human answered this escalation at the agent hub already; the consultation shows that answer",
+            ]),
+        ),
         AgentHubUnavailable => envelope(
             "the agent hub cannot be reached or did not answer in time",
             Some(vec![
-                "error sending request for url (http://localhost:8001/api/v1/sessions)",
+                "the agent hub could not be reached, or did not answer in time; nothing was stored",
             ]),
         ),
         AgentHubError => envelope(
             "the agent hub answered with an error",
-            Some(vec!["agent hub error: 500 Internal Server Error"]),
+            Some(vec![
+                "the agent hub answered with an error, or with an answer that could not be read; nothing was stored",
+            ]),
         ),
         DatabaseUnavailable => envelope("the database is unavailable", None),
         BadRequest => envelope("the request is not well-formed HTTP", None),
@@ -471,6 +512,22 @@ fn apply_field_rules(doc: &mut Value) {
             slot["description"] = description;
         }
     }
+    // A reviewer's answer: `response` (free text, not blank) is required unless confirming.
+    let respond = &mut doc["components"]["schemas"]["RespondRequest"];
+    let mut response = rules["description"].clone();
+    response["description"] =
+        json!("the correction or the context; required for correct and add_context");
+    respond["properties"]["action"] = json!({
+        "type": "string",
+        "enum": ["confirm", "correct", "add_context"],
+        "description": "confirm: the expert's answer stands; correct: yours replaces it; add_context: ask again with it",
+    });
+    respond["properties"]["response"] = response;
+    respond["properties"]["actor"] = rules["actor"].clone();
+    respond["anyOf"] = json!([
+        { "properties": { "action": { "const": "confirm" } } },
+        { "required": ["response"] },
+    ]);
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;
     };
@@ -512,6 +569,7 @@ fn apply_field_rules(doc: &mut Value) {
                     "state" => "state",
                     "limit" => "limit",
                     "cursor" => "cursor",
+                    "consultation_id" => "consultation_id",
                     _ => continue,
                 };
                 parameter["schema"] = rules[rule].clone();
@@ -535,6 +593,15 @@ fn field_rules() -> BTreeMap<&'static str, Value> {
         "example": examples::FEATURE_ID,
     });
     BTreeMap::from([
+        (
+            "consultation_id",
+            json!({
+                "type": "string",
+                "format": "uuid",
+                "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+                "example": "6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f",
+            }),
+        ),
         ("feature_id", feature_id),
         (
             "description",
@@ -890,10 +957,36 @@ pub(crate) mod examples {
             "final_answer": null,
             "human_action": null,
             "human_response": null,
+            "uncertainty_reasons": ["nonce handling across writers is not described"],
+            "human_responder": null,
+            "resolved_at": null,
             "asked_in_state": "PHASE_1",
             "created_at": "2026-11-24T10:30:00.000000Z",
             "updated_at": "2026-11-24T10:30:00.000000Z",
         })
+    }
+
+    /// `POST …/consultations/{consultation_id}/respond`'s body.
+    pub fn respond_request() -> Value {
+        json!({
+            "action": "correct",
+            "response": "Use AES-GCM-SIV: nonces cannot be coordinated across writers.",
+            "actor": "sec-team",
+        })
+    }
+
+    /// A consultation a reviewer corrected.
+    pub fn responded() -> Value {
+        let mut answered = consultation();
+        answered["status"] = json!("resolved");
+        answered["final_answer"] =
+            json!("Use AES-GCM-SIV: nonces cannot be coordinated across writers.");
+        answered["human_action"] = json!("correct");
+        answered["human_response"] = answered["final_answer"].clone();
+        answered["human_responder"] = json!("sec-team");
+        answered["resolved_at"] = json!("2026-11-24T11:02:00.000000Z");
+        answered["updated_at"] = json!("2026-11-24T11:02:00.000000Z");
+        answered
     }
 
     /// `GET /workflow/{feature_id}/consultations`.

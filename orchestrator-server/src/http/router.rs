@@ -31,6 +31,8 @@ pub enum Route {
     History,
     /// `/workflow/{feature_id}/consultations`
     Consultations,
+    /// `/workflow/{feature_id}/consultations/{consultation_id}/respond`
+    Respond,
     /// `/workflows`
     Workflows,
     /// `/workflows/summary`
@@ -39,7 +41,7 @@ pub enum Route {
 
 impl Route {
     /// Every route with its pattern; the pattern is also the metrics label.
-    const TABLE: [(&'static str, Route); 15] = [
+    const TABLE: [(&'static str, Route); 16] = [
         (paths::ROOT, Route::Root),
         (paths::HEALTH, Route::Health),
         (paths::METRICS, Route::Metrics),
@@ -53,6 +55,7 @@ impl Route {
         (paths::ADVANCE, Route::Advance),
         (paths::HISTORY, Route::History),
         (paths::CONSULTATIONS, Route::Consultations),
+        (paths::RESPOND, Route::Respond),
         (paths::WORKFLOWS, Route::Workflows),
         (paths::SUMMARY, Route::Summary),
     ];
@@ -60,7 +63,7 @@ impl Route {
     /// The methods the route serves.
     pub fn methods(self) -> &'static [Method] {
         match self {
-            Route::Start | Route::Advance => &[Method::POST],
+            Route::Start | Route::Advance | Route::Respond => &[Method::POST],
             Route::Consultations => &[Method::GET, Method::HEAD, Method::POST],
             _ => &[Method::GET, Method::HEAD],
         }

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use orchestrator_core::FeatureId;
 use orchestrator_core::hub::{
     AgentHub, Escalation, EscalationId, HubAnswer, HubError, HubHealth, HubQuestion, HubSessionId,
+    HumanResponse,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -129,6 +130,7 @@ fn refusal(status: StatusCode, body: &[u8]) -> HubError {
         "SESSION_UNAVAILABLE" => HubError::SessionUnavailable(message),
         "SESSION_NOT_FOUND" => HubError::SessionNotFound(message),
         "ESCALATION_NOT_FOUND" => HubError::EscalationNotFound(message),
+        "ALREADY_RESOLVED" => HubError::AlreadyResolved(message),
         code => HubError::Failed(format!("{status} {code}: {message}")),
     }
 }
@@ -226,15 +228,24 @@ impl AgentHub for HttpAgentHub {
         let escalation: wire::Escalation = self
             .call("escalation", Method::GET, &path, None::<&()>)
             .await?;
-        Ok(Escalation {
-            id: EscalationId(escalation.id),
-            status: escalation.status,
-            tentative_answer: escalation.tentative_answer,
-            human_action: escalation.human_action,
-            human_response: escalation.human_response,
-            human_responder: escalation.human_responder,
-            resolved_at: escalation.resolved_at,
-        })
+        Ok(escalation.into())
+    }
+
+    async fn respond(
+        &self,
+        id: &EscalationId,
+        response: &HumanResponse,
+    ) -> Result<Escalation, HubError> {
+        let path = escalation_path(id)?;
+        let body = wire::HumanResponse {
+            action: response.action,
+            responder: response.responder.clone(),
+            response: response.response.clone(),
+        };
+        let escalation: wire::Escalation = self
+            .call("respond", Method::POST, &path, Some(&body))
+            .await?;
+        Ok(escalation.into())
     }
 
     async fn health(&self) -> Result<HubHealth, HubError> {

@@ -366,12 +366,34 @@ impl StandInHub {
         let Ok(response) = serde_json::from_slice::<wire::HumanResponse>(body) else {
             return unprocessable("action");
         };
-        if !self.resolve(id, response.action, response.response.as_deref()) {
+        if response.action != HumanAction::Confirm && response.response.is_none() {
             return hub_error(
-                StatusCode::NOT_FOUND,
-                "ESCALATION_NOT_FOUND",
-                &format!("escalation {id} not found"),
+                StatusCode::BAD_REQUEST,
+                "MISSING_RESPONSE",
+                "correct and add_context need a response",
             );
+        }
+        {
+            let mut state = self.lock();
+            let Some(escalation) = state.escalations.get_mut(id) else {
+                return hub_error(
+                    StatusCode::NOT_FOUND,
+                    "ESCALATION_NOT_FOUND",
+                    &format!("escalation {id} not found"),
+                );
+            };
+            if escalation.status != EscalationStatus::Pending {
+                return hub_error(
+                    StatusCode::CONFLICT,
+                    "ALREADY_RESOLVED",
+                    &format!("escalation {id} is resolved already"),
+                );
+            }
+            escalation.status = EscalationStatus::Resolved;
+            escalation.human_action = Some(response.action);
+            escalation.human_response = response.response.clone();
+            escalation.human_responder = Some(response.responder.clone());
+            escalation.resolved_at = Some(Utc::now());
         }
         self.get_escalation(id)
     }

@@ -110,6 +110,20 @@ pub struct Escalation {
     pub resolved_at: Option<DateTime<Utc>>,
 }
 
+impl From<Escalation> for orchestrator_core::hub::Escalation {
+    fn from(escalation: Escalation) -> Self {
+        orchestrator_core::hub::Escalation {
+            id: orchestrator_core::hub::EscalationId(escalation.id),
+            status: escalation.status,
+            tentative_answer: escalation.tentative_answer,
+            human_action: escalation.human_action,
+            human_response: escalation.human_response,
+            human_responder: escalation.human_responder,
+            resolved_at: escalation.resolved_at,
+        }
+    }
+}
+
 /// `POST /escalations/{id}` body: what a human reviewer sends.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HumanResponse {

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use orchestrator_client::ClientError;
-use orchestrator_core::api::{AdvanceRequest, ConsultRequest, ErrorCode, HealthStatus};
+use orchestrator_core::api::{
+    AdvanceRequest, ConsultRequest, ErrorCode, HealthStatus, RespondRequest,
+};
 use orchestrator_core::hub::{AnswerStatus, HumanAction};
 use orchestrator_core::{FeatureId, WorkflowState};
 use orchestrator_server::hub::stand_in::Fault;
@@ -275,6 +277,147 @@ async fn a_consultation_racing_a_cancel_is_not_stored() {
             .await
             .unwrap();
     }
+}
+
+/// A workflow with one consultation escalated to a human.
+async fn escalated(app: &TestApp, name: &str) -> (FeatureId, orchestrator_core::Consultation) {
+    let f = started(app, name).await;
+    let pending = app
+        .client
+        .create_consultation(
+            &f,
+            &ask(
+                "security",
+                "Are these keys rotated often enough? [confidence=30]",
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pending.status, AnswerStatus::PendingHuman);
+    (f, pending)
+}
+
+fn answer(action: &str, response: Option<&str>) -> RespondRequest {
+    RespondRequest {
+        action: action.to_owned(),
+        response: response.map(str::to_owned),
+        actor: Some("sec-team".to_owned()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reviewer_answers_an_escalation_through_the_orchestrator() {
+    let app = spawn_app().await;
+    let (f, pending) = escalated(&app, "reviewed").await;
+    to_gate(&app, &f).await;
+    let corrected = app
+        .client
+        .respond_to_consultation(&f, &pending.id, &answer("correct", Some("rotate monthly")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (corrected.status, corrected.final_answer.as_deref()),
+        (AnswerStatus::Resolved, Some("rotate monthly"))
+    );
+    assert_eq!(corrected.human_responder.as_deref(), Some("sec-team"));
+    // Stored, and the gate opens.
+    assert_eq!(
+        app.client.list_consultations(&f).await.unwrap().items[0],
+        corrected
+    );
+    app.client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap();
+    // Nothing left to answer.
+    let again = app
+        .client
+        .respond_to_consultation(&f, &pending.id, &answer("confirm", None))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        again.code(),
+        Some(ErrorCode::ConsultationNotPending),
+        "{again}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn added_context_through_the_orchestrator_needs_a_reroute() {
+    let app = spawn_app().await;
+    let (f, pending) = escalated(&app, "context-answer").await;
+    let rerouted = app
+        .client
+        .respond_to_consultation(
+            &f,
+            &pending.id,
+            &answer("add_context", Some("keys live in an HSM")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rerouted.status, AnswerStatus::NeedsReroute);
+    assert_eq!(
+        rerouted.human_response.as_deref(),
+        Some("keys live in an HSM")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_answer_is_refused_before_the_hub_is_called() {
+    let app = spawn_app().await;
+    let (f, pending) = escalated(&app, "bad-answer").await;
+    for (request, field) in [
+        (answer("correct", None), "response"),
+        (answer("add_context", Some("   ")), "response"),
+        (answer("approve", None), "action"),
+    ] {
+        let err = app
+            .client
+            .respond_to_consultation(&f, &pending.id, &request)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::ValidationError), "{err}");
+        assert!(format!("{err:?}").contains(field), "{err:?}");
+    }
+    // Still pending at the hub and here.
+    assert_eq!(
+        app.client.list_consultations(&f).await.unwrap().items[0].status,
+        AnswerStatus::PendingHuman
+    );
+    let unknown = app
+        .client
+        .respond_to_consultation(
+            &f,
+            &orchestrator_core::ConsultationId::new(),
+            &answer("confirm", None),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unknown.code(),
+        Some(ErrorCode::ConsultationNotFound),
+        "{unknown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_escalation_answered_at_the_hub_first_is_already_resolved() {
+    let app = spawn_app().await;
+    let (f, pending) = escalated(&app, "raced-answer").await;
+    let escalation = pending.escalation_id.clone().expect("escalated");
+    app.hub.resolve(&escalation.0, HumanAction::Confirm, None);
+    let err = app
+        .client
+        .respond_to_consultation(&f, &pending.id, &answer("correct", Some("too late")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::AlreadyResolved), "{err}");
+    // The consultation shows the answer that was given at the hub.
+    let stored = &app.client.list_consultations(&f).await.unwrap().items[0];
+    assert_eq!(
+        (stored.status, stored.human_action),
+        (AnswerStatus::Resolved, Some(HumanAction::Confirm))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,12 +1,13 @@
-//! Consultation endpoints: ask the Agent Hub for a workflow, list what it asked.
+//! Consultation endpoints: ask the Agent Hub for a workflow, list what it asked, answer an
+//! escalation as a reviewer.
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use orchestrator_core::Consult;
-use orchestrator_core::api::{ConsultRequest, ConsultationsResponse};
-use orchestrator_core::consultation::Consultation;
+use orchestrator_core::api::{ConsultRequest, ConsultationsResponse, RespondRequest};
+use orchestrator_core::consultation::{Consultation, ConsultationId};
+use orchestrator_core::{Consult, Respond};
 
 use super::workflows::feature_id;
 use crate::http::App;
@@ -54,4 +55,37 @@ pub async fn list_consultations(app: &App, id: &str) -> Result<HttpResponse> {
         StatusCode::OK,
         &ConsultationsResponse { items },
     ))
+}
+
+/// Answer a consultation's escalation as a human reviewer: the answer goes to the Agent Hub,
+/// and the consultation comes back as it stands afterwards.
+#[utoipa::path(
+    post, path = "/workflow/{feature_id}/consultations/{consultation_id}/respond", tag = "consultations",
+    operation_id = "respond_to_consultation",
+    params(
+        ("feature_id" = String, Path, description = "the feature id"),
+        ("consultation_id" = String, Path, description = "the consultation's id (a UUID)"),
+    ),
+    request_body(content = RespondRequest, example = json!(crate::http::openapi::examples::respond_request())),
+    responses(
+        (status = 200, description = "the hub took the answer; `confirm` and `correct` resolve the consultation, `add_context` makes it `needs_reroute`",
+         body = Consultation, example = json!(crate::http::openapi::examples::responded())),
+    ),
+)]
+pub async fn respond_to_consultation(
+    app: &App,
+    id: &str,
+    consultation: &str,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<HttpResponse> {
+    let id = feature_id(id)?;
+    let consultation: ConsultationId = consultation.parse()?;
+    let request: RespondRequest = read_json(headers, body, app.bodies()).await?;
+    let respond = Respond::try_from(request)?;
+    let answered = app
+        .orchestrator()
+        .respond(&id, consultation, respond)
+        .await?;
+    Ok(json_response(StatusCode::OK, &answered))
 }
