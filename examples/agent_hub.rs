@@ -1,14 +1,23 @@
 //! A stand-in Agent Hub on `http://localhost:8001`, so the whole system runs on one machine.
 //!
 //! It speaks the hub's API as the deployed hub speaks it (sessions, `/ask/{topic}`,
-//! escalations, health), quirks included. Confidence is scripted: a question containing
-//! `[confidence=NN]` gets NN, any other 90, so `security` questions (threshold 95) are
-//! escalated to a human. Answer an escalation as a reviewer would:
+//! escalations, health), quirks included. Behaviour is scripted by markers in the question:
+//!
+//! - `[confidence=NN]`: the expert's confidence (any other question gets 90, so `security`
+//!   questions, threshold 95, are escalated to a human);
+//! - `[delay=N]`: the expert takes N seconds (a slow expert; try it against
+//!   `AGENT_HUB_TIMEOUT_SECONDS`).
+//!
+//! Answer an escalation through the orchestrator (`orchestrator respond FEATURE CONSULTATION
+//! confirm|correct|add_context [--response …]`), or at the hub as a reviewer would:
 //!
 //! ```sh
 //! curl -X POST localhost:8001/escalations/<id> -H 'Content-Type: application/json' \
-//!   -d '{"action": "confirm", "responder": "you"}'
+//!   -d '{"action": "add_context", "responder": "you", "response": "it runs nightly"}'
 //! ```
+//!
+//! A hub that lost its database: `curl -X POST localhost:8001/_stand-in/forget-escalations`
+//! (every escalation is then unknown, and the orchestrator asks for a reroute).
 //!
 //! Run it with `cargo run -p examples --example agent_hub` (set `PORT` for another port).
 

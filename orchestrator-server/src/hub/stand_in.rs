@@ -194,6 +194,11 @@ impl StandInHub {
             (Method::POST, ["ask", topic]) => self.ask(topic, &body).await,
             (Method::GET, ["escalations", id]) => self.get_escalation(id),
             (Method::POST, ["escalations", id]) => self.post_escalation(id, &body),
+            // Not the hub's API: lets a person try a hub that lost its database.
+            (Method::POST, ["_stand-in", "forget-escalations"]) => {
+                self.forget_escalations();
+                json(StatusCode::OK, &serde_json::json!({"forgotten": true}))
+            }
             _ => hub_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint"),
         }
     }
@@ -263,6 +268,13 @@ impl StandInHub {
             Some(Fault::NotJson) => return text(StatusCode::OK, "<html>surprise</html>"),
             Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
             None => {}
+        }
+        // A slow expert, scripted like the confidence: `[delay=N]` seconds.
+        if let Some(delay) = serde_json::from_slice::<wire::Ask>(body)
+            .ok()
+            .and_then(|ask| scripted_delay(&ask.question))
+        {
+            tokio::time::sleep(delay).await;
         }
         let Some((_, threshold)) = TOPICS.iter().find(|(t, _)| *t == topic) else {
             return hub_error(
@@ -399,6 +411,16 @@ impl StandInHub {
     }
 }
 
+/// `[delay=N]` in the question: the expert takes N seconds (at most an hour).
+fn scripted_delay(question: &str) -> Option<Duration> {
+    question
+        .split("[delay=")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .map(|n| Duration::from_secs(n.min(3600)))
+}
+
 /// `[confidence=NN]` in the question, else 90.
 fn scripted_confidence(question: &str) -> u8 {
     question
@@ -448,6 +470,15 @@ fn unprocessable(field: &str) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delay_is_scripted_by_a_marker() {
+        assert_eq!(
+            scripted_delay("slow one [delay=3]"),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(scripted_delay("fast one"), None);
+    }
 
     #[test]
     fn confidence_is_scripted_by_a_marker() {
