@@ -81,9 +81,9 @@ struct Inner {
     router: matchit::Router<Route>,
     docs: DocsAssets,
     /// The last Agent Hub probe, so `/health` does not call the hub on every request.
-    hub_probe: system::HubProbe,
+    hub_probe: system::CachedCheck,
     /// The last storage probe (a write), so `/health` writes at most once a second.
-    database_probe: system::DatabaseProbe,
+    database_probe: system::CachedCheck,
     limits: Limits,
     /// Request bodies being read, bounded in total size and time.
     bodies: body::BodyGate,
@@ -112,8 +112,8 @@ impl App {
             started: Instant::now(),
             router: router::build(),
             docs: DocsAssets::for_server(auth_required),
-            hub_probe: system::HubProbe::default(),
-            database_probe: system::DatabaseProbe::default(),
+            hub_probe: system::CachedCheck::new(system::HUB_PROBE_TTL),
+            database_probe: system::CachedCheck::new(system::DATABASE_PROBE_TTL),
             limits,
             bodies: body::BodyGate::new(limits.body_timeout),
         }))
@@ -128,7 +128,7 @@ impl App {
         &self.0.bodies
     }
 
-    pub(crate) fn database_probe(&self) -> &system::DatabaseProbe {
+    pub(crate) fn database_probe(&self) -> &system::CachedCheck {
         &self.0.database_probe
     }
 
@@ -149,7 +149,7 @@ impl App {
         self.0.started.elapsed()
     }
 
-    pub(crate) fn hub_probe(&self) -> &system::HubProbe {
+    pub(crate) fn hub_probe(&self) -> &system::CachedCheck {
         &self.0.hub_probe
     }
 

@@ -4,9 +4,9 @@
 //! a transaction with others.
 
 use orchestrator_core::hub::HubSessionId;
-use orchestrator_core::{FeatureId, RepositoryError};
+use orchestrator_core::{Consultation, FeatureId, RepositoryError, Transition, Version, Workflow};
 
-use super::models::{ConsultationRow, TransitionRow, WorkflowChanges, WorkflowRow};
+use super::models::{ConsultationRow, TransitionRow, WorkflowChanges, WorkflowRow, to_i64};
 
 /// One write, with everything it needs, owned (it may cross to the SQLite writer thread).
 #[derive(Debug)]
@@ -60,7 +60,62 @@ pub enum Written {
     Refused(RepositoryError),
 }
 
+impl Write {
+    /// Stores a new workflow with its first transition.
+    pub fn create(workflow: &Workflow, first: &Transition) -> Self {
+        Write::Create(
+            workflow.feature_id().clone(),
+            WorkflowRow::from(workflow),
+            TransitionRow::new(workflow.feature_id(), first),
+        )
+    }
+
+    /// The compare-and-set storing `workflow`, the snapshot after `transition`.
+    pub fn commit(expected: Version, workflow: &Workflow, transition: &Transition) -> Self {
+        Write::Commit(Commit {
+            feature_id: workflow.feature_id().clone(),
+            expected: to_i64(expected),
+            changes: WorkflowChanges::from(workflow),
+            history: TransitionRow::new(workflow.feature_id(), transition),
+        })
+    }
+
+    /// Sets a workflow's hub session if the stored one is still `expected`.
+    pub fn swap_session(
+        feature_id: &FeatureId,
+        expected: Option<&HubSessionId>,
+        new: &HubSessionId,
+    ) -> Self {
+        Write::SwapSession {
+            feature_id: feature_id.clone(),
+            expected: expected.map(|s| s.0.clone()),
+            new: new.0.clone(),
+        }
+    }
+
+    /// Stores a new consultation.
+    pub fn add_consultation(consultation: &Consultation) -> Self {
+        Write::AddConsultation(
+            consultation.feature_id.clone(),
+            ConsultationRow::from(consultation),
+        )
+    }
+
+    /// Stores a refreshed consultation over a pending one.
+    pub fn update_consultation(consultation: &Consultation) -> Self {
+        Write::UpdateConsultation(ConsultationRow::from(consultation))
+    }
+}
+
 impl Written {
+    /// The session a swap left stored.
+    pub fn into_session(self, feature_id: &FeatureId) -> Result<HubSessionId, RepositoryError> {
+        match self {
+            Written::Session(stored) => Ok(stored),
+            _ => Err(RepositoryError::NotFound(feature_id.clone())),
+        }
+    }
+
     /// The write's outcome as the repository answers it.
     pub fn into_result(self) -> Result<Written, RepositoryError> {
         match self {

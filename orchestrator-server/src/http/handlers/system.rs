@@ -21,61 +21,70 @@ const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `/health` waits for the Agent Hub.
 const HUB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an Agent Hub probe's result is reused.
-const HUB_PROBE_TTL: Duration = Duration::from_secs(5);
+pub const HUB_PROBE_TTL: Duration = Duration::from_secs(5);
+/// How long a storage probe's result is reused: `/health` is public, and each probe writes.
+pub const DATABASE_PROBE_TTL: Duration = Duration::from_secs(1);
 
-/// The last Agent Hub probe and when it was made. One probe runs at a time; callers meanwhile
-/// wait for it rather than start their own.
-#[derive(Debug, Default)]
-pub struct HubProbe(tokio::sync::Mutex<Option<(Instant, HealthCheck)>>);
+/// A dependency's last check and when it was made, reused for a while so that `/health` (a
+/// public endpoint) cannot make the service hammer what it depends on. One check runs at a
+/// time; callers meanwhile wait for it rather than start their own.
+#[derive(Debug)]
+pub struct CachedCheck {
+    ttl: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, HealthCheck)>>,
+}
 
-impl HubProbe {
-    async fn check(&self, app: &App) -> HealthCheck {
-        let mut last = self.0.lock().await;
+impl CachedCheck {
+    /// A check whose result is reused for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        CachedCheck {
+            ttl,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The last result if it is recent enough, else `probe`'s.
+    async fn get(&self, probe: impl std::future::Future<Output = HealthCheck>) -> HealthCheck {
+        let mut last = self.last.lock().await;
         if let Some((at, check)) = last.as_ref()
-            && at.elapsed() < HUB_PROBE_TTL
+            && at.elapsed() < self.ttl
         {
             return check.clone();
         }
-        let check = match tokio::time::timeout(HUB_PROBE_TIMEOUT, app.orchestrator().hub().health())
-            .await
-        {
-            Ok(Ok(health)) if health.status == "healthy" => ok_check(),
-            Ok(Ok(health)) => error_check(&format!("agent hub reports '{}'", health.status)),
-            Ok(Err(e)) => error_check(&e.to_string()),
-            Err(_) => error_check("agent hub did not answer in time"),
-        };
+        let check = probe.await;
         *last = Some((Instant::now(), check.clone()));
         check
     }
 }
 
-/// How long a storage probe's result is reused: `/health` is public, and each probe writes.
-const DATABASE_PROBE_TTL: Duration = Duration::from_secs(1);
-
-/// The last storage probe — a read and a write through the same path as every request's —
-/// and when it was made. One probe runs at a time; callers meanwhile wait for it.
-#[derive(Debug, Default)]
-pub struct DatabaseProbe(tokio::sync::Mutex<Option<(Instant, HealthCheck)>>);
-
-impl DatabaseProbe {
-    async fn check(&self, app: &App) -> HealthCheck {
-        let mut last = self.0.lock().await;
-        if let Some((at, check)) = last.as_ref()
-            && at.elapsed() < DATABASE_PROBE_TTL
-        {
-            return check.clone();
+/// Asks the Agent Hub for its health; the hub's own words stay in the log.
+async fn probe_hub(app: &App) -> HealthCheck {
+    match tokio::time::timeout(HUB_PROBE_TIMEOUT, app.orchestrator().hub().health()).await {
+        Ok(Ok(health)) if health.status == "healthy" => ok_check(),
+        Ok(Ok(health)) => error_check(&format!("the agent hub reports '{}'", health.status)),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "agent hub health check failed");
+            error_check(match e {
+                orchestrator_core::HubError::Unavailable(_) => {
+                    "the agent hub cannot be reached or did not answer in time"
+                }
+                _ => "the agent hub answered its health check with an error",
+            })
         }
-        let probe = app.orchestrator().repository().ping();
-        let check = match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, probe).await {
-            Ok(Ok(())) => ok_check(),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "database health check failed");
-                error_check("the database cannot be read or written")
-            }
-            Err(_) => error_check("the database did not answer in time"),
-        };
-        *last = Some((Instant::now(), check.clone()));
-        check
+        Err(_) => error_check("the agent hub did not answer in time"),
+    }
+}
+
+/// Reads and writes the storage through the same path as every request.
+async fn probe_database(app: &App) -> HealthCheck {
+    let probe = app.orchestrator().repository().ping();
+    match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, probe).await {
+        Ok(Ok(())) => ok_check(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "database health check failed");
+            error_check("the database cannot be read or written")
+        }
+        Err(_) => error_check("the database did not answer in time"),
     }
 }
 
@@ -110,8 +119,8 @@ pub async fn get_service_info() -> Result<HttpResponse> {
     ),
 )]
 pub async fn get_health(app: &App) -> Result<HttpResponse> {
-    let database = app.database_probe().check(app).await;
-    let agent_hub = app.hub_probe().check(app).await;
+    let database = app.database_probe().get(probe_database(app)).await;
+    let agent_hub = app.hub_probe().get(probe_hub(app)).await;
     let (status, code) = match (database.status == "ok", agent_hub.status == "ok") {
         (false, _) => (HealthStatus::Unhealthy, StatusCode::SERVICE_UNAVAILABLE),
         (true, false) => (HealthStatus::Degraded, StatusCode::OK),

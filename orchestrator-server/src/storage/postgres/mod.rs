@@ -27,9 +27,9 @@ use orchestrator_core::{
     WorkflowRepository, WorkflowState,
 };
 
-use super::models::{self, ConsultationRow, TransitionRow, WorkflowChanges, WorkflowRow};
+use super::models;
 use super::stats::InUse;
-use super::write::{Commit, Write, Written};
+use super::write::{Write, Written};
 use super::{DurableRepository, POOL_WAIT, StorageError, StorageMetrics, classify, probe_time};
 use commits::Committer;
 
@@ -186,12 +186,7 @@ impl DurableRepository for PgRepository {
 impl WorkflowRepository for PgRepository {
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %workflow.feature_id()))]
     async fn create(&self, workflow: &Workflow, first: &Transition) -> Result<(), RepositoryError> {
-        let write = Write::Create(
-            workflow.feature_id().clone(),
-            WorkflowRow::from(workflow),
-            TransitionRow::new(workflow.feature_id(), first),
-        );
-        self.write(write).await.map(|_| ())
+        self.write(Write::create(workflow, first)).await.map(|_| ())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
@@ -236,13 +231,8 @@ impl WorkflowRepository for PgRepository {
         workflow: &Workflow,
         transition: &Transition,
     ) -> Result<(), RepositoryError> {
-        let commit = Commit {
-            feature_id: workflow.feature_id().clone(),
-            expected: models::to_i64(expected_version),
-            changes: WorkflowChanges::from(workflow),
-            history: TransitionRow::new(workflow.feature_id(), transition),
-        };
-        self.write(Write::Commit(commit)).await.map(|_| ())
+        let write = Write::commit(expected_version, workflow, transition);
+        self.write(write).await.map(|_| ())
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {
@@ -273,23 +263,13 @@ impl WorkflowRepository for PgRepository {
         expected: Option<&HubSessionId>,
         new: &HubSessionId,
     ) -> Result<HubSessionId, RepositoryError> {
-        let write = Write::SwapSession {
-            feature_id: feature_id.clone(),
-            expected: expected.map(|s| s.0.clone()),
-            new: new.0.clone(),
-        };
-        match self.write(write).await? {
-            Written::Session(stored) => Ok(stored),
-            _ => Err(RepositoryError::NotFound(feature_id.clone())),
-        }
+        let write = Write::swap_session(feature_id, expected, new);
+        self.write(write).await?.into_session(feature_id)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]
     async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError> {
-        let write = Write::AddConsultation(
-            consultation.feature_id.clone(),
-            ConsultationRow::from(consultation),
-        );
+        let write = Write::add_consultation(consultation);
         self.write(write).await.map(|_| ())
     }
 
@@ -298,7 +278,7 @@ impl WorkflowRepository for PgRepository {
         &self,
         consultation: &Consultation,
     ) -> Result<(), RepositoryError> {
-        let write = Write::UpdateConsultation(ConsultationRow::from(consultation));
+        let write = Write::update_consultation(consultation);
         self.write(write).await.map(|_| ())
     }
 
