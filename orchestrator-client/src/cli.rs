@@ -3,7 +3,8 @@
 //! server's error envelope on standard error.
 //!
 //! Exit codes: 0 success, 1 the server refused (4xx/5xx with an error body), 2 bad usage,
-//! 3 the server could not be reached or answered something unreadable.
+//! 3 the server could not be reached or answered something unreadable, 4 `health` found the
+//! server unhealthy (its answer is printed all the same).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -19,9 +20,25 @@ use serde::Serialize;
 
 use crate::{Client, ClientError};
 
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  done (health: healthy or degraded)
+  1  the server refused; its error envelope is printed on standard error
+  2  bad usage
+  3  the server could not be reached, or answered something unreadable
+  4  health: the server is unhealthy (its answer is printed)
+
+Examples:
+  orchestrator start 042-payment-retries \"Retry failed card payments\"
+  orchestrator advance 042-payment-retries agent_complete --actor spec-agent --expected-version 1
+  orchestrator list --state GATE_1 --all
+  orchestrator ask 042-payment-retries testing \"Which failure modes must the tests cover?\"
+  orchestrator respond 042-payment-retries <consultation id> confirm --actor qa-lead
+  orchestrator health || echo \"not healthy\"";
+
 /// Drive an orchestrator server from the command line.
 #[derive(Debug, Parser)]
-#[command(name = "orchestrator", version)]
+#[command(name = "orchestrator", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// The server's base URL.
     #[arg(
@@ -156,12 +173,15 @@ pub async fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> ExitCo
             let _ = writeln!(err, "error: {other}");
             ExitCode::from(3)
         }
+        Err(Failure::Unhealthy) => ExitCode::from(4),
     }
 }
 
 enum Failure {
     Usage(String),
     Client(ClientError),
+    /// `health` answered: unhealthy.
+    Unhealthy,
 }
 
 impl From<ClientError> for Failure {
@@ -309,7 +329,15 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     .await?,
             )
         }
-        Command::Health => print(out, &client.get_health().await?),
+        Command::Health => {
+            let health = client.get_health().await?;
+            print(out, &health)
+                .map_err(|e| Failure::Usage(format!("cannot write the answer: {e}")))?;
+            if health.status == orchestrator_core::api::HealthStatus::Unhealthy {
+                return Err(Failure::Unhealthy);
+            }
+            Ok(())
+        }
     };
     written.map_err(|e| Failure::Usage(format!("cannot write the answer: {e}")))
 }

@@ -125,3 +125,63 @@ async fn bad_input_exits_2_and_an_unreachable_server_exits_3() {
     assert_eq!(code, ExitCode::from(3), "{err}");
     assert!(Cli::try_parse_from(["orchestrator", "advance"]).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_exits_4_when_the_server_is_unhealthy_and_prints_its_answer() {
+    // A server that answers /health with 503 "unhealthy", as one whose database is down does.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = r#"{"status":"unhealthy","version":"0.1.0","service":"orchestrator","uptime_seconds":1,"checks":{"database":{"status":"error","message":"the database cannot be read or written"}}}"#;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    let (code, out, _) = orchestrator(&url, &["health"]).await;
+    assert_eq!(code, ExitCode::from(4));
+    let printed: Value = serde_json::from_str(&out).expect("the answer is printed");
+    assert_eq!(printed["status"], "unhealthy");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ask_and_respond_drive_consultations() {
+    let app = spawn_app().await;
+    ok(&app, &["start", "cli-ask", "asks the experts"]).await;
+    let asked = ok(
+        &app,
+        &[
+            "ask",
+            "cli-ask",
+            "security",
+            "Are these tokens signed safely? [confidence=20]",
+        ],
+    )
+    .await;
+    assert_eq!(asked["status"], "pending_human");
+    let consultation = asked["id"].as_str().expect("an id").to_owned();
+    let answered = ok(
+        &app,
+        &[
+            "respond",
+            "cli-ask",
+            &consultation,
+            "correct",
+            "--response",
+            "sign with Ed25519",
+            "--actor",
+            "sec-team",
+        ],
+    )
+    .await;
+    assert_eq!(answered["status"], "resolved");
+    assert_eq!(answered["final_answer"], "sign with Ed25519");
+    let listed = ok(&app, &["consultations", "cli-ask"]).await;
+    assert_eq!(listed["items"][0]["human_responder"], "sec-team");
+}
