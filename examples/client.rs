@@ -28,8 +28,12 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::new(&base_url)?;
     println!("talking to {base_url}");
 
-    let mut start = StartWorkflowRequest::new("042-payment-retries", "Retry failed card payments");
-    start.use_existing = Some(true); // safe to run twice against the same server
+    // A feature of its own each run, so it never meets one an earlier run (or the README's
+    // tour) left on your server.
+    let feature = chrono::Utc::now()
+        .format("client-example-%Y%m%d-%H%M%S%3f")
+        .to_string();
+    let start = StartWorkflowRequest::new(feature, "Retry failed card payments");
     let workflow = client.start_workflow(&start).await?;
     let id = workflow.feature_id.clone();
     println!("{id}: {} (v{})", workflow.state, workflow.version);
