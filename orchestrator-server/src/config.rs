@@ -55,7 +55,8 @@ pub struct Config {
     pub max_connections: u32,
 
     /// Longest a request may take from its headers to its answer, in seconds (at least the
-    /// Agent Hub timeout plus 5 s is used, so a consultation is never cut short).
+    /// Agent Hub timeout plus 5 s is used, so one hub call is never cut short; a request that
+    /// makes several may be).
     #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", value_name = "REQUEST_TIMEOUT_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_seconds: u64,

@@ -104,10 +104,18 @@ impl Orchestrator {
         replacing: Option<&HubSessionId>,
     ) -> Result<HubSessionId> {
         let new = self.hub.create_session(feature_id).await?;
-        let stored = self
+        let stored = match self
             .repository
             .swap_hub_session(feature_id, replacing, &new)
-            .await?;
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => {
+                // Not stored, so nobody will use it either.
+                let _ = self.hub.close_session(&new).await;
+                return Err(e.into());
+            }
+        };
         if stored != new {
             // Lost the race: nobody will use this one. Failing to close it costs only an idle
             // session on the hub, which expires by itself.

@@ -7,6 +7,7 @@
 //! status with `content-length: 0`, which no handler of ours ever sends) and rewritten into
 //! the envelope, so clients can rely on `{"error": …}` for every failure.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -14,11 +15,18 @@ use std::task::{Context, Poll, ready};
 use orchestrator_core::api::{ApiErrorBody, ErrorCode, ErrorEnvelope};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A stream whose writes pass through unchanged, except hyper's own bodiless error answers.
+/// How long a write may wait for a client that does not read its answers before the
+/// connection is given up: such a client would otherwise hold a connection slot for ever.
+const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A stream whose writes pass through unchanged, except hyper's own bodiless error answers;
+/// a write the client does not take within [`WRITE_STALL`] fails the connection.
 pub struct EnvelopeIo<T> {
     inner: T,
     /// A rewritten answer still being written, and how much of it is out.
     pending: Option<(Vec<u8>, usize)>,
+    /// Running while a write waits for the client.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<T> EnvelopeIo<T> {
@@ -27,6 +35,26 @@ impl<T> EnvelopeIo<T> {
         EnvelopeIo {
             inner,
             pending: None,
+            stalled: None,
+        }
+    }
+
+    /// Tracks how long writes have been waiting: `Pending` while the client has some time
+    /// left, an error once it has had [`WRITE_STALL`].
+    fn watch<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not read its answer in time",
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -113,7 +141,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EnvelopeIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        ready!(this.poll_pending(cx))?;
+        let pending = this.poll_pending(cx);
+        ready!(this.watch(cx, pending))?;
         if buf.starts_with(b"HTTP/1.1 4")
             && let Some(replacement) = rewrite(buf)
         {
@@ -126,13 +155,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EnvelopeIo<T> {
             }
             return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, written)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_pending(cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        let pending = this.poll_pending(cx);
+        ready!(this.watch(cx, pending))?;
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, flushed)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -82,6 +82,10 @@ impl ApiError {
                 "the agent hub cannot be reached or did not answer in time".to_owned()
             }
             ErrorCode::AgentHubError => "the agent hub answered with an error".to_owned(),
+            // The hub's message about the topic stays in the log.
+            _ if matches!(self, ApiError::Core(CoreError::Hub(_))) => {
+                "the agent hub has no expert for this topic".to_owned()
+            }
             _ => self.to_string(),
         };
         ApiErrorBody {

@@ -589,6 +589,7 @@ async fn an_unknown_topic_is_a_validation_error_naming_it() {
     };
     let details = body.details.clone().unwrap_or_default();
     // Named in the orchestrator's words; the hub's own message stays in the log.
+    assert_eq!(body.message, "the agent hub has no expert for this topic");
     assert_eq!(details.len(), 1, "{details:?}");
     assert!(details[0].starts_with("topic: "), "{details:?}");
     assert!(details[0].contains("astrology"), "{details:?}");

@@ -14,7 +14,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use diesel::prelude::{ExpressionMethods, QueryDsl};
 use diesel::result::QueryResult;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -23,7 +22,6 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{PgPool, run};
 use crate::storage::StorageMetrics;
-use crate::storage::schema::workflows;
 use crate::storage::write::{Commit, Written, conflict};
 
 /// Most advances one statement takes.
@@ -87,6 +85,11 @@ async fn batches(
         let mut batch = Vec::new();
         let mut later = VecDeque::new();
         for job in waiting.drain(..) {
+            // A caller that gave up (its request timed out) is not written for: it was told
+            // the write may not have happened, and should not find it happened much later.
+            if job.reply.is_closed() {
+                continue;
+            }
             if batch.len() < MAX_BATCH && seen.insert(job.commit.feature_id.clone()) {
                 batch.push(job);
             } else {
@@ -94,6 +97,9 @@ async fn batches(
             }
         }
         waiting = later;
+        if batch.is_empty() {
+            continue;
+        }
         let pool = pool.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -154,7 +160,7 @@ WITH v AS (
              to_state, trigger, actor, reason, metadata,
              at)
 ), locked AS MATERIALIZED (
-    SELECT w.feature_id FROM workflows w
+    SELECT w.feature_id, w.version FROM workflows w
     WHERE w.feature_id = ANY($1::text[])
     ORDER BY w.feature_id
     FOR UPDATE
@@ -174,13 +180,22 @@ WITH v AS (
            v.metadata, v.at
     FROM v JOIN won ON won.feature_id = v.feature_id
 )
-SELECT feature_id FROM won
+SELECT v.feature_id, locked.version AS current, won.feature_id IS NOT NULL AS won
+FROM v
+LEFT JOIN locked ON locked.feature_id = v.feature_id
+LEFT JOIN won ON won.feature_id = v.feature_id
 "#;
 
+/// What the statement decided for one write: whether it won, and the version it found (the
+/// latest committed one, read under the row lock; none when the workflow does not exist).
 #[derive(diesel::QueryableByName)]
-struct Won {
+struct Judged {
     #[diesel(sql_type = Text)]
     feature_id: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    current: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    won: bool,
 }
 
 /// Runs `commits` (distinct workflows) as one statement on `conn`; the results line up with
@@ -190,7 +205,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
     let number = |f: fn(&Commit) -> i64| commits.iter().map(f).collect::<Vec<_>>();
     let optional_text =
         |f: fn(&Commit) -> Option<String>| commits.iter().map(f).collect::<Vec<_>>();
-    let won: Vec<Won> = diesel::sql_query(BATCH)
+    let judged: Vec<Judged> = diesel::sql_query(BATCH)
         .bind::<Array<Text>, _>(column(|c| c.feature_id.to_string()))
         .bind::<Array<BigInt>, _>(number(|c| c.expected))
         .bind::<Array<Text>, _>(column(|c| c.changes.state.clone()))
@@ -214,32 +229,18 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
         .bind::<Array<BigInt>, _>(number(|c| c.history.at))
         .load(conn)
         .await?;
-    let won: HashSet<String> = won.into_iter().map(|w| w.feature_id).collect();
-    let lost: Vec<&str> = commits
-        .iter()
-        .map(|c| c.feature_id.as_str())
-        .filter(|id| !won.contains(*id))
+    // Everything was decided in the one statement that committed it: no second round trip
+    // can fail after the commit and misreport a write that landed.
+    let judged: HashMap<String, Judged> = judged
+        .into_iter()
+        .map(|j| (j.feature_id.clone(), j))
         .collect();
-    let actual: HashMap<String, i64> = if lost.is_empty() {
-        HashMap::new()
-    } else {
-        workflows::table
-            .filter(workflows::feature_id.eq_any(&lost))
-            .select((workflows::feature_id, workflows::version))
-            .load::<(String, i64)>(conn)
-            .await?
-            .into_iter()
-            .collect()
-    };
     Ok(commits
         .iter()
-        .map(|c| {
-            if won.contains(c.feature_id.as_str()) {
-                Written::Done
-            } else {
-                let current = actual.get(c.feature_id.as_str()).copied();
-                Written::Refused(conflict(&c.feature_id, c.expected, current))
-            }
+        .map(|c| match judged.get(c.feature_id.as_str()) {
+            Some(j) if j.won => Written::Done,
+            Some(j) => Written::Refused(conflict(&c.feature_id, c.expected, j.current)),
+            None => Written::Refused(conflict(&c.feature_id, c.expected, None)),
         })
         .collect())
 }

@@ -126,7 +126,10 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
         }
         Write::AddConsultation(id, row) => {
             // Judged here, in the transaction that stores it: a cancel that landed first wins.
+            // FOR SHARE: a cancel committing meanwhile waits for this transaction, or this
+            // one for it, and then reads the new state.
             let state: Option<String> = queries::state(id.as_str())
+                .for_share()
                 .get_result(conn)
                 .await
                 .optional()?;

@@ -3,7 +3,7 @@
 //! writer; a read that cannot get a connection within [`POOL_WAIT`](crate::storage) answers
 //! `Unavailable` instead of queueing without bound.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use diesel::{QueryResult, SqliteConnection};
 use orchestrator_core::RepositoryError;
@@ -16,18 +16,32 @@ use crate::storage::{POOL_WAIT, StorageMetrics, classify};
 pub struct Readers {
     idle: Mutex<Vec<SqliteConnection>>,
     /// One permit per connection: holding one guarantees an idle connection to take.
-    permits: Semaphore,
-    metrics: std::sync::Arc<StorageMetrics>,
+    permits: Arc<Semaphore>,
+    metrics: Arc<StorageMetrics>,
+}
+
+/// A connection lent to one read. It goes back to the idle set when dropped — after the read,
+/// and also if the read panicked or the request waiting for it was dropped — and only then is
+/// its permit released, so there are never more permits than connections.
+struct Lent {
+    conn: Option<SqliteConnection>,
+    readers: Arc<Readers>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.readers.idle().push(conn);
+        }
+    }
 }
 
 impl Readers {
     /// Readers over connections already opened and configured.
-    pub fn new(
-        connections: Vec<SqliteConnection>,
-        metrics: std::sync::Arc<StorageMetrics>,
-    ) -> Self {
+    pub fn new(connections: Vec<SqliteConnection>, metrics: Arc<StorageMetrics>) -> Self {
         Readers {
-            permits: Semaphore::new(connections.len()),
+            permits: Arc::new(Semaphore::new(connections.len())),
             idle: Mutex::new(connections),
             metrics,
         }
@@ -39,25 +53,60 @@ impl Readers {
 
     /// Runs `read` on a connection, on a blocking thread.
     pub async fn run<T: Send + 'static>(
-        &self,
+        self: &Arc<Self>,
         read: impl FnOnce(&mut SqliteConnection) -> QueryResult<T> + Send + 'static,
     ) -> Result<T, RepositoryError> {
         let busy =
             || RepositoryError::Unavailable("no database connection was free in time".into());
         let asked = std::time::Instant::now();
-        let _permit = tokio::time::timeout(POOL_WAIT, self.permits.acquire())
+        let permit = tokio::time::timeout(POOL_WAIT, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| busy())?
             .map_err(|_| busy())?;
         let _in_use = InUse::take(&self.metrics, asked.elapsed());
-        let mut conn = self.idle().pop().ok_or_else(busy)?;
-        let (conn, result) = tokio::task::spawn_blocking(move || {
-            let result = read(&mut conn);
-            (conn, result)
+        let conn = self.idle().pop().ok_or_else(busy)?;
+        let mut lent = Lent {
+            conn: Some(conn),
+            readers: self.clone(),
+            _permit: permit,
+        };
+        let result = tokio::task::spawn_blocking(move || match lent.conn.as_mut() {
+            Some(conn) => read(conn),
+            None => Err(diesel::result::Error::BrokenTransactionManager),
         })
         .await
         .map_err(|e| RepositoryError::Backend(Box::new(e)))?;
-        self.idle().push(conn);
         result.map_err(classify)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::{Connection, RunQueryDsl};
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_read_whose_caller_gives_up_still_returns_its_connection() {
+        let conn = SqliteConnection::establish(":memory:").unwrap();
+        let readers = Arc::new(Readers::new(
+            vec![conn],
+            Arc::new(StorageMetrics::default()),
+        ));
+        // The caller gives up while its read still runs (a request deadline, a health probe's
+        // timeout).
+        let slow = readers.run(|conn| {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            diesel::sql_query("SELECT 1").execute(conn).map(|_| ())
+        });
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), slow)
+                .await
+                .is_err()
+        );
+        // The one connection is back for the next read once the first finished.
+        let next = readers
+            .run(|conn| diesel::sql_query("SELECT 1").execute(conn).map(|_| ()))
+            .await;
+        assert!(next.is_ok(), "{next:?}");
     }
 }
