@@ -4,7 +4,7 @@
 //! and successful answers (with examples). [`ApiDoc::for_server`] adds what no single handler
 //! decides, from the tables below:
 //!
-//! - the field rules of SPEC §2 as JSON-schema keywords ([`field_rules`]), so data valid per
+//! - the field rules (docs/API.md) as JSON-schema keywords ([`field_rules`]), so data valid per
 //!   the schema is accepted and data invalid per the schema is refused;
 //! - every error an operation can answer ([`operation_errors`] plus the errors every
 //!   operation, every body and every storage access can meet), grouped by status, each status
@@ -583,7 +583,7 @@ const TEXT_CHAR: &str = r"[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]";
 /// A character of free text that is not white space.
 const TEXT_NON_SPACE: &str = r"[^\s\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]";
 
-/// The rules of SPEC §2 as JSON schemas, by name.
+/// The field rules (docs/API.md) as JSON schemas, by name.
 fn field_rules() -> BTreeMap<&'static str, Value> {
     let feature_id = json!({
         "type": "string",
