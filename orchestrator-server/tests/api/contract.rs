@@ -19,7 +19,7 @@ fn t0() -> Timestamp {
     Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap()
 }
 
-fn new_workflow(name: &str) -> (Workflow, Transition) {
+pub fn new_workflow(name: &str) -> (Workflow, Transition) {
     let mut metadata = serde_json::Map::new();
     metadata.insert("team".into(), "core".into());
     Workflow::start(
@@ -260,7 +260,7 @@ pub async fn hub_sessions_are_swapped_only_from_the_expected_one(repo: &dyn Work
     ));
 }
 
-fn consultation(feature: &str, minute: i64, pending: bool) -> Consultation {
+pub fn consultation(feature: &str, minute: i64, pending: bool) -> Consultation {
     Consultation::answered(
         ConsultationId::new(),
         id(feature),

@@ -617,3 +617,60 @@ async fn a_cut_postgres_answers_503_and_recovers_when_it_returns() {
         .unwrap();
     assert_eq!(gate.version, 2);
 }
+
+/// A cancel that commits while a consultation is being stored wins on PostgreSQL too: the
+/// store reads the workflow's state under a share lock, so it waits for the cancel and then
+/// refuses (without the lock it would read the old state and store the consultation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_committing_while_a_consultation_is_stored_wins_on_postgres() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use orchestrator_core::RepositoryError;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let repository = Arc::new(storage::PgRepository::connect(&db.url, 4).await.unwrap());
+    let (workflow, first) = crate::contract::new_workflow("raced");
+    repository.create(&workflow, &first).await.unwrap();
+
+    // Another session cancels the workflow and holds its transaction open.
+    let mut other = AsyncPgConnection::establish(&db.url).await.unwrap();
+    diesel::sql_query("BEGIN")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    diesel::sql_query(
+        "UPDATE workflows SET state = 'IDLE', version = 2 WHERE feature_id = 'raced'",
+    )
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let storing = {
+        let repository = repository.clone();
+        tokio::spawn(async move {
+            repository
+                .add_consultation(&crate::contract::consultation("raced", 1, false))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !storing.is_finished(),
+        "the store did not wait for the cancel"
+    );
+    diesel::sql_query("COMMIT")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let stored = storing.await.unwrap();
+    assert!(
+        matches!(stored, Err(RepositoryError::NotActive { .. })),
+        "{stored:?}"
+    );
+    assert!(
+        repository
+            .consultations(&id("raced"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
