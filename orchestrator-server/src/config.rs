@@ -66,6 +66,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout_seconds: u64,
 
+    /// Longest an answer may wait for a client that does not read it, in seconds (then the
+    /// connection is closed).
+    #[arg(long, env = "WRITE_TIMEOUT_SECONDS", value_name = "WRITE_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub write_timeout_seconds: u64,
+
     /// Bearer token every non-public endpoint requires; unset or empty means open.
     #[arg(
         long,
@@ -150,6 +156,7 @@ impl Config {
             max_connections: 1024,
             request_timeout_seconds: 60,
             body_timeout_seconds: 10,
+            write_timeout_seconds: 30,
             api_token: None,
             log: "warn".to_owned(),
             log_format: LogFormat::Pretty,
@@ -164,6 +171,7 @@ impl Config {
             request_timeout: std::time::Duration::from_secs(self.request_timeout_seconds)
                 .max(hub + std::time::Duration::from_secs(5)),
             body_timeout: std::time::Duration::from_secs(self.body_timeout_seconds),
+            write_timeout: std::time::Duration::from_secs(self.write_timeout_seconds),
         }
     }
 
@@ -185,6 +193,7 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("request_timeout_seconds", &self.request_timeout_seconds)
             .field("body_timeout_seconds", &self.body_timeout_seconds)
+            .field("write_timeout_seconds", &self.write_timeout_seconds)
             .field("api_token", &self.api_token)
             .field("log", &self.log)
             .field("log_format", &self.log_format)

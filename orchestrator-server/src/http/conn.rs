@@ -15,14 +15,13 @@ use std::task::{Context, Poll, ready};
 use orchestrator_core::api::{ApiErrorBody, ErrorCode, ErrorEnvelope};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// How long a write may wait for a client that does not read its answers before the
-/// connection is given up: such a client would otherwise hold a connection slot for ever.
-const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// A stream whose writes pass through unchanged, except hyper's own bodiless error answers;
-/// a write the client does not take within [`WRITE_STALL`] fails the connection.
+/// a write the client does not take within the write timeout fails the connection (a client
+/// that does not read its answers would otherwise hold a connection slot for ever).
 pub struct EnvelopeIo<T> {
     inner: T,
+    /// How long a write may wait for the client.
+    write_timeout: std::time::Duration,
     /// A rewritten answer still being written, and how much of it is out.
     pending: Option<(Vec<u8>, usize)>,
     /// Running while a write waits for the client.
@@ -30,25 +29,28 @@ pub struct EnvelopeIo<T> {
 }
 
 impl<T> EnvelopeIo<T> {
-    /// Wraps a connection's stream.
-    pub fn new(inner: T) -> Self {
+    /// Wraps a connection's stream; writes wait at most `write_timeout` for the client.
+    pub fn new(inner: T, write_timeout: std::time::Duration) -> Self {
         EnvelopeIo {
             inner,
+            write_timeout,
             pending: None,
             stalled: None,
         }
     }
 
     /// Tracks how long writes have been waiting: `Pending` while the client has some time
-    /// left, an error once it has had [`WRITE_STALL`].
+    /// left, an error once it has had the write timeout. Only progress (a write or flush that
+    /// completed) resets the clock.
     fn watch<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if poll.is_ready() {
             self.stalled = None;
             return poll;
         }
+        let timeout = self.write_timeout;
         let timer = self
             .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -141,8 +143,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EnvelopeIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let pending = this.poll_pending(cx);
-        ready!(this.watch(cx, pending))?;
+        if this.pending.is_some() {
+            let pending = this.poll_pending(cx);
+            ready!(this.watch(cx, pending))?;
+        }
         if buf.starts_with(b"HTTP/1.1 4")
             && let Some(replacement) = rewrite(buf)
         {
@@ -161,8 +165,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EnvelopeIo<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let pending = this.poll_pending(cx);
-        ready!(this.watch(cx, pending))?;
+        if this.pending.is_some() {
+            let pending = this.poll_pending(cx);
+            ready!(this.watch(cx, pending))?;
+        }
         let flushed = Pin::new(&mut this.inner).poll_flush(cx);
         this.watch(cx, flushed)
     }

@@ -55,6 +55,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Longest a client may take to send a body (then 408 `REQUEST_TIMEOUT`).
     pub body_timeout: Duration,
+    /// Longest an answer may wait for a client that does not read it (then the connection is
+    /// closed).
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -63,6 +66,7 @@ impl Default for Limits {
             max_connections: 1024,
             request_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -309,6 +313,7 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(app.limits().max_connections));
+    let write_timeout = app.limits().write_timeout;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = async {
@@ -334,7 +339,7 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
             let app = app.clone();
             async move { Ok::<_, Infallible>(app.handle(request).await) }
         });
-        let io = TokioIo::new(conn::EnvelopeIo::new(stream));
+        let io = TokioIo::new(conn::EnvelopeIo::new(stream, write_timeout));
         let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -150,6 +150,32 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_does_not_read_its_answers_loses_the_connection() {
+    let app = spawn_app_with(|c| c.write_timeout_seconds = 1).await;
+    // Many answers asked for at once, none read: the socket buffers fill and the server's
+    // writes wait on the client.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A small receive window, so the kernel does not buffer all the answers for us.
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(app.address).await.unwrap();
+    let pipelined = "GET /openapi.json HTTP/1.1\r\nhost: x\r\n\r\n".repeat(400);
+    stream.write_all(pipelined.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Reading now drains what was buffered, then finds the connection closed: not every
+    // answer was sent. Without the bound the server would go on writing once we read, and
+    // then keep the connection open.
+    let mut answers = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answers))
+        .await
+        .is_ok();
+    assert!(closed, "the connection was kept open");
+    let sent = String::from_utf8_lossy(&answers)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(sent < 400, "all {sent} answers were sent");
+}
+
 // 7. Requests hyper refuses before any handler sees them still answer the envelope.
 
 #[tokio::test]
