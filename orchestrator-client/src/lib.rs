@@ -373,7 +373,7 @@ impl Client {
     /// let id = "008-services-architecture".parse().expect("a valid feature id");
     /// let question = ConsultRequest::new("architecture", "Should the order service own its database?");
     /// let consultation = client.create_consultation(&id, &question).await?;
-    /// println!("{:?}: {}", consultation.status, consultation.answer);
+    /// println!("{:?}: {:?}", consultation.status, consultation.answer);
     /// # Ok(())
     /// # }
     /// ```

@@ -9,7 +9,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::hub::{
-    AnswerStatus, Escalation, EscalationId, EscalationStatus, HubAnswer, HumanAction, Topic,
+    AnswerStatus, Escalation, EscalationId, EscalationStatus, HubAnswer, HubError, HumanAction,
+    Topic,
 };
 use crate::state::WorkflowState;
 use crate::values::{FeatureId, ValidationError, check_text};
@@ -57,6 +58,80 @@ impl fmt::Display for ConsultationId {
     }
 }
 
+/// Where a consultation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ConsultationStatus {
+    /// The hub has not answered yet; blocks the gate like `pending_human`.
+    Asking,
+    /// The answer stands.
+    Resolved,
+    /// Below the topic's threshold: a human must act on the escalation (blocks the gate).
+    PendingHuman,
+    /// Ask again (elsewhere, or with the context a human added).
+    NeedsReroute,
+    /// The ask ended without an answer; `error` says why.
+    Failed,
+}
+
+impl From<AnswerStatus> for ConsultationStatus {
+    fn from(status: AnswerStatus) -> Self {
+        match status {
+            AnswerStatus::Resolved => ConsultationStatus::Resolved,
+            AnswerStatus::PendingHuman => ConsultationStatus::PendingHuman,
+            AnswerStatus::NeedsReroute => ConsultationStatus::NeedsReroute,
+        }
+    }
+}
+
+/// Why a consultation `failed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsultationError {
+    /// `agent_hub_unavailable` (unreachable or too slow), `agent_hub_error` (it answered
+    /// with an error), `unknown_topic`, or `interrupted` (the server stopped first).
+    pub code: String,
+    /// What happened, in the orchestrator's words.
+    pub message: String,
+}
+
+impl ConsultationError {
+    /// The code of a consultation whose ask the server could not finish.
+    pub const INTERRUPTED: &'static str = "interrupted";
+
+    /// The ask was cut short by the server stopping or crashing.
+    pub fn interrupted() -> Self {
+        ConsultationError {
+            code: Self::INTERRUPTED.to_owned(),
+            message: "the server stopped before the Agent Hub answered; ask again".to_owned(),
+        }
+    }
+
+    /// The failure of an ask that went on in the background, without the hub's own words
+    /// (those go to the log).
+    pub fn from_hub(error: &HubError) -> Self {
+        let (code, message) = match error {
+            HubError::UnknownTopic { topic, .. } => (
+                "unknown_topic",
+                format!("the Agent Hub has no expert for topic '{topic}'"),
+            ),
+            HubError::Unavailable(_) => (
+                "agent_hub_unavailable",
+                "the Agent Hub could not be reached or did not answer in time".to_owned(),
+            ),
+            _ => (
+                "agent_hub_error",
+                "the Agent Hub answered with an error".to_owned(),
+            ),
+        };
+        ConsultationError {
+            code: code.to_owned(),
+            message,
+        }
+    }
+}
+
 /// Longest context, in characters.
 pub const CONTEXT_MAX_CHARS: usize = 10_000;
 
@@ -83,14 +158,16 @@ pub struct Consultation {
     pub question: Question,
     /// Extra context sent with it.
     pub context: Option<String>,
-    /// The expert's answer; tentative while a human has not acted.
-    pub answer: String,
+    /// The expert's answer; tentative while a human has not acted; null while `asking` and
+    /// when `failed`.
+    pub answer: Option<String>,
     /// The expert's reasoning, when given.
     pub rationale: Option<String>,
-    /// 0–100.
-    pub confidence: u8,
-    /// `resolved`, `pending_human` (blocks the gate) or `needs_reroute` (ask again).
-    pub status: AnswerStatus,
+    /// 0–100; null while `asking` and when `failed`.
+    pub confidence: Option<u8>,
+    /// `asking` and `pending_human` block the gate; `resolved`, `needs_reroute` (ask again)
+    /// and `failed` do not.
+    pub status: ConsultationStatus,
     /// The hub's escalation, when a human was asked.
     pub escalation_id: Option<EscalationId>,
     /// The answer that stands, once known: the expert's, the human-confirmed one, or the
@@ -110,6 +187,9 @@ pub struct Consultation {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub resolved_at: Option<Timestamp>,
+    /// Why it `failed`; null otherwise.
+    #[serde(default)]
+    pub error: Option<ConsultationError>,
     /// The workflow's state when the question was asked.
     pub asked_in_state: WorkflowState,
     /// When it was asked.
@@ -139,9 +219,70 @@ impl Consultation {
         if !self.is_pending() {
             return false;
         }
-        self.status = AnswerStatus::NeedsReroute;
+        self.status = ConsultationStatus::NeedsReroute;
         self.updated_at = at;
         true
+    }
+
+    /// A question being asked at `at`, before the hub answered: `asking`, with no answer.
+    pub fn asking(
+        id: ConsultationId,
+        feature_id: FeatureId,
+        state: WorkflowState,
+        consult: Consult,
+        at: Timestamp,
+    ) -> Self {
+        Consultation {
+            id,
+            feature_id,
+            topic: consult.topic,
+            question: consult.question,
+            context: consult.context,
+            answer: None,
+            rationale: None,
+            confidence: None,
+            status: ConsultationStatus::Asking,
+            escalation_id: None,
+            final_answer: None,
+            human_action: None,
+            human_response: None,
+            uncertainty_reasons: Vec::new(),
+            human_responder: None,
+            resolved_at: None,
+            error: None,
+            asked_in_state: state,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    /// What this question is, to ask it (again).
+    pub fn consult(&self) -> Consult {
+        Consult {
+            topic: self.topic.clone(),
+            question: self.question.clone(),
+            context: self.context.clone(),
+        }
+    }
+
+    /// Folds the hub's answer into an `asking` consultation at `at`.
+    pub fn answer_with(&mut self, answer: HubAnswer, at: Timestamp) {
+        self.final_answer = (answer.status == AnswerStatus::Resolved).then(|| answer.answer.clone());
+        self.answer = Some(answer.answer);
+        self.rationale = answer.rationale;
+        self.confidence = Some(answer.confidence);
+        self.status = answer.status.into();
+        self.escalation_id = answer.escalation_id;
+        self.uncertainty_reasons = answer.uncertainty_reasons;
+        self.error = None;
+        self.updated_at = at;
+    }
+
+    /// An `asking` consultation whose ask ended without an answer at `at`.
+    pub fn fail(&mut self, error: ConsultationError, at: Timestamp) {
+        self.status = ConsultationStatus::Failed;
+        self.error = Some(error);
+        self.updated_at = at;
     }
 
     /// The record of `answer` to `consult`, asked by `feature_id` in `state` at `at`.
@@ -153,33 +294,22 @@ impl Consultation {
         answer: HubAnswer,
         at: Timestamp,
     ) -> Self {
-        let final_answer = (answer.status == AnswerStatus::Resolved).then(|| answer.answer.clone());
-        Consultation {
-            id,
-            feature_id,
-            topic: consult.topic,
-            question: consult.question,
-            context: consult.context,
-            answer: answer.answer,
-            rationale: answer.rationale,
-            confidence: answer.confidence,
-            status: answer.status,
-            escalation_id: answer.escalation_id,
-            final_answer,
-            human_action: None,
-            human_response: None,
-            uncertainty_reasons: answer.uncertainty_reasons,
-            human_responder: None,
-            resolved_at: None,
-            asked_in_state: state,
-            created_at: at,
-            updated_at: at,
-        }
+        let mut consultation = Consultation::asking(id, feature_id, state, consult, at);
+        consultation.answer_with(answer, at);
+        consultation
     }
 
-    /// Whether it waits for a human (and so blocks the gate).
+    /// Whether it waits for a human.
     pub fn is_pending(&self) -> bool {
-        self.status == AnswerStatus::PendingHuman
+        self.status == ConsultationStatus::PendingHuman
+    }
+
+    /// Whether it holds the gate: it waits for a human, or the hub has not answered yet.
+    pub fn blocks_gate(&self) -> bool {
+        matches!(
+            self.status,
+            ConsultationStatus::PendingHuman | ConsultationStatus::Asking
+        )
     }
 
     /// Folds what the hub now says about this consultation's escalation into it. Returns
@@ -195,8 +325,10 @@ impl Consultation {
             EscalationStatus::Pending => return false,
             EscalationStatus::Resolved => {
                 self.status = match escalation.human_action {
-                    Some(HumanAction::AddContext) | None => AnswerStatus::NeedsReroute,
-                    Some(HumanAction::Confirm | HumanAction::Correct) => AnswerStatus::Resolved,
+                    Some(HumanAction::AddContext) | None => ConsultationStatus::NeedsReroute,
+                    Some(HumanAction::Confirm | HumanAction::Correct) => {
+                        ConsultationStatus::Resolved
+                    }
                 };
                 self.final_answer = escalation.final_answer();
                 self.human_action = escalation.human_action;
@@ -204,7 +336,7 @@ impl Consultation {
                 self.human_responder = escalation.human_responder.clone();
                 self.resolved_at = escalation.resolved_at;
             }
-            EscalationStatus::Expired => self.status = AnswerStatus::NeedsReroute,
+            EscalationStatus::Expired => self.status = ConsultationStatus::NeedsReroute,
         }
         self.updated_at = at;
         true
@@ -269,8 +401,7 @@ mod tests {
 
     #[test]
     fn a_resolved_answer_is_final_at_once() {
-        let mut answer = pending();
-        answer.status = AnswerStatus::Resolved;
+        let answer = pending();
         let resolved = Consultation::answered(
             answer.id,
             answer.feature_id.clone(),
@@ -304,7 +435,7 @@ mod tests {
         ));
         assert_eq!(
             (c.status, c.final_answer.as_deref()),
-            (AnswerStatus::Resolved, Some("probably"))
+            (ConsultationStatus::Resolved, Some("probably"))
         );
         assert_eq!(
             (c.human_action, c.updated_at),
@@ -339,7 +470,7 @@ mod tests {
         );
         assert_eq!(
             (c.status, c.final_answer.as_deref()),
-            (AnswerStatus::NeedsReroute, None)
+            (ConsultationStatus::NeedsReroute, None)
         );
         assert!(!c.is_pending());
         assert_eq!(c.human_response.as_deref(), Some("it is for backups"));
@@ -350,7 +481,7 @@ mod tests {
     fn a_lost_escalation_asks_for_a_reroute_and_blocks_nothing() {
         let mut c = pending();
         assert!(c.escalation_lost(t(5)));
-        assert_eq!((c.status, c.updated_at), (AnswerStatus::NeedsReroute, t(5)));
+        assert_eq!((c.status, c.updated_at), (ConsultationStatus::NeedsReroute, t(5)));
         assert!(!c.is_pending());
         // Only a pending consultation changes.
         assert!(!c.escalation_lost(t(6)));
@@ -368,14 +499,17 @@ mod tests {
     fn an_expired_escalation_needs_a_reroute_and_a_pending_one_changes_nothing() {
         let mut c = pending();
         assert!(!c.refresh(&escalation(EscalationStatus::Pending, None, None), t(5)));
-        assert_eq!((c.status, c.updated_at), (AnswerStatus::PendingHuman, t(0)));
+        assert_eq!(
+            (c.status, c.updated_at),
+            (ConsultationStatus::PendingHuman, t(0))
+        );
         assert!(c.refresh(&escalation(EscalationStatus::Expired, None, None), t(6)));
-        assert_eq!(c.status, AnswerStatus::NeedsReroute);
+        assert_eq!(c.status, ConsultationStatus::NeedsReroute);
         // Only a pending consultation is refreshed.
         assert!(!c.refresh(
             &escalation(EscalationStatus::Resolved, Some(HumanAction::Confirm), None),
             t(7)
         ));
-        assert_eq!(c.status, AnswerStatus::NeedsReroute);
+        assert_eq!(c.status, ConsultationStatus::NeedsReroute);
     }
 }

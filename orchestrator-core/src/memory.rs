@@ -10,12 +10,12 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::consultation::Consultation;
+use crate::consultation::{Consultation, ConsultationError, ConsultationId, ConsultationStatus};
 use crate::hub::HubSessionId;
 use crate::repository::{RepositoryError, StateCounts, WorkflowRepository};
 use crate::state::WorkflowState;
 use crate::values::FeatureId;
-use crate::workflow::{Transition, Version, Workflow};
+use crate::workflow::{Timestamp, Transition, Version, Workflow};
 
 /// A workflow and its history, as the in-memory store keeps them.
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ struct Entry {
     history: Vec<Transition>,
     hub_session: Option<HubSessionId>,
     consultations: Vec<Consultation>,
+    /// Reservations: `asking` consultations no reader sees yet.
+    reserved: Vec<Consultation>,
 }
 
 /// Workflows in memory, ordered by feature id. Nothing survives the process.
@@ -63,6 +65,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
                 history: vec![first.clone()],
                 hub_session: None,
                 consultations: Vec::new(),
+                reserved: Vec::new(),
             },
         );
         Ok(())
@@ -154,16 +157,30 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
 
     async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError> {
         self.with_entry(&consultation.feature_id, |entry| {
-            let state = entry.workflow.state();
-            if !state.is_active() {
-                return Err(RepositoryError::NotActive {
-                    feature_id: consultation.feature_id.clone(),
-                    state,
-                });
-            }
+            entry.check_active()?;
+            entry.reserved.retain(|c| c.id != consultation.id);
             entry.consultations.push(consultation.clone());
             Ok(())
         })?
+    }
+
+    async fn reserve_consultation(
+        &self,
+        consultation: &Consultation,
+    ) -> Result<(), RepositoryError> {
+        self.with_entry(&consultation.feature_id, |entry| {
+            entry.check_active()?;
+            entry.reserved.push(consultation.clone());
+            Ok(())
+        })?
+    }
+
+    async fn drop_reservation(
+        &self,
+        feature_id: &FeatureId,
+        id: ConsultationId,
+    ) -> Result<(), RepositoryError> {
+        self.with_entry(feature_id, |entry| entry.reserved.retain(|c| c.id != id))
     }
 
     async fn update_consultation(
@@ -174,11 +191,30 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             if let Some(stored) = entry
                 .consultations
                 .iter_mut()
-                .find(|c| c.id == consultation.id && c.is_pending())
+                .find(|c| c.id == consultation.id && c.blocks_gate())
             {
                 *stored = consultation.clone();
             }
         })
+    }
+
+    async fn interrupt_asks(
+        &self,
+        asked_before: Timestamp,
+        error: &ConsultationError,
+        at: Timestamp,
+    ) -> Result<u64, RepositoryError> {
+        let mut failed = 0;
+        for entry in self.lock().values_mut() {
+            entry.reserved.retain(|c| c.created_at >= asked_before);
+            for c in &mut entry.consultations {
+                if c.status == ConsultationStatus::Asking && c.created_at < asked_before {
+                    c.fail(error.clone(), at);
+                    failed += 1;
+                }
+            }
+        }
+        Ok(failed)
     }
 
     async fn consultations(
@@ -191,6 +227,21 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             consultations.sort_by_key(|c| (c.created_at, c.id));
             consultations
         })
+    }
+}
+
+impl Entry {
+    /// Consultations are stored only while the workflow is active.
+    fn check_active(&self) -> Result<(), RepositoryError> {
+        let state = self.workflow.state();
+        if state.is_active() {
+            Ok(())
+        } else {
+            Err(RepositoryError::NotActive {
+                feature_id: self.workflow.feature_id().clone(),
+                state,
+            })
+        }
     }
 }
 

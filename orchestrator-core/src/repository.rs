@@ -9,11 +9,11 @@ use std::error::Error as StdError;
 
 use async_trait::async_trait;
 
-use crate::consultation::Consultation;
+use crate::consultation::{Consultation, ConsultationError, ConsultationId};
 use crate::hub::HubSessionId;
 use crate::state::WorkflowState;
 use crate::values::{FeatureId, ValidationError};
-use crate::workflow::{Transition, Version, Workflow};
+use crate::workflow::{Timestamp, Transition, Version, Workflow};
 
 /// A boxed error from a storage back end.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -202,17 +202,43 @@ pub trait WorkflowRepository: Send + Sync {
         new: &HubSessionId,
     ) -> Result<HubSessionId, RepositoryError>;
 
-    /// Stores a new consultation of an existing workflow, if the workflow is still active
-    /// (PHASE_1, GATE_1 or PHASE_2) — judged in the same transaction that stores it, so a
+    /// Stores a consultation of an existing workflow where every reader sees it — a new one,
+    /// or one that takes the place of its own reservation — if the workflow is still active
+    /// (PHASE_1, GATE_1 or PHASE_2): judged in the same transaction that stores it, so a
     /// cancel that lands first wins ([`RepositoryError::NotActive`]).
     async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError>;
 
-    /// Stores a refreshed consultation, if the stored one is still `pending_human`; a
-    /// consultation that is no longer pending is never changed again.
+    /// Stores an `asking` consultation as a reservation: kept, but seen by no reader (no
+    /// listing, no gate) until [`WorkflowRepository::add_consultation`] publishes it or
+    /// [`WorkflowRepository::drop_reservation`] removes it. Judged like `add_consultation`.
+    async fn reserve_consultation(
+        &self,
+        consultation: &Consultation,
+    ) -> Result<(), RepositoryError>;
+
+    /// Removes a reservation; a published consultation is never removed.
+    async fn drop_reservation(
+        &self,
+        feature_id: &FeatureId,
+        id: ConsultationId,
+    ) -> Result<(), RepositoryError>;
+
+    /// Stores a changed consultation, if the stored one is published and still `asking` or
+    /// `pending_human`; a settled consultation is never changed again.
     async fn update_consultation(&self, consultation: &Consultation)
     -> Result<(), RepositoryError>;
 
-    /// A workflow's consultations, oldest first.
+    /// Ends the asks left behind by a server that stopped: reservations made before
+    /// `asked_before` are dropped, and published `asking` consultations made before it become
+    /// `failed` with `error`, changed at `at`. Returns how many consultations failed.
+    async fn interrupt_asks(
+        &self,
+        asked_before: Timestamp,
+        error: &ConsultationError,
+        at: Timestamp,
+    ) -> Result<u64, RepositoryError>;
+
+    /// A workflow's published consultations, oldest first.
     async fn consultations(
         &self,
         feature_id: &FeatureId,

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use orchestrator_core::api::{ConsultRequest, StartWorkflowRequest};
-use orchestrator_core::hub::{AnswerStatus, EscalationStatus, HubError, HumanAction};
+use orchestrator_core::consultation::ConsultationStatus;
+use orchestrator_core::hub::{EscalationStatus, HubError, HumanAction};
 use orchestrator_core::{
     Advance, Consult, Error, FeatureId, InMemoryWorkflowRepository, Orchestrator, ScriptedAgentHub,
     Trigger, WorkflowState,
@@ -42,10 +43,10 @@ async fn a_confident_answer_is_stored_resolved_and_the_workflow_does_not_change(
         .consult(&id, ask("architecture"))
         .await
         .unwrap();
-    assert_eq!(consultation.status, AnswerStatus::Resolved);
+    assert_eq!(consultation.status, ConsultationStatus::Resolved);
     assert_eq!(
         consultation.final_answer.as_deref(),
-        Some(consultation.answer.as_str())
+        consultation.answer.as_deref()
     );
     assert_eq!(consultation.asked_in_state, WorkflowState::Phase1);
     assert_eq!(orchestrator.get(&id).await.unwrap(), before);
@@ -138,7 +139,7 @@ async fn a_pending_escalation_blocks_the_gate_until_a_human_confirms() {
         .await
         .unwrap_err();
     match err {
-        Error::GateBlocked { escalations } => assert_eq!(escalations[0].0, "esc-1"),
+        Error::GateBlocked { escalations, .. } => assert_eq!(escalations[0].0, "esc-1"),
         other => panic!("expected a blocked gate, got {other}"),
     }
     assert_eq!(
@@ -160,7 +161,7 @@ async fn a_pending_escalation_blocks_the_gate_until_a_human_confirms() {
         .unwrap();
     assert_eq!(open.state(), WorkflowState::Phase2);
     let stored = &orchestrator.consultations(&id).await.unwrap()[0];
-    assert_eq!(stored.status, AnswerStatus::Resolved);
+    assert_eq!(stored.status, ConsultationStatus::Resolved);
     assert_eq!(stored.final_answer.as_deref(), Some("tentative answer"));
     assert_eq!(stored.human_action, Some(HumanAction::Confirm));
 }
@@ -178,7 +179,7 @@ async fn a_correction_becomes_the_final_answer_when_listing() {
     );
     let listed = orchestrator.consultations(&id).await.unwrap();
     assert_eq!(listed[0].final_answer.as_deref(), Some("use mTLS"));
-    assert_eq!(listed[0].status, AnswerStatus::Resolved);
+    assert_eq!(listed[0].status, ConsultationStatus::Resolved);
 }
 
 #[tokio::test]
@@ -193,7 +194,7 @@ async fn an_expired_escalation_needs_a_reroute_and_no_longer_blocks() {
         .await
         .unwrap();
     let listed = orchestrator.consultations(&id).await.unwrap();
-    assert_eq!(listed[0].status, AnswerStatus::NeedsReroute);
+    assert_eq!(listed[0].status, ConsultationStatus::NeedsReroute);
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! and passed down by value; no other module reads the environment.
 
 use std::fmt;
+use std::time::Duration;
 use std::net::{IpAddr, SocketAddr};
 
 use clap::{Parser, ValueEnum};
@@ -44,10 +45,23 @@ pub struct Config {
           value_parser = parse_http_url)]
     pub agent_hub_url: String,
 
-    /// Timeout of every Agent Hub call, in seconds.
-    #[arg(long, env = "AGENT_HUB_TIMEOUT_SECONDS", value_name = "AGENT_HUB_TIMEOUT_SECONDS", default_value_t = 30,
+    /// Longest a question to the Agent Hub may take, in seconds (the hub gives its experts
+    /// 300 s); its other calls give up after this or 30 s, whichever is shorter.
+    #[arg(long, env = "AGENT_HUB_TIMEOUT_SECONDS", value_name = "AGENT_HUB_TIMEOUT_SECONDS", default_value_t = 330,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub agent_hub_timeout_seconds: u64,
+
+    /// How long a consultation request waits for the hub's answer before answering 202 and
+    /// finishing in the background, in seconds (the smaller of this and the hub timeout).
+    #[arg(long, env = "AGENT_HUB_WAIT_SECONDS", value_name = "AGENT_HUB_WAIT_SECONDS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub agent_hub_wait_seconds: u64,
+
+    /// Most consultations being asked at once (waited for or in the background); past it a
+    /// new one is refused with 503 before anything is stored.
+    #[arg(long, env = "AGENT_HUB_MAX_ASKS", value_name = "AGENT_HUB_MAX_ASKS", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub agent_hub_max_asks: u32,
 
     /// Most connections served at once; more wait in the listen backlog until one closes.
     #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value_t = 1024,
@@ -55,8 +69,8 @@ pub struct Config {
     pub max_connections: u32,
 
     /// Longest a request may take from its headers to its answer, in seconds (at least the
-    /// Agent Hub timeout plus 5 s is used, so one hub call is never cut short; a request that
-    /// makes several may be).
+    /// consultation wait plus one short hub call plus 5 s is used, so a consultation is never
+    /// cut short; a request that makes several hub calls may be).
     #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", value_name = "REQUEST_TIMEOUT_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_seconds: u64,
@@ -153,6 +167,8 @@ impl Config {
             database_pool_size: 4,
             agent_hub_url: "http://127.0.0.1:9".to_owned(),
             agent_hub_timeout_seconds: 5,
+            agent_hub_wait_seconds: 20,
+            agent_hub_max_asks: 64,
             max_connections: 1024,
             request_timeout_seconds: 60,
             body_timeout_seconds: 10,
@@ -163,15 +179,32 @@ impl Config {
         }
     }
 
+    /// Longest a question to the Agent Hub may take.
+    pub fn hub_ask_timeout(&self) -> Duration {
+        Duration::from_secs(self.agent_hub_timeout_seconds)
+    }
+
+    /// Longest any other Agent Hub call may take: the ask timeout, at most 30 s.
+    pub fn hub_call_timeout(&self) -> Duration {
+        self.hub_ask_timeout().min(Duration::from_secs(30))
+    }
+
     /// The time bounds and connection limit the HTTP layer enforces.
     pub fn limits(&self) -> crate::http::Limits {
-        let hub = std::time::Duration::from_secs(self.agent_hub_timeout_seconds);
+        let wait = Duration::from_secs(self.agent_hub_wait_seconds).min(self.hub_ask_timeout());
+        let call = self.hub_call_timeout();
         crate::http::Limits {
             max_connections: usize::try_from(self.max_connections).unwrap_or(1024),
-            request_timeout: std::time::Duration::from_secs(self.request_timeout_seconds)
-                .max(hub + std::time::Duration::from_secs(5)),
-            body_timeout: std::time::Duration::from_secs(self.body_timeout_seconds),
-            write_timeout: std::time::Duration::from_secs(self.write_timeout_seconds),
+            request_timeout: Duration::from_secs(self.request_timeout_seconds)
+                .max(wait + call + Duration::from_secs(5)),
+            body_timeout: Duration::from_secs(self.body_timeout_seconds),
+            write_timeout: Duration::from_secs(self.write_timeout_seconds),
+            asks: crate::http::AskPolicy {
+                wait,
+                max_in_flight: usize::try_from(self.agent_hub_max_asks).unwrap_or(64),
+                // Opening a session, asking, and a minute's margin: no live ask is older.
+                abandoned_after: call + self.hub_ask_timeout() + Duration::from_secs(60),
+            },
         }
     }
 
@@ -190,6 +223,8 @@ impl fmt::Debug for Config {
             .field("database_pool_size", &self.database_pool_size)
             .field("agent_hub_url", &self.agent_hub_url)
             .field("agent_hub_timeout_seconds", &self.agent_hub_timeout_seconds)
+            .field("agent_hub_wait_seconds", &self.agent_hub_wait_seconds)
+            .field("agent_hub_max_asks", &self.agent_hub_max_asks)
             .field("max_connections", &self.max_connections)
             .field("request_timeout_seconds", &self.request_timeout_seconds)
             .field("body_timeout_seconds", &self.body_timeout_seconds)

@@ -2,7 +2,6 @@
 //! application, the listening socket.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use orchestrator_core::Orchestrator;
 
@@ -34,16 +33,22 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     let metrics = Arc::new(metrics::Metrics::new(repository.metrics()));
     let hub = hub::HttpAgentHub::new(
         &config.agent_hub_url,
-        Duration::from_secs(config.agent_hub_timeout_seconds),
+        config.hub_ask_timeout(),
+        config.hub_call_timeout(),
         metrics.clone(),
     )?;
     let orchestrator = Orchestrator::new(repository).with_hub(Arc::new(hub));
-    Ok(App::with(
+    let app = App::with(
         orchestrator,
         config.api_token.clone(),
         metrics,
         config.limits(),
-    ))
+    );
+    // One SQLite database has one server: every ask it finds was left by a stop. PostgreSQL
+    // may have replicas asking right now: only asks older than any live one are left over.
+    let sole = !matches!(config.database_url, storage::DatabaseUrl::Postgres(_));
+    app.recover_asks(sole).await;
+    Ok(app)
 }
 
 /// Binds the configured address; port 0 picks a free port (read it from `local_addr`).

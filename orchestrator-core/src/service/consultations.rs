@@ -1,34 +1,43 @@
 //! Consultations: asking the Agent Hub within the workflow's session, refreshing what a human
 //! decided, and the gate's wait for humans.
 
-use crate::consultation::{Consult, Consultation, ConsultationId};
-use crate::hub::{HubError, HubQuestion, HubSessionId, HumanResponse};
+use crate::consultation::{
+    Consult, Consultation, ConsultationError, ConsultationId, ConsultationStatus,
+};
+use crate::hub::{HubAnswer, HubError, HubQuestion, HubSessionId, HumanResponse};
 use crate::values::FeatureId;
+use crate::workflow::Timestamp;
 
 use super::{Error, Orchestrator, Respond, Result};
 
 impl Orchestrator {
-    /// from the hub first, and any still pending refuse the approval.
+    /// The gate's wait for humans: refreshes the workflow's `pending_human` consultations
+    /// from the hub first, and any still pending — or any still being asked — refuse the
+    /// approval.
     pub(super) async fn guard_gate(&self, feature_id: &FeatureId) -> Result<()> {
-        let pending: Vec<Consultation> = self
+        let blocking: Vec<Consultation> = self
             .repository
             .consultations(feature_id)
             .await?
             .into_iter()
-            .filter(Consultation::is_pending)
+            .filter(Consultation::blocks_gate)
             .collect();
-        let mut blocking = Vec::new();
-        for mut consultation in pending {
+        let mut escalations = Vec::new();
+        let mut asking = Vec::new();
+        for mut consultation in blocking {
             self.refresh(&mut consultation).await?;
             if consultation.is_pending() {
-                blocking.extend(consultation.escalation_id);
+                escalations.extend(consultation.escalation_id);
+            } else if consultation.status == ConsultationStatus::Asking {
+                asking.push(consultation.id);
             }
         }
-        if blocking.is_empty() {
+        if escalations.is_empty() && asking.is_empty() {
             Ok(())
         } else {
             Err(Error::GateBlocked {
-                escalations: blocking,
+                escalations,
+                asking,
             })
         }
     }
@@ -52,9 +61,26 @@ impl Orchestrator {
     }
 
     /// Asks the Agent Hub's experts a question for a workflow in PHASE_1, GATE_1 or PHASE_2,
-    /// within the workflow's hub session, and stores the answer. The workflow itself does not
-    /// change; a failed ask stores nothing.
+    /// within the workflow's hub session, waits for the answer and stores it. The workflow
+    /// itself does not change; a failed ask stores nothing.
+    ///
+    /// This is the three steps below run back to back. A caller that must answer before a
+    /// slow hub does (the HTTP server) runs them itself: [`Orchestrator::reserve_consultation`],
+    /// then [`Orchestrator::ask_hub`], then [`Orchestrator::settle`] if the hub answered in time
+    /// or [`Orchestrator::publish`] and later [`Orchestrator::finish`] if not.
     pub async fn consult(&self, feature_id: &FeatureId, consult: Consult) -> Result<Consultation> {
+        let reserved = self.reserve_consultation(feature_id, consult).await?;
+        let answer = self.ask_hub(&reserved).await;
+        self.settle(reserved, answer).await
+    }
+
+    /// Step one: stores the question as an `asking` reservation, which no reader sees, if the
+    /// workflow is active (else `NotActive`, before the hub is called).
+    pub async fn reserve_consultation(
+        &self,
+        feature_id: &FeatureId,
+        consult: Consult,
+    ) -> Result<Consultation> {
         let workflow = self.repository.get(feature_id).await?;
         if !workflow.state().is_active() {
             return Err(Error::NotActive {
@@ -62,37 +88,129 @@ impl Orchestrator {
                 state: workflow.state(),
             });
         }
+        let reserved = Consultation::asking(
+            ConsultationId::new(),
+            feature_id.clone(),
+            workflow.state(),
+            consult,
+            self.clock.now(),
+        );
+        self.repository.reserve_consultation(&reserved).await?;
+        Ok(reserved)
+    }
+
+    /// Step two: puts an `asking` consultation's question to the hub, in the workflow's
+    /// session (opened on the first question, renewed once if the hub lost it). Stores
+    /// nothing but the session.
+    pub async fn ask_hub(&self, asking: &Consultation) -> Result<HubAnswer> {
+        let feature_id = &asking.feature_id;
         let session = match self.repository.hub_session(feature_id).await? {
             Some(session) => session,
             None => self.open_session(feature_id, None).await?,
         };
         let mut question = HubQuestion {
-            topic: consult.topic.clone(),
-            question: consult.question.as_str().to_owned(),
+            topic: asking.topic.clone(),
+            question: asking.question.as_str().to_owned(),
             feature_id: feature_id.clone(),
-            context: consult.context.clone(),
+            context: asking.context.clone(),
             session_id: session,
         };
-        let answer = match self.hub.ask(&question).await {
+        match self.hub.ask(&question).await {
             Err(HubError::SessionUnavailable(_) | HubError::SessionNotFound(_)) => {
                 // The session expired or the hub forgot it: open a new one and ask once more.
                 question.session_id = self
                     .open_session(feature_id, Some(&question.session_id))
                     .await?;
-                self.hub.ask(&question).await?
+                Ok(self.hub.ask(&question).await?)
             }
-            other => other?,
-        };
-        let consultation = Consultation::answered(
-            ConsultationId::new(),
-            feature_id.clone(),
-            workflow.state(),
-            consult,
-            answer,
-            self.clock.now(),
-        );
-        self.repository.add_consultation(&consultation).await?;
-        Ok(consultation)
+            other => Ok(other?),
+        }
+    }
+
+    /// Step three, when the hub's answer came while the caller still waits: publishes the
+    /// answered consultation (if the workflow is still active), or drops the reservation and
+    /// returns the failure. Either way nothing but the answer is ever seen.
+    pub async fn settle(
+        &self,
+        mut reserved: Consultation,
+        answer: Result<HubAnswer>,
+    ) -> Result<Consultation> {
+        match answer {
+            Ok(answer) => {
+                reserved.answer_with(answer, self.clock.now());
+                self.publish(reserved).await
+            }
+            Err(e) => {
+                self.drop_reservation(&reserved).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Step three, when the caller stops waiting: makes the reservation seen by everyone, as
+    /// it stands (`asking`: it blocks the gate from now on), if the workflow is still active;
+    /// otherwise the reservation is dropped and the refusal returned.
+    pub async fn publish(&self, reserved: Consultation) -> Result<Consultation> {
+        match self.repository.add_consultation(&reserved).await {
+            Ok(()) => Ok(reserved),
+            Err(e) => {
+                self.drop_reservation(&reserved).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Step four, after [`Orchestrator::publish`]: stores how the ask ended — the hub's
+    /// answer, or `failed` with the reason in the orchestrator's words.
+    pub async fn finish(
+        &self,
+        mut asking: Consultation,
+        answer: Result<HubAnswer>,
+    ) -> Result<Consultation> {
+        let now = self.clock.now();
+        match answer {
+            Ok(answer) => asking.answer_with(answer, now),
+            Err(Error::Hub(e)) => asking.fail(ConsultationError::from_hub(&e), now),
+            Err(_) => asking.fail(
+                ConsultationError {
+                    code: "internal".to_owned(),
+                    message: "the orchestrator could not keep the hub session".to_owned(),
+                },
+                now,
+            ),
+        }
+        self.repository.update_consultation(&asking).await?;
+        Ok(asking)
+    }
+
+    /// Step four when the server stops before the hub answered: the consultation becomes
+    /// `failed` with the code `interrupted`.
+    pub async fn interrupt(&self, mut asking: Consultation) -> Result<Consultation> {
+        asking.fail(ConsultationError::interrupted(), self.clock.now());
+        self.repository.update_consultation(&asking).await?;
+        Ok(asking)
+    }
+
+    /// Ends asks that no running server will finish: reservations made before `asked_before`
+    /// are dropped and published `asking` consultations become `failed` with the code
+    /// `interrupted`. Returns how many failed.
+    pub async fn interrupt_asks(&self, asked_before: Timestamp) -> Result<u64> {
+        let now = self.clock.now();
+        Ok(self
+            .repository
+            .interrupt_asks(asked_before, &ConsultationError::interrupted(), now)
+            .await?)
+    }
+
+    /// Removes a reservation; if storage fails, the next start-up drops it.
+    async fn drop_reservation(&self, reserved: &Consultation) {
+        if let Err(e) = self
+            .repository
+            .drop_reservation(&reserved.feature_id, reserved.id)
+            .await
+        {
+            tracing::warn!(error = %e, consultation = %reserved.id, "a reservation was not dropped");
+        }
     }
 
     /// Opens a hub session and stores it in place of `replacing`; if another request stored

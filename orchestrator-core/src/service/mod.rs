@@ -55,11 +55,18 @@ pub enum Error {
         /// The version stored now.
         actual: Version,
     },
-    /// `human_approved` while consultations still wait for a human (HTTP 409 `GATE_BLOCKED`).
-    #[error("the gate is blocked by {} consultation(s) awaiting a human", escalations.len())]
+    /// `human_approved` while consultations still wait for a human or for the hub (HTTP 409
+    /// `GATE_BLOCKED`).
+    #[error(
+        "the gate is blocked by {} consultation(s) awaiting a human and {} still being asked",
+        escalations.len(),
+        asking.len()
+    )]
     GateBlocked {
         /// The escalations a human must act on.
         escalations: Vec<EscalationId>,
+        /// The consultations the hub has not answered yet.
+        asking: Vec<crate::consultation::ConsultationId>,
     },
     /// A consultation for a workflow in IDLE or DONE (HTTP 409 `WORKFLOW_NOT_ACTIVE`).
     #[error("workflow '{feature_id}' is {state}; consultations need PHASE_1, GATE_1 or PHASE_2")]
@@ -84,7 +91,7 @@ pub enum Error {
         /// The consultation.
         id: crate::consultation::ConsultationId,
         /// Its status.
-        status: crate::hub::AnswerStatus,
+        status: crate::consultation::ConsultationStatus,
     },
     /// A human answered the escalation already, outside the orchestrator (HTTP 409
     /// `ALREADY_RESOLVED`); the consultation now shows that answer.

@@ -48,6 +48,9 @@ pub enum ApiError {
     /// memory to read its body).
     #[error("the request could not be answered in time; retry later")]
     Deadline,
+    /// As many consultations as allowed are being asked already.
+    #[error("too many consultations are being asked at once; retry later")]
+    TooManyAsks,
     /// What the orchestrator refused or failed at.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => (ErrorCode::MethodNotAllowed, None),
             ApiError::RequestTimeout => (ErrorCode::RequestTimeout, None),
             ApiError::Deadline => (ErrorCode::ServiceUnavailable, None),
+            ApiError::TooManyAsks => (ErrorCode::ServiceUnavailable, None),
             ApiError::Core(e) => core_code(e),
             ApiError::Internal(_) => (ErrorCode::Internal, None),
         };
@@ -116,6 +120,11 @@ impl ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            ApiError::TooManyAsks => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
             ApiError::MethodNotAllowed { allow, .. } => {
                 if let Ok(value) = HeaderValue::from_str(allow) {
                     response.headers_mut().insert(header::ALLOW, value);
@@ -150,9 +159,19 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
                 format!("current_version: {actual}"),
             ]),
         ),
-        CoreError::GateBlocked { escalations } => (
+        CoreError::GateBlocked {
+            escalations,
+            asking,
+        } => (
             ErrorCode::GateBlocked,
-            Some(escalations.iter().map(ToString::to_string).collect()),
+            // Escalation ids as they are; consultations the hub has not answered yet named so.
+            Some(
+                escalations
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(asking.iter().map(|id| format!("consultation {id} is still being asked")))
+                    .collect(),
+            ),
         ),
         CoreError::ConsultationNotFound { .. } => (ErrorCode::ConsultationNotFound, None),
         CoreError::NotPending { status, .. } => (

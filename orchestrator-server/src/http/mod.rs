@@ -5,6 +5,7 @@
 //! Handlers live in `handlers/`; the route table in `router`; JSON in `body`; the error
 //! mapping in `error`. Nothing here holds a transition rule or a query.
 
+mod asks;
 pub mod body;
 mod conn;
 pub mod error;
@@ -29,6 +30,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+pub use asks::AskPolicy;
 pub use openapi::ApiDoc;
 
 use crate::config::Secret;
@@ -58,6 +60,8 @@ pub struct Limits {
     /// Longest an answer may wait for a client that does not read it (then the connection is
     /// closed).
     pub write_timeout: Duration,
+    /// How consultations wait for the Agent Hub, and how many may be asked at once.
+    pub asks: AskPolicy,
 }
 
 impl Default for Limits {
@@ -67,6 +71,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
+            asks: AskPolicy::default(),
         }
     }
 }
@@ -91,6 +96,7 @@ struct Inner {
     limits: Limits,
     /// Request bodies being read, bounded in total size and time.
     bodies: body::BodyGate,
+    asks: asks::Asks,
 }
 
 impl App {
@@ -120,6 +126,7 @@ impl App {
             database_probe: system::CachedCheck::new(system::DATABASE_PROBE_TTL),
             limits,
             bodies: body::BodyGate::new(limits.body_timeout),
+            asks: asks::Asks::new(limits.asks),
         }))
     }
 
@@ -130,6 +137,15 @@ impl App {
 
     pub(crate) fn bodies(&self) -> &body::BodyGate {
         &self.0.bodies
+    }
+
+    /// Fails the consultations a stopped server left `asking` (see `Asks::recover`).
+    pub async fn recover_asks(&self, sole: bool) {
+        self.0.asks.recover(&self.0.orchestrator, sole).await;
+    }
+
+    pub(crate) fn asks(&self) -> &asks::Asks {
+        &self.0.asks
     }
 
     pub(crate) fn database_probe(&self) -> &system::CachedCheck {
@@ -302,8 +318,9 @@ fn request_id(request: &Request<Incoming>) -> String {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets
-/// in-flight requests finish (up to 30 s), closes storage (on SQLite: the write-ahead log is
-/// emptied into the database file), and returns.
+/// in-flight requests finish (up to 30 s), lets consultations asked in the background finish
+/// (up to 10 s; the rest become `failed`, `interrupted`), closes storage (on SQLite: the
+/// write-ahead log is emptied into the database file), and returns.
 ///
 /// At most `app.limits().max_connections` connections are served at once; while that many
 /// are open, new ones wait in the listen backlog.
@@ -315,6 +332,10 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
     let slots = Arc::new(tokio::sync::Semaphore::new(app.limits().max_connections));
     let write_timeout = app.limits().write_timeout;
     let mut shutdown = std::pin::pin!(shutdown);
+    let sweep = {
+        let app = app.clone();
+        tokio::spawn(async move { app.asks().sweep(app.orchestrator().clone()).await })
+    };
     loop {
         let accepted = async {
             // A closed semaphore cannot happen: nobody closes it.
@@ -354,5 +375,7 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing"),
     }
+    app.asks().drain().await;
+    let _ = sweep.await;
     app.orchestrator().repository().close().await;
 }

@@ -960,10 +960,27 @@ pub(crate) mod examples {
             "uncertainty_reasons": ["nonce handling across writers is not described"],
             "human_responder": null,
             "resolved_at": null,
+            "error": null,
             "asked_in_state": "PHASE_1",
             "created_at": "2026-11-24T10:30:00.000000Z",
             "updated_at": "2026-11-24T10:30:00.000000Z",
         })
+    }
+
+    /// A consultation the hub has not answered within the wait.
+    pub fn asking() -> Value {
+        let mut asking = consultation();
+        for field in [
+            "answer",
+            "rationale",
+            "confidence",
+            "escalation_id",
+        ] {
+            asking[field] = Value::Null;
+        }
+        asking["status"] = json!("asking");
+        asking["uncertainty_reasons"] = json!([]);
+        asking
     }
 
     /// `POST …/consultations/{consultation_id}/respond`'s body.

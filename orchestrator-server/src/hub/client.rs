@@ -1,6 +1,6 @@
 //! `HttpAgentHub`: the core `AgentHub` trait over the hub's HTTP API (reqwest, rustls).
 //!
-//! Every call has the configured timeout. Failures are sorted the way the orchestrator answers
+//! A question has the configured ask timeout; every other call a shorter one. Failures are sorted the way the orchestrator answers
 //! them: could not reach or too slow → `Unavailable`; answered with an error or an unreadable
 //! body → `Failed`; the hub's own codes for unknown topics and sessions keep their meaning.
 
@@ -29,20 +29,30 @@ pub struct HttpAgentHub {
     http: reqwest::Client,
     base_url: String,
     metrics: Arc<Metrics>,
+    ask_timeout: Duration,
+    call_timeout: Duration,
 }
 
 impl HttpAgentHub {
-    /// A client of the hub at `base_url`; every call gives up after `timeout`.
-    pub fn new(base_url: &str, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, HubError> {
+    /// A client of the hub at `base_url`: a question gives up after `ask_timeout`, every
+    /// other call after `call_timeout`.
+    pub fn new(
+        base_url: &str,
+        ask_timeout: Duration,
+        call_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, HubError> {
         let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(call_timeout)
+            .connect_timeout(call_timeout.min(Duration::from_secs(5)))
             .build()
             .map_err(|e| HubError::Unavailable(format!("cannot build the http client: {e}")))?;
         Ok(HttpAgentHub {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             metrics,
+            ask_timeout,
+            call_timeout,
         })
     }
 
@@ -54,7 +64,12 @@ impl HttpAgentHub {
         path: &str,
         body: Option<&(impl Serialize + Sync)>,
     ) -> Result<T, HubError> {
-        let result = self.exchange(method, path, body).await;
+        let timeout = if operation == "ask" {
+            self.ask_timeout
+        } else {
+            self.call_timeout
+        };
+        let result = self.exchange(method, path, body, timeout).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(HubError::Unavailable(_)) => "unavailable",
@@ -70,10 +85,12 @@ impl HttpAgentHub {
         method: Method,
         path: &str,
         body: Option<&(impl Serialize + Sync)>,
+        timeout: Duration,
     ) -> Result<T, HubError> {
         let mut request = self
             .http
-            .request(method, format!("{}{path}", self.base_url));
+            .request(method, format!("{}{path}", self.base_url))
+            .timeout(timeout);
         if let Some(body) = body {
             request = request.json(body);
         }

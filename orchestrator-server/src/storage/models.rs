@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::DateTime;
 use diesel::prelude::*;
+use orchestrator_core::consultation::{ConsultationError, ConsultationStatus};
 use orchestrator_core::hub::{EscalationId, Topic};
 use orchestrator_core::{
     Actor, Consultation, ConsultationId, Description, FeatureId, Metadata, Question, Reason,
@@ -156,6 +157,10 @@ pub struct ConsultationRow {
     pub uncertainty_reasons: String,
     pub human_responder: Option<String>,
     pub resolved_at: Option<i64>,
+    /// False while the row is a reservation no reader sees.
+    pub visible: bool,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
 }
 
 /// The wire name of a unit enum (`pending_human`, `confirm`, …), as serde spells it.
@@ -166,17 +171,19 @@ pub fn enum_text<T: Serialize>(value: &T) -> String {
     }
 }
 
-impl From<&Consultation> for ConsultationRow {
-    fn from(c: &Consultation) -> Self {
+impl ConsultationRow {
+    /// The row of `c`, seen by readers or a reservation.
+    pub fn new(c: &Consultation, visible: bool) -> Self {
         ConsultationRow {
             id: c.id.to_string(),
             feature_id: c.feature_id.to_string(),
             topic: c.topic.to_string(),
             question: c.question.as_str().to_owned(),
             context: c.context.clone(),
-            answer: c.answer.clone(),
+            // No answer yet (or ever): stored empty, read back as none by its status.
+            answer: c.answer.clone().unwrap_or_default(),
             rationale: c.rationale.clone(),
-            confidence: i64::from(c.confidence),
+            confidence: i64::from(c.confidence.unwrap_or(0)),
             status: enum_text(&c.status),
             escalation_id: c.escalation_id.as_ref().map(|e| e.0.clone()),
             final_answer: c.final_answer.clone(),
@@ -188,6 +195,9 @@ impl From<&Consultation> for ConsultationRow {
             uncertainty_reasons: json(&c.uncertainty_reasons),
             human_responder: c.human_responder.clone(),
             resolved_at: c.resolved_at.map(micros),
+            visible,
+            error_code: c.error.as_ref().map(|e| e.code.clone()),
+            error_message: c.error.as_ref().map(|e| e.message.clone()),
         }
     }
 }
@@ -200,16 +210,30 @@ impl TryFrom<ConsultationRow> for Consultation {
             table: "consultations",
             key: &row.id,
         };
+        let status: ConsultationStatus = c.wire_enum("status", &row.status)?;
+        let answered = !matches!(
+            status,
+            ConsultationStatus::Asking | ConsultationStatus::Failed
+        );
+        let error = match (row.error_code, row.error_message) {
+            (Some(code), message) => Some(ConsultationError {
+                code,
+                message: message.unwrap_or_default(),
+            }),
+            (None, _) => None,
+        };
         Ok(Consultation {
             id: ConsultationId(c.parse("id", uuid::Uuid::parse_str(&row.id))?),
             feature_id: c.parse("feature_id", FeatureId::parse(row.feature_id.as_str()))?,
             topic: c.parse("topic", Topic::parse(row.topic.as_str()))?,
             question: c.parse("question", Question::parse(row.question.as_str()))?,
             context: row.context,
-            answer: row.answer,
+            answer: answered.then_some(row.answer),
             rationale: row.rationale,
-            confidence: c.parse("confidence", u8::try_from(row.confidence))?,
-            status: c.wire_enum("status", &row.status)?,
+            confidence: answered
+                .then(|| c.parse("confidence", u8::try_from(row.confidence)))
+                .transpose()?,
+            status,
             escalation_id: row.escalation_id.map(EscalationId),
             final_answer: row.final_answer,
             human_action: row
@@ -226,6 +250,7 @@ impl TryFrom<ConsultationRow> for Consultation {
                 .resolved_at
                 .map(|at| c.time("resolved_at", at))
                 .transpose()?,
+            error,
             asked_in_state: c.parse("asked_in_state", row.asked_in_state.parse())?,
             created_at: c.time("created_at", row.created_at)?,
             updated_at: c.time("updated_at", row.updated_at)?,

@@ -62,11 +62,12 @@ pub fn version<'a>(feature_id: &'a str) -> _ {
     workflows::table.find(feature_id).select(workflows::version)
 }
 
-/// A workflow's consultations, oldest first.
+/// A workflow's published consultations, oldest first (reservations are seen by no reader).
 #[dsl::auto_type]
 pub fn consultations_of<'a>(feature_id: &'a str) -> _ {
     consultations::table
         .filter(consultations::feature_id.eq(feature_id))
+        .filter(consultations::visible.eq(true))
         .order((consultations::created_at.asc(), consultations::id.asc()))
 }
 
@@ -90,12 +91,43 @@ pub fn swappable_session<'a>(feature_id: &'a str, expected: &'a str) -> _ {
         )
 }
 
-/// A consultation, if it is still pending (the only kind a refresh may change).
+/// A published consultation, if it is still `asking` or `pending_human` (the only kinds that
+/// may change).
 #[dsl::auto_type]
-pub fn pending_consultation<'a>(id: &'a str, pending: &'a str) -> _ {
+pub fn unsettled_consultation<'a>(id: &'a str, asking: &'a str, pending: &'a str) -> _ {
     consultations::table
         .find(id)
-        .filter(consultations::status.eq(pending))
+        .filter(consultations::visible.eq(true))
+        .filter(
+            consultations::status
+                .eq(asking)
+                .or(consultations::status.eq(pending)),
+        )
+}
+
+/// A reservation: a consultation no reader sees yet.
+#[dsl::auto_type]
+pub fn reservation<'a>(id: &'a str) -> _ {
+    consultations::table
+        .find(id)
+        .filter(consultations::visible.eq(false))
+}
+
+/// Reservations made before `before` (Unix microseconds).
+#[dsl::auto_type]
+pub fn reservations_before(before: i64) -> _ {
+    consultations::table
+        .filter(consultations::visible.eq(false))
+        .filter(consultations::created_at.lt(before))
+}
+
+/// Published consultations still `asking`, asked before `before` (Unix microseconds).
+#[dsl::auto_type]
+pub fn asks_before<'a>(before: i64, asking: &'a str) -> _ {
+    consultations::table
+        .filter(consultations::visible.eq(true))
+        .filter(consultations::status.eq(asking))
+        .filter(consultations::created_at.lt(before))
 }
 
 /// The probe row's new value.

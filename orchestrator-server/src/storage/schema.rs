@@ -72,7 +72,7 @@ diesel::table! {
         rationale -> Nullable<Text>,
         /// 0–100.
         confidence -> BigInt,
-        /// resolved, pending_human or needs_reroute.
+        /// asking, resolved, pending_human, needs_reroute or failed.
         status -> Text,
         /// The hub's escalation id.
         escalation_id -> Nullable<Text>,
@@ -94,6 +94,12 @@ diesel::table! {
         human_responder -> Nullable<Text>,
         /// Unix microseconds: when the escalation was answered.
         resolved_at -> Nullable<BigInt>,
+        /// False while the row is a reservation no reader sees.
+        visible -> Bool,
+        /// Why a failed ask failed: a short code.
+        error_code -> Nullable<Text>,
+        /// Why a failed ask failed, in words.
+        error_message -> Nullable<Text>,
     }
 }
 

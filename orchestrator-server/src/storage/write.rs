@@ -4,9 +4,12 @@
 //! a transaction with others.
 
 use orchestrator_core::hub::HubSessionId;
-use orchestrator_core::{Consultation, FeatureId, RepositoryError, Transition, Version, Workflow};
+use orchestrator_core::consultation::ConsultationError;
+use orchestrator_core::{
+    Consultation, FeatureId, RepositoryError, Timestamp, Transition, Version, Workflow,
+};
 
-use super::models::{ConsultationRow, TransitionRow, WorkflowChanges, WorkflowRow, to_i64};
+use super::models::{ConsultationRow, TransitionRow, WorkflowChanges, WorkflowRow, micros, to_i64};
 
 /// One write, with everything it needs, owned (it may cross to the SQLite writer thread).
 #[derive(Debug)]
@@ -24,10 +27,25 @@ pub enum Write {
         /// The new session.
         new: String,
     },
-    /// A new consultation of an existing workflow.
+    /// A consultation of an active workflow: new, or in place of its reservation. The row
+    /// says whether readers see it.
     AddConsultation(FeatureId, ConsultationRow),
-    /// A refreshed consultation, stored only over a pending one.
+    /// A changed consultation, stored only over a published `asking` or `pending_human` one.
     UpdateConsultation(ConsultationRow),
+    /// Removes a reservation (by consultation id).
+    DropReservation(String),
+    /// Ends the asks of a server that stopped: drops reservations made before `asked_before`
+    /// and fails the published `asking` consultations made before it.
+    InterruptAsks {
+        /// Unix microseconds.
+        asked_before: i64,
+        /// Unix microseconds: the failed consultations' `updated_at`.
+        at: i64,
+        /// The failure's code.
+        code: String,
+        /// The failure's message.
+        message: String,
+    },
     /// Many new workflows at once (seeding): all or none.
     Import(Vec<WorkflowRow>, Vec<TransitionRow>),
     /// Rewrites the one probe row with this time (Unix microseconds): proves writes succeed.
@@ -56,6 +74,8 @@ pub enum Written {
     /// The hub session stored after a swap: the new one, or the one a concurrent caller stored
     /// first.
     Session(HubSessionId),
+    /// How many rows changed.
+    Count(u64),
     /// Refused by a rule; nothing was written.
     Refused(RepositoryError),
 }
@@ -93,17 +113,31 @@ impl Write {
         }
     }
 
-    /// Stores a new consultation.
-    pub fn add_consultation(consultation: &Consultation) -> Self {
+    /// Stores a consultation readers see (`visible`) or a reservation.
+    pub fn add_consultation(consultation: &Consultation, visible: bool) -> Self {
         Write::AddConsultation(
             consultation.feature_id.clone(),
-            ConsultationRow::from(consultation),
+            ConsultationRow::new(consultation, visible),
         )
     }
 
-    /// Stores a refreshed consultation over a pending one.
+    /// Stores a changed consultation over an unsettled one.
     pub fn update_consultation(consultation: &Consultation) -> Self {
-        Write::UpdateConsultation(ConsultationRow::from(consultation))
+        Write::UpdateConsultation(ConsultationRow::new(consultation, true))
+    }
+
+    /// Ends the asks made before `asked_before`, failing them with `error` at `at`.
+    pub fn interrupt_asks(
+        asked_before: Timestamp,
+        error: &ConsultationError,
+        at: Timestamp,
+    ) -> Self {
+        Write::InterruptAsks {
+            asked_before: micros(asked_before),
+            at: micros(at),
+            code: error.code.clone(),
+            message: error.message.clone(),
+        }
     }
 }
 
@@ -113,6 +147,14 @@ impl Written {
         match self {
             Written::Session(stored) => Ok(stored),
             _ => Err(RepositoryError::NotFound(feature_id.clone())),
+        }
+    }
+
+    /// How many rows the write changed.
+    pub fn count(&self) -> u64 {
+        match self {
+            Written::Count(n) => *n,
+            _ => 0,
         }
     }
 

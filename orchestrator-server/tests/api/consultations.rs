@@ -7,7 +7,8 @@ use orchestrator_client::ClientError;
 use orchestrator_core::api::{
     AdvanceRequest, ConsultRequest, ErrorCode, HealthStatus, RespondRequest,
 };
-use orchestrator_core::hub::{AnswerStatus, HumanAction};
+use orchestrator_core::consultation::ConsultationStatus;
+use orchestrator_core::hub::HumanAction;
 use orchestrator_core::{FeatureId, WorkflowState};
 use orchestrator_server::hub::stand_in::Fault;
 
@@ -69,11 +70,11 @@ async fn a_confident_answer_is_stored_resolved_and_changes_no_workflow() {
         .create_consultation(&f, &ask("architecture", QUESTION))
         .await
         .unwrap();
-    assert_eq!(consultation.status, AnswerStatus::Resolved);
-    assert_eq!(consultation.confidence, 90);
+    assert_eq!(consultation.status, ConsultationStatus::Resolved);
+    assert_eq!(consultation.confidence, Some(90));
     assert_eq!(
         consultation.final_answer.as_deref(),
-        Some(consultation.answer.as_str())
+        consultation.answer.as_deref()
     );
     assert_eq!(
         (
@@ -104,7 +105,7 @@ async fn an_escalation_blocks_the_gate_until_a_human_confirms() {
         )
         .await
         .unwrap();
-    assert_eq!(pending.status, AnswerStatus::PendingHuman);
+    assert_eq!(pending.status, ConsultationStatus::PendingHuman);
     let escalation = pending.escalation_id.clone().expect("escalated");
     to_gate(&app, &f).await;
 
@@ -136,11 +137,11 @@ async fn an_escalation_blocks_the_gate_until_a_human_confirms() {
     let stored = &app.client.list_consultations(&f).await.unwrap().items[0];
     assert_eq!(
         (stored.status, stored.human_action),
-        (AnswerStatus::Resolved, Some(HumanAction::Confirm))
+        (ConsultationStatus::Resolved, Some(HumanAction::Confirm))
     );
     assert_eq!(
         stored.final_answer.as_deref(),
-        Some(pending.answer.as_str())
+        pending.answer.as_deref()
     );
 }
 
@@ -153,7 +154,7 @@ async fn an_escalation_the_hub_forgot_needs_a_reroute_and_never_blocks_an_approv
         .create_consultation(&f, &ask("security", "Is the vault sealed? [confidence=30]"))
         .await
         .unwrap();
-    assert_eq!(pending.status, AnswerStatus::PendingHuman);
+    assert_eq!(pending.status, ConsultationStatus::PendingHuman);
     to_gate(&app, &f).await;
     // The hub loses its database.
     app.hub.forget_escalations();
@@ -164,7 +165,7 @@ async fn an_escalation_the_hub_forgot_needs_a_reroute_and_never_blocks_an_approv
         .unwrap();
     assert_eq!(open.state, WorkflowState::Phase2);
     let stored = &app.client.list_consultations(&f).await.unwrap().items[0];
-    assert_eq!(stored.status, AnswerStatus::NeedsReroute);
+    assert_eq!(stored.status, ConsultationStatus::NeedsReroute);
     assert_eq!(stored.final_answer, None);
 }
 
@@ -190,7 +191,7 @@ async fn added_context_needs_a_reroute_and_carries_the_human_and_the_doubts() {
     let stored = &app.client.list_consultations(&f).await.unwrap().items[0];
     assert_eq!(
         (stored.status, stored.human_action),
-        (AnswerStatus::NeedsReroute, Some(HumanAction::AddContext))
+        (ConsultationStatus::NeedsReroute, Some(HumanAction::AddContext))
     );
     assert_eq!(stored.final_answer, None);
     assert_eq!(
@@ -293,7 +294,7 @@ async fn escalated(app: &TestApp, name: &str) -> (FeatureId, orchestrator_core::
         )
         .await
         .unwrap();
-    assert_eq!(pending.status, AnswerStatus::PendingHuman);
+    assert_eq!(pending.status, ConsultationStatus::PendingHuman);
     (f, pending)
 }
 
@@ -317,7 +318,7 @@ async fn a_reviewer_answers_an_escalation_through_the_orchestrator() {
         .unwrap();
     assert_eq!(
         (corrected.status, corrected.final_answer.as_deref()),
-        (AnswerStatus::Resolved, Some("rotate monthly"))
+        (ConsultationStatus::Resolved, Some("rotate monthly"))
     );
     assert_eq!(corrected.human_responder.as_deref(), Some("sec-team"));
     // Stored, and the gate opens.
@@ -355,7 +356,7 @@ async fn added_context_through_the_orchestrator_needs_a_reroute() {
         )
         .await
         .unwrap();
-    assert_eq!(rerouted.status, AnswerStatus::NeedsReroute);
+    assert_eq!(rerouted.status, ConsultationStatus::NeedsReroute);
     assert_eq!(
         rerouted.human_response.as_deref(),
         Some("keys live in an HSM")
@@ -382,7 +383,7 @@ async fn a_bad_answer_is_refused_before_the_hub_is_called() {
     // Still pending at the hub and here.
     assert_eq!(
         app.client.list_consultations(&f).await.unwrap().items[0].status,
-        AnswerStatus::PendingHuman
+        ConsultationStatus::PendingHuman
     );
     let unknown = app
         .client
@@ -416,7 +417,7 @@ async fn an_escalation_answered_at_the_hub_first_is_already_resolved() {
     let stored = &app.client.list_consultations(&f).await.unwrap().items[0];
     assert_eq!(
         (stored.status, stored.human_action),
-        (AnswerStatus::Resolved, Some(HumanAction::Confirm))
+        (ConsultationStatus::Resolved, Some(HumanAction::Confirm))
     );
 }
 
@@ -493,7 +494,7 @@ async fn a_human_correction_becomes_the_final_answer_and_opens_the_gate() {
         listed.items[0].final_answer.as_deref(),
         Some("never log cookies")
     );
-    assert_eq!(listed.items[0].status, AnswerStatus::Resolved);
+    assert_eq!(listed.items[0].status, ConsultationStatus::Resolved);
     app.client
         .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
         .await

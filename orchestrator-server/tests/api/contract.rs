@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
+use orchestrator_core::consultation::{ConsultationError, ConsultationStatus};
 use orchestrator_core::hub::{
     AnswerStatus, EscalationId, HubAnswer, HubSessionId, HumanAction, Topic,
 };
@@ -301,7 +302,7 @@ pub async fn consultations_are_kept_oldest_first_and_only_pending_ones_change(
     );
 
     let mut resolved = later.clone();
-    resolved.status = AnswerStatus::Resolved;
+    resolved.status = ConsultationStatus::Resolved;
     resolved.final_answer = Some("human answer".into());
     resolved.human_action = Some(HumanAction::Correct);
     resolved.human_response = Some("human answer".into());
@@ -448,6 +449,76 @@ pub async fn concurrent_commits_of_many_workflows_are_each_judged_on_their_own(
     }
 }
 
+pub async fn reservations_are_seen_by_no_reader_until_published(repo: &dyn WorkflowRepository) {
+    let (workflow, first) = new_workflow("res");
+    repo.create(&workflow, &first).await.unwrap();
+    let ask = |minute: i64| {
+        let mut asking = consultation("res", minute, false);
+        asking.answer = None;
+        asking.confidence = None;
+        asking.final_answer = None;
+        asking.status = ConsultationStatus::Asking;
+        asking
+    };
+    // A reservation is seen by no reader, and an update never reaches it.
+    let hidden = ask(1);
+    repo.reserve_consultation(&hidden).await.unwrap();
+    let mut early = consultation("res", 1, false);
+    early.id = hidden.id;
+    repo.update_consultation(&early).await.unwrap();
+    assert_eq!(repo.consultations(&id("res")).await.unwrap(), vec![]);
+
+    // Published, it replaces its reservation; an `asking` one may then be updated once.
+    repo.add_consultation(&hidden).await.unwrap();
+    assert_eq!(repo.consultations(&id("res")).await.unwrap(), vec![hidden.clone()]);
+    let mut answered = consultation("res", 1, true);
+    answered.id = hidden.id;
+    repo.update_consultation(&answered).await.unwrap();
+    assert_eq!(repo.consultations(&id("res")).await.unwrap(), vec![answered.clone()]);
+    // Dropping a published consultation's reservation removes nothing.
+    repo.drop_reservation(&id("res"), hidden.id).await.unwrap();
+    assert_eq!(repo.consultations(&id("res")).await.unwrap(), vec![answered.clone()]);
+
+    // A dropped reservation is gone: publishing another id later shows only that one.
+    let dropped = ask(2);
+    repo.reserve_consultation(&dropped).await.unwrap();
+    repo.drop_reservation(&id("res"), dropped.id).await.unwrap();
+    assert_eq!(repo.consultations(&id("res")).await.unwrap(), vec![answered.clone()]);
+
+    // Interrupting: reservations and published asks made before the cut-off end; later ones
+    // and settled ones are left alone.
+    let (old_hidden, old_asking, new_asking) = (ask(3), ask(4), ask(30));
+    repo.reserve_consultation(&old_hidden).await.unwrap();
+    repo.add_consultation(&old_asking).await.unwrap();
+    repo.add_consultation(&new_asking).await.unwrap();
+    let error = ConsultationError::interrupted();
+    let at = t0() + Duration::minutes(40);
+    let failed = repo
+        .interrupt_asks(t0() + Duration::minutes(10), &error, at)
+        .await
+        .unwrap();
+    assert_eq!(failed, 1);
+    let mut interrupted = old_asking.clone();
+    interrupted.fail(error, at);
+    assert_eq!(
+        repo.consultations(&id("res")).await.unwrap(),
+        vec![answered, interrupted, new_asking]
+    );
+    // The interrupted reservation is gone for good: an update does not bring it back.
+    repo.update_consultation(&old_hidden).await.unwrap();
+    assert_eq!(repo.consultations(&id("res")).await.unwrap().len(), 3);
+
+    // A cancelled workflow takes no reservation either.
+    let (cancelled, transition) = step(&workflow, Trigger::Cancel, 60);
+    repo.commit(workflow.version(), &cancelled, &transition)
+        .await
+        .unwrap();
+    assert!(matches!(
+        repo.reserve_consultation(&ask(50)).await,
+        Err(RepositoryError::NotActive { .. })
+    ));
+}
+
 /// One test per contract and per store.
 macro_rules! contract_suite {
     ($($contract:ident),* ; $($shared:ident),*) => {
@@ -519,7 +590,8 @@ contract_suite!(
     summary_counts_every_state,
     hub_sessions_are_swapped_only_from_the_expected_one,
     consultations_are_kept_oldest_first_and_only_pending_ones_change,
-    consultations_are_stored_only_for_active_workflows;
+    consultations_are_stored_only_for_active_workflows,
+    reservations_are_seen_by_no_reader_until_published;
     concurrent_commits_against_one_version_let_exactly_one_land,
     concurrent_commits_of_many_workflows_are_each_judged_on_their_own
 );

@@ -11,6 +11,7 @@ use orchestrator_core::{Consult, Respond};
 
 use super::workflows::feature_id;
 use crate::http::App;
+use crate::http::asks::Asked;
 use crate::http::body::{json_response, read_json};
 use crate::http::error::Result;
 
@@ -22,8 +23,10 @@ type HttpResponse = Response<Full<Bytes>>;
     params(("feature_id" = String, Path, description = "the feature id")),
     request_body(content = ConsultRequest, example = json!(crate::http::openapi::examples::consult_request())),
     responses(
-        (status = 201, description = "the hub answered; `pending_human` answers block the gate until a human acts", body = Consultation,
+        (status = 201, description = "the hub answered within the wait (`AGENT_HUB_WAIT_SECONDS`); `pending_human` answers block the gate until a human acts", body = Consultation,
          example = json!(crate::http::openapi::examples::consultation())),
+        (status = 202, description = "the hub has not answered within the wait: the consultation is stored as `asking` (it blocks the gate) and the ask goes on in the background, up to `AGENT_HUB_TIMEOUT_SECONDS`; list the consultations to see how it ended (`failed` carries `error`)", body = Consultation,
+         example = json!(crate::http::openapi::examples::asking())),
     ),
 )]
 pub async fn create_consultation(
@@ -35,8 +38,10 @@ pub async fn create_consultation(
     let id = feature_id(id)?;
     let request: ConsultRequest = read_json(headers, body, app.bodies()).await?;
     let consult = Consult::try_from(request)?;
-    let consultation = app.orchestrator().consult(&id, consult).await?;
-    Ok(json_response(StatusCode::CREATED, &consultation))
+    Ok(match app.asks().consult(app.orchestrator(), &id, consult).await? {
+        Asked::Answered(consultation) => json_response(StatusCode::CREATED, &consultation),
+        Asked::Accepted(consultation) => json_response(StatusCode::ACCEPTED, &consultation),
+    })
 }
 
 /// A workflow's consultations, oldest first; pending ones are refreshed from the hub.

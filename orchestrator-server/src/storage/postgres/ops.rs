@@ -5,7 +5,8 @@
 use diesel::prelude::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel::result::QueryResult;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use orchestrator_core::hub::{AnswerStatus, HubSessionId};
+use orchestrator_core::consultation::ConsultationStatus;
+use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{RepositoryError, WorkflowState};
 
 use crate::storage::models::{ConsultationRow, TransitionRow, WorkflowRow, enum_text, states};
@@ -136,19 +137,47 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
                 return Ok(Written::Refused(refusal));
             }
+            // Publishing a reservation replaces it.
             diesel::insert_into(consultations::table)
                 .values(row)
-                .execute(conn)
-                .await?;
+                .on_conflict(consultations::id)
+                .do_update()
+                .set(row)
+                .execute(conn).await?;
             Ok(Written::Done)
         }
         Write::UpdateConsultation(row) => {
-            let pending = enum_text(&AnswerStatus::PendingHuman);
-            diesel::update(queries::pending_consultation(&row.id, &pending))
+            let asking = enum_text(&ConsultationStatus::Asking);
+            let pending = enum_text(&ConsultationStatus::PendingHuman);
+            diesel::update(queries::unsettled_consultation(&row.id, &asking, &pending))
                 .set(row)
-                .execute(conn)
-                .await?;
+                .execute(conn).await?;
             Ok(Written::Done)
+        }
+        Write::DropReservation(id) => {
+            diesel::delete(queries::reservation(id))
+                .execute(conn).await?;
+            Ok(Written::Done)
+        }
+        Write::InterruptAsks {
+            asked_before,
+            at,
+            code,
+            message,
+        } => {
+            diesel::delete(queries::reservations_before(*asked_before))
+                .execute(conn).await?;
+            let asking = enum_text(&ConsultationStatus::Asking);
+            let failed = enum_text(&ConsultationStatus::Failed);
+            let n = diesel::update(queries::asks_before(*asked_before, &asking))
+                .set((
+                    consultations::status.eq(failed),
+                    consultations::error_code.eq(code),
+                    consultations::error_message.eq(message),
+                    consultations::updated_at.eq(at),
+                ))
+                .execute(conn).await?;
+            Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
         Write::Import(rows, history) => {
             diesel::insert_into(workflows::table)

@@ -16,9 +16,11 @@ use async_trait::async_trait;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use orchestrator_core::consultation::ConsultationError;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
-    Consultation, FeatureId, RepositoryError, StateCounts, Transition, Version, Workflow,
+    Consultation, ConsultationId, FeatureId, RepositoryError, StateCounts, Timestamp, Transition,
+    Version, Workflow,
     WorkflowRepository, WorkflowState,
 };
 
@@ -266,8 +268,37 @@ impl WorkflowRepository for SqliteRepository {
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]
     async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError> {
-        let write = Write::add_consultation(consultation);
+        let write = Write::add_consultation(consultation, true);
         self.write(write).await.map(|_| ())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]
+    async fn reserve_consultation(
+        &self,
+        consultation: &Consultation,
+    ) -> Result<(), RepositoryError> {
+        let write = Write::add_consultation(consultation, false);
+        self.write(write).await.map(|_| ())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn drop_reservation(
+        &self,
+        feature_id: &FeatureId,
+        id: ConsultationId,
+    ) -> Result<(), RepositoryError> {
+        let write = Write::DropReservation(id.to_string());
+        self.write(write).await.map(|_| ())
+    }
+
+    async fn interrupt_asks(
+        &self,
+        asked_before: Timestamp,
+        error: &ConsultationError,
+        at: Timestamp,
+    ) -> Result<u64, RepositoryError> {
+        let write = Write::interrupt_asks(asked_before, error, at);
+        self.write(write).await.map(|written| written.count())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]

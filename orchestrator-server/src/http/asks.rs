@@ -1,0 +1,182 @@
+//! Consultations whose Agent Hub call may outlive the request: the wait window, the cap on
+//! asks in flight, finishing in the background, the sweep of abandoned asks, and the drain on
+//! shutdown.
+//!
+//! A consultation is stored as a hidden reservation first; the hub is then given the wait
+//! window. An answer (or a failure) inside it settles the request as before: 201 with the
+//! answer, or the error with nothing kept. Past it, the reservation is published as `asking`,
+//! the request answers 202, and the same hub call goes on in a background task that stores
+//! the outcome. The core holds the steps; this module holds the clock and the tasks.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator_core::hub::HubAnswer;
+use orchestrator_core::service::Error as CoreError;
+use orchestrator_core::{Consult, Consultation, FeatureId, Orchestrator};
+use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
+
+use super::error::{ApiError, Result};
+
+/// How long a stopping server lets background asks finish before it marks them interrupted.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// How often abandoned asks are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The rules for asking the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AskPolicy {
+    /// How long a request waits for the hub before answering 202.
+    pub wait: Duration,
+    /// Most asks in flight at once (waited for or in the background); past it, 503.
+    pub max_in_flight: usize,
+    /// An ask older than this has ended on whatever server made it (every hub call it makes
+    /// is bounded): a row still `asking` is left over from a server that stopped.
+    pub abandoned_after: Duration,
+}
+
+impl Default for AskPolicy {
+    fn default() -> Self {
+        AskPolicy {
+            wait: Duration::from_secs(20),
+            max_in_flight: 64,
+            abandoned_after: Duration::from_secs(330 + 30 + 60),
+        }
+    }
+}
+
+/// How a consultation request ended.
+#[derive(Debug)]
+pub enum Asked {
+    /// The hub answered within the wait: 201.
+    Answered(Consultation),
+    /// Still `asking` when the wait ran out; finished in the background: 202.
+    Accepted(Consultation),
+}
+
+/// The asks of one server.
+#[derive(Debug)]
+pub struct Asks {
+    policy: AskPolicy,
+    permits: Arc<Semaphore>,
+    stopping: watch::Sender<bool>,
+}
+
+type AskFuture = Pin<Box<dyn Future<Output = Result<HubAnswer, CoreError>> + Send>>;
+
+impl Asks {
+    /// No asks in flight yet.
+    pub fn new(policy: AskPolicy) -> Self {
+        Asks {
+            policy,
+            permits: Arc::new(Semaphore::new(policy.max_in_flight)),
+            stopping: watch::Sender::new(false),
+        }
+    }
+
+    /// Asks the hub for `feature_id`, waiting at most the policy's wait for its answer.
+    pub async fn consult(
+        &self,
+        orchestrator: &Orchestrator,
+        feature_id: &FeatureId,
+        consult: Consult,
+    ) -> Result<Asked> {
+        // Refused before anything is stored.
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyAsks)?;
+        let reserved = orchestrator
+            .reserve_consultation(feature_id, consult)
+            .await?;
+        let mut ask: AskFuture = {
+            let orchestrator = orchestrator.clone();
+            let asking = reserved.clone();
+            Box::pin(async move { orchestrator.ask_hub(&asking).await })
+        };
+        match tokio::time::timeout(self.policy.wait, &mut ask).await {
+            Ok(answer) => Ok(Asked::Answered(orchestrator.settle(reserved, answer).await?)),
+            Err(_waited) => {
+                let asking = orchestrator.publish(reserved).await?;
+                let orchestrator = orchestrator.clone();
+                let mut stopping = self.stopping.subscribe();
+                let published = asking.clone();
+                let finish = async move {
+                    let _permit = permit;
+                    let id = published.id;
+                    let outcome = tokio::select! {
+                        answer = ask => {
+                            if let Err(e) = &answer {
+                                tracing::warn!(consultation = %id, error = %e, "a background ask failed");
+                            }
+                            orchestrator.finish(published, answer).await
+                        }
+                        () = stopped(&mut stopping) => orchestrator.interrupt(published).await,
+                    };
+                    match outcome {
+                        Ok(c) => tracing::info!(consultation = %id, status = ?c.status, "background ask ended"),
+                        Err(e) => tracing::error!(consultation = %id, error = %e, "a background ask's outcome was not stored"),
+                    }
+                };
+                tokio::spawn(finish.instrument(tracing::Span::current()));
+                Ok(Asked::Accepted(asking))
+            }
+        }
+    }
+
+    /// Fails the asks a stopped server left behind: every one made before now when this
+    /// server is the only one (`sole` — SQLite), else those older than the policy's
+    /// `abandoned_after` (PostgreSQL: the others may belong to a live replica).
+    pub async fn recover(&self, orchestrator: &Orchestrator, sole: bool) {
+        let now = orchestrator.now();
+        let before = if sole {
+            now
+        } else {
+            now - chrono::Duration::from_std(self.policy.abandoned_after)
+                .unwrap_or_else(|_| chrono::Duration::hours(1))
+        };
+        match orchestrator.interrupt_asks(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(consultations = n, "asks left by a stopped server marked interrupted"),
+            Err(e) => tracing::warn!(error = %e, "could not look for abandoned asks"),
+        }
+    }
+
+    /// Runs [`Asks::recover`] for abandoned asks once a minute until the server stops.
+    pub async fn sweep(&self, orchestrator: Orchestrator) {
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(SWEEP_EVERY) => self.recover(&orchestrator, false).await,
+                () = stopped(&mut stopping) => return,
+            }
+        }
+    }
+
+    /// Lets background asks finish for a few seconds, then marks the rest `interrupted` and
+    /// waits (briefly) for that to be stored.
+    pub async fn drain(&self) {
+        let all = u32::try_from(self.policy.max_in_flight).unwrap_or(u32::MAX);
+        let in_flight = self.policy.max_in_flight - self.permits.available_permits();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "waiting for background asks");
+        }
+        let finished = tokio::time::timeout(DRAIN_GRACE, self.permits.acquire_many(all)).await;
+        self.stopping.send_replace(true);
+        if finished.is_err() {
+            tracing::warn!("background asks still running: marking them interrupted");
+            let _ = tokio::time::timeout(DRAIN_GRACE, self.permits.acquire_many(all)).await;
+        }
+    }
+}
+
+/// Completes once the server stops (or the sender is gone).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, not held across an await.
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
