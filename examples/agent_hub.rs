@@ -5,8 +5,9 @@
 //!
 //! - `[confidence=NN]`: the expert's confidence (any other question gets 90, so `security`
 //!   questions, threshold 95, are escalated to a human);
-//! - `[delay=N]`: the expert takes N seconds (a slow expert; try it against
-//!   `AGENT_HUB_TIMEOUT_SECONDS`).
+//! - `[delay=N]`: the expert takes N seconds (a slow expert: past `AGENT_HUB_WAIT_SECONDS`
+//!   the orchestrator answers 202 `asking` and finishes in the background; past
+//!   `AGENT_HUB_TIMEOUT_SECONDS` the consultation ends `failed`).
 //!
 //! Answer an escalation through the orchestrator (`orchestrator respond FEATURE CONSULTATION
 //! confirm|correct|add_context [--response …]`), or at the hub as a reviewer would:

@@ -51,7 +51,7 @@ pub struct Cli {
     #[arg(long, env = "ORCHESTRATOR_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Seconds to wait for each answer.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 60)]
     pub timeout: u64,
     /// What to do.
     #[command(subcommand)]

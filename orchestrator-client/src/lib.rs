@@ -143,7 +143,8 @@ impl ClientBuilder {
         self
     }
 
-    /// A timeout for each whole request (default 30 s); ignored with [`ClientBuilder::http_client`].
+    /// A timeout for each whole request (default 60 s, the server's own request bound, so a
+    /// consultation's wait for the hub fits); ignored with [`ClientBuilder::http_client`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -182,7 +183,7 @@ impl ClientBuilder {
         let http = match self.http {
             Some(http) => http,
             None => reqwest::Client::builder()
-                .timeout(self.timeout.unwrap_or(Duration::from_secs(30)))
+                .timeout(self.timeout.unwrap_or(Duration::from_secs(60)))
                 .build()?,
         };
         Ok(Client {
@@ -365,7 +366,10 @@ impl Client {
 
     /// Asks the Agent Hub's experts a question for a workflow in PHASE_1, GATE_1 or PHASE_2
     /// (`POST /workflow/{feature_id}/consultations`). A `pending_human` answer blocks the gate
-    /// until a human acts on its escalation.
+    /// until a human acts on its escalation. When the hub is slower than the server's wait
+    /// (`AGENT_HUB_WAIT_SECONDS`), the consultation comes back `asking` (HTTP 202; it blocks
+    /// the gate too): the ask goes on at the server, and [`Client::list_consultations`] later
+    /// shows how it ended (`failed` ones carry `error`).
     ///
     /// ```no_run
     /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {

@@ -267,7 +267,8 @@ impl Consultation {
 
     /// Folds the hub's answer into an `asking` consultation at `at`.
     pub fn answer_with(&mut self, answer: HubAnswer, at: Timestamp) {
-        self.final_answer = (answer.status == AnswerStatus::Resolved).then(|| answer.answer.clone());
+        self.final_answer =
+            (answer.status == AnswerStatus::Resolved).then(|| answer.answer.clone());
         self.answer = Some(answer.answer);
         self.rationale = answer.rationale;
         self.confidence = Some(answer.confidence);
@@ -481,7 +482,10 @@ mod tests {
     fn a_lost_escalation_asks_for_a_reroute_and_blocks_nothing() {
         let mut c = pending();
         assert!(c.escalation_lost(t(5)));
-        assert_eq!((c.status, c.updated_at), (ConsultationStatus::NeedsReroute, t(5)));
+        assert_eq!(
+            (c.status, c.updated_at),
+            (ConsultationStatus::NeedsReroute, t(5))
+        );
         assert!(!c.is_pending());
         // Only a pending consultation changes.
         assert!(!c.escalation_lost(t(6)));

@@ -2,8 +2,8 @@
 //! and passed down by value; no other module reads the environment.
 
 use std::fmt;
-use std::time::Duration;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -191,12 +191,15 @@ impl Config {
 
     /// The time bounds and connection limit the HTTP layer enforces.
     pub fn limits(&self) -> crate::http::Limits {
-        let wait = Duration::from_secs(self.agent_hub_wait_seconds).min(self.hub_ask_timeout());
+        // A wait as long as the hub timeout would only race it: then the request waits for
+        // the ask to end, whichever way.
+        let wait = Some(Duration::from_secs(self.agent_hub_wait_seconds))
+            .filter(|wait| *wait < self.hub_ask_timeout());
         let call = self.hub_call_timeout();
         crate::http::Limits {
             max_connections: usize::try_from(self.max_connections).unwrap_or(1024),
             request_timeout: Duration::from_secs(self.request_timeout_seconds)
-                .max(wait + call + Duration::from_secs(5)),
+                .max(wait.unwrap_or(self.hub_ask_timeout()) + call + Duration::from_secs(5)),
             body_timeout: Duration::from_secs(self.body_timeout_seconds),
             write_timeout: Duration::from_secs(self.write_timeout_seconds),
             asks: crate::http::AskPolicy {
@@ -272,7 +275,19 @@ mod tests {
             DatabaseUrl::SqliteFile(PathBuf::from("./data/orchestrator.db"))
         );
         assert_eq!(config.agent_hub_url, "http://localhost:8001");
-        assert_eq!(config.agent_hub_timeout_seconds, 30);
+        assert_eq!(config.agent_hub_timeout_seconds, 330);
+        assert_eq!(config.agent_hub_wait_seconds, 20);
+        let limits = config.limits();
+        assert_eq!(limits.asks.wait, Some(Duration::from_secs(20)));
+        // The wait, one short hub call (30 s) and 5 s: a consultation is never cut short.
+        assert_eq!(limits.request_timeout, Duration::from_secs(60));
+        assert_eq!(config.hub_call_timeout(), Duration::from_secs(30));
+        // A wait as long as the hub timeout is no wait at all: the request sees the end.
+        let patient = parse(&["--agent-hub-timeout-seconds", "10"]).unwrap();
+        assert_eq!(patient.limits().asks.wait, None);
+        assert_eq!(patient.limits().request_timeout, Duration::from_secs(60));
+        let slow = parse(&["--agent-hub-wait-seconds", "100"]).unwrap();
+        assert_eq!(slow.limits().request_timeout, Duration::from_secs(135));
         assert_eq!(config.api_token, None);
         let with_token = parse(&["--api-token", "s3cret"]).unwrap();
         assert!(!format!("{with_token:?}").contains("s3cret"));

@@ -30,8 +30,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// The rules for asking the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AskPolicy {
-    /// How long a request waits for the hub before answering 202.
-    pub wait: Duration,
+    /// How long a request waits for the hub before answering 202; `None`: as long as the ask
+    /// may take (a wait as long as the hub timeout would only race it).
+    pub wait: Option<Duration>,
     /// Most asks in flight at once (waited for or in the background); past it, 503.
     pub max_in_flight: usize,
     /// An ask older than this has ended on whatever server made it (every hub call it makes
@@ -42,7 +43,7 @@ pub struct AskPolicy {
 impl Default for AskPolicy {
     fn default() -> Self {
         AskPolicy {
-            wait: Duration::from_secs(20),
+            wait: Some(Duration::from_secs(20)),
             max_in_flight: 64,
             abandoned_after: Duration::from_secs(330 + 30 + 60),
         }
@@ -99,8 +100,16 @@ impl Asks {
             let asking = reserved.clone();
             Box::pin(async move { orchestrator.ask_hub(&asking).await })
         };
-        match tokio::time::timeout(self.policy.wait, &mut ask).await {
-            Ok(answer) => Ok(Asked::Answered(orchestrator.settle(reserved, answer).await?)),
+        let Some(wait) = self.policy.wait else {
+            let answer = ask.await;
+            return Ok(Asked::Answered(
+                orchestrator.settle(reserved, answer).await?,
+            ));
+        };
+        match tokio::time::timeout(wait, &mut ask).await {
+            Ok(answer) => Ok(Asked::Answered(
+                orchestrator.settle(reserved, answer).await?,
+            )),
             Err(_waited) => {
                 let asking = orchestrator.publish(reserved).await?;
                 let orchestrator = orchestrator.clone();
@@ -119,8 +128,12 @@ impl Asks {
                         () = stopped(&mut stopping) => orchestrator.interrupt(published).await,
                     };
                     match outcome {
-                        Ok(c) => tracing::info!(consultation = %id, status = ?c.status, "background ask ended"),
-                        Err(e) => tracing::error!(consultation = %id, error = %e, "a background ask's outcome was not stored"),
+                        Ok(c) => {
+                            tracing::info!(consultation = %id, status = ?c.status, "background ask ended")
+                        }
+                        Err(e) => {
+                            tracing::error!(consultation = %id, error = %e, "a background ask's outcome was not stored")
+                        }
                     }
                 };
                 tokio::spawn(finish.instrument(tracing::Span::current()));
@@ -142,7 +155,10 @@ impl Asks {
         };
         match orchestrator.interrupt_asks(before).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(consultations = n, "asks left by a stopped server marked interrupted"),
+            Ok(n) => tracing::warn!(
+                consultations = n,
+                "asks left by a stopped server marked interrupted"
+            ),
             Err(e) => tracing::warn!(error = %e, "could not look for abandoned asks"),
         }
     }

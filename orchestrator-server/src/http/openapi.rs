@@ -365,7 +365,9 @@ fn when(code: ErrorCode) -> &'static str {
         WorkflowAlreadyExists => "the feature id has a workflow and use_existing was not set",
         InvalidTransition => "the trigger is not allowed in the current state",
         VersionConflict => "the workflow is not at the expected version",
-        GateBlocked => "human_approved while a consultation awaits a human",
+        GateBlocked => {
+            "human_approved while a consultation awaits a human or is still being asked; details list the escalation ids and the consultations being asked"
+        }
         WorkflowNotActive => "the workflow is IDLE or DONE",
         ConsultationNotFound => "the workflow has no consultation with this id",
         ConsultationNotPending => "the consultation waits for no human",
@@ -377,7 +379,9 @@ fn when(code: ErrorCode) -> &'static str {
         RequestTimeout => "the body did not arrive in time",
         UriTooLong => "the request URI is too long",
         HeadersTooLarge => "the request headers are too large",
-        ServiceUnavailable => "the request could not be answered in time; retry later",
+        ServiceUnavailable => {
+            "the request could not be answered in time, or (asking the hub) too many consultations are being asked at once (with Retry-After); retry later"
+        }
         Internal => "a bug; the log has the detail",
         Unknown => "a code of a newer server",
     }
@@ -440,8 +444,11 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
             Some(vec!["expected_version: 2", "current_version: 3"]),
         ),
         GateBlocked => envelope(
-            "the gate is blocked by 1 consultation(s) awaiting a human",
-            Some(vec!["esc-7f3a"]),
+            "the gate is blocked by 1 consultation(s) awaiting a human and 1 still being asked",
+            Some(vec![
+                "esc-7f3a",
+                "consultation 6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f is still being asked",
+            ]),
         ),
         WorkflowNotActive => envelope(
             &format!("workflow '{id}' is DONE; consultations need PHASE_1, GATE_1 or PHASE_2"),
@@ -970,12 +977,7 @@ pub(crate) mod examples {
     /// A consultation the hub has not answered within the wait.
     pub fn asking() -> Value {
         let mut asking = consultation();
-        for field in [
-            "answer",
-            "rationale",
-            "confidence",
-            "escalation_id",
-        ] {
+        for field in ["answer", "rationale", "confidence", "escalation_id"] {
             asking[field] = Value::Null;
         }
         asking["status"] = json!("asking");

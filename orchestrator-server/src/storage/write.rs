@@ -3,8 +3,8 @@
 //! a transaction its caller opened; a write refused by a rule writes nothing, so it can share
 //! a transaction with others.
 
-use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::consultation::ConsultationError;
+use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
     Consultation, FeatureId, RepositoryError, Timestamp, Transition, Version, Workflow,
 };

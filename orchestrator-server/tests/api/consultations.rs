@@ -139,10 +139,7 @@ async fn an_escalation_blocks_the_gate_until_a_human_confirms() {
         (stored.status, stored.human_action),
         (ConsultationStatus::Resolved, Some(HumanAction::Confirm))
     );
-    assert_eq!(
-        stored.final_answer.as_deref(),
-        pending.answer.as_deref()
-    );
+    assert_eq!(stored.final_answer.as_deref(), pending.answer.as_deref());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -191,7 +188,10 @@ async fn added_context_needs_a_reroute_and_carries_the_human_and_the_doubts() {
     let stored = &app.client.list_consultations(&f).await.unwrap().items[0];
     assert_eq!(
         (stored.status, stored.human_action),
-        (ConsultationStatus::NeedsReroute, Some(HumanAction::AddContext))
+        (
+            ConsultationStatus::NeedsReroute,
+            Some(HumanAction::AddContext)
+        )
     );
     assert_eq!(stored.final_answer, None);
     assert_eq!(

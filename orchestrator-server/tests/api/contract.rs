@@ -470,20 +470,32 @@ pub async fn reservations_are_seen_by_no_reader_until_published(repo: &dyn Workf
 
     // Published, it replaces its reservation; an `asking` one may then be updated once.
     repo.add_consultation(&hidden).await.unwrap();
-    assert_eq!(repo.consultations(&id("res")).await.unwrap(), vec![hidden.clone()]);
+    assert_eq!(
+        repo.consultations(&id("res")).await.unwrap(),
+        vec![hidden.clone()]
+    );
     let mut answered = consultation("res", 1, true);
     answered.id = hidden.id;
     repo.update_consultation(&answered).await.unwrap();
-    assert_eq!(repo.consultations(&id("res")).await.unwrap(), vec![answered.clone()]);
+    assert_eq!(
+        repo.consultations(&id("res")).await.unwrap(),
+        vec![answered.clone()]
+    );
     // Dropping a published consultation's reservation removes nothing.
     repo.drop_reservation(&id("res"), hidden.id).await.unwrap();
-    assert_eq!(repo.consultations(&id("res")).await.unwrap(), vec![answered.clone()]);
+    assert_eq!(
+        repo.consultations(&id("res")).await.unwrap(),
+        vec![answered.clone()]
+    );
 
     // A dropped reservation is gone: publishing another id later shows only that one.
     let dropped = ask(2);
     repo.reserve_consultation(&dropped).await.unwrap();
     repo.drop_reservation(&id("res"), dropped.id).await.unwrap();
-    assert_eq!(repo.consultations(&id("res")).await.unwrap(), vec![answered.clone()]);
+    assert_eq!(
+        repo.consultations(&id("res")).await.unwrap(),
+        vec![answered.clone()]
+    );
 
     // Interrupting: reservations and published asks made before the cut-off end; later ones
     // and settled ones are left alone.

@@ -13,4 +13,5 @@ mod load;
 mod postgres;
 mod raw;
 mod replicas;
+mod slow_asks;
 mod workflows;

@@ -38,10 +38,12 @@ pub async fn create_consultation(
     let id = feature_id(id)?;
     let request: ConsultRequest = read_json(headers, body, app.bodies()).await?;
     let consult = Consult::try_from(request)?;
-    Ok(match app.asks().consult(app.orchestrator(), &id, consult).await? {
-        Asked::Answered(consultation) => json_response(StatusCode::CREATED, &consultation),
-        Asked::Accepted(consultation) => json_response(StatusCode::ACCEPTED, &consultation),
-    })
+    Ok(
+        match app.asks().consult(app.orchestrator(), &id, consult).await? {
+            Asked::Answered(consultation) => json_response(StatusCode::CREATED, &consultation),
+            Asked::Accepted(consultation) => json_response(StatusCode::ACCEPTED, &consultation),
+        },
+    )
 }
 
 /// A workflow's consultations, oldest first; pending ones are refreshed from the hub.

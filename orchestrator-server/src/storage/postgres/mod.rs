@@ -25,8 +25,7 @@ use orchestrator_core::consultation::ConsultationError;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
     Consultation, ConsultationId, FeatureId, RepositoryError, StateCounts, Timestamp, Transition,
-    Version, Workflow,
-    WorkflowRepository, WorkflowState,
+    Version, Workflow, WorkflowRepository, WorkflowState,
 };
 
 use super::models;

@@ -143,7 +143,8 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 .on_conflict(consultations::id)
                 .do_update()
                 .set(row)
-                .execute(conn).await?;
+                .execute(conn)
+                .await?;
             Ok(Written::Done)
         }
         Write::UpdateConsultation(row) => {
@@ -151,12 +152,14 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             let pending = enum_text(&ConsultationStatus::PendingHuman);
             diesel::update(queries::unsettled_consultation(&row.id, &asking, &pending))
                 .set(row)
-                .execute(conn).await?;
+                .execute(conn)
+                .await?;
             Ok(Written::Done)
         }
         Write::DropReservation(id) => {
             diesel::delete(queries::reservation(id))
-                .execute(conn).await?;
+                .execute(conn)
+                .await?;
             Ok(Written::Done)
         }
         Write::InterruptAsks {
@@ -166,7 +169,8 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             message,
         } => {
             diesel::delete(queries::reservations_before(*asked_before))
-                .execute(conn).await?;
+                .execute(conn)
+                .await?;
             let asking = enum_text(&ConsultationStatus::Asking);
             let failed = enum_text(&ConsultationStatus::Failed);
             let n = diesel::update(queries::asks_before(*asked_before, &asking))
@@ -176,7 +180,8 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                     consultations::error_message.eq(message),
                     consultations::updated_at.eq(at),
                 ))
-                .execute(conn).await?;
+                .execute(conn)
+                .await?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
         Write::Import(rows, history) => {

@@ -124,8 +124,7 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
             Ok(Written::Done)
         }
         Write::DropReservation(id) => {
-            diesel::delete(queries::reservation(id))
-                .execute(conn)?;
+            diesel::delete(queries::reservation(id)).execute(conn)?;
             Ok(Written::Done)
         }
         Write::InterruptAsks {
@@ -134,8 +133,7 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
             code,
             message,
         } => {
-            diesel::delete(queries::reservations_before(*asked_before))
-                .execute(conn)?;
+            diesel::delete(queries::reservations_before(*asked_before)).execute(conn)?;
             let asking = enum_text(&ConsultationStatus::Asking);
             let failed = enum_text(&ConsultationStatus::Failed);
             let n = diesel::update(queries::asks_before(*asked_before, &asking))

@@ -1,0 +1,300 @@
+//! Slow experts: a consultation answers 202 `asking` once the wait runs out, blocks the gate
+//! while it is asked, and ends as the hub said or `failed`; nothing is seen of an ask that
+//! fails inside the wait; asks past the cap are refused before anything is stored; a stop or
+//! a crash leaves `failed` / `interrupted`, never `asking` forever.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use orchestrator_client::Client;
+use orchestrator_core::api::{AdvanceRequest, ConsultRequest, ErrorCode, StartWorkflowRequest};
+use orchestrator_core::consultation::ConsultationStatus;
+use orchestrator_core::{Consultation, FeatureId, WorkflowState};
+use orchestrator_server::hub::stand_in::{Fault, StandInHub};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::helpers::{TestApp, id, spawn_app_with};
+
+/// Asks `question` over raw HTTP, returning the status and the body.
+async fn ask_raw(app: &TestApp, f: &FeatureId, question: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(app.url(&format!("/workflow/{f}/consultations")))
+        .json(&serde_json::json!({"topic": "architecture", "question": question}))
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON body"))
+}
+
+async fn listed(client: &Client, f: &FeatureId) -> Vec<Consultation> {
+    client
+        .list_consultations(f)
+        .await
+        .expect("listing works")
+        .items
+}
+
+/// Waits (up to `limit`) until the workflow's consultations are no longer `asking`.
+async fn settled(client: &Client, f: &FeatureId, limit: Duration) -> Vec<Consultation> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let items = listed(client, f).await;
+        if items.iter().all(|c| c.status != ConsultationStatus::Asking) {
+            return items;
+        }
+        assert!(Instant::now() < deadline, "still asking: {items:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn started(app: &TestApp, name: &str) -> FeatureId {
+    app.start_workflow(name).await;
+    id(name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_expert_gets_202_asking_which_blocks_the_gate_until_the_answer_lands() {
+    let app = spawn_app_with(|c| {
+        c.agent_hub_wait_seconds = 1;
+        c.agent_hub_timeout_seconds = 30;
+    })
+    .await;
+    let f = started(&app, "slow-expert").await;
+    app.client
+        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+
+    let started_at = Instant::now();
+    let (status, body) = ask_raw(&app, &f, "Which queue should orders use? [delay=3]").await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        started_at.elapsed() < Duration::from_secs(3),
+        "answered after the wait only"
+    );
+    assert_eq!(body["status"], "asking");
+    assert_eq!(
+        (&body["answer"], &body["confidence"]),
+        (&Value::Null, &Value::Null)
+    );
+    let id = body["id"].as_str().unwrap().to_owned();
+
+    // Seen by every reader, and it holds the gate.
+    let items = listed(&app.client, &f).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].status, ConsultationStatus::Asking);
+    let refused = app
+        .client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .expect_err("an ask in flight blocks the gate");
+    assert_eq!(refused.code(), Some(ErrorCode::GateBlocked), "{refused}");
+    let details = match &refused {
+        orchestrator_client::ClientError::Api { body, .. } => body.details.clone(),
+        other => panic!("not an API error: {other}"),
+    };
+    assert_eq!(
+        details,
+        Some(vec![format!("consultation {id} is still being asked")])
+    );
+
+    // The answer lands in the background; the gate opens.
+    let items = settled(&app.client, &f, Duration::from_secs(15)).await;
+    assert_eq!(items[0].status, ConsultationStatus::Resolved);
+    assert!(items[0].answer.is_some() && items[0].confidence == Some(90));
+    assert_eq!(items[0].id.to_string(), id);
+    let approved = app
+        .client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap();
+    assert_eq!(approved.state, WorkflowState::Phase2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ask_that_fails_after_the_wait_is_failed_with_a_code_in_our_words() {
+    let app = spawn_app_with(|c| {
+        c.agent_hub_wait_seconds = 1;
+        c.agent_hub_timeout_seconds = 3;
+    })
+    .await;
+    let f = started(&app, "slow-then-gone").await;
+    let (status, _) = ask_raw(&app, &f, "Will this ever be answered? [delay=20]").await;
+    assert_eq!(status, 202);
+
+    let items = settled(&app.client, &f, Duration::from_secs(15)).await;
+    assert_eq!(items[0].status, ConsultationStatus::Failed);
+    let error = items[0].error.as_ref().expect("a failed ask says why");
+    assert_eq!(error.code, "agent_hub_unavailable");
+    assert!(!error.message.contains("127.0.0.1"), "{error:?}");
+    assert!(!error.message.contains("reqwest"), "{error:?}");
+    assert_eq!(items[0].answer, None);
+
+    // A failed ask holds nothing.
+    app.client
+        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    app.client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .expect("a failed consultation does not block the gate");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ask_inside_the_wait_is_seen_by_nobody_and_a_failure_there_keeps_nothing() {
+    let app = spawn_app_with(|c| {
+        c.agent_hub_wait_seconds = 5;
+        c.agent_hub_timeout_seconds = 30;
+    })
+    .await;
+    let f = started(&app, "hidden").await;
+
+    // While the expert thinks (inside the wait), readers and the gate see nothing.
+    let asking = {
+        let url = app.url(&format!("/workflow/{f}/consultations"));
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({"topic": "architecture", "question": "Think for two seconds [delay=2]"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        listed(&app.client, &f).await.is_empty(),
+        "a reservation was seen"
+    );
+    assert_eq!(asking.await.unwrap(), 201);
+    assert_eq!(listed(&app.client, &f).await.len(), 1);
+
+    // A failure inside the wait answers as before and keeps nothing.
+    app.hub.inject(Fault::PlainText500);
+    let (status, body) = ask_raw(&app, &f, "Will the hub fail on this one?").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(listed(&app.client, &f).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_cap_an_ask_is_refused_before_anything_is_stored() {
+    let app = spawn_app_with(|c| {
+        c.agent_hub_wait_seconds = 1;
+        c.agent_hub_timeout_seconds = 30;
+        c.agent_hub_max_asks = 1;
+    })
+    .await;
+    let f = started(&app, "capped").await;
+    let (first, _) = ask_raw(&app, &f, "A long one, please [delay=4]").await;
+    assert_eq!(first, 202);
+
+    let response = reqwest::Client::new()
+        .post(app.url(&format!("/workflow/{f}/consultations")))
+        .json(&serde_json::json!({"topic": "architecture", "question": "And one more, quickly?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
+    assert_eq!(
+        listed(&app.client, &f).await.len(),
+        1,
+        "the refused ask was stored"
+    );
+
+    // Once the first ends, asking works again.
+    settled(&app.client, &f, Duration::from_secs(15)).await;
+    let (again, _) = ask_raw(&app, &f, "And one more, quickly?").await;
+    assert_eq!(again, 201);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_during_a_background_ask_leaves_it_failed_interrupted() {
+    let app = spawn_app_with(|c| {
+        c.agent_hub_wait_seconds = 1;
+        c.agent_hub_timeout_seconds = 120;
+    })
+    .await;
+    let f = started(&app, "stopped").await;
+    let (status, _) = ask_raw(&app, &f, "This takes a minute [delay=60]").await;
+    assert_eq!(status, 202);
+
+    // The graceful stop gives background asks a few seconds, then records them interrupted.
+    let app = app.restart().await;
+    let items = listed(&app.client, &f).await;
+    assert_eq!(items[0].status, ConsultationStatus::Failed);
+    assert_eq!(items[0].error.as_ref().unwrap().code, "interrupted");
+}
+
+fn launch(database: &Path, port: u16, hub: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_orchestrator-server"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", format!("sqlite:///{}", database.display()))
+        .env("AGENT_HUB_URL", hub)
+        .env("AGENT_HUB_WAIT_SECONDS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server binary starts")
+}
+
+async fn healthy(client: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get_health().await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_during_an_ask_leaves_it_failed_interrupted_after_restart() {
+    let hub = StandInHub::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hub_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(hub.serve(listener, std::future::pending()));
+
+    let dir = TempDir::new().unwrap();
+    let database = dir.path().join("crash.db");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let mut server = launch(&database, port, &hub_url);
+    healthy(&client).await;
+    let f = id("crashed");
+    client
+        .start_workflow(&StartWorkflowRequest::new("crashed", "a feature"))
+        .await
+        .unwrap();
+    let asking = client
+        .create_consultation(&f, &ConsultRequest::new("architecture", "Slow [delay=60]"))
+        .await
+        .unwrap();
+    assert_eq!(asking.status, ConsultationStatus::Asking);
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let mut server = launch(&database, port, &hub_url);
+    healthy(&client).await;
+    let items = listed(&client, &f).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].status, ConsultationStatus::Failed);
+    assert_eq!(items[0].error.as_ref().unwrap().code, "interrupted");
+}
