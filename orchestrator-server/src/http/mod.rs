@@ -269,7 +269,7 @@ impl App {
             Route::Health => system::get_health(self).await,
             Route::Metrics => system::get_metrics(self).await,
             Route::OpenApi => Ok(self.0.docs.openapi()),
-            Route::Docs => Ok(self.0.docs.docs_redirect()),
+            Route::Docs => self.0.docs.docs_page(),
             Route::DocsFile => self.0.docs.swagger_file(param),
             Route::Redoc => Ok(self.0.docs.redoc()),
             Route::Start => workflows::create_workflow(self, &parts.headers, body).await,

@@ -71,32 +71,42 @@ impl DocsAssets {
         ))
     }
 
-    /// `GET /docs`: the page's assets are relative, so it lives under `/docs/`.
-    pub fn docs_redirect(&self) -> HttpResponse {
-        let mut response =
-            bytes_response(StatusCode::PERMANENT_REDIRECT, "text/plain", Bytes::new());
-        response
-            .headers_mut()
-            .insert(header::LOCATION, HeaderValue::from_static("/docs/"));
-        response
+    /// `GET /docs`: the Swagger UI page itself, no redirect. Its assets are relative, so the
+    /// page names `/docs/` as its base.
+    pub fn docs_page(&self) -> Result<HttpResponse> {
+        let (html, content_type) = self.swagger_asset("")?;
+        let based = String::from_utf8_lossy(&html).replacen(
+            "<head>",
+            "<head>\n    <base href=\"/docs/\">",
+            1,
+        );
+        Ok(asset_response(Bytes::from(based), &content_type))
     }
 
     /// `GET /docs/` and `GET /docs/{file}`.
     pub fn swagger_file(&self, file: &str) -> Result<HttpResponse> {
+        let (bytes, content_type) = self.swagger_asset(file)?;
+        Ok(asset_response(Bytes::from(bytes), &content_type))
+    }
+
+    /// One of Swagger UI's files (`""`: the page), with its content type.
+    fn swagger_asset(&self, file: &str) -> Result<(Vec<u8>, String)> {
         match utoipa_swagger_ui::serve(file, self.swagger.clone()) {
-            Ok(Some(found)) => {
-                let mut response = Response::new(Full::new(Bytes::from(found.bytes.into_owned())));
-                if let Ok(content_type) = HeaderValue::from_str(&found.content_type) {
-                    response
-                        .headers_mut()
-                        .insert(header::CONTENT_TYPE, content_type);
-                }
-                Ok(cached(response))
-            }
+            Ok(Some(found)) => Ok((found.bytes.into_owned(), found.content_type)),
             Ok(None) => Err(ApiError::NotFound(format!("/docs/{file}"))),
             Err(e) => Err(ApiError::Internal(format!("swagger ui: {e}"))),
         }
     }
+}
+
+fn asset_response(body: Bytes, content_type: &str) -> HttpResponse {
+    let mut response = Response::new(Full::new(body));
+    if let Ok(content_type) = HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+    }
+    cached(response)
 }
 
 impl Default for DocsAssets {

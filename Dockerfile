@@ -1,0 +1,51 @@
+# syntax=docker/dockerfile:1
+# The orchestrator's container image: the service (`orchestrator-server`) and the CLI
+# (`orchestrator`, also the health check), on a slim Debian, as an unprivileged user, with its
+# SQLite database in the volume /data.
+#
+#   docker build -t orchestrator:latest .
+#   docker run -p 8000:8000 orchestrator:latest
+#
+# Both base images are build arguments, so a mirror or a locally made image can stand in:
+#   --build-arg BUILDER_IMAGE=… --build-arg RUNTIME_IMAGE=…
+# Behind a proxy that re-signs TLS, hand cargo its CA bundle for the build only (nothing of it
+# stays in the image):
+#   --secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt
+
+ARG BUILDER_IMAGE=docker.io/library/rust:1-bookworm
+ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
+
+FROM ${BUILDER_IMAGE} AS build
+WORKDIR /src
+ENV CARGO_HOME=/usr/local/cargo CARGO_TERM_COLOR=never
+COPY . .
+# The registry and the target directory are cache mounts, so a rebuild after a code change
+# compiles only the workspace; the binaries are copied out of the cache in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    --mount=type=secret,id=cacert,required=false \
+    if [ -s /run/secrets/cacert ]; then export CARGO_HTTP_CAINFO=/run/secrets/cacert; fi \
+    && cargo build --release --locked -p orchestrator-server -p orchestrator-client \
+    && install -d /out/bin \
+    && install -m 0755 target/release/orchestrator-server target/release/orchestrator /out/bin/ \
+    && install -d -o 65532 -g 65532 /out/data
+
+FROM ${RUNTIME_IMAGE}
+# The HTTP client verifies TLS against the system's roots; the runtime image may have none.
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build /out/bin/ /usr/local/bin/
+COPY --from=build --chown=65532:65532 /out/data /data
+ENV HOST=0.0.0.0 \
+    PORT=8000 \
+    DATABASE_URL=sqlite:////data/orchestrator.db \
+    LOG_FORMAT=json
+USER 65532:65532
+WORKDIR /data
+VOLUME ["/data"]
+EXPOSE 8000
+STOPSIGNAL SIGTERM
+# No shell or curl needed: the CLI asks /health and exits 4 when the service is unhealthy
+# (3 when it cannot be reached).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/orchestrator", "--url", "http://127.0.0.1:8000", "--timeout", "4", "health"]
+ENTRYPOINT ["/usr/local/bin/orchestrator-server"]
