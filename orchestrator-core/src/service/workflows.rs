@@ -63,7 +63,7 @@ impl Orchestrator {
         Ok(next)
     }
 
-    /// The gate opens only when no consultation waits for a human: pending ones are refreshed
+    /// The snapshot after `transition`.
     fn recorded(current: &Workflow, transition: &Transition) -> Workflow {
         let mut next = current.clone();
         next.record(transition);
