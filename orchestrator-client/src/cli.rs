@@ -47,8 +47,9 @@ pub struct Cli {
         default_value = "http://localhost:8000"
     )]
     pub url: String,
-    /// Bearer token, for a server started with ORCHESTRATOR_API_TOKEN.
-    #[arg(long, env = "ORCHESTRATOR_API_TOKEN", hide_env_values = true)]
+    /// Bearer token: a principal's (principals mode) or the server's ORCHESTRATOR_API_TOKEN.
+    /// Read from ORCHESTRATOR_TOKEN, else ORCHESTRATOR_API_TOKEN, when not given.
+    #[arg(long, env = "ORCHESTRATOR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Seconds to wait for each answer.
     #[arg(long, default_value_t = 60)]
@@ -85,9 +86,13 @@ pub enum Command {
         feature_id: String,
         /// The trigger.
         trigger: String,
-        /// Who triggers it.
+        /// Who triggers it (with principals: whom the token's principal acts for).
         #[arg(long)]
         actor: Option<String>,
+        /// human or agent, when no principals file names the caller (an agent may not
+        /// approve or reject).
+        #[arg(long)]
+        actor_kind: Option<String>,
         /// Why.
         #[arg(long)]
         reason: Option<String>,
@@ -210,7 +215,12 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
     let mut builder = Client::builder()
         .base_url(cli.url)
         .timeout(Duration::from_secs(cli.timeout));
-    if let Some(token) = cli.token {
+    // The server's own variable works too, so one shell can run both.
+    let token = cli
+        .token
+        .or_else(|| std::env::var("ORCHESTRATOR_API_TOKEN").ok())
+        .filter(|token| !token.is_empty());
+    if let Some(token) = token {
         builder = builder.token(token);
     }
     let client = builder.build().map_err(|e| Failure::Usage(e.to_string()))?;
@@ -233,6 +243,7 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             feature_id,
             trigger,
             actor,
+            actor_kind,
             reason,
             metadata,
             expected_version,
@@ -240,6 +251,7 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             let request = AdvanceRequest {
                 trigger,
                 actor,
+                actor_kind,
                 reason,
                 metadata: json_object("metadata", metadata)?,
                 expected_version,

@@ -35,6 +35,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 401: a token is configured and the request lacks it or has another.
     Unauthorized,
+    /// 403: the caller is known but may not do this (details say why: the role it needs, or
+    /// that an agent may not approve or reject).
+    Forbidden,
     /// 404: no such route.
     NotFound,
     /// 405: the route exists but not with this method.
@@ -86,6 +89,7 @@ impl ErrorCode {
         match self {
             ErrorCode::ValidationError | ErrorCode::InvalidJson | ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::NotFound | ErrorCode::WorkflowNotFound | ErrorCode::ConsultationNotFound => {
                 404
             }
@@ -168,9 +172,15 @@ pub struct AdvanceRequest {
     /// else is 400 `VALIDATION_ERROR` (a string here, so the server can say which field broke).
     #[cfg_attr(feature = "openapi", schema(value_type = crate::state::Trigger))]
     pub trigger: String,
-    /// Who triggers it, at most 128 characters.
+    /// Who triggers it, at most 128 characters. With principals, the token's principal is the
+    /// actor, and an `actor` naming somebody else is recorded as `on_behalf_of`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// `human` or `agent` (`system` is the orchestrator's own): trusted without principals;
+    /// with principals the token's principal says. An agent may not approve or reject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::principal::ActorKind>))]
+    pub actor_kind: Option<String>,
     /// Why, at most 10 000 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -8,6 +8,7 @@
 //! - [`workflow`]: the `Workflow` aggregate, its pure `apply`, history records, progress.
 //! - [`repository`]: the `WorkflowRepository` trait every store implements.
 //! - [`hub`]: the `AgentHub` trait and its types.
+//! - [`principal`]: who acts — kinds (human, agent, system), roles, and what each may do.
 //! - [`consultation`]: questions asked of the hub, and how an escalation's outcome is folded in.
 //! - [`service`]: the `Orchestrator`, where the rules meet the repository.
 //! - [`api`]: wire types and route paths shared by server and client.
@@ -21,6 +22,7 @@ pub mod fake_hub;
 pub mod hub;
 #[cfg(feature = "test-util")]
 pub mod memory;
+pub mod principal;
 pub mod repository;
 pub mod service;
 pub mod state;
@@ -33,6 +35,7 @@ pub use fake_hub::ScriptedAgentHub;
 pub use hub::{AgentHub, HubError};
 #[cfg(feature = "test-util")]
 pub use memory::InMemoryWorkflowRepository;
+pub use principal::{Action, ActorKind, Principal, Role};
 pub use repository::{
     ListQuery, Page, PageLimit, RepositoryError, StateCounts, WorkflowRepository,
 };

@@ -131,6 +131,11 @@ impl Trigger {
         Trigger::Cancel,
     ];
 
+    /// Whether only a person may give it: `human_approved` and `human_rejected`.
+    pub const fn is_human_decision(self) -> bool {
+        matches!(self, Trigger::HumanApproved | Trigger::HumanRejected)
+    }
+
     /// The wire name of the trigger (`agent_complete`, …).
     pub const fn as_str(self) -> &'static str {
         match self {

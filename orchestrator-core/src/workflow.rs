@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::principal::ActorKind;
 use crate::state::{Trigger, WorkflowState, next_state};
 use crate::values::{Actor, Description, FeatureId, Metadata, Reason};
 
@@ -31,8 +32,15 @@ pub struct Transition {
     pub to: WorkflowState,
     /// What moved it.
     pub trigger: Trigger,
-    /// Who moved it, when the caller said.
+    /// Who moved it, when known: the caller's `actor`, or the principal whose token it used.
     pub actor: Option<Actor>,
+    /// What kind of actor moved it (`human`, `agent`, `system`), when known.
+    #[serde(default)]
+    pub actor_kind: Option<ActorKind>,
+    /// Whom the actor acted for: with principals, the body's `actor` when it differs from the
+    /// principal's name.
+    #[serde(default)]
+    pub on_behalf_of: Option<Actor>,
     /// Why, when the caller said.
     pub reason: Option<Reason>,
     /// Caller's data for this step (an object; empty when none was given).
@@ -48,6 +56,10 @@ pub struct Transition {
 pub struct TransitionContext {
     /// Who triggers it.
     pub actor: Option<Actor>,
+    /// What kind of actor that is, when known.
+    pub actor_kind: Option<ActorKind>,
+    /// Whom the actor acts for, when that is somebody else.
+    pub on_behalf_of: Option<Actor>,
     /// Why.
     pub reason: Option<Reason>,
     /// Extra data kept with the history record.
@@ -61,6 +73,8 @@ impl TransitionContext {
     pub fn at(at: Timestamp) -> Self {
         TransitionContext {
             actor: None,
+            actor_kind: None,
+            on_behalf_of: None,
             reason: None,
             metadata: Metadata::default(),
             at,
@@ -81,6 +95,13 @@ pub enum TransitionError {
         /// The refused trigger.
         trigger: Trigger,
     },
+    /// An agent tried to approve or reject: only people decide at the gate, whatever roles
+    /// the agent holds (HTTP 403 `FORBIDDEN`).
+    #[error("agents may not '{trigger}': only a human decides at the gate")]
+    AgentMayNotDecide {
+        /// `human_approved` or `human_rejected`.
+        trigger: Trigger,
+    },
 }
 
 impl TransitionError {
@@ -88,6 +109,7 @@ impl TransitionError {
     pub fn allowed(&self) -> Vec<Trigger> {
         match self {
             TransitionError::NotAllowed { state, .. } => state.allowed_triggers(),
+            TransitionError::AgentMayNotDecide { .. } => Vec::new(),
         }
     }
 }
@@ -308,12 +330,17 @@ impl Workflow {
             state: self.state,
             trigger,
         })?;
+        if trigger.is_human_decision() && ctx.actor_kind == Some(ActorKind::Agent) {
+            return Err(TransitionError::AgentMayNotDecide { trigger });
+        }
         Ok(Transition {
             seq: self.version + 1,
             from: self.state,
             to,
             trigger,
             actor: ctx.actor,
+            actor_kind: ctx.actor_kind,
+            on_behalf_of: ctx.on_behalf_of,
             reason: ctx.reason,
             metadata: ctx.metadata,
             at: ctx.at,
@@ -372,6 +399,8 @@ impl Workflow {
             }
             let ctx = TransitionContext {
                 actor: entry.actor.clone(),
+                actor_kind: entry.actor_kind,
+                on_behalf_of: entry.on_behalf_of.clone(),
                 reason: entry.reason.clone(),
                 metadata: entry.metadata.clone(),
                 at: entry.at,

@@ -3,9 +3,11 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+use orchestrator_core::{Actor, ActorKind, Role};
 
 use crate::storage::DatabaseUrl;
 
@@ -96,6 +98,20 @@ pub struct Config {
     )]
     pub api_token: Option<Secret>,
 
+    /// Principals mode: a TOML file of principals (name, kind, roles, SHA-256 of their
+    /// token), re-read on SIGHUP. Not together with ORCHESTRATOR_API_TOKEN.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_PRINCIPALS_FILE",
+        value_name = "ORCHESTRATOR_PRINCIPALS_FILE",
+        conflicts_with = "api_token"
+    )]
+    pub principals_file: Option<PathBuf>,
+
+    /// A task other than serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Tracing filter, e.g. `info` or `orchestrator_server=debug`.
     #[arg(
         long = "log",
@@ -115,6 +131,46 @@ pub struct Config {
         default_value = "json"
     )]
     pub log_format: LogFormat,
+}
+
+/// What the binary does besides serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Manage the principals file.
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+}
+
+/// `orchestrator-server principal …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PrincipalCommand {
+    /// Mint a token for a new principal: prints it once and appends the principal, with the
+    /// token's SHA-256 only, to the file (created if missing). A running server reads it on
+    /// SIGHUP.
+    #[command(
+        after_help = "Example:\n  orchestrator-server principal add --file principals.toml \\\n    --name alice --kind human --role reviewer"
+    )]
+    Add {
+        /// The principals file.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// The principal's name, recorded as the actor of what it does (1–128 characters).
+        #[arg(long, value_parser = |v: &str| Actor::parse(v).map_err(|e| e.to_string()))]
+        name: Actor,
+        /// human or agent.
+        #[arg(long, value_parser = parse_kind)]
+        kind: ActorKind,
+        /// viewer, agent, reviewer or admin; repeat for several.
+        #[arg(long = "role", required = true, value_parser = |v: &str| v.parse::<Role>().map_err(|e| e.to_string()))]
+        roles: Vec<Role>,
+    },
+}
+
+fn parse_kind(value: &str) -> Result<ActorKind, String> {
+    match value.parse::<ActorKind>() {
+        Ok(kind @ (ActorKind::Human | ActorKind::Agent)) => Ok(kind),
+        _ => Err("must be human or agent".to_owned()),
+    }
 }
 
 /// A value that must never be printed: its `Debug` says `<redacted>`, it has no `Display`,
@@ -174,6 +230,8 @@ impl Config {
             body_timeout_seconds: 10,
             write_timeout_seconds: 30,
             api_token: None,
+            principals_file: None,
+            command: None,
             log: "warn".to_owned(),
             log_format: LogFormat::Pretty,
         }
@@ -260,7 +318,6 @@ fn parse_http_url(value: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         Config::try_parse_from(std::iter::once("orchestrator-server").chain(args.iter().copied()))

@@ -8,6 +8,7 @@
 //! - `config`: settings from flags and environment.
 //! - `http`: the hyper API: `serve`, the route table, handlers, the error mapping.
 //! - `hub`: the Agent Hub's JSON, its reqwest client, and (feature `stand-in-hub`) a stand-in.
+//! - `principals`: principals mode's file of hashed tokens (read, re-read, minted into).
 //! - `metrics`, `telemetry`: Prometheus metrics and the tracing subscriber.
 #![warn(clippy::unwrap_used)]
 
@@ -19,6 +20,8 @@ pub mod http;
 pub mod hub;
 #[cfg(feature = "http")]
 pub mod metrics;
+#[cfg(feature = "http")]
+pub mod principals;
 pub mod storage;
 #[cfg(feature = "http")]
 pub mod telemetry;

@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use orchestrator_server::{Config, bind, build_app, serve, telemetry};
+use orchestrator_server::config::{Command, PrincipalCommand};
+use orchestrator_server::{Config, bind, build_app, principals, serve, telemetry};
 
 fn main() -> ExitCode {
     let config = match Config::try_parse() {
@@ -21,6 +22,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    if let Some(command) = &config.command {
+        return run_command(command);
+    }
     telemetry::init(&config.log, config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -42,8 +46,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// `principal add`: mint, append, print the token once.
+fn run_command(command: &Command) -> ExitCode {
+    let Command::Principal(PrincipalCommand::Add {
+        file,
+        name,
+        kind,
+        roles,
+    }) = command;
+    let roles = roles.iter().copied().collect();
+    match principals::add(file, name, *kind, &roles) {
+        Ok(token) => {
+            println!("{token}");
+            eprintln!(
+                "added principal '{name}' to {}; the token above is shown only now. \
+                 A running server reads the file on SIGHUP.",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
     let app = build_app(&config).await?;
+    #[cfg(unix)]
+    {
+        // SIGHUP re-reads the principals file; a bad file keeps the one in force.
+        let app = app.clone();
+        if let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    app.reload_principals();
+                }
+            });
+        }
+    }
     let listener = bind(&config).await?;
     let address = listener
         .local_addr()

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use orchestrator_core::Orchestrator;
 
+use crate::http::auth::Auth;
 use crate::{App, Config, hub, metrics, storage};
 
 /// Why the service could not start.
@@ -13,6 +14,9 @@ pub enum StartupError {
     /// Storage could not be opened or migrated.
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
+    /// The principals file could not be read or is malformed.
+    #[error(transparent)]
+    Principals(#[from] crate::principals::PrincipalsError),
     /// The Agent Hub client could not be built.
     #[error("agent hub client: {0}")]
     Hub(#[from] orchestrator_core::HubError),
@@ -38,12 +42,8 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
         metrics.clone(),
     )?;
     let orchestrator = Orchestrator::new(repository).with_hub(Arc::new(hub));
-    let app = App::with(
-        orchestrator,
-        config.api_token.clone(),
-        metrics,
-        config.limits(),
-    );
+    let auth = Auth::new(config.api_token.clone(), config.principals_file.clone())?;
+    let app = App::with(orchestrator, auth, metrics, config.limits());
     // One SQLite database has one server: every ask it finds was left by a stop. PostgreSQL
     // may have replicas asking right now: only asks older than any live one are left over.
     let sole = !matches!(config.database_url, storage::DatabaseUrl::Postgres(_));

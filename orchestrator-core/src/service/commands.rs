@@ -3,6 +3,7 @@
 use crate::api::{AdvanceRequest, ConsultRequest, RespondRequest, StartWorkflowRequest};
 use crate::consultation::{Consult, parse_context};
 use crate::hub::HumanAction;
+use crate::principal::{ActorKind, Principal};
 use crate::state::Trigger;
 use crate::values::{
     Actor, Description, FeatureId, Metadata, Question, Reason, Topic, ValidationError,
@@ -43,6 +44,10 @@ pub struct Advance {
     pub trigger: Trigger,
     /// Who says so.
     pub actor: Option<Actor>,
+    /// What kind of actor says so, when known (an agent may not approve or reject).
+    pub actor_kind: Option<ActorKind>,
+    /// Whom the actor acts for, when somebody else.
+    pub on_behalf_of: Option<Actor>,
     /// Why.
     pub reason: Option<Reason>,
     /// Extra data kept with the history entry.
@@ -57,10 +62,21 @@ impl Advance {
         Advance {
             trigger,
             actor: None,
+            actor_kind: None,
+            on_behalf_of: None,
             reason: None,
             metadata: Metadata::default(),
             expected_version: None,
         }
+    }
+
+    /// The same advance made by `principal`: it is the actor, of its kind, and an `actor` the
+    /// caller named that is not the principal is recorded as whom it acts for.
+    pub fn by(mut self, principal: &Principal) -> Self {
+        self.on_behalf_of = self.actor.take().filter(|named| *named != principal.name);
+        self.actor = Some(principal.name.clone());
+        self.actor_kind = Some(principal.kind);
+        self
     }
 
     /// The same advance, only if the workflow is at `version`.
@@ -81,6 +97,8 @@ impl TryFrom<AdvanceRequest> for Advance {
         Ok(Advance {
             trigger,
             actor: parse_optional(request.actor, Actor::parse)?,
+            actor_kind: parse_optional(request.actor_kind, |kind| kind.parse::<ActorKind>())?,
+            on_behalf_of: None,
             reason: parse_optional(request.reason, Reason::parse)?,
             metadata: Metadata::parse(request.metadata.unwrap_or_default())?,
             expected_version: request.expected_version,

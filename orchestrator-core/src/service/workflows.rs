@@ -48,6 +48,8 @@ impl Orchestrator {
         }
         let ctx = TransitionContext {
             actor: command.actor,
+            actor_kind: command.actor_kind,
+            on_behalf_of: command.on_behalf_of,
             reason: command.reason,
             metadata: command.metadata,
             at: self.clock.now(),

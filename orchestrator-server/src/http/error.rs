@@ -48,6 +48,9 @@ pub enum ApiError {
     /// memory to read its body).
     #[error("the request could not be answered in time; retry later")]
     Deadline,
+    /// The caller is known but may not do this; the text says why (the role it needs).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// As many consultations as allowed are being asked already.
     #[error("too many consultations are being asked at once; retry later")]
     TooManyAsks,
@@ -76,6 +79,7 @@ impl ApiError {
             ApiError::RequestTimeout => (ErrorCode::RequestTimeout, None),
             ApiError::Deadline => (ErrorCode::ServiceUnavailable, None),
             ApiError::TooManyAsks => (ErrorCode::ServiceUnavailable, None),
+            ApiError::Forbidden(why) => (ErrorCode::Forbidden, Some(vec![why.clone()])),
             ApiError::Core(e) => core_code(e),
             ApiError::Internal(_) => (ErrorCode::Internal, None),
         };
@@ -141,8 +145,11 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
         CoreError::Validation(e) => (ErrorCode::ValidationError, Some(field_detail(e))),
         CoreError::NotFound(_) => (ErrorCode::WorkflowNotFound, None),
         CoreError::AlreadyExists(_) => (ErrorCode::WorkflowAlreadyExists, None),
-        CoreError::Transition(e) => {
-            let orchestrator_core::TransitionError::NotAllowed { state, .. } = e;
+        CoreError::Transition(orchestrator_core::TransitionError::AgentMayNotDecide { .. }) => (
+            ErrorCode::Forbidden,
+            Some(vec!["actor_kind: agent".to_owned()]),
+        ),
+        CoreError::Transition(e @ orchestrator_core::TransitionError::NotAllowed { state, .. }) => {
             let allowed: Vec<&str> = e.allowed().iter().map(|t| t.as_str()).collect();
             (
                 ErrorCode::InvalidTransition,

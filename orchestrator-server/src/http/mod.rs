@@ -6,6 +6,7 @@
 //! mapping in `error`. Nothing here holds a transition rule or a query.
 
 mod asks;
+pub mod auth;
 pub mod body;
 mod conn;
 pub mod error;
@@ -19,14 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, header};
+use http::{HeaderValue, Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use orchestrator_core::{Orchestrator, Timestamp};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -82,8 +82,8 @@ pub struct App(Arc<Inner>);
 
 struct Inner {
     orchestrator: Orchestrator,
-    /// When set, non-public routes need `Authorization: Bearer <token>`.
-    token: Option<Secret>,
+    /// Who may call: open, one shared token, or principals.
+    auth: auth::Auth,
     /// Shared with the Agent Hub client, which counts its calls.
     metrics: Arc<Metrics>,
     started: Instant,
@@ -103,25 +103,32 @@ impl App {
     /// An application over `orchestrator`, requiring `token` when one is given, counting into
     /// `metrics`, with the default [`Limits`].
     pub fn new(orchestrator: Orchestrator, token: Option<Secret>, metrics: Arc<Metrics>) -> Self {
-        Self::with(orchestrator, token, metrics, Limits::default())
+        let auth = match token.filter(|t| !t.expose().is_empty()) {
+            Some(token) => auth::Auth::Shared(token),
+            None => auth::Auth::Open,
+        };
+        Self::with(orchestrator, auth, metrics, Limits::default())
     }
 
-    /// An application as [`App::new`] makes it, with other limits.
+    /// An application as [`App::new`] makes it, authenticating by `auth`, with other limits.
     pub fn with(
         orchestrator: Orchestrator,
-        token: Option<Secret>,
+        auth: auth::Auth,
         metrics: Arc<Metrics>,
         limits: Limits,
     ) -> Self {
-        let token = token.filter(|t| !t.expose().is_empty());
-        let auth_required = token.is_some();
+        let docs = if auth.principals() {
+            DocsAssets::for_principals()
+        } else {
+            DocsAssets::for_server(auth.required())
+        };
         App(Arc::new(Inner {
             orchestrator,
-            token,
+            auth,
             metrics,
             started: Instant::now(),
             router: router::build(),
-            docs: DocsAssets::for_server(auth_required),
+            docs,
             hub_probe: system::CachedCheck::new(system::HUB_PROBE_TTL),
             database_probe: system::CachedCheck::new(system::DATABASE_PROBE_TTL),
             limits,
@@ -137,6 +144,12 @@ impl App {
 
     pub(crate) fn bodies(&self) -> &body::BodyGate {
         &self.0.bodies
+    }
+
+    /// Re-reads the principals file (principals mode; SIGHUP). A bad file keeps the
+    /// principals in force.
+    pub fn reload_principals(&self) {
+        self.0.auth.reload();
     }
 
     /// Fails the consultations a stopped server left `asking` (see `Asks::recover`).
@@ -231,35 +244,23 @@ impl App {
                 allow: allow.join(", "),
             }));
         }
-        if !route.is_public() {
-            self.authenticate(&request).map_err(fail)?;
-        }
-        let response = self.dispatch(route, &params, request).await.map_err(fail)?;
+        let caller = if route.is_public() {
+            auth::Caller::Trusted
+        } else {
+            self.0.auth.authenticate(request.headers()).map_err(fail)?
+        };
+        let response = self
+            .dispatch(route, &params, &caller, request)
+            .await
+            .map_err(fail)?;
         Ok((Some(route), response))
     }
 
-    fn authenticate(&self, request: &Request<Incoming>) -> Result<(), ApiError> {
-        let Some(expected) = &self.0.token else {
-            return Ok(());
-        };
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
-            Ok(())
-        } else {
-            Err(ApiError::Unauthorized)
-        }
-    }
-
-    /// The one `match` from route to handler; `params` are the path's parameters in order.
     async fn dispatch(
         &self,
         route: Route,
         params: &[String],
+        caller: &auth::Caller,
         request: Request<Incoming>,
     ) -> Result<Response<Full<Bytes>>, ApiError> {
         let (parts, body) = request.into_parts();
@@ -272,18 +273,21 @@ impl App {
             Route::Docs => self.0.docs.docs_page(),
             Route::DocsFile => self.0.docs.swagger_file(param),
             Route::Redoc => Ok(self.0.docs.redoc()),
-            Route::Start => workflows::create_workflow(self, &parts.headers, body).await,
+            Route::Start => workflows::create_workflow(self, caller, &parts.headers, body).await,
             Route::Workflow => workflows::get_workflow(self, param).await,
-            Route::Advance => workflows::advance_workflow(self, param, &parts.headers, body).await,
+            Route::Advance => {
+                workflows::advance_workflow(self, caller, param, &parts.headers, body).await
+            }
             Route::History => workflows::get_history(self, param).await,
             Route::Consultations if parts.method == Method::POST => {
-                consultations::create_consultation(self, param, &parts.headers, body).await
+                consultations::create_consultation(self, caller, param, &parts.headers, body).await
             }
             Route::Consultations => consultations::list_consultations(self, param).await,
             Route::Respond => {
                 let consultation = params.get(1).map_or("", String::as_str);
                 consultations::respond_to_consultation(
                     self,
+                    caller,
                     param,
                     consultation,
                     &parts.headers,

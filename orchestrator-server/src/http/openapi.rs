@@ -67,6 +67,16 @@ impl ApiDoc {
     /// JSON. (It is not read back into `utoipa::openapi::OpenApi`, whose schema model cannot
     /// hold every JSON-schema keyword used here.)
     pub fn for_server(auth_required: bool) -> Value {
+        Self::document(auth_required, false)
+    }
+
+    /// The document of a server in principals mode: a bearer token per principal, and 403
+    /// `FORBIDDEN` on every write a role may not allow.
+    pub fn for_principals() -> Value {
+        Self::document(true, true)
+    }
+
+    fn document(auth_required: bool, principals: bool) -> Value {
         // The annotated document is made of plain data; it always serialises.
         let mut doc = serde_json::to_value(Annotated::openapi()).unwrap_or_else(|_| json!({}));
         apply_field_rules(&mut doc);
@@ -84,14 +94,18 @@ impl ApiDoc {
             .collect();
         for (path, method) in operations {
             let operation = &mut doc["paths"][&path][&method];
-            complete_operation(operation, auth_required);
+            complete_operation(operation, auth_required, principals && method == "post");
         }
         if auth_required {
             doc["components"]["securitySchemes"] = json!({
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "the value of ORCHESTRATOR_API_TOKEN"
+                    "description": if principals {
+                        "a principal's token, minted by `orchestrator-server principal add`"
+                    } else {
+                        "the value of ORCHESTRATOR_API_TOKEN"
+                    }
                 }
             });
         }
@@ -117,6 +131,7 @@ fn operation_errors(operation_id: &str) -> &'static [ErrorCode] {
         "get_history" | "list_consultations" => &[ValidationError, WorkflowNotFound],
         "advance_workflow" => &[
             ValidationError,
+            Forbidden,
             WorkflowNotFound,
             InvalidTransition,
             VersionConflict,
@@ -163,7 +178,7 @@ const EVERY_BODY: [ErrorCode; 4] = [
 ];
 
 /// Adds the operation's error responses, its security, and its links.
-fn complete_operation(operation: &mut Value, auth_required: bool) {
+fn complete_operation(operation: &mut Value, auth_required: bool, role_checked: bool) {
     let id = operation["operationId"]
         .as_str()
         .unwrap_or_default()
@@ -178,6 +193,9 @@ fn complete_operation(operation: &mut Value, auth_required: bool) {
     }
     if auth_required && protected {
         codes.push(ErrorCode::Unauthorized);
+    }
+    if role_checked && protected {
+        codes.push(ErrorCode::Forbidden);
     }
     codes.extend(EVERY_OPERATION);
 
@@ -359,6 +377,9 @@ fn when(code: ErrorCode) -> &'static str {
         UnsupportedMediaType => "the body was sent without a JSON content type",
         PayloadTooLarge => "the body is over 256 KiB",
         Unauthorized => "the bearer token is missing or wrong",
+        Forbidden => {
+            "the token's principal lacks the role this needs (details name it), or an agent tried to approve or reject"
+        }
         NotFound => "no such route",
         MethodNotAllowed => "the path is POST /workflow/start's (feature id `start`)",
         WorkflowNotFound => "no workflow has this feature id",
@@ -428,6 +449,10 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
         ),
         PayloadTooLarge => envelope("request body is larger than 262144 bytes", None),
         Unauthorized => envelope("missing or invalid bearer token", None),
+        Forbidden => envelope(
+            "agents may not 'human_approved': only a human decides at the gate",
+            Some(vec!["actor_kind: agent"]),
+        ),
         NotFound => envelope("no route for /nope", None),
         MethodNotAllowed => envelope("method GET is not allowed here; allowed: POST", None),
         WorkflowNotFound => envelope(&format!("workflow '{id}' not found"), None),

@@ -8,8 +8,8 @@ use diesel::prelude::*;
 use orchestrator_core::consultation::{ConsultationError, ConsultationStatus};
 use orchestrator_core::hub::{EscalationId, Topic};
 use orchestrator_core::{
-    Actor, Consultation, ConsultationId, Description, FeatureId, Metadata, Question, Reason,
-    RepositoryError, Snapshot, StateCounts, Timestamp, Transition, Trigger, Workflow,
+    Actor, ActorKind, Consultation, ConsultationId, Description, FeatureId, Metadata, Question,
+    Reason, RepositoryError, Snapshot, StateCounts, Timestamp, Transition, Trigger, Workflow,
     WorkflowState,
 };
 use serde::Serialize;
@@ -85,6 +85,8 @@ pub struct TransitionRow {
     pub reason: Option<String>,
     pub metadata: String,
     pub at: i64,
+    pub actor_kind: Option<String>,
+    pub on_behalf_of: Option<String>,
 }
 
 pub fn micros(at: Timestamp) -> i64 {
@@ -130,6 +132,8 @@ impl TransitionRow {
             reason: t.reason.as_ref().map(ToString::to_string),
             metadata: json(&t.metadata),
             at: micros(t.at),
+            actor_kind: t.actor_kind.map(|k| k.as_str().to_owned()),
+            on_behalf_of: t.on_behalf_of.as_ref().map(ToString::to_string),
         }
     }
 }
@@ -343,6 +347,14 @@ impl TryFrom<TransitionRow> for Transition {
             actor: row
                 .actor
                 .map(|a| c.parse("actor", Actor::parse(a)))
+                .transpose()?,
+            actor_kind: row
+                .actor_kind
+                .map(|k| c.parse("actor_kind", k.parse::<ActorKind>()))
+                .transpose()?,
+            on_behalf_of: row
+                .on_behalf_of
+                .map(|a| c.parse("on_behalf_of", Actor::parse(a)))
                 .transpose()?,
             reason: row
                 .reason

@@ -50,6 +50,10 @@ diesel::table! {
         metadata -> Text,
         /// Unix microseconds.
         at -> BigInt,
+        /// human, agent or system, when known.
+        actor_kind -> Nullable<Text>,
+        /// Whom the actor acted for.
+        on_behalf_of -> Nullable<Text>,
     }
 }
 

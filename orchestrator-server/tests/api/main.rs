@@ -11,6 +11,7 @@ mod faults;
 mod helpers;
 mod load;
 mod postgres;
+mod principals;
 mod raw;
 mod replicas;
 mod slow_asks;

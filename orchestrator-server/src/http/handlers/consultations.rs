@@ -12,8 +12,10 @@ use orchestrator_core::{Consult, Respond};
 use super::workflows::feature_id;
 use crate::http::App;
 use crate::http::asks::Asked;
+use crate::http::auth::Caller;
 use crate::http::body::{json_response, read_json};
 use crate::http::error::Result;
+use orchestrator_core::Action;
 
 type HttpResponse = Response<Full<Bytes>>;
 
@@ -31,10 +33,12 @@ type HttpResponse = Response<Full<Bytes>>;
 )]
 pub async fn create_consultation(
     app: &App,
+    caller: &Caller,
     id: &str,
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<HttpResponse> {
+    caller.may(Action::Consult)?;
     let id = feature_id(id)?;
     let request: ConsultRequest = read_json(headers, body, app.bodies()).await?;
     let consult = Consult::try_from(request)?;
@@ -81,6 +85,7 @@ pub async fn list_consultations(app: &App, id: &str) -> Result<HttpResponse> {
 )]
 pub async fn respond_to_consultation(
     app: &App,
+    caller: &Caller,
     id: &str,
     consultation: &str,
     headers: &HeaderMap,
@@ -89,7 +94,12 @@ pub async fn respond_to_consultation(
     let id = feature_id(id)?;
     let consultation: ConsultationId = consultation.parse()?;
     let request: RespondRequest = read_json(headers, body, app.bodies()).await?;
-    let respond = Respond::try_from(request)?;
+    caller.may_respond()?;
+    let mut respond = Respond::try_from(request)?;
+    if let Some(principal) = caller.principal() {
+        // The principal answers, whatever name the body gives.
+        respond.actor = Some(principal.name.clone());
+    }
     let answered = app
         .orchestrator()
         .respond(&id, consultation, respond)

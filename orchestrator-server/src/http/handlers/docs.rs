@@ -18,6 +18,8 @@ type HttpResponse = Response<Full<Bytes>>;
 pub struct DocsAssets {
     /// Whether the server requires a bearer token, which the document says.
     auth_required: bool,
+    /// Whether principals' roles are checked (403 on writes).
+    principals: bool,
     openapi_json: OnceLock<Bytes>,
     redoc_html: OnceLock<Bytes>,
     swagger: Arc<utoipa_swagger_ui::Config<'static>>,
@@ -34,6 +36,7 @@ impl DocsAssets {
     pub fn for_server(auth_required: bool) -> Self {
         DocsAssets {
             auth_required,
+            principals: false,
             openapi_json: OnceLock::new(),
             redoc_html: OnceLock::new(),
             swagger: Arc::new(utoipa_swagger_ui::Config::from(
@@ -42,10 +45,23 @@ impl DocsAssets {
         }
     }
 
+    /// Docs of a server in principals mode.
+    pub fn for_principals() -> Self {
+        DocsAssets {
+            principals: true,
+            ..Self::for_server(true)
+        }
+    }
+
     /// `GET /openapi.json`.
     pub fn openapi(&self) -> HttpResponse {
         let json = self.openapi_json.get_or_init(|| {
-            serde_json::to_vec(&ApiDoc::for_server(self.auth_required))
+            let doc = if self.principals {
+                ApiDoc::for_principals()
+            } else {
+                ApiDoc::for_server(self.auth_required)
+            };
+            serde_json::to_vec(&doc)
                 .map(Bytes::from)
                 .unwrap_or_else(|_| Bytes::from_static(b"{}"))
         });

@@ -11,8 +11,10 @@ use orchestrator_core::api::{
 use orchestrator_core::{Advance, FeatureId, StartWorkflow, Started, ValidationError, Workflow};
 
 use crate::http::App;
+use crate::http::auth::Caller;
 use crate::http::body::{json_response, read_json};
 use crate::http::error::Result;
+use orchestrator_core::Action;
 
 type HttpResponse = Response<Full<Bytes>>;
 
@@ -47,9 +49,11 @@ fn workflow_response(app: &App, status: StatusCode, workflow: &Workflow) -> Http
 )]
 pub async fn create_workflow(
     app: &App,
+    caller: &Caller,
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<HttpResponse> {
+    caller.may(Action::StartWorkflow)?;
     let request: StartWorkflowRequest = read_json(headers, body, app.bodies()).await?;
     let command = StartWorkflow::try_from(request)?;
     tracing::Span::current().record("feature_id", command.feature_id.as_str());
@@ -98,6 +102,7 @@ pub async fn get_workflow(app: &App, id: &str) -> Result<HttpResponse> {
 )]
 pub async fn advance_workflow(
     app: &App,
+    caller: &Caller,
     id: &str,
     headers: &HeaderMap,
     body: Incoming,
@@ -116,6 +121,10 @@ pub async fn advance_workflow(
         }
         (body, header) => body.or(header),
     };
+    caller.may(Action::Trigger(command.trigger))?;
+    if let Some(principal) = caller.principal() {
+        command = command.by(principal);
+    }
     let trigger = command.trigger;
     let workflow = app.orchestrator().advance(&id, command).await?;
     app.metrics().transition(trigger);

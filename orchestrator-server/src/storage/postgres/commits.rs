@@ -154,11 +154,11 @@ WITH v AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
                          $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[],
                          $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                         $16::bigint[])
+                         $16::bigint[], $17::text[], $18::text[])
         AS v(feature_id, expected, state, version, rework_count,
              time_in_state, updated_at, completed_at, seq, from_state,
              to_state, trigger, actor, reason, metadata,
-             at)
+             at, actor_kind, on_behalf_of)
 ), locked AS MATERIALIZED (
     SELECT w.feature_id, w.version FROM workflows w
     WHERE w.feature_id = ANY($1::text[])
@@ -175,9 +175,9 @@ WITH v AS (
     RETURNING w.feature_id
 ), history AS (
     INSERT INTO transitions (feature_id, seq, from_state, to_state, trigger, actor, reason,
-                             metadata, at)
+                             metadata, at, actor_kind, on_behalf_of)
     SELECT v.feature_id, v.seq, v.from_state, v.to_state, v.trigger, v.actor, v.reason,
-           v.metadata, v.at
+           v.metadata, v.at, v.actor_kind, v.on_behalf_of
     FROM v JOIN won ON won.feature_id = v.feature_id
 )
 SELECT v.feature_id, locked.version AS current, won.feature_id IS NOT NULL AS won
@@ -227,6 +227,8 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
         .bind::<Array<Nullable<Text>>, _>(optional_text(|c| c.history.reason.clone()))
         .bind::<Array<Text>, _>(column(|c| c.history.metadata.clone()))
         .bind::<Array<BigInt>, _>(number(|c| c.history.at))
+        .bind::<Array<Nullable<Text>>, _>(optional_text(|c| c.history.actor_kind.clone()))
+        .bind::<Array<Nullable<Text>>, _>(optional_text(|c| c.history.on_behalf_of.clone()))
         .load(conn)
         .await?;
     // Everything was decided in the one statement that committed it: no second round trip

@@ -1,0 +1,151 @@
+//! Who is calling: the three modes — open, one shared token, principals — and the one check
+//! each request passes before its handler runs.
+//!
+//! In open and shared-token modes the caller holds every role and the body says who acts
+//! (`actor`, `actor_kind`, trusted). In principals mode the bearer token names a principal
+//! (see `crate::principals`): its roles decide what it may do, and it is the actor.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use http::{HeaderMap, header};
+use orchestrator_core::{Action, ActorKind, Principal};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use crate::config::Secret;
+use crate::principals::{Principals, PrincipalsError};
+
+/// How requests are authenticated, fixed at start-up.
+#[derive(Debug)]
+pub enum Auth {
+    /// No token: everybody may do everything.
+    Open,
+    /// One bearer token with every role.
+    Shared(Secret),
+    /// Bearer tokens of principals from a file, re-read by [`Auth::reload`].
+    Principals {
+        /// The file.
+        file: PathBuf,
+        /// Its last good reading.
+        current: RwLock<Arc<Principals>>,
+    },
+}
+
+/// The caller of a request, once authenticated.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// Open or shared-token mode: every role; the body says who acts.
+    Trusted,
+    /// Principals mode: this principal.
+    Principal(Principal),
+}
+
+impl Caller {
+    /// Whether the caller may do `action`; a refusal names the role it needs.
+    pub fn may(&self, action: Action) -> Result<(), ApiError> {
+        match self {
+            Caller::Trusted => Ok(()),
+            Caller::Principal(principal) => principal
+                .may(action)
+                .map_err(|role| ApiError::Forbidden(format!("role needed: {role}"))),
+        }
+    }
+
+    /// Whether the caller may answer an escalation: a reviewer, and a person.
+    pub fn may_respond(&self) -> Result<(), ApiError> {
+        self.may(Action::Respond)?;
+        match self {
+            Caller::Principal(p) if p.kind != ActorKind::Human => Err(ApiError::Forbidden(
+                "actor_kind: agent; only a human answers an escalation".to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The principal, in principals mode.
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Caller::Principal(principal) => Some(principal),
+            Caller::Trusted => None,
+        }
+    }
+}
+
+impl Auth {
+    /// The mode the settings choose: principals if a file is given (read now; a bad file
+    /// stops start-up), else a shared token if one is set and not empty, else open.
+    pub fn new(token: Option<Secret>, file: Option<PathBuf>) -> Result<Self, PrincipalsError> {
+        if let Some(file) = file {
+            let principals = Principals::load(&file)?;
+            return Ok(Auth::Principals {
+                file,
+                current: RwLock::new(Arc::new(principals)),
+            });
+        }
+        Ok(match token.filter(|t| !t.expose().is_empty()) {
+            Some(token) => Auth::Shared(token),
+            None => Auth::Open,
+        })
+    }
+
+    /// Whether requests need a bearer token.
+    pub fn required(&self) -> bool {
+        !matches!(self, Auth::Open)
+    }
+
+    /// Whether principals decide who acts.
+    pub fn principals(&self) -> bool {
+        matches!(self, Auth::Principals { .. })
+    }
+
+    /// The caller a request's `Authorization` header names, or 401.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let given = || {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default()
+        };
+        match self {
+            Auth::Open => Ok(Caller::Trusted),
+            Auth::Shared(expected) => {
+                if bool::from(given().as_bytes().ct_eq(expected.expose().as_bytes())) {
+                    Ok(Caller::Trusted)
+                } else {
+                    Err(ApiError::Unauthorized)
+                }
+            }
+            Auth::Principals { current, .. } => {
+                let principals = current
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clone();
+                // Looked up by the token's SHA-256: no comparison runs over the token itself.
+                principals
+                    .find(given())
+                    .cloned()
+                    .map(Caller::Principal)
+                    .ok_or(ApiError::Unauthorized)
+            }
+        }
+    }
+
+    /// Re-reads the principals file; a file that cannot be read or is malformed keeps the
+    /// principals in force, and the log says why. Nothing to do in the other modes.
+    pub fn reload(&self) {
+        let Auth::Principals { file, current } = self else {
+            return;
+        };
+        match Principals::load(file) {
+            Ok(principals) => {
+                tracing::info!(principals = principals.len(), file = %file.display(), "principals reloaded");
+                *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(principals);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "principals file not reloaded; the previous one stays in force");
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Principals mode: the TOML file of hashed tokens, reading it (again on SIGHUP), finding the
+//! principal a bearer token belongs to, and minting a token (`orchestrator-server principal
+//! add`).
+//!
+//! ```toml
+//! [[principal]]
+//! name = "alice"                 # 1–128 characters, recorded as the actor
+//! kind = "human"                 # human | agent
+//! roles = ["reviewer"]           # viewer | agent | reviewer | admin
+//! token_sha256 = "9f86d0…"       # hex SHA-256 of the token; tokens are never stored
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use orchestrator_core::{Actor, ActorKind, Principal, Role};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Why the principals file could not be used (start-up stops; a reload keeps the old one).
+#[derive(Debug, thiserror::Error)]
+pub enum PrincipalsError {
+    /// The file could not be read or written.
+    #[error("principals file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML of the expected shape.
+    #[error("principals file {path}: {problem}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A name given to `principal add` is taken.
+    #[error("principals file {path}: a principal named '{name}' exists already")]
+    NameTaken {
+        /// The file.
+        path: PathBuf,
+        /// The name.
+        name: String,
+    },
+}
+
+/// One `[[principal]]` table, as written in the file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: String,
+    kind: String,
+    roles: Vec<String>,
+    token_sha256: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    principal: Vec<Entry>,
+}
+
+/// The principals of one reading of the file, by the SHA-256 of their token.
+#[derive(Debug, Default)]
+pub struct Principals {
+    by_token_hash: HashMap<[u8; 32], Principal>,
+}
+
+impl Principals {
+    /// Reads and checks the file: every entry well formed, names and token hashes unique.
+    pub fn load(path: &Path) -> Result<Self, PrincipalsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PrincipalsError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|problem| PrincipalsError::Malformed {
+            path: path.to_owned(),
+            problem,
+        })
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        let mut by_token_hash = HashMap::new();
+        let mut names = BTreeSet::new();
+        for (index, entry) in file.principal.into_iter().enumerate() {
+            let at = |problem: String| format!("principal #{}: {problem}", index + 1);
+            let principal = principal(&entry).map_err(at)?;
+            let hash = token_hash_from_hex(&entry.token_sha256)
+                .ok_or_else(|| at("token_sha256 must be 64 hexadecimal digits".to_owned()))?;
+            if !names.insert(principal.name.clone()) {
+                return Err(at(format!("the name '{}' is used twice", principal.name)));
+            }
+            if by_token_hash.insert(hash, principal).is_some() {
+                return Err(at("the token is another principal's too".to_owned()));
+            }
+        }
+        Ok(Principals { by_token_hash })
+    }
+
+    /// The principal whose token this is.
+    pub fn find(&self, token: &str) -> Option<&Principal> {
+        self.by_token_hash.get(&token_hash(token))
+    }
+
+    /// How many principals the file names.
+    pub fn len(&self) -> usize {
+        self.by_token_hash.len()
+    }
+
+    /// Whether the file names none (then every request is refused).
+    pub fn is_empty(&self) -> bool {
+        self.by_token_hash.is_empty()
+    }
+}
+
+fn principal(entry: &Entry) -> Result<Principal, String> {
+    let name = Actor::parse(entry.name.as_str()).map_err(|e| format!("name {}", e.rule))?;
+    let kind = match entry.kind.parse::<ActorKind>() {
+        Ok(kind @ (ActorKind::Human | ActorKind::Agent)) => kind,
+        _ => return Err("kind must be human or agent".to_owned()),
+    };
+    let roles = entry
+        .roles
+        .iter()
+        .map(|role| role.parse::<Role>().map_err(|e| e.rule))
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    if roles.is_empty() {
+        return Err("roles must name at least one role".to_owned());
+    }
+    Ok(Principal { name, kind, roles })
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn token_hash_from_hex(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (byte, pair) in hash.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(hash)
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut hex, byte| {
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    })
+}
+
+/// Mints a token for a new principal and appends its hashed entry to the file (created if
+/// missing); returns the token, which is stored nowhere. The file must stay valid: a taken
+/// name or a malformed file refuses.
+pub fn add(
+    path: &Path,
+    name: &Actor,
+    kind: ActorKind,
+    roles: &BTreeSet<Role>,
+) -> Result<String, PrincipalsError> {
+    let io = |source| PrincipalsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(e)),
+    };
+    let file: File = toml::from_str(&existing).map_err(|e| PrincipalsError::Malformed {
+        path: path.to_owned(),
+        problem: e.message().to_owned(),
+    })?;
+    if file.principal.iter().any(|p| p.name == name.as_str()) {
+        return Err(PrincipalsError::NameTaken {
+            path: path.to_owned(),
+            name: name.to_string(),
+        });
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    let token = format!("orc_{}", to_hex(&secret));
+    let entry = File {
+        principal: vec![Entry {
+            name: name.to_string(),
+            kind: kind.as_str().to_owned(),
+            roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            token_sha256: to_hex(&token_hash(&token)),
+        }],
+    };
+    let text = toml::to_string(&entry).map_err(|e| PrincipalsError::Malformed {
+        path: path.to_owned(),
+        problem: e.to_string(),
+    })?;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    let separator = if existing.is_empty() || existing.ends_with("\n\n") {
+        ""
+    } else if existing.ends_with('\n') {
+        "\n"
+    } else {
+        "\n\n"
+    };
+    out.write_all(format!("{separator}{text}").as_bytes())
+        .and_then(|()| out.sync_all())
+        .map_err(io)?;
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(names: &[Role]) -> BTreeSet<Role> {
+        names.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_minted_token_finds_its_principal_and_nothing_else_does() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("principals.toml");
+        let alice = Actor::parse("alice").unwrap();
+        let token = add(&path, &alice, ActorKind::Human, &roles(&[Role::Reviewer])).unwrap();
+        let bot = Actor::parse("build-bot").unwrap();
+        let bot_token = add(&path, &bot, ActorKind::Agent, &roles(&[Role::Agent])).unwrap();
+        assert!(token.len() >= 64, "at least 32 bytes of entropy");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&token), "the token itself is stored");
+
+        let principals = Principals::load(&path).unwrap();
+        assert_eq!(principals.len(), 2);
+        let found = principals.find(&token).unwrap();
+        assert_eq!(
+            (found.name.as_str(), found.kind),
+            ("alice", ActorKind::Human)
+        );
+        assert_eq!(principals.find(&bot_token).unwrap().kind, ActorKind::Agent);
+        assert!(principals.find("orc_guess").is_none());
+
+        assert!(matches!(
+            add(&path, &alice, ActorKind::Human, &roles(&[Role::Viewer])),
+            Err(PrincipalsError::NameTaken { .. })
+        ));
+    }
+
+    #[test]
+    fn a_bad_file_says_which_entry_and_why() {
+        let hash = "a".repeat(64);
+        for (text, expected) in [
+            ("[[principal]]\nname = \"a\"", "missing"),
+            (
+                &*format!(
+                    "[[principal]]\nname = \"a\"\nkind = \"robot\"\nroles = [\"viewer\"]\ntoken_sha256 = \"{hash}\""
+                ),
+                "principal #1: kind",
+            ),
+            (
+                &*format!(
+                    "[[principal]]\nname = \"a\"\nkind = \"human\"\nroles = []\ntoken_sha256 = \"{hash}\""
+                ),
+                "at least one role",
+            ),
+            (
+                "[[principal]]\nname = \"a\"\nkind = \"human\"\nroles = [\"viewer\"]\ntoken_sha256 = \"xyz\"",
+                "64 hexadecimal",
+            ),
+            (
+                &*format!(
+                    "[[principal]]\nname = \"a\"\nkind = \"human\"\nroles = [\"viewer\"]\ntoken_sha256 = \"{hash}\"\n\
+                     [[principal]]\nname = \"b\"\nkind = \"human\"\nroles = [\"viewer\"]\ntoken_sha256 = \"{hash}\""
+                ),
+                "principal #2: the token",
+            ),
+        ] {
+            let problem = Principals::parse(text).unwrap_err();
+            assert!(problem.contains(expected), "{problem}");
+        }
+        assert!(Principals::parse("").unwrap().is_empty());
+    }
+}

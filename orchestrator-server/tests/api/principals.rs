@@ -1,0 +1,335 @@
+//! Principals mode: tokens from a file name who acts; roles decide what they may do; an agent
+//! never approves, whatever its roles; the history records the actor's kind and whom it acted
+//! for. The file is re-read on SIGHUP (a bad one keeps the last good one), and the binary mints
+//! tokens with `principal add`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use orchestrator_client::{Client, ClientError};
+use orchestrator_core::api::{AdvanceRequest, ErrorCode, RespondRequest, StartWorkflowRequest};
+use orchestrator_core::{Actor, ActorKind, Role, WorkflowState};
+use orchestrator_server::principals;
+use tempfile::TempDir;
+
+use crate::helpers::{TestApp, id, spawn_app_with};
+
+fn mint(file: &Path, name: &str, kind: ActorKind, roles: &[Role]) -> String {
+    let roles: BTreeSet<Role> = roles.iter().copied().collect();
+    principals::add(file, &Actor::parse(name).unwrap(), kind, &roles).expect("minted")
+}
+
+fn client(app: &TestApp, token: &str) -> Client {
+    Client::builder()
+        .base_url(app.url(""))
+        .token(token)
+        .build()
+        .unwrap()
+}
+
+fn details(error: &ClientError) -> Vec<String> {
+    match error {
+        ClientError::Api { body, .. } => body.details.clone().unwrap_or_default(),
+        other => panic!("not an API error: {other}"),
+    }
+}
+
+fn assert_forbidden(result: Result<impl std::fmt::Debug, ClientError>, detail: &str) {
+    let error = result.expect_err("should be forbidden");
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(403), "{error}");
+    assert_eq!(error.code(), Some(ErrorCode::Forbidden));
+    assert_eq!(details(&error), vec![detail.to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_name_the_actor_and_roles_decide_what_they_may_do() {
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let alice = mint(&file, "alice", ActorKind::Human, &[Role::Reviewer]);
+    let bot = mint(&file, "build-bot", ActorKind::Agent, &[Role::Agent]);
+    let rogue = mint(&file, "rogue-bot", ActorKind::Agent, &[Role::Admin]);
+    let watcher = mint(&file, "watcher", ActorKind::Human, &[Role::Viewer]);
+    let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+
+    // No token, or one nobody holds: 401.
+    let anonymous = Client::new(app.url("")).unwrap();
+    assert!(
+        anonymous
+            .list_workflows(&Default::default())
+            .await
+            .unwrap_err()
+            .is_unauthorized()
+    );
+    assert!(
+        client(&app, "orc_not-a-real-token")
+            .list_workflows(&Default::default())
+            .await
+            .unwrap_err()
+            .is_unauthorized()
+    );
+
+    // A viewer reads, and may not write: 403 naming the role, nothing stored.
+    let (alice, bot, rogue, watcher) = (
+        client(&app, &alice),
+        client(&app, &bot),
+        client(&app, &rogue),
+        client(&app, &watcher),
+    );
+    assert!(watcher.list_workflows(&Default::default()).await.is_ok());
+    assert_forbidden(
+        watcher
+            .start_workflow(&StartWorkflowRequest::new("f-1", "a feature"))
+            .await,
+        "role needed: agent",
+    );
+    assert!(
+        alice
+            .get_workflow(&id("f-1"))
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+
+    // The agent starts and completes; it may not approve.
+    bot.start_workflow(&StartWorkflowRequest::new("f-1", "a feature"))
+        .await
+        .unwrap();
+    bot.advance_workflow(&id("f-1"), &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    assert_forbidden(
+        bot.advance_workflow(&id("f-1"), &AdvanceRequest::new("human_approved"))
+            .await,
+        "role needed: reviewer",
+    );
+    // Not even with every role: agents never decide at the gate, and saying otherwise in the
+    // body changes nothing.
+    let mut claims_human = AdvanceRequest::new("human_approved");
+    claims_human.actor_kind = Some("human".to_owned());
+    assert_forbidden(
+        rogue.advance_workflow(&id("f-1"), &claims_human).await,
+        "actor_kind: agent",
+    );
+    // A reviewer may not do an agent's work.
+    assert_forbidden(
+        alice
+            .advance_workflow(&id("f-1"), &AdvanceRequest::new("cancel"))
+            .await,
+        "role needed: agent",
+    );
+
+    // A reviewer approves; naming somebody else records them as whom she acted for.
+    let mut approval = AdvanceRequest::new("human_approved");
+    approval.actor = Some("carol".to_owned());
+    let approved = alice.advance_workflow(&id("f-1"), &approval).await.unwrap();
+    assert_eq!(approved.state, WorkflowState::Phase2);
+
+    let history = watcher.get_history(&id("f-1")).await.unwrap().transitions;
+    let who: Vec<_> = history
+        .iter()
+        .map(|t| {
+            (
+                t.actor.as_ref().map(|a| a.to_string()),
+                t.actor_kind,
+                t.on_behalf_of.as_ref().map(|a| a.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        who,
+        vec![
+            (None, None, None),
+            (Some("build-bot".into()), Some(ActorKind::Agent), None),
+            (
+                Some("alice".into()),
+                Some(ActorKind::Human),
+                Some("carol".into())
+            ),
+        ]
+    );
+    // The refused attempts left nothing behind.
+    assert_eq!(approved.version, 3);
+
+    // Only a human reviewer answers an escalation (checked before anything else).
+    let unknown = orchestrator_core::ConsultationId::new();
+    assert_forbidden(
+        rogue
+            .respond_to_consultation(&id("f-1"), &unknown, &RespondRequest::new("confirm"))
+            .await,
+        "actor_kind: agent; only a human answers an escalation",
+    );
+    assert_forbidden(
+        bot.respond_to_consultation(&id("f-1"), &unknown, &RespondRequest::new("confirm"))
+            .await,
+        "role needed: reviewer",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_principals_an_agent_that_says_so_may_not_approve() {
+    let app = spawn_app_with(|_| {}).await;
+    app.start_workflow("open-1").await;
+    app.client
+        .advance_workflow(&id("open-1"), &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    let mut approval = AdvanceRequest::new("human_approved");
+    approval.actor = Some("helper-bot".to_owned());
+    approval.actor_kind = Some("agent".to_owned());
+    assert_forbidden(
+        app.client.advance_workflow(&id("open-1"), &approval).await,
+        "actor_kind: agent",
+    );
+    approval.actor_kind = Some("robot".to_owned());
+    let error = app
+        .client
+        .advance_workflow(&id("open-1"), &approval)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::ValidationError));
+    assert!(details(&error)[0].starts_with("actor_kind"), "{error}");
+
+    approval.actor = Some("dana".to_owned());
+    approval.actor_kind = Some("human".to_owned());
+    let approved = app
+        .client
+        .advance_workflow(&id("open-1"), &approval)
+        .await
+        .unwrap();
+    assert_eq!(approved.state, WorkflowState::Phase2);
+    let last = app
+        .client
+        .get_history(&id("open-1"))
+        .await
+        .unwrap()
+        .transitions
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (last.actor_kind, last.on_behalf_of),
+        (Some(ActorKind::Human), None)
+    );
+}
+
+fn server() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrator-server"));
+    command.env_clear().env("RUST_LOG", "warn");
+    command
+}
+
+#[test]
+fn a_token_and_a_principals_file_together_stop_start_up() {
+    let output = server()
+        .env("ORCHESTRATOR_API_TOKEN", "s3cret")
+        .env(
+            "ORCHESTRATOR_PRINCIPALS_FILE",
+            "/nonexistent/principals.toml",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("principals.toml");
+    let minted = server()
+        .args(["principal", "add", "--file"])
+        .arg(&file)
+        .args(["--name", "alice", "--kind", "human", "--role", "reviewer"])
+        .output()
+        .unwrap();
+    assert!(minted.status.success(), "{minted:?}");
+    let alice = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(&alice));
+    let taken = server()
+        .args(["principal", "add", "--file"])
+        .arg(&file)
+        .args(["--name", "alice", "--kind", "agent", "--role", "agent"])
+        .output()
+        .unwrap();
+    assert!(!taken.status.success());
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = server()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", "sqlite::memory:")
+        .env("ORCHESTRATOR_PRINCIPALS_FILE", &file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let as_token = |token: &str| {
+        Client::builder()
+            .base_url(url.clone())
+            .token(token)
+            .build()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while as_token(&alice)
+        .list_workflows(&Default::default())
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A principal added while the server runs is known after SIGHUP.
+    let bob = mint(&file, "bob", ActorKind::Agent, &[Role::Agent]);
+    assert!(
+        as_token(&bob)
+            .list_workflows(&Default::default())
+            .await
+            .unwrap_err()
+            .is_unauthorized()
+    );
+    let hangup = |pid: u32| {
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(hangup(child.id()).success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while as_token(&bob)
+        .list_workflows(&Default::default())
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload the file");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A broken file keeps the principals in force.
+    std::fs::write(&file, "this is [not toml").unwrap();
+    assert!(hangup(child.id()).success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        as_token(&alice)
+            .list_workflows(&Default::default())
+            .await
+            .is_ok()
+    );
+    assert!(
+        as_token(&bob)
+            .list_workflows(&Default::default())
+            .await
+            .is_ok()
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the server stopped");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
