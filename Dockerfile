@@ -21,10 +21,14 @@ ENV CARGO_HOME=/usr/local/cargo CARGO_TERM_COLOR=never
 COPY . .
 # The registry and the target directory are cache mounts, so a rebuild after a code change
 # compiles only the workspace; the binaries are copied out of the cache in the same step.
+# Cargo judges freshness by modification times, and the cached target may hold artifacts
+# built from other sources later than these files were written: touching the workspace's own
+# files makes them newer than any of its cached artifacts (dependencies stay cached).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     --mount=type=secret,id=cacert,required=false \
     if [ -s /run/secrets/cacert ]; then export CARGO_HTTP_CAINFO=/run/secrets/cacert; fi \
+    && find . -path ./target -prune -o -type f -exec touch {} + \
     && cargo build --release --locked -p orchestrator-server -p orchestrator-client \
     && install -d /out/bin \
     && install -m 0755 target/release/orchestrator-server target/release/orchestrator /out/bin/ \

@@ -32,6 +32,8 @@ Examples:
   orchestrator start 042-payment-retries \"Retry failed card payments\"
   orchestrator advance 042-payment-retries agent_complete --actor spec-agent --expected-version 1
   orchestrator list --state GATE_1 --all
+  ORCHESTRATOR_TOKEN=$ALICE_TOKEN orchestrator approve 042-payment-retries
+  orchestrator reject 042-payment-retries --reason \"retries must back off\"
   orchestrator ask 042-payment-retries testing \"Which failure modes must the tests cover?\"
   orchestrator respond 042-payment-retries <consultation id> confirm --actor qa-lead
   orchestrator health || echo \"not healthy\"";
@@ -79,6 +81,28 @@ pub enum Command {
     Get {
         /// The feature id.
         feature_id: String,
+    },
+    /// Approve a feature at its gate (`human_approved`) as the token's principal.
+    Approve {
+        /// The feature id.
+        feature_id: String,
+        /// Why, kept with the history entry.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only if the workflow is at this version.
+        #[arg(long)]
+        expected_version: Option<u64>,
+    },
+    /// Send a feature back from its gate to PHASE_1 (`human_rejected`), saying why.
+    Reject {
+        /// The feature id.
+        feature_id: String,
+        /// What must change.
+        #[arg(long)]
+        reason: String,
+        /// Only if the workflow is at this version.
+        #[arg(long)]
+        expected_version: Option<u64>,
     },
     /// Apply a trigger: start, agent_complete, human_approved, human_rejected or cancel.
     Advance {
@@ -255,6 +279,40 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 reason,
                 metadata: json_object("metadata", metadata)?,
                 expected_version,
+            };
+            print(
+                out,
+                &client
+                    .advance_workflow(&feature(&feature_id)?, &request)
+                    .await?,
+            )
+        }
+        Command::Approve {
+            feature_id,
+            reason,
+            expected_version,
+        } => {
+            let request = AdvanceRequest {
+                reason,
+                expected_version,
+                ..AdvanceRequest::new("human_approved")
+            };
+            print(
+                out,
+                &client
+                    .advance_workflow(&feature(&feature_id)?, &request)
+                    .await?,
+            )
+        }
+        Command::Reject {
+            feature_id,
+            reason,
+            expected_version,
+        } => {
+            let request = AdvanceRequest {
+                reason: Some(reason),
+                expected_version,
+                ..AdvanceRequest::new("human_rejected")
             };
             print(
                 out,

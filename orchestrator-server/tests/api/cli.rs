@@ -185,3 +185,30 @@ async fn ask_and_respond_drive_consultations() {
     let listed = ok(&app, &["consultations", "cli-ask"]).await;
     assert_eq!(listed["items"][0]["human_responder"], "sec-team");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approve_and_reject_decide_at_the_gate() {
+    let app = spawn_app().await;
+    ok(
+        &app,
+        &["start", "cli-gate", "decided from the command line"],
+    )
+    .await;
+    ok(&app, &["advance", "cli-gate", "agent_complete"]).await;
+    let rejected = ok(
+        &app,
+        &["reject", "cli-gate", "--reason", "retries must back off"],
+    )
+    .await;
+    assert_eq!(rejected["state"], "PHASE_1");
+    assert_eq!(rejected["progress"]["rework_count"], 1);
+    ok(&app, &["advance", "cli-gate", "agent_complete"]).await;
+    let approved = ok(&app, &["approve", "cli-gate", "--expected-version", "4"]).await;
+    assert_eq!(approved["state"], "PHASE_2");
+    let history = ok(&app, &["history", "cli-gate"]).await;
+    assert_eq!(history["transitions"][2]["reason"], "retries must back off");
+    assert_eq!(history["transitions"][4]["trigger"], "human_approved");
+    // A reason is what `reject` is for.
+    let parsed = Cli::try_parse_from(["orchestrator", "reject", "cli-gate"]);
+    assert!(parsed.is_err());
+}
