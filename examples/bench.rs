@@ -473,8 +473,9 @@ async fn run(
                             break;
                         }
                         let id = owned[n % owned.len()];
-                        let trigger = if next_trigger[id].load(Ordering::Relaxed) == 0 { "agent_complete" } else { "human_rejected" };
-                        (Method::POST, format!("/workflow/{}/advance", seeded_id(id)), Some(format!(r#"{{"trigger":"{trigger}"}}"#)))
+                        // A rejection needs a reason.
+                        let body = if next_trigger[id].load(Ordering::Relaxed) == 0 { r#"{"trigger":"agent_complete"}"# } else { r#"{"trigger":"human_rejected","reason":"rework"}"# };
+                        (Method::POST, format!("/workflow/{}/advance", seeded_id(id)), Some(body.to_owned()))
                     }
                 };
                 let sent = Instant::now();

@@ -45,6 +45,10 @@ async fn main() -> anyhow::Result<()> {
     ] {
         let mut request = AdvanceRequest::new(trigger);
         request.actor = Some(actor.to_owned());
+        if trigger == "human_rejected" {
+            // A rejection says what must change.
+            request.reason = Some("the plan misses the data migration".to_owned());
+        }
         let workflow = client.advance_workflow(&id, &request).await?;
         println!(
             "{trigger:>15} -> {} (v{}, rework {})",
@@ -57,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let mut approve = AdvanceRequest::new("human_approved");
     approve.expected_version = Some(current.version);
     let mut reject = AdvanceRequest::new("human_rejected");
+    reject.reason = Some("not yet".to_owned());
     reject.expected_version = Some(current.version);
     client.advance_workflow(&id, &approve).await?;
     match client.advance_workflow(&id, &reject).await {

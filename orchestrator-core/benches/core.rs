@@ -51,7 +51,13 @@ fn rules(c: &mut Criterion) {
             Trigger::HumanRejected
         };
         let t = current
-            .apply(trigger, TransitionContext::at(at + Duration::seconds(n)))
+            .apply(
+                trigger,
+                TransitionContext {
+                    reason: orchestrator_core::Reason::parse("rework").ok(),
+                    ..TransitionContext::at(at + Duration::seconds(n))
+                },
+            )
             .unwrap();
         current.record(&t);
         history.push(t);

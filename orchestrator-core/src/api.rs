@@ -52,6 +52,8 @@ pub enum ErrorCode {
     VersionConflict,
     /// 409: `human_approved` while a consultation awaits a human.
     GateBlocked,
+    /// 409: `human_approved` by the author of the work at the gate.
+    SelfApproval,
     /// 409: a consultation asked for a workflow in IDLE or DONE.
     WorkflowNotActive,
     /// 503: the Agent Hub cannot be reached or timed out.
@@ -99,6 +101,7 @@ impl ErrorCode {
             | ErrorCode::InvalidTransition
             | ErrorCode::VersionConflict
             | ErrorCode::GateBlocked
+            | ErrorCode::SelfApproval
             | ErrorCode::WorkflowNotActive
             | ErrorCode::ConsultationNotPending
             | ErrorCode::AlreadyResolved => 409,
@@ -612,6 +615,7 @@ mod tests {
             (ErrorCode::PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),
             (ErrorCode::MethodNotAllowed, "METHOD_NOT_ALLOWED", 405),
             (ErrorCode::GateBlocked, "GATE_BLOCKED", 409),
+            (ErrorCode::SelfApproval, "SELF_APPROVAL", 409),
             (ErrorCode::AgentHubError, "AGENT_HUB_ERROR", 502),
             (ErrorCode::DatabaseUnavailable, "DATABASE_UNAVAILABLE", 503),
         ] {

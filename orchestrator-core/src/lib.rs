@@ -47,6 +47,6 @@ pub use service::{
 pub use state::{TRANSITIONS, Trigger, WorkflowState, next_state};
 pub use values::{Actor, Description, FeatureId, Metadata, Reason, ValidationError};
 pub use workflow::{
-    Progress, ReplayError, Snapshot, Timestamp, Transition, TransitionContext, TransitionError,
-    Version, Workflow,
+    GateFacts, Progress, ReplayError, Snapshot, Timestamp, Transition, TransitionContext,
+    TransitionError, Version, Workflow,
 };

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::consultation::ConsultationId;
+use crate::hub::EscalationId;
 use crate::principal::ActorKind;
 use crate::state::{Trigger, WorkflowState, next_state};
 use crate::values::{Actor, Description, FeatureId, Metadata, Reason};
@@ -102,6 +104,50 @@ pub enum TransitionError {
         /// `human_approved` or `human_rejected`.
         trigger: Trigger,
     },
+    /// `human_rejected` without a reason: the author must learn what to change (HTTP 400
+    /// `VALIDATION_ERROR` naming `reason`).
+    #[error("reason: a rejection needs a reason (what must change)")]
+    ReasonRequired,
+    /// `human_approved` while consultations wait for a human or for the hub (HTTP 409
+    /// `GATE_BLOCKED`).
+    #[error("the gate is blocked by {} escalation(s) and {} consultation(s) being asked", escalations.len(), asking.len())]
+    GateBlocked {
+        /// The escalations a human must act on.
+        escalations: Vec<EscalationId>,
+        /// The consultations the hub has not answered yet.
+        asking: Vec<ConsultationId>,
+    },
+    /// `human_approved` by the author of the work at the gate (HTTP 409 `SELF_APPROVAL`).
+    #[error("'{actor}' made the work at this gate and may not approve it")]
+    SelfApproval {
+        /// The approver, who is also an author.
+        actor: Actor,
+    },
+}
+
+/// What the gate rule needs to know beyond the workflow itself, supplied by the caller of
+/// [`Workflow::decide`] from storage and the Agent Hub. Empty facts block nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GateFacts {
+    /// Who made the work at the gate: the `actor` and `on_behalf_of` of the transition that
+    /// entered it. An author without a name is unknown and blocks no one.
+    pub authors: Vec<Actor>,
+    /// Escalations still waiting for a human.
+    pub escalations: Vec<EscalationId>,
+    /// Consultations the hub has not answered yet.
+    pub asking: Vec<ConsultationId>,
+}
+
+impl GateFacts {
+    /// The authors of `entry`, the transition that entered the gate.
+    pub fn authored_by(entry: &Transition) -> Vec<Actor> {
+        entry
+            .actor
+            .iter()
+            .chain(entry.on_behalf_of.iter())
+            .cloned()
+            .collect()
+    }
 }
 
 impl TransitionError {
@@ -109,7 +155,7 @@ impl TransitionError {
     pub fn allowed(&self) -> Vec<Trigger> {
         match self {
             TransitionError::NotAllowed { state, .. } => state.allowed_triggers(),
-            TransitionError::AgentMayNotDecide { .. } => Vec::new(),
+            _ => Vec::new(),
         }
     }
 }
@@ -319,12 +365,26 @@ impl Workflow {
         }
     }
 
-    /// Judges `trigger` against the table. On success, the transition to persist; the
-    /// snapshot itself is unchanged until [`Workflow::record`].
+    /// Judges `trigger` with no facts about the gate (nothing blocks it, no author is known):
+    /// [`Workflow::decide`] with empty [`GateFacts`].
     pub fn apply(
         &self,
         trigger: Trigger,
         ctx: TransitionContext,
+    ) -> Result<Transition, TransitionError> {
+        self.decide(trigger, ctx, &GateFacts::default())
+    }
+
+    /// Judges `trigger`: the table, then the gate's rules in this order — an agent never
+    /// approves or rejects; a rejection needs a reason; an approval waits for no escalation
+    /// and no consultation still being asked; the work's author may not approve it. On
+    /// success, the transition to persist; the snapshot itself is unchanged until
+    /// [`Workflow::record`].
+    pub fn decide(
+        &self,
+        trigger: Trigger,
+        ctx: TransitionContext,
+        facts: &GateFacts,
     ) -> Result<Transition, TransitionError> {
         let to = next_state(self.state, trigger).ok_or(TransitionError::NotAllowed {
             state: self.state,
@@ -332,6 +392,31 @@ impl Workflow {
         })?;
         if trigger.is_human_decision() && ctx.actor_kind == Some(ActorKind::Agent) {
             return Err(TransitionError::AgentMayNotDecide { trigger });
+        }
+        if trigger == Trigger::HumanRejected
+            && ctx
+                .reason
+                .as_ref()
+                .is_none_or(|r| r.as_str().trim().is_empty())
+        {
+            return Err(TransitionError::ReasonRequired);
+        }
+        if trigger == Trigger::HumanApproved {
+            if !facts.escalations.is_empty() || !facts.asking.is_empty() {
+                return Err(TransitionError::GateBlocked {
+                    escalations: facts.escalations.clone(),
+                    asking: facts.asking.clone(),
+                });
+            }
+            let approvers = ctx.actor.iter().chain(ctx.on_behalf_of.iter());
+            if let Some(author) = approvers
+                .into_iter()
+                .find(|approver| facts.authors.contains(approver))
+            {
+                return Err(TransitionError::SelfApproval {
+                    actor: author.clone(),
+                });
+            }
         }
         Ok(Transition {
             seq: self.version + 1,
@@ -378,6 +463,8 @@ impl Workflow {
     ) -> Result<Workflow, ReplayError> {
         let first = history.first().ok_or(ReplayError::Empty)?;
         let mut workflow = Workflow::idle(feature_id, description, metadata, first.at);
+        // Who made the work at the gate, known from the entry that entered it.
+        let mut facts = GateFacts::default();
         for (index, entry) in history.iter().enumerate() {
             let expected = workflow.version + 1;
             if entry.seq != expected {
@@ -406,7 +493,7 @@ impl Workflow {
                 at: entry.at,
             };
             let accepted = workflow
-                .apply(entry.trigger, ctx)
+                .decide(entry.trigger, ctx, &facts)
                 .map_err(|e| inconsistent(e.to_string()))?;
             if accepted.to != entry.to {
                 return Err(inconsistent(format!(
@@ -415,6 +502,11 @@ impl Workflow {
                 )));
             }
             workflow.record(&accepted);
+            facts.authors = if accepted.to == WorkflowState::Gate1 {
+                GateFacts::authored_by(&accepted)
+            } else {
+                Vec::new()
+            };
         }
         Ok(workflow)
     }
@@ -446,6 +538,14 @@ mod tests {
     use WorkflowState::*;
     use chrono::{Duration, TimeZone, Utc};
 
+    /// A context at `at`, with a reason (a rejection needs one).
+    fn ctx(at: Timestamp) -> TransitionContext {
+        TransitionContext {
+            reason: Some(Reason::parse("because").unwrap()),
+            ..TransitionContext::at(at)
+        }
+    }
+
     fn t0() -> Timestamp {
         Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap()
     }
@@ -456,12 +556,12 @@ mod tests {
             FeatureId::parse("f-1").unwrap(),
             Description::parse("a feature").unwrap(),
             Metadata::default(),
-            TransitionContext::at(t0()),
+            ctx(t0()),
         );
         for (i, trigger) in triggers.iter().enumerate() {
             let at = t0() + Duration::minutes(i as i64 + 1);
             let t = workflow
-                .apply(*trigger, TransitionContext::at(at))
+                .apply(*trigger, ctx(at))
                 .expect("given steps are valid");
             workflow.record(&t);
         }
@@ -471,7 +571,7 @@ mod tests {
     /// …when `trigger` arrives, then it is accepted into `expected`, or refused.
     fn check(triggers: &[Trigger], trigger: Trigger, expected: Option<WorkflowState>) {
         let workflow = given(triggers);
-        let result = workflow.apply(trigger, TransitionContext::at(t0() + Duration::hours(1)));
+        let result = workflow.apply(trigger, ctx(t0() + Duration::hours(1)));
         match (result, expected) {
             (Ok(t), Some(to)) => {
                 assert_eq!(
@@ -500,7 +600,7 @@ mod tests {
             FeatureId::parse("f").unwrap(),
             Description::parse("d").unwrap(),
             Metadata::default(),
-            TransitionContext::at(t0()),
+            ctx(t0()),
         );
         assert_eq!((workflow.state, workflow.version), (Phase1, 1));
         assert_eq!(
@@ -570,9 +670,7 @@ mod tests {
 
     #[test]
     fn a_refused_trigger_names_the_state_and_the_allowed_triggers() {
-        let err = given(&[AgentComplete])
-            .apply(Start, TransitionContext::at(t0()))
-            .unwrap_err();
+        let err = given(&[AgentComplete]).apply(Start, ctx(t0())).unwrap_err();
         assert_eq!(
             err.to_string(),
             "trigger 'start' is not allowed in state GATE_1"
@@ -622,7 +720,7 @@ mod tests {
             FeatureId::parse("f").unwrap(),
             Description::parse("d").unwrap(),
             Metadata::default(),
-            TransitionContext::at(t0()),
+            ctx(t0()),
         );
         history.push(first);
         for (i, trigger) in [AgentComplete, HumanRejected, Cancel, Start]
@@ -630,10 +728,7 @@ mod tests {
             .enumerate()
         {
             let t = workflow
-                .apply(
-                    trigger,
-                    TransitionContext::at(t0() + Duration::seconds(7 * i as i64 + 7)),
-                )
+                .apply(trigger, ctx(t0() + Duration::seconds(7 * i as i64 + 7)))
                 .unwrap();
             workflow.record(&t);
             history.push(t);
@@ -651,15 +746,8 @@ mod tests {
     fn replay_refuses_a_history_with_a_gap_or_a_broken_step() {
         let id = || FeatureId::parse("f").unwrap();
         let desc = || Description::parse("d").unwrap();
-        let (workflow, first) = Workflow::start(
-            id(),
-            desc(),
-            Metadata::default(),
-            TransitionContext::at(t0()),
-        );
-        let mut second = workflow
-            .apply(AgentComplete, TransitionContext::at(t0()))
-            .unwrap();
+        let (workflow, first) = Workflow::start(id(), desc(), Metadata::default(), ctx(t0()));
+        let mut second = workflow.apply(AgentComplete, ctx(t0())).unwrap();
 
         assert_eq!(
             Workflow::replay(id(), desc(), Metadata::default(), &[]),
@@ -679,6 +767,104 @@ mod tests {
         assert!(matches!(
             broken,
             Err(ReplayError::Inconsistent { seq: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn the_gate_rules_apply_in_order_agent_reason_blocked_author() {
+        let gate = given(&[AgentComplete]);
+        let actor = |name: &str| Some(Actor::parse(name).unwrap());
+        let by = |name: &str, kind: Option<ActorKind>| TransitionContext {
+            actor: actor(name),
+            actor_kind: kind,
+            ..TransitionContext::at(t0())
+        };
+        let facts = GateFacts {
+            authors: vec![Actor::parse("spec-agent").unwrap()],
+            escalations: vec![EscalationId("esc-1".into())],
+            asking: vec![],
+        };
+        // An agent, first of all, whatever else holds.
+        assert_eq!(
+            gate.decide(
+                HumanApproved,
+                by("spec-agent", Some(ActorKind::Agent)),
+                &facts
+            ),
+            Err(TransitionError::AgentMayNotDecide {
+                trigger: HumanApproved
+            })
+        );
+        // A rejection without a reason, or a blank one.
+        assert_eq!(
+            gate.decide(HumanRejected, by("alice", None), &facts),
+            Err(TransitionError::ReasonRequired)
+        );
+        let blank = TransitionContext {
+            reason: Some(Reason::parse("  ").unwrap()),
+            ..by("alice", None)
+        };
+        assert_eq!(
+            gate.decide(HumanRejected, blank, &facts),
+            Err(TransitionError::ReasonRequired)
+        );
+        // A blocked gate before the author's own approval.
+        assert!(matches!(
+            gate.decide(HumanApproved, by("spec-agent", None), &facts),
+            Err(TransitionError::GateBlocked { .. })
+        ));
+        let open = GateFacts {
+            escalations: vec![],
+            ..facts.clone()
+        };
+        assert_eq!(
+            gate.decide(HumanApproved, by("spec-agent", None), &open),
+            Err(TransitionError::SelfApproval {
+                actor: Actor::parse("spec-agent").unwrap()
+            })
+        );
+        // Acting for the author is the author's approval too.
+        let for_author = TransitionContext {
+            on_behalf_of: actor("spec-agent"),
+            ..by("alice", None)
+        };
+        assert!(matches!(
+            gate.decide(HumanApproved, for_author, &open),
+            Err(TransitionError::SelfApproval { .. })
+        ));
+        // Somebody else, or nobody named, approves.
+        assert!(gate.decide(HumanApproved, by("alice", None), &open).is_ok());
+        assert!(
+            gate.decide(HumanApproved, TransitionContext::at(t0()), &open)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn replay_refuses_a_history_where_the_author_approved() {
+        let (mut workflow, first) = Workflow::start(
+            FeatureId::parse("f-1").unwrap(),
+            Description::parse("a feature").unwrap(),
+            Metadata::default(),
+            TransitionContext::at(t0()),
+        );
+        let by = |name: &str| TransitionContext {
+            actor: Some(Actor::parse(name).unwrap()),
+            ..TransitionContext::at(t0())
+        };
+        let done = workflow.apply(AgentComplete, by("bob")).unwrap();
+        workflow.record(&done);
+        // Judged without facts, as a store that lost them might.
+        let approved = workflow.apply(HumanApproved, by("bob")).unwrap();
+        let replayed = Workflow::replay(
+            FeatureId::parse("f-1").unwrap(),
+            Description::parse("a feature").unwrap(),
+            Metadata::default(),
+            &[first, done, approved],
+        );
+        assert!(matches!(
+            replayed,
+            Err(ReplayError::Inconsistent { seq: 3, .. })
         ));
     }
 }

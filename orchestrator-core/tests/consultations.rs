@@ -225,7 +225,13 @@ async fn a_gate_that_cannot_reach_the_hub_stays_closed() {
     );
     // Rejection and cancellation do not need the hub.
     orchestrator
-        .advance(&id, Advance::new(Trigger::HumanRejected))
+        .advance(
+            &id,
+            Advance {
+                reason: orchestrator_core::Reason::parse("rework").ok(),
+                ..Advance::new(Trigger::HumanRejected)
+            },
+        )
         .await
         .unwrap();
 }

@@ -230,9 +230,11 @@ async fn concurrent_advances_of_one_workflow_have_exactly_one_winner_per_version
                 let trigger = *trigger;
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    orchestrator
-                        .advance(&id("race"), Advance::new(trigger))
-                        .await
+                    let advance = Advance {
+                        reason: orchestrator_core::Reason::parse("rework").ok(),
+                        ..Advance::new(trigger)
+                    };
+                    orchestrator.advance(&id("race"), advance).await
                 })
             })
             .collect();

@@ -1,13 +1,17 @@
-//! Property test of the whole life cycle: random trigger sequences, refused triggers and
-//! stale expected versions, driven through `Orchestrator` over the in-memory repository and
-//! checked against a deliberately dumb reference model: the product's transition table, written out again.
+//! Property test of the whole life cycle: random trigger sequences by random actors (named or
+//! not, human or agent, with or without a reason), refused triggers and stale expected
+//! versions, driven through `Orchestrator` over the in-memory repository and checked against a
+//! deliberately dumb reference model: the product's transition table and gate rules, written
+//! out again. No agent ever approves or rejects, nobody approves the work they completed, no
+//! rejection goes without a reason, and replaying the history reproduces the state.
 
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use orchestrator_core::{
-    Advance, Description, Error, FeatureId, InMemoryWorkflowRepository, ManualClock, Metadata,
-    Orchestrator, StartWorkflow, Transition, Trigger, Workflow, WorkflowState,
+    Actor, ActorKind, Advance, Description, Error, FeatureId, InMemoryWorkflowRepository,
+    ManualClock, Metadata, Orchestrator, Reason, StartWorkflow, Transition, TransitionError,
+    Trigger, Workflow, WorkflowState,
 };
 use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
@@ -55,6 +59,27 @@ struct Step {
     expectation: Expectation,
     /// Seconds the clock moves before the step.
     elapse: i64,
+    /// Who says so: one of a few names, or nobody named.
+    actor: Option<&'static str>,
+    /// Whether the caller says it is an agent.
+    agent: bool,
+    /// Whether a reason is given.
+    reasoned: bool,
+}
+
+/// What the gate rules say about a step the table allows: `None` if it stands, else the
+/// refusal the model expects.
+fn gate_refusal(model: &Model, step: &Step) -> Option<&'static str> {
+    let decision = matches!(step.trigger, HumanApproved | HumanRejected);
+    if decision && step.agent {
+        Some("agent")
+    } else if step.trigger == HumanRejected && !step.reasoned {
+        Some("reason")
+    } else if step.trigger == HumanApproved && step.actor.is_some() && step.actor == model.author {
+        Some("self")
+    } else {
+        None
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +87,8 @@ struct Model {
     state: WorkflowState,
     version: u64,
     rework_count: u32,
+    /// Who completed the work at the gate, while at the gate.
+    author: Option<&'static str>,
 }
 
 struct Lifecycle;
@@ -76,6 +103,7 @@ impl ReferenceStateMachine for Lifecycle {
             state: Phase1,
             version: 1,
             rework_count: 0,
+            author: None,
         })
         .boxed()
     }
@@ -87,12 +115,21 @@ impl ReferenceStateMachine for Lifecycle {
             3 => Just(Expectation::Current),
             1 => (1u64..4).prop_map(Expectation::Stale),
         ];
-        (trigger, expectation, 0i64..5000)
-            .prop_map(|(trigger, expectation, elapse)| Step {
-                trigger,
-                expectation,
-                elapse,
-            })
+        let actor = prop::sample::select(vec![None, Some("ana"), Some("bo"), Some("cy")]);
+        (
+            (trigger, expectation, 0i64..5000),
+            (actor, prop::bool::weighted(0.2), prop::bool::weighted(0.8)),
+        )
+            .prop_map(
+                |((trigger, expectation, elapse), (actor, agent, reasoned))| Step {
+                    trigger,
+                    expectation,
+                    elapse,
+                    actor,
+                    agent,
+                    reasoned,
+                },
+            )
             .boxed()
     }
 
@@ -101,11 +138,15 @@ impl ReferenceStateMachine for Lifecycle {
             return model;
         }
         if let Some(to) = spec_table(model.state, step.trigger) {
+            if gate_refusal(&model, step).is_some() {
+                return model;
+            }
             model.state = to;
             model.version += 1;
             if step.trigger == HumanRejected {
                 model.rework_count += 1;
             }
+            model.author = (to == Gate1).then_some(step.actor).flatten();
         }
         model
     }
@@ -164,9 +205,23 @@ impl StateMachineTest for Lifecycle {
             state: workflow_before.state(),
             version: workflow_before.version(),
             rework_count: workflow_before.rework_count(),
+            // The author at the gate is the actor of the entry that entered it.
+            author: (workflow_before.state() == Gate1)
+                .then(|| history_before.last().and_then(|t| t.actor.clone()))
+                .flatten()
+                .and_then(|name| {
+                    ["ana", "bo", "cy"]
+                        .into_iter()
+                        .find(|n| *n == name.as_str())
+                }),
         };
         system.clock.advance(Duration::seconds(step.elapse));
         let mut advance = Advance::new(step.trigger);
+        advance.actor = step.actor.map(|name| Actor::parse(name).unwrap());
+        advance.actor_kind = step.agent.then_some(ActorKind::Agent);
+        advance.reason = step
+            .reasoned
+            .then(|| Reason::parse("the tests do not cover retries").unwrap());
         advance.expected_version = match step.expectation {
             Expectation::Unconditional => None,
             Expectation::Current => Some(before.version),
@@ -178,12 +233,28 @@ impl StateMachineTest for Lifecycle {
             .runtime
             .block_on(system.orchestrator.advance(&system.id, advance));
         let expected = spec_table(before.state, step.trigger);
+        let refusal = expected.and(gate_refusal(&before, &step));
 
         match (&result, step.expectation, expected) {
             (Err(Error::VersionConflict { actual, .. }), Expectation::Stale(_), _) => {
                 assert_eq!(*actual, before.version);
             }
-            (Ok(workflow), Expectation::Unconditional | Expectation::Current, Some(to)) => {
+            (
+                Err(Error::Transition(e)),
+                Expectation::Unconditional | Expectation::Current,
+                Some(_),
+            ) if refusal.is_some() => {
+                let kind = match e {
+                    TransitionError::AgentMayNotDecide { .. } => "agent",
+                    TransitionError::ReasonRequired => "reason",
+                    TransitionError::SelfApproval { .. } => "self",
+                    other => panic!("unexpected refusal {other:?}"),
+                };
+                assert_eq!(Some(kind), refusal, "{step:?}");
+            }
+            (Ok(workflow), Expectation::Unconditional | Expectation::Current, Some(to))
+                if refusal.is_none() =>
+            {
                 assert_eq!(workflow.state(), to);
                 assert_eq!(workflow.version(), before.version + 1);
             }
@@ -238,9 +309,17 @@ impl StateMachineTest for Lifecycle {
             assert_eq!(entry.seq, index as u64 + 1);
             assert_eq!(entry.from, previous);
             assert_eq!(spec_table(entry.from, entry.trigger), Some(entry.to));
-            // PHASE_2 is entered only by `human_approved` from GATE_1.
+            // PHASE_2 is entered only by `human_approved` from GATE_1, never by an agent and
+            // never by whoever completed the work; every rejection says why.
             if entry.to == Phase2 {
                 assert_eq!((entry.from, entry.trigger), (Gate1, HumanApproved));
+                assert_ne!(entry.actor_kind, Some(ActorKind::Agent));
+                let author = &history[index - 1];
+                assert!(entry.actor.is_none() || entry.actor != author.actor);
+            }
+            if entry.trigger == HumanRejected {
+                assert_ne!(entry.actor_kind, Some(ActorKind::Agent));
+                assert!(entry.reason.is_some());
             }
             previous = entry.to;
         }

@@ -6,15 +6,17 @@ use crate::consultation::{
 };
 use crate::hub::{HubAnswer, HubError, HubQuestion, HubSessionId, HumanResponse};
 use crate::values::FeatureId;
-use crate::workflow::Timestamp;
+use crate::workflow::{GateFacts, Timestamp};
 
 use super::{Error, Orchestrator, Respond, Result};
 
 impl Orchestrator {
-    /// The gate's wait for humans: refreshes the workflow's `pending_human` consultations
-    /// from the hub first, and any still pending — or any still being asked — refuse the
-    /// approval.
-    pub(super) async fn guard_gate(&self, feature_id: &FeatureId) -> Result<()> {
+    /// What the gate rule needs to judge an approval: the workflow's `pending_human`
+    /// consultations, refreshed from the hub first (a hub that cannot be reached fails the
+    /// approval: the gate cannot be judged), those still being asked, and who made the work
+    /// at the gate (the history's last entry, which entered it).
+    pub(super) async fn gate_facts(&self, feature_id: &FeatureId) -> Result<GateFacts> {
+        let mut facts = GateFacts::default();
         let blocking: Vec<Consultation> = self
             .repository
             .consultations(feature_id)
@@ -22,24 +24,18 @@ impl Orchestrator {
             .into_iter()
             .filter(Consultation::blocks_gate)
             .collect();
-        let mut escalations = Vec::new();
-        let mut asking = Vec::new();
         for mut consultation in blocking {
             self.refresh(&mut consultation).await?;
             if consultation.is_pending() {
-                escalations.extend(consultation.escalation_id);
+                facts.escalations.extend(consultation.escalation_id);
             } else if consultation.status == ConsultationStatus::Asking {
-                asking.push(consultation.id);
+                facts.asking.push(consultation.id);
             }
         }
-        if escalations.is_empty() && asking.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::GateBlocked {
-                escalations,
-                asking,
-            })
+        if let Some(entered) = self.repository.history(feature_id).await?.last() {
+            facts.authors = GateFacts::authored_by(entered);
         }
+        Ok(facts)
     }
 
     /// Asks the hub about a pending consultation's escalation and stores what changed.

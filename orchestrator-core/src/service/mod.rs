@@ -109,6 +109,22 @@ pub enum Error {
     Storage(RepositoryError),
 }
 
+impl Error {
+    /// A refusal of the rules, as the service answers it: a blocked gate is its own answer.
+    pub fn from_transition(error: TransitionError) -> Self {
+        match error {
+            TransitionError::GateBlocked {
+                escalations,
+                asking,
+            } => Error::GateBlocked {
+                escalations,
+                asking,
+            },
+            other => Error::Transition(other),
+        }
+    }
+}
+
 impl From<RepositoryError> for Error {
     fn from(error: RepositoryError) -> Self {
         match error {

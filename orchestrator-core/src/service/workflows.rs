@@ -1,9 +1,10 @@
 //! Starting, reading, advancing and listing workflows.
 
 use crate::repository::{ListQuery, Page, RepositoryError, StateCounts};
+use crate::state::Trigger;
 use crate::state::WorkflowState;
 use crate::values::FeatureId;
-use crate::workflow::{Transition, TransitionContext, Workflow};
+use crate::workflow::{GateFacts, Transition, TransitionContext, Workflow};
 
 use super::{Advance, Error, Orchestrator, Result, StartWorkflow, Started};
 
@@ -54,10 +55,18 @@ impl Orchestrator {
             metadata: command.metadata,
             at: self.clock.now(),
         };
-        let transition = current.apply(command.trigger, ctx)?;
-        if transition.to == WorkflowState::Phase2 {
-            self.guard_gate(feature_id).await?;
-        }
+        // The facts the gate rule needs; gathered (the hub asked about pending escalations)
+        // only for an approval at the gate.
+        let facts = if command.trigger == Trigger::HumanApproved
+            && current.state() == WorkflowState::Gate1
+        {
+            self.gate_facts(feature_id).await?
+        } else {
+            GateFacts::default()
+        };
+        let transition = current
+            .decide(command.trigger, ctx, &facts)
+            .map_err(Error::from_transition)?;
         let next = Self::recorded(&current, &transition);
         self.repository
             .commit(current.version(), &next, &transition)

@@ -149,6 +149,21 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
             ErrorCode::Forbidden,
             Some(vec!["actor_kind: agent".to_owned()]),
         ),
+        CoreError::Transition(orchestrator_core::TransitionError::ReasonRequired) => (
+            ErrorCode::ValidationError,
+            Some(vec!["reason: a rejection needs a reason (what must change)".to_owned()]),
+        ),
+        CoreError::Transition(orchestrator_core::TransitionError::SelfApproval { actor }) => (
+            ErrorCode::SelfApproval,
+            Some(vec![format!("actor: {actor} made the work at this gate")]),
+        ),
+        CoreError::Transition(orchestrator_core::TransitionError::GateBlocked {
+            escalations,
+            asking,
+        }) => core_code(&CoreError::GateBlocked {
+            escalations: escalations.clone(),
+            asking: asking.clone(),
+        }),
         CoreError::Transition(e @ orchestrator_core::TransitionError::NotAllowed { state, .. }) => {
             let allowed: Vec<&str> = e.allowed().iter().map(|t| t.as_str()).collect();
             (

@@ -136,6 +136,7 @@ fn operation_errors(operation_id: &str) -> &'static [ErrorCode] {
             InvalidTransition,
             VersionConflict,
             GateBlocked,
+            SelfApproval,
             AgentHubError,
             AgentHubUnavailable,
         ],
@@ -389,6 +390,9 @@ fn when(code: ErrorCode) -> &'static str {
         GateBlocked => {
             "human_approved while a consultation awaits a human or is still being asked; details list the escalation ids and the consultations being asked"
         }
+        SelfApproval => {
+            "human_approved by the actor (or on_behalf_of) of the agent_complete that entered the gate"
+        }
         WorkflowNotActive => "the workflow is IDLE or DONE",
         ConsultationNotFound => "the workflow has no consultation with this id",
         ConsultationNotPending => "the consultation waits for no human",
@@ -467,6 +471,10 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
         VersionConflict => envelope(
             "version conflict: expected 2, current 3",
             Some(vec!["expected_version: 2", "current_version: 3"]),
+        ),
+        SelfApproval => envelope(
+            "'spec-agent' made the work at this gate and may not approve it",
+            Some(vec!["actor: spec-agent made the work at this gate"]),
         ),
         GateBlocked => envelope(
             "the gate is blocked by 1 consultation(s) awaiting a human and 1 still being asked",

@@ -9,7 +9,7 @@ use orchestrator_core::hub::{
     AnswerStatus, EscalationId, HubAnswer, HubSessionId, HumanAction, Topic,
 };
 use orchestrator_core::{
-    Consult, Consultation, ConsultationId, Description, FeatureId, Metadata, Question,
+    Consult, Consultation, ConsultationId, Description, FeatureId, Metadata, Question, Reason,
     RepositoryError, Timestamp, Transition, TransitionContext, Trigger, Workflow,
     WorkflowRepository, WorkflowState,
 };
@@ -33,7 +33,10 @@ pub fn new_workflow(name: &str) -> (Workflow, Transition) {
 
 /// The workflow after `trigger`, with the transition to commit.
 fn step(workflow: &Workflow, trigger: Trigger, seconds: i64) -> (Workflow, Transition) {
-    let ctx = TransitionContext::at(workflow.updated_at() + Duration::seconds(seconds));
+    let ctx = TransitionContext {
+        reason: Reason::parse("a rejection needs a reason").ok(),
+        ..TransitionContext::at(workflow.updated_at() + Duration::seconds(seconds))
+    };
     let transition = workflow.apply(trigger, ctx).unwrap();
     let mut next = workflow.clone();
     next.record(&transition);

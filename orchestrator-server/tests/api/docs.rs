@@ -187,7 +187,12 @@ fn advance_lists_every_conflict_and_the_hub_failures() {
     let responses = &doc["paths"]["/workflow/{feature_id}/advance"]["post"]["responses"];
     assert_eq!(
         codes(&responses["409"]),
-        ["INVALID_TRANSITION", "VERSION_CONFLICT", "GATE_BLOCKED"]
+        [
+            "INVALID_TRANSITION",
+            "VERSION_CONFLICT",
+            "GATE_BLOCKED",
+            "SELF_APPROVAL"
+        ]
     );
     assert_eq!(codes(&responses["502"]), ["AGENT_HUB_ERROR"]);
     assert!(codes(&responses["503"]).contains(&"AGENT_HUB_UNAVAILABLE".to_owned()));

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use orchestrator_client::Client;
-use orchestrator_core::api::{AdvanceRequest, StartWorkflowRequest};
+use orchestrator_core::api::StartWorkflowRequest;
 use tempfile::TempDir;
 
 use crate::helpers::id;
@@ -78,7 +78,7 @@ async fn acknowledged_transitions_survive_kill_9() {
                         "human_rejected"
                     };
                     match client
-                        .advance_workflow(&id(&name), &AdvanceRequest::new(trigger))
+                        .advance_workflow(&id(&name), &crate::helpers::step(trigger))
                         .await
                     {
                         Ok(workflow) => acknowledged = workflow.version,

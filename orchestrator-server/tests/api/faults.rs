@@ -79,10 +79,11 @@ async fn the_write_ahead_log_stays_bounded_under_sustained_writes() {
             let mut steps = 0u64;
             while Instant::now() < deadline {
                 for trigger in [Trigger::AgentComplete, Trigger::HumanRejected] {
-                    orchestrator
-                        .advance(&feature, Advance::new(trigger))
-                        .await
-                        .unwrap();
+                    let advance = Advance {
+                        reason: orchestrator_core::Reason::parse("rework").ok(),
+                        ..Advance::new(trigger)
+                    };
+                    orchestrator.advance(&feature, advance).await.unwrap();
                     steps += 1;
                 }
             }
@@ -284,7 +285,7 @@ async fn a_full_disk_answers_503_health_says_unhealthy_and_it_recovers() {
     for trigger in ["agent_complete", "cancel"] {
         let err = app
             .client
-            .advance_workflow(&id("full"), &AdvanceRequest::new(trigger))
+            .advance_workflow(&id("full"), &crate::helpers::step(trigger))
             .await
             .unwrap_err();
         assert_eq!(
@@ -514,7 +515,7 @@ async fn churn(app: &TestApp, feature: &str, how_long: Duration) -> Vec<u16> {
         let trigger = triggers.next().unwrap_or("agent_complete");
         let status = match app
             .client
-            .advance_workflow(&id(feature), &AdvanceRequest::new(trigger))
+            .advance_workflow(&id(feature), &crate::helpers::step(trigger))
             .await
         {
             Ok(_) => 200,

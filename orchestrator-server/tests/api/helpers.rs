@@ -155,3 +155,12 @@ where
     }
     winners
 }
+
+/// An advance by `trigger`, with a reason when it is a rejection (which needs one).
+pub fn step(trigger: &str) -> orchestrator_core::api::AdvanceRequest {
+    let mut request = orchestrator_core::api::AdvanceRequest::new(trigger);
+    if trigger == "human_rejected" {
+        request.reason = Some("the tests do not cover retries".to_owned());
+    }
+    request
+}

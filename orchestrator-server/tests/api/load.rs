@@ -1,6 +1,6 @@
 //! Many concurrent clients at once: every request answered, none failed.
 
-use orchestrator_core::api::{AdvanceRequest, ListWorkflowsParams};
+use orchestrator_core::api::ListWorkflowsParams;
 
 use crate::helpers::{id, spawn_app};
 
@@ -23,7 +23,7 @@ async fn sixty_four_concurrent_clients_all_succeed() {
                         "human_rejected"
                     };
                     client
-                        .advance_workflow(&id(&name), &AdvanceRequest::new(trigger))
+                        .advance_workflow(&id(&name), &crate::helpers::step(trigger))
                         .await?;
                     client.get_workflow(&id(&name)).await?;
                 }

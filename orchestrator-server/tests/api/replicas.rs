@@ -99,7 +99,7 @@ async fn thirty_two_concurrent_advances_across_replicas_have_one_winner() {
                 } else {
                     b.client.clone()
                 };
-                let request = AdvanceRequest::new(*trigger);
+                let request = crate::helpers::step(trigger);
                 async move { client.advance_workflow(&id("contested"), &request).await }
             },
         )

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::helpers::{id, race, spawn_app, spawn_app_with};
 
 fn advance(trigger: &str) -> AdvanceRequest {
-    AdvanceRequest::new(trigger)
+    crate::helpers::step(trigger)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -31,7 +31,13 @@ async fn a_feature_goes_through_the_whole_life_cycle() {
     ];
     for (trigger, state) in steps {
         let mut request = advance(trigger);
-        request.actor = Some("tester".into());
+        // The work's author may not approve it: people decide, agents do the work.
+        let actor = if trigger.starts_with("human") {
+            "reviewer"
+        } else {
+            "tester"
+        };
+        request.actor = Some(actor.into());
         request.reason = Some(format!("step {trigger}"));
         request.metadata = Some(json!({"step": trigger}));
         let workflow = app.client.advance_workflow(&f, &request).await.unwrap();
@@ -421,4 +427,64 @@ async fn metrics_count_requests_transitions_and_workflows() {
     assert!(text.contains(r#"orchestrator_transitions_total{trigger="agent_complete"} 1"#));
     assert!(text.contains(r#"orchestrator_workflows{state="GATE_1"} 1"#));
     assert!(text.contains("orchestrator_http_request_duration_seconds_bucket"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejection_needs_a_reason_and_the_author_may_not_approve() {
+    let app = spawn_app().await;
+    app.start_workflow("gate-rules").await;
+    let f = id("gate-rules");
+    let mut done = AdvanceRequest::new("agent_complete");
+    done.actor = Some("spec-agent".into());
+    app.client.advance_workflow(&f, &done).await.unwrap();
+
+    // Raw HTTP: the status and the envelope, and nothing changes.
+    let post = |body: serde_json::Value| {
+        let url = app.url("/workflow/gate-rules/advance");
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    for body in [
+        json!({"trigger": "human_rejected"}),
+        json!({"trigger": "human_rejected", "reason": "   "}),
+    ] {
+        let (status, answer) = post(body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["code"], "VALIDATION_ERROR");
+        assert!(
+            answer["error"]["details"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("reason")
+        );
+    }
+    let (status, answer) = post(json!({"trigger": "human_approved", "actor": "spec-agent"})).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "SELF_APPROVAL");
+    let unchanged = app.client.get_workflow(&f).await.unwrap();
+    assert_eq!(
+        (unchanged.state, unchanged.version),
+        (WorkflowState::Gate1, 2)
+    );
+
+    // Somebody else decides; a rejection with a reason is recorded with it.
+    let (status, _) =
+        post(json!({"trigger": "human_rejected", "reason": "add the migration"})).await;
+    assert_eq!(status, 200);
+    let history = app.client.get_history(&f).await.unwrap().transitions;
+    assert_eq!(
+        history[2].reason.as_ref().map(|r| r.as_str()),
+        Some("add the migration")
+    );
+    app.client.advance_workflow(&f, &done).await.unwrap();
+    let (status, answer) = post(json!({"trigger": "human_approved", "actor": "lead"})).await;
+    assert_eq!((status, &answer["state"]), (200, &json!("PHASE_2")));
 }
