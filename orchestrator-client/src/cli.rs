@@ -86,9 +86,15 @@ pub enum Command {
     Approve {
         /// The feature id.
         feature_id: String,
-        /// Why, kept with the history entry.
+        /// Who approves (without principals; with them, whom the principal acts for).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Why, kept with the history entry (required with --override).
         #[arg(long)]
         reason: Option<String>,
+        /// Pass the gate whatever is missing (admins only).
+        #[arg(long = "override")]
+        override_gate: bool,
         /// Only if the workflow is at this version.
         #[arg(long)]
         expected_version: Option<u64>,
@@ -276,6 +282,7 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 trigger,
                 actor,
                 actor_kind,
+                override_gate: None,
                 reason,
                 metadata: json_object("metadata", metadata)?,
                 expected_version,
@@ -289,11 +296,15 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
         }
         Command::Approve {
             feature_id,
+            actor,
             reason,
+            override_gate,
             expected_version,
         } => {
             let request = AdvanceRequest {
+                actor,
                 reason,
+                override_gate: override_gate.then_some(true),
                 expected_version,
                 ..AdvanceRequest::new("human_approved")
             };

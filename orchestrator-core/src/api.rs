@@ -12,6 +12,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::gate::Approval;
 use crate::repository::{ListQuery, PageLimit, StateCounts};
 use crate::state::WorkflowState;
 use crate::values::{Description, FeatureId, Metadata, ValidationError};
@@ -54,6 +55,8 @@ pub enum ErrorCode {
     GateBlocked,
     /// 409: `human_approved` by the author of the work at the gate.
     SelfApproval,
+    /// 409: the same actor approving twice in one stay at the gate.
+    AlreadyApproved,
     /// 409: a consultation asked for a workflow in IDLE or DONE.
     WorkflowNotActive,
     /// 503: the Agent Hub cannot be reached or timed out.
@@ -102,6 +105,7 @@ impl ErrorCode {
             | ErrorCode::VersionConflict
             | ErrorCode::GateBlocked
             | ErrorCode::SelfApproval
+            | ErrorCode::AlreadyApproved
             | ErrorCode::WorkflowNotActive
             | ErrorCode::ConsultationNotPending
             | ErrorCode::AlreadyResolved => 409,
@@ -154,6 +158,11 @@ pub struct StartWorkflowRequest {
     /// When the feature exists, answer 200 with it unchanged instead of 409.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_existing: Option<bool>,
+    /// How the gate is passed; each field defaults to the server's settings
+    /// (`GATE_REQUIRED_APPROVALS`) and `allow_self_approval` false. Fixed for the workflow's
+    /// life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateRequest>,
 }
 
 impl StartWorkflowRequest {
@@ -165,6 +174,18 @@ impl StartWorkflowRequest {
             ..Self::default()
         }
     }
+}
+
+/// A workflow's gate policy as `POST /workflow/start` takes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GateRequest {
+    /// Distinct people who must approve, 1–10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_approvals: Option<u8>,
+    /// Whether whoever completed the work may approve it (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_self_approval: Option<bool>,
 }
 
 /// `POST /workflow/{feature_id}/advance`.
@@ -184,9 +205,14 @@ pub struct AdvanceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::principal::ActorKind>))]
     pub actor_kind: Option<String>,
-    /// Why, at most 10 000 characters.
+    /// Why, at most 10 000 characters. Required (not blank) for `human_rejected` and for an
+    /// override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// With `human_approved`: pass the gate whatever is missing (approvals, escalations).
+    /// Admins only (anyone without principals); needs a `reason`; recorded as `override: true`.
+    #[serde(rename = "override", default, skip_serializing_if = "Option::is_none")]
+    pub override_gate: Option<bool>,
     /// A JSON object of at most 64 KiB, kept with the history entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -261,6 +287,68 @@ pub struct WorkflowResponse {
     /// Entry into DONE.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub completed_at: Option<Timestamp>,
+    /// Its gate: the policy, and the current stay at GATE_1 (null / empty elsewhere).
+    pub gate: GateView,
+}
+
+/// A workflow's gate as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GateView {
+    /// Distinct people who must approve.
+    pub required_approvals: u8,
+    /// Whether whoever completed the work may approve it.
+    pub allow_self_approval: bool,
+    /// When the current stay at GATE_1 began; null elsewhere.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub entered_at: Option<Timestamp>,
+    /// The approvals of the current stay, oldest first.
+    pub approvals: Vec<Approval>,
+    /// What still holds the gate, as far as the workflow itself knows: approvals missing
+    /// (`{"kind": "approvals", "have": 1, "need": 2}`). Escalations that hold it are listed by
+    /// the consultations and by `GATE_BLOCKED`.
+    pub blocked_by: Vec<Blocker>,
+}
+
+/// One thing that holds a gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Blocker {
+    /// Fewer approvals than the policy needs.
+    Approvals {
+        /// Approvals so far.
+        have: u8,
+        /// Approvals needed.
+        need: u8,
+    },
+}
+
+impl GateView {
+    /// The gate of `workflow`.
+    pub fn new(workflow: &Workflow) -> Self {
+        let policy = workflow.gate_policy();
+        let stay = workflow
+            .gate_stay()
+            .filter(|_| workflow.state() == WorkflowState::Gate1);
+        let approvals = stay.map(|s| s.approvals.clone()).unwrap_or_default();
+        let have = u8::try_from(approvals.len()).unwrap_or(u8::MAX);
+        let blocked_by = if stay.is_some() && have < policy.required_approvals {
+            vec![Blocker::Approvals {
+                have,
+                need: policy.required_approvals,
+            }]
+        } else {
+            Vec::new()
+        };
+        GateView {
+            required_approvals: policy.required_approvals,
+            allow_self_approval: policy.allow_self_approval,
+            entered_at: stay.map(|s| s.entered_at),
+            approvals,
+            blocked_by,
+        }
+    }
 }
 
 impl WorkflowResponse {
@@ -276,6 +364,7 @@ impl WorkflowResponse {
             created_at: workflow.created_at(),
             updated_at: workflow.updated_at(),
             completed_at: workflow.completed_at(),
+            gate: GateView::new(workflow),
         }
     }
 }
@@ -616,6 +705,7 @@ mod tests {
             (ErrorCode::MethodNotAllowed, "METHOD_NOT_ALLOWED", 405),
             (ErrorCode::GateBlocked, "GATE_BLOCKED", 409),
             (ErrorCode::SelfApproval, "SELF_APPROVAL", 409),
+            (ErrorCode::AlreadyApproved, "ALREADY_APPROVED", 409),
             (ErrorCode::AgentHubError, "AGENT_HUB_ERROR", 502),
             (ErrorCode::DatabaseUnavailable, "DATABASE_UNAVAILABLE", 503),
         ] {
@@ -727,7 +817,9 @@ mod tests {
                 "metadata": {},
                 "created_at": "2026-11-24T10:00:00Z",
                 "updated_at": "2026-11-24T10:00:00Z",
-                "completed_at": null
+                "completed_at": null,
+                "gate": {"required_approvals": 1, "allow_self_approval": false,
+                         "entered_at": null, "approvals": [], "blocked_by": []}
             })
         );
         let back: WorkflowResponse =

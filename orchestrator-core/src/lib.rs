@@ -7,6 +7,7 @@
 //! - [`values`]: validated values (`FeatureId`, `Description`, …), built only by parsing.
 //! - [`workflow`]: the `Workflow` aggregate, its pure `apply`, history records, progress.
 //! - [`repository`]: the `WorkflowRepository` trait every store implements.
+//! - [`gate`]: a workflow's gate policy and its current stay at the gate.
 //! - [`hub`]: the `AgentHub` trait and its types.
 //! - [`principal`]: who acts — kinds (human, agent, system), roles, and what each may do.
 //! - [`consultation`]: questions asked of the hub, and how an escalation's outcome is folded in.
@@ -19,6 +20,7 @@ pub mod api;
 pub mod consultation;
 #[cfg(feature = "test-util")]
 pub mod fake_hub;
+pub mod gate;
 pub mod hub;
 #[cfg(feature = "test-util")]
 pub mod memory;
@@ -32,6 +34,7 @@ pub mod workflow;
 pub use consultation::{Consult, Consultation, ConsultationId, Question};
 #[cfg(feature = "test-util")]
 pub use fake_hub::ScriptedAgentHub;
+pub use gate::{Approval, GatePolicy, GateStay};
 pub use hub::{AgentHub, HubError};
 #[cfg(feature = "test-util")]
 pub use memory::InMemoryWorkflowRepository;

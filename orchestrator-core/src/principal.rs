@@ -95,6 +95,7 @@ impl Role {
                 matches!(t, Trigger::Start | Trigger::AgentComplete | Trigger::Cancel)
             }
             (Role::Reviewer, Action::Respond) => true,
+            (_, Action::OverrideGate) => false,
             (Role::Reviewer, Action::Trigger(t)) => {
                 matches!(t, Trigger::HumanApproved | Trigger::HumanRejected)
             }
@@ -147,6 +148,8 @@ pub enum Action {
     Consult,
     /// Answer an escalation.
     Respond,
+    /// Pass a gate whatever is missing (`human_approved` with `override`).
+    OverrideGate,
 }
 
 /// Somebody the server knows by a token: a name (the `actor` of what they do), a kind, roles.

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::consultation::ConsultationId;
+use crate::gate::{Approval, GatePolicy, GateStay};
 use crate::hub::EscalationId;
 use crate::principal::ActorKind;
 use crate::state::{Trigger, WorkflowState, next_state};
@@ -45,6 +46,10 @@ pub struct Transition {
     pub on_behalf_of: Option<Actor>,
     /// Why, when the caller said.
     pub reason: Option<Reason>,
+    /// Whether an admin passed the gate whatever was missing (`human_approved` with
+    /// `override`).
+    #[serde(rename = "override", default)]
+    pub override_gate: bool,
     /// Caller's data for this step (an object; empty when none was given).
     #[serde(default)]
     pub metadata: Metadata,
@@ -62,6 +67,8 @@ pub struct TransitionContext {
     pub actor_kind: Option<ActorKind>,
     /// Whom the actor acts for, when that is somebody else.
     pub on_behalf_of: Option<Actor>,
+    /// Pass the gate whatever is missing (an admin's `human_approved`, with a reason).
+    pub override_gate: bool,
     /// Why.
     pub reason: Option<Reason>,
     /// Extra data kept with the history record.
@@ -77,6 +84,7 @@ impl TransitionContext {
             actor: None,
             actor_kind: None,
             on_behalf_of: None,
+            override_gate: false,
             reason: None,
             metadata: Metadata::default(),
             at,
@@ -104,10 +112,25 @@ pub enum TransitionError {
         /// `human_approved` or `human_rejected`.
         trigger: Trigger,
     },
-    /// `human_rejected` without a reason: the author must learn what to change (HTTP 400
-    /// `VALIDATION_ERROR` naming `reason`).
-    #[error("reason: a rejection needs a reason (what must change)")]
+    /// `human_rejected` without a reason (the author must learn what to change), or an
+    /// override without one (HTTP 400 `VALIDATION_ERROR` naming `reason`).
+    #[error("reason: a rejection or an override needs a reason")]
     ReasonRequired,
+    /// An approval without an actor at a gate that needs several distinct people (HTTP 400
+    /// `VALIDATION_ERROR` naming `actor`).
+    #[error(
+        "actor: this gate needs {required} distinct approvals, so an approval must name its actor"
+    )]
+    ActorRequired {
+        /// The approvals the gate needs.
+        required: u8,
+    },
+    /// The same actor approving twice in one stay at the gate (HTTP 409 `ALREADY_APPROVED`).
+    #[error("'{actor}' approved this gate already")]
+    AlreadyApproved {
+        /// The approver.
+        actor: Actor,
+    },
     /// `human_approved` while consultations wait for a human or for the hub (HTTP 409
     /// `GATE_BLOCKED`).
     #[error("the gate is blocked by {} escalation(s) and {} consultation(s) being asked", escalations.len(), asking.len())]
@@ -129,25 +152,21 @@ pub enum TransitionError {
 /// [`Workflow::decide`] from storage and the Agent Hub. Empty facts block nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GateFacts {
-    /// Who made the work at the gate: the `actor` and `on_behalf_of` of the transition that
-    /// entered it. An author without a name is unknown and blocks no one.
-    pub authors: Vec<Actor>,
     /// Escalations still waiting for a human.
     pub escalations: Vec<EscalationId>,
     /// Consultations the hub has not answered yet.
     pub asking: Vec<ConsultationId>,
 }
 
-impl GateFacts {
-    /// The authors of `entry`, the transition that entered the gate.
-    pub fn authored_by(entry: &Transition) -> Vec<Actor> {
-        entry
-            .actor
-            .iter()
-            .chain(entry.on_behalf_of.iter())
-            .cloned()
-            .collect()
-    }
+/// Who made the work `entry` brought to the gate: its `actor` and `on_behalf_of`. An author
+/// without a name is unknown and blocks no one.
+fn authors_of(entry: &Transition) -> Vec<Actor> {
+    entry
+        .actor
+        .iter()
+        .chain(entry.on_behalf_of.iter())
+        .cloned()
+        .collect()
 }
 
 impl TransitionError {
@@ -204,6 +223,8 @@ pub struct Workflow {
     created_at: Timestamp,
     updated_at: Timestamp,
     completed_at: Option<Timestamp>,
+    gate_policy: GatePolicy,
+    gate_stay: Option<GateStay>,
 }
 
 /// Everything a stored workflow holds: what a store keeps, and gives back to
@@ -231,6 +252,10 @@ pub struct Snapshot {
     pub updated_at: Timestamp,
     /// When the workflow entered DONE.
     pub completed_at: Option<Timestamp>,
+    /// How its gate is passed.
+    pub gate_policy: GatePolicy,
+    /// The current stay at GATE_1, while there.
+    pub gate_stay: Option<GateStay>,
 }
 
 impl Workflow {
@@ -248,6 +273,8 @@ impl Workflow {
             created_at,
             updated_at,
             completed_at,
+            gate_policy,
+            gate_stay,
         } = snapshot;
         Workflow {
             feature_id,
@@ -260,7 +287,19 @@ impl Workflow {
             created_at,
             updated_at,
             completed_at,
+            gate_policy,
+            gate_stay,
         }
+    }
+
+    /// How its gate is passed.
+    pub fn gate_policy(&self) -> GatePolicy {
+        self.gate_policy
+    }
+
+    /// The current stay at GATE_1, while there: since when, who made the work, who approved.
+    pub fn gate_stay(&self) -> Option<&GateStay> {
+        self.gate_stay.as_ref()
     }
 
     /// Which feature.
@@ -336,7 +375,25 @@ impl Workflow {
         metadata: Metadata,
         ctx: TransitionContext,
     ) -> (Workflow, Transition) {
+        Self::start_with(
+            feature_id,
+            description,
+            metadata,
+            GatePolicy::default(),
+            ctx,
+        )
+    }
+
+    /// [`Workflow::start`] with its own gate policy.
+    pub fn start_with(
+        feature_id: FeatureId,
+        description: Description,
+        metadata: Metadata,
+        gate_policy: GatePolicy,
+        ctx: TransitionContext,
+    ) -> (Workflow, Transition) {
         let mut workflow = Workflow::idle(feature_id, description, metadata, ctx.at);
+        workflow.gate_policy = gate_policy;
         let first = workflow
             .apply(Trigger::Start, ctx)
             .expect("the table lets IDLE accept start");
@@ -362,6 +419,8 @@ impl Workflow {
             created_at: at,
             updated_at: at,
             completed_at: None,
+            gate_policy: GatePolicy::default(),
+            gate_stay: None,
         }
     }
 
@@ -376,10 +435,12 @@ impl Workflow {
     }
 
     /// Judges `trigger`: the table, then the gate's rules in this order — an agent never
-    /// approves or rejects; a rejection needs a reason; an approval waits for no escalation
-    /// and no consultation still being asked; the work's author may not approve it. On
-    /// success, the transition to persist; the snapshot itself is unchanged until
-    /// [`Workflow::record`].
+    /// approves or rejects; an admin's override (with a reason) passes whatever is missing; a
+    /// rejection needs a reason; an approval waits for no escalation and no consultation still
+    /// being asked, names its actor when several are needed, is not the author's (unless the
+    /// policy allows) and not a second one by the same actor. On success, the transition to
+    /// persist (GATE_1 → GATE_1 for an approval that is not yet the last one needed); the
+    /// snapshot itself is unchanged until [`Workflow::record`].
     pub fn decide(
         &self,
         trigger: Trigger,
@@ -393,29 +454,22 @@ impl Workflow {
         if trigger.is_human_decision() && ctx.actor_kind == Some(ActorKind::Agent) {
             return Err(TransitionError::AgentMayNotDecide { trigger });
         }
-        if trigger == Trigger::HumanRejected
-            && ctx
-                .reason
-                .as_ref()
-                .is_none_or(|r| r.as_str().trim().is_empty())
-        {
+        let reasoned = ctx
+            .reason
+            .as_ref()
+            .is_some_and(|r| !r.as_str().trim().is_empty());
+        if trigger == Trigger::HumanRejected && !reasoned {
             return Err(TransitionError::ReasonRequired);
         }
+        let mut to = to;
         if trigger == Trigger::HumanApproved {
-            if !facts.escalations.is_empty() || !facts.asking.is_empty() {
-                return Err(TransitionError::GateBlocked {
-                    escalations: facts.escalations.clone(),
-                    asking: facts.asking.clone(),
-                });
-            }
-            let approvers = ctx.actor.iter().chain(ctx.on_behalf_of.iter());
-            if let Some(author) = approvers
-                .into_iter()
-                .find(|approver| facts.authors.contains(approver))
-            {
-                return Err(TransitionError::SelfApproval {
-                    actor: author.clone(),
-                });
+            if ctx.override_gate {
+                // An admin's decision, on the record with its reason; nothing else is checked.
+                if !reasoned {
+                    return Err(TransitionError::ReasonRequired);
+                }
+            } else {
+                to = self.judge_approval(&ctx, facts)?;
             }
         }
         Ok(Transition {
@@ -427,9 +481,57 @@ impl Workflow {
             actor_kind: ctx.actor_kind,
             on_behalf_of: ctx.on_behalf_of,
             reason: ctx.reason,
+            override_gate: ctx.override_gate && trigger == Trigger::HumanApproved,
             metadata: ctx.metadata,
             at: ctx.at,
         })
+    }
+
+    /// The gate's rules for an approval, in order: nothing may still block it, the approver
+    /// must be named when several are needed, may not be an author (unless the policy allows)
+    /// and may not approve twice. Returns where the approval leads: PHASE_2 with the last
+    /// approval needed, else GATE_1 again (the approval recorded).
+    fn judge_approval(
+        &self,
+        ctx: &TransitionContext,
+        facts: &GateFacts,
+    ) -> Result<WorkflowState, TransitionError> {
+        if !facts.escalations.is_empty() || !facts.asking.is_empty() {
+            return Err(TransitionError::GateBlocked {
+                escalations: facts.escalations.clone(),
+                asking: facts.asking.clone(),
+            });
+        }
+        let policy = self.gate_policy;
+        let Some(actor) = &ctx.actor else {
+            if policy.required_approvals > 1 {
+                return Err(TransitionError::ActorRequired {
+                    required: policy.required_approvals,
+                });
+            }
+            return Ok(WorkflowState::Phase2);
+        };
+        let (authors, approvals) = self.gate_stay.as_ref().map_or((&[][..], &[][..]), |stay| {
+            (stay.authors.as_slice(), stay.approvals.as_slice())
+        });
+        if !policy.allow_self_approval {
+            let mut approvers = std::iter::once(actor).chain(ctx.on_behalf_of.iter());
+            if let Some(author) = approvers.find(|a| authors.contains(a)) {
+                return Err(TransitionError::SelfApproval {
+                    actor: author.clone(),
+                });
+            }
+        }
+        if approvals.iter().any(|approval| approval.actor == *actor) {
+            return Err(TransitionError::AlreadyApproved {
+                actor: actor.clone(),
+            });
+        }
+        if approvals.len() + 1 >= usize::from(policy.required_approvals) {
+            Ok(WorkflowState::Phase2)
+        } else {
+            Ok(WorkflowState::Gate1)
+        }
     }
 
     /// Folds an accepted transition into the snapshot. Holds no rules and cannot fail; the
@@ -448,6 +550,25 @@ impl Workflow {
         if transition.to == WorkflowState::Done {
             self.completed_at = Some(transition.at);
         }
+        self.gate_stay = match (transition.from, transition.to) {
+            // An approval that does not pass the gate yet.
+            (WorkflowState::Gate1, WorkflowState::Gate1) => {
+                self.gate_stay.take().map(|mut stay| {
+                    stay.approvals
+                        .extend(transition.actor.clone().map(|actor| Approval {
+                            actor,
+                            at: transition.at,
+                        }));
+                    stay
+                })
+            }
+            (_, WorkflowState::Gate1) => Some(GateStay {
+                entered_at: transition.at,
+                authors: authors_of(transition),
+                approvals: Vec::new(),
+            }),
+            _ => None,
+        };
         self.state = transition.to;
         self.version = transition.seq;
         self.updated_at = transition.at;
@@ -461,10 +582,26 @@ impl Workflow {
         metadata: Metadata,
         history: &[Transition],
     ) -> Result<Workflow, ReplayError> {
+        Self::replay_with(
+            feature_id,
+            description,
+            metadata,
+            GatePolicy::default(),
+            history,
+        )
+    }
+
+    /// [`Workflow::replay`] of a workflow started with `gate_policy`.
+    pub fn replay_with(
+        feature_id: FeatureId,
+        description: Description,
+        metadata: Metadata,
+        gate_policy: GatePolicy,
+        history: &[Transition],
+    ) -> Result<Workflow, ReplayError> {
         let first = history.first().ok_or(ReplayError::Empty)?;
         let mut workflow = Workflow::idle(feature_id, description, metadata, first.at);
-        // Who made the work at the gate, known from the entry that entered it.
-        let mut facts = GateFacts::default();
+        workflow.gate_policy = gate_policy;
         for (index, entry) in history.iter().enumerate() {
             let expected = workflow.version + 1;
             if entry.seq != expected {
@@ -488,12 +625,13 @@ impl Workflow {
                 actor: entry.actor.clone(),
                 actor_kind: entry.actor_kind,
                 on_behalf_of: entry.on_behalf_of.clone(),
+                override_gate: entry.override_gate,
                 reason: entry.reason.clone(),
                 metadata: entry.metadata.clone(),
                 at: entry.at,
             };
             let accepted = workflow
-                .decide(entry.trigger, ctx, &facts)
+                .decide(entry.trigger, ctx, &GateFacts::default())
                 .map_err(|e| inconsistent(e.to_string()))?;
             if accepted.to != entry.to {
                 return Err(inconsistent(format!(
@@ -502,11 +640,6 @@ impl Workflow {
                 )));
             }
             workflow.record(&accepted);
-            facts.authors = if accepted.to == WorkflowState::Gate1 {
-                GateFacts::authored_by(&accepted)
-            } else {
-                Vec::new()
-            };
         }
         Ok(workflow)
     }
@@ -770,26 +903,50 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn the_gate_rules_apply_in_order_agent_reason_blocked_author() {
-        let gate = given(&[AgentComplete]);
-        let actor = |name: &str| Some(Actor::parse(name).unwrap());
-        let by = |name: &str, kind: Option<ActorKind>| TransitionContext {
-            actor: actor(name),
+    /// A workflow at the gate with `policy`, the work completed by `spec-agent`.
+    fn at_gate(policy: GatePolicy) -> Workflow {
+        let (mut workflow, _) = Workflow::start_with(
+            FeatureId::parse("f-1").unwrap(),
+            Description::parse("a feature").unwrap(),
+            Metadata::default(),
+            policy,
+            ctx(t0()),
+        );
+        let done = workflow
+            .apply(
+                AgentComplete,
+                TransitionContext {
+                    actor: Some(Actor::parse("spec-agent").unwrap()),
+                    ..ctx(t0())
+                },
+            )
+            .unwrap();
+        workflow.record(&done);
+        workflow
+    }
+
+    fn by(name: &str, kind: Option<ActorKind>) -> TransitionContext {
+        TransitionContext {
+            actor: Some(Actor::parse(name).unwrap()),
             actor_kind: kind,
             ..TransitionContext::at(t0())
-        };
-        let facts = GateFacts {
-            authors: vec![Actor::parse("spec-agent").unwrap()],
+        }
+    }
+
+    #[test]
+    fn the_gate_rules_apply_in_order_agent_reason_blocked_author() {
+        let gate = at_gate(GatePolicy::default());
+        let blocked = GateFacts {
             escalations: vec![EscalationId("esc-1".into())],
             asking: vec![],
         };
+        let open = GateFacts::default();
         // An agent, first of all, whatever else holds.
         assert_eq!(
             gate.decide(
                 HumanApproved,
                 by("spec-agent", Some(ActorKind::Agent)),
-                &facts
+                &blocked
             ),
             Err(TransitionError::AgentMayNotDecide {
                 trigger: HumanApproved
@@ -797,7 +954,7 @@ mod tests {
         );
         // A rejection without a reason, or a blank one.
         assert_eq!(
-            gate.decide(HumanRejected, by("alice", None), &facts),
+            gate.decide(HumanRejected, by("alice", None), &blocked),
             Err(TransitionError::ReasonRequired)
         );
         let blank = TransitionContext {
@@ -805,18 +962,14 @@ mod tests {
             ..by("alice", None)
         };
         assert_eq!(
-            gate.decide(HumanRejected, blank, &facts),
+            gate.decide(HumanRejected, blank, &blocked),
             Err(TransitionError::ReasonRequired)
         );
         // A blocked gate before the author's own approval.
         assert!(matches!(
-            gate.decide(HumanApproved, by("spec-agent", None), &facts),
+            gate.decide(HumanApproved, by("spec-agent", None), &blocked),
             Err(TransitionError::GateBlocked { .. })
         ));
-        let open = GateFacts {
-            escalations: vec![],
-            ..facts.clone()
-        };
         assert_eq!(
             gate.decide(HumanApproved, by("spec-agent", None), &open),
             Err(TransitionError::SelfApproval {
@@ -825,19 +978,87 @@ mod tests {
         );
         // Acting for the author is the author's approval too.
         let for_author = TransitionContext {
-            on_behalf_of: actor("spec-agent"),
+            on_behalf_of: Some(Actor::parse("spec-agent").unwrap()),
             ..by("alice", None)
         };
         assert!(matches!(
             gate.decide(HumanApproved, for_author, &open),
             Err(TransitionError::SelfApproval { .. })
         ));
-        // Somebody else, or nobody named, approves.
+        // Somebody else, or nobody named, approves; the policy may allow the author.
         assert!(gate.decide(HumanApproved, by("alice", None), &open).is_ok());
         assert!(
             gate.decide(HumanApproved, TransitionContext::at(t0()), &open)
                 .is_ok()
         );
+        let lenient = at_gate(GatePolicy::new(1, true).unwrap());
+        assert!(
+            lenient
+                .decide(HumanApproved, by("spec-agent", None), &open)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn several_approvals_are_recorded_until_the_last_one_passes_the_gate() {
+        let mut gate = at_gate(GatePolicy::new(2, false).unwrap());
+        let open = GateFacts::default();
+        assert_eq!(
+            gate.decide(HumanApproved, TransitionContext::at(t0()), &open),
+            Err(TransitionError::ActorRequired { required: 2 })
+        );
+        let first = gate
+            .decide(HumanApproved, by("alice", None), &open)
+            .unwrap();
+        assert_eq!((first.from, first.to), (Gate1, Gate1));
+        gate.record(&first);
+        assert_eq!(gate.gate_stay().unwrap().approvals.len(), 1);
+        assert_eq!(
+            gate.decide(HumanApproved, by("alice", None), &open),
+            Err(TransitionError::AlreadyApproved {
+                actor: Actor::parse("alice").unwrap()
+            })
+        );
+        let second = gate.decide(HumanApproved, by("bo", None), &open).unwrap();
+        assert_eq!(second.to, Phase2);
+        gate.record(&second);
+        assert_eq!(gate.gate_stay(), None);
+
+        // A rejection discards the round's approvals; the next stay starts afresh.
+        let mut gate = at_gate(GatePolicy::new(2, false).unwrap());
+        let first = gate
+            .decide(HumanApproved, by("alice", None), &open)
+            .unwrap();
+        gate.record(&first);
+        let back = gate.decide(HumanRejected, ctx(t0()), &open).unwrap();
+        gate.record(&back);
+        let again = gate.apply(AgentComplete, by("spec-agent", None)).unwrap();
+        gate.record(&again);
+        assert!(gate.gate_stay().unwrap().approvals.is_empty());
+        let retry = gate
+            .decide(HumanApproved, by("alice", None), &open)
+            .unwrap();
+        assert_eq!(retry.to, Gate1);
+    }
+
+    #[test]
+    fn an_override_passes_whatever_is_missing_but_needs_a_reason() {
+        let gate = at_gate(GatePolicy::new(3, false).unwrap());
+        let blocked = GateFacts {
+            escalations: vec![EscalationId("esc-1".into())],
+            asking: vec![],
+        };
+        let mut override_ = TransitionContext {
+            override_gate: true,
+            ..by("spec-agent", None)
+        };
+        assert_eq!(
+            gate.decide(HumanApproved, override_.clone(), &blocked),
+            Err(TransitionError::ReasonRequired)
+        );
+        override_.reason = Some(Reason::parse("release blocker, approved by the CTO").unwrap());
+        let passed = gate.decide(HumanApproved, override_, &blocked).unwrap();
+        assert_eq!((passed.to, passed.override_gate), (Phase2, true));
     }
 
     #[test]
@@ -846,24 +1067,24 @@ mod tests {
             FeatureId::parse("f-1").unwrap(),
             Description::parse("a feature").unwrap(),
             Metadata::default(),
-            TransitionContext::at(t0()),
+            ctx(t0()),
         );
-        let by = |name: &str| TransitionContext {
-            actor: Some(Actor::parse(name).unwrap()),
-            ..TransitionContext::at(t0())
-        };
-        let done = workflow.apply(AgentComplete, by("bob")).unwrap();
+        let done = workflow.apply(AgentComplete, by("bob", None)).unwrap();
         workflow.record(&done);
-        // Judged without facts, as a store that lost them might.
-        let approved = workflow.apply(HumanApproved, by("bob")).unwrap();
-        let replayed = Workflow::replay(
-            FeatureId::parse("f-1").unwrap(),
-            Description::parse("a feature").unwrap(),
-            Metadata::default(),
-            &[first, done, approved],
-        );
+        let mut approved = workflow.apply(HumanApproved, by("alice", None)).unwrap();
+        let replay = |history: &[Transition]| {
+            Workflow::replay(
+                FeatureId::parse("f-1").unwrap(),
+                Description::parse("a feature").unwrap(),
+                Metadata::default(),
+                history,
+            )
+        };
+        assert!(replay(&[first.clone(), done.clone(), approved.clone()]).is_ok());
+        // A forged entry: the author approving their own work.
+        approved.actor = Some(Actor::parse("bob").unwrap());
         assert!(matches!(
-            replayed,
+            replay(&[first, done, approved]),
             Err(ReplayError::Inconsistent { seq: 3, .. })
         ));
     }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use orchestrator_core::{
-    Actor, ActorKind, Advance, Description, Error, FeatureId, InMemoryWorkflowRepository,
-    ManualClock, Metadata, Orchestrator, Reason, StartWorkflow, Transition, TransitionError,
-    Trigger, Workflow, WorkflowState,
+    Actor, ActorKind, Advance, Description, Error, FeatureId, GatePolicy,
+    InMemoryWorkflowRepository, ManualClock, Metadata, Orchestrator, Reason, StartWorkflow,
+    Transition, TransitionError, Trigger, Workflow, WorkflowState,
 };
 use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
@@ -42,6 +42,11 @@ fn spec_percent(state: WorkflowState) -> u8 {
     }
 }
 
+/// The model's name for a stored actor, if it is one of the names steps use.
+fn known(name: &str) -> Option<&'static str> {
+    ["ana", "bo", "cy"].into_iter().find(|n| *n == name)
+}
+
 /// Which version the caller claims to have seen.
 #[derive(Debug, Clone, Copy)]
 enum Expectation {
@@ -65,20 +70,40 @@ struct Step {
     agent: bool,
     /// Whether a reason is given.
     reasoned: bool,
+    /// Whether an approval overrides the gate.
+    override_gate: bool,
 }
 
 /// What the gate rules say about a step the table allows: `None` if it stands, else the
 /// refusal the model expects.
 fn gate_refusal(model: &Model, step: &Step) -> Option<&'static str> {
     let decision = matches!(step.trigger, HumanApproved | HumanRejected);
+    let approval = step.trigger == HumanApproved;
     if decision && step.agent {
         Some("agent")
-    } else if step.trigger == HumanRejected && !step.reasoned {
+    } else if decision && (step.trigger == HumanRejected || step.override_gate) && !step.reasoned {
         Some("reason")
-    } else if step.trigger == HumanApproved && step.actor.is_some() && step.actor == model.author {
+    } else if !approval || step.override_gate {
+        None
+    } else if step.actor.is_none() {
+        (model.required > 1).then_some("actor")
+    } else if step.actor == model.author {
         Some("self")
+    } else if model.approvals.contains(&step.actor.unwrap_or_default()) {
+        Some("already")
     } else {
         None
+    }
+}
+
+/// Where an accepted step leads: an approval that is not the last one needed stays at the
+/// gate.
+fn destination(model: &Model, step: &Step, table: WorkflowState) -> WorkflowState {
+    let counted = step.trigger == HumanApproved && !step.override_gate && step.actor.is_some();
+    if counted && model.approvals.len() + 1 < usize::from(model.required) {
+        Gate1
+    } else {
+        table
     }
 }
 
@@ -89,6 +114,10 @@ struct Model {
     rework_count: u32,
     /// Who completed the work at the gate, while at the gate.
     author: Option<&'static str>,
+    /// Who approved in this stay at the gate.
+    approvals: Vec<&'static str>,
+    /// The policy: distinct approvals needed.
+    required: u8,
 }
 
 struct Lifecycle;
@@ -98,14 +127,18 @@ impl ReferenceStateMachine for Lifecycle {
     type Transition = Step;
 
     fn init_state() -> BoxedStrategy<Model> {
-        // The system under test starts every workflow with `start`: PHASE_1 at version 1.
-        Just(Model {
-            state: Phase1,
-            version: 1,
-            rework_count: 0,
-            author: None,
-        })
-        .boxed()
+        // The system under test starts every workflow with `start`: PHASE_1 at version 1,
+        // with a gate needing one to three approvals.
+        (1u8..=3)
+            .prop_map(|required| Model {
+                state: Phase1,
+                version: 1,
+                rework_count: 0,
+                author: None,
+                approvals: Vec::new(),
+                required,
+            })
+            .boxed()
     }
 
     fn transitions(_: &Model) -> BoxedStrategy<Step> {
@@ -118,16 +151,22 @@ impl ReferenceStateMachine for Lifecycle {
         let actor = prop::sample::select(vec![None, Some("ana"), Some("bo"), Some("cy")]);
         (
             (trigger, expectation, 0i64..5000),
-            (actor, prop::bool::weighted(0.2), prop::bool::weighted(0.8)),
+            (
+                actor,
+                prop::bool::weighted(0.15),
+                prop::bool::weighted(0.8),
+                prop::bool::weighted(0.1),
+            ),
         )
             .prop_map(
-                |((trigger, expectation, elapse), (actor, agent, reasoned))| Step {
+                |((trigger, expectation, elapse), (actor, agent, reasoned, override_gate))| Step {
                     trigger,
                     expectation,
                     elapse,
                     actor,
                     agent,
                     reasoned,
+                    override_gate,
                 },
             )
             .boxed()
@@ -141,12 +180,21 @@ impl ReferenceStateMachine for Lifecycle {
             if gate_refusal(&model, step).is_some() {
                 return model;
             }
+            let to = destination(&model, step, to);
+            if model.state == Gate1 && to == Gate1 {
+                model.approvals.extend(step.actor);
+            } else if to == Gate1 {
+                model.author = step.actor;
+                model.approvals.clear();
+            } else {
+                model.author = None;
+                model.approvals.clear();
+            }
             model.state = to;
             model.version += 1;
             if step.trigger == HumanRejected {
                 model.rework_count += 1;
             }
-            model.author = (to == Gate1).then_some(step.actor).flatten();
         }
         model
     }
@@ -174,7 +222,7 @@ impl StateMachineTest for Lifecycle {
     type SystemUnderTest = System;
     type Reference = Lifecycle;
 
-    fn init_test(_: &Model) -> System {
+    fn init_test(initial: &Model) -> System {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -189,6 +237,7 @@ impl StateMachineTest for Lifecycle {
                 description: Description::parse("property test").unwrap(),
                 metadata: Metadata::default(),
                 use_existing: false,
+                gate: Some(GatePolicy::new(initial.required, false).unwrap()),
             }))
             .unwrap();
         System {
@@ -205,20 +254,27 @@ impl StateMachineTest for Lifecycle {
             state: workflow_before.state(),
             version: workflow_before.version(),
             rework_count: workflow_before.rework_count(),
-            // The author at the gate is the actor of the entry that entered it.
-            author: (workflow_before.state() == Gate1)
-                .then(|| history_before.last().and_then(|t| t.actor.clone()))
-                .flatten()
-                .and_then(|name| {
-                    ["ana", "bo", "cy"]
-                        .into_iter()
-                        .find(|n| *n == name.as_str())
-                }),
+            // The stay at the gate, as the workflow keeps it.
+            author: workflow_before
+                .gate_stay()
+                .and_then(|stay| stay.authors.first())
+                .and_then(|name| known(name.as_str())),
+            approvals: workflow_before
+                .gate_stay()
+                .map(|stay| {
+                    stay.approvals
+                        .iter()
+                        .filter_map(|a| known(a.actor.as_str()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            required: workflow_before.gate_policy().required_approvals,
         };
         system.clock.advance(Duration::seconds(step.elapse));
         let mut advance = Advance::new(step.trigger);
         advance.actor = step.actor.map(|name| Actor::parse(name).unwrap());
         advance.actor_kind = step.agent.then_some(ActorKind::Agent);
+        advance.override_gate = step.override_gate;
         advance.reason = step
             .reasoned
             .then(|| Reason::parse("the tests do not cover retries").unwrap());
@@ -248,6 +304,8 @@ impl StateMachineTest for Lifecycle {
                     TransitionError::AgentMayNotDecide { .. } => "agent",
                     TransitionError::ReasonRequired => "reason",
                     TransitionError::SelfApproval { .. } => "self",
+                    TransitionError::ActorRequired { .. } => "actor",
+                    TransitionError::AlreadyApproved { .. } => "already",
                     other => panic!("unexpected refusal {other:?}"),
                 };
                 assert_eq!(Some(kind), refusal, "{step:?}");
@@ -255,7 +313,7 @@ impl StateMachineTest for Lifecycle {
             (Ok(workflow), Expectation::Unconditional | Expectation::Current, Some(to))
                 if refusal.is_none() =>
             {
-                assert_eq!(workflow.state(), to);
+                assert_eq!(workflow.state(), destination(&before, &step, to));
                 assert_eq!(workflow.version(), before.version + 1);
             }
             (
@@ -308,14 +366,23 @@ impl StateMachineTest for Lifecycle {
         for (index, entry) in history.iter().enumerate() {
             assert_eq!(entry.seq, index as u64 + 1);
             assert_eq!(entry.from, previous);
-            assert_eq!(spec_table(entry.from, entry.trigger), Some(entry.to));
+            let recorded_approval =
+                (entry.from, entry.trigger, entry.to) == (Gate1, HumanApproved, Gate1);
+            assert!(recorded_approval || spec_table(entry.from, entry.trigger) == Some(entry.to));
             // PHASE_2 is entered only by `human_approved` from GATE_1, never by an agent and
             // never by whoever completed the work; every rejection says why.
             if entry.to == Phase2 {
                 assert_eq!((entry.from, entry.trigger), (Gate1, HumanApproved));
                 assert_ne!(entry.actor_kind, Some(ActorKind::Agent));
-                let author = &history[index - 1];
-                assert!(entry.actor.is_none() || entry.actor != author.actor);
+                // The entry that entered this stay at the gate.
+                let author = history[..index]
+                    .iter()
+                    .rev()
+                    .find(|t| t.from != Gate1 && t.to == Gate1)
+                    .unwrap();
+                assert!(
+                    entry.override_gate || entry.actor.is_none() || entry.actor != author.actor
+                );
             }
             if entry.trigger == HumanRejected {
                 assert_ne!(entry.actor_kind, Some(ActorKind::Agent));
@@ -325,10 +392,11 @@ impl StateMachineTest for Lifecycle {
         }
 
         // Replaying the history reproduces the snapshot, progress included.
-        let replayed = Workflow::replay(
+        let replayed = Workflow::replay_with(
             workflow.feature_id().clone(),
             workflow.description().clone(),
             workflow.metadata().clone(),
+            workflow.gate_policy(),
             &history,
         )
         .unwrap();

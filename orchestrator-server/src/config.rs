@@ -98,6 +98,11 @@ pub struct Config {
     )]
     pub api_token: Option<Secret>,
 
+    /// Distinct approvals a workflow's gate needs when its start names none (1–10).
+    #[arg(long, env = "GATE_REQUIRED_APPROVALS", value_name = "GATE_REQUIRED_APPROVALS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub gate_required_approvals: u8,
+
     /// Principals mode: a TOML file of principals (name, kind, roles, SHA-256 of their
     /// token), re-read on SIGHUP. Not together with ORCHESTRATOR_API_TOKEN.
     #[arg(
@@ -231,6 +236,7 @@ impl Config {
             write_timeout_seconds: 30,
             api_token: None,
             principals_file: None,
+            gate_required_approvals: 1,
             command: None,
             log: "warn".to_owned(),
             log_format: LogFormat::Pretty,
@@ -286,6 +292,7 @@ impl fmt::Debug for Config {
             .field("agent_hub_timeout_seconds", &self.agent_hub_timeout_seconds)
             .field("agent_hub_wait_seconds", &self.agent_hub_wait_seconds)
             .field("agent_hub_max_asks", &self.agent_hub_max_asks)
+            .field("gate_required_approvals", &self.gate_required_approvals)
             .field("max_connections", &self.max_connections)
             .field("request_timeout_seconds", &self.request_timeout_seconds)
             .field("body_timeout_seconds", &self.body_timeout_seconds)

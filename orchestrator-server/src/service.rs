@@ -41,7 +41,11 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
         config.hub_call_timeout(),
         metrics.clone(),
     )?;
-    let orchestrator = Orchestrator::new(repository).with_hub(Arc::new(hub));
+    let gate_defaults = orchestrator_core::GatePolicy::new(config.gate_required_approvals, false)
+        .unwrap_or_default();
+    let orchestrator = Orchestrator::new(repository)
+        .with_hub(Arc::new(hub))
+        .with_gate_defaults(gate_defaults);
     let auth = Auth::new(config.api_token.clone(), config.principals_file.clone())?;
     let app = App::with(orchestrator, auth, metrics, config.limits());
     // One SQLite database has one server: every ask it finds was left by a stop. PostgreSQL

@@ -2,6 +2,7 @@
 
 use crate::api::{AdvanceRequest, ConsultRequest, RespondRequest, StartWorkflowRequest};
 use crate::consultation::{Consult, parse_context};
+use crate::gate::GatePolicy;
 use crate::hub::HumanAction;
 use crate::principal::{ActorKind, Principal};
 use crate::state::Trigger;
@@ -22,6 +23,8 @@ pub struct StartWorkflow {
     pub metadata: Metadata,
     /// When the feature exists already, return it unchanged instead of refusing.
     pub use_existing: bool,
+    /// Its gate policy; `None`: the orchestrator's defaults.
+    pub gate: Option<GatePolicy>,
 }
 
 impl TryFrom<StartWorkflowRequest> for StartWorkflow {
@@ -33,6 +36,18 @@ impl TryFrom<StartWorkflowRequest> for StartWorkflow {
             description: Description::parse(request.description)?,
             metadata: Metadata::parse(request.metadata.unwrap_or_default())?,
             use_existing: request.use_existing.unwrap_or(false),
+            gate: request
+                .gate
+                .map(|gate| {
+                    let defaults = GatePolicy::default();
+                    GatePolicy::new(
+                        gate.required_approvals
+                            .unwrap_or(defaults.required_approvals),
+                        gate.allow_self_approval
+                            .unwrap_or(defaults.allow_self_approval),
+                    )
+                })
+                .transpose()?,
         })
     }
 }
@@ -48,6 +63,8 @@ pub struct Advance {
     pub actor_kind: Option<ActorKind>,
     /// Whom the actor acts for, when somebody else.
     pub on_behalf_of: Option<Actor>,
+    /// An admin's `human_approved` that passes the gate whatever is missing (needs a reason).
+    pub override_gate: bool,
     /// Why.
     pub reason: Option<Reason>,
     /// Extra data kept with the history entry.
@@ -64,6 +81,7 @@ impl Advance {
             actor: None,
             actor_kind: None,
             on_behalf_of: None,
+            override_gate: false,
             reason: None,
             metadata: Metadata::default(),
             expected_version: None,
@@ -99,6 +117,7 @@ impl TryFrom<AdvanceRequest> for Advance {
             actor: parse_optional(request.actor, Actor::parse)?,
             actor_kind: parse_optional(request.actor_kind, |kind| kind.parse::<ActorKind>())?,
             on_behalf_of: None,
+            override_gate: request.override_gate.unwrap_or(false),
             reason: parse_optional(request.reason, Reason::parse)?,
             metadata: Metadata::parse(request.metadata.unwrap_or_default())?,
             expected_version: request.expected_version,

@@ -13,8 +13,7 @@ use super::{Error, Orchestrator, Respond, Result};
 impl Orchestrator {
     /// What the gate rule needs to judge an approval: the workflow's `pending_human`
     /// consultations, refreshed from the hub first (a hub that cannot be reached fails the
-    /// approval: the gate cannot be judged), those still being asked, and who made the work
-    /// at the gate (the history's last entry, which entered it).
+    /// approval: the gate cannot be judged), and those still being asked.
     pub(super) async fn gate_facts(&self, feature_id: &FeatureId) -> Result<GateFacts> {
         let mut facts = GateFacts::default();
         let blocking: Vec<Consultation> = self
@@ -31,9 +30,6 @@ impl Orchestrator {
             } else if consultation.status == ConsultationStatus::Asking {
                 facts.asking.push(consultation.id);
             }
-        }
-        if let Some(entered) = self.repository.history(feature_id).await?.last() {
-            facts.authors = GateFacts::authored_by(entered);
         }
         Ok(facts)
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::gate::GatePolicy;
 use crate::hub::{
     AgentHub, Escalation, EscalationId, HubError, HubHealth, HubQuestion, HubSessionId,
 };
@@ -151,6 +152,7 @@ pub struct Orchestrator {
     repository: Arc<dyn WorkflowRepository>,
     hub: Arc<dyn AgentHub>,
     clock: Arc<dyn Clock>,
+    gate_defaults: GatePolicy,
 }
 
 /// The hub of an orchestrator built without one: every call is unavailable.
@@ -196,12 +198,20 @@ impl Orchestrator {
             repository,
             hub: Arc::new(NoAgentHub),
             clock: Arc::new(SystemClock),
+            gate_defaults: GatePolicy::default(),
         }
     }
 
     /// The same orchestrator on another clock.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The same orchestrator, starting workflows whose start names no gate policy with
+    /// `defaults`.
+    pub fn with_gate_defaults(mut self, defaults: GatePolicy) -> Self {
+        self.gate_defaults = defaults;
         self
     }
 

@@ -12,10 +12,11 @@ impl Orchestrator {
     /// Creates a workflow and applies `start` (history entry 1 is IDLE → PHASE_1). An existing
     /// feature id is refused, or returned unchanged with `use_existing`.
     pub async fn start(&self, command: StartWorkflow) -> Result<Started> {
-        let (workflow, first) = Workflow::start(
+        let (workflow, first) = Workflow::start_with(
             command.feature_id,
             command.description,
             command.metadata.clone(),
+            command.gate.unwrap_or(self.gate_defaults),
             TransitionContext {
                 metadata: command.metadata,
                 ..TransitionContext::at(self.clock.now())
@@ -51,6 +52,7 @@ impl Orchestrator {
             actor: command.actor,
             actor_kind: command.actor_kind,
             on_behalf_of: command.on_behalf_of,
+            override_gate: command.override_gate,
             reason: command.reason,
             metadata: command.metadata,
             at: self.clock.now(),
@@ -59,6 +61,7 @@ impl Orchestrator {
         // only for an approval at the gate.
         let facts = if command.trigger == Trigger::HumanApproved
             && current.state() == WorkflowState::Gate1
+            && !command.override_gate
         {
             self.gate_facts(feature_id).await?
         } else {

@@ -151,7 +151,17 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
         ),
         CoreError::Transition(orchestrator_core::TransitionError::ReasonRequired) => (
             ErrorCode::ValidationError,
-            Some(vec!["reason: a rejection needs a reason (what must change)".to_owned()]),
+            Some(vec!["reason: a rejection or an override needs a reason".to_owned()]),
+        ),
+        CoreError::Transition(orchestrator_core::TransitionError::ActorRequired { required }) => (
+            ErrorCode::ValidationError,
+            Some(vec![format!(
+                "actor: this gate needs {required} distinct approvals, so an approval must name its actor"
+            )]),
+        ),
+        CoreError::Transition(orchestrator_core::TransitionError::AlreadyApproved { actor }) => (
+            ErrorCode::AlreadyApproved,
+            Some(vec![format!("actor: {actor} approved this stay at the gate already")]),
         ),
         CoreError::Transition(orchestrator_core::TransitionError::SelfApproval { actor }) => (
             ErrorCode::SelfApproval,

@@ -137,6 +137,7 @@ fn operation_errors(operation_id: &str) -> &'static [ErrorCode] {
             VersionConflict,
             GateBlocked,
             SelfApproval,
+            AlreadyApproved,
             AgentHubError,
             AgentHubUnavailable,
         ],
@@ -393,6 +394,7 @@ fn when(code: ErrorCode) -> &'static str {
         SelfApproval => {
             "human_approved by the actor (or on_behalf_of) of the agent_complete that entered the gate"
         }
+        AlreadyApproved => "the same actor approving twice in one stay at the gate",
         WorkflowNotActive => "the workflow is IDLE or DONE",
         ConsultationNotFound => "the workflow has no consultation with this id",
         ConsultationNotPending => "the consultation waits for no human",
@@ -471,6 +473,10 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
         VersionConflict => envelope(
             "version conflict: expected 2, current 3",
             Some(vec!["expected_version: 2", "current_version: 3"]),
+        ),
+        AlreadyApproved => envelope(
+            "'alice' approved this gate already",
+            Some(vec!["actor: alice approved this stay at the gate already"]),
         ),
         SelfApproval => envelope(
             "'spec-agent' made the work at this gate and may not approve it",

@@ -42,6 +42,8 @@ pub struct WorkflowRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub completed_at: Option<i64>,
+    pub gate_policy: String,
+    pub gate_stay: Option<String>,
 }
 
 /// What a transition changes in a workflow row. It leaves out `feature_id`: setting the key
@@ -57,6 +59,7 @@ pub struct WorkflowChanges {
     pub time_in_state: String,
     pub updated_at: i64,
     pub completed_at: Option<i64>,
+    pub gate_stay: Option<String>,
 }
 
 impl From<&Workflow> for WorkflowChanges {
@@ -68,6 +71,7 @@ impl From<&Workflow> for WorkflowChanges {
             time_in_state: json(&w.time_in_state()),
             updated_at: micros(w.updated_at()),
             completed_at: w.completed_at().map(micros),
+            gate_stay: w.gate_stay().map(json),
         }
     }
 }
@@ -87,6 +91,7 @@ pub struct TransitionRow {
     pub at: i64,
     pub actor_kind: Option<String>,
     pub on_behalf_of: Option<String>,
+    pub gate_override: bool,
 }
 
 pub fn micros(at: Timestamp) -> i64 {
@@ -116,6 +121,8 @@ impl From<&Workflow> for WorkflowRow {
             created_at: micros(w.created_at()),
             updated_at: micros(w.updated_at()),
             completed_at: w.completed_at().map(micros),
+            gate_policy: json(&w.gate_policy()),
+            gate_stay: w.gate_stay().map(json),
         }
     }
 }
@@ -134,6 +141,7 @@ impl TransitionRow {
             at: micros(t.at),
             actor_kind: t.actor_kind.map(|k| k.as_str().to_owned()),
             on_behalf_of: t.on_behalf_of.as_ref().map(ToString::to_string),
+            gate_override: t.override_gate,
         }
     }
 }
@@ -326,6 +334,11 @@ impl TryFrom<WorkflowRow> for Workflow {
                 .completed_at
                 .map(|at| c.time("completed_at", at))
                 .transpose()?,
+            gate_policy: c.parse("gate_policy", serde_json::from_str(&row.gate_policy))?,
+            gate_stay: row
+                .gate_stay
+                .map(|stay| c.parse("gate_stay", serde_json::from_str(&stay)))
+                .transpose()?,
         }))
     }
 }
@@ -361,6 +374,7 @@ impl TryFrom<TransitionRow> for Transition {
                 .map(|r| c.parse("reason", Reason::parse(r)))
                 .transpose()?,
             metadata: c.metadata("metadata", &row.metadata)?,
+            override_gate: row.gate_override,
             at: c.time("at", row.at)?,
         })
     }

@@ -26,6 +26,10 @@ diesel::table! {
         completed_at -> Nullable<BigInt>,
         /// The Agent Hub session of the workflow's consultations.
         hub_session_id -> Nullable<Text>,
+        /// JSON: the gate policy, fixed at start.
+        gate_policy -> Text,
+        /// JSON: the current stay at GATE_1.
+        gate_stay -> Nullable<Text>,
     }
 }
 
@@ -54,6 +58,8 @@ diesel::table! {
         actor_kind -> Nullable<Text>,
         /// Whom the actor acted for.
         on_behalf_of -> Nullable<Text>,
+        /// Whether an admin passed the gate with this entry, whatever was missing.
+        gate_override -> Bool,
     }
 }
 

@@ -191,7 +191,8 @@ fn advance_lists_every_conflict_and_the_hub_failures() {
             "INVALID_TRANSITION",
             "VERSION_CONFLICT",
             "GATE_BLOCKED",
-            "SELF_APPROVAL"
+            "SELF_APPROVAL",
+            "ALREADY_APPROVED"
         ]
     );
     assert_eq!(codes(&responses["502"]), ["AGENT_HUB_ERROR"]);

@@ -152,6 +152,21 @@ async fn tokens_name_the_actor_and_roles_decide_what_they_may_do() {
     // The refused attempts left nothing behind.
     assert_eq!(approved.version, 3);
 
+    // Overriding a gate is an admin's.
+    bot.start_workflow(&StartWorkflowRequest::new("f-2", "another"))
+        .await
+        .unwrap();
+    bot.advance_workflow(&id("f-2"), &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    let mut override_ = AdvanceRequest::new("human_approved");
+    override_.override_gate = Some(true);
+    override_.reason = Some("release blocker".to_owned());
+    assert_forbidden(
+        alice.advance_workflow(&id("f-2"), &override_).await,
+        "role needed: admin",
+    );
+
     // Only a human reviewer answers an escalation (checked before anything else).
     let unknown = orchestrator_core::ConsultationId::new();
     assert_forbidden(

@@ -488,3 +488,106 @@ async fn a_rejection_needs_a_reason_and_the_author_may_not_approve() {
     let (status, answer) = post(json!({"trigger": "human_approved", "actor": "lead"})).await;
     assert_eq!((status, &answer["state"]), (200, &json!("PHASE_2")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_approval_gate_records_each_approval_until_the_second_distinct_one() {
+    let app = spawn_app_with(|c| c.gate_required_approvals = 2).await;
+    let started = app.start_workflow("two-keys").await;
+    assert_eq!(started.gate.required_approvals, 2);
+    let f = id("two-keys");
+    let mut done = AdvanceRequest::new("agent_complete");
+    done.actor = Some("spec-agent".into());
+    let at_gate = app.client.advance_workflow(&f, &done).await.unwrap();
+    assert!(at_gate.gate.entered_at.is_some());
+    assert_eq!(
+        serde_json::to_value(&at_gate.gate.blocked_by).unwrap(),
+        json!([{"kind": "approvals", "have": 0, "need": 2}])
+    );
+
+    let approve = |actor: Option<&str>| {
+        let mut request = AdvanceRequest::new("human_approved");
+        request.actor = actor.map(str::to_owned);
+        request
+    };
+    // Several approvals are needed, so each must name its actor.
+    let unnamed = app
+        .client
+        .advance_workflow(&f, &approve(None))
+        .await
+        .unwrap_err();
+    assert_eq!(unnamed.code(), Some(ErrorCode::ValidationError));
+    let first = app
+        .client
+        .advance_workflow(&f, &approve(Some("alice")))
+        .await
+        .unwrap();
+    assert_eq!((first.state, first.version), (WorkflowState::Gate1, 3));
+    assert_eq!(first.gate.approvals.len(), 1);
+    let again = app
+        .client
+        .advance_workflow(&f, &approve(Some("alice")))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Some(ErrorCode::AlreadyApproved));
+    let second = app
+        .client
+        .advance_workflow(&f, &approve(Some("bo")))
+        .await
+        .unwrap();
+    assert_eq!((second.state, second.version), (WorkflowState::Phase2, 4));
+    assert!(second.gate.approvals.is_empty() && second.gate.entered_at.is_none());
+    let history = app.client.get_history(&f).await.unwrap().transitions;
+    let steps: Vec<_> = history.iter().map(|t| (t.from, t.to)).collect();
+    assert_eq!(
+        steps[2..],
+        [
+            (WorkflowState::Gate1, WorkflowState::Gate1),
+            (WorkflowState::Gate1, WorkflowState::Phase2)
+        ]
+    );
+
+    // A start may name its own policy; an override passes whatever is missing, with a reason.
+    let mut start = orchestrator_core::api::StartWorkflowRequest::new("three-keys", "urgent");
+    start.gate = Some(orchestrator_core::api::GateRequest {
+        required_approvals: Some(3),
+        allow_self_approval: None,
+    });
+    let started = app.client.start_workflow(&start).await.unwrap();
+    assert_eq!(started.gate.required_approvals, 3);
+    app.client
+        .advance_workflow(&id("three-keys"), &done)
+        .await
+        .unwrap();
+    let mut override_ = approve(Some("cto"));
+    override_.override_gate = Some(true);
+    let refused = app
+        .client
+        .advance_workflow(&id("three-keys"), &override_)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::ValidationError));
+    override_.reason = Some("release blocker".into());
+    let passed = app
+        .client
+        .advance_workflow(&id("three-keys"), &override_)
+        .await
+        .unwrap();
+    assert_eq!(passed.state, WorkflowState::Phase2);
+    let last = app
+        .client
+        .get_history(&id("three-keys"))
+        .await
+        .unwrap()
+        .transitions
+        .pop()
+        .unwrap();
+    assert!(last.override_gate);
+
+    let mut bad = orchestrator_core::api::StartWorkflowRequest::new("eleven-keys", "x");
+    bad.gate = Some(orchestrator_core::api::GateRequest {
+        required_approvals: Some(11),
+        allow_self_approval: None,
+    });
+    let refused = app.client.start_workflow(&bad).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::ValidationError));
+}

@@ -122,6 +122,9 @@ pub async fn advance_workflow(
         (body, header) => body.or(header),
     };
     caller.may(Action::Trigger(command.trigger))?;
+    if command.override_gate {
+        caller.may(Action::OverrideGate)?;
+    }
     if let Some(principal) = caller.principal() {
         command = command.by(principal);
     }

@@ -154,11 +154,11 @@ WITH v AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
                          $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[],
                          $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                         $16::bigint[], $17::text[], $18::text[])
+                         $16::bigint[], $17::text[], $18::text[], $19::text[], $20::bool[])
         AS v(feature_id, expected, state, version, rework_count,
              time_in_state, updated_at, completed_at, seq, from_state,
              to_state, trigger, actor, reason, metadata,
-             at, actor_kind, on_behalf_of)
+             at, actor_kind, on_behalf_of, gate_stay, gate_override)
 ), locked AS MATERIALIZED (
     SELECT w.feature_id, w.version FROM workflows w
     WHERE w.feature_id = ANY($1::text[])
@@ -168,16 +168,16 @@ WITH v AS (
     UPDATE workflows w
     SET state = v.state, version = v.version, rework_count = v.rework_count,
         time_in_state = v.time_in_state, updated_at = v.updated_at,
-        completed_at = v.completed_at
+        completed_at = v.completed_at, gate_stay = v.gate_stay
     FROM v, locked
     WHERE locked.feature_id = w.feature_id AND w.feature_id = v.feature_id
       AND w.version = v.expected
     RETURNING w.feature_id
 ), history AS (
     INSERT INTO transitions (feature_id, seq, from_state, to_state, trigger, actor, reason,
-                             metadata, at, actor_kind, on_behalf_of)
+                             metadata, at, actor_kind, on_behalf_of, gate_override)
     SELECT v.feature_id, v.seq, v.from_state, v.to_state, v.trigger, v.actor, v.reason,
-           v.metadata, v.at, v.actor_kind, v.on_behalf_of
+           v.metadata, v.at, v.actor_kind, v.on_behalf_of, v.gate_override
     FROM v JOIN won ON won.feature_id = v.feature_id
 )
 SELECT v.feature_id, locked.version AS current, won.feature_id IS NOT NULL AS won
@@ -229,6 +229,13 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
         .bind::<Array<BigInt>, _>(number(|c| c.history.at))
         .bind::<Array<Nullable<Text>>, _>(optional_text(|c| c.history.actor_kind.clone()))
         .bind::<Array<Nullable<Text>>, _>(optional_text(|c| c.history.on_behalf_of.clone()))
+        .bind::<Array<Nullable<Text>>, _>(optional_text(|c| c.changes.gate_stay.clone()))
+        .bind::<Array<diesel::sql_types::Bool>, _>(
+            commits
+                .iter()
+                .map(|c| c.history.gate_override)
+                .collect::<Vec<_>>(),
+        )
         .load(conn)
         .await?;
     // Everything was decided in the one statement that committed it: no second round trip
