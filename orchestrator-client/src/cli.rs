@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use orchestrator_core::api::{
     AdvanceRequest, ConsultRequest, ErrorEnvelope, ListWorkflowsParams, RespondRequest,
-    StartWorkflowRequest,
+    StartWorkflowRequest, WorkflowResponse,
 };
 use orchestrator_core::{FeatureId, WorkflowState};
 use serde::Serialize;
@@ -32,6 +32,7 @@ Examples:
   orchestrator start 042-payment-retries \"Retry failed card payments\"
   orchestrator advance 042-payment-retries agent_complete --actor spec-agent --expected-version 1
   orchestrator list --state GATE_1 --all
+  orchestrator gates --actor alice
   ORCHESTRATOR_TOKEN=$ALICE_TOKEN orchestrator approve 042-payment-retries
   orchestrator reject 042-payment-retries --reason \"retries must back off\"
   orchestrator ask 042-payment-retries testing \"Which failure modes must the tests cover?\"
@@ -152,6 +153,13 @@ pub enum Command {
         /// Follow the cursors and print every page's items as one list.
         #[arg(long)]
         all: bool,
+    },
+    /// What waits at the gate, oldest first: one line each, with how long it has waited and
+    /// its approvals (`1 of 2`). With --actor, only the gates that person may still approve.
+    Gates {
+        /// Leave out the gates this person completed or approved already.
+        #[arg(long)]
+        actor: Option<String>,
     },
     /// Count workflows by state.
     Summary,
@@ -362,6 +370,51 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             }
         }
         Command::Summary => print(out, &client.get_summary().await?),
+        Command::Gates { actor } => {
+            let mut params = ListWorkflowsParams {
+                state: Some(WorkflowState::Gate1),
+                ..ListWorkflowsParams::default()
+            };
+            let mut waiting = Vec::new();
+            loop {
+                let page = client.list_workflows(&params).await?;
+                waiting.extend(page.items);
+                match page.next_cursor {
+                    Some(next) => params.cursor = Some(next),
+                    None => break,
+                }
+            }
+            let mine = |w: &WorkflowResponse| {
+                let Some(me) = &actor else { return true };
+                !w.gate.authors.iter().any(|a| a.as_str() == me)
+                    && !w.gate.approvals.iter().any(|a| a.actor.as_str() == me)
+            };
+            waiting.retain(mine);
+            waiting.sort_by_key(|w| w.gate.entered_at);
+            let now = chrono::Utc::now();
+            let lines: Vec<String> = waiting
+                .iter()
+                .map(|w| {
+                    let waited = w
+                        .gate
+                        .entered_at
+                        .map_or(0, |at| (now - at).num_seconds().max(0));
+                    format!(
+                        "{}\twaiting {}\t{} of {} approvals\t{}",
+                        w.feature_id,
+                        duration(waited),
+                        w.gate.approvals.len(),
+                        w.gate.required_approvals,
+                        w.description
+                    )
+                })
+                .collect();
+            if lines.is_empty() {
+                Ok(())
+            } else {
+                writeln!(out, "{}", lines.join("\n"))
+            }
+        }
         Command::Consult {
             feature_id,
             topic,
@@ -421,4 +474,15 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
         }
     };
     written.map_err(|e| Failure::Usage(format!("cannot write the answer: {e}")))
+}
+
+/// Whole seconds as `2d 3h`, `3h 12m`, `12m`, or `45s`.
+fn duration(seconds: i64) -> String {
+    let (d, h, m) = (seconds / 86_400, seconds / 3_600 % 24, seconds / 60 % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{seconds}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::gate::Approval;
 use crate::repository::{ListQuery, PageLimit, StateCounts};
 use crate::state::WorkflowState;
-use crate::values::{Description, FeatureId, Metadata, ValidationError};
+use crate::values::{Actor, Description, FeatureId, Metadata, ValidationError};
 use crate::workflow::{Progress, Timestamp, Transition, Version, Workflow};
 
 /// The service name `/health` and `/` report.
@@ -302,6 +302,10 @@ pub struct GateView {
     /// When the current stay at GATE_1 began; null elsewhere.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub entered_at: Option<Timestamp>,
+    /// Who made the work at the gate (the `actor` and `on_behalf_of` of the entry that entered
+    /// it): they may not approve it unless `allow_self_approval`.
+    #[serde(default)]
+    pub authors: Vec<Actor>,
     /// The approvals of the current stay, oldest first.
     pub approvals: Vec<Approval>,
     /// What still holds the gate, as far as the workflow itself knows: approvals missing
@@ -345,6 +349,7 @@ impl GateView {
             required_approvals: policy.required_approvals,
             allow_self_approval: policy.allow_self_approval,
             entered_at: stay.map(|s| s.entered_at),
+            authors: stay.map(|s| s.authors.clone()).unwrap_or_default(),
             approvals,
             blocked_by,
         }
@@ -819,7 +824,7 @@ mod tests {
                 "updated_at": "2026-11-24T10:00:00Z",
                 "completed_at": null,
                 "gate": {"required_approvals": 1, "allow_self_approval": false,
-                         "entered_at": null, "approvals": [], "blocked_by": []}
+                         "entered_at": null, "authors": [], "approvals": [], "blocked_by": []}
             })
         );
         let back: WorkflowResponse =

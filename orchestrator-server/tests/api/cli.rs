@@ -212,3 +212,32 @@ async fn approve_and_reject_decide_at_the_gate() {
     let parsed = Cli::try_parse_from(["orchestrator", "reject", "cli-gate"]);
     assert!(parsed.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gates_lists_what_waits_oldest_first_and_what_each_person_may_still_approve() {
+    let app = crate::helpers::spawn_app_with(|c| c.gate_required_approvals = 2).await;
+    for name in ["gate-old", "gate-new"] {
+        ok(&app, &["start", name, "waiting at the gate"]).await;
+        ok(
+            &app,
+            &["advance", name, "agent_complete", "--actor", "spec-agent"],
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    ok(&app, &["approve", "gate-new", "--actor", "alice"]).await;
+
+    let (code, out, _) = orchestrator(&app.url(""), &["gates"]).await;
+    assert_eq!(code, ExitCode::SUCCESS);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("gate-old\twaiting "), "{out}");
+    assert!(lines[0].contains("0 of 2 approvals"), "{out}");
+    assert!(lines[1].contains("1 of 2 approvals"), "{out}");
+    // Alice approved one already; the author may approve neither.
+    let (_, out, _) = orchestrator(&app.url(""), &["gates", "--actor", "alice"]).await;
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("gate-old"), "{out}");
+    let (_, out, _) = orchestrator(&app.url(""), &["gates", "--actor", "spec-agent"]).await;
+    assert_eq!(out, "");
+}
