@@ -558,6 +558,13 @@ fn apply_field_rules(doc: &mut Value) {
             slot["description"] = description;
         }
     }
+    // A gate needs 1-10 approvals.
+    doc["components"]["schemas"]["GateRequest"]["properties"]["required_approvals"] = json!({
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "maximum": orchestrator_core::gate::MAX_REQUIRED_APPROVALS,
+        "description": "distinct people who must approve, 1-10 (default GATE_REQUIRED_APPROVALS)",
+    });
     // A reviewer's answer: `response` (free text, not blank) is required unless confirming.
     let respond = &mut doc["components"]["schemas"]["RespondRequest"];
     let mut response = rules["description"].clone();
