@@ -180,9 +180,10 @@ impl StartWorkflowRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GateRequest {
-    /// Distinct people who must approve, 1–10.
+    /// Distinct people who must approve, 1–10 (any other whole number is 400
+    /// `VALIDATION_ERROR` naming `gate.required_approvals`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub required_approvals: Option<u8>,
+    pub required_approvals: Option<u64>,
     /// Whether whoever completed the work may approve it (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_self_approval: Option<bool>,

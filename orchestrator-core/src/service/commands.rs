@@ -40,9 +40,13 @@ impl TryFrom<StartWorkflowRequest> for StartWorkflow {
                 .gate
                 .map(|gate| {
                     let defaults = GatePolicy::default();
+                    let required = match gate.required_approvals {
+                        None => defaults.required_approvals,
+                        // Out of a u8's range is out of 1-10 too: let `new` say so.
+                        Some(n) => u8::try_from(n).unwrap_or(0),
+                    };
                     GatePolicy::new(
-                        gate.required_approvals
-                            .unwrap_or(defaults.required_approvals),
+                        required,
                         gate.allow_self_approval
                             .unwrap_or(defaults.allow_self_approval),
                     )

@@ -590,4 +590,14 @@ async fn a_two_approval_gate_records_each_approval_until_the_second_distinct_one
     });
     let refused = app.client.start_workflow(&bad).await.unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::ValidationError));
+    bad.gate = Some(orchestrator_core::api::GateRequest {
+        required_approvals: Some(2_147_483_646),
+        allow_self_approval: None,
+    });
+    let refused = app.client.start_workflow(&bad).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(ErrorCode::ValidationError),
+        "{refused}"
+    );
 }
