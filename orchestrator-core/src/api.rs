@@ -12,7 +12,9 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::consultation::{Consultation, ConsultationId, ConsultationStatus};
 use crate::gate::Approval;
+use crate::hub::EscalationId;
 use crate::repository::{ListQuery, PageLimit, StateCounts};
 use crate::state::WorkflowState;
 use crate::values::{Actor, Description, FeatureId, Metadata, ValidationError};
@@ -309,9 +311,10 @@ pub struct GateView {
     pub authors: Vec<Actor>,
     /// The approvals of the current stay, oldest first.
     pub approvals: Vec<Approval>,
-    /// What still holds the gate, as far as the workflow itself knows: approvals missing
-    /// (`{"kind": "approvals", "have": 1, "need": 2}`). Escalations that hold it are listed by
-    /// the consultations and by `GATE_BLOCKED`.
+    /// What still holds the gate: approvals missing (`{"kind": "approvals", "have": 1,
+    /// "need": 2}`) and, in `GET /workflow/{feature_id}`, consultations waiting for a human
+    /// (`{"kind": "escalation", …}`) or for the hub (`{"kind": "asking", …}`), as stored (an
+    /// approval asks the hub about them first).
     pub blocked_by: Vec<Blocker>,
 }
 
@@ -327,9 +330,46 @@ pub enum Blocker {
         /// Approvals needed.
         need: u8,
     },
+    /// A consultation whose escalation waits for a human.
+    Escalation {
+        /// The consultation.
+        consultation_id: ConsultationId,
+        /// Its escalation at the hub.
+        escalation_id: EscalationId,
+    },
+    /// A consultation the hub has not answered yet.
+    Asking {
+        /// The consultation.
+        consultation_id: ConsultationId,
+    },
 }
 
 impl GateView {
+    /// The same gate, also held by these of the workflow's consultations that wait for a
+    /// human or for the hub (nothing is added away from the gate).
+    pub fn held_by(mut self, consultations: &[Consultation]) -> Self {
+        if self.entered_at.is_none() {
+            return self;
+        }
+        for c in consultations {
+            match (c.status, &c.escalation_id) {
+                (ConsultationStatus::PendingHuman, Some(escalation)) => {
+                    self.blocked_by.push(Blocker::Escalation {
+                        consultation_id: c.id,
+                        escalation_id: escalation.clone(),
+                    });
+                }
+                (ConsultationStatus::Asking, _) => {
+                    self.blocked_by.push(Blocker::Asking {
+                        consultation_id: c.id,
+                    });
+                }
+                _ => {}
+            }
+        }
+        self
+    }
+
     /// The gate of `workflow`.
     pub fn new(workflow: &Workflow) -> Self {
         let policy = workflow.gate_policy();

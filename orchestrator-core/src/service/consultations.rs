@@ -297,6 +297,18 @@ impl Orchestrator {
         Ok(consultation)
     }
 
+    /// A workflow's consultations that hold its gate (`pending_human` or `asking`), as stored:
+    /// no hub call.
+    pub async fn stored_blockers(&self, feature_id: &FeatureId) -> Result<Vec<Consultation>> {
+        Ok(self
+            .repository
+            .consultations(feature_id)
+            .await?
+            .into_iter()
+            .filter(Consultation::blocks_gate)
+            .collect())
+    }
+
     /// A workflow's consultations, oldest first. Pending ones are refreshed from the hub
     /// first; if the hub cannot be reached they are returned as stored.
     pub async fn consultations(&self, feature_id: &FeatureId) -> Result<Vec<Consultation>> {

@@ -108,6 +108,14 @@ async fn an_escalation_blocks_the_gate_until_a_human_confirms() {
     assert_eq!(pending.status, ConsultationStatus::PendingHuman);
     let escalation = pending.escalation_id.clone().expect("escalated");
     to_gate(&app, &f).await;
+    // The workflow says what holds its gate.
+    let gated = app.client.get_workflow(&f).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&gated.gate.blocked_by).unwrap(),
+        serde_json::json!([{"kind": "approvals", "have": 0, "need": 1},
+                           {"kind": "escalation", "consultation_id": pending.id,
+                            "escalation_id": escalation}])
+    );
 
     let err = app
         .client

@@ -83,6 +83,12 @@ async fn a_slow_expert_gets_202_asking_which_blocks_the_gate_until_the_answer_la
     let id = body["id"].as_str().unwrap().to_owned();
 
     // Seen by every reader, and it holds the gate.
+    let gated = app.client.get_workflow(&f).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&gated.gate.blocked_by).unwrap(),
+        serde_json::json!([{"kind": "approvals", "have": 0, "need": 1},
+                           {"kind": "asking", "consultation_id": id}])
+    );
     let items = listed(&app.client, &f).await;
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].status, ConsultationStatus::Asking);

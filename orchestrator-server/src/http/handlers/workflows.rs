@@ -26,8 +26,13 @@ pub fn feature_id(raw: &str) -> Result<FeatureId> {
 }
 
 fn workflow_response(app: &App, status: StatusCode, workflow: &Workflow) -> HttpResponse {
-    let mut response = json_response(status, &WorkflowResponse::new(workflow, app.now()));
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", workflow.version())) {
+    let response = json_response(status, &WorkflowResponse::new(workflow, app.now()));
+    with_etag(response, workflow.version())
+}
+
+/// The version as the `ETag`, quoted.
+fn with_etag(mut response: HttpResponse, version: u64) -> HttpResponse {
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
         response.headers_mut().insert(header::ETAG, etag);
     }
     response
@@ -83,7 +88,16 @@ pub async fn create_workflow(
 pub async fn get_workflow(app: &App, id: &str) -> Result<HttpResponse> {
     let id = feature_id(id)?;
     let workflow = app.orchestrator().get(&id).await?;
-    Ok(workflow_response(app, StatusCode::OK, &workflow))
+    let mut body = WorkflowResponse::new(&workflow, app.now());
+    if workflow.state() == orchestrator_core::WorkflowState::Gate1 {
+        // What holds the gate, consultations included (as stored: no hub call on a read).
+        let blockers = app.orchestrator().stored_blockers(&id).await?;
+        body.gate = body.gate.held_by(&blockers);
+    }
+    Ok(with_etag(
+        json_response(StatusCode::OK, &body),
+        workflow.version(),
+    ))
 }
 
 /// Apply one trigger atomically.
