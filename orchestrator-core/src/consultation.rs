@@ -90,7 +90,8 @@ impl From<AnswerStatus> for ConsultationStatus {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsultationError {
     /// `agent_hub_unavailable` (unreachable or too slow), `agent_hub_error` (it answered
-    /// with an error), `unknown_topic`, or `interrupted` (the server stopped first).
+    /// with an error), `unknown_topic`, `interrupted` (the server stopped first), or
+    /// `internal` (the orchestrator could not keep the hub session).
     pub code: String,
     /// What happened, in the orchestrator's words.
     pub message: String,

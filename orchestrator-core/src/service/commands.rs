@@ -175,6 +175,18 @@ pub struct Respond {
     pub response: Option<String>,
     /// Who answers; sent to the hub as the responder.
     pub actor: Option<Actor>,
+    /// What kind of actor answers, when known: only a human may.
+    pub actor_kind: Option<ActorKind>,
+}
+
+impl Respond {
+    /// The same answer given by `principal`: it is the responder, of its kind, whatever
+    /// name the caller gave.
+    pub fn by(mut self, principal: &Principal) -> Self {
+        self.actor = Some(principal.name.clone());
+        self.actor_kind = Some(principal.kind);
+        self
+    }
 }
 
 impl TryFrom<RespondRequest> for Respond {
@@ -215,6 +227,7 @@ impl TryFrom<RespondRequest> for Respond {
             action,
             response,
             actor: parse_optional(request.actor, Actor::parse)?,
+            actor_kind: None,
         })
     }
 }

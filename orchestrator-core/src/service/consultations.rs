@@ -5,6 +5,7 @@ use crate::consultation::{
     Consult, Consultation, ConsultationError, ConsultationId, ConsultationStatus,
 };
 use crate::hub::{HubAnswer, HubError, HubQuestion, HubSessionId, HumanResponse};
+use crate::principal::ActorKind;
 use crate::values::FeatureId;
 use crate::workflow::{GateFacts, Timestamp};
 
@@ -244,6 +245,9 @@ impl Orchestrator {
         id: ConsultationId,
         respond: Respond,
     ) -> Result<Consultation> {
+        if respond.actor_kind == Some(ActorKind::Agent) {
+            return Err(Error::AgentMayNotRespond);
+        }
         // Not-found is the workflow's first.
         self.repository.get(feature_id).await?;
         let mut consultation = self

@@ -94,6 +94,9 @@ pub enum Error {
         /// Its status.
         status: crate::consultation::ConsultationStatus,
     },
+    /// An agent tried to answer an escalation: only a human does (HTTP 403 `FORBIDDEN`).
+    #[error("only a human answers an escalation")]
+    AgentMayNotRespond,
     /// A human answered the escalation already, outside the orchestrator (HTTP 409
     /// `ALREADY_RESOLVED`); the consultation now shows that answer.
     #[error("consultation {id}'s escalation was answered already")]

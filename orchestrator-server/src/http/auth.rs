@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use http::{HeaderMap, header};
-use orchestrator_core::{Action, ActorKind, Principal};
+use orchestrator_core::{Action, Principal};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
@@ -49,17 +49,6 @@ impl Caller {
             Caller::Principal(principal) => principal
                 .may(action)
                 .map_err(|role| ApiError::Forbidden(format!("role needed: {role}"))),
-        }
-    }
-
-    /// Whether the caller may answer an escalation: a reviewer, and a person.
-    pub fn may_respond(&self) -> Result<(), ApiError> {
-        self.may(Action::Respond)?;
-        match self {
-            Caller::Principal(p) if p.kind != ActorKind::Human => Err(ApiError::Forbidden(
-                "actor_kind: agent; only a human answers an escalation".to_owned(),
-            )),
-            _ => Ok(()),
         }
     }
 

@@ -206,6 +206,12 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
             ),
         ),
         CoreError::ConsultationNotFound { .. } => (ErrorCode::ConsultationNotFound, None),
+        CoreError::AgentMayNotRespond => (
+            ErrorCode::Forbidden,
+            Some(vec![
+                "actor_kind: agent; only a human answers an escalation".to_owned(),
+            ]),
+        ),
         CoreError::NotPending { status, .. } => (
             ErrorCode::ConsultationNotPending,
             Some(vec![format!(

@@ -6,11 +6,7 @@ use std::time::Duration;
 use orchestrator_client::Client;
 use tempfile::TempDir;
 
-fn server() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrator-server"));
-    command.env_clear().env("RUST_LOG", "warn");
-    command
-}
+use crate::helpers::server_binary as server;
 
 #[test]
 fn a_bad_setting_stops_start_up_with_one_line_naming_the_variable() {

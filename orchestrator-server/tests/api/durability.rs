@@ -1,54 +1,22 @@
 //! A 2xx is durable: the real binary is killed with SIGKILL while clients advance workflows,
 //! restarted on the same file, and every acknowledged transition is found.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use orchestrator_client::Client;
 use orchestrator_core::api::StartWorkflowRequest;
 use tempfile::TempDir;
 
-use crate::helpers::id;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn launch(database: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_orchestrator-server"))
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("DATABASE_URL", format!("sqlite:///{}", database.display()))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server binary starts")
-}
-
-async fn wait_healthy(client: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if client.get_health().await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("server did not become healthy");
-}
+use crate::helpers::{free_port, id, sqlite_server, wait_healthy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_transitions_survive_kill_9() {
     let dir = TempDir::new().unwrap();
     let database = dir.path().join("durable.db");
     let port = free_port();
-    let mut server = launch(&database, port);
+    let mut server = sqlite_server(&database, port)
+        .spawn()
+        .expect("server binary starts");
     let client = Client::builder()
         .base_url(format!("http://127.0.0.1:{port}"))
         .timeout(Duration::from_secs(5))
@@ -103,7 +71,9 @@ async fn acknowledged_transitions_survive_kill_9() {
         "the load did not run: {acknowledged:?}"
     );
 
-    let mut server = launch(&database, port);
+    let mut server = sqlite_server(&database, port)
+        .spawn()
+        .expect("server binary starts");
     wait_healthy(&client).await;
     for (name, version) in acknowledged {
         if version == 0 {

@@ -164,3 +164,43 @@ pub fn step(trigger: &str) -> orchestrator_core::api::AdvanceRequest {
     }
     request
 }
+
+/// The real `orchestrator-server` binary, with a clean environment and warnings-only logs.
+pub fn server_binary() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator-server"));
+    command.env_clear().env("RUST_LOG", "warn");
+    command
+}
+
+/// The binary set to serve the SQLite file `database` on loopback `port`, its output
+/// discarded; add settings, then spawn it.
+pub fn sqlite_server(database: &std::path::Path, port: u16) -> std::process::Command {
+    let mut command = server_binary();
+    command
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", format!("sqlite:///{}", database.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Waits (up to 20 s) until the server behind `client` answers `/health`.
+pub async fn wait_healthy(client: &Client) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while client.get_health().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not become healthy"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

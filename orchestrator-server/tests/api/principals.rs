@@ -14,7 +14,7 @@ use orchestrator_core::{Actor, ActorKind, Role, WorkflowState};
 use orchestrator_server::principals;
 use tempfile::TempDir;
 
-use crate::helpers::{TestApp, id, spawn_app_with};
+use crate::helpers::{TestApp, free_port, id, server_binary as server, spawn_app_with};
 
 fn mint(file: &Path, name: &str, kind: ActorKind, roles: &[Role]) -> String {
     let roles: BTreeSet<Role> = roles.iter().copied().collect();
@@ -228,12 +228,6 @@ async fn without_principals_an_agent_that_says_so_may_not_approve() {
     );
 }
 
-fn server() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrator-server"));
-    command.env_clear().env("RUST_LOG", "warn");
-    command
-}
-
 #[test]
 fn a_token_and_a_principals_file_together_stop_start_up() {
     let output = server()
@@ -270,11 +264,7 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
         .unwrap();
     assert!(!taken.status.success());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = server()
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())

@@ -4,7 +4,7 @@
 //! a crash leaves `failed` / `interrupted`, never `asking` forever.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use orchestrator_client::Client;
@@ -15,7 +15,7 @@ use orchestrator_server::hub::stand_in::{Fault, StandInHub};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::helpers::{TestApp, id, spawn_app_with};
+use crate::helpers::{TestApp, free_port, id, spawn_app_with, sqlite_server, wait_healthy};
 
 /// Asks `question` over raw HTTP, returning the status and the body.
 async fn ask_raw(app: &TestApp, f: &FeatureId, question: &str) -> (u16, Value) {
@@ -241,25 +241,11 @@ async fn a_stop_during_a_background_ask_leaves_it_failed_interrupted() {
 }
 
 fn launch(database: &Path, port: u16, hub: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_orchestrator-server"))
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("DATABASE_URL", format!("sqlite:///{}", database.display()))
+    sqlite_server(database, port)
         .env("AGENT_HUB_URL", hub)
         .env("AGENT_HUB_WAIT_SECONDS", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("server binary starts")
-}
-
-async fn healthy(client: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.get_health().await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -271,17 +257,13 @@ async fn a_crash_during_an_ask_leaves_it_failed_interrupted_after_restart() {
 
     let dir = TempDir::new().unwrap();
     let database = dir.path().join("crash.db");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let client = Client::builder()
         .base_url(format!("http://127.0.0.1:{port}"))
         .build()
         .unwrap();
     let mut server = launch(&database, port, &hub_url);
-    healthy(&client).await;
+    wait_healthy(&client).await;
     let f = id("crashed");
     client
         .start_workflow(&StartWorkflowRequest::new("crashed", "a feature"))
@@ -296,7 +278,7 @@ async fn a_crash_during_an_ask_leaves_it_failed_interrupted_after_restart() {
     server.kill().unwrap();
     server.wait().unwrap();
     let mut server = launch(&database, port, &hub_url);
-    healthy(&client).await;
+    wait_healthy(&client).await;
     let items = listed(&client, &f).await;
     server.kill().unwrap();
     server.wait().unwrap();

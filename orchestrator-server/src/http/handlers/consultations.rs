@@ -94,11 +94,10 @@ pub async fn respond_to_consultation(
     let id = feature_id(id)?;
     let consultation: ConsultationId = consultation.parse()?;
     let request: RespondRequest = read_json(headers, body, app.bodies()).await?;
-    caller.may_respond()?;
+    caller.may(Action::Respond)?;
     let mut respond = Respond::try_from(request)?;
     if let Some(principal) = caller.principal() {
-        // The principal answers, whatever name the body gives.
-        respond.actor = Some(principal.name.clone());
+        respond = respond.by(principal);
     }
     let answered = app
         .orchestrator()
