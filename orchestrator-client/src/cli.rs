@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use orchestrator_core::api::{
-    AdvanceRequest, ConsultRequest, ErrorEnvelope, ListWorkflowsParams, RespondRequest,
-    StartWorkflowRequest, WorkflowResponse,
+    AdvanceRequest, ConsultRequest, ErrorEnvelope, GateRequest, ListWorkflowsParams,
+    RespondRequest, StartWorkflowRequest, WorkflowResponse,
 };
 use orchestrator_core::{FeatureId, WorkflowState};
 use serde::Serialize;
@@ -77,6 +77,18 @@ pub enum Command {
         /// Return the existing workflow instead of failing when the feature exists.
         #[arg(long)]
         use_existing: bool,
+        /// Distinct approvals its gate needs, 1–10 (default: the server's).
+        #[arg(long)]
+        required_approvals: Option<u64>,
+        /// Seconds a stay at its gate may last before it is overdue (default: the server's).
+        #[arg(long)]
+        due_in_seconds: Option<u64>,
+        /// What happens past the deadline: flag, reject or cancel (default flag).
+        #[arg(long)]
+        on_expiry: Option<String>,
+        /// Let whoever completed the work approve it.
+        #[arg(long)]
+        allow_self_approval: bool,
     },
     /// Show a workflow.
     Get {
@@ -150,16 +162,23 @@ pub enum Command {
         /// Continue after this cursor.
         #[arg(long)]
         cursor: Option<String>,
+        /// Only gates past their deadline.
+        #[arg(long)]
+        overdue: bool,
         /// Follow the cursors and print every page's items as one list.
         #[arg(long)]
         all: bool,
     },
-    /// What waits at the gate, oldest first: one line each, with how long it has waited and
-    /// its approvals (`1 of 2`). With --actor, only the gates that person may still approve.
+    /// What waits at the gate, oldest first: one line each, with how long it has waited, its
+    /// approvals (`1 of 2`) and, past its deadline, `OVERDUE`. With --actor, only the gates
+    /// that person may still approve.
     Gates {
         /// Leave out the gates this person completed or approved already.
         #[arg(long)]
         actor: Option<String>,
+        /// Only gates past their deadline.
+        #[arg(long)]
+        overdue: bool,
     },
     /// Count workflows by state.
     Summary,
@@ -268,10 +287,21 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             description,
             metadata,
             use_existing,
+            required_approvals,
+            due_in_seconds,
+            on_expiry,
+            allow_self_approval,
         } => {
             let mut request = StartWorkflowRequest::new(feature_id, description);
             request.metadata = json_object("metadata", metadata)?;
             request.use_existing = use_existing.then_some(true);
+            let gate = GateRequest {
+                required_approvals,
+                allow_self_approval: allow_self_approval.then_some(true),
+                due_in_seconds,
+                on_expiry,
+            };
+            request.gate = (gate != GateRequest::default()).then_some(gate);
             print(out, &client.start_workflow(&request).await?)
         }
         Command::Get { feature_id } => {
@@ -347,12 +377,14 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             state,
             limit,
             cursor,
+            overdue,
             all,
         } => {
             let mut params = ListWorkflowsParams {
                 state,
                 limit,
                 cursor,
+                overdue,
             };
             if all {
                 let mut items = Vec::new();
@@ -370,9 +402,10 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             }
         }
         Command::Summary => print(out, &client.get_summary().await?),
-        Command::Gates { actor } => {
+        Command::Gates { actor, overdue } => {
             let mut params = ListWorkflowsParams {
                 state: Some(WorkflowState::Gate1),
+                overdue,
                 ..ListWorkflowsParams::default()
             };
             let mut waiting = Vec::new();
@@ -400,11 +433,12 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         .entered_at
                         .map_or(0, |at| (now - at).num_seconds().max(0));
                     format!(
-                        "{}\twaiting {}\t{} of {} approvals\t{}",
+                        "{}\twaiting {}\t{} of {} approvals\t{}{}",
                         w.feature_id,
                         duration(waited),
                         w.gate.approvals.len(),
                         w.gate.required_approvals,
+                        if w.gate.overdue { "OVERDUE\t" } else { "" },
                         w.description
                     )
                 })

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::consultation::{Consultation, ConsultationId, ConsultationStatus};
 use crate::gate::Approval;
 use crate::hub::EscalationId;
-use crate::repository::{ListQuery, PageLimit, StateCounts};
+use crate::repository::{ListQuery, PageLimit, Summary};
 use crate::state::WorkflowState;
 use crate::values::{Actor, Description, FeatureId, Metadata, ValidationError};
 use crate::workflow::{Progress, Timestamp, Transition, Version, Workflow};
@@ -161,8 +161,8 @@ pub struct StartWorkflowRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_existing: Option<bool>,
     /// How the gate is passed; each field defaults to the server's settings
-    /// (`GATE_REQUIRED_APPROVALS`) and `allow_self_approval` false. Fixed for the workflow's
-    /// life.
+    /// (`GATE_REQUIRED_APPROVALS`, `GATE_DUE_SECONDS`), `on_expiry` `flag` and
+    /// `allow_self_approval` false. Fixed for the workflow's life.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateRequest>,
 }
@@ -189,6 +189,16 @@ pub struct GateRequest {
     /// Whether whoever completed the work may approve it (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_self_approval: Option<bool>,
+    /// Seconds a stay at the gate may last before it is overdue, 1–31 536 000 (any other
+    /// whole number is 400 `VALIDATION_ERROR` naming `gate.due_in_seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 31_536_000))]
+    pub due_in_seconds: Option<u64>,
+    /// What happens past the deadline: `flag` (marked overdue only; the default), `reject`
+    /// (back to PHASE_1) or `cancel`, by actor `system` with reason `gate expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::gate::OnExpiry>))]
+    pub on_expiry: Option<String>,
 }
 
 /// `POST /workflow/{feature_id}/advance`.
@@ -302,9 +312,19 @@ pub struct GateView {
     pub required_approvals: u8,
     /// Whether whoever completed the work may approve it.
     pub allow_self_approval: bool,
+    /// Seconds a stay at the gate may last before it is overdue; null: no deadline.
+    pub due_in_seconds: Option<u32>,
+    /// What happens past the deadline.
+    pub on_expiry: crate::gate::OnExpiry,
     /// When the current stay at GATE_1 began; null elsewhere.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub entered_at: Option<Timestamp>,
+    /// When the current stay is due (`entered_at` + `due_in_seconds`); null elsewhere or
+    /// without a deadline.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub due_at: Option<Timestamp>,
+    /// Whether the current stay is past `due_at`.
+    pub overdue: bool,
     /// Who made the work at the gate (the `actor` and `on_behalf_of` of the entry that entered
     /// it): they may not approve it unless `allow_self_approval`.
     #[serde(default)]
@@ -370,8 +390,8 @@ impl GateView {
         self
     }
 
-    /// The gate of `workflow`.
-    pub fn new(workflow: &Workflow) -> Self {
+    /// The gate of `workflow` as of `now`.
+    pub fn new(workflow: &Workflow, now: Timestamp) -> Self {
         let policy = workflow.gate_policy();
         let stay = workflow
             .gate_stay()
@@ -386,10 +406,15 @@ impl GateView {
         } else {
             Vec::new()
         };
+        let due_at = stay.and_then(|s| policy.due_at(s.entered_at));
         GateView {
             required_approvals: policy.required_approvals,
             allow_self_approval: policy.allow_self_approval,
+            due_in_seconds: policy.due_in_seconds,
+            on_expiry: policy.on_expiry,
             entered_at: stay.map(|s| s.entered_at),
+            due_at,
+            overdue: due_at.is_some_and(|due| now > due),
             authors: stay.map(|s| s.authors.clone()).unwrap_or_default(),
             approvals,
             blocked_by,
@@ -410,7 +435,7 @@ impl WorkflowResponse {
             created_at: workflow.created_at(),
             updated_at: workflow.updated_at(),
             completed_at: workflow.completed_at(),
-            gate: GateView::new(workflow),
+            gate: GateView::new(workflow, now),
         }
     }
 }
@@ -444,6 +469,8 @@ pub struct ListWorkflowsParams {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only gates past their deadline.
+    pub overdue: bool,
 }
 
 impl ListWorkflowsParams {
@@ -453,6 +480,7 @@ impl ListWorkflowsParams {
     ) -> Result<ListQuery, ValidationError> {
         let mut query = ListQuery {
             state: None,
+            overdue: false,
             after: None,
             limit: PageLimit::DEFAULT,
         };
@@ -470,6 +498,13 @@ impl ListWorkflowsParams {
                     query.limit = PageLimit::parse(limit)?;
                 }
                 "cursor" => query.after = Some(cursor::decode(value)?),
+                "overdue" => {
+                    query.overdue = match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(ValidationError::new("overdue", "must be true or false")),
+                    }
+                }
                 _ => {}
             }
         }
@@ -484,6 +519,9 @@ impl ListWorkflowsParams {
         }
         if let Some(limit) = self.limit {
             parts.push(format!("limit={limit}"));
+        }
+        if self.overdue {
+            parts.push("overdue=true".to_owned());
         }
         if let Some(cursor) = &self.cursor {
             // Cursors are URL-safe base64; anything else the server refuses anyway.
@@ -593,13 +631,17 @@ pub struct SummaryResponse {
     pub counts: BTreeMap<WorkflowState, u64>,
     /// All workflows.
     pub total: u64,
+    /// Workflows whose stay at the gate is past its deadline.
+    #[serde(default)]
+    pub overdue: u64,
 }
 
-impl From<&StateCounts> for SummaryResponse {
-    fn from(counts: &StateCounts) -> Self {
+impl From<&Summary> for SummaryResponse {
+    fn from(summary: &Summary) -> Self {
         SummaryResponse {
-            counts: counts.as_map().clone(),
-            total: counts.total(),
+            counts: summary.counts.as_map().clone(),
+            total: summary.counts.total(),
+            overdue: summary.overdue,
         }
     }
 }
@@ -812,6 +854,7 @@ mod tests {
             ("limit", "501"),
             ("limit", "ten"),
             ("state", "gate"),
+            ("overdue", "yes"),
         ] {
             let err = ListWorkflowsParams::parse_query([(name, value)]).unwrap_err();
             assert_eq!(err.field, name);
@@ -825,6 +868,7 @@ mod tests {
             state: Some(WorkflowState::Done),
             limit: Some(7),
             cursor: Some(cursor::encode(&id)),
+            overdue: true,
         };
         let query = params.to_query();
         let pairs: Vec<(&str, &str)> = query
@@ -833,6 +877,7 @@ mod tests {
             .collect();
         let parsed = ListWorkflowsParams::parse_query(pairs).unwrap();
         assert_eq!(parsed.after, Some(id));
+        assert!(parsed.overdue);
         assert_eq!(
             (parsed.state, parsed.limit.get()),
             (Some(WorkflowState::Done), 7)
@@ -865,7 +910,9 @@ mod tests {
                 "updated_at": "2026-11-24T10:00:00Z",
                 "completed_at": null,
                 "gate": {"required_approvals": 1, "allow_self_approval": false,
-                         "entered_at": null, "authors": [], "approvals": [], "blocked_by": []}
+                         "due_in_seconds": null, "on_expiry": "flag",
+                         "entered_at": null, "due_at": null, "overdue": false,
+                         "authors": [], "approvals": [], "blocked_by": []}
             })
         );
         let back: WorkflowResponse =
@@ -876,10 +923,10 @@ mod tests {
     #[test]
     fn the_summary_lists_all_five_states() {
         let counts =
-            StateCounts::from_pairs([(WorkflowState::Phase1, 3), (WorkflowState::Done, 2)]);
+            crate::StateCounts::from_pairs([(WorkflowState::Phase1, 3), (WorkflowState::Done, 2)]);
         assert_eq!(
-            serde_json::to_value(SummaryResponse::from(&counts)).unwrap(),
-            json!({"counts": {"IDLE": 0, "PHASE_1": 3, "GATE_1": 0, "PHASE_2": 0, "DONE": 2}, "total": 5})
+            serde_json::to_value(SummaryResponse::from(&Summary { counts, overdue: 1 })).unwrap(),
+            json!({"counts": {"IDLE": 0, "PHASE_1": 3, "GATE_1": 0, "PHASE_2": 0, "DONE": 2}, "total": 5, "overdue": 1})
         );
     }
 }

@@ -1,7 +1,7 @@
 //! The gate: a workflow's policy for GATE_1 (how many people must approve, whether the author
-//! may be one of them), fixed at start, and the current stay at the gate (since when, who made
-//! the work, who approved so far). [`crate::Workflow::decide`] judges by them; `record` keeps
-//! the stay.
+//! may be one of them, by when, and what happens past that), fixed at start, and the current
+//! stay at the gate (since when, who made the work, who approved so far).
+//! [`crate::Workflow::decide`] judges by them; `record` keeps the stay.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +10,62 @@ use crate::workflow::Timestamp;
 
 /// Most approvals a gate may require.
 pub const MAX_REQUIRED_APPROVALS: u8 = 10;
+
+/// Longest deadline a gate may have: a year, in seconds.
+pub const MAX_DUE_SECONDS: u32 = 31_536_000;
+
+/// What happens when a gate's deadline passes (the gate is marked overdue in every case).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OnExpiry {
+    /// Only marked overdue; people still decide.
+    #[default]
+    Flag,
+    /// Sent back to PHASE_1 (`human_rejected` by `system`, reason `gate expired`).
+    Reject,
+    /// Cancelled (`cancel` by `system`, reason `gate expired`).
+    Cancel,
+}
+
+impl OnExpiry {
+    /// Every choice, in documentation order.
+    pub const ALL: [OnExpiry; 3] = [OnExpiry::Flag, OnExpiry::Reject, OnExpiry::Cancel];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExpiry::Flag => "flag",
+            OnExpiry::Reject => "reject",
+            OnExpiry::Cancel => "cancel",
+        }
+    }
+
+    /// The trigger the system applies when the deadline passes, if any.
+    pub fn trigger(self) -> Option<crate::state::Trigger> {
+        match self {
+            OnExpiry::Flag => None,
+            OnExpiry::Reject => Some(crate::state::Trigger::HumanRejected),
+            OnExpiry::Cancel => Some(crate::state::Trigger::Cancel),
+        }
+    }
+}
+
+impl std::str::FromStr for OnExpiry {
+    type Err = ValidationError;
+
+    fn from_str(s: &str) -> Result<Self, ValidationError> {
+        OnExpiry::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| {
+                ValidationError::new("gate.on_expiry", "must be one of flag, reject, cancel")
+            })
+    }
+}
+
+/// The reason recorded when the system acts on an expired gate.
+pub const EXPIRY_REASON: &str = "gate expired";
 
 /// How a workflow's gate is passed; fixed when the workflow starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +76,13 @@ pub struct GatePolicy {
     pub required_approvals: u8,
     /// Whether whoever completed the work may approve it.
     pub allow_self_approval: bool,
+    /// Seconds a stay at the gate may last (1–31 536 000) before it is overdue; `None`: no
+    /// deadline.
+    #[serde(default)]
+    pub due_in_seconds: Option<u32>,
+    /// What happens past the deadline.
+    #[serde(default)]
+    pub on_expiry: OnExpiry,
 }
 
 impl Default for GatePolicy {
@@ -27,6 +90,8 @@ impl Default for GatePolicy {
         GatePolicy {
             required_approvals: 1,
             allow_self_approval: false,
+            due_in_seconds: None,
+            on_expiry: OnExpiry::Flag,
         }
     }
 }
@@ -43,7 +108,64 @@ impl GatePolicy {
         Ok(GatePolicy {
             required_approvals,
             allow_self_approval,
+            ..GatePolicy::default()
         })
+    }
+
+    /// The same policy with a deadline of `due_in_seconds` (1–31 536 000; `None`: none) and
+    /// `on_expiry`, or which rule it breaks.
+    pub fn with_deadline(
+        self,
+        due_in_seconds: Option<u32>,
+        on_expiry: OnExpiry,
+    ) -> Result<Self, ValidationError> {
+        if due_in_seconds.is_some_and(|s| !(1..=MAX_DUE_SECONDS).contains(&s)) {
+            return Err(ValidationError::new(
+                "gate.due_in_seconds",
+                format!("must be 1-{MAX_DUE_SECONDS}"),
+            ));
+        }
+        Ok(GatePolicy {
+            due_in_seconds,
+            on_expiry,
+            ..self
+        })
+    }
+
+    /// When a stay at the gate that began at `entered_at` is due, if the policy has a deadline.
+    pub fn due_at(&self, entered_at: Timestamp) -> Option<Timestamp> {
+        self.due_in_seconds
+            .map(|s| entered_at + chrono::Duration::seconds(i64::from(s)))
+    }
+}
+
+/// A gate policy as a caller asked for it at start: each part not named takes the
+/// orchestrator's default. Built by parsing a request; [`GateChoice::over`] completes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GateChoice {
+    /// Approvals needed.
+    pub required_approvals: Option<u8>,
+    /// Whether the author may approve.
+    pub allow_self_approval: Option<bool>,
+    /// The deadline in seconds.
+    pub due_in_seconds: Option<u32>,
+    /// What happens past the deadline.
+    pub on_expiry: Option<OnExpiry>,
+}
+
+impl GateChoice {
+    /// The policy: this choice over `defaults`, or which rule the mix breaks.
+    pub fn over(self, defaults: GatePolicy) -> Result<GatePolicy, ValidationError> {
+        GatePolicy::new(
+            self.required_approvals
+                .unwrap_or(defaults.required_approvals),
+            self.allow_self_approval
+                .unwrap_or(defaults.allow_self_approval),
+        )?
+        .with_deadline(
+            self.due_in_seconds.or(defaults.due_in_seconds),
+            self.on_expiry.unwrap_or(defaults.on_expiry),
+        )
     }
 }
 

@@ -34,13 +34,14 @@ pub mod workflow;
 pub use consultation::{Consult, Consultation, ConsultationId, Question};
 #[cfg(feature = "test-util")]
 pub use fake_hub::ScriptedAgentHub;
-pub use gate::{Approval, GatePolicy, GateStay};
+pub use gate::{Approval, GateChoice, GatePolicy, GateStay, OnExpiry};
 pub use hub::{AgentHub, HubError};
 #[cfg(feature = "test-util")]
 pub use memory::InMemoryWorkflowRepository;
 pub use principal::{Action, ActorKind, Principal, Role};
 pub use repository::{
-    ListQuery, Page, PageLimit, RepositoryError, StateCounts, WorkflowRepository,
+    Expiry, ListQuery, OverdueNote, Page, PageLimit, RepositoryError, StateCounts, Summary,
+    WorkflowRepository,
 };
 #[cfg(feature = "test-util")]
 pub use service::ManualClock;

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use crate::consultation::{Consultation, ConsultationError, ConsultationId, ConsultationStatus};
 use crate::hub::HubSessionId;
-use crate::repository::{RepositoryError, StateCounts, WorkflowRepository};
+use crate::repository::{Expiry, OverdueNote, RepositoryError, StateCounts, WorkflowRepository};
 use crate::state::WorkflowState;
 use crate::values::FeatureId;
 use crate::workflow::{Timestamp, Transition, Version, Workflow};
@@ -26,6 +26,8 @@ struct Entry {
     consultations: Vec<Consultation>,
     /// Reservations: `asking` consultations no reader sees yet.
     reserved: Vec<Consultation>,
+    /// The `due_at` of every stay at the gate noted overdue.
+    overdue_noted: Vec<Timestamp>,
 }
 
 /// Workflows in memory, ordered by feature id. Nothing survives the process.
@@ -66,6 +68,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
                 hub_session: None,
                 consultations: Vec::new(),
                 reserved: Vec::new(),
+                overdue_noted: Vec::new(),
             },
         );
         Ok(())
@@ -100,6 +103,78 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         Ok(StateCounts::from_pairs(
             entries.values().map(|entry| (entry.workflow.state(), 1)),
         ))
+    }
+
+    async fn list_overdue(
+        &self,
+        now: Timestamp,
+        after: Option<&FeatureId>,
+        limit: u32,
+    ) -> Result<Vec<Workflow>, RepositoryError> {
+        let entries = self.lock();
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(entries
+            .range::<FeatureId, _>((lower, Bound::Unbounded))
+            .map(|(_, entry)| &entry.workflow)
+            .filter(|workflow| workflow.is_overdue(now))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn count_overdue(&self, now: Timestamp) -> Result<u64, RepositoryError> {
+        let entries = self.lock();
+        Ok(entries
+            .values()
+            .filter(|entry| entry.workflow.is_overdue(now))
+            .count() as u64)
+    }
+
+    async fn unnoted_overdue(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Workflow>, RepositoryError> {
+        let entries = self.lock();
+        let mut due: Vec<&Workflow> = entries
+            .values()
+            .filter(|entry| {
+                entry.workflow.is_overdue(now)
+                    && entry
+                        .workflow
+                        .gate_due_at()
+                        .is_some_and(|due| !entry.overdue_noted.contains(&due))
+            })
+            .map(|entry| &entry.workflow)
+            .collect();
+        due.sort_by_key(|workflow| workflow.gate_due_at());
+        Ok(due.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn note_overdue(
+        &self,
+        note: &OverdueNote,
+        expiry: Option<Expiry<'_>>,
+    ) -> Result<bool, RepositoryError> {
+        let mut entries = self.lock();
+        let entry = entries
+            .get_mut(&note.feature_id)
+            .ok_or_else(|| RepositoryError::NotFound(note.feature_id.clone()))?;
+        if entry.overdue_noted.contains(&note.due_at) {
+            return Ok(false);
+        }
+        if let Some(expiry) = expiry {
+            if entry.workflow.version() != expiry.expected_version {
+                return Err(RepositoryError::VersionConflict {
+                    expected: expiry.expected_version,
+                    actual: entry.workflow.version(),
+                });
+            }
+            entry.workflow = expiry.workflow.clone();
+            entry.history.push(expiry.transition.clone());
+        }
+        entry.overdue_noted.push(note.due_at);
+        Ok(true)
     }
 
     async fn history(&self, feature_id: &FeatureId) -> Result<Vec<Transition>, RepositoryError> {

@@ -10,6 +10,7 @@ use std::error::Error as StdError;
 use async_trait::async_trait;
 
 use crate::consultation::{Consultation, ConsultationError, ConsultationId};
+use crate::gate::OnExpiry;
 use crate::hub::HubSessionId;
 use crate::state::WorkflowState;
 use crate::values::{FeatureId, ValidationError};
@@ -58,6 +59,8 @@ pub enum RepositoryError {
 pub struct ListQuery {
     /// Only workflows in this state.
     pub state: Option<WorkflowState>,
+    /// Only workflows whose stay at the gate is past its deadline.
+    pub overdue: bool,
     /// Only workflows whose feature id sorts after this one (the cursor).
     pub after: Option<FeatureId>,
     /// At most this many.
@@ -137,6 +140,41 @@ impl StateCounts {
     }
 }
 
+/// The record that a stay at the gate went past its deadline: kept once per stay (the
+/// workflow and the stay's `due_at` are its key), whichever server saw it first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverdueNote {
+    /// The workflow.
+    pub feature_id: FeatureId,
+    /// When the stay was due.
+    pub due_at: Timestamp,
+    /// When the deadline was seen passed.
+    pub noted_at: Timestamp,
+    /// What the policy does past the deadline.
+    pub on_expiry: OnExpiry,
+}
+
+/// The change the system makes to a gate past its deadline (`on_expiry` `reject` or
+/// `cancel`): a compare-and-set like [`WorkflowRepository::commit`]'s.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry<'a> {
+    /// The version the change was judged against.
+    pub expected_version: Version,
+    /// The snapshot after `transition`.
+    pub workflow: &'a Workflow,
+    /// The system's transition.
+    pub transition: &'a Transition,
+}
+
+/// The counts of `GET /workflows/summary`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// How many workflows are in each state.
+    pub counts: StateCounts,
+    /// How many stays at the gate are past their deadline.
+    pub overdue: u64,
+}
+
 /// A store of workflows and their histories.
 ///
 /// Every implementation gives the same guarantees, which the contract tests check:
@@ -163,6 +201,36 @@ pub trait WorkflowRepository: Send + Sync {
 
     /// How many workflows are in each state.
     async fn summary(&self) -> Result<StateCounts, RepositoryError>;
+
+    /// Workflows whose stay at the gate was due before `now`, ordered by feature id, after
+    /// `after`, at most `limit` of them.
+    async fn list_overdue(
+        &self,
+        now: Timestamp,
+        after: Option<&FeatureId>,
+        limit: u32,
+    ) -> Result<Vec<Workflow>, RepositoryError>;
+
+    /// How many workflows' stays at the gate were due before `now`.
+    async fn count_overdue(&self, now: Timestamp) -> Result<u64, RepositoryError>;
+
+    /// Workflows whose stay at the gate was due before `now` and has no [`OverdueNote`] yet,
+    /// the longest overdue first, at most `limit` of them.
+    async fn unnoted_overdue(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Workflow>, RepositoryError>;
+
+    /// Keeps `note` unless one is kept for the same stay already (`Ok(false)`: nothing
+    /// written). With `expiry`, the system's change is committed in the same transaction, as
+    /// a compare-and-set: if it loses ([`RepositoryError::VersionConflict`]), neither is
+    /// kept. So every stay gets one note, and a stay acted on has exactly one.
+    async fn note_overdue(
+        &self,
+        note: &OverdueNote,
+        expiry: Option<Expiry<'_>>,
+    ) -> Result<bool, RepositoryError>;
 
     /// A workflow's transitions, oldest first.
     async fn history(&self, feature_id: &FeatureId) -> Result<Vec<Transition>, RepositoryError>;

@@ -297,6 +297,19 @@ impl Workflow {
         self.gate_policy
     }
 
+    /// When its current stay at the gate is due: at GATE_1 with a deadline only.
+    pub fn gate_due_at(&self) -> Option<Timestamp> {
+        self.gate_stay
+            .as_ref()
+            .filter(|_| self.state == WorkflowState::Gate1)
+            .and_then(|stay| self.gate_policy.due_at(stay.entered_at))
+    }
+
+    /// Whether its stay at the gate is past its deadline at `now`.
+    pub fn is_overdue(&self, now: Timestamp) -> bool {
+        self.gate_due_at().is_some_and(|due| now > due)
+    }
+
     /// The current stay at GATE_1, while there: since when, who made the work, who approved.
     pub fn gate_stay(&self) -> Option<&GateStay> {
         self.gate_stay.as_ref()

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone, Utc};
 use orchestrator_core::api::{AdvanceRequest, StartWorkflowRequest};
 use orchestrator_core::{
-    Advance, Error, FeatureId, InMemoryWorkflowRepository, ListQuery, ManualClock, Orchestrator,
-    PageLimit, StartWorkflow, Started, Trigger, WorkflowRepository, WorkflowState,
+    Advance, Clock, Error, FeatureId, InMemoryWorkflowRepository, ListQuery, ManualClock,
+    Orchestrator, PageLimit, StartWorkflow, Started, Trigger, WorkflowRepository, WorkflowState,
 };
 use serde_json::json;
 
@@ -148,6 +148,7 @@ async fn listing_pages_through_every_workflow_in_feature_id_order() {
     let mut seen = Vec::new();
     let mut query = ListQuery {
         state: None,
+        overdue: false,
         after: None,
         limit: PageLimit::parse(4).unwrap(),
     };
@@ -166,6 +167,7 @@ async fn listing_pages_through_every_workflow_in_feature_id_order() {
     let gate = orchestrator
         .list(&ListQuery {
             state: Some(WorkflowState::Gate1),
+            overdue: false,
             after: None,
             limit: PageLimit::DEFAULT,
         })
@@ -184,6 +186,7 @@ async fn an_exactly_full_last_page_has_no_next_cursor() {
     let page = orchestrator
         .list(&ListQuery {
             state: None,
+            overdue: false,
             after: None,
             limit: PageLimit::parse(4).unwrap(),
         })
@@ -202,7 +205,7 @@ async fn the_summary_counts_every_state() {
         .advance(&id("f1"), Advance::new(Trigger::Cancel))
         .await
         .unwrap();
-    let counts = orchestrator.summary().await.unwrap();
+    let counts = orchestrator.summary().await.unwrap().counts;
     assert_eq!(counts.get(WorkflowState::Idle), 1);
     assert_eq!(counts.get(WorkflowState::Phase1), 2);
     assert_eq!(counts.get(WorkflowState::Done), 0);
@@ -300,4 +303,194 @@ async fn concurrent_commits_against_one_version_let_exactly_one_land() {
     assert_eq!(stored.version(), 2);
     assert_eq!(history.len(), 2);
     assert_eq!(history[1].to, stored.state());
+}
+
+/// A feature started with a one-minute gate deadline and `on_expiry`, brought to the gate by
+/// `spec-agent`.
+async fn at_gate_with_deadline(orchestrator: &Orchestrator, f: &str, on_expiry: &str) {
+    let mut request = StartWorkflowRequest::new(f, "a feature");
+    request.gate = Some(orchestrator_core::api::GateRequest {
+        due_in_seconds: Some(60),
+        on_expiry: Some(on_expiry.to_owned()),
+        ..Default::default()
+    });
+    orchestrator
+        .start(request.try_into().unwrap())
+        .await
+        .unwrap();
+    let mut complete = Advance::new(Trigger::AgentComplete);
+    complete.actor = Some(orchestrator_core::Actor::parse("spec-agent").unwrap());
+    orchestrator.advance(&id(f), complete).await.unwrap();
+}
+
+fn overdue_only() -> ListQuery {
+    ListQuery {
+        state: None,
+        overdue: true,
+        after: None,
+        limit: PageLimit::DEFAULT,
+    }
+}
+
+#[tokio::test]
+async fn a_gate_past_its_deadline_is_listed_counted_and_noted_once() {
+    let (orchestrator, clock) = orchestrator();
+    at_gate_with_deadline(&orchestrator, "late", "flag").await;
+    at_gate_with_deadline(&orchestrator, "early", "flag").await;
+    clock.advance(Duration::seconds(30));
+    // `early` enters a new stay later, so it is due later.
+    orchestrator
+        .advance(&id("early"), Advance::new(Trigger::Cancel))
+        .await
+        .unwrap();
+
+    let workflow = orchestrator.get(&id("late")).await.unwrap();
+    let due = workflow.gate_due_at().unwrap();
+    assert_eq!(
+        due - workflow.gate_stay().unwrap().entered_at,
+        Duration::seconds(60)
+    );
+    assert!(
+        orchestrator
+            .list(&overdue_only())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
+
+    clock.advance(Duration::seconds(31));
+    let listed = orchestrator.list(&overdue_only()).await.unwrap().items;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].feature_id().as_str(), "late");
+    assert_eq!(orchestrator.summary().await.unwrap().overdue, 1);
+    // Only a gate can be overdue: another state with `overdue` lists nothing.
+    let mut phase_1 = overdue_only();
+    phase_1.state = Some(WorkflowState::Phase1);
+    assert!(orchestrator.list(&phase_1).await.unwrap().items.is_empty());
+
+    let expired = orchestrator.sweep_gates().await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].due_at, due);
+    assert_eq!(expired[0].workflow.state(), WorkflowState::Gate1);
+    // Noted once: later sweeps leave it alone, and `flag` changes nothing.
+    assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
+    assert_eq!(orchestrator.history(&id("late")).await.unwrap().len(), 2);
+    assert_eq!(orchestrator.summary().await.unwrap().overdue, 1);
+}
+
+#[tokio::test]
+async fn an_expired_gate_is_rejected_or_cancelled_by_the_system() {
+    let (orchestrator, clock) = orchestrator();
+    at_gate_with_deadline(&orchestrator, "rejected", "reject").await;
+    at_gate_with_deadline(&orchestrator, "cancelled", "cancel").await;
+    clock.advance(Duration::seconds(61));
+
+    let expired = orchestrator.sweep_gates().await.unwrap();
+    assert_eq!(expired.len(), 2);
+    for (f, state, trigger) in [
+        ("rejected", WorkflowState::Phase1, Trigger::HumanRejected),
+        ("cancelled", WorkflowState::Idle, Trigger::Cancel),
+    ] {
+        assert_eq!(orchestrator.get(&id(f)).await.unwrap().state(), state);
+        let history = orchestrator.history(&id(f)).await.unwrap();
+        let last = history.last().unwrap();
+        assert_eq!(last.trigger, trigger);
+        assert_eq!(last.actor.as_ref().unwrap().as_str(), "system");
+        assert_eq!(last.actor_kind, Some(orchestrator_core::ActorKind::System));
+        assert_eq!(last.reason.as_ref().unwrap().as_str(), "gate expired");
+    }
+    assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
+    assert_eq!(orchestrator.summary().await.unwrap().overdue, 0);
+
+    // Back at the gate after the rework, the new stay has a new deadline of its own.
+    orchestrator
+        .advance(&id("rejected"), Advance::new(Trigger::AgentComplete))
+        .await
+        .unwrap();
+    assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
+    clock.advance(Duration::seconds(61));
+    assert_eq!(orchestrator.sweep_gates().await.unwrap().len(), 1);
+    assert_eq!(
+        orchestrator
+            .get(&id("rejected"))
+            .await
+            .unwrap()
+            .rework_count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_sweep_that_loses_to_a_person_changes_nothing_and_notes_nothing() {
+    let repository = Arc::new(InMemoryWorkflowRepository::new());
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap(),
+    ));
+    let orchestrator = Orchestrator::new(repository.clone()).with_clock(clock.clone());
+    at_gate_with_deadline(&orchestrator, "f", "reject").await;
+    clock.advance(Duration::seconds(61));
+    let stale = orchestrator.get(&id("f")).await.unwrap();
+    // A person approves after the sweep read the workflow, before it commits.
+    let mut approve = Advance::new(Trigger::HumanApproved);
+    approve.actor = Some(orchestrator_core::Actor::parse("alice").unwrap());
+    orchestrator.advance(&id("f"), approve).await.unwrap();
+
+    let mut next = stale.clone();
+    let transition = stale
+        .decide(
+            Trigger::HumanRejected,
+            orchestrator_core::TransitionContext {
+                reason: orchestrator_core::Reason::parse("gate expired").ok(),
+                ..orchestrator_core::TransitionContext::at(clock.now())
+            },
+            &orchestrator_core::GateFacts::default(),
+        )
+        .unwrap();
+    next.record(&transition);
+    let note = orchestrator_core::OverdueNote {
+        feature_id: id("f"),
+        due_at: stale.gate_due_at().unwrap(),
+        noted_at: clock.now(),
+        on_expiry: orchestrator_core::OnExpiry::Reject,
+    };
+    let lost = repository
+        .note_overdue(
+            &note,
+            Some(orchestrator_core::Expiry {
+                expected_version: stale.version(),
+                workflow: &next,
+                transition: &transition,
+            }),
+        )
+        .await;
+    assert!(matches!(
+        lost,
+        Err(orchestrator_core::RepositoryError::VersionConflict { .. })
+    ));
+    assert_eq!(
+        orchestrator.get(&id("f")).await.unwrap().state(),
+        WorkflowState::Phase2
+    );
+    // Nothing was noted either: the same note may still be kept.
+    assert!(repository.note_overdue(&note, None).await.unwrap());
+}
+
+#[test]
+fn gate_deadlines_out_of_range_name_their_field() {
+    for (due, on_expiry, field) in [
+        (Some(0), None, "gate.due_in_seconds"),
+        (Some(31_536_001), None, "gate.due_in_seconds"),
+        (None, Some("later"), "gate.on_expiry"),
+    ] {
+        let mut request = StartWorkflowRequest::new("f", "a feature");
+        request.gate = Some(orchestrator_core::api::GateRequest {
+            due_in_seconds: due,
+            on_expiry: on_expiry.map(str::to_owned),
+            ..Default::default()
+        });
+        let error = StartWorkflow::try_from(request).unwrap_err();
+        assert_eq!(error.field, field);
+    }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use orchestrator_core::{
-    Actor, ActorKind, Advance, Description, Error, FeatureId, GatePolicy,
+    Actor, ActorKind, Advance, Description, Error, FeatureId, GateChoice,
     InMemoryWorkflowRepository, ManualClock, Metadata, Orchestrator, Reason, StartWorkflow,
     Transition, TransitionError, Trigger, Workflow, WorkflowState,
 };
@@ -237,7 +237,10 @@ impl StateMachineTest for Lifecycle {
                 description: Description::parse("property test").unwrap(),
                 metadata: Metadata::default(),
                 use_existing: false,
-                gate: Some(GatePolicy::new(initial.required, false).unwrap()),
+                gate: GateChoice {
+                    required_approvals: Some(initial.required),
+                    ..GateChoice::default()
+                },
             }))
             .unwrap();
         System {

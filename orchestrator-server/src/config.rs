@@ -103,6 +103,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u8).range(1..=10))]
     pub gate_required_approvals: u8,
 
+    /// Seconds a stay at the gate may last before it is overdue, when a workflow's start
+    /// names none (1–31536000); unset: no deadline.
+    #[arg(long, env = "GATE_DUE_SECONDS", value_name = "GATE_DUE_SECONDS",
+          value_parser = clap::value_parser!(u32).range(1..=31_536_000))]
+    pub gate_due_seconds: Option<u32>,
+
     /// Principals mode: a TOML file of principals (name, kind, roles, SHA-256 of their
     /// token), re-read on SIGHUP. Not together with ORCHESTRATOR_API_TOKEN.
     #[arg(
@@ -237,6 +243,7 @@ impl Config {
             api_token: None,
             principals_file: None,
             gate_required_approvals: 1,
+            gate_due_seconds: None,
             command: None,
             log: "warn".to_owned(),
             log_format: LogFormat::Pretty,
@@ -293,6 +300,7 @@ impl fmt::Debug for Config {
             .field("agent_hub_wait_seconds", &self.agent_hub_wait_seconds)
             .field("agent_hub_max_asks", &self.agent_hub_max_asks)
             .field("gate_required_approvals", &self.gate_required_approvals)
+            .field("gate_due_seconds", &self.gate_due_seconds)
             .field("max_connections", &self.max_connections)
             .field("request_timeout_seconds", &self.request_timeout_seconds)
             .field("body_timeout_seconds", &self.body_timeout_seconds)

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use http::Method;
-use orchestrator_core::{StateCounts, Trigger};
+use orchestrator_core::gate::OnExpiry;
+use orchestrator_core::{Summary, Trigger};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -47,6 +48,11 @@ struct StateLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExpiryLabels {
+    on_expiry: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HubLabels {
     operation: &'static str,
     outcome: &'static str,
@@ -60,6 +66,8 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     transitions: Family<TriggerLabels, Counter>,
     workflows: Family<StateLabels, Gauge>,
+    gates_overdue: Gauge,
+    gate_expiries: Family<ExpiryLabels, Counter>,
     hub_calls: Family<HubLabels, Counter>,
 }
 
@@ -106,6 +114,25 @@ impl Metrics {
             "Workflows stored, by state (read when scraped)",
             workflows.clone(),
         );
+        let gates_overdue = Gauge::default();
+        registry.register(
+            "orchestrator_gates_overdue",
+            "Stays at the gate past their deadline (read when scraped)",
+            gates_overdue.clone(),
+        );
+        let gate_expiries = Family::<ExpiryLabels, Counter>::default();
+        registry.register(
+            "orchestrator_gate_expiries",
+            "Stays at the gate this process noted past their deadline, by on_expiry",
+            gate_expiries.clone(),
+        );
+        for on_expiry in OnExpiry::ALL {
+            gate_expiries
+                .get_or_create(&ExpiryLabels {
+                    on_expiry: on_expiry.as_str(),
+                })
+                .inc_by(0);
+        }
         let hub_calls = Family::<HubLabels, Counter>::default();
         registry.register(
             "orchestrator_agent_hub_calls",
@@ -138,8 +165,19 @@ impl Metrics {
             latency,
             transitions,
             workflows,
+            gates_overdue,
+            gate_expiries,
             hub_calls,
         }
+    }
+
+    /// Counts one stay at the gate this process noted past its deadline.
+    pub fn gate_expired(&self, on_expiry: OnExpiry) {
+        self.gate_expiries
+            .get_or_create(&ExpiryLabels {
+                on_expiry: on_expiry.as_str(),
+            })
+            .inc();
     }
 
     /// Counts one answered request.
@@ -172,11 +210,13 @@ impl Metrics {
             .inc();
     }
 
-    /// The OpenMetrics text of every metric; `workflows` (when storage answered) sets the
-    /// workflows-by-state gauge first.
-    pub fn render(&self, workflows: Option<&StateCounts>) -> String {
-        if let Some(counts) = workflows {
-            for (state, count) in counts.as_map() {
+    /// The OpenMetrics text of every metric; `summary` (when storage answered) sets the
+    /// workflows-by-state and overdue gauges first.
+    pub fn render(&self, summary: Option<&Summary>) -> String {
+        if let Some(summary) = summary {
+            self.gates_overdue
+                .set(i64::try_from(summary.overdue).unwrap_or(i64::MAX));
+            for (state, count) in summary.counts.as_map() {
                 self.workflows
                     .get_or_create(&StateLabels {
                         state: state.as_str(),
@@ -217,7 +257,11 @@ mod tests {
         metrics.transition(Trigger::Cancel);
         metrics.hub_call("ask", "unavailable");
         storage.commit_batch.observe(3.0);
-        let text = metrics.render(Some(&StateCounts::from_pairs([])));
+        metrics.gate_expired(OnExpiry::Reject);
+        let text = metrics.render(Some(&Summary {
+            counts: orchestrator_core::StateCounts::from_pairs([]),
+            overdue: 2,
+        }));
         for expected in [
             r#"orchestrator_http_requests_total{route="/health",method="GET",status="200"} 1"#,
             r#"orchestrator_http_request_duration_seconds_bucket{le="0.0025",route="/health"} 0"#,
@@ -225,6 +269,9 @@ mod tests {
             r#"orchestrator_transitions_total{trigger="cancel"} 1"#,
             r#"orchestrator_transitions_total{trigger="start"} 0"#,
             r#"orchestrator_workflows{state="GATE_1"} 0"#,
+            "orchestrator_gates_overdue 2",
+            r#"orchestrator_gate_expiries_total{on_expiry="reject"} 1"#,
+            r#"orchestrator_gate_expiries_total{on_expiry="flag"} 0"#,
             r#"orchestrator_agent_hub_calls_total{operation="ask",outcome="unavailable"} 1"#,
             r#"orchestrator_db_commit_batch_size_bucket{le="4.0"} 1"#,
             "# EOF",

@@ -41,7 +41,9 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
         config.hub_call_timeout(),
         metrics.clone(),
     )?;
+    // Both settings were range-checked when the configuration was parsed.
     let gate_defaults = orchestrator_core::GatePolicy::new(config.gate_required_approvals, false)
+        .and_then(|policy| policy.with_deadline(config.gate_due_seconds, Default::default()))
         .unwrap_or_default();
     let orchestrator = Orchestrator::new(repository)
         .with_hub(Arc::new(hub))

@@ -2,7 +2,7 @@
 
 use crate::api::{AdvanceRequest, ConsultRequest, RespondRequest, StartWorkflowRequest};
 use crate::consultation::{Consult, parse_context};
-use crate::gate::GatePolicy;
+use crate::gate::{GateChoice, GatePolicy};
 use crate::hub::HumanAction;
 use crate::principal::{ActorKind, Principal};
 use crate::state::Trigger;
@@ -23,8 +23,8 @@ pub struct StartWorkflow {
     pub metadata: Metadata,
     /// When the feature exists already, return it unchanged instead of refusing.
     pub use_existing: bool,
-    /// Its gate policy; `None`: the orchestrator's defaults.
-    pub gate: Option<GatePolicy>,
+    /// Its gate policy as asked; each part not named takes the orchestrator's default.
+    pub gate: GateChoice,
 }
 
 impl TryFrom<StartWorkflowRequest> for StartWorkflow {
@@ -38,22 +38,28 @@ impl TryFrom<StartWorkflowRequest> for StartWorkflow {
             use_existing: request.use_existing.unwrap_or(false),
             gate: request
                 .gate
-                .map(|gate| {
-                    let defaults = GatePolicy::default();
-                    let required = match gate.required_approvals {
-                        None => defaults.required_approvals,
-                        // Out of a u8's range is out of 1-10 too: let `new` say so.
-                        Some(n) => u8::try_from(n).unwrap_or(0),
-                    };
-                    GatePolicy::new(
-                        required,
-                        gate.allow_self_approval
-                            .unwrap_or(defaults.allow_self_approval),
-                    )
-                })
-                .transpose()?,
+                .map(parse_gate)
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
+}
+
+/// A gate policy request, each part checked on its own (the mix is completed over the
+/// orchestrator's defaults when the workflow starts).
+fn parse_gate(gate: crate::api::GateRequest) -> Result<GateChoice, ValidationError> {
+    let choice = GateChoice {
+        // Out of a u8's range is out of 1-10 too: let the policy say so.
+        required_approvals: gate
+            .required_approvals
+            .map(|n| u8::try_from(n).unwrap_or(0)),
+        allow_self_approval: gate.allow_self_approval,
+        due_in_seconds: gate.due_in_seconds.map(|n| u32::try_from(n).unwrap_or(0)),
+        on_expiry: gate.on_expiry.as_deref().map(str::parse).transpose()?,
+    };
+    // Every part asked for must be valid on its own.
+    choice.over(GatePolicy::default())?;
+    Ok(choice)
 }
 
 /// Move a workflow by one trigger.

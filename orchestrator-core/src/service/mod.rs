@@ -12,6 +12,7 @@
 mod clock;
 mod commands;
 mod consultations;
+mod gates;
 mod workflows;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::workflow::{Timestamp, TransitionError, Version};
 pub use clock::ManualClock;
 pub use clock::{Clock, SystemClock};
 pub use commands::{Advance, Respond, StartWorkflow, Started};
+pub use gates::Expired;
 
 /// Why an orchestrator call failed. Each variant is one answer a caller can act on.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! Starting, reading, advancing and listing workflows.
 
-use crate::repository::{ListQuery, Page, RepositoryError, StateCounts};
+use crate::repository::{ListQuery, Page, RepositoryError, Summary};
 use crate::state::Trigger;
 use crate::state::WorkflowState;
 use crate::values::FeatureId;
@@ -12,11 +12,12 @@ impl Orchestrator {
     /// Creates a workflow and applies `start` (history entry 1 is IDLE → PHASE_1). An existing
     /// feature id is refused, or returned unchanged with `use_existing`.
     pub async fn start(&self, command: StartWorkflow) -> Result<Started> {
+        let policy = command.gate.over(self.gate_defaults)?;
         let (workflow, first) = Workflow::start_with(
             command.feature_id,
             command.description,
             command.metadata.clone(),
-            command.gate.unwrap_or(self.gate_defaults),
+            policy,
             TransitionContext {
                 metadata: command.metadata,
                 ..TransitionContext::at(self.clock.now())
@@ -88,10 +89,16 @@ impl Orchestrator {
     pub async fn list(&self, query: &ListQuery) -> Result<Page> {
         let limit = query.limit.get();
         // One more than asked tells whether another page follows.
-        let mut items = self
-            .repository
-            .list(query.state, query.after.as_ref(), limit + 1)
-            .await?;
+        let after = query.after.as_ref();
+        let mut items = match (query.overdue, query.state) {
+            (false, state) => self.repository.list(state, after, limit + 1).await?,
+            // Only a stay at the gate can be overdue.
+            (true, Some(state)) if state != WorkflowState::Gate1 => Vec::new(),
+            (true, _) => {
+                let now = self.clock.now();
+                self.repository.list_overdue(now, after, limit + 1).await?
+            }
+        };
         let next_after = if items.len() > limit as usize {
             items.truncate(limit as usize);
             items.last().map(|w| w.feature_id().clone())
@@ -101,9 +108,11 @@ impl Orchestrator {
         Ok(Page { items, next_after })
     }
 
-    /// How many workflows are in each state.
-    pub async fn summary(&self) -> Result<StateCounts> {
-        Ok(self.repository.summary().await?)
+    /// How many workflows are in each state, and how many gates are overdue.
+    pub async fn summary(&self) -> Result<Summary> {
+        let counts = self.repository.summary().await?;
+        let overdue = self.repository.count_overdue(self.clock.now()).await?;
+        Ok(Summary { counts, overdue })
     }
 
     /// A workflow's transitions, oldest first.

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod body;
 mod conn;
 pub mod error;
+mod gates;
 pub mod handlers;
 mod openapi;
 pub mod router;
@@ -340,6 +341,8 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         let app = app.clone();
         tokio::spawn(async move { app.asks().sweep(app.orchestrator().clone()).await })
     };
+    let (stop_gates, gates_stopped) = tokio::sync::watch::channel(false);
+    let gate_sweep = tokio::spawn(gates::sweep(app.clone(), gates_stopped));
     loop {
         let accepted = async {
             // A closed semaphore cannot happen: nobody closes it.
@@ -379,6 +382,8 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing"),
     }
+    stop_gates.send_replace(true);
+    let _ = gate_sweep.await;
     app.asks().drain().await;
     let _ = sweep.await;
     app.orchestrator().repository().close().await;

@@ -8,14 +8,14 @@ use diesel::prelude::*;
 use orchestrator_core::consultation::{ConsultationError, ConsultationStatus};
 use orchestrator_core::hub::{EscalationId, Topic};
 use orchestrator_core::{
-    Actor, ActorKind, Consultation, ConsultationId, Description, FeatureId, Metadata, Question,
-    Reason, RepositoryError, Snapshot, StateCounts, Timestamp, Transition, Trigger, Workflow,
-    WorkflowState,
+    Actor, ActorKind, Consultation, ConsultationId, Description, FeatureId, Metadata, OverdueNote,
+    Question, Reason, RepositoryError, Snapshot, StateCounts, Timestamp, Transition, Trigger,
+    Workflow, WorkflowState,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::schema::{consultations, transitions, workflows};
+use super::schema::{consultations, gate_overdue_notes, transitions, workflows};
 use super::write::Write;
 
 /// A stored value that does not parse back into a core type: a corrupt or foreign row.
@@ -44,6 +44,7 @@ pub struct WorkflowRow {
     pub completed_at: Option<i64>,
     pub gate_policy: String,
     pub gate_stay: Option<String>,
+    pub gate_due_at: Option<i64>,
 }
 
 /// What a transition changes in a workflow row. It leaves out `feature_id`: setting the key
@@ -60,6 +61,7 @@ pub struct WorkflowChanges {
     pub updated_at: i64,
     pub completed_at: Option<i64>,
     pub gate_stay: Option<String>,
+    pub gate_due_at: Option<i64>,
 }
 
 impl From<&Workflow> for WorkflowChanges {
@@ -72,6 +74,7 @@ impl From<&Workflow> for WorkflowChanges {
             updated_at: micros(w.updated_at()),
             completed_at: w.completed_at().map(micros),
             gate_stay: w.gate_stay().map(json),
+            gate_due_at: w.gate_due_at().map(micros),
         }
     }
 }
@@ -92,6 +95,27 @@ pub struct TransitionRow {
     pub actor_kind: Option<String>,
     pub on_behalf_of: Option<String>,
     pub gate_override: bool,
+}
+
+/// The note that a stay at the gate went past its deadline.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = gate_overdue_notes)]
+pub struct OverdueNoteRow {
+    pub feature_id: String,
+    pub due_at: i64,
+    pub noted_at: i64,
+    pub on_expiry: String,
+}
+
+impl From<&OverdueNote> for OverdueNoteRow {
+    fn from(note: &OverdueNote) -> Self {
+        OverdueNoteRow {
+            feature_id: note.feature_id.to_string(),
+            due_at: micros(note.due_at),
+            noted_at: micros(note.noted_at),
+            on_expiry: note.on_expiry.as_str().to_owned(),
+        }
+    }
 }
 
 pub fn micros(at: Timestamp) -> i64 {
@@ -123,6 +147,7 @@ impl From<&Workflow> for WorkflowRow {
             completed_at: w.completed_at().map(micros),
             gate_policy: json(&w.gate_policy()),
             gate_stay: w.gate_stay().map(json),
+            gate_due_at: w.gate_due_at().map(micros),
         }
     }
 }

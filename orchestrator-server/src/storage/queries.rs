@@ -7,7 +7,7 @@
 use diesel::dsl;
 use diesel::prelude::*;
 
-use super::schema::{consultations, storage_probe, transitions, workflows};
+use super::schema::{consultations, gate_overdue_notes, storage_probe, transitions, workflows};
 
 /// One workflow by feature id.
 #[dsl::auto_type]
@@ -24,6 +24,49 @@ pub fn page<'a>(states: Vec<&'a str>, after: &'a str, limit: i64) -> _ {
         .filter(workflows::feature_id.gt(after))
         .order(workflows::feature_id.asc())
         .limit(limit)
+}
+
+/// Up to `limit` workflows in feature-id order after `after` whose stay at the gate was due
+/// before `now` (Unix microseconds).
+#[dsl::auto_type]
+pub fn overdue_page<'a>(now: i64, after: &'a str, limit: i64) -> _ {
+    workflows::table
+        .filter(workflows::gate_due_at.lt(now))
+        .filter(workflows::feature_id.gt(after))
+        .order(workflows::feature_id.asc())
+        .limit(limit)
+}
+
+/// How many workflows' stays at the gate were due before `now` (Unix microseconds).
+#[dsl::auto_type]
+pub fn overdue_count(now: i64) -> _ {
+    workflows::table
+        .filter(workflows::gate_due_at.lt(now))
+        .select(dsl::count_star())
+}
+
+/// Up to `limit` workflows whose stay at the gate was due before `now` (Unix microseconds)
+/// and is not noted yet, the longest overdue first.
+#[dsl::auto_type]
+pub fn unnoted_overdue(now: i64, limit: i64) -> _ {
+    let noted: _ = gate_overdue_notes::table
+        .filter(gate_overdue_notes::feature_id.eq(workflows::feature_id))
+        .filter(
+            gate_overdue_notes::due_at
+                .nullable()
+                .eq(workflows::gate_due_at),
+        );
+    workflows::table
+        .filter(workflows::gate_due_at.lt(now))
+        .filter(dsl::not(dsl::exists(noted)))
+        .order(workflows::gate_due_at.asc())
+        .limit(limit)
+}
+
+/// One stay's overdue note.
+#[dsl::auto_type]
+pub fn overdue_note<'a>(feature_id: &'a str, due_at: i64) -> _ {
+    gate_overdue_notes::table.find((feature_id, due_at))
 }
 
 /// `(state, count)` for every state that has workflows.

@@ -30,6 +30,22 @@ diesel::table! {
         gate_policy -> Text,
         /// JSON: the current stay at GATE_1.
         gate_stay -> Nullable<Text>,
+        /// Unix microseconds: when the current stay at GATE_1 is due.
+        gate_due_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// One row per stay at GATE_1 seen past its deadline.
+    gate_overdue_notes (feature_id, due_at) {
+        /// The workflow.
+        feature_id -> Text,
+        /// Unix microseconds: when the stay was due.
+        due_at -> BigInt,
+        /// Unix microseconds: when the deadline was seen passed.
+        noted_at -> BigInt,
+        /// flag, reject or cancel: what the policy did.
+        on_expiry -> Text,
     }
 }
 
@@ -125,4 +141,11 @@ diesel::table! {
 
 diesel::joinable!(transitions -> workflows (feature_id));
 diesel::joinable!(consultations -> workflows (feature_id));
-diesel::allow_tables_to_appear_in_same_query!(consultations, storage_probe, transitions, workflows);
+diesel::joinable!(gate_overdue_notes -> workflows (feature_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    consultations,
+    gate_overdue_notes,
+    storage_probe,
+    transitions,
+    workflows
+);

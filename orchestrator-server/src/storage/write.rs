@@ -6,10 +6,13 @@
 use orchestrator_core::consultation::ConsultationError;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
-    Consultation, FeatureId, RepositoryError, Timestamp, Transition, Version, Workflow,
+    Consultation, Expiry, FeatureId, OverdueNote, RepositoryError, Timestamp, Transition, Version,
+    Workflow,
 };
 
-use super::models::{ConsultationRow, TransitionRow, WorkflowChanges, WorkflowRow, micros, to_i64};
+use super::models::{
+    ConsultationRow, OverdueNoteRow, TransitionRow, WorkflowChanges, WorkflowRow, micros, to_i64,
+};
 
 /// One write, with everything it needs, owned (it may cross to the SQLite writer thread).
 #[derive(Debug)]
@@ -46,6 +49,10 @@ pub enum Write {
         /// The failure's message.
         message: String,
     },
+    /// Notes a stay at the gate past its deadline, unless it is noted already (then
+    /// `Count(0)` and nothing else is written); with a commit, the system's change goes in
+    /// the same transaction, and a lost compare-and-set keeps neither (`Refused`).
+    NoteOverdue(OverdueNoteRow, Option<Commit>),
     /// Many new workflows at once (seeding): all or none.
     Import(Vec<WorkflowRow>, Vec<TransitionRow>),
     /// Rewrites the one probe row with this time (Unix microseconds): proves writes succeed.
@@ -64,6 +71,18 @@ pub struct Commit {
     pub changes: WorkflowChanges,
     /// The transition.
     pub history: TransitionRow,
+}
+
+impl Commit {
+    /// The compare-and-set storing `workflow`, the snapshot after `transition`.
+    pub fn new(expected: Version, workflow: &Workflow, transition: &Transition) -> Self {
+        Commit {
+            feature_id: workflow.feature_id().clone(),
+            expected: to_i64(expected),
+            changes: WorkflowChanges::from(workflow),
+            history: TransitionRow::new(workflow.feature_id(), transition),
+        }
+    }
 }
 
 /// What a write decided.
@@ -92,12 +111,7 @@ impl Write {
 
     /// The compare-and-set storing `workflow`, the snapshot after `transition`.
     pub fn commit(expected: Version, workflow: &Workflow, transition: &Transition) -> Self {
-        Write::Commit(Commit {
-            feature_id: workflow.feature_id().clone(),
-            expected: to_i64(expected),
-            changes: WorkflowChanges::from(workflow),
-            history: TransitionRow::new(workflow.feature_id(), transition),
-        })
+        Write::Commit(Commit::new(expected, workflow, transition))
     }
 
     /// Sets a workflow's hub session if the stored one is still `expected`.
@@ -111,6 +125,14 @@ impl Write {
             expected: expected.map(|s| s.0.clone()),
             new: new.0.clone(),
         }
+    }
+
+    /// Notes an overdue stay, with the system's change if the policy makes one.
+    pub fn note_overdue(note: &OverdueNote, expiry: Option<Expiry<'_>>) -> Self {
+        Write::NoteOverdue(
+            OverdueNoteRow::from(note),
+            expiry.map(|e| Commit::new(e.expected_version, e.workflow, e.transition)),
+        )
     }
 
     /// Stores a consultation readers see (`visible`) or a reservation.

@@ -534,6 +534,99 @@ pub async fn reservations_are_seen_by_no_reader_until_published(repo: &dyn Workf
     ));
 }
 
+pub async fn overdue_gates_are_listed_counted_and_noted_once(repo: &dyn WorkflowRepository) {
+    use orchestrator_core::gate::{GatePolicy, OnExpiry};
+    use orchestrator_core::{Expiry, OverdueNote};
+    let policy = GatePolicy::default()
+        .with_deadline(Some(60), OnExpiry::Reject)
+        .unwrap();
+    let mut at_gate = Vec::new();
+    for (name, policy) in [("late", policy), ("no-deadline", GatePolicy::default())] {
+        let (workflow, first) = Workflow::start_with(
+            id(name),
+            Description::parse("x").unwrap(),
+            Metadata::default(),
+            policy,
+            TransitionContext::at(t0()),
+        );
+        repo.create(&workflow, &first).await.unwrap();
+        // Enters the gate 10 s after the start: due 70 s after it.
+        let (next, complete) = step(&workflow, Trigger::AgentComplete, 10);
+        repo.commit(1, &next, &complete).await.unwrap();
+        at_gate.push(next);
+    }
+    let late = &at_gate[0];
+    let due = late.gate_due_at().unwrap();
+    assert_eq!(due, t0() + Duration::seconds(70));
+    assert_eq!(
+        repo.get(&id("late")).await.unwrap().gate_due_at(),
+        Some(due)
+    );
+
+    let before = due - Duration::seconds(1);
+    assert!(
+        repo.list_overdue(before, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(repo.count_overdue(before).await.unwrap(), 0);
+    assert!(repo.unnoted_overdue(before, 10).await.unwrap().is_empty());
+
+    let after = due + Duration::seconds(1);
+    assert_eq!(
+        repo.list_overdue(after, None, 10).await.unwrap(),
+        vec![late.clone()]
+    );
+    assert!(
+        repo.list_overdue(after, Some(&id("late")), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(repo.count_overdue(after).await.unwrap(), 1);
+    assert_eq!(
+        repo.unnoted_overdue(after, 10).await.unwrap(),
+        vec![late.clone()]
+    );
+
+    // The system's rejection, judged against a version that moved on: neither is kept.
+    let (rejected, rejection) = step(late, Trigger::HumanRejected, 71);
+    let note = OverdueNote {
+        feature_id: id("late"),
+        due_at: due,
+        noted_at: after,
+        on_expiry: OnExpiry::Reject,
+    };
+    let stale = Expiry {
+        expected_version: 1,
+        workflow: &rejected,
+        transition: &rejection,
+    };
+    assert!(matches!(
+        repo.note_overdue(&note, Some(stale)).await,
+        Err(RepositoryError::VersionConflict {
+            expected: 1,
+            actual: 2
+        })
+    ));
+    assert_eq!(repo.unnoted_overdue(after, 10).await.unwrap().len(), 1);
+    assert_eq!(repo.history(&id("late")).await.unwrap().len(), 2);
+
+    // Against the current version: the note and the change land together, once.
+    let current = Expiry {
+        expected_version: 2,
+        ..stale
+    };
+    assert!(repo.note_overdue(&note, Some(current)).await.unwrap());
+    assert_eq!(repo.get(&id("late")).await.unwrap(), rejected);
+    assert_eq!(repo.get(&id("late")).await.unwrap().gate_due_at(), None);
+    assert_eq!(repo.history(&id("late")).await.unwrap().len(), 3);
+    assert!(!repo.note_overdue(&note, None).await.unwrap());
+    assert!(repo.unnoted_overdue(after, 10).await.unwrap().is_empty());
+    assert_eq!(repo.count_overdue(after).await.unwrap(), 0);
+}
+
 /// One test per contract and per store.
 macro_rules! contract_suite {
     ($($contract:ident),* ; $($shared:ident),*) => {
@@ -606,7 +699,8 @@ contract_suite!(
     hub_sessions_are_swapped_only_from_the_expected_one,
     consultations_are_kept_oldest_first_and_only_pending_ones_change,
     consultations_are_stored_only_for_active_workflows,
-    reservations_are_seen_by_no_reader_until_published;
+    reservations_are_seen_by_no_reader_until_published,
+    overdue_gates_are_listed_counted_and_noted_once;
     concurrent_commits_against_one_version_let_exactly_one_land,
     concurrent_commits_of_many_workflows_are_each_judged_on_their_own
 );

@@ -73,7 +73,7 @@ async fn the_write_ahead_log_stays_bounded_under_sustained_writes() {
                     description: orchestrator_core::Description::parse("load").unwrap(),
                     metadata: Default::default(),
                     use_existing: false,
-                    gate: None,
+                    gate: Default::default(),
                 })
                 .await
                 .unwrap();

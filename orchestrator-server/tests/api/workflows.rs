@@ -550,7 +550,7 @@ async fn a_two_approval_gate_records_each_approval_until_the_second_distinct_one
     let mut start = orchestrator_core::api::StartWorkflowRequest::new("three-keys", "urgent");
     start.gate = Some(orchestrator_core::api::GateRequest {
         required_approvals: Some(3),
-        allow_self_approval: None,
+        ..Default::default()
     });
     let started = app.client.start_workflow(&start).await.unwrap();
     assert_eq!(started.gate.required_approvals, 3);
@@ -586,13 +586,13 @@ async fn a_two_approval_gate_records_each_approval_until_the_second_distinct_one
     let mut bad = orchestrator_core::api::StartWorkflowRequest::new("eleven-keys", "x");
     bad.gate = Some(orchestrator_core::api::GateRequest {
         required_approvals: Some(11),
-        allow_self_approval: None,
+        ..Default::default()
     });
     let refused = app.client.start_workflow(&bad).await.unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::ValidationError));
     bad.gate = Some(orchestrator_core::api::GateRequest {
         required_approvals: Some(2_147_483_646),
-        allow_self_approval: None,
+        ..Default::default()
     });
     let refused = app.client.start_workflow(&bad).await.unwrap_err();
     assert_eq!(

@@ -154,11 +154,13 @@ WITH v AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
                          $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[],
                          $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                         $16::bigint[], $17::text[], $18::text[], $19::text[], $20::bool[])
+                         $16::bigint[], $17::text[], $18::text[], $19::text[], $20::bool[],
+                         $21::bigint[])
         AS v(feature_id, expected, state, version, rework_count,
              time_in_state, updated_at, completed_at, seq, from_state,
              to_state, trigger, actor, reason, metadata,
-             at, actor_kind, on_behalf_of, gate_stay, gate_override)
+             at, actor_kind, on_behalf_of, gate_stay, gate_override,
+             gate_due_at)
 ), locked AS MATERIALIZED (
     SELECT w.feature_id, w.version FROM workflows w
     WHERE w.feature_id = ANY($1::text[])
@@ -168,7 +170,7 @@ WITH v AS (
     UPDATE workflows w
     SET state = v.state, version = v.version, rework_count = v.rework_count,
         time_in_state = v.time_in_state, updated_at = v.updated_at,
-        completed_at = v.completed_at, gate_stay = v.gate_stay
+        completed_at = v.completed_at, gate_stay = v.gate_stay, gate_due_at = v.gate_due_at
     FROM v, locked
     WHERE locked.feature_id = w.feature_id AND w.feature_id = v.feature_id
       AND w.version = v.expected
@@ -234,6 +236,12 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
             commits
                 .iter()
                 .map(|c| c.history.gate_override)
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<BigInt>>, _>(
+            commits
+                .iter()
+                .map(|c| c.changes.gate_due_at)
                 .collect::<Vec<_>>(),
         )
         .load(conn)

@@ -24,11 +24,11 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use orchestrator_core::consultation::ConsultationError;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
-    Consultation, ConsultationId, FeatureId, RepositoryError, StateCounts, Timestamp, Transition,
-    Version, Workflow, WorkflowRepository, WorkflowState,
+    Consultation, ConsultationId, Expiry, FeatureId, OverdueNote, RepositoryError, StateCounts,
+    Timestamp, Transition, Version, Workflow, WorkflowRepository, WorkflowState,
 };
 
-use super::models;
+use super::models::{self, micros};
 use super::stats::InUse;
 use super::write::{Write, Written};
 use super::{DurableRepository, POOL_WAIT, StorageError, StorageMetrics, classify, probe_time};
@@ -215,6 +215,46 @@ impl WorkflowRepository for PgRepository {
     async fn summary(&self) -> Result<StateCounts, RepositoryError> {
         let rows = self.run(async |conn| ops::state_counts(conn).await).await?;
         models::state_counts(rows)
+    }
+
+    async fn list_overdue(
+        &self,
+        now: Timestamp,
+        after: Option<&FeatureId>,
+        limit: u32,
+    ) -> Result<Vec<Workflow>, RepositoryError> {
+        let after = after.map_or("", FeatureId::as_str);
+        let rows = self
+            .run(async |conn| ops::overdue_page(conn, micros(now), after, i64::from(limit)).await)
+            .await?;
+        models::convert(rows)
+    }
+
+    async fn count_overdue(&self, now: Timestamp) -> Result<u64, RepositoryError> {
+        let n = self
+            .run(async |conn| ops::overdue_count(conn, micros(now)).await)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn unnoted_overdue(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Workflow>, RepositoryError> {
+        let rows = self
+            .run(async |conn| ops::unnoted_overdue(conn, micros(now), i64::from(limit)).await)
+            .await?;
+        models::convert(rows)
+    }
+
+    async fn note_overdue(
+        &self,
+        note: &OverdueNote,
+        expiry: Option<Expiry<'_>>,
+    ) -> Result<bool, RepositoryError> {
+        let write = Write::note_overdue(note, expiry);
+        self.write(write).await.map(|written| written.count() == 1)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]

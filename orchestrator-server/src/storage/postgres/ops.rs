@@ -11,7 +11,9 @@ use orchestrator_core::{RepositoryError, WorkflowState};
 
 use crate::storage::models::{ConsultationRow, TransitionRow, WorkflowRow, enum_text, states};
 use crate::storage::queries;
-use crate::storage::schema::{consultations, storage_probe, transitions, workflows};
+use crate::storage::schema::{
+    consultations, gate_overdue_notes, storage_probe, transitions, workflows,
+};
 use crate::storage::write::{Write, Written, consultation_refusal};
 
 /// One workflow's row.
@@ -34,6 +36,36 @@ pub async fn page(
     limit: i64,
 ) -> QueryResult<Vec<WorkflowRow>> {
     queries::page(states(state), after, limit)
+        .select(WorkflowRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Up to `limit` overdue rows in feature-id order after `after`.
+pub async fn overdue_page(
+    conn: &mut AsyncPgConnection,
+    now: i64,
+    after: &str,
+    limit: i64,
+) -> QueryResult<Vec<WorkflowRow>> {
+    queries::overdue_page(now, after, limit)
+        .select(WorkflowRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// How many stays at the gate were due before `now`.
+pub async fn overdue_count(conn: &mut AsyncPgConnection, now: i64) -> QueryResult<i64> {
+    queries::overdue_count(now).get_result(conn).await
+}
+
+/// Up to `limit` overdue rows not noted yet, the longest overdue first.
+pub async fn unnoted_overdue(
+    conn: &mut AsyncPgConnection,
+    now: i64,
+    limit: i64,
+) -> QueryResult<Vec<WorkflowRow>> {
+    queries::unnoted_overdue(now, limit)
         .select(WorkflowRow::as_select())
         .load(conn)
         .await
@@ -183,6 +215,28 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 .execute(conn)
                 .await?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
+        }
+        Write::NoteOverdue(note, commit) => {
+            // A second server's insert waits here until the first one's transaction ends.
+            let noted = diesel::insert_into(gate_overdue_notes::table)
+                .values(note)
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if noted == 0 {
+                return Ok(Written::Count(0));
+            }
+            if let Some(commit) = commit {
+                let judged = super::commits::apply(conn, std::slice::from_ref(commit)).await?;
+                if let Some(refused @ Written::Refused(_)) = judged.into_iter().next() {
+                    // Neither is kept: the note goes with the change it was made for.
+                    diesel::delete(queries::overdue_note(&note.feature_id, note.due_at))
+                        .execute(conn)
+                        .await?;
+                    return Ok(refused);
+                }
+            }
+            Ok(Written::Count(1))
         }
         Write::Import(rows, history) => {
             diesel::insert_into(workflows::table)

@@ -19,11 +19,11 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use orchestrator_core::consultation::ConsultationError;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
-    Consultation, ConsultationId, FeatureId, RepositoryError, StateCounts, Timestamp, Transition,
-    Version, Workflow, WorkflowRepository, WorkflowState,
+    Consultation, ConsultationId, Expiry, FeatureId, OverdueNote, RepositoryError, StateCounts,
+    Timestamp, Transition, Version, Workflow, WorkflowRepository, WorkflowState,
 };
 
-use super::models;
+use super::models::{self, micros};
 use super::write::{Write, Written};
 use super::{DurableRepository, StorageError, StorageMetrics, blocking, probe_time};
 use readers::Readers;
@@ -203,6 +203,52 @@ impl WorkflowRepository for SqliteRepository {
     async fn summary(&self) -> Result<StateCounts, RepositoryError> {
         let rows = self.readers.run(ops::state_counts).await?;
         models::state_counts(rows)
+    }
+
+    async fn list_overdue(
+        &self,
+        now: Timestamp,
+        after: Option<&FeatureId>,
+        limit: u32,
+    ) -> Result<Vec<Workflow>, RepositoryError> {
+        let after = after.map(ToString::to_string).unwrap_or_default();
+        let now = micros(now);
+        let rows = self
+            .readers
+            .run(move |conn| ops::overdue_page(conn, now, &after, i64::from(limit)))
+            .await?;
+        models::convert(rows)
+    }
+
+    async fn count_overdue(&self, now: Timestamp) -> Result<u64, RepositoryError> {
+        let now = micros(now);
+        let n = self
+            .readers
+            .run(move |conn| ops::overdue_count(conn, now))
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn unnoted_overdue(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Workflow>, RepositoryError> {
+        let now = micros(now);
+        let rows = self
+            .readers
+            .run(move |conn| ops::unnoted_overdue(conn, now, i64::from(limit)))
+            .await?;
+        models::convert(rows)
+    }
+
+    async fn note_overdue(
+        &self,
+        note: &OverdueNote,
+        expiry: Option<Expiry<'_>>,
+    ) -> Result<bool, RepositoryError> {
+        let write = Write::note_overdue(note, expiry);
+        self.write(write).await.map(|written| written.count() == 1)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]

@@ -9,7 +9,9 @@ use orchestrator_core::{RepositoryError, WorkflowState};
 
 use crate::storage::models::{ConsultationRow, TransitionRow, WorkflowRow, enum_text, states};
 use crate::storage::queries;
-use crate::storage::schema::{consultations, storage_probe, transitions, workflows};
+use crate::storage::schema::{
+    consultations, gate_overdue_notes, storage_probe, transitions, workflows,
+};
 use crate::storage::write::{Commit, Write, Written, conflict, consultation_refusal};
 
 /// One workflow's row.
@@ -28,6 +30,34 @@ pub fn page(
     limit: i64,
 ) -> QueryResult<Vec<WorkflowRow>> {
     queries::page(states(state), after, limit)
+        .select(WorkflowRow::as_select())
+        .load(conn)
+}
+
+/// Up to `limit` overdue rows in feature-id order after `after`.
+pub fn overdue_page(
+    conn: &mut SqliteConnection,
+    now: i64,
+    after: &str,
+    limit: i64,
+) -> QueryResult<Vec<WorkflowRow>> {
+    queries::overdue_page(now, after, limit)
+        .select(WorkflowRow::as_select())
+        .load(conn)
+}
+
+/// How many stays at the gate were due before `now`.
+pub fn overdue_count(conn: &mut SqliteConnection, now: i64) -> QueryResult<i64> {
+    queries::overdue_count(now).get_result(conn)
+}
+
+/// Up to `limit` overdue rows not noted yet, the longest overdue first.
+pub fn unnoted_overdue(
+    conn: &mut SqliteConnection,
+    now: i64,
+    limit: i64,
+) -> QueryResult<Vec<WorkflowRow>> {
+    queries::unnoted_overdue(now, limit)
         .select(WorkflowRow::as_select())
         .load(conn)
 }
@@ -145,6 +175,24 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
                 ))
                 .execute(conn)?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
+        }
+        Write::NoteOverdue(note, commit) => {
+            let noted = diesel::insert_into(gate_overdue_notes::table)
+                .values(note)
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+            if noted == 0 {
+                return Ok(Written::Count(0));
+            }
+            if let Some(commit) = commit
+                && let refused @ Written::Refused(_) = apply_commit(conn, commit)?
+            {
+                // Neither is kept: the note goes with the change it was made for.
+                diesel::delete(queries::overdue_note(&note.feature_id, note.due_at))
+                    .execute(conn)?;
+                return Ok(refused);
+            }
+            Ok(Written::Count(1))
         }
         Write::Import(rows, history) => {
             // One row per statement: SQLite cannot take these rows in one.

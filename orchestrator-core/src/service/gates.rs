@@ -1,0 +1,98 @@
+//! Deadlines at the gate: the sweep that notes each stay past its deadline once and, when the
+//! policy says so, sends the work back or cancels it as the system.
+
+use crate::gate::{EXPIRY_REASON, OnExpiry};
+use crate::principal::ActorKind;
+use crate::repository::{Expiry, OverdueNote, RepositoryError};
+use crate::state::WorkflowState;
+use crate::values::{Actor, FeatureId, Reason};
+use crate::workflow::{GateFacts, Timestamp, TransitionContext, Workflow};
+
+use super::{Error, Orchestrator, Result};
+
+/// Most overdue gates one sweep handles; the rest wait for the next.
+const SWEEP_LIMIT: u32 = 100;
+
+/// A stay at the gate this sweep found past its deadline and noted (no other server had).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// The workflow.
+    pub feature_id: FeatureId,
+    /// When its stay at the gate was due.
+    pub due_at: Timestamp,
+    /// What its policy does past the deadline; for `reject` and `cancel` the change was
+    /// committed together with the note.
+    pub on_expiry: OnExpiry,
+    /// The workflow after the sweep.
+    pub workflow: Workflow,
+}
+
+impl Orchestrator {
+    /// Notes every stay at the gate past its deadline that no server has noted yet, and
+    /// applies its policy's `on_expiry` (`human_rejected` or `cancel` by actor `system`, kind
+    /// `system`, reason `gate expired`) in the same transaction. Safe to run on every replica
+    /// at once: the store keeps one note per stay, and the change is a compare-and-set, so a
+    /// person's decision that lands first wins and the stay is left alone.
+    pub async fn sweep_gates(&self) -> Result<Vec<Expired>> {
+        let now = self.clock.now();
+        let due = self.repository.unnoted_overdue(now, SWEEP_LIMIT).await?;
+        let mut expired = Vec::new();
+        for workflow in due {
+            if let Some(done) = self.expire(workflow, now).await? {
+                expired.push(done);
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Notes one overdue stay (and applies its policy); `None` if another server did first or
+    /// the workflow moved on meanwhile.
+    async fn expire(&self, workflow: Workflow, now: Timestamp) -> Result<Option<Expired>> {
+        let Some(due_at) = workflow.gate_due_at() else {
+            return Ok(None);
+        };
+        let on_expiry = workflow.gate_policy().on_expiry;
+        let note = OverdueNote {
+            feature_id: workflow.feature_id().clone(),
+            due_at,
+            noted_at: now,
+            on_expiry,
+        };
+        let change = match on_expiry.trigger() {
+            Some(trigger) if workflow.state() == WorkflowState::Gate1 => {
+                let transition = workflow
+                    .decide(trigger, system_context(now), &GateFacts::default())
+                    .map_err(Error::from_transition)?;
+                let mut next = workflow.clone();
+                next.record(&transition);
+                Some((next, transition))
+            }
+            _ => None,
+        };
+        let expiry = change.as_ref().map(|(next, transition)| Expiry {
+            expected_version: workflow.version(),
+            workflow: next,
+            transition,
+        });
+        match self.repository.note_overdue(&note, expiry).await {
+            Ok(true) => Ok(Some(Expired {
+                feature_id: note.feature_id,
+                due_at,
+                on_expiry,
+                workflow: change.map_or(workflow, |(next, _)| next),
+            })),
+            Ok(false) | Err(RepositoryError::VersionConflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The context of the system's own transitions at an expired gate.
+fn system_context(at: Timestamp) -> TransitionContext {
+    TransitionContext {
+        actor: Actor::parse("system").ok(),
+        actor_kind: Some(ActorKind::System),
+        reason: Reason::parse(EXPIRY_REASON).ok(),
+        ..TransitionContext::at(at)
+    }
+}
