@@ -932,6 +932,24 @@ pub(crate) mod examples {
             "created_at": "2026-11-24T10:00:00.123456Z",
             "updated_at": "2026-11-24T11:00:00.654321Z",
             "completed_at": null,
+            "gate": gate(state),
+        })
+    }
+
+    /// A workflow's gate: two approvals within a day; at GATE_1, one approval so far.
+    fn gate(state: &str) -> Value {
+        let at_gate = state == "GATE_1";
+        json!({
+            "required_approvals": 2,
+            "allow_self_approval": false,
+            "due_in_seconds": 86_400,
+            "on_expiry": "flag",
+            "entered_at": if at_gate { json!("2026-11-24T11:00:00.654321Z") } else { Value::Null },
+            "due_at": if at_gate { json!("2026-11-25T11:00:00.654321Z") } else { Value::Null },
+            "overdue": false,
+            "authors": if at_gate { json!(["planner-agent"]) } else { json!([]) },
+            "approvals": if at_gate { json!([{ "actor": "alice", "at": "2026-11-24T11:10:00Z" }]) } else { json!([]) },
+            "blocked_by": if at_gate { json!([{ "kind": "approvals", "have": 1, "need": 2 }]) } else { json!([]) },
         })
     }
 
@@ -941,6 +959,7 @@ pub(crate) mod examples {
             "feature_id": FEATURE_ID,
             "description": "Refactor to microservices",
             "metadata": { "owner": "platform-team" },
+            "gate": { "required_approvals": 2, "due_in_seconds": 86_400, "on_expiry": "flag" },
         })
     }
 
@@ -982,6 +1001,7 @@ pub(crate) mod examples {
         json!({
             "counts": { "IDLE": 1, "PHASE_1": 3, "GATE_1": 1, "PHASE_2": 2, "DONE": 5 },
             "total": 12,
+            "overdue": 1,
         })
     }
 

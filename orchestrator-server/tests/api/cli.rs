@@ -241,3 +241,37 @@ async fn gates_lists_what_waits_oldest_first_and_what_each_person_may_still_appr
     let (_, out, _) = orchestrator(&app.url(""), &["gates", "--actor", "spec-agent"]).await;
     assert_eq!(out, "");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gates_overdue_lists_only_the_gates_past_their_deadline() {
+    let app = spawn_app().await;
+    ok(
+        &app,
+        &[
+            "start",
+            "gate-late",
+            "due in a second",
+            "--required-approvals",
+            "2",
+            "--due-in-seconds",
+            "1",
+        ],
+    )
+    .await;
+    ok(&app, &["start", "gate-relaxed", "no deadline"]).await;
+    for name in ["gate-late", "gate-relaxed"] {
+        ok(&app, &["advance", name, "agent_complete"]).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+
+    let (code, out, _) = orchestrator(&app.url(""), &["gates", "--overdue"]).await;
+    assert_eq!(code, ExitCode::SUCCESS);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("gate-late\t"), "{out}");
+    assert!(out.contains("0 of 2 approvals\tOVERDUE\t"), "{out}");
+    let (_, out, _) = orchestrator(&app.url(""), &["gates"]).await;
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (_, out, _) = orchestrator(&app.url(""), &["list", "--overdue"]).await;
+    assert!(out.contains("\"overdue\": true"), "{out}");
+    assert!(!out.contains("gate-relaxed"), "{out}");
+}

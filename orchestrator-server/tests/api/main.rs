@@ -5,6 +5,7 @@ mod binary;
 mod cli;
 mod consultations;
 mod contract;
+mod deadlines;
 mod docs;
 mod durability;
 mod faults;

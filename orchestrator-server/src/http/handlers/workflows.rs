@@ -199,6 +199,7 @@ pub async fn get_history(app: &App, id: &str) -> Result<HttpResponse> {
         ("state" = Option<String>, Query, description = "only this state"),
         ("limit" = Option<u32>, Query, description = "page size, 1–500, default 50"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (opaque)"),
+        ("overdue" = Option<bool>, Query, description = "`true`: only gates past their deadline (with `state`, only if it is GATE_1); `true` or `false`, anything else is 400"),
     ),
     responses(
         (status = 200, description = "a page", body = ListWorkflowsResponse,
@@ -229,7 +230,7 @@ pub async fn list_workflows(app: &App, query: Option<&str>) -> Result<HttpRespon
 /// How many workflows are in each state.
 #[utoipa::path(
     get, path = "/workflows/summary", tag = "workflows", operation_id = "get_summary",
-    responses((status = 200, description = "counts; all five states always present", body = SummaryResponse,
+    responses((status = 200, description = "counts; all five states always present, and `overdue`: the gates past their deadline", body = SummaryResponse,
                example = json!(crate::http::openapi::examples::summary()))),
 )]
 pub async fn get_summary(app: &App) -> Result<HttpResponse> {
