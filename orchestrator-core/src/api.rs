@@ -71,6 +71,10 @@ pub enum ErrorCode {
     ConsultationNotPending,
     /// 409: a human answered the escalation already, outside the orchestrator.
     AlreadyResolved,
+    /// 409: a request with this `Idempotency-Key` is still being answered; retry later.
+    IdempotencyKeyInUse,
+    /// 422: this `Idempotency-Key` was used for another request (method, path or body).
+    IdempotencyKeyReused,
     /// 503: storage cannot be reached, or refuses to write (disk full, read-only).
     DatabaseUnavailable,
     /// 400: the request is not well-formed HTTP (a bad header, a broken chunk).
@@ -110,10 +114,12 @@ impl ErrorCode {
             | ErrorCode::AlreadyApproved
             | ErrorCode::WorkflowNotActive
             | ErrorCode::ConsultationNotPending
-            | ErrorCode::AlreadyResolved => 409,
+            | ErrorCode::AlreadyResolved
+            | ErrorCode::IdempotencyKeyInUse => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UriTooLong => 414,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::IdempotencyKeyReused => 422,
             ErrorCode::HeadersTooLarge => 431,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
             ErrorCode::AgentHubError => 502,
@@ -794,6 +800,16 @@ mod tests {
             (ErrorCode::GateBlocked, "GATE_BLOCKED", 409),
             (ErrorCode::SelfApproval, "SELF_APPROVAL", 409),
             (ErrorCode::AlreadyApproved, "ALREADY_APPROVED", 409),
+            (
+                ErrorCode::IdempotencyKeyInUse,
+                "IDEMPOTENCY_KEY_IN_USE",
+                409,
+            ),
+            (
+                ErrorCode::IdempotencyKeyReused,
+                "IDEMPOTENCY_KEY_REUSED",
+                422,
+            ),
             (ErrorCode::AgentHubError, "AGENT_HUB_ERROR", 502),
             (ErrorCode::DatabaseUnavailable, "DATABASE_UNAVAILABLE", 503),
         ] {

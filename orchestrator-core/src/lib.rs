@@ -40,13 +40,13 @@ pub use hub::{AgentHub, HubError};
 pub use memory::InMemoryWorkflowRepository;
 pub use principal::{Action, ActorKind, Principal, Role};
 pub use repository::{
-    Expiry, ListQuery, OverdueNote, Page, PageLimit, RepositoryError, StateCounts, Summary,
-    WorkflowRepository,
+    Expiry, IdempotencyKey, KeyClaim, ListQuery, OverdueNote, Page, PageLimit, Receipt,
+    RepositoryError, StateCounts, Summary, WorkflowRepository,
 };
 #[cfg(feature = "test-util")]
 pub use service::ManualClock;
 pub use service::{
-    Advance, Clock, Error, Orchestrator, Respond, Result, StartWorkflow, Started, SystemClock,
+    Advance, Clock, Error, Orchestrator, Respond, Result, Seal, StartWorkflow, Started, SystemClock,
 };
 pub use state::{TRANSITIONS, Trigger, WorkflowState, next_state};
 pub use values::{Actor, Description, FeatureId, Metadata, Reason, ValidationError};

@@ -4,7 +4,7 @@
 //! It keeps exactly the compare-and-set semantics of the durable stores: every call takes
 //! one lock, so a commit's version check and its writes are one atomic step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
@@ -12,7 +12,10 @@ use async_trait::async_trait;
 
 use crate::consultation::{Consultation, ConsultationError, ConsultationId, ConsultationStatus};
 use crate::hub::HubSessionId;
-use crate::repository::{Expiry, OverdueNote, RepositoryError, StateCounts, WorkflowRepository};
+use crate::repository::{
+    Expiry, IdempotencyKey, KeyClaim, OverdueNote, Receipt, RepositoryError, StateCounts,
+    WorkflowRepository,
+};
 use crate::state::WorkflowState;
 use crate::values::FeatureId;
 use crate::workflow::{Timestamp, Transition, Version, Workflow};
@@ -30,10 +33,20 @@ struct Entry {
     overdue_noted: Vec<Timestamp>,
 }
 
+/// An idempotency key as the in-memory store keeps it.
+#[derive(Debug, Clone)]
+struct KeyRow {
+    fingerprint: String,
+    answer: Option<String>,
+    created_at: Timestamp,
+    lease_until: Timestamp,
+}
+
 /// Workflows in memory, ordered by feature id. Nothing survives the process.
 #[derive(Debug, Default)]
 pub struct InMemoryWorkflowRepository {
     entries: Mutex<BTreeMap<FeatureId, Entry>>,
+    keys: Mutex<HashMap<IdempotencyKey, KeyRow>>,
 }
 
 impl InMemoryWorkflowRepository {
@@ -49,11 +62,33 @@ impl InMemoryWorkflowRepository {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// The keys; taken after [`Self::lock`] when both are needed.
+    fn keys(&self) -> MutexGuard<'_, HashMap<IdempotencyKey, KeyRow>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores the answer of a claimed key that has none yet.
+    fn answer(keys: &mut HashMap<IdempotencyKey, KeyRow>, receipt: Option<&Receipt>) {
+        if let Some(receipt) = receipt
+            && let Some(row) = keys.get_mut(&receipt.key)
+            && row.answer.is_none()
+        {
+            row.answer = Some(receipt.answer.clone());
+        }
+    }
 }
 
 #[async_trait]
 impl WorkflowRepository for InMemoryWorkflowRepository {
-    async fn create(&self, workflow: &Workflow, first: &Transition) -> Result<(), RepositoryError> {
+    async fn create_with(
+        &self,
+        workflow: &Workflow,
+        first: &Transition,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), RepositoryError> {
         let mut entries = self.lock();
         if entries.contains_key(workflow.feature_id()) {
             return Err(RepositoryError::AlreadyExists(
@@ -71,6 +106,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
                 overdue_noted: Vec::new(),
             },
         );
+        Self::answer(&mut self.keys(), receipt);
         Ok(())
     }
 
@@ -184,11 +220,12 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             .ok_or_else(|| RepositoryError::NotFound(feature_id.clone()))
     }
 
-    async fn commit(
+    async fn commit_with(
         &self,
         expected_version: Version,
         workflow: &Workflow,
         transition: &Transition,
+        receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError> {
         let mut entries = self.lock();
         let entry = entries
@@ -202,7 +239,64 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         }
         entry.workflow = workflow.clone();
         entry.history.push(transition.clone());
+        Self::answer(&mut self.keys(), receipt);
         Ok(())
+    }
+
+    async fn claim_key(
+        &self,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        expired_before: Timestamp,
+    ) -> Result<KeyClaim, RepositoryError> {
+        let mut keys = self.keys();
+        let fresh = KeyRow {
+            fingerprint: fingerprint.to_owned(),
+            answer: None,
+            created_at: now,
+            lease_until,
+        };
+        let Some(row) = keys.get_mut(key) else {
+            keys.insert(key.clone(), fresh);
+            return Ok(KeyClaim::Claimed);
+        };
+        if row.created_at < expired_before {
+            *row = fresh;
+            return Ok(KeyClaim::Claimed);
+        }
+        if row.fingerprint != fingerprint {
+            return Ok(KeyClaim::Reused);
+        }
+        match &row.answer {
+            Some(answer) => Ok(KeyClaim::Answered(answer.clone())),
+            None if row.lease_until < now => {
+                row.lease_until = lease_until;
+                Ok(KeyClaim::Claimed)
+            }
+            None => Ok(KeyClaim::InUse),
+        }
+    }
+
+    async fn answer_key(&self, receipt: &Receipt) -> Result<(), RepositoryError> {
+        Self::answer(&mut self.keys(), Some(receipt));
+        Ok(())
+    }
+
+    async fn release_key(&self, key: &IdempotencyKey) -> Result<(), RepositoryError> {
+        let mut keys = self.keys();
+        if keys.get(key).is_some_and(|row| row.answer.is_none()) {
+            keys.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn purge_keys(&self, before: Timestamp) -> Result<u64, RepositoryError> {
+        let mut keys = self.keys();
+        let count = keys.len();
+        keys.retain(|_, row| row.created_at >= before);
+        Ok((count - keys.len()) as u64)
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {

@@ -166,6 +166,39 @@ pub struct Expiry<'a> {
     pub transition: &'a Transition,
 }
 
+/// An idempotency key as the store keeps it: the caller's key within its scope (a principal,
+/// or every caller when the server knows no principals).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    /// Whose key it is.
+    pub scope: String,
+    /// The key the caller chose.
+    pub key: String,
+}
+
+/// The stored answer to a request made with an idempotency key. The answer is opaque to the
+/// orchestrator: the server encodes it and replays it as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The key.
+    pub key: IdempotencyKey,
+    /// The answer, as the server encoded it.
+    pub answer: String,
+}
+
+/// What the store knew of an idempotency key when a request claimed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// New (or expired, or abandoned by a stopped server): the request is now the key's, to run.
+    Claimed,
+    /// Another request with the key is still being answered.
+    InUse,
+    /// The key was used for a different request (method, path or body).
+    Reused,
+    /// Answered before: this is the stored answer.
+    Answered(String),
+}
+
 /// The counts of `GET /workflows/summary`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -185,7 +218,18 @@ pub struct Summary {
 pub trait WorkflowRepository: Send + Sync {
     /// Stores a new workflow with its first transition; refuses an existing feature id with
     /// [`RepositoryError::AlreadyExists`].
-    async fn create(&self, workflow: &Workflow, first: &Transition) -> Result<(), RepositoryError>;
+    async fn create(&self, workflow: &Workflow, first: &Transition) -> Result<(), RepositoryError> {
+        self.create_with(workflow, first, None).await
+    }
+
+    /// [`WorkflowRepository::create`], storing `receipt` (the answer to the request, if it
+    /// came with an idempotency key) in the same transaction.
+    async fn create_with(
+        &self,
+        workflow: &Workflow,
+        first: &Transition,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), RepositoryError>;
 
     /// The workflow for a feature id.
     async fn get(&self, feature_id: &FeatureId) -> Result<Workflow, RepositoryError>;
@@ -243,7 +287,42 @@ pub trait WorkflowRepository: Send + Sync {
         expected_version: Version,
         workflow: &Workflow,
         transition: &Transition,
+    ) -> Result<(), RepositoryError> {
+        self.commit_with(expected_version, workflow, transition, None)
+            .await
+    }
+
+    /// [`WorkflowRepository::commit`], storing `receipt` (the answer to the request, if it
+    /// came with an idempotency key) in the same transaction, only if the commit lands.
+    async fn commit_with(
+        &self,
+        expected_version: Version,
+        workflow: &Workflow,
+        transition: &Transition,
+        receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError>;
+
+    /// Claims `key` for a request whose method, path and body hash to `fingerprint`, at
+    /// `now`. A key unknown, or first claimed before `expired_before`, or still unanswered with
+    /// its lease ended, is claimed anew with a lease until `lease_until`.
+    async fn claim_key(
+        &self,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        expired_before: Timestamp,
+    ) -> Result<KeyClaim, RepositoryError>;
+
+    /// Stores the answer of a claimed key that has none yet (one stored with the change it
+    /// made stays).
+    async fn answer_key(&self, receipt: &Receipt) -> Result<(), RepositoryError>;
+
+    /// Forgets a claimed key that has no answer (the request failed in a way worth retrying).
+    async fn release_key(&self, key: &IdempotencyKey) -> Result<(), RepositoryError>;
+
+    /// Forgets every key first claimed before `before`; returns how many.
+    async fn purge_keys(&self, before: Timestamp) -> Result<u64, RepositoryError>;
 
     /// Whether the store answers and accepts writes now; `/health` uses it. Durable stores
     /// write to prove it: a store whose reads work while every write fails (a full disk, a

@@ -150,6 +150,10 @@ impl From<RepositoryError> for Error {
 /// `Result` with the orchestrator's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Makes the answer to a request with an idempotency key from what its change produced, so
+/// the store keeps the answer in the change's own transaction.
+pub type Seal<'a, T> = &'a (dyn Fn(&T) -> crate::repository::Receipt + Send + Sync);
+
 /// The orchestrator: workflows kept by a repository, judged by the rules, timed by a clock,
 /// advised by an Agent Hub.
 #[derive(Clone)]

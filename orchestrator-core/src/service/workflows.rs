@@ -6,12 +6,22 @@ use crate::state::WorkflowState;
 use crate::values::FeatureId;
 use crate::workflow::{GateFacts, Transition, TransitionContext, Workflow};
 
-use super::{Advance, Error, Orchestrator, Result, StartWorkflow, Started};
+use super::{Advance, Error, Orchestrator, Result, Seal, StartWorkflow, Started};
 
 impl Orchestrator {
     /// Creates a workflow and applies `start` (history entry 1 is IDLE → PHASE_1). An existing
     /// feature id is refused, or returned unchanged with `use_existing`.
     pub async fn start(&self, command: StartWorkflow) -> Result<Started> {
+        self.start_sealed(command, None).await
+    }
+
+    /// [`Orchestrator::start`], with the answer `seal` makes from the new workflow stored in
+    /// the transaction that creates it (for a request with an idempotency key).
+    pub async fn start_sealed(
+        &self,
+        command: StartWorkflow,
+        seal: Option<Seal<'_, Workflow>>,
+    ) -> Result<Started> {
         let policy = command.gate.over(self.gate_defaults)?;
         let (workflow, first) = Workflow::start_with(
             command.feature_id,
@@ -23,7 +33,12 @@ impl Orchestrator {
                 ..TransitionContext::at(self.clock.now())
             },
         );
-        match self.repository.create(&workflow, &first).await {
+        let receipt = seal.map(|seal| seal(&workflow));
+        match self
+            .repository
+            .create_with(&workflow, &first, receipt.as_ref())
+            .await
+        {
             Ok(()) => Ok(Started::Created(workflow)),
             Err(RepositoryError::AlreadyExists(id)) if command.use_existing => {
                 Ok(Started::Existing(self.repository.get(&id).await?))
@@ -40,6 +55,18 @@ impl Orchestrator {
     /// Applies one trigger atomically: judged against the state read, committed only if
     /// nobody changed the workflow in between. Returns the workflow after it.
     pub async fn advance(&self, feature_id: &FeatureId, command: Advance) -> Result<Workflow> {
+        self.advance_sealed(feature_id, command, None).await
+    }
+
+    /// [`Orchestrator::advance`], with the answer `seal` makes from the workflow after the
+    /// transition stored in the transaction that commits it (for a request with an
+    /// idempotency key).
+    pub async fn advance_sealed(
+        &self,
+        feature_id: &FeatureId,
+        command: Advance,
+        seal: Option<Seal<'_, Workflow>>,
+    ) -> Result<Workflow> {
         let current = self.repository.get(feature_id).await?;
         if let Some(expected) = command.expected_version
             && expected != current.version()
@@ -72,8 +99,9 @@ impl Orchestrator {
             .decide(command.trigger, ctx, &facts)
             .map_err(Error::from_transition)?;
         let next = Self::recorded(&current, &transition);
+        let receipt = seal.map(|seal| seal(&next));
         self.repository
-            .commit(current.version(), &next, &transition)
+            .commit_with(current.version(), &next, &transition, receipt.as_ref())
             .await?;
         Ok(next)
     }

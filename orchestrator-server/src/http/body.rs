@@ -1,5 +1,5 @@
-//! The only JSON helpers of the HTTP layer: read a request body (content type checked, size
-//! capped) into a wire type, and write a wire type as a JSON response.
+//! The only JSON helpers of the HTTP layer: read a request body (size capped, in time), parse
+//! it (content type checked) into a wire type, and write a wire type as a JSON response.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -35,17 +35,15 @@ impl BodyGate {
     }
 }
 
-/// Reads a JSON body of at most [`BODY_LIMIT`] bytes into `T`, within the gate's time and
-/// memory bounds: 408 `REQUEST_TIMEOUT` if it does not arrive in time, 503
-/// `SERVICE_UNAVAILABLE` if too many bodies are being read to reserve its memory in time.
-pub async fn read_json<T: DeserializeOwned>(
+/// Reads a request body of at most [`BODY_LIMIT`] bytes, within the gate's time and memory
+/// bounds: 413 `PAYLOAD_TOO_LARGE` past the limit, 408 `REQUEST_TIMEOUT` if it does not
+/// arrive in time, 503 `SERVICE_UNAVAILABLE` if too many bodies are being read to reserve its
+/// memory in time.
+pub async fn read_body(
     headers: &HeaderMap,
     body: Incoming,
     gate: &BodyGate,
-) -> Result<T, ApiError> {
-    if !is_json(headers) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
+) -> Result<Bytes, ApiError> {
     let too_large = ApiError::PayloadTooLarge { limit: BODY_LIMIT };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -70,20 +68,26 @@ pub async fn read_json<T: DeserializeOwned>(
         _ => return Err(ApiError::Deadline),
     };
     let collected = tokio::time::timeout_at(deadline, Limited::new(body, BODY_LIMIT).collect());
-    let bytes = match collected.await {
-        Err(_) => return Err(ApiError::RequestTimeout),
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
-        Ok(Err(e)) => {
-            return Err(ApiError::InvalidJson(format!(
-                "could not read the body: {e}"
-            )));
-        }
-    };
+    match collected.await {
+        Err(_) => Err(ApiError::RequestTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
+        Ok(Err(e)) => Err(ApiError::InvalidJson(format!(
+            "could not read the body: {e}"
+        ))),
+    }
+}
+
+/// Parses a body [`read_body`] read into `T`: 415 `UNSUPPORTED_MEDIA_TYPE` unless the request
+/// says it is JSON, 400 `INVALID_JSON` if it is empty or not `T`.
+pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::InvalidJson("the body is empty".to_owned()));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
 /// Whether the request says its body is JSON (`application/json`, parameters allowed, or any

@@ -54,6 +54,12 @@ pub enum ApiError {
     /// As many consultations as allowed are being asked already.
     #[error("too many consultations are being asked at once; retry later")]
     TooManyAsks,
+    /// A request with this idempotency key is still being answered.
+    #[error("a request with this Idempotency-Key is still being answered; retry later")]
+    IdempotencyKeyInUse,
+    /// This idempotency key was used for another request.
+    #[error("this Idempotency-Key was used for a different request (method, path or body)")]
+    IdempotencyKeyReused,
     /// What the orchestrator refused or failed at.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -80,6 +86,8 @@ impl ApiError {
             ApiError::Deadline => (ErrorCode::ServiceUnavailable, None),
             ApiError::TooManyAsks => (ErrorCode::ServiceUnavailable, None),
             ApiError::Forbidden(why) => (ErrorCode::Forbidden, Some(vec![why.clone()])),
+            ApiError::IdempotencyKeyInUse => (ErrorCode::IdempotencyKeyInUse, None),
+            ApiError::IdempotencyKeyReused => (ErrorCode::IdempotencyKeyReused, None),
             ApiError::Core(e) => core_code(e),
             ApiError::Internal(_) => (ErrorCode::Internal, None),
         };
@@ -128,6 +136,11 @@ impl ApiError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ApiError::IdempotencyKeyInUse => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::MethodNotAllowed { allow, .. } => {
                 if let Ok(value) = HeaderValue::from_str(allow) {

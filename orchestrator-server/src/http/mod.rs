@@ -10,8 +10,9 @@ pub mod auth;
 pub mod body;
 mod conn;
 pub mod error;
-mod gates;
 pub mod handlers;
+mod housekeeping;
+pub(crate) mod idempotency;
 mod openapi;
 pub mod router;
 
@@ -143,10 +144,6 @@ impl App {
         self.0.limits
     }
 
-    pub(crate) fn bodies(&self) -> &body::BodyGate {
-        &self.0.bodies
-    }
-
     /// Re-reads the principals file (principals mode; SIGHUP). A bad file keeps the
     /// principals in force.
     pub fn reload_principals(&self) {
@@ -250,11 +247,32 @@ impl App {
         } else {
             self.0.auth.authenticate(request.headers()).map_err(fail)?
         };
-        let response = self
-            .dispatch(route, &params, &caller, request)
+        let (parts, body) = request.into_parts();
+        if parts.method != Method::POST {
+            let response = self
+                .dispatch(route, &params, &caller, &parts, &Bytes::new(), None)
+                .await
+                .map_err(fail)?;
+            return Ok((Some(route), response));
+        }
+        let key = idempotency::key(&parts.headers, &caller).map_err(fail)?;
+        let body = body::read_body(&parts.headers, body, &self.0.bodies)
             .await
             .map_err(fail)?;
-        Ok((Some(route), response))
+        let response = match key {
+            None => {
+                self.dispatch(route, &params, &caller, &parts, &body, None)
+                    .await
+            }
+            Some(key) => {
+                let fingerprint = idempotency::fingerprint(&parts.method, parts.uri.path(), &body);
+                idempotency::run(self, key, &fingerprint, |claimed| {
+                    self.dispatch(route, &params, &caller, &parts, &body, Some(claimed))
+                })
+                .await
+            }
+        };
+        Ok((Some(route), response.map_err(fail)?))
     }
 
     async fn dispatch(
@@ -262,9 +280,10 @@ impl App {
         route: Route,
         params: &[String],
         caller: &auth::Caller,
-        request: Request<Incoming>,
+        parts: &http::request::Parts,
+        body: &Bytes,
+        claimed: Option<idempotency::Claimed>,
     ) -> Result<Response<Full<Bytes>>, ApiError> {
-        let (parts, body) = request.into_parts();
         let param = params.first().map_or("", String::as_str);
         match route {
             Route::Root => system::get_service_info().await,
@@ -274,10 +293,13 @@ impl App {
             Route::Docs => self.0.docs.docs_page(),
             Route::DocsFile => self.0.docs.swagger_file(param),
             Route::Redoc => Ok(self.0.docs.redoc()),
-            Route::Start => workflows::create_workflow(self, caller, &parts.headers, body).await,
+            Route::Start => {
+                workflows::create_workflow(self, caller, &parts.headers, body, claimed).await
+            }
             Route::Workflow => workflows::get_workflow(self, param).await,
             Route::Advance => {
-                workflows::advance_workflow(self, caller, param, &parts.headers, body).await
+                workflows::advance_workflow(self, caller, param, &parts.headers, body, claimed)
+                    .await
             }
             Route::History => workflows::get_history(self, param).await,
             Route::Consultations if parts.method == Method::POST => {
@@ -341,8 +363,8 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         let app = app.clone();
         tokio::spawn(async move { app.asks().sweep(app.orchestrator().clone()).await })
     };
-    let (stop_gates, gates_stopped) = tokio::sync::watch::channel(false);
-    let gate_sweep = tokio::spawn(gates::sweep(app.clone(), gates_stopped));
+    let (stop_housekeeping, housekeeping_stopped) = tokio::sync::watch::channel(false);
+    let housekeeping = tokio::spawn(housekeeping::run(app.clone(), housekeeping_stopped));
     loop {
         let accepted = async {
             // A closed semaphore cannot happen: nobody closes it.
@@ -382,8 +404,8 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing"),
     }
-    stop_gates.send_replace(true);
-    let _ = gate_sweep.await;
+    stop_housekeeping.send_replace(true);
+    let _ = housekeeping.await;
     app.asks().drain().await;
     let _ = sweep.await;
     app.orchestrator().repository().close().await;

@@ -179,6 +179,40 @@ const EVERY_BODY: [ErrorCode; 4] = [
     ErrorCode::UnsupportedMediaType,
 ];
 
+/// Errors of a request with an idempotency key (every POST takes one).
+const IDEMPOTENT: [ErrorCode; 3] = [
+    ErrorCode::ValidationError,
+    ErrorCode::IdempotencyKeyInUse,
+    ErrorCode::IdempotencyKeyReused,
+];
+
+/// Adds the `Idempotency-Key` request header and the `Idempotent-Replayed` header of every
+/// answer that may be a replay.
+fn add_idempotency(operation: &mut Value) {
+    let parameter = json!({
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": false,
+        "description": "1-255 printable ASCII characters (no spaces), chosen by the client. The first request with a key is answered and its answer kept for 24 h with the change it made; a repeat with the same method, path and body gets that answer again with `Idempotent-Replayed: true` and changes nothing. Scoped to the principal (to every caller without principals). 5xx answers are not kept.",
+        "schema": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$" },
+        "example": "4f7c2b9e-approve-008",
+    });
+    match operation["parameters"].as_array_mut() {
+        Some(parameters) => parameters.push(parameter),
+        None => operation["parameters"] = json!([parameter]),
+    }
+    if let Some(responses) = operation["responses"].as_object_mut() {
+        for (status, response) in responses.iter_mut() {
+            if status.starts_with('2') {
+                response["headers"]["Idempotent-Replayed"] = json!({
+                    "description": "`true` when this is the kept answer of an earlier request with the same Idempotency-Key",
+                    "schema": { "type": "string", "enum": ["true"] },
+                });
+            }
+        }
+    }
+}
+
 /// Adds the operation's error responses, its security, and its links.
 fn complete_operation(operation: &mut Value, auth_required: bool, role_checked: bool) {
     let id = operation["operationId"]
@@ -189,6 +223,8 @@ fn complete_operation(operation: &mut Value, auth_required: bool, role_checked: 
     let mut codes: Vec<ErrorCode> = operation_errors(&id).to_vec();
     if operation.get("requestBody").is_some() {
         codes.extend(EVERY_BODY);
+        codes.extend(IDEMPOTENT);
+        add_idempotency(operation);
     }
     if !NO_STORAGE_ERRORS.contains(&id.as_str()) {
         codes.push(ErrorCode::DatabaseUnavailable);
@@ -399,6 +435,12 @@ fn when(code: ErrorCode) -> &'static str {
         ConsultationNotFound => "the workflow has no consultation with this id",
         ConsultationNotPending => "the consultation waits for no human",
         AlreadyResolved => "a human answered the escalation at the hub already",
+        IdempotencyKeyInUse => {
+            "a request with this Idempotency-Key is still being answered (with Retry-After)"
+        }
+        IdempotencyKeyReused => {
+            "this Idempotency-Key was used within 24 h for a different method, path or body"
+        }
         AgentHubUnavailable => "the Agent Hub cannot be reached or did not answer in time",
         AgentHubError => "the Agent Hub answered with an error or garbage",
         DatabaseUnavailable => "storage cannot be reached or refuses to write",
@@ -500,6 +542,14 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
         ConsultationNotPending => envelope(
             "consultation 6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f is Resolved, not waiting for a human",
             Some(vec!["status: resolved"]),
+        ),
+        IdempotencyKeyInUse => envelope(
+            "a request with this Idempotency-Key is still being answered; retry later",
+            None,
+        ),
+        IdempotencyKeyReused => envelope(
+            "this Idempotency-Key was used for a different request (method, path or body)",
+            None,
         ),
         AlreadyResolved => envelope(
             "consultation 6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f's escalation was answered already",

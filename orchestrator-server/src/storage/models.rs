@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::DateTime;
 use diesel::prelude::*;
+use orchestrator_core::Receipt;
 use orchestrator_core::consultation::{ConsultationError, ConsultationStatus};
 use orchestrator_core::hub::{EscalationId, Topic};
 use orchestrator_core::{
@@ -15,7 +16,7 @@ use orchestrator_core::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::schema::{consultations, gate_overdue_notes, transitions, workflows};
+use super::schema::{consultations, gate_overdue_notes, idempotency_keys, transitions, workflows};
 use super::write::Write;
 
 /// A stored value that does not parse back into a core type: a corrupt or foreign row.
@@ -95,6 +96,37 @@ pub struct TransitionRow {
     pub actor_kind: Option<String>,
     pub on_behalf_of: Option<String>,
     pub gate_override: bool,
+}
+
+/// A newly claimed idempotency key.
+#[derive(Debug, Clone, Insertable, AsChangeset)]
+#[diesel(table_name = idempotency_keys)]
+#[diesel(treat_none_as_null = true)]
+pub struct KeyRow {
+    pub scope: String,
+    pub name: String,
+    pub fingerprint: String,
+    pub answer: Option<String>,
+    pub created_at: i64,
+    pub lease_until: i64,
+}
+
+/// The answer to store for a key.
+#[derive(Debug, Clone)]
+pub struct ReceiptRow {
+    pub scope: String,
+    pub name: String,
+    pub answer: String,
+}
+
+impl From<&Receipt> for ReceiptRow {
+    fn from(receipt: &Receipt) -> Self {
+        ReceiptRow {
+            scope: receipt.key.scope.clone(),
+            name: receipt.key.key.clone(),
+            answer: receipt.answer.clone(),
+        }
+    }
 }
 
 /// The note that a stay at the gate went past its deadline.

@@ -7,7 +7,9 @@
 use diesel::dsl;
 use diesel::prelude::*;
 
-use super::schema::{consultations, gate_overdue_notes, storage_probe, transitions, workflows};
+use super::schema::{
+    consultations, gate_overdue_notes, idempotency_keys, storage_probe, transitions, workflows,
+};
 
 /// One workflow by feature id.
 #[dsl::auto_type]
@@ -171,6 +173,43 @@ pub fn asks_before<'a>(before: i64, asking: &'a str) -> _ {
         .filter(consultations::visible.eq(true))
         .filter(consultations::status.eq(asking))
         .filter(consultations::created_at.lt(before))
+}
+
+/// One idempotency key.
+#[dsl::auto_type]
+pub fn key<'a>(scope: &'a str, name: &'a str) -> _ {
+    idempotency_keys::table.find((scope, name))
+}
+
+/// One idempotency key, if it has no answer yet.
+#[dsl::auto_type]
+pub fn unanswered_key<'a>(scope: &'a str, name: &'a str) -> _ {
+    idempotency_keys::table
+        .find((scope, name))
+        .filter(idempotency_keys::answer.is_null())
+}
+
+/// One idempotency key, if it was first claimed before `before` (it has expired).
+#[dsl::auto_type]
+pub fn expired_key<'a>(scope: &'a str, name: &'a str, before: i64) -> _ {
+    idempotency_keys::table
+        .find((scope, name))
+        .filter(idempotency_keys::created_at.lt(before))
+}
+
+/// One idempotency key, if it has no answer and its lease ended before `now`.
+#[dsl::auto_type]
+pub fn abandoned_key<'a>(scope: &'a str, name: &'a str, now: i64) -> _ {
+    idempotency_keys::table
+        .find((scope, name))
+        .filter(idempotency_keys::answer.is_null())
+        .filter(idempotency_keys::lease_until.lt(now))
+}
+
+/// Idempotency keys first claimed before `before`.
+#[dsl::auto_type]
+pub fn keys_before(before: i64) -> _ {
+    idempotency_keys::table.filter(idempotency_keys::created_at.lt(before))
 }
 
 /// The probe row's new value.

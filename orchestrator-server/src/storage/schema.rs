@@ -130,6 +130,24 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// One row per idempotency key and scope.
+    idempotency_keys (scope, name) {
+        /// The principal's name, or `*` without principals.
+        scope -> Text,
+        /// The key.
+        name -> Text,
+        /// SHA-256 (hex) of the request's method, path and body.
+        fingerprint -> Text,
+        /// The stored answer; NULL while the first request is being answered.
+        answer -> Nullable<Text>,
+        /// Unix microseconds: when the key was first claimed.
+        created_at -> BigInt,
+        /// Unix microseconds: until when an unanswered key is held by its request.
+        lease_until -> BigInt,
+    }
+}
+
+diesel::table! {
     /// One row, rewritten by health checks and at start-up to prove that writes succeed.
     storage_probe (id) {
         /// Always 1.
@@ -145,6 +163,7 @@ diesel::joinable!(gate_overdue_notes -> workflows (feature_id));
 diesel::allow_tables_to_appear_in_same_query!(
     consultations,
     gate_overdue_notes,
+    idempotency_keys,
     storage_probe,
     transitions,
     workflows

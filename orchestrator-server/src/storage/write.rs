@@ -6,19 +6,21 @@
 use orchestrator_core::consultation::ConsultationError;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
-    Consultation, Expiry, FeatureId, OverdueNote, RepositoryError, Timestamp, Transition, Version,
-    Workflow,
+    Consultation, Expiry, FeatureId, IdempotencyKey, KeyClaim, OverdueNote, Receipt,
+    RepositoryError, Timestamp, Transition, Version, Workflow,
 };
 
 use super::models::{
-    ConsultationRow, OverdueNoteRow, TransitionRow, WorkflowChanges, WorkflowRow, micros, to_i64,
+    ConsultationRow, KeyRow, OverdueNoteRow, ReceiptRow, TransitionRow, WorkflowChanges,
+    WorkflowRow, micros, to_i64,
 };
 
 /// One write, with everything it needs, owned (it may cross to the SQLite writer thread).
 #[derive(Debug)]
 pub enum Write {
-    /// A new workflow with its first transition.
-    Create(FeatureId, WorkflowRow, TransitionRow),
+    /// A new workflow with its first transition, and the answer to keep for the request's
+    /// idempotency key.
+    Create(FeatureId, WorkflowRow, TransitionRow, Option<ReceiptRow>),
     /// The compare-and-set of an advance.
     Commit(Commit),
     /// Set a workflow's hub session if the stored one is `expected` (or none is stored).
@@ -53,6 +55,19 @@ pub enum Write {
     /// `Count(0)` and nothing else is written); with a commit, the system's change goes in
     /// the same transaction, and a lost compare-and-set keeps neither (`Refused`).
     NoteOverdue(OverdueNoteRow, Option<Commit>),
+    /// Claims an idempotency key (see `WorkflowRepository::claim_key`); answers `Claim`.
+    ClaimKey {
+        /// The key as a fresh claim stores it.
+        row: KeyRow,
+        /// Unix microseconds: a key first claimed before this has expired.
+        expired_before: i64,
+    },
+    /// Stores a claimed key's answer, unless it has one.
+    AnswerKey(ReceiptRow),
+    /// Forgets a claimed key that has no answer: `(scope, name)`.
+    ReleaseKey(String, String),
+    /// Forgets keys first claimed before this (Unix microseconds); answers `Count`.
+    PurgeKeys(i64),
     /// Many new workflows at once (seeding): all or none.
     Import(Vec<WorkflowRow>, Vec<TransitionRow>),
     /// Rewrites the one probe row with this time (Unix microseconds): proves writes succeed.
@@ -71,6 +86,8 @@ pub struct Commit {
     pub changes: WorkflowChanges,
     /// The transition.
     pub history: TransitionRow,
+    /// The answer to keep for the request's idempotency key, if the commit lands.
+    pub receipt: Option<ReceiptRow>,
 }
 
 impl Commit {
@@ -81,7 +98,34 @@ impl Commit {
             expected: to_i64(expected),
             changes: WorkflowChanges::from(workflow),
             history: TransitionRow::new(workflow.feature_id(), transition),
+            receipt: None,
         }
+    }
+}
+
+/// What a claim does after finding the key stored (and not expired): `(fingerprint,
+/// answer, lease_until)` as stored, judged for a request hashing to `fingerprint` at `now`.
+pub enum ClaimStep {
+    /// Decided: this is the answer.
+    Decided(KeyClaim),
+    /// Unanswered with its lease ended: take it over, if no other request did first.
+    TakeOver,
+}
+
+/// Judges a stored key for a claim.
+pub fn judge_claim(
+    stored: (String, Option<String>, i64),
+    fingerprint: &str,
+    now: i64,
+) -> ClaimStep {
+    let (stored_fingerprint, answer, lease_until) = stored;
+    if stored_fingerprint != fingerprint {
+        return ClaimStep::Decided(KeyClaim::Reused);
+    }
+    match answer {
+        Some(answer) => ClaimStep::Decided(KeyClaim::Answered(answer)),
+        None if lease_until < now => ClaimStep::TakeOver,
+        None => ClaimStep::Decided(KeyClaim::InUse),
     }
 }
 
@@ -95,23 +139,55 @@ pub enum Written {
     Session(HubSessionId),
     /// How many rows changed.
     Count(u64),
+    /// What an idempotency key's claim found.
+    Claim(KeyClaim),
     /// Refused by a rule; nothing was written.
     Refused(RepositoryError),
 }
 
 impl Write {
-    /// Stores a new workflow with its first transition.
-    pub fn create(workflow: &Workflow, first: &Transition) -> Self {
+    /// Stores a new workflow with its first transition (and `receipt`).
+    pub fn create(workflow: &Workflow, first: &Transition, receipt: Option<&Receipt>) -> Self {
         Write::Create(
             workflow.feature_id().clone(),
             WorkflowRow::from(workflow),
             TransitionRow::new(workflow.feature_id(), first),
+            receipt.map(ReceiptRow::from),
         )
     }
 
-    /// The compare-and-set storing `workflow`, the snapshot after `transition`.
-    pub fn commit(expected: Version, workflow: &Workflow, transition: &Transition) -> Self {
-        Write::Commit(Commit::new(expected, workflow, transition))
+    /// The compare-and-set storing `workflow`, the snapshot after `transition` (and
+    /// `receipt`, if it lands).
+    pub fn commit(
+        expected: Version,
+        workflow: &Workflow,
+        transition: &Transition,
+        receipt: Option<&Receipt>,
+    ) -> Self {
+        let mut commit = Commit::new(expected, workflow, transition);
+        commit.receipt = receipt.map(ReceiptRow::from);
+        Write::Commit(commit)
+    }
+
+    /// Claims `key` for a request hashing to `fingerprint`.
+    pub fn claim_key(
+        key: &IdempotencyKey,
+        fingerprint: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        expired_before: Timestamp,
+    ) -> Self {
+        Write::ClaimKey {
+            row: KeyRow {
+                scope: key.scope.clone(),
+                name: key.key.clone(),
+                fingerprint: fingerprint.to_owned(),
+                answer: None,
+                created_at: micros(now),
+                lease_until: micros(lease_until),
+            },
+            expired_before: micros(expired_before),
+        }
     }
 
     /// Sets a workflow's hub session if the stored one is still `expected`.
@@ -177,6 +253,16 @@ impl Written {
         match self {
             Written::Count(n) => *n,
             _ => 0,
+        }
+    }
+
+    /// What a key's claim found.
+    pub fn into_claim(self) -> Result<KeyClaim, RepositoryError> {
+        match self {
+            Written::Claim(claim) => Ok(claim),
+            other => Err(RepositoryError::Backend(
+                format!("a claim answered {other:?}").into(),
+            )),
         }
     }
 

@@ -4,7 +4,6 @@
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use orchestrator_core::api::{ConsultRequest, ConsultationsResponse, RespondRequest};
 use orchestrator_core::consultation::{Consultation, ConsultationId};
 use orchestrator_core::{Consult, Respond};
@@ -13,7 +12,7 @@ use super::workflows::feature_id;
 use crate::http::App;
 use crate::http::asks::Asked;
 use crate::http::auth::Caller;
-use crate::http::body::{json_response, read_json};
+use crate::http::body::{json_response, parse_json};
 use crate::http::error::Result;
 use orchestrator_core::Action;
 
@@ -36,11 +35,11 @@ pub async fn create_consultation(
     caller: &Caller,
     id: &str,
     headers: &HeaderMap,
-    body: Incoming,
+    body: &Bytes,
 ) -> Result<HttpResponse> {
     caller.may(Action::Consult)?;
     let id = feature_id(id)?;
-    let request: ConsultRequest = read_json(headers, body, app.bodies()).await?;
+    let request: ConsultRequest = parse_json(headers, body)?;
     let consult = Consult::try_from(request)?;
     Ok(
         match app.asks().consult(app.orchestrator(), &id, consult).await? {
@@ -89,11 +88,11 @@ pub async fn respond_to_consultation(
     id: &str,
     consultation: &str,
     headers: &HeaderMap,
-    body: Incoming,
+    body: &Bytes,
 ) -> Result<HttpResponse> {
     let id = feature_id(id)?;
     let consultation: ConsultationId = consultation.parse()?;
-    let request: RespondRequest = read_json(headers, body, app.bodies()).await?;
+    let request: RespondRequest = parse_json(headers, body)?;
     caller.may(Action::Respond)?;
     let mut respond = Respond::try_from(request)?;
     if let Some(principal) = caller.principal() {

@@ -3,17 +3,19 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use orchestrator_core::api::{
     AdvanceRequest, HistoryResponse, ListWorkflowsParams, ListWorkflowsResponse,
     StartWorkflowRequest, SummaryResponse, WorkflowResponse, cursor, paths,
 };
-use orchestrator_core::{Advance, FeatureId, StartWorkflow, Started, ValidationError, Workflow};
+use orchestrator_core::{
+    Advance, FeatureId, Seal, StartWorkflow, Started, Timestamp, ValidationError, Workflow,
+};
 
 use crate::http::App;
 use crate::http::auth::Caller;
-use crate::http::body::{json_response, read_json};
+use crate::http::body::{json_response, parse_json};
 use crate::http::error::Result;
+use crate::http::idempotency::{Answer, Claimed};
 use orchestrator_core::Action;
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -26,8 +28,21 @@ pub fn feature_id(raw: &str) -> Result<FeatureId> {
 }
 
 fn workflow_response(app: &App, status: StatusCode, workflow: &Workflow) -> HttpResponse {
-    let response = json_response(status, &WorkflowResponse::new(workflow, app.now()));
-    with_etag(response, workflow.version())
+    workflow_answer(status, workflow, app.now()).into_response()
+}
+
+/// A workflow as an answer (with its version as the `ETag`), as sent and as kept for an
+/// idempotency key.
+fn workflow_answer(status: StatusCode, workflow: &Workflow, now: Timestamp) -> Answer {
+    // A workflow's representation always serialises.
+    let body = serde_json::to_vec(&WorkflowResponse::new(workflow, now)).unwrap_or_default();
+    Answer::json(status, body).with_header(header::ETAG, format!("\"{}\"", workflow.version()))
+}
+
+/// A new workflow as an answer: 201 with its `Location`.
+fn created_answer(workflow: &Workflow, now: Timestamp) -> Answer {
+    workflow_answer(StatusCode::CREATED, workflow, now)
+        .with_header(header::LOCATION, paths::workflow(workflow.feature_id()))
 }
 
 /// The version as the `ETag`, quoted.
@@ -56,20 +71,25 @@ pub async fn create_workflow(
     app: &App,
     caller: &Caller,
     headers: &HeaderMap,
-    body: Incoming,
+    body: &Bytes,
+    claimed: Option<Claimed>,
 ) -> Result<HttpResponse> {
     caller.may(Action::StartWorkflow)?;
-    let request: StartWorkflowRequest = read_json(headers, body, app.bodies()).await?;
+    let request: StartWorkflowRequest = parse_json(headers, body)?;
     let command = StartWorkflow::try_from(request)?;
     tracing::Span::current().record("feature_id", command.feature_id.as_str());
-    match app.orchestrator().start(command).await? {
+    // The answer is made once, at one `now`, so the one kept with the change is the one sent.
+    let now = app.now();
+    let seal = claimed
+        .map(|claimed| move |workflow: &Workflow| claimed.receipt(&created_answer(workflow, now)));
+    let started = app
+        .orchestrator()
+        .start_sealed(command, seal.as_ref().map(|s| s as Seal<'_, Workflow>))
+        .await?;
+    match started {
         Started::Created(workflow) => {
             app.metrics().transition(orchestrator_core::Trigger::Start);
-            let mut response = workflow_response(app, StatusCode::CREATED, &workflow);
-            if let Ok(location) = HeaderValue::from_str(&paths::workflow(workflow.feature_id())) {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            Ok(response)
+            Ok(created_answer(&workflow, now).into_response())
         }
         Started::Existing(workflow) => Ok(workflow_response(app, StatusCode::OK, &workflow)),
     }
@@ -119,10 +139,11 @@ pub async fn advance_workflow(
     caller: &Caller,
     id: &str,
     headers: &HeaderMap,
-    body: Incoming,
+    body: &Bytes,
+    claimed: Option<Claimed>,
 ) -> Result<HttpResponse> {
     let id = feature_id(id)?;
-    let request: AdvanceRequest = read_json(headers, body, app.bodies()).await?;
+    let request: AdvanceRequest = parse_json(headers, body)?;
     let if_match = if_match_version(headers)?;
     let mut command = Advance::try_from(request)?;
     command.expected_version = match (command.expected_version, if_match) {
@@ -143,9 +164,16 @@ pub async fn advance_workflow(
         command = command.by(principal);
     }
     let trigger = command.trigger;
-    let workflow = app.orchestrator().advance(&id, command).await?;
+    let now = app.now();
+    let seal = claimed.map(|claimed| {
+        move |workflow: &Workflow| claimed.receipt(&workflow_answer(StatusCode::OK, workflow, now))
+    });
+    let workflow = app
+        .orchestrator()
+        .advance_sealed(&id, command, seal.as_ref().map(|s| s as Seal<'_, Workflow>))
+        .await?;
     app.metrics().transition(trigger);
-    Ok(workflow_response(app, StatusCode::OK, &workflow))
+    Ok(workflow_answer(StatusCode::OK, &workflow, now).into_response())
 }
 
 /// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `*` names none.

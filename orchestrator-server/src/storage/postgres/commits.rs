@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{PgPool, run};
 use crate::storage::StorageMetrics;
+use crate::storage::models::ReceiptRow;
 use crate::storage::write::{Commit, Written, conflict};
 
 /// Most advances one statement takes.
@@ -155,12 +156,12 @@ WITH v AS (
                          $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[],
                          $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
                          $16::bigint[], $17::text[], $18::text[], $19::text[], $20::bool[],
-                         $21::bigint[])
+                         $21::bigint[], $22::text[], $23::text[], $24::text[])
         AS v(feature_id, expected, state, version, rework_count,
              time_in_state, updated_at, completed_at, seq, from_state,
              to_state, trigger, actor, reason, metadata,
              at, actor_kind, on_behalf_of, gate_stay, gate_override,
-             gate_due_at)
+             gate_due_at, receipt_scope, receipt_name, receipt_answer)
 ), locked AS MATERIALIZED (
     SELECT w.feature_id, w.version FROM workflows w
     WHERE w.feature_id = ANY($1::text[])
@@ -181,6 +182,10 @@ WITH v AS (
     SELECT v.feature_id, v.seq, v.from_state, v.to_state, v.trigger, v.actor, v.reason,
            v.metadata, v.at, v.actor_kind, v.on_behalf_of, v.gate_override
     FROM v JOIN won ON won.feature_id = v.feature_id
+), answered AS (
+    UPDATE idempotency_keys k SET answer = v.receipt_answer
+    FROM v JOIN won ON won.feature_id = v.feature_id
+    WHERE k.scope = v.receipt_scope AND k.name = v.receipt_name AND k.answer IS NULL
 )
 SELECT v.feature_id, locked.version AS current, won.feature_id IS NOT NULL AS won
 FROM v
@@ -207,6 +212,12 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
     let number = |f: fn(&Commit) -> i64| commits.iter().map(f).collect::<Vec<_>>();
     let optional_text =
         |f: fn(&Commit) -> Option<String>| commits.iter().map(f).collect::<Vec<_>>();
+    let receipt = |f: fn(&ReceiptRow) -> String| {
+        commits
+            .iter()
+            .map(|c| c.receipt.as_ref().map(f))
+            .collect::<Vec<_>>()
+    };
     let judged: Vec<Judged> = diesel::sql_query(BATCH)
         .bind::<Array<Text>, _>(column(|c| c.feature_id.to_string()))
         .bind::<Array<BigInt>, _>(number(|c| c.expected))
@@ -244,6 +255,9 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
                 .map(|c| c.changes.gate_due_at)
                 .collect::<Vec<_>>(),
         )
+        .bind::<Array<Nullable<Text>>, _>(receipt(|r| r.scope.clone()))
+        .bind::<Array<Nullable<Text>>, _>(receipt(|r| r.name.clone()))
+        .bind::<Array<Nullable<Text>>, _>(receipt(|r| r.answer.clone()))
         .load(conn)
         .await?;
     // Everything was decided in the one statement that committed it: no second round trip

@@ -27,6 +27,7 @@ use orchestrator_core::{
     Consultation, ConsultationId, Expiry, FeatureId, OverdueNote, RepositoryError, StateCounts,
     Timestamp, Transition, Version, Workflow, WorkflowRepository, WorkflowState,
 };
+use orchestrator_core::{IdempotencyKey, KeyClaim, Receipt};
 
 use super::models::{self, micros};
 use super::stats::InUse;
@@ -186,8 +187,14 @@ impl DurableRepository for PgRepository {
 #[async_trait]
 impl WorkflowRepository for PgRepository {
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %workflow.feature_id()))]
-    async fn create(&self, workflow: &Workflow, first: &Transition) -> Result<(), RepositoryError> {
-        self.write(Write::create(workflow, first)).await.map(|_| ())
+    async fn create_with(
+        &self,
+        workflow: &Workflow,
+        first: &Transition,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), RepositoryError> {
+        let write = Write::create(workflow, first, receipt);
+        self.write(write).await.map(|_| ())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
@@ -266,14 +273,42 @@ impl WorkflowRepository for PgRepository {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %workflow.feature_id(), expected_version))]
-    async fn commit(
+    async fn commit_with(
         &self,
         expected_version: Version,
         workflow: &Workflow,
         transition: &Transition,
+        receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError> {
-        let write = Write::commit(expected_version, workflow, transition);
+        let write = Write::commit(expected_version, workflow, transition, receipt);
         self.write(write).await.map(|_| ())
+    }
+
+    async fn claim_key(
+        &self,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        expired_before: Timestamp,
+    ) -> Result<KeyClaim, RepositoryError> {
+        let write = Write::claim_key(key, fingerprint, now, lease_until, expired_before);
+        self.write(write).await?.into_claim()
+    }
+
+    async fn answer_key(&self, receipt: &Receipt) -> Result<(), RepositoryError> {
+        let write = Write::AnswerKey(receipt.into());
+        self.write(write).await.map(|_| ())
+    }
+
+    async fn release_key(&self, key: &IdempotencyKey) -> Result<(), RepositoryError> {
+        let write = Write::ReleaseKey(key.scope.clone(), key.key.clone());
+        self.write(write).await.map(|_| ())
+    }
+
+    async fn purge_keys(&self, before: Timestamp) -> Result<u64, RepositoryError> {
+        let write = Write::PurgeKeys(micros(before));
+        self.write(write).await.map(|written| written.count())
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {

@@ -7,14 +7,16 @@ use diesel::result::QueryResult;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::HubSessionId;
-use orchestrator_core::{RepositoryError, WorkflowState};
+use orchestrator_core::{KeyClaim, RepositoryError, WorkflowState};
 
-use crate::storage::models::{ConsultationRow, TransitionRow, WorkflowRow, enum_text, states};
+use crate::storage::models::{
+    ConsultationRow, KeyRow, ReceiptRow, TransitionRow, WorkflowRow, enum_text, states,
+};
 use crate::storage::queries;
 use crate::storage::schema::{
-    consultations, gate_overdue_notes, storage_probe, transitions, workflows,
+    consultations, gate_overdue_notes, idempotency_keys, storage_probe, transitions, workflows,
 };
-use crate::storage::write::{Write, Written, consultation_refusal};
+use crate::storage::write::{ClaimStep, Write, Written, consultation_refusal, judge_claim};
 
 /// One workflow's row.
 pub async fn get(
@@ -121,7 +123,7 @@ pub async fn ping(conn: &mut AsyncPgConnection) -> QueryResult<()> {
 /// business and never reach here.
 pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<Written> {
     match write {
-        Write::Create(id, row, first) => {
+        Write::Create(id, row, first, receipt) => {
             let inserted = diesel::insert_into(workflows::table)
                 .values(row)
                 .on_conflict_do_nothing()
@@ -134,6 +136,9 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 .values(first)
                 .execute(conn)
                 .await?;
+            if let Some(receipt) = receipt {
+                answer_key(conn, receipt).await?;
+            }
             Ok(Written::Done)
         }
         Write::Commit(commit) => {
@@ -238,6 +243,28 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             }
             Ok(Written::Count(1))
         }
+        Write::ClaimKey {
+            row,
+            expired_before,
+        } => claim_key(conn, row, *expired_before)
+            .await
+            .map(Written::Claim),
+        Write::AnswerKey(receipt) => {
+            answer_key(conn, receipt).await?;
+            Ok(Written::Done)
+        }
+        Write::ReleaseKey(scope, name) => {
+            diesel::delete(queries::unanswered_key(scope, name))
+                .execute(conn)
+                .await?;
+            Ok(Written::Done)
+        }
+        Write::PurgeKeys(before) => {
+            let n = diesel::delete(queries::keys_before(*before))
+                .execute(conn)
+                .await?;
+            Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
+        }
         Write::Import(rows, history) => {
             diesel::insert_into(workflows::table)
                 .values(rows)
@@ -260,4 +287,62 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             Ok(Written::Done)
         }
     }
+}
+
+/// Stores a claimed key's answer, unless it has one.
+async fn answer_key(conn: &mut AsyncPgConnection, receipt: &ReceiptRow) -> QueryResult<()> {
+    diesel::update(queries::unanswered_key(&receipt.scope, &receipt.name))
+        .set(idempotency_keys::answer.eq(&receipt.answer))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Claims a key: new, expired, or unanswered past its lease; else says why not. Each step is
+/// one conditional statement, so two servers claiming at once cannot both win.
+async fn claim_key(
+    conn: &mut AsyncPgConnection,
+    row: &KeyRow,
+    expired_before: i64,
+) -> QueryResult<KeyClaim> {
+    let (scope, name) = (row.scope.as_str(), row.name.as_str());
+    // A second claim of a new key waits here for the first one's transaction.
+    let inserted = diesel::insert_into(idempotency_keys::table)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    let renewed = inserted == 0
+        && diesel::update(queries::expired_key(scope, name, expired_before))
+            .set(row)
+            .execute(conn)
+            .await?
+            == 1;
+    if inserted == 1 || renewed {
+        return Ok(KeyClaim::Claimed);
+    }
+    let stored = queries::key(scope, name)
+        .select((
+            idempotency_keys::fingerprint,
+            idempotency_keys::answer,
+            idempotency_keys::lease_until,
+        ))
+        .get_result(conn)
+        .await?;
+    Ok(
+        match judge_claim(stored, &row.fingerprint, row.created_at) {
+            ClaimStep::Decided(claim) => claim,
+            ClaimStep::TakeOver => {
+                let taken = diesel::update(queries::abandoned_key(scope, name, row.created_at))
+                    .set(idempotency_keys::lease_until.eq(row.lease_until))
+                    .execute(conn)
+                    .await?;
+                if taken == 1 {
+                    KeyClaim::Claimed
+                } else {
+                    KeyClaim::InUse
+                }
+            }
+        },
+    )
 }

@@ -5,14 +5,18 @@ use diesel::prelude::*;
 use diesel::result::QueryResult;
 use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::HubSessionId;
-use orchestrator_core::{RepositoryError, WorkflowState};
+use orchestrator_core::{KeyClaim, RepositoryError, WorkflowState};
 
-use crate::storage::models::{ConsultationRow, TransitionRow, WorkflowRow, enum_text, states};
+use crate::storage::models::{
+    ConsultationRow, KeyRow, ReceiptRow, TransitionRow, WorkflowRow, enum_text, states,
+};
 use crate::storage::queries;
 use crate::storage::schema::{
-    consultations, gate_overdue_notes, storage_probe, transitions, workflows,
+    consultations, gate_overdue_notes, idempotency_keys, storage_probe, transitions, workflows,
 };
-use crate::storage::write::{Commit, Write, Written, conflict, consultation_refusal};
+use crate::storage::write::{
+    ClaimStep, Commit, Write, Written, conflict, consultation_refusal, judge_claim,
+};
 
 /// One workflow's row.
 pub fn get(conn: &mut SqliteConnection, feature_id: &str) -> QueryResult<Option<WorkflowRow>> {
@@ -100,7 +104,7 @@ pub fn ping(conn: &mut SqliteConnection) -> QueryResult<()> {
 /// Carries out one write on `conn`, inside the caller's transaction.
 pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written> {
     match write {
-        Write::Create(id, row, first) => {
+        Write::Create(id, row, first, receipt) => {
             let inserted = diesel::insert_into(workflows::table)
                 .values(row)
                 .on_conflict_do_nothing()
@@ -111,6 +115,7 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
             diesel::insert_into(transitions::table)
                 .values(first)
                 .execute(conn)?;
+            answer_key(conn, receipt.as_ref())?;
             Ok(Written::Done)
         }
         Write::Commit(commit) => apply_commit(conn, commit),
@@ -194,6 +199,22 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
             }
             Ok(Written::Count(1))
         }
+        Write::ClaimKey {
+            row,
+            expired_before,
+        } => claim_key(conn, row, *expired_before).map(Written::Claim),
+        Write::AnswerKey(receipt) => {
+            answer_key(conn, Some(receipt))?;
+            Ok(Written::Done)
+        }
+        Write::ReleaseKey(scope, name) => {
+            diesel::delete(queries::unanswered_key(scope, name)).execute(conn)?;
+            Ok(Written::Done)
+        }
+        Write::PurgeKeys(before) => {
+            let n = diesel::delete(queries::keys_before(*before)).execute(conn)?;
+            Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
+        }
         Write::Import(rows, history) => {
             // One row per statement: SQLite cannot take these rows in one.
             for row in rows {
@@ -237,5 +258,59 @@ fn apply_commit(conn: &mut SqliteConnection, commit: &Commit) -> QueryResult<Wri
     diesel::insert_into(transitions::table)
         .values(&commit.history)
         .execute(conn)?;
+    answer_key(conn, commit.receipt.as_ref())?;
     Ok(Written::Done)
+}
+
+/// Stores a claimed key's answer, unless it has one.
+fn answer_key(conn: &mut SqliteConnection, receipt: Option<&ReceiptRow>) -> QueryResult<()> {
+    if let Some(receipt) = receipt {
+        diesel::update(queries::unanswered_key(&receipt.scope, &receipt.name))
+            .set(idempotency_keys::answer.eq(&receipt.answer))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Claims a key: new, expired, or unanswered past its lease; else says why not.
+fn claim_key(
+    conn: &mut SqliteConnection,
+    row: &KeyRow,
+    expired_before: i64,
+) -> QueryResult<KeyClaim> {
+    let (scope, name) = (row.scope.as_str(), row.name.as_str());
+    let inserted = diesel::insert_into(idempotency_keys::table)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(conn)?;
+    let renewed = inserted == 0
+        && diesel::update(queries::expired_key(scope, name, expired_before))
+            .set(row)
+            .execute(conn)?
+            == 1;
+    if inserted == 1 || renewed {
+        return Ok(KeyClaim::Claimed);
+    }
+    let stored = queries::key(scope, name)
+        .select((
+            idempotency_keys::fingerprint,
+            idempotency_keys::answer,
+            idempotency_keys::lease_until,
+        ))
+        .get_result(conn)?;
+    Ok(
+        match judge_claim(stored, &row.fingerprint, row.created_at) {
+            ClaimStep::Decided(claim) => claim,
+            ClaimStep::TakeOver => {
+                let taken = diesel::update(queries::abandoned_key(scope, name, row.created_at))
+                    .set(idempotency_keys::lease_until.eq(row.lease_until))
+                    .execute(conn)?;
+                if taken == 1 {
+                    KeyClaim::Claimed
+                } else {
+                    KeyClaim::InUse
+                }
+            }
+        },
+    )
 }

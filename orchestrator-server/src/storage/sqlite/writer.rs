@@ -259,6 +259,7 @@ mod tests {
             workflow.feature_id().clone(),
             WorkflowRow::from(&workflow),
             TransitionRow::new(workflow.feature_id(), &first),
+            None,
         );
         (workflow, write)
     }
@@ -277,6 +278,7 @@ mod tests {
             expected,
             changes: WorkflowChanges::from(&next),
             history: TransitionRow::new(next.feature_id(), &transition),
+            receipt: None,
         })
     }
 

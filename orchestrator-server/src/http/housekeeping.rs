@@ -1,6 +1,7 @@
-//! The clock around the core's gate sweep: once a second, every stay at the gate past its
-//! deadline is noted (once, whichever replica sees it first) and its policy applied; each
-//! note is logged as a `gate.overdue` event and counted.
+//! The server's periodic work: once a second the gate sweep (every stay at the gate past its
+//! deadline is noted — once, whichever replica sees it first — and its policy applied; each
+//! note is logged as a `gate.overdue` event and counted), and once a minute the purge of
+//! idempotency keys older than a day.
 
 use std::time::Duration;
 
@@ -12,16 +13,33 @@ use super::App;
 /// time) after its `due_at`.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// Sweeps every [`SWEEP_EVERY`] until `stop` turns true.
-pub async fn sweep(app: App, mut stop: watch::Receiver<bool>) {
+/// How often idempotency keys past their day are purged, in sweeps.
+const PURGE_EVERY: u64 = 60;
+
+/// Sweeps every [`SWEEP_EVERY`] (and purges keys every [`PURGE_EVERY`] sweeps) until `stop`
+/// turns true.
+pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for n in 0_u64.. {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
         sweep_once(&app).await;
+        if n % PURGE_EVERY == 0 {
+            purge_keys(&app).await;
+        }
+    }
+}
+
+/// Forgets the idempotency keys older than a day.
+async fn purge_keys(app: &App) {
+    let before = super::idempotency::expired_before(app.now());
+    match app.orchestrator().repository().purge_keys(before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(keys = n, "idempotency keys past their day purged"),
+        Err(e) => tracing::warn!(error = %e, "could not purge idempotency keys"),
     }
 }
 

@@ -1,0 +1,235 @@
+//! Idempotency keys on every POST: the key read and checked, the request claimed in the
+//! store before it runs, and what it answered kept — with the change it made, in the same
+//! transaction, where a handler can say what it will answer before it commits (start,
+//! advance), and right after it otherwise. A repeat gets the kept answer back with
+//! `Idempotent-Replayed: true`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use orchestrator_core::{IdempotencyKey, KeyClaim, Receipt, Timestamp, ValidationError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::App;
+use super::auth::Caller;
+use super::error::{ApiError, Result};
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// The request header.
+pub const KEY_HEADER: &str = "idempotency-key";
+
+/// The header of a replayed answer.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// How long a key and its answer are kept.
+pub const KEPT_FOR: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Longest key.
+const MAX_KEY_LEN: usize = 255;
+
+/// The headers an answer keeps (the rest are the connection's or recomputed).
+const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::ETAG, header::LOCATION];
+
+/// The request's idempotency key, scoped to its caller; `None` without the header. A key that
+/// is not 1–255 printable ASCII characters (no spaces) is 400 naming `Idempotency-Key`.
+pub fn key(headers: &HeaderMap, caller: &Caller) -> Result<Option<IdempotencyKey>> {
+    let Some(value) = headers.get(KEY_HEADER) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ValidationError::new(
+            "Idempotency-Key",
+            format!("must be 1-{MAX_KEY_LEN} printable ASCII characters without spaces"),
+        )
+    };
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_KEY_LEN || !bytes.iter().all(u8::is_ascii_graphic) {
+        return Err(bad().into());
+    }
+    let key = value.to_str().map_err(|_| bad())?.to_owned();
+    let scope = caller
+        .principal()
+        .map_or_else(|| "*".to_owned(), |p| p.name.to_string());
+    Ok(Some(IdempotencyKey { scope, key }))
+}
+
+/// What makes two requests the same: method, path and body (SHA-256, hex).
+pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(method.as_str().as_bytes());
+    hash.update(b" ");
+    hash.update(path.as_bytes());
+    hash.update(b"\n");
+    hash.update(body);
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A request that claimed its key: handlers that change something seal their answer with it
+/// so the store keeps both in one transaction.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    key: IdempotencyKey,
+}
+
+impl Claimed {
+    /// The receipt of `answer`, for the store.
+    pub fn receipt(&self, answer: &Answer) -> Receipt {
+        Receipt {
+            key: self.key.clone(),
+            answer: answer.encode(),
+        }
+    }
+}
+
+/// An answer as it is sent and kept: status, the headers worth keeping, body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    /// A JSON answer.
+    pub fn json(status: StatusCode, body: Vec<u8>) -> Self {
+        Answer {
+            status: status.as_u16(),
+            headers: vec![(
+                header::CONTENT_TYPE.as_str().to_owned(),
+                "application/json".to_owned(),
+            )],
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    /// The same answer with one more header.
+    pub fn with_header(mut self, name: HeaderName, value: String) -> Self {
+        self.headers.push((name.as_str().to_owned(), value));
+        self
+    }
+
+    /// The response.
+    pub fn into_response(self) -> HttpResponse {
+        let mut response = Response::new(Full::new(Bytes::from(self.body)));
+        *response.status_mut() =
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        for (name, value) in self.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        response
+    }
+
+    /// The answer of a response (its body is in memory already).
+    async fn of(response: HttpResponse) -> (Answer, HttpResponse) {
+        let (parts, body) = response.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let answer = Answer {
+            status: parts.status.as_u16(),
+            headers: KEPT_HEADERS
+                .iter()
+                .filter_map(|name| {
+                    let value = parts.headers.get(name)?.to_str().ok()?;
+                    Some((name.as_str().to_owned(), value.to_owned()))
+                })
+                .collect(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        };
+        (answer, Response::from_parts(parts, Full::new(bytes)))
+    }
+
+    fn encode(&self) -> String {
+        // A struct of strings and numbers always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn decode(stored: &str) -> Option<Self> {
+        serde_json::from_str(stored).ok()
+    }
+}
+
+/// Runs `handle` for a request with idempotency key `key` (method, path, body as given):
+/// claims the key, replays a kept answer or refuses a reused or busy key, and keeps what
+/// `handle` answered (a 5xx releases the key instead, so a retry runs again).
+pub async fn run<F, Fut>(
+    app: &App,
+    key: IdempotencyKey,
+    fingerprint: &str,
+    handle: F,
+) -> Result<HttpResponse>
+where
+    F: FnOnce(Claimed) -> Fut,
+    Fut: Future<Output = Result<HttpResponse>>,
+{
+    let repository = app.orchestrator().repository();
+    let now = app.now();
+    let lease = app.limits().request_timeout + Duration::from_secs(5);
+    let claim = repository
+        .claim_key(
+            &key,
+            fingerprint,
+            now,
+            now + to_chrono(lease),
+            expired_before(now),
+        )
+        .await
+        .map_err(orchestrator_core::Error::from)?;
+    match claim {
+        KeyClaim::Answered(stored) => replay(&stored),
+        KeyClaim::InUse => Err(ApiError::IdempotencyKeyInUse),
+        KeyClaim::Reused => Err(ApiError::IdempotencyKeyReused),
+        KeyClaim::Claimed => {
+            let response = handle(Claimed { key: key.clone() })
+                .await
+                .unwrap_or_else(ApiError::into_response);
+            if response.status().is_server_error() {
+                if let Err(e) = repository.release_key(&key).await {
+                    tracing::warn!(error = %e, "an idempotency key was not released");
+                }
+                return Ok(response);
+            }
+            let (answer, response) = Answer::of(response).await;
+            let receipt = Receipt {
+                key,
+                answer: answer.encode(),
+            };
+            // A no-op when the handler kept the answer with its change.
+            if let Err(e) = repository.answer_key(&receipt).await {
+                tracing::warn!(error = %e, "an idempotent request's answer was not kept");
+            }
+            Ok(response)
+        }
+    }
+}
+
+/// A kept answer, sent again.
+fn replay(stored: &str) -> Result<HttpResponse> {
+    let answer = Answer::decode(stored)
+        .ok_or_else(|| ApiError::Internal("a kept answer does not decode".to_owned()))?;
+    let mut response = answer.into_response();
+    response
+        .headers_mut()
+        .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    Ok(response)
+}
+
+fn to_chrono(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or_else(|_| chrono::Duration::days(1))
+}
+
+/// Keys first claimed before this, at `now`, are past their day.
+pub fn expired_before(now: Timestamp) -> Timestamp {
+    now - to_chrono(KEPT_FOR)
+}
