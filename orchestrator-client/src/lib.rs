@@ -119,12 +119,49 @@ impl ClientError {
 /// `Result` with [`ClientError`].
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
+/// Retries of a call, unless the builder says otherwise.
+const DEFAULT_RETRIES: u32 = 2;
+
+/// The header that makes a POST safe to retry.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// The pause before retry `attempt` (1, 2, …): what the server asked for (at most 5 s), else
+/// 200 ms doubling.
+fn backoff(attempt: u32, asked: Option<Duration>) -> Duration {
+    asked.map_or_else(
+        || Duration::from_millis(200) * 2_u32.saturating_pow(attempt - 1),
+        |asked| asked.min(Duration::from_secs(5)),
+    )
+}
+
+/// The pause before retrying after `response`, if it is worth retrying: 503, or 409
+/// `IDEMPOTENCY_KEY_IN_USE` (the same call's earlier attempt is still being answered).
+fn retry_after(response: &reqwest::Response, attempt: u32) -> Option<Duration> {
+    let status = response.status();
+    let in_use = status == StatusCode::CONFLICT
+        && response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .is_some();
+    if status != StatusCode::SERVICE_UNAVAILABLE && !in_use {
+        return None;
+    }
+    let asked = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    Some(backoff(attempt, asked))
+}
+
 /// A client of one orchestrator server. Cheap to clone; clones share connections.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     base_url: String,
     token: Option<String>,
+    retries: u32,
 }
 
 /// Builds a [`Client`] with a timeout, a token, or a caller's own `reqwest::Client`.
@@ -134,6 +171,7 @@ pub struct ClientBuilder {
     timeout: Option<Duration>,
     token: Option<String>,
     http: Option<reqwest::Client>,
+    retries: Option<u32>,
 }
 
 impl ClientBuilder {
@@ -153,6 +191,17 @@ impl ClientBuilder {
     /// The bearer token to send, for a server started with `ORCHESTRATOR_API_TOKEN`.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// How often a call is retried after a failure worth retrying (default 2): the server could
+    /// not be reached or did not answer in time, it answered 503 (it honours `Retry-After` up
+    /// to 5 s), or another attempt of the same call is still being answered. A POST carries an
+    /// `Idempotency-Key` (a new UUID per call, the same on every attempt), so a retried start,
+    /// advance or question is carried out once and its first answer comes back. 0 turns
+    /// retries off.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = Some(retries);
         self
     }
 
@@ -190,6 +239,7 @@ impl ClientBuilder {
             http,
             base_url,
             token: self.token,
+            retries: self.retries.unwrap_or(DEFAULT_RETRIES),
         })
     }
 }
@@ -225,8 +275,31 @@ impl Client {
         }
     }
 
+    /// Sends `builder`, again after failures worth retrying (see [`ClientBuilder::retries`]).
     async fn send<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T> {
-        let response = builder.send().await?;
+        let mut attempt = 0;
+        loop {
+            let again = (attempt < self.retries)
+                .then(|| builder.try_clone())
+                .flatten();
+            let Some(again) = again else {
+                return self.answer(builder.send().await?).await;
+            };
+            attempt += 1;
+            let pause = match again.send().await {
+                Err(e) if e.is_connect() || e.is_timeout() => backoff(attempt, None),
+                Err(e) => return Err(e.into()),
+                Ok(response) => match retry_after(&response, attempt) {
+                    Some(pause) => pause,
+                    None => return self.answer(response).await,
+                },
+            };
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// The call's result from the server's answer.
+    async fn answer<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T> {
         let status = response.status();
         let bytes = response.bytes().await?;
         if status.is_success() {
@@ -245,12 +318,18 @@ impl Client {
         }
     }
 
+    /// POSTs `body` with a new idempotency key, so retries are carried out once.
     async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
     ) -> Result<T> {
-        self.send(self.request(Method::POST, path).json(body)).await
+        let key = uuid::Uuid::new_v4().to_string();
+        let request = self
+            .request(Method::POST, path)
+            .header(IDEMPOTENCY_KEY, key)
+            .json(body);
+        self.send(request).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {

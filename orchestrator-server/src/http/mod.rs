@@ -265,11 +265,21 @@ impl App {
                     .await
             }
             Some(key) => {
+                // Run to the end even if the client goes away, so the answer is kept and its
+                // retry gets it (instead of a key held by nobody until its lease ends).
+                let app = self.clone();
                 let fingerprint = idempotency::fingerprint(&parts.method, parts.uri.path(), &body);
-                idempotency::run(self, key, &fingerprint, |claimed| {
-                    self.dispatch(route, &params, &caller, &parts, &body, Some(claimed))
-                })
-                .await
+                let run = async move {
+                    idempotency::run(&app, key, &fingerprint, |claimed| {
+                        app.dispatch(route, &params, &caller, &parts, &body, Some(claimed))
+                    })
+                    .await
+                };
+                tokio::spawn(run.in_current_span())
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ApiError::Internal(format!("a request task failed: {e}")))
+                    })
             }
         };
         Ok((Some(route), response.map_err(fail)?))

@@ -627,6 +627,124 @@ pub async fn overdue_gates_are_listed_counted_and_noted_once(repo: &dyn Workflow
     assert_eq!(repo.count_overdue(after).await.unwrap(), 0);
 }
 
+pub async fn idempotency_keys_are_claimed_once_and_answered_with_their_change(
+    repo: &dyn WorkflowRepository,
+) {
+    use orchestrator_core::{IdempotencyKey, KeyClaim, Receipt};
+    let key = |scope: &str, name: &str| IdempotencyKey {
+        scope: scope.to_owned(),
+        key: name.to_owned(),
+    };
+    let receipt = |k: &IdempotencyKey, answer: &str| Receipt {
+        key: k.clone(),
+        answer: answer.to_owned(),
+    };
+    let now = t0();
+    let lease = now + Duration::seconds(65);
+    let day_ago = now - Duration::hours(24);
+    let claim = async |k: &IdempotencyKey, fingerprint: &str, at: Timestamp| {
+        repo.claim_key(
+            k,
+            fingerprint,
+            at,
+            at + Duration::seconds(65),
+            at - Duration::hours(24),
+        )
+        .await
+        .unwrap()
+    };
+
+    // A new key is claimed; a repeat finds it in use, another request finds it reused.
+    let start_key = key("*", "start");
+    assert_eq!(claim(&start_key, "fp-start", now).await, KeyClaim::Claimed);
+    assert_eq!(claim(&start_key, "fp-start", now).await, KeyClaim::InUse);
+    assert_eq!(claim(&start_key, "fp-other", now).await, KeyClaim::Reused);
+    // Another scope's key of the same name is another key.
+    assert_eq!(
+        claim(&key("alice", "start"), "fp-other", now).await,
+        KeyClaim::Claimed
+    );
+
+    // The answer lands with the workflow it created; a later answer does not replace it.
+    let (workflow, first) = new_workflow("keyed");
+    repo.create_with(&workflow, &first, Some(&receipt(&start_key, "created")))
+        .await
+        .unwrap();
+    repo.answer_key(&receipt(&start_key, "late")).await.unwrap();
+    assert_eq!(
+        claim(&start_key, "fp-start", now).await,
+        KeyClaim::Answered("created".to_owned())
+    );
+
+    // A commit that loses keeps no answer; one that lands keeps it.
+    let advance_key = key("*", "advance");
+    assert_eq!(
+        claim(&advance_key, "fp-advance", now).await,
+        KeyClaim::Claimed
+    );
+    let (next, complete) = step(&workflow, Trigger::AgentComplete, 5);
+    let lost = repo
+        .commit_with(
+            7,
+            &next,
+            &complete,
+            Some(&receipt(&advance_key, "advanced")),
+        )
+        .await;
+    assert!(matches!(lost, Err(RepositoryError::VersionConflict { .. })));
+    assert_eq!(
+        claim(&advance_key, "fp-advance", now).await,
+        KeyClaim::InUse
+    );
+    repo.commit_with(
+        1,
+        &next,
+        &complete,
+        Some(&receipt(&advance_key, "advanced")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        claim(&advance_key, "fp-advance", now).await,
+        KeyClaim::Answered("advanced".to_owned())
+    );
+
+    // An unanswered key past its lease is taken over; a released one is claimed anew.
+    let abandoned = key("*", "abandoned");
+    assert_eq!(claim(&abandoned, "fp", now).await, KeyClaim::Claimed);
+    let after_lease = lease + Duration::seconds(1);
+    assert_eq!(
+        claim(&abandoned, "fp", after_lease).await,
+        KeyClaim::Claimed
+    );
+    assert_eq!(claim(&abandoned, "fp", after_lease).await, KeyClaim::InUse);
+    repo.release_key(&abandoned).await.unwrap();
+    assert_eq!(
+        claim(&abandoned, "fp-new", after_lease).await,
+        KeyClaim::Claimed
+    );
+    // Releasing an answered key forgets nothing.
+    repo.release_key(&start_key).await.unwrap();
+    assert!(matches!(
+        claim(&start_key, "fp-start", now).await,
+        KeyClaim::Answered(_)
+    ));
+
+    // A day later the key is free again, for any request; the purge forgets old keys.
+    let tomorrow = now + Duration::hours(24) + Duration::seconds(1);
+    assert_eq!(
+        claim(&start_key, "fp-other", tomorrow).await,
+        KeyClaim::Claimed
+    );
+    assert_eq!(repo.purge_keys(day_ago).await.unwrap(), 0);
+    let purged = repo.purge_keys(now + Duration::seconds(1)).await.unwrap();
+    assert_eq!(purged, 2, "the advance key and alice's, both claimed at t0");
+    assert_eq!(
+        claim(&advance_key, "fp-other", now).await,
+        KeyClaim::Claimed
+    );
+}
+
 /// One test per contract and per store.
 macro_rules! contract_suite {
     ($($contract:ident),* ; $($shared:ident),*) => {
@@ -700,7 +818,8 @@ contract_suite!(
     consultations_are_kept_oldest_first_and_only_pending_ones_change,
     consultations_are_stored_only_for_active_workflows,
     reservations_are_seen_by_no_reader_until_published,
-    overdue_gates_are_listed_counted_and_noted_once;
+    overdue_gates_are_listed_counted_and_noted_once,
+    idempotency_keys_are_claimed_once_and_answered_with_their_change;
     concurrent_commits_against_one_version_let_exactly_one_land,
     concurrent_commits_of_many_workflows_are_each_judged_on_their_own
 );

@@ -177,6 +177,19 @@ fn every_operation_with_a_body_lists_400_408_413_and_415() {
         assert_eq!(codes(&responses["408"]), ["REQUEST_TIMEOUT"], "{id}");
         assert_eq!(codes(&responses["413"]), ["PAYLOAD_TOO_LARGE"], "{id}");
         assert_eq!(codes(&responses["415"]), ["UNSUPPORTED_MEDIA_TYPE"], "{id}");
+        // Every POST takes an idempotency key.
+        assert!(
+            codes(&responses["409"]).contains(&"IDEMPOTENCY_KEY_IN_USE".to_owned()),
+            "{id}"
+        );
+        assert_eq!(codes(&responses["422"]), ["IDEMPOTENCY_KEY_REUSED"], "{id}");
+        let parameters = operation["parameters"].as_array().expect("parameters");
+        assert!(
+            parameters
+                .iter()
+                .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"),
+            "{id}"
+        );
     }
     assert_eq!(with_body, 4);
 }
@@ -192,7 +205,8 @@ fn advance_lists_every_conflict_and_the_hub_failures() {
             "VERSION_CONFLICT",
             "GATE_BLOCKED",
             "SELF_APPROVAL",
-            "ALREADY_APPROVED"
+            "ALREADY_APPROVED",
+            "IDEMPOTENCY_KEY_IN_USE"
         ]
     );
     assert_eq!(codes(&responses["502"]), ["AGENT_HUB_ERROR"]);

@@ -109,7 +109,10 @@ async fn start(config: Config, dir: TempDir, hub: StandInHub) -> TestApp {
     let server = tokio::spawn(serve(listener, app, async {
         let _ = stopped.await;
     }));
-    let mut client = Client::builder().base_url(format!("http://{address}"));
+    // No retries: the tests check exactly what the server answers.
+    let mut client = Client::builder()
+        .base_url(format!("http://{address}"))
+        .retries(0);
     if let Some(token) = &config.api_token {
         client = client.token(token.expose());
     }

@@ -10,6 +10,7 @@ mod docs;
 mod durability;
 mod faults;
 mod helpers;
+mod idempotency;
 mod load;
 mod postgres;
 mod principals;

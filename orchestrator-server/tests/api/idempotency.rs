@@ -1,0 +1,307 @@
+//! Idempotency keys on POST through the real server: a repeat gets the kept answer (and
+//! changes nothing), another request with the key is 422, one still being answered is 409,
+//! 5xx answers are not kept, keys are per principal, they survive a restart, and the typed
+//! client's retries are carried out once.
+
+use std::time::Duration;
+
+use orchestrator_core::api::{ErrorCode, ErrorEnvelope};
+use orchestrator_core::{ActorKind, Role};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use orchestrator_server::hub::stand_in::Fault;
+
+use crate::helpers::{TestApp, id, spawn_app, spawn_app_with};
+
+/// POSTs `body` to `path` with `key` (and `token`), returning the status, whether the answer
+/// was a replay, the `ETag`, and the body.
+async fn post(
+    app: &TestApp,
+    path: &str,
+    key: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (StatusCode, bool, Option<String>, Value) {
+    let mut request = reqwest::Client::new()
+        .post(app.url(path))
+        .header("Idempotency-Key", key)
+        .json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("the server answers");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let replayed = headers
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    let etag = headers
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (
+        status,
+        replayed,
+        etag,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+fn code(body: &Value) -> ErrorCode {
+    serde_json::from_value::<ErrorEnvelope>(body.clone())
+        .expect("an error envelope")
+        .error
+        .code
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_start_or_advance_gets_the_kept_answer_and_changes_nothing() {
+    let app = spawn_app().await;
+    let start = json!({"feature_id": "once", "description": "started once"});
+    let (status, replayed, etag, first) =
+        post(&app, "/workflow/start", "start-once", None, &start).await;
+    assert_eq!(
+        (status, replayed, etag.as_deref()),
+        (StatusCode::CREATED, false, Some("\"1\""))
+    );
+    let (status, replayed, etag, again) =
+        post(&app, "/workflow/start", "start-once", None, &start).await;
+    assert_eq!(
+        (status, replayed, etag.as_deref()),
+        (StatusCode::CREATED, true, Some("\"1\""))
+    );
+    assert_eq!(again, first);
+
+    let advance = json!({"trigger": "agent_complete"});
+    let (status, _, _, first) = post(
+        &app,
+        "/workflow/once/advance",
+        "complete-once",
+        None,
+        &advance,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["version"], 2);
+    let (status, replayed, etag, again) = post(
+        &app,
+        "/workflow/once/advance",
+        "complete-once",
+        None,
+        &advance,
+    )
+    .await;
+    assert_eq!(
+        (status, replayed, etag.as_deref()),
+        (StatusCode::OK, true, Some("\"2\""))
+    );
+    assert_eq!(again, first);
+    let history = app.client.get_history(&id("once")).await.unwrap();
+    assert_eq!(history.transitions.len(), 2, "each change made once");
+
+    // The same key for another request: 422, nothing done.
+    let other = json!({"trigger": "cancel"});
+    let (status, _, _, body) = post(
+        &app,
+        "/workflow/once/advance",
+        "complete-once",
+        None,
+        &other,
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), code(&body)),
+        (422, ErrorCode::IdempotencyKeyReused)
+    );
+    let (status, _, _, body) = post(&app, "/workflow/start", "complete-once", None, &advance).await;
+    assert_eq!(
+        (status.as_u16(), code(&body)),
+        (422, ErrorCode::IdempotencyKeyReused)
+    );
+    assert_eq!(
+        app.client.get_workflow(&id("once")).await.unwrap().version,
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_kept_too_but_not_server_failures() {
+    let app = spawn_app().await;
+    // A 404 is kept: the workflow started later does not change the answer to the key.
+    let advance = json!({"trigger": "agent_complete"});
+    let (status, _, _, _) = post(&app, "/workflow/later/advance", "k-404", None, &advance).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.start_workflow("later").await;
+    let (status, replayed, _, body) =
+        post(&app, "/workflow/later/advance", "k-404", None, &advance).await;
+    assert_eq!((status, replayed), (StatusCode::NOT_FOUND, true));
+    assert_eq!(code(&body), ErrorCode::WorkflowNotFound);
+    assert_eq!(
+        app.client.get_workflow(&id("later")).await.unwrap().version,
+        1
+    );
+
+    // A 5xx (the Agent Hub failed) is not kept: the retry runs again.
+    let ask = json!({"topic": "architecture", "question": "Is the hub up at all today?"});
+    app.hub.inject(Fault::PlainText500);
+    let (status, _, _, _) = post(&app, "/workflow/later/consultations", "k-503", None, &ask).await;
+    assert!(status.is_server_error(), "{status}");
+    let (status, replayed, _, body) =
+        post(&app, "/workflow/later/consultations", "k-503", None, &ask).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false), "{body}");
+    let (status, replayed, _, again) =
+        post(&app, "/workflow/later/consultations", "k-503", None, &ask).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, true));
+    assert_eq!(again, body);
+    assert_eq!(
+        app.client
+            .list_consultations(&id("later"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeat_while_the_first_is_still_answered_is_409_in_use() {
+    let app = spawn_app_with(|c| c.agent_hub_wait_seconds = 5).await;
+    app.start_workflow("slow").await;
+    let ask = json!({"topic": "architecture", "question": "Think for two seconds [delay=2]"});
+    let first = {
+        let app_url = app.url("/workflow/slow/consultations");
+        let ask = ask.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(app_url)
+                .header("Idempotency-Key", "slow-one")
+                .json(&ask)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _, _, body) =
+        post(&app, "/workflow/slow/consultations", "slow-one", None, &ask).await;
+    assert_eq!(
+        (status.as_u16(), code(&body)),
+        (409, ErrorCode::IdempotencyKeyInUse)
+    );
+    assert_eq!(first.await.unwrap(), StatusCode::CREATED);
+    let (status, replayed, _, _) =
+        post(&app, "/workflow/slow/consultations", "slow-one", None, &ask).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, true));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_that_breaks_the_rules_is_400_naming_the_header() {
+    let app = spawn_app().await;
+    let start = json!({"feature_id": "never", "description": "x"});
+    for key in ["has space", &"k".repeat(256), "tab\there"] {
+        let response = reqwest::Client::new()
+            .post(app.url("/workflow/start"))
+            .header("Idempotency-Key", key)
+            .json(&start)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{key:?}");
+        let body: ErrorEnvelope = response.json().await.unwrap();
+        assert_eq!(body.error.code, ErrorCode::ValidationError);
+        assert!(
+            body.error.message.starts_with("Idempotency-Key"),
+            "{}",
+            body.error.message
+        );
+    }
+    assert_eq!(app.client.get_summary().await.unwrap().total, 0);
+    // 255 characters are fine.
+    let (status, _, _, _) = post(&app, "/workflow/start", &"k".repeat(255), None, &start).await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_belong_to_their_principal() {
+    let keys = tempfile::TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let mint = |name: &str| {
+        let roles = [Role::Agent].into_iter().collect();
+        orchestrator_server::principals::add(
+            &file,
+            &orchestrator_core::Actor::parse(name).unwrap(),
+            ActorKind::Agent,
+            &roles,
+        )
+        .unwrap()
+    };
+    let (one, two) = (mint("bot-one"), mint("bot-two"));
+    let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+    let (status, _, _, _) = post(
+        &app,
+        "/workflow/start",
+        "shared-key",
+        Some(&one),
+        &json!({"feature_id": "first", "description": "x"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // The other principal's key of the same name is its own: a different body is no reuse.
+    let (status, replayed, _, _) = post(
+        &app,
+        "/workflow/start",
+        "shared-key",
+        Some(&two),
+        &json!({"feature_id": "second", "description": "y"}),
+    )
+    .await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kept_answers_survive_a_restart() {
+    let app = spawn_app().await;
+    let start = json!({"feature_id": "durable", "description": "x"});
+    let (status, _, _, first) = post(&app, "/workflow/start", "durable-key", None, &start).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let app = app.restart().await;
+    let (status, replayed, _, again) =
+        post(&app, "/workflow/start", "durable-key", None, &start).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, true));
+    assert_eq!(again, first);
+}
+
+/// The typed client retries a start whose first attempt timed out after the server had made
+/// it: the retry carries the same key, so the feature is started once and the answer is 201.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_typed_client_retries_a_post_once_and_gets_the_first_answer() {
+    let app = spawn_app_with(|c| c.agent_hub_wait_seconds = 5).await;
+    app.start_workflow("retried").await;
+    let client = orchestrator_client::Client::builder()
+        .base_url(app.url(""))
+        .timeout(Duration::from_millis(700))
+        .retries(4)
+        .build()
+        .unwrap();
+    // The hub takes 1.5 s: the first attempt times out, the next ones meet 409 in use and
+    // wait, and the last one gets the kept answer.
+    app.hub.inject(Fault::Delay(Duration::from_millis(1500)));
+    let asked = client
+        .create_consultation(
+            &id("retried"),
+            &orchestrator_core::api::ConsultRequest::new("architecture", "Take a moment, please"),
+        )
+        .await
+        .expect("the retried question is answered");
+    assert_eq!(asked.question.as_str(), "Take a moment, please");
+    let items = app
+        .client
+        .list_consultations(&id("retried"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(items.len(), 1, "asked once");
+}
