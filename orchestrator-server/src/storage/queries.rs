@@ -51,16 +51,17 @@ pub fn overdue_count(now: i64) -> _ {
 /// and is not noted yet, the longest overdue first.
 #[dsl::auto_type]
 pub fn unnoted_overdue(now: i64, limit: i64) -> _ {
-    let noted: _ = gate_overdue_notes::table
-        .filter(gate_overdue_notes::feature_id.eq(workflows::feature_id))
-        .filter(
-            gate_overdue_notes::due_at
-                .nullable()
-                .eq(workflows::gate_due_at),
-        );
     workflows::table
         .filter(workflows::gate_due_at.lt(now))
-        .filter(dsl::not(dsl::exists(noted)))
+        .filter(dsl::not(dsl::exists(
+            gate_overdue_notes::table
+                .filter(gate_overdue_notes::feature_id.eq(workflows::feature_id))
+                .filter(
+                    gate_overdue_notes::due_at
+                        .nullable()
+                        .eq(workflows::gate_due_at),
+                ),
+        )))
         .order(workflows::gate_due_at.asc())
         .limit(limit)
 }
