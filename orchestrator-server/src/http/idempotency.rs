@@ -4,6 +4,8 @@
 //! advance), and right after it otherwise. A repeat gets the kept answer back with
 //! `Idempotent-Replayed: true`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -73,6 +75,7 @@ pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
 #[derive(Debug, Clone)]
 pub struct Claimed {
     key: IdempotencyKey,
+    kept: Arc<AtomicBool>,
 }
 
 impl Claimed {
@@ -82,6 +85,11 @@ impl Claimed {
             key: self.key.clone(),
             answer: answer.encode(),
         }
+    }
+
+    /// Says the store committed the sealed answer with the change: nothing is left to keep.
+    pub fn kept(&self) {
+        self.kept.store(true, Ordering::Relaxed);
     }
 }
 
@@ -191,9 +199,17 @@ where
         KeyClaim::InUse => Err(ApiError::IdempotencyKeyInUse),
         KeyClaim::Reused => Err(ApiError::IdempotencyKeyReused),
         KeyClaim::Claimed => {
-            let response = handle(Claimed { key: key.clone() })
+            let kept = Arc::new(AtomicBool::new(false));
+            let claimed = Claimed {
+                key: key.clone(),
+                kept: kept.clone(),
+            };
+            let response = handle(claimed)
                 .await
                 .unwrap_or_else(ApiError::into_response);
+            if kept.load(Ordering::Relaxed) {
+                return Ok(response);
+            }
             if response.status().is_server_error() {
                 if let Err(e) = repository.release_key(&key).await {
                     tracing::warn!(error = %e, "an idempotency key was not released");
@@ -205,7 +221,6 @@ where
                 key,
                 answer: answer.encode(),
             };
-            // A no-op when the handler kept the answer with its change.
             if let Err(e) = repository.answer_key(&receipt).await {
                 tracing::warn!(error = %e, "an idempotent request's answer was not kept");
             }

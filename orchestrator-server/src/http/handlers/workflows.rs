@@ -81,6 +81,7 @@ pub async fn create_workflow(
     // The answer is made once, at one `now`, so the one kept with the change is the one sent.
     let now = app.now();
     let seal = claimed
+        .as_ref()
         .map(|claimed| move |workflow: &Workflow| claimed.receipt(&created_answer(workflow, now)));
     let started = app
         .orchestrator()
@@ -88,6 +89,8 @@ pub async fn create_workflow(
         .await?;
     match started {
         Started::Created(workflow) => {
+            // The answer went in with the new workflow.
+            claimed.iter().for_each(Claimed::kept);
             app.metrics().transition(orchestrator_core::Trigger::Start);
             Ok(created_answer(&workflow, now).into_response())
         }
@@ -165,13 +168,15 @@ pub async fn advance_workflow(
     }
     let trigger = command.trigger;
     let now = app.now();
-    let seal = claimed.map(|claimed| {
+    let seal = claimed.as_ref().map(|claimed| {
         move |workflow: &Workflow| claimed.receipt(&workflow_answer(StatusCode::OK, workflow, now))
     });
     let workflow = app
         .orchestrator()
         .advance_sealed(&id, command, seal.as_ref().map(|s| s as Seal<'_, Workflow>))
         .await?;
+    // The answer went in with the commit.
+    claimed.iter().for_each(Claimed::kept);
     app.metrics().transition(trigger);
     Ok(workflow_answer(StatusCode::OK, &workflow, now).into_response())
 }
