@@ -324,13 +324,20 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         })
     }
 
-    async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError> {
-        self.with_entry(&consultation.feature_id, |entry| {
-            entry.check_active()?;
-            entry.reserved.retain(|c| c.id != consultation.id);
-            entry.consultations.push(consultation.clone());
-            Ok(())
-        })?
+    async fn add_consultation_with(
+        &self,
+        consultation: &Consultation,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), RepositoryError> {
+        let mut entries = self.lock();
+        let entry = entries
+            .get_mut(&consultation.feature_id)
+            .ok_or_else(|| RepositoryError::NotFound(consultation.feature_id.clone()))?;
+        entry.check_active()?;
+        entry.reserved.retain(|c| c.id != consultation.id);
+        entry.consultations.push(consultation.clone());
+        Self::answer(&mut self.keys(), receipt);
+        Ok(())
     }
 
     async fn reserve_consultation(
@@ -352,19 +359,24 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         self.with_entry(feature_id, |entry| entry.reserved.retain(|c| c.id != id))
     }
 
-    async fn update_consultation(
+    async fn update_consultation_with(
         &self,
         consultation: &Consultation,
+        receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError> {
-        self.with_entry(&consultation.feature_id, |entry| {
-            if let Some(stored) = entry
-                .consultations
-                .iter_mut()
-                .find(|c| c.id == consultation.id && c.blocks_gate())
-            {
-                *stored = consultation.clone();
-            }
-        })
+        let mut entries = self.lock();
+        let entry = entries
+            .get_mut(&consultation.feature_id)
+            .ok_or_else(|| RepositoryError::NotFound(consultation.feature_id.clone()))?;
+        if let Some(stored) = entry
+            .consultations
+            .iter_mut()
+            .find(|c| c.id == consultation.id && c.blocks_gate())
+        {
+            *stored = consultation.clone();
+        }
+        Self::answer(&mut self.keys(), receipt);
+        Ok(())
     }
 
     async fn interrupt_asks(

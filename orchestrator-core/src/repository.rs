@@ -353,7 +353,17 @@ pub trait WorkflowRepository: Send + Sync {
     /// or one that takes the place of its own reservation — if the workflow is still active
     /// (PHASE_1, GATE_1 or PHASE_2): judged in the same transaction that stores it, so a
     /// cancel that lands first wins ([`RepositoryError::NotActive`]).
-    async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError>;
+    async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError> {
+        self.add_consultation_with(consultation, None).await
+    }
+
+    /// [`WorkflowRepository::add_consultation`], storing `receipt` (the answer to the request,
+    /// if it came with an idempotency key) in the same transaction, only if it is stored.
+    async fn add_consultation_with(
+        &self,
+        consultation: &Consultation,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), RepositoryError>;
 
     /// Stores an `asking` consultation as a reservation: kept, but seen by no reader (no
     /// listing, no gate) until [`WorkflowRepository::add_consultation`] publishes it or
@@ -372,8 +382,20 @@ pub trait WorkflowRepository: Send + Sync {
 
     /// Stores a changed consultation, if the stored one is published and still `asking` or
     /// `pending_human`; a settled consultation is never changed again.
-    async fn update_consultation(&self, consultation: &Consultation)
-    -> Result<(), RepositoryError>;
+    async fn update_consultation(
+        &self,
+        consultation: &Consultation,
+    ) -> Result<(), RepositoryError> {
+        self.update_consultation_with(consultation, None).await
+    }
+
+    /// [`WorkflowRepository::update_consultation`], storing `receipt` (the answer to the
+    /// request, if it came with an idempotency key) in the same transaction.
+    async fn update_consultation_with(
+        &self,
+        consultation: &Consultation,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), RepositoryError>;
 
     /// Ends the asks left behind by a server that stopped: reservations made before
     /// `asked_before` are dropped, and published `asking` consultations made before it become

@@ -9,7 +9,7 @@ use crate::principal::ActorKind;
 use crate::values::FeatureId;
 use crate::workflow::{GateFacts, Timestamp};
 
-use super::{Error, Orchestrator, Respond, Result};
+use super::{Error, Orchestrator, Respond, Result, Seal};
 
 impl Orchestrator {
     /// What the gate rule needs to judge an approval: the workflow's `pending_human`
@@ -125,13 +125,24 @@ impl Orchestrator {
     /// returns the failure. Either way nothing but the answer is ever seen.
     pub async fn settle(
         &self,
+        reserved: Consultation,
+        answer: Result<HubAnswer>,
+    ) -> Result<Consultation> {
+        self.settle_sealed(reserved, answer, None).await
+    }
+
+    /// [`Orchestrator::settle`], with the answer `seal` makes from the published consultation
+    /// stored in the transaction that publishes it (for a request with an idempotency key).
+    pub async fn settle_sealed(
+        &self,
         mut reserved: Consultation,
         answer: Result<HubAnswer>,
+        seal: Option<Seal<'_, Consultation>>,
     ) -> Result<Consultation> {
         match answer {
             Ok(answer) => {
                 reserved.answer_with(answer, self.clock.now());
-                self.publish(reserved).await
+                self.publish_sealed(reserved, seal).await
             }
             Err(e) => {
                 self.drop_reservation(&reserved).await;
@@ -144,7 +155,22 @@ impl Orchestrator {
     /// it stands (`asking`: it blocks the gate from now on), if the workflow is still active;
     /// otherwise the reservation is dropped and the refusal returned.
     pub async fn publish(&self, reserved: Consultation) -> Result<Consultation> {
-        match self.repository.add_consultation(&reserved).await {
+        self.publish_sealed(reserved, None).await
+    }
+
+    /// [`Orchestrator::publish`], with the answer `seal` makes from the consultation stored in
+    /// the transaction that publishes it (for a request with an idempotency key).
+    pub async fn publish_sealed(
+        &self,
+        reserved: Consultation,
+        seal: Option<Seal<'_, Consultation>>,
+    ) -> Result<Consultation> {
+        let receipt = seal.map(|seal| seal(&reserved));
+        match self
+            .repository
+            .add_consultation_with(&reserved, receipt.as_ref())
+            .await
+        {
             Ok(()) => Ok(reserved),
             Err(e) => {
                 self.drop_reservation(&reserved).await;
@@ -245,6 +271,19 @@ impl Orchestrator {
         id: ConsultationId,
         respond: Respond,
     ) -> Result<Consultation> {
+        self.respond_sealed(feature_id, id, respond, None).await
+    }
+
+    /// [`Orchestrator::respond`], with the answer `seal` makes from the refreshed
+    /// consultation stored in the transaction that stores it (for a request with an
+    /// idempotency key).
+    pub async fn respond_sealed(
+        &self,
+        feature_id: &FeatureId,
+        id: ConsultationId,
+        respond: Respond,
+        seal: Option<Seal<'_, Consultation>>,
+    ) -> Result<Consultation> {
         if respond.actor_kind == Some(ActorKind::Agent) {
             return Err(Error::AgentMayNotRespond);
         }
@@ -296,7 +335,10 @@ impl Orchestrator {
             Err(e) => Err(e),
         };
         if outcome? {
-            self.repository.update_consultation(&consultation).await?;
+            let receipt = seal.map(|seal| seal(&consultation));
+            self.repository
+                .update_consultation_with(&consultation, receipt.as_ref())
+                .await?;
         }
         Ok(consultation)
     }

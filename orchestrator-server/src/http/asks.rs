@@ -13,13 +13,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::StatusCode;
 use orchestrator_core::hub::HubAnswer;
 use orchestrator_core::service::Error as CoreError;
-use orchestrator_core::{Consult, Consultation, FeatureId, Orchestrator};
+use orchestrator_core::{Consult, Consultation, FeatureId, Orchestrator, Receipt, Seal};
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use super::error::{ApiError, Result};
+use super::handlers::consultations::consultation_answer;
+use super::idempotency::Claimed;
 
 /// How long a stopping server lets background asks finish before it marks them interrupted.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
@@ -80,11 +83,14 @@ impl Asks {
     }
 
     /// Asks the hub for `feature_id`, waiting at most the policy's wait for its answer.
+    /// With `claimed` (the request's idempotency key), its answer — 201 or 202 with the
+    /// consultation — is stored in the transaction that publishes the consultation.
     pub async fn consult(
         &self,
         orchestrator: &Orchestrator,
         feature_id: &FeatureId,
         consult: Consult,
+        claimed: Option<&Claimed>,
     ) -> Result<Asked> {
         // Refused before anything is stored.
         let permit = self
@@ -100,18 +106,26 @@ impl Asks {
             let asking = reserved.clone();
             Box::pin(async move { orchestrator.ask_hub(&asking).await })
         };
+        let answered = claimed.map(|claimed| sealed(claimed, StatusCode::CREATED));
+        let answered = answered.as_ref().map(|s| s as Seal<'_, Consultation>);
         let Some(wait) = self.policy.wait else {
             let answer = ask.await;
             return Ok(Asked::Answered(
-                orchestrator.settle(reserved, answer).await?,
+                orchestrator
+                    .settle_sealed(reserved, answer, answered)
+                    .await?,
             ));
         };
         match tokio::time::timeout(wait, &mut ask).await {
             Ok(answer) => Ok(Asked::Answered(
-                orchestrator.settle(reserved, answer).await?,
+                orchestrator
+                    .settle_sealed(reserved, answer, answered)
+                    .await?,
             )),
             Err(_waited) => {
-                let asking = orchestrator.publish(reserved).await?;
+                let accepted = claimed.map(|claimed| sealed(claimed, StatusCode::ACCEPTED));
+                let accepted = accepted.as_ref().map(|s| s as Seal<'_, Consultation>);
+                let asking = orchestrator.publish_sealed(reserved, accepted).await?;
                 let orchestrator = orchestrator.clone();
                 let mut stopping = self.stopping.subscribe();
                 let published = asking.clone();
@@ -189,6 +203,14 @@ impl Asks {
             let _ = tokio::time::timeout(DRAIN_GRACE, self.permits.acquire_many(all)).await;
         }
     }
+}
+
+/// The seal of a consultation answered with `status`, for a request that claimed its key.
+fn sealed(
+    claimed: &Claimed,
+    status: StatusCode,
+) -> impl Fn(&Consultation) -> Receipt + Send + Sync + '_ {
+    move |consultation| claimed.receipt(&consultation_answer(status, consultation))
 }
 
 /// Completes once the server stops (or the sender is gone).

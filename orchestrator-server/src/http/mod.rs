@@ -313,7 +313,15 @@ impl App {
             }
             Route::History => workflows::get_history(self, param).await,
             Route::Consultations if parts.method == Method::POST => {
-                consultations::create_consultation(self, caller, param, &parts.headers, body).await
+                consultations::create_consultation(
+                    self,
+                    caller,
+                    param,
+                    &parts.headers,
+                    body,
+                    claimed,
+                )
+                .await
             }
             Route::Consultations => consultations::list_consultations(self, param).await,
             Route::Respond => {
@@ -325,6 +333,7 @@ impl App {
                     consultation,
                     &parts.headers,
                     body,
+                    claimed,
                 )
                 .await
             }

@@ -34,9 +34,9 @@ pub enum Write {
     },
     /// A consultation of an active workflow: new, or in place of its reservation. The row
     /// says whether readers see it.
-    AddConsultation(FeatureId, ConsultationRow),
+    AddConsultation(FeatureId, ConsultationRow, Option<ReceiptRow>),
     /// A changed consultation, stored only over a published `asking` or `pending_human` one.
-    UpdateConsultation(ConsultationRow),
+    UpdateConsultation(ConsultationRow, Option<ReceiptRow>),
     /// Removes a reservation (by consultation id).
     DropReservation(String),
     /// Ends the asks of a server that stopped: drops reservations made before `asked_before`
@@ -211,17 +211,25 @@ impl Write {
         )
     }
 
-    /// Stores a consultation readers see (`visible`) or a reservation.
-    pub fn add_consultation(consultation: &Consultation, visible: bool) -> Self {
+    /// Stores a consultation readers see (`visible`, with `receipt`) or a reservation.
+    pub fn add_consultation(
+        consultation: &Consultation,
+        visible: bool,
+        receipt: Option<&Receipt>,
+    ) -> Self {
         Write::AddConsultation(
             consultation.feature_id.clone(),
             ConsultationRow::new(consultation, visible),
+            receipt.map(ReceiptRow::from),
         )
     }
 
-    /// Stores a changed consultation over an unsettled one.
-    pub fn update_consultation(consultation: &Consultation) -> Self {
-        Write::UpdateConsultation(ConsultationRow::new(consultation, true))
+    /// Stores a changed consultation over an unsettled one (and `receipt`).
+    pub fn update_consultation(consultation: &Consultation, receipt: Option<&Receipt>) -> Self {
+        Write::UpdateConsultation(
+            ConsultationRow::new(consultation, true),
+            receipt.map(ReceiptRow::from),
+        )
     }
 
     /// Ends the asks made before `asked_before`, failing them with `error` at `at`.

@@ -709,6 +709,28 @@ pub async fn idempotency_keys_are_claimed_once_and_answered_with_their_change(
         KeyClaim::Answered("advanced".to_owned())
     );
 
+    // A consultation keeps its answer when it is stored, and none when it is refused.
+    let ask_key = key("*", "ask");
+    assert_eq!(claim(&ask_key, "fp-ask", now).await, KeyClaim::Claimed);
+    let asked = consultation("keyed", 1, true);
+    repo.add_consultation_with(&asked, Some(&receipt(&ask_key, "asked")))
+        .await
+        .unwrap();
+    assert_eq!(
+        claim(&ask_key, "fp-ask", now).await,
+        KeyClaim::Answered("asked".to_owned())
+    );
+    let orphan_key = key("*", "orphan");
+    assert_eq!(claim(&orphan_key, "fp", now).await, KeyClaim::Claimed);
+    let refused = repo
+        .add_consultation_with(
+            &consultation("no-such-workflow", 1, false),
+            Some(&receipt(&orphan_key, "never")),
+        )
+        .await;
+    assert!(refused.is_err());
+    assert_eq!(claim(&orphan_key, "fp", now).await, KeyClaim::InUse);
+
     // An unanswered key past its lease is taken over; a released one is claimed anew.
     let abandoned = key("*", "abandoned");
     assert_eq!(claim(&abandoned, "fp", now).await, KeyClaim::Claimed);
@@ -738,7 +760,10 @@ pub async fn idempotency_keys_are_claimed_once_and_answered_with_their_change(
     );
     assert_eq!(repo.purge_keys(day_ago).await.unwrap(), 0);
     let purged = repo.purge_keys(now + Duration::seconds(1)).await.unwrap();
-    assert_eq!(purged, 2, "the advance key and alice's, both claimed at t0");
+    assert_eq!(
+        purged, 4,
+        "the advance, ask and orphan keys and alice's, claimed at t0"
+    );
     assert_eq!(
         claim(&advance_key, "fp-other", now).await,
         KeyClaim::Claimed

@@ -94,10 +94,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 
 /// An address where nothing listens.
 pub fn dead_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
-    let address = listener.local_addr().expect("address");
-    drop(listener);
-    format!("http://{address}")
+    // The discard port: below the ephemeral range, so no test's listener on port 0 can take it
+    // (a port picked free and let go could be another test's by the time it is called).
+    "http://127.0.0.1:9".to_owned()
 }
 
 async fn start(config: Config, dir: TempDir, hub: StandInHub) -> TestApp {

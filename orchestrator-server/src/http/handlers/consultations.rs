@@ -6,7 +6,7 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use orchestrator_core::api::{ConsultRequest, ConsultationsResponse, RespondRequest};
 use orchestrator_core::consultation::{Consultation, ConsultationId};
-use orchestrator_core::{Consult, Respond};
+use orchestrator_core::{Consult, Respond, Seal};
 
 use super::workflows::feature_id;
 use crate::http::App;
@@ -14,6 +14,7 @@ use crate::http::asks::Asked;
 use crate::http::auth::Caller;
 use crate::http::body::{json_response, parse_json};
 use crate::http::error::Result;
+use crate::http::idempotency::{Answer, Claimed};
 use orchestrator_core::Action;
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -36,17 +37,29 @@ pub async fn create_consultation(
     id: &str,
     headers: &HeaderMap,
     body: &Bytes,
+    claimed: Option<Claimed>,
 ) -> Result<HttpResponse> {
     caller.may(Action::Consult)?;
     let id = feature_id(id)?;
     let request: ConsultRequest = parse_json(headers, body)?;
     let consult = Consult::try_from(request)?;
-    Ok(
-        match app.asks().consult(app.orchestrator(), &id, consult).await? {
-            Asked::Answered(consultation) => json_response(StatusCode::CREATED, &consultation),
-            Asked::Accepted(consultation) => json_response(StatusCode::ACCEPTED, &consultation),
-        },
-    )
+    let asked = app
+        .asks()
+        .consult(app.orchestrator(), &id, consult, claimed.as_ref())
+        .await?;
+    // The answer went in with the published consultation.
+    claimed.iter().for_each(Claimed::kept);
+    Ok(match asked {
+        Asked::Answered(consultation) => consultation_answer(StatusCode::CREATED, &consultation),
+        Asked::Accepted(consultation) => consultation_answer(StatusCode::ACCEPTED, &consultation),
+    }
+    .into_response())
+}
+
+/// A consultation as an answer, as sent and as kept for an idempotency key.
+pub(crate) fn consultation_answer(status: StatusCode, consultation: &Consultation) -> Answer {
+    // A consultation always serialises.
+    Answer::json(status, serde_json::to_vec(consultation).unwrap_or_default())
 }
 
 /// A workflow's consultations, oldest first; pending ones are refreshed from the hub.
@@ -89,6 +102,7 @@ pub async fn respond_to_consultation(
     consultation: &str,
     headers: &HeaderMap,
     body: &Bytes,
+    claimed: Option<Claimed>,
 ) -> Result<HttpResponse> {
     let id = feature_id(id)?;
     let consultation: ConsultationId = consultation.parse()?;
@@ -98,9 +112,19 @@ pub async fn respond_to_consultation(
     if let Some(principal) = caller.principal() {
         respond = respond.by(principal);
     }
+    // Kept with the refreshed consultation when the store changes it; otherwise the answer is
+    // kept right after.
+    let seal = claimed.as_ref().map(|claimed| {
+        move |c: &Consultation| claimed.receipt(&consultation_answer(StatusCode::OK, c))
+    });
     let answered = app
         .orchestrator()
-        .respond(&id, consultation, respond)
+        .respond_sealed(
+            &id,
+            consultation,
+            respond,
+            seal.as_ref().map(|s| s as Seal<'_, Consultation>),
+        )
         .await?;
-    Ok(json_response(StatusCode::OK, &answered))
+    Ok(consultation_answer(StatusCode::OK, &answered).into_response())
 }

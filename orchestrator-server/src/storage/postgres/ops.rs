@@ -162,7 +162,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 _ => Written::Refused(RepositoryError::NotFound(feature_id.clone())),
             })
         }
-        Write::AddConsultation(id, row) => {
+        Write::AddConsultation(id, row, receipt) => {
             // Judged here, in the transaction that stores it: a cancel that landed first wins.
             // FOR SHARE: a cancel committing meanwhile waits for this transaction, or this
             // one for it, and then reads the new state.
@@ -182,15 +182,21 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 .set(row)
                 .execute(conn)
                 .await?;
+            if let Some(receipt) = receipt {
+                answer_key(conn, receipt).await?;
+            }
             Ok(Written::Done)
         }
-        Write::UpdateConsultation(row) => {
+        Write::UpdateConsultation(row, receipt) => {
             let asking = enum_text(&ConsultationStatus::Asking);
             let pending = enum_text(&ConsultationStatus::PendingHuman);
             diesel::update(queries::unsettled_consultation(&row.id, &asking, &pending))
                 .set(row)
                 .execute(conn)
                 .await?;
+            if let Some(receipt) = receipt {
+                answer_key(conn, receipt).await?;
+            }
             Ok(Written::Done)
         }
         Write::DropReservation(id) => {

@@ -347,8 +347,12 @@ impl WorkflowRepository for SqliteRepository {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]
-    async fn add_consultation(&self, consultation: &Consultation) -> Result<(), RepositoryError> {
-        let write = Write::add_consultation(consultation, true);
+    async fn add_consultation_with(
+        &self,
+        consultation: &Consultation,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), RepositoryError> {
+        let write = Write::add_consultation(consultation, true, receipt);
         self.write(write).await.map(|_| ())
     }
 
@@ -357,7 +361,7 @@ impl WorkflowRepository for SqliteRepository {
         &self,
         consultation: &Consultation,
     ) -> Result<(), RepositoryError> {
-        let write = Write::add_consultation(consultation, false);
+        let write = Write::add_consultation(consultation, false, None);
         self.write(write).await.map(|_| ())
     }
 
@@ -382,11 +386,12 @@ impl WorkflowRepository for SqliteRepository {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %consultation.feature_id))]
-    async fn update_consultation(
+    async fn update_consultation_with(
         &self,
         consultation: &Consultation,
+        receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError> {
-        let write = Write::update_consultation(consultation);
+        let write = Write::update_consultation(consultation, receipt);
         self.write(write).await.map(|_| ())
     }
 

@@ -135,7 +135,7 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
                 _ => Written::Refused(RepositoryError::NotFound(feature_id.clone())),
             })
         }
-        Write::AddConsultation(id, row) => {
+        Write::AddConsultation(id, row, receipt) => {
             // Judged here, in the transaction that stores it: a cancel that landed first wins.
             let state: Option<String> = queries::state(id.as_str()).get_result(conn).optional()?;
             if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
@@ -148,14 +148,16 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
                 .do_update()
                 .set(row)
                 .execute(conn)?;
+            answer_key(conn, receipt.as_ref())?;
             Ok(Written::Done)
         }
-        Write::UpdateConsultation(row) => {
+        Write::UpdateConsultation(row, receipt) => {
             let asking = enum_text(&ConsultationStatus::Asking);
             let pending = enum_text(&ConsultationStatus::PendingHuman);
             diesel::update(queries::unsettled_consultation(&row.id, &asking, &pending))
                 .set(row)
                 .execute(conn)?;
+            answer_key(conn, receipt.as_ref())?;
             Ok(Written::Done)
         }
         Write::DropReservation(id) => {
