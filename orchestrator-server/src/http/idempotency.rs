@@ -1,8 +1,9 @@
 //! Idempotency keys on every POST: the key read and checked, the request claimed in the
-//! store before it runs, and what it answered kept — with the change it made, in the same
-//! transaction, where a handler can say what it will answer before it commits (start,
-//! advance), and right after it otherwise. A repeat gets the kept answer back with
-//! `Idempotent-Replayed: true`.
+//! store before it runs, and what it answered kept. A handler that changes something renders
+//! its answer before the commit and hands it over sealed (`Claimed::receipt`), so the store
+//! keeps the answer in the change's own transaction (a new workflow, an advance, a
+//! consultation); anything else — a refusal, an answer that changed nothing — is kept right
+//! after it is made. A repeat gets the kept answer back with `Idempotent-Replayed: true`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
