@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::Child;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orchestrator_client::Client;
@@ -285,4 +286,84 @@ async fn a_crash_during_an_ask_leaves_it_failed_interrupted_after_restart() {
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].status, ConsultationStatus::Failed);
     assert_eq!(items[0].error.as_ref().unwrap().code, "interrupted");
+}
+
+/// The sweep's two rules, on a clock the test moves: a server alone on its database (SQLite)
+/// fails every ask it finds at start-up; a server sharing it (PostgreSQL replicas) fails only
+/// the asks older than any live one could be, since a younger one may be another replica's.
+#[tokio::test(flavor = "multi_thread")]
+async fn leftover_asks_are_failed_by_age_when_replicas_share_the_database() {
+    use chrono::TimeZone;
+    use orchestrator_core::{InMemoryWorkflowRepository, ManualClock, Orchestrator};
+    use orchestrator_server::http::{AskPolicy, Limits, auth::Auth};
+
+    let t0 = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 24, 10, 0, 0)
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(t0));
+    let orchestrator =
+        Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new())).with_clock(clock.clone());
+    let f = id("left-over");
+    orchestrator
+        .start(
+            orchestrator_core::api::StartWorkflowRequest::new("left-over", "x")
+                .try_into()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let ask = |question: &str| orchestrator_core::Consult {
+        topic: orchestrator_core::hub::Topic::parse("architecture").unwrap(),
+        question: orchestrator_core::Question::parse(question).unwrap(),
+        context: None,
+    };
+    let old = orchestrator
+        .reserve_consultation(&f, ask("Asked two hours ago, by a server that stopped"))
+        .await
+        .unwrap();
+    orchestrator.publish(old.clone()).await.unwrap();
+    clock.advance(chrono::Duration::hours(2));
+    let young = orchestrator
+        .reserve_consultation(&f, ask("Asked just now, maybe by a live replica"))
+        .await
+        .unwrap();
+    orchestrator.publish(young.clone()).await.unwrap();
+
+    let limits = Limits {
+        asks: AskPolicy {
+            abandoned_after: Duration::from_secs(3600),
+            ..AskPolicy::default()
+        },
+        ..Limits::default()
+    };
+    let app = orchestrator_server::App::with(
+        orchestrator.clone(),
+        Auth::new(None, None).unwrap(),
+        Arc::new(orchestrator_server::metrics::Metrics::default()),
+        limits,
+    );
+    let status = |id| {
+        let orchestrator = orchestrator.clone();
+        let f = f.clone();
+        async move {
+            let items = orchestrator.consultations(&f).await.unwrap();
+            let c = items.into_iter().find(|c| c.id == id).unwrap();
+            (c.status, c.error.map(|e| e.code))
+        }
+    };
+
+    app.recover_asks(false).await;
+    assert_eq!(
+        status(old.id).await,
+        (ConsultationStatus::Failed, Some("interrupted".to_owned()))
+    );
+    assert_eq!(status(young.id).await, (ConsultationStatus::Asking, None));
+
+    // A server alone on its database, starting a moment later: every ask is left over.
+    clock.advance(chrono::Duration::seconds(1));
+    app.recover_asks(true).await;
+    assert_eq!(
+        status(young.id).await,
+        (ConsultationStatus::Failed, Some("interrupted".to_owned()))
+    );
 }
