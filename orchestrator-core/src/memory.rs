@@ -329,15 +329,13 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         consultation: &Consultation,
         receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError> {
-        let mut entries = self.lock();
-        let entry = entries
-            .get_mut(&consultation.feature_id)
-            .ok_or_else(|| RepositoryError::NotFound(consultation.feature_id.clone()))?;
-        entry.check_active()?;
-        entry.reserved.retain(|c| c.id != consultation.id);
-        entry.consultations.push(consultation.clone());
-        Self::answer(&mut self.keys(), receipt);
-        Ok(())
+        self.with_entry(&consultation.feature_id, |entry| {
+            entry.check_active()?;
+            entry.reserved.retain(|c| c.id != consultation.id);
+            entry.consultations.push(consultation.clone());
+            Self::answer(&mut self.keys(), receipt);
+            Ok(())
+        })?
     }
 
     async fn reserve_consultation(
@@ -364,19 +362,16 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         consultation: &Consultation,
         receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError> {
-        let mut entries = self.lock();
-        let entry = entries
-            .get_mut(&consultation.feature_id)
-            .ok_or_else(|| RepositoryError::NotFound(consultation.feature_id.clone()))?;
-        if let Some(stored) = entry
-            .consultations
-            .iter_mut()
-            .find(|c| c.id == consultation.id && c.blocks_gate())
-        {
-            *stored = consultation.clone();
-        }
-        Self::answer(&mut self.keys(), receipt);
-        Ok(())
+        self.with_entry(&consultation.feature_id, |entry| {
+            if let Some(stored) = entry
+                .consultations
+                .iter_mut()
+                .find(|c| c.id == consultation.id && c.blocks_gate())
+            {
+                *stored = consultation.clone();
+            }
+            Self::answer(&mut self.keys(), receipt);
+        })
     }
 
     async fn interrupt_asks(

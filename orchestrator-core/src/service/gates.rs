@@ -4,7 +4,6 @@
 use crate::gate::{EXPIRY_REASON, OnExpiry};
 use crate::principal::ActorKind;
 use crate::repository::{Expiry, OverdueNote, RepositoryError};
-use crate::state::WorkflowState;
 use crate::values::{Actor, FeatureId, Reason};
 use crate::workflow::{GateFacts, Timestamp, TransitionContext, Workflow};
 
@@ -58,8 +57,9 @@ impl Orchestrator {
             noted_at: now,
             on_expiry,
         };
+        // A workflow with a `due_at` is at the gate, where both triggers are allowed.
         let change = match on_expiry.trigger() {
-            Some(trigger) if workflow.state() == WorkflowState::Gate1 => {
+            Some(trigger) => {
                 let transition = workflow
                     .decide(trigger, system_context(now), &GateFacts::default())
                     .map_err(Error::from_transition)?;
@@ -67,7 +67,7 @@ impl Orchestrator {
                 next.record(&transition);
                 Some((next, transition))
             }
-            _ => None,
+            None => None,
         };
         let expiry = change.as_ref().map(|(next, transition)| Expiry {
             expected_version: workflow.version(),

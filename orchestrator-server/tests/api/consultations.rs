@@ -764,12 +764,7 @@ async fn hub_calls_are_counted_in_metrics() {
         .client
         .create_consultation(&f, &ask("testing", QUESTION))
         .await;
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(
         text.contains(r#"orchestrator_agent_hub_calls_total{operation="ask",outcome="ok"} 1"#),
         "{text}"
@@ -788,12 +783,7 @@ async fn health_probes_the_hub_at_most_once_in_five_seconds() {
     for _ in 0..3 {
         app.client.get_health().await.unwrap();
     }
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(
         text.contains(r#"orchestrator_agent_hub_calls_total{operation="health",outcome="ok"} 1"#),
         "{text}"

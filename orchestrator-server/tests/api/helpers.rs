@@ -60,6 +60,16 @@ impl TestApp {
         start(self.config.clone(), dir, self.hub.clone()).await
     }
 
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("the server answers")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
     pub async fn start_workflow(&self, id: &str) -> WorkflowResponse {
         self.client
             .start_workflow(&StartWorkflowRequest::new(id, format!("feature {id}")))

@@ -417,12 +417,7 @@ async fn metrics_count_requests_transitions_and_workflows() {
         .advance_workflow(&id("m"), &advance("agent_complete"))
         .await
         .unwrap();
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(text.contains(r#"orchestrator_http_requests_total{route="/workflow/start",method="POST",status="201"} 1"#), "{text}");
     assert!(text.contains(r#"orchestrator_transitions_total{trigger="agent_complete"} 1"#));
     assert!(text.contains(r#"orchestrator_workflows{state="GATE_1"} 1"#));

@@ -1,7 +1,7 @@
 //! Workflow endpoints: start, get, advance, history, list, summary.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::Full;
 use orchestrator_core::api::{
     AdvanceRequest, HistoryResponse, ListWorkflowsParams, ListWorkflowsResponse,
@@ -31,26 +31,22 @@ fn workflow_response(app: &App, status: StatusCode, workflow: &Workflow) -> Http
     workflow_answer(status, workflow, app.now()).into_response()
 }
 
-/// A workflow as an answer (with its version as the `ETag`), as sent and as kept for an
-/// idempotency key.
+/// A workflow as an answer, as sent and as kept for an idempotency key.
 fn workflow_answer(status: StatusCode, workflow: &Workflow, now: Timestamp) -> Answer {
+    representation_answer(status, &WorkflowResponse::new(workflow, now))
+}
+
+/// A workflow's representation as an answer, with its version as the `ETag` (quoted).
+fn representation_answer(status: StatusCode, body: &WorkflowResponse) -> Answer {
     // A workflow's representation always serialises.
-    let body = serde_json::to_vec(&WorkflowResponse::new(workflow, now)).unwrap_or_default();
-    Answer::json(status, body).with_header(header::ETAG, format!("\"{}\"", workflow.version()))
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    Answer::json(status, bytes).with_header(header::ETAG, format!("\"{}\"", body.version))
 }
 
 /// A new workflow as an answer: 201 with its `Location`.
 fn created_answer(workflow: &Workflow, now: Timestamp) -> Answer {
     workflow_answer(StatusCode::CREATED, workflow, now)
         .with_header(header::LOCATION, paths::workflow(workflow.feature_id()))
-}
-
-/// The version as the `ETag`, quoted.
-fn with_etag(mut response: HttpResponse, version: u64) -> HttpResponse {
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
-    response
 }
 
 /// Start a feature's workflow.
@@ -117,10 +113,7 @@ pub async fn get_workflow(app: &App, id: &str) -> Result<HttpResponse> {
         let blockers = app.orchestrator().stored_blockers(&id).await?;
         body.gate = body.gate.held_by(&blockers);
     }
-    Ok(with_etag(
-        json_response(StatusCode::OK, &body),
-        workflow.version(),
-    ))
+    Ok(representation_answer(StatusCode::OK, &body).into_response())
 }
 
 /// Apply one trigger atomically.
