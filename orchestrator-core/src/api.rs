@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::consultation::{Consultation, ConsultationId, ConsultationStatus};
+use crate::event::{Event, EventFilter, EventType};
 use crate::gate::Approval;
 use crate::hub::EscalationId;
 use crate::repository::{ListQuery, PageLimit, Summary};
@@ -75,6 +76,9 @@ pub enum ErrorCode {
     IdempotencyKeyInUse,
     /// 422: this `Idempotency-Key` was used for another request (method, path or body).
     IdempotencyKeyReused,
+    /// 410: the events after the given id were deleted by retention; start again from the
+    /// oldest retained event (omit `after`).
+    EventsExpired,
     /// 503: storage cannot be reached, or refuses to write (disk full, read-only).
     DatabaseUnavailable,
     /// 400: the request is not well-formed HTTP (a bad header, a broken chunk).
@@ -116,6 +120,7 @@ impl ErrorCode {
             | ErrorCode::ConsultationNotPending
             | ErrorCode::AlreadyResolved
             | ErrorCode::IdempotencyKeyInUse => 409,
+            ErrorCode::EventsExpired => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UriTooLong => 414,
             ErrorCode::UnsupportedMediaType => 415,
@@ -466,6 +471,165 @@ pub struct ListWorkflowsResponse {
     pub next_cursor: Option<String>,
 }
 
+/// One event of the log as a CloudEvents 1.0 JSON object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "specversion": "1.0", "id": "42", "source": "orchestrator",
+    "type": "workflow.transitioned", "subject": "checkout-v2",
+    "time": "2026-11-30T12:00:00Z", "datacontenttype": "application/json",
+    "data": {"feature_id": "checkout-v2", "version": 3, "state": "GATE_1", "seq": 3,
+             "from": "PHASE_1", "to": "GATE_1", "trigger": "agent_complete",
+             "actor": "planner-bot", "actor_kind": "agent", "on_behalf_of": null,
+             "reason": null, "override": false, "metadata": {},
+             "at": "2026-11-30T12:00:00Z"}
+})))]
+pub struct CloudEvent {
+    /// Always `1.0`.
+    pub specversion: String,
+    /// The event's place in the log, a decimal number that only grows; resume after it.
+    pub id: String,
+    /// Always `orchestrator`.
+    pub source: String,
+    /// `workflow.transitioned`, `gate.overdue`, `consultation.created` or
+    /// `consultation.updated`.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// The feature id of the workflow it happened to.
+    pub subject: FeatureId,
+    /// When the change was made.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub time: crate::workflow::Timestamp,
+    /// Always `application/json`.
+    pub datacontenttype: String,
+    /// `workflow.transitioned`: the history entry plus `feature_id`, `version` and `state`;
+    /// `gate.overdue`: `feature_id`, `due_at`, `approvals`, `on_expiry`; `consultation.*`:
+    /// the consultation.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub data: serde_json::Value,
+}
+
+impl CloudEvent {
+    /// The id as a number; 0 for an id this log did not give.
+    pub fn seq(&self) -> u64 {
+        self.id.parse().unwrap_or(0)
+    }
+}
+
+impl From<&Event> for CloudEvent {
+    fn from(event: &Event) -> Self {
+        CloudEvent {
+            specversion: "1.0".into(),
+            id: event.id.to_string(),
+            source: "orchestrator".into(),
+            event_type: event.event.event_type,
+            subject: event.event.subject.clone(),
+            time: event.event.time,
+            datacontenttype: "application/json".into(),
+            data: event.event.data.clone(),
+        }
+    }
+}
+
+/// `GET /events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventsResponse {
+    /// In id order.
+    pub items: Vec<CloudEvent>,
+    /// The last item's id (the given `after` on an empty page): pass it as `after` next.
+    pub next_after: String,
+}
+
+/// What a reader of the log asks for (`GET /events` and `GET /events/stream`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventsQuery {
+    /// Only events with a greater id; `None`: from the oldest retained event (a page) or from
+    /// now on (a stream).
+    pub after: Option<u64>,
+    /// Which events.
+    pub filter: EventFilter,
+    /// Page size, 1–1000.
+    pub limit: u32,
+}
+
+impl EventsQuery {
+    /// The largest page.
+    pub const MAX_LIMIT: u32 = 1000;
+    /// The page size when the caller names none.
+    pub const DEFAULT_LIMIT: u32 = 100;
+
+    /// Parses a query string's `(name, value)` pairs; unknown names are ignored. `type` may
+    /// repeat or list types separated by commas.
+    pub fn parse_query<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<EventsQuery, ValidationError> {
+        let mut query = EventsQuery {
+            limit: Self::DEFAULT_LIMIT,
+            ..EventsQuery::default()
+        };
+        for (name, value) in pairs {
+            match name {
+                "after" => {
+                    query.after = Some(value.parse().map_err(|_| {
+                        ValidationError::new("after", "must be an event id (a whole number)")
+                    })?)
+                }
+                "limit" => {
+                    query.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=Self::MAX_LIMIT).contains(n))
+                        .ok_or_else(|| {
+                            ValidationError::new(
+                                "limit",
+                                format!("must be between 1 and {}", Self::MAX_LIMIT),
+                            )
+                        })?
+                }
+                "feature_id" => query.filter.feature_id = Some(FeatureId::parse(value)?),
+                "type" => {
+                    for name in value.split(',') {
+                        let event_type = EventType::parse(name).ok_or_else(|| {
+                            ValidationError::new(
+                                "type",
+                                format!(
+                                    "must be one of {}",
+                                    EventType::ALL.map(EventType::as_str).join(", ")
+                                ),
+                            )
+                        })?;
+                        if !query.filter.types.contains(&event_type) {
+                            query.filter.types.push(event_type);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(query)
+    }
+
+    /// The query string for these parameters (without `?`).
+    pub fn to_query(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(after) = self.after {
+            parts.push(format!("after={after}"));
+        }
+        if self.limit != 0 {
+            parts.push(format!("limit={}", self.limit));
+        }
+        if let Some(id) = &self.filter.feature_id {
+            parts.push(format!("feature_id={id}"));
+        }
+        if !self.filter.types.is_empty() {
+            let types: Vec<&str> = self.filter.types.iter().map(|t| t.as_str()).collect();
+            parts.push(format!("type={}", types.join(",")));
+        }
+        parts.join("&")
+    }
+}
+
 /// The query of `GET /workflows`, as a client builds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListWorkflowsParams {
@@ -731,6 +895,10 @@ pub mod paths {
     pub const WORKFLOWS: &str = "/workflows";
     /// `GET`: counts by state.
     pub const SUMMARY: &str = "/workflows/summary";
+    /// `GET`: a page of the event log.
+    pub const EVENTS: &str = "/events";
+    /// `GET`: the event log as a server-sent event stream.
+    pub const EVENT_STREAM: &str = "/events/stream";
     /// `GET`: health.
     pub const HEALTH: &str = "/health";
     /// `GET`: Prometheus metrics.
@@ -810,6 +978,7 @@ mod tests {
                 "IDEMPOTENCY_KEY_REUSED",
                 422,
             ),
+            (ErrorCode::EventsExpired, "EVENTS_EXPIRED", 410),
             (ErrorCode::AgentHubError, "AGENT_HUB_ERROR", 502),
             (ErrorCode::DatabaseUnavailable, "DATABASE_UNAVAILABLE", 503),
         ] {

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod consultation;
+pub mod event;
 #[cfg(feature = "test-util")]
 pub mod fake_hub;
 pub mod gate;
@@ -32,6 +33,7 @@ pub mod values;
 pub mod workflow;
 
 pub use consultation::{Consult, Consultation, ConsultationId, Question};
+pub use event::{Event, EventFilter, EventSlice, EventType, NewEvent};
 #[cfg(feature = "test-util")]
 pub use fake_hub::ScriptedAgentHub;
 pub use gate::{Approval, GateChoice, GatePolicy, GateStay, OnExpiry};
@@ -46,7 +48,8 @@ pub use repository::{
 #[cfg(feature = "test-util")]
 pub use service::ManualClock;
 pub use service::{
-    Advance, Clock, Error, Orchestrator, Respond, Result, Seal, StartWorkflow, Started, SystemClock,
+    Advance, Clock, Error, EventPage, Orchestrator, Respond, Result, Seal, StartWorkflow, Started,
+    SystemClock,
 };
 pub use state::{TRANSITIONS, Trigger, WorkflowState, next_state};
 pub use values::{Actor, Description, FeatureId, Metadata, Reason, ValidationError};

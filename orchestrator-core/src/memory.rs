@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::consultation::{Consultation, ConsultationError, ConsultationId, ConsultationStatus};
+use crate::event::{Event, EventFilter, EventSlice, EventType, NewEvent};
 use crate::hub::HubSessionId;
 use crate::repository::{
     Expiry, IdempotencyKey, KeyClaim, OverdueNote, Receipt, RepositoryError, StateCounts,
@@ -47,6 +48,16 @@ struct KeyRow {
 pub struct InMemoryWorkflowRepository {
     entries: Mutex<BTreeMap<FeatureId, Entry>>,
     keys: Mutex<HashMap<IdempotencyKey, KeyRow>>,
+    events: Mutex<EventLog>,
+}
+
+/// The event log: appended to while the entries' lock is held, so ids follow the changes'
+/// order.
+#[derive(Debug, Default)]
+struct EventLog {
+    events: Vec<Event>,
+    last_id: u64,
+    purged_through: u64,
 }
 
 impl InMemoryWorkflowRepository {
@@ -68,6 +79,19 @@ impl InMemoryWorkflowRepository {
         self.keys
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Appends the events of a change; called with the entries' lock held.
+    fn publish(&self, events: impl IntoIterator<Item = NewEvent>) {
+        let mut log = self
+            .events
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for event in events {
+            log.last_id += 1;
+            let id = log.last_id;
+            log.events.push(Event { id, event });
+        }
     }
 
     /// Stores the answer of a claimed key that has none yet.
@@ -106,6 +130,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
                 overdue_noted: Vec::new(),
             },
         );
+        self.publish([NewEvent::transitioned(workflow, first)]);
         Self::answer(&mut self.keys(), receipt);
         Ok(())
     }
@@ -208,8 +233,10 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             }
             entry.workflow = expiry.workflow.clone();
             entry.history.push(expiry.transition.clone());
+            self.publish([NewEvent::transitioned(expiry.workflow, expiry.transition)]);
         }
         entry.overdue_noted.push(note.due_at);
+        self.publish([NewEvent::gate_overdue(note)]);
         Ok(true)
     }
 
@@ -239,6 +266,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         }
         entry.workflow = workflow.clone();
         entry.history.push(transition.clone());
+        self.publish([NewEvent::transitioned(workflow, transition)]);
         Self::answer(&mut self.keys(), receipt);
         Ok(())
     }
@@ -303,6 +331,50 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         Ok(())
     }
 
+    async fn events(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<EventSlice, RepositoryError> {
+        let log = self
+            .events
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let events = log
+            .events
+            .iter()
+            .filter(|e| e.id > after && filter.matches(&e.event))
+            .take(limit as usize)
+            .cloned()
+            .collect();
+        Ok(EventSlice {
+            events,
+            purged_through: log.purged_through,
+            last_id: log.last_id,
+        })
+    }
+
+    async fn purge_events(&self, before: Timestamp) -> Result<u64, RepositoryError> {
+        let mut log = self
+            .events
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(through) = log
+            .events
+            .iter()
+            .filter(|e| e.event.time < before)
+            .map(|e| e.id)
+            .max()
+        else {
+            return Ok(0);
+        };
+        let count = log.events.len();
+        log.events.retain(|e| e.id > through);
+        log.purged_through = log.purged_through.max(through);
+        Ok((count - log.events.len()) as u64)
+    }
+
     async fn hub_session(
         &self,
         feature_id: &FeatureId,
@@ -333,6 +405,10 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             entry.check_active()?;
             entry.reserved.retain(|c| c.id != consultation.id);
             entry.consultations.push(consultation.clone());
+            self.publish([NewEvent::consultation(
+                EventType::ConsultationCreated,
+                consultation,
+            )]);
             Self::answer(&mut self.keys(), receipt);
             Ok(())
         })?
@@ -369,6 +445,10 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
                 .find(|c| c.id == consultation.id && c.blocks_gate())
             {
                 *stored = consultation.clone();
+                self.publish([NewEvent::consultation(
+                    EventType::ConsultationUpdated,
+                    consultation,
+                )]);
             }
             Self::answer(&mut self.keys(), receipt);
         })
@@ -386,6 +466,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             for c in &mut entry.consultations {
                 if c.status == ConsultationStatus::Asking && c.created_at < asked_before {
                     c.fail(error.clone(), at);
+                    self.publish([NewEvent::consultation(EventType::ConsultationUpdated, c)]);
                     failed += 1;
                 }
             }

@@ -10,6 +10,7 @@ use std::error::Error as StdError;
 use async_trait::async_trait;
 
 use crate::consultation::{Consultation, ConsultationError, ConsultationId};
+use crate::event::{EventFilter, EventSlice};
 use crate::gate::OnExpiry;
 use crate::hub::HubSessionId;
 use crate::state::WorkflowState;
@@ -152,6 +153,8 @@ pub struct OverdueNote {
     pub noted_at: Timestamp,
     /// What the policy does past the deadline.
     pub on_expiry: OnExpiry,
+    /// Approvals the stay had when its deadline was seen passed.
+    pub approvals: u32,
 }
 
 /// The change the system makes to a gate past its deadline (`on_expiry` `reject` or
@@ -328,6 +331,21 @@ pub trait WorkflowRepository: Send + Sync {
     /// write to prove it: a store whose reads work while every write fails (a full disk, a
     /// read-only file) is not healthy.
     async fn ping(&self) -> Result<(), RepositoryError>;
+
+    /// Up to `limit` events with ids above `after` that pass `filter`, in id order, with the
+    /// log's bounds read after them. Every accepted change (`create`, `commit`, a visible
+    /// consultation added or changed, an overdue stay noted) wrote its event in the same
+    /// transaction, and ids become visible in the order they were given, with no gaps.
+    async fn events(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<EventSlice, RepositoryError>;
+
+    /// Deletes the oldest events, up to the newest one made before `before` (so the log never
+    /// has a hole), and returns how many.
+    async fn purge_events(&self, before: Timestamp) -> Result<u64, RepositoryError>;
 
     /// Finishes the writes already accepted and releases the store; later writes fail as
     /// unavailable. Called once, when the service stops. The default does nothing.

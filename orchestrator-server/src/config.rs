@@ -109,6 +109,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=31_536_000))]
     pub gate_due_seconds: Option<u32>,
 
+    /// Seconds events are kept before retention deletes them (60–31536000).
+    #[arg(long, env = "EVENTS_RETENTION_SECONDS", value_name = "EVENTS_RETENTION_SECONDS", default_value_t = 604_800,
+          value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    pub events_retention_seconds: u64,
+
+    /// Seconds between heartbeat comments on a quiet event stream (1–3600).
+    #[arg(long, env = "EVENTS_HEARTBEAT_SECONDS", value_name = "EVENTS_HEARTBEAT_SECONDS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub events_heartbeat_seconds: u64,
+
     /// Principals mode: a TOML file of principals (name, kind, roles, SHA-256 of their
     /// token), re-read on SIGHUP. Not together with ORCHESTRATOR_API_TOKEN.
     #[arg(
@@ -244,6 +254,8 @@ impl Config {
             principals_file: None,
             gate_required_approvals: 1,
             gate_due_seconds: None,
+            events_retention_seconds: 604_800,
+            events_heartbeat_seconds: 15,
             command: None,
             log: "warn".to_owned(),
             log_format: LogFormat::Pretty,
@@ -279,6 +291,10 @@ impl Config {
                 // Opening a session, asking, and a minute's margin: no live ask is older.
                 abandoned_after: call + self.hub_ask_timeout() + Duration::from_secs(60),
             },
+            events: crate::http::events::EventPolicy {
+                retention: Duration::from_secs(self.events_retention_seconds),
+                heartbeat: Duration::from_secs(self.events_heartbeat_seconds),
+            },
         }
     }
 
@@ -301,6 +317,8 @@ impl fmt::Debug for Config {
             .field("agent_hub_max_asks", &self.agent_hub_max_asks)
             .field("gate_required_approvals", &self.gate_required_approvals)
             .field("gate_due_seconds", &self.gate_due_seconds)
+            .field("events_retention_seconds", &self.events_retention_seconds)
+            .field("events_heartbeat_seconds", &self.events_heartbeat_seconds)
             .field("max_connections", &self.max_connections)
             .field("request_timeout_seconds", &self.request_timeout_seconds)
             .field("body_timeout_seconds", &self.body_timeout_seconds)

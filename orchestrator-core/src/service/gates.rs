@@ -56,6 +56,9 @@ impl Orchestrator {
             due_at,
             noted_at: now,
             on_expiry,
+            approvals: workflow
+                .gate_stay()
+                .map_or(0, |stay| stay.approvals.len() as u32),
         };
         // A workflow with a `due_at` is at the gate, where both triggers are allowed.
         let change = match on_expiry.trigger() {

@@ -12,6 +12,7 @@
 mod clock;
 mod commands;
 mod consultations;
+mod events;
 mod gates;
 mod workflows;
 
@@ -32,6 +33,7 @@ use crate::workflow::{Timestamp, TransitionError, Version};
 pub use clock::ManualClock;
 pub use clock::{Clock, SystemClock};
 pub use commands::{Advance, Respond, StartWorkflow, Started};
+pub use events::EventPage;
 pub use gates::Expired;
 
 /// Why an orchestrator call failed. Each variant is one answer a caller can act on.
@@ -110,6 +112,14 @@ pub enum Error {
     /// 503 `AGENT_HUB_UNAVAILABLE`).
     #[error(transparent)]
     Hub(#[from] HubError),
+    /// Events after the reader's id were deleted by retention (HTTP 410 `EVENTS_EXPIRED`).
+    #[error("events after {after} were deleted (retention); the oldest kept follows {purged_through}")]
+    EventsExpired {
+        /// The id the reader asked to resume after.
+        after: u64,
+        /// Every event up to this id was deleted.
+        purged_through: u64,
+    },
     /// Storage failed (HTTP 503 `DATABASE_UNAVAILABLE` or 500 `INTERNAL`).
     #[error(transparent)]
     Storage(RepositoryError),

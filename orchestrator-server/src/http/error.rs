@@ -268,6 +268,13 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
                     .to_owned(),
             ]),
         ),
+        CoreError::EventsExpired { .. } => (
+            ErrorCode::EventsExpired,
+            Some(vec![
+                "read again without `after` (from the oldest event kept), or from the start of the stream"
+                    .to_owned(),
+            ]),
+        ),
         CoreError::Storage(RepositoryError::Unavailable(_)) => {
             (ErrorCode::DatabaseUnavailable, None)
         }

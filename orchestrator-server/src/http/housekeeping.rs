@@ -1,7 +1,7 @@
 //! The server's periodic work: once a second the gate sweep (every stay at the gate past its
 //! deadline is noted — once, whichever replica sees it first — and its policy applied; each
-//! note is logged as a `gate.overdue` event and counted), and once a minute the purge of
-//! idempotency keys older than a day.
+//! note is written to the event log as `gate.overdue`, logged and counted), and once a minute
+//! the purge of idempotency keys older than a day and of events past their retention.
 
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
         sweep_once(&app).await;
         if n % PURGE_EVERY == 0 {
             purge_keys(&app).await;
+            purge_events(&app).await;
         }
     }
 }
@@ -40,6 +41,17 @@ async fn purge_keys(app: &App) {
         Ok(0) => {}
         Ok(n) => tracing::debug!(keys = n, "idempotency keys past their day purged"),
         Err(e) => tracing::warn!(error = %e, "could not purge idempotency keys"),
+    }
+}
+
+/// Deletes the events older than the retention.
+async fn purge_events(app: &App) {
+    let retention = chrono::Duration::from_std(app.limits().events.retention)
+        .unwrap_or(chrono::Duration::days(7));
+    match app.orchestrator().purge_events(app.now() - retention).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(events = n, "events past their retention deleted"),
+        Err(e) => tracing::warn!(error = %e, "could not delete old events"),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod body;
 mod conn;
 pub mod error;
+pub mod events;
 pub mod handlers;
 mod housekeeping;
 pub(crate) mod idempotency;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -41,6 +42,9 @@ use error::ApiError;
 use handlers::docs::DocsAssets;
 use handlers::{consultations, system, workflows};
 use router::Route;
+
+/// The body of every answer: whole, or a stream of server-sent events.
+pub type Body = Either<Full<Bytes>, events::SseBody>;
 
 /// How long shutdown waits for in-flight requests before it gives up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,6 +68,8 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// How consultations wait for the Agent Hub, and how many may be asked at once.
     pub asks: AskPolicy,
+    /// How long events are kept, and the streams' heartbeat.
+    pub events: events::EventPolicy,
 }
 
 impl Default for Limits {
@@ -74,6 +80,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             asks: AskPolicy::default(),
+            events: events::EventPolicy::default(),
         }
     }
 }
@@ -99,6 +106,10 @@ struct Inner {
     /// Request bodies being read, bounded in total size and time.
     bodies: body::BodyGate,
     asks: asks::Asks,
+    /// New events, broadcast to this server's streams.
+    feed: events::Feed,
+    /// Turns true when the server stops, which ends every stream.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -136,6 +147,8 @@ impl App {
             limits,
             bodies: body::BodyGate::new(limits.body_timeout),
             asks: asks::Asks::new(limits.asks),
+            feed: events::Feed::default(),
+            closing: tokio::sync::watch::channel(false).0,
         }))
     }
 
@@ -157,6 +170,15 @@ impl App {
 
     pub(crate) fn asks(&self) -> &asks::Asks {
         &self.0.asks
+    }
+
+    pub(crate) fn feed(&self) -> &events::Feed {
+        &self.0.feed
+    }
+
+    /// Turns true when the server stops.
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.closing.subscribe()
     }
 
     pub(crate) fn database_probe(&self) -> &system::CachedCheck {
@@ -185,7 +207,7 @@ impl App {
     }
 
     /// Answers one request; never fails, every error becomes an error envelope.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let request_id = request_id(&request);
         let method = request.method().clone();
@@ -200,8 +222,8 @@ impl App {
             let answered = tokio::time::timeout(self.0.limits.request_timeout, self.route(request));
             let (route, mut response) = match answered.await {
                 Ok(Ok((route, response))) => (route, response),
-                Ok(Err((route, error))) => (route, error.into_response()),
-                Err(_) => (None, ApiError::Deadline.into_response()),
+                Ok(Err((route, error))) => (route, error.into_response().map(Either::Left)),
+                Err(_) => (None, ApiError::Deadline.into_response().map(Either::Left)),
             };
             let status = response.status().as_u16();
             let elapsed = started.elapsed();
@@ -221,7 +243,7 @@ impl App {
     async fn route(
         &self,
         request: Request<Incoming>,
-    ) -> Result<(Option<Route>, Response<Full<Bytes>>), (Option<Route>, ApiError)> {
+    ) -> Result<(Option<Route>, Response<Body>), (Option<Route>, ApiError)> {
         let path = request.uri().path().to_owned();
         let (route, params) = match self.0.router.at(&path) {
             Ok(found) => (
@@ -248,12 +270,19 @@ impl App {
             self.0.auth.authenticate(request.headers()).map_err(fail)?
         };
         let (parts, body) = request.into_parts();
+        if route == Route::EventStream {
+            let response =
+                events::stream_events(self, &parts.headers, parts.uri.query())
+                    .await
+                    .map_err(fail)?;
+            return Ok((Some(route), response.map(Either::Right)));
+        }
         if parts.method != Method::POST {
             let response = self
                 .dispatch(route, &params, &caller, &parts, &Bytes::new(), None)
                 .await
                 .map_err(fail)?;
-            return Ok((Some(route), response));
+            return Ok((Some(route), response.map(Either::Left)));
         }
         let key = idempotency::key(&parts.headers, &caller).map_err(fail)?;
         let body = body::read_body(&parts.headers, body, &self.0.bodies)
@@ -282,7 +311,7 @@ impl App {
                     })
             }
         };
-        Ok((Some(route), response.map_err(fail)?))
+        Ok((Some(route), response.map_err(fail)?.map(Either::Left)))
     }
 
     async fn dispatch(
@@ -339,6 +368,11 @@ impl App {
             }
             Route::Workflows => workflows::list_workflows(self, parts.uri.query()).await,
             Route::Summary => workflows::get_summary(self).await,
+            Route::Events => events::list_events(self, parts.uri.query()).await,
+            // Answered by `route`, since its body is a stream.
+            Route::EventStream => Err(ApiError::Internal(
+                "the event stream reached dispatch".into(),
+            )),
         }
     }
 }
@@ -383,7 +417,18 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         tokio::spawn(async move { app.asks().sweep(app.orchestrator().clone()).await })
     };
     let (stop_housekeeping, housekeeping_stopped) = tokio::sync::watch::channel(false);
-    let housekeeping = tokio::spawn(housekeeping::run(app.clone(), housekeeping_stopped));
+    let housekeeping = tokio::spawn(housekeeping::run(
+        app.clone(),
+        housekeeping_stopped.clone(),
+    ));
+    let feed = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            app.feed()
+                .run(app.orchestrator().clone(), housekeeping_stopped)
+                .await;
+        })
+    };
     loop {
         let accepted = async {
             // A closed semaphore cannot happen: nobody closes it.
@@ -419,12 +464,15 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
+    // Streams never end by themselves: end them, so their connections can close.
+    app.0.closing.send_replace(true);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing"),
     }
     stop_housekeeping.send_replace(true);
     let _ = housekeeping.await;
+    let _ = feed.await;
     app.asks().drain().await;
     let _ = sweep.await;
     app.orchestrator().repository().close().await;

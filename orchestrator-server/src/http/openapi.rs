@@ -19,6 +19,7 @@ use orchestrator_core::api::ErrorCode;
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
+use super::events;
 use super::handlers::{consultations, system, workflows};
 
 /// What the handlers' annotations say; [`ApiDoc::for_server`] completes it.
@@ -40,6 +41,8 @@ use super::handlers::{consultations, system, workflows};
         consultations::create_consultation,
         consultations::list_consultations,
         consultations::respond_to_consultation,
+        events::list_events,
+        events::stream_events,
         system::get_service_info,
         system::get_health,
         system::get_metrics,
@@ -50,10 +53,13 @@ use super::handlers::{consultations, system, workflows};
         orchestrator_core::api::ErrorCode,
         orchestrator_core::WorkflowState,
         orchestrator_core::Trigger,
+        orchestrator_core::api::CloudEvent,
+        orchestrator_core::EventType,
     )),
     tags(
         (name = "workflows", description = "feature workflows and their history"),
         (name = "consultations", description = "questions to the Agent Hub's experts, kept per workflow"),
+        (name = "events", description = "the event log: every accepted change, as a page or a live stream"),
         (name = "service", description = "service info, health, metrics"),
     ),
 )]
@@ -129,6 +135,7 @@ fn operation_errors(operation_id: &str) -> &'static [ErrorCode] {
         // `GET /workflow/start` is the start route's path, which serves POST only.
         "get_workflow" => &[ValidationError, WorkflowNotFound, MethodNotAllowed],
         "get_history" | "list_consultations" => &[ValidationError, WorkflowNotFound],
+        "list_events" | "stream_events" => &[ValidationError, EventsExpired],
         "advance_workflow" => &[
             ValidationError,
             Forbidden,
@@ -443,6 +450,9 @@ fn when(code: ErrorCode) -> &'static str {
         }
         AgentHubUnavailable => "the Agent Hub cannot be reached or did not answer in time",
         AgentHubError => "the Agent Hub answered with an error or garbage",
+        EventsExpired => {
+            "events after the resume point were deleted by retention; read again without `after`"
+        }
         DatabaseUnavailable => "storage cannot be reached or refuses to write",
         BadRequest => "the request is not well-formed HTTP",
         RequestTimeout => "the body did not arrive in time",
@@ -477,6 +487,7 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
                         .to_owned(),
                 ),
                 "list_workflows" => ("limit", "must be 1-500".to_owned()),
+                "list_events" | "stream_events" => ("limit", "must be between 1 and 1000".to_owned()),
                 "create_consultation" => ("question", "must be 10-10000 characters".to_owned()),
                 _ => (
                     "feature_id",
@@ -542,6 +553,12 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
         ConsultationNotPending => envelope(
             "consultation 6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f is Resolved, not waiting for a human",
             Some(vec!["status: resolved"]),
+        ),
+        EventsExpired => envelope(
+            "events after 12 were deleted (retention); the oldest kept follows 40",
+            Some(vec![
+                "read again without `after` (from the oldest event kept), or from the start of the stream",
+            ]),
         ),
         IdempotencyKeyInUse => envelope(
             "a request with this Idempotency-Key is still being answered; retry later",

@@ -37,11 +37,15 @@ pub enum Route {
     Workflows,
     /// `/workflows/summary`
     Summary,
+    /// `/events`
+    Events,
+    /// `/events/stream`
+    EventStream,
 }
 
 impl Route {
     /// Every route with its pattern; the pattern is also the metrics label.
-    const TABLE: [(&'static str, Route); 16] = [
+    const TABLE: [(&'static str, Route); 18] = [
         (paths::ROOT, Route::Root),
         (paths::HEALTH, Route::Health),
         (paths::METRICS, Route::Metrics),
@@ -58,6 +62,8 @@ impl Route {
         (paths::RESPOND, Route::Respond),
         (paths::WORKFLOWS, Route::Workflows),
         (paths::SUMMARY, Route::Summary),
+        (paths::EVENTS, Route::Events),
+        (paths::EVENT_STREAM, Route::EventStream),
     ];
 
     /// The methods the route serves.
@@ -65,6 +71,7 @@ impl Route {
         match self {
             Route::Start | Route::Advance | Route::Respond => &[Method::POST],
             Route::Consultations => &[Method::GET, Method::HEAD, Method::POST],
+            Route::EventStream => &[Method::GET],
             _ => &[Method::GET, Method::HEAD],
         }
     }

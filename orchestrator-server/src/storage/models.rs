@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::DateTime;
 use diesel::prelude::*;
-use orchestrator_core::Receipt;
+use orchestrator_core::{Event, EventFilter, EventSlice, EventType, NewEvent, Receipt};
 use orchestrator_core::consultation::{ConsultationError, ConsultationStatus};
 use orchestrator_core::hub::{EscalationId, Topic};
 use orchestrator_core::{
@@ -16,7 +16,9 @@ use orchestrator_core::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::schema::{consultations, gate_overdue_notes, idempotency_keys, transitions, workflows};
+use super::schema::{
+    consultations, events, gate_overdue_notes, idempotency_keys, transitions, workflows,
+};
 use super::write::Write;
 
 /// A stored value that does not parse back into a core type: a corrupt or foreign row.
@@ -147,6 +149,72 @@ impl From<&OverdueNote> for OverdueNoteRow {
             noted_at: micros(note.noted_at),
             on_expiry: note.on_expiry.as_str().to_owned(),
         }
+    }
+}
+
+/// An event before the store numbers it: the columns of [`EventRow`] but its id.
+#[derive(Debug, Clone)]
+pub struct NewEventRow {
+    pub event_type: String,
+    pub subject: String,
+    pub time: i64,
+    pub data: String,
+}
+
+impl From<&NewEvent> for NewEventRow {
+    fn from(event: &NewEvent) -> Self {
+        NewEventRow {
+            event_type: event.event_type.as_str().to_owned(),
+            subject: event.subject.to_string(),
+            time: micros(event.time),
+            data: event.data.to_string(),
+        }
+    }
+}
+
+impl NewEventRow {
+    /// The row numbered `id`.
+    pub fn numbered(&self, id: i64) -> EventRow {
+        EventRow {
+            id,
+            event_type: self.event_type.clone(),
+            subject: self.subject.clone(),
+            time: self.time,
+            data: self.data.clone(),
+        }
+    }
+}
+
+/// One event, as inserted and read.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = events)]
+pub struct EventRow {
+    pub id: i64,
+    pub event_type: String,
+    pub subject: String,
+    pub time: i64,
+    pub data: String,
+}
+
+impl TryFrom<EventRow> for Event {
+    type Error = CorruptRow;
+
+    fn try_from(row: EventRow) -> Result<Self, CorruptRow> {
+        let key = row.id.to_string();
+        let c = Columns {
+            table: "events",
+            key: &key,
+        };
+        Ok(Event {
+            id: c.parse("id", u64::try_from(row.id))?,
+            event: NewEvent {
+                event_type: EventType::parse(&row.event_type)
+                    .ok_or_else(|| c.fail("event_type", "unknown type"))?,
+                subject: c.parse("subject", FeatureId::parse(row.subject))?,
+                time: c.time("time", row.time)?,
+                data: c.parse("data", serde_json::from_str(&row.data))?,
+            },
+        })
     }
 }
 
@@ -478,6 +546,24 @@ pub fn history(
         return Err(RepositoryError::NotFound(feature_id.clone()));
     }
     convert(rows)
+}
+
+/// The type names a read of the log asks for: the filter's, or every type.
+pub fn event_types(filter: &EventFilter) -> Vec<&'static str> {
+    if filter.types.is_empty() {
+        EventType::ALL.iter().map(|t| t.as_str()).collect()
+    } else {
+        filter.types.iter().map(|t| t.as_str()).collect()
+    }
+}
+
+/// A read of the log: its rows, then its bounds `(last_id, purged_through)` read after them.
+pub fn event_slice(rows: Vec<EventRow>, bounds: (i64, i64)) -> Result<EventSlice, RepositoryError> {
+    Ok(EventSlice {
+        events: convert(rows)?,
+        last_id: u64::try_from(bounds.0).unwrap_or(0),
+        purged_through: u64::try_from(bounds.1).unwrap_or(0),
+    })
 }
 
 /// Counts by state from `(state, count)` rows.

@@ -8,7 +8,8 @@ use diesel::dsl;
 use diesel::prelude::*;
 
 use super::schema::{
-    consultations, gate_overdue_notes, idempotency_keys, storage_probe, transitions, workflows,
+    consultations, event_log, events, gate_overdue_notes, idempotency_keys, storage_probe,
+    transitions, workflows,
 };
 
 /// One workflow by feature id.
@@ -217,4 +218,49 @@ pub fn keys_before(before: i64) -> _ {
 #[dsl::auto_type]
 pub fn probe_row(at: i64) -> _ {
     (storage_probe::id.eq(1_i32), storage_probe::at.eq(at))
+}
+
+/// Up to `limit` events after `after` of one of `types`, in id order.
+#[dsl::auto_type]
+pub fn events_after<'a>(after: i64, types: Vec<&'a str>, limit: i64) -> _ {
+    events::table
+        .filter(events::id.gt(after))
+        .filter(events::event_type.eq_any(types))
+        .order(events::id.asc())
+        .limit(limit)
+}
+
+/// Up to `limit` events of one workflow after `after` of one of `types`, in id order.
+#[dsl::auto_type]
+pub fn events_of<'a>(subject: &'a str, after: i64, types: Vec<&'a str>, limit: i64) -> _ {
+    events::table
+        .filter(events::subject.eq(subject))
+        .filter(events::id.gt(after))
+        .filter(events::event_type.eq_any(types))
+        .order(events::id.asc())
+        .limit(limit)
+}
+
+/// The event log's bounds: `(last_id, purged_through)`.
+#[dsl::auto_type]
+pub fn event_bounds() -> _ {
+    event_log::table
+        .find(1_i32)
+        .select((event_log::last_id, event_log::purged_through))
+}
+
+/// The newest event made before `before` (Unix microseconds), if any.
+#[dsl::auto_type]
+pub fn newest_event_before(before: i64) -> _ {
+    events::table
+        .filter(events::time.lt(before))
+        .select(events::id)
+        .order(events::id.desc())
+        .limit(1_i64)
+}
+
+/// The events up to `through`.
+#[dsl::auto_type]
+pub fn events_through(through: i64) -> _ {
+    events::table.filter(events::id.le(through))
 }

@@ -148,6 +148,34 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// One row: the event log's last id and how far retention deleted.
+    event_log (id) {
+        /// Always 1.
+        id -> Integer,
+        /// The newest event's id (0: none yet).
+        last_id -> BigInt,
+        /// Every event up to this id was deleted by retention.
+        purged_through -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// One row per event, numbered in commit order.
+    events (id) {
+        /// 1, 2, 3…
+        id -> BigInt,
+        /// workflow.transitioned, gate.overdue, consultation.created or consultation.updated.
+        event_type -> Text,
+        /// The workflow.
+        subject -> Text,
+        /// Unix microseconds of the change.
+        time -> BigInt,
+        /// The CloudEvent's `data`, JSON.
+        data -> Text,
+    }
+}
+
+diesel::table! {
     /// One row, rewritten by health checks and at start-up to prove that writes succeed.
     storage_probe (id) {
         /// Always 1.
@@ -162,6 +190,8 @@ diesel::joinable!(consultations -> workflows (feature_id));
 diesel::joinable!(gate_overdue_notes -> workflows (feature_id));
 diesel::allow_tables_to_appear_in_same_query!(
     consultations,
+    event_log,
+    events,
     gate_overdue_notes,
     idempotency_keys,
     storage_probe,

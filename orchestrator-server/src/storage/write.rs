@@ -6,21 +6,21 @@
 use orchestrator_core::consultation::ConsultationError;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
-    Consultation, Expiry, FeatureId, IdempotencyKey, KeyClaim, OverdueNote, Receipt,
+    Consultation, EventType, Expiry, NewEvent, FeatureId, IdempotencyKey, KeyClaim, OverdueNote, Receipt,
     RepositoryError, Timestamp, Transition, Version, Workflow,
 };
 
 use super::models::{
-    ConsultationRow, KeyRow, OverdueNoteRow, ReceiptRow, TransitionRow, WorkflowChanges,
+    ConsultationRow, KeyRow, NewEventRow, OverdueNoteRow, ReceiptRow, TransitionRow, WorkflowChanges,
     WorkflowRow, micros, to_i64,
 };
 
 /// One write, with everything it needs, owned (it may cross to the SQLite writer thread).
 #[derive(Debug)]
 pub enum Write {
-    /// A new workflow with its first transition, and the answer to keep for the request's
-    /// idempotency key.
-    Create(FeatureId, WorkflowRow, TransitionRow, Option<ReceiptRow>),
+    /// A new workflow with its first transition and its event, and the answer to keep for the
+    /// request's idempotency key.
+    Create(FeatureId, WorkflowRow, TransitionRow, NewEventRow, Option<ReceiptRow>),
     /// The compare-and-set of an advance.
     Commit(Commit),
     /// Set a workflow's hub session if the stored one is `expected` (or none is stored).
@@ -33,14 +33,21 @@ pub enum Write {
         new: String,
     },
     /// A consultation of an active workflow: new, or in place of its reservation. The row
-    /// says whether readers see it.
-    AddConsultation(FeatureId, ConsultationRow, Option<ReceiptRow>),
-    /// A changed consultation, stored only over a published `asking` or `pending_human` one.
-    UpdateConsultation(ConsultationRow, Option<ReceiptRow>),
+    /// says whether readers see it; a visible one has its `consultation.created` event.
+    AddConsultation(
+        FeatureId,
+        ConsultationRow,
+        Option<NewEventRow>,
+        Option<ReceiptRow>,
+    ),
+    /// A changed consultation, stored (with its `consultation.updated` event) only over a
+    /// published `asking` or `pending_human` one.
+    UpdateConsultation(ConsultationRow, NewEventRow, Option<ReceiptRow>),
     /// Removes a reservation (by consultation id).
     DropReservation(String),
     /// Ends the asks of a server that stopped: drops reservations made before `asked_before`
-    /// and fails the published `asking` consultations made before it.
+    /// and fails the published `asking` consultations made before it (each with its
+    /// `consultation.updated` event).
     InterruptAsks {
         /// Unix microseconds.
         asked_before: i64,
@@ -53,8 +60,9 @@ pub enum Write {
     },
     /// Notes a stay at the gate past its deadline, unless it is noted already (then
     /// `Count(0)` and nothing else is written); with a commit, the system's change goes in
-    /// the same transaction, and a lost compare-and-set keeps neither (`Refused`).
-    NoteOverdue(OverdueNoteRow, Option<Commit>),
+    /// the same transaction, and a lost compare-and-set keeps neither (`Refused`). The note's
+    /// `gate.overdue` event goes with it.
+    NoteOverdue(OverdueNoteRow, NewEventRow, Option<Commit>),
     /// Claims an idempotency key (see `WorkflowRepository::claim_key`); answers `Claim`.
     ClaimKey {
         /// The key as a fresh claim stores it.
@@ -68,7 +76,10 @@ pub enum Write {
     ReleaseKey(String, String),
     /// Forgets keys first claimed before this (Unix microseconds); answers `Count`.
     PurgeKeys(i64),
-    /// Many new workflows at once (seeding): all or none.
+    /// Forgets the events up to the newest one made before this (Unix microseconds); answers
+    /// `Count`.
+    PurgeEvents(i64),
+    /// Many new workflows at once (seeding): all or none; no events.
     Import(Vec<WorkflowRow>, Vec<TransitionRow>),
     /// Rewrites the one probe row with this time (Unix microseconds): proves writes succeed.
     Probe(i64),
@@ -88,6 +99,8 @@ pub struct Commit {
     pub history: TransitionRow,
     /// The answer to keep for the request's idempotency key, if the commit lands.
     pub receipt: Option<ReceiptRow>,
+    /// The `workflow.transitioned` event, stored if the commit lands.
+    pub event: NewEventRow,
 }
 
 impl Commit {
@@ -99,6 +112,7 @@ impl Commit {
             changes: WorkflowChanges::from(workflow),
             history: TransitionRow::new(workflow.feature_id(), transition),
             receipt: None,
+            event: NewEventRow::from(&NewEvent::transitioned(workflow, transition)),
         }
     }
 }
@@ -152,6 +166,7 @@ impl Write {
             workflow.feature_id().clone(),
             WorkflowRow::from(workflow),
             TransitionRow::new(workflow.feature_id(), first),
+            NewEventRow::from(&NewEvent::transitioned(workflow, first)),
             receipt.map(ReceiptRow::from),
         )
     }
@@ -207,6 +222,7 @@ impl Write {
     pub fn note_overdue(note: &OverdueNote, expiry: Option<Expiry<'_>>) -> Self {
         Write::NoteOverdue(
             OverdueNoteRow::from(note),
+            NewEventRow::from(&NewEvent::gate_overdue(note)),
             expiry.map(|e| Commit::new(e.expected_version, e.workflow, e.transition)),
         )
     }
@@ -220,6 +236,12 @@ impl Write {
         Write::AddConsultation(
             consultation.feature_id.clone(),
             ConsultationRow::new(consultation, visible),
+            visible.then(|| {
+                NewEventRow::from(&NewEvent::consultation(
+                    EventType::ConsultationCreated,
+                    consultation,
+                ))
+            }),
             receipt.map(ReceiptRow::from),
         )
     }
@@ -228,6 +250,7 @@ impl Write {
     pub fn update_consultation(consultation: &Consultation, receipt: Option<&Receipt>) -> Self {
         Write::UpdateConsultation(
             ConsultationRow::new(consultation, true),
+            updated_event(consultation),
             receipt.map(ReceiptRow::from),
         )
     }
@@ -245,6 +268,36 @@ impl Write {
             message: error.message.clone(),
         }
     }
+}
+
+/// The `consultation.updated` event of `consultation` as it is stored now.
+pub fn updated_event(consultation: &Consultation) -> NewEventRow {
+    NewEventRow::from(&NewEvent::consultation(
+        EventType::ConsultationUpdated,
+        consultation,
+    ))
+}
+
+/// The `consultation.updated` events of the asks an interruption failed: `rows` as read
+/// before the update, failed here the same way.
+pub fn interrupted_events(
+    rows: Vec<ConsultationRow>,
+    error: (&str, &str),
+    at: i64,
+) -> Result<Vec<NewEventRow>, RepositoryError> {
+    let error = ConsultationError {
+        code: error.0.to_owned(),
+        message: error.1.to_owned(),
+    };
+    let at = chrono::DateTime::from_timestamp_micros(at).unwrap_or_default();
+    super::models::convert::<_, Consultation>(rows).map(|asks| {
+        asks.into_iter()
+            .map(|mut ask| {
+                ask.fail(error.clone(), at);
+                updated_event(&ask)
+            })
+            .collect()
+    })
 }
 
 impl Written {

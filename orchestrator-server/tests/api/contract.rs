@@ -9,7 +9,7 @@ use orchestrator_core::hub::{
     AnswerStatus, EscalationId, HubAnswer, HubSessionId, HumanAction, Topic,
 };
 use orchestrator_core::{
-    Consult, Consultation, ConsultationId, Description, FeatureId, Metadata, Question, Reason,
+    Consult, Consultation, EventFilter, EventType, ConsultationId, Description, FeatureId, Metadata, Question, Reason,
     RepositoryError, Timestamp, Transition, TransitionContext, Trigger, Workflow,
     WorkflowRepository, WorkflowState,
 };
@@ -597,6 +597,7 @@ pub async fn overdue_gates_are_listed_counted_and_noted_once(repo: &dyn Workflow
         due_at: due,
         noted_at: after,
         on_expiry: OnExpiry::Reject,
+        approvals: 0,
     };
     let stale = Expiry {
         expected_version: 1,
@@ -770,6 +771,171 @@ pub async fn idempotency_keys_are_claimed_once_and_answered_with_their_change(
     );
 }
 
+/// The events of a store, all of them, from the first.
+async fn all_events(repo: &dyn WorkflowRepository) -> Vec<orchestrator_core::Event> {
+    repo.events(0, &EventFilter::default(), 1000)
+        .await
+        .unwrap()
+        .events
+}
+
+pub async fn every_accepted_change_writes_one_event_in_commit_order(
+    repo: &dyn WorkflowRepository,
+) {
+    let (workflow, first) = new_workflow("ev");
+    repo.create(&workflow, &first).await.unwrap();
+    let (next, complete) = step(&workflow, Trigger::AgentComplete, 10);
+    repo.commit(1, &next, &complete).await.unwrap();
+    // Refused writes write no event.
+    assert!(repo.commit(1, &next, &complete).await.is_err());
+    assert!(repo.create(&workflow, &first).await.is_err());
+    let pending = consultation("ev", 1, true);
+    repo.add_consultation(&pending).await.unwrap();
+    repo.reserve_consultation(&consultation("ev", 2, false))
+        .await
+        .unwrap();
+    let mut resolved = pending.clone();
+    resolved.status = ConsultationStatus::Resolved;
+    resolved.updated_at = t0() + Duration::minutes(3);
+    repo.update_consultation(&resolved).await.unwrap();
+    // A settled consultation does not change again, and writes no event.
+    repo.update_consultation(&resolved).await.unwrap();
+    let (other, other_first) = Workflow::start(
+        id("ev-2"),
+        Description::parse("later").unwrap(),
+        Metadata::default(),
+        TransitionContext::at(t0() + Duration::hours(1)),
+    );
+    repo.create(&other, &other_first).await.unwrap();
+
+    let events = all_events(repo).await;
+    let seen: Vec<(u64, EventType, &str)> = events
+        .iter()
+        .map(|e| (e.id, e.event.event_type, e.event.subject.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, EventType::WorkflowTransitioned, "ev"),
+            (2, EventType::WorkflowTransitioned, "ev"),
+            (3, EventType::ConsultationCreated, "ev"),
+            (4, EventType::ConsultationUpdated, "ev"),
+            (5, EventType::WorkflowTransitioned, "ev-2"),
+        ]
+    );
+    let data = &events[1].event.data;
+    assert_eq!(data["feature_id"], "ev");
+    assert_eq!(data["version"], 2);
+    assert_eq!(data["state"], "GATE_1");
+    assert_eq!(data["trigger"], "agent_complete");
+    assert_eq!(data["seq"], 2);
+    assert_eq!(events[1].event.time, complete.at);
+    assert_eq!(events[3].event.data["status"], "resolved");
+    assert_eq!(events[3].event.data["id"], pending.id.to_string());
+
+    // Filters, paging and bounds.
+    let only = |feature: Option<&str>, types: Vec<EventType>| EventFilter {
+        feature_id: feature.map(id),
+        types,
+    };
+    let ids = |slice: orchestrator_core::EventSlice| {
+        slice.events.iter().map(|e| e.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(repo.events(0, &only(Some("ev-2"), vec![]), 10).await.unwrap()),
+        vec![5]
+    );
+    let consultations = only(
+        None,
+        vec![EventType::ConsultationCreated, EventType::ConsultationUpdated],
+    );
+    assert_eq!(
+        ids(repo.events(0, &consultations, 10).await.unwrap()),
+        vec![3, 4]
+    );
+    let page = repo.events(2, &EventFilter::default(), 2).await.unwrap();
+    assert_eq!((page.last_id, page.purged_through), (5, 0));
+    assert_eq!(ids(page), vec![3, 4]);
+
+    // Retention deletes from the oldest up to the newest event made before the cut, never
+    // leaving a hole, and says how far it went.
+    assert_eq!(repo.purge_events(t0()).await.unwrap(), 0);
+    assert_eq!(
+        repo.purge_events(t0() + Duration::seconds(30)).await.unwrap(),
+        2
+    );
+    let left = repo.events(0, &EventFilter::default(), 10).await.unwrap();
+    assert_eq!((left.purged_through, left.last_id), (2, 5));
+    assert_eq!(ids(left), vec![3, 4, 5]);
+    let (third, third_first) = new_workflow("ev-3");
+    repo.create(&third, &third_first).await.unwrap();
+    assert_eq!(all_events(repo).await.last().map(|e| e.id), Some(6));
+}
+
+/// Writers race on many workflows while a reader follows the log: every read continues
+/// exactly where the previous one ended (no gap, no repeat), and the log ends holding one
+/// event per accepted change.
+pub async fn a_reader_following_the_log_never_meets_a_gap(repo: Arc<dyn WorkflowRepository>) {
+    const WORKFLOWS: usize = 12;
+    const ROUNDS: usize = 8;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let repo = repo.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                let done = stop.load(std::sync::atomic::Ordering::Acquire);
+                let page = repo.events(last, &EventFilter::default(), 1000).await.unwrap();
+                for event in &page.events {
+                    assert_eq!(event.id, last + 1, "a reader at {last} met {}", event.id);
+                    last = event.id;
+                }
+                if done && page.events.is_empty() {
+                    return last;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for n in 0..WORKFLOWS {
+        let repo = repo.clone();
+        writers.push(tokio::spawn(async move {
+            let (mut workflow, first) = new_workflow(&format!("race-{n:02}"));
+            repo.create(&workflow, &first).await.unwrap();
+            for round in 0..ROUNDS {
+                let trigger = if round % 2 == 0 {
+                    Trigger::AgentComplete
+                } else {
+                    Trigger::HumanRejected
+                };
+                let (next, transition) = step(&workflow, trigger, 1);
+                repo.commit(workflow.version(), &next, &transition)
+                    .await
+                    .unwrap();
+                workflow = next;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let last = reader.await.unwrap();
+    assert_eq!(last, (WORKFLOWS * (ROUNDS + 1)) as u64);
+    let events = all_events(&*repo).await;
+    assert_eq!(events.len(), WORKFLOWS * (ROUNDS + 1));
+    for n in 0..WORKFLOWS {
+        let versions: Vec<u64> = events
+            .iter()
+            .filter(|e| e.event.subject.as_str() == format!("race-{n:02}"))
+            .map(|e| e.event.data["version"].as_u64().unwrap())
+            .collect();
+        assert_eq!(versions, (1..=ROUNDS as u64 + 1).collect::<Vec<_>>());
+    }
+}
+
 /// One test per contract and per store.
 macro_rules! contract_suite {
     ($($contract:ident),* ; $($shared:ident),*) => {
@@ -844,9 +1010,11 @@ contract_suite!(
     consultations_are_stored_only_for_active_workflows,
     reservations_are_seen_by_no_reader_until_published,
     overdue_gates_are_listed_counted_and_noted_once,
-    idempotency_keys_are_claimed_once_and_answered_with_their_change;
+    idempotency_keys_are_claimed_once_and_answered_with_their_change,
+    every_accepted_change_writes_one_event_in_commit_order;
     concurrent_commits_against_one_version_let_exactly_one_land,
-    concurrent_commits_of_many_workflows_are_each_judged_on_their_own
+    concurrent_commits_of_many_workflows_are_each_judged_on_their_own,
+    a_reader_following_the_log_never_meets_a_gap
 );
 
 /// `import` (seeding, not part of the trait): all the workflows, or none.

@@ -6,7 +6,9 @@
 //! also from two replicas, can never deadlock), each row is updated only if its version is
 //! still the expected one, and a history row is inserted for exactly the updates that
 //! happened. Each compare-and-set is judged on its own: one caller's conflict never fails
-//! another's. One statement is one transaction, committed before anyone is answered.
+//! another's. Each winner's `workflow.transitioned` event is numbered and inserted by the same
+//! statement, which takes the event log's row lock last (see `ops::append_events`). One
+//! statement is one transaction, committed before anyone is answered.
 //!
 //! If the statement fails as a whole for a reason other than the database being unavailable,
 //! each write of the batch is run again alone, so a failing write fails alone.
@@ -156,12 +158,12 @@ WITH v AS (
                          $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[],
                          $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
                          $16::bigint[], $17::text[], $18::text[], $19::text[], $20::bool[],
-                         $21::bigint[], $22::text[], $23::text[], $24::text[])
+                         $21::bigint[], $22::text[], $23::text[], $24::text[], $25::text[])
         AS v(feature_id, expected, state, version, rework_count,
              time_in_state, updated_at, completed_at, seq, from_state,
              to_state, trigger, actor, reason, metadata,
              at, actor_kind, on_behalf_of, gate_stay, gate_override,
-             gate_due_at, receipt_scope, receipt_name, receipt_answer)
+             gate_due_at, receipt_scope, receipt_name, receipt_answer, event_data)
 ), locked AS MATERIALIZED (
     SELECT w.feature_id, w.version FROM workflows w
     WHERE w.feature_id = ANY($1::text[])
@@ -186,6 +188,22 @@ WITH v AS (
     UPDATE idempotency_keys k SET answer = v.receipt_answer
     FROM v JOIN won ON won.feature_id = v.feature_id
     WHERE k.scope = v.receipt_scope AND k.name = v.receipt_name AND k.answer IS NULL
+    RETURNING 1
+), ev AS MATERIALIZED (
+    SELECT v.feature_id, v.at, v.event_data,
+           row_number() OVER (ORDER BY v.feature_id) AS n
+    FROM v JOIN won ON won.feature_id = v.feature_id
+), numbered AS (
+    -- The event log's row lock, taken last (after every other row this statement locks,
+    -- which the reference to `answered` makes sure of) and only when an event is written.
+    UPDATE event_log SET last_id = last_id + (SELECT count(*) FROM ev)
+    WHERE id = 1 AND (SELECT count(*) FROM ev) > 0 AND (SELECT count(*) FROM answered) >= 0
+    RETURNING last_id
+), logged AS (
+    INSERT INTO events (id, event_type, subject, time, data)
+    SELECT numbered.last_id - (SELECT count(*) FROM ev) + ev.n, 'workflow.transitioned',
+           ev.feature_id, ev.at, ev.event_data
+    FROM ev, numbered
 )
 SELECT v.feature_id, locked.version AS current, won.feature_id IS NOT NULL AS won
 FROM v
@@ -258,6 +276,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
         .bind::<Array<Nullable<Text>>, _>(receipt(|r| r.scope.clone()))
         .bind::<Array<Nullable<Text>>, _>(receipt(|r| r.name.clone()))
         .bind::<Array<Nullable<Text>>, _>(receipt(|r| r.answer.clone()))
+        .bind::<Array<Text>, _>(column(|c| c.event.data.clone()))
         .load(conn)
         .await?;
     // Everything was decided in the one statement that committed it: no second round trip

@@ -27,9 +27,9 @@ use orchestrator_core::{
     Consultation, ConsultationId, Expiry, FeatureId, OverdueNote, RepositoryError, StateCounts,
     Timestamp, Transition, Version, Workflow, WorkflowRepository, WorkflowState,
 };
-use orchestrator_core::{IdempotencyKey, KeyClaim, Receipt};
+use orchestrator_core::{EventFilter, EventSlice, IdempotencyKey, KeyClaim, Receipt};
 
-use super::models::{self, micros};
+use super::models::{self, micros, to_i64};
 use super::stats::InUse;
 use super::write::{Write, Written};
 use super::{DurableRepository, POOL_WAIT, StorageError, StorageMetrics, classify, probe_time};
@@ -308,6 +308,23 @@ impl WorkflowRepository for PgRepository {
 
     async fn purge_keys(&self, before: Timestamp) -> Result<u64, RepositoryError> {
         let write = Write::PurgeKeys(micros(before));
+        self.write(write).await.map(|written| written.count())
+    }
+
+    async fn events(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<EventSlice, RepositoryError> {
+        let (rows, bounds) = self
+            .run(async |conn| ops::events(conn, to_i64(after), filter, i64::from(limit)).await)
+            .await?;
+        models::event_slice(rows, bounds)
+    }
+
+    async fn purge_events(&self, before: Timestamp) -> Result<u64, RepositoryError> {
+        let write = Write::PurgeEvents(micros(before));
         self.write(write).await.map(|written| written.count())
     }
 

@@ -10,13 +10,17 @@ use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{KeyClaim, RepositoryError, WorkflowState};
 
 use crate::storage::models::{
-    ConsultationRow, KeyRow, ReceiptRow, TransitionRow, WorkflowRow, enum_text, states,
+    ConsultationRow, EventRow, KeyRow, NewEventRow, ReceiptRow, TransitionRow, WorkflowRow,
+    enum_text, event_types, states,
 };
 use crate::storage::queries;
 use crate::storage::schema::{
-    consultations, gate_overdue_notes, idempotency_keys, storage_probe, transitions, workflows,
+    consultations, event_log, events, gate_overdue_notes, idempotency_keys, storage_probe,
+    transitions, workflows,
 };
-use crate::storage::write::{ClaimStep, Write, Written, consultation_refusal, judge_claim};
+use crate::storage::write::{
+    ClaimStep, Write, Written, consultation_refusal, interrupted_events, judge_claim,
+};
 
 /// One workflow's row.
 pub async fn get(
@@ -111,6 +115,32 @@ pub async fn consultations(
         .await
 }
 
+/// Up to `limit` events after `after` passing `filter`, then the log's bounds (read after the
+/// rows, in a later snapshot, so a purge that raced the read shows).
+pub async fn events(
+    conn: &mut AsyncPgConnection,
+    after: i64,
+    filter: &orchestrator_core::EventFilter,
+    limit: i64,
+) -> QueryResult<(Vec<EventRow>, (i64, i64))> {
+    let types = event_types(filter);
+    let rows = match &filter.feature_id {
+        Some(id) => {
+            queries::events_of(id.as_str(), after, types, limit)
+                .select(EventRow::as_select())
+                .load(conn)
+                .await?
+        }
+        None => {
+            queries::events_after(after, types, limit)
+                .select(EventRow::as_select())
+                .load(conn)
+                .await?
+        }
+    };
+    Ok((rows, queries::event_bounds().get_result(conn).await?))
+}
+
 /// A trivial query: does the database answer?
 pub async fn ping(conn: &mut AsyncPgConnection) -> QueryResult<()> {
     diesel::sql_query("SELECT 1")
@@ -123,7 +153,7 @@ pub async fn ping(conn: &mut AsyncPgConnection) -> QueryResult<()> {
 /// business and never reach here.
 pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<Written> {
     match write {
-        Write::Create(id, row, first, receipt) => {
+        Write::Create(id, row, first, event, receipt) => {
             let inserted = diesel::insert_into(workflows::table)
                 .values(row)
                 .on_conflict_do_nothing()
@@ -139,6 +169,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             if let Some(receipt) = receipt {
                 answer_key(conn, receipt).await?;
             }
+            append_events(conn, std::slice::from_ref(event)).await?;
             Ok(Written::Done)
         }
         Write::Commit(commit) => {
@@ -162,7 +193,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 _ => Written::Refused(RepositoryError::NotFound(feature_id.clone())),
             })
         }
-        Write::AddConsultation(id, row, receipt) => {
+        Write::AddConsultation(id, row, event, receipt) => {
             // Judged here, in the transaction that stores it: a cancel that landed first wins.
             // FOR SHARE: a cancel committing meanwhile waits for this transaction, or this
             // one for it, and then reads the new state.
@@ -185,17 +216,22 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             if let Some(receipt) = receipt {
                 answer_key(conn, receipt).await?;
             }
+            append_events(conn, event.as_slice()).await?;
             Ok(Written::Done)
         }
-        Write::UpdateConsultation(row, receipt) => {
+        Write::UpdateConsultation(row, event, receipt) => {
             let asking = enum_text(&ConsultationStatus::Asking);
             let pending = enum_text(&ConsultationStatus::PendingHuman);
-            diesel::update(queries::unsettled_consultation(&row.id, &asking, &pending))
-                .set(row)
-                .execute(conn)
-                .await?;
+            let updated =
+                diesel::update(queries::unsettled_consultation(&row.id, &asking, &pending))
+                    .set(row)
+                    .execute(conn)
+                    .await?;
             if let Some(receipt) = receipt {
                 answer_key(conn, receipt).await?;
+            }
+            if updated == 1 {
+                append_events(conn, std::slice::from_ref(event)).await?;
             }
             Ok(Written::Done)
         }
@@ -216,6 +252,15 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 .await?;
             let asking = enum_text(&ConsultationStatus::Asking);
             let failed = enum_text(&ConsultationStatus::Failed);
+            let asks = queries::asks_before(*asked_before, &asking)
+                .select(ConsultationRow::as_select())
+                .for_update()
+                .load(conn)
+                .await?;
+            let events = match interrupted_events(asks, (code, message), *at) {
+                Ok(events) => events,
+                Err(corrupt) => return Ok(Written::Refused(corrupt)),
+            };
             let n = diesel::update(queries::asks_before(*asked_before, &asking))
                 .set((
                     consultations::status.eq(failed),
@@ -225,9 +270,10 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 ))
                 .execute(conn)
                 .await?;
+            append_events(conn, &events).await?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
-        Write::NoteOverdue(note, commit) => {
+        Write::NoteOverdue(note, event, commit) => {
             // A second server's insert waits here until the first one's transaction ends.
             let noted = diesel::insert_into(gate_overdue_notes::table)
                 .values(note)
@@ -247,6 +293,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                     return Ok(refused);
                 }
             }
+            append_events(conn, std::slice::from_ref(event)).await?;
             Ok(Written::Count(1))
         }
         Write::ClaimKey {
@@ -267,6 +314,24 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
         }
         Write::PurgeKeys(before) => {
             let n = diesel::delete(queries::keys_before(*before))
+                .execute(conn)
+                .await?;
+            Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
+        }
+        Write::PurgeEvents(before) => {
+            let newest: Option<i64> = queries::newest_event_before(*before)
+                .get_result(conn)
+                .await
+                .optional()?;
+            let Some(through) = newest else {
+                return Ok(Written::Count(0));
+            };
+            let n = diesel::delete(queries::events_through(through))
+                .execute(conn)
+                .await?;
+            diesel::update(event_log::table.find(1))
+                .set(event_log::purged_through.eq(through))
+                .filter(event_log::purged_through.lt(through))
                 .execute(conn)
                 .await?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
@@ -293,6 +358,32 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             Ok(Written::Done)
         }
     }
+}
+
+/// Numbers `new` after the log's last id and stores them. The update of the one `event_log`
+/// row is the transaction's last lock: held until commit, it makes transactions take ids one
+/// after the other and commit in id order (the lock is released only once the commit is
+/// visible), so no reader sees an id before every smaller one. Rolled back, the ids return.
+pub async fn append_events(conn: &mut AsyncPgConnection, new: &[NewEventRow]) -> QueryResult<()> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let count = i64::try_from(new.len()).unwrap_or(i64::MAX);
+    let last: i64 = diesel::update(event_log::table.find(1))
+        .set(event_log::last_id.eq(event_log::last_id + count))
+        .returning(event_log::last_id)
+        .get_result(conn)
+        .await?;
+    let rows: Vec<EventRow> = new
+        .iter()
+        .zip(last - count + 1..)
+        .map(|(event, id)| event.numbered(id))
+        .collect();
+    diesel::insert_into(events::table)
+        .values(&rows)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// Stores a claimed key's answer, unless it has one.

@@ -22,9 +22,9 @@ use orchestrator_core::{
     Consultation, ConsultationId, Expiry, FeatureId, OverdueNote, RepositoryError, StateCounts,
     Timestamp, Transition, Version, Workflow, WorkflowRepository, WorkflowState,
 };
-use orchestrator_core::{IdempotencyKey, KeyClaim, Receipt};
+use orchestrator_core::{EventFilter, EventSlice, IdempotencyKey, KeyClaim, Receipt};
 
-use super::models::{self, micros};
+use super::models::{self, micros, to_i64};
 use super::write::{Write, Written};
 use super::{DurableRepository, StorageError, StorageMetrics, blocking, probe_time};
 use readers::Readers;
@@ -304,6 +304,25 @@ impl WorkflowRepository for SqliteRepository {
 
     async fn purge_keys(&self, before: Timestamp) -> Result<u64, RepositoryError> {
         let write = Write::PurgeKeys(micros(before));
+        self.write(write).await.map(|written| written.count())
+    }
+
+    async fn events(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<EventSlice, RepositoryError> {
+        let filter = filter.clone();
+        let (rows, bounds) = self
+            .readers
+            .run(move |conn| ops::events(conn, to_i64(after), &filter, i64::from(limit)))
+            .await?;
+        models::event_slice(rows, bounds)
+    }
+
+    async fn purge_events(&self, before: Timestamp) -> Result<u64, RepositoryError> {
+        let write = Write::PurgeEvents(micros(before));
         self.write(write).await.map(|written| written.count())
     }
 

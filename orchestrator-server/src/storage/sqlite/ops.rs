@@ -8,14 +8,17 @@ use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{KeyClaim, RepositoryError, WorkflowState};
 
 use crate::storage::models::{
-    ConsultationRow, KeyRow, ReceiptRow, TransitionRow, WorkflowRow, enum_text, states,
+    ConsultationRow, EventRow, KeyRow, NewEventRow, ReceiptRow, TransitionRow, WorkflowRow,
+    enum_text, event_types, states,
 };
 use crate::storage::queries;
 use crate::storage::schema::{
-    consultations, gate_overdue_notes, idempotency_keys, storage_probe, transitions, workflows,
+    consultations, event_log, events, gate_overdue_notes, idempotency_keys, storage_probe,
+    transitions, workflows,
 };
 use crate::storage::write::{
-    ClaimStep, Commit, Write, Written, conflict, consultation_refusal, judge_claim,
+    ClaimStep, Commit, Write, Written, conflict, consultation_refusal, interrupted_events,
+    judge_claim,
 };
 
 /// One workflow's row.
@@ -96,6 +99,25 @@ pub fn consultations(
         .load(conn)
 }
 
+/// Up to `limit` events after `after` passing `filter`, then the log's bounds.
+pub fn events(
+    conn: &mut SqliteConnection,
+    after: i64,
+    filter: &orchestrator_core::EventFilter,
+    limit: i64,
+) -> QueryResult<(Vec<EventRow>, (i64, i64))> {
+    let types = event_types(filter);
+    let rows = match &filter.feature_id {
+        Some(id) => queries::events_of(id.as_str(), after, types, limit)
+            .select(EventRow::as_select())
+            .load(conn)?,
+        None => queries::events_after(after, types, limit)
+            .select(EventRow::as_select())
+            .load(conn)?,
+    };
+    Ok((rows, queries::event_bounds().get_result(conn)?))
+}
+
 /// A trivial query: does the database answer?
 pub fn ping(conn: &mut SqliteConnection) -> QueryResult<()> {
     diesel::sql_query("SELECT 1").execute(conn).map(|_| ())
@@ -104,7 +126,7 @@ pub fn ping(conn: &mut SqliteConnection) -> QueryResult<()> {
 /// Carries out one write on `conn`, inside the caller's transaction.
 pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written> {
     match write {
-        Write::Create(id, row, first, receipt) => {
+        Write::Create(id, row, first, event, receipt) => {
             let inserted = diesel::insert_into(workflows::table)
                 .values(row)
                 .on_conflict_do_nothing()
@@ -116,6 +138,7 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
                 .values(first)
                 .execute(conn)?;
             answer_key(conn, receipt.as_ref())?;
+            append_events(conn, std::slice::from_ref(event))?;
             Ok(Written::Done)
         }
         Write::Commit(commit) => apply_commit(conn, commit),
@@ -135,7 +158,7 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
                 _ => Written::Refused(RepositoryError::NotFound(feature_id.clone())),
             })
         }
-        Write::AddConsultation(id, row, receipt) => {
+        Write::AddConsultation(id, row, event, receipt) => {
             // Judged here, in the transaction that stores it: a cancel that landed first wins.
             let state: Option<String> = queries::state(id.as_str()).get_result(conn).optional()?;
             if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
@@ -149,15 +172,20 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
                 .set(row)
                 .execute(conn)?;
             answer_key(conn, receipt.as_ref())?;
+            append_events(conn, event.as_slice())?;
             Ok(Written::Done)
         }
-        Write::UpdateConsultation(row, receipt) => {
+        Write::UpdateConsultation(row, event, receipt) => {
             let asking = enum_text(&ConsultationStatus::Asking);
             let pending = enum_text(&ConsultationStatus::PendingHuman);
-            diesel::update(queries::unsettled_consultation(&row.id, &asking, &pending))
-                .set(row)
-                .execute(conn)?;
+            let updated =
+                diesel::update(queries::unsettled_consultation(&row.id, &asking, &pending))
+                    .set(row)
+                    .execute(conn)?;
             answer_key(conn, receipt.as_ref())?;
+            if updated == 1 {
+                append_events(conn, std::slice::from_ref(event))?;
+            }
             Ok(Written::Done)
         }
         Write::DropReservation(id) => {
@@ -173,6 +201,13 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
             diesel::delete(queries::reservations_before(*asked_before)).execute(conn)?;
             let asking = enum_text(&ConsultationStatus::Asking);
             let failed = enum_text(&ConsultationStatus::Failed);
+            let asks = queries::asks_before(*asked_before, &asking)
+                .select(ConsultationRow::as_select())
+                .load(conn)?;
+            let events = match interrupted_events(asks, (code, message), *at) {
+                Ok(events) => events,
+                Err(corrupt) => return Ok(Written::Refused(corrupt)),
+            };
             let n = diesel::update(queries::asks_before(*asked_before, &asking))
                 .set((
                     consultations::status.eq(failed),
@@ -181,9 +216,10 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
                     consultations::updated_at.eq(at),
                 ))
                 .execute(conn)?;
+            append_events(conn, &events)?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
-        Write::NoteOverdue(note, commit) => {
+        Write::NoteOverdue(note, event, commit) => {
             let noted = diesel::insert_into(gate_overdue_notes::table)
                 .values(note)
                 .on_conflict_do_nothing()
@@ -199,6 +235,7 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
                     .execute(conn)?;
                 return Ok(refused);
             }
+            append_events(conn, std::slice::from_ref(event))?;
             Ok(Written::Count(1))
         }
         Write::ClaimKey {
@@ -215,6 +252,20 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
         }
         Write::PurgeKeys(before) => {
             let n = diesel::delete(queries::keys_before(*before)).execute(conn)?;
+            Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
+        }
+        Write::PurgeEvents(before) => {
+            let newest: Option<i64> = queries::newest_event_before(*before)
+                .get_result(conn)
+                .optional()?;
+            let Some(through) = newest else {
+                return Ok(Written::Count(0));
+            };
+            let n = diesel::delete(queries::events_through(through)).execute(conn)?;
+            diesel::update(event_log::table.find(1))
+                .set(event_log::purged_through.eq(through))
+                .filter(event_log::purged_through.lt(through))
+                .execute(conn)?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
         Write::Import(rows, history) => {
@@ -261,7 +312,30 @@ fn apply_commit(conn: &mut SqliteConnection, commit: &Commit) -> QueryResult<Wri
         .values(&commit.history)
         .execute(conn)?;
     answer_key(conn, commit.receipt.as_ref())?;
+    append_events(conn, std::slice::from_ref(&commit.event))?;
     Ok(Written::Done)
+}
+
+/// Numbers `events` after the log's last id and stores them. Only the writer thread writes,
+/// one transaction at a time, so ids are taken and committed in order.
+fn append_events(conn: &mut SqliteConnection, new: &[NewEventRow]) -> QueryResult<()> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let count = i64::try_from(new.len()).unwrap_or(i64::MAX);
+    let last: i64 = diesel::update(event_log::table.find(1))
+        .set(event_log::last_id.eq(event_log::last_id + count))
+        .returning(event_log::last_id)
+        .get_result(conn)?;
+    let rows: Vec<EventRow> = new
+        .iter()
+        .zip(last - count + 1..)
+        .map(|(event, id)| event.numbered(id))
+        .collect();
+    for row in &rows {
+        diesel::insert_into(events::table).values(row).execute(conn)?;
+    }
+    Ok(())
 }
 
 /// Stores a claimed key's answer, unless it has one.

@@ -240,7 +240,6 @@ fn attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::models::{TransitionRow, WorkflowChanges, WorkflowRow};
     use crate::storage::write::Commit;
     use diesel::Connection;
     use diesel_migrations::MigrationHarness;
@@ -255,12 +254,7 @@ mod tests {
             Metadata::default(),
             TransitionContext::at(chrono::Utc::now()),
         );
-        let write = Write::Create(
-            workflow.feature_id().clone(),
-            WorkflowRow::from(&workflow),
-            TransitionRow::new(workflow.feature_id(), &first),
-            None,
-        );
+        let write = Write::create(&workflow, &first, None);
         (workflow, write)
     }
 
@@ -273,13 +267,9 @@ mod tests {
             .unwrap();
         let mut next = workflow.clone();
         next.record(&transition);
-        Write::Commit(Commit {
-            feature_id: next.feature_id().clone(),
-            expected,
-            changes: WorkflowChanges::from(&next),
-            history: TransitionRow::new(next.feature_id(), &transition),
-            receipt: None,
-        })
+        let mut commit = Commit::new(next.version() - 1, &next, &transition);
+        commit.expected = expected;
+        Write::Commit(commit)
     }
 
     fn database() -> SqliteConnection {

@@ -1,0 +1,157 @@
+//! The event log's records: one event per accepted change, built here from the change so every
+//! store writes the same event in the transaction that makes the change.
+//!
+//! Stores number the events with a sequence that only grows, in the order their transactions
+//! commit, so a reader that has seen event N never later meets a new one below N.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::consultation::Consultation;
+use crate::repository::OverdueNote;
+use crate::values::FeatureId;
+use crate::workflow::{Timestamp, Transition, Workflow};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum EventType {
+    /// A history entry was written (start, advance, approval, rejection, cancel…).
+    #[serde(rename = "workflow.transitioned")]
+    WorkflowTransitioned,
+    /// A stay at the gate passed its deadline.
+    #[serde(rename = "gate.overdue")]
+    GateOverdue,
+    /// A consultation was stored where readers see it.
+    #[serde(rename = "consultation.created")]
+    ConsultationCreated,
+    /// A consultation's status or answer changed.
+    #[serde(rename = "consultation.updated")]
+    ConsultationUpdated,
+}
+
+impl EventType {
+    /// Every type.
+    pub const ALL: [EventType; 4] = [
+        EventType::WorkflowTransitioned,
+        EventType::GateOverdue,
+        EventType::ConsultationCreated,
+        EventType::ConsultationUpdated,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::WorkflowTransitioned => "workflow.transitioned",
+            EventType::GateOverdue => "gate.overdue",
+            EventType::ConsultationCreated => "consultation.created",
+            EventType::ConsultationUpdated => "consultation.updated",
+        }
+    }
+
+    /// The type with this wire name.
+    pub fn parse(name: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event before the store numbers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// What happened.
+    pub event_type: EventType,
+    /// The workflow it happened to.
+    pub subject: FeatureId,
+    /// When the change was made.
+    pub time: Timestamp,
+    /// The change, as JSON (see [`EventType`]).
+    pub data: Value,
+}
+
+impl NewEvent {
+    /// `workflow.transitioned`: the history entry, with the workflow's id, version and state
+    /// after it.
+    pub fn transitioned(workflow: &Workflow, transition: &Transition) -> Self {
+        let mut data = serde_json::to_value(transition).unwrap_or_else(|_| json!({}));
+        if let Value::Object(fields) = &mut data {
+            fields.insert("feature_id".into(), json!(workflow.feature_id()));
+            fields.insert("version".into(), json!(workflow.version()));
+            fields.insert("state".into(), json!(workflow.state()));
+        }
+        NewEvent {
+            event_type: EventType::WorkflowTransitioned,
+            subject: workflow.feature_id().clone(),
+            time: transition.at,
+            data,
+        }
+    }
+
+    /// `consultation.created` or `consultation.updated`: the consultation as readers see it.
+    pub fn consultation(event_type: EventType, consultation: &Consultation) -> Self {
+        NewEvent {
+            event_type,
+            subject: consultation.feature_id.clone(),
+            time: consultation.updated_at,
+            data: serde_json::to_value(consultation).unwrap_or_else(|_| json!({})),
+        }
+    }
+
+    /// `gate.overdue`: the stay's deadline and the approvals it had.
+    pub fn gate_overdue(note: &OverdueNote) -> Self {
+        NewEvent {
+            event_type: EventType::GateOverdue,
+            subject: note.feature_id.clone(),
+            time: note.noted_at,
+            data: json!({
+                "feature_id": note.feature_id,
+                "due_at": note.due_at,
+                "approvals": note.approvals,
+                "on_expiry": note.on_expiry,
+            }),
+        }
+    }
+}
+
+/// An event as the log keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Its place in the log: 1, 2, 3… in commit order.
+    pub id: u64,
+    /// What happened.
+    pub event: NewEvent,
+}
+
+/// Which events a reader wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only this workflow's.
+    pub feature_id: Option<FeatureId>,
+    /// Only these types (all when empty).
+    pub types: Vec<EventType>,
+}
+
+impl EventFilter {
+    /// Whether `event` passes.
+    pub fn matches(&self, event: &NewEvent) -> bool {
+        self.feature_id.as_ref().is_none_or(|id| *id == event.subject)
+            && (self.types.is_empty() || self.types.contains(&event.event_type))
+    }
+}
+
+/// What a read of the log found: the events after the reader's id, and the log's bounds as
+/// read *after* the events, so a purge that raced the read shows in `purged_through`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventSlice {
+    /// The events, in id order.
+    pub events: Vec<Event>,
+    /// Every event up to this id has been deleted by retention (0: none).
+    pub purged_through: u64,
+    /// The newest event's id (0: none yet).
+    pub last_id: u64,
+}

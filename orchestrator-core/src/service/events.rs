@@ -1,0 +1,66 @@
+//! Reading the event log: a page after an id, refused when retention deleted what follows it.
+
+use super::{Error, Orchestrator, Result};
+use crate::event::{Event, EventFilter};
+use crate::workflow::Timestamp;
+
+/// A page of the log as a reader sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    /// The events, in id order.
+    pub events: Vec<Event>,
+    /// Where the next read starts: the last event's id, or the `after` read from.
+    pub next_after: u64,
+    /// The newest event's id when the page was read.
+    pub last_id: u64,
+}
+
+impl Orchestrator {
+    /// Up to `limit` events passing `filter` after `after` (`None`: from the oldest retained
+    /// one). [`Error::EventsExpired`] when events after `after` were deleted by retention:
+    /// resuming there would skip them.
+    pub async fn events(
+        &self,
+        after: Option<u64>,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<EventPage> {
+        let from = after.unwrap_or(0);
+        let slice = self
+            .repository
+            .events(from, filter, limit)
+            .await
+            .map_err(Error::from)?;
+        // The bounds were read after the events: a purge that raced the read shows here.
+        if after.is_some() && from < slice.purged_through {
+            return Err(Error::EventsExpired {
+                after: from,
+                purged_through: slice.purged_through,
+            });
+        }
+        let next_after = slice.events.last().map_or(from, |e| e.id);
+        Ok(EventPage {
+            events: slice.events,
+            next_after,
+            last_id: slice.last_id,
+        })
+    }
+
+    /// The newest event's id: where a reader that wants only new events starts.
+    pub async fn last_event_id(&self) -> Result<u64> {
+        let slice = self
+            .repository
+            .events(u64::MAX - 1, &EventFilter::default(), 1)
+            .await
+            .map_err(Error::from)?;
+        Ok(slice.last_id)
+    }
+
+    /// Deletes the events made before `before` (retention); returns how many.
+    pub async fn purge_events(&self, before: Timestamp) -> Result<u64> {
+        self.repository
+            .purge_events(before)
+            .await
+            .map_err(Error::from)
+    }
+}
