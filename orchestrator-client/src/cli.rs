@@ -15,7 +15,8 @@ use orchestrator_core::api::{
     AdvanceRequest, ConsultRequest, ErrorEnvelope, GateRequest, ListWorkflowsParams,
     RespondRequest, StartWorkflowRequest, WorkflowResponse,
 };
-use orchestrator_core::{FeatureId, WorkflowState};
+use orchestrator_core::api::{CloudEvent, EventsQuery};
+use orchestrator_core::{EventType, FeatureId, WorkflowState};
 use serde::Serialize;
 
 use crate::{Client, ClientError};
@@ -182,6 +183,26 @@ pub enum Command {
     },
     /// Count workflows by state.
     Summary,
+    /// Print events as they happen, one line each (`ID TYPE FEATURE WHAT`), resuming by id
+    /// after a disconnect; runs until interrupted (or --count events).
+    Watch {
+        /// Only this feature's events.
+        #[arg(long = "feature")]
+        feature_id: Option<String>,
+        /// Only these types (repeat, or separate by commas): workflow.transitioned,
+        /// gate.overdue, consultation.created, consultation.updated.
+        #[arg(long = "type", value_delimiter = ',')]
+        types: Vec<String>,
+        /// Start after this event id (default: only events from now on).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Print each event's CloudEvent JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the Agent Hub's experts a question for a workflow.
     #[command(visible_alias = "ask")]
     Consult {
@@ -261,6 +282,27 @@ fn json_object(field: &str, text: Option<String>) -> Result<Option<serde_json::V
         serde_json::from_str(&t).map_err(|e| Failure::Usage(format!("--{field} is not JSON: {e}")))
     })
     .transpose()
+}
+
+/// One line for an event: id, type, feature, and what happened.
+fn event_line(event: &CloudEvent) -> String {
+    let data = &event.data;
+    let text = |field: &str| data[field].as_str().unwrap_or("-").to_owned();
+    let what = match event.event_type {
+        EventType::WorkflowTransitioned => format!(
+            "{} -> {} ({}) by {} v{}",
+            text("from"),
+            text("to"),
+            text("trigger"),
+            text("actor"),
+            data["version"]
+        ),
+        EventType::GateOverdue => format!("due {}, {} approval(s)", text("due_at"), data["approvals"]),
+        EventType::ConsultationCreated | EventType::ConsultationUpdated => {
+            format!("{} {} {}", text("id"), text("topic"), text("status"))
+        }
+    };
+    format!("{} {} {} {what}", event.id, event.event_type, event.subject)
 }
 
 fn print(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
@@ -402,6 +444,51 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             }
         }
         Command::Summary => print(out, &client.get_summary().await?),
+        Command::Watch {
+            feature_id,
+            types,
+            after,
+            count,
+            json,
+        } => {
+            let mut pairs: Vec<(&str, String)> = Vec::new();
+            if let Some(id) = &feature_id {
+                pairs.push(("feature_id", id.clone()));
+            }
+            if !types.is_empty() {
+                pairs.push(("type", types.join(",")));
+            }
+            let mut query = EventsQuery::parse_query(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+                .map_err(|e| Failure::Usage(format!("{}: {}", e.field, e.rule)))?;
+            query.after = after;
+            let mut events = client.stream_events(query);
+            let mut seen = 0;
+            let mut last_error = None;
+            loop {
+                if count.is_some_and(|count| seen >= count) {
+                    break Ok(());
+                }
+                match events.next().await {
+                    Some(Ok(event)) => {
+                        seen += 1;
+                        let written = if json {
+                            print(out, &event)
+                        } else {
+                            writeln!(out, "{}", event_line(&event))
+                        };
+                        if written.is_err() {
+                            break written;
+                        }
+                    }
+                    // Transient: the stream reconnects on the next call.
+                    Some(Err(e)) => last_error = Some(e),
+                    None => return Err(last_error.map_or_else(
+                        || Failure::Usage("the event stream ended".into()),
+                        Failure::from,
+                    )),
+                }
+            }
+        }
         Command::Gates { actor, overdue } => {
             let mut params = ListWorkflowsParams {
                 state: Some(WorkflowState::Gate1),

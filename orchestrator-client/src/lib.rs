@@ -24,11 +24,15 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
+mod events;
+
+pub use events::EventStream;
 
 use std::time::Duration;
 
 use orchestrator_core::api::{
-    AdvanceRequest, ApiErrorBody, ErrorCode, ErrorEnvelope, HealthResponse, HistoryResponse,
+    AdvanceRequest, ApiErrorBody, ErrorCode, ErrorEnvelope, EventsQuery, EventsResponse,
+    HealthResponse, HistoryResponse,
     ListWorkflowsParams, ListWorkflowsResponse, ServiceInfo, StartWorkflowRequest, SummaryResponse,
     WorkflowResponse, paths,
 };
@@ -301,20 +305,30 @@ impl Client {
     /// The call's result from the server's answer.
     async fn answer<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T> {
         let status = response.status();
-        let bytes = response.bytes().await?;
         if status.is_success() {
+            let bytes = response.bytes().await?;
             return serde_json::from_slice(&bytes)
                 .map_err(|source| ClientError::Decode { status, source });
         }
+        Err(self.error_of(response).await)
+    }
+
+    /// The error an unsuccessful answer says.
+    async fn error_of(&self, response: reqwest::Response) -> ClientError {
+        let status = response.status();
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) => return e.into(),
+        };
         match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
-            Ok(envelope) => Err(ClientError::Api {
+            Ok(envelope) => ClientError::Api {
                 status,
                 body: envelope.error,
-            }),
-            Err(_) => Err(ClientError::UnexpectedBody {
+            },
+            Err(_) => ClientError::UnexpectedBody {
                 status,
                 text: String::from_utf8_lossy(&bytes).into_owned(),
-            }),
+            },
         }
     }
 
@@ -524,6 +538,48 @@ impl Client {
     /// ```
     pub async fn get_summary(&self) -> Result<SummaryResponse> {
         self.get(paths::SUMMARY).await
+    }
+
+    /// A page of the event log (`GET /events`): events after `query.after` (from the oldest
+    /// kept when `None`), filtered, at most `query.limit` (100 when 0). Pass the answer's
+    /// `next_after` as the next `after`. 410 `EVENTS_EXPIRED` when retention deleted events
+    /// after `after`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// use orchestrator_core::api::EventsQuery;
+    /// let page = client.list_events(&EventsQuery::default()).await?;
+    /// for event in &page.items {
+    ///     println!("{} {} {}", event.id, event.event_type, event.subject);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn list_events(&self, query: &EventsQuery) -> Result<EventsResponse> {
+        let mut query = query.clone();
+        if query.limit == 0 {
+            query.limit = EventsQuery::DEFAULT_LIMIT;
+        }
+        self.get(&format!("{}?{}", paths::EVENTS, query.to_query()))
+            .await
+    }
+
+    /// The live event stream (`GET /events/stream`): events after `query.after` (only new
+    /// ones when `None`) passing its filters, resumed by id after every disconnect.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// use orchestrator_core::api::EventsQuery;
+    /// let mut events = client.stream_events(EventsQuery::default());
+    /// while let Some(event) = events.next().await {
+    ///     let event = event?;
+    ///     println!("{} {} {}", event.id, event.event_type, event.subject);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stream_events(&self, query: EventsQuery) -> EventStream {
+        EventStream::new(self.clone(), query)
     }
 
     /// The service's health (`GET /health`). An unhealthy server answers 503 with the same

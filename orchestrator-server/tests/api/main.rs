@@ -8,6 +8,7 @@ mod contract;
 mod deadlines;
 mod docs;
 mod durability;
+mod events;
 mod faults;
 mod helpers;
 mod idempotency;

@@ -1,0 +1,337 @@
+//! The event log through the real server: `GET /events` (pages, filters, 400s, 410), the SSE
+//! stream through the typed client (new events, resume after a disconnect and after a
+//! restart, heartbeats), `gate.overdue`, and two replicas on one PostgreSQL database whose
+//! streams each see every change of both, in order, with no gap.
+
+use std::time::Duration;
+
+use orchestrator_client::{Client, EventStream};
+use orchestrator_core::api::{AdvanceRequest, CloudEvent, ErrorCode, EventsQuery, GateRequest};
+use orchestrator_core::api::StartWorkflowRequest;
+use orchestrator_core::{EventFilter, EventType};
+use orchestrator_server::storage::{DatabaseUrl, connect};
+
+use crate::helpers::{free_port, id, spawn_app, spawn_app_with};
+
+/// The next event of `stream`, failing the test after 5 s.
+async fn next(stream: &mut EventStream) -> CloudEvent {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(event)) => return event,
+                // A transient failure (a restart): the stream reconnects.
+                Some(Err(_)) => continue,
+                None => panic!("the stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("an event within 5 s")
+}
+
+async fn advance(client: &Client, name: &str, trigger: &str) {
+    client
+        .advance_workflow(&id(name), &AdvanceRequest::new(trigger))
+        .await
+        .unwrap();
+}
+
+fn query(after: Option<u64>) -> EventsQuery {
+    EventsQuery {
+        after,
+        ..EventsQuery::default()
+    }
+}
+
+#[tokio::test]
+async fn the_log_pages_and_filters_every_change() {
+    let app = spawn_app().await;
+    app.start_workflow("log-a").await;
+    advance(&app.client, "log-a", "agent_complete").await;
+    app.start_workflow("log-b").await;
+
+    let all = app.client.list_events(&query(None)).await.unwrap();
+    let seen: Vec<(&str, EventType, &str)> = all
+        .items
+        .iter()
+        .map(|e| (e.id.as_str(), e.event_type, e.subject.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("1", EventType::WorkflowTransitioned, "log-a"),
+            ("2", EventType::WorkflowTransitioned, "log-a"),
+            ("3", EventType::WorkflowTransitioned, "log-b"),
+        ]
+    );
+    assert_eq!(all.next_after, "3");
+    let event = &all.items[1];
+    assert_eq!(
+        (event.specversion.as_str(), event.source.as_str()),
+        ("1.0", "orchestrator")
+    );
+    assert_eq!(event.datacontenttype, "application/json");
+    assert_eq!(event.data["state"], "GATE_1");
+    assert_eq!(event.data["version"], 2);
+    assert_eq!(event.data["trigger"], "agent_complete");
+
+    // Paging: after and limit; an empty page keeps the given `after`.
+    let page = app
+        .client
+        .list_events(&EventsQuery {
+            after: Some(1),
+            limit: 1,
+            ..EventsQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!((page.items[0].id.as_str(), page.next_after.as_str()), ("2", "2"));
+    let empty = app.client.list_events(&query(Some(9))).await.unwrap();
+    assert!(empty.items.is_empty());
+    assert_eq!(empty.next_after, "9");
+
+    // Filters.
+    let of_b = EventsQuery {
+        filter: EventFilter {
+            feature_id: Some(id("log-b")),
+            types: vec![EventType::WorkflowTransitioned],
+        },
+        ..EventsQuery::default()
+    };
+    let only_b = app.client.list_events(&of_b).await.unwrap();
+    assert_eq!(only_b.items.len(), 1);
+    assert_eq!(only_b.items[0].subject.as_str(), "log-b");
+    let overdue_only = EventsQuery {
+        filter: EventFilter {
+            feature_id: None,
+            types: vec![EventType::GateOverdue],
+        },
+        ..EventsQuery::default()
+    };
+    assert!(app.client.list_events(&overdue_only).await.unwrap().items.is_empty());
+
+    // Bad queries are 400 naming the parameter; nothing else happens.
+    for (bad, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("after=-1", "after"),
+        ("after=x", "after"),
+        ("type=workflow.started", "type"),
+        ("feature_id=no%20spaces", "feature_id"),
+    ] {
+        let response = reqwest::get(app.url(&format!("/events?{bad}"))).await.unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{bad}");
+        let detail = body["error"]["details"][0].as_str().unwrap_or_default();
+        assert!(detail.starts_with(field), "{bad}: {detail}");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_delivers_new_events_and_resumes_after_a_disconnect_and_a_restart() {
+    let port = free_port();
+    let app = spawn_app_with(|c| c.port = port).await;
+    app.start_workflow("before").await;
+
+    // Without a resume point, only what happens from now on.
+    let mut stream = app.client.stream_events(query(None));
+    // The stream connects on its first call; wait for it to be attached before writing.
+    let waiting = tokio::spawn(async move {
+        let event = next(&mut stream).await;
+        (event, stream)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.start_workflow("live").await;
+    let (event, stream) = waiting.await.unwrap();
+    assert_eq!((event.id.as_str(), event.subject.as_str()), ("2", "live"));
+    assert_eq!(stream.last_event_id(), Some(2));
+    drop(stream);
+
+    // Disconnected: changes meanwhile arrive after a resume, once each, in order.
+    advance(&app.client, "live", "agent_complete").await;
+    advance(&app.client, "before", "agent_complete").await;
+    let mut resumed = app.client.stream_events(query(Some(2)));
+    let ids: Vec<String> = vec![next(&mut resumed).await.id, next(&mut resumed).await.id];
+    assert_eq!(ids, ["3", "4"]);
+
+    // The server restarts on the same port: the same stream reconnects and resumes by id.
+    let app = app.restart().await;
+    advance(&app.client, "live", "human_approved").await;
+    let after_restart = next(&mut resumed).await;
+    assert_eq!(after_restart.id, "5");
+    assert_eq!(after_restart.data["state"], "PHASE_2");
+    let filtered = EventsQuery {
+        after: Some(0),
+        filter: EventFilter {
+            feature_id: Some(id("before")),
+            types: vec![],
+        },
+        ..EventsQuery::default()
+    };
+    let mut of_before = app.client.stream_events(filtered);
+    assert_eq!(next(&mut of_before).await.id, "1");
+    assert_eq!(next(&mut of_before).await.id, "4");
+}
+
+#[tokio::test]
+async fn a_quiet_stream_hears_heartbeats_and_the_wire_format_is_sse() {
+    let app = spawn_app_with(|c| c.events_heartbeat_seconds = 1).await;
+    app.start_workflow("wire").await;
+    let mut response = reqwest::Client::new()
+        .get(app.url("/events/stream"))
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !text.contains(": heartbeat") && tokio::time::Instant::now() < deadline {
+        let chunk = tokio::time::timeout(Duration::from_secs(3), response.chunk())
+            .await
+            .expect("a chunk within 3 s")
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        text.starts_with("id: 1\nevent: workflow.transitioned\ndata: {"),
+        "{text}"
+    );
+    assert!(text.contains(": heartbeat\n\n"), "{text}");
+
+    let bad = reqwest::Client::new()
+        .get(app.url("/events/stream"))
+        .header("last-event-id", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    assert!(
+        body["error"]["details"][0]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Last-Event-ID")
+    );
+}
+
+#[tokio::test]
+async fn an_overdue_gate_is_an_event() {
+    let app = spawn_app().await;
+    let mut start = StartWorkflowRequest::new("late", "a feature with a deadline");
+    start.gate = Some(GateRequest {
+        due_in_seconds: Some(1),
+        ..GateRequest::default()
+    });
+    app.client.start_workflow(&start).await.unwrap();
+    let mut stream = app.client.stream_events(EventsQuery {
+        after: Some(0),
+        filter: EventFilter {
+            feature_id: None,
+            types: vec![EventType::GateOverdue],
+        },
+        ..EventsQuery::default()
+    });
+    advance(&app.client, "late", "agent_complete").await;
+    let overdue = tokio::time::timeout(Duration::from_secs(6), stream.next())
+        .await
+        .expect("the sweep notes the stay within its promise")
+        .expect("the stream goes on")
+        .unwrap();
+    assert_eq!(overdue.event_type, EventType::GateOverdue);
+    assert_eq!(overdue.subject.as_str(), "late");
+    assert_eq!(overdue.data["approvals"], 0);
+    assert_eq!(overdue.data["on_expiry"], "flag");
+    assert!(overdue.data["due_at"].is_string());
+}
+
+#[tokio::test]
+async fn resuming_where_retention_deleted_events_is_410() {
+    let app = spawn_app().await;
+    for n in 0..3 {
+        app.start_workflow(&format!("old-{n}")).await;
+    }
+    // Retention, run on the same database as the server's once-a-minute sweep would.
+    let store = connect(
+        &DatabaseUrl::SqliteFile(app.dir.path().join("orchestrator.db")),
+        1,
+    )
+    .await
+    .unwrap();
+    let cut = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(store.purge_events(cut).await.unwrap(), 3);
+    app.start_workflow("new").await;
+
+    let expired = app.client.list_events(&query(Some(1))).await.unwrap_err();
+    assert_eq!(expired.code(), Some(ErrorCode::EventsExpired));
+    let mut stream = app.client.stream_events(query(Some(2)));
+    let refused = stream.next().await.expect("an answer").unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::EventsExpired));
+    assert!(stream.next().await.is_none(), "a 410 ends the stream");
+
+    // From the oldest kept event, and after the last deleted one, all is well.
+    let kept = app.client.list_events(&query(None)).await.unwrap();
+    assert_eq!(kept.items.len(), 1);
+    assert_eq!(kept.items[0].id, "4");
+    assert_eq!(app.client.list_events(&query(Some(3))).await.unwrap().items.len(), 1);
+}
+
+/// Two replicas on one PostgreSQL database, writers on both at once: a stream on each replica
+/// receives every change made through either, each once, in id order with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_on_two_replicas_see_every_change_of_both_in_order() {
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let url = DatabaseUrl::Postgres(db.url.clone());
+    let (a, b) = tokio::join!(
+        spawn_app_with(|c| c.database_url = url.clone()),
+        spawn_app_with(|c| c.database_url = url.clone()),
+    );
+    let mut on_a = a.client.stream_events(query(Some(0)));
+    let mut on_b = b.client.stream_events(query(Some(0)));
+    const PER_REPLICA: usize = 10;
+    let writers = [a.client.clone(), b.client.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(replica, client)| {
+            tokio::spawn(async move {
+                for n in 0..PER_REPLICA {
+                    let name = format!("r{replica}-{n}");
+                    client
+                        .start_workflow(&StartWorkflowRequest::new(&name, "raced"))
+                        .await
+                        .unwrap();
+                    advance(&client, &name, "agent_complete").await;
+                }
+            })
+        })
+        .collect::<Vec<_>>();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let total = (2 * PER_REPLICA * 2) as u64;
+    for stream in [&mut on_a, &mut on_b] {
+        for expected in 1..=total {
+            let event = next(stream).await;
+            assert_eq!(event.seq(), expected);
+        }
+    }
+    // Both saw the same log.
+    let log = a
+        .client
+        .list_events(&EventsQuery {
+            limit: 1000,
+            ..EventsQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(log.items.len() as u64, total);
+}
