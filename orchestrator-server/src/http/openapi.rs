@@ -676,6 +676,10 @@ fn apply_field_rules(doc: &mut Value) {
                     }
                 }
             }
+            let of_events = matches!(
+                operation["operationId"].as_str(),
+                Some("list_events" | "stream_events")
+            );
             let Some(parameters) = operation
                 .get_mut("parameters")
                 .and_then(Value::as_array_mut)
@@ -683,7 +687,12 @@ fn apply_field_rules(doc: &mut Value) {
                 continue;
             };
             for parameter in parameters {
-                let rule = match parameter["name"].as_str().unwrap_or_default() {
+                let name = parameter["name"].as_str().unwrap_or_default();
+                if of_events && let Some(schema) = event_parameter(name) {
+                    parameter["schema"] = schema;
+                    continue;
+                }
+                let rule = match name {
                     "feature_id" => "feature_id",
                     "If-Match" => "if_match",
                     "state" => "state",
@@ -696,6 +705,28 @@ fn apply_field_rules(doc: &mut Value) {
             }
         }
     }
+}
+
+/// The schemas of the event log's own parameters: ids, its page size, its types.
+fn event_parameter(name: &str) -> Option<Value> {
+    let types = orchestrator_core::EventType::ALL
+        .map(|t| t.as_str().replace('.', r"\."))
+        .join("|");
+    Some(match name {
+        "after" | "Last-Event-ID" => json!({
+            "type": "string", "pattern": "^[0-9]{1,19}$", "example": "42",
+        }),
+        "limit" => json!({
+            "type": "integer", "minimum": 1,
+            "maximum": orchestrator_core::api::EventsQuery::MAX_LIMIT, "default": 100,
+        }),
+        "type" => json!({
+            "type": "string",
+            "pattern": format!("^({types})(,({types}))*$"),
+            "example": "workflow.transitioned,gate.overdue",
+        }),
+        _ => return None,
+    })
 }
 
 /// Control characters free text may not hold: all but tab, line feed and carriage return.

@@ -275,3 +275,46 @@ async fn gates_overdue_lists_only_the_gates_past_their_deadline() {
     assert!(out.contains("\"overdue\": true"), "{out}");
     assert!(!out.contains("gate-relaxed"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_prints_one_line_per_event_and_stops_after_count() {
+    let app = spawn_app().await;
+    app.start_workflow("watched").await;
+    app.client
+        .advance_workflow(
+            &crate::helpers::id("watched"),
+            &orchestrator_core::api::AdvanceRequest::new("agent_complete"),
+        )
+        .await
+        .unwrap();
+    app.start_workflow("other").await;
+    let (code, out, err) = orchestrator(
+        &app.url(""),
+        &["watch", "--feature", "watched", "--after", "0", "--count", "2"],
+    )
+    .await;
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("1 workflow.transitioned watched IDLE -> PHASE_1 (start)"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("2 workflow.transitioned watched PHASE_1 -> GATE_1 (agent_complete)"),
+        "{out}"
+    );
+
+    let (code, out, _) = orchestrator(
+        &app.url(""),
+        &["watch", "--type", "workflow.transitioned", "--after", "2", "--count", "1", "--json"],
+    )
+    .await;
+    assert_eq!(code, ExitCode::SUCCESS);
+    let event: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((event["id"].as_str(), event["subject"].as_str()), (Some("3"), Some("other")));
+
+    let (code, _, err) = orchestrator(&app.url(""), &["watch", "--type", "nonsense"]).await;
+    assert_ne!(code, ExitCode::SUCCESS);
+    assert!(err.contains("type"), "{err}");
+}
