@@ -297,7 +297,9 @@ fn event_line(event: &CloudEvent) -> String {
             text("actor"),
             data["version"]
         ),
-        EventType::GateOverdue => format!("due {}, {} approval(s)", text("due_at"), data["approvals"]),
+        EventType::GateOverdue => {
+            format!("due {}, {} approval(s)", text("due_at"), data["approvals"])
+        }
         EventType::ConsultationCreated | EventType::ConsultationUpdated => {
             format!("{} {} {}", text("id"), text("topic"), text("status"))
         }
@@ -482,10 +484,12 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     }
                     // Transient: the stream reconnects on the next call.
                     Some(Err(e)) => last_error = Some(e),
-                    None => return Err(last_error.map_or_else(
-                        || Failure::Usage("the event stream ended".into()),
-                        Failure::from,
-                    )),
+                    None => {
+                        return Err(last_error.map_or_else(
+                            || Failure::Usage("the event stream ended".into()),
+                            Failure::from,
+                        ));
+                    }
                 }
             }
         }

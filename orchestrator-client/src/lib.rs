@@ -32,9 +32,8 @@ use std::time::Duration;
 
 use orchestrator_core::api::{
     AdvanceRequest, ApiErrorBody, ErrorCode, ErrorEnvelope, EventsQuery, EventsResponse,
-    HealthResponse, HistoryResponse,
-    ListWorkflowsParams, ListWorkflowsResponse, ServiceInfo, StartWorkflowRequest, SummaryResponse,
-    WorkflowResponse, paths,
+    HealthResponse, HistoryResponse, ListWorkflowsParams, ListWorkflowsResponse, ServiceInfo,
+    StartWorkflowRequest, SummaryResponse, WorkflowResponse, paths,
 };
 use orchestrator_core::api::{ConsultRequest, ConsultationsResponse, RespondRequest};
 use orchestrator_core::{Consultation, ConsultationId, FeatureId};

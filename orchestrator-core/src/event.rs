@@ -139,7 +139,9 @@ pub struct EventFilter {
 impl EventFilter {
     /// Whether `event` passes.
     pub fn matches(&self, event: &NewEvent) -> bool {
-        self.feature_id.as_ref().is_none_or(|id| *id == event.subject)
+        self.feature_id
+            .as_ref()
+            .is_none_or(|id| *id == event.subject)
             && (self.types.is_empty() || self.types.contains(&event.event_type))
     }
 }

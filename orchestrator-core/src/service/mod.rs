@@ -113,7 +113,9 @@ pub enum Error {
     #[error(transparent)]
     Hub(#[from] HubError),
     /// Events after the reader's id were deleted by retention (HTTP 410 `EVENTS_EXPIRED`).
-    #[error("events after {after} were deleted (retention); the oldest kept follows {purged_through}")]
+    #[error(
+        "events after {after} were deleted (retention); the oldest kept follows {purged_through}"
+    )]
     EventsExpired {
         /// The id the reader asked to resume after.
         after: u64,

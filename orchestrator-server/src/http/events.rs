@@ -59,7 +59,10 @@ impl FeedEvent {
     }
 
     fn passes(&self, filter: &EventFilter) -> bool {
-        filter.feature_id.as_ref().is_none_or(|id| *id == self.subject)
+        filter
+            .feature_id
+            .as_ref()
+            .is_none_or(|id| *id == self.subject)
             && (filter.types.is_empty() || filter.types.contains(&self.event_type))
     }
 }
@@ -152,10 +155,14 @@ impl Feed {
         ("type" = Option<String>, Query, description = "only these types, comma-separated: workflow.transitioned, gate.overdue, consultation.created, consultation.updated"),
     ),
     responses(
-        (status = 200, description = "the page, in id order; `next_after` is the last item's id (the given `after` on an empty page)", body = EventsResponse),
+        (status = 200, description = "the page, in id order; `next_after` is the last item's id (the given `after` on an empty page)", body = EventsResponse,
+         example = json!(crate::http::openapi::examples::events())),
     ),
 )]
-pub async fn list_events(app: &App, query: Option<&str>) -> Result<Response<http_body_util::Full<Bytes>>> {
+pub async fn list_events(
+    app: &App,
+    query: Option<&str>,
+) -> Result<Response<http_body_util::Full<Bytes>>> {
     let query = parse_query(query)?;
     let page = app
         .orchestrator()
@@ -189,7 +196,8 @@ fn parse_query(query: Option<&str>) -> Result<EventsQuery> {
         ("type" = Option<String>, Query, description = "only these types, comma-separated"),
     ),
     responses(
-        (status = 200, description = "`text/event-stream`: one message per event (`id:` its id, `event:` its type, `data:` the CloudEvent on one line), and a comment line every EVENTS_HEARTBEAT_SECONDS. A consumer that falls too far behind is disconnected and resumes by id.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "`text/event-stream`: one message per event (`id:` its id, `event:` its type, `data:` the CloudEvent on one line), and a comment line every EVENTS_HEARTBEAT_SECONDS. A consumer that falls too far behind is disconnected and resumes by id.", content_type = "text/event-stream", body = String,
+         example = json!(crate::http::openapi::examples::stream())),
     ),
 )]
 pub async fn stream_events(
@@ -225,13 +233,7 @@ pub async fn stream_events(
         .events(Some(start), &query.filter, READ_BATCH)
         .await?;
     let (queue, messages) = mpsc::channel(STREAM_QUEUE);
-    tokio::spawn(forward(
-        app.clone(),
-        query.filter,
-        first,
-        live,
-        queue,
-    ));
+    tokio::spawn(forward(app.clone(), query.filter, first, live, queue));
     let mut response = Response::new(SseBody { messages });
     let headers = response.headers_mut();
     headers.insert(

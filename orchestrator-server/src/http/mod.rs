@@ -271,10 +271,9 @@ impl App {
         };
         let (parts, body) = request.into_parts();
         if route == Route::EventStream {
-            let response =
-                events::stream_events(self, &parts.headers, parts.uri.query())
-                    .await
-                    .map_err(fail)?;
+            let response = events::stream_events(self, &parts.headers, parts.uri.query())
+                .await
+                .map_err(fail)?;
             return Ok((Some(route), response.map(Either::Right)));
         }
         if parts.method != Method::POST {
@@ -417,10 +416,7 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         tokio::spawn(async move { app.asks().sweep(app.orchestrator().clone()).await })
     };
     let (stop_housekeeping, housekeeping_stopped) = tokio::sync::watch::channel(false);
-    let housekeeping = tokio::spawn(housekeeping::run(
-        app.clone(),
-        housekeeping_stopped.clone(),
-    ));
+    let housekeeping = tokio::spawn(housekeeping::run(app.clone(), housekeeping_stopped.clone()));
     let feed = {
         let app = app.clone();
         tokio::spawn(async move {

@@ -1094,6 +1094,35 @@ pub(crate) mod examples {
         json!({ "items": [workflow("GATE_1", 2)], "next_cursor": "djE6MDA4LXNlcnZpY2VzLWFyY2hpdGVjdHVyZQ" })
     }
 
+    /// One `workflow.transitioned` event.
+    pub fn event() -> Value {
+        json!({
+            "specversion": "1.0", "id": "42", "source": "orchestrator",
+            "type": "workflow.transitioned", "subject": FEATURE_ID,
+            "time": "2026-11-24T10:05:00Z", "datacontenttype": "application/json",
+            "data": {
+                "feature_id": FEATURE_ID, "version": 2, "state": "GATE_1", "seq": 2,
+                "from": "PHASE_1", "to": "GATE_1", "trigger": "agent_complete",
+                "actor": "spec-agent", "actor_kind": "agent", "on_behalf_of": null,
+                "reason": null, "override": false, "metadata": {},
+                "at": "2026-11-24T10:05:00Z"
+            }
+        })
+    }
+
+    /// A page of the event log.
+    pub fn events() -> Value {
+        json!({ "items": [event()], "next_after": "42" })
+    }
+
+    /// The start of an event stream.
+    pub fn stream() -> Value {
+        Value::String(format!(
+            "id: 42\nevent: workflow.transitioned\ndata: {}\n\n: heartbeat\n\n",
+            event()
+        ))
+    }
+
     /// `GET /workflows/summary`.
     pub fn summary() -> Value {
         json!({

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use chrono::DateTime;
 use diesel::prelude::*;
-use orchestrator_core::{Event, EventFilter, EventSlice, EventType, NewEvent, Receipt};
 use orchestrator_core::consultation::{ConsultationError, ConsultationStatus};
 use orchestrator_core::hub::{EscalationId, Topic};
 use orchestrator_core::{
@@ -13,6 +12,7 @@ use orchestrator_core::{
     Question, Reason, RepositoryError, Snapshot, StateCounts, Timestamp, Transition, Trigger,
     Workflow, WorkflowState,
 };
+use orchestrator_core::{Event, EventFilter, EventSlice, EventType, NewEvent, Receipt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -6,13 +6,13 @@
 use orchestrator_core::consultation::ConsultationError;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
-    Consultation, EventType, Expiry, NewEvent, FeatureId, IdempotencyKey, KeyClaim, OverdueNote, Receipt,
-    RepositoryError, Timestamp, Transition, Version, Workflow,
+    Consultation, EventType, Expiry, FeatureId, IdempotencyKey, KeyClaim, NewEvent, OverdueNote,
+    Receipt, RepositoryError, Timestamp, Transition, Version, Workflow,
 };
 
 use super::models::{
-    ConsultationRow, KeyRow, NewEventRow, OverdueNoteRow, ReceiptRow, TransitionRow, WorkflowChanges,
-    WorkflowRow, micros, to_i64,
+    ConsultationRow, KeyRow, NewEventRow, OverdueNoteRow, ReceiptRow, TransitionRow,
+    WorkflowChanges, WorkflowRow, micros, to_i64,
 };
 
 /// One write, with everything it needs, owned (it may cross to the SQLite writer thread).
@@ -20,7 +20,13 @@ use super::models::{
 pub enum Write {
     /// A new workflow with its first transition and its event, and the answer to keep for the
     /// request's idempotency key.
-    Create(FeatureId, WorkflowRow, TransitionRow, NewEventRow, Option<ReceiptRow>),
+    Create(
+        FeatureId,
+        WorkflowRow,
+        TransitionRow,
+        NewEventRow,
+        Option<ReceiptRow>,
+    ),
     /// The compare-and-set of an advance.
     Commit(Commit),
     /// Set a workflow's hub session if the stored one is `expected` (or none is stored).

@@ -290,7 +290,15 @@ async fn watch_prints_one_line_per_event_and_stops_after_count() {
     app.start_workflow("other").await;
     let (code, out, err) = orchestrator(
         &app.url(""),
-        &["watch", "--feature", "watched", "--after", "0", "--count", "2"],
+        &[
+            "watch",
+            "--feature",
+            "watched",
+            "--after",
+            "0",
+            "--count",
+            "2",
+        ],
     )
     .await;
     assert_eq!(code, ExitCode::SUCCESS, "{err}");
@@ -307,12 +315,24 @@ async fn watch_prints_one_line_per_event_and_stops_after_count() {
 
     let (code, out, _) = orchestrator(
         &app.url(""),
-        &["watch", "--type", "workflow.transitioned", "--after", "2", "--count", "1", "--json"],
+        &[
+            "watch",
+            "--type",
+            "workflow.transitioned",
+            "--after",
+            "2",
+            "--count",
+            "1",
+            "--json",
+        ],
     )
     .await;
     assert_eq!(code, ExitCode::SUCCESS);
     let event: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!((event["id"].as_str(), event["subject"].as_str()), (Some("3"), Some("other")));
+    assert_eq!(
+        (event["id"].as_str(), event["subject"].as_str()),
+        (Some("3"), Some("other"))
+    );
 
     let (code, _, err) = orchestrator(&app.url(""), &["watch", "--type", "nonsense"]).await;
     assert_ne!(code, ExitCode::SUCCESS);

@@ -9,9 +9,9 @@ use orchestrator_core::hub::{
     AnswerStatus, EscalationId, HubAnswer, HubSessionId, HumanAction, Topic,
 };
 use orchestrator_core::{
-    Consult, Consultation, EventFilter, EventType, ConsultationId, Description, FeatureId, Metadata, Question, Reason,
-    RepositoryError, Timestamp, Transition, TransitionContext, Trigger, Workflow,
-    WorkflowRepository, WorkflowState,
+    Consult, Consultation, ConsultationId, Description, EventFilter, EventType, FeatureId,
+    Metadata, Question, Reason, RepositoryError, Timestamp, Transition, TransitionContext, Trigger,
+    Workflow, WorkflowRepository, WorkflowState,
 };
 
 use crate::helpers::id;
@@ -779,9 +779,7 @@ async fn all_events(repo: &dyn WorkflowRepository) -> Vec<orchestrator_core::Eve
         .events
 }
 
-pub async fn every_accepted_change_writes_one_event_in_commit_order(
-    repo: &dyn WorkflowRepository,
-) {
+pub async fn every_accepted_change_writes_one_event_in_commit_order(repo: &dyn WorkflowRepository) {
     let (workflow, first) = new_workflow("ev");
     repo.create(&workflow, &first).await.unwrap();
     let (next, complete) = step(&workflow, Trigger::AgentComplete, 10);
@@ -842,12 +840,18 @@ pub async fn every_accepted_change_writes_one_event_in_commit_order(
         slice.events.iter().map(|e| e.id).collect::<Vec<_>>()
     };
     assert_eq!(
-        ids(repo.events(0, &only(Some("ev-2"), vec![]), 10).await.unwrap()),
+        ids(repo
+            .events(0, &only(Some("ev-2"), vec![]), 10)
+            .await
+            .unwrap()),
         vec![5]
     );
     let consultations = only(
         None,
-        vec![EventType::ConsultationCreated, EventType::ConsultationUpdated],
+        vec![
+            EventType::ConsultationCreated,
+            EventType::ConsultationUpdated,
+        ],
     );
     assert_eq!(
         ids(repo.events(0, &consultations, 10).await.unwrap()),
@@ -861,7 +865,9 @@ pub async fn every_accepted_change_writes_one_event_in_commit_order(
     // leaving a hole, and says how far it went.
     assert_eq!(repo.purge_events(t0()).await.unwrap(), 0);
     assert_eq!(
-        repo.purge_events(t0() + Duration::seconds(30)).await.unwrap(),
+        repo.purge_events(t0() + Duration::seconds(30))
+            .await
+            .unwrap(),
         2
     );
     let left = repo.events(0, &EventFilter::default(), 10).await.unwrap();
@@ -886,7 +892,10 @@ pub async fn a_reader_following_the_log_never_meets_a_gap(repo: Arc<dyn Workflow
             let mut last = 0;
             loop {
                 let done = stop.load(std::sync::atomic::Ordering::Acquire);
-                let page = repo.events(last, &EventFilter::default(), 1000).await.unwrap();
+                let page = repo
+                    .events(last, &EventFilter::default(), 1000)
+                    .await
+                    .unwrap();
                 for event in &page.events {
                     assert_eq!(event.id, last + 1, "a reader at {last} met {}", event.id);
                     last = event.id;

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use orchestrator_client::{Client, EventStream};
-use orchestrator_core::api::{AdvanceRequest, CloudEvent, ErrorCode, EventsQuery, GateRequest};
 use orchestrator_core::api::StartWorkflowRequest;
+use orchestrator_core::api::{AdvanceRequest, CloudEvent, ErrorCode, EventsQuery, GateRequest};
 use orchestrator_core::{EventFilter, EventType};
 use orchestrator_server::storage::{DatabaseUrl, connect};
 
@@ -86,7 +86,10 @@ async fn the_log_pages_and_filters_every_change() {
         .await
         .unwrap();
     assert_eq!(page.items.len(), 1);
-    assert_eq!((page.items[0].id.as_str(), page.next_after.as_str()), ("2", "2"));
+    assert_eq!(
+        (page.items[0].id.as_str(), page.next_after.as_str()),
+        ("2", "2")
+    );
     let empty = app.client.list_events(&query(Some(9))).await.unwrap();
     assert!(empty.items.is_empty());
     assert_eq!(empty.next_after, "9");
@@ -109,7 +112,14 @@ async fn the_log_pages_and_filters_every_change() {
         },
         ..EventsQuery::default()
     };
-    assert!(app.client.list_events(&overdue_only).await.unwrap().items.is_empty());
+    assert!(
+        app.client
+            .list_events(&overdue_only)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 
     // Bad queries are 400 naming the parameter; nothing else happens.
     for (bad, field) in [
@@ -120,7 +130,9 @@ async fn the_log_pages_and_filters_every_change() {
         ("type=workflow.started", "type"),
         ("feature_id=no%20spaces", "feature_id"),
     ] {
-        let response = reqwest::get(app.url(&format!("/events?{bad}"))).await.unwrap();
+        let response = reqwest::get(app.url(&format!("/events?{bad}")))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 400, "{bad}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{bad}");
@@ -280,7 +292,15 @@ async fn resuming_where_retention_deleted_events_is_410() {
     let kept = app.client.list_events(&query(None)).await.unwrap();
     assert_eq!(kept.items.len(), 1);
     assert_eq!(kept.items[0].id, "4");
-    assert_eq!(app.client.list_events(&query(Some(3))).await.unwrap().items.len(), 1);
+    assert_eq!(
+        app.client
+            .list_events(&query(Some(3)))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
 }
 
 /// Two replicas on one PostgreSQL database, writers on both at once: a stream on each replica

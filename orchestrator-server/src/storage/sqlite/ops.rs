@@ -333,7 +333,9 @@ fn append_events(conn: &mut SqliteConnection, new: &[NewEventRow]) -> QueryResul
         .map(|(event, id)| event.numbered(id))
         .collect();
     for row in &rows {
-        diesel::insert_into(events::table).values(row).execute(conn)?;
+        diesel::insert_into(events::table)
+            .values(row)
+            .execute(conn)?;
     }
     Ok(())
 }

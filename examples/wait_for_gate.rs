@@ -1,0 +1,92 @@
+//! Waits for a gate decision through the event stream instead of polling: an agent finishes
+//! its plan, then follows `workflow.transitioned` events of its feature until a human decides
+//! at GATE_1. Here a "reviewer" task approves after a moment; in real use, a person does, in
+//! the CLI or over HTTP. The agent resumes by event id if the connection drops.
+//!
+//! Run it with `cargo run -p examples --example wait_for_gate` (a server in-process), or pass
+//! the URL of a server you started: `… --example wait_for_gate -- http://localhost:8000`.
+
+use std::time::Duration;
+
+use orchestrator_client::Client;
+use orchestrator_core::api::{AdvanceRequest, EventsQuery, StartWorkflowRequest};
+use orchestrator_core::{EventFilter, EventType};
+use orchestrator_server::storage::DatabaseUrl;
+use orchestrator_server::{Config, bind, build_app, serve};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let base_url = match std::env::args().nth(1) {
+        Some(url) => url,
+        None => {
+            let config = Config::for_tests(DatabaseUrl::SqliteMemory);
+            let app = build_app(&config).await?;
+            let listener = bind(&config).await?;
+            let address = listener.local_addr()?;
+            tokio::spawn(serve(listener, app, std::future::pending()));
+            format!("http://{address}")
+        }
+    };
+    let client = Client::new(&base_url)?;
+    let feature = chrono::Utc::now()
+        .format("gate-example-%Y%m%d-%H%M%S%3f")
+        .to_string();
+    let started = client
+        .start_workflow(&StartWorkflowRequest::new(
+            feature,
+            "Retry failed card payments",
+        ))
+        .await?;
+    let id = started.feature_id.clone();
+
+    // The agent hands its plan to review...
+    let mut done = AdvanceRequest::new("agent_complete");
+    done.actor = Some("spec-agent".to_owned());
+    let at_gate = client.advance_workflow(&id, &done).await?;
+    println!(
+        "{id}: {} at v{}, waiting for a reviewer",
+        at_gate.state, at_gate.version
+    );
+
+    // ...and follows its feature's transitions from the start of the log (filtered to this
+    // feature), so a decision made before the stream is open is not missed.
+    let mut events = client.stream_events(EventsQuery {
+        after: Some(0),
+        filter: EventFilter {
+            feature_id: Some(id.clone()),
+            types: vec![EventType::WorkflowTransitioned],
+        },
+        ..EventsQuery::default()
+    });
+
+    // Meanwhile a reviewer decides.
+    let reviewer = client.clone();
+    let reviewed = id.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut approve = AdvanceRequest::new("human_approved");
+        approve.actor = Some("alice".to_owned());
+        if let Err(e) = reviewer.advance_workflow(&reviewed, &approve).await {
+            eprintln!("the reviewer could not approve: {e}");
+        }
+    });
+
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            // A dropped connection: the stream reconnects and resumes on the next call.
+            Err(e) => {
+                eprintln!("stream interrupted ({e}); resuming");
+                continue;
+            }
+        };
+        let text = |field: &str| event.data[field].as_str().unwrap_or("-").to_owned();
+        let (from, to) = (text("from"), text("to"));
+        println!("event {}: {from} -> {to} by {}", event.id, text("actor"));
+        if from == "GATE_1" && to != "GATE_1" {
+            println!("decided: {to} (v{})", event.data["version"]);
+            break;
+        }
+    }
+    Ok(())
+}
