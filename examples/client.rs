@@ -5,26 +5,17 @@
 //! Run it with `cargo run -p examples --example client`.
 //! To drive a server you started yourself, pass its URL: `… --example client -- http://localhost:8000`.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use orchestrator_client::Client;
 use orchestrator_core::api::{
     AdvanceRequest, ErrorCode, ListWorkflowsParams, StartWorkflowRequest,
 };
-use orchestrator_server::storage::DatabaseUrl;
-use orchestrator_server::{Config, bind, build_app, serve};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let base_url = match std::env::args().nth(1) {
-        Some(url) => url,
-        None => {
-            let config = Config::for_tests(DatabaseUrl::SqliteMemory);
-            let app = build_app(&config).await?;
-            let listener = bind(&config).await?;
-            let address = listener.local_addr()?;
-            tokio::spawn(serve(listener, app, std::future::pending()));
-            format!("http://{address}")
-        }
-    };
+    let base_url = support::server_url().await?;
     let client = Client::new(&base_url)?;
     println!("talking to {base_url}");
 

@@ -6,27 +6,18 @@
 //! Run it with `cargo run -p examples --example wait_for_gate` (a server in-process), or pass
 //! the URL of a server you started: `… --example wait_for_gate -- http://localhost:8000`.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
 use orchestrator_client::Client;
 use orchestrator_core::api::{AdvanceRequest, EventsQuery, StartWorkflowRequest};
 use orchestrator_core::{EventFilter, EventType};
-use orchestrator_server::storage::DatabaseUrl;
-use orchestrator_server::{Config, bind, build_app, serve};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let base_url = match std::env::args().nth(1) {
-        Some(url) => url,
-        None => {
-            let config = Config::for_tests(DatabaseUrl::SqliteMemory);
-            let app = build_app(&config).await?;
-            let listener = bind(&config).await?;
-            let address = listener.local_addr()?;
-            tokio::spawn(serve(listener, app, std::future::pending()));
-            format!("http://{address}")
-        }
-    };
+    let base_url = support::server_url().await?;
     let client = Client::new(&base_url)?;
     let feature = chrono::Utc::now()
         .format("gate-example-%Y%m%d-%H%M%S%3f")
