@@ -12,7 +12,6 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -79,15 +78,12 @@ fn sse_message(event: &Event) -> Bytes {
 /// The broadcast of new events every stream of this server listens to.
 pub struct Feed {
     sender: broadcast::Sender<Arc<FeedEvent>>,
-    /// The last id broadcast (0 until the feed's first read).
-    last: AtomicU64,
 }
 
 impl Default for Feed {
     fn default() -> Self {
         Feed {
             sender: broadcast::channel(BROADCAST_CAPACITY).0,
-            last: AtomicU64::new(0),
         }
     }
 }
@@ -105,13 +101,29 @@ impl Feed {
                 _ = stop.wait_for(|stop| *stop) => return,
             }
         };
-        self.last.store(last, Ordering::Release);
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|stop| *stop) => return,
+            }
+            if self.sender.receiver_count() == 0 {
+                // Nobody streams: skip ahead instead of reading and encoding every event. A
+                // stream that subscribes after the newest id was read reads the log itself up
+                // to at least that id; one that subscribed meanwhile keeps the feed where it
+                // was (checked again after the read), so nothing between is skipped.
+                match orchestrator.last_event_id().await {
+                    Ok(newest) if self.sender.receiver_count() == 0 => {
+                        last = newest;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the event feed could not read the log");
+                        continue;
+                    }
+                }
             }
             loop {
                 let page = match orchestrator
@@ -136,7 +148,6 @@ impl Feed {
                     let _ = self.sender.send(Arc::new(FeedEvent::new(event)));
                 }
                 last = page.next_after;
-                self.last.store(last, Ordering::Release);
                 if !full {
                     break;
                 }

@@ -515,6 +515,10 @@ pub async fn reservations_are_seen_by_no_reader_until_published(repo: &dyn Workf
     assert_eq!(failed, 1);
     let mut interrupted = old_asking.clone();
     interrupted.fail(error, at);
+    // Its event says so, as readers see it now.
+    let last = all_events(repo).await.pop().expect("events");
+    assert_eq!(last.event.event_type, EventType::ConsultationUpdated);
+    assert_eq!(last.event.data, serde_json::to_value(&interrupted).unwrap());
     assert_eq!(
         repo.consultations(&id("res")).await.unwrap(),
         vec![answered, interrupted, new_asking]

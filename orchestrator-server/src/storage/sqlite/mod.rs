@@ -135,8 +135,11 @@ impl SqliteRepository {
             .map_err(|e| StorageError::Migrate(e.to_string()))?;
         // A database that opens and migrates may still refuse writes (a read-only file or
         // mount, a full disk): find out now rather than at the first request.
-        conn.transaction(|conn| ops::apply(conn, &Write::Probe(probe_time())))
-            .map_err(|e| StorageError::NotWritable(e.to_string()))?;
+        conn.transaction(|conn| {
+            let mut ids = ops::EventIds::read(conn)?;
+            ops::apply(conn, &mut ids, &Write::Probe(probe_time()))
+        })
+        .map_err(|e| StorageError::NotWritable(e.to_string()))?;
         let checkpointer = connect()?;
         let wal = std::path::PathBuf::from(format!("{target}-wal"));
         let metrics = Arc::new(StorageMetrics::default());

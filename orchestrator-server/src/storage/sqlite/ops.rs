@@ -124,7 +124,11 @@ pub fn ping(conn: &mut SqliteConnection) -> QueryResult<()> {
 }
 
 /// Carries out one write on `conn`, inside the caller's transaction.
-pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written> {
+pub fn apply(
+    conn: &mut SqliteConnection,
+    ids: &mut EventIds,
+    write: &Write,
+) -> QueryResult<Written> {
     match write {
         Write::Create(id, row, first, event, receipt) => {
             let inserted = diesel::insert_into(workflows::table)
@@ -138,10 +142,10 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
                 .values(first)
                 .execute(conn)?;
             answer_key(conn, receipt.as_ref())?;
-            append_events(conn, std::slice::from_ref(event))?;
+            append_events(conn, ids, std::slice::from_ref(event))?;
             Ok(Written::Done)
         }
-        Write::Commit(commit) => apply_commit(conn, commit),
+        Write::Commit(commit) => apply_commit(conn, ids, commit),
         Write::SwapSession {
             feature_id,
             expected,
@@ -172,7 +176,7 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
                 .set(row)
                 .execute(conn)?;
             answer_key(conn, receipt.as_ref())?;
-            append_events(conn, event.as_slice())?;
+            append_events(conn, ids, event.as_slice())?;
             Ok(Written::Done)
         }
         Write::UpdateConsultation(row, event, receipt) => {
@@ -184,7 +188,7 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
                     .execute(conn)?;
             answer_key(conn, receipt.as_ref())?;
             if updated == 1 {
-                append_events(conn, std::slice::from_ref(event))?;
+                append_events(conn, ids, std::slice::from_ref(event))?;
             }
             Ok(Written::Done)
         }
@@ -216,7 +220,7 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
                     consultations::updated_at.eq(at),
                 ))
                 .execute(conn)?;
-            append_events(conn, &events)?;
+            append_events(conn, ids, &events)?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
         Write::NoteOverdue(note, event, commit) => {
@@ -228,14 +232,14 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
                 return Ok(Written::Count(0));
             }
             if let Some(commit) = commit
-                && let refused @ Written::Refused(_) = apply_commit(conn, commit)?
+                && let refused @ Written::Refused(_) = apply_commit(conn, ids, commit)?
             {
                 // Neither is kept: the note goes with the change it was made for.
                 diesel::delete(queries::overdue_note(&note.feature_id, note.due_at))
                     .execute(conn)?;
                 return Ok(refused);
             }
-            append_events(conn, std::slice::from_ref(event))?;
+            append_events(conn, ids, std::slice::from_ref(event))?;
             Ok(Written::Count(1))
         }
         Write::ClaimKey {
@@ -295,7 +299,11 @@ pub fn apply(conn: &mut SqliteConnection, write: &Write) -> QueryResult<Written>
 }
 
 /// The compare-and-set: only the writer that still sees `expected` wins.
-fn apply_commit(conn: &mut SqliteConnection, commit: &Commit) -> QueryResult<Written> {
+fn apply_commit(
+    conn: &mut SqliteConnection,
+    ids: &mut EventIds,
+    commit: &Commit,
+) -> QueryResult<Written> {
     let id = commit.feature_id.as_str();
     let updated = diesel::update(queries::at_version(id, commit.expected))
         .set(&commit.changes)
@@ -312,30 +320,53 @@ fn apply_commit(conn: &mut SqliteConnection, commit: &Commit) -> QueryResult<Wri
         .values(&commit.history)
         .execute(conn)?;
     answer_key(conn, commit.receipt.as_ref())?;
-    append_events(conn, std::slice::from_ref(&commit.event))?;
+    append_events(conn, ids, std::slice::from_ref(&commit.event))?;
     Ok(Written::Done)
 }
 
-/// Numbers `events` after the log's last id and stores them. Only the writer thread writes,
-/// one transaction at a time, so ids are taken and committed in order.
-fn append_events(conn: &mut SqliteConnection, new: &[NewEventRow]) -> QueryResult<()> {
-    if new.is_empty() {
-        return Ok(());
+/// The event ids a transaction hands out: the log's last id is read once when the transaction
+/// begins and written back once before it commits. Only the writer thread writes, one
+/// transaction at a time, so ids are taken and committed in order.
+#[derive(Debug, Clone, Copy)]
+pub struct EventIds {
+    /// The next id to hand out.
+    next: i64,
+    /// `next` when the transaction began.
+    first: i64,
+}
+
+impl EventIds {
+    /// Reads the log's last id, inside the caller's transaction.
+    pub fn read(conn: &mut SqliteConnection) -> QueryResult<Self> {
+        let (last, _purged): (i64, i64) = queries::event_bounds().get_result(conn)?;
+        Ok(EventIds {
+            next: last + 1,
+            first: last + 1,
+        })
     }
-    let count = i64::try_from(new.len()).unwrap_or(i64::MAX);
-    let last: i64 = diesel::update(event_log::table.find(1))
-        .set(event_log::last_id.eq(event_log::last_id + count))
-        .returning(event_log::last_id)
-        .get_result(conn)?;
-    let rows: Vec<EventRow> = new
-        .iter()
-        .zip(last - count + 1..)
-        .map(|(event, id)| event.numbered(id))
-        .collect();
-    for row in &rows {
+
+    /// Stores the last id handed out, if any was; the transaction's last write.
+    pub fn save(&self, conn: &mut SqliteConnection) -> QueryResult<()> {
+        if self.next != self.first {
+            diesel::update(event_log::table.find(1))
+                .set(event_log::last_id.eq(self.next - 1))
+                .execute(conn)?;
+        }
+        Ok(())
+    }
+}
+
+/// Numbers `new` with the next ids and stores them.
+fn append_events(
+    conn: &mut SqliteConnection,
+    ids: &mut EventIds,
+    new: &[NewEventRow],
+) -> QueryResult<()> {
+    for event in new {
         diesel::insert_into(events::table)
-            .values(row)
+            .values(event.numbered(ids.next))
             .execute(conn)?;
+        ids.next += 1;
     }
     Ok(())
 }

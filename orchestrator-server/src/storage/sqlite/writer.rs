@@ -211,23 +211,31 @@ fn attempt(
     conn.batch_execute("BEGIN IMMEDIATE")
         .map_err(Failure::Transaction)?;
     let outcome = (|| {
+        // Event ids: read once, written back once, for the whole batch.
+        let mut ids = ops::EventIds::read(conn).map_err(Failure::Transaction)?;
         let mut results = Vec::with_capacity(batch.len());
         for write in batch {
             if !savepoints {
-                results.push(Ok(ops::apply(conn, write).map_err(Failure::Write)?));
+                results.push(Ok(
+                    ops::apply(conn, &mut ids, write).map_err(Failure::Write)?
+                ));
                 continue;
             }
             conn.batch_execute("SAVEPOINT job")
                 .map_err(Failure::Transaction)?;
-            let result = ops::apply(conn, write);
+            let before = ids;
+            let result = ops::apply(conn, &mut ids, write);
             let end = if result.is_ok() {
                 "RELEASE job"
             } else {
+                // Its events were rolled back: so are its ids, so the log has no gap.
+                ids = before;
                 "ROLLBACK TO job; RELEASE job"
             };
             conn.batch_execute(end).map_err(Failure::Transaction)?;
             results.push(result.map_err(crate::storage::classify));
         }
+        ids.save(conn).map_err(Failure::Transaction)?;
         conn.batch_execute("COMMIT").map_err(Failure::Transaction)?;
         Ok(results)
     })();
