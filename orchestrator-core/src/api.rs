@@ -526,7 +526,7 @@ impl From<&Event> for CloudEvent {
             subject: event.event.subject.clone(),
             time: event.event.time,
             datacontenttype: "application/json".into(),
-            data: event.event.data.clone(),
+            data: event.event.data_value(),
         }
     }
 }

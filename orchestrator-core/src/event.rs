@@ -5,7 +5,7 @@
 //! commit, so a reader that has seen event N never later meets a new one below N.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::consultation::Consultation;
 use crate::repository::OverdueNote;
@@ -70,25 +70,49 @@ pub struct NewEvent {
     pub subject: FeatureId,
     /// When the change was made.
     pub time: Timestamp,
-    /// The change, as JSON (see [`EventType`]).
-    pub data: Value,
+    /// The change as JSON text (see [`EventType`]), encoded once when the change is made.
+    pub data: String,
+}
+
+/// `workflow.transitioned`'s data: the history entry with the workflow's id, version and
+/// state after it, serialised straight to text.
+#[derive(Serialize)]
+struct Transitioned<'a> {
+    feature_id: &'a FeatureId,
+    version: u64,
+    state: crate::state::WorkflowState,
+    #[serde(flatten)]
+    entry: &'a Transition,
+}
+
+/// `gate.overdue`'s data.
+#[derive(Serialize)]
+struct Overdue<'a> {
+    feature_id: &'a FeatureId,
+    due_at: Timestamp,
+    approvals: u32,
+    on_expiry: crate::gate::OnExpiry,
+}
+
+/// JSON text of `value`; these values always serialise.
+fn text(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
 }
 
 impl NewEvent {
     /// `workflow.transitioned`: the history entry, with the workflow's id, version and state
     /// after it.
     pub fn transitioned(workflow: &Workflow, transition: &Transition) -> Self {
-        let mut data = serde_json::to_value(transition).unwrap_or_else(|_| json!({}));
-        if let Value::Object(fields) = &mut data {
-            fields.insert("feature_id".into(), json!(workflow.feature_id()));
-            fields.insert("version".into(), json!(workflow.version()));
-            fields.insert("state".into(), json!(workflow.state()));
-        }
         NewEvent {
             event_type: EventType::WorkflowTransitioned,
             subject: workflow.feature_id().clone(),
             time: transition.at,
-            data,
+            data: text(&Transitioned {
+                feature_id: workflow.feature_id(),
+                version: workflow.version(),
+                state: workflow.state(),
+                entry: transition,
+            }),
         }
     }
 
@@ -98,7 +122,7 @@ impl NewEvent {
             event_type,
             subject: consultation.feature_id.clone(),
             time: consultation.updated_at,
-            data: serde_json::to_value(consultation).unwrap_or_else(|_| json!({})),
+            data: text(consultation),
         }
     }
 
@@ -108,13 +132,18 @@ impl NewEvent {
             event_type: EventType::GateOverdue,
             subject: note.feature_id.clone(),
             time: note.noted_at,
-            data: json!({
-                "feature_id": note.feature_id,
-                "due_at": note.due_at,
-                "approvals": note.approvals,
-                "on_expiry": note.on_expiry,
+            data: text(&Overdue {
+                feature_id: &note.feature_id,
+                due_at: note.due_at,
+                approvals: note.approvals,
+                on_expiry: note.on_expiry,
             }),
         }
+    }
+
+    /// The data as a JSON value (`Null` if the text is not JSON, which a store never keeps).
+    pub fn data_value(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
     }
 }
 

@@ -167,7 +167,7 @@ impl From<&NewEvent> for NewEventRow {
             event_type: event.event_type.as_str().to_owned(),
             subject: event.subject.to_string(),
             time: micros(event.time),
-            data: event.data.to_string(),
+            data: event.data.clone(),
         }
     }
 }
@@ -212,7 +212,7 @@ impl TryFrom<EventRow> for Event {
                     .ok_or_else(|| c.fail("event_type", "unknown type"))?,
                 subject: c.parse("subject", FeatureId::parse(row.subject))?,
                 time: c.time("time", row.time)?,
-                data: c.parse("data", serde_json::from_str(&row.data))?,
+                data: row.data,
             },
         })
     }

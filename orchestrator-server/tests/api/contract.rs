@@ -518,7 +518,10 @@ pub async fn reservations_are_seen_by_no_reader_until_published(repo: &dyn Workf
     // Its event says so, as readers see it now.
     let last = all_events(repo).await.pop().expect("events");
     assert_eq!(last.event.event_type, EventType::ConsultationUpdated);
-    assert_eq!(last.event.data, serde_json::to_value(&interrupted).unwrap());
+    assert_eq!(
+        last.event.data_value(),
+        serde_json::to_value(&interrupted).unwrap()
+    );
     assert_eq!(
         repo.consultations(&id("res")).await.unwrap(),
         vec![answered, interrupted, new_asking]
@@ -825,15 +828,15 @@ pub async fn every_accepted_change_writes_one_event_in_commit_order(repo: &dyn W
             (5, EventType::WorkflowTransitioned, "ev-2"),
         ]
     );
-    let data = &events[1].event.data;
+    let data = &events[1].event.data_value();
     assert_eq!(data["feature_id"], "ev");
     assert_eq!(data["version"], 2);
     assert_eq!(data["state"], "GATE_1");
     assert_eq!(data["trigger"], "agent_complete");
     assert_eq!(data["seq"], 2);
     assert_eq!(events[1].event.time, complete.at);
-    assert_eq!(events[3].event.data["status"], "resolved");
-    assert_eq!(events[3].event.data["id"], pending.id.to_string());
+    assert_eq!(events[3].event.data_value()["status"], "resolved");
+    assert_eq!(events[3].event.data_value()["id"], pending.id.to_string());
 
     // Filters, paging and bounds.
     let only = |feature: Option<&str>, types: Vec<EventType>| EventFilter {
@@ -943,7 +946,7 @@ pub async fn a_reader_following_the_log_never_meets_a_gap(repo: Arc<dyn Workflow
         let versions: Vec<u64> = events
             .iter()
             .filter(|e| e.event.subject.as_str() == format!("race-{n:02}"))
-            .map(|e| e.event.data["version"].as_u64().unwrap())
+            .map(|e| e.event.data_value()["version"].as_u64().unwrap())
             .collect();
         assert_eq!(versions, (1..=ROUNDS as u64 + 1).collect::<Vec<_>>());
     }
