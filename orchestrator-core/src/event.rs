@@ -168,10 +168,13 @@ pub struct EventFilter {
 impl EventFilter {
     /// Whether `event` passes.
     pub fn matches(&self, event: &NewEvent) -> bool {
-        self.feature_id
-            .as_ref()
-            .is_none_or(|id| *id == event.subject)
-            && (self.types.is_empty() || self.types.contains(&event.event_type))
+        self.admits(event.event_type, &event.subject)
+    }
+
+    /// Whether an event of `event_type` about `subject` passes.
+    pub fn admits(&self, event_type: EventType, subject: &FeatureId) -> bool {
+        self.feature_id.as_ref().is_none_or(|id| id == subject)
+            && (self.types.is_empty() || self.types.contains(&event_type))
     }
 }
 

@@ -81,12 +81,16 @@ impl InMemoryWorkflowRepository {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The event log; taken after [`Self::lock`] when both are needed.
+    fn log(&self) -> MutexGuard<'_, EventLog> {
+        self.events
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Appends the events of a change; called with the entries' lock held.
     fn publish(&self, events: impl IntoIterator<Item = NewEvent>) {
-        let mut log = self
-            .events
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut log = self.log();
         for event in events {
             log.last_id += 1;
             let id = log.last_id;
@@ -337,10 +341,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         filter: &EventFilter,
         limit: u32,
     ) -> Result<EventSlice, RepositoryError> {
-        let log = self
-            .events
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let log = self.log();
         let events = log
             .events
             .iter()
@@ -356,10 +357,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
     }
 
     async fn purge_events(&self, before: Timestamp) -> Result<u64, RepositoryError> {
-        let mut log = self
-            .events
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut log = self.log();
         let Some(through) = log
             .events
             .iter()

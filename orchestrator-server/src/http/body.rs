@@ -137,3 +137,10 @@ pub fn bytes_response(
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
+
+/// A request's query string as decoded `(name, value)` pairs, in order.
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}

@@ -58,11 +58,7 @@ impl FeedEvent {
     }
 
     fn passes(&self, filter: &EventFilter) -> bool {
-        filter
-            .feature_id
-            .as_ref()
-            .is_none_or(|id| *id == self.subject)
-            && (filter.types.is_empty() || filter.types.contains(&self.event_type))
+        filter.admits(self.event_type, &self.subject)
     }
 }
 
@@ -189,9 +185,7 @@ pub async fn list_events(
 }
 
 fn parse_query(query: Option<&str>) -> Result<EventsQuery> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect();
+    let pairs = super::body::query_pairs(query);
     Ok(EventsQuery::parse_query(
         pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     )?)

@@ -233,9 +233,7 @@ pub async fn get_history(app: &App, id: &str) -> Result<HttpResponse> {
     ),
 )]
 pub async fn list_workflows(app: &App, query: Option<&str>) -> Result<HttpResponse> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect();
+    let pairs = crate::http::body::query_pairs(query);
     let query =
         ListWorkflowsParams::parse_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let page = app.orchestrator().list(&query).await?;
