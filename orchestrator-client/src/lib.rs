@@ -25,6 +25,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 mod events;
+pub mod webhooks;
 
 pub use events::EventStream;
 
@@ -82,6 +83,14 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Api { body, .. } => Some(body.code),
+            _ => None,
+        }
+    }
+
+    /// The server's error body (code, message, details), when it sent one.
+    pub fn body(&self) -> Option<&ApiErrorBody> {
+        match self {
+            ClientError::Api { body, .. } => Some(body),
             _ => None,
         }
     }
@@ -306,7 +315,9 @@ impl Client {
         let status = response.status();
         if status.is_success() {
             let bytes = response.bytes().await?;
-            return serde_json::from_slice(&bytes)
+            // 202 and 204 answer no body: read as JSON `null` (the unit type).
+            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            return serde_json::from_slice(bytes)
                 .map_err(|source| ClientError::Decode { status, source });
         }
         Err(self.error_of(response).await)

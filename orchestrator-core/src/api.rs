@@ -79,6 +79,10 @@ pub enum ErrorCode {
     /// 410: the events after the given id were deleted by retention; start again from the
     /// oldest retained event (omit `after`).
     EventsExpired,
+    /// 404: no webhook with this id.
+    WebhookNotFound,
+    /// 404: the webhook has no delivery with this id.
+    DeliveryNotFound,
     /// 503: storage cannot be reached, or refuses to write (disk full, read-only).
     DatabaseUnavailable,
     /// 400: the request is not well-formed HTTP (a bad header, a broken chunk).
@@ -105,9 +109,11 @@ impl ErrorCode {
             ErrorCode::ValidationError | ErrorCode::InvalidJson | ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
-            ErrorCode::NotFound | ErrorCode::WorkflowNotFound | ErrorCode::ConsultationNotFound => {
-                404
-            }
+            ErrorCode::NotFound
+            | ErrorCode::WorkflowNotFound
+            | ErrorCode::ConsultationNotFound
+            | ErrorCode::WebhookNotFound
+            | ErrorCode::DeliveryNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::RequestTimeout => 408,
             ErrorCode::WorkflowAlreadyExists
@@ -695,16 +701,191 @@ impl ListWorkflowsParams {
         }
         if let Some(cursor) = &self.cursor {
             // Cursors are URL-safe base64; anything else the server refuses anyway.
-            let escaped: String = cursor
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            parts.push(format!("cursor={escaped}"));
+            parts.push(format!("cursor={}", escape(cursor)));
+        }
+        parts.join("&")
+    }
+}
+
+/// Percent-encodes everything but URL-safe characters, for a path segment or a query value.
+fn escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `POST /webhooks`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateWebhookRequest {
+    /// An absolute `http` or `https` URL, at most 2048 characters. A host that resolves to a
+    /// loopback, private or link-local address is refused unless the server allows private
+    /// networks.
+    pub url: String,
+    /// The event types to send; absent or empty: every type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_types: Option<Vec<String>>,
+    /// Free text for people, at most 500 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl CreateWebhookRequest {
+    /// A subscription of `url` to every event.
+    pub fn new(url: impl Into<String>) -> Self {
+        CreateWebhookRequest {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A webhook: where events are POSTed, and which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Webhook {
+    /// `wh_` and 32 hex digits.
+    pub id: String,
+    /// Where events are POSTed.
+    pub url: String,
+    /// The types sent; empty: every type.
+    pub event_types: Vec<EventType>,
+    /// Free text for people.
+    pub description: Option<String>,
+    /// When it was created.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+}
+
+/// `201` of `POST /webhooks`: the webhook and its signing secret, shown only here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatedWebhook {
+    /// The webhook.
+    #[serde(flatten)]
+    pub webhook: Webhook,
+    /// `whsec_` and the base64 of 32 random bytes: the key of every delivery's
+    /// `webhook-signature`. Keep it; it is never shown again.
+    pub secret: String,
+}
+
+/// `GET /webhooks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhooksResponse {
+    /// Every webhook, oldest first.
+    pub items: Vec<Webhook>,
+}
+
+/// One event sent (or to be sent) to one webhook. The same delivery keeps its id on every
+/// attempt; it is the `webhook-id` header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Delivery {
+    /// `msg_` and 32 hex digits; the `webhook-id` header of every attempt.
+    pub id: String,
+    /// The event's id in the log.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: EventType,
+    /// `pending` (attempted again at `next_attempt_at`), `delivered` or `failed`.
+    pub status: crate::webhook::DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The HTTP status of the last attempt, if it got an answer.
+    pub last_status_code: Option<u16>,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// When it is attempted next (pending only).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub next_attempt_at: Option<Timestamp>,
+    /// When a 2xx answer arrived.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub delivered_at: Option<Timestamp>,
+}
+
+/// `GET /webhooks/{id}/deliveries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveriesResponse {
+    /// Newest event first.
+    pub items: Vec<Delivery>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// The query of `GET /webhooks/{id}/deliveries`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveriesQuery {
+    /// Only deliveries in this status.
+    pub status: Option<crate::webhook::DeliveryStatus>,
+    /// Page size, 1–500 (50 when absent).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of deliveries as the server reads the query: only events below `before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveriesPage {
+    /// Only deliveries in this status.
+    pub status: Option<crate::webhook::DeliveryStatus>,
+    /// Only deliveries of events with a smaller id.
+    pub before: Option<u64>,
+    /// Page size.
+    pub limit: PageLimit,
+}
+
+impl DeliveriesQuery {
+    /// Parses a query string's `(name, value)` pairs; unknown names are ignored.
+    pub fn parse_query<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<DeliveriesPage, ValidationError> {
+        let mut page = DeliveriesPage {
+            status: None,
+            before: None,
+            limit: PageLimit::DEFAULT,
+        };
+        for (name, value) in pairs {
+            match name {
+                "status" => {
+                    page.status =
+                        Some(crate::webhook::DeliveryStatus::parse(value).ok_or_else(|| {
+                            ValidationError::new(
+                                "status",
+                                "must be one of pending, delivered, failed",
+                            )
+                        })?)
+                }
+                "limit" => {
+                    let limit = value.parse::<u32>().map_err(|_| {
+                        ValidationError::new("limit", "must be a whole number between 1 and 500")
+                    })?;
+                    page.limit = PageLimit::parse(limit)?;
+                }
+                "cursor" => page.before = Some(cursor::decode_event(value)?),
+                _ => {}
+            }
+        }
+        Ok(page)
+    }
+
+    /// The query string, without the leading `?`; empty when nothing is set.
+    pub fn to_query(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(status) = self.status {
+            parts.push(format!("status={status}"));
+        }
+        if let Some(limit) = self.limit {
+            parts.push(format!("limit={limit}"));
+        }
+        if let Some(cursor) = &self.cursor {
+            parts.push(format!("cursor={}", escape(cursor)));
         }
         parts.join("&")
     }
@@ -730,6 +911,24 @@ pub mod cursor {
         let text = String::from_utf8(bytes).map_err(|_| malformed())?;
         let id = text.strip_prefix(PREFIX).ok_or_else(malformed)?;
         FeatureId::parse(id).map_err(|_| malformed())
+    }
+
+    const EVENT_PREFIX: &str = "v1:e:";
+
+    /// The cursor that continues below the event `last` (a page of deliveries).
+    pub fn encode_event(last: u64) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{EVENT_PREFIX}{last}"))
+    }
+
+    /// The event id a deliveries cursor names, or a `cursor` validation error.
+    pub fn decode_event(cursor: &str) -> Result<u64, ValidationError> {
+        let malformed = || ValidationError::new("cursor", "malformed cursor");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| malformed())?;
+        let text = String::from_utf8(bytes).map_err(|_| malformed())?;
+        let id = text.strip_prefix(EVENT_PREFIX).ok_or_else(malformed)?;
+        id.parse().map_err(|_| malformed())
     }
 }
 
@@ -899,6 +1098,14 @@ pub mod paths {
     pub const EVENTS: &str = "/events";
     /// `GET`: the event log as a server-sent event stream.
     pub const EVENT_STREAM: &str = "/events/stream";
+    /// `POST`: subscribe a URL to events; `GET`: every subscription.
+    pub const WEBHOOKS: &str = "/webhooks";
+    /// Router pattern of one webhook.
+    pub const WEBHOOK: &str = "/webhooks/{webhook_id}";
+    /// Router pattern of a webhook's deliveries.
+    pub const DELIVERIES: &str = "/webhooks/{webhook_id}/deliveries";
+    /// Router pattern of a delivery attempted again.
+    pub const REDELIVER: &str = "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver";
     /// `GET`: health.
     pub const HEALTH: &str = "/health";
     /// `GET`: Prometheus metrics.
@@ -930,6 +1137,25 @@ pub mod paths {
     /// `/workflow/{feature_id}/consultations`.
     pub fn consultations(id: &FeatureId) -> String {
         format!("/workflow/{id}/consultations")
+    }
+
+    /// `/webhooks/{webhook_id}`; ids are URL-safe by construction, anything else is escaped.
+    pub fn webhook(id: &str) -> String {
+        format!("/webhooks/{}", super::escape(id))
+    }
+
+    /// `/webhooks/{webhook_id}/deliveries`.
+    pub fn deliveries(id: &str) -> String {
+        format!("/webhooks/{}/deliveries", super::escape(id))
+    }
+
+    /// `/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver`.
+    pub fn redeliver(id: &str, delivery: &str) -> String {
+        format!(
+            "/webhooks/{}/deliveries/{}/redeliver",
+            super::escape(id),
+            super::escape(delivery)
+        )
     }
 
     /// `/workflow/{feature_id}/consultations/{consultation_id}/respond`.
@@ -979,6 +1205,8 @@ mod tests {
                 422,
             ),
             (ErrorCode::EventsExpired, "EVENTS_EXPIRED", 410),
+            (ErrorCode::WebhookNotFound, "WEBHOOK_NOT_FOUND", 404),
+            (ErrorCode::DeliveryNotFound, "DELIVERY_NOT_FOUND", 404),
             (ErrorCode::AgentHubError, "AGENT_HUB_ERROR", 502),
             (ErrorCode::DatabaseUnavailable, "DATABASE_UNAVAILABLE", 503),
         ] {

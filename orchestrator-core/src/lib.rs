@@ -12,6 +12,8 @@
 //! - [`principal`]: who acts — kinds (human, agent, system), roles, and what each may do.
 //! - [`consultation`]: questions asked of the hub, and how an escalation's outcome is folded in.
 //! - [`service`]: the `Orchestrator`, where the rules meet the repository.
+//! - [`webhook`]: webhook signatures (and [`webhook::verify`] for receivers), the retry
+//!   schedule, delivery status.
 //! - [`api`]: wire types and route paths shared by server and client.
 //! - `memory` and `fake_hub` (feature `test-util`): `InMemoryWorkflowRepository` and
 //!   `ScriptedAgentHub`, for tests, examples and embedding.
@@ -30,6 +32,7 @@ pub mod repository;
 pub mod service;
 pub mod state;
 pub mod values;
+pub mod webhook;
 pub mod workflow;
 
 pub use consultation::{Consult, Consultation, ConsultationId, Question};

@@ -95,7 +95,7 @@ impl Role {
                 matches!(t, Trigger::Start | Trigger::AgentComplete | Trigger::Cancel)
             }
             (Role::Reviewer, Action::Respond) => true,
-            (_, Action::OverrideGate) => false,
+            (_, Action::OverrideGate | Action::ManageWebhooks) => false,
             (Role::Reviewer, Action::Trigger(t)) => {
                 matches!(t, Trigger::HumanApproved | Trigger::HumanRejected)
             }
@@ -150,6 +150,8 @@ pub enum Action {
     Respond,
     /// Pass a gate whatever is missing (`human_approved` with `override`).
     OverrideGate,
+    /// Create, read, delete webhooks and redeliver (they name where events go).
+    ManageWebhooks,
 }
 
 /// Somebody the server knows by a token: a name (the `actor` of what they do), a kind, roles.
@@ -231,8 +233,15 @@ mod tests {
             Action::Respond,
             Action::Trigger(Trigger::HumanApproved),
             Action::Trigger(Trigger::Cancel),
+            Action::ManageWebhooks,
         ] {
             assert!(admin.may(action).is_ok(), "{action:?}");
+        }
+        for role in [Role::Viewer, Role::Agent, Role::Reviewer] {
+            assert_eq!(
+                principal(&[role]).may(Action::ManageWebhooks),
+                Err(Role::Admin)
+            );
         }
         // Roles add up.
         assert!(

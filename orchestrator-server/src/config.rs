@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use orchestrator_core::webhook::RetrySchedule;
 use orchestrator_core::{Actor, ActorKind, Role};
 
 use crate::storage::DatabaseUrl;
@@ -118,6 +119,18 @@ pub struct Config {
     #[arg(long, env = "EVENTS_HEARTBEAT_SECONDS", value_name = "EVENTS_HEARTBEAT_SECONDS", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub events_heartbeat_seconds: u64,
+
+    /// The delays between a webhook delivery's attempts, e.g. `1s,2s,4s` (units s, m, h, d;
+    /// each 1 s to 7 d); when they are used up the delivery has failed.
+    #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE", value_name = "WEBHOOK_RETRY_SCHEDULE",
+          default_value = "5s,5m,30m,2h,5h,10h,10h", value_parser = parse_retry_schedule)]
+    pub webhook_retry_schedule: RetrySchedule,
+
+    /// Whether webhooks may target loopback, private and link-local addresses (`true` or
+    /// `false`).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE_NETWORKS", value_name = "WEBHOOK_ALLOW_PRIVATE_NETWORKS",
+          default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub webhook_allow_private_networks: bool,
 
     /// Principals mode: a TOML file of principals (name, kind, roles, SHA-256 of their
     /// token), re-read on SIGHUP. Not together with ORCHESTRATOR_API_TOKEN.
@@ -256,6 +269,8 @@ impl Config {
             gate_due_seconds: None,
             events_retention_seconds: 604_800,
             events_heartbeat_seconds: 15,
+            webhook_retry_schedule: RetrySchedule::default(),
+            webhook_allow_private_networks: true,
             command: None,
             log: "warn".to_owned(),
             log_format: LogFormat::Pretty,
@@ -298,6 +313,14 @@ impl Config {
         }
     }
 
+    /// How webhooks are sent.
+    pub fn webhook_policy(&self) -> crate::http::webhooks::WebhookPolicy {
+        crate::http::webhooks::WebhookPolicy {
+            schedule: self.webhook_retry_schedule.clone(),
+            allow_private_networks: self.webhook_allow_private_networks,
+        }
+    }
+
     /// The socket address to listen on.
     pub fn bind_address(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
@@ -319,6 +342,14 @@ impl fmt::Debug for Config {
             .field("gate_due_seconds", &self.gate_due_seconds)
             .field("events_retention_seconds", &self.events_retention_seconds)
             .field("events_heartbeat_seconds", &self.events_heartbeat_seconds)
+            .field(
+                "webhook_retry_schedule",
+                &self.webhook_retry_schedule.to_string(),
+            )
+            .field(
+                "webhook_allow_private_networks",
+                &self.webhook_allow_private_networks,
+            )
             .field("max_connections", &self.max_connections)
             .field("request_timeout_seconds", &self.request_timeout_seconds)
             .field("body_timeout_seconds", &self.body_timeout_seconds)
@@ -335,6 +366,18 @@ fn parse_log_filter(value: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(value)
         .map(|_| value.to_owned())
         .map_err(|e| e.to_string())
+}
+
+fn parse_retry_schedule(value: &str) -> Result<RetrySchedule, String> {
+    RetrySchedule::parse(value).map_err(|e| e.rule)
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("must be true or false".to_owned()),
+    }
 }
 
 fn parse_http_url(value: &str) -> Result<String, String> {

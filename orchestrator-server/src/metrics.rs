@@ -53,6 +53,11 @@ struct ExpiryLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HubLabels {
     operation: &'static str,
     outcome: &'static str,
@@ -69,6 +74,8 @@ pub struct Metrics {
     gates_overdue: Gauge,
     gate_expiries: Family<ExpiryLabels, Counter>,
     hub_calls: Family<HubLabels, Counter>,
+    webhook_attempts: Family<AttemptLabels, Counter>,
+    webhook_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -139,6 +146,23 @@ impl Metrics {
             "Agent Hub calls, by operation and outcome",
             hub_calls.clone(),
         );
+        let webhook_attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "orchestrator_webhook_attempts",
+            "Webhook delivery attempts made by this process, by outcome (delivered, retry, failed)",
+            webhook_attempts.clone(),
+        );
+        for outcome in ["delivered", "retry", "failed"] {
+            webhook_attempts
+                .get_or_create(&AttemptLabels { outcome })
+                .inc_by(0);
+        }
+        let webhook_latency = Histogram::new(BUCKETS);
+        registry.register(
+            "orchestrator_webhook_attempt_duration_seconds",
+            "Time a webhook delivery attempt took, answer or failure",
+            webhook_latency.clone(),
+        );
         registry.register(
             "orchestrator_db_commit_batch_size",
             "Writes committed together in one transaction",
@@ -168,7 +192,18 @@ impl Metrics {
             gates_overdue,
             gate_expiries,
             hub_calls,
+            webhook_attempts,
+            webhook_latency,
         }
+    }
+
+    /// Counts one webhook delivery attempt: `delivered`, `retry` (it failed and will be
+    /// attempted again) or `failed` (the schedule is used up).
+    pub fn webhook_attempt(&self, outcome: &'static str, elapsed: Duration) {
+        self.webhook_attempts
+            .get_or_create(&AttemptLabels { outcome })
+            .inc();
+        self.webhook_latency.observe(elapsed.as_secs_f64());
     }
 
     /// Counts one stay at the gate this process noted past its deadline.

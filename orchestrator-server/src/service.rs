@@ -6,6 +6,7 @@ use std::sync::Arc;
 use orchestrator_core::Orchestrator;
 
 use crate::http::auth::Auth;
+use crate::http::webhooks::Webhooks;
 use crate::{App, Config, hub, metrics, storage};
 
 /// Why the service could not start.
@@ -45,11 +46,12 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     let gate_defaults = orchestrator_core::GatePolicy::new(config.gate_required_approvals, false)
         .and_then(|policy| policy.with_deadline(config.gate_due_seconds, Default::default()))
         .unwrap_or_default();
+    let webhooks = Webhooks::new(repository.clone(), config.webhook_policy());
     let orchestrator = Orchestrator::new(repository)
         .with_hub(Arc::new(hub))
         .with_gate_defaults(gate_defaults);
     let auth = Auth::new(config.api_token.clone(), config.principals_file.clone())?;
-    let app = App::with(orchestrator, auth, metrics, config.limits());
+    let app = App::with(orchestrator, auth, metrics, config.limits(), Some(webhooks));
     // One SQLite database has one server: every ask it finds was left by a stop. PostgreSQL
     // may have replicas asking right now: only asks older than any live one are left over.
     let sole = !matches!(config.database_url, storage::DatabaseUrl::Postgres(_));

@@ -60,12 +60,24 @@ pub enum ApiError {
     /// This idempotency key was used for another request.
     #[error("this Idempotency-Key was used for a different request (method, path or body)")]
     IdempotencyKeyReused,
+    /// No webhook with this id.
+    #[error("webhook '{0}' not found")]
+    WebhookNotFound(String),
+    /// The webhook has no delivery with this id.
+    #[error("delivery '{0}' not found")]
+    DeliveryNotFound(String),
     /// What the orchestrator refused or failed at.
     #[error(transparent)]
     Core(#[from] CoreError),
     /// A bug; details go to the log only.
     #[error("internal error")]
     Internal(String),
+}
+
+impl From<RepositoryError> for ApiError {
+    fn from(error: RepositoryError) -> Self {
+        ApiError::Core(CoreError::Storage(error))
+    }
 }
 
 /// `Result` with [`ApiError`].
@@ -88,6 +100,8 @@ impl ApiError {
             ApiError::Forbidden(why) => (ErrorCode::Forbidden, Some(vec![why.clone()])),
             ApiError::IdempotencyKeyInUse => (ErrorCode::IdempotencyKeyInUse, None),
             ApiError::IdempotencyKeyReused => (ErrorCode::IdempotencyKeyReused, None),
+            ApiError::WebhookNotFound(_) => (ErrorCode::WebhookNotFound, None),
+            ApiError::DeliveryNotFound(_) => (ErrorCode::DeliveryNotFound, None),
             ApiError::Core(e) => core_code(e),
             ApiError::Internal(_) => (ErrorCode::Internal, None),
         };

@@ -16,6 +16,7 @@ mod housekeeping;
 pub(crate) mod idempotency;
 mod openapi;
 pub mod router;
+pub mod webhooks;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -110,6 +111,8 @@ struct Inner {
     feed: events::Feed,
     /// Turns true when the server stops, which ends every stream.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Subscriptions and their deliveries; `None` over a store that keeps none.
+    webhooks: Option<Arc<webhooks::Webhooks>>,
 }
 
 impl App {
@@ -120,15 +123,18 @@ impl App {
             Some(token) => auth::Auth::Shared(token),
             None => auth::Auth::Open,
         };
-        Self::with(orchestrator, auth, metrics, Limits::default())
+        Self::with(orchestrator, auth, metrics, Limits::default(), None)
     }
 
-    /// An application as [`App::new`] makes it, authenticating by `auth`, with other limits.
+    /// An application as [`App::new`] makes it, authenticating by `auth`, with other limits,
+    /// delivering webhooks when given their store (the `/webhooks` routes answer 404
+    /// `NOT_FOUND` without one).
     pub fn with(
         orchestrator: Orchestrator,
         auth: auth::Auth,
         metrics: Arc<Metrics>,
         limits: Limits,
+        webhooks: Option<webhooks::Webhooks>,
     ) -> Self {
         let docs = if auth.principals() {
             DocsAssets::for_principals()
@@ -149,6 +155,7 @@ impl App {
             asks: asks::Asks::new(limits.asks),
             feed: events::Feed::default(),
             closing: tokio::sync::watch::channel(false).0,
+            webhooks: webhooks.map(Arc::new),
         }))
     }
 
@@ -177,6 +184,10 @@ impl App {
     }
 
     /// Turns true when the server stops.
+    pub(crate) fn webhooks(&self) -> Option<&Arc<webhooks::Webhooks>> {
+        self.0.webhooks.as_ref()
+    }
+
     pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.0.closing.subscribe()
     }
@@ -368,6 +379,21 @@ impl App {
             Route::Workflows => workflows::list_workflows(self, parts.uri.query()).await,
             Route::Summary => workflows::get_summary(self).await,
             Route::Events => events::list_events(self, parts.uri.query()).await,
+            Route::Webhooks if parts.method == Method::POST => {
+                handlers::webhooks::create_webhook(self, caller, &parts.headers, body).await
+            }
+            Route::Webhooks => handlers::webhooks::list_webhooks(self, caller).await,
+            Route::Webhook if parts.method == Method::DELETE => {
+                handlers::webhooks::delete_webhook(self, caller, param).await
+            }
+            Route::Webhook => handlers::webhooks::get_webhook(self, caller, param).await,
+            Route::Deliveries => {
+                handlers::webhooks::list_deliveries(self, caller, param, parts.uri.query()).await
+            }
+            Route::Redeliver => {
+                let delivery = params.get(1).map_or("", String::as_str);
+                handlers::webhooks::redeliver(self, caller, param, delivery).await
+            }
             // Answered by `route`, since its body is a stream.
             Route::EventStream => Err(ApiError::Internal(
                 "the event stream reached dispatch".into(),
@@ -397,7 +423,8 @@ fn request_id(request: &Request<Incoming>) -> String {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets
-/// in-flight requests finish (up to 30 s), lets consultations asked in the background finish
+/// in-flight requests finish (up to 30 s) and webhook attempts in flight end (up to 10 s),
+/// lets consultations asked in the background finish
 /// (up to 10 s; the rest become `failed`, `interrupted`), closes storage (on SQLite: the
 /// write-ahead log is emptied into the database file), and returns.
 ///
@@ -417,6 +444,7 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
     };
     let (stop_housekeeping, housekeeping_stopped) = tokio::sync::watch::channel(false);
     let housekeeping = tokio::spawn(housekeeping::run(app.clone(), housekeeping_stopped.clone()));
+    let deliveries = tokio::spawn(webhooks::run(app.clone(), housekeeping_stopped.clone()));
     let feed = {
         let app = app.clone();
         tokio::spawn(async move {
@@ -469,6 +497,8 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
     stop_housekeeping.send_replace(true);
     let _ = housekeeping.await;
     let _ = feed.await;
+    // Attempts in flight finish (each within its timeout) and their outcomes are stored.
+    let _ = deliveries.await;
     app.asks().drain().await;
     let _ = sweep.await;
     app.orchestrator().repository().close().await;

@@ -15,12 +15,12 @@
 
 use std::collections::BTreeMap;
 
-use orchestrator_core::api::ErrorCode;
+use orchestrator_core::api::{ErrorCode, paths};
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
 use super::events;
-use super::handlers::{consultations, system, workflows};
+use super::handlers::{consultations, system, webhooks, workflows};
 
 /// What the handlers' annotations say; [`ApiDoc::for_server`] completes it.
 #[derive(OpenApi)]
@@ -43,6 +43,12 @@ use super::handlers::{consultations, system, workflows};
         consultations::respond_to_consultation,
         events::list_events,
         events::stream_events,
+        webhooks::create_webhook,
+        webhooks::list_webhooks,
+        webhooks::get_webhook,
+        webhooks::delete_webhook,
+        webhooks::list_deliveries,
+        webhooks::redeliver,
         system::get_service_info,
         system::get_health,
         system::get_metrics,
@@ -60,6 +66,7 @@ use super::handlers::{consultations, system, workflows};
         (name = "workflows", description = "feature workflows and their history"),
         (name = "consultations", description = "questions to the Agent Hub's experts, kept per workflow"),
         (name = "events", description = "the event log: every accepted change, as a page or a live stream"),
+        (name = "webhooks", description = "events POSTed to your URLs, signed (Standard Webhooks), retried on a schedule; admin only"),
         (name = "service", description = "service info, health, metrics"),
     ),
 )]
@@ -100,7 +107,9 @@ impl ApiDoc {
             .collect();
         for (path, method) in operations {
             let operation = &mut doc["paths"][&path][&method];
-            complete_operation(operation, auth_required, principals && method == "post");
+            // Every write checks a role, and every webhook operation needs admin.
+            let role_checked = method == "post" || path.starts_with(paths::WEBHOOKS);
+            complete_operation(operation, auth_required, principals && role_checked);
         }
         if auth_required {
             doc["components"]["securitySchemes"] = json!({
@@ -149,6 +158,10 @@ fn operation_errors(operation_id: &str) -> &'static [ErrorCode] {
             AgentHubUnavailable,
         ],
         "list_workflows" => &[ValidationError],
+        "create_webhook" => &[ValidationError],
+        "get_webhook" | "delete_webhook" => &[WebhookNotFound],
+        "list_deliveries" => &[ValidationError, WebhookNotFound],
+        "redeliver" => &[WebhookNotFound, DeliveryNotFound],
         "create_consultation" => &[
             ValidationError,
             WorkflowNotFound,
@@ -440,6 +453,8 @@ fn when(code: ErrorCode) -> &'static str {
         AlreadyApproved => "the same actor approving twice in one stay at the gate",
         WorkflowNotActive => "the workflow is IDLE or DONE",
         ConsultationNotFound => "the workflow has no consultation with this id",
+        WebhookNotFound => "no webhook has this id",
+        DeliveryNotFound => "the webhook has no delivery with this id",
         ConsultationNotPending => "the consultation waits for no human",
         AlreadyResolved => "a human answered the escalation at the hub already",
         IdempotencyKeyInUse => {
@@ -550,6 +565,14 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
             &format!("workflow '{id}' has no consultation 6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f"),
             None,
         ),
+        WebhookNotFound => envelope(
+            "webhook 'wh_2f0c0d7b5e8a4f6e9a1b3c5d7e9f1a2b' not found",
+            None,
+        ),
+        DeliveryNotFound => envelope(
+            "delivery 'msg_8b1e2d4c6a0f4e1b9c3d5f7a9b1c3d5e' not found",
+            None,
+        ),
         ConsultationNotPending => envelope(
             "consultation 6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f is Resolved, not waiting for a human",
             Some(vec!["status: resolved"]),
@@ -625,6 +648,21 @@ fn apply_field_rules(doc: &mut Value) {
             slot["description"] = description;
         }
     }
+    let webhook = &mut doc["components"]["schemas"]["CreateWebhookRequest"]["properties"];
+    webhook["url"] = json!({
+        "type": "string", "format": "uri", "minLength": 1, "maxLength": 2048,
+        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@]+",
+        "description": "an absolute http(s) URL without credentials; a host on a loopback, private or link-local address is refused unless WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
+        "example": "https://hooks.example.com/orchestrator",
+    });
+    webhook["event_types"] = json!({
+        "type": ["array", "null"],
+        "items": { "type": "string", "enum": orchestrator_core::EventType::ALL.map(|t| t.as_str()) },
+        "description": "the types to send; absent or empty: every type",
+    });
+    webhook["description"] = json!({
+        "type": ["string", "null"], "maxLength": 500, "description": "free text for people",
+    });
     // A gate needs 1-10 approvals.
     doc["components"]["schemas"]["GateRequest"]["properties"]["required_approvals"] = json!({
         "type": ["integer", "null"],
@@ -1107,6 +1145,69 @@ pub(crate) mod examples {
                 "reason": null, "override": false, "metadata": {},
                 "at": "2026-11-24T10:05:00Z"
             }
+        })
+    }
+
+    /// `POST /webhooks`' body.
+    pub fn create_webhook() -> Value {
+        json!({
+            "url": "https://hooks.example.com/orchestrator",
+            "event_types": ["workflow.transitioned", "gate.overdue"],
+            "description": "reviewers' chat bot",
+        })
+    }
+
+    /// A webhook as listed.
+    pub fn webhook() -> Value {
+        json!({
+            "id": "wh_2f0c0d7b5e8a4f6e9a1b3c5d7e9f1a2b",
+            "url": "https://hooks.example.com/orchestrator",
+            "event_types": ["workflow.transitioned", "gate.overdue"],
+            "description": "reviewers' chat bot",
+            "created_at": "2026-12-01T09:00:00.000000Z",
+        })
+    }
+
+    /// `201` of `POST /webhooks`.
+    pub fn created_webhook() -> Value {
+        let mut created = webhook();
+        created["secret"] = json!("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=");
+        created
+    }
+
+    /// `GET /webhooks`.
+    pub fn webhooks() -> Value {
+        json!({ "items": [webhook()] })
+    }
+
+    /// A page of deliveries.
+    pub fn deliveries() -> Value {
+        json!({
+            "items": [
+                {
+                    "id": "msg_8b1e2d4c6a0f4e1b9c3d5f7a9b1c3d5e",
+                    "event_id": "43",
+                    "event_type": "gate.overdue",
+                    "status": "pending",
+                    "attempts": 2,
+                    "last_status_code": 503,
+                    "last_error": "the target answered 503",
+                    "next_attempt_at": "2026-12-01T09:35:05.000000Z",
+                    "delivered_at": null,
+                },
+                {
+                    "id": "msg_1c3d5e7f9a1b4c6d8e0f2a4b6c8d0e2f",
+                    "event_id": "42",
+                    "event_type": "workflow.transitioned",
+                    "status": "delivered",
+                    "attempts": 1,
+                    "last_status_code": 200,
+                    "last_error": null,
+                    "next_attempt_at": null,
+                    "delivered_at": "2026-12-01T09:30:00.120000Z",
+                },
+            ],
+            "next_cursor": "djE6ZTo0Mg",
         })
     }
 

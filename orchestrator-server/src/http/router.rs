@@ -41,11 +41,19 @@ pub enum Route {
     Events,
     /// `/events/stream`
     EventStream,
+    /// `/webhooks`
+    Webhooks,
+    /// `/webhooks/{webhook_id}`
+    Webhook,
+    /// `/webhooks/{webhook_id}/deliveries`
+    Deliveries,
+    /// `/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver`
+    Redeliver,
 }
 
 impl Route {
     /// Every route with its pattern; the pattern is also the metrics label.
-    const TABLE: [(&'static str, Route); 18] = [
+    const TABLE: [(&'static str, Route); 22] = [
         (paths::ROOT, Route::Root),
         (paths::HEALTH, Route::Health),
         (paths::METRICS, Route::Metrics),
@@ -64,13 +72,18 @@ impl Route {
         (paths::SUMMARY, Route::Summary),
         (paths::EVENTS, Route::Events),
         (paths::EVENT_STREAM, Route::EventStream),
+        (paths::WEBHOOKS, Route::Webhooks),
+        (paths::WEBHOOK, Route::Webhook),
+        (paths::DELIVERIES, Route::Deliveries),
+        (paths::REDELIVER, Route::Redeliver),
     ];
 
     /// The methods the route serves.
     pub fn methods(self) -> &'static [Method] {
         match self {
-            Route::Start | Route::Advance | Route::Respond => &[Method::POST],
-            Route::Consultations => &[Method::GET, Method::HEAD, Method::POST],
+            Route::Start | Route::Advance | Route::Respond | Route::Redeliver => &[Method::POST],
+            Route::Consultations | Route::Webhooks => &[Method::GET, Method::HEAD, Method::POST],
+            Route::Webhook => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::EventStream => &[Method::GET],
             _ => &[Method::GET, Method::HEAD],
         }
@@ -125,6 +138,11 @@ mod tests {
         assert_eq!(
             at("/workflow/x-1/consultations"),
             Some(Route::Consultations)
+        );
+        assert_eq!(at("/webhooks/wh_1"), Some(Route::Webhook));
+        assert_eq!(
+            at("/webhooks/wh_1/deliveries/msg_1/redeliver"),
+            Some(Route::Redeliver)
         );
         assert_eq!(at("/docs/"), Some(Route::DocsFile));
         assert_eq!(at("/docs/swagger-ui.css"), Some(Route::DocsFile));

@@ -26,6 +26,7 @@ mod queries;
 pub mod schema;
 pub mod sqlite;
 mod stats;
+pub mod webhooks;
 mod write;
 
 use std::fmt;
@@ -40,13 +41,15 @@ use orchestrator_core::{RepositoryError, Transition, Workflow, WorkflowRepositor
 pub use postgres::PgRepository;
 pub use sqlite::SqliteRepository;
 pub use stats::StorageMetrics;
+pub use webhooks::{AttemptRecord, DueDelivery, WebhookRepository};
 
 /// How long a request waits for a pooled connection before the store counts as unavailable.
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
-/// A durable store: the core's repository contract, and what only a durable store offers.
+/// A durable store: the core's repository contract, and what only a durable store offers
+/// (webhooks among it).
 #[async_trait]
-pub trait DurableRepository: WorkflowRepository {
+pub trait DurableRepository: WorkflowRepository + WebhookRepository {
     /// Stores many new workflows with their first transitions in one transaction, for seeding
     /// and imports: all of them, or none if any feature id exists already.
     async fn import(&self, items: &[(Workflow, Transition)]) -> Result<(), RepositoryError>;

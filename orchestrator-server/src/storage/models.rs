@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use chrono::DateTime;
 use diesel::prelude::*;
+use orchestrator_core::api;
 use orchestrator_core::consultation::{ConsultationError, ConsultationStatus};
 use orchestrator_core::hub::{EscalationId, Topic};
+use orchestrator_core::webhook::{DeliveryStatus, WebhookSecret};
 use orchestrator_core::{
     Actor, ActorKind, Consultation, ConsultationId, Description, FeatureId, Metadata, OverdueNote,
     Question, Reason, RepositoryError, Snapshot, StateCounts, Timestamp, Transition, Trigger,
@@ -17,7 +19,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::schema::{
-    consultations, events, gate_overdue_notes, idempotency_keys, transitions, workflows,
+    consultations, events, gate_overdue_notes, idempotency_keys, transitions, webhook_deliveries,
+    webhooks, workflows,
 };
 use super::write::Write;
 
@@ -512,6 +515,155 @@ pub fn states(state: Option<WorkflowState>) -> Vec<&'static str> {
         None => WorkflowState::ALL.iter().map(|s| s.as_str()).collect(),
     }
 }
+
+/// A webhook, as inserted and read.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = webhooks)]
+#[diesel(treat_none_as_default_value = false)]
+pub struct WebhookRow {
+    pub id: String,
+    pub url: String,
+    pub event_types: String,
+    pub description: Option<String>,
+    pub secret: String,
+    pub created_at: i64,
+    pub enqueued_through: i64,
+}
+
+impl WebhookRow {
+    /// The row of a new webhook; the store sets `enqueued_through` to the log's last id.
+    pub fn new(webhook: &api::Webhook, secret: &WebhookSecret) -> Self {
+        let types: Vec<&str> = webhook.event_types.iter().map(|t| t.as_str()).collect();
+        WebhookRow {
+            id: webhook.id.clone(),
+            url: webhook.url.clone(),
+            event_types: types.join(" "),
+            description: webhook.description.clone(),
+            secret: secret.expose().to_owned(),
+            created_at: micros(webhook.created_at),
+            enqueued_through: 0,
+        }
+    }
+
+    fn types(&self) -> Result<Vec<EventType>, CorruptRow> {
+        self.event_types
+            .split_whitespace()
+            .map(|name| {
+                EventType::parse(name).ok_or_else(|| CorruptRow {
+                    table: "webhooks",
+                    key: self.id.clone(),
+                    problem: format!("event_types: unknown type {name}"),
+                })
+            })
+            .collect()
+    }
+
+    /// The deliveries of the events in `rows` (read after `enqueued_through`, in id order)
+    /// that this webhook takes, made at `now`, and the last event id read.
+    pub fn deliveries(
+        &self,
+        rows: Vec<EventRow>,
+        now: i64,
+    ) -> Result<(Vec<DeliveryRow>, i64), RepositoryError> {
+        let types = self.types().map_err(corrupt)?;
+        let mut through = self.enqueued_through;
+        let mut deliveries = Vec::new();
+        for row in rows {
+            through = through.max(row.id);
+            let event = Event::try_from(row).map_err(corrupt)?;
+            if !types.is_empty() && !types.contains(&event.event.event_type) {
+                continue;
+            }
+            let payload = serde_json::to_string(&api::CloudEvent::from(&event))
+                .map_err(|e| RepositoryError::Backend(Box::new(e)))?;
+            deliveries.push(DeliveryRow {
+                id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                webhook_id: self.id.clone(),
+                event_id: to_i64(event.id),
+                event_type: event.event.event_type.as_str().to_owned(),
+                payload,
+                status: DeliveryStatus::Pending.as_str().to_owned(),
+                attempts: 0,
+                last_status_code: None,
+                last_error: None,
+                next_attempt_at: Some(now),
+                delivered_at: None,
+                lease_until: None,
+                created_at: now,
+            });
+        }
+        Ok((deliveries, through))
+    }
+}
+
+impl TryFrom<WebhookRow> for api::Webhook {
+    type Error = CorruptRow;
+
+    fn try_from(row: WebhookRow) -> Result<Self, CorruptRow> {
+        let c = Columns {
+            table: "webhooks",
+            key: &row.id,
+        };
+        Ok(api::Webhook {
+            event_types: row.types()?,
+            created_at: c.time("created_at", row.created_at)?,
+            id: row.id,
+            url: row.url,
+            description: row.description,
+        })
+    }
+}
+
+/// One delivery, as inserted and read.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = webhook_deliveries)]
+#[diesel(treat_none_as_default_value = false)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub webhook_id: String,
+    pub event_id: i64,
+    pub event_type: String,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub lease_until: Option<i64>,
+    pub created_at: i64,
+}
+
+impl TryFrom<DeliveryRow> for api::Delivery {
+    type Error = CorruptRow;
+
+    fn try_from(row: DeliveryRow) -> Result<Self, CorruptRow> {
+        let c = Columns {
+            table: "webhook_deliveries",
+            key: &row.id,
+        };
+        let time = |column, at: Option<i64>| at.map(|at| c.time(column, at)).transpose();
+        Ok(api::Delivery {
+            event_id: row.event_id.to_string(),
+            event_type: EventType::parse(&row.event_type)
+                .ok_or_else(|| c.fail("event_type", "unknown type"))?,
+            status: DeliveryStatus::parse(&row.status)
+                .ok_or_else(|| c.fail("status", "unknown status"))?,
+            attempts: c.parse("attempts", u32::try_from(row.attempts))?,
+            last_status_code: row
+                .last_status_code
+                .map(|code| c.parse("last_status_code", u16::try_from(code)))
+                .transpose()?,
+            next_attempt_at: time("next_attempt_at", row.next_attempt_at)?,
+            delivered_at: time("delivered_at", row.delivered_at)?,
+            last_error: row.last_error,
+            id: row.id,
+        })
+    }
+}
+
+/// A claimed delivery with its webhook's URL and secret, as read.
+pub type DueRow = (DeliveryRow, (String, String));
 
 fn corrupt(error: CorruptRow) -> RepositoryError {
     RepositoryError::Backend(Box::new(error))

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 
 use super::schema::{
     consultations, event_log, events, gate_overdue_notes, idempotency_keys, storage_probe,
-    transitions, workflows,
+    transitions, webhook_deliveries, webhooks, workflows,
 };
 
 /// One workflow by feature id.
@@ -263,4 +263,91 @@ pub fn newest_event_before(before: i64) -> _ {
 #[dsl::auto_type]
 pub fn events_through(through: i64) -> _ {
     events::table.filter(events::id.le(through))
+}
+
+/// Up to `limit` events after `after`, of every type, in id order.
+#[dsl::auto_type]
+pub fn any_events_after(after: i64, limit: i64) -> _ {
+    events::table
+        .filter(events::id.gt(after))
+        .order(events::id.asc())
+        .limit(limit)
+}
+
+/// One webhook by id.
+#[dsl::auto_type]
+pub fn webhook<'a>(id: &'a str) -> _ {
+    webhooks::table.find(id)
+}
+
+/// Every webhook, oldest first.
+#[dsl::auto_type]
+pub fn all_webhooks() -> _ {
+    webhooks::table.order((webhooks::created_at.asc(), webhooks::id.asc()))
+}
+
+/// Up to `limit` pending deliveries due at `now` (Unix microseconds) that no replica is
+/// attempting, the longest due first.
+#[dsl::auto_type]
+pub fn due_deliveries<'a>(pending: &'a str, now: i64, limit: i64) -> _ {
+    webhook_deliveries::table
+        .filter(webhook_deliveries::status.eq(pending))
+        .filter(webhook_deliveries::next_attempt_at.le(now))
+        .filter(
+            webhook_deliveries::lease_until
+                .is_null()
+                .or(webhook_deliveries::lease_until.lt(now)),
+        )
+        .order(webhook_deliveries::next_attempt_at.asc())
+        .limit(limit)
+}
+
+/// The claimed deliveries `ids` with their webhook's URL and secret.
+#[dsl::auto_type]
+pub fn claimed_deliveries(ids: Vec<String>) -> _ {
+    webhook_deliveries::table
+        .inner_join(webhooks::table)
+        .filter(webhook_deliveries::id.eq_any(ids))
+        .order(webhook_deliveries::next_attempt_at.asc())
+}
+
+/// A delivery, if the claim that set `lease` still holds it.
+#[dsl::auto_type]
+pub fn leased_delivery<'a>(id: &'a str, lease: i64) -> _ {
+    webhook_deliveries::table
+        .filter(webhook_deliveries::id.eq(id))
+        .filter(webhook_deliveries::lease_until.eq(lease))
+}
+
+/// One webhook's delivery.
+#[dsl::auto_type]
+pub fn delivery_of<'a>(webhook_id: &'a str, id: &'a str) -> _ {
+    webhook_deliveries::table
+        .filter(webhook_deliveries::webhook_id.eq(webhook_id))
+        .filter(webhook_deliveries::id.eq(id))
+}
+
+/// Up to `limit` of a webhook's deliveries in one of `statuses` for events below `before`,
+/// newest event first.
+#[dsl::auto_type]
+pub fn delivery_page<'a>(
+    webhook_id: &'a str,
+    statuses: Vec<&'a str>,
+    before: i64,
+    limit: i64,
+) -> _ {
+    webhook_deliveries::table
+        .filter(webhook_deliveries::webhook_id.eq(webhook_id))
+        .filter(webhook_deliveries::status.eq_any(statuses))
+        .filter(webhook_deliveries::event_id.lt(before))
+        .order(webhook_deliveries::event_id.desc())
+        .limit(limit)
+}
+
+/// Delivered and failed deliveries made before `before` (Unix microseconds).
+#[dsl::auto_type]
+pub fn settled_deliveries_before<'a>(pending: &'a str, before: i64) -> _ {
+    webhook_deliveries::table
+        .filter(webhook_deliveries::status.ne(pending))
+        .filter(webhook_deliveries::created_at.lt(before))
 }

@@ -185,7 +185,60 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Where events are POSTed.
+    webhooks (id) {
+        /// `wh_` and 32 hex digits.
+        id -> Text,
+        /// The target URL.
+        url -> Text,
+        /// Space-separated event types; empty: every type.
+        event_types -> Text,
+        /// Free text.
+        description -> Nullable<Text>,
+        /// `whsec_…`, the signing key.
+        secret -> Text,
+        /// Unix microseconds.
+        created_at -> BigInt,
+        /// The last event turned into this webhook's deliveries.
+        enqueued_through -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// One event sent to one webhook.
+    webhook_deliveries (id) {
+        /// `msg_` and 32 hex digits: the `webhook-id` header.
+        id -> Text,
+        /// The webhook.
+        webhook_id -> Text,
+        /// The event.
+        event_id -> BigInt,
+        /// Its type.
+        event_type -> Text,
+        /// The CloudEvent JSON that is POSTed.
+        payload -> Text,
+        /// pending, delivered or failed.
+        status -> Text,
+        /// Attempts made.
+        attempts -> Integer,
+        /// The last attempt's HTTP status.
+        last_status_code -> Nullable<Integer>,
+        /// Why the last attempt failed.
+        last_error -> Nullable<Text>,
+        /// Unix microseconds: when it is attempted next.
+        next_attempt_at -> Nullable<BigInt>,
+        /// Unix microseconds: when a 2xx arrived.
+        delivered_at -> Nullable<BigInt>,
+        /// Unix microseconds: a replica is attempting it until then.
+        lease_until -> Nullable<BigInt>,
+        /// Unix microseconds.
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(transitions -> workflows (feature_id));
+diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
 diesel::joinable!(consultations -> workflows (feature_id));
 diesel::joinable!(gate_overdue_notes -> workflows (feature_id));
 diesel::allow_tables_to_appear_in_same_query!(
@@ -196,5 +249,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     storage_probe,
     transitions,
+    webhook_deliveries,
+    webhooks,
     workflows
 );

@@ -89,6 +89,8 @@ pub enum Write {
     Import(Vec<WorkflowRow>, Vec<TransitionRow>),
     /// Rewrites the one probe row with this time (Unix microseconds): proves writes succeed.
     Probe(i64),
+    /// A webhook's or a delivery's change.
+    Webhook(super::webhooks::WebhookWrite),
 }
 
 /// The compare-and-set of an advance: the new snapshot and its history row, if the stored
@@ -161,6 +163,8 @@ pub enum Written {
     Count(u64),
     /// What an idempotency key's claim found.
     Claim(KeyClaim),
+    /// The deliveries a claim leased.
+    Due(Vec<super::webhooks::DueDelivery>),
     /// Refused by a rule; nothing was written.
     Refused(RepositoryError),
 }
@@ -320,6 +324,14 @@ impl Written {
         match self {
             Written::Count(n) => *n,
             _ => 0,
+        }
+    }
+
+    /// The deliveries a claim leased.
+    pub fn into_due(self) -> Vec<super::webhooks::DueDelivery> {
+        match self {
+            Written::Due(due) => due,
+            _ => Vec::new(),
         }
     }
 

@@ -18,4 +18,5 @@ mod principals;
 mod raw;
 mod replicas;
 mod slow_asks;
+mod webhooks;
 mod workflows;

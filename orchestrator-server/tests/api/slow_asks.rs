@@ -341,6 +341,7 @@ async fn leftover_asks_are_failed_by_age_when_replicas_share_the_database() {
         Auth::new(None, None).unwrap(),
         Arc::new(orchestrator_server::metrics::Metrics::default()),
         limits,
+        None,
     );
     let status = |id| {
         let orchestrator = orchestrator.clone();

@@ -4,4 +4,5 @@
 pub mod consultations;
 pub mod docs;
 pub mod system;
+pub mod webhooks;
 pub mod workflows;

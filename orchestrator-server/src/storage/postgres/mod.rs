@@ -9,6 +9,7 @@
 
 mod commits;
 mod ops;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

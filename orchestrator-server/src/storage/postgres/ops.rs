@@ -153,6 +153,7 @@ pub async fn ping(conn: &mut AsyncPgConnection) -> QueryResult<()> {
 /// business and never reach here.
 pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<Written> {
     match write {
+        Write::Webhook(write) => super::webhooks::apply(conn, write).await,
         Write::Create(id, row, first, event, receipt) => {
             let inserted = diesel::insert_into(workflows::table)
                 .values(row)

@@ -7,6 +7,7 @@
 
 mod ops;
 mod readers;
+mod webhooks;
 mod writer;
 
 use std::path::Path;

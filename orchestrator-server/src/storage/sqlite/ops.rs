@@ -295,6 +295,7 @@ pub fn apply(
                 .execute(conn)?;
             Ok(Written::Done)
         }
+        Write::Webhook(write) => super::webhooks::apply(conn, ids, write),
     }
 }
 
@@ -343,6 +344,11 @@ impl EventIds {
             next: last + 1,
             first: last + 1,
         })
+    }
+
+    /// The last id handed out (the log's last id, as this transaction sees it).
+    pub fn last(&self) -> i64 {
+        self.next - 1
     }
 
     /// Stores the last id handed out, if any was; the transaction's last write.

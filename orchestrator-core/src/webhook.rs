@@ -1,0 +1,425 @@
+//! Webhooks' rules, without I/O: the signing secret, the Standard Webhooks signature (made by
+//! the server, checked by receivers through [`verify`]), the retry schedule, a delivery's
+//! status, and which addresses count as private.
+//!
+//! A delivery is signed over `"{webhook-id}.{webhook-timestamp}.{body}"` with HMAC-SHA256,
+//! keyed by the bytes the secret's base64 (after `whsec_`) encodes; the `webhook-signature`
+//! header is `v1,` followed by the base64 of the MAC.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::values::ValidationError;
+
+/// The prefix of every secret.
+pub const SECRET_PREFIX: &str = "whsec_";
+
+/// How far a delivery's `webhook-timestamp` may be from the receiver's clock before [`verify`]
+/// refuses it (replays of old deliveries): five minutes, as Standard Webhooks recommends.
+pub const TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// A webhook's signing secret: `whsec_` and the base64 of the key. Never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret {
+    text: String,
+    key: Vec<u8>,
+}
+
+impl WebhookSecret {
+    /// The secret of a fresh webhook, from 32 random bytes.
+    pub fn from_key(key: [u8; 32]) -> Self {
+        WebhookSecret {
+            text: format!("{SECRET_PREFIX}{}", STANDARD.encode(key)),
+            key: key.to_vec(),
+        }
+    }
+
+    /// Reads a secret as the server showed it (`whsec_…`).
+    pub fn parse(text: &str) -> Result<Self, SignatureError> {
+        let encoded = text
+            .strip_prefix(SECRET_PREFIX)
+            .ok_or(SignatureError::MalformedSecret)?;
+        let key = STANDARD
+            .decode(encoded)
+            .map_err(|_| SignatureError::MalformedSecret)?;
+        if key.is_empty() {
+            return Err(SignatureError::MalformedSecret);
+        }
+        Ok(WebhookSecret {
+            text: text.to_owned(),
+            key,
+        })
+    }
+
+    /// The secret as shown to its owner, `whsec_…`.
+    pub fn expose(&self) -> &str {
+        &self.text
+    }
+
+    fn mac(&self, id: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
+        // HMAC takes a key of any length.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac
+    }
+
+    /// The `webhook-signature` header of a delivery: `v1,` and the base64 of the MAC.
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let tag = self.mac(id, timestamp, body).finalize().into_bytes();
+        format!("v1,{}", STANDARD.encode(tag))
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(whsec_…)")
+    }
+}
+
+/// Why a delivery's signature was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The secret is not `whsec_` followed by base64.
+    #[error("the secret is not whsec_ followed by base64")]
+    MalformedSecret,
+    /// A header is missing or malformed.
+    #[error("the {0} header is missing or malformed")]
+    MalformedHeader(&'static str),
+    /// The timestamp is further from now than [`TIMESTAMP_TOLERANCE`].
+    #[error("the webhook-timestamp is more than five minutes from now")]
+    Stale,
+    /// No `v1` signature in the header matches the body.
+    #[error("no signature matches the body")]
+    Mismatch,
+}
+
+/// Checks a delivery as a receiver got it: the `webhook-id`, `webhook-timestamp` and
+/// `webhook-signature` headers' values, the raw body, and the receiver's clock (Unix seconds).
+/// The header may carry several space-separated signatures; one matching `v1` signature is
+/// enough. The comparison takes constant time.
+///
+/// ```
+/// use orchestrator_core::webhook::{WebhookSecret, verify};
+///
+/// let secret = WebhookSecret::from_key([7; 32]);
+/// let body = br#"{"type":"workflow.transitioned"}"#;
+/// let signature = secret.sign("msg_1", 1_700_000_000, body);
+/// assert!(verify(&secret, "msg_1", "1700000000", &signature, body, 1_700_000_010).is_ok());
+/// assert!(verify(&secret, "msg_1", "1700000000", &signature, b"{}", 1_700_000_010).is_err());
+/// ```
+pub fn verify(
+    secret: &WebhookSecret,
+    id: &str,
+    timestamp: &str,
+    signature: &str,
+    body: &[u8],
+    now: i64,
+) -> Result<(), SignatureError> {
+    if id.is_empty() {
+        return Err(SignatureError::MalformedHeader("webhook-id"));
+    }
+    let sent: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::MalformedHeader("webhook-timestamp"))?;
+    let tolerance = i64::try_from(TIMESTAMP_TOLERANCE.as_secs()).unwrap_or(i64::MAX);
+    if now.abs_diff(sent) > tolerance.unsigned_abs() {
+        return Err(SignatureError::Stale);
+    }
+    let mut seen = false;
+    for candidate in signature.split_whitespace() {
+        let Some(encoded) = candidate.strip_prefix("v1,") else {
+            continue;
+        };
+        seen = true;
+        let Ok(tag) = STANDARD.decode(encoded) else {
+            continue;
+        };
+        if secret.mac(id, sent, body).verify_slice(&tag).is_ok() {
+            return Ok(());
+        }
+    }
+    if seen {
+        Err(SignatureError::Mismatch)
+    } else {
+        Err(SignatureError::MalformedHeader("webhook-signature"))
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Not delivered yet; attempted again at `next_attempt_at`.
+    Pending,
+    /// A 2xx answer was received.
+    Delivered,
+    /// Every attempt of the schedule failed.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// Every status.
+    pub const ALL: [DeliveryStatus; 3] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Failed,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    /// The status with this wire name.
+    pub fn parse(name: &str) -> Option<DeliveryStatus> {
+        DeliveryStatus::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The delays between a delivery's attempts: after the first attempt fails, the next is made
+/// `delays[0]` later, and so on; when the list is used up the delivery has failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule {
+    delays: Vec<Duration>,
+}
+
+impl Default for RetrySchedule {
+    /// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: eight attempts over about a day.
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        RetrySchedule {
+            delays: vec![
+                Duration::from_secs(5),
+                minutes(5),
+                minutes(30),
+                minutes(120),
+                minutes(300),
+                minutes(600),
+                minutes(600),
+            ],
+        }
+    }
+}
+
+impl RetrySchedule {
+    /// The most delays a schedule may list.
+    pub const MAX_DELAYS: usize = 50;
+
+    /// Reads `1s,2s,4s`: comma-separated whole numbers, each with a unit `s`, `m`, `h` or `d`,
+    /// at least 1 s and at most 7 days each. An empty text is a schedule without retries.
+    pub fn parse(text: &str) -> Result<Self, ValidationError> {
+        let bad = |rule: String| ValidationError::new("WEBHOOK_RETRY_SCHEDULE", rule);
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(RetrySchedule { delays: Vec::new() });
+        }
+        let mut delays = Vec::new();
+        for part in text.split(',') {
+            let part = part.trim();
+            let split = part.len().saturating_sub(1);
+            let (number, unit) = (part.get(..split).unwrap_or(""), part.get(split..));
+            let scale = match unit {
+                Some("s") => 1,
+                Some("m") => 60,
+                Some("h") => 3600,
+                Some("d") => 86_400,
+                _ => return Err(bad(format!("'{part}' needs a unit: s, m, h or d"))),
+            };
+            let seconds = number
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(scale))
+                .filter(|s| (1..=7 * 86_400).contains(s))
+                .ok_or_else(|| bad(format!("'{part}' must be between 1s and 7d")))?;
+            delays.push(Duration::from_secs(seconds));
+        }
+        if delays.len() > Self::MAX_DELAYS {
+            return Err(bad(format!("lists at most {} delays", Self::MAX_DELAYS)));
+        }
+        Ok(RetrySchedule { delays })
+    }
+
+    /// The delays, in order.
+    pub fn delays(&self) -> &[Duration] {
+        &self.delays
+    }
+
+    /// How many attempts a delivery gets before it fails: one more than the delays.
+    pub fn attempts(&self) -> usize {
+        self.delays.len() + 1
+    }
+
+    /// After `attempts` failed attempts, how long until the next one; `None` when the
+    /// delivery has failed for good.
+    pub fn next_delay(&self, attempts: u32) -> Option<Duration> {
+        let index = usize::try_from(attempts).ok()?.checked_sub(1)?;
+        self.delays.get(index).copied()
+    }
+}
+
+impl fmt::Display for RetrySchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .delays
+            .iter()
+            .map(|d| match d.as_secs() {
+                s if s % 3600 == 0 => format!("{}h", s / 3600),
+                s if s % 60 == 0 => format!("{}m", s / 60),
+                s => format!("{s}s"),
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// Whether a webhook may be sent to `address` when private networks are not allowed: not
+/// loopback, private, link-local, unique-local, unspecified, broadcast, documentation, shared
+/// (carrier-grade NAT) or multicast; an IPv4 address mapped into IPv6 is judged as IPv4.
+pub fn is_public_address(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_address(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standard_webhooks_example_signs_as_published() {
+        // The example of the Standard Webhooks specification.
+        let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        let signature = secret.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, body);
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        let check = |signature: &str, body: &[u8], now| {
+            verify(
+                &secret,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "1614265330",
+                signature,
+                body,
+                now,
+            )
+        };
+        assert_eq!(check(&signature, body, 1_614_265_330), Ok(()));
+        let several = format!("v1,bm90IHRoaXMgb25l {signature}");
+        assert_eq!(check(&several, body, 1_614_265_330), Ok(()));
+        assert_eq!(
+            check(&signature, br#"{"test": 2432232315}"#, 1_614_265_330),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            check(&signature, body, 1_614_265_330 + 301),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            check("v2,abc", body, 1_614_265_330),
+            Err(SignatureError::MalformedHeader("webhook-signature"))
+        );
+    }
+
+    #[test]
+    fn a_secret_is_whsec_and_base64_and_never_printed() {
+        let secret = WebhookSecret::from_key([1; 32]);
+        assert!(secret.expose().starts_with("whsec_"));
+        assert_eq!(WebhookSecret::parse(secret.expose()), Ok(secret.clone()));
+        assert!(!format!("{secret:?}").contains(&secret.expose()[6..]));
+        for bad in ["", "whsec_", "whsec_!!", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] {
+            assert_eq!(
+                WebhookSecret::parse(bad),
+                Err(SignatureError::MalformedSecret)
+            );
+        }
+    }
+
+    #[test]
+    fn the_retry_schedule_reads_units_and_counts_attempts() {
+        let default = RetrySchedule::default();
+        assert_eq!(default.to_string(), "5s,5m,30m,2h,5h,10h,10h");
+        assert_eq!(default.attempts(), 8);
+        assert_eq!(default.next_delay(1), Some(Duration::from_secs(5)));
+        assert_eq!(default.next_delay(7), Some(Duration::from_secs(36_000)));
+        assert_eq!(default.next_delay(8), None);
+        assert_eq!(RetrySchedule::parse(&default.to_string()), Ok(default));
+        let short = RetrySchedule::parse("1s, 2s,4s").unwrap();
+        assert_eq!(short.attempts(), 4);
+        assert_eq!(RetrySchedule::parse("").unwrap().attempts(), 1);
+        for bad in ["1", "0s", "1x", "s", "-1s", "8d", "1s,,2s"] {
+            let error = RetrySchedule::parse(bad).unwrap_err();
+            assert_eq!(error.field, "WEBHOOK_RETRY_SCHEDULE", "{bad}");
+        }
+    }
+
+    #[test]
+    fn private_loopback_and_link_local_addresses_are_not_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            let address: IpAddr = private.parse().unwrap();
+            assert!(!is_public_address(address), "{private}");
+        }
+        for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            let address: IpAddr = public.parse().unwrap();
+            assert!(is_public_address(address), "{public}");
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Webhook delivery: the target check made when a webhook is created, and the worker that
+//! turns new events into deliveries and POSTs them, signed, on the retry schedule.
+//!
+//! Every [`POLL_EVERY`] the worker (one task per server) enqueues each webhook's new events
+//! and claims the deliveries that are due; each claimed delivery is attempted by its own task
+//! (at most [`MAX_IN_FLIGHT`] at once), and its outcome stored under the claim's lease. The
+//! store makes a replica's claim exclusive (see `storage::webhooks`), so with several replicas
+//! each delivery is attempted by one at a time.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orchestrator_core::api::{CreateWebhookRequest, Webhook};
+use orchestrator_core::webhook::{DeliveryStatus, RetrySchedule, WebhookSecret, is_public_address};
+use orchestrator_core::{EventType, RepositoryError, Timestamp, ValidationError};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::App;
+use crate::storage::{AttemptRecord, DueDelivery, WebhookRepository};
+
+/// How often the worker looks for new events and due deliveries: a first attempt starts
+/// within this of the event's commit.
+pub const POLL_EVERY: Duration = Duration::from_millis(200);
+/// How long an attempt may take to get an answer; slower is a failed attempt.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a claim holds a delivery: longer than an attempt, so a live replica's attempt is
+/// never taken over, short enough that a dead replica's is retried soon.
+const LEASE: Duration = Duration::from_secs(30);
+/// Attempts in flight at once, per server.
+pub const MAX_IN_FLIGHT: usize = 32;
+/// Events read per enqueue.
+const ENQUEUE_BATCH: u32 = 500;
+/// Longest URL.
+const MAX_URL_LEN: usize = 2048;
+/// Longest description.
+const MAX_DESCRIPTION_LEN: usize = 500;
+/// Longest `last_error` kept.
+const MAX_ERROR_LEN: usize = 500;
+
+/// How webhooks are sent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WebhookPolicy {
+    /// The delays between attempts (`WEBHOOK_RETRY_SCHEDULE`).
+    pub schedule: RetrySchedule,
+    /// Whether targets on loopback, private and link-local addresses are allowed
+    /// (`WEBHOOK_ALLOW_PRIVATE_NETWORKS`).
+    pub allow_private_networks: bool,
+}
+
+/// The webhook store, the policy and the HTTP client of the deliveries.
+pub struct Webhooks {
+    store: Arc<dyn WebhookRepository>,
+    policy: WebhookPolicy,
+    client: reqwest::Client,
+}
+
+impl Webhooks {
+    /// Deliveries from `store` under `policy`.
+    pub fn new(store: Arc<dyn WebhookRepository>, policy: WebhookPolicy) -> Self {
+        let mut builder = reqwest::Client::builder()
+            .timeout(ATTEMPT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("orchestrator-webhooks/", env!("CARGO_PKG_VERSION")));
+        if !policy.allow_private_networks {
+            builder = builder.dns_resolver(PublicOnly);
+        }
+        // Only a TLS back end that fails to load makes this fail; fall back to the default.
+        let client = builder.build().unwrap_or_default();
+        Webhooks {
+            store,
+            policy,
+            client,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn WebhookRepository {
+        self.store.as_ref()
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &WebhookPolicy {
+        &self.policy
+    }
+
+    /// Checks a request to create a webhook: the URL (absolute http(s), and, unless private
+    /// networks are allowed, a host whose every address is public), the event types and the
+    /// description. Answers the webhook to store, made at `now`.
+    pub async fn check(
+        &self,
+        request: CreateWebhookRequest,
+        now: Timestamp,
+    ) -> Result<Webhook, ValidationError> {
+        let url = check_url(&request.url)?;
+        if !self.policy.allow_private_networks {
+            check_public(&url).await?;
+        }
+        let mut event_types = Vec::new();
+        for name in request.event_types.unwrap_or_default() {
+            let event_type = EventType::parse(&name).ok_or_else(|| {
+                let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+                ValidationError::new(
+                    "event_types",
+                    format!("unknown event type '{name}' (one of {})", known.join(", ")),
+                )
+            })?;
+            if !event_types.contains(&event_type) {
+                event_types.push(event_type);
+            }
+        }
+        let description = request.description.filter(|d| !d.trim().is_empty());
+        if description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_LEN)
+        {
+            return Err(ValidationError::new(
+                "description",
+                format!("must be at most {MAX_DESCRIPTION_LEN} characters"),
+            ));
+        }
+        Ok(Webhook {
+            id: format!("wh_{}", uuid::Uuid::new_v4().simple()),
+            url: url.to_string(),
+            event_types,
+            description,
+            created_at: now,
+        })
+    }
+
+    /// One POST of `delivery`, signed at `now`: the outcome to store.
+    async fn attempt(&self, delivery: &DueDelivery, now: Timestamp) -> AttemptRecord {
+        let attempts = delivery.attempts.saturating_add(1);
+        let (status_code, error) = match self.post(delivery, now).await {
+            Ok(code) if (200..300).contains(&code) => (Some(code), None),
+            Ok(code) => (Some(code), Some(format!("the target answered {code}"))),
+            Err(error) => (None, Some(error)),
+        };
+        let mut record = AttemptRecord {
+            id: delivery.id.clone(),
+            lease: delivery.lease,
+            attempts,
+            status: DeliveryStatus::Delivered,
+            status_code,
+            error: None,
+            next_attempt_at: None,
+            delivered_at: Some(now),
+        };
+        if let Some(error) = error {
+            record.delivered_at = None;
+            record.error = Some(error.chars().take(MAX_ERROR_LEN).collect());
+            match self.policy.schedule.next_delay(attempts) {
+                Some(delay) => {
+                    record.status = DeliveryStatus::Pending;
+                    record.next_attempt_at = Some(now + chrono_delay(delay));
+                }
+                None => record.status = DeliveryStatus::Failed,
+            }
+        }
+        record
+    }
+
+    /// POSTs the delivery's payload with the Standard Webhooks headers: the answer's status,
+    /// or why there was none.
+    async fn post(&self, delivery: &DueDelivery, now: Timestamp) -> Result<u16, String> {
+        let secret = WebhookSecret::parse(&delivery.secret)
+            .map_err(|e| format!("the stored secret is unusable: {e}"))?;
+        let timestamp = now.timestamp();
+        let signature = secret.sign(&delivery.id, timestamp, delivery.payload.as_bytes());
+        if !self.policy.allow_private_networks {
+            // A literal address skips the resolver.
+            let url = reqwest::Url::parse(&delivery.url).map_err(|e| e.to_string())?;
+            if let Some(address) = literal_address(&url)
+                && !is_public_address(address)
+            {
+                return Err(format!("refused: {address} is not a public address"));
+            }
+        }
+        let response = self
+            .client
+            .post(&delivery.url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &delivery.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(delivery.payload.clone())
+            .send()
+            .await
+            .map_err(describe)?;
+        Ok(response.status().as_u16())
+    }
+}
+
+/// A reqwest failure in a sentence, with its causes.
+fn describe(error: reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())
+    } else if error.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        "the request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn chrono_delay(delay: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::days(7))
+}
+
+/// An absolute `http` or `https` URL with a host and no credentials.
+fn check_url(text: &str) -> Result<reqwest::Url, ValidationError> {
+    let bad = |rule: &str| ValidationError::new("url", rule);
+    if text.len() > MAX_URL_LEN {
+        return Err(bad("must be at most 2048 characters"));
+    }
+    let url = reqwest::Url::parse(text).map_err(|_| bad("must be an absolute http(s) URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("must be an absolute http(s) URL"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not carry credentials"));
+    }
+    Ok(url)
+}
+
+/// The URL's host as an address, when it is written as one.
+fn literal_address(url: &reqwest::Url) -> Option<IpAddr> {
+    let host = url.host_str()?;
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// Refuses a URL whose host is, or resolves to, an address that is not public.
+async fn check_public(url: &reqwest::Url) -> Result<(), ValidationError> {
+    let refuse = |address: IpAddr| {
+        ValidationError::new(
+            "url",
+            format!(
+                "resolves to {address}, a loopback, private or link-local address (allowed only with WEBHOOK_ALLOW_PRIVATE_NETWORKS=true)"
+            ),
+        )
+    };
+    if let Some(address) = literal_address(url) {
+        return if is_public_address(address) {
+            Ok(())
+        } else {
+            Err(refuse(address))
+        };
+    }
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| ValidationError::new("url", format!("the host '{host}' does not resolve")))?
+        .collect();
+    match addresses.iter().find(|a| !is_public_address(a.ip())) {
+        Some(private) => Err(refuse(private.ip())),
+        None if addresses.is_empty() => Err(ValidationError::new(
+            "url",
+            format!("the host '{host}' does not resolve"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Resolves names as the system does, keeping only public addresses, so a name that changes
+/// to a private address after its webhook was created is refused at delivery.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let public: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| is_public_address(a.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(format!("refused: {host} has no public address").into());
+            }
+            let addresses: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addresses)
+        })
+    }
+}
+
+/// The worker: every [`POLL_EVERY`] until `stop` turns true, enqueues new events and attempts
+/// due deliveries. In-flight attempts finish (bounded by [`ATTEMPT_TIMEOUT`]) before it ends.
+pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
+    let Some(webhooks) = app.webhooks() else {
+        return;
+    };
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut attempts = JoinSet::new();
+    let mut tick = tokio::time::interval(POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+        while attempts.try_join_next().is_some() {}
+        if let Err(e) = dispatch_once(&app, webhooks, &slots, &mut attempts).await {
+            tracing::warn!(error = %e, "webhook deliveries: storage failed; retrying");
+        }
+    }
+    while attempts.join_next().await.is_some() {}
+}
+
+/// One round: enqueue each webhook's new events, then claim and start the due deliveries
+/// there are free slots for.
+async fn dispatch_once(
+    app: &App,
+    webhooks: &Arc<Webhooks>,
+    slots: &Arc<Semaphore>,
+    attempts: &mut JoinSet<()>,
+) -> Result<(), RepositoryError> {
+    let store = webhooks.store();
+    let subscribed = store.webhooks().await?;
+    if subscribed.is_empty() {
+        return Ok(());
+    }
+    for webhook in &subscribed {
+        while store
+            .enqueue_deliveries(&webhook.id, app.now(), ENQUEUE_BATCH)
+            .await?
+            >= u64::from(ENQUEUE_BATCH)
+        {}
+    }
+    let free = u32::try_from(slots.available_permits()).unwrap_or(0);
+    if free == 0 {
+        return Ok(());
+    }
+    let now = app.now();
+    let due = store
+        .claim_deliveries(now, now + chrono_delay(LEASE), free)
+        .await?;
+    for delivery in due {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let (app, webhooks) = (app.clone(), webhooks.clone());
+        attempts.spawn(async move {
+            let _slot = slot;
+            deliver(&app, &webhooks, delivery).await;
+        });
+    }
+    Ok(())
+}
+
+/// Attempts one delivery and stores the outcome.
+async fn deliver(app: &App, webhooks: &Webhooks, delivery: DueDelivery) {
+    let started = Instant::now();
+    let record = webhooks.attempt(&delivery, app.now()).await;
+    let outcome = match record.status {
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Pending => "retry",
+        DeliveryStatus::Failed => "failed",
+    };
+    app.metrics().webhook_attempt(outcome, started.elapsed());
+    tracing::debug!(
+        delivery = %delivery.id,
+        webhook = %delivery.webhook_id,
+        attempts = record.attempts,
+        outcome,
+        error = record.error.as_deref().unwrap_or(""),
+        "webhook delivery attempted"
+    );
+    match webhooks.store().record_attempt(&record).await {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!(delivery = %delivery.id, "the delivery's claim had ended"),
+        // The lease ends and the delivery is attempted again: at least once.
+        Err(e) => {
+            tracing::warn!(delivery = %delivery.id, error = %e, "could not store a webhook attempt")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_an_absolute_http_url_without_credentials() {
+        for good in ["http://example.com/hook", "https://example.com:8443/x?y=1"] {
+            assert!(check_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "example.com/hook",
+            "/hook",
+            "ftp://example.com/",
+            "file:///etc/passwd",
+            "https://user:pw@example.com/",
+            "http://",
+        ] {
+            assert_eq!(check_url(bad).unwrap_err().field, "url", "{bad}");
+        }
+        assert!(check_url(&format!("https://example.com/{}", "a".repeat(2048))).is_err());
+    }
+
+    #[tokio::test]
+    async fn loopback_and_private_targets_are_refused() {
+        for private in [
+            "http://127.0.0.1:9/",
+            "http://localhost:9/",
+            "http://10.0.0.1/",
+            "http://[::1]/",
+            "http://169.254.169.254/latest",
+        ] {
+            let url = check_url(private).unwrap();
+            let error = check_public(&url).await.unwrap_err();
+            assert_eq!(error.field, "url", "{private}");
+            assert!(
+                error.rule.contains("WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
+                "{private}"
+            );
+        }
+        let public = check_url("http://93.184.216.34/").unwrap();
+        assert!(check_public(&public).await.is_ok());
+    }
+}

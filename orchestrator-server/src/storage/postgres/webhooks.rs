@@ -1,0 +1,263 @@
+//! The PostgreSQL side of webhooks: each write in a transaction of its own. An enqueue locks
+//! its webhook's row, so replicas enqueue one after the other; a claim skips the deliveries
+//! another replica is claiming.
+
+use diesel::prelude::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel::result::QueryResult;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use orchestrator_core::api::{DeliveriesPage, Delivery, Webhook};
+use orchestrator_core::webhook::{DeliveryStatus, WebhookSecret};
+use orchestrator_core::{RepositoryError, Timestamp};
+
+use crate::storage::models::{DeliveryRow, DueRow, EventRow, WebhookRow, convert, micros, to_i64};
+use crate::storage::queries;
+use crate::storage::schema::{webhook_deliveries, webhooks};
+use crate::storage::webhooks::{
+    AttemptRecord, DueDelivery, RecordRow, WebhookRepository, WebhookWrite, delivery_page,
+    page_statuses,
+};
+use crate::storage::write::{Write, Written};
+
+/// Every webhook.
+pub async fn all(conn: &mut AsyncPgConnection) -> QueryResult<Vec<WebhookRow>> {
+    queries::all_webhooks()
+        .select(WebhookRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// One webhook.
+pub async fn one(conn: &mut AsyncPgConnection, id: &str) -> QueryResult<Option<WebhookRow>> {
+    queries::webhook(id)
+        .select(WebhookRow::as_select())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// A page of a webhook's deliveries.
+pub async fn page(
+    conn: &mut AsyncPgConnection,
+    webhook_id: &str,
+    page: &DeliveriesPage,
+) -> QueryResult<Vec<DeliveryRow>> {
+    let before = page.before.map_or(i64::MAX, to_i64);
+    queries::delivery_page(
+        webhook_id,
+        page_statuses(page),
+        before,
+        // One more than asked says whether another page follows.
+        i64::from(page.limit.get()) + 1,
+    )
+    .select(DeliveryRow::as_select())
+    .load(conn)
+    .await
+}
+
+/// Carries out a webhook write inside the writer's transaction.
+pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryResult<Written> {
+    let count = |n: usize| Written::Count(u64::try_from(n).unwrap_or(0));
+    match write {
+        WebhookWrite::Create(row) => {
+            let (last, _purged): (i64, i64) = queries::event_bounds().get_result(conn).await?;
+            let row = WebhookRow {
+                enqueued_through: last,
+                ..row.clone()
+            };
+            diesel::insert_into(webhooks::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
+            Ok(Written::Done)
+        }
+        WebhookWrite::Delete(id) => {
+            diesel::delete(webhook_deliveries::table.filter(webhook_deliveries::webhook_id.eq(id)))
+                .execute(conn)
+                .await?;
+            diesel::delete(queries::webhook(id))
+                .execute(conn)
+                .await
+                .map(count)
+        }
+        WebhookWrite::Enqueue {
+            webhook_id,
+            now,
+            limit,
+        } => {
+            // Locked until commit: another replica's enqueue waits, then reads the new mark.
+            let webhook = queries::webhook(webhook_id)
+                .select(WebhookRow::as_select())
+                .for_update()
+                .get_result(conn)
+                .await
+                .optional()?;
+            let Some(webhook) = webhook else {
+                return Ok(Written::Count(0));
+            };
+            let rows = queries::any_events_after(webhook.enqueued_through, *limit)
+                .select(EventRow::as_select())
+                .load(conn)
+                .await?;
+            let read = rows.len();
+            let (deliveries, through) = match webhook.deliveries(rows, *now) {
+                Ok(made) => made,
+                Err(corrupt) => return Ok(Written::Refused(corrupt)),
+            };
+            for delivery in &deliveries {
+                diesel::insert_into(webhook_deliveries::table)
+                    .values(delivery)
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?;
+            }
+            diesel::update(queries::webhook(webhook_id))
+                .set(webhooks::enqueued_through.eq(through))
+                .execute(conn)
+                .await?;
+            Ok(count(read))
+        }
+        WebhookWrite::Claim {
+            now,
+            lease_until,
+            limit,
+        } => {
+            let pending = DeliveryStatus::Pending.as_str();
+            let ids: Vec<String> = queries::due_deliveries(pending, *now, *limit)
+                .select(webhook_deliveries::id)
+                .for_update()
+                .skip_locked()
+                .load(conn)
+                .await?;
+            if ids.is_empty() {
+                return Ok(Written::Due(Vec::new()));
+            }
+            diesel::update(webhook_deliveries::table.filter(webhook_deliveries::id.eq_any(&ids)))
+                .set(webhook_deliveries::lease_until.eq(lease_until))
+                .execute(conn)
+                .await?;
+            let due: Vec<DueRow> = queries::claimed_deliveries(ids)
+                .select((DeliveryRow::as_select(), (webhooks::url, webhooks::secret)))
+                .load(conn)
+                .await?;
+            Ok(Written::Due(
+                due.into_iter().map(DueDelivery::from).collect(),
+            ))
+        }
+        WebhookWrite::Record(record) => {
+            diesel::update(queries::leased_delivery(&record.id, record.lease))
+                .set(&record.changes)
+                .execute(conn)
+                .await
+                .map(count)
+        }
+        WebhookWrite::Redeliver {
+            webhook_id,
+            delivery_id,
+            now,
+        } => diesel::update(queries::delivery_of(webhook_id, delivery_id))
+            .set((
+                webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()),
+                webhook_deliveries::next_attempt_at.eq(now),
+                webhook_deliveries::lease_until.eq(None::<i64>),
+            ))
+            .execute(conn)
+            .await
+            .map(count),
+        WebhookWrite::Purge(before) => diesel::delete(queries::settled_deliveries_before(
+            DeliveryStatus::Pending.as_str(),
+            *before,
+        ))
+        .execute(conn)
+        .await
+        .map(count),
+    }
+}
+
+#[async_trait::async_trait]
+impl WebhookRepository for super::PgRepository {
+    async fn create_webhook(
+        &self,
+        webhook: &Webhook,
+        secret: &WebhookSecret,
+    ) -> Result<(), RepositoryError> {
+        let write = WebhookWrite::Create(WebhookRow::new(webhook, secret));
+        self.write(Write::Webhook(write)).await.map(|_| ())
+    }
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>, RepositoryError> {
+        convert(self.run(async |conn| all(conn).await).await?)
+    }
+
+    async fn webhook(&self, id: &str) -> Result<Option<Webhook>, RepositoryError> {
+        let row = self.run(async |conn| one(conn, id).await).await?;
+        Ok(convert(row.into_iter().collect())?.pop())
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool, RepositoryError> {
+        let write = WebhookWrite::Delete(id.to_owned());
+        Ok(self.write(Write::Webhook(write)).await?.count() > 0)
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        webhook_id: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<u64, RepositoryError> {
+        let write = WebhookWrite::Enqueue {
+            webhook_id: webhook_id.to_owned(),
+            now: micros(now),
+            limit: i64::from(limit),
+        };
+        Ok(self.write(Write::Webhook(write)).await?.count())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, RepositoryError> {
+        let write = WebhookWrite::Claim {
+            now: micros(now),
+            lease_until: micros(lease_until),
+            limit: i64::from(limit),
+        };
+        Ok(self.write(Write::Webhook(write)).await?.into_due())
+    }
+
+    async fn record_attempt(&self, record: &AttemptRecord) -> Result<bool, RepositoryError> {
+        let write = WebhookWrite::Record(RecordRow::from(record));
+        Ok(self.write(Write::Webhook(write)).await?.count() > 0)
+    }
+
+    async fn deliveries(
+        &self,
+        webhook_id: &str,
+        page: &DeliveriesPage,
+    ) -> Result<Vec<Delivery>, RepositoryError> {
+        let rows = self
+            .run(async |conn| self::page(conn, webhook_id, page).await)
+            .await?;
+        delivery_page(rows)
+    }
+
+    async fn redeliver(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        now: Timestamp,
+    ) -> Result<bool, RepositoryError> {
+        let write = WebhookWrite::Redeliver {
+            webhook_id: webhook_id.to_owned(),
+            delivery_id: delivery_id.to_owned(),
+            now: micros(now),
+        };
+        Ok(self.write(Write::Webhook(write)).await?.count() > 0)
+    }
+
+    async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError> {
+        let write = WebhookWrite::Purge(micros(before));
+        Ok(self.write(Write::Webhook(write)).await?.count())
+    }
+}

@@ -1,0 +1,235 @@
+//! Webhooks in the store: the subscriptions, and their deliveries as a durable queue.
+//!
+//! The event log is the queue's source. Each webhook row keeps `enqueued_through`, the last
+//! event turned into its deliveries; [`WebhookRepository::enqueue_deliveries`] reads the
+//! events after it and stores their deliveries and the new mark in one transaction, under the
+//! webhook row's lock (PostgreSQL) or on the single writer (SQLite). Since a reader never
+//! meets an event below one it has seen (see `event`), every event committed after a
+//! webhook was created becomes exactly one delivery, whatever restarts or replicas do; an
+//! event is acknowledged only once it is in the log, so no acknowledged change misses its
+//! delivery.
+//!
+//! A delivery is attempted by one replica at a time: [`WebhookRepository::claim_deliveries`]
+//! leases due deliveries (skipping rows another replica is claiming), and an attempt's outcome
+//! is recorded only while its lease holds. A replica that dies mid-attempt leaves a lease that
+//! ends, and another replica attempts the delivery again: at least once.
+
+use async_trait::async_trait;
+use orchestrator_core::api::{DeliveriesPage, Delivery, Webhook};
+use orchestrator_core::webhook::{DeliveryStatus, WebhookSecret};
+use orchestrator_core::{RepositoryError, Timestamp};
+
+use super::models::{DeliveryRow, DueRow, WebhookRow, micros};
+
+/// A delivery a replica has claimed: what to POST, where, and with which key.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    /// The delivery id: the `webhook-id` header.
+    pub id: String,
+    /// The webhook.
+    pub webhook_id: String,
+    /// Where to POST.
+    pub url: String,
+    /// The signing secret.
+    pub secret: String,
+    /// The CloudEvent JSON.
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// The claim's lease (Unix microseconds); the outcome is recorded only while it holds.
+    pub lease: i64,
+}
+
+impl From<DueRow> for DueDelivery {
+    fn from((row, (url, secret)): DueRow) -> Self {
+        DueDelivery {
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            lease: row.lease_until.unwrap_or_default(),
+            id: row.id,
+            webhook_id: row.webhook_id,
+            url,
+            secret,
+            payload: row.payload,
+        }
+    }
+}
+
+/// The outcome of one attempt, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The delivery.
+    pub id: String,
+    /// The lease of the claim that made the attempt.
+    pub lease: i64,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+    /// Delivered, failed for good, or pending again.
+    pub status: DeliveryStatus,
+    /// The HTTP status, if the target answered.
+    pub status_code: Option<u16>,
+    /// Why the attempt failed, if it did.
+    pub error: Option<String>,
+    /// When to attempt again (pending only).
+    pub next_attempt_at: Option<Timestamp>,
+    /// When a 2xx arrived (delivered only).
+    pub delivered_at: Option<Timestamp>,
+}
+
+/// Webhooks and their deliveries: what a durable store keeps for the delivery worker and the
+/// `/webhooks` API.
+#[async_trait]
+pub trait WebhookRepository: Send + Sync {
+    /// Stores a new webhook; it takes the events committed from now on.
+    async fn create_webhook(
+        &self,
+        webhook: &Webhook,
+        secret: &WebhookSecret,
+    ) -> Result<(), RepositoryError>;
+
+    /// Every webhook, oldest first.
+    async fn webhooks(&self) -> Result<Vec<Webhook>, RepositoryError>;
+
+    /// One webhook.
+    async fn webhook(&self, id: &str) -> Result<Option<Webhook>, RepositoryError>;
+
+    /// Deletes a webhook and its deliveries; false if there was none.
+    async fn delete_webhook(&self, id: &str) -> Result<bool, RepositoryError>;
+
+    /// Turns up to `limit` events after the webhook's mark into its deliveries, due at `now`;
+    /// answers how many events were read (0: it is up to date).
+    async fn enqueue_deliveries(
+        &self,
+        webhook_id: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<u64, RepositoryError>;
+
+    /// Leases up to `limit` deliveries due at `now` that no other claim holds, until
+    /// `lease_until`.
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, RepositoryError>;
+
+    /// Stores an attempt's outcome if its claim still holds the delivery; false if not (the
+    /// lease ended and another attempt took over, or it was redelivered meanwhile).
+    async fn record_attempt(&self, record: &AttemptRecord) -> Result<bool, RepositoryError>;
+
+    /// A webhook's deliveries, newest event first, as `page` asks: up to one more than its
+    /// limit, so the caller knows whether another page follows.
+    async fn deliveries(
+        &self,
+        webhook_id: &str,
+        page: &DeliveriesPage,
+    ) -> Result<Vec<Delivery>, RepositoryError>;
+
+    /// Makes a delivery pending and due at `now` (its attempts count on); false if the webhook
+    /// has no such delivery.
+    async fn redeliver(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        now: Timestamp,
+    ) -> Result<bool, RepositoryError>;
+
+    /// Forgets delivered and failed deliveries made before `before`.
+    async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError>;
+}
+
+/// Every webhook write, for the back ends' `apply`.
+#[derive(Debug)]
+pub(crate) enum WebhookWrite {
+    /// A new webhook; its mark is set to the log's last id.
+    Create(WebhookRow),
+    /// Deletes a webhook (answers `Count`).
+    Delete(String),
+    /// See [`WebhookRepository::enqueue_deliveries`] (answers `Count`).
+    Enqueue {
+        /// The webhook.
+        webhook_id: String,
+        /// Unix microseconds.
+        now: i64,
+        /// Most events read.
+        limit: i64,
+    },
+    /// See [`WebhookRepository::claim_deliveries`] (answers `Due`).
+    Claim {
+        /// Unix microseconds.
+        now: i64,
+        /// Unix microseconds.
+        lease_until: i64,
+        /// Most deliveries claimed.
+        limit: i64,
+    },
+    /// See [`WebhookRepository::record_attempt`] (answers `Count`).
+    Record(RecordRow),
+    /// See [`WebhookRepository::redeliver`] (answers `Count`).
+    Redeliver {
+        /// The webhook.
+        webhook_id: String,
+        /// The delivery.
+        delivery_id: String,
+        /// Unix microseconds.
+        now: i64,
+    },
+    /// See [`WebhookRepository::purge_deliveries`] (answers `Count`).
+    Purge(i64),
+}
+
+/// An attempt's outcome in columns.
+#[derive(Debug, Clone, diesel::AsChangeset)]
+#[diesel(table_name = super::schema::webhook_deliveries)]
+#[diesel(treat_none_as_null = true)]
+pub(crate) struct RecordChanges {
+    pub status: String,
+    pub attempts: i32,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub lease_until: Option<i64>,
+}
+
+/// [`AttemptRecord`] as the store writes it: which row, under which lease, what changes.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordRow {
+    /// The delivery.
+    pub id: String,
+    /// The claim's lease.
+    pub lease: i64,
+    /// The new columns (the lease released).
+    pub changes: RecordChanges,
+}
+
+impl From<&AttemptRecord> for RecordRow {
+    fn from(record: &AttemptRecord) -> Self {
+        RecordRow {
+            id: record.id.clone(),
+            lease: record.lease,
+            changes: RecordChanges {
+                status: record.status.as_str().to_owned(),
+                attempts: i32::try_from(record.attempts).unwrap_or(i32::MAX),
+                last_status_code: record.status_code.map(i32::from),
+                last_error: record.error.clone(),
+                next_attempt_at: record.next_attempt_at.map(micros),
+                delivered_at: record.delivered_at.map(micros),
+                lease_until: None,
+            },
+        }
+    }
+}
+
+/// The statuses a page of deliveries may show.
+pub(crate) fn page_statuses(page: &DeliveriesPage) -> Vec<&'static str> {
+    match page.status {
+        Some(status) => vec![status.as_str()],
+        None => DeliveryStatus::ALL.iter().map(|s| s.as_str()).collect(),
+    }
+}
+
+/// The rows of a page into deliveries.
+pub(crate) fn delivery_page(rows: Vec<DeliveryRow>) -> Result<Vec<Delivery>, RepositoryError> {
+    super::models::convert(rows)
+}

@@ -1,0 +1,566 @@
+//! Webhooks: subscriptions through the typed client, deliveries received by a real HTTP
+//! receiver and checked with the client's signature helper, the retry schedule, redelivery,
+//! refusals, delivery after `kill -9` with the receiver down, and two PostgreSQL replicas
+//! delivering each event once.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use orchestrator_client::Client;
+use orchestrator_client::webhooks::{SignatureError, verify_signature};
+use orchestrator_core::api::{
+    AdvanceRequest, CreateWebhookRequest, DeliveriesQuery, Delivery, ErrorCode,
+    StartWorkflowRequest,
+};
+use orchestrator_core::webhook::{DeliveryStatus, RetrySchedule};
+use orchestrator_server::storage::DatabaseUrl;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::helpers::{
+    TestApp, free_port, id, spawn_app, spawn_app_with, sqlite_server, wait_healthy,
+};
+use crate::postgres::TestDatabase;
+
+/// One POST a receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Received {
+    fn event(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+
+    fn webhook_id(&self) -> String {
+        self.headers["webhook-id"].to_str().unwrap().to_owned()
+    }
+}
+
+/// An HTTP receiver on loopback: records every request and answers the scripted statuses in
+/// turn (then 200).
+struct Receiver {
+    url: String,
+    got: mpsc::UnboundedReceiver<Received>,
+    answers: Arc<Mutex<VecDeque<u16>>>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        Self::on(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    fn on(listener: TcpListener) -> Receiver {
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (sender, got) = mpsc::unbounded_channel();
+        let answers = Arc::new(Mutex::new(VecDeque::new()));
+        let script = answers.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (sender, script) = (sender.clone(), script.clone());
+                let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let (sender, script) = (sender.clone(), script.clone());
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let _ = sender.send(Received {
+                            headers: parts.headers,
+                            body,
+                        });
+                        let status = script.lock().unwrap().pop_front().unwrap_or(200);
+                        let mut response = http::Response::new(Full::new(Bytes::new()));
+                        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        Receiver { url, got, answers }
+    }
+
+    fn answer(&self, statuses: &[u16]) {
+        self.answers.lock().unwrap().extend(statuses);
+    }
+
+    /// The next request, within 15 s.
+    async fn next(&mut self) -> Received {
+        tokio::time::timeout(Duration::from_secs(15), self.got.recv())
+            .await
+            .expect("a delivery within 15 s")
+            .expect("the receiver runs")
+    }
+
+    /// No request within `wait`.
+    async fn quiet(&mut self, wait: Duration) {
+        if let Ok(Some(extra)) = tokio::time::timeout(wait, self.got.recv()).await {
+            panic!("unexpected delivery: {}", extra.event());
+        }
+    }
+}
+
+/// Waits (up to 20 s) until a delivery of `webhook` satisfies `done`; answers them all.
+async fn deliveries_until(
+    client: &Client,
+    webhook: &str,
+    done: impl Fn(&[Delivery]) -> bool,
+) -> Vec<Delivery> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = client
+            .list_deliveries(webhook, &DeliveriesQuery::default())
+            .await
+            .expect("deliveries");
+        if done(&page.items) {
+            return page.items;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deliveries now: {:?}",
+            page.items
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_matching_event_is_posted_signed_and_recorded_as_delivered() {
+    let app = spawn_app().await;
+    let mut receiver = Receiver::start().await;
+    app.start_workflow("before-the-webhook").await;
+    let created = app
+        .client
+        .create_webhook(&CreateWebhookRequest {
+            url: receiver.url.clone(),
+            event_types: Some(vec!["workflow.transitioned".into()]),
+            description: Some("the tests' receiver".into()),
+        })
+        .await
+        .unwrap();
+    assert!(created.webhook.id.starts_with("wh_"));
+    assert!(created.secret.starts_with("whsec_"));
+    assert_eq!(created.webhook.event_types.len(), 1);
+
+    app.start_workflow("hooked").await;
+    app.client
+        .advance_workflow(&id("hooked"), &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    app.client
+        .create_consultation(
+            &id("hooked"),
+            &orchestrator_core::api::ConsultRequest {
+                topic: "testing".into(),
+                question: "Is this covered?".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    let first = receiver.next().await;
+    let second = receiver.next().await;
+    for (received, state) in [(&first, "PHASE_1"), (&second, "GATE_1")] {
+        let event = received.event();
+        assert_eq!(event["type"], "workflow.transitioned");
+        assert_eq!(event["subject"], "hooked");
+        assert_eq!(event["data"]["state"], state);
+        assert_eq!(received.headers["content-type"], "application/json");
+        assert_eq!(
+            verify_signature(&created.secret, &received.headers, &received.body),
+            Ok(())
+        );
+    }
+    // The event before the webhook existed, and the consultation's, are not sent.
+    receiver.quiet(Duration::from_millis(800)).await;
+
+    // A body changed on the way, or another webhook's secret, is detected.
+    let mut forged = first.body.to_vec();
+    forged.extend_from_slice(b" ");
+    assert_eq!(
+        verify_signature(&created.secret, &first.headers, &forged),
+        Err(SignatureError::Mismatch)
+    );
+    let other = app
+        .client
+        .create_webhook(&CreateWebhookRequest::new(receiver.url.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        verify_signature(&other.secret, &first.headers, &first.body),
+        Err(SignatureError::Mismatch)
+    );
+
+    let deliveries = deliveries_until(&app.client, &created.webhook.id, |items| {
+        items.len() == 2 && items.iter().all(|d| d.status == DeliveryStatus::Delivered)
+    })
+    .await;
+    // Newest event first; the webhook-id header is the delivery's id.
+    assert_eq!(deliveries[0].id, second.webhook_id());
+    assert_eq!(deliveries[1].id, first.webhook_id());
+    assert_eq!(deliveries[0].event_id, second.event()["id"]);
+    for delivery in &deliveries {
+        assert_eq!(delivery.attempts, 1);
+        assert_eq!(delivery.last_status_code, Some(200));
+        assert!(delivery.delivered_at.is_some() && delivery.next_attempt_at.is_none());
+    }
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("orchestrator_webhook_attempts_total{outcome=\"delivered\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_target_is_retried_on_the_schedule_then_failed_and_can_be_redelivered() {
+    let app = spawn_app_with(|c| {
+        c.webhook_retry_schedule = RetrySchedule::parse("1s,1s").unwrap();
+    })
+    .await;
+    let mut receiver = Receiver::start().await;
+    receiver.answer(&[503, 500, 502]);
+    let webhook = app
+        .client
+        .create_webhook(&CreateWebhookRequest::new(receiver.url.clone()))
+        .await
+        .unwrap()
+        .webhook;
+    app.start_workflow("flaky").await;
+
+    let attempts = [
+        receiver.next().await,
+        receiver.next().await,
+        receiver.next().await,
+    ];
+    let ids: Vec<String> = attempts.iter().map(Received::webhook_id).collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one delivery id: {ids:?}"
+    );
+    let delivery = deliveries_until(&app.client, &webhook.id, |items| {
+        items
+            .first()
+            .is_some_and(|d| d.status == DeliveryStatus::Failed)
+    })
+    .await
+    .remove(0);
+    assert_eq!(delivery.attempts, 3);
+    assert_eq!(delivery.last_status_code, Some(502));
+    assert_eq!(
+        delivery.last_error.as_deref(),
+        Some("the target answered 502")
+    );
+    receiver.quiet(Duration::from_millis(1500)).await;
+
+    let failed = app
+        .client
+        .list_deliveries(
+            &webhook.id,
+            &DeliveriesQuery {
+                status: Some(DeliveryStatus::Failed),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.items.len(), 1);
+
+    // Redelivered: the same webhook-id, the attempts counting on.
+    app.client
+        .redeliver(&webhook.id, &delivery.id)
+        .await
+        .unwrap();
+    assert_eq!(receiver.next().await.webhook_id(), delivery.id);
+    let delivered = deliveries_until(&app.client, &webhook.id, |items| {
+        items
+            .first()
+            .is_some_and(|d| d.status == DeliveryStatus::Delivered)
+    })
+    .await
+    .remove(0);
+    assert_eq!(delivered.attempts, 4);
+    assert_eq!(delivered.last_error, None);
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("orchestrator_webhook_attempts_total{outcome=\"retry\"} 2"));
+    assert!(metrics.contains("orchestrator_webhook_attempts_total{outcome=\"failed\"} 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhooks_are_listed_paged_deleted_and_bad_requests_refused() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let code = |result: orchestrator_client::Result<_>| result.map(|_: ()| ()).unwrap_err().code();
+
+    for (request, field) in [
+        (CreateWebhookRequest::new("not a url"), "url"),
+        (CreateWebhookRequest::new("ftp://example.com/"), "url"),
+        (
+            CreateWebhookRequest::new("https://user:pw@example.com/"),
+            "url",
+        ),
+        (
+            CreateWebhookRequest {
+                url: receiver.url.clone(),
+                event_types: Some(vec!["workflow.exploded".into()]),
+                description: None,
+            },
+            "event_types",
+        ),
+    ] {
+        let error = app.client.create_webhook(&request).await.unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::ValidationError));
+        let details = error.body().unwrap().details.clone().unwrap();
+        assert!(details[0].starts_with(field), "{details:?}");
+    }
+    assert!(app.client.list_webhooks().await.unwrap().items.is_empty());
+
+    let kept = app
+        .client
+        .create_webhook(&CreateWebhookRequest::new(receiver.url.clone()))
+        .await
+        .unwrap()
+        .webhook;
+    let listed = app.client.list_webhooks().await.unwrap().items;
+    assert_eq!(listed, vec![kept.clone()]);
+    assert_eq!(app.client.get_webhook(&kept.id).await.unwrap(), kept);
+    let raw = reqwest::get(app.url("/webhooks"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !raw.contains("whsec_"),
+        "the secret is shown only once: {raw}"
+    );
+
+    // Three events, one page of two and one of one.
+    for name in ["p1", "p2", "p3"] {
+        app.start_workflow(name).await;
+    }
+    deliveries_until(&app.client, &kept.id, |items| items.len() == 3).await;
+    let first = app
+        .client
+        .list_deliveries(
+            &kept.id,
+            &DeliveriesQuery {
+                limit: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 2);
+    let rest = app
+        .client
+        .list_deliveries(
+            &kept.id,
+            &DeliveriesQuery {
+                limit: Some(2),
+                cursor: first.next_cursor.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.next_cursor, None);
+    assert!(first.items[1].event_id > rest.items[0].event_id);
+
+    for query in ["status=lost", "limit=0", "limit=501", "cursor=nope"] {
+        let response = reqwest::get(app.url(&format!("/webhooks/{}/deliveries?{query}", kept.id)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+    }
+
+    let missing = "wh_00000000000000000000000000000000";
+    assert_eq!(
+        app.client.get_webhook(missing).await.unwrap_err().code(),
+        Some(ErrorCode::WebhookNotFound)
+    );
+    assert_eq!(
+        code(app.client.delete_webhook(missing).await),
+        Some(ErrorCode::WebhookNotFound)
+    );
+    assert_eq!(
+        code(app.client.redeliver(missing, "msg_1").await),
+        Some(ErrorCode::WebhookNotFound)
+    );
+    assert_eq!(
+        code(app.client.redeliver(&kept.id, "msg_1").await),
+        Some(ErrorCode::DeliveryNotFound)
+    );
+    app.client.delete_webhook(&kept.id).await.unwrap();
+    assert_eq!(
+        app.client
+            .list_deliveries(&kept.id, &DeliveriesQuery::default())
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::WebhookNotFound)
+    );
+    assert!(app.client.list_webhooks().await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_unless_allowed() {
+    let app = spawn_app_with(|c| c.webhook_allow_private_networks = false).await;
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest/meta-data",
+    ] {
+        let error = app
+            .client
+            .create_webhook(&CreateWebhookRequest::new(url))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::ValidationError), "{url}");
+        let detail = &error.body().unwrap().details.as_ref().unwrap()[0];
+        assert!(
+            detail.contains("WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
+            "{detail}"
+        );
+    }
+    assert!(app.client.list_webhooks().await.unwrap().items.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_survives_kill_9_while_its_receiver_is_down() {
+    let dir = TempDir::new().unwrap();
+    let database = dir.path().join("webhooks.db");
+    let (port, receiver_port) = (free_port(), free_port());
+    let server = |port| {
+        let mut command = sqlite_server(&database, port);
+        command
+            .env("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
+            .env("WEBHOOK_RETRY_SCHEDULE", "1s");
+        command.spawn().expect("server binary starts")
+    };
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut first = server(port);
+    wait_healthy(&client).await;
+    let webhook = client
+        .create_webhook(&CreateWebhookRequest::new(format!(
+            "http://127.0.0.1:{receiver_port}/hook"
+        )))
+        .await
+        .unwrap()
+        .webhook;
+    client
+        .start_workflow(&StartWorkflowRequest::new(
+            "kept",
+            "delivered after a crash",
+        ))
+        .await
+        .unwrap();
+    // Attempted once, against nobody: pending, due again a second later.
+    let pending = deliveries_until(&client, &webhook.id, |items| {
+        items.first().is_some_and(|d| d.attempts >= 1)
+    })
+    .await
+    .remove(0);
+    assert_eq!(pending.status, DeliveryStatus::Pending);
+    assert!(pending.last_error.is_some());
+
+    first.kill().expect("SIGKILL");
+    first.wait().unwrap();
+    let mut receiver = Receiver::on(
+        TcpListener::bind(("127.0.0.1", receiver_port))
+            .await
+            .expect("the receiver's port is free again"),
+    );
+    let mut second = server(port);
+    wait_healthy(&client).await;
+    let received = receiver.next().await;
+    assert_eq!(received.webhook_id(), pending.id);
+    assert_eq!(received.event()["subject"], "kept");
+    let delivered = deliveries_until(&client, &webhook.id, |items| {
+        items
+            .first()
+            .is_some_and(|d| d.status == DeliveryStatus::Delivered)
+    })
+    .await;
+    assert_eq!(delivered.len(), 1);
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_postgres_replicas_deliver_every_event_once() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let url = DatabaseUrl::Postgres(db.url.clone());
+    let (a, b): (TestApp, TestApp) = tokio::join!(
+        spawn_app_with(|c| c.database_url = url.clone()),
+        spawn_app_with(|c| c.database_url = url.clone()),
+    );
+    let mut receiver = Receiver::start().await;
+    a.client
+        .create_webhook(&CreateWebhookRequest::new(receiver.url.clone()))
+        .await
+        .unwrap();
+    // Writers on both replicas: 20 workflows, two events each.
+    let writers: Vec<_> = (0..20)
+        .map(|n| {
+            let client = if n % 2 == 0 {
+                a.client.clone()
+            } else {
+                b.client.clone()
+            };
+            tokio::spawn(async move {
+                let name = format!("replicated-{n}");
+                client
+                    .start_workflow(&StartWorkflowRequest::new(&name, "two replicas"))
+                    .await
+                    .unwrap();
+                client
+                    .advance_workflow(&id(&name), &AdvanceRequest::new("agent_complete"))
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    while seen.len() < 40 {
+        let received = receiver.next().await;
+        let event_id = received.event()["id"].as_str().unwrap().to_owned();
+        let previous = seen.insert(event_id.clone(), received.webhook_id());
+        assert!(previous.is_none(), "event {event_id} delivered twice");
+    }
+    receiver.quiet(Duration::from_secs(1)).await;
+    let ids: Vec<u64> = seen.keys().map(|id| id.parse().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=40).collect::<Vec<u64>>());
+}
