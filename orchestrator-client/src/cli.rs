@@ -15,7 +15,8 @@ use orchestrator_core::api::{
     AdvanceRequest, ConsultRequest, ErrorEnvelope, GateRequest, ListWorkflowsParams,
     RespondRequest, StartWorkflowRequest, WorkflowResponse,
 };
-use orchestrator_core::api::{CloudEvent, EventsQuery};
+use orchestrator_core::api::{CloudEvent, CreateWebhookRequest, DeliveriesQuery, EventsQuery};
+use orchestrator_core::webhook::DeliveryStatus;
 use orchestrator_core::{EventType, FeatureId, WorkflowState};
 use serde::Serialize;
 
@@ -38,7 +39,57 @@ Examples:
   orchestrator reject 042-payment-retries --reason \"retries must back off\"
   orchestrator ask 042-payment-retries testing \"Which failure modes must the tests cover?\"
   orchestrator respond 042-payment-retries <consultation id> confirm --actor qa-lead
+  orchestrator webhooks add https://hooks.example.com/orchestrator --type gate.overdue
   orchestrator health || echo \"not healthy\"";
+
+/// `orchestrator webhooks …`.
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Subscribe a URL to events; prints the webhook with its secret (shown only now).
+    Add {
+        /// Where events are POSTed (absolute http or https).
+        url: String,
+        /// Only these types (repeat, or separate by commas); default: every type.
+        #[arg(long = "type", value_delimiter = ',')]
+        types: Vec<String>,
+        /// Free text for people.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List every webhook.
+    List,
+    /// Show one webhook.
+    Get {
+        /// The webhook's id.
+        id: String,
+    },
+    /// Delete a webhook and its deliveries.
+    Delete {
+        /// The webhook's id.
+        id: String,
+    },
+    /// A page of a webhook's deliveries, newest event first.
+    Deliveries {
+        /// The webhook's id.
+        id: String,
+        /// Only pending, delivered or failed ones.
+        #[arg(long)]
+        status: Option<String>,
+        /// Page size, 1–500.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Attempt a delivery again now (same webhook-id).
+    Redeliver {
+        /// The webhook's id.
+        id: String,
+        /// The delivery's id.
+        delivery_id: String,
+    },
+}
 
 /// Drive an orchestrator server from the command line.
 #[derive(Debug, Parser)]
@@ -203,6 +254,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage webhooks (admin): subscribe a URL to events, list, delete, deliveries,
+    /// redeliver.
+    #[command(subcommand)]
+    Webhooks(WebhookCommand),
     /// Ask the Agent Hub's experts a question for a workflow.
     #[command(visible_alias = "ask")]
     Consult {
@@ -446,6 +501,7 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             }
         }
         Command::Summary => print(out, &client.get_summary().await?),
+        Command::Webhooks(command) => webhooks(&client, command, out).await?,
         Command::Watch {
             feature_id,
             types,
@@ -609,5 +665,56 @@ fn duration(seconds: i64) -> String {
         (0, 0, m) => format!("{m}m"),
         (0, h, m) => format!("{h}h {m}m"),
         (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+async fn webhooks(
+    client: &Client,
+    command: WebhookCommand,
+    out: &mut impl Write,
+) -> Result<std::io::Result<()>, Failure> {
+    match command {
+        WebhookCommand::Add {
+            url,
+            types,
+            description,
+        } => {
+            let request = CreateWebhookRequest {
+                url,
+                event_types: (!types.is_empty()).then_some(types),
+                description,
+            };
+            Ok(print(out, &client.create_webhook(&request).await?))
+        }
+        WebhookCommand::List => Ok(print(out, &client.list_webhooks().await?)),
+        WebhookCommand::Get { id } => Ok(print(out, &client.get_webhook(&id).await?)),
+        WebhookCommand::Delete { id } => {
+            client.delete_webhook(&id).await?;
+            Ok(writeln!(out, "deleted {id}"))
+        }
+        WebhookCommand::Deliveries {
+            id,
+            status,
+            limit,
+            cursor,
+        } => {
+            let status = status
+                .map(|s| {
+                    DeliveryStatus::parse(&s).ok_or_else(|| {
+                        Failure::Usage("--status: one of pending, delivered, failed".to_owned())
+                    })
+                })
+                .transpose()?;
+            let query = DeliveriesQuery {
+                status,
+                limit,
+                cursor,
+            };
+            Ok(print(out, &client.list_deliveries(&id, &query).await?))
+        }
+        WebhookCommand::Redeliver { id, delivery_id } => {
+            client.redeliver(&id, &delivery_id).await?;
+            Ok(writeln!(out, "redelivering {delivery_id}"))
+        }
     }
 }

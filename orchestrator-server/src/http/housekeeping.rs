@@ -1,7 +1,8 @@
 //! The server's periodic work: once a second the gate sweep (every stay at the gate past its
 //! deadline is noted — once, whichever replica sees it first — and its policy applied; each
 //! note is written to the event log as `gate.overdue`, logged and counted), and once a minute
-//! the purge of idempotency keys older than a day and of events past their retention.
+//! the purge of idempotency keys older than a day and of events (and delivered or failed
+//! webhook deliveries) past their retention.
 
 use std::time::Duration;
 
@@ -44,14 +45,26 @@ async fn purge_keys(app: &App) {
     }
 }
 
-/// Deletes the events older than the retention.
+/// Deletes the events, and the settled webhook deliveries, older than the retention.
 async fn purge_events(app: &App) {
     let retention = chrono::Duration::from_std(app.limits().events.retention)
         .unwrap_or(chrono::Duration::days(7));
-    match app.orchestrator().purge_events(app.now() - retention).await {
+    let before = app.now() - retention;
+    match app.orchestrator().purge_events(before).await {
         Ok(0) => {}
         Ok(n) => tracing::debug!(events = n, "events past their retention deleted"),
         Err(e) => tracing::warn!(error = %e, "could not delete old events"),
+    }
+    let Some(webhooks) = app.webhooks() else {
+        return;
+    };
+    match webhooks.store().purge_deliveries(before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(
+            deliveries = n,
+            "settled deliveries past the retention deleted"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not delete old deliveries"),
     }
 }
 

@@ -245,6 +245,11 @@ fn complete_operation(operation: &mut Value, auth_required: bool, role_checked: 
         codes.extend(EVERY_BODY);
         codes.extend(IDEMPOTENT);
         add_idempotency(operation);
+    } else if id == "redeliver" {
+        // A POST without a body of its own: any body is read (and bounded), then ignored.
+        codes.extend([ErrorCode::RequestTimeout, ErrorCode::PayloadTooLarge]);
+        codes.extend(IDEMPOTENT);
+        add_idempotency(operation);
     }
     if !NO_STORAGE_ERRORS.contains(&id.as_str()) {
         codes.push(ErrorCode::DatabaseUnavailable);

@@ -17,7 +17,7 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
             all.push((path.clone(), method.clone(), operation.clone()));
         }
     }
-    assert_eq!(all.len(), 14, "every operation is documented");
+    assert_eq!(all.len(), 20, "every operation is documented");
     all
 }
 
@@ -107,6 +107,7 @@ async fn the_server_refuses_exactly_the_operations_the_document_protects() {
         let request = match method.as_str() {
             "get" => http.get(&url),
             "post" => http.post(&url).json(&json!({})),
+            "delete" => http.delete(&url),
             other => panic!("unexpected method {other}"),
         };
         let status = request.send().await.unwrap().status().as_u16();
@@ -191,7 +192,7 @@ fn every_operation_with_a_body_lists_400_408_413_and_415() {
             "{id}"
         );
     }
-    assert_eq!(with_body, 4);
+    assert_eq!(with_body, 5);
 }
 
 #[test]
@@ -232,6 +233,10 @@ fn every_response_and_request_body_has_an_example_and_error_examples_match_their
             );
         }
         for (status, response) in operation["responses"].as_object().expect("responses") {
+            // A delete's 204 and a redelivery's 202 answer no body.
+            if response.get("content").is_none() && (status == "204" || status == "202") {
+                continue;
+            }
             let (media, content) = response["content"]
                 .as_object()
                 .and_then(|c| c.iter().next())

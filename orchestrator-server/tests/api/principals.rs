@@ -338,3 +338,28 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_admins_manage_webhooks() {
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let reviewer = mint(&file, "alice", ActorKind::Human, &[Role::Reviewer]);
+    let agent = mint(&file, "build-bot", ActorKind::Agent, &[Role::Agent]);
+    let admin = mint(&file, "ops", ActorKind::Human, &[Role::Admin]);
+    let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+    let request = orchestrator_core::api::CreateWebhookRequest::new("http://127.0.0.1:9/hook");
+
+    for token in [&reviewer, &agent] {
+        let someone = client(&app, token);
+        assert_forbidden(someone.create_webhook(&request).await, "role needed: admin");
+        assert_forbidden(someone.list_webhooks().await, "role needed: admin");
+        assert_forbidden(someone.get_webhook("wh_1").await, "role needed: admin");
+        assert_forbidden(someone.delete_webhook("wh_1").await, "role needed: admin");
+    }
+    let admin = client(&app, &admin);
+    let created = admin.create_webhook(&request).await.unwrap();
+    assert_eq!(
+        admin.list_webhooks().await.unwrap().items,
+        vec![created.webhook]
+    );
+}

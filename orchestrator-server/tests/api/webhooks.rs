@@ -176,8 +176,10 @@ async fn each_matching_event_is_posted_signed_and_recorded_as_delivered() {
         .await
         .unwrap();
 
-    let first = receiver.next().await;
-    let second = receiver.next().await;
+    // Deliveries are attempted side by side: they may arrive in any order.
+    let mut got = [receiver.next().await, receiver.next().await];
+    got.sort_by_key(|r| r.event()["id"].as_str().unwrap().parse::<u64>().unwrap());
+    let [first, second] = got;
     for (received, state) in [(&first, "PHASE_1"), (&second, "GATE_1")] {
         let event = received.event();
         assert_eq!(event["type"], "workflow.transitioned");

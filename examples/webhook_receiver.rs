@@ -1,0 +1,111 @@
+//! A webhook receiver that checks every delivery's signature before trusting it.
+//!
+//! It listens on a loopback port, subscribes that URL to the server's `workflow.transitioned`
+//! events (keeping the secret the server shows once), then drives a feature to its gate and
+//! prints each delivery it gets: verified with `verify_signature` over the raw body, and
+//! answered 2xx only when the signature holds (a bad one gets 401, so the server retries and
+//! the delivery log shows it). It stops after two deliveries.
+//!
+//! Run it with `cargo run -p examples --example webhook_receiver` (a server in-process), or
+//! pass the URL of a server you started with `WEBHOOK_ALLOW_PRIVATE_NETWORKS=true` (the
+//! receiver is on loopback): `… --example webhook_receiver -- http://localhost:8000`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use orchestrator_client::Client;
+use orchestrator_client::webhooks::verify_signature;
+use orchestrator_core::api::{AdvanceRequest, CreateWebhookRequest, StartWorkflowRequest};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let base_url = support::server_url().await?;
+    let client = Client::new(&base_url)?;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/orchestrator", listener.local_addr()?);
+    let created = client
+        .create_webhook(&CreateWebhookRequest {
+            url: url.clone(),
+            event_types: Some(vec!["workflow.transitioned".to_owned()]),
+            description: Some("webhook_receiver example".to_owned()),
+        })
+        .await?;
+    println!("subscribed {url} as {}", created.webhook.id);
+    let secret: Arc<str> = created.secret.into();
+
+    let (verified, mut deliveries) = mpsc::unbounded_channel::<serde_json::Value>();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (secret, verified) = (secret.clone(), verified.clone());
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let (secret, verified) = (secret.clone(), verified.clone());
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    // Check the raw bytes first; parse only what verified.
+                    let status = match verify_signature(&secret, &parts.headers, &body) {
+                        Ok(()) => match serde_json::from_slice(&body) {
+                            Ok(event) => {
+                                let _ = verified.send(event);
+                                204
+                            }
+                            Err(_) => 400,
+                        },
+                        Err(refused) => {
+                            eprintln!("refused a delivery: {refused}");
+                            401
+                        }
+                    };
+                    let mut response = hyper::Response::new(Full::new(Bytes::new()));
+                    *response.status_mut() = hyper::StatusCode::from_u16(status)
+                        .unwrap_or(hyper::StatusCode::BAD_REQUEST);
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+
+    let feature = chrono::Utc::now()
+        .format("webhook-example-%Y%m%d-%H%M%S%3f")
+        .to_string();
+    let started = client
+        .start_workflow(&StartWorkflowRequest::new(
+            feature,
+            "Send events to a chat bot",
+        ))
+        .await?;
+    client
+        .advance_workflow(&started.feature_id, &AdvanceRequest::new("agent_complete"))
+        .await?;
+
+    for _ in 0..2 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(15), deliveries.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the receiver stopped"))?;
+        println!(
+            "verified event {}: {} {} → {}",
+            event["id"], event["subject"], event["data"]["from"], event["data"]["to"]
+        );
+    }
+    client.delete_webhook(&created.webhook.id).await?;
+    println!("unsubscribed {}", created.webhook.id);
+    Ok(())
+}
