@@ -200,15 +200,24 @@ impl StartWorkflowRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GateRequest {
     /// Distinct people who must approve, 1–10 (any other whole number is 400
-    /// `VALIDATION_ERROR` naming `gate.required_approvals`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `VALIDATION_ERROR` naming `gate.required_approvals`); `2.0` is read as `2`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
     pub required_approvals: Option<u64>,
     /// Whether whoever completed the work may approve it (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_self_approval: Option<bool>,
     /// Seconds a stay at the gate may last before it is overdue, 1–31 536 000 (any other
-    /// whole number is 400 `VALIDATION_ERROR` naming `gate.due_in_seconds`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// whole number is 400 `VALIDATION_ERROR` naming `gate.due_in_seconds`); `60.0` is read
+    /// as `60`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 31_536_000))]
     pub due_in_seconds: Option<u64>,
     /// What happens past the deadline: `flag` (marked overdue only; the default), `reject`
@@ -227,7 +236,9 @@ pub struct AdvanceRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::state::Trigger))]
     pub trigger: String,
     /// Who triggers it, at most 128 characters. With principals, the token's principal is the
-    /// actor, and an `actor` naming somebody else is recorded as `on_behalf_of`.
+    /// actor, and an `actor` naming somebody else is recorded as `on_behalf_of`. Without
+    /// principals, an approval at a gate that needs several distinct approvals must name its
+    /// actor (else 400 naming `actor`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// `human` or `agent` (`system` is the orchestrator's own): trusted without principals;
@@ -913,22 +924,23 @@ pub mod cursor {
         FeatureId::parse(id).map_err(|_| malformed())
     }
 
-    const EVENT_PREFIX: &str = "v1:e:";
-
-    /// The cursor that continues below the event `last` (a page of deliveries).
+    /// The cursor that continues below the event `last` (a page of deliveries): `e` and the
+    /// event's id, no leading zero.
     pub fn encode_event(last: u64) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{EVENT_PREFIX}{last}"))
+        format!("e{last}")
     }
 
     /// The event id a deliveries cursor names, or a `cursor` validation error.
     pub fn decode_event(cursor: &str) -> Result<u64, ValidationError> {
         let malformed = || ValidationError::new("cursor", "malformed cursor");
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(cursor)
-            .map_err(|_| malformed())?;
-        let text = String::from_utf8(bytes).map_err(|_| malformed())?;
-        let id = text.strip_prefix(EVENT_PREFIX).ok_or_else(malformed)?;
-        id.parse().map_err(|_| malformed())
+        let digits = cursor.strip_prefix('e').ok_or_else(malformed)?;
+        let well_formed = (1..=18).contains(&digits.len())
+            && !digits.starts_with('0')
+            && digits.bytes().all(|b| b.is_ascii_digit());
+        if !well_formed {
+            return Err(malformed());
+        }
+        digits.parse().map_err(|_| malformed())
     }
 }
 
@@ -1216,6 +1228,16 @@ mod tests {
     }
 
     #[test]
+    fn gate_numbers_may_be_whole_floats_but_nothing_else() {
+        let gate: GateRequest =
+            serde_json::from_str(r#"{"required_approvals":2.0,"due_in_seconds":60}"#).unwrap();
+        assert_eq!(gate.required_approvals, Some(2));
+        assert_eq!(gate.due_in_seconds, Some(60));
+        assert!(serde_json::from_str::<GateRequest>(r#"{"due_in_seconds":1.5}"#).is_err());
+        assert!(serde_json::from_str::<GateRequest>(r#"{"required_approvals":-1}"#).is_err());
+    }
+
+    #[test]
     fn an_expected_version_may_be_a_whole_float_but_nothing_else() {
         let read =
             |json: &str| serde_json::from_str::<AdvanceRequest>(json).map(|r| r.expected_version);
@@ -1244,6 +1266,27 @@ mod tests {
     fn an_unknown_error_code_from_a_newer_server_still_decodes() {
         let code: ErrorCode = serde_json::from_value(json!("SOMETHING_NEW")).unwrap();
         assert_eq!(code, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn a_deliveries_cursor_round_trips_and_a_malformed_one_is_refused() {
+        assert_eq!(cursor::decode_event(&cursor::encode_event(42)), Ok(42));
+        for bad in [
+            "",
+            "e",
+            "e0",
+            "e042",
+            "42",
+            "e4x",
+            "e1234567890123456789",
+            "E42",
+        ] {
+            assert_eq!(
+                cursor::decode_event(bad).unwrap_err().field,
+                "cursor",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -656,8 +656,8 @@ fn apply_field_rules(doc: &mut Value) {
     let webhook = &mut doc["components"]["schemas"]["CreateWebhookRequest"]["properties"];
     webhook["url"] = json!({
         "type": "string", "format": "uri", "minLength": 1, "maxLength": 2048,
-        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@]+",
-        "description": "an absolute http(s) URL without credentials; a host on a loopback, private or link-local address is refused unless WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
+        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z][A-Za-z0-9-]*(\\.[A-Za-z][A-Za-z0-9-]*)*(:[0-9]{1,4})?([/?#][!-~]*)?$",
+        "description": "an absolute http(s) URL without credentials (any the URL standard reads; the pattern is a safe subset: a host name and an optional port); a host that does not resolve, or resolves to a loopback, private or link-local address, is refused unless WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
         "example": "https://hooks.example.com/orchestrator",
     });
     webhook["event_types"] = json!({
@@ -699,6 +699,7 @@ fn apply_field_rules(doc: &mut Value) {
             continue;
         };
         for operation in item.values_mut() {
+            let of_webhooks = operation["operationId"] == "create_webhook";
             if let Some(responses) = operation
                 .get_mut("responses")
                 .and_then(Value::as_object_mut)
@@ -709,6 +710,14 @@ fn apply_field_rules(doc: &mut Value) {
                         continue;
                     };
                     for (name, header) in headers.iter_mut() {
+                        if of_webhooks && name == "Location" {
+                            header["schema"] = json!({
+                                "type": "string", "pattern": "^/webhooks/wh_[0-9a-f]{32}$",
+                                "example": "/webhooks/wh_2f0c0d7b5e8a4f6e9a1b3c5d7e9f1a2b",
+                            });
+                            header["required"] = json!(true);
+                            continue;
+                        }
                         let rule = match name.as_str() {
                             "ETag" => "etag",
                             "Location" => "location",
@@ -723,6 +732,7 @@ fn apply_field_rules(doc: &mut Value) {
                 operation["operationId"].as_str(),
                 Some("list_events" | "stream_events")
             );
+            let of_deliveries = operation["operationId"] == "list_deliveries";
             let Some(parameters) = operation
                 .get_mut("parameters")
                 .and_then(Value::as_array_mut)
@@ -733,6 +743,19 @@ fn apply_field_rules(doc: &mut Value) {
                 let name = parameter["name"].as_str().unwrap_or_default();
                 if of_events && let Some(schema) = event_parameter(name) {
                     parameter["schema"] = schema;
+                    continue;
+                }
+                if of_deliveries && name == "status" {
+                    parameter["schema"] = json!({
+                        "type": "string",
+                        "enum": orchestrator_core::webhook::DeliveryStatus::ALL.map(|s| s.as_str()),
+                    });
+                    continue;
+                }
+                if of_deliveries && name == "cursor" {
+                    parameter["schema"] = json!({
+                        "type": "string", "pattern": "^e[1-9][0-9]{0,17}$", "example": "e42",
+                    });
                     continue;
                 }
                 let rule = match name {
@@ -1212,7 +1235,7 @@ pub(crate) mod examples {
                     "delivered_at": "2026-12-01T09:30:00.120000Z",
                 },
             ],
-            "next_cursor": "djE6ZTo0Mg",
+            "next_cursor": "e42",
         })
     }
 
