@@ -18,6 +18,8 @@
 //! target/release/examples/bench --workflows 1000000             # SQLite, a million
 //! target/release/examples/bench --database-url postgres://postgres@127.0.0.1/bench  # an empty database
 //! target/release/examples/bench --smoke                         # a few seconds, for CI
+//! target/release/examples/bench --webhook                       # every event also POSTed to a receiver
+//! target/release/examples/bench --streams 1000 --stream-rate 1000 --seconds 10  # SSE delay
 //! ```
 
 use std::net::SocketAddr;
@@ -37,6 +39,9 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use orchestrator_core::{Description, FeatureId, Metadata, TransitionContext, Workflow};
 use orchestrator_server::storage::{DatabaseUrl, connect};
+
+#[path = "bench/streams.rs"]
+mod streams;
 
 #[derive(Parser, Debug)]
 #[command(about = "Load generator for orchestrator-server")]
@@ -67,6 +72,17 @@ struct Args {
     /// seconds, reported minute by minute with the largest write-ahead log seen (SQLite).
     #[arg(long, value_name = "SECONDS")]
     soak: Option<f64>,
+    /// Subscribe a webhook (to a receiver in this process) before the load, so every event is
+    /// also delivered; reports the deliveries received.
+    #[arg(long)]
+    webhook: bool,
+    /// Instead of the phases: this many server-sent event streams open while advances run at
+    /// --stream-rate per second for --seconds; reports each event's delay to each stream.
+    #[arg(long, value_name = "CONSUMERS")]
+    streams: Option<usize>,
+    /// Advances per second during --streams.
+    #[arg(long, default_value_t = 1000)]
+    stream_rate: u32,
 }
 
 #[tokio::main]
@@ -135,6 +151,56 @@ async fn main() -> anyhow::Result<()> {
         startup.as_secs_f64() * 1e3
     );
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
+    let delivered = if args.webhook {
+        let (url, count) = streams::webhook_receiver().await?;
+        streams::create_webhook(address, &url).await?;
+        println!("- a webhook delivers every event to a receiver in the benchmark's process");
+        Some(count)
+    } else {
+        None
+    };
+
+    if let Some(consumers) = args.streams {
+        let next_trigger: Arc<Vec<AtomicU8>> =
+            Arc::new((0..args.workflows).map(|_| AtomicU8::new(0)).collect());
+        println!(
+            "- {consumers} event streams open while advances run at {}/s for {} s",
+            args.stream_rate, args.seconds
+        );
+        let rss_before = peak_rss_mib(server.id());
+        let report = streams::run(
+            address,
+            consumers,
+            args.stream_rate,
+            args.seconds,
+            args.workflows,
+            next_trigger,
+        )
+        .await?;
+        println!();
+        println!(
+            "| streams | advances/s | events per stream (fewest) | delay p50 ms | p99 ms | p99.9 ms | max ms | streams dropped | server peak RSS MiB |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| {consumers} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            report.advances_per_second,
+            report.fewest_events,
+            report.percentile(0.5),
+            report.percentile(0.99),
+            report.percentile(0.999),
+            report.percentile(1.0),
+            report.dropped,
+            peak_rss_mib(server.id()).map_or("-".to_owned(), |r| format!("{r:.1}")),
+        );
+        if let Some(rss) = rss_before {
+            println!();
+            println!("- server RSS before the streams opened: {rss:.1} MiB");
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        return Ok(());
+    }
 
     if let Some(seconds) = args.soak {
         let wal =
@@ -215,6 +281,14 @@ async fn main() -> anyhow::Result<()> {
                 per_second / raw
             ),
         }
+    }
+    if let Some(count) = delivered {
+        // Let the worker catch up, then count.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        println!(
+            "- webhook deliveries received: {}",
+            count.load(Ordering::Relaxed)
+        );
     }
     let _ = server.kill();
     let _ = server.wait();
@@ -366,6 +440,8 @@ async fn seed(database_url: &str, count: usize) -> anyhow::Result<()> {
             batch.clear();
         }
     }
+    // Let go of the file (and its write lock) before the server opens it.
+    repository.close().await;
     Ok(())
 }
 
@@ -386,6 +462,8 @@ async fn launch(
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "warn")
         .env("AGENT_HUB_URL", "http://127.0.0.1:9")
+        .env("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
+        .env("MAX_CONNECTIONS", "4096")
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", binary.display()))?;

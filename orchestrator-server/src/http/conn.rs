@@ -163,6 +163,30 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EnvelopeIo<T> {
         this.watch(cx, written)
     }
 
+    /// Vectored writes let hyper send a body's chunks as they are (shared buffers, such as an
+    /// event stream's) instead of copying them into one buffer per connection.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let first = bufs.iter().find(|b| !b.is_empty());
+        let Some(first) = first else {
+            return Poll::Ready(Ok(0));
+        };
+        if this.pending.is_some() || first.starts_with(b"HTTP/1.1 4") {
+            // The rewrite looks at an answer's head alone: one slice at a time here.
+            return Pin::new(this).poll_write(cx, first);
+        }
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.pending.is_some() {

@@ -2,7 +2,8 @@
 //! events), and the feed behind every stream.
 //!
 //! One task per server (`Feed::run`) reads the log every [`POLL_EVERY`] after the last id it
-//! saw and broadcasts each new event once, already encoded as an SSE message; the log gives
+//! saw and broadcasts what it read once, as batches already encoded as SSE messages (a stream
+//! writes a batch as one chunk, not one write per event); the log gives
 //! ids in commit order with no gaps, so reading "after the last id" never skips one, whichever
 //! replica wrote it. A stream first subscribes to the broadcast, then reads the log from its
 //! resume point until it is caught up, then forwards the broadcast, skipping ids it sent. Each
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use hyper::body::{Body, Frame};
 use orchestrator_core::api::{CloudEvent, EventsQuery, EventsResponse};
@@ -29,36 +30,82 @@ use super::error::{ApiError, Result};
 /// How often the feed reads the log: a stream delivers an event committed through any replica
 /// within this (plus the read's own time).
 pub const POLL_EVERY: Duration = Duration::from_millis(100);
+/// The least time between two reads of the log: a change this server made wakes the feed,
+/// which reads it no sooner than this after its last read, so a burst of changes is read (and
+/// written to each stream) together.
+pub const MIN_GAP: Duration = Duration::from_millis(20);
 /// Events one read of the log takes; the feed reads again at once while pages are full.
 const READ_BATCH: u32 = 1000;
-/// Events the broadcast keeps for streams that are behind; a stream further behind is
-/// disconnected.
-const BROADCAST_CAPACITY: usize = 4096;
-/// Encoded messages queued toward one connection.
+/// Most events the feed broadcasts as one batch.
+const BATCH_EVENTS: usize = 256;
+/// Batches the broadcast keeps for streams that are behind (a few seconds of events at any
+/// rate; the batches are shared, so this bounds memory whatever the number of streams); a
+/// stream further behind is disconnected.
+const BROADCAST_CAPACITY: usize = 64;
+/// Chunks (each one or more messages) queued toward one connection.
 const STREAM_QUEUE: usize = 64;
 
-/// What a stream and its filters need of a new event: its id, type, subject and its SSE
-/// message, encoded once for every stream.
+/// Events the feed read together, encoded once for every stream: their SSE messages back to
+/// back in one buffer, and what a stream's filters need of each (id, type, subject, where its
+/// message lies). A stream without filters sends the whole buffer (a shared, zero-copy
+/// chunk); one with filters sends slices of it.
 #[derive(Debug)]
-pub struct FeedEvent {
+pub struct FeedBatch {
+    messages: Bytes,
+    events: Vec<FeedEvent>,
+}
+
+#[derive(Debug)]
+struct FeedEvent {
     id: u64,
     event_type: EventType,
     subject: FeatureId,
-    message: Bytes,
+    end: usize,
 }
 
-impl FeedEvent {
-    fn new(event: &Event) -> Self {
-        FeedEvent {
-            id: event.id,
-            event_type: event.event.event_type,
-            subject: event.event.subject.clone(),
-            message: sse_message(event),
+impl FeedBatch {
+    fn new(events: &[Event]) -> Self {
+        let mut messages = BytesMut::new();
+        let events = events
+            .iter()
+            .map(|event| {
+                messages.extend_from_slice(&sse_message(event));
+                FeedEvent {
+                    id: event.id,
+                    event_type: event.event.event_type,
+                    subject: event.event.subject.clone(),
+                    end: messages.len(),
+                }
+            })
+            .collect();
+        FeedBatch {
+            messages: messages.freeze(),
+            events,
         }
     }
 
-    fn passes(&self, filter: &EventFilter) -> bool {
-        filter.admits(self.event_type, &self.subject)
+    /// The chunks a stream that has sent up to `sent` and keeps what `filter` admits sends
+    /// of this batch (runs of admitted events as slices of the shared buffer), and the last
+    /// id it covers.
+    fn chunks(&self, sent: u64, filter: &EventFilter) -> (Vec<Bytes>, u64) {
+        let mut chunks = Vec::new();
+        let mut run: Option<(usize, usize)> = None;
+        let mut last = sent;
+        let mut start = 0;
+        for event in &self.events {
+            let admitted = event.id > sent && filter.admits(event.event_type, &event.subject);
+            if admitted {
+                last = event.id;
+                run = Some(run.map_or((start, event.end), |(from, _)| (from, event.end)));
+            } else if let Some((from, to)) = run.take() {
+                chunks.push(self.messages.slice(from..to));
+            }
+            start = event.end;
+        }
+        if let Some((from, to)) = run {
+            chunks.push(self.messages.slice(from..to));
+        }
+        (chunks, last)
     }
 }
 
@@ -73,19 +120,32 @@ fn sse_message(event: &Event) -> Bytes {
 
 /// The broadcast of new events every stream of this server listens to.
 pub struct Feed {
-    sender: broadcast::Sender<Arc<FeedEvent>>,
+    sender: broadcast::Sender<Arc<FeedBatch>>,
+    /// Set when this server changed something: the feed reads the log without waiting for its
+    /// next poll.
+    wake: tokio::sync::Notify,
 }
 
 impl Default for Feed {
     fn default() -> Self {
         Feed {
             sender: broadcast::channel(BROADCAST_CAPACITY).0,
+            wake: tokio::sync::Notify::new(),
         }
     }
 }
 
 impl Feed {
-    /// Reads the log every [`POLL_EVERY`] and broadcasts what is new, until `stop` turns true.
+    /// Says this server wrote events: the feed reads the log within [`MIN_GAP`] of its last
+    /// read instead of at its next poll (other replicas' events wait for the poll).
+    pub fn wake(&self) {
+        if self.sender.receiver_count() > 0 {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Reads the log every [`POLL_EVERY`], and soon after [`Feed::wake`], and broadcasts what
+    /// is new, until `stop` turns true.
     pub async fn run(&self, orchestrator: Orchestrator, mut stop: watch::Receiver<bool>) {
         let mut last = loop {
             match orchestrator.last_event_id().await {
@@ -99,11 +159,17 @@ impl Feed {
         };
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut read_at = tokio::time::Instant::now();
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
+            let woken = tokio::select! {
+                _ = tick.tick() => false,
+                () = self.wake.notified() => true,
                 _ = stop.wait_for(|stop| *stop) => return,
+            };
+            if woken {
+                tokio::time::sleep_until(read_at + MIN_GAP).await;
             }
+            read_at = tokio::time::Instant::now();
             if self.sender.receiver_count() == 0 {
                 // Nobody streams: skip ahead instead of reading and encoding every event. A
                 // stream that subscribes after the newest id was read reads the log itself up
@@ -139,9 +205,9 @@ impl Feed {
                     }
                 };
                 let full = page.events.len() == READ_BATCH as usize;
-                for event in &page.events {
+                for batch in page.events.chunks(BATCH_EVENTS) {
                     // No receiver is fine: nobody is streaming.
-                    let _ = self.sender.send(Arc::new(FeedEvent::new(event)));
+                    let _ = self.sender.send(Arc::new(FeedBatch::new(batch)));
                 }
                 last = page.next_after;
                 if !full {
@@ -254,7 +320,7 @@ async fn forward(
     app: App,
     filter: EventFilter,
     first: orchestrator_core::EventPage,
-    mut live: broadcast::Receiver<Arc<FeedEvent>>,
+    mut live: broadcast::Receiver<Arc<FeedBatch>>,
     queue: mpsc::Sender<Bytes>,
 ) {
     let mut stop = app.closing();
@@ -264,8 +330,8 @@ async fn forward(
     let mut page = first;
     loop {
         let full = page.events.len() == READ_BATCH as usize;
-        for event in &page.events {
-            if queue.send(sse_message(event)).await.is_err() {
+        for batch in page.events.chunks(BATCH_EVENTS) {
+            if queue.send(FeedBatch::new(batch).messages).await.is_err() {
                 return;
             }
         }
@@ -284,25 +350,38 @@ async fn forward(
     // Then live.
     let mut heartbeat = tokio::time::interval(app.limits().events.heartbeat);
     heartbeat.reset();
+    let lagged = |missed| {
+        tracing::info!(
+            missed_batches = missed,
+            "a stream fell behind; disconnected to resume by id"
+        );
+    };
     loop {
-        let message = tokio::select! {
+        let received = tokio::select! {
             received = live.recv() => match received {
-                Ok(event) if event.id > sent && event.passes(&filter) => {
-                    sent = event.id;
-                    event.message.clone()
-                }
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::info!(missed, "a stream fell behind; disconnected to resume by id");
-                    return;
-                }
+                Ok(batch) => Some(batch),
+                Err(broadcast::error::RecvError::Lagged(missed)) => return lagged(missed),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            _ = heartbeat.tick() => Bytes::from_static(b": heartbeat\n\n"),
+            _ = heartbeat.tick() => None,
             _ = stop.wait_for(|stop| *stop) => return,
         };
-        if queue.send(message).await.is_err() {
-            return;
+        let Some(batch) = received else {
+            if queue
+                .send(Bytes::from_static(b": heartbeat\n\n"))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        };
+        let (chunks, last) = batch.chunks(sent, &filter);
+        sent = last;
+        for chunk in chunks {
+            if queue.send(chunk).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -341,5 +420,83 @@ impl Default for EventPolicy {
             retention: Duration::from_secs(604_800),
             heartbeat: Duration::from_secs(15),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: u64, subject: &str, event_type: EventType) -> Event {
+        Event {
+            id,
+            event: orchestrator_core::NewEvent {
+                event_type,
+                subject: FeatureId::parse(subject).unwrap(),
+                time: chrono::DateTime::UNIX_EPOCH,
+                data: "{}".to_owned(),
+            },
+        }
+    }
+
+    fn text(chunks: &[Bytes]) -> Vec<String> {
+        chunks
+            .iter()
+            .map(|c| String::from_utf8(c.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_is_sent_whole_or_in_runs_of_what_the_stream_keeps() {
+        use EventType::{GateOverdue, WorkflowTransitioned};
+        let events = [
+            event(4, "a", WorkflowTransitioned),
+            event(5, "b", WorkflowTransitioned),
+            event(6, "a", GateOverdue),
+            event(7, "a", WorkflowTransitioned),
+        ];
+        let batch = FeedBatch::new(&events);
+        let whole = events
+            .iter()
+            .map(sse_message)
+            .fold(Vec::new(), |mut all, m| {
+                all.extend_from_slice(&m);
+                all
+            });
+
+        // No filter, nothing sent yet: the shared buffer itself, once.
+        let (chunks, last) = batch.chunks(3, &EventFilter::default());
+        assert_eq!(chunks, vec![Bytes::from(whole)]);
+        assert_eq!(last, 7);
+
+        // What was sent already is skipped.
+        let (chunks, last) = batch.chunks(5, &EventFilter::default());
+        assert_eq!(
+            text(&chunks),
+            vec![format!(
+                "{}{}",
+                text(&[sse_message(&events[2])])[0],
+                text(&[sse_message(&events[3])])[0]
+            )]
+        );
+        assert_eq!(last, 7);
+
+        // A filter keeps runs: 4, then 6–7 (5 is another feature's).
+        let only_a = EventFilter {
+            feature_id: Some(FeatureId::parse("a").unwrap()),
+            types: Vec::new(),
+        };
+        let (chunks, last) = batch.chunks(0, &only_a);
+        assert_eq!(chunks.len(), 2);
+        assert!(text(&chunks)[0].starts_with("id: 4\n"));
+        assert!(text(&chunks)[1].starts_with("id: 6\n") && text(&chunks)[1].contains("id: 7\n"));
+        assert_eq!(last, 7);
+
+        // Nothing admitted: no chunk, and the stream's position stays.
+        let overdue_of_b = EventFilter {
+            feature_id: Some(FeatureId::parse("b").unwrap()),
+            types: vec![GateOverdue],
+        };
+        assert_eq!(batch.chunks(0, &overdue_of_b), (Vec::new(), 0));
     }
 }

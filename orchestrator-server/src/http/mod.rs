@@ -321,7 +321,12 @@ impl App {
                     })
             }
         };
-        Ok((Some(route), response.map_err(fail)?.map(Either::Left)))
+        let response = response.map_err(fail)?;
+        if response.status().is_success() {
+            // It may have written events: this server's streams get them without the poll's wait.
+            self.feed().wake();
+        }
+        Ok((Some(route), response.map(Either::Left)))
     }
 
     async fn dispatch(
