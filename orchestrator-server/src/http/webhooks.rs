@@ -295,7 +295,8 @@ impl reqwest::dns::Resolve for PublicOnly {
 }
 
 /// The worker: every [`POLL_EVERY`] until `stop` turns true, enqueues new events and attempts
-/// due deliveries. In-flight attempts finish (bounded by [`ATTEMPT_TIMEOUT`]) before it ends.
+/// due deliveries; while more are due than it has slots for, it claims again as soon as an
+/// attempt ends. In-flight attempts finish (bounded by [`ATTEMPT_TIMEOUT`]) before it ends.
 pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
     let Some(webhooks) = app.webhooks() else {
         return;
@@ -304,32 +305,33 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
     let mut attempts = JoinSet::new();
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut busy = false;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let ticked = tokio::select! {
+            _ = tick.tick() => true,
+            // Busy: every slot was taken; one is free again.
+            Some(_) = attempts.join_next(), if busy => false,
             _ = stop.wait_for(|stop| *stop) => break,
-        }
+        };
         while attempts.try_join_next().is_some() {}
-        if let Err(e) = dispatch_once(&app, webhooks, &slots, &mut attempts).await {
+        let round = async {
+            if ticked && !enqueue(&app, webhooks).await? {
+                return Ok(false);
+            }
+            claim(&app, webhooks, &slots, &mut attempts).await
+        };
+        busy = round.await.unwrap_or_else(|e: RepositoryError| {
             tracing::warn!(error = %e, "webhook deliveries: storage failed; retrying");
-        }
+            false
+        });
     }
     while attempts.join_next().await.is_some() {}
 }
 
-/// One round: enqueue each webhook's new events, then claim and start the due deliveries
-/// there are free slots for.
-async fn dispatch_once(
-    app: &App,
-    webhooks: &Arc<Webhooks>,
-    slots: &Arc<Semaphore>,
-    attempts: &mut JoinSet<()>,
-) -> Result<(), RepositoryError> {
+/// Turns each webhook's new events into deliveries; false when there is no webhook.
+async fn enqueue(app: &App, webhooks: &Webhooks) -> Result<bool, RepositoryError> {
     let store = webhooks.store();
     let subscribed = store.webhooks().await?;
-    if subscribed.is_empty() {
-        return Ok(());
-    }
     for webhook in &subscribed {
         while store
             .enqueue_deliveries(&webhook.id, app.now(), ENQUEUE_BATCH)
@@ -337,14 +339,27 @@ async fn dispatch_once(
             >= u64::from(ENQUEUE_BATCH)
         {}
     }
+    Ok(!subscribed.is_empty())
+}
+
+/// Claims as many due deliveries as there are free slots and starts their attempts; true
+/// when every slot is taken (more may be due).
+async fn claim(
+    app: &App,
+    webhooks: &Arc<Webhooks>,
+    slots: &Arc<Semaphore>,
+    attempts: &mut JoinSet<()>,
+) -> Result<bool, RepositoryError> {
     let free = u32::try_from(slots.available_permits()).unwrap_or(0);
     if free == 0 {
-        return Ok(());
+        return Ok(!attempts.is_empty());
     }
     let now = app.now();
-    let due = store
+    let due = webhooks
+        .store()
         .claim_deliveries(now, now + chrono_delay(LEASE), free)
         .await?;
+    let full = due.len() == free as usize;
     for delivery in due {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
@@ -355,7 +370,7 @@ async fn dispatch_once(
             deliver(&app, &webhooks, delivery).await;
         });
     }
-    Ok(())
+    Ok(full)
 }
 
 /// Attempts one delivery and stores the outcome.
