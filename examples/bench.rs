@@ -199,6 +199,9 @@ async fn main() -> anyhow::Result<()> {
         }
         let _ = server.kill();
         let _ = server.wait();
+        if args.smoke && (report.dropped > 0 || report.fewest_events == 0) {
+            bail!("a stream ended early or received nothing");
+        }
         return Ok(());
     }
 
@@ -285,10 +288,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(count) = delivered {
         // Let the worker catch up, then count.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        println!(
-            "- webhook deliveries received: {}",
-            count.load(Ordering::Relaxed)
-        );
+        let received = count.load(Ordering::Relaxed);
+        println!("- webhook deliveries received: {received}");
+        if args.smoke && received == 0 {
+            bail!("the webhook received nothing");
+        }
     }
     let _ = server.kill();
     let _ = server.wait();

@@ -21,6 +21,9 @@ pub enum StartupError {
     /// The Agent Hub client could not be built.
     #[error("agent hub client: {0}")]
     Hub(#[from] orchestrator_core::HubError),
+    /// The webhooks' HTTP client could not be built.
+    #[error("webhook client: {0}")]
+    Webhooks(String),
     /// The listening socket could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -46,7 +49,8 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     let gate_defaults = orchestrator_core::GatePolicy::new(config.gate_required_approvals, false)
         .and_then(|policy| policy.with_deadline(config.gate_due_seconds, Default::default()))
         .unwrap_or_default();
-    let webhooks = Webhooks::new(repository.clone(), config.webhook_policy());
+    let webhooks = Webhooks::new(repository.clone(), config.webhook_policy())
+        .map_err(|e| StartupError::Webhooks(e.to_string()))?;
     let orchestrator = Orchestrator::new(repository)
         .with_hub(Arc::new(hub))
         .with_gate_defaults(gate_defaults);

@@ -57,8 +57,12 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Deliveries from `store` under `policy`.
-    pub fn new(store: Arc<dyn WebhookRepository>, policy: WebhookPolicy) -> Self {
+    /// Deliveries from `store` under `policy`; fails only if the HTTP client cannot be built
+    /// (its TLS roots cannot be loaded).
+    pub fn new(
+        store: Arc<dyn WebhookRepository>,
+        policy: WebhookPolicy,
+    ) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
             .timeout(ATTEMPT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -67,13 +71,11 @@ impl Webhooks {
         if !policy.allow_private_networks {
             builder = builder.dns_resolver(PublicOnly);
         }
-        // Only a TLS back end that fails to load makes this fail; fall back to the default.
-        let client = builder.build().unwrap_or_default();
-        Webhooks {
+        Ok(Webhooks {
             store,
             policy,
-            client,
-        }
+            client: builder.build()?,
+        })
     }
 
     /// The store.
