@@ -183,11 +183,12 @@ impl App {
         &self.0.feed
     }
 
-    /// Turns true when the server stops.
+    /// The webhooks and their deliveries, when the store keeps them.
     pub(crate) fn webhooks(&self) -> Option<&Arc<webhooks::Webhooks>> {
         self.0.webhooks.as_ref()
     }
 
+    /// Turns true when the server stops.
     pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.0.closing.subscribe()
     }

@@ -19,7 +19,8 @@ use orchestrator_core::api::{DeliveriesPage, Delivery, Webhook};
 use orchestrator_core::webhook::{DeliveryStatus, WebhookSecret};
 use orchestrator_core::{RepositoryError, Timestamp};
 
-use super::models::{DeliveryRow, DueRow, WebhookRow, micros};
+use super::models::{DeliveryRow, DueRow, WebhookRow, convert, micros};
+use super::write::{Write, Written};
 
 /// A delivery a replica has claimed: what to POST, where, and with which key.
 #[derive(Debug, Clone)]
@@ -229,7 +230,106 @@ pub(crate) fn page_statuses(page: &DeliveriesPage) -> Vec<&'static str> {
     }
 }
 
-/// The rows of a page into deliveries.
-pub(crate) fn delivery_page(rows: Vec<DeliveryRow>) -> Result<Vec<Delivery>, RepositoryError> {
-    super::models::convert(rows)
+/// What each back end gives the webhook store: its way of writing, and the three reads. The
+/// [`WebhookRepository`] methods are written once, over it.
+#[async_trait]
+pub(crate) trait WebhookBackend: Send + Sync {
+    /// Carries out a write (SQLite: on the writer thread; PostgreSQL: in a transaction).
+    async fn write(&self, write: Write) -> Result<Written, RepositoryError>;
+    /// Every webhook row, oldest first.
+    async fn webhook_rows(&self) -> Result<Vec<WebhookRow>, RepositoryError>;
+    /// One webhook row.
+    async fn webhook_row(&self, id: &str) -> Result<Option<WebhookRow>, RepositoryError>;
+    /// A page of a webhook's delivery rows.
+    async fn delivery_rows(
+        &self,
+        webhook_id: &str,
+        page: &DeliveriesPage,
+    ) -> Result<Vec<DeliveryRow>, RepositoryError>;
+}
+
+#[async_trait]
+impl<B: WebhookBackend> WebhookRepository for B {
+    async fn create_webhook(
+        &self,
+        webhook: &Webhook,
+        secret: &WebhookSecret,
+    ) -> Result<(), RepositoryError> {
+        let write = WebhookWrite::Create(WebhookRow::new(webhook, secret));
+        self.write(Write::Webhook(write)).await.map(|_| ())
+    }
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>, RepositoryError> {
+        convert(self.webhook_rows().await?)
+    }
+
+    async fn webhook(&self, id: &str) -> Result<Option<Webhook>, RepositoryError> {
+        let row = self.webhook_row(id).await?;
+        Ok(convert(row.into_iter().collect())?.pop())
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool, RepositoryError> {
+        let write = WebhookWrite::Delete(id.to_owned());
+        Ok(self.write(Write::Webhook(write)).await?.count() > 0)
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        webhook_id: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<u64, RepositoryError> {
+        let write = WebhookWrite::Enqueue {
+            webhook_id: webhook_id.to_owned(),
+            now: micros(now),
+            limit: i64::from(limit),
+        };
+        Ok(self.write(Write::Webhook(write)).await?.count())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, RepositoryError> {
+        let write = WebhookWrite::Claim {
+            now: micros(now),
+            lease_until: micros(lease_until),
+            limit: i64::from(limit),
+        };
+        Ok(self.write(Write::Webhook(write)).await?.into_due())
+    }
+
+    async fn record_attempt(&self, record: &AttemptRecord) -> Result<bool, RepositoryError> {
+        let write = WebhookWrite::Record(RecordRow::from(record));
+        Ok(self.write(Write::Webhook(write)).await?.count() > 0)
+    }
+
+    async fn deliveries(
+        &self,
+        webhook_id: &str,
+        page: &DeliveriesPage,
+    ) -> Result<Vec<Delivery>, RepositoryError> {
+        convert(self.delivery_rows(webhook_id, page).await?)
+    }
+
+    async fn redeliver(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        now: Timestamp,
+    ) -> Result<bool, RepositoryError> {
+        let write = WebhookWrite::Redeliver {
+            webhook_id: webhook_id.to_owned(),
+            delivery_id: delivery_id.to_owned(),
+            now: micros(now),
+        };
+        Ok(self.write(Write::Webhook(write)).await?.count() > 0)
+    }
+
+    async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError> {
+        let write = WebhookWrite::Purge(micros(before));
+        Ok(self.write(Write::Webhook(write)).await?.count())
+    }
 }

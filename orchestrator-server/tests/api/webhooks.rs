@@ -566,3 +566,120 @@ async fn two_postgres_replicas_deliver_every_event_once() {
     sorted.sort_unstable();
     assert_eq!(sorted, (1..=40).collect::<Vec<u64>>());
 }
+
+/// The store's side on both back ends: a webhook takes only the events after its creation,
+/// each once however often it is enqueued; a claim holds a delivery until its outcome is
+/// stored under the same lease; only settled deliveries are purged.
+async fn the_store_queues_each_event_once(
+    store: std::sync::Arc<dyn orchestrator_server::storage::DurableRepository>,
+) {
+    use orchestrator_server::storage::AttemptRecord;
+    let orchestrator = orchestrator_core::Orchestrator::new(store.clone());
+    let start = |name: &str| {
+        orchestrator.start(
+            StartWorkflowRequest::new(name, "store test")
+                .try_into()
+                .unwrap(),
+        )
+    };
+    start("before").await.unwrap();
+    let webhook = orchestrator_core::api::Webhook {
+        id: "wh_00000000000000000000000000000001".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        event_types: Vec::new(),
+        description: None,
+        created_at: chrono::Utc::now(),
+    };
+    let secret = orchestrator_core::webhook::WebhookSecret::from_key([3; 32]);
+    store.create_webhook(&webhook, &secret).await.unwrap();
+    start("after-1").await.unwrap();
+    start("after-2").await.unwrap();
+
+    let now = chrono::Utc::now();
+    assert_eq!(
+        store.enqueue_deliveries(&webhook.id, now, 1).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .enqueue_deliveries(&webhook.id, now, 500)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .enqueue_deliveries(&webhook.id, now, 500)
+            .await
+            .unwrap(),
+        0
+    );
+    let page = orchestrator_core::api::DeliveriesQuery::parse_query([]).unwrap();
+    let queued = store.deliveries(&webhook.id, &page).await.unwrap();
+    assert_eq!(
+        queued.len(),
+        2,
+        "only the events after the webhook: {queued:?}"
+    );
+
+    let lease = now + chrono::Duration::seconds(30);
+    let claimed = store.claim_deliveries(now, lease, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed[0].secret, secret.expose());
+    // Claimed already: a second claim (another replica) gets nothing until the lease ends.
+    assert!(
+        store
+            .claim_deliveries(now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let delivered = AttemptRecord {
+        id: claimed[0].id.clone(),
+        lease: claimed[0].lease,
+        attempts: 1,
+        status: DeliveryStatus::Delivered,
+        status_code: Some(200),
+        error: None,
+        next_attempt_at: None,
+        delivered_at: Some(now),
+    };
+    // Under another lease (taken over), the outcome is not stored.
+    let stale = AttemptRecord {
+        lease: claimed[0].lease - 1,
+        ..delivered.clone()
+    };
+    assert!(!store.record_attempt(&stale).await.unwrap());
+    assert!(store.record_attempt(&delivered).await.unwrap());
+
+    // Only the settled one is purged; the pending one (still leased) stays.
+    let later = now + chrono::Duration::seconds(1);
+    assert_eq!(store.purge_deliveries(later).await.unwrap(), 1);
+    let left = store.deliveries(&webhook.id, &page).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, claimed[1].id);
+    assert_eq!(left[0].status, DeliveryStatus::Pending);
+
+    assert!(store.delete_webhook(&webhook.id).await.unwrap());
+    assert!(store.webhooks().await.unwrap().is_empty());
+    assert!(!store.delete_webhook(&webhook.id).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_store_queues_each_event_once() {
+    let store = orchestrator_server::storage::connect(&DatabaseUrl::SqliteMemory, 2)
+        .await
+        .unwrap();
+    the_store_queues_each_event_once(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_queues_each_event_once() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = orchestrator_server::storage::connect(&DatabaseUrl::Postgres(db.url.clone()), 2)
+        .await
+        .unwrap();
+    the_store_queues_each_event_once(store).await;
+}

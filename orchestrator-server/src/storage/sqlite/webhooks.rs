@@ -3,18 +3,15 @@
 
 use diesel::prelude::*;
 use diesel::result::QueryResult;
-use orchestrator_core::api::{DeliveriesPage, Delivery, Webhook};
-use orchestrator_core::webhook::{DeliveryStatus, WebhookSecret};
-use orchestrator_core::{RepositoryError, Timestamp};
+use orchestrator_core::RepositoryError;
+use orchestrator_core::api::DeliveriesPage;
+use orchestrator_core::webhook::DeliveryStatus;
 
 use super::ops::EventIds;
-use crate::storage::models::{DeliveryRow, DueRow, EventRow, WebhookRow, convert, micros, to_i64};
+use crate::storage::models::{DeliveryRow, DueRow, EventRow, WebhookRow, to_i64};
 use crate::storage::queries;
 use crate::storage::schema::{webhook_deliveries, webhooks};
-use crate::storage::webhooks::{
-    AttemptRecord, DueDelivery, RecordRow, WebhookRepository, WebhookWrite, delivery_page,
-    page_statuses,
-};
+use crate::storage::webhooks::{DueDelivery, WebhookBackend, WebhookWrite, page_statuses};
 use crate::storage::write::{Write, Written};
 
 /// Every webhook.
@@ -152,93 +149,28 @@ pub fn apply(
 }
 
 #[async_trait::async_trait]
-impl WebhookRepository for super::SqliteRepository {
-    async fn create_webhook(
-        &self,
-        webhook: &Webhook,
-        secret: &WebhookSecret,
-    ) -> Result<(), RepositoryError> {
-        let write = WebhookWrite::Create(WebhookRow::new(webhook, secret));
-        self.write(Write::Webhook(write)).await.map(|_| ())
+impl WebhookBackend for super::SqliteRepository {
+    async fn write(&self, write: Write) -> Result<Written, RepositoryError> {
+        super::SqliteRepository::write(self, write).await
     }
 
-    async fn webhooks(&self) -> Result<Vec<Webhook>, RepositoryError> {
-        convert(self.readers.run(all).await?)
+    async fn webhook_rows(&self) -> Result<Vec<WebhookRow>, RepositoryError> {
+        self.readers.run(all).await
     }
 
-    async fn webhook(&self, id: &str) -> Result<Option<Webhook>, RepositoryError> {
+    async fn webhook_row(&self, id: &str) -> Result<Option<WebhookRow>, RepositoryError> {
         let id = id.to_owned();
-        let row = self.readers.run(move |conn| one(conn, &id)).await?;
-        Ok(convert(row.into_iter().collect())?.pop())
+        self.readers.run(move |conn| one(conn, &id)).await
     }
 
-    async fn delete_webhook(&self, id: &str) -> Result<bool, RepositoryError> {
-        let write = WebhookWrite::Delete(id.to_owned());
-        Ok(self.write(Write::Webhook(write)).await?.count() > 0)
-    }
-
-    async fn enqueue_deliveries(
-        &self,
-        webhook_id: &str,
-        now: Timestamp,
-        limit: u32,
-    ) -> Result<u64, RepositoryError> {
-        let write = WebhookWrite::Enqueue {
-            webhook_id: webhook_id.to_owned(),
-            now: micros(now),
-            limit: i64::from(limit),
-        };
-        Ok(self.write(Write::Webhook(write)).await?.count())
-    }
-
-    async fn claim_deliveries(
-        &self,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<DueDelivery>, RepositoryError> {
-        let write = WebhookWrite::Claim {
-            now: micros(now),
-            lease_until: micros(lease_until),
-            limit: i64::from(limit),
-        };
-        Ok(self.write(Write::Webhook(write)).await?.into_due())
-    }
-
-    async fn record_attempt(&self, record: &AttemptRecord) -> Result<bool, RepositoryError> {
-        let write = WebhookWrite::Record(RecordRow::from(record));
-        Ok(self.write(Write::Webhook(write)).await?.count() > 0)
-    }
-
-    async fn deliveries(
+    async fn delivery_rows(
         &self,
         webhook_id: &str,
         page: &DeliveriesPage,
-    ) -> Result<Vec<Delivery>, RepositoryError> {
+    ) -> Result<Vec<DeliveryRow>, RepositoryError> {
         let (id, page) = (webhook_id.to_owned(), *page);
-        let rows = self
-            .readers
+        self.readers
             .run(move |conn| self::page(conn, &id, &page))
-            .await?;
-        delivery_page(rows)
-    }
-
-    async fn redeliver(
-        &self,
-        webhook_id: &str,
-        delivery_id: &str,
-        now: Timestamp,
-    ) -> Result<bool, RepositoryError> {
-        let write = WebhookWrite::Redeliver {
-            webhook_id: webhook_id.to_owned(),
-            delivery_id: delivery_id.to_owned(),
-            now: micros(now),
-        };
-        Ok(self.write(Write::Webhook(write)).await?.count() > 0)
-    }
-
-    async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError> {
-        let write = WebhookWrite::Purge(micros(before));
-        Ok(self.write(Write::Webhook(write)).await?.count())
+            .await
     }
 }
