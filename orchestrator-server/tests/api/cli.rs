@@ -338,3 +338,52 @@ async fn watch_prints_one_line_per_event_and_stops_after_count() {
     assert_ne!(code, ExitCode::SUCCESS);
     assert!(err.contains("type"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_are_added_listed_paged_and_deleted() {
+    let app = spawn_app().await;
+    let added = ok(
+        &app,
+        &[
+            "webhooks",
+            "add",
+            "http://127.0.0.1:9/hook",
+            "--type",
+            "workflow.transitioned,gate.overdue",
+            "--description",
+            "from the CLI",
+        ],
+    )
+    .await;
+    let id = added["id"].as_str().expect("an id").to_owned();
+    assert!(added["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(
+        added["event_types"],
+        serde_json::json!(["workflow.transitioned", "gate.overdue"])
+    );
+
+    let listed = ok(&app, &["webhooks", "list"]).await;
+    assert_eq!(listed["items"][0]["id"], id.as_str());
+    assert!(listed["items"][0].get("secret").is_none());
+    assert_eq!(
+        ok(&app, &["webhooks", "get", &id]).await["description"],
+        "from the CLI"
+    );
+    let deliveries = ok(&app, &["webhooks", "deliveries", &id, "--status", "failed"]).await;
+    assert_eq!(deliveries["items"], serde_json::json!([]));
+
+    let (code, _, _) = orchestrator(
+        &app.url(""),
+        &["webhooks", "deliveries", &id, "--status", "lost"],
+    )
+    .await;
+    assert_eq!(code, ExitCode::from(2));
+    let (code, out, _) = orchestrator(&app.url(""), &["webhooks", "delete", &id]).await;
+    assert_eq!(
+        (code, out.trim()),
+        (ExitCode::SUCCESS, format!("deleted {id}").as_str())
+    );
+    let (code, _, err) = orchestrator(&app.url(""), &["webhooks", "get", &id]).await;
+    assert_eq!(code, ExitCode::from(1));
+    assert!(err.contains("WEBHOOK_NOT_FOUND"), "{err}");
+}
