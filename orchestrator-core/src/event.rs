@@ -107,13 +107,21 @@ impl NewEvent {
             event_type: EventType::WorkflowTransitioned,
             subject: workflow.feature_id().clone(),
             time: transition.at,
-            data: text(&Transitioned {
-                feature_id: workflow.feature_id(),
-                version: workflow.version(),
-                state: workflow.state(),
-                entry: transition,
-            }),
+            data: Self::transitioned_data(workflow.feature_id(), transition),
         }
+    }
+
+    /// `workflow.transitioned`'s data from the history entry alone: a workflow's version is
+    /// the number of its history entries, so after entry `seq` it is `seq`, in state `to`.
+    /// Stores that keep the entry already may keep only a reference to it and rebuild the
+    /// data with this when the event is read.
+    pub fn transitioned_data(feature_id: &FeatureId, transition: &Transition) -> String {
+        text(&Transitioned {
+            feature_id,
+            version: transition.seq,
+            state: transition.to,
+            entry: transition,
+        })
     }
 
     /// `consultation.created` or `consultation.updated`: the consultation as readers see it.

@@ -162,6 +162,7 @@ pub struct NewEventRow {
     pub subject: String,
     pub time: i64,
     pub data: String,
+    pub seq: Option<i64>,
 }
 
 impl From<&NewEvent> for NewEventRow {
@@ -171,11 +172,24 @@ impl From<&NewEvent> for NewEventRow {
             subject: event.subject.to_string(),
             time: micros(event.time),
             data: event.data.clone(),
+            seq: None,
         }
     }
 }
 
 impl NewEventRow {
+    /// The `workflow.transitioned` event of `transition`: a reference to the history entry
+    /// written beside it (its data is rebuilt from the entry when read).
+    pub fn transitioned(feature_id: &FeatureId, transition: &Transition) -> Self {
+        NewEventRow {
+            event_type: EventType::WorkflowTransitioned.as_str().to_owned(),
+            subject: feature_id.to_string(),
+            time: micros(transition.at),
+            data: String::new(),
+            seq: Some(to_i64(transition.seq)),
+        }
+    }
+
     /// The row numbered `id`.
     pub fn numbered(&self, id: i64) -> EventRow {
         EventRow {
@@ -184,6 +198,7 @@ impl NewEventRow {
             subject: self.subject.clone(),
             time: self.time,
             data: self.data.clone(),
+            seq: self.seq,
         }
     }
 }
@@ -197,25 +212,46 @@ pub struct EventRow {
     pub subject: String,
     pub time: i64,
     pub data: String,
+    pub seq: Option<i64>,
 }
 
-impl TryFrom<EventRow> for Event {
+/// An event row as read, with the history entry it refers to (if it refers to one).
+pub type EventWithEntry = (EventRow, Option<TransitionRow>);
+
+/// An event as read: its row, and the history entry it refers to, if it refers to one.
+pub struct StoredEvent(pub EventRow, pub Option<TransitionRow>);
+
+impl From<EventWithEntry> for StoredEvent {
+    fn from((row, entry): EventWithEntry) -> Self {
+        StoredEvent(row, entry)
+    }
+}
+
+impl TryFrom<StoredEvent> for Event {
     type Error = CorruptRow;
 
-    fn try_from(row: EventRow) -> Result<Self, CorruptRow> {
+    fn try_from(StoredEvent(row, entry): StoredEvent) -> Result<Self, CorruptRow> {
         let key = row.id.to_string();
         let c = Columns {
             table: "events",
             key: &key,
+        };
+        let subject = c.parse("subject", FeatureId::parse(row.subject))?;
+        let data = match (row.seq, entry) {
+            (None, _) => row.data,
+            (Some(_), Some(entry)) => {
+                NewEvent::transitioned_data(&subject, &Transition::try_from(entry)?)
+            }
+            (Some(seq), None) => return Err(c.fail("seq", format!("no history entry {seq}"))),
         };
         Ok(Event {
             id: c.parse("id", u64::try_from(row.id))?,
             event: NewEvent {
                 event_type: EventType::parse(&row.event_type)
                     .ok_or_else(|| c.fail("event_type", "unknown type"))?,
-                subject: c.parse("subject", FeatureId::parse(row.subject))?,
+                subject,
                 time: c.time("time", row.time)?,
-                data: row.data,
+                data,
             },
         })
     }
@@ -562,15 +598,15 @@ impl WebhookRow {
     /// that this webhook takes, made at `now`, and the last event id read.
     pub fn deliveries(
         &self,
-        rows: Vec<EventRow>,
+        rows: Vec<EventWithEntry>,
         now: i64,
     ) -> Result<(Vec<DeliveryRow>, i64), RepositoryError> {
         let types = self.types().map_err(corrupt)?;
         let mut through = self.enqueued_through;
         let mut deliveries = Vec::new();
         for row in rows {
-            through = through.max(row.id);
-            let event = Event::try_from(row).map_err(corrupt)?;
+            through = through.max(row.0.id);
+            let event = Event::try_from(StoredEvent::from(row)).map_err(corrupt)?;
             if !types.is_empty() && !types.contains(&event.event.event_type) {
                 continue;
             }
@@ -710,9 +746,12 @@ pub fn event_types(filter: &EventFilter) -> Vec<&'static str> {
 }
 
 /// A read of the log: its rows, then its bounds `(last_id, purged_through)` read after them.
-pub fn event_slice(rows: Vec<EventRow>, bounds: (i64, i64)) -> Result<EventSlice, RepositoryError> {
+pub fn event_slice(
+    rows: Vec<EventWithEntry>,
+    bounds: (i64, i64),
+) -> Result<EventSlice, RepositoryError> {
     Ok(EventSlice {
-        events: convert(rows)?,
+        events: convert(rows.into_iter().map(StoredEvent::from).collect())?,
         last_id: u64::try_from(bounds.0).unwrap_or(0),
         purged_through: u64::try_from(bounds.1).unwrap_or(0),
     })

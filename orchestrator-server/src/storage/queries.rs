@@ -220,20 +220,32 @@ pub fn probe_row(at: i64) -> _ {
     (storage_probe::id.eq(1_i32), storage_probe::at.eq(at))
 }
 
-/// Up to `limit` events after `after` of one of `types`, in id order.
+/// Up to `limit` events after `after` of one of `types`, in id order, each with the history
+/// entry it refers to (if any).
 #[dsl::auto_type]
 pub fn events_after<'a>(after: i64, types: Vec<&'a str>, limit: i64) -> _ {
     events::table
+        .left_join(
+            transitions::table.on(transitions::feature_id
+                .eq(events::subject)
+                .and(events::seq.eq(transitions::seq.nullable()))),
+        )
         .filter(events::id.gt(after))
         .filter(events::event_type.eq_any(types))
         .order(events::id.asc())
         .limit(limit)
 }
 
-/// Up to `limit` events of one workflow after `after` of one of `types`, in id order.
+/// Up to `limit` events of one workflow after `after` of one of `types`, in id order, each
+/// with the history entry it refers to (if any).
 #[dsl::auto_type]
 pub fn events_of<'a>(subject: &'a str, after: i64, types: Vec<&'a str>, limit: i64) -> _ {
     events::table
+        .left_join(
+            transitions::table.on(transitions::feature_id
+                .eq(events::subject)
+                .and(events::seq.eq(transitions::seq.nullable()))),
+        )
         .filter(events::subject.eq(subject))
         .filter(events::id.gt(after))
         .filter(events::event_type.eq_any(types))
@@ -265,10 +277,16 @@ pub fn events_through(through: i64) -> _ {
     events::table.filter(events::id.le(through))
 }
 
-/// Up to `limit` events after `after`, of every type, in id order.
+/// Up to `limit` events after `after`, of every type, in id order, each with the history
+/// entry it refers to (if any).
 #[dsl::auto_type]
 pub fn any_events_after(after: i64, limit: i64) -> _ {
     events::table
+        .left_join(
+            transitions::table.on(transitions::feature_id
+                .eq(events::subject)
+                .and(events::seq.eq(transitions::seq.nullable()))),
+        )
         .filter(events::id.gt(after))
         .order(events::id.asc())
         .limit(limit)

@@ -170,8 +170,11 @@ diesel::table! {
         subject -> Text,
         /// Unix microseconds of the change.
         time -> BigInt,
-        /// The CloudEvent's `data`, JSON.
+        /// The CloudEvent's `data`, JSON; empty for a `workflow.transitioned` event, whose
+        /// data is rebuilt from its history entry.
         data -> Text,
+        /// A `workflow.transitioned` event's history entry (with `subject`).
+        seq -> Nullable<BigInt>,
     }
 }
 

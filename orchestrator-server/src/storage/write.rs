@@ -120,7 +120,7 @@ impl Commit {
             changes: WorkflowChanges::from(workflow),
             history: TransitionRow::new(workflow.feature_id(), transition),
             receipt: None,
-            event: NewEventRow::from(&NewEvent::transitioned(workflow, transition)),
+            event: NewEventRow::transitioned(workflow.feature_id(), transition),
         }
     }
 }
@@ -176,7 +176,7 @@ impl Write {
             workflow.feature_id().clone(),
             WorkflowRow::from(workflow),
             TransitionRow::new(workflow.feature_id(), first),
-            NewEventRow::from(&NewEvent::transitioned(workflow, first)),
+            NewEventRow::transitioned(workflow.feature_id(), first),
             receipt.map(ReceiptRow::from),
         )
     }

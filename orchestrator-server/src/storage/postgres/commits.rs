@@ -158,12 +158,12 @@ WITH v AS (
                          $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[],
                          $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
                          $16::bigint[], $17::text[], $18::text[], $19::text[], $20::bool[],
-                         $21::bigint[], $22::text[], $23::text[], $24::text[], $25::text[])
+                         $21::bigint[], $22::text[], $23::text[], $24::text[])
         AS v(feature_id, expected, state, version, rework_count,
              time_in_state, updated_at, completed_at, seq, from_state,
              to_state, trigger, actor, reason, metadata,
              at, actor_kind, on_behalf_of, gate_stay, gate_override,
-             gate_due_at, receipt_scope, receipt_name, receipt_answer, event_data)
+             gate_due_at, receipt_scope, receipt_name, receipt_answer)
 ), locked AS MATERIALIZED (
     SELECT w.feature_id, w.version FROM workflows w
     WHERE w.feature_id = ANY($1::text[])
@@ -190,7 +190,7 @@ WITH v AS (
     WHERE k.scope = v.receipt_scope AND k.name = v.receipt_name AND k.answer IS NULL
     RETURNING 1
 ), ev AS MATERIALIZED (
-    SELECT v.feature_id, v.at, v.event_data,
+    SELECT v.feature_id, v.at, v.seq,
            row_number() OVER (ORDER BY v.feature_id) AS n
     FROM v JOIN won ON won.feature_id = v.feature_id
 ), numbered AS (
@@ -200,9 +200,10 @@ WITH v AS (
     WHERE id = 1 AND (SELECT count(*) FROM ev) > 0 AND (SELECT count(*) FROM answered) >= 0
     RETURNING last_id
 ), logged AS (
-    INSERT INTO events (id, event_type, subject, time, data)
+    -- The event refers to the history entry `won` wrote (its data is rebuilt when read).
+    INSERT INTO events (id, event_type, subject, time, data, seq)
     SELECT numbered.last_id - (SELECT count(*) FROM ev) + ev.n, 'workflow.transitioned',
-           ev.feature_id, ev.at, ev.event_data
+           ev.feature_id, ev.at, '', ev.seq
     FROM ev, numbered
 )
 SELECT v.feature_id, locked.version AS current, won.feature_id IS NOT NULL AS won
@@ -276,7 +277,6 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
         .bind::<Array<Nullable<Text>>, _>(receipt(|r| r.scope.clone()))
         .bind::<Array<Nullable<Text>>, _>(receipt(|r| r.name.clone()))
         .bind::<Array<Nullable<Text>>, _>(receipt(|r| r.answer.clone()))
-        .bind::<Array<Text>, _>(column(|c| c.event.data.clone()))
         .load(conn)
         .await?;
     // Everything was decided in the one statement that committed it: no second round trip

@@ -10,8 +10,8 @@ use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{KeyClaim, RepositoryError, WorkflowState};
 
 use crate::storage::models::{
-    ConsultationRow, EventRow, KeyRow, NewEventRow, ReceiptRow, TransitionRow, WorkflowRow,
-    enum_text, event_types, states,
+    ConsultationRow, EventRow, EventWithEntry, KeyRow, NewEventRow, ReceiptRow, TransitionRow,
+    WorkflowRow, enum_text, event_types, states,
 };
 use crate::storage::queries;
 use crate::storage::schema::{
@@ -122,18 +122,18 @@ pub async fn events(
     after: i64,
     filter: &orchestrator_core::EventFilter,
     limit: i64,
-) -> QueryResult<(Vec<EventRow>, (i64, i64))> {
+) -> QueryResult<(Vec<EventWithEntry>, (i64, i64))> {
     let types = event_types(filter);
     let rows = match &filter.feature_id {
         Some(id) => {
             queries::events_of(id.as_str(), after, types, limit)
-                .select(EventRow::as_select())
+                .select((EventRow::as_select(), Option::<TransitionRow>::as_select()))
                 .load(conn)
                 .await?
         }
         None => {
             queries::events_after(after, types, limit)
-                .select(EventRow::as_select())
+                .select((EventRow::as_select(), Option::<TransitionRow>::as_select()))
                 .load(conn)
                 .await?
         }

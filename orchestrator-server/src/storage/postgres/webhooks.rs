@@ -9,7 +9,7 @@ use orchestrator_core::RepositoryError;
 use orchestrator_core::api::DeliveriesPage;
 use orchestrator_core::webhook::DeliveryStatus;
 
-use crate::storage::models::{DeliveryRow, DueRow, EventRow, WebhookRow, to_i64};
+use crate::storage::models::{DeliveryRow, DueRow, EventRow, TransitionRow, WebhookRow, to_i64};
 use crate::storage::queries;
 use crate::storage::schema::{webhook_deliveries, webhooks};
 use crate::storage::webhooks::{DueDelivery, WebhookBackend, WebhookWrite, page_statuses};
@@ -92,7 +92,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
                 return Ok(Written::Count(0));
             };
             let rows = queries::any_events_after(webhook.enqueued_through, *limit)
-                .select(EventRow::as_select())
+                .select((EventRow::as_select(), Option::<TransitionRow>::as_select()))
                 .load(conn)
                 .await?;
             let read = rows.len();
