@@ -412,13 +412,17 @@ struct Report {
 impl Report {
     /// The latency at quantile `q`, in milliseconds.
     fn percentile(&self, q: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return 0.0;
-        }
-        let index =
-            ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len()) - 1;
-        f64::from(self.latencies[index]) / 1e3
+        percentile(&self.latencies, q)
     }
+}
+
+/// The value at quantile `q` of `sorted` microseconds, in milliseconds (0 when empty).
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    f64::from(sorted[index]) / 1e3
 }
 
 fn seeded_id(n: usize) -> String {

@@ -34,12 +34,7 @@ pub struct StreamReport {
 impl StreamReport {
     /// The delay at quantile `q`, in milliseconds.
     pub fn percentile(&self, q: f64) -> f64 {
-        if self.delays.is_empty() {
-            return 0.0;
-        }
-        let index =
-            ((self.delays.len() as f64 * q).ceil() as usize).clamp(1, self.delays.len()) - 1;
-        f64::from(self.delays[index]) / 1e3
+        super::percentile(&self.delays, q)
     }
 }
 

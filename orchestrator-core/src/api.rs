@@ -607,15 +607,7 @@ impl EventsQuery {
                 "feature_id" => query.filter.feature_id = Some(FeatureId::parse(value)?),
                 "type" => {
                     for name in value.split(',') {
-                        let event_type = EventType::parse(name).ok_or_else(|| {
-                            ValidationError::new(
-                                "type",
-                                format!(
-                                    "must be one of {}",
-                                    EventType::ALL.map(EventType::as_str).join(", ")
-                                ),
-                            )
-                        })?;
+                        let event_type = EventType::parse_field("type", name)?;
                         if !query.filter.types.contains(&event_type) {
                             query.filter.types.push(event_type);
                         }

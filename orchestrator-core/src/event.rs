@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::consultation::Consultation;
 use crate::repository::OverdueNote;
-use crate::values::FeatureId;
+use crate::values::{FeatureId, ValidationError};
 use crate::workflow::{Timestamp, Transition, Workflow};
 
 /// What happened.
@@ -52,6 +52,19 @@ impl EventType {
     /// The type with this wire name.
     pub fn parse(name: &str) -> Option<EventType> {
         EventType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// The type with this wire name, or a validation error on `field` listing the types.
+    pub fn parse_field(field: &'static str, name: &str) -> Result<EventType, ValidationError> {
+        EventType::parse(name).ok_or_else(|| {
+            ValidationError::new(
+                field,
+                format!(
+                    "unknown event type '{name}'; must be one of {}",
+                    EventType::ALL.map(EventType::as_str).join(", ")
+                ),
+            )
+        })
     }
 }
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::values::ValidationError;
+use crate::workflow::Timestamp;
 
 /// The prefix of every secret.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -279,6 +280,26 @@ impl RetrySchedule {
         let index = usize::try_from(attempts).ok()?.checked_sub(1)?;
         self.delays.get(index).copied()
     }
+
+    /// Where a delivery stands after its attempt number `attempts`, made at `now`:
+    /// delivered, pending again (and when), or failed for good.
+    pub fn after_attempt(
+        &self,
+        attempts: u32,
+        delivered: bool,
+        now: Timestamp,
+    ) -> (DeliveryStatus, Option<Timestamp>) {
+        if delivered {
+            return (DeliveryStatus::Delivered, None);
+        }
+        match self.next_delay(attempts) {
+            Some(delay) => {
+                let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::days(7));
+                (DeliveryStatus::Pending, Some(now + delay))
+            }
+            None => (DeliveryStatus::Failed, None),
+        }
+    }
 }
 
 impl fmt::Display for RetrySchedule {
@@ -391,6 +412,29 @@ mod tests {
         let short = RetrySchedule::parse("1s, 2s,4s").unwrap();
         assert_eq!(short.attempts(), 4);
         assert_eq!(RetrySchedule::parse("").unwrap().attempts(), 1);
+        let now = chrono::DateTime::UNIX_EPOCH;
+        assert_eq!(
+            short.after_attempt(1, false, now),
+            (
+                DeliveryStatus::Pending,
+                Some(now + chrono::Duration::seconds(1))
+            )
+        );
+        assert_eq!(
+            short.after_attempt(3, false, now),
+            (
+                DeliveryStatus::Pending,
+                Some(now + chrono::Duration::seconds(4))
+            )
+        );
+        assert_eq!(
+            short.after_attempt(4, false, now),
+            (DeliveryStatus::Failed, None)
+        );
+        assert_eq!(
+            short.after_attempt(4, true, now),
+            (DeliveryStatus::Delivered, None)
+        );
         for bad in ["1", "0s", "1x", "s", "-1s", "8d", "1s,,2s"] {
             let error = RetrySchedule::parse(bad).unwrap_err();
             assert_eq!(error.field, "WEBHOOK_RETRY_SCHEDULE", "{bad}");

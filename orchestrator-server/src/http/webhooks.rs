@@ -102,13 +102,7 @@ impl Webhooks {
         }
         let mut event_types = Vec::new();
         for name in request.event_types.unwrap_or_default() {
-            let event_type = EventType::parse(&name).ok_or_else(|| {
-                let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
-                ValidationError::new(
-                    "event_types",
-                    format!("unknown event type '{name}' (one of {})", known.join(", ")),
-                )
-            })?;
+            let event_type = EventType::parse_field("event_types", &name)?;
             if !event_types.contains(&event_type) {
                 event_types.push(event_type);
             }
@@ -140,28 +134,20 @@ impl Webhooks {
             Ok(code) => (Some(code), Some(format!("the target answered {code}"))),
             Err(error) => (None, Some(error)),
         };
-        let mut record = AttemptRecord {
+        let (status, next_attempt_at) =
+            self.policy
+                .schedule
+                .after_attempt(attempts, error.is_none(), now);
+        AttemptRecord {
             id: delivery.id.clone(),
             lease: delivery.lease,
             attempts,
-            status: DeliveryStatus::Delivered,
+            status,
             status_code,
-            error: None,
-            next_attempt_at: None,
-            delivered_at: Some(now),
-        };
-        if let Some(error) = error {
-            record.delivered_at = None;
-            record.error = Some(error.chars().take(MAX_ERROR_LEN).collect());
-            match self.policy.schedule.next_delay(attempts) {
-                Some(delay) => {
-                    record.status = DeliveryStatus::Pending;
-                    record.next_attempt_at = Some(now + chrono_delay(delay));
-                }
-                None => record.status = DeliveryStatus::Failed,
-            }
+            delivered_at: error.is_none().then_some(now),
+            error: error.map(|e| e.chars().take(MAX_ERROR_LEN).collect()),
+            next_attempt_at,
         }
-        record
     }
 
     /// POSTs the delivery's payload with the Standard Webhooks headers: the answer's status,

@@ -298,7 +298,7 @@ impl<B: WebhookBackend> WebhookRepository for B {
             lease_until: micros(lease_until),
             limit: i64::from(limit),
         };
-        Ok(self.write(Write::Webhook(write)).await?.into_due())
+        self.write(Write::Webhook(write)).await?.into_due()
     }
 
     async fn record_attempt(&self, record: &AttemptRecord) -> Result<bool, RepositoryError> {

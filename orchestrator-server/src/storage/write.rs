@@ -328,10 +328,12 @@ impl Written {
     }
 
     /// The deliveries a claim leased.
-    pub fn into_due(self) -> Vec<super::webhooks::DueDelivery> {
+    pub fn into_due(self) -> Result<Vec<super::webhooks::DueDelivery>, RepositoryError> {
         match self {
-            Written::Due(due) => due,
-            _ => Vec::new(),
+            Written::Due(due) => Ok(due),
+            other => Err(RepositoryError::Backend(
+                format!("a claim answered {other:?}").into(),
+            )),
         }
     }
 

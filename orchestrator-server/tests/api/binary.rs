@@ -16,6 +16,8 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_the_variable() {
         ("AGENT_HUB_TIMEOUT_SECONDS", "-1"),
         ("LOG_FORMAT", "xml"),
         ("HOST", "not-an-ip"),
+        ("WEBHOOK_RETRY_SCHEDULE", "5s,soon"),
+        ("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "yes"),
     ] {
         let output = server().env(name, value).output().expect("binary runs");
         assert!(!output.status.success(), "{name}={value} was accepted");
