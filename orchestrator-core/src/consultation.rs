@@ -75,6 +75,19 @@ pub enum ConsultationStatus {
     Failed,
 }
 
+impl ConsultationStatus {
+    /// The status as the API spells it (`pending_human`, …).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConsultationStatus::Asking => "asking",
+            ConsultationStatus::Resolved => "resolved",
+            ConsultationStatus::PendingHuman => "pending_human",
+            ConsultationStatus::NeedsReroute => "needs_reroute",
+            ConsultationStatus::Failed => "failed",
+        }
+    }
+}
+
 impl From<AnswerStatus> for ConsultationStatus {
     fn from(status: AnswerStatus) -> Self {
         match status {

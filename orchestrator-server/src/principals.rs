@@ -108,6 +108,13 @@ impl Principals {
         self.by_token_hash.get(&token_hash(token))
     }
 
+    /// The principal with this name.
+    pub fn named(&self, name: &str) -> Option<&Principal> {
+        self.by_token_hash
+            .values()
+            .find(|principal| principal.name.as_str() == name)
+    }
+
     /// How many principals the file names.
     pub fn len(&self) -> usize {
         self.by_token_hash.len()
@@ -136,7 +143,8 @@ fn principal(entry: &Entry) -> Result<Principal, String> {
     Ok(Principal { name, kind, roles })
 }
 
-fn token_hash(token: &str) -> [u8; 32] {
+/// The SHA-256 of a token (or of any secret kept only as its hash).
+pub(crate) fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -152,7 +160,8 @@ fn token_hash_from_hex(hex: &str) -> Option<[u8; 32]> {
     Some(hash)
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// Bytes as lowercase hexadecimal.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().fold(String::new(), |mut hex, byte| {
         let _ = write!(hex, "{byte:02x}");
         hex

@@ -51,11 +51,19 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
         .unwrap_or_default();
     let webhooks = Webhooks::new(repository.clone(), config.webhook_policy())
         .map_err(|e| StartupError::Webhooks(e.to_string()))?;
+    let sessions: Arc<dyn storage::SessionRepository> = repository.clone();
     let orchestrator = Orchestrator::new(repository)
         .with_hub(Arc::new(hub))
         .with_gate_defaults(gate_defaults);
     let auth = Auth::new(config.api_token.clone(), config.principals_file.clone())?;
-    let app = App::with(orchestrator, auth, metrics, config.limits(), Some(webhooks));
+    let app = App::with(
+        orchestrator,
+        auth,
+        metrics,
+        config.limits(),
+        Some(webhooks),
+        Some(sessions),
+    );
     // One SQLite database has one server: every ask it finds was left by a stop. PostgreSQL
     // may have replicas asking right now: only asks older than any live one are left over.
     let sole = !matches!(config.database_url, storage::DatabaseUrl::Postgres(_));

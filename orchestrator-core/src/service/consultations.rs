@@ -26,11 +26,17 @@ impl Orchestrator {
             .collect();
         for mut consultation in blocking {
             self.refresh(&mut consultation).await?;
-            if consultation.is_pending() {
-                facts.escalations.extend(consultation.escalation_id);
-            } else if consultation.status == ConsultationStatus::Asking {
-                facts.asking.push(consultation.id);
-            }
+            note_blocker(&mut facts, consultation);
+        }
+        Ok(facts)
+    }
+
+    /// [`Orchestrator::gate_facts`] as stored, without asking the hub: for pages that say
+    /// whether someone may approve, where a hub call per view would be too dear.
+    pub(super) async fn stored_gate_facts(&self, feature_id: &FeatureId) -> Result<GateFacts> {
+        let mut facts = GateFacts::default();
+        for consultation in self.stored_blockers(feature_id).await? {
+            note_blocker(&mut facts, consultation);
         }
         Ok(facts)
     }
@@ -371,5 +377,15 @@ impl Orchestrator {
             }
         }
         Ok(consultations)
+    }
+}
+
+/// Adds what `consultation` holds the gate by: its escalation if it waits for a human, itself
+/// if the hub has not answered yet.
+fn note_blocker(facts: &mut GateFacts, consultation: Consultation) {
+    if consultation.is_pending() {
+        facts.escalations.extend(consultation.escalation_id);
+    } else if consultation.status == ConsultationStatus::Asking {
+        facts.asking.push(consultation.id);
     }
 }

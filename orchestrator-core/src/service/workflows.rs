@@ -106,6 +106,27 @@ impl Orchestrator {
         Ok(next)
     }
 
+    /// Whether `actor` (of `kind`) could approve `workflow`'s gate now, judged by the gate's
+    /// rules on the stored consultations (the hub is not asked): `Ok` if an approval would be
+    /// accepted, else the rule that would refuse it. For pages that show who may approve and
+    /// why not; the approval itself is judged again, with fresh facts, when it is made.
+    pub async fn may_approve(
+        &self,
+        workflow: &Workflow,
+        actor: &crate::values::Actor,
+        kind: crate::principal::ActorKind,
+    ) -> Result<std::result::Result<(), crate::workflow::TransitionError>> {
+        let facts = self.stored_gate_facts(workflow.feature_id()).await?;
+        let ctx = TransitionContext {
+            actor: Some(actor.clone()),
+            actor_kind: Some(kind),
+            ..TransitionContext::at(self.clock.now())
+        };
+        Ok(workflow
+            .decide(Trigger::HumanApproved, ctx, &facts)
+            .map(|_| ()))
+    }
+
     /// The snapshot after `transition`.
     fn recorded(current: &Workflow, transition: &Transition) -> Workflow {
         let mut next = current.clone();

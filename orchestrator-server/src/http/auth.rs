@@ -90,17 +90,20 @@ impl Auth {
 
     /// The caller a request's `Authorization` header names, or 401.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let given = || {
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or_default()
-        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        self.check_token(given)
+    }
+
+    /// The caller `token` makes (the board's sign-in), or 401.
+    pub fn check_token(&self, given: &str) -> Result<Caller, ApiError> {
         match self {
             Auth::Open => Ok(Caller::Trusted),
             Auth::Shared(expected) => {
-                if bool::from(given().as_bytes().ct_eq(expected.expose().as_bytes())) {
+                if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
                     Ok(Caller::Trusted)
                 } else {
                     Err(ApiError::Unauthorized)
@@ -113,12 +116,26 @@ impl Auth {
                     .clone();
                 // Looked up by the token's SHA-256: no comparison runs over the token itself.
                 principals
-                    .find(given())
+                    .find(given)
                     .cloned()
                     .map(Caller::Principal)
                     .ok_or(ApiError::Unauthorized)
             }
         }
+    }
+
+    /// The principal named `name` in the file's last good reading (principals mode only): a
+    /// board session acts as whoever this is now, so a principal removed from the file loses
+    /// their sessions too.
+    pub fn principal_named(&self, name: &str) -> Option<Principal> {
+        let Auth::Principals { current, .. } = self else {
+            return None;
+        };
+        current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .named(name)
+            .cloned()
     }
 
     /// Re-reads the principals file; a file that cannot be read or is malformed keeps the

@@ -7,6 +7,7 @@
 
 mod asks;
 pub mod auth;
+pub mod board;
 pub mod body;
 mod conn;
 pub mod error;
@@ -39,6 +40,7 @@ pub use openapi::ApiDoc;
 
 use crate::config::Secret;
 use crate::metrics::Metrics;
+use crate::storage::SessionRepository;
 use error::ApiError;
 use handlers::docs::DocsAssets;
 use handlers::{consultations, system, workflows};
@@ -113,6 +115,8 @@ struct Inner {
     closing: tokio::sync::watch::Sender<bool>,
     /// Subscriptions and their deliveries; `None` over a store that keeps none.
     webhooks: Option<Arc<webhooks::Webhooks>>,
+    /// The board's sessions; `None` over a store that keeps none (then nobody signs in).
+    sessions: Option<Arc<dyn SessionRepository>>,
 }
 
 impl App {
@@ -123,18 +127,20 @@ impl App {
             Some(token) => auth::Auth::Shared(token),
             None => auth::Auth::Open,
         };
-        Self::with(orchestrator, auth, metrics, Limits::default(), None)
+        Self::with(orchestrator, auth, metrics, Limits::default(), None, None)
     }
 
     /// An application as [`App::new`] makes it, authenticating by `auth`, with other limits,
     /// delivering webhooks when given their store (the `/webhooks` routes answer 404
-    /// `NOT_FOUND` without one).
+    /// `NOT_FOUND` without one), and keeping the board's sessions in `sessions` (without it,
+    /// nobody signs in to the board).
     pub fn with(
         orchestrator: Orchestrator,
         auth: auth::Auth,
         metrics: Arc<Metrics>,
         limits: Limits,
         webhooks: Option<webhooks::Webhooks>,
+        sessions: Option<Arc<dyn SessionRepository>>,
     ) -> Self {
         let docs = if auth.principals() {
             DocsAssets::for_principals()
@@ -156,6 +162,7 @@ impl App {
             feed: events::Feed::default(),
             closing: tokio::sync::watch::channel(false).0,
             webhooks: webhooks.map(Arc::new),
+            sessions,
         }))
     }
 
@@ -186,6 +193,16 @@ impl App {
     /// The webhooks and their deliveries, when the store keeps them.
     pub(crate) fn webhooks(&self) -> Option<&Arc<webhooks::Webhooks>> {
         self.0.webhooks.as_ref()
+    }
+
+    /// The board's sessions, when the store keeps them.
+    pub(crate) fn sessions(&self) -> Option<&Arc<dyn SessionRepository>> {
+        self.0.sessions.as_ref()
+    }
+
+    /// How requests are authenticated.
+    pub(crate) fn auth(&self) -> &auth::Auth {
+        &self.0.auth
     }
 
     /// Turns true when the server stops.
@@ -276,12 +293,31 @@ impl App {
                 allow: allow.join(", "),
             }));
         }
+        if route.is_board() {
+            let (parts, body) = request.into_parts();
+            let body = if parts.method == Method::POST {
+                body::read_body(&parts.headers, body, &self.0.bodies)
+                    .await
+                    .map_err(fail)?
+            } else {
+                Bytes::new()
+            };
+            let param = params.first().map_or("", String::as_str);
+            let response = board::handle(self, route, param, &parts, &body).await;
+            return Ok((Some(route), response.map(Either::Left)));
+        }
+        let (parts, body) = request.into_parts();
         let caller = if route.is_public() {
             auth::Caller::Trusted
+        } else if self.0.auth.required()
+            && !parts.headers.contains_key(http::header::AUTHORIZATION)
+            && board::has_session_cookie(&parts.headers)
+        {
+            // The board's script: it acts as its signed-in person.
+            board::api_caller(self, &parts).await.map_err(fail)?
         } else {
-            self.0.auth.authenticate(request.headers()).map_err(fail)?
+            self.0.auth.authenticate(&parts.headers).map_err(fail)?
         };
-        let (parts, body) = request.into_parts();
         if route == Route::EventStream {
             let response = events::stream_events(self, &parts.headers, parts.uri.query())
                 .await
@@ -400,10 +436,16 @@ impl App {
                 let delivery = params.get(1).map_or("", String::as_str);
                 handlers::webhooks::redeliver(self, caller, param, delivery).await
             }
-            // Answered by `route`, since its body is a stream.
-            Route::EventStream => Err(ApiError::Internal(
-                "the event stream reached dispatch".into(),
-            )),
+            // Answered by `route`: the stream's body is a stream, the board answers in HTML.
+            Route::EventStream
+            | Route::Board
+            | Route::BoardFeature
+            | Route::BoardSession
+            | Route::BoardSignOut
+            | Route::BoardAsset => Err(ApiError::Internal(format!(
+                "{} reached dispatch",
+                route.pattern()
+            ))),
         }
     }
 }

@@ -49,11 +49,21 @@ pub enum Route {
     Deliveries,
     /// `/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver`
     Redeliver,
+    /// `/board`: the reviewer board's overview
+    Board,
+    /// `/board/feature/{feature_id}`
+    BoardFeature,
+    /// `/board/session`: sign-in
+    BoardSession,
+    /// `/board/sign-out`
+    BoardSignOut,
+    /// `/board/assets/{file}`
+    BoardAsset,
 }
 
 impl Route {
     /// Every route with its pattern; the pattern is also the metrics label.
-    const TABLE: [(&'static str, Route); 22] = [
+    const TABLE: [(&'static str, Route); 27] = [
         (paths::ROOT, Route::Root),
         (paths::HEALTH, Route::Health),
         (paths::METRICS, Route::Metrics),
@@ -76,12 +86,22 @@ impl Route {
         (paths::WEBHOOK, Route::Webhook),
         (paths::DELIVERIES, Route::Deliveries),
         (paths::REDELIVER, Route::Redeliver),
+        ("/board", Route::Board),
+        ("/board/feature/{feature_id}", Route::BoardFeature),
+        ("/board/session", Route::BoardSession),
+        ("/board/sign-out", Route::BoardSignOut),
+        ("/board/assets/{file}", Route::BoardAsset),
     ];
 
     /// The methods the route serves.
     pub fn methods(self) -> &'static [Method] {
         match self {
-            Route::Start | Route::Advance | Route::Respond | Route::Redeliver => &[Method::POST],
+            Route::Start
+            | Route::Advance
+            | Route::Respond
+            | Route::Redeliver
+            | Route::BoardSession
+            | Route::BoardSignOut => &[Method::POST],
             Route::Consultations | Route::Webhooks => &[Method::GET, Method::HEAD, Method::POST],
             Route::Webhook => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::EventStream => &[Method::GET],
@@ -99,6 +119,19 @@ impl Route {
                 | Route::Docs
                 | Route::DocsFile
                 | Route::Redoc
+        )
+    }
+
+    /// Whether the route is the reviewer board's: its pages check their own session cookie
+    /// and answer in HTML.
+    pub fn is_board(self) -> bool {
+        matches!(
+            self,
+            Route::Board
+                | Route::BoardFeature
+                | Route::BoardSession
+                | Route::BoardSignOut
+                | Route::BoardAsset
         )
     }
 
@@ -146,6 +179,9 @@ mod tests {
         );
         assert_eq!(at("/docs/"), Some(Route::DocsFile));
         assert_eq!(at("/docs/swagger-ui.css"), Some(Route::DocsFile));
+        assert_eq!(at("/board"), Some(Route::Board));
+        assert_eq!(at("/board/feature/x-1"), Some(Route::BoardFeature));
+        assert_eq!(at("/board/assets/board.js"), Some(Route::BoardAsset));
         assert_eq!(at("/nope"), None);
     }
 }

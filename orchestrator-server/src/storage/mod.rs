@@ -24,6 +24,7 @@ mod models;
 pub mod postgres;
 mod queries;
 pub mod schema;
+pub mod sessions;
 pub mod sqlite;
 mod stats;
 pub mod webhooks;
@@ -39,6 +40,7 @@ use async_trait::async_trait;
 use orchestrator_core::{RepositoryError, Transition, Workflow, WorkflowRepository};
 
 pub use postgres::PgRepository;
+pub use sessions::{BoardSession, SessionRepository};
 pub use sqlite::SqliteRepository;
 pub use stats::StorageMetrics;
 pub use webhooks::{AttemptRecord, DueDelivery, WebhookRepository};
@@ -47,9 +49,9 @@ pub use webhooks::{AttemptRecord, DueDelivery, WebhookRepository};
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
 /// A durable store: the core's repository contract, and what only a durable store offers
-/// (webhooks among it).
+/// (webhooks and the board's sessions among it).
 #[async_trait]
-pub trait DurableRepository: WorkflowRepository + WebhookRepository {
+pub trait DurableRepository: WorkflowRepository + WebhookRepository + SessionRepository {
     /// Stores many new workflows with their first transitions in one transaction, for seeding
     /// and imports: all of them, or none if any feature id exists already.
     async fn import(&self, items: &[(Workflow, Transition)]) -> Result<(), RepositoryError>;

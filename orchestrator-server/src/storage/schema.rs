@@ -189,6 +189,22 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Signed-in browsers of the reviewer board.
+    board_sessions (id_sha256) {
+        /// SHA-256 (hex) of the cookie's session id.
+        id_sha256 -> Text,
+        /// Who the session acts as.
+        actor -> Text,
+        /// The token the page sends back with its writes.
+        csrf -> Text,
+        /// Unix microseconds.
+        created_at -> BigInt,
+        /// Unix microseconds: the session ends then.
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
     /// Where events are POSTed.
     webhooks (id) {
         /// `wh_` and 32 hex digits.
@@ -245,6 +261,7 @@ diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
 diesel::joinable!(consultations -> workflows (feature_id));
 diesel::joinable!(gate_overdue_notes -> workflows (feature_id));
 diesel::allow_tables_to_appear_in_same_query!(
+    board_sessions,
     consultations,
     event_log,
     events,

@@ -91,6 +91,8 @@ pub enum Write {
     Probe(i64),
     /// A webhook's or a delivery's change.
     Webhook(super::webhooks::WebhookWrite),
+    /// A board session's write.
+    BoardSession(super::sessions::SessionWrite),
 }
 
 /// The compare-and-set of an advance: the new snapshot and its history row, if the stored

@@ -2,6 +2,8 @@
 //! its own SQLite file, driven through the typed client (and raw HTTP for malformed input).
 
 mod binary;
+mod board;
+mod browser;
 mod cli;
 mod consultations;
 mod contract;

@@ -342,6 +342,7 @@ async fn leftover_asks_are_failed_by_age_when_replicas_share_the_database() {
         Arc::new(orchestrator_server::metrics::Metrics::default()),
         limits,
         None,
+        None,
     );
     let status = |id| {
         let orchestrator = orchestrator.clone();

@@ -9,6 +9,7 @@
 
 mod commits;
 mod ops;
+mod sessions;
 mod webhooks;
 
 use std::sync::Arc;

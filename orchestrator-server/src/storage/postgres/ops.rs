@@ -154,6 +154,7 @@ pub async fn ping(conn: &mut AsyncPgConnection) -> QueryResult<()> {
 pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<Written> {
     match write {
         Write::Webhook(write) => super::webhooks::apply(conn, write).await,
+        Write::BoardSession(write) => super::sessions::apply(conn, write).await,
         Write::Create(id, row, first, event, receipt) => {
             let inserted = diesel::insert_into(workflows::table)
                 .values(row)

@@ -7,6 +7,7 @@
 
 mod ops;
 mod readers;
+mod sessions;
 mod webhooks;
 mod writer;
 

@@ -296,6 +296,7 @@ pub fn apply(
             Ok(Written::Done)
         }
         Write::Webhook(write) => super::webhooks::apply(conn, ids, write),
+        Write::BoardSession(write) => super::sessions::apply(conn, write),
     }
 }
 

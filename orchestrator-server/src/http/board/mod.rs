@@ -1,0 +1,602 @@
+//! The reviewer board: `/board`, a web page for the people at the gate.
+//!
+//! This module owns the board's routes (the overview, a feature's page, sign-in and sign-out,
+//! the page's own CSS and script), its sessions, and the data each page shows; the markup is in
+//! `views`. The pages are rendered here, whole; the script (`board.js`) follows the event
+//! stream and, on an event, fetches the page again and swaps its `<main>`: one rendering, on
+//! the server. Approve and Reject are the API's own `POST /workflow/{id}/advance`, sent by the
+//! script with `If-Match`.
+//!
+//! Sessions: sign-in exchanges a token (principals and shared-token modes) or a name (open
+//! mode; shared-token mode asks for both, since one token names no one) for a random session
+//! id in an HttpOnly, SameSite=Strict cookie, kept in the store by its SHA-256 for 12 hours and
+//! deleted by sign-out. A request to the API without `Authorization` but with the cookie acts
+//! as the session ([`api_caller`]); a write that way must carry the session's CSRF token in
+//! `X-CSRF-Token`, and a request that says its `Origin` must come from this server's.
+//!
+//! Every board answer carries a `Content-Security-Policy` that allows nothing outside the
+//! server's origin, no inline script, and no framing.
+
+mod views;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::Full;
+use orchestrator_core::api::WorkflowResponse;
+use orchestrator_core::{
+    Action, Actor, ActorKind, FeatureId, ListQuery, PageLimit, Trigger, WorkflowState,
+};
+use subtle::ConstantTimeEq;
+
+use super::App;
+use super::auth::{Auth, Caller};
+use super::error::ApiError;
+use super::router::Route;
+use crate::principals::{to_hex, token_hash};
+use crate::storage::BoardSession;
+
+/// The cookie that carries a board session's id.
+pub const SESSION_COOKIE: &str = "orchestrator_session";
+/// The header the board's script sends the session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// How long a session lasts.
+const SESSION_HOURS: i64 = 12;
+/// Nothing outside the server's origin, no inline script or style, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+/// The most features one list on the overview shows.
+const LIST_LIMIT: u32 = 200;
+
+const CSS: &str = include_str!("board.css");
+const SCRIPT: &str = include_str!("board.js");
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// Answers a board route; errors become pages too, never JSON.
+pub(crate) async fn handle(
+    app: &App,
+    route: Route,
+    param: &str,
+    parts: &Parts,
+    body: &Bytes,
+) -> HttpResponse {
+    let answered = match route {
+        Route::Board => overview(app, parts).await,
+        Route::BoardFeature => feature(app, param, parts).await,
+        Route::BoardSession => sign_in(app, parts, body).await,
+        Route::BoardSignOut => sign_out(app, parts, body).await,
+        Route::BoardAsset => asset(param),
+        _ => Err(ApiError::NotFound(parts.uri.path().to_owned())),
+    };
+    let mut response = answered.unwrap_or_else(problem);
+    let headers = response.headers_mut();
+    headers.insert("content-security-policy", HeaderValue::from_static(CSP));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    // `same-origin`, not `no-referrer`: with the latter a form sends `Origin: null`.
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The caller a board session makes of an API request that has the session's cookie and no
+/// `Authorization`: 401 without a live session; a write without the session's CSRF token, or
+/// from another origin, is 403.
+pub(crate) async fn api_caller(app: &App, parts: &Parts) -> Result<Caller, ApiError> {
+    let session = session(app, &parts.headers)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    if !matches!(parts.method, Method::GET | Method::HEAD) {
+        let given = parts
+            .headers
+            .get(CSRF_HEADER)
+            .map(HeaderValue::as_bytes)
+            .unwrap_or_default();
+        if !bool::from(given.ct_eq(session.record.csrf.as_bytes())) {
+            return Err(ApiError::Forbidden(
+                "a write with the board's session needs its CSRF token in X-CSRF-Token".into(),
+            ));
+        }
+        same_origin(&parts.headers)?;
+    }
+    Ok(session.caller)
+}
+
+/// Whether the request carries a board session cookie (and so may be answered by
+/// [`api_caller`]).
+pub(crate) fn has_session_cookie(headers: &HeaderMap) -> bool {
+    cookie(headers, SESSION_COOKIE).is_some()
+}
+
+/// A live session, with who it acts as now.
+struct Session {
+    record: BoardSession,
+    caller: Caller,
+    kind: ActorKind,
+}
+
+impl Session {
+    fn who(&self) -> views::Who<'_> {
+        views::Who {
+            name: &self.record.actor,
+            kind: self.kind,
+            csrf: &self.record.csrf,
+        }
+    }
+}
+
+/// The session the request's cookie names, if it is live and (in principals mode) its
+/// principal is still in the file.
+async fn session(app: &App, headers: &HeaderMap) -> Result<Option<Session>, ApiError> {
+    let (Some(id), Some(store)) = (cookie(headers, SESSION_COOKIE), app.sessions()) else {
+        return Ok(None);
+    };
+    let Some(record) = store
+        .session(&to_hex(&token_hash(id)), app.now())
+        .await
+        .map_err(|e| ApiError::Core(e.into()))?
+    else {
+        return Ok(None);
+    };
+    let (caller, kind) = match app.auth() {
+        Auth::Principals { .. } => match app.auth().principal_named(&record.actor) {
+            Some(principal) => {
+                let kind = principal.kind;
+                (Caller::Principal(principal), kind)
+            }
+            None => return Ok(None),
+        },
+        Auth::Open | Auth::Shared(_) => (Caller::Trusted, ActorKind::Human),
+    };
+    Ok(Some(Session {
+        record,
+        caller,
+        kind,
+    }))
+}
+
+/// The value of the cookie `name`, from any `Cookie` header.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())
+}
+
+/// 403 if the request names an `Origin` other than the server it was sent to.
+fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let origin = origin.to_str().unwrap_or_default();
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    if authority.is_some_and(|a| !host.is_empty() && a.eq_ignore_ascii_case(host)) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "a request from {origin} may not act on this board"
+        )))
+    }
+}
+
+/// How sign-in works in the server's mode: (a token is needed, a name is asked for).
+fn sign_in_fields(auth: &Auth) -> (bool, bool) {
+    match auth {
+        Auth::Open => (false, true),
+        Auth::Shared(_) => (true, true),
+        Auth::Principals { .. } => (true, false),
+    }
+}
+
+/// `GET /board`.
+async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, ApiError> {
+    let session = session(app, &parts.headers).await?;
+    let (token_required, name_asked) = sign_in_fields(app.auth());
+    if token_required && session.is_none() {
+        return Ok(html(
+            StatusCode::OK,
+            views::sign_in_page(token_required, name_asked, "/board", None),
+        ));
+    }
+    let filter = match super::body::query_pairs(parts.uri.query())
+        .into_iter()
+        .find(|(name, _)| name == "state")
+    {
+        Some((_, value)) if value.is_empty() => None,
+        Some((_, value)) => Some(value.parse::<WorkflowState>().map_err(|_| {
+            orchestrator_core::ValidationError::new(
+                "state",
+                "must be one of IDLE, PHASE_1, GATE_1, PHASE_2, DONE",
+            )
+        })?),
+        None => None,
+    };
+    let orchestrator = app.orchestrator();
+    let now = app.now();
+    let last_event_id = orchestrator.last_event_id().await?;
+    let summary = orchestrator.summary().await?;
+    let page_of = |state| ListQuery {
+        state,
+        overdue: false,
+        after: None,
+        limit: PageLimit::parse(LIST_LIMIT).unwrap_or_default(),
+    };
+    let gate = orchestrator
+        .list(&page_of(Some(WorkflowState::Gate1)))
+        .await?;
+    let mut waiting = Vec::with_capacity(gate.items.len());
+    for workflow in &gate.items {
+        let blockers = orchestrator.stored_blockers(workflow.feature_id()).await?;
+        waiting.push(views::Waiting {
+            workflow: WorkflowResponse::new(workflow, now),
+            escalations: blockers.iter().filter(|c| c.is_pending()).count(),
+        });
+    }
+    // Overdue first, then the earliest due; gates without a deadline last, longest waiting
+    // first.
+    waiting.sort_by_key(|w| {
+        let gate = &w.workflow.gate;
+        (
+            !gate.overdue,
+            gate.due_at.is_none(),
+            gate.due_at,
+            gate.entered_at,
+        )
+    });
+    let others = orchestrator.list(&page_of(filter)).await?;
+    let data = views::Overview {
+        summary,
+        waiting,
+        waiting_truncated: gate.next_after.is_some(),
+        others_truncated: others.next_after.is_some(),
+        others: others
+            .items
+            .iter()
+            .filter(|w| filter.is_some() || w.state() != WorkflowState::Gate1)
+            .map(|w| WorkflowResponse::new(w, now))
+            .collect(),
+        filter,
+        now,
+    };
+    let frame = views::Frame {
+        title: "Features",
+        who: session.as_ref().map(Session::who),
+        feature: None,
+        last_event_id,
+        token_required,
+        name_asked,
+    };
+    Ok(html(
+        StatusCode::OK,
+        views::page(&frame, views::overview(&data)),
+    ))
+}
+
+/// `GET /board/feature/{feature_id}`.
+async fn feature(app: &App, raw_id: &str, parts: &Parts) -> Result<HttpResponse, ApiError> {
+    let session = session(app, &parts.headers).await?;
+    let (token_required, name_asked) = sign_in_fields(app.auth());
+    let id = FeatureId::parse(raw_id)?;
+    if token_required && session.is_none() {
+        let next = format!("/board/feature/{}", id.as_str());
+        return Ok(html(
+            StatusCode::OK,
+            views::sign_in_page(token_required, name_asked, &next, None),
+        ));
+    }
+    let orchestrator = app.orchestrator();
+    let now = app.now();
+    let last_event_id = orchestrator.last_event_id().await?;
+    let workflow = orchestrator.get(&id).await?;
+    let history = orchestrator.history(&id).await?;
+    // As stored: a page view (and each live refresh) does not call the Agent Hub.
+    let consultations = orchestrator.repository().consultations(&id).await?;
+    let blockers: Vec<_> = consultations
+        .iter()
+        .filter(|c| c.blocks_gate())
+        .cloned()
+        .collect();
+    let mut view = WorkflowResponse::new(&workflow, now);
+    view.gate = view.gate.held_by(&blockers);
+    let verdict = match &session {
+        _ if workflow.state() != WorkflowState::Gate1 => views::Verdict::SignedOut,
+        None => views::Verdict::SignedOut,
+        Some(session) => {
+            let may_reject = session.kind == ActorKind::Human
+                && session
+                    .caller
+                    .may(Action::Trigger(Trigger::HumanRejected))
+                    .is_ok();
+            if let Err(refused) = session.caller.may(Action::Trigger(Trigger::HumanApproved)) {
+                views::Verdict::MayNot {
+                    why: format!("your roles do not allow it ({}).", refused.body().message),
+                    may_reject,
+                }
+            } else {
+                // Names were checked when the session began.
+                let actor = Actor::parse(&session.record.actor)?;
+                match orchestrator
+                    .may_approve(&workflow, &actor, session.kind)
+                    .await?
+                {
+                    Ok(()) => views::Verdict::May,
+                    Err(refused) => views::Verdict::MayNot {
+                        why: views::why_not(&refused),
+                        may_reject,
+                    },
+                }
+            }
+        }
+    };
+    let data = views::Feature {
+        workflow: view,
+        history,
+        consultations,
+        verdict,
+        now,
+    };
+    let frame = views::Frame {
+        title: id.as_str(),
+        who: session.as_ref().map(Session::who),
+        feature: Some(id.as_str()),
+        last_event_id,
+        token_required,
+        name_asked,
+    };
+    Ok(html(
+        StatusCode::OK,
+        views::page(&frame, views::feature(&data)),
+    ))
+}
+
+/// `POST /board/session`: a form with `token` and/or `name` (and `next`, the board page to
+/// return to) becomes a session cookie and a redirect.
+async fn sign_in(app: &App, parts: &Parts, body: &Bytes) -> Result<HttpResponse, ApiError> {
+    same_origin(&parts.headers)?;
+    let form = form_fields(&parts.headers, body)?;
+    let field = |name: &str| {
+        form.iter()
+            .find(|(key, _)| key == name)
+            .map_or("", |(_, value)| value.as_str())
+    };
+    let next = board_path(field("next"));
+    let (token_required, name_asked) = sign_in_fields(app.auth());
+    let refuse = |status, message: &str| {
+        Ok(html(
+            status,
+            views::sign_in_page(token_required, name_asked, next, Some(message)),
+        ))
+    };
+    let caller = match app.auth().check_token(field("token")) {
+        Ok(caller) => caller,
+        Err(_) => return refuse(StatusCode::UNAUTHORIZED, "That token is not valid."),
+    };
+    let actor = match caller.principal() {
+        Some(principal) => principal.name.to_string(),
+        None => match Actor::parse(field("name").trim()) {
+            Ok(name) => name.to_string(),
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("Name {}.", e.rule)),
+        },
+    };
+    let Some(store) = app.sessions() else {
+        return Err(ApiError::NotFound("/board/session".into()));
+    };
+    let id = random_hex()?;
+    let now = app.now();
+    let session = BoardSession {
+        id_sha256: to_hex(&token_hash(&id)),
+        actor,
+        csrf: random_hex()?,
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(SESSION_HOURS),
+    };
+    store
+        .create_session(&session)
+        .await
+        .map_err(|e| ApiError::Core(e.into()))?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        SESSION_HOURS * 3600
+    );
+    Ok(redirect(next, Some(&cookie)))
+}
+
+/// `POST /board/sign-out`: ends the session on the server (its cookie no longer works
+/// anywhere) and clears the cookie. The form carries the session's CSRF token.
+async fn sign_out(app: &App, parts: &Parts, body: &Bytes) -> Result<HttpResponse, ApiError> {
+    same_origin(&parts.headers)?;
+    let form = form_fields(&parts.headers, body)?;
+    if let Some(session) = session(app, &parts.headers).await? {
+        let given = form
+            .iter()
+            .find(|(key, _)| key == "csrf")
+            .map_or("", |(_, value)| value.as_str());
+        if !bool::from(given.as_bytes().ct_eq(session.record.csrf.as_bytes())) {
+            return Err(ApiError::Forbidden(
+                "the sign-out form's CSRF token is wrong".into(),
+            ));
+        }
+        if let Some(store) = app.sessions() {
+            store
+                .delete_session(&session.record.id_sha256)
+                .await
+                .map_err(|e| ApiError::Core(e.into()))?;
+        }
+    }
+    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    Ok(redirect("/board", Some(&cookie)))
+}
+
+/// `GET /board/assets/{file}`: the page's stylesheet and script, embedded at build time.
+fn asset(file: &str) -> Result<HttpResponse, ApiError> {
+    let (content_type, text) = match file {
+        "board.css" => ("text/css; charset=utf-8", CSS),
+        "board.js" => ("text/javascript; charset=utf-8", SCRIPT),
+        _ => return Err(ApiError::NotFound(format!("/board/assets/{file}"))),
+    };
+    let mut response = super::body::bytes_response(
+        StatusCode::OK,
+        content_type,
+        Bytes::from_static(text.as_bytes()),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// A form body's fields: 415 unless it says it is `application/x-www-form-urlencoded`.
+fn form_fields(headers: &HeaderMap, body: &Bytes) -> Result<Vec<(String, String)>, ApiError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    Ok(form_urlencoded::parse(body).into_owned().collect())
+}
+
+/// `next` if it is a board page, else the overview: a sign-in never sends anyone elsewhere.
+fn board_path(next: &str) -> &str {
+    let safe = next == "/board"
+        || next
+            .strip_prefix("/board/feature/")
+            .is_some_and(|id| FeatureId::parse(id).is_ok());
+    if safe { next } else { "/board" }
+}
+
+/// 32 random bytes in hexadecimal: a session id or a CSRF token.
+fn random_hex() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::Internal(format!("no randomness for a session: {e}")))?;
+    Ok(to_hex(&bytes))
+}
+
+fn html(status: StatusCode, markup: maud::Markup) -> HttpResponse {
+    super::body::bytes_response(
+        status,
+        "text/html; charset=utf-8",
+        Bytes::from(markup.into_string()),
+    )
+}
+
+fn redirect(to: &str, cookie: Option<&str>) -> HttpResponse {
+    let mut response = super::body::bytes_response(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        Bytes::new(),
+    );
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(to) {
+        headers.insert(header::LOCATION, location);
+    }
+    if let Some(cookie) = cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
+        headers.insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// An error as a page, with the status the API would answer.
+fn problem(error: ApiError) -> HttpResponse {
+    let body = error.body();
+    let status =
+        StatusCode::from_u16(body.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error() {
+        tracing::error!(error = %error, "board page failed");
+    }
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        s if s.is_client_error() => "Cannot show that",
+        _ => "Something went wrong",
+    };
+    let mut message = body.message;
+    if let Some(details) = body
+        .details
+        .filter(|d| !d.iter().all(|d| message.contains(d.as_str())))
+    {
+        message = format!("{message} ({})", details.join("; "));
+    }
+    html(status, views::problem_page(title, &message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let h = headers(&[("cookie", "a=1; orchestrator_session=abc; b=2")]);
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        let h = headers(&[("cookie", "a=1"), ("cookie", "orchestrator_session=xyz")]);
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("xyz"));
+        assert_eq!(
+            cookie(
+                &headers(&[("cookie", "orchestrator_session=")]),
+                SESSION_COOKIE
+            ),
+            None
+        );
+        assert_eq!(cookie(&headers(&[]), SESSION_COOKIE), None);
+    }
+
+    #[test]
+    fn only_the_servers_own_origin_may_write() {
+        assert!(same_origin(&headers(&[("host", "127.0.0.1:8080")])).is_ok());
+        assert!(
+            same_origin(&headers(&[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:8080")
+            ]))
+            .is_ok()
+        );
+        assert!(
+            same_origin(&headers(&[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://evil.example")
+            ]))
+            .is_err()
+        );
+        assert!(same_origin(&headers(&[("host", "127.0.0.1:8080"), ("origin", "null")])).is_err());
+        assert!(same_origin(&headers(&[("origin", "http://127.0.0.1:8080")])).is_err());
+    }
+
+    #[test]
+    fn sign_in_returns_only_to_board_pages() {
+        assert_eq!(board_path("/board/feature/f-1"), "/board/feature/f-1");
+        assert_eq!(board_path("/board"), "/board");
+        assert_eq!(board_path("https://evil.example/"), "/board");
+        assert_eq!(board_path("//evil.example"), "/board");
+        assert_eq!(board_path("/board/feature/../../x"), "/board");
+    }
+}

@@ -1,0 +1,534 @@
+//! The board's markup, as pure functions from what a page shows to HTML (maud escapes every
+//! value). No request, store or clock is reached from here: `super` gathers the data, with
+//! `now` taken once per page.
+
+use maud::{DOCTYPE, Markup, html};
+use orchestrator_core::api::{Blocker, WorkflowResponse};
+use orchestrator_core::{
+    ActorKind, Consultation, EventType, Summary, Timestamp, Transition, Trigger, WorkflowState,
+};
+
+/// Who looks at the page, as the page shows it.
+pub struct Who<'a> {
+    /// Their name.
+    pub name: &'a str,
+    /// Human or agent.
+    pub kind: ActorKind,
+    /// The session's CSRF token, sent back with the page's writes.
+    pub csrf: &'a str,
+}
+
+/// What every page has around its main part.
+pub struct Frame<'a> {
+    /// The page's title.
+    pub title: &'a str,
+    /// The signed-in person, if any.
+    pub who: Option<Who<'a>>,
+    /// The feature the page is about; its live updates follow only that feature's events.
+    pub feature: Option<&'a str>,
+    /// The last event id when the page was made: the live stream resumes after it.
+    pub last_event_id: u64,
+    /// Whether sign-in needs a token (shared token and principals modes).
+    pub token_required: bool,
+    /// Whether sign-in asks for a name (open and shared-token modes: no principal names one).
+    pub name_asked: bool,
+}
+
+/// The sign-in form, alone on a page or at the top of an open board.
+pub fn sign_in_form(
+    token_required: bool,
+    name_asked: bool,
+    next: &str,
+    error: Option<&str>,
+) -> Markup {
+    html! {
+        form.sign-in method="post" action="/board/session" {
+            @if let Some(error) = error {
+                p.error role="alert" { (error) }
+            }
+            input type="hidden" name="next" value=(next);
+            @if token_required {
+                label for="token" { "Token" }
+                input #token type="password" name="token" autocomplete="current-password" required;
+            }
+            @if name_asked {
+                label for="name" { "Name" }
+                input #name type="text" name="name" autocomplete="username" maxlength="128" required;
+            }
+            button type="submit" { "Sign in" }
+        }
+    }
+}
+
+/// A whole page: `main` inside the frame. The live script replaces `#main` with the same
+/// page fetched again when an event arrives.
+pub fn page(frame: &Frame<'_>, main: Markup) -> Markup {
+    let types: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (frame.title) " · Orchestrator board" }
+                link rel="stylesheet" href="/board/assets/board.css";
+                script src="/board/assets/board.js" defer {}
+            }
+            body data-feature=[frame.feature]
+                data-last-event-id=(frame.last_event_id)
+                data-event-types=(types.join(" "))
+                data-csrf=[frame.who.as_ref().map(|w| w.csrf)]
+                data-actor=[frame.who.as_ref().map(|w| w.name)]
+                data-actor-kind=[frame.who.as_ref().map(|w| w.kind.as_str())] {
+                header.top {
+                    a.brand href="/board" { "Orchestrator board" }
+                    span #live.live role="status" { "Connecting…" }
+                    @if let Some(who) = &frame.who {
+                        span.who { "Signed in as " strong { (who.name) } " (" (who.kind) ")" }
+                        form.sign-out method="post" action="/board/sign-out" {
+                            input type="hidden" name="csrf" value=(who.csrf);
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                @if frame.who.is_none() {
+                    (sign_in_form(frame.token_required, frame.name_asked, frame.feature.map_or("/board".to_owned(), |f| format!("/board/feature/{f}")).as_str(), None))
+                }
+                p #message.message role="alert" aria-live="assertive" {}
+                (main)
+            }
+        }
+    }
+}
+
+/// A page that only asks for sign-in.
+pub fn sign_in_page(
+    token_required: bool,
+    name_asked: bool,
+    next: &str,
+    error: Option<&str>,
+) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Sign in · Orchestrator board" }
+                link rel="stylesheet" href="/board/assets/board.css";
+            }
+            body {
+                header.top { a.brand href="/board" { "Orchestrator board" } }
+                main #main {
+                    h1 { "Sign in" }
+                    p { "The board shows the features at the gate and lets reviewers decide. Sign in with your API token." }
+                    (sign_in_form(token_required, name_asked, next, error))
+                }
+            }
+        }
+    }
+}
+
+/// A page that says what went wrong.
+pub fn problem_page(title: &str, message: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Orchestrator board" }
+                link rel="stylesheet" href="/board/assets/board.css";
+            }
+            body {
+                header.top { a.brand href="/board" { "Orchestrator board" } }
+                main #main {
+                    h1 { (title) }
+                    p { (message) }
+                    p { a href="/board" { "Back to the board" } }
+                }
+            }
+        }
+    }
+}
+
+/// A feature waiting at the gate, on the overview.
+pub struct Waiting {
+    /// The workflow.
+    pub workflow: WorkflowResponse,
+    /// Escalations that hold its gate.
+    pub escalations: usize,
+}
+
+/// The overview's data.
+pub struct Overview {
+    /// Counts per state, and overdue gates.
+    pub summary: Summary,
+    /// GATE_1 features, overdue first, then by due date.
+    pub waiting: Vec<Waiting>,
+    /// Whether more features wait than are shown.
+    pub waiting_truncated: bool,
+    /// The other features (of `filter`'s state, if any).
+    pub others: Vec<WorkflowResponse>,
+    /// Whether more features match than are shown.
+    pub others_truncated: bool,
+    /// The state the list of other features is filtered by.
+    pub filter: Option<WorkflowState>,
+    /// When the page was made.
+    pub now: Timestamp,
+}
+
+/// The overview's main part.
+pub fn overview(data: &Overview) -> Markup {
+    let now = data.now;
+    html! {
+        main #main {
+            h1 { "Features" }
+            section aria-labelledby="counts-title" {
+                h2 #counts-title { "By state" }
+                ul.counts {
+                    @for state in WorkflowState::ALL {
+                        li.count data-state=(state) {
+                            span.n { (data.summary.counts.get(state)) }
+                            span.label { (state) }
+                        }
+                    }
+                    li.count.overdue-count {
+                        span.n { (data.summary.overdue) }
+                        span.label { "Overdue" }
+                    }
+                }
+            }
+            section aria-labelledby="waiting-title" {
+                h2 #waiting-title { "Waiting for review" }
+                @if data.waiting.is_empty() {
+                    p.empty { "Nothing waits at the gate." }
+                } @else {
+                    ul.waiting {
+                        @for item in &data.waiting {
+                            (waiting_item(item, now))
+                        }
+                    }
+                    @if data.waiting_truncated {
+                        p.note { "Only the first " (data.waiting.len()) " are shown." }
+                    }
+                }
+            }
+            section aria-labelledby="others-title" {
+                h2 #others-title { "Other features" }
+                form.filter method="get" action="/board" {
+                    label for="state" { "State" }
+                    select #state name="state" {
+                        option value="" selected[data.filter.is_none()] { "All but GATE_1" }
+                        @for state in WorkflowState::ALL.iter().filter(|s| **s != WorkflowState::Gate1) {
+                            option value=(state) selected[data.filter == Some(*state)] { (state) }
+                        }
+                    }
+                    button type="submit" { "Filter" }
+                }
+                @if data.others.is_empty() {
+                    p.empty { "No features here." }
+                } @else {
+                    table.features {
+                        thead { tr { th scope="col" { "Feature" } th scope="col" { "State" } th scope="col" { "Progress" } th scope="col" { "Last change" } } }
+                        tbody {
+                            @for w in &data.others {
+                                tr {
+                                    td { a href=(feature_href(w.feature_id.as_str())) { (w.feature_id.as_str()) } div.description { (w.description.as_str()) } }
+                                    td { span.state data-state=(w.state) { (w.state) } }
+                                    td { (w.progress.percent) " %" }
+                                    td { (ago(w.updated_at, now)) " ago" }
+                                }
+                            }
+                        }
+                    }
+                    @if data.others_truncated {
+                        p.note { "Only the first " (data.others.len()) " are shown; filter by state to narrow." }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn waiting_item(item: &Waiting, now: Timestamp) -> Markup {
+    let w = &item.workflow;
+    let gate = &w.gate;
+    html! {
+        li.waiting-item data-feature-id=(w.feature_id.as_str()) {
+            div.line {
+                a.feature href=(feature_href(w.feature_id.as_str())) { (w.feature_id.as_str()) }
+                @if gate.overdue {
+                    span.badge.overdue { "Overdue" }
+                }
+                @if item.escalations > 0 {
+                    span.badge.blocking { (item.escalations) " blocking escalation" @if item.escalations > 1 { "s" } }
+                }
+            }
+            div.description { (w.description.as_str()) }
+            div.facts {
+                span.approvals { "Approvals " (gate.approvals.len()) " of " (gate.required_approvals) }
+                @if let Some(entered) = gate.entered_at {
+                    span.at-gate { "At the gate for " (ago(entered, now)) }
+                }
+                @if let Some(due) = gate.due_at {
+                    span.due { "Due " (when(due)) }
+                }
+            }
+        }
+    }
+}
+
+/// Whether and why the signed-in person may decide at the gate.
+pub enum Verdict {
+    /// Nobody is signed in.
+    SignedOut,
+    /// They may approve (and reject).
+    May,
+    /// They may not approve, for this reason; `may_reject` says whether Reject is open.
+    MayNot {
+        /// Why, in a sentence.
+        why: String,
+        /// Whether they may still reject.
+        may_reject: bool,
+    },
+}
+
+/// The feature page's data.
+pub struct Feature {
+    /// The workflow, its gate held by its blocking consultations.
+    pub workflow: WorkflowResponse,
+    /// Its history, oldest first.
+    pub history: Vec<Transition>,
+    /// Its consultations, oldest first.
+    pub consultations: Vec<Consultation>,
+    /// The signed-in person's standing at the gate (GATE_1 only).
+    pub verdict: Verdict,
+    /// When the page was made.
+    pub now: Timestamp,
+}
+
+/// The feature page's main part.
+pub fn feature(data: &Feature) -> Markup {
+    let w = &data.workflow;
+    let gate = &w.gate;
+    let now = data.now;
+    let since = match (w.state, gate.entered_at) {
+        (WorkflowState::Gate1, Some(entered)) => entered,
+        _ => w.updated_at,
+    };
+    let rejections: Vec<&Transition> = data
+        .history
+        .iter()
+        .filter(|t| t.trigger == Trigger::HumanRejected)
+        .collect();
+    html! {
+        main #main data-version=(w.version) data-state=(w.state) {
+            p.crumbs { a href="/board" { "Board" } " / " (w.feature_id.as_str()) }
+            h1 { (w.feature_id.as_str()) }
+            p.description { (w.description.as_str()) }
+            dl.facts {
+                dt { "State" } dd { span #state.state data-state=(w.state) { (w.state) } }
+                dt { "Version" } dd #version { (w.version) }
+                dt { "Progress" } dd { progress max="100" value=(w.progress.percent) aria-label="Progress" { (w.progress.percent) " %" } " " (w.progress.percent) " %" }
+                dt { "Time in state" } dd { (ago(since, now)) }
+                dt { "Rework" } dd #rework { (w.progress.rework_count) @if w.progress.rework_count == 1 { " time" } @else { " times" } }
+            }
+            @if !rejections.is_empty() {
+                section aria-labelledby="rejections-title" {
+                    h2 #rejections-title { "Earlier rejections" }
+                    ul.rejections {
+                        @for t in &rejections {
+                            li { span.when { (when(t.at)) } " " (actor_of(t)) ": " q { (t.reason.as_ref().map_or("", |r| r.as_str())) } }
+                        }
+                    }
+                }
+            }
+            @if w.state == WorkflowState::Gate1 {
+                (gate_section(data))
+            }
+            section aria-labelledby="consultations-title" {
+                h2 #consultations-title { "Consultations" }
+                @if data.consultations.is_empty() {
+                    p.empty { "No consultations." }
+                } @else {
+                    table.consultations {
+                        thead { tr { th scope="col" { "Topic" } th scope="col" { "Question" } th scope="col" { "Answer" } th scope="col" { "Confidence" } th scope="col" { "Status" } } }
+                        tbody {
+                            @for c in &data.consultations {
+                                tr data-status=(c.status.as_str()) {
+                                    td { (c.topic.as_str()) }
+                                    td { (c.question.as_str()) }
+                                    td { (c.final_answer.as_deref().or(c.answer.as_deref()).unwrap_or("—")) }
+                                    td { @if let Some(conf) = c.confidence { (conf) " %" } @else { "—" } }
+                                    td {
+                                        (c.status.as_str())
+                                        @if c.blocks_gate() && w.state == WorkflowState::Gate1 {
+                                            " " span.badge.blocking { "Blocking" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="history-title" {
+                h2 #history-title { "History" }
+                ol.timeline {
+                    @for t in data.history.iter().rev() {
+                        li {
+                            span.when { (when(t.at)) }
+                            " "
+                            span.move { (t.from) " → " (t.to) }
+                            " "
+                            span.trigger { (t.trigger) }
+                            " by " (actor_of(t))
+                            @if t.override_gate { " " span.badge { "override" } }
+                            @if let Some(reason) = &t.reason { div.reason { q { (reason.as_str()) } } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn gate_section(data: &Feature) -> Markup {
+    let w = &data.workflow;
+    let gate = &w.gate;
+    let escalations = gate
+        .blocked_by
+        .iter()
+        .filter(|b| matches!(b, Blocker::Escalation { .. }))
+        .count();
+    html! {
+        section.gate aria-labelledby="gate-title" {
+            h2 #gate-title { "Gate" }
+            p {
+                span #approvals.approvals { "Approvals " (gate.approvals.len()) " of " (gate.required_approvals) }
+                @if gate.overdue { " " span.badge.overdue { "Overdue" } }
+                @if escalations > 0 { " " span.badge.blocking { (escalations) " blocking escalation" @if escalations > 1 { "s" } } }
+            }
+            @if !gate.approvals.is_empty() {
+                p { "Approved by " @for (i, a) in gate.approvals.iter().enumerate() { @if i > 0 { ", " } strong { (a.actor.as_str()) } } "." }
+            }
+            @if let Some(due) = gate.due_at { p { "Due " (when(due)) "." } }
+            @match &data.verdict {
+                Verdict::SignedOut => p #verdict.verdict { "Sign in to approve or reject." },
+                Verdict::May => {
+                    p #verdict.verdict.may { "You may approve." }
+                    (decision_form(w, true, true))
+                }
+                Verdict::MayNot { why, may_reject } => {
+                    p #verdict.verdict.may-not { "You may not approve: " (why) }
+                    @if *may_reject { (decision_form(w, false, true)) }
+                }
+            }
+        }
+    }
+}
+
+fn decision_form(w: &WorkflowResponse, approve: bool, reject: bool) -> Markup {
+    html! {
+        form #decide.decide data-feature=(w.feature_id.as_str()) data-version=(w.version) {
+            label for="reason" { "Reason" }
+            textarea #reason name="reason" rows="3" maxlength="2000" placeholder="Required to reject; optional to approve" {}
+            div.buttons {
+                @if approve { button type="submit" name="trigger" value="human_approved" { "Approve" } }
+                @if reject { button.reject type="submit" name="trigger" value="human_rejected" { "Reject" } }
+            }
+        }
+    }
+}
+
+fn actor_of(t: &Transition) -> Markup {
+    html! {
+        @match &t.actor {
+            Some(actor) => span.actor { (actor.as_str()) }
+            None => span.actor.unknown { "someone unnamed" }
+        }
+        @if let Some(kind) = t.actor_kind { " (" (kind) ")" }
+        @if let Some(on) = &t.on_behalf_of { " for " (on.as_str()) }
+    }
+}
+
+fn feature_href(id: &str) -> String {
+    // Feature ids are URL-safe by their definition.
+    format!("/board/feature/{id}")
+}
+
+/// A time as people read it, in UTC.
+fn when(at: Timestamp) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// How long ago `at` was, roughly: "45 s", "3 min", "2 h 5 min", "4 d 3 h".
+pub fn ago(at: Timestamp, now: Timestamp) -> String {
+    let s = (now - at).num_seconds().max(0);
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// Why an approval would be refused, in a sentence for the person who would make it.
+pub fn why_not(error: &orchestrator_core::TransitionError) -> String {
+    use orchestrator_core::TransitionError as E;
+    match error {
+        E::AgentMayNotDecide { .. } => {
+            "you are an agent, and only a person decides at the gate.".to_owned()
+        }
+        E::SelfApproval { .. } => {
+            "this is your own work, and its author may not approve it.".to_owned()
+        }
+        E::AlreadyApproved { .. } => {
+            "you approved this stay at the gate already; it waits for someone else.".to_owned()
+        }
+        E::GateBlocked {
+            escalations,
+            asking,
+        } => {
+            let mut holds = Vec::new();
+            match escalations.len() {
+                0 => {}
+                1 => holds.push("1 escalation waiting for a human".to_owned()),
+                n => holds.push(format!("{n} escalations waiting for a human")),
+            }
+            match asking.len() {
+                0 => {}
+                1 => holds.push("1 consultation the Agent Hub has not answered".to_owned()),
+                n => holds.push(format!("{n} consultations the Agent Hub has not answered")),
+            }
+            format!("the gate is blocked by {}.", holds.join(" and "))
+        }
+        other => format!("{other}."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        let now = chrono::DateTime::from_timestamp(1_000_000, 0).unwrap_or_default();
+        let before = |s| now - chrono::Duration::seconds(s);
+        assert_eq!(ago(before(42), now), "42 s");
+        assert_eq!(ago(before(3 * 60 + 5), now), "3 min");
+        assert_eq!(ago(before(2 * 3600 + 5 * 60), now), "2 h 5 min");
+        assert_eq!(ago(before(4 * 86_400 + 3 * 3600), now), "4 d 3 h");
+        assert_eq!(ago(now + chrono::Duration::seconds(5), now), "0 s");
+    }
+
+    #[test]
+    fn values_are_escaped() {
+        let markup = problem_page("<b>x</b>", "a & b <script>");
+        let html = markup.into_string();
+        assert!(html.contains("&lt;b&gt;x&lt;/b&gt;"));
+        assert!(html.contains("a &amp; b &lt;script&gt;"));
+        assert!(!html.contains("<script>"));
+    }
+}

@@ -1,0 +1,425 @@
+//! The reviewer board in a real headless Chromium, driven over WebDriver (Debian's `chromium`
+//! and `chromium-driver`, which `.ci/run` installs): sign-in, two reviewers taking a feature
+//! through a two-approval gate while the other's page follows live, a rejection refused without
+//! a reason and accepted with one, a conflict explained, an overdue badge, an agent told why it
+//! may not approve, sign-out ending the session on the server, and a page that asks nothing of
+//! any other origin. With `BOARD_SCREENSHOTS=<dir>` it saves the screenshots shown in the README.
+//!
+//! Without `/usr/bin/chromedriver` the test says so and passes, except under `CI`, where it
+//! fails: CI must run it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use orchestrator_client::Client;
+use orchestrator_core::api::{AdvanceRequest, ConsultRequest, GateRequest, StartWorkflowRequest};
+use orchestrator_core::{Actor, ActorKind, Role};
+use orchestrator_server::principals;
+use serde_json::json;
+use tempfile::TempDir;
+
+use crate::helpers::{TestApp, free_port, spawn_app_with};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// How long a page may take to show what a step expects. Generous: the machine may be busy
+/// with the other tests; the live path itself is measured and printed.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// A chromedriver process, stopped on drop.
+struct Driver {
+    child: Child,
+    url: String,
+    _profiles: TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start() -> Option<Driver> {
+        if !Path::new(CHROMEDRIVER).exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{CHROMEDRIVER} is missing: .ci/run installs chromium-driver"
+            );
+            eprintln!(
+                "skipped: {CHROMEDRIVER} is not installed (apt-get install chromium chromium-driver)"
+            );
+            return None;
+        }
+        let port = free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _profiles: TempDir::new().unwrap(),
+        };
+        let started = Instant::now();
+        while reqwest::get(format!("{}/status", driver.url))
+            .await
+            .is_err()
+        {
+            assert!(started.elapsed() < PATIENCE, "chromedriver did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(driver)
+    }
+
+    /// A new headless browser with a profile of its own (so its own cookies).
+    async fn browser(&self, name: &str) -> Browser {
+        let profile = self._profiles.path().join(name);
+        let args = [
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            // This machine has no internet: keep Chromium from trying.
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--window-size=1400,1000".to_owned(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".to_owned(),
+            json!({ "binary": CHROMIUM, "args": args }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("a browser session")
+    }
+}
+
+fn mint(file: &Path, name: &str, kind: ActorKind, roles: &[Role]) -> String {
+    let roles: BTreeSet<Role> = roles.iter().copied().collect();
+    principals::add(file, &Actor::parse(name).unwrap(), kind, &roles).expect("minted")
+}
+
+/// The element a control's label names.
+fn labelled(label: &str) -> String {
+    format!("//*[@id=//label[normalize-space()='{label}']/@for]")
+}
+
+fn button(name: &str) -> String {
+    format!("//button[normalize-space()='{name}']")
+}
+
+/// Waits until `check` holds for the page's text at `css`, and answers the text.
+async fn wait_text(browser: &Browser, css: &str, check: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < PATIENCE {
+        if let Ok(element) = browser.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+        {
+            if check(&text) {
+                return text;
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = browser
+        .current_url()
+        .await
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    let source = browser.source().await.unwrap_or_default();
+    panic!("{css} never matched; last seen: {last:?}, at {url}:\n{source}");
+}
+
+async fn sign_in(browser: &Browser, app: &TestApp, token: &str) {
+    browser.goto(&app.url("/board")).await.unwrap();
+    browser
+        .find(Locator::XPath(&labelled("Token")))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::XPath(&button("Sign in")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(browser, "header .who", |t| t.starts_with("Signed in as")).await;
+}
+
+async fn click(browser: &Browser, name: &str) {
+    browser
+        .find(Locator::XPath(&button(name)))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn screenshot(browser: &Browser, name: &str) {
+    let Some(dir) = std::env::var_os("BOARD_SCREENSHOTS") else {
+        return;
+    };
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(PathBuf::from(dir).join(name), png).unwrap();
+}
+
+/// Every resource the page loaded came from `origin`.
+async fn only_own_origin(browser: &Browser, origin: &str) {
+    let loaded = browser
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => e.name).concat([location.href]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let urls: Vec<String> = serde_json::from_value(loaded).unwrap();
+    assert!(
+        urls.len() >= 3,
+        "the page, its stylesheet and script: {urls:?}"
+    );
+    for url in urls {
+        assert!(url.starts_with(origin), "{url} is not from {origin}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let alice = mint(&file, "alice", ActorKind::Human, &[Role::Reviewer]);
+    let bob = mint(&file, "bob", ActorKind::Human, &[Role::Reviewer]);
+    // An agent holding the reviewer role too: it still may not approve.
+    let bot = mint(
+        &file,
+        "build-bot",
+        ActorKind::Agent,
+        &[Role::Agent, Role::Reviewer],
+    );
+    let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+    let origin = app.url("");
+    let agent = Client::builder()
+        .base_url(app.url(""))
+        .token(&bot)
+        .build()
+        .unwrap();
+    let at_gate = |id: &'static str, approvals: u64, due: Option<u64>| {
+        let agent = agent.clone();
+        async move {
+            let mut start = StartWorkflowRequest::new(id, format!("{id}: the work to review"));
+            start.gate = Some(GateRequest {
+                required_approvals: Some(approvals),
+                due_in_seconds: due,
+                ..GateRequest::default()
+            });
+            agent.start_workflow(&start).await.unwrap();
+            let f = orchestrator_core::FeatureId::parse(id).unwrap();
+            agent
+                .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
+                .await
+                .unwrap();
+        }
+    };
+    at_gate("checkout-flow", 2, None).await;
+    at_gate("search-filters", 1, None).await;
+    at_gate("password-reset", 1, Some(1)).await;
+    at_gate("stale-page", 1, None).await;
+    // One answered consultation, and one escalated to a human: it blocks the gate.
+    at_gate("payments-retry", 2, Some(86_400)).await;
+    let payments = orchestrator_core::FeatureId::parse("payments-retry").unwrap();
+    for (topic, question) in [
+        (
+            "architecture",
+            "Which backoff suits the card processor's rate limits? [confidence=92]",
+        ),
+        (
+            "security",
+            "May we store the card token for retries? [confidence=30]",
+        ),
+    ] {
+        agent
+            .create_consultation(&payments, &ConsultRequest::new(topic, question))
+            .await
+            .unwrap();
+    }
+
+    let a = driver.browser("alice").await;
+    let b = driver.browser("bob").await;
+
+    // Signed out, the board asks for a token (in a POST body: never in a URL).
+    a.goto(&app.url("/board")).await.unwrap();
+    wait_text(&a, "h1", |t| t == "Sign in").await;
+    sign_in(&a, &app, &alice).await;
+    assert!(!a.current_url().await.unwrap().as_str().contains(&alice));
+    // The overdue gate is listed first, with its badge (the sweep notes it within seconds
+    // and the page follows the stream).
+    a.set_window_size(1400, 1150).await.unwrap();
+    let first = wait_text(&a, "ul.waiting li:first-child", |t| t.contains("Overdue")).await;
+    assert!(first.contains("password-reset"), "{first}");
+    let waiting = wait_text(&a, "ul.waiting", |t| t.contains("checkout-flow")).await;
+    assert!(waiting.contains("Approvals 0 of 2"), "{waiting}");
+    only_own_origin(&a, &origin).await;
+    screenshot(&a, "board-overview.png").await;
+
+    // Alice approves first: 1 of 2, and now she may not approve again.
+    a.goto(&app.url("/board/feature/checkout-flow"))
+        .await
+        .unwrap();
+    wait_text(&a, "#verdict", |t| t == "You may approve.").await;
+    click(&a, "Approve").await;
+    wait_text(&a, "#message", |t| t.contains("Approved: 1 of 2")).await;
+    wait_text(&a, "#approvals", |t| t == "Approvals 1 of 2").await;
+    let why = wait_text(&a, "#verdict", |t| t.starts_with("You may not approve")).await;
+    assert!(
+        why.contains("approved this stay at the gate already"),
+        "{why}"
+    );
+
+    // Bob approves second; Alice's open page follows without a reload.
+    sign_in(&b, &app, &bob).await;
+    b.goto(&app.url("/board/feature/checkout-flow"))
+        .await
+        .unwrap();
+    wait_text(&b, "#approvals", |t| t == "Approvals 1 of 2").await;
+    let decided = Instant::now();
+    click(&b, "Approve").await;
+    wait_text(&b, "#message", |t| t.contains("moved to PHASE_2")).await;
+    wait_text(&a, "#state", |t| t == "PHASE_2").await;
+    eprintln!(
+        "the other reviewer's page showed the approval {:?} after the click",
+        decided.elapsed()
+    );
+    let history = wait_text(&a, "ol.timeline", |t| t.contains("bob")).await;
+    assert!(
+        history.contains("human_approved by alice (human)"),
+        "{history}"
+    );
+
+    // A rejection needs a reason, and the server says so.
+    a.goto(&app.url("/board/feature/search-filters"))
+        .await
+        .unwrap();
+    click(&a, "Reject").await;
+    let refused = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
+    assert!(refused.contains("reason"), "{refused}");
+    wait_text(&a, "#state", |t| t == "GATE_1").await;
+    a.find(Locator::XPath(&labelled("Reason")))
+        .await
+        .unwrap()
+        .send_keys("The filters forget the sort order")
+        .await
+        .unwrap();
+    click(&a, "Reject").await;
+    wait_text(&a, "#message", |t| {
+        t.contains("Rejected: the feature went back to PHASE_1")
+    })
+    .await;
+    wait_text(&a, "#state", |t| t == "PHASE_1").await;
+    wait_text(&a, "#rework", |t| t == "1 time").await;
+    wait_text(&a, "ul.rejections", |t| {
+        t.contains("The filters forget the sort order")
+    })
+    .await;
+
+    // A decision on a page that is out of date is not recorded, and the page says why.
+    a.goto(&app.url("/board/feature/stale-page")).await.unwrap();
+    wait_text(&a, "#verdict", |t| t == "You may approve.").await;
+    a.execute(
+        "document.getElementById('decide').dataset.version = '1';",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&a, "Approve").await;
+    let conflict = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
+    assert!(
+        conflict.contains("changed while you were looking"),
+        "{conflict}"
+    );
+    assert!(
+        conflict.contains("you saw version 1; it is now GATE_1 at version 2"),
+        "{conflict}"
+    );
+
+    // Narrow screens: nothing wider than the window.
+    a.set_window_size(400, 900).await.unwrap();
+    a.goto(&app.url("/board/feature/checkout-flow"))
+        .await
+        .unwrap();
+    wait_text(&a, "#state", |t| t == "PHASE_2").await;
+    let overflow = a
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "wider than 400 px by {overflow}"
+    );
+    screenshot(&a, "board-narrow.png").await;
+    // Tall enough for the whole page in the screenshot.
+    a.set_window_size(1400, 1500).await.unwrap();
+    // An escalation waiting for a human blocks the gate, and the page says so.
+    a.goto(&app.url("/board/feature/payments-retry"))
+        .await
+        .unwrap();
+    let why = wait_text(&a, "#verdict", |t| t.starts_with("You may not approve")).await;
+    assert!(why.contains("blocked by 1 escalation"), "{why}");
+    assert!(a.find(Locator::XPath(&button("Approve"))).await.is_err());
+    let consultations = wait_text(&a, "table.consultations", |t| t.contains("Blocking")).await;
+    assert!(consultations.contains("resolved"), "{consultations}");
+    only_own_origin(&a, &origin).await;
+    screenshot(&a, "board-feature.png").await;
+
+    // Sign-out ends the session on the server: the old cookie no longer works.
+    let cookie = a.get_named_cookie("orchestrator_session").await.unwrap();
+    let old = format!("orchestrator_session={}", cookie.value());
+    let with_cookie = || {
+        reqwest::Client::new()
+            .get(app.url("/workflows"))
+            .header("cookie", old.clone())
+            .send()
+    };
+    assert_eq!(with_cookie().await.unwrap().status(), 200);
+    click(&a, "Sign out").await;
+    wait_text(&a, "h1", |t| t == "Sign in").await;
+    assert_eq!(with_cookie().await.unwrap().status(), 401);
+
+    // An agent signs in, sees the gate, and is told why it may not approve.
+    sign_in(&a, &app, &bot).await;
+    a.goto(&app.url("/board/feature/password-reset"))
+        .await
+        .unwrap();
+    let why = wait_text(&a, "#verdict", |t| t.starts_with("You may not approve")).await;
+    assert!(why.contains("you are an agent"), "{why}");
+    assert!(a.find(Locator::XPath(&button("Approve"))).await.is_err());
+    assert!(a.find(Locator::XPath(&button("Reject"))).await.is_err());
+
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
