@@ -363,6 +363,17 @@ mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
 
+    #[test]
+    fn status_names_are_the_wire_names() {
+        use ConsultationStatus::*;
+        for status in [Asking, Resolved, PendingHuman, NeedsReroute, Failed] {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(status.as_str())
+            );
+        }
+    }
+
     fn t(minute: u32) -> Timestamp {
         Utc.with_ymd_and_hms(2026, 11, 24, 10, minute, 0).unwrap()
     }

@@ -1,8 +1,8 @@
 //! The server's periodic work: once a second the gate sweep (every stay at the gate past its
 //! deadline is noted — once, whichever replica sees it first — and its policy applied; each
 //! note is written to the event log as `gate.overdue`, logged and counted), and once a minute
-//! the purge of idempotency keys older than a day and of events (and delivered or failed
-//! webhook deliveries) past their retention.
+//! the purge of idempotency keys older than a day, of events (and delivered or failed webhook
+//! deliveries) past their retention, and of the board's ended sessions.
 
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
         if n % PURGE_EVERY == 0 {
             purge_keys(&app).await;
             purge_events(&app).await;
+            purge_sessions(&app).await;
         }
     }
 }
@@ -42,6 +43,18 @@ async fn purge_keys(app: &App) {
         Ok(0) => {}
         Ok(n) => tracing::debug!(keys = n, "idempotency keys past their day purged"),
         Err(e) => tracing::warn!(error = %e, "could not purge idempotency keys"),
+    }
+}
+
+/// Forgets the board's sessions that have ended.
+async fn purge_sessions(app: &App) {
+    let Some(sessions) = app.sessions() else {
+        return;
+    };
+    match sessions.purge_sessions(app.now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(sessions = n, "ended board sessions purged"),
+        Err(e) => tracing::warn!(error = %e, "could not purge ended board sessions"),
     }
 }
 

@@ -1,1 +1,540 @@
-//! The reviewer board over plain HTTP (the browser test drives it in Chromium).
+//! The reviewer board over plain HTTP: sign-in in each of the three modes, the session cookie
+//! and what it may do against the API (reads; writes only with the session's CSRF token and
+//! from the server's own origin), sign-out ending the session on the server, the content
+//! security policy on every board answer, bad input answered with pages, who may approve and
+//! why not, and the session store on both back ends. `browser` drives the same pages in
+//! Chromium.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use orchestrator_client::Client;
+use orchestrator_core::api::{AdvanceRequest, StartWorkflowRequest};
+use orchestrator_core::{Actor, ActorKind, Role};
+use orchestrator_server::principals;
+use orchestrator_server::storage::{BoardSession, DatabaseUrl};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, SET_COOKIE};
+use tempfile::TempDir;
+
+use crate::helpers::{TestApp, id, spawn_app, spawn_app_with};
+use crate::postgres::TestDatabase;
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+fn mint(file: &Path, name: &str, kind: ActorKind, roles: &[Role]) -> String {
+    let roles: BTreeSet<Role> = roles.iter().copied().collect();
+    principals::add(file, &Actor::parse(name).unwrap(), kind, &roles).expect("minted")
+}
+
+/// A client that shows redirects instead of following them.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+async fn get(app: &TestApp, path: &str, cookie: Option<&str>) -> Page {
+    let mut request = http().get(app.url(path));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    page(request.send().await.unwrap()).await
+}
+
+async fn page(response: reqwest::Response) -> Page {
+    Page {
+        status: response.status(),
+        headers: response.headers().clone(),
+        text: response.text().await.unwrap(),
+    }
+}
+
+/// Signs in with the form's fields; answers the `name=value` cookie.
+async fn sign_in(app: &TestApp, fields: &[(&str, &str)]) -> String {
+    let answer = post_form(app, "/board/session", fields, None).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text);
+    let set = answer.headers[SET_COOKIE].to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
+}
+
+async fn post_form(
+    app: &TestApp,
+    path: &str,
+    fields: &[(&str, &str)],
+    cookie: Option<&str>,
+) -> Page {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let mut request = http()
+        .post(app.url(path))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("origin", app.url(""))
+        .body(body);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    page(request.send().await.unwrap()).await
+}
+
+/// The CSRF token a board page carries for its session.
+fn csrf_of(page: &Page) -> String {
+    let start = page.text.find("data-csrf=\"").expect("a signed-in page") + "data-csrf=\"".len();
+    page.text[start..start + 64].to_owned()
+}
+
+async fn advance_with_cookie(
+    app: &TestApp,
+    feature: &str,
+    body: serde_json::Value,
+    cookie: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = http()
+        .post(app.url(&format!("/workflow/{feature}/advance")))
+        .header("cookie", cookie)
+        .json(&body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+async fn at_gate(client: &Client, name: &str) {
+    client
+        .start_workflow(&StartWorkflowRequest::new(
+            name,
+            format!("{name}: the work"),
+        ))
+        .await
+        .unwrap();
+    client
+        .advance_workflow(&id(name), &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_becomes_a_session_cookie_that_writes_only_with_its_csrf_token() {
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let alice = mint(&file, "alice", ActorKind::Human, &[Role::Reviewer]);
+    let bot = mint(&file, "build-bot", ActorKind::Agent, &[Role::Agent]);
+    let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+    let agent = Client::builder()
+        .base_url(app.url(""))
+        .token(&bot)
+        .build()
+        .unwrap();
+    at_gate(&agent, "gated").await;
+
+    // Signed out: a sign-in page asking for a token only, under the policy.
+    let signed_out = get(&app, "/board", None).await;
+    assert_eq!(signed_out.status, StatusCode::OK);
+    assert_eq!(signed_out.headers["content-security-policy"], CSP);
+    assert!(
+        signed_out
+            .text
+            .contains(r#"<label for="token">Token</label>"#)
+    );
+    assert!(!signed_out.text.contains(r#"name="name""#));
+    assert!(
+        signed_out
+            .text
+            .contains(r#"method="post" action="/board/session""#)
+    );
+    assert!(
+        !signed_out.text.contains("gated"),
+        "nothing shown before sign-in"
+    );
+
+    // A wrong token: 401 and the form again, no cookie.
+    let refused = post_form(&app, "/board/session", &[("token", "orc_nope")], None).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(refused.text.contains("That token is not valid."));
+    assert!(!refused.headers.contains_key(SET_COOKIE));
+
+    // A sign-in from another site's page is refused.
+    let forged = http()
+        .post(app.url("/board/session"))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("origin", "http://evil.example")
+        .body(format!("token={alice}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+
+    // The right one: a cookie the page's script cannot read, for this site only, 12 h.
+    let answer = post_form(
+        &app,
+        "/board/session",
+        &[("token", &alice), ("next", "/board/feature/gated")],
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(answer.headers[LOCATION], "/board/feature/gated");
+    let set = answer.headers[SET_COOKIE].to_str().unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        assert!(set.contains(attribute), "{set} lacks {attribute}");
+    }
+    assert!(!set.contains(&alice), "the cookie is not the token");
+    let cookie = set.split(';').next().unwrap().to_owned();
+
+    let board = get(&app, "/board/feature/gated", Some(&cookie)).await;
+    assert_eq!(board.status, StatusCode::OK);
+    assert_eq!(board.headers["content-security-policy"], CSP);
+    assert!(
+        board
+            .text
+            .contains("Signed in as <strong>alice</strong> (human)")
+    );
+    assert!(board.text.contains("You may approve."));
+    let csrf = csrf_of(&board);
+
+    // The API reads with the cookie; it writes only with the CSRF token, from this origin.
+    assert_eq!(
+        get(&app, "/workflows", Some(&cookie)).await.status,
+        StatusCode::OK
+    );
+    let approve = serde_json::json!({"trigger": "human_approved"});
+    let without = advance_with_cookie(&app, "gated", approve.clone(), &cookie, &[]).await;
+    assert_eq!(without.status(), StatusCode::FORBIDDEN);
+    let wrong = advance_with_cookie(
+        &app,
+        "gated",
+        approve.clone(),
+        &cookie,
+        &[("x-csrf-token", "0000")],
+    )
+    .await;
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    let elsewhere = advance_with_cookie(
+        &app,
+        "gated",
+        approve.clone(),
+        &cookie,
+        &[("x-csrf-token", &csrf), ("origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(elsewhere.status(), StatusCode::FORBIDDEN);
+    // The server, not only the page, refuses a rejection without a reason.
+    let no_reason = advance_with_cookie(
+        &app,
+        "gated",
+        serde_json::json!({"trigger": "human_rejected"}),
+        &cookie,
+        &[("x-csrf-token", &csrf)],
+    )
+    .await;
+    assert_eq!(no_reason.status(), StatusCode::BAD_REQUEST);
+    let envelope: serde_json::Value = no_reason.json().await.unwrap();
+    assert_eq!(envelope["error"]["code"], "VALIDATION_ERROR");
+    assert!(
+        envelope["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reason")
+    );
+    // A stale version is a conflict.
+    let stale = advance_with_cookie(
+        &app,
+        "gated",
+        approve.clone(),
+        &cookie,
+        &[("x-csrf-token", &csrf), ("if-match", "\"1\"")],
+    )
+    .await;
+    assert_eq!(stale.status(), StatusCode::CONFLICT);
+    let approved = advance_with_cookie(
+        &app,
+        "gated",
+        approve,
+        &cookie,
+        &[
+            ("x-csrf-token", &csrf),
+            ("if-match", "\"2\""),
+            ("origin", &app.url("")),
+        ],
+    )
+    .await;
+    assert_eq!(approved.status(), StatusCode::OK);
+    let history = agent.get_history(&id("gated")).await.unwrap();
+    let last = history.transitions.last().unwrap();
+    assert_eq!(last.actor.as_ref().map(|a| a.as_str()), Some("alice"));
+    assert_eq!(last.actor_kind, Some(ActorKind::Human));
+
+    // Sign-out needs the session's token; then the cookie is dead everywhere.
+    let forged = post_form(&app, "/board/sign-out", &[("csrf", "0000")], Some(&cookie)).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        get(&app, "/workflows", Some(&cookie)).await.status,
+        StatusCode::OK
+    );
+    let out = post_form(&app, "/board/sign-out", &[("csrf", &csrf)], Some(&cookie)).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(
+        out.headers[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        get(&app, "/workflows", Some(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        get(&app, "/board", Some(&cookie))
+            .await
+            .text
+            .contains("<h1>Sign in</h1>")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_mode_signs_in_by_name_and_shared_token_mode_by_token_and_name() {
+    let open = spawn_app().await;
+    at_gate(&open.client, "open-gate").await;
+    // Open: the board shows everything, and offers a sign-in by name to decide.
+    let board = get(&open, "/board", None).await;
+    assert_eq!(board.status, StatusCode::OK);
+    assert!(board.text.contains("open-gate"));
+    assert!(board.text.contains(r#"<label for="name">Name</label>"#));
+    assert!(!board.text.contains(r#"name="token""#));
+    let feature = get(&open, "/board/feature/open-gate", None).await;
+    assert!(feature.text.contains("Sign in to approve or reject."));
+    let nameless = post_form(&open, "/board/session", &[("name", " ")], None).await;
+    assert_eq!(nameless.status, StatusCode::BAD_REQUEST);
+    assert!(nameless.text.contains("Name "), "{}", nameless.text);
+    let cookie = sign_in(&open, &[("name", "carol")]).await;
+    let feature = get(&open, "/board/feature/open-gate", Some(&cookie)).await;
+    assert!(
+        feature
+            .text
+            .contains("Signed in as <strong>carol</strong> (human)")
+    );
+    assert!(feature.text.contains(r#"data-actor="carol""#));
+    assert!(feature.text.contains("You may approve."));
+
+    // Shared token: the token, and a name (the token names no one).
+    let shared = spawn_app_with(|c| c.api_token = Some("s3cret".into())).await;
+    let page = get(&shared, "/board", None).await;
+    assert!(page.text.contains(r#"<label for="token">Token</label>"#));
+    assert!(page.text.contains(r#"<label for="name">Name</label>"#));
+    let refused = post_form(
+        &shared,
+        "/board/session",
+        &[("token", "wrong"), ("name", "dave")],
+        None,
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let cookie = sign_in(&shared, &[("token", "s3cret"), ("name", "dave")]).await;
+    let board = get(&shared, "/board", Some(&cookie)).await;
+    assert!(
+        board
+            .text
+            .contains("Signed in as <strong>dave</strong> (human)")
+    );
+    assert_eq!(
+        get(&shared, "/workflows", Some(&cookie)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&shared, "/workflows", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_says_who_may_not_approve_and_why() {
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let author = mint(
+        &file,
+        "erin",
+        ActorKind::Human,
+        &[Role::Agent, Role::Reviewer],
+    );
+    let watcher = mint(&file, "wes", ActorKind::Human, &[Role::Viewer]);
+    let bot = mint(
+        &file,
+        "build-bot",
+        ActorKind::Agent,
+        &[Role::Agent, Role::Reviewer],
+    );
+    let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+    let erin = Client::builder()
+        .base_url(app.url(""))
+        .token(&author)
+        .build()
+        .unwrap();
+    at_gate(&erin, "own-work").await;
+
+    let verdict = |page: &Page| {
+        let start =
+            page.text.find(r#"id="verdict">"#).expect("a verdict") + r#"id="verdict">"#.len();
+        let end = start + page.text[start..].find('<').unwrap();
+        page.text[start..end].to_owned()
+    };
+    let as_erin = sign_in(&app, &[("token", &author)]).await;
+    let page = get(&app, "/board/feature/own-work", Some(&as_erin)).await;
+    assert_eq!(
+        verdict(&page),
+        "You may not approve: this is your own work, and its author may not approve it."
+    );
+    assert!(
+        page.text.contains(">Reject</button>"),
+        "an author may still reject"
+    );
+    assert!(!page.text.contains(">Approve</button>"));
+
+    let as_wes = sign_in(&app, &[("token", &watcher)]).await;
+    let page = get(&app, "/board/feature/own-work", Some(&as_wes)).await;
+    assert!(
+        verdict(&page).contains("your roles do not allow it"),
+        "{}",
+        verdict(&page)
+    );
+    assert!(verdict(&page).contains("reviewer"), "{}", verdict(&page));
+    assert!(
+        !page.text.contains("</button></div></form>"),
+        "no decision form"
+    );
+
+    let as_bot = sign_in(&app, &[("token", &bot)]).await;
+    let page = get(&app, "/board/feature/own-work", Some(&as_bot)).await;
+    assert!(
+        verdict(&page).contains("you are an agent"),
+        "{}",
+        verdict(&page)
+    );
+    assert!(!page.text.contains(">Reject</button>"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_page_with_the_status_the_api_would_answer() {
+    let app = spawn_app().await;
+    app.start_workflow("known").await;
+    let unknown = get(&app, "/board/feature/unknown-one", None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(
+        unknown.headers[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(unknown.headers["content-security-policy"], CSP);
+    assert_eq!(
+        get(&app, "/board/feature/NOT%20AN%20ID", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let filter = get(&app, "/board?state=NOPE", None).await;
+    assert_eq!(filter.status, StatusCode::BAD_REQUEST);
+    assert!(filter.text.contains("state"));
+    let filtered = get(&app, "/board?state=PHASE_1", None).await;
+    assert!(filtered.text.contains("known"));
+    assert!(
+        !get(&app, "/board?state=DONE", None)
+            .await
+            .text
+            .contains(">known<")
+    );
+    assert_eq!(
+        get(&app, "/board/assets/nope.js", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let script = get(&app, "/board/assets/board.js", None).await;
+    assert_eq!(
+        script.headers[CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(script.text.contains("EventSource"));
+    let style = get(&app, "/board/assets/board.css", None).await;
+    assert_eq!(style.headers[CONTENT_TYPE], "text/css; charset=utf-8");
+    let json = http()
+        .post(app.url("/board/session"))
+        .json(&serde_json::json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let next = post_form(
+        &app,
+        "/board/session",
+        &[("name", "x"), ("next", "https://evil.example/")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        next.headers[LOCATION], "/board",
+        "a sign-in never leads off the board"
+    );
+    // A value that would be markup is shown as text.
+    let hostile = StartWorkflowRequest::new("hostile", "<script>alert(1)</script>");
+    app.client.start_workflow(&hostile).await.unwrap();
+    let page = get(&app, "/board/feature/hostile", None).await;
+    assert!(page.text.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!page.text.contains("<script>alert"));
+}
+
+/// The store's side on both back ends: a session is found by its hash until it ends, deleted
+/// once, and purged when it has ended.
+async fn sessions_live_until_they_end_or_are_deleted(
+    store: std::sync::Arc<dyn orchestrator_server::storage::DurableRepository>,
+) {
+    let now = chrono::Utc::now();
+    let session = |hash: &str, hours: i64| BoardSession {
+        id_sha256: hash.to_owned(),
+        actor: "alice".to_owned(),
+        csrf: "c".repeat(64),
+        created_at: now - chrono::Duration::hours(13),
+        expires_at: now + chrono::Duration::hours(hours),
+    };
+    store.create_session(&session("live", 1)).await.unwrap();
+    store.create_session(&session("ended", -1)).await.unwrap();
+    let found = store.session("live", now).await.unwrap().expect("live");
+    assert_eq!(found.actor, "alice");
+    assert_eq!(
+        found.expires_at.timestamp_micros(),
+        session("live", 1).expires_at.timestamp_micros()
+    );
+    assert!(
+        store.session("ended", now).await.unwrap().is_none(),
+        "an ended session is absent"
+    );
+    assert!(store.session("never", now).await.unwrap().is_none());
+    assert_eq!(store.purge_sessions(now).await.unwrap(), 1);
+    assert!(store.delete_session("live").await.unwrap());
+    assert!(!store.delete_session("live").await.unwrap());
+    assert!(store.session("live", now).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_store_keeps_board_sessions() {
+    let store = orchestrator_server::storage::connect(&DatabaseUrl::SqliteMemory, 2)
+        .await
+        .unwrap();
+    sessions_live_until_they_end_or_are_deleted(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_keeps_board_sessions() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = orchestrator_server::storage::connect(&DatabaseUrl::Postgres(db.url.clone()), 2)
+        .await
+        .unwrap();
+    sessions_live_until_they_end_or_are_deleted(store).await;
+}

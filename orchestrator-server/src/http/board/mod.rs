@@ -390,7 +390,8 @@ async fn sign_in(app: &App, parts: &Parts, body: &Bytes) -> Result<HttpResponse,
     let actor = match caller.principal() {
         Some(principal) => principal.name.to_string(),
         None => match Actor::parse(field("name").trim()) {
-            Ok(name) => name.to_string(),
+            Ok(name) if !name.as_str().is_empty() => name.to_string(),
+            Ok(_) => return refuse(StatusCode::BAD_REQUEST, "Name must not be blank."),
             Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("Name {}.", e.rule)),
         },
     };
