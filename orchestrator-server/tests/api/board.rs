@@ -480,6 +480,27 @@ async fn bad_input_gets_a_page_with_the_status_the_api_would_answer() {
         next.headers[LOCATION], "/board",
         "a sign-in never leads off the board"
     );
+    assert!(
+        !next.headers[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Secure")
+    );
+    // Behind a TLS-terminating proxy, the cookie is for HTTPS only.
+    let proxied = http()
+        .post(app.url("/board/session"))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("x-forwarded-proto", "https")
+        .body("name=x")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        proxied.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure")
+    );
     // A value that would be markup is shown as text.
     let hostile = StartWorkflowRequest::new("hostile", "<script>alert(1)</script>");
     app.client.start_workflow(&hostile).await.unwrap();

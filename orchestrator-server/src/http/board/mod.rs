@@ -412,8 +412,9 @@ async fn sign_in(app: &App, parts: &Parts, body: &Bytes) -> Result<HttpResponse,
         .await
         .map_err(|e| ApiError::Core(e.into()))?;
     let cookie = format!(
-        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_HOURS * 3600
+        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_HOURS * 3600,
+        secure_suffix(&parts.headers)
     );
     Ok(redirect(next, Some(&cookie)))
 }
@@ -440,7 +441,10 @@ async fn sign_out(app: &App, parts: &Parts, body: &Bytes) -> Result<HttpResponse
                 .map_err(|e| ApiError::Core(e.into()))?;
         }
     }
-    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let cookie = format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        secure_suffix(&parts.headers)
+    );
     Ok(redirect("/board", Some(&cookie)))
 }
 
@@ -476,6 +480,16 @@ fn form_fields(headers: &HeaderMap, body: &Bytes) -> Result<Vec<(String, String)
         return Err(ApiError::UnsupportedMediaType);
     }
     Ok(form_urlencoded::parse(body).into_owned().collect())
+}
+
+/// `; Secure` when a TLS-terminating proxy says the browser used HTTPS
+/// (`X-Forwarded-Proto: https`): the cookie then never travels over plain HTTP.
+fn secure_suffix(headers: &HeaderMap) -> &'static str {
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    if https { "; Secure" } else { "" }
 }
 
 /// `next` if it is a board page, else the overview: a sign-in never sends anyone elsewhere.
