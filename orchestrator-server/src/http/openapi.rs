@@ -19,8 +19,8 @@ use orchestrator_core::api::{ErrorCode, paths};
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
-use super::events;
 use super::handlers::{consultations, system, webhooks, workflows};
+use super::{board, events};
 
 /// What the handlers' annotations say; [`ApiDoc::for_server`] completes it.
 #[derive(OpenApi)]
@@ -52,6 +52,11 @@ use super::handlers::{consultations, system, webhooks, workflows};
         system::get_service_info,
         system::get_health,
         system::get_metrics,
+        board::overview,
+        board::feature,
+        board::sign_in,
+        board::sign_out,
+        board::asset,
     ),
     components(schemas(
         orchestrator_core::api::ErrorEnvelope,
@@ -61,6 +66,8 @@ use super::handlers::{consultations, system, webhooks, workflows};
         orchestrator_core::Trigger,
         orchestrator_core::api::CloudEvent,
         orchestrator_core::EventType,
+        board::SignInForm,
+        board::SignOutForm,
     )),
     tags(
         (name = "workflows", description = "feature workflows and their history"),
@@ -68,6 +75,7 @@ use super::handlers::{consultations, system, webhooks, workflows};
         (name = "events", description = "the event log: every accepted change, as a page or a live stream"),
         (name = "webhooks", description = "events POSTed to your URLs, signed (Standard Webhooks), retried on a schedule; admin only"),
         (name = "service", description = "service info, health, metrics"),
+        (name = "board", description = "the reviewer board: HTML pages for people, signed in by a session cookie; its errors are pages too"),
     ),
 )]
 struct Annotated;
@@ -107,6 +115,10 @@ impl ApiDoc {
             .collect();
         for (path, method) in operations {
             let operation = &mut doc["paths"][&path][&method];
+            if path.starts_with("/board") {
+                complete_board_operation(operation, &method);
+                continue;
+            }
             // Every write checks a role, and every webhook operation needs admin.
             let role_checked = method == "post" || path.starts_with(paths::WEBHOOKS);
             complete_operation(operation, auth_required, principals && role_checked);
@@ -315,6 +327,89 @@ fn complete_operation(operation: &mut Value, auth_required: bool, role_checked: 
     }
     if id == "advance_workflow" || id == "get_workflow" {
         operation["responses"]["200"]["links"] = links_from_workflow();
+    }
+}
+
+/// Completes a board operation. The board answers its own errors as pages (its annotations
+/// list them); only what fails before a board route runs comes as the JSON envelope: malformed
+/// HTTP, a bug or the request deadline, and for a form, a body too large or too slow. Board
+/// routes need no bearer token (a session cookie, or nothing).
+fn complete_board_operation(operation: &mut Value, method: &str) {
+    let id = operation["operationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut codes: Vec<ErrorCode> = EVERY_OPERATION.to_vec();
+    if method == "post" {
+        codes.extend([ErrorCode::RequestTimeout, ErrorCode::PayloadTooLarge]);
+    }
+    let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
+    for code in codes {
+        by_status.entry(code.status()).or_default().push(code);
+    }
+    let mut responses: Map<String, Value> = operation["responses"]
+        .as_object_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    for (status, codes) in by_status {
+        let errors = error_response(&id, &codes);
+        match responses.get_mut(&status.to_string()) {
+            Some(page) => {
+                page["content"]["application/json"] = errors["content"]["application/json"].clone();
+                page["description"] = json!(format!(
+                    "{}; or, before the board is reached, an error: {}",
+                    page["description"].as_str().unwrap_or_default(),
+                    errors["description"].as_str().unwrap_or_default()
+                ));
+            }
+            None => {
+                responses.insert(status.to_string(), errors);
+            }
+        }
+    }
+    let mut sorted: Vec<(String, Value)> = responses.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    operation["responses"] = Value::Object(sorted.into_iter().collect());
+    if let Some(operation) = operation.as_object_mut() {
+        operation.remove("security");
+    }
+    // Where sign-in and sign-out lead: a board page (the workflow's `Location` rule is not it).
+    if let Some(location) = operation
+        .pointer_mut("/responses/303/headers")
+        .and_then(|headers| headers.get_mut("Location"))
+    {
+        location["schema"] = json!({
+            "type": "string",
+            "pattern": "^/board(/feature/[A-Za-z0-9][A-Za-z0-9._-]*)?$",
+            "example": "/board",
+        });
+        location["required"] = json!(true);
+    }
+    if id == "get_board_asset" {
+        operation["responses"]["200"]["content"] = json!({
+            "text/css": { "schema": { "type": "string" } },
+            "text/javascript": { "schema": { "type": "string" } },
+        });
+    }
+    // The overview's filter: a state, or empty (the form's "all but GATE_1").
+    if let Some(parameters) = operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut)
+    {
+        for parameter in parameters {
+            match parameter["name"].as_str() {
+                Some("state") => {
+                    let mut states = vec![""];
+                    states.extend(orchestrator_core::WorkflowState::ALL.map(|s| s.as_str()));
+                    parameter["schema"] = json!({ "type": "string", "enum": states });
+                }
+                Some("file") => {
+                    parameter["schema"] =
+                        json!({ "type": "string", "enum": ["board.css", "board.js"] });
+                }
+                _ => {}
+            }
+        }
     }
 }
 

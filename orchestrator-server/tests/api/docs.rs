@@ -9,16 +9,67 @@ use crate::helpers::{spawn_app, spawn_app_with};
 /// Operations anyone may call with a token configured.
 const PUBLIC: [&str; 2] = ["get_health", "get_metrics"];
 
-/// Every operation of a document: (path, method, operation).
-fn operations(doc: &Value) -> Vec<(String, String, Value)> {
-    let mut all = Vec::new();
+/// An operation of a document: (path, method, operation).
+type Operation = (String, String, Value);
+
+/// Every operation of a document's JSON API.
+fn operations(doc: &Value) -> Vec<Operation> {
+    let (api, board) = all_operations(doc);
+    assert_eq!(api.len(), 20, "every operation is documented");
+    assert_eq!(board.len(), 5, "every board route is documented");
+    api
+}
+
+/// A document's operations: the JSON API's, and the board's HTML routes.
+fn all_operations(doc: &Value) -> (Vec<Operation>, Vec<Operation>) {
+    let (mut api, mut board) = (Vec::new(), Vec::new());
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("path item") {
-            all.push((path.clone(), method.clone(), operation.clone()));
+            let entry = (path.clone(), method.clone(), operation.clone());
+            if path.starts_with("/board") {
+                board.push(entry);
+            } else {
+                api.push(entry);
+            }
         }
     }
-    assert_eq!(all.len(), 20, "every operation is documented");
-    all
+    (api, board)
+}
+
+#[test]
+fn board_routes_are_documented_as_pages_that_need_no_bearer_token() {
+    for doc in [ApiDoc::for_server(true), ApiDoc::for_principals()] {
+        let (_, board) = all_operations(&doc);
+        for (path, method, operation) in board {
+            let responses = operation["responses"].as_object().expect("responses");
+            assert!(operation.get("security").is_none(), "{method} {path}");
+            assert!(
+                !responses.contains_key("401") || method == "post",
+                "{method} {path}"
+            );
+            let success = if method == "post" { "303" } else { "200" };
+            assert!(responses.contains_key(success), "{method} {path}");
+            // A bug is a page from the board, or the envelope from before it.
+            assert_eq!(codes(&responses["500"]), ["INTERNAL"], "{method} {path}");
+            if path != "/board/assets/{file}" {
+                assert!(
+                    responses["500"]["content"].get("text/html").is_some(),
+                    "{method} {path}"
+                );
+                assert!(responses["503"]["content"].get("text/html").is_some());
+            }
+            if method == "post" {
+                for status in ["400", "403", "408", "413", "415"] {
+                    assert!(responses.contains_key(status), "{method} {path} {status}");
+                }
+                assert!(
+                    operation["requestBody"]["content"]
+                        .get("application/x-www-form-urlencoded")
+                        .is_some()
+                );
+            }
+        }
+    }
 }
 
 fn id_of(operation: &Value) -> &str {

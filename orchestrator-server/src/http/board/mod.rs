@@ -113,6 +113,26 @@ pub(crate) fn has_session_cookie(headers: &HeaderMap) -> bool {
     cookie(headers, SESSION_COOKIE).is_some()
 }
 
+/// The sign-in form, as the OpenAPI document describes it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct SignInForm {
+    /// The API token (principals and shared-token modes).
+    token: Option<String>,
+    /// Your name (open and shared-token modes), recorded as the actor of your decisions.
+    name: Option<String>,
+    /// The board page to return to.
+    next: Option<String>,
+}
+
+/// The sign-out form, as the OpenAPI document describes it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct SignOutForm {
+    /// The session's CSRF token.
+    csrf: Option<String>,
+}
+
 /// A live session, with who it acts as now.
 struct Session {
     record: BoardSession,
@@ -204,8 +224,19 @@ fn sign_in_fields(auth: &Auth) -> (bool, bool) {
     }
 }
 
-/// `GET /board`.
-async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, ApiError> {
+/// The reviewer board's overview.
+#[utoipa::path(
+    get, path = "/board", tag = "board", operation_id = "get_board",
+    params(("state" = Option<String>, Query, description = "list only the other features in this state; empty: every state but GATE_1")),
+    responses(
+        (status = 200, description = "the overview page; or, when the server needs a token and no session is signed in, the sign-in page", content_type = "text/html", body = String),
+        (status = 400, description = "a page: `state` is not a state", content_type = "text/html", body = String),
+        (status = 500, description = "a page: a bug", content_type = "text/html", body = String),
+        (status = 503, description = "a page: the database is unavailable", content_type = "text/html", body = String),
+    ),
+)]
+pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, ApiError> {
+    let filter = state_filter(parts.uri.query())?;
     let session = session(app, &parts.headers).await?;
     let (token_required, name_asked) = sign_in_fields(app.auth());
     if token_required && session.is_none() {
@@ -214,19 +245,6 @@ async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, ApiError> {
             views::sign_in_page(token_required, name_asked, "/board", None),
         ));
     }
-    let filter = match super::body::query_pairs(parts.uri.query())
-        .into_iter()
-        .find(|(name, _)| name == "state")
-    {
-        Some((_, value)) if value.is_empty() => None,
-        Some((_, value)) => Some(value.parse::<WorkflowState>().map_err(|_| {
-            orchestrator_core::ValidationError::new(
-                "state",
-                "must be one of IDLE, PHASE_1, GATE_1, PHASE_2, DONE",
-            )
-        })?),
-        None => None,
-    };
     let orchestrator = app.orchestrator();
     let now = app.now();
     let last_event_id = orchestrator.last_event_id().await?;
@@ -288,8 +306,43 @@ async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, ApiError> {
     ))
 }
 
-/// `GET /board/feature/{feature_id}`.
-async fn feature(app: &App, raw_id: &str, parts: &Parts) -> Result<HttpResponse, ApiError> {
+/// The overview's `state` filter: absent or empty for every state but GATE_1, else one state
+/// (given once).
+fn state_filter(query: Option<&str>) -> Result<Option<WorkflowState>, ApiError> {
+    let given: Vec<String> = super::body::query_pairs(query)
+        .into_iter()
+        .filter(|(name, _)| name == "state")
+        .map(|(_, value)| value)
+        .collect();
+    let rule = |rule: &str| orchestrator_core::ValidationError::new("state", rule);
+    match given.as_slice() {
+        [] => Ok(None),
+        [value] if value.is_empty() => Ok(None),
+        [value] => value
+            .parse::<WorkflowState>()
+            .map(Some)
+            .map_err(|_| rule("must be one of IDLE, PHASE_1, GATE_1, PHASE_2, DONE").into()),
+        _ => Err(rule("may be given once").into()),
+    }
+}
+
+/// A feature's page on the reviewer board.
+#[utoipa::path(
+    get, path = "/board/feature/{feature_id}", tag = "board", operation_id = "get_board_feature",
+    params(("feature_id" = String, Path, description = "the feature id")),
+    responses(
+        (status = 200, description = "the feature's page; or, when the server needs a token and no session is signed in, the sign-in page", content_type = "text/html", body = String),
+        (status = 400, description = "a page: the feature id is malformed", content_type = "text/html", body = String),
+        (status = 404, description = "a page: no such feature", content_type = "text/html", body = String),
+        (status = 500, description = "a page: a bug", content_type = "text/html", body = String),
+        (status = 503, description = "a page: the database is unavailable", content_type = "text/html", body = String),
+    ),
+)]
+pub(crate) async fn feature(
+    app: &App,
+    raw_id: &str,
+    parts: &Parts,
+) -> Result<HttpResponse, ApiError> {
     let session = session(app, &parts.headers).await?;
     let (token_required, name_asked) = sign_in_fields(app.auth());
     let id = FeatureId::parse(raw_id)?;
@@ -365,9 +418,28 @@ async fn feature(app: &App, raw_id: &str, parts: &Parts) -> Result<HttpResponse,
     ))
 }
 
-/// `POST /board/session`: a form with `token` and/or `name` (and `next`, the board page to
+/// Sign in to the board: a form with `token` and/or `name` (and `next`, the board page to
 /// return to) becomes a session cookie and a redirect.
-async fn sign_in(app: &App, parts: &Parts, body: &Bytes) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    post, path = "/board/session", tag = "board", operation_id = "create_board_session",
+    request_body(content = SignInForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "signed in: the session cookie, and on to `next`",
+         headers(("Location" = String, description = "`next` if it is a board page, else `/board`"),
+                 ("Set-Cookie" = String, description = "`orchestrator_session=…; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200` (and `Secure` behind `X-Forwarded-Proto: https`)"))),
+        (status = 400, description = "the sign-in page again: the name is blank or invalid", content_type = "text/html", body = String),
+        (status = 401, description = "the sign-in page again: the token is not valid", content_type = "text/html", body = String),
+        (status = 403, description = "a page: the request came from another origin", content_type = "text/html", body = String),
+        (status = 415, description = "a page: the body is not a form", content_type = "text/html", body = String),
+        (status = 500, description = "a page: a bug", content_type = "text/html", body = String),
+        (status = 503, description = "a page: the database is unavailable", content_type = "text/html", body = String),
+    ),
+)]
+pub(crate) async fn sign_in(
+    app: &App,
+    parts: &Parts,
+    body: &Bytes,
+) -> Result<HttpResponse, ApiError> {
     same_origin(&parts.headers)?;
     let form = form_fields(&parts.headers, body)?;
     let field = |name: &str| {
@@ -419,9 +491,26 @@ async fn sign_in(app: &App, parts: &Parts, body: &Bytes) -> Result<HttpResponse,
     Ok(redirect(next, Some(&cookie)))
 }
 
-/// `POST /board/sign-out`: ends the session on the server (its cookie no longer works
+/// Sign out of the board: ends the session on the server (its cookie no longer works
 /// anywhere) and clears the cookie. The form carries the session's CSRF token.
-async fn sign_out(app: &App, parts: &Parts, body: &Bytes) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    post, path = "/board/sign-out", tag = "board", operation_id = "board_sign_out",
+    request_body(content = SignOutForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "signed out (or was not signed in): the cookie cleared, on to `/board`",
+         headers(("Location" = String, description = "`/board`"),
+                 ("Set-Cookie" = String, description = "`orchestrator_session=; …; Max-Age=0`"))),
+        (status = 403, description = "a page: the CSRF token is wrong, or the request came from another origin", content_type = "text/html", body = String),
+        (status = 415, description = "a page: the body is not a form", content_type = "text/html", body = String),
+        (status = 500, description = "a page: a bug", content_type = "text/html", body = String),
+        (status = 503, description = "a page: the database is unavailable", content_type = "text/html", body = String),
+    ),
+)]
+pub(crate) async fn sign_out(
+    app: &App,
+    parts: &Parts,
+    body: &Bytes,
+) -> Result<HttpResponse, ApiError> {
     same_origin(&parts.headers)?;
     let form = form_fields(&parts.headers, body)?;
     if let Some(session) = session(app, &parts.headers).await? {
@@ -448,8 +537,16 @@ async fn sign_out(app: &App, parts: &Parts, body: &Bytes) -> Result<HttpResponse
     Ok(redirect("/board", Some(&cookie)))
 }
 
-/// `GET /board/assets/{file}`: the page's stylesheet and script, embedded at build time.
-fn asset(file: &str) -> Result<HttpResponse, ApiError> {
+/// The board's stylesheet and script, embedded at build time.
+#[utoipa::path(
+    get, path = "/board/assets/{file}", tag = "board", operation_id = "get_board_asset",
+    params(("file" = String, Path, description = "`board.css` or `board.js`")),
+    responses(
+        (status = 200, description = "the file (`text/css` or `text/javascript`)", content_type = "text/css", body = String),
+        (status = 404, description = "a page: no such file", content_type = "text/html", body = String),
+    ),
+)]
+pub(crate) fn asset(file: &str) -> Result<HttpResponse, ApiError> {
     let (content_type, text) = match file {
         "board.css" => ("text/css; charset=utf-8", CSS),
         "board.js" => ("text/javascript; charset=utf-8", SCRIPT),
