@@ -5,28 +5,19 @@
 //! why not, and the session store on both back ends. `browser` drives the same pages in
 //! Chromium.
 
-use std::collections::BTreeSet;
-use std::path::Path;
-
 use orchestrator_client::Client;
 use orchestrator_core::api::{AdvanceRequest, StartWorkflowRequest};
-use orchestrator_core::{Actor, ActorKind, Role};
-use orchestrator_server::principals;
+use orchestrator_core::{ActorKind, Role};
 use orchestrator_server::storage::{BoardSession, DatabaseUrl};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, SET_COOKIE};
 use tempfile::TempDir;
 
-use crate::helpers::{TestApp, id, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, id, mint, spawn_app, spawn_app_with};
 use crate::postgres::TestDatabase;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
-
-fn mint(file: &Path, name: &str, kind: ActorKind, roles: &[Role]) -> String {
-    let roles: BTreeSet<Role> = roles.iter().copied().collect();
-    principals::add(file, &Actor::parse(name).unwrap(), kind, &roles).expect("minted")
-}
 
 /// A client that shows redirects instead of following them.
 fn http() -> reqwest::Client {

@@ -8,7 +8,6 @@
 //! Without `/usr/bin/chromedriver` the test says so and passes, except under `CI`, where it
 //! fails: CI must run it.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,12 +15,11 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use orchestrator_client::Client;
 use orchestrator_core::api::{AdvanceRequest, ConsultRequest, GateRequest, StartWorkflowRequest};
-use orchestrator_core::{Actor, ActorKind, Role};
-use orchestrator_server::principals;
+use orchestrator_core::{ActorKind, Role};
 use serde_json::json;
 use tempfile::TempDir;
 
-use crate::helpers::{TestApp, free_port, spawn_app_with};
+use crate::helpers::{TestApp, free_port, mint, spawn_app_with};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -107,11 +105,6 @@ impl Driver {
             .await
             .expect("a browser session")
     }
-}
-
-fn mint(file: &Path, name: &str, kind: ActorKind, roles: &[Role]) -> String {
-    let roles: BTreeSet<Role> = roles.iter().copied().collect();
-    principals::add(file, &Actor::parse(name).unwrap(), kind, &roles).expect("minted")
 }
 
 /// The element a control's label names.

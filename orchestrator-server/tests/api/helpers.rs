@@ -216,3 +216,15 @@ pub async fn wait_healthy(client: &Client) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Mints a token for a new principal into the principals file `file`.
+pub fn mint(
+    file: &std::path::Path,
+    name: &str,
+    kind: orchestrator_core::ActorKind,
+    roles: &[orchestrator_core::Role],
+) -> String {
+    let roles: std::collections::BTreeSet<_> = roles.iter().copied().collect();
+    let name = orchestrator_core::Actor::parse(name).expect("a valid name");
+    orchestrator_server::principals::add(file, &name, kind, &roles).expect("minted")
+}

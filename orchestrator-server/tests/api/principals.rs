@@ -3,23 +3,15 @@
 //! for. The file is re-read on SIGHUP (a bad one keeps the last good one), and the binary mints
 //! tokens with `principal add`.
 
-use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use orchestrator_client::{Client, ClientError};
 use orchestrator_core::api::{AdvanceRequest, ErrorCode, RespondRequest, StartWorkflowRequest};
-use orchestrator_core::{Actor, ActorKind, Role, WorkflowState};
-use orchestrator_server::principals;
+use orchestrator_core::{ActorKind, Role, WorkflowState};
 use tempfile::TempDir;
 
-use crate::helpers::{TestApp, free_port, id, server_binary as server, spawn_app_with};
-
-fn mint(file: &Path, name: &str, kind: ActorKind, roles: &[Role]) -> String {
-    let roles: BTreeSet<Role> = roles.iter().copied().collect();
-    principals::add(file, &Actor::parse(name).unwrap(), kind, &roles).expect("minted")
-}
+use crate::helpers::{TestApp, free_port, id, mint, server_binary as server, spawn_app_with};
 
 fn client(app: &TestApp, token: &str) -> Client {
     Client::builder()

@@ -97,7 +97,7 @@ pub(crate) async fn api_caller(app: &App, parts: &Parts) -> Result<Caller, ApiEr
             .get(CSRF_HEADER)
             .map(HeaderValue::as_bytes)
             .unwrap_or_default();
-        if !bool::from(given.ct_eq(session.record.csrf.as_bytes())) {
+        if !session.csrf_matches(given) {
             return Err(ApiError::Forbidden(
                 "a write with the board's session needs its CSRF token in X-CSRF-Token".into(),
             ));
@@ -141,6 +141,11 @@ struct Session {
 }
 
 impl Session {
+    /// Whether `given` is the session's CSRF token (compared in constant time).
+    fn csrf_matches(&self, given: &[u8]) -> bool {
+        bool::from(given.ct_eq(self.record.csrf.as_bytes()))
+    }
+
     fn who(&self) -> views::Who<'_> {
         views::Who {
             name: &self.record.actor,
@@ -442,11 +447,7 @@ pub(crate) async fn sign_in(
 ) -> Result<HttpResponse, ApiError> {
     same_origin(&parts.headers)?;
     let form = form_fields(&parts.headers, body)?;
-    let field = |name: &str| {
-        form.iter()
-            .find(|(key, _)| key == name)
-            .map_or("", |(_, value)| value.as_str())
-    };
+    let field = |name| form_field(&form, name);
     let next = board_path(field("next"));
     let (token_required, name_asked) = sign_in_fields(app.auth());
     let refuse = |status, message: &str| {
@@ -514,11 +515,7 @@ pub(crate) async fn sign_out(
     same_origin(&parts.headers)?;
     let form = form_fields(&parts.headers, body)?;
     if let Some(session) = session(app, &parts.headers).await? {
-        let given = form
-            .iter()
-            .find(|(key, _)| key == "csrf")
-            .map_or("", |(_, value)| value.as_str());
-        if !bool::from(given.as_bytes().ct_eq(session.record.csrf.as_bytes())) {
+        if !session.csrf_matches(form_field(&form, "csrf").as_bytes()) {
             return Err(ApiError::Forbidden(
                 "the sign-out form's CSRF token is wrong".into(),
             ));
@@ -577,6 +574,13 @@ fn form_fields(headers: &HeaderMap, body: &Bytes) -> Result<Vec<(String, String)
         return Err(ApiError::UnsupportedMediaType);
     }
     Ok(form_urlencoded::parse(body).into_owned().collect())
+}
+
+/// A form field's value; empty when absent.
+fn form_field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
+    form.iter()
+        .find(|(key, _)| key == name)
+        .map_or("", |(_, value)| value.as_str())
 }
 
 /// `; Secure` when a TLS-terminating proxy says the browser used HTTPS

@@ -67,13 +67,7 @@ pub fn page(frame: &Frame<'_>, main: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (frame.title) " · Orchestrator board" }
-                link rel="stylesheet" href="/board/assets/board.css";
-                script src="/board/assets/board.js" defer {}
-            }
+            (head(frame.title, true))
             body data-feature=[frame.feature]
                 data-last-event-id=(frame.last_event_id)
                 data-event-types=(types.join(" "))
@@ -101,6 +95,35 @@ pub fn page(frame: &Frame<'_>, main: Markup) -> Markup {
     }
 }
 
+/// The `<head>` of every page: its title, the stylesheet, and (live pages) the script.
+fn head(title: &str, live: bool) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · Orchestrator board" }
+            link rel="stylesheet" href="/board/assets/board.css";
+            @if live {
+                script src="/board/assets/board.js" defer {}
+            }
+        }
+    }
+}
+
+/// A page with no session, no script and no live updates: `main` under the bar.
+fn plain_page(title: &str, main: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title, false))
+            body {
+                header.top { a.brand href="/board" { "Orchestrator board" } }
+                main #main { (main) }
+            }
+        }
+    }
+}
+
 /// A page that only asks for sign-in.
 pub fn sign_in_page(
     token_required: bool,
@@ -108,48 +131,26 @@ pub fn sign_in_page(
     next: &str,
     error: Option<&str>,
 ) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Sign in · Orchestrator board" }
-                link rel="stylesheet" href="/board/assets/board.css";
-            }
-            body {
-                header.top { a.brand href="/board" { "Orchestrator board" } }
-                main #main {
-                    h1 { "Sign in" }
-                    p { "The board shows the features at the gate and lets reviewers decide. Sign in with your API token." }
-                    (sign_in_form(token_required, name_asked, next, error))
-                }
-            }
-        }
-    }
+    plain_page(
+        "Sign in",
+        html! {
+            h1 { "Sign in" }
+            p { "The board shows the features at the gate and lets reviewers decide. Sign in with your API token." }
+            (sign_in_form(token_required, name_asked, next, error))
+        },
+    )
 }
 
 /// A page that says what went wrong.
 pub fn problem_page(title: &str, message: &str) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · Orchestrator board" }
-                link rel="stylesheet" href="/board/assets/board.css";
-            }
-            body {
-                header.top { a.brand href="/board" { "Orchestrator board" } }
-                main #main {
-                    h1 { (title) }
-                    p { (message) }
-                    p { a href="/board" { "Back to the board" } }
-                }
-            }
-        }
-    }
+    plain_page(
+        title,
+        html! {
+            h1 { (title) }
+            p { (message) }
+            p { a href="/board" { "Back to the board" } }
+        },
+    )
 }
 
 /// A feature waiting at the gate, on the overview.
