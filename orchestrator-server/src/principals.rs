@@ -108,11 +108,9 @@ impl Principals {
         self.by_token_hash.get(&token_hash(token))
     }
 
-    /// The principal with this name.
-    pub fn named(&self, name: &str) -> Option<&Principal> {
-        self.by_token_hash
-            .values()
-            .find(|principal| principal.name.as_str() == name)
+    /// The principal whose token has this SHA-256 (hex).
+    pub fn with_token_hash(&self, hex: &str) -> Option<&Principal> {
+        self.by_token_hash.get(&token_hash_from_hex(hex)?)
     }
 
     /// How many principals the file names.

@@ -124,17 +124,16 @@ impl Auth {
         }
     }
 
-    /// The principal named `name` in the file's last good reading (principals mode only): a
-    /// board session acts as whoever this is now, so a principal removed from the file loses
-    /// their sessions too.
-    pub fn principal_named(&self, name: &str) -> Option<Principal> {
+    /// The principal whose token has this SHA-256 (hex) in the file's last good reading
+    /// (principals mode only): a board session holds only while the token that made it does.
+    pub fn principal_with_token_hash(&self, hex: &str) -> Option<Principal> {
         let Auth::Principals { current, .. } = self else {
             return None;
         };
         current
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .named(name)
+            .with_token_hash(hex)
             .cloned()
     }
 

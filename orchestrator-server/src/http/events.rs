@@ -275,6 +275,7 @@ pub async fn stream_events(
     app: &App,
     headers: &HeaderMap,
     query: Option<&str>,
+    board_session: Option<String>,
 ) -> Result<Response<SseBody>> {
     let mut query = parse_query(query)?;
     if let Some(value) = headers.get("last-event-id") {
@@ -304,7 +305,14 @@ pub async fn stream_events(
         .events(Some(start), &query.filter, READ_BATCH)
         .await?;
     let (queue, messages) = mpsc::channel(STREAM_QUEUE);
-    tokio::spawn(forward(app.clone(), query.filter, first, live, queue));
+    tokio::spawn(forward(
+        app.clone(),
+        query.filter,
+        first,
+        live,
+        queue,
+        board_session,
+    ));
     let mut response = Response::new(SseBody { messages });
     let headers = response.headers_mut();
     headers.insert(
@@ -315,13 +323,16 @@ pub async fn stream_events(
     Ok(response)
 }
 
-/// Sends one stream's messages until its consumer leaves, falls behind, or the server stops.
+/// Sends one stream's messages until its consumer leaves, falls behind, or the server stops
+/// — or, for a stream opened with a board session, until the session ends (checked at each
+/// heartbeat).
 async fn forward(
     app: App,
     filter: EventFilter,
     first: orchestrator_core::EventPage,
     mut live: broadcast::Receiver<Arc<FeedBatch>>,
     queue: mpsc::Sender<Bytes>,
+    board_session: Option<String>,
 ) {
     let mut stop = app.closing();
     let orchestrator = app.orchestrator().clone();
@@ -367,6 +378,12 @@ async fn forward(
             _ = stop.wait_for(|stop| *stop) => return,
         };
         let Some(batch) = received else {
+            if let Some(key) = &board_session
+                && !super::board::still_signed_in(&app, key).await
+            {
+                tracing::debug!("a board session ended; its stream ends");
+                return;
+            }
             if queue
                 .send(Bytes::from_static(b": heartbeat\n\n"))
                 .await

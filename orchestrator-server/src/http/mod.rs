@@ -307,21 +307,25 @@ impl App {
             return Ok((Some(route), response.map(Either::Left)));
         }
         let (parts, body) = request.into_parts();
+        // The board's session, when the board's script calls: it acts as its signed-in person.
+        let mut board_session = None;
         let caller = if route.is_public() {
             auth::Caller::Trusted
         } else if self.0.auth.required()
             && !parts.headers.contains_key(http::header::AUTHORIZATION)
             && board::has_session_cookie(&parts.headers)
         {
-            // The board's script: it acts as its signed-in person.
-            board::api_caller(self, &parts).await.map_err(fail)?
+            let (caller, key) = board::api_caller(self, &parts).await.map_err(fail)?;
+            board_session = Some(key);
+            caller
         } else {
             self.0.auth.authenticate(&parts.headers).map_err(fail)?
         };
         if route == Route::EventStream {
-            let response = events::stream_events(self, &parts.headers, parts.uri.query())
-                .await
-                .map_err(fail)?;
+            let response =
+                events::stream_events(self, &parts.headers, parts.uri.query(), board_session)
+                    .await
+                    .map_err(fail)?;
             return Ok((Some(route), response.map(Either::Right)));
         }
         if parts.method != Method::POST {

@@ -195,6 +195,8 @@ diesel::table! {
         id_sha256 -> Text,
         /// Who the session acts as.
         actor -> Text,
+        /// What signed it in: `principal:`/`shared:` and a token's SHA-256, or `open`.
+        credential -> Text,
         /// The token the page sends back with its writes.
         csrf -> Text,
         /// Unix microseconds.

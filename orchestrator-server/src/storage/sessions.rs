@@ -19,6 +19,9 @@ pub struct BoardSession {
     pub id_sha256: String,
     /// Who the session acts as: a principal's name, or the name given at sign-in.
     pub actor: String,
+    /// What signed it in (`principal:` or `shared:` and the token's SHA-256 in hex, or
+    /// `open`): the session holds only while that credential does.
+    pub credential: String,
     /// The token the page sends back with each write (CSRF defence).
     pub csrf: String,
     /// When it began.
@@ -53,6 +56,7 @@ pub trait SessionRepository: Send + Sync {
 pub(crate) struct SessionRow {
     pub id_sha256: String,
     pub actor: String,
+    pub credential: String,
     pub csrf: String,
     pub created_at: i64,
     pub expires_at: i64,
@@ -63,6 +67,7 @@ impl From<&BoardSession> for SessionRow {
         SessionRow {
             id_sha256: session.id_sha256.clone(),
             actor: session.actor.clone(),
+            credential: session.credential.clone(),
             csrf: session.csrf.clone(),
             created_at: micros(session.created_at),
             expires_at: micros(session.expires_at),
@@ -80,6 +85,7 @@ impl From<SessionRow> for BoardSession {
         BoardSession {
             id_sha256: row.id_sha256,
             actor: row.actor,
+            credential: row.credential,
             csrf: row.csrf,
             created_at: from_micros(row.created_at),
             expires_at: from_micros(row.expires_at),

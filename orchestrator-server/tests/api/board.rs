@@ -293,6 +293,100 @@ async fn a_token_becomes_a_session_cookie_that_writes_only_with_its_csrf_token()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_session_holds_only_while_the_credential_that_made_it_does() {
+    // An open server's session (a typed name) is no session once the server needs a token.
+    let app = spawn_app().await;
+    let cookie = sign_in(&app, &[("name", "admin")]).await;
+    assert!(
+        get(&app, "/board", Some(&cookie))
+            .await
+            .text
+            .contains("Signed in as")
+    );
+    let mut app = app;
+    app.config.api_token = Some("s3cret".into());
+    let app = app.restart().await;
+    assert_eq!(
+        get(&app, "/workflows", Some(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        get(&app, "/board", Some(&cookie))
+            .await
+            .text
+            .contains("<h1>Sign in</h1>")
+    );
+
+    // A principal's session ends when its token is replaced, even under the same name.
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let old_token = mint(&file, "bob", ActorKind::Human, &[Role::Reviewer]);
+    let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+    let cookie = sign_in(&app, &[("token", &old_token)]).await;
+    assert_eq!(
+        get(&app, "/workflows", Some(&cookie)).await.status,
+        StatusCode::OK
+    );
+    std::fs::remove_file(&file).unwrap();
+    let new_token = mint(&file, "bob", ActorKind::Human, &[Role::Reviewer]);
+    let app = app.restart().await;
+    assert_eq!(
+        get(&app, "/workflows", Some(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Signing in again replaces the browser's earlier session.
+    let fresh = sign_in(&app, &[("token", &new_token)]).await;
+    let again = http()
+        .post(app.url("/board/session"))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("cookie", fresh.clone())
+        .body(format!("token={new_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        get(&app, "/workflows", Some(&fresh)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_opened_with_a_session_ends_with_it() {
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let token = mint(&file, "carol", ActorKind::Human, &[Role::Viewer]);
+    let app = spawn_app_with(|c| {
+        c.principals_file = Some(file.clone());
+        c.events_heartbeat_seconds = 1;
+    })
+    .await;
+    let cookie = sign_in(&app, &[("token", &token)]).await;
+    let csrf = csrf_of(&get(&app, "/board", Some(&cookie)).await);
+    let mut stream = http()
+        .get(app.url("/events/stream?after=0"))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    // A heartbeat arrives while the session holds.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), stream.chunk())
+        .await
+        .expect("a heartbeat")
+        .unwrap();
+    assert!(first.is_some());
+    let out = post_form(&app, "/board/sign-out", &[("csrf", &csrf)], Some(&cookie)).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    // Within a heartbeat or two the stream ends.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its session");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn open_mode_signs_in_by_name_and_shared_token_mode_by_token_and_name() {
     let open = spawn_app().await;
     at_gate(&open.client, "open-gate").await;
@@ -500,6 +594,43 @@ async fn bad_input_gets_a_page_with_the_status_the_api_would_answer() {
     assert!(!page.text.contains("<script>alert"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_overview_lists_the_gate_first_and_the_others_by_state() {
+    let app = spawn_app().await;
+    at_gate(&app.client, "b-at-gate").await;
+    app.start_workflow("a-started").await;
+    app.start_workflow("c-started").await;
+    let board = get(&app, "/board", None).await;
+    let waiting = board.text.find("Waiting for review").unwrap();
+    let others = board.text.find("Other features").unwrap();
+    let at_gate = board.text.find(">b-at-gate<").unwrap();
+    assert!(
+        waiting < at_gate && at_gate < others,
+        "the gate's feature waits for review"
+    );
+    assert!(
+        board
+            .text
+            .contains(r#"PHASE_1 <span class="total">(2)</span>"#)
+    );
+    assert!(
+        board
+            .text
+            .contains(r#"DONE <span class="total">(0)</span>"#)
+    );
+    assert!(
+        !board.text.contains(r#"GATE_1 <span class="total">"#),
+        "GATE_1 is above"
+    );
+    let filtered = get(&app, "/board?state=GATE_1", None).await;
+    assert!(
+        filtered
+            .text
+            .contains(r#"GATE_1 <span class="total">(1)</span>"#)
+    );
+    assert!(!filtered.text.contains(r#"PHASE_1 <span class="total">"#));
+}
+
 /// The store's side on both back ends: a session is found by its hash until it ends, deleted
 /// once, and purged when it has ended.
 async fn sessions_live_until_they_end_or_are_deleted(
@@ -509,6 +640,7 @@ async fn sessions_live_until_they_end_or_are_deleted(
     let session = |hash: &str, hours: i64| BoardSession {
         id_sha256: hash.to_owned(),
         actor: "alice".to_owned(),
+        credential: "open".to_owned(),
         csrf: "c".repeat(64),
         created_at: now - chrono::Duration::hours(13),
         expires_at: now + chrono::Duration::hours(hours),
@@ -517,6 +649,7 @@ async fn sessions_live_until_they_end_or_are_deleted(
     store.create_session(&session("ended", -1)).await.unwrap();
     let found = store.session("live", now).await.unwrap().expect("live");
     assert_eq!(found.actor, "alice");
+    assert_eq!(found.credential, "open");
     assert_eq!(
         found.expires_at.timestamp_micros(),
         session("live", 1).expires_at.timestamp_micros()

@@ -240,6 +240,15 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     at_gate("search-filters", 1, None).await;
     at_gate("password-reset", 1, Some(1)).await;
     at_gate("stale-page", 1, None).await;
+    for (id, description) in [
+        ("dark-mode", "A dark theme for the settings pages"),
+        ("export-csv", "Export the order history as CSV"),
+    ] {
+        agent
+            .start_workflow(&StartWorkflowRequest::new(id, description))
+            .await
+            .unwrap();
+    }
     // One answered consultation, and one escalated to a human: it blocks the gate.
     at_gate("payments-retry", 2, Some(86_400)).await;
     let payments = orchestrator_core::FeatureId::parse("payments-retry").unwrap();
@@ -269,7 +278,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     assert!(!a.current_url().await.unwrap().as_str().contains(&alice));
     // The overdue gate is listed first, with its badge (the sweep notes it within seconds
     // and the page follows the stream).
-    a.set_window_size(1400, 1150).await.unwrap();
+    a.set_window_size(1400, 1400).await.unwrap();
     let first = wait_text(&a, "ul.waiting li:first-child", |t| t.contains("Overdue")).await;
     assert!(first.contains("password-reset"), "{first}");
     let waiting = wait_text(&a, "ul.waiting", |t| t.contains("checkout-flow")).await;

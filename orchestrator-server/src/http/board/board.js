@@ -14,6 +14,12 @@
     message.className = 'message' + (tone ? ' ' + tone : '');
   }
 
+  function showLive(text, on) {
+    if (!live) return;
+    live.textContent = text;
+    live.className = on ? 'live on' : 'live';
+  }
+
   // --- Live: on any event, fetch this page again and swap its <main>. ---
   let queued = null;
   let refreshing = false;
@@ -23,8 +29,19 @@
     refreshing = true;
     try {
       const response = await fetch(location.href, { credentials: 'same-origin', headers: { Accept: 'text/html' } });
-      if (!response.ok) return;
-      const next = new DOMParser().parseFromString(await response.text(), 'text/html').getElementById('main');
+      if (!response.ok) {
+        showLive('Live, but the page could not be refreshed (HTTP ' + response.status + ')', false);
+        return;
+      }
+      const fetched = new DOMParser().parseFromString(await response.text(), 'text/html');
+      // Signed out, or signed in as someone else in another tab: the whole page is stale.
+      const was = body.dataset;
+      const now = fetched.body ? fetched.body.dataset : {};
+      if (was.csrf !== now.csrf || was.actor !== now.actor) {
+        location.reload();
+        return;
+      }
+      const next = fetched.getElementById('main');
       const current = document.getElementById('main');
       if (!next || !current) return;
       // What the reader is typing and where the focus is survive the swap.
@@ -40,7 +57,7 @@
       }
       bind();
     } catch (_) {
-      // The next event tries again.
+      showLive('Live, but the server could not be reached', false);
     } finally {
       refreshing = false;
     }
@@ -51,23 +68,56 @@
     queued = setTimeout(() => { queued = null; refresh(); }, 150);
   }
 
+  // The browser resumes a dropped stream by itself (sending Last-Event-ID); when it gives up
+  // (the server answered an error: a restart behind a proxy, a session that ended), this
+  // reconnects after the last event seen, and after a few failures reloads the page.
+  let lastEventId = body.dataset.lastEventId || '0';
+  let failures = 0;
+
   function connect() {
     if (!live || typeof EventSource === 'undefined') return;
-    const params = new URLSearchParams({ after: body.dataset.lastEventId || '0' });
+    const params = new URLSearchParams({ after: lastEventId });
     if (feature) params.set('feature_id', feature);
-    // The browser resumes by itself after a drop, sending Last-Event-ID.
     const source = new EventSource('/events/stream?' + params.toString());
-    types.forEach((type) => source.addEventListener(type, schedule));
-    source.addEventListener('open', () => { live.textContent = 'Live'; live.className = 'live on'; });
+    const seen = (event) => {
+      if (event.lastEventId) lastEventId = event.lastEventId;
+      schedule();
+    };
+    types.forEach((type) => source.addEventListener(type, seen));
+    source.addEventListener('open', () => {
+      failures = 0;
+      showLive('Live', true);
+    });
     source.addEventListener('error', () => {
-      const closed = source.readyState === EventSource.CLOSED;
-      live.textContent = closed ? 'Offline: reload the page' : 'Reconnecting…';
-      live.className = 'live';
+      if (source.readyState !== EventSource.CLOSED) {
+        showLive('Reconnecting…', false);
+        return;
+      }
+      source.close();
+      failures += 1;
+      if (failures > 3) {
+        showLive('Offline: reloading…', false);
+        setTimeout(() => location.reload(), 2000);
+        return;
+      }
+      showLive('Reconnecting…', false);
+      setTimeout(() => { refresh(); connect(); }, 1000 * failures);
     });
   }
 
   // --- Approve / Reject through the API, with the version shown as If-Match. ---
   async function decide(form, trigger) {
+    const buttons = Array.from(form.querySelectorAll('button'));
+    buttons.forEach((button) => { button.disabled = true; });
+    try {
+      await send(form, trigger);
+    } finally {
+      buttons.forEach((button) => { button.disabled = false; });
+    }
+    await refresh();
+  }
+
+  async function send(form, trigger) {
     const reason = document.getElementById('reason');
     const request = { trigger };
     if (reason && reason.value.trim()) request.reason = reason.value.trim();
@@ -93,40 +143,44 @@
       return;
     }
     const answer = await response.json().catch(() => null);
-    if (response.ok && answer) {
+    if (response.ok) {
       if (reason) reason.value = '';
-      if (trigger === 'human_rejected') {
+      if (!answer) {
+        say(trigger === 'human_rejected' ? 'Rejected.' : 'Approved.', 'ok');
+      } else if (trigger === 'human_rejected') {
         say('Rejected: the feature went back to ' + answer.state + '.', 'ok');
       } else if (answer.state === 'GATE_1') {
         say('Approved: ' + answer.gate.approvals.length + ' of ' + answer.gate.required_approvals + ' approvals.', 'ok');
       } else {
         say('Approved: the feature moved to ' + answer.state + '.', 'ok');
       }
-    } else {
-      const error = answer && answer.error ? answer.error : { code: 'HTTP_' + response.status, message: response.statusText };
-      if (error.code === 'VERSION_CONFLICT') {
-        const now = await fetch('/workflow/' + encodeURIComponent(form.dataset.feature), { credentials: 'same-origin' })
-          .then((r) => (r.ok ? r.json() : null)).catch(() => null);
-        const what = now
-          ? 'it is now ' + now.state + ' at version ' + now.version + ', with ' + now.gate.approvals.length + ' of ' + now.gate.required_approvals + ' approvals'
-          : 'it is no longer at version ' + shown;
-        say('Not recorded: this feature changed while you were looking (you saw version ' + shown + '; ' + what + '). The page now shows it as it is; decide again if you still want to.', 'bad');
-      } else {
-        const details = Array.isArray(error.details) && error.details.length ? ' (' + error.details.join('; ') + ')' : '';
-        say('Not recorded: ' + error.message + details, 'bad');
-      }
+      return;
     }
-    await refresh();
+    const error = answer && answer.error ? answer.error : { code: 'HTTP_' + response.status, message: 'HTTP ' + response.status };
+    if (error.code === 'VERSION_CONFLICT') {
+      const now = await fetch('/workflow/' + encodeURIComponent(form.dataset.feature), { credentials: 'same-origin' })
+        .then((r) => (r.ok ? r.json() : null)).catch(() => null);
+      const what = now
+        ? 'it is now ' + now.state + ' at version ' + now.version + ', with ' + now.gate.approvals.length + ' of ' + now.gate.required_approvals + ' approvals'
+        : 'it is no longer at version ' + shown;
+      say('Not recorded: this feature changed while you were looking (you saw version ' + shown + '; ' + what + '). The page now shows it as it is; decide again if you still want to.', 'bad');
+    } else {
+      const details = Array.isArray(error.details) && error.details.length ? ' (' + error.details.join('; ') + ')' : '';
+      say('Not recorded: ' + error.message + details, 'bad');
+    }
   }
 
   function bind() {
     const form = document.getElementById('decide');
     if (!form || form.dataset.bound) return;
     form.dataset.bound = 'yes';
-    form.addEventListener('submit', (event) => {
-      event.preventDefault();
-      const trigger = event.submitter ? event.submitter.value : 'human_approved';
-      decide(form, trigger);
+    // Each button says what it does; a form submitted otherwise (Enter) decides nothing.
+    form.addEventListener('submit', (event) => event.preventDefault());
+    form.querySelectorAll('button[value]').forEach((button) => {
+      button.addEventListener('click', (event) => {
+        event.preventDefault();
+        decide(form, button.value);
+      });
     });
   }
 

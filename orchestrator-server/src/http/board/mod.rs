@@ -38,6 +38,9 @@ use crate::storage::BoardSession;
 
 /// The cookie that carries a board session's id.
 pub const SESSION_COOKIE: &str = "orchestrator_session";
+/// The same cookie over HTTPS: the `__Host-` prefix makes the browser refuse it unless it is
+/// `Secure`, for this host only and for every path, so no other site or port can plant one.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-orchestrator_session";
 /// The header the board's script sends the session's CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// How long a session lasts.
@@ -47,6 +50,8 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 /// The most features one list on the overview shows.
 const LIST_LIMIT: u32 = 200;
+/// The most features of one state the unfiltered overview shows.
+const GROUP_LIMIT: u32 = 50;
 
 const CSS: &str = include_str!("board.css");
 const SCRIPT: &str = include_str!("board.js");
@@ -85,10 +90,11 @@ pub(crate) async fn handle(
 }
 
 /// The caller a board session makes of an API request that has the session's cookie and no
-/// `Authorization`: 401 without a live session; a write without the session's CSRF token, or
-/// from another origin, is 403.
-pub(crate) async fn api_caller(app: &App, parts: &Parts) -> Result<Caller, ApiError> {
-    let session = session(app, &parts.headers)
+/// `Authorization`, and the session's key (so a stream can end with the session): 401 without
+/// a live session; a write without the session's CSRF token, or from another origin, is 403.
+pub(crate) async fn api_caller(app: &App, parts: &Parts) -> Result<(Caller, String), ApiError> {
+    let key = session_key(&parts.headers).ok_or(ApiError::Unauthorized)?;
+    let session = session_by_key(app, &key)
         .await?
         .ok_or(ApiError::Unauthorized)?;
     if !matches!(parts.method, Method::GET | Method::HEAD) {
@@ -104,13 +110,19 @@ pub(crate) async fn api_caller(app: &App, parts: &Parts) -> Result<Caller, ApiEr
         }
         same_origin(&parts.headers)?;
     }
-    Ok(session.caller)
+    Ok((session.caller, key))
+}
+
+/// Whether the session with this key still holds (a stream opened with it ends when not).
+/// A store that cannot be read keeps it: the stream ends with the store's next answer.
+pub(crate) async fn still_signed_in(app: &App, key: &str) -> bool {
+    !matches!(session_by_key(app, key).await, Ok(None))
 }
 
 /// Whether the request carries a board session cookie (and so may be answered by
 /// [`api_caller`]).
 pub(crate) fn has_session_cookie(headers: &HeaderMap) -> bool {
-    cookie(headers, SESSION_COOKIE).is_some()
+    session_key(headers).is_some()
 }
 
 /// The sign-in form, as the OpenAPI document describes it.
@@ -155,34 +167,66 @@ impl Session {
     }
 }
 
-/// The session the request's cookie names, if it is live and (in principals mode) its
-/// principal is still in the file.
+/// The key of the session the request's cookie names: the SHA-256 of its id.
+fn session_key(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SECURE_SESSION_COOKIE)
+        .or_else(|| cookie(headers, SESSION_COOKIE))
+        .map(|id| to_hex(&token_hash(id)))
+}
+
+/// The session the request's cookie names, if it holds (see [`session_by_key`]).
 async fn session(app: &App, headers: &HeaderMap) -> Result<Option<Session>, ApiError> {
-    let (Some(id), Some(store)) = (cookie(headers, SESSION_COOKIE), app.sessions()) else {
+    match session_key(headers) {
+        Some(key) => session_by_key(app, &key).await,
+        None => Ok(None),
+    }
+}
+
+/// The session with this key, if it has not ended and the credential that signed it in still
+/// holds: the same principal's token in the file, the same shared token, or an open server.
+async fn session_by_key(app: &App, key: &str) -> Result<Option<Session>, ApiError> {
+    let Some(store) = app.sessions() else {
         return Ok(None);
     };
     let Some(record) = store
-        .session(&to_hex(&token_hash(id)), app.now())
+        .session(key, app.now())
         .await
         .map_err(|e| ApiError::Core(e.into()))?
     else {
         return Ok(None);
     };
-    let (caller, kind) = match app.auth() {
-        Auth::Principals { .. } => match app.auth().principal_named(&record.actor) {
-            Some(principal) => {
-                let kind = principal.kind;
-                (Caller::Principal(principal), kind)
-            }
-            None => return Ok(None),
-        },
-        Auth::Open | Auth::Shared(_) => (Caller::Trusted, ActorKind::Human),
-    };
-    Ok(Some(Session {
+    Ok(holder(app.auth(), &record).map(|(caller, kind)| Session {
         record,
         caller,
         kind,
     }))
+}
+
+/// What a session signed in with `token` records as its credential under the server's mode.
+fn credential(auth: &Auth, token: &str) -> String {
+    match auth {
+        Auth::Open => "open".to_owned(),
+        Auth::Shared(_) => format!("shared:{}", to_hex(&token_hash(token))),
+        Auth::Principals { .. } => format!("principal:{}", to_hex(&token_hash(token))),
+    }
+}
+
+/// Who a stored session acts as now, if the credential that made it still holds: a session
+/// made under another mode, with a token since rotated, or by a principal since removed is no
+/// session.
+fn holder(auth: &Auth, record: &BoardSession) -> Option<(Caller, ActorKind)> {
+    match auth {
+        Auth::Open => (record.credential == "open").then_some((Caller::Trusted, ActorKind::Human)),
+        Auth::Shared(token) => (record.credential == credential(auth, token.expose()))
+            .then_some((Caller::Trusted, ActorKind::Human)),
+        Auth::Principals { .. } => {
+            let hash = record.credential.strip_prefix("principal:")?;
+            let principal = auth.principal_with_token_hash(hash)?;
+            let kind = principal.kind;
+            (principal.name.as_str() == record.actor)
+                .then_some((Caller::Principal(principal), kind))
+        }
+    }
 }
 
 /// The value of the cookie `name`, from any `Cookie` header.
@@ -208,9 +252,14 @@ fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
     let origin = origin.to_str().unwrap_or_default();
-    let authority = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
+    // Behind a TLS-terminating proxy that says so, only the https origin is this server's.
+    let authority = if is_https(headers) {
+        origin.strip_prefix("https://")
+    } else {
+        origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+    };
     if authority.is_some_and(|a| !host.is_empty() && a.eq_ignore_ascii_case(host)) {
         Ok(())
     } else {
@@ -254,17 +303,32 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
     let now = app.now();
     let last_event_id = orchestrator.last_event_id().await?;
     let summary = orchestrator.summary().await?;
-    let page_of = |state| ListQuery {
-        state,
-        overdue: false,
+    let page_of = |state, overdue, limit| ListQuery {
+        state: Some(state),
+        overdue,
         after: None,
-        limit: PageLimit::parse(LIST_LIMIT).unwrap_or_default(),
+        limit: PageLimit::parse(limit).unwrap_or_default(),
     };
-    let gate = orchestrator
-        .list(&page_of(Some(WorkflowState::Gate1)))
-        .await?;
-    let mut waiting = Vec::with_capacity(gate.items.len());
-    for workflow in &gate.items {
+    // The overdue gates first (whatever their ids), then the others, up to the limit.
+    let mut gates = orchestrator
+        .list(&page_of(WorkflowState::Gate1, true, LIST_LIMIT))
+        .await?
+        .items;
+    let more = orchestrator
+        .list(&page_of(WorkflowState::Gate1, false, LIST_LIMIT))
+        .await?
+        .items;
+    for workflow in more {
+        if gates.len() < LIST_LIMIT as usize
+            && !gates
+                .iter()
+                .any(|g| g.feature_id() == workflow.feature_id())
+        {
+            gates.push(workflow);
+        }
+    }
+    let mut waiting = Vec::with_capacity(gates.len());
+    for workflow in &gates {
         let blockers = orchestrator.stored_blockers(workflow.feature_id()).await?;
         waiting.push(views::Waiting {
             workflow: WorkflowResponse::new(workflow, now),
@@ -282,18 +346,35 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
             gate.entered_at,
         )
     });
-    let others = orchestrator.list(&page_of(filter)).await?;
+    // The other features by state: one state when filtered, else each state but GATE_1.
+    let (states, per_state) = match filter {
+        Some(state) => (vec![state], LIST_LIMIT),
+        None => (
+            WorkflowState::ALL
+                .into_iter()
+                .filter(|s| *s != WorkflowState::Gate1)
+                .collect(),
+            GROUP_LIMIT,
+        ),
+    };
+    let mut others = Vec::with_capacity(states.len());
+    for state in states {
+        let page = orchestrator.list(&page_of(state, false, per_state)).await?;
+        others.push(views::Group {
+            state,
+            total: summary.counts.get(state),
+            items: page
+                .items
+                .iter()
+                .map(|w| WorkflowResponse::new(w, now))
+                .collect(),
+        });
+    }
     let data = views::Overview {
+        waiting_total: summary.counts.get(WorkflowState::Gate1),
         summary,
         waiting,
-        waiting_truncated: gate.next_after.is_some(),
-        others_truncated: others.next_after.is_some(),
-        others: others
-            .items
-            .iter()
-            .filter(|w| filter.is_some() || w.state() != WorkflowState::Gate1)
-            .map(|w| WorkflowResponse::new(w, now))
-            .collect(),
+        others,
         filter,
         now,
     };
@@ -476,6 +557,7 @@ pub(crate) async fn sign_in(
     let session = BoardSession {
         id_sha256: to_hex(&token_hash(&id)),
         actor,
+        credential: credential(app.auth(), field("token")),
         csrf: random_hex()?,
         created_at: now,
         expires_at: now + chrono::Duration::hours(SESSION_HOURS),
@@ -484,11 +566,14 @@ pub(crate) async fn sign_in(
         .create_session(&session)
         .await
         .map_err(|e| ApiError::Core(e.into()))?;
-    let cookie = format!(
-        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        SESSION_HOURS * 3600,
-        secure_suffix(&parts.headers)
-    );
+    // Signing in again replaces the browser's earlier session.
+    if let Some(earlier) = session_key(&parts.headers) {
+        store
+            .delete_session(&earlier)
+            .await
+            .map_err(|e| ApiError::Core(e.into()))?;
+    }
+    let cookie = session_cookie(&parts.headers, &id, SESSION_HOURS * 3600);
     Ok(redirect(next, Some(&cookie)))
 }
 
@@ -527,10 +612,7 @@ pub(crate) async fn sign_out(
                 .map_err(|e| ApiError::Core(e.into()))?;
         }
     }
-    let cookie = format!(
-        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
-        secure_suffix(&parts.headers)
-    );
+    let cookie = session_cookie(&parts.headers, "", 0);
     Ok(redirect("/board", Some(&cookie)))
 }
 
@@ -583,14 +665,23 @@ fn form_field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
         .map_or("", |(_, value)| value.as_str())
 }
 
-/// `; Secure` when a TLS-terminating proxy says the browser used HTTPS
-/// (`X-Forwarded-Proto: https`): the cookie then never travels over plain HTTP.
-fn secure_suffix(headers: &HeaderMap) -> &'static str {
-    let https = headers
+/// Whether a TLS-terminating proxy says the browser used HTTPS (`X-Forwarded-Proto: https`).
+fn is_https(headers: &HeaderMap) -> bool {
+    headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
-    if https { "; Secure" } else { "" }
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
+/// The session cookie `Set-Cookie` sends: over HTTPS `__Host-` and `Secure`, so it never
+/// travels over plain HTTP and nothing else can plant it.
+fn session_cookie(headers: &HeaderMap, value: &str, max_age: i64) -> String {
+    let (name, secure) = if is_https(headers) {
+        (SECURE_SESSION_COOKIE, "; Secure")
+    } else {
+        (SESSION_COOKIE, "")
+    };
+    format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }
 
 /// `next` if it is a board page, else the overview: a sign-in never sends anyone elsewhere.

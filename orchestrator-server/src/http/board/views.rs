@@ -135,7 +135,11 @@ pub fn sign_in_page(
         "Sign in",
         html! {
             h1 { "Sign in" }
-            p { "The board shows the features at the gate and lets reviewers decide. Sign in with your API token." }
+            p {
+                "The board shows the features at the gate and lets reviewers decide. "
+                @if token_required { "Sign in with your API token." }
+                @else { "Sign in with your name; it is recorded as the actor of your decisions." }
+            }
             (sign_in_form(token_required, name_asked, next, error))
         },
     )
@@ -161,19 +165,27 @@ pub struct Waiting {
     pub escalations: usize,
 }
 
+/// The features of one state, on the overview.
+pub struct Group {
+    /// The state.
+    pub state: WorkflowState,
+    /// The first of them, by feature id.
+    pub items: Vec<WorkflowResponse>,
+    /// How many there are.
+    pub total: u64,
+}
+
 /// The overview's data.
 pub struct Overview {
     /// Counts per state, and overdue gates.
     pub summary: Summary,
     /// GATE_1 features, overdue first, then by due date.
     pub waiting: Vec<Waiting>,
-    /// Whether more features wait than are shown.
-    pub waiting_truncated: bool,
-    /// The other features (of `filter`'s state, if any).
-    pub others: Vec<WorkflowResponse>,
-    /// Whether more features match than are shown.
-    pub others_truncated: bool,
-    /// The state the list of other features is filtered by.
+    /// How many features wait at the gate.
+    pub waiting_total: u64,
+    /// The other features by state (only `filter`'s, if any).
+    pub others: Vec<Group>,
+    /// The state the other features are filtered by.
     pub filter: Option<WorkflowState>,
     /// When the page was made.
     pub now: Timestamp,
@@ -210,8 +222,8 @@ pub fn overview(data: &Overview) -> Markup {
                             (waiting_item(item, now))
                         }
                     }
-                    @if data.waiting_truncated {
-                        p.note { "Only the first " (data.waiting.len()) " are shown." }
+                    @if (data.waiting.len() as u64) < data.waiting_total {
+                        p.note { "Showing " (data.waiting.len()) " of " (data.waiting_total) "." }
                     }
                 }
             }
@@ -227,26 +239,35 @@ pub fn overview(data: &Overview) -> Markup {
                     }
                     button type="submit" { "Filter" }
                 }
-                @if data.others.is_empty() {
-                    p.empty { "No features here." }
-                } @else {
-                    table.features {
-                        thead { tr { th scope="col" { "Feature" } th scope="col" { "State" } th scope="col" { "Progress" } th scope="col" { "Last change" } } }
-                        tbody {
-                            @for w in &data.others {
-                                tr {
-                                    td { a href=(feature_href(w.feature_id.as_str())) { (w.feature_id.as_str()) } div.description { (w.description.as_str()) } }
-                                    td { span.state data-state=(w.state) { (w.state) } }
-                                    td { (w.progress.percent) " %" }
-                                    td { (ago(w.updated_at, now)) " ago" }
-                                }
-                            }
+                @for group in &data.others {
+                    (group_list(group, now))
+                }
+            }
+        }
+    }
+}
+
+fn group_list(group: &Group, now: Timestamp) -> Markup {
+    let title = format!("state-{}", group.state.as_str());
+    html! {
+        h3 id=(title) { (group.state) " " span.total { "(" (group.total) ")" } }
+        @if group.items.is_empty() {
+            p.empty { "None." }
+        } @else {
+            table.features aria-labelledby=(title) {
+                thead { tr { th scope="col" { "Feature" } th scope="col" { "Progress" } th scope="col" { "Last change" } } }
+                tbody {
+                    @for w in &group.items {
+                        tr {
+                            td { a href=(feature_href(w.feature_id.as_str())) { (w.feature_id.as_str()) } div.description { (w.description.as_str()) } }
+                            td { (w.progress.percent) " %" }
+                            td { (ago(w.updated_at, now)) " ago" }
                         }
                     }
-                    @if data.others_truncated {
-                        p.note { "Only the first " (data.others.len()) " are shown; filter by state to narrow." }
-                    }
                 }
+            }
+            @if (group.items.len() as u64) < group.total {
+                p.note { "Showing " (group.items.len()) " of " (group.total) "; filter by state for more." }
             }
         }
     }
