@@ -1,6 +1,7 @@
 //! The reviewer board in a real headless Chromium, driven over WebDriver (Debian's `chromium`
 //! and `chromium-driver`, which `.ci/run` installs): sign-in, two reviewers taking a feature
-//! through a two-approval gate while the other's page follows live, a rejection refused without
+//! through a two-approval gate while the other's page follows live (and, after the server
+//! restarts under it, reconnects and resumes by id), a rejection refused without
 //! a reason and accepted with one, a conflict explained, an overdue badge, an agent told why it
 //! may not approve, sign-out ending the session on the server, and a page that asks nothing of
 //! any other origin. With `BOARD_SCREENSHOTS=<dir>` it saves the screenshots shown in the README.
@@ -212,7 +213,13 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         ActorKind::Agent,
         &[Role::Agent, Role::Reviewer],
     );
-    let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+    // A fixed port, so that the server can restart under the open pages.
+    let port = free_port();
+    let app = spawn_app_with(|c| {
+        c.principals_file = Some(file.clone());
+        c.port = port;
+    })
+    .await;
     let origin = app.url("");
     let agent = Client::builder()
         .base_url(app.url(""))
@@ -320,6 +327,17 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         "{history}"
     );
 
+    // The server restarts under the open page: the page reconnects, resumes by id, and shows
+    // what happened meanwhile (the session, kept in the database, still holds).
+    let app = app.restart().await;
+    let checkout = orchestrator_core::FeatureId::parse("checkout-flow").unwrap();
+    agent
+        .advance_workflow(&checkout, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    wait_text(&a, "#state", |t| t == "DONE").await;
+    wait_text(&a, "#live", |t| t == "Live").await;
+
     // A rejection needs a reason, and the server says so.
     a.goto(&app.url("/board/feature/search-filters"))
         .await
@@ -371,7 +389,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     a.goto(&app.url("/board/feature/checkout-flow"))
         .await
         .unwrap();
-    wait_text(&a, "#state", |t| t == "PHASE_2").await;
+    wait_text(&a, "#state", |t| t == "DONE").await;
     let overflow = a
         .execute(
             "return document.documentElement.scrollWidth - window.innerWidth;",
