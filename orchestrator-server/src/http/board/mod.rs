@@ -1,8 +1,8 @@
 //! The reviewer board: `/board`, a web page for the people at the gate.
 //!
 //! This module owns the board's routes (the overview, a feature's page, sign-in and sign-out,
-//! the page's own CSS and script), its sessions, and the data each page shows; the markup is in
-//! `views`. The pages are rendered here, whole; the script (`board.js`) follows the event
+//! the page's own CSS and script) and the data each page shows; the markup is in `views`, the
+//! sessions (cookie, credential, CSRF, `Origin`) in `session`. The pages are rendered here, whole; the script (`board.js`) follows the event
 //! stream and, on an event, fetches the page again and swaps its `<main>`: one rendering, on
 //! the server. Approve and Reject are the API's own `POST /workflow/{id}/advance`, sent by the
 //! script with `If-Match`.
@@ -17,34 +17,29 @@
 //! Every board answer carries a `Content-Security-Policy` that allows nothing outside the
 //! server's origin, no inline script, and no framing.
 
+mod session;
 mod views;
 
+use super::App;
+use super::auth::Auth;
+use super::error::ApiError;
+use super::router::Route;
+use crate::principals::{to_hex, token_hash};
+use crate::storage::BoardSession;
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use orchestrator_core::api::WorkflowResponse;
 use orchestrator_core::{
     Action, Actor, ActorKind, FeatureId, ListQuery, PageLimit, Trigger, WorkflowState,
 };
-use subtle::ConstantTimeEq;
+use session::{
+    SESSION_HOURS, Session, credential, random_hex, same_origin, session, session_cookie,
+    session_key,
+};
+pub(crate) use session::{api_caller, has_session_cookie, still_signed_in};
 
-use super::App;
-use super::auth::{Auth, Caller};
-use super::error::ApiError;
-use super::router::Route;
-use crate::principals::{to_hex, token_hash};
-use crate::storage::BoardSession;
-
-/// The cookie that carries a board session's id.
-pub const SESSION_COOKIE: &str = "orchestrator_session";
-/// The same cookie over HTTPS: the `__Host-` prefix makes the browser refuse it unless it is
-/// `Secure`, for this host only and for every path, so no other site or port can plant one.
-pub const SECURE_SESSION_COOKIE: &str = "__Host-orchestrator_session";
-/// The header the board's script sends the session's CSRF token in.
-pub const CSRF_HEADER: &str = "x-csrf-token";
-/// How long a session lasts.
-const SESSION_HOURS: i64 = 12;
 /// Nothing outside the server's origin, no inline script or style, no framing.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -89,42 +84,6 @@ pub(crate) async fn handle(
     response
 }
 
-/// The caller a board session makes of an API request that has the session's cookie and no
-/// `Authorization`, and the session's key (so a stream can end with the session): 401 without
-/// a live session; a write without the session's CSRF token, or from another origin, is 403.
-pub(crate) async fn api_caller(app: &App, parts: &Parts) -> Result<(Caller, String), ApiError> {
-    let key = session_key(&parts.headers).ok_or(ApiError::Unauthorized)?;
-    let session = session_by_key(app, &key)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
-    if !matches!(parts.method, Method::GET | Method::HEAD) {
-        let given = parts
-            .headers
-            .get(CSRF_HEADER)
-            .map(HeaderValue::as_bytes)
-            .unwrap_or_default();
-        if !session.csrf_matches(given) {
-            return Err(ApiError::Forbidden(
-                "a write with the board's session needs its CSRF token in X-CSRF-Token".into(),
-            ));
-        }
-        same_origin(&parts.headers)?;
-    }
-    Ok((session.caller, key))
-}
-
-/// Whether the session with this key still holds (a stream opened with it ends when not).
-/// A store that cannot be read keeps it: the stream ends with the store's next answer.
-pub(crate) async fn still_signed_in(app: &App, key: &str) -> bool {
-    !matches!(session_by_key(app, key).await, Ok(None))
-}
-
-/// Whether the request carries a board session cookie (and so may be answered by
-/// [`api_caller`]).
-pub(crate) fn has_session_cookie(headers: &HeaderMap) -> bool {
-    session_key(headers).is_some()
-}
-
 /// The sign-in form, as the OpenAPI document describes it.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
@@ -143,130 +102,6 @@ pub(crate) struct SignInForm {
 pub(crate) struct SignOutForm {
     /// The session's CSRF token.
     csrf: Option<String>,
-}
-
-/// A live session, with who it acts as now.
-struct Session {
-    record: BoardSession,
-    caller: Caller,
-    kind: ActorKind,
-}
-
-impl Session {
-    /// Whether `given` is the session's CSRF token (compared in constant time).
-    fn csrf_matches(&self, given: &[u8]) -> bool {
-        bool::from(given.ct_eq(self.record.csrf.as_bytes()))
-    }
-
-    fn who(&self) -> views::Who<'_> {
-        views::Who {
-            name: &self.record.actor,
-            kind: self.kind,
-            csrf: &self.record.csrf,
-        }
-    }
-}
-
-/// The key of the session the request's cookie names: the SHA-256 of its id.
-fn session_key(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, SECURE_SESSION_COOKIE)
-        .or_else(|| cookie(headers, SESSION_COOKIE))
-        .map(|id| to_hex(&token_hash(id)))
-}
-
-/// The session the request's cookie names, if it holds (see [`session_by_key`]).
-async fn session(app: &App, headers: &HeaderMap) -> Result<Option<Session>, ApiError> {
-    match session_key(headers) {
-        Some(key) => session_by_key(app, &key).await,
-        None => Ok(None),
-    }
-}
-
-/// The session with this key, if it has not ended and the credential that signed it in still
-/// holds: the same principal's token in the file, the same shared token, or an open server.
-async fn session_by_key(app: &App, key: &str) -> Result<Option<Session>, ApiError> {
-    let Some(store) = app.sessions() else {
-        return Ok(None);
-    };
-    let Some(record) = store
-        .session(key, app.now())
-        .await
-        .map_err(|e| ApiError::Core(e.into()))?
-    else {
-        return Ok(None);
-    };
-    Ok(holder(app.auth(), &record).map(|(caller, kind)| Session {
-        record,
-        caller,
-        kind,
-    }))
-}
-
-/// What a session signed in with `token` records as its credential under the server's mode.
-fn credential(auth: &Auth, token: &str) -> String {
-    match auth {
-        Auth::Open => "open".to_owned(),
-        Auth::Shared(_) => format!("shared:{}", to_hex(&token_hash(token))),
-        Auth::Principals { .. } => format!("principal:{}", to_hex(&token_hash(token))),
-    }
-}
-
-/// Who a stored session acts as now, if the credential that made it still holds: a session
-/// made under another mode, with a token since rotated, or by a principal since removed is no
-/// session.
-fn holder(auth: &Auth, record: &BoardSession) -> Option<(Caller, ActorKind)> {
-    match auth {
-        Auth::Open => (record.credential == "open").then_some((Caller::Trusted, ActorKind::Human)),
-        Auth::Shared(token) => (record.credential == credential(auth, token.expose()))
-            .then_some((Caller::Trusted, ActorKind::Human)),
-        Auth::Principals { .. } => {
-            let hash = record.credential.strip_prefix("principal:")?;
-            let principal = auth.principal_with_token_hash(hash)?;
-            let kind = principal.kind;
-            (principal.name.as_str() == record.actor)
-                .then_some((Caller::Principal(principal), kind))
-        }
-    }
-}
-
-/// The value of the cookie `name`, from any `Cookie` header.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
-        .filter(|value| !value.is_empty())
-}
-
-/// 403 if the request names an `Origin` other than the server it was sent to.
-fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let origin = origin.to_str().unwrap_or_default();
-    // Behind a TLS-terminating proxy that says so, only the https origin is this server's.
-    let authority = if is_https(headers) {
-        origin.strip_prefix("https://")
-    } else {
-        origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-    };
-    if authority.is_some_and(|a| !host.is_empty() && a.eq_ignore_ascii_case(host)) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "a request from {origin} may not act on this board"
-        )))
-    }
 }
 
 /// How sign-in works in the server's mode: (a token is needed, a name is asked for).
@@ -665,25 +500,6 @@ fn form_field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
         .map_or("", |(_, value)| value.as_str())
 }
 
-/// Whether a TLS-terminating proxy says the browser used HTTPS (`X-Forwarded-Proto: https`).
-fn is_https(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
-}
-
-/// The session cookie `Set-Cookie` sends: over HTTPS `__Host-` and `Secure`, so it never
-/// travels over plain HTTP and nothing else can plant it.
-fn session_cookie(headers: &HeaderMap, value: &str, max_age: i64) -> String {
-    let (name, secure) = if is_https(headers) {
-        (SECURE_SESSION_COOKIE, "; Secure")
-    } else {
-        (SESSION_COOKIE, "")
-    };
-    format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
-}
-
 /// `next` if it is a board page, else the overview: a sign-in never sends anyone elsewhere.
 fn board_path(next: &str) -> &str {
     let safe = next == "/board"
@@ -691,14 +507,6 @@ fn board_path(next: &str) -> &str {
             .strip_prefix("/board/feature/")
             .is_some_and(|id| FeatureId::parse(id).is_ok());
     if safe { next } else { "/board" }
-}
-
-/// 32 random bytes in hexadecimal: a session id or a CSRF token.
-fn random_hex() -> Result<String, ApiError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| ApiError::Internal(format!("no randomness for a session: {e}")))?;
-    Ok(to_hex(&bytes))
 }
 
 fn html(status: StatusCode, markup: maud::Markup) -> HttpResponse {
@@ -752,51 +560,6 @@ fn problem(error: ApiError) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_static(value));
-        }
-        map
-    }
-
-    #[test]
-    fn the_session_cookie_is_found_among_others() {
-        let h = headers(&[("cookie", "a=1; orchestrator_session=abc; b=2")]);
-        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
-        let h = headers(&[("cookie", "a=1"), ("cookie", "orchestrator_session=xyz")]);
-        assert_eq!(cookie(&h, SESSION_COOKIE), Some("xyz"));
-        assert_eq!(
-            cookie(
-                &headers(&[("cookie", "orchestrator_session=")]),
-                SESSION_COOKIE
-            ),
-            None
-        );
-        assert_eq!(cookie(&headers(&[]), SESSION_COOKIE), None);
-    }
-
-    #[test]
-    fn only_the_servers_own_origin_may_write() {
-        assert!(same_origin(&headers(&[("host", "127.0.0.1:8080")])).is_ok());
-        assert!(
-            same_origin(&headers(&[
-                ("host", "127.0.0.1:8080"),
-                ("origin", "http://127.0.0.1:8080")
-            ]))
-            .is_ok()
-        );
-        assert!(
-            same_origin(&headers(&[
-                ("host", "127.0.0.1:8080"),
-                ("origin", "http://evil.example")
-            ]))
-            .is_err()
-        );
-        assert!(same_origin(&headers(&[("host", "127.0.0.1:8080"), ("origin", "null")])).is_err());
-        assert!(same_origin(&headers(&[("origin", "http://127.0.0.1:8080")])).is_err());
-    }
 
     #[test]
     fn sign_in_returns_only_to_board_pages() {
