@@ -137,8 +137,7 @@ impl ApiError {
             }
             _ => tracing::debug!(error = %self, "request refused"),
         }
-        let status =
-            StatusCode::from_u16(body.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = status_of(body.code);
         let mut response = super::body::json_response(status, &ErrorEnvelope { error: body });
         match &self {
             ApiError::Unauthorized => {
@@ -165,6 +164,11 @@ impl ApiError {
         }
         response
     }
+}
+
+/// The HTTP status an error code answers with.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {

@@ -586,6 +586,12 @@ async fn bad_input_gets_a_page_with_the_status_the_api_would_answer() {
             .unwrap()
             .ends_with("; Secure")
     );
+    assert!(
+        proxied.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .starts_with("__Host-orchestrator_session=")
+    );
     // A value that would be markup is shown as text.
     let hostile = StartWorkflowRequest::new("hostile", "<script>alert(1)</script>");
     app.client.start_workflow(&hostile).await.unwrap();

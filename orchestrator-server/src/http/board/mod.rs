@@ -536,8 +536,7 @@ fn redirect(to: &str, cookie: Option<&str>) -> HttpResponse {
 /// An error as a page, with the status the API would answer.
 fn problem(error: ApiError) -> HttpResponse {
     let body = error.body();
-    let status =
-        StatusCode::from_u16(body.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = super::error::status_of(body.code);
     if status.is_server_error() {
         tracing::error!(error = %error, "board page failed");
     }

@@ -59,7 +59,7 @@ pub(crate) async fn still_signed_in(app: &App, key: &str) -> bool {
 /// Whether the request carries a board session cookie (and so may be answered by
 /// [`api_caller`]).
 pub(crate) fn has_session_cookie(headers: &HeaderMap) -> bool {
-    session_key(headers).is_some()
+    session_id(headers).is_some()
 }
 
 /// A live session, with who it acts as now.
@@ -86,9 +86,12 @@ impl Session {
 
 /// The key of the session the request's cookie names: the SHA-256 of its id.
 pub(super) fn session_key(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, SECURE_SESSION_COOKIE)
-        .or_else(|| cookie(headers, SESSION_COOKIE))
-        .map(|id| to_hex(&token_hash(id)))
+    session_id(headers).map(|id| to_hex(&token_hash(id)))
+}
+
+/// The session id the request's cookie carries (the `__Host-` one first).
+fn session_id(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SECURE_SESSION_COOKIE).or_else(|| cookie(headers, SESSION_COOKIE))
 }
 
 /// The session the request's cookie names, if it holds (see [`session_by_key`]).
@@ -260,5 +263,25 @@ mod tests {
         );
         assert!(same_origin(&headers(&[("host", "127.0.0.1:8080"), ("origin", "null")])).is_err());
         assert!(same_origin(&headers(&[("origin", "http://127.0.0.1:8080")])).is_err());
+        // Behind a TLS proxy that says so, only the https origin is this server's.
+        let proxied = |origin: &'static str| {
+            same_origin(&headers(&[
+                ("host", "board.example"),
+                ("x-forwarded-proto", "https"),
+                ("origin", origin),
+            ]))
+        };
+        assert!(proxied("https://board.example").is_ok());
+        assert!(proxied("http://board.example").is_err());
+    }
+
+    #[test]
+    fn the_secure_cookie_is_found_first() {
+        let h = headers(&[(
+            "cookie",
+            "orchestrator_session=plain; __Host-orchestrator_session=secure",
+        )]);
+        assert_eq!(session_id(&h), Some("secure"));
+        assert!(has_session_cookie(&h));
     }
 }
