@@ -283,8 +283,10 @@ impl reqwest::dns::Resolve for PublicOnly {
 }
 
 /// The worker: every [`POLL_EVERY`] until `stop` turns true, enqueues new events and attempts
-/// due deliveries; while more are due than it has slots for, it claims again as soon as an
-/// attempt ends. In-flight attempts finish (bounded by [`ATTEMPT_TIMEOUT`]) before it ends.
+/// due deliveries. The outcomes of the attempts that ended are stored together, in one write,
+/// as soon as the worker sees them end. While more are due than it has slots for, it claims
+/// again once half the slots are free (fewer, larger claims). In-flight attempts finish
+/// (bounded by [`ATTEMPT_TIMEOUT`]), and their outcomes are stored, before it ends.
 pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
     let Some(webhooks) = app.webhooks() else {
         return;
@@ -294,14 +296,24 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut busy = false;
+    let mut ended = Vec::new();
     loop {
         let ticked = tokio::select! {
             _ = tick.tick() => true,
-            // Busy: every slot was taken; one is free again.
-            Some(_) = attempts.join_next(), if busy => false,
+            Some(done) = attempts.join_next() => {
+                ended.extend(done.ok());
+                false
+            }
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        while attempts.try_join_next().is_some() {}
+        while let Some(done) = attempts.try_join_next() {
+            ended.extend(done.ok());
+        }
+        record(webhooks, &mut ended).await;
+        // Busy: every slot was taken when it last claimed.
+        if !ticked && !(busy && slots.available_permits() >= MAX_IN_FLIGHT / 2) {
+            continue;
+        }
         let round = async {
             if ticked && !enqueue(&app, webhooks).await? {
                 return Ok(false);
@@ -313,7 +325,10 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
             false
         });
     }
-    while attempts.join_next().await.is_some() {}
+    while let Some(done) = attempts.join_next().await {
+        ended.extend(done.ok());
+    }
+    record(webhooks, &mut ended).await;
 }
 
 /// Turns each webhook's new events into deliveries; false when there is no webhook.
@@ -336,7 +351,7 @@ async fn claim(
     app: &App,
     webhooks: &Arc<Webhooks>,
     slots: &Arc<Semaphore>,
-    attempts: &mut JoinSet<()>,
+    attempts: &mut JoinSet<AttemptRecord>,
 ) -> Result<bool, RepositoryError> {
     let free = u32::try_from(slots.available_permits()).unwrap_or(0);
     if free == 0 {
@@ -355,14 +370,14 @@ async fn claim(
         let (app, webhooks) = (app.clone(), webhooks.clone());
         attempts.spawn(async move {
             let _slot = slot;
-            deliver(&app, &webhooks, delivery).await;
+            deliver(&app, &webhooks, delivery).await
         });
     }
     Ok(full)
 }
 
-/// Attempts one delivery and stores the outcome.
-async fn deliver(app: &App, webhooks: &Webhooks, delivery: DueDelivery) {
+/// Attempts one delivery: the outcome to store.
+async fn deliver(app: &App, webhooks: &Webhooks, delivery: DueDelivery) -> AttemptRecord {
     let started = Instant::now();
     let record = webhooks.attempt(&delivery, app.now()).await;
     let outcome = match record.status {
@@ -379,14 +394,29 @@ async fn deliver(app: &App, webhooks: &Webhooks, delivery: DueDelivery) {
         error = record.error.as_deref().unwrap_or(""),
         "webhook delivery attempted"
     );
-    match webhooks.store().record_attempt(&record).await {
-        Ok(true) => {}
-        Ok(false) => tracing::debug!(delivery = %delivery.id, "the delivery's claim had ended"),
-        // The lease ends and the delivery is attempted again: at least once.
-        Err(e) => {
-            tracing::warn!(delivery = %delivery.id, error = %e, "could not store a webhook attempt")
-        }
+    record
+}
+
+/// Stores the outcomes of the attempts that ended, in one write, and empties `ended`.
+async fn record(webhooks: &Webhooks, ended: &mut Vec<AttemptRecord>) {
+    if ended.is_empty() {
+        return;
     }
+    match webhooks.store().record_attempts(ended).await {
+        Ok(stored) if stored < ended.len() as u64 => tracing::debug!(
+            attempts = ended.len(),
+            stored,
+            "some deliveries' claims had ended; their outcomes were not stored"
+        ),
+        Ok(_) => {}
+        // Their leases end and the deliveries are attempted again: at least once.
+        Err(e) => tracing::warn!(
+            attempts = ended.len(),
+            error = %e,
+            "could not store webhook attempts"
+        ),
+    }
+    ended.clear();
 }
 
 #[cfg(test)]

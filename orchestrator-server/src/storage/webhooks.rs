@@ -114,9 +114,10 @@ pub trait WebhookRepository: Send + Sync {
         limit: u32,
     ) -> Result<Vec<DueDelivery>, RepositoryError>;
 
-    /// Stores an attempt's outcome if its claim still holds the delivery; false if not (the
-    /// lease ended and another attempt took over, or it was redelivered meanwhile).
-    async fn record_attempt(&self, record: &AttemptRecord) -> Result<bool, RepositoryError>;
+    /// Stores the outcomes of attempts, in one write; each only if its claim still holds the
+    /// delivery (not if the lease ended and another attempt took over, or it was redelivered
+    /// meanwhile). Answers how many were stored.
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<u64, RepositoryError>;
 
     /// A webhook's deliveries, newest event first, as `page` asks: up to one more than its
     /// limit, so the caller knows whether another page follows.
@@ -164,8 +165,8 @@ pub(crate) enum WebhookWrite {
         /// Most deliveries claimed.
         limit: i64,
     },
-    /// See [`WebhookRepository::record_attempt`] (answers `Count`).
-    Record(RecordRow),
+    /// See [`WebhookRepository::record_attempts`] (answers `Count`).
+    Record(Vec<RecordRow>),
     /// See [`WebhookRepository::redeliver`] (answers `Count`).
     Redeliver {
         /// The webhook.
@@ -301,9 +302,12 @@ impl<B: WebhookBackend> WebhookRepository for B {
         self.write(Write::Webhook(write)).await?.into_due()
     }
 
-    async fn record_attempt(&self, record: &AttemptRecord) -> Result<bool, RepositoryError> {
-        let write = WebhookWrite::Record(RecordRow::from(record));
-        Ok(self.write(Write::Webhook(write)).await?.count() > 0)
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<u64, RepositoryError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let write = WebhookWrite::Record(records.iter().map(RecordRow::from).collect());
+        Ok(self.write(Write::Webhook(write)).await?.count())
     }
 
     async fn deliveries(

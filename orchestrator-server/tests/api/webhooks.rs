@@ -649,8 +649,19 @@ async fn the_store_queues_each_event_once(
         lease: claimed[0].lease - 1,
         ..delivered.clone()
     };
-    assert!(!store.record_attempt(&stale).await.unwrap());
-    assert!(store.record_attempt(&delivered).await.unwrap());
+    assert_eq!(store.record_attempts(&[stale]).await.unwrap(), 0);
+    assert_eq!(store.record_attempts(&[]).await.unwrap(), 0);
+    // Several in one write, each judged by its own lease.
+    let pending = AttemptRecord {
+        id: claimed[1].id.clone(),
+        lease: claimed[1].lease - 1,
+        status: DeliveryStatus::Pending,
+        ..delivered.clone()
+    };
+    assert_eq!(
+        store.record_attempts(&[delivered, pending]).await.unwrap(),
+        1
+    );
 
     // Only the settled one is purged; the pending one (still leased) stays.
     let later = now + chrono::Duration::seconds(1);

@@ -140,12 +140,15 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
                 due.into_iter().map(DueDelivery::from).collect(),
             ))
         }
-        WebhookWrite::Record(record) => {
-            diesel::update(queries::leased_delivery(&record.id, record.lease))
-                .set(&record.changes)
-                .execute(conn)
-                .await
-                .map(count)
+        WebhookWrite::Record(records) => {
+            let mut stored = 0;
+            for record in records {
+                stored += diesel::update(queries::leased_delivery(&record.id, record.lease))
+                    .set(&record.changes)
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(count(stored))
         }
         WebhookWrite::Redeliver {
             webhook_id,

@@ -121,11 +121,14 @@ pub fn apply(
                 due.into_iter().map(DueDelivery::from).collect(),
             ))
         }
-        WebhookWrite::Record(record) => {
-            diesel::update(queries::leased_delivery(&record.id, record.lease))
-                .set(&record.changes)
-                .execute(conn)
-                .map(count)
+        WebhookWrite::Record(records) => {
+            let mut stored = 0;
+            for record in records {
+                stored += diesel::update(queries::leased_delivery(&record.id, record.lease))
+                    .set(&record.changes)
+                    .execute(conn)?;
+            }
+            Ok(count(stored))
         }
         WebhookWrite::Redeliver {
             webhook_id,
