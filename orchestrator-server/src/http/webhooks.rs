@@ -311,7 +311,8 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
         }
         record(webhooks, &mut ended).await;
         // Busy: every slot was taken when it last claimed.
-        if !ticked && !(busy && slots.available_permits() >= MAX_IN_FLIGHT / 2) {
+        let claim_again = busy && slots.available_permits() >= MAX_IN_FLIGHT / 2;
+        if !(ticked || claim_again) {
             continue;
         }
         let round = async {

@@ -271,6 +271,13 @@ pub fn newest_event_before(before: i64) -> _ {
         .limit(1_i64)
 }
 
+/// The lowest webhook mark: every event after it is still to become a delivery of some
+/// webhook (`None` without webhooks).
+pub fn oldest_webhook_mark()
+-> dsl::Select<webhooks::table, diesel::helper_types::min<webhooks::enqueued_through>> {
+    webhooks::table.select(dsl::min(webhooks::enqueued_through))
+}
+
 /// The events up to `through`.
 #[dsl::auto_type]
 pub fn events_through(through: i64) -> _ {

@@ -82,8 +82,8 @@ pub enum Write {
     ReleaseKey(String, String),
     /// Forgets keys first claimed before this (Unix microseconds); answers `Count`.
     PurgeKeys(i64),
-    /// Forgets the events up to the newest one made before this (Unix microseconds); answers
-    /// `Count`.
+    /// Forgets the events up to the newest one made before this (Unix microseconds), but none
+    /// a webhook has yet to turn into deliveries (see [`purge_through`]); answers `Count`.
     PurgeEvents(i64),
     /// Many new workflows at once (seeding): all or none; no events.
     Import(Vec<WorkflowRow>, Vec<TransitionRow>),
@@ -312,6 +312,14 @@ pub fn interrupted_events(
     })
 }
 
+/// The newest event retention deletes: the newest made before the cut-off (`newest_before`),
+/// but never past the lowest webhook mark (`oldest_mark`), so an event outlives the cut-off
+/// until every webhook has turned it into its delivery. `None`: nothing to delete.
+pub(crate) fn purge_through(newest_before: Option<i64>, oldest_mark: Option<i64>) -> Option<i64> {
+    let newest = newest_before?;
+    Some(oldest_mark.map_or(newest, |mark| newest.min(mark)))
+}
+
 impl Written {
     /// The session a swap left stored.
     pub fn into_session(self, feature_id: &FeatureId) -> Result<HubSessionId, RepositoryError> {
@@ -383,5 +391,22 @@ pub fn conflict(id: &FeatureId, expected: i64, actual: Option<i64>) -> Repositor
             actual: u64::try_from(actual).unwrap_or(0),
         },
         None => RepositoryError::NotFound(id.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::purge_through;
+
+    #[test]
+    fn retention_stops_at_the_lowest_webhook_mark() {
+        assert_eq!(purge_through(None, Some(5)), None, "nothing old enough");
+        assert_eq!(purge_through(Some(9), None), Some(9), "no webhook");
+        assert_eq!(purge_through(Some(9), Some(5)), Some(5), "a webhook behind");
+        assert_eq!(
+            purge_through(Some(3), Some(5)),
+            Some(3),
+            "every webhook ahead"
+        );
     }
 }

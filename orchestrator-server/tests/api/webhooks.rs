@@ -594,6 +594,9 @@ async fn the_store_queues_each_event_once(
     store.create_webhook(&webhook, &secret).await.unwrap();
     start("after-1").await.unwrap();
     start("after-2").await.unwrap();
+    // Retention keeps what the webhook has yet to enqueue: only the event before it goes.
+    let much_later = chrono::Utc::now() + chrono::Duration::minutes(1);
+    assert_eq!(store.purge_events(much_later).await.unwrap(), 1);
 
     let now = chrono::Utc::now();
     assert_eq!(
@@ -614,6 +617,8 @@ async fn the_store_queues_each_event_once(
             .unwrap(),
         0
     );
+    // Enqueued: retention may take them now.
+    assert_eq!(store.purge_events(much_later).await.unwrap(), 2);
     let page = orchestrator_core::api::DeliveriesQuery::parse_query([]).unwrap();
     let queued = store.deliveries(&webhook.id, &page).await.unwrap();
     assert_eq!(

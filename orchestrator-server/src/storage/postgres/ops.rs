@@ -19,7 +19,7 @@ use crate::storage::schema::{
     transitions, workflows,
 };
 use crate::storage::write::{
-    ClaimStep, Write, Written, consultation_refusal, interrupted_events, judge_claim,
+    ClaimStep, Write, Written, consultation_refusal, interrupted_events, judge_claim, purge_through,
 };
 
 /// One workflow's row.
@@ -325,7 +325,8 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 .get_result(conn)
                 .await
                 .optional()?;
-            let Some(through) = newest else {
+            let oldest_mark = queries::oldest_webhook_mark().get_result(conn).await?;
+            let Some(through) = purge_through(newest, oldest_mark) else {
                 return Ok(Written::Count(0));
             };
             let n = diesel::delete(queries::events_through(through))

@@ -18,7 +18,7 @@ use crate::storage::schema::{
 };
 use crate::storage::write::{
     ClaimStep, Commit, Write, Written, conflict, consultation_refusal, interrupted_events,
-    judge_claim,
+    judge_claim, purge_through,
 };
 
 /// One workflow's row.
@@ -262,7 +262,8 @@ pub fn apply(
             let newest: Option<i64> = queries::newest_event_before(*before)
                 .get_result(conn)
                 .optional()?;
-            let Some(through) = newest else {
+            let oldest_mark = queries::oldest_webhook_mark().get_result(conn)?;
+            let Some(through) = purge_through(newest, oldest_mark) else {
                 return Ok(Written::Count(0));
             };
             let n = diesel::delete(queries::events_through(through)).execute(conn)?;
