@@ -41,8 +41,6 @@ const BUSY_TIMEOUT_MS: u32 = 5_000;
 /// Page cache of each connection, in KiB. The operating system caches the file too; this
 /// bounds the process's memory however large the database grows.
 const PAGE_CACHE_KIB: u32 = 1024;
-/// Size the WAL file is cut back to after a checkpoint resets it.
-const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Workflows, their histories and consultations in one SQLite file.
 #[derive(Clone)]
@@ -70,7 +68,7 @@ fn pragmas(durable: bool) -> String {
          PRAGMA synchronous = {};
          PRAGMA foreign_keys = ON;
          PRAGMA cache_size = -{PAGE_CACHE_KIB};
-         PRAGMA journal_size_limit = {WAL_LIMIT_BYTES};",
+         PRAGMA journal_size_limit = {WAL_RESET_BYTES};",
         if durable { "FULL" } else { "OFF" }
     )
 }
