@@ -19,6 +19,7 @@
 //! target/release/examples/bench --database-url postgres://postgres@127.0.0.1/bench  # an empty database
 //! target/release/examples/bench --smoke                         # a few seconds, for CI
 //! target/release/examples/bench --webhook                       # every event also POSTed to a receiver
+//! target/release/examples/bench --webhook --webhook-types gate.overdue  # a subscription, no deliveries
 //! target/release/examples/bench --streams 1000 --stream-rate 1000 --seconds 10  # SSE delay
 //! ```
 
@@ -76,6 +77,11 @@ struct Args {
     /// also delivered; reports the deliveries received.
     #[arg(long)]
     webhook: bool,
+    /// With --webhook: subscribe it to these event types only (comma-separated), e.g.
+    /// `gate.overdue`, which this load never makes: the cost of a subscription without
+    /// deliveries.
+    #[arg(long, value_delimiter = ',', requires = "webhook")]
+    webhook_types: Vec<String>,
     /// Instead of the phases: this many server-sent event streams open while advances run at
     /// --stream-rate per second for --seconds; reports each event's delay to each stream.
     #[arg(long, value_name = "CONSUMERS")]
@@ -153,8 +159,15 @@ async fn main() -> anyhow::Result<()> {
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
     let delivered = if args.webhook {
         let (url, count) = streams::webhook_receiver().await?;
-        streams::create_webhook(address, &url).await?;
-        println!("- a webhook delivers every event to a receiver in the benchmark's process");
+        streams::create_webhook(address, &url, &args.webhook_types).await?;
+        if args.webhook_types.is_empty() {
+            println!("- a webhook delivers every event to a receiver in the benchmark's process");
+        } else {
+            println!(
+                "- a webhook delivers the events of type {} to a receiver in the benchmark's process",
+                args.webhook_types.join(", ")
+            );
+        }
         Some(count)
     } else {
         None

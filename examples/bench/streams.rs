@@ -218,10 +218,15 @@ pub async fn webhook_receiver() -> anyhow::Result<(String, Arc<AtomicU64>)> {
     Ok((url, count))
 }
 
-/// Subscribes `url` to every event on the server at `address`.
-pub async fn create_webhook(address: SocketAddr, url: &str) -> anyhow::Result<()> {
+/// Subscribes `url` to the events of `types` (every event when empty) on the server at
+/// `address`.
+pub async fn create_webhook(
+    address: SocketAddr,
+    url: &str,
+    types: &[String],
+) -> anyhow::Result<()> {
     let mut sender = open(address).await?;
-    let body = format!(r#"{{"url":"{url}"}}"#);
+    let body = serde_json::json!({ "url": url, "event_types": types }).to_string();
     let (status, answer) = call(&mut sender, Method::POST, "/webhooks", Some(body)).await?;
     anyhow::ensure!(
         status == StatusCode::CREATED,
