@@ -11,8 +11,9 @@
 //! file once a second without blocking anyone (PASSIVE), but a log that is written back to back
 //! never restarts from its beginning that way: so the writer itself, between two batches, resets
 //! it (a RESTART checkpoint, which waits for the readers' microsecond reads) once it passes
-//! [`WAL_RESET_BYTES`]. By then the checkpoint thread has copied most of it, so the reset is
-//! short. The file is not emptied (TRUNCATE) but kept at [`WAL_RESET_BYTES`] and overwritten
+//! [`WAL_RESET_BYTES`]. The reset still syncs the database file, and no batch runs meanwhile:
+//! at full load that stop is most of the latency tail, hence a threshold that makes it rare
+//! (see [`WAL_RESET_BYTES`]). The file is not emptied (TRUNCATE) but kept at [`WAL_RESET_BYTES`] and overwritten
 //! from its beginning: a commit that only overwrites blocks syncs its data alone, while one
 //! that makes the file grow must also sync the file's size and new blocks — measured, a log
 //! truncated at every reset cost a fifth of the advance throughput. SQLite cuts the file back to
