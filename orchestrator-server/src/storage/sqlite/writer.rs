@@ -9,18 +9,19 @@
 //!
 //! The write-ahead log stays bounded. A checkpoint thread copies it back into the database
 //! file once a second without blocking anyone (PASSIVE), but a log that is written back to back
-//! never restarts from its beginning that way: so the writer itself, between two batches, resets
-//! it (a RESTART checkpoint, which waits for the readers' microsecond reads) once it passes
-//! [`WAL_RESET_BYTES`]. The reset still syncs the database file, and no batch runs meanwhile:
-//! at full load that stop is most of the latency tail, hence a threshold that makes it rare
-//! (see [`WAL_RESET_BYTES`]). The file is not emptied (TRUNCATE) but kept at [`WAL_RESET_BYTES`] and overwritten
-//! from its beginning: a commit that only overwrites blocks syncs its data alone, while one
-//! that makes the file grow must also sync the file's size and new blocks — measured, a log
-//! truncated at every reset cost a fifth of the advance throughput. SQLite cuts the file back to
-//! `journal_size_limit` (set to [`WAL_RESET_BYTES`]) when the first commit after a reset lands,
-//! so the file grows past [`WAL_RESET_BYTES`] only once the log itself does: its size is the
-//! signal to reset. [`Writer::shutdown`] empties the log and joins both threads, so a clean
-//! stop leaves no log behind.
+//! never restarts from its beginning that way: the writer must reset it (a RESTART checkpoint)
+//! once it passes [`WAL_RESET_BYTES`], and no batch runs during a reset. So the reset is done
+//! in two steps (see `Log::reset_if_large`): the checkpoint thread first copies the log while
+//! batches go on, again if much was committed meanwhile, and only then does the writer stop,
+//! to copy the little left, sync the database file and restart the log. The file is not
+//! emptied (TRUNCATE) but kept at [`WAL_RESET_BYTES`] and overwritten from its beginning: a
+//! commit that only overwrites blocks syncs its data alone, while one that makes the file grow
+//! must also sync the file's size and new blocks — measured, a log truncated at every reset
+//! cost a fifth of the advance throughput. SQLite cuts the file back to `journal_size_limit`
+//! (set to [`WAL_RESET_BYTES`]) when the first commit after a reset lands, so the file grows
+//! past [`WAL_RESET_BYTES`] only once the log itself does: its size is the signal to reset.
+//! [`Writer::shutdown`] empties the log and joins both threads, so a clean stop leaves no log
+//! behind.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
@@ -41,12 +42,22 @@ const MAX_BATCH: usize = 256;
 /// mean fewer syncs of the database file competing with the WAL's (measured: 250 ms gave a
 /// noticeably worse p99 than 1 s).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
-/// Size of the write-ahead log past which the writer resets it before the next batch. The log
-/// then never grows much beyond this (by one batch at most), below the 64 MiB bound; it is
-/// also the connection's `journal_size_limit`, the size SQLite cuts the file back to. Each
-/// reset stops the writer for a sync of the database file, so fewer resets mean a shorter
-/// latency tail: measured at 32 clients, p99 11–12 ms with 16 MiB, 8.2–8.3 ms with 32 MiB.
-pub const WAL_RESET_BYTES: u64 = 32 * 1024 * 1024;
+/// Size of the write-ahead log past which it is reset. It is also the connection's
+/// `journal_size_limit`, the size SQLite cuts the file back to. While the checkpoint thread
+/// copies, the log grows a few MiB further (at most [`WAL_RESET_SLACK_BYTES`] further, then by
+/// one copy's worth), staying under 64 MiB; a crash replays at most that much. Each reset still
+/// stops the writer briefly, so fewer resets mean a shorter latency tail (docs/PERFORMANCE.md).
+pub const WAL_RESET_BYTES: u64 = 48 * 1024 * 1024;
+/// How far past [`WAL_RESET_BYTES`] the log may grow while the checkpoint thread copies it;
+/// past this the writer waits for the copy under way and resets at once.
+const WAL_RESET_SLACK_BYTES: u64 = 8 * 1024 * 1024;
+/// Most the log may have grown during the checkpoint thread's copy for the writer to reset it
+/// after it; past this, the thread copies again first (so the writer's own copy stays short).
+const WAL_RESET_LEFT_BYTES: u64 = 512 * 1024;
+/// Most copies the checkpoint thread makes for one reset: under full load each copy takes
+/// long enough for the next batches to leave more than [`WAL_RESET_LEFT_BYTES`] behind, so
+/// the writer stops after the third whatever is left.
+const WAL_RESET_ROUNDS: u32 = 3;
 
 enum Job {
     Write {
@@ -79,23 +90,37 @@ impl Writer {
         conn.batch_execute("PRAGMA wal_autocheckpoint = 0")
             .map_err(std::io::Error::other)?;
         let (jobs, queue) = mpsc::channel();
-        let (stop, stopped) = mpsc::channel::<()>();
+        let (requests, requested) = mpsc::channel::<()>();
+        let (copied, copies) = mpsc::channel::<()>();
         let checkpoints = std::thread::Builder::new()
             .name("sqlite-checkpoint".to_owned())
             .spawn(move || {
-                // Passive: copies what no reader still needs, never blocks the writer.
-                while let Err(mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(CHECKPOINT_EVERY)
-                {
+                // Passive: copies what no reader still needs, never blocks the writer. Once a
+                // second, and at once when the writer asks (then it is told when done).
+                loop {
+                    let asked = match requested.recv_timeout(CHECKPOINT_EVERY) {
+                        Ok(()) => true,
+                        Err(mpsc::RecvTimeoutError::Timeout) => false,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     let _ = checkpointer.batch_execute("PRAGMA wal_checkpoint(PASSIVE)");
+                    if asked && copied.send(()).is_err() {
+                        break;
+                    }
                 }
             })?;
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
             .spawn(move || {
-                run(&mut conn, &queue, &wal, &metrics);
+                let mut log = Log {
+                    path: wal,
+                    requests,
+                    copies,
+                    asked: None,
+                };
+                run(&mut conn, &queue, &mut log, &metrics);
                 // The checkpoint thread ends first, so the last reset finds nobody copying.
-                drop(stop);
+                drop(log);
                 let _ = checkpoints.join();
                 if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)") {
                     tracing::warn!(error = %e, "final checkpoint failed; the log is replayed at the next start");
@@ -134,7 +159,7 @@ impl Writer {
 fn run(
     conn: &mut SqliteConnection,
     queue: &mpsc::Receiver<Job>,
-    wal: &std::path::Path,
+    log: &mut Log,
     metrics: &StorageMetrics,
 ) {
     let mut stopping = false;
@@ -163,21 +188,86 @@ fn run(
             // A caller that gave up (its request was dropped) no longer listens.
             let _ = reply.send(result);
         }
-        reset_log_if_large(conn, wal);
+        log.reset_if_large(conn);
     }
 }
 
-/// Resets the write-ahead log once it has grown past [`WAL_RESET_BYTES`]: no write runs while
-/// the writer does this, so the log is copied completely and the next batch writes it again
-/// from the file's beginning.
-fn reset_log_if_large(conn: &mut SqliteConnection, wal: &std::path::Path) {
-    let size = std::fs::metadata(wal).map_or(0, |m| m.len());
-    if size <= WAL_RESET_BYTES {
-        return;
+/// The writer's side of keeping the write-ahead log bounded.
+struct Log {
+    /// The log's file, `<database>-wal`.
+    path: PathBuf,
+    /// Asks the checkpoint thread to copy the log now.
+    requests: mpsc::Sender<()>,
+    /// Says that the copy asked for is done.
+    copies: mpsc::Receiver<()>,
+    /// The copy asked for and not yet reported done.
+    asked: Option<Asked>,
+}
+
+impl Log {
+    /// Resets the log once it has grown past [`WAL_RESET_BYTES`], in two steps so the writer
+    /// stops only briefly. First the checkpoint thread copies the log into the database file
+    /// while batches go on (up to [`WAL_RESET_ROUNDS`] times, while more than
+    /// [`WAL_RESET_LEFT_BYTES`] was committed during a copy); then the writer resets the log
+    /// (a RESTART checkpoint): no write runs meanwhile, but only what was committed during the
+    /// last copy is left to copy and sync. Should the log reach [`WAL_RESET_BYTES`] +
+    /// [`WAL_RESET_SLACK_BYTES`] first (a copy held up by a long read, a slow disk), the
+    /// writer waits for the copy under way and resets at once.
+    fn reset_if_large(&mut self, conn: &mut SqliteConnection) {
+        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        if size <= WAL_RESET_BYTES || !self.copied_enough(size) {
+            return;
+        }
+        if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(RESTART)") {
+            tracing::warn!(error = %e, wal_bytes = size, "could not reset the write-ahead log");
+        }
+        self.asked = None;
     }
-    if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(RESTART)") {
-        tracing::warn!(error = %e, wal_bytes = size, "could not reset the write-ahead log");
+
+    /// Whether the log, now `size` bytes, is to be reset now: the checkpoint thread has
+    /// copied it up to a little while ago, or it has grown too far to go on without a reset.
+    /// Asks the thread for copies as needed.
+    fn copied_enough(&mut self, size: u64) -> bool {
+        let Some(asked) = self.asked else {
+            // A checkpoint thread that has stopped cannot be asked: reset at once.
+            return !self.ask(size, 1);
+        };
+        if self.copies.try_recv().is_err() {
+            if size <= WAL_RESET_BYTES + WAL_RESET_SLACK_BYTES {
+                return false;
+            }
+            // Grown too far: let the copy under way end (the reset could not run beside
+            // it), then reset.
+            let _ = self.copies.recv();
+            return true;
+        }
+        if size.saturating_sub(asked.size) > WAL_RESET_LEFT_BYTES && asked.round < WAL_RESET_ROUNDS
+        {
+            // Much was committed during the copy: copy that too before stopping.
+            return !self.ask(size, asked.round + 1);
+        }
+        true
     }
+
+    /// Asks the checkpoint thread for a copy of the log, now `size` bytes long; false if the
+    /// thread has stopped.
+    fn ask(&mut self, size: u64, round: u32) -> bool {
+        self.asked = self
+            .requests
+            .send(())
+            .is_ok()
+            .then_some(Asked { size, round });
+        self.asked.is_some()
+    }
+}
+
+/// A copy the writer asked the checkpoint thread for.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    /// The log's size when it was asked for.
+    size: u64,
+    /// How many copies this reset has asked for, this one included.
+    round: u32,
 }
 
 type Outcomes = Vec<Result<Written, RepositoryError>>;
@@ -289,6 +379,81 @@ mod tests {
         let mut commit = Commit::new(next.version() - 1, &next, &transition);
         commit.expected = expected;
         Write::Commit(commit)
+    }
+
+    /// A log past the reset size, and the checkpoint thread's ends of its channels.
+    fn log() -> (Log, mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (requests, requested) = mpsc::channel();
+        let (copied, copies) = mpsc::channel();
+        let log = Log {
+            path: PathBuf::from("unused"),
+            requests,
+            copies,
+            asked: None,
+        };
+        (log, requested, copied)
+    }
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn the_writer_resets_the_log_once_the_checkpoint_thread_has_copied_nearly_all_of_it() {
+        let (mut log, requested, copied) = log();
+        let past = WAL_RESET_BYTES + MIB;
+        // Past the reset size: a copy is asked for, and batches go on meanwhile.
+        assert!(!log.copied_enough(past));
+        assert!(requested.try_recv().is_ok());
+        assert!(!log.copied_enough(past + 100), "the copy is not done yet");
+        assert!(requested.try_recv().is_err(), "one copy at a time");
+        // Little was committed during the copy: reset now.
+        copied.send(()).unwrap();
+        assert!(log.copied_enough(past + 100));
+    }
+
+    #[test]
+    fn much_committed_during_a_copy_is_copied_again_but_at_most_three_times() {
+        let (mut log, requested, copied) = log();
+        let mut size = WAL_RESET_BYTES + MIB;
+        assert!(!log.copied_enough(size));
+        for round in 2..=WAL_RESET_ROUNDS {
+            size += 2 * WAL_RESET_LEFT_BYTES;
+            copied.send(()).unwrap();
+            assert!(!log.copied_enough(size), "round {round} copies again");
+        }
+        assert_eq!(requested.try_iter().count(), WAL_RESET_ROUNDS as usize);
+        size += 2 * WAL_RESET_LEFT_BYTES;
+        copied.send(()).unwrap();
+        assert!(
+            log.copied_enough(size),
+            "the last round resets whatever is left"
+        );
+        assert!(requested.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_log_past_the_slack_is_reset_once_the_copy_under_way_ends() {
+        let (mut log, requested, copied) = log();
+        assert!(!log.copied_enough(WAL_RESET_BYTES + 1));
+        assert!(requested.recv().is_ok());
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            copied.send(()).unwrap();
+            copied
+        });
+        assert!(log.copied_enough(WAL_RESET_BYTES + WAL_RESET_SLACK_BYTES + 1));
+        // It waited for the report: none is left over for the next reset.
+        let copied = thread.join().unwrap();
+        log.asked = None;
+        assert!(!log.copied_enough(WAL_RESET_BYTES + 1));
+        copied.send(()).unwrap();
+        assert!(log.copied_enough(WAL_RESET_BYTES + 2));
+    }
+
+    #[test]
+    fn without_a_checkpoint_thread_the_writer_resets_at_once() {
+        let (mut log, requested, _copied) = log();
+        drop(requested);
+        assert!(log.copied_enough(WAL_RESET_BYTES + 1));
     }
 
     fn database() -> SqliteConnection {
