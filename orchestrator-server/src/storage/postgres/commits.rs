@@ -16,8 +16,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::QueryResult;
-use diesel::sql_types::{Array, BigInt, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Untyped};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::RepositoryError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -151,14 +153,11 @@ async fn commit_batch(pool: &PgPool, metrics: &StorageMetrics, batch: Vec<Job>) 
     }
 }
 
-/// The batch statement: lock, compare-and-set, history, in one round trip.
-const BATCH: &str = r#"
-WITH v AS (
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
-                         $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[],
-                         $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                         $16::bigint[], $17::text[], $18::text[], $19::text[], $20::bool[],
-                         $21::bigint[], $22::text[], $23::text[], $24::text[])
+/// The batch statement (lock, compare-and-set, history, events, in one round trip), in three
+/// parts around its parameters: `Batch::walk_ast` binds its 24 columns as arrays (unnested
+/// into `v`) after the head, and the feature ids once more (for the lock) after the second.
+const BATCH_HEAD: &str = "WITH v AS (\n    SELECT * FROM unnest(";
+const BATCH_LOCK: &str = r#")
         AS v(feature_id, expected, state, version, rework_count,
              time_in_state, updated_at, completed_at, seq, from_state,
              to_state, trigger, actor, reason, metadata,
@@ -166,7 +165,8 @@ WITH v AS (
              gate_due_at, receipt_scope, receipt_name, receipt_answer)
 ), locked AS MATERIALIZED (
     SELECT w.feature_id, w.version FROM workflows w
-    WHERE w.feature_id = ANY($1::text[])
+    WHERE w.feature_id = ANY("#;
+const BATCH_TAIL: &str = r#"::text[])
     ORDER BY w.feature_id
     FOR UPDATE
 ), won AS (
@@ -212,6 +212,138 @@ LEFT JOIN locked ON locked.feature_id = v.feature_id
 LEFT JOIN won ON won.feature_id = v.feature_id
 "#;
 
+/// One batch's columns, bound to the batch statement. Unlike `diesel::sql_query`, which is
+/// parsed and planned by PostgreSQL at every call, this type has a query id of its own, so
+/// diesel prepares the statement once per connection and later batches only execute it.
+struct Batch {
+    feature_id: Vec<String>,
+    expected: Vec<i64>,
+    state: Vec<String>,
+    version: Vec<i64>,
+    rework_count: Vec<i64>,
+    time_in_state: Vec<String>,
+    updated_at: Vec<i64>,
+    completed_at: Vec<Option<i64>>,
+    seq: Vec<i64>,
+    from_state: Vec<String>,
+    to_state: Vec<String>,
+    trigger: Vec<String>,
+    actor: Vec<Option<String>>,
+    reason: Vec<Option<String>>,
+    metadata: Vec<String>,
+    at: Vec<i64>,
+    actor_kind: Vec<Option<String>>,
+    on_behalf_of: Vec<Option<String>>,
+    gate_stay: Vec<Option<String>>,
+    gate_override: Vec<bool>,
+    gate_due_at: Vec<Option<i64>>,
+    receipt_scope: Vec<Option<String>>,
+    receipt_name: Vec<Option<String>>,
+    receipt_answer: Vec<Option<String>>,
+}
+
+impl Batch {
+    fn new(commits: &[Commit]) -> Self {
+        fn column<T>(commits: &[Commit], f: impl Fn(&Commit) -> T) -> Vec<T> {
+            commits.iter().map(f).collect()
+        }
+        let receipt = |f: fn(&ReceiptRow) -> String| column(commits, |c| c.receipt.as_ref().map(f));
+        Batch {
+            feature_id: column(commits, |c| c.feature_id.to_string()),
+            expected: column(commits, |c| c.expected),
+            state: column(commits, |c| c.changes.state.clone()),
+            version: column(commits, |c| c.changes.version),
+            rework_count: column(commits, |c| c.changes.rework_count),
+            time_in_state: column(commits, |c| c.changes.time_in_state.clone()),
+            updated_at: column(commits, |c| c.changes.updated_at),
+            completed_at: column(commits, |c| c.changes.completed_at),
+            seq: column(commits, |c| c.history.seq),
+            from_state: column(commits, |c| c.history.from_state.clone()),
+            to_state: column(commits, |c| c.history.to_state.clone()),
+            trigger: column(commits, |c| c.history.trigger.clone()),
+            actor: column(commits, |c| c.history.actor.clone()),
+            reason: column(commits, |c| c.history.reason.clone()),
+            metadata: column(commits, |c| c.history.metadata.clone()),
+            at: column(commits, |c| c.history.at),
+            actor_kind: column(commits, |c| c.history.actor_kind.clone()),
+            on_behalf_of: column(commits, |c| c.history.on_behalf_of.clone()),
+            gate_stay: column(commits, |c| c.changes.gate_stay.clone()),
+            gate_override: column(commits, |c| c.history.gate_override),
+            gate_due_at: column(commits, |c| c.changes.gate_due_at),
+            receipt_scope: receipt(|r| r.scope.clone()),
+            receipt_name: receipt(|r| r.name.clone()),
+            receipt_answer: receipt(|r| r.answer.clone()),
+        }
+    }
+}
+
+impl QueryId for Batch {
+    type QueryId = Batch;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for Batch {
+    type SqlType = Untyped;
+}
+
+impl QueryFragment<Pg> for Batch {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(BATCH_HEAD);
+        out.push_bind_param::<Array<Text>, _>(&self.feature_id)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.expected)?;
+        out.push_sql("::bigint[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.state)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.version)?;
+        out.push_sql("::bigint[], ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.rework_count)?;
+        out.push_sql("::bigint[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.time_in_state)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.updated_at)?;
+        out.push_sql("::bigint[], ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.completed_at)?;
+        out.push_sql("::bigint[], ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.seq)?;
+        out.push_sql("::bigint[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.from_state)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.to_state)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.trigger)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.actor)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.reason)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.metadata)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.at)?;
+        out.push_sql("::bigint[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.actor_kind)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.on_behalf_of)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.gate_stay)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Bool>, _>(&self.gate_override)?;
+        out.push_sql("::bool[], ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.gate_due_at)?;
+        out.push_sql("::bigint[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.receipt_scope)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.receipt_name)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.receipt_answer)?;
+        out.push_sql("::text[]");
+        out.push_sql(BATCH_LOCK);
+        out.push_bind_param::<Array<Text>, _>(&self.feature_id)?;
+        out.push_sql(BATCH_TAIL);
+        Ok(())
+    }
+}
+
 /// What the statement decided for one write: whether it won, and the version it found (the
 /// latest committed one, read under the row lock; none when the workflow does not exist).
 #[derive(diesel::QueryableByName)]
@@ -220,65 +352,14 @@ struct Judged {
     feature_id: String,
     #[diesel(sql_type = Nullable<BigInt>)]
     current: Option<i64>,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
+    #[diesel(sql_type = Bool)]
     won: bool,
 }
 
 /// Runs `commits` (distinct workflows) as one statement on `conn`; the results line up with
 /// them: `Done`, or the refusal of a compare-and-set that lost.
 pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryResult<Vec<Written>> {
-    let column = |f: fn(&Commit) -> String| commits.iter().map(f).collect::<Vec<_>>();
-    let number = |f: fn(&Commit) -> i64| commits.iter().map(f).collect::<Vec<_>>();
-    let optional_text =
-        |f: fn(&Commit) -> Option<String>| commits.iter().map(f).collect::<Vec<_>>();
-    let receipt = |f: fn(&ReceiptRow) -> String| {
-        commits
-            .iter()
-            .map(|c| c.receipt.as_ref().map(f))
-            .collect::<Vec<_>>()
-    };
-    let judged: Vec<Judged> = diesel::sql_query(BATCH)
-        .bind::<Array<Text>, _>(column(|c| c.feature_id.to_string()))
-        .bind::<Array<BigInt>, _>(number(|c| c.expected))
-        .bind::<Array<Text>, _>(column(|c| c.changes.state.clone()))
-        .bind::<Array<BigInt>, _>(number(|c| c.changes.version))
-        .bind::<Array<BigInt>, _>(number(|c| c.changes.rework_count))
-        .bind::<Array<Text>, _>(column(|c| c.changes.time_in_state.clone()))
-        .bind::<Array<BigInt>, _>(number(|c| c.changes.updated_at))
-        .bind::<Array<Nullable<BigInt>>, _>(
-            commits
-                .iter()
-                .map(|c| c.changes.completed_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<BigInt>, _>(number(|c| c.history.seq))
-        .bind::<Array<Text>, _>(column(|c| c.history.from_state.clone()))
-        .bind::<Array<Text>, _>(column(|c| c.history.to_state.clone()))
-        .bind::<Array<Text>, _>(column(|c| c.history.trigger.clone()))
-        .bind::<Array<Nullable<Text>>, _>(optional_text(|c| c.history.actor.clone()))
-        .bind::<Array<Nullable<Text>>, _>(optional_text(|c| c.history.reason.clone()))
-        .bind::<Array<Text>, _>(column(|c| c.history.metadata.clone()))
-        .bind::<Array<BigInt>, _>(number(|c| c.history.at))
-        .bind::<Array<Nullable<Text>>, _>(optional_text(|c| c.history.actor_kind.clone()))
-        .bind::<Array<Nullable<Text>>, _>(optional_text(|c| c.history.on_behalf_of.clone()))
-        .bind::<Array<Nullable<Text>>, _>(optional_text(|c| c.changes.gate_stay.clone()))
-        .bind::<Array<diesel::sql_types::Bool>, _>(
-            commits
-                .iter()
-                .map(|c| c.history.gate_override)
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<BigInt>>, _>(
-            commits
-                .iter()
-                .map(|c| c.changes.gate_due_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Text>>, _>(receipt(|r| r.scope.clone()))
-        .bind::<Array<Nullable<Text>>, _>(receipt(|r| r.name.clone()))
-        .bind::<Array<Nullable<Text>>, _>(receipt(|r| r.answer.clone()))
-        .load(conn)
-        .await?;
+    let judged: Vec<Judged> = Batch::new(commits).load(conn).await?;
     // Everything was decided in the one statement that committed it: no second round trip
     // can fail after the commit and misreport a write that landed.
     let judged: HashMap<String, Judged> = judged
