@@ -38,9 +38,14 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// How long a connection waits for another process's lock before giving up.
 const BUSY_TIMEOUT_MS: u32 = 5_000;
-/// Page cache of each connection, in KiB. The operating system caches the file too; this
-/// bounds the process's memory however large the database grows.
-const PAGE_CACHE_KIB: u32 = 1024;
+/// Page cache of the writing connection, in KiB. The operating system caches the file too;
+/// this bounds the process's memory however large the database grows.
+const WRITER_CACHE_KIB: u32 = 1024;
+/// Page cache of each reading connection (and the checkpoint thread's), in KiB. A reader's
+/// cache is emptied whenever it starts reading after a commit, so under writes it serves one
+/// read only; measured with a million workflows stored, 256 KiB instead of 1 MiB took peak
+/// RSS at 32 clients from 31.6 to 23.0 MiB with reads and advances as fast.
+const READER_CACHE_KIB: u32 = 256;
 
 /// Workflows, their histories and consultations in one SQLite file.
 #[derive(Clone)]
@@ -60,14 +65,15 @@ impl std::fmt::Debug for SqliteRepository {
     }
 }
 
-/// Per-connection settings of every connection, readers and writer alike.
-fn pragmas(durable: bool) -> String {
+/// Per-connection settings of every connection, readers and writer alike; `cache_kib` is the
+/// connection's page cache.
+fn pragmas(durable: bool, cache_kib: u32) -> String {
     format!(
         "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {};
          PRAGMA foreign_keys = ON;
-         PRAGMA cache_size = -{PAGE_CACHE_KIB};
+         PRAGMA cache_size = -{cache_kib};
          PRAGMA journal_size_limit = {WAL_RESET_BYTES};",
         if durable { "FULL" } else { "OFF" }
     )
@@ -123,14 +129,14 @@ impl SqliteRepository {
         durable: bool,
         scratch: Option<Arc<tempfile::TempDir>>,
     ) -> Result<Self, StorageError> {
-        let connect = || -> Result<SqliteConnection, StorageError> {
+        let connect = |cache_kib| -> Result<SqliteConnection, StorageError> {
             let mut conn = SqliteConnection::establish(target)
                 .map_err(|e| StorageError::Connect(e.to_string()))?;
-            conn.batch_execute(&pragmas(durable))
+            conn.batch_execute(&pragmas(durable, cache_kib))
                 .map_err(|e| StorageError::Connect(e.to_string()))?;
             Ok(conn)
         };
-        let mut conn = connect()?;
+        let mut conn = connect(WRITER_CACHE_KIB)?;
         conn.run_pending_migrations(MIGRATIONS)
             .map_err(|e| StorageError::Migrate(e.to_string()))?;
         // A database that opens and migrates may still refuse writes (a read-only file or
@@ -140,13 +146,13 @@ impl SqliteRepository {
             ops::apply(conn, &mut ids, &Write::Probe(probe_time()))
         })
         .map_err(|e| StorageError::NotWritable(e.to_string()))?;
-        let checkpointer = connect()?;
+        let checkpointer = connect(READER_CACHE_KIB)?;
         let wal = std::path::PathBuf::from(format!("{target}-wal"));
         let metrics = Arc::new(StorageMetrics::default());
         let writer = Writer::start(conn, checkpointer, wal, metrics.clone())
             .map_err(|e| StorageError::Connect(e.to_string()))?;
         let readers = (0..readers.max(1))
-            .map(|_| connect())
+            .map(|_| connect(READER_CACHE_KIB))
             .collect::<Result<Vec<_>, _>>()?;
         metrics
             .pool_size
