@@ -157,6 +157,7 @@ async fn commit_batch(pool: &PgPool, metrics: &StorageMetrics, batch: Vec<Job>) 
 /// parts around its parameters: `Batch::walk_ast` binds its 24 columns as arrays (unnested
 /// into `v`) after the head, and the feature ids once more (for the lock) after the second.
 const BATCH_HEAD: &str = "WITH v AS (\n    SELECT * FROM unnest(";
+/// The batch statement's second part, from the end of the columns to the lock's feature ids.
 const BATCH_LOCK: &str = r#")
         AS v(feature_id, expected, state, version, rework_count,
              time_in_state, updated_at, completed_at, seq, from_state,
@@ -166,6 +167,7 @@ const BATCH_LOCK: &str = r#")
 ), locked AS MATERIALIZED (
     SELECT w.feature_id, w.version FROM workflows w
     WHERE w.feature_id = ANY("#;
+/// The batch statement's last part.
 const BATCH_TAIL: &str = r#"::text[])
     ORDER BY w.feature_id
     FOR UPDATE

@@ -2,8 +2,11 @@
 //! A write runs inside the transaction its caller opened. An advance's compare-and-set goes
 //! through `commits` instead, which runs many at once.
 
+use diesel::pg::Pg;
 use diesel::prelude::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::QueryResult;
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Untyped};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::HubSessionId;
@@ -15,8 +18,8 @@ use crate::storage::models::{
 };
 use crate::storage::queries;
 use crate::storage::schema::{
-    consultations, event_log, events, gate_overdue_notes, idempotency_keys, storage_probe,
-    transitions, workflows,
+    consultations, event_log, gate_overdue_notes, idempotency_keys, storage_probe, transitions,
+    workflows,
 };
 use crate::storage::write::{
     ClaimStep, Write, Written, consultation_refusal, interrupted_events, judge_claim, purge_through,
@@ -363,30 +366,79 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
     }
 }
 
-/// Numbers `new` after the log's last id and stores them. The update of the one `event_log`
-/// row is the transaction's last lock: held until commit, it makes transactions take ids one
-/// after the other and commit in id order (the lock is released only once the commit is
-/// visible), so no reader sees an id before every smaller one. Rolled back, the ids return.
+/// Numbers `new` after the log's last id and stores them, in one statement. Its update of the
+/// one `event_log` row is the transaction's last lock: held until commit, it makes
+/// transactions take ids one after the other and commit in id order (the lock is released only
+/// once the commit is visible), so no reader sees an id before every smaller one. Rolled back,
+/// the ids return. Since the lock serializes every transaction that appends, it is taken by
+/// this one round trip, just before the commit, not by the first of two.
 pub async fn append_events(conn: &mut AsyncPgConnection, new: &[NewEventRow]) -> QueryResult<()> {
     if new.is_empty() {
         return Ok(());
     }
-    let count = i64::try_from(new.len()).unwrap_or(i64::MAX);
-    let last: i64 = diesel::update(event_log::table.find(1))
-        .set(event_log::last_id.eq(event_log::last_id + count))
-        .returning(event_log::last_id)
-        .get_result(conn)
-        .await?;
-    let rows: Vec<EventRow> = new
-        .iter()
-        .zip(last - count + 1..)
-        .map(|(event, id)| event.numbered(id))
-        .collect();
-    diesel::insert_into(events::table)
-        .values(&rows)
-        .execute(conn)
-        .await
-        .map(|_| ())
+    Append::new(new).execute(conn).await.map(|_| ())
+}
+
+/// The append statement, in two parts around its parameters: the events' columns as arrays.
+const APPEND_HEAD: &str = "WITH v AS (SELECT * FROM unnest(";
+/// The append statement's last part: number the rows after the log's last id, insert them.
+const APPEND_TAIL: &str =
+    "::bigint[]) WITH ORDINALITY AS v(event_type, subject, time, data, seq, n)
+), numbered AS (
+    UPDATE event_log SET last_id = last_id + (SELECT count(*) FROM v) WHERE id = 1
+    RETURNING last_id
+)
+INSERT INTO events (id, event_type, subject, time, data, seq)
+SELECT numbered.last_id - (SELECT count(*) FROM v) + v.n, v.event_type, v.subject, v.time,
+       v.data, v.seq
+FROM v, numbered";
+
+/// Events to append, bound to the append statement; a query type of its own, so diesel
+/// prepares it once per connection.
+struct Append {
+    event_type: Vec<String>,
+    subject: Vec<String>,
+    time: Vec<i64>,
+    data: Vec<String>,
+    seq: Vec<Option<i64>>,
+}
+
+impl Append {
+    fn new(new: &[NewEventRow]) -> Self {
+        Append {
+            event_type: new.iter().map(|e| e.event_type.clone()).collect(),
+            subject: new.iter().map(|e| e.subject.clone()).collect(),
+            time: new.iter().map(|e| e.time).collect(),
+            data: new.iter().map(|e| e.data.clone()).collect(),
+            seq: new.iter().map(|e| e.seq).collect(),
+        }
+    }
+}
+
+impl QueryId for Append {
+    type QueryId = Append;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for Append {
+    type SqlType = Untyped;
+}
+
+impl QueryFragment<Pg> for Append {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(APPEND_HEAD);
+        out.push_bind_param::<Array<Text>, _>(&self.event_type)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.subject)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.time)?;
+        out.push_sql("::bigint[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.data)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.seq)?;
+        out.push_sql(APPEND_TAIL);
+        Ok(())
+    }
 }
 
 /// Stores a claimed key's answer, unless it has one.

@@ -381,7 +381,7 @@ mod tests {
         Write::Commit(commit)
     }
 
-    /// A log past the reset size, and the checkpoint thread's ends of its channels.
+    /// The writer's side with no copy asked for, and the checkpoint thread's ends of its channels.
     fn log() -> (Log, mpsc::Receiver<()>, mpsc::Sender<()>) {
         let (requests, requested) = mpsc::channel();
         let (copied, copies) = mpsc::channel();
