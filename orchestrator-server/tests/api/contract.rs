@@ -1050,6 +1050,21 @@ async fn import_is_all_or_nothing(repo: &dyn orchestrator_server::storage::Durab
         Err(RepositoryError::NotFound(_))
     ));
     assert_eq!(repo.summary().await.unwrap().total(), 3);
+
+    // More rows than one statement can carry (PostgreSQL takes 65 535 parameters at most).
+    let many: Vec<_> = (0..7000).map(|n| new_workflow(&format!("m{n}"))).collect();
+    repo.import(&many).await.unwrap();
+    assert_eq!(repo.get(&id("m6999")).await.unwrap(), many[6999].0);
+    assert_eq!(repo.summary().await.unwrap().total(), 7003);
+    // A clash in the last rows undoes the first ones too.
+    let mut clash: Vec<_> = (0..3000).map(|n| new_workflow(&format!("n{n}"))).collect();
+    clash.push(new_workflow("m0"));
+    assert!(repo.import(&clash).await.is_err());
+    assert!(matches!(
+        repo.get(&id("n0")).await,
+        Err(RepositoryError::NotFound(_))
+    ));
+    assert_eq!(repo.summary().await.unwrap().total(), 7003);
 }
 
 #[tokio::test(flavor = "multi_thread")]

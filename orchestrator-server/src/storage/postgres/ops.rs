@@ -25,6 +25,10 @@ use crate::storage::write::{
     ClaimStep, Write, Written, consultation_refusal, interrupted_events, judge_claim, purge_through,
 };
 
+/// Rows an import inserts per statement (of 14 columns at most, well under PostgreSQL's
+/// 65 535 parameters a statement).
+const IMPORT_ROWS: usize = 1000;
+
 /// One workflow's row.
 pub async fn get(
     conn: &mut AsyncPgConnection,
@@ -343,14 +347,20 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
         Write::Import(rows, history) => {
-            diesel::insert_into(workflows::table)
-                .values(rows)
-                .execute(conn)
-                .await?;
-            diesel::insert_into(transitions::table)
-                .values(history)
-                .execute(conn)
-                .await?;
+            // In statements of IMPORT_ROWS rows: one statement carries at most 65 535
+            // parameters. The caller's transaction keeps the import all or nothing.
+            for rows in rows.chunks(IMPORT_ROWS) {
+                diesel::insert_into(workflows::table)
+                    .values(rows)
+                    .execute(conn)
+                    .await?;
+            }
+            for history in history.chunks(IMPORT_ROWS) {
+                diesel::insert_into(transitions::table)
+                    .values(history)
+                    .execute(conn)
+                    .await?;
+            }
             Ok(Written::Done)
         }
         Write::Probe(at) => {
