@@ -90,21 +90,24 @@ impl Writer {
         conn.batch_execute("PRAGMA wal_autocheckpoint = 0")
             .map_err(std::io::Error::other)?;
         let (jobs, queue) = mpsc::channel();
-        let (requests, requested) = mpsc::channel::<()>();
-        let (copied, copies) = mpsc::channel::<()>();
+        let (requests, requested) = mpsc::channel::<u64>();
+        let (copied, copies) = mpsc::channel::<u64>();
         let checkpoints = std::thread::Builder::new()
             .name("sqlite-checkpoint".to_owned())
             .spawn(move || {
                 // Passive: copies what no reader still needs, never blocks the writer. Once a
-                // second, and at once when the writer asks (then it is told when done).
+                // second, and at once when the writer asks (then it is told when done, by the
+                // request's number).
                 loop {
                     let asked = match requested.recv_timeout(CHECKPOINT_EVERY) {
-                        Ok(()) => true,
-                        Err(mpsc::RecvTimeoutError::Timeout) => false,
+                        Ok(request) => Some(request),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     };
                     let _ = checkpointer.batch_execute("PRAGMA wal_checkpoint(PASSIVE)");
-                    if asked && copied.send(()).is_err() {
+                    if let Some(request) = asked
+                        && copied.send(request).is_err()
+                    {
                         break;
                     }
                 }
@@ -117,6 +120,7 @@ impl Writer {
                     requests,
                     copies,
                     asked: None,
+                    numbered: 0,
                 };
                 run(&mut conn, &queue, &mut log, &metrics);
                 // The checkpoint thread ends first, so the last reset finds nobody copying.
@@ -196,12 +200,14 @@ fn run(
 struct Log {
     /// The log's file, `<database>-wal`.
     path: PathBuf,
-    /// Asks the checkpoint thread to copy the log now.
-    requests: mpsc::Sender<()>,
-    /// Says that the copy asked for is done.
-    copies: mpsc::Receiver<()>,
+    /// Asks the checkpoint thread to copy the log now, with the request's number.
+    requests: mpsc::Sender<u64>,
+    /// Says which request's copy is done.
+    copies: mpsc::Receiver<u64>,
     /// The copy asked for and not yet reported done.
     asked: Option<Asked>,
+    /// Requests made so far.
+    numbered: u64,
 }
 
 impl Log {
@@ -215,7 +221,7 @@ impl Log {
     /// writer waits for the copy under way and resets at once.
     fn reset_if_large(&mut self, conn: &mut SqliteConnection) {
         let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
-        if size <= WAL_RESET_BYTES || !self.copied_enough(size) {
+        if !self.due(size) {
             return;
         }
         if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(RESTART)") {
@@ -224,24 +230,37 @@ impl Log {
         self.asked = None;
     }
 
-    /// Whether the log, now `size` bytes, is to be reset now: the checkpoint thread has
-    /// copied it up to a little while ago, or it has grown too far to go on without a reset.
-    /// Asks the thread for copies as needed.
-    fn copied_enough(&mut self, size: u64) -> bool {
+    /// Whether the log, now `size` bytes, is to be reset now. Asks the checkpoint thread for
+    /// copies as needed.
+    fn due(&mut self, size: u64) -> bool {
+        if size <= WAL_RESET_BYTES {
+            // Never past the threshold, or SQLite restarted the log itself (a copy reached
+            // its end while no write ran) and cut the file back: a copy asked for is no
+            // longer needed, and its report, if it comes, is for no one.
+            self.asked = None;
+            return false;
+        }
         let Some(asked) = self.asked else {
             // A checkpoint thread that has stopped cannot be asked: reset at once.
             return !self.ask(size, 1);
         };
-        if self.copies.try_recv().is_err() {
-            if size <= WAL_RESET_BYTES + WAL_RESET_SLACK_BYTES {
+        let past_slack = size > WAL_RESET_BYTES + WAL_RESET_SLACK_BYTES;
+        if !self.copies.try_iter().any(|done| done == asked.number) {
+            if !past_slack {
                 return false;
             }
             // Grown too far: let the copy under way end (the reset could not run beside
             // it), then reset.
-            let _ = self.copies.recv();
+            while let Ok(done) = self.copies.recv() {
+                if done == asked.number {
+                    break;
+                }
+            }
             return true;
         }
-        if size.saturating_sub(asked.size) > WAL_RESET_LEFT_BYTES && asked.round < WAL_RESET_ROUNDS
+        if size.saturating_sub(asked.size) > WAL_RESET_LEFT_BYTES
+            && asked.round < WAL_RESET_ROUNDS
+            && !past_slack
         {
             // Much was committed during the copy: copy that too before stopping.
             return !self.ask(size, asked.round + 1);
@@ -252,11 +271,13 @@ impl Log {
     /// Asks the checkpoint thread for a copy of the log, now `size` bytes long; false if the
     /// thread has stopped.
     fn ask(&mut self, size: u64, round: u32) -> bool {
-        self.asked = self
-            .requests
-            .send(())
-            .is_ok()
-            .then_some(Asked { size, round });
+        self.numbered += 1;
+        let number = self.numbered;
+        self.asked = self.requests.send(number).is_ok().then_some(Asked {
+            number,
+            size,
+            round,
+        });
         self.asked.is_some()
     }
 }
@@ -264,6 +285,8 @@ impl Log {
 /// A copy the writer asked the checkpoint thread for.
 #[derive(Debug, Clone, Copy)]
 struct Asked {
+    /// The request's number, which the thread's report repeats.
+    number: u64,
     /// The log's size when it was asked for.
     size: u64,
     /// How many copies this reset has asked for, this one included.
@@ -381,8 +404,9 @@ mod tests {
         Write::Commit(commit)
     }
 
-    /// The writer's side with no copy asked for, and the checkpoint thread's ends of its channels.
-    fn log() -> (Log, mpsc::Receiver<()>, mpsc::Sender<()>) {
+    /// The writer's side with no copy asked for, and the checkpoint thread's ends of its
+    /// channels.
+    fn log() -> (Log, mpsc::Receiver<u64>, mpsc::Sender<u64>) {
         let (requests, requested) = mpsc::channel();
         let (copied, copies) = mpsc::channel();
         let log = Log {
@@ -390,6 +414,7 @@ mod tests {
             requests,
             copies,
             asked: None,
+            numbered: 0,
         };
         (log, requested, copied)
     }
@@ -400,60 +425,77 @@ mod tests {
     fn the_writer_resets_the_log_once_the_checkpoint_thread_has_copied_nearly_all_of_it() {
         let (mut log, requested, copied) = log();
         let past = WAL_RESET_BYTES + MIB;
+        assert!(!log.due(WAL_RESET_BYTES), "not past the threshold");
+        assert!(requested.try_recv().is_err());
         // Past the reset size: a copy is asked for, and batches go on meanwhile.
-        assert!(!log.copied_enough(past));
-        assert!(requested.try_recv().is_ok());
-        assert!(!log.copied_enough(past + 100), "the copy is not done yet");
+        assert!(!log.due(past));
+        let request = requested.try_recv().unwrap();
+        assert!(!log.due(past + 100), "the copy is not done yet");
         assert!(requested.try_recv().is_err(), "one copy at a time");
         // Little was committed during the copy: reset now.
-        copied.send(()).unwrap();
-        assert!(log.copied_enough(past + 100));
+        copied.send(request).unwrap();
+        assert!(log.due(past + 100));
     }
 
     #[test]
     fn much_committed_during_a_copy_is_copied_again_but_at_most_three_times() {
         let (mut log, requested, copied) = log();
         let mut size = WAL_RESET_BYTES + MIB;
-        assert!(!log.copied_enough(size));
+        assert!(!log.due(size));
         for round in 2..=WAL_RESET_ROUNDS {
             size += 2 * WAL_RESET_LEFT_BYTES;
-            copied.send(()).unwrap();
-            assert!(!log.copied_enough(size), "round {round} copies again");
+            copied.send(requested.try_recv().unwrap()).unwrap();
+            assert!(!log.due(size), "round {round} copies again");
         }
-        assert_eq!(requested.try_iter().count(), WAL_RESET_ROUNDS as usize);
         size += 2 * WAL_RESET_LEFT_BYTES;
-        copied.send(()).unwrap();
-        assert!(
-            log.copied_enough(size),
-            "the last round resets whatever is left"
-        );
+        copied.send(requested.try_recv().unwrap()).unwrap();
+        assert!(log.due(size), "the last round resets whatever is left");
         assert!(requested.try_recv().is_err());
     }
 
     #[test]
     fn a_log_past_the_slack_is_reset_once_the_copy_under_way_ends() {
         let (mut log, requested, copied) = log();
-        assert!(!log.copied_enough(WAL_RESET_BYTES + 1));
-        assert!(requested.recv().is_ok());
-        let thread = std::thread::spawn(move || {
+        assert!(!log.due(WAL_RESET_BYTES + 1));
+        let request = requested.recv().unwrap();
+        let reporter = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(20));
-            copied.send(()).unwrap();
+            copied.send(request).unwrap();
             copied
         });
-        assert!(log.copied_enough(WAL_RESET_BYTES + WAL_RESET_SLACK_BYTES + 1));
-        // It waited for the report: none is left over for the next reset.
-        let copied = thread.join().unwrap();
-        log.asked = None;
-        assert!(!log.copied_enough(WAL_RESET_BYTES + 1));
-        copied.send(()).unwrap();
-        assert!(log.copied_enough(WAL_RESET_BYTES + 2));
+        // Whether the report is in yet or not: no further copy past the slack, a reset.
+        assert!(log.due(WAL_RESET_BYTES + WAL_RESET_SLACK_BYTES + 1));
+        assert!(requested.try_recv().is_err());
+        // It took the report: none is left for a later reset to mistake for its own.
+        let _copied = reporter.join().unwrap();
+        assert!(log.copies.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_report_for_a_log_that_restarted_on_its_own_is_not_taken_for_a_later_copy() {
+        let (mut log, requested, copied) = log();
+        assert!(!log.due(WAL_RESET_BYTES + 1));
+        let old = requested.try_recv().unwrap();
+        // The copy reached the log's end and SQLite restarted it: the file is cut back.
+        copied.send(old).unwrap();
+        assert!(!log.due(WAL_RESET_BYTES));
+        // Past the threshold again: a new copy is asked for, and the old report is not it.
+        assert!(!log.due(WAL_RESET_BYTES + 1));
+        let new = requested.try_recv().unwrap();
+        assert_ne!(new, old);
+        assert!(
+            !log.due(WAL_RESET_BYTES + 2),
+            "the new copy is not done yet"
+        );
+        copied.send(new).unwrap();
+        assert!(log.due(WAL_RESET_BYTES + 2));
     }
 
     #[test]
     fn without_a_checkpoint_thread_the_writer_resets_at_once() {
         let (mut log, requested, _copied) = log();
         drop(requested);
-        assert!(log.copied_enough(WAL_RESET_BYTES + 1));
+        assert!(log.due(WAL_RESET_BYTES + 1));
     }
 
     fn database() -> SqliteConnection {
