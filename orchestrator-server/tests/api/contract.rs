@@ -541,6 +541,51 @@ pub async fn reservations_are_seen_by_no_reader_until_published(repo: &dyn Workf
     ));
 }
 
+/// A write that records several events (the interruption of several asks) numbers them one
+/// after another, right after the log's last id: no gap, no id twice, one event per ask.
+pub async fn several_events_of_one_write_take_consecutive_ids(repo: &dyn WorkflowRepository) {
+    let (workflow, first) = new_workflow("many");
+    repo.create(&workflow, &first).await.unwrap();
+    let mut asks = Vec::new();
+    for minute in 1..=3 {
+        let mut asking = consultation("many", minute, false);
+        asking.answer = None;
+        asking.confidence = None;
+        asking.final_answer = None;
+        asking.status = ConsultationStatus::Asking;
+        repo.add_consultation(&asking).await.unwrap();
+        asks.push(asking.id.to_string());
+    }
+    let last = all_events(repo).await.pop().expect("events").id;
+    let failed = repo
+        .interrupt_asks(
+            t0() + Duration::minutes(10),
+            &ConsultationError::interrupted(),
+            t0() + Duration::minutes(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed, 3);
+    // The whole log reads 1, 2, … up to its last id, the three new ones last.
+    let log = repo.events(0, &EventFilter::default(), 1000).await.unwrap();
+    let ids: Vec<u64> = log.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=log.last_id).collect::<Vec<_>>());
+    assert_eq!(log.last_id, last + 3);
+    let added: Vec<_> = log.events.iter().filter(|e| e.id > last).collect();
+    let mut interrupted: Vec<String> = added
+        .iter()
+        .map(|e| {
+            e.event.data_value()["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    interrupted.sort();
+    asks.sort();
+    assert_eq!(interrupted, asks);
+}
+
 pub async fn overdue_gates_are_listed_counted_and_noted_once(repo: &dyn WorkflowRepository) {
     use orchestrator_core::gate::{GatePolicy, OnExpiry};
     use orchestrator_core::{Expiry, OverdueNote};
@@ -1027,7 +1072,8 @@ contract_suite!(
     reservations_are_seen_by_no_reader_until_published,
     overdue_gates_are_listed_counted_and_noted_once,
     idempotency_keys_are_claimed_once_and_answered_with_their_change,
-    every_accepted_change_writes_one_event_in_commit_order;
+    every_accepted_change_writes_one_event_in_commit_order,
+    several_events_of_one_write_take_consecutive_ids;
     concurrent_commits_against_one_version_let_exactly_one_land,
     concurrent_commits_of_many_workflows_are_each_judged_on_their_own,
     a_reader_following_the_log_never_meets_a_gap
