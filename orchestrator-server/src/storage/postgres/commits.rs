@@ -24,7 +24,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::RepositoryError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{PgPool, run};
+use super::{PgPool, bind_array, run};
 use crate::storage::StorageMetrics;
 use crate::storage::models::ReceiptRow;
 use crate::storage::write::{Commit, Written, conflict};
@@ -168,7 +168,7 @@ const BATCH_LOCK: &str = r#")
     SELECT w.feature_id, w.version FROM workflows w
     WHERE w.feature_id = ANY("#;
 /// The batch statement's last part.
-const BATCH_TAIL: &str = r#"::text[])
+const BATCH_TAIL: &str = r#")
     ORDER BY w.feature_id
     FOR UPDATE
 ), won AS (
@@ -291,56 +291,32 @@ impl Query for Batch {
 impl QueryFragment<Pg> for Batch {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(BATCH_HEAD);
-        out.push_bind_param::<Array<Text>, _>(&self.feature_id)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.expected)?;
-        out.push_sql("::bigint[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.state)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.version)?;
-        out.push_sql("::bigint[], ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.rework_count)?;
-        out.push_sql("::bigint[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.time_in_state)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.updated_at)?;
-        out.push_sql("::bigint[], ");
-        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.completed_at)?;
-        out.push_sql("::bigint[], ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.seq)?;
-        out.push_sql("::bigint[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.from_state)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.to_state)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.trigger)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.actor)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.reason)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.metadata)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.at)?;
-        out.push_sql("::bigint[], ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.actor_kind)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.on_behalf_of)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.gate_stay)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Bool>, _>(&self.gate_override)?;
-        out.push_sql("::bool[], ");
-        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.gate_due_at)?;
-        out.push_sql("::bigint[], ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.receipt_scope)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.receipt_name)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.receipt_answer)?;
-        out.push_sql("::text[]");
+        bind_array::<Array<Text>, _>(&mut out, &self.feature_id, "::text[], ")?;
+        bind_array::<Array<BigInt>, _>(&mut out, &self.expected, "::bigint[], ")?;
+        bind_array::<Array<Text>, _>(&mut out, &self.state, "::text[], ")?;
+        bind_array::<Array<BigInt>, _>(&mut out, &self.version, "::bigint[], ")?;
+        bind_array::<Array<BigInt>, _>(&mut out, &self.rework_count, "::bigint[], ")?;
+        bind_array::<Array<Text>, _>(&mut out, &self.time_in_state, "::text[], ")?;
+        bind_array::<Array<BigInt>, _>(&mut out, &self.updated_at, "::bigint[], ")?;
+        bind_array::<Array<Nullable<BigInt>>, _>(&mut out, &self.completed_at, "::bigint[], ")?;
+        bind_array::<Array<BigInt>, _>(&mut out, &self.seq, "::bigint[], ")?;
+        bind_array::<Array<Text>, _>(&mut out, &self.from_state, "::text[], ")?;
+        bind_array::<Array<Text>, _>(&mut out, &self.to_state, "::text[], ")?;
+        bind_array::<Array<Text>, _>(&mut out, &self.trigger, "::text[], ")?;
+        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.actor, "::text[], ")?;
+        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.reason, "::text[], ")?;
+        bind_array::<Array<Text>, _>(&mut out, &self.metadata, "::text[], ")?;
+        bind_array::<Array<BigInt>, _>(&mut out, &self.at, "::bigint[], ")?;
+        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.actor_kind, "::text[], ")?;
+        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.on_behalf_of, "::text[], ")?;
+        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.gate_stay, "::text[], ")?;
+        bind_array::<Array<Bool>, _>(&mut out, &self.gate_override, "::bool[], ")?;
+        bind_array::<Array<Nullable<BigInt>>, _>(&mut out, &self.gate_due_at, "::bigint[], ")?;
+        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.receipt_scope, "::text[], ")?;
+        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.receipt_name, "::text[], ")?;
+        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.receipt_answer, "::text[]")?;
         out.push_sql(BATCH_LOCK);
-        out.push_bind_param::<Array<Text>, _>(&self.feature_id)?;
+        bind_array::<Array<Text>, _>(&mut out, &self.feature_id, "::text[]")?;
         out.push_sql(BATCH_TAIL);
         Ok(())
     }

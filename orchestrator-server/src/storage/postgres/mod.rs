@@ -16,7 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use diesel::result::Error as DieselError;
+use diesel::pg::Pg;
+use diesel::query_builder::AstPass;
+use diesel::result::{Error as DieselError, QueryResult};
+use diesel::serialize::ToSql;
+use diesel::sql_types::HasSqlType;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
@@ -475,6 +479,19 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
         .await;
     migrated?;
     unlocked.map_err(|e| StorageError::Migrate(e.to_string()))?;
+    Ok(())
+}
+
+/// Writes `values` into a statement being built as one array parameter, then `then` (the
+/// parameter's cast and what follows it, e.g. `"::text[], "`): the prepared statements of
+/// `commits` and `ops` send their rows as arrays, one per column, and unnest them.
+fn bind_array<'b, T, U>(out: &mut AstPass<'_, 'b, Pg>, values: &'b U, then: &str) -> QueryResult<()>
+where
+    Pg: HasSqlType<T>,
+    U: ToSql<T, Pg> + ?Sized,
+{
+    out.push_bind_param::<T, U>(values)?;
+    out.push_sql(then);
     Ok(())
 }
 

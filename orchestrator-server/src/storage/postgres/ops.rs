@@ -12,6 +12,7 @@ use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{KeyClaim, RepositoryError, WorkflowState};
 
+use super::bind_array;
 use crate::storage::models::{
     ConsultationRow, EventRow, EventWithEntry, KeyRow, NewEventRow, ReceiptRow, TransitionRow,
     WorkflowRow, enum_text, event_types, states,
@@ -392,8 +393,7 @@ pub async fn append_events(conn: &mut AsyncPgConnection, new: &[NewEventRow]) ->
 /// The append statement, in two parts around its parameters: the events' columns as arrays.
 const APPEND_HEAD: &str = "WITH v AS (SELECT * FROM unnest(";
 /// The append statement's last part: number the rows after the log's last id, insert them.
-const APPEND_TAIL: &str =
-    "::bigint[]) WITH ORDINALITY AS v(event_type, subject, time, data, seq, n)
+const APPEND_TAIL: &str = ") WITH ORDINALITY AS v(event_type, subject, time, data, seq, n)
 ), numbered AS (
     UPDATE event_log SET last_id = last_id + (SELECT count(*) FROM v) WHERE id = 1
     RETURNING last_id
@@ -437,15 +437,11 @@ impl Query for Append {
 impl QueryFragment<Pg> for Append {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(APPEND_HEAD);
-        out.push_bind_param::<Array<Text>, _>(&self.event_type)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.subject)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.time)?;
-        out.push_sql("::bigint[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.data)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.seq)?;
+        bind_array::<Array<Text>, _>(&mut out, &self.event_type, "::text[], ")?;
+        bind_array::<Array<Text>, _>(&mut out, &self.subject, "::text[], ")?;
+        bind_array::<Array<BigInt>, _>(&mut out, &self.time, "::bigint[], ")?;
+        bind_array::<Array<Text>, _>(&mut out, &self.data, "::text[], ")?;
+        bind_array::<Array<Nullable<BigInt>>, _>(&mut out, &self.seq, "::bigint[]")?;
         out.push_sql(APPEND_TAIL);
         Ok(())
     }
