@@ -73,7 +73,8 @@ enum Job {
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
-    /// Both threads, taken by the first [`Writer::shutdown`].
+    /// The writer thread (which joins the checkpoint thread before it ends), taken by the
+    /// first [`Writer::shutdown`].
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -94,24 +95,7 @@ impl Writer {
         let (copied, copies) = mpsc::channel::<u64>();
         let checkpoints = std::thread::Builder::new()
             .name("sqlite-checkpoint".to_owned())
-            .spawn(move || {
-                // Passive: copies what no reader still needs, never blocks the writer. Once a
-                // second, and at once when the writer asks (then it is told when done, by the
-                // request's number).
-                loop {
-                    let asked = match requested.recv_timeout(CHECKPOINT_EVERY) {
-                        Ok(request) => Some(request),
-                        Err(mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    };
-                    let _ = checkpointer.batch_execute("PRAGMA wal_checkpoint(PASSIVE)");
-                    if let Some(request) = asked
-                        && copied.send(request).is_err()
-                    {
-                        break;
-                    }
-                }
-            })?;
+            .spawn(move || copy_log(&mut checkpointer, &requested, &copied))?;
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
             .spawn(move || {
@@ -279,6 +263,29 @@ impl Log {
             round,
         });
         self.asked.is_some()
+    }
+}
+
+/// The checkpoint thread: copies the log into the database file once a second, and at once
+/// when the writer asks (then reports the request's number when done), until the writer is
+/// gone. Passive: it copies what no reader still needs and never blocks the writer.
+fn copy_log(
+    conn: &mut SqliteConnection,
+    requested: &mpsc::Receiver<u64>,
+    copied: &mpsc::Sender<u64>,
+) {
+    loop {
+        let asked = match requested.recv_timeout(CHECKPOINT_EVERY) {
+            Ok(request) => Some(request),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let _ = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)");
+        if let Some(request) = asked
+            && copied.send(request).is_err()
+        {
+            return;
+        }
     }
 }
 
