@@ -233,9 +233,9 @@ async fn main() -> anyhow::Result<()> {
 
     println!();
     println!(
-        "| operation | clients | requests | per second | p50 ms | p99 ms | p99.9 ms | max ms | errors | server peak RSS MiB |"
+        "| operation | clients | requests | per second | p50 ms | p99 ms | p99.9 ms | max ms | errors | server peak RSS MiB | server CPU µs/request |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let next_trigger: Arc<Vec<AtomicU8>> =
         Arc::new((0..args.workflows).map(|_| AtomicU8::new(0)).collect());
     let mut advance_at = Vec::new();
@@ -248,6 +248,7 @@ async fn main() -> anyhow::Result<()> {
     for &clients in &args.concurrency {
         for operation in [Operation::Start, Operation::Get, Operation::Advance] {
             reset_peak_rss(server.id());
+            let cpu_before = cpu_seconds(server.id());
             let report = run(
                 address,
                 operation,
@@ -258,8 +259,11 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             let rss = peak_rss_mib(server.id());
+            let cpu = cpu_seconds(server.id())
+                .zip(cpu_before)
+                .map(|(after, before)| (after - before) / report.requests.max(1) as f64 * 1e6);
             println!(
-                "| {} | {clients} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                "| {} | {clients} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
                 operation.name(),
                 report.requests,
                 report.per_second,
@@ -269,6 +273,7 @@ async fn main() -> anyhow::Result<()> {
                 report.percentile(1.0),
                 report.errors,
                 rss.map_or("-".to_owned(), |r| format!("{r:.1}")),
+                cpu.map_or("-".to_owned(), |c| format!("{c:.0}")),
             );
             if let Some(sample) = &report.first_error {
                 eprintln!("first error ({} {clients}): {sample}", operation.name());
@@ -328,9 +333,9 @@ async fn soak(
     println!("- soak: advances at {clients} clients for {seconds:.0} s");
     println!();
     println!(
-        "| minute | advances/s | p50 ms | p99 ms | errors | largest WAL MiB | server peak RSS MiB |"
+        "| minute | advances/s | p50 ms | p99 ms | errors | largest WAL MiB | server peak RSS MiB | server CPU µs/advance | writer thread CPU µs/advance |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let next_trigger: Arc<Vec<AtomicU8>> =
         Arc::new((0..workflows).map(|_| AtomicU8::new(0)).collect());
     let largest_wal = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -354,6 +359,8 @@ async fn soak(
         minute += 1;
         largest_wal.store(0, Ordering::Relaxed);
         reset_peak_rss(server.id());
+        let cpu_before = cpu_seconds(server.id());
+        let writer_before = writer_cpu_seconds(server.id());
         let report = run(
             address,
             Operation::Advance,
@@ -363,9 +370,22 @@ async fn soak(
             next_trigger.clone(),
         )
         .await?;
+        let per_advance = |after: Option<f64>, before: Option<f64>| {
+            after
+                .zip(before)
+                .map(|(after, before)| {
+                    format!(
+                        "{:.0}",
+                        (after - before) / report.requests.max(1) as f64 * 1e6
+                    )
+                })
+                .unwrap_or_else(|| "-".to_owned())
+        };
+        let cpu = per_advance(cpu_seconds(server.id()), cpu_before);
+        let writer = per_advance(writer_cpu_seconds(server.id()), writer_before);
         let wal_mib = largest_wal.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0);
         println!(
-            "| {minute} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            "| {minute} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {cpu} | {writer} |",
             report.per_second,
             report.percentile(0.50),
             report.percentile(0.99),
@@ -698,6 +718,33 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// CPU time the process has used so far, user and system (Linux `/proc/<pid>/stat`, in
+/// clock ticks of 1/100 s). Unlike throughput it does not count time a busy host took the
+/// CPU away (steal), so it compares builds on a shared machine.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time of the server's SQLite writer thread so far (the thread every write waits for).
+fn writer_cpu_seconds(pid: u32) -> Option<f64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.trim() == "sqlite-writer")
+        })
+        .and_then(|task| stat_cpu_seconds(&task.path().join("stat").to_string_lossy()))
+}
+
+fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name may hold spaces: count fields after its closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 fn num_cpus() -> usize {

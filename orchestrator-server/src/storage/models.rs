@@ -206,6 +206,7 @@ impl NewEventRow {
 /// One event, as inserted and read.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = events)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct EventRow {
     pub id: i64,
     pub event_type: String,

@@ -6,6 +6,7 @@
 //! waiting as one transaction — group commit — and answers each caller only after the sync.
 
 mod ops;
+mod prepared;
 mod readers;
 mod sessions;
 mod webhooks;

@@ -7,6 +7,7 @@ use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{KeyClaim, RepositoryError, WorkflowState};
 
+use super::prepared;
 use crate::storage::models::{
     ConsultationRow, EventRow, EventWithEntry, KeyRow, NewEventRow, ReceiptRow, TransitionRow,
     WorkflowRow, enum_text, event_types, states,
@@ -151,11 +152,13 @@ pub fn apply(
             expected,
             new,
         } => {
-            diesel::update(queries::swappable_session(
-                feature_id.as_str(),
-                expected.as_deref().unwrap_or_default(),
-            ))
-            .set(workflows::hub_session_id.eq(new))
+            prepared::update(
+                queries::swappable_session(
+                    feature_id.as_str(),
+                    expected.as_deref().unwrap_or_default(),
+                ),
+                workflows::hub_session_id.eq(new),
+            )
             .execute(conn)?;
             Ok(match hub_session(conn, feature_id.as_str())? {
                 Some(Some(stored)) => Written::Session(HubSessionId(stored)),
@@ -182,10 +185,11 @@ pub fn apply(
         Write::UpdateConsultation(row, event, receipt) => {
             let asking = enum_text(&ConsultationStatus::Asking);
             let pending = enum_text(&ConsultationStatus::PendingHuman);
-            let updated =
-                diesel::update(queries::unsettled_consultation(&row.id, &asking, &pending))
-                    .set(row)
-                    .execute(conn)?;
+            let updated = prepared::update(
+                queries::unsettled_consultation(&row.id, &asking, &pending),
+                row,
+            )
+            .execute(conn)?;
             answer_key(conn, receipt.as_ref())?;
             if updated == 1 {
                 append_events(conn, ids, std::slice::from_ref(event))?;
@@ -212,14 +216,16 @@ pub fn apply(
                 Ok(events) => events,
                 Err(corrupt) => return Ok(Written::Refused(corrupt)),
             };
-            let n = diesel::update(queries::asks_before(*asked_before, &asking))
-                .set((
+            let n = prepared::update(
+                queries::asks_before(*asked_before, &asking),
+                (
                     consultations::status.eq(failed),
                     consultations::error_code.eq(code),
                     consultations::error_message.eq(message),
                     consultations::updated_at.eq(at),
-                ))
-                .execute(conn)?;
+                ),
+            )
+            .execute(conn)?;
             append_events(conn, ids, &events)?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
@@ -267,10 +273,13 @@ pub fn apply(
                 return Ok(Written::Count(0));
             };
             let n = diesel::delete(queries::events_through(through)).execute(conn)?;
-            diesel::update(event_log::table.find(1))
-                .set(event_log::purged_through.eq(through))
-                .filter(event_log::purged_through.lt(through))
-                .execute(conn)?;
+            prepared::update(
+                event_log::table
+                    .find(1)
+                    .filter(event_log::purged_through.lt(through)),
+                event_log::purged_through.eq(through),
+            )
+            .execute(conn)?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
         Write::Import(rows, history) => {
@@ -308,8 +317,7 @@ fn apply_commit(
     commit: &Commit,
 ) -> QueryResult<Written> {
     let id = commit.feature_id.as_str();
-    let updated = diesel::update(queries::at_version(id, commit.expected))
-        .set(&commit.changes)
+    let updated = prepared::update(queries::at_version(id, commit.expected), &commit.changes)
         .execute(conn)?;
     if updated == 0 {
         let actual = queries::version(id).get_result(conn).optional()?;
@@ -356,9 +364,11 @@ impl EventIds {
     /// Stores the last id handed out, if any was; the transaction's last write.
     pub fn save(&self, conn: &mut SqliteConnection) -> QueryResult<()> {
         if self.next != self.first {
-            diesel::update(event_log::table.find(1))
-                .set(event_log::last_id.eq(self.next - 1))
-                .execute(conn)?;
+            prepared::update(
+                event_log::table.find(1),
+                event_log::last_id.eq(self.next - 1),
+            )
+            .execute(conn)?;
         }
         Ok(())
     }
@@ -382,9 +392,11 @@ fn append_events(
 /// Stores a claimed key's answer, unless it has one.
 fn answer_key(conn: &mut SqliteConnection, receipt: Option<&ReceiptRow>) -> QueryResult<()> {
     if let Some(receipt) = receipt {
-        diesel::update(queries::unanswered_key(&receipt.scope, &receipt.name))
-            .set(idempotency_keys::answer.eq(&receipt.answer))
-            .execute(conn)?;
+        prepared::update(
+            queries::unanswered_key(&receipt.scope, &receipt.name),
+            idempotency_keys::answer.eq(&receipt.answer),
+        )
+        .execute(conn)?;
     }
     Ok(())
 }
@@ -401,8 +413,7 @@ fn claim_key(
         .on_conflict_do_nothing()
         .execute(conn)?;
     let renewed = inserted == 0
-        && diesel::update(queries::expired_key(scope, name, expired_before))
-            .set(row)
+        && prepared::update(queries::expired_key(scope, name, expired_before), row)
             .execute(conn)?
             == 1;
     if inserted == 1 || renewed {
@@ -419,9 +430,11 @@ fn claim_key(
         match judge_claim(stored, &row.fingerprint, row.created_at) {
             ClaimStep::Decided(claim) => claim,
             ClaimStep::TakeOver => {
-                let taken = diesel::update(queries::abandoned_key(scope, name, row.created_at))
-                    .set(idempotency_keys::lease_until.eq(row.lease_until))
-                    .execute(conn)?;
+                let taken = prepared::update(
+                    queries::abandoned_key(scope, name, row.created_at),
+                    idempotency_keys::lease_until.eq(row.lease_until),
+                )
+                .execute(conn)?;
                 if taken == 1 {
                     KeyClaim::Claimed
                 } else {

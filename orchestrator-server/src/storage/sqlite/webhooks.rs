@@ -8,6 +8,7 @@ use orchestrator_core::api::DeliveriesPage;
 use orchestrator_core::webhook::DeliveryStatus;
 
 use super::ops::EventIds;
+use super::prepared;
 use crate::storage::models::{DeliveryRow, DueRow, EventRow, TransitionRow, WebhookRow, to_i64};
 use crate::storage::queries;
 use crate::storage::schema::{webhook_deliveries, webhooks};
@@ -94,9 +95,11 @@ pub fn apply(
                     .on_conflict_do_nothing()
                     .execute(conn)?;
             }
-            diesel::update(queries::webhook(webhook_id))
-                .set(webhooks::enqueued_through.eq(through))
-                .execute(conn)?;
+            prepared::update(
+                queries::webhook(webhook_id),
+                webhooks::enqueued_through.eq(through),
+            )
+            .execute(conn)?;
             Ok(count(read))
         }
         WebhookWrite::Claim {
@@ -111,9 +114,11 @@ pub fn apply(
             if ids.is_empty() {
                 return Ok(Written::Due(Vec::new()));
             }
-            diesel::update(webhook_deliveries::table.filter(webhook_deliveries::id.eq_any(&ids)))
-                .set(webhook_deliveries::lease_until.eq(lease_until))
-                .execute(conn)?;
+            prepared::update(
+                webhook_deliveries::table.filter(webhook_deliveries::id.eq_any(&ids)),
+                webhook_deliveries::lease_until.eq(lease_until),
+            )
+            .execute(conn)?;
             let due: Vec<DueRow> = queries::claimed_deliveries(ids)
                 .select((DeliveryRow::as_select(), (webhooks::url, webhooks::secret)))
                 .load(conn)?;
@@ -124,9 +129,11 @@ pub fn apply(
         WebhookWrite::Record(records) => {
             let mut stored = 0;
             for record in records {
-                stored += diesel::update(queries::leased_delivery(&record.id, record.lease))
-                    .set(&record.changes)
-                    .execute(conn)?;
+                stored += prepared::update(
+                    queries::leased_delivery(&record.id, record.lease),
+                    &record.changes,
+                )
+                .execute(conn)?;
             }
             Ok(count(stored))
         }
@@ -134,14 +141,16 @@ pub fn apply(
             webhook_id,
             delivery_id,
             now,
-        } => diesel::update(queries::delivery_of(webhook_id, delivery_id))
-            .set((
+        } => prepared::update(
+            queries::delivery_of(webhook_id, delivery_id),
+            (
                 webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()),
                 webhook_deliveries::next_attempt_at.eq(now),
                 webhook_deliveries::lease_until.eq(None::<i64>),
-            ))
-            .execute(conn)
-            .map(count),
+            ),
+        )
+        .execute(conn)
+        .map(count),
         WebhookWrite::Purge(before) => diesel::delete(queries::settled_deliveries_before(
             DeliveryStatus::Pending.as_str(),
             *before,

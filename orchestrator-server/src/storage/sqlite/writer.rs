@@ -27,12 +27,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
-use diesel::SqliteConnection;
 use diesel::connection::SimpleConnection;
+use diesel::{RunQueryDsl, SqliteConnection};
 use orchestrator_core::RepositoryError;
 use tokio::sync::oneshot;
 
 use super::ops;
+use super::prepared::Sql;
 use crate::storage::StorageMetrics;
 use crate::storage::write::{Write, Written};
 
@@ -339,7 +340,8 @@ fn attempt(
     batch: &[Write],
     savepoints: bool,
 ) -> Result<Outcomes, Failure> {
-    conn.batch_execute("BEGIN IMMEDIATE")
+    Sql("BEGIN IMMEDIATE")
+        .execute(conn)
         .map_err(Failure::Transaction)?;
     let outcome = (|| {
         // Event ids: read once, written back once, for the whole batch.
@@ -367,11 +369,11 @@ fn attempt(
             results.push(result.map_err(crate::storage::classify));
         }
         ids.save(conn).map_err(Failure::Transaction)?;
-        conn.batch_execute("COMMIT").map_err(Failure::Transaction)?;
+        Sql("COMMIT").execute(conn).map_err(Failure::Transaction)?;
         Ok(results)
     })();
     if outcome.is_err() {
-        let _ = conn.batch_execute("ROLLBACK");
+        let _ = Sql("ROLLBACK").execute(conn);
     }
     outcome
 }
