@@ -12,7 +12,7 @@
 use diesel::query_builder::{
     AsChangeset, AstPass, IntoUpdateTarget, QueryFragment, QueryId, UpdateTarget,
 };
-use diesel::result::QueryResult;
+use diesel::result::{EmptyChangeset, Error, QueryResult};
 use diesel::sqlite::Sqlite;
 use diesel::{QuerySource, RunQueryDsl, Table};
 
@@ -48,6 +48,10 @@ where
     V: QueryFragment<Sqlite>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        // As diesel does: a changeset that sets nothing is an error, not `SET WHERE …`.
+        if self.values.is_noop(out.backend())? {
+            return Err(Error::QueryBuilderError(Box::new(EmptyChangeset)));
+        }
         out.push_sql("UPDATE ");
         self.from_clause.walk_ast(out.reborrow())?;
         out.push_sql(" SET ");
@@ -101,6 +105,12 @@ mod tests {
     #[diesel(table_name = things)]
     struct Change<'a> {
         name: &'a str,
+        note: Option<&'a str>,
+    }
+
+    #[derive(AsChangeset)]
+    #[diesel(table_name = things)]
+    struct ChangeNote<'a> {
         note: Option<&'a str>,
     }
 
@@ -159,6 +169,21 @@ mod tests {
             .get_result(&mut conn)
             .unwrap();
         assert_eq!(untouched, ("b".to_owned(), None));
+    }
+
+    #[test]
+    fn a_changeset_that_sets_nothing_is_refused_as_diesel_refuses_it() {
+        let mut conn = connection();
+        let nothing = ChangeNote { note: None };
+        let ours = update(things::table.filter(things::id.eq(1)), &nothing).execute(&mut conn);
+        let theirs = diesel::update(things::table.filter(things::id.eq(1)))
+            .set(&nothing)
+            .execute(&mut conn);
+        assert!(ours.is_err());
+        assert_eq!(
+            ours.map_err(|e| e.to_string()),
+            theirs.map_err(|e| e.to_string())
+        );
     }
 
     #[test]
