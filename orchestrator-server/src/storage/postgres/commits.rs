@@ -17,14 +17,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use diesel::pg::Pg;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::query_builder::AstPass;
 use diesel::result::QueryResult;
-use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Untyped};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::RepositoryError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{PgPool, bind_array, run};
+use super::{PgPool, Prepared, Statement, bind_array, run};
 use crate::storage::StorageMetrics;
 use crate::storage::models::ReceiptRow;
 use crate::storage::write::{Commit, Written, conflict};
@@ -153,12 +153,12 @@ async fn commit_batch(pool: &PgPool, metrics: &StorageMetrics, batch: Vec<Job>) 
     }
 }
 
-/// The batch statement (lock, compare-and-set, history, events, in one round trip), in three
-/// parts around its parameters: `Batch::walk_ast` binds its 24 columns as arrays (unnested
-/// into `v`) after the head, and the feature ids once more (for the lock) after the second.
+/// The batch statement (lock, compare-and-set, history, events, in one round trip), in two
+/// parts around its parameters: `Batch::walk` binds its 24 columns as arrays (unnested into
+/// `v`) after the head; the feature ids come first, so the lock reads them as `$1`.
 const BATCH_HEAD: &str = "WITH v AS (\n    SELECT * FROM unnest(";
-/// The batch statement's second part, from the end of the columns to the lock's feature ids.
-const BATCH_LOCK: &str = r#")
+/// The batch statement's last part.
+const BATCH_TAIL: &str = r#")
         AS v(feature_id, expected, state, version, rework_count,
              time_in_state, updated_at, completed_at, seq, from_state,
              to_state, trigger, actor, reason, metadata,
@@ -166,9 +166,7 @@ const BATCH_LOCK: &str = r#")
              gate_due_at, receipt_scope, receipt_name, receipt_answer)
 ), locked AS MATERIALIZED (
     SELECT w.feature_id, w.version FROM workflows w
-    WHERE w.feature_id = ANY("#;
-/// The batch statement's last part.
-const BATCH_TAIL: &str = r#")
+    WHERE w.feature_id = ANY($1::text[])
     ORDER BY w.feature_id
     FOR UPDATE
 ), won AS (
@@ -214,9 +212,7 @@ LEFT JOIN locked ON locked.feature_id = v.feature_id
 LEFT JOIN won ON won.feature_id = v.feature_id
 "#;
 
-/// One batch's columns, bound to the batch statement. Unlike `diesel::sql_query`, which is
-/// parsed and planned by PostgreSQL at every call, this type has a query id of its own, so
-/// diesel prepares the statement once per connection and later batches only execute it.
+/// One batch's columns, bound to the batch statement (prepared once per connection).
 struct Batch {
     feature_id: Vec<String>,
     expected: Vec<i64>,
@@ -279,17 +275,8 @@ impl Batch {
     }
 }
 
-impl QueryId for Batch {
-    type QueryId = Batch;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for Batch {
-    type SqlType = Untyped;
-}
-
-impl QueryFragment<Pg> for Batch {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+impl Statement for Batch {
+    fn walk<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(BATCH_HEAD);
         bind_array::<Array<Text>, _>(&mut out, &self.feature_id, "::text[], ")?;
         bind_array::<Array<BigInt>, _>(&mut out, &self.expected, "::bigint[], ")?;
@@ -315,8 +302,6 @@ impl QueryFragment<Pg> for Batch {
         bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.receipt_scope, "::text[], ")?;
         bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.receipt_name, "::text[], ")?;
         bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.receipt_answer, "::text[]")?;
-        out.push_sql(BATCH_LOCK);
-        bind_array::<Array<Text>, _>(&mut out, &self.feature_id, "::text[]")?;
         out.push_sql(BATCH_TAIL);
         Ok(())
     }
@@ -337,7 +322,7 @@ struct Judged {
 /// Runs `commits` (distinct workflows) as one statement on `conn`; the results line up with
 /// them: `Done`, or the refusal of a compare-and-set that lost.
 pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryResult<Vec<Written>> {
-    let judged: Vec<Judged> = Batch::new(commits).load(conn).await?;
+    let judged: Vec<Judged> = Prepared(Batch::new(commits)).load(conn).await?;
     // Everything was decided in the one statement that committed it: no second round trip
     // can fail after the commit and misreport a write that landed.
     let judged: HashMap<String, Judged> = judged

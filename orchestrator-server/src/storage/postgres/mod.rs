@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use diesel::pg::Pg;
-use diesel::query_builder::AstPass;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{Error as DieselError, QueryResult};
 use diesel::serialize::ToSql;
-use diesel::sql_types::HasSqlType;
+use diesel::sql_types::{HasSqlType, Untyped};
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
@@ -480,6 +480,33 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
     migrated?;
     unlocked.map_err(|e| StorageError::Migrate(e.to_string()))?;
     Ok(())
+}
+
+/// A statement written out by hand (`commits::Batch`, `ops::Append`): fixed SQL text around
+/// the parameters `walk` binds. Run as [`Prepared`], whose query id is the statement's type,
+/// so diesel prepares it once per connection (`diesel::sql_query` is parsed and planned by
+/// PostgreSQL at every call).
+trait Statement: Send + 'static {
+    /// Writes the statement's text and binds its parameters.
+    fn walk<'b>(&'b self, out: AstPass<'_, 'b, Pg>) -> QueryResult<()>;
+}
+
+/// A [`Statement`] as diesel runs it, prepared once per connection.
+struct Prepared<S>(S);
+
+impl<S: Statement> QueryId for Prepared<S> {
+    type QueryId = S;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<S: Statement> Query for Prepared<S> {
+    type SqlType = Untyped;
+}
+
+impl<S: Statement> QueryFragment<Pg> for Prepared<S> {
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.0.walk(out)
+    }
 }
 
 /// Writes `values` into a statement being built as one array parameter, then `then` (the

@@ -4,15 +4,15 @@
 
 use diesel::pg::Pg;
 use diesel::prelude::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::query_builder::AstPass;
 use diesel::result::QueryResult;
-use diesel::sql_types::{Array, BigInt, Nullable, Text, Untyped};
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{KeyClaim, RepositoryError, WorkflowState};
 
-use super::bind_array;
+use super::{Prepared, Statement, bind_array};
 use crate::storage::models::{
     ConsultationRow, EventRow, EventWithEntry, KeyRow, NewEventRow, ReceiptRow, TransitionRow,
     WorkflowRow, enum_text, event_types, states,
@@ -387,7 +387,7 @@ pub async fn append_events(conn: &mut AsyncPgConnection, new: &[NewEventRow]) ->
     if new.is_empty() {
         return Ok(());
     }
-    Append::new(new).execute(conn).await.map(|_| ())
+    Prepared(Append::new(new)).execute(conn).await.map(|_| ())
 }
 
 /// The append statement, in two parts around its parameters: the events' columns as arrays.
@@ -403,8 +403,7 @@ SELECT numbered.last_id - (SELECT count(*) FROM v) + v.n, v.event_type, v.subjec
        v.data, v.seq
 FROM v, numbered";
 
-/// Events to append, bound to the append statement; a query type of its own, so diesel
-/// prepares it once per connection.
+/// Events to append, bound to the append statement (prepared once per connection).
 struct Append {
     event_type: Vec<String>,
     subject: Vec<String>,
@@ -425,17 +424,8 @@ impl Append {
     }
 }
 
-impl QueryId for Append {
-    type QueryId = Append;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for Append {
-    type SqlType = Untyped;
-}
-
-impl QueryFragment<Pg> for Append {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+impl Statement for Append {
+    fn walk<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(APPEND_HEAD);
         bind_array::<Array<Text>, _>(&mut out, &self.event_type, "::text[], ")?;
         bind_array::<Array<Text>, _>(&mut out, &self.subject, "::text[], ")?;

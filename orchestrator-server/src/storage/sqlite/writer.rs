@@ -76,7 +76,7 @@ pub struct Writer {
     jobs: mpsc::Sender<Job>,
     /// The writer thread (which joins the checkpoint thread before it ends), taken by the
     /// first [`Writer::shutdown`].
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Writer {
@@ -100,13 +100,7 @@ impl Writer {
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
             .spawn(move || {
-                let mut log = Log {
-                    path: wal,
-                    requests,
-                    copies,
-                    asked: None,
-                    numbered: 0,
-                };
+                let mut log = Log::new(wal, requests, copies);
                 run(&mut conn, &queue, &mut log, &metrics);
                 // The checkpoint thread ends first, so the last reset finds nobody copying.
                 drop(log);
@@ -117,7 +111,7 @@ impl Writer {
             })?;
         Ok(Writer {
             jobs,
-            threads: Arc::new(Mutex::new(vec![writer])),
+            thread: Arc::new(Mutex::new(Some(writer))),
         })
     }
 
@@ -138,8 +132,8 @@ impl Writer {
     /// waits for the writer's threads to end. Later writes answer `Unavailable`.
     pub fn shutdown(&self) {
         let _ = self.jobs.send(Job::Stop);
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for thread in threads {
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
             let _ = thread.join();
         }
     }
@@ -196,6 +190,18 @@ struct Log {
 }
 
 impl Log {
+    /// The writer's side for the log at `path`, talking to the checkpoint thread through
+    /// `requests` and `copies`; no copy asked for yet.
+    fn new(path: PathBuf, requests: mpsc::Sender<u64>, copies: mpsc::Receiver<u64>) -> Self {
+        Log {
+            path,
+            requests,
+            copies,
+            asked: None,
+            numbered: 0,
+        }
+    }
+
     /// Resets the log once it has grown past [`WAL_RESET_BYTES`], in two steps so the writer
     /// stops only briefly. First the checkpoint thread copies the log into the database file
     /// while batches go on (up to [`WAL_RESET_ROUNDS`] times, while more than
@@ -281,7 +287,10 @@ fn copy_log(
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        let _ = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)");
+        if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+            // The writer's reset copies what this could not; a disk error shows here first.
+            tracing::warn!(error = %e, "could not copy the write-ahead log");
+        }
         if let Some(request) = asked
             && copied.send(request).is_err()
         {
@@ -418,14 +427,11 @@ mod tests {
     fn log() -> (Log, mpsc::Receiver<u64>, mpsc::Sender<u64>) {
         let (requests, requested) = mpsc::channel();
         let (copied, copies) = mpsc::channel();
-        let log = Log {
-            path: PathBuf::from("unused"),
-            requests,
-            copies,
-            asked: None,
-            numbered: 0,
-        };
-        (log, requested, copied)
+        (
+            Log::new(PathBuf::from("unused"), requests, copies),
+            requested,
+            copied,
+        )
     }
 
     const MIB: u64 = 1024 * 1024;
