@@ -45,7 +45,7 @@ pub use hub::{AgentHub, HubError};
 pub use memory::InMemoryWorkflowRepository;
 pub use principal::{Action, ActorKind, Principal, Role};
 pub use repository::{
-    Expiry, IdempotencyKey, KeyClaim, ListQuery, OverdueNote, Page, PageLimit, Receipt,
+    Expiry, IdempotencyKey, Judge, KeyClaim, ListQuery, OverdueNote, Page, PageLimit, Receipt,
     RepositoryError, StateCounts, Summary, WorkflowRepository,
 };
 #[cfg(feature = "test-util")]

@@ -20,6 +20,12 @@ use crate::workflow::{Timestamp, Transition, Version, Workflow};
 /// A boxed error from a storage back end.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// Decides a change of a workflow from the workflow as stored (see
+/// [`WorkflowRepository::advance`]): the snapshot after it and the transition that leads there,
+/// or why the change is refused.
+pub type Judge =
+    Box<dyn Fn(&Workflow) -> Result<(Workflow, Transition), crate::service::Error> + Send + Sync>;
+
 /// Why a repository call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RepositoryError {
@@ -304,6 +310,28 @@ pub trait WorkflowRepository: Send + Sync {
         transition: &Transition,
         receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError>;
+
+    /// Reads the workflow, lets `judge` decide its next snapshot and transition, and stores
+    /// them as [`WorkflowRepository::commit`] does; answers the snapshot stored, or the
+    /// judge's refusal (nothing stored then). No other change to the workflow lands between
+    /// the read and the write.
+    ///
+    /// The default reads, judges and then commits with a compare-and-set: a change that lands
+    /// in between refuses this one with a version conflict. A store whose writes are
+    /// serialised anyway may read and judge inside its write instead (the SQLite store does:
+    /// one hand-off to its writer thread instead of a read and a write, and no conflict); it
+    /// may then call `judge` more than once (each call on the workflow as then stored), so a
+    /// judge must be a pure decision.
+    async fn advance(
+        &self,
+        feature_id: &FeatureId,
+        judge: Judge,
+    ) -> Result<Workflow, crate::service::Error> {
+        let current = self.get(feature_id).await?;
+        let (next, transition) = judge(&current)?;
+        self.commit(current.version(), &next, &transition).await?;
+        Ok(next)
+    }
 
     /// Claims `key` for a request whose method, path and body hash to `fingerprint`, at
     /// `now`. A key unknown, or first claimed before `expired_before`, or still unanswered with

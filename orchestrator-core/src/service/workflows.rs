@@ -52,8 +52,8 @@ impl Orchestrator {
         Ok(self.repository.get(feature_id).await?)
     }
 
-    /// Applies one trigger atomically: judged against the state read, committed only if
-    /// nobody changed the workflow in between. Returns the workflow after it.
+    /// Applies one trigger atomically: judged against the workflow as stored, committed only
+    /// if nobody changed the workflow in between. Returns the workflow after it.
     pub async fn advance(&self, feature_id: &FeatureId, command: Advance) -> Result<Workflow> {
         self.advance_sealed(feature_id, command, None).await
     }
@@ -67,38 +67,40 @@ impl Orchestrator {
         command: Advance,
         seal: Option<Seal<'_, Workflow>>,
     ) -> Result<Workflow> {
-        let current = self.repository.get(feature_id).await?;
-        if let Some(expected) = command.expected_version
-            && expected != current.version()
-        {
-            return Err(Error::VersionConflict {
-                expected,
-                actual: current.version(),
-            });
+        let at = self.clock.now();
+        // An approval at the gate needs facts only the hub has, asked for before the decision;
+        // a seal borrows the request. Both are judged on a read and then committed with a
+        // compare-and-set. Every other trigger is judged by the store inside its write.
+        if seal.is_some() || (command.trigger == Trigger::HumanApproved && !command.override_gate) {
+            return self.advance_on_read(feature_id, command, at, seal).await;
         }
-        let ctx = TransitionContext {
-            actor: command.actor,
-            actor_kind: command.actor_kind,
-            on_behalf_of: command.on_behalf_of,
-            override_gate: command.override_gate,
-            reason: command.reason,
-            metadata: command.metadata,
-            at: self.clock.now(),
-        };
-        // The facts the gate rule needs; gathered (the hub asked about pending escalations)
-        // only for an approval at the gate.
+        let judge = move |current: &Workflow| judged(current, &command, at, &GateFacts::default());
+        self.repository.advance(feature_id, Box::new(judge)).await
+    }
+
+    /// Reads the workflow, gathers the gate's facts if the command approves the gate, judges,
+    /// and commits with a compare-and-set (with the sealed answer).
+    async fn advance_on_read(
+        &self,
+        feature_id: &FeatureId,
+        command: Advance,
+        at: crate::workflow::Timestamp,
+        seal: Option<Seal<'_, Workflow>>,
+    ) -> Result<Workflow> {
+        let current = self.repository.get(feature_id).await?;
+        // The hub is asked about pending escalations only for an approval at the gate.
         let facts = if command.trigger == Trigger::HumanApproved
             && current.state() == WorkflowState::Gate1
             && !command.override_gate
+            && command
+                .expected_version
+                .is_none_or(|v| v == current.version())
         {
             self.gate_facts(feature_id).await?
         } else {
             GateFacts::default()
         };
-        let transition = current
-            .decide(command.trigger, ctx, &facts)
-            .map_err(Error::from_transition)?;
-        let next = Self::recorded(&current, &transition);
+        let (next, transition) = judged(&current, &command, at, &facts)?;
         let receipt = seal.map(|seal| seal(&next));
         self.repository
             .commit_with(current.version(), &next, &transition, receipt.as_ref())
@@ -125,13 +127,6 @@ impl Orchestrator {
         Ok(workflow
             .decide(Trigger::HumanApproved, ctx, &facts)
             .map(|_| ()))
-    }
-
-    /// The snapshot after `transition`.
-    fn recorded(current: &Workflow, transition: &Transition) -> Workflow {
-        let mut next = current.clone();
-        next.record(transition);
-        next
     }
 
     /// One page of workflows ordered by feature id.
@@ -168,4 +163,38 @@ impl Orchestrator {
     pub async fn history(&self, feature_id: &FeatureId) -> Result<Vec<Transition>> {
         Ok(self.repository.history(feature_id).await?)
     }
+}
+
+/// The rules applied to one advance: refused unless the workflow is at the command's expected
+/// version (if it names one), then decided by the workflow's transition rules on `facts`.
+/// Answers the snapshot after the transition, and the transition.
+fn judged(
+    current: &Workflow,
+    command: &Advance,
+    at: crate::workflow::Timestamp,
+    facts: &GateFacts,
+) -> Result<(Workflow, Transition)> {
+    if let Some(expected) = command.expected_version
+        && expected != current.version()
+    {
+        return Err(Error::VersionConflict {
+            expected,
+            actual: current.version(),
+        });
+    }
+    let ctx = TransitionContext {
+        actor: command.actor.clone(),
+        actor_kind: command.actor_kind,
+        on_behalf_of: command.on_behalf_of.clone(),
+        override_gate: command.override_gate,
+        reason: command.reason.clone(),
+        metadata: command.metadata.clone(),
+        at,
+    };
+    let transition = current
+        .decide(command.trigger, ctx, facts)
+        .map_err(Error::from_transition)?;
+    let mut next = current.clone();
+    next.record(&transition);
+    Ok((next, transition))
 }

@@ -169,6 +169,9 @@ pub enum Written {
     Due(Vec<super::webhooks::DueDelivery>),
     /// Refused by a rule; nothing was written.
     Refused(RepositoryError),
+    /// What an advance judged in the store's write decided: the workflow stored, or the
+    /// judge's refusal (nothing written).
+    Judged(Box<Result<Workflow, orchestrator_core::Error>>),
 }
 
 impl Write {

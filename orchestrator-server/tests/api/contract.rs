@@ -998,6 +998,62 @@ pub async fn a_reader_following_the_log_never_meets_a_gap(repo: Arc<dyn Workflow
 }
 
 /// One test per contract and per store.
+/// A judge that applies `trigger` to the workflow it is shown.
+fn judge(trigger: Trigger) -> orchestrator_core::Judge {
+    Box::new(move |current: &Workflow| {
+        let transition = current
+            .apply(
+                trigger,
+                TransitionContext::at(current.updated_at() + Duration::seconds(1)),
+            )
+            .map_err(orchestrator_core::Error::from_transition)?;
+        let mut next = current.clone();
+        next.record(&transition);
+        Ok((next, transition))
+    })
+}
+
+pub async fn advance_stores_what_its_judge_decides_on_the_stored_workflow(
+    repo: &dyn WorkflowRepository,
+) {
+    let (workflow, first) = new_workflow("judged");
+    repo.create(&workflow, &first).await.unwrap();
+    let before = all_events(repo).await.len();
+
+    let gate = repo
+        .advance(&id("judged"), judge(Trigger::AgentComplete))
+        .await
+        .unwrap();
+    assert_eq!((gate.state(), gate.version()), (WorkflowState::Gate1, 2));
+    assert_eq!(repo.get(&id("judged")).await.unwrap(), gate);
+    let history = repo.history(&id("judged")).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].to, WorkflowState::Gate1);
+    assert_eq!(all_events(repo).await.len(), before + 1);
+
+    // The judge's refusal comes back as it is, and nothing is stored.
+    let err = repo
+        .advance(&id("judged"), judge(Trigger::AgentComplete))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, orchestrator_core::Error::Transition(_)),
+        "{err}"
+    );
+    assert_eq!(repo.get(&id("judged")).await.unwrap(), gate);
+    assert_eq!(repo.history(&id("judged")).await.unwrap().len(), 2);
+    assert_eq!(all_events(repo).await.len(), before + 1);
+
+    let err = repo
+        .advance(&id("nobody"), judge(Trigger::Cancel))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, orchestrator_core::Error::NotFound(ref f) if f.as_str() == "nobody"),
+        "{err}"
+    );
+}
+
 macro_rules! contract_suite {
     ($($contract:ident),* ; $($shared:ident),*) => {
         mod in_memory {
@@ -1063,6 +1119,7 @@ contract_suite!(
     create_then_get_returns_the_same_workflow,
     a_duplicate_create_is_refused_and_changes_nothing,
     commit_is_a_compare_and_set_on_the_version,
+    advance_stores_what_its_judge_decides_on_the_stored_workflow,
     history_keeps_every_transition_in_order,
     list_pages_in_feature_id_byte_order_with_a_state_filter,
     summary_counts_every_state,

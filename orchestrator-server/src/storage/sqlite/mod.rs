@@ -4,6 +4,8 @@
 //! thread (never on the async workers); a read that waits too long for a connection answers
 //! `Unavailable`. Every write goes to the writer thread (`writer`), which commits whatever is
 //! waiting as one transaction — group commit — and answers each caller only after the sync.
+//! An advance is read and judged there too, inside that transaction: one hand-off instead of a
+//! read and then a write, and never a lost compare-and-set.
 
 mod ops;
 mod prepared;
@@ -22,8 +24,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use orchestrator_core::consultation::ConsultationError;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
-    Consultation, ConsultationId, Expiry, FeatureId, OverdueNote, RepositoryError, StateCounts,
-    Timestamp, Transition, Version, Workflow, WorkflowRepository, WorkflowState,
+    Consultation, ConsultationId, Expiry, FeatureId, Judge, OverdueNote, RepositoryError,
+    StateCounts, Timestamp, Transition, Version, Workflow, WorkflowRepository, WorkflowState,
 };
 use orchestrator_core::{EventFilter, EventSlice, IdempotencyKey, KeyClaim, Receipt};
 
@@ -31,7 +33,7 @@ use super::models::{self, micros, to_i64};
 use super::write::{Write, Written};
 use super::{DurableRepository, StorageError, StorageMetrics, blocking, probe_time};
 use readers::Readers;
-use writer::Writer;
+use writer::{Task, Writer};
 
 pub use writer::WAL_RESET_BYTES;
 
@@ -167,7 +169,7 @@ impl SqliteRepository {
     }
 
     async fn write(&self, write: Write) -> Result<Written, RepositoryError> {
-        self.writer.submit(write).await?.into_result()
+        self.writer.submit(Task::Write(write)).await?.into_result()
     }
 }
 
@@ -288,6 +290,23 @@ impl WorkflowRepository for SqliteRepository {
     ) -> Result<(), RepositoryError> {
         let write = Write::commit(expected_version, workflow, transition, receipt);
         self.write(write).await.map(|_| ())
+    }
+
+    /// Read, judged and written in one task of the writer thread: the judge sees the workflow
+    /// as the writes before it in the same batch left it.
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn advance(
+        &self,
+        feature_id: &FeatureId,
+        judge: Judge,
+    ) -> Result<Workflow, orchestrator_core::Error> {
+        let task = Task::Advance(feature_id.clone(), judge);
+        match self.writer.submit(task).await?.into_result()? {
+            Written::Judged(outcome) => *outcome,
+            other => Err(
+                RepositoryError::Backend(format!("an advance answered {other:?}").into()).into(),
+            ),
+        }
     }
 
     async fn claim_key(

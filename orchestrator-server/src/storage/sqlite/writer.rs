@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use diesel::connection::SimpleConnection;
-use diesel::{RunQueryDsl, SqliteConnection};
-use orchestrator_core::RepositoryError;
+use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
+use orchestrator_core::{FeatureId, Judge, RepositoryError};
 use tokio::sync::oneshot;
 
 use super::ops;
@@ -60,10 +60,32 @@ const WAL_RESET_LEFT_BYTES: u64 = 512 * 1024;
 /// the writer stops after the third whatever is left.
 const WAL_RESET_ROUNDS: u32 = 3;
 
+/// What a caller hands the writer thread.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a task crosses to the writer boxed, and a batch holds at most MAX_BATCH"
+)]
+pub enum Task {
+    /// A write, described in full.
+    Write(Write),
+    /// An advance read and judged inside the writer's transaction (see [`ops::advance`]).
+    Advance(FeatureId, Judge),
+}
+
+impl Task {
+    /// Carries the task out on `conn`, inside the writer's transaction.
+    fn run(&self, conn: &mut SqliteConnection, ids: &mut ops::EventIds) -> QueryResult<Written> {
+        match self {
+            Task::Write(write) => ops::apply(conn, ids, write),
+            Task::Advance(feature_id, judge) => ops::advance(conn, ids, feature_id, judge),
+        }
+    }
+}
+
 enum Job {
     Write {
         // Boxed: a write is large, and the stop signal should not be.
-        write: Box<Write>,
+        task: Box<Task>,
         reply: oneshot::Sender<Result<Written, RepositoryError>>,
     },
     /// Empty the log, stop the checkpoint thread, and end.
@@ -115,13 +137,13 @@ impl Writer {
         })
     }
 
-    /// Carries out `write` in the next batch; answers once the batch is on disk.
-    pub async fn submit(&self, write: Write) -> Result<Written, RepositoryError> {
+    /// Carries out `task` in the next batch; answers once the batch is on disk.
+    pub async fn submit(&self, task: Task) -> Result<Written, RepositoryError> {
         let stopped = || RepositoryError::Unavailable("the sqlite writer has stopped".into());
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job::Write {
-                write: Box::new(write),
+                task: Box::new(task),
                 reply,
             })
             .map_err(|_| stopped())?;
@@ -151,7 +173,7 @@ fn run(
         let mut batch = Vec::new();
         for job in std::iter::once(first).chain(std::iter::from_fn(|| queue.try_recv().ok())) {
             match job {
-                Job::Write { write, reply } => batch.push((*write, reply)),
+                Job::Write { task, reply } => batch.push((*task, reply)),
                 Job::Stop => {
                     stopping = true;
                     break;
@@ -164,9 +186,9 @@ fn run(
         if batch.is_empty() {
             continue;
         }
-        let (writes, replies): (Vec<Write>, Vec<_>) = batch.into_iter().unzip();
-        metrics.commit_batch.observe(writes.len() as f64);
-        let results = execute(conn, &writes);
+        let (tasks, replies): (Vec<Task>, Vec<_>) = batch.into_iter().unzip();
+        metrics.commit_batch.observe(tasks.len() as f64);
+        let results = execute(conn, &tasks);
         for (reply, result) in replies.into_iter().zip(results) {
             // A caller that gave up (its request was dropped) no longer listens.
             let _ = reply.send(result);
@@ -312,8 +334,8 @@ struct Asked {
 
 type Outcomes = Vec<Result<Written, RepositoryError>>;
 
-/// Runs a batch in one transaction; the results line up with the writes.
-fn execute(conn: &mut SqliteConnection, batch: &[Write]) -> Outcomes {
+/// Runs a batch in one transaction; the results line up with the tasks.
+fn execute(conn: &mut SqliteConnection, batch: &[Task]) -> Outcomes {
     let failed = match attempt(conn, batch, false) {
         Ok(results) => return results,
         // A write failed: run the batch again, isolating each write in a savepoint.
@@ -346,7 +368,7 @@ enum Failure {
 /// a failing write is rolled back alone and reported in its result.
 fn attempt(
     conn: &mut SqliteConnection,
-    batch: &[Write],
+    batch: &[Task],
     savepoints: bool,
 ) -> Result<Outcomes, Failure> {
     Sql("BEGIN IMMEDIATE")
@@ -356,17 +378,15 @@ fn attempt(
         // Event ids: read once, written back once, for the whole batch.
         let mut ids = ops::EventIds::read(conn).map_err(Failure::Transaction)?;
         let mut results = Vec::with_capacity(batch.len());
-        for write in batch {
+        for task in batch {
             if !savepoints {
-                results.push(Ok(
-                    ops::apply(conn, &mut ids, write).map_err(Failure::Write)?
-                ));
+                results.push(Ok(task.run(conn, &mut ids).map_err(Failure::Write)?));
                 continue;
             }
             conn.batch_execute("SAVEPOINT job")
                 .map_err(Failure::Transaction)?;
             let before = ids;
-            let result = ops::apply(conn, &mut ids, write);
+            let result = task.run(conn, &mut ids);
             let end = if result.is_ok() {
                 "RELEASE job"
             } else {
@@ -394,7 +414,7 @@ mod tests {
     use diesel::Connection;
     use diesel_migrations::MigrationHarness;
     use orchestrator_core::{
-        Description, FeatureId, Metadata, TransitionContext, Trigger, Workflow,
+        Description, FeatureId, Metadata, TransitionContext, Trigger, Workflow, WorkflowState,
     };
 
     fn create(name: &str) -> (Workflow, Write) {
@@ -406,6 +426,29 @@ mod tests {
         );
         let write = Write::create(&workflow, &first, None);
         (workflow, write)
+    }
+
+    /// An advance by `trigger`, judged in the writer's transaction.
+    fn advance(name: &str, trigger: Trigger) -> Task {
+        let judge = move |current: &Workflow| {
+            let transition = current
+                .apply(trigger, TransitionContext::at(chrono::Utc::now()))
+                .map_err(orchestrator_core::Error::from_transition)?;
+            let mut next = current.clone();
+            next.record(&transition);
+            Ok((next, transition))
+        };
+        Task::Advance(FeatureId::parse(name).unwrap(), Box::new(judge))
+    }
+
+    /// The workflow an advance stored, or why it was refused.
+    fn judged(
+        result: &Result<Written, RepositoryError>,
+    ) -> &Result<Workflow, orchestrator_core::Error> {
+        match result {
+            Ok(Written::Judged(outcome)) => outcome,
+            other => panic!("not judged: {other:?}"),
+        }
     }
 
     fn commit(workflow: &Workflow, expected: i64) -> Write {
@@ -539,13 +582,14 @@ mod tests {
         let (a, create_a) = create("a");
         let (_, create_a_again) = create("a");
         let (_, create_b) = create("b");
-        let batch = vec![
+        let batch = [
             create_a,
             create_a_again,
             commit(&a, 1),
             commit(&a, 1), // the same version again: loses
             create_b,
-        ];
+        ]
+        .map(Task::Write);
         let results = execute(&mut conn, &batch);
         assert!(matches!(results[0], Ok(Written::Done)));
         assert!(matches!(
@@ -575,7 +619,7 @@ mod tests {
         if let Write::Commit(commit) = &mut broken {
             commit.history.seq = 1;
         }
-        let results = execute(&mut conn, &[create_a, broken, create_b]);
+        let results = execute(&mut conn, &[create_a, broken, create_b].map(Task::Write));
         assert!(matches!(results[0], Ok(Written::Done)));
         assert!(
             matches!(results[1], Err(RepositoryError::Backend(_))),
@@ -596,5 +640,89 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(version, 1);
+    }
+
+    #[test]
+    fn an_advance_is_judged_on_the_workflow_as_the_batch_left_it() {
+        let mut conn = database();
+        let (_, create_a) = create("a");
+        let batch = [
+            Task::Write(create_a),
+            advance("a", Trigger::AgentComplete), // PHASE_1 -> GATE_1
+            advance("a", Trigger::AgentComplete), // not from GATE_1: refused by the rules
+            advance("a", Trigger::HumanApproved), // GATE_1 -> PHASE_2
+            advance("missing", Trigger::AgentComplete),
+        ];
+        let results = execute(&mut conn, &batch);
+        let at_gate = judged(&results[1]).as_ref().unwrap();
+        assert_eq!(at_gate.state(), WorkflowState::Gate1);
+        assert_eq!(at_gate.version(), 2);
+        assert!(matches!(
+            judged(&results[2]),
+            Err(orchestrator_core::Error::Transition(_))
+        ));
+        let approved = judged(&results[3]).as_ref().unwrap();
+        assert_eq!(approved.state(), WorkflowState::Phase2);
+        assert_eq!(approved.version(), 3);
+        assert!(matches!(
+            results[4],
+            Ok(Written::Refused(RepositoryError::NotFound(_)))
+        ));
+        // The refused advance wrote nothing: three transitions, three events.
+        assert_eq!(count(&mut conn, "transitions"), 3);
+        assert_eq!(count(&mut conn, "events"), 3);
+        let stored = ops::get(&mut conn, "a").unwrap().unwrap();
+        assert_eq!((stored.state.as_str(), stored.version), ("PHASE_2", 3));
+    }
+
+    #[test]
+    fn a_judge_that_panics_fails_its_advance_alone() {
+        let mut conn = database();
+        let (_, create_a) = create("a");
+        let panics = Task::Advance(
+            FeatureId::parse("a").unwrap(),
+            Box::new(|_: &Workflow| panic!("a judge with a bug")),
+        );
+        let batch = [
+            Task::Write(create_a),
+            panics,
+            advance("a", Trigger::AgentComplete),
+        ];
+        let results = execute(&mut conn, &batch);
+        assert!(
+            matches!(
+                results[1],
+                Ok(Written::Refused(RepositoryError::Backend(_)))
+            ),
+            "{:?}",
+            results[1]
+        );
+        assert_eq!(judged(&results[2]).as_ref().unwrap().version(), 2);
+        assert_eq!(count(&mut conn, "transitions"), 2);
+    }
+
+    #[test]
+    fn an_advance_in_a_batch_run_again_with_savepoints_is_judged_again() {
+        let mut conn = database();
+        let (a, create_a) = create("a");
+        // A database error (a duplicate history row) makes the writer run the batch again,
+        // each task in its own savepoint; the advance after it is judged on that run's read.
+        let mut broken = commit(&a, 1);
+        if let Write::Commit(commit) = &mut broken {
+            commit.history.seq = 1;
+        }
+        let batch = [
+            Task::Write(create_a),
+            Task::Write(broken),
+            advance("a", Trigger::AgentComplete),
+        ];
+        let results = execute(&mut conn, &batch);
+        assert!(matches!(results[1], Err(RepositoryError::Backend(_))));
+        let advanced = judged(&results[2]).as_ref().unwrap();
+        assert_eq!(
+            (advanced.state(), advanced.version()),
+            (WorkflowState::Gate1, 2)
+        );
+        assert_eq!(count(&mut conn, "transitions"), 2);
     }
 }
