@@ -45,8 +45,8 @@ pub use hub::{AgentHub, HubError};
 pub use memory::InMemoryWorkflowRepository;
 pub use principal::{Action, ActorKind, Principal, Role};
 pub use repository::{
-    Expiry, IdempotencyKey, Judge, KeyClaim, ListQuery, OverdueNote, Page, PageLimit, Receipt,
-    RepositoryError, StateCounts, Summary, WorkflowRepository,
+    Decision, Expiry, IdempotencyKey, Judge, KeyClaim, ListQuery, OverdueNote, Page, PageLimit,
+    Receipt, RepositoryError, StateCounts, Summary, WorkflowRepository,
 };
 #[cfg(feature = "test-util")]
 pub use service::ManualClock;

@@ -14,7 +14,7 @@ use crate::consultation::{Consultation, ConsultationError, ConsultationId, Consu
 use crate::event::{Event, EventFilter, EventSlice, EventType, NewEvent};
 use crate::hub::HubSessionId;
 use crate::repository::{
-    Expiry, IdempotencyKey, KeyClaim, OverdueNote, Receipt, RepositoryError, StateCounts,
+    Expiry, IdempotencyKey, Judge, KeyClaim, OverdueNote, Receipt, RepositoryError, StateCounts,
     WorkflowRepository,
 };
 use crate::state::WorkflowState;
@@ -273,6 +273,24 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         self.publish([NewEvent::transitioned(workflow, transition)]);
         Self::answer(&mut self.keys(), receipt);
         Ok(())
+    }
+
+    /// Read, judged and stored under the lock: nothing lands in between, so no conflict.
+    async fn advance(
+        &self,
+        feature_id: &FeatureId,
+        judge: Judge,
+    ) -> Result<Workflow, crate::service::Error> {
+        let mut entries = self.lock();
+        let entry = entries
+            .get_mut(feature_id)
+            .ok_or_else(|| RepositoryError::NotFound(feature_id.clone()))?;
+        let decision = judge(&entry.workflow)?;
+        entry.workflow = decision.next.clone();
+        entry.history.push(decision.transition.clone());
+        self.publish([NewEvent::transitioned(&decision.next, &decision.transition)]);
+        Self::answer(&mut self.keys(), decision.receipt.as_ref());
+        Ok(decision.next)
     }
 
     async fn claim_key(

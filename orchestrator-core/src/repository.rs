@@ -21,10 +21,19 @@ use crate::workflow::{Timestamp, Transition, Version, Workflow};
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Decides a change of a workflow from the workflow as stored (see
-/// [`WorkflowRepository::advance`]): the snapshot after it and the transition that leads there,
-/// or why the change is refused.
-pub type Judge =
-    Box<dyn Fn(&Workflow) -> Result<(Workflow, Transition), crate::service::Error> + Send + Sync>;
+/// [`WorkflowRepository::advance`]), or why the change is refused.
+pub type Judge = Box<dyn Fn(&Workflow) -> Result<Decision, crate::service::Error> + Send + Sync>;
+
+/// What a [`Judge`] decided.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The workflow after the transition.
+    pub next: Workflow,
+    /// The transition, the history entry to append.
+    pub transition: Transition,
+    /// The answer to keep for the request's idempotency key, stored only if the change is.
+    pub receipt: Option<Receipt>,
+}
 
 /// Why a repository call failed.
 #[derive(Debug, thiserror::Error)]
@@ -312,8 +321,8 @@ pub trait WorkflowRepository: Send + Sync {
     ) -> Result<(), RepositoryError>;
 
     /// Reads the workflow, lets `judge` decide its next snapshot and transition, and stores
-    /// them as [`WorkflowRepository::commit`] does; answers the snapshot stored, or the
-    /// judge's refusal (nothing stored then). No other change to the workflow lands between
+    /// them (with the decision's receipt) as [`WorkflowRepository::commit_with`] does; answers
+    /// the snapshot stored, or the judge's refusal (nothing stored then). No other change to the workflow lands between
     /// the read and the write.
     ///
     /// The default reads, judges and then commits with a compare-and-set: a change that lands
@@ -328,9 +337,15 @@ pub trait WorkflowRepository: Send + Sync {
         judge: Judge,
     ) -> Result<Workflow, crate::service::Error> {
         let current = self.get(feature_id).await?;
-        let (next, transition) = judge(&current)?;
-        self.commit(current.version(), &next, &transition).await?;
-        Ok(next)
+        let decision = judge(&current)?;
+        self.commit_with(
+            current.version(),
+            &decision.next,
+            &decision.transition,
+            decision.receipt.as_ref(),
+        )
+        .await?;
+        Ok(decision.next)
     }
 
     /// Claims `key` for a request whose method, path and body hash to `fingerprint`, at

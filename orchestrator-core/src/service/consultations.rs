@@ -143,7 +143,7 @@ impl Orchestrator {
         &self,
         mut reserved: Consultation,
         answer: Result<HubAnswer>,
-        seal: Option<Seal<'_, Consultation>>,
+        seal: Option<Seal<Consultation>>,
     ) -> Result<Consultation> {
         match answer {
             Ok(answer) => {
@@ -169,7 +169,7 @@ impl Orchestrator {
     pub async fn publish_sealed(
         &self,
         reserved: Consultation,
-        seal: Option<Seal<'_, Consultation>>,
+        seal: Option<Seal<Consultation>>,
     ) -> Result<Consultation> {
         let receipt = seal.map(|seal| seal(&reserved));
         match self
@@ -288,7 +288,7 @@ impl Orchestrator {
         feature_id: &FeatureId,
         id: ConsultationId,
         respond: Respond,
-        seal: Option<Seal<'_, Consultation>>,
+        seal: Option<Seal<Consultation>>,
     ) -> Result<Consultation> {
         if respond.actor_kind == Some(ActorKind::Agent) {
             return Err(Error::AgentMayNotRespond);

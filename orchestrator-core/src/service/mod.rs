@@ -164,7 +164,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Makes the answer to a request with an idempotency key from what its change produced, so
 /// the store keeps the answer in the change's own transaction.
-pub type Seal<'a, T> = &'a (dyn Fn(&T) -> crate::repository::Receipt + Send + Sync);
+/// Owned, so the store may make the answer where it judges the change (a writer thread).
+pub type Seal<T> = Arc<dyn Fn(&T) -> crate::repository::Receipt + Send + Sync>;
 
 /// The orchestrator: workflows kept by a repository, judged by the rules, timed by a clock,
 /// advised by an Agent Hub.

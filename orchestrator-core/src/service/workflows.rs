@@ -1,6 +1,6 @@
 //! Starting, reading, advancing and listing workflows.
 
-use crate::repository::{ListQuery, Page, RepositoryError, Summary};
+use crate::repository::{Decision, ListQuery, Page, RepositoryError, Summary};
 use crate::state::Trigger;
 use crate::state::WorkflowState;
 use crate::values::FeatureId;
@@ -20,7 +20,7 @@ impl Orchestrator {
     pub async fn start_sealed(
         &self,
         command: StartWorkflow,
-        seal: Option<Seal<'_, Workflow>>,
+        seal: Option<Seal<Workflow>>,
     ) -> Result<Started> {
         let policy = command.gate.over(self.gate_defaults)?;
         let (workflow, first) = Workflow::start_with(
@@ -65,16 +65,24 @@ impl Orchestrator {
         &self,
         feature_id: &FeatureId,
         command: Advance,
-        seal: Option<Seal<'_, Workflow>>,
+        seal: Option<Seal<Workflow>>,
     ) -> Result<Workflow> {
         let at = self.clock.now();
-        // An approval at the gate needs facts only the hub has, asked for before the decision;
-        // a seal borrows the request. Both are judged on a read and then committed with a
-        // compare-and-set. Every other trigger is judged by the store inside its write.
-        if seal.is_some() || (command.trigger == Trigger::HumanApproved && !command.override_gate) {
+        // An approval at the gate needs facts only the hub has, asked for before the decision:
+        // judged on a read and committed with a compare-and-set. Every other trigger is judged
+        // by the store inside its write.
+        if command.trigger == Trigger::HumanApproved && !command.override_gate {
             return self.advance_on_read(feature_id, command, at, seal).await;
         }
-        let judge = move |current: &Workflow| judged(current, &command, at, &GateFacts::default());
+        let judge = move |current: &Workflow| {
+            let (next, transition) = judged(current, &command, at, &GateFacts::default())?;
+            let receipt = seal.as_ref().map(|seal| seal(&next));
+            Ok(Decision {
+                next,
+                transition,
+                receipt,
+            })
+        };
         self.repository.advance(feature_id, Box::new(judge)).await
     }
 
@@ -85,7 +93,7 @@ impl Orchestrator {
         feature_id: &FeatureId,
         command: Advance,
         at: crate::workflow::Timestamp,
-        seal: Option<Seal<'_, Workflow>>,
+        seal: Option<Seal<Workflow>>,
     ) -> Result<Workflow> {
         let current = self.repository.get(feature_id).await?;
         // The hub is asked about pending escalations only for an approval at the gate.

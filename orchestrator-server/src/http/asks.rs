@@ -16,7 +16,7 @@ use std::time::Duration;
 use http::StatusCode;
 use orchestrator_core::hub::HubAnswer;
 use orchestrator_core::service::Error as CoreError;
-use orchestrator_core::{Consult, Consultation, FeatureId, Orchestrator, Receipt, Seal};
+use orchestrator_core::{Consult, Consultation, FeatureId, Orchestrator, Seal};
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
@@ -107,7 +107,6 @@ impl Asks {
             Box::pin(async move { orchestrator.ask_hub(&asking).await })
         };
         let answered = claimed.map(|claimed| sealed(claimed, StatusCode::CREATED));
-        let answered = answered.as_ref().map(|s| s as Seal<'_, Consultation>);
         let Some(wait) = self.policy.wait else {
             let answer = ask.await;
             return Ok(Asked::Answered(
@@ -124,7 +123,6 @@ impl Asks {
             )),
             Err(_waited) => {
                 let accepted = claimed.map(|claimed| sealed(claimed, StatusCode::ACCEPTED));
-                let accepted = accepted.as_ref().map(|s| s as Seal<'_, Consultation>);
                 let asking = orchestrator.publish_sealed(reserved, accepted).await?;
                 let orchestrator = orchestrator.clone();
                 let mut stopping = self.stopping.subscribe();
@@ -206,11 +204,8 @@ impl Asks {
 }
 
 /// The seal of a consultation answered with `status`, for a request that claimed its key.
-fn sealed(
-    claimed: &Claimed,
-    status: StatusCode,
-) -> impl Fn(&Consultation) -> Receipt + Send + Sync + '_ {
-    move |consultation| claimed.receipt(&consultation_answer(status, consultation))
+fn sealed(claimed: &Claimed, status: StatusCode) -> Seal<Consultation> {
+    claimed.seal(move |consultation| consultation_answer(status, consultation))
 }
 
 /// Completes once the server stops (or the sender is gone).

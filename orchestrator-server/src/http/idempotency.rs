@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use orchestrator_core::{IdempotencyKey, KeyClaim, Receipt, Timestamp, ValidationError};
+use orchestrator_core::{IdempotencyKey, KeyClaim, Receipt, Seal, Timestamp, ValidationError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -86,6 +86,16 @@ impl Claimed {
             key: self.key.clone(),
             answer: answer.encode(),
         }
+    }
+
+    /// The seal that keeps, with the change it answers, the answer `answer` makes of the
+    /// changed value.
+    pub fn seal<T>(&self, answer: impl Fn(&T) -> Answer + Send + Sync + 'static) -> Seal<T> {
+        let key = self.key.clone();
+        Arc::new(move |value: &T| Receipt {
+            key: key.clone(),
+            answer: answer(value).encode(),
+        })
     }
 
     /// Says the store committed the sealed answer with the change: nothing is left to keep.

@@ -18,6 +18,12 @@ pub fn workflow<'a>(feature_id: &'a str) -> _ {
     workflows::table.find(feature_id)
 }
 
+/// The workflows of these feature ids (those that exist).
+#[dsl::auto_type]
+pub fn workflows_of<'a>(feature_ids: Vec<&'a str>) -> _ {
+    workflows::table.filter(workflows::feature_id.eq_any(feature_ids))
+}
+
 /// Up to `limit` workflows in feature-id order after `after` (`""` for the first page), in
 /// one of `states`.
 #[dsl::auto_type]

@@ -3,11 +3,13 @@
 //! a transaction its caller opened; a write refused by a rule writes nothing, so it can share
 //! a transaction with others.
 
+use std::panic::AssertUnwindSafe;
+
 use orchestrator_core::consultation::ConsultationError;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
-    Consultation, EventType, Expiry, FeatureId, IdempotencyKey, KeyClaim, NewEvent, OverdueNote,
-    Receipt, RepositoryError, Timestamp, Transition, Version, Workflow,
+    Consultation, EventType, Expiry, FeatureId, IdempotencyKey, Judge, KeyClaim, NewEvent,
+    OverdueNote, Receipt, RepositoryError, Timestamp, Transition, Version, Workflow,
 };
 
 use super::models::{
@@ -124,6 +126,38 @@ impl Commit {
             receipt: None,
             event: NewEventRow::transitioned(workflow.feature_id(), transition),
         }
+    }
+}
+
+/// What judging an advance against its stored row came to.
+pub enum Verdict {
+    /// Accepted: store this commit; the workflow after it is the answer once it lands.
+    Commit(Box<Commit>, Workflow),
+    /// Decided without writing: no such workflow, the judge's refusal, or a failure.
+    Answer(Written),
+}
+
+/// Judges an advance of `feature_id` against its stored `row` (`None`: no such workflow). A
+/// judge that panics refuses its advance alone (a storage failure); the store goes on.
+pub fn judge_advance(feature_id: &FeatureId, row: Option<WorkflowRow>, judge: &Judge) -> Verdict {
+    let current = match super::models::workflow(feature_id, row) {
+        Ok(current) => current,
+        Err(refusal) => return Verdict::Answer(Written::Refused(refusal)),
+    };
+    let decided = match std::panic::catch_unwind(AssertUnwindSafe(|| judge(&current))) {
+        Ok(decided) => decided,
+        Err(_) => {
+            let panicked = format!("judging an advance of '{feature_id}' panicked");
+            return Verdict::Answer(Written::Refused(RepositoryError::Backend(panicked.into())));
+        }
+    };
+    match decided {
+        Ok(decision) => {
+            let mut commit = Commit::new(current.version(), &decision.next, &decision.transition);
+            commit.receipt = decision.receipt.as_ref().map(ReceiptRow::from);
+            Verdict::Commit(Box::new(commit), decision.next)
+        }
+        Err(refusal) => Verdict::Answer(Written::Judged(Box::new(Err(refusal)))),
     }
 }
 
@@ -357,6 +391,16 @@ impl Written {
             other => Err(RepositoryError::Backend(
                 format!("a claim answered {other:?}").into(),
             )),
+        }
+    }
+
+    /// What an advance judged in the store decided: the workflow stored, or why not.
+    pub fn into_advanced(self) -> Result<Workflow, orchestrator_core::Error> {
+        match self.into_result()? {
+            Written::Judged(outcome) => *outcome,
+            other => Err(
+                RepositoryError::Backend(format!("an advance answered {other:?}").into()).into(),
+            ),
         }
     }
 

@@ -1009,7 +1009,11 @@ fn judge(trigger: Trigger) -> orchestrator_core::Judge {
             .map_err(orchestrator_core::Error::from_transition)?;
         let mut next = current.clone();
         next.record(&transition);
-        Ok((next, transition))
+        Ok(orchestrator_core::Decision {
+            next,
+            transition,
+            receipt: None,
+        })
     })
 }
 
@@ -1044,6 +1048,41 @@ pub async fn advance_stores_what_its_judge_decides_on_the_stored_workflow(
     assert_eq!(repo.history(&id("judged")).await.unwrap().len(), 2);
     assert_eq!(all_events(repo).await.len(), before + 1);
 
+    // A decision's receipt is kept with it: the key's claim then finds the answer.
+    use orchestrator_core::{IdempotencyKey, KeyClaim, Receipt};
+    let key = IdempotencyKey {
+        scope: "*".to_owned(),
+        key: "judged".to_owned(),
+    };
+    let claim = async || {
+        let now = t0();
+        let lease = now + Duration::seconds(65);
+        repo.claim_key(&key, "fp", now, lease, now - Duration::hours(24))
+            .await
+            .unwrap()
+    };
+    assert_eq!(claim().await, KeyClaim::Claimed);
+    let sealed = key.clone();
+    let rejected = repo
+        .advance(
+            &id("judged"),
+            Box::new(move |current: &Workflow| {
+                let (next, transition) = step(current, Trigger::HumanRejected, 1);
+                Ok(orchestrator_core::Decision {
+                    receipt: Some(Receipt {
+                        key: sealed.clone(),
+                        answer: format!("version {}", next.version()),
+                    }),
+                    next,
+                    transition,
+                })
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejected.version(), 3);
+    assert_eq!(claim().await, KeyClaim::Answered("version 3".to_owned()));
+
     let err = repo
         .advance(&id("nobody"), judge(Trigger::Cancel))
         .await
@@ -1052,6 +1091,47 @@ pub async fn advance_stores_what_its_judge_decides_on_the_stored_workflow(
         matches!(err, orchestrator_core::Error::NotFound(ref f) if f.as_str() == "nobody"),
         "{err}"
     );
+}
+
+/// Eight callers advance one workflow at once, each judge taking whichever trigger fits the
+/// state it is shown: every store here judges each on what the one before left, so all eight
+/// land, in one unbroken history. (PostgreSQL judges again an advance whose workflow changed
+/// before its batch committed, up to eight times: as many as there are rivals here.)
+pub async fn concurrent_judged_advances_of_one_workflow_all_land_in_turn(
+    repo: Arc<dyn WorkflowRepository>,
+) {
+    let (workflow, first) = new_workflow("turns");
+    repo.create(&workflow, &first).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let repo = repo.clone();
+            tokio::spawn(async move {
+                let judge: orchestrator_core::Judge = Box::new(|current: &Workflow| {
+                    let trigger = match current.state() {
+                        WorkflowState::Phase1 => Trigger::AgentComplete,
+                        _ => Trigger::HumanRejected,
+                    };
+                    let (next, transition) = step(current, trigger, 1);
+                    Ok(orchestrator_core::Decision {
+                        next,
+                        transition,
+                        receipt: None,
+                    })
+                });
+                repo.advance(&id("turns"), judge).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let stored = repo.get(&id("turns")).await.unwrap();
+    assert_eq!(stored.version(), 9);
+    let history = repo.history(&id("turns")).await.unwrap();
+    assert_eq!(history.len(), 9);
+    for pair in history.windows(2) {
+        assert_eq!(pair[0].to, pair[1].from);
+    }
 }
 
 macro_rules! contract_suite {
@@ -1133,6 +1213,7 @@ contract_suite!(
     several_events_of_one_write_take_consecutive_ids;
     concurrent_commits_against_one_version_let_exactly_one_land,
     concurrent_commits_of_many_workflows_are_each_judged_on_their_own,
+    concurrent_judged_advances_of_one_workflow_all_land_in_turn,
     a_reader_following_the_log_never_meets_a_gap
 );
 

@@ -6,7 +6,7 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use orchestrator_core::api::{ConsultRequest, ConsultationsResponse, RespondRequest};
 use orchestrator_core::consultation::{Consultation, ConsultationId};
-use orchestrator_core::{Consult, Respond, Seal};
+use orchestrator_core::{Consult, Respond};
 
 use super::workflows::feature_id;
 use crate::http::App;
@@ -114,17 +114,12 @@ pub async fn respond_to_consultation(
     }
     // Kept with the refreshed consultation when the store changes it; otherwise the answer is
     // kept right after.
-    let seal = claimed.as_ref().map(|claimed| {
-        move |c: &Consultation| claimed.receipt(&consultation_answer(StatusCode::OK, c))
-    });
+    let seal = claimed
+        .as_ref()
+        .map(|claimed| claimed.seal(|c: &Consultation| consultation_answer(StatusCode::OK, c)));
     let answered = app
         .orchestrator()
-        .respond_sealed(
-            &id,
-            consultation,
-            respond,
-            seal.as_ref().map(|s| s as Seal<'_, Consultation>),
-        )
+        .respond_sealed(&id, consultation, respond, seal)
         .await?;
     Ok(consultation_answer(StatusCode::OK, &answered).into_response())
 }

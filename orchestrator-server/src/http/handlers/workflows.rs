@@ -8,7 +8,7 @@ use orchestrator_core::api::{
     StartWorkflowRequest, SummaryResponse, WorkflowResponse, cursor, paths,
 };
 use orchestrator_core::{
-    Advance, FeatureId, Seal, StartWorkflow, Started, Timestamp, ValidationError, Workflow,
+    Advance, FeatureId, StartWorkflow, Started, Timestamp, ValidationError, Workflow,
 };
 
 use crate::http::App;
@@ -78,11 +78,8 @@ pub async fn create_workflow(
     let now = app.now();
     let seal = claimed
         .as_ref()
-        .map(|claimed| move |workflow: &Workflow| claimed.receipt(&created_answer(workflow, now)));
-    let started = app
-        .orchestrator()
-        .start_sealed(command, seal.as_ref().map(|s| s as Seal<'_, Workflow>))
-        .await?;
+        .map(|claimed| claimed.seal(move |workflow: &Workflow| created_answer(workflow, now)));
+    let started = app.orchestrator().start_sealed(command, seal).await?;
     match started {
         Started::Created(workflow) => {
             // The answer went in with the new workflow.
@@ -162,11 +159,11 @@ pub async fn advance_workflow(
     let trigger = command.trigger;
     let now = app.now();
     let seal = claimed.as_ref().map(|claimed| {
-        move |workflow: &Workflow| claimed.receipt(&workflow_answer(StatusCode::OK, workflow, now))
+        claimed.seal(move |workflow: &Workflow| workflow_answer(StatusCode::OK, workflow, now))
     });
     let workflow = app
         .orchestrator()
-        .advance_sealed(&id, command, seal.as_ref().map(|s| s as Seal<'_, Workflow>))
+        .advance_sealed(&id, command, seal)
         .await?;
     // The answer went in with the commit.
     claimed.iter().for_each(Claimed::kept);

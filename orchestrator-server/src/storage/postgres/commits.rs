@@ -1,17 +1,21 @@
 //! Group commit for PostgreSQL: concurrent advances share one statement and one transaction.
 //!
-//! Every advance's compare-and-set is queued here. A task takes whatever is waiting (at most
-//! one write per workflow per batch) and runs it as one statement: the batch's rows are sent
-//! as arrays and unnested, the workflow rows are locked in feature-id order (so two batches,
-//! also from two replicas, can never deadlock), each row is updated only if its version is
-//! still the expected one, and a history row is inserted for exactly the updates that
-//! happened. Each compare-and-set is judged on its own: one caller's conflict never fails
-//! another's. Each winner's `workflow.transitioned` event is numbered and inserted by the same
-//! statement, which takes the event log's row lock last (see `ops::append_events`). One
-//! statement is one transaction, committed before anyone is answered.
+//! Every advance is queued here: a compare-and-set already decided (`Commit`), or a decision
+//! still to make on the stored workflow (`Judge`). A task takes whatever is waiting (at most
+//! one advance per workflow per batch), reads the workflows the judges need in one query,
+//! judges them, and runs every accepted change as one statement: the batch's rows are sent as
+//! arrays and unnested, the workflow rows are locked in feature-id order (so two batches, also
+//! from two replicas, can never deadlock), each row is updated only if its version is still
+//! the expected one, and a history row is inserted for exactly the updates that happened. Each
+//! compare-and-set is judged on its own: one caller's conflict never fails another's. A judged
+//! advance whose workflow changed between the read and the statement (another batch, another
+//! replica) is judged again in a later batch, up to [`MAX_TRIES`] times. Each winner's
+//! `workflow.transitioned` event is numbered and inserted by the same statement, which takes
+//! the event log's row lock last (see `ops::append_events`). One statement is one
+//! transaction, committed before anyone is answered.
 //!
 //! If the statement fails as a whole for a reason other than the database being unavailable,
-//! each write of the batch is run again alone, so a failing write fails alone.
+//! each advance of the batch is run again alone, so a failing one fails alone.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -20,23 +24,49 @@ use diesel::pg::Pg;
 use diesel::query_builder::AstPass;
 use diesel::result::QueryResult;
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
+use diesel::{QueryDsl, SelectableHelper};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use orchestrator_core::RepositoryError;
+use orchestrator_core::{FeatureId, Judge, RepositoryError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{PgPool, Prepared, Statement, bind_array, run};
 use crate::storage::StorageMetrics;
-use crate::storage::models::ReceiptRow;
-use crate::storage::write::{Commit, Written, conflict};
+use crate::storage::models::{ReceiptRow, WorkflowRow};
+use crate::storage::queries;
+use crate::storage::write::{Commit, Verdict, Written, conflict, judge_advance};
 
 /// Most advances one statement takes.
 const MAX_BATCH: usize = 256;
 /// Batches running at once. Two let one batch be built and sent while the previous one waits
 /// for its commit to reach the disk.
 const IN_FLIGHT: usize = 2;
+/// Most batches a judged advance takes part in: past this many lost compare-and-sets (its
+/// workflow changed under it each time) it answers the last conflict.
+pub const MAX_TRIES: u32 = 8;
+
+/// An advance waiting for a batch.
+enum Task {
+    /// A compare-and-set decided by the caller.
+    Commit(Box<Commit>),
+    /// A decision to make on the workflow as read for the batch; `tries` batches so far.
+    Judge {
+        feature_id: FeatureId,
+        judge: Judge,
+        tries: u32,
+    },
+}
+
+impl Task {
+    fn feature_id(&self) -> &FeatureId {
+        match self {
+            Task::Commit(commit) => &commit.feature_id,
+            Task::Judge { feature_id, .. } => feature_id,
+        }
+    }
+}
 
 struct Job {
-    commit: Commit,
+    task: Task,
     reply: oneshot::Sender<Result<Written, RepositoryError>>,
 }
 
@@ -50,17 +80,36 @@ impl Committer {
     /// Starts the task that commits batches on connections of `pool`.
     pub fn start(pool: PgPool, metrics: Arc<StorageMetrics>) -> Self {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(batches(pool, metrics, queue));
+        // Weak: judged advances that lost go back into the queue, but the queue ends once
+        // the last `Committer` is gone.
+        tokio::spawn(batches(pool, metrics, queue, jobs.downgrade()));
         Committer { jobs }
     }
 
     /// Commits `commit` in the next batch; answers once the batch is committed.
     pub async fn submit(&self, commit: Commit) -> Result<Written, RepositoryError> {
+        self.queue(Task::Commit(Box::new(commit))).await
+    }
+
+    /// Judges an advance of `feature_id` on the workflow as the next batch reads it, and
+    /// commits what `judge` decided in that batch: `Judged`, or a refusal.
+    pub async fn advance(
+        &self,
+        feature_id: FeatureId,
+        judge: Judge,
+    ) -> Result<Written, RepositoryError> {
+        self.queue(Task::Judge {
+            feature_id,
+            judge,
+            tries: 0,
+        })
+        .await
+    }
+
+    async fn queue(&self, task: Task) -> Result<Written, RepositoryError> {
         let stopped = || RepositoryError::Unavailable("the commit queue has stopped".into());
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { commit, reply })
-            .map_err(|_| stopped())?;
+        self.jobs.send(Job { task, reply }).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -69,9 +118,10 @@ async fn batches(
     pool: PgPool,
     metrics: Arc<StorageMetrics>,
     mut queue: mpsc::UnboundedReceiver<Job>,
+    requeue: mpsc::WeakUnboundedSender<Job>,
 ) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    // Writes that found their workflow already in the batch being built: the next batch's.
+    // Advances that found their workflow already in the batch being built: the next batch's.
     let mut waiting: VecDeque<Job> = VecDeque::new();
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -95,7 +145,7 @@ async fn batches(
             if job.reply.is_closed() {
                 continue;
             }
-            if batch.len() < MAX_BATCH && seen.insert(job.commit.feature_id.clone()) {
+            if batch.len() < MAX_BATCH && seen.insert(job.task.feature_id().clone()) {
                 batch.push(job);
             } else {
                 later.push_back(job);
@@ -107,22 +157,35 @@ async fn batches(
         }
         let pool = pool.clone();
         let metrics = metrics.clone();
+        let requeue = requeue.clone();
         tokio::spawn(async move {
             metrics.commit_batch.observe(batch.len() as f64);
-            commit_batch(&pool, &metrics, batch).await;
+            commit_batch(&pool, &metrics, batch, &requeue).await;
             drop(slot);
         });
     }
 }
 
+/// What a batch decided for one advance.
+enum Step {
+    /// The answer.
+    Answer(Written),
+    /// A judged advance whose workflow changed under it: judge it again.
+    Again(RepositoryError),
+}
+
 /// Commits one batch and answers each of its callers.
-async fn commit_batch(pool: &PgPool, metrics: &StorageMetrics, batch: Vec<Job>) {
-    let commits: Vec<Commit> = batch.iter().map(|job| job.commit.clone()).collect();
-    let outcome = run(pool, metrics, async |conn| apply(conn, &commits).await).await;
+async fn commit_batch(
+    pool: &PgPool,
+    metrics: &StorageMetrics,
+    batch: Vec<Job>,
+    requeue: &mpsc::WeakUnboundedSender<Job>,
+) {
+    let outcome = run(pool, metrics, async |conn| decide(conn, &batch).await).await;
     match outcome {
-        Ok(results) => {
-            for (job, result) in batch.into_iter().zip(results) {
-                let _ = job.reply.send(Ok(result));
+        Ok(steps) => {
+            for (job, step) in batch.into_iter().zip(steps) {
+                answer(job, step, requeue);
             }
         }
         Err(RepositoryError::Unavailable(e)) => {
@@ -139,18 +202,119 @@ async fn commit_batch(pool: &PgPool, metrics: &StorageMetrics, batch: Vec<Job>) 
             }
         }
         Err(_) => {
-            // One write broke the statement: run each alone, so it fails alone.
+            // One advance broke the statement: run each alone, so it fails alone.
             for job in batch {
-                let commit = job.commit.clone();
-                let result = run(pool, metrics, async |conn| {
-                    apply(conn, std::slice::from_ref(&commit)).await
-                })
-                .await
-                .map(|mut results| results.pop().unwrap_or(Written::Done));
-                let _ = job.reply.send(result);
+                let one = std::slice::from_ref(&job);
+                let outcome = run(pool, metrics, async |conn| decide(conn, one).await).await;
+                match outcome.map(|mut steps| steps.pop()) {
+                    Ok(Some(step)) => answer(job, step, requeue),
+                    Ok(None) => {
+                        let _ = job.reply.send(Ok(Written::Done));
+                    }
+                    Err(e) => {
+                        let _ = job.reply.send(Err(e));
+                    }
+                }
             }
         }
     }
+}
+
+/// Answers `job` with what its batch decided, or puts a judged advance that lost back in the
+/// queue (while it has tries left and the queue is still there).
+fn answer(job: Job, step: Step, requeue: &mpsc::WeakUnboundedSender<Job>) {
+    let lost = match step {
+        Step::Answer(written) => {
+            let _ = job.reply.send(Ok(written));
+            return;
+        }
+        Step::Again(lost) => lost,
+    };
+    let Job { task, reply } = job;
+    let again = match task {
+        Task::Judge {
+            feature_id,
+            judge,
+            tries,
+        } if tries + 1 < MAX_TRIES => Task::Judge {
+            feature_id,
+            judge,
+            tries: tries + 1,
+        },
+        _ => {
+            let _ = reply.send(Ok(Written::Refused(lost)));
+            return;
+        }
+    };
+    if let Some(queue) = requeue.upgrade() {
+        // If the queue has just ended, the reply is dropped with the job: "stopped".
+        let _ = queue.send(Job { task: again, reply });
+    }
+}
+
+/// Reads the workflows the batch's judges need (one query), judges them, and commits every
+/// accepted advance as one statement; the steps line up with `batch`.
+async fn decide(conn: &mut AsyncPgConnection, batch: &[Job]) -> QueryResult<Vec<Step>> {
+    let judged: Vec<&str> = batch
+        .iter()
+        .filter(|job| matches!(job.task, Task::Judge { .. }))
+        .map(|job| job.task.feature_id().as_str())
+        .collect();
+    let mut rows: HashMap<String, WorkflowRow> = if judged.is_empty() {
+        HashMap::new()
+    } else {
+        queries::workflows_of(judged)
+            .select(WorkflowRow::as_select())
+            .load::<WorkflowRow>(conn)
+            .await?
+            .into_iter()
+            .map(|row| (row.feature_id.clone(), row))
+            .collect()
+    };
+    // Per advance: its answer already (`Err`), or a commit to run, with the workflow a
+    // judged one answers if the commit lands.
+    let mut commits = Vec::new();
+    let mut pending = Vec::with_capacity(batch.len());
+    for job in batch {
+        let (commit, next) = match &job.task {
+            Task::Commit(commit) => (Commit::clone(commit), None),
+            Task::Judge {
+                feature_id, judge, ..
+            } => match judge_advance(feature_id, rows.remove(feature_id.as_str()), judge) {
+                Verdict::Commit(commit, next) => (*commit, Some(next)),
+                Verdict::Answer(written) => {
+                    pending.push(Err(written));
+                    continue;
+                }
+            },
+        };
+        commits.push(commit);
+        pending.push(Ok(next));
+    }
+    let mut results = if commits.is_empty() {
+        Vec::new()
+    } else {
+        apply(conn, &commits).await?
+    }
+    .into_iter();
+    Ok(pending
+        .into_iter()
+        .map(|pending| {
+            let next = match pending {
+                Ok(next) => next,
+                Err(written) => return Step::Answer(written),
+            };
+            let missing =
+                || Written::Refused(RepositoryError::Backend("a batch left out a result".into()));
+            match (results.next().unwrap_or_else(missing), next) {
+                (Written::Done, Some(next)) => Step::Answer(Written::Judged(Box::new(Ok(next)))),
+                (Written::Refused(lost @ RepositoryError::VersionConflict { .. }), Some(_)) => {
+                    Step::Again(lost)
+                }
+                (result, _) => Step::Answer(result),
+            }
+        })
+        .collect())
 }
 
 /// The batch statement (lock, compare-and-set, history, events, in one round trip), in two

@@ -30,8 +30,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use orchestrator_core::consultation::ConsultationError;
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
-    Consultation, ConsultationId, Expiry, FeatureId, OverdueNote, RepositoryError, StateCounts,
-    Timestamp, Transition, Version, Workflow, WorkflowRepository, WorkflowState,
+    Consultation, ConsultationId, Expiry, FeatureId, Judge, OverdueNote, RepositoryError,
+    StateCounts, Timestamp, Transition, Version, Workflow, WorkflowRepository, WorkflowState,
 };
 use orchestrator_core::{EventFilter, EventSlice, IdempotencyKey, KeyClaim, Receipt};
 
@@ -288,6 +288,21 @@ impl WorkflowRepository for PgRepository {
     ) -> Result<(), RepositoryError> {
         let write = Write::commit(expected_version, workflow, transition, receipt);
         self.write(write).await.map(|_| ())
+    }
+
+    /// Judged in the next advance batch, on the workflow as that batch reads it: one query
+    /// reads every judged workflow of the batch, and a judged advance whose workflow changed
+    /// before the batch's statement is judged again in a later one.
+    #[tracing::instrument(level = "debug", skip_all, fields(feature_id = %feature_id))]
+    async fn advance(
+        &self,
+        feature_id: &FeatureId,
+        judge: Judge,
+    ) -> Result<Workflow, orchestrator_core::Error> {
+        self.commits
+            .advance(feature_id.clone(), judge)
+            .await?
+            .into_advanced()
     }
 
     async fn claim_key(

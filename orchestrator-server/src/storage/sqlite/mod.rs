@@ -301,12 +301,7 @@ impl WorkflowRepository for SqliteRepository {
         judge: Judge,
     ) -> Result<Workflow, orchestrator_core::Error> {
         let task = Task::Advance(feature_id.clone(), judge);
-        match self.writer.submit(task).await?.into_result()? {
-            Written::Judged(outcome) => *outcome,
-            other => Err(
-                RepositoryError::Backend(format!("an advance answered {other:?}").into()).into(),
-            ),
-        }
+        self.writer.submit(task).await?.into_advanced()
     }
 
     async fn claim_key(

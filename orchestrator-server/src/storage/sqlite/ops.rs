@@ -1,8 +1,6 @@
 //! The SQLite side of every query and write: each query built by `queries`, run blocking.
 //! A write runs inside the transaction its caller (the writer thread) opened.
 
-use std::panic::AssertUnwindSafe;
-
 use diesel::prelude::*;
 use diesel::result::QueryResult;
 use orchestrator_core::consultation::ConsultationStatus;
@@ -11,8 +9,8 @@ use orchestrator_core::{FeatureId, Judge, KeyClaim, RepositoryError, WorkflowSta
 
 use super::prepared;
 use crate::storage::models::{
-    self, ConsultationRow, EventRow, EventWithEntry, KeyRow, NewEventRow, ReceiptRow,
-    TransitionRow, WorkflowRow, enum_text, event_types, states,
+    ConsultationRow, EventRow, EventWithEntry, KeyRow, NewEventRow, ReceiptRow, TransitionRow,
+    WorkflowRow, enum_text, event_types, states,
 };
 use crate::storage::queries;
 use crate::storage::schema::{
@@ -20,8 +18,8 @@ use crate::storage::schema::{
     transitions, workflows,
 };
 use crate::storage::write::{
-    ClaimStep, Commit, Write, Written, conflict, consultation_refusal, interrupted_events,
-    judge_claim, purge_through,
+    ClaimStep, Commit, Verdict, Write, Written, conflict, consultation_refusal, interrupted_events,
+    judge_advance, judge_claim, purge_through,
 };
 
 /// One workflow's row.
@@ -315,30 +313,18 @@ pub fn apply(
 /// The compare-and-set: only the writer that still sees `expected` wins.
 /// Reads `feature_id`'s workflow inside the caller's transaction, lets `judge` decide its
 /// change, and stores it as a commit does: `Judged` with the snapshot stored or the judge's
-/// refusal (then nothing is written). A judge that panics refuses the advance alone; the
-/// writer thread goes on.
+/// refusal (then nothing is written).
 pub fn advance(
     conn: &mut SqliteConnection,
     ids: &mut EventIds,
     feature_id: &FeatureId,
     judge: &Judge,
 ) -> QueryResult<Written> {
-    let current = match models::workflow(feature_id, get(conn, feature_id.as_str())?) {
-        Ok(current) => current,
-        Err(refusal) => return Ok(Written::Refused(refusal)),
+    let row = get(conn, feature_id.as_str())?;
+    let (commit, next) = match judge_advance(feature_id, row, judge) {
+        Verdict::Commit(commit, next) => (commit, next),
+        Verdict::Answer(written) => return Ok(written),
     };
-    let decided = match std::panic::catch_unwind(AssertUnwindSafe(|| judge(&current))) {
-        Ok(decided) => decided,
-        Err(_) => {
-            let panicked = format!("judging an advance of '{feature_id}' panicked");
-            return Ok(Written::Refused(RepositoryError::Backend(panicked.into())));
-        }
-    };
-    let (next, transition) = match decided {
-        Ok(decided) => decided,
-        Err(refusal) => return Ok(Written::Judged(Box::new(Err(refusal)))),
-    };
-    let commit = Commit::new(current.version(), &next, &transition);
     Ok(match apply_commit(conn, ids, &commit)? {
         Written::Done => Written::Judged(Box::new(Ok(next))),
         // Not expected: the version was read in this transaction.

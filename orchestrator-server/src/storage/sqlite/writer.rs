@@ -436,7 +436,11 @@ mod tests {
                 .map_err(orchestrator_core::Error::from_transition)?;
             let mut next = current.clone();
             next.record(&transition);
-            Ok((next, transition))
+            Ok(orchestrator_core::Decision {
+                next,
+                transition,
+                receipt: None,
+            })
         };
         Task::Advance(FeatureId::parse(name).unwrap(), Box::new(judge))
     }
