@@ -321,16 +321,18 @@ pub trait WorkflowRepository: Send + Sync {
     ) -> Result<(), RepositoryError>;
 
     /// Reads the workflow, lets `judge` decide its next snapshot and transition, and stores
-    /// them (with the decision's receipt) as [`WorkflowRepository::commit_with`] does; answers
-    /// the snapshot stored, or the judge's refusal (nothing stored then). No other change to the workflow lands between
-    /// the read and the write.
+    /// them (with the decision's receipt) as [`WorkflowRepository::commit_with`] does;
+    /// answers the snapshot stored, or the judge's refusal (nothing stored then). No other
+    /// change to the workflow lands between the read and the write.
     ///
     /// The default reads, judges and then commits with a compare-and-set: a change that lands
-    /// in between refuses this one with a version conflict. A store whose writes are
-    /// serialised anyway may read and judge inside its write instead (the SQLite store does:
-    /// one hand-off to its writer thread instead of a read and a write, and no conflict); it
-    /// may then call `judge` more than once (each call on the workflow as then stored), so a
-    /// judge must be a pure decision.
+    /// in between refuses this one with a version conflict. A store may judge inside its
+    /// write instead, so that concurrent advances are judged in turn: the memory store under
+    /// its lock, SQLite on its writer thread (one hand-off instead of a read and then a
+    /// write), PostgreSQL in its advance batches (one read for the batch, and an advance whose
+    /// workflow changed before the batch committed judged again). A store may call `judge`
+    /// more than once, each time on the workflow as then stored, so a judge must be a pure
+    /// decision.
     async fn advance(
         &self,
         feature_id: &FeatureId,

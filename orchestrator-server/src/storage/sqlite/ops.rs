@@ -310,7 +310,6 @@ pub fn apply(
     }
 }
 
-/// The compare-and-set: only the writer that still sees `expected` wins.
 /// Reads `feature_id`'s workflow inside the caller's transaction, lets `judge` decide its
 /// change, and stores it as a commit does: `Judged` with the snapshot stored or the judge's
 /// refusal (then nothing is written).
@@ -332,6 +331,7 @@ pub fn advance(
     })
 }
 
+/// The compare-and-set: only the writer that still sees `expected` wins.
 fn apply_commit(
     conn: &mut SqliteConnection,
     ids: &mut EventIds,
