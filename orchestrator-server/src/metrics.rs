@@ -183,6 +183,11 @@ impl Metrics {
             "Database connections the pool may hold",
             storage.pool_size.clone(),
         );
+        registry.register(
+            "orchestrator_db_advances_rejudged",
+            "Advances judged again because their workflow changed before their batch committed",
+            storage.advances_rejudged.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -292,6 +297,7 @@ mod tests {
         metrics.transition(Trigger::Cancel);
         metrics.hub_call("ask", "unavailable");
         storage.commit_batch.observe(3.0);
+        storage.advances_rejudged.inc();
         metrics.gate_expired(OnExpiry::Reject);
         let text = metrics.render(Some(&Summary {
             counts: orchestrator_core::StateCounts::from_pairs([]),
@@ -309,6 +315,7 @@ mod tests {
             r#"orchestrator_gate_expiries_total{on_expiry="flag"} 0"#,
             r#"orchestrator_agent_hub_calls_total{operation="ask",outcome="unavailable"} 1"#,
             r#"orchestrator_db_commit_batch_size_bucket{le="4.0"} 1"#,
+            "orchestrator_db_advances_rejudged_total 1",
             "# EOF",
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");

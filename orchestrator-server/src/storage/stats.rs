@@ -1,6 +1,8 @@
 //! What the store reports about itself, as metrics the service exposes: how long requests wait
-//! for a connection, how many connections are in use, how many writes share a commit.
+//! for a connection, how many connections are in use, how many writes share a commit, how
+//! often an advance had to be judged again.
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -17,6 +19,9 @@ pub struct StorageMetrics {
     pub pool_in_use: Gauge,
     /// Connections the pool may hold.
     pub pool_size: Gauge,
+    /// Advances judged again because their workflow changed between their batch's read and
+    /// its commit (PostgreSQL: another batch or another replica advanced it first).
+    pub advances_rejudged: Counter,
 }
 
 impl Default for StorageMetrics {
@@ -28,6 +33,7 @@ impl Default for StorageMetrics {
             ]),
             pool_in_use: Gauge::default(),
             pool_size: Gauge::default(),
+            advances_rejudged: Counter::default(),
         }
     }
 }

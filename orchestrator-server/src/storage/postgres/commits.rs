@@ -185,7 +185,7 @@ async fn commit_batch(
     match outcome {
         Ok(steps) => {
             for (job, step) in batch.into_iter().zip(steps) {
-                answer(job, step, requeue);
+                answer(job, step, requeue, metrics);
             }
         }
         Err(RepositoryError::Unavailable(e)) => {
@@ -207,7 +207,7 @@ async fn commit_batch(
                 let one = std::slice::from_ref(&job);
                 let outcome = run(pool, metrics, async |conn| decide(conn, one).await).await;
                 match outcome.map(|mut steps| steps.pop()) {
-                    Ok(Some(step)) => answer(job, step, requeue),
+                    Ok(Some(step)) => answer(job, step, requeue, metrics),
                     Ok(None) => {
                         let _ = job.reply.send(Ok(Written::Done));
                     }
@@ -222,7 +222,12 @@ async fn commit_batch(
 
 /// Answers `job` with what its batch decided, or puts a judged advance that lost back in the
 /// queue (while it has tries left and the queue is still there).
-fn answer(job: Job, step: Step, requeue: &mpsc::WeakUnboundedSender<Job>) {
+fn answer(
+    job: Job,
+    step: Step,
+    requeue: &mpsc::WeakUnboundedSender<Job>,
+    metrics: &StorageMetrics,
+) {
     let lost = match step {
         Step::Answer(written) => {
             let _ = job.reply.send(Ok(written));
@@ -247,6 +252,7 @@ fn answer(job: Job, step: Step, requeue: &mpsc::WeakUnboundedSender<Job>) {
         }
     };
     if let Some(queue) = requeue.upgrade() {
+        metrics.advances_rejudged.inc();
         // If the queue has just ended, the reply is dropped with the job: "stopped".
         let _ = queue.send(Job { task: again, reply });
     }
@@ -501,4 +507,86 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
             None => Written::Refused(conflict(&c.feature_id, c.expected, None)),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchestrator_core::Workflow;
+
+    fn judged(tries: u32) -> (Job, oneshot::Receiver<Result<Written, RepositoryError>>) {
+        let (reply, answer) = oneshot::channel();
+        let judge: Judge = Box::new(|_: &Workflow| unreachable!("not judged here"));
+        let task = Task::Judge {
+            feature_id: FeatureId::parse("f").unwrap(),
+            judge,
+            tries,
+        };
+        (Job { task, reply }, answer)
+    }
+
+    fn lost() -> RepositoryError {
+        RepositoryError::VersionConflict {
+            expected: 1,
+            actual: 2,
+        }
+    }
+
+    #[test]
+    fn a_judged_advance_that_lost_goes_back_to_the_queue_until_its_last_try() {
+        let metrics = StorageMetrics::default();
+        let (queue, mut queued) = mpsc::unbounded_channel();
+        let requeue = queue.downgrade();
+
+        let (job, mut answer) = judged(0);
+        answer_job(job, &requeue, &metrics);
+        let again = queued.try_recv().expect("queued again");
+        assert!(matches!(again.task, Task::Judge { tries: 1, .. }));
+        assert!(answer.try_recv().is_err(), "not answered yet");
+        assert_eq!(metrics.advances_rejudged.get(), 1);
+
+        // The last try answers the conflict instead.
+        let (job, mut answer) = judged(MAX_TRIES - 1);
+        answer_job(job, &requeue, &metrics);
+        assert!(queued.try_recv().is_err());
+        assert!(matches!(
+            answer.try_recv(),
+            Ok(Ok(Written::Refused(
+                RepositoryError::VersionConflict { .. }
+            )))
+        ));
+        assert_eq!(metrics.advances_rejudged.get(), 1);
+    }
+
+    #[test]
+    fn a_commit_decided_by_its_caller_is_never_judged_again() {
+        let metrics = StorageMetrics::default();
+        let (queue, mut queued) = mpsc::unbounded_channel();
+        let (reply, mut answered) = oneshot::channel();
+        let (workflow, first) = Workflow::start(
+            FeatureId::parse("f").unwrap(),
+            orchestrator_core::Description::parse("d").unwrap(),
+            orchestrator_core::Metadata::default(),
+            orchestrator_core::TransitionContext::at(chrono::Utc::now()),
+        );
+        let commit = Commit::new(0, &workflow, &first);
+        let job = Job {
+            task: Task::Commit(Box::new(commit)),
+            reply,
+        };
+        answer(job, Step::Again(lost()), &queue.downgrade(), &metrics);
+        assert!(queued.try_recv().is_err());
+        assert!(matches!(
+            answered.try_recv(),
+            Ok(Ok(Written::Refused(
+                RepositoryError::VersionConflict { .. }
+            )))
+        ));
+        assert_eq!(metrics.advances_rejudged.get(), 0);
+    }
+
+    /// `answer` for a job whose compare-and-set lost.
+    fn answer_job(job: Job, requeue: &mpsc::WeakUnboundedSender<Job>, metrics: &StorageMetrics) {
+        answer(job, Step::Again(lost()), requeue, metrics);
+    }
 }
