@@ -259,9 +259,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             let rss = peak_rss_mib(server.id());
-            let cpu = cpu_seconds(server.id())
-                .zip(cpu_before)
-                .map(|(after, before)| (after - before) / report.requests.max(1) as f64 * 1e6);
+            let cpu = micros_per_request(cpu_seconds(server.id()), cpu_before, report.requests);
             println!(
                 "| {} | {clients} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
                 operation.name(),
@@ -273,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
                 report.percentile(1.0),
                 report.errors,
                 rss.map_or("-".to_owned(), |r| format!("{r:.1}")),
-                cpu.map_or("-".to_owned(), |c| format!("{c:.0}")),
+                cpu,
             );
             if let Some(sample) = &report.first_error {
                 eprintln!("first error ({} {clients}): {sample}", operation.name());
@@ -370,19 +368,12 @@ async fn soak(
             next_trigger.clone(),
         )
         .await?;
-        let per_advance = |after: Option<f64>, before: Option<f64>| {
-            after
-                .zip(before)
-                .map(|(after, before)| {
-                    format!(
-                        "{:.0}",
-                        (after - before) / report.requests.max(1) as f64 * 1e6
-                    )
-                })
-                .unwrap_or_else(|| "-".to_owned())
-        };
-        let cpu = per_advance(cpu_seconds(server.id()), cpu_before);
-        let writer = per_advance(writer_cpu_seconds(server.id()), writer_before);
+        let cpu = micros_per_request(cpu_seconds(server.id()), cpu_before, report.requests);
+        let writer = micros_per_request(
+            writer_cpu_seconds(server.id()),
+            writer_before,
+            report.requests,
+        );
         let wal_mib = largest_wal.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0);
         println!(
             "| {minute} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {cpu} | {writer} |",
@@ -720,6 +711,14 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// CPU microseconds per request between two readings of CPU seconds, as a table cell (`-`
+/// when either reading is missing).
+fn micros_per_request(after: Option<f64>, before: Option<f64>, requests: usize) -> String {
+    after.zip(before).map_or("-".to_owned(), |(after, before)| {
+        format!("{:.0}", (after - before) / requests.max(1) as f64 * 1e6)
+    })
+}
+
 /// CPU time the process has used so far, user and system (Linux `/proc/<pid>/stat`, in
 /// clock ticks of 1/100 s). Unlike throughput it does not count time a busy host took the
 /// CPU away (steal), so it compares builds on a shared machine.
@@ -739,6 +738,7 @@ fn writer_cpu_seconds(pid: u32) -> Option<f64> {
         .and_then(|task| stat_cpu_seconds(&task.path().join("stat").to_string_lossy()))
 }
 
+/// CPU seconds (user and system) in a `/proc` `stat` file.
 fn stat_cpu_seconds(path: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces: count fields after its closing parenthesis.

@@ -98,6 +98,21 @@ impl InMemoryWorkflowRepository {
         }
     }
 
+    /// Makes `workflow` (the snapshot after `transition`) `entry`'s, appends `transition`, and
+    /// keeps its event and `receipt`: an accepted change.
+    fn record(
+        &self,
+        entry: &mut Entry,
+        workflow: &Workflow,
+        transition: &Transition,
+        receipt: Option<&Receipt>,
+    ) {
+        entry.workflow = workflow.clone();
+        entry.history.push(transition.clone());
+        self.publish([NewEvent::transitioned(workflow, transition)]);
+        Self::answer(&mut self.keys(), receipt);
+    }
+
     /// Stores the answer of a claimed key that has none yet.
     fn answer(keys: &mut HashMap<IdempotencyKey, KeyRow>, receipt: Option<&Receipt>) {
         if let Some(receipt) = receipt
@@ -268,10 +283,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
                 actual: entry.workflow.version(),
             });
         }
-        entry.workflow = workflow.clone();
-        entry.history.push(transition.clone());
-        self.publish([NewEvent::transitioned(workflow, transition)]);
-        Self::answer(&mut self.keys(), receipt);
+        self.record(entry, workflow, transition, receipt);
         Ok(())
     }
 
@@ -286,10 +298,12 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             .get_mut(feature_id)
             .ok_or_else(|| RepositoryError::NotFound(feature_id.clone()))?;
         let decision = judge(&entry.workflow)?;
-        entry.workflow = decision.next.clone();
-        entry.history.push(decision.transition.clone());
-        self.publish([NewEvent::transitioned(&decision.next, &decision.transition)]);
-        Self::answer(&mut self.keys(), decision.receipt.as_ref());
+        self.record(
+            entry,
+            &decision.next,
+            &decision.transition,
+            decision.receipt.as_ref(),
+        );
         Ok(decision.next)
     }
 

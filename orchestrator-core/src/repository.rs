@@ -35,6 +35,19 @@ pub struct Decision {
     pub receipt: Option<Receipt>,
 }
 
+impl Decision {
+    /// The decision to apply `transition` to `current`, with no answer to keep.
+    pub fn of(current: &Workflow, transition: Transition) -> Self {
+        let mut next = current.clone();
+        next.record(&transition);
+        Decision {
+            next,
+            transition,
+            receipt: None,
+        }
+    }
+}
+
 /// Why a repository call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RepositoryError {

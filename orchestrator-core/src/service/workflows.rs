@@ -75,19 +75,16 @@ impl Orchestrator {
             return self.advance_on_read(feature_id, command, at, seal).await;
         }
         let judge = move |current: &Workflow| {
-            let (next, transition) = judged(current, &command, at, &GateFacts::default())?;
-            let receipt = seal.as_ref().map(|seal| seal(&next));
-            Ok(Decision {
-                next,
-                transition,
-                receipt,
-            })
+            let mut decision = judged(current, &command, at, &GateFacts::default())?;
+            decision.receipt = seal.as_ref().map(|seal| seal(&decision.next));
+            Ok(decision)
         };
         self.repository.advance(feature_id, Box::new(judge)).await
     }
 
-    /// Reads the workflow, gathers the gate's facts if the command approves the gate, judges,
-    /// and commits with a compare-and-set (with the sealed answer).
+    /// An approval (not overriding the gate): reads the workflow, asks the hub about pending
+    /// escalations if it is at the gate, judges, and commits with a compare-and-set (with the
+    /// sealed answer).
     async fn advance_on_read(
         &self,
         feature_id: &FeatureId,
@@ -96,10 +93,8 @@ impl Orchestrator {
         seal: Option<Seal<Workflow>>,
     ) -> Result<Workflow> {
         let current = self.repository.get(feature_id).await?;
-        // The hub is asked about pending escalations only for an approval at the gate.
-        let facts = if command.trigger == Trigger::HumanApproved
-            && current.state() == WorkflowState::Gate1
-            && !command.override_gate
+        // Not at the gate, or at another version than expected: refused without the hub.
+        let facts = if current.state() == WorkflowState::Gate1
             && command
                 .expected_version
                 .is_none_or(|v| v == current.version())
@@ -108,12 +103,17 @@ impl Orchestrator {
         } else {
             GateFacts::default()
         };
-        let (next, transition) = judged(&current, &command, at, &facts)?;
-        let receipt = seal.map(|seal| seal(&next));
+        let mut decision = judged(&current, &command, at, &facts)?;
+        decision.receipt = seal.map(|seal| seal(&decision.next));
         self.repository
-            .commit_with(current.version(), &next, &transition, receipt.as_ref())
+            .commit_with(
+                current.version(),
+                &decision.next,
+                &decision.transition,
+                decision.receipt.as_ref(),
+            )
             .await?;
-        Ok(next)
+        Ok(decision.next)
     }
 
     /// Whether `actor` (of `kind`) could approve `workflow`'s gate now, judged by the gate's
@@ -175,13 +175,12 @@ impl Orchestrator {
 
 /// The rules applied to one advance: refused unless the workflow is at the command's expected
 /// version (if it names one), then decided by the workflow's transition rules on `facts`.
-/// Answers the snapshot after the transition, and the transition.
 fn judged(
     current: &Workflow,
     command: &Advance,
     at: crate::workflow::Timestamp,
     facts: &GateFacts,
-) -> Result<(Workflow, Transition)> {
+) -> Result<Decision> {
     if let Some(expected) = command.expected_version
         && expected != current.version()
     {
@@ -202,7 +201,5 @@ fn judged(
     let transition = current
         .decide(command.trigger, ctx, facts)
         .map_err(Error::from_transition)?;
-    let mut next = current.clone();
-    next.record(&transition);
-    Ok((next, transition))
+    Ok(Decision::of(current, transition))
 }

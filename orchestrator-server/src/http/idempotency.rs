@@ -80,14 +80,6 @@ pub struct Claimed {
 }
 
 impl Claimed {
-    /// The receipt of `answer`, for the store.
-    pub fn receipt(&self, answer: &Answer) -> Receipt {
-        Receipt {
-            key: self.key.clone(),
-            answer: answer.encode(),
-        }
-    }
-
     /// The seal that keeps, with the change it answers, the answer `answer` makes of the
     /// changed value.
     pub fn seal<T>(&self, answer: impl Fn(&T) -> Answer + Send + Sync + 'static) -> Seal<T> {

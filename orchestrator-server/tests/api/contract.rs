@@ -1000,20 +1000,23 @@ pub async fn a_reader_following_the_log_never_meets_a_gap(repo: Arc<dyn Workflow
 /// One test per contract and per store.
 /// A judge that applies `trigger` to the workflow it is shown.
 fn judge(trigger: Trigger) -> orchestrator_core::Judge {
+    judge_by(move |_| trigger)
+}
+
+/// A judge that applies the trigger `choose` picks for the workflow it is shown (a rejection
+/// with a reason), a second after its last change.
+fn judge_by(
+    choose: impl Fn(&Workflow) -> Trigger + Send + Sync + 'static,
+) -> orchestrator_core::Judge {
     Box::new(move |current: &Workflow| {
+        let ctx = TransitionContext {
+            reason: Reason::parse("a rejection needs a reason").ok(),
+            ..TransitionContext::at(current.updated_at() + Duration::seconds(1))
+        };
         let transition = current
-            .apply(
-                trigger,
-                TransitionContext::at(current.updated_at() + Duration::seconds(1)),
-            )
+            .apply(choose(current), ctx)
             .map_err(orchestrator_core::Error::from_transition)?;
-        let mut next = current.clone();
-        next.record(&transition);
-        Ok(orchestrator_core::Decision {
-            next,
-            transition,
-            receipt: None,
-        })
+        Ok(orchestrator_core::Decision::of(current, transition))
     })
 }
 
@@ -1067,15 +1070,13 @@ pub async fn advance_stores_what_its_judge_decides_on_the_stored_workflow(
         .advance(
             &id("judged"),
             Box::new(move |current: &Workflow| {
-                let (next, transition) = step(current, Trigger::HumanRejected, 1);
-                Ok(orchestrator_core::Decision {
-                    receipt: Some(Receipt {
-                        key: sealed.clone(),
-                        answer: format!("version {}", next.version()),
-                    }),
-                    next,
-                    transition,
-                })
+                let (_, transition) = step(current, Trigger::HumanRejected, 1);
+                let mut decision = orchestrator_core::Decision::of(current, transition);
+                decision.receipt = Some(Receipt {
+                    key: sealed.clone(),
+                    answer: format!("version {}", decision.next.version()),
+                });
+                Ok(decision)
             }),
         )
         .await
@@ -1106,17 +1107,9 @@ pub async fn concurrent_judged_advances_of_one_workflow_all_land_in_turn(
         .map(|_| {
             let repo = repo.clone();
             tokio::spawn(async move {
-                let judge: orchestrator_core::Judge = Box::new(|current: &Workflow| {
-                    let trigger = match current.state() {
-                        WorkflowState::Phase1 => Trigger::AgentComplete,
-                        _ => Trigger::HumanRejected,
-                    };
-                    let (next, transition) = step(current, trigger, 1);
-                    Ok(orchestrator_core::Decision {
-                        next,
-                        transition,
-                        receipt: None,
-                    })
+                let judge = judge_by(|current| match current.state() {
+                    WorkflowState::Phase1 => Trigger::AgentComplete,
+                    _ => Trigger::HumanRejected,
                 });
                 repo.advance(&id("turns"), judge).await
             })
@@ -1131,6 +1124,64 @@ pub async fn concurrent_judged_advances_of_one_workflow_all_land_in_turn(
     assert_eq!(history.len(), 9);
     for pair in history.windows(2) {
         assert_eq!(pair[0].to, pair[1].from);
+    }
+}
+
+/// Caller-decided commits and judged advances of many workflows at once (a store may run
+/// both kinds in one batch): each gets its own answer. Per workflow, a commit based on
+/// version 1 lands only if it comes first; the judged advance always lands, on whatever it
+/// finds, so the last change stored is the one it answered.
+pub async fn concurrent_commits_and_judged_advances_each_get_their_own_answer(
+    repo: Arc<dyn WorkflowRepository>,
+) {
+    let mut workflows = Vec::new();
+    for n in 0..16 {
+        let (workflow, first) = new_workflow(&format!("mixed-{n:02}"));
+        repo.create(&workflow, &first).await.unwrap();
+        workflows.push(workflow);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(workflows.len() * 2));
+    let mut pairs = Vec::new();
+    for workflow in &workflows {
+        let (next, transition) = step(workflow, Trigger::AgentComplete, 1);
+        let (repo_a, barrier_a) = (repo.clone(), barrier.clone());
+        let commit = tokio::spawn(async move {
+            barrier_a.wait().await;
+            repo_a.commit(1, &next, &transition).await
+        });
+        let (repo_b, barrier_b, id_b) =
+            (repo.clone(), barrier.clone(), workflow.feature_id().clone());
+        let judged = tokio::spawn(async move {
+            barrier_b.wait().await;
+            let judge = judge_by(|current| match current.state() {
+                WorkflowState::Phase1 => Trigger::AgentComplete,
+                _ => Trigger::HumanRejected,
+            });
+            repo_b.advance(&id_b, judge).await
+        });
+        pairs.push((workflow.feature_id().clone(), commit, judged));
+    }
+    for (feature_id, commit, judged) in pairs {
+        let committed = match commit.await.unwrap() {
+            Ok(()) => true,
+            Err(RepositoryError::VersionConflict {
+                expected: 1,
+                actual: 2,
+            }) => false,
+            other => panic!("{feature_id}: {other:?}"),
+        };
+        let answered = judged.await.unwrap().unwrap();
+        let stored = repo.get(&feature_id).await.unwrap();
+        assert_eq!(stored, answered, "{feature_id}");
+        assert_eq!(
+            stored.version(),
+            if committed { 3 } else { 2 },
+            "{feature_id}"
+        );
+        assert_eq!(
+            repo.history(&feature_id).await.unwrap().len() as u64,
+            stored.version()
+        );
     }
 }
 
@@ -1214,6 +1265,7 @@ contract_suite!(
     concurrent_commits_against_one_version_let_exactly_one_land,
     concurrent_commits_of_many_workflows_are_each_judged_on_their_own,
     concurrent_judged_advances_of_one_workflow_all_land_in_turn,
+    concurrent_commits_and_judged_advances_each_get_their_own_answer,
     a_reader_following_the_log_never_meets_a_gap
 );
 

@@ -341,34 +341,28 @@ async fn workflows_survive_a_restart_on_the_same_file() {
 /// longer fits the new state — never a version conflict they did not ask for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_concurrent_advances_have_exactly_one_winner() {
-    let app = spawn_app().await;
-    app.start_workflow("race").await;
-    let winners = race(32, &[ErrorCode::InvalidTransition], |_| {
-        let client = app.client.clone();
-        async move {
-            client
-                .advance_workflow(&id("race"), &advance("agent_complete"))
-                .await
-        }
-    })
-    .await;
-    assert_eq!(winners, 1);
-    let history = app.client.get_history(&id("race")).await.unwrap();
-    assert_eq!(history.transitions.len(), 2);
+    race_one_workflow(advance("agent_complete"), ErrorCode::InvalidTransition).await;
 }
 
 /// The same race, each client naming the version it read: the losers get the version
 /// conflict they asked for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_concurrent_advances_at_one_expected_version_have_one_winner() {
+    let request = AdvanceRequest {
+        expected_version: Some(1),
+        ..advance("agent_complete")
+    };
+    race_one_workflow(request, ErrorCode::VersionConflict).await;
+}
+
+/// 32 clients send `request` for one new workflow at once: exactly one wins, every other is
+/// refused with `losers`, and one transition is stored.
+async fn race_one_workflow(request: AdvanceRequest, losers: ErrorCode) {
     let app = spawn_app().await;
     app.start_workflow("race").await;
-    let winners = race(32, &[ErrorCode::VersionConflict], |_| {
+    let winners = race(32, &[losers], |_| {
         let client = app.client.clone();
-        let request = AdvanceRequest {
-            expected_version: Some(1),
-            ..advance("agent_complete")
-        };
+        let request = request.clone();
         async move { client.advance_workflow(&id("race"), &request).await }
     })
     .await;

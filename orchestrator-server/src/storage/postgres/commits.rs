@@ -183,40 +183,48 @@ async fn commit_batch(
 ) {
     let outcome = run(pool, metrics, async |conn| decide(conn, &batch).await).await;
     match outcome {
+        // One advance broke the statement: run each alone, so it fails alone.
+        Err(e) if batch.len() > 1 && !matches!(e, RepositoryError::Unavailable(_)) => {
+            for job in batch {
+                let one = std::slice::from_ref(&job);
+                let outcome = run(pool, metrics, async |conn| decide(conn, one).await).await;
+                reply(vec![job], outcome, requeue, metrics);
+            }
+        }
+        outcome => reply(batch, outcome, requeue, metrics),
+    }
+}
+
+/// Answers each advance of `batch` with its step, or all of them with the batch's failure.
+fn reply(
+    batch: Vec<Job>,
+    outcome: Result<Vec<Step>, RepositoryError>,
+    requeue: &mpsc::WeakUnboundedSender<Job>,
+    metrics: &StorageMetrics,
+) {
+    let failure = match outcome {
         Ok(steps) => {
             for (job, step) in batch.into_iter().zip(steps) {
                 answer(job, step, requeue, metrics);
             }
+            return;
         }
-        Err(RepositoryError::Unavailable(e)) => {
-            let message = e.to_string();
-            for job in batch {
-                let _ = job
-                    .reply
-                    .send(Err(RepositoryError::Unavailable(message.clone().into())));
+        Err(failure) => failure,
+    };
+    // The first caller gets the failure itself, the others the same in words.
+    let message = failure.to_string();
+    let unavailable = matches!(failure, RepositoryError::Unavailable(_));
+    let mut failure = Some(failure);
+    for job in batch {
+        let failure = failure.take().unwrap_or_else(|| {
+            let message = message.clone().into();
+            if unavailable {
+                RepositoryError::Unavailable(message)
+            } else {
+                RepositoryError::Backend(message)
             }
-        }
-        Err(e) if batch.len() == 1 => {
-            if let Some(job) = batch.into_iter().next() {
-                let _ = job.reply.send(Err(e));
-            }
-        }
-        Err(_) => {
-            // One advance broke the statement: run each alone, so it fails alone.
-            for job in batch {
-                let one = std::slice::from_ref(&job);
-                let outcome = run(pool, metrics, async |conn| decide(conn, one).await).await;
-                match outcome.map(|mut steps| steps.pop()) {
-                    Ok(Some(step)) => answer(job, step, requeue, metrics),
-                    Ok(None) => {
-                        let _ = job.reply.send(Ok(Written::Done));
-                    }
-                    Err(e) => {
-                        let _ = job.reply.send(Err(e));
-                    }
-                }
-            }
-        }
+        });
+        let _ = job.reply.send(Err(failure));
     }
 }
 

@@ -434,13 +434,7 @@ mod tests {
             let transition = current
                 .apply(trigger, TransitionContext::at(chrono::Utc::now()))
                 .map_err(orchestrator_core::Error::from_transition)?;
-            let mut next = current.clone();
-            next.record(&transition);
-            Ok(orchestrator_core::Decision {
-                next,
-                transition,
-                receipt: None,
-            })
+            Ok(orchestrator_core::Decision::of(current, transition))
         };
         Task::Advance(FeatureId::parse(name).unwrap(), Box::new(judge))
     }
