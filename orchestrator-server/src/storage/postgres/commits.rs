@@ -3,17 +3,18 @@
 //! Every advance is queued here: a compare-and-set already decided (`Commit`), or a decision
 //! still to make on the stored workflow (`Judge`). A task takes whatever is waiting (at most
 //! one advance per workflow per batch; while another batch is in flight, only once enough
-//! are waiting to be worth a statement of their own), reads the workflows the judges need in one query,
-//! judges them, and runs every accepted change as one statement: the batch's rows are sent as
-//! arrays and unnested, the workflow rows are locked in feature-id order (so two batches, also
-//! from two replicas, can never deadlock), each row is updated only if its version is still
-//! the expected one, and a history row is inserted for exactly the updates that happened. Each
-//! compare-and-set is judged on its own: one caller's conflict never fails another's. A judged
-//! advance whose workflow changed between the read and the statement (another batch, another
-//! replica) is judged again in a later batch, up to [`MAX_TRIES`] times. Each winner's
-//! `workflow.transitioned` event is numbered and inserted by the same statement, which takes
-//! the event log's row lock last (see `ops::append_events`). One statement is one
-//! transaction, committed before anyone is answered.
+//! are waiting to be worth a statement of their own), reads the workflows the judges need in
+//! one query, judges them, and runs every accepted change as one statement: the batch's rows
+//! are sent as arrays and unnested, the workflow rows are locked in feature-id order (so two
+//! batches, also from two replicas, can never deadlock), each row is updated only if its
+//! version is still the expected one, and a history row is inserted for exactly the updates
+//! that happened. Each compare-and-set is judged on its own: one caller's conflict never
+//! fails another's. A judged advance whose workflow changed between the read and the
+//! statement (another batch, another replica) is judged again in a later batch, up to
+//! [`MAX_TRIES`] times. Each winner's `workflow.transitioned` event is numbered and inserted
+//! by the same statement, which takes the event log's row lock last (see
+//! `ops::append_events`). One statement is one transaction, committed before anyone is
+//! answered.
 //!
 //! If the statement fails as a whole for a reason other than the database being unavailable,
 //! each advance of the batch is run again alone, so a failing one fails alone.
