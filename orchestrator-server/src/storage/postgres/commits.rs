@@ -386,7 +386,9 @@ async fn decide(conn: &mut AsyncPgConnection, batch: &[Job]) -> QueryResult<Vec<
 /// parts around its parameters: `Batch::walk` binds its 24 columns as arrays (unnested into
 /// `v`) after the head; the feature ids come first, so the lock reads them as `$1`.
 const BATCH_HEAD: &str = "WITH v AS (\n    SELECT * FROM unnest(";
-/// The batch statement's last part.
+/// The batch statement's last part. `won` repeats `w.feature_id = ANY($1)` (the ids `v`
+/// holds): without it the plan PostgreSQL keeps for the prepared statement hashes `v` and
+/// scans all of `workflows`, every dead row version included (docs/PERFORMANCE.md).
 const BATCH_TAIL: &str = r#")
         AS v(feature_id, expected, state, version, rework_count,
              time_in_state, updated_at, completed_at, seq, from_state,
@@ -404,7 +406,8 @@ const BATCH_TAIL: &str = r#")
         time_in_state = v.time_in_state, updated_at = v.updated_at,
         completed_at = v.completed_at, gate_stay = v.gate_stay, gate_due_at = v.gate_due_at
     FROM v, locked
-    WHERE locked.feature_id = w.feature_id AND w.feature_id = v.feature_id
+    WHERE w.feature_id = ANY($1::text[])
+      AND locked.feature_id = w.feature_id AND w.feature_id = v.feature_id
       AND w.version = v.expected
     RETURNING w.feature_id
 ), history AS (
