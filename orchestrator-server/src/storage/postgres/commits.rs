@@ -602,6 +602,28 @@ mod tests {
         assert!(goes_now(SECOND_BATCH_MIN, 1));
     }
 
+    #[tokio::test]
+    async fn a_batch_that_ends_even_by_panicking_gives_its_slot_back_and_wakes_the_queue() {
+        let slots = Arc::new(Semaphore::new(1));
+        let done = Arc::new(Notify::new());
+        let running = Running {
+            slot: Some(slots.clone().acquire_owned().await.unwrap()),
+            done: done.clone(),
+        };
+        assert_eq!(slots.available_permits(), 0);
+        let batch = tokio::spawn(async move {
+            let _running = running;
+            panic!("a batch task that panics");
+        });
+        assert!(batch.await.unwrap_err().is_panic());
+        assert_eq!(slots.available_permits(), 1, "the slot is free again");
+        // The queue, waiting for company, is told (`notify_one` keeps the wake-up for a
+        // waiter that comes later).
+        tokio::time::timeout(std::time::Duration::from_secs(5), done.notified())
+            .await
+            .expect("the queue is woken");
+    }
+
     #[test]
     fn a_judged_advance_that_lost_goes_back_to_the_queue_until_its_last_try() {
         let metrics = StorageMetrics::default();
