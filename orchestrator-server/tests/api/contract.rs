@@ -452,6 +452,65 @@ pub async fn concurrent_commits_of_many_workflows_are_each_judged_on_their_own(
     }
 }
 
+/// Many workflows created at once (the stores may share one statement and one transaction
+/// among them), some of them already there: each creation is answered on its own, a
+/// duplicate changes nothing and fails alone, and each new workflow gets its history entry
+/// and exactly one event.
+pub async fn concurrent_creates_are_each_answered_on_their_own(repo: Arc<dyn WorkflowRepository>) {
+    let name = |n: usize| format!("born-{n:02}");
+    let mut existing = Vec::new();
+    for n in 0..6 {
+        let (workflow, first) = new_workflow(&name(n * 4));
+        repo.create(&workflow, &first).await.unwrap();
+        existing.push(workflow);
+    }
+    let before = all_events(repo.as_ref()).await.len();
+    let barrier = Arc::new(tokio::sync::Barrier::new(24));
+    let mut tasks = Vec::new();
+    for n in 0..24 {
+        let repo = repo.clone();
+        let barrier = barrier.clone();
+        let (workflow, first) = Workflow::start(
+            id(&name(n)),
+            Description::parse("created concurrently").unwrap(),
+            Metadata::default(),
+            TransitionContext::at(t0() + Duration::minutes(1)),
+        );
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            (n, repo.create(&workflow, &first).await)
+        }));
+    }
+    for task in tasks {
+        match task.await.unwrap() {
+            (n, Err(RepositoryError::AlreadyExists(f))) if n % 4 == 0 => {
+                assert_eq!(f.as_str(), name(n));
+            }
+            (n, Ok(())) if n % 4 != 0 => {}
+            (n, other) => panic!("{}: {other:?}", name(n)),
+        }
+    }
+    for workflow in &existing {
+        assert_eq!(&repo.get(workflow.feature_id()).await.unwrap(), workflow);
+    }
+    for n in (0..24).filter(|n| n % 4 != 0) {
+        let history = repo.history(&id(&name(n))).await.unwrap();
+        assert_eq!(history.len(), 1, "{}", name(n));
+    }
+    let events = all_events(repo.as_ref()).await;
+    let new: Vec<&str> = events[before..]
+        .iter()
+        .map(|e| e.event.subject.as_str())
+        .collect();
+    assert_eq!(new.len(), 18, "{new:?}");
+    let distinct: std::collections::HashSet<&str> = new.iter().copied().collect();
+    assert_eq!(distinct.len(), 18, "{new:?}");
+    assert!(
+        events.windows(2).all(|w| w[1].id == w[0].id + 1),
+        "event ids have no gap"
+    );
+}
+
 pub async fn reservations_are_seen_by_no_reader_until_published(repo: &dyn WorkflowRepository) {
     let (workflow, first) = new_workflow("res");
     repo.create(&workflow, &first).await.unwrap();
@@ -1264,6 +1323,7 @@ contract_suite!(
     several_events_of_one_write_take_consecutive_ids;
     concurrent_commits_against_one_version_let_exactly_one_land,
     concurrent_commits_of_many_workflows_are_each_judged_on_their_own,
+    concurrent_creates_are_each_answered_on_their_own,
     concurrent_judged_advances_of_one_workflow_all_land_in_turn,
     concurrent_commits_and_judged_advances_each_get_their_own_answer,
     a_reader_following_the_log_never_meets_a_gap

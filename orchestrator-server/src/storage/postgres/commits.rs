@@ -16,6 +16,10 @@
 //! `ops::append_events`). One statement is one transaction, committed before anyone is
 //! answered.
 //!
+//! New workflows wait in the same queue (so a creation and an advance of one workflow never
+//! share a batch): a batch's creations run first, as a statement of their own (`creates`),
+//! then its advances.
+//!
 //! If the statement fails as a whole for a reason other than the database being unavailable,
 //! each advance of the batch is run again alone, so a failing one fails alone.
 
@@ -31,6 +35,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::{FeatureId, Judge, RepositoryError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use super::creates::{self, Creation};
 use super::{PgPool, Prepared, Statement, bind_array, run};
 use crate::storage::StorageMetrics;
 use crate::storage::models::{ReceiptRow, WorkflowRow};
@@ -61,6 +66,8 @@ enum Task {
         judge: Judge,
         tries: u32,
     },
+    /// A new workflow (a batch of creations runs as a statement of its own, `creates`).
+    Create(Box<Creation>),
 }
 
 impl Task {
@@ -68,6 +75,7 @@ impl Task {
         match self {
             Task::Commit(commit) => &commit.feature_id,
             Task::Judge { feature_id, .. } => feature_id,
+            Task::Create(creation) => &creation.feature_id,
         }
     }
 }
@@ -96,6 +104,11 @@ impl Committer {
     /// Commits `commit` in the next batch; answers once the batch is committed.
     pub async fn submit(&self, commit: Commit) -> Result<Written, RepositoryError> {
         self.queue(Task::Commit(Box::new(commit))).await
+    }
+
+    /// Creates a workflow in the next batch: `Done`, or `AlreadyExists`.
+    pub async fn create(&self, creation: Creation) -> Result<Written, RepositoryError> {
+        self.queue(Task::Create(Box::new(creation))).await
     }
 
     /// Judges an advance of `feature_id` on the workflow as the next batch reads it, and
@@ -225,8 +238,28 @@ enum Step {
     Again(RepositoryError),
 }
 
-/// Commits one batch and answers each of its callers.
+/// Commits one batch and answers each of its callers: its creations as one statement, then
+/// its advances as another.
 async fn commit_batch(
+    pool: &PgPool,
+    metrics: &StorageMetrics,
+    batch: Vec<Job>,
+    requeue: &mpsc::WeakUnboundedSender<Job>,
+) {
+    let (creations, advances): (Vec<Job>, Vec<Job>) = batch
+        .into_iter()
+        .partition(|job| matches!(job.task, Task::Create(_)));
+    for part in [creations, advances] {
+        if !part.is_empty() {
+            commit_part(pool, metrics, part, requeue).await;
+        }
+    }
+}
+
+/// Commits a batch of creations only or of advances only, as one statement; a statement
+/// that fails as a whole for a reason other than the database being unavailable is run
+/// again for each of its jobs alone.
+async fn commit_part(
     pool: &PgPool,
     metrics: &StorageMetrics,
     batch: Vec<Job>,
@@ -317,9 +350,29 @@ fn answer(
     }
 }
 
+/// Runs a batch of creations, or of advances (`commit_batch` keeps them apart); the steps
+/// line up with `batch`.
+async fn decide(conn: &mut AsyncPgConnection, batch: &[Job]) -> QueryResult<Vec<Step>> {
+    let creations: Option<Vec<&Creation>> = batch
+        .iter()
+        .map(|job| match &job.task {
+            Task::Create(creation) => Some(&**creation),
+            Task::Commit(_) | Task::Judge { .. } => None,
+        })
+        .collect();
+    match creations {
+        Some(creations) => Ok(creates::apply(conn, &creations)
+            .await?
+            .into_iter()
+            .map(Step::Answer)
+            .collect()),
+        None => decide_advances(conn, batch).await,
+    }
+}
+
 /// Reads the workflows the batch's judges need (one query), judges them, and commits every
 /// accepted advance as one statement; the steps line up with `batch`.
-async fn decide(conn: &mut AsyncPgConnection, batch: &[Job]) -> QueryResult<Vec<Step>> {
+async fn decide_advances(conn: &mut AsyncPgConnection, batch: &[Job]) -> QueryResult<Vec<Step>> {
     let judged: Vec<&str> = batch
         .iter()
         .filter(|job| matches!(job.task, Task::Judge { .. }))
@@ -352,6 +405,14 @@ async fn decide(conn: &mut AsyncPgConnection, batch: &[Job]) -> QueryResult<Vec<
                     continue;
                 }
             },
+            Task::Create(_) => {
+                // Not expected: `commit_batch` runs creations apart.
+                let mixed = "a creation was batched with advances";
+                pending.push(Err(Written::Refused(RepositoryError::Backend(
+                    mixed.into(),
+                ))));
+                continue;
+            }
         };
         commits.push(commit);
         pending.push(Ok(next));
@@ -382,13 +443,15 @@ async fn decide(conn: &mut AsyncPgConnection, batch: &[Job]) -> QueryResult<Vec<
         .collect())
 }
 
-/// The batch statement (lock, compare-and-set, history, events, in one round trip), in two
-/// parts around its parameters: `Batch::walk` binds its 24 columns as arrays (unnested into
-/// `v`) after the head; the feature ids come first, so the lock reads them as `$1`.
+/// The batch statement (lock, compare-and-set, history, events, in one round trip): this
+/// head, its parameters, [`BATCH_TAIL`], [`WRITTEN`] and [`BATCH_RESULT`]. `Batch::walk`
+/// binds its 24 columns as arrays (unnested into `v`) after the head; the feature ids come
+/// first, so the lock reads them as `$1`.
 const BATCH_HEAD: &str = "WITH v AS (\n    SELECT * FROM unnest(";
-/// The batch statement's last part. `won` repeats `w.feature_id = ANY($1)` (the ids `v`
-/// holds): without it the plan PostgreSQL keeps for the prepared statement hashes `v` and
-/// scans all of `workflows`, every dead row version included (docs/PERFORMANCE.md).
+/// The batch statement after its parameters, up to `won`, the rows it updated. `won`
+/// repeats `w.feature_id = ANY($1)` (the ids `v` holds): without it the plan PostgreSQL
+/// keeps for the prepared statement hashes `v` and scans all of `workflows`, every dead row
+/// version included (docs/PERFORMANCE.md).
 const BATCH_TAIL: &str = r#")
         AS v(feature_id, expected, state, version, rework_count,
              time_in_state, updated_at, completed_at, seq, from_state,
@@ -410,7 +473,13 @@ const BATCH_TAIL: &str = r#")
       AND locked.feature_id = w.feature_id AND w.feature_id = v.feature_id
       AND w.version = v.expected
     RETURNING w.feature_id
-), history AS (
+"#;
+
+/// What a batch writes beside its workflow rows, for each row `won` returns: the history
+/// entry, the answer kept for its idempotency key, and its `workflow.transitioned` event,
+/// numbered under the event log's row lock. Shared by the advance batch and the creation
+/// batch (`creates`), whose `v` has the columns named here.
+pub(super) const WRITTEN: &str = r#"), history AS (
     INSERT INTO transitions (feature_id, seq, from_state, to_state, trigger, actor, reason,
                              metadata, at, actor_kind, on_behalf_of, gate_override)
     SELECT v.feature_id, v.seq, v.from_state, v.to_state, v.trigger, v.actor, v.reason,
@@ -438,7 +507,9 @@ const BATCH_TAIL: &str = r#")
            ev.feature_id, ev.at, '', ev.seq
     FROM ev, numbered
 )
-SELECT v.feature_id, locked.version AS current, won.feature_id IS NOT NULL AS won
+"#;
+/// The batch statement's result: per advance, whether it won and the version it found.
+const BATCH_RESULT: &str = r#"SELECT v.feature_id, locked.version AS current, won.feature_id IS NOT NULL AS won
 FROM v
 LEFT JOIN locked ON locked.feature_id = v.feature_id
 LEFT JOIN won ON won.feature_id = v.feature_id
@@ -535,6 +606,8 @@ impl Statement for Batch {
         bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.receipt_name, "::text[], ")?;
         bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.receipt_answer, "::text[]")?;
         out.push_sql(BATCH_TAIL);
+        out.push_sql(WRITTEN);
+        out.push_sql(BATCH_RESULT);
         Ok(())
     }
 }

@@ -4,10 +4,11 @@
 //! One pool; every operation has a time bound ([`QUERY_TIMEOUT`], and a `statement_timeout`
 //! on the server), and a connection that timed out or failed is taken out of the pool, so a
 //! lost or restarted database is recovered from without restarting the service. Concurrent
-//! advances share one statement and one transaction (`commits`); every other write runs in a
-//! transaction of its own.
+//! advances share one statement and one transaction (`commits`), and so do concurrent
+//! creations (`creates`); every other write runs in a transaction of its own.
 
 mod commits;
+mod creates;
 mod ops;
 mod sessions;
 mod webhooks;
@@ -40,6 +41,7 @@ use super::stats::InUse;
 use super::write::{Write, Written};
 use super::{DurableRepository, POOL_WAIT, StorageError, StorageMetrics, classify, probe_time};
 use commits::Committer;
+use creates::Creation;
 
 type PgPool = Pool<AsyncPgConnection>;
 
@@ -126,11 +128,21 @@ impl PgRepository {
         run(&self.pool, &self.metrics, op).await
     }
 
-    /// Carries out a write: an advance's compare-and-set in the next shared batch, anything
-    /// else in a transaction of its own.
+    /// Carries out a write: an advance's compare-and-set or a new workflow in the next shared
+    /// batch, anything else in a transaction of its own.
     async fn write(&self, write: Write) -> Result<Written, RepositoryError> {
         let written = match write {
             Write::Commit(commit) => self.commits.submit(commit).await?,
+            // Its event is the first entry's `workflow.transitioned`, which the batch writes.
+            Write::Create(feature_id, row, first, _event, receipt) => {
+                let creation = Creation {
+                    feature_id,
+                    row,
+                    first,
+                    receipt,
+                };
+                self.commits.create(creation).await?
+            }
             other => {
                 self.run(async |conn| {
                     conn.transaction(async |conn| ops::apply(conn, &other).await)
