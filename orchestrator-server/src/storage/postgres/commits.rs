@@ -38,7 +38,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use super::creates::{self, Creation};
 use super::{PgPool, Prepared, Statement, bind_array, run};
 use crate::storage::StorageMetrics;
-use crate::storage::models::{ReceiptRow, WorkflowRow};
+use crate::storage::models::{ReceiptRow, TransitionRow, WorkflowRow};
 use crate::storage::queries;
 use crate::storage::write::{Commit, Verdict, Written, conflict, judge_advance};
 
@@ -444,21 +444,26 @@ async fn decide_advances(conn: &mut AsyncPgConnection, batch: &[Job]) -> QueryRe
 }
 
 /// The batch statement (lock, compare-and-set, history, events, in one round trip): this
-/// head, its parameters, [`BATCH_TAIL`], [`WRITTEN`] and [`BATCH_RESULT`]. `Batch::walk`
-/// binds its 24 columns as arrays (unnested into `v`) after the head; the feature ids come
-/// first, so the lock reads them as `$1`.
+/// head, its parameters, [`BATCH_COLUMNS`] and [`ENTRY_COLUMNS`] (the names of `v`'s
+/// columns), [`BATCH_TAIL`], [`WRITTEN`] and [`BATCH_RESULT`]. `Batch::walk` binds its 24
+/// columns as arrays (unnested into `v`) after the head; the feature ids come first, so the
+/// lock reads them as `$1`.
 const BATCH_HEAD: &str = "WITH v AS (\n    SELECT * FROM unnest(";
+/// The names of the advance batch's own columns in `v`; [`ENTRY_COLUMNS`] follow.
+const BATCH_COLUMNS: &str = ")
+        AS v(feature_id, expected, state, version, rework_count, time_in_state, updated_at,
+             completed_at, gate_stay, gate_due_at, ";
+/// The names of [`Entries`]' columns in `v`, which close its column list; a statement's own
+/// columns come before them.
+pub(super) const ENTRY_COLUMNS: &str = "seq, from_state, to_state, trigger, actor, reason,
+             metadata, at, actor_kind, on_behalf_of, gate_override, receipt_scope,
+             receipt_name, receipt_answer)
+";
 /// The batch statement after its parameters, up to `won`, the rows it updated. `won`
 /// repeats `w.feature_id = ANY($1)` (the ids `v` holds): without it the plan PostgreSQL
 /// keeps for the prepared statement hashes `v` and scans all of `workflows`, every dead row
 /// version included (docs/PERFORMANCE.md).
-const BATCH_TAIL: &str = r#")
-        AS v(feature_id, expected, state, version, rework_count,
-             time_in_state, updated_at, completed_at, seq, from_state,
-             to_state, trigger, actor, reason, metadata,
-             at, actor_kind, on_behalf_of, gate_stay, gate_override,
-             gate_due_at, receipt_scope, receipt_name, receipt_answer)
-), locked AS MATERIALIZED (
+const BATCH_TAIL: &str = r#"), locked AS MATERIALIZED (
     SELECT w.feature_id, w.version FROM workflows w
     WHERE w.feature_id = ANY($1::text[])
     ORDER BY w.feature_id
@@ -525,6 +530,41 @@ struct Batch {
     time_in_state: Vec<String>,
     updated_at: Vec<i64>,
     completed_at: Vec<Option<i64>>,
+    gate_stay: Vec<Option<String>>,
+    gate_due_at: Vec<Option<i64>>,
+    entries: Entries,
+}
+
+impl Batch {
+    fn new(commits: &[Commit]) -> Self {
+        fn column<T>(commits: &[Commit], f: impl Fn(&Commit) -> T) -> Vec<T> {
+            commits.iter().map(f).collect()
+        }
+        Batch {
+            feature_id: column(commits, |c| c.feature_id.to_string()),
+            expected: column(commits, |c| c.expected),
+            state: column(commits, |c| c.changes.state.clone()),
+            version: column(commits, |c| c.changes.version),
+            rework_count: column(commits, |c| c.changes.rework_count),
+            time_in_state: column(commits, |c| c.changes.time_in_state.clone()),
+            updated_at: column(commits, |c| c.changes.updated_at),
+            completed_at: column(commits, |c| c.changes.completed_at),
+            gate_stay: column(commits, |c| c.changes.gate_stay.clone()),
+            gate_due_at: column(commits, |c| c.changes.gate_due_at),
+            entries: Entries::new(
+                &commits
+                    .iter()
+                    .map(|c| (&c.history, c.receipt.as_ref()))
+                    .collect::<Vec<_>>(),
+            ),
+        }
+    }
+}
+
+/// The columns both batch statements write beside the workflow rows: each row's history
+/// entry and the answer kept for its idempotency key. Bound as arrays after a statement's
+/// own columns, and named in its `v` by [`ENTRY_COLUMNS`].
+pub(super) struct Entries {
     seq: Vec<i64>,
     from_state: Vec<String>,
     to_state: Vec<String>,
@@ -535,46 +575,57 @@ struct Batch {
     at: Vec<i64>,
     actor_kind: Vec<Option<String>>,
     on_behalf_of: Vec<Option<String>>,
-    gate_stay: Vec<Option<String>>,
     gate_override: Vec<bool>,
-    gate_due_at: Vec<Option<i64>>,
     receipt_scope: Vec<Option<String>>,
     receipt_name: Vec<Option<String>>,
     receipt_answer: Vec<Option<String>>,
 }
 
-impl Batch {
-    fn new(commits: &[Commit]) -> Self {
-        fn column<T>(commits: &[Commit], f: impl Fn(&Commit) -> T) -> Vec<T> {
-            commits.iter().map(f).collect()
+impl Entries {
+    /// The columns of `rows`: each row's history entry, and its key's answer if any.
+    pub(super) fn new(rows: &[(&TransitionRow, Option<&ReceiptRow>)]) -> Self {
+        type Row<'a> = (&'a TransitionRow, Option<&'a ReceiptRow>);
+        fn column<T>(rows: &[Row<'_>], f: impl Fn(&TransitionRow) -> T) -> Vec<T> {
+            rows.iter().map(|(entry, _)| f(entry)).collect()
         }
-        let receipt = |f: fn(&ReceiptRow) -> String| column(commits, |c| c.receipt.as_ref().map(f));
-        Batch {
-            feature_id: column(commits, |c| c.feature_id.to_string()),
-            expected: column(commits, |c| c.expected),
-            state: column(commits, |c| c.changes.state.clone()),
-            version: column(commits, |c| c.changes.version),
-            rework_count: column(commits, |c| c.changes.rework_count),
-            time_in_state: column(commits, |c| c.changes.time_in_state.clone()),
-            updated_at: column(commits, |c| c.changes.updated_at),
-            completed_at: column(commits, |c| c.changes.completed_at),
-            seq: column(commits, |c| c.history.seq),
-            from_state: column(commits, |c| c.history.from_state.clone()),
-            to_state: column(commits, |c| c.history.to_state.clone()),
-            trigger: column(commits, |c| c.history.trigger.clone()),
-            actor: column(commits, |c| c.history.actor.clone()),
-            reason: column(commits, |c| c.history.reason.clone()),
-            metadata: column(commits, |c| c.history.metadata.clone()),
-            at: column(commits, |c| c.history.at),
-            actor_kind: column(commits, |c| c.history.actor_kind.clone()),
-            on_behalf_of: column(commits, |c| c.history.on_behalf_of.clone()),
-            gate_stay: column(commits, |c| c.changes.gate_stay.clone()),
-            gate_override: column(commits, |c| c.history.gate_override),
-            gate_due_at: column(commits, |c| c.changes.gate_due_at),
+        let receipt = |f: fn(&ReceiptRow) -> String| -> Vec<Option<String>> {
+            rows.iter().map(|(_, receipt)| receipt.map(f)).collect()
+        };
+        Entries {
+            seq: column(rows, |e| e.seq),
+            from_state: column(rows, |e| e.from_state.clone()),
+            to_state: column(rows, |e| e.to_state.clone()),
+            trigger: column(rows, |e| e.trigger.clone()),
+            actor: column(rows, |e| e.actor.clone()),
+            reason: column(rows, |e| e.reason.clone()),
+            metadata: column(rows, |e| e.metadata.clone()),
+            at: column(rows, |e| e.at),
+            actor_kind: column(rows, |e| e.actor_kind.clone()),
+            on_behalf_of: column(rows, |e| e.on_behalf_of.clone()),
+            gate_override: column(rows, |e| e.gate_override),
             receipt_scope: receipt(|r| r.scope.clone()),
             receipt_name: receipt(|r| r.name.clone()),
             receipt_answer: receipt(|r| r.answer.clone()),
         }
+    }
+
+    /// Binds the columns: the statement's last parameters.
+    pub(super) fn walk<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        type MaybeTexts = Array<Nullable<Text>>;
+        bind_array::<Array<BigInt>, _>(out, &self.seq, "::bigint[], ")?;
+        bind_array::<Array<Text>, _>(out, &self.from_state, "::text[], ")?;
+        bind_array::<Array<Text>, _>(out, &self.to_state, "::text[], ")?;
+        bind_array::<Array<Text>, _>(out, &self.trigger, "::text[], ")?;
+        bind_array::<MaybeTexts, _>(out, &self.actor, "::text[], ")?;
+        bind_array::<MaybeTexts, _>(out, &self.reason, "::text[], ")?;
+        bind_array::<Array<Text>, _>(out, &self.metadata, "::text[], ")?;
+        bind_array::<Array<BigInt>, _>(out, &self.at, "::bigint[], ")?;
+        bind_array::<MaybeTexts, _>(out, &self.actor_kind, "::text[], ")?;
+        bind_array::<MaybeTexts, _>(out, &self.on_behalf_of, "::text[], ")?;
+        bind_array::<Array<Bool>, _>(out, &self.gate_override, "::bool[], ")?;
+        bind_array::<MaybeTexts, _>(out, &self.receipt_scope, "::text[], ")?;
+        bind_array::<MaybeTexts, _>(out, &self.receipt_name, "::text[], ")?;
+        bind_array::<MaybeTexts, _>(out, &self.receipt_answer, "::text[]")
     }
 }
 
@@ -589,22 +640,11 @@ impl Statement for Batch {
         bind_array::<Array<Text>, _>(&mut out, &self.time_in_state, "::text[], ")?;
         bind_array::<Array<BigInt>, _>(&mut out, &self.updated_at, "::bigint[], ")?;
         bind_array::<Array<Nullable<BigInt>>, _>(&mut out, &self.completed_at, "::bigint[], ")?;
-        bind_array::<Array<BigInt>, _>(&mut out, &self.seq, "::bigint[], ")?;
-        bind_array::<Array<Text>, _>(&mut out, &self.from_state, "::text[], ")?;
-        bind_array::<Array<Text>, _>(&mut out, &self.to_state, "::text[], ")?;
-        bind_array::<Array<Text>, _>(&mut out, &self.trigger, "::text[], ")?;
-        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.actor, "::text[], ")?;
-        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.reason, "::text[], ")?;
-        bind_array::<Array<Text>, _>(&mut out, &self.metadata, "::text[], ")?;
-        bind_array::<Array<BigInt>, _>(&mut out, &self.at, "::bigint[], ")?;
-        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.actor_kind, "::text[], ")?;
-        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.on_behalf_of, "::text[], ")?;
         bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.gate_stay, "::text[], ")?;
-        bind_array::<Array<Bool>, _>(&mut out, &self.gate_override, "::bool[], ")?;
         bind_array::<Array<Nullable<BigInt>>, _>(&mut out, &self.gate_due_at, "::bigint[], ")?;
-        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.receipt_scope, "::text[], ")?;
-        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.receipt_name, "::text[], ")?;
-        bind_array::<Array<Nullable<Text>>, _>(&mut out, &self.receipt_answer, "::text[]")?;
+        self.entries.walk(&mut out)?;
+        out.push_sql(BATCH_COLUMNS);
+        out.push_sql(ENTRY_COLUMNS);
         out.push_sql(BATCH_TAIL);
         out.push_sql(WRITTEN);
         out.push_sql(BATCH_RESULT);

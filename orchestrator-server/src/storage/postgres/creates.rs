@@ -13,7 +13,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::{FeatureId, RepositoryError};
 
-use super::commits::WRITTEN;
+use super::commits::{ENTRY_COLUMNS, Entries, WRITTEN};
 use super::{Prepared, Statement, bind_array};
 use crate::storage::models::{ReceiptRow, TransitionRow, WorkflowRow};
 use crate::storage::write::Written;
@@ -56,18 +56,19 @@ pub async fn apply(
         .collect())
 }
 
-/// The creation statement, in two parts around its parameters (the columns as arrays).
+/// The creation statement: this head, its parameters (the columns as arrays),
+/// [`CREATE_COLUMNS`] and [`ENTRY_COLUMNS`] (the names of `v`'s columns), [`CREATE_TAIL`],
+/// [`WRITTEN`] and [`CREATE_RESULT`].
 const CREATE_HEAD: &str = "WITH v AS (\n    SELECT * FROM unnest(";
+/// The names of the creation batch's own columns in `v`; [`ENTRY_COLUMNS`] follow.
+const CREATE_COLUMNS: &str = ")
+        AS v(feature_id, description, workflow_metadata, state, version, rework_count,
+             time_in_state, created_at, updated_at, completed_at, gate_policy, gate_stay,
+             gate_due_at, ";
 /// The creation statement after its parameters, up to what it shares with the advance batch:
 /// `won` holds the workflows inserted, in feature-id order (so two batches that name the same
 /// new ids wait for each other in one order, never in a cycle).
-const CREATE_TAIL: &str = r#")
-        AS v(feature_id, description, workflow_metadata, state, version, rework_count,
-             time_in_state, created_at, updated_at, completed_at, gate_policy, gate_stay,
-             gate_due_at, seq, from_state, to_state, trigger, actor, reason, metadata, at,
-             actor_kind, on_behalf_of, gate_override, receipt_scope, receipt_name,
-             receipt_answer)
-), won AS (
+const CREATE_TAIL: &str = r#"), won AS (
     INSERT INTO workflows (feature_id, description, metadata, state, version, rework_count,
                            time_in_state, created_at, updated_at, completed_at, gate_policy,
                            gate_stay, gate_due_at)
@@ -110,20 +111,7 @@ struct Creations {
     gate_policy: Vec<String>,
     gate_stay: Vec<Option<String>>,
     gate_due_at: Vec<Option<i64>>,
-    seq: Vec<i64>,
-    from_state: Vec<String>,
-    to_state: Vec<String>,
-    trigger: Vec<String>,
-    actor: Vec<Option<String>>,
-    reason: Vec<Option<String>>,
-    metadata: Vec<String>,
-    at: Vec<i64>,
-    actor_kind: Vec<Option<String>>,
-    on_behalf_of: Vec<Option<String>>,
-    gate_override: Vec<bool>,
-    receipt_scope: Vec<Option<String>>,
-    receipt_name: Vec<Option<String>>,
-    receipt_answer: Vec<Option<String>>,
+    entries: Entries,
 }
 
 impl Creations {
@@ -131,8 +119,6 @@ impl Creations {
         fn column<T>(creations: &[&Creation], f: impl Fn(&Creation) -> T) -> Vec<T> {
             creations.iter().map(|c| f(c)).collect()
         }
-        let receipt =
-            |f: fn(&ReceiptRow) -> String| column(creations, |c| c.receipt.as_ref().map(f));
         Creations {
             feature_id: column(creations, |c| c.row.feature_id.clone()),
             description: column(creations, |c| c.row.description.clone()),
@@ -147,20 +133,12 @@ impl Creations {
             gate_policy: column(creations, |c| c.row.gate_policy.clone()),
             gate_stay: column(creations, |c| c.row.gate_stay.clone()),
             gate_due_at: column(creations, |c| c.row.gate_due_at),
-            seq: column(creations, |c| c.first.seq),
-            from_state: column(creations, |c| c.first.from_state.clone()),
-            to_state: column(creations, |c| c.first.to_state.clone()),
-            trigger: column(creations, |c| c.first.trigger.clone()),
-            actor: column(creations, |c| c.first.actor.clone()),
-            reason: column(creations, |c| c.first.reason.clone()),
-            metadata: column(creations, |c| c.first.metadata.clone()),
-            at: column(creations, |c| c.first.at),
-            actor_kind: column(creations, |c| c.first.actor_kind.clone()),
-            on_behalf_of: column(creations, |c| c.first.on_behalf_of.clone()),
-            gate_override: column(creations, |c| c.first.gate_override),
-            receipt_scope: receipt(|r| r.scope.clone()),
-            receipt_name: receipt(|r| r.name.clone()),
-            receipt_answer: receipt(|r| r.answer.clone()),
+            entries: Entries::new(
+                &creations
+                    .iter()
+                    .map(|c| (&c.first, c.receipt.as_ref()))
+                    .collect::<Vec<_>>(),
+            ),
         }
     }
 }
@@ -185,20 +163,9 @@ impl Statement for Creations {
         bind_array::<Texts, _>(&mut out, &self.gate_policy, "::text[], ")?;
         bind_array::<MaybeTexts, _>(&mut out, &self.gate_stay, "::text[], ")?;
         bind_array::<MaybeNumbers, _>(&mut out, &self.gate_due_at, "::bigint[], ")?;
-        bind_array::<Numbers, _>(&mut out, &self.seq, "::bigint[], ")?;
-        bind_array::<Texts, _>(&mut out, &self.from_state, "::text[], ")?;
-        bind_array::<Texts, _>(&mut out, &self.to_state, "::text[], ")?;
-        bind_array::<Texts, _>(&mut out, &self.trigger, "::text[], ")?;
-        bind_array::<MaybeTexts, _>(&mut out, &self.actor, "::text[], ")?;
-        bind_array::<MaybeTexts, _>(&mut out, &self.reason, "::text[], ")?;
-        bind_array::<Texts, _>(&mut out, &self.metadata, "::text[], ")?;
-        bind_array::<Numbers, _>(&mut out, &self.at, "::bigint[], ")?;
-        bind_array::<MaybeTexts, _>(&mut out, &self.actor_kind, "::text[], ")?;
-        bind_array::<MaybeTexts, _>(&mut out, &self.on_behalf_of, "::text[], ")?;
-        bind_array::<Array<Bool>, _>(&mut out, &self.gate_override, "::bool[], ")?;
-        bind_array::<MaybeTexts, _>(&mut out, &self.receipt_scope, "::text[], ")?;
-        bind_array::<MaybeTexts, _>(&mut out, &self.receipt_name, "::text[], ")?;
-        bind_array::<MaybeTexts, _>(&mut out, &self.receipt_answer, "::text[]")?;
+        self.entries.walk(&mut out)?;
+        out.push_sql(CREATE_COLUMNS);
+        out.push_sql(ENTRY_COLUMNS);
         out.push_sql(CREATE_TAIL);
         out.push_sql(WRITTEN);
         out.push_sql(CREATE_RESULT);
