@@ -11,7 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 #[derive(Debug, Clone)]
 pub struct StorageMetrics {
     /// Writes committed together in one transaction (the SQLite writer's batch, the PostgreSQL
-    /// statement of concurrent advances).
+    /// statement of concurrent advances or of concurrent new workflows).
     pub commit_batch: Histogram,
     /// Seconds a request waited for a connection.
     pub pool_wait: Histogram,

@@ -47,7 +47,7 @@ const MAX_BATCH: usize = 256;
 /// Batches running at once. Two let one batch be built and sent while the previous one waits
 /// for its commit to reach the disk (the second once it holds [`SECOND_BATCH_MIN`] advances).
 const IN_FLIGHT: usize = 2;
-/// Fewest advances a batch starts with while another batch is in flight. Each batch costs the
+/// Fewest writes (advances, new workflows) a batch starts with while another batch is in flight. Each batch costs the
 /// database a fixed amount (starting the statement's plan, a commit) that a lone advance
 /// would pay alone: measured at 32 clients, letting the second batch go with whatever was
 /// waiting (often one advance) cost a quarter of the throughput (docs/PERFORMANCE.md).
@@ -202,7 +202,6 @@ async fn batches(
             done: done.clone(),
         };
         tokio::spawn(async move {
-            metrics.commit_batch.observe(batch.len() as f64);
             commit_batch(&pool, &metrics, batch, &requeue).await;
             drop(running);
         });
@@ -265,6 +264,7 @@ async fn commit_part(
     batch: Vec<Job>,
     requeue: &mpsc::WeakUnboundedSender<Job>,
 ) {
+    metrics.commit_batch.observe(batch.len() as f64);
     let outcome = run(pool, metrics, async |conn| decide(conn, &batch).await).await;
     match outcome {
         // One advance broke the statement: run each alone, so it fails alone.
