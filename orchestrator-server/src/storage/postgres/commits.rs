@@ -45,12 +45,13 @@ use crate::storage::write::{Commit, Verdict, Written, conflict, judge_advance};
 /// Most advances one statement takes.
 const MAX_BATCH: usize = 256;
 /// Batches running at once. Two let one batch be built and sent while the previous one waits
-/// for its commit to reach the disk (the second once it holds [`SECOND_BATCH_MIN`] advances).
+/// for its commit to reach the disk (the second once it holds [`SECOND_BATCH_MIN`] writes).
 const IN_FLIGHT: usize = 2;
-/// Fewest writes (advances, new workflows) a batch starts with while another batch is in flight. Each batch costs the
-/// database a fixed amount (starting the statement's plan, a commit) that a lone advance
-/// would pay alone: measured at 32 clients, letting the second batch go with whatever was
-/// waiting (often one advance) cost a quarter of the throughput (docs/PERFORMANCE.md).
+/// Fewest writes (advances, new workflows) a batch starts with while another batch is in
+/// flight. Each batch costs the database a fixed amount (starting the statement's plan, a
+/// commit) that a lone advance would pay alone: measured at 32 clients, letting the second
+/// batch go with whatever was waiting (often one advance) cost a quarter of the throughput
+/// (docs/PERFORMANCE.md).
 const SECOND_BATCH_MIN: usize = 16;
 /// Most batches a judged advance takes part in: past this many lost compare-and-sets (its
 /// workflow changed under it each time) it answers the last conflict.
