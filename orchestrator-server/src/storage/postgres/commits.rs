@@ -36,7 +36,7 @@ use orchestrator_core::{FeatureId, Judge, RepositoryError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::creates::{self, Creation};
-use super::{PgPool, Prepared, Statement, bind_array, run};
+use super::{PgPool, Prepared, Statement, bind_array, column, run};
 use crate::storage::StorageMetrics;
 use crate::storage::models::{ReceiptRow, TransitionRow, WorkflowRow};
 use crate::storage::queries;
@@ -538,9 +538,6 @@ struct Batch {
 
 impl Batch {
     fn new(commits: &[Commit]) -> Self {
-        fn column<T>(commits: &[Commit], f: impl Fn(&Commit) -> T) -> Vec<T> {
-            commits.iter().map(f).collect()
-        }
         Batch {
             feature_id: column(commits, |c| c.feature_id.to_string()),
             expected: column(commits, |c| c.expected),
@@ -552,12 +549,7 @@ impl Batch {
             completed_at: column(commits, |c| c.changes.completed_at),
             gate_stay: column(commits, |c| c.changes.gate_stay.clone()),
             gate_due_at: column(commits, |c| c.changes.gate_due_at),
-            entries: Entries::new(
-                &commits
-                    .iter()
-                    .map(|c| (&c.history, c.receipt.as_ref()))
-                    .collect::<Vec<_>>(),
-            ),
+            entries: Entries::new(&column(commits, |c| (&c.history, c.receipt.as_ref()))),
         }
     }
 }
@@ -585,25 +577,19 @@ pub(super) struct Entries {
 impl Entries {
     /// The columns of `rows`: each row's history entry, and its key's answer if any.
     pub(super) fn new(rows: &[(&TransitionRow, Option<&ReceiptRow>)]) -> Self {
-        type Row<'a> = (&'a TransitionRow, Option<&'a ReceiptRow>);
-        fn column<T>(rows: &[Row<'_>], f: impl Fn(&TransitionRow) -> T) -> Vec<T> {
-            rows.iter().map(|(entry, _)| f(entry)).collect()
-        }
-        let receipt = |f: fn(&ReceiptRow) -> String| -> Vec<Option<String>> {
-            rows.iter().map(|(_, receipt)| receipt.map(f)).collect()
-        };
+        let receipt = |f: fn(&ReceiptRow) -> String| column(rows, |(_, r)| r.map(f));
         Entries {
-            seq: column(rows, |e| e.seq),
-            from_state: column(rows, |e| e.from_state.clone()),
-            to_state: column(rows, |e| e.to_state.clone()),
-            trigger: column(rows, |e| e.trigger.clone()),
-            actor: column(rows, |e| e.actor.clone()),
-            reason: column(rows, |e| e.reason.clone()),
-            metadata: column(rows, |e| e.metadata.clone()),
-            at: column(rows, |e| e.at),
-            actor_kind: column(rows, |e| e.actor_kind.clone()),
-            on_behalf_of: column(rows, |e| e.on_behalf_of.clone()),
-            gate_override: column(rows, |e| e.gate_override),
+            seq: column(rows, |(e, _)| e.seq),
+            from_state: column(rows, |(e, _)| e.from_state.clone()),
+            to_state: column(rows, |(e, _)| e.to_state.clone()),
+            trigger: column(rows, |(e, _)| e.trigger.clone()),
+            actor: column(rows, |(e, _)| e.actor.clone()),
+            reason: column(rows, |(e, _)| e.reason.clone()),
+            metadata: column(rows, |(e, _)| e.metadata.clone()),
+            at: column(rows, |(e, _)| e.at),
+            actor_kind: column(rows, |(e, _)| e.actor_kind.clone()),
+            on_behalf_of: column(rows, |(e, _)| e.on_behalf_of.clone()),
+            gate_override: column(rows, |(e, _)| e.gate_override),
             receipt_scope: receipt(|r| r.scope.clone()),
             receipt_name: receipt(|r| r.name.clone()),
             receipt_answer: receipt(|r| r.answer.clone()),

@@ -14,7 +14,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::{FeatureId, RepositoryError};
 
 use super::commits::{ENTRY_COLUMNS, Entries, WRITTEN};
-use super::{Prepared, Statement, bind_array};
+use super::{Prepared, Statement, bind_array, column};
 use crate::storage::models::{ReceiptRow, TransitionRow, WorkflowRow};
 use crate::storage::write::Written;
 
@@ -116,9 +116,6 @@ struct Creations {
 
 impl Creations {
     fn new(creations: &[&Creation]) -> Self {
-        fn column<T>(creations: &[&Creation], f: impl Fn(&Creation) -> T) -> Vec<T> {
-            creations.iter().map(|c| f(c)).collect()
-        }
         Creations {
             feature_id: column(creations, |c| c.row.feature_id.clone()),
             description: column(creations, |c| c.row.description.clone()),
@@ -133,12 +130,7 @@ impl Creations {
             gate_policy: column(creations, |c| c.row.gate_policy.clone()),
             gate_stay: column(creations, |c| c.row.gate_stay.clone()),
             gate_due_at: column(creations, |c| c.row.gate_due_at),
-            entries: Entries::new(
-                &creations
-                    .iter()
-                    .map(|c| (&c.first, c.receipt.as_ref()))
-                    .collect::<Vec<_>>(),
-            ),
+            entries: Entries::new(&column(creations, |c| (&c.first, c.receipt.as_ref()))),
         }
     }
 }

@@ -536,6 +536,11 @@ impl<S: Statement> QueryFragment<Pg> for Prepared<S> {
     }
 }
 
+/// One column of a statement's rows: `f` of each row, in order (bound with [`bind_array`]).
+fn column<'a, R, T>(rows: &'a [R], f: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
+}
+
 /// Writes `values` into a statement being built as one array parameter, then `then` (the
 /// parameter's cast and what follows it, e.g. `"::text[], "`): the prepared statements of
 /// `commits` and `ops` send their rows as arrays, one per column, and unnest them.

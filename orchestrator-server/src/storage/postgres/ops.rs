@@ -1,6 +1,6 @@
 //! The PostgreSQL side of every query and write: each query built by `queries`, run async.
-//! A write runs inside the transaction its caller opened. An advance's compare-and-set goes
-//! through `commits` instead, which runs many at once.
+//! A write runs inside the transaction its caller opened. An advance's compare-and-set and a
+//! new workflow go through `commits` instead, which runs many at once.
 
 use diesel::pg::Pg;
 use diesel::prelude::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
@@ -157,30 +157,22 @@ pub async fn ping(conn: &mut AsyncPgConnection) -> QueryResult<()> {
         .map(|_| ())
 }
 
-/// Carries out one write on `conn`, inside the caller's transaction. Commits are `commits`'
-/// business and never reach here.
+/// Carries out one write on `conn`, inside the caller's transaction. Commits and creations
+/// are `commits`' business; should one reach here, it runs as a batch of one.
 pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<Written> {
     match write {
         Write::Webhook(write) => super::webhooks::apply(conn, write).await,
         Write::BoardSession(write) => super::sessions::apply(conn, write).await,
-        Write::Create(id, row, first, event, receipt) => {
-            let inserted = diesel::insert_into(workflows::table)
-                .values(row)
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
-            if inserted == 0 {
-                return Ok(Written::Refused(RepositoryError::AlreadyExists(id.clone())));
-            }
-            diesel::insert_into(transitions::table)
-                .values(first)
-                .execute(conn)
-                .await?;
-            if let Some(receipt) = receipt {
-                answer_key(conn, receipt).await?;
-            }
-            append_events(conn, std::slice::from_ref(event)).await?;
-            Ok(Written::Done)
+        Write::Create(feature_id, row, first, _event, receipt) => {
+            // The creation batch's statement, for one; its event is the entry's.
+            let creation = super::creates::Creation {
+                feature_id: feature_id.clone(),
+                row: row.clone(),
+                first: first.clone(),
+                receipt: receipt.clone(),
+            };
+            let one = super::creates::apply(conn, &[&creation]).await?;
+            Ok(one.into_iter().next().unwrap_or(Written::Done))
         }
         Write::Commit(commit) => {
             let one = super::commits::apply(conn, std::slice::from_ref(commit)).await?;
