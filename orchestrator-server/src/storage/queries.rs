@@ -226,37 +226,48 @@ pub fn probe_row(at: i64) -> _ {
     (storage_probe::id.eq(1_i32), storage_probe::at.eq(at))
 }
 
+/// Every event, each with the history entry it refers to (if any).
+#[dsl::auto_type]
+pub fn events_with_entries() -> _ {
+    events::table.left_join(
+        transitions::table.on(transitions::feature_id
+            .eq(events::subject)
+            .and(events::seq.eq(transitions::seq.nullable()))),
+    )
+}
+
 /// Up to `limit` events after `after` of one of `types`, in id order, each with the history
 /// entry it refers to (if any).
 #[dsl::auto_type]
 pub fn events_after<'a>(after: i64, types: Vec<&'a str>, limit: i64) -> _ {
-    events::table
-        .left_join(
-            transitions::table.on(transitions::feature_id
-                .eq(events::subject)
-                .and(events::seq.eq(transitions::seq.nullable()))),
-        )
+    events_with_entries()
         .filter(events::id.gt(after))
         .filter(events::event_type.eq_any(types))
         .order(events::id.asc())
         .limit(limit)
 }
 
-/// Up to `limit` events of one workflow after `after` of one of `types`, in id order, each
-/// with the history entry it refers to (if any).
+/// One workflow's events after `after` of one of `types` that refer to no history entry
+/// (through the subject index, which holds only these). Its `workflow.transitioned` events
+/// are [`entry_events_of`]; the two are read as one page, `UNION ALL` in id order.
 #[dsl::auto_type]
-pub fn events_of<'a>(subject: &'a str, after: i64, types: Vec<&'a str>, limit: i64) -> _ {
-    events::table
-        .left_join(
-            transitions::table.on(transitions::feature_id
-                .eq(events::subject)
-                .and(events::seq.eq(transitions::seq.nullable()))),
-        )
+pub fn own_events_of<'a>(subject: &'a str, after: i64, types: Vec<&'a str>) -> _ {
+    events_with_entries()
         .filter(events::subject.eq(subject))
+        .filter(events::seq.is_null())
         .filter(events::id.gt(after))
         .filter(events::event_type.eq_any(types))
-        .order(events::id.asc())
-        .limit(limit)
+}
+
+/// One workflow's events after `after` of one of `types` that refer to a history entry,
+/// found through its entries (each names its event), each with its entry.
+#[dsl::auto_type]
+pub fn entry_events_of<'a>(subject: &'a str, after: i64, types: Vec<&'a str>) -> _ {
+    transitions::table
+        .inner_join(events::table.on(events::id.nullable().eq(transitions::event_id)))
+        .filter(transitions::feature_id.eq(subject))
+        .filter(transitions::event_id.gt(after))
+        .filter(events::event_type.eq_any(types))
 }
 
 /// The event log's bounds: `(last_id, purged_through)`.
@@ -294,12 +305,7 @@ pub fn events_through(through: i64) -> _ {
 /// entry it refers to (if any).
 #[dsl::auto_type]
 pub fn any_events_after(after: i64, limit: i64) -> _ {
-    events::table
-        .left_join(
-            transitions::table.on(transitions::feature_id
-                .eq(events::subject)
-                .and(events::seq.eq(transitions::seq.nullable()))),
-        )
+    events_with_entries()
         .filter(events::id.gt(after))
         .order(events::id.asc())
         .limit(limit)

@@ -76,6 +76,9 @@ diesel::table! {
         on_behalf_of -> Nullable<Text>,
         /// Whether an admin passed the gate with this entry, whatever was missing.
         gate_override -> Bool,
+        /// The `workflow.transitioned` event written with the entry (NULL if it was
+        /// imported without one).
+        event_id -> Nullable<BigInt>,
     }
 }
 

@@ -957,6 +957,43 @@ pub async fn every_accepted_change_writes_one_event_in_commit_order(repo: &dyn W
             .unwrap()),
         vec![5]
     );
+    // One workflow's events: its transitions' and its other events, merged in id order, each
+    // kind filtered and paged with the rest.
+    assert_eq!(
+        ids(repo.events(0, &only(Some("ev"), vec![]), 10).await.unwrap()),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(
+        ids(repo.events(1, &only(Some("ev"), vec![]), 2).await.unwrap()),
+        vec![2, 3]
+    );
+    assert_eq!(
+        ids(repo
+            .events(
+                0,
+                &only(Some("ev"), vec![EventType::WorkflowTransitioned]),
+                10
+            )
+            .await
+            .unwrap()),
+        vec![1, 2]
+    );
+    assert_eq!(
+        ids(repo
+            .events(
+                1,
+                &only(Some("ev"), vec![EventType::ConsultationUpdated]),
+                10
+            )
+            .await
+            .unwrap()),
+        vec![4]
+    );
+    let of_ev = repo.events(0, &only(Some("ev"), vec![]), 10).await.unwrap();
+    assert_eq!(
+        of_ev.events[1].event.data_value()["trigger"],
+        "agent_complete"
+    );
     let consultations = only(
         None,
         vec![
@@ -984,6 +1021,10 @@ pub async fn every_accepted_change_writes_one_event_in_commit_order(repo: &dyn W
     let left = repo.events(0, &EventFilter::default(), 10).await.unwrap();
     assert_eq!((left.purged_through, left.last_id), (2, 5));
     assert_eq!(ids(left), vec![3, 4, 5]);
+    assert_eq!(
+        ids(repo.events(0, &only(Some("ev"), vec![]), 10).await.unwrap()),
+        vec![3, 4]
+    );
     let (third, third_first) = new_workflow("ev-3");
     repo.create(&third, &third_first).await.unwrap();
     assert_eq!(all_events(repo).await.last().map(|e| e.id), Some(6));
@@ -1383,4 +1424,85 @@ async fn postgres_import_is_all_or_nothing() {
         .await
         .unwrap();
     import_is_all_or_nothing(&*repo).await;
+}
+
+/// The newest migration (history entries name their `workflow.transitioned` events, which
+/// the subject index no longer holds), undone by its own `down.sql` and forgotten, so that
+/// the next start runs it again over rows written before it.
+const UNDO_EVENT_IDS: [&str; 2] = [
+    include_str!("../../migrations/sqlite/2026-12-02-000011_transition_event_ids/down.sql"),
+    include_str!("../../migrations/postgres/2026-12-02-000011_transition_event_ids/down.sql"),
+];
+const FORGET_EVENT_IDS: &str =
+    "DELETE FROM __diesel_schema_migrations WHERE version = '20261202000011';";
+
+/// Writes a workflow's events of both kinds and returns what a reader of that workflow sees.
+async fn events_of_one_workflow(repo: &dyn WorkflowRepository) -> Vec<orchestrator_core::Event> {
+    let filter = EventFilter {
+        feature_id: Some(id("up")),
+        types: vec![],
+    };
+    if repo.events(0, &filter, 10).await.unwrap().events.is_empty() {
+        let (workflow, first) = new_workflow("up");
+        repo.create(&workflow, &first).await.unwrap();
+        repo.add_consultation(&consultation("up", 1, false))
+            .await
+            .unwrap();
+        let (next, complete) = step(&workflow, Trigger::AgentComplete, 10);
+        repo.commit(1, &next, &complete).await.unwrap();
+    }
+    repo.events(0, &filter, 10).await.unwrap().events
+}
+
+/// Events stored before the upgrade are read as before it: the migration names each history
+/// entry's event. Without that, the transitions' events of a workflow would vanish from its
+/// reads.
+async fn upgrade_keeps_every_event_of_a_workflow(
+    url: orchestrator_server::storage::DatabaseUrl,
+    undo: impl AsyncFnOnce(),
+) {
+    use orchestrator_server::storage::connect;
+    let repo = connect(&url, 2).await.unwrap();
+    let before = events_of_one_workflow(&*repo).await;
+    assert_eq!(
+        before.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    repo.close().await;
+    drop(repo);
+    undo().await;
+    let repo = connect(&url, 2).await.unwrap();
+    assert_eq!(events_of_one_workflow(&*repo).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_upgrade_keeps_every_event_of_a_workflow() {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("u.db");
+    let url = orchestrator_server::storage::DatabaseUrl::SqliteFile(file.clone());
+    upgrade_keeps_every_event_of_a_workflow(url, async || {
+        let mut conn = diesel::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
+        conn.batch_execute(UNDO_EVENT_IDS[0]).unwrap();
+        conn.batch_execute(FORGET_EVENT_IDS).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_upgrade_keeps_every_event_of_a_workflow() {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let url = orchestrator_server::storage::DatabaseUrl::Postgres(db.url.clone());
+    upgrade_keeps_every_event_of_a_workflow(url, async || {
+        let mut conn = diesel_async::AsyncPgConnection::establish(&db.url)
+            .await
+            .unwrap();
+        conn.batch_execute(UNDO_EVENT_IDS[1]).await.unwrap();
+        conn.batch_execute(FORGET_EVENT_IDS).await.unwrap();
+    })
+    .await;
 }

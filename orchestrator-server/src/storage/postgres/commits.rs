@@ -481,17 +481,12 @@ const BATCH_TAIL: &str = r#"), locked AS MATERIALIZED (
     RETURNING w.feature_id
 "#;
 
-/// What a batch writes beside its workflow rows, for each row `won` returns: the history
-/// entry, the answer kept for its idempotency key, and its `workflow.transitioned` event,
-/// numbered under the event log's row lock. Shared by the advance batch and the creation
-/// batch (`creates`), whose `v` has the columns named here.
-pub(super) const WRITTEN: &str = r#"), history AS (
-    INSERT INTO transitions (feature_id, seq, from_state, to_state, trigger, actor, reason,
-                             metadata, at, actor_kind, on_behalf_of, gate_override)
-    SELECT v.feature_id, v.seq, v.from_state, v.to_state, v.trigger, v.actor, v.reason,
-           v.metadata, v.at, v.actor_kind, v.on_behalf_of, v.gate_override
-    FROM v JOIN won ON won.feature_id = v.feature_id
-), answered AS (
+/// What a batch writes beside its workflow rows, for each row `won` returns: the answer kept
+/// for its idempotency key, its `workflow.transitioned` event, numbered under the event log's
+/// row lock, and its history entry, which names the event (a workflow's transitioned events
+/// are found through its entries). Shared by the advance batch and the creation batch
+/// (`creates`), whose `v` has the columns named here.
+pub(super) const WRITTEN: &str = r#"), answered AS (
     UPDATE idempotency_keys k SET answer = v.receipt_answer
     FROM v JOIN won ON won.feature_id = v.feature_id
     WHERE k.scope = v.receipt_scope AND k.name = v.receipt_name AND k.answer IS NULL
@@ -506,12 +501,20 @@ pub(super) const WRITTEN: &str = r#"), history AS (
     UPDATE event_log SET last_id = last_id + (SELECT count(*) FROM ev)
     WHERE id = 1 AND (SELECT count(*) FROM ev) > 0 AND (SELECT count(*) FROM answered) >= 0
     RETURNING last_id
-), logged AS (
-    -- The event refers to the history entry `won` wrote (its data is rebuilt when read).
-    INSERT INTO events (id, event_type, subject, time, data, seq)
-    SELECT numbered.last_id - (SELECT count(*) FROM ev) + ev.n, 'workflow.transitioned',
-           ev.feature_id, ev.at, '', ev.seq
+), ids AS (
+    SELECT ev.feature_id, ev.at, ev.seq, numbered.last_id - (SELECT count(*) FROM ev) + ev.n AS id
     FROM ev, numbered
+), history AS (
+    INSERT INTO transitions (feature_id, seq, from_state, to_state, trigger, actor, reason,
+                             metadata, at, actor_kind, on_behalf_of, gate_override, event_id)
+    SELECT v.feature_id, v.seq, v.from_state, v.to_state, v.trigger, v.actor, v.reason,
+           v.metadata, v.at, v.actor_kind, v.on_behalf_of, v.gate_override, ids.id
+    FROM v JOIN ids ON ids.feature_id = v.feature_id
+), logged AS (
+    -- The event refers to its history entry (its data is rebuilt from it when read).
+    INSERT INTO events (id, event_type, subject, time, data, seq)
+    SELECT ids.id, 'workflow.transitioned', ids.feature_id, ids.at, '', ids.seq
+    FROM ids
 )
 "#;
 /// The batch statement's result: per advance, whether it won and the version it found.

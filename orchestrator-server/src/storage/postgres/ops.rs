@@ -3,8 +3,11 @@
 //! new workflow go through `commits` instead, which runs many at once.
 
 use diesel::pg::Pg;
-use diesel::prelude::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel::prelude::{
+    CombineDsl, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
+};
 use diesel::query_builder::AstPass;
+use diesel::query_dsl::positional_order_dsl::PositionalOrderDsl;
 use diesel::result::QueryResult;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -132,16 +135,20 @@ pub async fn events(
     limit: i64,
 ) -> QueryResult<(Vec<EventWithEntry>, (i64, i64))> {
     let types = event_types(filter);
+    let columns = || (EventRow::as_select(), Option::<TransitionRow>::as_select());
     let rows = match &filter.feature_id {
         Some(id) => {
-            queries::events_of(id.as_str(), after, types, limit)
-                .select((EventRow::as_select(), Option::<TransitionRow>::as_select()))
+            queries::own_events_of(id.as_str(), after, types.clone())
+                .select(columns())
+                .union_all(queries::entry_events_of(id.as_str(), after, types).select(columns()))
+                .positional_order_by(1)
+                .limit(limit)
                 .load(conn)
                 .await?
         }
         None => {
             queries::events_after(after, types, limit)
-                .select((EventRow::as_select(), Option::<TransitionRow>::as_select()))
+                .select(columns())
                 .load(conn)
                 .await?
         }

@@ -2,6 +2,7 @@
 //! A write runs inside the transaction its caller (the writer thread) opened.
 
 use diesel::prelude::*;
+use diesel::query_dsl::positional_order_dsl::PositionalOrderDsl;
 use diesel::result::QueryResult;
 use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::HubSessionId;
@@ -108,12 +109,16 @@ pub fn events(
     limit: i64,
 ) -> QueryResult<(Vec<EventWithEntry>, (i64, i64))> {
     let types = event_types(filter);
+    let columns = || (EventRow::as_select(), Option::<TransitionRow>::as_select());
     let rows = match &filter.feature_id {
-        Some(id) => queries::events_of(id.as_str(), after, types, limit)
-            .select((EventRow::as_select(), Option::<TransitionRow>::as_select()))
+        Some(id) => queries::own_events_of(id.as_str(), after, types.clone())
+            .select(columns())
+            .union_all(queries::entry_events_of(id.as_str(), after, types).select(columns()))
+            .positional_order_by(1)
+            .limit(limit)
             .load(conn)?,
         None => queries::events_after(after, types, limit)
-            .select((EventRow::as_select(), Option::<TransitionRow>::as_select()))
+            .select(columns())
             .load(conn)?,
     };
     Ok((rows, queries::event_bounds().get_result(conn)?))
@@ -139,11 +144,8 @@ pub fn apply(
             if inserted == 0 {
                 return Ok(Written::Refused(RepositoryError::AlreadyExists(id.clone())));
             }
-            diesel::insert_into(transitions::table)
-                .values(first)
-                .execute(conn)?;
             answer_key(conn, receipt.as_ref())?;
-            append_events(conn, ids, std::slice::from_ref(event))?;
+            record_entry(conn, ids, first, event)?;
             Ok(Written::Done)
         }
         Write::Commit(commit) => apply_commit(conn, ids, commit),
@@ -348,12 +350,23 @@ fn apply_commit(
             actual,
         )));
     }
-    diesel::insert_into(transitions::table)
-        .values(&commit.history)
-        .execute(conn)?;
     answer_key(conn, commit.receipt.as_ref())?;
-    append_events(conn, ids, std::slice::from_ref(&commit.event))?;
+    record_entry(conn, ids, &commit.history, &commit.event)?;
     Ok(Written::Done)
+}
+
+/// Stores a history entry and its `workflow.transitioned` event, numbered with the next id,
+/// which the entry names (the workflow's events are found through its entries).
+fn record_entry(
+    conn: &mut SqliteConnection,
+    ids: &mut EventIds,
+    entry: &TransitionRow,
+    event: &NewEventRow,
+) -> QueryResult<()> {
+    diesel::insert_into(transitions::table)
+        .values((entry, transitions::event_id.eq(ids.next)))
+        .execute(conn)?;
+    append_events(conn, ids, std::slice::from_ref(event))
 }
 
 /// The event ids a transaction hands out: the log's last id is read once when the transaction
