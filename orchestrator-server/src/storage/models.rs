@@ -203,7 +203,8 @@ impl NewEventRow {
     }
 }
 
-/// One event, as inserted and read.
+/// One event, as inserted and read. `id` stays the first field: a workflow's events are
+/// merged in the order of the first column read (`ops::events` of each back end).
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = events)]
 #[diesel(treat_none_as_default_value = false)]

@@ -135,6 +135,7 @@ pub async fn events(
     limit: i64,
 ) -> QueryResult<(Vec<EventWithEntry>, (i64, i64))> {
     let types = event_types(filter);
+    // Column 1 is `events.id`, `EventRow`'s first field: the merged page's order.
     let columns = || (EventRow::as_select(), Option::<TransitionRow>::as_select());
     let rows = match &filter.feature_id {
         Some(id) => {

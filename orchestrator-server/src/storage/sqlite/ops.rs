@@ -109,6 +109,7 @@ pub fn events(
     limit: i64,
 ) -> QueryResult<(Vec<EventWithEntry>, (i64, i64))> {
     let types = event_types(filter);
+    // Column 1 is `events.id`, `EventRow`'s first field: the merged page's order.
     let columns = || (EventRow::as_select(), Option::<TransitionRow>::as_select());
     let rows = match &filter.feature_id {
         Some(id) => queries::own_events_of(id.as_str(), after, types.clone())
