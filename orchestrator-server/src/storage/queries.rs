@@ -1,5 +1,6 @@
 //! Every query, built once and independent of the back end (`#[dsl::auto_type]` infers each
-//! one's type). `sqlite` and `postgres` only choose the columns to read and run them.
+//! one's type). `sqlite` and `postgres` only choose the columns to read and run them (and
+//! put the two halves of one workflow's events together: `own_events_of`, `entry_events_of`).
 //!
 //! Lookups by primary key are run with `get_result`, never `first`: `first` adds `LIMIT ?`,
 //! and SQLite recompiles a statement whose LIMIT parameter is rebound on every run.

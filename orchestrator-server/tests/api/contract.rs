@@ -959,39 +959,25 @@ pub async fn every_accepted_change_writes_one_event_in_commit_order(repo: &dyn W
     );
     // One workflow's events: its transitions' and its other events, merged in id order, each
     // kind filtered and paged with the rest.
-    assert_eq!(
-        ids(repo.events(0, &only(Some("ev"), vec![]), 10).await.unwrap()),
-        vec![1, 2, 3, 4]
-    );
-    assert_eq!(
-        ids(repo.events(1, &only(Some("ev"), vec![]), 2).await.unwrap()),
-        vec![2, 3]
-    );
-    assert_eq!(
+    let of_ev = async |after: u64, types: Vec<EventType>, limit: u32| {
         ids(repo
-            .events(
-                0,
-                &only(Some("ev"), vec![EventType::WorkflowTransitioned]),
-                10
-            )
+            .events(after, &only(Some("ev"), types), limit)
             .await
-            .unwrap()),
+            .unwrap())
+    };
+    assert_eq!(of_ev(0, vec![], 10).await, vec![1, 2, 3, 4]);
+    assert_eq!(of_ev(1, vec![], 2).await, vec![2, 3]);
+    assert_eq!(
+        of_ev(0, vec![EventType::WorkflowTransitioned], 10).await,
         vec![1, 2]
     );
     assert_eq!(
-        ids(repo
-            .events(
-                1,
-                &only(Some("ev"), vec![EventType::ConsultationUpdated]),
-                10
-            )
-            .await
-            .unwrap()),
+        of_ev(1, vec![EventType::ConsultationUpdated], 10).await,
         vec![4]
     );
-    let of_ev = repo.events(0, &only(Some("ev"), vec![]), 10).await.unwrap();
+    let merged = repo.events(0, &only(Some("ev"), vec![]), 10).await.unwrap();
     assert_eq!(
-        of_ev.events[1].event.data_value()["trigger"],
+        merged.events[1].event.data_value()["trigger"],
         "agent_complete"
     );
     let consultations = only(
@@ -1021,10 +1007,7 @@ pub async fn every_accepted_change_writes_one_event_in_commit_order(repo: &dyn W
     let left = repo.events(0, &EventFilter::default(), 10).await.unwrap();
     assert_eq!((left.purged_through, left.last_id), (2, 5));
     assert_eq!(ids(left), vec![3, 4, 5]);
-    assert_eq!(
-        ids(repo.events(0, &only(Some("ev"), vec![]), 10).await.unwrap()),
-        vec![3, 4]
-    );
+    assert_eq!(of_ev(0, vec![], 10).await, vec![3, 4]);
     let (third, third_first) = new_workflow("ev-3");
     repo.create(&third, &third_first).await.unwrap();
     assert_eq!(all_events(repo).await.last().map(|e| e.id), Some(6));
@@ -1436,21 +1419,23 @@ const UNDO_EVENT_IDS: [&str; 2] = [
 const FORGET_EVENT_IDS: &str =
     "DELETE FROM __diesel_schema_migrations WHERE version = '20261202000011';";
 
-/// Writes a workflow's events of both kinds and returns what a reader of that workflow sees.
+/// Writes events of both kinds for workflow `up`: transitions' and a consultation's.
+async fn write_events_of_one_workflow(repo: &dyn WorkflowRepository) {
+    let (workflow, first) = new_workflow("up");
+    repo.create(&workflow, &first).await.unwrap();
+    repo.add_consultation(&consultation("up", 1, false))
+        .await
+        .unwrap();
+    let (next, complete) = step(&workflow, Trigger::AgentComplete, 10);
+    repo.commit(1, &next, &complete).await.unwrap();
+}
+
+/// What a reader of workflow `up`'s events sees.
 async fn events_of_one_workflow(repo: &dyn WorkflowRepository) -> Vec<orchestrator_core::Event> {
     let filter = EventFilter {
         feature_id: Some(id("up")),
         types: vec![],
     };
-    if repo.events(0, &filter, 10).await.unwrap().events.is_empty() {
-        let (workflow, first) = new_workflow("up");
-        repo.create(&workflow, &first).await.unwrap();
-        repo.add_consultation(&consultation("up", 1, false))
-            .await
-            .unwrap();
-        let (next, complete) = step(&workflow, Trigger::AgentComplete, 10);
-        repo.commit(1, &next, &complete).await.unwrap();
-    }
     repo.events(0, &filter, 10).await.unwrap().events
 }
 
@@ -1463,6 +1448,7 @@ async fn upgrade_keeps_every_event_of_a_workflow(
 ) {
     use orchestrator_server::storage::connect;
     let repo = connect(&url, 2).await.unwrap();
+    write_events_of_one_workflow(&*repo).await;
     let before = events_of_one_workflow(&*repo).await;
     assert_eq!(
         before.iter().map(|e| e.id).collect::<Vec<_>>(),

@@ -444,12 +444,13 @@ async fn decide_advances(conn: &mut AsyncPgConnection, batch: &[Job]) -> QueryRe
         .collect())
 }
 
-/// The batch statement (lock, compare-and-set, history, events, in one round trip): this
-/// head, its parameters, [`BATCH_COLUMNS`] and [`ENTRY_COLUMNS`] (the names of `v`'s
-/// columns), [`BATCH_TAIL`], [`WRITTEN`] and [`BATCH_RESULT`]. `Batch::walk` binds its 24
-/// columns as arrays (unnested into `v`) after the head; the feature ids come first, so the
-/// lock reads them as `$1`.
-const BATCH_HEAD: &str = "WITH v AS (\n    SELECT * FROM unnest(";
+/// How both batch statements begin: their rows `v`, unnested from the array parameters that
+/// follow. The advance batch statement (lock, compare-and-set, history, events, in one round
+/// trip) is this head, its parameters, [`BATCH_COLUMNS`] and [`ENTRY_COLUMNS`] (the names of
+/// `v`'s columns), [`BATCH_TAIL`], [`WRITTEN`] and [`BATCH_RESULT`]. `Batch::walk` binds its
+/// 24 columns as arrays after the head; the feature ids come first, so the lock reads them
+/// as `$1`.
+pub(super) const ROWS_HEAD: &str = "WITH v AS (\n    SELECT * FROM unnest(";
 /// The names of the advance batch's own columns in `v`; [`ENTRY_COLUMNS`] follow.
 const BATCH_COLUMNS: &str = ")
         AS v(feature_id, expected, state, version, rework_count, time_in_state, updated_at,
@@ -621,7 +622,7 @@ impl Entries {
 
 impl Statement for Batch {
     fn walk<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(BATCH_HEAD);
+        out.push_sql(ROWS_HEAD);
         bind_array::<Array<Text>, _>(&mut out, &self.feature_id, "::text[], ")?;
         bind_array::<Array<BigInt>, _>(&mut out, &self.expected, "::bigint[], ")?;
         bind_array::<Array<Text>, _>(&mut out, &self.state, "::text[], ")?;

@@ -13,7 +13,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::{FeatureId, RepositoryError};
 
-use super::commits::{ENTRY_COLUMNS, Entries, WRITTEN};
+use super::commits::{ENTRY_COLUMNS, Entries, ROWS_HEAD, WRITTEN};
 use super::{Prepared, Statement, bind_array, column};
 use crate::storage::models::{ReceiptRow, TransitionRow, WorkflowRow};
 use crate::storage::write::Written;
@@ -56,10 +56,10 @@ pub async fn apply(
         .collect())
 }
 
-/// The creation statement: this head, its parameters (the columns as arrays),
+/// The creation statement is [`ROWS_HEAD`], its parameters (the columns as arrays),
 /// [`CREATE_COLUMNS`] and [`ENTRY_COLUMNS`] (the names of `v`'s columns), [`CREATE_TAIL`],
 /// [`WRITTEN`] and [`CREATE_RESULT`].
-const CREATE_HEAD: &str = "WITH v AS (\n    SELECT * FROM unnest(";
+///
 /// The names of the creation batch's own columns in `v`; [`ENTRY_COLUMNS`] follow.
 const CREATE_COLUMNS: &str = ")
         AS v(feature_id, description, workflow_metadata, state, version, rework_count,
@@ -141,7 +141,7 @@ impl Statement for Creations {
         type MaybeTexts = Array<Nullable<Text>>;
         type Numbers = Array<BigInt>;
         type MaybeNumbers = Array<Nullable<BigInt>>;
-        out.push_sql(CREATE_HEAD);
+        out.push_sql(ROWS_HEAD);
         bind_array::<Texts, _>(&mut out, &self.feature_id, "::text[], ")?;
         bind_array::<Texts, _>(&mut out, &self.description, "::text[], ")?;
         bind_array::<Texts, _>(&mut out, &self.workflow_metadata, "::text[], ")?;
