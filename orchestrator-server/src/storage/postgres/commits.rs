@@ -57,8 +57,16 @@ const SECOND_BATCH_MIN: usize = 16;
 /// workflow changed under it each time) it answers the last conflict.
 pub const MAX_TRIES: u32 = 8;
 
-/// An advance waiting for a batch.
+/// A write waiting for a batch.
 enum Task {
+    /// An advance of an existing workflow.
+    Advance(Advance),
+    /// A new workflow (a batch of creations runs as a statement of its own, `creates`).
+    Create(Box<Creation>),
+}
+
+/// An advance waiting for a batch.
+enum Advance {
     /// A compare-and-set decided by the caller.
     Commit(Box<Commit>),
     /// A decision to make on the workflow as read for the batch; `tries` batches so far.
@@ -67,23 +75,70 @@ enum Task {
         judge: Judge,
         tries: u32,
     },
-    /// A new workflow (a batch of creations runs as a statement of its own, `creates`).
-    Create(Box<Creation>),
 }
 
 impl Task {
     fn feature_id(&self) -> &FeatureId {
         match self {
-            Task::Commit(commit) => &commit.feature_id,
-            Task::Judge { feature_id, .. } => feature_id,
+            Task::Advance(Advance::Commit(commit)) => &commit.feature_id,
+            Task::Advance(Advance::Judge { feature_id, .. }) => feature_id,
             Task::Create(creation) => &creation.feature_id,
         }
     }
 }
 
-struct Job {
-    task: Task,
+/// A write (`Task` in the queue; one part of a batch's writes once the batch splits them) and
+/// who waits for its answer.
+struct Job<T = Task> {
+    task: T,
     reply: oneshot::Sender<Result<Written, RepositoryError>>,
+}
+
+/// The writes of one kind, which a batch runs as a statement of their own.
+trait Part: Sized {
+    /// Runs `batch` as one statement; the steps line up with it.
+    async fn decide(conn: &mut AsyncPgConnection, batch: &[Job<Self>]) -> QueryResult<Vec<Step>>;
+
+    /// What to queue again for a write whose workflow changed under it, if it has tries left.
+    fn again(self) -> Option<Task>;
+}
+
+impl Part for Box<Creation> {
+    async fn decide(conn: &mut AsyncPgConnection, batch: &[Job<Self>]) -> QueryResult<Vec<Step>> {
+        let creations: Vec<&Creation> = batch.iter().map(|job| &*job.task).collect();
+        Ok(creates::apply(conn, &creations)
+            .await?
+            .into_iter()
+            .map(Step::Answer)
+            .collect())
+    }
+
+    fn again(self) -> Option<Task> {
+        None
+    }
+}
+
+impl Part for Advance {
+    async fn decide(conn: &mut AsyncPgConnection, batch: &[Job<Self>]) -> QueryResult<Vec<Step>> {
+        decide_advances(conn, batch).await
+    }
+
+    /// A judged advance is judged again, up to [`MAX_TRIES`] batches; a caller's own
+    /// compare-and-set never is.
+    fn again(self) -> Option<Task> {
+        match self {
+            Advance::Judge {
+                feature_id,
+                judge,
+                tries,
+            } if tries + 1 < MAX_TRIES => Some(Task::Advance(Advance::Judge {
+                feature_id,
+                judge,
+                tries: tries + 1,
+            })),
+            _ => None,
+        }
+    }
 }
 
 /// The queue of advances waiting to be committed.
@@ -104,7 +159,8 @@ impl Committer {
 
     /// Commits `commit` in the next batch; answers once the batch is committed.
     pub async fn submit(&self, commit: Commit) -> Result<Written, RepositoryError> {
-        self.queue(Task::Commit(Box::new(commit))).await
+        self.queue(Task::Advance(Advance::Commit(Box::new(commit))))
+            .await
     }
 
     /// Creates a workflow in the next batch: `Done`, or `AlreadyExists`.
@@ -119,11 +175,11 @@ impl Committer {
         feature_id: FeatureId,
         judge: Judge,
     ) -> Result<Written, RepositoryError> {
-        self.queue(Task::Judge {
+        self.queue(Task::Advance(Advance::Judge {
             feature_id,
             judge,
             tries: 0,
-        })
+        }))
         .await
     }
 
@@ -246,33 +302,39 @@ async fn commit_batch(
     batch: Vec<Job>,
     requeue: &mpsc::WeakUnboundedSender<Job>,
 ) {
-    let (creations, advances): (Vec<Job>, Vec<Job>) = batch
-        .into_iter()
-        .partition(|job| matches!(job.task, Task::Create(_)));
-    for part in [creations, advances] {
-        if !part.is_empty() {
-            commit_part(pool, metrics, part, requeue).await;
+    let mut creations = Vec::new();
+    let mut advances = Vec::new();
+    for Job { task, reply } in batch {
+        match task {
+            Task::Create(task) => creations.push(Job { task, reply }),
+            Task::Advance(task) => advances.push(Job { task, reply }),
         }
+    }
+    if !creations.is_empty() {
+        commit_part(pool, metrics, creations, requeue).await;
+    }
+    if !advances.is_empty() {
+        commit_part(pool, metrics, advances, requeue).await;
     }
 }
 
-/// Commits a batch of creations only or of advances only, as one statement; a statement
-/// that fails as a whole for a reason other than the database being unavailable is run
-/// again for each of its jobs alone.
-async fn commit_part(
+/// Commits a batch's writes of one kind as one statement; a statement that fails as a whole
+/// for a reason other than the database being unavailable is run again for each of its jobs
+/// alone.
+async fn commit_part<T: Part>(
     pool: &PgPool,
     metrics: &StorageMetrics,
-    batch: Vec<Job>,
+    batch: Vec<Job<T>>,
     requeue: &mpsc::WeakUnboundedSender<Job>,
 ) {
     metrics.commit_batch.observe(batch.len() as f64);
-    let outcome = run(pool, metrics, async |conn| decide(conn, &batch).await).await;
+    let outcome = run(pool, metrics, async |conn| T::decide(conn, &batch).await).await;
     match outcome {
         // One advance broke the statement: run each alone, so it fails alone.
         Err(e) if batch.len() > 1 && !matches!(e, RepositoryError::Unavailable(_)) => {
             for job in batch {
                 let one = std::slice::from_ref(&job);
-                let outcome = run(pool, metrics, async |conn| decide(conn, one).await).await;
+                let outcome = run(pool, metrics, async |conn| T::decide(conn, one).await).await;
                 reply(vec![job], outcome, requeue, metrics);
             }
         }
@@ -280,9 +342,9 @@ async fn commit_part(
     }
 }
 
-/// Answers each advance of `batch` with its step, or all of them with the batch's failure.
-fn reply(
-    batch: Vec<Job>,
+/// Answers each write of `batch` with its step, or all of them with the batch's failure.
+fn reply<T: Part>(
+    batch: Vec<Job<T>>,
     outcome: Result<Vec<Step>, RepositoryError>,
     requeue: &mpsc::WeakUnboundedSender<Job>,
     metrics: &StorageMetrics,
@@ -315,8 +377,8 @@ fn reply(
 
 /// Answers `job` with what its batch decided, or puts a judged advance that lost back in the
 /// queue (while it has tries left and the queue is still there).
-fn answer(
-    job: Job,
+fn answer<T: Part>(
+    job: Job<T>,
     step: Step,
     requeue: &mpsc::WeakUnboundedSender<Job>,
     metrics: &StorageMetrics,
@@ -329,20 +391,9 @@ fn answer(
         Step::Again(lost) => lost,
     };
     let Job { task, reply } = job;
-    let again = match task {
-        Task::Judge {
-            feature_id,
-            judge,
-            tries,
-        } if tries + 1 < MAX_TRIES => Task::Judge {
-            feature_id,
-            judge,
-            tries: tries + 1,
-        },
-        _ => {
-            let _ = reply.send(Ok(Written::Refused(lost)));
-            return;
-        }
+    let Some(again) = task.again() else {
+        let _ = reply.send(Ok(Written::Refused(lost)));
+        return;
     };
     if let Some(queue) = requeue.upgrade() {
         metrics.advances_rejudged.inc();
@@ -351,33 +402,18 @@ fn answer(
     }
 }
 
-/// Runs a batch of creations, or of advances (`commit_batch` keeps them apart); the steps
-/// line up with `batch`.
-async fn decide(conn: &mut AsyncPgConnection, batch: &[Job]) -> QueryResult<Vec<Step>> {
-    let creations: Option<Vec<&Creation>> = batch
-        .iter()
-        .map(|job| match &job.task {
-            Task::Create(creation) => Some(&**creation),
-            Task::Commit(_) | Task::Judge { .. } => None,
-        })
-        .collect();
-    match creations {
-        Some(creations) => Ok(creates::apply(conn, &creations)
-            .await?
-            .into_iter()
-            .map(Step::Answer)
-            .collect()),
-        None => decide_advances(conn, batch).await,
-    }
-}
-
 /// Reads the workflows the batch's judges need (one query), judges them, and commits every
 /// accepted advance as one statement; the steps line up with `batch`.
-async fn decide_advances(conn: &mut AsyncPgConnection, batch: &[Job]) -> QueryResult<Vec<Step>> {
+async fn decide_advances(
+    conn: &mut AsyncPgConnection,
+    batch: &[Job<Advance>],
+) -> QueryResult<Vec<Step>> {
     let judged: Vec<&str> = batch
         .iter()
-        .filter(|job| matches!(job.task, Task::Judge { .. }))
-        .map(|job| job.task.feature_id().as_str())
+        .filter_map(|job| match &job.task {
+            Advance::Judge { feature_id, .. } => Some(feature_id.as_str()),
+            Advance::Commit(_) => None,
+        })
         .collect();
     let mut rows: HashMap<String, WorkflowRow> = if judged.is_empty() {
         HashMap::new()
@@ -396,8 +432,8 @@ async fn decide_advances(conn: &mut AsyncPgConnection, batch: &[Job]) -> QueryRe
     let mut pending = Vec::with_capacity(batch.len());
     for job in batch {
         let (commit, next) = match &job.task {
-            Task::Commit(commit) => (Commit::clone(commit), None),
-            Task::Judge {
+            Advance::Commit(commit) => (Commit::clone(commit), None),
+            Advance::Judge {
                 feature_id, judge, ..
             } => match judge_advance(feature_id, rows.remove(feature_id.as_str()), judge) {
                 Verdict::Commit(commit, next) => (*commit, Some(next)),
@@ -406,14 +442,6 @@ async fn decide_advances(conn: &mut AsyncPgConnection, batch: &[Job]) -> QueryRe
                     continue;
                 }
             },
-            Task::Create(_) => {
-                // Not expected: `commit_batch` runs creations apart.
-                let mixed = "a creation was batched with advances";
-                pending.push(Err(Written::Refused(RepositoryError::Backend(
-                    mixed.into(),
-                ))));
-                continue;
-            }
         };
         commits.push(commit);
         pending.push(Ok(next));
@@ -680,10 +708,15 @@ mod tests {
     use super::*;
     use orchestrator_core::Workflow;
 
-    fn judged(tries: u32) -> (Job, oneshot::Receiver<Result<Written, RepositoryError>>) {
+    fn judged(
+        tries: u32,
+    ) -> (
+        Job<Advance>,
+        oneshot::Receiver<Result<Written, RepositoryError>>,
+    ) {
         let (reply, answer) = oneshot::channel();
         let judge: Judge = Box::new(|_: &Workflow| unreachable!("not judged here"));
-        let task = Task::Judge {
+        let task = Advance::Judge {
             feature_id: FeatureId::parse("f").unwrap(),
             judge,
             tries,
@@ -737,7 +770,10 @@ mod tests {
         let (job, mut answer) = judged(0);
         answer_job(job, &requeue, &metrics);
         let again = queued.try_recv().expect("queued again");
-        assert!(matches!(again.task, Task::Judge { tries: 1, .. }));
+        assert!(matches!(
+            again.task,
+            Task::Advance(Advance::Judge { tries: 1, .. })
+        ));
         assert!(answer.try_recv().is_err(), "not answered yet");
         assert_eq!(metrics.advances_rejudged.get(), 1);
 
@@ -767,7 +803,7 @@ mod tests {
         );
         let commit = Commit::new(0, &workflow, &first);
         let job = Job {
-            task: Task::Commit(Box::new(commit)),
+            task: Advance::Commit(Box::new(commit)),
             reply,
         };
         answer(job, Step::Again(lost()), &queue.downgrade(), &metrics);
@@ -781,8 +817,96 @@ mod tests {
         assert_eq!(metrics.advances_rejudged.get(), 0);
     }
 
+    /// A creation batch whose statement fails as a whole by a rule of the database (here a
+    /// check the test adds: no request reaches such a refusal, core validates every value) is
+    /// run again one creation at a time, so only the bad one fails.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_creation_that_breaks_its_batch_fails_alone() {
+        let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+            return;
+        };
+        let name = format!("orchestrator_unit_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = <AsyncPgConnection as diesel_async::AsyncConnection>::establish(&admin_url)
+            .await
+            .expect("TEST_DATABASE_URL is reachable");
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let (server, _) = admin_url
+            .rsplit_once('/')
+            .expect("a URL ending in /database");
+        let repository = super::super::PgRepository::connect(&format!("{server}/{name}"), 2)
+            .await
+            .unwrap();
+        repository
+            .run(async |conn| {
+                diesel::sql_query(
+                    "ALTER TABLE workflows ADD CONSTRAINT not_bad CHECK (description <> 'bad')",
+                )
+                .execute(conn)
+                .await
+            })
+            .await
+            .unwrap();
+
+        let creation = |id: &str, description: &str| {
+            let (workflow, first) = Workflow::start(
+                FeatureId::parse(id).unwrap(),
+                orchestrator_core::Description::parse("d").unwrap(),
+                orchestrator_core::Metadata::default(),
+                orchestrator_core::TransitionContext::at(chrono::Utc::now()),
+            );
+            let mut row = WorkflowRow::from(&workflow);
+            row.description = description.into();
+            let (reply, answer) = oneshot::channel();
+            let task = Box::new(Creation {
+                feature_id: workflow.feature_id().clone(),
+                row,
+                first: TransitionRow::new(workflow.feature_id(), &first),
+                receipt: None,
+            });
+            (Job { task, reply }, answer)
+        };
+        let (good, good_answer) = creation("good", "fine");
+        let (bad, bad_answer) = creation("bad", "bad");
+        let metrics = StorageMetrics::default();
+        let (queue, _queued) = mpsc::unbounded_channel();
+        commit_part(
+            &repository.pool,
+            &metrics,
+            vec![bad, good],
+            &queue.downgrade(),
+        )
+        .await;
+
+        let good = good_answer.await.unwrap();
+        assert!(matches!(good, Ok(Written::Done)), "{good:?}");
+        let bad = bad_answer.await.unwrap();
+        assert!(matches!(bad, Err(RepositoryError::Backend(_))), "{bad:?}");
+        let stored: Vec<String> = repository
+            .run(async |conn| {
+                crate::storage::schema::workflows::table
+                    .select(crate::storage::schema::workflows::feature_id)
+                    .load(conn)
+                    .await
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored, ["good"]);
+        drop(repository);
+        diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+
     /// `answer` for a job whose compare-and-set lost.
-    fn answer_job(job: Job, requeue: &mpsc::WeakUnboundedSender<Job>, metrics: &StorageMetrics) {
+    fn answer_job(
+        job: Job<Advance>,
+        requeue: &mpsc::WeakUnboundedSender<Job>,
+        metrics: &StorageMetrics,
+    ) {
         answer(job, Step::Again(lost()), requeue, metrics);
     }
 }

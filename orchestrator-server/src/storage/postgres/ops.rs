@@ -166,26 +166,16 @@ pub async fn ping(conn: &mut AsyncPgConnection) -> QueryResult<()> {
 }
 
 /// Carries out one write on `conn`, inside the caller's transaction. Commits and creations
-/// are `commits`' business; should one reach here, it runs as a batch of one.
+/// are `commits`' business: here they are refused.
 pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<Written> {
     match write {
         Write::Webhook(write) => super::webhooks::apply(conn, write).await,
         Write::BoardSession(write) => super::sessions::apply(conn, write).await,
-        Write::Create(feature_id, row, first, _event, receipt) => {
-            // The creation batch's statement, for one; its event is the entry's.
-            let creation = super::creates::Creation {
-                feature_id: feature_id.clone(),
-                row: row.clone(),
-                first: first.clone(),
-                receipt: receipt.clone(),
-            };
-            let one = super::creates::apply(conn, &[&creation]).await?;
-            Ok(one.into_iter().next().unwrap_or(Written::Done))
-        }
-        Write::Commit(commit) => {
-            let one = super::commits::apply(conn, std::slice::from_ref(commit)).await?;
-            Ok(one.into_iter().next().unwrap_or(Written::Done))
-        }
+        // `PgRepository::write` sends both to the commit queue, whose batches share a
+        // statement and a commit; neither is carried out in a transaction of its own.
+        Write::Create(..) | Write::Commit(_) => Ok(Written::Refused(RepositoryError::Backend(
+            "new workflows and advances are written by the commit queue".into(),
+        ))),
         Write::SwapSession {
             feature_id,
             expected,
