@@ -1412,10 +1412,10 @@ async fn postgres_import_is_all_or_nothing() {
 /// The newest migration (history entries name their `workflow.transitioned` events, which
 /// the subject index no longer holds), undone by its own `down.sql` and forgotten, so that
 /// the next start runs it again over rows written before it.
-const UNDO_EVENT_IDS: [&str; 2] = [
-    include_str!("../../migrations/sqlite/2026-12-02-000011_transition_event_ids/down.sql"),
-    include_str!("../../migrations/postgres/2026-12-02-000011_transition_event_ids/down.sql"),
-];
+const UNDO_EVENT_IDS_SQLITE: &str =
+    include_str!("../../migrations/sqlite/2026-12-02-000011_transition_event_ids/down.sql");
+const UNDO_EVENT_IDS_POSTGRES: &str =
+    include_str!("../../migrations/postgres/2026-12-02-000011_transition_event_ids/down.sql");
 const FORGET_EVENT_IDS: &str =
     "DELETE FROM __diesel_schema_migrations WHERE version = '20261202000011';";
 
@@ -1470,7 +1470,7 @@ async fn sqlite_upgrade_keeps_every_event_of_a_workflow() {
     let url = orchestrator_server::storage::DatabaseUrl::SqliteFile(file.clone());
     upgrade_keeps_every_event_of_a_workflow(url, async || {
         let mut conn = diesel::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
-        conn.batch_execute(UNDO_EVENT_IDS[0]).unwrap();
+        conn.batch_execute(UNDO_EVENT_IDS_SQLITE).unwrap();
         conn.batch_execute(FORGET_EVENT_IDS).unwrap();
     })
     .await;
@@ -1487,7 +1487,7 @@ async fn postgres_upgrade_keeps_every_event_of_a_workflow() {
         let mut conn = diesel_async::AsyncPgConnection::establish(&db.url)
             .await
             .unwrap();
-        conn.batch_execute(UNDO_EVENT_IDS[1]).await.unwrap();
+        conn.batch_execute(UNDO_EVENT_IDS_POSTGRES).await.unwrap();
         conn.batch_execute(FORGET_EVENT_IDS).await.unwrap();
     })
     .await;
