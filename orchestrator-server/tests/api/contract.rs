@@ -1409,7 +1409,7 @@ async fn postgres_import_is_all_or_nothing() {
     import_is_all_or_nothing(&*repo).await;
 }
 
-/// The newest migration (history entries name their `workflow.transitioned` events, which
+/// The migration by which history entries name their `workflow.transitioned` events (which
 /// the subject index no longer holds), undone by its own `down.sql` and forgotten, so that
 /// the next start runs it again over rows written before it.
 const UNDO_EVENT_IDS_SQLITE: &str =
@@ -1491,4 +1491,59 @@ async fn postgres_upgrade_keeps_every_event_of_a_workflow() {
         conn.batch_execute(FORGET_EVENT_IDS).await.unwrap();
     })
     .await;
+}
+
+/// The columns of `workflows` an advance writes. `gate_due_at` is not among them for this
+/// purpose: it changes only when a stay at the gate with a deadline begins or ends, and its
+/// partial index serves the deadline sweep.
+const CHANGED_BY_EVERY_ADVANCE: [&str; 7] = [
+    "state",
+    "version",
+    "rework_count",
+    "time_in_state",
+    "updated_at",
+    "completed_at",
+    "gate_stay",
+];
+
+/// On PostgreSQL an advance updates its workflow row in place (a heap-only update) only while
+/// no index of `workflows` names a column the advance changes: one such index, and every
+/// advance writes a new entry into each of the table's indexes again (docs/PERFORMANCE.md).
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_no_index_of_workflows_names_a_column_every_advance_changes() {
+    use diesel::sql_types::Text;
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let url = orchestrator_server::storage::DatabaseUrl::Postgres(db.url.clone());
+    let repo = orchestrator_server::storage::connect(&url, 1)
+        .await
+        .unwrap();
+    repo.close().await;
+    drop(repo);
+    let mut conn = diesel_async::AsyncPgConnection::establish(&db.url)
+        .await
+        .unwrap();
+    let definitions: Vec<String> = diesel::select(diesel::dsl::sql::<diesel::sql_types::Array<Text>>(
+        "ARRAY(SELECT indexdef FROM pg_indexes WHERE tablename = 'workflows' ORDER BY indexname)",
+    ))
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        definitions.iter().any(|d| d.contains("gate_due_at")),
+        "the deadline sweep's index is there: {definitions:?}"
+    );
+    for definition in &definitions {
+        let words: Vec<&str> = definition
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        for column in CHANGED_BY_EVERY_ADVANCE {
+            assert!(
+                !words.contains(&column),
+                "`{definition}` names `{column}`, which every advance changes"
+            );
+        }
+    }
 }
