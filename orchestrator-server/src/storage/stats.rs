@@ -20,7 +20,8 @@ pub struct StorageMetrics {
     /// Connections the pool may hold.
     pub pool_size: Gauge,
     /// Advances judged again because their workflow changed between their batch's read and
-    /// its commit (PostgreSQL: another batch or another replica advanced it first).
+    /// its commit (PostgreSQL: another batch or another replica advanced it first), or since
+    /// this server last wrote it (a remembered row that another replica made stale).
     pub advances_rejudged: Counter,
 }
 

@@ -1,6 +1,7 @@
 //! Two server replicas on one PostgreSQL database (when `TEST_DATABASE_URL` is set): what one
 //! writes the other sees at once, and races across them have exactly one winner.
 
+use orchestrator_core::WorkflowState;
 use orchestrator_core::api::{AdvanceRequest, ErrorCode, StartWorkflowRequest};
 use orchestrator_server::storage::DatabaseUrl;
 
@@ -113,5 +114,54 @@ async fn thirty_two_concurrent_advances_across_replicas_have_one_winner() {
     }
     for pair in history.transitions.windows(2) {
         assert_eq!(pair[0].to, pair[1].from);
+    }
+}
+
+/// Each replica remembers the rows it wrote, to judge its next advance of them without a
+/// read; advances that alternate between replicas must still each be judged on the stored
+/// workflow. Replica `a` remembers each workflow as it started it (PHASE_1, version 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn advances_alternating_between_replicas_are_judged_on_the_stored_workflow() {
+    let Some((_db, a, b)) = replicas().await else {
+        return;
+    };
+    let advance = async |app: &TestApp, feature: &str, trigger: &str| {
+        app.client
+            .advance_workflow(&id(feature), &crate::helpers::step(trigger))
+            .await
+            .unwrap_or_else(|e| panic!("{trigger} of {feature}: {e}"))
+    };
+
+    // After `b` moves it to the gate, `a`'s remembered row would refuse `human_rejected`
+    // (not allowed in PHASE_1): a refusal is judged again on the row as read.
+    a.start_workflow("refused-on-memory").await;
+    advance(&b, "refused-on-memory", "agent_complete").await;
+    let back = advance(&a, "refused-on-memory", "human_rejected").await;
+    assert_eq!((back.state, back.version), (WorkflowState::Phase1, 3));
+
+    // After `b` moves it to the gate and back (PHASE_1 again, version 3), `a`'s row from
+    // version 1 would accept `agent_complete`: the compare-and-set catches it, and the
+    // advance is judged again on the row as read.
+    a.start_workflow("accepted-on-memory").await;
+    advance(&b, "accepted-on-memory", "agent_complete").await;
+    advance(&b, "accepted-on-memory", "human_rejected").await;
+    let on = advance(&a, "accepted-on-memory", "agent_complete").await;
+    assert_eq!((on.state, on.version), (WorkflowState::Gate1, 4));
+    assert!(
+        a.metrics()
+            .await
+            .contains("orchestrator_db_advances_rejudged_total 1"),
+        "the stale remembered row lost its compare-and-set once"
+    );
+    // From now on `a` reads the workflow before each advance.
+    let last = advance(&a, "accepted-on-memory", "human_rejected").await;
+    assert_eq!(last.version, 5);
+
+    for feature in ["refused-on-memory", "accepted-on-memory"] {
+        let history = b.client.get_history(&id(feature)).await.unwrap();
+        for pair in history.transitions.windows(2) {
+            assert_eq!(pair[0].to, pair[1].from);
+            assert_eq!(pair[0].seq + 1, pair[1].seq);
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! still to make on the stored workflow (`Judge`). A task takes whatever is waiting (at most
 //! one advance per workflow per batch; while another batch is in flight, only once enough
 //! are waiting to be worth a statement of their own), reads the workflows the judges need in
-//! one query, judges them, and runs every accepted change as one statement: the batch's rows
+//! one query (except those whose row this server wrote last and remembers, `recent`), judges
+//! them, and runs every accepted change as one statement: the batch's rows
 //! are sent as arrays and unnested, the workflow rows are locked in feature-id order (so two
 //! batches, also from two replicas, can never deadlock), each row is updated only if its
 //! version is still the expected one, and a history row is inserted for exactly the updates
@@ -32,10 +33,11 @@ use diesel::result::QueryResult;
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 use diesel::{QueryDsl, SelectableHelper};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use orchestrator_core::{FeatureId, Judge, RepositoryError};
+use orchestrator_core::{FeatureId, Judge, RepositoryError, Workflow};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::creates::{self, Creation};
+use super::recent::Recent;
 use super::{PgPool, Prepared, Statement, bind_array, column, run};
 use crate::storage::StorageMetrics;
 use crate::storage::models::{ReceiptRow, TransitionRow, WorkflowRow};
@@ -96,21 +98,32 @@ struct Job<T = Task> {
 
 /// The writes of one kind, which a batch runs as a statement of their own.
 trait Part: Sized {
-    /// Runs `batch` as one statement; the steps line up with it.
-    async fn decide(conn: &mut AsyncPgConnection, batch: &[Job<Self>]) -> QueryResult<Vec<Step>>;
+    /// Runs `batch` as one statement; the steps line up with it. The rows it writes are
+    /// remembered in `recent`.
+    async fn decide(
+        conn: &mut AsyncPgConnection,
+        batch: &[Job<Self>],
+        recent: &Recent,
+    ) -> QueryResult<Vec<Step>>;
 
     /// What to queue again for a write whose workflow changed under it, if it has tries left.
     fn again(self) -> Option<Task>;
 }
 
 impl Part for Box<Creation> {
-    async fn decide(conn: &mut AsyncPgConnection, batch: &[Job<Self>]) -> QueryResult<Vec<Step>> {
+    async fn decide(
+        conn: &mut AsyncPgConnection,
+        batch: &[Job<Self>],
+        recent: &Recent,
+    ) -> QueryResult<Vec<Step>> {
         let creations: Vec<&Creation> = batch.iter().map(|job| &*job.task).collect();
-        Ok(creates::apply(conn, &creations)
-            .await?
-            .into_iter()
-            .map(Step::Answer)
-            .collect())
+        let results = creates::apply(conn, &creations).await?;
+        for (creation, result) in creations.iter().zip(&results) {
+            if matches!(result, Written::Done) {
+                recent.wrote(creation.row.clone());
+            }
+        }
+        Ok(results.into_iter().map(Step::Answer).collect())
     }
 
     fn again(self) -> Option<Task> {
@@ -119,8 +132,12 @@ impl Part for Box<Creation> {
 }
 
 impl Part for Advance {
-    async fn decide(conn: &mut AsyncPgConnection, batch: &[Job<Self>]) -> QueryResult<Vec<Step>> {
-        decide_advances(conn, batch).await
+    async fn decide(
+        conn: &mut AsyncPgConnection,
+        batch: &[Job<Self>],
+        recent: &Recent,
+    ) -> QueryResult<Vec<Step>> {
+        decide_advances(conn, batch, recent).await
     }
 
     /// A judged advance is judged again, up to [`MAX_TRIES`] batches; a caller's own
@@ -153,7 +170,8 @@ impl Committer {
         let (jobs, queue) = mpsc::unbounded_channel();
         // Weak: judged advances that lost go back into the queue, but the queue ends once
         // the last `Committer` is gone.
-        tokio::spawn(batches(pool, metrics, queue, jobs.downgrade()));
+        let recent = Arc::new(Recent::default());
+        tokio::spawn(batches(pool, metrics, recent, queue, jobs.downgrade()));
         Committer { jobs }
     }
 
@@ -194,6 +212,7 @@ impl Committer {
 async fn batches(
     pool: PgPool,
     metrics: Arc<StorageMetrics>,
+    recent: Arc<Recent>,
     mut queue: mpsc::UnboundedReceiver<Job>,
     requeue: mpsc::WeakUnboundedSender<Job>,
 ) {
@@ -253,13 +272,14 @@ async fn batches(
         }
         let pool = pool.clone();
         let metrics = metrics.clone();
+        let recent = recent.clone();
         let requeue = requeue.clone();
         let running = Running {
             slot: Some(slot),
             done: done.clone(),
         };
         tokio::spawn(async move {
-            commit_batch(&pool, &metrics, batch, &requeue).await;
+            commit_batch(&pool, &metrics, &recent, batch, &requeue).await;
             drop(running);
         });
     }
@@ -299,6 +319,7 @@ enum Step {
 async fn commit_batch(
     pool: &PgPool,
     metrics: &StorageMetrics,
+    recent: &Recent,
     batch: Vec<Job>,
     requeue: &mpsc::WeakUnboundedSender<Job>,
 ) {
@@ -311,10 +332,10 @@ async fn commit_batch(
         }
     }
     if !creations.is_empty() {
-        commit_part(pool, metrics, creations, requeue).await;
+        commit_part(pool, metrics, recent, creations, requeue).await;
     }
     if !advances.is_empty() {
-        commit_part(pool, metrics, advances, requeue).await;
+        commit_part(pool, metrics, recent, advances, requeue).await;
     }
 }
 
@@ -324,17 +345,24 @@ async fn commit_batch(
 async fn commit_part<T: Part>(
     pool: &PgPool,
     metrics: &StorageMetrics,
+    recent: &Recent,
     batch: Vec<Job<T>>,
     requeue: &mpsc::WeakUnboundedSender<Job>,
 ) {
     metrics.commit_batch.observe(batch.len() as f64);
-    let outcome = run(pool, metrics, async |conn| T::decide(conn, &batch).await).await;
+    let outcome = run(pool, metrics, async |conn| {
+        T::decide(conn, &batch, recent).await
+    })
+    .await;
     match outcome {
         // One advance broke the statement: run each alone, so it fails alone.
         Err(e) if batch.len() > 1 && !matches!(e, RepositoryError::Unavailable(_)) => {
             for job in batch {
                 let one = std::slice::from_ref(&job);
-                let outcome = run(pool, metrics, async |conn| T::decide(conn, one).await).await;
+                let outcome = run(pool, metrics, async |conn| {
+                    T::decide(conn, one, recent).await
+                })
+                .await;
                 reply(vec![job], outcome, requeue, metrics);
             }
         }
@@ -402,23 +430,50 @@ fn answer<T: Part>(
     }
 }
 
-/// Reads the workflows the batch's judges need (one query), judges them, and commits every
-/// accepted advance as one statement; the steps line up with `batch`.
+/// Reads the workflows the batch's judges need (one query; none for the rows `recent`
+/// remembers), judges them, and commits every accepted advance as one statement; the steps
+/// line up with `batch`.
 async fn decide_advances(
     conn: &mut AsyncPgConnection,
     batch: &[Job<Advance>],
+    recent: &Recent,
 ) -> QueryResult<Vec<Step>> {
-    let judged: Vec<&str> = batch
-        .iter()
-        .filter_map(|job| match &job.task {
-            Advance::Judge { feature_id, .. } => Some(feature_id.as_str()),
-            Advance::Commit(_) => None,
-        })
-        .collect();
-    let mut rows: HashMap<String, WorkflowRow> = if judged.is_empty() {
+    // Judged first on the rows remembered: an accepted advance needs no read (its
+    // compare-and-set catches a stale row). A refusal may come from a stale row, so that
+    // advance is judged again on its row as read, with those not remembered.
+    let mut accepted: HashMap<&str, (Box<Commit>, Workflow)> = HashMap::new();
+    let mut doubted: Vec<(&str, i64)> = Vec::new();
+    let mut unread = Vec::new();
+    for job in batch {
+        let (feature_id, judge) = match &job.task {
+            Advance::Judge {
+                feature_id, judge, ..
+            } => (feature_id, judge),
+            Advance::Commit(commit) => {
+                recent.forget(commit.feature_id.as_str());
+                continue;
+            }
+        };
+        let id = feature_id.as_str();
+        let Some(row) = recent.take(id) else {
+            unread.push(id);
+            continue;
+        };
+        let version = row.version;
+        match judge_advance(feature_id, Some(row), judge) {
+            Verdict::Commit(commit, next) => {
+                accepted.insert(id, (commit, next));
+            }
+            Verdict::Answer(_) => {
+                doubted.push((id, version));
+                unread.push(id);
+            }
+        }
+    }
+    let mut rows: HashMap<String, WorkflowRow> = if unread.is_empty() {
         HashMap::new()
     } else {
-        queries::workflows_of(judged)
+        queries::workflows_of(unread)
             .select(WorkflowRow::as_select())
             .load::<WorkflowRow>(conn)
             .await?
@@ -426,8 +481,14 @@ async fn decide_advances(
             .map(|row| (row.feature_id.clone(), row))
             .collect()
     };
-    // Per advance: its answer already (`Err`), or a commit to run, with the workflow a
-    // judged one answers if the commit lands.
+    for (id, version) in doubted {
+        if rows.get(id).map(|row| row.version) != Some(version) {
+            recent.stale(id);
+        }
+    }
+    // Per advance: its answer already (`Err`), or a commit to run, with (for a judged one)
+    // the workflow it answers if the commit lands and whether it was judged on a remembered
+    // row.
     let mut commits = Vec::new();
     let mut pending = Vec::with_capacity(batch.len());
     for job in batch {
@@ -435,13 +496,20 @@ async fn decide_advances(
             Advance::Commit(commit) => (Commit::clone(commit), None),
             Advance::Judge {
                 feature_id, judge, ..
-            } => match judge_advance(feature_id, rows.remove(feature_id.as_str()), judge) {
-                Verdict::Commit(commit, next) => (*commit, Some(next)),
-                Verdict::Answer(written) => {
-                    pending.push(Err(written));
-                    continue;
+            } => {
+                if let Some((commit, next)) = accepted.remove(feature_id.as_str()) {
+                    (*commit, Some((next, true)))
+                } else {
+                    let row = rows.remove(feature_id.as_str());
+                    match judge_advance(feature_id, row, judge) {
+                        Verdict::Commit(commit, next) => (*commit, Some((next, false))),
+                        Verdict::Answer(written) => {
+                            pending.push(Err(written));
+                            continue;
+                        }
+                    }
                 }
-            },
+            }
         };
         commits.push(commit);
         pending.push(Ok(next));
@@ -462,8 +530,17 @@ async fn decide_advances(
             let missing =
                 || Written::Refused(RepositoryError::Backend("a batch left out a result".into()));
             match (results.next().unwrap_or_else(missing), next) {
-                (Written::Done, Some(next)) => Step::Answer(Written::Judged(Box::new(Ok(next)))),
-                (Written::Refused(lost @ RepositoryError::VersionConflict { .. }), Some(_)) => {
+                (Written::Done, Some((next, _))) => {
+                    recent.wrote(WorkflowRow::from(&next));
+                    Step::Answer(Written::Judged(Box::new(Ok(next))))
+                }
+                (
+                    Written::Refused(lost @ RepositoryError::VersionConflict { .. }),
+                    Some((next, from_memory)),
+                ) => {
+                    if from_memory {
+                        recent.stale(next.feature_id().as_str());
+                    }
                     Step::Again(lost)
                 }
                 (result, _) => Step::Answer(result),
@@ -706,7 +783,6 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orchestrator_core::Workflow;
 
     fn judged(
         tries: u32,
@@ -875,6 +951,7 @@ mod tests {
         commit_part(
             &repository.pool,
             &metrics,
+            &Recent::default(),
             vec![bad, good],
             &queue.downgrade(),
         )

@@ -10,6 +10,7 @@
 mod commits;
 mod creates;
 mod ops;
+mod recent;
 mod sessions;
 mod webhooks;
 

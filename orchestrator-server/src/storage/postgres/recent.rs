@@ -1,0 +1,169 @@
+//! The workflow rows this server's commit queue wrote last, so that the next advance of such a
+//! workflow is judged without reading its row back first (one round trip fewer per batch).
+//!
+//! A remembered row is a guess, never the truth: the batch statement's compare-and-set still
+//! compares the stored version, so an advance judged on a row that another writer has changed
+//! since (another replica on the same database) loses, and is judged again on a fresh read.
+//! Every write of a workflow row's columns raises its version (the batch statements are the
+//! only writers of them), so a row remembered at the stored version is the stored row.
+//!
+//! A workflow whose remembered row turned out stale is marked as written elsewhere as well,
+//! and read before each of its advances from then on: behind a load balancer, consecutive
+//! advances of one workflow land on different replicas, and each would otherwise pay a lost
+//! statement instead of a read. At most [`CAPACITY`] workflows are remembered; when full, the
+//! memory starts over.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::storage::models::WorkflowRow;
+
+/// Most workflows remembered (a few hundred bytes each).
+pub const CAPACITY: usize = 4096;
+
+/// What is remembered of one workflow.
+enum Entry {
+    /// The row as this server last wrote it.
+    Row(Box<WorkflowRow>),
+    /// A remembered row was stale once: someone else writes this workflow too.
+    Shared,
+}
+
+/// The rows this server wrote last (see the module documentation).
+#[derive(Default)]
+pub struct Recent {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Recent {
+    /// The row of `feature_id` as this server last wrote it, if remembered; taken out, so
+    /// that two batches in flight never judge on the same remembered row.
+    pub fn take(&self, feature_id: &str) -> Option<WorkflowRow> {
+        let mut entries = self.entries();
+        match entries.get(feature_id)? {
+            Entry::Shared => None,
+            Entry::Row(_) => match entries.remove(feature_id) {
+                Some(Entry::Row(row)) => Some(*row),
+                _ => None,
+            },
+        }
+    }
+
+    /// Remembers `row`, just committed, unless its workflow is written elsewhere too or a
+    /// later version is remembered already (a batch that committed after this one answered
+    /// first).
+    pub fn wrote(&self, row: WorkflowRow) {
+        let mut entries = self.entries();
+        match entries.get(&row.feature_id) {
+            Some(Entry::Shared) => return,
+            Some(Entry::Row(known)) if known.version >= row.version => return,
+            Some(Entry::Row(_)) => {}
+            None if entries.len() >= CAPACITY => entries.clear(),
+            None => {}
+        }
+        entries.insert(row.feature_id.clone(), Entry::Row(Box::new(row)));
+    }
+
+    /// A row remembered for `feature_id` was stale: read it before each advance from now on.
+    pub fn stale(&self, feature_id: &str) {
+        let mut entries = self.entries();
+        if entries.len() >= CAPACITY && !entries.contains_key(feature_id) {
+            entries.clear();
+        }
+        entries.insert(feature_id.to_owned(), Entry::Shared);
+    }
+
+    /// Forgets the row of `feature_id`: it is being written without being judged here (a
+    /// compare-and-set its caller decided).
+    pub fn forget(&self, feature_id: &str) {
+        let mut entries = self.entries();
+        if let Some(Entry::Row(_)) = entries.get(feature_id) {
+            entries.remove(feature_id);
+        }
+    }
+
+    fn entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // The map is consistent after every statement of these methods; a panic elsewhere
+        // while holding the lock cannot leave it half-changed.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchestrator_core::{Description, FeatureId, Metadata, TransitionContext, Workflow};
+
+    fn row(feature_id: &str, version: i64) -> WorkflowRow {
+        let (workflow, _) = Workflow::start(
+            FeatureId::parse(feature_id).unwrap(),
+            Description::parse("d").unwrap(),
+            Metadata::default(),
+            TransitionContext::at(chrono::Utc::now()),
+        );
+        WorkflowRow {
+            version,
+            ..WorkflowRow::from(&workflow)
+        }
+    }
+
+    #[test]
+    fn a_remembered_row_is_taken_once() {
+        let recent = Recent::default();
+        recent.wrote(row("f", 2));
+        assert_eq!(recent.take("f").map(|r| r.version), Some(2));
+        assert!(recent.take("f").is_none(), "taken out");
+        assert!(recent.take("g").is_none(), "never written");
+    }
+
+    #[test]
+    fn an_older_row_never_replaces_a_newer_one() {
+        let recent = Recent::default();
+        recent.wrote(row("f", 3));
+        recent.wrote(row("f", 2));
+        assert_eq!(recent.take("f").map(|r| r.version), Some(3));
+        recent.wrote(row("f", 3));
+        recent.wrote(row("f", 4));
+        assert_eq!(recent.take("f").map(|r| r.version), Some(4));
+    }
+
+    #[test]
+    fn a_workflow_once_stale_is_never_remembered_again() {
+        let recent = Recent::default();
+        recent.wrote(row("f", 2));
+        recent.stale("f");
+        assert!(recent.take("f").is_none());
+        recent.wrote(row("f", 5));
+        assert!(recent.take("f").is_none(), "read before each advance");
+    }
+
+    #[test]
+    fn a_forgotten_row_is_gone_but_a_shared_mark_stays() {
+        let recent = Recent::default();
+        recent.wrote(row("f", 2));
+        recent.forget("f");
+        assert!(recent.take("f").is_none());
+        recent.stale("g");
+        recent.forget("g");
+        recent.wrote(row("g", 3));
+        assert!(recent.take("g").is_none());
+    }
+
+    #[test]
+    fn the_memory_starts_over_when_full() {
+        let recent = Recent::default();
+        for n in 0..CAPACITY {
+            recent.wrote(row(&format!("f{n}"), 1));
+        }
+        assert_eq!(recent.entries().len(), CAPACITY);
+        recent.wrote(row("f0", 2));
+        assert_eq!(
+            recent.entries().len(),
+            CAPACITY,
+            "a known workflow is replaced"
+        );
+        recent.wrote(row("new", 1));
+        assert_eq!(recent.entries().len(), 1, "a new one starts over");
+        assert!(recent.take("new").is_some());
+    }
+}
