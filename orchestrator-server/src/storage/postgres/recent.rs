@@ -10,8 +10,10 @@
 //! A workflow whose remembered row turned out stale is marked as written elsewhere as well,
 //! and read before each of its advances from then on: behind a load balancer, consecutive
 //! advances of one workflow land on different replicas, and each would otherwise pay a lost
-//! statement instead of a read. At most [`CAPACITY`] workflows are remembered; when full, the
-//! memory starts over.
+//! statement instead of a read. (Rarely, a race between two of this server's own batches
+//! marks a workflow the same way; that costs it the read it had before, nothing more.) At
+//! most [`CAPACITY`] workflows are remembered; when full, the memory starts over, marks
+//! included.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
