@@ -153,9 +153,19 @@ async fn advances_alternating_between_replicas_are_judged_on_the_stored_workflow
             .contains("orchestrator_db_advances_rejudged_total 1"),
         "the stale remembered row lost its compare-and-set once"
     );
-    // From now on `a` reads the workflow before each advance.
+    // From now on `a` reads the workflow before each advance: after `b` moves it back and to
+    // the gate again, the row `a` wrote at version 4 (at the gate too) would accept
+    // `human_rejected` and lose; it is not judged on, so nothing is judged again.
+    advance(&b, "accepted-on-memory", "human_rejected").await;
+    advance(&b, "accepted-on-memory", "agent_complete").await;
     let last = advance(&a, "accepted-on-memory", "human_rejected").await;
-    assert_eq!(last.version, 5);
+    assert_eq!((last.state, last.version), (WorkflowState::Phase1, 7));
+    assert!(
+        a.metrics()
+            .await
+            .contains("orchestrator_db_advances_rejudged_total 1"),
+        "a workflow found stale once is read, not judged on memory"
+    );
 
     for feature in ["refused-on-memory", "accepted-on-memory"] {
         let history = b.client.get_history(&id(feature)).await.unwrap();

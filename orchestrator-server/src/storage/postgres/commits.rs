@@ -33,7 +33,7 @@ use diesel::result::QueryResult;
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 use diesel::{QueryDsl, SelectableHelper};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use orchestrator_core::{FeatureId, Judge, RepositoryError, Workflow};
+use orchestrator_core::{FeatureId, Judge, RepositoryError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::creates::{self, Creation};
@@ -441,8 +441,7 @@ async fn decide_advances(
     // Judged first on the rows remembered: an accepted advance needs no read (its
     // compare-and-set catches a stale row). A refusal may come from a stale row, so that
     // advance is judged again on its row as read, with those not remembered.
-    let mut accepted: HashMap<&str, (Box<Commit>, Workflow)> = HashMap::new();
-    let mut doubted: Vec<(&str, i64)> = Vec::new();
+    let mut accepted: HashMap<&str, Verdict> = HashMap::new();
     let mut unread = Vec::new();
     for job in batch {
         let (feature_id, judge) = match &job.task {
@@ -455,19 +454,14 @@ async fn decide_advances(
             }
         };
         let id = feature_id.as_str();
-        let Some(row) = recent.take(id) else {
-            unread.push(id);
-            continue;
-        };
-        let version = row.version;
-        match judge_advance(feature_id, Some(row), judge) {
-            Verdict::Commit(commit, next) => {
-                accepted.insert(id, (commit, next));
+        match recent
+            .take(id)
+            .map(|row| judge_advance(feature_id, Some(row), judge))
+        {
+            Some(verdict @ Verdict::Commit(..)) => {
+                accepted.insert(id, verdict);
             }
-            Verdict::Answer(_) => {
-                doubted.push((id, version));
-                unread.push(id);
-            }
+            Some(Verdict::Answer(_)) | None => unread.push(id),
         }
     }
     let mut rows: HashMap<String, WorkflowRow> = if unread.is_empty() {
@@ -481,11 +475,6 @@ async fn decide_advances(
             .map(|row| (row.feature_id.clone(), row))
             .collect()
     };
-    for (id, version) in doubted {
-        if rows.get(id).map(|row| row.version) != Some(version) {
-            recent.stale(id);
-        }
-    }
     // Per advance: its answer already (`Err`), or a commit to run, with (for a judged one)
     // the workflow it answers if the commit lands and whether it was judged on a remembered
     // row.
@@ -497,16 +486,16 @@ async fn decide_advances(
             Advance::Judge {
                 feature_id, judge, ..
             } => {
-                if let Some((commit, next)) = accepted.remove(feature_id.as_str()) {
-                    (*commit, Some((next, true)))
-                } else {
-                    let row = rows.remove(feature_id.as_str());
-                    match judge_advance(feature_id, row, judge) {
-                        Verdict::Commit(commit, next) => (*commit, Some((next, false))),
-                        Verdict::Answer(written) => {
-                            pending.push(Err(written));
-                            continue;
-                        }
+                let id = feature_id.as_str();
+                let (verdict, from_memory) = match accepted.remove(id) {
+                    Some(verdict) => (verdict, true),
+                    None => (judge_advance(feature_id, rows.remove(id), judge), false),
+                };
+                match verdict {
+                    Verdict::Commit(commit, next) => (*commit, Some((next, from_memory))),
+                    Verdict::Answer(written) => {
+                        pending.push(Err(written));
+                        continue;
                     }
                 }
             }
@@ -783,6 +772,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use orchestrator_core::Workflow;
 
     fn judged(
         tries: u32,

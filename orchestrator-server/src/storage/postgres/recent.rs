@@ -7,8 +7,8 @@
 //! Every write of a workflow row's columns raises its version (the batch statements are the
 //! only writers of them), so a row remembered at the stored version is the stored row.
 //!
-//! A workflow whose remembered row turned out stale is marked as written elsewhere as well,
-//! and read before each of its advances from then on: behind a load balancer, consecutive
+//! A workflow whose remembered row lost its compare-and-set is marked as written elsewhere as
+//! well, and read before each of its advances from then on: behind a load balancer, consecutive
 //! advances of one workflow land on different replicas, and each would otherwise pay a lost
 //! statement instead of a read. (Rarely, a race between two of this server's own batches
 //! marks a workflow the same way; that costs it the read it had before, nothing more.) At
@@ -57,22 +57,19 @@ impl Recent {
     pub fn wrote(&self, row: WorkflowRow) {
         let mut entries = self.entries();
         match entries.get(&row.feature_id) {
-            Some(Entry::Shared) => return,
-            Some(Entry::Row(known)) if known.version >= row.version => return,
-            Some(Entry::Row(_)) => {}
-            None if entries.len() >= CAPACITY => entries.clear(),
-            None => {}
+            Some(Entry::Shared) => {}
+            Some(Entry::Row(known)) if known.version >= row.version => {}
+            _ => insert(
+                &mut entries,
+                row.feature_id.clone(),
+                Entry::Row(Box::new(row)),
+            ),
         }
-        entries.insert(row.feature_id.clone(), Entry::Row(Box::new(row)));
     }
 
     /// A row remembered for `feature_id` was stale: read it before each advance from now on.
     pub fn stale(&self, feature_id: &str) {
-        let mut entries = self.entries();
-        if entries.len() >= CAPACITY && !entries.contains_key(feature_id) {
-            entries.clear();
-        }
-        entries.insert(feature_id.to_owned(), Entry::Shared);
+        insert(&mut self.entries(), feature_id.to_owned(), Entry::Shared);
     }
 
     /// Forgets the row of `feature_id`: it is being written without being judged here (a
@@ -89,6 +86,14 @@ impl Recent {
         // while holding the lock cannot leave it half-changed.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Puts `entry` in for `feature_id`, starting over first if a new workflow finds the map full.
+fn insert(entries: &mut HashMap<String, Entry>, feature_id: String, entry: Entry) {
+    if entries.len() >= CAPACITY && !entries.contains_key(&feature_id) {
+        entries.clear();
+    }
+    entries.insert(feature_id, entry);
 }
 
 #[cfg(test)]
