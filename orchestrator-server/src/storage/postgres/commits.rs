@@ -902,9 +902,20 @@ mod tests {
         let (server, _) = admin_url
             .rsplit_once('/')
             .expect("a URL ending in /database");
-        let repository = super::super::PgRepository::connect(&format!("{server}/{name}"), 2)
+        // The checks run in a task of their own, so the database is dropped even when one fails.
+        let tested = tokio::spawn(bad_creation_fails_alone(format!("{server}/{name}"))).await;
+        diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&mut admin)
             .await
             .unwrap();
+        if let Err(failed) = tested {
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    }
+
+    /// The checks of [`a_creation_that_breaks_its_batch_fails_alone`] on the database at `url`.
+    async fn bad_creation_fails_alone(url: String) {
+        let repository = super::super::PgRepository::connect(&url, 2).await.unwrap();
         repository
             .run(async |conn| {
                 diesel::sql_query(
@@ -961,11 +972,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stored, ["good"]);
-        drop(repository);
-        diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
     }
 
     /// `answer` for a job whose compare-and-set lost.
