@@ -228,3 +228,135 @@ pub fn mint(
     let name = orchestrator_core::Actor::parse(name).expect("a valid name");
     orchestrator_server::principals::add(file, &name, kind, &roles).expect("minted")
 }
+
+/// Many clients, half through `a` and half through `b` (two replicas, or one server twice),
+/// advance a few workflows at once, each picking workflow and trigger at random, so advances
+/// share batches, race each other and, across PostgreSQL replicas, are judged on remembered
+/// rows another replica has changed since. Whatever each client was told must be what
+/// was stored: every answered advance is the history entry at its version, each history is a
+/// chain without gaps, and each entry has one `workflow.transitioned` event, numbered in
+/// history order, in a log whose ids only grow.
+pub async fn advance_at_random(a: &TestApp, b: &TestApp) {
+    const WORKFLOWS: usize = 6;
+    const CLIENTS: u64 = 24;
+    const ADVANCES: usize = 25;
+    let features: Vec<String> = (0..WORKFLOWS).map(|n| format!("shuffled-{n}")).collect();
+    for feature in &features {
+        a.start_workflow(feature).await;
+    }
+
+    let clients = (0..CLIENTS).map(|n| {
+        let client = if n % 2 == 0 {
+            a.client.clone()
+        } else {
+            b.client.clone()
+        };
+        let features = features.clone();
+        tokio::spawn(async move {
+            // xorshift64, seeded per client: the same run every time.
+            let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ (n + 1);
+            let mut next = move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            let mut answered = Vec::new();
+            for _ in 0..ADVANCES {
+                let feature = &features[(next() % WORKFLOWS as u64) as usize];
+                let trigger = ["agent_complete", "human_rejected"][(next() % 2) as usize];
+                match client.advance_workflow(&id(feature), &step(trigger)).await {
+                    Ok(workflow) => {
+                        answered.push((feature.clone(), workflow.version, workflow.state))
+                    }
+                    Err(e) => assert!(
+                        matches!(
+                            e.code(),
+                            Some(ErrorCode::InvalidTransition | ErrorCode::VersionConflict)
+                        ),
+                        "{trigger} of {feature}: {e}"
+                    ),
+                }
+            }
+            answered
+        })
+    });
+    let mut answered = Vec::new();
+    for client in clients.collect::<Vec<_>>() {
+        answered.extend(client.await.unwrap());
+    }
+    assert!(
+        answered.len() > WORKFLOWS,
+        "enough advances won for the checks below to mean something"
+    );
+
+    let mut events = Vec::new();
+    let mut after = None;
+    loop {
+        let page = b
+            .client
+            .list_events(&orchestrator_core::api::EventsQuery {
+                after,
+                limit: orchestrator_core::api::EventsQuery::MAX_LIMIT,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.items.is_empty() {
+            break;
+        }
+        after = Some(page.next_after.parse().unwrap());
+        events.extend(page.items);
+    }
+    for pair in events.windows(2) {
+        assert!(pair[0].seq() < pair[1].seq(), "ids only grow");
+    }
+
+    for feature in &features {
+        let history = a
+            .client
+            .get_history(&id(feature))
+            .await
+            .unwrap()
+            .transitions;
+        for (index, entry) in history.iter().enumerate() {
+            assert_eq!(entry.seq, index as u64 + 1, "{feature}");
+        }
+        for pair in history.windows(2) {
+            assert_eq!(pair[0].to, pair[1].from, "{feature}");
+        }
+        let stored = b.client.get_workflow(&id(feature)).await.unwrap();
+        assert_eq!(stored.version, history.len() as u64, "{feature}");
+        assert_eq!(
+            Some(&stored.state),
+            history.last().map(|e| &e.to),
+            "{feature}"
+        );
+
+        let mut told: Vec<_> = answered
+            .iter()
+            .filter(|(f, _, _)| f == feature)
+            .map(|(_, version, state)| (*version, *state))
+            .collect();
+        told.sort_by_key(|(version, _)| *version);
+        let recorded: Vec<_> = history[1..]
+            .iter()
+            .map(|entry| (entry.seq, entry.to))
+            .collect();
+        assert_eq!(
+            told, recorded,
+            "{feature}: each answer is the entry at its version"
+        );
+
+        let seqs: Vec<u64> = events
+            .iter()
+            .filter(|e| e.subject.as_str() == feature.as_str())
+            .map(|e| e.data["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=history.len() as u64).collect::<Vec<_>>(),
+            "{feature}: one event per entry, in history order"
+        );
+    }
+}

@@ -41,3 +41,11 @@ async fn sixty_four_concurrent_clients_all_succeed() {
     }
     assert_eq!(app.client.get_summary().await.unwrap().total, 64);
 }
+
+/// Random advances by many clients at once, sharing the writer's batches, are answered as
+/// they were stored (SQLite; `replicas` runs the same across two PostgreSQL replicas).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_concurrent_advances_are_answered_as_stored() {
+    let app = spawn_app().await;
+    crate::helpers::advance_at_random(&app, &app).await;
+}

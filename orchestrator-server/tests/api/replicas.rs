@@ -175,3 +175,12 @@ async fn advances_alternating_between_replicas_are_judged_on_the_stored_workflow
         }
     }
 }
+
+/// Random advances through both replicas at once are answered as they were stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_advances_across_replicas_are_answered_as_stored() {
+    let Some((_db, a, b)) = replicas().await else {
+        return;
+    };
+    crate::helpers::advance_at_random(&a, &b).await;
+}
