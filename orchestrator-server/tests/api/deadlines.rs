@@ -11,7 +11,7 @@ use orchestrator_core::api::{
 };
 use orchestrator_core::{ActorKind, Trigger, WorkflowState};
 
-use crate::helpers::{TestApp, id, spawn_app};
+use crate::helpers::{id, spawn_app};
 
 /// Starts `name` with a one-second deadline and `on_expiry`, and brings it to the gate.
 async fn at_gate(client: &Client, name: &str, on_expiry: &str) -> WorkflowResponse {
@@ -46,13 +46,6 @@ where
     }
 }
 
-async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app.metrics().await;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
-}
-
 const FLAGGED: &str = "orchestrator_gate_expiries_total{on_expiry=\"flag\"}";
 const REJECTED: &str = "orchestrator_gate_expiries_total{on_expiry=\"reject\"}";
 
@@ -68,7 +61,7 @@ async fn a_gate_past_its_deadline_is_overdue_everywhere_and_noted_once() {
     assert!(!entered.gate.overdue);
     app.start_workflow("on-time").await;
 
-    within_six_seconds(|| async { metric(&app, FLAGGED).await == 1.0 }).await;
+    within_six_seconds(|| async { app.metric(FLAGGED).await == 1.0 }).await;
     let late = app.client.get_workflow(&id("late")).await.unwrap();
     assert!(late.gate.overdue);
     assert_eq!(late.state, WorkflowState::Gate1, "flag changes nothing");
@@ -107,11 +100,11 @@ async fn a_gate_past_its_deadline_is_overdue_everywhere_and_noted_once() {
             .is_empty()
     );
     assert_eq!(app.client.get_summary().await.unwrap().overdue, 1);
-    assert_eq!(metric(&app, "orchestrator_gates_overdue").await, 1.0);
+    assert_eq!(app.metric("orchestrator_gates_overdue").await, 1.0);
 
     // Noted once: more sweeps pass without a second note.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(metric(&app, FLAGGED).await, 1.0);
+    assert_eq!(app.metric(FLAGGED).await, 1.0);
 
     // A decision ends the stay, and with it the overdue count.
     let mut approve = AdvanceRequest::new("human_approved");
@@ -154,13 +147,10 @@ async fn an_expired_gate_is_rejected_or_cancelled_by_the_system() {
         assert_eq!(last.actor_kind, Some(ActorKind::System));
         assert_eq!(last.reason.as_ref().unwrap().as_str(), "gate expired");
     }
-    assert_eq!(metric(&app, REJECTED).await, 1.0);
+    assert_eq!(app.metric(REJECTED).await, 1.0);
     assert_eq!(
-        metric(
-            &app,
-            "orchestrator_transitions_total{trigger=\"human_rejected\"}"
-        )
-        .await,
+        app.metric("orchestrator_transitions_total{trigger=\"human_rejected\"}")
+            .await,
         1.0
     );
     assert_eq!(app.client.get_summary().await.unwrap().overdue, 0);
@@ -220,8 +210,8 @@ async fn two_replicas_note_each_overdue_gate_once() {
     }
     let noted = || async {
         (
-            metric(&a, FLAGGED).await + metric(&b, FLAGGED).await,
-            metric(&a, REJECTED).await + metric(&b, REJECTED).await,
+            a.metric(FLAGGED).await + b.metric(FLAGGED).await,
+            a.metric(REJECTED).await + b.metric(REJECTED).await,
         )
     };
     within_six_seconds(|| async { noted().await == (6.0, 4.0) }).await;

@@ -70,6 +70,14 @@ impl TestApp {
             .expect("a text body")
     }
 
+    /// The value of one series in the server's `/metrics` (its name with any labels).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
+    }
+
     pub async fn start_workflow(&self, id: &str) -> WorkflowResponse {
         self.client
             .start_workflow(&StartWorkflowRequest::new(id, format!("feature {id}")))

@@ -117,6 +117,9 @@ async fn thirty_two_concurrent_advances_across_replicas_have_one_winner() {
     }
 }
 
+/// Advances judged again after losing their compare-and-set.
+const REJUDGED: &str = "orchestrator_db_advances_rejudged_total";
+
 /// Each replica remembers the rows it wrote, to judge its next advance of them without a
 /// read; advances that alternate between replicas must still each be judged on the stored
 /// workflow. Replica `a` remembers each workflow as it started it (PHASE_1, version 1).
@@ -147,10 +150,9 @@ async fn advances_alternating_between_replicas_are_judged_on_the_stored_workflow
     advance(&b, "accepted-on-memory", "human_rejected").await;
     let on = advance(&a, "accepted-on-memory", "agent_complete").await;
     assert_eq!((on.state, on.version), (WorkflowState::Gate1, 4));
-    assert!(
-        a.metrics()
-            .await
-            .contains("orchestrator_db_advances_rejudged_total 1"),
+    assert_eq!(
+        a.metric(REJUDGED).await,
+        1.0,
         "the stale remembered row lost its compare-and-set once"
     );
     // From now on `a` reads the workflow before each advance: after `b` moves it back and to
@@ -160,10 +162,9 @@ async fn advances_alternating_between_replicas_are_judged_on_the_stored_workflow
     advance(&b, "accepted-on-memory", "agent_complete").await;
     let last = advance(&a, "accepted-on-memory", "human_rejected").await;
     assert_eq!((last.state, last.version), (WorkflowState::Phase1, 7));
-    assert!(
-        a.metrics()
-            .await
-            .contains("orchestrator_db_advances_rejudged_total 1"),
+    assert_eq!(
+        a.metric(REJUDGED).await,
+        1.0,
         "a workflow found stale once is read, not judged on memory"
     );
 

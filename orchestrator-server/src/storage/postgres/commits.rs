@@ -440,30 +440,31 @@ async fn decide_advances(
 ) -> QueryResult<Vec<Step>> {
     // Judged first on the rows remembered: an accepted advance needs no read (its
     // compare-and-set catches a stale row). A refusal may come from a stale row, so that
-    // advance is judged again on its row as read, with those not remembered.
-    let mut accepted: HashMap<&str, Verdict> = HashMap::new();
-    let mut unread = Vec::new();
-    for job in batch {
-        let (feature_id, judge) = match &job.task {
+    // advance is judged again on its row as read, with those not remembered. Per advance:
+    // its verdict if accepted on a remembered row.
+    let remembered: Vec<Option<Verdict>> = batch
+        .iter()
+        .map(|job| match &job.task {
             Advance::Judge {
                 feature_id, judge, ..
-            } => (feature_id, judge),
+            } => recent
+                .take(feature_id.as_str())
+                .map(|row| judge_advance(feature_id, Some(row), judge))
+                .filter(|verdict| matches!(verdict, Verdict::Commit(..))),
             Advance::Commit(commit) => {
                 recent.forget(commit.feature_id.as_str());
-                continue;
+                None
             }
-        };
-        let id = feature_id.as_str();
-        match recent
-            .take(id)
-            .map(|row| judge_advance(feature_id, Some(row), judge))
-        {
-            Some(verdict @ Verdict::Commit(..)) => {
-                accepted.insert(id, verdict);
-            }
-            Some(Verdict::Answer(_)) | None => unread.push(id),
-        }
-    }
+        })
+        .collect();
+    let unread: Vec<&str> = batch
+        .iter()
+        .zip(&remembered)
+        .filter_map(|(job, verdict)| match &job.task {
+            Advance::Judge { feature_id, .. } if verdict.is_none() => Some(feature_id.as_str()),
+            _ => None,
+        })
+        .collect();
     let mut rows: HashMap<String, WorkflowRow> = if unread.is_empty() {
         HashMap::new()
     } else {
@@ -480,17 +481,16 @@ async fn decide_advances(
     // row.
     let mut commits = Vec::new();
     let mut pending = Vec::with_capacity(batch.len());
-    for job in batch {
+    for (job, remembered) in batch.iter().zip(remembered) {
         let (commit, next) = match &job.task {
             Advance::Commit(commit) => (Commit::clone(commit), None),
             Advance::Judge {
                 feature_id, judge, ..
             } => {
-                let id = feature_id.as_str();
-                let (verdict, from_memory) = match accepted.remove(id) {
-                    Some(verdict) => (verdict, true),
-                    None => (judge_advance(feature_id, rows.remove(id), judge), false),
-                };
+                let from_memory = remembered.is_some();
+                let verdict = remembered.unwrap_or_else(|| {
+                    judge_advance(feature_id, rows.remove(feature_id.as_str()), judge)
+                });
                 match verdict {
                     Verdict::Commit(commit, next) => (*commit, Some((next, from_memory))),
                     Verdict::Answer(written) => {

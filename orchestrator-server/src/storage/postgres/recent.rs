@@ -42,12 +42,12 @@ impl Recent {
     /// that two batches in flight never judge on the same remembered row.
     pub fn take(&self, feature_id: &str) -> Option<WorkflowRow> {
         let mut entries = self.entries();
-        match entries.get(feature_id)? {
+        if !matches!(entries.get(feature_id)?, Entry::Row(_)) {
+            return None;
+        }
+        match entries.remove(feature_id)? {
+            Entry::Row(row) => Some(*row),
             Entry::Shared => None,
-            Entry::Row(_) => match entries.remove(feature_id) {
-                Some(Entry::Row(row)) => Some(*row),
-                _ => None,
-            },
         }
     }
 
