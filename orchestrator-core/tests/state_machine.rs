@@ -241,6 +241,8 @@ impl StateMachineTest for Lifecycle {
                     required_approvals: Some(initial.required),
                     ..GateChoice::default()
                 },
+                actor: None,
+                actor_kind: None,
             }))
             .unwrap();
         System {

@@ -49,6 +49,11 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ orchestrator_server::StartupError::Principals(_)) => {
+            // A bad setting like those clap refuses: one line naming it, exit 2.
+            eprintln!("error: ORCHESTRATOR_PRINCIPALS_FILE: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(error = %e, "start-up failed");
             eprintln!("error: {e}");

@@ -36,6 +36,8 @@ pub enum StartupError {
 
 /// Opens storage (running migrations) and builds the application `config` describes.
 pub async fn build_app(config: &Config) -> Result<App, StartupError> {
+    // The principals file first: a bad one stops start-up before a database is created.
+    let auth = Auth::new(config.api_token.clone(), config.principals_file.clone())?;
     let pool_size = usize::try_from(config.database_pool_size).unwrap_or(8);
     let repository = storage::connect(&config.database_url, pool_size).await?;
     let metrics = Arc::new(metrics::Metrics::new(repository.metrics()));
@@ -55,7 +57,6 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     let orchestrator = Orchestrator::new(repository)
         .with_hub(Arc::new(hub))
         .with_gate_defaults(gate_defaults);
-    let auth = Auth::new(config.api_token.clone(), config.principals_file.clone())?;
     let app = App::with(
         orchestrator,
         auth,

@@ -1,5 +1,7 @@
 //! Tracing set-up: one subscriber, JSON or pretty, filtered by `RUST_LOG`'s syntax.
 
+use std::io::IsTerminal;
+
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -28,7 +30,13 @@ where
                 .with_span_list(false)
                 .finish(),
         ),
-        LogFormat::Pretty => Box::new(builder.pretty().finish()),
+        // Colours only on a terminal: escape codes in a log file or a pipe are noise.
+        LogFormat::Pretty => Box::new(
+            builder
+                .pretty()
+                .with_ansi(std::io::stdout().is_terminal())
+                .finish(),
+        ),
     }
 }
 

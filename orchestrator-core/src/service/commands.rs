@@ -25,6 +25,36 @@ pub struct StartWorkflow {
     pub use_existing: bool,
     /// Its gate policy as asked; each part not named takes the orchestrator's default.
     pub gate: GateChoice,
+    /// Who starts it: the actor of history entry 1 (none for a request without principals,
+    /// whose start body names nobody).
+    pub actor: Option<Actor>,
+    /// What kind of actor starts it, when known.
+    pub actor_kind: Option<ActorKind>,
+}
+
+impl StartWorkflow {
+    /// Start `feature_id` with nothing else said: no metadata, the orchestrator's default gate
+    /// policy, refused if the feature exists, nobody named as its starter. Set the other
+    /// fields with struct update syntax (`StartWorkflow { gate, ..StartWorkflow::new(id, d) }`).
+    pub fn new(feature_id: FeatureId, description: Description) -> Self {
+        StartWorkflow {
+            feature_id,
+            description,
+            metadata: Metadata::default(),
+            use_existing: false,
+            gate: GateChoice::default(),
+            actor: None,
+            actor_kind: None,
+        }
+    }
+
+    /// The same start made by `principal`: it is the actor of the first history entry, of its
+    /// kind.
+    pub fn by(mut self, principal: &Principal) -> Self {
+        self.actor = Some(principal.name.clone());
+        self.actor_kind = Some(principal.kind);
+        self
+    }
 }
 
 impl TryFrom<StartWorkflowRequest> for StartWorkflow {
@@ -41,6 +71,8 @@ impl TryFrom<StartWorkflowRequest> for StartWorkflow {
                 .map(parse_gate)
                 .transpose()?
                 .unwrap_or_default(),
+            actor: None,
+            actor_kind: None,
         })
     }
 }

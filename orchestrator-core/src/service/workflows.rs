@@ -29,6 +29,8 @@ impl Orchestrator {
             command.metadata.clone(),
             policy,
             TransitionContext {
+                actor: command.actor,
+                actor_kind: command.actor_kind,
                 metadata: command.metadata,
                 ..TransitionContext::at(self.clock.now())
             },

@@ -20,11 +20,93 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_the_variable() {
         ("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "yes"),
     ] {
         let output = server().env(name, value).output().expect("binary runs");
-        assert!(!output.status.success(), "{name}={value} was accepted");
+        assert_eq!(output.status.code(), Some(2), "{name}={value}: {output:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
         assert!(stderr.contains(name), "{name}: {stderr}");
     }
+}
+
+/// `.env.sample` names every setting `--help` lists, and the values it sets are the defaults.
+#[test]
+fn the_sample_environment_file_lists_every_setting_at_its_default() {
+    let help = server().arg("--help").output().expect("binary runs");
+    let help = String::from_utf8(help.stdout).unwrap();
+    // `[env: NAME=]`, then `[default: value]` on the next line for a setting that has one.
+    let lines: Vec<&str> = help.lines().map(str::trim).collect();
+    let settings: Vec<(&str, Option<&str>)> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let name = line.strip_prefix("[env: ")?.split(['=', ']']).next()?;
+            let default = lines
+                .get(i + 1)
+                .and_then(|next| next.strip_prefix("[default: "))
+                .and_then(|rest| rest.strip_suffix(']'));
+            Some((name, default))
+        })
+        .collect();
+    assert!(settings.len() > 20, "{settings:?}");
+
+    let sample = include_str!("../../../.env.sample");
+    let sample: Vec<(bool, &str, &str)> = sample
+        .lines()
+        .filter_map(|line| {
+            let (set, line) = match line.strip_prefix("# ") {
+                Some(commented) => (false, commented),
+                None => (true, line),
+            };
+            let (name, value) = line.split_once('=')?;
+            let setting = name.chars().all(|c| c.is_ascii_uppercase() || c == '_');
+            setting.then_some((set, name, value))
+        })
+        .collect();
+    for (name, default) in &settings {
+        let Some((set, _, value)) = sample.iter().find(|(_, n, _)| n == name) else {
+            panic!("{name} is missing from .env.sample");
+        };
+        match default {
+            Some(default) => assert!(
+                *set && value == default,
+                "{name}={value}: --help says {default}"
+            ),
+            None => assert!(
+                !set,
+                "{name} has no default: .env.sample shows it commented out"
+            ),
+        }
+    }
+    for (_, name, _) in &sample {
+        assert!(
+            settings.iter().any(|(n, _)| n == name),
+            "{name} is not a setting"
+        );
+    }
+}
+
+#[test]
+fn a_principals_file_that_cannot_be_used_stops_start_up_like_a_bad_setting() {
+    let dir = TempDir::new().unwrap();
+    let malformed = dir.path().join("malformed.toml");
+    std::fs::write(&malformed, "[[principal]]\nname = 'alice'\n").unwrap();
+    let missing = dir.path().join("missing.toml");
+    let database = dir.path().join("never-created.db");
+    for file in [&missing, &malformed] {
+        let output = server()
+            .env("ORCHESTRATOR_PRINCIPALS_FILE", file)
+            .env("DATABASE_URL", format!("sqlite:///{}", database.display()))
+            .output()
+            .expect("binary runs");
+        assert_eq!(output.status.code(), Some(2), "{file:?}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("ORCHESTRATOR_PRINCIPALS_FILE"), "{stderr}");
+        assert!(stderr.contains(&*file.to_string_lossy()), "{stderr}");
+    }
+    assert!(
+        !database.exists(),
+        "the file was read before the database was opened"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

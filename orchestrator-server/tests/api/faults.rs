@@ -77,6 +77,8 @@ async fn the_write_ahead_log_stays_bounded_under_sustained_writes() {
                     metadata: Default::default(),
                     use_existing: false,
                     gate: Default::default(),
+                    actor: None,
+                    actor_kind: None,
                 })
                 .await
                 .unwrap();

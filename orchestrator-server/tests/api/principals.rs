@@ -132,7 +132,8 @@ async fn tokens_name_the_actor_and_roles_decide_what_they_may_do() {
     assert_eq!(
         who,
         vec![
-            (None, None, None),
+            // The agent started it: the principal is the actor of the start too.
+            (Some("build-bot".into()), Some(ActorKind::Agent), None),
             (Some("build-bot".into()), Some(ActorKind::Agent), None),
             (
                 Some("alice".into()),

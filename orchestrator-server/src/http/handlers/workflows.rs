@@ -72,7 +72,10 @@ pub async fn create_workflow(
 ) -> Result<HttpResponse> {
     caller.may(Action::StartWorkflow)?;
     let request: StartWorkflowRequest = parse_json(headers, body)?;
-    let command = StartWorkflow::try_from(request)?;
+    let mut command = StartWorkflow::try_from(request)?;
+    if let Some(principal) = caller.principal() {
+        command = command.by(principal);
+    }
     tracing::Span::current().record("feature_id", command.feature_id.as_str());
     // The answer is made once, at one `now`, so the one kept with the change is the one sent.
     let now = app.now();
