@@ -10,8 +10,8 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone, Utc};
 use orchestrator_core::{
     Actor, ActorKind, Advance, Description, Error, FeatureId, GateChoice,
-    InMemoryWorkflowRepository, ManualClock, Metadata, Orchestrator, Reason, StartWorkflow,
-    Transition, TransitionError, Trigger, Workflow, WorkflowState,
+    InMemoryWorkflowRepository, ManualClock, Orchestrator, Reason, StartWorkflow, Transition,
+    TransitionError, Trigger, Workflow, WorkflowState,
 };
 use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
@@ -233,16 +233,11 @@ impl StateMachineTest for Lifecycle {
         let id = FeatureId::parse("prop-1").unwrap();
         runtime
             .block_on(orchestrator.start(StartWorkflow {
-                feature_id: id.clone(),
-                description: Description::parse("property test").unwrap(),
-                metadata: Metadata::default(),
-                use_existing: false,
                 gate: GateChoice {
                     required_approvals: Some(initial.required),
                     ..GateChoice::default()
                 },
-                actor: None,
-                actor_kind: None,
+                ..StartWorkflow::new(id.clone(), Description::parse("property test").unwrap())
             }))
             .unwrap();
         System {

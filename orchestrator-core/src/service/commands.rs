@@ -61,9 +61,10 @@ impl TryFrom<StartWorkflowRequest> for StartWorkflow {
     type Error = ValidationError;
 
     fn try_from(request: StartWorkflowRequest) -> Result<Self, ValidationError> {
+        // Checked in this order: the first bad field is the one the caller hears of.
+        let feature_id = FeatureId::parse(request.feature_id)?;
+        let description = Description::parse(request.description)?;
         Ok(StartWorkflow {
-            feature_id: FeatureId::parse(request.feature_id)?,
-            description: Description::parse(request.description)?,
             metadata: Metadata::parse(request.metadata.unwrap_or_default())?,
             use_existing: request.use_existing.unwrap_or(false),
             gate: request
@@ -71,8 +72,7 @@ impl TryFrom<StartWorkflowRequest> for StartWorkflow {
                 .map(parse_gate)
                 .transpose()?
                 .unwrap_or_default(),
-            actor: None,
-            actor_kind: None,
+            ..StartWorkflow::new(feature_id, description)
         })
     }
 }

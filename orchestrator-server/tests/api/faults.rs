@@ -71,15 +71,10 @@ async fn the_write_ahead_log_stays_bounded_under_sustained_writes() {
         writers.push(tokio::spawn(async move {
             let feature = FeatureId::parse(format!("wal-{n}")).unwrap();
             orchestrator
-                .start(StartWorkflow {
-                    feature_id: feature.clone(),
-                    description: orchestrator_core::Description::parse("load").unwrap(),
-                    metadata: Default::default(),
-                    use_existing: false,
-                    gate: Default::default(),
-                    actor: None,
-                    actor_kind: None,
-                })
+                .start(StartWorkflow::new(
+                    feature.clone(),
+                    orchestrator_core::Description::parse("load").unwrap(),
+                ))
                 .await
                 .unwrap();
             let mut steps = 0u64;
