@@ -139,8 +139,12 @@ async fn main() -> anyhow::Result<()> {
     println!("- workflows stored before the load: {}", args.workflows);
     println!("- {} s per operation and concurrency", args.seconds);
 
+    let machine_before = machine_ticks();
     let raw = raw_sqlite_commit_rate(scratch.path(), if args.smoke { 0.3 } else { 2.0 })?;
-    println!("- raw SQLite one-row durable commits on this disk: {raw:.0}/s");
+    println!(
+        "- raw SQLite one-row durable commits on this disk: {raw:.0}/s (host steal {} %)",
+        steal_percent(machine_ticks(), machine_before)
+    );
 
     let started = Instant::now();
     seed(&database_url, args.workflows).await?;
@@ -194,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "| streams | advances/s | events per stream (fewest) | delay p50 ms | p99 ms | p99.9 ms | max ms | streams dropped | server peak RSS MiB |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         println!(
             "| {consumers} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
             report.advances_per_second,
@@ -233,9 +237,9 @@ async fn main() -> anyhow::Result<()> {
 
     println!();
     println!(
-        "| operation | clients | requests | per second | p50 ms | p99 ms | p99.9 ms | max ms | errors | server peak RSS MiB | server CPU µs/request |"
+        "| operation | clients | requests | per second | p50 ms | p99 ms | p99.9 ms | max ms | errors | server peak RSS MiB | server CPU µs/request | host steal % |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let next_trigger: Arc<Vec<AtomicU8>> =
         Arc::new((0..args.workflows).map(|_| AtomicU8::new(0)).collect());
     let mut advance_at = Vec::new();
@@ -249,6 +253,7 @@ async fn main() -> anyhow::Result<()> {
         for operation in [Operation::Start, Operation::Get, Operation::Advance] {
             reset_peak_rss(server.id());
             let cpu_before = cpu_seconds(server.id());
+            let machine_before = machine_ticks();
             let report = run(
                 address,
                 operation,
@@ -260,8 +265,9 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             let rss = peak_rss_mib(server.id());
             let cpu = micros_per_request(cpu_seconds(server.id()), cpu_before, report.requests);
+            let steal = steal_percent(machine_ticks(), machine_before);
             println!(
-                "| {} | {clients} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+                "| {} | {clients} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {steal} |",
                 operation.name(),
                 report.requests,
                 report.per_second,
@@ -280,7 +286,10 @@ async fn main() -> anyhow::Result<()> {
             if operation == Operation::Advance {
                 advance_at.push((clients, report.per_second));
                 if postgres && !args.smoke {
-                    pgbench_at.push(pgbench(&database_url, clients, args.seconds));
+                    let machine_before = machine_ticks();
+                    let tps = pgbench(&database_url, clients, args.seconds);
+                    let steal = steal_percent(machine_ticks(), machine_before);
+                    pgbench_at.push(tps.map(|tps| (tps, steal)));
                 }
             }
         }
@@ -288,8 +297,8 @@ async fn main() -> anyhow::Result<()> {
     println!();
     for (n, (clients, per_second)) in advance_at.into_iter().enumerate() {
         match pgbench_at.get(n) {
-            Some(Ok(tps)) => println!(
-                "- durable advances at {clients} clients: {per_second:.0}/s = {:.2} × pgbench -M prepared simple-update at {clients} clients on the same server ({tps:.0} tps)",
+            Some(Ok((tps, steal))) => println!(
+                "- durable advances at {clients} clients: {per_second:.0}/s = {:.2} × pgbench -M prepared simple-update at {clients} clients on the same server ({tps:.0} tps, host steal {steal} %)",
                 per_second / tps
             ),
             Some(Err(e)) => println!(
@@ -331,9 +340,9 @@ async fn soak(
     println!("- soak: advances at {clients} clients for {seconds:.0} s");
     println!();
     println!(
-        "| minute | advances/s | p50 ms | p99 ms | errors | largest WAL MiB | server peak RSS MiB | server CPU µs/advance | writer thread CPU µs/advance |"
+        "| minute | advances/s | p50 ms | p99 ms | errors | largest WAL MiB | server peak RSS MiB | server CPU µs/advance | writer thread CPU µs/advance | host steal % |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let next_trigger: Arc<Vec<AtomicU8>> =
         Arc::new((0..workflows).map(|_| AtomicU8::new(0)).collect());
     let largest_wal = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -359,6 +368,7 @@ async fn soak(
         reset_peak_rss(server.id());
         let cpu_before = cpu_seconds(server.id());
         let writer_before = writer_cpu_seconds(server.id());
+        let machine_before = machine_ticks();
         let report = run(
             address,
             Operation::Advance,
@@ -374,9 +384,10 @@ async fn soak(
             writer_before,
             report.requests,
         );
+        let steal = steal_percent(machine_ticks(), machine_before);
         let wal_mib = largest_wal.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0);
         println!(
-            "| {minute} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {cpu} | {writer} |",
+            "| {minute} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {cpu} | {writer} | {steal} |",
             report.per_second,
             report.percentile(0.50),
             report.percentile(0.99),
@@ -724,6 +735,38 @@ fn micros_per_request(after: Option<f64>, before: Option<f64>, requests: usize) 
 /// CPU away (steal), so it compares builds on a shared machine.
 fn cpu_seconds(pid: u32) -> Option<f64> {
     stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// The machine's CPU time so far, in clock ticks: all of it, and the part a busy host took
+/// away from this virtual machine (steal), from the first line of Linux's `/proc/stat`.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    Some((ticks.iter().sum(), *ticks.get(7)?))
+}
+
+/// The share of the machine's CPU time the host took away between two readings of
+/// [`machine_ticks`], in percent, as a table cell (`-` when unknown). Throughput measured
+/// while it is high says more about the host's other tenants than about the server.
+fn steal_percent(after: Option<(u64, u64)>, before: Option<(u64, u64)>) -> String {
+    after
+        .zip(before)
+        .and_then(
+            |((total_after, steal_after), (total_before, steal_before))| {
+                let total = total_after.checked_sub(total_before).filter(|&t| t > 0)?;
+                let steal = steal_after.checked_sub(steal_before)?;
+                Some(format!("{:.0}", steal as f64 / total as f64 * 100.0))
+            },
+        )
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 /// CPU time of the server's SQLite writer thread so far (the thread every write waits for).
