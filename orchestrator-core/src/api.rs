@@ -321,12 +321,15 @@ pub struct WorkflowResponse {
     pub metadata: Metadata,
     /// First start.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339")]
     pub created_at: Timestamp,
     /// Last transition.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339")]
     pub updated_at: Timestamp,
     /// Entry into DONE.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339_option")]
     pub completed_at: Option<Timestamp>,
     /// Its gate: the policy, and the current stay at GATE_1 (null / empty elsewhere).
     pub gate: GateView,
@@ -346,10 +349,12 @@ pub struct GateView {
     pub on_expiry: crate::gate::OnExpiry,
     /// When the current stay at GATE_1 began; null elsewhere.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339_option")]
     pub entered_at: Option<Timestamp>,
     /// When the current stay is due (`entered_at` + `due_in_seconds`); null elsewhere or
     /// without a deadline.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339_option")]
     pub due_at: Option<Timestamp>,
     /// Whether the current stay is past `due_at`.
     pub overdue: bool,
@@ -516,6 +521,7 @@ pub struct CloudEvent {
     pub subject: FeatureId,
     /// When the change was made.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339")]
     pub time: crate::workflow::Timestamp,
     /// Always `application/json`.
     pub datacontenttype: String,
@@ -762,6 +768,7 @@ pub struct Webhook {
     pub description: Option<String>,
     /// When it was created.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339")]
     pub created_at: Timestamp,
 }
 
@@ -806,9 +813,11 @@ pub struct Delivery {
     pub last_error: Option<String>,
     /// When it is attempted next (pending only).
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339_option")]
     pub next_attempt_at: Option<Timestamp>,
     /// When a 2xx answer arrived.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339_option")]
     pub delivered_at: Option<Timestamp>,
 }
 

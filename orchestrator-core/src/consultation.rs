@@ -200,6 +200,7 @@ pub struct Consultation {
     /// When the human answered.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339_option")]
     pub resolved_at: Option<Timestamp>,
     /// Why it `failed`; null otherwise.
     #[serde(default)]
@@ -208,9 +209,11 @@ pub struct Consultation {
     pub asked_in_state: WorkflowState,
     /// When it was asked.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339")]
     pub created_at: Timestamp,
     /// When it last changed.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339")]
     pub updated_at: Timestamp,
 }
 

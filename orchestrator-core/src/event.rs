@@ -102,6 +102,7 @@ struct Transitioned<'a> {
 #[derive(Serialize)]
 struct Overdue<'a> {
     feature_id: &'a FeatureId,
+    #[serde(serialize_with = "crate::workflow::rfc3339")]
     due_at: Timestamp,
     approvals: u32,
     on_expiry: crate::gate::OnExpiry,

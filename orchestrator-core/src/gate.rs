@@ -177,6 +177,7 @@ pub struct Approval {
     pub actor: Actor,
     /// When.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339")]
     pub at: Timestamp,
 }
 
@@ -184,6 +185,7 @@ pub struct Approval {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateStay {
     /// When the workflow entered the gate.
+    #[serde(serialize_with = "crate::workflow::rfc3339")]
     pub entered_at: Timestamp,
     /// Who made the work: the `actor` and `on_behalf_of` of the entry that entered the gate.
     #[serde(default)]

@@ -106,14 +106,14 @@ pub struct Answer {
 
 impl Answer {
     /// A JSON answer.
-    pub fn json(status: StatusCode, body: Vec<u8>) -> Self {
+    pub fn json(status: StatusCode, body: String) -> Self {
         Answer {
             status: status.as_u16(),
             headers: vec![(
                 header::CONTENT_TYPE.as_str().to_owned(),
                 "application/json".to_owned(),
             )],
-            body: String::from_utf8_lossy(&body).into_owned(),
+            body,
         }
     }
 

@@ -59,7 +59,10 @@ pub async fn create_consultation(
 /// A consultation as an answer, as sent and as kept for an idempotency key.
 pub(crate) fn consultation_answer(status: StatusCode, consultation: &Consultation) -> Answer {
     // A consultation always serialises.
-    Answer::json(status, serde_json::to_vec(consultation).unwrap_or_default())
+    Answer::json(
+        status,
+        serde_json::to_string(consultation).unwrap_or_default(),
+    )
 }
 
 /// A workflow's consultations, oldest first; pending ones are refreshed from the hub.

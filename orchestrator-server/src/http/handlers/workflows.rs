@@ -39,8 +39,8 @@ fn workflow_answer(status: StatusCode, workflow: &Workflow, now: Timestamp) -> A
 /// A workflow's representation as an answer, with its version as the `ETag` (quoted).
 fn representation_answer(status: StatusCode, body: &WorkflowResponse) -> Answer {
     // A workflow's representation always serialises.
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    Answer::json(status, bytes).with_header(header::ETAG, format!("\"{}\"", body.version))
+    let json = serde_json::to_string(body).unwrap_or_default();
+    Answer::json(status, json).with_header(header::ETAG, format!("\"{}\"", body.version))
 }
 
 /// A new workflow as an answer: 201 with its `Location`.

@@ -341,8 +341,9 @@ fn apply_commit(
     commit: &Commit,
 ) -> QueryResult<Written> {
     let id = commit.feature_id.as_str();
-    let updated = prepared::update(queries::at_version(id, commit.expected), &commit.changes)
-        .execute(conn)?;
+    let updated =
+        prepared::update_same_text(queries::at_version(id, commit.expected), &commit.changes)
+            .execute(conn)?;
     if updated == 0 {
         let actual = queries::version(id).get_result(conn).optional()?;
         return Ok(Written::Refused(conflict(

@@ -7,7 +7,11 @@
 //! time parsing and planning the same few statements. [`update`] builds the same `UPDATE` as
 //! `diesel::update(target).set(values)`, and [`Sql`] runs a fixed statement such as `COMMIT`;
 //! both are cached by their text, so a changeset whose text varies is still never confused
-//! with another.
+//! with another. A changeset whose text never varies ([`SameText`]) goes further: its
+//! statement is found by its type ([`update_same_text`]), as diesel finds its own `INSERT`s and
+//! `SELECT`s, without writing out the text at every run.
+
+use std::marker::PhantomData;
 
 use diesel::query_builder::{
     AsChangeset, AstPass, IntoUpdateTarget, QueryFragment, QueryId, UpdateTarget,
@@ -16,11 +20,37 @@ use diesel::result::{EmptyChangeset, Error, QueryResult};
 use diesel::sqlite::Sqlite;
 use diesel::{QuerySource, RunQueryDsl, Table};
 
-/// `UPDATE <table> SET <values> <where>`, prepared once per connection.
-pub struct Update<T: QuerySource, W, V> {
+use crate::storage::models::WorkflowChanges;
+
+/// `UPDATE <table> SET <values> <where>`, prepared once per connection, found in diesel's
+/// cache by its text ([`ByText`]) or by its type ([`ByType`]).
+pub struct Update<T: QuerySource, W, V, K = ByText> {
     from_clause: T::FromClause,
     where_clause: W,
     values: V,
+    key: PhantomData<K>,
+}
+
+/// An [`Update`] found by its text, written out at every run.
+pub struct ByText;
+
+/// An [`Update`] found by its type: its target's and its changeset's ([`SameText::Key`]).
+pub struct ByType<K>(PhantomData<K>);
+
+/// A changeset whose `UPDATE` has the same text whatever its values: every field is set, `None`
+/// as `NULL` (`#[diesel(treat_none_as_null = true)]`), so its statement can be found by type.
+///
+/// Diesel cannot tell this from the changeset's type (its `Option` fields leave their column
+/// out unless the struct says otherwise), so each implementor says it, and a test renders it
+/// with every optional field `None` and `Some` to check (`tests::same_text`).
+pub trait SameText {
+    /// The type the statement is found by: the changeset's own, without its lifetime.
+    type Key: 'static;
+}
+
+/// Every field set (`treat_none_as_null`): the compare-and-set of every advance.
+impl SameText for &WorkflowChanges {
+    type Key = WorkflowChanges;
 }
 
 /// `diesel::update(target).set(values)`, as a statement SQLite prepares once.
@@ -37,19 +67,62 @@ where
         from_clause: table.from_clause(),
         where_clause,
         values: values.as_changeset(),
+        key: PhantomData,
     }
 }
 
-impl<T, W, V> QueryFragment<Sqlite> for Update<T, W, V>
+/// [`update`] for a changeset whose text never varies, found in diesel's cache by its type: at
+/// every advance this saves writing out the statement's text and hashing it to find it.
+pub fn update_same_text<S, V>(
+    target: S,
+    values: V,
+) -> Update<S::Table, S::WhereClause, V::Changeset, ByType<V::Key>>
+where
+    S: IntoUpdateTarget,
+    V: AsChangeset<Target = S::Table> + SameText,
+{
+    let Update {
+        from_clause,
+        where_clause,
+        values,
+        key: PhantomData::<ByText>,
+    } = update(target, values);
+    Update {
+        from_clause,
+        where_clause,
+        values,
+        key: PhantomData,
+    }
+}
+
+/// How an [`Update`] is found in diesel's cache, and what that says of its changeset.
+pub trait Key {
+    /// Whether the changeset may set no column at all (each of its fields `None`, left out).
+    const MAY_SET_NOTHING: bool;
+}
+
+impl Key for ByText {
+    const MAY_SET_NOTHING: bool = true;
+}
+
+/// A [`SameText`] changeset sets every field.
+impl<K> Key for ByType<K> {
+    const MAY_SET_NOTHING: bool = false;
+}
+
+impl<T, W, V, K> QueryFragment<Sqlite> for Update<T, W, V, K>
 where
     T: Table,
     T::FromClause: QueryFragment<Sqlite>,
     W: QueryFragment<Sqlite>,
     V: QueryFragment<Sqlite>,
+    K: Key,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        // As diesel does: a changeset that sets nothing is an error, not `SET WHERE …`.
-        if self.values.is_noop(out.backend())? {
+        // As diesel does: a changeset that sets nothing is an error, not `SET WHERE …`. Asking
+        // walks the whole changeset, at each of diesel's three walks of a run: a changeset
+        // that sets every field is not asked.
+        if K::MAY_SET_NOTHING && self.values.is_noop(out.backend())? {
             return Err(Error::QueryBuilderError(Box::new(EmptyChangeset)));
         }
         out.push_sql("UPDATE ");
@@ -61,12 +134,24 @@ where
 }
 
 /// Keyed by its text (no static id): two changesets of one type may differ in text.
-impl<T: QuerySource, W, V> QueryId for Update<T, W, V> {
+impl<T: QuerySource, W, V> QueryId for Update<T, W, V, ByText> {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl<T: QuerySource, W, V, Conn> RunQueryDsl<Conn> for Update<T, W, V> {}
+/// Keyed by its table, its filter's id and its changeset's type; by its text when the filter
+/// has no static id.
+impl<T, W, V, K> QueryId for Update<T, W, V, ByType<K>>
+where
+    T: QuerySource + 'static,
+    W: QueryId,
+    K: 'static,
+{
+    type QueryId = (T, W::QueryId, K);
+    const HAS_STATIC_QUERY_ID: bool = W::HAS_STATIC_QUERY_ID;
+}
+
+impl<T: QuerySource, W, V, K, Conn> RunQueryDsl<Conn> for Update<T, W, V, K> {}
 
 /// A fixed statement without parameters (`BEGIN IMMEDIATE`, `COMMIT`), prepared once.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +197,32 @@ mod tests {
     #[diesel(table_name = things)]
     struct ChangeNote<'a> {
         note: Option<&'a str>,
+    }
+
+    #[derive(AsChangeset)]
+    #[diesel(table_name = things)]
+    #[diesel(treat_none_as_null = true)]
+    struct AllSet {
+        name: String,
+        note: Option<String>,
+    }
+
+    impl SameText for &AllSet {
+        type Key = AllSet;
+    }
+
+    fn query_id<Q: QueryId>(_: &Q) -> Option<std::any::TypeId> {
+        Q::query_id()
+    }
+
+    /// The statement's text, without its binds.
+    fn text<Q: QueryFragment<Sqlite>>(query: &Q) -> String {
+        let shown = debug_query::<Sqlite, _>(query).to_string();
+        shown
+            .split(" -- binds:")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     fn connection() -> SqliteConnection {
@@ -207,5 +318,78 @@ mod tests {
             .get_result(&mut conn)
             .unwrap();
         assert_eq!(name, "d");
+    }
+
+    #[test]
+    fn a_same_text_update_is_found_by_type_and_any_other_by_text() {
+        let target = || things::table.filter(things::id.eq(1));
+        let all = AllSet {
+            name: "n".to_owned(),
+            note: None,
+        };
+        let by_type = update_same_text(target(), &all);
+        assert!(query_id(&by_type).is_some());
+        assert_eq!(
+            text(&by_type),
+            text(&diesel::update(target()).set(&all)),
+            "the same statement as diesel's"
+        );
+        let change = Change {
+            name: "n",
+            note: None,
+        };
+        assert!(query_id(&update(target(), &change)).is_none());
+        // A filter diesel keys by text (an `IN` list) keeps the whole statement keyed by text.
+        let listed = update_same_text(things::table.filter(things::id.eq_any([1, 2])), &all);
+        assert!(query_id(&listed).is_none());
+    }
+
+    #[test]
+    fn a_same_text_update_sets_none_as_null_run_after_run() {
+        let mut conn = connection();
+        for note in [None, Some("y"), None, Some("z")] {
+            let all = AllSet {
+                name: "m".to_owned(),
+                note: note.map(str::to_owned),
+            };
+            let n = update_same_text(things::table.filter(things::id.eq(1)), &all)
+                .execute(&mut conn)
+                .unwrap();
+            assert_eq!(n, 1);
+            let stored: Option<String> = things::table
+                .find(1)
+                .select(things::note)
+                .get_result(&mut conn)
+                .unwrap();
+            assert_eq!(stored.as_deref(), note);
+        }
+    }
+
+    /// Each [`SameText`] changeset renders one text with its optional fields `None` or `Some`.
+    #[test]
+    fn same_text() {
+        use crate::storage::schema::workflows;
+        let some = WorkflowChanges {
+            state: "PHASE_1".to_owned(),
+            version: 2,
+            rework_count: 1,
+            time_in_state: "{}".to_owned(),
+            updated_at: 3,
+            completed_at: Some(4),
+            gate_stay: Some("{}".to_owned()),
+            gate_due_at: Some(5),
+        };
+        let none = WorkflowChanges {
+            completed_at: None,
+            gate_stay: None,
+            gate_due_at: None,
+            ..some.clone()
+        };
+        let target = || workflows::table.filter(workflows::feature_id.eq("f"));
+        assert_eq!(
+            text(&update_same_text(target(), &some)),
+            text(&update_same_text(target(), &none))
+        );
+        assert!(text(&update_same_text(target(), &none)).contains("gate_due_at"));
     }
 }
