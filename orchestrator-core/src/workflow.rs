@@ -1152,7 +1152,14 @@ mod tests {
         fn timestamps_are_written_as_chrono_writes_them(
             // Year 0 to 9999 (RFC 3339's range) and a little past it either way.
             seconds in -62_200_000_000_i64..253_500_000_000,
-            nanos in proptest::prop_oneof![proptest::strategy::Just(0_u32), 0..1_000_u32, 0..1_000_000_000_u32],
+            // Whole seconds, milliseconds, microseconds (what the clock keeps), nanoseconds:
+            // 0, 3, 6 and 9 fraction digits.
+            nanos in proptest::prop_oneof![
+                proptest::strategy::Just(0_u32),
+                proptest::strategy::Strategy::prop_map(1..1_000_u32, |ms| ms * 1_000_000),
+                proptest::strategy::Strategy::prop_map(1..1_000_000_u32, |us| us * 1_000),
+                1..1_000_000_000_u32,
+            ],
             some in proptest::bool::ANY,
         ) {
             let at = chrono::DateTime::from_timestamp(seconds, nanos).unwrap();
