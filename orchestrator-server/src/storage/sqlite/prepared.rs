@@ -225,6 +225,15 @@ mod tests {
             .to_owned()
     }
 
+    /// Row `id`'s `note` as stored.
+    fn note_of(conn: &mut SqliteConnection, id: i32) -> Option<String> {
+        things::table
+            .find(id)
+            .select(things::note)
+            .get_result(conn)
+            .unwrap()
+    }
+
     fn connection() -> SqliteConnection {
         let mut conn = SqliteConnection::establish(":memory:").unwrap();
         diesel::sql_query(
@@ -267,11 +276,7 @@ mod tests {
                 .execute(&mut conn)
                 .unwrap();
             assert_eq!(n, 1);
-            let stored: Option<String> = things::table
-                .find(1)
-                .select(things::note)
-                .get_result(&mut conn)
-                .unwrap();
+            let stored = note_of(&mut conn, 1);
             assert_eq!(stored.as_deref(), expected);
         }
         let untouched: (String, Option<String>) = things::table
@@ -356,11 +361,7 @@ mod tests {
                 .execute(&mut conn)
                 .unwrap();
             assert_eq!(n, 1);
-            let stored: Option<String> = things::table
-                .find(1)
-                .select(things::note)
-                .get_result(&mut conn)
-                .unwrap();
+            let stored = note_of(&mut conn, 1);
             assert_eq!(stored.as_deref(), note);
         }
     }
