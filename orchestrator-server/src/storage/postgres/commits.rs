@@ -593,9 +593,9 @@ pub(super) const WRITTEN: &str = r#"), answered AS (
 ), numbered AS (
     -- The event log's row lock, taken last (after every other row this statement locks,
     -- which the reference to `answered` makes sure of) and only when an event is written.
-    UPDATE event_log SET last_id = last_id + (SELECT count(*) FROM ev)
-    WHERE id = 1 AND (SELECT count(*) FROM ev) > 0 AND (SELECT count(*) FROM answered) >= 0
-    RETURNING last_id
+    SELECT take_event_ids(e.n) AS last_id
+    FROM (SELECT count(*) AS n FROM ev) e
+    WHERE e.n > 0 AND (SELECT count(*) FROM answered) >= 0
 ), ids AS (
     SELECT ev.feature_id, ev.at, ev.seq, numbered.last_id - (SELECT count(*) FROM ev) + ev.n AS id
     FROM ev, numbered

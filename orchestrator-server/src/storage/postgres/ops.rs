@@ -368,7 +368,8 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
 }
 
 /// Numbers `new` after the log's last id and stores them, in one statement. Its update of the
-/// one `event_log` row is the transaction's last lock: held until commit, it makes
+/// one `event_log` row (through `take_event_ids`, whose lock wait re-checks only itself, not
+/// the whole statement; ARCHITECTURE.md) is the transaction's last lock: held until commit, it makes
 /// transactions take ids one after the other and commit in id order (the lock is released only
 /// once the commit is visible), so no reader sees an id before every smaller one. Rolled back,
 /// the ids return. Since the lock serializes every transaction that appends, it is taken by
@@ -385,8 +386,7 @@ const APPEND_HEAD: &str = "WITH v AS (SELECT * FROM unnest(";
 /// The append statement's last part: number the rows after the log's last id, insert them.
 const APPEND_TAIL: &str = ") WITH ORDINALITY AS v(event_type, subject, time, data, seq, n)
 ), numbered AS (
-    UPDATE event_log SET last_id = last_id + (SELECT count(*) FROM v) WHERE id = 1
-    RETURNING last_id
+    SELECT take_event_ids((SELECT count(*) FROM v)) AS last_id
 )
 INSERT INTO events (id, event_type, subject, time, data, seq)
 SELECT numbered.last_id - (SELECT count(*) FROM v) + v.n, v.event_type, v.subject, v.time,

@@ -1,0 +1,1 @@
+DROP FUNCTION take_event_ids(BIGINT);
