@@ -592,7 +592,8 @@ pub(super) const WRITTEN: &str = r#"), answered AS (
     FROM v JOIN won ON won.feature_id = v.feature_id
 ), numbered AS (
     -- The event log's row lock, taken last (after every other row this statement locks,
-    -- which the reference to `answered` makes sure of) and only when an event is written.
+    -- which the reference to `answered` makes sure of) and only when an event is written;
+    -- through `take_event_ids`, so that waiting for it re-checks that update alone.
     SELECT take_event_ids(e.n) AS last_id
     FROM (SELECT count(*) AS n FROM ev) e
     WHERE e.n > 0 AND (SELECT count(*) FROM answered) >= 0

@@ -369,11 +369,12 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
 
 /// Numbers `new` after the log's last id and stores them, in one statement. Its update of the
 /// one `event_log` row (through `take_event_ids`, whose lock wait re-checks only itself, not
-/// the whole statement; ARCHITECTURE.md) is the transaction's last lock: held until commit, it makes
-/// transactions take ids one after the other and commit in id order (the lock is released only
-/// once the commit is visible), so no reader sees an id before every smaller one. Rolled back,
-/// the ids return. Since the lock serializes every transaction that appends, it is taken by
-/// this one round trip, just before the commit, not by the first of two.
+/// the whole statement; ARCHITECTURE.md) is the transaction's last lock: held until commit,
+/// it makes transactions take ids one after the other and commit in id order (the lock is
+/// released only once the commit is visible), so no reader sees an id before every smaller
+/// one. Rolled back, the ids return. Since the lock serializes every transaction that
+/// appends, it is taken by this one round trip, just before the commit, not by the first of
+/// two.
 pub async fn append_events(conn: &mut AsyncPgConnection, new: &[NewEventRow]) -> QueryResult<()> {
     if new.is_empty() {
         return Ok(());
