@@ -59,16 +59,7 @@ where
     S: IntoUpdateTarget,
     V: AsChangeset<Target = S::Table>,
 {
-    let UpdateTarget {
-        table,
-        where_clause,
-    } = target.into_update_target();
-    Update {
-        from_clause: table.from_clause(),
-        where_clause,
-        values: values.as_changeset(),
-        key: PhantomData,
-    }
+    build(target, values)
 }
 
 /// [`update`] for a changeset whose text never varies, found in diesel's cache by its type: at
@@ -81,16 +72,23 @@ where
     S: IntoUpdateTarget,
     V: AsChangeset<Target = S::Table> + SameText,
 {
-    let Update {
-        from_clause,
+    build(target, values)
+}
+
+/// The statement of [`update`] and [`update_same_text`], found by `K`.
+fn build<S, V, K>(target: S, values: V) -> Update<S::Table, S::WhereClause, V::Changeset, K>
+where
+    S: IntoUpdateTarget,
+    V: AsChangeset<Target = S::Table>,
+{
+    let UpdateTarget {
+        table,
         where_clause,
-        values,
-        key: PhantomData::<ByText>,
-    } = update(target, values);
+    } = target.into_update_target();
     Update {
-        from_clause,
+        from_clause: table.from_clause(),
         where_clause,
-        values,
+        values: values.as_changeset(),
         key: PhantomData,
     }
 }
