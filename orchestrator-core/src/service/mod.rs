@@ -91,7 +91,7 @@ pub enum Error {
     },
     /// The consultation waits for no human, so there is nothing to answer (HTTP 409
     /// `CONSULTATION_NOT_PENDING`).
-    #[error("consultation {id} is {status:?}, not waiting for a human")]
+    #[error("consultation {id} is {}, not waiting for a human", .status.as_str())]
     NotPending {
         /// The consultation.
         id: crate::consultation::ConsultationId,

@@ -245,13 +245,7 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
         ),
         CoreError::NotPending { status, .. } => (
             ErrorCode::ConsultationNotPending,
-            Some(vec![format!(
-                "status: {}",
-                serde_json::to_value(status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            )]),
+            Some(vec![format!("status: {}", status.as_str())]),
         ),
         CoreError::AlreadyResolved { .. } => (
             ErrorCode::AlreadyResolved,

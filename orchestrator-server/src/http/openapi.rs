@@ -674,7 +674,7 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
             None,
         ),
         ConsultationNotPending => envelope(
-            "consultation 6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f is Resolved, not waiting for a human",
+            "consultation 6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f is resolved, not waiting for a human",
             Some(vec!["status: resolved"]),
         ),
         EventsExpired => envelope(

@@ -349,6 +349,16 @@ async fn a_reviewer_answers_an_escalation_through_the_orchestrator() {
         Some(ErrorCode::ConsultationNotPending),
         "{again}"
     );
+    // The status as the API spells it, in the message as in the details.
+    let body = again.body().expect("an error envelope");
+    assert_eq!(
+        body.message,
+        format!(
+            "consultation {} is resolved, not waiting for a human",
+            pending.id
+        )
+    );
+    assert_eq!(body.details, Some(vec!["status: resolved".to_owned()]));
 }
 
 #[tokio::test(flavor = "multi_thread")]
