@@ -47,7 +47,7 @@ use serde::de::DeserializeOwned;
 #[non_exhaustive]
 pub enum ClientError {
     /// The server answered with an error envelope.
-    #[error("{status}: {} ({:?})", body.message, body.code)]
+    #[error("{status}: {} ({})", body.message, wire_name(body.code))]
     Api {
         /// The HTTP status.
         status: StatusCode,
@@ -76,6 +76,15 @@ pub enum ClientError {
     /// The base URL is not a usable http(s) URL.
     #[error("invalid base url '{0}'")]
     InvalidBaseUrl(String),
+}
+
+/// The code as the wire spells it (`CONSULTATION_NOT_PENDING`), for messages: serde's
+/// spelling, so there is no second list of names to keep in step.
+fn wire_name(code: ErrorCode) -> String {
+    match serde_json::to_value(code) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => format!("{code:?}"),
+    }
 }
 
 impl ClientError {
@@ -636,5 +645,22 @@ mod tests {
             Err(ClientError::InvalidBaseUrl(_))
         ));
         assert_eq!(Client::new("http://h:1/").unwrap().base_url(), "http://h:1");
+    }
+
+    #[test]
+    fn an_api_error_prints_the_code_as_the_wire_spells_it() {
+        let error = ClientError::Api {
+            status: StatusCode::CONFLICT,
+            body: ApiErrorBody {
+                code: ErrorCode::ConsultationNotPending,
+                message: "consultation c-1 is resolved; there is nothing to answer".into(),
+                details: None,
+            },
+        };
+        assert_eq!(
+            error.to_string(),
+            "409 Conflict: consultation c-1 is resolved; there is nothing to answer \
+             (CONSULTATION_NOT_PENDING)"
+        );
     }
 }
