@@ -73,10 +73,15 @@ async fn main() -> anyhow::Result<()> {
         .list_workflows(&ListWorkflowsParams::default())
         .await?;
     let summary = client.get_summary().await?;
+    let counts: Vec<String> = summary
+        .counts
+        .iter()
+        .map(|(state, count)| format!("{state} {count}"))
+        .collect();
     println!(
-        "{} workflow(s) listed; summary: {:?}",
+        "{} workflow(s) listed; summary: {}",
         page.items.len(),
-        summary.counts
+        counts.join(", ")
     );
     Ok(())
 }

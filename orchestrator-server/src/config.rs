@@ -287,6 +287,14 @@ impl Config {
         self.hub_ask_timeout().min(Duration::from_secs(30))
     }
 
+    /// The request bound actually used, when it is longer than `REQUEST_TIMEOUT_SECONDS`
+    /// says: raised to the consultation wait (or the ask timeout) + one hub call + 5 s, so a
+    /// consultation is never cut short. Start-up logs it.
+    pub fn request_timeout_raised(&self) -> Option<Duration> {
+        Some(self.limits().request_timeout)
+            .filter(|used| *used > Duration::from_secs(self.request_timeout_seconds))
+    }
+
     /// The time bounds and connection limit the HTTP layer enforces.
     pub fn limits(&self) -> crate::http::Limits {
         // A wait as long as the hub timeout would only race it: then the request waits for
@@ -421,6 +429,16 @@ mod tests {
         assert_eq!(patient.limits().request_timeout, Duration::from_secs(60));
         let slow = parse(&["--agent-hub-wait-seconds", "100"]).unwrap();
         assert_eq!(slow.limits().request_timeout, Duration::from_secs(135));
+        assert_eq!(config.request_timeout_raised(), None);
+        assert_eq!(
+            slow.request_timeout_raised(),
+            Some(Duration::from_secs(135))
+        );
+        let hasty = parse(&["--request-timeout-seconds", "2"]).unwrap();
+        assert_eq!(
+            hasty.request_timeout_raised(),
+            Some(Duration::from_secs(55))
+        );
         assert_eq!(config.api_token, None);
         let with_token = parse(&["--api-token", "s3cret"]).unwrap();
         assert!(!format!("{with_token:?}").contains("s3cret"));

@@ -57,6 +57,14 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     let orchestrator = Orchestrator::new(repository)
         .with_hub(Arc::new(hub))
         .with_gate_defaults(gate_defaults);
+    if let Some(used) = config.request_timeout_raised() {
+        tracing::warn!(
+            configured_seconds = config.request_timeout_seconds,
+            used_seconds = used.as_secs(),
+            "REQUEST_TIMEOUT_SECONDS raised: a request may take the consultation wait, one \
+             Agent Hub call and 5 s"
+        );
+    }
     let app = App::with(
         orchestrator,
         auth,

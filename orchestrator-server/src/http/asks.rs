@@ -141,7 +141,7 @@ impl Asks {
                     };
                     match outcome {
                         Ok(c) => {
-                            tracing::info!(consultation = %id, status = ?c.status, "background ask ended")
+                            tracing::info!(consultation = %id, status = c.status.as_str(), "background ask ended")
                         }
                         Err(e) => {
                             tracing::error!(consultation = %id, error = %e, "a background ask's outcome was not stored")

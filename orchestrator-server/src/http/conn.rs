@@ -93,8 +93,10 @@ fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
     })
     .ok()?;
     let mut out = format!("{status_line}\r\n");
+    // Hyper's own `connection: close` (it closes after these answers) is written once, below.
     for header in headers {
-        if !header.to_ascii_lowercase().starts_with("content-length:") {
+        let name = header.to_ascii_lowercase();
+        if !name.starts_with("content-length:") && !name.starts_with("connection:") {
             out.push_str(header);
             out.push_str("\r\n");
         }
@@ -210,10 +212,11 @@ mod tests {
 
     #[test]
     fn hypers_bodiless_errors_become_envelopes() {
-        let head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Mon, 30 Nov 2026 12:00:00 GMT\r\n\r\n";
+        let head = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Mon, 30 Nov 2026 12:00:00 GMT\r\n\r\n";
         let out = String::from_utf8(rewrite(head).unwrap()).unwrap();
         assert!(out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
         assert!(out.contains("date: Mon, 30 Nov 2026 12:00:00 GMT\r\n"));
+        assert_eq!(out.matches("connection: close\r\n").count(), 1, "{out}");
         assert!(out.contains("content-type: application/json\r\n"));
         let body = out.split("\r\n\r\n").nth(1).unwrap();
         let envelope: ErrorEnvelope = serde_json::from_str(body).unwrap();
