@@ -47,7 +47,7 @@ use serde::de::DeserializeOwned;
 #[non_exhaustive]
 pub enum ClientError {
     /// The server answered with an error envelope.
-    #[error("{status}: {} ({})", body.message, wire_name(body.code))]
+    #[error("{status}: {} ({})", body.message, body.code)]
     Api {
         /// The HTTP status.
         status: StatusCode,
@@ -76,15 +76,6 @@ pub enum ClientError {
     /// The base URL is not a usable http(s) URL.
     #[error("invalid base url '{0}'")]
     InvalidBaseUrl(String),
-}
-
-/// The code as the wire spells it (`CONSULTATION_NOT_PENDING`), for messages: serde's
-/// spelling, so there is no second list of names to keep in step.
-fn wire_name(code: ErrorCode) -> String {
-    match serde_json::to_value(code) {
-        Ok(serde_json::Value::String(name)) => name,
-        _ => format!("{code:?}"),
-    }
 }
 
 impl ClientError {

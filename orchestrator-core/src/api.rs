@@ -103,6 +103,46 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as the wire spells it (`WORKFLOW_NOT_FOUND`), as serde writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ValidationError => "VALIDATION_ERROR",
+            ErrorCode::InvalidJson => "INVALID_JSON",
+            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::WorkflowNotFound => "WORKFLOW_NOT_FOUND",
+            ErrorCode::WorkflowAlreadyExists => "WORKFLOW_ALREADY_EXISTS",
+            ErrorCode::InvalidTransition => "INVALID_TRANSITION",
+            ErrorCode::VersionConflict => "VERSION_CONFLICT",
+            ErrorCode::GateBlocked => "GATE_BLOCKED",
+            ErrorCode::SelfApproval => "SELF_APPROVAL",
+            ErrorCode::AlreadyApproved => "ALREADY_APPROVED",
+            ErrorCode::WorkflowNotActive => "WORKFLOW_NOT_ACTIVE",
+            ErrorCode::AgentHubUnavailable => "AGENT_HUB_UNAVAILABLE",
+            ErrorCode::AgentHubError => "AGENT_HUB_ERROR",
+            ErrorCode::ConsultationNotFound => "CONSULTATION_NOT_FOUND",
+            ErrorCode::ConsultationNotPending => "CONSULTATION_NOT_PENDING",
+            ErrorCode::AlreadyResolved => "ALREADY_RESOLVED",
+            ErrorCode::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
+            ErrorCode::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            ErrorCode::EventsExpired => "EVENTS_EXPIRED",
+            ErrorCode::WebhookNotFound => "WEBHOOK_NOT_FOUND",
+            ErrorCode::DeliveryNotFound => "DELIVERY_NOT_FOUND",
+            ErrorCode::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
+            ErrorCode::UriTooLong => "URI_TOO_LONG",
+            ErrorCode::HeadersTooLarge => "HEADERS_TOO_LARGE",
+            ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Unknown => "UNKNOWN",
+        }
+    }
+
     /// The HTTP status that goes with the code.
     pub const fn status(self) -> u16 {
         match self {
@@ -138,6 +178,12 @@ impl ErrorCode {
             | ErrorCode::DatabaseUnavailable
             | ErrorCode::ServiceUnavailable => 503,
         }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -1224,7 +1270,51 @@ mod tests {
             (ErrorCode::DatabaseUnavailable, "DATABASE_UNAVAILABLE", 503),
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(text));
+            assert_eq!(code.as_str(), text);
+            assert_eq!(code.to_string(), text);
             assert_eq!(code.status(), status);
+        }
+    }
+
+    #[test]
+    fn every_error_code_is_named_as_serde_writes_it() {
+        for code in [
+            ErrorCode::ValidationError,
+            ErrorCode::InvalidJson,
+            ErrorCode::UnsupportedMediaType,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::WorkflowNotFound,
+            ErrorCode::WorkflowAlreadyExists,
+            ErrorCode::InvalidTransition,
+            ErrorCode::VersionConflict,
+            ErrorCode::GateBlocked,
+            ErrorCode::SelfApproval,
+            ErrorCode::AlreadyApproved,
+            ErrorCode::WorkflowNotActive,
+            ErrorCode::AgentHubUnavailable,
+            ErrorCode::AgentHubError,
+            ErrorCode::ConsultationNotFound,
+            ErrorCode::ConsultationNotPending,
+            ErrorCode::AlreadyResolved,
+            ErrorCode::IdempotencyKeyInUse,
+            ErrorCode::IdempotencyKeyReused,
+            ErrorCode::EventsExpired,
+            ErrorCode::WebhookNotFound,
+            ErrorCode::DeliveryNotFound,
+            ErrorCode::DatabaseUnavailable,
+            ErrorCode::BadRequest,
+            ErrorCode::RequestTimeout,
+            ErrorCode::UriTooLong,
+            ErrorCode::HeadersTooLarge,
+            ErrorCode::ServiceUnavailable,
+            ErrorCode::Internal,
+            ErrorCode::Unknown,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
         }
     }
 

@@ -433,16 +433,16 @@ fn links_from_workflow() -> Value {
 
 /// One status's error response: its codes, an example of each.
 fn error_response(operation_id: &str, codes: &[ErrorCode]) -> Value {
-    let names: Vec<Value> = codes.iter().map(|c| code_name(*c)).collect();
+    let names: Vec<Value> = codes.iter().map(|c| json!(c.as_str())).collect();
     let description = codes
         .iter()
-        .map(|c| format!("`{}`: {}", name_str(*c), when(*c)))
+        .map(|c| format!("`{}`: {}", c.as_str(), when(*c)))
         .collect::<Vec<_>>()
         .join("; ");
     let mut examples = Map::new();
     for code in codes {
         examples.insert(
-            name_str(*code),
+            code.as_str().to_owned(),
             json!({ "summary": when(*code), "value": error_example(operation_id, *code) }),
         );
     }
@@ -518,14 +518,6 @@ fn merge_alternative_body(existing: &mut Value, errors: Value) {
     ));
 }
 
-fn code_name(code: ErrorCode) -> Value {
-    serde_json::to_value(code).unwrap_or(Value::Null)
-}
-
-fn name_str(code: ErrorCode) -> String {
-    code_name(code).as_str().unwrap_or_default().to_owned()
-}
-
 /// When the server answers `code`, in a few words.
 fn when(code: ErrorCode) -> &'static str {
     use ErrorCode::*;
@@ -585,7 +577,7 @@ fn when(code: ErrorCode) -> &'static str {
 fn error_example(operation_id: &str, code: ErrorCode) -> Value {
     use ErrorCode::*;
     let envelope = |message: &str, details: Option<Vec<&str>>| {
-        let mut error = json!({ "code": code_name(code), "message": message });
+        let mut error = json!({ "code": code.as_str(), "message": message });
         if let Some(details) = details {
             error["details"] = json!(details);
         }
