@@ -6,6 +6,12 @@
 //! connection; the service never sees the request. Those answers are recognised here (an error
 //! status with `content-length: 0`, which no handler of ours ever sends) and rewritten into
 //! the envelope, so clients can rely on `{"error": …}` for every failure.
+//!
+//! Reads are handed to hyper at most [`MAX_READ`] bytes at a time. Hyper refuses a head once
+//! its read buffer holds about 408 KiB without a complete one, but it checks only after a read
+//! that left the head incomplete: given one large read (a slow server, a client that wrote
+//! everything at once), a head of twice that size could arrive whole and be served. With reads
+//! bounded, any head over 408 KiB + [`MAX_READ`] is refused, however the bytes arrive.
 
 use std::future::Future;
 use std::io;
@@ -14,6 +20,9 @@ use std::task::{Context, Poll, ready};
 
 use orchestrator_core::api::{ApiErrorBody, ErrorCode, ErrorEnvelope};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The most one read hands to hyper.
+pub const MAX_READ: usize = 16 * 1024;
 
 /// A stream whose writes pass through unchanged, except hyper's own bodiless error answers;
 /// a write the client does not take within the write timeout fails the connection (a client
@@ -134,7 +143,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for EnvelopeIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let inner = &mut self.get_mut().inner;
+        if buf.remaining() <= MAX_READ {
+            return Pin::new(inner).poll_read(cx, buf);
+        }
+        // A smaller buffer over the front of the caller's; zeroing it first keeps this safe
+        // code (a few KiB per large read, and only large reads come here).
+        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(MAX_READ));
+        ready!(Pin::new(inner).poll_read(cx, &mut limited))?;
+        let read = limited.filled().len();
+        buf.advance(read);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -222,6 +241,33 @@ mod tests {
         let envelope: ErrorEnvelope = serde_json::from_str(body).unwrap();
         assert_eq!(envelope.error.code, ErrorCode::HeadersTooLarge);
         assert!(out.contains(&format!("content-length: {}\r\n", body.len())));
+    }
+
+    #[tokio::test]
+    async fn reads_are_handed_over_at_most_max_read_at_a_time() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(4 * MAX_READ);
+        let sent = vec![b'x'; 3 * MAX_READ];
+        client.write_all(&sent).await.unwrap();
+        drop(client);
+        let mut io = EnvelopeIo::new(server, std::time::Duration::from_secs(1));
+        let mut buf = vec![0u8; 4 * MAX_READ];
+        let mut received = Vec::new();
+        loop {
+            let n = io.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(n <= MAX_READ, "one read handed over {n} bytes");
+            received.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(received, sent);
+        // A small buffer is filled as it is.
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut io = EnvelopeIo::new(server, std::time::Duration::from_secs(1));
+        let mut small = [0u8; 64];
+        assert_eq!(io.read(&mut small).await.unwrap(), 16);
     }
 
     #[test]
