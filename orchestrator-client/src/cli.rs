@@ -223,7 +223,7 @@ pub enum Command {
     },
     /// What waits at the gate, oldest first: one line each, with how long it has waited, its
     /// approvals (`1 of 2`) and, past its deadline, `OVERDUE`. With --actor, only the gates
-    /// that person may still approve.
+    /// that person may still approve. When none waits, stdout stays empty and stderr says so.
     Gates {
         /// Leave out the gates this person completed or approved already.
         #[arg(long)]
@@ -297,7 +297,7 @@ pub enum Command {
 
 /// Runs `cli`, writing answers to `out` and refusals to `err`; returns the exit code.
 pub async fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
-    match execute(cli, out).await {
+    match execute(cli, out, err).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
             let _ = writeln!(err, "error: {message}");
@@ -367,7 +367,8 @@ fn print(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
     writeln!(out, "{text}")
 }
 
-async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
+/// Runs `cli`; answers go to `out`, notes for a person (never data) to `err`.
+async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<(), Failure> {
     let mut builder = Client::builder()
         .base_url(cli.url)
         .timeout(Duration::from_secs(cli.timeout));
@@ -591,7 +592,16 @@ async fn execute(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 })
                 .collect();
             if lines.is_empty() {
-                Ok(())
+                // Nothing on stdout, so scripts read an empty list; a person sees why.
+                writeln!(
+                    err,
+                    "{}",
+                    match (&actor, overdue) {
+                        (Some(actor), _) => format!("no gate waits for {actor}"),
+                        (None, true) => "no gate is past its deadline".to_owned(),
+                        (None, false) => "no gate waits".to_owned(),
+                    }
+                )
             } else {
                 writeln!(out, "{}", lines.join("\n"))
             }

@@ -114,7 +114,7 @@ pub enum Error {
     Hub(#[from] HubError),
     /// Events after the reader's id were deleted by retention (HTTP 410 `EVENTS_EXPIRED`).
     #[error(
-        "events after {after} were deleted (retention); the oldest kept follows {purged_through}"
+        "events after {after} were deleted (retention) up to {purged_through}; resume after {purged_through}, or omit `after` to read from the oldest kept"
     )]
     EventsExpired {
         /// The id the reader asked to resume after.

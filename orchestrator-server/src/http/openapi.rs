@@ -670,7 +670,7 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
             Some(vec!["status: resolved"]),
         ),
         EventsExpired => envelope(
-            "events after 12 were deleted (retention); the oldest kept follows 40",
+            "events after 12 were deleted (retention) up to 40; resume after 40, or omit `after` to read from the oldest kept",
             Some(vec![
                 "read again without `after` (from the oldest event kept), or from the start of the stream",
             ]),

@@ -238,8 +238,10 @@ async fn gates_lists_what_waits_oldest_first_and_what_each_person_may_still_appr
     let (_, out, _) = orchestrator(&app.url(""), &["gates", "--actor", "alice"]).await;
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.starts_with("gate-old"), "{out}");
-    let (_, out, _) = orchestrator(&app.url(""), &["gates", "--actor", "spec-agent"]).await;
+    let (code, out, err) = orchestrator(&app.url(""), &["gates", "--actor", "spec-agent"]).await;
+    assert_eq!(code, ExitCode::SUCCESS);
     assert_eq!(out, "");
+    assert_eq!(err, "no gate waits for spec-agent\n");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -329,8 +329,16 @@ async fn a_full_disk_answers_503_health_says_unhealthy_and_it_recovers() {
         .await
         .unwrap();
     assert_eq!(gate.version, 2);
+    // Writes failed moments ago: health still says so, though its own probe succeeds now
+    // (past the one-second cache), until the failure is WRITE_FAILURE_WINDOW old.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(health(&app).await.0, 200);
+    let (status, body) = health(&app).await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("unhealthy")));
+    let deadline = Instant::now() + storage::sqlite::WRITE_FAILURE_WINDOW + Duration::from_secs(5);
+    while health(&app).await.0 != 200 {
+        assert!(Instant::now() < deadline, "health did not recover");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

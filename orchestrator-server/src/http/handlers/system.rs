@@ -114,7 +114,7 @@ pub async fn get_service_info() -> Result<HttpResponse> {
     responses(
         (status = 200, description = "healthy, or degraded (the Agent Hub is unreachable; probed at most every 5 s)", body = HealthResponse,
          example = json!(crate::http::openapi::examples::health_ok())),
-        (status = 503, description = "unhealthy: the database is unreachable", body = HealthResponse,
+        (status = 503, description = "unhealthy: the database cannot be read or written (probed at most every second; on SQLite also for 10 s after any write failed in the storage)", body = HealthResponse,
          example = json!(crate::http::openapi::examples::health_down())),
     ),
 )]

@@ -41,6 +41,11 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// How long a connection waits for another process's lock before giving up.
 const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// How long a write that failed because of the storage keeps the health check (`ping`)
+/// failing, though the probe's own write succeeds.
+pub const WRITE_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Page cache of the writing connection, in KiB. The operating system caches the file too;
 /// this bounds the process's memory however large the database grows.
 const WRITER_CACHE_KIB: u32 = 1024;
@@ -354,7 +359,14 @@ impl WorkflowRepository for SqliteRepository {
         self.readers.run(ops::ping).await?;
         // Reads alone would say "ok" while every write fails (a full disk, a read-only file)
         // or while the writer thread is gone.
-        self.write(Write::Probe(probe_time())).await.map(|_| ())
+        self.write(Write::Probe(probe_time())).await?;
+        // The probe's one row can still fit where larger writes fail (a nearly full disk).
+        match self.writer.failed_within(WRITE_FAILURE_WINDOW) {
+            Some((ago, message)) => Err(RepositoryError::Unavailable(
+                format!("a write failed {} s ago: {message}", ago.as_secs()).into(),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Waits for the writes already accepted, then empties the write-ahead log into the

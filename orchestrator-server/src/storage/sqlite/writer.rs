@@ -22,10 +22,15 @@
 //! past [`WAL_RESET_BYTES`] only once the log itself does: its size is the signal to reset.
 //! [`Writer::shutdown`] empties the log and joins both threads, so a clean stop leaves no log
 //! behind.
+//!
+//! The writer remembers its last write that failed because of the storage (a full disk, a
+//! read-only file): `/health` asks for it, since its own probe writes one small row, which can
+//! still fit where larger writes no longer do.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
@@ -102,6 +107,34 @@ pub struct Writer {
     /// The writer thread (which joins the checkpoint thread before it ends), taken by the
     /// first [`Writer::shutdown`].
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// The last write that failed because of the storage.
+    last_failure: Arc<LastFailure>,
+}
+
+/// When the last write failed because of the storage, and why.
+#[derive(Default)]
+struct LastFailure(Mutex<Option<(Instant, String)>>);
+
+impl LastFailure {
+    /// Remembers the first storage failure among a batch's outcomes, if any. Refusals (a lost
+    /// compare-and-set, a duplicate) are answers, not failures.
+    fn note(&self, outcomes: &Outcomes) {
+        let failed = outcomes.iter().find_map(|outcome| match outcome {
+            Err(RepositoryError::Unavailable(e)) => Some(e.to_string()),
+            _ => None,
+        });
+        if let Some(message) = failed {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), message));
+        }
+    }
+
+    /// How long ago the last storage failure was, and its message, if within `window`.
+    fn within(&self, window: Duration) -> Option<(Duration, String)> {
+        let last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, message) = last.as_ref()?;
+        let ago = at.elapsed();
+        (ago < window).then(|| (ago, message.clone()))
+    }
 }
 
 impl Writer {
@@ -117,6 +150,7 @@ impl Writer {
         conn.batch_execute("PRAGMA wal_autocheckpoint = 0")
             .map_err(std::io::Error::other)?;
         let (jobs, queue) = mpsc::channel();
+        let last_failure = Arc::new(LastFailure::default());
         let (requests, requested) = mpsc::channel::<u64>();
         let (copied, copies) = mpsc::channel::<u64>();
         let checkpoints = std::thread::Builder::new()
@@ -124,20 +158,28 @@ impl Writer {
             .spawn(move || copy_log(&mut checkpointer, &requested, &copied))?;
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
-            .spawn(move || {
+            .spawn({
+                let last_failure = last_failure.clone();
+                move || {
                 let mut log = Log::new(wal, requests, copies);
-                run(&mut conn, &queue, &mut log, &metrics);
+                run(&mut conn, &queue, &mut log, &metrics, &last_failure);
                 // The checkpoint thread ends first, so the last reset finds nobody copying.
                 drop(log);
                 let _ = checkpoints.join();
                 if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)") {
                     tracing::warn!(error = %e, "final checkpoint failed; the log is replayed at the next start");
                 }
-            })?;
+            }})?;
         Ok(Writer {
             jobs,
             thread: Arc::new(Mutex::new(Some(writer))),
+            last_failure,
         })
+    }
+
+    /// How long ago a write last failed because of the storage, and why, if within `window`.
+    pub fn failed_within(&self, window: Duration) -> Option<(Duration, String)> {
+        self.last_failure.within(window)
     }
 
     /// Carries out `task` in the next batch; answers once the batch is on disk.
@@ -169,6 +211,7 @@ fn run(
     queue: &mpsc::Receiver<Job>,
     log: &mut Log,
     metrics: &StorageMetrics,
+    last_failure: &LastFailure,
 ) {
     let mut stopping = false;
     while !stopping {
@@ -192,6 +235,7 @@ fn run(
         let (tasks, replies): (Vec<Task>, Vec<_>) = batch.into_iter().unzip();
         metrics.commit_batch.observe(tasks.len() as f64);
         let results = execute(conn, &tasks);
+        last_failure.note(&results);
         for (reply, result) in replies.into_iter().zip(results) {
             // A caller that gave up (its request was dropped) no longer listens.
             let _ = reply.send(result);
@@ -397,7 +441,11 @@ fn attempt(
                 ids = before;
                 "ROLLBACK TO job; RELEASE job"
             };
-            conn.batch_execute(end).map_err(Failure::Transaction)?;
+            if let Err(e) = conn.batch_execute(end) {
+                // SQLite rolls the whole transaction back on some failures (a full disk), and
+                // then the savepoint is gone too: the write's own error says why.
+                return Err(Failure::Transaction(result.err().unwrap_or(e)));
+            }
             results.push(result.map_err(crate::storage::classify));
         }
         ids.save(conn).map_err(Failure::Transaction)?;
@@ -608,6 +656,49 @@ mod tests {
         assert!(matches!(results[4], Ok(Written::Done)));
         assert_eq!(count(&mut conn, "workflows"), 2);
         assert_eq!(count(&mut conn, "transitions"), 3);
+    }
+
+    #[test]
+    fn a_write_the_storage_refuses_is_remembered_for_a_while_and_a_refusal_is_not() {
+        let mut conn = database();
+        let last = LastFailure::default();
+        let window = Duration::from_secs(60);
+        let creates = |from: usize, to: usize| -> Vec<Task> {
+            (from..to)
+                .map(|n| Task::Write(create(&format!("w{n}")).1))
+                .collect()
+        };
+        last.note(&execute(&mut conn, &creates(0, 10)));
+        // A duplicate is refused by a rule: an answer, not a storage failure.
+        last.note(&execute(&mut conn, &creates(0, 1)));
+        assert_eq!(last.within(window), None);
+
+        // The database may not grow any more, as on a full disk.
+        #[derive(diesel::QueryableByName)]
+        struct Pages {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            page_count: i64,
+        }
+        let pages = diesel::sql_query("PRAGMA page_count")
+            .get_result::<Pages>(&mut conn)
+            .unwrap()
+            .page_count;
+        conn.batch_execute(&format!("PRAGMA max_page_count = {pages}"))
+            .unwrap();
+        let results = execute(&mut conn, &creates(10, 500));
+        assert!(
+            results
+                .iter()
+                .any(|r| matches!(r, Err(RepositoryError::Unavailable(_)))),
+            "no write was refused by the storage"
+        );
+        last.note(&results);
+        let (ago, message) = last.within(window).expect("the failure is remembered");
+        assert!(ago < window);
+        // The cause, not the savepoint SQLite dropped with the transaction it rolled back.
+        assert!(message.contains("full"), "{message}");
+        // Past the window it is forgotten.
+        assert_eq!(last.within(Duration::ZERO), None);
     }
 
     #[test]
