@@ -592,16 +592,16 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                 })
                 .collect();
             if lines.is_empty() {
-                // Nothing on stdout, so scripts read an empty list; a person sees why.
-                writeln!(
-                    err,
-                    "{}",
-                    match (&actor, overdue) {
-                        (Some(actor), _) => format!("no gate waits for {actor}"),
-                        (None, true) => "no gate is past its deadline".to_owned(),
-                        (None, false) => "no gate waits".to_owned(),
-                    }
-                )
+                // Nothing on stdout, so scripts read an empty list; a person sees why. The
+                // listing succeeded even if this note cannot be written.
+                let why = match (&actor, overdue) {
+                    (Some(actor), false) => format!("no gate waits for {actor}"),
+                    (Some(actor), true) => format!("no gate past its deadline waits for {actor}"),
+                    (None, true) => "no gate is past its deadline".to_owned(),
+                    (None, false) => "no gate waits".to_owned(),
+                };
+                let _ = writeln!(err, "{why}");
+                Ok(())
             } else {
                 writeln!(out, "{}", lines.join("\n"))
             }

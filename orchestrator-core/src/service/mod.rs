@@ -114,7 +114,7 @@ pub enum Error {
     Hub(#[from] HubError),
     /// Events after the reader's id were deleted by retention (HTTP 410 `EVENTS_EXPIRED`).
     #[error(
-        "events after {after} were deleted (retention) up to {purged_through}; resume after {purged_through}, or omit `after` to read from the oldest kept"
+        "the events after {after} up to {purged_through} were deleted (retention); resume after {purged_through} (`after` or `Last-Event-ID`) to skip them"
     )]
     EventsExpired {
         /// The id the reader asked to resume after.

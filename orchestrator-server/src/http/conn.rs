@@ -147,8 +147,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for EnvelopeIo<T> {
         if buf.remaining() <= MAX_READ {
             return Pin::new(inner).poll_read(cx, buf);
         }
-        // A smaller buffer over the front of the caller's; zeroing it first keeps this safe
-        // code (a few KiB per large read, and only large reads come here).
+        // A smaller buffer over the front of the caller's. Zeroing it first keeps this safe
+        // code: up to 16 KiB zeroed per read into a buffer with more room than that (hyper
+        // hands a fresh, uninitialised view of its buffer to every read).
         let mut limited = ReadBuf::new(buf.initialize_unfilled_to(MAX_READ));
         ready!(Pin::new(inner).poll_read(cx, &mut limited))?;
         let read = limited.filled().len();
@@ -268,6 +269,25 @@ mod tests {
         let mut io = EnvelopeIo::new(server, std::time::Duration::from_secs(1));
         let mut small = [0u8; 64];
         assert_eq!(io.read(&mut small).await.unwrap(), 16);
+    }
+
+    /// As hyper reads: into an uninitialised buffer, partly filled already.
+    #[tokio::test]
+    async fn a_read_into_an_uninitialised_partly_filled_buffer_appends_at_most_max_read() {
+        use std::mem::MaybeUninit;
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(4 * MAX_READ);
+        client.write_all(&vec![b'y'; 3 * MAX_READ]).await.unwrap();
+        let mut io = EnvelopeIo::new(server, std::time::Duration::from_secs(1));
+        let mut memory = vec![MaybeUninit::<u8>::uninit(); 4 * MAX_READ];
+        let mut buf = ReadBuf::uninit(&mut memory);
+        buf.put_slice(b"head");
+        std::future::poll_fn(|cx| Pin::new(&mut io).poll_read(cx, &mut buf))
+            .await
+            .unwrap();
+        assert_eq!(buf.filled().len(), 4 + MAX_READ);
+        assert_eq!(&buf.filled()[..4], b"head");
+        assert!(buf.filled()[4..].iter().all(|&b| b == b'y'));
     }
 
     #[test]

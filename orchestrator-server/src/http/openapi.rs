@@ -670,7 +670,7 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
             Some(vec!["status: resolved"]),
         ),
         EventsExpired => envelope(
-            "events after 12 were deleted (retention) up to 40; resume after 40, or omit `after` to read from the oldest kept",
+            "the events after 12 up to 40 were deleted (retention); resume after 40 (`after` or `Last-Event-ID`) to skip them",
             Some(vec![
                 "read again without `after` (from the oldest event kept), or from the start of the stream",
             ]),

@@ -156,20 +156,19 @@ impl Writer {
         let checkpoints = std::thread::Builder::new()
             .name("sqlite-checkpoint".to_owned())
             .spawn(move || copy_log(&mut checkpointer, &requested, &copied))?;
+        let noted = last_failure.clone();
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
-            .spawn({
-                let last_failure = last_failure.clone();
-                move || {
+            .spawn(move || {
                 let mut log = Log::new(wal, requests, copies);
-                run(&mut conn, &queue, &mut log, &metrics, &last_failure);
+                run(&mut conn, &queue, &mut log, &metrics, &noted);
                 // The checkpoint thread ends first, so the last reset finds nobody copying.
                 drop(log);
                 let _ = checkpoints.join();
                 if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)") {
                     tracing::warn!(error = %e, "final checkpoint failed; the log is replayed at the next start");
                 }
-            }})?;
+            })?;
         Ok(Writer {
             jobs,
             thread: Arc::new(Mutex::new(Some(writer))),
@@ -444,7 +443,11 @@ fn attempt(
             if let Err(e) = conn.batch_execute(end) {
                 // SQLite rolls the whole transaction back on some failures (a full disk), and
                 // then the savepoint is gone too: the write's own error says why.
-                return Err(Failure::Transaction(result.err().unwrap_or(e)));
+                let gone = e.to_string().contains("no such savepoint");
+                return Err(Failure::Transaction(match result {
+                    Err(cause) if gone => cause,
+                    _ => e,
+                }));
             }
             results.push(result.map_err(crate::storage::classify));
         }
@@ -686,11 +689,13 @@ mod tests {
         conn.batch_execute(&format!("PRAGMA max_page_count = {pages}"))
             .unwrap();
         let results = execute(&mut conn, &creates(10, 500));
+        // SQLite rolled the whole transaction back: the batch failed as a whole.
         assert!(
             results
                 .iter()
-                .any(|r| matches!(r, Err(RepositoryError::Unavailable(_)))),
-            "no write was refused by the storage"
+                .all(|r| matches!(r, Err(RepositoryError::Unavailable(_)))),
+            "{:?}",
+            results.iter().find(|r| r.is_ok())
         );
         last.note(&results);
         let (ago, message) = last.within(window).expect("the failure is remembered");
