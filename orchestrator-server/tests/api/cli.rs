@@ -216,6 +216,20 @@ async fn approve_and_reject_decide_at_the_gate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gates_lists_what_waits_oldest_first_and_what_each_person_may_still_approve() {
     let app = crate::helpers::spawn_app_with(|c| c.gate_required_approvals = 2).await;
+    // Nothing waits yet: an empty stdout for scripts, a note on stderr for people.
+    for (args, note) in [
+        (&["gates"][..], "no gate waits\n"),
+        (
+            &["gates", "--overdue"][..],
+            "no gate is past its deadline\n",
+        ),
+    ] {
+        let (code, out, err) = orchestrator(&app.url(""), args).await;
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (ExitCode::SUCCESS, "", note)
+        );
+    }
     for name in ["gate-old", "gate-new"] {
         ok(&app, &["start", name, "waiting at the gate"]).await;
         ok(

@@ -24,8 +24,9 @@
 //! behind.
 //!
 //! The writer remembers its last write that failed because of the storage (a full disk, a
-//! read-only file): `/health` asks for it, since its own probe writes one small row, which can
-//! still fit where larger writes no longer do.
+//! read-only file, another process's lock held past the busy timeout): `/health` asks for it,
+//! since its own probe writes one small row, which can still fit where larger writes no longer
+//! do.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
