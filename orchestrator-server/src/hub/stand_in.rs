@@ -6,7 +6,8 @@
 //! list for bad bodies, naive timestamps, sessions that expire an hour after creation, random
 //! unstored session ids when none is given. A question containing `[confidence=NN]` gets that
 //! confidence; any other gets 90, so `security` questions (threshold 95) are escalated.
-//! Tests can also inject faults: plain-text 500s, bodies that are not JSON, delays.
+//! Tests can also inject faults: plain-text 500s, bodies that are not JSON, delays, and answers
+//! held until the test lets them go.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use orchestrator_core::hub::{AnswerStatus, EscalationStatus, HumanAction};
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 use super::wire;
 
@@ -50,6 +52,9 @@ pub enum Fault {
     NotJson,
     /// Answer normally, but only after this long.
     Delay(Duration),
+    /// Answer normally, but only once [`StandInHub::release`] lets it: for tests that need
+    /// something to happen while the hub has a question in hand, whatever the machine's pace.
+    Hold,
 }
 
 /// One ask the stand-in received.
@@ -75,12 +80,18 @@ struct State {
     asks: Vec<AskRecord>,
     sessions_created: usize,
     sessions_closed: usize,
+    /// Asks waiting under [`Fault::Hold`].
+    held: usize,
+    /// Releases not yet taken by a held ask.
+    releases: usize,
 }
 
 /// The stand-in hub's state; clone it to keep a handle while it serves.
 #[derive(Debug, Clone, Default)]
 pub struct StandInHub {
     state: Arc<Mutex<State>>,
+    /// Woken whenever an ask is held or let go, and on every release.
+    holds_changed: Arc<Notify>,
 }
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -98,6 +109,43 @@ impl StandInHub {
     /// The next `POST /ask` suffers `fault`; faults queue up in order.
     pub fn inject(&self, fault: Fault) {
         self.lock().faults.push(fault);
+    }
+
+    /// Waits until `count` asks are held by [`Fault::Hold`]: each has reached the hub, which
+    /// answers none of them before [`StandInHub::release`].
+    pub async fn until_held(&self, count: usize) {
+        loop {
+            // Registered before the check, so a change between the two is not missed.
+            let changed = self.holds_changed.notified();
+            if self.lock().held >= count {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Lets one ask held by [`Fault::Hold`] answer (the next one held, if none is held now).
+    pub fn release(&self) {
+        self.lock().releases += 1;
+        self.holds_changed.notify_waiters();
+    }
+
+    async fn hold(&self) {
+        self.lock().held += 1;
+        self.holds_changed.notify_waiters();
+        loop {
+            let changed = self.holds_changed.notified();
+            {
+                let mut state = self.lock();
+                if state.releases > 0 {
+                    state.releases -= 1;
+                    state.held -= 1;
+                    break;
+                }
+            }
+            changed.await;
+        }
+        self.holds_changed.notify_waiters();
     }
 
     /// Every session closes, as if an hour had passed.
@@ -267,6 +315,7 @@ impl StandInHub {
             Some(Fault::Unprocessable) => return unprocessable("question"),
             Some(Fault::NotJson) => return text(StatusCode::OK, "<html>surprise</html>"),
             Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+            Some(Fault::Hold) => self.hold().await,
             None => {}
         }
         // A slow expert, scripted like the confidence: `[delay=N]` seconds.

@@ -169,7 +169,8 @@ async fn refusals_are_kept_too_but_not_server_failures() {
 async fn a_repeat_while_the_first_is_still_answered_is_409_in_use() {
     let app = spawn_app_with(|c| c.agent_hub_wait_seconds = 5).await;
     app.start_workflow("slow").await;
-    let ask = json!({"topic": "architecture", "question": "Think for two seconds [delay=2]"});
+    let ask = json!({"topic": "architecture", "question": "Think it over, please"});
+    app.hub.inject(Fault::Hold);
     let first = {
         let app_url = app.url("/workflow/slow/consultations");
         let ask = ask.clone();
@@ -184,13 +185,16 @@ async fn a_repeat_while_the_first_is_still_answered_is_409_in_use() {
                 .status()
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::timeout(Duration::from_secs(30), app.hub.until_held(1))
+        .await
+        .expect("the first question reaches the hub");
     let (status, _, _, body) =
         post(&app, "/workflow/slow/consultations", "slow-one", None, &ask).await;
     assert_eq!(
         (status.as_u16(), code(&body)),
         (409, ErrorCode::IdempotencyKeyInUse)
     );
+    app.hub.release();
     assert_eq!(first.await.unwrap(), StatusCode::CREATED);
     let (status, replayed, _, _) =
         post(&app, "/workflow/slow/consultations", "slow-one", None, &ask).await;

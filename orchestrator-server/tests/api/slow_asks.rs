@@ -161,12 +161,13 @@ async fn an_ask_inside_the_wait_is_seen_by_nobody_and_a_failure_there_keeps_noth
     let f = started(&app, "hidden").await;
 
     // While the expert thinks (inside the wait), readers and the gate see nothing.
+    app.hub.inject(Fault::Hold);
     let asking = {
         let url = app.url(&format!("/workflow/{f}/consultations"));
         tokio::spawn(async move {
             reqwest::Client::new()
                 .post(url)
-                .json(&serde_json::json!({"topic": "architecture", "question": "Think for two seconds [delay=2]"}))
+                .json(&serde_json::json!({"topic": "architecture", "question": "Think it over, please"}))
                 .send()
                 .await
                 .unwrap()
@@ -174,11 +175,14 @@ async fn an_ask_inside_the_wait_is_seen_by_nobody_and_a_failure_there_keeps_noth
                 .as_u16()
         })
     };
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::timeout(Duration::from_secs(30), app.hub.until_held(1))
+        .await
+        .expect("the question reaches the hub");
     assert!(
         listed(&app.client, &f).await.is_empty(),
         "a reservation was seen"
     );
+    app.hub.release();
     assert_eq!(asking.await.unwrap(), 201);
     assert_eq!(listed(&app.client, &f).await.len(), 1);
 
