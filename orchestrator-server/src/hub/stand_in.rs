@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use orchestrator_core::hub::{AnswerStatus, EscalationStatus, HumanAction};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Semaphore, watch};
 
 use super::wire;
 
@@ -80,18 +80,26 @@ struct State {
     asks: Vec<AskRecord>,
     sessions_created: usize,
     sessions_closed: usize,
-    /// Asks waiting under [`Fault::Hold`].
-    held: usize,
-    /// Releases not yet taken by a held ask.
-    releases: usize,
 }
 
 /// The stand-in hub's state; clone it to keep a handle while it serves.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StandInHub {
     state: Arc<Mutex<State>>,
-    /// Woken whenever an ask is held or let go, and on every release.
-    holds_changed: Arc<Notify>,
+    /// How many asks wait under [`Fault::Hold`].
+    held: Arc<watch::Sender<usize>>,
+    /// One permit for each [`StandInHub::release`] not yet taken by a held ask.
+    releases: Arc<Semaphore>,
+}
+
+impl Default for StandInHub {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            held: Arc::new(watch::Sender::new(0)),
+            releases: Arc::new(Semaphore::new(0)),
+        }
+    }
 }
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -114,38 +122,22 @@ impl StandInHub {
     /// Waits until `count` asks are held by [`Fault::Hold`]: each has reached the hub, which
     /// answers none of them before [`StandInHub::release`].
     pub async fn until_held(&self, count: usize) {
-        loop {
-            // Registered before the check, so a change between the two is not missed.
-            let changed = self.holds_changed.notified();
-            if self.lock().held >= count {
-                return;
-            }
-            changed.await;
-        }
+        // The hub owns the sender, so the channel never closes and the wait cannot fail.
+        let _ = self.held.subscribe().wait_for(|held| *held >= count).await;
     }
 
     /// Lets one ask held by [`Fault::Hold`] answer (the next one held, if none is held now).
     pub fn release(&self) {
-        self.lock().releases += 1;
-        self.holds_changed.notify_waiters();
+        self.releases.add_permits(1);
     }
 
     async fn hold(&self) {
-        self.lock().held += 1;
-        self.holds_changed.notify_waiters();
-        loop {
-            let changed = self.holds_changed.notified();
-            {
-                let mut state = self.lock();
-                if state.releases > 0 {
-                    state.releases -= 1;
-                    state.held -= 1;
-                    break;
-                }
-            }
-            changed.await;
+        self.held.send_modify(|held| *held += 1);
+        // The semaphore is never closed, so the acquire cannot fail.
+        if let Ok(release) = self.releases.acquire().await {
+            release.forget();
         }
-        self.holds_changed.notify_waiters();
+        self.held.send_modify(|held| *held -= 1);
     }
 
     /// Every session closes, as if an hour had passed.
