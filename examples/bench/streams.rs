@@ -171,8 +171,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The `id:` of an SSE message.
+/// The `id:` of an SSE message that carries an event (the stream's opening message has an
+/// `id:` and no data).
 fn event_id(message: &[u8]) -> Option<u64> {
+    find(message, b"\ndata: ")?;
     let rest = message.strip_prefix(b"id: ")?;
     let end = rest.iter().position(|b| *b == b'\n')?;
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()

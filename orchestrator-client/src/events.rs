@@ -21,6 +21,11 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// comes back as an `Err` item and the next call reconnects (after a pause, sending
 /// `Last-Event-ID`); an error the server means (400, 401, 410 `EVENTS_EXPIRED`) ends the
 /// stream after it is returned.
+///
+/// A stream made without `after` starts "from now": at its connection, which happens at the
+/// first [`EventStream::next`], or earlier with [`EventStream::attach`] when what follows
+/// must be seen (open the stream, attach, then act). The server's first message names the id
+/// it starts after, so a stream disconnected before its first event resumes from there too.
 pub struct EventStream {
     client: Client,
     query: EventsQuery,
@@ -45,9 +50,53 @@ impl EventStream {
         }
     }
 
-    /// The id of the last event delivered (or the `after` the stream started from).
+    /// The id of the last event delivered, or else where the stream starts: its `after`, or
+    /// the id the server named when it connected (see [`EventStream::attach`]).
     pub fn last_event_id(&self) -> Option<u64> {
         self.last
+    }
+
+    /// Connects now, if the stream is not connected, and learns where it starts: every event
+    /// committed after this returns `Ok` is delivered by [`EventStream::next`], even if the
+    /// stream was made without `after` ("from now on"). A failure is returned as `next` would
+    /// return it, and `next` tries again.
+    ///
+    /// ```no_run
+    /// # use orchestrator_core::api::{AdvanceRequest, EventsQuery};
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// let mut events = client.stream_events(EventsQuery::default());
+    /// events.attach().await?;
+    /// let id = "checkout-redesign".parse().expect("a valid feature id");
+    /// client.advance_workflow(&id, &AdvanceRequest::new("agent_complete")).await?;
+    /// let transitioned = events.next().await; // the advance's event, not missed
+    /// # Ok(()) }
+    /// ```
+    pub async fn attach(&mut self) -> Result<()> {
+        loop {
+            if self.ended {
+                return Ok(());
+            }
+            if self.response.is_none() {
+                self.reconnect().await?;
+            }
+            // Without a start of its own, the stream learns it from the server's first
+            // message; what follows that stays buffered for `next`.
+            if self.last.is_some() || self.first_message_read() {
+                return Ok(());
+            }
+            let Some(response) = self.response.as_mut() else {
+                continue;
+            };
+            match tokio::time::timeout(IDLE, response.chunk()).await {
+                Ok(Ok(Some(bytes))) => self.buffer.extend_from_slice(&bytes),
+                Ok(Ok(None)) | Err(_) => self.response = None,
+                Ok(Err(e)) => {
+                    self.response = None;
+                    self.failures += 1;
+                    return Err(e.into());
+                }
+            }
+        }
     }
 
     /// The next event; `None` once the stream ended (after an error the server meant).
@@ -59,22 +108,10 @@ impl EventStream {
             if let Some(event) = self.take_buffered() {
                 return Some(event);
             }
-            if self.response.is_none() {
-                if self.failures > 0 {
-                    let pause = Duration::from_millis(200 * 2_u64.pow(self.failures.min(5)));
-                    tokio::time::sleep(pause.min(MAX_PAUSE)).await;
-                }
-                match self.connect().await {
-                    Ok(response) => {
-                        self.response = Some(response);
-                        self.buffer.clear();
-                    }
-                    Err(error) => {
-                        self.failures += 1;
-                        self.ended = !retryable(&error);
-                        return Some(Err(error));
-                    }
-                }
+            if self.response.is_none()
+                && let Err(error) = self.reconnect().await
+            {
+                return Some(Err(error));
             }
             let Some(response) = self.response.as_mut() else {
                 continue;
@@ -101,6 +138,46 @@ impl EventStream {
         futures_util::stream::unfold(self, |mut stream| async move {
             stream.next().await.map(|item| (item, stream))
         })
+    }
+
+    /// Connects (after a pause if the last attempts failed), or records the failure.
+    async fn reconnect(&mut self) -> Result<()> {
+        if self.failures > 0 {
+            let pause = Duration::from_millis(200 * 2_u64.pow(self.failures.min(5)));
+            tokio::time::sleep(pause.min(MAX_PAUSE)).await;
+        }
+        match self.connect().await {
+            Ok(response) => {
+                self.response = Some(response);
+                self.buffer.clear();
+                Ok(())
+            }
+            Err(error) => {
+                self.failures += 1;
+                self.ended = !retryable(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Whether the buffer holds a whole first message; if that is the server's opening
+    /// message (only `id:`, where the stream starts), it is taken and its id noted.
+    fn first_message_read(&mut self) -> bool {
+        let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") else {
+            return false;
+        };
+        if let Some(start) = start_id(&String::from_utf8_lossy(&self.buffer[..end])) {
+            self.buffer.drain(..end + 2);
+            self.note_start(start);
+        }
+        true
+    }
+
+    /// Resumes after `start` unless the stream already delivered later events.
+    fn note_start(&mut self, start: u64) {
+        if self.last.is_none_or(|last| start > last) {
+            self.last = Some(start);
+        }
     }
 
     async fn connect(&self) -> Result<reqwest::Response> {
@@ -140,6 +217,9 @@ impl EventStream {
                 .map(|d| d.strip_prefix(' ').unwrap_or(d))
                 .collect();
             if data.is_empty() {
+                if let Some(start) = start_id(&text) {
+                    self.note_start(start);
+                }
                 continue;
             }
             let event: CloudEvent = match serde_json::from_str(&data.join("\n")) {
@@ -159,6 +239,17 @@ impl EventStream {
             return Some(Ok(event));
         }
     }
+}
+
+/// The id of a message with an `id:` line and no `data:` (the server's opening message).
+fn start_id(message: &str) -> Option<u64> {
+    if message.lines().any(|line| line.starts_with("data:")) {
+        return None;
+    }
+    message
+        .lines()
+        .find_map(|line| line.strip_prefix("id:"))
+        .and_then(|id| id.trim().parse().ok())
 }
 
 /// Whether a failed connection is worth trying again: transport failures and 5xx are; the

@@ -5,8 +5,9 @@
 //! saw and broadcasts what it read once, as batches already encoded as SSE messages (a stream
 //! writes a batch as one chunk, not one write per event); the log gives
 //! ids in commit order with no gaps, so reading "after the last id" never skips one, whichever
-//! replica wrote it. A stream first subscribes to the broadcast, then reads the log from its
-//! resume point until it is caught up, then forwards the broadcast, skipping ids it sent. Each
+//! replica wrote it. A stream first subscribes to the broadcast, sends its start point (a
+//! message with only `id:`), then reads the log from there until it is caught up, then
+//! forwards the broadcast, skipping ids it sent. Each
 //! stream has a small queue toward its connection; a consumer that falls behind the broadcast
 //! (a slow reader) is disconnected and resumes by id, so memory stays bounded.
 
@@ -107,6 +108,12 @@ impl FeedBatch {
         }
         (chunks, last)
     }
+}
+
+/// The message that opens every stream: only `id:`, the id the stream starts after. It carries
+/// no data, so it is no event (an `EventSource` only takes it as its last event id).
+fn start_message(start: u64) -> Bytes {
+    Bytes::from(format!("id: {start}\n\n"))
 }
 
 /// One SSE message: `id:`, `event:`, and the CloudEvent on one `data:` line.
@@ -267,7 +274,7 @@ fn parse_query(query: Option<&str>) -> Result<EventsQuery> {
         ("type" = Option<String>, Query, description = "only these types, comma-separated"),
     ),
     responses(
-        (status = 200, description = "`text/event-stream`: one message per event (`id:` its id, `event:` its type, `data:` the CloudEvent on one line), and a comment line every EVENTS_HEARTBEAT_SECONDS. A consumer that falls too far behind is disconnected and resumes by id.", content_type = "text/event-stream", body = String,
+        (status = 200, description = "`text/event-stream`: first a message with only `id:`, the id the stream starts after (the newest id when neither `after` nor `Last-Event-ID` is given, so a consumer disconnected before its first event knows where to resume); then one message per event (`id:` its id, `event:` its type, `data:` the CloudEvent on one line), and a comment line every EVENTS_HEARTBEAT_SECONDS. A consumer that falls too far behind is disconnected and resumes by id.", content_type = "text/event-stream", body = String,
          example = json!(crate::http::openapi::examples::stream())),
     ),
 )]
@@ -308,6 +315,7 @@ pub async fn stream_events(
     tokio::spawn(forward(
         app.clone(),
         query.filter,
+        start,
         first,
         live,
         queue,
@@ -329,6 +337,7 @@ pub async fn stream_events(
 async fn forward(
     app: App,
     filter: EventFilter,
+    start: u64,
     first: orchestrator_core::EventPage,
     mut live: broadcast::Receiver<Arc<FeedBatch>>,
     queue: mpsc::Sender<Bytes>,
@@ -336,6 +345,11 @@ async fn forward(
 ) {
     let mut stop = app.closing();
     let orchestrator = app.orchestrator().clone();
+    // First, where the stream starts: a consumer that asked for "from now on" learns the id
+    // to resume after if it is disconnected before its first event.
+    if queue.send(start_message(start)).await.is_err() {
+        return;
+    }
     // Catch up from the log.
     let mut sent = first.next_after;
     let mut page = first;

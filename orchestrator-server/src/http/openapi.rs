@@ -1334,7 +1334,7 @@ pub(crate) mod examples {
     /// The start of an event stream.
     pub fn stream() -> Value {
         Value::String(format!(
-            "id: 42\nevent: workflow.transitioned\ndata: {}\n\n: heartbeat\n\n",
+            "id: 41\n\nid: 42\nevent: workflow.transitioned\ndata: {}\n\n: heartbeat\n\n",
             event()
         ))
     }

@@ -147,16 +147,13 @@ async fn a_stream_delivers_new_events_and_resumes_after_a_disconnect_and_a_resta
     let app = spawn_app_with(|c| c.port = port).await;
     app.start_workflow("before").await;
 
-    // Without a resume point, only what happens from now on.
+    // Without a resume point, only what happens from now on: from the newest id when the
+    // stream attaches.
     let mut stream = app.client.stream_events(query(None));
-    // The stream connects on its first call; wait for it to be attached before writing.
-    let waiting = tokio::spawn(async move {
-        let event = next(&mut stream).await;
-        (event, stream)
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.attach().await.unwrap();
+    assert_eq!(stream.last_event_id(), Some(1));
     app.start_workflow("live").await;
-    let (event, stream) = waiting.await.unwrap();
+    let event = next(&mut stream).await;
     assert_eq!((event.id.as_str(), event.subject.as_str()), ("2", "live"));
     assert_eq!(stream.last_event_id(), Some(2));
     drop(stream);
@@ -188,6 +185,24 @@ async fn a_stream_delivers_new_events_and_resumes_after_a_disconnect_and_a_resta
 }
 
 #[tokio::test]
+async fn a_stream_from_now_disconnected_before_its_first_event_resumes_where_it_started() {
+    let port = free_port();
+    let app = spawn_app_with(|c| c.port = port).await;
+    app.start_workflow("before").await;
+    let mut stream = app.client.stream_events(query(None));
+    stream.attach().await.unwrap();
+
+    // The connection drops before any event; what happens meanwhile is not lost.
+    let app = app.restart().await;
+    app.start_workflow("meanwhile").await;
+    let event = next(&mut stream).await;
+    assert_eq!(
+        (event.id.as_str(), event.subject.as_str()),
+        ("2", "meanwhile")
+    );
+}
+
+#[tokio::test]
 async fn a_quiet_stream_hears_heartbeats_and_the_wire_format_is_sse() {
     let app = spawn_app_with(|c| c.events_heartbeat_seconds = 1).await;
     app.start_workflow("wire").await;
@@ -213,7 +228,7 @@ async fn a_quiet_stream_hears_heartbeats_and_the_wire_format_is_sse() {
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(
-        text.starts_with("id: 1\nevent: workflow.transitioned\ndata: {"),
+        text.starts_with("id: 0\n\nid: 1\nevent: workflow.transitioned\ndata: {"),
         "{text}"
     );
     assert!(text.contains(": heartbeat\n\n"), "{text}");
