@@ -263,3 +263,20 @@ fn retryable(error: &ClientError) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::start_id;
+
+    #[test]
+    fn only_a_message_with_an_id_and_no_data_names_the_start() {
+        assert_eq!(start_id("id: 41"), Some(41));
+        assert_eq!(start_id("id:41"), Some(41));
+        assert_eq!(
+            start_id("id: 42\nevent: workflow.transitioned\ndata: {}"),
+            None
+        );
+        assert_eq!(start_id(": heartbeat"), None);
+        assert_eq!(start_id("id: soon"), None);
+    }
+}
