@@ -88,7 +88,10 @@ impl EventStream {
                 continue;
             };
             match tokio::time::timeout(IDLE, response.chunk()).await {
-                Ok(Ok(Some(bytes))) => self.buffer.extend_from_slice(&bytes),
+                Ok(Ok(Some(bytes))) => {
+                    self.failures = 0;
+                    self.buffer.extend_from_slice(&bytes);
+                }
                 Ok(Ok(None)) | Err(_) => self.response = None,
                 Ok(Err(e)) => {
                     self.response = None;
