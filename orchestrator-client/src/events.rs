@@ -84,21 +84,7 @@ impl EventStream {
             if self.last.is_some() || self.first_message_read() {
                 return Ok(());
             }
-            let Some(response) = self.response.as_mut() else {
-                continue;
-            };
-            match tokio::time::timeout(IDLE, response.chunk()).await {
-                Ok(Ok(Some(bytes))) => {
-                    self.failures = 0;
-                    self.buffer.extend_from_slice(&bytes);
-                }
-                Ok(Ok(None)) | Err(_) => self.response = None,
-                Ok(Err(e)) => {
-                    self.response = None;
-                    self.failures += 1;
-                    return Err(e.into());
-                }
-            }
+            self.read_more().await?;
         }
     }
 
@@ -116,22 +102,8 @@ impl EventStream {
             {
                 return Some(Err(error));
             }
-            let Some(response) = self.response.as_mut() else {
-                continue;
-            };
-            match tokio::time::timeout(IDLE, response.chunk()).await {
-                Ok(Ok(Some(bytes))) => {
-                    self.failures = 0;
-                    self.buffer.extend_from_slice(&bytes);
-                }
-                // The server closed the stream (it stopped, or this consumer fell behind):
-                // resume by id.
-                Ok(Ok(None)) | Err(_) => self.response = None,
-                Ok(Err(e)) => {
-                    self.response = None;
-                    self.failures += 1;
-                    return Some(Err(e.into()));
-                }
+            if let Err(error) = self.read_more().await {
+                return Some(Err(error));
             }
         }
     }
@@ -161,6 +133,28 @@ impl EventStream {
                 Err(error)
             }
         }
+    }
+
+    /// Reads the next chunk of the connection into the buffer. A connection the server closed
+    /// (it stopped, or this consumer fell behind) or one idle too long is dropped, to resume by
+    /// id at the next connection; a transport failure is recorded and returned.
+    async fn read_more(&mut self) -> Result<()> {
+        let Some(response) = self.response.as_mut() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(IDLE, response.chunk()).await {
+            Ok(Ok(Some(bytes))) => {
+                self.failures = 0;
+                self.buffer.extend_from_slice(&bytes);
+            }
+            Ok(Ok(None)) | Err(_) => self.response = None,
+            Ok(Err(e)) => {
+                self.response = None;
+                self.failures += 1;
+                return Err(e.into());
+            }
+        }
+        Ok(())
     }
 
     /// Whether the buffer holds a whole first message; if that is the server's opening
