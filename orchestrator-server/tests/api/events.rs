@@ -189,17 +189,35 @@ async fn a_stream_from_now_disconnected_before_its_first_event_resumes_where_it_
     let port = free_port();
     let app = spawn_app_with(|c| c.port = port).await;
     app.start_workflow("before").await;
-    let mut stream = app.client.stream_events(query(None));
-    stream.attach().await.unwrap();
+    let mut attached = app.client.stream_events(query(None));
+    attached.attach().await.unwrap();
+    // A stream read without `attach` learns its start from the same opening message, while
+    // `next` waits for a first event.
+    let mut read = app.client.stream_events(query(None));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while read.last_event_id().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no start within 5 s"
+        );
+        let nothing = tokio::time::timeout(Duration::from_millis(50), read.next()).await;
+        assert!(nothing.is_err(), "no event yet: {nothing:?}");
+    }
+    assert_eq!(
+        (attached.last_event_id(), read.last_event_id()),
+        (Some(1), Some(1))
+    );
 
-    // The connection drops before any event; what happens meanwhile is not lost.
+    // The connections drop before any event; what happens meanwhile is not lost.
     let app = app.restart().await;
     app.start_workflow("meanwhile").await;
-    let event = next(&mut stream).await;
-    assert_eq!(
-        (event.id.as_str(), event.subject.as_str()),
-        ("2", "meanwhile")
-    );
+    for stream in [&mut attached, &mut read] {
+        let event = next(stream).await;
+        assert_eq!(
+            (event.id.as_str(), event.subject.as_str()),
+            ("2", "meanwhile")
+        );
+    }
 }
 
 #[tokio::test]
