@@ -15,7 +15,7 @@ pub enum Route {
     Metrics,
     /// `/openapi.json`
     OpenApi,
-    /// `/docs` (redirects to `/docs/`)
+    /// `/docs` (the Swagger UI page itself)
     Docs,
     /// `/docs/` and `/docs/{*file}`
     DocsFile,
