@@ -160,7 +160,7 @@ impl EventStream {
     /// Whether the buffer holds a whole first message; if that is the server's opening
     /// message (only `id:`, where the stream starts), it is taken and its id noted.
     fn first_message_read(&mut self) -> bool {
-        let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") else {
+        let Some(end) = message_end(&self.buffer) else {
             return false;
         };
         if let Some(start) = start_id(&String::from_utf8_lossy(&self.buffer[..end])) {
@@ -205,7 +205,7 @@ impl EventStream {
     /// Parses the next whole message in the buffer, skipping comments and heartbeats.
     fn take_buffered(&mut self) -> Option<Result<CloudEvent>> {
         loop {
-            let end = self.buffer.windows(2).position(|w| w == b"\n\n")?;
+            let end = message_end(&self.buffer)?;
             let message: Vec<u8> = self.buffer.drain(..end + 2).collect();
             let text = String::from_utf8_lossy(&message);
             let data: Vec<&str> = text
@@ -236,6 +236,11 @@ impl EventStream {
             return Some(Ok(event));
         }
     }
+}
+
+/// Where the first whole SSE message in `buffer` ends (before its blank line).
+fn message_end(buffer: &[u8]) -> Option<usize> {
+    buffer.windows(2).position(|w| w == b"\n\n")
 }
 
 /// The id of a message with an `id:` line and no `data:` (the server's opening message).
