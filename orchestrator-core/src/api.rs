@@ -281,10 +281,10 @@ pub struct AdvanceRequest {
     /// else is 400 `VALIDATION_ERROR` (a string here, so the server can say which field broke).
     #[cfg_attr(feature = "openapi", schema(value_type = crate::state::Trigger))]
     pub trigger: String,
-    /// Who triggers it, at most 128 characters. With principals, the token's principal is the
-    /// actor, and an `actor` naming somebody else is recorded as `on_behalf_of`. Without
-    /// principals, an approval at a gate that needs several distinct approvals must name its
-    /// actor (else 400 naming `actor`).
+    /// Who triggers it: not blank, at most 128 characters. With principals, the token's
+    /// principal is the actor, and an `actor` naming somebody else is recorded as
+    /// `on_behalf_of`. Without principals, an approval at a gate that needs several distinct
+    /// approvals must name its actor (else 400 naming `actor`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// `human` or `agent` (`system` is the orchestrator's own): trusted without principals;
@@ -1027,7 +1027,7 @@ pub struct RespondRequest {
     /// 10 000 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
-    /// Who answers (sent to the hub as the responder), at most 128 characters.
+    /// Who answers (sent to the hub as the responder): not blank, at most 128 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
 }

@@ -283,6 +283,9 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
                 actual: entry.workflow.version(),
             });
         }
+        if transition.is_gated_approval() && entry.blockers().next().is_some() {
+            return Err(RepositoryError::GateBlocked(workflow.feature_id().clone()));
+        }
         self.record(entry, workflow, transition, receipt);
         Ok(())
     }
@@ -515,9 +518,28 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             consultations
         })
     }
+
+    async fn gate_blockers(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Vec<Consultation>, RepositoryError> {
+        self.with_entry(feature_id, |entry| {
+            let mut blockers: Vec<Consultation> = entry.blockers().cloned().collect();
+            blockers.sort_by_key(|c| (c.created_at, c.id));
+            blockers
+        })
+    }
 }
 
 impl Entry {
+    /// The consultations that block the gate, reservations included.
+    fn blockers(&self) -> impl Iterator<Item = &Consultation> {
+        self.consultations
+            .iter()
+            .chain(&self.reserved)
+            .filter(|c| c.blocks_gate())
+    }
+
     /// Consultations are stored only while the workflow is active.
     fn check_active(&self) -> Result<(), RepositoryError> {
         let state = self.workflow.state();

@@ -75,6 +75,11 @@ pub enum RepositoryError {
         /// The version stored now.
         actual: Version,
     },
+    /// An approval's commit found a consultation blocking the gate that its judge did not
+    /// see (one reserved or published since the judge's facts were read): nothing stored.
+    /// The service judges the approval again on fresh facts (HTTP 409 `GATE_BLOCKED`).
+    #[error("workflow '{0}': a consultation blocks the gate")]
+    GateBlocked(FeatureId),
     /// The store cannot be reached (HTTP 503 `DATABASE_UNAVAILABLE`).
     #[error("storage unavailable: {0}")]
     Unavailable(#[source] BoxError),
@@ -325,6 +330,12 @@ pub trait WorkflowRepository: Send + Sync {
 
     /// [`WorkflowRepository::commit`], storing `receipt` (the answer to the request, if it
     /// came with an idempotency key) in the same transaction, only if the commit lands.
+    ///
+    /// An approval (`human_approved` without `override`) lands only if, at the moment it
+    /// commits, no consultation of the workflow blocks the gate ([`Consultation::blocks_gate`],
+    /// reservations included); otherwise [`RepositoryError::GateBlocked`] and nothing changes.
+    /// Its judge saw none (a blocker refuses an approval), so one found here was stored while
+    /// it was judged; a consultation stored after the approval lands finds the gate passed.
     async fn commit_with(
         &self,
         expected_version: Version,
@@ -441,8 +452,9 @@ pub trait WorkflowRepository: Send + Sync {
         receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError>;
 
-    /// Stores an `asking` consultation as a reservation: kept, but seen by no reader (no
-    /// listing, no gate) until [`WorkflowRepository::add_consultation`] publishes it or
+    /// Stores an `asking` consultation as a reservation: kept, but listed by no reader (only
+    /// [`WorkflowRepository::gate_blockers`] sees it) until
+    /// [`WorkflowRepository::add_consultation`] publishes it or
     /// [`WorkflowRepository::drop_reservation`] removes it. Judged like `add_consultation`.
     async fn reserve_consultation(
         &self,
@@ -485,6 +497,14 @@ pub trait WorkflowRepository: Send + Sync {
 
     /// A workflow's published consultations, oldest first.
     async fn consultations(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Vec<Consultation>, RepositoryError>;
+
+    /// A workflow's consultations that block its gate ([`Consultation::blocks_gate`]),
+    /// reservations included, oldest first: what an approval is judged on. A reservation is
+    /// an ask under way, so it holds the gate although no listing shows it yet.
+    async fn gate_blockers(
         &self,
         feature_id: &FeatureId,
     ) -> Result<Vec<Consultation>, RepositoryError>;

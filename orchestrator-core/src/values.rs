@@ -110,6 +110,21 @@ validated_string!(
     check_actor
 );
 
+impl Actor {
+    /// Parses a name given now (a request's `actor`, a principal's name): the rule of
+    /// [`Actor::parse`], and not blank, so that naming nobody is never taken for naming
+    /// someone (a blank approver would count toward a gate's distinct approvals). Stored
+    /// names are read back with [`Actor::parse`], so a blank one an earlier version kept
+    /// still reads.
+    pub fn parse_name(value: impl Into<String>) -> Result<Self, ValidationError> {
+        let value = value.into();
+        if value.trim().is_empty() {
+            return Err(ValidationError::new("actor", "must not be blank"));
+        }
+        Actor::parse(value)
+    }
+}
+
 validated_string!(
     /// Why a transition was triggered: at most 10 000 characters.
     Reason,
@@ -362,6 +377,19 @@ mod tests {
             Reason::parse("r".repeat(10_001)).unwrap_err().field,
             "reason"
         );
+    }
+
+    #[test]
+    fn a_name_given_now_must_not_be_blank() {
+        for blank in ["", " ", "\u{a0}"] {
+            assert_eq!(
+                Actor::parse_name(blank).unwrap_err().rule,
+                "must not be blank"
+            );
+            assert!(Actor::parse(blank).is_ok(), "stored names still read");
+        }
+        assert_eq!(Actor::parse_name("alice").unwrap().as_str(), "alice");
+        assert!(Actor::parse_name("a".repeat(129)).is_err());
     }
 
     #[test]

@@ -88,6 +88,14 @@ pub struct Transition {
     pub at: Timestamp,
 }
 
+impl Transition {
+    /// An approval judged by the gate's rules (`human_approved` without `override`): it may
+    /// land only while no consultation blocks the gate.
+    pub fn is_gated_approval(&self) -> bool {
+        self.trigger == Trigger::HumanApproved && !self.override_gate
+    }
+}
+
 /// Everything about a transition that is not the rule itself: who, why, extra data, and when.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransitionContext {

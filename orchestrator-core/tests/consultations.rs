@@ -237,6 +237,27 @@ async fn a_gate_that_cannot_reach_the_hub_stays_closed() {
 }
 
 #[tokio::test]
+async fn an_agent_is_refused_at_a_blocked_gate_without_asking_the_hub() {
+    let (orchestrator, hub, id) = setup().await;
+    hub.push_escalation("esc-6");
+    orchestrator.consult(&id, ask("security")).await.unwrap();
+    to_gate(&orchestrator, &id).await;
+    hub.set_down(true);
+    let by_agent = Advance {
+        actor_kind: Some(orchestrator_core::ActorKind::Agent),
+        ..Advance::new(Trigger::HumanApproved)
+    };
+    let err = orchestrator.advance(&id, by_agent).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Transition(orchestrator_core::TransitionError::AgentMayNotDecide { .. })
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn without_pending_consultations_the_gate_never_calls_the_hub() {
     let (orchestrator, hub, id) = setup().await;
     hub.set_down(true);

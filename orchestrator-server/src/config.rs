@@ -189,7 +189,7 @@ pub enum PrincipalCommand {
         #[arg(long, value_name = "FILE")]
         file: PathBuf,
         /// The principal's name, recorded as the actor of what it does (1–128 characters).
-        #[arg(long, value_parser = |v: &str| Actor::parse(v).map_err(|e| e.to_string()))]
+        #[arg(long, value_parser = |v: &str| Actor::parse_name(v).map_err(|e| e.to_string()))]
         name: Actor,
         /// human or agent.
         #[arg(long, value_parser = parse_kind)]

@@ -125,7 +125,7 @@ impl Principals {
 }
 
 fn principal(entry: &Entry) -> Result<Principal, String> {
-    let name = Actor::parse(entry.name.as_str()).map_err(|e| format!("name {}", e.rule))?;
+    let name = Actor::parse_name(entry.name.as_str()).map_err(|e| format!("name {}", e.rule))?;
     let kind = match entry.kind.parse::<ActorKind>() {
         Ok(kind @ (ActorKind::Human | ActorKind::Agent)) => kind,
         _ => return Err("kind must be human or agent".to_owned()),

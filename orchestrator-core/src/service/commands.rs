@@ -156,7 +156,7 @@ impl TryFrom<AdvanceRequest> for Advance {
             .map_err(|e| ValidationError::new("trigger", e.to_string()))?;
         Ok(Advance {
             trigger,
-            actor: parse_optional(request.actor, Actor::parse)?,
+            actor: parse_optional(request.actor, Actor::parse_name)?,
             actor_kind: parse_optional(request.actor_kind, |kind| kind.parse::<ActorKind>())?,
             on_behalf_of: None,
             override_gate: request.override_gate.unwrap_or(false),
@@ -264,7 +264,7 @@ impl TryFrom<RespondRequest> for Respond {
         Ok(Respond {
             action,
             response,
-            actor: parse_optional(request.actor, Actor::parse)?,
+            actor: parse_optional(request.actor, Actor::parse_name)?,
             actor_kind: None,
         })
     }

@@ -14,17 +14,11 @@ use super::{Error, Orchestrator, Respond, Result, Seal};
 impl Orchestrator {
     /// What the gate rule needs to judge an approval: the workflow's `pending_human`
     /// consultations, refreshed from the hub first (a hub that cannot be reached fails the
-    /// approval: the gate cannot be judged), and those still being asked.
+    /// approval: the gate cannot be judged), and those still being asked, reservations
+    /// included (an ask within its wait holds the gate before any listing shows it).
     pub(super) async fn gate_facts(&self, feature_id: &FeatureId) -> Result<GateFacts> {
         let mut facts = GateFacts::default();
-        let blocking: Vec<Consultation> = self
-            .repository
-            .consultations(feature_id)
-            .await?
-            .into_iter()
-            .filter(Consultation::blocks_gate)
-            .collect();
-        for mut consultation in blocking {
+        for mut consultation in self.repository.gate_blockers(feature_id).await? {
             self.refresh(&mut consultation).await?;
             note_blocker(&mut facts, consultation);
         }

@@ -154,6 +154,12 @@ impl From<RepositoryError> for Error {
             RepositoryError::VersionConflict { expected, actual } => {
                 Error::VersionConflict { expected, actual }
             }
+            // Judged again on fresh facts where it can be (an approval); otherwise the gate is
+            // blocked by an ask that has no id to name yet.
+            RepositoryError::GateBlocked(_) => Error::GateBlocked {
+                escalations: Vec::new(),
+                asking: Vec::new(),
+            },
             other => Error::Storage(other),
         }
     }

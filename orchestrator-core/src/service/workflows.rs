@@ -4,7 +4,7 @@ use crate::repository::{Decision, ListQuery, Page, RepositoryError, Summary};
 use crate::state::Trigger;
 use crate::state::WorkflowState;
 use crate::values::FeatureId;
-use crate::workflow::{GateFacts, Transition, TransitionContext, Workflow};
+use crate::workflow::{GateFacts, Transition, TransitionContext, TransitionError, Workflow};
 
 use super::{Advance, Error, Orchestrator, Result, Seal, StartWorkflow, Started};
 
@@ -86,7 +86,8 @@ impl Orchestrator {
 
     /// An approval (not overriding the gate): reads the workflow, asks the hub about pending
     /// escalations if it is at the gate, judges, and commits with a compare-and-set (with the
-    /// sealed answer).
+    /// sealed answer). A consultation stored between the facts and the commit refuses the
+    /// commit; the approval is then judged again on fresh facts, which name it.
     async fn advance_on_read(
         &self,
         feature_id: &FeatureId,
@@ -94,7 +95,42 @@ impl Orchestrator {
         at: crate::workflow::Timestamp,
         seal: Option<Seal<Workflow>>,
     ) -> Result<Workflow> {
+        // A blocker seen by the commit is seen by the next judgement too, unless it ended
+        // meanwhile; a few tries cover asks that come and go that fast.
+        const TRIES: usize = 3;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self
+                .approve_once(feature_id, &command, at, seal.as_ref())
+                .await
+            {
+                Err(Error::Storage(RepositoryError::GateBlocked(_))) if tries < TRIES => continue,
+                Err(Error::Storage(blocked @ RepositoryError::GateBlocked(_))) => {
+                    return Err(blocked.into());
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// One try of [`Orchestrator::advance_on_read`]; a commit the store refused because a
+    /// consultation now blocks the gate is `Error::Storage(RepositoryError::GateBlocked)`.
+    async fn approve_once(
+        &self,
+        feature_id: &FeatureId,
+        command: &Advance,
+        at: crate::workflow::Timestamp,
+        seal: Option<&Seal<Workflow>>,
+    ) -> Result<Workflow> {
         let current = self.repository.get(feature_id).await?;
+        // An agent is refused by the gate's first rule, which needs no facts: judged before
+        // the hub is asked, so a hub out of reach cannot turn that 403 into a 503.
+        if let Err(refused @ Error::Transition(TransitionError::AgentMayNotDecide { .. })) =
+            judged(&current, command, at, &GateFacts::default())
+        {
+            return Err(refused);
+        }
         // Not at the gate, or at another version than expected: refused without the hub.
         let facts = if current.state() == WorkflowState::Gate1
             && command
@@ -105,7 +141,7 @@ impl Orchestrator {
         } else {
             GateFacts::default()
         };
-        let mut decision = judged(&current, &command, at, &facts)?;
+        let mut decision = judged(&current, command, at, &facts)?;
         decision.receipt = seal.map(|seal| seal(&decision.next));
         self.repository
             .commit_with(
@@ -114,7 +150,12 @@ impl Orchestrator {
                 &decision.transition,
                 decision.receipt.as_ref(),
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // Kept as the store said, so the caller can tell it from a gate judged blocked.
+                RepositoryError::GateBlocked(_) => Error::Storage(e),
+                e => e.into(),
+            })?;
         Ok(decision.next)
     }
 

@@ -921,8 +921,10 @@ fn field_rules() -> BTreeMap<&'static str, Value> {
             "actor",
             json!({
                 "type": ["string", "null"],
+                "minLength": 1,
                 "maxLength": orchestrator_core::values::ACTOR_MAX_CHARS,
-                "pattern": r"^[^\x00-\x1F\x7F-\x9F]*$",
+                // No control character, and not blank.
+                "pattern": r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$",
                 "example": "alice",
             }),
         ),

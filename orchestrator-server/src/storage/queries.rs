@@ -116,12 +116,26 @@ pub fn version<'a>(feature_id: &'a str) -> _ {
     workflows::table.find(feature_id).select(workflows::version)
 }
 
-/// A workflow's published consultations, oldest first (reservations are seen by no reader).
+/// A workflow's published consultations, oldest first (reservations are listed by no reader).
 #[dsl::auto_type]
 pub fn consultations_of<'a>(feature_id: &'a str) -> _ {
     consultations::table
         .filter(consultations::feature_id.eq(feature_id))
         .filter(consultations::visible.eq(true))
+        .order((consultations::created_at.asc(), consultations::id.asc()))
+}
+
+/// A workflow's consultations that block its gate (`asking` or `pending_human`, given as
+/// their stored text), reservations included, oldest first.
+#[dsl::auto_type]
+pub fn gate_blockers_of<'a>(feature_id: &'a str, asking: &'a str, pending: &'a str) -> _ {
+    consultations::table
+        .filter(consultations::feature_id.eq(feature_id))
+        .filter(
+            consultations::status
+                .eq(asking)
+                .or(consultations::status.eq(pending)),
+        )
         .order((consultations::created_at.asc(), consultations::id.asc()))
 }
 

@@ -113,6 +113,9 @@ pub struct Commit {
     pub receipt: Option<ReceiptRow>,
     /// The `workflow.transitioned` event, stored if the commit lands.
     pub event: NewEventRow,
+    /// An approval judged by the gate's rules: it lands only while no consultation of the
+    /// workflow blocks the gate, reservations included (`RepositoryError::GateBlocked`).
+    pub gated: bool,
 }
 
 impl Commit {
@@ -125,6 +128,7 @@ impl Commit {
             history: TransitionRow::new(workflow.feature_id(), transition),
             receipt: None,
             event: NewEventRow::transitioned(workflow.feature_id(), transition),
+            gated: transition.is_gated_approval(),
         }
     }
 }

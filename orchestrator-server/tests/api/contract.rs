@@ -600,6 +600,73 @@ pub async fn reservations_are_seen_by_no_reader_until_published(repo: &dyn Workf
     ));
 }
 
+/// An approval judged by the gate's rules lands only while no consultation blocks the gate:
+/// one reserved or published after its judge read the facts refuses the commit. Other changes
+/// (a rejection) land whatever blocks.
+pub async fn an_approval_lands_only_while_no_consultation_blocks_the_gate(
+    repo: &dyn WorkflowRepository,
+) {
+    let (workflow, first) = new_workflow("gated");
+    repo.create(&workflow, &first).await.unwrap();
+    let (gate, to_gate) = step(&workflow, Trigger::AgentComplete, 60);
+    repo.commit(1, &gate, &to_gate).await.unwrap();
+    assert_eq!(repo.gate_blockers(&id("gated")).await.unwrap(), vec![]);
+    let (approved, approval) = step(&gate, Trigger::HumanApproved, 60);
+    assert!(approval.is_gated_approval());
+    let refused = |result: Result<(), RepositoryError>| {
+        assert!(
+            matches!(result, Err(RepositoryError::GateBlocked(ref f)) if f.as_str() == "gated"),
+            "{result:?}"
+        );
+    };
+
+    // A reservation blocks the gate, though no listing shows it.
+    let mut asking = consultation("gated", 1, false);
+    (asking.answer, asking.confidence, asking.final_answer) = (None, None, None);
+    asking.status = ConsultationStatus::Asking;
+    repo.reserve_consultation(&asking).await.unwrap();
+    assert_eq!(repo.consultations(&id("gated")).await.unwrap(), vec![]);
+    assert_eq!(
+        repo.gate_blockers(&id("gated")).await.unwrap(),
+        vec![asking.clone()]
+    );
+    refused(repo.commit(2, &approved, &approval).await);
+    repo.drop_reservation(&id("gated"), asking.id)
+        .await
+        .unwrap();
+
+    // So does a published escalation, until it is settled; nothing lands meanwhile.
+    let pending = consultation("gated", 2, true);
+    repo.add_consultation(&pending).await.unwrap();
+    assert_eq!(
+        repo.gate_blockers(&id("gated")).await.unwrap(),
+        vec![pending.clone()]
+    );
+    refused(repo.commit(2, &approved, &approval).await);
+    assert_eq!(repo.get(&id("gated")).await.unwrap(), gate);
+    assert_eq!(repo.history(&id("gated")).await.unwrap().len(), 2);
+    let mut settled = consultation("gated", 2, false);
+    settled.id = pending.id;
+    repo.update_consultation(&settled).await.unwrap();
+    assert_eq!(repo.gate_blockers(&id("gated")).await.unwrap(), vec![]);
+    repo.commit(2, &approved, &approval).await.unwrap();
+    assert_eq!(
+        repo.get(&id("gated")).await.unwrap().state(),
+        WorkflowState::Phase2
+    );
+
+    // A rejection is not held by what blocks an approval.
+    let (workflow, first) = new_workflow("rejected");
+    repo.create(&workflow, &first).await.unwrap();
+    let (gate, to_gate) = step(&workflow, Trigger::AgentComplete, 60);
+    repo.commit(1, &gate, &to_gate).await.unwrap();
+    repo.add_consultation(&consultation("rejected", 3, true))
+        .await
+        .unwrap();
+    let (rejected, rejection) = step(&gate, Trigger::HumanRejected, 60);
+    repo.commit(2, &rejected, &rejection).await.unwrap();
+}
+
 /// A write that records several events (the interruption of several asks) numbers them one
 /// after another, right after the log's last id: no gap, no id twice, one event per ask.
 pub async fn several_events_of_one_write_take_consecutive_ids(repo: &dyn WorkflowRepository) {
@@ -1341,6 +1408,7 @@ contract_suite!(
     consultations_are_kept_oldest_first_and_only_pending_ones_change,
     consultations_are_stored_only_for_active_workflows,
     reservations_are_seen_by_no_reader_until_published,
+    an_approval_lands_only_while_no_consultation_blocks_the_gate,
     overdue_gates_are_listed_counted_and_noted_once,
     idempotency_keys_are_claimed_once_and_answered_with_their_change,
     every_accepted_change_writes_one_event_in_commit_order,

@@ -163,6 +163,33 @@ async fn fields_breaking_a_rule_are_validation_errors_naming_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_blank_actor_names_nobody_and_is_refused() {
+    let app = spawn_app().await;
+    app.start_workflow("blank").await;
+    for actor in ["", "   "] {
+        let body = format!(r#"{{"trigger": "agent_complete", "actor": "{actor}"}}"#);
+        let (status, envelope) = send(
+            &app,
+            Method::POST,
+            "/workflow/blank/advance",
+            JSON,
+            body.into_bytes(),
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), envelope.error.code),
+            (400, ErrorCode::ValidationError)
+        );
+        assert_eq!(
+            envelope.error.details,
+            Some(vec!["actor: must not be blank".to_owned()])
+        );
+    }
+    let stored = app.client.get_workflow(&crate::helpers::id("blank")).await;
+    assert_eq!(stored.unwrap().version, 1, "nothing was stored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_body_without_a_json_content_type_is_unsupported() {
     let app = spawn_app().await;
     let body = r#"{"feature_id": "a", "description": "d"}"#;

@@ -1,6 +1,6 @@
 //! Slow experts: a consultation answers 202 `asking` once the wait runs out, blocks the gate
-//! while it is asked, and ends as the hub said or `failed`; nothing is seen of an ask that
-//! fails inside the wait; asks past the cap are refused before anything is stored; a stop or
+//! while it is asked (inside the wait too, though no listing shows it then), and ends as the
+//! hub said or `failed`; nothing is seen of an ask that fails inside the wait; asks past the cap are refused before anything is stored; a stop or
 //! a crash leaves `failed` / `interrupted`, never `asking` forever.
 
 use std::path::Path;
@@ -152,15 +152,20 @@ async fn an_ask_that_fails_after_the_wait_is_failed_with_a_code_in_our_words() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_ask_inside_the_wait_is_seen_by_nobody_and_a_failure_there_keeps_nothing() {
+async fn an_ask_inside_the_wait_is_listed_by_nobody_holds_the_gate_and_a_failure_keeps_nothing() {
     let app = spawn_app_with(|c| {
         c.agent_hub_wait_seconds = 5;
         c.agent_hub_timeout_seconds = 30;
     })
     .await;
     let f = started(&app, "hidden").await;
+    app.client
+        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
 
-    // While the expert thinks (inside the wait), readers and the gate see nothing.
+    // While the expert thinks (inside the wait), no listing shows the ask, but it holds the
+    // gate: an approval now would pass before a question the hub may send to a human.
     app.hub.inject(Fault::Hold);
     let asking = {
         let url = app.url(&format!("/workflow/{f}/consultations"));
@@ -182,9 +187,34 @@ async fn an_ask_inside_the_wait_is_seen_by_nobody_and_a_failure_there_keeps_noth
         listed(&app.client, &f).await.is_empty(),
         "a reservation was seen"
     );
+    let refused = app
+        .client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .expect_err("an ask inside its wait blocks the gate");
+    assert_eq!(refused.code(), Some(ErrorCode::GateBlocked), "{refused}");
+    let details = match &refused {
+        orchestrator_client::ClientError::Api { body, .. } => body.details.clone(),
+        other => panic!("not an API error: {other}"),
+    };
     app.hub.release();
     assert_eq!(asking.await.unwrap(), 201);
-    assert_eq!(listed(&app.client, &f).await.len(), 1);
+    let items = listed(&app.client, &f).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        details,
+        Some(vec![format!(
+            "consultation {} is still being asked",
+            items[0].id
+        )])
+    );
+    // Answered, it no longer holds the gate.
+    let approved = app
+        .client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap();
+    assert_eq!(approved.state, WorkflowState::Phase2);
 
     // A failure inside the wait answers as before and keeps nothing.
     app.hub.inject(Fault::PlainText500);

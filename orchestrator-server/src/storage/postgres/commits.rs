@@ -17,6 +17,11 @@
 //! `ops::append_events`). One statement is one transaction, committed before anyone is
 //! answered.
 //!
+//! An approval judged by the gate's rules (`Commit::gated`) is the exception: it does not
+//! wait here but runs in a transaction of its own, which locks its workflow row and checks
+//! that no consultation blocks the gate before the batch statement commits it alone
+//! (`apply_gated`).
+//!
 //! New workflows wait in the same queue (so a creation and an advance of one workflow never
 //! share a batch): a batch's creations run first, as a statement of their own (`creates`),
 //! then its advances.
@@ -38,7 +43,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::creates::{self, Creation};
 use super::recent::Recent;
-use super::{PgPool, Prepared, Statement, bind_array, column, run};
+use super::{PgPool, Prepared, Statement, bind_array, column, ops, run};
 use crate::storage::StorageMetrics;
 use crate::storage::models::{ReceiptRow, TransitionRow, WorkflowRow};
 use crate::storage::queries;
@@ -162,6 +167,7 @@ impl Part for Advance {
 #[derive(Clone)]
 pub struct Committer {
     jobs: mpsc::UnboundedSender<Job>,
+    recent: Arc<Recent>,
 }
 
 impl Committer {
@@ -171,8 +177,19 @@ impl Committer {
         // Weak: judged advances that lost go back into the queue, but the queue ends once
         // the last `Committer` is gone.
         let recent = Arc::new(Recent::default());
-        tokio::spawn(batches(pool, metrics, recent, queue, jobs.downgrade()));
-        Committer { jobs }
+        tokio::spawn(batches(
+            pool,
+            metrics,
+            recent.clone(),
+            queue,
+            jobs.downgrade(),
+        ));
+        Committer { jobs, recent }
+    }
+
+    /// Forgets the row remembered for `feature_id`: a write outside the queue changes it.
+    pub fn forget(&self, feature_id: &FeatureId) {
+        self.recent.forget(feature_id.as_str());
     }
 
     /// Commits `commit` in the next batch; answers once the batch is committed.
@@ -536,6 +553,40 @@ async fn decide_advances(
             }
         })
         .collect())
+}
+
+/// Commits an approval judged by the gate's rules (`Commit::gated`), outside the queue, in a
+/// transaction of its own, if no consultation of its workflow blocks the gate. The workflow
+/// row is locked first, by a statement of its own, so the check after it reads (in a later
+/// snapshot) every consultation committed before the lock: a consultation is stored holding
+/// that row `FOR SHARE` (`ops::apply`), so none can be stored between the check and this
+/// commit, and one stored after it finds the gate's new state. Approvals are rare beside the
+/// other advances, which keep their shared statement.
+pub(super) async fn apply_gated(
+    conn: &mut AsyncPgConnection,
+    commit: &Commit,
+) -> QueryResult<Written> {
+    use diesel::OptionalExtension;
+    use diesel_async::AsyncConnection;
+
+    let id = commit.feature_id.as_str();
+    conn.transaction(async |conn| {
+        queries::state(id)
+            .for_update()
+            .get_result::<String>(conn)
+            .await
+            .optional()?;
+        if !ops::gate_blockers(conn, id).await?.is_empty() {
+            return Ok(Written::Refused(RepositoryError::GateBlocked(
+                commit.feature_id.clone(),
+            )));
+        }
+        let mut written = apply(conn, std::slice::from_ref(commit)).await?;
+        Ok(written.pop().unwrap_or_else(|| {
+            Written::Refused(RepositoryError::Backend("a batch left out a result".into()))
+        }))
+    })
+    .await
 }
 
 /// How both batch statements begin: their rows `v`, unnested from the array parameters that

@@ -130,9 +130,15 @@ impl PgRepository {
     }
 
     /// Carries out a write: an advance's compare-and-set or a new workflow in the next shared
-    /// batch, anything else in a transaction of its own.
+    /// batch (but for an approval judged by the gate's rules), anything else in a transaction
+    /// of its own.
     async fn write(&self, write: Write) -> Result<Written, RepositoryError> {
         let written = match write {
+            Write::Commit(commit) if commit.gated => {
+                self.commits.forget(&commit.feature_id);
+                self.run(async |conn| commits::apply_gated(conn, &commit).await)
+                    .await?
+            }
             Write::Commit(commit) => self.commits.submit(commit).await?,
             // Its event is the first entry's `workflow.transitioned`, which the batch writes.
             Write::Create(feature_id, row, first, _event, receipt) => {
@@ -450,6 +456,16 @@ impl WorkflowRepository for PgRepository {
     ) -> Result<Vec<Consultation>, RepositoryError> {
         let rows = self
             .run(async |conn| ops::consultations(conn, feature_id.as_str()).await)
+            .await?;
+        models::convert(rows)
+    }
+
+    async fn gate_blockers(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Vec<Consultation>, RepositoryError> {
+        let rows = self
+            .run(async |conn| ops::gate_blockers(conn, feature_id.as_str()).await)
             .await?;
         models::convert(rows)
     }

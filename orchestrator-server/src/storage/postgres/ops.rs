@@ -126,6 +126,19 @@ pub async fn consultations(
         .await
 }
 
+/// A workflow's consultations that block its gate, reservations included, oldest first.
+pub async fn gate_blockers(
+    conn: &mut AsyncPgConnection,
+    feature_id: &str,
+) -> QueryResult<Vec<ConsultationRow>> {
+    let asking = enum_text(&ConsultationStatus::Asking);
+    let pending = enum_text(&ConsultationStatus::PendingHuman);
+    queries::gate_blockers_of(feature_id, &asking, &pending)
+        .select(ConsultationRow::as_select())
+        .load(conn)
+        .await
+}
+
 /// Up to `limit` events after `after` passing `filter`, then the log's bounds (read after the
 /// rows, in a later snapshot, so a purge that raced the read shows).
 pub async fn events(

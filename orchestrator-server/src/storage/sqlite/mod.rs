@@ -462,4 +462,16 @@ impl WorkflowRepository for SqliteRepository {
             .await?;
         models::convert(rows)
     }
+
+    async fn gate_blockers(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Vec<Consultation>, RepositoryError> {
+        let id = feature_id.to_string();
+        let rows = self
+            .readers
+            .run(move |conn| ops::gate_blockers(conn, &id))
+            .await?;
+        models::convert(rows)
+    }
 }

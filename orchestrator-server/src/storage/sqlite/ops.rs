@@ -101,6 +101,18 @@ pub fn consultations(
         .load(conn)
 }
 
+/// A workflow's consultations that block its gate, reservations included, oldest first.
+pub fn gate_blockers(
+    conn: &mut SqliteConnection,
+    feature_id: &str,
+) -> QueryResult<Vec<ConsultationRow>> {
+    let asking = enum_text(&ConsultationStatus::Asking);
+    let pending = enum_text(&ConsultationStatus::PendingHuman);
+    queries::gate_blockers_of(feature_id, &asking, &pending)
+        .select(ConsultationRow::as_select())
+        .load(conn)
+}
+
 /// Up to `limit` events after `after` passing `filter`, then the log's bounds.
 pub fn events(
     conn: &mut SqliteConnection,
@@ -341,6 +353,13 @@ fn apply_commit(
     commit: &Commit,
 ) -> QueryResult<Written> {
     let id = commit.feature_id.as_str();
+    // Judged on facts read before this transaction: a consultation stored since then, which
+    // this writer stored in an earlier one, refuses it.
+    if commit.gated && !gate_blockers(conn, id)?.is_empty() {
+        return Ok(Written::Refused(RepositoryError::GateBlocked(
+            commit.feature_id.clone(),
+        )));
+    }
     let updated =
         prepared::update_same_text(queries::at_version(id, commit.expected), &commit.changes)
             .execute(conn)?;
