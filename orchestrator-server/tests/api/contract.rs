@@ -667,6 +667,51 @@ pub async fn an_approval_lands_only_while_no_consultation_blocks_the_gate(
     repo.commit(2, &rejected, &rejection).await.unwrap();
 }
 
+/// An approval and a consultation of one workflow stored at the same moment are ordered:
+/// the consultation lands first and the approval is refused, or the approval lands first (its
+/// event precedes the consultation's in the log, which numbers events in commit order).
+/// Never an approval committed after a blocking consultation was stored.
+pub async fn concurrent_approvals_and_consultations_are_ordered(repo: Arc<dyn WorkflowRepository>) {
+    let mut races = Vec::new();
+    for round in 0..24 {
+        let name = format!("race-{round}");
+        let (workflow, first) = new_workflow(&name);
+        repo.create(&workflow, &first).await.unwrap();
+        let (gate, to_gate) = step(&workflow, Trigger::AgentComplete, 60);
+        repo.commit(1, &gate, &to_gate).await.unwrap();
+        let (approved, approval) = step(&gate, Trigger::HumanApproved, 60);
+        let pending = consultation(&name, round, true);
+        let (approving, asking) = (repo.clone(), repo.clone());
+        let approve = tokio::spawn(async move { approving.commit(2, &approved, &approval).await });
+        let ask = tokio::spawn(async move { asking.add_consultation(&pending).await });
+        races.push((name, approve, ask));
+    }
+    for (name, approve, ask) in races {
+        let approved = approve.await.unwrap();
+        // Stored either way: after the approval the workflow is in PHASE_2, still active.
+        ask.await.unwrap().unwrap();
+        let kinds: Vec<EventType> = all_events(&*repo)
+            .await
+            .into_iter()
+            .filter(|e| e.event.subject.as_str() == name)
+            .map(|e| e.event.event_type)
+            .collect();
+        let asked = kinds
+            .iter()
+            .position(|&t| t == EventType::ConsultationCreated)
+            .expect("the consultation's event");
+        match approved {
+            Ok(()) => assert_eq!(asked, 3, "{name}: approved after the ask: {kinds:?}"),
+            Err(RepositoryError::GateBlocked(_)) => {
+                assert_eq!(kinds.len(), 3, "{name}: {kinds:?}");
+                let stored = repo.get(&id(&name)).await.unwrap();
+                assert_eq!(stored.state(), WorkflowState::Gate1);
+            }
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+}
+
 /// A write that records several events (the interruption of several asks) numbers them one
 /// after another, right after the log's last id: no gap, no id twice, one event per ask.
 pub async fn several_events_of_one_write_take_consecutive_ids(repo: &dyn WorkflowRepository) {
@@ -1418,6 +1463,7 @@ contract_suite!(
     concurrent_creates_are_each_answered_on_their_own,
     concurrent_judged_advances_of_one_workflow_all_land_in_turn,
     concurrent_commits_and_judged_advances_each_get_their_own_answer,
+    concurrent_approvals_and_consultations_are_ordered,
     a_reader_following_the_log_never_meets_a_gap
 );
 
