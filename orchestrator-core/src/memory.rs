@@ -277,14 +277,15 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         let entry = entries
             .get_mut(workflow.feature_id())
             .ok_or_else(|| RepositoryError::NotFound(workflow.feature_id().clone()))?;
+        // In the order the SQL stores judge: what blocks the gate, then the version.
+        if transition.is_gated_approval() && entry.blockers().next().is_some() {
+            return Err(RepositoryError::GateBlocked(workflow.feature_id().clone()));
+        }
         if entry.workflow.version() != expected_version {
             return Err(RepositoryError::VersionConflict {
                 expected: expected_version,
                 actual: entry.workflow.version(),
             });
-        }
-        if transition.is_gated_approval() && entry.blockers().next().is_some() {
-            return Err(RepositoryError::GateBlocked(workflow.feature_id().clone()));
         }
         self.record(entry, workflow, transition, receipt);
         Ok(())

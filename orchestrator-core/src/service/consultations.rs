@@ -343,16 +343,10 @@ impl Orchestrator {
         Ok(consultation)
     }
 
-    /// A workflow's consultations that hold its gate (`pending_human` or `asking`), as stored:
-    /// no hub call.
+    /// A workflow's consultations that hold its gate (`pending_human` or `asking`, an ask
+    /// still inside its wait included), as stored: no hub call.
     pub async fn stored_blockers(&self, feature_id: &FeatureId) -> Result<Vec<Consultation>> {
-        Ok(self
-            .repository
-            .consultations(feature_id)
-            .await?
-            .into_iter()
-            .filter(Consultation::blocks_gate)
-            .collect())
+        Ok(self.repository.gate_blockers(feature_id).await?)
     }
 
     /// A workflow's consultations, oldest first. Pending ones are refreshed from the hub

@@ -95,27 +95,40 @@ impl Orchestrator {
         at: crate::workflow::Timestamp,
         seal: Option<Seal<Workflow>>,
     ) -> Result<Workflow> {
-        // A blocker seen by the commit is seen by the next judgement too, unless it ended
-        // meanwhile; a few tries cover asks that come and go that fast.
-        const TRIES: usize = 3;
+        // A commit that lost is judged again on what it lost to: another decision (two
+        // reviewers approving at once: the second is judged on the first's approval, or
+        // refused if the caller named the version it saw) or an ask stored meanwhile (the next
+        // judgement names it). A few tries cover changes that come and go that fast.
+        const TRIES: usize = 8;
         let mut tries = 0;
         loop {
             tries += 1;
-            match self
+            let lost = match self
                 .approve_once(feature_id, &command, at, seal.as_ref())
                 .await
             {
-                Err(Error::Storage(RepositoryError::GateBlocked(_))) if tries < TRIES => continue,
-                Err(Error::Storage(blocked @ RepositoryError::GateBlocked(_))) => {
-                    return Err(blocked.into());
-                }
+                Err(Error::Storage(lost)) if is_lost_commit(&lost) => lost,
                 outcome => return outcome,
+            };
+            if tries < TRIES {
+                continue;
             }
+            return Err(match lost {
+                RepositoryError::GateBlocked(_) => {
+                    let facts = self.stored_gate_facts(feature_id).await?;
+                    Error::GateBlocked {
+                        escalations: facts.escalations,
+                        asking: facts.asking,
+                    }
+                }
+                lost => lost.into(),
+            });
         }
     }
 
-    /// One try of [`Orchestrator::advance_on_read`]; a commit the store refused because a
-    /// consultation now blocks the gate is `Error::Storage(RepositoryError::GateBlocked)`.
+    /// One try of [`Orchestrator::advance_on_read`]; a commit the store refused (a version
+    /// conflict, or a consultation blocking the gate) is `Error::Storage` with the store's
+    /// refusal.
     async fn approve_once(
         &self,
         feature_id: &FeatureId,
@@ -152,8 +165,9 @@ impl Orchestrator {
             )
             .await
             .map_err(|e| match e {
-                // Kept as the store said, so the caller can tell it from a gate judged blocked.
-                RepositoryError::GateBlocked(_) => Error::Storage(e),
+                // Kept as the store said, so the caller can tell a lost commit from a refusal
+                // the judge made.
+                e if is_lost_commit(&e) => Error::Storage(e),
                 e => e.into(),
             })?;
         Ok(decision.next)
@@ -218,6 +232,14 @@ impl Orchestrator {
 
 /// The rules applied to one advance: refused unless the workflow is at the command's expected
 /// version (if it names one), then decided by the workflow's transition rules on `facts`.
+/// A compare-and-set an approval lost to a change that landed after its read.
+fn is_lost_commit(error: &RepositoryError) -> bool {
+    matches!(
+        error,
+        RepositoryError::GateBlocked(_) | RepositoryError::VersionConflict { .. }
+    )
+}
+
 fn judged(
     current: &Workflow,
     command: &Advance,

@@ -17,7 +17,7 @@ use http::StatusCode;
 use orchestrator_core::hub::HubAnswer;
 use orchestrator_core::service::Error as CoreError;
 use orchestrator_core::{Consult, Consultation, FeatureId, Orchestrator, Seal};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument;
 
 use super::error::{ApiError, Result};
@@ -101,57 +101,22 @@ impl Asks {
         let reserved = orchestrator
             .reserve_consultation(feature_id, consult)
             .await?;
-        let mut ask: AskFuture = {
-            let orchestrator = orchestrator.clone();
-            let asking = reserved.clone();
-            Box::pin(async move { orchestrator.ask_hub(&asking).await })
+        // The rest runs in a task of its own, to its end whether or not the request still
+        // waits: a request cut off inside the wait (the client gone, the request timeout)
+        // would otherwise leave its reservation behind, holding the gate until the sweep of
+        // abandoned asks.
+        let ask = Ask {
+            orchestrator: orchestrator.clone(),
+            reserved,
+            answered: claimed.map(|claimed| sealed(claimed, StatusCode::CREATED)),
+            accepted: claimed.map(|claimed| sealed(claimed, StatusCode::ACCEPTED)),
+            wait: self.policy.wait,
+            stopping: self.stopping.subscribe(),
+            permit,
         };
-        let answered = claimed.map(|claimed| sealed(claimed, StatusCode::CREATED));
-        let Some(wait) = self.policy.wait else {
-            let answer = ask.await;
-            return Ok(Asked::Answered(
-                orchestrator
-                    .settle_sealed(reserved, answer, answered)
-                    .await?,
-            ));
-        };
-        match tokio::time::timeout(wait, &mut ask).await {
-            Ok(answer) => Ok(Asked::Answered(
-                orchestrator
-                    .settle_sealed(reserved, answer, answered)
-                    .await?,
-            )),
-            Err(_waited) => {
-                let accepted = claimed.map(|claimed| sealed(claimed, StatusCode::ACCEPTED));
-                let asking = orchestrator.publish_sealed(reserved, accepted).await?;
-                let orchestrator = orchestrator.clone();
-                let mut stopping = self.stopping.subscribe();
-                let published = asking.clone();
-                let finish = async move {
-                    let _permit = permit;
-                    let id = published.id;
-                    let outcome = tokio::select! {
-                        answer = ask => {
-                            if let Err(e) = &answer {
-                                tracing::warn!(consultation = %id, error = %e, "a background ask failed");
-                            }
-                            orchestrator.finish(published, answer).await
-                        }
-                        () = stopped(&mut stopping) => orchestrator.interrupt(published).await,
-                    };
-                    match outcome {
-                        Ok(c) => {
-                            tracing::info!(consultation = %id, status = c.status.as_str(), "background ask ended")
-                        }
-                        Err(e) => {
-                            tracing::error!(consultation = %id, error = %e, "a background ask's outcome was not stored")
-                        }
-                    }
-                };
-                tokio::spawn(finish.instrument(tracing::Span::current()));
-                Ok(Asked::Accepted(asking))
-            }
-        }
+        tokio::spawn(ask.run().in_current_span())
+            .await
+            .unwrap_or_else(|e| Err(ApiError::Internal(format!("an ask's task failed: {e}"))))
     }
 
     /// Fails the asks a stopped server left behind: every one made before now when this
@@ -204,6 +169,77 @@ impl Asks {
 }
 
 /// The seal of a consultation answered with `status`, for a request that claimed its key.
+/// One reserved ask, from the hub call to its end: settled inside the wait, or published
+/// `asking` and finished in the background.
+struct Ask {
+    orchestrator: Orchestrator,
+    reserved: Consultation,
+    /// The request's answer to keep if the hub answers inside the wait (201).
+    answered: Option<Seal<Consultation>>,
+    /// The request's answer to keep if the wait runs out (202).
+    accepted: Option<Seal<Consultation>>,
+    wait: Option<Duration>,
+    stopping: watch::Receiver<bool>,
+    /// This ask's place under the cap, held until it ends.
+    permit: OwnedSemaphorePermit,
+}
+
+impl Ask {
+    async fn run(self) -> Result<Asked> {
+        let Ask {
+            orchestrator,
+            reserved,
+            answered,
+            accepted,
+            wait,
+            mut stopping,
+            permit,
+        } = self;
+        let mut ask: AskFuture = {
+            let orchestrator = orchestrator.clone();
+            let asking = reserved.clone();
+            Box::pin(async move { orchestrator.ask_hub(&asking).await })
+        };
+        // The hub's answer, unless the wait ran out first.
+        let in_time = match wait {
+            None => Some((&mut ask).await),
+            Some(wait) => tokio::time::timeout(wait, &mut ask).await.ok(),
+        };
+        if let Some(answer) = in_time {
+            return Ok(Asked::Answered(
+                orchestrator
+                    .settle_sealed(reserved, answer, answered)
+                    .await?,
+            ));
+        }
+        let asking = orchestrator.publish_sealed(reserved, accepted).await?;
+        let published = asking.clone();
+        let finish = async move {
+            let _permit = permit;
+            let id = published.id;
+            let outcome = tokio::select! {
+                answer = ask => {
+                    if let Err(e) = &answer {
+                        tracing::warn!(consultation = %id, error = %e, "a background ask failed");
+                    }
+                    orchestrator.finish(published, answer).await
+                }
+                () = stopped(&mut stopping) => orchestrator.interrupt(published).await,
+            };
+            match outcome {
+                Ok(c) => {
+                    tracing::info!(consultation = %id, status = c.status.as_str(), "background ask ended")
+                }
+                Err(e) => {
+                    tracing::error!(consultation = %id, error = %e, "a background ask's outcome was not stored")
+                }
+            }
+        };
+        tokio::spawn(finish.instrument(tracing::Span::current()));
+        Ok(Asked::Accepted(asking))
+    }
+}
+
 fn sealed(claimed: &Claimed, status: StatusCode) -> Seal<Consultation> {
     claimed.seal(move |consultation| consultation_answer(status, consultation))
 }

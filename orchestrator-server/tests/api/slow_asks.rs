@@ -1,7 +1,8 @@
 //! Slow experts: a consultation answers 202 `asking` once the wait runs out, blocks the gate
 //! while it is asked (inside the wait too, though no listing shows it then), and ends as the
-//! hub said or `failed`; nothing is seen of an ask that fails inside the wait; asks past the cap are refused before anything is stored; a stop or
-//! a crash leaves `failed` / `interrupted`, never `asking` forever.
+//! hub said or `failed`; nothing is seen of an ask that fails inside the wait, and an ask whose
+//! client hangs up still runs to its end; asks past the cap are refused before anything is
+//! stored; a stop or a crash leaves `failed` / `interrupted`, never `asking` forever.
 
 use std::path::Path;
 use std::process::Child;
@@ -221,6 +222,56 @@ async fn an_ask_inside_the_wait_is_listed_by_nobody_holds_the_gate_and_a_failure
     let (status, body) = ask_raw(&app, &f, "Will the hub fail on this one?").await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(listed(&app.client, &f).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ask_whose_client_goes_away_inside_the_wait_still_runs_to_its_end() {
+    let app = spawn_app_with(|c| {
+        c.agent_hub_wait_seconds = 5;
+        c.agent_hub_timeout_seconds = 30;
+    })
+    .await;
+    let f = started(&app, "gone").await;
+    app.client
+        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    app.hub.inject(Fault::Hold);
+    let asking = {
+        let url = app.url(&format!("/workflow/{f}/consultations"));
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({"topic": "architecture", "question": "Think it over, please"}))
+                .send()
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(30), app.hub.until_held(1))
+        .await
+        .expect("the question reaches the hub");
+    // The client hangs up while the hub thinks; the hub answers afterwards.
+    asking.abort();
+    assert!(asking.await.is_err(), "the request was cut off");
+    app.hub.release();
+
+    // Stored with its answer as if the request had waited, so it holds the gate no longer.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let items = loop {
+        let items = listed(&app.client, &f).await;
+        if !items.is_empty() {
+            break items;
+        }
+        assert!(Instant::now() < deadline, "the ask was left behind");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(items[0].status, ConsultationStatus::Resolved);
+    let approved = app
+        .client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap();
+    assert_eq!(approved.state, WorkflowState::Phase2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

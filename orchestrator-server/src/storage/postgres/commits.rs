@@ -567,26 +567,29 @@ pub(super) async fn apply_gated(
     commit: &Commit,
 ) -> QueryResult<Written> {
     use diesel::OptionalExtension;
-    use diesel_async::AsyncConnection;
 
     let id = commit.feature_id.as_str();
-    conn.transaction(async |conn| {
-        queries::state(id)
-            .for_update()
-            .get_result::<String>(conn)
-            .await
-            .optional()?;
-        if !ops::gate_blockers(conn, id).await?.is_empty() {
-            return Ok(Written::Refused(RepositoryError::GateBlocked(
-                commit.feature_id.clone(),
-            )));
-        }
-        let mut written = apply(conn, std::slice::from_ref(commit)).await?;
-        Ok(written.pop().unwrap_or_else(|| {
-            Written::Refused(RepositoryError::Backend("a batch left out a result".into()))
-        }))
-    })
-    .await
+    // Read committed whatever the server's default: the check must read in a snapshot taken
+    // after the lock was granted, which a repeatable-read transaction would not.
+    conn.build_transaction()
+        .read_committed()
+        .run(async |conn| {
+            queries::state(id)
+                .for_update()
+                .get_result::<String>(conn)
+                .await
+                .optional()?;
+            if !ops::gate_blockers(conn, id).await?.is_empty() {
+                return Ok(Written::Refused(RepositoryError::GateBlocked(
+                    commit.feature_id.clone(),
+                )));
+            }
+            let mut written = apply(conn, std::slice::from_ref(commit)).await?;
+            Ok(written.pop().unwrap_or_else(|| {
+                Written::Refused(RepositoryError::Backend("a batch left out a result".into()))
+            }))
+        })
+        .await
 }
 
 /// How both batch statements begin: their rows `v`, unnested from the array parameters that
