@@ -7,7 +7,7 @@
 //! unstored session ids when none is given. A question containing `[confidence=NN]` gets that
 //! confidence; any other gets 90, so `security` questions (threshold 95) are escalated.
 //! Tests can also inject faults: plain-text 500s, bodies that are not JSON, delays, and answers
-//! held until the test lets them go.
+//! (or escalation look-ups) held until the test lets them go.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -77,6 +77,8 @@ struct State {
     sessions: HashMap<String, SessionState>,
     escalations: HashMap<String, wire::Escalation>,
     faults: Vec<Fault>,
+    /// Escalation look-ups still to hold, as [`Fault::Hold`] holds asks.
+    held_lookups: usize,
     asks: Vec<AskRecord>,
     sessions_created: usize,
     sessions_closed: usize,
@@ -117,6 +119,13 @@ impl StandInHub {
     /// The next `POST /ask` suffers `fault`; faults queue up in order.
     pub fn inject(&self, fault: Fault) {
         self.lock().faults.push(fault);
+    }
+
+    /// The next `GET /escalations/{id}` is held like an ask under [`Fault::Hold`]: counted by
+    /// [`StandInHub::until_held`], answered (as the escalation stands then) once
+    /// [`StandInHub::release`] lets it.
+    pub fn hold_next_lookup(&self) {
+        self.lock().held_lookups += 1;
     }
 
     /// Waits until `count` asks are held by [`Fault::Hold`]: each has reached the hub, which
@@ -232,7 +241,18 @@ impl StandInHub {
             (Method::POST, ["sessions"]) => self.create_session(&body),
             (Method::DELETE, ["sessions", id]) => self.close_session(id),
             (Method::POST, ["ask", topic]) => self.ask(topic, &body).await,
-            (Method::GET, ["escalations", id]) => self.get_escalation(id),
+            (Method::GET, ["escalations", id]) => {
+                let hold = {
+                    let mut state = self.lock();
+                    let hold = state.held_lookups > 0;
+                    state.held_lookups -= usize::from(hold);
+                    hold
+                };
+                if hold {
+                    self.hold().await;
+                }
+                self.get_escalation(id)
+            }
             (Method::POST, ["escalations", id]) => self.post_escalation(id, &body),
             // Not the hub's API: lets a person try a hub that lost its database.
             (Method::POST, ["_stand-in", "forget-escalations"]) => {

@@ -151,6 +151,61 @@ async fn an_escalation_blocks_the_gate_until_a_human_confirms() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_escalation_raised_while_an_approval_asks_the_hub_refuses_that_approval() {
+    let app = spawn_app().await;
+    let f = started(&app, "raced").await;
+    let first = app
+        .client
+        .create_consultation(
+            &f,
+            &ask("security", "Is the key store safe? [confidence=40]"),
+        )
+        .await
+        .unwrap();
+    to_gate(&app, &f).await;
+    let settled = first.escalation_id.clone().expect("escalated");
+    assert!(app.hub.resolve(&settled.0, HumanAction::Confirm, None));
+
+    // The approval asks the hub about the first escalation (now settled); while the hub
+    // holds that answer, the agent asks a question the hub escalates too.
+    app.hub.hold_next_lookup();
+    let approving = {
+        let client = app.client.clone();
+        let f = f.clone();
+        tokio::spawn(async move {
+            client
+                .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(30), app.hub.until_held(1))
+        .await
+        .expect("the approval asks the hub");
+    let second = app
+        .client
+        .create_consultation(&f, &ask("security", "And the backups? [confidence=40]"))
+        .await
+        .unwrap();
+    let raised = second.escalation_id.clone().expect("escalated");
+    app.hub.release();
+
+    // Its judge saw no blocker, but its commit finds one; judged again, it names it.
+    let err = approving
+        .await
+        .unwrap()
+        .expect_err("the new escalation holds the gate");
+    assert_eq!(err.code(), Some(ErrorCode::GateBlocked), "{err}");
+    let ClientError::Api { body, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(body.details.clone(), Some(vec![raised.to_string()]));
+    assert_eq!(
+        app.client.get_workflow(&f).await.unwrap().state,
+        WorkflowState::Gate1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_escalation_the_hub_forgot_needs_a_reroute_and_never_blocks_an_approval() {
     let app = spawn_app().await;
     let f = started(&app, "forgotten").await;
