@@ -2,11 +2,13 @@
 //! asks in flight, finishing in the background, the sweep of abandoned asks, and the drain on
 //! shutdown.
 //!
-//! A consultation is stored as a hidden reservation first; the hub is then given the wait
-//! window. An answer (or a failure) inside it settles the request as before: 201 with the
-//! answer, or the error with nothing kept. Past it, the reservation is published as `asking`,
-//! the request answers 202, and the same hub call goes on in a background task that stores
-//! the outcome. The core holds the steps; this module holds the clock and the tasks.
+//! A consultation is stored as a reservation first (no listing shows it, but it holds the
+//! gate); the hub is then given the wait window. An answer (or a failure) inside it settles
+//! the request as before: 201 with the answer, or the error with nothing kept. Past it, the
+//! reservation is published as `asking`, the request answers 202, and the same hub call goes
+//! on in a background task that stores the outcome. From the reservation on, the ask runs in a
+//! task of its own, so a request cut off meanwhile leaves nothing half done. The core holds the
+//! steps; this module holds the clock and the tasks.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -168,7 +170,6 @@ impl Asks {
     }
 }
 
-/// The seal of a consultation answered with `status`, for a request that claimed its key.
 /// One reserved ask, from the hub call to its end: settled inside the wait, or published
 /// `asking` and finished in the background.
 struct Ask {
@@ -240,6 +241,7 @@ impl Ask {
     }
 }
 
+/// The seal of a consultation answered with `status`, for a request that claimed its key.
 fn sealed(claimed: &Claimed, status: StatusCode) -> Seal<Consultation> {
     claimed.seal(move |consultation| consultation_answer(status, consultation))
 }

@@ -353,8 +353,8 @@ fn apply_commit(
     commit: &Commit,
 ) -> QueryResult<Written> {
     let id = commit.feature_id.as_str();
-    // Judged on facts read before this transaction: a consultation stored since then, which
-    // this writer stored in an earlier one, refuses it.
+    // Judged on facts read before this write: a consultation stored since (every write goes
+    // through this one thread, so it is in this database already) refuses it.
     if commit.gated && !gate_blockers(conn, id)?.is_empty() {
         return Ok(Written::Refused(RepositoryError::GateBlocked(
             commit.feature_id.clone(),
