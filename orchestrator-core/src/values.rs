@@ -118,7 +118,8 @@ impl Actor {
     /// still reads.
     pub fn parse_name(value: impl Into<String>) -> Result<Self, ValidationError> {
         let value = value.into();
-        if value.trim().is_empty() {
+        // White space as JSON Schema's `\s` has it (the OpenAPI rule): Rust's, and U+FEFF.
+        if value.chars().all(|c| c.is_whitespace() || c == '\u{feff}') {
             return Err(ValidationError::new("actor", "must not be blank"));
         }
         Actor::parse(value)
@@ -381,7 +382,7 @@ mod tests {
 
     #[test]
     fn a_name_given_now_must_not_be_blank() {
-        for blank in ["", " ", "\u{a0}"] {
+        for blank in ["", " ", "\u{a0}", "\u{feff}", "\u{3000} "] {
             assert_eq!(
                 Actor::parse_name(blank).unwrap_err().rule,
                 "must not be blank"

@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! [[principal]]
-//! name = "alice"                 # 1–128 characters, recorded as the actor
+//! name = "alice"                 # 1–128 characters, not blank, recorded as the actor
 //! kind = "human"                 # human | agent
 //! roles = ["reviewer"]           # viewer | agent | reviewer | admin
 //! token_sha256 = "9f86d0…"       # hex SHA-256 of the token; tokens are never stored
@@ -273,6 +273,12 @@ mod tests {
                     "[[principal]]\nname = \"a\"\nkind = \"robot\"\nroles = [\"viewer\"]\ntoken_sha256 = \"{hash}\""
                 ),
                 "principal #1: kind",
+            ),
+            (
+                &*format!(
+                    "[[principal]]\nname = \" \"\nkind = \"human\"\nroles = [\"viewer\"]\ntoken_sha256 = \"{hash}\""
+                ),
+                "principal #1: name must not be blank",
             ),
             (
                 &*format!(

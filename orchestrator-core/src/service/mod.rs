@@ -154,8 +154,8 @@ impl From<RepositoryError> for Error {
             RepositoryError::VersionConflict { expected, actual } => {
                 Error::VersionConflict { expected, actual }
             }
-            // Judged again on fresh facts where it can be (an approval); otherwise the gate is
-            // blocked by an ask that has no id to name yet.
+            // Only an approval's commit is refused so, and the service judges it again, which
+            // names what blocks; this is the answer when no judgement is left to make.
             RepositoryError::GateBlocked(_) => Error::GateBlocked {
                 escalations: Vec::new(),
                 asking: Vec::new(),

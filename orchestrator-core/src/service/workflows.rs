@@ -230,8 +230,6 @@ impl Orchestrator {
     }
 }
 
-/// The rules applied to one advance: refused unless the workflow is at the command's expected
-/// version (if it names one), then decided by the workflow's transition rules on `facts`.
 /// A compare-and-set an approval lost to a change that landed after its read.
 fn is_lost_commit(error: &RepositoryError) -> bool {
     matches!(
@@ -240,6 +238,8 @@ fn is_lost_commit(error: &RepositoryError) -> bool {
     )
 }
 
+/// The rules applied to one advance: refused unless the workflow is at the command's expected
+/// version (if it names one), then decided by the workflow's transition rules on `facts`.
 fn judged(
     current: &Workflow,
     command: &Advance,
