@@ -105,37 +105,37 @@ impl Orchestrator {
             tries += 1;
             let lost = match self
                 .approve_once(feature_id, &command, at, seal.as_ref())
-                .await
+                .await?
             {
-                Err(Error::Storage(lost)) if is_lost_commit(&lost) => lost,
-                outcome => return outcome,
+                Ok(next) => return Ok(next),
+                Err(lost) => lost,
             };
-            if tries < TRIES {
-                continue;
-            }
-            return Err(match lost {
-                RepositoryError::GateBlocked(_) => {
-                    let facts = self.stored_gate_facts(feature_id).await?;
-                    Error::GateBlocked {
-                        escalations: facts.escalations,
-                        asking: facts.asking,
+            if tries == TRIES {
+                return Err(match lost {
+                    RepositoryError::GateBlocked(_) => {
+                        let facts = self.stored_gate_facts(feature_id).await?;
+                        Error::GateBlocked {
+                            escalations: facts.escalations,
+                            asking: facts.asking,
+                        }
                     }
-                }
-                lost => lost.into(),
-            });
+                    lost => lost.into(),
+                });
+            }
         }
     }
 
-    /// One try of [`Orchestrator::advance_on_read`]; a commit the store refused (a version
-    /// conflict, or a consultation blocking the gate) is `Error::Storage` with the store's
-    /// refusal.
+    /// One try of [`Orchestrator::advance_on_read`]: the workflow after the approval, or
+    /// `Ok(Err(lost))` when the store refused the commit because something landed after the
+    /// read (another change: [`RepositoryError::VersionConflict`]; a consultation blocking
+    /// the gate: [`RepositoryError::GateBlocked`]).
     async fn approve_once(
         &self,
         feature_id: &FeatureId,
         command: &Advance,
         at: crate::workflow::Timestamp,
         seal: Option<&Seal<Workflow>>,
-    ) -> Result<Workflow> {
+    ) -> Result<std::result::Result<Workflow, RepositoryError>> {
         let current = self.repository.get(feature_id).await?;
         // An agent is refused by the gate's first rule, which needs no facts: judged before
         // the hub is asked, so a hub out of reach cannot turn that 403 into a 503.
@@ -156,21 +156,22 @@ impl Orchestrator {
         };
         let mut decision = judged(&current, command, at, &facts)?;
         decision.receipt = seal.map(|seal| seal(&decision.next));
-        self.repository
+        let committed = self
+            .repository
             .commit_with(
                 current.version(),
                 &decision.next,
                 &decision.transition,
                 decision.receipt.as_ref(),
             )
-            .await
-            .map_err(|e| match e {
-                // Kept as the store said, so the caller can tell a lost commit from a refusal
-                // the judge made.
-                e if is_lost_commit(&e) => Error::Storage(e),
-                e => e.into(),
-            })?;
-        Ok(decision.next)
+            .await;
+        match committed {
+            Ok(()) => Ok(Ok(decision.next)),
+            Err(
+                lost @ (RepositoryError::GateBlocked(_) | RepositoryError::VersionConflict { .. }),
+            ) => Ok(Err(lost)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Whether `actor` (of `kind`) could approve `workflow`'s gate now, judged by the gate's
@@ -228,14 +229,6 @@ impl Orchestrator {
     pub async fn history(&self, feature_id: &FeatureId) -> Result<Vec<Transition>> {
         Ok(self.repository.history(feature_id).await?)
     }
-}
-
-/// A compare-and-set an approval lost to a change that landed after its read.
-fn is_lost_commit(error: &RepositoryError) -> bool {
-    matches!(
-        error,
-        RepositoryError::GateBlocked(_) | RepositoryError::VersionConflict { .. }
-    )
 }
 
 /// The rules applied to one advance: refused unless the workflow is at the command's expected

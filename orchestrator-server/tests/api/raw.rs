@@ -33,7 +33,7 @@ async fn expect(
     body: &str,
     status: u16,
     code: ErrorCode,
-) {
+) -> Vec<String> {
     let (got_status, envelope) = send(
         app,
         Method::POST,
@@ -47,6 +47,7 @@ async fn expect(
         (status, code),
         "{body}: {envelope:?}"
     );
+    envelope.error.details.unwrap_or_default()
 }
 
 async fn nothing_stored(app: &TestApp) {
@@ -144,19 +145,15 @@ async fn fields_breaking_a_rule_are_validation_errors_naming_the_field() {
         ),
     ];
     for (body, field) in cases {
-        let (status, envelope) = send(
+        let details = expect(
             &app,
-            Method::POST,
             "/workflow/start",
             JSON,
-            body.into_bytes(),
+            &body,
+            400,
+            ErrorCode::ValidationError,
         )
         .await;
-        assert_eq!(
-            (status.as_u16(), envelope.error.code),
-            (400, ErrorCode::ValidationError)
-        );
-        let details = envelope.error.details.unwrap_or_default();
         assert!(details[0].starts_with(field), "{details:?}");
     }
     nothing_stored(&app).await;
@@ -168,22 +165,9 @@ async fn a_blank_actor_names_nobody_and_is_refused() {
     app.start_workflow("blank").await;
     for actor in ["", "   "] {
         let body = format!(r#"{{"trigger": "agent_complete", "actor": "{actor}"}}"#);
-        let (status, envelope) = send(
-            &app,
-            Method::POST,
-            "/workflow/blank/advance",
-            JSON,
-            body.into_bytes(),
-        )
-        .await;
-        assert_eq!(
-            (status.as_u16(), envelope.error.code),
-            (400, ErrorCode::ValidationError)
-        );
-        assert_eq!(
-            envelope.error.details,
-            Some(vec!["actor: must not be blank".to_owned()])
-        );
+        let path = "/workflow/blank/advance";
+        let details = expect(&app, path, JSON, &body, 400, ErrorCode::ValidationError).await;
+        assert_eq!(details, ["actor: must not be blank"]);
     }
     let stored = app.client.get_workflow(&crate::helpers::id("blank")).await;
     assert_eq!(stored.unwrap().version, 1, "nothing was stored");

@@ -57,6 +57,42 @@ async fn started(app: &TestApp, name: &str) -> FeatureId {
     id(name)
 }
 
+/// A server (5 s wait) with workflow `name` at the gate and an ask of it that the hub holds:
+/// the ask's request, still waiting, runs in a task of its own.
+async fn ask_held_at_the_gate(
+    name: &str,
+) -> (
+    TestApp,
+    FeatureId,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+) {
+    let app = spawn_app_with(|c| {
+        c.agent_hub_wait_seconds = 5;
+        c.agent_hub_timeout_seconds = 30;
+    })
+    .await;
+    let f = started(&app, name).await;
+    app.client
+        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    app.hub.inject(Fault::Hold);
+    let asking = {
+        let url = app.url(&format!("/workflow/{f}/consultations"));
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({"topic": "architecture", "question": "Think it over, please"}))
+                .send()
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(30), app.hub.until_held(1))
+        .await
+        .expect("the question reaches the hub");
+    (app, f, asking)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_expert_gets_202_asking_which_blocks_the_gate_until_the_answer_lands() {
     let app = spawn_app_with(|c| {
@@ -154,40 +190,14 @@ async fn an_ask_that_fails_after_the_wait_is_failed_with_a_code_in_our_words() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ask_inside_the_wait_is_listed_by_nobody_holds_the_gate_and_a_failure_keeps_nothing() {
-    let app = spawn_app_with(|c| {
-        c.agent_hub_wait_seconds = 5;
-        c.agent_hub_timeout_seconds = 30;
-    })
-    .await;
-    let f = started(&app, "hidden").await;
-    app.client
-        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
-        .await
-        .unwrap();
-
     // While the expert thinks (inside the wait), no listing shows the ask, but it holds the
     // gate: an approval now would pass before a question the hub may send to a human.
-    app.hub.inject(Fault::Hold);
-    let asking = {
-        let url = app.url(&format!("/workflow/{f}/consultations"));
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&serde_json::json!({"topic": "architecture", "question": "Think it over, please"}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(30), app.hub.until_held(1))
-        .await
-        .expect("the question reaches the hub");
+    let (app, f, asking) = ask_held_at_the_gate("hidden").await;
     assert!(
         listed(&app.client, &f).await.is_empty(),
         "a reservation was seen"
     );
+    let blocked_by = app.client.get_workflow(&f).await.unwrap().gate.blocked_by;
     let refused = app
         .client
         .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
@@ -199,7 +209,7 @@ async fn an_ask_inside_the_wait_is_listed_by_nobody_holds_the_gate_and_a_failure
         other => panic!("not an API error: {other}"),
     };
     app.hub.release();
-    assert_eq!(asking.await.unwrap(), 201);
+    assert_eq!(asking.await.unwrap().unwrap().status(), 201);
     let items = listed(&app.client, &f).await;
     assert_eq!(items.len(), 1);
     assert_eq!(
@@ -208,6 +218,12 @@ async fn an_ask_inside_the_wait_is_listed_by_nobody_holds_the_gate_and_a_failure
             "consultation {} is still being asked",
             items[0].id
         )])
+    );
+    // The workflow said so too, while the ask was in its wait.
+    assert_eq!(
+        serde_json::to_value(&blocked_by).unwrap(),
+        serde_json::json!([{"kind": "approvals", "have": 0, "need": 1},
+                           {"kind": "asking", "consultation_id": items[0].id}])
     );
     // Answered, it no longer holds the gate.
     let approved = app
@@ -226,30 +242,7 @@ async fn an_ask_inside_the_wait_is_listed_by_nobody_holds_the_gate_and_a_failure
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ask_whose_client_goes_away_inside_the_wait_still_runs_to_its_end() {
-    let app = spawn_app_with(|c| {
-        c.agent_hub_wait_seconds = 5;
-        c.agent_hub_timeout_seconds = 30;
-    })
-    .await;
-    let f = started(&app, "gone").await;
-    app.client
-        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
-        .await
-        .unwrap();
-    app.hub.inject(Fault::Hold);
-    let asking = {
-        let url = app.url(&format!("/workflow/{f}/consultations"));
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&serde_json::json!({"topic": "architecture", "question": "Think it over, please"}))
-                .send()
-                .await
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(30), app.hub.until_held(1))
-        .await
-        .expect("the question reaches the hub");
+    let (app, f, asking) = ask_held_at_the_gate("gone").await;
     // The client hangs up while the hub thinks; the hub answers afterwards.
     asking.abort();
     assert!(asking.await.is_err(), "the request was cut off");
