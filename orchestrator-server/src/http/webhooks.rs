@@ -7,18 +7,19 @@
 //! store makes a replica's claim exclusive (see `storage::webhooks`), so with several replicas
 //! each delivery is attempted by one at a time.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orchestrator_core::api::{CreateWebhookRequest, Webhook};
 use orchestrator_core::webhook::{DeliveryStatus, RetrySchedule, WebhookSecret, is_public_address};
-use orchestrator_core::{EventType, RepositoryError, Timestamp, ValidationError};
+use orchestrator_core::{EventFilter, EventType, RepositoryError, Timestamp, ValidationError};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::App;
-use crate::storage::{AttemptRecord, DueDelivery, WebhookRepository};
+use crate::storage::{AttemptRecord, ClaimRoom, DueDelivery, WebhookRepository};
 
 /// How often the worker looks for new events and due deliveries: a first attempt starts
 /// within this of the event's commit.
@@ -30,6 +31,9 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const LEASE: Duration = Duration::from_secs(30);
 /// Attempts in flight at once, per server.
 pub const MAX_IN_FLIGHT: usize = 32;
+/// Attempts of one webhook in flight at once, per server: a receiver that hangs holds a
+/// quarter of the slots, and the other webhooks' deliveries go on in the rest.
+pub const PER_WEBHOOK: u32 = MAX_IN_FLIGHT as u32 / 4;
 /// Events read per enqueue.
 const ENQUEUE_BATCH: u32 = 500;
 /// Longest URL.
@@ -126,25 +130,34 @@ impl Webhooks {
         })
     }
 
-    /// One POST of `delivery`, signed at `now`: the outcome to store.
-    async fn attempt(&self, delivery: &DueDelivery, now: Timestamp) -> AttemptRecord {
+    /// The outcome to store of an attempt of `delivery` that `posted` (its answer's status, or
+    /// why there was none) and that ended at `ended`: the next attempt is timed from its end.
+    fn outcome(
+        &self,
+        delivery: &DueDelivery,
+        posted: Result<u16, String>,
+        ended: Timestamp,
+    ) -> AttemptRecord {
         let attempts = delivery.attempts.saturating_add(1);
-        let (status_code, error) = match self.post(delivery, now).await {
+        let (status_code, error) = match posted {
             Ok(code) if (200..300).contains(&code) => (Some(code), None),
             Ok(code) => (Some(code), Some(format!("the target answered {code}"))),
             Err(error) => (None, Some(error)),
         };
+        // The schedule counts from its last start (a redelivery starts it again).
+        let on_schedule = attempts.saturating_sub(delivery.schedule_from);
         let (status, next_attempt_at) =
             self.policy
                 .schedule
-                .after_attempt(attempts, error.is_none(), now);
+                .after_attempt(on_schedule, error.is_none(), ended);
         AttemptRecord {
             id: delivery.id.clone(),
             lease: delivery.lease,
+            schedule_from: delivery.schedule_from,
             attempts,
             status,
             status_code,
-            delivered_at: error.is_none().then_some(now),
+            delivered_at: error.is_none().then_some(ended),
             error: error.map(|e| e.chars().take(MAX_ERROR_LEN).collect()),
             next_attempt_at,
         }
@@ -292,22 +305,23 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
         return;
     };
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut attempts = JoinSet::new();
+    let mut flights = InFlight::default();
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut busy = false;
+    let mut enqueued = Enqueued::default();
     let mut ended = Vec::new();
     loop {
         let ticked = tokio::select! {
             _ = tick.tick() => true,
-            Some(done) = attempts.join_next() => {
-                ended.extend(done.ok());
+            Some(done) = flights.attempts.join_next_with_id() => {
+                ended.extend(flights.landed(done));
                 false
             }
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        while let Some(done) = attempts.try_join_next() {
-            ended.extend(done.ok());
+        while let Some(done) = flights.attempts.try_join_next_with_id() {
+            ended.extend(flights.landed(done));
         }
         record(webhooks, &mut ended).await;
         // Busy: every slot was taken when it last claimed.
@@ -316,52 +330,135 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let round = async {
-            if ticked && !enqueue(&app, webhooks).await? {
+            if ticked && !enqueue(&app, webhooks, &mut enqueued).await? {
                 return Ok(false);
             }
-            claim(&app, webhooks, &slots, &mut attempts).await
+            claim(&app, webhooks, &slots, &mut flights).await
         };
         busy = round.await.unwrap_or_else(|e: RepositoryError| {
             tracing::warn!(error = %e, "webhook deliveries: storage failed; retrying");
             false
         });
     }
-    while let Some(done) = attempts.join_next().await {
-        ended.extend(done.ok());
+    while let Some(done) = flights.attempts.join_next_with_id().await {
+        ended.extend(flights.landed(done));
     }
     record(webhooks, &mut ended).await;
 }
 
-/// Turns each webhook's new events into deliveries; false when there is no webhook.
-async fn enqueue(app: &App, webhooks: &Webhooks) -> Result<bool, RepositoryError> {
-    let store = webhooks.store();
-    let subscribed = store.webhooks().await?;
-    for webhook in &subscribed {
-        while store
-            .enqueue_deliveries(&webhook.id, app.now(), ENQUEUE_BATCH)
-            .await?
-            >= u64::from(ENQUEUE_BATCH)
-        {}
-    }
-    Ok(!subscribed.is_empty())
+/// The attempts in flight on this server, and how many are of each webhook.
+#[derive(Default)]
+struct InFlight {
+    attempts: JoinSet<AttemptRecord>,
+    /// Each attempt's webhook, by task.
+    webhook_of: HashMap<tokio::task::Id, String>,
+    /// Attempts in flight, by webhook.
+    by_webhook: HashMap<String, u32>,
 }
 
-/// Claims as many due deliveries as there are free slots and starts their attempts; true
-/// when every slot is taken (more may be due).
+impl InFlight {
+    fn start(
+        &mut self,
+        webhook_id: String,
+        attempt: impl Future<Output = AttemptRecord> + Send + 'static,
+    ) {
+        let task = self.attempts.spawn(attempt).id();
+        *self.by_webhook.entry(webhook_id.clone()).or_insert(0) += 1;
+        self.webhook_of.insert(task, webhook_id);
+    }
+
+    /// An attempt that ended: its outcome (none if its task failed), and its place freed.
+    fn landed(
+        &mut self,
+        done: Result<(tokio::task::Id, AttemptRecord), tokio::task::JoinError>,
+    ) -> Option<AttemptRecord> {
+        let (task, record) = match done {
+            Ok((task, record)) => (task, Some(record)),
+            Err(failed) => (failed.id(), None),
+        };
+        if let Some(webhook) = self.webhook_of.remove(&task)
+            && let Some(n) = self.by_webhook.get_mut(&webhook)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.by_webhook.remove(&webhook);
+            }
+        }
+        record
+    }
+}
+
+/// How far the last enqueue got: the log's last id when every webhook was brought up to it.
+#[derive(Default)]
+struct Enqueued {
+    through: Option<u64>,
+}
+
+/// Turns each webhook's new events into deliveries; false when there is no webhook. Writes
+/// nothing when no event was committed since every webhook was last brought up to date. One
+/// webhook's failure is logged and the others go on.
+async fn enqueue(
+    app: &App,
+    webhooks: &Webhooks,
+    enqueued: &mut Enqueued,
+) -> Result<bool, RepositoryError> {
+    let store = webhooks.store();
+    let subscribed = store.webhooks().await?;
+    if subscribed.is_empty() {
+        return Ok(false);
+    }
+    // Read before enqueuing: an event committed after it makes the next round look again. (A
+    // webhook created since starts at the log's last id: it has nothing older to enqueue.)
+    let last = app
+        .orchestrator()
+        .repository()
+        .events(u64::MAX - 1, &EventFilter::default(), 1)
+        .await?
+        .last_id;
+    if enqueued.through == Some(last) {
+        return Ok(true);
+    }
+    let mut every = true;
+    for webhook in &subscribed {
+        let brought = async {
+            while store
+                .enqueue_deliveries(&webhook.id, app.now(), ENQUEUE_BATCH)
+                .await?
+                >= u64::from(ENQUEUE_BATCH)
+            {}
+            Ok::<_, RepositoryError>(())
+        };
+        if let Err(e) = brought.await {
+            every = false;
+            tracing::warn!(webhook = %webhook.id, error = %e, "could not enqueue a webhook's deliveries; retrying");
+        }
+    }
+    enqueued.through = every.then_some(last);
+    Ok(true)
+}
+
+/// Claims as many due deliveries as there are free slots (at most [`PER_WEBHOOK`] of one
+/// webhook in flight) and starts their attempts; true when every slot is taken (more may be
+/// due).
 async fn claim(
     app: &App,
     webhooks: &Arc<Webhooks>,
     slots: &Arc<Semaphore>,
-    attempts: &mut JoinSet<AttemptRecord>,
+    flights: &mut InFlight,
 ) -> Result<bool, RepositoryError> {
     let free = u32::try_from(slots.available_permits()).unwrap_or(0);
     if free == 0 {
-        return Ok(!attempts.is_empty());
+        return Ok(!flights.attempts.is_empty());
     }
     let now = app.now();
+    let room = ClaimRoom {
+        limit: free,
+        per_webhook: PER_WEBHOOK,
+        in_flight: flights.by_webhook.clone(),
+    };
     let due = webhooks
         .store()
-        .claim_deliveries(now, now + chrono_delay(LEASE), free)
+        .claim_deliveries(now, now + chrono_delay(LEASE), &room)
         .await?;
     let full = due.len() == free as usize;
     for delivery in due {
@@ -369,7 +466,7 @@ async fn claim(
             break;
         };
         let (app, webhooks) = (app.clone(), webhooks.clone());
-        attempts.spawn(async move {
+        flights.start(delivery.webhook_id.clone(), async move {
             let _slot = slot;
             deliver(&app, &webhooks, delivery).await
         });
@@ -380,7 +477,8 @@ async fn claim(
 /// Attempts one delivery: the outcome to store.
 async fn deliver(app: &App, webhooks: &Webhooks, delivery: DueDelivery) -> AttemptRecord {
     let started = Instant::now();
-    let record = webhooks.attempt(&delivery, app.now()).await;
+    let posted = webhooks.post(&delivery, app.now()).await;
+    let record = webhooks.outcome(&delivery, posted, app.now());
     let outcome = match record.status {
         DeliveryStatus::Delivered => "delivered",
         DeliveryStatus::Pending => "retry",

@@ -628,6 +628,7 @@ impl WebhookRow {
                 delivered_at: None,
                 lease_until: None,
                 created_at: now,
+                schedule_from: 0,
             });
         }
         Ok((deliveries, through))
@@ -670,6 +671,7 @@ pub struct DeliveryRow {
     pub delivered_at: Option<i64>,
     pub lease_until: Option<i64>,
     pub created_at: i64,
+    pub schedule_from: i32,
 }
 
 impl TryFrom<DeliveryRow> for api::Delivery {

@@ -339,11 +339,12 @@ pub fn all_webhooks() -> _ {
 }
 
 /// Up to `limit` pending deliveries due at `now` (Unix microseconds) that no replica is
-/// attempting, the longest due first.
+/// attempting, of webhooks other than `except`, the longest due first.
 #[dsl::auto_type]
-pub fn due_deliveries<'a>(pending: &'a str, now: i64, limit: i64) -> _ {
+pub fn due_deliveries<'a>(pending: &'a str, now: i64, limit: i64, except: Vec<String>) -> _ {
     webhook_deliveries::table
         .filter(webhook_deliveries::status.eq(pending))
+        .filter(webhook_deliveries::webhook_id.ne_all(except))
         .filter(webhook_deliveries::next_attempt_at.le(now))
         .filter(
             webhook_deliveries::lease_until
@@ -369,6 +370,16 @@ pub fn leased_delivery<'a>(id: &'a str, lease: i64) -> _ {
     webhook_deliveries::table
         .filter(webhook_deliveries::id.eq(id))
         .filter(webhook_deliveries::lease_until.eq(lease))
+}
+
+/// A delivery, if the claim that set `lease` still holds it and it was not redelivered since
+/// the claim read `schedule_from`.
+#[dsl::auto_type]
+pub fn leased_delivery_as_claimed<'a>(id: &'a str, lease: i64, schedule_from: i32) -> _ {
+    webhook_deliveries::table
+        .filter(webhook_deliveries::id.eq(id))
+        .filter(webhook_deliveries::lease_until.eq(lease))
+        .filter(webhook_deliveries::schedule_from.eq(schedule_from))
 }
 
 /// One webhook's delivery.

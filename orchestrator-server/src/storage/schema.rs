@@ -258,6 +258,8 @@ diesel::table! {
         lease_until -> Nullable<BigInt>,
         /// Unix microseconds.
         created_at -> BigInt,
+        /// Attempts made before the retry schedule last started (at a redelivery).
+        schedule_from -> Integer,
     }
 }
 

@@ -14,6 +14,8 @@
 //! is recorded only while its lease holds. A replica that dies mid-attempt leaves a lease that
 //! ends, and another replica attempts the delivery again: at least once.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use orchestrator_core::api::{DeliveriesPage, Delivery, Webhook};
 use orchestrator_core::webhook::{DeliveryStatus, WebhookSecret};
@@ -37,6 +39,9 @@ pub struct DueDelivery {
     pub payload: String,
     /// Attempts made before this one.
     pub attempts: u32,
+    /// Attempts made before the retry schedule last started (0, or the attempts at its last
+    /// redelivery): the schedule's next delay is its `attempts - schedule_from`-th.
+    pub schedule_from: u32,
     /// The claim's lease (Unix microseconds); the outcome is recorded only while it holds.
     pub lease: i64,
 }
@@ -45,6 +50,7 @@ impl From<DueRow> for DueDelivery {
     fn from((row, (url, secret)): DueRow) -> Self {
         DueDelivery {
             attempts: u32::try_from(row.attempts).unwrap_or(0),
+            schedule_from: u32::try_from(row.schedule_from).unwrap_or(0),
             lease: row.lease_until.unwrap_or_default(),
             id: row.id,
             webhook_id: row.webhook_id,
@@ -62,6 +68,9 @@ pub struct AttemptRecord {
     pub id: String,
     /// The lease of the claim that made the attempt.
     pub lease: i64,
+    /// The delivery's `schedule_from` when it was claimed: a redelivery while the attempt was
+    /// in flight moved it, and then the attempt is counted but the delivery stays due.
+    pub schedule_from: u32,
     /// Attempts made, this one included.
     pub attempts: u32,
     /// Delivered, failed for good, or pending again.
@@ -74,6 +83,63 @@ pub struct AttemptRecord {
     pub next_attempt_at: Option<Timestamp>,
     /// When a 2xx arrived (delivered only).
     pub delivered_at: Option<Timestamp>,
+}
+
+/// What one claim may take: how many deliveries in all, and how many of one webhook's may be
+/// in flight at once on this replica, so that a receiver that hangs holds only its share of
+/// the attempts and the other webhooks' deliveries go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRoom {
+    /// Most deliveries claimed.
+    pub limit: u32,
+    /// Most attempts of one webhook in flight at once.
+    pub per_webhook: u32,
+    /// The attempts in flight, by webhook id.
+    pub in_flight: HashMap<String, u32>,
+}
+
+impl ClaimRoom {
+    /// Up to `limit` deliveries, whichever webhooks they are for.
+    pub fn up_to(limit: u32) -> Self {
+        ClaimRoom {
+            limit,
+            per_webhook: limit,
+            in_flight: HashMap::new(),
+        }
+    }
+
+    /// How many candidates a claim reads to fill its room: more than its limit, since some
+    /// may be of webhooks whose share is taken.
+    pub(crate) fn scan(&self) -> i64 {
+        i64::from(self.limit.saturating_mul(4).min(1000))
+    }
+
+    /// The webhooks whose share is taken: their deliveries are not claimed now.
+    pub(crate) fn full(&self) -> Vec<String> {
+        self.in_flight
+            .iter()
+            .filter(|(_, n)| **n >= self.per_webhook)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Of `candidates` (delivery id, webhook id; the longest due first), those this claim
+    /// takes.
+    pub(crate) fn pick(&self, candidates: Vec<(String, String)>) -> Vec<String> {
+        let mut taken = self.in_flight.clone();
+        let mut picked = Vec::new();
+        for (id, webhook) in candidates {
+            if picked.len() >= self.limit as usize {
+                break;
+            }
+            let share = taken.entry(webhook).or_insert(0);
+            if *share < self.per_webhook {
+                *share += 1;
+                picked.push(id);
+            }
+        }
+        picked
+    }
 }
 
 /// Webhooks and their deliveries: what a durable store keeps for the delivery worker and the
@@ -105,18 +171,20 @@ pub trait WebhookRepository: Send + Sync {
         limit: u32,
     ) -> Result<u64, RepositoryError>;
 
-    /// Leases up to `limit` deliveries due at `now` that no other claim holds, until
-    /// `lease_until`.
+    /// Leases deliveries due at `now` that no other claim holds, until `lease_until`: as many
+    /// as `room` has, the longest due first.
     async fn claim_deliveries(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
-        limit: u32,
+        room: &ClaimRoom,
     ) -> Result<Vec<DueDelivery>, RepositoryError>;
 
     /// Stores the outcomes of attempts, in one write; each only if its claim still holds the
-    /// delivery (not if the lease ended and another attempt took over, or it was redelivered
-    /// meanwhile). Answers how many were stored.
+    /// delivery (not if the lease ended and another attempt took over). An attempt whose
+    /// delivery was redelivered while it was in flight is counted (attempts, status code,
+    /// error) and the delivery stays pending and due, for the redelivery. Answers how many
+    /// were stored.
     async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<u64, RepositoryError>;
 
     /// A webhook's deliveries, newest event first, as `page` asks: up to one more than its
@@ -127,8 +195,10 @@ pub trait WebhookRepository: Send + Sync {
         page: &DeliveriesPage,
     ) -> Result<Vec<Delivery>, RepositoryError>;
 
-    /// Makes a delivery pending and due at `now` (its attempts count on); false if the webhook
-    /// has no such delivery.
+    /// Makes a delivery pending and due at `now`, its attempts counting on and its retry
+    /// schedule starting again; false if the webhook has no such delivery. A delivery with an
+    /// attempt in flight keeps that attempt's lease: it is attempted again once that attempt
+    /// ends (never twice at once).
     async fn redeliver(
         &self,
         webhook_id: &str,
@@ -162,8 +232,8 @@ pub(crate) enum WebhookWrite {
         now: i64,
         /// Unix microseconds.
         lease_until: i64,
-        /// Most deliveries claimed.
-        limit: i64,
+        /// What the claim may take.
+        room: ClaimRoom,
     },
     /// See [`WebhookRepository::record_attempts`] (answers `Count`).
     Record(Vec<RecordRow>),
@@ -194,6 +264,18 @@ pub(crate) struct RecordChanges {
     pub lease_until: Option<i64>,
 }
 
+/// An attempt's outcome when its delivery was redelivered while it was in flight: the
+/// attempt counted, the delivery left pending and due for the redelivery.
+#[derive(Debug, Clone, diesel::AsChangeset)]
+#[diesel(table_name = super::schema::webhook_deliveries)]
+#[diesel(treat_none_as_null = true)]
+pub(crate) struct CountedChanges {
+    pub attempts: i32,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub lease_until: Option<i64>,
+}
+
 /// [`AttemptRecord`] as the store writes it: which row, under which lease, what changes.
 #[derive(Debug, Clone)]
 pub(crate) struct RecordRow {
@@ -201,22 +283,35 @@ pub(crate) struct RecordRow {
     pub id: String,
     /// The claim's lease.
     pub lease: i64,
-    /// The new columns (the lease released).
+    /// The delivery's `schedule_from` when claimed.
+    pub schedule_from: i32,
+    /// The new columns (the lease released), if the delivery was not redelivered meanwhile.
     pub changes: RecordChanges,
+    /// The new columns if it was.
+    pub counted: CountedChanges,
 }
 
 impl From<&AttemptRecord> for RecordRow {
     fn from(record: &AttemptRecord) -> Self {
+        let attempts = i32::try_from(record.attempts).unwrap_or(i32::MAX);
+        let last_status_code = record.status_code.map(i32::from);
         RecordRow {
             id: record.id.clone(),
             lease: record.lease,
+            schedule_from: i32::try_from(record.schedule_from).unwrap_or(i32::MAX),
             changes: RecordChanges {
                 status: record.status.as_str().to_owned(),
-                attempts: i32::try_from(record.attempts).unwrap_or(i32::MAX),
-                last_status_code: record.status_code.map(i32::from),
+                attempts,
+                last_status_code,
                 last_error: record.error.clone(),
                 next_attempt_at: record.next_attempt_at.map(micros),
                 delivered_at: record.delivered_at.map(micros),
+                lease_until: None,
+            },
+            counted: CountedChanges {
+                attempts,
+                last_status_code,
+                last_error: record.error.clone(),
                 lease_until: None,
             },
         }
@@ -292,12 +387,12 @@ impl<B: WebhookBackend> WebhookRepository for B {
         &self,
         now: Timestamp,
         lease_until: Timestamp,
-        limit: u32,
+        room: &ClaimRoom,
     ) -> Result<Vec<DueDelivery>, RepositoryError> {
         let write = WebhookWrite::Claim {
             now: micros(now),
             lease_until: micros(lease_until),
-            limit: i64::from(limit),
+            room: room.clone(),
         };
         self.write(Write::Webhook(write)).await?.into_due()
     }

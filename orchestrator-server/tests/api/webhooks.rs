@@ -1,10 +1,12 @@
 //! Webhooks: subscriptions through the typed client, deliveries received by a real HTTP
 //! receiver and checked with the client's signature helper, the retry schedule, redelivery,
-//! refusals, delivery after `kill -9` with the receiver down, and two PostgreSQL replicas
+//! refusals, a redelivery during an attempt, a receiver that never answers beside a healthy
+//! one, delivery after `kill -9` with the receiver down, and two PostgreSQL replicas
 //! delivering each event once.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,7 @@ use orchestrator_core::api::{
     StartWorkflowRequest,
 };
 use orchestrator_core::webhook::{DeliveryStatus, RetrySchedule};
-use orchestrator_server::storage::DatabaseUrl;
+use orchestrator_server::storage::{ClaimRoom, DatabaseUrl};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -49,11 +51,14 @@ impl Received {
 }
 
 /// An HTTP receiver on loopback: records every request and answers the scripted statuses in
-/// turn (then 200).
+/// turn (then 200), after the scripted holds (then at once); it notes the most requests it
+/// had in hand at once.
 struct Receiver {
     url: String,
     got: mpsc::UnboundedReceiver<Received>,
     answers: Arc<Mutex<VecDeque<u16>>>,
+    holds: Arc<Mutex<VecDeque<Duration>>>,
+    most_at_once: Arc<AtomicUsize>,
 }
 
 impl Receiver {
@@ -65,13 +70,24 @@ impl Receiver {
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let (sender, got) = mpsc::unbounded_channel();
         let answers = Arc::new(Mutex::new(VecDeque::new()));
-        let script = answers.clone();
+        let holds = Arc::new(Mutex::new(VecDeque::new()));
+        let most_at_once = Arc::new(AtomicUsize::new(0));
+        let at_once = Arc::new(AtomicUsize::new(0));
+        let script = (
+            answers.clone(),
+            holds.clone(),
+            at_once,
+            most_at_once.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (sender, script) = (sender.clone(), script.clone());
                 let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let (sender, script) = (sender.clone(), script.clone());
+                    let (sender, (answers, holds, at_once, most)) =
+                        (sender.clone(), script.clone());
                     async move {
+                        let now = at_once.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
                         let (parts, body) = request.into_parts();
                         let body = body
                             .collect()
@@ -82,7 +98,12 @@ impl Receiver {
                             headers: parts.headers,
                             body,
                         });
-                        let status = script.lock().unwrap().pop_front().unwrap_or(200);
+                        let hold = holds.lock().unwrap().pop_front();
+                        if let Some(hold) = hold {
+                            tokio::time::sleep(hold).await;
+                        }
+                        at_once.fetch_sub(1, Ordering::SeqCst);
+                        let status = answers.lock().unwrap().pop_front().unwrap_or(200);
                         let mut response = http::Response::new(Full::new(Bytes::new()));
                         *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
                         Ok::<_, Infallible>(response)
@@ -94,11 +115,22 @@ impl Receiver {
                 );
             }
         });
-        Receiver { url, got, answers }
+        Receiver {
+            url,
+            got,
+            answers,
+            holds,
+            most_at_once,
+        }
     }
 
     fn answer(&self, statuses: &[u16]) {
         self.answers.lock().unwrap().extend(statuses);
+    }
+
+    /// The next requests are answered after these holds, in turn.
+    fn hold(&self, holds: &[Duration]) {
+        self.holds.lock().unwrap().extend(holds);
     }
 
     /// The next request, within 15 s.
@@ -285,11 +317,14 @@ async fn a_failing_target_is_retried_on_the_schedule_then_failed_and_can_be_rede
         .unwrap();
     assert_eq!(failed.items.len(), 1);
 
-    // Redelivered: the same webhook-id, the attempts counting on.
+    // Redelivered: the same webhook-id, the attempts counting on, and a failure retried on
+    // the schedule from its start (not failed at once for being past its last delay).
+    receiver.answer(&[500]);
     app.client
         .redeliver(&webhook.id, &delivery.id)
         .await
         .unwrap();
+    assert_eq!(receiver.next().await.webhook_id(), delivery.id);
     assert_eq!(receiver.next().await.webhook_id(), delivery.id);
     let delivered = deliveries_until(&app.client, &webhook.id, |items| {
         items
@@ -298,11 +333,107 @@ async fn a_failing_target_is_retried_on_the_schedule_then_failed_and_can_be_rede
     })
     .await
     .remove(0);
-    assert_eq!(delivered.attempts, 4);
+    assert_eq!(delivered.attempts, 5);
     assert_eq!(delivered.last_error, None);
     let metrics = app.metrics().await;
-    assert!(metrics.contains("orchestrator_webhook_attempts_total{outcome=\"retry\"} 2"));
+    assert!(metrics.contains("orchestrator_webhook_attempts_total{outcome=\"retry\"} 3"));
     assert!(metrics.contains("orchestrator_webhook_attempts_total{outcome=\"failed\"} 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivery_asked_during_an_attempt_waits_for_it() {
+    let app = spawn_app().await;
+    let mut receiver = Receiver::start().await;
+    receiver.hold(&[Duration::from_secs(2)]);
+    let webhook = app
+        .client
+        .create_webhook(&CreateWebhookRequest::new(receiver.url.clone()))
+        .await
+        .unwrap()
+        .webhook;
+    app.start_workflow("slow-receiver").await;
+    let first = receiver.next().await;
+    // The first attempt is in the receiver's hands: redeliver now.
+    app.client
+        .redeliver(&webhook.id, &first.webhook_id())
+        .await
+        .unwrap();
+    let second = receiver.next().await;
+    assert_eq!(second.webhook_id(), first.webhook_id());
+    assert_eq!(
+        receiver.most_at_once.load(Ordering::SeqCst),
+        1,
+        "the redelivery was attempted while the first attempt was in flight"
+    );
+    let delivered = deliveries_until(&app.client, &webhook.id, |items| {
+        items
+            .first()
+            .is_some_and(|d| d.status == DeliveryStatus::Delivered && d.attempts == 2)
+    })
+    .await;
+    assert_eq!(delivered.len(), 1);
+    receiver.quiet(Duration::from_millis(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receiver_that_never_answers_does_not_hold_up_the_other_webhooks() {
+    let app = spawn_app().await;
+    // Takes connections and never answers: each attempt holds its slot until it times out.
+    let hung = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_url = format!("http://{}/hook", hung.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hung.accept().await {
+            held.push(stream);
+        }
+    });
+    let stuck = app
+        .client
+        .create_webhook(&CreateWebhookRequest::new(hung_url))
+        .await
+        .unwrap()
+        .webhook;
+    // More deliveries due for it than the server has slots.
+    for n in 0..40 {
+        app.start_workflow(&format!("backlog-{n}")).await;
+    }
+    let mut receiver = Receiver::start().await;
+    let healthy = app
+        .client
+        .create_webhook(&CreateWebhookRequest::new(receiver.url.clone()))
+        .await
+        .unwrap()
+        .webhook;
+    app.start_workflow("after-the-backlog").await;
+    assert_eq!(
+        receiver.next().await.event()["subject"],
+        "after-the-backlog"
+    );
+    deliveries_until(&app.client, &healthy.id, |items| {
+        items
+            .first()
+            .is_some_and(|d| d.status == DeliveryStatus::Delivered)
+    })
+    .await;
+    // ...while every attempt at the hung receiver is still waiting for its answer: the
+    // healthy webhook did not wait for their timeouts.
+    let stuck = app
+        .client
+        .list_deliveries(
+            &stuck.id,
+            &DeliveriesQuery {
+                limit: Some(100),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(stuck.items.len() > 32, "{} deliveries", stuck.items.len());
+    assert!(
+        stuck.items.iter().all(|d| d.attempts == 0),
+        "{:?}",
+        stuck.items
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -628,13 +759,16 @@ async fn the_store_queues_each_event_once(
     );
 
     let lease = now + chrono::Duration::seconds(30);
-    let claimed = store.claim_deliveries(now, lease, 10).await.unwrap();
+    let claimed = store
+        .claim_deliveries(now, lease, &ClaimRoom::up_to(10))
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 2);
     assert_eq!(claimed[0].secret, secret.expose());
     // Claimed already: a second claim (another replica) gets nothing until the lease ends.
     assert!(
         store
-            .claim_deliveries(now, lease, 10)
+            .claim_deliveries(now, lease, &ClaimRoom::up_to(10))
             .await
             .unwrap()
             .is_empty()
@@ -642,6 +776,7 @@ async fn the_store_queues_each_event_once(
     let delivered = AttemptRecord {
         id: claimed[0].id.clone(),
         lease: claimed[0].lease,
+        schedule_from: 0,
         attempts: 1,
         status: DeliveryStatus::Delivered,
         status_code: Some(200),
@@ -686,7 +821,8 @@ async fn the_sqlite_store_queues_each_event_once() {
     let store = orchestrator_server::storage::connect(&DatabaseUrl::SqliteMemory, 2)
         .await
         .unwrap();
-    the_store_queues_each_event_once(store).await;
+    the_store_queues_each_event_once(store.clone()).await;
+    the_store_shares_claims_and_never_redelivers_in_flight(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -697,5 +833,140 @@ async fn the_postgres_store_queues_each_event_once() {
     let store = orchestrator_server::storage::connect(&DatabaseUrl::Postgres(db.url.clone()), 2)
         .await
         .unwrap();
-    the_store_queues_each_event_once(store).await;
+    the_store_queues_each_event_once(store.clone()).await;
+    the_store_shares_claims_and_never_redelivers_in_flight(store).await;
+}
+
+/// A claim takes at most its share of one webhook's deliveries; a redelivery during an
+/// attempt waits for it (never two attempts at once) and then starts the schedule again.
+async fn the_store_shares_claims_and_never_redelivers_in_flight(
+    store: std::sync::Arc<dyn orchestrator_server::storage::DurableRepository>,
+) {
+    use orchestrator_server::storage::AttemptRecord;
+    let orchestrator = orchestrator_core::Orchestrator::new(store.clone());
+    let secret = orchestrator_core::webhook::WebhookSecret::from_key([5; 32]);
+    let mut hooks = Vec::new();
+    for n in ["a", "b"] {
+        let webhook = orchestrator_core::api::Webhook {
+            id: format!("wh_{n}"),
+            url: format!("http://127.0.0.1:9/{n}"),
+            event_types: Vec::new(),
+            description: None,
+            created_at: chrono::Utc::now(),
+        };
+        store.create_webhook(&webhook, &secret).await.unwrap();
+        hooks.push(webhook.id);
+    }
+    for n in 0..3 {
+        let start = StartWorkflowRequest::new(format!("shared-{n}"), "claims");
+        orchestrator.start(start.try_into().unwrap()).await.unwrap();
+    }
+    let now = chrono::Utc::now();
+    for hook in &hooks {
+        assert_eq!(store.enqueue_deliveries(hook, now, 500).await.unwrap(), 3);
+    }
+    let lease = now + chrono::Duration::seconds(30);
+    let share = |in_flight: &[(&str, u32)]| ClaimRoom {
+        limit: 10,
+        per_webhook: 2,
+        in_flight: in_flight
+            .iter()
+            .map(|(h, n)| ((*h).to_owned(), *n))
+            .collect(),
+    };
+    // Two of each webhook's three, whichever was due first.
+    let first = store
+        .claim_deliveries(now, lease, &share(&[]))
+        .await
+        .unwrap();
+    let of = |claimed: &[orchestrator_server::storage::DueDelivery], hook: &str| {
+        claimed.iter().filter(|d| d.webhook_id == hook).count()
+    };
+    assert_eq!(
+        (of(&first, "wh_a"), of(&first, "wh_b")),
+        (2, 2),
+        "{first:?}"
+    );
+    // With two of a's in flight, a's third waits; b's is claimed.
+    let second = store
+        .claim_deliveries(now, lease, &share(&[("wh_a", 2), ("wh_b", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (of(&second, "wh_a"), of(&second, "wh_b")),
+        (0, 1),
+        "{second:?}"
+    );
+
+    // Redelivered while its attempt is in flight: nobody may claim it meanwhile.
+    let busy = first
+        .iter()
+        .find(|d| d.webhook_id == "wh_a")
+        .unwrap()
+        .clone();
+    assert_eq!((busy.attempts, busy.schedule_from), (0, 0));
+    assert!(store.redeliver("wh_a", &busy.id, now).await.unwrap());
+    let later = now + chrono::Duration::seconds(1);
+    let meanwhile = store
+        .claim_deliveries(later, lease, &ClaimRoom::up_to(10))
+        .await
+        .unwrap();
+    assert!(meanwhile.iter().all(|d| d.id != busy.id), "{meanwhile:?}");
+    // The attempt ends delivered: counted, and the delivery stays due for the redelivery.
+    let delivered = AttemptRecord {
+        id: busy.id.clone(),
+        lease: busy.lease,
+        schedule_from: busy.schedule_from,
+        attempts: 1,
+        status: DeliveryStatus::Delivered,
+        status_code: Some(200),
+        error: None,
+        next_attempt_at: None,
+        delivered_at: Some(later),
+    };
+    assert_eq!(store.record_attempts(&[delivered]).await.unwrap(), 1);
+    let page = orchestrator_core::api::DeliveriesQuery::parse_query([]).unwrap();
+    let row = store
+        .deliveries("wh_a", &page)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.id == busy.id)
+        .unwrap();
+    assert_eq!(
+        (row.status, row.attempts),
+        (DeliveryStatus::Pending, 1),
+        "{row:?}"
+    );
+    assert_eq!(row.last_status_code, Some(200));
+    let again = store
+        .claim_deliveries(
+            later,
+            later + chrono::Duration::seconds(30),
+            &ClaimRoom::up_to(10),
+        )
+        .await
+        .unwrap();
+    let again = again.iter().find(|d| d.id == busy.id).expect("due again");
+    // The schedule starts after the attempt that was in flight.
+    assert_eq!((again.attempts, again.schedule_from), (1, 1));
+
+    // Redelivered with no attempt in flight (b's, its lease ended): due now, the schedule
+    // from its attempts so far.
+    let idle = second[0].clone();
+    let past_lease = lease + chrono::Duration::seconds(1);
+    assert!(store.redeliver("wh_b", &idle.id, past_lease).await.unwrap());
+    let idle = store
+        .claim_deliveries(
+            past_lease,
+            past_lease + chrono::Duration::seconds(30),
+            &ClaimRoom::up_to(10),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.id == idle.id)
+        .expect("due at once");
+    assert_eq!((idle.attempts, idle.schedule_from), (0, 0));
+    assert!(!store.redeliver("wh_b", "msg_nope", now).await.unwrap());
 }

@@ -52,7 +52,12 @@ pub async fn create_webhook(
         .map_err(|e| ApiError::Internal(format!("no randomness for a secret: {e}")))?;
     let secret = WebhookSecret::from_key(key);
     webhooks.store().create_webhook(&webhook, &secret).await?;
-    tracing::info!(webhook = %webhook.id, url = %webhook.url, "webhook created");
+    // The host only: a URL's path or query may carry the receiver's own token.
+    let host = reqwest::Url::parse(&webhook.url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    tracing::info!(webhook = %webhook.id, %host, "webhook created");
     let location = HeaderValue::from_str(&paths::webhook(&webhook.id)).ok();
     let created = CreatedWebhook {
         webhook,
@@ -170,7 +175,7 @@ pub async fn list_deliveries(
         ("delivery_id" = String, Path, description = "the delivery's id"),
     ),
     responses(
-        (status = 202, description = "the delivery is pending and due now: the same delivery (same `webhook-id`) is attempted within a second, `attempts` counting on; a failure is retried on the schedule again"),
+        (status = 202, description = "the delivery is pending and due now: the same delivery (same `webhook-id`) is attempted within a second (or, if an attempt is in flight, as soon as that attempt ends: never two at once), `attempts` counting on; a failure is retried on the schedule from its start"),
     ),
 )]
 pub async fn redeliver(

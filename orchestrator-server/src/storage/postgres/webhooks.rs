@@ -2,7 +2,9 @@
 //! its webhook's row, so replicas enqueue one after the other; a claim skips the deliveries
 //! another replica is claiming.
 
-use diesel::prelude::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel::prelude::{
+    BoolExpressionMethods, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
+};
 use diesel::result::QueryResult;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::RepositoryError;
@@ -116,15 +118,17 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
         WebhookWrite::Claim {
             now,
             lease_until,
-            limit,
+            room,
         } => {
             let pending = DeliveryStatus::Pending.as_str();
-            let ids: Vec<String> = queries::due_deliveries(pending, *now, *limit)
-                .select(webhook_deliveries::id)
-                .for_update()
-                .skip_locked()
-                .load(conn)
-                .await?;
+            let candidates: Vec<(String, String)> =
+                queries::due_deliveries(pending, *now, room.scan(), room.full())
+                    .select((webhook_deliveries::id, webhook_deliveries::webhook_id))
+                    .for_update()
+                    .skip_locked()
+                    .load(conn)
+                    .await?;
+            let ids = room.pick(candidates);
             if ids.is_empty() {
                 return Ok(Written::Due(Vec::new()));
             }
@@ -143,10 +147,23 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
         WebhookWrite::Record(records) => {
             let mut stored = 0;
             for record in records {
-                stored += diesel::update(queries::leased_delivery(&record.id, record.lease))
+                let as_claimed = queries::leased_delivery_as_claimed(
+                    &record.id,
+                    record.lease,
+                    record.schedule_from,
+                );
+                let mut done = diesel::update(as_claimed)
                     .set(&record.changes)
                     .execute(conn)
                     .await?;
+                if done == 0 {
+                    // Redelivered while in flight (or the lease is gone: then this is 0 too).
+                    done = diesel::update(queries::leased_delivery(&record.id, record.lease))
+                        .set(&record.counted)
+                        .execute(conn)
+                        .await?;
+                }
+                stored += done;
             }
             Ok(count(stored))
         }
@@ -154,15 +171,37 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
             webhook_id,
             delivery_id,
             now,
-        } => diesel::update(queries::delivery_of(webhook_id, delivery_id))
-            .set((
+        } => {
+            let delivery = || queries::delivery_of(webhook_id, delivery_id);
+            let due_now = (
                 webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()),
                 webhook_deliveries::next_attempt_at.eq(now),
+            );
+            // An attempt in flight keeps its lease; the schedule starts after it.
+            let in_flight =
+                diesel::update(delivery().filter(webhook_deliveries::lease_until.ge(now)))
+                    .set((
+                        due_now,
+                        webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts + 1),
+                    ))
+                    .execute(conn)
+                    .await?;
+            let idle = diesel::update(
+                delivery().filter(
+                    webhook_deliveries::lease_until
+                        .is_null()
+                        .or(webhook_deliveries::lease_until.lt(now)),
+                ),
+            )
+            .set((
+                due_now,
+                webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts),
                 webhook_deliveries::lease_until.eq(None::<i64>),
             ))
             .execute(conn)
-            .await
-            .map(count),
+            .await?;
+            Ok(count(in_flight + idle))
+        }
         WebhookWrite::Purge(before) => diesel::delete(queries::settled_deliveries_before(
             DeliveryStatus::Pending.as_str(),
             *before,

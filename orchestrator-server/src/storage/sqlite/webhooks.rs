@@ -105,12 +105,14 @@ pub fn apply(
         WebhookWrite::Claim {
             now,
             lease_until,
-            limit,
+            room,
         } => {
             let pending = DeliveryStatus::Pending.as_str();
-            let ids: Vec<String> = queries::due_deliveries(pending, *now, *limit)
-                .select(webhook_deliveries::id)
-                .load(conn)?;
+            let candidates: Vec<(String, String)> =
+                queries::due_deliveries(pending, *now, room.scan(), room.full())
+                    .select((webhook_deliveries::id, webhook_deliveries::webhook_id))
+                    .load(conn)?;
+            let ids = room.pick(candidates);
             if ids.is_empty() {
                 return Ok(Written::Due(Vec::new()));
             }
@@ -129,11 +131,21 @@ pub fn apply(
         WebhookWrite::Record(records) => {
             let mut stored = 0;
             for record in records {
-                stored += prepared::update(
-                    queries::leased_delivery(&record.id, record.lease),
-                    &record.changes,
-                )
-                .execute(conn)?;
+                let as_claimed = queries::leased_delivery_as_claimed(
+                    &record.id,
+                    record.lease,
+                    record.schedule_from,
+                );
+                let mut done = prepared::update(as_claimed, &record.changes).execute(conn)?;
+                if done == 0 {
+                    // Redelivered while in flight (or the lease is gone: then this is 0 too).
+                    done = prepared::update(
+                        queries::leased_delivery(&record.id, record.lease),
+                        &record.counted,
+                    )
+                    .execute(conn)?;
+                }
+                stored += done;
             }
             Ok(count(stored))
         }
@@ -141,16 +153,35 @@ pub fn apply(
             webhook_id,
             delivery_id,
             now,
-        } => prepared::update(
-            queries::delivery_of(webhook_id, delivery_id),
-            (
+        } => {
+            let delivery = || queries::delivery_of(webhook_id, delivery_id);
+            let due_now = (
                 webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()),
                 webhook_deliveries::next_attempt_at.eq(now),
+            );
+            // An attempt in flight keeps its lease; the schedule starts after it.
+            let in_flight =
+                diesel::update(delivery().filter(webhook_deliveries::lease_until.ge(now)))
+                    .set((
+                        due_now,
+                        webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts + 1),
+                    ))
+                    .execute(conn)?;
+            let idle = diesel::update(
+                delivery().filter(
+                    webhook_deliveries::lease_until
+                        .is_null()
+                        .or(webhook_deliveries::lease_until.lt(now)),
+                ),
+            )
+            .set((
+                due_now,
+                webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts),
                 webhook_deliveries::lease_until.eq(None::<i64>),
-            ),
-        )
-        .execute(conn)
-        .map(count),
+            ))
+            .execute(conn)?;
+            Ok(count(in_flight + idle))
+        }
         WebhookWrite::Purge(before) => diesel::delete(queries::settled_deliveries_before(
             DeliveryStatus::Pending.as_str(),
             *before,
