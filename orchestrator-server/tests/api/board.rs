@@ -592,6 +592,31 @@ async fn bad_input_gets_a_page_with_the_status_the_api_would_answer() {
             .unwrap()
             .starts_with("__Host-orchestrator_session=")
     );
+    // ...and over HTTPS the plain cookie counts for nothing: another host of the domain, or a
+    // plain-HTTP answer, could have planted it.
+    let plain = next.headers[SET_COOKIE].to_str().unwrap();
+    let plain = plain.split(';').next().unwrap();
+    let signed_in = |page: &Page| page.text.contains("Signed in as");
+    assert!(signed_in(&get(&app, "/board", Some(plain)).await));
+    let over_https = page(
+        http()
+            .get(app.url("/board"))
+            .header("cookie", plain)
+            .header("x-forwarded-proto", "https")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(!signed_in(&over_https), "{}", over_https.text);
+    // A name is blank by the rule of a request's actor (U+FEFF included).
+    let blank = post_form(&app, "/board/session", &[("name", "\u{feff}")], None).await;
+    assert_eq!(blank.status, StatusCode::BAD_REQUEST);
+    assert!(
+        blank.text.contains("Name must not be blank."),
+        "{}",
+        blank.text
+    );
     // A value that would be markup is shown as text.
     let hostile = StartWorkflowRequest::new("hostile", "<script>alert(1)</script>");
     app.client.start_workflow(&hostile).await.unwrap();

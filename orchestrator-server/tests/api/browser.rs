@@ -256,7 +256,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
             .await
             .unwrap();
     }
-    // One answered consultation, and one escalated to a human: it blocks the gate.
+    // One answered consultation, and two escalated to a human: they block the gate.
     at_gate("payments-retry", 2, Some(86_400)).await;
     let payments = orchestrator_core::FeatureId::parse("payments-retry").unwrap();
     for (topic, question) in [
@@ -267,6 +267,10 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         (
             "security",
             "May we store the card token for retries? [confidence=30]",
+        ),
+        (
+            "security",
+            "Must the retry log leave out the card number? [confidence=40]",
         ),
     ] {
         agent
@@ -409,12 +413,50 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         .await
         .unwrap();
     let why = wait_text(&a, "#verdict", |t| t.starts_with("You may not approve")).await;
-    assert!(why.contains("blocked by 1 escalation"), "{why}");
+    assert!(why.contains("blocked by 2 escalations"), "{why}");
     assert!(a.find(Locator::XPath(&button("Approve"))).await.is_err());
     let consultations = wait_text(&a, "table.consultations", |t| t.contains("Blocking")).await;
     assert!(consultations.contains("resolved"), "{consultations}");
     only_own_origin(&a, &origin).await;
     screenshot(&a, "board-feature.png").await;
+
+    // Alice answers the first escalation from the page: her correction goes to the hub and
+    // resolves it; the other still holds the gate.
+    click(&a, "Correct").await;
+    let refused = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
+    assert!(refused.contains("response"), "{refused}");
+    a.find(Locator::XPath(&labelled("Response")))
+        .await
+        .unwrap()
+        .send_keys("Only the processor's token, never the card number")
+        .await
+        .unwrap();
+    click(&a, "Correct").await;
+    wait_text(&a, "#message", |t| {
+        t == "Answered: the consultation is resolved."
+    })
+    .await;
+    wait_text(&a, "table.consultations", |t| {
+        t.contains("Only the processor's token, never the card number")
+    })
+    .await;
+    let why = wait_text(&a, "#verdict", |t| t.contains("blocked by 1 escalation")).await;
+    assert!(why.starts_with("You may not approve"), "{why}");
+    let answered = agent
+        .list_consultations(&payments)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|c| {
+            c.final_answer.as_deref() == Some("Only the processor's token, never the card number")
+        })
+        .expect("the correction is the consultation's answer");
+    assert_eq!(
+        answered.human_responder.as_deref(),
+        Some("alice"),
+        "{answered:?}"
+    );
 
     // Sign-out ends the session on the server: the old cookie no longer works.
     let cookie = a.get_named_cookie("orchestrator_session").await.unwrap();
@@ -439,6 +481,12 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     assert!(why.contains("you are an agent"), "{why}");
     assert!(a.find(Locator::XPath(&button("Approve"))).await.is_err());
     assert!(a.find(Locator::XPath(&button("Reject"))).await.is_err());
+    // Nor may it answer an escalation: the page offers it no answer.
+    a.goto(&app.url("/board/feature/payments-retry"))
+        .await
+        .unwrap();
+    wait_text(&a, "table.consultations", |t| t.contains("Blocking")).await;
+    assert!(a.find(Locator::XPath(&button("Confirm"))).await.is_err());
 
     a.close().await.unwrap();
     b.close().await.unwrap();

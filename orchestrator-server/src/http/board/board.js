@@ -1,4 +1,5 @@
-// The reviewer board's script: live updates from the event stream, and Approve / Reject.
+// The reviewer board's script: live updates from the event stream, Approve / Reject, and the
+// answers to escalations.
 // No dependencies; served by the orchestrator itself under a policy that allows nothing else.
 (() => {
   'use strict';
@@ -45,12 +46,14 @@
       const current = document.getElementById('main');
       if (!next || !current) return;
       // What the reader is typing and where the focus is survive the swap.
-      const reason = document.getElementById('reason');
-      const typed = reason ? reason.value : '';
+      const typed = Array.from(current.querySelectorAll('textarea[id]'))
+        .map((field) => [field.id, field.value]);
       const focused = document.activeElement && document.activeElement.id;
       current.replaceWith(document.adoptNode(next));
-      const again = document.getElementById('reason');
-      if (again) again.value = typed;
+      typed.forEach(([id, value]) => {
+        const again = document.getElementById(id);
+        if (again) again.value = value;
+      });
       if (focused) {
         const element = document.getElementById(focused);
         if (element) element.focus();
@@ -106,17 +109,6 @@
   }
 
   // --- Approve / Reject through the API, with the version shown as If-Match. ---
-  async function decide(form, trigger) {
-    const buttons = Array.from(form.querySelectorAll('button'));
-    buttons.forEach((button) => { button.disabled = true; });
-    try {
-      await send(form, trigger);
-    } finally {
-      buttons.forEach((button) => { button.disabled = false; });
-    }
-    await refresh();
-  }
-
   async function send(form, trigger) {
     const reason = document.getElementById('reason');
     const request = { trigger };
@@ -170,18 +162,74 @@
     }
   }
 
-  function bind() {
-    const form = document.getElementById('decide');
-    if (!form || form.dataset.bound) return;
+  // --- Confirm / Correct / Add context: an escalation answered through the API. ---
+  async function respond(form, action) {
+    const field = form.querySelector('textarea');
+    const request = { action };
+    if (field && field.value.trim()) request.response = field.value.trim();
+    if (body.dataset.actor) request.actor = body.dataset.actor;
+    const path = '/workflow/' + encodeURIComponent(form.dataset.feature) +
+      '/consultations/' + encodeURIComponent(form.dataset.consultation) + '/respond';
+    let response;
+    try {
+      response = await fetch(path, {
+        method: 'POST',
+        credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': body.dataset.csrf || '' },
+        body: JSON.stringify(request),
+      });
+    } catch (_) {
+      say('The server could not be reached; nothing was answered. Try again.', 'bad');
+      return;
+    }
+    const answer = await response.json().catch(() => null);
+    if (response.ok) {
+      if (field) field.value = '';
+      const status = answer && answer.status ? answer.status : 'answered';
+      say(status === 'needs_reroute'
+        ? 'Context sent: the consultation is needs_reroute (ask the hub again with it); it no longer holds the gate.'
+        : 'Answered: the consultation is ' + status + '.', 'ok');
+      return;
+    }
+    const error = answer && answer.error ? answer.error : { code: 'HTTP_' + response.status, message: 'HTTP ' + response.status };
+    if (error.code === 'ALREADY_RESOLVED') {
+      say('Not recorded: somebody answered this escalation already; the page now shows the answer that stands.', 'bad');
+    } else {
+      const details = Array.isArray(error.details) && error.details.length ? ' (' + error.details.join('; ') + ')' : '';
+      say('Not recorded: ' + error.message + details, 'bad');
+    }
+  }
+
+  // Each button says what it does; a form submitted otherwise (Enter) does nothing.
+  function bindButtons(form, act) {
+    if (form.dataset.bound) return;
     form.dataset.bound = 'yes';
-    // Each button says what it does; a form submitted otherwise (Enter) decides nothing.
     form.addEventListener('submit', (event) => event.preventDefault());
     form.querySelectorAll('button[value]').forEach((button) => {
       button.addEventListener('click', (event) => {
         event.preventDefault();
-        decide(form, button.value);
+        act(form, button.value);
       });
     });
+  }
+
+  // The form's buttons are off while its request is out; the page is refreshed after it.
+  async function submitting(form, send, value) {
+    const buttons = Array.from(form.querySelectorAll('button'));
+    buttons.forEach((button) => { button.disabled = true; });
+    try {
+      await send(form, value);
+    } finally {
+      buttons.forEach((button) => { button.disabled = false; });
+    }
+    await refresh();
+  }
+
+  function bind() {
+    const form = document.getElementById('decide');
+    if (form) bindButtons(form, (f, trigger) => submitting(f, send, trigger));
+    document.querySelectorAll('form.respond')
+      .forEach((f) => bindButtons(f, (g, action) => submitting(g, respond, action)));
   }
 
   bind();

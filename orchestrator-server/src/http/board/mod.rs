@@ -318,11 +318,16 @@ pub(crate) async fn feature(
             }
         }
     };
+    // The respond endpoint's own rule: a human with the reviewer role.
+    let may_respond = session.as_ref().is_some_and(|session| {
+        session.kind == ActorKind::Human && session.caller.may(Action::Respond).is_ok()
+    });
     let data = views::Feature {
         workflow: view,
         history,
         consultations,
         verdict,
+        may_respond,
         now,
     };
     let frame = views::Frame {
@@ -378,9 +383,9 @@ pub(crate) async fn sign_in(
     };
     let actor = match caller.principal() {
         Some(principal) => principal.name.to_string(),
-        None => match Actor::parse(field("name").trim()) {
-            Ok(name) if !name.as_str().is_empty() => name.to_string(),
-            Ok(_) => return refuse(StatusCode::BAD_REQUEST, "Name must not be blank."),
+        // The rule of an `actor` in a request, so a name signed in with is one a decision takes.
+        None => match Actor::parse_name(field("name").trim()) {
+            Ok(name) => name.to_string(),
             Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("Name {}.", e.rule)),
         },
     };

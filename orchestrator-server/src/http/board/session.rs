@@ -89,9 +89,16 @@ pub(super) fn session_key(headers: &HeaderMap) -> Option<String> {
     session_id(headers).map(|id| to_hex(&token_hash(id)))
 }
 
-/// The session id the request's cookie carries (the `__Host-` one first).
+/// The session id the request's cookie carries (the `__Host-` one first). Over HTTPS only the
+/// `__Host-` one counts: the plain cookie could have been planted by another host of the
+/// domain or over plain HTTP.
 fn session_id(headers: &HeaderMap) -> Option<&str> {
-    cookie(headers, SECURE_SESSION_COOKIE).or_else(|| cookie(headers, SESSION_COOKIE))
+    let secure = cookie(headers, SECURE_SESSION_COOKIE);
+    if is_https(headers) {
+        secure
+    } else {
+        secure.or_else(|| cookie(headers, SESSION_COOKIE))
+    }
 }
 
 /// The session the request's cookie names, if it holds (see [`session_by_key`]).

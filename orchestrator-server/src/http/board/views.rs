@@ -326,6 +326,8 @@ pub struct Feature {
     pub consultations: Vec<Consultation>,
     /// The signed-in person's standing at the gate (GATE_1 only).
     pub verdict: Verdict,
+    /// Whether the signed-in person may answer escalations (a human reviewer).
+    pub may_respond: bool,
     /// When the page was made.
     pub now: Timestamp,
 }
@@ -389,6 +391,9 @@ pub fn feature(data: &Feature) -> Markup {
                                             " " span.badge.blocking { "Blocking" }
                                         }
                                     }
+                                }
+                                @if c.is_pending() && data.may_respond {
+                                    tr.answer { td colspan="5" { (respond_form(w, c)) } }
                                 }
                             }
                         }
@@ -459,6 +464,24 @@ fn decision_form(w: &WorkflowResponse, approve: bool, reject: bool) -> Markup {
             div.buttons {
                 @if approve { button type="submit" name="trigger" value="human_approved" { "Approve" } }
                 @if reject { button.reject type="submit" name="trigger" value="human_rejected" { "Reject" } }
+            }
+        }
+    }
+}
+
+/// Confirm, Correct or Add context for an escalation waiting for a human: the answer goes to
+/// the Agent Hub through `POST …/consultations/{id}/respond`.
+fn respond_form(w: &WorkflowResponse, c: &Consultation) -> Markup {
+    let field = format!("response-{}", c.id);
+    html! {
+        form.respond data-feature=(w.feature_id.as_str()) data-consultation=(c.id) {
+            p.note { "The expert's answer waits for a human: confirm it, correct it, or add context for the hub to ask again." }
+            label for=(field) { "Response" }
+            textarea id=(field) name="response" rows="2" maxlength="10000" placeholder="Required to correct or add context" {}
+            div.buttons {
+                button type="submit" name="action" value="confirm" { "Confirm" }
+                button.secondary type="submit" name="action" value="correct" { "Correct" }
+                button.secondary type="submit" name="action" value="add_context" { "Add context" }
             }
         }
     }
