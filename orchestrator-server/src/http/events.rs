@@ -87,16 +87,18 @@ impl FeedBatch {
 
     /// The chunks a stream that has sent up to `sent` and keeps what `filter` admits sends
     /// of this batch (runs of admitted events as slices of the shared buffer), and the last
-    /// id it covers.
+    /// id it covers, the events its filter left out included.
     fn chunks(&self, sent: u64, filter: &EventFilter) -> (Vec<Bytes>, u64) {
         let mut chunks = Vec::new();
         let mut run: Option<(usize, usize)> = None;
         let mut last = sent;
         let mut start = 0;
         for event in &self.events {
-            let admitted = event.id > sent && filter.admits(event.event_type, &event.subject);
-            if admitted {
+            let new = event.id > sent;
+            if new {
                 last = event.id;
+            }
+            if new && filter.admits(event.event_type, &event.subject) {
                 run = Some(run.map_or((start, event.end), |(from, _)| (from, event.end)));
             } else if let Some((from, to)) = run.take() {
                 chunks.push(self.messages.slice(from..to));
@@ -111,9 +113,13 @@ impl FeedBatch {
 }
 
 /// The message that opens every stream: only `id:`, the id the stream starts after. It carries
-/// no data, so it is no event (an `EventSource` only takes it as its last event id).
-fn start_message(start: u64) -> Bytes {
-    Bytes::from(format!("id: {start}\n\n"))
+/// no data, so it is no event (an `EventSource` only takes it as its last event id). A
+/// heartbeat sends one too when the stream has read live events its filter left out, so a
+/// filtered stream resumes from where it read, not from its last matching event (which
+/// retention may have passed: a 410). The catch-up from the log reads only matching events,
+/// so its position is the last of them until the first live batch.
+fn position_message(position: u64) -> Bytes {
+    Bytes::from(format!("id: {position}\n\n"))
 }
 
 /// One SSE message: `id:`, `event:`, and the CloudEvent on one `data:` line.
@@ -347,9 +353,11 @@ async fn forward(
     let orchestrator = app.orchestrator().clone();
     // First, where the stream starts: a consumer that asked for "from now on" learns the id
     // to resume after if it is disconnected before its first event.
-    if queue.send(start_message(start)).await.is_err() {
+    if queue.send(position_message(start)).await.is_err() {
         return;
     }
+    // The last position the consumer was told in an `id:`-only message.
+    let mut told = start;
     // Catch up from the log.
     let mut sent = first.next_after;
     let mut page = first;
@@ -404,6 +412,12 @@ async fn forward(
                 .is_err()
             {
                 return;
+            }
+            if sent != told {
+                if queue.send(position_message(sent)).await.is_err() {
+                    return;
+                }
+                told = sent;
             }
             continue;
         };
@@ -523,11 +537,13 @@ mod tests {
         assert!(text(&chunks)[1].starts_with("id: 6\n") && text(&chunks)[1].contains("id: 7\n"));
         assert_eq!(last, 7);
 
-        // Nothing admitted: no chunk, and the stream's position stays.
+        // Nothing admitted: no chunk, but the stream has read through the batch (its next
+        // heartbeat says so); past the batch, the position stays.
         let overdue_of_b = EventFilter {
             feature_id: Some(FeatureId::parse("b").unwrap()),
             types: vec![GateOverdue],
         };
-        assert_eq!(batch.chunks(0, &overdue_of_b), (Vec::new(), 0));
+        assert_eq!(batch.chunks(0, &overdue_of_b), (Vec::new(), 7));
+        assert_eq!(batch.chunks(9, &overdue_of_b), (Vec::new(), 9));
     }
 }

@@ -267,6 +267,50 @@ async fn a_quiet_stream_hears_heartbeats_and_the_wire_format_is_sse() {
     );
 }
 
+/// A filtered stream learns, at a heartbeat, the position it has read to: a consumer that
+/// resumes from there does not resume from its last matching event, which retention may
+/// have deleted since (a 410 that would end the stream).
+#[tokio::test]
+async fn a_filtered_stream_moves_its_resume_id_past_events_it_leaves_out() {
+    let app = spawn_app_with(|c| c.events_heartbeat_seconds = 1).await;
+    app.start_workflow("watched").await;
+    let mut response = reqwest::Client::new()
+        .get(app.url("/events/stream?feature_id=watched"))
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut text = String::new();
+    read_until(&mut response, &mut text, |t| t.contains("id: 1\nevent:")).await;
+    assert!(text.starts_with("id: 0\n\nid: 1\nevent: "), "{text}");
+    // Others' events, live: none is sent, but the next heartbeat names the last of them.
+    for n in 0..3 {
+        app.start_workflow(&format!("other-{n}")).await;
+    }
+    read_until(&mut response, &mut text, |t| t.contains("\n\nid: 4\n\n")).await;
+    assert!(!text.contains("other-"), "{text}");
+    assert!(!text.contains("id: 2\nevent:"), "{text}");
+}
+
+/// Reads the stream into `text` until `done` holds for it (within 10 s).
+async fn read_until(
+    response: &mut reqwest::Response,
+    text: &mut String,
+    done: impl Fn(&str) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done(text) {
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        let chunk = tokio::time::timeout(Duration::from_secs(3), response.chunk())
+            .await
+            .expect("a chunk within 3 s")
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
 #[tokio::test]
 async fn an_overdue_gate_is_an_event() {
     let app = spawn_app().await;
