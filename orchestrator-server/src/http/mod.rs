@@ -426,7 +426,8 @@ impl App {
             Route::Summary => workflows::get_summary(self).await,
             Route::Events => events::list_events(self, parts.uri.query()).await,
             Route::Webhooks if parts.method == Method::POST => {
-                handlers::webhooks::create_webhook(self, caller, &parts.headers, body).await
+                handlers::webhooks::create_webhook(self, caller, &parts.headers, body, claimed)
+                    .await
             }
             Route::Webhooks => handlers::webhooks::list_webhooks(self, caller).await,
             Route::Webhook if parts.method == Method::DELETE => {

@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use orchestrator_core::api::{DeliveriesPage, Delivery, Webhook};
 use orchestrator_core::webhook::{DeliveryStatus, WebhookSecret};
-use orchestrator_core::{RepositoryError, Timestamp};
+use orchestrator_core::{Receipt, RepositoryError, Timestamp};
 
-use super::models::{DeliveryRow, DueRow, WebhookRow, convert, micros};
+use super::models::{DeliveryRow, DueRow, ReceiptRow, WebhookRow, convert, micros};
 use super::write::{Write, Written};
 
 /// A delivery a replica has claimed: what to POST, where, and with which key.
@@ -146,11 +146,13 @@ impl ClaimRoom {
 /// `/webhooks` API.
 #[async_trait]
 pub trait WebhookRepository: Send + Sync {
-    /// Stores a new webhook; it takes the events committed from now on.
+    /// Stores a new webhook; it takes the events committed from now on. `receipt`, the answer
+    /// to a request's idempotency key, is kept in the same write.
     async fn create_webhook(
         &self,
         webhook: &Webhook,
         secret: &WebhookSecret,
+        receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError>;
 
     /// Every webhook, oldest first.
@@ -213,8 +215,9 @@ pub trait WebhookRepository: Send + Sync {
 /// Every webhook write, for the back ends' `apply`.
 #[derive(Debug)]
 pub(crate) enum WebhookWrite {
-    /// A new webhook; its mark is set to the log's last id.
-    Create(WebhookRow),
+    /// A new webhook, its mark set to the log's last id, and the answer kept for the request's
+    /// idempotency key, if it has one.
+    Create(WebhookRow, Option<ReceiptRow>),
     /// Deletes a webhook (answers `Count`).
     Delete(String),
     /// See [`WebhookRepository::enqueue_deliveries`] (answers `Count`).
@@ -350,8 +353,12 @@ impl<B: WebhookBackend> WebhookRepository for B {
         &self,
         webhook: &Webhook,
         secret: &WebhookSecret,
+        receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError> {
-        let write = WebhookWrite::Create(WebhookRow::new(webhook, secret));
+        let write = WebhookWrite::Create(
+            WebhookRow::new(webhook, secret),
+            receipt.map(ReceiptRow::from),
+        );
         self.write(Write::Webhook(write)).await.map(|_| ())
     }
 

@@ -722,7 +722,39 @@ async fn the_store_queues_each_event_once(
         created_at: chrono::Utc::now(),
     };
     let secret = orchestrator_core::webhook::WebhookSecret::from_key([3; 32]);
-    store.create_webhook(&webhook, &secret).await.unwrap();
+    // The answer to the request's idempotency key is kept with the webhook: a retry of the
+    // request then finds it, never creates a second webhook.
+    use orchestrator_core::{IdempotencyKey, KeyClaim, Receipt};
+    let key = IdempotencyKey {
+        scope: "*".to_owned(),
+        key: "create-the-webhook".to_owned(),
+    };
+    let claim = async || {
+        let now = chrono::Utc::now();
+        store
+            .claim_key(
+                &key,
+                "fp",
+                now,
+                now + chrono::Duration::seconds(65),
+                now - chrono::Duration::hours(24),
+            )
+            .await
+            .unwrap()
+    };
+    assert_eq!(claim().await, KeyClaim::Claimed);
+    let receipt = Receipt {
+        key: key.clone(),
+        answer: "the webhook's 201".to_owned(),
+    };
+    store
+        .create_webhook(&webhook, &secret, Some(&receipt))
+        .await
+        .unwrap();
+    assert_eq!(
+        claim().await,
+        KeyClaim::Answered("the webhook's 201".to_owned())
+    );
     start("after-1").await.unwrap();
     start("after-2").await.unwrap();
     // Retention keeps what the webhook has yet to enqueue: only the event before it goes.
@@ -854,7 +886,7 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
             description: None,
             created_at: chrono::Utc::now(),
         };
-        store.create_webhook(&webhook, &secret).await.unwrap();
+        store.create_webhook(&webhook, &secret, None).await.unwrap();
         hooks.push(webhook.id);
     }
     for n in 0..3 {

@@ -2,7 +2,7 @@
 //! subscriptions, page through a webhook's deliveries, and attempt a delivery again.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::Full;
 use orchestrator_core::Action;
 use orchestrator_core::api::{
@@ -15,6 +15,7 @@ use crate::http::App;
 use crate::http::auth::Caller;
 use crate::http::body::{json_response, parse_json, query_pairs};
 use crate::http::error::{ApiError, Result};
+use crate::http::idempotency::{Answer, Claimed};
 use crate::http::webhooks::Webhooks;
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -43,6 +44,7 @@ pub async fn create_webhook(
     caller: &Caller,
     headers: &HeaderMap,
     body: &Bytes,
+    claimed: Option<Claimed>,
 ) -> Result<HttpResponse> {
     let webhooks = webhooks(app, caller, paths::WEBHOOKS)?;
     let request: CreateWebhookRequest = parse_json(headers, body)?;
@@ -51,23 +53,36 @@ pub async fn create_webhook(
     getrandom::fill(&mut key)
         .map_err(|e| ApiError::Internal(format!("no randomness for a secret: {e}")))?;
     let secret = WebhookSecret::from_key(key);
-    webhooks.store().create_webhook(&webhook, &secret).await?;
-    // The host only: a URL's path or query may carry the receiver's own token.
-    let host = reqwest::Url::parse(&webhook.url)
-        .ok()
-        .and_then(|url| url.host_str().map(str::to_owned))
-        .unwrap_or_default();
-    tracing::info!(webhook = %webhook.id, %host, "webhook created");
-    let location = HeaderValue::from_str(&paths::webhook(&webhook.id)).ok();
     let created = CreatedWebhook {
         webhook,
         secret: secret.expose().to_owned(),
     };
-    let mut response = json_response(StatusCode::CREATED, &created);
-    if let Some(location) = location {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    // The answer to the request's key is kept with the webhook, in one write.
+    let receipt = claimed
+        .as_ref()
+        .map(|claimed| claimed.seal(created_answer)(&created));
+    webhooks
+        .store()
+        .create_webhook(&created.webhook, &secret, receipt.as_ref())
+        .await?;
+    claimed.iter().for_each(Claimed::kept);
+    // The host only: a URL's path or query may carry the receiver's own token.
+    let host = reqwest::Url::parse(&created.webhook.url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    tracing::info!(webhook = %created.webhook.id, %host, "webhook created");
+    Ok(created_answer(&created).into_response())
+}
+
+/// `201 Created` with the webhook, its secret, and its path as `Location`.
+fn created_answer(created: &CreatedWebhook) -> Answer {
+    // A webhook always serialises.
+    Answer::json(
+        StatusCode::CREATED,
+        serde_json::to_string(created).unwrap_or_default(),
+    )
+    .with_header(header::LOCATION, paths::webhook(&created.webhook.id))
 }
 
 /// Every webhook.

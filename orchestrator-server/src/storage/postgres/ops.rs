@@ -442,7 +442,10 @@ impl Statement for Append {
 }
 
 /// Stores a claimed key's answer, unless it has one.
-async fn answer_key(conn: &mut AsyncPgConnection, receipt: &ReceiptRow) -> QueryResult<()> {
+pub(super) async fn answer_key(
+    conn: &mut AsyncPgConnection,
+    receipt: &ReceiptRow,
+) -> QueryResult<()> {
     diesel::update(queries::unanswered_key(&receipt.scope, &receipt.name))
         .set(idempotency_keys::answer.eq(&receipt.answer))
         .execute(conn)

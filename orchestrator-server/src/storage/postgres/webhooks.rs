@@ -57,7 +57,7 @@ pub async fn page(
 pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryResult<Written> {
     let count = |n: usize| Written::Count(u64::try_from(n).unwrap_or(0));
     match write {
-        WebhookWrite::Create(row) => {
+        WebhookWrite::Create(row, receipt) => {
             let (last, _purged): (i64, i64) = queries::event_bounds().get_result(conn).await?;
             let row = WebhookRow {
                 enqueued_through: last,
@@ -67,6 +67,9 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
                 .values(&row)
                 .execute(conn)
                 .await?;
+            if let Some(receipt) = receipt {
+                super::ops::answer_key(conn, receipt).await?;
+            }
             Ok(Written::Done)
         }
         WebhookWrite::Delete(id) => {

@@ -445,7 +445,10 @@ fn append_events(
 }
 
 /// Stores a claimed key's answer, unless it has one.
-fn answer_key(conn: &mut SqliteConnection, receipt: Option<&ReceiptRow>) -> QueryResult<()> {
+pub(super) fn answer_key(
+    conn: &mut SqliteConnection,
+    receipt: Option<&ReceiptRow>,
+) -> QueryResult<()> {
     if let Some(receipt) = receipt {
         prepared::update(
             queries::unanswered_key(&receipt.scope, &receipt.name),

@@ -56,7 +56,7 @@ pub fn apply(
 ) -> QueryResult<Written> {
     let count = |n: usize| Written::Count(u64::try_from(n).unwrap_or(0));
     match write {
-        WebhookWrite::Create(row) => {
+        WebhookWrite::Create(row, receipt) => {
             let row = WebhookRow {
                 enqueued_through: ids.last(),
                 ..row.clone()
@@ -64,6 +64,7 @@ pub fn apply(
             diesel::insert_into(webhooks::table)
                 .values(&row)
                 .execute(conn)?;
+            super::ops::answer_key(conn, receipt.as_ref())?;
             Ok(Written::Done)
         }
         WebhookWrite::Delete(id) => {
