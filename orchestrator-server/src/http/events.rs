@@ -280,7 +280,7 @@ fn parse_query(query: Option<&str>) -> Result<EventsQuery> {
         ("type" = Option<String>, Query, description = "only these types, comma-separated"),
     ),
     responses(
-        (status = 200, description = "`text/event-stream`: first a message with only `id:`, the id the stream starts after (the newest id when neither `after` nor `Last-Event-ID` is given, so a consumer disconnected before its first event knows where to resume); then one message per event (`id:` its id, `event:` its type, `data:` the CloudEvent on one line), and a comment line every EVENTS_HEARTBEAT_SECONDS. A consumer that falls too far behind is disconnected and resumes by id.", content_type = "text/event-stream", body = String,
+        (status = 200, description = "`text/event-stream`: first a message with only `id:`, the id the stream starts after (the newest id when neither `after` nor `Last-Event-ID` is given, so a consumer disconnected before its first event knows where to resume); then one message per event (`id:` its id, `event:` its type, `data:` the CloudEvent on one line), and a comment line every EVENTS_HEARTBEAT_SECONDS, followed, when the stream has read events since its last `id:` (ones its filter left out included), by another message with only `id:`, the last id it read, to resume after. A consumer that falls too far behind is disconnected and resumes by id.", content_type = "text/event-stream", body = String,
          example = json!(crate::http::openapi::examples::stream())),
     ),
 )]

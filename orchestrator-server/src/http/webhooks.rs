@@ -30,10 +30,11 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// never taken over, short enough that a dead replica's is retried soon.
 const LEASE: Duration = Duration::from_secs(30);
 /// Attempts in flight at once, per server.
-pub const MAX_IN_FLIGHT: usize = 32;
-/// Attempts of one webhook in flight at once, per server: a receiver that hangs holds a
-/// quarter of the slots, and the other webhooks' deliveries go on in the rest.
-pub const PER_WEBHOOK: u32 = MAX_IN_FLIGHT as u32 / 4;
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Attempts of one webhook in flight at once, per server: a receiver that hangs or is slow
+/// holds three quarters of the slots, and the other webhooks' deliveries go on in the rest
+/// (while one busy webhook alone still has more attempts in flight than a server once had).
+pub const PER_WEBHOOK: u32 = MAX_IN_FLIGHT as u32 / 4 * 3;
 /// Events read per enqueue.
 const ENQUEUE_BATCH: u32 = 500;
 /// Longest URL.
@@ -144,8 +145,7 @@ impl Webhooks {
             Ok(code) => (Some(code), Some(format!("the target answered {code}"))),
             Err(error) => (None, Some(error)),
         };
-        // The schedule counts from its last start (a redelivery starts it again).
-        let on_schedule = attempts.saturating_sub(delivery.schedule_from);
+        let on_schedule = attempts_on_schedule(attempts, delivery.schedule_from);
         let (status, next_attempt_at) =
             self.policy
                 .schedule
@@ -153,7 +153,7 @@ impl Webhooks {
         AttemptRecord {
             id: delivery.id.clone(),
             lease: delivery.lease,
-            schedule_from: delivery.schedule_from,
+            redeliveries: delivery.redeliveries,
             attempts,
             status,
             status_code,
@@ -192,6 +192,14 @@ impl Webhooks {
             .map_err(describe)?;
         Ok(response.status().as_u16())
     }
+}
+
+/// Which attempt of the retry schedule attempt number `attempts` is: the schedule counts from
+/// its last start (a redelivery starts it again). At least the first: an attempt redelivered
+/// while in flight whose outcome was never stored (its replica died) leaves the schedule
+/// starting past the attempts made.
+fn attempts_on_schedule(attempts: u32, schedule_from: u32) -> u32 {
+    attempts.saturating_sub(schedule_from).max(1)
 }
 
 /// A reqwest failure in a sentence, with its causes.
@@ -324,8 +332,10 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
             ended.extend(flights.landed(done));
         }
         record(webhooks, &mut ended).await;
-        // Busy: every slot was taken when it last claimed.
-        let claim_again = busy && slots.available_permits() >= MAX_IN_FLIGHT / 2;
+        // More may be due: every slot was taken when it last claimed and half are free now, or
+        // a webhook it stopped at its share has half its share free now.
+        let claim_again =
+            (busy && slots.available_permits() >= MAX_IN_FLIGHT / 2) || flights.share_freed();
         if !(ticked || claim_again) {
             continue;
         }
@@ -354,6 +364,8 @@ struct InFlight {
     webhook_of: HashMap<tokio::task::Id, String>,
     /// Attempts in flight, by webhook.
     by_webhook: HashMap<String, u32>,
+    /// The webhooks the last claim stopped at their share: more of theirs may be due.
+    at_share: Vec<String>,
 }
 
 impl InFlight {
@@ -365,6 +377,13 @@ impl InFlight {
         let task = self.attempts.spawn(attempt).id();
         *self.by_webhook.entry(webhook_id.clone()).or_insert(0) += 1;
         self.webhook_of.insert(task, webhook_id);
+    }
+
+    /// Whether a webhook the last claim stopped at its share has half of it free again.
+    fn share_freed(&self) -> bool {
+        self.at_share
+            .iter()
+            .any(|webhook| self.by_webhook.get(webhook).copied().unwrap_or(0) <= PER_WEBHOOK / 2)
     }
 
     /// An attempt that ended: its outcome (none if its task failed), and its place freed.
@@ -403,18 +422,18 @@ async fn enqueue(
     enqueued: &mut Enqueued,
 ) -> Result<bool, RepositoryError> {
     let store = webhooks.store();
-    let subscribed = store.webhooks().await?;
-    if subscribed.is_empty() {
-        return Ok(false);
-    }
-    // Read before enqueuing: an event committed after it makes the next round look again. (A
-    // webhook created since starts at the log's last id: it has nothing older to enqueue.)
+    // Read before the webhooks: an event committed after it makes the next round look again,
+    // and a webhook created after it starts at the log's last id then, at or past this one.
     let last = app
         .orchestrator()
         .repository()
         .events(u64::MAX - 1, &EventFilter::default(), 1)
         .await?
         .last_id;
+    let subscribed = store.webhooks().await?;
+    if subscribed.is_empty() {
+        return Ok(false);
+    }
     if enqueued.through == Some(last) {
         return Ok(true);
     }
@@ -439,7 +458,7 @@ async fn enqueue(
 
 /// Claims as many due deliveries as there are free slots (at most [`PER_WEBHOOK`] of one
 /// webhook in flight) and starts their attempts; true when every slot is taken (more may be
-/// due).
+/// due). Notes the webhooks it stopped at their share, to claim again when theirs frees.
 async fn claim(
     app: &App,
     webhooks: &Arc<Webhooks>,
@@ -471,6 +490,12 @@ async fn claim(
             deliver(&app, &webhooks, delivery).await
         });
     }
+    flights.at_share = flights
+        .by_webhook
+        .iter()
+        .filter(|(_, n)| **n >= PER_WEBHOOK)
+        .map(|(webhook, _)| webhook.clone())
+        .collect();
     Ok(full)
 }
 
@@ -521,6 +546,14 @@ async fn record(webhooks: &Webhooks, ended: &mut Vec<AttemptRecord>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schedule_counts_from_its_last_start_and_from_one_at_least() {
+        assert_eq!(attempts_on_schedule(1, 0), 1);
+        assert_eq!(attempts_on_schedule(5, 3), 2);
+        // Redelivered during an attempt whose outcome was lost: the next is the first.
+        assert_eq!(attempts_on_schedule(4, 4), 1);
+    }
 
     #[test]
     fn a_target_is_an_absolute_http_url_without_credentials() {

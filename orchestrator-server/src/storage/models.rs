@@ -629,6 +629,7 @@ impl WebhookRow {
                 lease_until: None,
                 created_at: now,
                 schedule_from: 0,
+                redeliveries: 0,
             });
         }
         Ok((deliveries, through))
@@ -672,6 +673,7 @@ pub struct DeliveryRow {
     pub lease_until: Option<i64>,
     pub created_at: i64,
     pub schedule_from: i32,
+    pub redeliveries: i32,
 }
 
 impl TryFrom<DeliveryRow> for api::Delivery {

@@ -338,19 +338,32 @@ pub fn all_webhooks() -> _ {
     webhooks::table.order((webhooks::created_at.asc(), webhooks::id.asc()))
 }
 
-/// Up to `limit` pending deliveries due at `now` (Unix microseconds) that no replica is
-/// attempting, of webhooks other than `except`, the longest due first.
+/// Pending deliveries due at `now` (Unix microseconds) that no replica is attempting.
 #[dsl::auto_type]
-pub fn due_deliveries<'a>(pending: &'a str, now: i64, limit: i64, except: Vec<String>) -> _ {
+pub fn due_deliveries<'a>(pending: &'a str, now: i64) -> _ {
     webhook_deliveries::table
         .filter(webhook_deliveries::status.eq(pending))
-        .filter(webhook_deliveries::webhook_id.ne_all(except))
         .filter(webhook_deliveries::next_attempt_at.le(now))
         .filter(
             webhook_deliveries::lease_until
                 .is_null()
                 .or(webhook_deliveries::lease_until.lt(now)),
         )
+}
+
+/// The ids of the webhooks other than `except`.
+#[dsl::auto_type]
+pub fn webhook_ids_but(except: Vec<String>) -> _ {
+    webhooks::table
+        .filter(webhooks::id.ne_all(except))
+        .select(webhooks::id)
+}
+
+/// Up to `limit` of one webhook's deliveries due at `now`, the longest due first.
+#[dsl::auto_type]
+pub fn due_of<'a>(pending: &'a str, now: i64, webhook_id: &'a str, limit: i64) -> _ {
+    let due: due_deliveries<'a> = due_deliveries(pending, now);
+    due.filter(webhook_deliveries::webhook_id.eq(webhook_id))
         .order(webhook_deliveries::next_attempt_at.asc())
         .limit(limit)
 }
@@ -373,13 +386,13 @@ pub fn leased_delivery<'a>(id: &'a str, lease: i64) -> _ {
 }
 
 /// A delivery, if the claim that set `lease` still holds it and it was not redelivered since
-/// the claim read `schedule_from`.
+/// the claim read `redeliveries`.
 #[dsl::auto_type]
-pub fn leased_delivery_as_claimed<'a>(id: &'a str, lease: i64, schedule_from: i32) -> _ {
+pub fn leased_delivery_as_claimed<'a>(id: &'a str, lease: i64, redeliveries: i32) -> _ {
     webhook_deliveries::table
         .filter(webhook_deliveries::id.eq(id))
         .filter(webhook_deliveries::lease_until.eq(lease))
-        .filter(webhook_deliveries::schedule_from.eq(schedule_from))
+        .filter(webhook_deliveries::redeliveries.eq(redeliveries))
 }
 
 /// One webhook's delivery.

@@ -260,6 +260,8 @@ diesel::table! {
         created_at -> BigInt,
         /// Attempts made before the retry schedule last started (at a redelivery).
         schedule_from -> Integer,
+        /// How many times it was redelivered.
+        redeliveries -> Integer,
     }
 }
 

@@ -42,6 +42,8 @@ pub struct DueDelivery {
     /// Attempts made before the retry schedule last started (0, or the attempts at its last
     /// redelivery): the schedule's next delay is its `attempts - schedule_from`-th.
     pub schedule_from: u32,
+    /// How many times it was redelivered, when claimed.
+    pub redeliveries: u32,
     /// The claim's lease (Unix microseconds); the outcome is recorded only while it holds.
     pub lease: i64,
 }
@@ -51,6 +53,7 @@ impl From<DueRow> for DueDelivery {
         DueDelivery {
             attempts: u32::try_from(row.attempts).unwrap_or(0),
             schedule_from: u32::try_from(row.schedule_from).unwrap_or(0),
+            redeliveries: u32::try_from(row.redeliveries).unwrap_or(0),
             lease: row.lease_until.unwrap_or_default(),
             id: row.id,
             webhook_id: row.webhook_id,
@@ -68,9 +71,9 @@ pub struct AttemptRecord {
     pub id: String,
     /// The lease of the claim that made the attempt.
     pub lease: i64,
-    /// The delivery's `schedule_from` when it was claimed: a redelivery while the attempt was
-    /// in flight moved it, and then the attempt is counted but the delivery stays due.
-    pub schedule_from: u32,
+    /// The delivery's redeliveries when it was claimed: a redelivery while the attempt was in
+    /// flight moved them, and then the attempt is counted but the delivery stays due.
+    pub redeliveries: u32,
     /// Attempts made, this one included.
     pub attempts: u32,
     /// Delivered, failed for good, or pending again.
@@ -86,8 +89,9 @@ pub struct AttemptRecord {
 }
 
 /// What one claim may take: how many deliveries in all, and how many of one webhook's may be
-/// in flight at once on this replica, so that a receiver that hangs holds only its share of
-/// the attempts and the other webhooks' deliveries go on.
+/// in flight at once on this replica, so that a receiver that hangs or is slow holds only its
+/// share of the attempts and the other webhooks' deliveries go on. The store reads each
+/// webhook's due deliveries within its room, so one webhook's backlog never hides another's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRoom {
     /// Most deliveries claimed.
@@ -108,12 +112,6 @@ impl ClaimRoom {
         }
     }
 
-    /// How many candidates a claim reads to fill its room: more than its limit, since some
-    /// may be of webhooks whose share is taken.
-    pub(crate) fn scan(&self) -> i64 {
-        i64::from(self.limit.saturating_mul(4).min(1000))
-    }
-
     /// The webhooks whose share is taken: their deliveries are not claimed now.
     pub(crate) fn full(&self) -> Vec<String> {
         self.in_flight
@@ -123,22 +121,21 @@ impl ClaimRoom {
             .collect()
     }
 
-    /// Of `candidates` (delivery id, webhook id; the longest due first), those this claim
-    /// takes.
-    pub(crate) fn pick(&self, candidates: Vec<(String, String)>) -> Vec<String> {
-        let mut taken = self.in_flight.clone();
-        let mut picked = Vec::new();
-        for (id, webhook) in candidates {
-            if picked.len() >= self.limit as usize {
-                break;
-            }
-            let share = taken.entry(webhook).or_insert(0);
-            if *share < self.per_webhook {
-                *share += 1;
-                picked.push(id);
-            }
-        }
-        picked
+    /// How many of `webhook`'s deliveries this claim may take.
+    pub(crate) fn room_of(&self, webhook: &str) -> i64 {
+        let busy = self.in_flight.get(webhook).copied().unwrap_or(0);
+        i64::from(self.per_webhook.saturating_sub(busy).min(self.limit))
+    }
+
+    /// Of `candidates` (delivery id and when it became due, each webhook's within its room),
+    /// the ids this claim takes: the longest due first, up to its limit.
+    pub(crate) fn pick(&self, mut candidates: Vec<(String, Option<i64>)>) -> Vec<String> {
+        candidates.sort_by_key(|(_, due)| *due);
+        candidates
+            .into_iter()
+            .take(self.limit as usize)
+            .map(|(id, _)| id)
+            .collect()
     }
 }
 
@@ -286,8 +283,8 @@ pub(crate) struct RecordRow {
     pub id: String,
     /// The claim's lease.
     pub lease: i64,
-    /// The delivery's `schedule_from` when claimed.
-    pub schedule_from: i32,
+    /// The delivery's redeliveries when claimed.
+    pub redeliveries: i32,
     /// The new columns (the lease released), if the delivery was not redelivered meanwhile.
     pub changes: RecordChanges,
     /// The new columns if it was.
@@ -301,7 +298,7 @@ impl From<&AttemptRecord> for RecordRow {
         RecordRow {
             id: record.id.clone(),
             lease: record.lease,
-            schedule_from: i32::try_from(record.schedule_from).unwrap_or(i32::MAX),
+            redeliveries: i32::try_from(record.redeliveries).unwrap_or(i32::MAX),
             changes: RecordChanges {
                 status: record.status.as_str().to_owned(),
                 attempts,

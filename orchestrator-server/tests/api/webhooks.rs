@@ -394,7 +394,7 @@ async fn a_receiver_that_never_answers_does_not_hold_up_the_other_webhooks() {
         .unwrap()
         .webhook;
     // More deliveries due for it than the server has slots.
-    for n in 0..40 {
+    for n in 0..70 {
         app.start_workflow(&format!("backlog-{n}")).await;
     }
     let mut receiver = Receiver::start().await;
@@ -428,7 +428,7 @@ async fn a_receiver_that_never_answers_does_not_hold_up_the_other_webhooks() {
         )
         .await
         .unwrap();
-    assert!(stuck.items.len() > 32, "{} deliveries", stuck.items.len());
+    assert!(stuck.items.len() > 64, "{} deliveries", stuck.items.len());
     assert!(
         stuck.items.iter().all(|d| d.attempts == 0),
         "{:?}",
@@ -808,7 +808,7 @@ async fn the_store_queues_each_event_once(
     let delivered = AttemptRecord {
         id: claimed[0].id.clone(),
         lease: claimed[0].lease,
-        schedule_from: 0,
+        redeliveries: 0,
         attempts: 1,
         status: DeliveryStatus::Delivered,
         status_code: Some(200),
@@ -869,16 +869,16 @@ async fn the_postgres_store_queues_each_event_once() {
     the_store_shares_claims_and_never_redelivers_in_flight(store).await;
 }
 
-/// A claim takes at most its share of one webhook's deliveries; a redelivery during an
-/// attempt waits for it (never two attempts at once) and then starts the schedule again.
+/// A claim takes at most its share of one webhook's deliveries, and one webhook's backlog never
+/// hides another's; a redelivery during an attempt waits for it (never two attempts at once)
+/// and then starts the schedule again.
 async fn the_store_shares_claims_and_never_redelivers_in_flight(
     store: std::sync::Arc<dyn orchestrator_server::storage::DurableRepository>,
 ) {
-    use orchestrator_server::storage::AttemptRecord;
+    use orchestrator_server::storage::{AttemptRecord, DueDelivery};
     let orchestrator = orchestrator_core::Orchestrator::new(store.clone());
     let secret = orchestrator_core::webhook::WebhookSecret::from_key([5; 32]);
-    let mut hooks = Vec::new();
-    for n in ["a", "b"] {
+    let subscribe = async |n: &str| {
         let webhook = orchestrator_core::api::Webhook {
             id: format!("wh_{n}"),
             url: format!("http://127.0.0.1:9/{n}"),
@@ -887,48 +887,52 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
             created_at: chrono::Utc::now(),
         };
         store.create_webhook(&webhook, &secret, None).await.unwrap();
-        hooks.push(webhook.id);
-    }
-    for n in 0..3 {
-        let start = StartWorkflowRequest::new(format!("shared-{n}"), "claims");
-        orchestrator.start(start.try_into().unwrap()).await.unwrap();
-    }
+    };
+    let events = async |from: usize, to: usize| {
+        for n in from..to {
+            let start = StartWorkflowRequest::new(format!("shared-{n}"), "claims");
+            orchestrator.start(start.try_into().unwrap()).await.unwrap();
+        }
+    };
+    // a has a backlog of 20, all due before b's one.
+    subscribe("a").await;
+    events(0, 20).await;
+    subscribe("b").await;
+    events(20, 21).await;
     let now = chrono::Utc::now();
-    for hook in &hooks {
-        assert_eq!(store.enqueue_deliveries(hook, now, 500).await.unwrap(), 3);
-    }
+    assert_eq!(
+        store.enqueue_deliveries("wh_a", now, 500).await.unwrap(),
+        21
+    );
+    assert_eq!(store.enqueue_deliveries("wh_b", now, 500).await.unwrap(), 1);
     let lease = now + chrono::Duration::seconds(30);
-    let share = |in_flight: &[(&str, u32)]| ClaimRoom {
-        limit: 10,
+    let room = |limit: u32, in_flight: &[(&str, u32)]| ClaimRoom {
+        limit,
         per_webhook: 2,
         in_flight: in_flight
             .iter()
             .map(|(h, n)| ((*h).to_owned(), *n))
             .collect(),
     };
-    // Two of each webhook's three, whichever was due first.
-    let first = store
-        .claim_deliveries(now, lease, &share(&[]))
-        .await
-        .unwrap();
-    let of = |claimed: &[orchestrator_server::storage::DueDelivery], hook: &str| {
+    let of = |claimed: &[DueDelivery], hook: &str| {
         claimed.iter().filter(|d| d.webhook_id == hook).count()
     };
-    assert_eq!(
-        (of(&first, "wh_a"), of(&first, "wh_b")),
-        (2, 2),
-        "{first:?}"
-    );
-    // With two of a's in flight, a's third waits; b's is claimed.
-    let second = store
-        .claim_deliveries(now, lease, &share(&[("wh_a", 2), ("wh_b", 1)]))
+    // Two of a's (its share), and b's one although twenty of a's were due before it.
+    let first = store
+        .claim_deliveries(now, lease, &room(3, &[]))
         .await
         .unwrap();
     assert_eq!(
-        (of(&second, "wh_a"), of(&second, "wh_b")),
-        (0, 1),
-        "{second:?}"
+        (of(&first, "wh_a"), of(&first, "wh_b")),
+        (2, 1),
+        "{first:?}"
     );
+    // With a's share in flight, none of a's is claimed.
+    let none = store
+        .claim_deliveries(now, lease, &room(10, &[("wh_a", 2), ("wh_b", 1)]))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
 
     // Redelivered while its attempt is in flight: nobody may claim it meanwhile.
     let busy = first
@@ -936,11 +940,14 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
         .find(|d| d.webhook_id == "wh_a")
         .unwrap()
         .clone();
-    assert_eq!((busy.attempts, busy.schedule_from), (0, 0));
+    assert_eq!(
+        (busy.attempts, busy.schedule_from, busy.redeliveries),
+        (0, 0, 0)
+    );
     assert!(store.redeliver("wh_a", &busy.id, now).await.unwrap());
     let later = now + chrono::Duration::seconds(1);
     let meanwhile = store
-        .claim_deliveries(later, lease, &ClaimRoom::up_to(10))
+        .claim_deliveries(later, lease, &ClaimRoom::up_to(100))
         .await
         .unwrap();
     assert!(meanwhile.iter().all(|d| d.id != busy.id), "{meanwhile:?}");
@@ -948,7 +955,7 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
     let delivered = AttemptRecord {
         id: busy.id.clone(),
         lease: busy.lease,
-        schedule_from: busy.schedule_from,
+        redeliveries: busy.redeliveries,
         attempts: 1,
         status: DeliveryStatus::Delivered,
         status_code: Some(200),
@@ -956,7 +963,13 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
         next_attempt_at: None,
         delivered_at: Some(later),
     };
-    assert_eq!(store.record_attempts(&[delivered]).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .record_attempts(std::slice::from_ref(&delivered))
+            .await
+            .unwrap(),
+        1
+    );
     let page = orchestrator_core::api::DeliveriesQuery::parse_query([]).unwrap();
     let row = store
         .deliveries("wh_a", &page)
@@ -971,34 +984,66 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
         "{row:?}"
     );
     assert_eq!(row.last_status_code, Some(200));
+    let second_lease = later + chrono::Duration::seconds(30);
     let again = store
-        .claim_deliveries(
-            later,
-            later + chrono::Duration::seconds(30),
-            &ClaimRoom::up_to(10),
-        )
+        .claim_deliveries(later, second_lease, &ClaimRoom::up_to(100))
         .await
         .unwrap();
     let again = again.iter().find(|d| d.id == busy.id).expect("due again");
     // The schedule starts after the attempt that was in flight.
-    assert_eq!((again.attempts, again.schedule_from), (1, 1));
+    assert_eq!(
+        (again.attempts, again.schedule_from, again.redeliveries),
+        (1, 1, 1)
+    );
+
+    // Redelivered in flight again: the outcome of that attempt, claimed before, is counted
+    // only, however its redeliveries compare with its attempts.
+    assert!(store.redeliver("wh_a", &again.id, later).await.unwrap());
+    let failed = AttemptRecord {
+        lease: again.lease,
+        redeliveries: again.redeliveries,
+        attempts: 2,
+        status: DeliveryStatus::Failed,
+        status_code: Some(500),
+        ..delivered
+    };
+    assert_eq!(store.record_attempts(&[failed]).await.unwrap(), 1);
+    let row = store
+        .deliveries("wh_a", &page)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.id == busy.id)
+        .unwrap();
+    assert_eq!(
+        (row.status, row.attempts),
+        (DeliveryStatus::Pending, 2),
+        "{row:?}"
+    );
 
     // Redelivered with no attempt in flight (b's, its lease ended): due now, the schedule
     // from its attempts so far.
-    let idle = second[0].clone();
-    let past_lease = lease + chrono::Duration::seconds(1);
+    let idle = first
+        .iter()
+        .find(|d| d.webhook_id == "wh_b")
+        .unwrap()
+        .clone();
+    let past_lease = second_lease + chrono::Duration::seconds(1);
     assert!(store.redeliver("wh_b", &idle.id, past_lease).await.unwrap());
     let idle = store
         .claim_deliveries(
             past_lease,
             past_lease + chrono::Duration::seconds(30),
-            &ClaimRoom::up_to(10),
+            &ClaimRoom::up_to(100),
         )
         .await
         .unwrap()
         .into_iter()
         .find(|d| d.id == idle.id)
         .expect("due at once");
-    assert_eq!((idle.attempts, idle.schedule_from), (0, 0));
+    assert_eq!(
+        (idle.attempts, idle.schedule_from, idle.redeliveries),
+        (0, 0, 1)
+    );
     assert!(!store.redeliver("wh_b", "msg_nope", now).await.unwrap());
 }

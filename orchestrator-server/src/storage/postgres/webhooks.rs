@@ -2,9 +2,7 @@
 //! its webhook's row, so replicas enqueue one after the other; a claim skips the deliveries
 //! another replica is claiming.
 
-use diesel::prelude::{
-    BoolExpressionMethods, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
-};
+use diesel::prelude::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel::result::QueryResult;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::RepositoryError;
@@ -124,13 +122,18 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
             room,
         } => {
             let pending = DeliveryStatus::Pending.as_str();
-            let candidates: Vec<(String, String)> =
-                queries::due_deliveries(pending, *now, room.scan(), room.full())
-                    .select((webhook_deliveries::id, webhook_deliveries::webhook_id))
-                    .for_update()
-                    .skip_locked()
-                    .load(conn)
-                    .await?;
+            let subscribed: Vec<String> = queries::webhook_ids_but(room.full()).load(conn).await?;
+            let mut candidates = Vec::new();
+            for webhook in &subscribed {
+                let of: Vec<(String, Option<i64>)> =
+                    queries::due_of(pending, *now, webhook, room.room_of(webhook))
+                        .select((webhook_deliveries::id, webhook_deliveries::next_attempt_at))
+                        .for_update()
+                        .skip_locked()
+                        .load(conn)
+                        .await?;
+                candidates.extend(of);
+            }
             let ids = room.pick(candidates);
             if ids.is_empty() {
                 return Ok(Written::Due(Vec::new()));
@@ -153,7 +156,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
                 let as_claimed = queries::leased_delivery_as_claimed(
                     &record.id,
                     record.lease,
-                    record.schedule_from,
+                    record.redeliveries,
                 );
                 let mut done = diesel::update(as_claimed)
                     .set(&record.changes)
@@ -175,35 +178,43 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
             delivery_id,
             now,
         } => {
-            let delivery = || queries::delivery_of(webhook_id, delivery_id);
-            let due_now = (
+            // Locked first: a claim that leased it and has not committed is waited for, so
+            // its lease is seen.
+            let Some(lease) = queries::delivery_of(webhook_id, delivery_id)
+                .select(webhook_deliveries::lease_until)
+                .for_update()
+                .get_result::<Option<i64>>(conn)
+                .await
+                .optional()?
+            else {
+                return Ok(count(0));
+            };
+            let redelivered = (
                 webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()),
                 webhook_deliveries::next_attempt_at.eq(now),
+                webhook_deliveries::redeliveries.eq(webhook_deliveries::redeliveries + 1),
             );
-            // An attempt in flight keeps its lease; the schedule starts after it.
-            let in_flight =
-                diesel::update(delivery().filter(webhook_deliveries::lease_until.ge(now)))
+            let target = queries::delivery_of(webhook_id, delivery_id);
+            let changed = if lease.is_some_and(|lease| lease >= *now) {
+                // An attempt in flight keeps its lease; the schedule starts after it.
+                diesel::update(target)
                     .set((
-                        due_now,
+                        redelivered,
                         webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts + 1),
                     ))
                     .execute(conn)
-                    .await?;
-            let idle = diesel::update(
-                delivery().filter(
-                    webhook_deliveries::lease_until
-                        .is_null()
-                        .or(webhook_deliveries::lease_until.lt(now)),
-                ),
-            )
-            .set((
-                due_now,
-                webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts),
-                webhook_deliveries::lease_until.eq(None::<i64>),
-            ))
-            .execute(conn)
-            .await?;
-            Ok(count(in_flight + idle))
+                    .await?
+            } else {
+                diesel::update(target)
+                    .set((
+                        redelivered,
+                        webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts),
+                        webhook_deliveries::lease_until.eq(None::<i64>),
+                    ))
+                    .execute(conn)
+                    .await?
+            };
+            Ok(count(changed))
         }
         WebhookWrite::Purge(before) => diesel::delete(queries::settled_deliveries_before(
             DeliveryStatus::Pending.as_str(),

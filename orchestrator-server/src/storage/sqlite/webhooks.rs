@@ -109,10 +109,15 @@ pub fn apply(
             room,
         } => {
             let pending = DeliveryStatus::Pending.as_str();
-            let candidates: Vec<(String, String)> =
-                queries::due_deliveries(pending, *now, room.scan(), room.full())
-                    .select((webhook_deliveries::id, webhook_deliveries::webhook_id))
-                    .load(conn)?;
+            let subscribed: Vec<String> = queries::webhook_ids_but(room.full()).load(conn)?;
+            let mut candidates = Vec::new();
+            for webhook in &subscribed {
+                let of: Vec<(String, Option<i64>)> =
+                    queries::due_of(pending, *now, webhook, room.room_of(webhook))
+                        .select((webhook_deliveries::id, webhook_deliveries::next_attempt_at))
+                        .load(conn)?;
+                candidates.extend(of);
+            }
             let ids = room.pick(candidates);
             if ids.is_empty() {
                 return Ok(Written::Due(Vec::new()));
@@ -135,7 +140,7 @@ pub fn apply(
                 let as_claimed = queries::leased_delivery_as_claimed(
                     &record.id,
                     record.lease,
-                    record.schedule_from,
+                    record.redeliveries,
                 );
                 let mut done = prepared::update(as_claimed, &record.changes).execute(conn)?;
                 if done == 0 {
@@ -155,33 +160,38 @@ pub fn apply(
             delivery_id,
             now,
         } => {
-            let delivery = || queries::delivery_of(webhook_id, delivery_id);
-            let due_now = (
+            // On the one writer: nothing changes the row between this read and the update.
+            let Some(lease) = queries::delivery_of(webhook_id, delivery_id)
+                .select(webhook_deliveries::lease_until)
+                .get_result::<Option<i64>>(conn)
+                .optional()?
+            else {
+                return Ok(count(0));
+            };
+            let redelivered = (
                 webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()),
                 webhook_deliveries::next_attempt_at.eq(now),
+                webhook_deliveries::redeliveries.eq(webhook_deliveries::redeliveries + 1),
             );
-            // An attempt in flight keeps its lease; the schedule starts after it.
-            let in_flight =
-                diesel::update(delivery().filter(webhook_deliveries::lease_until.ge(now)))
+            let target = queries::delivery_of(webhook_id, delivery_id);
+            let changed = if lease.is_some_and(|lease| lease >= *now) {
+                // An attempt in flight keeps its lease; the schedule starts after it.
+                diesel::update(target)
                     .set((
-                        due_now,
+                        redelivered,
                         webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts + 1),
                     ))
-                    .execute(conn)?;
-            let idle = diesel::update(
-                delivery().filter(
-                    webhook_deliveries::lease_until
-                        .is_null()
-                        .or(webhook_deliveries::lease_until.lt(now)),
-                ),
-            )
-            .set((
-                due_now,
-                webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts),
-                webhook_deliveries::lease_until.eq(None::<i64>),
-            ))
-            .execute(conn)?;
-            Ok(count(in_flight + idle))
+                    .execute(conn)?
+            } else {
+                diesel::update(target)
+                    .set((
+                        redelivered,
+                        webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts),
+                        webhook_deliveries::lease_until.eq(None::<i64>),
+                    ))
+                    .execute(conn)?
+            };
+            Ok(count(changed))
         }
         WebhookWrite::Purge(before) => diesel::delete(queries::settled_deliveries_before(
             DeliveryStatus::Pending.as_str(),
