@@ -127,14 +127,29 @@ impl ClaimRoom {
         i64::from(self.per_webhook.saturating_sub(busy).min(self.limit))
     }
 
-    /// Of `candidates` (delivery id and when it became due, each webhook's within its room),
-    /// the ids this claim takes: the longest due first, up to its limit.
-    pub(crate) fn pick(&self, mut candidates: Vec<(String, Option<i64>)>) -> Vec<String> {
-        candidates.sort_by_key(|(_, due)| *due);
-        candidates
+    /// Of `candidates` (delivery id, webhook id, when it became due; each webhook's within its
+    /// room), the ids this claim takes, up to its limit: each webhook's longest due in turn,
+    /// the webhook whose oldest waited longest first. Taking in turn shares the free slots
+    /// among the webhooks with deliveries due, so two receivers that hang cannot take them
+    /// all from a third.
+    pub(crate) fn pick(&self, mut candidates: Vec<(String, String, Option<i64>)>) -> Vec<String> {
+        candidates.sort_by(|a, b| (a.2, &a.1).cmp(&(b.2, &b.1)));
+        // Each delivery's turn: how many of its webhook's come before it.
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut turns: Vec<(usize, usize)> = Vec::with_capacity(candidates.len());
+        for (at, (_, webhook, _)) in candidates.iter().enumerate() {
+            let turn = seen.entry(webhook.as_str()).or_insert(0);
+            turns.push((*turn, at));
+            *turn += 1;
+        }
+        // Stable: within a turn, the order above (longest due first).
+        turns.sort_by_key(|(turn, _)| *turn);
+        let mut taken: Vec<Option<String>> =
+            candidates.into_iter().map(|(id, ..)| Some(id)).collect();
+        turns
             .into_iter()
             .take(self.limit as usize)
-            .map(|(id, _)| id)
+            .filter_map(|(_, at)| taken.get_mut(at).and_then(Option::take))
             .collect()
     }
 }
@@ -434,5 +449,42 @@ impl<B: WebhookBackend> WebhookRepository for B {
     async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError> {
         let write = WebhookWrite::Purge(micros(before));
         Ok(self.write(Write::Webhook(write)).await?.count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_takes_each_webhooks_longest_due_in_turn() {
+        let candidate =
+            |id: &str, webhook: &str, due: i64| (id.to_owned(), webhook.to_owned(), Some(due));
+        let candidates = vec![
+            candidate("c2", "c", 6),
+            candidate("a1", "a", 1),
+            candidate("b1", "b", 4),
+            candidate("a3", "a", 3),
+            candidate("c1", "c", 5),
+            candidate("a2", "a", 2),
+        ];
+        let room = ClaimRoom::up_to(4);
+        // First of each (a's waited longest), then the second of each.
+        assert_eq!(room.pick(candidates.clone()), ["a1", "b1", "c1", "a2"]);
+        assert_eq!(ClaimRoom::up_to(10).pick(candidates).len(), 6);
+    }
+
+    #[test]
+    fn a_webhook_at_its_share_gets_no_room() {
+        let room = ClaimRoom {
+            limit: 10,
+            per_webhook: 3,
+            in_flight: HashMap::from([("a".to_owned(), 3), ("b".to_owned(), 1)]),
+        };
+        assert_eq!(room.full(), ["a"]);
+        assert_eq!(
+            (room.room_of("a"), room.room_of("b"), room.room_of("c")),
+            (0, 2, 3)
+        );
     }
 }

@@ -125,9 +125,13 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
             let subscribed: Vec<String> = queries::webhook_ids_but(room.full()).load(conn).await?;
             let mut candidates = Vec::new();
             for webhook in &subscribed {
-                let of: Vec<(String, Option<i64>)> =
+                let of: Vec<(String, String, Option<i64>)> =
                     queries::due_of(pending, *now, webhook, room.room_of(webhook))
-                        .select((webhook_deliveries::id, webhook_deliveries::next_attempt_at))
+                        .select((
+                            webhook_deliveries::id,
+                            webhook_deliveries::webhook_id,
+                            webhook_deliveries::next_attempt_at,
+                        ))
                         .for_update()
                         .skip_locked()
                         .load(conn)

@@ -112,9 +112,13 @@ pub fn apply(
             let subscribed: Vec<String> = queries::webhook_ids_but(room.full()).load(conn)?;
             let mut candidates = Vec::new();
             for webhook in &subscribed {
-                let of: Vec<(String, Option<i64>)> =
+                let of: Vec<(String, String, Option<i64>)> =
                     queries::due_of(pending, *now, webhook, room.room_of(webhook))
-                        .select((webhook_deliveries::id, webhook_deliveries::next_attempt_at))
+                        .select((
+                            webhook_deliveries::id,
+                            webhook_deliveries::webhook_id,
+                            webhook_deliveries::next_attempt_at,
+                        ))
                         .load(conn)?;
                 candidates.extend(of);
             }
