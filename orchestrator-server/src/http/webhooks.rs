@@ -35,6 +35,9 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// holds three quarters of the slots, and the other webhooks' deliveries go on in the rest
 /// (while one busy webhook alone still has more attempts in flight than a server once had).
 pub const PER_WEBHOOK: u32 = MAX_IN_FLIGHT as u32 / 4 * 3;
+/// Name lookups of the deliveries at once, per server: each holds a blocking thread, which
+/// SQLite reads share (see `Resolver`).
+const MAX_LOOKUPS: usize = 2;
 /// Events read per enqueue.
 const ENQUEUE_BATCH: u32 = 500;
 /// Longest URL.
@@ -68,18 +71,20 @@ impl Webhooks {
         store: Arc<dyn WebhookRepository>,
         policy: WebhookPolicy,
     ) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
+        let client = reqwest::Client::builder()
             .timeout(ATTEMPT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .user_agent(concat!("orchestrator-webhooks/", env!("CARGO_PKG_VERSION")));
-        if !policy.allow_private_networks {
-            builder = builder.dns_resolver(PublicOnly);
-        }
+            .user_agent(concat!("orchestrator-webhooks/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(Resolver {
+                public_only: !policy.allow_private_networks,
+                lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
+            }))
+            .build()?;
         Ok(Webhooks {
             store,
             policy,
-            client: builder.build()?,
+            client,
         })
     }
 
@@ -282,22 +287,39 @@ async fn check_public(url: &reqwest::Url) -> Result<(), ValidationError> {
     }
 }
 
-/// Resolves names as the system does, keeping only public addresses, so a name that changes
-/// to a private address after its webhook was created is refused at delivery.
-struct PublicOnly;
+/// Resolves names as the system does, at most [`MAX_LOOKUPS`] at once, and unless private
+/// networks are allowed keeps only public addresses, so a name that changes to a private
+/// address after its webhook was created is refused at delivery.
+///
+/// A lookup holds one of the runtime's blocking threads until the system's resolver answers
+/// (seconds, when a name server drops queries), and SQLite reads run on those threads too:
+/// unbounded, the attempts of a few webhooks whose names do not resolve took every thread and
+/// every read waited (a `GET` of a workflow took 5 s). Bounded, they queue here instead, within
+/// their attempts' timeout.
+struct Resolver {
+    public_only: bool,
+    lookups: Arc<Semaphore>,
+}
 
-impl reqwest::dns::Resolve for PublicOnly {
+impl reqwest::dns::Resolve for Resolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
+        let (public_only, lookups) = (self.public_only, self.lookups.clone());
         Box::pin(async move {
-            let public: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            let _turn = lookups.acquire_owned().await?;
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
-                .filter(|a| is_public_address(a.ip()))
+                .filter(|a| !public_only || is_public_address(a.ip()))
                 .collect();
-            if public.is_empty() {
-                return Err(format!("refused: {host} has no public address").into());
+            if found.is_empty() {
+                let why = if public_only {
+                    format!("refused: {host} has no public address")
+                } else {
+                    format!("{host} has no address")
+                };
+                return Err(why.into());
             }
-            let addresses: reqwest::dns::Addrs = Box::new(public.into_iter());
+            let addresses: reqwest::dns::Addrs = Box::new(found.into_iter());
             Ok(addresses)
         })
     }
