@@ -274,6 +274,14 @@ impl RetrySchedule {
         self.delays.len() + 1
     }
 
+    /// Which attempt of the schedule a delivery's attempt number `attempts` is, when the
+    /// schedule last started after `schedule_from` attempts (a redelivery starts it again). At
+    /// least the first: a redelivery during an attempt whose outcome was never stored (its
+    /// replica died) leaves the schedule starting past the attempts made.
+    pub fn position(attempts: u32, schedule_from: u32) -> u32 {
+        attempts.saturating_sub(schedule_from).max(1)
+    }
+
     /// After `attempts` failed attempts, how long until the next one; `None` when the
     /// delivery has failed for good.
     pub fn next_delay(&self, attempts: u32) -> Option<Duration> {
@@ -439,6 +447,14 @@ mod tests {
             let error = RetrySchedule::parse(bad).unwrap_err();
             assert_eq!(error.field, "WEBHOOK_RETRY_SCHEDULE", "{bad}");
         }
+    }
+
+    #[test]
+    fn the_schedule_counts_from_its_last_start_and_from_one_at_least() {
+        assert_eq!(RetrySchedule::position(1, 0), 1);
+        assert_eq!(RetrySchedule::position(5, 3), 2);
+        // Redelivered during an attempt whose outcome was lost: the next is the first.
+        assert_eq!(RetrySchedule::position(4, 4), 1);
     }
 
     #[test]

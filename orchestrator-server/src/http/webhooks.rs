@@ -150,7 +150,7 @@ impl Webhooks {
             Ok(code) => (Some(code), Some(format!("the target answered {code}"))),
             Err(error) => (None, Some(error)),
         };
-        let on_schedule = attempts_on_schedule(attempts, delivery.schedule_from);
+        let on_schedule = RetrySchedule::position(attempts, delivery.schedule_from);
         let (status, next_attempt_at) =
             self.policy
                 .schedule
@@ -197,14 +197,6 @@ impl Webhooks {
             .map_err(describe)?;
         Ok(response.status().as_u16())
     }
-}
-
-/// Which attempt of the retry schedule attempt number `attempts` is: the schedule counts from
-/// its last start (a redelivery starts it again). At least the first: an attempt redelivered
-/// while in flight whose outcome was never stored (its replica died) leaves the schedule
-/// starting past the attempts made.
-fn attempts_on_schedule(attempts: u32, schedule_from: u32) -> u32 {
-    attempts.saturating_sub(schedule_from).max(1)
 }
 
 /// A reqwest failure in a sentence, with its causes.
@@ -339,7 +331,8 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut busy = false;
-    let mut enqueued = Enqueued::default();
+    // The log's last id when every webhook was last brought up to it.
+    let mut enqueued_through = None;
     let mut ended = Vec::new();
     loop {
         let ticked = tokio::select! {
@@ -362,7 +355,7 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let round = async {
-            if ticked && !enqueue(&app, webhooks, &mut enqueued).await? {
+            if ticked && !enqueue(&app, webhooks, &mut enqueued_through).await? {
                 return Ok(false);
             }
             claim(&app, webhooks, &slots, &mut flights).await
@@ -429,19 +422,14 @@ impl InFlight {
     }
 }
 
-/// How far the last enqueue got: the log's last id when every webhook was brought up to it.
-#[derive(Default)]
-struct Enqueued {
-    through: Option<u64>,
-}
-
 /// Turns each webhook's new events into deliveries; false when there is no webhook. Writes
-/// nothing when no event was committed since every webhook was last brought up to date. One
-/// webhook's failure is logged and the others go on.
+/// nothing when no event was committed since every webhook was last brought up to `through`
+/// (the log's last id then; moved here). One webhook's failure is logged and the others go
+/// on.
 async fn enqueue(
     app: &App,
     webhooks: &Webhooks,
-    enqueued: &mut Enqueued,
+    through: &mut Option<u64>,
 ) -> Result<bool, RepositoryError> {
     let store = webhooks.store();
     // Read before the webhooks: an event committed after it makes the next round look again,
@@ -456,7 +444,7 @@ async fn enqueue(
     if subscribed.is_empty() {
         return Ok(false);
     }
-    if enqueued.through == Some(last) {
+    if *through == Some(last) {
         return Ok(true);
     }
     let mut every = true;
@@ -474,7 +462,7 @@ async fn enqueue(
             tracing::warn!(webhook = %webhook.id, error = %e, "could not enqueue a webhook's deliveries; retrying");
         }
     }
-    enqueued.through = every.then_some(last);
+    *through = every.then_some(last);
     Ok(true)
 }
 
@@ -568,14 +556,6 @@ async fn record(webhooks: &Webhooks, ended: &mut Vec<AttemptRecord>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_schedule_counts_from_its_last_start_and_from_one_at_least() {
-        assert_eq!(attempts_on_schedule(1, 0), 1);
-        assert_eq!(attempts_on_schedule(5, 3), 2);
-        // Redelivered during an attempt whose outcome was lost: the next is the first.
-        assert_eq!(attempts_on_schedule(4, 4), 1);
-    }
 
     #[test]
     fn a_target_is_an_absolute_http_url_without_credentials() {

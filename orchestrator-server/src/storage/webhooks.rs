@@ -134,22 +134,22 @@ impl ClaimRoom {
     /// all from a third.
     pub(crate) fn pick(&self, mut candidates: Vec<(String, String, Option<i64>)>) -> Vec<String> {
         candidates.sort_by(|a, b| (a.2, &a.1).cmp(&(b.2, &b.1)));
-        // Each delivery's turn: how many of its webhook's come before it.
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        let mut turns: Vec<(usize, usize)> = Vec::with_capacity(candidates.len());
-        for (at, (_, webhook, _)) in candidates.iter().enumerate() {
-            let turn = seen.entry(webhook.as_str()).or_insert(0);
-            turns.push((*turn, at));
-            *turn += 1;
-        }
+        // Each delivery's turn: its place among its webhook's (1 for the longest due).
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut turns: Vec<(usize, String)> = candidates
+            .into_iter()
+            .map(|(id, webhook, _)| {
+                let before = seen.entry(webhook).or_insert(0);
+                *before += 1;
+                (*before, id)
+            })
+            .collect();
         // Stable: within a turn, the order above (longest due first).
         turns.sort_by_key(|(turn, _)| *turn);
-        let mut taken: Vec<Option<String>> =
-            candidates.into_iter().map(|(id, ..)| Some(id)).collect();
         turns
             .into_iter()
             .take(self.limit as usize)
-            .filter_map(|(_, at)| taken.get_mut(at).and_then(Option::take))
+            .map(|(_, id)| id)
             .collect()
     }
 }
@@ -263,6 +263,18 @@ pub(crate) enum WebhookWrite {
     },
     /// See [`WebhookRepository::purge_deliveries`] (answers `Count`).
     Purge(i64),
+}
+
+/// What a redelivery at `now` sets, from the delivery's lease: the lease to keep and how many
+/// attempts past those made the retry schedule starts. An attempt in flight keeps its lease
+/// (the delivery is attempted again once that attempt ends, never twice at once) and the
+/// schedule starts after it; otherwise the lease is cleared and the schedule starts at the
+/// next attempt.
+pub(crate) fn redelivery(lease: Option<i64>, now: i64) -> (Option<i64>, i32) {
+    match lease {
+        Some(lease) if lease >= now => (Some(lease), 1),
+        _ => (None, 0),
+    }
 }
 
 /// An attempt's outcome in columns.

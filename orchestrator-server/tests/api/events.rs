@@ -236,15 +236,7 @@ async fn a_quiet_stream_hears_heartbeats_and_the_wire_format_is_sse() {
         "text/event-stream"
     );
     let mut text = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !text.contains(": heartbeat") && tokio::time::Instant::now() < deadline {
-        let chunk = tokio::time::timeout(Duration::from_secs(3), response.chunk())
-            .await
-            .expect("a chunk within 3 s")
-            .unwrap()
-            .expect("the stream stays open");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    read_until(&mut response, &mut text, |t| t.contains(": heartbeat")).await;
     assert!(
         text.starts_with("id: 0\n\nid: 1\nevent: workflow.transitioned\ndata: {"),
         "{text}"

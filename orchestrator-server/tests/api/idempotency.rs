@@ -314,13 +314,16 @@ async fn the_typed_client_retries_a_post_once_and_gets_the_first_answer() {
 async fn a_repeated_webhook_creation_gets_the_same_webhook_and_secret() {
     let app = spawn_app().await;
     let body = serde_json::json!({"url": "http://127.0.0.1:9/hook"});
-    let first = reqwest::Client::new()
-        .post(app.url("/webhooks"))
-        .header("Idempotency-Key", "hook-once")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let send = async || {
+        reqwest::Client::new()
+            .post(app.url("/webhooks"))
+            .header("Idempotency-Key", "hook-once")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    };
+    let first = send().await;
     assert_eq!(first.status(), StatusCode::CREATED);
     let location = first.headers()["location"].clone();
     let created: Value = first.json().await.unwrap();
@@ -328,13 +331,6 @@ async fn a_repeated_webhook_creation_gets_the_same_webhook_and_secret() {
     assert_eq!((status, replayed), (StatusCode::CREATED, true));
     assert_eq!(again["id"], created["id"]);
     assert_eq!(again["secret"], created["secret"]);
-    let replay = reqwest::Client::new()
-        .post(app.url("/webhooks"))
-        .header("Idempotency-Key", "hook-once")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(replay.headers()["location"], location);
+    assert_eq!(send().await.headers()["location"], location);
     assert_eq!(app.client.list_webhooks().await.unwrap().items.len(), 1);
 }

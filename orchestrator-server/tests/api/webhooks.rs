@@ -971,13 +971,12 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
         1
     );
     let page = orchestrator_core::api::DeliveriesQuery::parse_query([]).unwrap();
-    let row = store
-        .deliveries("wh_a", &page)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|d| d.id == busy.id)
-        .unwrap();
+    // The busy delivery as the API lists it.
+    let busy_row = async || {
+        let listed = store.deliveries("wh_a", &page).await.unwrap();
+        listed.into_iter().find(|d| d.id == busy.id).unwrap()
+    };
+    let row = busy_row().await;
     assert_eq!(
         (row.status, row.attempts),
         (DeliveryStatus::Pending, 1),
@@ -1008,13 +1007,7 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
         ..delivered
     };
     assert_eq!(store.record_attempts(&[failed]).await.unwrap(), 1);
-    let row = store
-        .deliveries("wh_a", &page)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|d| d.id == busy.id)
-        .unwrap();
+    let row = busy_row().await;
     assert_eq!(
         (row.status, row.attempts),
         (DeliveryStatus::Pending, 2),

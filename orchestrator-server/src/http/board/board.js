@@ -108,6 +108,16 @@
     });
   }
 
+  // The error envelope of a refused write, or one made up from its status.
+  function errorOf(answer, response) {
+    return answer && answer.error ? answer.error : { code: 'HTTP_' + response.status, message: 'HTTP ' + response.status };
+  }
+
+  function notRecorded(error) {
+    const details = Array.isArray(error.details) && error.details.length ? ' (' + error.details.join('; ') + ')' : '';
+    say('Not recorded: ' + error.message + details, 'bad');
+  }
+
   // --- Approve / Reject through the API, with the version shown as If-Match. ---
   async function send(form, trigger) {
     const reason = document.getElementById('reason');
@@ -148,7 +158,7 @@
       }
       return;
     }
-    const error = answer && answer.error ? answer.error : { code: 'HTTP_' + response.status, message: 'HTTP ' + response.status };
+    const error = errorOf(answer, response);
     if (error.code === 'VERSION_CONFLICT') {
       const now = await fetch('/workflow/' + encodeURIComponent(form.dataset.feature), { credentials: 'same-origin' })
         .then((r) => (r.ok ? r.json() : null)).catch(() => null);
@@ -157,8 +167,7 @@
         : 'it is no longer at version ' + shown;
       say('Not recorded: this feature changed while you were looking (you saw version ' + shown + '; ' + what + '). The page now shows it as it is; decide again if you still want to.', 'bad');
     } else {
-      const details = Array.isArray(error.details) && error.details.length ? ' (' + error.details.join('; ') + ')' : '';
-      say('Not recorded: ' + error.message + details, 'bad');
+      notRecorded(error);
     }
   }
 
@@ -191,12 +200,11 @@
         : 'Answered: the consultation is ' + status + '.', 'ok');
       return;
     }
-    const error = answer && answer.error ? answer.error : { code: 'HTTP_' + response.status, message: 'HTTP ' + response.status };
+    const error = errorOf(answer, response);
     if (error.code === 'ALREADY_RESOLVED') {
       say('Not recorded: somebody answered this escalation already; the page now shows the answer that stands.', 'bad');
     } else {
-      const details = Array.isArray(error.details) && error.details.length ? ' (' + error.details.join('; ') + ')' : '';
-      say('Not recorded: ' + error.message + details, 'bad');
+      notRecorded(error);
     }
   }
 

@@ -12,7 +12,9 @@ use super::prepared;
 use crate::storage::models::{DeliveryRow, DueRow, EventRow, TransitionRow, WebhookRow, to_i64};
 use crate::storage::queries;
 use crate::storage::schema::{webhook_deliveries, webhooks};
-use crate::storage::webhooks::{DueDelivery, WebhookBackend, WebhookWrite, page_statuses};
+use crate::storage::webhooks::{
+    DueDelivery, WebhookBackend, WebhookWrite, page_statuses, redelivery,
+};
 use crate::storage::write::{Write, Written};
 
 /// Every webhook.
@@ -172,30 +174,17 @@ pub fn apply(
             else {
                 return Ok(count(0));
             };
-            let redelivered = (
-                webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()),
-                webhook_deliveries::next_attempt_at.eq(now),
-                webhook_deliveries::redeliveries.eq(webhook_deliveries::redeliveries + 1),
-            );
-            let target = queries::delivery_of(webhook_id, delivery_id);
-            let changed = if lease.is_some_and(|lease| lease >= *now) {
-                // An attempt in flight keeps its lease; the schedule starts after it.
-                diesel::update(target)
-                    .set((
-                        redelivered,
-                        webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts + 1),
-                    ))
-                    .execute(conn)?
-            } else {
-                diesel::update(target)
-                    .set((
-                        redelivered,
-                        webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts),
-                        webhook_deliveries::lease_until.eq(None::<i64>),
-                    ))
-                    .execute(conn)?
-            };
-            Ok(count(changed))
+            let (lease, after) = redelivery(lease, *now);
+            diesel::update(queries::delivery_of(webhook_id, delivery_id))
+                .set((
+                    webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()),
+                    webhook_deliveries::next_attempt_at.eq(now),
+                    webhook_deliveries::redeliveries.eq(webhook_deliveries::redeliveries + 1),
+                    webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts + after),
+                    webhook_deliveries::lease_until.eq(lease),
+                ))
+                .execute(conn)
+                .map(count)
         }
         WebhookWrite::Purge(before) => diesel::delete(queries::settled_deliveries_before(
             DeliveryStatus::Pending.as_str(),
