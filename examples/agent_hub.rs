@@ -20,13 +20,14 @@
 //! A hub that lost its database: `curl -X POST localhost:8001/_stand-in/forget-escalations`
 //! (every escalation is then unknown, and the orchestrator asks for a reroute).
 //!
-//! Run it with `cargo run -p examples --example agent_hub` (set `PORT` for another port).
+//! Run it with `cargo run -p examples --example agent_hub` (set `AGENT_HUB_PORT` for another
+//! port; not `PORT`, which the orchestrator's `.env` sets for the orchestrator).
 
 use orchestrator_server::hub::stand_in::StandInHub;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let port: u16 = std::env::var("PORT")
+    let port: u16 = std::env::var("AGENT_HUB_PORT")
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(8001);

@@ -109,6 +109,12 @@ pub struct Cli {
     /// Seconds to wait for each answer.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// The Idempotency-Key a write (start, advance, approve, reject, consult, respond, webhooks
+    /// add and redeliver) sends: running the same command again with the same key, even after
+    /// the first run was cut off, gets the first answer back and changes nothing more (for 24
+    /// hours). 1–255 printable ASCII characters without spaces; default: a new key per run.
+    #[arg(long, value_parser = idempotency_key)]
+    pub idempotency_key: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -171,6 +177,9 @@ pub enum Command {
         /// What must change.
         #[arg(long)]
         reason: String,
+        /// Who rejects (without principals; with them, whom the principal acts for).
+        #[arg(long)]
+        actor: Option<String>,
         /// Only if the workflow is at this version.
         #[arg(long)]
         expected_version: Option<u64>,
@@ -225,7 +234,8 @@ pub enum Command {
     /// approvals (`1 of 2`) and, past its deadline, `OVERDUE`. With --actor, only the gates
     /// that person may still approve. When none waits, stdout stays empty and stderr says so.
     Gates {
-        /// Leave out the gates this person completed or approved already.
+        /// Leave out the gates this person approved already, or completed (unless the gate
+        /// allows self-approval).
         #[arg(long)]
         actor: Option<String>,
         /// Only gates past their deadline.
@@ -287,9 +297,13 @@ pub enum Command {
         /// The correction or the context (required for correct and add_context).
         #[arg(long)]
         response: Option<String>,
-        /// Who answers.
+        /// Who answers (without principals; with them, the token's principal does).
         #[arg(long)]
         actor: Option<String>,
+        /// human or agent, when no principals file names the caller (an agent may not
+        /// answer).
+        #[arg(long)]
+        actor_kind: Option<String>,
     },
     /// Show the server's health.
     Health,
@@ -380,7 +394,10 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
     if let Some(token) = token {
         builder = builder.token(token);
     }
-    let client = builder.build().map_err(|e| Failure::Usage(e.to_string()))?;
+    let mut client = builder.build().map_err(|e| Failure::Usage(e.to_string()))?;
+    if let Some(key) = cli.idempotency_key {
+        client = client.with_idempotency_key(key);
+    }
     let written = match cli.command {
         Command::Start {
             feature_id,
@@ -456,9 +473,11 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
         Command::Reject {
             feature_id,
             reason,
+            actor,
             expected_version,
         } => {
             let request = AdvanceRequest {
+                actor,
                 reason: Some(reason),
                 expected_version,
                 ..AdvanceRequest::new("human_rejected")
@@ -521,6 +540,18 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                 .map_err(|e| Failure::Usage(format!("{}: {}", e.field, e.rule)))?;
             query.after = after;
             let mut events = client.stream_events(query);
+            // A server that cannot be reached at the start is the caller's error (exit 3),
+            // not a reconnection to wait for; one that answers 5xx (starting, draining, its
+            // database down) is waited for, as later.
+            loop {
+                match events.attach().await {
+                    Ok(()) => break,
+                    Err(e) if e.status().is_some_and(|s| s.is_server_error()) => {
+                        let _ = writeln!(err, "warning: {e}; connecting again");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             let mut seen = 0;
             let mut last_error = None;
             loop {
@@ -539,8 +570,15 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                             break written;
                         }
                     }
-                    // Transient: the stream reconnects on the next call.
-                    Some(Err(e)) => last_error = Some(e),
+                    // Transient: the stream reconnects on the next call; the person watching
+                    // sees why nothing comes meanwhile.
+                    Some(Err(e)) => {
+                        // A 4xx (400, 401, 410) ends the stream; it is the exit's error.
+                        if !e.status().is_some_and(|s| s.is_client_error()) {
+                            let _ = writeln!(err, "warning: {e}; reconnecting");
+                        }
+                        last_error = Some(e);
+                    }
                     None => {
                         return Err(last_error.map_or_else(
                             || Failure::Usage("the event stream ended".into()),
@@ -567,7 +605,7 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             }
             let mine = |w: &WorkflowResponse| {
                 let Some(me) = &actor else { return true };
-                !w.gate.authors.iter().any(|a| a.as_str() == me)
+                (w.gate.allow_self_approval || !w.gate.authors.iter().any(|a| a.as_str() == me))
                     && !w.gate.approvals.iter().any(|a| a.actor.as_str() == me)
             };
             waiting.retain(mine);
@@ -634,6 +672,7 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             action,
             response,
             actor,
+            actor_kind,
         } => {
             let consultation = consultation_id
                 .parse::<orchestrator_core::ConsultationId>()
@@ -646,6 +685,7 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                 action,
                 response,
                 actor,
+                actor_kind,
             };
             print(
                 out,
@@ -665,6 +705,15 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
         }
     };
     written.map_err(|e| Failure::Usage(format!("cannot write the answer: {e}")))
+}
+
+/// An `--idempotency-key` as the server takes it: 1–255 printable ASCII characters, no spaces.
+fn idempotency_key(key: &str) -> Result<String, String> {
+    if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(key.to_owned())
+    } else {
+        Err("must be 1-255 printable ASCII characters without spaces".to_owned())
+    }
 }
 
 /// Whole seconds as `2d 3h`, `3h 12m`, `12m`, or `45s`.

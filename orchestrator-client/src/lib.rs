@@ -174,6 +174,8 @@ pub struct Client {
     base_url: String,
     token: Option<String>,
     retries: u32,
+    /// The key every POST sends; a new one per call when `None`.
+    idempotency_key: Option<String>,
 }
 
 /// Builds a [`Client`] with a timeout, a token, or a caller's own `reqwest::Client`.
@@ -252,6 +254,7 @@ impl ClientBuilder {
             base_url,
             token: self.token,
             retries: self.retries.unwrap_or(DEFAULT_RETRIES),
+            idempotency_key: None,
         })
     }
 }
@@ -275,6 +278,32 @@ impl Client {
     /// The base URL requests go to.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// This client, sending `key` as the `Idempotency-Key` of its writes instead of a new key
+    /// per call: for a write that must be carried out once even when the caller itself is
+    /// restarted and sends it again (the server keeps a key's answer for 24 hours and gives it
+    /// to a repeat of the same request). Use the returned client for that one write; the key
+    /// is 1–255 printable ASCII characters without spaces (else the server answers 400).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// use orchestrator_core::api::AdvanceRequest;
+    /// let id = "008-services-architecture".parse().expect("a valid feature id");
+    /// let approve = AdvanceRequest::new("human_approved");
+    /// // Sent again after a crash, the same key gets the first answer back.
+    /// client
+    ///     .with_idempotency_key("approve-008-round-1")
+    ///     .advance_workflow(&id, &approve)
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_idempotency_key(&self, key: impl Into<String>) -> Client {
+        Client {
+            idempotency_key: Some(key.into()),
+            ..self.clone()
+        }
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -342,13 +371,17 @@ impl Client {
         }
     }
 
-    /// POSTs `body` with a new idempotency key, so retries are carried out once.
+    /// POSTs `body` with an idempotency key (the client's, else a new one), so retries are
+    /// carried out once.
     async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
     ) -> Result<T> {
-        let key = uuid::Uuid::new_v4().to_string();
+        let key = self
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let request = self
             .request(Method::POST, path)
             .header(IDEMPOTENCY_KEY, key)

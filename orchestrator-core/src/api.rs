@@ -250,7 +250,7 @@ pub struct GateRequest {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole_number"
+        deserialize_with = "clamped_whole_number"
     )]
     pub required_approvals: Option<u64>,
     /// Whether whoever completed the work may approve it (default false).
@@ -262,7 +262,7 @@ pub struct GateRequest {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole_number"
+        deserialize_with = "clamped_whole_number"
     )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 31_536_000))]
     pub due_in_seconds: Option<u64>,
@@ -334,6 +334,34 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(
         }
         _ => Err(D::Error::custom(format!(
             "invalid value {number}, expected a whole number of at least 0"
+        ))),
+    }
+}
+
+/// Reads an optional whole number (`3` or `3.0`) for a field whose range starts above 0: a
+/// negative one reads as 0 and one beyond `u64` as `u64::MAX`, so the field's range check
+/// refuses it by name (400 `VALIDATION_ERROR`) rather than the body as unreadable JSON; a
+/// fraction is refused.
+fn clamped_whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    if number.as_i64().is_some() {
+        return Ok(Some(0));
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f < 0.0 => Ok(Some(0)),
+        // Below 2^53 every whole float is exact.
+        Some(f) if f.fract() == 0.0 && f < 9_007_199_254_740_992.0 => Ok(Some(f as u64)),
+        Some(f) if f.fract() == 0.0 => Ok(Some(u64::MAX)),
+        _ => Err(D::Error::custom(format!(
+            "invalid value {number}, expected a whole number"
         ))),
     }
 }
@@ -1030,6 +1058,11 @@ pub struct RespondRequest {
     /// Who answers (sent to the hub as the responder): not blank, at most 128 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// `human` or `agent`: trusted without principals; with principals the token's principal
+    /// says. Only a human answers an escalation: an agent is 403 `FORBIDDEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::principal::ActorKind>))]
+    pub actor_kind: Option<String>,
 }
 
 impl RespondRequest {
@@ -1325,7 +1358,16 @@ mod tests {
         assert_eq!(gate.required_approvals, Some(2));
         assert_eq!(gate.due_in_seconds, Some(60));
         assert!(serde_json::from_str::<GateRequest>(r#"{"due_in_seconds":1.5}"#).is_err());
-        assert!(serde_json::from_str::<GateRequest>(r#"{"required_approvals":-1}"#).is_err());
+        // Whole numbers out of range read as numbers the range check refuses by name.
+        let out: GateRequest =
+            serde_json::from_str(r#"{"required_approvals":-1,"due_in_seconds":-5.0}"#).unwrap();
+        assert_eq!(
+            (out.required_approvals, out.due_in_seconds),
+            (Some(0), Some(0))
+        );
+        let huge: GateRequest =
+            serde_json::from_str(r#"{"due_in_seconds":18446744073709551616}"#).unwrap();
+        assert_eq!(huge.due_in_seconds, Some(u64::MAX));
     }
 
     #[test]

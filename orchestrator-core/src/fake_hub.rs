@@ -81,6 +81,11 @@ impl ScriptedAgentHub {
             .insert(id.to_owned(), Ok(escalation));
     }
 
+    /// Every later look-up of escalation `id` fails with `error`.
+    pub fn fail_escalation(&self, id: &str, error: HubError) {
+        self.lock().escalations.insert(id.to_owned(), Err(error));
+    }
+
     /// Every later ask with this session is refused as expired.
     pub fn expire_session(&self, session: &HubSessionId) {
         self.lock().expired_sessions.insert(session.0.clone());

@@ -113,16 +113,27 @@ validated_string!(
 impl Actor {
     /// Parses a name given now (a request's `actor`, a principal's name): the rule of
     /// [`Actor::parse`], and not blank, so that naming nobody is never taken for naming
-    /// someone (a blank approver would count toward a gate's distinct approvals). Stored
-    /// names are read back with [`Actor::parse`], so a blank one an earlier version kept
-    /// still reads.
+    /// someone (a blank approver would count toward a gate's distinct approvals). White
+    /// space around the name is dropped, so `"alice "` is alice — as the board's sign-in
+    /// has it — and not a second person who may approve alice's work or approve twice.
+    /// Stored names are read back with [`Actor::parse`], so a blank one an earlier version
+    /// kept still reads.
     pub fn parse_name(value: impl Into<String>) -> Result<Self, ValidationError> {
-        let value = value.into();
+        // The rule holds for the name as given (no control character, a tab included; at most
+        // 128 characters), then the spaces around it go.
+        let given = Actor::parse(value)?;
         // White space as JSON Schema's `\s` has it (the OpenAPI rule): Rust's, and U+FEFF.
-        if value.chars().all(|c| c.is_whitespace() || c == '\u{feff}') {
+        let name = given
+            .as_str()
+            .trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+        if name.is_empty() {
             return Err(ValidationError::new("actor", "must not be blank"));
         }
-        Actor::parse(value)
+        if name.len() == given.as_str().len() {
+            Ok(given)
+        } else {
+            Actor::parse(name)
+        }
     }
 }
 
@@ -390,6 +401,19 @@ mod tests {
             assert!(Actor::parse(blank).is_ok(), "stored names still read");
         }
         assert_eq!(Actor::parse_name("alice").unwrap().as_str(), "alice");
+        assert_eq!(
+            Actor::parse_name(" alice\u{feff}\u{3000}")
+                .unwrap()
+                .as_str(),
+            "alice"
+        );
+        // A control character is refused, around the name too; the length is the given one's.
+        assert!(Actor::parse_name("alice\t").is_err());
+        assert!(Actor::parse_name(format!(" {}", "a".repeat(128))).is_err());
+        assert_eq!(
+            Actor::parse_name("Alice Smith").unwrap().as_str(),
+            "Alice Smith"
+        );
         assert!(Actor::parse_name("a".repeat(129)).is_err());
     }
 

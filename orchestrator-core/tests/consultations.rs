@@ -208,6 +208,34 @@ async fn listing_while_the_hub_is_down_returns_what_is_stored() {
 }
 
 #[tokio::test]
+async fn one_unreadable_escalation_does_not_keep_the_others_from_being_refreshed() {
+    let (orchestrator, hub, id) = setup().await;
+    hub.push_escalation("esc-odd");
+    orchestrator.consult(&id, ask("security")).await.unwrap();
+    hub.push_escalation("esc-fine");
+    orchestrator.consult(&id, ask("testing")).await.unwrap();
+    // The older one's escalation answers with something this hub client cannot read.
+    hub.fail_escalation(
+        "esc-odd",
+        HubError::Failed("unknown status 'cancelled'".into()),
+    );
+    hub.set_escalation(
+        "esc-fine",
+        EscalationStatus::Resolved,
+        Some(HumanAction::Confirm),
+        None,
+    );
+    let listed = orchestrator.consultations(&id).await.unwrap();
+    assert_eq!(
+        (listed[0].status, listed[1].status),
+        (
+            ConsultationStatus::PendingHuman,
+            ConsultationStatus::Resolved
+        )
+    );
+}
+
+#[tokio::test]
 async fn a_gate_that_cannot_reach_the_hub_stays_closed() {
     let (orchestrator, hub, id) = setup().await;
     hub.push_escalation("esc-5");
@@ -266,4 +294,92 @@ async fn without_pending_consultations_the_gate_never_calls_the_hub() {
         .advance(&id, Advance::new(Trigger::HumanApproved))
         .await
         .unwrap();
+}
+
+/// A scripted hub whose escalation look-ups take `lag` of a manual clock.
+struct SlowLookups {
+    hub: Arc<ScriptedAgentHub>,
+    clock: Arc<orchestrator_core::ManualClock>,
+    lag: chrono::Duration,
+}
+
+#[async_trait::async_trait]
+impl orchestrator_core::hub::AgentHub for SlowLookups {
+    async fn create_session(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<orchestrator_core::hub::HubSessionId, HubError> {
+        self.hub.create_session(feature_id).await
+    }
+    async fn close_session(
+        &self,
+        id: &orchestrator_core::hub::HubSessionId,
+    ) -> Result<(), HubError> {
+        self.hub.close_session(id).await
+    }
+    async fn ask(
+        &self,
+        question: &orchestrator_core::hub::HubQuestion,
+    ) -> Result<orchestrator_core::hub::HubAnswer, HubError> {
+        self.hub.ask(question).await
+    }
+    async fn escalation(
+        &self,
+        id: &orchestrator_core::hub::EscalationId,
+    ) -> Result<orchestrator_core::hub::Escalation, HubError> {
+        self.clock.advance(self.lag);
+        self.hub.escalation(id).await
+    }
+    async fn respond(
+        &self,
+        id: &orchestrator_core::hub::EscalationId,
+        response: &orchestrator_core::hub::HumanResponse,
+    ) -> Result<orchestrator_core::hub::Escalation, HubError> {
+        self.hub.respond(id, response).await
+    }
+    async fn health(&self) -> Result<orchestrator_core::hub::HubHealth, HubError> {
+        self.hub.health().await
+    }
+}
+
+#[tokio::test]
+async fn an_approval_is_dated_when_it_is_judged_after_the_hub_answered() {
+    use orchestrator_core::Clock;
+    let clock = Arc::new(orchestrator_core::ManualClock::new(
+        chrono::Utc::now() - chrono::Duration::hours(1),
+    ));
+    let hub = Arc::new(ScriptedAgentHub::new());
+    let slow = Arc::new(SlowLookups {
+        hub: hub.clone(),
+        clock: clock.clone(),
+        lag: chrono::Duration::seconds(20),
+    });
+    let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()))
+        .with_hub(slow)
+        .with_clock(clock.clone());
+    let request = StartWorkflowRequest::new("f", "a feature");
+    orchestrator
+        .start(request.try_into().unwrap())
+        .await
+        .unwrap();
+    let id = FeatureId::parse("f").unwrap();
+    hub.push_escalation("esc-slow");
+    orchestrator.consult(&id, ask("security")).await.unwrap();
+    to_gate(&orchestrator, &id).await;
+    hub.set_escalation(
+        "esc-slow",
+        EscalationStatus::Resolved,
+        Some(HumanAction::Confirm),
+        None,
+    );
+    let before = clock.now();
+    orchestrator
+        .advance(&id, Advance::new(Trigger::HumanApproved))
+        .await
+        .unwrap();
+    let history = orchestrator.history(&id).await.unwrap();
+    let approval = history.last().unwrap();
+    assert_eq!(approval.trigger, Trigger::HumanApproved);
+    assert_eq!(approval.at, clock.now());
+    assert!(approval.at > before, "dated before the hub answered");
 }

@@ -188,7 +188,9 @@ pub fn add(
         path: path.to_owned(),
         problem: e.message().to_owned(),
     })?;
-    if file.principal.iter().any(|p| p.name == name.as_str()) {
+    // Names compare as they load: white space around one does not make another.
+    let taken = |p: &Entry| Actor::parse_name(p.name.as_str()).is_ok_and(|n| n == *name);
+    if file.principal.iter().any(taken) {
         return Err(PrincipalsError::NameTaken {
             path: path.to_owned(),
             name: name.to_string(),

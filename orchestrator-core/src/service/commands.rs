@@ -265,7 +265,7 @@ impl TryFrom<RespondRequest> for Respond {
             action,
             response,
             actor: parse_optional(request.actor, Actor::parse_name)?,
-            actor_kind: None,
+            actor_kind: parse_optional(request.actor_kind, |kind| kind.parse::<ActorKind>())?,
         })
     }
 }

@@ -359,8 +359,14 @@ impl Orchestrator {
             match self.refresh(consultation).await {
                 Ok(()) => {}
                 // The stored state is still true: answer with it, and stop asking a hub that
-                // fails rather than wait for its timeout once per consultation.
-                Err(Error::Hub(_)) => break,
+                // cannot be reached rather than wait for its timeout once per consultation.
+                Err(Error::Hub(HubError::Unavailable(_))) => break,
+                // The hub answered about this escalation with something unreadable: this one
+                // stays as stored, and the others are still asked about.
+                Err(Error::Hub(e)) => {
+                    tracing::warn!(consultation_id = %consultation.id, error = %e,
+                        "an escalation could not be refreshed; listed as stored");
+                }
                 Err(other) => return Err(other),
             }
         }

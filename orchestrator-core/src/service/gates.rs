@@ -11,6 +11,10 @@ use super::{Error, Orchestrator, Result};
 
 /// Most overdue gates one sweep handles; the rest wait for the next.
 const SWEEP_LIMIT: u32 = 100;
+/// Failed gates after which a sweep gives up until the next: one gate that cannot be written
+/// (its row locked, say) must not hold up the gates due after it, but a store that fails
+/// every write should not be asked a hundred times a second.
+const SWEEP_FAILURES: usize = 3;
 
 /// A stay at the gate this sweep found past its deadline and noted (no other server had).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,16 +36,36 @@ impl Orchestrator {
     /// `system`, reason `gate expired`) in the same transaction. Safe to run on every replica
     /// at once: the store keeps one note per stay, and the change is a compare-and-set, so a
     /// person's decision that lands first wins and the stay is left alone.
+    ///
+    /// A gate that cannot be noted is logged and left for the next sweep, and the sweep goes
+    /// on with the gates due after it; after a few such failures it stops. It fails only when
+    /// the overdue gates cannot be read, or when every gate it tried failed.
     pub async fn sweep_gates(&self) -> Result<Vec<Expired>> {
         let now = self.clock.now();
         let due = self.repository.unnoted_overdue(now, SWEEP_LIMIT).await?;
         let mut expired = Vec::new();
+        let mut failures = 0;
+        let mut last_failure = None;
         for workflow in due {
-            if let Some(done) = self.expire(workflow, now).await? {
-                expired.push(done);
+            let feature_id = workflow.feature_id().clone();
+            match self.expire(workflow, now).await {
+                Ok(Some(done)) => expired.push(done),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(feature_id = %feature_id, error = %e,
+                        "a gate past its deadline could not be noted; the next sweep tries again");
+                    failures += 1;
+                    last_failure = Some(e);
+                    if failures == SWEEP_FAILURES {
+                        break;
+                    }
+                }
             }
         }
-        Ok(expired)
+        match last_failure {
+            Some(e) if expired.is_empty() => Err(e),
+            _ => Ok(expired),
+        }
     }
 
     /// Notes one overdue stay (and applies its policy); `None` if another server did first or

@@ -69,13 +69,13 @@ impl Orchestrator {
         command: Advance,
         seal: Option<Seal<Workflow>>,
     ) -> Result<Workflow> {
-        let at = self.clock.now();
         // An approval at the gate needs facts only the hub has, asked for before the decision:
         // judged on a read and committed with a compare-and-set. Every other trigger is judged
         // by the store inside its write.
         if command.trigger == Trigger::HumanApproved && !command.override_gate {
-            return self.advance_on_read(feature_id, command, at, seal).await;
+            return self.advance_on_read(feature_id, command, seal).await;
         }
+        let at = self.clock.now();
         let judge = move |current: &Workflow| {
             let mut decision = judged(current, &command, at, &GateFacts::default())?;
             decision.receipt = seal.as_ref().map(|seal| seal(&decision.next));
@@ -92,7 +92,6 @@ impl Orchestrator {
         &self,
         feature_id: &FeatureId,
         command: Advance,
-        at: crate::workflow::Timestamp,
         seal: Option<Seal<Workflow>>,
     ) -> Result<Workflow> {
         // A commit that lost is judged again on what it lost to: another decision (two
@@ -104,7 +103,7 @@ impl Orchestrator {
         loop {
             tries += 1;
             let lost = match self
-                .approve_once(feature_id, &command, at, seal.as_ref())
+                .approve_once(feature_id, &command, seal.as_ref())
                 .await?
             {
                 Ok(next) => return Ok(next),
@@ -128,15 +127,17 @@ impl Orchestrator {
     /// One try of [`Orchestrator::advance_on_read`]: the workflow after the approval, or
     /// `Ok(Err(lost))` when the store refused the commit because something landed after the
     /// read (another change: [`RepositoryError::VersionConflict`]; a consultation blocking
-    /// the gate: [`RepositoryError::GateBlocked`]).
+    /// the gate: [`RepositoryError::GateBlocked`]). The approval is dated when it is judged,
+    /// after the hub answered: a try that lost is judged again on what it lost to, and its
+    /// entry must not predate that.
     async fn approve_once(
         &self,
         feature_id: &FeatureId,
         command: &Advance,
-        at: crate::workflow::Timestamp,
         seal: Option<&Seal<Workflow>>,
     ) -> Result<std::result::Result<Workflow, RepositoryError>> {
         let current = self.repository.get(feature_id).await?;
+        let at = self.clock.now();
         // An agent is refused by the gate's first rule, which needs no facts: judged before
         // the hub is asked, so a hub out of reach cannot turn that 403 into a 503.
         if let Err(refused @ Error::Transition(TransitionError::AgentMayNotDecide { .. })) =
@@ -154,6 +155,7 @@ impl Orchestrator {
         } else {
             GateFacts::default()
         };
+        let at = self.clock.now().max(at);
         let mut decision = judged(&current, command, at, &facts)?;
         decision.receipt = seal.map(|seal| seal(&decision.next));
         let committed = self

@@ -54,6 +54,9 @@ const STREAM_QUEUE: usize = 64;
 pub struct FeedBatch {
     messages: Bytes,
     events: Vec<FeedEvent>,
+    /// Set on the batch that says retention deleted events before the feed read them: the
+    /// last deleted id.
+    purged_through: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -82,7 +85,25 @@ impl FeedBatch {
         FeedBatch {
             messages: messages.freeze(),
             events,
+            purged_through: None,
         }
+    }
+
+    /// The batch that says the events through `purged_through` were deleted before the feed
+    /// read them (retention overtook a feed that could not read the log for that long).
+    fn purged(purged_through: u64) -> Self {
+        FeedBatch {
+            messages: Bytes::new(),
+            events: Vec::new(),
+            purged_through: Some(purged_through),
+        }
+    }
+
+    /// Whether a stream that has sent up to `sent` missed deleted events with this batch: it
+    /// must end, and its client resumes by id to the 410 that says so, rather than go on as
+    /// if nothing was missing.
+    fn missed_by(&self, sent: u64) -> bool {
+        self.purged_through.is_some_and(|through| through > sent)
     }
 
     /// The chunks a stream that has sent up to `sent` and keeps what `filter` admits sends
@@ -207,8 +228,16 @@ impl Feed {
                 {
                     Ok(page) => page,
                     Err(orchestrator_core::Error::EventsExpired { purged_through, .. }) => {
-                        // Retention overtook the feed (it was stopped for longer than the
-                        // retention): streams resume by id and get 410 themselves.
+                        // Retention overtook the feed (it could not read the log for longer
+                        // than the retention): the streams behind the deleted events end, to
+                        // resume by id and get 410; the feed goes on after them.
+                        tracing::warn!(
+                            purged_through,
+                            "events were deleted before the event feed read them; the streams behind them end"
+                        );
+                        let _ = self
+                            .sender
+                            .send(Arc::new(FeedBatch::purged(purged_through)));
                         last = purged_through;
                         continue;
                     }
@@ -421,6 +450,12 @@ async fn forward(
             }
             continue;
         };
+        if batch.missed_by(sent) {
+            tracing::info!(
+                "a stream missed events retention deleted; disconnected to resume by id"
+            );
+            return;
+        }
         let (chunks, last) = batch.chunks(sent, &filter);
         sent = last;
         for chunk in chunks {
@@ -545,5 +580,48 @@ mod tests {
         };
         assert_eq!(batch.chunks(0, &overdue_of_b), (Vec::new(), 7));
         assert_eq!(batch.chunks(9, &overdue_of_b), (Vec::new(), 9));
+    }
+
+    /// Retention that deletes events before the feed read them (a feed that could not read
+    /// the log for that long) is broadcast, and ends the streams that had not sent them.
+    // One thread: the feed runs only where this test awaits, so the writes and the purge
+    // below (in memory: nothing in them waits) all land between two of its reads.
+    #[tokio::test(flavor = "current_thread")]
+    async fn events_deleted_before_the_feed_read_them_end_the_streams_behind_them() {
+        use orchestrator_core::{InMemoryWorkflowRepository, StartWorkflow};
+        let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()));
+        let feed = Arc::new(Feed::default());
+        let mut live = feed.sender.subscribe();
+        let (stop, stopped) = watch::channel(false);
+        let running = tokio::spawn({
+            let (feed, orchestrator) = (feed.clone(), orchestrator.clone());
+            async move { feed.run(orchestrator, stopped).await }
+        });
+        // The feed has read the (empty) log and waits for its next poll.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        for name in ["a", "b"] {
+            let start = StartWorkflow::new(FeatureId::parse(name).unwrap(), "d".parse().unwrap());
+            orchestrator.start(start).await.unwrap();
+        }
+        let deleted = orchestrator
+            .purge_events(chrono::Utc::now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap();
+        assert_eq!(deleted, 2);
+        let start = StartWorkflow::new(FeatureId::parse("c").unwrap(), "d".parse().unwrap());
+        orchestrator.start(start).await.unwrap();
+
+        let batch = tokio::time::timeout(Duration::from_secs(1), live.recv())
+            .await
+            .expect("the feed polls")
+            .unwrap();
+        assert_eq!(batch.purged_through, Some(2));
+        assert!(
+            batch.missed_by(0) && batch.missed_by(1),
+            "streams behind end"
+        );
+        assert!(!batch.missed_by(2), "a stream that sent them goes on");
+        stop.send(true).unwrap();
+        running.await.unwrap();
     }
 }

@@ -1,8 +1,9 @@
 //! The server's periodic work: once a second the gate sweep (every stay at the gate past its
 //! deadline is noted — once, whichever replica sees it first — and its policy applied; each
-//! note is written to the event log as `gate.overdue`, logged and counted), and once a minute
-//! the purge of idempotency keys older than a day, of events (and delivered or failed webhook
-//! deliveries) past their retention, and of the board's ended sessions.
+//! note is written to the event log as `gate.overdue`, logged and counted), and once a minute,
+//! beside it so that the sweep never waits for a slow purge (on SQLite both still share the
+//! one writer), the purge of idempotency keys older than a day, of events (and delivered or
+//! failed webhook deliveries) past their retention, and of the board's ended sessions.
 
 use std::time::Duration;
 
@@ -14,25 +15,37 @@ use super::App;
 /// time) after its `due_at`.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// How often idempotency keys past their day are purged, in sweeps.
-const PURGE_EVERY: u64 = 60;
+/// How often what has outlived its time is purged (the first purge is at start-up).
+const PURGE_EVERY: Duration = Duration::from_secs(60);
 
-/// Sweeps every [`SWEEP_EVERY`] (and purges keys every [`PURGE_EVERY`] sweeps) until `stop`
-/// turns true.
-pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
+/// Sweeps every [`SWEEP_EVERY`] and purges every [`PURGE_EVERY`], each at its own pace,
+/// until `stop` turns true.
+pub async fn run(app: App, stop: watch::Receiver<bool>) {
+    tokio::join!(
+        every(SWEEP_EVERY, stop.clone(), || sweep_once(&app)),
+        every(PURGE_EVERY, stop, || async {
+            purge_keys(&app).await;
+            purge_events(&app).await;
+            purge_sessions(&app).await;
+        }),
+    );
+}
+
+/// Runs `work` at once and then every `period` (a late run delays the next, never doubles
+/// it) until `stop` turns true.
+async fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for n in 0_u64.. {
+    loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        sweep_once(&app).await;
-        if n % PURGE_EVERY == 0 {
-            purge_keys(&app).await;
-            purge_events(&app).await;
-            purge_sessions(&app).await;
-        }
+        work().await;
     }
 }
 

@@ -119,9 +119,12 @@ impl ApiDoc {
                 complete_board_operation(operation, &method);
                 continue;
             }
-            // Every write checks a role, and every webhook operation needs admin.
+            // Every write checks a role, and every webhook operation needs admin; with a
+            // token required, a write made with the board's session cookie needs its CSRF
+            // token and the board's origin.
             let role_checked = method == "post" || path.starts_with(paths::WEBHOOKS);
-            complete_operation(operation, auth_required, principals && role_checked);
+            let forbidden = (principals && role_checked) || (auth_required && method != "get");
+            complete_operation(operation, auth_required, forbidden);
         }
         if auth_required {
             doc["components"]["securitySchemes"] = json!({
@@ -183,6 +186,7 @@ fn operation_errors(operation_id: &str) -> &'static [ErrorCode] {
         ],
         "respond_to_consultation" => &[
             ValidationError,
+            Forbidden,
             WorkflowNotFound,
             ConsultationNotFound,
             ConsultationNotPending,
@@ -528,7 +532,7 @@ fn when(code: ErrorCode) -> &'static str {
         PayloadTooLarge => "the body is over 256 KiB",
         Unauthorized => "the bearer token is missing or wrong",
         Forbidden => {
-            "the token's principal lacks the role this needs (details name it), or an agent tried to approve or reject"
+            "the token's principal lacks the role this needs (details name it), an agent tried to approve, reject or answer an escalation, or a write with the board's session cookie lacked its CSRF token or came from another origin"
         }
         NotFound => "no such route",
         MethodNotAllowed => "the path is POST /workflow/start's (feature id `start`)",
@@ -615,6 +619,12 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
         ),
         PayloadTooLarge => envelope("request body is larger than 262144 bytes", None),
         Unauthorized => envelope("missing or invalid bearer token", None),
+        Forbidden if operation_id == "respond_to_consultation" => envelope(
+            "only a human answers an escalation",
+            Some(vec![
+                "actor_kind: agent; only a human answers an escalation",
+            ]),
+        ),
         Forbidden => envelope(
             "agents may not 'human_approved': only a human decides at the gate",
             Some(vec!["actor_kind: agent"]),
@@ -753,7 +763,8 @@ fn apply_field_rules(doc: &mut Value) {
         "description": "the types to send; absent or empty: every type",
     });
     webhook["description"] = json!({
-        "type": ["string", "null"], "maxLength": 500, "description": "free text for people",
+        "type": ["string", "null"], "maxLength": 500, "pattern": format!("^{TEXT_CHAR}*$"),
+        "description": "free text for people: no control character but tab, line feed and carriage return",
     });
     // A gate needs 1-10 approvals.
     doc["components"]["schemas"]["GateRequest"]["properties"]["required_approvals"] = json!({

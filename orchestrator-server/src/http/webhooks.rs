@@ -118,14 +118,11 @@ impl Webhooks {
             }
         }
         let description = request.description.filter(|d| !d.trim().is_empty());
-        if description
-            .as_ref()
-            .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_LEN)
-        {
-            return Err(ValidationError::new(
-                "description",
-                format!("must be at most {MAX_DESCRIPTION_LEN} characters"),
-            ));
+        if let Some(text) = &description {
+            // Free text as everywhere: NUL and the other control characters are refused on
+            // every back end (PostgreSQL cannot store NUL in text).
+            orchestrator_core::values::check_text(text, MAX_DESCRIPTION_LEN)
+                .map_err(|rule| ValidationError::new("description", rule))?;
         }
         Ok(Webhook {
             id: format!("wh_{}", uuid::Uuid::new_v4().simple()),

@@ -94,9 +94,9 @@ impl HttpAgentHub {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(transport)?;
+        let bytes = read_bounded(&mut response).await?;
         if status.is_success() {
             // An empty success (a 204, say) reads as JSON null.
             let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
@@ -106,6 +106,35 @@ impl HttpAgentHub {
             Err(refusal(status, &bytes))
         }
     }
+}
+
+/// The most of an answer's body read: an expert's answer is text of a few kilobytes, and
+/// what is read is stored and sent on with every event about it.
+pub(crate) const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// The answer's body, refused unread past [`MAX_ANSWER_BYTES`] (a hub, or a proxy before it,
+/// that sends without end must not fill the memory).
+async fn read_bounded(response: &mut reqwest::Response) -> Result<Vec<u8>, HubError> {
+    let status = response.status();
+    let too_large = || {
+        HubError::Failed(format!(
+            "{status}: the answer is larger than {MAX_ANSWER_BYTES} bytes"
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A failure before a whole answer arrived.
@@ -128,7 +157,8 @@ fn refusal(status: StatusCode, body: &[u8]) -> HubError {
         return match parsed {
             Some(_) => HubError::Failed(format!("{status}: the hub refused the request body")),
             None => {
-                let text = String::from_utf8_lossy(body);
+                // The start of it: enough to say what it was, whatever its length.
+                let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
                 HubError::Failed(format!("{status}: {}", text.trim()))
             }
         };
@@ -315,6 +345,47 @@ mod tests {
             refusal(StatusCode::INTERNAL_SERVER_ERROR, agent),
             HubError::Failed(_)
         ));
+    }
+
+    /// A listener that answers one request with a 200 whose chunked body is `size` bytes.
+    async fn answering(size: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                        transfer-encoding: chunked\r\n\r\n";
+            let _ = socket.write_all(head.as_bytes()).await;
+            let chunk = vec![b' '; 64 * 1024];
+            let mut left = size;
+            while left > 0 {
+                let part = &chunk[..left.min(chunk.len())];
+                let framed = [format!("{:x}\r\n", part.len()).as_bytes(), part, b"\r\n"].concat();
+                if socket.write_all(&framed).await.is_err() {
+                    return;
+                }
+                left -= part.len();
+            }
+            let _ = socket.write_all(b"0\r\n\r\n").await;
+        });
+        format!("http://{address}/")
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_read_up_to_its_bound_and_refused_past_it() {
+        let mut small = reqwest::get(answering(1000).await).await.unwrap();
+        assert_eq!(read_bounded(&mut small).await.unwrap().len(), 1000);
+        // Sent without a length, so only reading finds it too large.
+        let mut huge = reqwest::get(answering(MAX_ANSWER_BYTES + 1).await)
+            .await
+            .unwrap();
+        match read_bounded(&mut huge).await {
+            Err(HubError::Failed(message)) => assert!(message.contains("larger than"), "{message}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -81,14 +81,14 @@ pub struct Escalation {
     pub id: String,
     /// `pending`, `resolved` or `expired`.
     pub status: EscalationStatus,
-    /// The question asked.
-    #[serde(default)]
+    /// The question asked (absent or null: empty).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub question: String,
-    /// The expert's answer.
-    #[serde(default)]
+    /// The expert's answer (absent or null: empty).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub tentative_answer: String,
-    /// 0–100.
-    #[serde(default)]
+    /// 0–100 (absent or null: 0).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub confidence: f64,
     /// Why unsure.
     #[serde(default)]
@@ -157,12 +157,44 @@ pub struct Health {
 pub struct ErrorBody {
     /// `UNKNOWN_TOPIC`, `SESSION_NOT_FOUND`, …
     pub code: String,
-    /// What went wrong.
-    #[serde(default)]
+    /// What went wrong (absent or null: empty).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub message: String,
-    /// Specifics.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Specifics: strings, or (from another version of the hub) any JSON, kept as its text.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "details_as_text"
+    )]
     pub details: Option<Vec<String>>,
+}
+
+/// A value that may come as `null`: its default then.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// An error's `details` as text, whatever JSON they come as: a list of strings, a list of
+/// anything else (each kept as its JSON text), or one value. The error's code is what counts;
+/// its details must never make it unreadable.
+fn details_as_text<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    let text = |value: serde_json::Value| match value {
+        serde_json::Value::String(text) => text,
+        other => other.to_string(),
+    };
+    Ok(
+        match Option::<serde_json::Value>::deserialize(deserializer)? {
+            None => None,
+            Some(serde_json::Value::Array(items)) => Some(items.into_iter().map(text).collect()),
+            Some(one) => Some(vec![text(one)]),
+        },
+    )
 }
 
 /// `{"error": {…}}`, the hub's documented error form.
@@ -290,5 +322,37 @@ mod tests {
         .unwrap();
         assert!(validation.into_error().is_none());
         assert!(serde_json::from_str::<ErrorShape>("Internal Server Error").is_err());
+    }
+
+    #[test]
+    fn details_of_any_shape_leave_the_error_readable() {
+        for details in [r#"[{"id": 1}]"#, r#""one""#, "null", "[2, \"two\"]"] {
+            let body = format!(
+                r#"{{"error": {{"code": "ESCALATION_NOT_FOUND", "message": "m", "details": {details}}}}}"#
+            );
+            let shape: ErrorShape = serde_json::from_str(&body).expect(details);
+            assert_eq!(shape.into_error().unwrap().code, "ESCALATION_NOT_FOUND");
+        }
+        let unexplained: ErrorShape =
+            serde_json::from_str(r#"{"error": {"code": "ALREADY_RESOLVED", "message": null}}"#)
+                .unwrap();
+        assert_eq!(unexplained.into_error().unwrap().code, "ALREADY_RESOLVED");
+        let listed: ErrorEnvelope =
+            serde_json::from_str(r#"{"error": {"code": "C", "details": [{"id": 1}, "text"]}}"#)
+                .unwrap();
+        assert_eq!(
+            listed.error.details.unwrap(),
+            [r#"{"id":1}"#.to_owned(), "text".to_owned()]
+        );
+    }
+
+    #[test]
+    fn an_escalation_with_null_texts_reads() {
+        let escalation: Escalation = serde_json::from_str(
+            r#"{"id": "e1", "status": "pending", "question": null, "tentative_answer": null,
+                "confidence": null, "created_at": "2026-11-24T10:29:57"}"#,
+        )
+        .unwrap();
+        assert_eq!(escalation.tentative_answer, "");
     }
 }

@@ -114,6 +114,39 @@ async fn a_refusal_prints_the_error_envelope_and_exits_1() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_command_run_again_with_its_idempotency_key_is_carried_out_once() {
+    let app = spawn_app().await;
+    app.start_workflow("keyed").await;
+    let complete = [
+        "--idempotency-key",
+        "complete-keyed-1",
+        "advance",
+        "keyed",
+        "agent_complete",
+    ];
+    let first = ok(&app, &complete).await;
+    // Run again (as after a cut-off first run): the first answer, nothing more done.
+    assert_eq!(ok(&app, &complete).await, first);
+    assert_eq!(ok(&app, &["get", "keyed"]).await["version"], 2);
+    // The key belongs to that request: another one with it is refused.
+    let (code, _, err) = orchestrator(
+        &app.url(""),
+        &[
+            "--idempotency-key",
+            "complete-keyed-1",
+            "advance",
+            "keyed",
+            "cancel",
+        ],
+    )
+    .await;
+    assert_eq!(code, ExitCode::from(1), "{err}");
+    assert!(err.contains("IDEMPOTENCY_KEY_REUSED"), "{err}");
+    // A key the server would refuse is the command line's error.
+    assert!(Cli::try_parse_from(["orchestrator", "--idempotency-key", "a b", "summary"]).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_input_exits_2_and_an_unreachable_server_exits_3() {
     let app = spawn_app().await;
     let (code, _, err) = orchestrator(&app.url(""), &["get", "not valid"]).await;
@@ -122,6 +155,14 @@ async fn bad_input_exits_2_and_an_unreachable_server_exits_3() {
         orchestrator(&app.url(""), &["start", "x", "y", "--metadata", "{oops"]).await;
     assert_eq!(code, ExitCode::from(2), "{err}");
     let (code, _, err) = orchestrator(&dead_url(), &["summary"]).await;
+    assert_eq!(code, ExitCode::from(3), "{err}");
+    // A stream too: it does not wait for a server it never reached.
+    let (code, _, err) = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        orchestrator(&dead_url(), &["watch"]),
+    )
+    .await
+    .expect("watch gives up on a server it never reached");
     assert_eq!(code, ExitCode::from(3), "{err}");
     assert!(Cli::try_parse_from(["orchestrator", "advance"]).is_err());
 }

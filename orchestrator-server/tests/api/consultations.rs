@@ -371,7 +371,52 @@ fn answer(action: &str, response: Option<&str>) -> RespondRequest {
         action: action.to_owned(),
         response: response.map(str::to_owned),
         actor: Some("sec-team".to_owned()),
+        actor_kind: None,
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_says_so_may_not_answer_an_escalation() {
+    let app = spawn_app().await;
+    let (f, pending) = escalated(&app, "agent-answers").await;
+    let by_agent = RespondRequest {
+        actor_kind: Some("agent".to_owned()),
+        ..answer("confirm", None)
+    };
+    let refused = app
+        .client
+        .respond_to_consultation(&f, &pending.id, &by_agent)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden), "{refused}");
+    // Still waiting for a human, who may answer.
+    let listed = app.client.list_consultations(&f).await.unwrap().items;
+    assert_eq!(listed[0].status, ConsultationStatus::PendingHuman);
+    let human = RespondRequest {
+        actor_kind: Some("human".to_owned()),
+        ..answer("confirm", None)
+    };
+    let confirmed = app
+        .client
+        .respond_to_consultation(&f, &pending.id, &human)
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status, ConsultationStatus::Resolved);
+    // A kind that is not one is the field's 400.
+    let unknown = RespondRequest {
+        actor_kind: Some("robot".to_owned()),
+        ..answer("confirm", None)
+    };
+    let refused = app
+        .client
+        .respond_to_consultation(&f, &pending.id, &unknown)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(ErrorCode::ValidationError),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

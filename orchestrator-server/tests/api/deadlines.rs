@@ -231,3 +231,46 @@ async fn two_replicas_note_each_overdue_gate_once() {
         assert_eq!(rejections, 1);
     }
 }
+
+/// A gate whose note cannot be written (its workflow's row held by another transaction past
+/// the statement timeout) does not hold up the gates due after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gate_that_cannot_be_noted_does_not_hold_up_the_next() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let url = orchestrator_server::storage::DatabaseUrl::Postgres(db.url.clone());
+    let app = crate::helpers::spawn_app_with(|c| c.database_url = url).await;
+    at_gate(&app.client, "stuck", "flag").await;
+    at_gate(&app.client, "next", "flag").await;
+    // Held before either is due (in a second); the sweep reaches `stuck` first.
+    let mut other = AsyncPgConnection::establish(&db.url).await.unwrap();
+    for statement in [
+        "BEGIN",
+        "SELECT 1 FROM workflows WHERE feature_id = 'stuck' FOR UPDATE",
+    ] {
+        diesel::sql_query(statement)
+            .execute(&mut other)
+            .await
+            .unwrap();
+    }
+    assert_eq!(app.metric(FLAGGED).await, 0.0);
+    // Each sweep waits out the statement timeout (5 s) on `stuck`, then notes `next` (the
+    // second sweep, if the first ran between the two deadlines).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    while app.metric(FLAGGED).await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "`next` was not noted while `stuck` was held"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let next = app.client.get_workflow(&id("next")).await.unwrap();
+    assert!(next.gate.overdue);
+    diesel::sql_query("COMMIT")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    within_six_seconds(|| async { app.metric(FLAGGED).await == 2.0 }).await;
+}

@@ -145,6 +145,13 @@ fn with_a_token_every_protected_operation_requires_the_bearer_scheme_and_lists_4
                 responses["401"]["headers"]["WWW-Authenticate"]["required"],
                 true
             );
+            // A write with the board's session cookie and no CSRF token is refused.
+            if method != "get" {
+                assert!(
+                    codes(&responses["403"]).contains(&"FORBIDDEN".to_owned()),
+                    "{method} {path}"
+                );
+            }
         }
     }
 }

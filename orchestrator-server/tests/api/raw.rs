@@ -143,6 +143,22 @@ async fn fields_breaking_a_rule_are_validation_errors_naming_the_field() {
             r#"{"feature_id": "ok", "description": "d", "metadata": [1]}"#.to_owned(),
             "metadata",
         ),
+        // Whole numbers out of the range, negative or beyond 64 bits, name their field.
+        (
+            r#"{"feature_id": "ok", "description": "d", "gate": {"required_approvals": -1}}"#
+                .to_owned(),
+            "gate.required_approvals",
+        ),
+        (
+            r#"{"feature_id": "ok", "description": "d", "gate": {"due_in_seconds": -5.0}}"#
+                .to_owned(),
+            "gate.due_in_seconds",
+        ),
+        (
+            r#"{"feature_id": "ok", "description": "d", "gate": {"due_in_seconds": 18446744073709551616}}"#
+                .to_owned(),
+            "gate.due_in_seconds",
+        ),
     ];
     for (body, field) in cases {
         let details = expect(

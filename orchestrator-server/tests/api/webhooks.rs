@@ -457,6 +457,14 @@ async fn webhooks_are_listed_paged_deleted_and_bad_requests_refused() {
             },
             "event_types",
         ),
+        (
+            CreateWebhookRequest {
+                url: receiver.url.clone(),
+                event_types: None,
+                description: Some("ops\u{0}pager".into()),
+            },
+            "description",
+        ),
     ] {
         let error = app.client.create_webhook(&request).await.unwrap_err();
         assert_eq!(error.code(), Some(ErrorCode::ValidationError));

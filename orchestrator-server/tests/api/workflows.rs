@@ -635,3 +635,43 @@ async fn a_two_approval_gate_records_each_approval_until_the_second_distinct_one
         "{refused}"
     );
 }
+
+/// A name is the same person with white space around it: the author cannot approve as
+/// `"spec-agent "`, and an approver cannot count twice as `" alice"`.
+#[tokio::test(flavor = "multi_thread")]
+async fn white_space_around_a_name_does_not_make_another_person() {
+    let app = spawn_app_with(|c| c.gate_required_approvals = 2).await;
+    app.start_workflow("padded").await;
+    let f = id("padded");
+    let by = |trigger: &str, actor: &str| {
+        let mut request = AdvanceRequest::new(trigger);
+        request.actor = Some(actor.to_owned());
+        request
+    };
+    let at_gate = app
+        .client
+        .advance_workflow(&f, &by("agent_complete", "spec-agent"))
+        .await
+        .unwrap();
+    assert_eq!(at_gate.state, WorkflowState::Gate1);
+    let own = app
+        .client
+        .advance_workflow(&f, &by("human_approved", "spec-agent\u{3000}"))
+        .await
+        .unwrap_err();
+    assert_eq!(own.code(), Some(ErrorCode::SelfApproval), "{own}");
+    let first = app
+        .client
+        .advance_workflow(&f, &by("human_approved", "alice"))
+        .await
+        .unwrap();
+    assert_eq!(first.gate.approvals[0].actor.as_str(), "alice");
+    let twice = app
+        .client
+        .advance_workflow(&f, &by("human_approved", " alice "))
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code(), Some(ErrorCode::AlreadyApproved), "{twice}");
+    let history = app.client.get_history(&f).await.unwrap().transitions;
+    assert_eq!(history.len(), 3, "nothing recorded for the refusals");
+}

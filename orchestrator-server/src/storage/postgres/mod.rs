@@ -52,6 +52,12 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const MIGRATION_LOCK: i64 = 0x6f72_6368_6573; // "orches"
 /// Longest a statement may run, enforced by the server (`statement_timeout`).
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a transaction may wait for its client between statements, enforced by the
+/// server (`idle_in_transaction_session_timeout`): a replica that lost its connection
+/// mid-transaction (a partition, a stalled proxy) would otherwise hold its locks — the event
+/// log's among them, so every replica's writes — until the server's TCP keepalive noticed,
+/// hours later.
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest an operation may take seen from here, network included: a stalled connection is
 /// given up (and discarded) after this, and the request answers 503.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(8);
@@ -472,11 +478,12 @@ impl WorkflowRepository for PgRepository {
 }
 
 /// The PostgreSQL URL with the connection's time bounds added, unless the operator set them:
-/// a connect timeout, TCP keepalives and a user timeout (so a dead peer is noticed), and a
-/// server-side statement timeout.
+/// a connect timeout, TCP keepalives and a user timeout (so a dead peer is noticed), and
+/// server-side statement and idle-in-transaction timeouts.
 fn with_timeouts(url: &str) -> String {
     let mut url = url.to_owned();
     let statement_ms = STATEMENT_TIMEOUT.as_millis();
+    let idle_ms = IDLE_IN_TRANSACTION_TIMEOUT.as_millis();
     let params = [
         ("connect_timeout", "5".to_owned()),
         ("keepalives_idle", "10".to_owned()),
@@ -484,7 +491,10 @@ fn with_timeouts(url: &str) -> String {
         ("tcp_user_timeout", "15000".to_owned()),
         (
             "options",
-            format!("-c%20statement_timeout%3D{statement_ms}"),
+            format!(
+                "-c%20statement_timeout%3D{statement_ms}\
+                 %20-c%20idle_in_transaction_session_timeout%3D{idle_ms}"
+            ),
         ),
     ];
     for (name, value) in params {
@@ -502,12 +512,18 @@ fn with_timeouts(url: &str) -> String {
 }
 
 /// Runs the PostgreSQL migrations under an advisory lock, so replicas starting together take
-/// turns and the later ones find nothing to do.
+/// turns and the later ones find nothing to do. Without the statement timeout: waiting for
+/// another replica's migration, or a migration that rewrites a large table, takes as long as
+/// it takes (the connection gets its timeout back before it returns to the pool).
 async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
     let mut conn = pool
         .get()
         .await
         .map_err(|e| StorageError::Connect(e.to_string()))?;
+    diesel::sql_query("SET statement_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| StorageError::Migrate(e.to_string()))?;
     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
         .execute(&mut *conn)
         .await
@@ -523,6 +539,11 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
         .await;
     migrated?;
     unlocked.map_err(|e| StorageError::Migrate(e.to_string()))?;
+    // Back to the session's default: the URL's `statement_timeout`.
+    diesel::sql_query("RESET statement_timeout")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| StorageError::Migrate(e.to_string()))?;
     Ok(())
 }
 
@@ -583,7 +604,10 @@ mod tests {
             "{url}"
         );
         assert!(
-            url.contains("options=-c%20statement_timeout%3D5000"),
+            url.contains(
+                "options=-c%20statement_timeout%3D5000\
+                 %20-c%20idle_in_transaction_session_timeout%3D15000"
+            ),
             "{url}"
         );
         let own = with_timeouts("postgres://u@h/db?connect_timeout=1&sslmode=disable");
@@ -606,12 +630,18 @@ mod tests {
         #[derive(diesel::QueryableByName)]
         struct Setting {
             #[diesel(sql_type = diesel::sql_types::Text)]
-            statement_timeout: String,
+            setting: String,
         }
-        let setting: Setting = diesel::sql_query("SHOW statement_timeout")
-            .get_result(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(setting.statement_timeout, "5s");
+        for (name, value) in [
+            ("statement_timeout", "5s"),
+            ("idle_in_transaction_session_timeout", "15s"),
+        ] {
+            let shown: Setting =
+                diesel::sql_query(format!("SELECT current_setting('{name}') AS setting"))
+                    .get_result(&mut conn)
+                    .await
+                    .unwrap();
+            assert_eq!(shown.setting, value, "{name}");
+        }
     }
 }
