@@ -704,7 +704,11 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             Ok(())
         }
     };
-    written.map_err(|e| Failure::Usage(format!("cannot write the answer: {e}")))
+    match written {
+        // The reader went away (`orchestrator watch | head -1`): nothing left to say.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written.map_err(|e| Failure::Usage(format!("cannot write the answer: {e}"))),
+    }
 }
 
 /// An `--idempotency-key` as the server takes it: 1–255 printable ASCII characters, no spaces.

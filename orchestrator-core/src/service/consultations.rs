@@ -321,8 +321,18 @@ impl Orchestrator {
             Err(HubError::AlreadyResolved(_)) => {
                 let escalation = self.hub.escalation(&escalation_id).await?;
                 consultation.refresh(&escalation, now);
-                self.repository.update_consultation(&consultation).await?;
-                return Err(Error::AlreadyResolved { id });
+                // The same answer by the same responder is this one, sent again after its
+                // reply was lost (the hub took it, the answer never came back, or storing it
+                // here failed): carried out once, so answered as the first time would have been.
+                let ours = escalation.human_action == Some(answer.action)
+                    && escalation.human_responder.as_deref() == Some(answer.responder.as_str())
+                    && escalation.human_response == answer.response;
+                if ours {
+                    Ok(true)
+                } else {
+                    self.repository.update_consultation(&consultation).await?;
+                    return Err(Error::AlreadyResolved { id });
+                }
             }
             Err(HubError::EscalationNotFound(_)) => {
                 consultation.escalation_lost(now);

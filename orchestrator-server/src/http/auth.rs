@@ -88,12 +88,13 @@ impl Auth {
         matches!(self, Auth::Principals { .. })
     }
 
-    /// The caller a request's `Authorization` header names, or 401.
+    /// The caller a request's `Authorization` header names, or 401. The scheme's name is
+    /// read in any case (`Bearer`, `bearer`), as HTTP has it.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .unwrap_or_default();
         self.check_token(given)
     }
@@ -152,5 +153,25 @@ impl Auth {
                 tracing::error!(error = %e, "principals file not reloaded; the previous one stays in force");
             }
         }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme in any case.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        assert_eq!(bearer_token("Bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("BEARER s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("Basic czNjcmV0"), None);
+        assert_eq!(bearer_token("Bearers3cret"), None);
     }
 }

@@ -238,8 +238,9 @@ fn add_idempotency(operation: &mut Value) {
         None => operation["parameters"] = json!([parameter]),
     }
     if let Some(responses) = operation["responses"].as_object_mut() {
+        // A kept answer may be a refusal (a 4xx the handler gave); 401 comes before the key.
         for (status, response) in responses.iter_mut() {
-            if status.starts_with('2') {
+            if status.starts_with('2') || (status.starts_with('4') && status != "401") {
                 response["headers"]["Idempotent-Replayed"] = json!({
                     "description": "`true` when this is the kept answer of an earlier request with the same Idempotency-Key",
                     "schema": { "type": "string", "enum": ["true"] },
@@ -257,15 +258,14 @@ fn complete_operation(operation: &mut Value, auth_required: bool, role_checked: 
         .to_owned();
     let protected = !PUBLIC_OPERATIONS.contains(&id.as_str());
     let mut codes: Vec<ErrorCode> = operation_errors(&id).to_vec();
+    let idempotent = operation.get("requestBody").is_some() || id == "redeliver";
     if operation.get("requestBody").is_some() {
         codes.extend(EVERY_BODY);
         codes.extend(IDEMPOTENT);
-        add_idempotency(operation);
     } else if id == "redeliver" {
         // A POST without a body of its own: any body is read (and bounded), then ignored.
         codes.extend([ErrorCode::RequestTimeout, ErrorCode::PayloadTooLarge]);
         codes.extend(IDEMPOTENT);
-        add_idempotency(operation);
     }
     if !NO_STORAGE_ERRORS.contains(&id.as_str()) {
         codes.push(ErrorCode::DatabaseUnavailable);
@@ -304,6 +304,9 @@ fn complete_operation(operation: &mut Value, auth_required: bool, role_checked: 
     let mut sorted: Vec<(String, Value)> = responses.into_iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     operation["responses"] = Value::Object(sorted.into_iter().collect());
+    if idempotent {
+        add_idempotency(operation);
+    }
 
     if let Some(operation) = operation.as_object_mut() {
         operation.remove("security");
@@ -490,6 +493,16 @@ fn error_response(operation_id: &str, codes: &[ErrorCode]) -> Value {
                 "schema": { "type": "string", "enum": ["Bearer"] },
                 "example": "Bearer",
             }
+        });
+    }
+    if codes.contains(&ErrorCode::IdempotencyKeyInUse)
+        || (operation_id == "create_consultation" && codes.contains(&ErrorCode::ServiceUnavailable))
+    {
+        response["headers"]["Retry-After"] = json!({
+            "description": "seconds to wait before retrying: with IDEMPOTENCY_KEY_IN_USE (1) and, asking the hub, with SERVICE_UNAVAILABLE when too many consultations are being asked (5)",
+            "required": false,
+            "schema": { "type": "string", "pattern": "^[0-9]+$" },
+            "example": "1",
         });
     }
     response

@@ -146,6 +146,28 @@ async fn a_command_run_again_with_its_idempotency_key_is_carried_out_once() {
     assert!(Cli::try_parse_from(["orchestrator", "--idempotency-key", "a b", "summary"]).is_err());
 }
 
+/// Standard output whose reader went away (`orchestrator summary | head -c0`).
+struct ClosedPipe;
+
+impl std::io::Write for ClosedPipe {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_that_went_away_is_no_error() {
+    let app = spawn_app().await;
+    let cli = Cli::try_parse_from(["orchestrator", "--url", &app.url(""), "summary"]).unwrap();
+    let mut err = Vec::new();
+    let code = run(cli, &mut ClosedPipe, &mut err).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{}", String::from_utf8_lossy(&err));
+    assert!(err.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_exits_2_and_an_unreachable_server_exits_3() {
     let app = spawn_app().await;

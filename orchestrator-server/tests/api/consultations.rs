@@ -544,6 +544,34 @@ async fn an_escalation_answered_at_the_hub_first_is_already_resolved() {
     );
 }
 
+/// An answer the hub took whose reply was lost (or whose storing here failed), sent again:
+/// the hub has it already, and the orchestrator answers as the first time would have.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_sent_again_after_the_hub_took_it_succeeds() {
+    let app = spawn_app().await;
+    let (f, pending) = escalated(&app, "answer-again").await;
+    let escalation = pending.escalation_id.clone().expect("escalated");
+    // The first attempt reached the hub: it holds this responder's confirmation.
+    app.hub.resolve(&escalation.0, HumanAction::Confirm, None);
+    let again = RespondRequest {
+        actor: Some("stand-in reviewer".to_owned()),
+        ..answer("confirm", None)
+    };
+    let answered = app
+        .client
+        .respond_to_consultation(&f, &pending.id, &again)
+        .await
+        .unwrap();
+    assert_eq!(
+        (answered.status, answered.human_action),
+        (ConsultationStatus::Resolved, Some(HumanAction::Confirm))
+    );
+    assert_eq!(
+        app.client.list_consultations(&f).await.unwrap().items[0],
+        answered
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hub_failures_are_told_in_the_orchestrators_words() {
     let app = spawn_app().await;
