@@ -89,13 +89,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub write_timeout_seconds: u64,
 
-    /// Bearer token every non-public endpoint requires; unset or empty means open.
+    /// Bearer token every non-public endpoint requires; unset means open. An empty one is
+    /// refused (a variable meant to hold a token, left empty, must not open the server), and
+    /// so is one no `Authorization` header can carry.
     #[arg(
         long,
         env = "ORCHESTRATOR_API_TOKEN",
         value_name = "ORCHESTRATOR_API_TOKEN",
         hide_env_values = true,
-        value_parser = |value: &str| Ok::<_, std::convert::Infallible>(Secret::from(value))
+        value_parser = ApiTokenParser
     )]
     pub api_token: Option<Secret>,
 
@@ -388,15 +390,58 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
+/// Reads a shared token: not empty, and what a header can carry (printable ASCII, nothing
+/// around it, so a secret read from a file with its line feed is caught here). A refusal names
+/// the variable and never the value, which is a secret.
+#[derive(Clone)]
+struct ApiTokenParser;
+
+impl clap::builder::TypedValueParser for ApiTokenParser {
+    type Value = Secret;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Secret, clap::Error> {
+        let refuse = |rule: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("ORCHESTRATOR_API_TOKEN (--api-token) {rule}\n"),
+            )
+        };
+        let Some(value) = value.to_str() else {
+            return Err(refuse("must be printable ASCII"));
+        };
+        if value.is_empty() {
+            return Err(refuse(
+                "must not be empty (leave it unset for a server without a token)",
+            ));
+        }
+        if value.trim() != value || !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            return Err(refuse(
+                "must be printable ASCII, with no white space around it (a header carries it)",
+            ));
+        }
+        Ok(Secret::from(value))
+    }
+}
+
 fn parse_http_url(value: &str) -> Result<String, String> {
-    let rest = value
-        .strip_prefix("http://")
-        .or_else(|| value.strip_prefix("https://"))
-        .ok_or("must start with http:// or https://")?;
-    if rest.is_empty() || rest.starts_with('/') {
+    if !(value.starts_with("http://") || value.starts_with("https://")) {
+        return Err("must start with http:// or https://".to_owned());
+    }
+    if value.trim() != value {
+        return Err("must have no white space around it".to_owned());
+    }
+    // The URL standard's reading, as the client's: a port past 65535, a space in the host or
+    // no host at all is refused here rather than at every call.
+    let url = reqwest::Url::parse(value).map_err(|e| format!("is not a valid URL: {e}"))?;
+    if url.host_str().is_none_or(str::is_empty) {
         return Err("must name a host".to_owned());
     }
-    Ok(value.trim_end_matches('/').to_owned())
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
@@ -440,6 +485,9 @@ mod tests {
             Some(Duration::from_secs(55))
         );
         assert_eq!(config.api_token, None);
+        // A hub URL as the client reads it, without a trailing slash.
+        let hub = parse(&["--agent-hub-url", "http://Hub.example:8001/v1/"]).unwrap();
+        assert_eq!(hub.agent_hub_url, "http://hub.example:8001/v1");
         let with_token = parse(&["--api-token", "s3cret"]).unwrap();
         assert!(!format!("{with_token:?}").contains("s3cret"));
         assert_eq!(
@@ -494,6 +542,20 @@ mod tests {
                 "AGENT_HUB_TIMEOUT_SECONDS",
             ),
             (&["--agent-hub-url", "localhost:8001"][..], "AGENT_HUB_URL"),
+            (
+                &["--agent-hub-url", "http://hub:99999"][..],
+                "AGENT_HUB_URL",
+            ),
+            (&["--agent-hub-url", "http://:8001"][..], "AGENT_HUB_URL"),
+            (&["--agent-hub-url", "http://exa mple"][..], "AGENT_HUB_URL"),
+            (
+                &["--agent-hub-url", "http://hub:8001 "][..],
+                "AGENT_HUB_URL",
+            ),
+            (&["--api-token", ""][..], "ORCHESTRATOR_API_TOKEN"),
+            (&["--api-token", "s3cret\n"][..], "ORCHESTRATOR_API_TOKEN"),
+            (&["--api-token", "s3crét"][..], "ORCHESTRATOR_API_TOKEN"),
+            (&["--api-token", " s3cret"][..], "ORCHESTRATOR_API_TOKEN"),
             (&["--log-format", "xml"][..], "LOG_FORMAT"),
             (&["--log", "info,[=bogus"][..], "RUST_LOG"),
         ] {
@@ -501,5 +563,8 @@ mod tests {
             let first = error.lines().next().unwrap();
             assert!(first.contains(name), "{first}");
         }
+        // A token is a secret: a refused one is not shown.
+        let error = parse(&["--api-token", "s3cret\n"]).unwrap_err().to_string();
+        assert!(!error.contains("s3cret"), "{error}");
     }
 }

@@ -64,19 +64,40 @@ impl HttpAgentHub {
         path: &str,
         body: Option<&(impl Serialize + Sync)>,
     ) -> Result<T, HubError> {
+        self.call_checked(operation, method, path, body, Ok).await
+    }
+
+    /// [`HttpAgentHub::call`], with `check` turning what was read into the answer (or an
+    /// error) before the outcome is counted: an answer read but unusable counts as `error`.
+    /// A call given up by its caller (a deadline, a client gone) counts as `unavailable`.
+    async fn call_checked<T: DeserializeOwned, U>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + Sync)>,
+        check: impl FnOnce(T) -> Result<U, HubError>,
+    ) -> Result<U, HubError> {
         let timeout = if operation == "ask" {
             self.ask_timeout
         } else {
             self.call_timeout
         };
-        let result = self.exchange(method, path, body, timeout).await;
-        let outcome = match &result {
+        let mut counted = Counted {
+            metrics: &self.metrics,
+            operation,
+            outcome: "unavailable",
+        };
+        let result = self
+            .exchange(method, path, body, timeout)
+            .await
+            .and_then(check);
+        counted.outcome = match &result {
             Ok(_) => "ok",
             Err(HubError::Unavailable(_)) => "unavailable",
             Err(HubError::Failed(_)) => "error",
             Err(_) => "refused",
         };
-        self.metrics.hub_call(operation, outcome);
         result
     }
 
@@ -105,6 +126,40 @@ impl HttpAgentHub {
         } else {
             Err(refusal(status, &bytes))
         }
+    }
+}
+
+/// An answer as the hub sent it, checked: a `pending_human` one names its escalation, and the
+/// confidence is a percentage.
+fn answer_of(answer: wire::Answer) -> Result<HubAnswer, HubError> {
+    let escalation_id = answer.escalation_id.map(EscalationId);
+    if answer.status == orchestrator_core::hub::AnswerStatus::PendingHuman
+        && escalation_id.is_none()
+    {
+        return Err(HubError::Failed(
+            "pending_human answer without an escalation_id".to_owned(),
+        ));
+    }
+    Ok(HubAnswer {
+        answer: answer.answer,
+        rationale: answer.rationale,
+        confidence: confidence(answer.confidence)?,
+        uncertainty_reasons: answer.uncertainty_reasons.unwrap_or_default(),
+        status: answer.status,
+        escalation_id,
+    })
+}
+
+/// Counts a call's outcome when it ends, however it ends (dropped: as set so far).
+struct Counted<'a> {
+    metrics: &'a Metrics,
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.metrics.hub_call(self.operation, self.outcome);
     }
 }
 
@@ -242,8 +297,7 @@ impl AgentHub for HttpAgentHub {
             session_id: Some(question.session_id.0.clone()),
         };
         let path = format!("/ask/{}", question.topic);
-        let answer: wire::Answer = self
-            .call("ask", Method::POST, &path, Some(&body))
+        self.call_checked("ask", Method::POST, &path, Some(&body), answer_of)
             .await
             .map_err(|e| match e {
                 HubError::UnknownTopic { message, .. } => HubError::UnknownTopic {
@@ -251,23 +305,7 @@ impl AgentHub for HttpAgentHub {
                     message,
                 },
                 other => other,
-            })?;
-        let escalation_id = answer.escalation_id.map(EscalationId);
-        if answer.status == orchestrator_core::hub::AnswerStatus::PendingHuman
-            && escalation_id.is_none()
-        {
-            return Err(HubError::Failed(
-                "pending_human answer without an escalation_id".to_owned(),
-            ));
-        }
-        Ok(HubAnswer {
-            answer: answer.answer,
-            rationale: answer.rationale,
-            confidence: confidence(answer.confidence)?,
-            uncertainty_reasons: answer.uncertainty_reasons.unwrap_or_default(),
-            status: answer.status,
-            escalation_id,
-        })
+            })
     }
 
     async fn escalation(&self, id: &EscalationId) -> Result<Escalation, HubError> {

@@ -50,6 +50,8 @@ pub enum Fault {
     Unprocessable,
     /// 200 with a body that is not JSON.
     NotJson,
+    /// 200 with an answer whose confidence is 150 (no percentage).
+    ConfidenceOutOfRange,
     /// Answer normally, but only after this long.
     Delay(Duration),
     /// Answer normally, but only once [`StandInHub::release`] lets it: for tests that need
@@ -326,6 +328,12 @@ impl StandInHub {
             }
             Some(Fault::Unprocessable) => return unprocessable("question"),
             Some(Fault::NotJson) => return text(StatusCode::OK, "<html>surprise</html>"),
+            Some(Fault::ConfidenceOutOfRange) => {
+                let answer = serde_json::json!({
+                    "answer": "certainly", "confidence": 150, "status": "resolved",
+                });
+                return json(StatusCode::OK, &answer);
+            }
             Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
             Some(Fault::Hold) => self.hold().await,
             None => {}

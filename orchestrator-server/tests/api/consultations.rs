@@ -918,6 +918,27 @@ async fn hub_calls_are_counted_in_metrics() {
     assert!(text.contains(
         r#"orchestrator_agent_hub_calls_total{operation="create_session",outcome="ok"} 1"#
     ));
+    // An answer read but unusable is an error, not an ok call.
+    app.hub.inject(Fault::ConfidenceOutOfRange);
+    let unusable = app
+        .client
+        .create_consultation(&f, &ask("testing", QUESTION))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unusable.code(),
+        Some(ErrorCode::AgentHubError),
+        "{unusable}"
+    );
+    let text = app.metrics().await;
+    assert!(
+        text.contains(r#"orchestrator_agent_hub_calls_total{operation="ask",outcome="ok"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"orchestrator_agent_hub_calls_total{operation="ask",outcome="error"} 2"#),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
