@@ -247,12 +247,22 @@ impl App {
             path = %request.uri().path(),
             feature_id = tracing::field::Empty,
         );
+        // The route a request that runs out of time is counted under.
+        let matched = self
+            .0
+            .router
+            .at(request.uri().path())
+            .ok()
+            .map(|found| *found.value);
         async move {
             let answered = tokio::time::timeout(self.0.limits.request_timeout, self.route(request));
             let (route, mut response) = match answered.await {
                 Ok(Ok((route, response))) => (route, response),
                 Ok(Err((route, error))) => (route, error.into_response().map(Either::Left)),
-                Err(_) => (None, ApiError::Deadline.into_response().map(Either::Left)),
+                Err(_) => (
+                    matched,
+                    ApiError::Deadline.into_response().map(Either::Left),
+                ),
             };
             let status = response.status().as_u16();
             let elapsed = started.elapsed();

@@ -218,6 +218,12 @@ impl Committer {
         .await
     }
 
+    /// Whether the task that commits the batches still runs (if it ended, every advance and
+    /// start would answer 503: the health check says so too).
+    pub fn running(&self) -> bool {
+        !self.jobs.is_closed()
+    }
+
     async fn queue(&self, task: Task) -> Result<Written, RepositoryError> {
         let stopped = || RepositoryError::Unavailable("the commit queue has stopped".into());
         let (reply, answer) = oneshot::channel();

@@ -375,6 +375,11 @@ impl WorkflowRepository for PgRepository {
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {
+        if !self.commits.running() {
+            return Err(RepositoryError::Unavailable(
+                "the commit queue has stopped".into(),
+            ));
+        }
         self.run(async |conn| ops::ping(conn).await).await?;
         self.write(Write::Probe(probe_time())).await.map(|_| ())
     }
