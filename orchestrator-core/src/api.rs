@@ -315,6 +315,35 @@ pub struct AdvanceRequest {
     pub expected_version: Option<Version>,
 }
 
+/// Where a JSON number stands as a whole number (`3` and `3.0` are both 3); `None` for a
+/// fraction.
+enum Whole {
+    Exact(u64),
+    Negative,
+    TooLarge,
+}
+
+fn whole(number: &serde_json::Number) -> Option<Whole> {
+    if let Some(n) = number.as_u64() {
+        return Some(Whole::Exact(n));
+    }
+    if number.as_i64().is_some() {
+        return Some(Whole::Negative);
+    }
+    let f = number.as_f64()?;
+    if f.fract() != 0.0 {
+        return None;
+    }
+    Some(if f < 0.0 {
+        Whole::Negative
+    } else if f < 9_007_199_254_740_992.0 {
+        // Below 2^53 every whole float is exact.
+        Whole::Exact(f as u64)
+    } else {
+        Whole::TooLarge
+    })
+}
+
 /// Reads an optional unsigned whole number that may be written as a float without a fraction
 /// (`3` or `3.0`); a fraction, a negative number or one too large is refused.
 fn whole_number<'de, D: serde::Deserializer<'de>>(
@@ -324,14 +353,8 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(
     let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
         return Ok(None);
     };
-    if let Some(n) = number.as_u64() {
-        return Ok(Some(n));
-    }
-    match number.as_f64() {
-        // Below 2^53 every whole float is exact.
-        Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 9_007_199_254_740_992.0 => {
-            Ok(Some(f as u64))
-        }
+    match whole(&number) {
+        Some(Whole::Exact(n)) => Ok(Some(n)),
         _ => Err(D::Error::custom(format!(
             "invalid value {number}, expected a whole number of at least 0"
         ))),
@@ -349,18 +372,11 @@ fn clamped_whole_number<'de, D: serde::Deserializer<'de>>(
     let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
         return Ok(None);
     };
-    if let Some(n) = number.as_u64() {
-        return Ok(Some(n));
-    }
-    if number.as_i64().is_some() {
-        return Ok(Some(0));
-    }
-    match number.as_f64() {
-        Some(f) if f.fract() == 0.0 && f < 0.0 => Ok(Some(0)),
-        // Below 2^53 every whole float is exact.
-        Some(f) if f.fract() == 0.0 && f < 9_007_199_254_740_992.0 => Ok(Some(f as u64)),
-        Some(f) if f.fract() == 0.0 => Ok(Some(u64::MAX)),
-        _ => Err(D::Error::custom(format!(
+    match whole(&number) {
+        Some(Whole::Exact(n)) => Ok(Some(n)),
+        Some(Whole::Negative) => Ok(Some(0)),
+        Some(Whole::TooLarge) => Ok(Some(u64::MAX)),
+        None => Err(D::Error::custom(format!(
             "invalid value {number}, expected a whole number"
         ))),
     }
