@@ -696,16 +696,20 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
         }
         Command::Health => {
             let health = client.get_health().await?;
-            print(out, &health)
-                .map_err(|e| Failure::Usage(format!("cannot write the answer: {e}")))?;
+            written_out(print(out, &health))?;
             if health.status == orchestrator_core::api::HealthStatus::Unhealthy {
                 return Err(Failure::Unhealthy);
             }
             Ok(())
         }
     };
+    written_out(written)
+}
+
+/// Whether the answer was written: a reader that went away (`orchestrator watch | head -1`)
+/// leaves nothing to say; any other failure to write is the command's.
+fn written_out(written: std::io::Result<()>) -> Result<(), Failure> {
     match written {
-        // The reader went away (`orchestrator watch | head -1`): nothing left to say.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         written => written.map_err(|e| Failure::Usage(format!("cannot write the answer: {e}"))),
     }

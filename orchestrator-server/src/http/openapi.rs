@@ -238,9 +238,14 @@ fn add_idempotency(operation: &mut Value) {
         None => operation["parameters"] = json!([parameter]),
     }
     if let Some(responses) = operation["responses"].as_object_mut() {
-        // A kept answer may be a refusal (a 4xx the handler gave); 401 comes before the key.
+        // A kept answer may be a refusal (a 4xx the handler gave); not those that come before
+        // the key is claimed (authentication, a body too slow or too large, a request HTTP
+        // refuses) or are the claim's own (422 `IDEMPOTENCY_KEY_REUSED`).
+        const BEFORE_THE_KEY: [&str; 6] = ["401", "408", "413", "414", "422", "431"];
         for (status, response) in responses.iter_mut() {
-            if status.starts_with('2') || (status.starts_with('4') && status != "401") {
+            let kept = status.starts_with('2')
+                || (status.starts_with('4') && !BEFORE_THE_KEY.contains(&status.as_str()));
+            if kept {
                 response["headers"]["Idempotent-Replayed"] = json!({
                     "description": "`true` when this is the kept answer of an earlier request with the same Idempotency-Key",
                     "schema": { "type": "string", "enum": ["true"] },

@@ -570,6 +570,25 @@ async fn an_answer_sent_again_after_the_hub_took_it_succeeds() {
         app.client.list_consultations(&f).await.unwrap().items[0],
         answered
     );
+
+    // The same action by somebody else is not this answer: answered at the hub first.
+    let (g, other) = escalated(&app, "answer-other").await;
+    let escalation = other.escalation_id.clone().expect("escalated");
+    app.hub.resolve(&escalation.0, HumanAction::Confirm, None);
+    let by_another = RespondRequest {
+        actor: Some("sec-team".to_owned()),
+        ..answer("confirm", None)
+    };
+    let refused = app
+        .client
+        .respond_to_consultation(&g, &other.id, &by_another)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(ErrorCode::AlreadyResolved),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -391,6 +391,14 @@ async fn with_a_token_only_public_endpoints_are_open() {
 
     assert!(anonymous.get_health().await.is_ok());
     let http = reqwest::Client::new();
+    // The scheme's name in any case, as HTTP reads it.
+    let lower = http
+        .get(app.url("/workflows/summary"))
+        .header("authorization", "bearer s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), 200);
     for path in ["/metrics", "/openapi.json", "/docs/", "/redoc"] {
         let status = http.get(app.url(path)).send().await.unwrap().status();
         assert_eq!(status, 200, "{path}");
