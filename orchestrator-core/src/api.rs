@@ -349,16 +349,7 @@ fn whole(number: &serde_json::Number) -> Option<Whole> {
 fn whole_number<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<u64>, D::Error> {
-    use serde::de::Error;
-    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    match whole(&number) {
-        Some(Whole::Exact(n)) => Ok(Some(n)),
-        _ => Err(D::Error::custom(format!(
-            "invalid value {number}, expected a whole number of at least 0"
-        ))),
-    }
+    optional_whole(deserializer, false)
 }
 
 /// Reads an optional whole number (`3` or `3.0`) for a field whose range starts above 0: a
@@ -368,16 +359,25 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(
 fn clamped_whole_number<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<u64>, D::Error> {
+    optional_whole(deserializer, true)
+}
+
+/// An optional whole number: exactly as written, or (`clamp`) out of range read as the
+/// nearest `u64`.
+fn optional_whole<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    clamp: bool,
+) -> Result<Option<u64>, D::Error> {
     use serde::de::Error;
     let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
         return Ok(None);
     };
-    match whole(&number) {
-        Some(Whole::Exact(n)) => Ok(Some(n)),
-        Some(Whole::Negative) => Ok(Some(0)),
-        Some(Whole::TooLarge) => Ok(Some(u64::MAX)),
-        None => Err(D::Error::custom(format!(
-            "invalid value {number}, expected a whole number"
+    match (whole(&number), clamp) {
+        (Some(Whole::Exact(n)), _) => Ok(Some(n)),
+        (Some(Whole::Negative), true) => Ok(Some(0)),
+        (Some(Whole::TooLarge), true) => Ok(Some(u64::MAX)),
+        _ => Err(D::Error::custom(format!(
+            "invalid value {number}, expected a whole number of at least 0"
         ))),
     }
 }

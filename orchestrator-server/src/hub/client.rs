@@ -165,7 +165,7 @@ impl Drop for Counted<'_> {
 
 /// The most of an answer's body read: an expert's answer is text of a few kilobytes, and
 /// what is read is stored and sent on with every event about it.
-pub(crate) const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// The answer's body, refused unread past [`MAX_ANSWER_BYTES`] (a hub, or a proxy before it,
 /// that sends without end must not fill the memory).

@@ -427,3 +427,17 @@ pub fn settled_deliveries_before<'a>(pending: &'a str, before: i64) -> _ {
         .filter(webhook_deliveries::status.ne(pending))
         .filter(webhook_deliveries::created_at.lt(before))
 }
+
+/// What a redelivery at `now` writes (see `webhooks::redelivery` for `lease` and `after`):
+/// due now, counted, its retry schedule starting `after` attempts past those made.
+#[dsl::auto_type]
+pub fn redelivered<'a>(pending: &'a str, now: i64, lease: Option<i64>, after: i32) -> _ {
+    let one: i32 = 1;
+    (
+        webhook_deliveries::status.eq(pending),
+        webhook_deliveries::next_attempt_at.eq(now),
+        webhook_deliveries::redeliveries.eq(webhook_deliveries::redeliveries + one),
+        webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts + after),
+        webhook_deliveries::lease_until.eq(lease),
+    )
+}

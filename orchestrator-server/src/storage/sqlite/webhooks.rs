@@ -175,14 +175,9 @@ pub fn apply(
                 return Ok(count(0));
             };
             let (lease, after) = redelivery(lease, *now);
+            let pending = DeliveryStatus::Pending.as_str();
             diesel::update(queries::delivery_of(webhook_id, delivery_id))
-                .set((
-                    webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()),
-                    webhook_deliveries::next_attempt_at.eq(now),
-                    webhook_deliveries::redeliveries.eq(webhook_deliveries::redeliveries + 1),
-                    webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts + after),
-                    webhook_deliveries::lease_until.eq(lease),
-                ))
+                .set(queries::redelivered(pending, *now, lease, after))
                 .execute(conn)
                 .map(count)
         }
