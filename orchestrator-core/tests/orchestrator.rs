@@ -430,12 +430,14 @@ async fn a_sweep_that_loses_to_a_person_changes_nothing_and_notes_nothing() {
     ));
     let orchestrator = Orchestrator::new(repository.clone()).with_clock(clock.clone());
     at_gate_with_deadline(&orchestrator, "f", "reject").await;
-    clock.advance(Duration::seconds(61));
     let stale = orchestrator.get(&id("f")).await.unwrap();
-    // A person approves after the sweep read the workflow, before it commits.
+    // A person's approval, dated before the deadline, commits after the sweep read the
+    // workflow and before the sweep commits.
+    clock.advance(Duration::seconds(59));
     let mut approve = Advance::new(Trigger::HumanApproved);
     approve.actor = Some(orchestrator_core::Actor::parse("alice").unwrap());
     orchestrator.advance(&id("f"), approve).await.unwrap();
+    clock.advance(Duration::seconds(2));
 
     let mut next = stale.clone();
     let transition = stale
@@ -476,6 +478,133 @@ async fn a_sweep_that_loses_to_a_person_changes_nothing_and_notes_nothing() {
     );
     // Nothing was noted either: the same note may still be kept.
     assert!(repository.note_overdue(&note, None).await.unwrap());
+}
+
+/// The types of `f`'s events, oldest first.
+async fn event_types(orchestrator: &Orchestrator, f: &str) -> Vec<&'static str> {
+    let filter = orchestrator_core::EventFilter {
+        feature_id: Some(id(f)),
+        types: Vec::new(),
+    };
+    let page = orchestrator.events(None, &filter, 100).await.unwrap();
+    page.events
+        .iter()
+        .map(|event| event.event.event_type.as_str())
+        .collect()
+}
+
+fn by(trigger: Trigger, actor: &str) -> Advance {
+    let mut advance = Advance::new(trigger);
+    advance.actor = Some(orchestrator_core::Actor::parse(actor).unwrap());
+    advance.reason = orchestrator_core::Reason::parse("not yet").ok();
+    advance
+}
+
+#[tokio::test]
+async fn a_decision_after_the_deadline_comes_after_its_note_even_before_a_sweep() {
+    let (orchestrator, clock) = orchestrator();
+    for f in ["approved", "rejected"] {
+        at_gate_with_deadline(&orchestrator, f, "flag").await;
+    }
+    clock.advance(Duration::seconds(61));
+
+    // No sweep ran: each decision notes the deadline first (an approval, judged on a read;
+    // a rejection, judged inside the store's write).
+    let approved = orchestrator
+        .advance(&id("approved"), by(Trigger::HumanApproved, "alice"))
+        .await
+        .unwrap();
+    assert_eq!(approved.state(), WorkflowState::Phase2);
+    let rejected = orchestrator
+        .advance(&id("rejected"), by(Trigger::HumanRejected, "alice"))
+        .await
+        .unwrap();
+    assert_eq!(rejected.state(), WorkflowState::Phase1);
+    for f in ["approved", "rejected"] {
+        assert_eq!(
+            event_types(&orchestrator, f).await,
+            [
+                "workflow.transitioned",
+                "workflow.transitioned",
+                "gate.overdue",
+                "workflow.transitioned"
+            ],
+            "{f}"
+        );
+    }
+    // Noted once: the sweep finds nothing left.
+    assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_decision_after_an_expiring_deadline_is_judged_on_what_the_policy_did() {
+    let (orchestrator, clock) = orchestrator();
+    at_gate_with_deadline(&orchestrator, "rejected", "reject").await;
+    at_gate_with_deadline(&orchestrator, "cancelled", "cancel").await;
+    clock.advance(Duration::seconds(61));
+
+    // The gate expired before alice approved: it is back in PHASE_1, which takes no approval.
+    let refused = orchestrator
+        .advance(&id("rejected"), by(Trigger::HumanApproved, "alice"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::Transition(orchestrator_core::TransitionError::NotAllowed { state, .. }) if state == WorkflowState::Phase1),
+        "{refused:?}"
+    );
+    // The same for a rejection of a gate that expired with `cancel` (IDLE takes none).
+    let refused = orchestrator
+        .advance(&id("cancelled"), by(Trigger::HumanRejected, "alice"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::Transition(orchestrator_core::TransitionError::NotAllowed { state, .. }) if state == WorkflowState::Idle),
+        "{refused:?}"
+    );
+    for (f, trigger) in [
+        ("rejected", Trigger::HumanRejected),
+        ("cancelled", Trigger::Cancel),
+    ] {
+        let history = orchestrator.history(&id(f)).await.unwrap();
+        let last = history.last().unwrap();
+        assert_eq!(last.trigger, trigger, "{f}");
+        assert_eq!(last.actor.as_ref().unwrap().as_str(), "system");
+        // The note and the system's change are one commit (its events in the store's order);
+        // the refused decision added nothing.
+        let mut types = event_types(&orchestrator, f).await;
+        types.sort_unstable();
+        assert_eq!(
+            types,
+            [
+                "gate.overdue",
+                "workflow.transitioned",
+                "workflow.transitioned",
+                "workflow.transitioned"
+            ],
+            "{f}"
+        );
+    }
+    assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_decision_dated_at_the_deadline_notes_nothing() {
+    let (orchestrator, clock) = orchestrator();
+    at_gate_with_deadline(&orchestrator, "f", "reject").await;
+    // Due at entry + 60 s; overdue only after that instant.
+    clock.advance(Duration::seconds(60));
+    let approved = orchestrator
+        .advance(&id("f"), by(Trigger::HumanApproved, "alice"))
+        .await
+        .unwrap();
+    assert_eq!(approved.state(), WorkflowState::Phase2);
+    clock.advance(Duration::seconds(1));
+    assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
+    assert!(
+        !event_types(&orchestrator, "f")
+            .await
+            .contains(&"gate.overdue")
+    );
 }
 
 #[test]

@@ -35,7 +35,8 @@ impl Orchestrator {
     /// applies its policy's `on_expiry` (`human_rejected` or `cancel` by actor `system`, kind
     /// `system`, reason `gate expired`) in the same transaction. Safe to run on every replica
     /// at once: the store keeps one note per stay, and the change is a compare-and-set, so a
-    /// person's decision that lands first wins and the stay is left alone.
+    /// person's decision that lands first wins and the stay is left alone (a decision dated
+    /// after the deadline notes it itself first, before it is judged).
     ///
     /// A gate that cannot be noted is logged and left for the next sweep, and the sweep goes
     /// on with the gates due after it; after a few such failures it stops. It fails only when
@@ -49,8 +50,8 @@ impl Orchestrator {
         for workflow in due {
             let feature_id = workflow.feature_id().clone();
             match self.expire(workflow, now).await {
-                Ok(Some(done)) => expired.push(done),
-                Ok(None) => {}
+                Ok(Noted::Now(done)) => expired.push(*done),
+                Ok(Noted::Before | Noted::Moved) => {}
                 Err(e) => {
                     tracing::warn!(feature_id = %feature_id, error = %e,
                         "a gate past its deadline could not be noted; the next sweep tries again");
@@ -68,11 +69,27 @@ impl Orchestrator {
         }
     }
 
-    /// Notes one overdue stay (and applies its policy); `None` if another server did first or
-    /// the workflow moved on meanwhile.
-    async fn expire(&self, workflow: Workflow, now: Timestamp) -> Result<Option<Expired>> {
+    /// Handles the deadline of `workflow`'s stay at the gate before a person's decision dated
+    /// `at`, if the stay was due before then: a decision after the deadline comes after the
+    /// `gate.overdue` note and the policy's change (which may leave the decision nothing to
+    /// decide: a gate that expired with `reject` is back in PHASE_1). Notes it unless that was
+    /// done already. `false` when the workflow changed before the note and its change could
+    /// be committed: nothing was written, and the decision is to be judged again on the
+    /// workflow as it is now.
+    pub(super) async fn deadline_first(&self, workflow: &Workflow, at: Timestamp) -> Result<bool> {
+        if !workflow.is_overdue(at) {
+            return Ok(true);
+        }
+        Ok(match self.expire(workflow.clone(), at).await? {
+            Noted::Now(_) | Noted::Before => true,
+            Noted::Moved => false,
+        })
+    }
+
+    /// Notes one overdue stay (and applies its policy).
+    async fn expire(&self, workflow: Workflow, now: Timestamp) -> Result<Noted> {
         let Some(due_at) = workflow.gate_due_at() else {
-            return Ok(None);
+            return Ok(Noted::Moved);
         };
         let on_expiry = workflow.gate_policy().on_expiry;
         let note = OverdueNote {
@@ -102,16 +119,28 @@ impl Orchestrator {
             transition,
         });
         match self.repository.note_overdue(&note, expiry).await {
-            Ok(true) => Ok(Some(Expired {
+            Ok(true) => Ok(Noted::Now(Box::new(Expired {
                 feature_id: note.feature_id,
                 due_at,
                 on_expiry,
                 workflow: change.map_or(workflow, |(next, _)| next),
-            })),
-            Ok(false) | Err(RepositoryError::VersionConflict { .. }) => Ok(None),
+            }))),
+            Ok(false) => Ok(Noted::Before),
+            Err(RepositoryError::VersionConflict { .. }) => Ok(Noted::Moved),
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// What noting one stay's deadline came to.
+enum Noted {
+    /// Noted now, with its policy's change.
+    Now(Box<Expired>),
+    /// Another sweep or decision (on this server or another) had noted it.
+    Before,
+    /// The workflow changed before the note and the policy's change could be committed:
+    /// nothing was written.
+    Moved,
 }
 
 /// The context of the system's own transitions at an expired gate.

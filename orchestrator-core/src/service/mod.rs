@@ -122,6 +122,20 @@ pub enum Error {
         /// Every event up to this id was deleted.
         purged_through: u64,
     },
+    /// A decision dated after its gate's deadline, whose `gate.overdue` note is not written
+    /// yet: a decision after the deadline comes after the note and the policy's change. The
+    /// orchestrator's judge refuses so inside the store's write; the orchestrator then notes
+    /// the deadline and judges the decision again, so a caller sees this only when the
+    /// workflow kept changing meanwhile (HTTP 409 `VERSION_CONFLICT`).
+    #[error(
+        "workflow '{feature_id}' passed its gate's deadline ({due_at}) meanwhile; read it again"
+    )]
+    DeadlineFirst {
+        /// The workflow.
+        feature_id: FeatureId,
+        /// When its stay at the gate was due.
+        due_at: Timestamp,
+    },
     /// Storage failed (HTTP 503 `DATABASE_UNAVAILABLE` or 500 `INTERNAL`).
     #[error(transparent)]
     Storage(RepositoryError),

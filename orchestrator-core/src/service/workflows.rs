@@ -8,6 +8,11 @@ use crate::workflow::{GateFacts, Transition, TransitionContext, TransitionError,
 
 use super::{Advance, Error, Orchestrator, Result, Seal, StartWorkflow, Started};
 
+/// Tries of one decision whose judgement or commit lost to a change made meanwhile (another
+/// decision, an ask stored, the gate's deadline): each is judged again on what it lost to, and
+/// a few cover changes that come and go that fast.
+const TRIES: usize = 8;
+
 impl Orchestrator {
     /// Creates a workflow and applies `start` (history entry 1 is IDLE → PHASE_1). An existing
     /// feature id is refused, or returned unchanged with `use_existing`.
@@ -75,13 +80,43 @@ impl Orchestrator {
         if command.trigger == Trigger::HumanApproved && !command.override_gate {
             return self.advance_on_read(feature_id, command, seal).await;
         }
-        let at = self.clock.now();
-        let judge = move |current: &Workflow| {
-            let mut decision = judged(current, &command, at, &GateFacts::default())?;
-            decision.receipt = seal.as_ref().map(|seal| seal(&decision.next));
-            Ok(decision)
-        };
-        self.repository.advance(feature_id, Box::new(judge)).await
+        // A decision the judge finds dated after an unnoted deadline is judged again once the
+        // deadline is noted; a few tries cover a workflow that changes in between.
+        let mut noted = None;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let at = self.clock.now();
+            let judge = {
+                let command = command.clone();
+                let seal = seal.clone();
+                move |current: &Workflow| {
+                    let mut decision = judged(current, &command, at, &GateFacts::default())?;
+                    if let Some(due_at) = current
+                        .gate_due_at()
+                        .filter(|due| at > *due && noted != Some(*due))
+                    {
+                        return Err(Error::DeadlineFirst {
+                            feature_id: current.feature_id().clone(),
+                            due_at,
+                        });
+                    }
+                    decision.receipt = seal.as_ref().map(|seal| seal(&decision.next));
+                    Ok(decision)
+                }
+            };
+            match self.repository.advance(feature_id, Box::new(judge)).await {
+                Err(Error::DeadlineFirst { due_at, .. }) if tries < TRIES => {
+                    let current = self.repository.get(feature_id).await?;
+                    if current.gate_due_at() == Some(due_at)
+                        && self.deadline_first(&current, self.clock.now()).await?
+                    {
+                        noted = Some(due_at);
+                    }
+                }
+                answer => return answer,
+            }
+        }
     }
 
     /// An approval (not overriding the gate): reads the workflow, asks the hub about pending
@@ -96,9 +131,8 @@ impl Orchestrator {
     ) -> Result<Workflow> {
         // A commit that lost is judged again on what it lost to: another decision (two
         // reviewers approving at once: the second is judged on the first's approval, or
-        // refused if the caller named the version it saw) or an ask stored meanwhile (the next
-        // judgement names it). A few tries cover changes that come and go that fast.
-        const TRIES: usize = 8;
+        // refused if the caller named the version it saw), an ask stored meanwhile (the next
+        // judgement names it), or the deadline's change.
         let mut tries = 0;
         loop {
             tries += 1;
@@ -157,6 +191,10 @@ impl Orchestrator {
         };
         let at = self.clock.now().max(at);
         let mut decision = judged(&current, command, at, &facts)?;
+        // Past the gate's deadline, the approval comes after its note and its policy's change;
+        // a change (`reject`, `cancel`) makes the commit below lose, and the next try is
+        // judged on the workflow it left.
+        self.deadline_first(&current, at).await?;
         decision.receipt = seal.map(|seal| seal(&decision.next));
         let committed = self
             .repository

@@ -222,6 +222,13 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
                 format!("current_version: {actual}"),
             ]),
         ),
+        CoreError::DeadlineFirst { due_at, .. } => (
+            ErrorCode::VersionConflict,
+            Some(vec![format!(
+                "the gate passed its deadline ({}) and the workflow changed meanwhile; read it again",
+                due_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            )]),
+        ),
         CoreError::GateBlocked {
             escalations,
             asking,

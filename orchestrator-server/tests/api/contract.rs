@@ -1192,6 +1192,79 @@ pub async fn a_reader_following_the_log_never_meets_a_gap(repo: Arc<dyn Workflow
     }
 }
 
+/// The orchestrator over this store: a person's decision dated after a gate's deadline, made
+/// before any sweep, writes the deadline's one `gate.overdue` event first, whether the store
+/// judges it inside its write (a rejection) or commits it with a compare-and-set (an
+/// approval), and is judged on what the policy did.
+pub async fn decisions_after_a_deadline_come_after_its_note(repo: Arc<dyn WorkflowRepository>) {
+    use orchestrator_core::api::{GateRequest, StartWorkflowRequest};
+    use orchestrator_core::{Advance, Error, ManualClock, Orchestrator, TransitionError};
+
+    let clock = Arc::new(ManualClock::new(t0()));
+    let orchestrator = Orchestrator::new(repo.clone()).with_clock(clock.clone());
+    for (name, on_expiry) in [
+        ("approved", "flag"),
+        ("rejected", "flag"),
+        ("expired", "reject"),
+    ] {
+        let mut start = StartWorkflowRequest::new(name, "x");
+        start.gate = Some(GateRequest {
+            due_in_seconds: Some(60),
+            on_expiry: Some(on_expiry.to_owned()),
+            ..GateRequest::default()
+        });
+        orchestrator.start(start.try_into().unwrap()).await.unwrap();
+        orchestrator
+            .advance(&id(name), Advance::new(Trigger::AgentComplete))
+            .await
+            .unwrap();
+    }
+    clock.advance(Duration::seconds(61));
+    let decision = |trigger| Advance {
+        actor: orchestrator_core::Actor::parse("alice").ok(),
+        reason: Reason::parse("not yet").ok(),
+        ..Advance::new(trigger)
+    };
+
+    let approved = orchestrator
+        .advance(&id("approved"), decision(Trigger::HumanApproved))
+        .await
+        .unwrap();
+    assert_eq!(approved.state(), WorkflowState::Phase2);
+    let rejected = orchestrator
+        .advance(&id("rejected"), decision(Trigger::HumanRejected))
+        .await
+        .unwrap();
+    assert_eq!(rejected.state(), WorkflowState::Phase1);
+    // Expired with `reject` before the approval: back in PHASE_1 by the system.
+    let refused = orchestrator
+        .advance(&id("expired"), decision(Trigger::HumanApproved))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::Transition(TransitionError::NotAllowed {
+                state: WorkflowState::Phase1,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+
+    let events = all_events(&*repo).await;
+    for name in ["approved", "rejected", "expired"] {
+        let of: Vec<_> = events
+            .iter()
+            .filter(|e| e.event.subject.as_str() == name)
+            .map(|e| e.event.event_type)
+            .collect();
+        let overdue = of.iter().filter(|t| **t == EventType::GateOverdue).count();
+        assert_eq!((of.len(), overdue), (4, 1), "{name}: {of:?}");
+    }
+    assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
+}
+
 /// One test per contract and per store.
 /// A judge that applies `trigger` to the workflow it is shown.
 fn judge(trigger: Trigger) -> orchestrator_core::Judge {
@@ -1464,7 +1537,8 @@ contract_suite!(
     concurrent_judged_advances_of_one_workflow_all_land_in_turn,
     concurrent_commits_and_judged_advances_each_get_their_own_answer,
     concurrent_approvals_and_consultations_are_ordered,
-    a_reader_following_the_log_never_meets_a_gap
+    a_reader_following_the_log_never_meets_a_gap,
+    decisions_after_a_deadline_come_after_its_note
 );
 
 /// `import` (seeding, not part of the trait): all the workflows, or none.
