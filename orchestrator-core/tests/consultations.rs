@@ -296,11 +296,13 @@ async fn without_pending_consultations_the_gate_never_calls_the_hub() {
         .unwrap();
 }
 
-/// A scripted hub whose escalation look-ups take `lag` of a manual clock.
+/// A scripted hub whose escalation look-ups take `lag` of a manual clock, and, with
+/// `together`, answer only once that many look-ups are running at once.
 struct SlowLookups {
     hub: Arc<ScriptedAgentHub>,
     clock: Arc<orchestrator_core::ManualClock>,
     lag: chrono::Duration,
+    together: Option<tokio::sync::Barrier>,
 }
 
 #[async_trait::async_trait]
@@ -328,6 +330,9 @@ impl orchestrator_core::hub::AgentHub for SlowLookups {
         id: &orchestrator_core::hub::EscalationId,
     ) -> Result<orchestrator_core::hub::Escalation, HubError> {
         self.clock.advance(self.lag);
+        if let Some(together) = &self.together {
+            together.wait().await;
+        }
         self.hub.escalation(id).await
     }
     async fn respond(
@@ -353,6 +358,7 @@ async fn an_approval_is_dated_when_it_is_judged_after_the_hub_answered() {
         hub: hub.clone(),
         clock: clock.clone(),
         lag: chrono::Duration::seconds(20),
+        together: None,
     });
     let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()))
         .with_hub(slow)
@@ -382,4 +388,71 @@ async fn an_approval_is_dated_when_it_is_judged_after_the_hub_answered() {
     assert_eq!(approval.trigger, Trigger::HumanApproved);
     assert_eq!(approval.at, clock.now());
     assert!(approval.at > before, "dated before the hub answered");
+}
+
+#[tokio::test]
+async fn the_hub_is_asked_about_every_pending_escalation_at_once() {
+    let hub = Arc::new(ScriptedAgentHub::new());
+    // Each look-up answers only when all three run at the same time: asked one after another,
+    // the first would wait for ever.
+    let together = Arc::new(SlowLookups {
+        hub: hub.clone(),
+        clock: Arc::new(orchestrator_core::ManualClock::new(chrono::Utc::now())),
+        lag: chrono::Duration::zero(),
+        together: Some(tokio::sync::Barrier::new(3)),
+    });
+    let orchestrator =
+        Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new())).with_hub(together);
+    let request = StartWorkflowRequest::new("f", "a feature");
+    orchestrator
+        .start(request.try_into().unwrap())
+        .await
+        .unwrap();
+    let id = FeatureId::parse("f").unwrap();
+    for (escalation, topic) in [("esc-1", "security"), ("esc-2", "testing"), ("esc-3", "ux")] {
+        hub.push_escalation(escalation);
+        orchestrator.consult(&id, ask(topic)).await.unwrap();
+    }
+    to_gate(&orchestrator, &id).await;
+    hub.set_escalation(
+        "esc-2",
+        EscalationStatus::Resolved,
+        Some(HumanAction::Confirm),
+        None,
+    );
+
+    let in_time = std::time::Duration::from_secs(10);
+    let listed = tokio::time::timeout(in_time, orchestrator.consultations(&id))
+        .await
+        .expect("the look-ups ran one after another")
+        .unwrap();
+    let statuses: Vec<_> = listed.iter().map(|c| c.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            ConsultationStatus::PendingHuman,
+            ConsultationStatus::Resolved,
+            ConsultationStatus::PendingHuman
+        ]
+    );
+    // The approval's facts too (three pending again): they block the gate, in order.
+    hub.push_escalation("esc-4");
+    orchestrator.consult(&id, ask("data")).await.unwrap();
+    let refused = tokio::time::timeout(
+        in_time,
+        orchestrator.advance(&id, Advance::new(Trigger::HumanApproved)),
+    )
+    .await
+    .expect("the look-ups ran one after another")
+    .unwrap_err();
+    match refused {
+        Error::GateBlocked { escalations, .. } => assert_eq!(
+            escalations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["esc-1", "esc-3", "esc-4"]
+        ),
+        other => panic!("{other:?}"),
+    }
 }

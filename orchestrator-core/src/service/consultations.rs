@@ -11,15 +11,21 @@ use crate::workflow::{GateFacts, Timestamp};
 
 use super::{Error, Orchestrator, Respond, Result, Seal};
 
+/// Most escalations one call asks the hub about at once.
+const LOOKUPS_AT_ONCE: usize = 8;
+
 impl Orchestrator {
     /// What the gate rule needs to judge an approval: the workflow's `pending_human`
     /// consultations, refreshed from the hub first (a hub that cannot be reached fails the
     /// approval: the gate cannot be judged), and those still being asked, reservations
     /// included (an ask within its wait holds the gate before any listing shows it).
     pub(super) async fn gate_facts(&self, feature_id: &FeatureId) -> Result<GateFacts> {
+        let mut blockers = self.repository.gate_blockers(feature_id).await?;
+        for refreshed in self.refresh_all(&mut blockers).await {
+            refreshed?;
+        }
         let mut facts = GateFacts::default();
-        for mut consultation in self.repository.gate_blockers(feature_id).await? {
-            self.refresh(&mut consultation).await?;
+        for consultation in blockers {
             note_blocker(&mut facts, consultation);
         }
         Ok(facts)
@@ -35,22 +41,56 @@ impl Orchestrator {
         Ok(facts)
     }
 
-    /// Asks the hub about a pending consultation's escalation and stores what changed.
-    async fn refresh(&self, consultation: &mut Consultation) -> Result<()> {
-        let Some(id) = consultation.escalation_id.clone() else {
-            return Ok(());
-        };
-        let changed = match self.hub.escalation(&id).await {
-            Ok(escalation) => consultation.refresh(&escalation, self.clock.now()),
-            // The hub forgot the escalation (it lost its database, say): ask again. Nothing
-            // waits for a human any more, so it must not hold the gate or fail an approval.
-            Err(HubError::EscalationNotFound(_)) => consultation.escalation_lost(self.clock.now()),
-            Err(e) => return Err(e.into()),
-        };
-        if changed {
-            self.repository.update_consultation(consultation).await?;
+    /// Asks the hub about each pending consultation's escalation (a few at once, so a slow hub
+    /// costs about one call's time, not one per escalation) and stores what changed, in order:
+    /// the outcome of each. One whose look-up failed is left as stored. A hub out of reach
+    /// ends it there (the look-ups still running are dropped, the rest not asked): its outcome
+    /// is the last.
+    async fn refresh_all(&self, consultations: &mut [Consultation]) -> Vec<Result<()>> {
+        use futures_util::StreamExt as _;
+        let ids: Vec<_> = consultations
+            .iter()
+            .map(|c| c.escalation_id.clone().filter(|_| c.is_pending()))
+            .collect();
+        let mut looked_up = futures_util::stream::iter(ids)
+            .map(|id| async move {
+                match id {
+                    Some(id) => Some(self.hub.escalation(&id).await),
+                    None => None,
+                }
+            })
+            .buffered(LOOKUPS_AT_ONCE);
+        let mut outcomes = Vec::with_capacity(consultations.len());
+        for consultation in consultations.iter_mut() {
+            let Some(looked_up) = looked_up.next().await else {
+                break;
+            };
+            let unreachable = matches!(looked_up, Some(Err(HubError::Unavailable(_))));
+            let changed = match looked_up {
+                None => Ok(false),
+                Some(Ok(escalation)) => Ok(consultation.refresh(&escalation, self.clock.now())),
+                // The hub forgot the escalation (it lost its database, say): ask again.
+                // Nothing waits for a human any more, so it must not hold the gate or fail an
+                // approval.
+                Some(Err(HubError::EscalationNotFound(_))) => {
+                    Ok(consultation.escalation_lost(self.clock.now()))
+                }
+                Some(Err(e)) => Err(Error::from(e)),
+            };
+            outcomes.push(match changed {
+                Ok(true) => self
+                    .repository
+                    .update_consultation(consultation)
+                    .await
+                    .map_err(Error::from),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            });
+            if unreachable {
+                break;
+            }
         }
-        Ok(())
+        outcomes
     }
 
     /// Asks the Agent Hub's experts a question for a workflow in PHASE_1, GATE_1 or PHASE_2,
@@ -365,14 +405,13 @@ impl Orchestrator {
         // Not-found is the workflow's, not the consultations'.
         self.repository.get(feature_id).await?;
         let mut consultations = self.repository.consultations(feature_id).await?;
-        for consultation in consultations.iter_mut().filter(|c| c.is_pending()) {
-            match self.refresh(consultation).await {
+        let outcomes = self.refresh_all(&mut consultations).await;
+        for (consultation, outcome) in consultations.iter().zip(outcomes) {
+            match outcome {
                 Ok(()) => {}
-                // The stored state is still true: answer with it, and stop asking a hub that
-                // cannot be reached rather than wait for its timeout once per consultation.
-                Err(Error::Hub(HubError::Unavailable(_))) => break,
-                // The hub answered about this escalation with something unreadable: this one
-                // stays as stored, and the others are still asked about.
+                // The stored state is still true: this one is listed as stored (a hub out of
+                // reach, after which none is asked, or an answer about this escalation that
+                // could not be read), the others as refreshed.
                 Err(Error::Hub(e)) => {
                     tracing::warn!(consultation_id = %consultation.id, error = %e,
                         "an escalation could not be refreshed; listed as stored");
