@@ -1766,3 +1766,69 @@ async fn a_postgres_replica_waits_for_another_replicas_migration_as_long_as_it_t
     let (workflow, first) = new_workflow("after-wait");
     repo.create(&workflow, &first).await.unwrap();
 }
+
+/// PostgreSQL group commit: an advance whose workflow row another transaction holds past the
+/// statement timeout (5 s) fails alone; the advances that shared its batch are run again each
+/// on its own and land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_batch_waiting_on_one_held_row_fails_only_that_advance() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use orchestrator_server::storage::{DatabaseUrl, connect};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let repo: Arc<dyn WorkflowRepository> = connect(&DatabaseUrl::Postgres(db.url.clone()), 8)
+        .await
+        .unwrap();
+    let others: Vec<String> = (0..24).map(|n| format!("c-{n:02}")).collect();
+    for name in ["a-held", "b-held"]
+        .into_iter()
+        .chain(others.iter().map(String::as_str))
+    {
+        let (workflow, first) = new_workflow(name);
+        repo.create(&workflow, &first).await.unwrap();
+    }
+    let mut holder = AsyncPgConnection::establish(&db.url).await.unwrap();
+    for statement in [
+        "BEGIN",
+        "SELECT 1 FROM workflows WHERE feature_id IN ('a-held', 'b-held') FOR UPDATE",
+    ] {
+        diesel::sql_query(statement)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+    }
+    let advance = |name: String| {
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            repo.advance(&id(&name), judge(Trigger::AgentComplete))
+                .await
+        })
+    };
+    // The first batch waits on `a-held`. While it is in flight the next one goes only once
+    // enough advances wait (16): `b-held` first, then the others, so it shares their batch.
+    let first = advance("a-held".to_owned());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let held = advance("b-held".to_owned());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let rest: Vec<_> = others.iter().cloned().map(advance).collect();
+    for (name, task) in others.iter().zip(rest) {
+        let landed = task.await.unwrap();
+        assert!(
+            matches!(&landed, Ok(w) if w.state() == WorkflowState::Gate1),
+            "{name}: {landed:?}"
+        );
+    }
+    for task in [first, held] {
+        assert!(matches!(
+            task.await.unwrap(),
+            Err(orchestrator_core::Error::Storage(
+                RepositoryError::Unavailable(_)
+            ))
+        ));
+    }
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+}

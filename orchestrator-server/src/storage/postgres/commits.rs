@@ -26,8 +26,10 @@
 //! share a batch): a batch's creations run first, as a statement of their own (`creates`),
 //! then its advances.
 //!
-//! If the statement fails as a whole for a reason other than the database being unavailable,
-//! each advance of the batch is run again alone, so a failing one fails alone.
+//! If the database refuses the statement as a whole (a constraint one advance broke, or one
+//! workflow's row held by another transaction past the statement timeout), each advance of
+//! the batch is run again alone, so a failing one fails alone; a statement whose fate is
+//! unknown (the connection lost) is not run again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -362,9 +364,8 @@ async fn commit_batch(
     }
 }
 
-/// Commits a batch's writes of one kind as one statement; a statement that fails as a whole
-/// for a reason other than the database being unavailable is run again for each of its jobs
-/// alone.
+/// Commits a batch's writes of one kind as one statement; a statement the database refused
+/// is run again for each of its jobs alone.
 async fn commit_part<T: Part>(
     pool: &PgPool,
     metrics: &StorageMetrics,
@@ -373,13 +374,21 @@ async fn commit_part<T: Part>(
     requeue: &mpsc::WeakUnboundedSender<Job>,
 ) {
     metrics.commit_batch.observe(batch.len() as f64);
+    let mut refused = false;
     let outcome = run(pool, metrics, async |conn| {
-        T::decide(conn, &batch, recent).await
+        let decided = T::decide(conn, &batch, recent).await;
+        refused = decided.as_ref().is_err_and(refused_by_the_database);
+        decided
     })
     .await;
     match outcome {
-        // One advance broke the statement: run each alone, so it fails alone.
-        Err(e) if batch.len() > 1 && !matches!(e, RepositoryError::Unavailable(_)) => {
+        // The database refused the statement, so it wrote nothing: a constraint one advance
+        // broke, or a wait on one workflow's row that ran out of time (a lock another
+        // transaction held past the statement timeout), a serialization failure, a deadlock.
+        // Each is run alone, so that one fails alone. A statement whose fate is unknown (the
+        // connection lost, the answer not in time, an answer that did not decode after the
+        // commit) is not run again: it may have landed.
+        Err(_) if batch.len() > 1 && refused => {
             for job in batch {
                 let one = std::slice::from_ref(&job);
                 let outcome = run(pool, metrics, async |conn| {
@@ -391,6 +400,15 @@ async fn commit_part<T: Part>(
         }
         outcome => reply(batch, outcome, requeue, metrics),
     }
+}
+
+/// Whether the database answered a statement with an error (one with an SQLSTATE), which
+/// rolls it back. A failure of the connection (diesel-async's `UnableToSendCommand`, with no
+/// SQLSTATE) is no such answer: the statement may have committed.
+fn refused_by_the_database(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    matches!(error, Error::DatabaseError(kind, _)
+        if !matches!(kind, DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection))
 }
 
 /// Answers each write of `batch` with its step, or all of them with the batch's failure.
