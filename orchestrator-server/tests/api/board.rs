@@ -458,6 +458,7 @@ async fn the_page_says_who_may_not_approve_and_why() {
         ActorKind::Agent,
         &[Role::Agent, Role::Reviewer],
     );
+    let plain_bot = mint(&file, "lint-bot", ActorKind::Agent, &[Role::Agent]);
     let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
     let erin = Client::builder()
         .base_url(app.url(""))
@@ -483,6 +484,14 @@ async fn the_page_says_who_may_not_approve_and_why() {
         "an author may still reject"
     );
     assert!(!page.text.contains(">Approve</button>"));
+    // Off until the page's script binds it (a click before would submit the reason in a URL),
+    // and a reason as long as the API takes.
+    assert!(
+        page.text.contains(" disabled>Reject</button>"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains(r#"maxlength="10000""#));
 
     let as_wes = sign_in(&app, &[("token", &watcher)]).await;
     let page = get(&app, "/board/feature/own-work", Some(&as_wes)).await;
@@ -505,6 +514,14 @@ async fn the_page_says_who_may_not_approve_and_why() {
         verdict(&page)
     );
     assert!(!page.text.contains(">Reject</button>"));
+    // An agent with no reviewer role hears the same: no role would let it decide.
+    let as_plain_bot = sign_in(&app, &[("token", &plain_bot)]).await;
+    let page = get(&app, "/board/feature/own-work", Some(&as_plain_bot)).await;
+    assert_eq!(
+        verdict(&page),
+        "You may not approve: you are an agent, and only a person decides at the gate."
+    );
+    assert!(!page.text.contains("</button></div></form>"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

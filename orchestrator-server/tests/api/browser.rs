@@ -368,15 +368,39 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     })
     .await;
 
-    // A decision on a page that is out of date is not recorded, and the page says why.
+    // Alice begins deciding; meanwhile Bob sends the work back and the agent brings a new
+    // round. The live page shows it, but the decision she began on what she read is not
+    // recorded against the new round: the page says what changed, then she decides again.
     a.goto(&app.url("/board/feature/stale-page")).await.unwrap();
     wait_text(&a, "#verdict", |t| t == "You may approve.").await;
-    a.execute(
-        "document.getElementById('decide').dataset.version = '1';",
-        vec![],
-    )
-    .await
-    .unwrap();
+    a.find(Locator::XPath(&labelled("Reason")))
+        .await
+        .unwrap()
+        .send_keys("Reads well")
+        .await
+        .unwrap();
+    let stale = orchestrator_core::FeatureId::parse("stale-page").unwrap();
+    let bob_api = Client::builder()
+        .base_url(app.url(""))
+        .token(&bob)
+        .build()
+        .unwrap();
+    let mut send_back = AdvanceRequest::new("human_rejected");
+    send_back.reason = Some("The copy is out of date".to_owned());
+    bob_api.advance_workflow(&stale, &send_back).await.unwrap();
+    agent
+        .advance_workflow(&stale, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    let changed = wait_text(&a, "#message", |t| {
+        t.starts_with("Changed while you were deciding")
+    })
+    .await;
+    assert!(
+        changed.contains("you began at version 2, it is now at version 4"),
+        "{changed}"
+    );
+    wait_text(&a, "#rework", |t| t == "1 time").await;
     click(&a, "Approve").await;
     let conflict = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
     assert!(
@@ -384,9 +408,13 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         "{conflict}"
     );
     assert!(
-        conflict.contains("you saw version 1; it is now GATE_1 at version 2"),
+        conflict.contains("you saw version 2; it is now GATE_1 at version 4"),
         "{conflict}"
     );
+    // The page shown after the refusal is the one she decides on now.
+    wait_text(&a, "#decide[data-version='4']", |_| true).await;
+    click(&a, "Approve").await;
+    wait_text(&a, "#message", |t| t.contains("moved to PHASE_2")).await;
 
     // Narrow screens: nothing wider than the window.
     a.set_window_size(400, 900).await.unwrap();
@@ -414,11 +442,20 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         .unwrap();
     let why = wait_text(&a, "#verdict", |t| t.starts_with("You may not approve")).await;
     assert!(why.contains("blocked by 2 escalations"), "{why}");
-    assert!(a.find(Locator::XPath(&button("Approve"))).await.is_err());
     let consultations = wait_text(&a, "table.consultations", |t| t.contains("Blocking")).await;
     assert!(consultations.contains("resolved"), "{consultations}");
     only_own_origin(&a, &origin).await;
     screenshot(&a, "board-feature.png").await;
+    // Approve is still offered (an escalation answered at the hub itself would not hold the
+    // gate once the hub is asked); these still wait there, so the approval is not recorded.
+    wait_text(&a, "section.gate", |t| {
+        t.contains("Approve asks the Agent Hub again")
+    })
+    .await;
+    click(&a, "Approve").await;
+    let blocked = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
+    assert!(blocked.contains("blocked"), "{blocked}");
+    wait_text(&a, "#approvals", |t| t == "Approvals 0 of 2").await;
 
     // Alice answers the first escalation from the page: her correction goes to the hub and
     // resolves it; the other still holds the gate.

@@ -24,6 +24,11 @@
   // --- Live: on any event, fetch this page again and swap its <main>. ---
   let queued = null;
   let refreshing = false;
+  // The version the reader began deciding on (typing a reason, or moving into the form), until
+  // the decision is sent. A live update that changes the feature meanwhile leaves that version
+  // in the form: a decision made on what they read is then refused (409) and the page says what
+  // changed, instead of being recorded against work they never saw.
+  let deciding = null;
 
   async function refresh() {
     if (refreshing) { schedule(); return; }
@@ -49,6 +54,14 @@
       const typed = Array.from(current.querySelectorAll('textarea[id]'))
         .map((field) => [field.id, field.value]);
       const focused = document.activeElement && document.activeElement.id;
+      // A reader who began deciding keeps the version they began on, even across a stay at
+      // another state (the form gone meanwhile): the next decision they send is refused.
+      const form = next.querySelector('#decide');
+      if (form && deciding !== null && form.dataset.version !== deciding) {
+        say('Changed while you were deciding: you began at version ' + deciding + ', it is now at version ' +
+          form.dataset.version + '. Read it again; a decision sent now is not recorded.', 'bad');
+        form.dataset.version = deciding;
+      }
       current.replaceWith(document.adoptNode(next));
       typed.forEach(([id, value]) => {
         const again = document.getElementById(id);
@@ -128,6 +141,8 @@
       request.actor_kind = body.dataset.actorKind || 'human';
     }
     const shown = form.dataset.version;
+    // Sent: whatever the answer, the reader decides afresh on what the page shows next.
+    deciding = null;
     let response;
     try {
       response = await fetch('/workflow/' + encodeURIComponent(form.dataset.feature) + '/advance', {
@@ -208,7 +223,8 @@
     }
   }
 
-  // Each button says what it does; a form submitted otherwise (Enter) does nothing.
+  // Each button says what it does; a form submitted otherwise (Enter) does nothing. The
+  // buttons come disabled, so that none submits anything before it is bound here.
   function bindButtons(form, act) {
     if (form.dataset.bound) return;
     form.dataset.bound = 'yes';
@@ -218,6 +234,7 @@
         event.preventDefault();
         act(form, button.value);
       });
+      button.disabled = false;
     });
   }
 
@@ -235,7 +252,12 @@
 
   function bind() {
     const form = document.getElementById('decide');
-    if (form) bindButtons(form, (f, trigger) => submitting(f, send, trigger));
+    if (form && !form.dataset.bound) {
+      const begin = () => { if (deciding === null) deciding = form.dataset.version; };
+      form.addEventListener('focusin', begin);
+      form.addEventListener('input', begin);
+      bindButtons(form, (f, trigger) => submitting(f, send, trigger));
+    }
     document.querySelectorAll('form.respond')
       .forEach((f) => bindButtons(f, (g, action) => submitting(g, respond, action)));
   }

@@ -32,7 +32,8 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use orchestrator_core::api::WorkflowResponse;
 use orchestrator_core::{
-    Action, Actor, ActorKind, FeatureId, ListQuery, PageLimit, Trigger, WorkflowState,
+    Action, Actor, ActorKind, FeatureId, ListQuery, PageLimit, TransitionError, Trigger,
+    WorkflowState,
 };
 use session::{
     SESSION_HOURS, Session, credential, random_hex, same_origin, session, session_cookie,
@@ -297,10 +298,21 @@ pub(crate) async fn feature(
                     .caller
                     .may(Action::Trigger(Trigger::HumanRejected))
                     .is_ok();
-            if let Err(refused) = session.caller.may(Action::Trigger(Trigger::HumanApproved)) {
+            if session.kind == ActorKind::Agent {
+                // No role lifts the kind rule: say that, not which role is missing.
+                views::Verdict::MayNot {
+                    why: views::why_not(&TransitionError::AgentMayNotDecide {
+                        trigger: Trigger::HumanApproved,
+                    }),
+                    may_reject: false,
+                    ask_hub: false,
+                }
+            } else if let Err(refused) = session.caller.may(Action::Trigger(Trigger::HumanApproved))
+            {
                 views::Verdict::MayNot {
                     why: format!("your roles do not allow it ({}).", refused.body().message),
                     may_reject,
+                    ask_hub: false,
                 }
             } else {
                 // Names were checked when the session began.
@@ -311,6 +323,10 @@ pub(crate) async fn feature(
                 {
                     Ok(()) => views::Verdict::May,
                     Err(refused) => views::Verdict::MayNot {
+                        // Only escalations in the way, as stored: one answered at the hub
+                        // itself counts once the hub is asked, which an approval does.
+                        ask_hub: matches!(&refused, TransitionError::GateBlocked { escalations, asking }
+                            if !escalations.is_empty() && asking.is_empty()),
                         why: views::why_not(&refused),
                         may_reject,
                     },

@@ -20,7 +20,8 @@ use crate::storage::BoardSession;
 /// The cookie that carries a board session's id.
 pub const SESSION_COOKIE: &str = "orchestrator_session";
 /// The same cookie over HTTPS: the `__Host-` prefix makes the browser refuse it unless it is
-/// `Secure`, for this host only and for every path, so no other site or port can plant one.
+/// `Secure`, for this host only and for every path, so no other host of the domain can plant
+/// one (cookies do not tell ports apart: another service on this host name still could).
 pub const SECURE_SESSION_COOKIE: &str = "__Host-orchestrator_session";
 /// The header the board's script sends the session's CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";

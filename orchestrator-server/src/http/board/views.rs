@@ -4,6 +4,8 @@
 
 use maud::{DOCTYPE, Markup, html};
 use orchestrator_core::api::{Blocker, WorkflowResponse};
+use orchestrator_core::consultation::CONTEXT_MAX_CHARS;
+use orchestrator_core::values::REASON_MAX_CHARS;
 use orchestrator_core::{
     ActorKind, Consultation, EventType, Summary, Timestamp, Transition, Trigger, WorkflowState,
 };
@@ -313,6 +315,10 @@ pub enum Verdict {
         why: String,
         /// Whether they may still reject.
         may_reject: bool,
+        /// Only escalations waiting for a human hold the gate, as stored: Approve is offered
+        /// all the same, since an approval asks the hub again (an escalation answered at the
+        /// hub itself then no longer holds it), and is refused if one still does.
+        ask_hub: bool,
     },
 }
 
@@ -447,9 +453,12 @@ fn gate_section(data: &Feature) -> Markup {
                     p #verdict.verdict.may { "You may approve." }
                     (decision_form(w, true, true))
                 }
-                Verdict::MayNot { why, may_reject } => {
+                Verdict::MayNot { why, may_reject, ask_hub } => {
                     p #verdict.verdict.may-not { "You may not approve: " (why) }
-                    @if *may_reject { (decision_form(w, false, true)) }
+                    @if *ask_hub {
+                        p.note { "As last known here: Approve asks the Agent Hub again, so an escalation answered there does not hold the gate; while one still waits, the approval is not recorded." }
+                    }
+                    @if *may_reject || *ask_hub { (decision_form(w, *ask_hub, *may_reject)) }
                 }
             }
         }
@@ -458,12 +467,14 @@ fn gate_section(data: &Feature) -> Markup {
 
 fn decision_form(w: &WorkflowResponse, approve: bool, reject: bool) -> Markup {
     html! {
+        // The buttons work once the page's script has bound them (it sends the decision as
+        // JSON with `If-Match`): disabled until then, so an early click submits nothing.
         form #decide.decide data-feature=(w.feature_id.as_str()) data-version=(w.version) {
             label for="reason" { "Reason" }
-            textarea #reason name="reason" rows="3" maxlength="2000" placeholder="Required to reject; optional to approve" {}
+            textarea #reason name="reason" rows="3" maxlength=(REASON_MAX_CHARS) placeholder="Required to reject; optional to approve" {}
             div.buttons {
-                @if approve { button type="submit" name="trigger" value="human_approved" { "Approve" } }
-                @if reject { button.reject type="submit" name="trigger" value="human_rejected" { "Reject" } }
+                @if approve { button type="submit" name="trigger" value="human_approved" disabled { "Approve" } }
+                @if reject { button.reject type="submit" name="trigger" value="human_rejected" disabled { "Reject" } }
             }
         }
     }
@@ -477,11 +488,11 @@ fn respond_form(w: &WorkflowResponse, c: &Consultation) -> Markup {
         form.respond data-feature=(w.feature_id.as_str()) data-consultation=(c.id) {
             p.note { "The expert's answer waits for a human: confirm it, correct it, or add context for the hub to ask again." }
             label for=(field) { "Response" }
-            textarea id=(field) name="response" rows="2" maxlength="10000" placeholder="Required to correct or add context" {}
+            textarea id=(field) name="response" rows="2" maxlength=(CONTEXT_MAX_CHARS) placeholder="Required to correct or add context" {}
             div.buttons {
-                button type="submit" name="action" value="confirm" { "Confirm" }
-                button.secondary type="submit" name="action" value="correct" { "Correct" }
-                button.secondary type="submit" name="action" value="add_context" { "Add context" }
+                button type="submit" name="action" value="confirm" disabled { "Confirm" }
+                button.secondary type="submit" name="action" value="correct" disabled { "Correct" }
+                button.secondary type="submit" name="action" value="add_context" disabled { "Add context" }
             }
         }
     }
