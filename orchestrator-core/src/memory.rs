@@ -394,12 +394,14 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
 
     async fn purge_events(&self, before: Timestamp) -> Result<u64, RepositoryError> {
         let mut log = self.log();
+        // Up to the first event made at or after `before` (one committed late with an old time
+        // does not take the newer ones before it along).
         let Some(through) = log
             .events
             .iter()
-            .filter(|e| e.event.time < before)
+            .take_while(|e| e.event.time < before)
             .map(|e| e.id)
-            .max()
+            .last()
         else {
             return Ok(0);
         };

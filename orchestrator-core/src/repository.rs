@@ -412,8 +412,9 @@ pub trait WorkflowRepository: Send + Sync {
         limit: u32,
     ) -> Result<EventSlice, RepositoryError>;
 
-    /// Deletes the oldest events, up to the newest one made before `before` (so the log never
-    /// has a hole), and returns how many.
+    /// Deletes the oldest events, up to the first one made at or after `before` (so the log
+    /// never has a hole, and an event committed late with an old time takes no newer event
+    /// along), and returns how many.
     async fn purge_events(&self, before: Timestamp) -> Result<u64, RepositoryError>;
 
     /// Finishes the writes already accepted and releases the store; later writes fail as

@@ -353,12 +353,23 @@ pub fn interrupted_events(
     })
 }
 
-/// The newest event retention deletes: the newest made before the cut-off (`newest_before`),
-/// but never past the lowest webhook mark (`oldest_mark`), so an event outlives the cut-off
-/// until every webhook has turned it into its delivery. `None`: nothing to delete.
-pub(crate) fn purge_through(newest_before: Option<i64>, oldest_mark: Option<i64>) -> Option<i64> {
-    let newest = newest_before?;
-    Some(oldest_mark.map_or(newest, |mark| newest.min(mark)))
+/// The newest event retention deletes: the one before the oldest made at or after the cut-off
+/// (`first_kept`), or, when every event is older, the newest (`newest_before`); never past the
+/// lowest webhook mark (`oldest_mark`), so an event outlives the cut-off until every webhook
+/// has turned it into its delivery. An event's time is its change's, not its commit's: one
+/// committed late with an old time (a slow request, a replica's clock behind) must not take the
+/// newer events before it along. `None`: nothing to delete.
+pub(crate) fn purge_through(
+    first_kept: Option<i64>,
+    newest_before: Option<i64>,
+    oldest_mark: Option<i64>,
+) -> Option<i64> {
+    let through = match first_kept {
+        Some(kept) => kept - 1,
+        None => newest_before?,
+    };
+    let through = oldest_mark.map_or(through, |mark| through.min(mark));
+    (through > 0).then_some(through)
 }
 
 impl Written {
@@ -451,11 +462,25 @@ mod tests {
 
     #[test]
     fn retention_stops_at_the_lowest_webhook_mark() {
-        assert_eq!(purge_through(None, Some(5)), None, "nothing old enough");
-        assert_eq!(purge_through(Some(9), None), Some(9), "no webhook");
-        assert_eq!(purge_through(Some(9), Some(5)), Some(5), "a webhook behind");
+        assert_eq!(purge_through(None, None, Some(5)), None, "no event");
         assert_eq!(
-            purge_through(Some(3), Some(5)),
+            purge_through(Some(1), None, None),
+            None,
+            "nothing old enough"
+        );
+        assert_eq!(
+            purge_through(None, Some(9), None),
+            Some(9),
+            "every event old"
+        );
+        assert_eq!(purge_through(Some(10), None, None), Some(9), "no webhook");
+        assert_eq!(
+            purge_through(Some(10), None, Some(5)),
+            Some(5),
+            "a webhook behind"
+        );
+        assert_eq!(
+            purge_through(Some(4), None, Some(5)),
             Some(3),
             "every webhook ahead"
         );

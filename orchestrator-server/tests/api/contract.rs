@@ -1123,6 +1123,18 @@ pub async fn every_accepted_change_writes_one_event_in_commit_order(repo: &dyn W
     let (third, third_first) = new_workflow("ev-3");
     repo.create(&third, &third_first).await.unwrap();
     assert_eq!(all_events(repo).await.last().map(|e| e.id), Some(6));
+    // That event is dated t0 (its change's time), committed after newer ones: it waits for
+    // them, and takes none of them along.
+    assert_eq!(
+        repo.purge_events(t0() + Duration::seconds(30))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        ids(repo.events(0, &EventFilter::default(), 10).await.unwrap()),
+        vec![3, 4, 5, 6]
+    );
 }
 
 /// Writers race on many workflows while a reader follows the log: every read continues

@@ -483,37 +483,48 @@ impl WorkflowRepository for PgRepository {
 }
 
 /// The PostgreSQL URL with the connection's time bounds added, unless the operator set them:
-/// a connect timeout, TCP keepalives and a user timeout (so a dead peer is noticed), and
-/// server-side statement and idle-in-transaction timeouts.
+/// a connect timeout, TCP keepalives and a user timeout (so a dead peer is noticed). Every
+/// session also starts with the server-side statement and idle-in-transaction timeouts and
+/// `read committed` (the event log's numbering and the group commit's re-checks rely on it,
+/// whatever the database's default): put before an `options` the operator gave, whose own
+/// `-c` settings come later and so win.
 fn with_timeouts(url: &str) -> String {
-    let mut url = url.to_owned();
-    let statement_ms = STATEMENT_TIMEOUT.as_millis();
-    let idle_ms = IDLE_IN_TRANSACTION_TIMEOUT.as_millis();
-    let params = [
-        ("connect_timeout", "5".to_owned()),
-        ("keepalives_idle", "10".to_owned()),
-        ("keepalives_interval", "5".to_owned()),
-        ("tcp_user_timeout", "15000".to_owned()),
-        (
-            "options",
-            format!(
-                "-c%20statement_timeout%3D{statement_ms}\
-                 %20-c%20idle_in_transaction_session_timeout%3D{idle_ms}"
-            ),
-        ),
-    ];
-    for (name, value) in params {
-        let present = url
-            .split_once('?')
-            .is_some_and(|(_, query)| query.split('&').any(|p| p.split('=').next() == Some(name)));
-        if !present {
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str(name);
-            url.push('=');
-            url.push_str(&value);
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let named = |params: &[String], name: &str| {
+        params
+            .iter()
+            .position(|p| p.split('=').next() == Some(name))
+    };
+    for (name, value) in [
+        ("connect_timeout", "5"),
+        ("keepalives_idle", "10"),
+        ("keepalives_interval", "5"),
+        ("tcp_user_timeout", "15000"),
+    ] {
+        if named(&params, name).is_none() {
+            params.push(format!("{name}={value}"));
         }
     }
-    url
+    let ours = format!(
+        "-c%20statement_timeout%3D{}\
+         %20-c%20idle_in_transaction_session_timeout%3D{}\
+         %20-c%20default_transaction_isolation%3Dread%5C%20committed",
+        STATEMENT_TIMEOUT.as_millis(),
+        IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+    );
+    match named(&params, "options") {
+        Some(at) => {
+            let theirs = params[at].split_once('=').map_or("", |(_, value)| value);
+            params[at] = format!("options={ours}%20{theirs}");
+        }
+        None => params.push(format!("options={ours}")),
+    }
+    format!("{base}?{}", params.join("&"))
 }
 
 /// Runs the PostgreSQL migrations under an advisory lock, so replicas starting together take
@@ -611,7 +622,8 @@ mod tests {
         assert!(
             url.contains(
                 "options=-c%20statement_timeout%3D5000\
-                 %20-c%20idle_in_transaction_session_timeout%3D15000"
+                 %20-c%20idle_in_transaction_session_timeout%3D15000\
+                 %20-c%20default_transaction_isolation%3Dread%5C%20committed"
             ),
             "{url}"
         );
@@ -621,6 +633,14 @@ mod tests {
             "{own}"
         );
         assert_eq!(own.matches("connect_timeout").count(), 1);
+        // An operator's own options keep ours too, theirs last (so theirs win).
+        let own = with_timeouts("postgres://u@h/db?options=-c%20search_path%3Dapp");
+        assert_eq!(own.matches("options=").count(), 1, "{own}");
+        assert!(
+            own.contains("read%5C%20committed%20-c%20search_path%3Dapp"),
+            "{own}"
+        );
+        assert!(own.contains("statement_timeout%3D5000"), "{own}");
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -628,6 +648,11 @@ mod tests {
         let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
             return;
         };
+        // With an operator's own options beside ours.
+        let url = format!(
+            "{url}{}options=-c%20application_name%3Dmine",
+            if url.contains('?') { '&' } else { '?' }
+        );
         let mut conn =
             <AsyncPgConnection as diesel_async::AsyncConnection>::establish(&with_timeouts(&url))
                 .await
@@ -640,6 +665,8 @@ mod tests {
         for (name, value) in [
             ("statement_timeout", "5s"),
             ("idle_in_transaction_session_timeout", "15s"),
+            ("default_transaction_isolation", "read committed"),
+            ("application_name", "mine"),
         ] {
             let shown: Setting =
                 diesel::sql_query(format!("SELECT current_setting('{name}') AS setting"))

@@ -332,12 +332,19 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
         Write::PurgeEvents(before) => {
-            let newest: Option<i64> = queries::newest_event_before(*before)
+            let first_kept: Option<i64> = queries::oldest_event_from(*before)
                 .get_result(conn)
                 .await
                 .optional()?;
+            let newest: Option<i64> = match first_kept {
+                Some(_) => None,
+                None => queries::newest_event_before(*before)
+                    .get_result(conn)
+                    .await
+                    .optional()?,
+            };
             let oldest_mark = queries::oldest_webhook_mark().get_result(conn).await?;
-            let Some(through) = purge_through(newest, oldest_mark) else {
+            let Some(through) = purge_through(first_kept, newest, oldest_mark) else {
                 return Ok(Written::Count(0));
             };
             let n = diesel::delete(queries::events_through(through))
