@@ -84,8 +84,9 @@ pub enum Write {
     ReleaseKey(String, String),
     /// Forgets keys first claimed before this (Unix microseconds); answers `Count`.
     PurgeKeys(i64),
-    /// Forgets the events up to the newest one made before this (Unix microseconds), but none
-    /// a webhook has yet to turn into deliveries (see [`purge_through`]); answers `Count`.
+    /// Forgets the events before the first one made at or after this (Unix microseconds), but
+    /// none a webhook has yet to turn into deliveries, and at most [`PURGE_CHUNK`] (see
+    /// [`purge_through`] and [`purge_events`]); answers `Count`.
     PurgeEvents(i64),
     /// Many new workflows at once (seeding): all or none; no events.
     Import(Vec<WorkflowRow>, Vec<TransitionRow>),
@@ -353,23 +354,54 @@ pub fn interrupted_events(
     })
 }
 
+/// Most events one purge transaction deletes. Ids have no gaps, so this bounds the rows: a
+/// backlog (a retention lowered, a webhook that was far behind, a long downtime) is deleted a
+/// chunk per transaction, none outlasting PostgreSQL's statement timeout, and SQLite's one
+/// writer serves the other writes between chunks.
+pub(crate) const PURGE_CHUNK: i64 = 10_000;
+/// Most chunks one purge deletes; the next purge, a minute later, goes on.
+const PURGE_CHUNKS: u32 = 100;
+
 /// The newest event retention deletes: the one before the oldest made at or after the cut-off
 /// (`first_kept`), or, when every event is older, the newest (`newest_before`); never past the
 /// lowest webhook mark (`oldest_mark`), so an event outlives the cut-off until every webhook
-/// has turned it into its delivery. An event's time is its change's, not its commit's: one
-/// committed late with an old time (a slow request, a replica's clock behind) must not take the
-/// newer events before it along. `None`: nothing to delete.
+/// has turned it into its delivery; and at most [`PURGE_CHUNK`] past what was purged already
+/// (`purged_through`). An event's time is its change's, not its commit's: one committed late
+/// with an old time (a slow request, a replica's clock behind) must not take the newer events
+/// before it along. `None`: nothing to delete.
 pub(crate) fn purge_through(
     first_kept: Option<i64>,
     newest_before: Option<i64>,
     oldest_mark: Option<i64>,
+    purged_through: i64,
 ) -> Option<i64> {
     let through = match first_kept {
         Some(kept) => kept - 1,
         None => newest_before?,
     };
     let through = oldest_mark.map_or(through, |mark| through.min(mark));
-    (through > 0).then_some(through)
+    let through = through.min(purged_through.saturating_add(PURGE_CHUNK));
+    (through > purged_through).then_some(through)
+}
+
+/// Retention's purge of the events made before `before` (Unix microseconds), through the
+/// store's `write`: a chunk per transaction while full chunks come, up to [`PURGE_CHUNKS`].
+pub(crate) async fn purge_events<Fut>(
+    before: i64,
+    write: impl Fn(Write) -> Fut,
+) -> Result<u64, RepositoryError>
+where
+    Fut: Future<Output = Result<Written, RepositoryError>>,
+{
+    let mut purged = 0;
+    for _ in 0..PURGE_CHUNKS {
+        let n = write(Write::PurgeEvents(before)).await?.count();
+        purged += n;
+        if n < PURGE_CHUNK.unsigned_abs() {
+            break;
+        }
+    }
+    Ok(purged)
 }
 
 impl Written {
@@ -458,31 +490,79 @@ pub fn conflict(id: &FeatureId, expected: i64, actual: Option<i64>) -> Repositor
 
 #[cfg(test)]
 mod tests {
-    use super::purge_through;
+    use super::{PURGE_CHUNK, PURGE_CHUNKS, Write, Written, purge_events, purge_through};
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
     fn retention_stops_at_the_lowest_webhook_mark() {
-        assert_eq!(purge_through(None, None, Some(5)), None, "no event");
+        assert_eq!(purge_through(None, None, Some(5), 0), None, "no event");
         assert_eq!(
-            purge_through(Some(1), None, None),
+            purge_through(Some(1), None, None, 0),
             None,
             "nothing old enough"
         );
         assert_eq!(
-            purge_through(None, Some(9), None),
+            purge_through(None, Some(9), None, 0),
             Some(9),
             "every event old"
         );
-        assert_eq!(purge_through(Some(10), None, None), Some(9), "no webhook");
         assert_eq!(
-            purge_through(Some(10), None, Some(5)),
+            purge_through(Some(10), None, None, 0),
+            Some(9),
+            "no webhook"
+        );
+        assert_eq!(
+            purge_through(Some(10), None, Some(5), 0),
             Some(5),
             "a webhook behind"
         );
         assert_eq!(
-            purge_through(Some(4), None, Some(5)),
+            purge_through(Some(4), None, Some(5), 0),
             Some(3),
             "every webhook ahead"
         );
+        assert_eq!(
+            purge_through(Some(10), None, None, 9),
+            None,
+            "purged already"
+        );
+    }
+
+    #[test]
+    fn retention_deletes_a_chunk_at_a_time() {
+        let cut = Some(3 * PURGE_CHUNK);
+        assert_eq!(purge_through(cut, None, None, 0), Some(PURGE_CHUNK));
+        assert_eq!(
+            purge_through(cut, None, None, 2 * PURGE_CHUNK),
+            Some(3 * PURGE_CHUNK - 1)
+        );
+        assert_eq!(
+            purge_through(None, Some(i64::MAX), None, i64::MAX - 1),
+            Some(i64::MAX)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_purge_goes_on_while_chunks_come_full_up_to_its_bound() {
+        let full = PURGE_CHUNK.unsigned_abs();
+        let calls = AtomicU32::new(0);
+        let purged = purge_events(7, |write| {
+            assert!(matches!(write, Write::PurgeEvents(7)));
+            let call = calls.fetch_add(1, Ordering::Relaxed);
+            async move { Ok(Written::Count(if call < 2 { full } else { 5 })) }
+        })
+        .await
+        .unwrap();
+        assert_eq!((purged, calls.load(Ordering::Relaxed)), (2 * full + 5, 3));
+
+        let calls = AtomicU32::new(0);
+        let purged = purge_events(7, |_| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            async move { Ok(Written::Count(full)) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), PURGE_CHUNKS);
+        assert_eq!(purged, u64::from(PURGE_CHUNKS) * full);
     }
 }

@@ -86,9 +86,24 @@
 
   // The browser resumes a dropped stream by itself (sending Last-Event-ID); when it gives up
   // (the server answered an error: a restart behind a proxy, a session that ended), this
-  // reconnects after the last event seen, and after a few failures reloads the page.
+  // reconnects after the last event seen, waiting longer each time (up to a minute), and after
+  // a few failures reloads the page — at most once in five minutes, so that a server that keeps
+  // refusing streams (all its connections taken) is not asked for whole pages every few seconds.
   let lastEventId = body.dataset.lastEventId || '0';
   let failures = 0;
+  const RELOADED_AT = 'orchestrator-board-reloaded-at';
+
+  function mayReload() {
+    try {
+      const last = Number(sessionStorage.getItem(RELOADED_AT) || 0);
+      if (Date.now() - last < 5 * 60 * 1000) return false;
+      sessionStorage.setItem(RELOADED_AT, String(Date.now()));
+    } catch (_) {
+      // No session storage (a privacy setting): reconnecting is enough.
+      return false;
+    }
+    return true;
+  }
 
   function connect() {
     if (!live || typeof EventSource === 'undefined') return;
@@ -111,13 +126,13 @@
       }
       source.close();
       failures += 1;
-      if (failures > 3) {
+      if (failures > 3 && mayReload()) {
         showLive('Offline: reloading…', false);
         setTimeout(() => location.reload(), 2000);
         return;
       }
       showLive('Reconnecting…', false);
-      setTimeout(() => { refresh(); connect(); }, 1000 * failures);
+      setTimeout(() => { refresh(); connect(); }, 1000 * Math.min(60, 2 ** (failures - 1)));
     });
   }
 

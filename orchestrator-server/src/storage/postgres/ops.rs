@@ -344,7 +344,8 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                     .optional()?,
             };
             let oldest_mark = queries::oldest_webhook_mark().get_result(conn).await?;
-            let Some(through) = purge_through(first_kept, newest, oldest_mark) else {
+            let (_, purged): (i64, i64) = queries::event_bounds().get_result(conn).await?;
+            let Some(through) = purge_through(first_kept, newest, oldest_mark, purged) else {
                 return Ok(Written::Count(0));
             };
             let n = diesel::delete(queries::events_through(through))

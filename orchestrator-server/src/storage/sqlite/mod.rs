@@ -351,8 +351,7 @@ impl WorkflowRepository for SqliteRepository {
     }
 
     async fn purge_events(&self, before: Timestamp) -> Result<u64, RepositoryError> {
-        let write = Write::PurgeEvents(micros(before));
-        self.write(write).await.map(|written| written.count())
+        crate::storage::write::purge_events(micros(before), |write| self.write(write)).await
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {

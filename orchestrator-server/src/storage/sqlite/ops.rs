@@ -290,7 +290,8 @@ pub fn apply(
                     .optional()?,
             };
             let oldest_mark = queries::oldest_webhook_mark().get_result(conn)?;
-            let Some(through) = purge_through(first_kept, newest, oldest_mark) else {
+            let (_, purged): (i64, i64) = queries::event_bounds().get_result(conn)?;
+            let Some(through) = purge_through(first_kept, newest, oldest_mark, purged) else {
                 return Ok(Written::Count(0));
             };
             let n = diesel::delete(queries::events_through(through)).execute(conn)?;

@@ -219,6 +219,9 @@ fn run(
         let mut batch = Vec::new();
         for job in std::iter::once(first).chain(std::iter::from_fn(|| queue.try_recv().ok())) {
             match job {
+                // A caller that gave up (its request timed out) is not written for: it was
+                // told the write may not have happened, and should not find it happened later.
+                Job::Write { reply, .. } if reply.is_closed() => {}
                 Job::Write { task, reply } => batch.push((*task, reply)),
                 Job::Stop => {
                     stopping = true;
