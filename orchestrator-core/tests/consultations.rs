@@ -296,13 +296,15 @@ async fn without_pending_consultations_the_gate_never_calls_the_hub() {
         .unwrap();
 }
 
-/// A scripted hub whose escalation look-ups take `lag` of a manual clock, and, with
-/// `together`, answer only once that many look-ups are running at once.
+/// A scripted hub whose escalation look-ups take `lag` of a manual clock, with `together`
+/// answer only once that many look-ups are running at once, and with `meanwhile` have
+/// another person's decision made (through that orchestrator) while the first look-up runs.
 struct SlowLookups {
     hub: Arc<ScriptedAgentHub>,
     clock: Arc<orchestrator_core::ManualClock>,
     lag: chrono::Duration,
     together: Option<tokio::sync::Barrier>,
+    meanwhile: std::sync::Mutex<Option<(Orchestrator, FeatureId, Advance)>>,
 }
 
 #[async_trait::async_trait]
@@ -329,6 +331,10 @@ impl orchestrator_core::hub::AgentHub for SlowLookups {
         &self,
         id: &orchestrator_core::hub::EscalationId,
     ) -> Result<orchestrator_core::hub::Escalation, HubError> {
+        let decision = self.meanwhile.lock().unwrap().take();
+        if let Some((orchestrator, feature_id, advance)) = decision {
+            orchestrator.advance(&feature_id, advance).await.unwrap();
+        }
         self.clock.advance(self.lag);
         if let Some(together) = &self.together {
             together.wait().await;
@@ -359,6 +365,7 @@ async fn an_approval_is_dated_when_it_is_judged_after_the_hub_answered() {
         clock: clock.clone(),
         lag: chrono::Duration::seconds(20),
         together: None,
+        meanwhile: Default::default(),
     });
     let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()))
         .with_hub(slow)
@@ -400,6 +407,7 @@ async fn the_hub_is_asked_about_every_pending_escalation_at_once() {
         clock: Arc::new(orchestrator_core::ManualClock::new(chrono::Utc::now())),
         lag: chrono::Duration::zero(),
         together: Some(tokio::sync::Barrier::new(3)),
+        meanwhile: Default::default(),
     });
     let orchestrator =
         Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new())).with_hub(together);
@@ -455,4 +463,76 @@ async fn the_hub_is_asked_about_every_pending_escalation_at_once() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn an_approval_notes_no_deadline_of_a_stay_that_ended_in_time_while_the_hub_was_asked() {
+    use orchestrator_core::api::GateRequest;
+    let clock = Arc::new(orchestrator_core::ManualClock::new(
+        chrono::Utc::now() - chrono::Duration::hours(1),
+    ));
+    let hub = Arc::new(ScriptedAgentHub::new());
+    let slow = Arc::new(SlowLookups {
+        hub: hub.clone(),
+        clock: clock.clone(),
+        lag: chrono::Duration::seconds(2),
+        together: None,
+        meanwhile: Default::default(),
+    });
+    let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()))
+        .with_hub(slow.clone())
+        .with_clock(clock.clone());
+    let mut request = StartWorkflowRequest::new("f", "a feature");
+    request.gate = Some(GateRequest {
+        due_in_seconds: Some(60),
+        ..GateRequest::default()
+    });
+    orchestrator
+        .start(request.try_into().unwrap())
+        .await
+        .unwrap();
+    let id = FeatureId::parse("f").unwrap();
+    hub.push_escalation("esc-answered");
+    orchestrator.consult(&id, ask("security")).await.unwrap();
+    to_gate(&orchestrator, &id).await;
+    hub.set_escalation(
+        "esc-answered",
+        EscalationStatus::Resolved,
+        Some(HumanAction::Confirm),
+        None,
+    );
+    // Alice approves a second before the deadline; while the hub is asked (2 s), Bob sends
+    // the work back, in time.
+    clock.advance(chrono::Duration::seconds(59));
+    let mut reject = Advance::new(Trigger::HumanRejected);
+    reject.actor = orchestrator_core::Actor::parse("bob").ok();
+    reject.reason = orchestrator_core::Reason::parse("not yet").ok();
+    *slow.meanwhile.lock().unwrap() = Some((orchestrator.clone(), id.clone(), reject));
+    let mut approve = Advance::new(Trigger::HumanApproved);
+    approve.actor = orchestrator_core::Actor::parse("alice").ok();
+    let refused = orchestrator.advance(&id, approve).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::Transition(orchestrator_core::TransitionError::NotAllowed {
+                state: WorkflowState::Phase1,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // The stay ended before its deadline: nothing is overdue, now or for the sweep.
+    let filter = orchestrator_core::EventFilter::default();
+    let events = orchestrator
+        .events(None, &filter, 100)
+        .await
+        .unwrap()
+        .events;
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event.event_type != orchestrator_core::EventType::GateOverdue),
+        "{events:?}"
+    );
+    assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
 }

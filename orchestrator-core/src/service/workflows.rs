@@ -191,10 +191,20 @@ impl Orchestrator {
         };
         let at = self.clock.now().max(at);
         let mut decision = judged(&current, command, at, &facts)?;
-        // Past the gate's deadline, the approval comes after its note and its policy's change;
-        // a change (`reject`, `cancel`) makes the commit below lose, and the next try is
-        // judged on the workflow it left.
-        self.deadline_first(&current, at).await?;
+        if current.is_overdue(at) {
+            // Past the gate's deadline, the approval comes after its note and its policy's
+            // change (`reject`, `cancel`: the commit below then loses, and the next try is
+            // judged on the workflow it left). Noted on the workflow as it is now, not as read
+            // before the hub was asked: a decision made in time meanwhile ended the stay.
+            let now = self.repository.get(feature_id).await?;
+            if now.version() != current.version() {
+                return Ok(Err(RepositoryError::VersionConflict {
+                    expected: current.version(),
+                    actual: now.version(),
+                }));
+            }
+            self.deadline_first(&now, at).await?;
+        }
         decision.receipt = seal.map(|seal| seal(&decision.next));
         let committed = self
             .repository

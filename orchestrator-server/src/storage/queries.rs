@@ -293,24 +293,17 @@ pub fn event_bounds() -> _ {
         .select((event_log::last_id, event_log::purged_through))
 }
 
-/// The oldest event made at or after `before` (Unix microseconds), if any: retention keeps
-/// it and every event after it.
+/// The oldest event made at or after `before` (Unix microseconds) among those after `purged`
+/// up to `through`, if any: retention keeps it and every event after it, and looks no further
+/// than the chunk it may delete (a bounded range of the primary key).
 #[dsl::auto_type]
-pub fn oldest_event_from(before: i64) -> _ {
+pub fn first_kept(before: i64, purged: i64, through: i64) -> _ {
     events::table
+        .filter(events::id.gt(purged))
+        .filter(events::id.le(through))
         .filter(events::time.ge(before))
         .select(events::id)
         .order(events::id.asc())
-        .limit(1_i64)
-}
-
-/// The newest event made before `before` (Unix microseconds), if any.
-#[dsl::auto_type]
-pub fn newest_event_before(before: i64) -> _ {
-    events::table
-        .filter(events::time.lt(before))
-        .select(events::id)
-        .order(events::id.desc())
         .limit(1_i64)
 }
 

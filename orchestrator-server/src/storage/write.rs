@@ -362,26 +362,28 @@ pub(crate) const PURGE_CHUNK: i64 = 10_000;
 /// Most chunks one purge deletes; the next purge, a minute later, goes on.
 const PURGE_CHUNKS: u32 = 100;
 
-/// The newest event retention deletes: the one before the oldest made at or after the cut-off
-/// (`first_kept`), or, when every event is older, the newest (`newest_before`); never past the
-/// lowest webhook mark (`oldest_mark`), so an event outlives the cut-off until every webhook
-/// has turned it into its delivery; and at most [`PURGE_CHUNK`] past what was purged already
-/// (`purged_through`). An event's time is its change's, not its commit's: one committed late
-/// with an old time (a slow request, a replica's clock behind) must not take the newer events
-/// before it along. `None`: nothing to delete.
+/// The newest event retention deletes, of those after `purged_through`: at most
+/// [`PURGE_CHUNK`] of them, up to the one before the oldest made at or after the cut-off in that
+/// chunk (`first_kept`), or up to the log's last (`last_id`) when every one is older; never past
+/// the lowest webhook mark (`oldest_mark`), so an event outlives the cut-off until every webhook
+/// has turned it into its delivery. An event's time is its change's, not its commit's: one
+/// committed late with an old time (a slow request, a replica's clock behind) must not take the
+/// newer events before it along. `None`: nothing to delete.
 pub(crate) fn purge_through(
     first_kept: Option<i64>,
-    newest_before: Option<i64>,
+    last_id: i64,
     oldest_mark: Option<i64>,
     purged_through: i64,
 ) -> Option<i64> {
-    let through = match first_kept {
-        Some(kept) => kept - 1,
-        None => newest_before?,
-    };
+    let through = first_kept.map_or(last_id, |kept| kept - 1);
     let through = oldest_mark.map_or(through, |mark| through.min(mark));
-    let through = through.min(purged_through.saturating_add(PURGE_CHUNK));
+    let through = through.min(chunk_end(purged_through));
     (through > purged_through).then_some(through)
+}
+
+/// The last id the chunk after `purged_through` may delete.
+pub(crate) fn chunk_end(purged_through: i64) -> i64 {
+    purged_through.saturating_add(PURGE_CHUNK)
 }
 
 /// Retention's purge of the events made before `before` (Unix microseconds), through the
@@ -495,49 +497,41 @@ mod tests {
 
     #[test]
     fn retention_stops_at_the_lowest_webhook_mark() {
-        assert_eq!(purge_through(None, None, Some(5), 0), None, "no event");
+        assert_eq!(purge_through(None, 0, Some(5), 0), None, "no event");
         assert_eq!(
-            purge_through(Some(1), None, None, 0),
+            purge_through(Some(1), 9, None, 0),
             None,
             "nothing old enough"
         );
+        assert_eq!(purge_through(None, 9, None, 0), Some(9), "every event old");
+        assert_eq!(purge_through(Some(10), 12, None, 0), Some(9), "no webhook");
         assert_eq!(
-            purge_through(None, Some(9), None, 0),
-            Some(9),
-            "every event old"
-        );
-        assert_eq!(
-            purge_through(Some(10), None, None, 0),
-            Some(9),
-            "no webhook"
-        );
-        assert_eq!(
-            purge_through(Some(10), None, Some(5), 0),
+            purge_through(Some(10), 12, Some(5), 0),
             Some(5),
             "a webhook behind"
         );
         assert_eq!(
-            purge_through(Some(4), None, Some(5), 0),
+            purge_through(Some(4), 12, Some(5), 0),
             Some(3),
             "every webhook ahead"
         );
-        assert_eq!(
-            purge_through(Some(10), None, None, 9),
-            None,
-            "purged already"
-        );
+        assert_eq!(purge_through(Some(10), 12, None, 9), None, "purged already");
     }
 
     #[test]
     fn retention_deletes_a_chunk_at_a_time() {
-        let cut = Some(3 * PURGE_CHUNK);
-        assert_eq!(purge_through(cut, None, None, 0), Some(PURGE_CHUNK));
+        let last = 3 * PURGE_CHUNK;
+        assert_eq!(purge_through(None, last, None, 0), Some(PURGE_CHUNK));
         assert_eq!(
-            purge_through(cut, None, None, 2 * PURGE_CHUNK),
-            Some(3 * PURGE_CHUNK - 1)
+            purge_through(None, last, None, 2 * PURGE_CHUNK),
+            Some(3 * PURGE_CHUNK)
         );
         assert_eq!(
-            purge_through(None, Some(i64::MAX), None, i64::MAX - 1),
+            purge_through(Some(2 * PURGE_CHUNK + 7), last, None, 2 * PURGE_CHUNK),
+            Some(2 * PURGE_CHUNK + 6)
+        );
+        assert_eq!(
+            purge_through(None, i64::MAX, None, i64::MAX - 1),
             Some(i64::MAX)
         );
     }

@@ -522,6 +522,27 @@ async fn the_page_says_who_may_not_approve_and_why() {
         "You may not approve: you are an agent, and only a person decides at the gate."
     );
     assert!(!page.text.contains("</button></div></form>"));
+
+    // An escalation waiting for a human: Approve is offered to whoever the gate's other rules
+    // would take (the approval asks the hub again), not to the author.
+    erin.create_consultation(
+        &id("own-work"),
+        &orchestrator_core::api::ConsultRequest::new(
+            "security",
+            "May we log the token? [confidence=30]",
+        ),
+    )
+    .await
+    .unwrap();
+    let page = get(&app, "/board/feature/own-work", Some(&as_erin)).await;
+    assert!(
+        verdict(&page).contains("blocked by 1 escalation"),
+        "{}",
+        verdict(&page)
+    );
+    assert!(!page.text.contains(">Approve</button>"));
+    assert!(!page.text.contains("Approve asks the Agent Hub again"));
+    assert!(page.text.contains(">Reject</button>"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

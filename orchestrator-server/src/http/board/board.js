@@ -24,10 +24,11 @@
   // --- Live: on any event, fetch this page again and swap its <main>. ---
   let queued = null;
   let refreshing = false;
-  // The version the reader began deciding on (typing a reason, or moving into the form), until
-  // the decision is sent. A live update that changes the feature meanwhile leaves that version
-  // in the form: a decision made on what they read is then refused (409) and the page says what
-  // changed, instead of being recorded against work they never saw.
+  // The version the reader began deciding on (from the first character of a reason), until the
+  // decision is recorded or refused for a change (409), or the reason is emptied again. A live
+  // update that changes the feature meanwhile leaves that version in the form: a decision made
+  // on what they read is then refused (409) and the page says what changed, instead of being
+  // recorded against work they never saw.
   let deciding = null;
 
   async function refresh() {
@@ -156,8 +157,6 @@
       request.actor_kind = body.dataset.actorKind || 'human';
     }
     const shown = form.dataset.version;
-    // Sent: whatever the answer, the reader decides afresh on what the page shows next.
-    deciding = null;
     let response;
     try {
       response = await fetch('/workflow/' + encodeURIComponent(form.dataset.feature) + '/advance', {
@@ -176,6 +175,7 @@
     }
     const answer = await response.json().catch(() => null);
     if (response.ok) {
+      deciding = null;
       if (reason) reason.value = '';
       if (!answer) {
         say(trigger === 'human_rejected' ? 'Rejected.' : 'Approved.', 'ok');
@@ -190,6 +190,8 @@
     }
     const error = errorOf(answer, response);
     if (error.code === 'VERSION_CONFLICT') {
+      // Told what changed: the next decision is made on the page as it is now.
+      deciding = null;
       const now = await fetch('/workflow/' + encodeURIComponent(form.dataset.feature), { credentials: 'same-origin' })
         .then((r) => (r.ok ? r.json() : null)).catch(() => null);
       const what = now
@@ -268,9 +270,19 @@
   function bind() {
     const form = document.getElementById('decide');
     if (form && !form.dataset.bound) {
-      const begin = () => { if (deciding === null) deciding = form.dataset.version; };
-      form.addEventListener('focusin', begin);
-      form.addEventListener('input', begin);
+      const reason = document.getElementById('reason');
+      if (reason) {
+        reason.addEventListener('input', () => {
+          if (reason.value.trim() === '') {
+            // Started over: decide on what the page shows now.
+            deciding = null;
+            const main = document.getElementById('main');
+            if (main) form.dataset.version = main.dataset.version;
+          } else if (deciding === null) {
+            deciding = form.dataset.version;
+          }
+        });
+      }
       bindButtons(form, (f, trigger) => submitting(f, send, trigger));
     }
     document.querySelectorAll('form.respond')

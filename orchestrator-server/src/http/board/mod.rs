@@ -32,8 +32,8 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use orchestrator_core::api::WorkflowResponse;
 use orchestrator_core::{
-    Action, Actor, ActorKind, FeatureId, ListQuery, PageLimit, TransitionError, Trigger,
-    WorkflowState,
+    Action, Actor, ActorKind, FeatureId, GateFacts, ListQuery, PageLimit, TransitionContext,
+    TransitionError, Trigger, WorkflowState,
 };
 use session::{
     SESSION_HOURS, Session, credential, random_hex, same_origin, session, session_cookie,
@@ -323,10 +323,23 @@ pub(crate) async fn feature(
                 {
                     Ok(()) => views::Verdict::May,
                     Err(refused) => views::Verdict::MayNot {
-                        // Only escalations in the way, as stored: one answered at the hub
-                        // itself counts once the hub is asked, which an approval does.
+                        // Only escalations waiting for a human in the way, as stored, and the
+                        // gate's other rules would take this person's approval: one answered
+                        // at the hub itself counts once the hub is asked, which an approval
+                        // does.
                         ask_hub: matches!(&refused, TransitionError::GateBlocked { escalations, asking }
-                            if !escalations.is_empty() && asking.is_empty()),
+                            if !escalations.is_empty() && asking.is_empty())
+                            && workflow
+                                .decide(
+                                    Trigger::HumanApproved,
+                                    TransitionContext {
+                                        actor: Some(actor.clone()),
+                                        actor_kind: Some(session.kind),
+                                        ..TransitionContext::at(now)
+                                    },
+                                    &GateFacts::default(),
+                                )
+                                .is_ok(),
                         why: views::why_not(&refused),
                         may_reject,
                     },

@@ -390,6 +390,11 @@ async fn commit_part<T: Part>(
         // commit) is not run again: it may have landed.
         Err(_) if batch.len() > 1 && refused => {
             for job in batch {
+                // Its caller gave up meanwhile (the first try waited out a timeout): not
+                // written for, as in `batches`.
+                if job.reply.is_closed() {
+                    continue;
+                }
                 let one = std::slice::from_ref(&job);
                 let outcome = run(pool, metrics, async |conn| {
                     T::decide(conn, one, recent).await

@@ -26,7 +26,8 @@ use crate::storage::schema::{
     workflows,
 };
 use crate::storage::write::{
-    ClaimStep, Write, Written, consultation_refusal, interrupted_events, judge_claim, purge_through,
+    ClaimStep, Write, Written, chunk_end, consultation_refusal, interrupted_events, judge_claim,
+    purge_through,
 };
 
 /// Rows an import inserts per statement (of 14 columns at most, well under PostgreSQL's
@@ -332,20 +333,13 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
         Write::PurgeEvents(before) => {
-            let first_kept: Option<i64> = queries::oldest_event_from(*before)
+            let (last, purged): (i64, i64) = queries::event_bounds().get_result(conn).await?;
+            let first_kept: Option<i64> = queries::first_kept(*before, purged, chunk_end(purged))
                 .get_result(conn)
                 .await
                 .optional()?;
-            let newest: Option<i64> = match first_kept {
-                Some(_) => None,
-                None => queries::newest_event_before(*before)
-                    .get_result(conn)
-                    .await
-                    .optional()?,
-            };
             let oldest_mark = queries::oldest_webhook_mark().get_result(conn).await?;
-            let (_, purged): (i64, i64) = queries::event_bounds().get_result(conn).await?;
-            let Some(through) = purge_through(first_kept, newest, oldest_mark, purged) else {
+            let Some(through) = purge_through(first_kept, last, oldest_mark, purged) else {
                 return Ok(Written::Count(0));
             };
             let n = diesel::delete(queries::events_through(through))

@@ -19,8 +19,8 @@ use crate::storage::schema::{
     transitions, workflows,
 };
 use crate::storage::write::{
-    ClaimStep, Commit, Verdict, Write, Written, conflict, consultation_refusal, interrupted_events,
-    judge_advance, judge_claim, purge_through,
+    ClaimStep, Commit, Verdict, Write, Written, chunk_end, conflict, consultation_refusal,
+    interrupted_events, judge_advance, judge_claim, purge_through,
 };
 
 /// One workflow's row.
@@ -280,18 +280,12 @@ pub fn apply(
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
         Write::PurgeEvents(before) => {
-            let first_kept: Option<i64> = queries::oldest_event_from(*before)
+            let (last, purged): (i64, i64) = queries::event_bounds().get_result(conn)?;
+            let first_kept: Option<i64> = queries::first_kept(*before, purged, chunk_end(purged))
                 .get_result(conn)
                 .optional()?;
-            let newest: Option<i64> = match first_kept {
-                Some(_) => None,
-                None => queries::newest_event_before(*before)
-                    .get_result(conn)
-                    .optional()?,
-            };
             let oldest_mark = queries::oldest_webhook_mark().get_result(conn)?;
-            let (_, purged): (i64, i64) = queries::event_bounds().get_result(conn)?;
-            let Some(through) = purge_through(first_kept, newest, oldest_mark, purged) else {
+            let Some(through) = purge_through(first_kept, last, oldest_mark, purged) else {
                 return Ok(Written::Count(0));
             };
             let n = diesel::delete(queries::events_through(through)).execute(conn)?;
