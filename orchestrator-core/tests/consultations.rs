@@ -353,6 +353,32 @@ impl orchestrator_core::hub::AgentHub for SlowLookups {
     }
 }
 
+/// Feature `f` (with `gate`), its one question escalated and brought to the gate, and the
+/// escalation since answered at the hub itself (the store still has it pending).
+async fn at_gate_after_an_answered_escalation(
+    orchestrator: &Orchestrator,
+    hub: &ScriptedAgentHub,
+    gate: Option<orchestrator_core::api::GateRequest>,
+) -> FeatureId {
+    let mut request = StartWorkflowRequest::new("f", "a feature");
+    request.gate = gate;
+    orchestrator
+        .start(request.try_into().unwrap())
+        .await
+        .unwrap();
+    let id = FeatureId::parse("f").unwrap();
+    hub.push_escalation("esc-answered");
+    orchestrator.consult(&id, ask("security")).await.unwrap();
+    to_gate(orchestrator, &id).await;
+    hub.set_escalation(
+        "esc-answered",
+        EscalationStatus::Resolved,
+        Some(HumanAction::Confirm),
+        None,
+    );
+    id
+}
+
 #[tokio::test]
 async fn an_approval_is_dated_when_it_is_judged_after_the_hub_answered() {
     use orchestrator_core::Clock;
@@ -370,21 +396,7 @@ async fn an_approval_is_dated_when_it_is_judged_after_the_hub_answered() {
     let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()))
         .with_hub(slow)
         .with_clock(clock.clone());
-    let request = StartWorkflowRequest::new("f", "a feature");
-    orchestrator
-        .start(request.try_into().unwrap())
-        .await
-        .unwrap();
-    let id = FeatureId::parse("f").unwrap();
-    hub.push_escalation("esc-slow");
-    orchestrator.consult(&id, ask("security")).await.unwrap();
-    to_gate(&orchestrator, &id).await;
-    hub.set_escalation(
-        "esc-slow",
-        EscalationStatus::Resolved,
-        Some(HumanAction::Confirm),
-        None,
-    );
+    let id = at_gate_after_an_answered_escalation(&orchestrator, &hub, None).await;
     let before = clock.now();
     orchestrator
         .advance(&id, Advance::new(Trigger::HumanApproved))
@@ -482,25 +494,11 @@ async fn an_approval_notes_no_deadline_of_a_stay_that_ended_in_time_while_the_hu
     let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()))
         .with_hub(slow.clone())
         .with_clock(clock.clone());
-    let mut request = StartWorkflowRequest::new("f", "a feature");
-    request.gate = Some(GateRequest {
+    let gate = GateRequest {
         due_in_seconds: Some(60),
         ..GateRequest::default()
-    });
-    orchestrator
-        .start(request.try_into().unwrap())
-        .await
-        .unwrap();
-    let id = FeatureId::parse("f").unwrap();
-    hub.push_escalation("esc-answered");
-    orchestrator.consult(&id, ask("security")).await.unwrap();
-    to_gate(&orchestrator, &id).await;
-    hub.set_escalation(
-        "esc-answered",
-        EscalationStatus::Resolved,
-        Some(HumanAction::Confirm),
-        None,
-    );
+    };
+    let id = at_gate_after_an_answered_escalation(&orchestrator, &hub, Some(gate)).await;
     // Alice approves a second before the deadline; while the hub is asked (2 s), Bob sends
     // the work back, in time.
     clock.advance(chrono::Duration::seconds(59));
