@@ -353,6 +353,33 @@ impl orchestrator_core::hub::AgentHub for SlowLookups {
     }
 }
 
+/// An orchestrator (over memory, on a manual clock an hour back) whose hub's escalation
+/// look-ups take `lag_seconds` of that clock.
+fn with_slow_lookups(
+    lag_seconds: i64,
+) -> (
+    Orchestrator,
+    Arc<ScriptedAgentHub>,
+    Arc<orchestrator_core::ManualClock>,
+    Arc<SlowLookups>,
+) {
+    let clock = Arc::new(orchestrator_core::ManualClock::new(
+        chrono::Utc::now() - chrono::Duration::hours(1),
+    ));
+    let hub = Arc::new(ScriptedAgentHub::new());
+    let slow = Arc::new(SlowLookups {
+        hub: hub.clone(),
+        clock: clock.clone(),
+        lag: chrono::Duration::seconds(lag_seconds),
+        together: None,
+        meanwhile: Default::default(),
+    });
+    let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()))
+        .with_hub(slow.clone())
+        .with_clock(clock.clone());
+    (orchestrator, hub, clock, slow)
+}
+
 /// Feature `f` (with `gate`), its one question escalated and brought to the gate, and the
 /// escalation since answered at the hub itself (the store still has it pending).
 async fn at_gate_after_an_answered_escalation(
@@ -382,20 +409,7 @@ async fn at_gate_after_an_answered_escalation(
 #[tokio::test]
 async fn an_approval_is_dated_when_it_is_judged_after_the_hub_answered() {
     use orchestrator_core::Clock;
-    let clock = Arc::new(orchestrator_core::ManualClock::new(
-        chrono::Utc::now() - chrono::Duration::hours(1),
-    ));
-    let hub = Arc::new(ScriptedAgentHub::new());
-    let slow = Arc::new(SlowLookups {
-        hub: hub.clone(),
-        clock: clock.clone(),
-        lag: chrono::Duration::seconds(20),
-        together: None,
-        meanwhile: Default::default(),
-    });
-    let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()))
-        .with_hub(slow)
-        .with_clock(clock.clone());
+    let (orchestrator, hub, clock, _) = with_slow_lookups(20);
     let id = at_gate_after_an_answered_escalation(&orchestrator, &hub, None).await;
     let before = clock.now();
     orchestrator
@@ -480,20 +494,7 @@ async fn the_hub_is_asked_about_every_pending_escalation_at_once() {
 #[tokio::test]
 async fn an_approval_notes_no_deadline_of_a_stay_that_ended_in_time_while_the_hub_was_asked() {
     use orchestrator_core::api::GateRequest;
-    let clock = Arc::new(orchestrator_core::ManualClock::new(
-        chrono::Utc::now() - chrono::Duration::hours(1),
-    ));
-    let hub = Arc::new(ScriptedAgentHub::new());
-    let slow = Arc::new(SlowLookups {
-        hub: hub.clone(),
-        clock: clock.clone(),
-        lag: chrono::Duration::seconds(2),
-        together: None,
-        meanwhile: Default::default(),
-    });
-    let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()))
-        .with_hub(slow.clone())
-        .with_clock(clock.clone());
+    let (orchestrator, hub, clock, slow) = with_slow_lookups(2);
     let gate = GateRequest {
         due_in_seconds: Some(60),
         ..GateRequest::default()
