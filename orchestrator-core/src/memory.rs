@@ -243,19 +243,22 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         if entry.overdue_noted.contains(&note.due_at) {
             return Ok(false);
         }
+        if let Some(expiry) = &expiry
+            && entry.workflow.version() != expiry.expected_version
+        {
+            return Err(RepositoryError::VersionConflict {
+                expected: expiry.expected_version,
+                actual: entry.workflow.version(),
+            });
+        }
+        // The note's event first, then the change it brings.
+        entry.overdue_noted.push(note.due_at);
+        self.publish([NewEvent::gate_overdue(note)]);
         if let Some(expiry) = expiry {
-            if entry.workflow.version() != expiry.expected_version {
-                return Err(RepositoryError::VersionConflict {
-                    expected: expiry.expected_version,
-                    actual: entry.workflow.version(),
-                });
-            }
             entry.workflow = expiry.workflow.clone();
             entry.history.push(expiry.transition.clone());
             self.publish([NewEvent::transitioned(expiry.workflow, expiry.transition)]);
         }
-        entry.overdue_noted.push(note.due_at);
-        self.publish([NewEvent::gate_overdue(note)]);
         Ok(true)
     }
 

@@ -26,8 +26,8 @@ use crate::storage::schema::{
     workflows,
 };
 use crate::storage::write::{
-    ClaimStep, Write, Written, chunk_end, consultation_refusal, interrupted_events, judge_claim,
-    purge_through,
+    ClaimStep, Write, Written, chunk_end, conflict, consultation_refusal, interrupted_events,
+    judge_claim, purge_through,
 };
 
 /// Rows an import inserts per statement (of 14 columns at most, well under PostgreSQL's
@@ -298,16 +298,36 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 return Ok(Written::Count(0));
             }
             if let Some(commit) = commit {
-                let judged = super::commits::apply(conn, std::slice::from_ref(commit)).await?;
-                if let Some(refused @ Written::Refused(_)) = judged.into_iter().next() {
-                    // Neither is kept: the note goes with the change it was made for.
+                // The change's row is locked before the event log, the order every write
+                // keeps; at another version neither is kept: the note goes with the change it
+                // was made for.
+                let id = commit.feature_id.as_str();
+                let actual: Option<i64> = queries::version(id)
+                    .for_update()
+                    .get_result(conn)
+                    .await
+                    .optional()?;
+                if actual != Some(commit.expected) {
                     diesel::delete(queries::overdue_note(&note.feature_id, note.due_at))
                         .execute(conn)
                         .await?;
-                    return Ok(refused);
+                    return Ok(Written::Refused(conflict(
+                        &commit.feature_id,
+                        commit.expected,
+                        actual,
+                    )));
                 }
             }
+            // The note's event first, then the change it brings, at the version just locked.
             append_events(conn, std::slice::from_ref(event)).await?;
+            if let Some(commit) = commit {
+                let judged = super::commits::apply(conn, std::slice::from_ref(commit)).await?;
+                if let Some(Written::Refused(_)) = judged.into_iter().next() {
+                    // Cannot be, with the row locked at that version; if it were, nothing of
+                    // this write may stay.
+                    return Err(diesel::result::Error::RollbackTransaction);
+                }
+            }
             Ok(Written::Count(1))
         }
         Write::ClaimKey {

@@ -252,15 +252,29 @@ pub fn apply(
             if noted == 0 {
                 return Ok(Written::Count(0));
             }
-            if let Some(commit) = commit
-                && let refused @ Written::Refused(_) = apply_commit(conn, ids, commit)?
-            {
-                // Neither is kept: the note goes with the change it was made for.
-                diesel::delete(queries::overdue_note(&note.feature_id, note.due_at))
-                    .execute(conn)?;
-                return Ok(refused);
+            if let Some(commit) = commit {
+                let id = commit.feature_id.as_str();
+                let actual: Option<i64> = queries::version(id).get_result(conn).optional()?;
+                if actual != Some(commit.expected) {
+                    // Neither is kept: the note goes with the change it was made for.
+                    diesel::delete(queries::overdue_note(&note.feature_id, note.due_at))
+                        .execute(conn)?;
+                    return Ok(Written::Refused(conflict(
+                        &commit.feature_id,
+                        commit.expected,
+                        actual,
+                    )));
+                }
             }
+            // The note's event first, then the change it brings, at the version just read (this
+            // thread is the only writer).
             append_events(conn, ids, std::slice::from_ref(event))?;
+            if let Some(commit) = commit
+                && let Written::Refused(_) = apply_commit(conn, ids, commit)?
+            {
+                // Cannot be, at that version; if it were, nothing of this write may stay.
+                return Err(diesel::result::Error::RollbackTransaction);
+            }
             Ok(Written::Count(1))
         }
         Write::ClaimKey {
