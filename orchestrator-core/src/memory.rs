@@ -240,7 +240,10 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         let entry = entries
             .get_mut(&note.feature_id)
             .ok_or_else(|| RepositoryError::NotFound(note.feature_id.clone()))?;
-        if entry.overdue_noted.contains(&note.due_at) {
+        // Noted already, or the stay ended meanwhile (a decision made in time).
+        if entry.overdue_noted.contains(&note.due_at)
+            || entry.workflow.gate_due_at() != Some(note.due_at)
+        {
             return Ok(false);
         }
         if let Some(expiry) = &expiry

@@ -74,12 +74,6 @@ pub fn unnoted_overdue(now: i64, limit: i64) -> _ {
         .limit(limit)
 }
 
-/// One stay's overdue note.
-#[dsl::auto_type]
-pub fn overdue_note<'a>(feature_id: &'a str, due_at: i64) -> _ {
-    gate_overdue_notes::table.find((feature_id, due_at))
-}
-
 /// `(state, count)` for every state that has workflows.
 #[dsl::auto_type]
 pub fn state_counts() -> _ {
@@ -114,6 +108,14 @@ pub fn state<'a>(feature_id: &'a str) -> _ {
 #[dsl::auto_type]
 pub fn version<'a>(feature_id: &'a str) -> _ {
     workflows::table.find(feature_id).select(workflows::version)
+}
+
+/// A workflow's version and the deadline of its stay at the gate (null elsewhere).
+#[dsl::auto_type]
+pub fn stay_of<'a>(feature_id: &'a str) -> _ {
+    workflows::table
+        .find(feature_id)
+        .select((workflows::version, workflows::gate_due_at))
 }
 
 /// A workflow's published consultations, oldest first (reservations are listed by no reader).

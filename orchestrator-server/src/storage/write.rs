@@ -381,6 +381,38 @@ pub(crate) fn purge_through(
     (through > purged_through).then_some(through)
 }
 
+/// Whether a stay's overdue note (the stay due at `due_at`) may be written, judged on its
+/// workflow's row as read in the note's transaction (`stay`: its version and `gate_due_at`):
+/// not when the stay ended meanwhile (a decision made in time; answered `Count(0)`, nothing
+/// noted), nor when the change the note brings (`commit`) was decided at another version (a
+/// conflict). `None`: write the note.
+pub(crate) fn overdue_refusal(
+    due_at: i64,
+    stay: Option<(i64, Option<i64>)>,
+    commit: Option<&Commit>,
+) -> Option<Written> {
+    let Some((version, _)) = stay.filter(|(_, due)| *due == Some(due_at)) else {
+        return Some(Written::Count(0));
+    };
+    match commit {
+        Some(commit) if commit.expected != version => Some(Written::Refused(conflict(
+            &commit.feature_id,
+            commit.expected,
+            Some(version),
+        ))),
+        _ => None,
+    }
+}
+
+/// An expiry refused after its row was found at its version: cannot be, and if it were,
+/// nothing of its write may stay. An error that rolls the write back, answered as a bug (500),
+/// not as the database being unavailable.
+pub(crate) fn expiry_refused() -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError(
+        "an expiry was refused at the version it was checked at".into(),
+    )
+}
+
 /// The last id the chunk after `purged_through` may delete.
 pub(crate) fn chunk_end(purged_through: i64) -> i64 {
     purged_through.saturating_add(PURGE_CHUNK)

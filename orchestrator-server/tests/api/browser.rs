@@ -460,8 +460,11 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     // Alice answers the first escalation from the page: her correction goes to the hub and
     // resolves it; the other still holds the gate.
     click(&a, "Correct").await;
-    let refused = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
-    assert!(refused.contains("response"), "{refused}");
+    // (The message before this one said "Not recorded" too: wait for this one's.)
+    wait_text(&a, "#message", |t| {
+        t.starts_with("Not recorded") && t.contains("response")
+    })
+    .await;
     a.find(Locator::XPath(&labelled("Response")))
         .await
         .unwrap()

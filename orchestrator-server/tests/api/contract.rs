@@ -849,6 +849,19 @@ pub async fn overdue_gates_are_listed_counted_and_noted_once(repo: &dyn Workflow
     assert!(!repo.note_overdue(&note, None).await.unwrap());
     assert!(repo.unnoted_overdue(after, 10).await.unwrap().is_empty());
     assert_eq!(repo.count_overdue(after).await.unwrap(), 0);
+    // A stay not at the gate with that deadline (one that ended in time, or none) is never
+    // noted, whatever a stale read said.
+    let elsewhere = OverdueNote {
+        feature_id: id("no-deadline"),
+        ..note
+    };
+    assert!(!repo.note_overdue(&elsewhere, None).await.unwrap());
+    let overdue = all_events(repo)
+        .await
+        .into_iter()
+        .filter(|e| e.event.event_type == EventType::GateOverdue)
+        .count();
+    assert_eq!(overdue, 1);
 }
 
 pub async fn idempotency_keys_are_claimed_once_and_answered_with_their_change(

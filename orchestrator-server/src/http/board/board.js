@@ -24,12 +24,15 @@
   // --- Live: on any event, fetch this page again and swap its <main>. ---
   let queued = null;
   let refreshing = false;
-  // The version the reader began deciding on (from the first character of a reason), until the
-  // decision is recorded or refused for a change (409), or the reason is emptied again. A live
-  // update that changes the feature meanwhile leaves that version in the form: a decision made
-  // on what they read is then refused (409) and the page says what changed, instead of being
-  // recorded against work they never saw.
+  // The version the reader began deciding on (whenever a reason is written in the form), until
+  // the decision is recorded, or refused for a change (409: the page then shows the change, and
+  // a reason still written is pinned to what it shows), or the reason is emptied. A live update
+  // that changes the feature meanwhile leaves that version in the form: a decision made on what
+  // they read is then refused (409) and the page says what changed, instead of being recorded
+  // against work they never saw. Left alone while a decision is being sent.
   let deciding = null;
+  let adopting = false;
+  let sending = false;
 
   async function refresh() {
     if (refreshing) { schedule(); return; }
@@ -58,10 +61,21 @@
       // A reader who began deciding keeps the version they began on, even across a stay at
       // another state (the form gone meanwhile): the next decision they send is refused.
       const form = next.querySelector('#decide');
-      if (form && deciding !== null && form.dataset.version !== deciding) {
-        say('Changed while you were deciding: you began at version ' + deciding + ', it is now at version ' +
-          form.dataset.version + '. Read it again; a decision sent now is not recorded.', 'bad');
-        form.dataset.version = deciding;
+      const shownForm = current.querySelector('#decide');
+      const reasonNow = document.getElementById('reason');
+      const written = Boolean(reasonNow && reasonNow.value.trim());
+      if (!sending) {
+        if (adopting) {
+          adopting = false;
+          deciding = written && form ? form.dataset.version : null;
+        } else if (deciding === null && written && shownForm) {
+          deciding = shownForm.dataset.version;
+        }
+        if (form && deciding !== null && form.dataset.version !== deciding) {
+          say('Changed while you were deciding: you began at version ' + deciding + ', it is now at version ' +
+            form.dataset.version + '. Read it again; a decision sent now is not recorded.', 'bad');
+          form.dataset.version = deciding;
+        }
       }
       current.replaceWith(document.adoptNode(next));
       typed.forEach(([id, value]) => {
@@ -157,6 +171,15 @@
       request.actor_kind = body.dataset.actorKind || 'human';
     }
     const shown = form.dataset.version;
+    sending = true;
+    try {
+      await decide(form, trigger, request, reason, shown);
+    } finally {
+      sending = false;
+    }
+  }
+
+  async function decide(form, trigger, request, reason, shown) {
     let response;
     try {
       response = await fetch('/workflow/' + encodeURIComponent(form.dataset.feature) + '/advance', {
@@ -191,7 +214,7 @@
     const error = errorOf(answer, response);
     if (error.code === 'VERSION_CONFLICT') {
       // Told what changed: the next decision is made on the page as it is now.
-      deciding = null;
+      adopting = true;
       const now = await fetch('/workflow/' + encodeURIComponent(form.dataset.feature), { credentials: 'same-origin' })
         .then((r) => (r.ok ? r.json() : null)).catch(() => null);
       const what = now

@@ -26,8 +26,8 @@ use crate::storage::schema::{
     workflows,
 };
 use crate::storage::write::{
-    ClaimStep, Write, Written, chunk_end, conflict, consultation_refusal, interrupted_events,
-    judge_claim, purge_through,
+    ClaimStep, Write, Written, chunk_end, consultation_refusal, expiry_refused, interrupted_events,
+    judge_claim, overdue_refusal, purge_through,
 };
 
 /// Rows an import inserts per statement (of 14 columns at most, well under PostgreSQL's
@@ -288,7 +288,18 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
         Write::NoteOverdue(note, event, commit) => {
-            // A second server's insert waits here until the first one's transaction ends.
+            // The stay as it is now, its row locked first (before the note's foreign key and
+            // the event log: the order every write keeps): still at the gate with this
+            // deadline, and at the version the change was decided on.
+            let stay = queries::stay_of(&note.feature_id)
+                .for_update()
+                .get_result(conn)
+                .await
+                .optional()?;
+            if let Some(refused) = overdue_refusal(note.due_at, stay, commit.as_ref()) {
+                return Ok(refused);
+            }
+            // A second server's insert waits for the row lock above, then finds the note.
             let noted = diesel::insert_into(gate_overdue_notes::table)
                 .values(note)
                 .on_conflict_do_nothing()
@@ -297,35 +308,13 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             if noted == 0 {
                 return Ok(Written::Count(0));
             }
-            if let Some(commit) = commit {
-                // The change's row is locked before the event log, the order every write
-                // keeps; at another version neither is kept: the note goes with the change it
-                // was made for.
-                let id = commit.feature_id.as_str();
-                let actual: Option<i64> = queries::version(id)
-                    .for_update()
-                    .get_result(conn)
-                    .await
-                    .optional()?;
-                if actual != Some(commit.expected) {
-                    diesel::delete(queries::overdue_note(&note.feature_id, note.due_at))
-                        .execute(conn)
-                        .await?;
-                    return Ok(Written::Refused(conflict(
-                        &commit.feature_id,
-                        commit.expected,
-                        actual,
-                    )));
-                }
-            }
-            // The note's event first, then the change it brings, at the version just locked.
+            // The note's event first, then the change it brings (an expiry is rare: the one
+            // write that holds the event log's lock across a second statement).
             append_events(conn, std::slice::from_ref(event)).await?;
             if let Some(commit) = commit {
                 let judged = super::commits::apply(conn, std::slice::from_ref(commit)).await?;
                 if let Some(Written::Refused(_)) = judged.into_iter().next() {
-                    // Cannot be, with the row locked at that version; if it were, nothing of
-                    // this write may stay.
-                    return Err(diesel::result::Error::RollbackTransaction);
+                    return Err(expiry_refused());
                 }
             }
             Ok(Written::Count(1))

@@ -20,7 +20,7 @@ use crate::storage::schema::{
 };
 use crate::storage::write::{
     ClaimStep, Commit, Verdict, Write, Written, chunk_end, conflict, consultation_refusal,
-    interrupted_events, judge_advance, judge_claim, purge_through,
+    expiry_refused, interrupted_events, judge_advance, judge_claim, overdue_refusal, purge_through,
 };
 
 /// One workflow's row.
@@ -245,6 +245,14 @@ pub fn apply(
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
         Write::NoteOverdue(note, event, commit) => {
+            // The stay as it is now (this thread is the only writer): still at the gate with
+            // this deadline, and at the version the change was decided on.
+            let stay = queries::stay_of(&note.feature_id)
+                .get_result(conn)
+                .optional()?;
+            if let Some(refused) = overdue_refusal(note.due_at, stay, commit.as_ref()) {
+                return Ok(refused);
+            }
             let noted = diesel::insert_into(gate_overdue_notes::table)
                 .values(note)
                 .on_conflict_do_nothing()
@@ -252,28 +260,12 @@ pub fn apply(
             if noted == 0 {
                 return Ok(Written::Count(0));
             }
-            if let Some(commit) = commit {
-                let id = commit.feature_id.as_str();
-                let actual: Option<i64> = queries::version(id).get_result(conn).optional()?;
-                if actual != Some(commit.expected) {
-                    // Neither is kept: the note goes with the change it was made for.
-                    diesel::delete(queries::overdue_note(&note.feature_id, note.due_at))
-                        .execute(conn)?;
-                    return Ok(Written::Refused(conflict(
-                        &commit.feature_id,
-                        commit.expected,
-                        actual,
-                    )));
-                }
-            }
-            // The note's event first, then the change it brings, at the version just read (this
-            // thread is the only writer).
+            // The note's event first, then the change it brings.
             append_events(conn, ids, std::slice::from_ref(event))?;
             if let Some(commit) = commit
                 && let Written::Refused(_) = apply_commit(conn, ids, commit)?
             {
-                // Cannot be, at that version; if it were, nothing of this write may stay.
-                return Err(diesel::result::Error::RollbackTransaction);
+                return Err(expiry_refused());
             }
             Ok(Written::Count(1))
         }
