@@ -482,6 +482,15 @@ async fn a_sweep_that_loses_to_a_person_changes_nothing_and_notes_nothing() {
     );
 }
 
+/// The events of a workflow started, brought to the gate, noted overdue, and then changed
+/// (by a person's decision or by its policy).
+const NOTED_THEN_CHANGED: [&str; 4] = [
+    "workflow.transitioned",
+    "workflow.transitioned",
+    "gate.overdue",
+    "workflow.transitioned",
+];
+
 /// The types of `f`'s events, oldest first.
 async fn event_types(orchestrator: &Orchestrator, f: &str) -> Vec<&'static str> {
     let filter = orchestrator_core::EventFilter {
@@ -525,12 +534,7 @@ async fn a_decision_after_the_deadline_comes_after_its_note_even_before_a_sweep(
     for f in ["approved", "rejected"] {
         assert_eq!(
             event_types(&orchestrator, f).await,
-            [
-                "workflow.transitioned",
-                "workflow.transitioned",
-                "gate.overdue",
-                "workflow.transitioned"
-            ],
+            NOTED_THEN_CHANGED,
             "{f}"
         );
     }
@@ -545,24 +549,21 @@ async fn a_decision_after_an_expiring_deadline_is_judged_on_what_the_policy_did(
     at_gate_with_deadline(&orchestrator, "cancelled", "cancel").await;
     clock.advance(Duration::seconds(61));
 
-    // The gate expired before alice approved: it is back in PHASE_1, which takes no approval.
-    let refused = orchestrator
-        .advance(&id("rejected"), by(Trigger::HumanApproved, "alice"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(refused, Error::Transition(orchestrator_core::TransitionError::NotAllowed { state, .. }) if state == WorkflowState::Phase1),
-        "{refused:?}"
-    );
-    // The same for a rejection of a gate that expired with `cancel` (IDLE takes none).
-    let refused = orchestrator
-        .advance(&id("cancelled"), by(Trigger::HumanRejected, "alice"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(refused, Error::Transition(orchestrator_core::TransitionError::NotAllowed { state, .. }) if state == WorkflowState::Idle),
-        "{refused:?}"
-    );
+    // The gate expired before alice approved: it is back in PHASE_1, which takes no approval;
+    // the same for a rejection of a gate that expired with `cancel` (IDLE takes none).
+    for (f, trigger, now_in) in [
+        ("rejected", Trigger::HumanApproved, WorkflowState::Phase1),
+        ("cancelled", Trigger::HumanRejected, WorkflowState::Idle),
+    ] {
+        let refused = orchestrator
+            .advance(&id(f), by(trigger, "alice"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, Error::Transition(orchestrator_core::TransitionError::NotAllowed { state, .. }) if state == now_in),
+            "{refused:?}"
+        );
+    }
     for (f, trigger) in [
         ("rejected", Trigger::HumanRejected),
         ("cancelled", Trigger::Cancel),
@@ -575,12 +576,7 @@ async fn a_decision_after_an_expiring_deadline_is_judged_on_what_the_policy_did(
         // nothing.
         assert_eq!(
             event_types(&orchestrator, f).await,
-            [
-                "workflow.transitioned",
-                "workflow.transitioned",
-                "gate.overdue",
-                "workflow.transitioned"
-            ],
+            NOTED_THEN_CHANGED,
             "{f}"
         );
     }

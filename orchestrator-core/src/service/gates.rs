@@ -73,9 +73,9 @@ impl Orchestrator {
     /// `at`, if the stay was due before then: a decision after the deadline comes after the
     /// `gate.overdue` note and the policy's change (which may leave the decision nothing to
     /// decide: a gate that expired with `reject` is back in PHASE_1). Notes it unless that was
-    /// done already. `false` when the workflow changed before the note and its change could
-    /// be committed: nothing was written, and the decision is to be judged again on the
-    /// workflow as it is now.
+    /// done already (or the stay ended meanwhile, which the store checks). `false` when the
+    /// workflow changed before the note and its change could be committed: nothing was
+    /// written, and the decision is to be judged again on the workflow as it is now.
     pub(super) async fn deadline_first(&self, workflow: &Workflow, at: Timestamp) -> Result<bool> {
         if !workflow.is_overdue(at) {
             return Ok(true);
@@ -136,7 +136,8 @@ impl Orchestrator {
 enum Noted {
     /// Noted now, with its policy's change.
     Now(Box<Expired>),
-    /// Another sweep or decision (on this server or another) had noted it.
+    /// Noted before (by a sweep or a decision, on any server), or not to be noted: the stay
+    /// ended, by a decision made in time, before the note's write. Nothing was written.
     Before,
     /// The workflow changed before the note and the policy's change could be committed:
     /// nothing was written.

@@ -81,12 +81,13 @@ impl Orchestrator {
             return self.advance_on_read(feature_id, command, seal).await;
         }
         // A decision the judge finds dated after an unnoted deadline is judged again once the
-        // deadline is noted; a few tries cover a workflow that changes in between.
+        // deadline is noted, at the time it was noted at; a few tries cover a workflow that
+        // changes in between.
+        let mut at = self.clock.now();
         let mut noted = None;
         let mut tries = 0;
         loop {
             tries += 1;
-            let at = self.clock.now();
             let judge = {
                 let command = command.clone();
                 let seal = seal.clone();
@@ -106,12 +107,11 @@ impl Orchestrator {
                 }
             };
             match self.repository.advance(feature_id, Box::new(judge)).await {
-                Err(Error::DeadlineFirst { due_at, .. }) if tries < TRIES => {
+                Err(Error::DeadlineFirst { .. }) if tries < TRIES => {
+                    at = self.clock.now();
                     let current = self.repository.get(feature_id).await?;
-                    if current.gate_due_at() == Some(due_at)
-                        && self.deadline_first(&current, self.clock.now()).await?
-                    {
-                        noted = Some(due_at);
+                    if self.deadline_first(&current, at).await? {
+                        noted = current.gate_due_at();
                     }
                 }
                 answer => return answer,
@@ -191,20 +191,11 @@ impl Orchestrator {
         };
         let at = self.clock.now().max(at);
         let mut decision = judged(&current, command, at, &facts)?;
-        if current.is_overdue(at) {
-            // Past the gate's deadline, the approval comes after its note and its policy's
-            // change (`reject`, `cancel`: the commit below then loses, and the next try is
-            // judged on the workflow it left). Noted on the workflow as it is now, not as read
-            // before the hub was asked: a decision made in time meanwhile ended the stay.
-            let now = self.repository.get(feature_id).await?;
-            if now.version() != current.version() {
-                return Ok(Err(RepositoryError::VersionConflict {
-                    expected: current.version(),
-                    actual: now.version(),
-                }));
-            }
-            self.deadline_first(&now, at).await?;
-        }
+        // Past the gate's deadline, the approval comes after its note and its policy's change
+        // (`reject`, `cancel`: the commit below then loses, and the next try is judged on the
+        // workflow it left). The store notes nothing for a stay a decision made in time ended
+        // since the read above.
+        self.deadline_first(&current, at).await?;
         decision.receipt = seal.map(|seal| seal(&decision.next));
         let committed = self
             .repository

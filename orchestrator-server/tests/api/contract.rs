@@ -1804,7 +1804,7 @@ async fn a_postgres_replica_waits_for_another_replicas_migration_as_long_as_it_t
 /// on its own and land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_batch_waiting_on_one_held_row_fails_only_that_advance() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use diesel_async::RunQueryDsl;
     use orchestrator_server::storage::{DatabaseUrl, connect};
     let Some(db) = crate::postgres::TestDatabase::create().await else {
         return;
@@ -1820,16 +1820,11 @@ async fn a_postgres_batch_waiting_on_one_held_row_fails_only_that_advance() {
         let (workflow, first) = new_workflow(name);
         repo.create(&workflow, &first).await.unwrap();
     }
-    let mut holder = AsyncPgConnection::establish(&db.url).await.unwrap();
-    for statement in [
-        "BEGIN",
+    let mut holder = crate::postgres::in_open_transaction(
+        &db.url,
         "SELECT 1 FROM workflows WHERE feature_id IN ('a-held', 'b-held') FOR UPDATE",
-    ] {
-        diesel::sql_query(statement)
-            .execute(&mut holder)
-            .await
-            .unwrap();
-    }
+    )
+    .await;
     let advance = |name: String| {
         let repo = repo.clone();
         tokio::spawn(async move {

@@ -236,7 +236,7 @@ async fn two_replicas_note_each_overdue_gate_once() {
 /// the statement timeout) does not hold up the gates due after it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gate_that_cannot_be_noted_does_not_hold_up_the_next() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use diesel_async::RunQueryDsl;
     let Some(db) = crate::postgres::TestDatabase::create().await else {
         return;
     };
@@ -245,16 +245,11 @@ async fn a_gate_that_cannot_be_noted_does_not_hold_up_the_next() {
     at_gate(&app.client, "stuck", "flag").await;
     at_gate(&app.client, "next", "flag").await;
     // Held before either is due (in a second); the sweep reaches `stuck` first.
-    let mut other = AsyncPgConnection::establish(&db.url).await.unwrap();
-    for statement in [
-        "BEGIN",
+    let mut other = crate::postgres::in_open_transaction(
+        &db.url,
         "SELECT 1 FROM workflows WHERE feature_id = 'stuck' FOR UPDATE",
-    ] {
-        diesel::sql_query(statement)
-            .execute(&mut other)
-            .await
-            .unwrap();
-    }
+    )
+    .await;
     assert_eq!(app.metric(FLAGGED).await, 0.0);
     // Each sweep waits out the statement timeout (5 s) on `stuck`, then notes `next` (the
     // second sweep, if the first ran between the two deadlines).

@@ -670,7 +670,7 @@ async fn a_cut_postgres_answers_503_and_recovers_when_it_returns() {
 /// refuses (without the lock it would read the old state and store the consultation).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_committing_while_a_consultation_is_stored_wins_on_postgres() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use diesel_async::RunQueryDsl;
     use orchestrator_core::RepositoryError;
     let Some(db) = TestDatabase::create().await else {
         return;
@@ -680,17 +680,11 @@ async fn a_cancel_committing_while_a_consultation_is_stored_wins_on_postgres() {
     repository.create(&workflow, &first).await.unwrap();
 
     // Another session cancels the workflow and holds its transaction open.
-    let mut other = AsyncPgConnection::establish(&db.url).await.unwrap();
-    diesel::sql_query("BEGIN")
-        .execute(&mut other)
-        .await
-        .unwrap();
-    diesel::sql_query(
+    let mut other = crate::postgres::in_open_transaction(
+        &db.url,
         "UPDATE workflows SET state = 'IDLE', version = 2 WHERE feature_id = 'raced'",
     )
-    .execute(&mut other)
-    .await
-    .unwrap();
+    .await;
     let storing = {
         let repository = repository.clone();
         tokio::spawn(async move {

@@ -50,6 +50,19 @@ impl TestDatabase {
     }
 }
 
+/// A session on `url` inside a transaction that has run `statement` (a `SELECT … FOR UPDATE`,
+/// an `UPDATE`) and stays open: its locks are held until it commits or rolls back.
+pub async fn in_open_transaction(url: &str, statement: &str) -> AsyncPgConnection {
+    let mut session = AsyncPgConnection::establish(url).await.unwrap();
+    for statement in ["BEGIN", statement] {
+        diesel::sql_query(statement)
+            .execute(&mut session)
+            .await
+            .unwrap();
+    }
+    session
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         // Drop runs inside the test's runtime; a helper thread with its own runtime may block.

@@ -24,14 +24,13 @@
   // --- Live: on any event, fetch this page again and swap its <main>. ---
   let queued = null;
   let refreshing = false;
-  // The version the reader began deciding on (whenever a reason is written in the form), until
-  // the decision is recorded, or refused for a change (409: the page then shows the change, and
-  // a reason still written is pinned to what it shows), or the reason is emptied. A live update
-  // that changes the feature meanwhile leaves that version in the form: a decision made on what
-  // they read is then refused (409) and the page says what changed, instead of being recorded
-  // against work they never saw. Left alone while a decision is being sent.
+  // The version the reader is deciding on: taken, at a live refresh that finds a reason written,
+  // from the form shown until then; let go when the reason is empty at a refresh, or the
+  // decision is recorded or refused for a change (409: the form then holds the version the page
+  // said it is now). A refresh that brings another version leaves that one in the form: a
+  // decision made on what they read is refused (409) and the page says what changed, instead of
+  // being recorded against work they never saw. Left alone while a decision is being sent.
   let deciding = null;
-  let adopting = false;
   let sending = false;
 
   async function refresh() {
@@ -65,10 +64,9 @@
       const reasonNow = document.getElementById('reason');
       const written = Boolean(reasonNow && reasonNow.value.trim());
       if (!sending) {
-        if (adopting) {
-          adopting = false;
-          deciding = written && form ? form.dataset.version : null;
-        } else if (deciding === null && written && shownForm) {
+        if (!written) {
+          deciding = null;
+        } else if (deciding === null && shownForm) {
           deciding = shownForm.dataset.version;
         }
         if (form && deciding !== null && form.dataset.version !== deciding) {
@@ -213,10 +211,13 @@
     }
     const error = errorOf(answer, response);
     if (error.code === 'VERSION_CONFLICT') {
-      // Told what changed: the next decision is made on the page as it is now.
-      adopting = true;
       const now = await fetch('/workflow/' + encodeURIComponent(form.dataset.feature), { credentials: 'same-origin' })
         .then((r) => (r.ok ? r.json() : null)).catch(() => null);
+      // Told what changed: the next decision is made on the feature as it is now (a reason
+      // still written is pinned to that version at the next refresh).
+      deciding = null;
+      const shownForm = document.getElementById('decide');
+      if (now && shownForm) shownForm.dataset.version = String(now.version);
       const what = now
         ? 'it is now ' + now.state + ' at version ' + now.version + ', with ' + now.gate.approvals.length + ' of ' + now.gate.required_approvals + ' approvals'
         : 'it is no longer at version ' + shown;
@@ -292,22 +293,7 @@
 
   function bind() {
     const form = document.getElementById('decide');
-    if (form && !form.dataset.bound) {
-      const reason = document.getElementById('reason');
-      if (reason) {
-        reason.addEventListener('input', () => {
-          if (reason.value.trim() === '') {
-            // Started over: decide on what the page shows now.
-            deciding = null;
-            const main = document.getElementById('main');
-            if (main) form.dataset.version = main.dataset.version;
-          } else if (deciding === null) {
-            deciding = form.dataset.version;
-          }
-        });
-      }
-      bindButtons(form, (f, trigger) => submitting(f, send, trigger));
-    }
+    if (form) bindButtons(form, (f, trigger) => submitting(f, send, trigger));
     document.querySelectorAll('form.respond')
       .forEach((f) => bindButtons(f, (g, action) => submitting(g, respond, action)));
   }

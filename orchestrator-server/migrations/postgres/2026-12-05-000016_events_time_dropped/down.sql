@@ -1,0 +1,1 @@
+CREATE INDEX events_time ON events (time);
