@@ -528,6 +528,12 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     wait_text(&a, "table.consultations", |t| t.contains("Blocking")).await;
     assert!(a.find(Locator::XPath(&button("Confirm"))).await.is_err());
 
-    a.close().await.unwrap();
-    b.close().await.unwrap();
+    // Ending the browser sessions is the test's clean-up, not the board's behaviour: a browser
+    // that does not quit cleanly (seen once on a loaded CI machine, after every step passed) is
+    // reported, and chromedriver is stopped with the driver either way.
+    for (name, browser) in [("alice", a), ("bob", b)] {
+        if let Err(e) = browser.close().await {
+            eprintln!("{name}'s browser session did not end cleanly: {e}");
+        }
+    }
 }
