@@ -74,7 +74,8 @@ impl InMemoryWorkflowRepository {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The keys; taken after [`Self::lock`] when both are needed.
+    /// The keys; taken after [`Self::lock`] and before [`Self::log`] when they are needed
+    /// together.
     fn keys(&self) -> MutexGuard<'_, HashMap<IdempotencyKey, KeyRow>> {
         self.keys
             .lock()
@@ -99,25 +100,45 @@ impl InMemoryWorkflowRepository {
     }
 
     /// Makes `workflow` (the snapshot after `transition`) `entry`'s, appends `transition`, and
-    /// keeps its event and `receipt`: an accepted change.
+    /// keeps its event and `receipt`: an accepted change. `keys` is [`Self::held`]'s.
     fn record(
         &self,
         entry: &mut Entry,
         workflow: &Workflow,
         transition: &Transition,
         receipt: Option<&Receipt>,
+        keys: &mut HashMap<IdempotencyKey, KeyRow>,
     ) {
         entry.workflow = workflow.clone();
         entry.history.push(transition.clone());
         self.publish([NewEvent::transitioned(workflow, transition)]);
-        Self::answer(&mut self.keys(), receipt);
+        Self::answer(keys, receipt);
     }
 
-    /// Stores the answer of a claimed key that has none yet.
+    /// The keys, once `receipt`'s claim is found still holding its key (else
+    /// [`RepositoryError::KeyTakenOver`]); kept locked until the answer is stored, so no claim
+    /// takes the key over in between.
+    fn held(
+        &self,
+        receipt: Option<&Receipt>,
+    ) -> Result<MutexGuard<'_, HashMap<IdempotencyKey, KeyRow>>, RepositoryError> {
+        let keys = self.keys();
+        match receipt {
+            Some(receipt)
+                if !keys.get(&receipt.key).is_some_and(|row| {
+                    row.answer.is_none() && row.lease_until == receipt.lease_until
+                }) =>
+            {
+                Err(RepositoryError::KeyTakenOver(receipt.key.key.clone()))
+            }
+            _ => Ok(keys),
+        }
+    }
+
+    /// Stores the answer of a key [`Self::held`] found held.
     fn answer(keys: &mut HashMap<IdempotencyKey, KeyRow>, receipt: Option<&Receipt>) {
         if let Some(receipt) = receipt
             && let Some(row) = keys.get_mut(&receipt.key)
-            && row.answer.is_none()
         {
             row.answer = Some(receipt.answer.clone());
         }
@@ -133,6 +154,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError> {
         let mut entries = self.lock();
+        let mut keys = self.held(receipt)?;
         if entries.contains_key(workflow.feature_id()) {
             return Err(RepositoryError::AlreadyExists(
                 workflow.feature_id().clone(),
@@ -150,7 +172,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             },
         );
         self.publish([NewEvent::transitioned(workflow, first)]);
-        Self::answer(&mut self.keys(), receipt);
+        Self::answer(&mut keys, receipt);
         Ok(())
     }
 
@@ -283,7 +305,9 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         let entry = entries
             .get_mut(workflow.feature_id())
             .ok_or_else(|| RepositoryError::NotFound(workflow.feature_id().clone()))?;
-        // In the order the SQL stores judge: what blocks the gate, then the version.
+        // In the order the SQL stores judge: the key's claim, what blocks the gate, then the
+        // version.
+        let mut keys = self.held(receipt)?;
         if transition.is_gated_approval() && entry.blockers().next().is_some() {
             return Err(RepositoryError::GateBlocked(workflow.feature_id().clone()));
         }
@@ -293,7 +317,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
                 actual: entry.workflow.version(),
             });
         }
-        self.record(entry, workflow, transition, receipt);
+        self.record(entry, workflow, transition, receipt, &mut keys);
         Ok(())
     }
 
@@ -308,11 +332,14 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             .get_mut(feature_id)
             .ok_or_else(|| RepositoryError::NotFound(feature_id.clone()))?;
         let decision = judge(&entry.workflow)?;
+        let receipt = decision.receipt.as_ref();
+        let mut keys = self.held(receipt)?;
         self.record(
             entry,
             &decision.next,
             &decision.transition,
-            decision.receipt.as_ref(),
+            receipt,
+            &mut keys,
         );
         Ok(decision.next)
     }
@@ -354,13 +381,21 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
     }
 
     async fn answer_key(&self, receipt: &Receipt) -> Result<(), RepositoryError> {
-        Self::answer(&mut self.keys(), Some(receipt));
+        let mut keys = self.held(Some(receipt))?;
+        Self::answer(&mut keys, Some(receipt));
         Ok(())
     }
 
-    async fn release_key(&self, key: &IdempotencyKey) -> Result<(), RepositoryError> {
+    async fn release_key(
+        &self,
+        key: &IdempotencyKey,
+        lease_until: Timestamp,
+    ) -> Result<(), RepositoryError> {
         let mut keys = self.keys();
-        if keys.get(key).is_some_and(|row| row.answer.is_none()) {
+        if keys
+            .get(key)
+            .is_some_and(|row| row.answer.is_none() && row.lease_until == lease_until)
+        {
             keys.remove(key);
         }
         Ok(())
@@ -444,6 +479,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError> {
         self.with_entry(&consultation.feature_id, |entry| {
+            let mut keys = self.held(receipt)?;
             entry.check_active()?;
             entry.reserved.retain(|c| c.id != consultation.id);
             entry.consultations.push(consultation.clone());
@@ -451,7 +487,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
                 EventType::ConsultationCreated,
                 consultation,
             )]);
-            Self::answer(&mut self.keys(), receipt);
+            Self::answer(&mut keys, receipt);
             Ok(())
         })?
     }
@@ -481,6 +517,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError> {
         self.with_entry(&consultation.feature_id, |entry| {
+            let mut keys = self.held(receipt)?;
             if let Some(stored) = entry
                 .consultations
                 .iter_mut()
@@ -492,8 +529,9 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
                     consultation,
                 )]);
             }
-            Self::answer(&mut self.keys(), receipt);
-        })
+            Self::answer(&mut keys, receipt);
+            Ok(())
+        })?
     }
 
     async fn interrupt_asks(

@@ -80,6 +80,12 @@ pub enum RepositoryError {
     /// The service judges the approval again on fresh facts (HTTP 409 `GATE_BLOCKED`).
     #[error("workflow '{0}': a consultation blocks the gate")]
     GateBlocked(FeatureId),
+    /// A change sealed with an idempotency key's answer, or the answer alone, found the key no
+    /// longer held by the claim that made it: its lease ended and a retry with the key took it
+    /// over (or the key expired and was claimed anew). Nothing stored; the retry's change and
+    /// answer are the key's (HTTP 409 `IDEMPOTENCY_KEY_IN_USE`).
+    #[error("idempotency key '{0}' is held by another request now")]
+    KeyTakenOver(String),
     /// The store cannot be reached (HTTP 503 `DATABASE_UNAVAILABLE`).
     #[error("storage unavailable: {0}")]
     Unavailable(#[source] BoxError),
@@ -218,6 +224,10 @@ pub struct IdempotencyKey {
 pub struct Receipt {
     /// The key.
     pub key: IdempotencyKey,
+    /// The lease the claim took (`lease_until` of [`WorkflowRepository::claim_key`]): it names
+    /// the claim. The answer, and the change it answers, are stored only while the key is
+    /// unanswered and still under this lease; a retry that took the key over set another.
+    pub lease_until: Timestamp,
     /// The answer, as the server encoded it.
     pub answer: String,
 }
@@ -259,7 +269,8 @@ pub trait WorkflowRepository: Send + Sync {
     }
 
     /// [`WorkflowRepository::create`], storing `receipt` (the answer to the request, if it
-    /// came with an idempotency key) in the same transaction.
+    /// came with an idempotency key) in the same transaction. A receipt whose claim no longer
+    /// holds its key refuses the write ([`RepositoryError::KeyTakenOver`]): nothing stored.
     async fn create_with(
         &self,
         workflow: &Workflow,
@@ -329,7 +340,8 @@ pub trait WorkflowRepository: Send + Sync {
     }
 
     /// [`WorkflowRepository::commit`], storing `receipt` (the answer to the request, if it
-    /// came with an idempotency key) in the same transaction, only if the commit lands.
+    /// came with an idempotency key) in the same transaction, only if the commit lands (and only
+    /// while the receipt's claim holds its key: else [`RepositoryError::KeyTakenOver`]).
     ///
     /// An approval (`human_approved` without `override`) lands only if, at the moment it
     /// commits, no consultation of the workflow blocks the gate ([`Consultation::blocks_gate`],
@@ -386,12 +398,19 @@ pub trait WorkflowRepository: Send + Sync {
         expired_before: Timestamp,
     ) -> Result<KeyClaim, RepositoryError>;
 
-    /// Stores the answer of a claimed key that has none yet (one stored with the change it
-    /// made stays).
+    /// Stores the answer of a claimed key that has none yet, while the claim that made
+    /// `receipt` still holds it; otherwise [`RepositoryError::KeyTakenOver`] and nothing
+    /// changes (an answer stored with the change it made stays).
     async fn answer_key(&self, receipt: &Receipt) -> Result<(), RepositoryError>;
 
-    /// Forgets a claimed key that has no answer (the request failed in a way worth retrying).
-    async fn release_key(&self, key: &IdempotencyKey) -> Result<(), RepositoryError>;
+    /// Forgets a key that has no answer and is still held by the claim that took the lease
+    /// `lease_until` (the request failed in a way worth retrying); a key a retry took over
+    /// stays its.
+    async fn release_key(
+        &self,
+        key: &IdempotencyKey,
+        lease_until: Timestamp,
+    ) -> Result<(), RepositoryError>;
 
     /// Forgets every key first claimed before `before`; returns how many.
     async fn purge_keys(&self, before: Timestamp) -> Result<u64, RepositoryError>;
@@ -446,7 +465,8 @@ pub trait WorkflowRepository: Send + Sync {
     }
 
     /// [`WorkflowRepository::add_consultation`], storing `receipt` (the answer to the request,
-    /// if it came with an idempotency key) in the same transaction, only if it is stored.
+    /// if it came with an idempotency key) in the same transaction, only if it is stored (and only
+    /// while the receipt's claim holds its key: else [`RepositoryError::KeyTakenOver`]).
     async fn add_consultation_with(
         &self,
         consultation: &Consultation,
@@ -479,7 +499,8 @@ pub trait WorkflowRepository: Send + Sync {
     }
 
     /// [`WorkflowRepository::update_consultation`], storing `receipt` (the answer to the
-    /// request, if it came with an idempotency key) in the same transaction.
+    /// request, if it came with an idempotency key) in the same transaction; a receipt whose
+    /// claim no longer holds its key refuses the write ([`RepositoryError::KeyTakenOver`]).
     async fn update_consultation_with(
         &self,
         consultation: &Consultation,

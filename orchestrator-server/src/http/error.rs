@@ -294,6 +294,13 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
                     .to_owned(),
             ]),
         ),
+        CoreError::Storage(RepositoryError::KeyTakenOver(_)) => (
+            ErrorCode::IdempotencyKeyInUse,
+            Some(vec![
+                "this request outlived its hold on the Idempotency-Key and a retry with the key took it over; nothing was stored: the retry's answer is the key's"
+                    .to_owned(),
+            ]),
+        ),
         CoreError::Storage(RepositoryError::Unavailable(_)) => {
             (ErrorCode::DatabaseUnavailable, None)
         }

@@ -12,7 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use orchestrator_core::{IdempotencyKey, KeyClaim, Receipt, Seal, Timestamp, ValidationError};
+use orchestrator_core::{
+    IdempotencyKey, KeyClaim, Receipt, RepositoryError, Seal, Timestamp, ValidationError,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -76,6 +78,9 @@ pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
 #[derive(Debug, Clone)]
 pub struct Claimed {
     key: IdempotencyKey,
+    /// The claim's lease, which names it: the store keeps the answer (and the change) only
+    /// while the key is still under it.
+    lease_until: Timestamp,
     kept: Arc<AtomicBool>,
 }
 
@@ -84,8 +89,10 @@ impl Claimed {
     /// changed value.
     pub fn seal<T>(&self, answer: impl Fn(&T) -> Answer + Send + Sync + 'static) -> Seal<T> {
         let key = self.key.clone();
+        let lease_until = self.lease_until;
         Arc::new(move |value: &T| Receipt {
             key: key.clone(),
+            lease_until,
             answer: answer(value).encode(),
         })
     }
@@ -186,15 +193,9 @@ where
 {
     let repository = app.orchestrator().repository();
     let now = app.now();
-    let lease = app.limits().request_timeout + Duration::from_secs(5);
+    let lease_until = now + to_chrono(app.limits().request_timeout + Duration::from_secs(5));
     let claim = repository
-        .claim_key(
-            &key,
-            fingerprint,
-            now,
-            now + to_chrono(lease),
-            expired_before(now),
-        )
+        .claim_key(&key, fingerprint, now, lease_until, expired_before(now))
         .await
         .map_err(orchestrator_core::Error::from)?;
     match claim {
@@ -205,6 +206,7 @@ where
             let kept = Arc::new(AtomicBool::new(false));
             let claimed = Claimed {
                 key: key.clone(),
+                lease_until,
                 kept: kept.clone(),
             };
             let response = handle(claimed)
@@ -214,7 +216,7 @@ where
                 return Ok(response);
             }
             if response.status().is_server_error() {
-                if let Err(e) = repository.release_key(&key).await {
+                if let Err(e) = repository.release_key(&key, lease_until).await {
                     tracing::warn!(error = %e, "an idempotency key was not released");
                 }
                 return Ok(response);
@@ -222,10 +224,15 @@ where
             let (answer, response) = Answer::of(response).await;
             let receipt = Receipt {
                 key,
+                lease_until,
                 answer: answer.encode(),
             };
-            if let Err(e) = repository.answer_key(&receipt).await {
-                tracing::warn!(error = %e, "an idempotent request's answer was not kept");
+            match repository.answer_key(&receipt).await {
+                Ok(()) => {}
+                // A retry took the key over (this request outlived its lease): its answer is
+                // the key's.
+                Err(RepositoryError::KeyTakenOver(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "an idempotent request's answer was not kept"),
             }
             Ok(response)
         }

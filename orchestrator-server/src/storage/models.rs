@@ -116,11 +116,13 @@ pub struct KeyRow {
     pub lease_until: i64,
 }
 
-/// The answer to store for a key.
+/// The answer to store for a key, by the claim that took the lease `lease_until` (Unix
+/// microseconds): stored only while that claim still holds the key.
 #[derive(Debug, Clone)]
 pub struct ReceiptRow {
     pub scope: String,
     pub name: String,
+    pub lease_until: i64,
     pub answer: String,
 }
 
@@ -129,6 +131,7 @@ impl From<&Receipt> for ReceiptRow {
         ReceiptRow {
             scope: receipt.key.scope.clone(),
             name: receipt.key.key.clone(),
+            lease_until: micros(receipt.lease_until),
             answer: receipt.answer.clone(),
         }
     }

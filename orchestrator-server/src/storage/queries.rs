@@ -206,12 +206,14 @@ pub fn key<'a>(scope: &'a str, name: &'a str) -> _ {
     idempotency_keys::table.find((scope, name))
 }
 
-/// One idempotency key, if it has no answer yet.
+/// One idempotency key, if it has no answer and the claim that took the lease `lease_until`
+/// still holds it (no retry took it over, it did not expire and was not claimed anew).
 #[dsl::auto_type]
-pub fn unanswered_key<'a>(scope: &'a str, name: &'a str) -> _ {
+pub fn held_key<'a>(scope: &'a str, name: &'a str, lease_until: i64) -> _ {
     idempotency_keys::table
         .find((scope, name))
         .filter(idempotency_keys::answer.is_null())
+        .filter(idempotency_keys::lease_until.eq(lease_until))
 }
 
 /// One idempotency key, if it was first claimed before `before` (it has expired).

@@ -78,10 +78,12 @@ pub enum Write {
         /// Unix microseconds: a key first claimed before this has expired.
         expired_before: i64,
     },
-    /// Stores a claimed key's answer, unless it has one.
+    /// Stores a claimed key's answer while its claim holds the key; refused with
+    /// `KeyTakenOver` otherwise.
     AnswerKey(ReceiptRow),
-    /// Forgets a claimed key that has no answer: `(scope, name)`.
-    ReleaseKey(String, String),
+    /// Forgets a key that has no answer and is still held by the claim that took the lease
+    /// (Unix microseconds): `(scope, name, lease_until)`.
+    ReleaseKey(String, String, i64),
     /// Forgets keys first claimed before this (Unix microseconds); answers `Count`.
     PurgeKeys(i64),
     /// Forgets the events before the first one made at or after this (Unix microseconds), but
@@ -508,6 +510,11 @@ pub fn consultation_refusal(id: &FeatureId, state: Option<&str>) -> Option<Repos
         }),
         Err(e) => Some(RepositoryError::Backend(Box::new(e))),
     }
+}
+
+/// The refusal of a write whose receipt's claim no longer holds its key (a retry took it over).
+pub fn taken_over(receipt: Option<&ReceiptRow>) -> RepositoryError {
+    RepositoryError::KeyTakenOver(receipt.map(|r| r.name.clone()).unwrap_or_default())
 }
 
 /// The refusal of a compare-and-set that updated nothing: the version moved on (`actual`), or

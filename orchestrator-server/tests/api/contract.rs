@@ -872,12 +872,13 @@ pub async fn idempotency_keys_are_claimed_once_and_answered_with_their_change(
         scope: scope.to_owned(),
         key: name.to_owned(),
     };
-    let receipt = |k: &IdempotencyKey, answer: &str| Receipt {
-        key: k.clone(),
-        answer: answer.to_owned(),
-    };
     let now = t0();
     let lease = now + Duration::seconds(65);
+    let receipt = |k: &IdempotencyKey, answer: &str| Receipt {
+        key: k.clone(),
+        lease_until: lease,
+        answer: answer.to_owned(),
+    };
     let day_ago = now - Duration::hours(24);
     let claim = async |k: &IdempotencyKey, fingerprint: &str, at: Timestamp| {
         repo.claim_key(
@@ -907,7 +908,10 @@ pub async fn idempotency_keys_are_claimed_once_and_answered_with_their_change(
     repo.create_with(&workflow, &first, Some(&receipt(&start_key, "created")))
         .await
         .unwrap();
-    repo.answer_key(&receipt(&start_key, "late")).await.unwrap();
+    assert!(matches!(
+        repo.answer_key(&receipt(&start_key, "late")).await,
+        Err(RepositoryError::KeyTakenOver(_))
+    ));
     assert_eq!(
         claim(&start_key, "fp-start", now).await,
         KeyClaim::Answered("created".to_owned())
@@ -977,13 +981,18 @@ pub async fn idempotency_keys_are_claimed_once_and_answered_with_their_change(
         KeyClaim::Claimed
     );
     assert_eq!(claim(&abandoned, "fp", after_lease).await, KeyClaim::InUse);
-    repo.release_key(&abandoned).await.unwrap();
+    // The first claim's release leaves the key to the claim that took it over.
+    repo.release_key(&abandoned, lease).await.unwrap();
+    assert_eq!(claim(&abandoned, "fp", after_lease).await, KeyClaim::InUse);
+    repo.release_key(&abandoned, after_lease + Duration::seconds(65))
+        .await
+        .unwrap();
     assert_eq!(
         claim(&abandoned, "fp-new", after_lease).await,
         KeyClaim::Claimed
     );
     // Releasing an answered key forgets nothing.
-    repo.release_key(&start_key).await.unwrap();
+    repo.release_key(&start_key, lease).await.unwrap();
     assert!(matches!(
         claim(&start_key, "fp-start", now).await,
         KeyClaim::Answered(_)
@@ -1004,6 +1013,141 @@ pub async fn idempotency_keys_are_claimed_once_and_answered_with_their_change(
     assert_eq!(
         claim(&advance_key, "fp-other", now).await,
         KeyClaim::Claimed
+    );
+}
+
+/// A request outlives its key's lease and a retry takes the key over: whatever the first one
+/// then writes with its answer is refused whole (`KeyTakenOver`), leaving the change and the
+/// answer to the retry; its release leaves the key alone.
+pub async fn a_change_whose_key_a_retry_took_over_is_refused_whole(repo: &dyn WorkflowRepository) {
+    use orchestrator_core::{IdempotencyKey, KeyClaim, Receipt};
+    let now = t0();
+    let first_lease = now + Duration::seconds(65);
+    let retried = first_lease + Duration::seconds(1);
+    let retry_lease = retried + Duration::seconds(65);
+    // Each key is claimed, then taken over by a retry after the first claim's lease.
+    let taken_over = async |name: &str| {
+        let key = IdempotencyKey {
+            scope: "*".to_owned(),
+            key: name.to_owned(),
+        };
+        let day = Duration::hours(24);
+        let first = repo.claim_key(&key, "fp", now, first_lease, now - day);
+        assert_eq!(first.await.unwrap(), KeyClaim::Claimed);
+        let retry = repo.claim_key(&key, "fp", retried, retry_lease, retried - day);
+        assert_eq!(retry.await.unwrap(), KeyClaim::Claimed);
+        key
+    };
+    let late = |key: &IdempotencyKey| Receipt {
+        key: key.clone(),
+        lease_until: first_lease,
+        answer: "the first request's".to_owned(),
+    };
+    let refused = |result: Result<(), RepositoryError>| {
+        assert!(
+            matches!(result, Err(RepositoryError::KeyTakenOver(_))),
+            "{result:?}"
+        );
+    };
+    let events = all_events(repo).await.len();
+
+    // A creation: no workflow.
+    let key = taken_over("create").await;
+    let (workflow, first) = new_workflow("taken-over");
+    refused(repo.create_with(&workflow, &first, Some(&late(&key))).await);
+    assert!(matches!(
+        repo.get(workflow.feature_id()).await,
+        Err(RepositoryError::NotFound(_))
+    ));
+    repo.create(&workflow, &first).await.unwrap();
+
+    // A commit and a judged advance: the workflow stays as it was.
+    let key = taken_over("commit").await;
+    let (next, complete) = step(&workflow, Trigger::AgentComplete, 5);
+    refused(
+        repo.commit_with(1, &next, &complete, Some(&late(&key)))
+            .await,
+    );
+    let key = taken_over("advance").await;
+    let sealed = late(&key);
+    let judged = repo
+        .advance(
+            workflow.feature_id(),
+            Box::new(move |current: &Workflow| {
+                let (_, transition) = step(current, Trigger::AgentComplete, 5);
+                let mut decision = orchestrator_core::Decision::of(current, transition);
+                decision.receipt = Some(sealed.clone());
+                Ok(decision)
+            }),
+        )
+        .await;
+    assert!(
+        matches!(
+            judged,
+            Err(orchestrator_core::Error::Storage(
+                RepositoryError::KeyTakenOver(_)
+            ))
+        ),
+        "{judged:?}"
+    );
+    assert_eq!(repo.get(workflow.feature_id()).await.unwrap(), workflow);
+    assert_eq!(repo.history(workflow.feature_id()).await.unwrap().len(), 1);
+
+    // A consultation, new or changed: not stored, not changed.
+    let key = taken_over("ask").await;
+    let asked = consultation("taken-over", 1, true);
+    refused(repo.add_consultation_with(&asked, Some(&late(&key))).await);
+    assert!(
+        repo.consultations(workflow.feature_id())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    repo.add_consultation(&asked).await.unwrap();
+    let key = taken_over("respond").await;
+    let mut answered = asked.clone();
+    answered.status = ConsultationStatus::Resolved;
+    refused(
+        repo.update_consultation_with(&answered, Some(&late(&key)))
+            .await,
+    );
+    assert_eq!(
+        repo.consultations(workflow.feature_id()).await.unwrap(),
+        vec![asked]
+    );
+
+    // Only what was written without the keys made events.
+    assert_eq!(all_events(repo).await.len(), events + 2);
+
+    // The first request's answer alone, and its release, leave the key to the retry, whose
+    // answer is the key's.
+    let key = taken_over("answer").await;
+    refused(repo.answer_key(&late(&key)).await);
+    repo.release_key(&key, first_lease).await.unwrap();
+    let again = repo.claim_key(
+        &key,
+        "fp",
+        retried,
+        retry_lease,
+        retried - Duration::hours(24),
+    );
+    assert_eq!(again.await.unwrap(), KeyClaim::InUse);
+    let retry = Receipt {
+        lease_until: retry_lease,
+        answer: "the retry's".to_owned(),
+        ..late(&key)
+    };
+    repo.answer_key(&retry).await.unwrap();
+    let replay = repo.claim_key(
+        &key,
+        "fp",
+        retried,
+        retry_lease,
+        retried - Duration::hours(24),
+    );
+    assert_eq!(
+        replay.await.unwrap(),
+        KeyClaim::Answered("the retry's".to_owned())
     );
 }
 
@@ -1374,6 +1518,7 @@ pub async fn advance_stores_what_its_judge_decides_on_the_stored_workflow(
                 let mut decision = orchestrator_core::Decision::of(current, transition);
                 decision.receipt = Some(Receipt {
                     key: sealed.clone(),
+                    lease_until: t0() + Duration::seconds(65),
                     answer: format!("version {}", decision.next.version()),
                 });
                 Ok(decision)
@@ -1561,6 +1706,7 @@ contract_suite!(
     an_approval_lands_only_while_no_consultation_blocks_the_gate,
     overdue_gates_are_listed_counted_and_noted_once,
     idempotency_keys_are_claimed_once_and_answered_with_their_change,
+    a_change_whose_key_a_retry_took_over_is_refused_whole,
     every_accepted_change_writes_one_event_in_commit_order,
     several_events_of_one_write_take_consecutive_ids;
     concurrent_commits_against_one_version_let_exactly_one_land,

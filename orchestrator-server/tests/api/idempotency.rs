@@ -201,6 +201,80 @@ async fn a_repeat_while_the_first_is_still_answered_is_409_in_use() {
     assert_eq!((status, replayed), (StatusCode::CREATED, true));
 }
 
+/// A request that outlives its hold on its key (a stalled write, a replica whose clock runs
+/// ahead) while a retry takes the key over stores nothing when it finally gets there: it is
+/// 409 `IDEMPOTENCY_KEY_IN_USE` saying why, the question is stored once, by the retry, and
+/// the key's answer is the retry's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_key_a_retry_took_over_stores_nothing() {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+
+    let app = spawn_app_with(|c| c.agent_hub_wait_seconds = 5).await;
+    app.start_workflow("outlived").await;
+    let ask = json!({"topic": "architecture", "question": "Which queue suits the retries?"});
+    let path = "/workflow/outlived/consultations";
+    let send = || {
+        let url = app.url(path);
+        let ask = ask.clone();
+        tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .header("Idempotency-Key", "outlived")
+                .json(&ask)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        })
+    };
+    let held = async |count| {
+        tokio::time::timeout(Duration::from_secs(30), app.hub.until_held(count))
+            .await
+            .expect("the question reaches the hub");
+    };
+    app.hub.inject(Fault::Hold);
+    app.hub.inject(Fault::Hold);
+    let first = send();
+    held(1).await;
+    // The first request's lease ends while the hub still has its question.
+    let file = app.dir.path().join("orchestrator.db");
+    let mut conn = diesel::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
+    conn.batch_execute(
+        "PRAGMA busy_timeout = 5000; UPDATE idempotency_keys SET lease_until = 0 WHERE name = 'outlived';",
+    )
+    .unwrap();
+    let retry = send();
+    held(2).await;
+
+    // The first answer comes back and is refused; then the retry's lands.
+    app.hub.release();
+    let (status, body) = first.await.unwrap();
+    assert_eq!(
+        (status.as_u16(), code(&body)),
+        (409, ErrorCode::IdempotencyKeyInUse),
+        "{body}"
+    );
+    assert!(body.to_string().contains("took it over"), "{body}");
+    app.hub.release();
+    let (status, created) = retry.await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let stored = app
+        .client
+        .list_consultations(&id("outlived"))
+        .await
+        .unwrap();
+    assert_eq!(stored.items.len(), 1, "{stored:?}");
+    assert_eq!(
+        stored.items[0].id.to_string(),
+        created["id"].as_str().unwrap()
+    );
+    let (status, replayed, _, again) = post(&app, path, "outlived", None, &ask).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, true));
+    assert_eq!(again, created);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_that_breaks_the_rules_is_400_naming_the_header() {
     let app = spawn_app().await;

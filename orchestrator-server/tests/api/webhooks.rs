@@ -737,8 +737,9 @@ async fn the_store_queues_each_event_once(
         scope: "*".to_owned(),
         key: "create-the-webhook".to_owned(),
     };
+    let claimed_at = chrono::Utc::now();
     let claim = async || {
-        let now = chrono::Utc::now();
+        let now = claimed_at;
         store
             .claim_key(
                 &key,
@@ -753,6 +754,7 @@ async fn the_store_queues_each_event_once(
     assert_eq!(claim().await, KeyClaim::Claimed);
     let receipt = Receipt {
         key: key.clone(),
+        lease_until: claimed_at + chrono::Duration::seconds(65),
         answer: "the webhook's 201".to_owned(),
     };
     store

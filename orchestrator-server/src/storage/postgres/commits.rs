@@ -49,7 +49,7 @@ use super::{PgPool, Prepared, Statement, bind_array, column, ops, run};
 use crate::storage::StorageMetrics;
 use crate::storage::models::{ReceiptRow, TransitionRow, WorkflowRow};
 use crate::storage::queries;
-use crate::storage::write::{Commit, Verdict, Written, conflict, judge_advance};
+use crate::storage::write::{Commit, Verdict, Written, conflict, judge_advance, taken_over};
 
 /// Most advances one statement takes.
 const MAX_BATCH: usize = 256;
@@ -624,8 +624,8 @@ pub(super) async fn apply_gated(
 /// How both batch statements begin: their rows `v`, unnested from the array parameters that
 /// follow. The advance batch statement (lock, compare-and-set, history, events, in one round
 /// trip) is this head, its parameters, [`BATCH_COLUMNS`] and [`ENTRY_COLUMNS`] (the names of
-/// `v`'s columns), [`BATCH_TAIL`], [`WRITTEN`] and [`BATCH_RESULT`]. `Batch::walk` binds its
-/// 24 columns as arrays after the head; the feature ids come first, so the lock reads them
+/// `v`'s columns), [`HELD`], [`BATCH_TAIL`], [`WRITTEN`] and [`BATCH_RESULT`]. `Batch::walk`
+/// binds its 25 columns as arrays after the head; the feature ids come first, so the lock reads them
 /// as `$1`.
 pub(super) const ROWS_HEAD: &str = "WITH v AS (\n    SELECT * FROM unnest(";
 /// The names of the advance batch's own columns in `v`; [`ENTRY_COLUMNS`] follow.
@@ -636,15 +636,32 @@ const BATCH_COLUMNS: &str = ")
 /// columns come before them.
 pub(super) const ENTRY_COLUMNS: &str = "seq, from_state, to_state, trigger, actor, reason,
              metadata, at, actor_kind, on_behalf_of, gate_override, receipt_scope,
-             receipt_name, receipt_answer)
+             receipt_name, receipt_answer, receipt_lease)
 ";
+/// The idempotency keys whose claims still hold them (unanswered, under the lease the
+/// receipt names), locked until the commit: a row whose key a retry took over is refused
+/// whole (`KeyTakenOver`), and a retry taking a key over meanwhile waits, then finds it
+/// answered. One index look-up per row of `v` (the lateral join keeps every plan to that).
+/// Both batch statements begin their tails with it and lock these rows first: a single
+/// write with a receipt (`ops::key_refusal`) also locks its key before its workflow.
+pub(super) const HELD: &str = r#"), held AS MATERIALIZED (
+    SELECT k.scope, k.name
+    FROM v CROSS JOIN LATERAL (
+        SELECT k.scope, k.name FROM idempotency_keys k
+        WHERE k.scope = v.receipt_scope AND k.name = v.receipt_name
+          AND k.answer IS NULL AND k.lease_until = v.receipt_lease
+        FOR UPDATE
+    ) k
+    WHERE v.receipt_scope IS NOT NULL
+"#;
 /// The batch statement after its parameters, up to `won`, the rows it updated. `won`
 /// repeats `w.feature_id = ANY($1)` (the ids `v` holds): without it the plan PostgreSQL
 /// keeps for the prepared statement hashes `v` and scans all of `workflows`, every dead row
 /// version included (docs/PERFORMANCE.md).
 const BATCH_TAIL: &str = r#"), locked AS MATERIALIZED (
+    -- After `held` (the reference makes it run first): keys, then workflows.
     SELECT w.feature_id, w.version FROM workflows w
-    WHERE w.feature_id = ANY($1::text[])
+    WHERE w.feature_id = ANY($1::text[]) AND (SELECT count(*) FROM held) >= 0
     ORDER BY w.feature_id
     FOR UPDATE
 ), won AS (
@@ -656,6 +673,9 @@ const BATCH_TAIL: &str = r#"), locked AS MATERIALIZED (
     WHERE w.feature_id = ANY($1::text[])
       AND locked.feature_id = w.feature_id AND w.feature_id = v.feature_id
       AND w.version = v.expected
+      AND (v.receipt_scope IS NULL
+           OR EXISTS (SELECT 1 FROM held WHERE held.scope = v.receipt_scope
+                                              AND held.name = v.receipt_name))
     RETURNING w.feature_id
 "#;
 
@@ -668,6 +688,7 @@ pub(super) const WRITTEN: &str = r#"), answered AS (
     UPDATE idempotency_keys k SET answer = v.receipt_answer
     FROM v JOIN won ON won.feature_id = v.feature_id
     WHERE k.scope = v.receipt_scope AND k.name = v.receipt_name AND k.answer IS NULL
+      AND k.lease_until = v.receipt_lease
     RETURNING 1
 ), ev AS MATERIALIZED (
     SELECT v.feature_id, v.at, v.seq,
@@ -696,8 +717,12 @@ pub(super) const WRITTEN: &str = r#"), answered AS (
     FROM ids
 )
 "#;
-/// The batch statement's result: per advance, whether it won and the version it found.
-const BATCH_RESULT: &str = r#"SELECT v.feature_id, locked.version AS current, won.feature_id IS NOT NULL AS won
+/// The batch statement's result: per advance, whether it won, the version it found, and
+/// whether its key's claim (if it had one) still held the key.
+const BATCH_RESULT: &str = r#"SELECT v.feature_id, locked.version AS current, won.feature_id IS NOT NULL AS won,
+       (v.receipt_scope IS NULL
+        OR EXISTS (SELECT 1 FROM held WHERE held.scope = v.receipt_scope
+                                           AND held.name = v.receipt_name)) AS held
 FROM v
 LEFT JOIN locked ON locked.feature_id = v.feature_id
 LEFT JOIN won ON won.feature_id = v.feature_id
@@ -754,6 +779,7 @@ pub(super) struct Entries {
     receipt_scope: Vec<Option<String>>,
     receipt_name: Vec<Option<String>>,
     receipt_answer: Vec<Option<String>>,
+    receipt_lease: Vec<Option<i64>>,
 }
 
 impl Entries {
@@ -775,6 +801,7 @@ impl Entries {
             receipt_scope: receipt(|r| r.scope.clone()),
             receipt_name: receipt(|r| r.name.clone()),
             receipt_answer: receipt(|r| r.answer.clone()),
+            receipt_lease: column(rows, |(_, r)| r.map(|r| r.lease_until)),
         }
     }
 
@@ -794,7 +821,8 @@ impl Entries {
         bind_array::<Array<Bool>, _>(out, &self.gate_override, "::bool[], ")?;
         bind_array::<MaybeTexts, _>(out, &self.receipt_scope, "::text[], ")?;
         bind_array::<MaybeTexts, _>(out, &self.receipt_name, "::text[], ")?;
-        bind_array::<MaybeTexts, _>(out, &self.receipt_answer, "::text[]")
+        bind_array::<MaybeTexts, _>(out, &self.receipt_answer, "::text[], ")?;
+        bind_array::<Array<Nullable<BigInt>>, _>(out, &self.receipt_lease, "::bigint[]")
     }
 }
 
@@ -814,6 +842,7 @@ impl Statement for Batch {
         self.entries.walk(&mut out)?;
         out.push_sql(BATCH_COLUMNS);
         out.push_sql(ENTRY_COLUMNS);
+        out.push_sql(HELD);
         out.push_sql(BATCH_TAIL);
         out.push_sql(WRITTEN);
         out.push_sql(BATCH_RESULT);
@@ -831,10 +860,13 @@ struct Judged {
     current: Option<i64>,
     #[diesel(sql_type = Bool)]
     won: bool,
+    #[diesel(sql_type = Bool)]
+    held: bool,
 }
 
 /// Runs `commits` (distinct workflows) as one statement on `conn`; the results line up with
-/// them: `Done`, or the refusal of a compare-and-set that lost.
+/// them: `Done`, `KeyTakenOver` for one whose key a retry took over, or the refusal of a
+/// compare-and-set that lost.
 pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryResult<Vec<Written>> {
     let judged: Vec<Judged> = Prepared(Batch::new(commits)).load(conn).await?;
     // Everything was decided in the one statement that committed it: no second round trip
@@ -847,6 +879,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
         .iter()
         .map(|c| match judged.get(c.feature_id.as_str()) {
             Some(j) if j.won => Written::Done,
+            Some(j) if !j.held => Written::Refused(taken_over(c.receipt.as_ref())),
             Some(j) => Written::Refused(conflict(&c.feature_id, c.expected, j.current)),
             None => Written::Refused(conflict(&c.feature_id, c.expected, None)),
         })

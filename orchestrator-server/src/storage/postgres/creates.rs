@@ -13,10 +13,10 @@ use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::{FeatureId, RepositoryError};
 
-use super::commits::{ENTRY_COLUMNS, Entries, ROWS_HEAD, WRITTEN};
+use super::commits::{ENTRY_COLUMNS, Entries, HELD, ROWS_HEAD, WRITTEN};
 use super::{Prepared, Statement, bind_array, column};
 use crate::storage::models::{ReceiptRow, TransitionRow, WorkflowRow};
-use crate::storage::write::Written;
+use crate::storage::write::{Written, taken_over};
 
 /// A new workflow with its first history entry, and the answer to keep for the request's
 /// idempotency key. Its event is the entry's `workflow.transitioned`, written by the statement.
@@ -33,31 +33,29 @@ pub struct Creation {
 }
 
 /// Creates `creations` (distinct workflows) in one statement on `conn`; the results line up
-/// with them: `Done`, or `AlreadyExists` for a workflow that was there before.
+/// with them: `Done`, `KeyTakenOver` for one whose key a retry took over, or `AlreadyExists`
+/// for a workflow that was there before.
 pub async fn apply(
     conn: &mut AsyncPgConnection,
     creations: &[&Creation],
 ) -> QueryResult<Vec<Written>> {
     let created: Vec<Created> = Prepared(Creations::new(creations)).load(conn).await?;
-    let created: std::collections::HashSet<String> = created
+    let created: std::collections::HashMap<String, Created> = created
         .into_iter()
-        .filter(|c| c.won)
-        .map(|c| c.feature_id)
+        .map(|c| (c.feature_id.clone(), c))
         .collect();
     Ok(creations
         .iter()
-        .map(|c| {
-            if created.contains(c.feature_id.as_str()) {
-                Written::Done
-            } else {
-                Written::Refused(RepositoryError::AlreadyExists(c.feature_id.clone()))
-            }
+        .map(|c| match created.get(c.feature_id.as_str()) {
+            Some(done) if done.won => Written::Done,
+            Some(refused) if !refused.held => Written::Refused(taken_over(c.receipt.as_ref())),
+            _ => Written::Refused(RepositoryError::AlreadyExists(c.feature_id.clone())),
         })
         .collect())
 }
 
 /// The creation statement is [`ROWS_HEAD`], its parameters (the columns as arrays),
-/// [`CREATE_COLUMNS`] and [`ENTRY_COLUMNS`] (the names of `v`'s columns), [`CREATE_TAIL`],
+/// [`CREATE_COLUMNS`] and [`ENTRY_COLUMNS`] (the names of `v`'s columns), [`HELD`], [`CREATE_TAIL`],
 /// [`WRITTEN`] and [`CREATE_RESULT`].
 ///
 /// The names of the creation batch's own columns in `v`; [`ENTRY_COLUMNS`] follow.
@@ -76,12 +74,21 @@ const CREATE_TAIL: &str = r#"), won AS (
            time_in_state, created_at, updated_at, completed_at, gate_policy, gate_stay,
            gate_due_at
     FROM v
+    -- After `held` (the reference makes it run first): keys, then workflows.
+    WHERE (SELECT count(*) FROM held) >= 0
+      AND (v.receipt_scope IS NULL
+           OR EXISTS (SELECT 1 FROM held WHERE held.scope = v.receipt_scope
+                                              AND held.name = v.receipt_name))
     ORDER BY feature_id
     ON CONFLICT DO NOTHING
     RETURNING feature_id
 "#;
-/// The creation statement's result: per workflow, whether this statement inserted it.
-const CREATE_RESULT: &str = "SELECT v.feature_id, won.feature_id IS NOT NULL AS won
+/// The creation statement's result: per workflow, whether this statement inserted it and
+/// whether its key's claim (if it had one) still held the key.
+const CREATE_RESULT: &str = "SELECT v.feature_id, won.feature_id IS NOT NULL AS won,
+       (v.receipt_scope IS NULL
+        OR EXISTS (SELECT 1 FROM held WHERE held.scope = v.receipt_scope
+                                           AND held.name = v.receipt_name)) AS held
 FROM v
 LEFT JOIN won ON won.feature_id = v.feature_id
 ";
@@ -93,6 +100,8 @@ struct Created {
     feature_id: String,
     #[diesel(sql_type = Bool)]
     won: bool,
+    #[diesel(sql_type = Bool)]
+    held: bool,
 }
 
 /// One creation batch's columns, bound to the creation statement (prepared once per
@@ -158,6 +167,7 @@ impl Statement for Creations {
         self.entries.walk(&mut out)?;
         out.push_sql(CREATE_COLUMNS);
         out.push_sql(ENTRY_COLUMNS);
+        out.push_sql(HELD);
         out.push_sql(CREATE_TAIL);
         out.push_sql(WRITTEN);
         out.push_sql(CREATE_RESULT);

@@ -27,7 +27,7 @@ use crate::storage::schema::{
 };
 use crate::storage::write::{
     ClaimStep, Write, Written, chunk_end, consultation_refusal, expiry_refused, interrupted_events,
-    judge_claim, overdue_refusal, purge_through,
+    judge_claim, overdue_refusal, purge_through, taken_over,
 };
 
 /// Rows an import inserts per statement (of 14 columns at most, well under PostgreSQL's
@@ -208,6 +208,9 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             })
         }
         Write::AddConsultation(id, row, event, receipt) => {
+            if let Some(refusal) = key_refusal(conn, receipt.as_ref()).await? {
+                return Ok(Written::Refused(refusal));
+            }
             // Judged here, in the transaction that stores it: a cancel that landed first wins.
             // FOR SHARE: a cancel committing meanwhile waits for this transaction, or this
             // one for it, and then reads the new state.
@@ -234,6 +237,9 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             Ok(Written::Done)
         }
         Write::UpdateConsultation(row, event, receipt) => {
+            if let Some(refusal) = key_refusal(conn, receipt.as_ref()).await? {
+                return Ok(Written::Refused(refusal));
+            }
             let asking = enum_text(&ConsultationStatus::Asking);
             let pending = enum_text(&ConsultationStatus::PendingHuman);
             let updated =
@@ -326,11 +332,14 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             .await
             .map(Written::Claim),
         Write::AnswerKey(receipt) => {
+            if let Some(refusal) = key_refusal(conn, Some(receipt)).await? {
+                return Ok(Written::Refused(refusal));
+            }
             answer_key(conn, receipt).await?;
             Ok(Written::Done)
         }
-        Write::ReleaseKey(scope, name) => {
-            diesel::delete(queries::unanswered_key(scope, name))
+        Write::ReleaseKey(scope, name, lease_until) => {
+            diesel::delete(queries::held_key(scope, name, *lease_until))
                 .execute(conn)
                 .await?;
             Ok(Written::Done)
@@ -452,16 +461,40 @@ impl Statement for Append {
     }
 }
 
-/// Stores a claimed key's answer, unless it has one.
+/// `KeyTakenOver` unless `receipt`'s claim still holds its key. A write that stores a receipt
+/// asks first, before it changes anything; the key's row stays locked until the transaction
+/// ends, so a retry taking the key over waits for it and then finds the key answered.
+pub(super) async fn key_refusal(
+    conn: &mut AsyncPgConnection,
+    receipt: Option<&ReceiptRow>,
+) -> QueryResult<Option<RepositoryError>> {
+    let Some(receipt) = receipt else {
+        return Ok(None);
+    };
+    let held = queries::held_key(&receipt.scope, &receipt.name, receipt.lease_until)
+        .select(idempotency_keys::lease_until)
+        .for_update()
+        .get_result::<i64>(conn)
+        .await
+        .optional()?
+        .is_some();
+    Ok((!held).then(|| taken_over(Some(receipt))))
+}
+
+/// Stores the answer of a key [`key_refusal`] found held (and locked).
 pub(super) async fn answer_key(
     conn: &mut AsyncPgConnection,
     receipt: &ReceiptRow,
 ) -> QueryResult<()> {
-    diesel::update(queries::unanswered_key(&receipt.scope, &receipt.name))
-        .set(idempotency_keys::answer.eq(&receipt.answer))
-        .execute(conn)
-        .await
-        .map(|_| ())
+    diesel::update(queries::held_key(
+        &receipt.scope,
+        &receipt.name,
+        receipt.lease_until,
+    ))
+    .set(idempotency_keys::answer.eq(&receipt.answer))
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// Claims a key: new, expired, or unanswered past its lease; else says why not. Each step is

@@ -58,6 +58,9 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
     let count = |n: usize| Written::Count(u64::try_from(n).unwrap_or(0));
     match write {
         WebhookWrite::Create(row, receipt) => {
+            if let Some(refusal) = super::ops::key_refusal(conn, receipt.as_ref()).await? {
+                return Ok(Written::Refused(refusal));
+            }
             let (last, _purged): (i64, i64) = queries::event_bounds().get_result(conn).await?;
             let row = WebhookRow {
                 enqueued_through: last,

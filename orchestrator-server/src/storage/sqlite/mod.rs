@@ -326,8 +326,12 @@ impl WorkflowRepository for SqliteRepository {
         self.write(write).await.map(|_| ())
     }
 
-    async fn release_key(&self, key: &IdempotencyKey) -> Result<(), RepositoryError> {
-        let write = Write::ReleaseKey(key.scope.clone(), key.key.clone());
+    async fn release_key(
+        &self,
+        key: &IdempotencyKey,
+        lease_until: Timestamp,
+    ) -> Result<(), RepositoryError> {
+        let write = Write::ReleaseKey(key.scope.clone(), key.key.clone(), micros(lease_until));
         self.write(write).await.map(|_| ())
     }
 

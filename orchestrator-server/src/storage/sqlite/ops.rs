@@ -21,6 +21,7 @@ use crate::storage::schema::{
 use crate::storage::write::{
     ClaimStep, Commit, Verdict, Write, Written, chunk_end, conflict, consultation_refusal,
     expiry_refused, interrupted_events, judge_advance, judge_claim, overdue_refusal, purge_through,
+    taken_over,
 };
 
 /// One workflow's row.
@@ -150,6 +151,9 @@ pub fn apply(
 ) -> QueryResult<Written> {
     match write {
         Write::Create(id, row, first, event, receipt) => {
+            if let Some(refusal) = key_refusal(conn, receipt.as_ref())? {
+                return Ok(Written::Refused(refusal));
+            }
             let inserted = diesel::insert_into(workflows::table)
                 .values(row)
                 .on_conflict_do_nothing()
@@ -181,6 +185,9 @@ pub fn apply(
             })
         }
         Write::AddConsultation(id, row, event, receipt) => {
+            if let Some(refusal) = key_refusal(conn, receipt.as_ref())? {
+                return Ok(Written::Refused(refusal));
+            }
             // Judged here, in the transaction that stores it: a cancel that landed first wins.
             let state: Option<String> = queries::state(id.as_str()).get_result(conn).optional()?;
             if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
@@ -198,6 +205,9 @@ pub fn apply(
             Ok(Written::Done)
         }
         Write::UpdateConsultation(row, event, receipt) => {
+            if let Some(refusal) = key_refusal(conn, receipt.as_ref())? {
+                return Ok(Written::Refused(refusal));
+            }
             let asking = enum_text(&ConsultationStatus::Asking);
             let pending = enum_text(&ConsultationStatus::PendingHuman);
             let updated = prepared::update(
@@ -274,11 +284,14 @@ pub fn apply(
             expired_before,
         } => claim_key(conn, row, *expired_before).map(Written::Claim),
         Write::AnswerKey(receipt) => {
+            if let Some(refusal) = key_refusal(conn, Some(receipt))? {
+                return Ok(Written::Refused(refusal));
+            }
             answer_key(conn, Some(receipt))?;
             Ok(Written::Done)
         }
-        Write::ReleaseKey(scope, name) => {
-            diesel::delete(queries::unanswered_key(scope, name)).execute(conn)?;
+        Write::ReleaseKey(scope, name, lease_until) => {
+            diesel::delete(queries::held_key(scope, name, *lease_until)).execute(conn)?;
             Ok(Written::Done)
         }
         Write::PurgeKeys(before) => {
@@ -360,6 +373,9 @@ fn apply_commit(
     commit: &Commit,
 ) -> QueryResult<Written> {
     let id = commit.feature_id.as_str();
+    if let Some(refusal) = key_refusal(conn, commit.receipt.as_ref())? {
+        return Ok(Written::Refused(refusal));
+    }
     // Judged on facts read before this write: a consultation stored since (every write goes
     // through this one thread, so it is in this database already) refuses it.
     if commit.gated && !gate_blockers(conn, id)?.is_empty() {
@@ -451,14 +467,32 @@ fn append_events(
     Ok(())
 }
 
-/// Stores a claimed key's answer, unless it has one.
+/// `KeyTakenOver` unless `receipt`'s claim still holds its key. A write that stores a receipt
+/// asks first, before it changes anything; this thread is the database's only writer, so no
+/// claim takes the key over between the question and [`answer_key`].
+pub(super) fn key_refusal(
+    conn: &mut SqliteConnection,
+    receipt: Option<&ReceiptRow>,
+) -> QueryResult<Option<RepositoryError>> {
+    let Some(receipt) = receipt else {
+        return Ok(None);
+    };
+    let held = queries::held_key(&receipt.scope, &receipt.name, receipt.lease_until)
+        .select(idempotency_keys::lease_until)
+        .get_result::<i64>(conn)
+        .optional()?
+        .is_some();
+    Ok((!held).then(|| taken_over(Some(receipt))))
+}
+
+/// Stores the answer of a key [`key_refusal`] found held.
 pub(super) fn answer_key(
     conn: &mut SqliteConnection,
     receipt: Option<&ReceiptRow>,
 ) -> QueryResult<()> {
     if let Some(receipt) = receipt {
         prepared::update(
-            queries::unanswered_key(&receipt.scope, &receipt.name),
+            queries::held_key(&receipt.scope, &receipt.name, receipt.lease_until),
             idempotency_keys::answer.eq(&receipt.answer),
         )
         .execute(conn)?;

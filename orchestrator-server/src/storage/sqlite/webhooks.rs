@@ -59,6 +59,9 @@ pub fn apply(
     let count = |n: usize| Written::Count(u64::try_from(n).unwrap_or(0));
     match write {
         WebhookWrite::Create(row, receipt) => {
+            if let Some(refusal) = super::ops::key_refusal(conn, receipt.as_ref())? {
+                return Ok(Written::Refused(refusal));
+            }
             let row = WebhookRow {
                 enqueued_through: ids.last(),
                 ..row.clone()
