@@ -72,7 +72,9 @@ pub enum ErrorCode {
     ConsultationNotPending,
     /// 409: a human answered the escalation already, outside the orchestrator.
     AlreadyResolved,
-    /// 409: a request with this `Idempotency-Key` is still being answered; retry later.
+    /// 409: a request with this `Idempotency-Key` is still being answered, or (to a request
+    /// that outlived its hold on the key) a retry took the key over and nothing was stored;
+    /// retry later to get the kept answer.
     IdempotencyKeyInUse,
     /// 422: this `Idempotency-Key` was used for another request (method, path or body).
     IdempotencyKeyReused,

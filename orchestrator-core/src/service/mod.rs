@@ -136,7 +136,9 @@ pub enum Error {
         /// When its stay at the gate was due.
         due_at: Timestamp,
     },
-    /// Storage failed (HTTP 503 `DATABASE_UNAVAILABLE` or 500 `INTERNAL`).
+    /// Storage failed (HTTP 503 `DATABASE_UNAVAILABLE` or 500 `INTERNAL`), or refused a write
+    /// whose idempotency key a retry took over ([`RepositoryError::KeyTakenOver`], HTTP 409
+    /// `IDEMPOTENCY_KEY_IN_USE`).
     #[error(transparent)]
     Storage(RepositoryError),
 }

@@ -138,7 +138,15 @@ impl ApiError {
             _ => tracing::debug!(error = %self, "request refused"),
         }
         let status = status_of(body.code);
+        // Whether the key's first request is still being answered or this request outlived
+        // its lease and a retry took the key over, the answer will be kept for a next try.
+        let in_use = body.code == ErrorCode::IdempotencyKeyInUse;
         let mut response = super::body::json_response(status, &ErrorEnvelope { error: body });
+        if in_use {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         match &self {
             ApiError::Unauthorized => {
                 response
@@ -149,11 +157,6 @@ impl ApiError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            ApiError::IdempotencyKeyInUse => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::MethodNotAllowed { allow, .. } => {
                 if let Ok(value) = HeaderValue::from_str(allow) {

@@ -230,8 +230,11 @@ where
             match repository.answer_key(&receipt).await {
                 Ok(()) => {}
                 // A retry took the key over (this request outlived its lease): its answer is
-                // the key's.
-                Err(RepositoryError::KeyTakenOver(_)) => {}
+                // the key's. Worth an operator's eye: a stalled write or clocks apart.
+                Err(RepositoryError::KeyTakenOver(_)) => tracing::warn!(
+                    key = %receipt.key.key,
+                    "a request outlived its idempotency key's lease and a retry took the key over; nothing of this request was stored"
+                ),
                 Err(e) => tracing::warn!(error = %e, "an idempotent request's answer was not kept"),
             }
             Ok(response)

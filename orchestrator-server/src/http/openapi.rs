@@ -572,7 +572,7 @@ fn when(code: ErrorCode) -> &'static str {
         ConsultationNotPending => "the consultation waits for no human",
         AlreadyResolved => "a human answered the escalation at the hub already",
         IdempotencyKeyInUse => {
-            "a request with this Idempotency-Key is still being answered (with Retry-After)"
+            "a request with this Idempotency-Key is still being answered, or a retry took the key over from this request, which outlived its lease: nothing stored (with Retry-After)"
         }
         IdempotencyKeyReused => {
             "this Idempotency-Key was used within 24 h for a different method, path or body"

@@ -1025,13 +1025,13 @@ pub async fn a_change_whose_key_a_retry_took_over_is_refused_whole(repo: &dyn Wo
     let first_lease = now + Duration::seconds(65);
     let retried = first_lease + Duration::seconds(1);
     let retry_lease = retried + Duration::seconds(65);
+    let day = Duration::hours(24);
     // Each key is claimed, then taken over by a retry after the first claim's lease.
     let taken_over = async |name: &str| {
         let key = IdempotencyKey {
             scope: "*".to_owned(),
             key: name.to_owned(),
         };
-        let day = Duration::hours(24);
         let first = repo.claim_key(&key, "fp", now, first_lease, now - day);
         assert_eq!(first.await.unwrap(), KeyClaim::Claimed);
         let retry = repo.claim_key(&key, "fp", retried, retry_lease, retried - day);
@@ -1043,18 +1043,22 @@ pub async fn a_change_whose_key_a_retry_took_over_is_refused_whole(repo: &dyn Wo
         lease_until: first_lease,
         answer: "the first request's".to_owned(),
     };
-    let refused = |result: Result<(), RepositoryError>| {
+    // Refused, and the retry still holds the key, unanswered: a next request is told so.
+    let refused = async |key: &IdempotencyKey, result: Result<(), RepositoryError>| {
         assert!(
             matches!(result, Err(RepositoryError::KeyTakenOver(_))),
             "{result:?}"
         );
+        let next = repo.claim_key(key, "fp", retried, retry_lease, retried - day);
+        assert_eq!(next.await.unwrap(), KeyClaim::InUse, "{key:?}");
     };
     let events = all_events(repo).await.len();
 
     // A creation: no workflow.
     let key = taken_over("create").await;
     let (workflow, first) = new_workflow("taken-over");
-    refused(repo.create_with(&workflow, &first, Some(&late(&key))).await);
+    let created = repo.create_with(&workflow, &first, Some(&late(&key))).await;
+    refused(&key, created).await;
     assert!(matches!(
         repo.get(workflow.feature_id()).await,
         Err(RepositoryError::NotFound(_))
@@ -1064,10 +1068,10 @@ pub async fn a_change_whose_key_a_retry_took_over_is_refused_whole(repo: &dyn Wo
     // A commit and a judged advance: the workflow stays as it was.
     let key = taken_over("commit").await;
     let (next, complete) = step(&workflow, Trigger::AgentComplete, 5);
-    refused(
-        repo.commit_with(1, &next, &complete, Some(&late(&key)))
-            .await,
-    );
+    let committed = repo
+        .commit_with(1, &next, &complete, Some(&late(&key)))
+        .await;
+    refused(&key, committed).await;
     let key = taken_over("advance").await;
     let sealed = late(&key);
     let judged = repo
@@ -1080,23 +1084,21 @@ pub async fn a_change_whose_key_a_retry_took_over_is_refused_whole(repo: &dyn Wo
                 Ok(decision)
             }),
         )
-        .await;
-    assert!(
-        matches!(
-            judged,
-            Err(orchestrator_core::Error::Storage(
-                RepositoryError::KeyTakenOver(_)
-            ))
-        ),
-        "{judged:?}"
-    );
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            orchestrator_core::Error::Storage(e) => e,
+            other => panic!("{other}"),
+        });
+    refused(&key, judged).await;
     assert_eq!(repo.get(workflow.feature_id()).await.unwrap(), workflow);
     assert_eq!(repo.history(workflow.feature_id()).await.unwrap().len(), 1);
 
     // A consultation, new or changed: not stored, not changed.
     let key = taken_over("ask").await;
     let asked = consultation("taken-over", 1, true);
-    refused(repo.add_consultation_with(&asked, Some(&late(&key))).await);
+    let added = repo.add_consultation_with(&asked, Some(&late(&key))).await;
+    refused(&key, added).await;
     assert!(
         repo.consultations(workflow.feature_id())
             .await
@@ -1107,30 +1109,36 @@ pub async fn a_change_whose_key_a_retry_took_over_is_refused_whole(repo: &dyn Wo
     let key = taken_over("respond").await;
     let mut answered = asked.clone();
     answered.status = ConsultationStatus::Resolved;
-    refused(
-        repo.update_consultation_with(&answered, Some(&late(&key)))
-            .await,
-    );
+    let updated = repo
+        .update_consultation_with(&answered, Some(&late(&key)))
+        .await;
+    refused(&key, updated).await;
     assert_eq!(
         repo.consultations(workflow.feature_id()).await.unwrap(),
         vec![asked]
     );
 
+    // An approval at the gate: its key is judged first, before what blocks the gate (the
+    // escalation above does), as every write with a receipt judges it.
+    repo.commit(1, &next, &complete).await.unwrap();
+    let (approved, approval) = step(&next, Trigger::HumanApproved, 5);
+    assert!(approval.is_gated_approval());
+    let key = taken_over("approve").await;
+    let approving = repo
+        .commit_with(2, &approved, &approval, Some(&late(&key)))
+        .await;
+    refused(&key, approving).await;
+    assert_eq!(repo.get(workflow.feature_id()).await.unwrap(), next);
+
     // Only what was written without the keys made events.
-    assert_eq!(all_events(repo).await.len(), events + 2);
+    assert_eq!(all_events(repo).await.len(), events + 3);
 
     // The first request's answer alone, and its release, leave the key to the retry, whose
     // answer is the key's.
     let key = taken_over("answer").await;
-    refused(repo.answer_key(&late(&key)).await);
+    refused(&key, repo.answer_key(&late(&key)).await).await;
     repo.release_key(&key, first_lease).await.unwrap();
-    let again = repo.claim_key(
-        &key,
-        "fp",
-        retried,
-        retry_lease,
-        retried - Duration::hours(24),
-    );
+    let again = repo.claim_key(&key, "fp", retried, retry_lease, retried - day);
     assert_eq!(again.await.unwrap(), KeyClaim::InUse);
     let retry = Receipt {
         lease_until: retry_lease,
@@ -1138,13 +1146,7 @@ pub async fn a_change_whose_key_a_retry_took_over_is_refused_whole(repo: &dyn Wo
         ..late(&key)
     };
     repo.answer_key(&retry).await.unwrap();
-    let replay = repo.claim_key(
-        &key,
-        "fp",
-        retried,
-        retry_lease,
-        retried - Duration::hours(24),
-    );
+    let replay = repo.claim_key(&key, "fp", retried, retry_lease, retried - day);
     assert_eq!(
         replay.await.unwrap(),
         KeyClaim::Answered("the retry's".to_owned())

@@ -210,7 +210,8 @@ async fn a_request_whose_key_a_retry_took_over_stores_nothing() {
     use diesel::Connection;
     use diesel::connection::SimpleConnection;
 
-    let app = spawn_app_with(|c| c.agent_hub_wait_seconds = 5).await;
+    // The hub holds both asks until released: the wait only has to outlast the writes.
+    let app = spawn_app_with(|c| c.agent_hub_wait_seconds = 30).await;
     app.start_workflow("outlived").await;
     let ask = json!({"topic": "architecture", "question": "Which queue suits the retries?"});
     let path = "/workflow/outlived/consultations";
@@ -226,8 +227,15 @@ async fn a_request_whose_key_a_retry_took_over_stores_nothing() {
                 .await
                 .unwrap();
             let status = response.status();
-            (status, response.json::<Value>().await.unwrap())
+            let retry_after = response.headers().get("retry-after").cloned();
+            (status, retry_after, response.json::<Value>().await.unwrap())
         })
+    };
+    let answered = async |request: tokio::task::JoinHandle<_>| {
+        tokio::time::timeout(Duration::from_secs(60), request)
+            .await
+            .expect("the request is answered")
+            .unwrap()
     };
     let held = async |count| {
         tokio::time::timeout(Duration::from_secs(30), app.hub.until_held(count))
@@ -250,15 +258,16 @@ async fn a_request_whose_key_a_retry_took_over_stores_nothing() {
 
     // The first answer comes back and is refused; then the retry's lands.
     app.hub.release();
-    let (status, body) = first.await.unwrap();
+    let (status, retry_after, body) = answered(first).await;
     assert_eq!(
         (status.as_u16(), code(&body)),
         (409, ErrorCode::IdempotencyKeyInUse),
         "{body}"
     );
     assert!(body.to_string().contains("took it over"), "{body}");
+    assert_eq!(retry_after.unwrap(), "1");
     app.hub.release();
-    let (status, created) = retry.await.unwrap();
+    let (status, _, created) = answered(retry).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let stored = app
         .client

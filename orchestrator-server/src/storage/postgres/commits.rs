@@ -603,6 +603,11 @@ pub(super) async fn apply_gated(
     conn.build_transaction()
         .read_committed()
         .run(async |conn| {
+            // The key first, as every write with a receipt checks it (and locks it before the
+            // workflow).
+            if let Some(refusal) = ops::key_refusal(conn, commit.receipt.as_ref()).await? {
+                return Ok(Written::Refused(refusal));
+            }
             queries::state(id)
                 .for_update()
                 .get_result::<String>(conn)
@@ -638,14 +643,14 @@ pub(super) const ENTRY_COLUMNS: &str = "seq, from_state, to_state, trigger, acto
              metadata, at, actor_kind, on_behalf_of, gate_override, receipt_scope,
              receipt_name, receipt_answer, receipt_lease)
 ";
-/// The idempotency keys whose claims still hold them (unanswered, under the lease the
-/// receipt names), locked until the commit: a row whose key a retry took over is refused
-/// whole (`KeyTakenOver`), and a retry taking a key over meanwhile waits, then finds it
-/// answered. One index look-up per row of `v` (the lateral join keeps every plan to that).
-/// Both batch statements begin their tails with it and lock these rows first: a single
-/// write with a receipt (`ops::key_refusal`) also locks its key before its workflow.
+/// The rows of `v` whose idempotency keys their claims still hold (unanswered, under the lease
+/// the receipt names), the keys locked until the commit: a row whose key a retry took over is
+/// refused whole (`KeyTakenOver`), and a retry taking a key over meanwhile waits, then takes
+/// nothing. One primary-key look-up per keyed row of `v`, none for the others. Both batch
+/// statements begin their tails with it and lock these keys first: a single write with a
+/// receipt (`ops::key_refusal`, `apply_gated`) also locks its key before its workflow.
 pub(super) const HELD: &str = r#"), held AS MATERIALIZED (
-    SELECT k.scope, k.name
+    SELECT v.feature_id
     FROM v CROSS JOIN LATERAL (
         SELECT k.scope, k.name FROM idempotency_keys k
         WHERE k.scope = v.receipt_scope AND k.name = v.receipt_name
@@ -674,8 +679,7 @@ const BATCH_TAIL: &str = r#"), locked AS MATERIALIZED (
       AND locked.feature_id = w.feature_id AND w.feature_id = v.feature_id
       AND w.version = v.expected
       AND (v.receipt_scope IS NULL
-           OR EXISTS (SELECT 1 FROM held WHERE held.scope = v.receipt_scope
-                                              AND held.name = v.receipt_name))
+           OR EXISTS (SELECT 1 FROM held WHERE held.feature_id = v.feature_id))
     RETURNING w.feature_id
 "#;
 
@@ -721,8 +725,7 @@ pub(super) const WRITTEN: &str = r#"), answered AS (
 /// whether its key's claim (if it had one) still held the key.
 const BATCH_RESULT: &str = r#"SELECT v.feature_id, locked.version AS current, won.feature_id IS NOT NULL AS won,
        (v.receipt_scope IS NULL
-        OR EXISTS (SELECT 1 FROM held WHERE held.scope = v.receipt_scope
-                                           AND held.name = v.receipt_name)) AS held
+        OR EXISTS (SELECT 1 FROM held WHERE held.feature_id = v.feature_id)) AS held
 FROM v
 LEFT JOIN locked ON locked.feature_id = v.feature_id
 LEFT JOIN won ON won.feature_id = v.feature_id

@@ -77,8 +77,7 @@ const CREATE_TAIL: &str = r#"), won AS (
     -- After `held` (the reference makes it run first): keys, then workflows.
     WHERE (SELECT count(*) FROM held) >= 0
       AND (v.receipt_scope IS NULL
-           OR EXISTS (SELECT 1 FROM held WHERE held.scope = v.receipt_scope
-                                              AND held.name = v.receipt_name))
+           OR EXISTS (SELECT 1 FROM held WHERE held.feature_id = v.feature_id))
     ORDER BY feature_id
     ON CONFLICT DO NOTHING
     RETURNING feature_id
@@ -87,8 +86,7 @@ const CREATE_TAIL: &str = r#"), won AS (
 /// whether its key's claim (if it had one) still held the key.
 const CREATE_RESULT: &str = "SELECT v.feature_id, won.feature_id IS NOT NULL AS won,
        (v.receipt_scope IS NULL
-        OR EXISTS (SELECT 1 FROM held WHERE held.scope = v.receipt_scope
-                                           AND held.name = v.receipt_name)) AS held
+        OR EXISTS (SELECT 1 FROM held WHERE held.feature_id = v.feature_id)) AS held
 FROM v
 LEFT JOIN won ON won.feature_id = v.feature_id
 ";

@@ -331,13 +331,11 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
         } => claim_key(conn, row, *expired_before)
             .await
             .map(Written::Claim),
-        Write::AnswerKey(receipt) => {
-            if let Some(refusal) = key_refusal(conn, Some(receipt)).await? {
-                return Ok(Written::Refused(refusal));
-            }
-            answer_key(conn, receipt).await?;
-            Ok(Written::Done)
-        }
+        // The update is its own check: one statement, nothing else to write.
+        Write::AnswerKey(receipt) => Ok(match answer_key(conn, receipt).await? {
+            true => Written::Done,
+            false => Written::Refused(taken_over(Some(receipt))),
+        }),
         Write::ReleaseKey(scope, name, lease_until) => {
             diesel::delete(queries::held_key(scope, name, *lease_until))
                 .execute(conn)
@@ -463,7 +461,8 @@ impl Statement for Append {
 
 /// `KeyTakenOver` unless `receipt`'s claim still holds its key. A write that stores a receipt
 /// asks first, before it changes anything; the key's row stays locked until the transaction
-/// ends, so a retry taking the key over waits for it and then finds the key answered.
+/// ends, so a retry taking the key over waits for it and then takes nothing: it is told the
+/// key is in use, and its next try gets the answer.
 pub(super) async fn key_refusal(
     conn: &mut AsyncPgConnection,
     receipt: Option<&ReceiptRow>,
@@ -481,11 +480,12 @@ pub(super) async fn key_refusal(
     Ok((!held).then(|| taken_over(Some(receipt))))
 }
 
-/// Stores the answer of a key [`key_refusal`] found held (and locked).
+/// Stores the answer of a key still held by the receipt's claim ([`key_refusal`] found it held,
+/// and locked it); whether it was.
 pub(super) async fn answer_key(
     conn: &mut AsyncPgConnection,
     receipt: &ReceiptRow,
-) -> QueryResult<()> {
+) -> QueryResult<bool> {
     diesel::update(queries::held_key(
         &receipt.scope,
         &receipt.name,
@@ -494,7 +494,7 @@ pub(super) async fn answer_key(
     .set(idempotency_keys::answer.eq(&receipt.answer))
     .execute(conn)
     .await
-    .map(|_| ())
+    .map(|n| n == 1)
 }
 
 /// Claims a key: new, expired, or unanswered past its lease; else says why not. Each step is

@@ -283,13 +283,11 @@ pub fn apply(
             row,
             expired_before,
         } => claim_key(conn, row, *expired_before).map(Written::Claim),
-        Write::AnswerKey(receipt) => {
-            if let Some(refusal) = key_refusal(conn, Some(receipt))? {
-                return Ok(Written::Refused(refusal));
-            }
-            answer_key(conn, Some(receipt))?;
-            Ok(Written::Done)
-        }
+        // The update is its own check: one statement, nothing else to write.
+        Write::AnswerKey(receipt) => Ok(match answer_key(conn, Some(receipt))? {
+            true => Written::Done,
+            false => Written::Refused(taken_over(Some(receipt))),
+        }),
         Write::ReleaseKey(scope, name, lease_until) => {
             diesel::delete(queries::held_key(scope, name, *lease_until)).execute(conn)?;
             Ok(Written::Done)
@@ -485,19 +483,21 @@ pub(super) fn key_refusal(
     Ok((!held).then(|| taken_over(Some(receipt))))
 }
 
-/// Stores the answer of a key [`key_refusal`] found held.
+/// Stores the answer of a key still held by the receipt's claim ([`key_refusal`] found it
+/// held); whether it was (no receipt: nothing to store).
 pub(super) fn answer_key(
     conn: &mut SqliteConnection,
     receipt: Option<&ReceiptRow>,
-) -> QueryResult<()> {
-    if let Some(receipt) = receipt {
-        prepared::update(
-            queries::held_key(&receipt.scope, &receipt.name, receipt.lease_until),
-            idempotency_keys::answer.eq(&receipt.answer),
-        )
-        .execute(conn)?;
-    }
-    Ok(())
+) -> QueryResult<bool> {
+    let Some(receipt) = receipt else {
+        return Ok(true);
+    };
+    prepared::update(
+        queries::held_key(&receipt.scope, &receipt.name, receipt.lease_until),
+        idempotency_keys::answer.eq(&receipt.answer),
+    )
+    .execute(conn)
+    .map(|n| n == 1)
 }
 
 /// Claims a key: new, expired, or unanswered past its lease; else says why not.
