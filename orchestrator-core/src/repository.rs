@@ -412,7 +412,9 @@ pub trait WorkflowRepository: Send + Sync {
         lease_until: Timestamp,
     ) -> Result<(), RepositoryError>;
 
-    /// Forgets every key first claimed before `before`; returns how many.
+    /// Forgets the keys first claimed before `before`; returns how many. A store may take a
+    /// large backlog over several calls (the SQL stores delete up to a million a call, 10 000
+    /// per transaction, oldest first).
     async fn purge_keys(&self, before: Timestamp) -> Result<u64, RepositoryError>;
 
     /// Whether the store answers and accepts writes now; `/health` uses it. Durable stores

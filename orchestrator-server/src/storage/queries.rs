@@ -12,6 +12,7 @@ use super::schema::{
     consultations, event_log, events, gate_overdue_notes, idempotency_keys, storage_probe,
     transitions, webhook_deliveries, webhooks, workflows,
 };
+use super::write::PURGE_CHUNK;
 
 /// One workflow by feature id.
 #[dsl::auto_type]
@@ -239,6 +240,21 @@ pub fn keys_before(before: i64) -> _ {
     idempotency_keys::table.filter(idempotency_keys::created_at.lt(before))
 }
 
+/// When the [`PURGE_CHUNK`]th oldest key first claimed before `before` was: a purge's chunk
+/// deletes the keys claimed until then (a few more only where keys share its microsecond), in
+/// `created_at`'s index order. None: fewer are left.
+#[dsl::auto_type]
+pub fn keys_chunk_end(before: i64) -> _ {
+    let skip: i64 = PURGE_CHUNK - 1;
+    let one: i64 = 1;
+    idempotency_keys::table
+        .filter(idempotency_keys::created_at.lt(before))
+        .select(idempotency_keys::created_at)
+        .order(idempotency_keys::created_at)
+        .offset(skip)
+        .limit(one)
+}
+
 /// The probe row's new value.
 #[dsl::auto_type]
 pub fn probe_row(at: i64) -> _ {
@@ -434,6 +450,21 @@ pub fn settled_deliveries_before<'a>(pending: &'a str, before: i64) -> _ {
     webhook_deliveries::table
         .filter(webhook_deliveries::status.ne(pending))
         .filter(webhook_deliveries::created_at.lt(before))
+}
+
+/// When the [`PURGE_CHUNK`]th oldest settled delivery made before `before` was made, as
+/// [`keys_chunk_end`] for keys.
+#[dsl::auto_type]
+pub fn deliveries_chunk_end<'a>(pending: &'a str, before: i64) -> _ {
+    let skip: i64 = PURGE_CHUNK - 1;
+    let one: i64 = 1;
+    webhook_deliveries::table
+        .filter(webhook_deliveries::status.ne(pending))
+        .filter(webhook_deliveries::created_at.lt(before))
+        .select(webhook_deliveries::created_at)
+        .order(webhook_deliveries::created_at)
+        .offset(skip)
+        .limit(one)
 }
 
 /// What a redelivery at `now` writes (see `webhooks::redelivery` for `lease` and `after`):

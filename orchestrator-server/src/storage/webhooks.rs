@@ -220,7 +220,9 @@ pub trait WebhookRepository: Send + Sync {
         now: Timestamp,
     ) -> Result<bool, RepositoryError>;
 
-    /// Forgets delivered and failed deliveries made before `before`.
+    /// Forgets delivered and failed deliveries made before `before`; returns how many. A large
+    /// backlog may take several calls (up to a million a call, 10 000 per transaction, oldest
+    /// first).
     async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError>;
 }
 
@@ -261,7 +263,8 @@ pub(crate) enum WebhookWrite {
         /// Unix microseconds.
         now: i64,
     },
-    /// See [`WebhookRepository::purge_deliveries`] (answers `Count`).
+    /// One chunk of [`WebhookRepository::purge_deliveries`], the oldest, as `Write::PurgeKeys`
+    /// deletes keys (answers `Count`).
     Purge(i64),
 }
 
@@ -459,8 +462,8 @@ impl<B: WebhookBackend> WebhookRepository for B {
     }
 
     async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError> {
-        let write = WebhookWrite::Purge(micros(before));
-        Ok(self.write(Write::Webhook(write)).await?.count())
+        let purge = || Write::Webhook(WebhookWrite::Purge(micros(before)));
+        super::write::purge_in_chunks(purge, |write| self.write(write)).await
     }
 }
 

@@ -84,7 +84,8 @@ pub enum Write {
     /// Forgets a key that has no answer and is still held by the claim that took the lease
     /// (Unix microseconds): `(scope, name, lease_until)`.
     ReleaseKey(String, String, i64),
-    /// Forgets keys first claimed before this (Unix microseconds); answers `Count`.
+    /// Forgets a chunk of the keys first claimed before this (Unix microseconds), the oldest:
+    /// [`PURGE_CHUNK`] of them, a few more where claims share a microsecond; answers `Count`.
     PurgeKeys(i64),
     /// Forgets the events before the first one made at or after this (Unix microseconds), but
     /// none a webhook has yet to turn into deliveries, and at most [`PURGE_CHUNK`] (see
@@ -420,10 +421,11 @@ pub(crate) fn chunk_end(purged_through: i64) -> i64 {
     purged_through.saturating_add(PURGE_CHUNK)
 }
 
-/// Retention's purge of the events made before `before` (Unix microseconds), through the
-/// store's `write`: a chunk per transaction while full chunks come, up to [`PURGE_CHUNKS`].
-pub(crate) async fn purge_events<Fut>(
-    before: i64,
+/// A purge (events, idempotency keys or settled deliveries: `purge` makes the write that
+/// deletes one chunk of them) through the store's `write`: a chunk per transaction while full
+/// chunks come, up to [`PURGE_CHUNKS`]; the count deleted.
+pub(crate) async fn purge_in_chunks<Fut>(
+    purge: impl Fn() -> Write,
     write: impl Fn(Write) -> Fut,
 ) -> Result<u64, RepositoryError>
 where
@@ -431,7 +433,7 @@ where
 {
     let mut purged = 0;
     for _ in 0..PURGE_CHUNKS {
-        let n = write(Write::PurgeEvents(before)).await?.count();
+        let n = write(purge()).await?.count();
         purged += n;
         if n < PURGE_CHUNK.unsigned_abs() {
             break;
@@ -531,7 +533,7 @@ pub fn conflict(id: &FeatureId, expected: i64, actual: Option<i64>) -> Repositor
 
 #[cfg(test)]
 mod tests {
-    use super::{PURGE_CHUNK, PURGE_CHUNKS, Write, Written, purge_events, purge_through};
+    use super::{PURGE_CHUNK, PURGE_CHUNKS, Write, Written, purge_in_chunks, purge_through};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
@@ -579,20 +581,26 @@ mod tests {
     async fn a_purge_goes_on_while_chunks_come_full_up_to_its_bound() {
         let full = PURGE_CHUNK.unsigned_abs();
         let calls = AtomicU32::new(0);
-        let purged = purge_events(7, |write| {
-            assert!(matches!(write, Write::PurgeEvents(7)));
-            let call = calls.fetch_add(1, Ordering::Relaxed);
-            async move { Ok(Written::Count(if call < 2 { full } else { 5 })) }
-        })
+        let purged = purge_in_chunks(
+            || Write::PurgeEvents(7),
+            |write| {
+                assert!(matches!(write, Write::PurgeEvents(7)));
+                let call = calls.fetch_add(1, Ordering::Relaxed);
+                async move { Ok(Written::Count(if call < 2 { full } else { 5 })) }
+            },
+        )
         .await
         .unwrap();
         assert_eq!((purged, calls.load(Ordering::Relaxed)), (2 * full + 5, 3));
 
         let calls = AtomicU32::new(0);
-        let purged = purge_events(7, |_| {
-            calls.fetch_add(1, Ordering::Relaxed);
-            async move { Ok(Written::Count(full)) }
-        })
+        let purged = purge_in_chunks(
+            || Write::PurgeKeys(7),
+            |_| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                async move { Ok(Written::Count(full)) }
+            },
+        )
         .await
         .unwrap();
         assert_eq!(calls.load(Ordering::Relaxed), PURGE_CHUNKS);

@@ -14,6 +14,8 @@ use orchestrator_core::{
     Workflow, WorkflowRepository, WorkflowState,
 };
 
+use orchestrator_server::storage::DatabaseUrl;
+
 use crate::helpers::id;
 
 fn t0() -> Timestamp {
@@ -2006,4 +2008,95 @@ async fn a_postgres_batch_waiting_on_one_held_row_fails_only_that_advance() {
         .execute(&mut holder)
         .await
         .unwrap();
+}
+
+/// 10 005 idempotency keys past their day and as many settled deliveries past the retention,
+/// then one of each that is newer and a pending delivery as old as the rest.
+const BACKLOG: &str = "
+INSERT INTO webhooks (id, url, event_types, description, secret, created_at, enqueued_through)
+VALUES ('wh_backlog', 'http://127.0.0.1:9/', '[]', NULL, 'whsec_backlog', 0, 0);
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10005)
+INSERT INTO idempotency_keys (scope, name, fingerprint, answer, created_at, lease_until)
+SELECT '*', 'old-' || i, 'fp', 'kept', i, i FROM n;
+INSERT INTO idempotency_keys (scope, name, fingerprint, answer, created_at, lease_until)
+VALUES ('*', 'new', 'fp', 'kept', 20000, 20000);
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10005)
+INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload, status, attempts,
+                                created_at, schedule_from, redeliveries)
+SELECT 'msg_' || i, 'wh_backlog', i, 'workflow.transitioned', '{}', 'delivered', 1, i, 0, 0
+FROM n;
+INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload, status, attempts,
+                                next_attempt_at, created_at, schedule_from, redeliveries)
+VALUES ('msg_pending', 'wh_backlog', 20001, 'workflow.transitioned', '{}', 'pending', 0, 1, 1,
+        0, 0),
+       ('msg_new', 'wh_backlog', 20002, 'workflow.transitioned', '{}', 'failed', 8, NULL, 20000,
+        0, 0);
+";
+
+/// A backlog of keys and of settled deliveries (a retention lowered, a long pause) is deleted
+/// by one purge, a chunk of 10 000 per transaction, oldest first: every row before the cut,
+/// nothing after it, no pending delivery. (A chunk that stopped one row short would end the
+/// purge there: 9 999.)
+async fn backlogs_are_purged_in_full(url: DatabaseUrl, backlog: impl AsyncFnOnce()) {
+    use orchestrator_core::{IdempotencyKey, KeyClaim};
+    use orchestrator_server::storage::connect;
+    let repo = connect(&url, 2).await.unwrap();
+    backlog().await;
+    let cut = Utc.timestamp_micros(20_000).unwrap();
+    assert_eq!(repo.purge_keys(cut).await.unwrap(), 10_005);
+    assert_eq!(repo.purge_keys(cut).await.unwrap(), 0);
+    assert_eq!(repo.purge_deliveries(cut).await.unwrap(), 10_005);
+    assert_eq!(repo.purge_deliveries(cut).await.unwrap(), 0);
+    let key = |name: &str| IdempotencyKey {
+        scope: "*".to_owned(),
+        key: name.to_owned(),
+    };
+    let now = Utc.timestamp_micros(20_001).unwrap();
+    let long_ago = Utc.timestamp_micros(0).unwrap();
+    for (name, kept) in [("new", true), ("old-1", false), ("old-10005", false)] {
+        let key = key(name);
+        let claim = repo.claim_key(&key, "fp", now, now, long_ago);
+        let expected = match kept {
+            true => KeyClaim::Answered("kept".to_owned()),
+            false => KeyClaim::Claimed,
+        };
+        assert_eq!(claim.await.unwrap(), expected, "{name}");
+    }
+    let later = Utc.timestamp_micros(30_000).unwrap();
+    assert_eq!(
+        repo.purge_deliveries(later).await.unwrap(),
+        1,
+        "the newer settled one; the pending one stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_backlogs_are_purged_in_full() {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("b.db");
+    let url = DatabaseUrl::SqliteFile(file.clone());
+    backlogs_are_purged_in_full(url, async || {
+        let mut conn = diesel::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
+        conn.batch_execute(&format!("PRAGMA busy_timeout = 5000; {BACKLOG}"))
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_backlogs_are_purged_in_full() {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let url = DatabaseUrl::Postgres(db.url.clone());
+    backlogs_are_purged_in_full(url, async || {
+        let mut conn = diesel_async::AsyncPgConnection::establish(&db.url)
+            .await
+            .unwrap();
+        conn.batch_execute(BACKLOG).await.unwrap();
+    })
+    .await;
 }

@@ -357,8 +357,8 @@ impl WorkflowRepository for PgRepository {
     }
 
     async fn purge_keys(&self, before: Timestamp) -> Result<u64, RepositoryError> {
-        let write = Write::PurgeKeys(micros(before));
-        self.write(write).await.map(|written| written.count())
+        let purge = || Write::PurgeKeys(micros(before));
+        crate::storage::write::purge_in_chunks(purge, |write| self.write(write)).await
     }
 
     async fn events(
@@ -374,7 +374,8 @@ impl WorkflowRepository for PgRepository {
     }
 
     async fn purge_events(&self, before: Timestamp) -> Result<u64, RepositoryError> {
-        crate::storage::write::purge_events(micros(before), |write| self.write(write)).await
+        let purge = || Write::PurgeEvents(micros(before));
+        crate::storage::write::purge_in_chunks(purge, |write| self.write(write)).await
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {

@@ -343,7 +343,13 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             Ok(Written::Done)
         }
         Write::PurgeKeys(before) => {
-            let n = diesel::delete(queries::keys_before(*before))
+            // A chunk: through the chunk's last claim time (`<` the microsecond after it).
+            let end: Option<i64> = queries::keys_chunk_end(*before)
+                .get_result(conn)
+                .await
+                .optional()?;
+            let through = end.map_or(*before, |end| end + 1);
+            let n = diesel::delete(queries::keys_before(through))
                 .execute(conn)
                 .await?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))

@@ -206,13 +206,19 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
                 .await
                 .map(count)
         }
-        WebhookWrite::Purge(before) => diesel::delete(queries::settled_deliveries_before(
-            DeliveryStatus::Pending.as_str(),
-            *before,
-        ))
-        .execute(conn)
-        .await
-        .map(count),
+        WebhookWrite::Purge(before) => {
+            // A chunk: through the chunk's last creation time (`<` the microsecond after it).
+            let pending = DeliveryStatus::Pending.as_str();
+            let end: Option<i64> = queries::deliveries_chunk_end(pending, *before)
+                .get_result(conn)
+                .await
+                .optional()?;
+            let through = end.map_or(*before, |end| end + 1);
+            diesel::delete(queries::settled_deliveries_before(pending, through))
+                .execute(conn)
+                .await
+                .map(count)
+        }
     }
 }
 

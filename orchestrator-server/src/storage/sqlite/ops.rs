@@ -293,7 +293,12 @@ pub fn apply(
             Ok(Written::Done)
         }
         Write::PurgeKeys(before) => {
-            let n = diesel::delete(queries::keys_before(*before)).execute(conn)?;
+            // A chunk: through the chunk's last claim time (`<` the microsecond after it).
+            let end: Option<i64> = queries::keys_chunk_end(*before)
+                .get_result(conn)
+                .optional()?;
+            let through = end.map_or(*before, |end| end + 1);
+            let n = diesel::delete(queries::keys_before(through)).execute(conn)?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
         Write::PurgeEvents(before) => {
