@@ -629,9 +629,9 @@ pub(super) async fn apply_gated(
 /// How both batch statements begin: their rows `v`, unnested from the array parameters that
 /// follow. The advance batch statement (lock, compare-and-set, history, events, in one round
 /// trip) is this head, its parameters, [`BATCH_COLUMNS`] and [`ENTRY_COLUMNS`] (the names of
-/// `v`'s columns), [`HELD`], [`BATCH_TAIL`], [`WRITTEN`] and [`BATCH_RESULT`]. `Batch::walk`
-/// binds its 25 columns as arrays after the head; the feature ids come first, so the lock reads them
-/// as `$1`.
+/// `v`'s columns), [`HELD`], [`BATCH_TAIL`], [`WRITTEN`] and [`BATCH_RESULT`].
+/// `Batch::walk` binds its 25 columns as arrays after the head; the feature ids come first,
+/// so the lock reads them as `$1`.
 pub(super) const ROWS_HEAD: &str = "WITH v AS (\n    SELECT * FROM unnest(";
 /// The names of the advance batch's own columns in `v`; [`ENTRY_COLUMNS`] follow.
 const BATCH_COLUMNS: &str = ")
@@ -646,7 +646,9 @@ pub(super) const ENTRY_COLUMNS: &str = "seq, from_state, to_state, trigger, acto
 /// The rows of `v` whose idempotency keys their claims still hold (unanswered, under the lease
 /// the receipt names), the keys locked until the commit: a row whose key a retry took over is
 /// refused whole (`KeyTakenOver`), and a retry taking a key over meanwhile waits, then takes
-/// nothing. One primary-key look-up per keyed row of `v`, none for the others. Both batch
+/// nothing. A look-up of its key (by primary key) per keyed row of `v`, none for the others
+/// (the lateral join runs only for them; what the step costs a batch without keys is in
+/// docs/PERFORMANCE.md). Both batch
 /// statements begin their tails with it and lock these keys first: a single write with a
 /// receipt (`ops::key_refusal`, `apply_gated`) also locks its key before its workflow.
 pub(super) const HELD: &str = r#"), held AS MATERIALIZED (

@@ -55,8 +55,8 @@ pub async fn apply(
 }
 
 /// The creation statement is [`ROWS_HEAD`], its parameters (the columns as arrays),
-/// [`CREATE_COLUMNS`] and [`ENTRY_COLUMNS`] (the names of `v`'s columns), [`HELD`], [`CREATE_TAIL`],
-/// [`WRITTEN`] and [`CREATE_RESULT`].
+/// [`CREATE_COLUMNS`] and [`ENTRY_COLUMNS`] (the names of `v`'s columns), [`HELD`],
+/// [`CREATE_TAIL`], [`WRITTEN`] and [`CREATE_RESULT`].
 ///
 /// The names of the creation batch's own columns in `v`; [`ENTRY_COLUMNS`] follow.
 const CREATE_COLUMNS: &str = ")
