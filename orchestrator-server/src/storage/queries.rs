@@ -6,7 +6,9 @@
 //! and SQLite recompiles a statement whose LIMIT parameter is rebound on every run.
 
 use diesel::dsl;
+use diesel::expression::SqlLiteral;
 use diesel::prelude::*;
+use diesel::sql_types::Bool;
 
 use super::schema::{
     consultations, event_log, events, gate_overdue_notes, idempotency_keys, storage_probe,
@@ -444,22 +446,31 @@ pub fn delivery_page<'a>(
         .limit(limit)
 }
 
+/// A delivery is settled (delivered or failed), in the words of the partial index
+/// `webhook_deliveries_settled`: a literal, not a bound value, so that both databases see that
+/// a query with it may read that index (a prepared statement's generic plan could not prove
+/// the index's predicate from a parameter).
+const SETTLED: &str = "status <> 'pending'";
+
 /// Delivered and failed deliveries made before `before` (Unix microseconds).
 #[dsl::auto_type]
-pub fn settled_deliveries_before<'a>(pending: &'a str, before: i64) -> _ {
+pub fn settled_deliveries_before(before: i64) -> _ {
+    let settled: SqlLiteral<Bool> = dsl::sql(SETTLED);
     webhook_deliveries::table
-        .filter(webhook_deliveries::status.ne(pending))
+        .filter(settled)
         .filter(webhook_deliveries::created_at.lt(before))
 }
 
 /// When the [`PURGE_CHUNK`]th oldest settled delivery made before `before` was made, as
-/// [`keys_chunk_end`] for keys.
+/// [`keys_chunk_end`] for keys (through `webhook_deliveries_settled`, which holds no pending
+/// delivery to step over).
 #[dsl::auto_type]
-pub fn deliveries_chunk_end<'a>(pending: &'a str, before: i64) -> _ {
+pub fn deliveries_chunk_end(before: i64) -> _ {
     let skip: i64 = PURGE_CHUNK - 1;
     let one: i64 = 1;
+    let settled: SqlLiteral<Bool> = dsl::sql(SETTLED);
     webhook_deliveries::table
-        .filter(webhook_deliveries::status.ne(pending))
+        .filter(settled)
         .filter(webhook_deliveries::created_at.lt(before))
         .select(webhook_deliveries::created_at)
         .order(webhook_deliveries::created_at)
@@ -479,4 +490,15 @@ pub fn redelivered<'a>(pending: &'a str, now: i64, lease: Option<i64>, after: i3
         webhook_deliveries::schedule_from.eq(webhook_deliveries::attempts + after),
         webhook_deliveries::lease_until.eq(lease),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use orchestrator_core::webhook::DeliveryStatus;
+
+    #[test]
+    fn the_settled_predicate_names_the_pending_status_as_stored() {
+        let pending = DeliveryStatus::Pending.as_str();
+        assert_eq!(super::SETTLED, format!("status <> '{pending}'"));
+    }
 }

@@ -89,7 +89,7 @@ pub enum Write {
     PurgeKeys(i64),
     /// Forgets the events before the first one made at or after this (Unix microseconds), but
     /// none a webhook has yet to turn into deliveries, and at most [`PURGE_CHUNK`] (see
-    /// [`purge_through`] and [`purge_events`]); answers `Count`.
+    /// [`purge_through`] and [`purge_in_chunks`]); answers `Count`.
     PurgeEvents(i64),
     /// Many new workflows at once (seeding): all or none; no events.
     Import(Vec<WorkflowRow>, Vec<TransitionRow>),

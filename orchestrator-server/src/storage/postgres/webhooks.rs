@@ -208,13 +208,12 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
         }
         WebhookWrite::Purge(before) => {
             // A chunk: through the chunk's last creation time (`<` the microsecond after it).
-            let pending = DeliveryStatus::Pending.as_str();
-            let end: Option<i64> = queries::deliveries_chunk_end(pending, *before)
+            let end: Option<i64> = queries::deliveries_chunk_end(*before)
                 .get_result(conn)
                 .await
                 .optional()?;
             let through = end.map_or(*before, |end| end + 1);
-            diesel::delete(queries::settled_deliveries_before(pending, through))
+            diesel::delete(queries::settled_deliveries_before(through))
                 .execute(conn)
                 .await
                 .map(count)

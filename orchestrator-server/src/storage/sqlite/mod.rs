@@ -479,3 +479,56 @@ impl WorkflowRepository for SqliteRepository {
         models::convert(rows)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::{BigInt, Text};
+    use diesel::sqlite::Sqlite;
+    use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
+    use diesel_migrations::MigrationHarness;
+
+    use super::MIGRATIONS;
+    use crate::storage::queries;
+
+    #[derive(QueryableByName)]
+    struct Step {
+        #[diesel(sql_type = Text)]
+        detail: String,
+    }
+
+    /// SQLite's plan for `query` (its text as diesel writes it, every parameter bound to `n`).
+    fn plan(
+        conn: &mut SqliteConnection,
+        query: &impl diesel::query_builder::QueryFragment<Sqlite>,
+        n: i64,
+    ) -> String {
+        let written = diesel::debug_query::<Sqlite, _>(query).to_string();
+        let sql = written.split(" -- binds:").next().unwrap_or_default();
+        let mut explain = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}")).into_boxed();
+        for _ in 0..sql.matches('?').count() {
+            explain = explain.bind::<BigInt, _>(n);
+        }
+        let steps: Vec<Step> = explain.load(conn).unwrap();
+        steps
+            .into_iter()
+            .map(|s| s.detail)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// A purge of settled deliveries reads the index that holds only them, never stepping over
+    /// pending deliveries older than its cut (a receiver that stays down leaves many).
+    #[test]
+    fn the_purge_of_settled_deliveries_reads_the_settled_index() {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        conn.run_pending_migrations(MIGRATIONS).unwrap();
+        let end = plan(&mut conn, &queries::deliveries_chunk_end(5), 5);
+        assert!(end.contains("webhook_deliveries_settled"), "{end}");
+        let delete = plan(
+            &mut conn,
+            &diesel::delete(queries::settled_deliveries_before(5)),
+            5,
+        );
+        assert!(delete.contains("webhook_deliveries_settled"), "{delete}");
+    }
+}
