@@ -357,11 +357,22 @@ pub fn interrupted_events(
     })
 }
 
-/// Most events one purge transaction deletes. Ids have no gaps, so this bounds the rows: a
-/// backlog (a retention lowered, a webhook that was far behind, a long downtime) is deleted a
-/// chunk per transaction, none outlasting PostgreSQL's statement timeout, and SQLite's one
-/// writer serves the other writes between chunks.
+/// Most rows one purge transaction deletes: events by id (ids have no gaps, so this bounds
+/// them), idempotency keys and settled deliveries by age (a few more where rows share the
+/// chunk's last microsecond, see [`chunk_before`]). A backlog (a retention lowered, a webhook
+/// that was far behind, a long downtime) is deleted a chunk per transaction, none outlasting
+/// PostgreSQL's statement timeout, and SQLite's one writer serves the other writes between
+/// chunks.
 pub(crate) const PURGE_CHUNK: i64 = 10_000;
+
+/// The bound (exclusive, Unix microseconds) of a chunk of a purge by age, from the age of the
+/// [`PURGE_CHUNK`]th oldest row before the cut-off `before` (`queries::keys_chunk_end`,
+/// `queries::deliveries_chunk_end`): through that row and any of the same microsecond, or up
+/// to the cut-off when fewer are left. Every full chunk deletes at least [`PURGE_CHUNK`] rows,
+/// so the next begins later, and none at or after the cut-off.
+pub(crate) fn chunk_before(chunk_end: Option<i64>, before: i64) -> i64 {
+    chunk_end.map_or(before, |end| end + 1)
+}
 /// Most chunks one purge deletes; the next purge, a minute later, goes on.
 const PURGE_CHUNKS: u32 = 100;
 
@@ -533,7 +544,9 @@ pub fn conflict(id: &FeatureId, expected: i64, actual: Option<i64>) -> Repositor
 
 #[cfg(test)]
 mod tests {
-    use super::{PURGE_CHUNK, PURGE_CHUNKS, Write, Written, purge_in_chunks, purge_through};
+    use super::{
+        PURGE_CHUNK, PURGE_CHUNKS, Write, Written, chunk_before, purge_in_chunks, purge_through,
+    };
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
@@ -575,6 +588,12 @@ mod tests {
             purge_through(None, i64::MAX, None, i64::MAX - 1),
             Some(i64::MAX)
         );
+    }
+
+    #[test]
+    fn a_chunk_by_age_ends_after_its_last_rows_microsecond_or_at_the_cut_off() {
+        assert_eq!(chunk_before(Some(10), 50), 11);
+        assert_eq!(chunk_before(None, 50), 50);
     }
 
     #[tokio::test]

@@ -26,8 +26,8 @@ use crate::storage::schema::{
     workflows,
 };
 use crate::storage::write::{
-    ClaimStep, Write, Written, chunk_end, consultation_refusal, expiry_refused, interrupted_events,
-    judge_claim, overdue_refusal, purge_through, taken_over,
+    ClaimStep, Write, Written, chunk_before, chunk_end, consultation_refusal, expiry_refused,
+    interrupted_events, judge_claim, overdue_refusal, purge_through, taken_over,
 };
 
 /// Rows an import inserts per statement (of 14 columns at most, well under PostgreSQL's
@@ -343,12 +343,11 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             Ok(Written::Done)
         }
         Write::PurgeKeys(before) => {
-            // A chunk: through the chunk's last claim time (`<` the microsecond after it).
             let end: Option<i64> = queries::keys_chunk_end(*before)
                 .get_result(conn)
                 .await
                 .optional()?;
-            let through = end.map_or(*before, |end| end + 1);
+            let through = chunk_before(end, *before);
             let n = diesel::delete(queries::keys_before(through))
                 .execute(conn)
                 .await?;

@@ -15,7 +15,7 @@ use crate::storage::schema::{webhook_deliveries, webhooks};
 use crate::storage::webhooks::{
     DueDelivery, WebhookBackend, WebhookWrite, page_statuses, redelivery,
 };
-use crate::storage::write::{Write, Written};
+use crate::storage::write::{Write, Written, chunk_before};
 
 /// Every webhook.
 pub async fn all(conn: &mut AsyncPgConnection) -> QueryResult<Vec<WebhookRow>> {
@@ -207,12 +207,11 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
                 .map(count)
         }
         WebhookWrite::Purge(before) => {
-            // A chunk: through the chunk's last creation time (`<` the microsecond after it).
             let end: Option<i64> = queries::deliveries_chunk_end(*before)
                 .get_result(conn)
                 .await
                 .optional()?;
-            let through = end.map_or(*before, |end| end + 1);
+            let through = chunk_before(end, *before);
             diesel::delete(queries::settled_deliveries_before(through))
                 .execute(conn)
                 .await

@@ -19,9 +19,9 @@ use crate::storage::schema::{
     transitions, workflows,
 };
 use crate::storage::write::{
-    ClaimStep, Commit, Verdict, Write, Written, chunk_end, conflict, consultation_refusal,
-    expiry_refused, interrupted_events, judge_advance, judge_claim, overdue_refusal, purge_through,
-    taken_over,
+    ClaimStep, Commit, Verdict, Write, Written, chunk_before, chunk_end, conflict,
+    consultation_refusal, expiry_refused, interrupted_events, judge_advance, judge_claim,
+    overdue_refusal, purge_through, taken_over,
 };
 
 /// One workflow's row.
@@ -293,11 +293,10 @@ pub fn apply(
             Ok(Written::Done)
         }
         Write::PurgeKeys(before) => {
-            // A chunk: through the chunk's last claim time (`<` the microsecond after it).
             let end: Option<i64> = queries::keys_chunk_end(*before)
                 .get_result(conn)
                 .optional()?;
-            let through = end.map_or(*before, |end| end + 1);
+            let through = chunk_before(end, *before);
             let n = diesel::delete(queries::keys_before(through)).execute(conn)?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }
