@@ -35,9 +35,11 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// holds three quarters of the slots, and the other webhooks' deliveries go on in the rest
 /// (while one busy webhook alone still has more attempts in flight than a server once had).
 pub const PER_WEBHOOK: u32 = MAX_IN_FLIGHT as u32 / 4 * 3;
-/// Name lookups of the deliveries at once, per server: each holds a blocking thread, which
-/// SQLite reads share (see `Resolver`).
+/// Name lookups at once, per server (the deliveries' and those of webhooks being created):
+/// each holds a blocking thread, which SQLite reads share (see [`Lookups`]).
 const MAX_LOOKUPS: usize = 2;
+/// How long creating a webhook waits for its host's name to resolve.
+const CHECK_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events read per enqueue.
 const ENQUEUE_BATCH: u32 = 500;
 /// Longest URL.
@@ -62,6 +64,7 @@ pub struct Webhooks {
     store: Arc<dyn WebhookRepository>,
     policy: WebhookPolicy,
     client: reqwest::Client,
+    lookups: Lookups,
 }
 
 impl Webhooks {
@@ -71,6 +74,7 @@ impl Webhooks {
         store: Arc<dyn WebhookRepository>,
         policy: WebhookPolicy,
     ) -> Result<Self, reqwest::Error> {
+        let lookups = Lookups(Arc::new(Semaphore::new(MAX_LOOKUPS)));
         let client = reqwest::Client::builder()
             .timeout(ATTEMPT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -78,13 +82,14 @@ impl Webhooks {
             .user_agent(concat!("orchestrator-webhooks/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(Resolver {
                 public_only: !policy.allow_private_networks,
-                lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
+                lookups: lookups.clone(),
             }))
             .build()?;
         Ok(Webhooks {
             store,
             policy,
             client,
+            lookups,
         })
     }
 
@@ -108,7 +113,7 @@ impl Webhooks {
     ) -> Result<Webhook, ValidationError> {
         let url = check_url(&request.url)?;
         if !self.policy.allow_private_networks {
-            check_public(&url).await?;
+            check_public(&url, &self.lookups).await?;
         }
         let mut event_types = Vec::new();
         for name in request.event_types.unwrap_or_default() {
@@ -243,8 +248,9 @@ fn literal_address(url: &reqwest::Url) -> Option<IpAddr> {
         .ok()
 }
 
-/// Refuses a URL whose host is, or resolves to, an address that is not public.
-async fn check_public(url: &reqwest::Url) -> Result<(), ValidationError> {
+/// Refuses a URL whose host is, or resolves to, an address that is not public, or does not
+/// resolve within [`CHECK_LOOKUP_TIMEOUT`].
+async fn check_public(url: &reqwest::Url, lookups: &Lookups) -> Result<(), ValidationError> {
     let refuse = |address: IpAddr| {
         ValidationError::new(
             "url",
@@ -262,10 +268,18 @@ async fn check_public(url: &reqwest::Url) -> Result<(), ValidationError> {
     }
     let host = url.host_str().unwrap_or_default();
     let port = url.port_or_known_default().unwrap_or(443);
-    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+    let addresses = tokio::time::timeout(CHECK_LOOKUP_TIMEOUT, lookups.lookup(host, port))
         .await
-        .map_err(|_| ValidationError::new("url", format!("the host '{host}' does not resolve")))?
-        .collect();
+        .map_err(|_| {
+            ValidationError::new(
+                "url",
+                format!(
+                    "the host '{host}' did not resolve within {} s",
+                    CHECK_LOOKUP_TIMEOUT.as_secs()
+                ),
+            )
+        })?
+        .map_err(|_| ValidationError::new("url", format!("the host '{host}' does not resolve")))?;
     match addresses.iter().find(|a| !is_public_address(a.ip())) {
         Some(private) => Err(refuse(private.ip())),
         None if addresses.is_empty() => Err(ValidationError::new(
@@ -276,18 +290,43 @@ async fn check_public(url: &reqwest::Url) -> Result<(), ValidationError> {
     }
 }
 
-/// Resolves names as the system does, at most [`MAX_LOOKUPS`] at once, and unless private
-/// networks are allowed keeps only public addresses, so a name that changes to a private
-/// address after its webhook was created is refused at delivery.
+/// Name lookups as the system makes them, at most [`MAX_LOOKUPS`] at once.
 ///
 /// A lookup holds one of the runtime's blocking threads until the system's resolver answers
 /// (seconds, when a name server drops queries), and SQLite reads run on those threads too:
 /// unbounded, the attempts of a few webhooks whose names do not resolve took every thread and
-/// every read waited (a `GET` of a workflow took 5 s). Bounded, they queue here instead, within
-/// their attempts' timeout.
+/// every read waited (a `GET` of a workflow took 5 s). Bounded, they queue here instead. A
+/// lookup's turn ends when the system's resolver answers, not when its caller stops waiting
+/// (an attempt's timeout cannot stop a blocking call), so the bound holds however many
+/// callers give up.
+#[derive(Clone)]
+struct Lookups(Arc<Semaphore>);
+
+impl Lookups {
+    /// The addresses of `host` (with `port`), once a turn is free.
+    async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        let turn = self
+            .0
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(std::io::Error::other)?;
+        let host = host.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).map(Iterator::collect)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+/// Resolves the deliveries' names through [`Lookups`], and unless private networks are
+/// allowed keeps only public addresses, so a name that changes to a private address after
+/// its webhook was created is refused at delivery.
 struct Resolver {
     public_only: bool,
-    lookups: Arc<Semaphore>,
+    lookups: Lookups,
 }
 
 impl reqwest::dns::Resolve for Resolver {
@@ -295,9 +334,10 @@ impl reqwest::dns::Resolve for Resolver {
         let host = name.as_str().to_owned();
         let (public_only, lookups) = (self.public_only, self.lookups.clone());
         Box::pin(async move {
-            let _turn = lookups.acquire_owned().await?;
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            let found: Vec<SocketAddr> = lookups
+                .lookup(&host, 0)
                 .await?
+                .into_iter()
                 .filter(|a| !public_only || is_public_address(a.ip()))
                 .collect();
             if found.is_empty() {
@@ -575,6 +615,7 @@ mod tests {
 
     #[tokio::test]
     async fn loopback_and_private_targets_are_refused() {
+        let lookups = Lookups(Arc::new(Semaphore::new(MAX_LOOKUPS)));
         for private in [
             "http://127.0.0.1:9/",
             "http://localhost:9/",
@@ -583,7 +624,7 @@ mod tests {
             "http://169.254.169.254/latest",
         ] {
             let url = check_url(private).unwrap();
-            let error = check_public(&url).await.unwrap_err();
+            let error = check_public(&url, &lookups).await.unwrap_err();
             assert_eq!(error.field, "url", "{private}");
             assert!(
                 error.rule.contains("WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
@@ -591,6 +632,6 @@ mod tests {
             );
         }
         let public = check_url("http://93.184.216.34/").unwrap();
-        assert!(check_public(&public).await.is_ok());
+        assert!(check_public(&public, &lookups).await.is_ok());
     }
 }

@@ -2,6 +2,7 @@
 //! sees a row and core never sees a table.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::DateTime;
 use diesel::prelude::*;
@@ -557,8 +558,8 @@ pub fn states(state: Option<WorkflowState>) -> Vec<&'static str> {
     }
 }
 
-/// A webhook, as inserted and read.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+/// A webhook, as inserted and read. `Debug` leaves the secret out.
+#[derive(Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = webhooks)]
 #[diesel(treat_none_as_default_value = false)]
 pub struct WebhookRow {
@@ -569,6 +570,20 @@ pub struct WebhookRow {
     pub secret: String,
     pub created_at: i64,
     pub enqueued_through: i64,
+}
+
+impl fmt::Debug for WebhookRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookRow")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("event_types", &self.event_types)
+            .field("description", &self.description)
+            .field("secret", &"…")
+            .field("created_at", &self.created_at)
+            .field("enqueued_through", &self.enqueued_through)
+            .finish()
+    }
 }
 
 impl WebhookRow {

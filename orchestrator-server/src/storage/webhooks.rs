@@ -14,7 +14,8 @@
 //! is recorded only while its lease holds. A replica that dies mid-attempt leaves a lease that
 //! ends, and another replica attempts the delivery again: at least once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
 
 use async_trait::async_trait;
 use orchestrator_core::api::{DeliveriesPage, Delivery, Webhook};
@@ -24,8 +25,9 @@ use orchestrator_core::{Receipt, RepositoryError, Timestamp};
 use super::models::{DeliveryRow, DueRow, ReceiptRow, WebhookRow, convert, micros};
 use super::write::{Write, Written};
 
-/// A delivery a replica has claimed: what to POST, where, and with which key.
-#[derive(Debug, Clone)]
+/// A delivery a replica has claimed: what to POST, where, and with which key. `Debug` leaves
+/// the secret out.
+#[derive(Clone)]
 pub struct DueDelivery {
     /// The delivery id: the `webhook-id` header.
     pub id: String,
@@ -88,6 +90,24 @@ pub struct AttemptRecord {
     pub delivered_at: Option<Timestamp>,
 }
 
+/// A due delivery's place in a claim: when it became due, and its id.
+type Due = (Option<i64>, String);
+
+impl fmt::Debug for DueDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DueDelivery")
+            .field("id", &self.id)
+            .field("webhook_id", &self.webhook_id)
+            .field("url", &self.url)
+            .field("secret", &"…")
+            .field("attempts", &self.attempts)
+            .field("schedule_from", &self.schedule_from)
+            .field("redeliveries", &self.redeliveries)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What one claim may take: how many deliveries in all, and how many of one webhook's may be
 /// in flight at once on this replica, so that a receiver that hangs or is slow holds only its
 /// share of the attempts and the other webhooks' deliveries go on. The store reads each
@@ -128,29 +148,40 @@ impl ClaimRoom {
     }
 
     /// Of `candidates` (delivery id, webhook id, when it became due; each webhook's within its
-    /// room), the ids this claim takes, up to its limit: each webhook's longest due in turn,
-    /// the webhook whose oldest waited longest first. Taking in turn shares the free slots
-    /// among the webhooks with deliveries due, so two receivers that hang cannot take them
-    /// all from a third.
+    /// room), the ids this claim takes, up to its limit, one at a time: each to the webhook
+    /// that would then hold the fewest attempts (those in flight and those taken so far), of
+    /// those the one whose next delivery has waited longest, and that webhook's longest due.
+    /// Free slots therefore go first to the webhooks holding the fewest: receivers that hang
+    /// keep the slots they hold until their attempts time out, but take no new ones while a
+    /// webhook holding fewer has deliveries due, so two that hang cannot take every slot
+    /// from a third (they may fill the slots a third leaves idle, until their attempts end).
     pub(crate) fn pick(&self, mut candidates: Vec<(String, String, Option<i64>)>) -> Vec<String> {
         candidates.sort_by(|a, b| (a.2, &a.1).cmp(&(b.2, &b.1)));
-        // Each delivery's turn: its place among its webhook's (1 for the longest due).
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut turns: Vec<(usize, String)> = candidates
-            .into_iter()
-            .map(|(id, webhook, _)| {
-                let before = seen.entry(webhook).or_insert(0);
-                *before += 1;
-                (*before, id)
-            })
-            .collect();
-        // Stable: within a turn, the order above (longest due first).
-        turns.sort_by_key(|(turn, _)| *turn);
-        turns
-            .into_iter()
-            .take(self.limit as usize)
-            .map(|(_, id)| id)
-            .collect()
+        // Per webhook: the attempts it holds, and its due deliveries, longest due first.
+        let mut queues: BTreeMap<String, (u32, VecDeque<Due>)> = BTreeMap::new();
+        for (id, webhook, due) in candidates {
+            let held = self.in_flight.get(&webhook).copied().unwrap_or(0);
+            queues
+                .entry(webhook)
+                .or_insert_with(|| (held, VecDeque::new()))
+                .1
+                .push_back((due, id));
+        }
+        let mut taken = Vec::new();
+        while taken.len() < self.limit as usize {
+            let next = queues
+                .values_mut()
+                .filter_map(|(held, due)| Some((due.front()?.0, held, due)))
+                .min_by_key(|(waited, held, _)| (**held, *waited));
+            let Some((_, held, due)) = next else {
+                break;
+            };
+            if let Some((_, id)) = due.pop_front() {
+                *held += 1;
+                taken.push(id);
+            }
+        }
+        taken
     }
 }
 
@@ -487,6 +518,70 @@ mod tests {
         // First of each (a's waited longest), then the second of each.
         assert_eq!(room.pick(candidates.clone()), ["a1", "b1", "c1", "a2"]);
         assert_eq!(ClaimRoom::up_to(10).pick(candidates).len(), 6);
+    }
+
+    /// `n` due deliveries of `webhook`, `{webhook}{i}`, the first longest due.
+    fn due(webhook: &str, n: usize) -> impl Iterator<Item = (String, String, Option<i64>)> + '_ {
+        (0..n).map(move |i| {
+            (
+                format!("{webhook}{i}"),
+                webhook.to_owned(),
+                i64::try_from(i).ok(),
+            )
+        })
+    }
+
+    #[test]
+    fn free_slots_go_first_to_the_webhooks_holding_fewest() {
+        // a and b hold 21 attempts each, c none: c's deliveries take the free slots until c
+        // holds as many, though a's and b's waited longer; then the slots go in turn, the
+        // longest due first.
+        let room = ClaimRoom {
+            limit: 24,
+            per_webhook: 48,
+            in_flight: HashMap::from([("a".to_owned(), 21), ("b".to_owned(), 21)]),
+        };
+        let candidates: Vec<_> = due("a", 27)
+            .chain(due("b", 27))
+            .chain(due("c", 40))
+            .collect();
+        let picked = room.pick(candidates);
+        assert!(picked[..21].iter().all(|id| id.starts_with('c')), "{picked:?}");
+        assert_eq!(picked[21..], ["a0", "b0", "c21"]);
+        // With fewer of c's due than the slots, the rest go to the others.
+        let candidates: Vec<_> = due("a", 27)
+            .chain(due("b", 27))
+            .chain(due("c", 20))
+            .collect();
+        assert_eq!(room.pick(candidates)[20..], ["a0", "b0", "a1", "b1"]);
+    }
+
+    #[test]
+    fn two_webhooks_that_hang_never_take_every_slot_from_a_third() {
+        // Claims in a row, as the worker makes them with 64 slots: a's and b's attempts never
+        // end (their receivers hang), c's end before the next claim; all three have a backlog.
+        // The store reads each webhook's due deliveries within its room, as `claim_deliveries`.
+        let mut held: HashMap<String, u32> = HashMap::new();
+        for claim in 0..20 {
+            held.remove("c");
+            let room = ClaimRoom {
+                limit: 64 - held.values().sum::<u32>(),
+                per_webhook: 48,
+                in_flight: held.clone(),
+            };
+            let room_of = |w| usize::try_from(room.room_of(w)).unwrap_or(0);
+            let candidates: Vec<_> = due("a", room_of("a"))
+                .chain(due("b", room_of("b")))
+                .chain(due("c", room_of("c")))
+                .collect();
+            for id in room.pick(candidates) {
+                *held.entry(id[..1].to_owned()).or_default() += 1;
+            }
+            assert!(
+                held.get("c").copied().unwrap_or(0) >= 21,
+                "claim {claim}: {held:?}"
+            );
+        }
     }
 
     #[test]
