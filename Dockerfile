@@ -52,8 +52,8 @@ WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8000
 STOPSIGNAL SIGTERM
-# No shell or curl needed: the CLI asks /health and exits 4 when the service is unhealthy
-# (3 when it cannot be reached).
+# No curl needed: the CLI asks /health and exits 4 when the service is unhealthy (3 when it
+# cannot be reached). The shell form, so that the port follows PORT (`-e PORT=9000`).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["/usr/local/bin/orchestrator", "--url", "http://127.0.0.1:8000", "--timeout", "4", "health"]
+    CMD /usr/local/bin/orchestrator --url "http://127.0.0.1:${PORT:-8000}" --timeout 4 health
 ENTRYPOINT ["/usr/local/bin/orchestrator-server"]

@@ -200,6 +200,20 @@ pub enum PrincipalCommand {
         #[arg(long = "role", required = true, value_parser = |v: &str| v.parse::<Role>().map_err(|e| e.to_string()))]
         roles: Vec<Role>,
     },
+    /// Remove a principal from the file (the rest of it stays as written): its token stops
+    /// working once a running server reads the file again (SIGHUP). To replace a token,
+    /// remove the principal and add it again.
+    #[command(
+        after_help = "Example:\n  orchestrator-server principal remove --file principals.toml --name alice"
+    )]
+    Remove {
+        /// The principals file.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// The principal's name.
+        #[arg(long, value_parser = |v: &str| Actor::parse_name(v).map_err(|e| e.to_string()))]
+        name: Actor,
+    },
 }
 
 fn parse_kind(value: &str) -> Result<ActorKind, String> {

@@ -62,14 +62,32 @@ fn main() -> ExitCode {
     }
 }
 
-/// `principal add`: mint, append, print the token once.
+/// `principal add`: mint, append, print the token once; `principal remove`.
 fn run_command(command: &Command) -> ExitCode {
-    let Command::Principal(PrincipalCommand::Add {
-        file,
-        name,
-        kind,
-        roles,
-    }) = command;
+    let Command::Principal(command) = command;
+    let (file, name, kind, roles) = match command {
+        PrincipalCommand::Add {
+            file,
+            name,
+            kind,
+            roles,
+        } => (file, name, kind, roles),
+        PrincipalCommand::Remove { file, name } => {
+            return match principals::remove(file, name) {
+                Ok(()) => {
+                    eprintln!(
+                        "removed principal '{name}' from {}. A running server stops accepting its token on SIGHUP.",
+                        file.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     let roles = roles.iter().copied().collect();
     match principals::add(file, name, *kind, &roles) {
         Ok(token) => {

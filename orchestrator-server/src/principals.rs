@@ -1,6 +1,6 @@
 //! Principals mode: the TOML file of hashed tokens, reading it (again on SIGHUP), finding the
-//! principal a bearer token belongs to, and minting a token (`orchestrator-server principal
-//! add`).
+//! principal a bearer token belongs to, minting a token (`orchestrator-server principal add`)
+//! and removing a principal (`principal remove`).
 //!
 //! ```toml
 //! [[principal]]
@@ -37,6 +37,14 @@ pub enum PrincipalsError {
         path: PathBuf,
         /// What is wrong.
         problem: String,
+    },
+    /// No principal has the name given to `principal remove`.
+    #[error("principals file {path}: no principal is named '{name}'")]
+    NoSuchName {
+        /// The file.
+        path: PathBuf,
+        /// The name.
+        name: String,
     },
     /// A name given to `principal add` is taken.
     #[error("principals file {path}: a principal named '{name}' exists already")]
@@ -229,12 +237,127 @@ pub fn add(
     Ok(token)
 }
 
+/// Removes the principal named `name` from the file, leaving the rest of it as written (the
+/// other principals, comments, layout); the file is replaced whole, never left half-written.
+/// Its token stops working once a running server reads the file again (SIGHUP). A name no
+/// principal has, or a malformed file, refuses.
+pub fn remove(path: &Path, name: &Actor) -> Result<(), PrincipalsError> {
+    let io = |source| PrincipalsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let malformed = |problem: &str| PrincipalsError::Malformed {
+        path: path.to_owned(),
+        problem: problem.to_owned(),
+    };
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    // The shape as a server reads it, then the same text as an editable document.
+    let _: File = toml::from_str(&text).map_err(|e| malformed(e.message()))?;
+    let mut document: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| malformed(e.message()))?;
+    let named = |table: &toml_edit::Table| {
+        table
+            .get("name")
+            .and_then(toml_edit::Item::as_str)
+            .is_some_and(|n| Actor::parse_name(n).is_ok_and(|n| n == *name))
+    };
+    let removed = match document
+        .get_mut("principal")
+        .and_then(toml_edit::Item::as_array_of_tables_mut)
+    {
+        Some(principals) => {
+            let before = principals.len();
+            principals.retain(|table| !named(table));
+            principals.len() < before
+        }
+        None => false,
+    };
+    if !removed {
+        return Err(PrincipalsError::NoSuchName {
+            path: path.to_owned(),
+            name: name.to_string(),
+        });
+    }
+    replace(path, document.to_string().as_bytes()).map_err(io)
+}
+
+/// Writes `contents` to a new file beside `path`, syncs it, gives it `path`'s permissions and
+/// renames it over `path`: a reader sees the old file or the new one, never a part.
+fn replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    let new = PathBuf::from(name);
+    let written = (|| {
+        let mut out = std::fs::File::create(&new)?;
+        out.write_all(contents)?;
+        out.sync_all()?;
+        std::fs::set_permissions(&new, std::fs::metadata(path)?.permissions())?;
+        std::fs::rename(&new, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&new);
+    }
+    written
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn roles(names: &[Role]) -> BTreeSet<Role> {
         names.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_removed_principal_is_gone_and_the_rest_of_the_file_stays() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("principals.toml");
+        std::fs::write(&path, "# the team's principals\n").unwrap();
+        let name = |n: &str| Actor::parse(n).unwrap();
+        let alice = add(
+            &path,
+            &name("alice"),
+            ActorKind::Human,
+            &roles(&[Role::Reviewer]),
+        )
+        .unwrap();
+        let bot = add(
+            &path,
+            &name("build-bot"),
+            ActorKind::Agent,
+            &roles(&[Role::Agent]),
+        )
+        .unwrap();
+        let ops = add(
+            &path,
+            &name("ops"),
+            ActorKind::Human,
+            &roles(&[Role::Admin]),
+        )
+        .unwrap();
+
+        remove(&path, &name("build-bot")).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# the team's principals\n"), "{text}");
+        assert!(!text.contains("build-bot"), "{text}");
+        let principals = Principals::load(&path).unwrap();
+        assert_eq!(principals.len(), 2);
+        assert!(principals.find(&bot).is_none());
+        assert!(principals.find(&alice).is_some() && principals.find(&ops).is_some());
+
+        assert!(matches!(
+            remove(&path, &name("build-bot")),
+            Err(PrincipalsError::NoSuchName { .. })
+        ));
+        // A name with white space around it in the file is the same name.
+        std::fs::write(&path, text.replace("name = \"ops\"", "name = \" ops \"")).unwrap();
+        remove(&path, &name("ops")).unwrap();
+        remove(&path, &name("alice")).unwrap();
+        assert!(Principals::load(&path).unwrap().is_empty());
+        assert!(!dir.path().join("principals.toml.new").exists());
+        let missing = remove(&dir.path().join("none.toml"), &name("alice"));
+        assert!(matches!(missing, Err(PrincipalsError::Io { .. })));
     }
 
     #[test]

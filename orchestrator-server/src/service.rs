@@ -65,6 +65,16 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
              Agent Hub call and 5 s"
         );
     }
+    let schedule: std::time::Duration = config.webhook_retry_schedule.delays().iter().sum();
+    if config.events_retention_seconds < schedule.as_secs() {
+        tracing::warn!(
+            events_retention_seconds = config.events_retention_seconds,
+            retry_schedule_seconds = schedule.as_secs(),
+            "EVENTS_RETENTION_SECONDS is shorter than WEBHOOK_RETRY_SCHEDULE: a webhook delivery \
+             that fails for good is deleted as soon as it does, before it can be listed and \
+             redelivered"
+        );
+    }
     let app = App::with(
         orchestrator,
         auth,

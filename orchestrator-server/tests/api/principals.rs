@@ -311,6 +311,35 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A principal removed while the server runs is refused after SIGHUP; the others stay.
+    let remove = || {
+        server()
+            .args(["principal", "remove", "--file"])
+            .arg(&file)
+            .args(["--name", "bob"])
+            .output()
+            .unwrap()
+    };
+    let removed = remove();
+    assert!(removed.status.success(), "{removed:?}");
+    assert!(hangup(child.id()).success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !as_token(&bob)
+        .list_workflows(&Default::default())
+        .await
+        .is_err_and(|e| e.is_unauthorized())
+    {
+        assert!(Instant::now() < deadline, "SIGHUP did not drop bob");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        as_token(&alice)
+            .list_workflows(&Default::default())
+            .await
+            .is_ok()
+    );
+    assert_eq!(remove().status.code(), Some(1), "bob is gone already");
+
     // A broken file keeps the principals in force.
     std::fs::write(&file, "this is [not toml").unwrap();
     assert!(hangup(child.id()).success());
@@ -325,7 +354,7 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
         as_token(&bob)
             .list_workflows(&Default::default())
             .await
-            .is_ok()
+            .is_err_and(|e| e.is_unauthorized())
     );
     assert!(child.try_wait().unwrap().is_none(), "the server stopped");
     child.kill().unwrap();
