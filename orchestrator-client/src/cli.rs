@@ -573,7 +573,7 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                     // Transient: the stream reconnects on the next call; the person watching
                     // sees why nothing comes meanwhile.
                     Some(Err(e)) => {
-                        // A 4xx (400, 401, 410) ends the stream; it is the exit's error.
+                        // A 4xx (400, 401, 409, 410) ends the stream; it is the exit's error.
                         if !e.status().is_some_and(|s| s.is_client_error()) {
                             let _ = writeln!(err, "warning: {e}; reconnecting");
                         }

@@ -19,8 +19,8 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 ///
 /// [`EventStream::next`] gives each event once, in id order. A transport failure or a 5xx
 /// comes back as an `Err` item and the next call reconnects (after a pause, sending
-/// `Last-Event-ID`); an error the server means (400, 401, 410 `EVENTS_EXPIRED`) ends the
-/// stream after it is returned.
+/// `Last-Event-ID`); an error the server means (400, 401, 409 `EVENTS_CURSOR_AHEAD`, 410
+/// `EVENTS_EXPIRED`) ends the stream after it is returned.
 ///
 /// A stream made without `after` starts "from now": at its connection, which happens at the
 /// first [`EventStream::next`], or earlier with [`EventStream::attach`] when what follows

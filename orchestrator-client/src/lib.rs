@@ -586,7 +586,8 @@ impl Client {
     /// A page of the event log (`GET /events`): events after `query.after` (from the oldest
     /// kept when `None`), filtered, at most `query.limit` (100 when 0). Pass the answer's
     /// `next_after` as the next `after`. 410 `EVENTS_EXPIRED` when retention deleted events
-    /// after `after`.
+    /// after `after`; 409 `EVENTS_CURSOR_AHEAD` when `after` is past the newest event (the
+    /// server's store was restored from an older copy, or replaced).
     ///
     /// ```no_run
     /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {

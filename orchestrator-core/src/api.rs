@@ -81,6 +81,10 @@ pub enum ErrorCode {
     /// 410: the events after the given id were deleted by retention; start again from the
     /// oldest retained event (omit `after`).
     EventsExpired,
+    /// 409: the given event id is past the newest event: the log never had it (the store was
+    /// restored from an older copy, or replaced); start again after the newest id, or from
+    /// the oldest retained event.
+    EventsCursorAhead,
     /// 404: no webhook with this id.
     WebhookNotFound,
     /// 404: the webhook has no delivery with this id.
@@ -132,6 +136,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
             ErrorCode::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ErrorCode::EventsExpired => "EVENTS_EXPIRED",
+            ErrorCode::EventsCursorAhead => "EVENTS_CURSOR_AHEAD",
             ErrorCode::WebhookNotFound => "WEBHOOK_NOT_FOUND",
             ErrorCode::DeliveryNotFound => "DELIVERY_NOT_FOUND",
             ErrorCode::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
@@ -167,7 +172,8 @@ impl ErrorCode {
             | ErrorCode::WorkflowNotActive
             | ErrorCode::ConsultationNotPending
             | ErrorCode::AlreadyResolved
-            | ErrorCode::IdempotencyKeyInUse => 409,
+            | ErrorCode::IdempotencyKeyInUse
+            | ErrorCode::EventsCursorAhead => 409,
             ErrorCode::EventsExpired => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UriTooLong => 414,
@@ -1315,6 +1321,7 @@ mod tests {
                 422,
             ),
             (ErrorCode::EventsExpired, "EVENTS_EXPIRED", 410),
+            (ErrorCode::EventsCursorAhead, "EVENTS_CURSOR_AHEAD", 409),
             (ErrorCode::WebhookNotFound, "WEBHOOK_NOT_FOUND", 404),
             (ErrorCode::DeliveryNotFound, "DELIVERY_NOT_FOUND", 404),
             (ErrorCode::AgentHubError, "AGENT_HUB_ERROR", 502),
@@ -1354,6 +1361,7 @@ mod tests {
             ErrorCode::IdempotencyKeyInUse,
             ErrorCode::IdempotencyKeyReused,
             ErrorCode::EventsExpired,
+            ErrorCode::EventsCursorAhead,
             ErrorCode::WebhookNotFound,
             ErrorCode::DeliveryNotFound,
             ErrorCode::DatabaseUnavailable,

@@ -237,11 +237,20 @@ pub fn add(
     Ok(token)
 }
 
-/// Removes the principal named `name` from the file, leaving the rest of it as written (the
-/// other principals, comments, layout); the file is replaced whole, never left half-written.
-/// Its token stops working once a running server reads the file again (SIGHUP). A name no
-/// principal has, or a malformed file, refuses.
+/// Removes the principal named `name` from the file, leaving the rest of it as written: the
+/// other principals, the layout and every comment (those above the removed principal's table
+/// move to the table after it, or to the end). The file (a link's target, if it is a link) is
+/// replaced whole, with its permissions and, where the caller may give it, its owner: a reader
+/// sees the old file or the new one, never a part. Its token stops working once a running
+/// server reads the file again (SIGHUP). A name no principal has, or a malformed file,
+/// refuses. Not to be run beside another `principal` command on the same file: the later
+/// write wins.
 pub fn remove(path: &Path, name: &Actor) -> Result<(), PrincipalsError> {
+    let target = std::fs::canonicalize(path).map_err(|source| PrincipalsError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let path = target.as_path();
     let io = |source| PrincipalsError::Io {
         path: path.to_owned(),
         source,
@@ -256,24 +265,8 @@ pub fn remove(path: &Path, name: &Actor) -> Result<(), PrincipalsError> {
     let mut document: toml_edit::DocumentMut = text
         .parse()
         .map_err(|e: toml_edit::TomlError| malformed(e.message()))?;
-    let named = |table: &toml_edit::Table| {
-        table
-            .get("name")
-            .and_then(toml_edit::Item::as_str)
-            .is_some_and(|n| Actor::parse_name(n).is_ok_and(|n| n == *name))
-    };
-    let removed = match document
-        .get_mut("principal")
-        .and_then(toml_edit::Item::as_array_of_tables_mut)
-    {
-        Some(principals) => {
-            let before = principals.len();
-            principals.retain(|table| !named(table));
-            principals.len() < before
-        }
-        None => false,
-    };
-    if !removed {
+    let named = |n: &str| Actor::parse_name(n).is_ok_and(|n| n == *name);
+    if !take_out(&mut document, named) {
         return Err(PrincipalsError::NoSuchName {
             path: path.to_owned(),
             name: name.to_string(),
@@ -282,23 +275,81 @@ pub fn remove(path: &Path, name: &Actor) -> Result<(), PrincipalsError> {
     replace(path, document.to_string().as_bytes()).map_err(io)
 }
 
-/// Writes `contents` to a new file beside `path`, syncs it, gives it `path`'s permissions and
-/// renames it over `path`: a reader sees the old file or the new one, never a part.
-fn replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".new");
-    let new = PathBuf::from(name);
-    let written = (|| {
-        let mut out = std::fs::File::create(&new)?;
-        out.write_all(contents)?;
-        out.sync_all()?;
-        std::fs::set_permissions(&new, std::fs::metadata(path)?.permissions())?;
-        std::fs::rename(&new, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&new);
+/// Takes the principals whose name `named` accepts out of `document` (`[[principal]]` tables,
+/// or the entries of an inline `principal = [...]`); whether there was one. The comments and
+/// blank lines above a removed table are kept: they go to the table after it, or to the end of
+/// the document.
+fn take_out(document: &mut toml_edit::DocumentMut, named: impl Fn(&str) -> bool) -> bool {
+    use toml_edit::{Item, RawString};
+    let prefix = |decor: &toml_edit::Decor| {
+        decor
+            .prefix()
+            .and_then(RawString::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let entry_named = |name: Option<&str>| name.is_some_and(&named);
+    if let Some(array) = document.get_mut("principal").and_then(Item::as_array_mut) {
+        let before = array.len();
+        array.retain(|entry| {
+            let name = entry.as_inline_table().and_then(|t| t.get("name"));
+            !entry_named(name.and_then(toml_edit::Value::as_str))
+        });
+        return array.len() < before;
     }
-    written
+    let Some(tables) = document
+        .get_mut("principal")
+        .and_then(Item::as_array_of_tables_mut)
+    else {
+        return false;
+    };
+    let (mut removed, mut orphans) = (false, String::new());
+    let mut at = 0;
+    while let Some(table) = tables.get_mut(at) {
+        if entry_named(table.get("name").and_then(Item::as_str)) {
+            orphans.push_str(&prefix(tables.remove(at).decor()));
+            removed = true;
+            continue;
+        }
+        if !orphans.is_empty() {
+            let own = prefix(table.decor());
+            table
+                .decor_mut()
+                .set_prefix(std::mem::take(&mut orphans) + &own);
+        }
+        at += 1;
+    }
+    if !orphans.is_empty() {
+        let trailing = document.trailing().as_str().unwrap_or_default().to_owned();
+        document.set_trailing(orphans + &trailing);
+    }
+    removed
+}
+
+/// Writes `contents` to a new file beside `path` (private until it is complete), gives it
+/// `path`'s permissions and, where the caller may, its owner (the server may run as another
+/// user than the one editing), syncs it, renames it over `path` and syncs the directory, so
+/// the change survives a crash.
+fn replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let old = std::fs::metadata(path)?;
+    let mut new = tempfile::NamedTempFile::new_in(dir)?;
+    new.write_all(contents)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // Only root may give a file away; anyone else's new file is theirs, as any they write.
+        let _ = std::os::unix::fs::fchown(new.as_file(), Some(old.uid()), Some(old.gid()));
+    }
+    new.as_file().set_permissions(old.permissions())?;
+    new.as_file().sync_all()?;
+    new.persist(path).map_err(|e| e.error)?;
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -358,6 +409,55 @@ mod tests {
         assert!(!dir.path().join("principals.toml.new").exists());
         let missing = remove(&dir.path().join("none.toml"), &name("alice"));
         assert!(matches!(missing, Err(PrincipalsError::Io { .. })));
+    }
+
+    #[test]
+    fn removing_a_principal_keeps_every_comment() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("principals.toml");
+        let entry = |name: &str, digit: char| {
+            format!(
+                "[[principal]]\nname = \"{name}\"\nkind = \"human\"\nroles = [\"viewer\"]\ntoken_sha256 = \"{}\"\n",
+                digit.to_string().repeat(64)
+            )
+        };
+        let file = format!(
+            "# the team\n\n{}# alice's note\n\n{}\n# carol: ops\n{}# end\n",
+            entry("alice", '1'),
+            entry("bob", '2'),
+            entry("carol", '3')
+        );
+        let name = |n: &str| Actor::parse(n).unwrap();
+        for (gone, kept) in [("alice", "bob"), ("bob", "alice"), ("carol", "bob")] {
+            std::fs::write(&path, &file).unwrap();
+            remove(&path, &name(gone)).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for comment in ["# the team", "# alice's note", "# carol: ops", "# end"] {
+                assert!(text.contains(comment), "{gone} removed: {text}");
+            }
+            assert!(!text.contains(&format!("\"{gone}\"")), "{text}");
+            assert!(text.contains(&format!("\"{kept}\"")), "{text}");
+            assert_eq!(Principals::load(&path).unwrap().len(), 2, "{text}");
+        }
+        // Through a link, the link's target changes and the link stays.
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link.toml");
+            std::os::unix::fs::symlink(&path, &link).unwrap();
+            std::fs::write(&path, &file).unwrap();
+            remove(&link, &name("bob")).unwrap();
+            let kind = std::fs::symlink_metadata(&link).unwrap().file_type();
+            assert!(kind.is_symlink());
+            assert_eq!(Principals::load(&path).unwrap().len(), 2);
+        }
+        // An inline list of principals, as a server reads it too.
+        let inline = format!(
+            "principal = [{{ name = \"dave\", kind = \"agent\", roles = [\"agent\"], token_sha256 = \"{}\" }}]\n",
+            "4".repeat(64)
+        );
+        std::fs::write(&path, inline).unwrap();
+        remove(&path, &name("dave")).unwrap();
+        assert!(Principals::load(&path).unwrap().is_empty());
     }
 
     #[test]

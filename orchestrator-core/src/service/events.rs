@@ -18,7 +18,9 @@ pub struct EventPage {
 impl Orchestrator {
     /// Up to `limit` events passing `filter` after `after` (`None`: from the oldest retained
     /// one). [`Error::EventsExpired`] when events after `after` were deleted by retention:
-    /// resuming there would skip them.
+    /// resuming there would skip them; [`Error::EventsAhead`] when `after` is past the newest
+    /// event, an id this log never had (a reader never sees an id before it is committed, so
+    /// only a store restored from an older copy, or replaced, leaves a reader ahead).
     pub async fn events(
         &self,
         after: Option<u64>,
@@ -36,6 +38,12 @@ impl Orchestrator {
             return Err(Error::EventsExpired {
                 after: from,
                 purged_through: slice.purged_through,
+            });
+        }
+        if after.is_some() && from > slice.last_id {
+            return Err(Error::EventsAhead {
+                after: from,
+                last_id: slice.last_id,
             });
         }
         let next_after = slice.events.last().map_or(from, |e| e.id);

@@ -122,6 +122,18 @@ pub enum Error {
         /// Every event up to this id was deleted.
         purged_through: u64,
     },
+    /// The reader's id is past the newest event: the log never had it, so the store was
+    /// restored from an older copy or replaced, and the log's ids go on from `last_id` (HTTP
+    /// 409 `EVENTS_CURSOR_AHEAD`). Resuming there would skip the new events up to the old id.
+    #[error(
+        "the event log ends at {last_id}, before {after}: it never had that id (the store was restored from an older copy or replaced); start again after {last_id}, or from the start"
+    )]
+    EventsAhead {
+        /// The id the reader asked to resume after.
+        after: u64,
+        /// The newest event's id.
+        last_id: u64,
+    },
     /// A decision dated after its gate's deadline, whose `gate.overdue` note is not written
     /// yet: a decision after the deadline comes after the note and the policy's change. The
     /// orchestrator's judge refuses so inside the store's write; the orchestrator then notes

@@ -54,6 +54,12 @@ pub enum ApiError {
     /// As many consultations as allowed are being asked already.
     #[error("too many consultations are being asked at once; retry later")]
     TooManyAsks,
+    /// A new webhook's host waited too long for a turn to be looked up (other lookups hold
+    /// every turn, waiting on the system's resolver).
+    #[error(
+        "the webhook's host could not be looked up yet: other lookups are waiting on the name servers; retry later"
+    )]
+    LookupsBusy,
     /// A request with this idempotency key is still being answered.
     #[error("a request with this Idempotency-Key is still being answered; retry later")]
     IdempotencyKeyInUse,
@@ -96,7 +102,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => (ErrorCode::MethodNotAllowed, None),
             ApiError::RequestTimeout => (ErrorCode::RequestTimeout, None),
             ApiError::Deadline => (ErrorCode::ServiceUnavailable, None),
-            ApiError::TooManyAsks => (ErrorCode::ServiceUnavailable, None),
+            ApiError::TooManyAsks | ApiError::LookupsBusy => (ErrorCode::ServiceUnavailable, None),
             ApiError::Forbidden(why) => (ErrorCode::Forbidden, Some(vec![why.clone()])),
             ApiError::IdempotencyKeyInUse => (ErrorCode::IdempotencyKeyInUse, None),
             ApiError::IdempotencyKeyReused => (ErrorCode::IdempotencyKeyReused, None),
@@ -153,7 +159,7 @@ impl ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::TooManyAsks => {
+            ApiError::TooManyAsks | ApiError::LookupsBusy => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -294,6 +300,14 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
             ErrorCode::EventsExpired,
             Some(vec![
                 "read again without `after` (from the oldest event kept), or from the start of the stream"
+                    .to_owned(),
+            ]),
+        ),
+        CoreError::EventsAhead { last_id, .. } => (
+            ErrorCode::EventsCursorAhead,
+            Some(vec![
+                format!("last_id: {last_id}"),
+                "read again with `after` (or `Last-Event-ID`) at most last_id, or without it (from the oldest event kept); the events after last_id are new, whatever ids you saw before"
                     .to_owned(),
             ]),
         ),

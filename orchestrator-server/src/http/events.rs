@@ -14,6 +14,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -54,6 +55,10 @@ const STREAM_QUEUE: usize = 64;
 pub struct FeedBatch {
     messages: Bytes,
     events: Vec<FeedEvent>,
+    /// Which of the feed's reads the batch comes from (counted from 1; 0 for a stream's own
+    /// read), and the log's newest id as that read found it.
+    read: u64,
+    log_last: u64,
     /// Set on the batch that says retention deleted events before the feed read them: the
     /// last deleted id.
     purged_through: Option<u64>,
@@ -85,25 +90,47 @@ impl FeedBatch {
         FeedBatch {
             messages: messages.freeze(),
             events,
+            read: 0,
+            log_last: 0,
             purged_through: None,
         }
+    }
+
+    /// The same batch, from the feed's read number `read`, which found the log's newest id at
+    /// `log_last`.
+    fn read_by(mut self, read: u64, log_last: u64) -> Self {
+        self.read = read;
+        self.log_last = log_last;
+        self
     }
 
     /// The batch that says the events through `purged_through` were deleted before the feed
     /// read them (retention overtook a feed that could not read the log for that long).
     fn purged(purged_through: u64) -> Self {
         FeedBatch {
-            messages: Bytes::new(),
-            events: Vec::new(),
             purged_through: Some(purged_through),
+            ..FeedBatch::new(&[])
         }
     }
 
-    /// Whether a stream that has sent up to `sent` missed deleted events with this batch: it
-    /// must end, and its client resumes by id to the 410 that says so, rather than go on as
-    /// if nothing was missing.
-    fn missed_by(&self, sent: u64) -> bool {
-        self.purged_through.is_some_and(|through| through > sent)
+    /// Why a stream that has sent up to `sent` must end with this batch, if it must; `settled`
+    /// is how many reads the feed had started when the stream had caught up from the log.
+    ///
+    /// - It missed events retention deleted: its client resumes by id to the 410 that says so.
+    /// - The log went back below `sent` (its store restored from an older copy, or replaced):
+    ///   the ids the stream waits for are given again, to new events it would skip; its resume
+    ///   gets the 409 that says so. A read started after the stream caught up found a log at
+    ///   least as long as the stream's, unless the log went back; an earlier read may have
+    ///   found a shorter one (it is why the stream skips what it sent already), so only later
+    ///   reads tell.
+    fn ends(&self, sent: u64, settled: u64) -> Option<&'static str> {
+        if self.purged_through.is_some_and(|through| through > sent) {
+            return Some("a stream missed events retention deleted; disconnected to resume by id");
+        }
+        if self.read > settled && self.log_last < sent {
+            return Some("a stream is past the newest event of a log that went back; disconnected");
+        }
+        None
     }
 
     /// The chunks a stream that has sent up to `sent` and keeps what `filter` admits sends
@@ -158,6 +185,8 @@ pub struct Feed {
     /// Set when this server changed something: the feed reads the log without waiting for its
     /// next poll.
     wake: tokio::sync::Notify,
+    /// The reads of the log the feed has started (see `FeedBatch::ends`).
+    reads: AtomicU64,
 }
 
 impl Default for Feed {
@@ -165,6 +194,7 @@ impl Default for Feed {
         Feed {
             sender: broadcast::channel(BROADCAST_CAPACITY).0,
             wake: tokio::sync::Notify::new(),
+            reads: AtomicU64::new(0),
         }
     }
 }
@@ -222,6 +252,7 @@ impl Feed {
                 }
             }
             loop {
+                let read = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
                 let page = match orchestrator
                     .events(Some(last), &EventFilter::default(), READ_BATCH)
                     .await
@@ -241,6 +272,22 @@ impl Feed {
                         last = purged_through;
                         continue;
                     }
+                    Err(orchestrator_core::Error::EventsAhead { last_id, .. }) => {
+                        // The log is behind the feed: its store was restored from an older
+                        // copy, or replaced, under the running server. The feed follows from
+                        // the log's newest id; the streams past it end (their resume gets
+                        // 409): this batch says where the log ends.
+                        tracing::warn!(
+                            feed_at = last,
+                            last_id,
+                            "the event log went back (its store restored from an older copy, or replaced); the event feed follows from its newest id, and the streams past it end"
+                        );
+                        let _ = self
+                            .sender
+                            .send(Arc::new(FeedBatch::new(&[]).read_by(read, last_id)));
+                        last = last_id;
+                        continue;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "the event feed could not read the log");
                         break;
@@ -249,7 +296,8 @@ impl Feed {
                 let full = page.events.len() == READ_BATCH as usize;
                 for batch in page.events.chunks(BATCH_EVENTS) {
                     // No receiver is fine: nobody is streaming.
-                    let _ = self.sender.send(Arc::new(FeedBatch::new(batch)));
+                    let batch = FeedBatch::new(batch).read_by(read, page.last_id);
+                    let _ = self.sender.send(Arc::new(batch));
                 }
                 last = page.next_after;
                 if !full {
@@ -409,6 +457,9 @@ async fn forward(
         };
         sent = page.next_after;
     }
+    // The feed's reads from now on found a log at least as long as the one just read, unless
+    // it went back.
+    let settled = app.feed().reads.load(Ordering::SeqCst);
     // Then live.
     let mut heartbeat = tokio::time::interval(app.limits().events.heartbeat);
     heartbeat.reset();
@@ -450,10 +501,8 @@ async fn forward(
             }
             continue;
         };
-        if batch.missed_by(sent) {
-            tracing::info!(
-                "a stream missed events retention deleted; disconnected to resume by id"
-            );
+        if let Some(why) = batch.ends(sent, settled) {
+            tracing::info!("{why}");
             return;
         }
         let (chunks, last) = batch.chunks(sent, &filter);
@@ -617,11 +666,29 @@ mod tests {
             .unwrap();
         assert_eq!(batch.purged_through, Some(2));
         assert!(
-            batch.missed_by(0) && batch.missed_by(1),
+            batch.ends(0, 0).is_some() && batch.ends(1, 0).is_some(),
             "streams behind end"
         );
-        assert!(!batch.missed_by(2), "a stream that sent them goes on");
+        assert!(
+            batch.ends(2, 0).is_none(),
+            "a stream that sent them goes on"
+        );
         stop.send(true).unwrap();
         running.await.unwrap();
+    }
+
+    #[test]
+    fn a_log_that_went_back_ends_the_streams_past_its_end() {
+        // The feed's 7th read found the log ending at 5.
+        let batch = FeedBatch::new(&[]).read_by(7, 5);
+        assert!(batch.ends(6, 6).is_some(), "a stream past the end ends");
+        assert!(
+            batch.ends(5, 6).is_none() && batch.ends(0, 6).is_none(),
+            "streams at the end or behind it go on"
+        );
+        assert!(
+            batch.ends(6, 7).is_none(),
+            "a read begun before the stream caught up may have found a shorter log"
+        );
     }
 }

@@ -159,7 +159,7 @@ fn operation_errors(operation_id: &str) -> &'static [ErrorCode] {
         // `GET /workflow/start` is the start route's path, which serves POST only.
         "get_workflow" => &[ValidationError, WorkflowNotFound, MethodNotAllowed],
         "get_history" | "list_consultations" => &[ValidationError, WorkflowNotFound],
-        "list_events" | "stream_events" => &[ValidationError, EventsExpired],
+        "list_events" | "stream_events" => &[ValidationError, EventsExpired, EventsCursorAhead],
         "advance_workflow" => &[
             ValidationError,
             Forbidden,
@@ -501,10 +501,11 @@ fn error_response(operation_id: &str, codes: &[ErrorCode]) -> Value {
         });
     }
     if codes.contains(&ErrorCode::IdempotencyKeyInUse)
-        || (operation_id == "create_consultation" && codes.contains(&ErrorCode::ServiceUnavailable))
+        || (matches!(operation_id, "create_consultation" | "create_webhook")
+            && codes.contains(&ErrorCode::ServiceUnavailable))
     {
         response["headers"]["Retry-After"] = json!({
-            "description": "seconds to wait before retrying: with IDEMPOTENCY_KEY_IN_USE (1) and, asking the hub, with SERVICE_UNAVAILABLE when too many consultations are being asked (5)",
+            "description": "seconds to wait before retrying: with IDEMPOTENCY_KEY_IN_USE (1) and, asking the hub, with SERVICE_UNAVAILABLE when too many consultations are being asked (5) and, creating a webhook, when its host waited too long for a turn to be looked up (5)",
             "required": false,
             "schema": { "type": "string", "pattern": "^[0-9]+$" },
             "example": "1",
@@ -582,13 +583,16 @@ fn when(code: ErrorCode) -> &'static str {
         EventsExpired => {
             "events after the resume point were deleted by retention; read again without `after`"
         }
+        EventsCursorAhead => {
+            "the resume point is past the newest event, an id this log never had (the store was restored from an older copy, or replaced); read again from at most `last_id` (in details), or without `after`"
+        }
         DatabaseUnavailable => "storage cannot be reached or refuses to write",
         BadRequest => "the request is not well-formed HTTP",
         RequestTimeout => "the body did not arrive in time",
         UriTooLong => "the request URI is too long",
         HeadersTooLarge => "the request headers are too large",
         ServiceUnavailable => {
-            "the request could not be answered in time, or (asking the hub) too many consultations are being asked at once (with Retry-After); retry later"
+            "the request could not be answered in time, or (asking the hub) too many consultations are being asked at once, or (creating a webhook) its host could not get a turn to be looked up (both with Retry-After); retry later"
         }
         Internal => "a bug; the log has the detail",
         Unknown => "a code of a newer server",
@@ -701,6 +705,13 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
             "the events after 12 up to 40 were deleted (retention); resume after 40 (`after` or `Last-Event-ID`) to skip them",
             Some(vec![
                 "read again without `after` (from the oldest event kept), or from the start of the stream",
+            ]),
+        ),
+        EventsCursorAhead => envelope(
+            "the event log ends at 7, before 40: it never had that id (the store was restored from an older copy or replaced); start again after 7, or from the start",
+            Some(vec![
+                "last_id: 7",
+                "read again with `after` (or `Last-Event-ID`) at most last_id, or without it (from the oldest event kept); the events after last_id are new, whatever ids you saw before",
             ]),
         ),
         IdempotencyKeyInUse => envelope(

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use orchestrator_core::api::{CreateWebhookRequest, Webhook};
 use orchestrator_core::webhook::{DeliveryStatus, RetrySchedule, WebhookSecret, is_public_address};
 use orchestrator_core::{EventFilter, EventType, RepositoryError, Timestamp, ValidationError};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::App;
+use super::error::ApiError;
 use crate::storage::{AttemptRecord, ClaimRoom, DueDelivery, WebhookRepository};
 
 /// How often the worker looks for new events and due deliveries: a first attempt starts
@@ -35,10 +36,14 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// holds three quarters of the slots, and the other webhooks' deliveries go on in the rest
 /// (while one busy webhook alone still has more attempts in flight than a server once had).
 pub const PER_WEBHOOK: u32 = MAX_IN_FLIGHT as u32 / 4 * 3;
-/// Name lookups at once, per server (the deliveries' and those of webhooks being created):
-/// each holds a blocking thread, which SQLite reads share (see [`Lookups`]).
+/// The deliveries' name lookups at once, per server: each holds a blocking thread, which
+/// SQLite reads share (see [`Lookups`]).
 const MAX_LOOKUPS: usize = 2;
-/// How long creating a webhook waits for its host's name to resolve.
+/// Name lookups of webhooks being created at once, per server: apart from the deliveries', so
+/// that receivers whose names do not resolve never hold up creating a webhook.
+const MAX_CHECK_LOOKUPS: usize = 1;
+/// How long creating a webhook waits for a turn to look its host up (then 503, retry later),
+/// and then for the name to resolve (then 400).
 const CHECK_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events read per enqueue.
 const ENQUEUE_BATCH: u32 = 500;
@@ -64,7 +69,8 @@ pub struct Webhooks {
     store: Arc<dyn WebhookRepository>,
     policy: WebhookPolicy,
     client: reqwest::Client,
-    lookups: Lookups,
+    /// The lookups of the hosts of webhooks being created.
+    checks: Lookups,
 }
 
 impl Webhooks {
@@ -74,7 +80,6 @@ impl Webhooks {
         store: Arc<dyn WebhookRepository>,
         policy: WebhookPolicy,
     ) -> Result<Self, reqwest::Error> {
-        let lookups = Lookups(Arc::new(Semaphore::new(MAX_LOOKUPS)));
         let client = reqwest::Client::builder()
             .timeout(ATTEMPT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -82,14 +87,14 @@ impl Webhooks {
             .user_agent(concat!("orchestrator-webhooks/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(Resolver {
                 public_only: !policy.allow_private_networks,
-                lookups: lookups.clone(),
+                lookups: Lookups::new(MAX_LOOKUPS),
             }))
             .build()?;
         Ok(Webhooks {
             store,
             policy,
             client,
-            lookups,
+            checks: Lookups::new(MAX_CHECK_LOOKUPS),
         })
     }
 
@@ -110,10 +115,10 @@ impl Webhooks {
         &self,
         request: CreateWebhookRequest,
         now: Timestamp,
-    ) -> Result<Webhook, ValidationError> {
+    ) -> Result<Webhook, ApiError> {
         let url = check_url(&request.url)?;
         if !self.policy.allow_private_networks {
-            check_public(&url, &self.lookups).await?;
+            check_public(&url, &self.checks).await?;
         }
         let mut event_types = Vec::new();
         for name in request.event_types.unwrap_or_default() {
@@ -249,8 +254,8 @@ fn literal_address(url: &reqwest::Url) -> Option<IpAddr> {
 }
 
 /// Refuses a URL whose host is, or resolves to, an address that is not public, or does not
-/// resolve within [`CHECK_LOOKUP_TIMEOUT`].
-async fn check_public(url: &reqwest::Url, lookups: &Lookups) -> Result<(), ValidationError> {
+/// resolve within [`CHECK_LOOKUP_TIMEOUT`] of its turn (503 if it waits that long for one).
+async fn check_public(url: &reqwest::Url, lookups: &Lookups) -> Result<(), ApiError> {
     let refuse = |address: IpAddr| {
         ValidationError::new(
             "url",
@@ -263,29 +268,35 @@ async fn check_public(url: &reqwest::Url, lookups: &Lookups) -> Result<(), Valid
         return if is_public_address(address) {
             Ok(())
         } else {
-            Err(refuse(address))
+            Err(refuse(address).into())
         };
     }
     let host = url.host_str().unwrap_or_default();
     let port = url.port_or_known_default().unwrap_or(443);
-    let addresses = tokio::time::timeout(CHECK_LOOKUP_TIMEOUT, lookups.lookup(host, port))
+    let turn = tokio::time::timeout(CHECK_LOOKUP_TIMEOUT, lookups.turn())
         .await
-        .map_err(|_| {
-            ValidationError::new(
-                "url",
-                format!(
-                    "the host '{host}' did not resolve within {} s",
-                    CHECK_LOOKUP_TIMEOUT.as_secs()
-                ),
-            )
-        })?
-        .map_err(|_| ValidationError::new("url", format!("the host '{host}' does not resolve")))?;
+        .map_err(|_| ApiError::LookupsBusy)?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let addresses =
+        tokio::time::timeout(CHECK_LOOKUP_TIMEOUT, Lookups::lookup_in(turn, host, port))
+            .await
+            .map_err(|_| {
+                ValidationError::new(
+                    "url",
+                    format!(
+                        "the host '{host}' did not resolve within {} s",
+                        CHECK_LOOKUP_TIMEOUT.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|_| {
+                ValidationError::new("url", format!("the host '{host}' does not resolve"))
+            })?;
     match addresses.iter().find(|a| !is_public_address(a.ip())) {
-        Some(private) => Err(refuse(private.ip())),
-        None if addresses.is_empty() => Err(ValidationError::new(
-            "url",
-            format!("the host '{host}' does not resolve"),
-        )),
+        Some(private) => Err(refuse(private.ip()).into()),
+        None if addresses.is_empty() => {
+            Err(ValidationError::new("url", format!("the host '{host}' does not resolve")).into())
+        }
         None => Ok(()),
     }
 }
@@ -303,14 +314,32 @@ async fn check_public(url: &reqwest::Url, lookups: &Lookups) -> Result<(), Valid
 struct Lookups(Arc<Semaphore>);
 
 impl Lookups {
-    /// The addresses of `host` (with `port`), once a turn is free.
-    async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-        let turn = self
-            .0
+    /// At most `at_once` lookups at a time.
+    fn new(at_once: usize) -> Self {
+        Lookups(Arc::new(Semaphore::new(at_once)))
+    }
+
+    /// A turn to look a name up, once one is free.
+    async fn turn(&self) -> std::io::Result<OwnedSemaphorePermit> {
+        self.0
             .clone()
             .acquire_owned()
             .await
-            .map_err(std::io::Error::other)?;
+            .map_err(std::io::Error::other)
+    }
+
+    /// The addresses of `host` (with `port`), once a turn is free.
+    async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        Lookups::lookup_in(self.turn().await?, host, port).await
+    }
+
+    /// The addresses of `host` (with `port`), looked up in `turn`, which ends when the system's
+    /// resolver answers.
+    async fn lookup_in(
+        turn: OwnedSemaphorePermit,
+        host: &str,
+        port: u16,
+    ) -> std::io::Result<Vec<SocketAddr>> {
         let host = host.to_owned();
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
@@ -615,7 +644,7 @@ mod tests {
 
     #[tokio::test]
     async fn loopback_and_private_targets_are_refused() {
-        let lookups = Lookups(Arc::new(Semaphore::new(MAX_LOOKUPS)));
+        let lookups = Lookups::new(MAX_CHECK_LOOKUPS);
         for private in [
             "http://127.0.0.1:9/",
             "http://localhost:9/",
@@ -624,7 +653,9 @@ mod tests {
             "http://169.254.169.254/latest",
         ] {
             let url = check_url(private).unwrap();
-            let error = check_public(&url, &lookups).await.unwrap_err();
+            let Err(ApiError::Validation(error)) = check_public(&url, &lookups).await else {
+                panic!("{private} is refused");
+            };
             assert_eq!(error.field, "url", "{private}");
             assert!(
                 error.rule.contains("WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
@@ -633,5 +664,18 @@ mod tests {
         }
         let public = check_url("http://93.184.216.34/").unwrap();
         assert!(check_public(&public, &lookups).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_that_waits_too_long_for_a_lookup_is_told_to_retry() {
+        let lookups = Lookups::new(MAX_CHECK_LOOKUPS);
+        // Every turn taken, as by a lookup the name servers never answer.
+        let _held = lookups.turn().await.unwrap();
+        let url = check_url("https://hooks.example.com/in").unwrap();
+        let waited = check_public(&url, &lookups).await;
+        assert!(matches!(waited, Err(ApiError::LookupsBusy)), "{waited:?}");
+        let response = ApiError::LookupsBusy.into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "5");
     }
 }

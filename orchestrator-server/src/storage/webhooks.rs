@@ -546,7 +546,10 @@ mod tests {
             .chain(due("c", 40))
             .collect();
         let picked = room.pick(candidates);
-        assert!(picked[..21].iter().all(|id| id.starts_with('c')), "{picked:?}");
+        assert!(
+            picked[..21].iter().all(|id| id.starts_with('c')),
+            "{picked:?}"
+        );
         assert_eq!(picked[21..], ["a0", "b0", "c21"]);
         // With fewer of c's due than the slots, the rest go to the others.
         let candidates: Vec<_> = due("a", 27)

@@ -170,6 +170,30 @@ async fn click(browser: &Browser, name: &str) {
         .unwrap();
 }
 
+/// Types `text` into the field labelled `label`. The board swaps its content in whenever an
+/// event arrives (keeping what was typed), which makes a field found just before a swap
+/// stale: then the new one is emptied and typed into again.
+async fn type_into(browser: &Browser, label: &str, text: &str) {
+    let started = Instant::now();
+    loop {
+        let field = browser
+            .find(Locator::XPath(&labelled(label)))
+            .await
+            .unwrap();
+        match field.send_keys(text).await {
+            Ok(()) => return,
+            Err(e) if started.elapsed() < PATIENCE => {
+                eprintln!("typing into {label} again: {e}");
+                if let Ok(field) = browser.find(Locator::XPath(&labelled(label))).await {
+                    let _ = field.clear().await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot type into {label}: {e}"),
+        }
+    }
+}
+
 async fn screenshot(browser: &Browser, name: &str) {
     let Some(dir) = std::env::var_os("BOARD_SCREENSHOTS") else {
         return;
@@ -350,12 +374,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     let refused = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
     assert!(refused.contains("reason"), "{refused}");
     wait_text(&a, "#state", |t| t == "GATE_1").await;
-    a.find(Locator::XPath(&labelled("Reason")))
-        .await
-        .unwrap()
-        .send_keys("The filters forget the sort order")
-        .await
-        .unwrap();
+    type_into(&a, "Reason", "The filters forget the sort order").await;
     click(&a, "Reject").await;
     wait_text(&a, "#message", |t| {
         t.contains("Rejected: the feature went back to PHASE_1")
@@ -373,12 +392,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     // recorded against the new round: the page says what changed, then she decides again.
     a.goto(&app.url("/board/feature/stale-page")).await.unwrap();
     wait_text(&a, "#verdict", |t| t == "You may approve.").await;
-    a.find(Locator::XPath(&labelled("Reason")))
-        .await
-        .unwrap()
-        .send_keys("Reads well")
-        .await
-        .unwrap();
+    type_into(&a, "Reason", "Reads well").await;
     let stale = orchestrator_core::FeatureId::parse("stale-page").unwrap();
     let bob_api = Client::builder()
         .base_url(app.url(""))
@@ -465,12 +479,12 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         t.starts_with("Not recorded") && t.contains("response")
     })
     .await;
-    a.find(Locator::XPath(&labelled("Response")))
-        .await
-        .unwrap()
-        .send_keys("Only the processor's token, never the card number")
-        .await
-        .unwrap();
+    type_into(
+        &a,
+        "Response",
+        "Only the processor's token, never the card number",
+    )
+    .await;
     click(&a, "Correct").await;
     wait_text(&a, "#message", |t| {
         t == "Answered: the consultation is resolved."

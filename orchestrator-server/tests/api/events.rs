@@ -1,4 +1,4 @@
-//! The event log through the real server: `GET /events` (pages, filters, 400s, 410), the SSE
+//! The event log through the real server: `GET /events` (pages, filters, 400s, 409, 410), the SSE
 //! stream through the typed client (new events, resume after a disconnect and after a
 //! restart, heartbeats), `gate.overdue`, and two replicas on one PostgreSQL database whose
 //! streams each see every change of both, in order, with no gap.
@@ -90,9 +90,9 @@ async fn the_log_pages_and_filters_every_change() {
         (page.items[0].id.as_str(), page.next_after.as_str()),
         ("2", "2")
     );
-    let empty = app.client.list_events(&query(Some(9))).await.unwrap();
+    let empty = app.client.list_events(&query(Some(3))).await.unwrap();
     assert!(empty.items.is_empty());
-    assert_eq!(empty.next_after, "9");
+    assert_eq!(empty.next_after, "3");
 
     // Filters.
     let of_b = EventsQuery {
@@ -370,6 +370,105 @@ async fn resuming_where_retention_deleted_events_is_410() {
             .len(),
         1
     );
+}
+
+/// The error that ends `stream`: what it returns before it ends, transient failures (its
+/// reconnections) skipped. Fails the test on an event, or after 10 s.
+async fn refusal(stream: &mut EventStream) -> orchestrator_client::ClientError {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(event)) => panic!("an event, {event:?}, where the stream should end"),
+                Some(Err(e)) if e.code().is_some() => return e,
+                Some(Err(_)) => continue,
+                None => panic!("the stream ended without saying why"),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 10 s")
+}
+
+#[tokio::test]
+async fn resuming_after_an_id_the_log_never_had_is_409() {
+    let app = spawn_app().await;
+    for n in 0..2 {
+        app.start_workflow(&format!("only-{n}")).await;
+    }
+    let ahead = app.client.list_events(&query(Some(5))).await.unwrap_err();
+    assert_eq!(ahead.code(), Some(ErrorCode::EventsCursorAhead));
+    assert_eq!(ahead.status().map(|s| s.as_u16()), Some(409));
+    let orchestrator_client::ClientError::Api { body, .. } = &ahead else {
+        panic!("{ahead:?}");
+    };
+    assert_eq!(body.details.as_deref().unwrap_or_default()[0], "last_id: 2");
+    let mut stream = app.client.stream_events(query(Some(5)));
+    assert_eq!(
+        refusal(&mut stream).await.code(),
+        Some(ErrorCode::EventsCursorAhead)
+    );
+    assert!(stream.next().await.is_none(), "a 409 ends the stream");
+
+    // At the newest id, and before it, all is well.
+    assert!(
+        app.client
+            .list_events(&query(Some(2)))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        app.client
+            .list_events(&query(Some(1)))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+/// A PostgreSQL database restored from an older copy under running servers (every replica
+/// takes event ids from the database; SQLite's writer numbers them itself, so a SQLite
+/// restore needs the server stopped): the log's ids go back. A stream past the new end ends
+/// and its resume is 409, and the new events, given those ids again, reach a stream from the
+/// new end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_went_back_ends_the_streams_past_its_end() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let app = spawn_app_with(|c| c.database_url = DatabaseUrl::Postgres(db.url.clone())).await;
+    let mut ahead = app.client.stream_events(query(Some(0)));
+    for n in 0..3 {
+        app.start_workflow(&format!("before-{n}")).await;
+    }
+    for expected in 1..=3 {
+        assert_eq!(next(&mut ahead).await.id, expected.to_string());
+    }
+    // The copy: the log as it was after its first event.
+    let mut restore = AsyncPgConnection::establish(&db.url).await.unwrap();
+    restore
+        .batch_execute(
+            "DELETE FROM transitions WHERE event_id > 1; DELETE FROM events WHERE id > 1; \
+             DELETE FROM workflows WHERE feature_id <> 'before-0'; \
+             UPDATE event_log SET last_id = 1",
+        )
+        .await
+        .unwrap();
+    let page = app.client.list_events(&query(Some(3))).await.unwrap_err();
+    assert_eq!(page.code(), Some(ErrorCode::EventsCursorAhead));
+    app.start_workflow("after").await;
+
+    assert_eq!(
+        refusal(&mut ahead).await.code(),
+        Some(ErrorCode::EventsCursorAhead)
+    );
+    let mut from_the_end = app.client.stream_events(query(Some(1)));
+    let event = next(&mut from_the_end).await;
+    assert_eq!((event.id.as_str(), event.subject.as_str()), ("2", "after"));
 }
 
 /// Two replicas on one PostgreSQL database, writers on both at once: a stream on each replica

@@ -118,6 +118,22 @@
     return true;
   }
 
+  // A resume point past the log's newest event (the server's store was restored from an older
+  // copy) is refused with 409 EVENTS_CURSOR_AHEAD, whose details name the newest id: follow
+  // from there instead of being refused at every reconnection.
+  async function checkResumePoint() {
+    try {
+      const response = await fetch('/events?limit=1&after=' + encodeURIComponent(lastEventId));
+      if (response.status !== 409) return;
+      const answer = await response.json();
+      const details = (answer && answer.error && answer.error.details) || [];
+      const newest = details.find((detail) => String(detail).startsWith('last_id: '));
+      if (newest) lastEventId = newest.slice('last_id: '.length);
+    } catch (_) {
+      // The server is away: reconnecting later is enough.
+    }
+  }
+
   function connect() {
     if (!live || typeof EventSource === 'undefined') return;
     const params = new URLSearchParams({ after: lastEventId });
@@ -145,7 +161,11 @@
         return;
       }
       showLive('Reconnecting…', false);
-      setTimeout(() => { refresh(); connect(); }, 1000 * Math.min(60, 2 ** (failures - 1)));
+      setTimeout(async () => {
+        await checkResumePoint();
+        refresh();
+        connect();
+      }, 1000 * Math.min(60, 2 ** (failures - 1)));
     });
   }
 
