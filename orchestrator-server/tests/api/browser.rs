@@ -4,7 +4,8 @@
 //! restarts under it, reconnects and resumes by id), a rejection refused without
 //! a reason and accepted with one, a conflict explained, an overdue badge, an agent told why it
 //! may not approve, sign-out ending the session on the server, and a page that asks nothing of
-//! any other origin. With `BOARD_SCREENSHOTS=<dir>` it saves the screenshots shown in the README.
+//! any other origin; and (on PostgreSQL) a page that follows a log restored from an older
+//! copy under the running server. With `BOARD_SCREENSHOTS=<dir>` it saves the screenshots shown in the README.
 //!
 //! Without `/usr/bin/chromedriver` the test says so and passes, except under `CI`, where it
 //! fails: CI must run it.
@@ -549,5 +550,77 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         if let Err(e) = browser.close().await {
             eprintln!("{name}'s browser session did not end cleanly: {e}");
         }
+    }
+}
+
+/// A PostgreSQL database restored from an older copy under the running server: the board's
+/// stream is past the log's new end, so it ends and its resume is refused (409
+/// `EVENTS_CURSOR_AHEAD`); the page follows from the newest id by itself and is live again,
+/// without the reloads a stream refused at every reconnection ends in, and shows the work
+/// that happens next.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_board_follows_a_log_that_went_back() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    use orchestrator_server::storage::DatabaseUrl;
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let app = spawn_app_with(|c| c.database_url = DatabaseUrl::Postgres(db.url.clone())).await;
+    let to_gate = |id: &'static str| {
+        let client = app.client.clone();
+        async move {
+            client
+                .start_workflow(&StartWorkflowRequest::new(id, format!("{id}: to review")))
+                .await
+                .unwrap();
+            let f = orchestrator_core::FeatureId::parse(id).unwrap();
+            client
+                .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
+                .await
+                .unwrap();
+        }
+    };
+    for id in ["kept", "lost-1", "lost-2"] {
+        to_gate(id).await;
+    }
+    // An open server: the board needs no sign-in. It follows the log from its newest id, 6.
+    let page = driver.browser("reviewer").await;
+    page.goto(&app.url("/board")).await.unwrap();
+    wait_text(&page, "#live", |t| t == "Live").await;
+    wait_text(&page, "main", |t| t.contains("lost-2")).await;
+    page.execute("window.notReloaded = true;", vec![])
+        .await
+        .unwrap();
+
+    // The copy: the log as it was after "kept" reached the gate (events 1 and 2).
+    let mut restore = AsyncPgConnection::establish(&db.url).await.unwrap();
+    restore
+        .batch_execute(
+            "DELETE FROM transitions WHERE event_id > 2; DELETE FROM events WHERE id > 2; \
+             DELETE FROM workflows WHERE feature_id <> 'kept'; \
+             UPDATE event_log SET last_id = 2",
+        )
+        .await
+        .unwrap();
+    // New work takes ids 3 and 4 again: the page's stream, past them, ends; its resume is 409.
+    to_gate("after-restore").await;
+    wait_text(&page, "main", |t| {
+        t.contains("after-restore") && !t.contains("lost-2")
+    })
+    .await;
+    wait_text(&page, "#live", |t| t == "Live").await;
+    let reloaded = page
+        .execute("return window.notReloaded !== true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(reloaded, json!(false), "the page followed without a reload");
+    // Live from the newest id: the next change shows.
+    to_gate("next-round").await;
+    wait_text(&page, "main", |t| t.contains("next-round")).await;
+    if let Err(e) = page.close().await {
+        eprintln!("the browser session did not end cleanly: {e}");
     }
 }
