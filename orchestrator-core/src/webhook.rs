@@ -326,12 +326,15 @@ impl fmt::Display for RetrySchedule {
 }
 
 /// Whether a webhook may be sent to `address` when private networks are not allowed: not
-/// loopback, private, link-local, unique-local, unspecified, broadcast, documentation, shared
-/// (carrier-grade NAT) or multicast; an IPv4 address mapped into IPv6 is judged as IPv4.
+/// loopback, private, link-local, unique-local, site-local, unspecified, broadcast,
+/// documentation, shared (carrier-grade NAT), benchmarking, reserved, the IETF's protocol
+/// assignments (192.0.0.0/24) or multicast. An IPv6 address that carries an IPv4 one (mapped,
+/// IPv4-compatible, NAT64's `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4's `2002::/16`) is
+/// judged by the IPv4 address it reaches.
 pub fn is_public_address(address: IpAddr) -> bool {
     match address {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -340,10 +343,13 @@ pub fn is_public_address(address: IpAddr) -> bool {
                 || v4.is_documentation()
                 || v4.is_multicast()
                 || a == 0
-                || (a == 100 && (64..128).contains(&b)))
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b & 0xfe) == 18))
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_public_address(IpAddr::V4(v4));
             }
             let first = v6.segments()[0];
@@ -351,8 +357,28 @@ pub fn is_public_address(address: IpAddr) -> bool {
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
+                || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0)
         }
+    }
+}
+
+/// The IPv4 address an IPv6 one carries, where it reaches that IPv4 address: mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`, and the local-use
+/// `64:ff9b:1::/48` with the address in its last 32 bits) and 6to4 (`2002:aabb:ccdd::/48`).
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let [.., a, b, c, d] = v6.octets();
+    let last = std::net::Ipv4Addr::new(a, b, c, d);
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, ..] => Some(last),
+        // `::` and `::1` are judged as IPv6 (unspecified, loopback).
+        [0, 0, 0, 0, 0, 0, ..] if !v6.is_unspecified() && !v6.is_loopback() => Some(last),
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] | [0x64, 0xff9b, 1, ..] => Some(last),
+        [0x2002, high, low, ..] => Some(std::net::Ipv4Addr::from(
+            (u32::from(high) << 16) | u32::from(low),
+        )),
+        _ => None,
     }
 }
 
@@ -473,11 +499,32 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.254",
+            "240.0.0.1",
+            "255.255.255.255",
+            "fec0::1",
+            // IPv6 addresses that reach a private IPv4 one.
+            "::10.0.0.5",
+            "::0.0.0.5",
+            "64:ff9b::a00:5",
+            "64:ff9b:1::7f00:1",
+            "2002:a00:5::1",
+            "2002:7f00:1::",
         ] {
             let address: IpAddr = private.parse().unwrap();
             assert!(!is_public_address(address), "{private}");
         }
-        for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "198.20.0.1",
+            "192.0.1.1",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             let address: IpAddr = public.parse().unwrap();
             assert!(is_public_address(address), "{public}");
         }
