@@ -366,27 +366,10 @@ mod tests {
         let path = dir.path().join("principals.toml");
         std::fs::write(&path, "# the team's principals\n").unwrap();
         let name = |n: &str| Actor::parse(n).unwrap();
-        let alice = add(
-            &path,
-            &name("alice"),
-            ActorKind::Human,
-            &roles(&[Role::Reviewer]),
-        )
-        .unwrap();
-        let bot = add(
-            &path,
-            &name("build-bot"),
-            ActorKind::Agent,
-            &roles(&[Role::Agent]),
-        )
-        .unwrap();
-        let ops = add(
-            &path,
-            &name("ops"),
-            ActorKind::Human,
-            &roles(&[Role::Admin]),
-        )
-        .unwrap();
+        let mint = |n: &str, kind, role| add(&path, &name(n), kind, &roles(&[role])).unwrap();
+        let alice = mint("alice", ActorKind::Human, Role::Reviewer);
+        let bot = mint("build-bot", ActorKind::Agent, Role::Agent);
+        let ops = mint("ops", ActorKind::Human, Role::Admin);
 
         remove(&path, &name("build-bot")).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();

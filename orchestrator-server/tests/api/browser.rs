@@ -560,7 +560,6 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
 /// that happens next.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_board_follows_a_log_that_went_back() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
     use orchestrator_server::storage::DatabaseUrl;
     let Some(db) = crate::postgres::TestDatabase::create().await else {
         return;
@@ -596,15 +595,7 @@ async fn the_board_follows_a_log_that_went_back() {
         .unwrap();
 
     // The copy: the log as it was after "kept" reached the gate (events 1 and 2).
-    let mut restore = AsyncPgConnection::establish(&db.url).await.unwrap();
-    restore
-        .batch_execute(
-            "DELETE FROM transitions WHERE event_id > 2; DELETE FROM events WHERE id > 2; \
-             DELETE FROM workflows WHERE feature_id <> 'kept'; \
-             UPDATE event_log SET last_id = 2",
-        )
-        .await
-        .unwrap();
+    crate::postgres::restore_older_copy(&db.url, 2, "kept").await;
     // New work takes ids 3 and 4 again: the page's stream, past them, ends; its resume is 409.
     to_gate("after-restore").await;
     wait_text(&page, "main", |t| {

@@ -436,7 +436,6 @@ async fn resuming_after_an_id_the_log_never_had_is_409() {
 /// new end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_that_went_back_ends_the_streams_past_its_end() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
     let Some(db) = crate::postgres::TestDatabase::create().await else {
         return;
     };
@@ -449,15 +448,7 @@ async fn a_log_that_went_back_ends_the_streams_past_its_end() {
         assert_eq!(next(&mut ahead).await.id, expected.to_string());
     }
     // The copy: the log as it was after its first event.
-    let mut restore = AsyncPgConnection::establish(&db.url).await.unwrap();
-    restore
-        .batch_execute(
-            "DELETE FROM transitions WHERE event_id > 1; DELETE FROM events WHERE id > 1; \
-             DELETE FROM workflows WHERE feature_id <> 'before-0'; \
-             UPDATE event_log SET last_id = 1",
-        )
-        .await
-        .unwrap();
+    crate::postgres::restore_older_copy(&db.url, 1, "before-0").await;
     let page = app.client.list_events(&query(Some(3))).await.unwrap_err();
     assert_eq!(page.code(), Some(ErrorCode::EventsCursorAhead));
     app.start_workflow("after").await;

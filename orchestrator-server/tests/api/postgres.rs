@@ -63,6 +63,24 @@ pub async fn in_open_transaction(url: &str, statement: &str) -> AsyncPgConnectio
     session
 }
 
+/// Makes the database at `url` as a copy restored from when its event log ended at `last_id`
+/// and `kept` was its only workflow: later events, history and workflows gone, the log's
+/// newest id back at `last_id` (under a running server, as a restore would leave it).
+pub async fn restore_older_copy(url: &str, last_id: u64, kept: &str) {
+    let mut restore = AsyncPgConnection::establish(url).await.unwrap();
+    diesel_async::SimpleAsyncConnection::batch_execute(
+        &mut restore,
+        &format!(
+            "DELETE FROM transitions WHERE event_id > {last_id}; \
+             DELETE FROM events WHERE id > {last_id}; \
+             DELETE FROM workflows WHERE feature_id <> '{kept}'; \
+             UPDATE event_log SET last_id = {last_id}"
+        ),
+    )
+    .await
+    .unwrap();
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         // Drop runs inside the test's runtime; a helper thread with its own runtime may block.
