@@ -46,6 +46,12 @@ const BATCH_EVENTS: usize = 256;
 const BROADCAST_CAPACITY: usize = 64;
 /// Chunks (each one or more messages) queued toward one connection.
 const STREAM_QUEUE: usize = 64;
+/// Most events in one chunk of a stream's catch-up from the log. Those chunks are the
+/// stream's own (encoded for it, unlike the feed's shared batches), so they are small: a slow
+/// reader resuming from far back holds at most [`STREAM_QUEUE`] of them (about 2 000 events,
+/// a megabyte or so) besides the page being sent, where chunks of [`BATCH_EVENTS`] let it
+/// hold 16 000.
+const CATCH_UP_CHUNK: usize = 32;
 
 /// Events the feed read together, encoded once for every stream: their SSE messages back to
 /// back in one buffer, and what a stream's filters need of each (id, type, subject, where its
@@ -440,7 +446,7 @@ async fn forward(
     let mut page = first;
     loop {
         let full = page.events.len() == READ_BATCH as usize;
-        for batch in page.events.chunks(BATCH_EVENTS) {
+        for batch in page.events.chunks(CATCH_UP_CHUNK) {
             if queue.send(FeedBatch::new(batch).messages).await.is_err() {
                 return;
             }

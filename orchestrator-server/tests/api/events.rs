@@ -372,6 +372,22 @@ async fn resuming_where_retention_deleted_events_is_410() {
     );
 }
 
+#[tokio::test]
+async fn a_stream_catches_up_from_far_back_in_order() {
+    let app = spawn_app().await;
+    // More events than several chunks of the catch-up hold.
+    for n in 0..70 {
+        app.start_workflow(&format!("early-{n}")).await;
+    }
+    let mut stream = app.client.stream_events(query(Some(0)));
+    for expected in 1..=70 {
+        let event = next(&mut stream).await;
+        assert_eq!(event.id, expected.to_string());
+    }
+    app.start_workflow("late").await;
+    assert_eq!(next(&mut stream).await.subject.as_str(), "late");
+}
+
 /// The error that ends `stream`: what it returns before it ends, transient failures (its
 /// reconnections) skipped. Fails the test on an event, or after 10 s.
 async fn refusal(stream: &mut EventStream) -> orchestrator_client::ClientError {
