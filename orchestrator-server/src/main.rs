@@ -62,41 +62,38 @@ fn main() -> ExitCode {
     }
 }
 
-/// `principal add`: mint, append, print the token once; `principal remove`.
+/// `principal add`: mint, append, print the token once; `principal remove`. What was done goes
+/// to stderr, the token alone to stdout (for `TOKEN=$(…)`).
 fn run_command(command: &Command) -> ExitCode {
     let Command::Principal(command) = command;
-    let (file, name, kind, roles) = match command {
+    let done = match command {
         PrincipalCommand::Add {
             file,
             name,
             kind,
             roles,
-        } => (file, name, kind, roles),
-        PrincipalCommand::Remove { file, name } => {
-            return match principals::remove(file, name) {
-                Ok(()) => {
-                    eprintln!(
-                        "removed principal '{name}' from {}. A running server stops accepting its token on SIGHUP.",
-                        file.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            };
+        } => {
+            let roles = roles.iter().copied().collect();
+            principals::add(file, name, *kind, &roles).map(|token| {
+                println!("{token}");
+                format!(
+                    "added principal '{name}' to {}; the token above is shown only now. \
+                     A running server reads the file on SIGHUP.",
+                    file.display()
+                )
+            })
         }
-    };
-    let roles = roles.iter().copied().collect();
-    match principals::add(file, name, *kind, &roles) {
-        Ok(token) => {
-            println!("{token}");
-            eprintln!(
-                "added principal '{name}' to {}; the token above is shown only now. \
-                 A running server reads the file on SIGHUP.",
+        PrincipalCommand::Remove { file, name } => principals::remove(file, name).map(|()| {
+            format!(
+                "removed principal '{name}' from {}. A running server stops accepting its \
+                 token on SIGHUP.",
                 file.display()
-            );
+            )
+        }),
+    };
+    match done {
+        Ok(said) => {
+            eprintln!("{said}");
             ExitCode::SUCCESS
         }
         Err(e) => {
