@@ -311,6 +311,14 @@ impl Config {
             .filter(|used| *used > Duration::from_secs(self.request_timeout_seconds))
     }
 
+    /// The webhook retry schedule's length, when it is longer than `EVENTS_RETENTION_SECONDS`:
+    /// a delivery that fails for good is then deleted (with its event) as soon as it does,
+    /// before it can be listed and redelivered. Start-up warns.
+    pub fn retries_outlast_retention(&self) -> Option<Duration> {
+        let schedule: Duration = self.webhook_retry_schedule.delays().iter().sum();
+        Some(schedule).filter(|s| *s > Duration::from_secs(self.events_retention_seconds))
+    }
+
     /// The time bounds and connection limit the HTTP layer enforces.
     pub fn limits(&self) -> crate::http::Limits {
         // A wait as long as the hub timeout would only race it: then the request waits for
@@ -492,6 +500,13 @@ mod tests {
         assert_eq!(
             slow.request_timeout_raised(),
             Some(Duration::from_secs(135))
+        );
+        // The default schedule (about 27½ h) fits the default week of retention.
+        assert_eq!(config.retries_outlast_retention(), None);
+        let brief = parse(&["--events-retention-seconds", "3600"]).unwrap();
+        assert_eq!(
+            brief.retries_outlast_retention(),
+            Some(Duration::from_secs(99_305))
         );
         let hasty = parse(&["--request-timeout-seconds", "2"]).unwrap();
         assert_eq!(

@@ -389,7 +389,11 @@ mod tests {
         remove(&path, &name("ops")).unwrap();
         remove(&path, &name("alice")).unwrap();
         assert!(Principals::load(&path).unwrap().is_empty());
-        assert!(!dir.path().join("principals.toml.new").exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["principals.toml"], "no temporary file is left");
         let missing = remove(&dir.path().join("none.toml"), &name("alice"));
         assert!(matches!(missing, Err(PrincipalsError::Io { .. })));
     }

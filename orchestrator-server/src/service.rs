@@ -65,8 +65,7 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
              Agent Hub call and 5 s"
         );
     }
-    let schedule: std::time::Duration = config.webhook_retry_schedule.delays().iter().sum();
-    if config.events_retention_seconds < schedule.as_secs() {
+    if let Some(schedule) = config.retries_outlast_retention() {
         tracing::warn!(
             events_retention_seconds = config.events_retention_seconds,
             retry_schedule_seconds = schedule.as_secs(),

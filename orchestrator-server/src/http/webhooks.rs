@@ -289,9 +289,8 @@ async fn check_public(url: &reqwest::Url, lookups: &Lookups) -> Result<(), ApiEr
                     ),
                 )
             })?
-            .map_err(|_| {
-                ValidationError::new("url", format!("the host '{host}' does not resolve"))
-            })?;
+            // A name the resolver refuses is refused as a name with no address.
+            .unwrap_or_default();
     match addresses.iter().find(|a| !is_public_address(a.ip())) {
         Some(private) => Err(refuse(private.ip()).into()),
         None if addresses.is_empty() => {
