@@ -112,7 +112,7 @@ pub struct Cli {
     /// The Idempotency-Key a write (start, advance, approve, reject, consult, respond, webhooks
     /// add and redeliver) sends: running the same command again with the same key, even after
     /// the first run was cut off, gets the first answer back and changes nothing more (for 24
-    /// hours). 1–255 printable ASCII characters without spaces; default: a new key per run.
+    /// hours). 1–255 printable ASCII characters (spaces inside only); default: a new key per run.
     #[arg(long, value_parser = idempotency_key)]
     pub idempotency_key: Option<String>,
     /// What to do.
@@ -715,12 +715,16 @@ fn written_out(written: std::io::Result<()>) -> Result<(), Failure> {
     }
 }
 
-/// An `--idempotency-key` as the server takes it: 1–255 printable ASCII characters, no spaces.
+/// An `--idempotency-key` as the server takes it: 1–255 printable ASCII characters, spaces
+/// inside only (HTTP would drop those around it, and the key would be another).
 fn idempotency_key(key: &str) -> Result<String, String> {
-    if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) {
+    let bytes = key.as_bytes();
+    let printable = bytes.iter().all(|b| *b == b' ' || b.is_ascii_graphic());
+    let ends = bytes.first().zip(bytes.last());
+    if key.len() <= 255 && printable && ends.is_some_and(|(a, z)| *a != b' ' && *z != b' ') {
         Ok(key.to_owned())
     } else {
-        Err("must be 1-255 printable ASCII characters without spaces".to_owned())
+        Err("must be 1-255 printable ASCII characters, without spaces around it".to_owned())
     }
 }
 

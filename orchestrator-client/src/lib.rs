@@ -284,7 +284,7 @@ impl Client {
     /// per call: for a write that must be carried out once even when the caller itself is
     /// restarted and sends it again (the server keeps a key's answer for 24 hours and gives it
     /// to a repeat of the same request). Use the returned client for that one write; the key
-    /// is 1–255 printable ASCII characters without spaces (else the server answers 400).
+    /// is 1–255 printable ASCII characters, spaces inside only (else the server answers 400).
     ///
     /// ```no_run
     /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {

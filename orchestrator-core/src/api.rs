@@ -289,9 +289,10 @@ pub struct AdvanceRequest {
     /// else is 400 `VALIDATION_ERROR` (a string here, so the server can say which field broke).
     #[cfg_attr(feature = "openapi", schema(value_type = crate::state::Trigger))]
     pub trigger: String,
-    /// Who triggers it: not blank, at most 128 characters. With principals, the token's
-    /// principal is the actor, and an `actor` naming somebody else is recorded as
-    /// `on_behalf_of`. Without principals, an approval at a gate that needs several distinct
+    /// Who triggers it: not blank, at most 128 characters, no invisible characters
+    /// (zero-width, direction marks, soft hyphen); compared without regard to case. With
+    /// principals, the token's principal is the actor, and an `actor` naming somebody else
+    /// is recorded as `on_behalf_of`. Without principals, an approval at a gate that needs several distinct
     /// approvals must name its actor (else 400 naming `actor`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
@@ -300,12 +301,13 @@ pub struct AdvanceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::principal::ActorKind>))]
     pub actor_kind: Option<String>,
-    /// Why, at most 10 000 characters. Required (not blank) for `human_rejected` and for an
-    /// override.
+    /// Why, at most 10 000 characters. Required (not blank: more than white space and
+    /// invisible characters) for `human_rejected` and for an override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// With `human_approved`: pass the gate whatever is missing (approvals, escalations).
     /// Admins only (anyone without principals); needs a `reason`; recorded as `override: true`.
+    /// With any other trigger it is ignored (and needs no admin).
     #[serde(rename = "override", default, skip_serializing_if = "Option::is_none")]
     pub override_gate: Option<bool>,
     /// A JSON object of at most 64 KiB, kept with the history entry.
@@ -658,7 +660,8 @@ impl From<&Event> for CloudEvent {
 pub struct EventsResponse {
     /// In id order.
     pub items: Vec<CloudEvent>,
-    /// The last item's id (the given `after` on an empty page): pass it as `after` next.
+    /// The last item's id, or past it when rows this server cannot read were passed over (the
+    /// given `after` on an empty page): pass it as `after` next.
     pub next_after: String,
 }
 
@@ -1079,7 +1082,8 @@ pub struct RespondRequest {
     /// 10 000 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
-    /// Who answers (sent to the hub as the responder): not blank, at most 128 characters.
+    /// Who answers (sent to the hub as the responder): not blank, at most 128 characters, no
+    /// invisible characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// `human` or `agent`: trusted without principals; with principals the token's principal

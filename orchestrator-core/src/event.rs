@@ -210,4 +210,7 @@ pub struct EventSlice {
     pub purged_through: u64,
     /// The newest event's id (0: none yet).
     pub last_id: u64,
+    /// The ids of rows the read found but could not decode (a type a newer version wrote, a
+    /// damaged row), in id order: passed over, and counted toward the read's limit.
+    pub unreadable: Vec<u64>,
 }

@@ -224,6 +224,21 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             .collect())
     }
 
+    async fn gates_by_due(&self, limit: u32) -> Result<Vec<Workflow>, RepositoryError> {
+        let entries = self.lock();
+        let mut gates: Vec<&Workflow> = entries
+            .values()
+            .map(|entry| &entry.workflow)
+            .filter(|workflow| workflow.state() == WorkflowState::Gate1)
+            .collect();
+        // Feature-id order already (a BTreeMap); a stable sort keeps it among equals.
+        gates.sort_by_key(|workflow| {
+            let due = workflow.gate_due_at();
+            (due.is_none(), due)
+        });
+        Ok(gates.into_iter().take(limit as usize).cloned().collect())
+    }
+
     async fn count_overdue(&self, now: Timestamp) -> Result<u64, RepositoryError> {
         let entries = self.lock();
         Ok(entries
@@ -430,6 +445,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             events,
             purged_through: log.purged_through,
             last_id: log.last_id,
+            unreadable: Vec::new(),
         })
     }
 

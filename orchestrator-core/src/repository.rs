@@ -302,6 +302,10 @@ pub trait WorkflowRepository: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Workflow>, RepositoryError>;
 
+    /// Workflows at the gate, the earliest due first (those without a deadline last, by
+    /// feature id), at most `limit` of them: what a reviewer should see first.
+    async fn gates_by_due(&self, limit: u32) -> Result<Vec<Workflow>, RepositoryError>;
+
     /// How many workflows' stays at the gate were due before `now`.
     async fn count_overdue(&self, now: Timestamp) -> Result<u64, RepositoryError>;
 

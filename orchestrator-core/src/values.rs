@@ -129,12 +129,60 @@ impl Actor {
         if name.is_empty() {
             return Err(ValidationError::new("actor", "must not be blank"));
         }
+        // `alice` and `alice` with a zero-width space would be two people who look like one.
+        if name.chars().any(is_invisible) {
+            return Err(ValidationError::new(
+                "actor",
+                "must not contain invisible characters (zero-width, joiners, direction marks, soft hyphen)",
+            ));
+        }
         if name.len() == given.as_str().len() {
             Ok(given)
         } else {
             Actor::parse(name)
         }
     }
+
+    /// Whether two names are one person's: equal but for letter case (`alice`, `Alice`). The
+    /// gate's rules compare names this way, so a case slip neither lets an author approve
+    /// their own work nor counts one reviewer twice.
+    pub fn same_person(&self, other: &Actor) -> bool {
+        self.0 == other.0
+            || self
+                .0
+                .chars()
+                .flat_map(char::to_lowercase)
+                .eq(other.0.chars().flat_map(char::to_lowercase))
+    }
+}
+
+/// Characters that show nothing (inclusive ranges): the soft hyphen, zero-width spaces and
+/// joiners, direction marks and overrides, invisible operators, fillers, the byte-order mark.
+/// Names given now may not hold them; text made only of them and white space is blank.
+pub const INVISIBLE: &[(char, char)] = &[
+    ('\u{00ad}', '\u{00ad}'),
+    ('\u{034f}', '\u{034f}'),
+    ('\u{061c}', '\u{061c}'),
+    ('\u{115f}', '\u{1160}'),
+    ('\u{17b4}', '\u{17b5}'),
+    ('\u{180b}', '\u{180f}'),
+    ('\u{200b}', '\u{200f}'),
+    ('\u{202a}', '\u{202e}'),
+    ('\u{2060}', '\u{206f}'),
+    ('\u{3164}', '\u{3164}'),
+    ('\u{feff}', '\u{feff}'),
+    ('\u{ffa0}', '\u{ffa0}'),
+];
+
+/// Whether `c` is one of the [`INVISIBLE`] characters.
+pub fn is_invisible(c: char) -> bool {
+    INVISIBLE.iter().any(|&(from, to)| (from..=to).contains(&c))
+}
+
+/// Whether `text` says nothing: only white space and [`INVISIBLE`] characters (a reason
+/// of a zero-width space is no reason).
+pub fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| c.is_whitespace() || is_invisible(c))
 }
 
 validated_string!(
@@ -258,6 +306,24 @@ pub fn check_text(value: &str, max: usize) -> Result<(), String> {
 /// A control character free text may not hold (all but `\t`, `\n`, `\r`).
 fn is_forbidden_control(c: char) -> bool {
     c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+}
+
+/// Text from elsewhere (the Agent Hub's answers) made fit to keep: each control character
+/// [`check_text`] refuses becomes U+FFFD, so a NUL cannot make the text unstorable.
+pub fn scrub_text(text: String) -> String {
+    if text.chars().any(is_forbidden_control) {
+        text.chars()
+            .map(|c| {
+                if is_forbidden_control(c) {
+                    '\u{fffd}'
+                } else {
+                    c
+                }
+            })
+            .collect()
+    } else {
+        text
+    }
 }
 
 fn check_max_chars(value: &str, max: usize) -> Result<(), String> {
@@ -415,6 +481,57 @@ mod tests {
             "Alice Smith"
         );
         assert!(Actor::parse_name("a".repeat(129)).is_err());
+        // Invisible characters in a name would make a second person who looks like the first.
+        for hidden in [
+            "alice\u{200b}",
+            "\u{200d}alice",
+            "al\u{feff}ice",
+            "\u{202e}ecila",
+            "a\u{ad}lice",
+        ] {
+            assert!(
+                Actor::parse_name(hidden)
+                    .unwrap_err()
+                    .rule
+                    .contains("invisible"),
+                "{hidden:?}"
+            );
+            assert!(Actor::parse(hidden).is_ok(), "stored names still read");
+        }
+        assert_eq!(
+            Actor::parse_name("\u{200b}").unwrap_err().rule,
+            "must not contain invisible characters (zero-width, joiners, direction marks, soft hyphen)"
+        );
+    }
+
+    #[test]
+    fn names_are_one_person_whatever_their_case() {
+        let name = |n: &str| Actor::parse(n).unwrap();
+        assert!(name("alice").same_person(&name("Alice")));
+        assert!(name("ÉLODIE").same_person(&name("élodie")));
+        assert!(!name("alice").same_person(&name("alicia")));
+        assert!(!name("alice").same_person(&name("alice ")));
+    }
+
+    #[test]
+    fn scrubbed_text_holds_no_control_character_text_may_not() {
+        assert_eq!(
+            scrub_text("a\0b\u{7}c\td\r\ne".to_owned()),
+            "a\u{fffd}b\u{fffd}c\td\r\ne"
+        );
+        let clean = "nothing to do: é\n".to_owned();
+        assert_eq!(scrub_text(clean.clone()), clean);
+        assert!(check_text(&scrub_text("\0\u{85}".to_owned()), 10).is_ok());
+    }
+
+    #[test]
+    fn blank_text_is_white_space_and_invisible_characters() {
+        for blank in ["", " \n", "\u{200b}", "\u{feff}\u{2060} ", "\u{ad}"] {
+            assert!(is_blank(blank), "{blank:?}");
+        }
+        for text in ["no", " \u{200b}x", "é"] {
+            assert!(!is_blank(text), "{text:?}");
+        }
     }
 
     #[test]

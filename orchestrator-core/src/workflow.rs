@@ -14,7 +14,7 @@ use crate::gate::{Approval, GatePolicy, GateStay};
 use crate::hub::EscalationId;
 use crate::principal::ActorKind;
 use crate::state::{Trigger, WorkflowState, next_state};
-use crate::values::{Actor, Description, FeatureId, Metadata, Reason};
+use crate::values::{Actor, Description, FeatureId, Metadata, Reason, is_blank};
 
 /// An instant, in UTC. Values from the system clock are truncated to microseconds, the
 /// resolution every storage back end keeps.
@@ -505,10 +505,7 @@ impl Workflow {
         if trigger.is_human_decision() && ctx.actor_kind == Some(ActorKind::Agent) {
             return Err(TransitionError::AgentMayNotDecide { trigger });
         }
-        let reasoned = ctx
-            .reason
-            .as_ref()
-            .is_some_and(|r| !r.as_str().trim().is_empty());
+        let reasoned = ctx.reason.as_ref().is_some_and(|r| !is_blank(r.as_str()));
         if trigger == Trigger::HumanRejected && !reasoned {
             return Err(TransitionError::ReasonRequired);
         }
@@ -567,13 +564,17 @@ impl Workflow {
         });
         if !policy.allow_self_approval {
             let mut approvers = std::iter::once(actor).chain(ctx.on_behalf_of.iter());
-            if let Some(author) = approvers.find(|a| authors.contains(a)) {
+            let authored = |a: &&Actor| authors.iter().any(|author| author.same_person(a));
+            if let Some(author) = approvers.find(authored) {
                 return Err(TransitionError::SelfApproval {
                     actor: author.clone(),
                 });
             }
         }
-        if approvals.iter().any(|approval| approval.actor == *actor) {
+        if approvals
+            .iter()
+            .any(|approval| approval.actor.same_person(actor))
+        {
             return Err(TransitionError::AlreadyApproved {
                 actor: actor.clone(),
             });
@@ -1016,6 +1017,14 @@ mod tests {
             gate.decide(HumanRejected, blank, &blocked),
             Err(TransitionError::ReasonRequired)
         );
+        let invisible = TransitionContext {
+            reason: Some(Reason::parse("\u{200b}\u{feff} ").unwrap()),
+            ..by("alice", None)
+        };
+        assert_eq!(
+            gate.decide(HumanRejected, invisible, &blocked),
+            Err(TransitionError::ReasonRequired)
+        );
         // A blocked gate before the author's own approval.
         assert!(matches!(
             gate.decide(HumanApproved, by("spec-agent", None), &blocked),
@@ -1034,6 +1043,11 @@ mod tests {
         };
         assert!(matches!(
             gate.decide(HumanApproved, for_author, &open),
+            Err(TransitionError::SelfApproval { .. })
+        ));
+        // The author's name in another case is the author still.
+        assert!(matches!(
+            gate.decide(HumanApproved, by("Spec-Agent", None), &open),
             Err(TransitionError::SelfApproval { .. })
         ));
         // Somebody else, or nobody named, approves; the policy may allow the author.
@@ -1064,12 +1078,14 @@ mod tests {
         assert_eq!((first.from, first.to), (Gate1, Gate1));
         gate.record(&first);
         assert_eq!(gate.gate_stay().unwrap().approvals.len(), 1);
-        assert_eq!(
-            gate.decide(HumanApproved, by("alice", None), &open),
-            Err(TransitionError::AlreadyApproved {
-                actor: Actor::parse("alice").unwrap()
-            })
-        );
+        for again in ["alice", "ALICE"] {
+            assert_eq!(
+                gate.decide(HumanApproved, by(again, None), &open),
+                Err(TransitionError::AlreadyApproved {
+                    actor: Actor::parse(again).unwrap()
+                })
+            );
+        }
         let second = gate.decide(HumanApproved, by("bo", None), &open).unwrap();
         assert_eq!(second.to, Phase2);
         gate.record(&second);

@@ -381,6 +381,18 @@ async fn a_gate_past_its_deadline_is_listed_counted_and_noted_once() {
 }
 
 #[tokio::test]
+async fn one_sweep_notes_hundreds_of_gates_due_at_once() {
+    let (orchestrator, clock) = orchestrator();
+    for n in 0..250 {
+        at_gate_with_deadline(&orchestrator, &format!("bulk-{n:03}"), "flag").await;
+    }
+    clock.advance(Duration::seconds(61));
+    // Read in rounds of a hundred, noted in one sweep (not one hundred a second).
+    assert_eq!(orchestrator.sweep_gates().await.unwrap().len(), 250);
+    assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn an_expired_gate_is_rejected_or_cancelled_by_the_system() {
     let (orchestrator, clock) = orchestrator();
     at_gate_with_deadline(&orchestrator, "rejected", "reject").await;

@@ -95,15 +95,28 @@ impl Principals {
     fn parse(text: &str) -> Result<Self, String> {
         let file: File = toml::from_str(text).map_err(|e| e.message().to_owned())?;
         let mut by_token_hash = HashMap::new();
-        let mut names = BTreeSet::new();
+        let mut names = Vec::new();
         for (index, entry) in file.principal.into_iter().enumerate() {
             let at = |problem: String| format!("principal #{}: {problem}", index + 1);
             let principal = principal(&entry).map_err(at)?;
             let hash = token_hash_from_hex(&entry.token_sha256)
                 .ok_or_else(|| at("token_sha256 must be 64 hexadecimal digits".to_owned()))?;
-            if !names.insert(principal.name.clone()) {
+            if hash == token_hash("") {
+                // `printf %s "$TOKEN" | sha256sum` with TOKEN unset: every request without a
+                // token would be this principal's.
+                return Err(at(
+                    "token_sha256 is the SHA-256 of an empty token (was the token unset when it was hashed?)"
+                        .to_owned(),
+                ));
+            }
+            // Names are one person's whatever their case, as the gate's rules compare them.
+            if names
+                .iter()
+                .any(|name: &Actor| name.same_person(&principal.name))
+            {
                 return Err(at(format!("the name '{}' is used twice", principal.name)));
             }
+            names.push(principal.name.clone());
             if by_token_hash.insert(hash, principal).is_some() {
                 return Err(at("the token is another principal's too".to_owned()));
             }
@@ -196,8 +209,8 @@ pub fn add(
         path: path.to_owned(),
         problem: e.message().to_owned(),
     })?;
-    // Names compare as they load: white space around one does not make another.
-    let taken = |p: &Entry| Actor::parse_name(p.name.as_str()).is_ok_and(|n| n == *name);
+    // Names compare as they load: white space around one, or its case, does not make another.
+    let taken = |p: &Entry| Actor::parse_name(p.name.as_str()).is_ok_and(|n| n.same_person(name));
     if file.principal.iter().any(taken) {
         return Err(PrincipalsError::NameTaken {
             path: path.to_owned(),
@@ -265,7 +278,7 @@ pub fn remove(path: &Path, name: &Actor) -> Result<(), PrincipalsError> {
     let mut document: toml_edit::DocumentMut = text
         .parse()
         .map_err(|e: toml_edit::TomlError| malformed(e.message()))?;
-    let named = |n: &str| Actor::parse_name(n).is_ok_and(|n| n == *name);
+    let named = |n: &str| Actor::parse_name(n).is_ok_and(|n| n.same_person(name));
     if !take_out(&mut document, named) {
         return Err(PrincipalsError::NoSuchName {
             path: path.to_owned(),
@@ -508,6 +521,21 @@ mod tests {
                      [[principal]]\nname = \"b\"\nkind = \"human\"\nroles = [\"viewer\"]\ntoken_sha256 = \"{hash}\""
                 ),
                 "principal #2: the token",
+            ),
+            (
+                &*format!(
+                    "[[principal]]\nname = \"alice\"\nkind = \"human\"\nroles = [\"viewer\"]\ntoken_sha256 = \"{hash}\"\n\
+                     [[principal]]\nname = \"Alice\"\nkind = \"human\"\nroles = [\"viewer\"]\ntoken_sha256 = \"{}\"",
+                    "b".repeat(64)
+                ),
+                "principal #2: the name 'Alice' is used twice",
+            ),
+            (
+                &*format!(
+                    "[[principal]]\nname = \"a\"\nkind = \"human\"\nroles = [\"viewer\"]\ntoken_sha256 = \"{}\"",
+                    to_hex(&token_hash(""))
+                ),
+                "principal #1: token_sha256 is the SHA-256 of an empty token",
             ),
         ] {
             let problem = Principals::parse(text).unwrap_err();

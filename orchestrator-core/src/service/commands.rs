@@ -133,7 +133,10 @@ impl Advance {
     /// The same advance made by `principal`: it is the actor, of its kind, and an `actor` the
     /// caller named that is not the principal is recorded as whom it acts for.
     pub fn by(mut self, principal: &Principal) -> Self {
-        self.on_behalf_of = self.actor.take().filter(|named| *named != principal.name);
+        self.on_behalf_of = self
+            .actor
+            .take()
+            .filter(|named| !named.same_person(&principal.name));
         self.actor = Some(principal.name.clone());
         self.actor_kind = Some(principal.kind);
         self
@@ -159,7 +162,9 @@ impl TryFrom<AdvanceRequest> for Advance {
             actor: parse_optional(request.actor, Actor::parse_name)?,
             actor_kind: parse_optional(request.actor_kind, |kind| kind.parse::<ActorKind>())?,
             on_behalf_of: None,
-            override_gate: request.override_gate.unwrap_or(false),
+            // An override is of an approval only; with any other trigger it means nothing.
+            override_gate: request.override_gate.unwrap_or(false)
+                && trigger == Trigger::HumanApproved,
             reason: parse_optional(request.reason, Reason::parse)?,
             metadata: Metadata::parse(request.metadata.unwrap_or_default())?,
             expected_version: request.expected_version,

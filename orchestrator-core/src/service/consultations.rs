@@ -384,7 +384,9 @@ impl Orchestrator {
             }
             Err(e) => Err(e),
         };
-        if outcome? {
+        // With a seal the answer is stored even when the consultation did not change, so that
+        // the caller's answer is always kept with it.
+        if outcome? || seal.is_some() {
             let receipt = seal.map(|seal| seal(&consultation));
             self.repository
                 .update_consultation_with(&consultation, receipt.as_ref())

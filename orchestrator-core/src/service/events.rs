@@ -9,10 +9,14 @@ use crate::workflow::Timestamp;
 pub struct EventPage {
     /// The events, in id order.
     pub events: Vec<Event>,
-    /// Where the next read starts: the last event's id, or the `after` read from.
+    /// Where the next read starts: the last event's id (or the last row passed over after
+    /// it), or the `after` read from.
     pub next_after: u64,
     /// The newest event's id when the page was read.
     pub last_id: u64,
+    /// Whether the read found as many rows as it could take (rows passed over included):
+    /// more may follow at once.
+    pub full: bool,
 }
 
 impl Orchestrator {
@@ -46,8 +50,15 @@ impl Orchestrator {
                 last_id: slice.last_id,
             });
         }
-        let next_after = slice.events.last().map_or(from, |e| e.id);
+        let last_event = slice.events.last().map(|e| e.id);
+        let next_after = last_event
+            .into_iter()
+            .chain(slice.unreadable.last().copied())
+            .max()
+            .unwrap_or(from);
+        let read = slice.events.len() + slice.unreadable.len();
         Ok(EventPage {
+            full: read >= limit as usize,
             events: slice.events,
             next_after,
             last_id: slice.last_id,

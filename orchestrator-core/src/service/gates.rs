@@ -9,8 +9,12 @@ use crate::workflow::{GateFacts, Timestamp, TransitionContext, Workflow};
 
 use super::{Error, Orchestrator, Result};
 
-/// Most overdue gates one sweep handles; the rest wait for the next.
+/// Most overdue gates one round of a sweep reads.
 const SWEEP_LIMIT: u32 = 100;
+/// Most rounds one sweep runs while each reads a full [`SWEEP_LIMIT`]: a thousand gates due
+/// in the same second (a bulk start with one deadline) are noted by one sweep, not by ten a
+/// second apart; past that, the next sweep goes on.
+const SWEEP_ROUNDS: usize = 10;
 /// Failed gates after which a sweep gives up until the next: one gate that cannot be written
 /// (its row locked, say) must not hold up the gates due after it, but a store that fails
 /// every write should not be asked a hundred times a second.
@@ -43,24 +47,37 @@ impl Orchestrator {
     /// the overdue gates cannot be read, or when every gate it tried failed.
     pub async fn sweep_gates(&self) -> Result<Vec<Expired>> {
         let now = self.clock.now();
-        let due = self.repository.unnoted_overdue(now, SWEEP_LIMIT).await?;
         let mut expired = Vec::new();
         let mut failures = 0;
         let mut last_failure = None;
-        for workflow in due {
-            let feature_id = workflow.feature_id().clone();
-            match self.expire(workflow, now).await {
-                Ok(Noted::Now(done)) => expired.push(*done),
-                Ok(Noted::Before | Noted::Moved) => {}
-                Err(e) => {
-                    tracing::warn!(feature_id = %feature_id, error = %e,
-                        "a gate past its deadline could not be noted; the next sweep tries again");
-                    failures += 1;
-                    last_failure = Some(e);
-                    if failures == SWEEP_FAILURES {
-                        break;
+        'rounds: for _ in 0..SWEEP_ROUNDS {
+            let due = match self.repository.unnoted_overdue(now, SWEEP_LIMIT).await {
+                Ok(due) => due,
+                Err(e) if expired.is_empty() => return Err(e.into()),
+                // What was noted stands; the next sweep reads on.
+                Err(_) => break,
+            };
+            let full = due.len() >= SWEEP_LIMIT as usize;
+            for workflow in due {
+                let feature_id = workflow.feature_id().clone();
+                match self.expire(workflow, now).await {
+                    Ok(Noted::Now(done)) => expired.push(*done),
+                    Ok(Noted::Before | Noted::Moved) => {}
+                    Err(e) => {
+                        tracing::warn!(feature_id = %feature_id, error = %e,
+                            "a gate past its deadline could not be noted; the next sweep tries again");
+                        failures += 1;
+                        last_failure = Some(e);
+                        if failures == SWEEP_FAILURES {
+                            break 'rounds;
+                        }
                     }
                 }
+            }
+            // A gate that failed is read again by the next round: only a round without
+            // failures goes on.
+            if !full || last_failure.is_some() {
+                break;
             }
         }
         match last_failure {

@@ -259,6 +259,12 @@ impl Orchestrator {
         Ok(Page { items, next_after })
     }
 
+    /// Up to `limit` workflows at the gate, the earliest due first (the overdue ones, then
+    /// the next due; those without a deadline last, by feature id).
+    pub async fn gates_by_due(&self, limit: u32) -> Result<Vec<Workflow>> {
+        Ok(self.repository.gates_by_due(limit).await?)
+    }
+
     /// How many workflows are in each state, and how many gates are overdue.
     pub async fn summary(&self) -> Result<Summary> {
         let counts = self.repository.summary().await?;

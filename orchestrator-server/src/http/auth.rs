@@ -110,6 +110,9 @@ impl Auth {
                     Err(ApiError::Unauthorized)
                 }
             }
+            // No token is no one, whatever hash the file holds (the SHA-256 of an empty token
+            // is refused when the file loads; this holds even if it were not).
+            Auth::Principals { .. } if given.is_empty() => Err(ApiError::Unauthorized),
             Auth::Principals { current, .. } => {
                 let principals = current
                     .read()

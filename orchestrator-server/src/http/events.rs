@@ -299,7 +299,7 @@ impl Feed {
                         break;
                     }
                 };
-                let full = page.events.len() == READ_BATCH as usize;
+                let full = page.full;
                 for batch in page.events.chunks(BATCH_EVENTS) {
                     // No receiver is fine: nobody is streaming.
                     let batch = FeedBatch::new(batch).read_by(read, page.last_id);
@@ -324,7 +324,7 @@ impl Feed {
         ("type" = Option<String>, Query, description = "only these types, comma-separated: workflow.transitioned, gate.overdue, consultation.created, consultation.updated"),
     ),
     responses(
-        (status = 200, description = "the page, in id order; `next_after` is the last item's id (the given `after` on an empty page)", body = EventsResponse,
+        (status = 200, description = "the page, in id order; `next_after` is the last item's id, or past it when rows this server cannot read were passed over (the given `after` on an empty page)", body = EventsResponse,
          example = json!(crate::http::openapi::examples::events())),
     ),
 )]
@@ -445,7 +445,7 @@ async fn forward(
     let mut sent = first.next_after;
     let mut page = first;
     loop {
-        let full = page.events.len() == READ_BATCH as usize;
+        let full = page.full;
         for batch in page.events.chunks(CATCH_UP_CHUNK) {
             if queue.send(FeedBatch::new(batch).messages).await.is_err() {
                 return;

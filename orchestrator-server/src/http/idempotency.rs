@@ -40,7 +40,8 @@ const MAX_KEY_LEN: usize = 255;
 const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::ETAG, header::LOCATION];
 
 /// The request's idempotency key, scoped to its caller; `None` without the header. A key that
-/// is not 1–255 printable ASCII characters (no spaces) is 400 naming `Idempotency-Key`.
+/// is not 1–255 printable ASCII characters is 400 naming `Idempotency-Key`. Spaces may stand
+/// inside a key; around it HTTP drops them before the key is read.
 pub fn key(headers: &HeaderMap, caller: &Caller) -> Result<Option<IdempotencyKey>> {
     let Some(value) = headers.get(KEY_HEADER) else {
         return Ok(None);
@@ -48,11 +49,12 @@ pub fn key(headers: &HeaderMap, caller: &Caller) -> Result<Option<IdempotencyKey
     let bad = || {
         ValidationError::new(
             "Idempotency-Key",
-            format!("must be 1-{MAX_KEY_LEN} printable ASCII characters without spaces"),
+            format!("must be 1-{MAX_KEY_LEN} printable ASCII characters"),
         )
     };
     let bytes = value.as_bytes();
-    if bytes.is_empty() || bytes.len() > MAX_KEY_LEN || !bytes.iter().all(u8::is_ascii_graphic) {
+    let printable = |b: &u8| *b == b' ' || b.is_ascii_graphic();
+    if bytes.is_empty() || bytes.len() > MAX_KEY_LEN || !bytes.iter().all(printable) {
         return Err(bad().into());
     }
     let key = value.to_str().map_err(|_| bad())?.to_owned();

@@ -229,8 +229,8 @@ fn add_idempotency(operation: &mut Value) {
         "name": "Idempotency-Key",
         "in": "header",
         "required": false,
-        "description": "1-255 printable ASCII characters (no spaces), chosen by the client. The first request with a key is answered and its answer kept for 24 h with the change it made; a repeat with the same method, path and body gets that answer again with `Idempotent-Replayed: true` and changes nothing. Scoped to the principal (to every caller without principals). 5xx answers are not kept.",
-        "schema": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$" },
+        "description": "1-255 printable ASCII characters (spaces inside a key, not around it: HTTP drops those), chosen by the client. The first request with a key is answered and its answer kept for 24 h with the change it made; a repeat with the same method, path and body gets that answer again with `Idempotent-Replayed: true` and changes nothing. Scoped to the principal (to every caller without principals). 5xx answers are not kept.",
+        "schema": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~](?:[ -~]*[!-~])?$" },
         "example": "4f7c2b9e-approve-008",
     });
     match operation["parameters"].as_array_mut() {
@@ -927,6 +927,22 @@ const TEXT_CHAR: &str = r"[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]";
 /// A character of free text that is not white space.
 const TEXT_NON_SPACE: &str = r"[^\s\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]";
 
+/// A name given now (`Actor::parse_name`): no control character anywhere; white space (and
+/// U+FEFF) around a name that is not blank and holds no invisible character.
+fn actor_pattern() -> String {
+    let invisible: String = orchestrator_core::values::INVISIBLE
+        .iter()
+        .map(|&(from, to)| match (u32::from(from), u32::from(to)) {
+            (from, to) if from == to => format!("\\u{from:04X}"),
+            (from, to) => format!("\\u{from:04X}-\\u{to:04X}"),
+        })
+        .collect();
+    let around = r"(?:[^\S\x00-\x1F\x7F-\x9F]|\uFEFF)";
+    let visible = format!(r"[^\s\x00-\x1F\x7F-\x9F{invisible}]");
+    let inner = format!(r"[^\x00-\x1F\x7F-\x9F{invisible}]");
+    format!("^{around}*{visible}(?:{inner}*{visible})?{around}*$")
+}
+
 /// The field rules (docs/API.md) as JSON schemas, by name.
 fn field_rules() -> BTreeMap<&'static str, Value> {
     let feature_id = json!({
@@ -963,8 +979,7 @@ fn field_rules() -> BTreeMap<&'static str, Value> {
                 "type": ["string", "null"],
                 "minLength": 1,
                 "maxLength": orchestrator_core::values::ACTOR_MAX_CHARS,
-                // No control character, and not blank.
-                "pattern": r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$",
+                "pattern": actor_pattern(),
                 "example": "alice",
             }),
         ),

@@ -13,6 +13,7 @@ use orchestrator_core::hub::{
     AgentHub, Escalation, EscalationId, HubAnswer, HubError, HubHealth, HubQuestion, HubSessionId,
     HumanResponse,
 };
+use orchestrator_core::values::scrub_text;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -129,9 +130,13 @@ impl HttpAgentHub {
     }
 }
 
-/// An answer as the hub sent it, checked: a `pending_human` one names its escalation, and the
-/// confidence is a percentage.
+/// An answer as the hub sent it, checked: a `pending_human` one names its escalation, by an
+/// id that can be looked up (nothing is stored of an answer whose escalation never could be),
+/// and the confidence is a percentage. Its text is scrubbed of control characters.
 fn answer_of(answer: wire::Answer) -> Result<HubAnswer, HubError> {
+    if let Some(id) = &answer.escalation_id {
+        hub_path("/escalations/", id)?;
+    }
     let escalation_id = answer.escalation_id.map(EscalationId);
     if answer.status == orchestrator_core::hub::AnswerStatus::PendingHuman
         && escalation_id.is_none()
@@ -141,10 +146,15 @@ fn answer_of(answer: wire::Answer) -> Result<HubAnswer, HubError> {
         ));
     }
     Ok(HubAnswer {
-        answer: answer.answer,
-        rationale: answer.rationale,
+        answer: scrub_text(answer.answer),
+        rationale: answer.rationale.map(scrub_text),
         confidence: confidence(answer.confidence)?,
-        uncertainty_reasons: answer.uncertainty_reasons.unwrap_or_default(),
+        uncertainty_reasons: answer
+            .uncertainty_reasons
+            .unwrap_or_default()
+            .into_iter()
+            .map(scrub_text)
+            .collect(),
         status: answer.status,
         escalation_id,
     })

@@ -52,6 +52,11 @@ pub enum Fault {
     NotJson,
     /// 200 with an answer whose confidence is 150 (no percentage).
     ConfidenceOutOfRange,
+    /// 200 `pending_human` naming the escalation `../admin`, which no path may hold.
+    MalformedEscalationId,
+    /// Answer normally, with a NUL and a bell in the answer, its rationale and doubts, and
+    /// in the escalation's tentative answer if it escalates.
+    ControlCharacters,
     /// Answer normally, but only after this long.
     Delay(Duration),
     /// Answer normally, but only once [`StandInHub::release`] lets it: for tests that need
@@ -81,6 +86,8 @@ struct State {
     faults: Vec<Fault>,
     /// Escalation look-ups still to hold, as [`Fault::Hold`] holds asks.
     held_lookups: usize,
+    /// Session creations still to hold, likewise.
+    held_sessions: usize,
     asks: Vec<AskRecord>,
     sessions_created: usize,
     sessions_closed: usize,
@@ -128,6 +135,12 @@ impl StandInHub {
     /// [`StandInHub::release`] lets it.
     pub fn hold_next_lookup(&self) {
         self.lock().held_lookups += 1;
+    }
+
+    /// The next `count` `POST /sessions` are held like an ask under [`Fault::Hold`]: for a
+    /// test that needs several askers to open a session at once.
+    pub fn hold_next_sessions(&self, count: usize) {
+        self.lock().held_sessions += count;
     }
 
     /// Waits until `count` asks are held by [`Fault::Hold`]: each has reached the hub, which
@@ -240,7 +253,18 @@ impl StandInHub {
                     connected_agents: TOPICS.iter().map(|(t, _)| format!("{t}-expert")).collect(),
                 },
             ),
-            (Method::POST, ["sessions"]) => self.create_session(&body),
+            (Method::POST, ["sessions"]) => {
+                let hold = {
+                    let mut state = self.lock();
+                    let hold = state.held_sessions > 0;
+                    state.held_sessions -= usize::from(hold);
+                    hold
+                };
+                if hold {
+                    self.hold().await;
+                }
+                self.create_session(&body)
+            }
             (Method::DELETE, ["sessions", id]) => self.close_session(id),
             (Method::POST, ["ask", topic]) => self.ask(topic, &body).await,
             (Method::GET, ["escalations", id]) => {
@@ -334,9 +358,17 @@ impl StandInHub {
                 });
                 return json(StatusCode::OK, &answer);
             }
+            Some(Fault::MalformedEscalationId) => {
+                let answer = serde_json::json!({
+                    "answer": "ask a human", "confidence": 40, "status": "pending_human",
+                    "escalation_id": "../admin",
+                });
+                return json(StatusCode::OK, &answer);
+            }
             Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
             Some(Fault::Hold) => self.hold().await,
-            None => {}
+            // Answered below, garbled.
+            Some(Fault::ControlCharacters) | None => {}
         }
         // A slow expert, scripted like the confidence: `[delay=N]` seconds.
         if let Some(delay) = serde_json::from_slice::<wire::Ask>(body)
@@ -383,7 +415,9 @@ impl StandInHub {
             None => uuid::Uuid::new_v4().to_string(),
         };
         let confidence = scripted_confidence(&request.question);
-        let answer = format!("The {topic} expert's view on: {}", request.question);
+        let garbled = fault == Some(Fault::ControlCharacters);
+        let noise = if garbled { "\0\u{7}" } else { "" };
+        let answer = format!("The {topic} expert's view on: {}{noise}", request.question);
         let escalated = confidence < *threshold;
         let escalation_id = escalated.then(|| {
             let id = uuid::Uuid::new_v4().to_string();
@@ -411,9 +445,10 @@ impl StandInHub {
             StatusCode::OK,
             &wire::Answer {
                 answer,
-                rationale: None,
+                rationale: garbled.then(|| format!("because{noise}")),
                 confidence: f64::from(confidence),
-                uncertainty_reasons: escalated.then(|| vec!["scripted low confidence".to_owned()]),
+                uncertainty_reasons: (escalated || garbled)
+                    .then(|| vec![format!("scripted low confidence{noise}")]),
                 status: if escalated {
                     AnswerStatus::PendingHuman
                 } else {

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use orchestrator_core::hub::{AnswerStatus, EscalationStatus, HumanAction};
+use orchestrator_core::values::scrub_text;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// `POST /sessions` body.
@@ -110,15 +111,17 @@ pub struct Escalation {
     pub resolved_at: Option<DateTime<Utc>>,
 }
 
+/// The escalation, its text scrubbed of control characters (a NUL from the hub would make it
+/// unstorable on PostgreSQL, and every refresh of it fail).
 impl From<Escalation> for orchestrator_core::hub::Escalation {
     fn from(escalation: Escalation) -> Self {
         orchestrator_core::hub::Escalation {
             id: orchestrator_core::hub::EscalationId(escalation.id),
             status: escalation.status,
-            tentative_answer: escalation.tentative_answer,
+            tentative_answer: scrub_text(escalation.tentative_answer),
             human_action: escalation.human_action,
-            human_response: escalation.human_response,
-            human_responder: escalation.human_responder,
+            human_response: escalation.human_response.map(scrub_text),
+            human_responder: escalation.human_responder.map(scrub_text),
             resolved_at: escalation.resolved_at,
         }
     }

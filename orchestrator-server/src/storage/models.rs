@@ -233,6 +233,19 @@ impl From<EventWithEntry> for StoredEvent {
     }
 }
 
+/// The event `row` holds, or `None` (logged) if it does not decode (a type a newer version
+/// wrote before a downgrade, a damaged row): passed over, for one such row must not stop every
+/// reader of the log (the event pages and stream, webhooks, and retention, which waits for the
+/// webhooks' marks), as a 500 on each read would.
+fn readable_event(row: EventWithEntry) -> Option<Event> {
+    let id = row.0.id;
+    Event::try_from(StoredEvent::from(row))
+        .inspect_err(|problem| {
+            tracing::error!(event_id = id, %problem, "an event that does not decode is passed over");
+        })
+        .ok()
+}
+
 impl TryFrom<StoredEvent> for Event {
     type Error = CorruptRow;
 
@@ -626,7 +639,9 @@ impl WebhookRow {
         let mut deliveries = Vec::new();
         for row in rows {
             through = through.max(row.0.id);
-            let event = Event::try_from(StoredEvent::from(row)).map_err(corrupt)?;
+            let Some(event) = readable_event(row) else {
+                continue;
+            };
             if !types.is_empty() && !types.contains(&event.event.event_type) {
                 continue;
             }
@@ -774,8 +789,18 @@ pub fn event_slice(
     rows: Vec<EventWithEntry>,
     bounds: (i64, i64),
 ) -> Result<EventSlice, RepositoryError> {
+    let mut events = Vec::with_capacity(rows.len());
+    let mut unreadable = Vec::new();
+    for row in rows {
+        let id = row.0.id;
+        match readable_event(row) {
+            Some(event) => events.push(event),
+            None => unreadable.push(u64::try_from(id).unwrap_or(0)),
+        }
+    }
     Ok(EventSlice {
-        events: convert(rows.into_iter().map(StoredEvent::from).collect())?,
+        events,
+        unreadable,
         last_id: u64::try_from(bounds.0).unwrap_or(0),
         purged_through: u64::try_from(bounds.1).unwrap_or(0),
     })
@@ -801,4 +826,49 @@ pub fn import(items: &[(Workflow, Transition)]) -> Write {
         .map(|(w, t)| TransitionRow::new(w.feature_id(), t))
         .collect();
     Write::Import(rows, history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, event_type: &str) -> EventWithEntry {
+        let row = EventRow {
+            id,
+            event_type: event_type.to_owned(),
+            subject: "f-1".to_owned(),
+            time: 1_000_000 * id,
+            data: "{}".to_owned(),
+            seq: None,
+        };
+        (row, None)
+    }
+
+    #[test]
+    fn an_event_that_does_not_decode_is_passed_over_not_an_error() {
+        let rows = || {
+            vec![
+                row(1, "consultation.created"),
+                row(2, "workflow.renamed"),
+                row(3, "consultation.updated"),
+            ]
+        };
+        let slice = event_slice(rows(), (3, 0)).expect("the log reads on");
+        let ids: Vec<u64> = slice.events.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [1, 3]);
+        assert_eq!((slice.last_id, slice.unreadable), (3, vec![2]));
+
+        let webhook = WebhookRow {
+            id: "wh_1".to_owned(),
+            url: "https://hooks.example.com/".to_owned(),
+            event_types: String::new(),
+            description: None,
+            secret: "s".to_owned(),
+            created_at: 0,
+            enqueued_through: 0,
+        };
+        let (deliveries, through) = webhook.deliveries(rows(), 7).expect("enqueued on");
+        let ids: Vec<i64> = deliveries.iter().map(|d| d.event_id).collect();
+        assert_eq!((ids, through), (vec![1, 3], 3));
+    }
 }

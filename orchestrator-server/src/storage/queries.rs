@@ -50,6 +50,20 @@ pub fn overdue_page<'a>(now: i64, after: &'a str, limit: i64) -> _ {
         .limit(limit)
 }
 
+/// Up to `limit` workflows in state `gate` (GATE_1), the earliest due first; those without a
+/// deadline last, in feature-id order.
+#[dsl::auto_type]
+pub fn gates_by_due<'a>(gate: &'a str, limit: i64) -> _ {
+    workflows::table
+        .filter(workflows::state.eq(gate))
+        .order((
+            workflows::gate_due_at.is_null(),
+            workflows::gate_due_at.asc(),
+            workflows::feature_id.asc(),
+        ))
+        .limit(limit)
+}
+
 /// How many workflows' stays at the gate were due before `now` (Unix microseconds).
 #[dsl::auto_type]
 pub fn overdue_count(now: i64) -> _ {

@@ -143,7 +143,11 @@ async fn a_command_run_again_with_its_idempotency_key_is_carried_out_once() {
     assert_eq!(code, ExitCode::from(1), "{err}");
     assert!(err.contains("IDEMPOTENCY_KEY_REUSED"), "{err}");
     // A key the server would refuse is the command line's error.
-    assert!(Cli::try_parse_from(["orchestrator", "--idempotency-key", "a b", "summary"]).is_err());
+    for bad in [" ab", "ab ", "é", ""] {
+        let parsed = Cli::try_parse_from(["orchestrator", "--idempotency-key", bad, "summary"]);
+        assert!(parsed.is_err(), "{bad:?}");
+    }
+    assert!(Cli::try_parse_from(["orchestrator", "--idempotency-key", "a b", "summary"]).is_ok());
 }
 
 /// Standard output whose reader went away (`orchestrator summary | head -c0`).

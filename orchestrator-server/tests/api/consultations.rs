@@ -11,6 +11,7 @@ use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::HumanAction;
 use orchestrator_core::{FeatureId, WorkflowState};
 use orchestrator_server::hub::stand_in::Fault;
+use orchestrator_server::storage::DatabaseUrl;
 
 use crate::helpers::{TestApp, dead_url, id, spawn_app, spawn_app_with};
 
@@ -275,6 +276,8 @@ async fn added_context_needs_a_reroute_and_carries_the_human_and_the_doubts() {
 async fn concurrent_first_questions_share_one_hub_session_and_close_the_others() {
     let app = spawn_app().await;
     let f = started(&app, "first").await;
+    // Every asker opens a session before any has one stored: the race happens every time.
+    app.hub.hold_next_sessions(4);
     let asks: Vec<_> = (0..4)
         .map(|n| {
             let client = app.client.clone();
@@ -286,6 +289,10 @@ async fn concurrent_first_questions_share_one_hub_session_and_close_the_others()
             })
         })
         .collect();
+    app.hub.until_held(4).await;
+    for _ in 0..4 {
+        app.hub.release();
+    }
     for ask in asks {
         ask.await.unwrap().unwrap();
     }
@@ -293,6 +300,7 @@ async fn concurrent_first_questions_share_one_hub_session_and_close_the_others()
     let sessions: std::collections::HashSet<_> =
         app.hub.asks().into_iter().map(|a| a.session_id).collect();
     assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(app.hub.sessions_created(), 4);
     assert_eq!(
         app.hub.sessions_created() - app.hub.sessions_closed(),
         1,
@@ -831,6 +839,65 @@ async fn hub_errors_and_garbage_are_bad_gateway() {
             .await;
         assert_refused(&app, &f, result, 502, ErrorCode::AgentHubError).await;
     }
+}
+
+/// Control characters in the hub's text (a NUL: PostgreSQL cannot store it in text) are kept
+/// as U+FFFD, in an answer and in a human's correction; an escalation id no path may hold is
+/// a bad answer, and nothing of it is stored.
+async fn the_hubs_text_is_kept_whatever_it_holds(app: &TestApp) {
+    let f = started(app, "garbled").await;
+    to_gate(app, &f).await;
+    app.hub.inject(Fault::ControlCharacters);
+    let asked = app
+        .client
+        .create_consultation(
+            &f,
+            &ask("security", "May we log the cookies? [confidence=10]"),
+        )
+        .await
+        .expect("a garbled answer is stored");
+    let answer = asked.answer.clone().unwrap();
+    assert!(answer.ends_with("\u{fffd}\u{fffd}"), "{answer:?}");
+    assert_eq!(asked.rationale.as_deref(), Some("because\u{fffd}\u{fffd}"));
+    assert!(asked.uncertainty_reasons[0].ends_with('\u{fffd}'));
+    let escalation = asked.escalation_id.clone().expect("escalated");
+    app.hub.resolve(
+        &escalation.0,
+        HumanAction::Correct,
+        Some("never\0 log cookies"),
+    );
+    let listed = app.client.list_consultations(&f).await.unwrap();
+    assert_eq!(listed.items[0].status, ConsultationStatus::Resolved);
+    assert_eq!(
+        listed.items[0].final_answer.as_deref(),
+        Some("never\u{fffd} log cookies")
+    );
+    app.client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .expect("the gate opens");
+
+    let f = started(app, "bad-escalation").await;
+    app.hub.inject(Fault::MalformedEscalationId);
+    let result = app
+        .client
+        .create_consultation(&f, &ask("testing", QUESTION))
+        .await;
+    assert_refused(app, &f, result, 502, ErrorCode::AgentHubError).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hubs_text_is_kept_whatever_it_holds_on_sqlite() {
+    the_hubs_text_is_kept_whatever_it_holds(&spawn_app().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hubs_text_is_kept_whatever_it_holds_on_postgres() {
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let app = spawn_app_with(|c| c.database_url = DatabaseUrl::Postgres(db.url.clone())).await;
+    the_hubs_text_is_kept_whatever_it_holds(&app).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

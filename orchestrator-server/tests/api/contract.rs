@@ -759,6 +759,50 @@ pub async fn several_events_of_one_write_take_consecutive_ids(repo: &dyn Workflo
     assert_eq!(interrupted, asks);
 }
 
+/// Gates by due: the earliest first, those without a deadline last in feature-id order, and
+/// nothing outside the gate.
+pub async fn gates_are_listed_earliest_due_first(repo: &dyn WorkflowRepository) {
+    use orchestrator_core::gate::{GatePolicy, OnExpiry};
+    let due_in = |seconds| {
+        GatePolicy::default()
+            .with_deadline(seconds, OnExpiry::Flag)
+            .unwrap()
+    };
+    // Ids in the opposite order of their deadlines, so feature-id order would be wrong.
+    for (name, policy, at_gate) in [
+        ("a-none", due_in(None), true),
+        ("b-late", due_in(Some(300)), true),
+        ("c-soon", due_in(Some(60)), true),
+        ("d-sooner", due_in(Some(30)), true),
+        ("e-none", due_in(None), true),
+        ("f-working", due_in(Some(1)), false),
+    ] {
+        let (workflow, first) = Workflow::start_with(
+            id(name),
+            Description::parse("x").unwrap(),
+            Metadata::default(),
+            policy,
+            TransitionContext::at(t0()),
+        );
+        repo.create(&workflow, &first).await.unwrap();
+        if at_gate {
+            let (next, complete) = step(&workflow, Trigger::AgentComplete, 10);
+            repo.commit(1, &next, &complete).await.unwrap();
+        }
+    }
+    let names = |gates: Vec<Workflow>| -> Vec<String> {
+        gates.iter().map(|w| w.feature_id().to_string()).collect()
+    };
+    assert_eq!(
+        names(repo.gates_by_due(10).await.unwrap()),
+        ["d-sooner", "c-soon", "b-late", "a-none", "e-none"]
+    );
+    assert_eq!(
+        names(repo.gates_by_due(2).await.unwrap()),
+        ["d-sooner", "c-soon"]
+    );
+}
+
 pub async fn overdue_gates_are_listed_counted_and_noted_once(repo: &dyn WorkflowRepository) {
     use orchestrator_core::gate::{GatePolicy, OnExpiry};
     use orchestrator_core::{Expiry, OverdueNote};
@@ -1709,6 +1753,7 @@ contract_suite!(
     reservations_are_seen_by_no_reader_until_published,
     an_approval_lands_only_while_no_consultation_blocks_the_gate,
     overdue_gates_are_listed_counted_and_noted_once,
+    gates_are_listed_earliest_due_first,
     idempotency_keys_are_claimed_once_and_answered_with_their_change,
     a_change_whose_key_a_retry_took_over_is_refused_whole,
     every_accepted_change_writes_one_event_in_commit_order,

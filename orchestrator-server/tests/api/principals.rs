@@ -159,6 +159,14 @@ async fn tokens_name_the_actor_and_roles_decide_what_they_may_do() {
         alice.advance_workflow(&id("f-2"), &override_).await,
         "role needed: admin",
     );
+    // With any other trigger the flag means nothing, and needs no admin.
+    let mut reject = AdvanceRequest::new("human_rejected");
+    reject.override_gate = Some(true);
+    reject.reason = Some("needs work".to_owned());
+    let rejected = alice.advance_workflow(&id("f-2"), &reject).await.unwrap();
+    assert_eq!(rejected.state, WorkflowState::Phase1);
+    let mut history = watcher.get_history(&id("f-2")).await.unwrap().transitions;
+    assert!(!history.pop().unwrap().override_gate);
 
     // Only a human reviewer answers an escalation (checked before anything else).
     let unknown = orchestrator_core::ConsultationId::new();

@@ -145,24 +145,8 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
         after: None,
         limit: PageLimit::parse(limit).unwrap_or_default(),
     };
-    // The overdue gates first (whatever their ids), then the others, up to the limit.
-    let mut gates = orchestrator
-        .list(&page_of(WorkflowState::Gate1, true, LIST_LIMIT))
-        .await?
-        .items;
-    let more = orchestrator
-        .list(&page_of(WorkflowState::Gate1, false, LIST_LIMIT))
-        .await?
-        .items;
-    for workflow in more {
-        if gates.len() < LIST_LIMIT as usize
-            && !gates
-                .iter()
-                .any(|g| g.feature_id() == workflow.feature_id())
-        {
-            gates.push(workflow);
-        }
-    }
+    // The earliest due first (the overdue ones among them), up to the limit.
+    let gates = orchestrator.gates_by_due(LIST_LIMIT).await?;
     let mut waiting = Vec::with_capacity(gates.len());
     for workflow in &gates {
         let blockers = orchestrator.stored_blockers(workflow.feature_id()).await?;

@@ -115,8 +115,7 @@ pub async fn respond_to_consultation(
     if let Some(principal) = caller.principal() {
         respond = respond.by(principal);
     }
-    // Kept with the refreshed consultation when the store changes it; otherwise the answer is
-    // kept right after.
+    // Kept with the refreshed consultation, in the write that stores it.
     let seal = claimed
         .as_ref()
         .map(|claimed| claimed.seal(|c: &Consultation| consultation_answer(StatusCode::OK, c)));
@@ -124,5 +123,6 @@ pub async fn respond_to_consultation(
         .orchestrator()
         .respond_sealed(&id, consultation, respond, seal)
         .await?;
+    claimed.iter().for_each(Claimed::kept);
     Ok(consultation_answer(StatusCode::OK, &answered).into_response())
 }

@@ -268,6 +268,13 @@ impl WorkflowRepository for PgRepository {
         models::convert(rows)
     }
 
+    async fn gates_by_due(&self, limit: u32) -> Result<Vec<Workflow>, RepositoryError> {
+        let rows = self
+            .run(async |conn| ops::gates_by_due(conn, i64::from(limit)).await)
+            .await?;
+        models::convert(rows)
+    }
+
     async fn count_overdue(&self, now: Timestamp) -> Result<u64, RepositoryError> {
         let n = self
             .run(async |conn| ops::overdue_count(conn, micros(now)).await)

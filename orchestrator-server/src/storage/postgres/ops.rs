@@ -59,6 +59,17 @@ pub async fn page(
         .await
 }
 
+/// Up to `limit` rows at the gate, the earliest due first.
+pub async fn gates_by_due(
+    conn: &mut AsyncPgConnection,
+    limit: i64,
+) -> QueryResult<Vec<WorkflowRow>> {
+    queries::gates_by_due(WorkflowState::Gate1.as_str(), limit)
+        .select(WorkflowRow::as_select())
+        .load(conn)
+        .await
+}
+
 /// Up to `limit` overdue rows in feature-id order after `after`.
 pub async fn overdue_page(
     conn: &mut AsyncPgConnection,

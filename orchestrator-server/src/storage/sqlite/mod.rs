@@ -244,6 +244,14 @@ impl WorkflowRepository for SqliteRepository {
         models::convert(rows)
     }
 
+    async fn gates_by_due(&self, limit: u32) -> Result<Vec<Workflow>, RepositoryError> {
+        let rows = self
+            .readers
+            .run(move |conn| ops::gates_by_due(conn, i64::from(limit)))
+            .await?;
+        models::convert(rows)
+    }
+
     async fn count_overdue(&self, now: Timestamp) -> Result<u64, RepositoryError> {
         let now = micros(now);
         let n = self

@@ -44,6 +44,13 @@ pub fn page(
         .load(conn)
 }
 
+/// Up to `limit` rows at the gate, the earliest due first.
+pub fn gates_by_due(conn: &mut SqliteConnection, limit: i64) -> QueryResult<Vec<WorkflowRow>> {
+    queries::gates_by_due(WorkflowState::Gate1.as_str(), limit)
+        .select(WorkflowRow::as_select())
+        .load(conn)
+}
+
 /// Up to `limit` overdue rows in feature-id order after `after`.
 pub fn overdue_page(
     conn: &mut SqliteConnection,
