@@ -155,6 +155,21 @@ impl StandInHub {
         self.releases.add_permits(1);
     }
 
+    /// Holds this request as [`Fault::Hold`] holds an ask if the count `holds` picks is
+    /// above zero, taking one from it.
+    async fn hold_if(&self, holds: impl FnOnce(&mut State) -> &mut usize) {
+        let hold = {
+            let mut state = self.lock();
+            let left = holds(&mut state);
+            let hold = *left > 0;
+            *left -= usize::from(hold);
+            hold
+        };
+        if hold {
+            self.hold().await;
+        }
+    }
+
     async fn hold(&self) {
         self.held.send_modify(|held| *held += 1);
         // The semaphore is never closed, so the acquire cannot fail.
@@ -254,29 +269,13 @@ impl StandInHub {
                 },
             ),
             (Method::POST, ["sessions"]) => {
-                let hold = {
-                    let mut state = self.lock();
-                    let hold = state.held_sessions > 0;
-                    state.held_sessions -= usize::from(hold);
-                    hold
-                };
-                if hold {
-                    self.hold().await;
-                }
+                self.hold_if(|state| &mut state.held_sessions).await;
                 self.create_session(&body)
             }
             (Method::DELETE, ["sessions", id]) => self.close_session(id),
             (Method::POST, ["ask", topic]) => self.ask(topic, &body).await,
             (Method::GET, ["escalations", id]) => {
-                let hold = {
-                    let mut state = self.lock();
-                    let hold = state.held_lookups > 0;
-                    state.held_lookups -= usize::from(hold);
-                    hold
-                };
-                if hold {
-                    self.hold().await;
-                }
+                self.hold_if(|state| &mut state.held_lookups).await;
                 self.get_escalation(id)
             }
             (Method::POST, ["escalations", id]) => self.post_escalation(id, &body),

@@ -759,6 +759,23 @@ pub async fn several_events_of_one_write_take_consecutive_ids(repo: &dyn Workflo
     assert_eq!(interrupted, asks);
 }
 
+/// A workflow `name` started at `t0` with gate `policy`, stored.
+async fn started_with(
+    repo: &dyn WorkflowRepository,
+    name: &str,
+    policy: orchestrator_core::gate::GatePolicy,
+) -> Workflow {
+    let (workflow, first) = Workflow::start_with(
+        id(name),
+        Description::parse("x").unwrap(),
+        Metadata::default(),
+        policy,
+        TransitionContext::at(t0()),
+    );
+    repo.create(&workflow, &first).await.unwrap();
+    workflow
+}
+
 /// Gates by due: the earliest first, those without a deadline last in feature-id order, and
 /// nothing outside the gate.
 pub async fn gates_are_listed_earliest_due_first(repo: &dyn WorkflowRepository) {
@@ -777,14 +794,7 @@ pub async fn gates_are_listed_earliest_due_first(repo: &dyn WorkflowRepository) 
         ("e-none", due_in(None), true),
         ("f-working", due_in(Some(1)), false),
     ] {
-        let (workflow, first) = Workflow::start_with(
-            id(name),
-            Description::parse("x").unwrap(),
-            Metadata::default(),
-            policy,
-            TransitionContext::at(t0()),
-        );
-        repo.create(&workflow, &first).await.unwrap();
+        let workflow = started_with(repo, name, policy).await;
         if at_gate {
             let (next, complete) = step(&workflow, Trigger::AgentComplete, 10);
             repo.commit(1, &next, &complete).await.unwrap();
@@ -811,14 +821,7 @@ pub async fn overdue_gates_are_listed_counted_and_noted_once(repo: &dyn Workflow
         .unwrap();
     let mut at_gate = Vec::new();
     for (name, policy) in [("late", policy), ("no-deadline", GatePolicy::default())] {
-        let (workflow, first) = Workflow::start_with(
-            id(name),
-            Description::parse("x").unwrap(),
-            Metadata::default(),
-            policy,
-            TransitionContext::at(t0()),
-        );
-        repo.create(&workflow, &first).await.unwrap();
+        let workflow = started_with(repo, name, policy).await;
         // Enters the gate 10 s after the start: due 70 s after it.
         let (next, complete) = step(&workflow, Trigger::AgentComplete, 10);
         repo.commit(1, &next, &complete).await.unwrap();
