@@ -160,7 +160,7 @@ impl TryFrom<AdvanceRequest> for Advance {
         Ok(Advance {
             trigger,
             actor: parse_optional(request.actor, Actor::parse_name)?,
-            actor_kind: parse_optional(request.actor_kind, |kind| kind.parse::<ActorKind>())?,
+            actor_kind: parse_optional(request.actor_kind, requested_kind)?,
             on_behalf_of: None,
             // An override is of an approval only; with any other trigger it means nothing.
             override_gate: request.override_gate.unwrap_or(false)
@@ -270,7 +270,19 @@ impl TryFrom<RespondRequest> for Respond {
             action,
             response,
             actor: parse_optional(request.actor, Actor::parse_name)?,
-            actor_kind: parse_optional(request.actor_kind, |kind| kind.parse::<ActorKind>())?,
+            actor_kind: parse_optional(request.actor_kind, requested_kind)?,
         })
+    }
+}
+
+/// The `actor_kind` a request names: `human` or `agent`. `system` is the orchestrator's own
+/// (a gate's expiry): no caller may put it on the record.
+fn requested_kind(kind: String) -> Result<ActorKind, ValidationError> {
+    match kind.parse::<ActorKind>()? {
+        ActorKind::System => Err(ValidationError::new(
+            "actor_kind",
+            "must be human or agent (system is the orchestrator's own)",
+        )),
+        kind => Ok(kind),
     }
 }

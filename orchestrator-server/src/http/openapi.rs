@@ -814,6 +814,16 @@ fn apply_field_rules(doc: &mut Value) {
     });
     respond["properties"]["response"] = response;
     respond["properties"]["actor"] = rules["actor"].clone();
+    // What a caller may say it is: the orchestrator's own kind, `system`, is not for requests.
+    for schema in ["AdvanceRequest", "RespondRequest"] {
+        let kind = &mut doc["components"]["schemas"][schema]["properties"]["actor_kind"];
+        let description = kind.get("description").cloned();
+        *kind = json!({ "type": ["string", "null"], "enum": ["human", "agent", null] });
+        if let Some(description) = description {
+            kind["description"] = description;
+        }
+    }
+    let respond = &mut doc["components"]["schemas"]["RespondRequest"];
     respond["anyOf"] = json!([
         { "properties": { "action": { "const": "confirm" } } },
         { "required": ["response"] },

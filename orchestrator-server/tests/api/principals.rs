@@ -198,14 +198,17 @@ async fn without_principals_an_agent_that_says_so_may_not_approve() {
         app.client.advance_workflow(&id("open-1"), &approval).await,
         "actor_kind: agent",
     );
-    approval.actor_kind = Some("robot".to_owned());
-    let error = app
-        .client
-        .advance_workflow(&id("open-1"), &approval)
-        .await
-        .unwrap_err();
-    assert_eq!(error.code(), Some(ErrorCode::ValidationError));
-    assert!(details(&error)[0].starts_with("actor_kind"), "{error}");
+    // An unknown kind, or the orchestrator's own, which no caller may claim.
+    for kind in ["robot", "system"] {
+        approval.actor_kind = Some(kind.to_owned());
+        let error = app
+            .client
+            .advance_workflow(&id("open-1"), &approval)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::ValidationError));
+        assert!(details(&error)[0].starts_with("actor_kind"), "{error}");
+    }
 
     approval.actor = Some("dana".to_owned());
     approval.actor_kind = Some("human".to_owned());
