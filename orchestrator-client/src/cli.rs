@@ -17,7 +17,7 @@ use orchestrator_core::api::{
 };
 use orchestrator_core::api::{CloudEvent, CreateWebhookRequest, DeliveriesQuery, EventsQuery};
 use orchestrator_core::webhook::DeliveryStatus;
-use orchestrator_core::{EventType, FeatureId, WorkflowState};
+use orchestrator_core::{Actor, EventType, FeatureId, WorkflowState};
 use serde::Serialize;
 
 use crate::{Client, ClientError};
@@ -235,9 +235,9 @@ pub enum Command {
     /// that person may still approve. When none waits, stdout stays empty and stderr says so.
     Gates {
         /// Leave out the gates this person approved already, or completed (unless the gate
-        /// allows self-approval).
-        #[arg(long)]
-        actor: Option<String>,
+        /// allows self-approval); names compare as the gate compares them, whatever their case.
+        #[arg(long, value_parser = |v: &str| Actor::parse_name(v).map_err(|e| e.to_string()))]
+        actor: Option<Actor>,
         /// Only gates past their deadline.
         #[arg(long)]
         overdue: bool,
@@ -605,8 +605,8 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             }
             let mine = |w: &WorkflowResponse| {
                 let Some(me) = &actor else { return true };
-                (w.gate.allow_self_approval || !w.gate.authors.iter().any(|a| a.as_str() == me))
-                    && !w.gate.approvals.iter().any(|a| a.actor.as_str() == me)
+                (w.gate.allow_self_approval || !w.gate.authors.iter().any(|a| a.same_person(me)))
+                    && !w.gate.approvals.iter().any(|a| a.actor.same_person(me))
             };
             waiting.retain(mine);
             waiting.sort_by_key(|w| w.gate.entered_at);
@@ -625,7 +625,7 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                         w.gate.approvals.len(),
                         w.gate.required_approvals,
                         if w.gate.overdue { "OVERDUE\t" } else { "" },
-                        w.description
+                        one_line(w.description.as_str())
                     )
                 })
                 .collect();
@@ -726,6 +726,14 @@ fn idempotency_key(key: &str) -> Result<String, String> {
     } else {
         Err("must be 1-255 printable ASCII characters, without spaces around it".to_owned())
     }
+}
+
+/// `text` on one line: each line break, tab or other control character becomes a space, so
+/// a description cannot break a listing's one line per item.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Whole seconds as `2d 3h`, `3h 12m`, `12m`, or `45s`.

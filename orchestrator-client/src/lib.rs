@@ -62,8 +62,9 @@ pub enum ClientError {
         /// The body, as text.
         text: String,
     },
-    /// The request did not complete: connection refused, timeout, TLS.
-    #[error("transport error: {0}")]
+    /// The request did not complete: connection refused, timeout, TLS. Shown with its causes
+    /// (reqwest's own message says only which URL failed).
+    #[error("transport error: {}", with_causes(.0))]
     Transport(#[from] reqwest::Error),
     /// A success answer whose body does not decode into the expected type.
     #[error("cannot decode the {status} answer: {source}")]
@@ -167,8 +168,26 @@ fn retry_after(response: &reqwest::Response, attempt: u32) -> Option<Duration> {
     Some(backoff(attempt, asked))
 }
 
+/// `error` and each of its causes, `: ` between them, a cause that repeats the one before it
+/// left out.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut last = text.clone();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !last.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        last = said;
+        cause = next.source();
+    }
+    text
+}
+
 /// A client of one orchestrator server. Cheap to clone; clones share connections.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base_url: String,
@@ -179,13 +198,40 @@ pub struct Client {
 }
 
 /// Builds a [`Client`] with a timeout, a token, or a caller's own `reqwest::Client`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ClientBuilder {
     base_url: String,
     timeout: Option<Duration>,
     token: Option<String>,
     http: Option<reqwest::Client>,
     retries: Option<u32>,
+}
+
+/// What a token shows in `Debug`: whether there is one, never the token.
+fn token_shown(token: Option<&String>) -> &'static str {
+    token.map_or("none", |_| "<redacted>")
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.base_url)
+            .field("token", &token_shown(self.token.as_ref()))
+            .field("retries", &self.retries)
+            .field("idempotency_key", &self.idempotency_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("timeout", &self.timeout)
+            .field("token", &token_shown(self.token.as_ref()))
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientBuilder {
@@ -670,6 +716,35 @@ mod tests {
             Err(ClientError::InvalidBaseUrl(_))
         ));
         assert_eq!(Client::new("http://h:1/").unwrap().base_url(), "http://h:1");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let builder = Client::builder()
+            .base_url("http://h:1")
+            .token("s3cret-token");
+        assert!(!format!("{builder:?}").contains("s3cret"));
+        let client = builder.build().unwrap();
+        let shown = format!("{client:?}");
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_says_why() {
+        // Nothing listens on port 9 of this machine's loopback (discard is not served).
+        let client = Client::builder()
+            .base_url("http://127.0.0.1:9")
+            .retries(0)
+            .build()
+            .unwrap();
+        let error = client.get_summary().await.unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, ClientError::Transport(_)), "{text}");
+        // reqwest's own line names only the URL; the cause follows it.
+        assert!(text.matches(": ").count() >= 2, "{text}");
     }
 
     #[test]

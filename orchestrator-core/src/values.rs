@@ -157,8 +157,11 @@ impl Actor {
 }
 
 /// Characters that show nothing (inclusive ranges): the soft hyphen, zero-width spaces and
-/// joiners, direction marks and overrides, invisible operators, fillers, the byte-order mark.
-/// Names given now may not hold them; text made only of them and white space is blank.
+/// joiners, direction marks and overrides, invisible operators, fillers, variation selectors,
+/// the byte-order mark — Unicode's default-ignorable characters of the Basic Multilingual
+/// Plane. Names given now may not hold them; text made only of them and white space is blank.
+/// Not a guard against every look-alike: names are not normalised (a precomposed `é` and `e`
+/// with a combining accent differ), and the planes beyond the first are not checked.
 pub const INVISIBLE: &[(char, char)] = &[
     ('\u{00ad}', '\u{00ad}'),
     ('\u{034f}', '\u{034f}'),
@@ -170,6 +173,7 @@ pub const INVISIBLE: &[(char, char)] = &[
     ('\u{202a}', '\u{202e}'),
     ('\u{2060}', '\u{206f}'),
     ('\u{3164}', '\u{3164}'),
+    ('\u{fe00}', '\u{fe0f}'),
     ('\u{feff}', '\u{feff}'),
     ('\u{ffa0}', '\u{ffa0}'),
 ];
@@ -273,7 +277,7 @@ fn check_question(value: &str) -> Result<(), String> {
 }
 
 fn check_description(value: &str) -> Result<(), String> {
-    if value.trim().is_empty() {
+    if is_blank(value) {
         return Err("must not be blank".to_owned());
     }
     check_text(value, DESCRIPTION_MAX_CHARS)
@@ -526,7 +530,14 @@ mod tests {
 
     #[test]
     fn blank_text_is_white_space_and_invisible_characters() {
-        for blank in ["", " \n", "\u{200b}", "\u{feff}\u{2060} ", "\u{ad}"] {
+        for blank in [
+            "",
+            " \n",
+            "\u{200b}",
+            "\u{feff}\u{2060} ",
+            "\u{ad}",
+            "\u{fe0f}",
+        ] {
             assert!(is_blank(blank), "{blank:?}");
         }
         for text in ["no", " \u{200b}x", "é"] {

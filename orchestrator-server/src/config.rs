@@ -29,12 +29,15 @@ pub struct Config {
     pub port: u16,
 
     /// Where workflows are stored: sqlite:///relative, sqlite:////absolute, sqlite::memory:,
-    /// or postgres://….
+    /// or postgres://…. Never printed (it may hold a password): `--help` shows no value set in
+    /// the environment, and a refusal does not repeat it.
     #[arg(
         long,
         env = "DATABASE_URL",
         value_name = "DATABASE_URL",
-        default_value = "sqlite:///./data/orchestrator.db"
+        default_value = "sqlite:///./data/orchestrator.db",
+        hide_env_values = true,
+        value_parser = DatabaseUrlParser
     )]
     pub database_url: DatabaseUrl,
 
@@ -45,7 +48,7 @@ pub struct Config {
 
     /// Agent Hub base URL.
     #[arg(long, env = "AGENT_HUB_URL", value_name = "AGENT_HUB_URL", default_value = "http://localhost:8001",
-          value_parser = parse_http_url)]
+          hide_env_values = true, value_parser = parse_http_url)]
     pub agent_hub_url: String,
 
     /// Longest a question to the Agent Hub may take, in seconds (the hub gives its experts
@@ -417,6 +420,32 @@ fn parse_bool(value: &str) -> Result<bool, String> {
 /// the variable and never the value, which is a secret.
 #[derive(Clone)]
 struct ApiTokenParser;
+
+/// Parses `DATABASE_URL` without repeating it when it is refused (clap's own message would
+/// quote it, password and all).
+#[derive(Clone)]
+struct DatabaseUrlParser;
+
+impl clap::builder::TypedValueParser for DatabaseUrlParser {
+    type Value = DatabaseUrl;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<DatabaseUrl, clap::Error> {
+        value
+            .to_str()
+            .and_then(|url| url.parse().ok())
+            .ok_or_else(|| {
+                clap::Error::raw(
+                    clap::error::ErrorKind::ValueValidation,
+                    "DATABASE_URL (--database-url) is not one this server reads: expected sqlite:///relative, sqlite:////absolute, sqlite::memory: or postgres://… (the value is not repeated: it may hold a password)\n",
+                )
+            })
+    }
+}
 
 impl clap::builder::TypedValueParser for ApiTokenParser {
     type Value = Secret;

@@ -250,7 +250,7 @@ impl TryFrom<RespondRequest> for Respond {
             }
         };
         let response = match request.response {
-            Some(text) if text.trim().is_empty() => {
+            Some(text) if crate::values::is_blank(&text) => {
                 return Err(ValidationError::new("response", "must not be blank"));
             }
             Some(text) => {

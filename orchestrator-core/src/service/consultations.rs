@@ -384,9 +384,7 @@ impl Orchestrator {
             }
             Err(e) => Err(e),
         };
-        // With a seal the answer is stored even when the consultation did not change, so that
-        // the caller's answer is always kept with it.
-        if outcome? || seal.is_some() {
+        if outcome? {
             let receipt = seal.map(|seal| seal(&consultation));
             self.repository
                 .update_consultation_with(&consultation, receipt.as_ref())

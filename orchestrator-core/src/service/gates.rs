@@ -54,8 +54,11 @@ impl Orchestrator {
             let due = match self.repository.unnoted_overdue(now, SWEEP_LIMIT).await {
                 Ok(due) => due,
                 Err(e) if expired.is_empty() => return Err(e.into()),
-                // What was noted stands; the next sweep reads on.
-                Err(_) => break,
+                Err(e) => {
+                    // What was noted stands; the next sweep reads on.
+                    tracing::warn!(error = %e, "the gates past their deadline could not be read further; the next sweep goes on");
+                    break;
+                }
             };
             let full = due.len() >= SWEEP_LIMIT as usize;
             for workflow in due {

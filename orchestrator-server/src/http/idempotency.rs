@@ -84,6 +84,8 @@ pub struct Claimed {
     /// while the key is still under it.
     lease_until: Timestamp,
     kept: Arc<AtomicBool>,
+    /// Whether a seal of this claim made its receipt (for a write that may not need one).
+    sealed: Arc<AtomicBool>,
 }
 
 impl Claimed {
@@ -92,16 +94,28 @@ impl Claimed {
     pub fn seal<T>(&self, answer: impl Fn(&T) -> Answer + Send + Sync + 'static) -> Seal<T> {
         let key = self.key.clone();
         let lease_until = self.lease_until;
-        Arc::new(move |value: &T| Receipt {
-            key: key.clone(),
-            lease_until,
-            answer: answer(value).encode(),
+        let sealed = self.sealed.clone();
+        Arc::new(move |value: &T| {
+            sealed.store(true, Ordering::Relaxed);
+            Receipt {
+                key: key.clone(),
+                lease_until,
+                answer: answer(value).encode(),
+            }
         })
     }
 
     /// Says the store committed the sealed answer with the change: nothing is left to keep.
     pub fn kept(&self) {
         self.kept.store(true, Ordering::Relaxed);
+    }
+
+    /// [`Claimed::kept`] if a seal made its receipt, for a request that succeeded: a write
+    /// that needed none (nothing changed) leaves the answer to be kept after it.
+    pub fn kept_if_sealed(&self) {
+        if self.sealed.load(Ordering::Relaxed) {
+            self.kept();
+        }
     }
 }
 
@@ -210,6 +224,7 @@ where
                 key: key.clone(),
                 lease_until,
                 kept: kept.clone(),
+                sealed: Arc::default(),
             };
             let response = handle(claimed)
                 .await

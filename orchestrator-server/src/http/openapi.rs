@@ -932,6 +932,26 @@ fn event_parameter(name: &str) -> Option<Value> {
     })
 }
 
+/// The invisible characters (`values::INVISIBLE`) as the inside of a character class.
+fn invisible_ranges() -> String {
+    orchestrator_core::values::INVISIBLE
+        .iter()
+        .map(|&(from, to)| match (u32::from(from), u32::from(to)) {
+            (from, to) if from == to => format!("\\u{from:04X}"),
+            (from, to) => format!("\\u{from:04X}-\\u{to:04X}"),
+        })
+        .collect()
+}
+
+/// A character of free text that shows: not white space, not invisible (text without one is
+/// blank: `values::is_blank`).
+fn text_visible() -> String {
+    format!(
+        r"[^\s\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F{}]",
+        invisible_ranges()
+    )
+}
+
 /// Control characters free text may not hold: all but tab, line feed and carriage return.
 const TEXT_CHAR: &str = r"[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]";
 /// A character of free text that is not white space.
@@ -940,13 +960,7 @@ const TEXT_NON_SPACE: &str = r"[^\s\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]";
 /// A name given now (`Actor::parse_name`): no control character anywhere; white space (and
 /// U+FEFF) around a name that is not blank and holds no invisible character.
 fn actor_pattern() -> String {
-    let invisible: String = orchestrator_core::values::INVISIBLE
-        .iter()
-        .map(|&(from, to)| match (u32::from(from), u32::from(to)) {
-            (from, to) if from == to => format!("\\u{from:04X}"),
-            (from, to) => format!("\\u{from:04X}-\\u{to:04X}"),
-        })
-        .collect();
+    let invisible = invisible_ranges();
     let around = r"(?:[^\S\x00-\x1F\x7F-\x9F]|\uFEFF)";
     let visible = format!(r"[^\s\x00-\x1F\x7F-\x9F{invisible}]");
     let inner = format!(r"[^\x00-\x1F\x7F-\x9F{invisible}]");
@@ -979,7 +993,7 @@ fn field_rules() -> BTreeMap<&'static str, Value> {
                 "type": "string",
                 "minLength": 1,
                 "maxLength": orchestrator_core::values::DESCRIPTION_MAX_CHARS,
-                "pattern": format!("^{TEXT_CHAR}*{TEXT_NON_SPACE}{TEXT_CHAR}*$"),
+                "pattern": format!("^{TEXT_CHAR}*{}{TEXT_CHAR}*$", text_visible()),
                 "example": "Refactor to microservices",
             }),
         ),

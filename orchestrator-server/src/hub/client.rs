@@ -286,10 +286,20 @@ impl AgentHub for HttpAgentHub {
             agent_id: AGENT_ID.to_owned(),
             feature_id: Some(feature_id.to_string()),
         };
-        let session: wire::Session = self
-            .call("create_session", Method::POST, "/sessions", Some(&body))
-            .await?;
-        Ok(HubSessionId(session.id))
+        // An id that no path may hold could never be closed (nor, with a NUL, be stored on
+        // PostgreSQL): a bad answer, and nothing is stored.
+        let session = |session: wire::Session| {
+            hub_path("/sessions/", &session.id)?;
+            Ok(HubSessionId(session.id))
+        };
+        self.call_checked(
+            "create_session",
+            Method::POST,
+            "/sessions",
+            Some(&body),
+            session,
+        )
+        .await
     }
 
     async fn close_session(&self, id: &HubSessionId) -> Result<(), HubError> {

@@ -50,17 +50,23 @@ pub fn overdue_page<'a>(now: i64, after: &'a str, limit: i64) -> _ {
         .limit(limit)
 }
 
-/// Up to `limit` workflows in state `gate` (GATE_1), the earliest due first; those without a
-/// deadline last, in feature-id order.
+/// Up to `limit` workflows whose stay at the gate has a deadline (only a stay at the gate
+/// has one), the earliest due first: through the partial index on `gate_due_at`.
 #[dsl::auto_type]
-pub fn gates_by_due<'a>(gate: &'a str, limit: i64) -> _ {
+pub fn gates_due_first(limit: i64) -> _ {
+    workflows::table
+        .filter(workflows::gate_due_at.is_not_null())
+        .order((workflows::gate_due_at.asc(), workflows::feature_id.asc()))
+        .limit(limit)
+}
+
+/// Up to `limit` workflows in state `gate` (GATE_1) without a deadline, in feature-id order.
+#[dsl::auto_type]
+pub fn gates_without_deadline<'a>(gate: &'a str, limit: i64) -> _ {
     workflows::table
         .filter(workflows::state.eq(gate))
-        .order((
-            workflows::gate_due_at.is_null(),
-            workflows::gate_due_at.asc(),
-            workflows::feature_id.asc(),
-        ))
+        .filter(workflows::gate_due_at.is_null())
+        .order(workflows::feature_id.asc())
         .limit(limit)
 }
 

@@ -27,6 +27,33 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_the_variable() {
     }
 }
 
+/// A database URL may hold a password: neither `--help` nor a refusal prints it.
+#[test]
+fn the_database_url_is_never_printed() {
+    let help = server()
+        .arg("--help")
+        .env("DATABASE_URL", "postgres://app:s3cret@db/app")
+        .output()
+        .expect("binary runs");
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("DATABASE_URL") && !help.contains("s3cret"),
+        "{help}"
+    );
+
+    let refused = server()
+        .env("DATABASE_URL", "Postgres+tls://app:s3cret@db/app")
+        .output()
+        .expect("binary runs");
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("DATABASE_URL") && !stderr.contains("s3cret"),
+        "{stderr}"
+    );
+}
+
 /// `.env.sample` names every setting `--help` lists, and the values it sets are the defaults.
 #[test]
 fn the_sample_environment_file_lists_every_setting_at_its_default() {

@@ -576,3 +576,49 @@ async fn the_feature_id_start_reads_as_the_start_route_and_the_document_says_so(
     assert_eq!(codes(listed), ["METHOD_NOT_ALLOWED"]);
     assert_eq!(listed["headers"]["Allow"]["required"], true);
 }
+
+/// Every string of up to three characters from an alphabet of the hard cases (white space of
+/// several kinds, invisible characters, controls, letters), checked against a field's pattern
+/// and the rule the server applies: schemathesis fuzzes the server against these patterns, and
+/// a difference either way is a finding.
+fn pattern_agrees_with_the_rule(pattern: &str, rule: impl Fn(&str) -> bool) {
+    let pattern = regex::Regex::new(pattern).expect("the pattern is a regular expression");
+    let alphabet = [
+        'a', 'Z', 'é', ' ', '\t', '\n', '\u{a0}', '\u{3000}', '\u{2028}', '\u{feff}', '\u{200b}',
+        '\u{200d}', '\u{202e}', '\u{ad}', '\u{fe0f}', '\u{180e}', '\0', '\u{7f}', '\u{85}',
+        '\u{1c}',
+    ];
+    let mut strings = vec![String::new()];
+    for _ in 0..3 {
+        let longer: Vec<String> = strings
+            .iter()
+            .filter(|s| s.chars().count() == strings.last().map_or(0, |l| l.chars().count()))
+            .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+            .collect();
+        strings.extend(longer);
+    }
+    for text in strings {
+        assert_eq!(
+            pattern.is_match(&text),
+            rule(&text),
+            "{text:?} against {pattern}"
+        );
+    }
+}
+
+#[test]
+fn the_name_and_text_patterns_accept_exactly_what_the_server_does() {
+    let doc = ApiDoc::for_server(true);
+    let schemas = &doc["components"]["schemas"];
+    let pattern = |schema: &str, field: &str| {
+        schemas[schema]["properties"][field]["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{schema}.{field} has a pattern"))
+            .to_owned()
+    };
+    let name = |text: &str| orchestrator_core::Actor::parse_name(text).is_ok();
+    pattern_agrees_with_the_rule(&pattern("AdvanceRequest", "actor"), name);
+    pattern_agrees_with_the_rule(&pattern("RespondRequest", "actor"), name);
+    let description = |text: &str| orchestrator_core::Description::parse(text).is_ok();
+    pattern_agrees_with_the_rule(&pattern("StartWorkflowRequest", "description"), description);
+}

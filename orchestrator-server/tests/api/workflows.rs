@@ -644,8 +644,9 @@ async fn a_two_approval_gate_records_each_approval_until_the_second_distinct_one
     );
 }
 
-/// A name is the same person with white space around it: the author cannot approve as
-/// `"spec-agent "`, and an approver cannot count twice as `" alice"`.
+/// A name is the same person with white space around it or in another case: the author cannot
+/// approve as `"spec-agent "` or `"Spec-Agent"`, and an approver cannot count twice as
+/// `" alice"` or `"ALICE"`; a name with an invisible character in it is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn white_space_around_a_name_does_not_make_another_person() {
     let app = spawn_app_with(|c| c.gate_required_approvals = 2).await;
@@ -668,6 +669,19 @@ async fn white_space_around_a_name_does_not_make_another_person() {
         .await
         .unwrap_err();
     assert_eq!(own.code(), Some(ErrorCode::SelfApproval), "{own}");
+    let cased = app
+        .client
+        .advance_workflow(&f, &by("human_approved", "Spec-Agent"))
+        .await
+        .unwrap_err();
+    assert_eq!(cased.code(), Some(ErrorCode::SelfApproval), "{cased}");
+    let hidden = app
+        .client
+        .advance_workflow(&f, &by("human_approved", "spec-agent\u{200b}"))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Some(ErrorCode::ValidationError), "{hidden}");
+    assert!(hidden.to_string().contains("invisible"), "{hidden}");
     let first = app
         .client
         .advance_workflow(&f, &by("human_approved", "alice"))
@@ -680,6 +694,16 @@ async fn white_space_around_a_name_does_not_make_another_person() {
         .await
         .unwrap_err();
     assert_eq!(twice.code(), Some(ErrorCode::AlreadyApproved), "{twice}");
+    let shouted = app
+        .client
+        .advance_workflow(&f, &by("human_approved", "ALICE"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        shouted.code(),
+        Some(ErrorCode::AlreadyApproved),
+        "{shouted}"
+    );
     let history = app.client.get_history(&f).await.unwrap().transitions;
     assert_eq!(history.len(), 3, "nothing recorded for the refusals");
 }

@@ -115,7 +115,8 @@ pub async fn respond_to_consultation(
     if let Some(principal) = caller.principal() {
         respond = respond.by(principal);
     }
-    // Kept with the refreshed consultation, in the write that stores it.
+    // Kept with the refreshed consultation, in the write that stores it; if nothing changed
+    // (nothing is written), right after.
     let seal = claimed
         .as_ref()
         .map(|claimed| claimed.seal(|c: &Consultation| consultation_answer(StatusCode::OK, c)));
@@ -123,6 +124,6 @@ pub async fn respond_to_consultation(
         .orchestrator()
         .respond_sealed(&id, consultation, respond, seal)
         .await?;
-    claimed.iter().for_each(Claimed::kept);
+    claimed.iter().for_each(Claimed::kept_if_sealed);
     Ok(consultation_answer(StatusCode::OK, &answered).into_response())
 }

@@ -59,15 +59,25 @@ pub async fn page(
         .await
 }
 
-/// Up to `limit` rows at the gate, the earliest due first.
+/// Up to `limit` rows at the gate, the earliest due first, then those without a deadline.
 pub async fn gates_by_due(
     conn: &mut AsyncPgConnection,
     limit: i64,
 ) -> QueryResult<Vec<WorkflowRow>> {
-    queries::gates_by_due(WorkflowState::Gate1.as_str(), limit)
+    let mut rows = queries::gates_due_first(limit)
         .select(WorkflowRow::as_select())
         .load(conn)
-        .await
+        .await?;
+    let left = limit.saturating_sub(i64::try_from(rows.len()).unwrap_or(limit));
+    if left > 0 {
+        rows.extend(
+            queries::gates_without_deadline(WorkflowState::Gate1.as_str(), left)
+                .select(WorkflowRow::as_select())
+                .load(conn)
+                .await?,
+        );
+    }
+    Ok(rows)
 }
 
 /// Up to `limit` overdue rows in feature-id order after `after`.

@@ -44,11 +44,20 @@ pub fn page(
         .load(conn)
 }
 
-/// Up to `limit` rows at the gate, the earliest due first.
+/// Up to `limit` rows at the gate, the earliest due first, then those without a deadline.
 pub fn gates_by_due(conn: &mut SqliteConnection, limit: i64) -> QueryResult<Vec<WorkflowRow>> {
-    queries::gates_by_due(WorkflowState::Gate1.as_str(), limit)
+    let mut rows = queries::gates_due_first(limit)
         .select(WorkflowRow::as_select())
-        .load(conn)
+        .load(conn)?;
+    let left = limit.saturating_sub(i64::try_from(rows.len()).unwrap_or(limit));
+    if left > 0 {
+        rows.extend(
+            queries::gates_without_deadline(WorkflowState::Gate1.as_str(), left)
+                .select(WorkflowRow::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(rows)
 }
 
 /// Up to `limit` overdue rows in feature-id order after `after`.
