@@ -35,6 +35,7 @@ Examples:
   orchestrator advance 042-payment-retries agent_complete --actor spec-agent --expected-version 1
   orchestrator list --state GATE_1 --all
   orchestrator gates --actor alice
+  orchestrator events --after 40 --type gate.overdue
   ORCHESTRATOR_TOKEN=$ALICE_TOKEN orchestrator approve 042-payment-retries
   orchestrator reject 042-payment-retries --reason \"retries must back off\"
   orchestrator ask 042-payment-retries testing \"Which failure modes must the tests cover?\"
@@ -263,6 +264,23 @@ pub enum Command {
         /// Print each event's CloudEvent JSON instead.
         #[arg(long)]
         json: bool,
+    },
+    /// Print one page of the event log as JSON (`items`, `next_after`) and exit: from the
+    /// oldest event kept, or after --after; pass `next_after` as the next --after until it
+    /// comes back unchanged.
+    Events {
+        /// Only this feature's events.
+        #[arg(long = "feature")]
+        feature_id: Option<String>,
+        /// Only these types (repeat, or separate by commas).
+        #[arg(long = "type", value_delimiter = ',')]
+        types: Vec<String>,
+        /// Start after this event id (default: the oldest event kept).
+        #[arg(long)]
+        after: Option<u64>,
+        /// At most this many events (1-1000; default 100).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
     /// Manage webhooks (admin): subscribe a URL to events, list, delete, deliveries,
     /// redeliver.
@@ -522,6 +540,26 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
         }
         Command::Summary => print(out, &client.get_summary().await?),
         Command::Webhooks(command) => webhooks(&client, command, out).await?,
+        Command::Events {
+            feature_id,
+            types,
+            after,
+            limit,
+        } => {
+            let limit = limit.to_string();
+            let mut pairs: Vec<(&str, &str)> = vec![("limit", &limit)];
+            if let Some(id) = &feature_id {
+                pairs.push(("feature_id", id));
+            }
+            let types = types.join(",");
+            if !types.is_empty() {
+                pairs.push(("type", &types));
+            }
+            let mut query = EventsQuery::parse_query(pairs)
+                .map_err(|e| Failure::Usage(format!("{}: {}", e.field, e.rule)))?;
+            query.after = after;
+            print(out, &client.list_events(&query).await?)
+        }
         Command::Watch {
             feature_id,
             types,

@@ -139,13 +139,16 @@ const DEFAULT_RETRIES: u32 = 2;
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// The pause before retry `attempt` (1, 2, …): what the server asked for (at most 5 s), else
-/// 200 ms doubling.
+/// 200 ms doubling, up to [`MAX_BACKOFF`].
 fn backoff(attempt: u32, asked: Option<Duration>) -> Duration {
     asked.map_or_else(
-        || Duration::from_millis(200) * 2_u32.saturating_pow(attempt - 1),
+        || (Duration::from_millis(200) * 2_u32.saturating_pow(attempt - 1)).min(MAX_BACKOFF),
         |asked| asked.min(Duration::from_secs(5)),
     )
 }
+
+/// The longest pause between two attempts of one call, however many retries it may make.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The pause before retrying after `response`, if it is worth retrying: 503, or 409
 /// `IDEMPOTENCY_KEY_IN_USE` (the same call's earlier attempt is still being answered).
@@ -716,6 +719,18 @@ mod tests {
             Err(ClientError::InvalidBaseUrl(_))
         ));
         assert_eq!(Client::new("http://h:1/").unwrap().base_url(), "http://h:1");
+    }
+
+    #[test]
+    fn retries_back_off_doubling_up_to_a_bound() {
+        assert_eq!(backoff(1, None), Duration::from_millis(200));
+        assert_eq!(backoff(3, None), Duration::from_millis(800));
+        assert_eq!(backoff(16, None), MAX_BACKOFF);
+        assert_eq!(backoff(40, None), MAX_BACKOFF);
+        assert_eq!(
+            backoff(1, Some(Duration::from_secs(60))),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

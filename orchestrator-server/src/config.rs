@@ -397,7 +397,25 @@ impl fmt::Debug for Config {
 }
 
 /// A tracing filter in `RUST_LOG`'s syntax; a bad one stops start-up like every bad setting.
+/// A bare word is a target at `trace` to the filter, which switches every other target off:
+/// one that looks meant as a level (`warning`, `verbose`) is refused rather than silencing
+/// the log.
 fn parse_log_filter(value: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    const NOT_LEVELS: [&str; 8] = [
+        "verbose", "fatal", "critical", "all", "none", "notice", "quiet", "silent",
+    ];
+    for directive in value.split(',').map(str::trim) {
+        let word = directive.to_ascii_lowercase();
+        let bare = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphabetic());
+        let meant_as_level = NOT_LEVELS.contains(&word.as_str())
+            || LEVELS.iter().any(|level| word.starts_with(&level[..3]));
+        if bare && meant_as_level && !LEVELS.contains(&word.as_str()) {
+            return Err(format!(
+                "'{directive}' is not a level (off, error, warn, info, debug, trace); a target is written target=level"
+            ));
+        }
+    }
     tracing_subscriber::EnvFilter::try_new(value)
         .map(|_| value.to_owned())
         .map_err(|e| e.to_string())
@@ -587,6 +605,22 @@ mod tests {
         }
         for bad in ["mysql://x", "sqlite:", "sqlite:///", "data.db"] {
             assert!(bad.parse::<DatabaseUrl>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_word_meant_as_a_level_is_refused_not_read_as_a_target() {
+        for bad in ["warning", "Verbose", "info,debugging", "critical"] {
+            assert!(parse_log_filter(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "info",
+            "WARN",
+            "hyper",
+            "orchestrator_server=debug,warn",
+            "off",
+        ] {
+            assert!(parse_log_filter(good).is_ok(), "{good}");
         }
     }
 

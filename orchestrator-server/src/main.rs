@@ -14,9 +14,7 @@ fn main() -> ExitCode {
     let config = match Config::try_parse() {
         Ok(config) => config,
         Err(e) if e.use_stderr() => {
-            // One clear line naming the variable; clap's hints follow on later lines.
-            let text = e.to_string();
-            eprintln!("{}", text.lines().next().unwrap_or("invalid configuration"));
+            eprintln!("{}", one_line(&e.to_string()));
             return ExitCode::from(2);
         }
         Err(e) => {
@@ -59,6 +57,19 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// clap's refusal on one line: its first paragraph (the first line, and the names of missing
+/// arguments clap lists under it), without the hints after it.
+fn one_line(refusal: &str) -> String {
+    let mut lines = refusal.lines().take_while(|line| !line.trim().is_empty());
+    let first = lines.next().unwrap_or("invalid configuration");
+    let listed: Vec<&str> = lines.map(str::trim).collect();
+    if listed.is_empty() {
+        first.to_owned()
+    } else {
+        format!("{first} {}", listed.join(", "))
     }
 }
 

@@ -18,6 +18,7 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_the_variable() {
         ("HOST", "not-an-ip"),
         ("WEBHOOK_RETRY_SCHEDULE", "5s,soon"),
         ("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "yes"),
+        ("RUST_LOG", "warning"),
     ] {
         let output = server().env(name, value).output().expect("binary runs");
         assert_eq!(output.status.code(), Some(2), "{name}={value}: {output:?}");
@@ -25,6 +26,28 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_the_variable() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
         assert!(stderr.contains(name), "{name}: {stderr}");
     }
+}
+
+/// A command missing an argument says which, on its one line.
+#[test]
+fn a_missing_argument_is_named_on_the_one_line() {
+    let output = server()
+        .args([
+            "principal",
+            "add",
+            "--file",
+            "never.toml",
+            "--name",
+            "y",
+            "--kind",
+            "human",
+        ])
+        .output()
+        .expect("binary runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--role"), "{stderr}");
 }
 
 /// A database URL may hold a password: neither `--help` nor a refusal prints it.

@@ -315,10 +315,13 @@ async fn gates_lists_what_waits_oldest_first_and_what_each_person_may_still_appr
     assert!(lines[0].starts_with("gate-old\twaiting "), "{out}");
     assert!(lines[0].contains("0 of 2 approvals"), "{out}");
     assert!(lines[1].contains("1 of 2 approvals"), "{out}");
-    // Alice approved one already; the author may approve neither.
-    let (_, out, _) = orchestrator(&app.url(""), &["gates", "--actor", "alice"]).await;
-    assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.starts_with("gate-old"), "{out}");
+    // Alice approved one already, whatever the case she is named in; the author may approve
+    // neither.
+    for alice in ["alice", "Alice"] {
+        let (_, out, _) = orchestrator(&app.url(""), &["gates", "--actor", alice]).await;
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.starts_with("gate-old"), "{out}");
+    }
     let (code, out, err) = orchestrator(&app.url(""), &["gates", "--actor", "spec-agent"]).await;
     assert_eq!(code, ExitCode::SUCCESS);
     assert_eq!(out, "");
@@ -357,6 +360,21 @@ async fn gates_overdue_lists_only_the_gates_past_their_deadline() {
     let (_, out, _) = orchestrator(&app.url(""), &["list", "--overdue"]).await;
     assert!(out.contains("\"overdue\": true"), "{out}");
     assert!(!out.contains("gate-relaxed"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_prints_one_page_of_the_log_and_exits() {
+    let app = spawn_app().await;
+    for name in ["first", "second", "third"] {
+        app.start_workflow(name).await;
+    }
+    let page = ok(&app, &["events", "--limit", "2"]).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
+    assert_eq!(page["next_after"], "2");
+    let rest = ok(&app, &["events", "--after", "2", "--feature", "third"]).await;
+    assert_eq!(rest["items"][0]["subject"], "third", "{rest}");
+    let (code, _, err) = orchestrator(&app.url(""), &["events", "--type", "no.such"]).await;
+    assert_eq!(code, ExitCode::from(2), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
