@@ -113,7 +113,8 @@ pub struct Cli {
     /// The Idempotency-Key a write (start, advance, approve, reject, consult, respond, webhooks
     /// add and redeliver) sends: running the same command again with the same key, even after
     /// the first run was cut off, gets the first answer back and changes nothing more (for 24
-    /// hours). 1–255 printable ASCII characters (spaces inside only); default: a new key per run.
+    /// hours). 1–255 printable ASCII characters (spaces inside only); default: a new key per run,
+    /// told on stderr when the run ends without an answer (exit 3) so it can be run again.
     #[arg(long, value_parser = idempotency_key)]
     pub idempotency_key: Option<String>,
     /// What to do.
@@ -327,8 +328,42 @@ pub enum Command {
     Health,
 }
 
+impl Command {
+    /// Whether the command POSTs a change (and so sends an Idempotency-Key).
+    fn writes(&self) -> bool {
+        match self {
+            Command::Start { .. }
+            | Command::Approve { .. }
+            | Command::Reject { .. }
+            | Command::Advance { .. }
+            | Command::Consult { .. }
+            | Command::Respond { .. } => true,
+            Command::Webhooks(command) => matches!(
+                command,
+                WebhookCommand::Add { .. } | WebhookCommand::Redeliver { .. }
+            ),
+            Command::Get { .. }
+            | Command::History { .. }
+            | Command::List { .. }
+            | Command::Gates { .. }
+            | Command::Summary
+            | Command::Watch { .. }
+            | Command::Events { .. }
+            | Command::Consultations { .. }
+            | Command::Health => false,
+        }
+    }
+}
+
 /// Runs `cli`, writing answers to `out` and refusals to `err`; returns the exit code.
-pub async fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
+pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
+    // A write whose answer never came may have been carried out: its key, told on failure,
+    // lets the person run it again and have it carried out once.
+    let retry_key = cli.command.writes().then(|| {
+        cli.idempotency_key
+            .get_or_insert_with(|| format!("cli-{}", uuid::Uuid::new_v4().simple()))
+            .clone()
+    });
     match execute(cli, out, err).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
@@ -341,6 +376,12 @@ pub async fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> ExitCo
         }
         Err(Failure::Client(other)) => {
             let _ = writeln!(err, "error: {other}");
+            if let Some(key) = retry_key {
+                let _ = writeln!(
+                    err,
+                    "note: the change may have been made; run the command again with --idempotency-key {key} to have it made once"
+                );
+            }
             ExitCode::from(3)
         }
         Err(Failure::Unhealthy) => ExitCode::from(4),

@@ -182,6 +182,17 @@ async fn bad_input_exits_2_and_an_unreachable_server_exits_3() {
     assert_eq!(code, ExitCode::from(2), "{err}");
     let (code, _, err) = orchestrator(&dead_url(), &["summary"]).await;
     assert_eq!(code, ExitCode::from(3), "{err}");
+    assert!(
+        !err.contains("--idempotency-key"),
+        "a read has nothing to repeat: {err}"
+    );
+    // A write that got no answer tells the key to run it again with.
+    let (code, _, err) = orchestrator(&dead_url(), &["start", "x", "y"]).await;
+    assert_eq!(code, ExitCode::from(3), "{err}");
+    assert!(err.contains("--idempotency-key cli-"), "{err}");
+    let (_, _, err) =
+        orchestrator(&dead_url(), &["--idempotency-key", "mine", "approve", "x"]).await;
+    assert!(err.contains("--idempotency-key mine"), "{err}");
     // A stream too: it does not wait for a server it never reached.
     let (code, _, err) = tokio::time::timeout(
         std::time::Duration::from_secs(10),
