@@ -1879,6 +1879,69 @@ async fn upgrade_keeps_every_event_of_a_workflow(
     assert_eq!(events_of_one_workflow(&*repo).await, before);
 }
 
+/// An event row that does not decode (here: damaged by `damage`, its subject no feature id)
+/// is passed over by every page of the log, counted toward the page's limit, and read past:
+/// a page of only that row is empty but full, and moves on.
+async fn a_damaged_event_is_read_past(
+    url: orchestrator_server::storage::DatabaseUrl,
+    damage: impl AsyncFnOnce(),
+) {
+    use orchestrator_core::{EventFilter, Orchestrator};
+    let repo = orchestrator_server::storage::connect(&url, 2)
+        .await
+        .unwrap();
+    for name in ["one", "two", "three"] {
+        let (workflow, first) = new_workflow(name);
+        repo.create(&workflow, &first).await.unwrap();
+    }
+    damage().await;
+    let orchestrator = Orchestrator::new(repo);
+    let every = EventFilter::default();
+    let page = orchestrator.events(Some(1), &every, 1).await.unwrap();
+    assert!(page.events.is_empty() && page.full, "{page:?}");
+    assert_eq!(page.next_after, 2);
+    let page = orchestrator.events(Some(0), &every, 10).await.unwrap();
+    let ids: Vec<u64> = page.events.iter().map(|e| e.id).collect();
+    assert_eq!((ids, page.next_after, page.full), (vec![1, 3], 3, false));
+    let page = orchestrator.events(Some(0), &every, 2).await.unwrap();
+    assert_eq!(
+        (page.events.len(), page.next_after, page.full),
+        (1, 2, true)
+    );
+}
+
+const DAMAGE_EVENT_2: &str = "UPDATE events SET subject = 'not an id!' WHERE id = 2;";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_damaged_event_is_read_past() {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("d.db");
+    let url = DatabaseUrl::SqliteFile(file.clone());
+    a_damaged_event_is_read_past(url, async || {
+        let mut conn = diesel::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
+        conn.batch_execute(&format!("PRAGMA busy_timeout = 5000; {DAMAGE_EVENT_2}"))
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_damaged_event_is_read_past() {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    a_damaged_event_is_read_past(DatabaseUrl::Postgres(db.url.clone()), async || {
+        let mut conn = diesel_async::AsyncPgConnection::establish(&db.url)
+            .await
+            .unwrap();
+        conn.batch_execute(DAMAGE_EVENT_2).await.unwrap();
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_upgrade_keeps_every_event_of_a_workflow() {
     use diesel::Connection;
