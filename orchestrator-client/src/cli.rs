@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use orchestrator_core::api::{
     AdvanceRequest, ConsultRequest, ErrorEnvelope, GateRequest, ListWorkflowsParams,
     RespondRequest, StartWorkflowRequest, WorkflowResponse,
@@ -249,13 +249,9 @@ pub enum Command {
     /// Print events as they happen, one line each (`ID TYPE FEATURE WHAT`), resuming by id
     /// after a disconnect; runs until interrupted (or --count events).
     Watch {
-        /// Only this feature's events.
-        #[arg(long = "feature")]
-        feature_id: Option<String>,
-        /// Only these types (repeat, or separate by commas): workflow.transitioned,
-        /// gate.overdue, consultation.created, consultation.updated.
-        #[arg(long = "type", value_delimiter = ',')]
-        types: Vec<String>,
+        /// Which events.
+        #[command(flatten)]
+        which: Which,
         /// Start after this event id (default: only events from now on).
         #[arg(long)]
         after: Option<u64>,
@@ -270,16 +266,13 @@ pub enum Command {
     /// oldest event kept, or after --after; pass `next_after` as the next --after until it
     /// comes back unchanged.
     Events {
-        /// Only this feature's events.
-        #[arg(long = "feature")]
-        feature_id: Option<String>,
-        /// Only these types (repeat, or separate by commas).
-        #[arg(long = "type", value_delimiter = ',')]
-        types: Vec<String>,
+        /// Which events.
+        #[command(flatten)]
+        which: Which,
         /// Start after this event id (default: the oldest event kept).
         #[arg(long)]
         after: Option<u64>,
-        /// At most this many events (1-1000; default 100).
+        /// At most this many events (1-1000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -352,6 +345,37 @@ impl Command {
             | Command::Consultations { .. }
             | Command::Health => false,
         }
+    }
+}
+
+/// Which events `watch` and `events` show.
+#[derive(Debug, Args)]
+pub struct Which {
+    /// Only this feature's events.
+    #[arg(long = "feature")]
+    feature_id: Option<String>,
+    /// Only these types (repeat, or separate by commas): workflow.transitioned,
+    /// gate.overdue, consultation.created, consultation.updated.
+    #[arg(long = "type", value_delimiter = ',')]
+    types: Vec<String>,
+}
+
+impl Which {
+    /// The query of these events after `after`, `limit` to a page.
+    fn query(&self, after: Option<u64>, limit: u32) -> Result<EventsQuery, Failure> {
+        let limit = limit.to_string();
+        let mut pairs: Vec<(&str, &str)> = vec![("limit", &limit)];
+        if let Some(id) = &self.feature_id {
+            pairs.push(("feature_id", id));
+        }
+        let types = self.types.join(",");
+        if !types.is_empty() {
+            pairs.push(("type", &types));
+        }
+        let mut query = EventsQuery::parse_query(pairs)
+            .map_err(|e| Failure::Usage(format!("{}: {}", e.field, e.rule)))?;
+        query.after = after;
+        Ok(query)
     }
 }
 
@@ -582,42 +606,17 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
         Command::Summary => print(out, &client.get_summary().await?),
         Command::Webhooks(command) => webhooks(&client, command, out).await?,
         Command::Events {
-            feature_id,
-            types,
+            which,
             after,
             limit,
-        } => {
-            let limit = limit.to_string();
-            let mut pairs: Vec<(&str, &str)> = vec![("limit", &limit)];
-            if let Some(id) = &feature_id {
-                pairs.push(("feature_id", id));
-            }
-            let types = types.join(",");
-            if !types.is_empty() {
-                pairs.push(("type", &types));
-            }
-            let mut query = EventsQuery::parse_query(pairs)
-                .map_err(|e| Failure::Usage(format!("{}: {}", e.field, e.rule)))?;
-            query.after = after;
-            print(out, &client.list_events(&query).await?)
-        }
+        } => print(out, &client.list_events(&which.query(after, limit)?).await?),
         Command::Watch {
-            feature_id,
-            types,
+            which,
             after,
             count,
             json,
         } => {
-            let mut pairs: Vec<(&str, String)> = Vec::new();
-            if let Some(id) = &feature_id {
-                pairs.push(("feature_id", id.clone()));
-            }
-            if !types.is_empty() {
-                pairs.push(("type", types.join(",")));
-            }
-            let mut query = EventsQuery::parse_query(pairs.iter().map(|(k, v)| (*k, v.as_str())))
-                .map_err(|e| Failure::Usage(format!("{}: {}", e.field, e.rule)))?;
-            query.after = after;
+            let query = which.query(after, EventsQuery::DEFAULT_LIMIT)?;
             let mut events = client.stream_events(query);
             // A server that cannot be reached at the start is the caller's error (exit 3),
             // not a reconnection to wait for; one that answers 5xx (starting, draining, its
