@@ -193,6 +193,10 @@ pub struct Feed {
     wake: tokio::sync::Notify,
     /// The reads of the log the feed has started (see `FeedBatch::ends`).
     reads: AtomicU64,
+    /// The furthest id a stream's own catch-up sent, which may be past the feed's position:
+    /// a read that finds nothing new but a log ending before it still says where the log
+    /// ends, or a stream past that end would wait for ids the log gives again.
+    furthest: AtomicU64,
 }
 
 impl Default for Feed {
@@ -201,6 +205,7 @@ impl Default for Feed {
             sender: broadcast::channel(BROADCAST_CAPACITY).0,
             wake: tokio::sync::Notify::new(),
             reads: AtomicU64::new(0),
+            furthest: AtomicU64::new(0),
         }
     }
 }
@@ -304,6 +309,11 @@ impl Feed {
                     // No receiver is fine: nobody is streaming.
                     let batch = FeedBatch::new(batch).read_by(read, page.last_id);
                     let _ = self.sender.send(Arc::new(batch));
+                }
+                if page.events.is_empty() && page.last_id < self.furthest.load(Ordering::SeqCst) {
+                    // Nothing new for the feed, but a stream caught up past the log's end.
+                    let end = FeedBatch::new(&[]).read_by(read, page.last_id);
+                    let _ = self.sender.send(Arc::new(end));
                 }
                 last = page.next_after;
                 if !full {
@@ -466,6 +476,7 @@ async fn forward(
     // The feed's reads from now on found a log at least as long as the one just read, unless
     // it went back.
     let settled = app.feed().reads.load(Ordering::SeqCst);
+    app.feed().furthest.fetch_max(sent, Ordering::SeqCst);
     // Then live.
     let mut heartbeat = tokio::time::interval(app.limits().events.heartbeat);
     heartbeat.reset();
