@@ -233,10 +233,11 @@ impl From<EventWithEntry> for StoredEvent {
     }
 }
 
-/// The event `row` holds, or `None` (logged) if it does not decode (a type a newer version
-/// wrote before a downgrade, a damaged row): passed over, for one such row must not stop every
-/// reader of the log (the event pages and stream, webhooks, and retention, which waits for the
-/// webhooks' marks), as a 500 on each read would.
+/// The event `row` holds, or `None` (logged) if it does not decode (a damaged row; for
+/// webhooks, which read every type, also a type a newer version wrote before a downgrade):
+/// passed over, for one such row must not stop every reader of the log (the event pages and
+/// stream, webhooks, and retention, which waits for the webhooks' marks), as a 500 on each
+/// read would.
 fn readable_event(row: EventWithEntry) -> Option<Event> {
     let id = row.0.id;
     Event::try_from(StoredEvent::from(row))

@@ -139,12 +139,6 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
     let now = app.now();
     let last_event_id = orchestrator.last_event_id().await?;
     let summary = orchestrator.summary().await?;
-    let page_of = |state, overdue, limit| ListQuery {
-        state: Some(state),
-        overdue,
-        after: None,
-        limit: PageLimit::parse(limit).unwrap_or_default(),
-    };
     // The earliest due first (the overdue ones among them), up to the limit.
     let gates = orchestrator.gates_by_due(LIST_LIMIT).await?;
     let mut waiting = Vec::with_capacity(gates.len());
@@ -179,7 +173,13 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
     };
     let mut others = Vec::with_capacity(states.len());
     for state in states {
-        let page = orchestrator.list(&page_of(state, false, per_state)).await?;
+        let query = ListQuery {
+            state: Some(state),
+            overdue: false,
+            after: None,
+            limit: PageLimit::parse(per_state).unwrap_or_default(),
+        };
+        let page = orchestrator.list(&query).await?;
         others.push(views::Group {
             state,
             total: summary.counts.get(state),
