@@ -13,6 +13,14 @@ use crate::{Client, ClientError, Result};
 const IDLE: Duration = Duration::from_secs(60);
 /// Longest pause between reconnection attempts.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// How long a connection must have lasted, if it delivered no event, for its end to be
+/// taken as a normal one (reconnect at once) rather than as a failure (reconnect after a
+/// pause that grows): a server or proxy that closes every stream as soon as it opens is not
+/// asked again ten times a second.
+const HEALTHY: Duration = Duration::from_secs(10);
+/// The most bytes one message may hold. The server's longest event (a consultation whose
+/// answer, rationale and reviewer's text are at their limits) is a few MiB at most.
+pub(crate) const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// The events of `GET /events/stream`, one at a time, resumed by id across disconnects and
 /// server restarts. Made by [`Client::stream_events`].
@@ -32,7 +40,10 @@ pub struct EventStream {
     /// The last id delivered; where a reconnection resumes.
     last: Option<u64>,
     response: Option<reqwest::Response>,
-    buffer: Vec<u8>,
+    /// When the current connection was made, and whether it delivered an event yet.
+    connected_at: std::time::Instant,
+    delivered: bool,
+    buffer: Messages,
     failures: u32,
     ended: bool,
 }
@@ -44,7 +55,9 @@ impl EventStream {
             last: query.after,
             query,
             response: None,
-            buffer: Vec::new(),
+            connected_at: std::time::Instant::now(),
+            delivered: false,
+            buffer: Messages::default(),
             failures: 0,
             ended: false,
         }
@@ -124,6 +137,8 @@ impl EventStream {
         match self.connect().await {
             Ok(response) => {
                 self.response = Some(response);
+                self.connected_at = std::time::Instant::now();
+                self.delivered = false;
                 self.buffer.clear();
                 Ok(())
             }
@@ -137,34 +152,52 @@ impl EventStream {
 
     /// Reads the next chunk of the connection into the buffer. A connection the server closed
     /// (it stopped, or this consumer fell behind) or one idle too long is dropped, to resume by
-    /// id at the next connection; a transport failure is recorded and returned.
+    /// id at the next connection; a transport failure is recorded and returned, and so is a
+    /// message too long to hold, which ends the stream.
     async fn read_more(&mut self) -> Result<()> {
         let Some(response) = self.response.as_mut() else {
             return Ok(());
         };
         match tokio::time::timeout(IDLE, response.chunk()).await {
             Ok(Ok(Some(bytes))) => {
-                self.failures = 0;
-                self.buffer.extend_from_slice(&bytes);
+                self.buffer.push(&bytes);
+                if self.buffer.overflowed() {
+                    self.response = None;
+                    self.ended = true;
+                    return Err(ClientError::MessageTooLong { limit: MAX_MESSAGE });
+                }
             }
-            Ok(Ok(None)) | Err(_) => self.response = None,
+            Ok(Ok(None)) | Err(_) => self.dropped(false),
             Ok(Err(e)) => {
-                self.response = None;
-                self.failures += 1;
+                self.dropped(true);
                 return Err(e.into());
             }
         }
         Ok(())
     }
 
+    /// Forgets a connection that ended (`failed`: with a transport error). One that delivered
+    /// an event or lasted [`HEALTHY`] ended normally, and the next is made at once (after a
+    /// short pause if it failed); any other counts as one failure more, and the pause before
+    /// the next grows.
+    fn dropped(&mut self, failed: bool) {
+        self.response = None;
+        let healthy = self.delivered || self.connected_at.elapsed() >= HEALTHY;
+        self.failures = match (healthy, failed) {
+            (true, false) => 0,
+            (true, true) => 1,
+            (false, _) => self.failures + 1,
+        };
+    }
+
     /// Whether the buffer holds a whole first message; if that is the server's opening
     /// message (only `id:`, where the stream starts), it is taken and its id noted.
     fn first_message_read(&mut self) -> bool {
-        let Some(end) = message_end(&self.buffer) else {
+        let Some(first) = self.buffer.peek() else {
             return false;
         };
-        if let Some(start) = start_id(&String::from_utf8_lossy(&self.buffer[..end])) {
-            self.buffer.drain(..end + 2);
+        if let Some(start) = start_id(&String::from_utf8_lossy(first)) {
+            self.buffer.take();
             self.note_start(start);
         }
         true
@@ -205,8 +238,7 @@ impl EventStream {
     /// Parses the next whole message in the buffer, skipping comments and heartbeats.
     fn take_buffered(&mut self) -> Option<Result<CloudEvent>> {
         loop {
-            let end = message_end(&self.buffer)?;
-            let message: Vec<u8> = self.buffer.drain(..end + 2).collect();
+            let message = self.buffer.take()?;
             let text = String::from_utf8_lossy(&message);
             let data: Vec<&str> = text
                 .lines()
@@ -233,14 +265,82 @@ impl EventStream {
                 continue;
             }
             self.last = Some(event.seq());
+            self.delivered = true;
             return Some(Ok(event));
         }
     }
 }
 
-/// Where the first whole SSE message in `buffer` ends (before its blank line).
-fn message_end(buffer: &[u8]) -> Option<usize> {
-    buffer.windows(2).position(|w| w == b"\n\n")
+/// The bytes of a stream not yet taken as whole messages, with every line ending (`\r\n`,
+/// `\r` or `\n`: the event-stream format allows all three) stored as `\n`, so a message ends
+/// at the first `\n\n`.
+#[derive(Debug, Default)]
+struct Messages {
+    bytes: Vec<u8>,
+    /// The last chunk ended in `\r`: a `\n` opening the next belongs to it.
+    after_cr: bool,
+    /// How far the search for a message's end has looked without finding one.
+    searched: usize,
+}
+
+impl Messages {
+    /// Appends a chunk as it came off the connection.
+    fn push(&mut self, chunk: &[u8]) {
+        if !self.after_cr && !chunk.contains(&b'\r') {
+            self.bytes.extend_from_slice(chunk);
+            return;
+        }
+        for &byte in chunk {
+            match byte {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\r' => {
+                    self.bytes.push(b'\n');
+                    self.after_cr = true;
+                }
+                other => {
+                    self.bytes.push(other);
+                    self.after_cr = false;
+                }
+            }
+        }
+    }
+
+    /// Where the first whole message ends (before its blank line), looking only at bytes not
+    /// searched before.
+    fn end(&mut self) -> Option<usize> {
+        let from = self.searched.saturating_sub(1);
+        match self.bytes[from..].windows(2).position(|w| w == b"\n\n") {
+            Some(at) => Some(from + at),
+            None => {
+                self.searched = self.bytes.len();
+                None
+            }
+        }
+    }
+
+    /// The first whole message, left in place.
+    fn peek(&mut self) -> Option<&[u8]> {
+        let end = self.end()?;
+        Some(&self.bytes[..end])
+    }
+
+    /// Takes the first whole message.
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let end = self.end()?;
+        let mut message: Vec<u8> = self.bytes.drain(..end + 2).collect();
+        message.truncate(end);
+        self.searched = 0;
+        Some(message)
+    }
+
+    /// Whether an unfinished message outgrew [`MAX_MESSAGE`].
+    fn overflowed(&mut self) -> bool {
+        self.bytes.len() > MAX_MESSAGE && self.end().is_none()
+    }
+
+    fn clear(&mut self) {
+        *self = Messages::default();
+    }
 }
 
 /// The id of a message with an `id:` line and no `data:` (the server's opening message).
@@ -268,7 +368,95 @@ fn retryable(error: &ClientError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::start_id;
+    use super::{MAX_MESSAGE, Messages, start_id};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A server that answers every stream with its opening message and closes it at once.
+    fn closing_server() -> (String, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { break };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut byte = [0; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let body = "id: 5\n\n";
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (address, connections)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_every_stream_at_once_is_asked_again_after_growing_pauses() {
+        let (address, connections) = closing_server();
+        let client = crate::Client::new(address).unwrap();
+        let mut stream = client.stream_events(Default::default());
+        let next = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await;
+        assert!(next.is_err(), "no event ever comes");
+        // At once, then after 0.4 s and 1.2 s (the pauses double): not a connection a moment.
+        let made = connections.load(Ordering::SeqCst);
+        assert!((2..=4).contains(&made), "{made} connections in 1.5 s");
+        assert_eq!(stream.last_event_id(), Some(5));
+    }
+
+    fn messages(chunks: &[&[u8]]) -> Vec<String> {
+        let mut buffer = Messages::default();
+        let mut taken = Vec::new();
+        for chunk in chunks {
+            buffer.push(chunk);
+            while let Some(message) = buffer.take() {
+                taken.push(String::from_utf8(message).unwrap());
+            }
+        }
+        taken
+    }
+
+    #[test]
+    fn every_line_ending_the_format_allows_ends_a_message() {
+        let expected = ["id: 1\ndata: a", ": heartbeat", "id: 2\ndata: b\ndata: c"];
+        for ending in ["\n", "\r\n", "\r"] {
+            let stream = format!(
+                "id: 1{e}data: a{e}{e}: heartbeat{e}{e}id: 2{e}data: b{e}data: c{e}{e}",
+                e = ending
+            );
+            // Whole, and cut at every byte (a CR and its LF in different chunks included).
+            assert_eq!(messages(&[stream.as_bytes()]), expected, "{ending:?}");
+            for cut in 1..stream.len() {
+                let (head, tail) = stream.as_bytes().split_at(cut);
+                assert_eq!(messages(&[head, tail]), expected, "{ending:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_that_never_ends_is_noticed_once_it_is_too_long() {
+        let mut buffer = Messages::default();
+        buffer.push(b"data: ");
+        let chunk = vec![b'x'; 64 * 1024];
+        while buffer.bytes.len() <= MAX_MESSAGE {
+            assert!(!buffer.overflowed());
+            buffer.push(&chunk);
+        }
+        assert!(buffer.overflowed());
+        // One that long but whole is taken.
+        buffer.push(b"\n\n");
+        assert!(!buffer.overflowed());
+        assert!(buffer.take().is_some_and(|m| m.len() > MAX_MESSAGE));
+    }
 
     #[test]
     fn only_a_message_with_an_id_and_no_data_names_the_start() {

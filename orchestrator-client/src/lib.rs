@@ -77,6 +77,14 @@ pub enum ClientError {
     /// The base URL is not a usable http(s) URL.
     #[error("invalid base url '{0}'")]
     InvalidBaseUrl(String),
+    /// An event stream sent a message longer than the client holds (the server's are far
+    /// shorter: this is not an orchestrator, or something between garbles the stream). The
+    /// stream ends.
+    #[error("an event stream message grew past {limit} bytes without ending")]
+    MessageTooLong {
+        /// The most bytes one message may hold.
+        limit: usize,
+    },
 }
 
 impl ClientError {

@@ -522,7 +522,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_the_spec() {
+    fn defaults_are_the_documented_ones() {
         let config = parse(&[]).unwrap();
         assert_eq!(config.bind_address().to_string(), "0.0.0.0:8000");
         assert_eq!(

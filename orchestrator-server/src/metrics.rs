@@ -18,8 +18,11 @@ use prometheus_client::registry::Registry;
 use crate::storage::StorageMetrics;
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+/// Up to five minutes: a request that consults the Agent Hub waits for its answer (up to
+/// `AGENT_HUB_TIMEOUT_SECONDS`, 330 by default), and so does a webhook's receiver.
+const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0,
+    300.0,
 ];
 
 /// The content type of [`Metrics::render`]'s text.
@@ -72,6 +75,7 @@ pub struct Metrics {
     transitions: Family<TriggerLabels, Counter>,
     workflows: Family<StateLabels, Gauge>,
     gates_overdue: Gauge,
+    store_readable: Gauge,
     gate_expiries: Family<ExpiryLabels, Counter>,
     hub_calls: Family<HubLabels, Counter>,
     webhook_attempts: Family<AttemptLabels, Counter>,
@@ -127,6 +131,13 @@ impl Metrics {
             "Stays at the gate past their deadline (read when scraped)",
             gates_overdue.clone(),
         );
+        let store_readable = Gauge::default();
+        registry.register(
+            "orchestrator_store_readable",
+            "1 if this scrape read the store; 0 if it could not, and the gauges read when \
+             scraped still hold what the last scrape that could read found",
+            store_readable.clone(),
+        );
         let gate_expiries = Family::<ExpiryLabels, Counter>::default();
         registry.register(
             "orchestrator_gate_expiries",
@@ -174,6 +185,11 @@ impl Metrics {
             storage.pool_wait.clone(),
         );
         registry.register(
+            "orchestrator_db_pool_timeouts",
+            "Requests that gave up waiting for a database connection (answered 503)",
+            storage.pool_timeouts.clone(),
+        );
+        registry.register(
             "orchestrator_db_pool_connections_in_use",
             "Database connections in use",
             storage.pool_in_use.clone(),
@@ -195,6 +211,7 @@ impl Metrics {
             transitions,
             workflows,
             gates_overdue,
+            store_readable,
             gate_expiries,
             hub_calls,
             webhook_attempts,
@@ -251,8 +268,9 @@ impl Metrics {
     }
 
     /// The OpenMetrics text of every metric; `summary` (when storage answered) sets the
-    /// workflows-by-state and overdue gauges first.
+    /// workflows-by-state and overdue gauges first, and whether it did, the store-readable one.
     pub fn render(&self, summary: Option<&Summary>) -> String {
+        self.store_readable.set(i64::from(summary.is_some()));
         if let Some(summary) = summary {
             self.gates_overdue
                 .set(i64::try_from(summary.overdue).unwrap_or(i64::MAX));
@@ -316,7 +334,26 @@ mod tests {
             r#"orchestrator_agent_hub_calls_total{operation="ask",outcome="unavailable"} 1"#,
             r#"orchestrator_db_commit_batch_size_bucket{le="4.0"} 1"#,
             "orchestrator_db_advances_rejudged_total 1",
+            "orchestrator_store_readable 1",
             "# EOF",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_scrape_that_cannot_read_the_store_says_so_and_counts_pool_timeouts() {
+        let storage = StorageMetrics::default();
+        let metrics = Metrics::new(&storage);
+        storage.pool_timeouts.inc();
+        // A request that waited minutes for the Agent Hub lands in a bucket of its own.
+        metrics.request("/ask", &Method::POST, 200, Duration::from_secs(100));
+        let text = metrics.render(None);
+        for expected in [
+            "orchestrator_store_readable 0",
+            "orchestrator_db_pool_timeouts_total 1",
+            r#"orchestrator_http_request_duration_seconds_bucket{le="60.0",route="/ask"} 0"#,
+            r#"orchestrator_http_request_duration_seconds_bucket{le="300.0",route="/ask"} 1"#,
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }

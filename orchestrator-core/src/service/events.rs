@@ -10,7 +10,8 @@ pub struct EventPage {
     /// The events, in id order.
     pub events: Vec<Event>,
     /// Where the next read starts: the last event's id (or the last row passed over after
-    /// it), or the `after` read from.
+    /// it), or on an empty page the `after` read from (without one, the last id retention
+    /// deleted, 0 if none).
     pub next_after: u64,
     /// The newest event's id when the page was read.
     pub last_id: u64,
@@ -50,12 +51,18 @@ impl Orchestrator {
                 last_id: slice.last_id,
             });
         }
+        // An empty page read from the oldest event kept resumes where retention ended, not at
+        // 0: every id up to there is gone, and `after=0` would be refused as expired.
+        let empty = match after {
+            Some(after) => after,
+            None => slice.purged_through,
+        };
         let last_event = slice.events.last().map(|e| e.id);
         let next_after = last_event
             .into_iter()
             .chain(slice.unreadable.last().copied())
             .max()
-            .unwrap_or(from);
+            .unwrap_or(empty);
         let read = slice.events.len() + slice.unreadable.len();
         Ok(EventPage {
             full: read >= limit as usize,

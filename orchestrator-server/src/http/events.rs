@@ -310,10 +310,19 @@ impl Feed {
                     let batch = FeedBatch::new(batch).read_by(read, page.last_id);
                     let _ = self.sender.send(Arc::new(batch));
                 }
-                if page.events.is_empty() && page.last_id < self.furthest.load(Ordering::SeqCst) {
-                    // Nothing new for the feed, but a stream caught up past the log's end.
+                let furthest = self.furthest.load(Ordering::SeqCst);
+                if page.events.is_empty() && page.last_id < furthest {
+                    // Nothing new for the feed, but a stream caught up past the log's end:
+                    // once told where the log ends, the streams past it end, and later reads
+                    // need not say it again (unless another catch-up went past it since).
                     let end = FeedBatch::new(&[]).read_by(read, page.last_id);
                     let _ = self.sender.send(Arc::new(end));
+                    let _ = self.furthest.compare_exchange(
+                        furthest,
+                        page.last_id,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
                 }
                 last = page.next_after;
                 if !full {

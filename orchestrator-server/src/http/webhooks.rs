@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use orchestrator_core::api::{CreateWebhookRequest, Webhook};
@@ -47,6 +47,10 @@ const MAX_CHECK_LOOKUPS: usize = 1;
 const CHECK_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events read per enqueue.
 const ENQUEUE_BATCH: u32 = 500;
+/// How long one round may spend enqueueing, past each webhook's first batch: a backlog (a
+/// burst of changes, many webhooks, a slow database) is worked off over several rounds, so the
+/// claims and the outcomes of the attempts that ended wait for it no longer than this.
+const ENQUEUE_BUDGET: Duration = Duration::from_secs(5);
 /// Longest URL.
 const MAX_URL_LEN: usize = 2048;
 /// Longest description.
@@ -88,6 +92,7 @@ impl Webhooks {
             .dns_resolver(Arc::new(Resolver {
                 public_only: !policy.allow_private_networks,
                 lookups: Lookups::new(MAX_LOOKUPS),
+                hosts: Mutex::default(),
             }))
             .build()?;
         Ok(Webhooks {
@@ -352,18 +357,75 @@ impl Lookups {
 /// Resolves the deliveries' names through [`Lookups`], and unless private networks are
 /// allowed keeps only public addresses, so a name that changes to a private address after
 /// its webhook was created is refused at delivery.
+///
+/// One host is looked up once at a time, and its answer (or failure) is kept for
+/// [`REMEMBER_LOOKUP`]: the attempts of a receiver whose name servers are slow wait for that
+/// one lookup instead of each taking a turn, so they hold one of the [`MAX_LOOKUPS`] turns,
+/// not all of them, and the other webhooks' names are still looked up.
 struct Resolver {
     public_only: bool,
     lookups: Lookups,
+    hosts: Mutex<HashMap<String, Arc<HostLookup>>>,
+}
+
+/// The last lookup of one host: held while the host is being looked up.
+type HostLookup =
+    tokio::sync::Mutex<Option<(tokio::time::Instant, Result<Vec<SocketAddr>, String>)>>;
+
+/// How long a lookup's answer is used for the host's next attempts.
+const REMEMBER_LOOKUP: Duration = Duration::from_secs(30);
+/// Hosts whose lookups are kept, past which those not in use and out of date are forgotten.
+const HOSTS_KEPT: usize = 1024;
+
+impl Resolver {
+    /// The addresses of `host`: the last answer if it is recent, or else a new lookup (one at
+    /// a time per host). The lookup goes on, and its answer is kept, when the caller stops
+    /// waiting (its attempt timed out), so the host's next attempt does not start another.
+    async fn addresses(
+        lookups: Lookups,
+        entry: Arc<HostLookup>,
+        host: String,
+    ) -> std::io::Result<Vec<SocketAddr>> {
+        let looked_up = tokio::spawn(async move {
+            let mut last = entry.lock_owned().await;
+            match last.as_ref() {
+                Some((at, found)) if at.elapsed() < REMEMBER_LOOKUP => found.clone(),
+                _ => {
+                    let found = lookups.lookup(&host, 0).await.map_err(|e| e.to_string());
+                    *last = Some((tokio::time::Instant::now(), found.clone()));
+                    found
+                }
+            }
+        });
+        looked_up
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)
+    }
+
+    /// The record of `host`'s lookups, made if it has none.
+    fn entry(&self, host: &str) -> Arc<HostLookup> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if hosts.len() >= HOSTS_KEPT && !hosts.contains_key(host) {
+            hosts.retain(|_, entry| {
+                Arc::strong_count(entry) > 1
+                    || entry.try_lock().map_or(true, |last| {
+                        last.as_ref()
+                            .is_some_and(|(at, _)| at.elapsed() < REMEMBER_LOOKUP)
+                    })
+            });
+        }
+        hosts.entry(host.to_owned()).or_default().clone()
+    }
 }
 
 impl reqwest::dns::Resolve for Resolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
         let (public_only, lookups) = (self.public_only, self.lookups.clone());
+        let entry = self.entry(&host);
         Box::pin(async move {
-            let found: Vec<SocketAddr> = lookups
-                .lookup(&host, 0)
+            let found: Vec<SocketAddr> = Resolver::addresses(lookups, entry, host.clone())
                 .await?
                 .into_iter()
                 .filter(|a| !public_only || is_public_address(a.ip()))
@@ -423,6 +485,13 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
             if ticked && !enqueue(&app, webhooks, &mut enqueued_through).await? {
                 return Ok(false);
             }
+            // The outcomes of attempts that ended while it enqueued are stored before the
+            // claim: a delivery sent, its outcome not stored and its lease run out, would be
+            // claimed and sent again.
+            while let Some(done) = flights.attempts.try_join_next_with_id() {
+                ended.extend(flights.landed(done));
+            }
+            record(webhooks, &mut ended).await;
             claim(&app, webhooks, &slots, &mut flights).await
         };
         busy = round.await.unwrap_or_else(|e: RepositoryError| {
@@ -490,7 +559,7 @@ impl InFlight {
 /// Turns each webhook's new events into deliveries; false when there is no webhook. Writes
 /// nothing when no event was committed since every webhook was last brought up to `through`
 /// (the log's last id then; moved here). One webhook's failure is logged and the others go
-/// on.
+/// on. Past [`ENQUEUE_BUDGET`] each webhook gets one batch, and the next round goes on.
 async fn enqueue(
     app: &App,
     webhooks: &Webhooks,
@@ -512,6 +581,7 @@ async fn enqueue(
     if *through == Some(last) {
         return Ok(true);
     }
+    let budget = tokio::time::Instant::now() + ENQUEUE_BUDGET;
     let mut every = true;
     for webhook in &subscribed {
         let brought = async {
@@ -519,12 +589,19 @@ async fn enqueue(
                 .enqueue_deliveries(&webhook.id, app.now(), ENQUEUE_BATCH)
                 .await?
                 >= u64::from(ENQUEUE_BATCH)
-            {}
-            Ok::<_, RepositoryError>(())
+            {
+                if tokio::time::Instant::now() >= budget {
+                    return Ok(false);
+                }
+            }
+            Ok::<_, RepositoryError>(true)
         };
-        if let Err(e) = brought.await {
-            every = false;
-            tracing::warn!(webhook = %webhook.id, error = %e, "could not enqueue a webhook's deliveries; retrying");
+        match brought.await {
+            Ok(all) => every &= all,
+            Err(e) => {
+                every = false;
+                tracing::warn!(webhook = %webhook.id, error = %e, "could not enqueue a webhook's deliveries; retrying");
+            }
         }
     }
     *through = every.then_some(last);
@@ -676,5 +753,38 @@ mod tests {
         let response = ApiError::LookupsBusy.into_response();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["retry-after"], "5");
+    }
+
+    #[tokio::test]
+    async fn a_hosts_recent_answer_needs_no_turn() {
+        let resolver = Resolver {
+            public_only: false,
+            lookups: Lookups::new(1),
+            hosts: Mutex::default(),
+        };
+        let resolve = |host: &str| {
+            Resolver::addresses(
+                resolver.lookups.clone(),
+                resolver.entry(host),
+                host.to_owned(),
+            )
+        };
+        let first = resolve("localhost").await.unwrap();
+        assert!(!first.is_empty());
+        // Every turn taken, as by a lookup the name servers never answer: the host looked up a
+        // moment ago is answered from memory, another host waits for a turn.
+        let held = resolver.lookups.turn().await.unwrap();
+        assert_eq!(resolve("localhost").await.unwrap(), first);
+        let other = tokio::time::timeout(Duration::from_millis(200), resolve("127.0.0.1")).await;
+        assert!(other.is_err(), "another host needs a turn");
+        // Many attempts at once of a host not yet known queue behind its one lookup, and all
+        // are answered once the turn frees.
+        let waiting: Vec<_> = (0..8).map(|_| tokio::spawn(resolve("127.0.0.1"))).collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held);
+        for attempt in waiting {
+            assert!(!attempt.await.unwrap().unwrap().is_empty());
+        }
+        assert_eq!(resolver.hosts.lock().unwrap().len(), 2);
     }
 }

@@ -216,7 +216,7 @@ pub enum ErrorShape {
         /// The wrapper.
         detail: ErrorEnvelope,
     },
-    /// `{"error": {…}}`: its spec's and future versions' form.
+    /// `{"error": {…}}`: the form the hub documents, and its future versions'.
     TopLevel(ErrorEnvelope),
     /// `{"detail": [{"type", "loc", "msg", …}]}`: a body that failed validation (422).
     Validation {

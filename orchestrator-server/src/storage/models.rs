@@ -615,17 +615,24 @@ impl WebhookRow {
         }
     }
 
+    /// The types the webhook takes (none: every type). A name this version does not know (a
+    /// newer one stored it, before a downgrade) is left out, so the webhook still takes the
+    /// types it knows; a webhook that names only such types takes none of this version's
+    /// events, not all of them, so it does not decode.
     fn types(&self) -> Result<Vec<EventType>, CorruptRow> {
-        self.event_types
-            .split_whitespace()
-            .map(|name| {
-                EventType::parse(name).ok_or_else(|| CorruptRow {
-                    table: "webhooks",
-                    key: self.id.clone(),
-                    problem: format!("event_types: unknown type {name}"),
-                })
-            })
-            .collect()
+        let names: Vec<&str> = self.event_types.split_whitespace().collect();
+        let known: Vec<EventType> = names.iter().filter_map(|n| EventType::parse(n)).collect();
+        if known.is_empty() && !names.is_empty() {
+            return Err(CorruptRow {
+                table: "webhooks",
+                key: self.id.clone(),
+                problem: format!(
+                    "event_types: no type this version knows: {}",
+                    self.event_types
+                ),
+            });
+        }
+        Ok(known)
     }
 
     /// The deliveries of the events in `rows` (read after `enqueued_through`, in id order)
@@ -751,6 +758,21 @@ pub fn convert<R, T: TryFrom<R, Error = CorruptRow>>(
 ) -> Result<Vec<T>, RepositoryError> {
     rows.into_iter()
         .map(|row| T::try_from(row).map_err(corrupt))
+        .collect()
+}
+
+/// The webhooks `rows` hold; one that does not decode is passed over and logged, for it
+/// must not stop every other webhook's deliveries (the worker lists them all each round).
+pub fn readable_webhooks(rows: Vec<WebhookRow>) -> Vec<api::Webhook> {
+    rows.into_iter()
+        .filter_map(|row| {
+            let id = row.id.clone();
+            api::Webhook::try_from(row)
+                .inspect_err(|problem| {
+                    tracing::error!(webhook_id = %id, %problem, "a webhook that does not decode is passed over");
+                })
+                .ok()
+        })
         .collect()
 }
 

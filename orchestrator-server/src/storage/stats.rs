@@ -1,6 +1,6 @@
 //! What the store reports about itself, as metrics the service exposes: how long requests wait
-//! for a connection, how many connections are in use, how many writes share a commit, how
-//! often an advance had to be judged again.
+//! for a connection (and how often they gave up waiting), how many connections are in use, how
+//! many writes share a commit, how often an advance had to be judged again.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,8 +13,10 @@ pub struct StorageMetrics {
     /// Writes committed together in one transaction (the SQLite writer's batch, the PostgreSQL
     /// statement of concurrent advances or of concurrent new workflows).
     pub commit_batch: Histogram,
-    /// Seconds a request waited for a connection.
+    /// Seconds a request waited for a connection it got.
     pub pool_wait: Histogram,
+    /// Requests that gave up waiting for a connection (and answered 503).
+    pub pool_timeouts: Counter,
     /// Connections in use now.
     pub pool_in_use: Gauge,
     /// Connections the pool may hold.
@@ -32,6 +34,7 @@ impl Default for StorageMetrics {
             pool_wait: Histogram::new([
                 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
             ]),
+            pool_timeouts: Counter::default(),
             pool_in_use: Gauge::default(),
             pool_size: Gauge::default(),
             advances_rejudged: Counter::default(),

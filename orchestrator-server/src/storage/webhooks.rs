@@ -22,7 +22,9 @@ use orchestrator_core::api::{DeliveriesPage, Delivery, Webhook};
 use orchestrator_core::webhook::{DeliveryStatus, WebhookSecret};
 use orchestrator_core::{Receipt, RepositoryError, Timestamp};
 
-use super::models::{DeliveryRow, DueRow, ReceiptRow, WebhookRow, convert, micros};
+use super::models::{
+    DeliveryRow, DueRow, ReceiptRow, WebhookRow, convert, micros, readable_webhooks,
+};
 use super::write::{Write, Written};
 
 /// A delivery a replica has claimed: what to POST, where, and with which key. `Debug` leaves
@@ -198,7 +200,7 @@ pub trait WebhookRepository: Send + Sync {
         receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError>;
 
-    /// Every webhook, oldest first.
+    /// Every webhook, oldest first; one whose row does not decode is left out (and logged).
     async fn webhooks(&self) -> Result<Vec<Webhook>, RepositoryError>;
 
     /// One webhook.
@@ -421,7 +423,7 @@ impl<B: WebhookBackend> WebhookRepository for B {
     }
 
     async fn webhooks(&self) -> Result<Vec<Webhook>, RepositoryError> {
-        convert(self.webhook_rows().await?)
+        Ok(readable_webhooks(self.webhook_rows().await?))
     }
 
     async fn webhook(&self, id: &str) -> Result<Option<Webhook>, RepositoryError> {

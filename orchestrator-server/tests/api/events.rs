@@ -370,6 +370,30 @@ async fn resuming_where_retention_deleted_events_is_410() {
             .len(),
         1
     );
+    // A filter nothing kept passes: the empty page resumes where retention ended, not at 0,
+    // which would be refused as expired.
+    let nothing = EventsQuery {
+        filter: EventFilter {
+            feature_id: Some(id("old-0")),
+            types: Vec::new(),
+        },
+        ..EventsQuery::default()
+    };
+    let empty = app.client.list_events(&nothing).await.unwrap();
+    assert!(empty.items.is_empty());
+    assert_eq!(empty.next_after, "3");
+    let again = EventsQuery {
+        after: Some(3),
+        ..nothing
+    };
+    assert!(
+        app.client
+            .list_events(&again)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use orchestrator_client::Client;
 use orchestrator_client::webhooks::{SignatureError, verify_signature};
+use orchestrator_core::EventType;
 use orchestrator_core::api::{
     AdvanceRequest, CreateWebhookRequest, DeliveriesQuery, Delivery, ErrorCode,
     StartWorkflowRequest,
@@ -1049,4 +1050,90 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
         (0, 0, 1)
     );
     assert!(!store.redeliver("wh_b", "msg_nope", now).await.unwrap());
+}
+
+/// A webhook that names a type this version does not know (a newer one stored it, before a
+/// downgrade) still takes the types it knows; one that names only such types is left out,
+/// and neither stops the other webhooks' listing or deliveries.
+async fn webhooks_naming_unknown_types_stop_no_one(
+    url: DatabaseUrl,
+    downgrade: impl AsyncFnOnce(&str),
+) {
+    let store = orchestrator_server::storage::connect(&url, 2)
+        .await
+        .unwrap();
+    let orchestrator = orchestrator_core::Orchestrator::new(store.clone());
+    let secret = orchestrator_core::webhook::WebhookSecret::from_key([7; 32]);
+    for n in ["known", "partly", "unknown"] {
+        let webhook = orchestrator_core::api::Webhook {
+            id: format!("wh_{n}"),
+            url: format!("http://127.0.0.1:9/{n}"),
+            event_types: Vec::new(),
+            description: None,
+            created_at: chrono::Utc::now(),
+        };
+        store.create_webhook(&webhook, &secret, None).await.unwrap();
+    }
+    downgrade(
+        "UPDATE webhooks SET event_types = 'workflow.transitioned workflow.renamed' \
+         WHERE id = 'wh_partly'; \
+         UPDATE webhooks SET event_types = 'workflow.renamed' WHERE id = 'wh_unknown';",
+    )
+    .await;
+    let listed: Vec<(String, Vec<EventType>)> = store
+        .webhooks()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| (w.id, w.event_types))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("wh_known".to_owned(), vec![]),
+            (
+                "wh_partly".to_owned(),
+                vec![EventType::WorkflowTransitioned]
+            ),
+        ]
+    );
+    let start = StartWorkflowRequest::new("after-downgrade", "types");
+    orchestrator.start(start.try_into().unwrap()).await.unwrap();
+    let now = chrono::Utc::now();
+    for id in ["wh_known", "wh_partly"] {
+        assert_eq!(
+            store.enqueue_deliveries(id, now, 500).await.unwrap(),
+            1,
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_webhooks_naming_unknown_types_stop_no_one() {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("w.db");
+    webhooks_naming_unknown_types_stop_no_one(DatabaseUrl::SqliteFile(file.clone()), async |sql| {
+        let mut conn = diesel::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
+        conn.batch_execute(&format!("PRAGMA busy_timeout = 5000; {sql}"))
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_webhooks_naming_unknown_types_stop_no_one() {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    webhooks_naming_unknown_types_stop_no_one(DatabaseUrl::Postgres(db.url.clone()), async |sql| {
+        let mut conn = diesel_async::AsyncPgConnection::establish(&db.url)
+            .await
+            .unwrap();
+        conn.batch_execute(sql).await.unwrap();
+    })
+    .await;
 }

@@ -58,6 +58,8 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// log's among them, so every replica's writes — until the server's TCP keepalive noticed,
 /// hours later.
 const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
+/// How many writes a replica tries at start-up before it says the database is not writable.
+const START_PROBES: u32 = 3;
 /// Longest an operation may take seen from here, network included: a stalled connection is
 /// given up (and discarded) after this, and the request answers 503.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(8);
@@ -120,11 +122,30 @@ impl PgRepository {
             pool,
             metrics,
         };
-        repository
-            .write(Write::Probe(probe_time()))
-            .await
-            .map_err(|e| StorageError::NotWritable(e.to_string()))?;
+        repository.probe_at_start().await?;
         Ok(repository)
+    }
+
+    /// Checks that the database accepts writes, trying [`START_PROBES`] times a second apart:
+    /// a replica starting while the database is busy (other replicas starting, a load spike)
+    /// may see its first write outlast the statement timeout, and should start late rather
+    /// than not at all. A database that refuses writes is found out after the last try.
+    async fn probe_at_start(&self) -> Result<(), StorageError> {
+        let mut tries = 1;
+        loop {
+            match self.write(Write::Probe(probe_time())).await {
+                Ok(_) => return Ok(()),
+                Err(e) if tries < START_PROBES => {
+                    tracing::warn!(
+                        error = %e,
+                        "the database refused a write at start-up (try {tries} of {START_PROBES}); trying again"
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tries += 1;
+                }
+                Err(e) => return Err(StorageError::NotWritable(e.to_string())),
+            }
+        }
     }
 
     /// Runs `op` on a pooled connection within [`QUERY_TIMEOUT`].
@@ -175,7 +196,12 @@ async fn run<T>(
     op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, DieselError>,
 ) -> Result<T, RepositoryError> {
     let asked = std::time::Instant::now();
-    let mut conn = pool.get().await.map_err(unavailable)?;
+    let mut conn = pool.get().await.map_err(|e| {
+        if matches!(e, deadpool::managed::PoolError::Timeout(_)) {
+            metrics.pool_timeouts.inc();
+        }
+        unavailable(e)
+    })?;
     let _in_use = InUse::take(metrics, asked.elapsed());
     let result = tokio::time::timeout(QUERY_TIMEOUT, op(&mut conn)).await;
     settle(conn, result)

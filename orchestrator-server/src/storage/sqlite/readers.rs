@@ -61,7 +61,10 @@ impl Readers {
         let asked = std::time::Instant::now();
         let permit = tokio::time::timeout(POOL_WAIT, self.permits.clone().acquire_owned())
             .await
-            .map_err(|_| busy())?
+            .map_err(|_| {
+                self.metrics.pool_timeouts.inc();
+                busy()
+            })?
             .map_err(|_| busy())?;
         let _in_use = InUse::take(&self.metrics, asked.elapsed());
         let conn = self.idle().pop().ok_or_else(busy)?;
