@@ -310,19 +310,13 @@ impl Feed {
                     let batch = FeedBatch::new(batch).read_by(read, page.last_id);
                     let _ = self.sender.send(Arc::new(batch));
                 }
-                let furthest = self.furthest.load(Ordering::SeqCst);
-                if page.events.is_empty() && page.last_id < furthest {
-                    // Nothing new for the feed, but a stream caught up past the log's end:
-                    // once told where the log ends, the streams past it end, and later reads
-                    // need not say it again (unless another catch-up went past it since).
+                if page.events.is_empty() && page.last_id < self.furthest.load(Ordering::SeqCst) {
+                    // Nothing new for the feed, but a stream caught up past the log's end. Said
+                    // on every such read until the log passes that id again (after a restore,
+                    // an empty batch ten times a second): a stream that caught up while this
+                    // read ran takes only a later read's word, so it is never said just once.
                     let end = FeedBatch::new(&[]).read_by(read, page.last_id);
                     let _ = self.sender.send(Arc::new(end));
-                    let _ = self.furthest.compare_exchange(
-                        furthest,
-                        page.last_id,
-                        Ordering::SeqCst,
-                        Ordering::SeqCst,
-                    );
                 }
                 last = page.next_after;
                 if !full {
@@ -343,7 +337,7 @@ impl Feed {
         ("type" = Option<String>, Query, description = "only these types, comma-separated: workflow.transitioned, gate.overdue, consultation.created, consultation.updated"),
     ),
     responses(
-        (status = 200, description = "the page, in id order; `next_after` is the last item's id, or past it when rows this server cannot read were passed over (the given `after` on an empty page)", body = EventsResponse,
+        (status = 200, description = "the page, in id order; `next_after` is the last item's id, or past it when rows this server cannot read were passed over (on an empty page, the given `after`; without one, the last id retention deleted, 0 if none)", body = EventsResponse,
          example = json!(crate::http::openapi::examples::events())),
     ),
 )]

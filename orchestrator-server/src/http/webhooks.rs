@@ -47,9 +47,10 @@ const MAX_CHECK_LOOKUPS: usize = 1;
 const CHECK_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events read per enqueue.
 const ENQUEUE_BATCH: u32 = 500;
-/// How long one round may spend enqueueing, past each webhook's first batch: a backlog (a
-/// burst of changes, many webhooks, a slow database) is worked off over several rounds, so the
-/// claims and the outcomes of the attempts that ended wait for it no longer than this.
+/// How long one round may spend enqueueing (then it ends after the batch under way): a
+/// backlog (a burst of changes, many webhooks, a slow database) is worked off over several
+/// rounds, so the claims and the outcomes of the attempts that ended wait for it no longer
+/// than this and one batch more.
 const ENQUEUE_BUDGET: Duration = Duration::from_secs(5);
 /// Longest URL.
 const MAX_URL_LEN: usize = 2048;
@@ -358,8 +359,8 @@ impl Lookups {
 /// allowed keeps only public addresses, so a name that changes to a private address after
 /// its webhook was created is refused at delivery.
 ///
-/// One host is looked up once at a time, and its answer (or failure) is kept for
-/// [`REMEMBER_LOOKUP`]: the attempts of a receiver whose name servers are slow wait for that
+/// One host is looked up once at a time, and its answer is kept for [`REMEMBER_LOOKUP`] (a
+/// failure for [`REMEMBER_FAILED_LOOKUP`]): the attempts of a receiver whose name servers are slow wait for that
 /// one lookup instead of each taking a turn, so they hold one of the [`MAX_LOOKUPS`] turns,
 /// not all of them, and the other webhooks' names are still looked up.
 struct Resolver {
@@ -374,6 +375,9 @@ type HostLookup =
 
 /// How long a lookup's answer is used for the host's next attempts.
 const REMEMBER_LOOKUP: Duration = Duration::from_secs(30);
+/// How long a failed lookup is: long enough for the attempts that waited for it, short enough
+/// that a retry (5 s later, by default) looks the name up again.
+const REMEMBER_FAILED_LOOKUP: Duration = Duration::from_secs(2);
 /// Hosts whose lookups are kept, past which those not in use and out of date are forgotten.
 const HOSTS_KEPT: usize = 1024;
 
@@ -389,7 +393,7 @@ impl Resolver {
         let looked_up = tokio::spawn(async move {
             let mut last = entry.lock_owned().await;
             match last.as_ref() {
-                Some((at, found)) if at.elapsed() < REMEMBER_LOOKUP => found.clone(),
+                Some((at, found)) if at.elapsed() < remembered(found) => found.clone(),
                 _ => {
                     let found = lookups.lookup(&host, 0).await.map_err(|e| e.to_string());
                     *last = Some((tokio::time::Instant::now(), found.clone()));
@@ -411,11 +415,20 @@ impl Resolver {
                 Arc::strong_count(entry) > 1
                     || entry.try_lock().map_or(true, |last| {
                         last.as_ref()
-                            .is_some_and(|(at, _)| at.elapsed() < REMEMBER_LOOKUP)
+                            .is_some_and(|(at, found)| at.elapsed() < remembered(found))
                     })
             });
         }
         hosts.entry(host.to_owned()).or_default().clone()
+    }
+}
+
+/// How long the answer `found` is used.
+fn remembered(found: &Result<Vec<SocketAddr>, String>) -> Duration {
+    if found.is_ok() {
+        REMEMBER_LOOKUP
+    } else {
+        REMEMBER_FAILED_LOOKUP
     }
 }
 
@@ -460,6 +473,8 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
     let mut busy = false;
     // The log's last id when every webhook was last brought up to it.
     let mut enqueued_through = None;
+    // The webhook the next enqueue starts with, when the last one ran out of time.
+    let mut enqueue_from = 0;
     let mut ended = Vec::new();
     loop {
         let ticked = tokio::select! {
@@ -482,7 +497,7 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let round = async {
-            if ticked && !enqueue(&app, webhooks, &mut enqueued_through).await? {
+            if ticked && !enqueue(&app, webhooks, &mut enqueued_through, &mut enqueue_from).await? {
                 return Ok(false);
             }
             // The outcomes of attempts that ended while it enqueued are stored before the
@@ -559,11 +574,13 @@ impl InFlight {
 /// Turns each webhook's new events into deliveries; false when there is no webhook. Writes
 /// nothing when no event was committed since every webhook was last brought up to `through`
 /// (the log's last id then; moved here). One webhook's failure is logged and the others go
-/// on. Past [`ENQUEUE_BUDGET`] each webhook gets one batch, and the next round goes on.
+/// on. Once [`ENQUEUE_BUDGET`] is spent (checked after each batch), the round ends and the
+/// next starts with the webhook after the last one served (`first`, an index into the list).
 async fn enqueue(
     app: &App,
     webhooks: &Webhooks,
     through: &mut Option<u64>,
+    first: &mut usize,
 ) -> Result<bool, RepositoryError> {
     let store = webhooks.store();
     // Read before the webhooks: an event committed after it makes the next round look again,
@@ -574,16 +591,19 @@ async fn enqueue(
         .events(u64::MAX - 1, &EventFilter::default(), 1)
         .await?
         .last_id;
+    if *through == Some(last) {
+        return Ok(true);
+    }
     let subscribed = store.webhooks().await?;
     if subscribed.is_empty() {
         return Ok(false);
     }
-    if *through == Some(last) {
-        return Ok(true);
-    }
     let budget = tokio::time::Instant::now() + ENQUEUE_BUDGET;
     let mut every = true;
-    for webhook in &subscribed {
+    let count = subscribed.len();
+    for k in 0..count {
+        let at = (*first + k) % count;
+        let webhook = &subscribed[at];
         let brought = async {
             while store
                 .enqueue_deliveries(&webhook.id, app.now(), ENQUEUE_BATCH)
@@ -597,11 +617,23 @@ async fn enqueue(
             Ok::<_, RepositoryError>(true)
         };
         match brought.await {
-            Ok(all) => every &= all,
+            Ok(true) => {}
+            Ok(false) => {
+                // Out of time: the next round starts with the webhook after this one, so a
+                // backlog of one never keeps the others waiting for theirs.
+                every = false;
+                *first = (at + 1) % count;
+                break;
+            }
             Err(e) => {
                 every = false;
                 tracing::warn!(webhook = %webhook.id, error = %e, "could not enqueue a webhook's deliveries; retrying");
             }
+        }
+        if tokio::time::Instant::now() >= budget && k + 1 < count {
+            every = false;
+            *first = (at + 1) % count;
+            break;
         }
     }
     *through = every.then_some(last);

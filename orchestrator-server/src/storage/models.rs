@@ -761,15 +761,21 @@ pub fn convert<R, T: TryFrom<R, Error = CorruptRow>>(
         .collect()
 }
 
-/// The webhooks `rows` hold; one that does not decode is passed over and logged, for it
-/// must not stop every other webhook's deliveries (the worker lists them all each round).
+/// The webhooks `rows` hold; one that does not decode is passed over and logged (once per
+/// process: the worker lists them every round that finds new events), for it must not stop
+/// every other webhook's deliveries.
 pub fn readable_webhooks(rows: Vec<WebhookRow>) -> Vec<api::Webhook> {
+    static LOGGED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     rows.into_iter()
         .filter_map(|row| {
             let id = row.id.clone();
             api::Webhook::try_from(row)
                 .inspect_err(|problem| {
-                    tracing::error!(webhook_id = %id, %problem, "a webhook that does not decode is passed over");
+                    let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
+                    if logged.insert(id.clone()) {
+                        tracing::error!(webhook_id = %id, %problem, "a webhook that does not decode is passed over; it holds event retention back until it is deleted");
+                    }
                 })
                 .ok()
         })

@@ -197,7 +197,10 @@ async fn run<T>(
 ) -> Result<T, RepositoryError> {
     let asked = std::time::Instant::now();
     let mut conn = pool.get().await.map_err(|e| {
-        if matches!(e, deadpool::managed::PoolError::Timeout(_)) {
+        if matches!(
+            e,
+            deadpool::managed::PoolError::Timeout(deadpool::managed::TimeoutType::Wait)
+        ) {
             metrics.pool_timeouts.inc();
         }
         unavailable(e)
