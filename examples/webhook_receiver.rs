@@ -100,9 +100,13 @@ async fn main() -> anyhow::Result<()> {
         let event = tokio::time::timeout(std::time::Duration::from_secs(15), deliveries.recv())
             .await?
             .ok_or_else(|| anyhow::anyhow!("the receiver stopped"))?;
+        let text = |value: &serde_json::Value| value.as_str().unwrap_or("-").to_owned();
         println!(
             "verified event {}: {} {} → {}",
-            event["id"], event["subject"], event["data"]["from"], event["data"]["to"]
+            text(&event["id"]),
+            text(&event["subject"]),
+            text(&event["data"]["from"]),
+            text(&event["data"]["to"])
         );
     }
     client.delete_webhook(&created.webhook.id).await?;
