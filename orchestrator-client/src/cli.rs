@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use futures_util::{StreamExt, TryStreamExt};
 use orchestrator_core::api::{
     AdvanceRequest, ConsultRequest, ErrorEnvelope, GateRequest, ListWorkflowsParams,
     RespondRequest, StartWorkflowRequest, WorkflowResponse,
@@ -233,8 +234,10 @@ pub enum Command {
         all: bool,
     },
     /// What waits at the gate, oldest first: one line each, with how long it has waited, its
-    /// approvals (`1 of 2`) and, past its deadline, `OVERDUE`. With --actor, only the gates
-    /// that person may still approve. When none waits, stdout stays empty and stderr says so.
+    /// approvals (`1 of 2`), past its deadline `OVERDUE`, and `BLOCKED by N consultations`
+    /// while consultations wait for a human or for the Agent Hub (no approval passes then).
+    /// With --actor, only the gates that person may still approve. When none waits, stdout
+    /// stays empty and stderr says so.
     Gates {
         /// Leave out the gates this person approved already, or completed (unless the gate
         /// allows self-approval); names compare as the gate compares them, whatever their case.
@@ -423,6 +426,24 @@ impl From<ClientError> for Failure {
     fn from(error: ClientError) -> Self {
         Failure::Client(error)
     }
+}
+
+/// How many consultations hold `feature_id`'s gate (waiting for a human or for the hub), as
+/// its own read says; 0 once it left the gate.
+async fn consultations_holding(client: &Client, feature_id: &FeatureId) -> Result<usize, Failure> {
+    let workflow = match client.get_workflow(feature_id).await {
+        Ok(workflow) => workflow,
+        Err(e) if e.code() == Some(orchestrator_core::api::ErrorCode::WorkflowNotFound) => {
+            return Ok(0);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(workflow
+        .gate
+        .blocked_by
+        .iter()
+        .filter(|b| !matches!(b, orchestrator_core::api::Blocker::Approvals { .. }))
+        .count())
 }
 
 fn feature(id: &str) -> Result<FeatureId, Failure> {
@@ -688,16 +709,29 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             };
             waiting.retain(mine);
             waiting.sort_by_key(|w| w.gate.entered_at);
+            // A listing leaves out the consultations that hold a gate: each gate's own read
+            // has them, eight reads at a time.
+            let held: Vec<usize> = futures_util::stream::iter(&waiting)
+                .map(|w| consultations_holding(&client, &w.feature_id))
+                .buffered(8)
+                .try_collect()
+                .await?;
             let now = chrono::Utc::now();
             let lines: Vec<String> = waiting
                 .iter()
-                .map(|w| {
+                .zip(held)
+                .map(|(w, held)| {
                     let waited = w
                         .gate
                         .entered_at
                         .map_or(0, |at| (now - at).num_seconds().max(0));
+                    let blocked = match held {
+                        0 => String::new(),
+                        1 => "BLOCKED by 1 consultation\t".to_owned(),
+                        n => format!("BLOCKED by {n} consultations\t"),
+                    };
                     format!(
-                        "{}\twaiting {}\t{} of {} approvals\t{}{}",
+                        "{}\twaiting {}\t{} of {} approvals\t{}{blocked}{}",
                         w.feature_id,
                         duration(waited),
                         w.gate.approvals.len(),

@@ -318,14 +318,29 @@ async fn gates_lists_what_waits_oldest_first_and_what_each_person_may_still_appr
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     ok(&app, &["approve", "gate-new", "--actor", "alice"]).await;
+    // A security question waits for a human: that gate says it is held.
+    ok(
+        &app,
+        &[
+            "consult",
+            "gate-new",
+            "security",
+            "Is the new gate safe to ship?",
+        ],
+    )
+    .await;
 
     let (code, out, _) = orchestrator(&app.url(""), &["gates"]).await;
     assert_eq!(code, ExitCode::SUCCESS);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines[0].starts_with("gate-old\twaiting "), "{out}");
-    assert!(lines[0].contains("0 of 2 approvals"), "{out}");
-    assert!(lines[1].contains("1 of 2 approvals"), "{out}");
+    assert!(lines[0].contains("0 of 2 approvals\twaiting"), "{out}");
+    assert!(!lines[0].contains("BLOCKED"), "{out}");
+    assert!(
+        lines[1].contains("1 of 2 approvals\tBLOCKED by 1 consultation\twaiting"),
+        "{out}"
+    );
     // Alice approved one already, whatever the case she is named in; the author may approve
     // neither.
     for alice in ["alice", "Alice"] {
