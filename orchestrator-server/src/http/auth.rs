@@ -99,6 +99,18 @@ impl Auth {
         self.check_token(given)
     }
 
+    /// The SHA-256 (hex) of the bearer token `headers` carry, to find its principal again
+    /// later with [`Auth::principal_with_token_hash`]; `None` without one.
+    pub fn token_sha256(headers: &HeaderMap) -> Option<String> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)?;
+        Some(crate::principals::to_hex(&crate::principals::token_hash(
+            token,
+        )))
+    }
+
     /// The caller `token` makes (the board's sign-in), or 401.
     pub fn check_token(&self, given: &str) -> Result<Caller, ApiError> {
         match self {

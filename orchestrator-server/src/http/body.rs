@@ -13,6 +13,11 @@ use super::error::ApiError;
 /// The largest request body accepted, in bytes.
 pub const BODY_LIMIT: usize = 256 * 1024;
 
+/// The largest body of a board form (sign-in, sign-out), in bytes: they hold a token, a name
+/// and a path. Read before anyone is known, a form may not reserve more of the budget than
+/// this, so the connections a server takes cannot hold all of it.
+pub const FORM_LIMIT: usize = 8 * 1024;
+
 /// Memory all request bodies being read may hold together, in KiB. A body reserves its
 /// declared length (or the whole limit when it declares none) before it is read.
 const BODY_BUDGET_KIB: usize = 32 * 1024;
@@ -35,25 +40,26 @@ impl BodyGate {
     }
 }
 
-/// Reads a request body of at most [`BODY_LIMIT`] bytes, within the gate's time and memory
-/// bounds: 413 `PAYLOAD_TOO_LARGE` past the limit, 408 `REQUEST_TIMEOUT` if it does not
-/// arrive in time, 503 `SERVICE_UNAVAILABLE` if too many bodies are being read to reserve its
-/// memory in time.
+/// Reads a request body of at most `limit` bytes ([`BODY_LIMIT`], or [`FORM_LIMIT`]), within
+/// the gate's time and memory bounds: 413 `PAYLOAD_TOO_LARGE` past the limit, 408
+/// `REQUEST_TIMEOUT` if it does not arrive in time, 503 `SERVICE_UNAVAILABLE` if too many
+/// bodies are being read to reserve its memory in time.
 pub async fn read_body(
     headers: &HeaderMap,
     body: Incoming,
     gate: &BodyGate,
+    limit: usize,
 ) -> Result<Bytes, ApiError> {
-    let too_large = ApiError::PayloadTooLarge { limit: BODY_LIMIT };
+    let too_large = ApiError::PayloadTooLarge { limit };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > BODY_LIMIT as u64) {
+    if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large);
     }
     let reserve_kib = declared
-        .map_or(BODY_LIMIT, |len| len as usize)
+        .map_or(limit, |len| len as usize)
         .div_ceil(1024)
         .max(1);
     let deadline = tokio::time::Instant::now() + gate.timeout;
@@ -67,7 +73,7 @@ pub async fn read_body(
         Ok(Ok(permit)) => permit,
         _ => return Err(ApiError::Deadline),
     };
-    let collected = tokio::time::timeout_at(deadline, Limited::new(body, BODY_LIMIT).collect());
+    let collected = tokio::time::timeout_at(deadline, Limited::new(body, limit).collect());
     match collected.await {
         Err(_) => Err(ApiError::RequestTimeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),

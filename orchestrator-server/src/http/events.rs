@@ -384,7 +384,7 @@ pub async fn stream_events(
     app: &App,
     headers: &HeaderMap,
     query: Option<&str>,
-    board_session: Option<String>,
+    holder: Option<Holder>,
 ) -> Result<Response<SseBody>> {
     let mut query = parse_query(query)?;
     if let Some(value) = headers.get("last-event-id") {
@@ -421,7 +421,7 @@ pub async fn stream_events(
         first,
         live,
         queue,
-        board_session,
+        holder,
     ));
     let mut response = Response::new(SseBody { messages });
     let headers = response.headers_mut();
@@ -434,8 +434,7 @@ pub async fn stream_events(
 }
 
 /// Sends one stream's messages until its consumer leaves, falls behind, or the server stops
-/// — or, for a stream opened with a board session, until the session ends (checked at each
-/// heartbeat).
+/// — or, in principals mode, until its holder may no longer read (checked at each heartbeat).
 async fn forward(
     app: App,
     filter: EventFilter,
@@ -443,7 +442,7 @@ async fn forward(
     first: orchestrator_core::EventPage,
     mut live: broadcast::Receiver<Arc<FeedBatch>>,
     queue: mpsc::Sender<Bytes>,
-    board_session: Option<String>,
+    holder: Option<Holder>,
 ) {
     let mut stop = app.closing();
     let orchestrator = app.orchestrator().clone();
@@ -500,10 +499,10 @@ async fn forward(
             _ = stop.wait_for(|stop| *stop) => return,
         };
         let Some(batch) = received else {
-            if let Some(key) = &board_session
-                && !super::board::still_signed_in(&app, key).await
+            if let Some(holder) = &holder
+                && !holder.holds(&app).await
             {
-                tracing::debug!("a board session ended; its stream ends");
+                tracing::info!("a stream's holder may no longer read the events; it ends");
                 return;
             }
             if queue
@@ -531,6 +530,34 @@ async fn forward(
             if queue.send(chunk).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Who holds a stream, asked again at every heartbeat: the stream ends once they could no
+/// longer open it.
+pub enum Holder {
+    /// A board session, by its key: ends when it is signed out, expires, or outlives the
+    /// token or principal that made it.
+    Session(String),
+    /// A principal who opened it with a token: ends when the principals file no longer gives
+    /// that token to that name (removed, or renamed: a new person).
+    Principal {
+        /// The token's SHA-256, hex.
+        token_sha256: String,
+        /// The name it was opened as.
+        name: orchestrator_core::Actor,
+    },
+}
+
+impl Holder {
+    async fn holds(&self, app: &App) -> bool {
+        match self {
+            Holder::Session(key) => super::board::still_signed_in(app, key).await,
+            Holder::Principal { token_sha256, name } => app
+                .auth()
+                .principal_with_token_hash(token_sha256)
+                .is_some_and(|principal| principal.name == *name),
         }
     }
 }

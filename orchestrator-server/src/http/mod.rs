@@ -306,7 +306,7 @@ impl App {
         if route.is_board() {
             let (parts, body) = request.into_parts();
             let body = if parts.method == Method::POST {
-                body::read_body(&parts.headers, body, &self.0.bodies)
+                body::read_body(&parts.headers, body, &self.0.bodies, body::FORM_LIMIT)
                     .await
                     .map_err(fail)?
             } else {
@@ -332,10 +332,21 @@ impl App {
             self.0.auth.authenticate(&parts.headers).map_err(fail)?
         };
         if route == Route::EventStream {
-            let response =
-                events::stream_events(self, &parts.headers, parts.uri.query(), board_session)
-                    .await
-                    .map_err(fail)?;
+            let holder = match (board_session, caller.principal()) {
+                (Some(key), _) => Some(events::Holder::Session(key)),
+                (None, Some(principal)) => {
+                    auth::Auth::token_sha256(&parts.headers).map(|token_sha256| {
+                        events::Holder::Principal {
+                            token_sha256,
+                            name: principal.name.clone(),
+                        }
+                    })
+                }
+                (None, None) => None,
+            };
+            let response = events::stream_events(self, &parts.headers, parts.uri.query(), holder)
+                .await
+                .map_err(fail)?;
             return Ok((Some(route), response.map(Either::Right)));
         }
         if parts.method != Method::POST {
@@ -346,7 +357,7 @@ impl App {
             return Ok((Some(route), response.map(Either::Left)));
         }
         let key = idempotency::key(&parts.headers, &caller).map_err(fail)?;
-        let body = body::read_body(&parts.headers, body, &self.0.bodies)
+        let body = body::read_body(&parts.headers, body, &self.0.bodies, body::BODY_LIMIT)
             .await
             .map_err(fail)?;
         let response = match key {

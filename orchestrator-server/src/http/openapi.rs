@@ -548,7 +548,7 @@ fn when(code: ErrorCode) -> &'static str {
         ValidationError => "a field or parameter breaks a rule; details[0] names it",
         InvalidJson => "the body is not JSON, or not this endpoint's shape",
         UnsupportedMediaType => "the body was sent without a JSON content type",
-        PayloadTooLarge => "the body is over 256 KiB",
+        PayloadTooLarge => "the body is over 256 KiB (a board form: over 8 KiB)",
         Unauthorized => "the bearer token is missing or wrong",
         Forbidden => {
             "the token's principal lacks the role this needs (details name it), an agent tried to approve, reject or answer an escalation, or a write with the board's session cookie lacked its CSRF token or came from another origin"

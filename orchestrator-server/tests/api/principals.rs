@@ -274,6 +274,7 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
         .env("PORT", port.to_string())
         .env("DATABASE_URL", "sqlite::memory:")
         .env("ORCHESTRATOR_PRINCIPALS_FILE", &file)
+        .env("EVENTS_HEARTBEAT_SECONDS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -322,7 +323,15 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // A principal removed while the server runs is refused after SIGHUP; the others stay.
+    // A principal removed while the server runs is refused after SIGHUP, and the event
+    // stream it had open ends at its next heartbeat; the others stay.
+    let mut bobs_stream = reqwest::Client::new()
+        .get(format!("{url}/events/stream?after=0"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bobs_stream.status(), reqwest::StatusCode::OK);
     let remove = || {
         server()
             .args(["principal", "remove", "--file"])
@@ -343,6 +352,11 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
         assert!(Instant::now() < deadline, "SIGHUP did not drop bob");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = bobs_stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "bob's stream outlived bob");
     assert!(
         as_token(&alice)
             .list_workflows(&Default::default())

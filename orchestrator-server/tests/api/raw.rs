@@ -242,6 +242,25 @@ async fn a_body_over_256_kib_is_too_large() {
     nothing_stored(&app).await;
 }
 
+/// The board's forms are read before anyone is known, so they may hold only a few KiB: a
+/// stranger's declared 256 KiB cannot reserve the memory the API's requests read bodies in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_board_form_over_8_kib_is_too_large() {
+    let app = spawn_app().await;
+    let form = format!("token={}", "x".repeat(9 * 1024));
+    for path in ["/board/session", "/board/sign-out"] {
+        expect(
+            &app,
+            path,
+            Some("application/x-www-form-urlencoded"),
+            &form,
+            413,
+            ErrorCode::PayloadTooLarge,
+        )
+        .await;
+    }
+}
+
 /// A chunked body declares no length; the cap applies while reading.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chunked_body_over_the_limit_is_too_large() {
