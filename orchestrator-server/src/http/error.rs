@@ -60,6 +60,11 @@ pub enum ApiError {
         "the webhook's host could not be looked up yet: other lookups are waiting on the name servers; retry later"
     )]
     LookupsBusy,
+    /// As many event streams as this server keeps open are open already.
+    #[error(
+        "as many event streams as this server keeps are open; retry later, or raise MAX_CONNECTIONS"
+    )]
+    TooManyStreams,
     /// A request with this idempotency key is still being answered.
     #[error("a request with this Idempotency-Key is still being answered; retry later")]
     IdempotencyKeyInUse,
@@ -102,7 +107,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => (ErrorCode::MethodNotAllowed, None),
             ApiError::RequestTimeout => (ErrorCode::RequestTimeout, None),
             ApiError::Deadline => (ErrorCode::ServiceUnavailable, None),
-            ApiError::TooManyAsks | ApiError::LookupsBusy => (ErrorCode::ServiceUnavailable, None),
+            ApiError::TooManyAsks | ApiError::LookupsBusy | ApiError::TooManyStreams => {
+                (ErrorCode::ServiceUnavailable, None)
+            }
             ApiError::Forbidden(why) => (ErrorCode::Forbidden, Some(vec![why.clone()])),
             ApiError::IdempotencyKeyInUse => (ErrorCode::IdempotencyKeyInUse, None),
             ApiError::IdempotencyKeyReused => (ErrorCode::IdempotencyKeyReused, None),
@@ -159,7 +166,7 @@ impl ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::TooManyAsks | ApiError::LookupsBusy => {
+            ApiError::TooManyAsks | ApiError::LookupsBusy | ApiError::TooManyStreams => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -387,6 +387,7 @@ pub async fn stream_events(
     holder: Option<Holder>,
 ) -> Result<Response<SseBody>> {
     let mut query = parse_query(query)?;
+    let slot = app.stream_slot().ok_or(ApiError::TooManyStreams)?;
     if let Some(value) = headers.get("last-event-id") {
         let id = value
             .to_str()
@@ -423,7 +424,10 @@ pub async fn stream_events(
         queue,
         holder,
     ));
-    let mut response = Response::new(SseBody { messages });
+    let mut response = Response::new(SseBody {
+        messages,
+        _slot: slot,
+    });
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -534,6 +538,14 @@ async fn forward(
     }
 }
 
+/// How many event streams a server serving `max_connections` connections keeps open at once:
+/// three quarters of them, so that streams, which stay open, never take every connection and
+/// the rest of the API (`/health` included) always has a quarter. Past it a new stream is
+/// refused 503 with `Retry-After`.
+pub fn stream_slots(max_connections: usize) -> usize {
+    (max_connections / 4 * 3).max(1)
+}
+
 /// Who holds a stream, asked again at every heartbeat: the stream ends once they could no
 /// longer open it.
 pub enum Holder {
@@ -565,6 +577,8 @@ impl Holder {
 /// The body of a stream: the messages its task sends, as they come.
 pub struct SseBody {
     messages: mpsc::Receiver<Bytes>,
+    /// The stream's slot, free again when the connection lets the body go.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Body for SseBody {

@@ -111,6 +111,8 @@ struct Inner {
     asks: asks::Asks,
     /// New events, broadcast to this server's streams.
     feed: events::Feed,
+    /// The event streams this server may hold open at once (see [`events::stream_slots`]).
+    streams: Arc<tokio::sync::Semaphore>,
     /// Turns true when the server stops, which ends every stream.
     closing: tokio::sync::watch::Sender<bool>,
     /// Subscriptions and their deliveries; `None` over a store that keeps none.
@@ -160,6 +162,9 @@ impl App {
             bodies: body::BodyGate::new(limits.body_timeout),
             asks: asks::Asks::new(limits.asks),
             feed: events::Feed::default(),
+            streams: Arc::new(tokio::sync::Semaphore::new(events::stream_slots(
+                limits.max_connections,
+            ))),
             closing: tokio::sync::watch::channel(false).0,
             webhooks: webhooks.map(Arc::new),
             sessions,
@@ -188,6 +193,11 @@ impl App {
 
     pub(crate) fn feed(&self) -> &events::Feed {
         &self.0.feed
+    }
+
+    /// A slot for one more event stream, held while it is open; `None` when every one is taken.
+    pub(crate) fn stream_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.streams.clone().try_acquire_owned().ok()
     }
 
     /// The webhooks and their deliveries, when the store keeps them.

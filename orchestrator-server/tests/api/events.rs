@@ -554,3 +554,47 @@ async fn streams_on_two_replicas_see_every_change_of_both_in_order() {
         .unwrap();
     assert_eq!(log.items.len() as u64, total);
 }
+
+/// Streams stay open, so they may take only three quarters of the connections: past that a
+/// new one is refused with `Retry-After`, the rest of the API still answers, and a slot frees
+/// when a stream's consumer leaves.
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_leave_a_quarter_of_the_connections_to_the_rest_of_the_api() {
+    let app = spawn_app_with(|c| {
+        c.max_connections = 4;
+        c.events_heartbeat_seconds = 1;
+    })
+    .await;
+    let open = async || {
+        reqwest::Client::new()
+            .get(app.url("/events/stream"))
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let stream = open().await;
+        assert_eq!(stream.status(), reqwest::StatusCode::OK);
+        streams.push(stream);
+    }
+    let refused = open().await;
+    assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    drop(refused);
+    assert_eq!(app.client.get_summary().await.unwrap().total, 0);
+
+    drop(streams.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = open().await;
+        if again.status() == reqwest::StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot of a stream whose consumer left was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
