@@ -888,17 +888,7 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
 ) {
     use orchestrator_server::storage::{AttemptRecord, DueDelivery};
     let orchestrator = orchestrator_core::Orchestrator::new(store.clone());
-    let secret = orchestrator_core::webhook::WebhookSecret::from_key([5; 32]);
-    let subscribe = async |n: &str| {
-        let webhook = orchestrator_core::api::Webhook {
-            id: format!("wh_{n}"),
-            url: format!("http://127.0.0.1:9/{n}"),
-            event_types: Vec::new(),
-            description: None,
-            created_at: chrono::Utc::now(),
-        };
-        store.create_webhook(&webhook, &secret, None).await.unwrap();
-    };
+    let subscribe = async |n: &str| subscribe_in_store(&*store, n).await;
     let events = async |from: usize, to: usize| {
         for n in from..to {
             let start = StartWorkflowRequest::new(format!("shared-{n}"), "claims");
@@ -1052,6 +1042,19 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
     assert!(!store.redeliver("wh_b", "msg_nope", now).await.unwrap());
 }
 
+/// Creates the webhook `wh_{n}` (every type, a receiver nobody listens on) straight in `store`.
+async fn subscribe_in_store(store: &dyn orchestrator_server::storage::DurableRepository, n: &str) {
+    let secret = orchestrator_core::webhook::WebhookSecret::from_key([5; 32]);
+    let webhook = orchestrator_core::api::Webhook {
+        id: format!("wh_{n}"),
+        url: format!("http://127.0.0.1:9/{n}"),
+        event_types: Vec::new(),
+        description: None,
+        created_at: chrono::Utc::now(),
+    };
+    store.create_webhook(&webhook, &secret, None).await.unwrap();
+}
+
 /// A webhook that names a type this version does not know (a newer one stored it, before a
 /// downgrade) still takes the types it knows; one that names only such types is left out,
 /// and neither stops the other webhooks' listing or deliveries.
@@ -1063,16 +1066,8 @@ async fn webhooks_naming_unknown_types_stop_no_one(
         .await
         .unwrap();
     let orchestrator = orchestrator_core::Orchestrator::new(store.clone());
-    let secret = orchestrator_core::webhook::WebhookSecret::from_key([7; 32]);
     for n in ["known", "partly", "unknown"] {
-        let webhook = orchestrator_core::api::Webhook {
-            id: format!("wh_{n}"),
-            url: format!("http://127.0.0.1:9/{n}"),
-            event_types: Vec::new(),
-            description: None,
-            created_at: chrono::Utc::now(),
-        };
-        store.create_webhook(&webhook, &secret, None).await.unwrap();
+        subscribe_in_store(&*store, n).await;
     }
     downgrade(
         "UPDATE webhooks SET event_types = 'workflow.transitioned workflow.renamed' \
