@@ -501,6 +501,9 @@ async fn forward(
             },
             _ = heartbeat.tick() => None,
             _ = stop.wait_for(|stop| *stop) => return,
+            // The consumer left (its connection let the body go): end now, not at the next
+            // event or heartbeat.
+            () = queue.closed() => return,
         };
         let Some(batch) = received else {
             if let Some(holder) = &holder
@@ -553,7 +556,7 @@ pub enum Holder {
     /// token or principal that made it.
     Session(String),
     /// A principal who opened it with a token: ends when the principals file no longer gives
-    /// that token to that name (removed, or renamed: a new person).
+    /// that token to that name, whatever its case (removed, or renamed: a new person).
     Principal {
         /// The token's SHA-256, hex.
         token_sha256: String,
@@ -569,7 +572,7 @@ impl Holder {
             Holder::Principal { token_sha256, name } => app
                 .auth()
                 .principal_with_token_hash(token_sha256)
-                .is_some_and(|principal| principal.name == *name),
+                .is_some_and(|principal| principal.name.same_person(name)),
         }
     }
 }

@@ -316,17 +316,26 @@ async fn check_public(url: &reqwest::Url, lookups: &Lookups) -> Result<(), ApiEr
 /// (an attempt's timeout cannot stop a blocking call), so the bound holds however many
 /// callers give up.
 #[derive(Clone)]
-struct Lookups(Arc<Semaphore>);
+struct Lookups {
+    turns: Arc<Semaphore>,
+    /// Lookups [`Lookups::lookup`] made: what the tests count.
+    #[cfg(test)]
+    made: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 impl Lookups {
     /// At most `at_once` lookups at a time.
     fn new(at_once: usize) -> Self {
-        Lookups(Arc::new(Semaphore::new(at_once)))
+        Lookups {
+            turns: Arc::new(Semaphore::new(at_once)),
+            #[cfg(test)]
+            made: Arc::default(),
+        }
     }
 
     /// A turn to look a name up, once one is free.
     async fn turn(&self) -> std::io::Result<OwnedSemaphorePermit> {
-        self.0
+        self.turns
             .clone()
             .acquire_owned()
             .await
@@ -335,6 +344,8 @@ impl Lookups {
 
     /// The addresses of `host` (with `port`), once a turn is free.
     async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        #[cfg(test)]
+        self.made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Lookups::lookup_in(self.turn().await?, host, port).await
     }
 
@@ -359,10 +370,11 @@ impl Lookups {
 /// allowed keeps only public addresses, so a name that changes to a private address after
 /// its webhook was created is refused at delivery.
 ///
-/// One host is looked up once at a time, and its answer is kept for [`REMEMBER_LOOKUP`] (a
-/// failure for [`REMEMBER_FAILED_LOOKUP`]): the attempts of a receiver whose name servers are slow wait for that
-/// one lookup instead of each taking a turn, so they hold one of the [`MAX_LOOKUPS`] turns,
-/// not all of them, and the other webhooks' names are still looked up.
+/// One host is looked up once at a time, and the addresses found are kept for
+/// [`REMEMBER_LOOKUP`] (a failure is not kept: the next attempt looks again): the attempts of
+/// a receiver whose name servers are slow wait for that one lookup instead of each taking a
+/// turn, so they hold one of the [`MAX_LOOKUPS`] turns, not all of them, and the other
+/// webhooks' names are still looked up.
 struct Resolver {
     public_only: bool,
     lookups: Lookups,
@@ -370,14 +382,10 @@ struct Resolver {
 }
 
 /// The last lookup of one host: held while the host is being looked up.
-type HostLookup =
-    tokio::sync::Mutex<Option<(tokio::time::Instant, Result<Vec<SocketAddr>, String>)>>;
+type HostLookup = tokio::sync::Mutex<Option<(tokio::time::Instant, Vec<SocketAddr>)>>;
 
-/// How long a lookup's answer is used for the host's next attempts.
+/// How long a lookup's addresses are used for the host's next attempts.
 const REMEMBER_LOOKUP: Duration = Duration::from_secs(30);
-/// How long a failed lookup is: long enough for the attempts that waited for it, short enough
-/// that a retry (5 s later, by default) looks the name up again.
-const REMEMBER_FAILED_LOOKUP: Duration = Duration::from_secs(2);
 /// Hosts whose lookups are kept, past which those not in use and out of date are forgotten.
 const HOSTS_KEPT: usize = 1024;
 
@@ -393,18 +401,15 @@ impl Resolver {
         let looked_up = tokio::spawn(async move {
             let mut last = entry.lock_owned().await;
             match last.as_ref() {
-                Some((at, found)) if at.elapsed() < remembered(found) => found.clone(),
+                Some((at, found)) if at.elapsed() < REMEMBER_LOOKUP => Ok(found.clone()),
                 _ => {
-                    let found = lookups.lookup(&host, 0).await.map_err(|e| e.to_string());
+                    let found = lookups.lookup(&host, 0).await?;
                     *last = Some((tokio::time::Instant::now(), found.clone()));
-                    found
+                    Ok(found)
                 }
             }
         });
-        looked_up
-            .await
-            .map_err(std::io::Error::other)?
-            .map_err(std::io::Error::other)
+        looked_up.await.map_err(std::io::Error::other)?
     }
 
     /// The record of `host`'s lookups, made if it has none.
@@ -415,20 +420,11 @@ impl Resolver {
                 Arc::strong_count(entry) > 1
                     || entry.try_lock().map_or(true, |last| {
                         last.as_ref()
-                            .is_some_and(|(at, found)| at.elapsed() < remembered(found))
+                            .is_some_and(|(at, _)| at.elapsed() < REMEMBER_LOOKUP)
                     })
             });
         }
         hosts.entry(host.to_owned()).or_default().clone()
-    }
-}
-
-/// How long the answer `found` is used.
-fn remembered(found: &Result<Vec<SocketAddr>, String>) -> Duration {
-    if found.is_ok() {
-        REMEMBER_LOOKUP
-    } else {
-        REMEMBER_FAILED_LOOKUP
     }
 }
 
@@ -809,14 +805,27 @@ mod tests {
         assert_eq!(resolve("localhost").await.unwrap(), first);
         let other = tokio::time::timeout(Duration::from_millis(200), resolve("127.0.0.1")).await;
         assert!(other.is_err(), "another host needs a turn");
-        // Many attempts at once of a host not yet known queue behind its one lookup, and all
-        // are answered once the turn frees.
-        let waiting: Vec<_> = (0..8).map(|_| tokio::spawn(resolve("127.0.0.1"))).collect();
+        // Many attempts at once of a host not yet known wait for its one lookup.
+        let made = || {
+            resolver
+                .lookups
+                .made
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let before = made();
+        let waiting: Vec<_> = (0..8).map(|_| tokio::spawn(resolve("127.0.0.2"))).collect();
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(held);
         for attempt in waiting {
             assert!(!attempt.await.unwrap().unwrap().is_empty());
         }
-        assert_eq!(resolver.hosts.lock().unwrap().len(), 2);
+        assert_eq!(made() - before, 1, "one lookup for eight attempts");
+        // A failure is not kept: the next attempt looks again.
+        let before = made();
+        for _ in 0..2 {
+            assert!(resolve("no-such-host.invalid").await.is_err());
+        }
+        assert_eq!(made() - before, 2);
+        assert_eq!(resolver.hosts.lock().unwrap().len(), 4);
     }
 }
