@@ -465,6 +465,10 @@ impl clap::builder::TypedValueParser for DatabaseUrlParser {
     }
 }
 
+/// The longest shared token: the board's sign-in form (8 KiB at most) must carry it, even
+/// with every character percent-encoded.
+const MAX_TOKEN_LEN: usize = 1024;
+
 impl clap::builder::TypedValueParser for ApiTokenParser {
     type Value = Secret;
 
@@ -492,6 +496,11 @@ impl clap::builder::TypedValueParser for ApiTokenParser {
             return Err(refuse(
                 "must be printable ASCII, with no white space around it (a header carries it)",
             ));
+        }
+        if value.len() > MAX_TOKEN_LEN {
+            return Err(refuse(&format!(
+                "must be at most {MAX_TOKEN_LEN} characters (the board's sign-in form carries it)"
+            )));
         }
         Ok(Secret::from(value))
     }
@@ -648,6 +657,10 @@ mod tests {
             (&["--api-token", "s3cret\n"][..], "ORCHESTRATOR_API_TOKEN"),
             (&["--api-token", "s3crét"][..], "ORCHESTRATOR_API_TOKEN"),
             (&["--api-token", " s3cret"][..], "ORCHESTRATOR_API_TOKEN"),
+            (
+                &["--api-token", &"t".repeat(1025)][..],
+                "ORCHESTRATOR_API_TOKEN",
+            ),
             (&["--log-format", "xml"][..], "LOG_FORMAT"),
             (&["--log", "info,[=bogus"][..], "RUST_LOG"),
         ] {
