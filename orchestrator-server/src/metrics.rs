@@ -76,6 +76,7 @@ pub struct Metrics {
     workflows: Family<StateLabels, Gauge>,
     gates_overdue: Gauge,
     store_readable: Gauge,
+    event_streams: Gauge,
     gate_expiries: Family<ExpiryLabels, Counter>,
     hub_calls: Family<HubLabels, Counter>,
     webhook_attempts: Family<AttemptLabels, Counter>,
@@ -137,6 +138,12 @@ impl Metrics {
             "1 if this scrape read the store; 0 if it could not, and the gauges read when \
              scraped still hold what the last scrape that could read found",
             store_readable.clone(),
+        );
+        let event_streams = Gauge::default();
+        registry.register(
+            "orchestrator_event_streams",
+            "Event streams open on this server (read when scraped); at three quarters of MAX_CONNECTIONS a new one is refused 503",
+            event_streams.clone(),
         );
         let gate_expiries = Family::<ExpiryLabels, Counter>::default();
         registry.register(
@@ -212,6 +219,7 @@ impl Metrics {
             workflows,
             gates_overdue,
             store_readable,
+            event_streams,
             gate_expiries,
             hub_calls,
             webhook_attempts,
@@ -265,6 +273,12 @@ impl Metrics {
         self.hub_calls
             .get_or_create(&HubLabels { operation, outcome })
             .inc();
+    }
+
+    /// Notes how many event streams are open, for the next [`Metrics::render`].
+    pub fn event_streams(&self, open: usize) {
+        self.event_streams
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 
     /// The OpenMetrics text of every metric; `summary` (when storage answered) sets the
@@ -346,11 +360,13 @@ mod tests {
         let storage = StorageMetrics::default();
         let metrics = Metrics::new(&storage);
         storage.pool_timeouts.inc();
+        metrics.event_streams(3);
         // A request that waited minutes for the Agent Hub lands in a bucket of its own.
         metrics.request("/ask", &Method::POST, 200, Duration::from_secs(100));
         let text = metrics.render(None);
         for expected in [
             "orchestrator_store_readable 0",
+            "orchestrator_event_streams 3",
             "orchestrator_db_pool_timeouts_total 1",
             r#"orchestrator_http_request_duration_seconds_bucket{le="60.0",route="/ask"} 0"#,
             r#"orchestrator_http_request_duration_seconds_bucket{le="300.0",route="/ask"} 1"#,

@@ -200,6 +200,12 @@ impl App {
         self.0.streams.clone().try_acquire_owned().ok()
     }
 
+    /// How many event streams are open.
+    pub(crate) fn open_streams(&self) -> usize {
+        events::stream_slots(self.0.limits.max_connections)
+            .saturating_sub(self.0.streams.available_permits())
+    }
+
     /// The webhooks and their deliveries, when the store keeps them.
     pub(crate) fn webhooks(&self) -> Option<&Arc<webhooks::Webhooks>> {
         self.0.webhooks.as_ref()

@@ -582,6 +582,8 @@ async fn streams_leave_a_quarter_of_the_connections_to_the_rest_of_the_api() {
     assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.headers()["retry-after"], "5");
     drop(refused);
+    // Each on a connection of its own, closed after it: four connections at most.
+    assert_eq!(app.metric("orchestrator_event_streams").await, 3.0);
     assert_eq!(app.client.get_summary().await.unwrap().total, 0);
 
     drop(streams.pop());

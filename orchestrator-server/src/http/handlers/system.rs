@@ -165,6 +165,7 @@ fn error_check(message: &str) -> HealthCheck {
 pub async fn get_metrics(app: &App) -> Result<HttpResponse> {
     // Workflows by state is read at scrape time; if storage fails, the rest still renders.
     let counts = app.orchestrator().summary().await.ok();
+    app.metrics().event_streams(app.open_streams());
     let text = app.metrics().render(counts.as_ref());
     Ok(bytes_response(
         StatusCode::OK,
