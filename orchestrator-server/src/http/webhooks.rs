@@ -612,21 +612,17 @@ async fn enqueue(
             }
             Ok::<_, RepositoryError>(true)
         };
-        match brought.await {
-            Ok(true) => {}
-            Ok(false) => {
-                // Out of time: the next round starts with the webhook after this one, so a
-                // backlog of one never keeps the others waiting for theirs.
-                every = false;
-                *first = (at + 1) % count;
-                break;
-            }
+        let finished = match brought.await {
+            Ok(finished) => finished,
             Err(e) => {
                 every = false;
                 tracing::warn!(webhook = %webhook.id, error = %e, "could not enqueue a webhook's deliveries; retrying");
+                true
             }
-        }
-        if tokio::time::Instant::now() >= budget && k + 1 < count {
+        };
+        if !finished || (k + 1 < count && tokio::time::Instant::now() >= budget) {
+            // Out of time: the next round starts with the webhook after this one, so a
+            // backlog of one never keeps the others waiting for theirs.
             every = false;
             *first = (at + 1) % count;
             break;

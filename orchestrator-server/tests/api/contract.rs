@@ -16,7 +16,7 @@ use orchestrator_core::{
 
 use orchestrator_server::storage::DatabaseUrl;
 
-use crate::helpers::id;
+use crate::helpers::{id, run_sql};
 
 fn t0() -> Timestamp {
     Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap()
@@ -1914,32 +1914,18 @@ const DAMAGE_EVENT_2: &str = "UPDATE events SET subject = 'not an id!' WHERE id 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_a_damaged_event_is_read_past() {
-    use diesel::Connection;
-    use diesel::connection::SimpleConnection;
     let dir = tempfile::TempDir::new().unwrap();
-    let file = dir.path().join("d.db");
-    let url = DatabaseUrl::SqliteFile(file.clone());
-    a_damaged_event_is_read_past(url, async || {
-        let mut conn = diesel::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
-        conn.batch_execute(&format!("PRAGMA busy_timeout = 5000; {DAMAGE_EVENT_2}"))
-            .unwrap();
-    })
-    .await;
+    let url = DatabaseUrl::SqliteFile(dir.path().join("d.db"));
+    a_damaged_event_is_read_past(url.clone(), async || run_sql(&url, DAMAGE_EVENT_2).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_a_damaged_event_is_read_past() {
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
     let Some(db) = crate::postgres::TestDatabase::create().await else {
         return;
     };
-    a_damaged_event_is_read_past(DatabaseUrl::Postgres(db.url.clone()), async || {
-        let mut conn = diesel_async::AsyncPgConnection::establish(&db.url)
-            .await
-            .unwrap();
-        conn.batch_execute(DAMAGE_EVENT_2).await.unwrap();
-    })
-    .await;
+    let url = DatabaseUrl::Postgres(db.url.clone());
+    a_damaged_event_is_read_past(url.clone(), async || run_sql(&url, DAMAGE_EVENT_2).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -2183,31 +2169,16 @@ async fn backlogs_are_purged_in_full(url: DatabaseUrl, backlog: impl AsyncFnOnce
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_backlogs_are_purged_in_full() {
-    use diesel::Connection;
-    use diesel::connection::SimpleConnection;
     let dir = tempfile::TempDir::new().unwrap();
-    let file = dir.path().join("b.db");
-    let url = DatabaseUrl::SqliteFile(file.clone());
-    backlogs_are_purged_in_full(url, async || {
-        let mut conn = diesel::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
-        conn.batch_execute(&format!("PRAGMA busy_timeout = 5000; {BACKLOG}"))
-            .unwrap();
-    })
-    .await;
+    let url = DatabaseUrl::SqliteFile(dir.path().join("b.db"));
+    backlogs_are_purged_in_full(url.clone(), async || run_sql(&url, BACKLOG).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_backlogs_are_purged_in_full() {
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
     let Some(db) = crate::postgres::TestDatabase::create().await else {
         return;
     };
     let url = DatabaseUrl::Postgres(db.url.clone());
-    backlogs_are_purged_in_full(url, async || {
-        let mut conn = diesel_async::AsyncPgConnection::establish(&db.url)
-            .await
-            .unwrap();
-        conn.batch_execute(BACKLOG).await.unwrap();
-    })
-    .await;
+    backlogs_are_purged_in_full(url.clone(), async || run_sql(&url, BACKLOG).await).await;
 }

@@ -368,3 +368,27 @@ pub async fn advance_at_random(a: &TestApp, b: &TestApp) {
         );
     }
 }
+
+/// Runs `sql` on the database `url` names, on a connection of its own, beside any server or
+/// store using it (SQLite waits up to 5 s for their locks). What the tests do by hand to a
+/// stored row: damage it, age it, undo a migration.
+pub async fn run_sql(url: &DatabaseUrl, sql: &str) {
+    match url {
+        DatabaseUrl::SqliteFile(file) => {
+            use diesel::Connection;
+            use diesel::connection::SimpleConnection;
+            let path = file.to_str().expect("a UTF-8 path");
+            let mut conn = diesel::SqliteConnection::establish(path).expect("the file opens");
+            conn.batch_execute(&format!("PRAGMA busy_timeout = 5000; {sql}"))
+                .expect("the SQL runs");
+        }
+        DatabaseUrl::Postgres(url) => {
+            use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+            let mut conn = diesel_async::AsyncPgConnection::establish(url)
+                .await
+                .expect("the database accepts a connection");
+            conn.batch_execute(sql).await.expect("the SQL runs");
+        }
+        DatabaseUrl::SqliteMemory => panic!("a private in-memory database has no other connection"),
+    }
+}

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::helpers::{
-    TestApp, free_port, id, spawn_app, spawn_app_with, sqlite_server, wait_healthy,
+    TestApp, free_port, id, run_sql, spawn_app, spawn_app_with, sqlite_server, wait_healthy,
 };
 use crate::postgres::TestDatabase;
 
@@ -1106,29 +1106,18 @@ async fn webhooks_naming_unknown_types_stop_no_one(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_webhooks_naming_unknown_types_stop_no_one() {
-    use diesel::Connection;
-    use diesel::connection::SimpleConnection;
     let dir = TempDir::new().unwrap();
-    let file = dir.path().join("w.db");
-    webhooks_naming_unknown_types_stop_no_one(DatabaseUrl::SqliteFile(file.clone()), async |sql| {
-        let mut conn = diesel::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
-        conn.batch_execute(&format!("PRAGMA busy_timeout = 5000; {sql}"))
-            .unwrap();
-    })
-    .await;
+    let url = DatabaseUrl::SqliteFile(dir.path().join("w.db"));
+    webhooks_naming_unknown_types_stop_no_one(url.clone(), async |sql| run_sql(&url, sql).await)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_webhooks_naming_unknown_types_stop_no_one() {
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    webhooks_naming_unknown_types_stop_no_one(DatabaseUrl::Postgres(db.url.clone()), async |sql| {
-        let mut conn = diesel_async::AsyncPgConnection::establish(&db.url)
-            .await
-            .unwrap();
-        conn.batch_execute(sql).await.unwrap();
-    })
-    .await;
+    let url = DatabaseUrl::Postgres(db.url.clone());
+    webhooks_naming_unknown_types_stop_no_one(url.clone(), async |sql| run_sql(&url, sql).await)
+        .await;
 }
