@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use futures_util::StreamExt;
 use orchestrator_core::api::{
     AdvanceRequest, ConsultRequest, ErrorEnvelope, GateRequest, ListWorkflowsParams,
     RespondRequest, StartWorkflowRequest, WorkflowResponse,
@@ -235,8 +234,7 @@ pub enum Command {
     },
     /// What waits at the gate, oldest first: one line each, with how long it has waited, its
     /// approvals (`1 of 2`), past its deadline `OVERDUE`, and `BLOCKED by N consultations`
-    /// while consultations wait for a human or for the Agent Hub (no approval passes then;
-    /// `BLOCKED?` and a note on stderr when the gate's own read failed).
+    /// while consultations wait for a human or for the Agent Hub (no approval passes then).
     /// With --actor, only the gates that person may still approve. When none waits, stdout
     /// stays empty and stderr says so.
     Gates {
@@ -431,23 +429,14 @@ impl From<ClientError> for Failure {
 
 /// How many consultations hold `feature_id`'s gate (waiting for a human or for the hub), as
 /// its own read says; 0 once it left the gate.
-async fn consultations_holding(
-    client: &Client,
-    feature_id: &FeatureId,
-) -> Result<usize, ClientError> {
-    let workflow = match client.get_workflow(feature_id).await {
-        Ok(workflow) => workflow,
-        Err(e) if e.code() == Some(orchestrator_core::api::ErrorCode::WorkflowNotFound) => {
-            return Ok(0);
-        }
-        Err(e) => return Err(e),
-    };
-    Ok(workflow
+/// How many consultations hold the gate (those waiting for a human or for the Agent Hub).
+fn consultations_holding(workflow: &WorkflowResponse) -> usize {
+    workflow
         .gate
         .blocked_by
         .iter()
         .filter(|b| !matches!(b, orchestrator_core::api::Blocker::Approvals { .. }))
-        .count())
+        .count()
 }
 
 fn feature(id: &str) -> Result<FeatureId, Failure> {
@@ -713,33 +702,18 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             };
             waiting.retain(mine);
             waiting.sort_by_key(|w| w.gate.entered_at);
-            // A listing leaves out the consultations that hold a gate: each gate's own read
-            // has them, eight reads at a time.
-            let held: Vec<Result<usize, ClientError>> = futures_util::stream::iter(&waiting)
-                .map(|w| consultations_holding(&client, &w.feature_id))
-                .buffered(8)
-                .collect()
-                .await;
-            // A gate whose read failed is still listed, marked, and the note says why.
-            for (w, failed) in waiting.iter().zip(&held) {
-                if let Err(e) = failed {
-                    let _ = writeln!(err, "note: could not read what holds {}: {e}", w.feature_id);
-                }
-            }
             let now = chrono::Utc::now();
             let lines: Vec<String> = waiting
                 .iter()
-                .zip(held)
-                .map(|(w, held)| {
+                .map(|w| {
                     let waited = w
                         .gate
                         .entered_at
                         .map_or(0, |at| (now - at).num_seconds().max(0));
-                    let blocked = match held {
-                        Ok(0) => String::new(),
-                        Ok(1) => "BLOCKED by 1 consultation\t".to_owned(),
-                        Ok(n) => format!("BLOCKED by {n} consultations\t"),
-                        Err(_) => "BLOCKED?\t".to_owned(),
+                    let blocked = match consultations_holding(w) {
+                        0 => String::new(),
+                        1 => "BLOCKED by 1 consultation\t".to_owned(),
+                        n => format!("BLOCKED by {n} consultations\t"),
                     };
                     format!(
                         "{}\twaiting {}\t{} of {} approvals\t{}{blocked}{}",

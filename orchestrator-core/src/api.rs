@@ -465,9 +465,10 @@ pub struct GateView {
     /// The approvals of the current stay, oldest first.
     pub approvals: Vec<Approval>,
     /// What still holds the gate: approvals missing (`{"kind": "approvals", "have": 1,
-    /// "need": 2}`) and, in `GET /workflow/{feature_id}`, consultations waiting for a human
-    /// (`{"kind": "escalation", …}`) or for the hub (`{"kind": "asking", …}`), as stored (an
-    /// approval asks the hub about them first).
+    /// "need": 2}`) and, in reads (`GET /workflow/{feature_id}`, `GET /workflows`),
+    /// consultations waiting for a human (`{"kind": "escalation", …}`) or for the hub
+    /// (`{"kind": "asking", …}`), as stored (an approval asks the hub about them first). The
+    /// answer to a change lists only the approvals missing.
     pub blocked_by: Vec<Blocker>,
 }
 
@@ -498,11 +499,11 @@ pub enum Blocker {
 }
 
 impl GateView {
-    /// The same gate, also held by these of the workflow's consultations that wait for a
+    /// Adds to what holds the gate those of the workflow's `consultations` that wait for a
     /// human or for the hub (nothing is added away from the gate).
-    pub fn held_by(mut self, consultations: &[Consultation]) -> Self {
+    pub fn hold(&mut self, consultations: &[Consultation]) {
         if self.entered_at.is_none() {
-            return self;
+            return;
         }
         for c in consultations {
             match (c.status, &c.escalation_id) {
@@ -520,7 +521,6 @@ impl GateView {
                 _ => {}
             }
         }
-        self
     }
 
     /// The gate of `workflow` as of `now`.
@@ -556,6 +556,24 @@ impl GateView {
 }
 
 impl WorkflowResponse {
+    /// Adds to the gate of each of `views` its own consultations among `blockers` (those of
+    /// any of the workflows, as [`crate::WorkflowRepository::gate_blockers`] reads them for a
+    /// page at once): see [`GateView::hold`].
+    pub fn hold_gates(views: &mut [WorkflowResponse], blockers: Vec<Consultation>) {
+        let mut by_feature: BTreeMap<FeatureId, Vec<Consultation>> = BTreeMap::new();
+        for consultation in blockers {
+            by_feature
+                .entry(consultation.feature_id.clone())
+                .or_default()
+                .push(consultation);
+        }
+        for view in views {
+            if let Some(own) = by_feature.get(&view.feature_id) {
+                view.gate.hold(own);
+            }
+        }
+    }
+
     /// The representation of `workflow` as of `now`.
     pub fn new(workflow: &Workflow, now: Timestamp) -> Self {
         WorkflowResponse {

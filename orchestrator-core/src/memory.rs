@@ -584,13 +584,19 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
 
     async fn gate_blockers(
         &self,
-        feature_id: &FeatureId,
+        feature_ids: &[FeatureId],
     ) -> Result<Vec<Consultation>, RepositoryError> {
-        self.with_entry(feature_id, |entry| {
-            let mut blockers: Vec<Consultation> = entry.blockers().cloned().collect();
-            blockers.sort_by_key(|c| (c.created_at, c.id));
-            blockers
-        })
+        let entries = self.lock();
+        let mut blockers: Vec<Consultation> = feature_ids
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|id| entries.get(id))
+            .flat_map(Entry::blockers)
+            .cloned()
+            .collect();
+        blockers.sort_by_key(|c| (c.created_at, c.id));
+        Ok(blockers)
     }
 }
 

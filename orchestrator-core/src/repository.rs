@@ -529,11 +529,12 @@ pub trait WorkflowRepository: Send + Sync {
         feature_id: &FeatureId,
     ) -> Result<Vec<Consultation>, RepositoryError>;
 
-    /// A workflow's consultations that block its gate ([`Consultation::blocks_gate`]),
-    /// reservations included, oldest first: what an approval is judged on. A reservation is
-    /// an ask under way, so it holds the gate although no listing shows it yet.
+    /// The consultations that block these workflows' gates ([`Consultation::blocks_gate`]),
+    /// reservations included, oldest first (one read for a page of gates): what an approval
+    /// is judged on. A reservation is an ask under way, so it holds the gate although no
+    /// listing shows it yet. Unknown ids hold nothing.
     async fn gate_blockers(
         &self,
-        feature_id: &FeatureId,
+        feature_ids: &[FeatureId],
     ) -> Result<Vec<Consultation>, RepositoryError>;
 }

@@ -20,7 +20,10 @@ impl Orchestrator {
     /// approval: the gate cannot be judged), and those still being asked, reservations
     /// included (an ask within its wait holds the gate before any listing shows it).
     pub(super) async fn gate_facts(&self, feature_id: &FeatureId) -> Result<GateFacts> {
-        let mut blockers = self.repository.gate_blockers(feature_id).await?;
+        let mut blockers = self
+            .repository
+            .gate_blockers(std::slice::from_ref(feature_id))
+            .await?;
         for refreshed in self.refresh_all(&mut blockers).await {
             refreshed?;
         }
@@ -35,7 +38,10 @@ impl Orchestrator {
     /// whether someone may approve, where a hub call per view would be too dear.
     pub(super) async fn stored_gate_facts(&self, feature_id: &FeatureId) -> Result<GateFacts> {
         let mut facts = GateFacts::default();
-        for consultation in self.stored_blockers(feature_id).await? {
+        for consultation in self
+            .stored_blockers(std::slice::from_ref(feature_id))
+            .await?
+        {
             note_blocker(&mut facts, consultation);
         }
         Ok(facts)
@@ -393,10 +399,10 @@ impl Orchestrator {
         Ok(consultation)
     }
 
-    /// A workflow's consultations that hold its gate (`pending_human` or `asking`, an ask
-    /// still inside its wait included), as stored: no hub call.
-    pub async fn stored_blockers(&self, feature_id: &FeatureId) -> Result<Vec<Consultation>> {
-        Ok(self.repository.gate_blockers(feature_id).await?)
+    /// The consultations that hold these workflows' gates (`pending_human` or `asking`, an ask
+    /// still inside its wait included), oldest first, as stored: no hub call, one read.
+    pub async fn stored_blockers(&self, feature_ids: &[FeatureId]) -> Result<Vec<Consultation>> {
+        Ok(self.repository.gate_blockers(feature_ids).await?)
     }
 
     /// A workflow's consultations, oldest first. Pending ones are refreshed from the hub

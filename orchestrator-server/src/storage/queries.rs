@@ -150,12 +150,12 @@ pub fn consultations_of<'a>(feature_id: &'a str) -> _ {
         .order((consultations::created_at.asc(), consultations::id.asc()))
 }
 
-/// A workflow's consultations that block its gate (`asking` or `pending_human`, given as
-/// their stored text), reservations included, oldest first.
+/// These workflows' consultations that block their gates (`asking` or `pending_human`, given
+/// as their stored text), reservations included, oldest first.
 #[dsl::auto_type]
-pub fn gate_blockers_of<'a>(feature_id: &'a str, asking: &'a str, pending: &'a str) -> _ {
+pub fn gate_blockers_of<'a>(feature_ids: Vec<&'a str>, asking: &'a str, pending: &'a str) -> _ {
     consultations::table
-        .filter(consultations::feature_id.eq(feature_id))
+        .filter(consultations::feature_id.eq_any(feature_ids))
         .filter(
             consultations::status
                 .eq(asking)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use orchestrator_client::ClientError;
 use orchestrator_core::api::{
-    AdvanceRequest, ConsultRequest, ErrorCode, HealthStatus, RespondRequest,
+    AdvanceRequest, ConsultRequest, ErrorCode, HealthStatus, ListWorkflowsParams, RespondRequest,
 };
 use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::HumanAction;
@@ -109,13 +109,44 @@ async fn an_escalation_blocks_the_gate_until_a_human_confirms() {
     assert_eq!(pending.status, ConsultationStatus::PendingHuman);
     let escalation = pending.escalation_id.clone().expect("escalated");
     to_gate(&app, &f).await;
-    // The workflow says what holds its gate.
+    let free = started(&app, "free").await;
+    to_gate(&app, &free).await;
+    // The workflow says what holds its gate, and so does a listing, each gate its own.
     let gated = app.client.get_workflow(&f).await.unwrap();
     assert_eq!(
         serde_json::to_value(&gated.gate.blocked_by).unwrap(),
         serde_json::json!([{"kind": "approvals", "have": 0, "need": 1},
                            {"kind": "escalation", "consultation_id": pending.id,
                             "escalation_id": escalation}])
+    );
+    let listed = app
+        .client
+        .list_workflows(&ListWorkflowsParams {
+            state: Some(WorkflowState::Gate1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let holds: Vec<(String, serde_json::Value)> = listed
+        .items
+        .iter()
+        .map(|w| {
+            let held = serde_json::to_value(&w.gate.blocked_by).unwrap();
+            (w.feature_id.to_string(), held)
+        })
+        .collect();
+    assert_eq!(
+        holds,
+        vec![
+            (
+                "free".to_owned(),
+                serde_json::json!([{"kind": "approvals", "have": 0, "need": 1}])
+            ),
+            (
+                "gated".to_owned(),
+                serde_json::to_value(&gated.gate.blocked_by).unwrap()
+            ),
+        ]
     );
 
     let err = app

@@ -612,7 +612,7 @@ pub async fn an_approval_lands_only_while_no_consultation_blocks_the_gate(
     repo.create(&workflow, &first).await.unwrap();
     let (gate, to_gate) = step(&workflow, Trigger::AgentComplete, 60);
     repo.commit(1, &gate, &to_gate).await.unwrap();
-    assert_eq!(repo.gate_blockers(&id("gated")).await.unwrap(), vec![]);
+    assert_eq!(repo.gate_blockers(&[id("gated")]).await.unwrap(), vec![]);
     let (approved, approval) = step(&gate, Trigger::HumanApproved, 60);
     assert!(approval.is_gated_approval());
     let refused = |result: Result<(), RepositoryError>| {
@@ -629,7 +629,7 @@ pub async fn an_approval_lands_only_while_no_consultation_blocks_the_gate(
     repo.reserve_consultation(&asking).await.unwrap();
     assert_eq!(repo.consultations(&id("gated")).await.unwrap(), vec![]);
     assert_eq!(
-        repo.gate_blockers(&id("gated")).await.unwrap(),
+        repo.gate_blockers(&[id("gated")]).await.unwrap(),
         vec![asking.clone()]
     );
     refused(repo.commit(2, &approved, &approval).await);
@@ -641,7 +641,7 @@ pub async fn an_approval_lands_only_while_no_consultation_blocks_the_gate(
     let pending = consultation("gated", 2, true);
     repo.add_consultation(&pending).await.unwrap();
     assert_eq!(
-        repo.gate_blockers(&id("gated")).await.unwrap(),
+        repo.gate_blockers(&[id("gated")]).await.unwrap(),
         vec![pending.clone()]
     );
     refused(repo.commit(2, &approved, &approval).await);
@@ -650,7 +650,7 @@ pub async fn an_approval_lands_only_while_no_consultation_blocks_the_gate(
     let mut settled = consultation("gated", 2, false);
     settled.id = pending.id;
     repo.update_consultation(&settled).await.unwrap();
-    assert_eq!(repo.gate_blockers(&id("gated")).await.unwrap(), vec![]);
+    assert_eq!(repo.gate_blockers(&[id("gated")]).await.unwrap(), vec![]);
     repo.commit(2, &approved, &approval).await.unwrap();
     assert_eq!(
         repo.get(&id("gated")).await.unwrap().state(),
@@ -662,9 +662,20 @@ pub async fn an_approval_lands_only_while_no_consultation_blocks_the_gate(
     repo.create(&workflow, &first).await.unwrap();
     let (gate, to_gate) = step(&workflow, Trigger::AgentComplete, 60);
     repo.commit(1, &gate, &to_gate).await.unwrap();
-    repo.add_consultation(&consultation("rejected", 3, true))
-        .await
-        .unwrap();
+    let held = consultation("rejected", 3, true);
+    repo.add_consultation(&held).await.unwrap();
+
+    // One read serves a page of gates, oldest first across them; an unknown id holds nothing.
+    let earlier = consultation("gated", 1, true);
+    repo.add_consultation(&earlier).await.unwrap();
+    assert_eq!(
+        repo.gate_blockers(&[id("rejected"), id("nobody"), id("gated")])
+            .await
+            .unwrap(),
+        vec![earlier, held]
+    );
+    assert_eq!(repo.gate_blockers(&[]).await.unwrap(), vec![]);
+
     let (rejected, rejection) = step(&gate, Trigger::HumanRejected, 60);
     repo.commit(2, &rejected, &rejection).await.unwrap();
 }

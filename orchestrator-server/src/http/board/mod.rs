@@ -23,6 +23,7 @@ mod views;
 use super::App;
 use super::auth::Auth;
 use super::error::ApiError;
+use super::handlers::workflows::held;
 use super::router::Route;
 use crate::principals::{to_hex, token_hash};
 use crate::storage::BoardSession;
@@ -141,18 +142,15 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
     let summary = orchestrator.summary().await?;
     // The earliest due first (the overdue ones among them), up to the limit.
     let gates = orchestrator.gates_by_due(LIST_LIMIT).await?;
-    let mut waiting = Vec::with_capacity(gates.len());
-    for workflow in &gates {
-        let blockers = orchestrator.stored_blockers(workflow.feature_id()).await?;
-        waiting.push(views::Waiting {
-            workflow: WorkflowResponse::new(workflow, now),
-            escalations: blockers.iter().filter(|c| c.is_pending()).count(),
-        });
-    }
+    let mut waiting: Vec<WorkflowResponse> = gates
+        .iter()
+        .map(|workflow| WorkflowResponse::new(workflow, now))
+        .collect();
+    held(app, &mut waiting).await?;
     // Overdue first, then the earliest due; gates without a deadline last, longest waiting
     // first.
     waiting.sort_by_key(|w| {
-        let gate = &w.workflow.gate;
+        let gate = &w.gate;
         (
             !gate.overdue,
             gate.due_at.is_none(),
@@ -272,7 +270,7 @@ pub(crate) async fn feature(
         .cloned()
         .collect();
     let mut view = WorkflowResponse::new(&workflow, now);
-    view.gate = view.gate.held_by(&blockers);
+    view.gate.hold(&blockers);
     let verdict = match &session {
         _ if workflow.state() != WorkflowState::Gate1 => views::Verdict::SignedOut,
         None => views::Verdict::SignedOut,

@@ -3,7 +3,7 @@
 //! `now` taken once per page.
 
 use maud::{DOCTYPE, Markup, html};
-use orchestrator_core::api::{Blocker, WorkflowResponse};
+use orchestrator_core::api::{Blocker, GateView, WorkflowResponse};
 use orchestrator_core::consultation::CONTEXT_MAX_CHARS;
 use orchestrator_core::values::REASON_MAX_CHARS;
 use orchestrator_core::{
@@ -159,14 +159,6 @@ pub fn problem_page(title: &str, message: &str) -> Markup {
     )
 }
 
-/// A feature waiting at the gate, on the overview.
-pub struct Waiting {
-    /// The workflow.
-    pub workflow: WorkflowResponse,
-    /// Escalations that hold its gate.
-    pub escalations: usize,
-}
-
 /// The features of one state, on the overview.
 pub struct Group {
     /// The state.
@@ -181,8 +173,8 @@ pub struct Group {
 pub struct Overview {
     /// Counts per state, and overdue gates.
     pub summary: Summary,
-    /// GATE_1 features, overdue first, then by due date.
-    pub waiting: Vec<Waiting>,
+    /// GATE_1 features, overdue first, then by due date, each with what holds its gate.
+    pub waiting: Vec<WorkflowResponse>,
     /// How many features wait at the gate.
     pub waiting_total: u64,
     /// The other features by state (only `filter`'s, if any).
@@ -275,8 +267,7 @@ fn group_list(group: &Group, now: Timestamp) -> Markup {
     }
 }
 
-fn waiting_item(item: &Waiting, now: Timestamp) -> Markup {
-    let w = &item.workflow;
+fn waiting_item(w: &WorkflowResponse, now: Timestamp) -> Markup {
     let gate = &w.gate;
     html! {
         li.waiting-item data-feature-id=(w.feature_id.as_str()) {
@@ -285,9 +276,7 @@ fn waiting_item(item: &Waiting, now: Timestamp) -> Markup {
                 @if gate.overdue {
                     span.badge.overdue { "Overdue" }
                 }
-                @if item.escalations > 0 {
-                    span.badge.blocking { (item.escalations) " blocking escalation" @if item.escalations > 1 { "s" } }
-                }
+                (escalations_badge(gate))
             }
             div.description { (w.description.as_str()) }
             div.facts {
@@ -427,21 +416,30 @@ pub fn feature(data: &Feature) -> Markup {
     }
 }
 
-fn gate_section(data: &Feature) -> Markup {
-    let w = &data.workflow;
-    let gate = &w.gate;
+/// "2 blocking escalations": the gate's escalations waiting for a human, if any.
+fn escalations_badge(gate: &GateView) -> Markup {
     let escalations = gate
         .blocked_by
         .iter()
         .filter(|b| matches!(b, Blocker::Escalation { .. }))
         .count();
     html! {
+        @if escalations > 0 {
+            span.badge.blocking { (escalations) " blocking escalation" @if escalations > 1 { "s" } }
+        }
+    }
+}
+
+fn gate_section(data: &Feature) -> Markup {
+    let w = &data.workflow;
+    let gate = &w.gate;
+    html! {
         section.gate aria-labelledby="gate-title" {
             h2 #gate-title { "Gate" }
             p {
                 span #approvals.approvals { "Approvals " (gate.approvals.len()) " of " (gate.required_approvals) }
                 @if gate.overdue { " " span.badge.overdue { "Overdue" } }
-                @if escalations > 0 { " " span.badge.blocking { (escalations) " blocking escalation" @if escalations > 1 { "s" } } }
+                " " (escalations_badge(gate))
             }
             @if !gate.approvals.is_empty() {
                 p { "Approved by " @for (i, a) in gate.approvals.iter().enumerate() { @if i > 0 { ", " } strong { (a.actor.as_str()) } } "." }

@@ -107,13 +107,24 @@ pub async fn create_workflow(
 pub async fn get_workflow(app: &App, id: &str) -> Result<HttpResponse> {
     let id = feature_id(id)?;
     let workflow = app.orchestrator().get(&id).await?;
-    let mut body = WorkflowResponse::new(&workflow, app.now());
-    if workflow.state() == orchestrator_core::WorkflowState::Gate1 {
-        // What holds the gate, consultations included (as stored: no hub call on a read).
-        let blockers = app.orchestrator().stored_blockers(&id).await?;
-        body.gate = body.gate.held_by(&blockers);
+    let mut body = [WorkflowResponse::new(&workflow, app.now())];
+    held(app, &mut body).await?;
+    Ok(representation_answer(StatusCode::OK, &body[0]).into_response())
+}
+
+/// Adds to each gate among `views` the consultations that hold it (as stored: one read for
+/// them all, and no hub call on a read).
+pub(crate) async fn held(app: &App, views: &mut [WorkflowResponse]) -> Result<()> {
+    let gates: Vec<FeatureId> = views
+        .iter()
+        .filter(|view| view.gate.entered_at.is_some())
+        .map(|view| view.feature_id.clone())
+        .collect();
+    if !gates.is_empty() {
+        let blockers = app.orchestrator().stored_blockers(&gates).await?;
+        WorkflowResponse::hold_gates(views, blockers);
     }
-    Ok(representation_answer(StatusCode::OK, &body).into_response())
+    Ok(())
 }
 
 /// Apply one trigger atomically.
@@ -238,14 +249,16 @@ pub async fn list_workflows(app: &App, query: Option<&str>) -> Result<HttpRespon
         ListWorkflowsParams::parse_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let page = app.orchestrator().list(&query).await?;
     let now = app.now();
+    let mut items: Vec<WorkflowResponse> = page
+        .items
+        .iter()
+        .map(|w| WorkflowResponse::new(w, now))
+        .collect();
+    held(app, &mut items).await?;
     Ok(json_response(
         StatusCode::OK,
         &ListWorkflowsResponse {
-            items: page
-                .items
-                .iter()
-                .map(|w| WorkflowResponse::new(w, now))
-                .collect(),
+            items,
             next_cursor: page.next_after.as_ref().map(cursor::encode),
         },
     ))

@@ -613,7 +613,7 @@ pub(super) async fn apply_gated(
                 .get_result::<String>(conn)
                 .await
                 .optional()?;
-            if !ops::gate_blockers(conn, id).await?.is_empty() {
+            if !ops::gate_blockers(conn, vec![id]).await?.is_empty() {
                 return Ok(Written::Refused(RepositoryError::GateBlocked(
                     commit.feature_id.clone(),
                 )));

@@ -513,10 +513,14 @@ impl WorkflowRepository for PgRepository {
 
     async fn gate_blockers(
         &self,
-        feature_id: &FeatureId,
+        feature_ids: &[FeatureId],
     ) -> Result<Vec<Consultation>, RepositoryError> {
+        if feature_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = feature_ids.iter().map(FeatureId::as_str).collect();
         let rows = self
-            .run(async |conn| ops::gate_blockers(conn, feature_id.as_str()).await)
+            .run(async |conn| ops::gate_blockers(conn, ids.clone()).await)
             .await?;
         models::convert(rows)
     }

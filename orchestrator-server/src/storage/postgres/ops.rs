@@ -148,14 +148,15 @@ pub async fn consultations(
         .await
 }
 
-/// A workflow's consultations that block its gate, reservations included, oldest first.
+/// These workflows' consultations that block their gates, reservations included, oldest
+/// first.
 pub async fn gate_blockers(
     conn: &mut AsyncPgConnection,
-    feature_id: &str,
+    feature_ids: Vec<&str>,
 ) -> QueryResult<Vec<ConsultationRow>> {
     let asking = enum_text(&ConsultationStatus::Asking);
     let pending = enum_text(&ConsultationStatus::PendingHuman);
-    queries::gate_blockers_of(feature_id, &asking, &pending)
+    queries::gate_blockers_of(feature_ids, &asking, &pending)
         .select(ConsultationRow::as_select())
         .load(conn)
         .await

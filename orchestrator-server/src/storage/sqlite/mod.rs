@@ -55,6 +55,9 @@ const WRITER_CACHE_KIB: u32 = 1024;
 /// RSS at 32 clients from 31.6 to 23.0 MiB with reads and advances as fast.
 const READER_CACHE_KIB: u32 = 256;
 
+/// Most gates one statement reads the blockers of (SQLite bounds a statement's parameters).
+const GATES_PER_READ: usize = 1000;
+
 /// Workflows, their histories and consultations in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteRepository {
@@ -477,14 +480,30 @@ impl WorkflowRepository for SqliteRepository {
 
     async fn gate_blockers(
         &self,
-        feature_id: &FeatureId,
+        feature_ids: &[FeatureId],
     ) -> Result<Vec<Consultation>, RepositoryError> {
-        let id = feature_id.to_string();
+        if feature_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = feature_ids.iter().map(FeatureId::to_string).collect();
         let rows = self
             .readers
-            .run(move |conn| ops::gate_blockers(conn, &id))
+            .run(move |conn| {
+                // In chunks, each well within SQLite's bound on a statement's parameters.
+                let mut rows = Vec::new();
+                for chunk in ids.chunks(GATES_PER_READ) {
+                    rows.extend(ops::gate_blockers(
+                        conn,
+                        chunk.iter().map(String::as_str).collect(),
+                    )?);
+                }
+                Ok(rows)
+            })
             .await?;
-        models::convert(rows)
+        let mut blockers = models::convert(rows)?;
+        // Oldest first across the chunks too.
+        blockers.sort_by_key(|c: &Consultation| (c.created_at, c.id));
+        Ok(blockers)
     }
 }
 

@@ -118,14 +118,15 @@ pub fn consultations(
         .load(conn)
 }
 
-/// A workflow's consultations that block its gate, reservations included, oldest first.
+/// These workflows' consultations that block their gates, reservations included, oldest
+/// first.
 pub fn gate_blockers(
     conn: &mut SqliteConnection,
-    feature_id: &str,
+    feature_ids: Vec<&str>,
 ) -> QueryResult<Vec<ConsultationRow>> {
     let asking = enum_text(&ConsultationStatus::Asking);
     let pending = enum_text(&ConsultationStatus::PendingHuman);
-    queries::gate_blockers_of(feature_id, &asking, &pending)
+    queries::gate_blockers_of(feature_ids, &asking, &pending)
         .select(ConsultationRow::as_select())
         .load(conn)
 }
@@ -396,7 +397,7 @@ fn apply_commit(
     }
     // Judged on facts read before this write: a consultation stored since (every write goes
     // through this one thread, so it is in this database already) refuses it.
-    if commit.gated && !gate_blockers(conn, id)?.is_empty() {
+    if commit.gated && !gate_blockers(conn, vec![id])?.is_empty() {
         return Ok(Written::Refused(RepositoryError::GateBlocked(
             commit.feature_id.clone(),
         )));
