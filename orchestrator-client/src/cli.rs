@@ -698,7 +698,12 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             let mine = |w: &WorkflowResponse| {
                 let Some(me) = &actor else { return true };
                 (w.gate.allow_self_approval || !w.gate.authors.iter().any(|a| a.same_person(me)))
-                    && !w.gate.approvals.iter().any(|a| a.actor.same_person(me))
+                    && !w
+                        .gate
+                        .approvals
+                        .iter()
+                        .flat_map(|a| a.people())
+                        .any(|a| a.same_person(me))
             };
             waiting.retain(mine);
             waiting.sort_by_key(|w| w.gate.entered_at);

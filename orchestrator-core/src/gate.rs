@@ -175,10 +175,22 @@ impl GateChoice {
 pub struct Approval {
     /// Who approved.
     pub actor: Actor,
+    /// Whom the approver acted for (the history entry's `on_behalf_of`), if anyone: that
+    /// person's approval is given too, so neither may approve again in this stay. Absent when
+    /// nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<Actor>,
     /// When.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     #[serde(serialize_with = "crate::workflow::rfc3339")]
     pub at: Timestamp,
+}
+
+impl Approval {
+    /// Whose approval this is: the approver, and whom they acted for.
+    pub fn people(&self) -> impl Iterator<Item = &Actor> {
+        std::iter::once(&self.actor).chain(self.on_behalf_of.iter())
+    }
 }
 
 /// The current stay at GATE_1.

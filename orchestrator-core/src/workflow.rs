@@ -571,13 +571,16 @@ impl Workflow {
                 });
             }
         }
-        if approvals
-            .iter()
-            .any(|approval| approval.actor.same_person(actor))
-        {
-            return Err(TransitionError::AlreadyApproved {
-                actor: actor.clone(),
-            });
+        // One person approves once in a stay, in their own name or through whoever acts for
+        // them: otherwise one person's consent could count twice.
+        let approvers = || std::iter::once(actor).chain(ctx.on_behalf_of.iter());
+        let approved = approvals.iter().flat_map(Approval::people);
+        for earlier in approved {
+            if let Some(again) = approvers().find(|a| a.same_person(earlier)) {
+                return Err(TransitionError::AlreadyApproved {
+                    actor: again.clone(),
+                });
+            }
         }
         if approvals.len() + 1 >= usize::from(policy.required_approvals) {
             Ok(WorkflowState::Phase2)
@@ -609,6 +612,7 @@ impl Workflow {
                     stay.approvals
                         .extend(transition.actor.clone().map(|actor| Approval {
                             actor,
+                            on_behalf_of: transition.on_behalf_of.clone(),
                             at: transition.at,
                         }));
                     stay
@@ -1106,6 +1110,52 @@ mod tests {
             .decide(HumanApproved, by("alice", None), &open)
             .unwrap();
         assert_eq!(retry.to, Gate1);
+    }
+
+    #[test]
+    fn one_persons_approval_counts_once_whoever_gives_it() {
+        let three = GatePolicy::new(3, false).unwrap();
+        let open = GateFacts::default();
+        let acting = |actor: &str, for_whom: &str| TransitionContext {
+            on_behalf_of: Some(Actor::parse(for_whom).unwrap()),
+            ..by(actor, None)
+        };
+        // Alice approves herself; then nobody may approve for her, nor she again through
+        // someone else.
+        let mut gate = at_gate(three);
+        gate.record(
+            &gate
+                .decide(HumanApproved, by("alice", None), &open)
+                .unwrap(),
+        );
+        assert_eq!(
+            gate.decide(HumanApproved, acting("proxy", "Alice"), &open),
+            Err(TransitionError::AlreadyApproved {
+                actor: Actor::parse("Alice").unwrap()
+            })
+        );
+        // A proxy approves for bo: the approval is kept as both, and neither approves again.
+        let mut gate = at_gate(three);
+        gate.record(
+            &gate
+                .decide(HumanApproved, acting("proxy", "bo"), &open)
+                .unwrap(),
+        );
+        let approval = &gate.gate_stay().unwrap().approvals[0];
+        assert_eq!(
+            approval.people().map(Actor::as_str).collect::<Vec<_>>(),
+            vec!["proxy", "bo"]
+        );
+        for again in [by("bo", None), by("proxy", None), acting("cy", "bo")] {
+            assert!(matches!(
+                gate.decide(HumanApproved, again, &open),
+                Err(TransitionError::AlreadyApproved { .. })
+            ));
+        }
+        // Two other people still make the three.
+        gate.record(&gate.decide(HumanApproved, by("cy", None), &open).unwrap());
+        let last = gate.decide(HumanApproved, by("dee", None), &open).unwrap();
+        assert_eq!(last.to, Phase2);
     }
 
     #[test]

@@ -66,6 +66,8 @@ struct Step {
     elapse: i64,
     /// Who says so: one of a few names, or nobody named.
     actor: Option<&'static str>,
+    /// Whom they act for (a principal naming somebody else), if anyone.
+    behalf: Option<&'static str>,
     /// Whether the caller says it is an agent.
     agent: bool,
     /// Whether a reason is given.
@@ -87,12 +89,22 @@ fn gate_refusal(model: &Model, step: &Step) -> Option<&'static str> {
         None
     } else if step.actor.is_none() {
         (model.required > 1).then_some("actor")
-    } else if step.actor == model.author {
+    } else if step.people().any(|p| model.authors.contains(&p)) {
         Some("self")
-    } else if model.approvals.contains(&step.actor.unwrap_or_default()) {
+    } else if step
+        .people()
+        .any(|p| model.approvals.iter().flatten().any(|a| *a == p))
+    {
         Some("already")
     } else {
         None
+    }
+}
+
+impl Step {
+    /// Who the step speaks for: the actor and whom they act for.
+    fn people(&self) -> impl Iterator<Item = &'static str> {
+        self.actor.into_iter().chain(self.behalf)
     }
 }
 
@@ -112,10 +124,11 @@ struct Model {
     state: WorkflowState,
     version: u64,
     rework_count: u32,
-    /// Who completed the work at the gate, while at the gate.
-    author: Option<&'static str>,
-    /// Who approved in this stay at the gate.
-    approvals: Vec<&'static str>,
+    /// Who completed the work at the gate (its actor and whom they acted for), while at the
+    /// gate.
+    authors: Vec<&'static str>,
+    /// The approvals of this stay at the gate, each the people it speaks for.
+    approvals: Vec<Vec<&'static str>>,
     /// The policy: distinct approvals needed.
     required: u8,
 }
@@ -134,7 +147,7 @@ impl ReferenceStateMachine for Lifecycle {
                 state: Phase1,
                 version: 1,
                 rework_count: 0,
-                author: None,
+                authors: Vec::new(),
                 approvals: Vec::new(),
                 required,
             })
@@ -149,24 +162,36 @@ impl ReferenceStateMachine for Lifecycle {
             1 => (1u64..4).prop_map(Expectation::Stale),
         ];
         let actor = prop::sample::select(vec![None, Some("ana"), Some("bo"), Some("cy")]);
+        let behalf = prop_oneof![
+            3 => Just(None),
+            1 => prop::sample::select(vec![Some("ana"), Some("bo"), Some("cy")]),
+        ];
         (
             (trigger, expectation, 0i64..5000),
             (
                 actor,
+                behalf,
                 prop::bool::weighted(0.15),
                 prop::bool::weighted(0.8),
                 prop::bool::weighted(0.1),
             ),
         )
             .prop_map(
-                |((trigger, expectation, elapse), (actor, agent, reasoned, override_gate))| Step {
-                    trigger,
-                    expectation,
-                    elapse,
-                    actor,
-                    agent,
-                    reasoned,
-                    override_gate,
+                |(
+                    (trigger, expectation, elapse),
+                    (actor, behalf, agent, reasoned, override_gate),
+                )| {
+                    Step {
+                        trigger,
+                        expectation,
+                        elapse,
+                        actor,
+                        // Somebody else, as a principal naming another person is recorded.
+                        behalf: behalf.filter(|b| actor.is_some_and(|a| a != *b)),
+                        agent,
+                        reasoned,
+                        override_gate,
+                    }
                 },
             )
             .boxed()
@@ -182,12 +207,12 @@ impl ReferenceStateMachine for Lifecycle {
             }
             let to = destination(&model, step, to);
             if model.state == Gate1 && to == Gate1 {
-                model.approvals.extend(step.actor);
+                model.approvals.push(step.people().collect());
             } else if to == Gate1 {
-                model.author = step.actor;
+                model.authors = step.people().collect();
                 model.approvals.clear();
             } else {
-                model.author = None;
+                model.authors.clear();
                 model.approvals.clear();
             }
             model.state = to;
@@ -255,16 +280,21 @@ impl StateMachineTest for Lifecycle {
             version: workflow_before.version(),
             rework_count: workflow_before.rework_count(),
             // The stay at the gate, as the workflow keeps it.
-            author: workflow_before
+            authors: workflow_before
                 .gate_stay()
-                .and_then(|stay| stay.authors.first())
-                .and_then(|name| known(name.as_str())),
+                .map(|stay| {
+                    stay.authors
+                        .iter()
+                        .filter_map(|name| known(name.as_str()))
+                        .collect()
+                })
+                .unwrap_or_default(),
             approvals: workflow_before
                 .gate_stay()
                 .map(|stay| {
                     stay.approvals
                         .iter()
-                        .filter_map(|a| known(a.actor.as_str()))
+                        .map(|a| a.people().filter_map(|p| known(p.as_str())).collect())
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -273,6 +303,7 @@ impl StateMachineTest for Lifecycle {
         system.clock.advance(Duration::seconds(step.elapse));
         let mut advance = Advance::new(step.trigger);
         advance.actor = step.actor.map(|name| Actor::parse(name).unwrap());
+        advance.on_behalf_of = step.behalf.map(|name| Actor::parse(name).unwrap());
         advance.actor_kind = step.agent.then_some(ActorKind::Agent);
         advance.override_gate = step.override_gate;
         advance.reason = step
@@ -380,8 +411,18 @@ impl StateMachineTest for Lifecycle {
                     .rev()
                     .find(|t| t.from != Gate1 && t.to == Gate1)
                     .unwrap();
+                let people = |t: &Transition| -> Vec<Actor> {
+                    t.actor
+                        .iter()
+                        .chain(t.on_behalf_of.iter())
+                        .cloned()
+                        .collect()
+                };
+                let authors = people(author);
                 assert!(
-                    entry.override_gate || entry.actor.is_none() || entry.actor != author.actor
+                    entry.override_gate
+                        || entry.actor.is_none()
+                        || !people(entry).iter().any(|p| authors.contains(p))
                 );
             }
             if entry.trigger == HumanRejected {

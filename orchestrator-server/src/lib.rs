@@ -34,7 +34,7 @@ pub use config::{Config, LogFormat};
 #[cfg(feature = "http")]
 pub use http::{App, serve};
 #[cfg(feature = "http")]
-pub use service::{StartupError, bind, build_app};
+pub use service::{StartupError, bind, build_app, claim_database};
 
 /// The service's version, reported by `/health` and `/`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

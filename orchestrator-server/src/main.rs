@@ -52,6 +52,11 @@ fn main() -> ExitCode {
             eprintln!("error: ORCHESTRATOR_PRINCIPALS_FILE: {e}");
             ExitCode::from(2)
         }
+        Err(e @ orchestrator_server::StartupError::DatabaseInUse(_)) => {
+            // Like a bad setting: one line, exit 2.
+            eprintln!("error: DATABASE_URL: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(error = %e, "start-up failed");
             eprintln!("error: {e}");
@@ -115,6 +120,14 @@ fn run_command(command: &Command) -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
+    // The port and a SQLite file first: a second server started by mistake stops before it
+    // opens the store, where start-up ends the asks it finds under way as left by a crash.
+    let listener = bind(&config).await?;
+    if let Some(file) = &config.principals_file {
+        // A bad principals file stops start-up before a database file is made or claimed.
+        principals::Principals::load(file)?;
+    }
+    let _database = orchestrator_server::claim_database(&config.database_url)?;
     let app = build_app(&config).await?;
     #[cfg(unix)]
     {
@@ -130,7 +143,6 @@ async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
             });
         }
     }
-    let listener = bind(&config).await?;
     let address = listener
         .local_addr()
         .map_or_else(|_| config.bind_address().to_string(), |a| a.to_string());

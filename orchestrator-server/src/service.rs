@@ -24,6 +24,12 @@ pub enum StartupError {
     /// The webhooks' HTTP client could not be built.
     #[error("webhook client: {0}")]
     Webhooks(String),
+    /// Another process holds the SQLite database file (see [`claim_database`]).
+    #[error(
+        "the database file {} is in use by another orchestrator-server; one server per SQLite file (several replicas need PostgreSQL)",
+        .0.display()
+    )]
+    DatabaseInUse(std::path::PathBuf),
     /// The listening socket could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -32,6 +38,40 @@ pub enum StartupError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// Holds a SQLite database file for this process alone, until the returned file is dropped
+/// (an advisory lock on it, which the system also releases when the process ends, however it
+/// ends). A second server started on the same file stops here, before it opens the store: at
+/// start-up a server fails every ask it finds under way as left by a crash, which would end
+/// the first server's asks while they run. `None` for PostgreSQL, for a private in-memory
+/// database, and where the file cannot be opened or locked (the store then says why it cannot
+/// open it, or runs unguarded on a file system without locks).
+pub fn claim_database(url: &storage::DatabaseUrl) -> Result<Option<std::fs::File>, StartupError> {
+    let storage::DatabaseUrl::SqliteFile(path) = url else {
+        return Ok(None);
+    };
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        // The store creates missing directories too, and says why if it cannot.
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+    else {
+        return Ok(None);
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartupError::DatabaseInUse(path.clone())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!(error = %e, "the database file cannot be locked; a second server on it would not be stopped");
+            Ok(None)
+        }
+    }
 }
 
 /// Opens storage (running migrations) and builds the application `config` describes.

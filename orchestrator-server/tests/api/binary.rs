@@ -207,3 +207,62 @@ async fn sigterm_drains_and_exits_zero() {
     let exit = exit.expect("server did not stop after SIGTERM");
     assert!(exit.success(), "exit status {exit}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_server_on_the_same_sqlite_file_stops_before_opening_it() {
+    let dir = TempDir::new().unwrap();
+    let url = format!("sqlite:///{}/shared.db", dir.path().display());
+    let port = crate::helpers::free_port();
+    let mut first = server()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = Client::new(format!("http://127.0.0.1:{port}")).unwrap();
+    crate::helpers::wait_healthy(&client).await;
+
+    // Another port, the same file: one line, exit 2, and the first server serves on.
+    let mut second = server()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            panic!("a second server on the same file kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("in use by another orchestrator-server"),
+        "{stderr}"
+    );
+    assert!(client.get_health().await.is_ok());
+
+    // Once the first has stopped, the file is free again.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut third = server()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::helpers::wait_healthy(&client).await;
+    third.kill().unwrap();
+    third.wait().unwrap();
+}

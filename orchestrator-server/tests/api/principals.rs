@@ -184,6 +184,64 @@ async fn tokens_name_the_actor_and_roles_decide_what_they_may_do() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn one_persons_approval_counts_once_even_given_through_someone_else() {
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let alice = mint(&file, "alice", ActorKind::Human, &[Role::Reviewer]);
+    let carol = mint(&file, "carol", ActorKind::Human, &[Role::Reviewer]);
+    let bot = mint(&file, "build-bot", ActorKind::Agent, &[Role::Agent]);
+    let app = spawn_app_with(|c| {
+        c.principals_file = Some(file.clone());
+        c.gate_required_approvals = 2;
+    })
+    .await;
+    let (alice, carol, bot) = (
+        client(&app, &alice),
+        client(&app, &carol),
+        client(&app, &bot),
+    );
+    bot.start_workflow(&StartWorkflowRequest::new("two", "needs two people"))
+        .await
+        .unwrap();
+    bot.advance_workflow(&id("two"), &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+
+    // Alice approves for Carol: the approval is both of theirs.
+    let mut for_carol = AdvanceRequest::new("human_approved");
+    for_carol.actor = Some("carol".to_owned());
+    let first = alice
+        .advance_workflow(&id("two"), &for_carol)
+        .await
+        .unwrap();
+    assert_eq!(first.state, WorkflowState::Gate1);
+    let approval = &first.gate.approvals[0];
+    assert_eq!(
+        (
+            approval.actor.as_str(),
+            approval.on_behalf_of.as_ref().map(|a| a.as_str())
+        ),
+        ("alice", Some("carol"))
+    );
+
+    // So Carol's own approval is her second, not the second person's: refused, nothing stored.
+    let error = carol
+        .advance_workflow(&id("two"), &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::AlreadyApproved));
+    assert_eq!(
+        details(&error),
+        vec!["actor: carol approved this stay at the gate already".to_owned()]
+    );
+    let now = carol.get_workflow(&id("two")).await.unwrap();
+    assert_eq!(
+        (now.state, now.version),
+        (WorkflowState::Gate1, first.version)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn without_principals_an_agent_that_says_so_may_not_approve() {
     let app = spawn_app_with(|_| {}).await;
     app.start_workflow("open-1").await;

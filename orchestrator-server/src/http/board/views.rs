@@ -442,7 +442,7 @@ fn gate_section(data: &Feature) -> Markup {
                 " " (escalations_badge(gate))
             }
             @if !gate.approvals.is_empty() {
-                p { "Approved by " @for (i, a) in gate.approvals.iter().enumerate() { @if i > 0 { ", " } strong { (a.actor.as_str()) } } "." }
+                p { "Approved by " @for (i, a) in gate.approvals.iter().enumerate() { @if i > 0 { ", " } strong { (a.actor.as_str()) } @if let Some(whom) = &a.on_behalf_of { " for " strong { (whom.as_str()) } } } "." }
             }
             @if let Some(due) = gate.due_at { p { "Due " (when(due)) "." } }
             @match &data.verdict {
