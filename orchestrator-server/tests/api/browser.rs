@@ -422,8 +422,12 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         conflict.contains("changed while you were looking"),
         "{conflict}"
     );
+    // It says what changed, in the order it happened.
     assert!(
-        conflict.contains("you saw version 2; it is now GATE_1 at version 4"),
+        conflict.contains(
+            "you saw version 2; since then bob rejected it, then build-bot completed the work; \
+             it is now GATE_1 at version 4, with 0 of 1 approvals"
+        ),
         "{conflict}"
     );
     // The page shown after the refusal is the one she decides on now.
@@ -512,6 +516,57 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         Some("alice"),
         "{answered:?}"
     );
+
+    // The form left is named by its question. A keyboard user on its Confirm button stays
+    // there when the page follows a change (here a new consultation).
+    let named = a
+        .execute(
+            "const form = document.querySelector('form.respond');
+             return document.getElementById(form.getAttribute('aria-labelledby')).textContent;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        named.as_str(),
+        Some("Must the retry log leave out the card number? [confidence=40]")
+    );
+    a.execute(
+        "document.querySelector('form.respond button[value=confirm]').focus();",
+        vec![],
+    )
+    .await
+    .unwrap();
+    agent
+        .create_consultation(
+            &payments,
+            &ConsultRequest::new(
+                "architecture",
+                "Which queue holds the retries? [confidence=95]",
+            ),
+        )
+        .await
+        .unwrap();
+    wait_text(&a, "table.consultations", |t| {
+        t.contains("Which queue holds the retries?")
+    })
+    .await;
+    let focused = a
+        .execute(
+            "const e = document.activeElement;
+             return e.tagName + ' ' + e.value + ' ' + (e.form && e.form.dataset.consultation);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let form = a
+        .execute(
+            "return 'BUTTON confirm ' + document.querySelector('form.respond').dataset.consultation;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(focused, form);
 
     // Sign-out ends the session on the server: the old cookie no longer works.
     let cookie = a.get_named_cookie("orchestrator_session").await.unwrap();

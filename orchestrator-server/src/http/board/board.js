@@ -32,14 +32,31 @@
   // being recorded against work they never saw. Left alone while a decision is being sent.
   let deciding = null;
   let sending = false;
+  // Decisions and answers out: the page is not swapped under them (a new form would come with
+  // its buttons on, and a second click would send the same decision again); it is refreshed
+  // once they are back.
+  let busy = 0;
+  // Whether the event stream is open, and the pause before retrying a refresh that failed
+  // (growing to half a minute): a page that could not be refreshed is fetched again until it
+  // is, not left stale until the next event.
+  let streaming = false;
+  let retryIn = 0;
+  let retry = null;
+
+  function refreshFailed(text) {
+    showLive(text, false);
+    if (retry) return;
+    retryIn = Math.min(30000, retryIn ? retryIn * 2 : 2000);
+    retry = setTimeout(() => { retry = null; schedule(); }, retryIn);
+  }
 
   async function refresh() {
-    if (refreshing) { schedule(); return; }
+    if (refreshing || busy > 0) { schedule(); return; }
     refreshing = true;
     try {
       const response = await fetch(location.href, { credentials: 'same-origin', headers: { Accept: 'text/html' } });
       if (!response.ok) {
-        showLive('Live, but the page could not be refreshed (HTTP ' + response.status + ')', false);
+        refreshFailed('Live, but the page could not be refreshed (HTTP ' + response.status + '); trying again');
         return;
       }
       const fetched = new DOMParser().parseFromString(await response.text(), 'text/html');
@@ -56,7 +73,7 @@
       // What the reader is typing and where the focus is survive the swap.
       const typed = Array.from(current.querySelectorAll('textarea[id]'))
         .map((field) => [field.id, field.value]);
-      const focused = document.activeElement && document.activeElement.id;
+      const focused = focusFinder(document.activeElement, current);
       // A reader who began deciding keeps the version they began on, even across a stay at
       // another state (the form gone meanwhile): the next decision they send is refused.
       const form = next.querySelector('#decide');
@@ -80,16 +97,53 @@
         const again = document.getElementById(id);
         if (again) again.value = value;
       });
-      if (focused) {
-        const element = document.getElementById(focused);
-        if (element) element.focus();
-      }
+      // Bound first: a button comes disabled, and a disabled button takes no focus.
       bind();
+      if (focused) focused();
+      if (retryIn) {
+        retryIn = 0;
+        if (streaming) showLive('Live', true);
+      }
     } catch (_) {
-      showLive('Live, but the server could not be reached', false);
+      refreshFailed('Live, but the server could not be reached; trying again');
     } finally {
       refreshing = false;
     }
+  }
+
+  // How to find `element` again in the page that replaces `main`, and give it back the focus
+  // (with a text field's caret where it was): by id, a link by where it leads, a button by its
+  // form and value. Null when the focus is outside `main` or nowhere.
+  function focusFinder(element, main) {
+    if (!element || element === document.body || !main.contains(element)) return null;
+    const caret = typeof element.selectionStart === 'number' ? [element.selectionStart, element.selectionEnd] : null;
+    let find;
+    if (element.id) {
+      find = () => document.getElementById(element.id);
+    } else if (element.tagName === 'A' && element.getAttribute('href')) {
+      const href = element.getAttribute('href');
+      find = () => Array.from(document.querySelectorAll('#main a')).find((a) => a.getAttribute('href') === href);
+    } else if (element.tagName === 'BUTTON' && element.form) {
+      const form = element.form;
+      const key = form.id ? ['id', form.id] : ['consultation', form.dataset.consultation];
+      const value = element.value;
+      find = () => {
+        const again = key[0] === 'id'
+          ? document.getElementById(key[1])
+          : Array.from(document.querySelectorAll('form.respond')).find((f) => f.dataset.consultation === key[1]);
+        return again ? Array.from(again.querySelectorAll('button')).find((b) => b.value === value) : null;
+      };
+    } else {
+      return null;
+    }
+    return () => {
+      const again = find();
+      if (!again) return;
+      again.focus();
+      if (caret && typeof again.setSelectionRange === 'function') {
+        try { again.setSelectionRange(caret[0], caret[1]); } catch (_) { /* not a text field */ }
+      }
+    };
   }
 
   function schedule() {
@@ -146,9 +200,11 @@
     types.forEach((type) => source.addEventListener(type, seen));
     source.addEventListener('open', () => {
       failures = 0;
-      showLive('Live', true);
+      streaming = true;
+      if (!retryIn) showLive('Live', true);
     });
     source.addEventListener('error', () => {
+      streaming = false;
       if (source.readyState !== EventSource.CLOSED) {
         showLive('Reconnecting…', false);
         return;
@@ -231,20 +287,40 @@
     }
     const error = errorOf(answer, response);
     if (error.code === 'VERSION_CONFLICT') {
-      const now = await fetch('/workflow/' + encodeURIComponent(form.dataset.feature), { credentials: 'same-origin' })
+      const path = '/workflow/' + encodeURIComponent(form.dataset.feature);
+      const read = (url) => fetch(url, { credentials: 'same-origin' })
         .then((r) => (r.ok ? r.json() : null)).catch(() => null);
+      const [now, history] = await Promise.all([read(path), read(path + '/history')]);
       // Told what changed: the next decision is made on the feature as it is now (a reason
       // still written is pinned to that version at the next refresh).
       deciding = null;
       const shownForm = document.getElementById('decide');
       if (now && shownForm) shownForm.dataset.version = String(now.version);
-      const what = now
-        ? 'it is now ' + now.state + ' at version ' + now.version + ', with ' + now.gate.approvals.length + ' of ' + now.gate.required_approvals + ' approvals'
+      const since = history && Array.isArray(history.transitions)
+        ? history.transitions.filter((t) => t.seq > Number(shown)).map(told)
+        : [];
+      let what = now
+        ? 'it is now ' + now.state + ' at version ' + now.version +
+          (now.state === 'GATE_1' ? ', with ' + now.gate.approvals.length + ' of ' + now.gate.required_approvals + ' approvals' : '')
         : 'it is no longer at version ' + shown;
+      if (since.length) what = 'since then ' + since.join(', then ') + '; ' + what;
       say('Not recorded: this feature changed while you were looking (you saw version ' + shown + '; ' + what + '). The page now shows it as it is; decide again if you still want to.', 'bad');
     } else {
       notRecorded(error);
     }
+  }
+
+  // One history entry in words: "bob approved", "carol rejected it".
+  function told(t) {
+    const who = t.actor ? t.actor + (t.on_behalf_of ? ' for ' + t.on_behalf_of : '') : 'someone unnamed';
+    const did = {
+      human_approved: t.override ? 'overrode the gate' : 'approved',
+      human_rejected: 'rejected it',
+      agent_complete: 'completed the work',
+      cancel: 'cancelled it',
+      start: 'started it again',
+    }[t.trigger] || t.trigger;
+    return who + ' ' + did;
   }
 
   // --- Confirm / Correct / Add context: an escalation answered through the API. ---
@@ -303,9 +379,11 @@
   async function submitting(form, send, value) {
     const buttons = Array.from(form.querySelectorAll('button'));
     buttons.forEach((button) => { button.disabled = true; });
+    busy += 1;
     try {
       await send(form, value);
     } finally {
+      busy -= 1;
       buttons.forEach((button) => { button.disabled = false; });
     }
     await refresh();

@@ -377,7 +377,7 @@ pub fn feature(data: &Feature) -> Markup {
                             @for c in &data.consultations {
                                 tr data-status=(c.status.as_str()) {
                                     td { (c.topic.as_str()) }
-                                    td { (c.question.as_str()) }
+                                    td id=(format!("question-{}", c.id)) { (c.question.as_str()) }
                                     td { (c.final_answer.as_deref().or(c.answer.as_deref()).unwrap_or("—")) }
                                     td { @if let Some(conf) = c.confidence { (conf) " %" } @else { "—" } }
                                     td {
@@ -482,15 +482,18 @@ fn decision_form(w: &WorkflowResponse, approve: bool, reject: bool) -> Markup {
 /// the Agent Hub through `POST …/consultations/{id}/respond`.
 fn respond_form(w: &WorkflowResponse, c: &Consultation) -> Markup {
     let field = format!("response-{}", c.id);
+    // Named by its question, so that with two escalations a screen reader tells the forms (and
+    // their buttons) apart.
+    let question = format!("question-{}", c.id);
     html! {
-        form.respond data-feature=(w.feature_id.as_str()) data-consultation=(c.id) {
+        form.respond data-feature=(w.feature_id.as_str()) data-consultation=(c.id) aria-labelledby=(question) {
             p.note { "The expert's answer waits for a human: confirm it, correct it, or add context for the hub to ask again." }
             label for=(field) { "Response" }
             textarea id=(field) name="response" rows="2" maxlength=(CONTEXT_MAX_CHARS) placeholder="Required to correct or add context" {}
             div.buttons {
-                button type="submit" name="action" value="confirm" disabled { "Confirm" }
-                button.secondary type="submit" name="action" value="correct" disabled { "Correct" }
-                button.secondary type="submit" name="action" value="add_context" disabled { "Add context" }
+                button type="submit" name="action" value="confirm" aria-describedby=(question) disabled { "Confirm" }
+                button.secondary type="submit" name="action" value="correct" aria-describedby=(question) disabled { "Correct" }
+                button.secondary type="submit" name="action" value="add_context" aria-describedby=(question) disabled { "Add context" }
             }
         }
     }
