@@ -51,8 +51,8 @@ pub use repository::{
 #[cfg(feature = "test-util")]
 pub use service::ManualClock;
 pub use service::{
-    Advance, Clock, Error, EventPage, Orchestrator, Respond, Result, Seal, StartWorkflow, Started,
-    SystemClock,
+    Advance, Clock, Error, EventPage, Expired, ExpiryObserver, Orchestrator, Respond, Result, Seal,
+    StartWorkflow, Started, SystemClock,
 };
 pub use state::{TRANSITIONS, Trigger, WorkflowState, next_state};
 pub use values::{Actor, Description, FeatureId, Metadata, Reason, ValidationError};

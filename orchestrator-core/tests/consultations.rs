@@ -535,3 +535,40 @@ async fn an_approval_notes_no_deadline_of_a_stay_that_ended_in_time_while_the_hu
     );
     assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
 }
+
+/// Two answers without a name are two people's as far as anyone can tell: the second, finding
+/// the escalation answered at the hub, is told so rather than taken for the first sent again.
+#[tokio::test]
+async fn an_unnamed_answer_is_never_taken_for_another_sent_again() {
+    use orchestrator_core::Respond;
+    use orchestrator_core::hub::{AgentHub, EscalationId, HumanResponse};
+
+    let (orchestrator, hub, id) = setup().await;
+    hub.push_escalation("esc-1");
+    let pending = orchestrator.consult(&id, ask("security")).await.unwrap();
+    // Somebody unnamed confirmed it at the hub (as the orchestrator would have sent it).
+    hub.respond(
+        &EscalationId("esc-1".into()),
+        &HumanResponse {
+            action: HumanAction::Confirm,
+            responder: "unknown reviewer".into(),
+            response: None,
+        },
+    )
+    .await
+    .unwrap();
+    let confirm = Respond {
+        action: HumanAction::Confirm,
+        response: None,
+        actor: None,
+        actor_kind: None,
+    };
+    let err = orchestrator
+        .respond(&id, pending.id, confirm)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AlreadyResolved { .. }), "{err}");
+    // The consultation shows the answer that stands.
+    let stored = &orchestrator.consultations(&id).await.unwrap()[0];
+    assert_eq!(stored.status, ConsultationStatus::Resolved);
+}

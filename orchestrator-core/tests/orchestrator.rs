@@ -380,6 +380,42 @@ async fn a_gate_past_its_deadline_is_listed_counted_and_noted_once() {
     assert_eq!(orchestrator.summary().await.unwrap().overdue, 1);
 }
 
+/// The observer hears of each stay noted past its deadline once: one a sweep noted, and one
+/// noted before a decision that came after its deadline (which the sweep then passes over).
+#[tokio::test]
+async fn every_expiry_noted_is_told_once_whoever_noted_it() {
+    let (orchestrator, clock) = orchestrator();
+    let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hears = told.clone();
+    let orchestrator = orchestrator.observing_expiries(Arc::new(move |e| {
+        hears
+            .lock()
+            .unwrap()
+            .push((e.feature_id.to_string(), e.workflow.state()));
+    }));
+    at_gate_with_deadline(&orchestrator, "swept", "flag").await;
+    at_gate_with_deadline(&orchestrator, "decided-late", "reject").await;
+    clock.advance(Duration::seconds(61));
+    // A late approval: the deadline first (rejected by the system), so nothing left to approve.
+    let mut approve = Advance::new(Trigger::HumanApproved);
+    approve.actor = Some(orchestrator_core::Actor::parse("alice").unwrap());
+    assert!(
+        orchestrator
+            .advance(&id("decided-late"), approve)
+            .await
+            .is_err()
+    );
+    assert_eq!(orchestrator.sweep_gates().await.unwrap().len(), 1);
+    assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
+    assert_eq!(
+        *told.lock().unwrap(),
+        vec![
+            ("decided-late".to_owned(), WorkflowState::Phase1),
+            ("swept".to_owned(), WorkflowState::Gate1),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn one_sweep_notes_hundreds_of_gates_due_at_once() {
     let (orchestrator, clock) = orchestrator();

@@ -7,7 +7,7 @@ use crate::consultation::{
 use crate::hub::{HubAnswer, HubError, HubQuestion, HubSessionId, HumanResponse};
 use crate::principal::ActorKind;
 use crate::values::FeatureId;
-use crate::workflow::{GateFacts, Timestamp};
+use crate::workflow::{GateFacts, Timestamp, Workflow};
 
 use super::{Error, Orchestrator, Respond, Result, Seal};
 
@@ -113,13 +113,9 @@ impl Orchestrator {
         self.settle(reserved, answer).await
     }
 
-    /// Step one: stores the question as an `asking` reservation, which no reader sees, if the
-    /// workflow is active (else `NotActive`, before the hub is called).
-    pub async fn reserve_consultation(
-        &self,
-        feature_id: &FeatureId,
-        consult: Consult,
-    ) -> Result<Consultation> {
+    /// The workflow, if it exists and is active: a consultation may be stored for it (else
+    /// `WorkflowNotFound` or `NotActive`). Judged again when one is stored.
+    pub async fn consultable(&self, feature_id: &FeatureId) -> Result<Workflow> {
         let workflow = self.repository.get(feature_id).await?;
         if !workflow.state().is_active() {
             return Err(Error::NotActive {
@@ -127,6 +123,17 @@ impl Orchestrator {
                 state: workflow.state(),
             });
         }
+        Ok(workflow)
+    }
+
+    /// Step one: stores the question as an `asking` reservation, which no reader sees, if the
+    /// workflow is active (else `NotActive`, before the hub is called).
+    pub async fn reserve_consultation(
+        &self,
+        feature_id: &FeatureId,
+        consult: Consult,
+    ) -> Result<Consultation> {
+        let workflow = self.consultable(feature_id).await?;
         let reserved = Consultation::asking(
             ConsultationId::new(),
             feature_id.clone(),
@@ -354,6 +361,8 @@ impl Orchestrator {
                 });
             }
         };
+        // Only a named responder's answer can be told for theirs when sent again.
+        let named = respond.actor.is_some();
         let answer = HumanResponse {
             action: respond.action,
             responder: respond
@@ -370,7 +379,8 @@ impl Orchestrator {
                 // The same answer by the same responder is this one, sent again after its
                 // reply was lost (the hub took it, the answer never came back, or storing it
                 // here failed): carried out once, so answered as the first time would have been.
-                let ours = escalation.human_action == Some(answer.action)
+                let ours = named
+                    && escalation.human_action == Some(answer.action)
                     && escalation.human_responder.as_deref() == Some(answer.responder.as_str())
                     && escalation.human_response == answer.response;
                 if ours {

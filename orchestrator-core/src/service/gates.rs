@@ -139,12 +139,18 @@ impl Orchestrator {
             transition,
         });
         match self.repository.note_overdue(&note, expiry).await {
-            Ok(true) => Ok(Noted::Now(Box::new(Expired {
-                feature_id: note.feature_id,
-                due_at,
-                on_expiry,
-                workflow: change.map_or(workflow, |(next, _)| next),
-            }))),
+            Ok(true) => {
+                let expired = Expired {
+                    feature_id: note.feature_id,
+                    due_at,
+                    on_expiry,
+                    workflow: change.map_or(workflow, |(next, _)| next),
+                };
+                if let Some(observer) = &self.expiries {
+                    observer(&expired);
+                }
+                Ok(Noted::Now(Box::new(expired)))
+            }
             Ok(false) => Ok(Noted::Before),
             Err(RepositoryError::VersionConflict { .. }) => Ok(Noted::Moved),
             Err(e) => Err(e.into()),

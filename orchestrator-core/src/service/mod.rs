@@ -209,7 +209,12 @@ pub struct Orchestrator {
     hub: Arc<dyn AgentHub>,
     clock: Arc<dyn Clock>,
     gate_defaults: GatePolicy,
+    expiries: Option<ExpiryObserver>,
 }
+
+/// Told of each stay at the gate this orchestrator noted past its deadline, once, whether a
+/// sweep noted it or a decision that came after the deadline ([`Orchestrator::observing_expiries`]).
+pub type ExpiryObserver = Arc<dyn Fn(&Expired) + Send + Sync>;
 
 /// The hub of an orchestrator built without one: every call is unavailable.
 struct NoAgentHub;
@@ -255,6 +260,7 @@ impl Orchestrator {
             hub: Arc::new(NoAgentHub),
             clock: Arc::new(SystemClock),
             gate_defaults: GatePolicy::default(),
+            expiries: None,
         }
     }
 
@@ -268,6 +274,13 @@ impl Orchestrator {
     /// `defaults`.
     pub fn with_gate_defaults(mut self, defaults: GatePolicy) -> Self {
         self.gate_defaults = defaults;
+        self
+    }
+
+    /// The same orchestrator, telling `observer` of each stay at the gate it notes past its
+    /// deadline (for metrics and logs: a sweep's and a late decision's alike).
+    pub fn observing_expiries(mut self, observer: ExpiryObserver) -> Self {
+        self.expiries = Some(observer);
         self
     }
 

@@ -94,12 +94,12 @@ impl Asks {
         consult: Consult,
         claimed: Option<&Claimed>,
     ) -> Result<Asked> {
-        // Refused before anything is stored.
-        let permit = self
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ApiError::TooManyAsks)?;
+        // Refused before anything is stored; a request that could never succeed (no such
+        // workflow, or one that ended) hears why rather than "try again later".
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            orchestrator.consultable(feature_id).await?;
+            return Err(ApiError::TooManyAsks);
+        };
         let reserved = orchestrator
             .reserve_consultation(feature_id, consult)
             .await?;

@@ -5,11 +5,13 @@
 //! one writer), the purge of idempotency keys older than a day, of events (and delivered or
 //! failed webhook deliveries) past their retention, and of the board's ended sessions.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::App;
+use crate::metrics::Metrics;
 
 /// How often the deadlines are checked: a stay is noted within this (plus the sweep's own
 /// time) after its `due_at`.
@@ -96,23 +98,28 @@ async fn purge_events(app: &App) {
 
 /// One sweep; a storage failure is logged and the next sweep tries again.
 async fn sweep_once(app: &App) {
-    match app.orchestrator().sweep_gates().await {
-        Ok(expired) => {
-            for gate in expired {
-                app.metrics().gate_expired(gate.on_expiry);
-                if let Some(trigger) = gate.on_expiry.trigger() {
-                    app.metrics().transition(trigger);
-                }
-                tracing::info!(
-                    event = "gate.overdue",
-                    feature_id = %gate.feature_id,
-                    due_at = %gate.due_at.to_rfc3339(),
-                    on_expiry = gate.on_expiry.as_str(),
-                    state = %gate.workflow.state(),
-                    "gate past its deadline"
-                );
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "could not sweep the gates' deadlines"),
+    // Each stay noted is counted and logged by the orchestrator's observer
+    // (`expiry_observer`), as one noted before a late decision is.
+    if let Err(e) = app.orchestrator().sweep_gates().await {
+        tracing::warn!(error = %e, "could not sweep the gates' deadlines");
     }
+}
+
+/// Counts and logs each stay at the gate noted past its deadline, by a sweep or before a
+/// decision that came after it.
+pub fn expiry_observer(metrics: Arc<Metrics>) -> orchestrator_core::ExpiryObserver {
+    Arc::new(move |gate: &orchestrator_core::Expired| {
+        metrics.gate_expired(gate.on_expiry);
+        if let Some(trigger) = gate.on_expiry.trigger() {
+            metrics.transition(trigger);
+        }
+        tracing::info!(
+            event = "gate.overdue",
+            feature_id = %gate.feature_id,
+            due_at = %gate.due_at.to_rfc3339(),
+            on_expiry = gate.on_expiry.as_str(),
+            state = %gate.workflow.state(),
+            "gate past its deadline"
+        );
+    })
 }

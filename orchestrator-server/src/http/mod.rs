@@ -13,7 +13,7 @@ mod conn;
 pub mod error;
 pub mod events;
 pub mod handlers;
-mod housekeeping;
+pub(crate) mod housekeeping;
 pub(crate) mod idempotency;
 mod openapi;
 pub mod router;

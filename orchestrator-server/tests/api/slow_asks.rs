@@ -294,6 +294,29 @@ async fn past_the_cap_an_ask_is_refused_before_anything_is_stored() {
         1,
         "the refused ask was stored"
     );
+    // An ask that could never succeed is told why, not to try again later.
+    for (feature, status, code) in [
+        ("nobody", 404, "WORKFLOW_NOT_FOUND"),
+        ("ended", 409, "WORKFLOW_NOT_ACTIVE"),
+    ] {
+        if feature == "ended" {
+            let ended = started(&app, "ended").await;
+            app.client
+                .advance_workflow(&ended, &AdvanceRequest::new("cancel"))
+                .await
+                .unwrap();
+        }
+        let response = reqwest::Client::new()
+            .post(app.url(&format!("/workflow/{feature}/consultations")))
+            .json(&serde_json::json!({"topic": "architecture", "question": "Is there any use in asking?"}))
+            .send()
+            .await
+            .unwrap();
+        let got = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(got, status, "{feature}: {body}");
+        assert_eq!(body["error"]["code"], code, "{feature}");
+    }
 
     // Once the first ends, asking works again.
     settled(&app.client, &f, Duration::from_secs(15)).await;

@@ -61,7 +61,11 @@ impl CachedCheck {
 async fn probe_hub(app: &App) -> HealthCheck {
     match tokio::time::timeout(HUB_PROBE_TIMEOUT, app.orchestrator().hub().health()).await {
         Ok(Ok(health)) if health.status == "healthy" => ok_check(),
-        Ok(Ok(health)) => error_check(&format!("the agent hub reports '{}'", health.status)),
+        Ok(Ok(health)) => {
+            // The hub's own word is the hub's text: logged, not repeated on a public page.
+            tracing::debug!(status = %health.status, "the agent hub reports it is not healthy");
+            error_check("the agent hub reports that it is not healthy")
+        }
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "agent hub health check failed");
             error_check(match e {
