@@ -213,26 +213,23 @@ async fn a_second_server_on_the_same_sqlite_file_stops_before_opening_it() {
     let dir = TempDir::new().unwrap();
     let url = format!("sqlite:///{}/shared.db", dir.path().display());
     let port = crate::helpers::free_port();
-    let mut first = server()
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("DATABASE_URL", &url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // The server on `port` (0: any) and the shared file, its stderr piped or dropped.
+    let launch = |port: u16, stderr: Stdio| {
+        server()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("DATABASE_URL", &url)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    };
+    let mut first = launch(port, Stdio::null());
     let client = Client::new(format!("http://127.0.0.1:{port}")).unwrap();
     crate::helpers::wait_healthy(&client).await;
 
     // Another port, the same file: one line, exit 2, and the first server serves on.
-    let mut second = server()
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("DATABASE_URL", &url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut second = launch(0, Stdio::piped());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while second.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
@@ -254,14 +251,7 @@ async fn a_second_server_on_the_same_sqlite_file_stops_before_opening_it() {
     // Once the first has stopped, the file is free again.
     first.kill().unwrap();
     first.wait().unwrap();
-    let mut third = server()
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("DATABASE_URL", &url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut third = launch(port, Stdio::null());
     crate::helpers::wait_healthy(&client).await;
     third.kill().unwrap();
     third.wait().unwrap();
