@@ -427,8 +427,6 @@ impl From<ClientError> for Failure {
     }
 }
 
-/// How many consultations hold `feature_id`'s gate (waiting for a human or for the hub), as
-/// its own read says; 0 once it left the gate.
 /// How many consultations hold the gate (those waiting for a human or for the Agent Hub).
 fn consultations_holding(workflow: &WorkflowResponse) -> usize {
     workflow

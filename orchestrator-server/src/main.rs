@@ -120,13 +120,13 @@ fn run_command(command: &Command) -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
-    // The port and a SQLite file first: a second server started by mistake stops before it
-    // opens the store, where start-up ends the asks it finds under way as left by a crash.
-    let listener = bind(&config).await?;
     if let Some(file) = &config.principals_file {
         // A bad principals file stops start-up before a database file is made or claimed.
         principals::Principals::load(file)?;
     }
+    // A SQLite file is this process's alone: a second server started on it by mistake stops
+    // here, before it opens the store, where start-up ends the asks it finds under way as a
+    // crash's leftovers.
     let _database = orchestrator_server::claim_database(&config.database_url)?;
     let app = build_app(&config).await?;
     #[cfg(unix)]
@@ -143,6 +143,7 @@ async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
             });
         }
     }
+    let listener = bind(&config).await?;
     let address = listener
         .local_addr()
         .map_or_else(|_| config.bind_address().to_string(), |a| a.to_string());

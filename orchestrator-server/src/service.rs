@@ -96,8 +96,7 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     let sessions: Arc<dyn storage::SessionRepository> = repository.clone();
     let orchestrator = Orchestrator::new(repository)
         .with_hub(Arc::new(hub))
-        .with_gate_defaults(gate_defaults)
-        .observing_expiries(crate::http::housekeeping::expiry_observer(metrics.clone()));
+        .with_gate_defaults(gate_defaults);
     if let Some(used) = config.request_timeout_raised() {
         tracing::warn!(
             configured_seconds = config.request_timeout_seconds,

@@ -149,6 +149,10 @@ impl App {
         } else {
             DocsAssets::for_server(auth.required())
         };
+        // Every gate expiry this orchestrator notes, by the sweep or before a late decision, is
+        // counted and logged.
+        let orchestrator =
+            orchestrator.observing_expiries(housekeeping::expiry_observer(metrics.clone()));
         App(Arc::new(Inner {
             orchestrator,
             auth,

@@ -60,6 +60,9 @@
         return;
       }
       const fetched = new DOMParser().parseFromString(await response.text(), 'text/html');
+      // A decision sent while this page was fetched: not swapped under it (once it is back,
+      // the page is fetched again).
+      if (busy > 0) { schedule(); return; }
       // Signed out, or signed in as someone else in another tab: the whole page is stale.
       const was = body.dataset;
       const now = fetched.body ? fetched.body.dataset : {};
@@ -139,7 +142,7 @@
     return () => {
       const again = find();
       if (!again) return;
-      again.focus();
+      again.focus({ preventScroll: true });
       if (caret && typeof again.setSelectionRange === 'function') {
         try { again.setSelectionRange(caret[0], caret[1]); } catch (_) { /* not a text field */ }
       }
@@ -376,7 +379,9 @@
   }
 
   // The form's buttons are off while its request is out; the page is refreshed after it.
+  // The focus comes back to the button pressed (disabling it took the focus away).
   async function submitting(form, send, value) {
+    const back = focusFinder(document.activeElement, document.getElementById('main'));
     const buttons = Array.from(form.querySelectorAll('button'));
     buttons.forEach((button) => { button.disabled = true; });
     busy += 1;
@@ -384,9 +389,11 @@
       await send(form, value);
     } finally {
       busy -= 1;
-      buttons.forEach((button) => { button.disabled = false; });
     }
     await refresh();
+    // The form is a new one unless the refresh failed: then these come back on.
+    buttons.forEach((button) => { button.disabled = false; });
+    if (back && (!document.activeElement || document.activeElement === document.body)) back();
   }
 
   function bind() {

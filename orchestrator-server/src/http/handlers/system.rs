@@ -63,7 +63,7 @@ async fn probe_hub(app: &App) -> HealthCheck {
         Ok(Ok(health)) if health.status == "healthy" => ok_check(),
         Ok(Ok(health)) => {
             // The hub's own word is the hub's text: logged, not repeated on a public page.
-            tracing::debug!(status = %health.status, "the agent hub reports it is not healthy");
+            tracing::warn!(status = %health.status, "the agent hub reports it is not healthy");
             error_check("the agent hub reports that it is not healthy")
         }
         Ok(Err(e)) => {
