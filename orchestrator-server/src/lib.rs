@@ -14,6 +14,7 @@
 
 #[cfg(feature = "http")]
 pub mod config;
+mod dns;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "http")]
@@ -32,8 +33,9 @@ mod service;
 #[cfg(feature = "http")]
 pub use config::{Config, LogFormat};
 #[cfg(feature = "http")]
-pub use http::{App, serve};
+pub use dns::NAME_LOOKUPS_AT_ONCE;
 #[cfg(feature = "http")]
+pub use http::{App, serve};
 pub use service::{StartupError, bind, build_app, claim_database};
 
 /// The service's version, reported by `/health` and `/`.

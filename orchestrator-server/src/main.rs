@@ -7,8 +7,10 @@ use clap::Parser;
 use orchestrator_server::config::{Command, PrincipalCommand};
 use orchestrator_server::{Config, bind, build_app, principals, serve, telemetry};
 
-/// Blocking threads beside one per SQLite reading connection.
-const BLOCKING_THREADS_BESIDE_READS: usize = 4;
+/// Blocking threads beside one per SQLite reading connection: the name lookups the server
+/// makes at most at once (the webhooks' deliveries and checks, and the Agent Hub's), and one
+/// for start-up and shutdown.
+const BLOCKING_THREADS_BESIDE_READS: usize = orchestrator_server::NAME_LOOKUPS_AT_ONCE + 1;
 
 fn main() -> ExitCode {
     let config = match Config::try_parse() {

@@ -8,18 +8,19 @@
 //! each delivery is attempted by one at a time.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orchestrator_core::api::{CreateWebhookRequest, Webhook};
 use orchestrator_core::webhook::{DeliveryStatus, RetrySchedule, WebhookSecret, is_public_address};
 use orchestrator_core::{EventFilter, EventType, RepositoryError, Timestamp, ValidationError};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::App;
 use super::error::ApiError;
+use crate::dns::{CHECK_LOOKUPS, DELIVERY_LOOKUPS, Lookups, Resolver};
 use crate::storage::{AttemptRecord, ClaimRoom, DueDelivery, WebhookRepository};
 
 /// How often the worker looks for new events and due deliveries: a first attempt starts
@@ -36,12 +37,6 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// holds three quarters of the slots, and the other webhooks' deliveries go on in the rest
 /// (while one busy webhook alone still has more attempts in flight than a server once had).
 pub const PER_WEBHOOK: u32 = MAX_IN_FLIGHT as u32 / 4 * 3;
-/// The deliveries' name lookups at once, per server: each holds a blocking thread, which
-/// SQLite reads share (see [`Lookups`]).
-const MAX_LOOKUPS: usize = 2;
-/// Name lookups of webhooks being created at once, per server: apart from the deliveries', so
-/// that receivers whose names do not resolve never hold up creating a webhook.
-const MAX_CHECK_LOOKUPS: usize = 1;
 /// How long creating a webhook waits for a turn to look its host up (then 503, retry later),
 /// and then for the name to resolve (then 400).
 const CHECK_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,17 +85,16 @@ impl Webhooks {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .user_agent(concat!("orchestrator-webhooks/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(Resolver {
-                public_only: !policy.allow_private_networks,
-                lookups: Lookups::new(MAX_LOOKUPS),
-                hosts: Mutex::default(),
-            }))
+            .dns_resolver(Arc::new(Resolver::new(
+                !policy.allow_private_networks,
+                Lookups::new(DELIVERY_LOOKUPS),
+            )))
             .build()?;
         Ok(Webhooks {
             store,
             policy,
             client,
-            checks: Lookups::new(MAX_CHECK_LOOKUPS),
+            checks: Lookups::new(CHECK_LOOKUPS),
         })
     }
 
@@ -303,153 +297,6 @@ async fn check_public(url: &reqwest::Url, lookups: &Lookups) -> Result<(), ApiEr
             Err(ValidationError::new("url", format!("the host '{host}' does not resolve")).into())
         }
         None => Ok(()),
-    }
-}
-
-/// Name lookups as the system makes them, at most [`MAX_LOOKUPS`] at once.
-///
-/// A lookup holds one of the runtime's blocking threads until the system's resolver answers
-/// (seconds, when a name server drops queries), and SQLite reads run on those threads too:
-/// unbounded, the attempts of a few webhooks whose names do not resolve took every thread and
-/// every read waited (a `GET` of a workflow took 5 s). Bounded, they queue here instead. A
-/// lookup's turn ends when the system's resolver answers, not when its caller stops waiting
-/// (an attempt's timeout cannot stop a blocking call), so the bound holds however many
-/// callers give up.
-#[derive(Clone)]
-struct Lookups {
-    turns: Arc<Semaphore>,
-    /// Lookups [`Lookups::lookup`] made: what the tests count.
-    #[cfg(test)]
-    made: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Lookups {
-    /// At most `at_once` lookups at a time.
-    fn new(at_once: usize) -> Self {
-        Lookups {
-            turns: Arc::new(Semaphore::new(at_once)),
-            #[cfg(test)]
-            made: Arc::default(),
-        }
-    }
-
-    /// A turn to look a name up, once one is free.
-    async fn turn(&self) -> std::io::Result<OwnedSemaphorePermit> {
-        self.turns
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(std::io::Error::other)
-    }
-
-    /// The addresses of `host` (with `port`), once a turn is free.
-    async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-        #[cfg(test)]
-        self.made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Lookups::lookup_in(self.turn().await?, host, port).await
-    }
-
-    /// The addresses of `host` (with `port`), looked up in `turn`, which ends when the system's
-    /// resolver answers.
-    async fn lookup_in(
-        turn: OwnedSemaphorePermit,
-        host: &str,
-        port: u16,
-    ) -> std::io::Result<Vec<SocketAddr>> {
-        let host = host.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).map(Iterator::collect)
-        })
-        .await
-        .map_err(std::io::Error::other)?
-    }
-}
-
-/// Resolves the deliveries' names through [`Lookups`], and unless private networks are
-/// allowed keeps only public addresses, so a name that changes to a private address after
-/// its webhook was created is refused at delivery.
-///
-/// One host is looked up once at a time, and the addresses found are kept for
-/// [`REMEMBER_LOOKUP`] (a failure is not kept: the next attempt looks again): the attempts of
-/// a receiver whose name servers are slow wait for that one lookup instead of each taking a
-/// turn, so they hold one of the [`MAX_LOOKUPS`] turns, not all of them, and the other
-/// webhooks' names are still looked up.
-struct Resolver {
-    public_only: bool,
-    lookups: Lookups,
-    hosts: Mutex<HashMap<String, Arc<HostLookup>>>,
-}
-
-/// The last lookup of one host: held while the host is being looked up.
-type HostLookup = tokio::sync::Mutex<Option<(tokio::time::Instant, Vec<SocketAddr>)>>;
-
-/// How long a lookup's addresses are used for the host's next attempts.
-const REMEMBER_LOOKUP: Duration = Duration::from_secs(30);
-/// Hosts whose lookups are kept, past which those not in use and out of date are forgotten.
-const HOSTS_KEPT: usize = 1024;
-
-impl Resolver {
-    /// The addresses of `host`: the last answer if it is recent, or else a new lookup (one at
-    /// a time per host). The lookup goes on, and its answer is kept, when the caller stops
-    /// waiting (its attempt timed out), so the host's next attempt does not start another.
-    async fn addresses(
-        lookups: Lookups,
-        entry: Arc<HostLookup>,
-        host: String,
-    ) -> std::io::Result<Vec<SocketAddr>> {
-        let looked_up = tokio::spawn(async move {
-            let mut last = entry.lock_owned().await;
-            match last.as_ref() {
-                Some((at, found)) if at.elapsed() < REMEMBER_LOOKUP => Ok(found.clone()),
-                _ => {
-                    let found = lookups.lookup(&host, 0).await?;
-                    *last = Some((tokio::time::Instant::now(), found.clone()));
-                    Ok(found)
-                }
-            }
-        });
-        looked_up.await.map_err(std::io::Error::other)?
-    }
-
-    /// The record of `host`'s lookups, made if it has none.
-    fn entry(&self, host: &str) -> Arc<HostLookup> {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        if hosts.len() >= HOSTS_KEPT && !hosts.contains_key(host) {
-            hosts.retain(|_, entry| {
-                Arc::strong_count(entry) > 1
-                    || entry.try_lock().map_or(true, |last| {
-                        last.as_ref()
-                            .is_some_and(|(at, _)| at.elapsed() < REMEMBER_LOOKUP)
-                    })
-            });
-        }
-        hosts.entry(host.to_owned()).or_default().clone()
-    }
-}
-
-impl reqwest::dns::Resolve for Resolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_owned();
-        let (public_only, lookups) = (self.public_only, self.lookups.clone());
-        let entry = self.entry(&host);
-        Box::pin(async move {
-            let found: Vec<SocketAddr> = Resolver::addresses(lookups, entry, host.clone())
-                .await?
-                .into_iter()
-                .filter(|a| !public_only || is_public_address(a.ip()))
-                .collect();
-            if found.is_empty() {
-                let why = if public_only {
-                    format!("refused: {host} has no public address")
-                } else {
-                    format!("{host} has no address")
-                };
-                return Err(why.into());
-            }
-            let addresses: reqwest::dns::Addrs = Box::new(found.into_iter());
-            Ok(addresses)
-        })
     }
 }
 
@@ -744,7 +591,7 @@ mod tests {
 
     #[tokio::test]
     async fn loopback_and_private_targets_are_refused() {
-        let lookups = Lookups::new(MAX_CHECK_LOOKUPS);
+        let lookups = Lookups::new(CHECK_LOOKUPS);
         for private in [
             "http://127.0.0.1:9/",
             "http://localhost:9/",
@@ -768,7 +615,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_host_that_waits_too_long_for_a_lookup_is_told_to_retry() {
-        let lookups = Lookups::new(MAX_CHECK_LOOKUPS);
+        let lookups = Lookups::new(CHECK_LOOKUPS);
         // Every turn taken, as by a lookup the name servers never answer.
         let _held = lookups.turn().await.unwrap();
         let url = check_url("https://hooks.example.com/in").unwrap();
@@ -777,51 +624,5 @@ mod tests {
         let response = ApiError::LookupsBusy.into_response();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["retry-after"], "5");
-    }
-
-    #[tokio::test]
-    async fn a_hosts_recent_answer_needs_no_turn() {
-        let resolver = Resolver {
-            public_only: false,
-            lookups: Lookups::new(1),
-            hosts: Mutex::default(),
-        };
-        let resolve = |host: &str| {
-            Resolver::addresses(
-                resolver.lookups.clone(),
-                resolver.entry(host),
-                host.to_owned(),
-            )
-        };
-        let first = resolve("localhost").await.unwrap();
-        assert!(!first.is_empty());
-        // Every turn taken, as by a lookup the name servers never answer: the host looked up a
-        // moment ago is answered from memory, another host waits for a turn.
-        let held = resolver.lookups.turn().await.unwrap();
-        assert_eq!(resolve("localhost").await.unwrap(), first);
-        let other = tokio::time::timeout(Duration::from_millis(200), resolve("127.0.0.1")).await;
-        assert!(other.is_err(), "another host needs a turn");
-        // Many attempts at once of a host not yet known wait for its one lookup.
-        let made = || {
-            resolver
-                .lookups
-                .made
-                .load(std::sync::atomic::Ordering::SeqCst)
-        };
-        let before = made();
-        let waiting: Vec<_> = (0..8).map(|_| tokio::spawn(resolve("127.0.0.2"))).collect();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        drop(held);
-        for attempt in waiting {
-            assert!(!attempt.await.unwrap().unwrap().is_empty());
-        }
-        assert_eq!(made() - before, 1, "one lookup for eight attempts");
-        // A failure is not kept: the next attempt looks again.
-        let before = made();
-        for _ in 0..2 {
-            assert!(resolve("no-such-host.invalid").await.is_err());
-        }
-        assert_eq!(made() - before, 2);
-        assert_eq!(resolver.hosts.lock().unwrap().len(), 4);
     }
 }

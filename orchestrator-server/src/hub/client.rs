@@ -46,6 +46,13 @@ impl HttpAgentHub {
         let http = reqwest::Client::builder()
             .timeout(call_timeout)
             .connect_timeout(call_timeout.min(Duration::from_secs(5)))
+            // One lookup of the hub's name at a time, its answer kept a while: a lookup holds
+            // a blocking thread, which SQLite reads share, until the system's resolver answers
+            // (seconds, when a name server drops queries), whatever the call's timeout.
+            .dns_resolver(Arc::new(crate::dns::Resolver::new(
+                false,
+                crate::dns::Lookups::new(crate::dns::HUB_LOOKUPS),
+            )))
             .build()
             .map_err(|e| HubError::Unavailable(format!("cannot build the http client: {e}")))?;
         Ok(HttpAgentHub {

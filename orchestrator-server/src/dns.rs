@@ -1,0 +1,232 @@
+//! Name lookups for the server's HTTP clients (the webhooks' deliveries and the Agent Hub's
+//! calls): the system's resolver, a bounded number of lookups at once, each host's answer kept
+//! for a while.
+//!
+//! A lookup holds one of the runtime's blocking threads until the system's resolver answers,
+//! and SQLite reads run on those threads too: every lookup the server makes goes through here,
+//! so the threads they hold are bounded (the binary counts them beside the reads).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orchestrator_core::webhook::is_public_address;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The webhooks' deliveries' name lookups at once, per server.
+pub(crate) const DELIVERY_LOOKUPS: usize = 2;
+/// Name lookups of webhooks being created at once, per server: apart from the deliveries', so
+/// that receivers whose names do not resolve never hold up creating a webhook.
+pub(crate) const CHECK_LOOKUPS: usize = 1;
+/// Lookups of the Agent Hub's name at once.
+pub(crate) const HUB_LOOKUPS: usize = 1;
+/// Every name lookup the server makes at once, at most: the blocking threads they may hold.
+pub const NAME_LOOKUPS_AT_ONCE: usize = DELIVERY_LOOKUPS + CHECK_LOOKUPS + HUB_LOOKUPS;
+
+/// Name lookups as the system makes them, a few at once.
+///
+/// A lookup holds one of the runtime's blocking threads until the system's resolver answers
+/// (seconds, when a name server drops queries), and SQLite reads run on those threads too:
+/// unbounded, the attempts of a few webhooks whose names do not resolve took every thread and
+/// every read waited (a `GET` of a workflow took 5 s). Bounded, they queue here instead. A
+/// lookup's turn ends when the system's resolver answers, not when its caller stops waiting
+/// (an attempt's timeout cannot stop a blocking call), so the bound holds however many
+/// callers give up.
+#[derive(Clone)]
+pub(crate) struct Lookups {
+    turns: Arc<Semaphore>,
+    /// Lookups [`Lookups::lookup`] made: what the tests count.
+    #[cfg(test)]
+    made: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Lookups {
+    /// At most `at_once` lookups at a time.
+    pub(crate) fn new(at_once: usize) -> Self {
+        Lookups {
+            turns: Arc::new(Semaphore::new(at_once)),
+            #[cfg(test)]
+            made: Arc::default(),
+        }
+    }
+
+    /// A turn to look a name up, once one is free.
+    pub(crate) async fn turn(&self) -> std::io::Result<OwnedSemaphorePermit> {
+        self.turns
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(std::io::Error::other)
+    }
+
+    /// The addresses of `host` (with `port`), once a turn is free.
+    async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        #[cfg(test)]
+        self.made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Lookups::lookup_in(self.turn().await?, host, port).await
+    }
+
+    /// The addresses of `host` (with `port`), looked up in `turn`, which ends when the system's
+    /// resolver answers.
+    pub(crate) async fn lookup_in(
+        turn: OwnedSemaphorePermit,
+        host: &str,
+        port: u16,
+    ) -> std::io::Result<Vec<SocketAddr>> {
+        let host = host.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).map(Iterator::collect)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+/// Resolves names for a reqwest client through [`Lookups`], and with `public_only` keeps only
+/// public addresses (the webhooks' deliveries, unless private networks are allowed: a name
+/// that changes to a private address after its webhook was created is refused at delivery).
+///
+/// One host is looked up once at a time, and the addresses found are kept for
+/// [`REMEMBER_LOOKUP`] (a failure is not kept: the next attempt looks again): the attempts of
+/// a receiver whose name servers are slow wait for that one lookup instead of each taking a
+/// turn, so they hold one of the turns, not all of them, and the other webhooks' names are
+/// still looked up; the Agent Hub's calls, a lookup every [`REMEMBER_LOOKUP`] at most.
+pub(crate) struct Resolver {
+    public_only: bool,
+    lookups: Lookups,
+    hosts: Mutex<HashMap<String, Arc<HostLookup>>>,
+}
+
+/// The last lookup of one host: held while the host is being looked up.
+type HostLookup = tokio::sync::Mutex<Option<(tokio::time::Instant, Vec<SocketAddr>)>>;
+
+/// How long a lookup's addresses are used for the host's next attempts.
+const REMEMBER_LOOKUP: Duration = Duration::from_secs(30);
+/// Hosts whose lookups are kept, past which those not in use and out of date are forgotten.
+const HOSTS_KEPT: usize = 1024;
+
+impl Resolver {
+    /// Names resolved through `lookups`; with `public_only`, to public addresses only.
+    pub(crate) fn new(public_only: bool, lookups: Lookups) -> Self {
+        Resolver {
+            public_only,
+            lookups,
+            hosts: Mutex::default(),
+        }
+    }
+
+    /// The addresses of `host`: the last answer if it is recent, or else a new lookup (one at
+    /// a time per host). The lookup goes on, and its answer is kept, when the caller stops
+    /// waiting (its attempt timed out), so the host's next attempt does not start another.
+    async fn addresses(
+        lookups: Lookups,
+        entry: Arc<HostLookup>,
+        host: String,
+    ) -> std::io::Result<Vec<SocketAddr>> {
+        let looked_up = tokio::spawn(async move {
+            let mut last = entry.lock_owned().await;
+            match last.as_ref() {
+                Some((at, found)) if at.elapsed() < REMEMBER_LOOKUP => Ok(found.clone()),
+                _ => {
+                    let found = lookups.lookup(&host, 0).await?;
+                    *last = Some((tokio::time::Instant::now(), found.clone()));
+                    Ok(found)
+                }
+            }
+        });
+        looked_up.await.map_err(std::io::Error::other)?
+    }
+
+    /// The record of `host`'s lookups, made if it has none.
+    fn entry(&self, host: &str) -> Arc<HostLookup> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if hosts.len() >= HOSTS_KEPT && !hosts.contains_key(host) {
+            hosts.retain(|_, entry| {
+                Arc::strong_count(entry) > 1
+                    || entry.try_lock().map_or(true, |last| {
+                        last.as_ref()
+                            .is_some_and(|(at, _)| at.elapsed() < REMEMBER_LOOKUP)
+                    })
+            });
+        }
+        hosts.entry(host.to_owned()).or_default().clone()
+    }
+}
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        let (public_only, lookups) = (self.public_only, self.lookups.clone());
+        let entry = self.entry(&host);
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = Resolver::addresses(lookups, entry, host.clone())
+                .await?
+                .into_iter()
+                .filter(|a| !public_only || is_public_address(a.ip()))
+                .collect();
+            if found.is_empty() {
+                let why = if public_only {
+                    format!("refused: {host} has no public address")
+                } else {
+                    format!("{host} has no address")
+                };
+                return Err(why.into());
+            }
+            let addresses: reqwest::dns::Addrs = Box::new(found.into_iter());
+            Ok(addresses)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hosts_recent_answer_needs_no_turn() {
+        let resolver = Resolver {
+            public_only: false,
+            lookups: Lookups::new(1),
+            hosts: Mutex::default(),
+        };
+        let resolve = |host: &str| {
+            Resolver::addresses(
+                resolver.lookups.clone(),
+                resolver.entry(host),
+                host.to_owned(),
+            )
+        };
+        let first = resolve("localhost").await.unwrap();
+        assert!(!first.is_empty());
+        // Every turn taken, as by a lookup the name servers never answer: the host looked up a
+        // moment ago is answered from memory, another host waits for a turn.
+        let held = resolver.lookups.turn().await.unwrap();
+        assert_eq!(resolve("localhost").await.unwrap(), first);
+        let other = tokio::time::timeout(Duration::from_millis(200), resolve("127.0.0.1")).await;
+        assert!(other.is_err(), "another host needs a turn");
+        // Many attempts at once of a host not yet known wait for its one lookup.
+        let made = || {
+            resolver
+                .lookups
+                .made
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let before = made();
+        let waiting: Vec<_> = (0..8).map(|_| tokio::spawn(resolve("127.0.0.2"))).collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held);
+        for attempt in waiting {
+            assert!(!attempt.await.unwrap().unwrap().is_empty());
+        }
+        assert_eq!(made() - before, 1, "one lookup for eight attempts");
+        // A failure is not kept: the next attempt looks again.
+        let before = made();
+        for _ in 0..2 {
+            assert!(resolve("no-such-host.invalid").await.is_err());
+        }
+        assert_eq!(made() - before, 2);
+        assert_eq!(resolver.hosts.lock().unwrap().len(), 4);
+    }
+}
