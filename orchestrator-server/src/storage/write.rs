@@ -336,25 +336,35 @@ pub fn updated_event(consultation: &Consultation) -> NewEventRow {
 }
 
 /// The `consultation.updated` events of the asks an interruption failed: `rows` as read
-/// before the update, failed here the same way.
+/// before the update, failed here the same way. A row that does not decode is failed with the
+/// others, without its event (logged): one damaged row must not keep every other ask's gate
+/// blocked.
 pub fn interrupted_events(
     rows: Vec<ConsultationRow>,
     error: (&str, &str),
     at: i64,
-) -> Result<Vec<NewEventRow>, RepositoryError> {
+) -> Vec<NewEventRow> {
     let error = ConsultationError {
         code: error.0.to_owned(),
         message: error.1.to_owned(),
     };
     let at = chrono::DateTime::from_timestamp_micros(at).unwrap_or_default();
-    super::models::convert::<_, Consultation>(rows).map(|asks| {
-        asks.into_iter()
-            .map(|mut ask| {
-                ask.fail(error.clone(), at);
-                updated_event(&ask)
-            })
-            .collect()
-    })
+    rows.into_iter()
+        .filter_map(|row| {
+            let id = row.id.clone();
+            match Consultation::try_from(row) {
+                Ok(mut ask) => {
+                    ask.fail(error.clone(), at);
+                    Some(updated_event(&ask))
+                }
+                Err(corrupt) => {
+                    tracing::warn!(consultation_id = %id, error = %corrupt,
+                        "an interrupted ask's row does not decode: failed without its event");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// Most rows one purge transaction deletes: events by id (ids have no gaps, so this bounds

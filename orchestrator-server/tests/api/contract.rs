@@ -1923,6 +1923,66 @@ async fn a_damaged_event_is_read_past(
 
 const DAMAGE_EVENT_2: &str = "UPDATE events SET subject = 'not an id!' WHERE id = 2;";
 
+/// Asks a crash cut off are failed, even when one of their rows no longer decodes: that one is
+/// failed without its event, and the others' gates are no longer held.
+async fn a_damaged_ask_does_not_keep_the_others_asking(url: DatabaseUrl) {
+    let repo = orchestrator_server::storage::connect(&url, 2)
+        .await
+        .unwrap();
+    let mut asks = Vec::new();
+    for name in ["sound", "damaged"] {
+        let (workflow, first) = new_workflow(name);
+        repo.create(&workflow, &first).await.unwrap();
+        let mut asking = consultation(name, 1, false);
+        (asking.answer, asking.confidence, asking.final_answer) = (None, None, None);
+        asking.status = ConsultationStatus::Asking;
+        repo.add_consultation(&asking).await.unwrap();
+        asks.push(asking);
+    }
+    run_sql(
+        &url,
+        "UPDATE consultations SET topic = 'not a topic!' WHERE feature_id = 'damaged';",
+    )
+    .await;
+    let error = ConsultationError::interrupted();
+    let at = t0() + Duration::minutes(40);
+    let failed = repo
+        .interrupt_asks(t0() + Duration::minutes(10), &error, at)
+        .await
+        .unwrap();
+    assert_eq!(failed, 2);
+    let mut sound = asks[0].clone();
+    sound.fail(error, at);
+    assert_eq!(repo.consultations(&id("sound")).await.unwrap(), vec![sound]);
+    // Neither holds its gate now (the damaged one, still asking, would fail this read).
+    assert_eq!(
+        repo.gate_blockers(&[id("sound"), id("damaged")])
+            .await
+            .unwrap(),
+        vec![]
+    );
+    let last = all_events(&*repo).await.pop().expect("events");
+    assert_eq!(
+        (last.event.event_type, last.event.subject.as_str()),
+        (EventType::ConsultationUpdated, "sound")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_damaged_ask_does_not_keep_the_others_asking() {
+    let dir = tempfile::TempDir::new().unwrap();
+    a_damaged_ask_does_not_keep_the_others_asking(DatabaseUrl::SqliteFile(dir.path().join("d.db")))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_damaged_ask_does_not_keep_the_others_asking() {
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    a_damaged_ask_does_not_keep_the_others_asking(DatabaseUrl::Postgres(db.url.clone())).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_a_damaged_event_is_read_past() {
     let dir = tempfile::TempDir::new().unwrap();

@@ -299,10 +299,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 .for_update()
                 .load(conn)
                 .await?;
-            let events = match interrupted_events(asks, (code, message), *at) {
-                Ok(events) => events,
-                Err(corrupt) => return Ok(Written::Refused(corrupt)),
-            };
+            let events = interrupted_events(asks, (code, message), *at);
             let n = diesel::update(queries::asks_before(*asked_before, &asking))
                 .set((
                     consultations::status.eq(failed),

@@ -254,10 +254,7 @@ pub fn apply(
             let asks = queries::asks_before(*asked_before, &asking)
                 .select(ConsultationRow::as_select())
                 .load(conn)?;
-            let events = match interrupted_events(asks, (code, message), *at) {
-                Ok(events) => events,
-                Err(corrupt) => return Ok(Written::Refused(corrupt)),
-            };
+            let events = interrupted_events(asks, (code, message), *at);
             let n = prepared::update(
                 queries::asks_before(*asked_before, &asking),
                 (
