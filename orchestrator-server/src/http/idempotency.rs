@@ -140,6 +140,15 @@ impl Answer {
         }
     }
 
+    /// An answer with no body.
+    pub fn empty(status: StatusCode) -> Self {
+        Answer {
+            status: status.as_u16(),
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+
     /// The same answer with one more header.
     pub fn with_header(mut self, name: HeaderName, value: String) -> Self {
         self.headers.push((name.as_str().to_owned(), value));

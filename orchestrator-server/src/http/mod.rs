@@ -480,7 +480,7 @@ impl App {
             }
             Route::Redeliver => {
                 let delivery = params.get(1).map_or("", String::as_str);
-                handlers::webhooks::redeliver(self, caller, param, delivery).await
+                handlers::webhooks::redeliver(self, caller, param, delivery, claimed).await
             }
             // Answered by `route`: the stream's body is a stream, the board answers in HTML.
             Route::EventStream

@@ -245,12 +245,15 @@ pub trait WebhookRepository: Send + Sync {
     /// Makes a delivery pending and due at `now`, its attempts counting on and its retry
     /// schedule starting again; false if the webhook has no such delivery. A delivery with an
     /// attempt in flight keeps that attempt's lease: it is attempted again once that attempt
-    /// ends (never twice at once).
+    /// ends (never twice at once). `receipt` (the answer to the request, if it came with an
+    /// idempotency key) is stored in the same transaction, if the delivery is found (and only
+    /// while the receipt's claim holds its key: else [`RepositoryError::KeyTakenOver`]).
     async fn redeliver(
         &self,
         webhook_id: &str,
         delivery_id: &str,
         now: Timestamp,
+        receipt: Option<&Receipt>,
     ) -> Result<bool, RepositoryError>;
 
     /// Forgets delivered and failed deliveries made before `before`; returns how many. A large
@@ -295,6 +298,8 @@ pub(crate) enum WebhookWrite {
         delivery_id: String,
         /// Unix microseconds.
         now: i64,
+        /// The answer kept for the request's idempotency key, if it has one.
+        receipt: Option<ReceiptRow>,
     },
     /// One chunk of [`WebhookRepository::purge_deliveries`], the oldest, as `Write::PurgeKeys`
     /// deletes keys (answers `Count`).
@@ -485,11 +490,13 @@ impl<B: WebhookBackend> WebhookRepository for B {
         webhook_id: &str,
         delivery_id: &str,
         now: Timestamp,
+        receipt: Option<&Receipt>,
     ) -> Result<bool, RepositoryError> {
         let write = WebhookWrite::Redeliver {
             webhook_id: webhook_id.to_owned(),
             delivery_id: delivery_id.to_owned(),
             now: micros(now),
+            receipt: receipt.map(ReceiptRow::from),
         };
         Ok(self.write(Write::Webhook(write)).await?.count() > 0)
     }

@@ -739,11 +739,11 @@ async fn the_store_queues_each_event_once(
         key: "create-the-webhook".to_owned(),
     };
     let claimed_at = chrono::Utc::now();
-    let claim = async || {
+    let claim_of = async |key: &IdempotencyKey| {
         let now = claimed_at;
         store
             .claim_key(
-                &key,
+                key,
                 "fp",
                 now,
                 now + chrono::Duration::seconds(65),
@@ -752,6 +752,7 @@ async fn the_store_queues_each_event_once(
             .await
             .unwrap()
     };
+    let claim = async || claim_of(&key).await;
     assert_eq!(claim().await, KeyClaim::Claimed);
     let receipt = Receipt {
         key: key.clone(),
@@ -854,6 +855,36 @@ async fn the_store_queues_each_event_once(
     assert_eq!(left[0].id, claimed[1].id);
     assert_eq!(left[0].status, DeliveryStatus::Pending);
 
+    // A redelivery keeps its request's answer in its own write; none is kept for a delivery
+    // it did not find.
+    let key = IdempotencyKey {
+        scope: "*".to_owned(),
+        key: "redeliver-it".to_owned(),
+    };
+    assert_eq!(claim_of(&key).await, KeyClaim::Claimed);
+    let receipt = Receipt {
+        key: key.clone(),
+        lease_until: claimed_at + chrono::Duration::seconds(65),
+        answer: "the redelivery's 202".to_owned(),
+    };
+    assert!(
+        !store
+            .redeliver(&webhook.id, "msg_none", now, Some(&receipt))
+            .await
+            .unwrap()
+    );
+    assert_eq!(claim_of(&key).await, KeyClaim::InUse);
+    assert!(
+        store
+            .redeliver(&webhook.id, &left[0].id, now, Some(&receipt))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        claim_of(&key).await,
+        KeyClaim::Answered("the redelivery's 202".to_owned())
+    );
+
     assert!(store.delete_webhook(&webhook.id).await.unwrap());
     assert!(store.webhooks().await.unwrap().is_empty());
     assert!(!store.delete_webhook(&webhook.id).await.unwrap());
@@ -945,7 +976,7 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
         (busy.attempts, busy.schedule_from, busy.redeliveries),
         (0, 0, 0)
     );
-    assert!(store.redeliver("wh_a", &busy.id, now).await.unwrap());
+    assert!(store.redeliver("wh_a", &busy.id, now, None).await.unwrap());
     let later = now + chrono::Duration::seconds(1);
     let meanwhile = store
         .claim_deliveries(later, lease, &ClaimRoom::up_to(100))
@@ -998,7 +1029,12 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
 
     // Redelivered in flight again: the outcome of that attempt, claimed before, is counted
     // only, however its redeliveries compare with its attempts.
-    assert!(store.redeliver("wh_a", &again.id, later).await.unwrap());
+    assert!(
+        store
+            .redeliver("wh_a", &again.id, later, None)
+            .await
+            .unwrap()
+    );
     let failed = AttemptRecord {
         lease: again.lease,
         redeliveries: again.redeliveries,
@@ -1023,7 +1059,12 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
         .unwrap()
         .clone();
     let past_lease = second_lease + chrono::Duration::seconds(1);
-    assert!(store.redeliver("wh_b", &idle.id, past_lease).await.unwrap());
+    assert!(
+        store
+            .redeliver("wh_b", &idle.id, past_lease, None)
+            .await
+            .unwrap()
+    );
     let idle = store
         .claim_deliveries(
             past_lease,
@@ -1039,7 +1080,12 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
         (idle.attempts, idle.schedule_from, idle.redeliveries),
         (0, 0, 1)
     );
-    assert!(!store.redeliver("wh_b", "msg_nope", now).await.unwrap());
+    assert!(
+        !store
+            .redeliver("wh_b", "msg_nope", now, None)
+            .await
+            .unwrap()
+    );
 }
 
 /// Creates the webhook `wh_{n}` (every type, a receiver nobody listens on) straight in `store`.

@@ -198,15 +198,24 @@ pub async fn redeliver(
     caller: &Caller,
     id: &str,
     delivery: &str,
+    claimed: Option<Claimed>,
 ) -> Result<HttpResponse> {
     let webhooks = webhooks(app, caller, paths::WEBHOOKS)?;
     if webhooks.store().webhook(id).await?.is_none() {
         return Err(ApiError::WebhookNotFound(id.to_owned()));
     }
-    if !webhooks.store().redeliver(id, delivery, app.now()).await? {
+    // The answer to the request's key is kept with the redelivery, in one write: a retry after
+    // a crash between the two would redeliver again.
+    let receipt = claimed
+        .as_ref()
+        .map(|claimed| claimed.seal(|(): &()| Answer::empty(StatusCode::ACCEPTED))(&()));
+    let store = webhooks.store();
+    if !store
+        .redeliver(id, delivery, app.now(), receipt.as_ref())
+        .await?
+    {
         return Err(ApiError::DeliveryNotFound(delivery.to_owned()));
     }
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::ACCEPTED;
-    Ok(response)
+    claimed.iter().for_each(Claimed::kept);
+    Ok(Answer::empty(StatusCode::ACCEPTED).into_response())
 }

@@ -186,7 +186,11 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
             webhook_id,
             delivery_id,
             now,
+            receipt,
         } => {
+            if let Some(refusal) = super::ops::key_refusal(conn, receipt.as_ref()).await? {
+                return Ok(Written::Refused(refusal));
+            }
             // Locked first: a claim that leased it and has not committed is waited for, so
             // its lease is seen.
             let Some(lease) = queries::delivery_of(webhook_id, delivery_id)
@@ -200,11 +204,14 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
             };
             let (lease, after) = redelivery(lease, *now);
             let pending = DeliveryStatus::Pending.as_str();
-            diesel::update(queries::delivery_of(webhook_id, delivery_id))
+            let n = diesel::update(queries::delivery_of(webhook_id, delivery_id))
                 .set(queries::redelivered(pending, *now, lease, after))
                 .execute(conn)
-                .await
-                .map(count)
+                .await?;
+            if let Some(receipt) = receipt {
+                super::ops::answer_key(conn, receipt).await?;
+            }
+            Ok(count(n))
         }
         WebhookWrite::Purge(before) => {
             let end: Option<i64> = queries::deliveries_chunk_end(*before)

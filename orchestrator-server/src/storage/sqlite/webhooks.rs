@@ -168,7 +168,11 @@ pub fn apply(
             webhook_id,
             delivery_id,
             now,
+            receipt,
         } => {
+            if let Some(refusal) = super::ops::key_refusal(conn, receipt.as_ref())? {
+                return Ok(Written::Refused(refusal));
+            }
             // On the one writer: nothing changes the row between this read and the update.
             let Some(lease) = queries::delivery_of(webhook_id, delivery_id)
                 .select(webhook_deliveries::lease_until)
@@ -179,10 +183,11 @@ pub fn apply(
             };
             let (lease, after) = redelivery(lease, *now);
             let pending = DeliveryStatus::Pending.as_str();
-            diesel::update(queries::delivery_of(webhook_id, delivery_id))
+            let n = diesel::update(queries::delivery_of(webhook_id, delivery_id))
                 .set(queries::redelivered(pending, *now, lease, after))
-                .execute(conn)
-                .map(count)
+                .execute(conn)?;
+            super::ops::answer_key(conn, receipt.as_ref())?;
+            Ok(count(n))
         }
         WebhookWrite::Purge(before) => {
             let end: Option<i64> = queries::deliveries_chunk_end(*before)
