@@ -438,7 +438,9 @@ pub async fn stream_events(
 }
 
 /// Sends one stream's messages until its consumer leaves, falls behind, or the server stops
-/// — or, in principals mode, until its holder may no longer read (checked at each heartbeat).
+/// — or until its holder (a board session, a principal) may no longer read: checked at each
+/// heartbeat, and at once when a session ends or the principals file is re-read on this
+/// server.
 async fn forward(
     app: App,
     filter: EventFilter,
@@ -486,6 +488,9 @@ async fn forward(
     // Then live.
     let mut heartbeat = tokio::time::interval(app.limits().events.heartbeat);
     heartbeat.reset();
+    let mut revocations = app.revocations();
+    revocations.mark_unchanged();
+    let mut revoked = false;
     let lagged = |missed| {
         tracing::info!(
             missed_batches = missed,
@@ -493,6 +498,9 @@ async fn forward(
         );
     };
     loop {
+        if std::mem::take(&mut revoked) && !still_held(&app, holder.as_ref()).await {
+            return;
+        }
         let received = tokio::select! {
             received = live.recv() => match received {
                 Ok(batch) => Some(batch),
@@ -500,16 +508,19 @@ async fn forward(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = heartbeat.tick() => None,
+            // Someone lost the right to read on this server: the holder is asked now (below,
+            // outside the select).
+            Ok(()) = revocations.changed(), if holder.is_some() => {
+                revoked = true;
+                continue;
+            }
             _ = stop.wait_for(|stop| *stop) => return,
             // The consumer left (its connection let the body go): end now, not at the next
             // event or heartbeat.
             () = queue.closed() => return,
         };
         let Some(batch) = received else {
-            if let Some(holder) = &holder
-                && !holder.holds(&app).await
-            {
-                tracing::info!("a stream's holder may no longer read the events; it ends");
+            if !still_held(&app, holder.as_ref()).await {
                 return;
             }
             if queue
@@ -539,6 +550,18 @@ async fn forward(
             }
         }
     }
+}
+
+/// Whether the stream's holder (if it has one) may still read the events; logged when not.
+async fn still_held(app: &App, holder: Option<&Holder>) -> bool {
+    let held = match holder {
+        Some(holder) => holder.holds(app).await,
+        None => true,
+    };
+    if !held {
+        tracing::info!("a stream's holder may no longer read the events; it ends");
+    }
+    held
 }
 
 /// How many event streams a server serving `max_connections` connections keeps open at once:

@@ -115,6 +115,10 @@ struct Inner {
     streams: Arc<tokio::sync::Semaphore>,
     /// Turns true when the server stops, which ends every stream.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Counts the times someone lost the right to read here (a board session ended, the
+    /// principals file re-read): each time, this server's streams ask their holders again at
+    /// once rather than at their next heartbeat.
+    revocations: tokio::sync::watch::Sender<u64>,
     /// Subscriptions and their deliveries; `None` over a store that keeps none.
     webhooks: Option<Arc<webhooks::Webhooks>>,
     /// The board's sessions; `None` over a store that keeps none (then nobody signs in).
@@ -170,6 +174,7 @@ impl App {
                 limits.max_connections,
             ))),
             closing: tokio::sync::watch::channel(false).0,
+            revocations: tokio::sync::watch::channel(0).0,
             webhooks: webhooks.map(Arc::new),
             sessions,
         }))
@@ -184,6 +189,18 @@ impl App {
     /// principals in force.
     pub fn reload_principals(&self) {
         self.0.auth.reload();
+        self.revoked();
+    }
+
+    /// Says someone may have lost the right to read: this server's streams check their holders
+    /// now.
+    pub(crate) fn revoked(&self) {
+        self.0.revocations.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Told of each [`App::revoked`].
+    pub(crate) fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.revocations.subscribe()
     }
 
     /// Fails the consultations a stopped server left `asking` (see `Asks::recover`).

@@ -423,6 +423,7 @@ pub(crate) async fn sign_in(
             .delete_session(&earlier)
             .await
             .map_err(|e| ApiError::Core(e.into()))?;
+        app.revoked();
     }
     let cookie = session_cookie(&parts.headers, &id, SESSION_HOURS * 3600);
     Ok(redirect(next, Some(&cookie)))
@@ -461,6 +462,8 @@ pub(crate) async fn sign_out(
                 .delete_session(&session.record.id_sha256)
                 .await
                 .map_err(|e| ApiError::Core(e.into()))?;
+            // Its streams on this server end now; on other replicas at their next heartbeat.
+            app.revoked();
         }
     }
     let cookie = session_cookie(&parts.headers, "", 0);
