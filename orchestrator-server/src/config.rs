@@ -338,7 +338,9 @@ impl Config {
             asks: crate::http::AskPolicy {
                 wait,
                 max_in_flight: usize::try_from(self.agent_hub_max_asks).unwrap_or(64),
-                // Opening a session, asking, and a minute's margin: no live ask is older.
+                // Opening a session and asking; a session renewed on the way fits in it too.
+                bound: call + self.hub_ask_timeout(),
+                // The bound, and a minute's margin: no live ask is older.
                 abandoned_after: call + self.hub_ask_timeout() + Duration::from_secs(60),
             },
             events: crate::http::events::EventPolicy {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use orchestrator_core::hub::HubAnswer;
+use orchestrator_core::hub::{HubAnswer, HubError};
 use orchestrator_core::service::Error as CoreError;
 use orchestrator_core::{Consult, Consultation, FeatureId, Orchestrator, Seal};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -40,8 +40,12 @@ pub struct AskPolicy {
     pub wait: Option<Duration>,
     /// Most asks in flight at once (waited for or in the background); past it, 503.
     pub max_in_flight: usize,
-    /// An ask older than this has ended on whatever server made it (every hub call it makes
-    /// is bounded): a row still `asking` is left over from a server that stopped.
+    /// The longest one ask may take in all: opening a session and asking (one call and one
+    /// question), past which it fails as the hub not answering in time. An ask whose session
+    /// expired opens another and asks again, two calls more, all within this.
+    pub bound: Duration,
+    /// An ask older than this has ended on whatever server made it (past `bound`): a row still
+    /// `asking` is left over from a server that stopped.
     pub abandoned_after: Duration,
 }
 
@@ -50,6 +54,7 @@ impl Default for AskPolicy {
         AskPolicy {
             wait: Some(Duration::from_secs(20)),
             max_in_flight: 64,
+            bound: Duration::from_secs(330 + 30),
             abandoned_after: Duration::from_secs(330 + 30 + 60),
         }
     }
@@ -113,6 +118,7 @@ impl Asks {
             answered: claimed.map(|claimed| sealed(claimed, StatusCode::CREATED)),
             accepted: claimed.map(|claimed| sealed(claimed, StatusCode::ACCEPTED)),
             wait: self.policy.wait,
+            bound: self.policy.bound,
             stopping: self.stopping.subscribe(),
             permit,
         };
@@ -180,6 +186,7 @@ struct Ask {
     /// The request's answer to keep if the wait runs out (202).
     accepted: Option<Seal<Consultation>>,
     wait: Option<Duration>,
+    bound: Duration,
     stopping: watch::Receiver<bool>,
     /// This ask's place under the cap, held until it ends.
     permit: OwnedSemaphorePermit,
@@ -193,13 +200,22 @@ impl Ask {
             answered,
             accepted,
             wait,
+            bound,
             mut stopping,
             permit,
         } = self;
         let mut ask: AskFuture = {
             let orchestrator = orchestrator.clone();
             let asking = reserved.clone();
-            Box::pin(async move { orchestrator.ask_hub(&asking).await })
+            Box::pin(async move {
+                tokio::time::timeout(bound, orchestrator.ask_hub(&asking))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(CoreError::Hub(HubError::Unavailable(
+                            "the agent hub did not answer in time".to_owned(),
+                        )))
+                    })
+            })
         };
         // The hub's answer, unless the wait ran out first.
         let in_time = match wait {
