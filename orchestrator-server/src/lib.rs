@@ -10,10 +10,12 @@
 //! - `hub`: the Agent Hub's JSON, its reqwest client, and (feature `stand-in-hub`) a stand-in.
 //! - `principals`: principals mode's file of hashed tokens (read, re-read, minted into).
 //! - `metrics`, `telemetry`: Prometheus metrics and the tracing subscriber.
+//! - `dns` (private): the bounded name lookups of the webhooks' and the hub's HTTP clients.
 #![warn(clippy::unwrap_used)]
 
 #[cfg(feature = "http")]
 pub mod config;
+#[cfg(feature = "http")]
 mod dns;
 #[cfg(feature = "http")]
 pub mod http;
@@ -36,6 +38,7 @@ pub use config::{Config, LogFormat};
 pub use dns::NAME_LOOKUPS_AT_ONCE;
 #[cfg(feature = "http")]
 pub use http::{App, serve};
+#[cfg(feature = "http")]
 pub use service::{StartupError, bind, build_app, claim_database};
 
 /// The service's version, reported by `/health` and `/`.

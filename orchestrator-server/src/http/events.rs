@@ -386,6 +386,9 @@ pub async fn stream_events(
     query: Option<&str>,
     holder: Option<Holder>,
 ) -> Result<Response<SseBody>> {
+    // First of all: a right to read lost from here on ends the stream, also while it starts
+    // and catches up.
+    let revocations = app.revocations();
     let mut query = parse_query(query)?;
     let slot = app.stream_slot().ok_or(ApiError::TooManyStreams)?;
     if let Some(value) = headers.get("last-event-id") {
@@ -422,7 +425,7 @@ pub async fn stream_events(
         first,
         live,
         queue,
-        holder,
+        (holder, revocations),
     ));
     let mut response = Response::new(SseBody {
         messages,
@@ -448,7 +451,7 @@ async fn forward(
     first: orchestrator_core::EventPage,
     mut live: broadcast::Receiver<Arc<FeedBatch>>,
     queue: mpsc::Sender<Bytes>,
-    holder: Option<Holder>,
+    (holder, mut revocations): (Option<Holder>, watch::Receiver<u64>),
 ) {
     let mut stop = app.closing();
     let orchestrator = app.orchestrator().clone();
@@ -463,6 +466,9 @@ async fn forward(
     let mut sent = first.next_after;
     let mut page = first;
     loop {
+        if lost_since(&app, holder.as_ref(), &mut revocations).await {
+            return;
+        }
         let full = page.full;
         for batch in page.events.chunks(CATCH_UP_CHUNK) {
             if queue.send(FeedBatch::new(batch).messages).await.is_err() {
@@ -488,8 +494,9 @@ async fn forward(
     // Then live.
     let mut heartbeat = tokio::time::interval(app.limits().events.heartbeat);
     heartbeat.reset();
-    let mut revocations = app.revocations();
-    revocations.mark_unchanged();
+    if lost_since(&app, holder.as_ref(), &mut revocations).await {
+        return;
+    }
     let mut revoked = false;
     let lagged = |missed| {
         tracing::info!(
@@ -550,6 +557,20 @@ async fn forward(
             }
         }
     }
+}
+
+/// Whether the stream's holder lost the right to read since `revocations` was last seen (then
+/// seen now).
+async fn lost_since(
+    app: &App,
+    holder: Option<&Holder>,
+    revocations: &mut watch::Receiver<u64>,
+) -> bool {
+    if holder.is_none() || !revocations.has_changed().unwrap_or(false) {
+        return false;
+    }
+    revocations.mark_unchanged();
+    !still_held(app, holder).await
 }
 
 /// Whether the stream's holder (if it has one) may still read the events; logged when not.
