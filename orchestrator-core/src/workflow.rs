@@ -562,10 +562,16 @@ impl Workflow {
         let (authors, approvals) = self.gate_stay.as_ref().map_or((&[][..], &[][..]), |stay| {
             (stay.authors.as_slice(), stay.approvals.as_slice())
         });
+        // An approval speaks for the approver and for whom they act: the first of them who is
+        // one of `people`, whatever the case of the names.
+        let among = |people: &[&Actor]| {
+            std::iter::once(actor)
+                .chain(ctx.on_behalf_of.iter())
+                .find(|a| people.iter().any(|p| p.same_person(a)))
+        };
         if !policy.allow_self_approval {
-            let mut approvers = std::iter::once(actor).chain(ctx.on_behalf_of.iter());
-            let authored = |a: &&Actor| authors.iter().any(|author| author.same_person(a));
-            if let Some(author) = approvers.find(authored) {
+            let authors: Vec<&Actor> = authors.iter().collect();
+            if let Some(author) = among(&authors) {
                 return Err(TransitionError::SelfApproval {
                     actor: author.clone(),
                 });
@@ -573,14 +579,11 @@ impl Workflow {
         }
         // One person approves once in a stay, in their own name or through whoever acts for
         // them: otherwise one person's consent could count twice.
-        let approvers = || std::iter::once(actor).chain(ctx.on_behalf_of.iter());
-        let approved = approvals.iter().flat_map(Approval::people);
-        for earlier in approved {
-            if let Some(again) = approvers().find(|a| a.same_person(earlier)) {
-                return Err(TransitionError::AlreadyApproved {
-                    actor: again.clone(),
-                });
-            }
+        let approved: Vec<&Actor> = approvals.iter().flat_map(Approval::people).collect();
+        if let Some(again) = among(&approved) {
+            return Err(TransitionError::AlreadyApproved {
+                actor: again.clone(),
+            });
         }
         if approvals.len() + 1 >= usize::from(policy.required_approvals) {
             Ok(WorkflowState::Phase2)

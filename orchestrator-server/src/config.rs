@@ -329,6 +329,8 @@ impl Config {
         let wait = Some(Duration::from_secs(self.agent_hub_wait_seconds))
             .filter(|wait| *wait < self.hub_ask_timeout());
         let call = self.hub_call_timeout();
+        // The longest one ask may take in all: opening (or renewing) a session, and asking.
+        let bound = call + self.hub_ask_timeout();
         crate::http::Limits {
             max_connections: usize::try_from(self.max_connections).unwrap_or(1024),
             request_timeout: Duration::from_secs(self.request_timeout_seconds)
@@ -338,10 +340,9 @@ impl Config {
             asks: crate::http::AskPolicy {
                 wait,
                 max_in_flight: usize::try_from(self.agent_hub_max_asks).unwrap_or(64),
-                // Opening a session and asking; a session renewed on the way fits in it too.
-                bound: call + self.hub_ask_timeout(),
+                bound,
                 // The bound, and a minute's margin: no live ask is older.
-                abandoned_after: call + self.hub_ask_timeout() + Duration::from_secs(60),
+                abandoned_after: bound + Duration::from_secs(60),
             },
             events: crate::http::events::EventPolicy {
                 retention: Duration::from_secs(self.events_retention_seconds),

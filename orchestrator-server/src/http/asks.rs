@@ -51,11 +51,13 @@ pub struct AskPolicy {
 
 impl Default for AskPolicy {
     fn default() -> Self {
+        // A 330 s question and a 30 s call: the server's defaults.
+        let bound = Duration::from_secs(330 + 30);
         AskPolicy {
             wait: Some(Duration::from_secs(20)),
             max_in_flight: 64,
-            bound: Duration::from_secs(330 + 30),
-            abandoned_after: Duration::from_secs(330 + 30 + 60),
+            bound,
+            abandoned_after: bound + Duration::from_secs(60),
         }
     }
 }

@@ -29,9 +29,8 @@
   // decision is recorded or refused for a change (409: the form then holds the version the page
   // said it is now). A refresh that brings another version leaves that one in the form: a
   // decision made on what they read is refused (409) and the page says what changed, instead of
-  // being recorded against work they never saw. Left alone while a decision is being sent.
+  // being recorded against work they never saw. (No refresh runs while a decision is out.)
   let deciding = null;
-  let sending = false;
   // Decisions and answers out: the page is not swapped under them (a new form would come with
   // its buttons on, and a second click would send the same decision again); it is refreshed
   // once they are back.
@@ -83,17 +82,15 @@
       const shownForm = current.querySelector('#decide');
       const reasonNow = document.getElementById('reason');
       const written = Boolean(reasonNow && reasonNow.value.trim());
-      if (!sending) {
-        if (!written) {
-          deciding = null;
-        } else if (deciding === null && shownForm) {
-          deciding = shownForm.dataset.version;
-        }
-        if (form && deciding !== null && form.dataset.version !== deciding) {
-          say('Changed while you were deciding: you began at version ' + deciding + ', it is now at version ' +
-            form.dataset.version + '. Read it again; a decision sent now is not recorded.', 'bad');
-          form.dataset.version = deciding;
-        }
+      if (!written) {
+        deciding = null;
+      } else if (deciding === null && shownForm) {
+        deciding = shownForm.dataset.version;
+      }
+      if (form && deciding !== null && form.dataset.version !== deciding) {
+        say('Changed while you were deciding: you began at version ' + deciding + ', it is now at version ' +
+          form.dataset.version + '. Read it again; a decision sent now is not recorded.', 'bad');
+        form.dataset.version = deciding;
       }
       current.replaceWith(document.adoptNode(next));
       typed.forEach(([id, value]) => {
@@ -127,15 +124,11 @@
       const href = element.getAttribute('href');
       find = () => Array.from(document.querySelectorAll('#main a')).find((a) => a.getAttribute('href') === href);
     } else if (element.tagName === 'BUTTON' && element.form) {
-      const form = element.form;
-      const key = form.id ? ['id', form.id] : ['consultation', form.dataset.consultation];
+      const form = element.form.id
+        ? '#' + CSS.escape(element.form.id)
+        : 'form.respond[data-consultation="' + CSS.escape(element.form.dataset.consultation || '') + '"]';
       const value = element.value;
-      find = () => {
-        const again = key[0] === 'id'
-          ? document.getElementById(key[1])
-          : Array.from(document.querySelectorAll('form.respond')).find((f) => f.dataset.consultation === key[1]);
-        return again ? Array.from(again.querySelectorAll('button')).find((b) => b.value === value) : null;
-      };
+      find = () => Array.from(document.querySelectorAll(form + ' button')).find((b) => b.value === value);
     } else {
       return null;
     }
@@ -247,13 +240,7 @@
       request.actor = body.dataset.actor;
       request.actor_kind = body.dataset.actorKind || 'human';
     }
-    const shown = form.dataset.version;
-    sending = true;
-    try {
-      await decide(form, trigger, request, reason, shown);
-    } finally {
-      sending = false;
-    }
+    await decide(form, trigger, request, reason, form.dataset.version);
   }
 
   async function decide(form, trigger, request, reason, shown) {

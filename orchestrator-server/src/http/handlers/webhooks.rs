@@ -200,8 +200,8 @@ pub async fn redeliver(
     delivery: &str,
     claimed: Option<Claimed>,
 ) -> Result<HttpResponse> {
-    let webhooks = webhooks(app, caller, paths::WEBHOOKS)?;
-    if webhooks.store().webhook(id).await?.is_none() {
+    let store = webhooks(app, caller, paths::WEBHOOKS)?.store();
+    if store.webhook(id).await?.is_none() {
         return Err(ApiError::WebhookNotFound(id.to_owned()));
     }
     // The answer to the request's key is kept with the redelivery, in one write: a retry after
@@ -209,7 +209,6 @@ pub async fn redeliver(
     let receipt = claimed
         .as_ref()
         .map(|claimed| claimed.seal(|(): &()| Answer::empty(StatusCode::ACCEPTED))(&()));
-    let store = webhooks.store();
     if !store
         .redeliver(id, delivery, app.now(), receipt.as_ref())
         .await?
