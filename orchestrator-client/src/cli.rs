@@ -3,8 +3,9 @@
 //! server's error envelope on standard error.
 //!
 //! Exit codes: 0 success, 1 the server refused (4xx/5xx with an error body), 2 bad usage,
-//! 3 the server could not be reached or answered something unreadable, 4 `health` found the
-//! server unhealthy (its answer is printed all the same).
+//! 3 the server could not be reached or answered something unreadable (or the answer could
+//! not be written out), 4 `health` found the server unhealthy (its answer is printed all the
+//! same).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -12,8 +13,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use orchestrator_core::api::{
-    AdvanceRequest, ConsultRequest, ErrorEnvelope, GateRequest, ListWorkflowsParams,
-    RespondRequest, StartWorkflowRequest, WorkflowResponse,
+    AdvanceRequest, ApiErrorBody, ConsultRequest, ErrorCode, ErrorEnvelope, GateRequest,
+    ListWorkflowsParams, RespondRequest, StartWorkflowRequest, WorkflowResponse,
 };
 use orchestrator_core::api::{CloudEvent, CreateWebhookRequest, DeliveriesQuery, EventsQuery};
 use orchestrator_core::webhook::DeliveryStatus;
@@ -27,7 +28,8 @@ Exit codes:
   0  done (health: healthy or degraded)
   1  the server refused; its error envelope is printed on standard error
   2  bad usage
-  3  the server could not be reached, or answered something unreadable
+  3  the server could not be reached, or answered something unreadable (or the answer
+     could not be written, or `watch` lost its stream for good)
   4  health: the server is unhealthy (its answer is printed)
 
 Examples:
@@ -41,7 +43,8 @@ Examples:
   orchestrator ask 042-payment-retries testing \"Which failure modes must the tests cover?\"
   orchestrator respond 042-payment-retries <consultation id> confirm --actor qa-lead
   orchestrator webhooks add https://hooks.example.com/orchestrator --type gate.overdue
-  orchestrator health || echo \"not healthy\"";
+  orchestrator health || echo \"not healthy\"
+  orchestrator info";
 
 /// `orchestrator webhooks …`.
 #[derive(Debug, Subcommand)]
@@ -49,6 +52,8 @@ pub enum WebhookCommand {
     /// Subscribe a URL to events; prints the webhook with its secret (shown only now).
     Add {
         /// Where events are POSTed (absolute http or https).
+        // Its own id: `url` is the global --url's.
+        #[arg(id = "receiver", value_name = "URL")]
         url: String,
         /// Only these types (repeat, or separate by commas); default: every type.
         #[arg(long = "type", value_delimiter = ',')]
@@ -99,23 +104,31 @@ pub struct Cli {
     /// The server's base URL.
     #[arg(
         long,
+        global = true,
         env = "ORCHESTRATOR_URL",
         default_value = "http://localhost:8000"
     )]
     pub url: String,
     /// Bearer token: a principal's (principals mode) or the server's ORCHESTRATOR_API_TOKEN.
     /// Read from ORCHESTRATOR_TOKEN, else ORCHESTRATOR_API_TOKEN, when not given.
-    #[arg(long, env = "ORCHESTRATOR_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "ORCHESTRATOR_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
-    /// Seconds to wait for each answer.
-    #[arg(long, default_value_t = 60)]
+    /// Seconds to wait for each attempt's answer; a call is tried up to three times (after a
+    /// timeout, a connection refused or a 503), so a server that never answers takes about
+    /// three times this.
+    #[arg(long, global = true, default_value_t = 60)]
     pub timeout: u64,
     /// The Idempotency-Key a write (start, advance, approve, reject, consult, respond, webhooks
     /// add and redeliver) sends: running the same command again with the same key, even after
     /// the first run was cut off, gets the first answer back and changes nothing more (for 24
     /// hours). 1–255 printable ASCII characters (spaces inside only); default: a new key per run,
     /// told on stderr when the run ends without an answer (exit 3) so it can be run again.
-    #[arg(long, value_parser = idempotency_key)]
+    #[arg(long, global = true, value_parser = idempotency_key)]
     pub idempotency_key: Option<String>,
     /// What to do.
     #[command(subcommand)]
@@ -321,6 +334,8 @@ pub enum Command {
     },
     /// Show the server's health.
     Health,
+    /// Show what the server is: its name, version and where its documents are (`GET /`).
+    Info,
 }
 
 impl Command {
@@ -345,7 +360,8 @@ impl Command {
             | Command::Watch { .. }
             | Command::Events { .. }
             | Command::Consultations { .. }
-            | Command::Health => false,
+            | Command::Health
+            | Command::Info => false,
         }
     }
 }
@@ -396,27 +412,62 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
             let _ = writeln!(err, "error: {message}");
             ExitCode::from(2)
         }
-        Err(Failure::Client(ClientError::Api { body, .. })) => {
-            let _ = print(err, &ErrorEnvelope { error: body });
+        Err(Failure::Client(ClientError::Api {
+            status,
+            body,
+            wire_code,
+            request_id,
+        })) => {
+            // A 5xx (a 503: the server stopped waiting for the change) or an earlier attempt
+            // still being answered says nothing about whether the change was made.
+            let unsettled = status.is_server_error() || body.code == ErrorCode::IdempotencyKeyInUse;
+            let _ = print(err, &refusal(body, wire_code, request_id));
+            if unsettled {
+                note_retry_key(err, retry_key.as_deref());
+            }
             ExitCode::from(1)
         }
         Err(Failure::Client(other)) => {
             let _ = writeln!(err, "error: {other}");
-            if let Some(key) = retry_key {
-                let _ = writeln!(
-                    err,
-                    "note: the change may have been made; run the command again with --idempotency-key {key} to have it made once"
-                );
-            }
+            note_retry_key(err, retry_key.as_deref());
+            ExitCode::from(3)
+        }
+        Err(Failure::Broken(message)) => {
+            let _ = writeln!(err, "error: {message}");
             ExitCode::from(3)
         }
         Err(Failure::Unhealthy) => ExitCode::from(4),
     }
 }
 
+/// After a write whose outcome is unknown: the key that has it made once if run again.
+fn note_retry_key(err: &mut impl Write, key: Option<&str>) {
+    if let Some(key) = key {
+        let _ = writeln!(
+            err,
+            "note: the change may have been made; run the command again with --idempotency-key {key} to have it made once"
+        );
+    }
+}
+
+/// The server's error envelope as it sent it (its code as spelled on the wire, also one this
+/// version does not know), with the answer's `request_id` beside `error` when it had one: the
+/// id the server's log names the request by.
+fn refusal(body: ApiErrorBody, wire_code: String, request_id: Option<String>) -> serde_json::Value {
+    let mut envelope = serde_json::to_value(ErrorEnvelope { error: body }).unwrap_or_default();
+    envelope["error"]["code"] = serde_json::Value::String(wire_code);
+    if let Some(id) = request_id {
+        envelope["request_id"] = serde_json::Value::String(id);
+    }
+    envelope
+}
+
 enum Failure {
     Usage(String),
     Client(ClientError),
+    /// Not the server's doing, nor the caller's: the answer could not be written out, or the
+    /// event stream ended for good.
+    Broken(String),
     /// `health` answered: unhealthy.
     Unhealthy,
 }
@@ -671,7 +722,7 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                     }
                     None => {
                         return Err(last_error.map_or_else(
-                            || Failure::Usage("the event stream ended".into()),
+                            || Failure::Broken("the event stream ended".into()),
                             Failure::from,
                         ));
                     }
@@ -794,6 +845,7 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                     .await?,
             )
         }
+        Command::Info => print(out, &client.get_service_info().await?),
         Command::Health => {
             let health = client.get_health().await?;
             written_out(print(out, &health))?;
@@ -811,7 +863,7 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
 fn written_out(written: std::io::Result<()>) -> Result<(), Failure> {
     match written {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        written => written.map_err(|e| Failure::Usage(format!("cannot write the answer: {e}"))),
+        written => written.map_err(|e| Failure::Broken(format!("cannot write the answer: {e}"))),
     }
 }
 

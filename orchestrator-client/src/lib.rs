@@ -47,12 +47,17 @@ use serde::de::DeserializeOwned;
 #[non_exhaustive]
 pub enum ClientError {
     /// The server answered with an error envelope.
-    #[error("{status}: {} ({})", body.message, body.code)]
+    #[error("{status}: {} ({wire_code})", body.message)]
     Api {
         /// The HTTP status.
         status: StatusCode,
-        /// The server's error body.
+        /// The server's error body. A code this version does not know (from a newer server)
+        /// is [`ErrorCode::Unknown`] here; `wire_code` keeps it as sent.
         body: ApiErrorBody,
+        /// The code as the server spelled it.
+        wire_code: String,
+        /// The answer's `x-request-id`: the id the server's log records the request under.
+        request_id: Option<String>,
     },
     /// The server answered with an error that is not an error envelope (a proxy's page, say).
     #[error("{status}: unexpected body: {text}")]
@@ -177,6 +182,21 @@ fn retry_after(response: &reqwest::Response, attempt: u32) -> Option<Duration> {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     Some(backoff(attempt, asked))
+}
+
+/// The error code of an error envelope, as its text spells it.
+fn wire_code(envelope: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        error: Code,
+    }
+    #[derive(serde::Deserialize)]
+    struct Code {
+        code: String,
+    }
+    serde_json::from_slice::<Envelope>(envelope)
+        .ok()
+        .map(|envelope| envelope.error.code)
 }
 
 /// `error` and each of its causes, `: ` between them, a cause that repeats the one before it
@@ -375,21 +395,42 @@ impl Client {
 
     /// Sends `builder`, again after failures worth retrying (see [`ClientBuilder::retries`]).
     async fn send<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T> {
+        self.send_counted(builder).await.0
+    }
+
+    /// [`Client::send`], saying too whether an earlier attempt may have been carried out (it
+    /// timed out, or the server answered 503 or "in use" and was retried).
+    pub(crate) async fn send_counted<T: DeserializeOwned>(
+        &self,
+        builder: RequestBuilder,
+    ) -> (Result<T>, bool) {
         let mut attempt = 0;
+        let mut maybe_done = false;
         loop {
             let again = (attempt < self.retries)
                 .then(|| builder.try_clone())
                 .flatten();
             let Some(again) = again else {
-                return self.answer(builder.send().await?).await;
+                let answer = match builder.send().await {
+                    Ok(response) => self.answer(response).await,
+                    Err(e) => Err(e.into()),
+                };
+                return (answer, maybe_done);
             };
             attempt += 1;
             let pause = match again.send().await {
-                Err(e) if e.is_connect() || e.is_timeout() => backoff(attempt, None),
-                Err(e) => return Err(e.into()),
+                Err(e) if e.is_connect() => backoff(attempt, None),
+                Err(e) if e.is_timeout() => {
+                    maybe_done = true;
+                    backoff(attempt, None)
+                }
+                Err(e) => return (Err(e.into()), maybe_done),
                 Ok(response) => match retry_after(&response, attempt) {
-                    Some(pause) => pause,
-                    None => return self.answer(response).await,
+                    Some(pause) => {
+                        maybe_done = true;
+                        pause
+                    }
+                    None => return (self.answer(response).await, maybe_done),
                 },
             };
             tokio::time::sleep(pause).await;
@@ -412,6 +453,11 @@ impl Client {
     /// The error an unsuccessful answer says.
     async fn error_of(&self, response: reqwest::Response) -> ClientError {
         let status = response.status();
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = match response.bytes().await {
             Ok(bytes) => bytes,
             Err(e) => return e.into(),
@@ -419,7 +465,9 @@ impl Client {
         match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
             Ok(envelope) => ClientError::Api {
                 status,
+                wire_code: wire_code(&bytes).unwrap_or_else(|| envelope.error.code.as_str().into()),
                 body: envelope.error,
+                request_id,
             },
             Err(_) => ClientError::UnexpectedBody {
                 status,
@@ -770,6 +818,33 @@ mod tests {
         assert!(text.matches(": ").count() >= 2, "{text}");
     }
 
+    #[tokio::test]
+    async fn an_error_keeps_a_code_this_version_does_not_know_and_the_request_id() {
+        let answer = http::Response::builder()
+            .status(409)
+            .header("x-request-id", "req-7")
+            .body(r#"{"error": {"code": "GATE_FROZEN", "message": "the gate is frozen"}}"#)
+            .unwrap();
+        let client = Client::new("http://h:1").unwrap();
+        let error = client.error_of(reqwest::Response::from(answer)).await;
+        let ClientError::Api {
+            body,
+            wire_code,
+            request_id,
+            ..
+        } = &error
+        else {
+            panic!("{error:?}");
+        };
+        assert_eq!(body.code, ErrorCode::Unknown);
+        assert_eq!(wire_code, "GATE_FROZEN");
+        assert_eq!(request_id.as_deref(), Some("req-7"));
+        assert_eq!(
+            error.to_string(),
+            "409 Conflict: the gate is frozen (GATE_FROZEN)"
+        );
+    }
+
     #[test]
     fn an_api_error_prints_the_code_as_the_wire_spells_it() {
         let error = ClientError::Api {
@@ -779,6 +854,8 @@ mod tests {
                 message: "consultation c-1 is resolved; there is nothing to answer".into(),
                 details: None,
             },
+            wire_code: "CONSULTATION_NOT_PENDING".into(),
+            request_id: None,
         };
         assert_eq!(
             error.to_string(),

@@ -20,7 +20,7 @@
 //! ```
 
 use orchestrator_core::api::{
-    CreateWebhookRequest, CreatedWebhook, DeliveriesQuery, DeliveriesResponse, Webhook,
+    CreateWebhookRequest, CreatedWebhook, DeliveriesQuery, DeliveriesResponse, ErrorCode, Webhook,
     WebhooksResponse, paths,
 };
 use reqwest::Method;
@@ -74,10 +74,16 @@ impl Client {
         self.get(&paths::webhook(id)).await
     }
 
-    /// Deletes a webhook and its deliveries (`DELETE /webhooks/{id}`, admin).
+    /// Deletes a webhook and its deliveries (`DELETE /webhooks/{id}`, admin). A retry that
+    /// finds the webhook gone counts as done: the attempt before it deleted it.
     pub async fn delete_webhook(&self, id: &str) -> Result<()> {
-        self.send(self.request(Method::DELETE, &paths::webhook(id)))
+        match self
+            .send_counted(self.request(Method::DELETE, &paths::webhook(id)))
             .await
+        {
+            (Err(e), true) if e.code() == Some(ErrorCode::WebhookNotFound) => Ok(()),
+            (answer, _) => answer,
+        }
     }
 
     /// A page of a webhook's deliveries, newest event first (`GET

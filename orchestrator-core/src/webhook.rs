@@ -328,9 +328,10 @@ impl fmt::Display for RetrySchedule {
 /// Whether a webhook may be sent to `address` when private networks are not allowed: not
 /// loopback, private, link-local, unique-local, site-local, unspecified, broadcast,
 /// documentation, shared (carrier-grade NAT), benchmarking, reserved, the IETF's protocol
-/// assignments (192.0.0.0/24) or multicast. An IPv6 address that carries an IPv4 one (mapped,
-/// IPv4-compatible, NAT64's `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4's `2002::/16`) is
-/// judged by the IPv4 address it reaches.
+/// assignments (192.0.0.0/24, and IPv6's `2001::/23`, Teredo's `2001::/32` among them),
+/// discard-only (`100::/64`) or multicast. An IPv6 address that carries an IPv4 one (mapped,
+/// translated `::ffff:0:0/96`, IPv4-compatible, NAT64's `64:ff9b::/96` and `64:ff9b:1::/48`,
+/// 6to4's `2002::/16`) is judged by the IPv4 address it reaches.
 pub fn is_public_address(address: IpAddr) -> bool {
     match address {
         IpAddr::V4(v4) => {
@@ -352,13 +353,20 @@ pub fn is_public_address(address: IpAddr) -> bool {
             if let Some(v4) = embedded_ipv4(v6) {
                 return is_public_address(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let [first, second, third, fourth, ..] = v6.segments();
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || (first & 0xffc0) == 0xfec0)
+                || (first & 0xffc0) == 0xfec0
+                // Documentation: 2001:db8::/32 and 3fff::/20.
+                || (first == 0x2001 && second == 0x0db8)
+                || (first == 0x3fff && second < 0x1000)
+                // Discard-only, 100::/64.
+                || (first == 0x0100 && second == 0 && third == 0 && fourth == 0)
+                // IETF protocol assignments, 2001::/23.
+                || (first == 0x2001 && second < 0x0200))
         }
     }
 }
@@ -371,7 +379,7 @@ fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
     let [.., a, b, c, d] = v6.octets();
     let last = std::net::Ipv4Addr::new(a, b, c, d);
     match s {
-        [0, 0, 0, 0, 0, 0xffff, ..] => Some(last),
+        [0, 0, 0, 0, 0, 0xffff, ..] | [0, 0, 0, 0, 0xffff, 0, ..] => Some(last),
         // `::` and `::1` are judged as IPv6 (unspecified, loopback).
         [0, 0, 0, 0, 0, 0, ..] if !v6.is_unspecified() && !v6.is_loopback() => Some(last),
         [0x64, 0xff9b, 0, 0, 0, 0, ..] | [0x64, 0xff9b, 1, ..] => Some(last),
@@ -512,6 +520,14 @@ mod tests {
             "64:ff9b:1::7f00:1",
             "2002:a00:5::1",
             "2002:7f00:1::",
+            "::ffff:0:a00:5",
+            // Documentation, discard-only, the IETF's assignments (Teredo among them).
+            "2001:db8::1",
+            "3fff:fff::1",
+            "100::1",
+            "2001::1",
+            "2001:2::1",
+            "2001:1ff::1",
         ] {
             let address: IpAddr = private.parse().unwrap();
             assert!(!is_public_address(address), "{private}");
@@ -524,6 +540,11 @@ mod tests {
             "192.0.1.1",
             "64:ff9b::808:808",
             "2002:808:808::1",
+            "::ffff:0:808:808",
+            "2001:200::1",
+            "2001:4860::8888",
+            "3ffe::1",
+            "100:0:0:1::1",
         ] {
             let address: IpAddr = public.parse().unwrap();
             assert!(is_public_address(address), "{public}");

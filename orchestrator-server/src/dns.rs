@@ -229,4 +229,18 @@ mod tests {
         assert_eq!(made() - before, 2);
         assert_eq!(resolver.hosts.lock().unwrap().len(), 4);
     }
+
+    #[tokio::test]
+    async fn public_only_keeps_no_private_address() {
+        use reqwest::dns::Resolve;
+        let name = |host: &str| host.parse::<reqwest::dns::Name>().unwrap();
+        let open = Resolver::new(false, Lookups::new(1));
+        assert!(open.resolve(name("localhost")).await.is_ok());
+        let public = Resolver::new(true, Lookups::new(1));
+        let refused = public.resolve(name("localhost")).await.err().unwrap();
+        assert_eq!(
+            refused.to_string(),
+            "refused: localhost has no public address"
+        );
+    }
 }

@@ -36,6 +36,10 @@ pub const POLL_EVERY: Duration = Duration::from_millis(100);
 /// which reads it no sooner than this after its last read, so a burst of changes is read (and
 /// written to each stream) together.
 pub const MIN_GAP: Duration = Duration::from_millis(20);
+/// How long a stream opened before the feed knows where the log ends (the server just
+/// started, and its first read of the log is still failing or slow) waits for it before it is
+/// answered 503 `DATABASE_UNAVAILABLE`.
+const FEED_START_WAIT: Duration = Duration::from_secs(5);
 /// Events one read of the log takes; the feed reads again at once while pages are full.
 const READ_BATCH: u32 = 1000;
 /// Most events the feed broadcasts as one batch.
@@ -197,6 +201,11 @@ pub struct Feed {
     /// a read that finds nothing new but a log ending before it still says where the log
     /// ends, or a stream past that end would wait for ids the log gives again.
     furthest: AtomicU64,
+    /// Turns true once the feed has read where the log ends. Streams subscribe only after: the
+    /// feed broadcasts every event after that read, and a stream's own catch-up reads the log
+    /// to at least there. (One subscribed before would be caught up to an id the feed's first
+    /// read might pass: the events between would reach it from neither.)
+    started: watch::Sender<bool>,
 }
 
 impl Default for Feed {
@@ -206,6 +215,7 @@ impl Default for Feed {
             wake: tokio::sync::Notify::new(),
             reads: AtomicU64::new(0),
             furthest: AtomicU64::new(0),
+            started: watch::Sender::new(false),
         }
     }
 }
@@ -232,6 +242,7 @@ impl Feed {
                 _ = stop.wait_for(|stop| *stop) => return,
             }
         };
+        self.started.send_replace(true);
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut read_at = tokio::time::Instant::now();
@@ -405,6 +416,17 @@ pub async fn stream_events(
         query.after = Some(id);
     }
     let feed = app.feed();
+    let mut started = feed.started.subscribe();
+    match tokio::time::timeout(FEED_START_WAIT, started.wait_for(|started| *started)).await {
+        Ok(Ok(_)) => {}
+        // The feed cannot read the log (or has stopped): neither could this stream.
+        Ok(Err(_)) | Err(_) => {
+            return Err(orchestrator_core::RepositoryError::Unavailable(
+                "the event feed has not read the log yet".into(),
+            )
+            .into());
+        }
+    }
     // Subscribe before reading the log: whatever the feed broadcasts from now on is seen here,
     // and whatever it broadcast before is in the log read below.
     let live = feed.sender.subscribe();
@@ -780,6 +802,43 @@ mod tests {
         assert!(
             batch.ends(2, 0).is_none(),
             "a stream that sent them goes on"
+        );
+        stop.send(true).unwrap();
+        running.await.unwrap();
+    }
+
+    /// A stream waits for the feed to know where the log ends before it subscribes, and is
+    /// answered 503 when the feed cannot read the log: subscribed before the feed's first
+    /// read, it could catch up to an id that read passes, and miss the events between.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_stream_waits_for_the_feed_to_start() {
+        use orchestrator_core::InMemoryWorkflowRepository;
+        let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()));
+        let app = App::new(
+            orchestrator.clone(),
+            None,
+            Arc::new(crate::metrics::Metrics::default()),
+        );
+        // No feed runs yet: the stream gives up after its wait, subscribed to nothing.
+        let refused = stream_events(&app, &HeaderMap::new(), None, None).await;
+        let Err(error) = refused else {
+            panic!("a stream opened before the feed started");
+        };
+        assert_eq!(
+            error.body().code,
+            orchestrator_core::api::ErrorCode::DatabaseUnavailable
+        );
+        assert_eq!(app.feed().sender.receiver_count(), 0);
+
+        let (stop, stopped) = watch::channel(false);
+        let running = tokio::spawn({
+            let app = app.clone();
+            async move { app.feed().run(orchestrator, stopped).await }
+        });
+        let stream = stream_events(&app, &HeaderMap::new(), None, None).await;
+        assert!(
+            stream.is_ok(),
+            "once the feed has read the log, streams open"
         );
         stop.send(true).unwrap();
         running.await.unwrap();

@@ -621,9 +621,18 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
                      human_approved, human_rejected, cancel)"
                         .to_owned(),
                 ),
-                "list_workflows" => ("limit", "must be 1-500".to_owned()),
-                "list_events" | "stream_events" => ("limit", "must be between 1 and 1000".to_owned()),
+                "list_workflows" => (
+                    "limit",
+                    "must be a whole number between 1 and 500".to_owned(),
+                ),
+                "list_events" => ("limit", "must be between 1 and 1000".to_owned()),
+                "stream_events" => ("after", "must be an event id (a whole number)".to_owned()),
                 "create_consultation" => ("question", "must be 10-10000 characters".to_owned()),
+                "create_webhook" => ("url", "must be an absolute http(s) URL".to_owned()),
+                "list_deliveries" => (
+                    "status",
+                    "must be one of pending, delivered, failed".to_owned(),
+                ),
                 _ => (
                     "feature_id",
                     "must be 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
@@ -649,10 +658,23 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
                 "actor_kind: agent; only a human answers an escalation",
             ]),
         ),
-        Forbidden => envelope(
+        Forbidden if operation_id == "advance_workflow" => envelope(
             "agents may not 'human_approved': only a human decides at the gate",
             Some(vec!["actor_kind: agent"]),
         ),
+        // Principals mode: the caller's roles lack the one the operation needs.
+        Forbidden => {
+            let role = if operation_id.contains("webhook")
+                || operation_id == "redeliver"
+                || operation_id == "list_deliveries"
+            {
+                "admin"
+            } else {
+                "agent"
+            };
+            let why = format!("role needed: {role}");
+            envelope(&format!("forbidden: {why}"), Some(vec![&why]))
+        }
         NotFound => envelope("no route for /nope", None),
         MethodNotAllowed => envelope("method GET is not allowed here; allowed: POST", None),
         WorkflowNotFound => envelope(&format!("workflow '{id}' not found"), None),
@@ -919,7 +941,7 @@ fn event_parameter(name: &str) -> Option<Value> {
         .join("|");
     Some(match name {
         "after" | "Last-Event-ID" => json!({
-            "type": "string", "pattern": "^[0-9]{1,19}$", "example": "42",
+            "type": "string", "pattern": format!("^{}$", u64_decimal()), "example": "42",
         }),
         "limit" => json!({
             "type": "integer", "minimum": 1,
@@ -1249,7 +1271,10 @@ pub(crate) mod examples {
     pub const FEATURE_ID: &str = "008-services-architecture";
 
     /// A workflow as the API shows it, in `state` at `version`.
+    /// A workflow in `state` at `version`; at GATE_1 from version 3 on, with one approval given
+    /// (version 2 is the gate just entered).
     pub fn workflow(state: &str, version: u64) -> Value {
+        let approved = state == "GATE_1" && version >= 3;
         let (percent, time_in_state) = match state {
             "PHASE_1" => (25, json!({ "PHASE_1": 12 })),
             "GATE_1" => (50, json!({ "PHASE_1": 3600, "GATE_1": 40 })),
@@ -1264,15 +1289,21 @@ pub(crate) mod examples {
             "progress": { "percent": percent, "rework_count": 0, "time_in_state_seconds": time_in_state },
             "metadata": { "owner": "platform-team" },
             "created_at": "2026-11-24T10:00:00.123456Z",
-            "updated_at": "2026-11-24T11:00:00.654321Z",
+            "updated_at": if approved { "2026-11-24T11:10:00Z" } else { "2026-11-24T11:00:00.654321Z" },
             "completed_at": null,
-            "gate": gate(state),
+            "gate": gate(state, approved),
         })
     }
 
-    /// A workflow's gate: two approvals within a day; at GATE_1, one approval so far.
-    fn gate(state: &str) -> Value {
+    /// A workflow's gate: two approvals within a day; at GATE_1, none so far or one
+    /// (`approved`).
+    fn gate(state: &str, approved: bool) -> Value {
         let at_gate = state == "GATE_1";
+        let approvals = if approved {
+            json!([{ "actor": "alice", "at": "2026-11-24T11:10:00Z" }])
+        } else {
+            json!([])
+        };
         json!({
             "required_approvals": 2,
             "allow_self_approval": false,
@@ -1282,8 +1313,8 @@ pub(crate) mod examples {
             "due_at": if at_gate { json!("2026-11-25T11:00:00.654321Z") } else { Value::Null },
             "overdue": false,
             "authors": if at_gate { json!(["planner-agent"]) } else { json!([]) },
-            "approvals": if at_gate { json!([{ "actor": "alice", "at": "2026-11-24T11:10:00Z" }]) } else { json!([]) },
-            "blocked_by": if at_gate { json!([{ "kind": "approvals", "have": 1, "need": 2 }]) } else { json!([]) },
+            "approvals": approvals,
+            "blocked_by": if at_gate { json!([{ "kind": "approvals", "have": u8::from(approved), "need": 2 }]) } else { json!([]) },
         })
     }
 
@@ -1327,7 +1358,7 @@ pub(crate) mod examples {
 
     /// One page of `GET /workflows`.
     pub fn list() -> Value {
-        json!({ "items": [workflow("GATE_1", 2)], "next_cursor": "djE6MDA4LXNlcnZpY2VzLWFyY2hpdGVjdHVyZQ" })
+        json!({ "items": [workflow("GATE_1", 3)], "next_cursor": "djE6MDA4LXNlcnZpY2VzLWFyY2hpdGVjdHVyZQ" })
     }
 
     /// One `workflow.transitioned` event.

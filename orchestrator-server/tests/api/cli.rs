@@ -92,6 +92,7 @@ async fn every_command_prints_the_answer_as_json() {
         1
     );
     assert_eq!(ok(&app, &["health"]).await["service"], "orchestrator");
+    assert_eq!(ok(&app, &["info"]).await["openapi"], "/openapi.json");
     let same = ok(&app, &["start", "cli-1", "again", "--use-existing"]).await;
     assert_eq!(same["version"], 2);
 }
@@ -110,7 +111,43 @@ async fn a_refusal_prints_the_error_envelope_and_exits_1() {
         assert!(out.is_empty());
         let envelope: Value = serde_json::from_str(&err).expect("envelope on stderr");
         assert!(envelope["error"]["code"].is_string(), "{err}");
+        // With the id the server's log has the request under.
+        assert!(envelope["request_id"].is_string(), "{err}");
+        assert!(
+            !err.contains("--idempotency-key"),
+            "a refusal changed nothing: {err}"
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_the_server_gave_up_on_tells_its_key_and_a_newer_servers_code_is_kept() {
+    // A server that answers every request 503, as one past its request deadline does (the
+    // change may still be made), with a code this version does not know.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = r#"{"error":{"code":"DEADLINE_PASSED","message":"the request took too long"}}"#;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 0\r\nx-request-id: req-9\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    // The flags may follow the subcommand too.
+    let (code, _, err) = orchestrator(&url, &["start", "x", "y", "--idempotency-key", "k-1"]).await;
+    assert_eq!(code, ExitCode::from(1), "{err}");
+    let (envelope, note) = err.rsplit_once("}\n").expect("an envelope, then a note");
+    let envelope: Value =
+        serde_json::from_str(&format!("{envelope}}}")).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(envelope["error"]["code"], "DEADLINE_PASSED");
+    assert_eq!(envelope["request_id"], "req-9");
+    assert!(note.contains("--idempotency-key k-1"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -672,9 +672,18 @@ pub async fn an_approval_lands_only_while_no_consultation_blocks_the_gate(
         repo.gate_blockers(&[id("rejected"), id("nobody"), id("gated")])
             .await
             .unwrap(),
-        vec![earlier, held]
+        vec![earlier.clone(), held.clone()]
     );
     assert_eq!(repo.gate_blockers(&[]).await.unwrap(), vec![]);
+    // A page longer than a statement may carry parameters (SQLite's bound is 32 766) is read
+    // whole, still oldest first when its gates fall in different parts of it.
+    let mut many: Vec<FeatureId> = (0..40_000).map(|n| id(&format!("nobody-{n}"))).collect();
+    many[5] = id("rejected");
+    many[35_000] = id("gated");
+    assert_eq!(
+        repo.gate_blockers(&many).await.unwrap(),
+        vec![earlier, held]
+    );
 
     let (rejected, rejection) = step(&gate, Trigger::HumanRejected, 60);
     repo.commit(2, &rejected, &rejection).await.unwrap();

@@ -588,6 +588,41 @@ async fn private_targets_are_refused_unless_allowed() {
     assert!(app.client.list_webhooks().await.unwrap().items.is_empty());
 }
 
+/// The rule against private targets holds when a delivery connects, not only when a webhook
+/// is created: webhooks stored while private networks were allowed, one naming its host and
+/// one a literal address, get no request once the server runs without that allowance, and
+/// their deliveries say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_to_private_targets_are_refused_when_they_are_not_allowed() {
+    let mut app = spawn_app().await;
+    let mut receiver = Receiver::start().await;
+    let by_name = receiver.url.replace("127.0.0.1", "localhost");
+    let mut webhooks = Vec::new();
+    for url in [by_name, receiver.url.clone()] {
+        let created = app
+            .client
+            .create_webhook(&CreateWebhookRequest::new(url))
+            .await
+            .unwrap();
+        webhooks.push(created.webhook.id);
+    }
+    app.config.webhook_allow_private_networks = false;
+    let app = app.restart().await;
+    app.start_workflow("private").await;
+    for webhook in &webhooks {
+        let delivery = deliveries_until(&app.client, webhook, |items| {
+            items.first().is_some_and(|d| d.attempts >= 1)
+        })
+        .await
+        .remove(0);
+        assert_eq!(delivery.status, DeliveryStatus::Pending, "retried later");
+        assert_eq!(delivery.last_status_code, None);
+        let why = delivery.last_error.unwrap_or_default();
+        assert!(why.contains("refused"), "{webhook}: {why}");
+    }
+    receiver.quiet(Duration::from_millis(500)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delivery_survives_kill_9_while_its_receiver_is_down() {
     let dir = TempDir::new().unwrap();
@@ -1166,4 +1201,46 @@ async fn postgres_webhooks_naming_unknown_types_stop_no_one() {
     let url = DatabaseUrl::Postgres(db.url.clone());
     webhooks_naming_unknown_types_stop_no_one(url.clone(), async |sql| run_sql(&url, sql).await)
         .await;
+}
+
+/// A webhook created while another transaction appends events starts after them: it waits
+/// for that append's commit and reads the log's end after it. (Were its start read before
+/// that commit, the delivery worker could list the webhooks before this one landed, take
+/// those events as enqueued for every webhook, and not look again until the next event.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_webhook_created_during_an_append_starts_after_it() {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let url = DatabaseUrl::Postgres(db.url.clone());
+    let store = orchestrator_server::storage::connect(&url, 2)
+        .await
+        .unwrap();
+    let mut appending = diesel_async::AsyncPgConnection::establish(&db.url)
+        .await
+        .unwrap();
+    appending
+        .batch_execute(
+            "BEGIN; INSERT INTO events (id, event_type, subject, time, data) \
+             SELECT take_event_ids(1), 'workflow.transitioned', 'in-flight', 0, '{}';",
+        )
+        .await
+        .unwrap();
+    let creating = tokio::spawn({
+        let store = store.clone();
+        async move { subscribe_in_store(&*store, "during").await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!creating.is_finished(), "the creation waits for the append");
+    appending.batch_execute("COMMIT").await.unwrap();
+    creating.await.unwrap();
+    assert_eq!(
+        store
+            .enqueue_deliveries("wh_during", chrono::Utc::now(), 500)
+            .await
+            .unwrap(),
+        0,
+        "the appended event precedes the webhook"
+    );
 }

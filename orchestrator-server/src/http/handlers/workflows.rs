@@ -60,7 +60,7 @@ fn created_answer(workflow: &Workflow, now: Timestamp) -> Answer {
          example = json!(crate::http::openapi::examples::workflow("PHASE_1", 1))),
         (status = 200, description = "existed and `use_existing` was set: returned unchanged", body = WorkflowResponse,
          headers(("ETag" = String, description = "the version, quoted; send it back as If-Match")),
-         example = json!(crate::http::openapi::examples::workflow("GATE_1", 2))),
+         example = json!(crate::http::openapi::examples::workflow("GATE_1", 3))),
     ),
 )]
 pub async fn create_workflow(
@@ -101,7 +101,7 @@ pub async fn create_workflow(
     responses(
         (status = 200, description = "the workflow", body = WorkflowResponse,
          headers(("ETag" = String, description = "the version, quoted; send it back as If-Match")),
-         example = json!(crate::http::openapi::examples::workflow("GATE_1", 2))),
+         example = json!(crate::http::openapi::examples::workflow("GATE_1", 3))),
     ),
 )]
 pub async fn get_workflow(app: &App, id: &str) -> Result<HttpResponse> {

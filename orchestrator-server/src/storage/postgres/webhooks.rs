@@ -61,7 +61,12 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
             if let Some(refusal) = super::ops::key_refusal(conn, receipt.as_ref()).await? {
                 return Ok(Written::Refused(refusal));
             }
-            let (last, _purged): (i64, i64) = queries::event_bounds().get_result(conn).await?;
+            // Shared with appends' lock on the log's row: an append in flight commits first and
+            // its ids are read here. Read past it instead, the new webhook would start before
+            // events that the delivery worker, having listed the webhooks before this one
+            // committed, takes as enqueued for every webhook; they would wait for the next.
+            let (last, _purged): (i64, i64) =
+                queries::event_bounds().for_share().get_result(conn).await?;
             let row = WebhookRow {
                 enqueued_through: last,
                 ..row.clone()
