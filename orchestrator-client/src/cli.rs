@@ -127,7 +127,8 @@ pub struct Cli {
     /// add and redeliver) sends: running the same command again with the same key, even after
     /// the first run was cut off, gets the first answer back and changes nothing more (for 24
     /// hours). 1–255 printable ASCII characters (spaces inside only); default: a new key per run,
-    /// told on stderr when the run ends without an answer (exit 3) so it can be run again.
+    /// told on stderr when the run ends without knowing whether the change was made (no
+    /// answer, exit 3; a 5xx or the key still in use, exit 1) so it can be run again.
     #[arg(long, global = true, value_parser = idempotency_key)]
     pub idempotency_key: Option<String>,
     /// What to do.

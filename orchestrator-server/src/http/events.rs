@@ -5,7 +5,8 @@
 //! saw and broadcasts what it read once, as batches already encoded as SSE messages (a stream
 //! writes a batch as one chunk, not one write per event); the log gives
 //! ids in commit order with no gaps, so reading "after the last id" never skips one, whichever
-//! replica wrote it. A stream first subscribes to the broadcast, sends its start point (a
+//! replica wrote it. A stream waits for the feed's first read of the log (where the
+//! broadcast starts), then subscribes to the broadcast, sends its start point (a
 //! message with only `id:`), then reads the log from there until it is caught up, then
 //! forwards the broadcast, skipping ids it sent. Each
 //! stream has a small queue toward its connection; a consumer that falls behind the broadcast
