@@ -122,6 +122,11 @@ fn run_command(command: &Command) -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
+    // SIGHUP re-reads the principals file; listened for from the start, so one sent while
+    // the store opens (migrations may take a while) waits for the application instead of
+    // ending the process, as a signal nobody listens for does.
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     if let Some(file) = &config.principals_file {
         // A bad principals file stops start-up before a database file is made or claimed.
         principals::Principals::load(file)?;
@@ -132,18 +137,14 @@ async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
     let _database = orchestrator_server::claim_database(&config.database_url)?;
     let app = build_app(&config).await?;
     #[cfg(unix)]
-    {
-        // SIGHUP re-reads the principals file; a bad file keeps the one in force.
+    if let Some(mut hangups) = hangups {
+        // A bad file keeps the one in force.
         let app = app.clone();
-        if let Ok(mut hangups) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            tokio::spawn(async move {
-                while hangups.recv().await.is_some() {
-                    app.reload_principals();
-                }
-            });
-        }
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                app.reload_principals();
+            }
+        });
     }
     let listener = bind(&config).await?;
     let address = listener

@@ -219,10 +219,18 @@ impl Ask {
                     })
             })
         };
-        // The hub's answer, unless the wait ran out first.
-        let in_time = match wait {
-            None => Some((&mut ask).await),
-            Some(wait) => tokio::time::timeout(wait, &mut ask).await.ok(),
+        // The hub's answer, unless the wait ran out first — or the server stops meanwhile:
+        // then the ask is published and, the server stopping, recorded `interrupted` at once
+        // (a wait as long as the hub's timeout would outlast the stop, and leave its hidden
+        // reservation holding the gate).
+        let in_time = tokio::select! {
+            in_time = async {
+                match wait {
+                    None => Some((&mut ask).await),
+                    Some(wait) => tokio::time::timeout(wait, &mut ask).await.ok(),
+                }
+            } => in_time,
+            () = stopped(&mut stopping) => None,
         };
         if let Some(answer) = in_time {
             return Ok(Asked::Answered(

@@ -25,10 +25,22 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 pub async fn run(app: App, stop: watch::Receiver<bool>) {
     tokio::join!(
         every(SWEEP_EVERY, stop.clone(), || sweep_once(&app)),
-        every(PURGE_EVERY, stop, || async {
-            purge_keys(&app).await;
-            purge_events(&app).await;
-            purge_sessions(&app).await;
+        every(PURGE_EVERY, stop.clone(), || {
+            let mut stop = stop.clone();
+            let app = &app;
+            async move {
+                // A purge of a large backlog (thousands of chunks) is cut short when the server
+                // stops, not waited for: each chunk is a transaction of its own (one cut off
+                // rolls back), and the next start goes on where this one stopped.
+                tokio::select! {
+                    () = async {
+                        purge_keys(app).await;
+                        purge_events(app).await;
+                        purge_sessions(app).await;
+                    } => {}
+                    _ = stop.wait_for(|stop| *stop) => {}
+                }
+            }
         }),
     );
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use orchestrator_core::{
     IdempotencyKey, KeyClaim, Receipt, RepositoryError, Seal, Timestamp, ValidationError,
@@ -64,12 +64,19 @@ pub fn key(headers: &HeaderMap, caller: &Caller) -> Result<Option<IdempotencyKey
     Ok(Some(IdempotencyKey { scope, key }))
 }
 
-/// What makes two requests the same: method, path and body (SHA-256, hex).
-pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
+/// What makes two requests the same: method, path, `If-Match` (which says what the body's
+/// `expected_version` would) and body (SHA-256, hex). Without `If-Match`, the hash is that of
+/// method, path and body alone, as before the header counted.
+pub fn fingerprint(request: &http::request::Parts, body: &[u8]) -> String {
     let mut hash = Sha256::new();
-    hash.update(method.as_str().as_bytes());
+    hash.update(request.method.as_str().as_bytes());
     hash.update(b" ");
-    hash.update(path.as_bytes());
+    hash.update(request.uri.path().as_bytes());
+    if let Some(if_match) = request.headers.get(header::IF_MATCH) {
+        // A path holds no space, a header value no line break: no other request hashes so.
+        hash.update(b" if-match:");
+        hash.update(if_match.as_bytes());
+    }
     hash.update(b"\n");
     hash.update(body);
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()

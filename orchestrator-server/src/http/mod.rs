@@ -393,6 +393,9 @@ impl App {
                 .map_err(fail)?;
             return Ok((Some(route), response.map(Either::Left)));
         }
+        if let Some(action) = route.post_action() {
+            caller.may(action).map_err(fail)?;
+        }
         let key = idempotency::key(&parts.headers, &caller).map_err(fail)?;
         let body = body::read_body(&parts.headers, body, &self.0.bodies, body::BODY_LIMIT)
             .await
@@ -406,7 +409,7 @@ impl App {
                 // Run to the end even if the client goes away, so the answer is kept and its
                 // retry gets it (instead of a key held by nobody until its lease ends).
                 let app = self.clone();
-                let fingerprint = idempotency::fingerprint(&parts.method, parts.uri.path(), &body);
+                let fingerprint = idempotency::fingerprint(&parts, &body);
                 let run = async move {
                     idempotency::run(&app, key, &fingerprint, |claimed| {
                         app.dispatch(route, &params, &caller, &parts, &body, Some(claimed))

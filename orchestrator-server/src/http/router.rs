@@ -2,6 +2,7 @@
 //! `App::dispatch` holds the one `match (route, method)` that calls a handler.
 
 use http::Method;
+use orchestrator_core::Action;
 use orchestrator_core::api::paths;
 
 /// A route of the API.
@@ -62,6 +63,20 @@ pub enum Route {
 }
 
 impl Route {
+    /// The right a POST to this route needs whatever its body says. It is checked before the
+    /// request's idempotency key is looked at, so a kept answer goes back only to a caller who
+    /// may still make the request: a webhook's, which holds its signing secret, above all.
+    /// (An advance's right depends on its trigger, in the body; its handler checks it.)
+    pub fn post_action(self) -> Option<Action> {
+        match self {
+            Route::Start => Some(Action::StartWorkflow),
+            Route::Consultations => Some(Action::Consult),
+            Route::Respond => Some(Action::Respond),
+            Route::Webhooks | Route::Redeliver => Some(Action::ManageWebhooks),
+            _ => None,
+        }
+    }
+
     /// Every route with its pattern; the pattern is also the metrics label.
     const TABLE: [(&'static str, Route); 27] = [
         (paths::ROOT, Route::Root),

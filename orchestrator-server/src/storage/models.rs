@@ -765,16 +765,45 @@ pub fn convert<R, T: TryFrom<R, Error = CorruptRow>>(
 /// process: the worker lists them every round that finds new events), for it must not stop
 /// every other webhook's deliveries.
 pub fn readable_webhooks(rows: Vec<WebhookRow>) -> Vec<api::Webhook> {
+    readable(
+        rows,
+        |row| format!("webhook {}", row.id),
+        |id, problem| {
+            tracing::error!(%id, %problem, "a webhook that does not decode is passed over; it holds event retention back until it is deleted");
+        },
+    )
+}
+
+/// The overdue gates `rows` hold; one that does not decode (a value a newer version stored,
+/// before a downgrade) is passed over and logged once per process, for it must not stop every
+/// other gate's deadline.
+pub fn readable_overdue(rows: Vec<WorkflowRow>) -> Vec<Workflow> {
+    readable(
+        rows,
+        |row| format!("workflow {}", row.feature_id),
+        |id, problem| {
+            tracing::error!(%id, %problem, "a workflow past its gate's deadline does not decode; its expiry is passed over");
+        },
+    )
+}
+
+/// The values `rows` hold, each that does not decode passed over and told to `log` once per
+/// process (by the name `name` gives its row).
+fn readable<R, T: TryFrom<R, Error = CorruptRow>>(
+    rows: Vec<R>,
+    name: impl Fn(&R) -> String,
+    log: impl Fn(&str, &CorruptRow),
+) -> Vec<T> {
     static LOGGED: std::sync::Mutex<std::collections::BTreeSet<String>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
     rows.into_iter()
         .filter_map(|row| {
-            let id = row.id.clone();
-            api::Webhook::try_from(row)
+            let id = name(&row);
+            T::try_from(row)
                 .inspect_err(|problem| {
                     let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
                     if logged.insert(id.clone()) {
-                        tracing::error!(webhook_id = %id, %problem, "a webhook that does not decode is passed over; it holds event retention back until it is deleted");
+                        log(&id, problem);
                     }
                 })
                 .ok()

@@ -1992,6 +1992,52 @@ async fn postgres_a_damaged_ask_does_not_keep_the_others_asking() {
     a_damaged_ask_does_not_keep_the_others_asking(DatabaseUrl::Postgres(db.url.clone())).await;
 }
 
+/// A gate past its deadline whose row no longer decodes (a value a newer version stored,
+/// before a downgrade) is passed over by the sweep's read; the other overdue gates are read.
+async fn a_damaged_gate_does_not_stop_the_other_deadlines(url: DatabaseUrl) {
+    use orchestrator_core::gate::{GatePolicy, OnExpiry};
+    let repo = orchestrator_server::storage::connect(&url, 2)
+        .await
+        .unwrap();
+    let policy = GatePolicy::default()
+        .with_deadline(Some(60), OnExpiry::Flag)
+        .unwrap();
+    let mut at_gate = Vec::new();
+    for name in ["damaged", "sound"] {
+        let workflow = started_with(&*repo, name, policy).await;
+        let (next, complete) = step(&workflow, Trigger::AgentComplete, 10);
+        repo.commit(1, &next, &complete).await.unwrap();
+        at_gate.push(next);
+    }
+    run_sql(
+        &url,
+        "UPDATE workflows SET gate_policy = 'not a policy' WHERE feature_id = 'damaged';",
+    )
+    .await;
+    let after = t0() + Duration::seconds(71);
+    assert_eq!(
+        repo.unnoted_overdue(after, 10).await.unwrap(),
+        vec![at_gate[1].clone()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_damaged_gate_does_not_stop_the_other_deadlines() {
+    let dir = tempfile::TempDir::new().unwrap();
+    a_damaged_gate_does_not_stop_the_other_deadlines(DatabaseUrl::SqliteFile(
+        dir.path().join("d.db"),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_damaged_gate_does_not_stop_the_other_deadlines() {
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    a_damaged_gate_does_not_stop_the_other_deadlines(DatabaseUrl::Postgres(db.url.clone())).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_a_damaged_event_is_read_past() {
     let dir = tempfile::TempDir::new().unwrap();

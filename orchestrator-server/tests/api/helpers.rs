@@ -34,6 +34,8 @@ pub struct TestApp {
     /// The database file's directory; dropped with the app.
     pub dir: TempDir,
     pub config: Config,
+    /// The application the server runs (to reload its principals, say).
+    pub app: orchestrator_server::http::App,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -123,7 +125,7 @@ async fn start(config: Config, dir: TempDir, hub: StandInHub) -> TestApp {
     let listener = bind(&config).await.expect("binds");
     let address = listener.local_addr().expect("local address");
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, app, async {
+    let server = tokio::spawn(serve(listener, app.clone(), async {
         let _ = stopped.await;
     }));
     // No retries: the tests check exactly what the server answers.
@@ -139,6 +141,7 @@ async fn start(config: Config, dir: TempDir, hub: StandInHub) -> TestApp {
         hub,
         dir,
         config,
+        app,
         stop: Some(stop),
         server: Some(server),
     }

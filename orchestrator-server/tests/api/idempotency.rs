@@ -422,3 +422,67 @@ async fn a_repeated_webhook_creation_gets_the_same_webhook_and_secret() {
     assert_eq!(send().await.headers()["location"], location);
     assert_eq!(app.client.list_webhooks().await.unwrap().items.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn if_match_is_part_of_the_request_a_key_stands_for() {
+    let app = spawn_app().await;
+    app.start_workflow("matched").await;
+    let advance = |if_match: &'static str| {
+        reqwest::Client::new()
+            .post(app.url("/workflow/matched/advance"))
+            .header("Idempotency-Key", "k-match")
+            .header("If-Match", if_match)
+            .json(&json!({"trigger": "agent_complete"}))
+            .send()
+    };
+    let first = advance("\"2\"").await.unwrap();
+    assert_eq!(first.status(), StatusCode::CONFLICT, "version 1, not 2");
+    // Sent again as it was: the kept refusal.
+    let again = advance("\"2\"").await.unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    // With another If-Match it is another request: the key is not its.
+    let other = advance("\"1\"").await.unwrap();
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        app.client
+            .get_workflow(&id("matched"))
+            .await
+            .unwrap()
+            .version,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_answer_goes_back_only_to_a_caller_who_may_still_make_the_request() {
+    let keys = tempfile::TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let roles = [Role::Admin].into_iter().collect();
+    let token = orchestrator_server::principals::add(
+        &file,
+        &orchestrator_core::Actor::parse("ops-bot").unwrap(),
+        ActorKind::Agent,
+        &roles,
+    )
+    .unwrap();
+    let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+    let create = json!({"url": "http://127.0.0.1:9/hook"});
+    let (status, _, _, created) = post(&app, "/webhooks", "k-hook", Some(&token), &create).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert!(created["secret"].is_string());
+
+    // The bot is made a viewer (its token kept): the kept answer, with the webhook's secret,
+    // is not given back to it.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("\"admin\"", "\"viewer\"")).unwrap();
+    app.app.reload_principals();
+    let (status, replayed, _, refused) =
+        post(&app, "/webhooks", "k-hook", Some(&token), &create).await;
+    assert_eq!(
+        (status, replayed),
+        (StatusCode::FORBIDDEN, false),
+        "{refused}"
+    );
+    assert!(refused.get("secret").is_none());
+}

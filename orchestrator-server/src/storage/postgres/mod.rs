@@ -319,7 +319,7 @@ impl WorkflowRepository for PgRepository {
         let rows = self
             .run(async |conn| ops::unnoted_overdue(conn, micros(now), i64::from(limit)).await)
             .await?;
-        models::convert(rows)
+        Ok(models::readable_overdue(rows))
     }
 
     async fn note_overdue(

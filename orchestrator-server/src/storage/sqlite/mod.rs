@@ -274,7 +274,7 @@ impl WorkflowRepository for SqliteRepository {
             .readers
             .run(move |conn| ops::unnoted_overdue(conn, now, i64::from(limit)))
             .await?;
-        models::convert(rows)
+        Ok(models::readable_overdue(rows))
     }
 
     async fn note_overdue(
