@@ -342,6 +342,49 @@ async fn a_stop_during_a_background_ask_leaves_it_failed_interrupted() {
     assert_eq!(items[0].error.as_ref().unwrap().code, "interrupted");
 }
 
+/// An ask still inside a wait as long as the hub's timeout when the server stops is not left
+/// a hidden reservation holding the gate: it is published and recorded `interrupted` by the
+/// stop itself (found so in the store before any restart could recover it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_during_a_long_wait_records_the_ask_interrupted() {
+    let mut app = spawn_app_with(|c| {
+        c.agent_hub_wait_seconds = 120;
+        c.agent_hub_timeout_seconds = 120;
+    })
+    .await;
+    let f = started(&app, "waiting").await;
+    app.hub.inject(Fault::Hold);
+    let asking = {
+        let url = app.url(&format!("/workflow/{f}/consultations"));
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({"topic": "architecture", "question": "Think it over, please"}))
+                .send()
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(30), app.hub.until_held(1))
+        .await
+        .expect("the question reaches the hub");
+    asking.abort();
+    let _ = asking.await;
+    app.stop().await;
+
+    let database = app.dir.path().join("orchestrator.db");
+    let store = orchestrator_server::storage::connect(
+        &orchestrator_server::storage::DatabaseUrl::SqliteFile(database),
+        1,
+    )
+    .await
+    .unwrap();
+    let items = store.consultations(&f).await.unwrap();
+    assert_eq!(items.len(), 1, "published, not a hidden reservation");
+    assert_eq!(items[0].status, ConsultationStatus::Failed);
+    assert_eq!(items[0].error.as_ref().unwrap().code, "interrupted");
+    assert!(store.gate_blockers(&[f]).await.unwrap().is_empty());
+}
+
 fn launch(database: &Path, port: u16, hub: &str) -> Child {
     sqlite_server(database, port)
         .env("AGENT_HUB_URL", hub)
