@@ -8,7 +8,6 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use orchestrator_client::Client;
 use orchestrator_core::api::{
     AdvanceRequest, ErrorCode, ListWorkflowsParams, StartWorkflowRequest,
 };
@@ -16,7 +15,7 @@ use orchestrator_core::api::{
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let base_url = support::server_url().await?;
-    let client = Client::new(&base_url)?;
+    let client = support::client(&base_url)?;
     println!("talking to {base_url}");
 
     // A feature of its own each run, so it never meets one an earlier run (or the README's

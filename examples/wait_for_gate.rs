@@ -11,14 +11,13 @@ mod support;
 
 use std::time::Duration;
 
-use orchestrator_client::Client;
 use orchestrator_core::api::{AdvanceRequest, EventsQuery, StartWorkflowRequest};
 use orchestrator_core::{EventFilter, EventType};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let base_url = support::server_url().await?;
-    let client = Client::new(&base_url)?;
+    let client = support::client(&base_url)?;
     let feature = chrono::Utc::now()
         .format("gate-example-%Y%m%d-%H%M%S%3f")
         .to_string();

@@ -20,7 +20,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use orchestrator_client::Client;
 use orchestrator_client::webhooks::verify_signature;
 use orchestrator_core::api::{AdvanceRequest, CreateWebhookRequest, StartWorkflowRequest};
 use tokio::net::TcpListener;
@@ -29,7 +28,7 @@ use tokio::sync::mpsc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let base_url = support::server_url().await?;
-    let client = Client::new(&base_url)?;
+    let client = support::client(&base_url)?;
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/orchestrator", listener.local_addr()?);

@@ -1,5 +1,6 @@
-//! What the client examples share: the server they talk to.
+//! What the client examples share: the server they talk to, and a client of it.
 
+use orchestrator_client::Client;
 use orchestrator_server::storage::DatabaseUrl;
 use orchestrator_server::{Config, bind, build_app, serve};
 
@@ -15,4 +16,17 @@ pub async fn server_url() -> anyhow::Result<String> {
     let address = listener.local_addr()?;
     tokio::spawn(serve(listener, app, std::future::pending()));
     Ok(format!("http://{address}"))
+}
+
+/// A client of `base_url`, with the bearer token in `ORCHESTRATOR_TOKEN` when that is set (a
+/// server of your own with `ORCHESTRATOR_API_TOKEN` or a principals file needs one).
+pub fn client(base_url: &str) -> anyhow::Result<Client> {
+    let mut builder = Client::builder().base_url(base_url);
+    if let Some(token) = std::env::var("ORCHESTRATOR_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        builder = builder.token(token);
+    }
+    Ok(builder.build()?)
 }

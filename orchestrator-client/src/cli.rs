@@ -18,7 +18,7 @@ use orchestrator_core::api::{
 };
 use orchestrator_core::api::{CloudEvent, CreateWebhookRequest, DeliveriesQuery, EventsQuery};
 use orchestrator_core::webhook::DeliveryStatus;
-use orchestrator_core::{Actor, EventType, FeatureId, WorkflowState};
+use orchestrator_core::{Actor, EventType, FeatureId, Trigger, WorkflowState};
 use serde::Serialize;
 
 use crate::{Client, ClientError};
@@ -121,7 +121,7 @@ pub struct Cli {
     /// Seconds to wait for each attempt's answer; a call is tried up to three times (after a
     /// timeout, a connection refused or a 503), so a server that never answers takes about
     /// three times this.
-    #[arg(long, global = true, default_value_t = 60)]
+    #[arg(long, global = true, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// The Idempotency-Key a write (start, advance, approve, reject, consult, respond, webhooks
     /// add and redeliver) sends: running the same command again with the same key, even after
@@ -169,7 +169,9 @@ pub enum Command {
         /// The feature id.
         feature_id: String,
     },
-    /// Approve a feature at its gate (`human_approved`) as the token's principal.
+    /// Approve a feature at its gate (`human_approved`): as the token's principal with a
+    /// principals file, else as --actor (without it the approval names nobody, and the rule
+    /// that whoever completed the work may not approve it cannot apply).
     Approve {
         /// The feature id.
         feature_id: String,
@@ -204,7 +206,8 @@ pub enum Command {
     Advance {
         /// The feature id.
         feature_id: String,
-        /// The trigger.
+        /// The trigger: start, agent_complete, human_approved, human_rejected or cancel.
+        #[arg(value_parser = |v: &str| v.parse::<Trigger>().map(|_| v.to_owned()).map_err(|e| e.to_string()))]
         trigger: String,
         /// Who triggers it (with principals: whom the token's principal acts for).
         #[arg(long)]
@@ -420,8 +423,14 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
             request_id,
         })) => {
             // A 5xx (a 503: the server stopped waiting for the change) or an earlier attempt
-            // still being answered says nothing about whether the change was made.
-            let unsettled = status.is_server_error() || body.code == ErrorCode::IdempotencyKeyInUse;
+            // still being answered says nothing about whether the change was made — but for
+            // the Agent Hub's failures, after which the server stored nothing.
+            let hub_failed = matches!(
+                body.code,
+                ErrorCode::AgentHubUnavailable | ErrorCode::AgentHubError
+            );
+            let unsettled = (status.is_server_error() && !hub_failed)
+                || body.code == ErrorCode::IdempotencyKeyInUse;
             let _ = print(err, &refusal(body, wire_code, request_id));
             if unsettled {
                 note_retry_key(err, retry_key.as_deref());
@@ -495,7 +504,13 @@ fn feature(id: &str) -> Result<FeatureId, Failure> {
 
 fn json_object(field: &str, text: Option<String>) -> Result<Option<serde_json::Value>, Failure> {
     text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| Failure::Usage(format!("--{field} is not JSON: {e}")))
+        let value: serde_json::Value = serde_json::from_str(&t)
+            .map_err(|e| Failure::Usage(format!("--{field} is not JSON: {e}")))?;
+        if value.is_object() {
+            Ok(value)
+        } else {
+            Err(Failure::Usage(format!("--{field} must be a JSON object")))
+        }
     })
     .transpose()
 }

@@ -151,6 +151,22 @@ async fn a_write_the_server_gave_up_on_tells_its_key_and_a_newer_servers_code_is
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_write_the_agent_hub_failed_tells_no_key_for_nothing_was_stored() {
+    let app = spawn_app().await;
+    ok(&app, &["start", "cli-hub", "a hub that fails"]).await;
+    app.hub
+        .inject(orchestrator_server::hub::stand_in::Fault::PlainText500);
+    let (code, _, err) = orchestrator(
+        &app.url(""),
+        &["ask", "cli-hub", "testing", "Does the hub answer today?"],
+    )
+    .await;
+    assert_eq!(code, ExitCode::from(1), "{err}");
+    assert!(err.contains("AGENT_HUB_ERROR"), "{err}");
+    assert!(!err.contains("--idempotency-key"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_command_run_again_with_its_idempotency_key_is_carried_out_once() {
     let app = spawn_app().await;
     app.start_workflow("keyed").await;
@@ -217,6 +233,16 @@ async fn bad_input_exits_2_and_an_unreachable_server_exits_3() {
     let (code, _, err) =
         orchestrator(&app.url(""), &["start", "x", "y", "--metadata", "{oops"]).await;
     assert_eq!(code, ExitCode::from(2), "{err}");
+    let (code, _, err) = orchestrator(
+        &app.url(""),
+        &["advance", "x", "start", "--metadata", "[1]"],
+    )
+    .await;
+    assert_eq!(code, ExitCode::from(2), "{err}");
+    assert!(err.contains("--metadata must be a JSON object"), "{err}");
+    // Caught by the command line (exit 2), not sent for the server to refuse.
+    assert!(Cli::try_parse_from(["orchestrator", "advance", "x", "approve"]).is_err());
+    assert!(Cli::try_parse_from(["orchestrator", "--timeout", "0", "summary"]).is_err());
     let (code, _, err) = orchestrator(&dead_url(), &["summary"]).await;
     assert_eq!(code, ExitCode::from(3), "{err}");
     assert!(
