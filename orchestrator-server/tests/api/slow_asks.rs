@@ -76,6 +76,15 @@ async fn ask_held_at_the_gate(
         .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
         .await
         .unwrap();
+    let asking = ask_held(&app, &f).await;
+    (app, f, asking)
+}
+
+/// An ask of `f` that the hub holds, its request (still waiting) in a task of its own.
+async fn ask_held(
+    app: &TestApp,
+    f: &FeatureId,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
     app.hub.inject(Fault::Hold);
     let asking = {
         let url = app.url(&format!("/workflow/{f}/consultations"));
@@ -90,7 +99,7 @@ async fn ask_held_at_the_gate(
     tokio::time::timeout(Duration::from_secs(30), app.hub.until_held(1))
         .await
         .expect("the question reaches the hub");
-    (app, f, asking)
+    asking
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -353,20 +362,7 @@ async fn a_stop_during_a_long_wait_records_the_ask_interrupted() {
     })
     .await;
     let f = started(&app, "waiting").await;
-    app.hub.inject(Fault::Hold);
-    let asking = {
-        let url = app.url(&format!("/workflow/{f}/consultations"));
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&serde_json::json!({"topic": "architecture", "question": "Think it over, please"}))
-                .send()
-                .await
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(30), app.hub.until_held(1))
-        .await
-        .expect("the question reaches the hub");
+    let asking = ask_held(&app, &f).await;
     asking.abort();
     let _ = asking.await;
     app.stop().await;
