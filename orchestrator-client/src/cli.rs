@@ -431,10 +431,13 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
             );
             let unsettled = (status.is_server_error() && !hub_failed)
                 || body.code == ErrorCode::IdempotencyKeyInUse;
-            let _ = print(err, &refusal(body, wire_code, request_id));
-            if unsettled {
-                note_retry_key(err, retry_key.as_deref());
+            let mut envelope = refusal(body, wire_code, request_id);
+            if unsettled && let Some(key) = retry_key {
+                // Beside the envelope, so standard error stays one JSON document.
+                envelope["note"] = RETRY_NOTE.into();
+                envelope["idempotency_key"] = key.into();
             }
+            let _ = print(err, &envelope);
             ExitCode::from(1)
         }
         Err(Failure::Client(other)) => {
@@ -450,7 +453,10 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
     }
 }
 
-/// After a write whose outcome is unknown: the key that has it made once if run again.
+/// Told after a write whose outcome is unknown, with the key that has it made once.
+const RETRY_NOTE: &str = "the change may have been made; run the command again with --idempotency-key (the key beside this note) to have it made once";
+
+/// After a write that got no answer: the key that has it made once if run again.
 fn note_retry_key(err: &mut impl Write, key: Option<&str>) {
     if let Some(key) = key {
         let _ = writeln!(

@@ -222,6 +222,15 @@ const IDEMPOTENT: [ErrorCode; 3] = [
     ErrorCode::IdempotencyKeyReused,
 ];
 
+/// The operations whose caller's right does not depend on the body: it is checked before the
+/// idempotency key, so none of their 403s is a kept answer.
+const RIGHT_BEFORE_THE_KEY: [&str; 4] = [
+    "create_workflow",
+    "create_consultation",
+    "create_webhook",
+    "redeliver",
+];
+
 /// Adds the `Idempotency-Key` request header and the `Idempotent-Replayed` header of every
 /// answer that may be a replay.
 fn add_idempotency(operation: &mut Value) {
@@ -229,7 +238,7 @@ fn add_idempotency(operation: &mut Value) {
         "name": "Idempotency-Key",
         "in": "header",
         "required": false,
-        "description": "1-255 printable ASCII characters (spaces inside a key, not around it: HTTP drops those), chosen by the client. The first request with a key is answered and its answer kept for 24 h with the change it made; a repeat with the same method, path and body gets that answer again with `Idempotent-Replayed: true` and changes nothing. Scoped to the principal (to every caller without principals). 5xx answers are not kept.",
+        "description": "1-255 printable ASCII characters (spaces inside a key, not around it: HTTP drops those), chosen by the client. The first request with a key is answered and its answer kept for 24 h with the change it made; a repeat with the same method, path, `If-Match` and body gets that answer again with `Idempotent-Replayed: true` and changes nothing. Scoped to the principal (to every caller without principals). 5xx answers are not kept.",
         "schema": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~](?:[ -~]*[!-~])?$" },
         "example": "4f7c2b9e-approve-008",
     });
@@ -237,14 +246,18 @@ fn add_idempotency(operation: &mut Value) {
         Some(parameters) => parameters.push(parameter),
         None => operation["parameters"] = json!([parameter]),
     }
+    let right_first = operation["operationId"]
+        .as_str()
+        .is_some_and(|id| RIGHT_BEFORE_THE_KEY.contains(&id));
     if let Some(responses) = operation["responses"].as_object_mut() {
         // A kept answer may be a refusal (a 4xx the handler gave); not those that come before
         // the key is claimed (authentication, a body too slow or too large, a request HTTP
         // refuses) or are the claim's own (422 `IDEMPOTENCY_KEY_REUSED`).
         const BEFORE_THE_KEY: [&str; 6] = ["401", "408", "413", "414", "422", "431"];
         for (status, response) in responses.iter_mut() {
-            let kept = status.starts_with('2')
-                || (status.starts_with('4') && !BEFORE_THE_KEY.contains(&status.as_str()));
+            let before =
+                BEFORE_THE_KEY.contains(&status.as_str()) || (right_first && status == "403");
+            let kept = status.starts_with('2') || (status.starts_with('4') && !before);
             if kept {
                 response["headers"]["Idempotent-Replayed"] = json!({
                     "description": "`true` when this is the kept answer of an earlier request with the same Idempotency-Key",
@@ -1270,9 +1283,8 @@ pub(crate) mod examples {
     /// The feature every example is about.
     pub const FEATURE_ID: &str = "008-services-architecture";
 
-    /// A workflow as the API shows it, in `state` at `version`.
-    /// A workflow in `state` at `version`; at GATE_1 from version 3 on, with one approval given
-    /// (version 2 is the gate just entered).
+    /// A workflow as the API shows it, in `state` at `version`; at GATE_1 from version 3 on,
+    /// with one approval given (version 2 is the gate just entered).
     pub fn workflow(state: &str, version: u64) -> Value {
         let approved = state == "GATE_1" && version >= 3;
         let (percent, time_in_state) = match state {

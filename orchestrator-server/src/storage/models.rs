@@ -777,7 +777,7 @@ pub fn readable_webhooks(rows: Vec<WebhookRow>) -> Vec<api::Webhook> {
 /// The overdue gates `rows` hold; one that does not decode (a value a newer version stored,
 /// before a downgrade) is passed over and logged once per process, for it must not stop every
 /// other gate's deadline.
-pub fn readable_overdue(rows: Vec<WorkflowRow>) -> Vec<Workflow> {
+fn readable_overdue(rows: Vec<WorkflowRow>) -> Vec<Workflow> {
     readable(
         rows,
         |row| format!("workflow {}", row.feature_id),
@@ -787,22 +787,42 @@ pub fn readable_overdue(rows: Vec<WorkflowRow>) -> Vec<Workflow> {
     )
 }
 
+/// The first `limit` overdue gates that decode among `rows`, a page of `asked` rows earliest
+/// due first; or, when rows that do not decode kept the page from holding `limit` gates and
+/// more rows may follow, the larger page to read instead (`Err`, larger by as many). Rows a
+/// sweep can never note (logged once) must not fill its pages, or it would take a short page
+/// for the last, or never reach the gates due after them.
+pub fn decodable_overdue(
+    rows: Vec<WorkflowRow>,
+    limit: u32,
+    asked: i64,
+) -> Result<Vec<Workflow>, i64> {
+    let limit = limit as usize;
+    let count = rows.len();
+    let mut gates = readable_overdue(rows);
+    if gates.len() >= limit || i64::try_from(count).unwrap_or(i64::MAX) < asked {
+        gates.truncate(limit);
+        return Ok(gates);
+    }
+    Err(i64::try_from(limit + (count - gates.len())).unwrap_or(i64::MAX))
+}
+
 /// The values `rows` hold, each that does not decode passed over and told to `log` once per
-/// process (by the name `name` gives its row).
-fn readable<R, T: TryFrom<R, Error = CorruptRow>>(
+/// process (by the id `id` gives its row).
+fn readable<R, T: TryFrom<R, Error = CorruptRow> + 'static>(
     rows: Vec<R>,
-    name: impl Fn(&R) -> String,
+    id: impl Fn(&R) -> String,
     log: impl Fn(&str, &CorruptRow),
 ) -> Vec<T> {
-    static LOGGED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    static LOGGED: std::sync::Mutex<std::collections::BTreeSet<(std::any::TypeId, String)>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
     rows.into_iter()
         .filter_map(|row| {
-            let id = name(&row);
+            let id = id(&row);
             T::try_from(row)
                 .inspect_err(|problem| {
                     let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
-                    if logged.insert(id.clone()) {
+                    if logged.insert((std::any::TypeId::of::<T>(), id.clone())) {
                         log(&id, problem);
                     }
                 })

@@ -142,12 +142,18 @@ async fn a_write_the_server_gave_up_on_tells_its_key_and_a_newer_servers_code_is
     // The flags may follow the subcommand too.
     let (code, _, err) = orchestrator(&url, &["start", "x", "y", "--idempotency-key", "k-1"]).await;
     assert_eq!(code, ExitCode::from(1), "{err}");
-    let (envelope, note) = err.rsplit_once("}\n").expect("an envelope, then a note");
-    let envelope: Value =
-        serde_json::from_str(&format!("{envelope}}}")).unwrap_or_else(|e| panic!("{e}: {err}"));
+    // One JSON document: the envelope as sent, the request id, and the key to run it again with.
+    let envelope: Value = serde_json::from_str(&err).unwrap_or_else(|e| panic!("{e}: {err}"));
     assert_eq!(envelope["error"]["code"], "DEADLINE_PASSED");
     assert_eq!(envelope["request_id"], "req-9");
-    assert!(note.contains("--idempotency-key k-1"), "{err}");
+    assert_eq!(envelope["idempotency_key"], "k-1");
+    assert!(
+        envelope["note"]
+            .as_str()
+            .unwrap()
+            .contains("--idempotency-key"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

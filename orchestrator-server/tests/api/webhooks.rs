@@ -1244,3 +1244,38 @@ async fn postgres_a_webhook_created_during_an_append_starts_after_it() {
         "the appended event precedes the webhook"
     );
 }
+
+/// A stub server answering its requests in turn with `answers` (status, body), then 500.
+async fn scripted(answers: Vec<(u16, &'static str)>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut answers = answers.into_iter();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let (status, body) = answers.next().unwrap_or((500, "{}"));
+            let answer = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nretry-after: 0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_delete_retried_after_a_503_that_finds_the_webhook_gone_is_done() {
+    const GONE: &str =
+        r#"{"error":{"code":"WEBHOOK_NOT_FOUND","message":"webhook 'wh_x' not found"}}"#;
+    const BUSY: &str = r#"{"error":{"code":"SERVICE_UNAVAILABLE","message":"retry later"}}"#;
+    // The first attempt's answer was a 503, though it may have deleted the webhook.
+    let client = Client::new(scripted(vec![(503, BUSY), (404, GONE)]).await).unwrap();
+    client.delete_webhook("wh_x").await.unwrap();
+    // Asked once and told "not found": there was none.
+    let client = Client::new(scripted(vec![(404, GONE)]).await).unwrap();
+    let error = client.delete_webhook("wh_x").await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::WebhookNotFound));
+}

@@ -316,10 +316,16 @@ impl WorkflowRepository for PgRepository {
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<Workflow>, RepositoryError> {
-        let rows = self
-            .run(async |conn| ops::unnoted_overdue(conn, micros(now), i64::from(limit)).await)
-            .await?;
-        Ok(models::readable_overdue(rows))
+        let mut asked = i64::from(limit);
+        loop {
+            let rows = self
+                .run(async |conn| ops::unnoted_overdue(conn, micros(now), asked).await)
+                .await?;
+            match models::decodable_overdue(rows, limit, asked) {
+                Ok(gates) => return Ok(gates),
+                Err(larger) => asked = larger,
+            }
+        }
     }
 
     async fn note_overdue(

@@ -270,11 +270,17 @@ impl WorkflowRepository for SqliteRepository {
         limit: u32,
     ) -> Result<Vec<Workflow>, RepositoryError> {
         let now = micros(now);
-        let rows = self
-            .readers
-            .run(move |conn| ops::unnoted_overdue(conn, now, i64::from(limit)))
-            .await?;
-        Ok(models::readable_overdue(rows))
+        let mut asked = i64::from(limit);
+        loop {
+            let rows = self
+                .readers
+                .run(move |conn| ops::unnoted_overdue(conn, now, asked))
+                .await?;
+            match models::decodable_overdue(rows, limit, asked) {
+                Ok(gates) => return Ok(gates),
+                Err(larger) => asked = larger,
+            }
+        }
     }
 
     async fn note_overdue(
