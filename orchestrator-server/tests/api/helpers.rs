@@ -34,8 +34,8 @@ pub struct TestApp {
     /// The database file's directory; dropped with the app.
     pub dir: TempDir,
     pub config: Config,
-    /// The application the server runs (to reload its principals, say).
-    pub app: orchestrator_server::http::App,
+    /// The application the server runs, until it stops (it holds the store open).
+    app: Option<orchestrator_server::http::App>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -45,8 +45,16 @@ impl TestApp {
         format!("http://{}{path}", self.address)
     }
 
+    /// Re-reads the principals file, as SIGHUP has the binary do.
+    pub fn reload_principals(&self) {
+        if let Some(app) = &self.app {
+            app.reload_principals();
+        }
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(&mut self) {
+        self.app = None;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -141,7 +149,7 @@ async fn start(config: Config, dir: TempDir, hub: StandInHub) -> TestApp {
         hub,
         dir,
         config,
-        app,
+        app: Some(app),
         stop: Some(stop),
         server: Some(server),
     }

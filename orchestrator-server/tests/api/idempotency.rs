@@ -476,7 +476,7 @@ async fn a_kept_answer_goes_back_only_to_a_caller_who_may_still_make_the_request
     // is not given back to it.
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replace("\"admin\"", "\"viewer\"")).unwrap();
-    app.app.reload_principals();
+    app.reload_principals();
     let (status, replayed, _, refused) =
         post(&app, "/webhooks", "k-hook", Some(&token), &create).await;
     assert_eq!(
