@@ -183,17 +183,17 @@ impl Metrics {
         );
         registry.register(
             "orchestrator_db_commit_batch_size",
-            "Writes committed together in one transaction",
+            "Writes sent to the database together in one transaction (counted as it starts: one that rolls back too)",
             storage.commit_batch.clone(),
         );
         registry.register(
             "orchestrator_db_pool_wait_seconds",
-            "Time a request waited for a database connection",
+            "Time a storage call waited for a database connection",
             storage.pool_wait.clone(),
         );
         registry.register(
             "orchestrator_db_pool_timeouts",
-            "Requests that gave up waiting for a database connection (answered 503)",
+            "Storage calls that gave up waiting for a database connection (a request's answered 503; background work tries again)",
             storage.pool_timeouts.clone(),
         );
         registry.register(

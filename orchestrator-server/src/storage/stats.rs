@@ -43,18 +43,18 @@ impl Default for StorageMetrics {
 }
 
 /// A connection taken from a pool: counted in use until dropped.
-pub struct InUse<'a>(&'a Gauge);
+pub struct InUse(Gauge);
 
-impl<'a> InUse<'a> {
+impl InUse {
     /// Counts one connection more in use, after waiting `waited` for it.
-    pub fn take(metrics: &'a StorageMetrics, waited: std::time::Duration) -> Self {
+    pub fn take(metrics: &StorageMetrics, waited: std::time::Duration) -> Self {
         metrics.pool_wait.observe(waited.as_secs_f64());
         metrics.pool_in_use.inc();
-        InUse(&metrics.pool_in_use)
+        InUse(metrics.pool_in_use.clone())
     }
 }
 
-impl Drop for InUse<'_> {
+impl Drop for InUse {
     fn drop(&mut self) {
         self.0.dec();
     }

@@ -968,6 +968,41 @@ async fn a_hub_that_is_down_is_unavailable_and_health_degrades() {
         .unwrap();
 }
 
+/// A hub that takes connections and never answers: `/health` still answers within its
+/// probes' bound, and a checker that hung up before that leaves the result for the next one
+/// (which a load balancer with a short timeout needs, or every check would time out).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_that_never_answers_leaves_health_answering_in_time() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hub = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let app = spawn_app_with(|c| c.agent_hub_url = hub).await;
+    let impatient = |limit: u64| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_millis(limit))
+            .build()
+            .unwrap()
+            .get(app.url("/health"))
+            .send()
+    };
+    assert!(impatient(300).await.is_err(), "the first checker gives up");
+    // The probe it started ends (2 s) and is kept for 5 s: the next checker has it at once.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let answer = impatient(1000).await.expect("answered from the kept probe");
+    assert_eq!(answer.status(), 200);
+    let health: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(
+        health["checks"]["agent_hub"]["message"],
+        "the agent hub did not answer in time"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn health_reports_a_reachable_hub() {
     let app = spawn_app().await;

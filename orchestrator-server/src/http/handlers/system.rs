@@ -22,6 +22,8 @@ const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const HUB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an Agent Hub probe's result is reused.
 pub const HUB_PROBE_TTL: Duration = Duration::from_secs(5);
+/// How long `/metrics` waits for the workflows by state before it renders without them.
+const METRICS_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a storage probe's result is reused: `/health` is public, and each probe writes.
 pub const DATABASE_PROBE_TTL: Duration = Duration::from_secs(1);
 
@@ -123,8 +125,22 @@ pub async fn get_service_info() -> Result<HttpResponse> {
     ),
 )]
 pub async fn get_health(app: &App) -> Result<HttpResponse> {
-    let database = app.database_probe().get(probe_database(app)).await;
-    let agent_hub = app.hub_probe().get(probe_hub(app)).await;
+    // Both at once, so the answer comes within one probe's bound (2 s) whatever the hub does;
+    // and in a task of their own, so a checker that hangs up first (a load balancer's 2 s
+    // timeout) still leaves the results cached for the next check instead of each check
+    // starting the probes anew and never seeing them end.
+    let probes = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            tokio::join!(
+                app.database_probe().get(probe_database(&app)),
+                app.hub_probe().get(probe_hub(&app)),
+            )
+        })
+    };
+    let (database, agent_hub) = probes.await.map_err(|e| {
+        crate::http::error::ApiError::Internal(format!("a health check failed: {e}"))
+    })?;
     let (status, code) = match (database.status == "ok", agent_hub.status == "ok") {
         (false, _) => (HealthStatus::Unhealthy, StatusCode::SERVICE_UNAVAILABLE),
         (true, false) => (HealthStatus::Degraded, StatusCode::OK),
@@ -167,8 +183,20 @@ fn error_check(message: &str) -> HealthCheck {
                example = "# HELP orchestrator_workflows Workflows stored, by state (read when scraped).\n# TYPE orchestrator_workflows gauge\norchestrator_workflows{state=\"PHASE_1\"} 3\n# EOF\n")),
 )]
 pub async fn get_metrics(app: &App) -> Result<HttpResponse> {
-    // Workflows by state is read at scrape time; if storage fails, the rest still renders.
-    let counts = app.orchestrator().summary().await.ok();
+    // Workflows by state is read at scrape time; if storage fails or is slow, the rest still
+    // renders, within a scraper's timeout (the storage's own series say what is wrong).
+    let counts =
+        match tokio::time::timeout(METRICS_READ_TIMEOUT, app.orchestrator().summary()).await {
+            Ok(Ok(counts)) => Some(counts),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "metrics: workflows by state could not be read");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("metrics: workflows by state were not read in time");
+                None
+            }
+        };
     app.metrics().event_streams(app.open_streams());
     let text = app.metrics().render(counts.as_ref());
     Ok(bytes_response(

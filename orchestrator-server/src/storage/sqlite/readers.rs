@@ -22,10 +22,12 @@ pub struct Readers {
 
 /// A connection lent to one read. It goes back to the idle set when dropped — after the read,
 /// and also if the read panicked or the request waiting for it was dropped — and only then is
-/// its permit released, so there are never more permits than connections.
+/// its permit released, so there are never more permits than connections. It counts as in use
+/// as long: a read whose caller gave up still holds its connection.
 struct Lent {
     conn: Option<SqliteConnection>,
     readers: Arc<Readers>,
+    _in_use: InUse,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -66,11 +68,11 @@ impl Readers {
                 busy()
             })?
             .map_err(|_| busy())?;
-        let _in_use = InUse::take(&self.metrics, asked.elapsed());
         let conn = self.idle().pop().ok_or_else(busy)?;
         let mut lent = Lent {
             conn: Some(conn),
             readers: self.clone(),
+            _in_use: InUse::take(&self.metrics, asked.elapsed()),
             _permit: permit,
         };
         let result = tokio::task::spawn_blocking(move || match lent.conn.as_mut() {
