@@ -10,6 +10,8 @@ use orchestrator_core::api::{
     HealthCheck, HealthResponse, HealthStatus, SERVICE_NAME, ServiceInfo, paths,
 };
 
+use tracing::Instrument;
+
 use crate::http::App;
 use crate::http::body::{bytes_response, json_response};
 use crate::http::error::Result;
@@ -131,12 +133,15 @@ pub async fn get_health(app: &App) -> Result<HttpResponse> {
     // starting the probes anew and never seeing them end.
     let probes = {
         let app = app.clone();
-        tokio::spawn(async move {
-            tokio::join!(
-                app.database_probe().get(probe_database(&app)),
-                app.hub_probe().get(probe_hub(&app)),
-            )
-        })
+        tokio::spawn(
+            async move {
+                tokio::join!(
+                    app.database_probe().get(probe_database(&app)),
+                    app.hub_probe().get(probe_hub(&app)),
+                )
+            }
+            .in_current_span(),
+        )
     };
     let (database, agent_hub) = probes.await.map_err(|e| {
         crate::http::error::ApiError::Internal(format!("a health check failed: {e}"))

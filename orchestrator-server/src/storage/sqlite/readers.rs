@@ -108,10 +108,13 @@ mod tests {
                 .await
                 .is_err()
         );
+        // Still in use while the read runs, though its caller is gone.
+        assert_eq!(readers.metrics.pool_in_use.get(), 1);
         // The one connection is back for the next read once the first finished.
         let next = readers
             .run(|conn| diesel::sql_query("SELECT 1").execute(conn).map(|_| ()))
             .await;
         assert!(next.is_ok(), "{next:?}");
+        assert_eq!(readers.metrics.pool_in_use.get(), 0);
     }
 }
