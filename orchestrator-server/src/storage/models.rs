@@ -767,9 +767,9 @@ pub fn convert<R, T: TryFrom<R, Error = CorruptRow>>(
 pub fn readable_webhooks(rows: Vec<WebhookRow>) -> Vec<api::Webhook> {
     readable(
         rows,
-        |row| format!("webhook {}", row.id),
-        |id, problem| {
-            tracing::error!(%id, %problem, "a webhook that does not decode is passed over; it holds event retention back until it is deleted");
+        |row| row.id.clone(),
+        |webhook_id, problem| {
+            tracing::error!(%webhook_id, %problem, "a webhook that does not decode is passed over; it holds event retention back until it is deleted");
         },
     )
 }
@@ -780,9 +780,9 @@ pub fn readable_webhooks(rows: Vec<WebhookRow>) -> Vec<api::Webhook> {
 fn readable_overdue(rows: Vec<WorkflowRow>) -> Vec<Workflow> {
     readable(
         rows,
-        |row| format!("workflow {}", row.feature_id),
-        |id, problem| {
-            tracing::error!(%id, %problem, "a workflow past its gate's deadline does not decode; its expiry is passed over");
+        |row| row.feature_id.clone(),
+        |feature_id, problem| {
+            tracing::error!(%feature_id, %problem, "a workflow past its gate's deadline does not decode; its expiry is passed over");
         },
     )
 }
