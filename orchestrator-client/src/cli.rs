@@ -434,7 +434,7 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
             let mut envelope = refusal(body, wire_code, request_id);
             if unsettled && let Some(key) = retry_key {
                 // Beside the envelope, so standard error stays one JSON document.
-                envelope["note"] = RETRY_NOTE.into();
+                envelope["note"] = retry_note(&key).into();
                 envelope["idempotency_key"] = key.into();
             }
             let _ = print(err, &envelope);
@@ -453,16 +453,17 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
     }
 }
 
-/// Told after a write whose outcome is unknown, with the key that has it made once.
-const RETRY_NOTE: &str = "the change may have been made; run the command again with --idempotency-key (the key beside this note) to have it made once";
+/// Told after a write whose outcome is unknown: the key that has it made once.
+fn retry_note(key: &str) -> String {
+    format!(
+        "the change may have been made; run the command again with --idempotency-key {key} to have it made once"
+    )
+}
 
 /// After a write that got no answer: the key that has it made once if run again.
 fn note_retry_key(err: &mut impl Write, key: Option<&str>) {
     if let Some(key) = key {
-        let _ = writeln!(
-            err,
-            "note: the change may have been made; run the command again with --idempotency-key {key} to have it made once"
-        );
+        let _ = writeln!(err, "note: {}", retry_note(key));
     }
 }
 

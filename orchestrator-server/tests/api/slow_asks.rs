@@ -315,14 +315,7 @@ async fn past_the_cap_an_ask_is_refused_before_anything_is_stored() {
                 .await
                 .unwrap();
         }
-        let response = reqwest::Client::new()
-            .post(app.url(&format!("/workflow/{feature}/consultations")))
-            .json(&serde_json::json!({"topic": "architecture", "question": "Is there any use in asking?"}))
-            .send()
-            .await
-            .unwrap();
-        let got = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
+        let (got, body) = ask_raw(&app, &id(feature), "Is there any use in asking?").await;
         assert_eq!(got, status, "{feature}: {body}");
         assert_eq!(body["error"]["code"], code, "{feature}");
     }
