@@ -388,12 +388,12 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     })
     .await;
 
-    // Alice begins deciding; meanwhile Bob sends the work back and the agent brings a new
-    // round. The live page shows it, but the decision she began on what she read is not
-    // recorded against the new round: the page says what changed, then she decides again.
+    // Alice reads the work at the gate; meanwhile Bob sends it back (her page shows it gone
+    // from the gate) and the agent brings a new round. The live page shows it, but a decision
+    // made on what she read is not recorded against the new round: the page says what changed,
+    // then she decides again.
     a.goto(&app.url("/board/feature/stale-page")).await.unwrap();
     wait_text(&a, "#verdict", |t| t == "You may approve.").await;
-    type_into(&a, "Reason", "Reads well").await;
     let stale = orchestrator_core::FeatureId::parse("stale-page").unwrap();
     let bob_api = Client::builder()
         .base_url(app.url(""))
@@ -402,19 +402,23 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         .unwrap();
     let mut send_back = AdvanceRequest::new("human_rejected");
     send_back.reason = Some("The copy is out of date".to_owned());
-    bob_api.advance_workflow(&stale, &send_back).await.unwrap();
-    agent
-        .advance_workflow(&stale, &AdvanceRequest::new("agent_complete"))
-        .await
-        .unwrap();
-    let changed = wait_text(&a, "#message", |t| {
-        t.starts_with("Changed while you were deciding")
-    })
-    .await;
-    assert!(
-        changed.contains("you began at version 2, it is now at version 4"),
-        "{changed}"
-    );
+    let new_round = async |from: u64| {
+        bob_api.advance_workflow(&stale, &send_back).await.unwrap();
+        wait_text(&a, "#state", |t| t == "PHASE_1").await;
+        agent
+            .advance_workflow(&stale, &AdvanceRequest::new("agent_complete"))
+            .await
+            .unwrap();
+        let changed = wait_text(&a, "#message", |t| t.starts_with("A new round")).await;
+        assert!(
+            changed.contains(&format!(
+                "you read version {from}, it is now at version {}",
+                from + 2
+            )),
+            "{changed}"
+        );
+    };
+    new_round(2).await;
     wait_text(&a, "#rework", |t| t == "1 time").await;
     click(&a, "Approve").await;
     let conflict = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
@@ -430,8 +434,21 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         ),
         "{conflict}"
     );
-    // The page shown after the refusal is the one she decides on now.
+    // The page shown after the refusal is the one she decides on now. She writes a note, and
+    // another round comes while she writes: the note waits for the form's return, and the
+    // decision is refused again.
     wait_text(&a, "#decide[data-version='4']", |_| true).await;
+    type_into(&a, "Reason", "Reads well").await;
+    new_round(4).await;
+    let note = a
+        .execute("return document.getElementById('reason').value;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(note.as_str(), Some("Reads well"));
+    click(&a, "Approve").await;
+    let conflict = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
+    assert!(conflict.contains("you saw version 4"), "{conflict}");
+    wait_text(&a, "#decide[data-version='6']", |_| true).await;
     click(&a, "Approve").await;
     wait_text(&a, "#message", |t| t.contains("moved to PHASE_2")).await;
 

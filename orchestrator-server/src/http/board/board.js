@@ -24,13 +24,19 @@
   // --- Live: on any event, fetch this page again and swap its <main>. ---
   let queued = null;
   let refreshing = false;
-  // The version the reader is deciding on: taken, at a live refresh that finds a reason written,
-  // from the form shown until then; let go when the reason is empty at a refresh, or the
-  // decision is recorded or refused for a change (409: the form then holds the version the page
-  // said it is now). A refresh that brings another version leaves that one in the form: a
-  // decision made on what they read is refused (409) and the page says what changed, instead of
-  // being recorded against work they never saw. (No refresh runs while a decision is out.)
-  let deciding = null;
+  // The stay at the gate the reader has read, and its version: taken from the decision form
+  // when the page is loaded or the form first appears, and followed while other reviewers
+  // approve in that stay (which changes the version, not the work). A refresh that brings
+  // another stay (the work sent back and completed again, even across refreshes without the
+  // form) leaves the version they read in the form: a decision made on what they read is
+  // refused (409) and the page says what changed, instead of being recorded against work they
+  // never saw. Let go once a decision is recorded or refused for a change (409: the page then
+  // shows the feature as it is, and that is what they decide on). No refresh runs while a
+  // decision is out.
+  let seen = null;
+  // What the reader typed, by field: kept while the field is away (the feature left the gate
+  // and came back), and given back when it returns.
+  const typed = new Map();
   // Decisions and answers out: the page is not swapped under them (a new form would come with
   // its buttons on, and a second click would send the same decision again); it is refreshed
   // once they are back.
@@ -73,27 +79,11 @@
       const current = document.getElementById('main');
       if (!next || !current) return;
       // What the reader is typing and where the focus is survive the swap.
-      const typed = Array.from(current.querySelectorAll('textarea[id]'))
-        .map((field) => [field.id, field.value]);
+      current.querySelectorAll('textarea[id]').forEach((field) => typed.set(field.id, field.value));
       const focused = focusFinder(document.activeElement, current);
-      // A reader who began deciding keeps the version they began on, even across a stay at
-      // another state (the form gone meanwhile): the next decision they send is refused.
-      const form = next.querySelector('#decide');
-      const shownForm = current.querySelector('#decide');
-      const reasonNow = document.getElementById('reason');
-      const written = Boolean(reasonNow && reasonNow.value.trim());
-      if (!written) {
-        deciding = null;
-      } else if (deciding === null && shownForm) {
-        deciding = shownForm.dataset.version;
-      }
-      if (form && deciding !== null && form.dataset.version !== deciding) {
-        say('Changed while you were deciding: you began at version ' + deciding + ', it is now at version ' +
-          form.dataset.version + '. Read it again; a decision sent now is not recorded.', 'bad');
-        form.dataset.version = deciding;
-      }
+      pin(next.querySelector('#decide'));
       current.replaceWith(document.adoptNode(next));
-      typed.forEach(([id, value]) => {
+      typed.forEach((value, id) => {
         const again = document.getElementById(id);
         if (again) again.value = value;
       });
@@ -108,6 +98,22 @@
       refreshFailed('Live, but the server could not be reached; trying again');
     } finally {
       refreshing = false;
+    }
+  }
+
+  // Leaves in the decision form a refresh brings the version the reader read (see `seen`), and
+  // says so when a new round of work has arrived since.
+  function pin(form) {
+    if (!form) return;
+    const version = form.dataset.version;
+    if (seen === null) {
+      seen = { stay: form.dataset.stay, version };
+    } else if (form.dataset.stay === seen.stay) {
+      seen.version = version;
+    } else {
+      say('A new round of work reached the gate while this page was open: you read version ' + seen.version +
+        ', it is now at version ' + version + '. Read it again; a decision sent now is not recorded.', 'bad');
+      form.dataset.version = seen.version;
     }
   }
 
@@ -262,7 +268,8 @@
     }
     const answer = await response.json().catch(() => null);
     if (response.ok) {
-      deciding = null;
+      seen = null;
+      typed.delete('reason');
       if (reason) reason.value = '';
       if (!answer) {
         say(trigger === 'human_rejected' ? 'Rejected.' : 'Approved.', 'ok');
@@ -281,9 +288,9 @@
       const read = (url) => fetch(url, { credentials: 'same-origin' })
         .then((r) => (r.ok ? r.json() : null)).catch(() => null);
       const [now, history] = await Promise.all([read(path), read(path + '/history')]);
-      // Told what changed: the next decision is made on the feature as it is now (a reason
-      // still written is pinned to that version at the next refresh).
-      deciding = null;
+      // Told what changed: the next decision is made on the feature as it is now, as the next
+      // refresh shows it.
+      seen = null;
       const shownForm = document.getElementById('decide');
       if (now && shownForm) shownForm.dataset.version = String(now.version);
       const since = history && Array.isArray(history.transitions)
@@ -390,6 +397,7 @@
       .forEach((f) => bindButtons(f, (g, action) => submitting(g, respond, action)));
   }
 
+  pin(document.getElementById('decide'));
   bind();
   connect();
 })();

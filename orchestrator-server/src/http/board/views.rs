@@ -466,8 +466,10 @@ fn gate_section(data: &Feature) -> Markup {
 fn decision_form(w: &WorkflowResponse, approve: bool, reject: bool) -> Markup {
     html! {
         // The buttons work once the page's script has bound them (it sends the decision as
-        // JSON with `If-Match`): disabled until then, so an early click submits nothing.
-        form #decide.decide data-feature=(w.feature_id.as_str()) data-version=(w.version) {
+        // JSON with `If-Match`): disabled until then, so an early click submits nothing. The
+        // stay at the gate tells the script when a new round of work has arrived.
+        form #decide.decide data-feature=(w.feature_id.as_str()) data-version=(w.version)
+            data-stay=[w.gate.entered_at.map(|at| at.timestamp_micros())] {
             label for="reason" { "Reason" }
             textarea #reason name="reason" rows="3" maxlength=(REASON_MAX_CHARS) placeholder="Required to reject; optional to approve" {}
             div.buttons {
