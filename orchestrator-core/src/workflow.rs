@@ -485,8 +485,8 @@ impl Workflow {
         self.decide(trigger, ctx, &GateFacts::default())
     }
 
-    /// Judges `trigger`: the table, then the gate's rules in this order — an agent never
-    /// approves or rejects; an admin's override (with a reason) passes whatever is missing; a
+    /// Judges `trigger`: an agent never approves or rejects (in any state); then the table,
+    /// then the gate's rules in this order — an admin's override (with a reason) passes whatever is missing; a
     /// rejection needs a reason; an approval waits for no escalation and no consultation still
     /// being asked, names its actor when several are needed, is not the author's (unless the
     /// policy allows) and not a second one by the same actor. On success, the transition to
@@ -498,13 +498,15 @@ impl Workflow {
         ctx: TransitionContext,
         facts: &GateFacts,
     ) -> Result<Transition, TransitionError> {
+        // Who decides comes before when: an agent hears that it never approves or rejects,
+        // not that this state does not take the trigger.
+        if trigger.is_human_decision() && ctx.actor_kind == Some(ActorKind::Agent) {
+            return Err(TransitionError::AgentMayNotDecide { trigger });
+        }
         let to = next_state(self.state, trigger).ok_or(TransitionError::NotAllowed {
             state: self.state,
             trigger,
         })?;
-        if trigger.is_human_decision() && ctx.actor_kind == Some(ActorKind::Agent) {
-            return Err(TransitionError::AgentMayNotDecide { trigger });
-        }
         let reasoned = ctx.reason.as_ref().is_some_and(|r| !is_blank(r.as_str()));
         if trigger == Trigger::HumanRejected && !reasoned {
             return Err(TransitionError::ReasonRequired);

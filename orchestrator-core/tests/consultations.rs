@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use orchestrator_core::api::{ConsultRequest, StartWorkflowRequest};
 use orchestrator_core::consultation::ConsultationStatus;
-use orchestrator_core::hub::{EscalationStatus, HubError, HumanAction};
+use orchestrator_core::hub::{AnswerStatus, EscalationStatus, HubAnswer, HubError, HumanAction};
 use orchestrator_core::{
     Advance, Consult, Error, FeatureId, InMemoryWorkflowRepository, Orchestrator, ScriptedAgentHub,
     Trigger, WorkflowState,
@@ -123,6 +123,27 @@ async fn a_failed_ask_stores_nothing() {
             .unwrap_err();
         assert!(matches!(err, Error::Hub(ref e) if *e == failure), "{err}");
     }
+    assert!(orchestrator.consultations(&id).await.unwrap().is_empty());
+}
+
+/// An answer waiting for a human must name the escalation it waits on, whatever hub sent it:
+/// without one, nothing could answer it and the gate would not wait for it.
+#[tokio::test]
+async fn an_answer_waiting_for_a_human_without_its_escalation_is_not_an_answer() {
+    let (orchestrator, hub, id) = setup().await;
+    hub.push_answer(Ok(HubAnswer {
+        answer: "Shard by customer".into(),
+        rationale: None,
+        confidence: 40,
+        uncertainty_reasons: Vec::new(),
+        status: AnswerStatus::PendingHuman,
+        escalation_id: None,
+    }));
+    let err = orchestrator
+        .consult(&id, ask("architecture"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Hub(HubError::Failed(_))), "{err}");
     assert!(orchestrator.consultations(&id).await.unwrap().is_empty());
 }
 

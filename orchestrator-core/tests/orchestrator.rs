@@ -668,3 +668,71 @@ fn gate_deadlines_out_of_range_name_their_field() {
         assert_eq!(error.field, field);
     }
 }
+
+/// A clock set to any time, also back: two replicas' clocks, or a decision asked for before
+/// the one it waited behind was committed.
+struct SetClock(std::sync::Mutex<orchestrator_core::Timestamp>);
+
+impl Clock for SetClock {
+    fn now(&self) -> orchestrator_core::Timestamp {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn an_entry_is_never_dated_before_the_one_it_follows() {
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap();
+    let clock = Arc::new(SetClock(std::sync::Mutex::new(t0 + Duration::seconds(10))));
+    let orchestrator =
+        Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new())).with_clock(clock.clone());
+    orchestrator.start(start("f")).await.unwrap();
+    orchestrator
+        .advance(&id("f"), Advance::new(Trigger::AgentComplete))
+        .await
+        .unwrap();
+    *clock.0.lock().unwrap() = t0;
+    orchestrator
+        .advance(&id("f"), by(Trigger::HumanRejected, "carol"))
+        .await
+        .unwrap();
+    let history = orchestrator.history(&id("f")).await.unwrap();
+    let times: Vec<_> = history.iter().map(|t| t.at).collect();
+    assert!(times.is_sorted(), "{times:?}");
+    assert_eq!(times[2], t0 + Duration::seconds(10));
+}
+
+/// An agent hears that it never decides at the gate, not that the state or its version is
+/// wrong: fixing either would get it no further.
+#[tokio::test]
+async fn an_agent_deciding_is_refused_as_an_agent_before_state_and_version() {
+    let (orchestrator, _) = orchestrator();
+    orchestrator.start(start("f")).await.unwrap();
+    let agent = |trigger| Advance {
+        actor_kind: Some(orchestrator_core::ActorKind::Agent),
+        ..by(trigger, "build-bot")
+    };
+    for trigger in [Trigger::HumanApproved, Trigger::HumanRejected] {
+        let in_phase_1 = orchestrator.advance(&id("f"), agent(trigger)).await;
+        assert!(
+            matches!(
+                in_phase_1,
+                Err(Error::Transition(
+                    orchestrator_core::TransitionError::AgentMayNotDecide { .. }
+                ))
+            ),
+            "{in_phase_1:?}"
+        );
+        let stale = orchestrator
+            .advance(&id("f"), agent(trigger).expecting(7))
+            .await;
+        assert!(
+            matches!(
+                stale,
+                Err(Error::Transition(
+                    orchestrator_core::TransitionError::AgentMayNotDecide { .. }
+                ))
+            ),
+            "{stale:?}"
+        );
+    }
+}

@@ -322,7 +322,17 @@ impl StateMachineTest for Lifecycle {
         let expected = spec_table(before.state, step.trigger);
         let refusal = expected.and(gate_refusal(&before, &step));
 
+        let agent_deciding = matches!(step.trigger, HumanApproved | HumanRejected) && step.agent;
         match (&result, step.expectation, expected) {
+            // An agent deciding is refused first: in any state, at any version.
+            (Err(Error::Transition(TransitionError::AgentMayNotDecide { .. })), _, _)
+                if agent_deciding => {}
+            (result, _, _) if agent_deciding => {
+                panic!(
+                    "{step:?} from {:?}: an agent decided: {result:?}",
+                    before.state
+                )
+            }
             (Err(Error::VersionConflict { actual, .. }), Expectation::Stale(_), _) => {
                 assert_eq!(*actual, before.version);
             }

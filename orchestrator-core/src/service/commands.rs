@@ -4,7 +4,7 @@ use crate::api::{AdvanceRequest, ConsultRequest, RespondRequest, StartWorkflowRe
 use crate::consultation::{Consult, parse_context};
 use crate::gate::{GateChoice, GatePolicy};
 use crate::hub::HumanAction;
-use crate::principal::{ActorKind, Principal};
+use crate::principal::{Action, ActorKind, Principal};
 use crate::state::Trigger;
 use crate::values::{
     Actor, Description, FeatureId, Metadata, Question, Reason, Topic, ValidationError,
@@ -130,8 +130,21 @@ impl Advance {
         }
     }
 
+    /// What this advance needs the right to do: its trigger, and for an override
+    /// [`Action::OverrideGate`] (an admin's). Roles are the caller's to check before the
+    /// advance (`principal.may(action)` for each), as the HTTP server does: the transition
+    /// rules know who acts and of which kind, not what they were granted.
+    pub fn actions(&self) -> Vec<Action> {
+        let mut actions = vec![Action::Trigger(self.trigger)];
+        if self.override_gate {
+            actions.push(Action::OverrideGate);
+        }
+        actions
+    }
+
     /// The same advance made by `principal`: it is the actor, of its kind, and an `actor` the
-    /// caller named that is not the principal is recorded as whom it acts for.
+    /// caller named that is not the principal is recorded as whom it acts for. Checks none of
+    /// the principal's roles: see [`Advance::actions`].
     pub fn by(mut self, principal: &Principal) -> Self {
         self.on_behalf_of = self
             .actor

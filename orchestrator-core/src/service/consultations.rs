@@ -4,7 +4,7 @@
 use crate::consultation::{
     Consult, Consultation, ConsultationError, ConsultationId, ConsultationStatus,
 };
-use crate::hub::{HubAnswer, HubError, HubQuestion, HubSessionId, HumanResponse};
+use crate::hub::{AnswerStatus, HubAnswer, HubError, HubQuestion, HubSessionId, HumanResponse};
 use crate::principal::ActorKind;
 use crate::values::FeatureId;
 use crate::workflow::{GateFacts, Timestamp, Workflow};
@@ -161,16 +161,26 @@ impl Orchestrator {
             context: asking.context.clone(),
             session_id: session,
         };
-        match self.hub.ask(&question).await {
+        let answer = match self.hub.ask(&question).await {
             Err(HubError::SessionUnavailable(_) | HubError::SessionNotFound(_)) => {
                 // The session expired or the hub forgot it: open a new one and ask once more.
                 question.session_id = self
                     .open_session(feature_id, Some(&question.session_id))
                     .await?;
-                Ok(self.hub.ask(&question).await?)
+                self.hub.ask(&question).await?
             }
-            other => Ok(other?),
+            other => other?,
+        };
+        // An answer waiting for a human without the escalation to wait on could hold the
+        // gate by nothing anyone can answer, or not at all: whatever hub sent it, it is not
+        // an answer.
+        if answer.status == AnswerStatus::PendingHuman && answer.escalation_id.is_none() {
+            return Err(HubError::Failed(
+                "the hub answered pending_human without an escalation id".to_owned(),
+            )
+            .into());
         }
+        Ok(answer)
     }
 
     /// Step three, when the hub's answer came while the caller still waits: publishes the

@@ -1,5 +1,6 @@
 //! Starting, reading, advancing and listing workflows.
 
+use crate::principal::ActorKind;
 use crate::repository::{Decision, ListQuery, Page, RepositoryError, Summary};
 use crate::state::Trigger;
 use crate::state::WorkflowState;
@@ -92,6 +93,9 @@ impl Orchestrator {
                 let command = command.clone();
                 let seal = seal.clone();
                 move |current: &Workflow| {
+                    // Dated when it was asked for, but never before the entry it follows (one
+                    // that was judged first and committed while this one waited its turn).
+                    let at = at.max(current.updated_at());
                     let mut decision = judged(current, &command, at, &GateFacts::default())?;
                     if let Some(due_at) = current
                         .gate_due_at()
@@ -286,6 +290,12 @@ fn judged(
     at: crate::workflow::Timestamp,
     facts: &GateFacts,
 ) -> Result<Decision> {
+    // An agent is refused before its version is: no version makes its decision one to take.
+    if command.trigger.is_human_decision() && command.actor_kind == Some(ActorKind::Agent) {
+        return Err(Error::from_transition(TransitionError::AgentMayNotDecide {
+            trigger: command.trigger,
+        }));
+    }
     if let Some(expected) = command.expected_version
         && expected != current.version()
     {

@@ -2087,6 +2087,70 @@ async fn postgres_upgrade_keeps_every_event_of_a_workflow() {
     .await;
 }
 
+/// A workflow at the gate when gate stays began to be kept had none: nobody was its author, so
+/// whoever completed the work could approve it. The upgrade rebuilds its stay from the entry
+/// that entered the gate (here: the stay taken away and its migration forgotten, so that the
+/// next start runs it again), to the microsecond, and neither author may approve.
+async fn upgrade_rebuilds_the_stay_of_a_workflow_at_the_gate(url: DatabaseUrl) {
+    use orchestrator_core::{Actor, ActorKind, Advance, Error, Orchestrator, TransitionError};
+    use orchestrator_server::storage::connect;
+    let repo = connect(&url, 2).await.unwrap();
+    let (workflow, first) = new_workflow("waiting");
+    repo.create(&workflow, &first).await.unwrap();
+    let ctx = TransitionContext {
+        actor: Actor::parse("bob").ok(),
+        on_behalf_of: Actor::parse("carol").ok(),
+        ..TransitionContext::at(t0() + Duration::microseconds(61_234_567))
+    };
+    let complete = workflow.apply(Trigger::AgentComplete, ctx).unwrap();
+    let mut at_gate = workflow.clone();
+    at_gate.record(&complete);
+    repo.commit(1, &at_gate, &complete).await.unwrap();
+    repo.close().await;
+    drop(repo);
+    run_sql(
+        &url,
+        "UPDATE workflows SET gate_stay = NULL; \
+         DELETE FROM __diesel_schema_migrations WHERE version = '20261205000018';",
+    )
+    .await;
+    let repo = connect(&url, 2).await.unwrap();
+    assert_eq!(
+        repo.get(&id("waiting")).await.unwrap().gate_stay(),
+        at_gate.gate_stay()
+    );
+    let orchestrator = Orchestrator::new(repo);
+    for author in ["bob", "Carol"] {
+        let mut approve = Advance::new(Trigger::HumanApproved);
+        approve.actor = Actor::parse(author).ok();
+        approve.actor_kind = Some(ActorKind::Human);
+        let refused = orchestrator.advance(&id("waiting"), approve).await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Transition(TransitionError::SelfApproval { .. }))
+            ),
+            "{author}: {refused:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_upgrade_rebuilds_the_stay_of_a_workflow_at_the_gate() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let url = DatabaseUrl::SqliteFile(dir.path().join("u.db"));
+    upgrade_rebuilds_the_stay_of_a_workflow_at_the_gate(url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_upgrade_rebuilds_the_stay_of_a_workflow_at_the_gate() {
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    upgrade_rebuilds_the_stay_of_a_workflow_at_the_gate(DatabaseUrl::Postgres(db.url.clone()))
+        .await;
+}
+
 /// The columns of `workflows` an advance writes. `gate_due_at` is not among them for this
 /// purpose: it changes only when a stay at the gate with a deadline begins or ends, and its
 /// partial index serves the deadline sweep.

@@ -163,9 +163,8 @@ pub async fn advance_workflow(
         }
         (body, header) => body.or(header),
     };
-    caller.may(Action::Trigger(command.trigger))?;
-    if command.override_gate {
-        caller.may(Action::OverrideGate)?;
+    for action in command.actions() {
+        caller.may(action)?;
     }
     if let Some(principal) = caller.principal() {
         command = command.by(principal);
