@@ -148,6 +148,47 @@ async fn a_token_becomes_a_session_cookie_that_writes_only_with_its_csrf_token()
         "nothing shown before sign-in"
     );
 
+    // A link from another site carries no SameSite=Strict cookie: the page it lands on loads
+    // the same address again from this origin, which does (and nothing else is shown).
+    for (path, again) in [
+        ("/board/feature/gated", "/board/feature/gated"),
+        ("/board?state=GATE_1", "/board?state=GATE_1"),
+    ] {
+        let linked = http()
+            .get(app.url(path))
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .unwrap();
+        let linked = page(linked).await;
+        assert_eq!(linked.status, StatusCode::OK);
+        assert_eq!(linked.headers["content-security-policy"], CSP);
+        assert!(
+            linked.text.contains(&format!(
+                r#"<meta http-equiv="refresh" content="0; url={again}">"#
+            )),
+            "{}",
+            linked.text
+        );
+        assert!(!linked.text.contains("Sign in"), "{}", linked.text);
+        // From this origin, or with a cookie: the sign-in page, never the bounce again.
+        for (site, cookie) in [
+            ("same-origin", None),
+            ("cross-site", Some("orchestrator_session=ended")),
+        ] {
+            let mut request = http().get(app.url(path)).header("sec-fetch-site", site);
+            if let Some(cookie) = cookie {
+                request = request.header("cookie", cookie);
+            }
+            let shown = page(request.send().await.unwrap()).await;
+            assert!(
+                shown.text.contains(r#"<label for="token">Token</label>"#),
+                "{site}"
+            );
+            assert!(!shown.text.contains("http-equiv"), "{site}");
+        }
+    }
+
     // A wrong token: 401 and the form again, no cookie.
     let refused = post_form(&app, "/board/session", &[("token", "orc_nope")], None).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);

@@ -322,6 +322,24 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     only_own_origin(&a, &origin).await;
     screenshot(&a, "board-overview.png").await;
 
+    // A link from another site (a page on `localhost`, another site than `127.0.0.1`) brings
+    // no SameSite=Strict cookie: the board asks for the page again from its own origin, and
+    // she is still signed in there, not asked to sign in again.
+    let elsewhere = app.url("/health").replace("127.0.0.1", "localhost");
+    assert_ne!(
+        elsewhere,
+        app.url("/health"),
+        "the server is not on 127.0.0.1"
+    );
+    a.goto(&elsewhere).await.unwrap();
+    a.execute(
+        "location.href = arguments[0];",
+        vec![json!(app.url("/board/feature/checkout-flow"))],
+    )
+    .await
+    .unwrap();
+    wait_text(&a, "#verdict", |t| t == "You may approve.").await;
+
     // Alice approves first: 1 of 2, and now she may not approve again.
     a.goto(&app.url("/board/feature/checkout-flow"))
         .await

@@ -120,7 +120,7 @@ fn sign_in_fields(auth: &Auth) -> (bool, bool) {
     get, path = "/board", tag = "board", operation_id = "get_board",
     params(("state" = Option<String>, Query, description = "list only the other features in this state; empty: every state but GATE_1")),
     responses(
-        (status = 200, description = "the overview page; or, when the server needs a token and no session is signed in, the sign-in page", content_type = "text/html", body = String),
+        (status = 200, description = "the overview page; or, when the server needs a token and no session is signed in, the sign-in page; or, asked for by a link from another site (`Sec-Fetch-Site: cross-site`) without a session cookie, a page that asks for the same address again from this origin (`<meta http-equiv=\"refresh\">`), so that the browser sends the SameSite=Strict cookie", content_type = "text/html", body = String),
         (status = 400, description = "a page: `state` is not a state", content_type = "text/html", body = String),
         (status = 500, description = "a page: a bug", content_type = "text/html", body = String),
         (status = 503, description = "a page: the database is unavailable", content_type = "text/html", body = String),
@@ -130,6 +130,13 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
     let filter = state_filter(parts.uri.query())?;
     let session = session(app, &parts.headers).await?;
     let (token_required, name_asked) = sign_in_fields(app.auth());
+    let here = filter.map_or_else(
+        || "/board".to_owned(),
+        |state| format!("/board?state={state}"),
+    );
+    if let Some(again) = from_another_site(&parts.headers, &session, &here) {
+        return Ok(again);
+    }
     if token_required && session.is_none() {
         return Ok(html(
             StatusCode::OK,
@@ -230,12 +237,29 @@ fn state_filter(query: Option<&str>) -> Result<Option<WorkflowState>, ApiError> 
     }
 }
 
+/// For a page asked for by a link on another site (`Sec-Fetch-Site: cross-site`) without a
+/// session cookie: the page that asks for `here` again from this origin (the browser withheld
+/// the SameSite=Strict cookie from the cross-site navigation, and sends it with this one).
+/// `None` otherwise: with a cookie (valid or not), or from this origin, there is nothing to
+/// gain, and the second request is same-origin, so it never comes back here.
+fn from_another_site(
+    headers: &HeaderMap,
+    session: &Option<Session>,
+    here: &str,
+) -> Option<HttpResponse> {
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"cross-site");
+    (cross_site && session.is_none() && session::session_key(headers).is_none())
+        .then(|| html(StatusCode::OK, views::continue_page(here)))
+}
+
 /// A feature's page on the reviewer board.
 #[utoipa::path(
     get, path = "/board/feature/{feature_id}", tag = "board", operation_id = "get_board_feature",
     params(("feature_id" = String, Path, description = "the feature id")),
     responses(
-        (status = 200, description = "the feature's page; or, when the server needs a token and no session is signed in, the sign-in page", content_type = "text/html", body = String),
+        (status = 200, description = "the feature's page; or, when the server needs a token and no session is signed in, the sign-in page; or, asked for by a link from another site (`Sec-Fetch-Site: cross-site`) without a session cookie, a page that asks for the same address again from this origin (`<meta http-equiv=\"refresh\">`), so that the browser sends the SameSite=Strict cookie", content_type = "text/html", body = String),
         (status = 400, description = "a page: the feature id is malformed", content_type = "text/html", body = String),
         (status = 404, description = "a page: no such feature", content_type = "text/html", body = String),
         (status = 500, description = "a page: a bug", content_type = "text/html", body = String),
@@ -250,11 +274,14 @@ pub(crate) async fn feature(
     let session = session(app, &parts.headers).await?;
     let (token_required, name_asked) = sign_in_fields(app.auth());
     let id = FeatureId::parse(raw_id)?;
+    let here = format!("/board/feature/{}", id.as_str());
+    if let Some(again) = from_another_site(&parts.headers, &session, &here) {
+        return Ok(again);
+    }
     if token_required && session.is_none() {
-        let next = format!("/board/feature/{}", id.as_str());
         return Ok(html(
             StatusCode::OK,
-            views::sign_in_page(token_required, name_asked, &next, None),
+            views::sign_in_page(token_required, name_asked, &here, None),
         ));
     }
     let orchestrator = app.orchestrator();

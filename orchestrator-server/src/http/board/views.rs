@@ -147,6 +147,29 @@ pub fn sign_in_page(
     )
 }
 
+/// The page a link from another site (chat, mail, an issue) lands on without a session: the
+/// browser withholds the SameSite=Strict session cookie from such a navigation, so this one
+/// loads the same address again from the board's own origin, which carries it. A reviewer
+/// signed in here sees the page the link names; somebody who is not, the sign-in form.
+pub fn continue_page(next: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta http-equiv="refresh" content=(format!("0; url={next}"));
+                title { "Opening · Orchestrator board" }
+                link rel="stylesheet" href="/board/assets/board.css";
+            }
+            body {
+                header.top { a.brand href="/board" { "Orchestrator board" } }
+                main #main { p { "Opening the board… " a href=(next) { "Continue" } } }
+            }
+        }
+    }
+}
+
 /// A page that says what went wrong.
 pub fn problem_page(title: &str, message: &str) -> Markup {
     plain_page(
