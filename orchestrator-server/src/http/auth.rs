@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use http::{HeaderMap, header};
-use orchestrator_core::{Action, Principal};
+use orchestrator_core::{Action, Principal, Trigger};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
@@ -39,6 +39,11 @@ pub enum Caller {
     Trusted,
     /// Principals mode: this principal.
     Principal(Principal),
+    /// The board's session calling the API: the caller it signed in as, but only for what
+    /// the board does (read, approve, reject, answer escalations). The session's cookie and
+    /// CSRF token are on the board's pages, so they are not made a way to everything the
+    /// person's token may do.
+    Board(Box<Caller>),
 }
 
 impl Caller {
@@ -49,6 +54,16 @@ impl Caller {
             Caller::Principal(principal) => principal
                 .may(action)
                 .map_err(|role| ApiError::Forbidden(format!("role needed: {role}"))),
+            Caller::Board(signed_in) => match action {
+                Action::Read
+                | Action::Trigger(Trigger::HumanApproved | Trigger::HumanRejected)
+                | Action::Respond => signed_in.may(action),
+                _ => Err(ApiError::Forbidden(
+                    "the board's session reads, approves, rejects and answers escalations; \
+                     anything else needs a token in Authorization"
+                        .into(),
+                )),
+            },
         }
     }
 
@@ -57,6 +72,7 @@ impl Caller {
         match self {
             Caller::Principal(principal) => Some(principal),
             Caller::Trusted => None,
+            Caller::Board(signed_in) => signed_in.principal(),
         }
     }
 }

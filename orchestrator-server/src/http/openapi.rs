@@ -121,9 +121,10 @@ impl ApiDoc {
             }
             // Every write checks a role, and every webhook operation needs admin; with a
             // token required, a write made with the board's session cookie needs its CSRF
-            // token and the board's origin.
+            // token and the board's origin, and the cookie reaches no webhook operation.
             let role_checked = method == "post" || path.starts_with(paths::WEBHOOKS);
-            let forbidden = (principals && role_checked) || (auth_required && method != "get");
+            let forbidden = (principals && role_checked)
+                || (auth_required && (method != "get" || path.starts_with(paths::WEBHOOKS)));
             complete_operation(operation, auth_required, forbidden);
         }
         if auth_required {
@@ -566,7 +567,7 @@ fn when(code: ErrorCode) -> &'static str {
         PayloadTooLarge => "the body is over 256 KiB (a board form: over 8 KiB)",
         Unauthorized => "the bearer token is missing or wrong",
         Forbidden => {
-            "the token's principal lacks the role this needs (details name it), an agent tried to approve, reject or answer an escalation, or a write with the board's session cookie lacked its CSRF token or came from another origin"
+            "the token's principal lacks the role this needs (details name it), an agent tried to approve, reject or answer an escalation, or a write with the board's session cookie lacked its CSRF token, came from another origin or was not one the board makes (it approves, rejects and answers escalations only)"
         }
         NotFound => "no such route",
         MethodNotAllowed => "the path is POST /workflow/start's (feature id `start`)",

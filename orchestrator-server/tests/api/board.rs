@@ -483,6 +483,68 @@ async fn open_mode_signs_in_by_name_and_shared_token_mode_by_token_and_name() {
     );
 }
 
+/// The session's cookie and CSRF token are on the board's pages: with them the API does what
+/// the board does — read, approve, reject, answer escalations — and nothing else, whatever
+/// the token that signed in may do (here the shared token: every role).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_board_session_writes_only_what_the_board_does() {
+    let shared = spawn_app_with(|c| c.api_token = Some("s3cret".into())).await;
+    let api = Client::builder()
+        .base_url(shared.url(""))
+        .token("s3cret")
+        .build()
+        .unwrap();
+    at_gate(&api, "gated").await;
+    let cookie = sign_in(&shared, &[("token", "s3cret"), ("name", "dave")]).await;
+    let csrf = csrf_of(&get(&shared, "/board", Some(&cookie)).await);
+    let with_session = [("x-csrf-token", csrf.as_str())];
+    for refused in [
+        serde_json::json!({"trigger": "cancel", "actor": "dave"}),
+        serde_json::json!({"trigger": "agent_complete", "actor": "dave"}),
+        serde_json::json!({"trigger": "human_approved", "actor": "dave", "override": true,
+                           "reason": "ship it"}),
+    ] {
+        let answer =
+            advance_with_cookie(&shared, "gated", refused.clone(), &cookie, &with_session).await;
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{refused}");
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "FORBIDDEN", "{body}");
+    }
+    let webhook = http()
+        .post(shared.url("/webhooks"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&serde_json::json!({"url": "https://example.com/hook"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(webhook.status(), StatusCode::FORBIDDEN);
+    let start = http()
+        .post(shared.url("/workflow/start"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&serde_json::json!({"feature_id": "sneaked", "description": "not the board's"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        api.get_workflow(&id("gated")).await.unwrap().version,
+        2,
+        "nothing changed"
+    );
+    // What the board does, it still does.
+    let rejected = advance_with_cookie(
+        &shared,
+        "gated",
+        serde_json::json!({"trigger": "human_rejected", "actor": "dave", "reason": "not yet"}),
+        &cookie,
+        &with_session,
+    )
+    .await;
+    assert_eq!(rejected.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_page_says_who_may_not_approve_and_why() {
     let keys = TempDir::new().unwrap();

@@ -48,7 +48,7 @@ pub(crate) async fn api_caller(app: &App, parts: &Parts) -> Result<(Caller, Stri
         }
         same_origin(&parts.headers)?;
     }
-    Ok((session.caller, key))
+    Ok((Caller::Board(Box::new(session.caller)), key))
 }
 
 /// Whether the session with this key still holds (a stream opened with it ends when not).
