@@ -466,7 +466,12 @@ async fn open_mode_signs_in_by_name_and_shared_token_mode_by_token_and_name() {
     )
     .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
-    let cookie = sign_in(&shared, &[("token", "s3cret"), ("name", "dave")]).await;
+    assert!(
+        refused.text.contains(r#"aria-describedby="sign-in-error""#),
+        "the error names the field"
+    );
+    // A token pasted with blanks around it is the same token.
+    let cookie = sign_in(&shared, &[("token", " s3cret\n"), ("name", "dave")]).await;
     let board = get(&shared, "/board", Some(&cookie)).await;
     assert!(
         board

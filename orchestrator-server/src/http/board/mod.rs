@@ -415,7 +415,9 @@ pub(crate) async fn sign_in(
             views::sign_in_page(token_required, name_asked, next, Some(message)),
         ))
     };
-    let caller = match app.auth().check_token(field("token")) {
+    // A token pasted with a space or a line break around it is the same token.
+    let token = field("token").trim();
+    let caller = match app.auth().check_token(token) {
         Ok(caller) => caller,
         Err(_) => return refuse(StatusCode::UNAUTHORIZED, "That token is not valid."),
     };
@@ -435,7 +437,7 @@ pub(crate) async fn sign_in(
     let session = BoardSession {
         id_sha256: to_hex(&token_hash(&id)),
         actor,
-        credential: credential(app.auth(), field("token")),
+        credential: credential(app.auth(), token),
         csrf: random_hex()?,
         created_at: now,
         expires_at: now + chrono::Duration::hours(SESSION_HOURS),

@@ -46,16 +46,19 @@ pub fn sign_in_form(
     html! {
         form.sign-in method="post" action="/board/session" {
             @if let Some(error) = error {
-                p.error role="alert" { (error) }
+                p #sign-in-error.error role="alert" { (error) }
             }
             input type="hidden" name="next" value=(next);
             @if token_required {
                 label for="token" { "Token" }
-                input #token type="password" name="token" autocomplete="current-password" required;
+                input #token type="password" name="token" autocomplete="current-password" required
+                    aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| "sign-in-error")];
             }
             @if name_asked {
                 label for="name" { "Name" }
-                input #name type="text" name="name" autocomplete="username" maxlength="128" required;
+                input #name type="text" name="name" autocomplete="username" maxlength="128" required
+                    aria-invalid=[error.filter(|_| !token_required).map(|_| "true")]
+                    aria-describedby=[error.map(|_| "sign-in-error")];
             }
             button type="submit" { "Sign in" }
         }
@@ -494,7 +497,8 @@ fn decision_form(w: &WorkflowResponse, approve: bool, reject: bool) -> Markup {
         form #decide.decide data-feature=(w.feature_id.as_str()) data-version=(w.version)
             data-stay=[w.gate.entered_at.map(|at| at.timestamp_micros())] {
             label for="reason" { "Reason" }
-            textarea #reason name="reason" rows="3" maxlength=(REASON_MAX_CHARS) placeholder="Required to reject; optional to approve" {}
+            p #reason-hint.hint { "Required to reject; optional to approve." }
+            textarea #reason name="reason" rows="3" maxlength=(REASON_MAX_CHARS) aria-describedby="reason-hint" {}
             div.buttons {
                 @if approve { button type="submit" name="trigger" value="human_approved" disabled { "Approve" } }
                 @if reject { button.reject type="submit" name="trigger" value="human_rejected" disabled { "Reject" } }
