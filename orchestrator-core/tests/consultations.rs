@@ -593,3 +593,102 @@ async fn an_unnamed_answer_is_never_taken_for_another_sent_again() {
     let stored = &orchestrator.consultations(&id).await.unwrap()[0];
     assert_eq!(stored.status, ConsultationStatus::Resolved);
 }
+
+/// A hub that, having refused an answer as given already, loses the escalation before it is
+/// read (a redeploy without its database between the two calls).
+struct ForgetsAfterRefusing(Arc<ScriptedAgentHub>);
+
+#[async_trait::async_trait]
+impl orchestrator_core::hub::AgentHub for ForgetsAfterRefusing {
+    async fn create_session(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<orchestrator_core::hub::HubSessionId, HubError> {
+        self.0.create_session(feature_id).await
+    }
+    async fn close_session(
+        &self,
+        id: &orchestrator_core::hub::HubSessionId,
+    ) -> Result<(), HubError> {
+        self.0.close_session(id).await
+    }
+    async fn ask(
+        &self,
+        question: &orchestrator_core::hub::HubQuestion,
+    ) -> Result<HubAnswer, HubError> {
+        self.0.ask(question).await
+    }
+    async fn escalation(
+        &self,
+        id: &orchestrator_core::hub::EscalationId,
+    ) -> Result<orchestrator_core::hub::Escalation, HubError> {
+        self.0.escalation(id).await
+    }
+    async fn respond(
+        &self,
+        id: &orchestrator_core::hub::EscalationId,
+        response: &orchestrator_core::hub::HumanResponse,
+    ) -> Result<orchestrator_core::hub::Escalation, HubError> {
+        let answer = self.0.respond(id, response).await;
+        if let Err(HubError::AlreadyResolved(_)) = &answer {
+            self.0
+                .fail_escalation(&id.0, HubError::EscalationNotFound(id.0.clone()));
+        }
+        answer
+    }
+    async fn health(&self) -> Result<orchestrator_core::hub::HubHealth, HubError> {
+        self.0.health().await
+    }
+}
+
+/// An answer the hub refuses as given already, about an escalation it then no longer knows:
+/// the consultation needs a reroute (409, not a 502), as when the answer itself finds it gone.
+#[tokio::test]
+async fn an_escalation_lost_after_a_refused_answer_needs_a_reroute() {
+    use orchestrator_core::Respond;
+    use orchestrator_core::hub::{AgentHub, EscalationId, HumanResponse};
+
+    let hub = Arc::new(ScriptedAgentHub::new());
+    let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()))
+        .with_hub(Arc::new(ForgetsAfterRefusing(hub.clone())));
+    let request = StartWorkflowRequest::new("f", "a feature");
+    orchestrator
+        .start(request.try_into().unwrap())
+        .await
+        .unwrap();
+    let id = FeatureId::parse("f").unwrap();
+    hub.push_escalation("esc-1");
+    let pending = orchestrator.consult(&id, ask("security")).await.unwrap();
+    hub.respond(
+        &EscalationId("esc-1".into()),
+        &HumanResponse {
+            action: HumanAction::Confirm,
+            responder: "someone at the hub".into(),
+            response: None,
+        },
+    )
+    .await
+    .unwrap();
+    let confirm = Respond {
+        action: HumanAction::Confirm,
+        response: None,
+        actor: orchestrator_core::Actor::parse("alice").ok(),
+        actor_kind: None,
+    };
+    let err = orchestrator
+        .respond(&id, pending.id, confirm)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotPending {
+                status: ConsultationStatus::NeedsReroute,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let stored = &orchestrator.consultations(&id).await.unwrap()[0];
+    assert_eq!(stored.status, ConsultationStatus::NeedsReroute);
+}

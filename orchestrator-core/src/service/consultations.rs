@@ -384,7 +384,20 @@ impl Orchestrator {
         let outcome = match self.hub.respond(&escalation_id, &answer).await {
             Ok(escalation) => Ok(consultation.refresh(&escalation, now)),
             Err(HubError::AlreadyResolved(_)) => {
-                let escalation = self.hub.escalation(&escalation_id).await?;
+                let escalation = match self.hub.escalation(&escalation_id).await {
+                    Ok(escalation) => escalation,
+                    // Lost between the two calls (the hub redeployed without its database):
+                    // as when the answer itself finds it gone.
+                    Err(HubError::EscalationNotFound(_)) => {
+                        consultation.escalation_lost(now);
+                        self.repository.update_consultation(&consultation).await?;
+                        return Err(Error::NotPending {
+                            id,
+                            status: consultation.status,
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 consultation.refresh(&escalation, now);
                 // The same answer by the same responder is this one, sent again after its
                 // reply was lost (the hub took it, the answer never came back, or storing it

@@ -241,14 +241,16 @@ impl ErrorShape {
 pub mod hub_time {
     use super::*;
 
-    /// Parses a hub timestamp.
+    /// Parses a hub timestamp: RFC 3339, or naive UTC with a `T` or (as Python prints a
+    /// `datetime`) a space between date and time.
     pub fn parse(text: &str) -> Option<DateTime<Utc>> {
         DateTime::parse_from_rfc3339(text)
             .map(|t| t.with_timezone(&Utc))
             .ok()
             .or_else(|| {
-                NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-                    .ok()
+                ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+                    .into_iter()
+                    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
                     .map(|naive| naive.and_utc())
             })
     }
@@ -305,6 +307,8 @@ mod tests {
         assert_eq!(naive.to_rfc3339(), "2026-11-24T10:29:57.876034+00:00");
         let offset = hub_time::parse("2026-11-24T12:29:57+02:00").unwrap();
         assert_eq!(offset.to_rfc3339(), "2026-11-24T10:29:57+00:00");
+        let spaced = hub_time::parse("2026-11-24 10:29:57.876034").unwrap();
+        assert_eq!(spaced, naive);
         assert!(hub_time::parse("yesterday").is_none());
     }
 
