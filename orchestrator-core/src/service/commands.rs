@@ -136,7 +136,7 @@ impl Advance {
     /// rules know who acts and of which kind, not what they were granted.
     pub fn actions(&self) -> Vec<Action> {
         let mut actions = vec![Action::Trigger(self.trigger)];
-        if self.override_gate {
+        if self.override_gate && self.trigger == Trigger::HumanApproved {
             actions.push(Action::OverrideGate);
         }
         actions

@@ -125,7 +125,12 @@ impl Orchestrator {
         let change = match on_expiry.trigger() {
             Some(trigger) => {
                 let transition = workflow
-                    .decide(trigger, system_context(now), &GateFacts::default())
+                    .decide(
+                        trigger,
+                        // Never dated before the entry it follows (another replica's clock).
+                        system_context(now.max(workflow.updated_at())),
+                        &GateFacts::default(),
+                    )
                     .map_err(Error::from_transition)?;
                 let mut next = workflow.clone();
                 next.record(&transition);

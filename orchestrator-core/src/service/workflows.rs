@@ -193,7 +193,8 @@ impl Orchestrator {
         } else {
             GateFacts::default()
         };
-        let at = self.clock.now().max(at);
+        // Never dated before the entry it follows (see `advance`).
+        let at = self.clock.now().max(at).max(current.updated_at());
         let mut decision = judged(&current, command, at, &facts)?;
         // Past the gate's deadline, the approval comes after its note and its policy's change
         // (`reject`, `cancel`: the commit below then loses, and the next try is judged on the

@@ -157,6 +157,8 @@ async fn a_token_becomes_a_session_cookie_that_writes_only_with_its_csrf_token()
         let linked = http()
             .get(app.url(path))
             .header("sec-fetch-site", "cross-site")
+            .header("sec-fetch-mode", "navigate")
+            .header("sec-fetch-dest", "document")
             .send()
             .await
             .unwrap();
@@ -176,7 +178,11 @@ async fn a_token_becomes_a_session_cookie_that_writes_only_with_its_csrf_token()
             ("same-origin", None),
             ("cross-site", Some("orchestrator_session=ended")),
         ] {
-            let mut request = http().get(app.url(path)).header("sec-fetch-site", site);
+            let mut request = http()
+                .get(app.url(path))
+                .header("sec-fetch-site", site)
+                .header("sec-fetch-mode", "navigate")
+                .header("sec-fetch-dest", "document");
             if let Some(cookie) = cookie {
                 request = request.header("cookie", cookie);
             }
@@ -538,7 +544,13 @@ async fn a_board_session_writes_only_what_the_board_does() {
         2,
         "nothing changed"
     );
+    let webhooks = get(&shared, "/webhooks", Some(&cookie)).await;
+    assert_eq!(webhooks.status, StatusCode::FORBIDDEN, "{}", webhooks.text);
     // What the board does, it still does.
+    assert_eq!(
+        get(&shared, "/events?limit=1", Some(&cookie)).await.status,
+        StatusCode::OK
+    );
     let rejected = advance_with_cookie(
         &shared,
         "gated",

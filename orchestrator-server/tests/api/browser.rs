@@ -340,7 +340,13 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     .unwrap();
     wait_text(&a, "#verdict", |t| t == "You may approve.").await;
 
-    // Alice approves first: 1 of 2, and now she may not approve again.
+    // Bob has the feature open while Alice approves first: 1 of 2, and now she may not
+    // approve again.
+    sign_in(&b, &app, &bob).await;
+    b.goto(&app.url("/board/feature/checkout-flow"))
+        .await
+        .unwrap();
+    wait_text(&b, "#approvals", |t| t == "Approvals 0 of 2").await;
     a.goto(&app.url("/board/feature/checkout-flow"))
         .await
         .unwrap();
@@ -354,12 +360,11 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         "{why}"
     );
 
-    // Bob approves second; Alice's open page follows without a reload.
-    sign_in(&b, &app, &bob).await;
-    b.goto(&app.url("/board/feature/checkout-flow"))
-        .await
-        .unwrap();
+    // Bob's page followed her approval (the same round of work: his decision is not pinned
+    // to the version he opened), and he approves second; Alice's open page follows without a
+    // reload.
     wait_text(&b, "#approvals", |t| t == "Approvals 1 of 2").await;
+    wait_text(&b, "#decide[data-version='3']", |_| true).await;
     let decided = Instant::now();
     click(&b, "Approve").await;
     wait_text(&b, "#message", |t| t.contains("moved to PHASE_2")).await;

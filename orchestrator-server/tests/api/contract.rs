@@ -2095,17 +2095,26 @@ async fn upgrade_rebuilds_the_stay_of_a_workflow_at_the_gate(url: DatabaseUrl) {
     use orchestrator_core::{Actor, ActorKind, Advance, Error, Orchestrator, TransitionError};
     use orchestrator_server::storage::connect;
     let repo = connect(&url, 2).await.unwrap();
-    let (workflow, first) = new_workflow("waiting");
-    repo.create(&workflow, &first).await.unwrap();
-    let ctx = TransitionContext {
-        actor: Actor::parse("bob").ok(),
-        on_behalf_of: Actor::parse("carol").ok(),
-        ..TransitionContext::at(t0() + Duration::microseconds(61_234_567))
-    };
-    let complete = workflow.apply(Trigger::AgentComplete, ctx).unwrap();
-    let mut at_gate = workflow.clone();
-    at_gate.record(&complete);
-    repo.commit(1, &at_gate, &complete).await.unwrap();
+    // Made by two people, by one, and by nobody named.
+    let mut stays = Vec::new();
+    for (name, actor, on_behalf_of) in [
+        ("waiting", Some("bob"), Some("carol")),
+        ("solo", Some("bob"), None),
+        ("unnamed", None, None),
+    ] {
+        let (workflow, first) = new_workflow(name);
+        repo.create(&workflow, &first).await.unwrap();
+        let ctx = TransitionContext {
+            actor: actor.and_then(|a| Actor::parse(a).ok()),
+            on_behalf_of: on_behalf_of.and_then(|a| Actor::parse(a).ok()),
+            ..TransitionContext::at(t0() + Duration::microseconds(61_234_567))
+        };
+        let complete = workflow.apply(Trigger::AgentComplete, ctx).unwrap();
+        let mut at_gate = workflow.clone();
+        at_gate.record(&complete);
+        repo.commit(1, &at_gate, &complete).await.unwrap();
+        stays.push((name, at_gate.gate_stay().cloned()));
+    }
     repo.close().await;
     drop(repo);
     run_sql(
@@ -2115,10 +2124,14 @@ async fn upgrade_rebuilds_the_stay_of_a_workflow_at_the_gate(url: DatabaseUrl) {
     )
     .await;
     let repo = connect(&url, 2).await.unwrap();
-    assert_eq!(
-        repo.get(&id("waiting")).await.unwrap().gate_stay(),
-        at_gate.gate_stay()
-    );
+    for (name, stay) in stays {
+        assert!(stay.is_some());
+        assert_eq!(
+            repo.get(&id(name)).await.unwrap().gate_stay(),
+            stay.as_ref(),
+            "{name}"
+        );
+    }
     let orchestrator = Orchestrator::new(repo);
     for author in ["bob", "Carol"] {
         let mut approve = Advance::new(Trigger::HumanApproved);

@@ -107,12 +107,16 @@
     if (!form) return;
     const version = form.dataset.version;
     if (seen === null) {
-      seen = { stay: form.dataset.stay, version };
+      seen = { stay: form.dataset.stay, version, told: false };
     } else if (form.dataset.stay === seen.stay) {
       seen.version = version;
     } else {
-      say('A new round of work reached the gate while this page was open: you read version ' + seen.version +
-        ', it is now at version ' + version + '. Read it again; a decision sent now is not recorded.', 'bad');
+      // Said once, not at every refresh (which would hide what the page says next).
+      if (!seen.told) {
+        say('A new round of work reached the gate while this page was open: you read version ' + seen.version +
+          ', it is now at version ' + version + '. Read it again; a decision sent now is not recorded.', 'bad');
+        seen.told = true;
+      }
       form.dataset.version = seen.version;
     }
   }
@@ -195,11 +199,11 @@
     const params = new URLSearchParams({ after: lastEventId });
     if (feature) params.set('feature_id', feature);
     const source = new EventSource('/events/stream?' + params.toString());
-    const seen = (event) => {
+    const onEvent = (event) => {
       if (event.lastEventId) lastEventId = event.lastEventId;
       schedule();
     };
-    types.forEach((type) => source.addEventListener(type, seen));
+    types.forEach((type) => source.addEventListener(type, onEvent));
     source.addEventListener('open', () => {
       failures = 0;
       streaming = true;
@@ -288,11 +292,10 @@
       const read = (url) => fetch(url, { credentials: 'same-origin' })
         .then((r) => (r.ok ? r.json() : null)).catch(() => null);
       const [now, history] = await Promise.all([read(path), read(path + '/history')]);
-      // Told what changed: the next decision is made on the feature as it is now, as the next
-      // refresh shows it.
+      // Told what changed: the next decision is made on the feature as the next refresh shows
+      // it. Until a page is fetched, the form shown keeps the version sent, so a decision is
+      // still one on the round read, and is refused again.
       seen = null;
-      const shownForm = document.getElementById('decide');
-      if (now && shownForm) shownForm.dataset.version = String(now.version);
       const since = history && Array.isArray(history.transitions)
         ? history.transitions.filter((t) => t.seq > Number(shown)).map(told)
         : [];

@@ -120,7 +120,7 @@ fn sign_in_fields(auth: &Auth) -> (bool, bool) {
     get, path = "/board", tag = "board", operation_id = "get_board",
     params(("state" = Option<String>, Query, description = "list only the other features in this state; empty: every state but GATE_1")),
     responses(
-        (status = 200, description = "the overview page; or, when the server needs a token and no session is signed in, the sign-in page; or, asked for by a link from another site (`Sec-Fetch-Site: cross-site`) without a session cookie, a page that asks for the same address again from this origin (`<meta http-equiv=\"refresh\">`), so that the browser sends the SameSite=Strict cookie", content_type = "text/html", body = String),
+        (status = 200, description = "the overview page; or, when the server needs a token and no session is signed in, the sign-in page; or, asked for by a link from another site (`Sec-Fetch-Site: cross-site`, `Sec-Fetch-Mode: navigate`, `Sec-Fetch-Dest: document`) without a session cookie, a page that asks for the same address again from this origin (`<meta http-equiv=\"refresh\">`), so that the browser sends the SameSite=Strict cookie", content_type = "text/html", body = String),
         (status = 400, description = "a page: `state` is not a state", content_type = "text/html", body = String),
         (status = 500, description = "a page: a bug", content_type = "text/html", body = String),
         (status = 503, description = "a page: the database is unavailable", content_type = "text/html", body = String),
@@ -237,8 +237,8 @@ fn state_filter(query: Option<&str>) -> Result<Option<WorkflowState>, ApiError> 
     }
 }
 
-/// For a page asked for by a link on another site (`Sec-Fetch-Site: cross-site`) without a
-/// session cookie: the page that asks for `here` again from this origin (the browser withheld
+/// For a page asked for by a link on another site (`Sec-Fetch-Site: cross-site`, a document's
+/// navigation) without a session cookie: the page that asks for `here` again from this origin (the browser withheld
 /// the SameSite=Strict cookie from the cross-site navigation, and sends it with this one).
 /// `None` otherwise: with a cookie (valid or not), or from this origin, there is nothing to
 /// gain, and the second request is same-origin, so it never comes back here.
@@ -247,9 +247,10 @@ fn from_another_site(
     session: &Option<Session>,
     here: &str,
 ) -> Option<HttpResponse> {
-    let cross_site = headers
-        .get("sec-fetch-site")
-        .is_some_and(|site| site.as_bytes() == b"cross-site");
+    let says = |name: &str, value: &[u8]| headers.get(name).is_some_and(|v| v.as_bytes() == value);
+    let cross_site = says("sec-fetch-site", b"cross-site")
+        && says("sec-fetch-mode", b"navigate")
+        && says("sec-fetch-dest", b"document");
     (cross_site && session.is_none() && session::session_key(headers).is_none())
         .then(|| html(StatusCode::OK, views::continue_page(here)))
 }
@@ -259,7 +260,7 @@ fn from_another_site(
     get, path = "/board/feature/{feature_id}", tag = "board", operation_id = "get_board_feature",
     params(("feature_id" = String, Path, description = "the feature id")),
     responses(
-        (status = 200, description = "the feature's page; or, when the server needs a token and no session is signed in, the sign-in page; or, asked for by a link from another site (`Sec-Fetch-Site: cross-site`) without a session cookie, a page that asks for the same address again from this origin (`<meta http-equiv=\"refresh\">`), so that the browser sends the SameSite=Strict cookie", content_type = "text/html", body = String),
+        (status = 200, description = "the feature's page; or, when the server needs a token and no session is signed in, the sign-in page; or, asked for by a link from another site (`Sec-Fetch-Site: cross-site`, `Sec-Fetch-Mode: navigate`, `Sec-Fetch-Dest: document`) without a session cookie, a page that asks for the same address again from this origin (`<meta http-equiv=\"refresh\">`), so that the browser sends the SameSite=Strict cookie", content_type = "text/html", body = String),
         (status = 400, description = "a page: the feature id is malformed", content_type = "text/html", body = String),
         (status = 404, description = "a page: no such feature", content_type = "text/html", body = String),
         (status = 500, description = "a page: a bug", content_type = "text/html", body = String),

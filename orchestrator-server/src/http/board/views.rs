@@ -493,9 +493,10 @@ fn decision_form(w: &WorkflowResponse, approve: bool, reject: bool) -> Markup {
     html! {
         // The buttons work once the page's script has bound them (it sends the decision as
         // JSON with `If-Match`): disabled until then, so an early click submits nothing. The
-        // stay at the gate tells the script when a new round of work has arrived.
+        // stay at the gate, named by the version that entered it (each approval that does not
+        // pass the gate adds one), tells the script when a new round of work has arrived.
         form #decide.decide data-feature=(w.feature_id.as_str()) data-version=(w.version)
-            data-stay=[w.gate.entered_at.map(|at| at.timestamp_micros())] {
+            data-stay=[w.gate.entered_at.map(|_| w.version.saturating_sub(w.gate.approvals.len() as u64))] {
             label for="reason" { "Reason" }
             p #reason-hint.hint { "Required to reject; optional to approve." }
             textarea #reason name="reason" rows="3" maxlength=(REASON_MAX_CHARS) aria-describedby="reason-hint" {}
