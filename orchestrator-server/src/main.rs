@@ -122,20 +122,35 @@ fn run_command(command: &Command) -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
-    // SIGHUP re-reads the principals file; listened for from the start, so one sent while
-    // the store opens (migrations may take a while) waits for the application instead of
-    // ending the process, as a signal nobody listens for does.
+    // SIGINT and SIGTERM, and SIGHUP (which re-reads the principals file), are listened for
+    // from the first line: a signal nobody listens for ends the process at once (or, sent to
+    // a container's PID 1, is ignored until the runtime kills it), and one sent while the
+    // store opens (migrations, or waiting for another replica's) must not.
+    let mut stop = Stop::listen();
     #[cfg(unix)]
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    if let Some(file) = &config.principals_file {
-        // A bad principals file stops start-up before a database file is made or claimed.
-        principals::Principals::load(file)?;
-    }
-    // A SQLite file is this process's alone: a second server started on it by mistake stops
-    // here, before it opens the store, where start-up ends the asks it finds under way as a
-    // crash's leftovers.
-    let _database = orchestrator_server::claim_database(&config.database_url)?;
-    let app = build_app(&config).await?;
+    let start = async {
+        if let Some(file) = &config.principals_file {
+            // A bad principals file stops start-up before a database file is made or claimed.
+            principals::Principals::load(file)?;
+        }
+        // A SQLite file is this process's alone: a second server started on it by mistake
+        // stops here, before it opens the store, where start-up ends the asks it finds under
+        // way as a crash's leftovers.
+        let database = orchestrator_server::claim_database(&config.database_url)?;
+        let app = build_app(&config).await?;
+        let listener = bind(&config).await?;
+        Ok::<_, orchestrator_server::StartupError>((database, app, listener))
+    };
+    // Stopped during start-up: whatever it was doing is dropped (a migration's transaction
+    // rolls back), and nothing was served.
+    let (_database, app, listener) = tokio::select! {
+        started = start => started?,
+        () = stop.next() => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+    };
     #[cfg(unix)]
     if let Some(mut hangups) = hangups {
         // A bad file keeps the one in force.
@@ -146,7 +161,6 @@ async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
             }
         });
     }
-    let listener = bind(&config).await?;
     let address = listener
         .local_addr()
         .map_or_else(|_| config.bind_address().to_string(), |a| a.to_string());
@@ -156,29 +170,62 @@ async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
         version = orchestrator_server::VERSION,
         "listening"
     );
-    serve(listener, app, shutdown_signal()).await;
+    let shutdown = async move {
+        stop.next().await;
+        // A second signal while the server drains: the operator will not wait.
+        tokio::spawn(async move {
+            stop.next().await;
+            tracing::warn!("a second stop signal: exiting without finishing the stop");
+            std::process::exit(130);
+        });
+    };
+    serve(listener, app, shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT and SIGTERM, listened for from when it is made.
+struct Stop {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Stop {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Stop {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
+        #[cfg(not(unix))]
+        Stop {}
+    }
+
+    /// Completes at the next SIGINT or SIGTERM (one that came since the last is not lost).
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn one(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = one(&mut self.interrupt) => {},
+                () = one(&mut self.terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -256,3 +256,105 @@ async fn a_second_server_on_the_same_sqlite_file_stops_before_opening_it() {
     third.kill().unwrap();
     third.wait().unwrap();
 }
+
+/// Waits up to `seconds` for `child` to exit.
+async fn exited_within(
+    child: &mut std::process::Child,
+    seconds: u64,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A stop asked for while start-up waits (here: for another replica's migration, which may
+/// take as long as it takes) ends the process at once, exit 0, instead of being ignored until
+/// start-up ends (or, as a container's PID 1, for good).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_start_up_stops_it() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    // The lock a migrating replica holds.
+    let mut other = AsyncPgConnection::establish(&db.url).await.unwrap();
+    diesel::sql_query("SELECT pg_advisory_lock(122537084740979)")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let mut child = server()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("DATABASE_URL", &db.url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Well into the wait for the lock.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(child.try_wait().unwrap().is_none(), "it waits for the lock");
+    signal(&child, "TERM");
+    let exit = exited_within(&mut child, 10).await;
+    if exit.is_none() {
+        child.kill().unwrap();
+    }
+    let exit = exit.expect("a server starting up did not stop on SIGTERM");
+    assert!(exit.success(), "exit status {exit}");
+}
+
+/// A second stop signal while the server drains a request that keeps it waiting: it exits at
+/// once, 130, instead of finishing the drain.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_signal_ends_the_drain() {
+    let dir = TempDir::new().unwrap();
+    let port = crate::helpers::free_port();
+    let mut child = server()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite:///{}/o.db", dir.path().display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = Client::new(format!("http://127.0.0.1:{port}")).unwrap();
+    crate::helpers::wait_healthy(&client).await;
+    // A request whose body never comes keeps its connection open: the drain waits for it
+    // (until BODY_TIMEOUT_SECONDS, 10 s).
+    let mut held = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut held,
+        b"POST /workflow/start HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(&child, "TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(child.try_wait().unwrap().is_none(), "it drains the request");
+    signal(&child, "INT");
+    let exit = exited_within(&mut child, 5).await;
+    if exit.is_none() {
+        child.kill().unwrap();
+    }
+    let exit = exit.expect("a second signal did not end the drain");
+    assert_eq!(exit.code(), Some(130), "exit status {exit}");
+    drop(held);
+}
