@@ -93,7 +93,7 @@ impl Principals {
     }
 
     fn parse(text: &str) -> Result<Self, String> {
-        let file: File = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        let file: File = toml::from_str(text).map_err(|e| located(text, &e))?;
         let mut by_token_hash = HashMap::new();
         let mut names = Vec::new();
         for (index, entry) in file.principal.into_iter().enumerate() {
@@ -207,7 +207,7 @@ pub fn add(
     };
     let file: File = toml::from_str(&existing).map_err(|e| PrincipalsError::Malformed {
         path: path.to_owned(),
-        problem: e.message().to_owned(),
+        problem: located(&existing, &e),
     })?;
     // Names compare as they load: white space around one, or its case, does not make another.
     let taken = |p: &Entry| Actor::parse_name(p.name.as_str()).is_ok_and(|n| n.same_person(name));
@@ -232,11 +232,6 @@ pub fn add(
         path: path.to_owned(),
         problem: e.to_string(),
     })?;
-    let mut out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(io)?;
     let separator = if existing.is_empty() || existing.ends_with("\n\n") {
         ""
     } else if existing.ends_with('\n') {
@@ -244,10 +239,38 @@ pub fn add(
     } else {
         "\n\n"
     };
-    out.write_all(format!("{separator}{text}").as_bytes())
+    let added = format!("{separator}{text}");
+    // The file as a server would read it after the append: one that would not load (an entry
+    // already there that no server takes, or principals written as an inline array, after
+    // which a `[[principal]]` table is not TOML) is left as it is, and no token is minted.
+    Principals::parse(&format!("{existing}{added}")).map_err(|problem| {
+        PrincipalsError::Malformed {
+            path: path.to_owned(),
+            problem,
+        }
+    })?;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    out.write_all(added.as_bytes())
         .and_then(|()| out.sync_all())
         .map_err(io)?;
     Ok(token)
+}
+
+/// A TOML error in `text` as one line that says where: `line 3: missing field `kind``.
+fn located(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(1, |before| before.matches('\n').count() + 1);
+            format!("line {line}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
 }
 
 /// Removes the principal named `name` from the file, leaving the rest of it as written: the
@@ -486,6 +509,28 @@ mod tests {
             add(&path, &alice, ActorKind::Human, &roles(&[Role::Viewer])),
             Err(PrincipalsError::NameTaken { .. })
         ));
+
+        // A file no server would load after the append is left as it is, and nothing minted:
+        // principals as an inline list (a `[[principal]]` after it is not TOML), or an entry
+        // already there that does not load.
+        let carol = Actor::parse("carol").unwrap();
+        for unloadable in [
+            format!(
+                "principal = [{{ name = \"dave\", kind = \"agent\", roles = [\"agent\"], token_sha256 = \"{}\" }}]\n",
+                "4".repeat(64)
+            ),
+            format!(
+                "[[principal]]\nname = \"eve\"\nkind = \"robot\"\nroles = [\"viewer\"]\ntoken_sha256 = \"{}\"\n",
+                "5".repeat(64)
+            ),
+        ] {
+            std::fs::write(&path, &unloadable).unwrap();
+            assert!(matches!(
+                add(&path, &carol, ActorKind::Human, &roles(&[Role::Viewer])),
+                Err(PrincipalsError::Malformed { .. })
+            ));
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), unloadable);
+        }
     }
 
     #[test]
@@ -493,6 +538,8 @@ mod tests {
         let hash = "a".repeat(64);
         for (text, expected) in [
             ("[[principal]]\nname = \"a\"", "missing"),
+            // Where, when the file does not parse: the line.
+            ("[[principal]]\nname = \"a\"\nkind = 7", "line 3: invalid type"),
             (
                 &*format!(
                     "[[principal]]\nname = \"a\"\nkind = \"robot\"\nroles = [\"viewer\"]\ntoken_sha256 = \"{hash}\""
