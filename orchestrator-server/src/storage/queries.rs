@@ -206,11 +206,16 @@ pub fn reservation<'a>(id: &'a str) -> _ {
         .filter(consultations::visible.eq(false))
 }
 
+/// A consultation is a reservation, in the words of the partial index
+/// `consultations_reserved` (a literal, as [`SETTLED`]).
+const RESERVED: &str = "visible = false";
+
 /// Reservations made before `before` (Unix microseconds).
 #[dsl::auto_type]
 pub fn reservations_before(before: i64) -> _ {
+    let reserved: SqlLiteral<Bool> = dsl::sql(RESERVED);
     consultations::table
-        .filter(consultations::visible.eq(false))
+        .filter(reserved)
         .filter(consultations::created_at.lt(before))
 }
 
