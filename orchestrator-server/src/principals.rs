@@ -539,7 +539,10 @@ mod tests {
         for (text, expected) in [
             ("[[principal]]\nname = \"a\"", "missing"),
             // Where, when the file does not parse: the line.
-            ("[[principal]]\nname = \"a\"\nkind = 7", "line 3: invalid type"),
+            (
+                "[[principal]]\nname = \"a\"\nkind = 7",
+                "line 3: invalid type",
+            ),
             (
                 &*format!(
                     "[[principal]]\nname = \"a\"\nkind = \"robot\"\nroles = [\"viewer\"]\ntoken_sha256 = \"{hash}\""
