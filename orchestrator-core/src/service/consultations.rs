@@ -389,12 +389,7 @@ impl Orchestrator {
                     // Lost between the two calls (the hub redeployed without its database):
                     // as when the answer itself finds it gone.
                     Err(HubError::EscalationNotFound(_)) => {
-                        consultation.escalation_lost(now);
-                        self.repository.update_consultation(&consultation).await?;
-                        return Err(Error::NotPending {
-                            id,
-                            status: consultation.status,
-                        });
+                        return Err(self.escalation_lost(&mut consultation, now).await);
                     }
                     Err(e) => return Err(e.into()),
                 };
@@ -414,12 +409,7 @@ impl Orchestrator {
                 }
             }
             Err(HubError::EscalationNotFound(_)) => {
-                consultation.escalation_lost(now);
-                self.repository.update_consultation(&consultation).await?;
-                return Err(Error::NotPending {
-                    id,
-                    status: consultation.status,
-                });
+                return Err(self.escalation_lost(&mut consultation, now).await);
             }
             Err(e) => Err(e),
         };
@@ -430,6 +420,19 @@ impl Orchestrator {
                 .await?;
         }
         Ok(consultation)
+    }
+
+    /// An escalation the hub no longer knows, found while answering it: the consultation,
+    /// stored as needing a reroute, is no longer one to answer.
+    async fn escalation_lost(&self, consultation: &mut Consultation, now: Timestamp) -> Error {
+        consultation.escalation_lost(now);
+        match self.repository.update_consultation(consultation).await {
+            Ok(()) => Error::NotPending {
+                id: consultation.id,
+                status: consultation.status,
+            },
+            Err(e) => e.into(),
+        }
     }
 
     /// The consultations that hold these workflows' gates (`pending_human` or `asking`, an ask
