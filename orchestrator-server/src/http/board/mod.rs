@@ -238,10 +238,11 @@ fn state_filter(query: Option<&str>) -> Result<Option<WorkflowState>, ApiError> 
 }
 
 /// For a page asked for by a link on another site (`Sec-Fetch-Site: cross-site`, a document's
-/// navigation) without a session cookie: the page that asks for `here` again from this origin (the browser withheld
-/// the SameSite=Strict cookie from the cross-site navigation, and sends it with this one).
-/// `None` otherwise: with a cookie (valid or not), or from this origin, there is nothing to
-/// gain, and the second request is same-origin, so it never comes back here.
+/// navigation) without a session cookie: the page that asks for `here` again from this origin
+/// (the browser withheld the SameSite=Strict cookie from the cross-site navigation, and sends
+/// it with this one). `None` otherwise: with a cookie (valid or not), or from this origin,
+/// there is nothing to gain, and the second request is same-origin, so it never comes back
+/// here.
 fn from_another_site(
     headers: &HeaderMap,
     session: &Option<Session>,
