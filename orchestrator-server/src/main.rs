@@ -142,13 +142,14 @@ async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
         let listener = bind(&config).await?;
         Ok::<_, orchestrator_server::StartupError>((database, app, listener))
     };
-    // Stopped during start-up: whatever it was doing is dropped (a migration's transaction
-    // rolls back), and nothing was served.
+    // Stopped during start-up: nothing was served, and the process ends now, whatever step
+    // was under way (a migration on a thread of its own, which the runtime would wait for,
+    // is rolled back by the database, as after a crash).
     let (_database, app, listener) = tokio::select! {
         started = start => started?,
         () = stop.next() => {
             tracing::info!("stopped during start-up");
-            return Ok(());
+            std::process::exit(0);
         }
     };
     #[cfg(unix)]
@@ -172,9 +173,17 @@ async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
     );
     let shutdown = async move {
         stop.next().await;
-        // A second signal while the server drains: the operator will not wait.
+        let first = std::time::Instant::now();
+        // A second signal while the server drains: the operator will not wait. One within a
+        // second of the first is the same stop (Ctrl-C reaches a whole process group, and a
+        // wrapper may pass on a SIGTERM too).
         tokio::spawn(async move {
-            stop.next().await;
+            loop {
+                stop.next().await;
+                if first.elapsed() >= std::time::Duration::from_secs(1) {
+                    break;
+                }
+            }
             tracing::warn!("a second stop signal: exiting without finishing the stop");
             std::process::exit(130);
         });

@@ -246,7 +246,10 @@ pub fn add(
     Principals::parse(&format!("{existing}{added}")).map_err(|problem| {
         PrincipalsError::Malformed {
             path: path.to_owned(),
-            problem,
+            problem: format!(
+                "with the new principal appended as a [[principal]] table, {problem} (a file \
+                 that lists its principals as `principal = [...]` takes none appended: edit it)"
+            ),
         }
     })?;
     let mut out = std::fs::OpenOptions::new()
@@ -264,9 +267,8 @@ pub fn add(
 fn located(text: &str, e: &toml::de::Error) -> String {
     match e.span() {
         Some(span) => {
-            let line = text
-                .get(..span.start)
-                .map_or(1, |before| before.matches('\n').count() + 1);
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
             format!("line {line}: {}", e.message())
         }
         None => e.message().to_owned(),
@@ -297,7 +299,7 @@ pub fn remove(path: &Path, name: &Actor) -> Result<(), PrincipalsError> {
     };
     let text = std::fs::read_to_string(path).map_err(io)?;
     // The shape as a server reads it, then the same text as an editable document.
-    let _: File = toml::from_str(&text).map_err(|e| malformed(e.message()))?;
+    let _: File = toml::from_str(&text).map_err(|e| malformed(&located(&text, &e)))?;
     let mut document: toml_edit::DocumentMut = text
         .parse()
         .map_err(|e: toml_edit::TomlError| malformed(e.message()))?;

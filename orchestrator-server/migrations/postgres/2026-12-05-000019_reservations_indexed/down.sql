@@ -1,2 +1,2 @@
-ALTER TABLE gate_overdue_notes ALTER COLUMN feature_id TYPE TEXT COLLATE "default";
+DROP INDEX IF EXISTS gate_overdue_notes_bytewise;
 DROP INDEX IF EXISTS consultations_reserved;
