@@ -285,16 +285,10 @@ fn signal(child: &std::process::Child, name: &str) {
 /// start-up ends (or, as a container's PID 1, for good).
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_start_up_stops_it() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
     let Some(db) = crate::postgres::TestDatabase::create().await else {
         return;
     };
-    // The lock a migrating replica holds.
-    let mut other = AsyncPgConnection::establish(&db.url).await.unwrap();
-    diesel::sql_query("SELECT pg_advisory_lock(122537084740979)")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let _other = crate::postgres::migrating(&db.url).await;
     let mut child = server()
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")

@@ -2223,25 +2223,23 @@ async fn postgres_no_index_of_workflows_names_a_column_every_advance_changes() {
 /// statement timeout (5 s) for another's still starts.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_replica_waits_for_another_replicas_migration_as_long_as_it_takes() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use diesel_async::RunQueryDsl;
     use orchestrator_server::storage::{DatabaseUrl, connect};
     let Some(db) = crate::postgres::TestDatabase::create().await else {
         return;
     };
-    // The lock a migrating replica holds ("orches").
-    let mut other = AsyncPgConnection::establish(&db.url).await.unwrap();
-    diesel::sql_query("SELECT pg_advisory_lock(122537084740979)")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = crate::postgres::migrating(&db.url).await;
     let url = db.url.clone();
     let starting = tokio::spawn(async move { connect(&DatabaseUrl::Postgres(url), 2).await });
     tokio::time::sleep(std::time::Duration::from_secs(7)).await;
     assert!(!starting.is_finished(), "it waits for the lock");
-    diesel::sql_query("SELECT pg_advisory_unlock(122537084740979)")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    diesel::sql_query(format!(
+        "SELECT pg_advisory_unlock({})",
+        crate::postgres::MIGRATION_LOCK
+    ))
+    .execute(&mut other)
+    .await
+    .unwrap();
     let repo = starting
         .await
         .unwrap()
