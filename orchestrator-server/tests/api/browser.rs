@@ -339,6 +339,18 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     .await
     .unwrap();
     wait_text(&a, "#verdict", |t| t == "You may approve.").await;
+    // "Time in state" is kept current on a page no event brings again (here: as if the page
+    // had been made two hours ago, told when the tab is shown again).
+    a.execute(
+        "const main = document.getElementById('main');
+         const time = document.querySelector('dl.facts time[data-ago]');
+         time.dateTime = new Date(Date.parse(main.dataset.now) - (2 * 3600 + 5 * 60) * 1000).toISOString();
+         document.dispatchEvent(new Event('visibilitychange'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_text(&a, "dl.facts time[data-ago]", |t| t == "2 h 5 min").await;
 
     // Bob has the feature open while Alice approves first: 1 of 2, and now she may not
     // approve again.

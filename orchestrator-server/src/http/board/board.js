@@ -83,6 +83,7 @@
       const focused = focusFinder(document.activeElement, current);
       pin(next.querySelector('#decide'));
       current.replaceWith(document.adoptNode(next));
+      clocked();
       typed.forEach((value, id) => {
         const again = document.getElementById(id);
         if (again) again.value = value;
@@ -400,7 +401,37 @@
       .forEach((f) => bindButtons(f, (g, action) => submitting(g, respond, action)));
   }
 
+  // --- "3 min" kept current on a page no event brings again: every 20 s, and when the tab is
+  // shown again. Reckoned on the server's clock: the page says what time it was made there. ---
+  let skew = 0;
+
+  function clocked() {
+    const main = document.getElementById('main');
+    const made = main ? Date.parse(main.dataset.now || '') : NaN;
+    skew = Number.isNaN(made) ? 0 : made - Date.now();
+  }
+
+  // As the server says it: "45 s", "3 min", "2 h 5 min", "4 d 3 h".
+  function agoText(s) {
+    if (s < 60) return s + ' s';
+    if (s < 3600) return Math.floor(s / 60) + ' min';
+    if (s < 86400) return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min';
+    return Math.floor(s / 86400) + ' d ' + Math.floor((s % 86400) / 3600) + ' h';
+  }
+
+  function tick() {
+    const now = Date.now() + skew;
+    document.querySelectorAll('#main time[data-ago]').forEach((time) => {
+      const at = Date.parse(time.dateTime);
+      if (Number.isNaN(at)) return;
+      time.textContent = agoText(Math.max(0, Math.floor((now - at) / 1000)));
+    });
+  }
+
   pin(document.getElementById('decide'));
+  clocked();
+  setInterval(tick, 20000);
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) tick(); });
   bind();
   connect();
 })();

@@ -215,7 +215,7 @@ pub struct Overview {
 pub fn overview(data: &Overview) -> Markup {
     let now = data.now;
     html! {
-        main #main {
+        main #main data-now=(instant(now)) {
             h1 { "Features" }
             section aria-labelledby="counts-title" {
                 h2 #counts-title { "By state" }
@@ -281,7 +281,7 @@ fn group_list(group: &Group, now: Timestamp) -> Markup {
                         tr {
                             td { a href=(feature_href(w.feature_id.as_str())) { (w.feature_id.as_str()) } div.description { (w.description.as_str()) } }
                             td { (w.progress.percent) " %" }
-                            td { (ago(w.updated_at, now)) " ago" }
+                            td { (since(w.updated_at, now)) " ago" }
                         }
                     }
                 }
@@ -308,7 +308,7 @@ fn waiting_item(w: &WorkflowResponse, now: Timestamp) -> Markup {
             div.facts {
                 span.approvals { "Approvals " (gate.approvals.len()) " of " (gate.required_approvals) }
                 @if let Some(entered) = gate.entered_at {
-                    span.at-gate { "At the gate for " (ago(entered, now)) }
+                    span.at-gate { "At the gate for " (since(entered, now)) }
                 }
                 @if let Some(due) = gate.due_at {
                     span.due { "Due " (when(due)) }
@@ -358,7 +358,7 @@ pub fn feature(data: &Feature) -> Markup {
     let w = &data.workflow;
     let gate = &w.gate;
     let now = data.now;
-    let since = match (w.state, gate.entered_at) {
+    let in_state_since = match (w.state, gate.entered_at) {
         (WorkflowState::Gate1, Some(entered)) => entered,
         _ => w.updated_at,
     };
@@ -368,7 +368,7 @@ pub fn feature(data: &Feature) -> Markup {
         .filter(|t| t.trigger == Trigger::HumanRejected)
         .collect();
     html! {
-        main #main data-version=(w.version) data-state=(w.state) {
+        main #main data-version=(w.version) data-state=(w.state) data-now=(instant(now)) {
             p.crumbs { a href="/board" { "Board" } " / " (w.feature_id.as_str()) }
             h1 { (w.feature_id.as_str()) }
             p.description { (w.description.as_str()) }
@@ -376,7 +376,7 @@ pub fn feature(data: &Feature) -> Markup {
                 dt { "State" } dd { span #state.state data-state=(w.state) { (w.state) } }
                 dt { "Version" } dd #version { (w.version) }
                 dt { "Progress" } dd { progress max="100" value=(w.progress.percent) aria-label="Progress" { (w.progress.percent) " %" } " " (w.progress.percent) " %" }
-                dt { "Time in state" } dd { (ago(since, now)) }
+                dt { "Time in state" } dd { (since(in_state_since, now)) }
                 dt { "Rework" } dd #rework { (w.progress.rework_count) @if w.progress.rework_count == 1 { " time" } @else { " times" } }
             }
             @if !rejections.is_empty() {
@@ -548,6 +548,17 @@ fn feature_href(id: &str) -> String {
 /// A time as people read it, in UTC.
 fn when(at: Timestamp) -> String {
     at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// `at` as the page's script reads it (RFC 3339, milliseconds, UTC).
+fn instant(at: Timestamp) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// How long ago `at` was (as [`ago`] says it), in a `<time>` the page's script keeps current
+/// while no event brings the page again.
+fn since(at: Timestamp, now: Timestamp) -> Markup {
+    html! { time datetime=(instant(at)) data-ago { (ago(at, now)) } }
 }
 
 /// How long ago `at` was, roughly: "45 s", "3 min", "2 h 5 min", "4 d 3 h".
