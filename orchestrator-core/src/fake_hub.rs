@@ -16,6 +16,7 @@ use crate::values::FeatureId;
 struct Script {
     answers: VecDeque<Result<HubAnswer, HubError>>,
     escalations: HashMap<String, Result<Escalation, HubError>>,
+    failing_look_ups: HashMap<String, HubError>,
     expired_sessions: HashSet<String>,
     sessions_created: u32,
     sessions_closed: Vec<HubSessionId>,
@@ -84,6 +85,12 @@ impl ScriptedAgentHub {
     /// Every later look-up of escalation `id` fails with `error`.
     pub fn fail_escalation(&self, id: &str, error: HubError) {
         self.lock().escalations.insert(id.to_owned(), Err(error));
+    }
+
+    /// Every later look-up of escalation `id` fails with `error`, while an answer to it still
+    /// reaches it (a hub that loses it between the two calls).
+    pub fn fail_look_ups(&self, id: &str, error: HubError) {
+        self.lock().failing_look_ups.insert(id.to_owned(), error);
     }
 
     /// Every later ask with this session is refused as expired.
@@ -161,6 +168,9 @@ impl AgentHub for ScriptedAgentHub {
     async fn escalation(&self, id: &EscalationId) -> Result<Escalation, HubError> {
         let script = self.lock();
         Self::check_up(&script)?;
+        if let Some(error) = script.failing_look_ups.get(&id.0) {
+            return Err(error.clone());
+        }
         script
             .escalations
             .get(&id.0)

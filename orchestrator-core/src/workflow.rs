@@ -486,12 +486,13 @@ impl Workflow {
     }
 
     /// Judges `trigger`: an agent never approves or rejects (in any state); then the table,
-    /// then the gate's rules in this order — an admin's override (with a reason) passes whatever is missing; a
-    /// rejection needs a reason; an approval waits for no escalation and no consultation still
-    /// being asked, names its actor when several are needed, is not the author's (unless the
-    /// policy allows) and not a second one by the same actor. On success, the transition to
-    /// persist (GATE_1 → GATE_1 for an approval that is not yet the last one needed); the
-    /// snapshot itself is unchanged until [`Workflow::record`].
+    /// then the gate's rules in this order — an admin's override (with a reason) passes
+    /// whatever is missing; a rejection needs a reason; an approval waits for no escalation
+    /// and no consultation still being asked, names its actor when several are needed, is not
+    /// the author's (unless the policy allows) and not a second one by the same actor. On
+    /// success, the transition to persist (GATE_1 → GATE_1 for an approval that is not yet the
+    /// last one needed), dated `ctx.at` or, if that is earlier, when the snapshot last changed;
+    /// the snapshot itself is unchanged until [`Workflow::record`].
     pub fn decide(
         &self,
         trigger: Trigger,
@@ -533,7 +534,9 @@ impl Workflow {
             reason: ctx.reason,
             override_gate: ctx.override_gate && trigger == Trigger::HumanApproved,
             metadata: ctx.metadata,
-            at: ctx.at,
+            // Never before the entry it follows (one committed while this one waited its
+            // turn, or dated by another replica's clock).
+            at: ctx.at.max(self.updated_at),
         })
     }
 
@@ -905,6 +908,19 @@ mod tests {
             progress.time_in_state_seconds,
             BTreeMap::from([(Phase1, 12)])
         );
+    }
+
+    /// Whatever path judges it (an advance that waited its turn, an approval after the hub,
+    /// a gate's expiry on another replica's clock), an entry is never dated before the one it
+    /// follows.
+    #[test]
+    fn a_transition_is_never_dated_before_the_last_change() {
+        let workflow = given(&[AgentComplete]);
+        let late = t0() + Duration::minutes(1);
+        for asked in [t0(), late, late + Duration::seconds(5)] {
+            let t = workflow.apply(HumanRejected, ctx(asked)).unwrap();
+            assert_eq!(t.at, asked.max(late), "asked at {asked}");
+        }
     }
 
     #[test]

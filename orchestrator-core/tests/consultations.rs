@@ -594,53 +594,6 @@ async fn an_unnamed_answer_is_never_taken_for_another_sent_again() {
     assert_eq!(stored.status, ConsultationStatus::Resolved);
 }
 
-/// A hub that, having refused an answer as given already, loses the escalation before it is
-/// read (a redeploy without its database between the two calls).
-struct ForgetsAfterRefusing(Arc<ScriptedAgentHub>);
-
-#[async_trait::async_trait]
-impl orchestrator_core::hub::AgentHub for ForgetsAfterRefusing {
-    async fn create_session(
-        &self,
-        feature_id: &FeatureId,
-    ) -> Result<orchestrator_core::hub::HubSessionId, HubError> {
-        self.0.create_session(feature_id).await
-    }
-    async fn close_session(
-        &self,
-        id: &orchestrator_core::hub::HubSessionId,
-    ) -> Result<(), HubError> {
-        self.0.close_session(id).await
-    }
-    async fn ask(
-        &self,
-        question: &orchestrator_core::hub::HubQuestion,
-    ) -> Result<HubAnswer, HubError> {
-        self.0.ask(question).await
-    }
-    async fn escalation(
-        &self,
-        id: &orchestrator_core::hub::EscalationId,
-    ) -> Result<orchestrator_core::hub::Escalation, HubError> {
-        self.0.escalation(id).await
-    }
-    async fn respond(
-        &self,
-        id: &orchestrator_core::hub::EscalationId,
-        response: &orchestrator_core::hub::HumanResponse,
-    ) -> Result<orchestrator_core::hub::Escalation, HubError> {
-        let answer = self.0.respond(id, response).await;
-        if let Err(HubError::AlreadyResolved(_)) = &answer {
-            self.0
-                .fail_escalation(&id.0, HubError::EscalationNotFound(id.0.clone()));
-        }
-        answer
-    }
-    async fn health(&self) -> Result<orchestrator_core::hub::HubHealth, HubError> {
-        self.0.health().await
-    }
-}
-
 /// An answer the hub refuses as given already, about an escalation it then no longer knows:
 /// the consultation needs a reroute (409, not a 502), as when the answer itself finds it gone.
 #[tokio::test]
@@ -648,15 +601,7 @@ async fn an_escalation_lost_after_a_refused_answer_needs_a_reroute() {
     use orchestrator_core::Respond;
     use orchestrator_core::hub::{AgentHub, EscalationId, HumanResponse};
 
-    let hub = Arc::new(ScriptedAgentHub::new());
-    let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()))
-        .with_hub(Arc::new(ForgetsAfterRefusing(hub.clone())));
-    let request = StartWorkflowRequest::new("f", "a feature");
-    orchestrator
-        .start(request.try_into().unwrap())
-        .await
-        .unwrap();
-    let id = FeatureId::parse("f").unwrap();
+    let (orchestrator, hub, id) = setup().await;
     hub.push_escalation("esc-1");
     let pending = orchestrator.consult(&id, ask("security")).await.unwrap();
     hub.respond(
@@ -669,6 +614,8 @@ async fn an_escalation_lost_after_a_refused_answer_needs_a_reroute() {
     )
     .await
     .unwrap();
+    // Refused as answered already, and gone when the orchestrator reads what it holds.
+    hub.fail_look_ups("esc-1", HubError::EscalationNotFound("esc-1".into()));
     let confirm = Respond {
         action: HumanAction::Confirm,
         response: None,

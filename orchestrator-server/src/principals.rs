@@ -240,9 +240,14 @@ pub fn add(
         "\n\n"
     };
     let added = format!("{separator}{text}");
-    // The file as a server would read it after the append: one that would not load (an entry
-    // already there that no server takes, or principals written as an inline array, after
-    // which a `[[principal]]` table is not TOML) is left as it is, and no token is minted.
+    // The file as a server would read it, before and after the append: one that would not
+    // load (an entry already there that no server takes, or principals written as an inline
+    // array, after which a `[[principal]]` table is not TOML) is left as it is, and no token
+    // is minted.
+    Principals::parse(&existing).map_err(|problem| PrincipalsError::Malformed {
+        path: path.to_owned(),
+        problem: format!("as it is, the file does not load: {problem}"),
+    })?;
     Principals::parse(&format!("{existing}{added}")).map_err(|problem| {
         PrincipalsError::Malformed {
             path: path.to_owned(),

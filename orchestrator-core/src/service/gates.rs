@@ -125,12 +125,7 @@ impl Orchestrator {
         let change = match on_expiry.trigger() {
             Some(trigger) => {
                 let transition = workflow
-                    .decide(
-                        trigger,
-                        // Never dated before the entry it follows (another replica's clock).
-                        system_context(now.max(workflow.updated_at())),
-                        &GateFacts::default(),
-                    )
+                    .decide(trigger, system_context(now), &GateFacts::default())
                     .map_err(Error::from_transition)?;
                 let mut next = workflow.clone();
                 next.record(&transition);

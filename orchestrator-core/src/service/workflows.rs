@@ -93,13 +93,13 @@ impl Orchestrator {
                 let command = command.clone();
                 let seal = seal.clone();
                 move |current: &Workflow| {
-                    // Dated when it was asked for, but never before the entry it follows (one
-                    // that was judged first and committed while this one waited its turn).
-                    let at = at.max(current.updated_at());
                     let mut decision = judged(current, &command, at, &GateFacts::default())?;
+                    // As dated (never before the entry it follows: one judged first and
+                    // committed while this one waited its turn).
+                    let dated = decision.transition.at;
                     if let Some(due_at) = current
                         .gate_due_at()
-                        .filter(|due| at > *due && noted != Some(*due))
+                        .filter(|due| dated > *due && noted != Some(*due))
                     {
                         return Err(Error::DeadlineFirst {
                             feature_id: current.feature_id().clone(),
@@ -193,14 +193,14 @@ impl Orchestrator {
         } else {
             GateFacts::default()
         };
-        // Never dated before the entry it follows (see `advance`).
-        let at = self.clock.now().max(at).max(current.updated_at());
+        let at = self.clock.now().max(at);
         let mut decision = judged(&current, command, at, &facts)?;
         // Past the gate's deadline, the approval comes after its note and its policy's change
         // (`reject`, `cancel`: the commit below then loses, and the next try is judged on the
         // workflow it left). The store notes nothing for a stay a decision made in time ended
         // since the read above.
-        self.deadline_first(&current, at).await?;
+        self.deadline_first(&current, decision.transition.at)
+            .await?;
         decision.receipt = seal.map(|seal| seal(&decision.next));
         let committed = self
             .repository

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use http::{HeaderMap, header};
-use orchestrator_core::{Action, Principal, Trigger};
+use orchestrator_core::{Action, Principal, Role};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
@@ -54,16 +54,13 @@ impl Caller {
             Caller::Principal(principal) => principal
                 .may(action)
                 .map_err(|role| ApiError::Forbidden(format!("role needed: {role}"))),
-            Caller::Board(signed_in) => match action {
-                Action::Read
-                | Action::Trigger(Trigger::HumanApproved | Trigger::HumanRejected)
-                | Action::Respond => signed_in.may(action),
-                _ => Err(ApiError::Forbidden(
-                    "the board's session reads, approves, rejects and answers escalations; \
-                     anything else needs a token in Authorization"
-                        .into(),
-                )),
-            },
+            // What the board does is what a reviewer may do.
+            Caller::Board(signed_in) if Role::Reviewer.permits(action) => signed_in.may(action),
+            Caller::Board(_) => Err(ApiError::Forbidden(
+                "the board's session reads, approves, rejects and answers escalations; \
+                 anything else needs a token in Authorization"
+                    .into(),
+            )),
         }
     }
 

@@ -162,48 +162,16 @@ fn a_principals_file_that_cannot_be_used_stops_start_up_like_a_bad_setting() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_and_exits_zero() {
     let dir = TempDir::new().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = server()
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env(
-            "DATABASE_URL",
-            format!("sqlite:///{}/nested/dir/o.db", dir.path().display()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let port = crate::helpers::free_port();
+    let url = format!("sqlite:///{}/nested/dir/o.db", dir.path().display());
+    let mut child = crate::helpers::server_on(port, &url).spawn().unwrap();
     let client = Client::new(format!("http://127.0.0.1:{port}")).unwrap();
-    let mut healthy = false;
-    for _ in 0..500 {
-        if client.get_health().await.is_ok() {
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(healthy, "server did not start");
+    crate::helpers::wait_healthy(&client).await;
     // The missing parent directories were created.
     assert!(dir.path().join("nested/dir/o.db").exists());
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut exit = None;
-    for _ in 0..500 {
-        if let Some(status) = child.try_wait().unwrap() {
-            exit = Some(status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    signal(&child, "TERM");
+    let exit = exited_within(&mut child, 10).await;
     let exit = exit.expect("server did not stop after SIGTERM");
     assert!(exit.success(), "exit status {exit}");
 }
@@ -215,11 +183,7 @@ async fn a_second_server_on_the_same_sqlite_file_stops_before_opening_it() {
     let port = crate::helpers::free_port();
     // The server on `port` (0: any) and the shared file, its stderr piped or dropped.
     let launch = |port: u16, stderr: Stdio| {
-        server()
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("DATABASE_URL", &url)
-            .stdout(Stdio::null())
+        crate::helpers::server_on(port, &url)
             .stderr(stderr)
             .spawn()
             .unwrap()
@@ -289,14 +253,7 @@ async fn sigterm_during_start_up_stops_it() {
         return;
     };
     let _other = crate::postgres::migrating(&db.url).await;
-    let mut child = server()
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("DATABASE_URL", &db.url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = crate::helpers::server_on(0, &db.url).spawn().unwrap();
     // Well into the wait for the lock.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(child.try_wait().unwrap().is_none(), "it waits for the lock");
@@ -315,17 +272,8 @@ async fn sigterm_during_start_up_stops_it() {
 async fn a_second_signal_ends_the_drain() {
     let dir = TempDir::new().unwrap();
     let port = crate::helpers::free_port();
-    let mut child = server()
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env(
-            "DATABASE_URL",
-            format!("sqlite:///{}/o.db", dir.path().display()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let url = format!("sqlite:///{}/o.db", dir.path().display());
+    let mut child = crate::helpers::server_on(port, &url).spawn().unwrap();
     let client = Client::new(format!("http://127.0.0.1:{port}")).unwrap();
     crate::helpers::wait_healthy(&client).await;
     // A request whose body never comes keeps its connection open: the drain waits for it

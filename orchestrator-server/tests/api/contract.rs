@@ -2235,7 +2235,7 @@ async fn a_postgres_replica_waits_for_another_replicas_migration_as_long_as_it_t
     assert!(!starting.is_finished(), "it waits for the lock");
     diesel::sql_query(format!(
         "SELECT pg_advisory_unlock({})",
-        crate::postgres::MIGRATION_LOCK
+        orchestrator_server::storage::postgres::MIGRATION_LOCK
     ))
     .execute(&mut other)
     .await

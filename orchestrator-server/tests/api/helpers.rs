@@ -206,11 +206,16 @@ pub fn server_binary() -> std::process::Command {
 /// The binary set to serve the SQLite file `database` on loopback `port`, its output
 /// discarded; add settings, then spawn it.
 pub fn sqlite_server(database: &std::path::Path, port: u16) -> std::process::Command {
+    server_on(port, &format!("sqlite:///{}", database.display()))
+}
+
+/// The server binary on 127.0.0.1:`port` (0: any) and the database `url`, its output dropped.
+pub fn server_on(port: u16, url: &str) -> std::process::Command {
     let mut command = server_binary();
     command
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
-        .env("DATABASE_URL", format!("sqlite:///{}", database.display()))
+        .env("DATABASE_URL", url)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     command

@@ -63,18 +63,17 @@ pub async fn in_open_transaction(url: &str, statement: &str) -> AsyncPgConnectio
     session
 }
 
-/// The advisory lock a replica holds while it migrates the database (its key spells
-/// "orches").
-pub const MIGRATION_LOCK: i64 = 122_537_084_740_979;
-
-/// A session on `url` holding [`MIGRATION_LOCK`], as a replica that is migrating does: other
+/// A session on `url` holding the migration lock, as a replica that is migrating does: other
 /// replicas wait at start-up until it lets go (`SELECT pg_advisory_unlock(…)`) or closes.
 pub async fn migrating(url: &str) -> AsyncPgConnection {
     let mut session = AsyncPgConnection::establish(url).await.unwrap();
-    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-        .execute(&mut session)
-        .await
-        .unwrap();
+    diesel::sql_query(format!(
+        "SELECT pg_advisory_lock({})",
+        orchestrator_server::storage::postgres::MIGRATION_LOCK
+    ))
+    .execute(&mut session)
+    .await
+    .unwrap();
     session
 }
 

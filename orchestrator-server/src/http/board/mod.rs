@@ -128,19 +128,19 @@ fn sign_in_fields(auth: &Auth) -> (bool, bool) {
 )]
 pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, ApiError> {
     let filter = state_filter(parts.uri.query())?;
-    let session = session(app, &parts.headers).await?;
-    let (token_required, name_asked) = sign_in_fields(app.auth());
     let here = filter.map_or_else(
         || "/board".to_owned(),
         |state| format!("/board?state={state}"),
     );
-    if let Some(again) = from_another_site(&parts.headers, &session, &here) {
+    if let Some(again) = from_another_site(&parts.headers, &here) {
         return Ok(again);
     }
+    let session = session(app, &parts.headers).await?;
+    let (token_required, name_asked) = sign_in_fields(app.auth());
     if token_required && session.is_none() {
         return Ok(html(
             StatusCode::OK,
-            views::sign_in_page(token_required, name_asked, "/board", None),
+            views::sign_in_page(token_required, name_asked, &here, None),
         ));
     }
     let orchestrator = app.orchestrator();
@@ -243,16 +243,12 @@ fn state_filter(query: Option<&str>) -> Result<Option<WorkflowState>, ApiError> 
 /// it with this one). `None` otherwise: with a cookie (valid or not), or from this origin,
 /// there is nothing to gain, and the second request is same-origin, so it never comes back
 /// here.
-fn from_another_site(
-    headers: &HeaderMap,
-    session: &Option<Session>,
-    here: &str,
-) -> Option<HttpResponse> {
+fn from_another_site(headers: &HeaderMap, here: &str) -> Option<HttpResponse> {
     let says = |name: &str, value: &[u8]| headers.get(name).is_some_and(|v| v.as_bytes() == value);
     let cross_site = says("sec-fetch-site", b"cross-site")
         && says("sec-fetch-mode", b"navigate")
         && says("sec-fetch-dest", b"document");
-    (cross_site && session.is_none() && session::session_key(headers).is_none())
+    (cross_site && !has_session_cookie(headers))
         .then(|| html(StatusCode::OK, views::continue_page(here)))
 }
 
@@ -273,13 +269,13 @@ pub(crate) async fn feature(
     raw_id: &str,
     parts: &Parts,
 ) -> Result<HttpResponse, ApiError> {
-    let session = session(app, &parts.headers).await?;
-    let (token_required, name_asked) = sign_in_fields(app.auth());
     let id = FeatureId::parse(raw_id)?;
     let here = format!("/board/feature/{}", id.as_str());
-    if let Some(again) = from_another_site(&parts.headers, &session, &here) {
+    if let Some(again) = from_another_site(&parts.headers, &here) {
         return Ok(again);
     }
+    let session = session(app, &parts.headers).await?;
+    let (token_required, name_asked) = sign_in_fields(app.auth());
     if token_required && session.is_none() {
         return Ok(html(
             StatusCode::OK,

@@ -48,8 +48,9 @@ type PgPool = Pool<AsyncPgConnection>;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
-/// Key of the advisory lock replicas take while migrating, so only one migrates at a time.
-const MIGRATION_LOCK: i64 = 0x6f72_6368_6573; // "orches"
+/// Key of the advisory lock replicas take while migrating, so only one migrates at a time (a
+/// replica starting while another holds it waits).
+pub const MIGRATION_LOCK: i64 = 0x6f72_6368_6573; // "orches"
 /// Longest a statement may run, enforced by the server (`statement_timeout`).
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a transaction may wait for its client between statements, enforced by the

@@ -564,4 +564,18 @@ mod tests {
         );
         assert!(delete.contains("webhook_deliveries_settled"), "{delete}");
     }
+
+    /// The minute sweep of reservations a stopped server left reads the few reservations by
+    /// age, not every consultation (on the writer, which every write waits for).
+    #[test]
+    fn the_sweep_of_reservations_reads_their_index() {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        conn.run_pending_migrations(MIGRATIONS).unwrap();
+        let delete = plan(
+            &mut conn,
+            &diesel::delete(queries::reservations_before(5)),
+            5,
+        );
+        assert!(delete.contains("consultations_reserved"), "{delete}");
+    }
 }
