@@ -18,14 +18,13 @@ pub async fn server_url() -> anyhow::Result<String> {
     Ok(format!("http://{address}"))
 }
 
-/// A client of `base_url`, with the bearer token in `ORCHESTRATOR_TOKEN` when that is set (a
-/// server of your own with `ORCHESTRATOR_API_TOKEN` or a principals file needs one).
+/// A client of `base_url`, with the bearer token in `ORCHESTRATOR_TOKEN` (else in the
+/// server's own `ORCHESTRATOR_API_TOKEN`, as the CLI reads them) when one is set: a server of
+/// your own with a shared token or a principals file needs one.
 pub fn client(base_url: &str) -> anyhow::Result<Client> {
     let mut builder = Client::builder().base_url(base_url);
-    if let Some(token) = std::env::var("ORCHESTRATOR_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-    {
+    let set = |name| std::env::var(name).ok().filter(|t: &String| !t.is_empty());
+    if let Some(token) = set("ORCHESTRATOR_TOKEN").or_else(|| set("ORCHESTRATOR_API_TOKEN")) {
         builder = builder.token(token);
     }
     Ok(builder.build()?)

@@ -25,28 +25,23 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 pub async fn run(app: App, stop: watch::Receiver<bool>) {
     tokio::join!(
         every(SWEEP_EVERY, stop.clone(), || sweep_once(&app)),
-        every(PURGE_EVERY, stop.clone(), || {
-            let mut stop = stop.clone();
-            let app = &app;
-            async move {
-                // A purge of a large backlog (thousands of chunks) is cut short when the server
-                // stops, not waited for: each chunk is a transaction of its own (one cut off
-                // rolls back), and the next start goes on where this one stopped.
-                tokio::select! {
-                    () = async {
-                        purge_keys(app).await;
-                        purge_events(app).await;
-                        purge_sessions(app).await;
-                    } => {}
-                    _ = stop.wait_for(|stop| *stop) => {}
-                }
-            }
-        }),
+        every(PURGE_EVERY, stop, || purge(&app)),
     );
 }
 
+/// Purges what has outlived its time: idempotency keys, events and settled deliveries, ended
+/// board sessions.
+async fn purge(app: &App) {
+    purge_keys(app).await;
+    purge_events(app).await;
+    purge_sessions(app).await;
+}
+
 /// Runs `work` at once and then every `period` (a late run delays the next, never doubles
-/// it) until `stop` turns true.
+/// it) until `stop` turns true. A run under way when it does is cut short, not waited for: a
+/// purge of a large backlog can take thousands of chunks, each a transaction of its own (one
+/// cut off rolls back, as after a crash), and the next start goes on where this one stopped;
+/// a sweep's notes are each a transaction too, and whichever replica comes next makes them.
 async fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut work: F)
 where
     F: FnMut() -> Fut,
@@ -59,7 +54,10 @@ where
             _ = tick.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        work().await;
+        tokio::select! {
+            () = work() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
     }
 }
 
@@ -134,4 +132,40 @@ pub fn expiry_observer(metrics: Arc<Metrics>) -> orchestrator_core::ExpiryObserv
             "gate past its deadline"
         );
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn work_runs_at_once_then_every_period_and_a_stop_cuts_a_run_short() {
+        let (stop, stopped) = watch::channel(false);
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        let looping = tokio::spawn(every(Duration::from_secs(60), stopped, move || {
+            let runs = counted.clone();
+            async move {
+                // The third run never ends by itself, like a purge of a huge backlog.
+                if runs.fetch_add(1, Ordering::SeqCst) == 2 {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "the first run is at once");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "then one per period");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert!(!looping.is_finished(), "the third run is under way");
+
+        stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(1), looping)
+            .await
+            .expect("a stop cuts the run short")
+            .expect("the loop ends without a panic");
+    }
 }

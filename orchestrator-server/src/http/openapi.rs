@@ -20,6 +20,7 @@ use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
 use super::handlers::{consultations, system, webhooks, workflows};
+use super::router::Route;
 use super::{board, events};
 
 /// What the handlers' annotations say; [`ApiDoc::for_server`] completes it.
@@ -125,7 +126,9 @@ impl ApiDoc {
             let role_checked = method == "post" || path.starts_with(paths::WEBHOOKS);
             let forbidden = (principals && role_checked)
                 || (auth_required && (method != "get" || path.starts_with(paths::WEBHOOKS)));
-            complete_operation(operation, auth_required, forbidden);
+            let right_first = method == "post"
+                && Route::with_pattern(&path).is_some_and(|route| route.post_action().is_some());
+            complete_operation(operation, auth_required, forbidden, right_first);
         }
         if auth_required {
             doc["components"]["securitySchemes"] = json!({
@@ -223,18 +226,10 @@ const IDEMPOTENT: [ErrorCode; 3] = [
     ErrorCode::IdempotencyKeyReused,
 ];
 
-/// The operations whose caller's right does not depend on the body: it is checked before the
-/// idempotency key, so none of their 403s is a kept answer.
-const RIGHT_BEFORE_THE_KEY: [&str; 4] = [
-    "create_workflow",
-    "create_consultation",
-    "create_webhook",
-    "redeliver",
-];
-
 /// Adds the `Idempotency-Key` request header and the `Idempotent-Replayed` header of every
-/// answer that may be a replay.
-fn add_idempotency(operation: &mut Value) {
+/// answer that may be a replay. `right_first`: the caller's right is checked before the key
+/// ([`Route::post_action`]), so none of the operation's 403s is a kept answer.
+fn add_idempotency(operation: &mut Value, right_first: bool) {
     let parameter = json!({
         "name": "Idempotency-Key",
         "in": "header",
@@ -247,9 +242,6 @@ fn add_idempotency(operation: &mut Value) {
         Some(parameters) => parameters.push(parameter),
         None => operation["parameters"] = json!([parameter]),
     }
-    let right_first = operation["operationId"]
-        .as_str()
-        .is_some_and(|id| RIGHT_BEFORE_THE_KEY.contains(&id));
     if let Some(responses) = operation["responses"].as_object_mut() {
         // A kept answer may be a refusal (a 4xx the handler gave); not those that come before
         // the key is claimed (authentication, a body too slow or too large, a request HTTP
@@ -270,7 +262,12 @@ fn add_idempotency(operation: &mut Value) {
 }
 
 /// Adds the operation's error responses, its security, and its links.
-fn complete_operation(operation: &mut Value, auth_required: bool, role_checked: bool) {
+fn complete_operation(
+    operation: &mut Value,
+    auth_required: bool,
+    role_checked: bool,
+    right_first: bool,
+) {
     let id = operation["operationId"]
         .as_str()
         .unwrap_or_default()
@@ -324,7 +321,7 @@ fn complete_operation(operation: &mut Value, auth_required: bool, role_checked: 
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     operation["responses"] = Value::Object(sorted.into_iter().collect());
     if idempotent {
-        add_idempotency(operation);
+        add_idempotency(operation, right_first);
     }
 
     if let Some(operation) = operation.as_object_mut() {

@@ -150,6 +150,15 @@ impl Route {
         )
     }
 
+    /// The route whose pattern is `pattern` exactly (the OpenAPI document's paths are these
+    /// patterns).
+    pub fn with_pattern(pattern: &str) -> Option<Route> {
+        Route::TABLE
+            .iter()
+            .find(|(candidate, _)| *candidate == pattern)
+            .map(|(_, route)| *route)
+    }
+
     /// The route's pattern, for metrics and logs.
     pub fn pattern(self) -> &'static str {
         Route::TABLE

@@ -787,24 +787,30 @@ fn readable_overdue(rows: Vec<WorkflowRow>) -> Vec<Workflow> {
     )
 }
 
-/// The first `limit` overdue gates that decode among `rows`, a page of `asked` rows earliest
-/// due first; or, when rows that do not decode kept the page from holding `limit` gates and
-/// more rows may follow, the larger page to read instead (`Err`, larger by as many). Rows a
-/// sweep can never note (logged once) must not fill its pages, or it would take a short page
-/// for the last, or never reach the gates due after them.
-pub fn decodable_overdue(
-    rows: Vec<WorkflowRow>,
+/// The first `limit` overdue gates that decode, earliest due first, reading pages with `read`
+/// (given how many rows to read). Rows a sweep can never note (logged once) must not fill its
+/// pages, or it would take a short page for the last, or never reach the gates due after them:
+/// when rows that do not decode kept a page from holding `limit` gates and more rows may
+/// follow, a page larger by as many is read instead.
+pub async fn decodable_overdue<F>(
     limit: u32,
-    asked: i64,
-) -> Result<Vec<Workflow>, i64> {
+    mut read: impl FnMut(i64) -> F,
+) -> Result<Vec<Workflow>, RepositoryError>
+where
+    F: Future<Output = Result<Vec<WorkflowRow>, RepositoryError>>,
+{
     let limit = limit as usize;
-    let count = rows.len();
-    let mut gates = readable_overdue(rows);
-    if gates.len() >= limit || i64::try_from(count).unwrap_or(i64::MAX) < asked {
-        gates.truncate(limit);
-        return Ok(gates);
+    let mut asked = i64::try_from(limit).unwrap_or(i64::MAX);
+    loop {
+        let rows = read(asked).await?;
+        let count = rows.len();
+        let mut gates = readable_overdue(rows);
+        if gates.len() >= limit || i64::try_from(count).unwrap_or(i64::MAX) < asked {
+            gates.truncate(limit);
+            return Ok(gates);
+        }
+        asked = i64::try_from(limit + (count - gates.len())).unwrap_or(i64::MAX);
     }
-    Err(i64::try_from(limit + (count - gates.len())).unwrap_or(i64::MAX))
 }
 
 /// The values `rows` hold, each that does not decode passed over and told to `log` once per

@@ -7,7 +7,7 @@ use clap::Parser;
 use orchestrator_client::cli::{Cli, run};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, dead_url, spawn_app};
+use crate::helpers::{TestApp, dead_url, spawn_app, stub_server};
 
 /// Runs the tool with `args` against `url`: exit code, stdout, stderr.
 async fn orchestrator(url: &str, args: &[&str]) -> (ExitCode, String, String) {
@@ -124,21 +124,14 @@ async fn a_refusal_prints_the_error_envelope_and_exits_1() {
 async fn a_write_the_server_gave_up_on_tells_its_key_and_a_newer_servers_code_is_kept() {
     // A server that answers every request 503, as one past its request deadline does (the
     // change may still be made), with a code this version does not know.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let body = r#"{"error":{"code":"DEADLINE_PASSED","message":"the request took too long"}}"#;
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request).await;
-            let answer = format!(
-                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 0\r\nx-request-id: req-9\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(answer.as_bytes()).await;
-        }
-    });
+    let url = stub_server(|_| {
+        (
+            503,
+            "retry-after: 0\r\nx-request-id: req-9\r\n",
+            r#"{"error":{"code":"DEADLINE_PASSED","message":"the request took too long"}}"#,
+        )
+    })
+    .await;
     // The flags may follow the subcommand too.
     let (code, _, err) = orchestrator(&url, &["start", "x", "y", "--idempotency-key", "k-1"]).await;
     assert_eq!(code, ExitCode::from(1), "{err}");
@@ -276,21 +269,14 @@ async fn bad_input_exits_2_and_an_unreachable_server_exits_3() {
 #[tokio::test(flavor = "multi_thread")]
 async fn health_exits_4_when_the_server_is_unhealthy_and_prints_its_answer() {
     // A server that answers /health with 503 "unhealthy", as one whose database is down does.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let body = r#"{"status":"unhealthy","version":"0.1.0","service":"orchestrator","uptime_seconds":1,"checks":{"database":{"status":"error","message":"the database cannot be read or written"}}}"#;
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request).await;
-            let answer = format!(
-                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(answer.as_bytes()).await;
-        }
-    });
+    let url = stub_server(|_| {
+        (
+            503,
+            "",
+            r#"{"status":"unhealthy","version":"0.1.0","service":"orchestrator","uptime_seconds":1,"checks":{"database":{"status":"error","message":"the database cannot be read or written"}}}"#,
+        )
+    })
+    .await;
     let (code, out, _) = orchestrator(&url, &["health"]).await;
     assert_eq!(code, ExitCode::from(4));
     let printed: Value = serde_json::from_str(&out).expect("the answer is printed");

@@ -13,7 +13,7 @@ use orchestrator_core::{FeatureId, WorkflowState};
 use orchestrator_server::hub::stand_in::Fault;
 use orchestrator_server::storage::DatabaseUrl;
 
-use crate::helpers::{TestApp, dead_url, id, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, dead_url, id, silent_server, spawn_app, spawn_app_with};
 
 const QUESTION: &str = "How should we split the orders service?";
 
@@ -973,14 +973,7 @@ async fn a_hub_that_is_down_is_unavailable_and_health_degrades() {
 /// (which a load balancer with a short timeout needs, or every check would time out).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hub_that_never_answers_leaves_health_answering_in_time() {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hub = format!("http://{}", silent.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = silent.accept().await {
-            held.push(stream);
-        }
-    });
+    let hub = silent_server().await;
     let app = spawn_app_with(|c| c.agent_hub_url = hub).await;
     let impatient = |limit: u64| {
         reqwest::Client::builder()

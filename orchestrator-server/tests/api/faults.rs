@@ -620,12 +620,29 @@ async fn a_stalled_postgres_answers_503_within_a_bound_and_recovers() {
         return;
     };
     app.start_workflow("stalled").await;
+    let metrics = || async {
+        let response = reqwest::get(app.url("/metrics")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    };
+    let text = metrics().await;
+    assert!(text.contains("orchestrator_store_readable 1"), "{text}");
     proxy.set(Mode::Stall);
     let started = Instant::now();
     let err = app.client.get_workflow(&id("stalled")).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::DatabaseUnavailable), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // A scrape renders without reading the workflows by state after 2 s, long before a query's own
+    // bound (8 s), so a scraper's timeout never loses the storage's series that say why.
+    let started = Instant::now();
+    let text = metrics().await;
+    assert!(text.contains("orchestrator_store_readable 0"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
         "{:?}",
         started.elapsed()
     );

@@ -221,6 +221,48 @@ pub fn server_on(port: u16, url: &str) -> std::process::Command {
     command
 }
 
+/// A stub HTTP server on a free loopback port, and its base URL: it reads each request (up
+/// to 4 KiB of it) and sends back, on a connection it then closes, the JSON answer
+/// `answer(n)` names for the `n`-th request (from 0): its status, any extra header lines
+/// (each ending in `\r\n`) and its body.
+pub async fn stub_server<F>(answer: F) -> String
+where
+    F: Fn(usize) -> (u16, &'static str, &'static str) + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let (status, headers, body) = answer(n);
+            n += 1;
+            let answer = format!(
+                "HTTP/1.1 {status} Stub\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    url
+}
+
+/// A server on a free loopback port that takes connections and never answers, and its base
+/// URL: each request to it waits until its client gives up.
+pub async fn silent_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    url
+}
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -30,7 +30,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::helpers::{
-    TestApp, free_port, id, run_sql, spawn_app, spawn_app_with, sqlite_server, wait_healthy,
+    TestApp, free_port, id, run_sql, silent_server, spawn_app, spawn_app_with, sqlite_server,
+    stub_server, wait_healthy,
 };
 use crate::postgres::TestDatabase;
 
@@ -380,14 +381,7 @@ async fn a_redelivery_asked_during_an_attempt_waits_for_it() {
 async fn a_receiver_that_never_answers_does_not_hold_up_the_other_webhooks() {
     let app = spawn_app().await;
     // Takes connections and never answers: each attempt holds its slot until it times out.
-    let hung = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hung_url = format!("http://{}/hook", hung.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = hung.accept().await {
-            held.push(stream);
-        }
-    });
+    let hung_url = format!("{}/hook", silent_server().await);
     let stuck = app
         .client
         .create_webhook(&CreateWebhookRequest::new(hung_url))
@@ -1247,23 +1241,11 @@ async fn postgres_a_webhook_created_during_an_append_starts_after_it() {
 
 /// A stub server answering its requests in turn with `answers` (status, body), then 500.
 async fn scripted(answers: Vec<(u16, &'static str)>) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut answers = answers.into_iter();
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request).await;
-            let (status, body) = answers.next().unwrap_or((500, "{}"));
-            let answer = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nretry-after: 0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(answer.as_bytes()).await;
-        }
-    });
-    url
+    stub_server(move |n| {
+        let (status, body) = answers.get(n).copied().unwrap_or((500, "{}"));
+        (status, "retry-after: 0\r\n", body)
+    })
+    .await
 }
 
 #[tokio::test]

@@ -317,16 +317,10 @@ impl WorkflowRepository for PgRepository {
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<Workflow>, RepositoryError> {
-        let mut asked = i64::from(limit);
-        loop {
-            let rows = self
-                .run(async |conn| ops::unnoted_overdue(conn, micros(now), asked).await)
-                .await?;
-            match models::decodable_overdue(rows, limit, asked) {
-                Ok(gates) => return Ok(gates),
-                Err(larger) => asked = larger,
-            }
-        }
+        models::decodable_overdue(limit, |asked| {
+            self.run(async move |conn| ops::unnoted_overdue(conn, micros(now), asked).await)
+        })
+        .await
     }
 
     async fn note_overdue(

@@ -270,17 +270,11 @@ impl WorkflowRepository for SqliteRepository {
         limit: u32,
     ) -> Result<Vec<Workflow>, RepositoryError> {
         let now = micros(now);
-        let mut asked = i64::from(limit);
-        loop {
-            let rows = self
-                .readers
+        models::decodable_overdue(limit, |asked| {
+            self.readers
                 .run(move |conn| ops::unnoted_overdue(conn, now, asked))
-                .await?;
-            match models::decodable_overdue(rows, limit, asked) {
-                Ok(gates) => return Ok(gates),
-                Err(larger) => asked = larger,
-            }
-        }
+        })
+        .await
     }
 
     async fn note_overdue(
