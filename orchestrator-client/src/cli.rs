@@ -44,7 +44,8 @@ Examples:
   orchestrator respond 042-payment-retries <consultation id> confirm --actor qa-lead
   orchestrator webhooks add https://hooks.example.com/orchestrator --type gate.overdue
   orchestrator health || echo \"not healthy\"
-  orchestrator info";
+  orchestrator info
+  orchestrator metrics | grep orchestrator_workflows";
 
 /// `orchestrator webhooks …`.
 #[derive(Debug, Subcommand)]
@@ -98,7 +99,7 @@ pub enum WebhookCommand {
 }
 
 /// Drive an orchestrator server from the command line.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "orchestrator", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// The server's base URL.
@@ -119,8 +120,9 @@ pub struct Cli {
     )]
     pub token: Option<String>,
     /// Seconds to wait for each attempt's answer; a call is tried up to three times (after a
-    /// timeout, a connection refused or a 503), so a server that never answers takes about
-    /// three times this.
+    /// timeout, a dropped or refused connection, or a 503 that is not the Agent Hub's), so a
+    /// server that never answers takes about three times this; `health` is tried once, and
+    /// `watch` waits on its stream as long as it runs (it reconnects after 60 s of silence).
     #[arg(long, global = true, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// The Idempotency-Key a write (start, advance, approve, reject, consult, respond, webhooks
@@ -134,6 +136,18 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("command", &self.command)
+            .finish()
+    }
 }
 
 /// One endpoint each.
@@ -340,6 +354,10 @@ pub enum Command {
     Health,
     /// Show what the server is: its name, version and where its documents are (`GET /`).
     Info,
+    /// Print the server's metrics: the OpenMetrics text Prometheus scrapes (`GET /metrics`).
+    Metrics,
+    /// Print the server's OpenAPI document (`GET /openapi.json`).
+    Openapi,
 }
 
 impl Command {
@@ -365,7 +383,9 @@ impl Command {
             | Command::Events { .. }
             | Command::Consultations { .. }
             | Command::Health
-            | Command::Info => false,
+            | Command::Info
+            | Command::Metrics
+            | Command::Openapi => false,
         }
     }
 }
@@ -482,8 +502,8 @@ fn refusal(body: ApiErrorBody, wire_code: String, request_id: Option<String>) ->
 enum Failure {
     Usage(String),
     Client(ClientError),
-    /// Not the server's doing, nor the caller's: the answer could not be written out, or the
-    /// event stream ended for good.
+    /// Not the server's doing, nor the caller's: the answer could not be written out, the
+    /// event stream ended for good, or the client could not be set up (TLS).
     Broken(String),
     /// `health` answered: unhealthy.
     Unhealthy,
@@ -563,8 +583,20 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
     if let Some(token) = token {
         builder = builder.token(token);
     }
-    let mut client = builder.build().map_err(|e| Failure::Usage(e.to_string()))?;
+    let mut client = builder.build().map_err(|e| match e {
+        ClientError::InvalidBaseUrl(_) => Failure::Usage(e.to_string()),
+        // TLS could not be set up: nothing the command line said.
+        e => Failure::Broken(e.to_string()),
+    })?;
     if let Some(key) = cli.idempotency_key {
+        // A key on a read, or on a delete (whose repeat is safe without one), would do nothing.
+        if !cli.command.writes() {
+            return Err(Failure::Usage(
+                "--idempotency-key applies to writes only: start, advance, approve, reject, \
+                 consult, respond, webhooks add and webhooks redeliver"
+                    .into(),
+            ));
+        }
         client = client.with_idempotency_key(key);
     }
     let written = match cli.command {
@@ -737,9 +769,18 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                     // Transient: the stream reconnects on the next call; the person watching
                     // sees why nothing comes meanwhile.
                     Some(Err(e)) => {
-                        // A 4xx (400, 401, 409, 410) ends the stream; it is the exit's error.
-                        if !e.status().is_some_and(|s| s.is_client_error()) {
-                            let _ = writeln!(err, "warning: {e}; reconnecting");
+                        match &e {
+                            // An event this version cannot read is passed over; the stream
+                            // goes on.
+                            ClientError::Decode { .. } => {
+                                let _ = writeln!(err, "warning: {e}; the event is skipped");
+                            }
+                            // A 4xx (400, 401, 409, 410) ends the stream; it is the exit's
+                            // error.
+                            e if e.status().is_some_and(|s| s.is_client_error()) => {}
+                            e => {
+                                let _ = writeln!(err, "warning: {e}; reconnecting");
+                            }
                         }
                         last_error = Some(e);
                     }
@@ -869,6 +910,8 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             )
         }
         Command::Info => print(out, &client.get_service_info().await?),
+        Command::Metrics => write!(out, "{}", client.get_metrics().await?),
+        Command::Openapi => print(out, &client.get_openapi().await?),
         Command::Health => {
             let health = client.get_health().await?;
             written_out(print(out, &health))?;

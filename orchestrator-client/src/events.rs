@@ -228,7 +228,11 @@ impl EventStream {
         if let Some(last) = self.last {
             request = request.header("last-event-id", last.to_string());
         }
-        let response = request.send().await?;
+        // The idle bound holds while the answer's head is awaited too: a server out of
+        // connections, or a half-open one, is asked again rather than waited for forever.
+        let response = tokio::time::timeout(IDLE, request.send())
+            .await
+            .map_err(|_| ClientError::NoAnswer { waited: IDLE })??;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -361,7 +365,7 @@ fn retryable(error: &ClientError) -> bool {
         ClientError::Api { status, .. } | ClientError::UnexpectedBody { status, .. } => {
             status.is_server_error()
         }
-        ClientError::Transport(_) => true,
+        ClientError::Transport(_) | ClientError::NoAnswer { .. } => true,
         _ => false,
     }
 }

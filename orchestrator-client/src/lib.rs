@@ -46,8 +46,13 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The server answered with an error envelope.
-    #[error("{status}: {} ({wire_code})", body.message)]
+    /// The server answered with an error envelope. Shown with its details and request id.
+    #[error(
+        "{status}: {} ({wire_code}){}{}",
+        body.message,
+        details_shown(body.details.as_deref()),
+        request_id.as_deref().map(|id| format!(" [request {id}]")).unwrap_or_default()
+    )]
     Api {
         /// The HTTP status.
         status: StatusCode,
@@ -82,6 +87,13 @@ pub enum ClientError {
     /// The base URL is not a usable http(s) URL.
     #[error("invalid base url '{0}'")]
     InvalidBaseUrl(String),
+    /// A server took longer than `waited` to answer a request for an event stream (it was
+    /// out of connections, or the network dropped the way to it); the stream tries again.
+    #[error("the server did not answer the stream's request within {waited:?}")]
+    NoAnswer {
+        /// How long the client waited.
+        waited: Duration,
+    },
     /// An event stream sent a message longer than the client holds (the server's are far
     /// shorter: this is not an orchestrator, or something between garbles the stream). The
     /// stream ends.
@@ -199,6 +211,14 @@ fn wire_code(envelope: &[u8]) -> Option<String> {
         .map(|envelope| envelope.error.code)
 }
 
+/// An error body's details, as the error's text shows them.
+fn details_shown(details: Option<&[String]>) -> String {
+    match details {
+        Some(details) if !details.is_empty() => format!(": {}", details.join("; ")),
+        _ => String::new(),
+    }
+}
+
 /// `error` and each of its causes, `: ` between them, a cause that repeats the one before it
 /// left out.
 fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
@@ -286,11 +306,13 @@ impl ClientBuilder {
     }
 
     /// How often a call is retried after a failure worth retrying (default 2): the server could
-    /// not be reached or did not answer in time, it answered 503 (it honours `Retry-After` up
-    /// to 5 s), or another attempt of the same call is still being answered. A POST carries an
-    /// `Idempotency-Key` (a new UUID per call, the same on every attempt), so a retried start,
-    /// advance or question is carried out once and its first answer comes back. 0 turns
-    /// retries off.
+    /// not be reached, dropped the connection or did not answer in time, it answered 503 (it
+    /// honours `Retry-After` up to 5 s), or another attempt of the same call is still being
+    /// answered. A POST carries an `Idempotency-Key` (a new UUID per call, the same on every
+    /// attempt), so a retried start, advance or question is carried out once and its first
+    /// answer comes back. A 503 about the Agent Hub (`AGENT_HUB_UNAVAILABLE`) is returned at
+    /// once: the server keeps nothing of it, so a retry would put the question to the hub
+    /// again. 0 turns retries off.
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = Some(retries);
         self
@@ -404,6 +426,18 @@ impl Client {
         &self,
         builder: RequestBuilder,
     ) -> (Result<T>, bool) {
+        let (response, maybe_done) = self.respond(builder).await;
+        let answer = match response {
+            Ok(response) => self.answer(response).await,
+            Err(error) => Err(error),
+        };
+        (answer, maybe_done)
+    }
+
+    /// Sends `builder`, again after failures worth retrying, until a successful answer (whose
+    /// body is left to read) or an error; and whether an earlier attempt may have been carried
+    /// out.
+    async fn respond(&self, builder: RequestBuilder) -> (Result<reqwest::Response>, bool) {
         let mut attempt = 0;
         let mut maybe_done = false;
         loop {
@@ -412,7 +446,7 @@ impl Client {
                 .flatten();
             let Some(again) = again else {
                 let answer = match builder.send().await {
-                    Ok(response) => self.answer(response).await,
+                    Ok(response) => self.successful(response).await,
                     Err(e) => Err(e.into()),
                 };
                 return (answer, maybe_done);
@@ -420,34 +454,50 @@ impl Client {
             attempt += 1;
             let pause = match again.send().await {
                 Err(e) if e.is_connect() => backoff(attempt, None),
-                Err(e) if e.is_timeout() => {
+                // No answer in time, or the connection dropped (a replica that stopped): the
+                // request may have been carried out, and its retry is safe (a read, a write
+                // with its key, a delete that treats "not found" as done).
+                Err(e) if e.is_timeout() || e.is_request() => {
                     maybe_done = true;
                     backoff(attempt, None)
                 }
                 Err(e) => return (Err(e.into()), maybe_done),
                 Ok(response) => match retry_after(&response, attempt) {
+                    Some(pause) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                        let error = self.error_of(response).await;
+                        if error.code() == Some(ErrorCode::AgentHubUnavailable) {
+                            return (Err(error), maybe_done);
+                        }
+                        maybe_done = true;
+                        pause
+                    }
                     Some(pause) => {
                         maybe_done = true;
                         pause
                     }
-                    None => return (self.answer(response).await, maybe_done),
+                    None => return (self.successful(response).await, maybe_done),
                 },
             };
             tokio::time::sleep(pause).await;
         }
     }
 
-    /// The call's result from the server's answer.
+    /// `response` if it is a success, else the error it says.
+    async fn successful(&self, response: reqwest::Response) -> Result<reqwest::Response> {
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(self.error_of(response).await)
+        }
+    }
+
+    /// The call's result from the server's successful answer.
     async fn answer<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T> {
         let status = response.status();
-        if status.is_success() {
-            let bytes = response.bytes().await?;
-            // 202 and 204 answer no body: read as JSON `null` (the unit type).
-            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-            return serde_json::from_slice(bytes)
-                .map_err(|source| ClientError::Decode { status, source });
-        }
-        Err(self.error_of(response).await)
+        let bytes = response.bytes().await?;
+        // 202 and 204 answer no body: read as JSON `null` (the unit type).
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(bytes).map_err(|source| ClientError::Decode { status, source })
     }
 
     /// The error an unsuccessful answer says.
@@ -762,6 +812,41 @@ impl Client {
     pub async fn get_service_info(&self) -> Result<ServiceInfo> {
         self.get(paths::ROOT).await
     }
+
+    /// The service's metrics (`GET /metrics`), as the OpenMetrics text a Prometheus scraper
+    /// reads.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// let text = client.get_metrics().await?;
+    /// assert!(text.contains("orchestrator_workflows"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_metrics(&self) -> Result<String> {
+        self.send_text(self.request(Method::GET, paths::METRICS))
+            .await
+    }
+
+    /// The service's OpenAPI document (`GET /openapi.json`): every operation with its
+    /// statuses, fields' rules and examples.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// let document = client.get_openapi().await?;
+    /// println!("{}", document["info"]["version"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_openapi(&self) -> Result<serde_json::Value> {
+        self.get(paths::OPENAPI).await
+    }
+
+    /// Sends `builder` as [`Client::send`] does and returns the answer's body as text.
+    async fn send_text(&self, builder: RequestBuilder) -> Result<String> {
+        let response = self.respond(builder).await.0?;
+        Ok(response.text().await?)
+    }
 }
 
 #[cfg(test)]
@@ -841,7 +926,24 @@ mod tests {
         assert_eq!(request_id.as_deref(), Some("req-7"));
         assert_eq!(
             error.to_string(),
-            "409 Conflict: the gate is frozen (GATE_FROZEN)"
+            "409 Conflict: the gate is frozen (GATE_FROZEN) [request req-7]"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_errors_text_shows_its_details() {
+        let answer = http::Response::builder()
+            .status(409)
+            .body(
+                r#"{"error": {"code": "GATE_BLOCKED", "message": "consultations hold the gate",
+                    "details": ["esc_1", "esc_2"]}}"#,
+            )
+            .unwrap();
+        let client = Client::new("http://h:1").unwrap();
+        let error = client.error_of(reqwest::Response::from(answer)).await;
+        assert_eq!(
+            error.to_string(),
+            "409 Conflict: consultations hold the gate (GATE_BLOCKED): esc_1; esc_2"
         );
     }
 

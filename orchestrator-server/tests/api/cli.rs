@@ -93,6 +93,16 @@ async fn every_command_prints_the_answer_as_json() {
     );
     assert_eq!(ok(&app, &["health"]).await["service"], "orchestrator");
     assert_eq!(ok(&app, &["info"]).await["openapi"], "/openapi.json");
+    assert_eq!(
+        ok(&app, &["openapi"]).await["info"]["title"],
+        "Orchestrator"
+    );
+    let (code, metrics, err) = orchestrator(&app.url(""), &["metrics"]).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    assert!(
+        metrics.contains(r#"orchestrator_workflows{state="GATE_1"} 1"#),
+        "{metrics}"
+    );
     let same = ok(&app, &["start", "cli-1", "again", "--use-existing"]).await;
     assert_eq!(same["version"], 2);
 }
@@ -239,6 +249,14 @@ async fn bad_input_exits_2_and_an_unreachable_server_exits_3() {
     .await;
     assert_eq!(code, ExitCode::from(2), "{err}");
     assert!(err.contains("--metadata must be a JSON object"), "{err}");
+    // A key on a read would do nothing: the command line says so rather than ignore it.
+    let (code, _, err) =
+        orchestrator(&app.url(""), &["--idempotency-key", "k-1", "get", "x"]).await;
+    assert_eq!(code, ExitCode::from(2), "{err}");
+    assert!(
+        err.contains("--idempotency-key applies to writes only"),
+        "{err}"
+    );
     // Caught by the command line (exit 2), not sent for the server to refuse.
     assert!(Cli::try_parse_from(["orchestrator", "advance", "x", "approve"]).is_err());
     assert!(Cli::try_parse_from(["orchestrator", "--timeout", "0", "summary"]).is_err());

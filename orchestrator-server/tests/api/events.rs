@@ -11,7 +11,7 @@ use orchestrator_core::api::{AdvanceRequest, CloudEvent, ErrorCode, EventsQuery,
 use orchestrator_core::{EventFilter, EventType};
 use orchestrator_server::storage::{DatabaseUrl, connect};
 
-use crate::helpers::{free_port, id, spawn_app, spawn_app_with};
+use crate::helpers::{free_port, id, silent_server, spawn_app, spawn_app_with};
 
 /// The next event of `stream`, failing the test after 5 s.
 async fn next(stream: &mut EventStream) -> CloudEvent {
@@ -599,4 +599,29 @@ async fn streams_leave_a_quarter_of_the_connections_to_the_rest_of_the_api() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A server that takes the stream's connection and never answers (one out of connections, or a
+/// half-open connection) is not waited for forever: after the stream's idle bound the stream
+/// says so and tries again. (The clock is paused: the minute passes at once.)
+#[tokio::test(start_paused = true)]
+async fn a_stream_whose_server_never_answers_says_so_and_tries_again() {
+    let client = Client::new(silent_server().await).unwrap();
+    let mut events = client.stream_events(EventsQuery::default());
+    let first = events.next().await.expect("the stream goes on");
+    assert!(
+        matches!(
+            first,
+            Err(orchestrator_client::ClientError::NoAnswer { .. })
+        ),
+        "{first:?}"
+    );
+    let again = events.next().await.expect("the stream goes on");
+    assert!(
+        matches!(
+            again,
+            Err(orchestrator_client::ClientError::NoAnswer { .. })
+        ),
+        "{again:?}"
+    );
 }

@@ -224,7 +224,8 @@ pub fn server_on(port: u16, url: &str) -> std::process::Command {
 /// A stub HTTP server on a free loopback port, and its base URL: it reads each request (up
 /// to 4 KiB of it) and sends back, on a connection it then closes, the JSON answer
 /// `answer(n)` names for the `n`-th request (from 0): its status, any extra header lines
-/// (each ending in `\r\n`) and its body.
+/// (each ending in `\r\n`) and its body. Status 0 closes the connection without an answer,
+/// as a server that stopped mid-request does.
 pub async fn stub_server<F>(answer: F) -> String
 where
     F: Fn(usize) -> (u16, &'static str, &'static str) + Send + 'static,
@@ -239,6 +240,9 @@ where
             let _ = stream.read(&mut request).await;
             let (status, headers, body) = answer(n);
             n += 1;
+            if status == 0 {
+                continue;
+            }
             let answer = format!(
                 "HTTP/1.1 {status} Stub\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()

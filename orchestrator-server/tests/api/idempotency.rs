@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use orchestrator_server::hub::stand_in::Fault;
 
-use crate::helpers::{TestApp, id, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, id, spawn_app, spawn_app_with, stub_server};
 
 /// POSTs `body` to `path` with `key` (and `token`), returning the status, whether the answer
 /// was a replay, the `ETag`, and the body.
@@ -396,6 +396,55 @@ async fn the_typed_client_retries_a_post_once_and_gets_the_first_answer() {
         .unwrap()
         .items;
     assert_eq!(items.len(), 1, "asked once");
+}
+
+/// The typed client returns the Agent Hub's 503 at once (the server kept nothing of it: a
+/// retry would put the question to the hub again), retries the server's own 503, and retries
+/// a request whose connection dropped before its answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_typed_client_retries_what_is_safe_to_retry_and_not_the_hubs_503() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const HUB_DOWN: &str =
+        r#"{"error":{"code":"AGENT_HUB_UNAVAILABLE","message":"the agent hub is unreachable"}}"#;
+    const BUSY: &str = r#"{"error":{"code":"SERVICE_UNAVAILABLE","message":"retry later"}}"#;
+    let client = |url: String| {
+        orchestrator_client::Client::builder()
+            .base_url(url)
+            .retries(2)
+            .build()
+            .unwrap()
+    };
+    let question = orchestrator_core::api::ConsultRequest::new("testing", "Is the hub up today?");
+    for (body, code, attempts) in [
+        (HUB_DOWN, ErrorCode::AgentHubUnavailable, 1),
+        (BUSY, ErrorCode::ServiceUnavailable, 3),
+    ] {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counted = asked.clone();
+        let url = stub_server(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            (503, "retry-after: 0\r\n", body)
+        })
+        .await;
+        let error = client(url)
+            .create_consultation(&id("hub-down"), &question)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some(code), "{error}");
+        assert_eq!(asked.load(Ordering::SeqCst), attempts, "{code:?}");
+    }
+    // The first connection closes without an answer (a replica that stopped); the retry reads.
+    let url = stub_server(|n| match n {
+        0 => (0, "", ""),
+        _ => (200, "", r#"{"openapi":"3.1.0"}"#),
+    })
+    .await;
+    let document = client(url)
+        .get_openapi()
+        .await
+        .expect("retried after the drop");
+    assert_eq!(document["openapi"], "3.1.0");
 }
 
 #[tokio::test(flavor = "multi_thread")]
