@@ -934,7 +934,7 @@ pub struct Delivery {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     #[serde(serialize_with = "crate::workflow::rfc3339_option")]
     pub next_attempt_at: Option<Timestamp>,
-    /// When a 2xx answer arrived.
+    /// When a 2xx answer last arrived: kept through a redelivery, whatever its attempts get.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     #[serde(serialize_with = "crate::workflow::rfc3339_option")]
     pub delivered_at: Option<Timestamp>,

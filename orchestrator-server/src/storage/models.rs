@@ -717,10 +717,26 @@ pub struct DeliveryRow {
     pub redeliveries: i32,
 }
 
-impl TryFrom<DeliveryRow> for api::Delivery {
+/// A delivery as its webhook's listing reads it: the columns the answer shows, not the event's
+/// payload (up to megabytes each, and a page holds up to 500).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhook_deliveries)]
+pub struct ListedDeliveryRow {
+    pub id: String,
+    pub event_id: i64,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+}
+
+impl TryFrom<ListedDeliveryRow> for api::Delivery {
     type Error = CorruptRow;
 
-    fn try_from(row: DeliveryRow) -> Result<Self, CorruptRow> {
+    fn try_from(row: ListedDeliveryRow) -> Result<Self, CorruptRow> {
         let c = Columns {
             table: "webhook_deliveries",
             key: &row.id,

@@ -389,11 +389,17 @@ pub fn all_webhooks() -> _ {
     webhooks::table.order((webhooks::created_at.asc(), webhooks::id.asc()))
 }
 
+/// A delivery is pending, in the words of the partial indexes `webhook_deliveries_due` and
+/// `webhook_deliveries_due_by_webhook` (a literal, as [`SETTLED`] is: bound, the status kept
+/// SQLite from those indexes, and every claim read all of a webhook's deliveries).
+const PENDING: &str = "status = 'pending'";
+
 /// Pending deliveries due at `now` (Unix microseconds) that no replica is attempting.
 #[dsl::auto_type]
-pub fn due_deliveries<'a>(pending: &'a str, now: i64) -> _ {
+pub fn due_deliveries(now: i64) -> _ {
+    let pending: SqlLiteral<Bool> = dsl::sql(PENDING);
     webhook_deliveries::table
-        .filter(webhook_deliveries::status.eq(pending))
+        .filter(pending)
         .filter(webhook_deliveries::next_attempt_at.le(now))
         .filter(
             webhook_deliveries::lease_until
@@ -412,8 +418,8 @@ pub fn webhook_ids_but(except: Vec<String>) -> _ {
 
 /// Up to `limit` of one webhook's deliveries due at `now`, the longest due first.
 #[dsl::auto_type]
-pub fn due_of<'a>(pending: &'a str, now: i64, webhook_id: &'a str, limit: i64) -> _ {
-    let due: due_deliveries<'a> = due_deliveries(pending, now);
+pub fn due_of<'a>(now: i64, webhook_id: &'a str, limit: i64) -> _ {
+    let due: due_deliveries = due_deliveries(now);
     due.filter(webhook_deliveries::webhook_id.eq(webhook_id))
         .order(webhook_deliveries::next_attempt_at.asc())
         .limit(limit)
@@ -525,5 +531,6 @@ mod tests {
     fn the_settled_predicate_names_the_pending_status_as_stored() {
         let pending = DeliveryStatus::Pending.as_str();
         assert_eq!(super::SETTLED, format!("status <> '{pending}'"));
+        assert_eq!(super::PENDING, format!("status = '{pending}'"));
     }
 }

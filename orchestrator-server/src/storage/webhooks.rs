@@ -23,7 +23,7 @@ use orchestrator_core::webhook::{DeliveryStatus, WebhookSecret};
 use orchestrator_core::{Receipt, RepositoryError, Timestamp};
 
 use super::models::{
-    DeliveryRow, DueRow, ReceiptRow, WebhookRow, convert, micros, readable_webhooks,
+    DueRow, ListedDeliveryRow, ReceiptRow, WebhookRow, convert, micros, readable_webhooks,
 };
 use super::write::{Write, Written};
 
@@ -328,6 +328,8 @@ pub(crate) struct RecordChanges {
     pub last_status_code: Option<i32>,
     pub last_error: Option<String>,
     pub next_attempt_at: Option<i64>,
+    /// Set by a delivering attempt; a failed one (after a redelivery) leaves the last success.
+    #[diesel(treat_none_as_null = false)]
     pub delivered_at: Option<i64>,
     pub lease_until: Option<i64>,
 }
@@ -409,7 +411,7 @@ pub(crate) trait WebhookBackend: Send + Sync {
         &self,
         webhook_id: &str,
         page: &DeliveriesPage,
-    ) -> Result<Vec<DeliveryRow>, RepositoryError>;
+    ) -> Result<Vec<ListedDeliveryRow>, RepositoryError>;
 }
 
 #[async_trait]

@@ -337,9 +337,26 @@ async fn a_failing_target_is_retried_on_the_schedule_then_failed_and_can_be_rede
     .remove(0);
     assert_eq!(delivered.attempts, 5);
     assert_eq!(delivered.last_error, None);
+    assert!(delivered.delivered_at.is_some());
     let metrics = app.metrics().await;
     assert!(metrics.contains("orchestrator_webhook_attempts_total{outcome=\"retry\"} 3"));
     assert!(metrics.contains("orchestrator_webhook_attempts_total{outcome=\"failed\"} 1"));
+
+    // Redelivered again to a receiver that now fails: the record of the success stays.
+    receiver.answer(&[500, 500, 500]);
+    app.client
+        .redeliver(&webhook.id, &delivery.id)
+        .await
+        .unwrap();
+    let failed = deliveries_until(&app.client, &webhook.id, |items| {
+        items
+            .first()
+            .is_some_and(|d| d.status == DeliveryStatus::Failed)
+    })
+    .await
+    .remove(0);
+    assert_eq!((failed.attempts, failed.last_status_code), (8, Some(500)));
+    assert_eq!(failed.delivered_at, delivered.delivered_at);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -572,4 +572,22 @@ mod tests {
         );
         assert!(delete.contains("consultations_reserved"), "{delete}");
     }
+
+    /// A claim reads only the due deliveries, through the partial indexes that hold the
+    /// pending ones, not all of a webhook's deliveries (a day of them, on the writer, five
+    /// times a second).
+    #[test]
+    fn a_claim_reads_the_due_indexes() {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        conn.run_pending_migrations(MIGRATIONS).unwrap();
+        let any = plan(
+            &mut conn,
+            &diesel::select(diesel::dsl::exists(queries::due_deliveries(5))),
+            5,
+        );
+        assert!(any.contains("webhook_deliveries_due "), "{any}");
+        let of = plan(&mut conn, &queries::due_of(5, "wh_1", 5), 5);
+        assert!(of.contains("webhook_deliveries_due_by_webhook"), "{of}");
+        assert!(!of.contains("TEMP B-TREE"), "{of}");
+    }
 }
