@@ -60,11 +60,25 @@ impl Lookups {
             .map_err(std::io::Error::other)
     }
 
-    /// The addresses of `host` (with `port`), once a turn is free.
-    async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    /// A turn if one is free now.
+    fn free_turn(&self) -> Option<OwnedSemaphorePermit> {
+        self.turns.clone().try_acquire_owned().ok()
+    }
+
+    /// The addresses of `host` (with `port`), in `turn` or else once a turn is free.
+    async fn lookup(
+        &self,
+        turn: Option<OwnedSemaphorePermit>,
+        host: &str,
+        port: u16,
+    ) -> std::io::Result<Vec<SocketAddr>> {
         #[cfg(test)]
         self.made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Lookups::lookup_in(self.turn().await?, host, port).await
+        let turn = match turn {
+            Some(turn) => turn,
+            None => self.turn().await?,
+        };
+        Lookups::lookup_in(turn, host, port).await
     }
 
     /// The addresses of `host` (with `port`), looked up in `turn`, which ends when the system's
@@ -91,8 +105,12 @@ impl Lookups {
 /// One host is looked up once at a time, and the addresses found are kept for
 /// [`REMEMBER_LOOKUP`] (a failure is not kept: the next attempt looks again): the attempts of
 /// a receiver whose name servers are slow wait for that one lookup instead of each taking a
-/// turn, so they hold one of the turns, not all of them, and the other webhooks' names are
-/// still looked up; the Agent Hub's calls, a lookup every [`REMEMBER_LOOKUP`] at most.
+/// turn, so each such receiver holds one of the turns, not more; the Agent Hub's calls, a
+/// lookup every [`REMEMBER_LOOKUP`] at most. Past that, a host's addresses are looked up again
+/// when a turn is free at once, and are otherwise used as they are for up to
+/// [`USE_OUT_OF_DATE`]: receivers whose name servers are slow, holding every turn, do not
+/// make the attempts of the other webhooks (whose names resolved) wait for a turn and time
+/// out.
 pub(crate) struct Resolver {
     public_only: bool,
     lookups: Lookups,
@@ -104,6 +122,9 @@ type HostLookup = tokio::sync::Mutex<Option<(tokio::time::Instant, Vec<SocketAdd
 
 /// How long a lookup's addresses are used for the host's next attempts.
 const REMEMBER_LOOKUP: Duration = Duration::from_secs(30);
+/// How long a lookup's addresses are used, past [`REMEMBER_LOOKUP`], while every turn is
+/// taken.
+const USE_OUT_OF_DATE: Duration = Duration::from_secs(600);
 /// Hosts whose lookups are kept, past which those not in use and out of date are forgotten.
 const HOSTS_KEPT: usize = 1024;
 
@@ -127,14 +148,17 @@ impl Resolver {
     ) -> std::io::Result<Vec<SocketAddr>> {
         let looked_up = tokio::spawn(async move {
             let mut last = entry.lock_owned().await;
-            match last.as_ref() {
-                Some((at, found)) if at.elapsed() < REMEMBER_LOOKUP => Ok(found.clone()),
-                _ => {
-                    let found = lookups.lookup(&host, 0).await?;
-                    *last = Some((tokio::time::Instant::now(), found.clone()));
-                    Ok(found)
-                }
-            }
+            let turn = match last.as_ref() {
+                Some((at, found)) if at.elapsed() < REMEMBER_LOOKUP => return Ok(found.clone()),
+                Some((at, found)) if at.elapsed() < USE_OUT_OF_DATE => match lookups.free_turn() {
+                    Some(turn) => Some(turn),
+                    None => return Ok(found.clone()),
+                },
+                _ => None,
+            };
+            let found = lookups.lookup(turn, &host, 0).await?;
+            *last = Some((tokio::time::Instant::now(), found.clone()));
+            Ok(found)
         });
         looked_up.await.map_err(std::io::Error::other)?
     }
@@ -147,7 +171,7 @@ impl Resolver {
                 Arc::strong_count(entry) > 1
                     || entry.try_lock().map_or(true, |last| {
                         last.as_ref()
-                            .is_some_and(|(at, _)| at.elapsed() < REMEMBER_LOOKUP)
+                            .is_some_and(|(at, _)| at.elapsed() < USE_OUT_OF_DATE)
                     })
             });
         }
@@ -228,6 +252,27 @@ mod tests {
         }
         assert_eq!(made() - before, 2);
         assert_eq!(resolver.hosts.lock().unwrap().len(), 4);
+
+        // Out of date while every turn is held (by other hosts' slow lookups): the last answer
+        // is used, no turn waited for; with a turn free, the host is looked up again.
+        tokio::time::pause();
+        tokio::time::advance(REMEMBER_LOOKUP + Duration::from_secs(1)).await;
+        let held = resolver.lookups.turn().await.unwrap();
+        let before = made();
+        let stale = tokio::time::timeout(Duration::from_millis(200), resolve("localhost"))
+            .await
+            .expect("no wait for a turn");
+        assert_eq!(stale.unwrap(), first);
+        assert_eq!(made(), before);
+        drop(held);
+        assert_eq!(resolve("localhost").await.unwrap(), first);
+        assert_eq!(made() - before, 1, "looked up again with a turn free");
+        // Too old to use: the host waits for a turn.
+        tokio::time::advance(USE_OUT_OF_DATE + Duration::from_secs(1)).await;
+        let held = resolver.lookups.turn().await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(200), resolve("localhost")).await;
+        assert!(waited.is_err(), "an answer that old waits for a turn");
+        drop(held);
     }
 
     #[tokio::test]
