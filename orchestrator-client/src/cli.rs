@@ -123,6 +123,8 @@ pub struct Cli {
     /// timeout, a dropped or refused connection, or a 503 that is not the Agent Hub's), so a
     /// server that never answers takes about three times this; `health` is tried once, and
     /// `watch` waits on its stream as long as it runs (it reconnects after 60 s of silence).
+    /// Against a server whose request bound is raised (`REQUEST_TIMEOUT_SECONDS`, or a longer
+    /// `AGENT_HUB_WAIT_SECONDS`), give `ask` at least that bound.
     #[arg(long, global = true, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// The Idempotency-Key a write (start, advance, approve, reject, consult, respond, webhooks

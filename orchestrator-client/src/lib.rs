@@ -292,8 +292,11 @@ impl ClientBuilder {
         self
     }
 
-    /// A timeout for each whole request (default 60 s, the server's own request bound, so a
-    /// consultation's wait for the hub fits); ignored with [`ClientBuilder::http_client`].
+    /// A timeout for each whole request (default 60 s, the server's own request bound with its
+    /// default settings, so a consultation's wait for the hub fits); ignored with
+    /// [`ClientBuilder::http_client`]. A server whose `REQUEST_TIMEOUT_SECONDS` or
+    /// `AGENT_HUB_WAIT_SECONDS` is raised may take longer to answer a consultation: give its
+    /// clients a timeout at least as long as that server's request bound.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
