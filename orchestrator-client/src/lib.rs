@@ -316,6 +316,11 @@ impl ClientBuilder {
     /// answer comes back. A 503 about the Agent Hub (`AGENT_HUB_UNAVAILABLE`) is returned at
     /// once: the server keeps nothing of it, so a retry would put the question to the hub
     /// again. 0 turns retries off.
+    ///
+    /// Retries reuse the call's key; a call made again by the caller after an error gets a
+    /// new one. A write that must be carried out once across the caller's own attempts (after
+    /// a transport error, a 5xx or `IDEMPOTENCY_KEY_IN_USE`, it may have been) is made through
+    /// [`Client::with_idempotency_key`] with a key of the caller's, repeated with that key.
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = Some(retries);
         self
