@@ -126,9 +126,9 @@ impl ApiDoc {
             let role_checked = method == "post" || path.starts_with(paths::WEBHOOKS);
             let forbidden = (principals && role_checked)
                 || (auth_required && (method != "get" || path.starts_with(paths::WEBHOOKS)));
-            let right_first = method == "post"
+            let role_first = method == "post"
                 && Route::with_pattern(&path).is_some_and(|route| route.post_action().is_some());
-            complete_operation(operation, auth_required, forbidden, right_first);
+            complete_operation(operation, auth_required, forbidden, role_first);
         }
         if auth_required {
             doc["components"]["securitySchemes"] = json!({
@@ -227,8 +227,8 @@ const IDEMPOTENT: [ErrorCode; 3] = [
 ];
 
 /// Adds the `Idempotency-Key` request header and the `Idempotent-Replayed` header of every
-/// answer that may be a replay. `right_first`: the caller's right is checked before the key
-/// ([`Route::post_action`]), so none of the operation's 403s is a kept answer.
+/// answer that may be a replay. `right_first`: every 403 of the operation comes before the
+/// key is looked at, so none is a kept answer.
 fn add_idempotency(operation: &mut Value, right_first: bool) {
     let parameter = json!({
         "name": "Idempotency-Key",
@@ -266,7 +266,7 @@ fn complete_operation(
     operation: &mut Value,
     auth_required: bool,
     role_checked: bool,
-    right_first: bool,
+    role_first: bool,
 ) {
     let id = operation["operationId"]
         .as_str()
@@ -321,6 +321,10 @@ fn complete_operation(
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     operation["responses"] = Value::Object(sorted.into_iter().collect());
     if idempotent {
+        // The role a POST needs whatever its body says is checked before the key
+        // ([`Route::post_action`]); a 403 the body brings about (an agent answering, say: such
+        // operations list `FORBIDDEN` among their own errors) is the handler's, after it.
+        let right_first = role_first && !operation_errors(&id).contains(&ErrorCode::Forbidden);
         add_idempotency(operation, right_first);
     }
 

@@ -281,6 +281,32 @@ fn advance_lists_every_conflict_and_the_hub_failures() {
     assert_eq!(start["201"]["headers"]["Location"]["required"], true);
 }
 
+/// A 403 is a kept answer (`Idempotent-Replayed`) only where the body brings it about: a role
+/// every request to the route needs is checked before the key.
+#[test]
+fn only_the_403s_a_body_brings_about_may_be_replayed() {
+    let doc = ApiDoc::for_principals();
+    let replayed = |path: &str| {
+        doc["paths"][path]["post"]["responses"]["403"]["headers"]
+            .get("Idempotent-Replayed")
+            .is_some()
+    };
+    for path in [
+        "/workflow/start",
+        "/workflow/{feature_id}/consultations",
+        "/webhooks",
+        "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    ] {
+        assert!(!replayed(path), "{path}: the role comes before the key");
+    }
+    for path in [
+        "/workflow/{feature_id}/advance",
+        "/workflow/{feature_id}/consultations/{consultation_id}/respond",
+    ] {
+        assert!(replayed(path), "{path}: an agent's 403 is the handler's");
+    }
+}
+
 #[test]
 fn every_response_and_request_body_has_an_example_and_error_examples_match_their_status() {
     for (path, method, operation) in operations(&ApiDoc::for_server(true)) {
