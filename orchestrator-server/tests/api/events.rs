@@ -608,20 +608,11 @@ async fn streams_leave_a_quarter_of_the_connections_to_the_rest_of_the_api() {
 async fn a_stream_whose_server_never_answers_says_so_and_tries_again() {
     let client = Client::new(silent_server().await).unwrap();
     let mut events = client.stream_events(EventsQuery::default());
-    let first = events.next().await.expect("the stream goes on");
-    assert!(
-        matches!(
-            first,
-            Err(orchestrator_client::ClientError::NoAnswer { .. })
-        ),
-        "{first:?}"
-    );
-    let again = events.next().await.expect("the stream goes on");
-    assert!(
-        matches!(
-            again,
-            Err(orchestrator_client::ClientError::NoAnswer { .. })
-        ),
-        "{again:?}"
-    );
+    for _ in 0..2 {
+        let item = events.next().await.expect("the stream goes on");
+        assert!(
+            matches!(item, Err(orchestrator_client::ClientError::NoAnswer { .. })),
+            "{item:?}"
+        );
+    }
 }
