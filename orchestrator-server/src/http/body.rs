@@ -87,13 +87,20 @@ pub async fn read_body(
 /// Parses a body [`read_body`] read into `T`: 415 `UNSUPPORTED_MEDIA_TYPE` unless the request
 /// says it is JSON, 400 `INVALID_JSON` if it is empty or not `T`.
 pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
-    if !is_json(headers) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
+    require_json(headers)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::InvalidJson("the body is empty".to_owned()));
     }
     serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))
+}
+
+/// 415 `UNSUPPORTED_MEDIA_TYPE` unless the request says its body is JSON.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    if is_json(headers) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
 }
 
 /// Whether the request says its body is JSON (`application/json`, parameters allowed, or any

@@ -48,6 +48,13 @@ pub enum ApiError {
     /// memory to read its body).
     #[error("the request could not be answered in time; retry later")]
     Deadline,
+    /// A request with an idempotency key was not answered in time. It runs on (it is not cut
+    /// off when its answer is given up on), so its change may still be made, and its answer is
+    /// then kept for the key.
+    #[error(
+        "the request could not be answered in time and may still be carried out; send it again with the same Idempotency-Key for its answer"
+    )]
+    KeyedDeadline,
     /// The caller is known but may not do this; the text says why (the role it needs).
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -106,7 +113,7 @@ impl ApiError {
             ApiError::NotFound(_) => (ErrorCode::NotFound, None),
             ApiError::MethodNotAllowed { .. } => (ErrorCode::MethodNotAllowed, None),
             ApiError::RequestTimeout => (ErrorCode::RequestTimeout, None),
-            ApiError::Deadline => (ErrorCode::ServiceUnavailable, None),
+            ApiError::Deadline | ApiError::KeyedDeadline => (ErrorCode::ServiceUnavailable, None),
             ApiError::TooManyAsks | ApiError::LookupsBusy | ApiError::TooManyStreams => {
                 (ErrorCode::ServiceUnavailable, None)
             }
@@ -170,6 +177,11 @@ impl ApiError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ApiError::KeyedDeadline => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::MethodNotAllowed { allow, .. } => {
                 if let Ok(value) = HeaderValue::from_str(allow) {
@@ -335,4 +347,26 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
 /// The details of a validation error: the field first, so clients can find it.
 fn field_detail(error: &ValidationError) -> Vec<String> {
     vec![format!("{}: {}", error.field, error.rule)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A keyed request past its bound says it may still be carried out, and when to ask again
+    /// with its key; one without a key is only told to retry later.
+    #[test]
+    fn a_keyed_request_past_its_deadline_is_told_to_ask_again_with_its_key() {
+        let keyed = ApiError::KeyedDeadline.into_response();
+        assert_eq!(keyed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(keyed.headers()[header::RETRY_AFTER], "1");
+        assert!(
+            ApiError::KeyedDeadline
+                .to_string()
+                .contains("same Idempotency-Key")
+        );
+        let plain = ApiError::Deadline.into_response();
+        assert_eq!(plain.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!plain.headers().contains_key(header::RETRY_AFTER));
+    }
 }

@@ -61,9 +61,11 @@ where
     }
 }
 
-/// Forgets the idempotency keys older than a day.
+/// Forgets the idempotency keys older than a day and an hour: the claim itself holds a key for
+/// exactly a day, and the hour keeps a replica whose clock runs ahead of the one that stamped a
+/// key from deleting it before its day is over.
 async fn purge_keys(app: &App) {
-    let before = super::idempotency::expired_before(app.now());
+    let before = super::idempotency::expired_before(app.now()) - chrono::Duration::hours(1);
     match app.orchestrator().repository().purge_keys(before).await {
         Ok(0) => {}
         Ok(n) => tracing::debug!(keys = n, "idempotency keys past their day purged"),

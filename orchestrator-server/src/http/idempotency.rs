@@ -226,10 +226,22 @@ where
     let repository = app.orchestrator().repository();
     let now = app.now();
     let lease_until = now + to_chrono(app.limits().request_timeout + Duration::from_secs(5));
-    let claim = repository
+    let claim = match repository
         .claim_key(&key, fingerprint, now, lease_until, expired_before(now))
         .await
-        .map_err(orchestrator_core::Error::from)?;
+    {
+        Ok(claim) => claim,
+        Err(e) => {
+            // The claim may have been stored all the same (a commit whose acknowledgement was
+            // lost, or a statement bound that ran out after it): free it, or the key would be
+            // held by nobody until its lease ends. Only an unanswered claim under this very
+            // lease is released.
+            if let Err(e) = repository.release_key(&key, lease_until).await {
+                tracing::debug!(error = %e, "a failed claim of an idempotency key was not released");
+            }
+            return Err(orchestrator_core::Error::from(e).into());
+        }
+    };
     match claim {
         KeyClaim::Answered(stored) => replay(&stored),
         KeyClaim::InUse => Err(ApiError::IdempotencyKeyInUse),

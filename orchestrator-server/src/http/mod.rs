@@ -291,15 +291,22 @@ impl App {
             .at(request.uri().path())
             .ok()
             .map(|found| *found.value);
+        // A keyed POST runs on past its deadline (see `route`): its answer says so.
+        let keyed = request.method() == Method::POST
+            && request.headers().contains_key(idempotency::KEY_HEADER);
         async move {
             let answered = tokio::time::timeout(self.0.limits.request_timeout, self.route(request));
             let (route, mut response) = match answered.await {
                 Ok(Ok((route, response))) => (route, response),
                 Ok(Err((route, error))) => (route, error.into_response().map(Either::Left)),
-                Err(_) => (
-                    matched,
-                    ApiError::Deadline.into_response().map(Either::Left),
-                ),
+                Err(_) => {
+                    let late = if keyed {
+                        ApiError::KeyedDeadline
+                    } else {
+                        ApiError::Deadline
+                    };
+                    (matched, late.into_response().map(Either::Left))
+                }
             };
             let status = response.status().as_u16();
             let elapsed = started.elapsed();
@@ -395,6 +402,11 @@ impl App {
         }
         if let Some(action) = route.post_action() {
             caller.may(action).map_err(fail)?;
+        }
+        // Before the key too: a request sent without its JSON content type, then again with
+        // it, is one request (same key, same body), and its first answer must not be kept.
+        if route.reads_json() {
+            body::require_json(&parts.headers).map_err(fail)?;
         }
         let key = idempotency::key(&parts.headers, &caller).map_err(fail)?;
         let body = body::read_body(&parts.headers, body, &self.0.bodies, body::BODY_LIMIT)

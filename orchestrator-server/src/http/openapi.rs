@@ -244,9 +244,9 @@ fn add_idempotency(operation: &mut Value, right_first: bool) {
     }
     if let Some(responses) = operation["responses"].as_object_mut() {
         // A kept answer may be a refusal (a 4xx the handler gave); not those that come before
-        // the key is claimed (authentication, a body too slow or too large, a request HTTP
-        // refuses) or are the claim's own (422 `IDEMPOTENCY_KEY_REUSED`).
-        const BEFORE_THE_KEY: [&str; 6] = ["401", "408", "413", "414", "422", "431"];
+        // the key is claimed (authentication, a body too slow or too large or not said to be
+        // JSON, a request HTTP refuses) or are the claim's own (422 `IDEMPOTENCY_KEY_REUSED`).
+        const BEFORE_THE_KEY: [&str; 7] = ["401", "408", "413", "414", "415", "422", "431"];
         for (status, response) in responses.iter_mut() {
             let before =
                 BEFORE_THE_KEY.contains(&status.as_str()) || (right_first && status == "403");

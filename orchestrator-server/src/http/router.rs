@@ -77,6 +77,15 @@ impl Route {
         }
     }
 
+    /// Whether a POST to this route carries a JSON body (every one but a redelivery's, which
+    /// has none of its own, and the board's forms).
+    pub fn reads_json(self) -> bool {
+        matches!(
+            self,
+            Route::Start | Route::Advance | Route::Consultations | Route::Respond | Route::Webhooks
+        )
+    }
+
     /// Every route with its pattern; the pattern is also the metrics label.
     const TABLE: [(&'static str, Route); 27] = [
         (paths::ROOT, Route::Root),

@@ -163,6 +163,27 @@ async fn refusals_are_kept_too_but_not_server_failures() {
             .len(),
         1
     );
+
+    // A body not said to be JSON is refused before the key: sent again with its content
+    // type, the same request runs (it is not given the 415 back).
+    let body = r#"{"feature_id": "typed-later", "description": "sent twice"}"#;
+    let send = async |content_type: &str| {
+        reqwest::Client::new()
+            .post(app.url("/workflow/start"))
+            .header("Idempotency-Key", "k-415")
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        send("text/plain").await.status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let started = send("application/json").await;
+    assert_eq!(started.status(), StatusCode::CREATED);
+    assert!(!started.headers().contains_key("idempotent-replayed"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

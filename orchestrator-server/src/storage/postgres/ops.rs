@@ -529,29 +529,43 @@ async fn claim_key(
     expired_before: i64,
 ) -> QueryResult<KeyClaim> {
     let (scope, name) = (row.scope.as_str(), row.name.as_str());
-    // A second claim of a new key waits here for the first one's transaction.
-    let inserted = diesel::insert_into(idempotency_keys::table)
-        .values(row)
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
-    let renewed = inserted == 0
-        && diesel::update(queries::expired_key(scope, name, expired_before))
-            .set(row)
+    // A key deleted between the insert that found it and the read (a failed request's release
+    // of it, or a purge) is claimed again; a few rounds at most, since each needs another
+    // request with the key to take and free it in between.
+    let mut rounds = 0;
+    let stored = loop {
+        // A second claim of a new key waits here for the first one's transaction.
+        let inserted = diesel::insert_into(idempotency_keys::table)
+            .values(row)
+            .on_conflict_do_nothing()
             .execute(conn)
-            .await?
-            == 1;
-    if inserted == 1 || renewed {
-        return Ok(KeyClaim::Claimed);
-    }
-    let stored = queries::key(scope, name)
-        .select((
-            idempotency_keys::fingerprint,
-            idempotency_keys::answer,
-            idempotency_keys::lease_until,
-        ))
-        .get_result(conn)
-        .await?;
+            .await?;
+        let renewed = inserted == 0
+            && diesel::update(queries::expired_key(scope, name, expired_before))
+                .set(row)
+                .execute(conn)
+                .await?
+                == 1;
+        if inserted == 1 || renewed {
+            return Ok(KeyClaim::Claimed);
+        }
+        let stored = queries::key(scope, name)
+            .select((
+                idempotency_keys::fingerprint,
+                idempotency_keys::answer,
+                idempotency_keys::lease_until,
+            ))
+            .get_result(conn)
+            .await
+            .optional()?;
+        rounds += 1;
+        match stored {
+            Some(stored) => break stored,
+            // Still going after that: answered as a key in use (retried after a second).
+            None if rounds == 3 => return Ok(KeyClaim::InUse),
+            None => {}
+        }
+    };
     Ok(
         match judge_claim(stored, &row.fingerprint, row.created_at) {
             ClaimStep::Decided(claim) => claim,
