@@ -123,9 +123,17 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
         Some(sessions),
     );
     // One SQLite database has one server: every ask it finds was left by a stop. PostgreSQL
-    // may have replicas asking right now: only asks older than any live one are left over.
-    let sole = !matches!(config.database_url, storage::DatabaseUrl::Postgres(_));
-    app.recover_asks(sole).await;
+    // may have replicas asking right now: unless none holds its presence on the database, only
+    // asks older than any live one are left over.
+    let joining = match &config.database_url {
+        storage::DatabaseUrl::Postgres(url) => Some(storage::postgres::Joining::join(url).await?),
+        _ => None,
+    };
+    app.recover_asks(joining.as_ref().is_none_or(|joining| joining.alone))
+        .await;
+    if let Some(joining) = joining {
+        app.hold_presence(joining.hold().await?);
+    }
     Ok(app)
 }
 

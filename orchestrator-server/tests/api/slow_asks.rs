@@ -17,7 +17,9 @@ use orchestrator_server::hub::stand_in::{Fault, StandInHub};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::helpers::{TestApp, free_port, id, spawn_app_with, sqlite_server, wait_healthy};
+use crate::helpers::{
+    TestApp, free_port, id, server_on, spawn_app_with, sqlite_server, wait_healthy,
+};
 
 /// Asks `question` over raw HTTP, returning the status and the body.
 async fn ask_raw(app: &TestApp, f: &FeatureId, question: &str) -> (u16, Value) {
@@ -417,6 +419,101 @@ async fn a_crash_during_an_ask_leaves_it_failed_interrupted_after_restart() {
     server.kill().unwrap();
     server.wait().unwrap();
     assert_eq!(items.len(), 1);
+    assert_eq!(items[0].status, ConsultationStatus::Failed);
+    assert_eq!(items[0].error.as_ref().unwrap().code, "interrupted");
+}
+
+/// Whether any server holds its presence on the PostgreSQL database at `url`.
+async fn a_server_is_present(url: &str) -> bool {
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Taken {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        taken: bool,
+    }
+    let lock = orchestrator_server::storage::postgres::PRESENCE_LOCK;
+    let mut conn = diesel_async::AsyncPgConnection::establish(url)
+        .await
+        .unwrap();
+    let taken: Vec<Taken> =
+        diesel::sql_query(format!("SELECT pg_try_advisory_lock({lock}) AS taken"))
+            .load(&mut conn)
+            .await
+            .unwrap();
+    // The connection ends here, and a lock it took with it.
+    !taken[0].taken
+}
+
+/// On PostgreSQL a server that finds no other server on its database (none holds its presence
+/// there) fails every ask it finds at start-up, however young, as a SQLite server does; one
+/// that starts beside a running replica leaves a young ask alone (it may be the replica's).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_postgres_server_fails_every_left_over_ask_and_one_beside_a_replica_does_not() {
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let hub = StandInHub::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hub_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(hub.serve(listener, std::future::pending()));
+    let port = free_port();
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let launch = || {
+        server_on(port, &db.url)
+            .env("AGENT_HUB_URL", &hub_url)
+            .env("AGENT_HUB_WAIT_SECONDS", "1")
+            .spawn()
+            .expect("server binary starts")
+    };
+    let crash = |mut server: Child| {
+        server.kill().unwrap();
+        server.wait().unwrap();
+    };
+    let mut server = launch();
+    wait_healthy(&client).await;
+    let f = id("alone");
+    client
+        .start_workflow(&StartWorkflowRequest::new("alone", "a feature"))
+        .await
+        .unwrap();
+    let asking = client
+        .create_consultation(&f, &ConsultRequest::new("architecture", "Slow [delay=120]"))
+        .await
+        .unwrap();
+    assert_eq!(asking.status, ConsultationStatus::Asking);
+
+    // A replica runs beside it; the server crashes and starts again: the ask may be the
+    // replica's, and it is young, so it is left alone.
+    let mut replica = spawn_app_with(|c| {
+        c.database_url = orchestrator_server::storage::DatabaseUrl::Postgres(db.url.clone());
+    })
+    .await;
+    crash(server);
+    server = launch();
+    wait_healthy(&client).await;
+    assert_eq!(
+        listed(&client, &f).await[0].status,
+        ConsultationStatus::Asking
+    );
+
+    // Alone: the replica stopped, the server crashes again and starts again.
+    replica.stop().await;
+    crash(server);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a_server_is_present(&db.url).await {
+        assert!(
+            Instant::now() < deadline,
+            "the crashed server's presence ends"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server = launch();
+    wait_healthy(&client).await;
+    let items = listed(&client, &f).await;
+    crash(server);
     assert_eq!(items[0].status, ConsultationStatus::Failed);
     assert_eq!(items[0].error.as_ref().unwrap().code, "interrupted");
 }

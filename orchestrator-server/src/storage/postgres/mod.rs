@@ -10,6 +10,7 @@
 mod commits;
 mod creates;
 mod ops;
+mod presence;
 mod recent;
 mod sessions;
 mod webhooks;
@@ -43,6 +44,7 @@ use super::write::{Write, Written};
 use super::{DurableRepository, POOL_WAIT, StorageError, StorageMetrics, classify, probe_time};
 use commits::Committer;
 use creates::Creation;
+pub use presence::{Joining, PRESENCE_LOCK, Presence};
 
 type PgPool = Pool<AsyncPgConnection>;
 
