@@ -107,13 +107,16 @@ impl Joining {
     /// connection is lost.
     pub async fn hold(mut self) -> Result<Presence, StorageError> {
         if self.alone {
-            let shared = format!(
-                "SELECT pg_advisory_lock_shared({PRESENCE_LOCK}), \
-                 pg_advisory_unlock({PRESENCE_LOCK}) AS locked"
-            );
-            run(&mut self.conn, &shared)
-                .await
-                .map_err(|e| StorageError::Connect(format!("presence: {e}")))?;
+            // Shared first, then the exclusive lock let go: in between this session holds
+            // both, so no server starting meanwhile finds the lock free.
+            for sql in [
+                format!("SELECT pg_advisory_lock_shared({PRESENCE_LOCK}), true AS locked"),
+                format!("SELECT pg_advisory_unlock({PRESENCE_LOCK}) AS locked"),
+            ] {
+                run(&mut self.conn, &sql)
+                    .await
+                    .map_err(|e| StorageError::Connect(format!("presence: {e}")))?;
+            }
         }
         let keeper = tokio::spawn(keep(self.url, self.conn));
         Ok(Presence { keeper })
