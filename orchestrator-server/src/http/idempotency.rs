@@ -235,10 +235,14 @@ where
             // The claim may have been stored all the same (a commit whose acknowledgement was
             // lost, or a statement bound that ran out after it): free it, or the key would be
             // held by nobody until its lease ends. Only an unanswered claim under this very
-            // lease is released.
-            if let Err(e) = repository.release_key(&key, lease_until).await {
-                tracing::debug!(error = %e, "a failed claim of an idempotency key was not released");
-            }
+            // lease is released. In the background: the store is failing, and the answer
+            // should not wait for a second failure.
+            let (repository, key) = (repository.clone(), key.clone());
+            tokio::spawn(async move {
+                if let Err(e) = repository.release_key(&key, lease_until).await {
+                    tracing::debug!(error = %e, "a failed claim of an idempotency key was not released");
+                }
+            });
             return Err(orchestrator_core::Error::from(e).into());
         }
     };
