@@ -429,7 +429,8 @@ impl Client {
     }
 
     /// [`Client::send`], saying too whether an earlier attempt may have been carried out (it
-    /// timed out, or the server answered 503 or "in use" and was retried).
+    /// timed out or its connection dropped, or the server answered 503 or "in use" and was
+    /// retried).
     pub(crate) async fn send_counted<T: DeserializeOwned>(
         &self,
         builder: RequestBuilder,

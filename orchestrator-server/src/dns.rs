@@ -171,7 +171,7 @@ impl Resolver {
                 Arc::strong_count(entry) > 1
                     || entry.try_lock().map_or(true, |last| {
                         last.as_ref()
-                            .is_some_and(|(at, _)| at.elapsed() < USE_OUT_OF_DATE)
+                            .is_some_and(|(at, _)| at.elapsed() < REMEMBER_LOOKUP)
                     })
             });
         }

@@ -80,6 +80,7 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     let auth = Auth::new(config.api_token.clone(), config.principals_file.clone())?;
     let pool_size = usize::try_from(config.database_pool_size).unwrap_or(8);
     let repository = storage::connect(&config.database_url, pool_size).await?;
+    let opened_alone = repository.opened_alone();
     let metrics = Arc::new(metrics::Metrics::new(repository.metrics()));
     let hub = hub::HttpAgentHub::new(
         &config.agent_hub_url,
@@ -122,18 +123,10 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
         Some(webhooks),
         Some(sessions),
     );
-    // One SQLite database has one server: every ask it finds was left by a stop. PostgreSQL
-    // may have replicas asking right now: unless none holds its presence on the database, only
-    // asks older than any live one are left over.
-    let joining = match &config.database_url {
-        storage::DatabaseUrl::Postgres(url) => Some(storage::postgres::Joining::join(url).await?),
-        _ => None,
-    };
-    app.recover_asks(joining.as_ref().is_none_or(|joining| joining.alone))
-        .await;
-    if let Some(joining) = joining {
-        app.hold_presence(joining.hold().await?);
-    }
+    // One SQLite database has one server: every ask it finds was left by a stop. A PostgreSQL
+    // database may have replicas asking right now: unless nothing else was connected to it
+    // when this server opened it, only asks older than any live one are left over.
+    app.recover_asks(opened_alone).await;
     Ok(app)
 }
 

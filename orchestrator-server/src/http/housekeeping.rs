@@ -41,7 +41,8 @@ async fn purge(app: &App) {
 /// it) until `stop` turns true. A run under way when it does is cut short, not waited for: a
 /// purge of a large backlog can take thousands of chunks, each a transaction of its own (one
 /// cut off rolls back, as after a crash), and the next start goes on where this one stopped;
-/// a sweep's notes are each a transaction too, and whichever replica comes next makes them.
+/// a sweep's notes are each a transaction too, and the next sweep (another replica's, or this
+/// server's after a restart) makes the rest.
 async fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut work: F)
 where
     F: FnMut() -> Fut,

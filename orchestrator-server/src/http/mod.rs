@@ -123,9 +123,6 @@ struct Inner {
     webhooks: Option<Arc<webhooks::Webhooks>>,
     /// The board's sessions; `None` over a store that keeps none (then nobody signs in).
     sessions: Option<Arc<dyn SessionRepository>>,
-    /// This server's presence beside the other replicas on a PostgreSQL database, held as
-    /// long as the application lives.
-    presence: std::sync::OnceLock<crate::storage::postgres::Presence>,
 }
 
 impl App {
@@ -180,7 +177,6 @@ impl App {
             revocations: tokio::sync::watch::channel(0).0,
             webhooks: webhooks.map(Arc::new),
             sessions,
-            presence: std::sync::OnceLock::new(),
         }))
     }
 
@@ -210,12 +206,6 @@ impl App {
     /// Fails the consultations a stopped server left `asking` (see `Asks::recover`).
     pub async fn recover_asks(&self, sole: bool) {
         self.0.asks.recover(&self.0.orchestrator, sole).await;
-    }
-
-    /// Keeps `presence` (this server's, on a PostgreSQL database other replicas share) for as
-    /// long as the application lives.
-    pub fn hold_presence(&self, presence: crate::storage::postgres::Presence) {
-        let _ = self.0.presence.set(presence);
     }
 
     pub(crate) fn asks(&self) -> &asks::Asks {

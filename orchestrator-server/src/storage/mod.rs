@@ -58,6 +58,13 @@ pub trait DurableRepository: WorkflowRepository + WebhookRepository + SessionRep
 
     /// The store's metrics: connection pool use and waits, writes per commit.
     fn metrics(&self) -> &StorageMetrics;
+
+    /// Whether this store was alone on its database when it opened it, so that every ask it
+    /// finds under way was left by a server that stopped: always on SQLite (one server per
+    /// file); on PostgreSQL when no other session was connected to the database then (a
+    /// running replica, whatever its version, keeps connections open; so may a tool, which
+    /// only makes the answer a cautious no).
+    fn opened_alone(&self) -> bool;
 }
 
 /// Opens the store `url` names (creating a SQLite file's directory when missing) and runs the

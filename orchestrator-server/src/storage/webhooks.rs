@@ -343,6 +343,9 @@ pub(crate) struct CountedChanges {
     pub attempts: i32,
     pub last_status_code: Option<i32>,
     pub last_error: Option<String>,
+    /// Set by a delivering attempt, as in [`RecordChanges`].
+    #[diesel(treat_none_as_null = false)]
+    pub delivered_at: Option<i64>,
     pub lease_until: Option<i64>,
 }
 
@@ -382,6 +385,7 @@ impl From<&AttemptRecord> for RecordRow {
                 attempts,
                 last_status_code,
                 last_error: record.error.clone(),
+                delivered_at: record.delivered_at.map(micros),
                 lease_until: None,
             },
         }

@@ -281,6 +281,28 @@ fn advance_lists_every_conflict_and_the_hub_failures() {
     assert_eq!(start["201"]["headers"]["Location"]["required"], true);
 }
 
+/// The routes whose POST the server refuses 415 before the idempotency key unless it says it
+/// is JSON are exactly those whose documented body is JSON (a route left out would keep its
+/// 415 for the key's day).
+#[test]
+fn the_routes_checked_for_a_json_body_before_the_key_are_those_that_take_one() {
+    use orchestrator_server::http::router::Route;
+    let doc = ApiDoc::for_server(false);
+    for (path, method, operation) in operations(&doc) {
+        let Some(route) = Route::with_pattern(&path) else {
+            panic!("{path} is a route");
+        };
+        let json_body = operation["requestBody"]["content"]
+            .get("application/json")
+            .is_some();
+        assert_eq!(
+            method == "post" && json_body,
+            method == "post" && route.reads_json(),
+            "{method} {path}"
+        );
+    }
+}
+
 /// A 403 is a kept answer (`Idempotent-Replayed`) only where the body brings it about: a role
 /// every request to the route needs is checked before the key.
 #[test]

@@ -609,7 +609,11 @@ async fn a_stream_whose_server_never_answers_says_so_and_tries_again() {
     let client = Client::new(silent_server().await).unwrap();
     let mut events = client.stream_events(EventsQuery::default());
     for _ in 0..2 {
-        let item = events.next().await.expect("the stream goes on");
+        // Bounded, so that a stream that waits forever fails the test instead of hanging it.
+        let item = tokio::time::timeout(Duration::from_secs(600), events.next())
+            .await
+            .expect("the stream gives up on the silent server")
+            .expect("the stream goes on");
         assert!(
             matches!(item, Err(orchestrator_client::ClientError::NoAnswer { .. })),
             "{item:?}"

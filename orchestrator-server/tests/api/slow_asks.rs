@@ -423,30 +423,30 @@ async fn a_crash_during_an_ask_leaves_it_failed_interrupted_after_restart() {
     assert_eq!(items[0].error.as_ref().unwrap().code, "interrupted");
 }
 
-/// Whether any server holds its presence on the PostgreSQL database at `url`.
-async fn a_server_is_present(url: &str) -> bool {
+/// Whether any session but the asker's is connected to the PostgreSQL database at `url`.
+async fn others_connected(url: &str) -> bool {
     use diesel_async::{AsyncConnection, RunQueryDsl};
     #[derive(diesel::QueryableByName)]
-    struct Taken {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        taken: bool,
+    struct Others {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        others: i64,
     }
-    let lock = orchestrator_server::storage::postgres::PRESENCE_LOCK;
     let mut conn = diesel_async::AsyncPgConnection::establish(url)
         .await
         .unwrap();
-    let taken: Vec<Taken> =
-        diesel::sql_query(format!("SELECT pg_try_advisory_lock({lock}) AS taken"))
-            .load(&mut conn)
-            .await
-            .unwrap();
-    // The connection ends here, and a lock it took with it.
-    !taken[0].taken
+    let others: Vec<Others> = diesel::sql_query(
+        "SELECT count(*) AS others FROM pg_stat_activity \
+         WHERE pid <> pg_backend_pid() AND datname = current_database()",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    others[0].others > 0
 }
 
-/// On PostgreSQL a server that finds no other server on its database (none holds its presence
-/// there) fails every ask it finds at start-up, however young, as a SQLite server does; one
-/// that starts beside a running replica leaves a young ask alone (it may be the replica's).
+/// On PostgreSQL a server that finds nothing else connected to its database fails every ask it
+/// finds at start-up, however young, as a SQLite server does; one that starts beside a running
+/// replica leaves a young ask alone (it may be the replica's).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lone_postgres_server_fails_every_left_over_ask_and_one_beside_a_replica_does_not() {
     let Some(db) = crate::postgres::TestDatabase::create().await else {
@@ -503,10 +503,10 @@ async fn a_lone_postgres_server_fails_every_left_over_ask_and_one_beside_a_repli
     replica.stop().await;
     crash(server);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while a_server_is_present(&db.url).await {
+    while others_connected(&db.url).await {
         assert!(
             Instant::now() < deadline,
-            "the crashed server's presence ends"
+            "the stopped servers' sessions end"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

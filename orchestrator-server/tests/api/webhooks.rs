@@ -361,9 +361,14 @@ async fn a_failing_target_is_retried_on_the_schedule_then_failed_and_can_be_rede
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redelivery_asked_during_an_attempt_waits_for_it() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|c| {
+        c.webhook_retry_schedule = RetrySchedule::parse("60s").unwrap();
+    })
+    .await;
     let mut receiver = Receiver::start().await;
     receiver.hold(&[Duration::from_secs(2)]);
+    // The attempt in flight succeeds; the redelivery's attempt fails.
+    receiver.answer(&[200, 500]);
     let webhook = app
         .client
         .create_webhook(&CreateWebhookRequest::new(receiver.url.clone()))
@@ -384,13 +389,18 @@ async fn a_redelivery_asked_during_an_attempt_waits_for_it() {
         1,
         "the redelivery was attempted while the first attempt was in flight"
     );
-    let delivered = deliveries_until(&app.client, &webhook.id, |items| {
-        items
-            .first()
-            .is_some_and(|d| d.status == DeliveryStatus::Delivered && d.attempts == 2)
+    let retried = deliveries_until(&app.client, &webhook.id, |items| {
+        items.first().is_some_and(|d| d.attempts == 2)
     })
     .await;
-    assert_eq!(delivered.len(), 1);
+    assert_eq!(retried.len(), 1);
+    let retried = &retried[0];
+    assert_eq!(
+        (retried.status, retried.last_status_code),
+        (DeliveryStatus::Pending, Some(500))
+    );
+    // The 2xx of the attempt that was in flight is on the record.
+    assert!(retried.delivered_at.is_some(), "{retried:?}");
     receiver.quiet(Duration::from_millis(500)).await;
 }
 

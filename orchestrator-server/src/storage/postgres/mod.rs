@@ -10,7 +10,6 @@
 mod commits;
 mod creates;
 mod ops;
-mod presence;
 mod recent;
 mod sessions;
 mod webhooks;
@@ -44,7 +43,6 @@ use super::write::{Write, Written};
 use super::{DurableRepository, POOL_WAIT, StorageError, StorageMetrics, classify, probe_time};
 use commits::Committer;
 use creates::Creation;
-pub use presence::{Joining, PRESENCE_LOCK, Presence};
 
 type PgPool = Pool<AsyncPgConnection>;
 
@@ -73,6 +71,8 @@ pub struct PgRepository {
     pool: PgPool,
     commits: Committer,
     metrics: Arc<StorageMetrics>,
+    /// No other session was connected to the database when this store opened it.
+    opened_alone: bool,
 }
 
 impl std::fmt::Debug for PgRepository {
@@ -115,7 +115,7 @@ impl PgRepository {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| StorageError::Connect(e.to_string()))?;
-        migrate(&pool).await?;
+        let opened_alone = migrate(&pool).await?;
         let metrics = Arc::new(StorageMetrics::default());
         metrics
             .pool_size
@@ -124,6 +124,7 @@ impl PgRepository {
             commits: Committer::start(pool.clone(), metrics.clone()),
             pool,
             metrics,
+            opened_alone,
         };
         repository.probe_at_start().await?;
         Ok(repository)
@@ -240,6 +241,10 @@ fn settle<T>(
 impl DurableRepository for PgRepository {
     async fn import(&self, items: &[(Workflow, Transition)]) -> Result<(), RepositoryError> {
         self.write(models::import(items)).await.map(|_| ())
+    }
+
+    fn opened_alone(&self) -> bool {
+        self.opened_alone
     }
 
     fn metrics(&self) -> &StorageMetrics {
@@ -578,7 +583,10 @@ fn with_timeouts(url: &str) -> String {
 /// turns and the later ones find nothing to do. Without the statement timeout: waiting for
 /// another replica's migration, or a migration that rewrites a large table, takes as long as
 /// it takes (the connection gets its timeout back before it returns to the pool).
-async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
+///
+/// Says too whether this server is alone on the database (see [`alone`]), found under the
+/// lock: a server starting meanwhile waits for it, connected, and so is seen.
+async fn migrate(pool: &PgPool) -> Result<bool, StorageError> {
     let mut conn = pool
         .get()
         .await
@@ -591,6 +599,7 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
         .execute(&mut *conn)
         .await
         .map_err(|e| StorageError::Migrate(e.to_string()))?;
+    let alone = alone(&mut conn).await;
     let mut harness = AsyncMigrationHarness::new(conn);
     let migrated = harness
         .run_pending_migrations(MIGRATIONS)
@@ -607,7 +616,36 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
         .execute(&mut *conn)
         .await
         .map_err(|e| StorageError::Migrate(e.to_string()))?;
-    Ok(())
+    Ok(alone)
+}
+
+/// Sessions connected to this database besides `conn`'s: other servers (a running replica
+/// keeps pool connections open, whatever its version, and reads the event log ten times a
+/// second), or anything else. A row whose database or kind this role may not see counts too.
+const OTHER_SESSIONS: &str = "SELECT count(*) AS others FROM pg_stat_activity \
+     WHERE pid <> pg_backend_pid() \
+     AND (datname IS NULL OR datname = current_database()) \
+     AND (backend_type IS NULL OR backend_type = 'client backend')";
+
+#[derive(diesel::QueryableByName)]
+struct Others {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    others: i64,
+}
+
+/// Whether `conn`, the only connection this server has opened yet, is the only session on the
+/// database: then no other server is running on it, and every ask under way was left by one
+/// that stopped. Any doubt (another session, the view unreadable) answers no.
+async fn alone(conn: &mut AsyncPgConnection) -> bool {
+    let others: Result<Vec<Others>, _> = diesel::sql_query(OTHER_SESSIONS).load(conn).await;
+    match others.as_deref() {
+        Ok([Others { others: 0 }]) => true,
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not tell whether other servers use the database; taking it that they do");
+            false
+        }
+    }
 }
 
 /// A statement written out by hand (`commits::Batch`, `ops::Append`): fixed SQL text around

@@ -187,6 +187,10 @@ impl DurableRepository for SqliteRepository {
         self.write(models::import(items)).await.map(|_| ())
     }
 
+    fn opened_alone(&self) -> bool {
+        true
+    }
+
     fn metrics(&self) -> &StorageMetrics {
         &self.metrics
     }
