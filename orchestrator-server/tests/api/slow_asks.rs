@@ -376,6 +376,22 @@ async fn a_stop_during_a_long_wait_records_the_ask_interrupted() {
     assert!(store.gate_blockers(&[f]).await.unwrap().is_empty());
 }
 
+/// Starts feature `name` through `client` and leaves a question to the stand-in hub under way
+/// (two minutes long; the server waits 1 s for it).
+async fn asking_on(client: &Client, name: &str) -> FeatureId {
+    client
+        .start_workflow(&StartWorkflowRequest::new(name, "a feature"))
+        .await
+        .unwrap();
+    let f = id(name);
+    let asking = client
+        .create_consultation(&f, &ConsultRequest::new("architecture", "Slow [delay=120]"))
+        .await
+        .unwrap();
+    assert_eq!(asking.status, ConsultationStatus::Asking);
+    f
+}
+
 fn launch(database: &Path, port: u16, hub: &str) -> Child {
     sqlite_server(database, port)
         .env("AGENT_HUB_URL", hub)
@@ -400,16 +416,7 @@ async fn a_crash_during_an_ask_leaves_it_failed_interrupted_after_restart() {
         .unwrap();
     let mut server = launch(&database, port, &hub_url);
     wait_healthy(&client).await;
-    let f = id("crashed");
-    client
-        .start_workflow(&StartWorkflowRequest::new("crashed", "a feature"))
-        .await
-        .unwrap();
-    let asking = client
-        .create_consultation(&f, &ConsultRequest::new("architecture", "Slow [delay=60]"))
-        .await
-        .unwrap();
-    assert_eq!(asking.status, ConsultationStatus::Asking);
+    let f = asking_on(&client, "crashed").await;
 
     server.kill().unwrap();
     server.wait().unwrap();
@@ -474,16 +481,7 @@ async fn a_lone_postgres_server_fails_every_left_over_ask_and_one_beside_a_repli
     };
     let mut server = launch();
     wait_healthy(&client).await;
-    let f = id("alone");
-    client
-        .start_workflow(&StartWorkflowRequest::new("alone", "a feature"))
-        .await
-        .unwrap();
-    let asking = client
-        .create_consultation(&f, &ConsultRequest::new("architecture", "Slow [delay=120]"))
-        .await
-        .unwrap();
-    assert_eq!(asking.status, ConsultationStatus::Asking);
+    let f = asking_on(&client, "alone").await;
 
     // A replica runs beside it; the server crashes and starts again: the ask may be the
     // replica's, and it is young, so it is left alone.
