@@ -604,14 +604,81 @@ async fn terminated_postgres_connections_answer_503_never_500_and_recover() {
 }
 
 async fn app_behind_proxy() -> Option<(TestDatabase, Proxy, TestApp)> {
+    app_behind_proxy_with(|_| {}).await
+}
+
+/// [`app_behind_proxy`], its configuration changed by `change` too.
+async fn app_behind_proxy_with(
+    change: impl FnOnce(&mut Config),
+) -> Option<(TestDatabase, Proxy, TestApp)> {
     let db = TestDatabase::create().await?;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (upstream, _) = through(&db.url, listener.local_addr().unwrap());
     drop(listener);
     let proxy = Proxy::start(upstream).await;
     let (_, url) = through(&db.url, proxy.address);
-    let app = spawn_app_with(|c| c.database_url = DatabaseUrl::Postgres(url)).await;
+    let app = spawn_app_with(|c| {
+        c.database_url = DatabaseUrl::Postgres(url);
+        change(c);
+    })
+    .await;
     Some((db, proxy, app))
+}
+
+/// A keyed request that outlives the request bound (its claim stalled in a stalled database)
+/// is told that it may still be carried out, runs on once the database answers, and a retry
+/// with its key gets its answer — never a second change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keyed_request_past_its_bound_runs_on_and_its_retry_gets_its_answer() {
+    // The request bound: the consultation wait (0) + one hub call (1 s) + 5 s.
+    let Some((_db, proxy, app)) = app_behind_proxy_with(|c| {
+        c.request_timeout_seconds = 1;
+        c.agent_hub_wait_seconds = 0;
+        c.agent_hub_timeout_seconds = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    app.start_workflow("late").await;
+    let advance = || {
+        reqwest::Client::new()
+            .post(app.url("/workflow/late/advance"))
+            .header("Idempotency-Key", "late-1")
+            .json(&serde_json::json!({"trigger": "agent_complete"}))
+            .send()
+    };
+    proxy.set(Mode::Stall);
+    let late = advance().await.unwrap();
+    proxy.set(Mode::Pass);
+    assert_eq!(late.status(), 503);
+    assert_eq!(late.headers()["retry-after"], "1");
+    let body: ErrorEnvelope = late.json().await.unwrap();
+    assert_eq!(body.error.code, ErrorCode::ServiceUnavailable);
+    assert!(
+        body.error.message.contains("same Idempotency-Key"),
+        "{body:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let again = advance().await.unwrap();
+        // The late request's kept answer (`Idempotent-Replayed`), or — should its stalled
+        // claim have run out of time on a slow machine, and been released — the retry's own.
+        if again.status() == 200 {
+            break;
+        }
+        let body: ErrorEnvelope = again.json().await.unwrap();
+        assert_eq!(body.error.code, ErrorCode::IdempotencyKeyInUse, "{body:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the late request's answer is kept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        app.client.get_workflow(&id("late")).await.unwrap().version,
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
