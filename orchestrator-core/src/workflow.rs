@@ -296,6 +296,19 @@ pub struct Snapshot {
     pub gate_stay: Option<GateStay>,
 }
 
+/// The first of the gate's rules, before any other check of a decision (the state, the
+/// version): an agent never approves or rejects.
+pub(crate) fn may_decide(
+    trigger: Trigger,
+    actor_kind: Option<ActorKind>,
+) -> Result<(), TransitionError> {
+    if trigger.is_human_decision() && actor_kind == Some(ActorKind::Agent) {
+        Err(TransitionError::AgentMayNotDecide { trigger })
+    } else {
+        Ok(())
+    }
+}
+
 impl Workflow {
     /// Rebuilds a workflow a store kept. The snapshot must be one this library produced (a
     /// store's row of a workflow it was given); nothing else should call this.
@@ -501,9 +514,7 @@ impl Workflow {
     ) -> Result<Transition, TransitionError> {
         // Who decides comes before when: an agent hears that it never approves or rejects,
         // not that this state does not take the trigger.
-        if trigger.is_human_decision() && ctx.actor_kind == Some(ActorKind::Agent) {
-            return Err(TransitionError::AgentMayNotDecide { trigger });
-        }
+        may_decide(trigger, ctx.actor_kind)?;
         let to = next_state(self.state, trigger).ok_or(TransitionError::NotAllowed {
             state: self.state,
             trigger,

@@ -6,8 +6,8 @@ use orchestrator_core::api::{ConsultRequest, StartWorkflowRequest};
 use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::{AnswerStatus, EscalationStatus, HubAnswer, HubError, HumanAction};
 use orchestrator_core::{
-    Advance, Consult, Error, FeatureId, InMemoryWorkflowRepository, Orchestrator, ScriptedAgentHub,
-    Trigger, WorkflowState,
+    Advance, Consult, Consultation, Error, FeatureId, InMemoryWorkflowRepository, Orchestrator,
+    ScriptedAgentHub, Trigger, WorkflowState,
 };
 
 async fn setup() -> (Orchestrator, Arc<ScriptedAgentHub>, FeatureId) {
@@ -557,27 +557,38 @@ async fn an_approval_notes_no_deadline_of_a_stay_that_ended_in_time_while_the_hu
     assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
 }
 
-/// Two answers without a name are two people's as far as anyone can tell: the second, finding
-/// the escalation answered at the hub, is told so rather than taken for the first sent again.
-#[tokio::test]
-async fn an_unnamed_answer_is_never_taken_for_another_sent_again() {
-    use orchestrator_core::Respond;
+/// A consultation escalated as `esc-1`, which `responder` then confirmed at the hub itself.
+async fn answered_at_the_hub(
+    orchestrator: &Orchestrator,
+    hub: &ScriptedAgentHub,
+    id: &FeatureId,
+    responder: &str,
+) -> Consultation {
     use orchestrator_core::hub::{AgentHub, EscalationId, HumanResponse};
-
-    let (orchestrator, hub, id) = setup().await;
     hub.push_escalation("esc-1");
-    let pending = orchestrator.consult(&id, ask("security")).await.unwrap();
-    // Somebody unnamed confirmed it at the hub (as the orchestrator would have sent it).
+    let pending = orchestrator.consult(id, ask("security")).await.unwrap();
     hub.respond(
         &EscalationId("esc-1".into()),
         &HumanResponse {
             action: HumanAction::Confirm,
-            responder: "unknown reviewer".into(),
+            responder: responder.into(),
             response: None,
         },
     )
     .await
     .unwrap();
+    pending
+}
+
+/// Two answers without a name are two people's as far as anyone can tell: the second, finding
+/// the escalation answered at the hub, is told so rather than taken for the first sent again.
+#[tokio::test]
+async fn an_unnamed_answer_is_never_taken_for_another_sent_again() {
+    use orchestrator_core::Respond;
+
+    let (orchestrator, hub, id) = setup().await;
+    // Somebody unnamed confirmed it at the hub (as the orchestrator would have sent it).
+    let pending = answered_at_the_hub(&orchestrator, &hub, &id, "unknown reviewer").await;
     let confirm = Respond {
         action: HumanAction::Confirm,
         response: None,
@@ -599,21 +610,9 @@ async fn an_unnamed_answer_is_never_taken_for_another_sent_again() {
 #[tokio::test]
 async fn an_escalation_lost_after_a_refused_answer_needs_a_reroute() {
     use orchestrator_core::Respond;
-    use orchestrator_core::hub::{AgentHub, EscalationId, HumanResponse};
 
     let (orchestrator, hub, id) = setup().await;
-    hub.push_escalation("esc-1");
-    let pending = orchestrator.consult(&id, ask("security")).await.unwrap();
-    hub.respond(
-        &EscalationId("esc-1".into()),
-        &HumanResponse {
-            action: HumanAction::Confirm,
-            responder: "someone at the hub".into(),
-            response: None,
-        },
-    )
-    .await
-    .unwrap();
+    let pending = answered_at_the_hub(&orchestrator, &hub, &id, "someone at the hub").await;
     // Refused as answered already, and gone when the orchestrator reads what it holds.
     hub.fail_look_ups("esc-1", HubError::EscalationNotFound("esc-1".into()));
     let confirm = Respond {

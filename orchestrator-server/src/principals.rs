@@ -205,13 +205,18 @@ pub fn add(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(io(e)),
     };
-    let file: File = toml::from_str(&existing).map_err(|e| PrincipalsError::Malformed {
+    // The file as a server would read it: one that would not load (an entry already there
+    // that no server takes) is left as it is, and no token is minted.
+    let loaded = Principals::parse(&existing).map_err(|problem| PrincipalsError::Malformed {
         path: path.to_owned(),
-        problem: located(&existing, &e),
+        problem: format!("as it is, the file does not load: {problem}"),
     })?;
     // Names compare as they load: white space around one, or its case, does not make another.
-    let taken = |p: &Entry| Actor::parse_name(p.name.as_str()).is_ok_and(|n| n.same_person(name));
-    if file.principal.iter().any(taken) {
+    if loaded
+        .by_token_hash
+        .values()
+        .any(|principal| principal.name.same_person(name))
+    {
         return Err(PrincipalsError::NameTaken {
             path: path.to_owned(),
             name: name.to_string(),
@@ -240,14 +245,8 @@ pub fn add(
         "\n\n"
     };
     let added = format!("{separator}{text}");
-    // The file as a server would read it, before and after the append: one that would not
-    // load (an entry already there that no server takes, or principals written as an inline
-    // array, after which a `[[principal]]` table is not TOML) is left as it is, and no token
-    // is minted.
-    Principals::parse(&existing).map_err(|problem| PrincipalsError::Malformed {
-        path: path.to_owned(),
-        problem: format!("as it is, the file does not load: {problem}"),
-    })?;
+    // And after the append: principals written as an inline array take no `[[principal]]`
+    // table after them.
     Principals::parse(&format!("{existing}{added}")).map_err(|problem| {
         PrincipalsError::Malformed {
             path: path.to_owned(),

@@ -1,6 +1,5 @@
 //! Starting, reading, advancing and listing workflows.
 
-use crate::principal::ActorKind;
 use crate::repository::{Decision, ListQuery, Page, RepositoryError, Summary};
 use crate::state::Trigger;
 use crate::state::WorkflowState;
@@ -292,11 +291,8 @@ fn judged(
     facts: &GateFacts,
 ) -> Result<Decision> {
     // An agent is refused before its version is: no version makes its decision one to take.
-    if command.trigger.is_human_decision() && command.actor_kind == Some(ActorKind::Agent) {
-        return Err(Error::from_transition(TransitionError::AgentMayNotDecide {
-            trigger: command.trigger,
-        }));
-    }
+    crate::workflow::may_decide(command.trigger, command.actor_kind)
+        .map_err(Error::from_transition)?;
     if let Some(expected) = command.expected_version
         && expected != current.version()
     {

@@ -171,8 +171,7 @@ async fn sigterm_drains_and_exits_zero() {
     assert!(dir.path().join("nested/dir/o.db").exists());
 
     signal(&child, "TERM");
-    let exit = exited_within(&mut child, 10).await;
-    let exit = exit.expect("server did not stop after SIGTERM");
+    let exit = exited_within(&mut child, 10, "server did not stop after SIGTERM").await;
     assert!(exit.success(), "exit status {exit}");
 }
 
@@ -221,19 +220,22 @@ async fn a_second_server_on_the_same_sqlite_file_stops_before_opening_it() {
     third.wait().unwrap();
 }
 
-/// Waits up to `seconds` for `child` to exit.
+/// How `child` exited, waiting up to `seconds`; past them it is killed (not left running) and
+/// the test fails, saying `what` did not happen.
 async fn exited_within(
     child: &mut std::process::Child,
     seconds: u64,
-) -> Option<std::process::ExitStatus> {
+    what: &str,
+) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
     while std::time::Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
+            return status;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    None
+    let _ = child.kill();
+    panic!("{what}");
 }
 
 fn signal(child: &std::process::Child, name: &str) {
@@ -258,11 +260,12 @@ async fn sigterm_during_start_up_stops_it() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(child.try_wait().unwrap().is_none(), "it waits for the lock");
     signal(&child, "TERM");
-    let exit = exited_within(&mut child, 10).await;
-    if exit.is_none() {
-        child.kill().unwrap();
-    }
-    let exit = exit.expect("a server starting up did not stop on SIGTERM");
+    let exit = exited_within(
+        &mut child,
+        10,
+        "a server starting up did not stop on SIGTERM",
+    )
+    .await;
     assert!(exit.success(), "exit status {exit}");
 }
 
@@ -295,11 +298,7 @@ async fn a_second_signal_ends_the_drain() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(child.try_wait().unwrap().is_none(), "it drains the request");
     signal(&child, "INT");
-    let exit = exited_within(&mut child, 5).await;
-    if exit.is_none() {
-        child.kill().unwrap();
-    }
-    let exit = exit.expect("a second signal did not end the drain");
+    let exit = exited_within(&mut child, 5, "a second signal did not end the drain").await;
     assert_eq!(exit.code(), Some(130), "exit status {exit}");
     drop(held);
 }

@@ -547,12 +547,18 @@ mod tests {
             .join("; ")
     }
 
+    /// A database in memory with every migration run.
+    fn migrated() -> SqliteConnection {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        conn.run_pending_migrations(MIGRATIONS).unwrap();
+        conn
+    }
+
     /// A purge of settled deliveries reads the index that holds only them, never stepping over
     /// pending deliveries older than its cut (a receiver that stays down leaves many).
     #[test]
     fn the_purge_of_settled_deliveries_reads_the_settled_index() {
-        let mut conn = SqliteConnection::establish(":memory:").unwrap();
-        conn.run_pending_migrations(MIGRATIONS).unwrap();
+        let mut conn = migrated();
         let end = plan(&mut conn, &queries::deliveries_chunk_end(5), 5);
         assert!(end.contains("webhook_deliveries_settled"), "{end}");
         let delete = plan(
@@ -567,8 +573,7 @@ mod tests {
     /// age, not every consultation (on the writer, which every write waits for).
     #[test]
     fn the_sweep_of_reservations_reads_their_index() {
-        let mut conn = SqliteConnection::establish(":memory:").unwrap();
-        conn.run_pending_migrations(MIGRATIONS).unwrap();
+        let mut conn = migrated();
         let delete = plan(
             &mut conn,
             &diesel::delete(queries::reservations_before(5)),
@@ -582,8 +587,7 @@ mod tests {
     /// times a second).
     #[test]
     fn a_claim_reads_the_due_indexes() {
-        let mut conn = SqliteConnection::establish(":memory:").unwrap();
-        conn.run_pending_migrations(MIGRATIONS).unwrap();
+        let mut conn = migrated();
         let any = plan(
             &mut conn,
             &diesel::select(diesel::dsl::exists(queries::due_deliveries(5))),
