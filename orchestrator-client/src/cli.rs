@@ -729,7 +729,18 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             which,
             after,
             limit,
-        } => print(out, &client.list_events(&which.query(after, limit)?).await?),
+        } => {
+            let query = which.query(after, limit)?;
+            let (page, unreadable) = client.list_events_reporting(&query).await?;
+            if !unreadable.is_empty() {
+                let _ = writeln!(
+                    err,
+                    "warning: events {} are of a kind this version cannot read; they are left out",
+                    unreadable.join(", ")
+                );
+            }
+            print(out, &page)
+        }
         Command::Watch {
             which,
             after,

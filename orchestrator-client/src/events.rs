@@ -28,7 +28,9 @@ pub(crate) const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// [`EventStream::next`] gives each event once, in id order. A transport failure or a 5xx
 /// comes back as an `Err` item and the next call reconnects (after a pause, sending
 /// `Last-Event-ID`); an error the server means (400, 401, 409 `EVENTS_CURSOR_AHEAD`, 410
-/// `EVENTS_EXPIRED`) ends the stream after it is returned.
+/// `EVENTS_EXPIRED`) ends the stream after it is returned. An event this version cannot read
+/// (a type a newer server added) comes back once as a [`ClientError::Decode`] item, and the
+/// stream goes on after it.
 ///
 /// A stream made without `after` starts "from now": at its connection, which happens at the
 /// first [`EventStream::next`], or earlier with [`EventStream::attach`] when what follows
@@ -258,6 +260,16 @@ impl EventStream {
             let event: CloudEvent = match serde_json::from_str(&data.join("\n")) {
                 Ok(event) => event,
                 Err(source) => {
+                    // Passed over once: a reconnection resumes after it and does not report
+                    // it again.
+                    let id = message_id(&text);
+                    if id.is_some_and(|id| self.last.is_some_and(|last| id <= last)) {
+                        continue;
+                    }
+                    if id.is_some() {
+                        self.last = id;
+                    }
+                    self.delivered = true;
                     return Some(Err(ClientError::Decode {
                         status: reqwest::StatusCode::OK,
                         source,
@@ -352,6 +364,11 @@ fn start_id(message: &str) -> Option<u64> {
     if message.lines().any(|line| line.starts_with("data:")) {
         return None;
     }
+    message_id(message)
+}
+
+/// The number on a message's `id:` line.
+fn message_id(message: &str) -> Option<u64> {
     message
         .lines()
         .find_map(|line| line.strip_prefix("id:"))
@@ -378,8 +395,9 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    /// A server that answers every stream with its opening message and closes it at once.
-    fn closing_server() -> (String, Arc<AtomicUsize>) {
+    /// A server that answers every request with `body` (an event stream when `stream`, else
+    /// JSON) and closes the connection.
+    fn closing_server_with(body: String, stream: bool) -> (String, Arc<AtomicUsize>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
         let connections = Arc::new(AtomicUsize::new(0));
@@ -393,15 +411,27 @@ mod tests {
                 while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
                     head.push(byte[0]);
                 }
-                let body = "id: 5\n\n";
+                let kind = if stream { "text/event-stream" } else { "application/json" };
                 let _ = write!(
                     conn,
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
             }
         });
         (address, connections)
+    }
+
+    /// A server that answers every stream with its opening message and closes it at once.
+    fn closing_server() -> (String, Arc<AtomicUsize>) {
+        closing_server_with("id: 5\n\n".to_owned(), true)
+    }
+
+    /// An event of `type` as the server sends it, with id `id`.
+    fn event_json(id: u64, kind: &str) -> String {
+        format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"orchestrator","type":"{kind}","subject":"f","time":"2026-12-06T00:00:00Z","datacontenttype":"application/json","data":{{}}}}"#
+        )
     }
 
     #[tokio::test]
@@ -415,6 +445,44 @@ mod tests {
         let made = connections.load(Ordering::SeqCst);
         assert!((2..=4).contains(&made), "{made} connections in 1.5 s");
         assert_eq!(stream.last_event_id(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn an_event_of_a_type_this_version_does_not_know_is_reported_once_and_passed() {
+        let body = [(1, "gate.overdue"), (2, "workflow.archived"), (3, "gate.overdue")]
+            .map(|(id, kind)| format!("id: {id}\ndata: {}\n\n", event_json(id, kind)))
+            .concat();
+        let (address, connections) = closing_server_with(body, true);
+        let client = crate::Client::new(address).unwrap();
+        let mut stream = client.stream_events(Default::default());
+        assert_eq!(stream.next().await.unwrap().unwrap().seq(), 1);
+        let unreadable = stream.next().await.unwrap();
+        assert!(
+            matches!(unreadable, Err(crate::ClientError::Decode { .. })),
+            "{unreadable:?}"
+        );
+        assert_eq!(stream.last_event_id(), Some(2));
+        assert_eq!(stream.next().await.unwrap().unwrap().seq(), 3);
+        // Every reconnection sends the three again: none is reported a second time.
+        let next = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await;
+        assert!(next.is_err(), "nothing more comes: {next:?}");
+        assert!(connections.load(Ordering::SeqCst) >= 2, "it reconnected");
+    }
+
+    #[tokio::test]
+    async fn a_page_leaves_out_the_events_this_version_cannot_read_and_pages_past_them() {
+        let items = [(7, "consultation.created"), (8, "workflow.archived"), (9, "gate.overdue")]
+            .map(|(id, kind)| event_json(id, kind))
+            .join(",");
+        let (address, _) = closing_server_with(format!(r#"{{"items":[{items}],"next_after":"9"}}"#), false);
+        let client = crate::Client::new(address).unwrap();
+        let query = Default::default();
+        let (page, unreadable) = client.list_events_reporting(&query).await.unwrap();
+        let ids: Vec<u64> = page.items.iter().map(|e| e.seq()).collect();
+        assert_eq!(ids, [7, 9]);
+        assert_eq!(unreadable, ["8"]);
+        assert_eq!(page.next_after, "9");
+        assert_eq!(client.list_events(&query).await.unwrap(), page);
     }
 
     fn messages(chunks: &[&[u8]]) -> Vec<String> {

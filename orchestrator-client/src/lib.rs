@@ -753,6 +753,10 @@ impl Client {
     /// after `after`; 409 `EVENTS_CURSOR_AHEAD` when `after` is past the newest event (the
     /// server's store was restored from an older copy, or replaced).
     ///
+    /// An event this version cannot read (a type a newer server added) is left out of
+    /// `items`; `next_after` still passes it, so a reader paging on never stalls at it.
+    /// [`Client::list_events_reporting`] also says which were left out.
+    ///
     /// ```no_run
     /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
     /// use orchestrator_core::api::EventsQuery;
@@ -764,12 +768,42 @@ impl Client {
     /// # }
     /// ```
     pub async fn list_events(&self, query: &EventsQuery) -> Result<EventsResponse> {
+        Ok(self.list_events_reporting(query).await?.0)
+    }
+
+    /// [`Client::list_events`], with the ids of the events left out because this version
+    /// cannot read them (a type a newer server added), in id order.
+    pub async fn list_events_reporting(
+        &self,
+        query: &EventsQuery,
+    ) -> Result<(EventsResponse, Vec<String>)> {
+        /// The page as sent, each item read on its own.
+        #[derive(serde::Deserialize)]
+        struct Page {
+            items: Vec<serde_json::Value>,
+            next_after: String,
+        }
         let mut query = query.clone();
         if query.limit == 0 {
             query.limit = EventsQuery::DEFAULT_LIMIT;
         }
-        self.get(&format!("{}?{}", paths::EVENTS, query.to_query()))
-            .await
+        let page: Page = self
+            .get(&format!("{}?{}", paths::EVENTS, query.to_query()))
+            .await?;
+        let mut items = Vec::with_capacity(page.items.len());
+        let mut unreadable = Vec::new();
+        for item in page.items {
+            let id = item.get("id").and_then(|id| id.as_str()).map(str::to_owned);
+            match serde_json::from_value(item) {
+                Ok(event) => items.push(event),
+                Err(_) => unreadable.push(id.unwrap_or_default()),
+            }
+        }
+        let page = EventsResponse {
+            items,
+            next_after: page.next_after,
+        };
+        Ok((page, unreadable))
     }
 
     /// The live event stream (`GET /events/stream`): events after `query.after` (only new
