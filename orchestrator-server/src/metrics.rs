@@ -81,6 +81,9 @@ pub struct Metrics {
     hub_calls: Family<HubLabels, Counter>,
     webhook_attempts: Family<AttemptLabels, Counter>,
     webhook_latency: Histogram,
+    /// Held while a scrape sets the gauges it reads at scrape time and encodes them, so two
+    /// scrapes at once never show each other's readings.
+    rendering: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -224,6 +227,7 @@ impl Metrics {
             hub_calls,
             webhook_attempts,
             webhook_latency,
+            rendering: std::sync::Mutex::new(()),
         }
     }
 
@@ -275,15 +279,17 @@ impl Metrics {
             .inc();
     }
 
-    /// Notes how many event streams are open, for the next [`Metrics::render`].
-    pub fn event_streams(&self, open: usize) {
+    /// The OpenMetrics text of every metric, read at scrape time: `summary` (when storage
+    /// answered) sets the workflows-by-state and overdue gauges first, and whether it did, the
+    /// store-readable one; `open_streams` the event streams' gauge.
+    pub fn render(&self, summary: Option<&Summary>, open_streams: usize) -> String {
+        // A scrape that panicked while holding the lock left nothing half done that matters.
+        let _rendering = self
+            .rendering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.event_streams
-            .set(i64::try_from(open).unwrap_or(i64::MAX));
-    }
-
-    /// The OpenMetrics text of every metric; `summary` (when storage answered) sets the
-    /// workflows-by-state and overdue gauges first, and whether it did, the store-readable one.
-    pub fn render(&self, summary: Option<&Summary>) -> String {
+            .set(i64::try_from(open_streams).unwrap_or(i64::MAX));
         self.store_readable.set(i64::from(summary.is_some()));
         if let Some(summary) = summary {
             self.gates_overdue
@@ -331,10 +337,13 @@ mod tests {
         storage.commit_batch.observe(3.0);
         storage.advances_rejudged.inc();
         metrics.gate_expired(OnExpiry::Reject);
-        let text = metrics.render(Some(&Summary {
-            counts: orchestrator_core::StateCounts::from_pairs([]),
-            overdue: 2,
-        }));
+        let text = metrics.render(
+            Some(&Summary {
+                counts: orchestrator_core::StateCounts::from_pairs([]),
+                overdue: 2,
+            }),
+            0,
+        );
         for expected in [
             r#"orchestrator_http_requests_total{route="/health",method="GET",status="200"} 1"#,
             r#"orchestrator_http_request_duration_seconds_bucket{le="0.0025",route="/health"} 0"#,
@@ -360,10 +369,9 @@ mod tests {
         let storage = StorageMetrics::default();
         let metrics = Metrics::new(&storage);
         storage.pool_timeouts.inc();
-        metrics.event_streams(3);
         // A request that waited minutes for the Agent Hub lands in a bucket of its own.
         metrics.request("/ask", &Method::POST, 200, Duration::from_secs(100));
-        let text = metrics.render(None);
+        let text = metrics.render(None, 3);
         for expected in [
             "orchestrator_store_readable 0",
             "orchestrator_event_streams 3",

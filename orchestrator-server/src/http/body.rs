@@ -78,9 +78,7 @@ pub async fn read_body(
         Err(_) => Err(ApiError::RequestTimeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
-        Ok(Err(e)) => Err(ApiError::InvalidJson(format!(
-            "could not read the body: {e}"
-        ))),
+        Ok(Err(e)) => Err(ApiError::UnreadableBody(e.to_string())),
     }
 }
 

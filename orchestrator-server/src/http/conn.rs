@@ -82,7 +82,7 @@ fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
         "414" => (ErrorCode::UriTooLong, "the request URI is too long"),
         "431" => (
             ErrorCode::HeadersTooLarge,
-            "the request headers are too large",
+            "the request headers are too large or too many",
         ),
         _ => return None,
     };

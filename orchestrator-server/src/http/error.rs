@@ -18,6 +18,10 @@ pub enum ApiError {
     /// The body is not JSON or not the expected shape.
     #[error("request body is not valid JSON for this endpoint")]
     InvalidJson(String),
+    /// The body's framing is broken (a bad chunk, the connection ended mid-body): HTTP, not
+    /// JSON, is at fault. The detail is the HTTP library's.
+    #[error("the request body could not be read: it is not well-formed HTTP")]
+    UnreadableBody(String),
     /// A body sent without a JSON content type.
     #[error("request body must be sent with Content-Type: application/json")]
     UnsupportedMediaType,
@@ -107,6 +111,7 @@ impl ApiError {
         let (code, details) = match self {
             ApiError::Validation(e) => (ErrorCode::ValidationError, Some(field_detail(e))),
             ApiError::InvalidJson(detail) => (ErrorCode::InvalidJson, Some(vec![detail.clone()])),
+            ApiError::UnreadableBody(detail) => (ErrorCode::BadRequest, Some(vec![detail.clone()])),
             ApiError::UnsupportedMediaType => (ErrorCode::UnsupportedMediaType, None),
             ApiError::PayloadTooLarge { .. } => (ErrorCode::PayloadTooLarge, None),
             ApiError::Unauthorized => (ErrorCode::Unauthorized, None),

@@ -31,7 +31,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use orchestrator_core::{Orchestrator, Timestamp};
+use orchestrator_core::api::HealthCheck;
+use orchestrator_core::{Orchestrator, Summary, Timestamp};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -102,9 +103,11 @@ struct Inner {
     router: matchit::Router<Route>,
     docs: DocsAssets,
     /// The last Agent Hub probe, so `/health` does not call the hub on every request.
-    hub_probe: system::CachedCheck,
+    hub_probe: system::Cached<HealthCheck>,
     /// The last storage probe (a write), so `/health` writes at most once a second.
-    database_probe: system::CachedCheck,
+    database_probe: system::Cached<HealthCheck>,
+    /// The last workflows by state, so `/metrics` counts them at most once a second.
+    metrics_read: system::Cached<Option<Summary>>,
     limits: Limits,
     /// Request bodies being read, bounded in total size and time.
     bodies: body::BodyGate,
@@ -164,8 +167,9 @@ impl App {
             started: Instant::now(),
             router: router::build(),
             docs,
-            hub_probe: system::CachedCheck::new(system::HUB_PROBE_TTL),
-            database_probe: system::CachedCheck::new(system::DATABASE_PROBE_TTL),
+            hub_probe: system::Cached::new(system::HUB_PROBE_TTL),
+            database_probe: system::Cached::new(system::DATABASE_PROBE_TTL),
+            metrics_read: system::Cached::new(system::METRICS_READ_TTL),
             limits,
             bodies: body::BodyGate::new(limits.body_timeout),
             asks: asks::Asks::new(limits.asks),
@@ -247,8 +251,12 @@ impl App {
         self.0.closing.subscribe()
     }
 
-    pub(crate) fn database_probe(&self) -> &system::CachedCheck {
+    pub(crate) fn database_probe(&self) -> &system::Cached<HealthCheck> {
         &self.0.database_probe
+    }
+
+    pub(crate) fn metrics_read(&self) -> &system::Cached<Option<Summary>> {
+        &self.0.metrics_read
     }
 
     /// The orchestrator behind the API.
@@ -268,7 +276,7 @@ impl App {
         self.0.started.elapsed()
     }
 
-    pub(crate) fn hub_probe(&self) -> &system::CachedCheck {
+    pub(crate) fn hub_probe(&self) -> &system::Cached<HealthCheck> {
         &self.0.hub_probe
     }
 

@@ -202,9 +202,14 @@ async fn requests_refused_below_the_router_answer_the_envelope() {
         "GET /health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
         "b".repeat(500_000)
     );
+    let many_headers = format!(
+        "GET /health HTTP/1.1\r\nhost: x\r\n{}\r\n",
+        (0..100).map(|n| format!("x-{n}: y\r\n")).collect::<String>()
+    );
     for (request, status, code) in [
         (long_uri.into_bytes(), 414, ErrorCode::UriTooLong),
         (huge_header.into_bytes(), 431, ErrorCode::HeadersTooLarge),
+        (many_headers.into_bytes(), 431, ErrorCode::HeadersTooLarge),
         (
             b"GET /health HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n".to_vec(),
             400,

@@ -286,6 +286,29 @@ async fn a_chunked_body_over_the_limit_is_too_large() {
     assert!(answer.contains("PAYLOAD_TOO_LARGE"));
 }
 
+/// A body whose chunks are not well-formed is HTTP's fault, not JSON's: 400 `BAD_REQUEST`
+/// (which every operation lists), on a JSON route, a route without a body and a board form.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_whose_chunks_are_broken_is_a_bad_request() {
+    let app = spawn_app().await;
+    for (path, content_type) in [
+        ("/workflow/start", "application/json"),
+        ("/webhooks/wh_x/deliveries/msg_y/redeliver", "application/json"),
+        ("/board/session", "application/x-www-form-urlencoded"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(answer.contains(r#""code":"BAD_REQUEST""#), "{path}: {answer}");
+    }
+    assert_eq!(app.client.list_workflows(&Default::default()).await.unwrap().items, []);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_routes_and_methods_answer_the_envelope() {
     let app = spawn_app().await;

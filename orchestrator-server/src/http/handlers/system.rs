@@ -1,7 +1,7 @@
 //! Service endpoints: what the service is (`/`), its health, its metrics.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -26,29 +26,32 @@ const HUB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const HUB_PROBE_TTL: Duration = Duration::from_secs(5);
 /// How long `/metrics` waits for the workflows by state before it renders without them.
 const METRICS_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the workflows by state read for `/metrics` are reused: `/metrics` is public, and
+/// each read counts the workflow table.
+pub const METRICS_READ_TTL: Duration = Duration::from_secs(1);
 /// How long a storage probe's result is reused: `/health` is public, and each probe writes.
 pub const DATABASE_PROBE_TTL: Duration = Duration::from_secs(1);
 
-/// A dependency's last check and when it was made, reused for a while so that `/health` (a
-/// public endpoint) cannot make the service hammer what it depends on. One check runs at a
-/// time; callers meanwhile wait for it rather than start their own.
+/// A dependency's last reading and when it was made, reused for a while so that a public
+/// endpoint (`/health`, `/metrics`) cannot make the service hammer what it depends on. One
+/// reading is made at a time; callers meanwhile wait for it rather than start their own.
 #[derive(Debug)]
-pub struct CachedCheck {
+pub struct Cached<T> {
     ttl: Duration,
-    last: tokio::sync::Mutex<Option<(Instant, HealthCheck)>>,
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, T)>>,
 }
 
-impl CachedCheck {
-    /// A check whose result is reused for `ttl`.
+impl<T: Clone> Cached<T> {
+    /// A reading reused for `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        CachedCheck {
+        Cached {
             ttl,
             last: tokio::sync::Mutex::new(None),
         }
     }
 
-    /// The last result if it is recent enough, else `probe`'s.
-    async fn get(&self, probe: impl std::future::Future<Output = HealthCheck>) -> HealthCheck {
+    /// The last reading if it is recent enough, else `probe`'s.
+    async fn get(&self, probe: impl std::future::Future<Output = T>) -> T {
         let mut last = self.last.lock().await;
         if let Some((at, check)) = last.as_ref()
             && at.elapsed() < self.ttl
@@ -56,7 +59,7 @@ impl CachedCheck {
             return check.clone();
         }
         let check = probe.await;
-        *last = Some((Instant::now(), check.clone()));
+        *last = Some((tokio::time::Instant::now(), check.clone()));
         check
     }
 }
@@ -93,6 +96,23 @@ async fn probe_database(app: &App) -> HealthCheck {
             error_check("the database cannot be read or written")
         }
         Err(_) => error_check("the database did not answer in time"),
+    }
+}
+
+/// Workflows by state and gates overdue, read at scrape time; if storage fails or is slow,
+/// the rest still renders, within a scraper's timeout (the storage's own series say what is
+/// wrong).
+async fn read_counts(app: &App) -> Option<orchestrator_core::Summary> {
+    match tokio::time::timeout(METRICS_READ_TIMEOUT, app.orchestrator().summary()).await {
+        Ok(Ok(counts)) => Some(counts),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: workflows by state could not be read");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("metrics: workflows by state were not read in time");
+            None
+        }
     }
 }
 
@@ -188,25 +208,42 @@ fn error_check(message: &str) -> HealthCheck {
                example = "# HELP orchestrator_workflows Workflows stored, by state (read when scraped).\n# TYPE orchestrator_workflows gauge\norchestrator_workflows{state=\"PHASE_1\"} 3\n# EOF\n")),
 )]
 pub async fn get_metrics(app: &App) -> Result<HttpResponse> {
-    // Workflows by state is read at scrape time; if storage fails or is slow, the rest still
-    // renders, within a scraper's timeout (the storage's own series say what is wrong).
-    let counts =
-        match tokio::time::timeout(METRICS_READ_TIMEOUT, app.orchestrator().summary()).await {
-            Ok(Ok(counts)) => Some(counts),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "metrics: workflows by state could not be read");
-                None
-            }
-            Err(_) => {
-                tracing::warn!("metrics: workflows by state were not read in time");
-                None
-            }
-        };
-    app.metrics().event_streams(app.open_streams());
-    let text = app.metrics().render(counts.as_ref());
+    let counts = app.metrics_read().get(read_counts(app)).await;
+    let text = app.metrics().render(counts.as_ref(), app.open_streams());
     Ok(bytes_response(
         StatusCode::OK,
         crate::metrics::CONTENT_TYPE,
         Bytes::from(text),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cached;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_at_once_share_one_reading_until_it_is_too_old() {
+        let cached = Arc::new(Cached::new(Duration::from_secs(1)));
+        let readings = Arc::new(AtomicUsize::new(0));
+        let read = |readings: Arc<AtomicUsize>| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            readings.fetch_add(1, Ordering::SeqCst)
+        };
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (cached, readings) = (cached.clone(), readings.clone());
+            callers.spawn(async move { cached.get(read(readings)).await });
+        }
+        while let Some(reading) = callers.join_next().await {
+            assert_eq!(reading.unwrap(), 0);
+        }
+        assert_eq!(readings.load(Ordering::SeqCst), 1, "one reading for fifty callers");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(cached.get(read(readings.clone())).await, 0, "still fresh");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(cached.get(read(readings)).await, 1, "read again once a second old");
+    }
 }
