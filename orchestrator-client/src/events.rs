@@ -411,7 +411,11 @@ mod tests {
                 while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
                     head.push(byte[0]);
                 }
-                let kind = if stream { "text/event-stream" } else { "application/json" };
+                let kind = if stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                };
                 let _ = write!(
                     conn,
                     "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -449,9 +453,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_event_of_a_type_this_version_does_not_know_is_reported_once_and_passed() {
-        let body = [(1, "gate.overdue"), (2, "workflow.archived"), (3, "gate.overdue")]
-            .map(|(id, kind)| format!("id: {id}\ndata: {}\n\n", event_json(id, kind)))
-            .concat();
+        let body = [
+            (1, "gate.overdue"),
+            (2, "workflow.archived"),
+            (3, "gate.overdue"),
+        ]
+        .map(|(id, kind)| format!("id: {id}\ndata: {}\n\n", event_json(id, kind)))
+        .concat();
         let (address, connections) = closing_server_with(body, true);
         let client = crate::Client::new(address).unwrap();
         let mut stream = client.stream_events(Default::default());
@@ -471,10 +479,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_page_leaves_out_the_events_this_version_cannot_read_and_pages_past_them() {
-        let items = [(7, "consultation.created"), (8, "workflow.archived"), (9, "gate.overdue")]
-            .map(|(id, kind)| event_json(id, kind))
-            .join(",");
-        let (address, _) = closing_server_with(format!(r#"{{"items":[{items}],"next_after":"9"}}"#), false);
+        let items = [
+            (7, "consultation.created"),
+            (8, "workflow.archived"),
+            (9, "gate.overdue"),
+        ]
+        .map(|(id, kind)| event_json(id, kind))
+        .join(",");
+        let (address, _) =
+            closing_server_with(format!(r#"{{"items":[{items}],"next_after":"9"}}"#), false);
         let client = crate::Client::new(address).unwrap();
         let query = Default::default();
         let (page, unreadable) = client.list_events_reporting(&query).await.unwrap();

@@ -97,7 +97,7 @@ pub enum ErrorCode {
     RequestTimeout,
     /// 414: the request's URI is too long.
     UriTooLong,
-    /// 431: the request's headers are too large.
+    /// 431: the request's headers are too large or too many.
     HeadersTooLarge,
     /// 503: the request could not be answered in time; retry later.
     ServiceUnavailable,

@@ -357,7 +357,7 @@ pub async fn list_events(
     app: &App,
     query: Option<&str>,
 ) -> Result<Response<http_body_util::Full<Bytes>>> {
-    let query = parse_query(query)?;
+    let query = parse_query(query, false)?;
     let page = app
         .orchestrator()
         .events(query.after, &query.filter, query.limit)
@@ -371,10 +371,15 @@ pub async fn list_events(
     ))
 }
 
-fn parse_query(query: Option<&str>) -> Result<EventsQuery> {
+/// The query of a page, or with `stream` of a stream, which has no pages: it ignores `limit`
+/// as it does any parameter it does not take.
+fn parse_query(query: Option<&str>, stream: bool) -> Result<EventsQuery> {
     let pairs = super::body::query_pairs(query);
     Ok(EventsQuery::parse_query(
-        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        pairs
+            .iter()
+            .filter(|(k, _)| !(stream && k == "limit"))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
     )?)
 }
 
@@ -401,7 +406,7 @@ pub async fn stream_events(
     // First of all: a right to read lost from here on ends the stream, also while it starts
     // and catches up.
     let revocations = app.revocations();
-    let mut query = parse_query(query)?;
+    let mut query = parse_query(query, true)?;
     let slot = app.stream_slot().ok_or(ApiError::TooManyStreams)?;
     if let Some(value) = headers.get("last-event-id") {
         let id = value

@@ -607,7 +607,7 @@ fn when(code: ErrorCode) -> &'static str {
         BadRequest => "the request is not well-formed HTTP",
         RequestTimeout => "the body did not arrive in time",
         UriTooLong => "the request URI is too long",
-        HeadersTooLarge => "the request headers are too large",
+        HeadersTooLarge => "the request headers are too large or too many",
         ServiceUnavailable => {
             "the request could not be answered in time, or (asking the hub) too many consultations are being asked at once, or (creating a webhook) its host could not get a turn to be looked up, or (opening a stream) as many streams as the server keeps are open (these three with Retry-After); retry later"
         }
@@ -783,7 +783,7 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
         BadRequest => envelope("the request is not well-formed HTTP", None),
         RequestTimeout => envelope("the request body did not arrive in time", None),
         UriTooLong => envelope("the request URI is too long", None),
-        HeadersTooLarge => envelope("the request headers are too large", None),
+        HeadersTooLarge => envelope("the request headers are too large or too many", None),
         ServiceUnavailable => envelope(
             "the request could not be answered in time; retry later",
             None,

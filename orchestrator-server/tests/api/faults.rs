@@ -204,7 +204,9 @@ async fn requests_refused_below_the_router_answer_the_envelope() {
     );
     let many_headers = format!(
         "GET /health HTTP/1.1\r\nhost: x\r\n{}\r\n",
-        (0..100).map(|n| format!("x-{n}: y\r\n")).collect::<String>()
+        (0..100)
+            .map(|n| format!("x-{n}: y\r\n"))
+            .collect::<String>()
     );
     for (request, status, code) in [
         (long_uri.into_bytes(), 414, ErrorCode::UriTooLong),

@@ -293,7 +293,10 @@ async fn a_body_whose_chunks_are_broken_is_a_bad_request() {
     let app = spawn_app().await;
     for (path, content_type) in [
         ("/workflow/start", "application/json"),
-        ("/webhooks/wh_x/deliveries/msg_y/redeliver", "application/json"),
+        (
+            "/webhooks/wh_x/deliveries/msg_y/redeliver",
+            "application/json",
+        ),
         ("/board/session", "application/x-www-form-urlencoded"),
     ] {
         let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
@@ -304,9 +307,19 @@ async fn a_body_whose_chunks_are_broken_is_a_bad_request() {
         let mut answer = String::new();
         let _ = stream.read_to_string(&mut answer).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
-        assert!(answer.contains(r#""code":"BAD_REQUEST""#), "{path}: {answer}");
+        assert!(
+            answer.contains(r#""code":"BAD_REQUEST""#),
+            "{path}: {answer}"
+        );
     }
-    assert_eq!(app.client.list_workflows(&Default::default()).await.unwrap().items, []);
+    assert_eq!(
+        app.client
+            .list_workflows(&Default::default())
+            .await
+            .unwrap()
+            .items,
+        []
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -240,10 +240,18 @@ mod tests {
         while let Some(reading) = callers.join_next().await {
             assert_eq!(reading.unwrap(), 0);
         }
-        assert_eq!(readings.load(Ordering::SeqCst), 1, "one reading for fifty callers");
+        assert_eq!(
+            readings.load(Ordering::SeqCst),
+            1,
+            "one reading for fifty callers"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(cached.get(read(readings.clone())).await, 0, "still fresh");
         tokio::time::sleep(Duration::from_millis(600)).await;
-        assert_eq!(cached.get(read(readings)).await, 1, "read again once a second old");
+        assert_eq!(
+            cached.get(read(readings)).await,
+            1,
+            "read again once a second old"
+        );
     }
 }
