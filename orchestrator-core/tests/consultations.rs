@@ -638,3 +638,28 @@ async fn an_escalation_lost_after_a_refused_answer_needs_a_reroute() {
     let stored = &orchestrator.consultations(&id).await.unwrap()[0];
     assert_eq!(stored.status, ConsultationStatus::NeedsReroute);
 }
+
+/// Another server ended this ask as one a crash left (its hub timeout shorter than this
+/// one's): the answer that comes later is not stored, and the caller is told what is.
+#[tokio::test]
+async fn an_answer_to_an_ask_ended_elsewhere_is_not_taken_for_stored() {
+    let (orchestrator, _, id) = setup().await;
+    let reserved = orchestrator
+        .reserve_consultation(&id, ask("architecture"))
+        .await
+        .unwrap();
+    let asking = orchestrator.publish(reserved).await.unwrap();
+    let later = orchestrator.now() + chrono::Duration::hours(1);
+    assert_eq!(orchestrator.interrupt_asks(later).await.unwrap(), 1);
+    let answer = HubAnswer {
+        answer: "Shard by customer".into(),
+        rationale: None,
+        confidence: 95,
+        uncertainty_reasons: Vec::new(),
+        status: AnswerStatus::Resolved,
+        escalation_id: None,
+    };
+    let ended = orchestrator.finish(asking, Ok(answer)).await.unwrap();
+    assert_eq!(ended.status, ConsultationStatus::Failed);
+    assert_eq!(orchestrator.consultations(&id).await.unwrap(), vec![ended]);
+}

@@ -262,7 +262,27 @@ impl Orchestrator {
             ),
         }
         self.repository.update_consultation(&asking).await?;
-        Ok(asking)
+        // A settled consultation is never changed again: if another server ended this ask
+        // meanwhile (it took it for one a crash left, its hub timeout being shorter than
+        // this one's), the answer was not stored. Say so, and return what is stored.
+        let stored = self
+            .repository
+            .consultations(&asking.feature_id)
+            .await?
+            .into_iter()
+            .find(|c| c.id == asking.id);
+        match stored {
+            Some(stored) if stored.status != asking.status => {
+                tracing::warn!(
+                    consultation = %asking.id,
+                    answered = asking.status.as_str(),
+                    stored = stored.status.as_str(),
+                    "an ask's outcome came after the ask was ended elsewhere; it is not stored"
+                );
+                Ok(stored)
+            }
+            _ => Ok(asking),
+        }
     }
 
     /// Step four when the server stops before the hub answered: the consultation becomes
