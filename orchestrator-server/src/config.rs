@@ -81,7 +81,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_seconds: u64,
 
-    /// Longest a client may take to send a request's body, in seconds (then 408).
+    /// Longest a client may take to send a request's body, in seconds (then 408); at most a
+    /// second less than the request bound used.
     #[arg(long, env = "BODY_TIMEOUT_SECONDS", value_name = "BODY_TIMEOUT_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout_seconds: u64,
@@ -331,11 +332,14 @@ impl Config {
         let call = self.hub_call_timeout();
         // The longest one ask may take in all: opening (or renewing) a session, and asking.
         let bound = call + self.hub_ask_timeout();
+        let request_timeout = Duration::from_secs(self.request_timeout_seconds)
+            .max(wait.unwrap_or(self.hub_ask_timeout()) + call + Duration::from_secs(5));
         crate::http::Limits {
             max_connections: usize::try_from(self.max_connections).unwrap_or(1024),
-            request_timeout: Duration::from_secs(self.request_timeout_seconds)
-                .max(wait.unwrap_or(self.hub_ask_timeout()) + call + Duration::from_secs(5)),
-            body_timeout: Duration::from_secs(self.body_timeout_seconds),
+            request_timeout,
+            // A body that stalls is 408 before the request's own bound makes it a 503.
+            body_timeout: Duration::from_secs(self.body_timeout_seconds)
+                .min(request_timeout.saturating_sub(Duration::from_secs(1))),
             write_timeout: Duration::from_secs(self.write_timeout_seconds),
             asks: crate::http::AskPolicy {
                 wait,
@@ -549,6 +553,10 @@ mod tests {
         // The wait, one short hub call (30 s) and 5 s: a consultation is never cut short.
         assert_eq!(limits.request_timeout, Duration::from_secs(60));
         assert_eq!(config.hub_call_timeout(), Duration::from_secs(30));
+        assert_eq!(limits.body_timeout, Duration::from_secs(10));
+        // A body that stalls is 408 before the request's bound makes it a 503.
+        let lenient = parse(&["--body-timeout-seconds", "120"]).unwrap();
+        assert_eq!(lenient.limits().body_timeout, Duration::from_secs(59));
         // A wait as long as the hub timeout is no wait at all: the request sees the end.
         let patient = parse(&["--agent-hub-timeout-seconds", "10"]).unwrap();
         assert_eq!(patient.limits().asks.wait, None);

@@ -22,6 +22,7 @@ pub mod webhooks;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -299,16 +300,19 @@ impl App {
             .at(request.uri().path())
             .ok()
             .map(|found| *found.value);
-        // A keyed POST runs on past its deadline (see `route`): its answer says so.
-        let keyed = request.method() == Method::POST
-            && request.headers().contains_key(idempotency::KEY_HEADER);
+        // Whether the request runs on past its deadline (a keyed POST whose body was read,
+        // see `route`): its late answer then says so.
+        let runs_on = Arc::new(AtomicBool::new(false));
         async move {
-            let answered = tokio::time::timeout(self.0.limits.request_timeout, self.route(request));
+            let answered = tokio::time::timeout(
+                self.0.limits.request_timeout,
+                self.route(request, runs_on.clone()),
+            );
             let (route, mut response) = match answered.await {
                 Ok(Ok((route, response))) => (route, response),
                 Ok(Err((route, error))) => (route, error.into_response().map(Either::Left)),
                 Err(_) => {
-                    let late = if keyed {
+                    let late = if runs_on.load(Ordering::Relaxed) {
                         ApiError::KeyedDeadline
                     } else {
                         ApiError::Deadline
@@ -330,10 +334,13 @@ impl App {
         .await
     }
 
-    /// Finds the route, checks method and token, and dispatches.
+    /// Finds the route, checks method and token, and dispatches; sets `runs_on` once the
+    /// request is handed to a task that runs to its end whether or not its answer is waited
+    /// for (a keyed request, its body read).
     async fn route(
         &self,
         request: Request<Incoming>,
+        runs_on: Arc<AtomicBool>,
     ) -> Result<(Option<Route>, Response<Body>), (Option<Route>, ApiError)> {
         let path = request.uri().path().to_owned();
         let (route, params) = match self.0.router.at(&path) {
@@ -436,6 +443,7 @@ impl App {
                     })
                     .await
                 };
+                runs_on.store(true, Ordering::Relaxed);
                 tokio::spawn(run.in_current_span())
                     .await
                     .unwrap_or_else(|e| {
