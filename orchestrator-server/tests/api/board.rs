@@ -873,3 +873,50 @@ async fn the_postgres_store_keeps_board_sessions() {
         .unwrap();
     sessions_live_until_they_end_or_are_deleted(store).await;
 }
+
+/// A person's answer to an escalation is shown as theirs, not the expert's, with the expert's
+/// first answer and doubts beside it, line breaks kept; each cell names its column for
+/// narrow screens, where the table's head is hidden.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_shows_who_answered_an_escalation_and_what_the_expert_had_said() {
+    let app = spawn_app().await;
+    at_gate(&app.client, "logged").await;
+    let f = id("logged");
+    let asked = app
+        .client
+        .create_consultation(
+            &f,
+            &orchestrator_core::api::ConsultRequest::new(
+                "security",
+                "May we log the token? [confidence=30]",
+            ),
+        )
+        .await
+        .unwrap();
+    let escalation = asked.escalation_id.expect("an escalation").to_string();
+    let correction = "Never log it.\nNot even hashed.";
+    assert!(app.hub.resolve(
+        &escalation,
+        orchestrator_core::hub::HumanAction::Correct,
+        Some(correction)
+    ));
+    // Listing refreshes the escalation from the hub.
+    let listed = app.client.list_consultations(&f).await.unwrap().items;
+    assert_eq!(listed[0].final_answer.as_deref(), Some(correction));
+
+    let page = get(&app, "/board/feature/logged", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    for expected in [
+        format!(r#"<span class="text">{correction}</span>"#),
+        r#"Corrected by stand-in reviewer; the expert had said: <q class="text">"#.to_owned(),
+        "<summary>The expert's reasoning</summary>".to_owned(),
+        "Unsure because:".to_owned(),
+        r#"<td data-label="Answer">"#.to_owned(),
+    ] {
+        assert!(
+            page.text.contains(&expected),
+            "{expected} missing from:\n{}",
+            page.text
+        );
+    }
+}

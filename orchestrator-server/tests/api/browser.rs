@@ -487,12 +487,14 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     click(&a, "Approve").await;
     wait_text(&a, "#message", |t| t.contains("moved to PHASE_2")).await;
 
-    // Narrow screens: nothing wider than the window.
-    a.set_window_size(400, 900).await.unwrap();
-    a.goto(&app.url("/board/feature/checkout-flow"))
+    // Narrow screens: nothing wider than the window, on the page with most to show (a gate
+    // and its escalations' table, each cell named by its column).
+    // Tall enough for the table in the screenshot.
+    a.set_window_size(400, 2000).await.unwrap();
+    a.goto(&app.url("/board/feature/payments-retry"))
         .await
         .unwrap();
-    wait_text(&a, "#state", |t| t == "DONE").await;
+    wait_text(&a, "table.consultations", |t| t.contains("Blocking")).await;
     let overflow = a
         .execute(
             "return document.documentElement.scrollWidth - window.innerWidth;",
@@ -547,8 +549,10 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         t == "Answered: the consultation is resolved."
     })
     .await;
+    // Shown as hers, with what the expert had said beside it.
     wait_text(&a, "table.consultations", |t| {
         t.contains("Only the processor's token, never the card number")
+            && t.contains("Corrected by alice; the expert had said:")
     })
     .await;
     let why = wait_text(&a, "#verdict", |t| t.contains("blocked by 1 escalation")).await;

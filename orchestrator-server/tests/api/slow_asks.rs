@@ -187,6 +187,17 @@ async fn an_ask_that_fails_after_the_wait_is_failed_with_a_code_in_our_words() {
     assert!(!error.message.contains("127.0.0.1"), "{error:?}");
     assert!(!error.message.contains("reqwest"), "{error:?}");
     assert_eq!(items[0].answer, None);
+    // The board says why too.
+    let page = reqwest::get(app.url("/board/feature/slow-then-gone"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!(r#"<p class="text failure">{}</p>"#, error.message)),
+        "{page}"
+    );
 
     // A failed ask holds nothing.
     app.client

@@ -349,7 +349,7 @@
       if (field) field.value = '';
       const status = answer && answer.status ? answer.status : 'answered';
       say(status === 'needs_reroute'
-        ? 'Context sent: the consultation is needs_reroute (ask the hub again with it); it no longer holds the gate.'
+        ? 'Context sent: the consultation is needs_reroute and no longer holds the gate; the question is to be asked again with your context, by the feature\'s agent.'
         : 'Answered: the consultation is ' + status + '.', 'ok');
       return;
     }

@@ -5,6 +5,7 @@
 use maud::{DOCTYPE, Markup, html};
 use orchestrator_core::api::{Blocker, GateView, WorkflowResponse};
 use orchestrator_core::consultation::CONTEXT_MAX_CHARS;
+use orchestrator_core::hub::HumanAction;
 use orchestrator_core::values::REASON_MAX_CHARS;
 use orchestrator_core::{
     ActorKind, Consultation, EventType, Summary, Timestamp, Transition, Trigger, WorkflowState,
@@ -402,14 +403,17 @@ pub fn feature(data: &Feature) -> Markup {
                         tbody {
                             @for c in &data.consultations {
                                 tr data-status=(c.status.as_str()) {
-                                    td { (c.topic.as_str()) }
-                                    td id=(format!("question-{}", c.id)) { (c.question.as_str()) }
-                                    td { (c.final_answer.as_deref().or(c.answer.as_deref()).unwrap_or("—")) }
-                                    td { @if let Some(conf) = c.confidence { (conf) " %" } @else { "—" } }
-                                    td {
+                                    td data-label="Topic" { (c.topic.as_str()) }
+                                    td.text data-label="Question" id=(format!("question-{}", c.id)) { (c.question.as_str()) }
+                                    td data-label="Answer" { (answer_cell(c)) }
+                                    td data-label="Confidence" { @if let Some(conf) = c.confidence { (conf) " %" } @else { "—" } }
+                                    td data-label="Status" {
                                         (c.status.as_str())
                                         @if c.blocks_gate() && w.state == WorkflowState::Gate1 {
                                             " " span.badge.blocking { "Blocking" }
+                                        }
+                                        @if let Some(error) = &c.error {
+                                            p.text.failure { (error.message) }
                                         }
                                     }
                                 }
@@ -508,6 +512,38 @@ fn decision_form(w: &WorkflowResponse, approve: bool, reject: bool) -> Markup {
     }
 }
 
+/// A consultation's answer as it stands, what a person did with it (so that nobody takes a
+/// person's correction for the expert's), and the expert's reasoning, folded.
+fn answer_cell(c: &Consultation) -> Markup {
+    let who = c.human_responder.as_deref().unwrap_or("someone unnamed");
+    html! {
+        span.text { (c.final_answer.as_deref().or(c.answer.as_deref()).unwrap_or("—")) }
+        @match c.human_action {
+            Some(HumanAction::Confirm) => p.human { "Confirmed by " (who) "." }
+            Some(HumanAction::Correct) => p.human {
+                "Corrected by " (who) "; the expert had said: "
+                q.text { (c.answer.as_deref().unwrap_or("—")) }
+            }
+            Some(HumanAction::AddContext) => p.human {
+                (who) " added context: "
+                q.text { (c.human_response.as_deref().unwrap_or("—")) }
+                " The question is to be asked again with it (by the feature's agent); the answer above is the expert's first, not final."
+            }
+            None => {}
+        }
+        @if c.rationale.is_some() || !c.uncertainty_reasons.is_empty() {
+            details {
+                summary { "The expert's reasoning" }
+                @if let Some(rationale) = &c.rationale { p.text { (rationale) } }
+                @if !c.uncertainty_reasons.is_empty() {
+                    p { "Unsure because:" }
+                    ul { @for reason in &c.uncertainty_reasons { li.text { (reason) } } }
+                }
+            }
+        }
+    }
+}
+
 /// Confirm, Correct or Add context for an escalation waiting for a human: the answer goes to
 /// the Agent Hub through `POST …/consultations/{id}/respond`.
 fn respond_form(w: &WorkflowResponse, c: &Consultation) -> Markup {
@@ -517,7 +553,7 @@ fn respond_form(w: &WorkflowResponse, c: &Consultation) -> Markup {
     let question = format!("question-{}", c.id);
     html! {
         form.respond data-feature=(w.feature_id.as_str()) data-consultation=(c.id) aria-labelledby=(question) {
-            p.note { "The expert's answer waits for a human: confirm it, correct it, or add context for the hub to ask again." }
+            p.note { "The expert's answer waits for a human: confirm it, correct it, or add context (the question is then to be asked again with it, by the feature's agent)." }
             label for=(field) { "Response" }
             textarea id=(field) name="response" rows="2" maxlength=(CONTEXT_MAX_CHARS) placeholder="Required to correct or add context" {}
             div.buttons {
