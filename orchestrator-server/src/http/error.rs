@@ -71,6 +71,12 @@ pub enum ApiError {
         "the webhook's host could not be looked up yet: other lookups are waiting on the name servers; retry later"
     )]
     LookupsBusy,
+    /// A new webhook's host could not be looked up: its name servers did not answer (in
+    /// time), or said to try again.
+    #[error(
+        "the webhook's host '{0}' could not be looked up: its name servers did not answer; retry later"
+    )]
+    LookupFailed(String),
     /// As many event streams as this server keeps open are open already.
     #[error(
         "as many event streams as this server keeps are open; retry later, or raise MAX_CONNECTIONS"
@@ -119,9 +125,10 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => (ErrorCode::MethodNotAllowed, None),
             ApiError::RequestTimeout => (ErrorCode::RequestTimeout, None),
             ApiError::Deadline | ApiError::KeyedDeadline => (ErrorCode::ServiceUnavailable, None),
-            ApiError::TooManyAsks | ApiError::LookupsBusy | ApiError::TooManyStreams => {
-                (ErrorCode::ServiceUnavailable, None)
-            }
+            ApiError::TooManyAsks
+            | ApiError::LookupsBusy
+            | ApiError::LookupFailed(_)
+            | ApiError::TooManyStreams => (ErrorCode::ServiceUnavailable, None),
             ApiError::Forbidden(why) => (ErrorCode::Forbidden, Some(vec![why.clone()])),
             ApiError::IdempotencyKeyInUse => (ErrorCode::IdempotencyKeyInUse, None),
             ApiError::IdempotencyKeyReused => (ErrorCode::IdempotencyKeyReused, None),
@@ -178,7 +185,10 @@ impl ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::TooManyAsks | ApiError::LookupsBusy | ApiError::TooManyStreams => {
+            ApiError::TooManyAsks
+            | ApiError::LookupsBusy
+            | ApiError::LookupFailed(_)
+            | ApiError::TooManyStreams => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -37,8 +37,8 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// holds three quarters of the slots, and the other webhooks' deliveries go on in the rest
 /// (while one busy webhook alone still has more attempts in flight than a server once had).
 pub const PER_WEBHOOK: u32 = MAX_IN_FLIGHT as u32 / 4 * 3;
-/// How long creating a webhook waits for a turn to look its host up (then 503, retry later),
-/// and then for the name to resolve (then 400).
+/// How long creating a webhook waits for a turn to look its host up, and then for the name
+/// servers' answer (either way 503, retry later).
 const CHECK_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events read per enqueue.
 const ENQUEUE_BATCH: u32 = 500;
@@ -277,20 +277,19 @@ async fn check_public(url: &reqwest::Url, lookups: &Lookups) -> Result<(), ApiEr
         .await
         .map_err(|_| ApiError::LookupsBusy)?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let addresses =
-        tokio::time::timeout(CHECK_LOOKUP_TIMEOUT, Lookups::lookup_in(turn, host, port))
-            .await
-            .map_err(|_| {
-                ValidationError::new(
-                    "url",
-                    format!(
-                        "the host '{host}' did not resolve within {} s",
-                        CHECK_LOOKUP_TIMEOUT.as_secs()
-                    ),
-                )
-            })?
-            // A name the resolver refuses is refused as a name with no address.
-            .unwrap_or_default();
+    let addresses = match tokio::time::timeout(
+        CHECK_LOOKUP_TIMEOUT,
+        Lookups::lookup_in(turn, host, port),
+    )
+    .await
+    {
+        // The name servers did not answer (in time): a moment's trouble, not the URL's
+        // fault, so 503 (retry), which an idempotency key does not keep.
+        Err(_) => return Err(ApiError::LookupFailed(host.to_owned())),
+        Ok(Err(e)) if is_temporary(&e) => return Err(ApiError::LookupFailed(host.to_owned())),
+        // A name the resolver refuses is refused as a name with no address.
+        Ok(result) => result.unwrap_or_default(),
+    };
     match addresses.iter().find(|a| !is_public_address(a.ip())) {
         Some(private) => Err(refuse(private.ip()).into()),
         None if addresses.is_empty() => {
@@ -298,6 +297,13 @@ async fn check_public(url: &reqwest::Url, lookups: &Lookups) -> Result<(), ApiEr
         }
         None => Ok(()),
     }
+}
+
+/// Whether a failed lookup is the name servers' passing trouble (`EAI_AGAIN`), which the
+/// system resolver reports only in words: glibc's and musl's.
+fn is_temporary(error: &std::io::Error) -> bool {
+    let text = error.to_string();
+    text.contains("Temporary failure in name resolution") || text.ends_with("Try again")
 }
 
 /// The worker: every [`POLL_EVERY`] until `stop` turns true, enqueues new events and attempts
@@ -611,6 +617,25 @@ mod tests {
         }
         let public = check_url("http://93.184.216.34/").unwrap();
         assert!(check_public(&public, &lookups).await.is_ok());
+    }
+
+    #[test]
+    fn only_the_name_servers_passing_trouble_is_temporary() {
+        let failure = |text: &str| {
+            std::io::Error::other(format!("failed to lookup address information: {text}"))
+        };
+        assert!(is_temporary(&failure(
+            "Temporary failure in name resolution"
+        )));
+        assert!(is_temporary(&failure("Try again")));
+        assert!(!is_temporary(&failure("Name or service not known")));
+        assert!(!is_temporary(&failure(
+            "No address associated with hostname"
+        )));
+        assert!(!is_temporary(&failure("Name does not resolve")));
+        let response = ApiError::LookupFailed("hooks.example.com".into()).into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "5");
     }
 
     #[tokio::test(start_paused = true)]
