@@ -546,9 +546,13 @@ fn form_field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
         .map_or("", |(_, value)| value.as_str())
 }
 
-/// `next` if it is a board page, else the overview: a sign-in never sends anyone elsewhere.
+/// `next` if it is a board page (the overview, filtered by a state or not, or a feature's
+/// page), else the overview: a sign-in never sends anyone elsewhere.
 fn board_path(next: &str) -> &str {
     let safe = next == "/board"
+        || next
+            .strip_prefix("/board?state=")
+            .is_some_and(|state| state.parse::<WorkflowState>().is_ok())
         || next
             .strip_prefix("/board/feature/")
             .is_some_and(|id| FeatureId::parse(id).is_ok());
@@ -610,6 +614,9 @@ mod tests {
     fn sign_in_returns_only_to_board_pages() {
         assert_eq!(board_path("/board/feature/f-1"), "/board/feature/f-1");
         assert_eq!(board_path("/board"), "/board");
+        assert_eq!(board_path("/board?state=DONE"), "/board?state=DONE");
+        assert_eq!(board_path("/board?state=DONE&x=//evil"), "/board");
+        assert_eq!(board_path("/board?state=//evil.example"), "/board");
         assert_eq!(board_path("https://evil.example/"), "/board");
         assert_eq!(board_path("//evil.example"), "/board");
         assert_eq!(board_path("/board/feature/../../x"), "/board");
