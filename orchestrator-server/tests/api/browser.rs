@@ -391,6 +391,19 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         "{history}"
     );
 
+    // The server goes away under a decision: Bob's page cannot know whether it was recorded,
+    // and says so rather than "nothing was decided".
+    b.goto(&app.url("/board/feature/search-filters"))
+        .await
+        .unwrap();
+    wait_text(&b, "#state", |t| t == "GATE_1").await;
+    let mut app = app;
+    app.stop().await;
+    type_into(&b, "Reason", "Not yet").await;
+    click(&b, "Reject").await;
+    let unknown = wait_text(&b, "#message", |t| t.starts_with("No answer from the server")).await;
+    assert!(unknown.contains("may or may not have been recorded"), "{unknown}");
+
     // The server restarts under the open page: the page reconnects, resumes by id, and shows
     // what happened meanwhile (the session, kept in the database, still holds).
     let app = app.restart().await;

@@ -237,9 +237,20 @@
     return answer && answer.error ? answer.error : { code: 'HTTP_' + response.status, message: 'HTTP ' + response.status };
   }
 
-  function notRecorded(error) {
+  // A refusal (4xx) recorded nothing. A server error or a lost connection may have come after
+  // the change was made: say so, and let the page show the feature as it is.
+  function notRecorded(error, status) {
     const details = Array.isArray(error.details) && error.details.length ? ' (' + error.details.join('; ') + ')' : '';
-    say('Not recorded: ' + error.message + details, 'bad');
+    if (status >= 500) {
+      mayHaveLanded(error.message + details);
+    } else {
+      say('Not recorded: ' + error.message + details, 'bad');
+    }
+  }
+
+  function mayHaveLanded(why) {
+    say('No answer from the server (' + why + '): it may or may not have been recorded. The page shows the feature as it is once the server answers; try again if it still waits for you: what was recorded already is refused a second time, never made twice.', 'bad');
+    refresh();
   }
 
   // --- Approve / Reject through the API, with the version shown as If-Match. ---
@@ -268,7 +279,7 @@
         body: JSON.stringify(request),
       });
     } catch (_) {
-      say('The server could not be reached; nothing was decided. Try again.', 'bad');
+      mayHaveLanded('it could not be reached, or the connection broke');
       return;
     }
     const answer = await response.json().catch(() => null);
@@ -307,7 +318,7 @@
       if (since.length) what = 'since then ' + since.join(', then ') + '; ' + what;
       say('Not recorded: this feature changed while you were looking (you saw version ' + shown + '; ' + what + '). The page now shows it as it is; decide again if you still want to.', 'bad');
     } else {
-      notRecorded(error);
+      notRecorded(error, response.status);
     }
   }
 
@@ -341,7 +352,7 @@
         body: JSON.stringify(request),
       });
     } catch (_) {
-      say('The server could not be reached; nothing was answered. Try again.', 'bad');
+      mayHaveLanded('it could not be reached, or the connection broke');
       return;
     }
     const answer = await response.json().catch(() => null);
@@ -357,7 +368,7 @@
     if (error.code === 'ALREADY_RESOLVED') {
       say('Not recorded: somebody answered this escalation already; the page now shows the answer that stands.', 'bad');
     } else {
-      notRecorded(error);
+      notRecorded(error, response.status);
     }
   }
 
