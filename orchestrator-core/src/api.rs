@@ -678,8 +678,10 @@ impl From<&Event> for CloudEvent {
 pub struct EventsResponse {
     /// In id order.
     pub items: Vec<CloudEvent>,
-    /// The last item's id, or past it when rows this server cannot read were passed over (the
-    /// given `after` on an empty page): pass it as `after` next.
+    /// The last item's id, or past it when rows this server cannot read were passed over, or
+    /// when a read filtered by `type` alone looked at its 10 000 ids and found fewer items
+    /// (the given `after` on an empty page at the end of the log): pass it as `after` next,
+    /// until it comes back equal to the `after` sent.
     pub next_after: String,
 }
 

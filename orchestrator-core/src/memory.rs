@@ -446,6 +446,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             purged_through: log.purged_through,
             last_id: log.last_id,
             unreadable: Vec::new(),
+            scanned_through: None,
         })
     }
 

@@ -61,11 +61,13 @@ impl Orchestrator {
         let next_after = last_event
             .into_iter()
             .chain(slice.unreadable.last().copied())
+            .chain(slice.scanned_through)
             .max()
             .unwrap_or(empty);
         let read = slice.events.len() + slice.unreadable.len();
         Ok(EventPage {
-            full: read >= limit as usize,
+            // A read that stopped at the end of the range it looked at has more after it.
+            full: read >= limit as usize || slice.scanned_through.is_some(),
             events: slice.events,
             next_after,
             last_id: slice.last_id,

@@ -884,11 +884,60 @@ pub fn event_types(filter: &EventFilter) -> Vec<&'static str> {
     }
 }
 
-/// A read of the log: its rows, then its bounds `(last_id, purged_through)` read after them.
-pub fn event_slice(
-    rows: Vec<EventWithEntry>,
-    bounds: (i64, i64),
-) -> Result<EventSlice, RepositoryError> {
+/// How many ids a read of some types only, of every workflow, looks at: its rows are found
+/// through the primary key, and the types it passes over are read too, so an unbounded read
+/// for a rare type would walk the whole log.
+pub const SCAN_WINDOW: i64 = 10_000;
+
+/// The last id a read of `filter` after `after` may look at, when it is bounded: a read of
+/// some types only, of every workflow (one of a workflow's events goes through its own
+/// indexes). The stores bound the rows' read by the newest id up to there, read first: ids
+/// become visible in order, so every id up to that one is there for the rows' read.
+pub fn scan_range(filter: &EventFilter, after: i64) -> Option<i64> {
+    (filter.feature_id.is_none() && !filter.types.is_empty())
+        .then(|| after.saturating_add(SCAN_WINDOW))
+}
+
+/// What one read of the log found: its rows, its bounds `(last_id, purged_through)` read
+/// after them, and where a bounded read stopped with more after it.
+pub struct EventRead {
+    /// The rows, in id order.
+    pub rows: Vec<EventWithEntry>,
+    /// `(last_id, purged_through)`, read after the rows.
+    pub bounds: (i64, i64),
+    /// The end of the range a bounded read looked at, when it found fewer rows than its limit
+    /// and the range was full (more ids after it).
+    pub scanned_through: Option<i64>,
+}
+
+impl EventRead {
+    /// The read of `rows` after `after`, limited to `limit`, that looked up to `through`
+    /// (`None`: not bounded), then `bounds`.
+    pub fn new(
+        rows: Vec<EventWithEntry>,
+        after: i64,
+        through: Option<i64>,
+        limit: i64,
+        bounds: (i64, i64),
+    ) -> Self {
+        let short = i64::try_from(rows.len()).unwrap_or(i64::MAX) < limit;
+        let scanned_through =
+            through.filter(|through| short && *through == after.saturating_add(SCAN_WINDOW));
+        EventRead {
+            rows,
+            bounds,
+            scanned_through,
+        }
+    }
+}
+
+/// A read of the log as the core sees it.
+pub fn event_slice(read: EventRead) -> Result<EventSlice, RepositoryError> {
+    let EventRead {
+        rows,
+        bounds,
+        scanned_through,
+    } = read;
     let mut events = Vec::with_capacity(rows.len());
     let mut unreadable = Vec::new();
     for row in rows {
@@ -903,6 +952,7 @@ pub fn event_slice(
         unreadable,
         last_id: u64::try_from(bounds.0).unwrap_or(0),
         purged_through: u64::try_from(bounds.1).unwrap_or(0),
+        scanned_through: scanned_through.and_then(|id| u64::try_from(id).ok()),
     })
 }
 
@@ -945,6 +995,26 @@ mod tests {
     }
 
     #[test]
+    fn a_bounded_read_says_where_it_stopped_only_when_more_may_follow() {
+        let one = || vec![row(5, "gate.overdue")];
+        let full_range = Some(SCAN_WINDOW);
+        let stopped = |read: EventRead| read.scanned_through;
+        // The range was full and the rows fewer than the limit: more may follow its end.
+        assert_eq!(
+            stopped(EventRead::new(one(), 0, full_range, 10, (0, 0))),
+            full_range
+        );
+        // The limit was reached first: the page ends at its last row.
+        assert_eq!(
+            stopped(EventRead::new(one(), 0, full_range, 1, (0, 0))),
+            None
+        );
+        // The range held fewer ids: the log ends there, as an unbounded read would find.
+        assert_eq!(stopped(EventRead::new(one(), 0, Some(7), 10, (0, 0))), None);
+        assert_eq!(stopped(EventRead::new(one(), 0, None, 10, (0, 0))), None);
+    }
+
+    #[test]
     fn an_event_that_does_not_decode_is_passed_over_not_an_error() {
         let rows = || {
             vec![
@@ -953,7 +1023,8 @@ mod tests {
                 row(3, "consultation.updated"),
             ]
         };
-        let slice = event_slice(rows(), (3, 0)).expect("the log reads on");
+        let slice =
+            event_slice(EventRead::new(rows(), 0, None, 10, (3, 0))).expect("the log reads on");
         let ids: Vec<u64> = slice.events.iter().map(|e| e.id).collect();
         assert_eq!(ids, [1, 3]);
         assert_eq!((slice.last_id, slice.unreadable), (3, vec![2]));

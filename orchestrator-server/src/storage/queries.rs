@@ -298,15 +298,27 @@ pub fn events_with_entries() -> _ {
     )
 }
 
-/// Up to `limit` events after `after` of one of `types`, in id order, each with the history
-/// entry it refers to (if any).
+/// Up to `limit` events after `after` up to `through` of one of `types`, in id order, each
+/// with the history entry it refers to (if any).
 #[dsl::auto_type]
-pub fn events_after<'a>(after: i64, types: Vec<&'a str>, limit: i64) -> _ {
+pub fn events_after<'a>(after: i64, through: i64, types: Vec<&'a str>, limit: i64) -> _ {
     events_with_entries()
         .filter(events::id.gt(after))
+        .filter(events::id.le(through))
         .filter(events::event_type.eq_any(types))
         .order(events::id.asc())
         .limit(limit)
+}
+
+/// The newest event id after `after` up to `through` (a range of the primary key, read from
+/// its end): load it with `.first(conn).optional()`.
+#[dsl::auto_type]
+pub fn last_event_within(after: i64, through: i64) -> _ {
+    events::table
+        .filter(events::id.gt(after))
+        .filter(events::id.le(through))
+        .order(events::id.desc())
+        .select(events::id)
 }
 
 /// One workflow's events after `after` of one of `types` that refer to no history entry

@@ -401,8 +401,14 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     app.stop().await;
     type_into(&b, "Reason", "Not yet").await;
     click(&b, "Reject").await;
-    let unknown = wait_text(&b, "#message", |t| t.starts_with("No answer from the server")).await;
-    assert!(unknown.contains("may or may not have been recorded"), "{unknown}");
+    let unknown = wait_text(&b, "#message", |t| {
+        t.starts_with("No answer from the server")
+    })
+    .await;
+    assert!(
+        unknown.contains("may or may not have been recorded"),
+        "{unknown}"
+    );
 
     // The server restarts under the open page: the page reconnects, resumes by id, and shows
     // what happened meanwhile (the session, kept in the database, still holds).

@@ -2384,3 +2384,69 @@ async fn postgres_backlogs_are_purged_in_full() {
     let url = DatabaseUrl::Postgres(db.url.clone());
     backlogs_are_purged_in_full(url.clone(), async || run_sql(&url, BACKLOG).await).await;
 }
+
+/// Twenty thousand `gate.overdue` events, then one `consultation.created`.
+pub const RARE_TYPE_LOG: &str = "
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+INSERT INTO events (id, event_type, subject, time, data, seq)
+SELECT i, 'gate.overdue', 'busy', i, '{}', NULL FROM n;
+INSERT INTO events (id, event_type, subject, time, data, seq)
+VALUES (20001, 'consultation.created', 'quiet', 20001, '{}', NULL);
+UPDATE event_log SET last_id = 20001 WHERE id = 1;
+";
+
+/// A read of a rare type over the whole log looks at ten thousand ids at a time: each page
+/// says how far it looked (`next_after`) and that more may follow (`full`), so a reader pages
+/// on to the event, and no read walks the whole log. A read of every type is not bounded.
+async fn a_read_of_a_rare_type_looks_at_a_bounded_range_at_a_time(url: DatabaseUrl) {
+    use orchestrator_core::{EventFilter, EventType, Orchestrator};
+    let repo = orchestrator_server::storage::connect(&url, 2)
+        .await
+        .unwrap();
+    run_sql(&url, RARE_TYPE_LOG).await;
+    let orchestrator = Orchestrator::new(repo);
+    let rare = EventFilter {
+        feature_id: None,
+        types: vec![EventType::ConsultationCreated],
+    };
+    let mut pages = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = orchestrator.events(Some(after), &rare, 10).await.unwrap();
+        let ids: Vec<u64> = page.events.iter().map(|e| e.id).collect();
+        pages.push((ids, page.next_after, page.full));
+        if !page.full {
+            break;
+        }
+        after = page.next_after;
+    }
+    assert_eq!(
+        pages,
+        [
+            (vec![], 10_000, true),
+            (vec![], 20_000, true),
+            (vec![20_001], 20_001, false)
+        ]
+    );
+    let every = orchestrator
+        .events(Some(0), &EventFilter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!((every.events.len(), every.next_after), (10, 10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_read_of_a_rare_type_looks_at_a_bounded_range_at_a_time() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let url = DatabaseUrl::SqliteFile(dir.path().join("r.db"));
+    a_read_of_a_rare_type_looks_at_a_bounded_range_at_a_time(url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_read_of_a_rare_type_looks_at_a_bounded_range_at_a_time() {
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    a_read_of_a_rare_type_looks_at_a_bounded_range_at_a_time(DatabaseUrl::Postgres(db.url.clone()))
+        .await;
+}

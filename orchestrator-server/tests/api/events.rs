@@ -413,6 +413,22 @@ async fn a_stream_catches_up_from_far_back_in_order() {
     assert_eq!(next(&mut stream).await.subject.as_str(), "late");
 }
 
+/// A stream of a rare type catches up through a long log ten thousand ids at a time, reading
+/// on after each range it looked at, and finds the event at its end.
+#[tokio::test]
+async fn a_stream_of_a_rare_type_catches_up_through_a_long_log() {
+    let app = spawn_app().await;
+    crate::helpers::run_sql(&app.config.database_url, crate::contract::RARE_TYPE_LOG).await;
+    let mut rare = query(Some(0));
+    rare.filter.types = vec![EventType::ConsultationCreated];
+    let mut stream = app.client.stream_events(rare);
+    let event = next(&mut stream).await;
+    assert_eq!(
+        (event.id.as_str(), event.subject.as_str()),
+        ("20001", "quiet")
+    );
+}
+
 /// The error that ends `stream`: what it returns before it ends, transient failures (its
 /// reconnections) skipped. Fails the test on an event, or after 10 s.
 async fn refusal(stream: &mut EventStream) -> orchestrator_client::ClientError {

@@ -411,10 +411,10 @@ impl WorkflowRepository for PgRepository {
         filter: &EventFilter,
         limit: u32,
     ) -> Result<EventSlice, RepositoryError> {
-        let (rows, bounds) = self
+        let read = self
             .run(async |conn| ops::events(conn, to_i64(after), filter, i64::from(limit)).await)
             .await?;
-        models::event_slice(rows, bounds)
+        models::event_slice(read)
     }
 
     async fn purge_events(&self, before: Timestamp) -> Result<u64, RepositoryError> {

@@ -16,8 +16,9 @@ use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{KeyClaim, RepositoryError, WorkflowState};
 
 use super::{Prepared, Statement, bind_array};
+use crate::storage::models;
 use crate::storage::models::{
-    ConsultationRow, EventRow, EventWithEntry, KeyRow, NewEventRow, ReceiptRow, TransitionRow,
+    ConsultationRow, EventRead, EventRow, KeyRow, NewEventRow, ReceiptRow, TransitionRow,
     WorkflowRow, enum_text, event_types, states,
 };
 use crate::storage::queries;
@@ -169,10 +170,12 @@ pub async fn events(
     after: i64,
     filter: &orchestrator_core::EventFilter,
     limit: i64,
-) -> QueryResult<(Vec<EventWithEntry>, (i64, i64))> {
+) -> QueryResult<EventRead> {
     let types = event_types(filter);
     // Column 1 is `events.id`, `EventRow`'s first field: the merged page's order.
     let columns = || (EventRow::as_select(), Option::<TransitionRow>::as_select());
+    // The last id the read looked up to, when it was bounded.
+    let mut through = None;
     let rows = match &filter.feature_id {
         Some(id) => {
             queries::own_events_of(id.as_str(), after, types.clone())
@@ -184,13 +187,25 @@ pub async fn events(
                 .await?
         }
         None => {
-            queries::events_after(after, types, limit)
+            let end = models::scan_range(filter, after);
+            through = match end {
+                Some(end) => Some(
+                    queries::last_event_within(after, end)
+                        .first::<i64>(conn)
+                        .await
+                        .optional()?
+                        .unwrap_or(after),
+                ),
+                None => None,
+            };
+            queries::events_after(after, through.unwrap_or(i64::MAX), types, limit)
                 .select(columns())
                 .load(conn)
                 .await?
         }
     };
-    Ok((rows, queries::event_bounds().get_result(conn).await?))
+    let bounds = queries::event_bounds().get_result(conn).await?;
+    Ok(EventRead::new(rows, after, through, limit, bounds))
 }
 
 /// A trivial query: does the database answer?

@@ -362,11 +362,11 @@ impl WorkflowRepository for SqliteRepository {
         limit: u32,
     ) -> Result<EventSlice, RepositoryError> {
         let filter = filter.clone();
-        let (rows, bounds) = self
+        let read = self
             .readers
             .run(move |conn| ops::events(conn, to_i64(after), &filter, i64::from(limit)))
             .await?;
-        models::event_slice(rows, bounds)
+        models::event_slice(read)
     }
 
     async fn purge_events(&self, before: Timestamp) -> Result<u64, RepositoryError> {

@@ -9,8 +9,9 @@ use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{FeatureId, Judge, KeyClaim, RepositoryError, WorkflowState};
 
 use super::prepared;
+use crate::storage::models;
 use crate::storage::models::{
-    ConsultationRow, EventRow, EventWithEntry, KeyRow, NewEventRow, ReceiptRow, TransitionRow,
+    ConsultationRow, EventRead, EventRow, KeyRow, NewEventRow, ReceiptRow, TransitionRow,
     WorkflowRow, enum_text, event_types, states,
 };
 use crate::storage::queries;
@@ -137,10 +138,12 @@ pub fn events(
     after: i64,
     filter: &orchestrator_core::EventFilter,
     limit: i64,
-) -> QueryResult<(Vec<EventWithEntry>, (i64, i64))> {
+) -> QueryResult<EventRead> {
     let types = event_types(filter);
     // Column 1 is `events.id`, `EventRow`'s first field: the merged page's order.
     let columns = || (EventRow::as_select(), Option::<TransitionRow>::as_select());
+    // The last id the read looked up to, when it was bounded.
+    let mut through = None;
     let rows = match &filter.feature_id {
         Some(id) => queries::own_events_of(id.as_str(), after, types.clone())
             .select(columns())
@@ -148,11 +151,24 @@ pub fn events(
             .positional_order_by(1)
             .limit(limit)
             .load(conn)?,
-        None => queries::events_after(after, types, limit)
-            .select(columns())
-            .load(conn)?,
+        None => {
+            let end = models::scan_range(filter, after);
+            through = match end {
+                Some(end) => Some(
+                    queries::last_event_within(after, end)
+                        .first::<i64>(conn)
+                        .optional()?
+                        .unwrap_or(after),
+                ),
+                None => None,
+            };
+            queries::events_after(after, through.unwrap_or(i64::MAX), types, limit)
+                .select(columns())
+                .load(conn)?
+        }
     };
-    Ok((rows, queries::event_bounds().get_result(conn)?))
+    let bounds = queries::event_bounds().get_result(conn)?;
+    Ok(EventRead::new(rows, after, through, limit, bounds))
 }
 
 /// A trivial query: does the database answer?
