@@ -301,8 +301,10 @@ impl App {
             .ok()
             .map(|found| *found.value);
         // Whether the request runs on past its deadline (a keyed POST whose body was read,
-        // see `route`): its late answer then says so.
-        let runs_on = Arc::new(AtomicBool::new(false));
+        // see `route`): its late answer then says so. Only a keyed POST may.
+        let runs_on = (request.method() == Method::POST
+            && request.headers().contains_key(idempotency::KEY_HEADER))
+        .then(|| Arc::new(AtomicBool::new(false)));
         async move {
             let answered = tokio::time::timeout(
                 self.0.limits.request_timeout,
@@ -312,7 +314,7 @@ impl App {
                 Ok(Ok((route, response))) => (route, response),
                 Ok(Err((route, error))) => (route, error.into_response().map(Either::Left)),
                 Err(_) => {
-                    let late = if runs_on.load(Ordering::Relaxed) {
+                    let late = if runs_on.is_some_and(|r| r.load(Ordering::Relaxed)) {
                         ApiError::KeyedDeadline
                     } else {
                         ApiError::Deadline
@@ -334,13 +336,13 @@ impl App {
         .await
     }
 
-    /// Finds the route, checks method and token, and dispatches; sets `runs_on` once the
-    /// request is handed to a task that runs to its end whether or not its answer is waited
-    /// for (a keyed request, its body read).
+    /// Finds the route, checks method and token, and dispatches; sets `runs_on` (given for a
+    /// keyed POST) once the request is handed to a task that runs to its end whether or not
+    /// its answer is waited for (its body read).
     async fn route(
         &self,
         request: Request<Incoming>,
-        runs_on: Arc<AtomicBool>,
+        runs_on: Option<Arc<AtomicBool>>,
     ) -> Result<(Option<Route>, Response<Body>), (Option<Route>, ApiError)> {
         let path = request.uri().path().to_owned();
         let (route, params) = match self.0.router.at(&path) {
@@ -443,7 +445,9 @@ impl App {
                     })
                     .await
                 };
-                runs_on.store(true, Ordering::Relaxed);
+                if let Some(runs_on) = &runs_on {
+                    runs_on.store(true, Ordering::Relaxed);
+                }
                 tokio::spawn(run.in_current_span())
                     .await
                     .unwrap_or_else(|e| {
