@@ -143,16 +143,20 @@ impl Actor {
         }
     }
 
-    /// Whether two names are one person's: equal but for letter case (`alice`, `Alice`). The
-    /// gate's rules compare names this way, so a case slip neither lets an author approve
-    /// their own work nor counts one reviewer twice.
+    /// Whether two names are one person's: equal but for letter case (`alice`, `Alice`;
+    /// `Straße`, `STRASSE`; a final `ς` and `Σ`). The gate's rules compare names this way, so a
+    /// case slip neither lets an author approve their own work nor counts one reviewer twice.
     pub fn same_person(&self, other: &Actor) -> bool {
-        self.0 == other.0
-            || self
-                .0
-                .chars()
+        // Lower case, then upper case, letter by letter: both spellings of a letter whose
+        // lower case depends on its place (σ, ς) meet in one upper case, and so do letters
+        // whose upper case is two (ß, SS).
+        let folded = |name: &str| {
+            name.chars()
                 .flat_map(char::to_lowercase)
-                .eq(other.0.chars().flat_map(char::to_lowercase))
+                .flat_map(char::to_uppercase)
+                .collect::<String>()
+        };
+        self.0 == other.0 || folded(&self.0) == folded(&other.0)
     }
 }
 
@@ -452,6 +456,15 @@ mod tests {
 
     #[test]
     fn actor_and_reason_have_their_own_limits() {
+        let same = |a: &str, b: &str| {
+            Actor::parse(a)
+                .unwrap()
+                .same_person(&Actor::parse(b).unwrap())
+        };
+        assert!(same("Alice", "alice"));
+        assert!(same("ΟΔΥΣΣΕΑΣ", "οδυσσεας"));
+        assert!(same("Straße", "STRASSE"));
+        assert!(!same("alice", "alicia"));
         assert!(Actor::parse("a".repeat(128)).is_ok());
         assert_eq!(Actor::parse("a".repeat(129)).unwrap_err().field, "actor");
         assert!(Reason::parse("r".repeat(10_000)).is_ok());

@@ -492,6 +492,30 @@ async fn open_mode_signs_in_by_name_and_shared_token_mode_by_token_and_name() {
         get(&shared, "/workflows", None).await.status,
         StatusCode::UNAUTHORIZED
     );
+    // The session's decisions are recorded as the name's, a person's, whatever the body says
+    // (or does not say).
+    at_gate(&shared.client, "shared-gate").await;
+    let page = get(&shared, "/board/feature/shared-gate", Some(&cookie)).await;
+    let approve = serde_json::json!({"trigger": "human_approved"});
+    let csrf = csrf_of(&page);
+    let origin = shared.url("");
+    let headers = [("x-csrf-token", csrf.as_str()), ("origin", origin.as_str())];
+    let approved = advance_with_cookie(&shared, "shared-gate", approve, &cookie, &headers).await;
+    assert_eq!(approved.status(), StatusCode::OK);
+    let history = shared
+        .client
+        .get_history(&id("shared-gate"))
+        .await
+        .unwrap()
+        .transitions;
+    let decision = history.last().unwrap();
+    assert_eq!(
+        (
+            decision.actor.as_ref().map(|a| a.as_str()),
+            decision.actor_kind
+        ),
+        (Some("dave"), Some(ActorKind::Human))
+    );
 }
 
 /// The session's cookie and CSRF token are on the board's pages: with them the API does what

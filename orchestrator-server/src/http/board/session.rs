@@ -5,9 +5,11 @@
 //! its SHA-256, the actor, the credential that signed it in and a CSRF token, for 12 hours or
 //! until sign-out. It holds only while that credential does (see [`holder`]).
 
+use std::collections::BTreeSet;
+
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, header};
-use orchestrator_core::ActorKind;
+use orchestrator_core::{Actor, ActorKind, Principal, Role};
 use subtle::ConstantTimeEq;
 
 use super::views;
@@ -143,10 +145,23 @@ pub(super) fn credential(auth: &Auth, token: &str) -> String {
 /// made under another mode, with a token since rotated, or by a principal since removed is no
 /// session.
 fn holder(auth: &Auth, record: &BoardSession) -> Option<(Caller, ActorKind)> {
+    // Without principals a session acts as the name given at sign-in, a person, and the server
+    // records that name on its decisions as it does a principal's (whatever a request's body
+    // says): with what the board does, a reviewer's rights.
+    let named = || {
+        let name = Actor::parse(&record.actor).ok()?;
+        let person = Principal {
+            name,
+            kind: ActorKind::Human,
+            roles: BTreeSet::from([Role::Reviewer]),
+        };
+        Some((Caller::Principal(person), ActorKind::Human))
+    };
     match auth {
-        Auth::Open => (record.credential == "open").then_some((Caller::Trusted, ActorKind::Human)),
+        Auth::Open => (record.credential == "open").then(named).flatten(),
         Auth::Shared(token) => (record.credential == credential(auth, token.expose()))
-            .then_some((Caller::Trusted, ActorKind::Human)),
+            .then(named)
+            .flatten(),
         Auth::Principals { .. } => {
             let hash = record.credential.strip_prefix("principal:")?;
             let principal = auth.principal_with_token_hash(hash)?;
