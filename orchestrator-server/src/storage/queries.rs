@@ -495,6 +495,29 @@ pub fn delivery_page<'a>(
 /// the index's predicate from a parameter).
 const SETTLED: &str = "status <> 'pending'";
 
+/// The event of a webhook's [`PURGE_CHUNK`]th delivery, in event order (through its unique
+/// index on the webhook and the event): a chunk of the webhook's deletion deletes its
+/// deliveries up to that event. None: fewer are left.
+#[dsl::auto_type]
+pub fn deliveries_chunk_end_of<'a>(webhook_id: &'a str) -> _ {
+    let skip: i64 = PURGE_CHUNK - 1;
+    let one: i64 = 1;
+    webhook_deliveries::table
+        .filter(webhook_deliveries::webhook_id.eq(webhook_id))
+        .select(webhook_deliveries::event_id)
+        .order(webhook_deliveries::event_id)
+        .offset(skip)
+        .limit(one)
+}
+
+/// A webhook's deliveries of events up to `through`.
+#[dsl::auto_type]
+pub fn deliveries_of_through<'a>(webhook_id: &'a str, through: i64) -> _ {
+    webhook_deliveries::table
+        .filter(webhook_deliveries::webhook_id.eq(webhook_id))
+        .filter(webhook_deliveries::event_id.le(through))
+}
+
 /// Delivered and failed deliveries made before `before` (Unix microseconds).
 #[dsl::auto_type]
 pub fn settled_deliveries_before(before: i64) -> _ {

@@ -268,8 +268,12 @@ pub(crate) enum WebhookWrite {
     /// A new webhook, its mark set to the log's last id, and the answer kept for the request's
     /// idempotency key, if it has one.
     Create(WebhookRow, Option<ReceiptRow>),
-    /// Deletes a webhook (answers `Count`).
+    /// Deletes a webhook and what is left of its deliveries (answers `Count`: whether it was
+    /// there).
     Delete(String),
+    /// Deletes up to [`PURGE_CHUNK`](super::write::PURGE_CHUNK) of a webhook's deliveries
+    /// (answers `Count`): a busy webhook keeps millions, too many for one transaction.
+    DeleteDeliveries(String),
     /// See [`WebhookRepository::enqueue_deliveries`] (answers `Count`).
     Enqueue {
         /// The webhook.
@@ -443,6 +447,16 @@ impl<B: WebhookBackend> WebhookRepository for B {
     }
 
     async fn delete_webhook(&self, id: &str) -> Result<bool, RepositoryError> {
+        // Its deliveries first, a chunk per transaction: none outlasts PostgreSQL's statement
+        // timeout, and SQLite's writer serves the other writes between them. Those enqueued
+        // meanwhile go with the webhook.
+        let chunk = u64::try_from(super::write::PURGE_CHUNK).unwrap_or(u64::MAX);
+        loop {
+            let write = WebhookWrite::DeleteDeliveries(id.to_owned());
+            if self.write(Write::Webhook(write)).await?.count() < chunk {
+                break;
+            }
+        }
         let write = WebhookWrite::Delete(id.to_owned());
         Ok(self.write(Write::Webhook(write)).await?.count() > 0)
     }

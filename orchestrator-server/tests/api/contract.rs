@@ -2450,3 +2450,55 @@ async fn postgres_a_read_of_a_rare_type_looks_at_a_bounded_range_at_a_time() {
     a_read_of_a_rare_type_looks_at_a_bounded_range_at_a_time(DatabaseUrl::Postgres(db.url.clone()))
         .await;
 }
+
+/// A busy webhook (25 003 deliveries kept) and a quiet one (2).
+const BUSY_WEBHOOK: &str = "
+INSERT INTO webhooks (id, url, event_types, description, secret, created_at, enqueued_through)
+VALUES ('wh_busy', 'http://127.0.0.1:9/', '[]', NULL, 'whsec_busy', 0, 0),
+       ('wh_quiet', 'http://127.0.0.1:9/', '[]', NULL, 'whsec_quiet', 0, 0);
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25003)
+INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload, status, attempts,
+                                created_at, schedule_from, redeliveries)
+SELECT 'msg_' || i, 'wh_busy', i, 'workflow.transitioned', '{}', 'delivered', 1, i, 0, 0
+FROM n;
+INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload, status, attempts,
+                                created_at, schedule_from, redeliveries)
+VALUES ('msg_q1', 'wh_quiet', 1, 'workflow.transitioned', '{}', 'delivered', 1, 1, 0, 0),
+       ('msg_q2', 'wh_quiet', 2, 'workflow.transitioned', '{}', 'delivered', 1, 2, 0, 0);
+";
+
+/// A webhook with more deliveries than one transaction deletes goes whole, a chunk at a time
+/// (on PostgreSQL one statement for all would outlast its statement timeout, and on SQLite hold
+/// the one writer), and takes nothing of another webhook's.
+async fn a_busy_webhook_is_deleted_with_all_its_deliveries(url: DatabaseUrl) {
+    use orchestrator_core::api::DeliveriesPage;
+    use orchestrator_server::storage::WebhookRepository;
+    let repo = orchestrator_server::storage::connect(&url, 2)
+        .await
+        .unwrap();
+    run_sql(&url, BUSY_WEBHOOK).await;
+    assert!(repo.delete_webhook("wh_busy").await.unwrap());
+    assert!(!repo.delete_webhook("wh_busy").await.unwrap());
+    let page = DeliveriesPage {
+        status: None,
+        before: None,
+        limit: orchestrator_core::PageLimit::parse(100).unwrap(),
+    };
+    assert_eq!(repo.deliveries("wh_busy", &page).await.unwrap(), []);
+    assert_eq!(repo.deliveries("wh_quiet", &page).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_busy_webhook_is_deleted_with_all_its_deliveries() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let url = DatabaseUrl::SqliteFile(dir.path().join("w.db"));
+    a_busy_webhook_is_deleted_with_all_its_deliveries(url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_busy_webhook_is_deleted_with_all_its_deliveries() {
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    a_busy_webhook_is_deleted_with_all_its_deliveries(DatabaseUrl::Postgres(db.url.clone())).await;
+}

@@ -82,6 +82,16 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
             }
             Ok(Written::Done)
         }
+        WebhookWrite::DeleteDeliveries(id) => {
+            let end: Option<i64> = queries::deliveries_chunk_end_of(id)
+                .get_result(conn)
+                .await
+                .optional()?;
+            diesel::delete(queries::deliveries_of_through(id, end.unwrap_or(i64::MAX)))
+                .execute(conn)
+                .await
+                .map(count)
+        }
         WebhookWrite::Delete(id) => {
             diesel::delete(webhook_deliveries::table.filter(webhook_deliveries::webhook_id.eq(id)))
                 .execute(conn)

@@ -569,6 +569,22 @@ mod tests {
         assert!(delete.contains("webhook_deliveries_settled"), "{delete}");
     }
 
+    /// A chunk of a webhook's deletion reads that webhook's deliveries through its index, in
+    /// order, not every delivery kept.
+    #[test]
+    fn a_chunk_of_a_webhooks_deletion_reads_its_index() {
+        let mut conn = migrated();
+        let end = plan(&mut conn, &queries::deliveries_chunk_end_of("wh_1"), 5);
+        assert!(end.contains("USING COVERING INDEX"), "{end}");
+        assert!(!end.contains("TEMP B-TREE"), "{end}");
+        let delete = plan(
+            &mut conn,
+            &diesel::delete(queries::deliveries_of_through("wh_1", 5)),
+            5,
+        );
+        assert!(delete.contains("USING"), "{delete}");
+    }
+
     /// The minute sweep of reservations a stopped server left reads the few reservations by
     /// age, not every consultation (on the writer, which every write waits for).
     #[test]

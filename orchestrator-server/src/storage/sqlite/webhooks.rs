@@ -74,6 +74,14 @@ pub fn apply(
             super::ops::answer_key(conn, receipt.as_ref())?;
             Ok(Written::Done)
         }
+        WebhookWrite::DeleteDeliveries(id) => {
+            let end: Option<i64> = queries::deliveries_chunk_end_of(id)
+                .get_result(conn)
+                .optional()?;
+            diesel::delete(queries::deliveries_of_through(id, end.unwrap_or(i64::MAX)))
+                .execute(conn)
+                .map(count)
+        }
         WebhookWrite::Delete(id) => {
             diesel::delete(webhook_deliveries::table.filter(webhook_deliveries::webhook_id.eq(id)))
                 .execute(conn)?;
