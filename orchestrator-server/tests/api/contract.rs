@@ -2472,7 +2472,6 @@ VALUES ('msg_q1', 'wh_quiet', 1, 'workflow.transitioned', '{}', 'delivered', 1, 
 /// the one writer), and takes nothing of another webhook's.
 async fn a_busy_webhook_is_deleted_with_all_its_deliveries(url: DatabaseUrl) {
     use orchestrator_core::api::DeliveriesPage;
-    use orchestrator_server::storage::WebhookRepository;
     let repo = orchestrator_server::storage::connect(&url, 2)
         .await
         .unwrap();
