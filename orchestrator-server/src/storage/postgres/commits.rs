@@ -403,7 +403,15 @@ async fn commit_part<T: Part>(
                 reply(vec![job], outcome, requeue, metrics);
             }
         }
-        outcome => reply(batch, outcome, requeue, metrics),
+        outcome => {
+            // The database could not be reached: it may come back as another (a failover to a
+            // standby that missed the last commits, a restore), where a remembered row's
+            // version may name another row. Start over from reads.
+            if !refused && outcome.is_err() {
+                recent.clear();
+            }
+            reply(batch, outcome, requeue, metrics);
+        }
     }
 }
 

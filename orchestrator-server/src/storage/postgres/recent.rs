@@ -4,8 +4,10 @@
 //! A remembered row is a guess, never the truth: the batch statement's compare-and-set still
 //! compares the stored version, so an advance judged on a row that another writer has changed
 //! since (another replica on the same database) loses, and is judged again on a fresh read.
-//! Every write of a workflow row's columns raises its version (the batch statements are the
-//! only writers of them), so a row remembered at the stored version is the stored row.
+//! Every write of a workflow row's columns raises its version, so a row remembered at the
+//! stored version is the stored row — while the database keeps every commit: after a batch
+//! that could not reach it (a failover to a standby that missed the last commits may follow,
+//! where a version can name another row), the memory starts over.
 //!
 //! A workflow whose remembered row lost its compare-and-set is marked as written elsewhere as
 //! well, and read before each of its advances from then on: behind a load balancer, consecutive
@@ -81,6 +83,11 @@ impl Recent {
         }
     }
 
+    /// Forgets every row and mark: the database may no longer be the one they were read from.
+    pub fn clear(&self) {
+        self.entries().clear();
+    }
+
     fn entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         // The map is consistent after every statement of these methods; a panic elsewhere
         // while holding the lock cannot leave it half-changed.
@@ -154,6 +161,17 @@ mod tests {
         recent.forget("g");
         recent.wrote(row("g", 3));
         assert!(recent.take("g").is_none());
+    }
+
+    #[test]
+    fn a_cleared_memory_holds_neither_rows_nor_marks() {
+        let recent = Recent::default();
+        recent.wrote(row("f", 2));
+        recent.stale("g");
+        recent.clear();
+        assert!(recent.take("f").is_none());
+        recent.wrote(row("g", 3));
+        assert_eq!(recent.take("g").map(|r| r.version), Some(3));
     }
 
     #[test]
