@@ -147,8 +147,21 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
     let now = app.now();
     let last_event_id = orchestrator.last_event_id().await?;
     let summary = orchestrator.summary().await?;
+    // Each list asks for no more than its state's count: a store that finds a state's rows by
+    // walking every workflow in order (PostgreSQL, whose advances keep no index on the state)
+    // stops at the last of them rather than at the end of the table, and a state with none
+    // (IDLE, which no stored workflow is in) is not read at all. A change after the count
+    // shows at the next refresh, which its event brings.
+    let at_most = |state: WorkflowState, limit: u32| {
+        u32::try_from(summary.counts.get(state))
+            .unwrap_or(u32::MAX)
+            .min(limit)
+    };
     // The earliest due first (the overdue ones among them), up to the limit.
-    let gates = orchestrator.gates_by_due(LIST_LIMIT).await?;
+    let gates = match at_most(WorkflowState::Gate1, LIST_LIMIT) {
+        0 => Vec::new(),
+        limit => orchestrator.gates_by_due(limit).await?,
+    };
     let mut waiting: Vec<WorkflowResponse> = gates
         .iter()
         .map(|workflow| WorkflowResponse::new(workflow, now))
@@ -178,21 +191,27 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
     };
     let mut others = Vec::with_capacity(states.len());
     for state in states {
-        let query = ListQuery {
-            state: Some(state),
-            overdue: false,
-            after: None,
-            limit: PageLimit::parse(per_state).unwrap_or_default(),
+        let items = match PageLimit::parse(at_most(state, per_state)) {
+            Ok(limit) => {
+                let query = ListQuery {
+                    state: Some(state),
+                    overdue: false,
+                    after: None,
+                    limit,
+                };
+                let page = orchestrator.list(&query).await?;
+                page.items
+                    .iter()
+                    .map(|w| WorkflowResponse::new(w, now))
+                    .collect()
+            }
+            // None counted.
+            Err(_) => Vec::new(),
         };
-        let page = orchestrator.list(&query).await?;
         others.push(views::Group {
             state,
             total: summary.counts.get(state),
-            items: page
-                .items
-                .iter()
-                .map(|w| WorkflowResponse::new(w, now))
-                .collect(),
+            items,
         });
     }
     let data = views::Overview {
