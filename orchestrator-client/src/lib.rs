@@ -37,7 +37,7 @@ use orchestrator_core::api::{
     StartWorkflowRequest, SummaryResponse, WorkflowResponse, paths,
 };
 use orchestrator_core::api::{ConsultRequest, ConsultationsResponse, RespondRequest};
-use orchestrator_core::{Consultation, ConsultationId, FeatureId};
+use orchestrator_core::{Consultation, ConsultationId, EventType, FeatureId};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -772,7 +772,8 @@ impl Client {
     }
 
     /// [`Client::list_events`], with the ids of the events left out because this version
-    /// cannot read them (a type a newer server added), in id order.
+    /// does not know their type (one a newer server added), in id order. Any other event that
+    /// does not decode fails the page with [`ClientError::Decode`].
     pub async fn list_events_reporting(
         &self,
         query: &EventsQuery,
@@ -793,11 +794,19 @@ impl Client {
         let mut items = Vec::with_capacity(page.items.len());
         let mut unreadable = Vec::new();
         for item in page.items {
-            let id = item.get("id").and_then(|id| id.as_str()).map(str::to_owned);
-            match serde_json::from_value(item) {
-                Ok(event) => items.push(event),
-                Err(_) => unreadable.push(id.unwrap_or_default()),
+            // Only a type this version does not know is left out; any other misfit is the
+            // page's error, as it would be for any answer.
+            let kind = item.get("type").and_then(serde_json::Value::as_str);
+            if kind.is_some_and(|kind| EventType::parse(kind).is_none()) {
+                let id = item.get("id").and_then(serde_json::Value::as_str);
+                unreadable.push(id.unwrap_or_default().to_owned());
+                continue;
             }
+            let event = serde_json::from_value(item).map_err(|source| ClientError::Decode {
+                status: StatusCode::OK,
+                source,
+            })?;
+            items.push(event);
         }
         let page = EventsResponse {
             items,

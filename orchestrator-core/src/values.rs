@@ -150,13 +150,12 @@ impl Actor {
         // Lower case, then upper case, letter by letter: both spellings of a letter whose
         // lower case depends on its place (σ, ς) meet in one upper case, and so do letters
         // whose upper case is two (ß, SS).
-        let folded = |name: &str| {
+        fn folded(name: &str) -> impl Iterator<Item = char> + '_ {
             name.chars()
                 .flat_map(char::to_lowercase)
                 .flat_map(char::to_uppercase)
-                .collect::<String>()
-        };
-        self.0 == other.0 || folded(&self.0) == folded(&other.0)
+        }
+        self.0 == other.0 || folded(&self.0).eq(folded(&other.0))
     }
 }
 

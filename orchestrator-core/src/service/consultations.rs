@@ -272,7 +272,7 @@ impl Orchestrator {
             .into_iter()
             .find(|c| c.id == asking.id);
         match stored {
-            Some(stored) if stored.status != asking.status => {
+            Some(stored) if (&stored.status, &stored.error) != (&asking.status, &asking.error) => {
                 tracing::warn!(
                     consultation = %asking.id,
                     answered = asking.status.as_str(),

@@ -522,7 +522,7 @@ fn error_response(operation_id: &str, codes: &[ErrorCode]) -> Value {
         ) && codes.contains(&ErrorCode::ServiceUnavailable))
     {
         response["headers"]["Retry-After"] = json!({
-            "description": "seconds to wait before retrying: with IDEMPOTENCY_KEY_IN_USE (1) and, asking the hub, with SERVICE_UNAVAILABLE when too many consultations are being asked (5), creating a webhook, when its host waited too long for a turn to be looked up (5), and opening a stream, when as many streams as the server keeps are open (5)",
+            "description": "seconds to wait before retrying: with IDEMPOTENCY_KEY_IN_USE (1) and, asking the hub, with SERVICE_UNAVAILABLE when too many consultations are being asked (5), creating a webhook, when its host waited too long for a turn to be looked up or its name servers did not answer (5), and opening a stream, when as many streams as the server keeps are open (5)",
             "required": false,
             "schema": { "type": "string", "pattern": "^[0-9]+$" },
             "example": "1",
@@ -609,7 +609,7 @@ fn when(code: ErrorCode) -> &'static str {
         UriTooLong => "the request URI is too long",
         HeadersTooLarge => "the request headers are too large or too many",
         ServiceUnavailable => {
-            "the request could not be answered in time, or (asking the hub) too many consultations are being asked at once, or (creating a webhook) its host could not get a turn to be looked up, or (opening a stream) as many streams as the server keeps are open (these three with Retry-After); retry later"
+            "the request could not be answered in time, or (asking the hub) too many consultations are being asked at once, or (creating a webhook) its host could not get a turn to be looked up or its name servers did not answer, or (opening a stream) as many streams as the server keeps are open (these three with Retry-After); retry later"
         }
         Internal => "a bug; the log has the detail",
         Unknown => "a code of a newer server",

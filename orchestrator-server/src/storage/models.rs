@@ -889,13 +889,44 @@ pub fn event_types(filter: &EventFilter) -> Vec<&'static str> {
 /// for a rare type would walk the whole log.
 pub const SCAN_WINDOW: i64 = 10_000;
 
-/// The last id a read of `filter` after `after` may look at, when it is bounded: a read of
-/// some types only, of every workflow (one of a workflow's events goes through its own
-/// indexes). The stores bound the rows' read by the newest id up to there, read first: ids
-/// become visible in order, so every id up to that one is there for the rows' read.
-pub fn scan_range(filter: &EventFilter, after: i64) -> Option<i64> {
-    (filter.feature_id.is_none() && !filter.types.is_empty())
-        .then(|| after.saturating_add(SCAN_WINDOW))
+/// Whether a read of `filter` is bounded to [`SCAN_WINDOW`] ids: a read of some types only,
+/// of every workflow (one of a workflow's events goes through its own indexes).
+pub fn bounded(filter: &EventFilter) -> bool {
+    filter.feature_id.is_none() && !filter.types.is_empty()
+}
+
+/// The ids a bounded read looks at: after its `after`, up to `through`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The newest id in the window, read before the rows: ids become visible in order, so
+    /// every id up to it is there for the rows' read (`after` when there is none).
+    pub through: i64,
+    /// The window held [`SCAN_WINDOW`] ids: more may follow it.
+    pub full: bool,
+}
+
+impl Window {
+    /// The last id a window from `first` may hold. It starts at the first id after the
+    /// read's cursor, not at the cursor: a cursor below what retention kept (a read from the
+    /// oldest event) would otherwise look at ids that are gone.
+    pub fn last_from(first: i64) -> i64 {
+        first.saturating_add(SCAN_WINDOW - 1)
+    }
+
+    /// The window after `after` from `first`, the first id after it (`None`: there is none),
+    /// with `newest`, the newest id from there up to [`Window::last_from`] `first`.
+    pub fn new(after: i64, first: Option<i64>, newest: Option<i64>) -> Self {
+        let through = newest.unwrap_or(after);
+        Window {
+            through,
+            full: first.is_some_and(|first| through == Window::last_from(first)),
+        }
+    }
+
+    /// The last id of the window, for a store's query.
+    pub fn end(window: Option<Window>) -> i64 {
+        window.map_or(i64::MAX, |w| w.through)
+    }
 }
 
 /// What one read of the log found: its rows, its bounds `(last_id, purged_through)` read
@@ -905,24 +936,24 @@ pub struct EventRead {
     pub rows: Vec<EventWithEntry>,
     /// `(last_id, purged_through)`, read after the rows.
     pub bounds: (i64, i64),
-    /// The end of the range a bounded read looked at, when it found fewer rows than its limit
-    /// and the range was full (more ids after it).
+    /// The end of the window a bounded read looked at, when it found fewer rows than its
+    /// limit and the window was full (more ids after it).
     pub scanned_through: Option<i64>,
 }
 
 impl EventRead {
-    /// The read of `rows` after `after`, limited to `limit`, that looked up to `through`
-    /// (`None`: not bounded), then `bounds`.
+    /// The read of `rows`, limited to `limit`, that looked at `window` (`None`: not bounded),
+    /// then `bounds`.
     pub fn new(
         rows: Vec<EventWithEntry>,
-        after: i64,
-        through: Option<i64>,
+        window: Option<Window>,
         limit: i64,
         bounds: (i64, i64),
     ) -> Self {
         let short = i64::try_from(rows.len()).unwrap_or(i64::MAX) < limit;
-        let scanned_through =
-            through.filter(|through| short && *through == after.saturating_add(SCAN_WINDOW));
+        let scanned_through = window
+            .filter(|window| window.full && short)
+            .map(|window| window.through);
         EventRead {
             rows,
             bounds,
@@ -997,21 +1028,40 @@ mod tests {
     #[test]
     fn a_bounded_read_says_where_it_stopped_only_when_more_may_follow() {
         let one = || vec![row(5, "gate.overdue")];
-        let full_range = Some(SCAN_WINDOW);
-        let stopped = |read: EventRead| read.scanned_through;
-        // The range was full and the rows fewer than the limit: more may follow its end.
+        // From the first id there is, not from the cursor: retention may have deleted far
+        // past it.
+        let full = Window::new(0, Some(15_001), Some(25_000));
         assert_eq!(
-            stopped(EventRead::new(one(), 0, full_range, 10, (0, 0))),
-            full_range
+            full,
+            Window {
+                through: 25_000,
+                full: true
+            }
         );
+        let stopped = |window, limit| EventRead::new(one(), window, limit, (0, 0)).scanned_through;
+        // The window was full and the rows fewer than the limit: more may follow its end.
+        assert_eq!(stopped(Some(full), 10), Some(25_000));
         // The limit was reached first: the page ends at its last row.
+        assert_eq!(stopped(Some(full), 1), None);
+        // The window held fewer ids: the log ends there, as an unbounded read would find.
+        let short = Window::new(0, Some(1), Some(7));
         assert_eq!(
-            stopped(EventRead::new(one(), 0, full_range, 1, (0, 0))),
-            None
+            short,
+            Window {
+                through: 7,
+                full: false
+            }
         );
-        // The range held fewer ids: the log ends there, as an unbounded read would find.
-        assert_eq!(stopped(EventRead::new(one(), 0, Some(7), 10, (0, 0))), None);
-        assert_eq!(stopped(EventRead::new(one(), 0, None, 10, (0, 0))), None);
+        assert_eq!(stopped(Some(short), 10), None);
+        assert_eq!(stopped(None, 10), None);
+        // Nothing after the cursor.
+        assert_eq!(
+            Window::new(9, None, None),
+            Window {
+                through: 9,
+                full: false
+            }
+        );
     }
 
     #[test]
@@ -1024,7 +1074,7 @@ mod tests {
             ]
         };
         let slice =
-            event_slice(EventRead::new(rows(), 0, None, 10, (3, 0))).expect("the log reads on");
+            event_slice(EventRead::new(rows(), None, 10, (3, 0))).expect("the log reads on");
         let ids: Vec<u64> = slice.events.iter().map(|e| e.id).collect();
         assert_eq!(ids, [1, 3]);
         assert_eq!((slice.last_id, slice.unreadable), (3, vec![2]));

@@ -310,6 +310,16 @@ pub fn events_after<'a>(after: i64, through: i64, types: Vec<&'a str>, limit: i6
         .limit(limit)
 }
 
+/// The first event id after `after` (a seek of the primary key): load it with
+/// `.first(conn).optional()`.
+#[dsl::auto_type]
+pub fn first_event_after(after: i64) -> _ {
+    events::table
+        .filter(events::id.gt(after))
+        .order(events::id.asc())
+        .select(events::id)
+}
+
 /// The newest event id after `after` up to `through` (a range of the primary key, read from
 /// its end): load it with `.first(conn).optional()`.
 #[dsl::auto_type]

@@ -2433,6 +2433,19 @@ async fn a_read_of_a_rare_type_looks_at_a_bounded_range_at_a_time(url: DatabaseU
         .await
         .unwrap();
     assert_eq!((every.events.len(), every.next_after), (10, 10));
+    // Retention deleted far past the first window: a read from the oldest event kept looks
+    // from there, not at ids that are gone.
+    run_sql(
+        &url,
+        "DELETE FROM events WHERE id <= 15000; UPDATE event_log SET purged_through = 15000 WHERE id = 1;",
+    )
+    .await;
+    let page = orchestrator.events(None, &rare, 10).await.unwrap();
+    let ids: Vec<u64> = page.events.iter().map(|e| e.id).collect();
+    assert_eq!(
+        (ids, page.next_after, page.full),
+        (vec![20_001], 20_001, false)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

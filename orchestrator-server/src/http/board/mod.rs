@@ -191,13 +191,14 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
     };
     let mut others = Vec::with_capacity(states.len());
     for state in states {
-        let items = match PageLimit::parse(at_most(state, per_state)) {
-            Ok(limit) => {
+        let items = match at_most(state, per_state) {
+            0 => Vec::new(),
+            limit => {
                 let query = ListQuery {
                     state: Some(state),
                     overdue: false,
                     after: None,
-                    limit,
+                    limit: PageLimit::parse(limit).unwrap_or_default(),
                 };
                 let page = orchestrator.list(&query).await?;
                 page.items
@@ -205,8 +206,6 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
                     .map(|w| WorkflowResponse::new(w, now))
                     .collect()
             }
-            // None counted.
-            Err(_) => Vec::new(),
         };
         others.push(views::Group {
             state,

@@ -145,9 +145,11 @@ pub(super) fn credential(auth: &Auth, token: &str) -> String {
 /// made under another mode, with a token since rotated, or by a principal since removed is no
 /// session.
 fn holder(auth: &Auth, record: &BoardSession) -> Option<(Caller, ActorKind)> {
-    // Without principals a session acts as the name given at sign-in, a person, and the server
-    // records that name on its decisions as it does a principal's (whatever a request's body
-    // says): with what the board does, a reviewer's rights.
+    // Without principals a session acts as the name given at sign-in, a person, with a
+    // reviewer's rights (what the board does). With a shared token the API takes the cookie as
+    // this caller, so the server records that name on the session's decisions as it does a
+    // principal's, whatever a request's body says; an open server takes no cookie for the API
+    // (anyone may call anything), so there the board's script sends the name in the body.
     let named = || {
         let name = Actor::parse(&record.actor).ok()?;
         let person = Principal {

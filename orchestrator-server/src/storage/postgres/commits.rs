@@ -375,7 +375,10 @@ async fn commit_part<T: Part>(
 ) {
     metrics.commit_batch.observe(batch.len() as f64);
     let mut refused = false;
+    // Whether the statement was sent at all (not when no connection was free).
+    let mut sent = false;
     let outcome = run(pool, metrics, async |conn| {
+        sent = true;
         let decided = T::decide(conn, &batch, recent).await;
         refused = decided.as_ref().is_err_and(refused_by_the_database);
         decided
@@ -404,10 +407,11 @@ async fn commit_part<T: Part>(
             }
         }
         outcome => {
-            // The database could not be reached: it may come back as another (a failover to a
-            // standby that missed the last commits, a restore), where a remembered row's
-            // version may name another row. Start over from reads.
-            if !refused && outcome.is_err() {
+            // The database stopped answering a statement sent to it: it may come back as
+            // another (a failover to a standby that missed the last commits, a restore), where
+            // a remembered row's version may name another row. Start over from reads. (A pool
+            // with no free connection says nothing about the database.)
+            if sent && !refused && outcome.is_err() {
                 recent.clear();
             }
             reply(batch, outcome, requeue, metrics);

@@ -18,7 +18,7 @@ use orchestrator_core::{KeyClaim, RepositoryError, WorkflowState};
 use super::{Prepared, Statement, bind_array};
 use crate::storage::models;
 use crate::storage::models::{
-    ConsultationRow, EventRead, EventRow, KeyRow, NewEventRow, ReceiptRow, TransitionRow,
+    ConsultationRow, EventRead, EventRow, KeyRow, NewEventRow, ReceiptRow, TransitionRow, Window,
     WorkflowRow, enum_text, event_types, states,
 };
 use crate::storage::queries;
@@ -174,8 +174,8 @@ pub async fn events(
     let types = event_types(filter);
     // Column 1 is `events.id`, `EventRow`'s first field: the merged page's order.
     let columns = || (EventRow::as_select(), Option::<TransitionRow>::as_select());
-    // The last id the read looked up to, when it was bounded.
-    let mut through = None;
+    // The ids a bounded read looked at.
+    let mut window = None;
     let rows = match &filter.feature_id {
         Some(id) => {
             queries::own_events_of(id.as_str(), after, types.clone())
@@ -187,25 +187,28 @@ pub async fn events(
                 .await?
         }
         None => {
-            let end = models::scan_range(filter, after);
-            through = match end {
-                Some(end) => Some(
-                    queries::last_event_within(after, end)
+            if models::bounded(filter) {
+                let first = queries::first_event_after(after)
+                    .first::<i64>(conn)
+                    .await
+                    .optional()?;
+                let newest = match first {
+                    Some(first) => queries::last_event_within(after, Window::last_from(first))
                         .first::<i64>(conn)
                         .await
-                        .optional()?
-                        .unwrap_or(after),
-                ),
-                None => None,
-            };
-            queries::events_after(after, through.unwrap_or(i64::MAX), types, limit)
+                        .optional()?,
+                    None => None,
+                };
+                window = Some(Window::new(after, first, newest));
+            }
+            queries::events_after(after, Window::end(window), types, limit)
                 .select(columns())
                 .load(conn)
                 .await?
         }
     };
     let bounds = queries::event_bounds().get_result(conn).await?;
-    Ok(EventRead::new(rows, after, through, limit, bounds))
+    Ok(EventRead::new(rows, window, limit, bounds))
 }
 
 /// A trivial query: does the database answer?

@@ -585,6 +585,49 @@ mod tests {
         assert!(delete.contains("USING"), "{delete}");
     }
 
+    /// A chunk of a webhook's deletion is the webhook's first ten thousand deliveries (by
+    /// event), not all of them, and none of another webhook's.
+    #[test]
+    fn a_chunk_of_a_webhooks_deletion_is_ten_thousand_of_its_deliveries() {
+        use crate::storage::schema::webhook_deliveries;
+        use diesel::connection::SimpleConnection;
+        use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
+        let mut conn = migrated();
+        conn.batch_execute(
+            "INSERT INTO webhooks (id, url, event_types, description, secret, created_at, enqueued_through)
+             VALUES ('wh_busy', 'http://127.0.0.1:9/', '[]', NULL, 's', 0, 0),
+                    ('wh_quiet', 'http://127.0.0.1:9/', '[]', NULL, 's', 0, 0);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10003)
+             INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload, status,
+                                             attempts, created_at, schedule_from, redeliveries)
+             SELECT 'msg_' || i, CASE WHEN i % 2 = 0 THEN 'wh_quiet' ELSE 'wh_busy' END, i,
+                    'workflow.transitioned', '{}', 'delivered', 1, i, 0, 0 FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 10004 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+             INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload, status,
+                                             attempts, created_at, schedule_from, redeliveries)
+             SELECT 'msg_' || i, 'wh_busy', i, 'workflow.transitioned', '{}', 'delivered', 1, i,
+                    0, 0 FROM n;",
+        )
+        .unwrap();
+        let end: Option<i64> = queries::deliveries_chunk_end_of("wh_busy")
+            .get_result(&mut conn)
+            .optional()
+            .unwrap();
+        // wh_busy holds the 5 002 odd events up to 10 003, then every one from 10 004: its
+        // 10 000th is event 15 001.
+        assert_eq!(end, Some(15_001));
+        let deleted = diesel::delete(queries::deliveries_of_through("wh_busy", 15_001))
+            .execute(&mut conn)
+            .unwrap();
+        assert_eq!(deleted, 10_000);
+        let quiet: i64 = webhook_deliveries::table
+            .filter(webhook_deliveries::webhook_id.eq("wh_quiet"))
+            .count()
+            .get_result(&mut conn)
+            .unwrap();
+        assert_eq!(quiet, 5_001);
+    }
+
     /// The minute sweep of reservations a stopped server left reads the few reservations by
     /// age, not every consultation (on the writer, which every write waits for).
     #[test]
