@@ -2385,13 +2385,14 @@ async fn postgres_backlogs_are_purged_in_full() {
     backlogs_are_purged_in_full(url.clone(), async || run_sql(&url, BACKLOG).await).await;
 }
 
-/// Twenty thousand `gate.overdue` events, then one `consultation.created`.
+/// Twenty thousand `gate.overdue` events, then one `consultation.created`, made in 2100 (so
+/// that a running server's retention leaves them).
 pub const RARE_TYPE_LOG: &str = "
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
 INSERT INTO events (id, event_type, subject, time, data, seq)
-SELECT i, 'gate.overdue', 'busy', i, '{}', NULL FROM n;
+SELECT i, 'gate.overdue', 'busy', 4102444800000000 + i, '{}', NULL FROM n;
 INSERT INTO events (id, event_type, subject, time, data, seq)
-VALUES (20001, 'consultation.created', 'quiet', 20001, '{}', NULL);
+VALUES (20001, 'consultation.created', 'quiet', 4102444800020001, '{}', NULL);
 UPDATE event_log SET last_id = 20001 WHERE id = 1;
 ";
 
