@@ -1,6 +1,6 @@
 //! Name lookups for the server's HTTP clients (the webhooks' deliveries and the Agent Hub's
 //! calls): the system's resolver, a bounded number of lookups at once, each host's answer kept
-//! for a while.
+//! for a while, and which failures are the name servers' passing trouble.
 //!
 //! A lookup holds one of the runtime's blocking threads until the system's resolver answers,
 //! and SQLite reads run on those threads too: every lookup the server makes goes through here,
@@ -96,6 +96,14 @@ impl Lookups {
         .await
         .map_err(std::io::Error::other)?
     }
+}
+
+/// Whether a failed lookup is the name servers' passing trouble (`EAI_AGAIN`: no answer, or
+/// "try again"), not a name without addresses; the system resolver says which only in words,
+/// glibc's and musl's.
+pub(crate) fn is_temporary(error: &std::io::Error) -> bool {
+    let text = error.to_string();
+    text.contains("Temporary failure in name resolution") || text.ends_with("Try again")
 }
 
 /// Resolves names for a reqwest client through [`Lookups`], and with `public_only` keeps only
@@ -207,6 +215,22 @@ impl reqwest::dns::Resolve for Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_name_servers_passing_trouble_is_temporary() {
+        let failure = |text: &str| {
+            std::io::Error::other(format!("failed to lookup address information: {text}"))
+        };
+        assert!(is_temporary(&failure(
+            "Temporary failure in name resolution"
+        )));
+        assert!(is_temporary(&failure("Try again")));
+        assert!(!is_temporary(&failure("Name or service not known")));
+        assert!(!is_temporary(&failure(
+            "No address associated with hostname"
+        )));
+        assert!(!is_temporary(&failure("Name does not resolve")));
+    }
 
     #[tokio::test]
     async fn a_hosts_recent_answer_needs_no_turn() {

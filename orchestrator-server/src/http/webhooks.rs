@@ -286,7 +286,9 @@ async fn check_public(url: &reqwest::Url, lookups: &Lookups) -> Result<(), ApiEr
         // The name servers did not answer (in time): a moment's trouble, not the URL's
         // fault, so 503 (retry), which an idempotency key does not keep.
         Err(_) => return Err(ApiError::LookupFailed(host.to_owned())),
-        Ok(Err(e)) if is_temporary(&e) => return Err(ApiError::LookupFailed(host.to_owned())),
+        Ok(Err(e)) if crate::dns::is_temporary(&e) => {
+            return Err(ApiError::LookupFailed(host.to_owned()));
+        }
         // A name the resolver refuses is refused as a name with no address.
         Ok(result) => result.unwrap_or_default(),
     };
@@ -297,13 +299,6 @@ async fn check_public(url: &reqwest::Url, lookups: &Lookups) -> Result<(), ApiEr
         }
         None => Ok(()),
     }
-}
-
-/// Whether a failed lookup is the name servers' passing trouble (`EAI_AGAIN`), which the
-/// system resolver reports only in words: glibc's and musl's.
-fn is_temporary(error: &std::io::Error) -> bool {
-    let text = error.to_string();
-    text.contains("Temporary failure in name resolution") || text.ends_with("Try again")
 }
 
 /// The worker: every [`POLL_EVERY`] until `stop` turns true, enqueues new events and attempts
@@ -620,19 +615,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_name_servers_passing_trouble_is_temporary() {
-        let failure = |text: &str| {
-            std::io::Error::other(format!("failed to lookup address information: {text}"))
-        };
-        assert!(is_temporary(&failure(
-            "Temporary failure in name resolution"
-        )));
-        assert!(is_temporary(&failure("Try again")));
-        assert!(!is_temporary(&failure("Name or service not known")));
-        assert!(!is_temporary(&failure(
-            "No address associated with hostname"
-        )));
-        assert!(!is_temporary(&failure("Name does not resolve")));
+    fn a_lookup_the_name_servers_did_not_answer_is_503() {
         let response = ApiError::LookupFailed("hooks.example.com".into()).into_response();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["retry-after"], "5");

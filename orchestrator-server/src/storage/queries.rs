@@ -228,10 +228,15 @@ pub fn asks_before<'a>(before: i64, asking: &'a str) -> _ {
         .filter(consultations::created_at.lt(before))
 }
 
-/// One idempotency key.
+/// What a claim that found key `(scope, name)` taken judges it by: its fingerprint, its kept
+/// answer and its lease.
 #[dsl::auto_type]
-pub fn key<'a>(scope: &'a str, name: &'a str) -> _ {
-    idempotency_keys::table.find((scope, name))
+pub fn key_claim_state<'a>(scope: &'a str, name: &'a str) -> _ {
+    idempotency_keys::table.find((scope, name)).select((
+        idempotency_keys::fingerprint,
+        idempotency_keys::answer,
+        idempotency_keys::lease_until,
+    ))
 }
 
 /// One idempotency key, if it has no answer and the claim that took the lease `lease_until`

@@ -450,13 +450,8 @@ impl<B: WebhookBackend> WebhookRepository for B {
         // Its deliveries first, a chunk per transaction: none outlasts PostgreSQL's statement
         // timeout, and SQLite's writer serves the other writes between them. Those enqueued
         // meanwhile go with the webhook.
-        let chunk = u64::try_from(super::write::PURGE_CHUNK).unwrap_or(u64::MAX);
-        loop {
-            let write = WebhookWrite::DeleteDeliveries(id.to_owned());
-            if self.write(Write::Webhook(write)).await?.count() < chunk {
-                break;
-            }
-        }
+        let chunk = || Write::Webhook(WebhookWrite::DeleteDeliveries(id.to_owned()));
+        super::write::delete_in_chunks(u32::MAX, chunk, |write| self.write(write)).await?;
         let write = WebhookWrite::Delete(id.to_owned());
         Ok(self.write(Write::Webhook(write)).await?.count() > 0)
     }

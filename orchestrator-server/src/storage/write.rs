@@ -452,8 +452,20 @@ pub(crate) async fn purge_in_chunks<Fut>(
 where
     Fut: Future<Output = Result<Written, RepositoryError>>,
 {
+    delete_in_chunks(PURGE_CHUNKS, purge, write).await
+}
+
+/// As [`purge_in_chunks`], up to `chunks` chunks (`u32::MAX`: until none is full).
+pub(crate) async fn delete_in_chunks<Fut>(
+    chunks: u32,
+    purge: impl Fn() -> Write,
+    write: impl Fn(Write) -> Fut,
+) -> Result<u64, RepositoryError>
+where
+    Fut: Future<Output = Result<Written, RepositoryError>>,
+{
     let mut purged = 0;
-    for _ in 0..PURGE_CHUNKS {
+    for _ in 0..chunks {
         let n = write(purge()).await?.count();
         purged += n;
         if n < PURGE_CHUNK.unsigned_abs() {

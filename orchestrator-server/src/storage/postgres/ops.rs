@@ -567,12 +567,7 @@ async fn claim_key(
         if inserted == 1 || renewed {
             return Ok(KeyClaim::Claimed);
         }
-        let stored = queries::key(scope, name)
-            .select((
-                idempotency_keys::fingerprint,
-                idempotency_keys::answer,
-                idempotency_keys::lease_until,
-            ))
+        let stored = queries::key_claim_state(scope, name)
             .get_result(conn)
             .await
             .optional()?;

@@ -554,13 +554,7 @@ fn claim_key(
     if inserted == 1 || renewed {
         return Ok(KeyClaim::Claimed);
     }
-    let stored = queries::key(scope, name)
-        .select((
-            idempotency_keys::fingerprint,
-            idempotency_keys::answer,
-            idempotency_keys::lease_until,
-        ))
-        .get_result(conn)?;
+    let stored = queries::key_claim_state(scope, name).get_result(conn)?;
     Ok(
         match judge_claim(stored, &row.fingerprint, row.created_at) {
             ClaimStep::Decided(claim) => claim,
