@@ -307,7 +307,7 @@ fn complete_operation(
         .unwrap_or_default();
     for (status, codes) in by_status {
         let key = status.to_string();
-        let errors = error_response(&id, &codes);
+        let errors = error_response(&id, &codes, idempotent);
         match responses.get_mut(&key) {
             // /health answers 503 with its own body when the database is down.
             Some(existing) => merge_alternative_body(existing, errors),
@@ -379,7 +379,7 @@ fn complete_board_operation(operation: &mut Value, method: &str) {
         .map(std::mem::take)
         .unwrap_or_default();
     for (status, codes) in by_status {
-        let errors = error_response(&id, &codes);
+        let errors = error_response(&id, &codes, false);
         match responses.get_mut(&status.to_string()) {
             Some(page) => {
                 page["content"]["application/json"] = errors["content"]["application/json"].clone();
@@ -407,7 +407,7 @@ fn complete_board_operation(operation: &mut Value, method: &str) {
     {
         location["schema"] = json!({
             "type": "string",
-            "pattern": "^/board(/feature/[A-Za-z0-9][A-Za-z0-9._-]*)?$",
+            "pattern": "^/board(/feature/[A-Za-z0-9][A-Za-z0-9._-]*|\\?state=(IDLE|PHASE_1|GATE_1|PHASE_2|DONE))?$",
             "example": "/board",
         });
         location["required"] = json!(true);
@@ -458,8 +458,9 @@ fn links_from_workflow() -> Value {
     })
 }
 
-/// One status's error response: its codes, an example of each.
-fn error_response(operation_id: &str, codes: &[ErrorCode]) -> Value {
+/// One status's error response: its codes, an example of each. `idempotent`: the operation
+/// takes an `Idempotency-Key`, so its 503 may be a keyed request that outlived the request bound.
+fn error_response(operation_id: &str, codes: &[ErrorCode], idempotent: bool) -> Value {
     let names: Vec<Value> = codes.iter().map(|c| json!(c.as_str())).collect();
     let description = codes
         .iter()
@@ -516,13 +517,11 @@ fn error_response(operation_id: &str, codes: &[ErrorCode]) -> Value {
         });
     }
     if codes.contains(&ErrorCode::IdempotencyKeyInUse)
-        || (matches!(
-            operation_id,
-            "create_consultation" | "create_webhook" | "stream_events"
-        ) && codes.contains(&ErrorCode::ServiceUnavailable))
+        || ((idempotent || operation_id == "stream_events")
+            && codes.contains(&ErrorCode::ServiceUnavailable))
     {
         response["headers"]["Retry-After"] = json!({
-            "description": "seconds to wait before retrying: with IDEMPOTENCY_KEY_IN_USE (1) and, asking the hub, with SERVICE_UNAVAILABLE when too many consultations are being asked (5), creating a webhook, when its host waited too long for a turn to be looked up or its name servers did not answer (5), and opening a stream, when as many streams as the server keeps are open (5)",
+            "description": "seconds to wait before retrying: with IDEMPOTENCY_KEY_IN_USE (1); with SERVICE_UNAVAILABLE when a request with an Idempotency-Key outlived the request bound and may still be carried out (1: the retry with the same key gets its answer), and, asking the hub, when too many consultations are being asked (5), creating a webhook, when its host waited too long for a turn to be looked up or its name servers did not answer (5), and opening a stream, when as many streams as the server keeps are open (5)",
             "required": false,
             "schema": { "type": "string", "pattern": "^[0-9]+$" },
             "example": "1",
@@ -609,7 +608,7 @@ fn when(code: ErrorCode) -> &'static str {
         UriTooLong => "the request URI is too long",
         HeadersTooLarge => "the request headers are too large or too many",
         ServiceUnavailable => {
-            "the request could not be answered in time, or (asking the hub) too many consultations are being asked at once, or (creating a webhook) its host could not get a turn to be looked up or its name servers did not answer, or (opening a stream) as many streams as the server keeps are open (these three with Retry-After); retry later"
+            "the request could not be answered in time (with Retry-After: 1 when it carried an Idempotency-Key: it may still be carried out, and a retry with the key gets its answer), or (asking the hub) too many consultations are being asked at once, or (creating a webhook) its host could not get a turn to be looked up or its name servers did not answer, or (opening a stream) as many streams as the server keeps are open (these three with Retry-After: 5); retry later"
         }
         Internal => "a bug; the log has the detail",
         Unknown => "a code of a newer server",
@@ -665,6 +664,9 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
             "request body must be sent with Content-Type: application/json",
             None,
         ),
+        PayloadTooLarge if matches!(operation_id, "create_board_session" | "board_sign_out") => {
+            envelope("request body is larger than 8192 bytes", None)
+        }
         PayloadTooLarge => envelope("request body is larger than 262144 bytes", None),
         Unauthorized => envelope("missing or invalid bearer token", None),
         Forbidden if operation_id == "respond_to_consultation" => envelope(
@@ -1303,7 +1305,12 @@ pub(crate) mod examples {
             "progress": { "percent": percent, "rework_count": 0, "time_in_state_seconds": time_in_state },
             "metadata": { "owner": "platform-team" },
             "created_at": "2026-11-24T10:00:00.123456Z",
-            "updated_at": if approved { "2026-11-24T11:10:00Z" } else { "2026-11-24T11:00:00.654321Z" },
+            "updated_at": match (version, approved) {
+                // A workflow just started has not changed since.
+                (1, _) => "2026-11-24T10:00:00.123456Z",
+                (_, true) => "2026-11-24T11:10:00Z",
+                (_, false) => "2026-11-24T11:00:00.654321Z",
+            },
             "completed_at": null,
             "gate": gate(state, approved),
         })
@@ -1354,18 +1361,20 @@ pub(crate) mod examples {
 
     /// A history of three transitions.
     pub fn history() -> Value {
-        let entry = |seq: u64, from: &str, to: &str, trigger: &str, actor: Value, at: &str| {
-            json!({
-                "seq": seq, "from": from, "to": to, "trigger": trigger, "actor": actor,
-                "reason": null, "metadata": {}, "at": at,
-            })
-        };
+        let entry =
+            |seq: u64, from: &str, to: &str, trigger: &str, actor: Value, kind: Value, at: &str| {
+                json!({
+                    "seq": seq, "from": from, "to": to, "trigger": trigger, "actor": actor,
+                    "actor_kind": kind, "on_behalf_of": null, "reason": null, "override": false,
+                    "metadata": {}, "at": at,
+                })
+            };
         json!({
             "feature_id": FEATURE_ID,
             "transitions": [
-                entry(1, "IDLE", "PHASE_1", "start", Value::Null, "2026-11-24T10:00:00.123456Z"),
-                entry(2, "PHASE_1", "GATE_1", "agent_complete", json!("planner-agent"), "2026-11-24T11:00:00.654321Z"),
-                entry(3, "GATE_1", "PHASE_2", "human_approved", json!("alice"), "2026-11-24T11:15:00.000001Z"),
+                entry(1, "IDLE", "PHASE_1", "start", Value::Null, Value::Null, "2026-11-24T10:00:00.123456Z"),
+                entry(2, "PHASE_1", "GATE_1", "agent_complete", json!("planner-agent"), json!("agent"), "2026-11-24T11:00:00.654321Z"),
+                entry(3, "GATE_1", "PHASE_2", "human_approved", json!("alice"), json!("human"), "2026-11-24T11:15:00.000001Z"),
             ],
         })
     }
@@ -1407,7 +1416,7 @@ pub(crate) mod examples {
             "url": "https://hooks.example.com/orchestrator",
             "event_types": ["workflow.transitioned", "gate.overdue"],
             "description": "reviewers' chat bot",
-            "created_at": "2026-12-01T09:00:00.000000Z",
+            "created_at": "2026-12-01T09:00:00Z",
         })
     }
 
@@ -1435,7 +1444,7 @@ pub(crate) mod examples {
                     "attempts": 2,
                     "last_status_code": 503,
                     "last_error": "the target answered 503",
-                    "next_attempt_at": "2026-12-01T09:35:05.000000Z",
+                    "next_attempt_at": "2026-12-01T09:35:05Z",
                     "delivered_at": null,
                 },
                 {
@@ -1447,7 +1456,7 @@ pub(crate) mod examples {
                     "last_status_code": 200,
                     "last_error": null,
                     "next_attempt_at": null,
-                    "delivered_at": "2026-12-01T09:30:00.120000Z",
+                    "delivered_at": "2026-12-01T09:30:00.120Z",
                 },
             ],
             "next_cursor": "e42",
@@ -1506,8 +1515,8 @@ pub(crate) mod examples {
             "resolved_at": null,
             "error": null,
             "asked_in_state": "PHASE_1",
-            "created_at": "2026-11-24T10:30:00.000000Z",
-            "updated_at": "2026-11-24T10:30:00.000000Z",
+            "created_at": "2026-11-24T10:30:00Z",
+            "updated_at": "2026-11-24T10:30:00Z",
         })
     }
 
@@ -1540,8 +1549,8 @@ pub(crate) mod examples {
         answered["human_action"] = json!("correct");
         answered["human_response"] = answered["final_answer"].clone();
         answered["human_responder"] = json!("sec-team");
-        answered["resolved_at"] = json!("2026-11-24T11:02:00.000000Z");
-        answered["updated_at"] = json!("2026-11-24T11:02:00.000000Z");
+        answered["resolved_at"] = json!("2026-11-24T11:02:00Z");
+        answered["updated_at"] = json!("2026-11-24T11:02:00Z");
         answered
     }
 
@@ -1573,7 +1582,7 @@ pub(crate) mod examples {
             "status": "unhealthy", "version": crate::VERSION, "service": "orchestrator",
             "uptime_seconds": 3600,
             "checks": {
-                "database": { "status": "error", "message": "database unreachable" },
+                "database": { "status": "error", "message": "the database cannot be read or written" },
                 "agent_hub": { "status": "ok" },
             },
         })

@@ -406,7 +406,7 @@ pub(crate) async fn feature(
     responses(
         (status = 303, description = "signed in: the session cookie, and on to `next`",
          headers(("Location" = String, description = "`next` if it is a board page, else `/board`"),
-                 ("Set-Cookie" = String, description = "`orchestrator_session=…; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200` (and `Secure` behind `X-Forwarded-Proto: https`)"))),
+                 ("Set-Cookie" = String, description = "`orchestrator_session=…; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200`; behind `X-Forwarded-Proto: https` the cookie is `__Host-orchestrator_session` and `Secure`"))),
         (status = 400, description = "the sign-in page again: the name is blank or invalid", content_type = "text/html", body = String),
         (status = 401, description = "the sign-in page again: the token is not valid", content_type = "text/html", body = String),
         (status = 403, description = "a page: the request came from another origin", content_type = "text/html", body = String),
@@ -482,7 +482,7 @@ pub(crate) async fn sign_in(
     responses(
         (status = 303, description = "signed out (or was not signed in): the cookie cleared, on to `/board`",
          headers(("Location" = String, description = "`/board`"),
-                 ("Set-Cookie" = String, description = "`orchestrator_session=; …; Max-Age=0`"))),
+                 ("Set-Cookie" = String, description = "`orchestrator_session=; …; Max-Age=0` (behind `X-Forwarded-Proto: https`, `__Host-orchestrator_session=; …; Max-Age=0; Secure`)"))),
         (status = 403, description = "a page: the CSRF token is wrong, or the request came from another origin", content_type = "text/html", body = String),
         (status = 415, description = "a page: the body is not a form", content_type = "text/html", body = String),
         (status = 500, description = "a page: a bug", content_type = "text/html", body = String),
