@@ -370,6 +370,10 @@ async fn a_gate_past_its_deadline_is_listed_counted_and_noted_once() {
     phase_1.state = Some(WorkflowState::Phase1);
     assert!(orchestrator.list(&phase_1).await.unwrap().items.is_empty());
 
+    // The sweep notes a stay a second after its deadline, not at once: a decision dated just
+    // before it may still be on its way to the store.
+    assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
+    clock.advance(Duration::seconds(1));
     let expired = orchestrator.sweep_gates().await.unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].due_at, due);
@@ -395,7 +399,7 @@ async fn every_expiry_noted_is_told_once_whoever_noted_it() {
     }));
     at_gate_with_deadline(&orchestrator, "swept", "flag").await;
     at_gate_with_deadline(&orchestrator, "decided-late", "reject").await;
-    clock.advance(Duration::seconds(61));
+    clock.advance(Duration::seconds(62));
     // A late approval: the deadline first (rejected by the system), so nothing left to approve.
     let mut approve = Advance::new(Trigger::HumanApproved);
     approve.actor = Some(orchestrator_core::Actor::parse("alice").unwrap());
@@ -422,7 +426,7 @@ async fn one_sweep_notes_hundreds_of_gates_due_at_once() {
     for n in 0..250 {
         at_gate_with_deadline(&orchestrator, &format!("bulk-{n:03}"), "flag").await;
     }
-    clock.advance(Duration::seconds(61));
+    clock.advance(Duration::seconds(62));
     // Read in rounds of a hundred, noted in one sweep (not one hundred a second).
     assert_eq!(orchestrator.sweep_gates().await.unwrap().len(), 250);
     assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
@@ -433,7 +437,7 @@ async fn an_expired_gate_is_rejected_or_cancelled_by_the_system() {
     let (orchestrator, clock) = orchestrator();
     at_gate_with_deadline(&orchestrator, "rejected", "reject").await;
     at_gate_with_deadline(&orchestrator, "cancelled", "cancel").await;
-    clock.advance(Duration::seconds(61));
+    clock.advance(Duration::seconds(62));
 
     let expired = orchestrator.sweep_gates().await.unwrap();
     assert_eq!(expired.len(), 2);
@@ -458,7 +462,7 @@ async fn an_expired_gate_is_rejected_or_cancelled_by_the_system() {
         .await
         .unwrap();
     assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
-    clock.advance(Duration::seconds(61));
+    clock.advance(Duration::seconds(62));
     assert_eq!(orchestrator.sweep_gates().await.unwrap().len(), 1);
     assert_eq!(
         orchestrator
@@ -565,7 +569,7 @@ async fn a_decision_after_the_deadline_comes_after_its_note_even_before_a_sweep(
     for f in ["approved", "rejected"] {
         at_gate_with_deadline(&orchestrator, f, "flag").await;
     }
-    clock.advance(Duration::seconds(61));
+    clock.advance(Duration::seconds(62));
 
     // No sweep ran: each decision notes the deadline first (an approval, judged on a read;
     // a rejection, judged inside the store's write).
@@ -595,7 +599,7 @@ async fn a_decision_after_an_expiring_deadline_is_judged_on_what_the_policy_did(
     let (orchestrator, clock) = orchestrator();
     at_gate_with_deadline(&orchestrator, "rejected", "reject").await;
     at_gate_with_deadline(&orchestrator, "cancelled", "cancel").await;
-    clock.advance(Duration::seconds(61));
+    clock.advance(Duration::seconds(62));
 
     // The gate expired before alice approved: it is back in PHASE_1, which takes no approval;
     // the same for a rejection of a gate that expired with `cancel` (IDLE takes none).

@@ -56,6 +56,10 @@ pub enum PrincipalsError {
     },
 }
 
+/// What `principal remove` leaves in a file whose last principal it took out: a file with
+/// nothing in it at all is refused as a mistake.
+pub const NO_PRINCIPALS: &str = "# No principals: every token is refused until one is added.";
+
 /// One `[[principal]]` table, as written in the file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +97,13 @@ impl Principals {
     }
 
     fn parse(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            // A file truncated by a mistake (`> principals.toml`) or caught mid-write would
+            // lock every caller out; `principal remove` leaves a comment when it takes the last.
+            return Err(format!(
+                "the file is empty; a file meant to have no principals says so in a comment ({NO_PRINCIPALS:?})"
+            ));
+        }
         let file: File = toml::from_str(text).map_err(|e| located(text, &e))?;
         let mut by_token_hash = HashMap::new();
         let mut names = Vec::new();
@@ -122,6 +133,14 @@ impl Principals {
             }
         }
         Ok(Principals { by_token_hash })
+    }
+
+    /// The principals' names, in order.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.by_token_hash
+            .values()
+            .map(|p| p.name.to_string())
+            .collect()
     }
 
     /// The principal whose token this is.
@@ -207,10 +226,15 @@ pub fn add(
     };
     // The file as a server would read it: one that would not load (an entry already there
     // that no server takes) is left as it is, and no token is minted.
-    let loaded = Principals::parse(&existing).map_err(|problem| PrincipalsError::Malformed {
-        path: path.to_owned(),
-        problem: format!("as it is, the file does not load: {problem}"),
-    })?;
+    // (A new or empty file has no principals yet: this one makes it a file that loads.)
+    let loaded = if existing.trim().is_empty() {
+        Principals::default()
+    } else {
+        Principals::parse(&existing).map_err(|problem| PrincipalsError::Malformed {
+            path: path.to_owned(),
+            problem: format!("as it is, the file does not load: {problem}"),
+        })?
+    };
     // Names compare as they load: white space around one, or its case, does not make another.
     if loaded
         .by_token_hash
@@ -314,7 +338,11 @@ pub fn remove(path: &Path, name: &Actor) -> Result<(), PrincipalsError> {
             name: name.to_string(),
         });
     }
-    replace(path, document.to_string().as_bytes()).map_err(io)
+    let mut text = document.to_string();
+    if text.trim().is_empty() {
+        text = format!("{NO_PRINCIPALS}\n");
+    }
+    replace(path, text.as_bytes()).map_err(io)
 }
 
 /// Takes the principals whose name `named` accepts out of `document` (`[[principal]]` tables,
@@ -490,6 +518,49 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_file_is_refused_and_removing_the_last_principal_leaves_a_comment() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("principals.toml");
+        for empty in ["", "\n", "  \n\t\n"] {
+            std::fs::write(&path, empty).unwrap();
+            let refused = Principals::load(&path);
+            assert!(
+                matches!(&refused, Err(PrincipalsError::Malformed { problem, .. }) if problem.contains("empty")),
+                "{empty:?}: {refused:?}"
+            );
+        }
+        // A comment says the file is meant to have none.
+        std::fs::write(&path, "# nobody yet\n").unwrap();
+        assert!(Principals::load(&path).unwrap().is_empty());
+
+        std::fs::write(&path, "").unwrap();
+        let reviewer = BTreeSet::from([Role::Reviewer]);
+        add(
+            &path,
+            &Actor::parse("alice").unwrap(),
+            ActorKind::Human,
+            &reviewer,
+        )
+        .unwrap();
+        remove(&path, &Actor::parse("alice").unwrap()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.trim(), NO_PRINCIPALS);
+        assert!(Principals::load(&path).unwrap().is_empty());
+        // And the next `principal add` appends to it as to any file.
+        add(
+            &path,
+            &Actor::parse("bob").unwrap(),
+            ActorKind::Human,
+            &reviewer,
+        )
+        .unwrap();
+        assert_eq!(
+            Principals::load(&path).unwrap().names(),
+            ["bob".to_owned()].into()
+        );
+    }
+
+    #[test]
     fn a_minted_token_finds_its_principal_and_nothing_else_does() {
         let dir = tempfile::TempDir::new().unwrap();
         let path = dir.path().join("principals.toml");
@@ -597,6 +668,6 @@ mod tests {
             let problem = Principals::parse(text).unwrap_err();
             assert!(problem.contains(expected), "{problem}");
         }
-        assert!(Principals::parse("").unwrap().is_empty());
+        assert!(Principals::parse("# nobody yet\n").unwrap().is_empty());
     }
 }

@@ -1,6 +1,8 @@
 //! Deadlines at the gate: the sweep that notes each stay past its deadline once and, when the
 //! policy says so, sends the work back or cancels it as the system.
 
+use std::collections::HashSet;
+
 use crate::gate::{EXPIRY_REASON, OnExpiry};
 use crate::principal::ActorKind;
 use crate::repository::{Expiry, OverdueNote, RepositoryError};
@@ -15,10 +17,15 @@ const SWEEP_LIMIT: u32 = 100;
 /// in the same second (a bulk start with one deadline) are noted by one sweep, not by ten a
 /// second apart; past that, the next sweep goes on.
 const SWEEP_ROUNDS: usize = 10;
-/// Failed gates after which a sweep gives up until the next: one gate that cannot be written
-/// (its row locked, say) must not hold up the gates due after it, but a store that fails
-/// every write should not be asked a hundred times a second.
+/// Failures in a row after which a sweep gives up until the next: one gate that cannot be
+/// written (its row locked, say) must not hold up the gates due after it, but a store that
+/// fails every write should not be asked a hundred times a second.
 const SWEEP_FAILURES: usize = 3;
+/// How long after a stay's deadline a sweep notes it: a decision dated just before the
+/// deadline and still on its way to the store (queued for a batch, waiting for the row) is
+/// not sent back by an expiry committed ahead of it. Sweeps run every second, so a stay is
+/// still noted within a few seconds of its deadline.
+pub const SWEEP_GRACE: chrono::Duration = chrono::Duration::seconds(1);
 
 /// A stay at the gate this sweep found past its deadline and noted (no other server had).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,16 +49,23 @@ impl Orchestrator {
     /// person's decision that lands first wins and the stay is left alone (a decision dated
     /// after the deadline notes it itself first, before it is judged).
     ///
-    /// A gate that cannot be noted is logged and left for the next sweep, and the sweep goes
-    /// on with the gates due after it; after a few such failures it stops. It fails only when
-    /// the overdue gates cannot be read, or when every gate it tried failed.
+    /// Stays are noted [`SWEEP_GRACE`] after their deadline. A gate that cannot be noted is
+    /// logged and left for the next sweep, which tries it after the others, and the sweep goes
+    /// on with the gates due after it; after a few failures in a row it stops. It fails only
+    /// when the overdue gates cannot be read, or when every gate it tried failed.
     pub async fn sweep_gates(&self) -> Result<Vec<Expired>> {
         let now = self.clock.now();
+        let failed_before = std::mem::take(&mut *self.sweep_failed());
+        let mut failed = HashSet::new();
         let mut expired = Vec::new();
-        let mut failures = 0;
-        let mut last_failure = None;
+        let (mut in_a_row, mut last_failure) = (0, None);
         'rounds: for _ in 0..SWEEP_ROUNDS {
-            let due = match self.repository.unnoted_overdue(now, SWEEP_LIMIT).await {
+            let asked = SWEEP_LIMIT.saturating_add(failed.len() as u32);
+            let due = match self
+                .repository
+                .unnoted_overdue(now - SWEEP_GRACE, asked)
+                .await
+            {
                 Ok(due) => due,
                 Err(e) if expired.is_empty() => return Err(e.into()),
                 Err(e) => {
@@ -60,33 +74,51 @@ impl Orchestrator {
                     break;
                 }
             };
-            let full = due.len() >= SWEEP_LIMIT as usize;
-            for workflow in due {
+            let full = due.len() >= asked as usize;
+            // A gate this sweep failed on is read again (it is still due): passed over. Those
+            // the last sweep failed on go last, so that a few gates whose rows are held (a
+            // stuck transaction, say) do not keep the ones due after them from being noted.
+            let (again, fresh): (Vec<_>, Vec<_>) = due
+                .into_iter()
+                .filter(|workflow| !failed.contains(workflow.feature_id()))
+                .partition(|workflow| failed_before.contains(workflow.feature_id()));
+            for workflow in fresh.into_iter().chain(again) {
                 let feature_id = workflow.feature_id().clone();
                 match self.expire(workflow, now).await {
-                    Ok(Noted::Now(done)) => expired.push(*done),
-                    Ok(Noted::Before | Noted::Moved) => {}
+                    Ok(noted) => {
+                        in_a_row = 0;
+                        if let Noted::Now(done) = noted {
+                            expired.push(*done);
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(feature_id = %feature_id, error = %e,
                             "a gate past its deadline could not be noted; the next sweep tries again");
-                        failures += 1;
+                        failed.insert(feature_id);
+                        in_a_row += 1;
                         last_failure = Some(e);
-                        if failures == SWEEP_FAILURES {
+                        if in_a_row == SWEEP_FAILURES {
                             break 'rounds;
                         }
                     }
                 }
             }
-            // A gate that failed is read again by the next round: only a round without
-            // failures goes on.
-            if !full || last_failure.is_some() {
+            if !full {
                 break;
             }
         }
+        *self.sweep_failed() = failed;
         match last_failure {
             Some(e) if expired.is_empty() => Err(e),
             _ => Ok(expired),
         }
+    }
+
+    /// The gates the last sweep could not note.
+    fn sweep_failed(&self) -> std::sync::MutexGuard<'_, HashSet<FeatureId>> {
+        self.sweep_failed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Handles the deadline of `workflow`'s stay at the gate before a person's decision dated

@@ -16,6 +16,7 @@ mod events;
 mod gates;
 mod workflows;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -210,6 +211,8 @@ pub struct Orchestrator {
     clock: Arc<dyn Clock>,
     gate_defaults: GatePolicy,
     expiries: Option<ExpiryObserver>,
+    /// The gates the last deadline sweep could not note: the next tries them last.
+    sweep_failed: Arc<std::sync::Mutex<HashSet<FeatureId>>>,
 }
 
 /// Told of each stay at the gate this orchestrator noted past its deadline, once, whether a
@@ -261,6 +264,7 @@ impl Orchestrator {
             clock: Arc::new(SystemClock),
             gate_defaults: GatePolicy::default(),
             expiries: None,
+            sweep_failed: Arc::default(),
         }
     }
 

@@ -174,8 +174,18 @@ impl Auth {
         };
         match Principals::load(file) {
             Ok(principals) => {
-                tracing::info!(principals = principals.len(), file = %file.display(), "principals reloaded");
-                *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(principals);
+                let mut current = current.write().unwrap_or_else(|p| p.into_inner());
+                let (before, after) = (current.names(), principals.names());
+                let added: Vec<_> = after.difference(&before).collect();
+                let removed: Vec<_> = before.difference(&after).collect();
+                tracing::info!(
+                    principals = principals.len(),
+                    ?added,
+                    ?removed,
+                    file = %file.display(),
+                    "principals reloaded"
+                );
+                *current = Arc::new(principals);
             }
             Err(e) => {
                 tracing::error!(error = %e, "principals file not reloaded; the previous one stays in force");

@@ -6,6 +6,7 @@ use std::time::Duration;
 use orchestrator_client::ClientError;
 use orchestrator_core::api::{
     AdvanceRequest, ConsultRequest, ErrorCode, HealthStatus, ListWorkflowsParams, RespondRequest,
+    StartWorkflowRequest,
 };
 use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::HumanAction;
@@ -119,6 +120,11 @@ async fn an_escalation_blocks_the_gate_until_a_human_confirms() {
                            {"kind": "escalation", "consultation_id": pending.id,
                             "escalation_id": escalation}])
     );
+    // A start that finds the workflow answers as a read does.
+    let mut again = StartWorkflowRequest::new(f.as_str(), "feature gated");
+    again.use_existing = Some(true);
+    let existing = app.client.start_workflow(&again).await.unwrap();
+    assert_eq!(existing.gate.blocked_by, gated.gate.blocked_by);
     let listed = app
         .client
         .list_workflows(&ListWorkflowsParams {

@@ -2309,6 +2309,56 @@ async fn a_postgres_batch_waiting_on_one_held_row_fails_only_that_advance() {
         .unwrap();
 }
 
+/// Three overdue gates whose rows a stuck transaction holds, due before a fourth: the first
+/// sweep gives up on them (three failures in a row); the next notes the fourth before trying
+/// them again, and once the rows are let go, a sweep notes them too.
+#[tokio::test(flavor = "multi_thread")]
+async fn gates_whose_rows_are_held_do_not_keep_the_others_from_their_deadline() {
+    use diesel_async::RunQueryDsl;
+    use orchestrator_core::gate::{GatePolicy, OnExpiry};
+    use orchestrator_core::{ManualClock, Orchestrator};
+    use orchestrator_server::storage::{DatabaseUrl, connect};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let repo: Arc<dyn WorkflowRepository> = connect(&DatabaseUrl::Postgres(db.url.clone()), 4)
+        .await
+        .unwrap();
+    let policy = GatePolicy::default()
+        .with_deadline(Some(60), OnExpiry::Flag)
+        .unwrap();
+    for (name, after) in [("held-1", 10), ("held-2", 11), ("held-3", 12), ("free", 20)] {
+        let workflow = started_with(&*repo, name, policy).await;
+        let (next, complete) = step(&workflow, Trigger::AgentComplete, after);
+        repo.commit(1, &next, &complete).await.unwrap();
+    }
+    let mut holder = crate::postgres::in_open_transaction(
+        &db.url,
+        "SELECT 1 FROM workflows WHERE feature_id LIKE 'held-%' FOR UPDATE",
+    )
+    .await;
+    let clock = Arc::new(ManualClock::new(t0() + Duration::seconds(100)));
+    let orchestrator = Orchestrator::new(repo.clone()).with_clock(clock);
+    let noted = |expired: Vec<orchestrator_core::Expired>| -> Vec<String> {
+        expired.iter().map(|e| e.feature_id.to_string()).collect()
+    };
+
+    assert!(
+        orchestrator.sweep_gates().await.is_err(),
+        "every gate tried failed"
+    );
+    assert_eq!(noted(orchestrator.sweep_gates().await.unwrap()), ["free"]);
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(
+        noted(orchestrator.sweep_gates().await.unwrap()),
+        ["held-1", "held-2", "held-3"]
+    );
+    assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
+}
+
 /// 10 005 idempotency keys past their day and as many settled deliveries past the retention,
 /// then one of each that is newer and a pending delivery as old as the rest.
 const BACKLOG: &str = "

@@ -234,7 +234,7 @@ async fn two_replicas_note_each_overdue_gate_once() {
 }
 
 /// A gate whose note cannot be written (its workflow's row held by another transaction past
-/// the statement timeout) does not hold up the gates due after it.
+/// longer than the note waits for it) does not hold up the gates due after it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gate_that_cannot_be_noted_does_not_hold_up_the_next() {
     use diesel_async::RunQueryDsl;
@@ -252,8 +252,8 @@ async fn a_gate_that_cannot_be_noted_does_not_hold_up_the_next() {
     )
     .await;
     assert_eq!(app.metric(FLAGGED).await, 0.0);
-    // Each sweep waits out the statement timeout (5 s) on `stuck`, then notes `next` (the
-    // second sweep, if the first ran between the two deadlines).
+    // A sweep waits a second for `stuck`, then notes `next` (the second sweep, if the first
+    // ran between the two deadlines; from then on `next` would be tried first).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
     while app.metric(FLAGGED).await < 1.0 {
         assert!(

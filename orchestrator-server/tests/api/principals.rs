@@ -424,16 +424,22 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
     );
     assert_eq!(remove().status.code(), Some(1), "bob is gone already");
 
-    // A broken file keeps the principals in force.
-    std::fs::write(&file, "this is [not toml").unwrap();
-    assert!(hangup(child.id()).success());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        as_token(&alice)
-            .list_workflows(&Default::default())
-            .await
-            .is_ok()
-    );
+    // A broken file keeps the principals in force, and so does an empty one (a truncation
+    // by mistake, or a file caught mid-write).
+    let kept = std::fs::read_to_string(&file).unwrap();
+    for broken in ["this is [not toml", ""] {
+        std::fs::write(&file, broken).unwrap();
+        assert!(hangup(child.id()).success());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            as_token(&alice)
+                .list_workflows(&Default::default())
+                .await
+                .is_ok(),
+            "{broken:?} took effect"
+        );
+    }
+    std::fs::write(&file, kept).unwrap();
     assert!(
         as_token(&bob)
             .list_workflows(&Default::default())

@@ -27,8 +27,11 @@ pub fn feature_id(raw: &str) -> Result<FeatureId> {
     Ok(id)
 }
 
-fn workflow_response(app: &App, status: StatusCode, workflow: &Workflow) -> HttpResponse {
-    workflow_answer(status, workflow, app.now()).into_response()
+/// A workflow as a read answers it: with the consultations that hold its gate.
+async fn read_answer(app: &App, workflow: &Workflow) -> Result<HttpResponse> {
+    let mut body = [WorkflowResponse::new(workflow, app.now())];
+    held(app, &mut body).await?;
+    Ok(representation_answer(StatusCode::OK, &body[0]).into_response())
 }
 
 /// A workflow as an answer, as sent and as kept for an idempotency key.
@@ -90,7 +93,8 @@ pub async fn create_workflow(
             app.metrics().transition(orchestrator_core::Trigger::Start);
             Ok(created_answer(&workflow, now).into_response())
         }
-        Started::Existing(workflow) => Ok(workflow_response(app, StatusCode::OK, &workflow)),
+        // Nothing changed: answered as a read is.
+        Started::Existing(workflow) => read_answer(app, &workflow).await,
     }
 }
 
@@ -107,9 +111,7 @@ pub async fn create_workflow(
 pub async fn get_workflow(app: &App, id: &str) -> Result<HttpResponse> {
     let id = feature_id(id)?;
     let workflow = app.orchestrator().get(&id).await?;
-    let mut body = [WorkflowResponse::new(&workflow, app.now())];
-    held(app, &mut body).await?;
-    Ok(representation_answer(StatusCode::OK, &body[0]).into_response())
+    read_answer(app, &workflow).await
 }
 
 /// Adds to each gate among `views` the consultations that hold it (as stored: one read for

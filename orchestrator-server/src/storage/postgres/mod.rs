@@ -182,11 +182,18 @@ impl PgRepository {
                 self.commits.create(creation).await?
             }
             other => {
-                self.run(async |conn| {
-                    conn.transaction(async |conn| ops::apply(conn, &other).await)
-                        .await
-                })
-                .await?
+                let written = self
+                    .run(async |conn| {
+                        conn.transaction(async |conn| ops::apply(conn, &other).await)
+                            .await
+                    })
+                    .await;
+                // The system's change at an expired gate is committed here, not by a batch:
+                // the row the batches remember of that workflow is old now.
+                if let Write::NoteOverdue(_, _, Some(commit)) = &other {
+                    self.commits.forget(&commit.feature_id);
+                }
+                written?
             }
         };
         written.into_result()

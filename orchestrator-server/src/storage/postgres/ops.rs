@@ -100,6 +100,9 @@ pub async fn overdue_count(conn: &mut AsyncPgConnection, now: i64) -> QueryResul
 }
 
 /// Up to `limit` overdue rows not noted yet, the longest overdue first.
+/// How long a gate's deadline note waits for its workflow's row (this transaction only).
+const NOTE_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s'";
+
 pub async fn unnoted_overdue(
     conn: &mut AsyncPgConnection,
     now: i64,
@@ -333,7 +336,10 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
         Write::NoteOverdue(note, event, commit) => {
             // The stay as it is now, its row locked first (before the note's foreign key and
             // the event log: the order every write keeps): still at the gate with this
-            // deadline, and at the version the change was decided on.
+            // deadline, and at the version the change was decided on. A row held longer than
+            // a commit holds one (a stuck transaction) is given up on after a second, not the
+            // statement's five: the deadline sweep goes on to the other gates.
+            diesel::sql_query(NOTE_LOCK_TIMEOUT).execute(conn).await?;
             let stay = queries::stay_of(&note.feature_id)
                 .for_update()
                 .get_result(conn)
