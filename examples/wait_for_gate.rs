@@ -29,7 +29,19 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let id = started.feature_id.clone();
 
-    // The agent hands its plan to review...
+    // The agent follows its feature's transitions from now on, attached before it hands its
+    // work over, so a decision made at once is not missed (and no old event is asked for:
+    // a long-running server's retention may have deleted those).
+    let mut events = client.stream_events(EventsQuery {
+        filter: EventFilter {
+            feature_id: Some(id.clone()),
+            types: vec![EventType::WorkflowTransitioned],
+        },
+        ..EventsQuery::default()
+    });
+    events.attach().await?;
+
+    // ...hands its plan to review...
     let mut done = AdvanceRequest::new("agent_complete");
     done.actor = Some("spec-agent".to_owned());
     let at_gate = client.advance_workflow(&id, &done).await?;
@@ -37,17 +49,6 @@ async fn main() -> anyhow::Result<()> {
         "{id}: {} at v{}, waiting for a reviewer",
         at_gate.state, at_gate.version
     );
-
-    // ...and follows its feature's transitions from the start of the log (filtered to this
-    // feature), so a decision made before the stream is open is not missed.
-    let mut events = client.stream_events(EventsQuery {
-        after: Some(0),
-        filter: EventFilter {
-            feature_id: Some(id.clone()),
-            types: vec![EventType::WorkflowTransitioned],
-        },
-        ..EventsQuery::default()
-    });
 
     // Meanwhile a reviewer decides.
     let reviewer = client.clone();
@@ -61,12 +62,14 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
+    // ...and waits for the decision.
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
-            // A dropped connection: the stream reconnects and resumes on the next call.
+            // A dropped connection or a 5xx: the stream reconnects and resumes on the next
+            // call. A refusal (a wrong token, say) ends it: the next call returns `None`.
             Err(e) => {
-                eprintln!("stream interrupted ({e}); resuming");
+                eprintln!("stream interrupted: {e}");
                 continue;
             }
         };
@@ -75,8 +78,8 @@ async fn main() -> anyhow::Result<()> {
         println!("event {}: {from} -> {to} by {}", event.id, text("actor"));
         if from == "GATE_1" && to != "GATE_1" {
             println!("decided: {to} (v{})", event.data["version"]);
-            break;
+            return Ok(());
         }
     }
-    Ok(())
+    anyhow::bail!("the event stream ended before a decision")
 }

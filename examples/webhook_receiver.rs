@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     println!("subscribed {url} as {}", created.webhook.id);
     let secret: Arc<str> = created.secret.into();
 
-    let (verified, mut deliveries) = mpsc::unbounded_channel::<serde_json::Value>();
+    let (verified, deliveries) = mpsc::unbounded_channel::<serde_json::Value>();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let (secret, verified) = (secret.clone(), verified.clone());
@@ -82,6 +82,19 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
+    // Whatever happens next, the subscription goes: left behind, it would be retried against
+    // this closed port for a day.
+    let received = receive_two(&client, deliveries).await;
+    client.delete_webhook(&created.webhook.id).await?;
+    println!("unsubscribed {}", created.webhook.id);
+    received
+}
+
+/// Starts a feature, brings it to the gate and prints the two deliveries that say so.
+async fn receive_two(
+    client: &orchestrator_client::Client,
+    mut deliveries: mpsc::UnboundedReceiver<serde_json::Value>,
+) -> anyhow::Result<()> {
     let feature = chrono::Utc::now()
         .format("webhook-example-%Y%m%d-%H%M%S%3f")
         .to_string();
@@ -108,7 +121,5 @@ async fn main() -> anyhow::Result<()> {
             text(&event["data"]["to"])
         );
     }
-    client.delete_webhook(&created.webhook.id).await?;
-    println!("unsubscribed {}", created.webhook.id);
     Ok(())
 }

@@ -186,20 +186,27 @@ pub enum Command {
         feature_id: String,
     },
     /// Approve a feature at its gate (`human_approved`): as the token's principal with a
-    /// principals file, else as --actor (without it the approval names nobody, and the rule
-    /// that whoever completed the work may not approve it cannot apply).
+    /// principals file, else as --actor (without it the approval names nobody: the rule that
+    /// whoever completed the work may not approve it cannot apply, and a gate that needs more
+    /// than one approval refuses it, 400).
     Approve {
         /// The feature id.
         feature_id: String,
         /// Who approves (without principals; with them, whom the principal acts for).
         #[arg(long)]
         actor: Option<String>,
+        /// human, when no principals file names the caller (an agent may not approve).
+        #[arg(long)]
+        actor_kind: Option<String>,
         /// Why, kept with the history entry (required with --override).
         #[arg(long)]
         reason: Option<String>,
         /// Pass the gate whatever is missing (admins only).
         #[arg(long = "override")]
         override_gate: bool,
+        /// A JSON object kept with the history entry.
+        #[arg(long)]
+        metadata: Option<String>,
         /// Only if the workflow is at this version.
         #[arg(long)]
         expected_version: Option<u64>,
@@ -214,6 +221,12 @@ pub enum Command {
         /// Who rejects (without principals; with them, whom the principal acts for).
         #[arg(long)]
         actor: Option<String>,
+        /// human, when no principals file names the caller (an agent may not reject).
+        #[arg(long)]
+        actor_kind: Option<String>,
+        /// A JSON object kept with the history entry.
+        #[arg(long)]
+        metadata: Option<String>,
         /// Only if the workflow is at this version.
         #[arg(long)]
         expected_version: Option<u64>,
@@ -269,7 +282,8 @@ pub enum Command {
     /// approvals (`1 of 2`), past its deadline `OVERDUE`, and `BLOCKED by N consultations`
     /// while consultations wait for a human or for the Agent Hub (no approval passes then).
     /// With --actor, only the gates that person may still approve. When none waits, stdout
-    /// stays empty and stderr says so.
+    /// stays empty and stderr says so. For scripts, --json prints the same gates as a JSON
+    /// list of workflows.
     Gates {
         /// Leave out the gates this person approved already, or completed (unless the gate
         /// allows self-approval); names compare as the gate compares them, whatever their case.
@@ -278,6 +292,9 @@ pub enum Command {
         /// Only gates past their deadline.
         #[arg(long)]
         overdue: bool,
+        /// Print the gates as a JSON list of workflows (oldest at the gate first) instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Count workflows by state.
     Summary,
@@ -293,7 +310,7 @@ pub enum Command {
         /// Stop after this many events.
         #[arg(long)]
         count: Option<u64>,
-        /// Print each event's CloudEvent JSON instead.
+        /// Print each event's CloudEvent JSON instead, one event per line.
         #[arg(long)]
         json: bool,
     },
@@ -572,6 +589,12 @@ fn print(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
     writeln!(out, "{text}")
 }
 
+/// `value` as JSON on one line: one record per line for a stream read line by line.
+fn print_line(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
+    let text = serde_json::to_string(value).map_err(std::io::Error::other)?;
+    writeln!(out, "{text}")
+}
+
 /// Runs `cli`; answers go to `out`, notes for a person (never data) to `err`.
 async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<(), Failure> {
     let mut builder = Client::builder()
@@ -655,14 +678,18 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
         Command::Approve {
             feature_id,
             actor,
+            actor_kind,
             reason,
             override_gate,
+            metadata,
             expected_version,
         } => {
             let request = AdvanceRequest {
                 actor,
+                actor_kind,
                 reason,
                 override_gate: override_gate.then_some(true),
+                metadata: json_object("metadata", metadata)?,
                 expected_version,
                 ..AdvanceRequest::new("human_approved")
             };
@@ -677,11 +704,15 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             feature_id,
             reason,
             actor,
+            actor_kind,
+            metadata,
             expected_version,
         } => {
             let request = AdvanceRequest {
                 actor,
+                actor_kind,
                 reason: Some(reason),
+                metadata: json_object("metadata", metadata)?,
                 expected_version,
                 ..AdvanceRequest::new("human_rejected")
             };
@@ -771,7 +802,7 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                     Some(Ok(event)) => {
                         seen += 1;
                         let written = if json {
-                            print(out, &event)
+                            print_line(out, &event)
                         } else {
                             writeln!(out, "{}", event_line(&event))
                         };
@@ -806,7 +837,11 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                 }
             }
         }
-        Command::Gates { actor, overdue } => {
+        Command::Gates {
+            actor,
+            overdue,
+            json,
+        } => {
             let mut params = ListWorkflowsParams {
                 state: Some(WorkflowState::Gate1),
                 overdue,
@@ -833,43 +868,49 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             };
             waiting.retain(mine);
             waiting.sort_by_key(|w| w.gate.entered_at);
-            let now = chrono::Utc::now();
-            let lines: Vec<String> = waiting
-                .iter()
-                .map(|w| {
-                    let waited = w
-                        .gate
-                        .entered_at
-                        .map_or(0, |at| (now - at).num_seconds().max(0));
-                    let blocked = match consultations_holding(w) {
-                        0 => String::new(),
-                        1 => "BLOCKED by 1 consultation\t".to_owned(),
-                        n => format!("BLOCKED by {n} consultations\t"),
-                    };
-                    format!(
-                        "{}\twaiting {}\t{} of {} approvals\t{}{blocked}{}",
-                        w.feature_id,
-                        duration(waited),
-                        w.gate.approvals.len(),
-                        w.gate.required_approvals,
-                        if w.gate.overdue { "OVERDUE\t" } else { "" },
-                        one_line(w.description.as_str())
-                    )
-                })
-                .collect();
-            if lines.is_empty() {
-                // Nothing on stdout, so scripts read an empty list; a person sees why. The
-                // listing succeeded even if this note cannot be written.
-                let why = match (&actor, overdue) {
-                    (Some(actor), false) => format!("no gate waits for {actor}"),
-                    (Some(actor), true) => format!("no gate past its deadline waits for {actor}"),
-                    (None, true) => "no gate is past its deadline".to_owned(),
-                    (None, false) => "no gate waits".to_owned(),
-                };
-                let _ = writeln!(err, "{why}");
-                Ok(())
+            if json {
+                print(out, &waiting)
             } else {
-                writeln!(out, "{}", lines.join("\n"))
+                let now = chrono::Utc::now();
+                let lines: Vec<String> = waiting
+                    .iter()
+                    .map(|w| {
+                        let waited = w
+                            .gate
+                            .entered_at
+                            .map_or(0, |at| (now - at).num_seconds().max(0));
+                        let blocked = match consultations_holding(w) {
+                            0 => String::new(),
+                            1 => "BLOCKED by 1 consultation\t".to_owned(),
+                            n => format!("BLOCKED by {n} consultations\t"),
+                        };
+                        format!(
+                            "{}\twaiting {}\t{} of {} approvals\t{}{blocked}{}",
+                            w.feature_id,
+                            duration(waited),
+                            w.gate.approvals.len(),
+                            w.gate.required_approvals,
+                            if w.gate.overdue { "OVERDUE\t" } else { "" },
+                            one_line(w.description.as_str())
+                        )
+                    })
+                    .collect();
+                if lines.is_empty() {
+                    // Nothing on stdout, so scripts read an empty list; a person sees why. The
+                    // listing succeeded even if this note cannot be written.
+                    let why = match (&actor, overdue) {
+                        (Some(actor), false) => format!("no gate waits for {actor}"),
+                        (Some(actor), true) => {
+                            format!("no gate past its deadline waits for {actor}")
+                        }
+                        (None, true) => "no gate is past its deadline".to_owned(),
+                        (None, false) => "no gate waits".to_owned(),
+                    };
+                    let _ = writeln!(err, "{why}");
+                    Ok(())
+                } else {
+                    writeln!(out, "{}", lines.join("\n"))
+                }
             }
         }
         Command::Consult {
@@ -1000,7 +1041,7 @@ async fn webhooks(
         WebhookCommand::Get { id } => Ok(print(out, &client.get_webhook(&id).await?)),
         WebhookCommand::Delete { id } => {
             client.delete_webhook(&id).await?;
-            Ok(writeln!(out, "deleted {id}"))
+            Ok(print(out, &serde_json::json!({ "deleted": id })))
         }
         WebhookCommand::Deliveries {
             id,
@@ -1024,7 +1065,10 @@ async fn webhooks(
         }
         WebhookCommand::Redeliver { id, delivery_id } => {
             client.redeliver(&id, &delivery_id).await?;
-            Ok(writeln!(out, "redelivering {delivery_id}"))
+            Ok(print(
+                out,
+                &serde_json::json!({ "redelivering": delivery_id }),
+            ))
         }
     }
 }

@@ -235,10 +235,26 @@ impl EventStream {
         let response = tokio::time::timeout(IDLE, request.send())
             .await
             .map_err(|_| ClientError::NoAnswer { waited: IDLE })??;
-        if response.status().is_success() {
+        if !response.status().is_success() {
+            return Err(self.client.error_of(response).await);
+        }
+        // A wrong URL whose server answers every path (a web app's page, a proxy's sign-in)
+        // is no stream: said once, not reconnected to forever.
+        let kind = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if kind.starts_with("text/event-stream") {
             return Ok(response);
         }
-        Err(self.client.error_of(response).await)
+        Err(ClientError::UnexpectedBody {
+            status: response.status(),
+            text: format!(
+                "not an event stream (content type '{kind}'): is the URL the orchestrator's?"
+            ),
+        })
     }
 
     /// Parses the next whole message in the buffer, skipping comments and heartbeats.
@@ -442,6 +458,20 @@ mod tests {
         let made = connections.load(Ordering::SeqCst);
         assert!((2..=4).contains(&made), "{made} connections in 1.5 s");
         assert_eq!(stream.last_event_id(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_no_event_stream_ends_the_stream_at_once() {
+        let (address, connections) = closing_server_with("<html>sign in</html>".to_owned(), false);
+        let client = crate::Client::new(address).unwrap();
+        let mut stream = client.stream_events(Default::default());
+        let refused = stream.next().await.unwrap();
+        assert!(
+            matches!(&refused, Err(crate::ClientError::UnexpectedBody { text, .. }) if text.contains("not an event stream")),
+            "{refused:?}"
+        );
+        assert!(stream.next().await.is_none(), "the stream ended");
+        assert_eq!(connections.load(Ordering::SeqCst), 1, "not asked again");
     }
 
     #[tokio::test]

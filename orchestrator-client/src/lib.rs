@@ -28,6 +28,11 @@ mod events;
 pub mod webhooks;
 
 pub use events::EventStream;
+/// The domain and wire types this client's calls take and return, at the version it was
+/// built with.
+pub use orchestrator_core;
+/// The HTTP client underneath ([`ClientBuilder::http_client`], [`ClientError::Transport`]).
+pub use reqwest;
 
 use std::time::Duration;
 
@@ -132,13 +137,16 @@ impl ClientError {
         }
     }
 
-    /// A 404: no such workflow (or route).
+    /// A 404: no such workflow, consultation, webhook or delivery (or route);
+    /// [`ClientError::code`] says which.
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(StatusCode::NOT_FOUND)
     }
 
-    /// A 409: the workflow exists, the trigger is not allowed, the version moved on, or the
-    /// gate is blocked; [`ClientError::code`] says which.
+    /// Any 409: the workflow exists, the trigger is not allowed, the version moved on, the
+    /// gate is blocked, an approval is the author's own or given twice, the workflow is not
+    /// active, an escalation is answered already, the idempotency key is in use, the event
+    /// cursor is ahead…; match on [`ClientError::code`] before treating one as a version race.
     pub fn is_conflict(&self) -> bool {
         self.status() == Some(StatusCode::CONFLICT)
     }
@@ -194,6 +202,31 @@ fn retry_after(response: &reqwest::Response, attempt: u32) -> Option<Duration> {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     Some(backoff(attempt, asked))
+}
+
+/// The id the server's log records the request under (`x-request-id`).
+fn request_id(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The error an unsuccessful answer's body says: the server's envelope, or the body as text.
+fn error_from(status: StatusCode, request_id: Option<String>, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorEnvelope>(bytes) {
+        Ok(envelope) => ClientError::Api {
+            status,
+            wire_code: wire_code(bytes).unwrap_or_else(|| envelope.error.code.as_str().into()),
+            body: envelope.error,
+            request_id,
+        },
+        Err(_) => ClientError::UnexpectedBody {
+            status,
+            text: String::from_utf8_lossy(bytes).into_owned(),
+        },
+    }
 }
 
 /// The error code of an error envelope, as its text spells it.
@@ -310,8 +343,9 @@ impl ClientBuilder {
 
     /// How often a call is retried after a failure worth retrying (default 2): the server could
     /// not be reached, dropped the connection or did not answer in time, it answered 503 (it
-    /// honours `Retry-After` up to 5 s), or another attempt of the same call is still being
-    /// answered. A POST carries an `Idempotency-Key` (a new UUID per call, the same on every
+    /// honours `Retry-After` up to 5 s), a proxy in front of it answered 502 or 504 with a
+    /// page of its own (the server's own 502, an Agent Hub failure, is not retried), or
+    /// another attempt of the same call is still being answered. A POST carries an `Idempotency-Key` (a new UUID per call, the same on every
     /// attempt), so a retried start, advance or question is carried out once and its first
     /// answer comes back. A 503 about the Agent Hub (`AGENT_HUB_UNAVAILABLE`) is returned at
     /// once: the server keeps nothing of it, so a retry would put the question to the hub
@@ -391,7 +425,10 @@ impl Client {
     /// per call: for a write that must be carried out once even when the caller itself is
     /// restarted and sends it again (the server keeps a key's answer for 24 hours and gives it
     /// to a repeat of the same request). Use the returned client for that one write; the key
-    /// is 1–255 printable ASCII characters, spaces inside only (else the server answers 400).
+    /// is 1–255 printable ASCII characters, spaces inside only: the server answers 400 to
+    /// others, but a control character fails here, before anything is sent, as a
+    /// [`ClientError::Transport`], and spaces around a key are dropped on the way (HTTP's
+    /// rule), so the server keeps the key without them.
     ///
     /// ```no_run
     /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
@@ -471,6 +508,23 @@ impl Client {
                     backoff(attempt, None)
                 }
                 Err(e) => return (Err(e.into()), maybe_done),
+                // A proxy's 502 or 504 (no error envelope): the replica behind it stopped or
+                // did not answer, so the request may have been carried out, and its retry is
+                // as safe as after a dropped connection. The server's own 502 (the Agent Hub
+                // failed: nothing stored) is returned.
+                Ok(response)
+                    if matches!(
+                        response.status(),
+                        StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
+                    ) =>
+                {
+                    let error = self.error_of(response).await;
+                    if !matches!(error, ClientError::UnexpectedBody { .. }) {
+                        return (Err(error), maybe_done);
+                    }
+                    maybe_done = true;
+                    backoff(attempt, None)
+                }
                 Ok(response) => match retry_after(&response, attempt) {
                     Some(pause) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
                         let error = self.error_of(response).await;
@@ -511,27 +565,10 @@ impl Client {
 
     /// The error an unsuccessful answer says.
     async fn error_of(&self, response: reqwest::Response) -> ClientError {
-        let status = response.status();
-        let request_id = response
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = match response.bytes().await {
-            Ok(bytes) => bytes,
-            Err(e) => return e.into(),
-        };
-        match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
-            Ok(envelope) => ClientError::Api {
-                status,
-                wire_code: wire_code(&bytes).unwrap_or_else(|| envelope.error.code.as_str().into()),
-                body: envelope.error,
-                request_id,
-            },
-            Err(_) => ClientError::UnexpectedBody {
-                status,
-                text: String::from_utf8_lossy(&bytes).into_owned(),
-            },
+        let (status, request_id) = (response.status(), request_id(&response));
+        match response.bytes().await {
+            Ok(bytes) => error_from(status, request_id, &bytes),
+            Err(e) => e.into(),
         }
     }
 
@@ -845,12 +882,11 @@ impl Client {
     /// ```
     pub async fn get_health(&self) -> Result<HealthResponse> {
         let response = self.request(Method::GET, paths::HEALTH).send().await?;
-        let status = response.status();
+        let (status, request_id) = (response.status(), request_id(&response));
         let bytes = response.bytes().await?;
-        serde_json::from_slice(&bytes).map_err(|_| ClientError::UnexpectedBody {
-            status,
-            text: String::from_utf8_lossy(&bytes).into_owned(),
-        })
+        // An unhealthy server answers 503 with the health body; any other answer is an error
+        // (the server's envelope, when it gave one: its request deadline passed, say).
+        serde_json::from_slice(&bytes).map_err(|_| error_from(status, request_id, &bytes))
     }
 
     /// What the service is (`GET /`).
@@ -903,6 +939,9 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[test]
@@ -996,6 +1035,78 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "409 Conflict: consultations hold the gate (GATE_BLOCKED): esc_1; esc_2"
+        );
+    }
+
+    /// A server that answers its connections in turn with `answers` (status, content type,
+    /// body), the last one again for any after them; and how many connections it had.
+    fn scripted(answers: Vec<(u16, &'static str, String)>) -> (String, Arc<AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { break };
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut byte = [0; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let (status, kind, body) = &answers[n.min(answers.len() - 1)];
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} Whatever\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (address, connections)
+    }
+
+    #[tokio::test]
+    async fn a_proxys_502_or_504_is_retried_and_the_servers_own_502_is_not() {
+        let ok = (200, "application/json", r#"{"a": "ok"}"#.to_owned());
+        for proxy in [502, 504] {
+            let page = (proxy, "text/html", "<h1>Bad Gateway</h1>".to_owned());
+            let (address, connections) = scripted(vec![page, ok.clone()]);
+            let client = Client::new(address).unwrap();
+            assert_eq!(client.get_openapi().await.unwrap()["a"], "ok");
+            assert_eq!(connections.load(Ordering::SeqCst), 2, "{proxy}");
+        }
+        let hub = (
+            502,
+            "application/json",
+            r#"{"error": {"code": "AGENT_HUB_ERROR", "message": "the agent hub answered with an error"}}"#
+                .to_owned(),
+        );
+        let (address, connections) = scripted(vec![hub, ok]);
+        let client = Client::new(address).unwrap();
+        let error = client.get_openapi().await.unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::AgentHubError), "{error:?}");
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn health_that_is_no_health_answer_says_the_servers_error() {
+        let deadline = (
+            503,
+            "application/json",
+            r#"{"error": {"code": "SERVICE_UNAVAILABLE", "message": "the request could not be answered in time"}}"#
+                .to_owned(),
+        );
+        let (address, _) = scripted(vec![deadline]);
+        let error = Client::new(address)
+            .unwrap()
+            .get_health()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(ErrorCode::ServiceUnavailable),
+            "{error:?}"
         );
     }
 

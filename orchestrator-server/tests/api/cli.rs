@@ -414,6 +414,21 @@ async fn gates_lists_what_waits_oldest_first_and_what_each_person_may_still_appr
         lines[1].contains("1 of 2 approvals\tBLOCKED by 1 consultation\twaiting"),
         "{out}"
     );
+    // The same, for scripts: the workflows as JSON, oldest at the gate first.
+    let listed = ok(&app, &["gates", "--json"]).await;
+    let gates: Vec<(&str, usize)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let blockers = w["gate"]["blocked_by"].as_array().unwrap().len();
+            (w["feature_id"].as_str().unwrap(), blockers)
+        })
+        .collect();
+    assert_eq!(
+        gates,
+        [("gate-old", 1), (lines[1].split('\t').next().unwrap(), 2)]
+    );
     // Alice approved one already, whatever the case she is named in; the author may approve
     // neither.
     for alice in ["alice", "Alice"] {
@@ -528,6 +543,8 @@ async fn watch_prints_one_line_per_event_and_stops_after_count() {
     )
     .await;
     assert_eq!(code, ExitCode::SUCCESS);
+    // One event per line, to be read line by line.
+    assert_eq!(out.lines().count(), 1, "{out}");
     let event: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(
         (event["id"].as_str(), event["subject"].as_str()),
@@ -578,10 +595,9 @@ async fn webhooks_are_added_listed_paged_and_deleted() {
     )
     .await;
     assert_eq!(code, ExitCode::from(2));
-    let (code, out, _) = orchestrator(&app.url(""), &["webhooks", "delete", &id]).await;
     assert_eq!(
-        (code, out.trim()),
-        (ExitCode::SUCCESS, format!("deleted {id}").as_str())
+        ok(&app, &["webhooks", "delete", &id]).await,
+        serde_json::json!({ "deleted": id })
     );
     let (code, _, err) = orchestrator(&app.url(""), &["webhooks", "get", &id]).await;
     assert_eq!(code, ExitCode::from(1));
