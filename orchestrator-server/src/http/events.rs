@@ -522,6 +522,10 @@ async fn forward(
     // Then live.
     let mut heartbeat = tokio::time::interval(app.limits().events.heartbeat);
     heartbeat.reset();
+    // A session signed out on another replica, or past its time, is learned of only by
+    // asking: at least every 15 s, however long the heartbeat is set.
+    let mut recheck = tokio::time::interval(HOLDER_RECHECK.min(app.limits().events.heartbeat));
+    recheck.reset();
     if lost_since(&app, holder.as_ref(), &mut revocations).await {
         return;
     }
@@ -546,6 +550,10 @@ async fn forward(
             // Someone lost the right to read on this server: the holder is asked now (below,
             // outside the select).
             Ok(()) = revocations.changed(), if holder.is_some() => {
+                revoked = true;
+                continue;
+            }
+            _ = recheck.tick(), if holder.is_some() => {
                 revoked = true;
                 continue;
             }
@@ -621,8 +629,11 @@ pub fn stream_slots(max_connections: usize) -> usize {
     (max_connections / 4 * 3).max(1)
 }
 
-/// Who holds a stream, asked again at every heartbeat: the stream ends once they could no
-/// longer open it.
+/// Longest a stream goes without asking whether its holder may still read it.
+const HOLDER_RECHECK: Duration = Duration::from_secs(15);
+
+/// Who holds a stream, asked again at every heartbeat (and at least every
+/// [`HOLDER_RECHECK`]): the stream ends once they could no longer open it.
 pub enum Holder {
     /// A board session, by its key: ends when it is signed out, expires, or outlives the
     /// token or principal that made it.

@@ -807,7 +807,8 @@ fn readable_overdue(rows: Vec<WorkflowRow>) -> Vec<Workflow> {
 /// (given how many rows to read). Rows a sweep can never note (logged once) must not fill its
 /// pages, or it would take a short page for the last, or never reach the gates due after them:
 /// when rows that do not decode kept a page from holding `limit` gates and more rows may
-/// follow, a page larger by as many is read instead.
+/// follow, a page larger by as many is read instead — and at least twice as large, so that
+/// thousands of such rows cost a few reads, not one per hundred.
 pub async fn decodable_overdue<F>(
     limit: u32,
     mut read: impl FnMut(i64) -> F,
@@ -825,7 +826,8 @@ where
             gates.truncate(limit);
             return Ok(gates);
         }
-        asked = i64::try_from(limit + (count - gates.len())).unwrap_or(i64::MAX);
+        let past_them = i64::try_from(limit + (count - gates.len())).unwrap_or(i64::MAX);
+        asked = past_them.max(asked.saturating_mul(2));
     }
 }
 
@@ -1012,6 +1014,41 @@ pub fn import(items: &[(Workflow, Transition)]) -> Write {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A workflow just started, as its row.
+    fn workflow_row(name: &str) -> WorkflowRow {
+        use orchestrator_core::{Description, Metadata, TransitionContext, gate::GatePolicy};
+        let (workflow, _) = Workflow::start_with(
+            FeatureId::parse(name).unwrap(),
+            Description::parse("x").unwrap(),
+            Metadata::default(),
+            GatePolicy::default(),
+            TransitionContext::at(chrono::Utc::now()),
+        );
+        WorkflowRow::from(&workflow)
+    }
+
+    #[tokio::test]
+    async fn thousands_of_overdue_rows_that_do_not_decode_cost_a_few_reads() {
+        let mut rows: Vec<WorkflowRow> = (0..3000)
+            .map(|n| WorkflowRow {
+                gate_policy: "not a policy".to_owned(),
+                ..workflow_row(&format!("damaged-{n}"))
+            })
+            .collect();
+        rows.extend((0..5).map(|n| workflow_row(&format!("sound-{n}"))));
+        let reads = std::cell::Cell::new(0);
+        let gates = decodable_overdue(100, |asked| {
+            reads.set(reads.get() + 1);
+            let page: Vec<WorkflowRow> = rows.iter().take(asked as usize).cloned().collect();
+            async move { Ok(page) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(gates.len(), 5);
+        // 100, 200, 400 … 3 200 rows: not thirty reads of a hundred more each.
+        assert_eq!(reads.get(), 6);
+    }
 
     fn row(id: i64, event_type: &str) -> EventWithEntry {
         let row = EventRow {

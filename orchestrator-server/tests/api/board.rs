@@ -434,6 +434,39 @@ async fn a_stream_opened_with_a_session_ends_with_it() {
     assert!(ended.is_ok(), "the stream outlived its session");
 }
 
+/// A session ended where this server cannot hear of it (another replica's sign-out, here its
+/// row deleted by hand): the stream asks at least every 15 s, however long the heartbeat.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_ends_within_seconds_of_a_session_ended_elsewhere() {
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let token = mint(&file, "carol", ActorKind::Human, &[Role::Viewer]);
+    let app = spawn_app_with(|c| {
+        c.principals_file = Some(file.clone());
+        c.events_heartbeat_seconds = 3600;
+    })
+    .await;
+    let cookie = sign_in(&app, &[("token", &token)]).await;
+    let mut stream = http()
+        .get(app.url("/events/stream?after=0"))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), stream.chunk())
+        .await
+        .expect("the stream's first message")
+        .unwrap();
+    assert!(first.is_some());
+    crate::helpers::run_sql(&app.config.database_url, "DELETE FROM board_sessions").await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its session by 20 s");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn open_mode_signs_in_by_name_and_shared_token_mode_by_token_and_name() {
     let open = spawn_app().await;
