@@ -85,9 +85,15 @@ async fn main() -> anyhow::Result<()> {
     // Whatever happens next, the subscription goes: left behind, it would be retried against
     // this closed port for a day.
     let received = receive_two(&client, deliveries).await;
-    client.delete_webhook(&created.webhook.id).await?;
-    println!("unsubscribed {}", created.webhook.id);
-    received
+    let unsubscribed = client.delete_webhook(&created.webhook.id).await;
+    if unsubscribed.is_ok() {
+        println!("unsubscribed {}", created.webhook.id);
+    }
+    match (received, unsubscribed) {
+        (Err(e), Err(also)) => Err(e.context(format!("unsubscribing failed too: {also}"))),
+        (Err(e), Ok(())) => Err(e),
+        (Ok(()), unsubscribed) => Ok(unsubscribed?),
+    }
 }
 
 /// Starts a feature, brings it to the gate and prints the two deliveries that say so.

@@ -1,6 +1,7 @@
 //! The `orchestrator` command-line tool: every endpoint as a subcommand, for humans and
-//! scripts. Answers are printed as pretty JSON on standard output; a refusal prints the
-//! server's error envelope on standard error.
+//! scripts. Answers are printed as pretty JSON on standard output (`gates` and `watch` print
+//! a line per item, or JSON with `--json`; `metrics` the Prometheus text); a refusal prints
+//! the server's error envelope on standard error.
 //!
 //! Exit codes: 0 success, 1 the server refused (4xx/5xx with an error body), 2 bad usage,
 //! 3 the server could not be reached or answered something unreadable (or the answer could

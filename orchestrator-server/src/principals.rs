@@ -137,9 +137,14 @@ impl Principals {
 
     /// The principals' names, in order.
     pub fn names(&self) -> BTreeSet<String> {
+        self.tokens_by_name().into_keys().collect()
+    }
+
+    /// Each principal's name and its token's SHA-256.
+    pub fn tokens_by_name(&self) -> std::collections::BTreeMap<String, [u8; 32]> {
         self.by_token_hash
-            .values()
-            .map(|p| p.name.to_string())
+            .iter()
+            .map(|(hash, p)| (p.name.to_string(), *hash))
             .collect()
     }
 

@@ -1,8 +1,6 @@
 //! Deadlines at the gate: the sweep that notes each stay past its deadline once and, when the
 //! policy says so, sends the work back or cancels it as the system.
 
-use std::collections::HashSet;
-
 use crate::gate::{EXPIRY_REASON, OnExpiry};
 use crate::principal::ActorKind;
 use crate::repository::{Expiry, OverdueNote, RepositoryError};
@@ -50,72 +48,134 @@ impl Orchestrator {
     /// after the deadline notes it itself first, before it is judged).
     ///
     /// Stays are noted [`SWEEP_GRACE`] after their deadline. A gate that cannot be noted is
-    /// logged and left for the next sweep, which tries it after the others, and the sweep goes
-    /// on with the gates due after it; after a few failures in a row it stops. It fails only
-    /// when the overdue gates cannot be read, or when every gate it tried failed.
+    /// logged and left for later: the sweep goes on with the gates due after it, and the next
+    /// sweeps try it once more after all the others (those tried longest ago first), so that
+    /// gates whose rows a stuck transaction holds never keep the rest from their deadlines.
+    /// After a few failures in a row a sweep stops. It fails only when the overdue gates
+    /// cannot be read, or when every gate it tried failed.
     pub async fn sweep_gates(&self) -> Result<Vec<Expired>> {
         let now = self.clock.now();
-        let failed_before = std::mem::take(&mut *self.sweep_failed());
-        let mut failed = HashSet::new();
+        // The gates earlier sweeps failed on, the one to try first first.
+        let held_before = std::mem::take(&mut *self.sweep_failed());
+        let mut failed: Vec<FeatureId> = Vec::new();
+        // Those among them still due, as read: tried after the rounds.
+        let mut again: Vec<Workflow> = Vec::new();
         let mut expired = Vec::new();
         let (mut in_a_row, mut last_failure) = (0, None);
+        let mut read_failure = None;
         'rounds: for _ in 0..SWEEP_ROUNDS {
-            let asked = SWEEP_LIMIT.saturating_add(failed.len() as u32);
+            // Rows this sweep passes over (failed, or left for the end) must not fill a page.
+            let passed_over = failed.len() + again.len();
+            let asked = SWEEP_LIMIT.saturating_add(u32::try_from(passed_over).unwrap_or(u32::MAX));
             let due = match self
                 .repository
                 .unnoted_overdue(now - SWEEP_GRACE, asked)
                 .await
             {
                 Ok(due) => due,
-                Err(e) if expired.is_empty() => return Err(e.into()),
                 Err(e) => {
-                    // What was noted stands; the next sweep reads on.
-                    tracing::warn!(error = %e, "the gates past their deadline could not be read further; the next sweep goes on");
+                    read_failure = Some(e);
                     break;
                 }
             };
             let full = due.len() >= asked as usize;
-            // A gate this sweep failed on is read again (it is still due): passed over. Those
-            // the last sweep failed on go last, so that a few gates whose rows are held (a
-            // stuck transaction, say) do not keep the ones due after them from being noted.
-            let (again, fresh): (Vec<_>, Vec<_>) = due
-                .into_iter()
-                .filter(|workflow| !failed.contains(workflow.feature_id()))
-                .partition(|workflow| failed_before.contains(workflow.feature_id()));
-            for workflow in fresh.into_iter().chain(again) {
-                let feature_id = workflow.feature_id().clone();
-                match self.expire(workflow, now).await {
-                    Ok(noted) => {
-                        in_a_row = 0;
-                        if let Noted::Now(done) = noted {
-                            expired.push(*done);
-                        }
+            for workflow in due {
+                let feature_id = workflow.feature_id();
+                if failed.contains(feature_id) || again.iter().any(|w| w.feature_id() == feature_id)
+                {
+                    continue;
+                }
+                if held_before.contains(feature_id) {
+                    again.push(workflow);
+                    continue;
+                }
+                if !self
+                    .try_to_note(workflow, now, &mut expired, &mut failed, &mut last_failure)
+                    .await
+                {
+                    in_a_row += 1;
+                    if in_a_row == SWEEP_FAILURES {
+                        break 'rounds;
                     }
-                    Err(e) => {
-                        tracing::warn!(feature_id = %feature_id, error = %e,
-                            "a gate past its deadline could not be noted; the next sweep tries again");
-                        failed.insert(feature_id);
-                        in_a_row += 1;
-                        last_failure = Some(e);
-                        if in_a_row == SWEEP_FAILURES {
-                            break 'rounds;
-                        }
-                    }
+                } else {
+                    in_a_row = 0;
                 }
             }
             if !full {
                 break;
             }
         }
-        *self.sweep_failed() = failed;
-        match last_failure {
-            Some(e) if expired.is_empty() => Err(e),
+        // The gates earlier sweeps failed on, once each, longest failing first; those not
+        // reached (a few failed in a row) go first next time.
+        again.sort_by_key(|w| held_before.iter().position(|id| id == w.feature_id()));
+        let mut untried = Vec::new();
+        in_a_row = 0;
+        for workflow in again {
+            if in_a_row == SWEEP_FAILURES || read_failure.is_some() {
+                untried.push(workflow.feature_id().clone());
+                continue;
+            }
+            if self
+                .try_to_note(workflow, now, &mut expired, &mut failed, &mut last_failure)
+                .await
+            {
+                in_a_row = 0;
+            } else {
+                in_a_row += 1;
+            }
+        }
+        // Not read this time (the read failed, or they were not due any more): kept only if
+        // the read failed, to be tried again.
+        if read_failure.is_some() {
+            let unread: Vec<FeatureId> = held_before
+                .into_iter()
+                .filter(|id| !untried.contains(id) && !failed.contains(id))
+                .collect();
+            untried.extend(unread);
+        }
+        untried.extend(failed);
+        *self.sweep_failed() = untried;
+        match (read_failure, last_failure) {
+            (Some(e), _) if expired.is_empty() => Err(e.into()),
+            (Some(e), _) => {
+                // What was noted stands; the next sweep reads on.
+                tracing::warn!(error = %e, "the gates past their deadline could not be read further; the next sweep goes on");
+                Ok(expired)
+            }
+            (None, Some(e)) if expired.is_empty() => Err(e),
             _ => Ok(expired),
         }
     }
 
-    /// The gates the last sweep could not note.
-    fn sweep_failed(&self) -> std::sync::MutexGuard<'_, HashSet<FeatureId>> {
+    /// Notes one stay for a sweep: `true` unless it failed (logged, its id added to `failed`).
+    async fn try_to_note(
+        &self,
+        workflow: Workflow,
+        now: Timestamp,
+        expired: &mut Vec<Expired>,
+        failed: &mut Vec<FeatureId>,
+        last_failure: &mut Option<Error>,
+    ) -> bool {
+        let feature_id = workflow.feature_id().clone();
+        match self.expire(workflow, now).await {
+            Ok(noted) => {
+                if let Noted::Now(done) = noted {
+                    expired.push(*done);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(feature_id = %feature_id, error = %e,
+                    "a gate past its deadline could not be noted; a later sweep tries again");
+                failed.push(feature_id);
+                *last_failure = Some(e);
+                false
+            }
+        }
+    }
+
+    /// The gates sweeps failed on, the one to try first first.
+    fn sweep_failed(&self) -> std::sync::MutexGuard<'_, Vec<FeatureId>> {
         self.sweep_failed
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

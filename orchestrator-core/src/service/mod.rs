@@ -16,7 +16,6 @@ mod events;
 mod gates;
 mod workflows;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -211,8 +210,8 @@ pub struct Orchestrator {
     clock: Arc<dyn Clock>,
     gate_defaults: GatePolicy,
     expiries: Option<ExpiryObserver>,
-    /// The gates the last deadline sweep could not note: the next tries them last.
-    sweep_failed: Arc<std::sync::Mutex<HashSet<FeatureId>>>,
+    /// The gates deadline sweeps could not note: later sweeps try them after the others.
+    sweep_failed: Arc<std::sync::Mutex<Vec<FeatureId>>>,
 }
 
 /// Told of each stay at the gate this orchestrator noted past its deadline, once, whether a

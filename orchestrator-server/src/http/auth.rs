@@ -174,18 +174,27 @@ impl Auth {
         };
         match Principals::load(file) {
             Ok(principals) => {
-                let mut current = current.write().unwrap_or_else(|p| p.into_inner());
-                let (before, after) = (current.names(), principals.names());
-                let added: Vec<_> = after.difference(&before).collect();
-                let removed: Vec<_> = before.difference(&after).collect();
+                let before = current
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .tokens_by_name();
+                let after = principals.tokens_by_name();
+                let added: Vec<_> = after.keys().filter(|n| !before.contains_key(*n)).collect();
+                let removed: Vec<_> = before.keys().filter(|n| !after.contains_key(*n)).collect();
+                let token_changed: Vec<_> = after
+                    .iter()
+                    .filter(|(name, hash)| before.get(*name).is_some_and(|old| old != *hash))
+                    .map(|(name, _)| name)
+                    .collect();
                 tracing::info!(
                     principals = principals.len(),
                     ?added,
                     ?removed,
+                    ?token_changed,
                     file = %file.display(),
                     "principals reloaded"
                 );
-                *current = Arc::new(principals);
+                *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(principals);
             }
             Err(e) => {
                 tracing::error!(error = %e, "principals file not reloaded; the previous one stays in force");

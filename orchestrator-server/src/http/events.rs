@@ -523,8 +523,12 @@ async fn forward(
     let mut heartbeat = tokio::time::interval(app.limits().events.heartbeat);
     heartbeat.reset();
     // A session signed out on another replica, or past its time, is learned of only by
-    // asking: at least every 15 s, however long the heartbeat is set.
-    let mut recheck = tokio::time::interval(HOLDER_RECHECK.min(app.limits().events.heartbeat));
+    // asking (at each heartbeat, below): at least every 15 s, however long the heartbeat is
+    // set. (A principal's token is re-checked at once where the file is re-read.)
+    let heartbeat_every = app.limits().events.heartbeat;
+    let sessions_recheck =
+        matches!(holder, Some(Holder::Session(_))) && heartbeat_every > HOLDER_RECHECK;
+    let mut recheck = tokio::time::interval(HOLDER_RECHECK);
     recheck.reset();
     if lost_since(&app, holder.as_ref(), &mut revocations).await {
         return;
@@ -553,7 +557,7 @@ async fn forward(
                 revoked = true;
                 continue;
             }
-            _ = recheck.tick(), if holder.is_some() => {
+            _ = recheck.tick(), if sessions_recheck => {
                 revoked = true;
                 continue;
             }
@@ -629,7 +633,7 @@ pub fn stream_slots(max_connections: usize) -> usize {
     (max_connections / 4 * 3).max(1)
 }
 
-/// Longest a stream goes without asking whether its holder may still read it.
+/// Longest a stream held by a board session goes without asking whether the session holds.
 const HOLDER_RECHECK: Duration = Duration::from_secs(15);
 
 /// Who holds a stream, asked again at every heartbeat (and at least every

@@ -348,17 +348,51 @@ async fn approve_and_reject_decide_at_the_gate() {
     ok(&app, &["advance", "cli-gate", "agent_complete"]).await;
     let rejected = ok(
         &app,
-        &["reject", "cli-gate", "--reason", "retries must back off"],
+        &[
+            "reject",
+            "cli-gate",
+            "--reason",
+            "retries must back off",
+            "--actor",
+            "alice",
+            "--actor-kind",
+            "human",
+            "--metadata",
+            r#"{"ticket": "PAY-7"}"#,
+        ],
     )
     .await;
     assert_eq!(rejected["state"], "PHASE_1");
     assert_eq!(rejected["progress"]["rework_count"], 1);
     ok(&app, &["advance", "cli-gate", "agent_complete"]).await;
-    let approved = ok(&app, &["approve", "cli-gate", "--expected-version", "4"]).await;
+    let approved = ok(
+        &app,
+        &[
+            "approve",
+            "cli-gate",
+            "--expected-version",
+            "4",
+            "--actor-kind",
+            "human",
+            "--metadata",
+            r#"{"checked": true}"#,
+        ],
+    )
+    .await;
     assert_eq!(approved["state"], "PHASE_2");
     let history = ok(&app, &["history", "cli-gate"]).await;
-    assert_eq!(history["transitions"][2]["reason"], "retries must back off");
-    assert_eq!(history["transitions"][4]["trigger"], "human_approved");
+    let rejection = &history["transitions"][2];
+    assert_eq!(rejection["reason"], "retries must back off");
+    assert_eq!(
+        (&rejection["actor_kind"], &rejection["metadata"]["ticket"]),
+        (&serde_json::json!("human"), &serde_json::json!("PAY-7"))
+    );
+    let approval = &history["transitions"][4];
+    assert_eq!(approval["trigger"], "human_approved");
+    assert_eq!(
+        (&approval["actor_kind"], &approval["metadata"]["checked"]),
+        (&serde_json::json!("human"), &serde_json::json!(true))
+    );
     // A reason is what `reject` is for.
     let parsed = Cli::try_parse_from(["orchestrator", "reject", "cli-gate"]);
     assert!(parsed.is_err());

@@ -2309,9 +2309,10 @@ async fn a_postgres_batch_waiting_on_one_held_row_fails_only_that_advance() {
         .unwrap();
 }
 
-/// Three overdue gates whose rows a stuck transaction holds, due before a fourth: the first
-/// sweep gives up on them (three failures in a row); the next notes the fourth before trying
-/// them again, and once the rows are let go, a sweep notes them too.
+/// Six overdue gates whose rows a stuck transaction holds, due before a seventh: each sweep
+/// gives up after three failures in a row, and tries the gates earlier sweeps failed on after
+/// the others, so the third notes the seventh; once the rows are let go, a sweep notes them
+/// too, those tried longest ago first.
 #[tokio::test(flavor = "multi_thread")]
 async fn gates_whose_rows_are_held_do_not_keep_the_others_from_their_deadline() {
     use diesel_async::RunQueryDsl;
@@ -2327,7 +2328,16 @@ async fn gates_whose_rows_are_held_do_not_keep_the_others_from_their_deadline() 
     let policy = GatePolicy::default()
         .with_deadline(Some(60), OnExpiry::Flag)
         .unwrap();
-    for (name, after) in [("held-1", 10), ("held-2", 11), ("held-3", 12), ("free", 20)] {
+    let gates = [
+        ("held-1", 10),
+        ("held-2", 11),
+        ("held-3", 12),
+        ("held-4", 13),
+        ("held-5", 14),
+        ("held-6", 15),
+        ("free", 20),
+    ];
+    for (name, after) in gates {
         let workflow = started_with(&*repo, name, policy).await;
         let (next, complete) = step(&workflow, Trigger::AgentComplete, after);
         repo.commit(1, &next, &complete).await.unwrap();
@@ -2343,18 +2353,20 @@ async fn gates_whose_rows_are_held_do_not_keep_the_others_from_their_deadline() 
         expired.iter().map(|e| e.feature_id.to_string()).collect()
     };
 
-    assert!(
-        orchestrator.sweep_gates().await.is_err(),
-        "every gate tried failed"
-    );
+    // 1, 2, 3 fail; then 4, 5, 6 (and 1, 2, 3 after them); then `free` is reached.
+    for _ in 0..2 {
+        let sweep = orchestrator.sweep_gates().await;
+        assert!(sweep.is_err(), "every gate tried failed: {sweep:?}");
+    }
     assert_eq!(noted(orchestrator.sweep_gates().await.unwrap()), ["free"]);
     diesel::sql_query("ROLLBACK")
         .execute(&mut holder)
         .await
         .unwrap();
+    // 1, 2, 3 were not tried by the last sweep: first now.
     assert_eq!(
         noted(orchestrator.sweep_gates().await.unwrap()),
-        ["held-1", "held-2", "held-3"]
+        ["held-1", "held-2", "held-3", "held-4", "held-5", "held-6"]
     );
     assert!(orchestrator.sweep_gates().await.unwrap().is_empty());
 }

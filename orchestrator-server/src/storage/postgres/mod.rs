@@ -182,18 +182,16 @@ impl PgRepository {
                 self.commits.create(creation).await?
             }
             other => {
-                let written = self
-                    .run(async |conn| {
-                        conn.transaction(async |conn| ops::apply(conn, &other).await)
-                            .await
-                    })
-                    .await;
                 // The system's change at an expired gate is committed here, not by a batch:
-                // the row the batches remember of that workflow is old now.
+                // the row the batches remember of that workflow is to be read again.
                 if let Write::NoteOverdue(_, _, Some(commit)) = &other {
                     self.commits.forget(&commit.feature_id);
                 }
-                written?
+                self.run(async |conn| {
+                    conn.transaction(async |conn| ops::apply(conn, &other).await)
+                        .await
+                })
+                .await?
             }
         };
         written.into_result()

@@ -99,10 +99,12 @@ pub async fn overdue_count(conn: &mut AsyncPgConnection, now: i64) -> QueryResul
     queries::overdue_count(now).get_result(conn).await
 }
 
-/// Up to `limit` overdue rows not noted yet, the longest overdue first.
-/// How long a gate's deadline note waits for its workflow's row (this transaction only).
+/// How long a gate's deadline note waits for its workflow's row (set for the transaction,
+/// then back to the session's default once the row is locked).
 const NOTE_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s'";
+const DEFAULT_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout TO DEFAULT";
 
+/// Up to `limit` overdue rows not noted yet, the longest overdue first.
 pub async fn unnoted_overdue(
     conn: &mut AsyncPgConnection,
     now: i64,
@@ -338,13 +340,17 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             // the event log: the order every write keeps): still at the gate with this
             // deadline, and at the version the change was decided on. A row held longer than
             // a commit holds one (a stuck transaction) is given up on after a second, not the
-            // statement's five: the deadline sweep goes on to the other gates.
+            // statement's five: the deadline sweep goes on to the other gates. (The event
+            // log's lock, after it, is waited for as every write waits for it.)
             diesel::sql_query(NOTE_LOCK_TIMEOUT).execute(conn).await?;
             let stay = queries::stay_of(&note.feature_id)
                 .for_update()
                 .get_result(conn)
                 .await
                 .optional()?;
+            diesel::sql_query(DEFAULT_LOCK_TIMEOUT)
+                .execute(conn)
+                .await?;
             if let Some(refused) = overdue_refusal(note.due_at, stay, commit.as_ref()) {
                 return Ok(refused);
             }
