@@ -5,16 +5,18 @@
 //! one writer), the purge of idempotency keys older than a day, of events (and delivered or
 //! failed webhook deliveries) past their retention, and of the board's ended sessions.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::watch;
 
 use super::App;
 use crate::metrics::Metrics;
 
-/// How often the deadlines are checked: a stay is noted within this (plus the sweep's own
-/// time) after its `due_at`.
+/// How often the deadlines are checked: a stay is noted within this (plus the sweep's grace
+/// and its own time) after its `due_at`.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// How often what has outlived its time is purged (the first purge is at start-up).
@@ -42,7 +44,8 @@ async fn purge(app: &App) {
 /// purge of a large backlog can take thousands of chunks, each a transaction of its own (one
 /// cut off rolls back, as after a crash), and the next start goes on where this one stopped;
 /// a sweep's notes are each a transaction too, and the next sweep (another replica's, or this
-/// server's after a restart) makes the rest.
+/// server's after a restart) makes the rest. A run that panics (a bug) is logged, and the
+/// next runs on time: one bad row must not end the sweeps and purges for the process's life.
 async fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut work: F)
 where
     F: FnMut() -> Fut,
@@ -56,7 +59,11 @@ where
             _ = stop.wait_for(|stop| *stop) => return,
         }
         tokio::select! {
-            () = work() => {}
+            ran = AssertUnwindSafe(work()).catch_unwind() => {
+                if ran.is_err() {
+                    tracing::error!("a housekeeping run panicked (a bug); the next runs on time");
+                }
+            }
             _ = stop.wait_for(|stop| *stop) => return,
         }
     }
@@ -170,5 +177,24 @@ mod tests {
             .await
             .expect("a stop cuts the run short")
             .expect("the loop ends without a panic");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_panics_does_not_end_the_runs_after_it() {
+        let (stop, stopped) = watch::channel(false);
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        let looping = tokio::spawn(every(Duration::from_secs(1), stopped, move || {
+            let runs = counted.clone();
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("a bug in the first run");
+                }
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "the runs go on");
+        stop.send_replace(true);
+        looping.await.expect("the loop itself did not panic");
     }
 }
