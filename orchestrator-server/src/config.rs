@@ -267,8 +267,10 @@ pub enum LogFormat {
 }
 
 impl Config {
-    /// The settings a test or an embedding program starts from: port 0 on loopback, the given
-    /// database, no token, defaults elsewhere.
+    /// The settings a test or an example starts from: port 0 on loopback, the given database,
+    /// no token, a hub timeout of 5 s, and webhooks allowed to reach private addresses (a
+    /// receiver on this machine); defaults elsewhere. Not for a service: start it from the
+    /// parsed configuration, whose default refuses private addresses.
     pub fn for_tests(database_url: DatabaseUrl) -> Self {
         Config {
             host: IpAddr::from([127, 0, 0, 1]),

@@ -28,9 +28,11 @@ use crate::storage::{AttemptRecord, ClaimRoom, DueDelivery, WebhookRepository};
 pub const POLL_EVERY: Duration = Duration::from_millis(200);
 /// How long an attempt may take to get an answer; slower is a failed attempt.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a claim holds a delivery: longer than an attempt, so a live replica's attempt is
-/// never taken over, short enough that a dead replica's is retried soon.
-const LEASE: Duration = Duration::from_secs(30);
+/// How long a claim holds a delivery: longer than an attempt and the writes around it (the
+/// claim itself, an enqueue round before the outcome is stored, the store's write: each may
+/// wait seconds on a slow database), so a live replica's attempt is not taken over; short
+/// enough that a dead replica's is retried soon.
+const LEASE: Duration = Duration::from_secs(60);
 /// Attempts in flight at once, per server.
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Attempts of one webhook in flight at once, per server: a receiver that hangs or is slow
@@ -322,12 +324,14 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
     let mut ended = Vec::new();
     loop {
         let ticked = tokio::select! {
+            // Stopping comes first: no new round (and no new claim) once it is asked.
+            biased;
+            _ = stop.wait_for(|stop| *stop) => break,
             _ = tick.tick() => true,
             Some(done) = flights.attempts.join_next_with_id() => {
                 ended.extend(flights.landed(done));
                 false
             }
-            _ = stop.wait_for(|stop| *stop) => break,
         };
         while let Some(done) = flights.attempts.try_join_next_with_id() {
             ended.extend(flights.landed(done));
@@ -351,6 +355,9 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
                 ended.extend(flights.landed(done));
             }
             record(webhooks, &mut ended).await;
+            if *stop.borrow() {
+                return Ok(false);
+            }
             claim(&app, webhooks, &slots, &mut flights).await
         };
         busy = round.await.unwrap_or_else(|e: RepositoryError| {
@@ -545,7 +552,8 @@ async fn deliver(app: &App, webhooks: &Webhooks, delivery: DueDelivery) -> Attem
     record
 }
 
-/// Stores the outcomes of the attempts that ended, in one write, and empties `ended`.
+/// Stores the outcomes of the attempts that ended, in one write, and empties `ended`; if the
+/// write fails they are kept, to be stored by the next (each only while its claim holds).
 async fn record(webhooks: &Webhooks, ended: &mut Vec<AttemptRecord>) {
     if ended.is_empty() {
         return;
@@ -557,12 +565,19 @@ async fn record(webhooks: &Webhooks, ended: &mut Vec<AttemptRecord>) {
             "some deliveries' claims had ended; their outcomes were not stored"
         ),
         Ok(_) => {}
-        // Their leases end and the deliveries are attempted again: at least once.
-        Err(e) => tracing::warn!(
-            attempts = ended.len(),
-            error = %e,
-            "could not store webhook attempts"
-        ),
+        // Kept for the next write: sent and not stored, a delivery would be sent again once
+        // its lease ended (at least once, but not twice for one slow write).
+        Err(e) => {
+            tracing::warn!(
+                attempts = ended.len(),
+                error = %e,
+                "could not store webhook attempts; trying again"
+            );
+            // Past a few claims' worth their leases are long over: they would not be stored.
+            if ended.len() <= 4 * MAX_IN_FLIGHT {
+                return;
+            }
+        }
     }
     ended.clear();
 }

@@ -572,6 +572,10 @@ pub fn states(state: Option<WorkflowState>) -> Vec<&'static str> {
     }
 }
 
+/// How long a webhook's enqueueing on this version waits, in microseconds, for a newer
+/// replica to enqueue an event of a type it does not know (see [`WebhookRow::deliveries`]).
+pub const UNKNOWN_TYPE_WAIT: i64 = 5 * 60 * 1_000_000;
+
 /// A webhook, as inserted and read. `Debug` leaves the secret out.
 #[derive(Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = webhooks)]
@@ -636,16 +640,30 @@ impl WebhookRow {
     }
 
     /// The deliveries of the events in `rows` (read after `enqueued_through`, in id order)
-    /// that this webhook takes, made at `now`, and the last event id read.
+    /// that this webhook takes, made at `now`, the last event id read and how many rows were
+    /// read through it — the last before an event of a type this version does not know that
+    /// the webhook may take, made
+    /// less than [`UNKNOWN_TYPE_WAIT`] ago: a newer replica beside this one (a rolling
+    /// upgrade) wrote it and enqueues it. Older, it is passed over, as a row that does not
+    /// decode is (after a downgrade no replica knows it).
     pub fn deliveries(
         &self,
         rows: Vec<EventWithEntry>,
         now: i64,
-    ) -> Result<(Vec<DeliveryRow>, i64), RepositoryError> {
+    ) -> Result<(Vec<DeliveryRow>, i64, usize), RepositoryError> {
         let types = self.types().map_err(corrupt)?;
         let mut through = self.enqueued_through;
         let mut deliveries = Vec::new();
+        let mut passed = 0;
         for row in rows {
+            let kind = &row.0.event_type;
+            let may_take =
+                types.is_empty() || self.event_types.split_whitespace().any(|n| n == kind);
+            if EventType::parse(kind).is_none() && may_take && now - row.0.time < UNKNOWN_TYPE_WAIT
+            {
+                break;
+            }
+            passed += 1;
             through = through.max(row.0.id);
             let Some(event) = readable_event(row) else {
                 continue;
@@ -673,7 +691,7 @@ impl WebhookRow {
                 redeliveries: 0,
             });
         }
-        Ok((deliveries, through))
+        Ok((deliveries, through, passed))
     }
 }
 
@@ -1028,6 +1046,47 @@ mod tests {
         WorkflowRow::from(&workflow)
     }
 
+    /// A webhook taking `types` (space-separated; empty: every type).
+    fn webhook(types: &str) -> WebhookRow {
+        WebhookRow {
+            id: "wh_1".to_owned(),
+            url: "http://127.0.0.1:9/".to_owned(),
+            event_types: types.to_owned(),
+            description: None,
+            secret: "whsec_x".to_owned(),
+            created_at: 0,
+            enqueued_through: 0,
+        }
+    }
+
+    #[test]
+    fn an_event_of_an_unknown_type_is_left_a_while_to_a_replica_that_knows_it() {
+        let rows = || {
+            vec![
+                row(1, "workflow.transitioned"),
+                row(2, "workflow.archived"),
+                row(3, "gate.overdue"),
+            ]
+        };
+        let enqueued = |webhook: &WebhookRow, now: i64| {
+            let (deliveries, through, passed) = webhook.deliveries(rows(), now).unwrap();
+            let ids: Vec<i64> = deliveries.iter().map(|d| d.event_id).collect();
+            (ids, through, passed)
+        };
+        let soon = 3_000_000 + 1_000_000;
+        let later = 2_000_000 + UNKNOWN_TYPE_WAIT + 1;
+        // Every type: the mark stops before it while a newer replica may enqueue it...
+        // (one row read past: the enqueue does not ask again at once)...
+        assert_eq!(enqueued(&webhook(""), soon), (vec![1], 1, 1));
+        // ...and passes it over once none has.
+        assert_eq!(enqueued(&webhook(""), later), (vec![1, 3], 3, 3));
+        // A webhook that names the type (made through a newer replica) waits for it too; one
+        // that does not goes on at once.
+        let naming = webhook("gate.overdue workflow.archived");
+        assert_eq!(enqueued(&naming, soon), (vec![], 1, 1));
+        assert_eq!(enqueued(&webhook("gate.overdue"), soon), (vec![3], 3, 3));
+    }
+
     #[tokio::test]
     async fn thousands_of_overdue_rows_that_do_not_decode_cost_a_few_reads() {
         let mut rows: Vec<WorkflowRow> = (0..3000)
@@ -1125,7 +1184,7 @@ mod tests {
             created_at: 0,
             enqueued_through: 0,
         };
-        let (deliveries, through) = webhook.deliveries(rows(), 7).expect("enqueued on");
+        let (deliveries, through, _) = webhook.deliveries(rows(), 7).expect("enqueued on");
         let ids: Vec<i64> = deliveries.iter().map(|d| d.event_id).collect();
         assert_eq!((ids, through), (vec![1, 3], 3));
     }

@@ -120,8 +120,8 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
                 .select((EventRow::as_select(), Option::<TransitionRow>::as_select()))
                 .load(conn)
                 .await?;
-            let read = rows.len();
-            let (deliveries, through) = match webhook.deliveries(rows, *now) {
+            // Rows read past (not those left for a newer replica): a full batch means more.
+            let (deliveries, through, read) = match webhook.deliveries(rows, *now) {
                 Ok(made) => made,
                 Err(corrupt) => return Ok(Written::Refused(corrupt)),
             };

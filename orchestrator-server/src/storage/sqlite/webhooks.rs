@@ -100,8 +100,8 @@ pub fn apply(
             let rows = queries::any_events_after(webhook.enqueued_through, *limit)
                 .select((EventRow::as_select(), Option::<TransitionRow>::as_select()))
                 .load(conn)?;
-            let read = rows.len();
-            let (deliveries, through) = match webhook.deliveries(rows, *now) {
+            // Rows read past (not those left for a newer replica): a full batch means more.
+            let (deliveries, through, read) = match webhook.deliveries(rows, *now) {
                 Ok(made) => made,
                 Err(corrupt) => return Ok(Written::Refused(corrupt)),
             };
