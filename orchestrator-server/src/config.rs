@@ -268,9 +268,10 @@ pub enum LogFormat {
 
 impl Config {
     /// The settings a test or an example starts from: port 0 on loopback, the given database,
-    /// no token, a hub timeout of 5 s, and webhooks allowed to reach private addresses (a
-    /// receiver on this machine); defaults elsewhere. Not for a service: start it from the
-    /// parsed configuration, whose default refuses private addresses.
+    /// a pool of 4, no token, a hub nobody listens on (`127.0.0.1:9`) with a 5 s timeout,
+    /// webhooks allowed to reach private addresses (a receiver on this machine), warnings
+    /// only, logged for a person. Not for a service: start it from the parsed configuration,
+    /// whose defaults refuse private addresses.
     pub fn for_tests(database_url: DatabaseUrl) -> Self {
         Config {
             host: IpAddr::from([127, 0, 0, 1]),

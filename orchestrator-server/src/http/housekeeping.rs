@@ -34,9 +34,26 @@ pub async fn run(app: App, stop: watch::Receiver<bool>) {
 /// Purges what has outlived its time: idempotency keys, events and settled deliveries, ended
 /// board sessions.
 async fn purge(app: &App) {
-    purge_keys(app).await;
-    purge_events(app).await;
-    purge_sessions(app).await;
+    // Each on its own: a bug in one does not keep the others from running.
+    caught("the purge of idempotency keys", purge_keys(app)).await;
+    caught("the purge of events", purge_events(app)).await;
+    caught("the purge of board sessions", purge_sessions(app)).await;
+}
+
+/// Runs `work`; a panic in it (a bug) is logged with its message instead of unwinding
+/// further.
+async fn caught(what: &str, work: impl Future<Output = ()>) {
+    if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        tracing::error!(
+            panic = message,
+            "{what} panicked (a bug); the next runs on time"
+        );
+    }
 }
 
 /// Runs `work` at once and then every `period` (a late run delays the next, never doubles
@@ -45,7 +62,8 @@ async fn purge(app: &App) {
 /// cut off rolls back, as after a crash), and the next start goes on where this one stopped;
 /// a sweep's notes are each a transaction too, and the next sweep (another replica's, or this
 /// server's after a restart) makes the rest. A run that panics (a bug) is logged, and the
-/// next runs on time: one bad row must not end the sweeps and purges for the process's life.
+/// next runs on time: a panic in the sweep or a purge no longer ends them all for the
+/// process's life (though a bug that panics on every run still keeps its own work undone).
 async fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut work: F)
 where
     F: FnMut() -> Fut,
@@ -59,11 +77,7 @@ where
             _ = stop.wait_for(|stop| *stop) => return,
         }
         tokio::select! {
-            ran = AssertUnwindSafe(work()).catch_unwind() => {
-                if ran.is_err() {
-                    tracing::error!("a housekeeping run panicked (a bug); the next runs on time");
-                }
-            }
+            () = caught("a housekeeping run", work()) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
     }

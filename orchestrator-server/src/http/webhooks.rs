@@ -49,6 +49,8 @@ const ENQUEUE_BATCH: u32 = 500;
 /// rounds, so the claims and the outcomes of the attempts that ended wait for it no longer
 /// than this and one batch more.
 const ENQUEUE_BUDGET: Duration = Duration::from_secs(5);
+/// How often every webhook's mark is looked at even when the log has not grown.
+const FULL_PASS_EVERY: Duration = Duration::from_secs(60);
 /// Longest URL.
 const MAX_URL_LEN: usize = 2048;
 /// Longest description.
@@ -321,6 +323,8 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
     let mut enqueued_through = None;
     // The webhook the next enqueue starts with, when the last one ran out of time.
     let mut enqueue_from = 0;
+    // When every webhook was last brought up to the log's end.
+    let mut passed_at = tokio::time::Instant::now();
     let mut ended = Vec::new();
     loop {
         let ticked = tokio::select! {
@@ -345,7 +349,16 @@ pub async fn run(app: App, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let round = async {
-            if ticked && !enqueue(&app, webhooks, &mut enqueued_through, &mut enqueue_from).await? {
+            if ticked
+                && !enqueue(
+                    &app,
+                    webhooks,
+                    &mut enqueued_through,
+                    &mut enqueue_from,
+                    &mut passed_at,
+                )
+                .await?
+            {
                 return Ok(false);
             }
             // The outcomes of attempts that ended while it enqueued are stored before the
@@ -424,7 +437,9 @@ impl InFlight {
 
 /// Turns each webhook's new events into deliveries; false when there is no webhook. Writes
 /// nothing when no event was committed since every webhook was last brought up to `through`
-/// (the log's last id then; moved here). One webhook's failure is logged and the others go
+/// (the log's last id then; moved here), but for a pass over every webhook once a minute: a
+/// webhook whose mark waits before an event of a type this version does not know (left a
+/// while to a newer replica) is looked at again once the wait is over, new events or not. One webhook's failure is logged and the others go
 /// on. Once [`ENQUEUE_BUDGET`] is spent (checked after each batch), the round ends and the
 /// next starts with the webhook after the last one served (`first`, an index into the list).
 async fn enqueue(
@@ -432,6 +447,7 @@ async fn enqueue(
     webhooks: &Webhooks,
     through: &mut Option<u64>,
     first: &mut usize,
+    passed_at: &mut tokio::time::Instant,
 ) -> Result<bool, RepositoryError> {
     let store = webhooks.store();
     // Read before the webhooks: an event committed after it makes the next round look again,
@@ -442,7 +458,7 @@ async fn enqueue(
         .events(u64::MAX - 1, &EventFilter::default(), 1)
         .await?
         .last_id;
-    if *through == Some(last) {
+    if *through == Some(last) && passed_at.elapsed() < FULL_PASS_EVERY {
         return Ok(true);
     }
     let subscribed = store.webhooks().await?;
@@ -484,6 +500,9 @@ async fn enqueue(
         }
     }
     *through = every.then_some(last);
+    if every {
+        *passed_at = tokio::time::Instant::now();
+    }
     Ok(true)
 }
 
@@ -573,10 +592,10 @@ async fn record(webhooks: &Webhooks, ended: &mut Vec<AttemptRecord>) {
                 error = %e,
                 "could not store webhook attempts; trying again"
             );
-            // Past a few claims' worth their leases are long over: they would not be stored.
-            if ended.len() <= 4 * MAX_IN_FLIGHT {
-                return;
-            }
+            // Past a few claims' worth, the oldest go: their leases are long over.
+            let over = ended.len().saturating_sub(4 * MAX_IN_FLIGHT);
+            ended.drain(..over);
+            return;
         }
     }
     ended.clear();

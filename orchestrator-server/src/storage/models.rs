@@ -574,7 +574,7 @@ pub fn states(state: Option<WorkflowState>) -> Vec<&'static str> {
 
 /// How long a webhook's enqueueing on this version waits, in microseconds, for a newer
 /// replica to enqueue an event of a type it does not know (see [`WebhookRow::deliveries`]).
-pub const UNKNOWN_TYPE_WAIT: i64 = 5 * 60 * 1_000_000;
+pub const UNKNOWN_TYPE_WAIT: i64 = 15 * 60 * 1_000_000;
 
 /// A webhook, as inserted and read. `Debug` leaves the secret out.
 #[derive(Clone, Queryable, Selectable, Insertable)]
@@ -642,7 +642,7 @@ impl WebhookRow {
     /// The deliveries of the events in `rows` (read after `enqueued_through`, in id order)
     /// that this webhook takes, made at `now`, the last event id read and how many rows were
     /// read through it — the last before an event of a type this version does not know that
-    /// the webhook may take, made
+    /// the webhook may take, dated
     /// less than [`UNKNOWN_TYPE_WAIT`] ago: a newer replica beside this one (a rolling
     /// upgrade) wrote it and enqueues it. Older, it is passed over, as a row that does not
     /// decode is (after a downgrade no replica knows it).
@@ -659,7 +659,12 @@ impl WebhookRow {
             let kind = &row.0.event_type;
             let may_take =
                 types.is_empty() || self.event_types.split_whitespace().any(|n| n == kind);
-            if EventType::parse(kind).is_none() && may_take && now - row.0.time < UNKNOWN_TYPE_WAIT
+            // (An event dated ahead of this clock, by a replica whose clock runs ahead, waits
+            // as long; one dated far off either way is passed over.)
+            let age = now.saturating_sub(row.0.time).unsigned_abs();
+            if EventType::parse(kind).is_none()
+                && may_take
+                && age < UNKNOWN_TYPE_WAIT.unsigned_abs()
             {
                 break;
             }
@@ -1075,9 +1080,12 @@ mod tests {
         };
         let soon = 3_000_000 + 1_000_000;
         let later = 2_000_000 + UNKNOWN_TYPE_WAIT + 1;
+        let ahead = 2_000_000 - UNKNOWN_TYPE_WAIT / 2;
         // Every type: the mark stops before it while a newer replica may enqueue it...
         // (one row read past: the enqueue does not ask again at once)...
         assert_eq!(enqueued(&webhook(""), soon), (vec![1], 1, 1));
+        // ...also dated a little ahead of this clock (a newer replica's runs ahead)...
+        assert_eq!(enqueued(&webhook(""), ahead), (vec![1], 1, 1));
         // ...and passes it over once none has.
         assert_eq!(enqueued(&webhook(""), later), (vec![1, 3], 3, 3));
         // A webhook that names the type (made through a newer replica) waits for it too; one
@@ -1184,7 +1192,9 @@ mod tests {
             created_at: 0,
             enqueued_through: 0,
         };
-        let (deliveries, through, _) = webhook.deliveries(rows(), 7).expect("enqueued on");
+        // Long after a newer replica could have enqueued the type this version does not know.
+        let now = 3_000_000 + UNKNOWN_TYPE_WAIT;
+        let (deliveries, through, _) = webhook.deliveries(rows(), now).expect("enqueued on");
         let ids: Vec<i64> = deliveries.iter().map(|d| d.event_id).collect();
         assert_eq!((ids, through), (vec![1, 3], 3));
     }

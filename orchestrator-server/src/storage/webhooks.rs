@@ -210,7 +210,8 @@ pub trait WebhookRepository: Send + Sync {
     async fn delete_webhook(&self, id: &str) -> Result<bool, RepositoryError>;
 
     /// Turns up to `limit` events after the webhook's mark into its deliveries, due at `now`;
-    /// answers how many events were read (0: it is up to date).
+    /// answers how many events were read past (0: it is up to date, or the next event is of a
+    /// type this version does not know, left a while to a newer replica).
     async fn enqueue_deliveries(
         &self,
         webhook_id: &str,
