@@ -399,7 +399,6 @@ fn retryable(error: &ClientError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{MAX_MESSAGE, Messages, start_id};
-    use std::io::{Read, Write};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
@@ -407,32 +406,12 @@ mod tests {
     /// A server that answers every request with `body` (an event stream when `stream`, else
     /// JSON) and closes the connection.
     fn closing_server_with(body: String, stream: bool) -> (String, Arc<AtomicUsize>) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counted = connections.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { break };
-                counted.fetch_add(1, Ordering::SeqCst);
-                let mut head = Vec::new();
-                let mut byte = [0; 1];
-                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
-                    head.push(byte[0]);
-                }
-                let kind = if stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                };
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        (address, connections)
+        let kind = if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        crate::tests::scripted(vec![(200, kind, body)])
     }
 
     /// A server that answers every stream with its opening message and closes it at once.

@@ -1040,7 +1040,9 @@ mod tests {
 
     /// A server that answers its connections in turn with `answers` (status, content type,
     /// body), the last one again for any after them; and how many connections it had.
-    fn scripted(answers: Vec<(u16, &'static str, String)>) -> (String, Arc<AtomicUsize>) {
+    pub(crate) fn scripted(
+        answers: Vec<(u16, &'static str, String)>,
+    ) -> (String, Arc<AtomicUsize>) {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());

@@ -398,19 +398,19 @@ async fn a_session_holds_only_while_the_credential_that_made_it_does() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stream_opened_with_a_session_ends_with_it() {
+/// A server whose streams hear no heartbeat within a test, a reviewer signed in to its board
+/// (the session's cookie), and a stream opened with that cookie, its first message read: the
+/// stream says where it starts while the session holds.
+async fn a_session_streaming() -> (TestApp, TempDir, String, reqwest::Response) {
     let keys = TempDir::new().unwrap();
     let file = keys.path().join("principals.toml");
     let token = mint(&file, "carol", ActorKind::Human, &[Role::Viewer]);
     let app = spawn_app_with(|c| {
         c.principals_file = Some(file.clone());
-        // No heartbeat within the test: the stream must end when the session does.
         c.events_heartbeat_seconds = 3600;
     })
     .await;
     let cookie = sign_in(&app, &[("token", &token)]).await;
-    let csrf = csrf_of(&get(&app, "/board", Some(&cookie)).await);
     let mut stream = http()
         .get(app.url("/events/stream?after=0"))
         .header("cookie", cookie.clone())
@@ -418,53 +418,46 @@ async fn a_stream_opened_with_a_session_ends_with_it() {
         .await
         .unwrap();
     assert_eq!(stream.status(), StatusCode::OK);
-    // The stream says where it starts while the session holds.
     let first = tokio::time::timeout(std::time::Duration::from_secs(5), stream.chunk())
         .await
         .expect("the stream's first message")
         .unwrap();
     assert!(first.is_some());
+    (app, keys, cookie, stream)
+}
+
+/// Whether `stream` ends within `seconds`.
+async fn ends_within(stream: &mut reqwest::Response, seconds: u64) -> bool {
+    tokio::time::timeout(std::time::Duration::from_secs(seconds), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_opened_with_a_session_ends_with_it() {
+    let (app, _keys, cookie, mut stream) = a_session_streaming().await;
+    let csrf = csrf_of(&get(&app, "/board", Some(&cookie)).await);
     let out = post_form(&app, "/board/sign-out", &[("csrf", &csrf)], Some(&cookie)).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     // The stream ends at once, not at its next heartbeat.
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        while let Ok(Some(_)) = stream.chunk().await {}
-    })
-    .await;
-    assert!(ended.is_ok(), "the stream outlived its session");
+    assert!(
+        ends_within(&mut stream, 5).await,
+        "the stream outlived its session"
+    );
 }
 
 /// A session ended where this server cannot hear of it (another replica's sign-out, here its
 /// row deleted by hand): the stream asks at least every 15 s, however long the heartbeat.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_ends_within_seconds_of_a_session_ended_elsewhere() {
-    let keys = TempDir::new().unwrap();
-    let file = keys.path().join("principals.toml");
-    let token = mint(&file, "carol", ActorKind::Human, &[Role::Viewer]);
-    let app = spawn_app_with(|c| {
-        c.principals_file = Some(file.clone());
-        c.events_heartbeat_seconds = 3600;
-    })
-    .await;
-    let cookie = sign_in(&app, &[("token", &token)]).await;
-    let mut stream = http()
-        .get(app.url("/events/stream?after=0"))
-        .header("cookie", cookie.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), StatusCode::OK);
-    let first = tokio::time::timeout(std::time::Duration::from_secs(5), stream.chunk())
-        .await
-        .expect("the stream's first message")
-        .unwrap();
-    assert!(first.is_some());
+    let (app, _keys, _cookie, mut stream) = a_session_streaming().await;
     crate::helpers::run_sql(&app.config.database_url, "DELETE FROM board_sessions").await;
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        while let Ok(Some(_)) = stream.chunk().await {}
-    })
-    .await;
-    assert!(ended.is_ok(), "the stream outlived its session by 20 s");
+    assert!(
+        ends_within(&mut stream, 20).await,
+        "the stream outlived its session by 20 s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
