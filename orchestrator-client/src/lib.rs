@@ -343,13 +343,13 @@ impl ClientBuilder {
 
     /// How often a call is retried after a failure worth retrying (default 2): the server could
     /// not be reached, dropped the connection or did not answer in time, it answered 503 (it
-    /// honours `Retry-After` up to 5 s), a proxy in front of it answered 502 or 504 with a
-    /// page of its own (the server's own 502, an Agent Hub failure, is not retried), or
-    /// another attempt of the same call is still being answered. A POST carries an `Idempotency-Key` (a new UUID per call, the same on every
-    /// attempt), so a retried start, advance or question is carried out once and its first
-    /// answer comes back. A 503 about the Agent Hub (`AGENT_HUB_UNAVAILABLE`) is returned at
-    /// once: the server keeps nothing of it, so a retry would put the question to the hub
-    /// again. 0 turns retries off.
+    /// honours `Retry-After` up to 5 s), a proxy in front of it answered 502 or 504 with a page
+    /// of its own (the server's own 502, an Agent Hub failure, is not retried), or another
+    /// attempt of the same call is still being answered. A POST carries an `Idempotency-Key` (a
+    /// new UUID per call, the same on every attempt), so a retried start, advance or question
+    /// is carried out once and its first answer comes back. A 503 about the Agent Hub
+    /// (`AGENT_HUB_UNAVAILABLE`) is returned at once: the server keeps nothing of it, so a
+    /// retry would put the question to the hub again. 0 turns retries off.
     ///
     /// Retries reuse the call's key; a call made again by the caller after an error gets a
     /// new one. A write that must be carried out once across the caller's own attempts (after

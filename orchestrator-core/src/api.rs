@@ -464,11 +464,11 @@ pub struct GateView {
     pub authors: Vec<Actor>,
     /// The approvals of the current stay, oldest first.
     pub approvals: Vec<Approval>,
-    /// What still holds the gate: approvals missing (`{"kind": "approvals", "have": 1,
-    /// "need": 2}`) and, in reads (`GET /workflow/{feature_id}`, `GET /workflows`, a start
-    /// with `use_existing` that found the workflow), consultations waiting for a human (`{"kind": "escalation", …}`) or for the hub
-    /// (`{"kind": "asking", …}`), as stored (an approval asks the hub about them first). The
-    /// answer to a change lists only the approvals missing.
+    /// What still holds the gate: approvals missing (`{"kind": "approvals", "have": 1, "need":
+    /// 2}`) and, in reads (`GET /workflow/{feature_id}`, `GET /workflows`, a start with
+    /// `use_existing` that found the workflow), consultations waiting for a human (`{"kind":
+    /// "escalation", …}`) or for the hub (`{"kind": "asking", …}`), as stored (an approval asks
+    /// the hub about them first). The answer to a change lists only the approvals missing.
     pub blocked_by: Vec<Blocker>,
 }
 

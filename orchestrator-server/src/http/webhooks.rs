@@ -439,9 +439,10 @@ impl InFlight {
 /// nothing when no event was committed since every webhook was last brought up to `through`
 /// (the log's last id then; moved here), but for a pass over every webhook once a minute: a
 /// webhook whose mark waits before an event of a type this version does not know (left a
-/// while to a newer replica) is looked at again once the wait is over, new events or not. One webhook's failure is logged and the others go
-/// on. Once [`ENQUEUE_BUDGET`] is spent (checked after each batch), the round ends and the
-/// next starts with the webhook after the last one served (`first`, an index into the list).
+/// while to a newer replica) is looked at again once the wait is over, new events or not.
+/// One webhook's failure is logged and the others go on. Once [`ENQUEUE_BUDGET`] is spent
+/// (checked after each batch), the round ends and the next starts with the webhook after the
+/// last one served (`first`, an index into the list).
 async fn enqueue(
     app: &App,
     webhooks: &Webhooks,
