@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The orchestrator's container image: the service (`orchestrator-server`) and the CLI
 # (`orchestrator`, also the health check), on a slim Debian, as an unprivileged user, with its
 # SQLite database in the volume /data.

@@ -34,7 +34,7 @@ pub use orchestrator_core;
 /// The HTTP client underneath ([`ClientBuilder::http_client`], [`ClientError::Transport`]).
 pub use reqwest;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use orchestrator_core::api::{
     AdvanceRequest, ApiErrorBody, ErrorCode, ErrorEnvelope, EventsQuery, EventsResponse,
@@ -182,6 +182,13 @@ fn backoff(attempt: u32, asked: Option<Duration>) -> Duration {
 
 /// The longest pause between two attempts of one call, however many retries it may make.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How long a call whose earlier attempt the server is still answering
+/// (`IDEMPOTENCY_KEY_IN_USE`) keeps asking for that attempt's answer. The server holds such a
+/// key for its request bound plus 5 s at most (65 s by default; longer when the Agent Hub's
+/// wait is raised), then lets the next attempt take it over; this only bounds a server that
+/// would say "in use" for ever.
+const IN_USE_PATIENCE: Duration = Duration::from_secs(600);
 
 /// The pause before retrying after `response`, if it is worth retrying: 503, or 409
 /// `IDEMPOTENCY_KEY_IN_USE` (the same call's earlier attempt is still being answered).
@@ -343,11 +350,14 @@ impl ClientBuilder {
 
     /// How often a call is retried after a failure worth retrying (default 2): the server could
     /// not be reached, dropped the connection or did not answer in time, it answered 503 (it
-    /// honours `Retry-After` up to 5 s), a proxy in front of it answered 502 or 504 with a page
-    /// of its own (the server's own 502, an Agent Hub failure, is not retried), or another
-    /// attempt of the same call is still being answered. A POST carries an `Idempotency-Key` (a
-    /// new UUID per call, the same on every attempt), so a retried start, advance or question
-    /// is carried out once and its first answer comes back. A 503 about the Agent Hub
+    /// honours `Retry-After` up to 5 s), or a proxy in front of it answered 502 or 504 with a
+    /// page of its own (the server's own 502, an Agent Hub failure, is not retried). A POST
+    /// carries an `Idempotency-Key` (a new UUID per call, the same on every attempt), so a
+    /// retried start, advance or question is carried out once and its first answer comes back.
+    /// While the server says an earlier attempt of the call is still being answered
+    /// (`IDEMPOTENCY_KEY_IN_USE`: a question the Agent Hub takes its time with, an attempt cut
+    /// off by this client's timeout), the call asks again every second or so for that answer,
+    /// whatever its retries (up to ten minutes; the server lets a key go well before). A 503 about the Agent Hub
     /// (`AGENT_HUB_UNAVAILABLE`) is returned at once: the server keeps nothing of it, so a
     /// retry would put the question to the hub again. 0 turns retries off.
     ///
@@ -373,7 +383,7 @@ impl ClientBuilder {
     /// use std::time::Duration;
     /// let client = orchestrator_client::Client::builder()
     ///     .base_url("http://localhost:8000")
-    ///     .timeout(Duration::from_secs(5))
+    ///     .timeout(Duration::from_secs(90))
     ///     .token("s3cret")
     ///     .build()?;
     /// # Ok(())
@@ -486,8 +496,15 @@ impl Client {
     async fn respond(&self, builder: RequestBuilder) -> (Result<reqwest::Response>, bool) {
         let mut attempt = 0;
         let mut maybe_done = false;
+        // Since when the server has said the call's earlier attempt is still being answered.
+        let mut in_use_since: Option<Instant> = None;
         loop {
-            let again = (attempt < self.retries)
+            // A call whose earlier attempt is still under way is asked about again, beyond
+            // its retries, until that attempt's answer comes back: giving up would leave the
+            // caller to send it again under a new key, and so carry it out twice.
+            let waiting =
+                self.retries > 0 && in_use_since.is_some_and(|t| t.elapsed() < IN_USE_PATIENCE);
+            let again = (attempt < self.retries || waiting)
                 .then(|| builder.try_clone())
                 .flatten();
             let Some(again) = again else {
@@ -535,7 +552,10 @@ impl Client {
                         pause
                     }
                     Some(pause) => {
+                        // IDEMPOTENCY_KEY_IN_USE: not counted as a retry (see `waiting`).
                         maybe_done = true;
+                        attempt -= 1;
+                        in_use_since.get_or_insert_with(Instant::now);
                         pause
                     }
                     None => return (self.successful(response).await, maybe_done),
@@ -1088,6 +1108,45 @@ mod tests {
         let client = Client::new(address).unwrap();
         let error = client.get_openapi().await.unwrap_err();
         assert_eq!(error.code(), Some(ErrorCode::AgentHubError), "{error:?}");
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_first_attempt_is_still_answered_waits_for_it_beyond_its_retries() {
+        // The stub writes the content type as given: the Retry-After rides on it.
+        let in_use = (
+            409,
+            "application/json\r\nretry-after: 0",
+            r#"{"error": {"code": "IDEMPOTENCY_KEY_IN_USE", "message": "in use"}}"#.to_owned(),
+        );
+        let ok = (200, "application/json", r#"{"a": "ok"}"#.to_owned());
+        let (address, connections) = scripted(vec![
+            in_use.clone(),
+            in_use.clone(),
+            in_use.clone(),
+            in_use.clone(),
+            ok,
+        ]);
+        let client = Client::builder().base_url(address).build().unwrap();
+        let answer: serde_json::Value = client.post("/anything", &()).await.unwrap();
+        assert_eq!(
+            answer["a"], "ok",
+            "four answers 'in use', more than its 2 retries"
+        );
+        assert_eq!(connections.load(Ordering::SeqCst), 5);
+
+        // Retries off: nothing is asked again.
+        let (address, connections) = scripted(vec![in_use]);
+        let client = Client::builder()
+            .base_url(address)
+            .retries(0)
+            .build()
+            .unwrap();
+        let error = client
+            .post::<_, serde_json::Value>("/anything", &())
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::IdempotencyKeyInUse));
         assert_eq!(connections.load(Ordering::SeqCst), 1);
     }
 

@@ -44,6 +44,15 @@ pub use service::{StartupError, bind, build_app, claim_database};
 /// The service's version, reported by `/health` and `/`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The message a panic was raised with (a `&str` or a `String`), for the log.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 /// The workspace README's examples, compiled and run as doctests (here, where both the core
 /// and the storage are in reach).
 #[cfg(doctest)]

@@ -1,4 +1,5 @@
-//! Tracing set-up: one subscriber, JSON or pretty, filtered by `RUST_LOG`'s syntax.
+//! Tracing set-up: one subscriber, JSON or pretty, filtered by `RUST_LOG`'s syntax, and the
+//! process's panic hook, which logs a panic through it.
 
 use std::io::IsTerminal;
 
@@ -40,7 +41,19 @@ where
     }
 }
 
-/// Installs the subscriber for the whole process; call once.
+/// Installs the subscriber for the whole process, and a panic hook that logs a panic (a bug)
+/// through it, with its location and the span it happened in (a request's id), instead of
+/// printing plain text to stderr beside the JSON log; call once.
 pub fn init(filter: &str, format: LogFormat) {
     let _ = tracing::subscriber::set_global_default(subscriber(filter, format, std::io::stdout));
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        tracing::error!(
+            panic = crate::panic_message(info.payload()),
+            location = location.as_deref().unwrap_or("unknown"),
+            "panicked (a bug)"
+        );
+    }));
 }

@@ -44,13 +44,8 @@ async fn purge(app: &App) {
 /// further.
 async fn caught(what: &str, work: impl Future<Output = ()>) {
     if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
-        let message = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(no message)");
         tracing::error!(
-            panic = message,
+            panic = crate::panic_message(&*panic),
             "{what} panicked (a bug); the next runs on time"
         );
     }

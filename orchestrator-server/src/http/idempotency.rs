@@ -5,11 +5,13 @@
 //! consultation); anything else — a refusal, an answer that changed nothing — is kept right
 //! after it is made. A repeat gets the kept answer back with `Idempotent-Replayed: true`.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use orchestrator_core::{
@@ -258,9 +260,15 @@ where
                 kept: kept.clone(),
                 sealed: Arc::default(),
             };
-            let response = handle(claimed)
-                .await
-                .unwrap_or_else(ApiError::into_response);
+            // A panic in the handler (a bug) is a 500 like any other: the key is let go below.
+            let response = match AssertUnwindSafe(handle(claimed)).catch_unwind().await {
+                Ok(answered) => answered.unwrap_or_else(ApiError::into_response),
+                Err(panic) => ApiError::Internal(format!(
+                    "the request's handler panicked: {}",
+                    crate::panic_message(&*panic)
+                ))
+                .into_response(),
+            };
             if kept.load(Ordering::Relaxed) {
                 return Ok(response);
             }

@@ -21,11 +21,13 @@ pub mod webhooks;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{HeaderValue, Method, Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -306,13 +308,22 @@ impl App {
             && request.headers().contains_key(idempotency::KEY_HEADER))
         .then(|| Arc::new(AtomicBool::new(false)));
         async move {
+            // A panic in a handler (a bug) is answered 500 and counted like any other
+            // answer, rather than resetting the connection unanswered and uncounted.
             let answered = tokio::time::timeout(
                 self.0.limits.request_timeout,
-                self.route(request, runs_on.clone()),
+                AssertUnwindSafe(self.route(request, runs_on.clone())).catch_unwind(),
             );
             let (route, mut response) = match answered.await {
-                Ok(Ok((route, response))) => (route, response),
-                Ok(Err((route, error))) => (route, error.into_response().map(Either::Left)),
+                Ok(Ok(Ok((route, response)))) => (route, response),
+                Ok(Ok(Err((route, error)))) => (route, error.into_response().map(Either::Left)),
+                Ok(Err(panic)) => {
+                    let error = ApiError::Internal(format!(
+                        "the request's handler panicked: {}",
+                        crate::panic_message(&*panic)
+                    ));
+                    (matched, error.into_response().map(Either::Left))
+                }
                 Err(_) => {
                     let late = if runs_on.is_some_and(|r| r.load(Ordering::Relaxed)) {
                         ApiError::KeyedDeadline

@@ -498,9 +498,31 @@ async fn open_mode_signs_in_by_name_and_shared_token_mode_by_token_and_name() {
     )
     .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    // The token is marked wrong, and the name typed is given back (the token never is).
+    let field = |text: &str, id: &str| -> String {
+        let start = text.find(&format!(r#"id="{id}""#)).expect("the field");
+        let from = text[..start].rfind('<').expect("its tag");
+        text[from..start + text[start..].find('>').expect("its end")].to_owned()
+    };
+    let token = field(&refused.text, "token");
+    assert!(token.contains(r#"aria-invalid="true""#), "{token}");
+    assert!(!token.contains("value="), "{token}");
+    let name = field(&refused.text, "name");
+    assert!(name.contains(r#"value="dave""#), "{name}");
+    assert!(!name.contains("aria-invalid"), "{name}");
+    let refused = post_form(
+        &shared,
+        "/board/session",
+        &[("token", "s3cret"), ("name", "da\u{7}ve")],
+        None,
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let name = field(&refused.text, "name");
+    assert!(name.contains(r#"aria-invalid="true""#), "{name}");
     assert!(
-        refused.text.contains(r#"aria-describedby="sign-in-error""#),
-        "the error names the field"
+        !field(&refused.text, "token").contains("aria-invalid"),
+        "the token was right"
     );
     // A token pasted with blanks around it is the same token.
     let cookie = sign_in(&shared, &[("token", " s3cret\n"), ("name", "dave")]).await;
@@ -969,4 +991,52 @@ async fn the_page_shows_who_answered_an_escalation_and_what_the_expert_had_said(
             page.text
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_held_by_a_question_inside_its_wait_says_so_and_asks_for_itself_again() {
+    let app = spawn_app_with(|c| {
+        c.agent_hub_wait_seconds = 5;
+        c.agent_hub_timeout_seconds = 30;
+    })
+    .await;
+    at_gate(&app.client, "held-page").await;
+    let cookie = sign_in(&app, &[("name", "rita")]).await;
+    app.hub
+        .inject(orchestrator_server::hub::stand_in::Fault::Hold);
+    let url = app.url("/workflow/held-page/consultations");
+    let asking = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({"topic": "architecture", "question": "Think it over"}))
+            .send()
+            .await
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(30), app.hub.until_held(1))
+        .await
+        .expect("the question reaches the hub");
+
+    // Listed nowhere yet, it holds the gate: the page says why, and asks again by itself (a
+    // failure inside the wait would end it without an event).
+    let held = get(&app, "/board/feature/held-page", Some(&cookie)).await;
+    assert!(
+        held.text.contains(r#"data-recheck-ms="2000""#),
+        "{}",
+        held.text
+    );
+    assert!(
+        held.text
+            .contains("One is a question being put to the Agent Hub right now"),
+        "{}",
+        held.text
+    );
+
+    app.hub.release();
+    assert_eq!(asking.await.unwrap().unwrap().status(), 201);
+    let answered = get(&app, "/board/feature/held-page", Some(&cookie)).await;
+    assert!(
+        !answered.text.contains("data-recheck-ms"),
+        "{}",
+        answered.text
+    );
 }

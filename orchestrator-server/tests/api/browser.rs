@@ -430,11 +430,33 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     assert!(refused.contains("reason"), "{refused}");
     wait_text(&a, "#state", |t| t == "GATE_1").await;
     type_into(&a, "Reason", "The filters forget the sort order").await;
+    // A reload (the session ended and the page asks to sign in again, the stream gave up)
+    // gives back what was typed.
+    let reason = async || {
+        a.execute("return document.getElementById('reason').value;", vec![])
+            .await
+            .unwrap()
+    };
+    a.refresh().await.unwrap();
+    wait_text(&a, "#state", |t| t == "GATE_1").await;
+    assert_eq!(
+        reason().await.as_str(),
+        Some("The filters forget the sort order")
+    );
     click(&a, "Reject").await;
     wait_text(&a, "#message", |t| {
         t.contains("Rejected: the feature went back to PHASE_1")
     })
     .await;
+    // Recorded, it is let go.
+    let kept = a
+        .execute(
+            "return sessionStorage.getItem('orchestrator-board-drafts:/board/feature/search-filters');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(kept.is_null(), "{kept}");
     wait_text(&a, "#state", |t| t == "PHASE_1").await;
     wait_text(&a, "#rework", |t| t == "1 time").await;
     wait_text(&a, "ul.rejections", |t| {

@@ -567,6 +567,11 @@ async fn swagger_ui_and_redoc_are_served_without_any_external_asset() {
     // `/docs` is the page itself (no redirect), its relative assets based at `/docs/`.
     let page = no_redirects.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(page.status(), 200);
+    // No other site frames the docs, which share the board's origin and its cookie.
+    assert_eq!(
+        page.headers()["content-security-policy"],
+        "frame-ancestors 'none'"
+    );
     let page = page.text().await.unwrap();
     assert!(page.contains("<base href=\"/docs/\">"), "{page}");
     assert!(page.contains("swagger-ui-bundle.js"));
@@ -600,6 +605,10 @@ async fn swagger_ui_and_redoc_are_served_without_any_external_asset() {
 
     let redoc = reqwest::get(app.url("/redoc")).await.unwrap();
     assert_eq!(redoc.status(), 200);
+    assert_eq!(
+        redoc.headers()["content-security-policy"],
+        "frame-ancestors 'none'"
+    );
     let html = redoc.text().await.unwrap();
     assert!(html.contains("/openapi.json"));
     // The bundle is inline; no script or stylesheet comes from elsewhere.

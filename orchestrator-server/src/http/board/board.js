@@ -35,12 +35,64 @@
   // decision is out.
   let seen = null;
   // What the reader typed, by field: kept while the field is away (the feature left the gate
-  // and came back), and given back when it returns.
-  const typed = new Map();
+  // and came back), and given back when it returns; kept in the tab's session storage too, so
+  // that a reload (the session ended and the page asks to sign in again, the stream gave up)
+  // does not lose a half-written reason. Let go once what it was typed for is recorded, and
+  // at sign-out.
+  const DRAFTS = 'orchestrator-board-drafts:' + location.pathname;
+  const typed = loadDrafts();
+
+  function loadDrafts() {
+    try {
+      return new Map(Object.entries(JSON.parse(sessionStorage.getItem(DRAFTS) || '{}')));
+    } catch (_) {
+      return new Map();
+    }
+  }
+
+  function saveDrafts() {
+    try {
+      if (typed.size) sessionStorage.setItem(DRAFTS, JSON.stringify(Object.fromEntries(typed)));
+      else sessionStorage.removeItem(DRAFTS);
+    } catch (_) {
+      // No session storage (a privacy setting): kept in this page only.
+    }
+  }
+
+  function forget(id) {
+    typed.delete(id);
+    saveDrafts();
+  }
+
+  // Fields given back what was typed in them, on load and after each swap.
+  function giveBack() {
+    typed.forEach((value, id) => {
+      const again = document.getElementById(id);
+      if (again && again.tagName === 'TEXTAREA' && !again.value) again.value = value;
+    });
+  }
+
+  document.addEventListener('input', (event) => {
+    const field = event.target;
+    if (field.tagName !== 'TEXTAREA' || !field.id) return;
+    if (field.value) typed.set(field.id, field.value);
+    else typed.delete(field.id);
+    saveDrafts();
+  });
+  // Signing out leaves nothing of what was typed for the next person at this browser.
+  document.addEventListener('submit', (event) => {
+    if (event.target.getAttribute('action') !== '/board/sign-out') return;
+    try {
+      Object.keys(sessionStorage).filter((k) => k.startsWith('orchestrator-board-drafts:'))
+        .forEach((k) => sessionStorage.removeItem(k));
+    } catch (_) { /* nothing kept */ }
+  });
   // Decisions and answers out: the page is not swapped under them (a new form would come with
   // its buttons on, and a second click would send the same decision again); it is refreshed
-  // once they are back.
+  // once they are back. `settled` counts those back: a page fetched before one came back
+  // shows the feature from before it, and is not swapped in.
   let busy = 0;
+  let settled = 0;
   // Whether the event stream is open, and the pause before retrying a refresh that failed
   // (growing to half a minute): a page that could not be refreshed is fetched again until it
   // is, not left stale until the next event.
@@ -58,6 +110,7 @@
   async function refresh() {
     if (refreshing || busy > 0) { schedule(); return; }
     refreshing = true;
+    const asked = settled;
     try {
       const response = await fetch(location.href, { credentials: 'same-origin', headers: { Accept: 'text/html' } });
       if (!response.ok) {
@@ -66,8 +119,8 @@
       }
       const fetched = new DOMParser().parseFromString(await response.text(), 'text/html');
       // A decision sent while this page was fetched: not swapped under it (once it is back,
-      // the page is fetched again).
-      if (busy > 0) { schedule(); return; }
+      // the page is fetched again); nor one from before a decision that came back since.
+      if (busy > 0 || asked !== settled) { schedule(); return; }
       // Signed out, or signed in as someone else in another tab: the whole page is stale.
       const was = body.dataset;
       const now = fetched.body ? fetched.body.dataset : {};
@@ -79,15 +132,12 @@
       const current = document.getElementById('main');
       if (!next || !current) return;
       // What the reader is typing and where the focus is survive the swap.
-      current.querySelectorAll('textarea[id]').forEach((field) => typed.set(field.id, field.value));
       const focused = focusFinder(document.activeElement, current);
       pin(next.querySelector('#decide'));
       current.replaceWith(document.adoptNode(next));
       clocked();
-      typed.forEach((value, id) => {
-        const again = document.getElementById(id);
-        if (again) again.value = value;
-      });
+      giveBack();
+      rechecked();
       // Bound first: a button comes disabled, and a disabled button takes no focus.
       bind();
       if (focused) focused();
@@ -285,7 +335,7 @@
     const answer = await response.json().catch(() => null);
     if (response.ok) {
       seen = null;
-      typed.delete('reason');
+      forget('reason');
       if (reason) reason.value = '';
       if (!answer) {
         say(trigger === 'human_rejected' ? 'Rejected.' : 'Approved.', 'ok');
@@ -357,7 +407,10 @@
     }
     const answer = await response.json().catch(() => null);
     if (response.ok) {
-      if (field) field.value = '';
+      if (field) {
+        field.value = '';
+        if (field.id) forget(field.id);
+      }
       const status = answer && answer.status ? answer.status : 'answered';
       say(status === 'needs_reroute'
         ? 'Context sent: the consultation is needs_reroute and no longer holds the gate; the question is to be asked again with your context, by the feature\'s agent.'
@@ -398,6 +451,7 @@
       await send(form, value);
     } finally {
       busy -= 1;
+      settled += 1;
     }
     await refresh();
     // The form is a new one unless the refresh failed: then these come back on.
@@ -439,8 +493,21 @@
     });
   }
 
+  // A gate held by a question the Agent Hub is being asked right now (listed once it is
+  // answered or its wait ends, and dropped without an event should the hub fail inside the
+  // wait): the page asks again after the time it names, so it does not stay stale.
+  let recheck = null;
+  function rechecked() {
+    if (recheck) { clearTimeout(recheck); recheck = null; }
+    const main = document.getElementById('main');
+    const after = main ? Number(main.dataset.recheckMs || 0) : 0;
+    if (after > 0) recheck = setTimeout(() => { recheck = null; schedule(); }, after);
+  }
+
   pin(document.getElementById('decide'));
   clocked();
+  giveBack();
+  rechecked();
   setInterval(tick, 20000);
   document.addEventListener('visibilitychange', () => { if (!document.hidden) tick(); });
   bind();

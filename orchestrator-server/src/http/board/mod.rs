@@ -314,6 +314,9 @@ pub(crate) async fn feature(
         .collect();
     let mut view = WorkflowResponse::new(&workflow, now);
     view.gate.hold(&blockers);
+    // Questions being put to the Agent Hub right now (inside their wait): they hold the gate
+    // but are listed nowhere until the hub answers or the wait ends.
+    let mut unlisted = 0;
     let verdict = match &session {
         _ if workflow.state() != WorkflowState::Gate1 => views::Verdict::SignedOut,
         None => views::Verdict::SignedOut,
@@ -342,10 +345,16 @@ pub(crate) async fn feature(
             } else {
                 // Names were checked when the session began.
                 let actor = Actor::parse(&session.record.actor)?;
-                match orchestrator
+                let judged = orchestrator
                     .may_approve(&workflow, &actor, session.kind)
-                    .await?
-                {
+                    .await?;
+                if let Err(TransitionError::GateBlocked { asking, .. }) = &judged {
+                    unlisted = asking
+                        .iter()
+                        .filter(|id| !consultations.iter().any(|c| &c.id == *id))
+                        .count();
+                }
+                match judged {
                     Ok(()) => views::Verdict::May,
                     Err(refused) => views::Verdict::MayNot {
                         // Only escalations waiting for a human in the way, as stored, and the
@@ -365,7 +374,7 @@ pub(crate) async fn feature(
                                     &GateFacts::default(),
                                 )
                                 .is_ok(),
-                        why: views::why_not(&refused),
+                        why: views::why_not(&refused) + &views::being_asked(unlisted),
                         may_reject,
                     },
                 }
@@ -382,6 +391,7 @@ pub(crate) async fn feature(
         consultations,
         verdict,
         may_respond,
+        recheck: unlisted > 0,
         now,
     };
     let frame = views::Frame {
@@ -425,24 +435,39 @@ pub(crate) async fn sign_in(
     let field = |name| form_field(&form, name);
     let next = board_path(field("next"));
     let (token_required, name_asked) = sign_in_fields(app.auth());
-    let refuse = |status, message: &str| {
+    let typed_name = field("name").trim();
+    let refuse = |status, message: &str, field| {
+        let refused = views::Refused {
+            message,
+            field,
+            name: typed_name,
+        };
         Ok(html(
             status,
-            views::sign_in_page(token_required, name_asked, next, Some(message)),
+            views::sign_in_page(token_required, name_asked, next, Some(&refused)),
         ))
     };
     // A token pasted with a space or a line break around it is the same token.
     let token = field("token").trim();
     let caller = match app.auth().check_token(token) {
         Ok(caller) => caller,
-        Err(_) => return refuse(StatusCode::UNAUTHORIZED, "That token is not valid."),
+        Err(_) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "That token is not valid.",
+                views::Field::Token,
+            );
+        }
     };
     let actor = match caller.principal() {
         Some(principal) => principal.name.to_string(),
         // The rule of an `actor` in a request, so a name signed in with is one a decision takes.
-        None => match Actor::parse_name(field("name").trim()) {
+        None => match Actor::parse_name(typed_name) {
             Ok(name) => name.to_string(),
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("Name {}.", e.rule)),
+            Err(e) => {
+                let message = format!("Name {}.", e.rule);
+                return refuse(StatusCode::BAD_REQUEST, &message, views::Field::Name);
+            }
         },
     };
     let Some(store) = app.sessions() else {

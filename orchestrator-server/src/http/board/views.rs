@@ -42,28 +42,57 @@ pub fn sign_in_form(
     token_required: bool,
     name_asked: bool,
     next: &str,
-    error: Option<&str>,
+    refused: Option<&Refused<'_>>,
 ) -> Markup {
+    let wrong = |field| {
+        refused
+            .filter(|r| r.field == field)
+            .map(|_| ("true", "sign-in-error"))
+            .unzip()
+    };
+    let (token_invalid, token_described) = wrong(Field::Token);
+    let (name_invalid, name_described) = wrong(Field::Name);
     html! {
         form.sign-in method="post" action="/board/session" {
-            @if let Some(error) = error {
-                p #sign-in-error.error role="alert" { (error) }
+            @if let Some(refused) = refused {
+                p #sign-in-error.error role="alert" { (refused.message) }
             }
             input type="hidden" name="next" value=(next);
             @if token_required {
                 label for="token" { "Token" }
                 input #token type="password" name="token" autocomplete="current-password" required
-                    aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| "sign-in-error")];
+                    aria-invalid=[token_invalid] aria-describedby=[token_described];
             }
             @if name_asked {
                 label for="name" { "Name" }
+                // The name typed is given back; a token never is.
                 input #name type="text" name="name" autocomplete="username" maxlength="128" required
-                    aria-invalid=[error.filter(|_| !token_required).map(|_| "true")]
-                    aria-describedby=[error.map(|_| "sign-in-error")];
+                    value=[refused.map(|r| r.name).filter(|n| !n.is_empty())]
+                    aria-invalid=[name_invalid] aria-describedby=[name_described];
             }
             button type="submit" { "Sign in" }
         }
     }
+}
+
+/// A sign-in the server refused: why, which field was wrong, and the name that was typed.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused<'a> {
+    /// What to tell the person, in a sentence.
+    pub message: &'a str,
+    /// The field that was wrong.
+    pub field: Field,
+    /// The name typed (given back in its field).
+    pub name: &'a str,
+}
+
+/// A field of the sign-in form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The API token.
+    Token,
+    /// The name.
+    Name,
 }
 
 /// A whole page: `main` inside the frame. The live script replaces `#main` with the same
@@ -135,7 +164,7 @@ pub fn sign_in_page(
     token_required: bool,
     name_asked: bool,
     next: &str,
-    error: Option<&str>,
+    refused: Option<&Refused<'_>>,
 ) -> Markup {
     plain_page(
         "Sign in",
@@ -146,7 +175,7 @@ pub fn sign_in_page(
                 @if token_required { "Sign in with your API token." }
                 @else { "Sign in with your name; it is recorded as the actor of your decisions." }
             }
-            (sign_in_form(token_required, name_asked, next, error))
+            (sign_in_form(token_required, name_asked, next, refused))
         },
     )
 }
@@ -303,7 +332,7 @@ fn waiting_item(w: &WorkflowResponse, now: Timestamp) -> Markup {
                 @if gate.overdue {
                     span.badge.overdue { "Overdue" }
                 }
-                (escalations_badge(gate))
+                (blockers_badge(gate))
             }
             div.description { (w.description.as_str()) }
             div.facts {
@@ -350,6 +379,9 @@ pub struct Feature {
     pub verdict: Verdict,
     /// Whether the signed-in person may answer escalations (a human reviewer).
     pub may_respond: bool,
+    /// Whether a question being put to the Agent Hub holds the gate unlisted: the page then
+    /// asks for itself again after [`RECHECK_MS`] (its end writes no event when it fails).
+    pub recheck: bool,
     /// When the page was made.
     pub now: Timestamp,
 }
@@ -369,7 +401,8 @@ pub fn feature(data: &Feature) -> Markup {
         .filter(|t| t.trigger == Trigger::HumanRejected)
         .collect();
     html! {
-        main #main data-version=(w.version) data-state=(w.state) data-now=(instant(now)) {
+        main #main data-version=(w.version) data-state=(w.state) data-now=(instant(now))
+            data-recheck-ms=[data.recheck.then_some(RECHECK_MS)] {
             p.crumbs { a href="/board" { "Board" } " / " (w.feature_id.as_str()) }
             h1 { (w.feature_id.as_str()) }
             p.description { (w.description.as_str()) }
@@ -446,16 +479,27 @@ pub fn feature(data: &Feature) -> Markup {
     }
 }
 
-/// "2 blocking escalations": the gate's escalations waiting for a human, if any.
-fn escalations_badge(gate: &GateView) -> Markup {
-    let escalations = gate
-        .blocked_by
-        .iter()
-        .filter(|b| matches!(b, Blocker::Escalation { .. }))
-        .count();
+/// "2 blocking escalations", "1 question to the Agent Hub": what holds the gate besides its
+/// approvals, if anything.
+fn blockers_badge(gate: &GateView) -> Markup {
+    let count = |asking: bool| {
+        gate.blocked_by
+            .iter()
+            .filter(|b| match b {
+                Blocker::Escalation { .. } => !asking,
+                Blocker::Asking { .. } => asking,
+                _ => false,
+            })
+            .count()
+    };
+    let (escalations, asking) = (count(false), count(true));
     html! {
         @if escalations > 0 {
             span.badge.blocking { (escalations) " blocking escalation" @if escalations > 1 { "s" } }
+        }
+        @if escalations > 0 && asking > 0 { " " }
+        @if asking > 0 {
+            span.badge.blocking { (asking) " question" @if asking > 1 { "s" } " to the Agent Hub" }
         }
     }
 }
@@ -469,7 +513,7 @@ fn gate_section(data: &Feature) -> Markup {
             p {
                 span #approvals.approvals { "Approvals " (gate.approvals.len()) " of " (gate.required_approvals) }
                 @if gate.overdue { " " span.badge.overdue { "Overdue" } }
-                " " (escalations_badge(gate))
+                " " (blockers_badge(gate))
             }
             @if !gate.approvals.is_empty() {
                 p { "Approved by " @for (i, a) in gate.approvals.iter().enumerate() { @if i > 0 { ", " } strong { (a.actor.as_str()) } @if let Some(whom) = &a.on_behalf_of { " for " strong { (whom.as_str()) } } } "." }
@@ -605,6 +649,25 @@ pub fn ago(at: Timestamp, now: Timestamp) -> String {
         60..3600 => format!("{} min", s / 60),
         3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
         _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// How soon a feature page held by a question being put to the Agent Hub asks for itself
+/// again, in milliseconds.
+pub const RECHECK_MS: u32 = 2000;
+
+/// What to add to [`why_not`] when `unlisted` of the consultations holding the gate are
+/// questions being put to the Agent Hub right now, which no list shows yet.
+pub fn being_asked(unlisted: usize) -> String {
+    match unlisted {
+        0 => String::new(),
+        1 => " One is a question being put to the Agent Hub right now, listed here once the \
+              hub answers or its wait ends."
+            .to_owned(),
+        n => format!(
+            " {n} are questions being put to the Agent Hub right now, listed here once the hub \
+             answers or their wait ends."
+        ),
     }
 }
 

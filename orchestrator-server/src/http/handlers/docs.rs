@@ -131,10 +131,21 @@ impl Default for DocsAssets {
     }
 }
 
+/// Cached for an hour, never framed by another page (the docs share the board's origin, and
+/// so its session cookie), and taken as the type they say.
 fn cached(mut response: HttpResponse) -> HttpResponse {
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     response
 }

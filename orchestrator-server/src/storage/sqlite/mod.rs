@@ -90,6 +90,19 @@ fn pragmas(durable: bool, cache_kib: u32) -> String {
     )
 }
 
+/// The journal mode SQLite keeps for the connection's database.
+fn journal_mode(conn: &mut SqliteConnection) -> diesel::QueryResult<String> {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        journal_mode: String,
+    }
+    diesel::sql_query("PRAGMA journal_mode")
+        .get_result::<Mode>(conn)
+        .map(|m| m.journal_mode)
+}
+
 impl SqliteRepository {
     /// Opens (or creates) the database file at `path`, creating its directory when missing,
     /// runs the embedded migrations, checks that it accepts writes, and opens `readers`
@@ -148,6 +161,16 @@ impl SqliteRepository {
             Ok(conn)
         };
         let mut conn = connect(WRITER_CACHE_KIB)?;
+        // A file system that cannot share memory between processes (some network and overlay
+        // mounts) keeps the rollback journal without a word: readers would then hold up every
+        // commit. Said at start-up instead.
+        let mode = journal_mode(&mut conn).map_err(|e| StorageError::Connect(e.to_string()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StorageError::Connect(format!(
+                "the database file cannot keep a write-ahead log on its file system (SQLite \
+                 kept journal mode '{mode}'); put it on a local disk"
+            )));
+        }
         conn.run_pending_migrations(MIGRATIONS)
             .map_err(|e| StorageError::Migrate(e.to_string()))?;
         // A database that opens and migrates may still refuse writes (a read-only file or

@@ -28,6 +28,7 @@
 //! since its own probe writes one small row, which can still fit where larger writes no longer
 //! do.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -79,6 +80,9 @@ pub enum Task {
     Write(Write),
     /// An advance read and judged inside the writer's transaction (see [`ops::advance`]).
     Advance(FeatureId, Judge),
+    /// A write with a bug: it panics (tests of the writer's containment).
+    #[cfg(test)]
+    Panic,
 }
 
 impl Task {
@@ -87,6 +91,8 @@ impl Task {
         match self {
             Task::Write(write) => ops::apply(conn, ids, write),
             Task::Advance(feature_id, judge) => ops::advance(conn, ids, feature_id, judge),
+            #[cfg(test)]
+            Task::Panic => panic!("a bug in a write"),
         }
     }
 }
@@ -237,7 +243,7 @@ fn run(
         }
         let (tasks, replies): (Vec<Task>, Vec<_>) = batch.into_iter().unzip();
         metrics.commit_batch.observe(tasks.len() as f64);
-        let results = execute(conn, &tasks);
+        let results = execute_caught(conn, &tasks);
         last_failure.note(&results);
         for (reply, result) in replies.into_iter().zip(results) {
             // A caller that gave up (its request was dropped) no longer listens.
@@ -287,8 +293,19 @@ impl Log {
         if !self.due(size) {
             return;
         }
-        if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(RESTART)") {
-            tracing::warn!(error = %e, wal_bytes = size, "could not reset the write-ahead log");
+        match restart_log(conn) {
+            Ok(None) => {}
+            // SQLite says "busy" in the checkpoint's row, not as an error: readers still on
+            // the log past the busy timeout, or a copy under way. The log stays as it is, and
+            // the next batch tries again.
+            Ok(Some(pages)) => tracing::warn!(
+                wal_bytes = size,
+                wal_pages = pages,
+                "could not reset the write-ahead log: busy (a long read holds it); trying again"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, wal_bytes = size, "could not reset the write-ahead log");
+            }
         }
         self.asked = None;
     }
@@ -345,6 +362,20 @@ impl Log {
     }
 }
 
+/// Resets the log (a RESTART checkpoint): `None` once done, or the log's size in pages when
+/// SQLite was kept from it (busy).
+fn restart_log(conn: &mut SqliteConnection) -> QueryResult<Option<i64>> {
+    #[derive(diesel::QueryableByName)]
+    struct Checkpoint {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        busy: i32,
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        log: i32,
+    }
+    let row = diesel::sql_query("PRAGMA wal_checkpoint(RESTART)").get_result::<Checkpoint>(conn)?;
+    Ok((row.busy != 0).then_some(i64::from(row.log)))
+}
+
 /// The checkpoint thread: copies the log into the database file once a second, and at once
 /// when the writer asks (then reports the request's number when done), until the writer is
 /// gone. Passive: it copies what no reader still needs and never blocks the writer.
@@ -384,6 +415,32 @@ struct Asked {
 
 type Outcomes = Vec<Result<Written, RepositoryError>>;
 
+/// [`execute`], but a panic in it (a bug in a write) fails its batch instead of ending the
+/// writer's thread, and with it every later write until a restart: the batch's transaction is
+/// rolled back, its writes answer `Backend` (500), and the next batch runs as usual.
+fn execute_caught(conn: &mut SqliteConnection, batch: &[Task]) -> Outcomes {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| execute(conn, batch))) {
+        Ok(results) => results,
+        Err(panic) => {
+            let _ = Sql("ROLLBACK").execute(conn);
+            let message = crate::panic_message(&*panic);
+            tracing::error!(
+                panic = message,
+                writes = batch.len(),
+                "a sqlite batch panicked (a bug); nothing of it was written"
+            );
+            batch
+                .iter()
+                .map(|_| {
+                    Err(RepositoryError::Backend(
+                        format!("a write panicked: {message}").into(),
+                    ))
+                })
+                .collect()
+        }
+    }
+}
+
 /// Runs a batch in one transaction; the results line up with the tasks.
 fn execute(conn: &mut SqliteConnection, batch: &[Task]) -> Outcomes {
     let failed = match attempt(conn, batch, false) {
@@ -421,9 +478,12 @@ fn attempt(
     batch: &[Task],
     savepoints: bool,
 ) -> Result<Outcomes, Failure> {
-    Sql("BEGIN IMMEDIATE")
-        .execute(conn)
-        .map_err(Failure::Transaction)?;
+    if let Err(e) = Sql("BEGIN IMMEDIATE").execute(conn) {
+        // A transaction left open (a ROLLBACK that failed on a failing disk) would refuse
+        // every later BEGIN: end it, so the next batch can start.
+        let _ = Sql("ROLLBACK").execute(conn);
+        return Err(Failure::Transaction(e));
+    }
     let outcome = (|| {
         // Event ids: read once, written back once, for the whole batch.
         let mut ids = ops::EventIds::read(conn).map_err(Failure::Transaction)?;
@@ -663,6 +723,54 @@ mod tests {
         assert!(matches!(results[4], Ok(Written::Done)));
         assert_eq!(count(&mut conn, "workflows"), 2);
         assert_eq!(count(&mut conn, "transitions"), 3);
+    }
+
+    #[test]
+    fn a_write_that_panics_fails_its_batch_and_the_next_batch_commits() {
+        let mut conn = database();
+        let batch = [Task::Write(create("a").1), Task::Panic];
+        let results = execute_caught(&mut conn, &batch);
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Err(RepositoryError::Backend(_)))),
+            "{results:?}"
+        );
+        assert_eq!(count(&mut conn, "workflows"), 0, "rolled back");
+        // No transaction was left open: the next batch begins and commits.
+        let results = execute_caught(&mut conn, &[Task::Write(create("b").1)]);
+        assert!(matches!(results[0], Ok(Written::Done)), "{results:?}");
+        assert_eq!(count(&mut conn, "workflows"), 1);
+    }
+
+    #[test]
+    fn a_reset_a_reader_keeps_from_the_log_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("db.sqlite").to_string_lossy().into_owned();
+        let mut writer = SqliteConnection::establish(&target).unwrap();
+        writer
+            .batch_execute(
+                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 0;
+                 CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+            )
+            .unwrap();
+        let mut reader = SqliteConnection::establish(&target).unwrap();
+        reader.batch_execute("BEGIN; SELECT * FROM t;").unwrap();
+        writer.batch_execute("INSERT INTO t VALUES (2)").unwrap();
+        assert!(restart_log(&mut writer).unwrap().is_some(), "busy");
+        reader.batch_execute("COMMIT").unwrap();
+        assert_eq!(restart_log(&mut writer).unwrap(), None, "done");
+    }
+
+    #[test]
+    fn a_batch_begins_after_a_transaction_left_open() {
+        let mut conn = database();
+        Sql("BEGIN").execute(&mut conn).unwrap();
+        let first = execute(&mut conn, &[Task::Write(create("a").1)]);
+        assert!(first[0].is_err(), "BEGIN inside a transaction fails");
+        let second = execute(&mut conn, &[Task::Write(create("a").1)]);
+        assert!(matches!(second[0], Ok(Written::Done)), "{second:?}");
+        assert_eq!(count(&mut conn, "workflows"), 1);
     }
 
     #[test]
