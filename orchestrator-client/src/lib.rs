@@ -284,6 +284,9 @@ pub struct Client {
     base_url: String,
     token: Option<String>,
     retries: u32,
+    /// How long a call asks again while the server says its earlier attempt is still being
+    /// answered ([`IN_USE_PATIENCE`]; shorter in tests).
+    in_use_patience: Duration,
     /// The key every POST sends; a new one per call when `None`.
     idempotency_key: Option<String>,
 }
@@ -405,6 +408,7 @@ impl ClientBuilder {
             base_url,
             token: self.token,
             retries: self.retries.unwrap_or(DEFAULT_RETRIES),
+            in_use_patience: IN_USE_PATIENCE,
             idempotency_key: None,
         })
     }
@@ -497,16 +501,19 @@ impl Client {
         let mut attempt = 0;
         let mut maybe_done = false;
         // Since when the server has said the call's earlier attempt is still being answered.
+        // Since when the server has said, answer after answer, that the call's earlier attempt
+        // is still being answered (`None` once it says anything else).
         let mut in_use_since: Option<Instant> = None;
         loop {
             // A call whose earlier attempt is still under way is asked about again, beyond
-            // its retries, until that attempt's answer comes back: giving up would leave the
-            // caller to send it again under a new key, and so carry it out twice.
-            let waiting =
-                self.retries > 0 && in_use_since.is_some_and(|t| t.elapsed() < IN_USE_PATIENCE);
-            let again = (attempt < self.retries || waiting)
-                .then(|| builder.try_clone())
-                .flatten();
+            // its retries (up to `in_use_patience`), until that attempt's answer comes back:
+            // giving up would leave the caller to send it again under a new key, and so carry
+            // it out twice.
+            let may_retry = match in_use_since {
+                Some(since) => since.elapsed() < self.in_use_patience,
+                None => attempt < self.retries,
+            };
+            let again = may_retry.then(|| builder.try_clone()).flatten();
             let Some(again) = again else {
                 let answer = match builder.send().await {
                     Ok(response) => self.successful(response).await,
@@ -515,6 +522,7 @@ impl Client {
                 return (answer, maybe_done);
             };
             attempt += 1;
+            let in_use = in_use_since.take();
             let pause = match again.send().await {
                 Err(e) if e.is_connect() => backoff(attempt, None),
                 // No answer in time, or the connection dropped (a replica that stopped): the
@@ -552,10 +560,10 @@ impl Client {
                         pause
                     }
                     Some(pause) => {
-                        // IDEMPOTENCY_KEY_IN_USE: not counted as a retry (see `waiting`).
+                        // IDEMPOTENCY_KEY_IN_USE: not counted as a retry (see `may_retry`).
                         maybe_done = true;
                         attempt -= 1;
-                        in_use_since.get_or_insert_with(Instant::now);
+                        in_use_since = Some(in_use.unwrap_or_else(Instant::now));
                         pause
                     }
                     None => return (self.successful(response).await, maybe_done),
@@ -1134,6 +1142,36 @@ mod tests {
             "four answers 'in use', more than its 2 retries"
         );
         assert_eq!(connections.load(Ordering::SeqCst), 5);
+
+        // A server that says "in use" for ever is asked no longer than the patience.
+        let (address, connections) = scripted(vec![in_use.clone()]);
+        let mut client = Client::builder().base_url(address).build().unwrap();
+        client.in_use_patience = Duration::from_millis(300);
+        let error = client
+            .post::<_, serde_json::Value>("/anything", &())
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::IdempotencyKeyInUse));
+        assert!(
+            connections.load(Ordering::SeqCst) > 3,
+            "asked again past its retries"
+        );
+
+        // Once the server says something else, the retries count again: after one "in use"
+        // (not counted), 503s are asked again twice, and the third is the answer.
+        let unavailable = (
+            503,
+            "application/json\r\nretry-after: 0",
+            r#"{"error": {"code": "SERVICE_UNAVAILABLE", "message": "busy"}}"#.to_owned(),
+        );
+        let (address, connections) = scripted(vec![in_use.clone(), unavailable]);
+        let client = Client::builder().base_url(address).build().unwrap();
+        let error = client
+            .post::<_, serde_json::Value>("/anything", &())
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::ServiceUnavailable));
+        assert_eq!(connections.load(Ordering::SeqCst), 4);
 
         // Retries off: nothing is asked again.
         let (address, connections) = scripted(vec![in_use]);

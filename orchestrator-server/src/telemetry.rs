@@ -43,17 +43,26 @@ where
 
 /// Installs the subscriber for the whole process, and a panic hook that logs a panic (a bug)
 /// through it, with its location and the span it happened in (a request's id), instead of
-/// printing plain text to stderr beside the JSON log; call once.
+/// printing plain text to stderr beside the JSON log; call once. Rust's own hook still
+/// prints it when `RUST_BACKTRACE` asks for a backtrace, or when the filter would drop the
+/// log line.
 pub fn init(filter: &str, format: LogFormat) {
     let _ = tracing::subscriber::set_global_default(subscriber(filter, format, std::io::stdout));
-    std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-        tracing::error!(
-            panic = crate::panic_message(info.payload()),
-            location = location.as_deref().unwrap_or("unknown"),
-            "panicked (a bug)"
-        );
+    let rusts = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if tracing::enabled!(tracing::Level::ERROR) {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+            tracing::error!(
+                panic = crate::panic_message(info.payload()),
+                location = location.as_deref().unwrap_or("unknown"),
+                "panicked (a bug)"
+            );
+            if std::env::var_os("RUST_BACKTRACE").is_none() {
+                return;
+            }
+        }
+        rusts(info);
     }));
 }

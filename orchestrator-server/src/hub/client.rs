@@ -46,6 +46,9 @@ impl HttpAgentHub {
         let http = reqwest::Client::builder()
             .timeout(call_timeout)
             .connect_timeout(call_timeout.min(Duration::from_secs(5)))
+            // The hub's contract has no redirects: a 301 or 302 would turn an ask into a GET
+            // elsewhere. Answered as the hub's error instead.
+            .redirect(reqwest::redirect::Policy::none())
             // One lookup of the hub's name at a time, its answer kept a while: a lookup holds
             // a blocking thread, which SQLite reads share, until the system's resolver answers
             // (seconds, when a name server drops queries), whatever the call's timeout.
@@ -181,8 +184,10 @@ impl Drop for Counted<'_> {
 }
 
 /// The most of an answer's body read: an expert's answer is text of a few kilobytes, and
-/// what is read is stored and sent on with every event about it.
-const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// what is read is stored and sent on with every event about it (and so in every page of
+/// events and webhook delivery that carries one): a quarter of a MiB bounds what a faulty
+/// hub makes each of those weigh.
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
 /// The answer's body, refused unread past [`MAX_ANSWER_BYTES`] (a hub, or a proxy before it,
 /// that sends without end must not fill the memory).
@@ -449,6 +454,33 @@ mod tests {
             .unwrap();
         match read_bounded(&mut huge).await {
             Err(HubError::Failed(message)) => assert!(message.contains("larger than"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_the_hubs_error_not_followed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            // Followed, it would be a refused connection: 503, not 502.
+            let moved = "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:9/\r\n\
+                         content-length: 0\r\n\r\n";
+            let _ = socket.write_all(moved.as_bytes()).await;
+        });
+        let hub = HttpAgentHub::new(
+            &format!("http://{address}"),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            Arc::default(),
+        )
+        .unwrap();
+        match hub.escalation(&EscalationId("e-1".into())).await {
+            Err(HubError::Failed(message)) => assert!(message.contains("302"), "{message}"),
             other => panic!("{other:?}"),
         }
     }

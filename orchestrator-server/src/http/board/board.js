@@ -37,12 +37,28 @@
   // What the reader typed, by field: kept while the field is away (the feature left the gate
   // and came back), and given back when it returns; kept in the tab's session storage too, so
   // that a reload (the session ended and the page asks to sign in again, the stream gave up)
-  // does not lose a half-written reason. Let go once what it was typed for is recorded, and
-  // at sign-out.
-  const DRAFTS = 'orchestrator-board-drafts:' + location.pathname;
+  // does not lose a half-written reason. Kept per signed-in name and page (a sign-in page,
+  // with nobody signed in, keeps none); let go once what it was typed for is recorded, at
+  // sign-out, and when somebody else signs in on this tab.
+  const DRAFTS_PREFIX = 'orchestrator-board-drafts:';
+  const signedIn = body.dataset.actor || '';
+  const DRAFTS = signedIn ? DRAFTS_PREFIX + JSON.stringify([signedIn, location.pathname]) : null;
+  forgetOthers();
   const typed = loadDrafts();
 
+  // Drafts of anybody but the person signed in here are dropped.
+  function forgetOthers() {
+    if (!signedIn) return;
+    const mine = DRAFTS_PREFIX + JSON.stringify([signedIn]).slice(0, -1) + ',';
+    try {
+      Object.keys(sessionStorage)
+        .filter((k) => k.startsWith(DRAFTS_PREFIX) && !k.startsWith(mine))
+        .forEach((k) => sessionStorage.removeItem(k));
+    } catch (_) { /* no session storage */ }
+  }
+
   function loadDrafts() {
+    if (!DRAFTS) return new Map();
     try {
       return new Map(Object.entries(JSON.parse(sessionStorage.getItem(DRAFTS) || '{}')));
     } catch (_) {
@@ -51,6 +67,7 @@
   }
 
   function saveDrafts() {
+    if (!DRAFTS) return;
     try {
       if (typed.size) sessionStorage.setItem(DRAFTS, JSON.stringify(Object.fromEntries(typed)));
       else sessionStorage.removeItem(DRAFTS);
@@ -83,7 +100,7 @@
   document.addEventListener('submit', (event) => {
     if (event.target.getAttribute('action') !== '/board/sign-out') return;
     try {
-      Object.keys(sessionStorage).filter((k) => k.startsWith('orchestrator-board-drafts:'))
+      Object.keys(sessionStorage).filter((k) => k.startsWith(DRAFTS_PREFIX))
         .forEach((k) => sessionStorage.removeItem(k));
     } catch (_) { /* nothing kept */ }
   });

@@ -415,9 +415,10 @@ struct Asked {
 
 type Outcomes = Vec<Result<Written, RepositoryError>>;
 
-/// [`execute`], but a panic in it (a bug in a write) fails its batch instead of ending the
-/// writer's thread, and with it every later write until a restart: the batch's transaction is
-/// rolled back, its writes answer `Backend` (500), and the next batch runs as usual.
+/// [`execute`], but a panic in it outside a write's own run (which [`run_caught`] contains)
+/// fails its batch instead of ending the writer's thread, and with it every later write until
+/// a restart: the batch's transaction is rolled back, its writes answer `Backend` (500), and
+/// the next batch runs as usual.
 fn execute_caught(conn: &mut SqliteConnection, batch: &[Task]) -> Outcomes {
     match std::panic::catch_unwind(AssertUnwindSafe(|| execute(conn, batch))) {
         Ok(results) => results,
@@ -463,6 +464,25 @@ fn execute(conn: &mut SqliteConnection, batch: &[Task]) -> Outcomes {
         .collect()
 }
 
+/// Runs `task`; a panic in it (a bug in a write) is its failure, so that the batch is run
+/// again with savepoints and this write alone fails (`Backend`, 500) while the others commit.
+fn run_caught(
+    task: &Task,
+    conn: &mut SqliteConnection,
+    ids: &mut ops::EventIds,
+) -> QueryResult<Written> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| task.run(conn, ids))).unwrap_or_else(|panic| {
+        let message = crate::panic_message(&*panic);
+        tracing::error!(
+            panic = message,
+            "a sqlite write panicked (a bug); it is not written"
+        );
+        Err(diesel::result::Error::QueryBuilderError(
+            format!("a write panicked: {message}").into(),
+        ))
+    })
+}
+
 /// Why a try at a batch failed as a whole.
 enum Failure {
     /// `BEGIN` or `COMMIT` (or a savepoint statement) failed.
@@ -490,13 +510,13 @@ fn attempt(
         let mut results = Vec::with_capacity(batch.len());
         for task in batch {
             if !savepoints {
-                results.push(Ok(task.run(conn, &mut ids).map_err(Failure::Write)?));
+                results.push(Ok(run_caught(task, conn, &mut ids).map_err(Failure::Write)?));
                 continue;
             }
             conn.batch_execute("SAVEPOINT job")
                 .map_err(Failure::Transaction)?;
             let before = ids;
-            let result = task.run(conn, &mut ids);
+            let result = run_caught(task, conn, &mut ids);
             let end = if result.is_ok() {
                 "RELEASE job"
             } else {
@@ -726,21 +746,25 @@ mod tests {
     }
 
     #[test]
-    fn a_write_that_panics_fails_its_batch_and_the_next_batch_commits() {
+    fn a_write_that_panics_fails_alone_and_the_writer_goes_on() {
         let mut conn = database();
-        let batch = [Task::Write(create("a").1), Task::Panic];
+        let batch = [
+            Task::Write(create("a").1),
+            Task::Panic,
+            Task::Write(create("b").1),
+        ];
         let results = execute_caught(&mut conn, &batch);
+        assert!(matches!(results[0], Ok(Written::Done)), "{results:?}");
         assert!(
-            results
-                .iter()
-                .all(|r| matches!(r, Err(RepositoryError::Backend(_)))),
+            matches!(results[1], Err(RepositoryError::Backend(_))),
             "{results:?}"
         );
-        assert_eq!(count(&mut conn, "workflows"), 0, "rolled back");
+        assert!(matches!(results[2], Ok(Written::Done)), "{results:?}");
+        assert_eq!(count(&mut conn, "workflows"), 2);
         // No transaction was left open: the next batch begins and commits.
-        let results = execute_caught(&mut conn, &[Task::Write(create("b").1)]);
+        let results = execute_caught(&mut conn, &[Task::Write(create("c").1)]);
         assert!(matches!(results[0], Ok(Written::Done)), "{results:?}");
-        assert_eq!(count(&mut conn, "workflows"), 1);
+        assert_eq!(count(&mut conn, "workflows"), 3);
     }
 
     #[test]
