@@ -99,7 +99,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "orchestrator_http_requests",
-            "HTTP requests answered, by route, method and status",
+            "HTTP requests answered, by route, method and status (499: the client went away first)",
             requests.clone(),
         );
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(

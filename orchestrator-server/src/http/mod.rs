@@ -308,6 +308,16 @@ impl App {
             && request.headers().contains_key(idempotency::KEY_HEADER))
         .then(|| Arc::new(AtomicBool::new(false)));
         async move {
+            // Counts the request as 499 should its client go away before the answer (hyper
+            // then drops this future): during a stall those are the requests that would have
+            // been 503s, and they should show.
+            let mut abandoned = Abandoned {
+                metrics: &self.0.metrics,
+                route: matched,
+                method: &method,
+                started,
+                answered: false,
+            };
             // A panic in a handler (a bug) is answered 500 and counted like any other
             // answer, rather than resetting the connection unanswered and uncounted.
             let answered = tokio::time::timeout(
@@ -336,6 +346,7 @@ impl App {
             let status = response.status().as_u16();
             let elapsed = started.elapsed();
             let label = route.map_or("unmatched", Route::pattern);
+            abandoned.answered = true;
             self.0.metrics.request(label, &method, status, elapsed);
             if let Ok(value) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert("x-request-id", value);
@@ -346,7 +357,35 @@ impl App {
         .instrument(span)
         .await
     }
+}
 
+/// A request under way, counted (status 499, as proxies call it) and logged if it is dropped
+/// unanswered: its client closed the connection first.
+struct Abandoned<'a> {
+    metrics: &'a Metrics,
+    route: Option<Route>,
+    method: &'a Method,
+    started: Instant,
+    answered: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        let label = self.route.map_or("unmatched", Route::pattern);
+        self.metrics.request(label, self.method, 499, elapsed);
+        tracing::info!(
+            status = 499,
+            latency_ms = elapsed.as_secs_f64() * 1e3,
+            "abandoned: the client went away before the answer"
+        );
+    }
+}
+
+impl App {
     /// Finds the route, checks method and token, and dispatches; sets `runs_on` (given for a
     /// keyed POST) once the request is handed to a task that runs to its end whether or not
     /// its answer is waited for (its body read).

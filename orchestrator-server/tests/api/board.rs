@@ -1040,3 +1040,35 @@ async fn a_page_held_by_a_question_inside_its_wait_says_so_and_asks_for_itself_a
         answered.text
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_with_more_features_than_a_page_has_pages() {
+    let app = spawn_app().await;
+    for n in 0..201 {
+        app.start_workflow(&format!("page-{n:03}")).await;
+    }
+    let first = get(&app, "/board?state=PHASE_1", None).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(first.text.contains("page-199"), "{}", first.text);
+    assert!(!first.text.contains("page-200"));
+    assert!(
+        first
+            .text
+            .contains(r#"href="/board?state=PHASE_1&amp;after=page-199" rel="next""#),
+        "{}",
+        first.text
+    );
+    let second = get(&app, "/board?state=PHASE_1&after=page-199", None).await;
+    assert!(second.text.contains("page-200"), "{}", second.text);
+    assert!(!second.text.contains("page-199"));
+    assert!(
+        second
+            .text
+            .contains(r#"<a href="/board?state=PHASE_1">First page</a>"#)
+    );
+    assert!(!second.text.contains("Next page"));
+    // Not a feature id: refused, and said why.
+    let bad = get(&app, "/board?state=PHASE_1&after=Not%20an%20id", None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text.contains("after"), "{}", bad.text);
+}

@@ -268,6 +268,14 @@ async fn an_ask_whose_client_goes_away_inside_the_wait_still_runs_to_its_end() {
     // The client hangs up while the hub thinks; the hub answers afterwards.
     asking.abort();
     assert!(asking.await.is_err(), "the request was cut off");
+    // Counted as abandoned by its client (499), not left out of the request counts.
+    let abandoned = r#"orchestrator_http_requests_total{route="/workflow/{feature_id}/consultations",method="POST",status="499"}"#;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !app.metrics().await.contains(abandoned) {
+        assert!(Instant::now() < deadline, "{}", app.metrics().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.metric(abandoned).await, 1.0);
     app.hub.release();
 
     // Stored with its answer as if the request had waited, so it holds the gate no longer.

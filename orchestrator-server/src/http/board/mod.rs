@@ -118,20 +118,27 @@ fn sign_in_fields(auth: &Auth) -> (bool, bool) {
 /// The reviewer board's overview.
 #[utoipa::path(
     get, path = "/board", tag = "board", operation_id = "get_board",
-    params(("state" = Option<String>, Query, description = "list only the other features in this state; empty: every state but GATE_1")),
+    params(("state" = Option<String>, Query, description = "list only the other features in this state; empty: every state but GATE_1"),
+           ("after" = Option<String>, Query, description = "with `state`: list that state's features whose id sorts after this one (the page's \"Next page\" link); a feature id")),
     responses(
         (status = 200, description = "the overview page; or, when the server needs a token and no session is signed in, the sign-in page; or, asked for by a link from another site (`Sec-Fetch-Site: cross-site`, `Sec-Fetch-Mode: navigate`, `Sec-Fetch-Dest: document`) without a session cookie, a page that asks for the same address again from this origin (`<meta http-equiv=\"refresh\">`), so that the browser sends the SameSite=Strict cookie", content_type = "text/html", body = String),
-        (status = 400, description = "a page: `state` is not a state", content_type = "text/html", body = String),
+        (status = 400, description = "a page: `state` is not a state, or `after` not a feature id", content_type = "text/html", body = String),
         (status = 500, description = "a page: a bug", content_type = "text/html", body = String),
         (status = 503, description = "a page: the database is unavailable", content_type = "text/html", body = String),
     ),
 )]
 pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, ApiError> {
     let filter = state_filter(parts.uri.query())?;
-    let here = filter.map_or_else(
-        || "/board".to_owned(),
-        |state| format!("/board?state={state}"),
-    );
+    // A later page of the one state asked for (no other list has pages).
+    let after = filter
+        .map(|_| after_filter(parts.uri.query()))
+        .transpose()?
+        .flatten();
+    let here = match (filter, &after) {
+        (None, _) => "/board".to_owned(),
+        (Some(state), None) => format!("/board?state={state}"),
+        (Some(state), Some(after)) => format!("/board?state={state}&after={after}"),
+    };
     if let Some(again) = from_another_site(&parts.headers, &here) {
         return Ok(again);
     }
@@ -191,26 +198,37 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
     };
     let mut others = Vec::with_capacity(states.len());
     for state in states {
-        let items = match at_most(state, per_state) {
-            0 => Vec::new(),
+        let (items, next_after) = match at_most(state, per_state) {
+            0 => (Vec::new(), None),
             limit => {
                 let query = ListQuery {
                     state: Some(state),
                     overdue: false,
-                    after: None,
+                    after: after.clone(),
                     limit: PageLimit::parse(limit).unwrap_or_default(),
                 };
                 let page = orchestrator.list(&query).await?;
-                page.items
+                let items = page
+                    .items
                     .iter()
                     .map(|w| WorkflowResponse::new(w, now))
-                    .collect()
+                    .collect();
+                (items, page.next_after)
             }
         };
+        // Pages only for the state asked for: the overview's short lists say to ask.
+        let paged = filter.is_some();
         others.push(views::Group {
             state,
             total: summary.counts.get(state),
             items,
+            next: next_after
+                .filter(|_| paged)
+                .map(|id| format!("/board?state={state}&after={id}")),
+            first: after
+                .as_ref()
+                .filter(|_| paged)
+                .map(|_| format!("/board?state={state}")),
         });
     }
     let data = views::Overview {
@@ -251,6 +269,25 @@ fn state_filter(query: Option<&str>) -> Result<Option<WorkflowState>, ApiError> 
             .parse::<WorkflowState>()
             .map(Some)
             .map_err(|_| rule("must be one of IDLE, PHASE_1, GATE_1, PHASE_2, DONE").into()),
+        _ => Err(rule("may be given once").into()),
+    }
+}
+
+/// The overview's `after`: absent or empty for the first page, else the feature id the page
+/// starts after (given once).
+fn after_filter(query: Option<&str>) -> Result<Option<FeatureId>, ApiError> {
+    let given: Vec<String> = super::body::query_pairs(query)
+        .into_iter()
+        .filter(|(name, _)| name == "after")
+        .map(|(_, value)| value)
+        .collect();
+    let rule = |rule: &str| orchestrator_core::ValidationError::new("after", rule);
+    match given.as_slice() {
+        [] => Ok(None),
+        [value] if value.is_empty() => Ok(None),
+        [value] => FeatureId::parse(value.as_str())
+            .map(Some)
+            .map_err(|e| rule(&e.rule).into()),
         _ => Err(rule("may be given once").into()),
     }
 }

@@ -223,6 +223,10 @@ pub struct Group {
     pub items: Vec<WorkflowResponse>,
     /// How many there are.
     pub total: u64,
+    /// The next page of them, if this list has pages and there is one.
+    pub next: Option<String>,
+    /// Their first page, on a later one.
+    pub first: Option<String>,
 }
 
 /// The overview's data.
@@ -316,7 +320,13 @@ fn group_list(group: &Group, now: Timestamp) -> Markup {
                     }
                 }
             }
-            @if (group.items.len() as u64) < group.total {
+            @if group.next.is_some() || group.first.is_some() {
+                nav.pages aria-label=(format!("Pages of {}", group.state)) {
+                    "Showing " (group.items.len()) " of " (group.total) "."
+                    @if let Some(first) = &group.first { " " a href=(first) { "First page" } }
+                    @if let Some(next) = &group.next { " " a href=(next) rel="next" { "Next page" } }
+                }
+            } @else if (group.items.len() as u64) < group.total {
                 p.note { "Showing " (group.items.len()) " of " (group.total) "; filter by state for more." }
             }
         }
