@@ -455,7 +455,9 @@ fn execute(conn: &mut SqliteConnection, batch: &[Task]) -> Outcomes {
         Err(Failure::Transaction(e)) => e,
     };
     // A disk that is full, a file that became read-only, a lock held too long. Nothing of
-    // the batch was written.
+    // the batch is to be seen, and its writes answer 503, which promises nothing either way:
+    // a COMMIT that failed on an I/O error after its frames reached the log (a sync that
+    // failed) may still be replayed from the log at the next start.
     tracing::warn!(error = %failed, writes = batch.len(), "sqlite batch failed");
     let message = failed.to_string();
     batch
