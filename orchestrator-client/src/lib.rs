@@ -190,6 +190,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// would say "in use" for ever.
 const IN_USE_PATIENCE: Duration = Duration::from_secs(600);
 
+/// The shortest pause before asking again about a call whose earlier attempt is still being
+/// answered.
+const IN_USE_PAUSE: Duration = Duration::from_millis(200);
+
 /// The pause before retrying after `response`, if it is worth retrying: 503, or 409
 /// `IDEMPOTENCY_KEY_IN_USE` (the same call's earlier attempt is still being answered).
 fn retry_after(response: &reqwest::Response, attempt: u32) -> Option<Duration> {
@@ -560,11 +564,12 @@ impl Client {
                         pause
                     }
                     Some(pause) => {
-                        // IDEMPOTENCY_KEY_IN_USE: not counted as a retry (see `may_retry`).
+                        // IDEMPOTENCY_KEY_IN_USE: not counted as a retry (see `may_retry`),
+                        // and never asked again at once, whatever `Retry-After` says.
                         maybe_done = true;
                         attempt -= 1;
                         in_use_since = Some(in_use.unwrap_or_else(Instant::now));
-                        pause
+                        pause.max(IN_USE_PAUSE)
                     }
                     None => return (self.successful(response).await, maybe_done),
                 },
@@ -1146,7 +1151,7 @@ mod tests {
         // A server that says "in use" for ever is asked no longer than the patience.
         let (address, connections) = scripted(vec![in_use.clone()]);
         let mut client = Client::builder().base_url(address).build().unwrap();
-        client.in_use_patience = Duration::from_millis(300);
+        client.in_use_patience = Duration::from_secs(1);
         let error = client
             .post::<_, serde_json::Value>("/anything", &())
             .await

@@ -59,7 +59,7 @@ pub fn init(filter: &str, format: LogFormat) {
                 location = location.as_deref().unwrap_or("unknown"),
                 "panicked (a bug)"
             );
-            if std::env::var_os("RUST_BACKTRACE").is_none() {
+            if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
                 return;
             }
         }

@@ -313,6 +313,7 @@ impl App {
             // been 503s, and they should show.
             let mut abandoned = Abandoned {
                 metrics: &self.0.metrics,
+                closing: &self.0.closing,
                 route: matched,
                 method: &method,
                 started,
@@ -360,9 +361,11 @@ impl App {
 }
 
 /// A request under way, counted (status 499, as proxies call it) and logged if it is dropped
-/// unanswered: its client closed the connection first.
+/// unanswered: its client closed the connection first. One cut off because the server is
+/// stopping (past the drain's wait) is logged as such, and not counted.
 struct Abandoned<'a> {
     metrics: &'a Metrics,
+    closing: &'a tokio::sync::watch::Sender<bool>,
     route: Option<Route>,
     method: &'a Method,
     started: Instant,
@@ -375,6 +378,13 @@ impl Drop for Abandoned<'_> {
             return;
         }
         let elapsed = self.started.elapsed();
+        if *self.closing.borrow() {
+            tracing::info!(
+                latency_ms = elapsed.as_secs_f64() * 1e3,
+                "cut off: the server stopped before the answer"
+            );
+            return;
+        }
         let label = self.route.map_or("unmatched", Route::pattern);
         self.metrics.request(label, self.method, 499, elapsed);
         tracing::info!(

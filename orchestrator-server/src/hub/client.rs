@@ -417,15 +417,28 @@ mod tests {
         ));
     }
 
-    /// A listener that answers one request with a 200 whose chunked body is `size` bytes.
-    async fn answering(size: usize) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// A listener that reads one request and leaves its answer to `answer`; its URL.
+    async fn serving_one<F, Fut>(answer: F) -> String
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        use tokio::io::AsyncReadExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
             let mut request = [0u8; 4096];
             let _ = socket.read(&mut request).await;
+            answer(socket).await;
+        });
+        format!("http://{address}/")
+    }
+
+    /// A listener that answers one request with a 200 whose chunked body is `size` bytes.
+    async fn answering(size: usize) -> String {
+        use tokio::io::AsyncWriteExt;
+        serving_one(move |mut socket| async move {
             let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
                         transfer-encoding: chunked\r\n\r\n";
             let _ = socket.write_all(head.as_bytes()).await;
@@ -440,8 +453,8 @@ mod tests {
                 left -= part.len();
             }
             let _ = socket.write_all(b"0\r\n\r\n").await;
-        });
-        format!("http://{address}/")
+        })
+        .await
     }
 
     #[tokio::test]
@@ -460,20 +473,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_redirect_is_the_hubs_error_not_followed() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = [0u8; 4096];
-            let _ = socket.read(&mut request).await;
+        use tokio::io::AsyncWriteExt;
+        let url = serving_one(|mut socket| async move {
             // Followed, it would be a refused connection: 503, not 502.
             let moved = "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:9/\r\n\
                          content-length: 0\r\n\r\n";
             let _ = socket.write_all(moved.as_bytes()).await;
-        });
+        })
+        .await;
         let hub = HttpAgentHub::new(
-            &format!("http://{address}"),
+            &url,
             Duration::from_secs(5),
             Duration::from_secs(5),
             Arc::default(),

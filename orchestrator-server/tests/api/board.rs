@@ -1067,6 +1067,27 @@ async fn a_state_with_more_features_than_a_page_has_pages() {
             .contains(r#"<a href="/board?state=PHASE_1">First page</a>"#)
     );
     assert!(!second.text.contains("Next page"));
+    // A page past the end (its features moved on) still leads back to the first.
+    let past = get(&app, "/board?state=PHASE_1&after=zzz", None).await;
+    assert!(
+        past.text
+            .contains(r#"<a href="/board?state=PHASE_1">First page</a>"#)
+    );
+    // Signing in from a later page comes back to it.
+    let signed = post_form(
+        &app,
+        "/board/session",
+        &[
+            ("name", "rita"),
+            ("next", "/board?state=PHASE_1&after=page-199"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        signed.headers[LOCATION],
+        "/board?state=PHASE_1&after=page-199"
+    );
     // Not a feature id: refused, and said why.
     let bad = get(&app, "/board?state=PHASE_1&after=Not%20an%20id", None).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);

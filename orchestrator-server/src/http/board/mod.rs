@@ -34,7 +34,7 @@ use http_body_util::Full;
 use orchestrator_core::api::WorkflowResponse;
 use orchestrator_core::{
     Action, Actor, ActorKind, FeatureId, GateFacts, ListQuery, PageLimit, TransitionContext,
-    TransitionError, Trigger, WorkflowState,
+    TransitionError, Trigger, ValidationError, WorkflowState,
 };
 use session::{
     SESSION_HOURS, Session, credential, random_hex, same_origin, session, session_cookie,
@@ -119,7 +119,7 @@ fn sign_in_fields(auth: &Auth) -> (bool, bool) {
 #[utoipa::path(
     get, path = "/board", tag = "board", operation_id = "get_board",
     params(("state" = Option<String>, Query, description = "list only the other features in this state; empty: every state but GATE_1"),
-           ("after" = Option<String>, Query, description = "with `state`: list that state's features whose id sorts after this one (the page's \"Next page\" link); a feature id")),
+           ("after" = Option<String>, Query, description = "with `state`: list that state's features whose id sorts after this one (the page's \"Next page\" link); a feature id; without `state` it is not read")),
     responses(
         (status = 200, description = "the overview page; or, when the server needs a token and no session is signed in, the sign-in page; or, asked for by a link from another site (`Sec-Fetch-Site: cross-site`, `Sec-Fetch-Mode: navigate`, `Sec-Fetch-Dest: document`) without a session cookie, a page that asks for the same address again from this origin (`<meta http-equiv=\"refresh\">`), so that the browser sends the SameSite=Strict cookie", content_type = "text/html", body = String),
         (status = 400, description = "a page: `state` is not a state, or `after` not a feature id", content_type = "text/html", body = String),
@@ -256,39 +256,40 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
 /// The overview's `state` filter: absent or empty for every state but GATE_1, else one state
 /// (given once).
 fn state_filter(query: Option<&str>) -> Result<Option<WorkflowState>, ApiError> {
-    let given: Vec<String> = super::body::query_pairs(query)
-        .into_iter()
-        .filter(|(name, _)| name == "state")
-        .map(|(_, value)| value)
-        .collect();
-    let rule = |rule: &str| orchestrator_core::ValidationError::new("state", rule);
-    match given.as_slice() {
-        [] => Ok(None),
-        [value] if value.is_empty() => Ok(None),
-        [value] => value
-            .parse::<WorkflowState>()
-            .map(Some)
-            .map_err(|_| rule("must be one of IDLE, PHASE_1, GATE_1, PHASE_2, DONE").into()),
-        _ => Err(rule("may be given once").into()),
-    }
+    one_value(query, "state")?
+        .map(|value| {
+            value.parse::<WorkflowState>().map_err(|_| {
+                ValidationError::new(
+                    "state",
+                    "must be one of IDLE, PHASE_1, GATE_1, PHASE_2, DONE",
+                )
+                .into()
+            })
+        })
+        .transpose()
 }
 
 /// The overview's `after`: absent or empty for the first page, else the feature id the page
 /// starts after (given once).
 fn after_filter(query: Option<&str>) -> Result<Option<FeatureId>, ApiError> {
-    let given: Vec<String> = super::body::query_pairs(query)
+    one_value(query, "after")?
+        .map(|value| {
+            FeatureId::parse(value).map_err(|e| ValidationError::new("after", e.rule).into())
+        })
+        .transpose()
+}
+
+/// The value of the query's parameter `name`: `None` when it is absent or empty; given twice,
+/// refused.
+fn one_value(query: Option<&str>, name: &'static str) -> Result<Option<String>, ApiError> {
+    let mut given = super::body::query_pairs(query)
         .into_iter()
-        .filter(|(name, _)| name == "after")
-        .map(|(_, value)| value)
-        .collect();
-    let rule = |rule: &str| orchestrator_core::ValidationError::new("after", rule);
-    match given.as_slice() {
-        [] => Ok(None),
-        [value] if value.is_empty() => Ok(None),
-        [value] => FeatureId::parse(value.as_str())
-            .map(Some)
-            .map_err(|e| rule(&e.rule).into()),
-        _ => Err(rule("may be given once").into()),
+        .filter(|(n, _)| n == name)
+        .map(|(_, value)| value);
+    match (given.next(), given.next()) {
+        (None, _) => Ok(None),
+        (Some(value), None) => Ok(Some(value).filter(|v| !v.is_empty())),
+        (Some(_), Some(_)) => Err(ValidationError::new(name, "may be given once").into()),
     }
 }
 
@@ -630,9 +631,15 @@ fn form_field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
 /// page), else the overview: a sign-in never sends anyone elsewhere.
 fn board_path(next: &str) -> &str {
     let safe = next == "/board"
-        || next
-            .strip_prefix("/board?state=")
-            .is_some_and(|state| state.parse::<WorkflowState>().is_ok())
+        || next.strip_prefix("/board?state=").is_some_and(|rest| {
+            // A state, and maybe the page of it (`&after=` a feature id).
+            let (state, after) = match rest.split_once("&after=") {
+                Some((state, after)) => (state, Some(after)),
+                None => (rest, None),
+            };
+            state.parse::<WorkflowState>().is_ok()
+                && after.is_none_or(|id| FeatureId::parse(id).is_ok())
+        })
         || next
             .strip_prefix("/board/feature/")
             .is_some_and(|id| FeatureId::parse(id).is_ok());
@@ -696,6 +703,12 @@ mod tests {
         assert_eq!(board_path("/board"), "/board");
         assert_eq!(board_path("/board?state=DONE"), "/board?state=DONE");
         assert_eq!(board_path("/board?state=DONE&x=//evil"), "/board");
+        assert_eq!(
+            board_path("/board?state=DONE&after=f-1"),
+            "/board?state=DONE&after=f-1"
+        );
+        assert_eq!(board_path("/board?state=DONE&after=//evil"), "/board");
+        assert_eq!(board_path("/board?state=DONE&after=f-1&x=1"), "/board");
         assert_eq!(board_path("/board?state=//evil.example"), "/board");
         assert_eq!(board_path("https://evil.example/"), "/board");
         assert_eq!(board_path("//evil.example"), "/board");

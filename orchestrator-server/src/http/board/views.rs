@@ -320,14 +320,16 @@ fn group_list(group: &Group, now: Timestamp) -> Markup {
                     }
                 }
             }
-            @if group.next.is_some() || group.first.is_some() {
-                nav.pages aria-label=(format!("Pages of {}", group.state)) {
-                    "Showing " (group.items.len()) " of " (group.total) "."
-                    @if let Some(first) = &group.first { " " a href=(first) { "First page" } }
-                    @if let Some(next) = &group.next { " " a href=(next) rel="next" { "Next page" } }
-                }
-            } @else if (group.items.len() as u64) < group.total {
+            @if group.next.is_none() && group.first.is_none() && (group.items.len() as u64) < group.total {
                 p.note { "Showing " (group.items.len()) " of " (group.total) "; filter by state for more." }
+            }
+        }
+        // Outside the list: a later page left empty (its features moved on) still leads back.
+        @if group.next.is_some() || group.first.is_some() {
+            nav.pages aria-label=(format!("Pages of {}", group.state)) {
+                "Showing " (group.items.len()) " of " (group.total) "."
+                @if let Some(first) = &group.first { " " a href=(first) { "First page" } }
+                @if let Some(next) = &group.next { " " a href=(next) rel="next" { "Next page" } }
             }
         }
     }
