@@ -312,6 +312,68 @@ mod tests {
         assert!(hub_time::parse("yesterday").is_none());
     }
 
+    /// The hub's answers byte for byte as it sends them (an integer confidence, nulls where
+    /// nothing is said), not as these types would write them: the stand-in hub writes its
+    /// answers with these very types, so a field the real hub names otherwise would pass
+    /// every other test.
+    #[test]
+    fn answers_as_the_hub_writes_them_read() {
+        let resolved: Answer = serde_json::from_str(
+            r#"{"answer": "Use a queue", "rationale": null, "confidence": 92,
+                "uncertainty_reasons": null, "status": "resolved",
+                "session_id": "37b84e94-1", "escalation_id": null}"#,
+        )
+        .unwrap();
+        assert_eq!(resolved.confidence, 92.0);
+        assert_eq!(resolved.status, AnswerStatus::Resolved);
+        assert_eq!(resolved.escalation_id, None);
+        let escalated: Answer = serde_json::from_str(
+            r#"{"answer": "Probably a queue", "rationale": null, "confidence": 40,
+                "uncertainty_reasons": ["load unknown"], "status": "pending_human",
+                "session_id": "7429b477-1", "escalation_id": "6f782cbc-1"}"#,
+        )
+        .unwrap();
+        assert_eq!(escalated.status, AnswerStatus::PendingHuman);
+        assert_eq!(escalated.escalation_id.as_deref(), Some("6f782cbc-1"));
+        assert_eq!(
+            escalated.uncertainty_reasons,
+            Some(vec!["load unknown".to_owned()])
+        );
+        let rerouted: Answer =
+            serde_json::from_str(r#"{"answer": "", "confidence": 0, "status": "needs_reroute"}"#)
+                .unwrap();
+        assert_eq!(rerouted.status, AnswerStatus::NeedsReroute);
+
+        let pending: Escalation = serde_json::from_str(
+            r#"{"id": "6f782cbc-1", "status": "pending", "question": "Which queue?",
+                "tentative_answer": "Probably a queue", "confidence": 40,
+                "uncertainty_reasons": ["load unknown"], "human_action": null,
+                "human_response": null, "human_responder": null,
+                "created_at": "2026-11-24T10:29:57.876034", "resolved_at": null}"#,
+        )
+        .unwrap();
+        assert_eq!(pending.status, EscalationStatus::Pending);
+        assert_eq!(pending.confidence, 40.0);
+        assert_eq!(
+            pending.created_at.to_rfc3339(),
+            "2026-11-24T10:29:57.876034+00:00"
+        );
+        assert_eq!(pending.resolved_at, None);
+        let corrected: Escalation = serde_json::from_str(
+            r#"{"id": "6f782cbc-1", "status": "resolved", "question": "Which queue?",
+                "tentative_answer": "Probably a queue", "confidence": 40,
+                "uncertainty_reasons": null, "human_action": "correct",
+                "human_response": "A log", "human_responder": "rita",
+                "created_at": "2026-11-24T10:29:57.876034",
+                "resolved_at": "2026-11-24T10:31:02.000001"}"#,
+        )
+        .unwrap();
+        assert_eq!(corrected.status, EscalationStatus::Resolved);
+        assert_eq!(corrected.human_action, Some(HumanAction::Correct));
+        assert_eq!(corrected.human_response.as_deref(), Some("A log"));
+        assert!(corrected.resolved_at.is_some());
+    }
+
     #[test]
     fn all_three_error_shapes_are_read() {
         let nested: ErrorShape = serde_json::from_str(
