@@ -416,6 +416,13 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
         Ok(())
     }
 
+    async fn forget_unanswered_keys(&self) -> Result<u64, RepositoryError> {
+        let mut keys = self.keys();
+        let count = keys.len();
+        keys.retain(|_, row| row.answer.is_some());
+        Ok((count - keys.len()) as u64)
+    }
+
     async fn purge_keys(&self, before: Timestamp) -> Result<u64, RepositoryError> {
         let mut keys = self.keys();
         let count = keys.len();

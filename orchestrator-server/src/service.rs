@@ -127,6 +127,12 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     // database may have replicas asking right now: unless nothing else was connected to it
     // when this server opened it, only asks older than any live one are left over.
     app.recover_asks(opened_alone).await;
+    // Likewise the idempotency keys of requests it was answering when it stopped, which
+    // would answer their retries "in use" until their leases end; beside other servers
+    // those leases are waited out.
+    if opened_alone {
+        app.forget_left_keys().await;
+    }
     Ok(app)
 }
 

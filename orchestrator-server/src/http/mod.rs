@@ -215,6 +215,27 @@ impl App {
         self.0.asks.recover(&self.0.orchestrator, sole).await;
     }
 
+    /// Forgets the unanswered idempotency keys a stopped server left; for a server alone on
+    /// its store, before it serves.
+    pub async fn forget_left_keys(&self) {
+        match self
+            .0
+            .orchestrator
+            .repository()
+            .forget_unanswered_keys()
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                keys = n,
+                "idempotency keys left unanswered by a stopped server let go; their retries run"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for idempotency keys left unanswered")
+            }
+        }
+    }
+
     pub(crate) fn asks(&self) -> &asks::Asks {
         &self.0.asks
     }

@@ -249,6 +249,12 @@ pub fn held_key<'a>(scope: &'a str, name: &'a str, lease_until: i64) -> _ {
         .filter(idempotency_keys::lease_until.eq(lease_until))
 }
 
+/// Every idempotency key that has no answer.
+#[dsl::auto_type]
+pub fn unanswered_keys() -> _ {
+    idempotency_keys::table.filter(idempotency_keys::answer.is_null())
+}
+
 /// One idempotency key, if it was first claimed before `before` (it has expired).
 #[dsl::auto_type]
 pub fn expired_key<'a>(scope: &'a str, name: &'a str, before: i64) -> _ {

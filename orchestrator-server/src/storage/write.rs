@@ -84,6 +84,8 @@ pub enum Write {
     /// Forgets a key that has no answer and is still held by the claim that took the lease
     /// (Unix microseconds): `(scope, name, lease_until)`.
     ReleaseKey(String, String, i64),
+    /// Forgets every key that has no answer (claims a stopped server left); answers `Count`.
+    ForgetUnansweredKeys,
     /// Forgets a chunk of the keys first claimed before this (Unix microseconds), the oldest:
     /// [`PURGE_CHUNK`] of them, a few more where claims share a microsecond; answers `Count`.
     PurgeKeys(i64),

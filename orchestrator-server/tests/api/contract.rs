@@ -933,6 +933,43 @@ pub async fn overdue_gates_are_listed_counted_and_noted_once(repo: &dyn Workflow
     assert_eq!(overdue, 1);
 }
 
+pub async fn unanswered_keys_are_forgotten_and_answered_ones_kept(repo: &dyn WorkflowRepository) {
+    use orchestrator_core::{IdempotencyKey, KeyClaim, Receipt};
+    let key = |name: &str| IdempotencyKey {
+        scope: "*".to_owned(),
+        key: name.to_owned(),
+    };
+    let now = t0();
+    let lease = now + Duration::seconds(65);
+    let claim = async |k: &IdempotencyKey| {
+        repo.claim_key(k, "fp", now, lease, now - Duration::hours(24))
+            .await
+            .unwrap()
+    };
+    // A stopped server's two requests: one answered, one not.
+    let (answered, left) = (key("answered"), key("left"));
+    assert_eq!(claim(&answered).await, KeyClaim::Claimed);
+    repo.answer_key(&Receipt {
+        key: answered.clone(),
+        lease_until: lease,
+        answer: "kept".to_owned(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(claim(&left).await, KeyClaim::Claimed);
+    assert_eq!(claim(&left).await, KeyClaim::InUse);
+
+    assert_eq!(repo.forget_unanswered_keys().await.unwrap(), 1);
+    // The retry of the unanswered one runs at once; the answered one is still replayed.
+    assert_eq!(claim(&left).await, KeyClaim::Claimed);
+    assert_eq!(
+        claim(&answered).await,
+        KeyClaim::Answered("kept".to_owned())
+    );
+    assert_eq!(repo.forget_unanswered_keys().await.unwrap(), 1);
+    assert_eq!(repo.forget_unanswered_keys().await.unwrap(), 0);
+}
+
 pub async fn idempotency_keys_are_claimed_once_and_answered_with_their_change(
     repo: &dyn WorkflowRepository,
 ) {
@@ -1778,6 +1815,7 @@ contract_suite!(
     overdue_gates_are_listed_counted_and_noted_once,
     gates_are_listed_earliest_due_first,
     idempotency_keys_are_claimed_once_and_answered_with_their_change,
+    unanswered_keys_are_forgotten_and_answered_ones_kept,
     a_change_whose_key_a_retry_took_over_is_refused_whole,
     every_accepted_change_writes_one_event_in_commit_order,
     several_events_of_one_write_take_consecutive_ids;

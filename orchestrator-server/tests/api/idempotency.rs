@@ -387,6 +387,32 @@ async fn kept_answers_survive_a_restart() {
     assert_eq!(again, first);
 }
 
+/// A key a stopped server left unanswered (its request cut off by the stop or a crash) is let
+/// go when the server starts again alone on its database: the retry runs at once instead of
+/// answering "in use" until the claim's lease ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_left_unanswered_by_a_stopped_server_is_let_go_at_start_up() {
+    let mut app = spawn_app().await;
+    let start = json!({"feature_id": "left", "description": "x", "use_existing": true});
+    let (status, ..) = post(&app, "/workflow/start", "left-key", None, &start).await;
+    assert_eq!(status, StatusCode::CREATED);
+    app.stop().await;
+    // As a claim whose request never got its answer stored, its lease an hour away.
+    let lease = (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp_micros();
+    crate::helpers::run_sql(
+        &app.config.database_url,
+        &format!("UPDATE idempotency_keys SET answer = NULL, lease_until = {lease}"),
+    )
+    .await;
+    let app = app.restart().await;
+    let (status, replayed, ..) = post(&app, "/workflow/start", "left-key", None, &start).await;
+    assert_eq!(
+        (status, replayed),
+        (StatusCode::OK, false),
+        "run again, not in use"
+    );
+}
+
 /// The typed client retries a start whose first attempt timed out after the server had made
 /// it: the retry carries the same key, so the feature is started once and the answer is 201.
 #[tokio::test(flavor = "multi_thread")]

@@ -405,6 +405,10 @@ impl WorkflowRepository for PgRepository {
         self.write(write).await.map(|_| ())
     }
 
+    async fn forget_unanswered_keys(&self) -> Result<u64, RepositoryError> {
+        Ok(self.write(Write::ForgetUnansweredKeys).await?.count())
+    }
+
     async fn purge_keys(&self, before: Timestamp) -> Result<u64, RepositoryError> {
         let purge = || Write::PurgeKeys(micros(before));
         crate::storage::write::purge_in_chunks(purge, |write| self.write(write)).await

@@ -391,6 +391,12 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 .await?;
             Ok(Written::Done)
         }
+        Write::ForgetUnansweredKeys => {
+            let n = diesel::delete(queries::unanswered_keys())
+                .execute(conn)
+                .await?;
+            Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
+        }
         Write::PurgeKeys(before) => {
             let end: Option<i64> = queries::keys_chunk_end(*before)
                 .get_result(conn)

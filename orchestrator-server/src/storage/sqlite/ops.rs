@@ -324,6 +324,10 @@ pub fn apply(
             diesel::delete(queries::held_key(scope, name, *lease_until)).execute(conn)?;
             Ok(Written::Done)
         }
+        Write::ForgetUnansweredKeys => {
+            let n = diesel::delete(queries::unanswered_keys()).execute(conn)?;
+            Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
+        }
         Write::PurgeKeys(before) => {
             let end: Option<i64> = queries::keys_chunk_end(*before)
                 .get_result(conn)
