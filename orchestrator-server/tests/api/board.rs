@@ -1002,19 +1002,7 @@ async fn a_page_held_by_a_question_inside_its_wait_says_so_and_asks_for_itself_a
     .await;
     at_gate(&app.client, "held-page").await;
     let cookie = sign_in(&app, &[("name", "rita")]).await;
-    app.hub
-        .inject(orchestrator_server::hub::stand_in::Fault::Hold);
-    let url = app.url("/workflow/held-page/consultations");
-    let asking = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(url)
-            .json(&serde_json::json!({"topic": "architecture", "question": "Think it over"}))
-            .send()
-            .await
-    });
-    tokio::time::timeout(std::time::Duration::from_secs(30), app.hub.until_held(1))
-        .await
-        .expect("the question reaches the hub");
+    let asking = crate::helpers::ask_held(&app, &id("held-page")).await;
 
     // Listed nowhere yet, it holds the gate: the page says why, and asks again by itself (a
     // failure inside the wait would end it without an event).

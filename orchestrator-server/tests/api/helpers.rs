@@ -454,3 +454,26 @@ pub async fn run_sql(url: &DatabaseUrl, sql: &str) {
         DatabaseUrl::SqliteMemory => panic!("a private in-memory database has no other connection"),
     }
 }
+
+/// An ask of `f` that the hub holds, its request (still waiting) in a task of its own.
+pub async fn ask_held(
+    app: &TestApp,
+    f: &FeatureId,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    app.hub
+        .inject(orchestrator_server::hub::stand_in::Fault::Hold);
+    let asking = {
+        let url = app.url(&format!("/workflow/{f}/consultations"));
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({"topic": "architecture", "question": "Think it over, please"}))
+                .send()
+                .await
+        })
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), app.hub.until_held(1))
+        .await
+        .expect("the question reaches the hub");
+    asking
+}

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::helpers::{
-    TestApp, free_port, id, server_on, spawn_app_with, sqlite_server, wait_healthy,
+    TestApp, ask_held, free_port, id, server_on, spawn_app_with, sqlite_server, wait_healthy,
 };
 
 /// Asks `question` over raw HTTP, returning the status and the body.
@@ -80,28 +80,6 @@ async fn ask_held_at_the_gate(
         .unwrap();
     let asking = ask_held(&app, &f).await;
     (app, f, asking)
-}
-
-/// An ask of `f` that the hub holds, its request (still waiting) in a task of its own.
-async fn ask_held(
-    app: &TestApp,
-    f: &FeatureId,
-) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
-    app.hub.inject(Fault::Hold);
-    let asking = {
-        let url = app.url(&format!("/workflow/{f}/consultations"));
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&serde_json::json!({"topic": "architecture", "question": "Think it over, please"}))
-                .send()
-                .await
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(30), app.hub.until_held(1))
-        .await
-        .expect("the question reaches the hub");
-    asking
 }
 
 #[tokio::test(flavor = "multi_thread")]
