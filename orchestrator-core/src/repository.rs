@@ -419,8 +419,11 @@ pub trait WorkflowRepository: Send + Sync {
     /// Forgets every key that has no answer, and returns how many: the claims of requests a
     /// stopped server left, which would otherwise answer their retries
     /// `IDEMPOTENCY_KEY_IN_USE` until their leases end. Only for a server alone on its store,
-    /// before it serves: beside other servers it would free keys of requests under way.
-    async fn forget_unanswered_keys(&self) -> Result<u64, RepositoryError>;
+    /// before it serves: beside other servers it would free keys of requests under way. The
+    /// default forgets nothing (the leases are then waited out).
+    async fn forget_unanswered_keys(&self) -> Result<u64, RepositoryError> {
+        Ok(0)
+    }
 
     /// Forgets the keys first claimed before `before`; returns how many. A store may take a
     /// large backlog over several calls (the SQL stores delete up to a million a call, 10 000

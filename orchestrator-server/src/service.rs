@@ -75,6 +75,10 @@ pub fn claim_database(url: &storage::DatabaseUrl) -> Result<Option<std::fs::File
 }
 
 /// Opens storage (running migrations) and builds the application `config` describes.
+///
+/// On a SQLite file it takes what it finds as left by a stopped server (asks under way are
+/// failed, unanswered idempotency keys let go): one application per file at a time, which
+/// [`claim_database`], called first and held while it runs, makes sure of.
 pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     // The principals file first: a bad one stops start-up before a database is created.
     let auth = Auth::new(config.api_token.clone(), config.principals_file.clone())?;
@@ -127,10 +131,14 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     // database may have replicas asking right now: unless nothing else was connected to it
     // when this server opened it, only asks older than any live one are left over.
     app.recover_asks(opened_alone).await;
-    // Likewise the idempotency keys of requests it was answering when it stopped, which
-    // would answer their retries "in use" until their leases end; beside other servers
-    // those leases are waited out.
-    if opened_alone {
+    // Likewise, on SQLite, the idempotency keys of requests it was answering when it stopped,
+    // which would answer their retries "in use" until their leases end. Not on PostgreSQL:
+    // a replica starting beside this one may claim keys before this one gets here (its
+    // "alone" was decided when the store opened), so there the leases are waited out.
+    if matches!(
+        config.database_url,
+        storage::DatabaseUrl::SqliteFile(_) | storage::DatabaseUrl::SqliteMemory
+    ) {
         app.forget_left_keys().await;
     }
     Ok(app)
