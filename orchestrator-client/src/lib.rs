@@ -364,9 +364,9 @@ impl ClientBuilder {
     /// While the server says an earlier attempt of the call is still being answered
     /// (`IDEMPOTENCY_KEY_IN_USE`: a question the Agent Hub takes its time with, an attempt cut
     /// off by this client's timeout), the call asks again every second or so for that answer,
-    /// whatever its retries (up to ten minutes; the server lets a key go well before). A 503 about the Agent Hub
-    /// (`AGENT_HUB_UNAVAILABLE`) is returned at once: the server keeps nothing of it, so a
-    /// retry would put the question to the hub again. 0 turns retries off.
+    /// whatever its retries (up to ten minutes; the server lets a key go well before). A 503
+    /// about the Agent Hub (`AGENT_HUB_UNAVAILABLE`) is returned at once: the server keeps
+    /// nothing of it, so a retry would put the question to the hub again. 0 turns retries off.
     ///
     /// Retries reuse the call's key; a call made again by the caller after an error gets a
     /// new one. A write that must be carried out once across the caller's own attempts (after
@@ -504,7 +504,6 @@ impl Client {
     async fn respond(&self, builder: RequestBuilder) -> (Result<reqwest::Response>, bool) {
         let mut attempt = 0;
         let mut maybe_done = false;
-        // Since when the server has said the call's earlier attempt is still being answered.
         // Since when the server has said, answer after answer, that the call's earlier attempt
         // is still being answered (`None` once it says anything else).
         let mut in_use_since: Option<Instant> = None;
@@ -1090,6 +1089,18 @@ mod tests {
                 while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
                     head.push(byte[0]);
                 }
+                // The body too: a socket closed with it unread is reset, and the client may
+                // see the reset instead of the answer.
+                let length = String::from_utf8_lossy(&head)
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())
+                            .flatten()
+                    })
+                    .unwrap_or(0);
+                let _ = conn.read_exact(&mut vec![0; length]);
                 let (status, kind, body) = &answers[n.min(answers.len() - 1)];
                 let _ = write!(
                     conn,
@@ -1126,12 +1137,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_whose_first_attempt_is_still_answered_waits_for_it_beyond_its_retries() {
-        // The stub writes the content type as given: the Retry-After rides on it.
-        let in_use = (
-            409,
-            "application/json\r\nretry-after: 0",
-            r#"{"error": {"code": "IDEMPOTENCY_KEY_IN_USE", "message": "in use"}}"#.to_owned(),
-        );
+        // An error envelope answered with `Retry-After: 0` (the stub writes the content type
+        // as given: the header rides on it).
+        let asking_again = |status, code: &str| {
+            let body = format!(r#"{{"error": {{"code": "{code}", "message": "{code}"}}}}"#);
+            (status, "application/json\r\nretry-after: 0", body)
+        };
+        let in_use = asking_again(409, "IDEMPOTENCY_KEY_IN_USE");
         let ok = (200, "application/json", r#"{"a": "ok"}"#.to_owned());
         let (address, connections) = scripted(vec![
             in_use.clone(),
@@ -1164,11 +1176,7 @@ mod tests {
 
         // Once the server says something else, the retries count again: after one "in use"
         // (not counted), 503s are asked again twice, and the third is the answer.
-        let unavailable = (
-            503,
-            "application/json\r\nretry-after: 0",
-            r#"{"error": {"code": "SERVICE_UNAVAILABLE", "message": "busy"}}"#.to_owned(),
-        );
+        let unavailable = asking_again(503, "SERVICE_UNAVAILABLE");
         let (address, connections) = scripted(vec![in_use.clone(), unavailable]);
         let client = Client::builder().base_url(address).build().unwrap();
         let error = client

@@ -112,6 +112,14 @@ impl From<RepositoryError> for ApiError {
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 impl ApiError {
+    /// A handler that panicked (a bug), with the message it panicked with: 500, logged.
+    pub fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
+        ApiError::Internal(format!(
+            "the request's handler panicked: {}",
+            crate::panic_message(payload)
+        ))
+    }
+
     /// The error body: code, message, details.
     pub fn body(&self) -> ApiErrorBody {
         let (code, details) = match self {

@@ -263,11 +263,7 @@ where
             // A panic in the handler (a bug) is a 500 like any other: the key is let go below.
             let response = match AssertUnwindSafe(handle(claimed)).catch_unwind().await {
                 Ok(answered) => answered.unwrap_or_else(ApiError::into_response),
-                Err(panic) => ApiError::Internal(format!(
-                    "the request's handler panicked: {}",
-                    crate::panic_message(&*panic)
-                ))
-                .into_response(),
+                Err(panic) => ApiError::panicked(&*panic).into_response(),
             };
             if kept.load(Ordering::Relaxed) {
                 return Ok(response);
@@ -317,4 +313,33 @@ fn to_chrono(duration: Duration) -> chrono::Duration {
 /// Keys first claimed before this, at `now`, are past their day.
 pub fn expired_before(now: Timestamp) -> Timestamp {
     now - to_chrono(KEPT_FOR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::DatabaseUrl;
+
+    #[tokio::test]
+    async fn a_handler_that_panics_answers_500_and_lets_its_key_go() {
+        let config = crate::Config::for_tests(DatabaseUrl::SqliteMemory);
+        let app = crate::build_app(&config).await.unwrap();
+        let key = || IdempotencyKey {
+            scope: "*".to_owned(),
+            key: "k".to_owned(),
+        };
+        let panicked = run(&app, key(), "fp", |_| async {
+            panic!("a bug in a handler")
+        })
+        .await
+        .unwrap();
+        assert_eq!(panicked.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // Let go: the retry runs (it would be IDEMPOTENCY_KEY_IN_USE for the lease).
+        let retried = run(&app, key(), "fp", |_| async {
+            Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
+        })
+        .await
+        .unwrap();
+        assert_eq!(retried.status(), StatusCode::OK);
+    }
 }

@@ -349,13 +349,12 @@ impl App {
             let (route, mut response) = match answered.await {
                 Ok(Ok(Ok((route, response)))) => (route, response),
                 Ok(Ok(Err((route, error)))) => (route, error.into_response().map(Either::Left)),
-                Ok(Err(panic)) => {
-                    let error = ApiError::Internal(format!(
-                        "the request's handler panicked: {}",
-                        crate::panic_message(&*panic)
-                    ));
-                    (matched, error.into_response().map(Either::Left))
-                }
+                Ok(Err(panic)) => (
+                    matched,
+                    ApiError::panicked(&*panic)
+                        .into_response()
+                        .map(Either::Left),
+                ),
                 Err(_) => {
                     let late = if runs_on.is_some_and(|r| r.load(Ordering::Relaxed)) {
                         ApiError::KeyedDeadline

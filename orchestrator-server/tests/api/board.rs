@@ -1018,6 +1018,13 @@ async fn a_page_held_by_a_question_inside_its_wait_says_so_and_asks_for_itself_a
         "{}",
         held.text
     );
+    // The overview's badge counts it too.
+    let overview = get(&app, "/board", Some(&cookie)).await;
+    assert!(
+        overview.text.contains("1 question to the Agent Hub"),
+        "{}",
+        overview.text
+    );
 
     app.hub.release();
     assert_eq!(asking.await.unwrap().unwrap().status(), 201);

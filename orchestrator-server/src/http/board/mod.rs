@@ -216,19 +216,16 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
                 (items, page.next_after)
             }
         };
-        // Pages only for the state asked for: the overview's short lists say to ask.
-        let paged = filter.is_some();
+        // Pages only for the state asked for (`after` comes with it): the overview's short
+        // lists say to ask.
         others.push(views::Group {
             state,
             total: summary.counts.get(state),
             items,
             next: next_after
-                .filter(|_| paged)
+                .filter(|_| filter.is_some())
                 .map(|id| format!("/board?state={state}&after={id}")),
-            first: after
-                .as_ref()
-                .filter(|_| paged)
-                .map(|_| format!("/board?state={state}")),
+            first: after.as_ref().map(|_| format!("/board?state={state}")),
         });
     }
     let data = views::Overview {

@@ -494,17 +494,16 @@ pub fn feature(data: &Feature) -> Markup {
 /// "2 blocking escalations", "1 question to the Agent Hub": what holds the gate besides its
 /// approvals, if anything.
 fn blockers_badge(gate: &GateView) -> Markup {
-    let count = |asking: bool| {
-        gate.blocked_by
-            .iter()
-            .filter(|b| match b {
-                Blocker::Escalation { .. } => !asking,
-                Blocker::Asking { .. } => asking,
-                _ => false,
-            })
-            .count()
-    };
-    let (escalations, asking) = (count(false), count(true));
+    let escalations = gate
+        .blocked_by
+        .iter()
+        .filter(|b| matches!(b, Blocker::Escalation { .. }))
+        .count();
+    let asking = gate
+        .blocked_by
+        .iter()
+        .filter(|b| matches!(b, Blocker::Asking { .. }))
+        .count();
     html! {
         @if escalations > 0 {
             span.badge.blocking { (escalations) " blocking escalation" @if escalations > 1 { "s" } }

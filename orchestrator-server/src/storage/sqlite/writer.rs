@@ -243,7 +243,7 @@ fn run(
         }
         let (tasks, replies): (Vec<Task>, Vec<_>) = batch.into_iter().unzip();
         metrics.commit_batch.observe(tasks.len() as f64);
-        let results = execute_caught(conn, &tasks);
+        let results = execute(conn, &tasks);
         last_failure.note(&results);
         for (reply, result) in replies.into_iter().zip(results) {
             // A caller that gave up (its request was dropped) no longer listens.
@@ -414,33 +414,6 @@ struct Asked {
 }
 
 type Outcomes = Vec<Result<Written, RepositoryError>>;
-
-/// [`execute`], but a panic in it outside a write's own run (which [`run_caught`] contains)
-/// fails its batch instead of ending the writer's thread, and with it every later write until
-/// a restart: the batch's transaction is rolled back, its writes answer `Backend` (500), and
-/// the next batch runs as usual.
-fn execute_caught(conn: &mut SqliteConnection, batch: &[Task]) -> Outcomes {
-    match std::panic::catch_unwind(AssertUnwindSafe(|| execute(conn, batch))) {
-        Ok(results) => results,
-        Err(panic) => {
-            let _ = Sql("ROLLBACK").execute(conn);
-            let message = crate::panic_message(&*panic);
-            tracing::error!(
-                panic = message,
-                writes = batch.len(),
-                "a sqlite batch panicked (a bug); nothing of it was written"
-            );
-            batch
-                .iter()
-                .map(|_| {
-                    Err(RepositoryError::Backend(
-                        format!("a write panicked: {message}").into(),
-                    ))
-                })
-                .collect()
-        }
-    }
-}
 
 /// Runs a batch in one transaction; the results line up with the tasks.
 fn execute(conn: &mut SqliteConnection, batch: &[Task]) -> Outcomes {
@@ -755,7 +728,7 @@ mod tests {
             Task::Panic,
             Task::Write(create("b").1),
         ];
-        let results = execute_caught(&mut conn, &batch);
+        let results = execute(&mut conn, &batch);
         assert!(matches!(results[0], Ok(Written::Done)), "{results:?}");
         assert!(
             matches!(results[1], Err(RepositoryError::Backend(_))),
@@ -764,7 +737,7 @@ mod tests {
         assert!(matches!(results[2], Ok(Written::Done)), "{results:?}");
         assert_eq!(count(&mut conn, "workflows"), 2);
         // No transaction was left open: the next batch begins and commits.
-        let results = execute_caught(&mut conn, &[Task::Write(create("c").1)]);
+        let results = execute(&mut conn, &[Task::Write(create("c").1)]);
         assert!(matches!(results[0], Ok(Written::Done)), "{results:?}");
         assert_eq!(count(&mut conn, "workflows"), 3);
     }
