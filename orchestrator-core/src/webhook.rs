@@ -360,6 +360,8 @@ pub fn is_public_address(address: IpAddr) -> bool {
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
                 || (first & 0xffc0) == 0xfec0
+                // Local-use NAT64, 64:ff9b:1::/48: a translator of this network's own.
+                || (first == 0x64 && second == 0xff9b && third == 1)
                 // Documentation: 2001:db8::/32 and 3fff::/20.
                 || (first == 0x2001 && second == 0x0db8)
                 || (first == 0x3fff && second < 0x1000)
@@ -372,8 +374,10 @@ pub fn is_public_address(address: IpAddr) -> bool {
 }
 
 /// The IPv4 address an IPv6 one carries, where it reaches that IPv4 address: mapped
-/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`, and the local-use
-/// `64:ff9b:1::/48` with the address in its last 32 bits) and 6to4 (`2002:aabb:ccdd::/48`).
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64's well-known `64:ff9b::/96` and
+/// 6to4 (`2002:aabb:ccdd::/48`). (The local-use NAT64 range, `64:ff9b:1::/48`, is judged
+/// whole by [`is_public_address`]: where its translator finds the IPv4 address depends on
+/// the prefix length the network chose.)
 fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
     let s = v6.segments();
     let [.., a, b, c, d] = v6.octets();
@@ -382,7 +386,7 @@ fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
         [0, 0, 0, 0, 0, 0xffff, ..] | [0, 0, 0, 0, 0xffff, 0, ..] => Some(last),
         // `::` and `::1` are judged as IPv6 (unspecified, loopback).
         [0, 0, 0, 0, 0, 0, ..] if !v6.is_unspecified() && !v6.is_loopback() => Some(last),
-        [0x64, 0xff9b, 0, 0, 0, 0, ..] | [0x64, 0xff9b, 1, ..] => Some(last),
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] => Some(last),
         [0x2002, high, low, ..] => Some(std::net::Ipv4Addr::from(
             (u32::from(high) << 16) | u32::from(low),
         )),
@@ -518,6 +522,9 @@ mod tests {
             "::0.0.0.5",
             "64:ff9b::a00:5",
             "64:ff9b:1::7f00:1",
+            // A /48 translator reads the IPv4 address from other bits than the last 32.
+            "64:ff9b:1:7f00:0:100:808:808",
+            "64:ff9b:1::808:808",
             "2002:a00:5::1",
             "2002:7f00:1::",
             "::ffff:0:a00:5",

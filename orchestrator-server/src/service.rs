@@ -84,7 +84,7 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     let auth = Auth::new(config.api_token.clone(), config.principals_file.clone())?;
     let pool_size = usize::try_from(config.database_pool_size).unwrap_or(8);
     let repository = storage::connect(&config.database_url, pool_size).await?;
-    let opened_alone = repository.opened_alone();
+    let sole_server = repository.sole_server();
     let metrics = Arc::new(metrics::Metrics::new(repository.metrics()));
     let hub = hub::HttpAgentHub::new(
         &config.agent_hub_url,
@@ -128,9 +128,10 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
         Some(sessions),
     );
     // One SQLite database has one server: every ask it finds was left by a stop. A PostgreSQL
-    // database may have replicas asking right now: unless nothing else was connected to it
-    // when this server opened it, only asks older than any live one are left over.
-    app.recover_asks(opened_alone).await;
+    // database may have replicas asking right now: only asks older than any live one are left
+    // over (unless nothing else was connected to it when this server opened it: then the store
+    // failed every ask left under way already, under the migrations' lock).
+    app.recover_asks(sole_server).await;
     // Likewise, on SQLite, the idempotency keys of requests it was answering when it stopped,
     // which would answer their retries "in use" until their leases end. Not on PostgreSQL:
     // a replica starting beside this one may claim keys before this one gets here (its

@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use hyper::body::{Body, Frame};
 use orchestrator_core::api::{CloudEvent, EventsQuery, EventsResponse};
 use orchestrator_core::{Event, EventFilter, EventType, FeatureId, Orchestrator};
@@ -465,6 +465,12 @@ pub async fn stream_events(
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // A proxy that buffers answers (nginx does, unless told) would hold the events back until
+    // its buffer filled, and the consumer, hearing nothing, would reconnect over and over.
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
     Ok(response)
 }
 

@@ -59,12 +59,14 @@ pub trait DurableRepository: WorkflowRepository + WebhookRepository + SessionRep
     /// The store's metrics: connection pool use and waits, writes per commit.
     fn metrics(&self) -> &StorageMetrics;
 
-    /// Whether this store was alone on its database when it opened it, so that every ask it
-    /// finds under way was left by a server that stopped: always on SQLite (one server per
-    /// file); on PostgreSQL when no other session was connected to the database then (a
-    /// running replica, whatever its version, keeps connections open; so may a tool, which
-    /// only makes the answer a cautious no).
-    fn opened_alone(&self) -> bool;
+    /// Whether this store's server is the only one on its database, so that every ask it
+    /// finds under way at start-up was left by a server that stopped: on SQLite (one server
+    /// per file). Never on PostgreSQL, where replicas share the database: there, a store that
+    /// finds no other session connected as it opens the database (a running replica, whatever
+    /// its version, keeps connections open; so may a tool, which only makes the answer a
+    /// cautious no) fails the asks left under way itself, under the migrations' lock, which a
+    /// replica starting meanwhile waits for before it can make one.
+    fn sole_server(&self) -> bool;
 }
 
 /// Opens the store `url` names (creating a SQLite file's directory when missing) and runs the

@@ -5,7 +5,8 @@
 //! a reason and accepted with one, a conflict explained, an overdue badge, an agent told why it
 //! may not approve, sign-out ending the session on the server, and a page that asks nothing of
 //! any other origin; and (on PostgreSQL) a page that follows a log restored from an older
-//! copy under the running server. With `BOARD_SCREENSHOTS=<dir>` it saves the screenshots shown in the README.
+//! copy under the running server, and a feature's page that follows on past events retention
+//! deleted. With `BOARD_SCREENSHOTS=<dir>` it saves the screenshots shown in the README.
 //!
 //! Without `/usr/bin/chromedriver` the test says so and passes, except under `CI`, where it
 //! fails: CI must run it.
@@ -768,6 +769,76 @@ async fn the_board_follows_a_log_that_went_back() {
     // Live from the newest id: the next change shows.
     to_gate("next-round").await;
     wait_text(&page, "main", |t| t.contains("next-round")).await;
+    if let Err(e) = page.close().await {
+        eprintln!("the browser session did not end cleanly: {e}");
+    }
+}
+
+/// A feature's page open while retention deletes the events after its last one (a quiet
+/// feature on a busy server): its stream, resumed after a restart, is refused (410
+/// `EVENTS_EXPIRED`); the page follows from the newest id by itself, without the reloads a
+/// stream refused at every reconnection ends in, and shows what happens next.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_board_follows_on_past_events_retention_deleted() {
+    use orchestrator_core::WorkflowRepository;
+    use orchestrator_server::storage::{DatabaseUrl, SqliteRepository};
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    // No heartbeat while the test runs: it would tell the browser a later position. A fixed
+    // port, so that the server can restart under the open page.
+    let port = free_port();
+    let app = spawn_app_with(|c| {
+        c.events_heartbeat_seconds = 600;
+        c.port = port;
+    })
+    .await;
+    let quiet = orchestrator_core::FeatureId::parse("quiet").unwrap();
+    app.client
+        .start_workflow(&StartWorkflowRequest::new("quiet", "quiet: one event"))
+        .await
+        .unwrap();
+    // An open server: the board needs no sign-in. The page follows the log after event 1.
+    let page = driver.browser("reviewer").await;
+    page.goto(&app.url("/board/feature/quiet")).await.unwrap();
+    wait_text(&page, "#state", |t| t == "PHASE_1").await;
+    wait_text(&page, "#live", |t| t == "Live").await;
+    page.execute("window.notReloaded = true;", vec![])
+        .await
+        .unwrap();
+    // Other features' events, which the page's stream leaves out.
+    for id in ["busy-1", "busy-2"] {
+        app.client
+            .start_workflow(&StartWorkflowRequest::new(id, format!("{id}: elsewhere")))
+            .await
+            .unwrap();
+    }
+
+    // Stopped, every event is deleted as retention would; started again, the page's resume
+    // point (event 1) is before what was deleted.
+    let mut app = app;
+    app.stop().await;
+    let DatabaseUrl::SqliteFile(file) = app.config.database_url.clone() else {
+        unreachable!("spawn_app_with stores in a file");
+    };
+    let store = SqliteRepository::open(file, 1).await.unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::minutes(1);
+    assert!(store.purge_events(later).await.unwrap() >= 3);
+    store.close().await;
+    let app = app.restart().await;
+
+    wait_text(&page, "#live", |t| t == "Live").await;
+    let reloaded = page
+        .execute("return window.notReloaded !== true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(reloaded, json!(false), "the page followed without a reload");
+    // Live from the newest id: the feature's next change shows.
+    app.client
+        .advance_workflow(&quiet, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    wait_text(&page, "#state", |t| t == "GATE_1").await;
     if let Err(e) = page.close().await {
         eprintln!("the browser session did not end cleanly: {e}");
     }

@@ -236,6 +236,8 @@ async fn a_quiet_stream_hears_heartbeats_and_the_wire_format_is_sse() {
         response.headers()["content-type"].to_str().unwrap(),
         "text/event-stream"
     );
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
     let mut text = String::new();
     read_until(&mut response, &mut text, |t| t.contains(": heartbeat")).await;
     assert!(

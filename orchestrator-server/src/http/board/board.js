@@ -248,10 +248,16 @@
 
   // A resume point past the log's newest event (the server's store was restored from an older
   // copy) is refused with 409 EVENTS_CURSOR_AHEAD, whose details name the newest id: follow
-  // from there instead of being refused at every reconnection.
+  // from there instead of being refused at every reconnection. So is one retention has passed
+  // (410 EVENTS_EXPIRED: a page left open for long, whose last event is a feature's own):
+  // then the newest id is asked for with a resume point past any, and the page, fetched again
+  // after this, shows what the stream missed.
   async function checkResumePoint() {
     try {
-      const response = await fetch('/events?limit=1&after=' + encodeURIComponent(lastEventId));
+      let response = await fetch('/events?limit=1&after=' + encodeURIComponent(lastEventId));
+      if (response.status === 410) {
+        response = await fetch('/events?limit=1&after=' + Number.MAX_SAFE_INTEGER);
+      }
       if (response.status !== 409) return;
       const answer = await response.json();
       const details = (answer && answer.error && answer.error.details) || [];

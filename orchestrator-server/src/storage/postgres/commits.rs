@@ -173,12 +173,12 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the task that commits batches on connections of `pool`.
-    pub fn start(pool: PgPool, metrics: Arc<StorageMetrics>) -> Self {
+    /// Starts the task that commits batches on connections of `pool`, remembering the rows
+    /// it writes in `recent`.
+    pub fn start(pool: PgPool, metrics: Arc<StorageMetrics>, recent: Arc<Recent>) -> Self {
         let (jobs, queue) = mpsc::unbounded_channel();
         // Weak: judged advances that lost go back into the queue, but the queue ends once
         // the last `Committer` is gone.
-        let recent = Arc::new(Recent::default());
         tokio::spawn(batches(
             pool,
             metrics,

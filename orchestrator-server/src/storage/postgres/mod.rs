@@ -43,6 +43,8 @@ use super::write::{Write, Written};
 use super::{DurableRepository, POOL_WAIT, StorageError, StorageMetrics, classify, probe_time};
 use commits::Committer;
 use creates::Creation;
+use deadpool::managed::Hook;
+use recent::Recent;
 
 type PgPool = Pool<AsyncPgConnection>;
 
@@ -71,8 +73,6 @@ pub struct PgRepository {
     pool: PgPool,
     commits: Committer,
     metrics: Arc<StorageMetrics>,
-    /// No other session was connected to the database when this store opened it.
-    opened_alone: bool,
 }
 
 impl std::fmt::Debug for PgRepository {
@@ -100,31 +100,17 @@ impl PgRepository {
     /// # }
     /// ```
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StorageError> {
-        let mut config = ManagerConfig::<AsyncPgConnection>::default();
-        // Skip the test query on every checkout (a round trip per request); a connection the
-        // server closed fails its next query, answers 503, and is taken out of the pool.
-        config.recycling_method = RecyclingMethod::Fast;
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-            with_timeouts(url),
-            config,
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.max(1))
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(POOL_WAIT))
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(|e| StorageError::Connect(e.to_string()))?;
-        let opened_alone = migrate(&pool).await?;
+        let recent = Arc::new(Recent::default());
+        let pool = pool(url, pool_size, recent.clone())?;
+        migrate(&pool).await?;
         let metrics = Arc::new(StorageMetrics::default());
         metrics
             .pool_size
             .set(i64::try_from(pool_size.max(1)).unwrap_or(i64::MAX));
         let repository = PgRepository {
-            commits: Committer::start(pool.clone(), metrics.clone()),
+            commits: Committer::start(pool.clone(), metrics.clone(), recent),
             pool,
             metrics,
-            opened_alone,
         };
         repository.probe_at_start().await?;
         Ok(repository)
@@ -224,6 +210,33 @@ fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> Reposit
     RepositoryError::Unavailable(Box::new(error))
 }
 
+/// A pool of at most `pool_size` connections to `url` (with [`with_timeouts`]'s bounds). Each
+/// connection it opens makes the commit queue forget the rows it remembers (`recent`): past
+/// the first few, a new connection replaces one that failed, and the database it reaches may
+/// be a standby promoted without the last commits, where a remembered version can name another
+/// row (a failover that none of the queue's own batches saw fail).
+fn pool(url: &str, pool_size: usize, recent: Arc<Recent>) -> Result<PgPool, StorageError> {
+    let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    // Skip the test query on every checkout (a round trip per request); a connection the
+    // server closed fails its next query, answers 503, and is taken out of the pool.
+    config.recycling_method = RecyclingMethod::Fast;
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        with_timeouts(url),
+        config,
+    );
+    Pool::builder(manager)
+        .max_size(pool_size.max(1))
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT))
+        .runtime(deadpool::Runtime::Tokio1)
+        .post_create(Hook::sync_fn(move |_, _| {
+            recent.clear();
+            Ok(())
+        }))
+        .build()
+        .map_err(|e| StorageError::Connect(e.to_string()))
+}
+
 /// The outcome of an operation that was given [`QUERY_TIMEOUT`]. A connection that timed out
 /// or failed is taken out of the pool: its state is unknown, and a later request must not
 /// inherit it.
@@ -248,8 +261,8 @@ impl DurableRepository for PgRepository {
         self.write(models::import(items)).await.map(|_| ())
     }
 
-    fn opened_alone(&self) -> bool {
-        self.opened_alone
+    fn sole_server(&self) -> bool {
+        false
     }
 
     fn metrics(&self) -> &StorageMetrics {
@@ -565,7 +578,8 @@ fn with_timeouts(url: &str) -> String {
         ("connect_timeout", "5"),
         ("keepalives_idle", "10"),
         ("keepalives_interval", "5"),
-        ("tcp_user_timeout", "15000"),
+        // Seconds, as tokio-postgres reads it (libpq's milliseconds would be four hours).
+        ("tcp_user_timeout", "15"),
     ] {
         if named(&params, name).is_none() {
             params.push(format!("{name}={value}"));
@@ -593,9 +607,10 @@ fn with_timeouts(url: &str) -> String {
 /// another replica's migration, or a migration that rewrites a large table, takes as long as
 /// it takes (the connection gets its timeout back before it returns to the pool).
 ///
-/// Says too whether this server is alone on the database (see [`alone`]), found under the
-/// lock: a server starting meanwhile waits for it, connected, and so is seen.
-async fn migrate(pool: &PgPool) -> Result<bool, StorageError> {
+/// Under the same lock, when this server is alone on the database (see [`alone`]), fails the
+/// asks a stopped server left under way: a server starting meanwhile waits for the lock,
+/// connected (so it is seen), and cannot have made an ask before the lock is let go.
+async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
     let mut conn = pool
         .get()
         .await
@@ -615,6 +630,9 @@ async fn migrate(pool: &PgPool) -> Result<bool, StorageError> {
         .map(|_| ())
         .map_err(|e| StorageError::Migrate(e.to_string()));
     let mut conn = harness.into_inner();
+    if alone && migrated.is_ok() {
+        interrupt_left_asks(&mut conn).await;
+    }
     let unlocked = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
         .execute(&mut *conn)
         .await;
@@ -625,7 +643,26 @@ async fn migrate(pool: &PgPool) -> Result<bool, StorageError> {
         .execute(&mut *conn)
         .await
         .map_err(|e| StorageError::Migrate(e.to_string()))?;
-    Ok(alone)
+    Ok(())
+}
+
+/// Fails every ask under way (and drops every reservation): run only by a server alone on the
+/// database, before it serves, so each was left by a server that stopped. A failure is logged
+/// and left to the sweep of old asks.
+async fn interrupt_left_asks(conn: &mut AsyncPgConnection) {
+    let now = chrono::Utc::now();
+    let write = Write::interrupt_asks(now, &ConsultationError::interrupted(), now);
+    match conn
+        .transaction(async |conn| ops::apply(conn, &write).await)
+        .await
+    {
+        Ok(written) if written.count() > 0 => tracing::warn!(
+            consultations = written.count(),
+            "asks left by a stopped server marked interrupted"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not look for asks left by a stopped server"),
+    }
 }
 
 /// Sessions connected to this database besides `conn`'s: other servers (a running replica
@@ -735,6 +772,38 @@ mod tests {
             "{own}"
         );
         assert!(own.contains("statement_timeout%3D5000"), "{own}");
+    }
+
+    #[test]
+    fn the_user_timeout_is_given_in_the_seconds_tokio_postgres_reads() {
+        let url = with_timeouts("postgres://u@h/db");
+        let config: tokio_postgres::Config = url.parse().expect("a URL tokio-postgres reads");
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(15))
+        );
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(10));
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(5)));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_new_connection_makes_the_commit_queue_forget_its_rows() {
+        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+            return;
+        };
+        let recent = Arc::new(Recent::default());
+        let pool = pool(&url, 2, recent.clone()).unwrap();
+        let first = pool.get().await.expect("TEST_DATABASE_URL is reachable");
+        recent.wrote(recent::tests::row("f", 2));
+        // The pooled connection is used again: nothing is forgotten.
+        drop(first);
+        drop(pool.get().await.unwrap());
+        assert!(recent.take("f").is_some(), "kept while the pool reuses");
+        recent.wrote(recent::tests::row("f", 3));
+        // One is discarded (as a failed one is) and the next checkout opens another.
+        drop(Object::take(pool.get().await.unwrap()));
+        drop(pool.get().await.unwrap());
+        assert!(recent.take("f").is_none(), "forgotten on a new connection");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -322,16 +322,22 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 .for_update()
                 .load(conn)
                 .await?;
+            // Only the rows locked above, each with its event: an ask published meanwhile (its
+            // commit after this statement's snapshot, before the update's) is left to the next
+            // sweep rather than failed without one.
+            let ids: Vec<String> = asks.iter().map(|ask| ask.id.clone()).collect();
             let events = interrupted_events(asks, (code, message), *at);
-            let n = diesel::update(queries::asks_before(*asked_before, &asking))
-                .set((
-                    consultations::status.eq(failed),
-                    consultations::error_code.eq(code),
-                    consultations::error_message.eq(message),
-                    consultations::updated_at.eq(at),
-                ))
-                .execute(conn)
-                .await?;
+            let n = diesel::update(
+                queries::asks_before(*asked_before, &asking).filter(consultations::id.eq_any(&ids)),
+            )
+            .set((
+                consultations::status.eq(failed),
+                consultations::error_code.eq(code),
+                consultations::error_message.eq(message),
+                consultations::updated_at.eq(at),
+            ))
+            .execute(conn)
+            .await?;
             append_events(conn, &events).await?;
             Ok(Written::Count(u64::try_from(n).unwrap_or(0)))
         }

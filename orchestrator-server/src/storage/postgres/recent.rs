@@ -7,7 +7,9 @@
 //! Every write of a workflow row's columns raises its version, so a row remembered at the
 //! stored version is the stored row — while the database keeps every commit: after a batch
 //! that could not reach it (a failover to a standby that missed the last commits may follow,
-//! where a version can name another row), the memory starts over.
+//! where a version can name another row), the memory starts over, and so it does whenever the
+//! pool opens a connection (past its first few, one replaces a connection that failed, maybe
+//! in a failover that none of the queue's own batches saw).
 //!
 //! A workflow whose remembered row lost its compare-and-set is marked as written elsewhere as
 //! well, and read before each of its advances from then on: behind a load balancer, consecutive
@@ -15,7 +17,9 @@
 //! statement instead of a read. (Rarely, a race between two of this server's own batches
 //! marks a workflow the same way; that costs it the read it had before, nothing more.) At
 //! most [`CAPACITY`] workflows are remembered; when full, the memory starts over, marks
-//! included.
+//! included. A row larger than [`ROW_BYTES`] (a long description, large metadata) is not
+//! remembered at all, its workflow read before its next advance instead, so the memory holds
+//! at most a few MiB whatever clients store.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -24,6 +28,9 @@ use crate::storage::models::WorkflowRow;
 
 /// Most workflows remembered (a few hundred bytes each).
 pub const CAPACITY: usize = 4096;
+
+/// The largest row remembered, counting its text: at most [`CAPACITY`] × 2 KiB in all.
+pub const ROW_BYTES: usize = 2048;
 
 /// What is remembered of one workflow.
 enum Entry {
@@ -55,12 +62,15 @@ impl Recent {
 
     /// Remembers `row`, just committed, unless its workflow is written elsewhere too or a
     /// later version is remembered already (a batch that committed after this one answered
-    /// first).
+    /// first). A row over [`ROW_BYTES`] is not kept, nor any older one of its workflow.
     pub fn wrote(&self, row: WorkflowRow) {
         let mut entries = self.entries();
         match entries.get(&row.feature_id) {
             Some(Entry::Shared) => {}
             Some(Entry::Row(known)) if known.version >= row.version => {}
+            _ if text_bytes(&row) > ROW_BYTES => {
+                entries.remove(&row.feature_id);
+            }
             _ => insert(
                 &mut entries,
                 row.feature_id.clone(),
@@ -95,6 +105,22 @@ impl Recent {
     }
 }
 
+/// The bytes of a row's text, which is most of what remembering it costs.
+fn text_bytes(row: &WorkflowRow) -> usize {
+    [
+        &row.feature_id,
+        &row.description,
+        &row.metadata,
+        &row.state,
+        &row.time_in_state,
+        &row.gate_policy,
+    ]
+    .iter()
+    .map(|text| text.len())
+    .sum::<usize>()
+        + row.gate_stay.as_ref().map_or(0, String::len)
+}
+
 /// Puts `entry` in for `feature_id`, starting over first if a new workflow finds the map full.
 fn insert(entries: &mut HashMap<String, Entry>, feature_id: String, entry: Entry) {
     if entries.len() >= CAPACITY && !entries.contains_key(&feature_id) {
@@ -104,11 +130,11 @@ fn insert(entries: &mut HashMap<String, Entry>, feature_id: String, entry: Entry
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use orchestrator_core::{Description, FeatureId, Metadata, TransitionContext, Workflow};
 
-    fn row(feature_id: &str, version: i64) -> WorkflowRow {
+    pub(in crate::storage::postgres) fn row(feature_id: &str, version: i64) -> WorkflowRow {
         let (workflow, _) = Workflow::start(
             FeatureId::parse(feature_id).unwrap(),
             Description::parse("d").unwrap(),
@@ -172,6 +198,22 @@ mod tests {
         assert!(recent.take("f").is_none());
         recent.wrote(row("g", 3));
         assert_eq!(recent.take("g").map(|r| r.version), Some(3));
+    }
+
+    #[test]
+    fn a_large_row_is_not_remembered_and_drops_an_older_one() {
+        let recent = Recent::default();
+        recent.wrote(row("f", 2));
+        let large = WorkflowRow {
+            metadata: format!("{{\"k\":\"{}\"}}", "x".repeat(ROW_BYTES)),
+            ..row("f", 3)
+        };
+        recent.wrote(large);
+        assert!(recent.take("f").is_none(), "neither the large row nor v2");
+        let small = row("g", 2);
+        assert!(text_bytes(&small) <= ROW_BYTES);
+        recent.wrote(small);
+        assert!(recent.take("g").is_some());
     }
 
     #[test]

@@ -210,7 +210,7 @@ impl DurableRepository for SqliteRepository {
         self.write(models::import(items)).await.map(|_| ())
     }
 
-    fn opened_alone(&self) -> bool {
+    fn sole_server(&self) -> bool {
         true
     }
 
