@@ -11,8 +11,10 @@ use crate::{Client, ClientError, Result};
 /// How long a stream waits for any byte (an event or the server's heartbeat) before it
 /// reconnects: four default heartbeats.
 const IDLE: Duration = Duration::from_secs(60);
-/// Longest pause between reconnection attempts.
+/// Longest pause between reconnection attempts, unless the server asks for a longer one.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// Longest pause a server's `Retry-After` is followed for.
+const MAX_ASKED_PAUSE: Duration = Duration::from_secs(60);
 /// How long a connection must have lasted, if it delivered no event, for its end to be
 /// taken as a normal one (reconnect at once) rather than as a failure (reconnect after a
 /// pause that grows): a server or proxy that closes every stream as soon as it opens is not
@@ -25,9 +27,10 @@ pub(crate) const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// The events of `GET /events/stream`, one at a time, resumed by id across disconnects and
 /// server restarts. Made by [`Client::stream_events`].
 ///
-/// [`EventStream::next`] gives each event once, in id order. A transport failure or a 5xx
-/// comes back as an `Err` item and the next call reconnects (after a pause, sending
-/// `Last-Event-ID`); an error the server means (400, 401, 409 `EVENTS_CURSOR_AHEAD`, 410
+/// [`EventStream::next`] gives each event once, in id order. A transport failure, a 5xx, a 408
+/// or a 429 comes back as an `Err` item and the next call reconnects (after a pause, sending
+/// `Last-Event-ID`; at least as long as the answer's `Retry-After` asked, up to a minute); an
+/// error the server means (400, 401, 409 `EVENTS_CURSOR_AHEAD`, 410
 /// `EVENTS_EXPIRED`) ends the stream after it is returned. An event this version cannot read
 /// (a type a newer server added) comes back once as a [`ClientError::Decode`] item, and the
 /// stream goes on after it.
@@ -47,6 +50,8 @@ pub struct EventStream {
     delivered: bool,
     buffer: Messages,
     failures: u32,
+    /// The pause the last refused connection's `Retry-After` asked for.
+    asked_pause: Option<Duration>,
     ended: bool,
 }
 
@@ -61,6 +66,7 @@ impl EventStream {
             delivered: false,
             buffer: Messages::default(),
             failures: 0,
+            asked_pause: None,
             ended: false,
         }
     }
@@ -133,8 +139,9 @@ impl EventStream {
     /// Connects (after a pause if the last attempts failed), or records the failure.
     async fn reconnect(&mut self) -> Result<()> {
         if self.failures > 0 {
-            let pause = Duration::from_millis(200 * 2_u64.pow(self.failures.min(5)));
-            tokio::time::sleep(pause.min(MAX_PAUSE)).await;
+            let pause = Duration::from_millis(200 * 2_u64.pow(self.failures.min(5))).min(MAX_PAUSE);
+            let asked = self.asked_pause.take().unwrap_or_default();
+            tokio::time::sleep(pause.max(asked)).await;
         }
         match self.connect().await {
             Ok(response) => {
@@ -212,7 +219,7 @@ impl EventStream {
         }
     }
 
-    async fn connect(&self) -> Result<reqwest::Response> {
+    async fn connect(&mut self) -> Result<reqwest::Response> {
         let mut query = self.query.clone();
         query.after = None;
         query.limit = 0;
@@ -236,6 +243,12 @@ impl EventStream {
             .await
             .map_err(|_| ClientError::NoAnswer { waited: IDLE })??;
         if !response.status().is_success() {
+            self.asked_pause = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|seconds| Duration::from_secs(seconds).min(MAX_ASKED_PAUSE));
             return Err(self.client.error_of(response).await);
         }
         // A wrong URL whose server answers every path (a web app's page, a proxy's sign-in)
@@ -384,12 +397,14 @@ fn message_id(message: &str) -> Option<u64> {
         .and_then(|id| id.trim().parse().ok())
 }
 
-/// Whether a failed connection is worth trying again: transport failures and 5xx are; the
-/// server's refusals (400, 401, 403, 410) are not.
+/// Whether a failed connection is worth trying again: transport failures, 5xx, 408 and 429
+/// (a proxy's timeout or rate limit) are; the server's refusals (400, 401, 403, 410) are not.
 fn retryable(error: &ClientError) -> bool {
     match error {
         ClientError::Api { status, .. } | ClientError::UnexpectedBody { status, .. } => {
             status.is_server_error()
+                || *status == reqwest::StatusCode::REQUEST_TIMEOUT
+                || *status == reqwest::StatusCode::TOO_MANY_REQUESTS
         }
         ClientError::Transport(_) | ClientError::NoAnswer { .. } => true,
         _ => false,
@@ -436,6 +451,36 @@ mod tests {
         // At once, then after 0.4 s and 1.2 s (the pauses double): not a connection a moment.
         let made = connections.load(Ordering::SeqCst);
         assert!((2..=4).contains(&made), "{made} connections in 1.5 s");
+        assert_eq!(stream.last_event_id(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_proxy_s_rate_limit_is_waited_out_as_long_as_it_asks_and_the_stream_goes_on() {
+        let (address, connections) = crate::tests::scripted(vec![
+            (
+                429,
+                "text/html\r\nretry-after: 2",
+                "<html>slow down</html>".to_owned(),
+            ),
+            (200, "text/event-stream", "id: 5\n\n".to_owned()),
+        ]);
+        let client = crate::Client::new(address).unwrap();
+        let mut stream = client.stream_events(Default::default());
+        let limited = stream.next().await.unwrap();
+        assert!(
+            matches!(&limited, Err(crate::ClientError::UnexpectedBody { status, .. }) if status.as_u16() == 429),
+            "{limited:?}"
+        );
+        // Not before the 2 s asked for (the stream's own first pause is 0.4 s).
+        let next = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await;
+        assert!(next.is_err(), "nothing comes");
+        assert_eq!(connections.load(Ordering::SeqCst), 1, "not asked again yet");
+        let next = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await;
+        assert!(next.is_err(), "no event ever comes");
+        assert!(
+            connections.load(Ordering::SeqCst) >= 2,
+            "asked again: the stream goes on"
+        );
         assert_eq!(stream.last_event_id(), Some(5));
     }
 

@@ -173,10 +173,9 @@ impl FeedBatch {
 
 /// The message that opens every stream: only `id:`, the id the stream starts after. It carries
 /// no data, so it is no event (an `EventSource` only takes it as its last event id). A
-/// heartbeat sends one too when the stream has read live events its filter left out, so a
-/// filtered stream resumes from where it read, not from its last matching event (which
-/// retention may have passed: a 410). The catch-up from the log reads only matching events,
-/// so its position is the last of them until the first live batch.
+/// heartbeat sends one too when the stream has read past events its filter left out (live, or
+/// in its catch-up from the log, see [`forward`]), so a filtered stream resumes from where it
+/// read, not from its last matching event (which retention may have passed: a 410).
 fn position_message(position: u64) -> Bytes {
     Bytes::from(format!("id: {position}\n\n"))
 }
@@ -440,6 +439,10 @@ pub async fn stream_events(
         Some(after) => after,
         None => app.orchestrator().last_event_id().await?,
     };
+    let floor = match query.after {
+        Some(_) if filtered(&query.filter) => app.orchestrator().last_event_id().await?,
+        _ => start,
+    };
     // The first page is read now, so a resume point retention passed is a 410, not a stream.
     let first = app
         .orchestrator()
@@ -450,7 +453,7 @@ pub async fn stream_events(
         app.clone(),
         query.filter,
         start,
-        first,
+        (first, floor),
         live,
         queue,
         (holder, revocations),
@@ -474,15 +477,27 @@ pub async fn stream_events(
     Ok(response)
 }
 
+/// Whether `filter` leaves any event out: then a page of the log ends at its last matching
+/// event, which may be long before the log's newest.
+fn filtered(filter: &EventFilter) -> bool {
+    filter.feature_id.is_some() || !filter.types.is_empty()
+}
+
 /// Sends one stream's messages until its consumer leaves, falls behind, or the server stops
 /// — or until its holder (a board session, a principal) may no longer read: checked at each
 /// heartbeat, and at once when a session ends or the principals file is re-read on this
 /// server.
+///
+/// `first` is the first page of the catch-up from the log, and `floor` the log's newest id
+/// read before it: a filtered page that comes back short has read every matching event up to
+/// there (committed before the read began), so the stream's position is at least `floor`, and
+/// a heartbeat tells a filtered consumer so even if nothing else ever happens: resuming from
+/// its last matching event, long ago, could be refused once retention passed it (410).
 async fn forward(
     app: App,
     filter: EventFilter,
     start: u64,
-    first: orchestrator_core::EventPage,
+    (first, mut floor): (orchestrator_core::EventPage, u64),
     mut live: broadcast::Receiver<Arc<FeedBatch>>,
     queue: mpsc::Sender<Bytes>,
     (holder, mut revocations): (Option<Holder>, watch::Receiver<u64>),
@@ -510,7 +525,17 @@ async fn forward(
             }
         }
         if !full {
+            sent = sent.max(floor);
             break;
+        }
+        if filtered(&filter) {
+            floor = match orchestrator.last_event_id().await {
+                Ok(newest) => newest,
+                Err(e) => {
+                    tracing::debug!(error = %e, "a stream could not catch up; it ends");
+                    return;
+                }
+            };
         }
         page = match orchestrator.events(Some(sent), &filter, READ_BATCH).await {
             Ok(page) => page,

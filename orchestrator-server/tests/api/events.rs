@@ -288,6 +288,37 @@ async fn a_filtered_stream_moves_its_resume_id_past_events_it_leaves_out() {
     assert!(!text.contains("id: 2\nevent:"), "{text}");
 }
 
+/// The same for events its catch-up from the log leaves out: a filtered stream resumed long
+/// after its feature's last event, on a log that is quiet from then on, learns the log's
+/// newest id at its first heartbeat, not only its feature's last one.
+#[tokio::test]
+async fn a_filtered_stream_moves_its_resume_id_past_the_log_it_caught_up_from() {
+    let app = spawn_app_with(|c| c.events_heartbeat_seconds = 1).await;
+    app.start_workflow("watched").await;
+    for n in 0..3 {
+        app.start_workflow(&format!("other-{n}")).await;
+    }
+    // The server's feed reads the log every 100 ms: past this, it has broadcast those events,
+    // and the stream opened next finds them only in the log.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut response = reqwest::Client::new()
+        .get(app.url("/events/stream?feature_id=watched"))
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut text = String::new();
+    read_until(&mut response, &mut text, |t| t.contains(": heartbeat")).await;
+    read_until(&mut response, &mut text, |t| t.contains("\n\nid: 4\n\n")).await;
+    assert!(text.starts_with("id: 0\n\nid: 1\nevent: "), "{text}");
+    assert!(!text.contains("other-"), "{text}");
+    assert!(
+        !text.contains("\n\nid: 1\n\n"),
+        "never told 1 alone: {text}"
+    );
+}
+
 /// Reads the stream into `text` until `done` holds for it (within 10 s).
 async fn read_until(
     response: &mut reqwest::Response,
