@@ -506,7 +506,7 @@ async fn forward(
     let orchestrator = app.orchestrator().clone();
     // First, where the stream starts: a consumer that asked for "from now on" learns the id
     // to resume after if it is disconnected before its first event.
-    if queue.send(position_message(start)).await.is_err() {
+    if !deliver(&queue, &mut stop, position_message(start)).await {
         return;
     }
     // The last position the consumer was told in an `id:`-only message.
@@ -520,7 +520,7 @@ async fn forward(
         }
         let full = page.full;
         for batch in page.events.chunks(CATCH_UP_CHUNK) {
-            if queue.send(FeedBatch::new(batch).messages).await.is_err() {
+            if !deliver(&queue, &mut stop, FeedBatch::new(batch).messages).await {
                 return;
             }
         }
@@ -601,15 +601,11 @@ async fn forward(
             if !still_held(&app, holder.as_ref()).await {
                 return;
             }
-            if queue
-                .send(Bytes::from_static(b": heartbeat\n\n"))
-                .await
-                .is_err()
-            {
+            if !deliver(&queue, &mut stop, Bytes::from_static(b": heartbeat\n\n")).await {
                 return;
             }
             if sent != told {
-                if queue.send(position_message(sent)).await.is_err() {
+                if !deliver(&queue, &mut stop, position_message(sent)).await {
                     return;
                 }
                 told = sent;
@@ -623,10 +619,25 @@ async fn forward(
         let (chunks, last) = batch.chunks(sent, &filter);
         sent = last;
         for chunk in chunks {
-            if queue.send(chunk).await.is_err() {
+            if !deliver(&queue, &mut stop, chunk).await {
                 return;
             }
         }
+    }
+}
+
+/// Puts `message` in the stream's queue, waiting for room as long as the consumer reads and
+/// the server is not stopping: false when the stream is to end (its consumer gone, or the
+/// server stopping — a consumer that stopped reading, or one catching up on a long log, would
+/// otherwise hold the stop until its drain gave up).
+async fn deliver(
+    queue: &mpsc::Sender<Bytes>,
+    stop: &mut watch::Receiver<bool>,
+    message: Bytes,
+) -> bool {
+    tokio::select! {
+        sent = queue.send(message) => sent.is_ok(),
+        _ = stop.wait_for(|stop| *stop) => false,
     }
 }
 
@@ -737,6 +748,27 @@ impl Default for EventPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_message_waiting_for_room_gives_up_when_the_server_stops() {
+        let (queue, mut unread) = mpsc::channel(1);
+        let (closing, mut stop) = watch::channel(false);
+        assert!(deliver(&queue, &mut stop, Bytes::from_static(b"one")).await);
+        // The consumer reads nothing more: the next message waits for room until the stop.
+        let waiting =
+            tokio::spawn(
+                async move { deliver(&queue, &mut stop, Bytes::from_static(b"two")).await },
+            );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "it waits for room");
+        closing.send_replace(true);
+        let delivered = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the stop ends the wait")
+            .unwrap();
+        assert!(!delivered, "the stream is to end");
+        assert_eq!(unread.recv().await.as_deref(), Some(&b"one"[..]));
+    }
 
     fn event(id: u64, subject: &str, event_type: EventType) -> Event {
         Event {
