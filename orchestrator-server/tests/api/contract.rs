@@ -2286,6 +2286,74 @@ async fn a_postgres_replica_waits_for_another_replicas_migration_as_long_as_it_t
     repo.create(&workflow, &first).await.unwrap();
 }
 
+/// A migration that waits for a table another session holds (an open write transaction; a
+/// backup, for a migration that drops an index) gives up each wait after 2 s and tries again:
+/// the running replicas' statements on that table, queued behind it, are held up for moments,
+/// not for as long as that transaction lasts. The replica starts once the table is free.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_migration_waiting_for_a_table_lets_others_through_and_then_runs() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use orchestrator_server::storage::{DatabaseUrl, connect};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    // A database migrated but for its last migration (two indexes).
+    let migrated = connect(&DatabaseUrl::Postgres(db.url.clone()), 1)
+        .await
+        .unwrap();
+    migrated.close().await;
+    drop(migrated);
+    let mut other = AsyncPgConnection::establish(&db.url).await.unwrap();
+    for statement in [
+        "DROP INDEX consultations_reserved",
+        "DROP INDEX gate_overdue_notes_bytewise",
+        "DELETE FROM __diesel_schema_migrations WHERE version = '20261205000019'",
+    ] {
+        diesel::sql_query(statement)
+            .execute(&mut other)
+            .await
+            .unwrap();
+    }
+    // A transaction that writes to `consultations` and stays open: the index waits for it.
+    let mut writer = crate::postgres::in_open_transaction(
+        &db.url,
+        "LOCK TABLE consultations IN ROW EXCLUSIVE MODE",
+    )
+    .await;
+    let url = db.url.clone();
+    let starting = tokio::spawn(async move { connect(&DatabaseUrl::Postgres(url), 2).await });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(!starting.is_finished(), "the migration waits for the table");
+    // Another writer of the table, queued behind the waiting migration, gets through.
+    let write = async {
+        for statement in [
+            "BEGIN",
+            "LOCK TABLE consultations IN ROW EXCLUSIVE MODE",
+            "COMMIT",
+        ] {
+            diesel::sql_query(statement)
+                .execute(&mut other)
+                .await
+                .unwrap();
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), write)
+        .await
+        .expect("a write is held up for moments, not until the open transaction ends");
+    assert!(!starting.is_finished(), "the migration still waits");
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    let repo = tokio::time::timeout(std::time::Duration::from_secs(10), starting)
+        .await
+        .expect("it starts once the table is free")
+        .unwrap()
+        .expect("migrated");
+    let (workflow, first) = new_workflow("after-migration");
+    repo.create(&workflow, &first).await.unwrap();
+}
+
 /// PostgreSQL group commit: an advance whose workflow row another transaction holds past the
 /// statement timeout (5 s) fails alone; the advances that shared its batch are run again each
 /// on its own and land.

@@ -61,6 +61,14 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// log's among them, so every replica's writes — until the server's TCP keepalive noticed,
 /// hours later.
 const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest a migration waits for a table's lock (`lock_timeout`) before it is rolled back and
+/// tried again: while it waits, every other session's statements on that table queue behind
+/// it, so a migration held up by a long transaction or a backup stalls the running replicas
+/// for this long at a time, not for as long as the transaction lasts.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How many times the migrations are tried when a lock wait ran out, a second apart (about
+/// three minutes in all) before start-up fails.
+const MIGRATION_TRIES: u32 = 60;
 /// How many writes a replica tries at start-up before it says the database is not writable.
 const START_PROBES: u32 = 3;
 /// Longest an operation may take seen from here, network included: a stalled connection is
@@ -623,12 +631,36 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
         .execute(&mut *conn)
         .await
         .map_err(|e| StorageError::Migrate(e.to_string()))?;
+    // Once this server holds the migrations' lock (waiting for another's, however long, is
+    // right), its own waits for tables are bounded.
+    diesel::sql_query(format!(
+        "SET lock_timeout = {}",
+        MIGRATION_LOCK_WAIT.as_millis()
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| StorageError::Migrate(e.to_string()))?;
     let alone = alone(&mut conn).await;
     let mut harness = AsyncMigrationHarness::new(conn);
-    let migrated = harness
-        .run_pending_migrations(MIGRATIONS)
-        .map(|_| ())
-        .map_err(|e| StorageError::Migrate(e.to_string()));
+    let mut tries = 1;
+    let migrated = loop {
+        match harness.run_pending_migrations(MIGRATIONS) {
+            Ok(_) => break Ok(()),
+            // Each migration runs in a transaction of its own: the one that waited too long
+            // was rolled back, and the next try starts with it.
+            Err(e) if tries < MIGRATION_TRIES && e.to_string().contains("lock timeout") => {
+                tracing::warn!(
+                    error = %e,
+                    tries,
+                    "a migration waited for a table another session holds (a long transaction, \
+                     a backup); trying again in a second"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                tries += 1;
+            }
+            Err(e) => break Err(StorageError::Migrate(e.to_string())),
+        }
+    };
     let mut conn = harness.into_inner();
     if alone && migrated.is_ok() {
         interrupt_left_asks(&mut conn).await;
@@ -638,7 +670,12 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
         .await;
     migrated?;
     unlocked.map_err(|e| StorageError::Migrate(e.to_string()))?;
-    // Back to the session's default: the URL's `statement_timeout`.
+    // Back to the session's defaults: the URL's `statement_timeout`, the server's
+    // `lock_timeout`.
+    diesel::sql_query("RESET lock_timeout")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| StorageError::Migrate(e.to_string()))?;
     diesel::sql_query("RESET statement_timeout")
         .execute(&mut *conn)
         .await
