@@ -50,8 +50,12 @@ pub struct EventStream {
     delivered: bool,
     buffer: Messages,
     failures: u32,
-    /// The pause the last refused connection's `Retry-After` asked for.
-    asked_pause: Option<Duration>,
+    /// Until when the last refused connection's `Retry-After` asked to wait.
+    asked_until: Option<tokio::time::Instant>,
+    /// When the next connection is to be made, once its pause began: a call to
+    /// [`EventStream::next`] given up during the pause (a caller's timeout) leaves it as it
+    /// was, and the next call waits out the rest.
+    resume_at: Option<tokio::time::Instant>,
     ended: bool,
 }
 
@@ -66,7 +70,8 @@ impl EventStream {
             delivered: false,
             buffer: Messages::default(),
             failures: 0,
-            asked_pause: None,
+            asked_until: None,
+            resume_at: None,
             ended: false,
         }
     }
@@ -140,9 +145,13 @@ impl EventStream {
     async fn reconnect(&mut self) -> Result<()> {
         if self.failures > 0 {
             let pause = Duration::from_millis(200 * 2_u64.pow(self.failures.min(5))).min(MAX_PAUSE);
-            let asked = self.asked_pause.take().unwrap_or_default();
-            tokio::time::sleep(pause.max(asked)).await;
+            let now = tokio::time::Instant::now();
+            let asked = self.asked_until.unwrap_or(now);
+            let resume_at = *self.resume_at.get_or_insert((now + pause).max(asked));
+            tokio::time::sleep_until(resume_at).await;
         }
+        self.resume_at = None;
+        self.asked_until = None;
         match self.connect().await {
             Ok(response) => {
                 self.response = Some(response);
@@ -243,12 +252,14 @@ impl EventStream {
             .await
             .map_err(|_| ClientError::NoAnswer { waited: IDLE })??;
         if !response.status().is_success() {
-            self.asked_pause = response
+            self.asked_until = response
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|seconds| Duration::from_secs(seconds).min(MAX_ASKED_PAUSE));
+                .map(|seconds| {
+                    tokio::time::Instant::now() + Duration::from_secs(seconds).min(MAX_ASKED_PAUSE)
+                });
             return Err(self.client.error_of(response).await);
         }
         // A wrong URL whose server answers every path (a web app's page, a proxy's sign-in)
@@ -459,7 +470,7 @@ mod tests {
         let (address, connections) = crate::tests::scripted(vec![
             (
                 429,
-                "text/html\r\nretry-after: 2",
+                "text/html\r\nretry-after: 4",
                 "<html>slow down</html>".to_owned(),
             ),
             (200, "text/event-stream", "id: 5\n\n".to_owned()),
@@ -471,11 +482,14 @@ mod tests {
             matches!(&limited, Err(crate::ClientError::UnexpectedBody { status, .. }) if status.as_u16() == 429),
             "{limited:?}"
         );
-        // Not before the 2 s asked for (the stream's own first pause is 0.4 s).
-        let next = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await;
-        assert!(next.is_err(), "nothing comes");
-        assert_eq!(connections.load(Ordering::SeqCst), 1, "not asked again yet");
-        let next = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await;
+        // Not before the 4 s asked for (the stream's own first pause is 0.4 s), also when the
+        // caller gives up waiting in between and calls again.
+        for _ in 0..2 {
+            let next = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await;
+            assert!(next.is_err(), "nothing comes");
+            assert_eq!(connections.load(Ordering::SeqCst), 1, "not asked again yet");
+        }
+        let next = tokio::time::timeout(Duration::from_millis(2500), stream.next()).await;
         assert!(next.is_err(), "no event ever comes");
         assert!(
             connections.load(Ordering::SeqCst) >= 2,

@@ -329,9 +329,10 @@ impl fmt::Display for RetrySchedule {
 /// loopback, private, link-local, unique-local, site-local, unspecified, broadcast,
 /// documentation, shared (carrier-grade NAT), benchmarking, reserved, the IETF's protocol
 /// assignments (192.0.0.0/24, and IPv6's `2001::/23`, Teredo's `2001::/32` among them),
-/// discard-only (`100::/64`) or multicast. An IPv6 address that carries an IPv4 one (mapped,
-/// translated `::ffff:0:0/96`, IPv4-compatible, NAT64's `64:ff9b::/96` and `64:ff9b:1::/48`,
-/// 6to4's `2002::/16`) is judged by the IPv4 address it reaches.
+/// discard-only (`100::/64`), local-use NAT64 (`64:ff9b:1::/48`) or multicast. An IPv6
+/// address that carries an IPv4 one (mapped, translated `::ffff:0:0/96`, IPv4-compatible,
+/// NAT64's well-known `64:ff9b::/96`, 6to4's `2002::/16`) is judged by the IPv4 address it
+/// reaches.
 pub fn is_public_address(address: IpAddr) -> bool {
     match address {
         IpAddr::V4(v4) => {

@@ -300,7 +300,7 @@ async fn a_filtered_stream_moves_its_resume_id_past_the_log_it_caught_up_from() 
     }
     // The server's feed reads the log every 100 ms: past this, it has broadcast those events,
     // and the stream opened next finds them only in the log.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut response = reqwest::Client::new()
         .get(app.url("/events/stream?feature_id=watched"))
         .header("last-event-id", "0")

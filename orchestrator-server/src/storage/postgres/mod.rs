@@ -219,10 +219,10 @@ fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> Reposit
 }
 
 /// A pool of at most `pool_size` connections to `url` (with [`with_timeouts`]'s bounds). Each
-/// connection it opens makes the commit queue forget the rows it remembers (`recent`): past
-/// the first few, a new connection replaces one that failed, and the database it reaches may
-/// be a standby promoted without the last commits, where a remembered version can name another
-/// row (a failover that none of the queue's own batches saw fail).
+/// connection it opens asks when its server started: another time than before means another
+/// server (a standby promoted in a failover, maybe without the last commits, where a version
+/// the commit queue remembers can name another row; or a restart), and the queue forgets the
+/// rows it remembers (`recent`), also after a failover none of its own batches saw fail.
 fn pool(url: &str, pool_size: usize, recent: Arc<Recent>) -> Result<PgPool, StorageError> {
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
     // Skip the test query on every checkout (a round trip per request); a connection the
@@ -237,12 +237,32 @@ fn pool(url: &str, pool_size: usize, recent: Arc<Recent>) -> Result<PgPool, Stor
         .wait_timeout(Some(POOL_WAIT))
         .create_timeout(Some(POOL_WAIT))
         .runtime(deadpool::Runtime::Tokio1)
-        .post_create(Hook::sync_fn(move |_, _| {
-            recent.clear();
-            Ok(())
+        .post_create(Hook::async_fn(move |conn, _| {
+            let recent = recent.clone();
+            Box::pin(async move {
+                match server_started(conn).await {
+                    Ok(started) => recent.connected_to(started),
+                    // Which server this is cannot be told: as if another.
+                    Err(_) => recent.clear(),
+                }
+                Ok(())
+            })
         }))
         .build()
         .map_err(|e| StorageError::Connect(e.to_string()))
+}
+
+/// When the server `conn` reaches started, as it says.
+async fn server_started(conn: &mut AsyncPgConnection) -> QueryResult<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Started {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        started: String,
+    }
+    let started: Started = diesel::sql_query("SELECT pg_postmaster_start_time()::text AS started")
+        .get_result(conn)
+        .await?;
+    Ok(started.started)
 }
 
 /// The outcome of an operation that was given [`QUERY_TIMEOUT`]. A connection that timed out
@@ -689,10 +709,17 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
 async fn interrupt_left_asks(conn: &mut AsyncPgConnection) {
     let now = chrono::Utc::now();
     let write = Write::interrupt_asks(now, &ConsultationError::interrupted(), now);
-    match conn
-        .transaction(async |conn| ops::apply(conn, &write).await)
-        .await
-    {
+    // With the time bounds every other write has, not the migrations'.
+    let bounded = async |conn: &mut AsyncPgConnection| {
+        for reset in [
+            "SET LOCAL lock_timeout TO DEFAULT",
+            "SET LOCAL statement_timeout TO DEFAULT",
+        ] {
+            diesel::sql_query(reset).execute(conn).await?;
+        }
+        ops::apply(conn, &write).await
+    };
+    match conn.transaction(bounded).await {
         Ok(written) if written.count() > 0 => tracing::warn!(
             consultations = written.count(),
             "asks left by a stopped server marked interrupted"
@@ -824,23 +851,23 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
-    async fn a_new_connection_makes_the_commit_queue_forget_its_rows() {
+    async fn a_new_connection_to_the_same_server_keeps_the_commit_queue_s_rows() {
         let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
             return;
         };
         let recent = Arc::new(Recent::default());
         let pool = pool(&url, 2, recent.clone()).unwrap();
-        let first = pool.get().await.expect("TEST_DATABASE_URL is reachable");
+        drop(pool.get().await.expect("TEST_DATABASE_URL is reachable"));
         recent.wrote(recent::tests::row("f", 2));
-        // The pooled connection is used again: nothing is forgotten.
-        drop(first);
-        drop(pool.get().await.unwrap());
-        assert!(recent.take("f").is_some(), "kept while the pool reuses");
-        recent.wrote(recent::tests::row("f", 3));
-        // One is discarded (as a failed one is) and the next checkout opens another.
+        // One is discarded (as a failed one is) and the next checkout opens another, to the
+        // same server: nothing is forgotten.
         drop(Object::take(pool.get().await.unwrap()));
         drop(pool.get().await.unwrap());
-        assert!(recent.take("f").is_none(), "forgotten on a new connection");
+        assert!(recent.take("f").is_some(), "kept: the same server");
+        // Another server (its start time told apart here as a failover's would be).
+        recent.wrote(recent::tests::row("f", 3));
+        recent.connected_to("another server's start".into());
+        assert!(recent.take("f").is_none(), "forgotten");
     }
 
     #[tokio::test(flavor = "multi_thread")]

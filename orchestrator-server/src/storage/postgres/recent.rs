@@ -8,8 +8,8 @@
 //! stored version is the stored row — while the database keeps every commit: after a batch
 //! that could not reach it (a failover to a standby that missed the last commits may follow,
 //! where a version can name another row), the memory starts over, and so it does whenever the
-//! pool opens a connection (past its first few, one replaces a connection that failed, maybe
-//! in a failover that none of the queue's own batches saw).
+//! pool opens a connection to a server that started at another time than the last one's (a
+//! failover that none of the queue's own batches saw).
 //!
 //! A workflow whose remembered row lost its compare-and-set is marked as written elsewhere as
 //! well, and read before each of its advances from then on: behind a load balancer, consecutive
@@ -44,6 +44,8 @@ enum Entry {
 #[derive(Default)]
 pub struct Recent {
     entries: Mutex<HashMap<String, Entry>>,
+    /// When the server the pool's connections reach started, as the last one opened said.
+    server_started: Mutex<Option<String>>,
 }
 
 impl Recent {
@@ -96,6 +98,20 @@ impl Recent {
     /// Forgets every row and mark: the database may no longer be the one they were read from.
     pub fn clear(&self) {
         self.entries().clear();
+    }
+
+    /// A new connection reached a server that started at `started`: if another server's
+    /// connection came before it (another start time), the rows remembered came from that
+    /// one, and are forgotten.
+    pub fn connected_to(&self, started: String) {
+        let mut known = self
+            .server_started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if known.as_ref().is_some_and(|known| *known != started) {
+            self.clear();
+        }
+        *known = Some(started);
     }
 
     fn entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
@@ -198,6 +214,21 @@ pub(super) mod tests {
         assert!(recent.take("f").is_none());
         recent.wrote(row("g", 3));
         assert_eq!(recent.take("g").map(|r| r.version), Some(3));
+    }
+
+    #[test]
+    fn rows_are_forgotten_when_a_connection_reaches_another_server() {
+        let recent = Recent::default();
+        recent.connected_to("t0".into());
+        recent.wrote(row("f", 2));
+        recent.connected_to("t0".into());
+        assert!(recent.take("f").is_some(), "the same server");
+        recent.wrote(row("f", 3));
+        recent.stale("g");
+        recent.connected_to("t1".into());
+        assert!(recent.take("f").is_none(), "another server");
+        recent.wrote(row("g", 4));
+        assert!(recent.take("g").is_some(), "marks forgotten too");
     }
 
     #[test]
