@@ -142,23 +142,39 @@ impl HttpAgentHub {
 
 /// An answer as the hub sent it, checked: a `pending_human` one names its escalation, by an
 /// id that can be looked up (nothing is stored of an answer whose escalation never could be),
-/// and the confidence is a percentage. Its text is scrubbed of control characters.
+/// and the confidence is a percentage. Only a `needs_reroute` one (no expert answered: ask
+/// again) may leave out its answer and confidence (then empty and 0). Its text is scrubbed of
+/// control characters.
 fn answer_of(answer: wire::Answer) -> Result<HubAnswer, HubError> {
+    use orchestrator_core::hub::AnswerStatus;
+    let reroute = answer.status == AnswerStatus::NeedsReroute;
+    let (text, percent) = match (answer.answer, answer.confidence) {
+        (Some(text), Some(percent)) => (text, percent),
+        (text, percent) if reroute => (text.unwrap_or_default(), percent.unwrap_or_default()),
+        (None, _) => {
+            return Err(HubError::Failed(
+                "an answer without its answer text".to_owned(),
+            ));
+        }
+        (_, None) => {
+            return Err(HubError::Failed(
+                "an answer without its confidence".to_owned(),
+            ));
+        }
+    };
     if let Some(id) = &answer.escalation_id {
         hub_path("/escalations/", id)?;
     }
     let escalation_id = answer.escalation_id.map(EscalationId);
-    if answer.status == orchestrator_core::hub::AnswerStatus::PendingHuman
-        && escalation_id.is_none()
-    {
+    if answer.status == AnswerStatus::PendingHuman && escalation_id.is_none() {
         return Err(HubError::Failed(
             "pending_human answer without an escalation_id".to_owned(),
         ));
     }
     Ok(HubAnswer {
-        answer: scrub_text(answer.answer),
+        answer: scrub_text(text),
         rationale: answer.rationale.map(scrub_text),
-        confidence: confidence(answer.confidence)?,
+        confidence: confidence(percent)?,
         uncertainty_reasons: answer
             .uncertainty_reasons
             .unwrap_or_default()
@@ -492,6 +508,34 @@ mod tests {
             Err(HubError::Failed(message)) => assert!(message.contains("302"), "{message}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn only_a_reroute_may_come_without_its_answer_and_confidence() {
+        let read = |json: &str| answer_of(serde_json::from_str(json).unwrap());
+        let rerouted = read(r#"{"answer": null, "confidence": null, "status": "needs_reroute"}"#)
+            .expect("a reroute names no answer");
+        assert_eq!(
+            rerouted.status,
+            orchestrator_core::hub::AnswerStatus::NeedsReroute
+        );
+        assert_eq!((rerouted.answer.as_str(), rerouted.confidence), ("", 0));
+        for missing in [
+            r#"{"answer": null, "confidence": 92, "status": "resolved"}"#,
+            r#"{"answer": "Use a queue", "status": "resolved"}"#,
+            r#"{"confidence": 40, "status": "pending_human", "escalation_id": "6f782cbc-1"}"#,
+        ] {
+            assert!(
+                matches!(read(missing), Err(HubError::Failed(_))),
+                "{missing}"
+            );
+        }
+        let resolved =
+            read(r#"{"answer": "Use a queue", "confidence": 92, "status": "resolved"}"#).unwrap();
+        assert_eq!(
+            (resolved.answer.as_str(), resolved.confidence),
+            ("Use a queue", 92)
+        );
     }
 
     #[test]

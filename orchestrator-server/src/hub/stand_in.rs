@@ -443,9 +443,9 @@ impl StandInHub {
         json(
             StatusCode::OK,
             &wire::Answer {
-                answer,
+                answer: Some(answer),
                 rationale: garbled.then(|| format!("because{noise}")),
-                confidence: f64::from(confidence),
+                confidence: Some(f64::from(confidence)),
                 uncertainty_reasons: (escalated || garbled)
                     .then(|| vec![format!("scripted low confidence{noise}")]),
                 status: if escalated {

@@ -55,13 +55,16 @@ pub struct Ask {
 /// `POST /ask/{topic}` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Answer {
-    /// The (tentative) answer.
-    pub answer: String,
+    /// The (tentative) answer: absent or null only in a `needs_reroute` answer (no expert
+    /// answered), refused in any other (see `client::answer_of`).
+    #[serde(default)]
+    pub answer: Option<String>,
     /// Reasoning, if any.
     #[serde(default)]
     pub rationale: Option<String>,
-    /// 0–100; an integer by contract, read leniently.
-    pub confidence: f64,
+    /// 0–100; an integer by contract, read leniently. Absent or null as `answer` may be.
+    #[serde(default)]
+    pub confidence: Option<f64>,
     /// Why unsure.
     #[serde(default)]
     pub uncertainty_reasons: Option<Vec<String>>,
@@ -324,7 +327,7 @@ mod tests {
                 "session_id": "37b84e94-1", "escalation_id": null}"#,
         )
         .unwrap();
-        assert_eq!(resolved.confidence, 92.0);
+        assert_eq!(resolved.confidence, Some(92.0));
         assert_eq!(resolved.status, AnswerStatus::Resolved);
         assert_eq!(resolved.escalation_id, None);
         let escalated: Answer = serde_json::from_str(
@@ -343,6 +346,14 @@ mod tests {
             serde_json::from_str(r#"{"answer": "", "confidence": 0, "status": "needs_reroute"}"#)
                 .unwrap();
         assert_eq!(rerouted.status, AnswerStatus::NeedsReroute);
+        // Its published spec says nothing of the answer of a reroute: none is read as none.
+        let rerouted: Answer = serde_json::from_str(
+            r#"{"answer": null, "rationale": null, "confidence": null,
+                "uncertainty_reasons": ["no expert for this"], "status": "needs_reroute",
+                "session_id": "7429b477-1", "escalation_id": null}"#,
+        )
+        .unwrap();
+        assert_eq!((rerouted.answer, rerouted.confidence), (None, None));
 
         let pending: Escalation = serde_json::from_str(
             r#"{"id": "6f782cbc-1", "status": "pending", "question": "Which queue?",
