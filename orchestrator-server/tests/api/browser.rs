@@ -711,6 +711,23 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     }
 }
 
+/// Marks the page, so that [`live_without_a_reload`] can tell whether it was loaded again.
+async fn mark_unreloaded(page: &Browser) {
+    page.execute("window.notReloaded = true;", vec![])
+        .await
+        .unwrap();
+}
+
+/// Waits until the page is live again, and checks it got there without reloading itself.
+async fn live_without_a_reload(page: &Browser) {
+    wait_text(page, "#live", |t| t == "Live").await;
+    let reloaded = page
+        .execute("return window.notReloaded !== true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(reloaded, json!(false), "the page followed without a reload");
+}
+
 /// A PostgreSQL database restored from an older copy under the running server: the board's
 /// stream is past the log's new end, so it ends and its resume is refused (409
 /// `EVENTS_CURSOR_AHEAD`); the page follows from the newest id by itself and is live again,
@@ -748,9 +765,7 @@ async fn the_board_follows_a_log_that_went_back() {
     page.goto(&app.url("/board")).await.unwrap();
     wait_text(&page, "#live", |t| t == "Live").await;
     wait_text(&page, "main", |t| t.contains("lost-2")).await;
-    page.execute("window.notReloaded = true;", vec![])
-        .await
-        .unwrap();
+    mark_unreloaded(&page).await;
 
     // The copy: the log as it was after "kept" reached the gate (events 1 and 2).
     crate::postgres::restore_older_copy(&db.url, 2, "kept").await;
@@ -760,12 +775,7 @@ async fn the_board_follows_a_log_that_went_back() {
         t.contains("after-restore") && !t.contains("lost-2")
     })
     .await;
-    wait_text(&page, "#live", |t| t == "Live").await;
-    let reloaded = page
-        .execute("return window.notReloaded !== true;", vec![])
-        .await
-        .unwrap();
-    assert_eq!(reloaded, json!(false), "the page followed without a reload");
+    live_without_a_reload(&page).await;
     // Live from the newest id: the next change shows.
     to_gate("next-round").await;
     wait_text(&page, "main", |t| t.contains("next-round")).await;
@@ -803,9 +813,7 @@ async fn the_board_follows_on_past_events_retention_deleted() {
     page.goto(&app.url("/board/feature/quiet")).await.unwrap();
     wait_text(&page, "#state", |t| t == "PHASE_1").await;
     wait_text(&page, "#live", |t| t == "Live").await;
-    page.execute("window.notReloaded = true;", vec![])
-        .await
-        .unwrap();
+    mark_unreloaded(&page).await;
     // Other features' events, which the page's stream leaves out.
     for id in ["busy-1", "busy-2"] {
         app.client
@@ -827,12 +835,7 @@ async fn the_board_follows_on_past_events_retention_deleted() {
     store.close().await;
     let app = app.restart().await;
 
-    wait_text(&page, "#live", |t| t == "Live").await;
-    let reloaded = page
-        .execute("return window.notReloaded !== true;", vec![])
-        .await
-        .unwrap();
-    assert_eq!(reloaded, json!(false), "the page followed without a reload");
+    live_without_a_reload(&page).await;
     // Live from the newest id: the feature's next change shows.
     app.client
         .advance_workflow(&quiet, &AdvanceRequest::new("agent_complete"))

@@ -269,13 +269,7 @@ async fn a_quiet_stream_hears_heartbeats_and_the_wire_format_is_sse() {
 async fn a_filtered_stream_moves_its_resume_id_past_events_it_leaves_out() {
     let app = spawn_app_with(|c| c.events_heartbeat_seconds = 1).await;
     app.start_workflow("watched").await;
-    let mut response = reqwest::Client::new()
-        .get(app.url("/events/stream?feature_id=watched"))
-        .header("last-event-id", "0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let mut response = watched_from_the_start(&app).await;
     let mut text = String::new();
     read_until(&mut response, &mut text, |t| t.contains("id: 1\nevent:")).await;
     assert!(text.starts_with("id: 0\n\nid: 1\nevent: "), "{text}");
@@ -301,13 +295,7 @@ async fn a_filtered_stream_moves_its_resume_id_past_the_log_it_caught_up_from() 
     // The server's feed reads the log every 100 ms: past this, it has broadcast those events,
     // and the stream opened next finds them only in the log.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut response = reqwest::Client::new()
-        .get(app.url("/events/stream?feature_id=watched"))
-        .header("last-event-id", "0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let mut response = watched_from_the_start(&app).await;
     let mut text = String::new();
     read_until(&mut response, &mut text, |t| t.contains(": heartbeat")).await;
     read_until(&mut response, &mut text, |t| t.contains("\n\nid: 4\n\n")).await;
@@ -317,6 +305,18 @@ async fn a_filtered_stream_moves_its_resume_id_past_the_log_it_caught_up_from() 
         !text.contains("\n\nid: 1\n\n"),
         "never told 1 alone: {text}"
     );
+}
+
+/// A stream of workflow "watched"'s events, from the log's start.
+async fn watched_from_the_start(app: &crate::helpers::TestApp) -> reqwest::Response {
+    let response = reqwest::Client::new()
+        .get(app.url("/events/stream?feature_id=watched"))
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response
 }
 
 /// Reads the stream into `text` until `done` holds for it (within 10 s).
