@@ -143,7 +143,9 @@ impl EventStream {
 
     /// Connects (after a pause if the last attempts failed), or records the failure.
     async fn reconnect(&mut self) -> Result<()> {
-        if self.failures > 0 {
+        // (A `Retry-After` is kept even when the call that heard it was given up before the
+        // failure was counted.)
+        if self.failures > 0 || self.asked_until.is_some() {
             let pause = Duration::from_millis(200 * 2_u64.pow(self.failures.min(5))).min(MAX_PAUSE);
             let now = tokio::time::Instant::now();
             let asked = self.asked_until.unwrap_or(now);
@@ -260,7 +262,10 @@ impl EventStream {
                 .map(|seconds| {
                     tokio::time::Instant::now() + Duration::from_secs(seconds).min(MAX_ASKED_PAUSE)
                 });
-            return Err(self.client.error_of(response).await);
+            // The refusal's body is read within the idle bound too (a proxy's page that stalls).
+            return Err(tokio::time::timeout(IDLE, self.client.error_of(response))
+                .await
+                .unwrap_or(ClientError::NoAnswer { waited: IDLE }));
         }
         // A wrong URL whose server answers every path (a web app's page, a proxy's sign-in)
         // is no stream: said once, not reconnected to forever.
@@ -496,6 +501,26 @@ mod tests {
             "asked again: the stream goes on"
         );
         assert_eq!(stream.last_event_id(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_growing_pause_is_waited_out_across_callers_that_give_up_sooner() {
+        let (address, connections) =
+            crate::tests::scripted(vec![(503, "text/html", "<html>busy</html>".to_owned())]);
+        let client = crate::Client::new(address).unwrap();
+        let mut stream = client.stream_events(Default::default());
+        // A caller that waits 1 s at a time: the pauses (0.4, 0.8, 1.6, 3.2 s) go on across
+        // its calls, so the fifth connection is made about 6 s in (not never: a pause longer
+        // than the caller's wait, begun anew at each call, would never end).
+        let began = std::time::Instant::now();
+        while began.elapsed() < Duration::from_secs(8) {
+            let next = tokio::time::timeout(Duration::from_secs(1), stream.next()).await;
+            if let Ok(item) = next {
+                assert!(item.is_some_and(|item| item.is_err()), "503s only");
+            }
+        }
+        let made = connections.load(Ordering::SeqCst);
+        assert!(made >= 5, "{made} connections in 8 s");
     }
 
     #[tokio::test]

@@ -43,7 +43,7 @@ use super::write::{Write, Written};
 use super::{DurableRepository, POOL_WAIT, StorageError, StorageMetrics, classify, probe_time};
 use commits::Committer;
 use creates::Creation;
-use deadpool::managed::Hook;
+use deadpool::managed::{Hook, HookError};
 use recent::Recent;
 
 type PgPool = Pool<AsyncPgConnection>;
@@ -240,28 +240,44 @@ fn pool(url: &str, pool_size: usize, recent: Arc<Recent>) -> Result<PgPool, Stor
         .post_create(Hook::async_fn(move |conn, _| {
             let recent = recent.clone();
             Box::pin(async move {
-                match server_started(conn).await {
-                    Ok(started) => recent.connected_to(started),
-                    // Which server this is cannot be told: as if another.
-                    Err(_) => recent.clear(),
+                // Bounded as the connection itself is: deadpool bounds neither.
+                match tokio::time::timeout(POOL_WAIT, server_started(conn)).await {
+                    Ok(Ok(started)) => {
+                        recent.connected_to(started);
+                        Ok(())
+                    }
+                    // Which server this is cannot be told: forget as if another, and give up
+                    // the connection (its caller is answered 503).
+                    failed => {
+                        recent.clear();
+                        let why = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "no answer in time".to_owned(),
+                        };
+                        tracing::warn!(error = %why, "a new database connection could not say which server it reached");
+                        Err(HookError::message(format!(
+                            "a new connection could not say which server it reached: {why}"
+                        )))
+                    }
                 }
-                Ok(())
             })
         }))
         .build()
         .map_err(|e| StorageError::Connect(e.to_string()))
 }
 
-/// When the server `conn` reaches started, as it says.
+/// When the server `conn` reaches started, as it says (seconds since the epoch: the same text
+/// whatever the session's time zone and date style).
 async fn server_started(conn: &mut AsyncPgConnection) -> QueryResult<String> {
     #[derive(diesel::QueryableByName)]
     struct Started {
         #[diesel(sql_type = diesel::sql_types::Text)]
         started: String,
     }
-    let started: Started = diesel::sql_query("SELECT pg_postmaster_start_time()::text AS started")
-        .get_result(conn)
-        .await?;
+    let started: Started =
+        diesel::sql_query("SELECT extract(epoch FROM pg_postmaster_start_time())::text AS started")
+            .get_result(conn)
+            .await?;
     Ok(started.started)
 }
 
