@@ -254,14 +254,8 @@ impl EventStream {
             .await
             .map_err(|_| ClientError::NoAnswer { waited: IDLE })??;
         if !response.status().is_success() {
-            self.asked_until = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|seconds| {
-                    tokio::time::Instant::now() + Duration::from_secs(seconds).min(MAX_ASKED_PAUSE)
-                });
+            self.asked_until = crate::asked_pause(&response)
+                .map(|asked| tokio::time::Instant::now() + asked.min(MAX_ASKED_PAUSE));
             // The refusal's body is read within the idle bound too (a proxy's page that stalls).
             return Err(tokio::time::timeout(IDLE, self.client.error_of(response))
                 .await

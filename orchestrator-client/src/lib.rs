@@ -206,13 +206,17 @@ fn retry_after(response: &reqwest::Response, attempt: u32) -> Option<Duration> {
     if status != StatusCode::SERVICE_UNAVAILABLE && !in_use {
         return None;
     }
-    let asked = response
+    Some(backoff(attempt, asked_pause(response)))
+}
+
+/// The pause an answer's `Retry-After` asks for (whole seconds; a date is not read).
+fn asked_pause(response: &reqwest::Response) -> Option<Duration> {
+    response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    Some(backoff(attempt, asked))
+        .map(Duration::from_secs)
 }
 
 /// The id the server's log records the request under (`x-request-id`).
@@ -524,16 +528,17 @@ impl Client {
                 };
                 return (answer, maybe_done);
             };
-            attempt += 1;
+            // This retry's number; counted once the server says anything but "in use".
+            let retry = attempt + 1;
             let in_use = in_use_since.take();
             let pause = match again.send().await {
-                Err(e) if e.is_connect() => backoff(attempt, None),
+                Err(e) if e.is_connect() => backoff(retry, None),
                 // No answer in time, or the connection dropped (a replica that stopped): the
                 // request may have been carried out, and its retry is safe (a read, a write
                 // with its key, a delete that treats "not found" as done).
                 Err(e) if e.is_timeout() || e.is_request() => {
                     maybe_done = true;
-                    backoff(attempt, None)
+                    backoff(retry, None)
                 }
                 Err(e) => return (Err(e.into()), maybe_done),
                 // A proxy's 502 or 504 (no error envelope): the replica behind it stopped or
@@ -551,9 +556,9 @@ impl Client {
                         return (Err(error), maybe_done);
                     }
                     maybe_done = true;
-                    backoff(attempt, None)
+                    backoff(retry, None)
                 }
-                Ok(response) => match retry_after(&response, attempt) {
+                Ok(response) => match retry_after(&response, retry) {
                     Some(pause) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
                         let error = self.error_of(response).await;
                         if error.code() == Some(ErrorCode::AgentHubUnavailable) {
@@ -566,13 +571,15 @@ impl Client {
                         // IDEMPOTENCY_KEY_IN_USE: not counted as a retry (see `may_retry`),
                         // and never asked again at once, whatever `Retry-After` says.
                         maybe_done = true;
-                        attempt -= 1;
                         in_use_since = Some(in_use.unwrap_or_else(Instant::now));
                         pause.max(IN_USE_PAUSE)
                     }
                     None => return (self.successful(response).await, maybe_done),
                 },
             };
+            if in_use_since.is_none() {
+                attempt = retry;
+            }
             tokio::time::sleep(pause).await;
         }
     }

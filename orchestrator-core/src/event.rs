@@ -198,6 +198,11 @@ impl EventFilter {
         self.feature_id.as_ref().is_none_or(|id| id == subject)
             && (self.types.is_empty() || self.types.contains(&event_type))
     }
+
+    /// Whether every event passes (no feature, no types named).
+    pub fn admits_all(&self) -> bool {
+        self.feature_id.is_none() && self.types.is_empty()
+    }
 }
 
 /// What a read of the log found: the events after the reader's id, and the log's bounds as
@@ -218,4 +223,24 @@ pub struct EventSlice {
     /// passes over most rows (of some types only, of every workflow), so that one read never
     /// walks the whole log. Resume after it.
     pub scanned_through: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_admits_all_only_when_it_names_nothing() {
+        assert!(EventFilter::default().admits_all());
+        let feature = EventFilter {
+            feature_id: Some(FeatureId::parse("f").unwrap()),
+            ..EventFilter::default()
+        };
+        assert!(!feature.admits_all());
+        let types = EventFilter {
+            types: vec![EventType::GateOverdue],
+            ..EventFilter::default()
+        };
+        assert!(!types.admits_all());
+    }
 }

@@ -134,12 +134,8 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     app.recover_asks(sole_server).await;
     // Likewise, on SQLite, the idempotency keys of requests it was answering when it stopped,
     // which would answer their retries "in use" until their leases end. Not on PostgreSQL:
-    // a replica starting beside this one may claim keys before this one gets here (its
-    // "alone" was decided when the store opened), so there the leases are waited out.
-    if matches!(
-        config.database_url,
-        storage::DatabaseUrl::SqliteFile(_) | storage::DatabaseUrl::SqliteMemory
-    ) {
+    // a replica may be answering them, so there the leases are waited out.
+    if sole_server {
         app.forget_left_keys().await;
     }
     Ok(app)

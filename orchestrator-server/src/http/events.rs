@@ -440,7 +440,7 @@ pub async fn stream_events(
         None => app.orchestrator().last_event_id().await?,
     };
     let floor = match query.after {
-        Some(_) if filtered(&query.filter) => app.orchestrator().last_event_id().await?,
+        Some(_) if !query.filter.admits_all() => app.orchestrator().last_event_id().await?,
         _ => start,
     };
     // The first page is read now, so a resume point retention passed is a 410, not a stream.
@@ -475,12 +475,6 @@ pub async fn stream_events(
         HeaderValue::from_static("no"),
     );
     Ok(response)
-}
-
-/// Whether `filter` leaves any event out: then a page of the log ends at its last matching
-/// event, which may be long before the log's newest.
-fn filtered(filter: &EventFilter) -> bool {
-    filter.feature_id.is_some() || !filter.types.is_empty()
 }
 
 /// Sends one stream's messages until its consumer leaves, falls behind, or the server stops
@@ -528,7 +522,8 @@ async fn forward(
             sent = sent.max(floor);
             break;
         }
-        if filtered(&filter) {
+        // A filtered page ends at its last matching event, maybe long before the log's newest.
+        if !filter.admits_all() {
             floor = match orchestrator.last_event_id().await {
                 Ok(newest) => newest,
                 Err(e) => {

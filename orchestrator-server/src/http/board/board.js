@@ -49,10 +49,14 @@
   // Drafts of anybody but the person signed in here are dropped.
   function forgetOthers() {
     if (!signedIn) return;
-    const mine = DRAFTS_PREFIX + JSON.stringify([signedIn]).slice(0, -1) + ',';
+    dropDrafts(DRAFTS_PREFIX + JSON.stringify([signedIn]).slice(0, -1) + ',');
+  }
+
+  // Drops every page's drafts but those whose key starts with `keep` (if given).
+  function dropDrafts(keep) {
     try {
       Object.keys(sessionStorage)
-        .filter((k) => k.startsWith(DRAFTS_PREFIX) && !k.startsWith(mine))
+        .filter((k) => k.startsWith(DRAFTS_PREFIX) && !(keep && k.startsWith(keep)))
         .forEach((k) => sessionStorage.removeItem(k));
     } catch (_) { /* no session storage */ }
   }
@@ -98,11 +102,7 @@
   });
   // Signing out leaves nothing of what was typed for the next person at this browser.
   document.addEventListener('submit', (event) => {
-    if (event.target.getAttribute('action') !== '/board/sign-out') return;
-    try {
-      Object.keys(sessionStorage).filter((k) => k.startsWith(DRAFTS_PREFIX))
-        .forEach((k) => sessionStorage.removeItem(k));
-    } catch (_) { /* nothing kept */ }
+    if (event.target.getAttribute('action') === '/board/sign-out') dropDrafts(null);
   });
   // Decisions and answers out: the page is not swapped under them (a new form would come with
   // its buttons on, and a second click would send the same decision again); it is refreshed

@@ -134,11 +134,10 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
         .map(|_| after_filter(parts.uri.query()))
         .transpose()?
         .flatten();
-    let here = match (filter, &after) {
-        (None, _) => "/board".to_owned(),
-        (Some(state), None) => format!("/board?state={state}"),
-        (Some(state), Some(after)) => format!("/board?state={state}&after={after}"),
-    };
+    let here = filter.map_or_else(
+        || "/board".to_owned(),
+        |state| state_page(state, after.as_ref()),
+    );
     if let Some(again) = from_another_site(&parts.headers, &here) {
         return Ok(again);
     }
@@ -224,8 +223,8 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
             items,
             next: next_after
                 .filter(|_| filter.is_some())
-                .map(|id| format!("/board?state={state}&after={id}")),
-            first: after.as_ref().map(|_| format!("/board?state={state}")),
+                .map(|id| state_page(state, Some(&id))),
+            first: after.as_ref().map(|_| state_page(state, None)),
         });
     }
     let data = views::Overview {
@@ -264,6 +263,14 @@ fn state_filter(query: Option<&str>) -> Result<Option<WorkflowState>, ApiError> 
             })
         })
         .transpose()
+}
+
+/// The overview's page of the features in `state`: the first, or the one after `after`.
+fn state_page(state: WorkflowState, after: Option<&FeatureId>) -> String {
+    match after {
+        None => format!("/board?state={state}"),
+        Some(after) => format!("/board?state={state}&after={after}"),
+    }
 }
 
 /// The overview's `after`: absent or empty for the first page, else the feature id the page

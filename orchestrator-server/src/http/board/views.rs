@@ -229,6 +229,13 @@ pub struct Group {
     pub first: Option<String>,
 }
 
+impl Group {
+    /// Whether the list is shown in pages (a link to another page of it).
+    fn paged(&self) -> bool {
+        self.next.is_some() || self.first.is_some()
+    }
+}
+
 /// The overview's data.
 pub struct Overview {
     /// Counts per state, and overdue gates.
@@ -320,12 +327,12 @@ fn group_list(group: &Group, now: Timestamp) -> Markup {
                     }
                 }
             }
-            @if group.next.is_none() && group.first.is_none() && (group.items.len() as u64) < group.total {
+            @if !group.paged() && (group.items.len() as u64) < group.total {
                 p.note { "Showing " (group.items.len()) " of " (group.total) "; filter by state for more." }
             }
         }
         // Outside the list: a later page left empty (its features moved on) still leads back.
-        @if group.next.is_some() || group.first.is_some() {
+        @if group.paged() {
             nav.pages aria-label=(format!("Pages of {}", group.state)) {
                 "Showing " (group.items.len()) " of " (group.total) "."
                 @if let Some(first) = &group.first { " " a href=(first) { "First page" } }
