@@ -122,8 +122,11 @@ pub struct Cli {
     pub token: Option<String>,
     /// Seconds to wait for each attempt's answer; a call is tried up to three times (after a
     /// timeout, a dropped or refused connection, or a 503 that is not the Agent Hub's), so a
-    /// server that never answers takes about three times this; `health` is tried once, and
-    /// `watch` waits on its stream as long as it runs (it reconnects after 60 s of silence).
+    /// server that never answers takes about three times this (but a write the server says an
+    /// earlier attempt of is still being carried out is asked about until that attempt's answer
+    /// comes: up to the server's request bound plus 5 s, 10 minutes at most); `health` is tried
+    /// once, and `watch` waits on its stream as long as it runs (it reconnects after 60 s of
+    /// silence).
     /// Against a server whose request bound is raised (`REQUEST_TIMEOUT_SECONDS`, or a longer
     /// `AGENT_HUB_WAIT_SECONDS`), give `ask` at least that bound.
     #[arg(long, global = true, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
@@ -610,7 +613,7 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
         builder = builder.token(token);
     }
     let mut client = builder.build().map_err(|e| match e {
-        ClientError::InvalidBaseUrl(_) => Failure::Usage(e.to_string()),
+        ClientError::InvalidBaseUrl(_) | ClientError::InvalidToken => Failure::Usage(e.to_string()),
         // TLS could not be set up: nothing the command line said.
         e => Failure::Broken(e.to_string()),
     })?;
@@ -783,11 +786,11 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             let mut events = client.stream_events(query);
             // A server that cannot be reached at the start is the caller's error (exit 3),
             // not a reconnection to wait for; one that answers 5xx (starting, draining, its
-            // database down) is waited for, as later.
+            // database down), or a proxy's 408 or 429, is waited for, as later.
             loop {
                 match events.attach().await {
                     Ok(()) => break,
-                    Err(e) if e.status().is_some_and(|s| s.is_server_error()) => {
+                    Err(e) if e.status().is_some() && crate::events::retryable(&e) => {
                         let _ = writeln!(err, "warning: {e}; connecting again");
                     }
                     Err(e) => return Err(e.into()),
@@ -820,9 +823,9 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                             ClientError::Decode { .. } => {
                                 let _ = writeln!(err, "warning: {e}; the event is skipped");
                             }
-                            // A 4xx (400, 401, 409, 410) ends the stream; it is the exit's
-                            // error.
-                            e if e.status().is_some_and(|s| s.is_client_error()) => {}
+                            // A refusal (400, 401, 409, 410) ends the stream; it is the
+                            // exit's error.
+                            e if !crate::events::retryable(e) => {}
                             e => {
                                 let _ = writeln!(err, "warning: {e}; reconnecting");
                             }
@@ -1071,5 +1074,58 @@ async fn webhooks(
                 &serde_json::json!({ "redelivering": delivery_id }),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::ExitCode;
+    use std::sync::atomic::Ordering;
+
+    use clap::Parser;
+
+    use super::{Cli, run};
+
+    /// Runs the tool with `args` after `orchestrator --url url`: exit code and standard error.
+    async fn orchestrator(url: &str, args: &[&str]) -> (ExitCode, String) {
+        let head = ["orchestrator", "--url", url];
+        let cli = Cli::try_parse_from(head.iter().chain(args)).expect("arguments parse");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(cli, &mut out, &mut err).await;
+        (code, String::from_utf8_lossy(&err).into_owned())
+    }
+
+    #[tokio::test]
+    async fn watch_waits_out_a_proxy_s_rate_limit_at_the_start_and_goes_on() {
+        let event = r#"{"specversion":"1.0","id":"6","source":"orchestrator","type":"gate.overdue","subject":"f","time":"2026-12-06T00:00:00Z","datacontenttype":"application/json","data":{}}"#;
+        let (url, connections) = crate::tests::scripted(vec![
+            (
+                429,
+                "text/html\r\nretry-after: 1",
+                "<html>slow down</html>".to_owned(),
+            ),
+            (
+                200,
+                "text/event-stream",
+                format!("id: 5\n\nid: 6\ndata: {event}\n\n"),
+            ),
+        ]);
+        let (code, err) = orchestrator(&url, &["watch", "--count", "1"]).await;
+        assert_eq!(code, ExitCode::SUCCESS, "{err}");
+        assert!(
+            err.contains("429") && err.contains("connecting again"),
+            "{err}"
+        );
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_token_a_header_cannot_carry_is_the_command_line_s_error() {
+        let (url, connections) = crate::tests::scripted(vec![(500, "text/html", String::new())]);
+        let (code, err) = orchestrator(&url, &["--token", "s3cret\r", "start", "x", "y"]).await;
+        assert_eq!(code, ExitCode::from(2), "{err}");
+        assert!(!err.contains("may have been made"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing sent");
     }
 }

@@ -409,7 +409,7 @@ fn message_id(message: &str) -> Option<u64> {
 
 /// Whether a failed connection is worth trying again: transport failures, 5xx, 408 and 429
 /// (a proxy's timeout or rate limit) are; the server's refusals (400, 401, 403, 410) are not.
-fn retryable(error: &ClientError) -> bool {
+pub(crate) fn retryable(error: &ClientError) -> bool {
     match error {
         ClientError::Api { status, .. } | ClientError::UnexpectedBody { status, .. } => {
             status.is_server_error()

@@ -74,7 +74,7 @@ pub enum ClientError {
     UnexpectedBody {
         /// The HTTP status.
         status: StatusCode,
-        /// The body, as text.
+        /// The body, as text (its first 4 KiB, marked where cut).
         text: String,
     },
     /// The request did not complete: connection refused, timeout, TLS. Shown with its causes
@@ -92,6 +92,10 @@ pub enum ClientError {
     /// The base URL is not a usable http(s) URL.
     #[error("invalid base url '{0}'")]
     InvalidBaseUrl(String),
+    /// The token holds a character an HTTP header cannot carry (a control character, such as
+    /// the line ending of a file it was read from). Not shown.
+    #[error("the token holds a character a header cannot carry (a line ending?)")]
+    InvalidToken,
     /// A server took longer than `waited` to answer a request for an event stream (it was
     /// out of connections, or the network dropped the way to it); the stream tries again.
     #[error("the server did not answer the stream's request within {waited:?}")]
@@ -239,9 +243,22 @@ fn error_from(status: StatusCode, request_id: Option<String>, bytes: &[u8]) -> C
         },
         Err(_) => ClientError::UnexpectedBody {
             status,
-            text: String::from_utf8_lossy(bytes).into_owned(),
+            text: shown_text(bytes),
         },
     }
+}
+
+/// How much of a body that is no error envelope (a proxy's page) an error keeps.
+const SHOWN_BODY: usize = 4096;
+
+/// The start of `bytes` as text, up to [`SHOWN_BODY`] bytes and marked where cut.
+fn shown_text(bytes: &[u8]) -> String {
+    if bytes.len() <= SHOWN_BODY {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    let mut text = String::from_utf8_lossy(&bytes[..SHOWN_BODY]).into_owned();
+    text.push_str(&format!("… ({} bytes in all)", bytes.len()));
+    text
 }
 
 /// The error code of an error envelope, as its text spells it.
@@ -402,8 +419,17 @@ impl ClientBuilder {
     /// ```
     pub fn build(self) -> Result<Client> {
         let base_url = self.base_url.trim_end_matches('/').to_owned();
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        // Refused here, not as a transport failure of the first call (which would read as a
+        // server that could not be reached, a write as one that may have been made).
+        let usable = (base_url.starts_with("http://") || base_url.starts_with("https://"))
+            && reqwest::Url::parse(&base_url).is_ok();
+        if !usable {
             return Err(ClientError::InvalidBaseUrl(self.base_url));
+        }
+        if let Some(token) = &self.token
+            && reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err()
+        {
+            return Err(ClientError::InvalidToken);
         }
         let http = match self.http {
             Some(http) => http,
@@ -990,6 +1016,46 @@ mod tests {
             Err(ClientError::InvalidBaseUrl(_))
         ));
         assert_eq!(Client::new("http://h:1/").unwrap().base_url(), "http://h:1");
+        // Refused before anything is sent, not as a call's transport failure.
+        for url in ["http://localhost:80000", "http://", "https://a b"] {
+            assert!(
+                matches!(Client::new(url), Err(ClientError::InvalidBaseUrl(_))),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_body_that_is_no_envelope_is_cut_in_the_error() {
+        let page = "<p>busy</p>".repeat(10_000);
+        let error = error_from(StatusCode::BAD_GATEWAY, None, page.as_bytes());
+        let ClientError::UnexpectedBody { text, .. } = &error else {
+            panic!("{error:?}")
+        };
+        assert!(text.len() < SHOWN_BODY + 100, "{} bytes kept", text.len());
+        assert!(text.ends_with("(110000 bytes in all)"), "{text}");
+        let short = error_from(StatusCode::BAD_GATEWAY, None, b"<p>busy</p>");
+        assert!(matches!(short, ClientError::UnexpectedBody { text, .. } if text == "<p>busy</p>"));
+    }
+
+    #[test]
+    fn a_token_a_header_cannot_carry_is_refused_and_not_shown() {
+        let built = Client::builder()
+            .base_url("http://h:1")
+            .token("s3cret\r")
+            .build();
+        let Err(error) = built else {
+            panic!("a token with a line ending is refused")
+        };
+        assert!(matches!(error, ClientError::InvalidToken));
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+        assert!(
+            Client::builder()
+                .base_url("http://h:1")
+                .token("s3cret")
+                .build()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -893,8 +893,9 @@ pub struct Webhook {
     pub created_at: Timestamp,
 }
 
-/// `201` of `POST /webhooks`: the webhook and its signing secret, shown only here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `201` of `POST /webhooks`: the webhook and its signing secret, shown only here. Its
+/// `Debug` leaves the secret out, so a logged answer does not give it away.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedWebhook {
     /// The webhook.
@@ -903,6 +904,15 @@ pub struct CreatedWebhook {
     /// `whsec_` and the base64 of 32 random bytes: the key of every delivery's
     /// `webhook-signature`. Keep it; it is never shown again.
     pub secret: String,
+}
+
+impl std::fmt::Debug for CreatedWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedWebhook")
+            .field("webhook", &self.webhook)
+            .field("secret", &"whsec_…")
+            .finish()
+    }
 }
 
 /// `GET /webhooks`.
@@ -1308,6 +1318,21 @@ pub mod paths {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_created_webhook_s_debug_leaves_its_secret_out() {
+        let created: CreatedWebhook = serde_json::from_value(json!({
+            "id": "wh_1",
+            "url": "https://example.com/hook",
+            "event_types": [],
+            "created_at": "2026-12-06T00:00:00Z",
+            "secret": "whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
+        }))
+        .unwrap();
+        let shown = format!("{created:?}");
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+        assert!(shown.contains("wh_1"), "{shown}");
+    }
 
     #[test]
     fn error_codes_serialise_as_the_spec_spells_them() {

@@ -232,6 +232,10 @@ fn parse_kind(value: &str) -> Result<ActorKind, String> {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
+/// The length under which start-up warns that a shared token may be guessed (32 characters:
+/// 16 random bytes as hex, or a principal's minted token, are past it).
+pub const GUESSABLE_TOKEN_LEN: usize = 32;
+
 impl Secret {
     /// The value itself, for the one place that needs it.
     pub fn expose(&self) -> &str {
@@ -316,6 +320,14 @@ impl Config {
     pub fn request_timeout_raised(&self) -> Option<Duration> {
         Some(self.limits().request_timeout)
             .filter(|used| *used > Duration::from_secs(self.request_timeout_seconds))
+    }
+
+    /// Whether `ORCHESTRATOR_API_TOKEN` is shorter than [`GUESSABLE_TOKEN_LEN`]: the server
+    /// does not slow down failed attempts, so a short token may be guessed. Start-up warns.
+    pub fn api_token_guessable(&self) -> bool {
+        self.api_token
+            .as_ref()
+            .is_some_and(|token| token.expose().len() < GUESSABLE_TOKEN_LEN)
     }
 
     /// The webhook retry schedule's length, when it is longer than `EVENTS_RETENTION_SECONDS`:
@@ -589,6 +601,11 @@ mod tests {
         assert_eq!(hub.agent_hub_url, "http://hub.example:8001/v1");
         let with_token = parse(&["--api-token", "s3cret"]).unwrap();
         assert!(!format!("{with_token:?}").contains("s3cret"));
+        // Start-up warns of a token short enough to guess, not of a random one or none.
+        assert!(with_token.api_token_guessable());
+        let random = parse(&["--api-token", &"7f".repeat(16)]).unwrap();
+        assert!(!random.api_token_guessable());
+        assert!(!config.api_token_guessable());
         assert_eq!(
             with_token
                 .api_token

@@ -110,6 +110,13 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
              Agent Hub call and 5 s"
         );
     }
+    if config.api_token_guessable() {
+        tracing::warn!(
+            shortest_advised = crate::config::GUESSABLE_TOKEN_LEN,
+            "ORCHESTRATOR_API_TOKEN is short: failed attempts are not slowed down, so it may be \
+             guessed; use a random one (openssl rand -hex 32)"
+        );
+    }
     if let Some(schedule) = config.retries_outlast_retention() {
         tracing::warn!(
             events_retention_seconds = config.events_retention_seconds,

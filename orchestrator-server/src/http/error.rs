@@ -175,6 +175,11 @@ impl ApiError {
             ErrorCode::AgentHubError | ErrorCode::AgentHubUnavailable => {
                 tracing::warn!(error = %self, "agent hub call failed");
             }
+            // A decision the gate's rules refused (an agent's, an author's own, one given
+            // twice) is on the log with its caller (the request's span names the principal).
+            ErrorCode::Forbidden | ErrorCode::SelfApproval | ErrorCode::AlreadyApproved => {
+                tracing::info!(code = body.code.as_str(), error = %self, "request refused");
+            }
             _ => tracing::debug!(error = %self, "request refused"),
         }
         let status = status_of(body.code);

@@ -315,6 +315,7 @@ impl App {
             method = %method,
             path = %request.uri().path(),
             feature_id = tracing::field::Empty,
+            principal = tracing::field::Empty,
         );
         // The route a request that runs out of time is counted under.
         let matched = self
@@ -472,6 +473,10 @@ impl App {
         } else {
             self.0.auth.authenticate(&parts.headers).map_err(fail)?
         };
+        // Who called, on every line the request logs (a refused approval among them).
+        if let Some(principal) = caller.principal() {
+            tracing::Span::current().record("principal", principal.name.as_str());
+        }
         if route == Route::EventStream {
             let holder = match (board_session, caller.principal()) {
                 (Some(key), _) => Some(events::Holder::Session(key)),

@@ -1,7 +1,7 @@
 //! The Agent Hub's JSON, as the deployed hub speaks it, quirks included: naive timestamps,
 //! three error shapes. Written once for the HTTP client and the stand-in hub.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use orchestrator_core::hub::{AnswerStatus, EscalationStatus, HumanAction};
 use orchestrator_core::values::scrub_text;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -245,7 +245,8 @@ pub mod hub_time {
     use super::*;
 
     /// Parses a hub timestamp: RFC 3339, or naive UTC with a `T` or (as Python prints a
-    /// `datetime`) a space between date and time.
+    /// `datetime`) a space between date and time. Cut to microseconds, as every store keeps
+    /// times, so an answer and a later read of what it stored say the same time.
     pub fn parse(text: &str) -> Option<DateTime<Utc>> {
         DateTime::parse_from_rfc3339(text)
             .map(|t| t.with_timezone(&Utc))
@@ -256,6 +257,7 @@ pub mod hub_time {
                     .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
                     .map(|naive| naive.and_utc())
             })
+            .map(|at| at.trunc_subsecs(6))
     }
 
     /// Writes a timestamp the way the hub does (naive).
@@ -313,6 +315,13 @@ mod tests {
         let spaced = hub_time::parse("2026-11-24 10:29:57.876034").unwrap();
         assert_eq!(spaced, naive);
         assert!(hub_time::parse("yesterday").is_none());
+        // Nanoseconds are cut to the microseconds every store keeps, with or without offset.
+        for nanos in [
+            "2026-11-24T10:29:57.876034999",
+            "2026-11-24T10:29:57.876034999Z",
+        ] {
+            assert_eq!(hub_time::parse(nanos), Some(naive), "{nanos}");
+        }
     }
 
     /// The hub's answers byte for byte as it sends them (an integer confidence, nulls where

@@ -475,3 +475,57 @@ async fn only_admins_manage_webhooks() {
         vec![created.webhook]
     );
 }
+
+/// A decision the rules refused is no event (nothing changed), but the log says who tried: the
+/// refusal's line carries the caller's principal and the code.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_decision_is_logged_with_the_principal_who_tried() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("principals.toml");
+    let bot = mint(&file, "build-bot", ActorKind::Agent, &[Role::Admin]);
+    let port = free_port();
+    let child = server()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", "sqlite::memory:")
+        .env("ORCHESTRATOR_PRINCIPALS_FILE", &file)
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bot = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .token(bot)
+        .build()
+        .unwrap();
+    crate::helpers::wait_healthy(&bot).await;
+    let feature = id("tried");
+    bot.start_workflow(&StartWorkflowRequest::new("tried", "logged"))
+        .await
+        .unwrap();
+    bot.advance_workflow(&feature, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    let refused = bot
+        .advance_workflow(&feature, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden), "{refused}");
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stdout);
+    let line = log
+        .lines()
+        .find(|line| line.contains("request refused"))
+        .unwrap_or_else(|| panic!("no refusal logged: {log}"));
+    let line: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["code"], "FORBIDDEN", "{line}");
+    assert_eq!(line["span"]["principal"], "build-bot", "{line}");
+    assert_eq!(line["span"]["feature_id"], "tried", "{line}");
+}

@@ -69,6 +69,13 @@ const WAL_RESET_LEFT_BYTES: u64 = 512 * 1024;
 /// long enough for the next batches to leave more than [`WAL_RESET_LEFT_BYTES`] behind, so
 /// the writer stops after the third whatever is left.
 const WAL_RESET_ROUNDS: u32 = 3;
+/// How long the writer's reset waits for readers still on the log (a read the server makes
+/// takes milliseconds). Not the connection's busy timeout: a reader held for long (a backup,
+/// an `sqlite3` shell in a transaction) would stop every batch that tries for that long.
+const WAL_RESET_WAIT_MS: u32 = 200;
+/// After a reset readers kept from the log, how long the writer lets it grow before trying
+/// again: such a reader seldom leaves at once, and each try stops the writer.
+const WAL_RESET_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a caller hands the writer thread.
 #[expect(
@@ -265,6 +272,8 @@ struct Log {
     asked: Option<Asked>,
     /// Requests made so far.
     numbered: u64,
+    /// Until when no reset is tried, after one that readers kept from the log.
+    resting_until: Option<std::time::Instant>,
 }
 
 impl Log {
@@ -277,6 +286,7 @@ impl Log {
             copies,
             asked: None,
             numbered: 0,
+            resting_until: None,
         }
     }
 
@@ -287,26 +297,38 @@ impl Log {
     /// (a RESTART checkpoint): no write runs meanwhile, but only what was committed during the
     /// last copy is left to copy and sync. Should the log reach [`WAL_RESET_BYTES`] +
     /// [`WAL_RESET_SLACK_BYTES`] first (a copy held up by a long read, a slow disk), the
-    /// writer waits for the copy under way and resets at once.
+    /// writer waits for the copy under way and resets at once. A reset readers keep from the
+    /// log (or that fails) is tried again [`WAL_RESET_RETRY`] later, not at the next batch.
     fn reset_if_large(&mut self, conn: &mut SqliteConnection) {
+        if self
+            .resting_until
+            .is_some_and(|until| std::time::Instant::now() < until)
+        {
+            return;
+        }
         let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
         if !self.due(size) {
             return;
         }
-        match restart_log(conn) {
-            Ok(None) => {}
+        let done = match restart_log(conn) {
+            Ok(None) => true,
             // SQLite says "busy" in the checkpoint's row, not as an error: readers still on
-            // the log past the busy timeout, or a copy under way. The log stays as it is, and
-            // the next batch tries again.
-            Ok(Some(pages)) => tracing::warn!(
-                wal_bytes = size,
-                wal_pages = pages,
-                "could not reset the write-ahead log: busy (a long read holds it); trying again"
-            ),
+            // the log after the reset's wait, or a copy under way. The log stays as it is.
+            Ok(Some(pages)) => {
+                tracing::warn!(
+                    wal_bytes = size,
+                    wal_pages = pages,
+                    retry_seconds = WAL_RESET_RETRY.as_secs(),
+                    "could not reset the write-ahead log: busy (a long read holds it); trying again later"
+                );
+                false
+            }
             Err(e) => {
                 tracing::warn!(error = %e, wal_bytes = size, "could not reset the write-ahead log");
+                false
             }
-        }
+        };
+        self.resting_until = (!done).then(|| std::time::Instant::now() + WAL_RESET_RETRY);
         self.asked = None;
     }
 
@@ -362,9 +384,19 @@ impl Log {
     }
 }
 
-/// Resets the log (a RESTART checkpoint): `None` once done, or the log's size in pages when
-/// SQLite was kept from it (busy).
+/// Resets the log (a RESTART checkpoint), waiting up to [`WAL_RESET_WAIT_MS`] for readers
+/// still on it: `None` once done, or the log's size in pages when SQLite was kept from it
+/// (busy). The connection's busy timeout is set back after.
 fn restart_log(conn: &mut SqliteConnection) -> QueryResult<Option<i64>> {
+    conn.batch_execute(&format!("PRAGMA busy_timeout = {WAL_RESET_WAIT_MS}"))?;
+    let restarted = restart_log_waiting(conn);
+    let restored = conn.batch_execute(&format!("PRAGMA busy_timeout = {}", super::BUSY_TIMEOUT_MS));
+    let restarted = restarted?;
+    restored.map(|()| restarted)
+}
+
+/// The RESTART checkpoint itself, waiting as long as the connection's busy timeout says.
+fn restart_log_waiting(conn: &mut SqliteConnection) -> QueryResult<Option<i64>> {
     #[derive(diesel::QueryableByName)]
     struct Checkpoint {
         #[diesel(sql_type = diesel::sql_types::Integer)]
@@ -579,13 +611,14 @@ mod tests {
     /// The writer's side with no copy asked for, and the checkpoint thread's ends of its
     /// channels.
     fn log() -> (Log, mpsc::Receiver<u64>, mpsc::Sender<u64>) {
+        log_at(PathBuf::from("unused"))
+    }
+
+    /// [`log`] for the log file at `path`.
+    fn log_at(path: PathBuf) -> (Log, mpsc::Receiver<u64>, mpsc::Sender<u64>) {
         let (requests, requested) = mpsc::channel();
         let (copied, copies) = mpsc::channel();
-        (
-            Log::new(PathBuf::from("unused"), requests, copies),
-            requested,
-            copied,
-        )
+        (Log::new(path, requests, copies), requested, copied)
     }
 
     const MIB: u64 = 1024 * 1024;
@@ -759,6 +792,59 @@ mod tests {
         assert!(restart_log(&mut writer).unwrap().is_some(), "busy");
         reader.batch_execute("COMMIT").unwrap();
         assert_eq!(restart_log(&mut writer).unwrap(), None, "done");
+    }
+
+    #[test]
+    fn a_reset_a_long_read_holds_up_stops_the_writer_briefly_and_rests_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("db.sqlite").to_string_lossy().into_owned();
+        let mut writer = SqliteConnection::establish(&target).unwrap();
+        writer
+            .batch_execute(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {};
+                 CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+                super::super::BUSY_TIMEOUT_MS
+            ))
+            .unwrap();
+        // A backup's (or a shell's) read, held.
+        let mut reader = SqliteConnection::establish(&target).unwrap();
+        reader.batch_execute("BEGIN; SELECT * FROM t;").unwrap();
+        writer.batch_execute("INSERT INTO t VALUES (2)").unwrap();
+        // A log as large as the reset asks for (sparse: nothing is written).
+        let large = dir.path().join("large-wal");
+        let file = std::fs::File::create(&large).unwrap();
+        file.set_len(WAL_RESET_BYTES + MIB).unwrap();
+        let (mut log, requested, copied) = log_at(large);
+        log.reset_if_large(&mut writer);
+        copied.send(requested.try_recv().unwrap()).unwrap();
+
+        let began = std::time::Instant::now();
+        log.reset_if_large(&mut writer);
+        let stopped = began.elapsed();
+        assert!(
+            stopped
+                < std::time::Duration::from_millis(u64::from(super::super::BUSY_TIMEOUT_MS) / 2),
+            "the writer waited {stopped:?}, not its busy timeout"
+        );
+        assert!(
+            log.resting_until.is_some(),
+            "the reset was kept from the log"
+        );
+        // The next batches neither ask for a copy nor try again meanwhile.
+        log.reset_if_large(&mut writer);
+        assert!(requested.try_recv().is_err());
+        // And the connection waits for other locks as long as before.
+        let timeout: i64 = diesel::sql_query("PRAGMA busy_timeout")
+            .get_result::<BusyTimeout>(&mut writer)
+            .unwrap()
+            .timeout;
+        assert_eq!(timeout, i64::from(super::super::BUSY_TIMEOUT_MS));
+    }
+
+    #[derive(diesel::QueryableByName)]
+    struct BusyTimeout {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        timeout: i64,
     }
 
     #[test]
