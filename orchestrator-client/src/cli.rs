@@ -483,6 +483,21 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
             let _ = print(err, &envelope);
             ExitCode::from(1)
         }
+        // A success this version cannot read (a newer server's answer): a write was carried
+        // out, so running it again is not the advice.
+        Err(Failure::Client(ClientError::Decode { status, source })) => {
+            let done = if retry_key.is_some() {
+                "; the change was made"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                err,
+                "error: the server answered {status}{done}, but this version of the tool cannot \
+                 read its answer (a newer server?): {source}"
+            );
+            ExitCode::from(3)
+        }
         Err(Failure::Client(other)) => {
             let _ = writeln!(err, "error: {other}");
             note_retry_key(err, retry_key.as_deref());
@@ -1117,6 +1132,22 @@ mod tests {
             "{err}"
         );
         assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_write_s_success_this_version_cannot_read_says_the_change_was_made() {
+        let (url, _) = crate::tests::scripted(vec![(
+            200,
+            "application/json",
+            r#"{"feature_id":"x","state":"SOMETHING_NEW"}"#.to_owned(),
+        )]);
+        let (code, err) = orchestrator(&url, &["approve", "x", "--actor", "alice"]).await;
+        assert_eq!(code, ExitCode::from(3), "{err}");
+        assert!(err.contains("200 OK; the change was made"), "{err}");
+        assert!(!err.contains("may have been made"), "{err}");
+        let (code, err) = orchestrator(&url, &["get", "x"]).await;
+        assert_eq!(code, ExitCode::from(3), "{err}");
+        assert!(!err.contains("change"), "{err}");
     }
 
     #[tokio::test]
