@@ -256,7 +256,13 @@ fn shown_text(bytes: &[u8]) -> String {
     if bytes.len() <= SHOWN_BODY {
         return String::from_utf8_lossy(bytes).into_owned();
     }
-    let mut text = String::from_utf8_lossy(&bytes[..SHOWN_BODY]).into_owned();
+    // Cut before a character the limit would split.
+    let kept = &bytes[..SHOWN_BODY];
+    let kept = match std::str::from_utf8(kept) {
+        Err(e) if e.error_len().is_none() => &kept[..e.valid_up_to()],
+        _ => kept,
+    };
+    let mut text = String::from_utf8_lossy(kept).into_owned();
     text.push_str(&format!("… ({} bytes in all)", bytes.len()));
     text
 }
@@ -1034,6 +1040,14 @@ mod tests {
         };
         assert!(text.len() < SHOWN_BODY + 100, "{} bytes kept", text.len());
         assert!(text.ends_with("(110000 bytes in all)"), "{text}");
+        // A character the limit would split is left out whole.
+        let page = format!("x{}", "é".repeat(4000));
+        let error = error_from(StatusCode::BAD_GATEWAY, None, page.as_bytes());
+        let ClientError::UnexpectedBody { text, .. } = &error else {
+            panic!("{error:?}")
+        };
+        assert!(!text.contains('\u{fffd}'), "{text}");
+        assert!(text.starts_with(&page[..SHOWN_BODY - 1]), "{text}");
         let short = error_from(StatusCode::BAD_GATEWAY, None, b"<p>busy</p>");
         assert!(matches!(short, ClientError::UnexpectedBody { text, .. } if text == "<p>busy</p>"));
     }

@@ -74,8 +74,12 @@ const WAL_RESET_ROUNDS: u32 = 3;
 /// an `sqlite3` shell in a transaction) would stop every batch that tries for that long.
 const WAL_RESET_WAIT_MS: u32 = 200;
 /// After a reset readers kept from the log, how long the writer lets it grow before trying
-/// again: such a reader seldom leaves at once, and each try stops the writer.
-const WAL_RESET_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+/// again: a quarter of a second after the first, doubling while they keep it, up to
+/// [`WAL_RESET_MAX_RETRY`] (a reader held for long seldom leaves at once, and each try stops
+/// the writer; one of the server's own slower reads is gone by the next).
+const WAL_RESET_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+/// The longest pause between two resets readers kept from the log.
+const WAL_RESET_MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a caller hands the writer thread.
 #[expect(
@@ -179,8 +183,15 @@ impl Writer {
                 // The checkpoint thread ends first, so the last reset finds nobody copying.
                 drop(log);
                 let _ = checkpoints.join();
-                if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)") {
-                    tracing::warn!(error = %e, "final checkpoint failed; the log is replayed at the next start");
+                match checkpoint(&mut conn, "TRUNCATE") {
+                    Ok(None) => {}
+                    Ok(Some(pages)) => tracing::warn!(
+                        wal_pages = pages,
+                        "final checkpoint kept from the log by a reader (a backup?); the log is replayed at the next start"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "final checkpoint failed; the log is replayed at the next start");
+                    }
                 }
             })?;
         Ok(Writer {
@@ -274,6 +285,8 @@ struct Log {
     numbered: u64,
     /// Until when no reset is tried, after one that readers kept from the log.
     resting_until: Option<std::time::Instant>,
+    /// Resets in a row that readers kept from the log (or that failed).
+    kept: u32,
 }
 
 impl Log {
@@ -287,6 +300,7 @@ impl Log {
             asked: None,
             numbered: 0,
             resting_until: None,
+            kept: 0,
         }
     }
 
@@ -298,7 +312,8 @@ impl Log {
     /// last copy is left to copy and sync. Should the log reach [`WAL_RESET_BYTES`] +
     /// [`WAL_RESET_SLACK_BYTES`] first (a copy held up by a long read, a slow disk), the
     /// writer waits for the copy under way and resets at once. A reset readers keep from the
-    /// log (or that fails) is tried again [`WAL_RESET_RETRY`] later, not at the next batch.
+    /// log (or that fails) is tried again after a pause (see [`WAL_RESET_RETRY`]), not at the
+    /// next batch.
     fn reset_if_large(&mut self, conn: &mut SqliteConnection) {
         if self
             .resting_until
@@ -318,7 +333,6 @@ impl Log {
                 tracing::warn!(
                     wal_bytes = size,
                     wal_pages = pages,
-                    retry_seconds = WAL_RESET_RETRY.as_secs(),
                     "could not reset the write-ahead log: busy (a long read holds it); trying again later"
                 );
                 false
@@ -328,8 +342,15 @@ impl Log {
                 false
             }
         };
-        self.resting_until = (!done).then(|| std::time::Instant::now() + WAL_RESET_RETRY);
+        self.kept = if done { 0 } else { self.kept + 1 };
+        self.resting_until = (!done).then(|| std::time::Instant::now() + self.pause());
         self.asked = None;
+    }
+
+    /// The pause before the next reset after [`Log::kept`] kept ones in a row.
+    fn pause(&self) -> std::time::Duration {
+        let doublings = self.kept.saturating_sub(1).min(5);
+        (WAL_RESET_RETRY * 2_u32.pow(doublings)).min(WAL_RESET_MAX_RETRY)
     }
 
     /// Whether the log, now `size` bytes, is to be reset now. Asks the checkpoint thread for
@@ -389,14 +410,24 @@ impl Log {
 /// (busy). The connection's busy timeout is set back after.
 fn restart_log(conn: &mut SqliteConnection) -> QueryResult<Option<i64>> {
     conn.batch_execute(&format!("PRAGMA busy_timeout = {WAL_RESET_WAIT_MS}"))?;
-    let restarted = restart_log_waiting(conn);
-    let restored = conn.batch_execute(&format!("PRAGMA busy_timeout = {}", super::BUSY_TIMEOUT_MS));
-    let restarted = restarted?;
-    restored.map(|()| restarted)
+    let restarted = checkpoint(conn, "RESTART");
+    let restore = format!("PRAGMA busy_timeout = {}", super::BUSY_TIMEOUT_MS);
+    if let Err(e) = conn
+        .batch_execute(&restore)
+        .or_else(|_| conn.batch_execute(&restore))
+    {
+        // (Setting it does no I/O: this is not expected.)
+        tracing::error!(
+            error = %e,
+            "could not set the writer's busy timeout back; writes give up on other processes' locks after {WAL_RESET_WAIT_MS} ms"
+        );
+    }
+    restarted
 }
 
-/// The RESTART checkpoint itself, waiting as long as the connection's busy timeout says.
-fn restart_log_waiting(conn: &mut SqliteConnection) -> QueryResult<Option<i64>> {
+/// A checkpoint of `mode` (RESTART, TRUNCATE): `None` once done, or the log's size in pages
+/// when SQLite was kept from it (busy), which it says in the checkpoint's row, not as an error.
+fn checkpoint(conn: &mut SqliteConnection, mode: &'static str) -> QueryResult<Option<i64>> {
     #[derive(diesel::QueryableByName)]
     struct Checkpoint {
         #[diesel(sql_type = diesel::sql_types::Integer)]
@@ -404,7 +435,8 @@ fn restart_log_waiting(conn: &mut SqliteConnection) -> QueryResult<Option<i64>> 
         #[diesel(sql_type = diesel::sql_types::Integer)]
         log: i32,
     }
-    let row = diesel::sql_query("PRAGMA wal_checkpoint(RESTART)").get_result::<Checkpoint>(conn)?;
+    let row = diesel::sql_query(format!("PRAGMA wal_checkpoint({mode})"))
+        .get_result::<Checkpoint>(conn)?;
     Ok((row.busy != 0).then_some(i64::from(row.log)))
 }
 
@@ -833,12 +865,28 @@ mod tests {
         // The next batches neither ask for a copy nor try again meanwhile.
         log.reset_if_large(&mut writer);
         assert!(requested.try_recv().is_err());
+        // Once the pause is over, the next batch goes for a reset again (a copy first).
+        log.resting_until = Some(std::time::Instant::now());
+        log.reset_if_large(&mut writer);
+        assert!(requested.try_recv().is_ok(), "tried again");
         // And the connection waits for other locks as long as before.
         let timeout: i64 = diesel::sql_query("PRAGMA busy_timeout")
             .get_result::<BusyTimeout>(&mut writer)
             .unwrap()
             .timeout;
         assert_eq!(timeout, i64::from(super::super::BUSY_TIMEOUT_MS));
+    }
+
+    #[test]
+    fn the_pause_after_kept_resets_doubles_from_a_quarter_second_up_to_five() {
+        let (mut log, _, _) = log();
+        let pauses: Vec<u128> = (1..=8)
+            .map(|kept| {
+                log.kept = kept;
+                log.pause().as_millis()
+            })
+            .collect();
+        assert_eq!(pauses, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
     }
 
     #[derive(diesel::QueryableByName)]
