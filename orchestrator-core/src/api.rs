@@ -1222,6 +1222,16 @@ pub struct ServiceInfo {
     pub openapi: String,
     /// The health check.
     pub health: String,
+    /// The reviewer board's overview (a web page). Empty from a server before it was named
+    /// here.
+    #[serde(default)]
+    pub board: String,
+    /// The event log (a page of it; `/events/stream` follows it).
+    #[serde(default)]
+    pub events: String,
+    /// The metrics (OpenMetrics text).
+    #[serde(default)]
+    pub metrics: String,
 }
 
 /// Route paths, built in one place for the router and the client.
@@ -1268,6 +1278,8 @@ pub mod paths {
     pub const REDOC: &str = "/redoc";
     /// `GET`: service info.
     pub const ROOT: &str = "/";
+    /// `GET`: the reviewer board's overview (a web page).
+    pub const BOARD: &str = "/board";
 
     /// `/workflow/{feature_id}`; feature ids are URL-safe by construction.
     pub fn workflow(id: &FeatureId) -> String {

@@ -1564,6 +1564,7 @@ pub(crate) mod examples {
         json!({
             "service": "orchestrator", "version": crate::VERSION, "docs": "/docs",
             "redoc": "/redoc", "openapi": "/openapi.json", "health": "/health",
+            "board": "/board", "events": "/events", "metrics": "/metrics",
         })
     }
 

@@ -417,6 +417,20 @@ async fn health_and_service_info_report_the_original_fields() {
         (info.service.as_str(), info.docs.as_str()),
         ("orchestrator", "/docs")
     );
+    // Every link it gives leads somewhere.
+    for link in [
+        &info.docs,
+        &info.redoc,
+        &info.openapi,
+        &info.health,
+        &info.board,
+        &info.events,
+        &info.metrics,
+    ] {
+        assert!(link.len() > 1 && link.starts_with('/'), "{info:?}");
+        let status = reqwest::get(app.url(link)).await.unwrap().status();
+        assert_eq!(status, 200, "{link}");
+    }
 
     let raw: serde_json::Value = reqwest::get(app.url("/health"))
         .await

@@ -132,6 +132,9 @@ pub async fn get_service_info() -> Result<HttpResponse> {
             redoc: paths::REDOC.to_owned(),
             openapi: paths::OPENAPI.to_owned(),
             health: paths::HEALTH.to_owned(),
+            board: paths::BOARD.to_owned(),
+            events: paths::EVENTS.to_owned(),
+            metrics: paths::METRICS.to_owned(),
         },
     ))
 }
