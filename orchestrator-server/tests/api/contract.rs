@@ -2683,3 +2683,20 @@ async fn postgres_a_busy_webhook_is_deleted_with_all_its_deliveries() {
     };
     a_busy_webhook_is_deleted_with_all_its_deliveries(DatabaseUrl::Postgres(db.url.clone())).await;
 }
+
+/// A PostgreSQL database restored without the function that hands out event ids (its tables
+/// alone) refuses every write that records an event: the health check finds it missing too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_database_without_its_event_id_function_is_unhealthy() {
+    use orchestrator_server::storage::connect;
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let url = DatabaseUrl::Postgres(db.url.clone());
+    let repo = connect(&url, 2).await.unwrap();
+    repo.ping().await.expect("healthy");
+    run_sql(&url, "DROP FUNCTION take_event_ids(BIGINT)").await;
+    let (workflow, first) = new_workflow("no-ids");
+    assert!(repo.create(&workflow, &first).await.is_err(), "writes fail");
+    assert!(repo.ping().await.is_err(), "and the health check says so");
+}
