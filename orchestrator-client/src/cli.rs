@@ -559,7 +559,13 @@ fn consultations_holding(workflow: &WorkflowResponse) -> usize {
         .gate
         .blocked_by
         .iter()
-        .filter(|b| !matches!(b, orchestrator_core::api::Blocker::Approvals { .. }))
+        .filter(|b| {
+            matches!(
+                b,
+                orchestrator_core::api::Blocker::Escalation { .. }
+                    | orchestrator_core::api::Blocker::Asking { .. }
+            )
+        })
         .count()
 }
 

@@ -496,6 +496,11 @@ pub enum Blocker {
         /// The consultation.
         consultation_id: ConsultationId,
     },
+    /// A kind this version of the library does not know (sent by a newer server): read so that
+    /// the rest of the answer still is. The server never sends it (written back, it is
+    /// `{"kind": "unknown"}`).
+    #[serde(other)]
+    Unknown,
 }
 
 impl GateView {
@@ -1332,6 +1337,23 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_blocker_of_a_kind_this_version_does_not_know_is_read_as_unknown() {
+        let blocked: Vec<Blocker> = serde_json::from_value(json!([
+            {"kind": "approvals", "have": 0, "need": 2},
+            {"kind": "deadline", "at": "2026-12-06T00:00:00Z"},
+        ]))
+        .unwrap();
+        assert_eq!(
+            blocked,
+            [Blocker::Approvals { have: 0, need: 2 }, Blocker::Unknown]
+        );
+        assert_eq!(
+            serde_json::to_value(Blocker::Unknown).unwrap(),
+            json!({"kind": "unknown"})
+        );
+    }
+
+    #[test]
     fn a_created_webhook_s_debug_leaves_its_secret_out() {
         let created: CreatedWebhook = serde_json::from_value(json!({
             "id": "wh_1",
@@ -1594,6 +1616,13 @@ mod tests {
         let back: WorkflowResponse =
             serde_json::from_value(serde_json::to_value(&body).unwrap()).unwrap();
         assert_eq!(back, body);
+        // A newer server's blocker of another kind, and a field this version does not know:
+        // the answer is still read.
+        let mut newer = serde_json::to_value(&body).unwrap();
+        newer["gate"]["blocked_by"] = json!([{"kind": "deadline", "at": "2026-11-25T10:00:00Z"}]);
+        newer["labels"] = json!(["payments"]);
+        let read: WorkflowResponse = serde_json::from_value(newer).unwrap();
+        assert_eq!(read.gate.blocked_by, [Blocker::Unknown]);
     }
 
     #[test]

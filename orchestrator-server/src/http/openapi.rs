@@ -102,6 +102,7 @@ impl ApiDoc {
         // The annotated document is made of plain data; it always serialises.
         let mut doc = serde_json::to_value(Annotated::openapi()).unwrap_or_else(|_| json!({}));
         apply_field_rules(&mut doc);
+        drop_unknowns(&mut doc);
         let operations: Vec<(String, String)> = doc["paths"]
             .as_object()
             .into_iter()
@@ -791,6 +792,18 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
             None,
         ),
         Internal | Unknown => envelope("internal error", None),
+    }
+}
+
+/// Leaves out what the library reads from a newer server but this one never sends: the error
+/// code `UNKNOWN` and the blocker kind `unknown`.
+fn drop_unknowns(doc: &mut Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    if let Some(codes) = schemas["ErrorCode"]["enum"].as_array_mut() {
+        codes.retain(|code| code != "UNKNOWN");
+    }
+    if let Some(kinds) = schemas["Blocker"]["oneOf"].as_array_mut() {
+        kinds.retain(|kind| kind["properties"]["kind"]["enum"] != json!(["unknown"]));
     }
 }
 

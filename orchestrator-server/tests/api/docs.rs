@@ -555,6 +555,18 @@ async fn the_openapi_document_describes_every_endpoint() {
             "{schema} missing"
         );
     }
+    // What the library reads from a newer server is not what this one sends.
+    let schemas = &doc["components"]["schemas"];
+    let codes = schemas["ErrorCode"]["enum"].as_array().unwrap();
+    assert!(codes.iter().any(|code| code == "WORKFLOW_NOT_FOUND"));
+    assert!(!codes.iter().any(|code| code == "UNKNOWN"), "{codes:?}");
+    let kinds: Vec<&Value> = schemas["Blocker"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kind| &kind["properties"]["kind"]["enum"][0])
+        .collect();
+    assert_eq!(kinds, ["approvals", "escalation", "asking"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
