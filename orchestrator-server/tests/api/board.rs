@@ -1088,3 +1088,24 @@ async fn a_state_with_more_features_than_a_page_has_pages() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.text.contains("after"), "{}", bad.text);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_gates_than_the_overview_shows_are_reached_from_it() {
+    let app = spawn_app().await;
+    for n in 0..201 {
+        at_gate(&app.client, &format!("gate-{n:03}")).await;
+    }
+    let overview = get(&app, "/board", None).await;
+    assert!(
+        overview.text.contains(
+            r#"Showing 200 of 201; <a href="/board?state=GATE_1">every feature at the gate</a>"#
+        ),
+        "{}",
+        overview.text
+    );
+    // That list pages through all of them.
+    let first = get(&app, "/board?state=GATE_1", None).await;
+    assert!(first.text.contains("gate-199"), "{}", first.text);
+    let second = get(&app, "/board?state=GATE_1&after=gate-199", None).await;
+    assert!(second.text.contains("gate-200"), "{}", second.text);
+}

@@ -19,7 +19,7 @@ use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use orchestrator_client::Client;
 use orchestrator_core::api::{AdvanceRequest, ConsultRequest, GateRequest, StartWorkflowRequest};
 use orchestrator_core::{ActorKind, Role};
-use serde_json::json;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::helpers::{TestApp, free_port, mint, spawn_app_with};
@@ -117,6 +117,20 @@ fn labelled(label: &str) -> String {
 
 fn button(name: &str) -> String {
     format!("//button[normalize-space()='{name}']")
+}
+
+/// Waits until `script` returns `expected` in the page.
+async fn wait_script(browser: &Browser, script: &str, expected: &str) {
+    let started = Instant::now();
+    let mut last = Value::Null;
+    while started.elapsed() < PATIENCE {
+        last = browser.execute(script, vec![]).await.unwrap_or(Value::Null);
+        if last.as_str() == Some(expected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{script} never returned {expected:?}; last: {last}");
 }
 
 /// Waits until `check` holds for the page's text at `css`, and answers the text.
@@ -273,6 +287,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     at_gate("search-filters", 1, None).await;
     at_gate("password-reset", 1, Some(1)).await;
     at_gate("stale-page", 1, None).await;
+    at_gate("late-session", 1, None).await;
     for (id, description) in [
         ("dark-mode", "A dark theme for the settings pages"),
         ("export-csv", "Export the order history as CSV"),
@@ -372,6 +387,9 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         why.contains("approved this stay at the gate already"),
         "{why}"
     );
+    // Her Approve button went with her approval: the focus is on what the page says about it,
+    // not thrown to the top of the document.
+    wait_script(&a, "return document.activeElement.id;", "message").await;
 
     // Bob's page followed her approval (the same round of work: his decision is not pinned
     // to the version he opened), and he approves second; Alice's open page follows without a
@@ -634,6 +652,16 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         named.as_str(),
         Some("Must the retry log leave out the card number? [confidence=40]")
     );
+    // And the expert's reasoning she opened stays open.
+    let opened = a
+        .execute(
+            "const reasoning = document.querySelector('table.consultations details');
+             reasoning.open = true;
+             return reasoning.id;",
+            vec![],
+        )
+        .await
+        .unwrap();
     a.execute(
         "document.querySelector('form.respond button[value=confirm]').focus();",
         vec![],
@@ -670,6 +698,47 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         .await
         .unwrap();
     assert_eq!(focused, form);
+    let still_open = a
+        .execute(
+            "return document.getElementById(arguments[0]).open;",
+            vec![opened.clone()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(still_open, json!(true), "{opened}");
+    // Its summary, focused, keeps the focus through the next change too.
+    a.execute(
+        "document.getElementById(arguments[0]).querySelector('summary').focus();",
+        vec![opened.clone()],
+    )
+    .await
+    .unwrap();
+    agent
+        .create_consultation(
+            &payments,
+            &ConsultRequest::new(
+                "architecture",
+                "Which log keeps the retries? [confidence=95]",
+            ),
+        )
+        .await
+        .unwrap();
+    wait_text(&a, "table.consultations", |t| {
+        t.contains("Which log keeps the retries?")
+    })
+    .await;
+    let focused = a
+        .execute(
+            "const e = document.activeElement;
+             return e.tagName + ' ' + e.parentElement.id + ' ' + e.parentElement.open;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        focused.as_str().map(str::to_owned),
+        opened.as_str().map(|id| format!("SUMMARY {id} true"))
+    );
 
     // Sign-out ends the session on the server: the old cookie no longer works.
     let cookie = a.get_named_cookie("orchestrator_session").await.unwrap();
@@ -700,6 +769,38 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         .unwrap();
     wait_text(&a, "table.consultations", |t| t.contains("Blocking")).await;
     assert!(a.find(Locator::XPath(&button("Confirm"))).await.is_err());
+
+    // Bob's session ends elsewhere (signed out from another tab) with his page open: his
+    // decision is not recorded, and the page says why instead of reloading it away.
+    b.goto(&app.url("/board/feature/late-session"))
+        .await
+        .unwrap();
+    wait_text(&b, "#verdict", |t| t == "You may approve.").await;
+    let csrf = b
+        .execute("return document.body.dataset.csrf;", vec![])
+        .await
+        .unwrap();
+    let cookie = b.get_named_cookie("orchestrator_session").await.unwrap();
+    let signed_out = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(app.url("/board/sign-out"))
+        .header("cookie", format!("orchestrator_session={}", cookie.value()))
+        .header("origin", app.url("").trim_end_matches('/'))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}", csrf.as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), 303);
+    click(&b, "Approve").await;
+    wait_text(&b, "#message", |t| t.contains("your session has ended")).await;
+    let at_gate_still = agent
+        .get_workflow(&orchestrator_core::FeatureId::parse("late-session").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(at_gate_still.state.to_string(), "GATE_1");
 
     // Ending the browser sessions is the test's clean-up, not the board's behaviour: a browser
     // that does not quit cleanly (seen once on a loaded CI machine, after every step passed) is

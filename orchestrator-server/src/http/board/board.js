@@ -110,6 +110,8 @@
   // shows the feature from before it, and is not swapped in.
   let busy = 0;
   let settled = 0;
+  // A write was refused for want of a session: the page is left as it is, saying so.
+  let signedOut = false;
   // Whether the event stream is open, and the pause before retrying a refresh that failed
   // (growing to half a minute): a page that could not be refreshed is fetched again until it
   // is, not left stale until the next event.
@@ -124,32 +126,38 @@
     retry = setTimeout(() => { retry = null; schedule(); }, retryIn);
   }
 
+  // Says whether the page was swapped ('swapped'), could not be fetched ('failed') or is left
+  // for a later refresh ('deferred': another is under way, or a request is out).
   async function refresh() {
-    if (refreshing || busy > 0) { schedule(); return; }
+    if (refreshing || busy > 0) { schedule(); return 'deferred'; }
     refreshing = true;
     const asked = settled;
     try {
       const response = await fetch(location.href, { credentials: 'same-origin', headers: { Accept: 'text/html' } });
       if (!response.ok) {
         refreshFailed('Live, but the page could not be refreshed (HTTP ' + response.status + '); trying again');
-        return;
+        return 'failed';
       }
       const fetched = new DOMParser().parseFromString(await response.text(), 'text/html');
       // A decision sent while this page was fetched: not swapped under it (once it is back,
       // the page is fetched again); nor one from before a decision that came back since.
-      if (busy > 0 || asked !== settled) { schedule(); return; }
+      if (busy > 0 || asked !== settled) { schedule(); return 'deferred'; }
       // Signed out, or signed in as someone else in another tab: the whole page is stale.
       const was = body.dataset;
       const now = fetched.body ? fetched.body.dataset : {};
       if (was.csrf !== now.csrf || was.actor !== now.actor) {
         location.reload();
-        return;
+        return 'swapped';
       }
       const next = fetched.getElementById('main');
       const current = document.getElementById('main');
-      if (!next || !current) return;
-      // What the reader is typing and where the focus is survive the swap.
+      if (!next || !current) return 'failed';
+      // What the reader is typing, what they opened and where the focus is survive the swap.
       const focused = focusFinder(document.activeElement, current);
+      current.querySelectorAll('details[open][id]').forEach((opened) => {
+        const again = next.querySelector('#' + CSS.escape(opened.id));
+        if (again) again.open = true;
+      });
       pin(next.querySelector('#decide'));
       current.replaceWith(document.adoptNode(next));
       clocked();
@@ -162,8 +170,10 @@
         retryIn = 0;
         if (streaming) showLive('Live', true);
       }
+      return 'swapped';
     } catch (_) {
       refreshFailed('Live, but the server could not be reached; trying again');
+      return 'failed';
     } finally {
       refreshing = false;
     }
@@ -207,6 +217,9 @@
         : 'form.respond[data-consultation="' + CSS.escape(element.form.dataset.consultation || '') + '"]';
       const value = element.value;
       find = () => Array.from(document.querySelectorAll(form + ' button')).find((b) => b.value === value);
+    } else if (element.tagName === 'SUMMARY' && element.parentElement && element.parentElement.id) {
+      const opened = '#' + CSS.escape(element.parentElement.id) + ' > summary';
+      find = () => document.querySelector(opened);
     } else {
       return null;
     }
@@ -314,7 +327,11 @@
   // the change was made: say so, and let the page show the feature as it is.
   function notRecorded(error, status) {
     const details = Array.isArray(error.details) && error.details.length ? ' (' + error.details.join('; ') + ')' : '';
-    if (status >= 500) {
+    if (status === 401) {
+      // Not refreshed at once: the page would become the sign-in form and take this away.
+      signedOut = true;
+      say('Not recorded: your session has ended (signed out elsewhere, or after 12 hours). Reload the page to sign in again; what you typed is kept.', 'bad');
+    } else if (status >= 500) {
       mayHaveLanded(error.message + details);
     } else {
       say('Not recorded: ' + error.message + details, 'bad');
@@ -476,10 +493,27 @@
       busy -= 1;
       settled += 1;
     }
-    await refresh();
+    // Until the page shows what the request did (a refresh under way, or another request
+    // out, puts it off), the buttons stay off: pressed again, they would send the same again.
+    let refreshed = signedOut ? 'failed' : await refresh();
+    for (let waited = 0; refreshed === 'deferred' && waited < 50; waited += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      refreshed = await refresh();
+    }
     // The form is a new one unless the refresh failed: then these come back on.
     buttons.forEach((button) => { button.disabled = false; });
-    if (back && (!document.activeElement || document.activeElement === document.body)) back();
+    const lost = () => !document.activeElement || document.activeElement === document.body;
+    if (back && lost()) back();
+    // The button is gone (the decision was made, or the feature left the gate): the focus goes
+    // to what the page says about it, not to the top of the document.
+    if (lost()) {
+      const message = document.getElementById('message');
+      const said = message && message.textContent ? message : document.getElementById('verdict');
+      if (said) {
+        said.tabIndex = -1;
+        said.focus({ preventScroll: true });
+      }
+    }
   }
 
   function bind() {

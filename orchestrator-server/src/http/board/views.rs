@@ -112,6 +112,7 @@ pub fn page(frame: &Frame<'_>, main: Markup) -> Markup {
                 header.top {
                     a.brand href="/board" { "Orchestrator board" }
                     span #live.live role="status" { "Connecting…" }
+                    noscript { span.live { "Deciding and following changes need JavaScript." } }
                     @if let Some(who) = &frame.who {
                         span.who { "Signed in as " strong { (who.name) } " (" (who.kind) ")" }
                         form.sign-out method="post" action="/board/sign-out" {
@@ -284,7 +285,11 @@ pub fn overview(data: &Overview) -> Markup {
                         }
                     }
                     @if (data.waiting.len() as u64) < data.waiting_total {
-                        p.note { "Showing " (data.waiting.len()) " of " (data.waiting_total) "." }
+                        p.note {
+                            "Showing " (data.waiting.len()) " of " (data.waiting_total) "; "
+                            a href="/board?state=GATE_1" { "every feature at the gate" }
+                            ", by feature id."
+                        }
                     }
                 }
             }
@@ -594,7 +599,8 @@ fn answer_cell(c: &Consultation) -> Markup {
             None => {}
         }
         @if c.rationale.is_some() || !c.uncertainty_reasons.is_empty() {
-            details {
+            // An id, so that a refresh leaves it open if the reader opened it.
+            details id=(format!("reasoning-{}", c.id)) {
                 summary { "The expert's reasoning" }
                 @if let Some(rationale) = &c.rationale { p.text { (rationale) } }
                 @if !c.uncertainty_reasons.is_empty() {
