@@ -378,7 +378,9 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
             keys.insert(key.clone(), fresh);
             return Ok(KeyClaim::Claimed);
         };
-        if row.created_at < expired_before {
+        // Expired, and held by no request (a retry that took it over just before keeps it).
+        let held = row.answer.is_none() && row.lease_until >= now;
+        if row.created_at < expired_before && !held {
             *row = fresh;
             return Ok(KeyClaim::Claimed);
         }

@@ -131,10 +131,13 @@ pub fn verify(
     if id.is_empty() {
         return Err(SignatureError::MalformedHeader("webhook-id"));
     }
+    // Signed as sent: a number written otherwise (`+17…`, `017…`) is not the one signed.
     let sent: i64 = timestamp
         .trim()
         .parse()
-        .map_err(|_| SignatureError::MalformedHeader("webhook-timestamp"))?;
+        .ok()
+        .filter(|sent: &i64| sent.to_string() == timestamp.trim())
+        .ok_or(SignatureError::MalformedHeader("webhook-timestamp"))?;
     let tolerance = i64::try_from(TIMESTAMP_TOLERANCE.as_secs()).unwrap_or(i64::MAX);
     if now.abs_diff(sent) > tolerance.unsigned_abs() {
         return Err(SignatureError::Stale);
@@ -431,6 +434,21 @@ mod tests {
             check("v2,abc", body, 1_614_265_330),
             Err(SignatureError::MalformedHeader("webhook-signature"))
         );
+        // The timestamp as signed, not another spelling of its number.
+        for other in ["01614265330", "+1614265330"] {
+            assert_eq!(
+                verify(
+                    &secret,
+                    "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                    other,
+                    &signature,
+                    body,
+                    1_614_265_330
+                ),
+                Err(SignatureError::MalformedHeader("webhook-timestamp")),
+                "{other}"
+            );
+        }
     }
 
     #[test]

@@ -255,12 +255,19 @@ pub fn unanswered_keys() -> _ {
     idempotency_keys::table.filter(idempotency_keys::answer.is_null())
 }
 
-/// One idempotency key, if it was first claimed before `before` (it has expired).
+/// One idempotency key, if it was first claimed before `before` (it has expired) and no request
+/// holds it at `now` (it was answered, or its lease ended): one a retry took over just before
+/// it expired is still that retry's.
 #[dsl::auto_type]
-pub fn expired_key<'a>(scope: &'a str, name: &'a str, before: i64) -> _ {
+pub fn expired_key<'a>(scope: &'a str, name: &'a str, before: i64, now: i64) -> _ {
     idempotency_keys::table
         .find((scope, name))
         .filter(idempotency_keys::created_at.lt(before))
+        .filter(
+            idempotency_keys::answer
+                .is_not_null()
+                .or(idempotency_keys::lease_until.lt(now)),
+        )
 }
 
 /// One idempotency key, if it has no answer and its lease ended before `now`.

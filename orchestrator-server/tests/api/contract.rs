@@ -970,6 +970,36 @@ pub async fn unanswered_keys_are_forgotten_and_answered_ones_kept(repo: &dyn Wor
     assert_eq!(repo.forget_unanswered_keys().await.unwrap(), 0);
 }
 
+/// A key a retry took over just before the key expired is that retry's until its lease ends:
+/// a request with the key after the expiry waits, instead of running beside it.
+pub async fn an_expired_key_a_retry_still_holds_is_not_claimed_anew(repo: &dyn WorkflowRepository) {
+    use orchestrator_core::{IdempotencyKey, KeyClaim};
+    let key = IdempotencyKey {
+        scope: "*".to_owned(),
+        key: "late-retry".to_owned(),
+    };
+    let lease = Duration::seconds(65);
+    let claim = async |at: chrono::DateTime<Utc>| {
+        repo.claim_key(&key, "fp", at, at + lease, at - Duration::hours(24))
+            .await
+            .unwrap()
+    };
+    let first = t0();
+    assert_eq!(claim(first).await, KeyClaim::Claimed);
+    // The first request's lease ended unanswered; a retry takes the key over 10 s before it
+    // expires.
+    let retry = first + Duration::hours(24) - Duration::seconds(10);
+    assert_eq!(claim(retry).await, KeyClaim::Claimed);
+    // Expired now, but held: in use.
+    let after = first + Duration::hours(24) + Duration::seconds(1);
+    assert_eq!(claim(after).await, KeyClaim::InUse);
+    // Once the retry's lease has ended, the expired key is claimed anew.
+    assert_eq!(
+        claim(retry + lease + Duration::seconds(1)).await,
+        KeyClaim::Claimed
+    );
+}
+
 pub async fn idempotency_keys_are_claimed_once_and_answered_with_their_change(
     repo: &dyn WorkflowRepository,
 ) {
@@ -1816,6 +1846,7 @@ contract_suite!(
     gates_are_listed_earliest_due_first,
     idempotency_keys_are_claimed_once_and_answered_with_their_change,
     unanswered_keys_are_forgotten_and_answered_ones_kept,
+    an_expired_key_a_retry_still_holds_is_not_claimed_anew,
     a_change_whose_key_a_retry_took_over_is_refused_whole,
     every_accepted_change_writes_one_event_in_commit_order,
     several_events_of_one_write_take_consecutive_ids;

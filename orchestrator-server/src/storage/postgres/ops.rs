@@ -586,10 +586,15 @@ async fn claim_key(
             .execute(conn)
             .await?;
         let renewed = inserted == 0
-            && diesel::update(queries::expired_key(scope, name, expired_before))
-                .set(row)
-                .execute(conn)
-                .await?
+            && diesel::update(queries::expired_key(
+                scope,
+                name,
+                expired_before,
+                row.created_at,
+            ))
+            .set(row)
+            .execute(conn)
+            .await?
                 == 1;
         if inserted == 1 || renewed {
             return Ok(KeyClaim::Claimed);

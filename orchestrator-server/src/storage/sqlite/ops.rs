@@ -552,8 +552,11 @@ fn claim_key(
         .on_conflict_do_nothing()
         .execute(conn)?;
     let renewed = inserted == 0
-        && prepared::update(queries::expired_key(scope, name, expired_before), row)
-            .execute(conn)?
+        && prepared::update(
+            queries::expired_key(scope, name, expired_before, row.created_at),
+            row,
+        )
+        .execute(conn)?
             == 1;
     if inserted == 1 || renewed {
         return Ok(KeyClaim::Claimed);
