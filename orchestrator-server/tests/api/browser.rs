@@ -668,20 +668,18 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     )
     .await
     .unwrap();
-    agent
-        .create_consultation(
-            &payments,
-            &ConsultRequest::new(
-                "architecture",
-                "Which queue holds the retries? [confidence=95]",
-            ),
-        )
-        .await
-        .unwrap();
-    wait_text(&a, "table.consultations", |t| {
-        t.contains("Which queue holds the retries?")
-    })
-    .await;
+    // A change the page follows: a new consultation, shown.
+    let new_consultation = async |question: &str| {
+        agent
+            .create_consultation(
+                &payments,
+                &ConsultRequest::new("architecture", format!("{question} [confidence=95]")),
+            )
+            .await
+            .unwrap();
+        wait_text(&a, "table.consultations", |t| t.contains(question)).await;
+    };
+    new_consultation("Which queue holds the retries?").await;
     let focused = a
         .execute(
             "const e = document.activeElement;
@@ -713,20 +711,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     )
     .await
     .unwrap();
-    agent
-        .create_consultation(
-            &payments,
-            &ConsultRequest::new(
-                "architecture",
-                "Which log keeps the retries? [confidence=95]",
-            ),
-        )
-        .await
-        .unwrap();
-    wait_text(&a, "table.consultations", |t| {
-        t.contains("Which log keeps the retries?")
-    })
-    .await;
+    new_consultation("Which log keeps the retries?").await;
     let focused = a
         .execute(
             "const e = document.activeElement;
