@@ -483,9 +483,12 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
             let _ = print(err, &envelope);
             ExitCode::from(1)
         }
-        // A success this version cannot read (a newer server's answer): a write was carried
-        // out, so running it again is not the advice.
-        Err(Failure::Client(ClientError::Decode { status, source })) => {
+        // A success in JSON this version cannot read (a newer server's answer): a write was
+        // carried out, so running it again is not the advice. (Not JSON at all, it may be
+        // something between that answered instead.)
+        Err(Failure::Client(ClientError::Decode { status, source }))
+            if source.classify() == serde_json::error::Category::Data =>
+        {
             let done = if retry_key.is_some() {
                 "; the change was made"
             } else {
@@ -1154,6 +1157,26 @@ mod tests {
         let (code, err) = orchestrator(&url, &["get", "x"]).await;
         assert_eq!(code, ExitCode::from(3), "{err}");
         assert!(!err.contains("change"), "{err}");
+        // A page that is no JSON at all came from something else: nothing says it was made.
+        let (url, _) =
+            crate::tests::scripted(vec![(200, "text/html", "<html>sign in</html>".to_owned())]);
+        let (code, err) = orchestrator(&url, &["approve", "x", "--actor", "alice"]).await;
+        assert_eq!(code, ExitCode::from(3), "{err}");
+        assert!(!err.contains("the change was made"), "{err}");
+        assert!(err.contains("may have been made"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed() {
+        let (url, connections) = crate::tests::scripted(vec![(
+            302,
+            "text/html\r\nlocation: /sign-in",
+            "<html>moved</html>".to_owned(),
+        )]);
+        let (code, err) = orchestrator(&url, &["approve", "x", "--actor", "alice"]).await;
+        assert_eq!(code, ExitCode::from(3), "{err}");
+        assert!(err.contains("302"), "{err}");
+        assert_eq!(connections.load(Ordering::SeqCst), 1, "not followed");
     }
 
     #[tokio::test]

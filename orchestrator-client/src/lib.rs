@@ -439,8 +439,11 @@ impl ClientBuilder {
         }
         let http = match self.http {
             Some(http) => http,
+            // The API never redirects: one is something in between (a sign-in proxy), and
+            // following it would turn a write into a GET of another page.
             None => reqwest::Client::builder()
                 .timeout(self.timeout.unwrap_or(Duration::from_secs(60)))
+                .redirect(reqwest::redirect::Policy::none())
                 .build()?,
         };
         Ok(Client {

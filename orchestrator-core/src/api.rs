@@ -476,6 +476,7 @@ pub struct GateView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Blocker {
     /// Fewer approvals than the policy needs.
     Approvals {

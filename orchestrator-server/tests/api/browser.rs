@@ -389,7 +389,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     );
     // Her Approve button went with her approval: the focus is on what the page says about it,
     // not thrown to the top of the document.
-    wait_script(&a, "return document.activeElement.id;", "message").await;
+    wait_script(&a, "return document.activeElement.id;", "verdict").await;
 
     // Bob's page followed her approval (the same round of work: his decision is not pinned
     // to the version he opened), and he approves second; Alice's open page follows without a
@@ -781,6 +781,11 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     assert_eq!(signed_out.status(), 303);
     click(&b, "Approve").await;
     wait_text(&b, "#message", |t| t.contains("your session has ended")).await;
+    // The stream, ended with the session, gives up and the page is refreshed: the message
+    // stays, not reloaded away with the page.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_text(&b, "#message", |t| t.contains("your session has ended")).await;
+    wait_text(&b, "#verdict", |t| t == "You may approve.").await;
     let at_gate_still = agent
         .get_workflow(&orchestrator_core::FeatureId::parse("late-session").unwrap())
         .await

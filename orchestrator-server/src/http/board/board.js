@@ -112,6 +112,8 @@
   let settled = 0;
   // A write was refused for want of a session: the page is left as it is, saying so.
   let signedOut = false;
+  // The `settled` count the page on screen was fetched at: it shows every request back by then.
+  let shown = 0;
   // Whether the event stream is open, and the pause before retrying a refresh that failed
   // (growing to half a minute): a page that could not be refreshed is fetched again until it
   // is, not left stale until the next event.
@@ -126,8 +128,9 @@
     retry = setTimeout(() => { retry = null; schedule(); }, retryIn);
   }
 
-  // Says whether the page was swapped ('swapped'), could not be fetched ('failed') or is left
-  // for a later refresh ('deferred': another is under way, or a request is out).
+  // Says whether the page was swapped ('swapped'), could not be fetched ('failed'), is left for
+  // a later refresh ('deferred': another is under way, or a request is out) or is being loaded
+  // anew ('reloading': the reader signed out or in elsewhere).
   async function refresh() {
     if (refreshing || busy > 0) { schedule(); return 'deferred'; }
     refreshing = true;
@@ -146,8 +149,11 @@
       const was = body.dataset;
       const now = fetched.body ? fetched.body.dataset : {};
       if (was.csrf !== now.csrf || was.actor !== now.actor) {
+        // A decision was refused because the session ended: the page stays as it is, saying
+        // so, until the reader reloads it (or signs in again, in another tab).
+        if (signedOut && !now.actor) return 'failed';
         location.reload();
-        return 'swapped';
+        return 'reloading';
       }
       const next = fetched.getElementById('main');
       const current = document.getElementById('main');
@@ -160,6 +166,7 @@
       });
       pin(next.querySelector('#decide'));
       current.replaceWith(document.adoptNode(next));
+      shown = asked;
       clocked();
       giveBack();
       rechecked();
@@ -304,7 +311,7 @@
       }
       source.close();
       failures += 1;
-      if (failures > 3 && mayReload()) {
+      if (failures > 3 && !signedOut && mayReload()) {
         showLive('Offline: reloading…', false);
         setTimeout(() => location.reload(), 2000);
         return;
@@ -493,22 +500,26 @@
       busy -= 1;
       settled += 1;
     }
+    const mine = settled;
     // Until the page shows what the request did (a refresh under way, or another request
     // out, puts it off), the buttons stay off: pressed again, they would send the same again.
+    // A refresh already under way or queued is waited for, not asked for again beside it.
     let refreshed = signedOut ? 'failed' : await refresh();
     for (let waited = 0; refreshed === 'deferred' && waited < 50; waited += 1) {
       await new Promise((resolve) => setTimeout(resolve, 200));
-      refreshed = await refresh();
+      if (shown >= mine) refreshed = 'swapped';
+      else if (!refreshing && !queued) refreshed = await refresh();
     }
+    if (refreshed === 'reloading') return;
     // The form is a new one unless the refresh failed: then these come back on.
     buttons.forEach((button) => { button.disabled = false; });
     const lost = () => !document.activeElement || document.activeElement === document.body;
     if (back && lost()) back();
     // The button is gone (the decision was made, or the feature left the gate): the focus goes
-    // to what the page says about it, not to the top of the document.
+    // to what the page says about it (the verdict, else the message), not to the top of the
+    // document.
     if (lost()) {
-      const message = document.getElementById('message');
-      const said = message && message.textContent ? message : document.getElementById('verdict');
+      const said = document.getElementById('verdict') || document.getElementById('message');
       if (said) {
         said.tabIndex = -1;
         said.focus({ preventScroll: true });
