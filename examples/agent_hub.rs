@@ -21,16 +21,18 @@
 //! (every escalation is then unknown, and the orchestrator asks for a reroute).
 //!
 //! Run it with `cargo run -p examples --example agent_hub` (set `AGENT_HUB_PORT` for another
-//! port; not `PORT`, which the orchestrator's `.env` sets for the orchestrator).
+//! port; not `PORT`, which names the orchestrator's own port when both run from one shell).
 
 use orchestrator_server::hub::stand_in::StandInHub;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let port: u16 = std::env::var("AGENT_HUB_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8001);
+    let port: u16 = match std::env::var("AGENT_HUB_PORT") {
+        Ok(port) => port
+            .parse()
+            .map_err(|_| anyhow::anyhow!("AGENT_HUB_PORT must be a port number, not {port:?}"))?,
+        Err(_) => 8001,
+    };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("stand-in Agent Hub on http://{}", listener.local_addr()?);
     let shutdown = async {

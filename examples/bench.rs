@@ -47,8 +47,9 @@ mod streams;
 #[derive(Parser, Debug)]
 #[command(about = "Load generator for orchestrator-server")]
 struct Args {
-    /// Workflows stored before the load starts.
-    #[arg(long, default_value_t = 1000)]
+    /// Workflows stored before the load starts (at least one).
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     workflows: usize,
     /// Seconds each operation runs at each concurrency.
     #[arg(long, default_value_t = 5.0)]
@@ -488,14 +489,40 @@ async fn seed(database_url: &str, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The server's process, stopped when dropped: also when the benchmark fails half-way.
+struct Server(Child);
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn launch(
     binary: &Path,
     database_url: &str,
     port: u16,
     pool_size: Option<u32>,
-) -> anyhow::Result<(Child, Duration)> {
+) -> anyhow::Result<(Server, Duration)> {
     let started = Instant::now();
     let mut command = Command::new(binary);
+    // Only the settings below: an exported token, principals file or pool size (as a `.env`
+    // loaded into the shell has them) would change what is measured, or refuse every request.
+    command.env_clear();
     if let Some(size) = pool_size {
         command.env("DATABASE_POOL_SIZE", size.to_string());
     }
@@ -510,6 +537,7 @@ async fn launch(
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", binary.display()))?;
+    let child = Server(child);
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
     while started.elapsed() < Duration::from_secs(30) {
         if let Ok(mut sender) = open(address).await

@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
     ];
     for (trigger, actor, reason) in steps {
         let mut advance = Advance::new(trigger);
-        advance.actor = Some(Actor::parse(actor)?);
+        advance.actor = Some(Actor::parse_name(actor)?);
         advance.reason = Some(Reason::parse(reason)?);
         let workflow = orchestrator.advance(&id, advance).await?;
         println!(
