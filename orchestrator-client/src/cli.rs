@@ -490,7 +490,7 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
             if source.classify() == serde_json::error::Category::Data =>
         {
             let done = if retry_key.is_some() {
-                "; the change was made"
+                "; the request was carried out"
             } else {
                 ""
             };
@@ -1152,7 +1152,7 @@ mod tests {
         )]);
         let (code, err) = orchestrator(&url, &["approve", "x", "--actor", "alice"]).await;
         assert_eq!(code, ExitCode::from(3), "{err}");
-        assert!(err.contains("200 OK; the change was made"), "{err}");
+        assert!(err.contains("200 OK; the request was carried out"), "{err}");
         assert!(!err.contains("may have been made"), "{err}");
         let (code, err) = orchestrator(&url, &["get", "x"]).await;
         assert_eq!(code, ExitCode::from(3), "{err}");
@@ -1162,7 +1162,7 @@ mod tests {
             crate::tests::scripted(vec![(200, "text/html", "<html>sign in</html>".to_owned())]);
         let (code, err) = orchestrator(&url, &["approve", "x", "--actor", "alice"]).await;
         assert_eq!(code, ExitCode::from(3), "{err}");
-        assert!(!err.contains("the change was made"), "{err}");
+        assert!(!err.contains("carried out"), "{err}");
         assert!(err.contains("may have been made"), "{err}");
     }
 
