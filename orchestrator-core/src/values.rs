@@ -111,6 +111,12 @@ validated_string!(
 );
 
 impl Actor {
+    /// The name the orchestrator records as the actor of its own decisions (a gate's expiry),
+    /// with `actor_kind: system`.
+    pub fn system() -> Self {
+        Actor("system".to_owned())
+    }
+
     /// Parses a name given now (a request's `actor`, a principal's name): the rule of
     /// [`Actor::parse`], and not blank, so that naming nobody is never taken for naming
     /// someone (a blank approver would count toward a gate's distinct approvals). White

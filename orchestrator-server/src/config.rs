@@ -194,8 +194,9 @@ pub enum PrincipalCommand {
         /// The principals file.
         #[arg(long, value_name = "FILE")]
         file: PathBuf,
-        /// The principal's name, recorded as the actor of what it does (1–128 characters).
-        #[arg(long, value_parser = |v: &str| Actor::parse_name(v).map_err(|e| e.to_string()))]
+        /// The principal's name, recorded as the actor of what it does (1–128 characters; not
+        /// `system`, the orchestrator's own).
+        #[arg(long, value_parser = crate::principals::principal_name)]
         name: Actor,
         /// human or agent.
         #[arg(long, value_parser = parse_kind)]

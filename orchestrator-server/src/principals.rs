@@ -164,8 +164,18 @@ impl Principals {
     }
 }
 
+/// A principal's name: a name given now ([`Actor::parse_name`]), and not the orchestrator's
+/// own (`system`, in any letter case), so nobody's decision reads as an expiry's.
+pub fn principal_name(value: &str) -> Result<Actor, String> {
+    let name = Actor::parse_name(value).map_err(|e| format!("name {}", e.rule))?;
+    if name.same_person(&Actor::system()) {
+        return Err("name system is kept for the orchestrator's own decisions".to_owned());
+    }
+    Ok(name)
+}
+
 fn principal(entry: &Entry) -> Result<Principal, String> {
-    let name = Actor::parse_name(entry.name.as_str()).map_err(|e| format!("name {}", e.rule))?;
+    let name = principal_name(entry.name.as_str())?;
     let kind = match entry.kind.parse::<ActorKind>() {
         Ok(kind @ (ActorKind::Human | ActorKind::Agent)) => kind,
         _ => return Err("kind must be human or agent".to_owned()),
@@ -428,6 +438,23 @@ mod tests {
 
     fn roles(names: &[Role]) -> BTreeSet<Role> {
         names.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_orchestrator_s_own_name_is_no_principal_s() {
+        for taken in ["system", "System", " SYSTEM "] {
+            assert!(principal_name(taken).is_err(), "{taken}");
+        }
+        assert_eq!(principal_name("systems").unwrap().as_str(), "systems");
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("principals.toml");
+        std::fs::write(
+            &path,
+            "[[principal]]\nname = 'System'\nkind = 'human'\nroles = ['reviewer']\ntoken_sha256 = '0000000000000000000000000000000000000000000000000000000000000001'\n",
+        )
+        .unwrap();
+        let refused = Principals::load(&path).unwrap_err().to_string();
+        assert!(refused.contains("system is kept"), "{refused}");
     }
 
     #[test]

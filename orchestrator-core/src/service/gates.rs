@@ -265,7 +265,7 @@ enum Noted {
 /// The context of the system's own transitions at an expired gate.
 fn system_context(at: Timestamp) -> TransitionContext {
     TransitionContext {
-        actor: Actor::parse("system").ok(),
+        actor: Some(Actor::system()),
         actor_kind: Some(ActorKind::System),
         reason: Reason::parse(EXPIRY_REASON).ok(),
         ..TransitionContext::at(at)
