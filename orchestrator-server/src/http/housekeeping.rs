@@ -78,16 +78,10 @@ where
     }
 }
 
-/// Forgets the idempotency keys older than a day, an hour and a lease: a claim holds a key for
-/// a day (and a retry that took it over just before, for its lease after), and the hour keeps
-/// a replica whose clock runs ahead of the one that stamped a key from deleting it early.
+/// Forgets the idempotency keys no request can hold any more (see
+/// [`super::idempotency::purgeable_before`]).
 async fn purge_keys(app: &App) {
-    let lease = chrono::Duration::from_std(app.limits().request_timeout)
-        .unwrap_or(chrono::Duration::hours(1));
-    let before = super::idempotency::expired_before(app.now())
-        - chrono::Duration::hours(1)
-        - lease
-        - chrono::Duration::seconds(5);
+    let before = super::idempotency::purgeable_before(app.now(), app.limits().request_timeout);
     match app.orchestrator().repository().purge_keys(before).await {
         Ok(0) => {}
         Ok(n) => tracing::debug!(keys = n, "idempotency keys past their day purged"),

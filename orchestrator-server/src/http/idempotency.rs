@@ -227,7 +227,7 @@ where
 {
     let repository = app.orchestrator().repository();
     let now = app.now();
-    let lease_until = now + to_chrono(app.limits().request_timeout + Duration::from_secs(5));
+    let lease_until = now + lease(app.limits().request_timeout);
     let claim = match repository
         .claim_key(&key, fingerprint, now, lease_until, expired_before(now))
         .await
@@ -315,10 +315,34 @@ pub fn expired_before(now: Timestamp) -> Timestamp {
     now - to_chrono(KEPT_FOR)
 }
 
+/// How long a claim holds its key: the request bound (`request_timeout`) and 5 s.
+fn lease(request_timeout: Duration) -> chrono::Duration {
+    to_chrono(request_timeout + Duration::from_secs(5))
+}
+
+/// Keys first claimed before this, at `now`, may be purged: past their day and the lease of a
+/// retry that took one over just before the day ended (which holds it until that lease ends),
+/// and an hour more, so a replica whose clock runs ahead of the one that stamped a key does
+/// not delete it early.
+pub fn purgeable_before(now: Timestamp, request_timeout: Duration) -> Timestamp {
+    expired_before(now) - lease(request_timeout) - chrono::Duration::hours(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::DatabaseUrl;
+
+    #[test]
+    fn a_key_is_purged_only_past_its_day_the_longest_lease_and_an_hour() {
+        let now = chrono::Utc::now();
+        // A request bound of 60 s: leases of 65 s.
+        let before = purgeable_before(now, Duration::from_secs(60));
+        assert_eq!(
+            expired_before(now) - before,
+            chrono::Duration::seconds(65) + chrono::Duration::hours(1)
+        );
+    }
 
     #[tokio::test]
     async fn a_handler_that_panics_answers_500_and_lets_its_key_go() {

@@ -325,6 +325,18 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
         .output()
         .unwrap();
     assert!(!taken.status.success());
+    // The orchestrator's own name is nobody's.
+    let system = server()
+        .args(["principal", "add", "--file"])
+        .arg(&file)
+        .args(["--name", "System", "--kind", "human", "--role", "reviewer"])
+        .output()
+        .unwrap();
+    assert_eq!(system.status.code(), Some(2), "{system:?}");
+    assert!(
+        String::from_utf8_lossy(&system.stderr).contains("system is kept"),
+        "{system:?}"
+    );
 
     let port = free_port();
     let mut child = server()

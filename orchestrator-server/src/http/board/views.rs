@@ -287,7 +287,7 @@ pub fn overview(data: &Overview) -> Markup {
                     @if (data.waiting.len() as u64) < data.waiting_total {
                         p.note {
                             "Showing " (data.waiting.len()) " of " (data.waiting_total) "; "
-                            a href="/board?state=GATE_1" { "every feature at the gate" }
+                            a href=(super::state_page(WorkflowState::Gate1, None)) { "every feature at the gate" }
                             ", by feature id."
                         }
                     }
