@@ -71,14 +71,18 @@ pub async fn read_body(
     .await;
     let _reserved = match reservation {
         Ok(Ok(permit)) => permit,
-        _ => return Err(ApiError::Deadline),
+        _ => return Err(ApiError::BodiesBusy),
     };
     let collected = tokio::time::timeout_at(deadline, Limited::new(body, limit).collect());
     match collected.await {
         Err(_) => Err(ApiError::RequestTimeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
-        Ok(Err(e)) => Err(ApiError::UnreadableBody(e.to_string())),
+        Ok(Err(e)) => {
+            // The HTTP library's words stay in the log; the answer says what happened in ours.
+            tracing::debug!(error = %e, "a request body could not be read");
+            Err(ApiError::UnreadableBody)
+        }
     }
 }
 

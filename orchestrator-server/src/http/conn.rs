@@ -8,10 +8,15 @@
 //! the envelope, so clients can rely on `{"error": …}` for every failure.
 //!
 //! Reads are handed to hyper at most [`MAX_READ`] bytes at a time. Hyper refuses a head once
-//! its read buffer holds about 408 KiB without a complete one, but it checks only after a read
+//! its read buffer holds [`MAX_HEAD`] without a complete one, but it checks only after a read
 //! that left the head incomplete: given one large read (a slow server, a client that wrote
 //! everything at once), a head of twice that size could arrive whole and be served. With reads
-//! bounded, any head over 408 KiB + [`MAX_READ`] is refused, however the bytes arrive.
+//! bounded, any head over [`MAX_HEAD`] + [`MAX_READ`] is refused, however the bytes arrive, and
+//! a connection holds at most that much of an unfinished head (hyper's own default, about
+//! 400 KiB, let a stranger's thousand idle connections hold 400 MiB before any token is read).
+//!
+//! Hyper writes a connection's answers in the version of its requests: after an HTTP/1.0
+//! request, its own error answers start `HTTP/1.0`, and are rewritten as well.
 
 use std::future::Future;
 use std::io;
@@ -23,6 +28,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The most one read hands to hyper.
 pub const MAX_READ: usize = 16 * 1024;
+
+/// The most of an unfinished request head hyper keeps (its read buffer's bound): enough for a
+/// URI past hyper's 64 KiB limit to be answered 414 rather than 431.
+pub const MAX_HEAD: usize = 80 * 1024;
+
+/// Whether `bytes` starts the head of an HTTP/1 answer in the 4xx class.
+fn client_error_head(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"HTTP/1.1 4") || bytes.starts_with(b"HTTP/1.0 4")
+}
 
 /// A stream whose writes pass through unchanged, except hyper's own bodiless error answers;
 /// a write the client does not take within the write timeout fails the connection (a client
@@ -76,7 +90,10 @@ fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
     let head = std::str::from_utf8(&head[..end]).ok()?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next()?;
-    let status = status_line.strip_prefix("HTTP/1.1 ")?.get(..3)?;
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| status_line.strip_prefix("HTTP/1.0 "))?
+        .get(..3)?;
     let (code, message) = match status {
         "400" => (ErrorCode::BadRequest, "the request is not well-formed HTTP"),
         "414" => (ErrorCode::UriTooLong, "the request URI is too long"),
@@ -169,7 +186,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EnvelopeIo<T> {
             let pending = this.poll_pending(cx);
             ready!(this.watch(cx, pending))?;
         }
-        if buf.starts_with(b"HTTP/1.1 4")
+        if client_error_head(buf)
             && let Some(replacement) = rewrite(buf)
         {
             // hyper closes the connection after this answer, so nothing follows it; the
@@ -197,7 +214,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EnvelopeIo<T> {
         let Some(first) = first else {
             return Poll::Ready(Ok(0));
         };
-        if this.pending.is_some() || first.starts_with(b"HTTP/1.1 4") {
+        if this.pending.is_some() || client_error_head(first) {
             // The rewrite looks at an answer's head alone: one slice at a time here.
             return Pin::new(this).poll_write(cx, first);
         }
@@ -242,6 +259,17 @@ mod tests {
         let envelope: ErrorEnvelope = serde_json::from_str(body).unwrap();
         assert_eq!(envelope.error.code, ErrorCode::HeadersTooLarge);
         assert!(out.contains(&format!("content-length: {}\r\n", body.len())));
+    }
+
+    #[test]
+    fn hypers_bodiless_errors_on_an_http_1_0_connection_become_envelopes() {
+        let head = b"HTTP/1.0 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+        let out = String::from_utf8(rewrite(head).unwrap()).unwrap();
+        assert!(out.starts_with("HTTP/1.0 400 Bad Request\r\n"), "{out}");
+        let body = out.split("\r\n\r\n").nth(1).unwrap();
+        let envelope: ErrorEnvelope = serde_json::from_str(body).unwrap();
+        assert_eq!(envelope.error.code, ErrorCode::BadRequest);
+        assert!(client_error_head(head));
     }
 
     #[tokio::test]

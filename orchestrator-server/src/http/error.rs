@@ -19,9 +19,9 @@ pub enum ApiError {
     #[error("request body is not valid JSON for this endpoint")]
     InvalidJson(String),
     /// The body's framing is broken (a bad chunk, the connection ended mid-body): HTTP, not
-    /// JSON, is at fault. The detail is the HTTP library's.
+    /// JSON, is at fault. The HTTP library's words go to the log.
     #[error("the request body could not be read: it is not well-formed HTTP")]
-    UnreadableBody(String),
+    UnreadableBody,
     /// A body sent without a JSON content type.
     #[error("request body must be sent with Content-Type: application/json")]
     UnsupportedMediaType,
@@ -48,10 +48,13 @@ pub enum ApiError {
     /// The body did not arrive in time.
     #[error("the request body did not arrive in time")]
     RequestTimeout,
-    /// The request could not be answered in time (it took too long, or waited too long for
-    /// memory to read its body).
+    /// The request could not be answered in time.
     #[error("the request could not be answered in time; retry later")]
     Deadline,
+    /// The request's body waited too long for memory to be read into: other requests' bodies
+    /// were holding it.
+    #[error("too many request bodies are being read at once; retry later")]
+    BodiesBusy,
     /// A request with an idempotency key was not answered in time. It runs on (it is not cut
     /// off when its answer is given up on), so its change may still be made, and its answer is
     /// then kept for the key.
@@ -125,7 +128,7 @@ impl ApiError {
         let (code, details) = match self {
             ApiError::Validation(e) => (ErrorCode::ValidationError, Some(field_detail(e))),
             ApiError::InvalidJson(detail) => (ErrorCode::InvalidJson, Some(vec![detail.clone()])),
-            ApiError::UnreadableBody(detail) => (ErrorCode::BadRequest, Some(vec![detail.clone()])),
+            ApiError::UnreadableBody => (ErrorCode::BadRequest, None),
             ApiError::UnsupportedMediaType => (ErrorCode::UnsupportedMediaType, None),
             ApiError::PayloadTooLarge { .. } => (ErrorCode::PayloadTooLarge, None),
             ApiError::Unauthorized => (ErrorCode::Unauthorized, None),
@@ -133,7 +136,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => (ErrorCode::MethodNotAllowed, None),
             ApiError::RequestTimeout => (ErrorCode::RequestTimeout, None),
             ApiError::Deadline | ApiError::KeyedDeadline => (ErrorCode::ServiceUnavailable, None),
-            ApiError::TooManyAsks
+            ApiError::BodiesBusy
+            | ApiError::TooManyAsks
             | ApiError::LookupsBusy
             | ApiError::LookupFailed(_)
             | ApiError::TooManyStreams => (ErrorCode::ServiceUnavailable, None),
@@ -198,7 +202,8 @@ impl ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::TooManyAsks
+            ApiError::BodiesBusy
+            | ApiError::TooManyAsks
             | ApiError::LookupsBusy
             | ApiError::LookupFailed(_)
             | ApiError::TooManyStreams => {
@@ -396,5 +401,13 @@ mod tests {
         let plain = ApiError::Deadline.into_response();
         assert_eq!(plain.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(!plain.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    /// A body that waited too long for memory is told when to come back: nothing was done.
+    #[test]
+    fn a_body_that_found_no_memory_is_told_to_retry() {
+        let busy = ApiError::BodiesBusy.into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "5");
     }
 }

@@ -664,7 +664,8 @@ fn request_id(request: &Request<Incoming>) -> String {
 pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()>) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(conn::MAX_HEAD);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(app.limits().max_connections));
     let write_timeout = app.limits().write_timeout;

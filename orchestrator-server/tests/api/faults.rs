@@ -200,7 +200,7 @@ async fn requests_refused_below_the_router_answer_the_envelope() {
     );
     let huge_header = format!(
         "GET /health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
-        "b".repeat(500_000)
+        "b".repeat(100_000)
     );
     let many_headers = format!(
         "GET /health HTTP/1.1\r\nhost: x\r\n{}\r\n",
@@ -231,6 +231,32 @@ async fn requests_refused_below_the_router_answer_the_envelope() {
             "{answer}"
         );
     }
+    // A large head below the bound is served.
+    let large_header = format!(
+        "GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-big: {}\r\n\r\n",
+        "b".repeat(60_000)
+    );
+    let answer = raw(app.address, large_header.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// After an HTTP/1.0 request on a kept-alive connection, hyper answers in HTTP/1.0; its own
+/// refusal of a malformed request there is the envelope too.
+#[tokio::test]
+async fn a_malformed_request_after_an_http_1_0_one_answers_the_envelope() {
+    let app = spawn_app_with(|_| {}).await;
+    let requests = b"GET /health HTTP/1.0\r\nconnection: keep-alive\r\n\r\nGET /health HTTP/1.0\r\nno colon here\r\n\r\n";
+    let answer = raw(app.address, requests, Duration::from_secs(5)).await;
+    let second = answer
+        .find("HTTP/1.0 400")
+        .map(|at| &answer[at..])
+        .unwrap_or_else(|| panic!("no 400 answer: {answer}"));
+    let (status, body) = envelope(second);
+    assert_eq!(
+        (status, body.error.code),
+        (400, ErrorCode::BadRequest),
+        "{answer}"
+    );
 }
 
 // 3 and 5. A full disk, a read-only mount, a held lock: 503, health says so, and it recovers.
