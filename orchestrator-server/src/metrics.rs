@@ -364,6 +364,37 @@ mod tests {
         }
     }
 
+    /// Every series the server exposes is in the operators' reference table, and the table
+    /// names none it does not.
+    #[test]
+    fn every_series_is_in_the_operations_guide() {
+        let guide = include_str!("../../docs/OPERATIONS.md");
+        let table: Vec<&str> = guide
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `orchestrator_"))
+            .filter_map(|rest| rest.split('`').next())
+            .collect();
+        let storage = StorageMetrics::default();
+        let metrics = Metrics::new(&storage);
+        // A family shows once it has a series.
+        metrics.request("/health", &Method::GET, 200, Duration::from_millis(3));
+        metrics.hub_call("ask", "ok");
+        let summary = Summary {
+            counts: orchestrator_core::StateCounts::from_pairs([]),
+            overdue: 0,
+        };
+        let text = metrics.render(Some(&summary), 0);
+        let mut exposed: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE orchestrator_"))
+            .filter_map(|rest| rest.split(' ').next())
+            .collect();
+        exposed.sort_unstable();
+        let mut documented = table.clone();
+        documented.sort_unstable();
+        assert_eq!(exposed, documented);
+    }
+
     #[test]
     fn a_scrape_that_cannot_read_the_store_says_so_and_counts_pool_timeouts() {
         let storage = StorageMetrics::default();

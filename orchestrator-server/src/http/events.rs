@@ -7,10 +7,11 @@
 //! ids in commit order with no gaps, so reading "after the last id" never skips one, whichever
 //! replica wrote it. A stream waits for the feed's first read of the log (where the
 //! broadcast starts), then subscribes to the broadcast, sends its start point (a
-//! message with only `id:`), then reads the log from there until it is caught up, then
-//! forwards the broadcast, skipping ids it sent. Each
-//! stream has a small queue toward its connection; a consumer that falls behind the broadcast
-//! (a slow reader) is disconnected and resumes by id, so memory stays bounded.
+//! message with only `id:`), then reads the log from there until it is caught up (beating,
+//! with its position, while that takes long), then forwards the broadcast, skipping ids it
+//! sent. Each stream has a small queue toward its connection; a consumer that falls behind the
+//! broadcast (a slow reader) is told its position and disconnected, and resumes by id, so
+//! memory stays bounded.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -491,67 +492,45 @@ async fn forward(
     app: App,
     filter: EventFilter,
     start: u64,
-    (first, mut floor): (orchestrator_core::EventPage, u64),
+    (first, floor): (orchestrator_core::EventPage, u64),
     mut live: broadcast::Receiver<Arc<FeedBatch>>,
     queue: mpsc::Sender<Bytes>,
     (holder, mut revocations): (Option<Holder>, watch::Receiver<u64>),
 ) {
-    let mut stop = app.closing();
-    let orchestrator = app.orchestrator().clone();
+    let mut out = Outlet {
+        queue,
+        stop: app.closing(),
+        told: start,
+    };
     // First, where the stream starts: a consumer that asked for "from now on" learns the id
     // to resume after if it is disconnected before its first event.
-    if !deliver(&queue, &mut stop, position_message(start)).await {
+    if !out.send(position_message(start)).await {
         return;
     }
-    // The last position the consumer was told in an `id:`-only message.
-    let mut told = start;
-    // Catch up from the log.
-    let mut sent = first.next_after;
-    let mut page = first;
-    loop {
-        if lost_since(&app, holder.as_ref(), &mut revocations).await {
-            return;
-        }
-        let full = page.full;
-        for batch in page.events.chunks(CATCH_UP_CHUNK) {
-            if !deliver(&queue, &mut stop, FeedBatch::new(batch).messages).await {
-                return;
-            }
-        }
-        if !full {
-            sent = sent.max(floor);
-            break;
-        }
-        // A filtered page ends at its last matching event, maybe long before the log's newest.
-        if !filter.admits_all() {
-            floor = match orchestrator.last_event_id().await {
-                Ok(newest) => newest,
-                Err(e) => {
-                    tracing::debug!(error = %e, "a stream could not catch up; it ends");
-                    return;
-                }
-            };
-        }
-        page = match orchestrator.events(Some(sent), &filter, READ_BATCH).await {
-            Ok(page) => page,
-            Err(e) => {
-                tracing::debug!(error = %e, "a stream could not catch up; it ends");
-                return;
-            }
-        };
-        sent = page.next_after;
+    if lost_since(&app, holder.as_ref(), &mut revocations).await {
+        return;
     }
+    let heartbeat_every = app.limits().events.heartbeat;
+    // Catch up from the log.
+    let pages = LogPages {
+        app: &app,
+        filter: &filter,
+        holder: holder.as_ref(),
+        revocations: &mut revocations,
+    };
+    let Some(mut sent) = catch_up((first, floor), pages, &mut out, heartbeat_every).await else {
+        return;
+    };
     // The feed's reads from now on found a log at least as long as the one just read, unless
     // it went back.
     let settled = app.feed().reads.load(Ordering::SeqCst);
     app.feed().furthest.fetch_max(sent, Ordering::SeqCst);
     // Then live.
-    let mut heartbeat = tokio::time::interval(app.limits().events.heartbeat);
+    let mut heartbeat = tokio::time::interval(heartbeat_every);
     heartbeat.reset();
     // A session signed out on another replica, or past its time, is learned of only by
     // asking (at each heartbeat, below): at least every 15 s, however long the heartbeat is
     // set. (A principal's token is re-checked at once where the file is re-read.)
-    let heartbeat_every = app.limits().events.heartbeat;
     let sessions_recheck =
         matches!(holder, Some(Holder::Session(_))) && heartbeat_every > HOLDER_RECHECK;
     let mut recheck = tokio::time::interval(HOLDER_RECHECK);
@@ -560,23 +539,23 @@ async fn forward(
         return;
     }
     let mut revoked = false;
-    let lagged = |missed| {
-        tracing::info!(
-            missed_batches = missed,
-            "a stream fell behind; disconnected to resume by id"
-        );
-    };
     loop {
         if std::mem::take(&mut revoked) && !still_held(&app, holder.as_ref()).await {
             return;
         }
         let received = tokio::select! {
             received = live.recv() => match received {
-                Ok(batch) => Some(batch),
-                Err(broadcast::error::RecvError::Lagged(missed)) => return lagged(missed),
+                Ok(batch) => Live::Batch(batch),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::info!(
+                        missed_batches = missed,
+                        "a stream fell behind; disconnected to resume by id"
+                    );
+                    Live::Behind
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            _ = heartbeat.tick() => None,
+            _ = heartbeat.tick() => Live::Beat,
             // Someone lost the right to read on this server: the holder is asked now (below,
             // outside the select).
             Ok(()) = revocations.changed(), if holder.is_some() => {
@@ -587,25 +566,23 @@ async fn forward(
                 revoked = true;
                 continue;
             }
-            _ = stop.wait_for(|stop| *stop) => return,
+            _ = out.stop.wait_for(|stop| *stop) => return,
             // The consumer left (its connection let the body go): end now, not at the next
             // event or heartbeat.
-            () = queue.closed() => return,
+            () = out.queue.closed() => return,
         };
-        let Some(batch) = received else {
-            if !still_held(&app, holder.as_ref()).await {
-                return;
-            }
-            if !deliver(&queue, &mut stop, Bytes::from_static(b": heartbeat\n\n")).await {
-                return;
-            }
-            if sent != told {
-                if !deliver(&queue, &mut stop, position_message(sent)).await {
+        let batch = match received {
+            Live::Batch(batch) => batch,
+            Live::Beat => {
+                if !still_held(&app, holder.as_ref()).await || !out.heartbeat(sent).await {
                     return;
                 }
-                told = sent;
+                continue;
             }
-            continue;
+            Live::Behind => {
+                out.part(sent);
+                return;
+            }
         };
         if let Some(why) = batch.ends(sent, settled) {
             tracing::info!("{why}");
@@ -614,9 +591,144 @@ async fn forward(
         let (chunks, last) = batch.chunks(sent, &filter);
         sent = last;
         for chunk in chunks {
-            if !deliver(&queue, &mut stop, chunk).await {
+            if !out.send(chunk).await {
                 return;
             }
+        }
+    }
+}
+
+/// A stream's catch-up from the log: sends the first page's events, then reads the page after
+/// the last one sent (`next_page`, with the log's newest id read before it; `None`: the
+/// stream ends) while pages come back full. Returns the position reached — every event up to
+/// it sent or left out by the filter — or `None` once the stream is to end.
+///
+/// A catch-up through a long log, filtered, may send nothing for long: every `heartbeat` it
+/// sends a heartbeat and the position reached, so neither the consumer nor a proxy takes the
+/// stream for dead, and a stream cut off meanwhile resumes from there, not from its start.
+///
+/// `floor` is the log's newest id read before the first page: a filtered page that comes
+/// back short has read every matching event up to there (committed before the read began),
+/// so the stream's position is at least `floor`.
+async fn catch_up(
+    (first, mut floor): (orchestrator_core::EventPage, u64),
+    mut pages: impl Pages,
+    out: &mut Outlet,
+    heartbeat: Duration,
+) -> Option<u64> {
+    let mut beat = tokio::time::interval(heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beat.reset();
+    let mut page = first;
+    loop {
+        for batch in page.events.chunks(CATCH_UP_CHUNK) {
+            if !out.send(FeedBatch::new(batch).messages).await {
+                return None;
+            }
+        }
+        let sent = page.next_after;
+        if !page.full {
+            return Some(sent.max(floor));
+        }
+        let read = pages.after(sent);
+        let mut read = std::pin::pin!(read);
+        (page, floor) = loop {
+            tokio::select! {
+                biased;
+                read = &mut read => break read?,
+                _ = beat.tick() => if !out.heartbeat(sent).await {
+                    return None;
+                },
+            }
+        };
+    }
+}
+
+/// What a live stream waited for.
+enum Live {
+    /// The feed's next batch.
+    Batch(Arc<FeedBatch>),
+    /// The heartbeat's time.
+    Beat,
+    /// The stream fell behind the feed's broadcast.
+    Behind,
+}
+
+/// The pages of a stream's catch-up after the first.
+trait Pages {
+    /// The page after `sent`, with the log's newest id read before it; `None`: the stream
+    /// ends (its holder may no longer read, or the log could not be read).
+    async fn after(&mut self, sent: u64) -> Option<(orchestrator_core::EventPage, u64)>;
+}
+
+/// The catch-up's pages from the log, for a stream with `filter` held by `holder`.
+struct LogPages<'a> {
+    app: &'a App,
+    filter: &'a EventFilter,
+    holder: Option<&'a Holder>,
+    revocations: &'a mut watch::Receiver<u64>,
+}
+
+impl Pages for LogPages<'_> {
+    async fn after(&mut self, sent: u64) -> Option<(orchestrator_core::EventPage, u64)> {
+        if lost_since(self.app, self.holder, self.revocations).await {
+            return None;
+        }
+        let orchestrator = self.app.orchestrator();
+        let read = async {
+            // A filtered page ends at its last matching event, maybe long before the log's
+            // newest: the newest id, read first, is where the stream is at least.
+            let floor = if self.filter.admits_all() {
+                0
+            } else {
+                orchestrator.last_event_id().await?
+            };
+            let page = orchestrator
+                .events(Some(sent), self.filter, READ_BATCH)
+                .await?;
+            Ok::<_, orchestrator_core::Error>((page, floor))
+        };
+        read.await
+            .inspect_err(|e| tracing::debug!(error = %e, "a stream could not catch up; it ends"))
+            .ok()
+    }
+}
+
+/// Where a stream's messages go: its queue toward the connection, watched for the server's
+/// stop, and the last position the consumer was told in an `id:`-only message.
+struct Outlet {
+    queue: mpsc::Sender<Bytes>,
+    stop: watch::Receiver<bool>,
+    told: u64,
+}
+
+impl Outlet {
+    /// Queues `message` (see [`deliver`]): false when the stream is to end.
+    async fn send(&mut self, message: Bytes) -> bool {
+        deliver(&self.queue, &mut self.stop, message).await
+    }
+
+    /// A heartbeat, and the stream's position `sent` if the consumer has not been told it
+    /// (events a filter left out move it on too): false when the stream is to end.
+    async fn heartbeat(&mut self, sent: u64) -> bool {
+        if !self.send(Bytes::from_static(b": heartbeat\n\n")).await {
+            return false;
+        }
+        if sent != self.told {
+            if !self.send(position_message(sent)).await {
+                return false;
+            }
+            self.told = sent;
+        }
+        true
+    }
+
+    /// The position `sent` for a consumer about to be disconnected, if it has not been told
+    /// it and its queue has room: a filtered stream resumes from there, not from the last
+    /// event it matched (and, long behind, fall behind again).
+    fn part(&mut self, sent: u64) {
+        if sent != self.told && self.queue.try_send(position_message(sent)).is_ok() {
+            self.told = sent;
         }
     }
 }
@@ -763,6 +875,94 @@ mod tests {
             .unwrap();
         assert!(!delivered, "the stream is to end");
         assert_eq!(unread.recv().await.as_deref(), Some(&b"one"[..]));
+    }
+
+    /// Pages of a log `step` ids at a time, up to `last`, each read taking `took`; none with
+    /// an event (a filter matching nothing there).
+    struct SlowPages {
+        step: u64,
+        last: u64,
+        took: Duration,
+    }
+
+    impl Pages for SlowPages {
+        async fn after(&mut self, sent: u64) -> Option<(orchestrator_core::EventPage, u64)> {
+            tokio::time::sleep(self.took).await;
+            let next_after = (sent + self.step).min(self.last);
+            let page = orchestrator_core::EventPage {
+                events: Vec::new(),
+                next_after,
+                last_id: self.last,
+                full: next_after < self.last,
+            };
+            Some((page, self.last))
+        }
+    }
+
+    /// What the stream's queue holds, as text.
+    fn queued(unread: &mut mpsc::Receiver<Bytes>) -> Vec<String> {
+        std::iter::from_fn(|| unread.try_recv().ok())
+            .map(|message| String::from_utf8(message.to_vec()).unwrap())
+            .collect()
+    }
+
+    /// A filtered catch-up through a long log finds nothing for seconds: it beats and tells
+    /// how far it read, so the consumer does not take it for dead, and resumes from there.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_catch_up_that_sends_nothing_beats_with_its_position() {
+        let (queue, mut unread) = mpsc::channel(64);
+        let (_closing, stop) = watch::channel(false);
+        let mut out = Outlet {
+            queue,
+            stop,
+            told: 0,
+        };
+        let first = orchestrator_core::EventPage {
+            events: Vec::new(),
+            next_after: 10_000,
+            last_id: 50_000,
+            full: true,
+        };
+        let pages = SlowPages {
+            step: 10_000,
+            last: 50_000,
+            took: Duration::from_millis(1500),
+        };
+        let reached = catch_up((first, 50_000), pages, &mut out, Duration::from_secs(1)).await;
+        assert_eq!(reached, Some(50_000));
+        let messages = queued(&mut unread);
+        assert!(
+            messages.contains(&": heartbeat\n\n".to_owned()),
+            "{messages:?}"
+        );
+        let told: Vec<u64> = messages
+            .iter()
+            .filter_map(|m| m.strip_prefix("id: ")?.trim().parse().ok())
+            .collect();
+        assert_eq!(told, [10_000, 20_000, 30_000, 40_000], "{messages:?}");
+        assert_eq!(out.told, 40_000);
+    }
+
+    /// A stream disconnected for falling behind says how far it got, once, if its queue has
+    /// room: a filtered consumer resumes from there, not from the last event it matched.
+    #[tokio::test]
+    async fn a_stream_that_fell_behind_parts_with_its_position() {
+        let (queue, mut unread) = mpsc::channel(1);
+        let (_closing, stop) = watch::channel(false);
+        let mut out = Outlet {
+            queue,
+            stop,
+            told: 5,
+        };
+        out.part(5);
+        assert!(queued(&mut unread).is_empty(), "told already");
+        out.part(9);
+        assert_eq!(queued(&mut unread), ["id: 9\n\n"]);
+        // A full queue (a slow consumer) is not waited on.
+        assert!(out.send(Bytes::from_static(b"event")).await);
+        out.part(12);
+        assert_eq!(queued(&mut unread), ["event"]);
+        assert_eq!(out.told, 9);
     }
 
     fn event(id: u64, subject: &str, event_type: EventType) -> Event {

@@ -555,8 +555,9 @@ async fn a_log_that_went_back_ends_the_streams_past_its_end() {
     assert_eq!((event.id.as_str(), event.subject.as_str()), ("2", "after"));
 }
 
-/// Two replicas on one PostgreSQL database, writers on both at once: a stream on each replica
-/// receives every change made through either, each once, in id order with no gap.
+/// Two replicas on one PostgreSQL database, several writers on both at once: a stream on each
+/// replica, live while they write, receives every change made through either, each once, in id
+/// order with no gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn streams_on_two_replicas_see_every_change_of_both_in_order() {
     let Some(db) = crate::postgres::TestDatabase::create().await else {
@@ -567,34 +568,45 @@ async fn streams_on_two_replicas_see_every_change_of_both_in_order() {
         spawn_app_with(|c| c.database_url = url.clone()),
         spawn_app_with(|c| c.database_url = url.clone()),
     );
-    let mut on_a = a.client.stream_events(query(Some(0)));
-    let mut on_b = b.client.stream_events(query(Some(0)));
-    const PER_REPLICA: usize = 10;
+    const WRITERS_PER_REPLICA: usize = 3;
+    const PER_WRITER: usize = 4;
+    let total = (2 * WRITERS_PER_REPLICA * PER_WRITER * 2) as u64;
+    // Both streams are open and caught up (an empty log) before anyone writes: what they
+    // receive comes live, from each replica's feed, while commits land on both.
+    let mut readers = Vec::new();
+    for app in [&a, &b] {
+        let mut stream = app.client.stream_events(query(Some(0)));
+        stream.attach().await.unwrap();
+        readers.push(tokio::spawn(async move {
+            for expected in 1..=total {
+                assert_eq!(next(&mut stream).await.seq(), expected);
+            }
+        }));
+    }
     let writers = [a.client.clone(), b.client.clone()]
         .into_iter()
         .enumerate()
-        .map(|(replica, client)| {
-            tokio::spawn(async move {
-                for n in 0..PER_REPLICA {
-                    let name = format!("r{replica}-{n}");
-                    client
-                        .start_workflow(&StartWorkflowRequest::new(&name, "raced"))
-                        .await
-                        .unwrap();
-                    advance(&client, &name, "agent_complete").await;
-                }
+        .flat_map(|(replica, client)| {
+            (0..WRITERS_PER_REPLICA).map(move |writer| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    for n in 0..PER_WRITER {
+                        let name = format!("r{replica}-w{writer}-{n}");
+                        client
+                            .start_workflow(&StartWorkflowRequest::new(&name, "raced"))
+                            .await
+                            .unwrap();
+                        advance(&client, &name, "agent_complete").await;
+                    }
+                })
             })
         })
         .collect::<Vec<_>>();
     for writer in writers {
         writer.await.unwrap();
     }
-    let total = (2 * PER_REPLICA * 2) as u64;
-    for stream in [&mut on_a, &mut on_b] {
-        for expected in 1..=total {
-            let event = next(stream).await;
-            assert_eq!(event.seq(), expected);
-        }
+    for reader in readers {
+        reader.await.unwrap();
     }
     // Both saw the same log.
     let log = a
