@@ -246,9 +246,15 @@ impl Orchestrator {
     /// answer, or `failed` with the reason in the orchestrator's words.
     pub async fn finish(
         &self,
-        mut asking: Consultation,
+        asking: Consultation,
         answer: Result<HubAnswer>,
     ) -> Result<Consultation> {
+        self.store_ending(self.ending(asking, answer)).await
+    }
+
+    /// How a published ask ended, as [`Orchestrator::finish`] stores it: the hub's answer, or
+    /// `failed` with the reason in the orchestrator's words. Nothing is stored.
+    pub fn ending(&self, mut asking: Consultation, answer: Result<HubAnswer>) -> Consultation {
         let now = self.clock.now();
         match answer {
             Ok(answer) => asking.answer_with(answer, now),
@@ -261,6 +267,12 @@ impl Orchestrator {
                 now,
             ),
         }
+        asking
+    }
+
+    /// Stores an ask's [`Orchestrator::ending`] and returns what is stored: the ending, or
+    /// what another server stored first. Storing it again after a failure is safe.
+    pub async fn store_ending(&self, asking: Consultation) -> Result<Consultation> {
         self.repository.update_consultation(&asking).await?;
         // A settled consultation is never changed again: if another server ended this ask
         // meanwhile (it took it for one a crash left, its hub timeout being shorter than

@@ -18,7 +18,7 @@ use std::time::Duration;
 use http::StatusCode;
 use orchestrator_core::hub::{HubAnswer, HubError};
 use orchestrator_core::service::Error as CoreError;
-use orchestrator_core::{Consult, Consultation, FeatureId, Orchestrator, Seal};
+use orchestrator_core::{Consult, Consultation, FeatureId, Orchestrator, RepositoryError, Seal};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument;
 
@@ -107,16 +107,15 @@ impl Asks {
             orchestrator.consultable(feature_id).await?;
             return Err(ApiError::TooManyAsks);
         };
-        let reserved = orchestrator
-            .reserve_consultation(feature_id, consult)
-            .await?;
-        // The rest runs in a task of its own, to its end whether or not the request still
-        // waits: a request cut off inside the wait (the client gone, the request timeout)
-        // would otherwise leave its reservation behind, holding the gate until the sweep of
+        // The ask runs in a task of its own from its reservation on, to its end whether or not
+        // the request still waits: a request cut off meanwhile (the client gone, the request
+        // timeout) would otherwise leave its reservation behind — one being stored when the
+        // request went is stored all the same — holding the gate until the sweep of
         // abandoned asks.
         let ask = Ask {
             orchestrator: orchestrator.clone(),
-            reserved,
+            feature_id: feature_id.clone(),
+            consult,
             answered: claimed.map(|claimed| sealed(claimed, StatusCode::CREATED)),
             accepted: claimed.map(|claimed| sealed(claimed, StatusCode::ACCEPTED)),
             wait: self.policy.wait,
@@ -178,11 +177,12 @@ impl Asks {
     }
 }
 
-/// One reserved ask, from the hub call to its end: settled inside the wait, or published
-/// `asking` and finished in the background.
+/// One ask, from its reservation to its end: settled inside the wait, or published `asking`
+/// and finished in the background.
 struct Ask {
     orchestrator: Orchestrator,
-    reserved: Consultation,
+    feature_id: FeatureId,
+    consult: Consult,
     /// The request's answer to keep if the hub answers inside the wait (201).
     answered: Option<Seal<Consultation>>,
     /// The request's answer to keep if the wait runs out (202).
@@ -198,7 +198,8 @@ impl Ask {
     async fn run(self) -> Result<Asked> {
         let Ask {
             orchestrator,
-            reserved,
+            feature_id,
+            consult,
             answered,
             accepted,
             wait,
@@ -206,6 +207,9 @@ impl Ask {
             mut stopping,
             permit,
         } = self;
+        let reserved = orchestrator
+            .reserve_consultation(&feature_id, consult)
+            .await?;
         let mut ask: AskFuture = {
             let orchestrator = orchestrator.clone();
             let asking = reserved.clone();
@@ -224,6 +228,8 @@ impl Ask {
         // (a wait as long as the hub's timeout would outlast the stop, and leave its hidden
         // reservation holding the gate).
         let in_time = tokio::select! {
+            // An answer in hand when the stop comes is kept, not recorded `interrupted`.
+            biased;
             in_time = async {
                 match wait {
                     None => Some((&mut ask).await),
@@ -245,11 +251,13 @@ impl Ask {
             let _permit = permit;
             let id = published.id;
             let outcome = tokio::select! {
+                biased;
                 answer = ask => {
                     if let Err(e) = &answer {
                         tracing::warn!(consultation = %id, error = %e, "a background ask failed");
                     }
-                    orchestrator.finish(published, answer).await
+                    let ended = orchestrator.ending(published, answer);
+                    store_ending(&orchestrator, ended, &mut stopping).await
                 }
                 () = stopped(&mut stopping) => orchestrator.interrupt(published).await,
             };
@@ -264,6 +272,42 @@ impl Ask {
         };
         tokio::spawn(finish.instrument(tracing::Span::current()));
         Ok(Asked::Accepted(asking))
+    }
+}
+
+/// The first pause before an ask's ending is stored again after storage failed; it doubles
+/// up to [`STORE_RETRY_LAST`].
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest pause before storing an ask's ending again: with the first and the doubling,
+/// storage is tried for about half a minute in all.
+const STORE_RETRY_LAST: Duration = Duration::from_secs(8);
+
+/// Stores a background ask's ending, again after a pause while storage is unavailable (a
+/// held lock, a database restarting) and the server runs: given up, the hub's answer would be
+/// lost and the ask would hold the gate `asking` until the sweep of abandoned asks failed it.
+async fn store_ending(
+    orchestrator: &Orchestrator,
+    ended: Consultation,
+    stopping: &mut watch::Receiver<bool>,
+) -> Result<Consultation, CoreError> {
+    let mut pause = STORE_RETRY_FIRST;
+    loop {
+        match orchestrator.store_ending(ended.clone()).await {
+            Err(CoreError::Storage(RepositoryError::Unavailable(e)))
+                if pause <= STORE_RETRY_LAST && !*stopping.borrow() =>
+            {
+                tracing::warn!(
+                    consultation = %ended.id,
+                    error = %e,
+                    "an ask's outcome could not be stored yet; trying again"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => pause *= 2,
+                    () = stopped(stopping) => pause = Duration::MAX,
+                }
+            }
+            outcome => return outcome,
+        }
     }
 }
 

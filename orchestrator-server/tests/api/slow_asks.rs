@@ -275,6 +275,112 @@ async fn an_ask_whose_client_goes_away_inside_the_wait_still_runs_to_its_end() {
     assert_eq!(approved.state, WorkflowState::Phase2);
 }
 
+/// Another connection's write lock on the app's SQLite file, held until it is committed.
+fn lock_database(app: &TestApp) -> diesel::SqliteConnection {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let path = app.dir.path().join("orchestrator.db");
+    let mut other = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    other.batch_execute("BEGIN IMMEDIATE").unwrap();
+    other
+}
+
+fn unlock_database(mut other: diesel::SqliteConnection) {
+    use diesel::connection::SimpleConnection;
+    other.batch_execute("COMMIT").unwrap();
+}
+
+/// Waits (up to 15 s) until the workflow has a consultation listed.
+async fn first_listed(client: &Client, f: &FeatureId) -> Vec<Consultation> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let items = listed(client, f).await;
+        if !items.is_empty() {
+            return items;
+        }
+        assert!(Instant::now() < deadline, "the ask was left behind");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client that hangs up while its ask's reservation waits for the database: the reservation
+/// is written once the database lets it, and the ask then runs to its end — it is not left
+/// behind, unseen, holding the gate until the sweep of abandoned asks.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ask_whose_client_goes_away_before_its_reservation_is_written_still_runs_to_its_end() {
+    let app = spawn_app_with(|c| {
+        c.agent_hub_wait_seconds = 5;
+        c.agent_hub_timeout_seconds = 30;
+    })
+    .await;
+    let f = started(&app, "gone-early").await;
+    app.client
+        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    let other = lock_database(&app);
+    let asking = {
+        let url = app.url(&format!("/workflow/{f}/consultations"));
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({"topic": "architecture", "question": "Which store?"}))
+                .send()
+                .await
+        })
+    };
+    // The request is in, its reservation waiting for the lock (the database waits 5 s).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    asking.abort();
+    let abandoned = r#"orchestrator_http_requests_total{route="/workflow/{feature_id}/consultations",method="POST",status="499"}"#;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !app.metrics().await.contains(abandoned) {
+        assert!(Instant::now() < deadline, "{}", app.metrics().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unlock_database(other);
+
+    let items = first_listed(&app.client, &f).await;
+    assert_eq!(items[0].status, ConsultationStatus::Resolved);
+    let approved = app
+        .client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap();
+    assert_eq!(approved.state, WorkflowState::Phase2);
+}
+
+/// A background ask whose answer comes while the database is locked past its wait: the
+/// answer is stored once the lock is gone, not lost with the ask left `asking`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_background_asks_answer_is_stored_once_the_database_is_free_again() {
+    let app = spawn_app_with(|c| {
+        c.agent_hub_wait_seconds = 1;
+        c.agent_hub_timeout_seconds = 30;
+    })
+    .await;
+    let f = started(&app, "locked-out").await;
+    app.client
+        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    let asking = ask_held(&app, &f).await;
+    let accepted = asking.await.unwrap().unwrap();
+    assert_eq!(accepted.status(), 202);
+    let other = lock_database(&app);
+    app.hub.release();
+    // The first try to store the answer waits the database's 5 s in vain.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        listed(&app.client, &f).await[0].status,
+        ConsultationStatus::Asking
+    );
+    unlock_database(other);
+
+    let items = settled(&app.client, &f, Duration::from_secs(20)).await;
+    assert_eq!(items[0].status, ConsultationStatus::Resolved);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn past_the_cap_an_ask_is_refused_before_anything_is_stored() {
     let app = spawn_app_with(|c| {
