@@ -44,7 +44,7 @@ use orchestrator_core::{FeatureId, Judge, RepositoryError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::creates::{self, Creation};
-use super::recent::Recent;
+use super::recent::{Recent, Since};
 use super::{PgPool, Prepared, Statement, bind_array, column, ops, run};
 use crate::storage::StorageMetrics;
 use crate::storage::models::{ReceiptRow, TransitionRow, WorkflowRow};
@@ -106,11 +106,12 @@ struct Job<T = Task> {
 /// The writes of one kind, which a batch runs as a statement of their own.
 trait Part: Sized {
     /// Runs `batch` as one statement; the steps line up with it. The rows it writes are
-    /// remembered in `recent`.
+    /// remembered in `recent` (unless it started over `since` the batch began).
     async fn decide(
         conn: &mut AsyncPgConnection,
         batch: &[Job<Self>],
         recent: &Recent,
+        since: Since,
     ) -> QueryResult<Vec<Step>>;
 
     /// What to queue again for a write whose workflow changed under it, if it has tries left.
@@ -122,12 +123,13 @@ impl Part for Box<Creation> {
         conn: &mut AsyncPgConnection,
         batch: &[Job<Self>],
         recent: &Recent,
+        since: Since,
     ) -> QueryResult<Vec<Step>> {
         let creations: Vec<&Creation> = batch.iter().map(|job| &*job.task).collect();
         let results = creates::apply(conn, &creations).await?;
         for (creation, result) in creations.iter().zip(&results) {
             if matches!(result, Written::Done) {
-                recent.wrote(creation.row.clone());
+                recent.wrote(creation.row.clone(), since);
             }
         }
         Ok(results.into_iter().map(Step::Answer).collect())
@@ -143,8 +145,9 @@ impl Part for Advance {
         conn: &mut AsyncPgConnection,
         batch: &[Job<Self>],
         recent: &Recent,
+        since: Since,
     ) -> QueryResult<Vec<Step>> {
-        decide_advances(conn, batch, recent).await
+        decide_advances(conn, batch, recent, since).await
     }
 
     /// A judged advance is judged again, up to [`MAX_TRIES`] batches; a caller's own
@@ -374,12 +377,14 @@ async fn commit_part<T: Part>(
     requeue: &mpsc::WeakUnboundedSender<Job>,
 ) {
     metrics.commit_batch.observe(batch.len() as f64);
+    // Before a connection is taken: one opened to another server starts the memory over.
+    let since = recent.since();
     let mut refused = false;
     // Whether the statement was sent at all (not when no connection was free).
     let mut sent = false;
     let outcome = run(pool, metrics, async |conn| {
         sent = true;
-        let decided = T::decide(conn, &batch, recent).await;
+        let decided = T::decide(conn, &batch, recent, since).await;
         refused = decided.as_ref().is_err_and(refused_by_the_database);
         decided
     })
@@ -400,7 +405,7 @@ async fn commit_part<T: Part>(
                 }
                 let one = std::slice::from_ref(&job);
                 let outcome = run(pool, metrics, async |conn| {
-                    T::decide(conn, one, recent).await
+                    T::decide(conn, one, recent, since).await
                 })
                 .await;
                 reply(vec![job], outcome, requeue, metrics);
@@ -495,6 +500,7 @@ async fn decide_advances(
     conn: &mut AsyncPgConnection,
     batch: &[Job<Advance>],
     recent: &Recent,
+    since: Since,
 ) -> QueryResult<Vec<Step>> {
     // Judged first on the rows remembered: an accepted advance needs no read (its
     // compare-and-set catches a stale row). A refusal may come from a stale row, so that
@@ -578,7 +584,7 @@ async fn decide_advances(
                 || Written::Refused(RepositoryError::Backend("a batch left out a result".into()));
             match (results.next().unwrap_or_else(missing), next) {
                 (Written::Done, Some((next, _))) => {
-                    recent.wrote(WorkflowRow::from(&next));
+                    recent.wrote(WorkflowRow::from(&next), since);
                     Step::Answer(Written::Judged(Box::new(Ok(next))))
                 }
                 (

@@ -680,11 +680,24 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
     let mut harness = AsyncMigrationHarness::new(conn);
     let mut tries = 1;
     let migrated = loop {
-        match harness.run_pending_migrations(MIGRATIONS) {
-            Ok(_) => break Ok(()),
+        // On a thread of its own: the harness blocks its thread while it runs, and the task
+        // that awaits it stays free to see a stop signal meanwhile (start-up then ends there,
+        // and the database rolls the migration under way back).
+        let (returned, ran) = tokio::task::spawn_blocking(move || {
+            let ran = harness
+                .run_pending_migrations(MIGRATIONS)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            (harness, ran)
+        })
+        .await
+        .map_err(|e| StorageError::Migrate(format!("the migrations' thread failed: {e}")))?;
+        harness = returned;
+        match ran {
+            Ok(()) => break Ok(()),
             // Each migration runs in a transaction of its own: the one that waited too long
             // was rolled back, and the next try starts with it.
-            Err(e) if tries < MIGRATION_TRIES && e.to_string().contains("lock timeout") => {
+            Err(e) if tries < MIGRATION_TRIES && e.contains("lock timeout") => {
                 tracing::warn!(
                     error = %e,
                     tries,
@@ -694,7 +707,7 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 tries += 1;
             }
-            Err(e) => break Err(StorageError::Migrate(e.to_string())),
+            Err(e) => break Err(StorageError::Migrate(e)),
         }
     };
     let mut conn = harness.into_inner();
@@ -874,14 +887,14 @@ mod tests {
         let recent = Arc::new(Recent::default());
         let pool = pool(&url, 2, recent.clone()).unwrap();
         drop(pool.get().await.expect("TEST_DATABASE_URL is reachable"));
-        recent.wrote(recent::tests::row("f", 2));
+        recent.wrote(recent::tests::row("f", 2), recent.since());
         // One is discarded (as a failed one is) and the next checkout opens another, to the
         // same server: nothing is forgotten.
         drop(Object::take(pool.get().await.unwrap()));
         drop(pool.get().await.unwrap());
         assert!(recent.take("f").is_some(), "kept: the same server");
         // Another server (its start time told apart here as a failover's would be).
-        recent.wrote(recent::tests::row("f", 3));
+        recent.wrote(recent::tests::row("f", 3), recent.since());
         recent.connected_to("another server's start".into());
         assert!(recent.take("f").is_none(), "forgotten");
     }

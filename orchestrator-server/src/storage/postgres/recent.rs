@@ -9,7 +9,8 @@
 //! that could not reach it (a failover to a standby that missed the last commits may follow,
 //! where a version can name another row), the memory starts over, and so it does whenever the
 //! pool opens a connection to a server that started at another time than the last one's (a
-//! failover that none of the queue's own batches saw).
+//! failover that none of the queue's own batches saw). What a batch that began before the
+//! memory started over wrote is not remembered: it may have gone to the server left behind.
 //!
 //! A workflow whose remembered row lost its compare-and-set is marked as written elsewhere as
 //! well, and read before each of its advances from then on: behind a load balancer, consecutive
@@ -22,6 +23,7 @@
 //! at most a few MiB whatever clients store.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::storage::models::WorkflowRow;
@@ -46,7 +48,17 @@ pub struct Recent {
     entries: Mutex<HashMap<String, Entry>>,
     /// When the server the pool's connections reach started, as the last one opened said.
     server_started: Mutex<Option<String>>,
+    /// How many times the memory started over ([`Recent::clear`]); raised while the entries
+    /// are locked.
+    generation: AtomicU64,
 }
+
+/// The memory as a batch found it when it began ([`Recent::since`]): a row the batch wrote
+/// is remembered only if the memory has not started over since — the batch may have written
+/// it to a server since left behind (a failover under way), where its version names a row the
+/// database no longer has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Since(u64);
 
 impl Recent {
     /// The row of `feature_id` as this server last wrote it, if remembered; taken out, so
@@ -62,11 +74,20 @@ impl Recent {
         }
     }
 
-    /// Remembers `row`, just committed, unless its workflow is written elsewhere too or a
-    /// later version is remembered already (a batch that committed after this one answered
-    /// first). A row over [`ROW_BYTES`] is not kept, nor any older one of its workflow.
-    pub fn wrote(&self, row: WorkflowRow) {
+    /// Where the memory stands now, for a batch about to begin.
+    pub fn since(&self) -> Since {
+        Since(self.generation.load(Ordering::SeqCst))
+    }
+
+    /// Remembers `row`, just committed by a batch that began at `since`, unless the memory
+    /// started over meanwhile, its workflow is written elsewhere too, or a later version is
+    /// remembered already (a batch that committed after this one answered first). A row over
+    /// [`ROW_BYTES`] is not kept, nor any older one of its workflow.
+    pub fn wrote(&self, row: WorkflowRow, since: Since) {
         let mut entries = self.entries();
+        if self.since() != since {
+            return;
+        }
         match entries.get(&row.feature_id) {
             Some(Entry::Shared) => {}
             Some(Entry::Row(known)) if known.version >= row.version => {}
@@ -97,7 +118,9 @@ impl Recent {
 
     /// Forgets every row and mark: the database may no longer be the one they were read from.
     pub fn clear(&self) {
-        self.entries().clear();
+        let mut entries = self.entries();
+        entries.clear();
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// A new connection reached a server that started at `started`: if another server's
@@ -163,10 +186,15 @@ pub(super) mod tests {
         }
     }
 
+    /// Remembers `row` as written by a batch that began just now.
+    fn write(recent: &Recent, row: WorkflowRow) {
+        recent.wrote(row, recent.since());
+    }
+
     #[test]
     fn a_remembered_row_is_taken_once() {
         let recent = Recent::default();
-        recent.wrote(row("f", 2));
+        write(&recent, row("f", 2));
         assert_eq!(recent.take("f").map(|r| r.version), Some(2));
         assert!(recent.take("f").is_none(), "taken out");
         assert!(recent.take("g").is_none(), "never written");
@@ -175,75 +203,89 @@ pub(super) mod tests {
     #[test]
     fn an_older_row_never_replaces_a_newer_one() {
         let recent = Recent::default();
-        recent.wrote(row("f", 3));
-        recent.wrote(row("f", 2));
+        write(&recent, row("f", 3));
+        write(&recent, row("f", 2));
         assert_eq!(recent.take("f").map(|r| r.version), Some(3));
-        recent.wrote(row("f", 3));
-        recent.wrote(row("f", 4));
+        write(&recent, row("f", 3));
+        write(&recent, row("f", 4));
         assert_eq!(recent.take("f").map(|r| r.version), Some(4));
     }
 
     #[test]
     fn a_workflow_once_stale_is_never_remembered_again() {
         let recent = Recent::default();
-        recent.wrote(row("f", 2));
+        write(&recent, row("f", 2));
         recent.stale("f");
         assert!(recent.take("f").is_none());
-        recent.wrote(row("f", 5));
+        write(&recent, row("f", 5));
         assert!(recent.take("f").is_none(), "read before each advance");
     }
 
     #[test]
     fn a_forgotten_row_is_gone_but_a_shared_mark_stays() {
         let recent = Recent::default();
-        recent.wrote(row("f", 2));
+        write(&recent, row("f", 2));
         recent.forget("f");
         assert!(recent.take("f").is_none());
         recent.stale("g");
         recent.forget("g");
-        recent.wrote(row("g", 3));
+        write(&recent, row("g", 3));
         assert!(recent.take("g").is_none());
     }
 
     #[test]
     fn a_cleared_memory_holds_neither_rows_nor_marks() {
         let recent = Recent::default();
-        recent.wrote(row("f", 2));
+        write(&recent, row("f", 2));
         recent.stale("g");
         recent.clear();
         assert!(recent.take("f").is_none());
-        recent.wrote(row("g", 3));
+        write(&recent, row("g", 3));
         assert_eq!(recent.take("g").map(|r| r.version), Some(3));
+    }
+
+    /// A batch that began before the memory started over (a connection to another server
+    /// meanwhile) may have written to the server left behind: its rows are not remembered.
+    #[test]
+    fn a_batch_that_began_before_the_memory_started_over_is_not_remembered() {
+        let recent = Recent::default();
+        let batch = recent.since();
+        recent.connected_to("t0".into());
+        recent.connected_to("t1".into());
+        recent.wrote(row("f", 6), batch);
+        assert!(recent.take("f").is_none(), "written before the failover");
+        write(&recent, row("f", 6));
+        assert!(recent.take("f").is_some(), "a batch begun since");
     }
 
     #[test]
     fn rows_are_forgotten_when_a_connection_reaches_another_server() {
         let recent = Recent::default();
         recent.connected_to("t0".into());
-        recent.wrote(row("f", 2));
+        write(&recent, row("f", 2));
         recent.connected_to("t0".into());
         assert!(recent.take("f").is_some(), "the same server");
-        recent.wrote(row("f", 3));
+        write(&recent, row("f", 3));
         recent.stale("g");
         recent.connected_to("t1".into());
         assert!(recent.take("f").is_none(), "another server");
-        recent.wrote(row("g", 4));
+        write(&recent, row("g", 4));
         assert!(recent.take("g").is_some(), "marks forgotten too");
     }
 
     #[test]
     fn a_large_row_is_not_remembered_and_drops_an_older_one() {
         let recent = Recent::default();
-        recent.wrote(row("f", 2));
+        write(&recent, row("f", 2));
         let large = WorkflowRow {
             metadata: format!("{{\"k\":\"{}\"}}", "x".repeat(ROW_BYTES)),
             ..row("f", 3)
         };
-        recent.wrote(large);
+        write(&recent, large);
         assert!(recent.take("f").is_none(), "neither the large row nor v2");
         let small = row("g", 2);
         assert!(text_bytes(&small) <= ROW_BYTES);
-        recent.wrote(small);
+        write(&recent, small);
         assert!(recent.take("g").is_some());
     }
 
@@ -251,16 +293,16 @@ pub(super) mod tests {
     fn the_memory_starts_over_when_full() {
         let recent = Recent::default();
         for n in 0..CAPACITY {
-            recent.wrote(row(&format!("f{n}"), 1));
+            write(&recent, row(&format!("f{n}"), 1));
         }
         assert_eq!(recent.entries().len(), CAPACITY);
-        recent.wrote(row("f0", 2));
+        write(&recent, row("f0", 2));
         assert_eq!(
             recent.entries().len(),
             CAPACITY,
             "a known workflow is replaced"
         );
-        recent.wrote(row("new", 1));
+        write(&recent, row("new", 1));
         assert_eq!(recent.entries().len(), 1, "a new one starts over");
         assert!(recent.take("new").is_some());
     }
