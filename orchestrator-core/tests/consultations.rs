@@ -663,3 +663,38 @@ async fn an_answer_to_an_ask_ended_elsewhere_is_not_taken_for_stored() {
     assert_eq!(ended.status, ConsultationStatus::Failed);
     assert_eq!(orchestrator.consultations(&id).await.unwrap(), vec![ended]);
 }
+
+/// A background ask's ending stored again (a try whose answer was lost landed all the same):
+/// it is not written twice, so its `consultation.updated` event is not repeated.
+#[tokio::test]
+async fn an_ending_stored_again_is_written_once() {
+    let (orchestrator, _, id) = setup().await;
+    let reserved = orchestrator
+        .reserve_consultation(&id, ask("architecture"))
+        .await
+        .unwrap();
+    let asking = orchestrator.publish(reserved).await.unwrap();
+    let answer = HubAnswer {
+        answer: "Ask the team".into(),
+        rationale: None,
+        confidence: 40,
+        uncertainty_reasons: Vec::new(),
+        status: AnswerStatus::PendingHuman,
+        escalation_id: Some(orchestrator_core::hub::EscalationId("esc-9".into())),
+    };
+    let ended = orchestrator.ending(asking, Ok(answer));
+    let first = orchestrator.store_ending(ended.clone()).await.unwrap();
+    let again = orchestrator.store_ending(ended).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(again.status, ConsultationStatus::PendingHuman);
+    let filter = orchestrator_core::EventFilter::default();
+    let updates = orchestrator
+        .events(None, &filter, 100)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .filter(|e| e.event.event_type == orchestrator_core::EventType::ConsultationUpdated)
+        .count();
+    assert_eq!(updates, 1);
+}

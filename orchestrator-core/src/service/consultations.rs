@@ -271,30 +271,33 @@ impl Orchestrator {
     }
 
     /// Stores an ask's [`Orchestrator::ending`] and returns what is stored: the ending, or
-    /// what another server stored first. Storing it again after a failure is safe.
+    /// what another server stored first. Storing it again after a failure is safe: an ask no
+    /// longer `asking` is not written again (a try whose answer was lost may have stored it,
+    /// and a second write would repeat its event).
     pub async fn store_ending(&self, asking: Consultation) -> Result<Consultation> {
+        if let Some(stored) = self.stored(&asking).await?
+            && stored.status != ConsultationStatus::Asking
+        {
+            return Ok(settled_as_stored(&asking, stored));
+        }
         self.repository.update_consultation(&asking).await?;
         // A settled consultation is never changed again: if another server ended this ask
         // meanwhile (it took it for one a crash left, its hub timeout being shorter than
         // this one's), the answer was not stored. Say so, and return what is stored.
-        let stored = self
+        Ok(match self.stored(&asking).await? {
+            Some(stored) => settled_as_stored(&asking, stored),
+            None => asking,
+        })
+    }
+
+    /// `consultation` as stored now, if it is.
+    async fn stored(&self, consultation: &Consultation) -> Result<Option<Consultation>> {
+        Ok(self
             .repository
-            .consultations(&asking.feature_id)
+            .consultations(&consultation.feature_id)
             .await?
             .into_iter()
-            .find(|c| c.id == asking.id);
-        match stored {
-            Some(stored) if (&stored.status, &stored.error) != (&asking.status, &asking.error) => {
-                tracing::warn!(
-                    consultation = %asking.id,
-                    answered = asking.status.as_str(),
-                    stored = stored.status.as_str(),
-                    "an ask's outcome came after the ask was ended elsewhere; it is not stored"
-                );
-                Ok(stored)
-            }
-            _ => Ok(asking),
-        }
+            .find(|c| c.id == consultation.id))
     }
 
     /// Step four when the server stops before the hub answered: the consultation becomes
@@ -495,6 +498,20 @@ impl Orchestrator {
         }
         Ok(consultations)
     }
+}
+
+/// What is stored of an ask that ended as `ended`: `stored`, with a warning when it ended
+/// otherwise (another server ended it first, and this ending was not stored).
+fn settled_as_stored(ended: &Consultation, stored: Consultation) -> Consultation {
+    if (&stored.status, &stored.error) != (&ended.status, &ended.error) {
+        tracing::warn!(
+            consultation = %ended.id,
+            answered = ended.status.as_str(),
+            stored = stored.status.as_str(),
+            "an ask's outcome came after the ask was ended elsewhere; it is not stored"
+        );
+    }
+    stored
 }
 
 /// Adds what `consultation` holds the gate by: its escalation if it waits for a human, itself

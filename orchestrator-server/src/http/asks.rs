@@ -275,26 +275,27 @@ impl Ask {
     }
 }
 
-/// The first pause before an ask's ending is stored again after storage failed; it doubles
-/// up to [`STORE_RETRY_LAST`].
+/// How long a background ask's ending is tried again while storage is unavailable, tries
+/// included: then the hub's answer is given up (logged).
+const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
+/// The first pause before an ask's ending is stored again; it doubles up to 8 s.
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(500);
-/// The longest pause before storing an ask's ending again: with the first and the doubling,
-/// storage is tried for about half a minute in all.
-const STORE_RETRY_LAST: Duration = Duration::from_secs(8);
 
 /// Stores a background ask's ending, again after a pause while storage is unavailable (a
-/// held lock, a database restarting) and the server runs: given up, the hub's answer would be
-/// lost and the ask would hold the gate `asking` until the sweep of abandoned asks failed it.
+/// held lock, a database restarting) and the server runs, for up to [`STORE_RETRY_FOR`]:
+/// given up, the hub's answer would be lost and the ask would hold the gate `asking` until the
+/// sweep of abandoned asks failed it.
 async fn store_ending(
     orchestrator: &Orchestrator,
     ended: Consultation,
     stopping: &mut watch::Receiver<bool>,
 ) -> Result<Consultation, CoreError> {
+    let until = tokio::time::Instant::now() + STORE_RETRY_FOR;
     let mut pause = STORE_RETRY_FIRST;
     loop {
         match orchestrator.store_ending(ended.clone()).await {
             Err(CoreError::Storage(RepositoryError::Unavailable(e)))
-                if pause <= STORE_RETRY_LAST && !*stopping.borrow() =>
+                if tokio::time::Instant::now() + pause < until && !*stopping.borrow() =>
             {
                 tracing::warn!(
                     consultation = %ended.id,
@@ -302,8 +303,9 @@ async fn store_ending(
                     "an ask's outcome could not be stored yet; trying again"
                 );
                 tokio::select! {
-                    () = tokio::time::sleep(pause) => pause *= 2,
-                    () = stopped(stopping) => pause = Duration::MAX,
+                    () = tokio::time::sleep(pause) => pause = (pause * 2).min(Duration::from_secs(8)),
+                    // One more try, at once.
+                    () = stopped(stopping) => {}
                 }
             }
             outcome => return outcome,

@@ -52,6 +52,8 @@ const BATCH_EVENTS: usize = 256;
 const BROADCAST_CAPACITY: usize = 64;
 /// Chunks (each one or more messages) queued toward one connection.
 const STREAM_QUEUE: usize = 64;
+/// Longest a stream disconnected for falling behind waits for room to tell its position.
+const PART_WAIT: Duration = Duration::from_secs(1);
 /// Most events in one chunk of a stream's catch-up from the log. Those chunks are the
 /// stream's own (encoded for it, unlike the feed's shared batches), so they are small: a slow
 /// reader resuming from far back holds at most [`STREAM_QUEUE`] of them (about 2 000 events,
@@ -480,8 +482,8 @@ pub async fn stream_events(
 
 /// Sends one stream's messages until its consumer leaves, falls behind, or the server stops
 /// — or until its holder (a board session, a principal) may no longer read: checked at each
-/// heartbeat, and at once when a session ends or the principals file is re-read on this
-/// server.
+/// live heartbeat, and at once when a session ends or the principals file is re-read on this
+/// server (during the catch-up from the log, before each page).
 ///
 /// `first` is the first page of the catch-up from the log, and `floor` the log's newest id
 /// read before it: a filtered page that comes back short has read every matching event up to
@@ -580,7 +582,7 @@ async fn forward(
                 continue;
             }
             Live::Behind => {
-                out.part(sent);
+                out.part(sent).await;
                 return;
             }
         };
@@ -599,13 +601,15 @@ async fn forward(
 }
 
 /// A stream's catch-up from the log: sends the first page's events, then reads the page after
-/// the last one sent (`next_page`, with the log's newest id read before it; `None`: the
+/// the last one sent ([`Pages::after`], with the log's newest id read before it; `None`: the
 /// stream ends) while pages come back full. Returns the position reached — every event up to
 /// it sent or left out by the filter — or `None` once the stream is to end.
 ///
 /// A catch-up through a long log, filtered, may send nothing for long: every `heartbeat` it
 /// sends a heartbeat and the position reached, so neither the consumer nor a proxy takes the
 /// stream for dead, and a stream cut off meanwhile resumes from there, not from its start.
+/// Those never wait for room in the queue (a full queue holds messages the consumer has yet to
+/// read): the page being read meanwhile holds a database connection.
 ///
 /// `floor` is the log's newest id read before the first page: a filtered page that comes
 /// back short has read every matching event up to there (committed before the read began),
@@ -630,13 +634,15 @@ async fn catch_up(
         if !page.full {
             return Some(sent.max(floor));
         }
+        // Sent: not held while the next page is read.
+        drop(std::mem::take(&mut page.events));
         let read = pages.after(sent);
         let mut read = std::pin::pin!(read);
         (page, floor) = loop {
             tokio::select! {
                 biased;
                 read = &mut read => break read?,
-                _ = beat.tick() => if !out.heartbeat(sent).await {
+                _ = beat.tick() => if !out.beat_now(sent) {
                     return None;
                 },
             }
@@ -723,11 +729,29 @@ impl Outlet {
         true
     }
 
+    /// [`Outlet::heartbeat`] if the queue has room now, without waiting for it: false when
+    /// the consumer is gone.
+    fn beat_now(&mut self, sent: u64) -> bool {
+        use mpsc::error::TrySendError;
+        let mut messages = std::iter::once(Bytes::from_static(b": heartbeat\n\n"))
+            .chain((sent != self.told).then(|| position_message(sent)));
+        let all = messages.try_for_each(|message| self.queue.try_send(message));
+        match all {
+            Ok(()) => self.told = sent,
+            Err(TrySendError::Full(_)) => {}
+            Err(TrySendError::Closed(_)) => return false,
+        }
+        true
+    }
+
     /// The position `sent` for a consumer about to be disconnected, if it has not been told
-    /// it and its queue has room: a filtered stream resumes from there, not from the last
-    /// event it matched (and, long behind, fall behind again).
-    fn part(&mut self, sent: u64) {
-        if sent != self.told && self.queue.try_send(position_message(sent)).is_ok() {
+    /// it, waiting up to [`PART_WAIT`] for room: a filtered stream resumes from there, not
+    /// from the last event it matched (and, long behind, falls behind again).
+    async fn part(&mut self, sent: u64) {
+        if sent != self.told
+            && let Ok(true) =
+                tokio::time::timeout(PART_WAIT, self.send(position_message(sent))).await
+        {
             self.told = sent;
         }
     }
@@ -943,9 +967,9 @@ mod tests {
         assert_eq!(out.told, 40_000);
     }
 
-    /// A stream disconnected for falling behind says how far it got, once, if its queue has
-    /// room: a filtered consumer resumes from there, not from the last event it matched.
-    #[tokio::test]
+    /// A stream disconnected for falling behind says how far it got, once, waiting a little
+    /// for room: a filtered consumer resumes from there, not from the last event it matched.
+    #[tokio::test(start_paused = true)]
     async fn a_stream_that_fell_behind_parts_with_its_position() {
         let (queue, mut unread) = mpsc::channel(1);
         let (_closing, stop) = watch::channel(false);
@@ -954,15 +978,45 @@ mod tests {
             stop,
             told: 5,
         };
-        out.part(5);
+        out.part(5).await;
         assert!(queued(&mut unread).is_empty(), "told already");
-        out.part(9);
+        out.part(9).await;
         assert_eq!(queued(&mut unread), ["id: 9\n\n"]);
-        // A full queue (a slow consumer) is not waited on.
+        // A consumer that reads within the wait is told.
         assert!(out.send(Bytes::from_static(b"event")).await);
-        out.part(12);
+        let reading = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let first = unread.recv().await;
+            (first, unread)
+        });
+        out.part(12).await;
+        let (first, mut unread) = reading.await.unwrap();
+        assert_eq!(first.as_deref(), Some(&b"event"[..]));
+        assert_eq!(queued(&mut unread), ["id: 12\n\n"]);
+        // One that does not is left after the wait.
+        assert!(out.send(Bytes::from_static(b"event")).await);
+        out.part(20).await;
         assert_eq!(queued(&mut unread), ["event"]);
-        assert_eq!(out.told, 9);
+        assert_eq!(out.told, 12);
+    }
+
+    /// A catch-up's heartbeat never waits for room: the page read meanwhile holds a
+    /// connection. A full queue skips it; a closed one ends the stream.
+    #[tokio::test]
+    async fn a_catch_up_beat_does_not_wait_for_room() {
+        let (queue, mut unread) = mpsc::channel(1);
+        let (_closing, stop) = watch::channel(false);
+        let mut out = Outlet {
+            queue,
+            stop,
+            told: 5,
+        };
+        assert!(out.send(Bytes::from_static(b"event")).await);
+        assert!(out.beat_now(9), "skipped, not waited for");
+        assert_eq!(out.told, 5);
+        assert_eq!(queued(&mut unread), ["event"]);
+        drop(unread);
+        assert!(!out.beat_now(9), "the consumer is gone");
     }
 
     fn event(id: u64, subject: &str, event_type: EventType) -> Event {

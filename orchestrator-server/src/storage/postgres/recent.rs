@@ -11,6 +11,8 @@
 //! pool opens a connection to a server that started at another time than the last one's (a
 //! failover that none of the queue's own batches saw). What a batch that began before the
 //! memory started over wrote is not remembered: it may have gone to the server left behind.
+//! (A batch begun after that on a connection still open to the server left behind is not told
+//! apart; its statement fails there once that server is gone, which starts the memory over.)
 //!
 //! A workflow whose remembered row lost its compare-and-set is marked as written elsewhere as
 //! well, and read before each of its advances from then on: behind a load balancer, consecutive
