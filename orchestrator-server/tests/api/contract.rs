@@ -2385,11 +2385,11 @@ async fn a_postgres_migration_waiting_for_a_table_lets_others_through_and_then_r
     repo.create(&workflow, &first).await.unwrap();
 }
 
-/// PostgreSQL group commit: an advance whose workflow row another transaction holds past the
-/// statement timeout (5 s) fails alone; the advances that shared its batch are run again each
-/// on its own and land.
+/// PostgreSQL group commit: an advance whose workflow row another transaction holds waits
+/// alone — the batch skips that row — while the advances that shared its batch, or came
+/// after it, land at once; it lands once the row is let go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_postgres_batch_waiting_on_one_held_row_fails_only_that_advance() {
+async fn a_postgres_batch_does_not_wait_on_one_held_row() {
     use diesel_async::RunQueryDsl;
     use orchestrator_server::storage::{DatabaseUrl, connect};
     let Some(db) = crate::postgres::TestDatabase::create().await else {
@@ -2418,8 +2418,7 @@ async fn a_postgres_batch_waiting_on_one_held_row_fails_only_that_advance() {
                 .await
         })
     };
-    // The first batch waits on `a-held`. While it is in flight the next one goes only once
-    // enough advances wait (16): `b-held` first, then the others, so it shares their batch.
+    // `a-held` goes alone first; `b-held` then shares a batch with the others.
     let first = advance("a-held".to_owned());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let held = advance("b-held".to_owned());
@@ -2432,18 +2431,67 @@ async fn a_postgres_batch_waiting_on_one_held_row_fails_only_that_advance() {
             "{name}: {landed:?}"
         );
     }
-    for task in [first, held] {
-        assert!(matches!(
-            task.await.unwrap(),
-            Err(orchestrator_core::Error::Storage(
-                RepositoryError::Unavailable(_)
-            ))
-        ));
-    }
+    // Landed while the two rows are still held: their advances still wait.
+    assert!(!first.is_finished() && !held.is_finished());
     diesel::sql_query("ROLLBACK")
         .execute(&mut holder)
         .await
         .unwrap();
+    for task in [first, held] {
+        let landed = task.await.unwrap();
+        assert!(
+            matches!(&landed, Ok(w) if w.state() == WorkflowState::Gate1),
+            "{landed:?}"
+        );
+    }
+}
+
+/// An advance whose workflow row stays held longer than a statement may wait for a lock
+/// (5 s) fails alone, 503, and the workflow is as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_advance_whose_row_stays_held_fails_alone() {
+    use diesel_async::RunQueryDsl;
+    use orchestrator_server::storage::{DatabaseUrl, connect};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let repo: Arc<dyn WorkflowRepository> = connect(&DatabaseUrl::Postgres(db.url.clone()), 4)
+        .await
+        .unwrap();
+    for name in ["held", "free"] {
+        let (workflow, first) = new_workflow(name);
+        repo.create(&workflow, &first).await.unwrap();
+    }
+    let mut holder = crate::postgres::in_open_transaction(
+        &db.url,
+        "SELECT 1 FROM workflows WHERE feature_id = 'held' FOR UPDATE",
+    )
+    .await;
+    let refused = repo
+        .advance(&id("held"), judge(Trigger::AgentComplete))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(orchestrator_core::Error::Storage(
+                RepositoryError::Unavailable(_)
+            ))
+        ),
+        "{refused:?}"
+    );
+    let free = repo
+        .advance(&id("free"), judge(Trigger::AgentComplete))
+        .await
+        .unwrap();
+    assert_eq!(free.state(), WorkflowState::Gate1);
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(
+        repo.get(&id("held")).await.unwrap().state(),
+        WorkflowState::Phase1
+    );
 }
 
 /// Six overdue gates whose rows a stuck transaction holds, due before a seventh: each sweep

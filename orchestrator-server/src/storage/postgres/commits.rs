@@ -26,10 +26,16 @@
 //! share a batch): a batch's creations run first, as a statement of their own (`creates`),
 //! then its advances.
 //!
-//! If the database refuses the statement as a whole (a constraint one advance broke, or one
-//! workflow's row held by another transaction past the statement timeout), each advance of
-//! the batch is run again alone, so a failing one fails alone; a statement whose fate is
-//! unknown (the connection lost) is not run again.
+//! The batch statement skips a workflow row another transaction holds locked (an operator's
+//! session, a replica whose connection hangs inside a transaction) rather than wait for it:
+//! the rest of the batch commits at once, and the advance of that workflow is tried again in
+//! a later batch, shortly, until it has waited [`LOCKED_ROW_WAIT`] (then 503). One stuck row
+//! so holds up its own advances, not every advance of the server.
+//!
+//! If the database refuses the statement as a whole (a constraint one advance broke, or a
+//! lock it waited for past the statement timeout), each advance of the batch is run again
+//! alone, so a failing one fails alone; a statement whose fate is unknown (the connection
+//! lost) is not run again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -42,6 +48,7 @@ use diesel::{QueryDsl, SelectableHelper};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::{FeatureId, Judge, RepositoryError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::{Duration, Instant};
 
 use super::creates::{self, Creation};
 use super::recent::{Recent, Since};
@@ -65,6 +72,9 @@ const SECOND_BATCH_MIN: usize = 16;
 /// Most batches a judged advance takes part in: past this many lost compare-and-sets (its
 /// workflow changed under it each time) it answers the last conflict.
 pub const MAX_TRIES: u32 = 8;
+/// Longest an advance waits, batch after batch, for a workflow row another transaction holds
+/// locked (as long as a statement may wait for a lock): then it answers 503.
+pub const LOCKED_ROW_WAIT: Duration = Duration::from_secs(5);
 
 /// A write waiting for a batch.
 enum Task {
@@ -101,6 +111,18 @@ impl Task {
 struct Job<T = Task> {
     task: T,
     reply: oneshot::Sender<Result<Written, RepositoryError>>,
+    /// Since when its workflow's row has been found locked by another transaction.
+    locked_since: Option<Instant>,
+}
+
+impl<T> Job<T> {
+    fn new(task: T, reply: oneshot::Sender<Result<Written, RepositoryError>>) -> Self {
+        Job {
+            task,
+            reply,
+            locked_since: None,
+        }
+    }
 }
 
 /// The writes of one kind, which a batch runs as a statement of their own.
@@ -116,6 +138,9 @@ trait Part: Sized {
 
     /// What to queue again for a write whose workflow changed under it, if it has tries left.
     fn again(self) -> Option<Task>;
+
+    /// The write as the queue holds it.
+    fn task(self) -> Task;
 }
 
 impl Part for Box<Creation> {
@@ -137,6 +162,10 @@ impl Part for Box<Creation> {
 
     fn again(self) -> Option<Task> {
         None
+    }
+
+    fn task(self) -> Task {
+        Task::Create(self)
     }
 }
 
@@ -165,6 +194,10 @@ impl Part for Advance {
             })),
             _ => None,
         }
+    }
+
+    fn task(self) -> Task {
+        Task::Advance(self)
     }
 }
 
@@ -232,7 +265,9 @@ impl Committer {
     async fn queue(&self, task: Task) -> Result<Written, RepositoryError> {
         let stopped = || RepositoryError::Unavailable("the commit queue has stopped".into());
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { task, reply }).map_err(|_| stopped())?;
+        self.jobs
+            .send(Job::new(task, reply))
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -340,6 +375,8 @@ enum Step {
     Answer(Written),
     /// A judged advance whose workflow changed under it: judge it again.
     Again(RepositoryError),
+    /// An advance whose workflow's row another transaction holds locked: try it again shortly.
+    Locked,
 }
 
 /// Commits one batch and answers each of its callers: its creations as one statement, then
@@ -353,10 +390,23 @@ async fn commit_batch(
 ) {
     let mut creations = Vec::new();
     let mut advances = Vec::new();
-    for Job { task, reply } in batch {
+    for Job {
+        task,
+        reply,
+        locked_since,
+    } in batch
+    {
         match task {
-            Task::Create(task) => creations.push(Job { task, reply }),
-            Task::Advance(task) => advances.push(Job { task, reply }),
+            Task::Create(task) => creations.push(Job {
+                task,
+                reply,
+                locked_since,
+            }),
+            Task::Advance(task) => advances.push(Job {
+                task,
+                reply,
+                locked_since,
+            }),
         }
     }
     if !creations.is_empty() {
@@ -480,8 +530,13 @@ fn answer<T: Part>(
             return;
         }
         Step::Again(lost) => lost,
+        Step::Locked => return wait_for_lock(job, requeue),
     };
-    let Job { task, reply } = job;
+    let Job {
+        task,
+        reply,
+        locked_since,
+    } = job;
     let Some(again) = task.again() else {
         let _ = reply.send(Ok(Written::Refused(lost)));
         return;
@@ -489,8 +544,45 @@ fn answer<T: Part>(
     if let Some(queue) = requeue.upgrade() {
         metrics.advances_rejudged.inc();
         // If the queue has just ended, the reply is dropped with the job: "stopped".
-        let _ = queue.send(Job { task: again, reply });
+        let _ = queue.send(Job {
+            task: again,
+            reply,
+            locked_since,
+        });
     }
+}
+
+/// Puts `job`, whose workflow's row another transaction holds locked, back in the queue after
+/// a pause that grows with its wait (5 ms to 250 ms); answers 503 once it has waited
+/// [`LOCKED_ROW_WAIT`]. Its tries are not spent: it was not judged.
+fn wait_for_lock<T: Part>(job: Job<T>, requeue: &mpsc::WeakUnboundedSender<Job>) {
+    let Job {
+        task,
+        reply,
+        locked_since,
+    } = job;
+    let since = locked_since.unwrap_or_else(Instant::now);
+    let waited = since.elapsed();
+    if waited >= LOCKED_ROW_WAIT {
+        let _ = reply.send(Err(RepositoryError::Unavailable(
+            "the workflow's row stayed locked by another transaction".into(),
+        )));
+        return;
+    }
+    let pause = (waited / 8).clamp(Duration::from_millis(5), Duration::from_millis(250));
+    let requeue = requeue.clone();
+    let task = task.task();
+    tokio::spawn(async move {
+        tokio::time::sleep(pause).await;
+        // If the queue has ended meanwhile, the reply is dropped with the job: "stopped".
+        if let Some(queue) = requeue.upgrade() {
+            let _ = queue.send(Job {
+                task,
+                reply,
+                locked_since: Some(since),
+            });
+        }
+    });
 }
 
 /// Reads the workflows the batch's judges need (one query; none for the rows `recent`
@@ -580,9 +672,16 @@ async fn decide_advances(
                 Ok(next) => next,
                 Err(written) => return Step::Answer(written),
             };
-            let missing =
-                || Written::Refused(RepositoryError::Backend("a batch left out a result".into()));
-            match (results.next().unwrap_or_else(missing), next) {
+            let missing = || {
+                Applied::Written(Written::Refused(RepositoryError::Backend(
+                    "a batch left out a result".into(),
+                )))
+            };
+            let result = match results.next().unwrap_or_else(missing) {
+                Applied::Written(written) => written,
+                Applied::Locked => return Step::Locked,
+            };
+            match (result, next) {
                 (Written::Done, Some((next, _))) => {
                     recent.wrote(WorkflowRow::from(&next), since);
                     Step::Answer(Written::Judged(Box::new(Ok(next))))
@@ -636,10 +735,15 @@ pub(super) async fn apply_gated(
                     commit.feature_id.clone(),
                 )));
             }
-            let mut written = apply(conn, std::slice::from_ref(commit)).await?;
-            Ok(written.pop().unwrap_or_else(|| {
-                Written::Refused(RepositoryError::Backend("a batch left out a result".into()))
-            }))
+            // The row is this transaction's (locked above): never skipped.
+            Ok(
+                match apply(conn, std::slice::from_ref(commit)).await?.pop() {
+                    Some(Applied::Written(written)) => written,
+                    Some(Applied::Locked) | None => Written::Refused(RepositoryError::Backend(
+                        "a batch left out a result".into(),
+                    )),
+                },
+            )
         })
         .await
 }
@@ -684,11 +788,12 @@ pub(super) const HELD: &str = r#"), held AS MATERIALIZED (
 /// keeps for the prepared statement hashes `v` and scans all of `workflows`, every dead row
 /// version included (docs/PERFORMANCE.md).
 const BATCH_TAIL: &str = r#"), locked AS MATERIALIZED (
-    -- After `held` (the reference makes it run first): keys, then workflows.
+    -- After `held` (the reference makes it run first): keys, then workflows. A row another
+    -- transaction holds is skipped, not waited for: its advance is tried again later.
     SELECT w.feature_id, w.version FROM workflows w
     WHERE w.feature_id = ANY($1::text[]) AND (SELECT count(*) FROM held) >= 0
     ORDER BY w.feature_id
-    FOR UPDATE
+    FOR UPDATE SKIP LOCKED
 ), won AS (
     UPDATE workflows w
     SET state = v.state, version = v.version, rework_count = v.rework_count,
@@ -741,11 +846,14 @@ pub(super) const WRITTEN: &str = r#"), answered AS (
     FROM ids
 )
 "#;
-/// The batch statement's result: per advance, whether it won, the version it found, and
-/// whether its key's claim (if it had one) still held the key.
+/// The batch statement's result: per advance, whether it won, the version it found, whether
+/// its key's claim (if it had one) still held the key, and whether its workflow exists but was
+/// skipped, locked by another transaction.
 const BATCH_RESULT: &str = r#"SELECT v.feature_id, locked.version AS current, won.feature_id IS NOT NULL AS won,
        (v.receipt_scope IS NULL
-        OR EXISTS (SELECT 1 FROM held WHERE held.feature_id = v.feature_id)) AS held
+        OR EXISTS (SELECT 1 FROM held WHERE held.feature_id = v.feature_id)) AS held,
+       (locked.feature_id IS NULL
+        AND EXISTS (SELECT 1 FROM workflows b WHERE b.feature_id = v.feature_id)) AS skipped
 FROM v
 LEFT JOIN locked ON locked.feature_id = v.feature_id
 LEFT JOIN won ON won.feature_id = v.feature_id
@@ -885,12 +993,22 @@ struct Judged {
     won: bool,
     #[diesel(sql_type = Bool)]
     held: bool,
+    #[diesel(sql_type = Bool)]
+    skipped: bool,
+}
+
+/// What the batch statement did with one commit.
+pub enum Applied {
+    /// Written, or refused: `Done`, `KeyTakenOver` for one whose key a retry took over, or
+    /// the refusal of a compare-and-set that lost.
+    Written(Written),
+    /// Nothing: its workflow's row is locked by another transaction.
+    Locked,
 }
 
 /// Runs `commits` (distinct workflows) as one statement on `conn`; the results line up with
-/// them: `Done`, `KeyTakenOver` for one whose key a retry took over, or the refusal of a
-/// compare-and-set that lost.
-pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryResult<Vec<Written>> {
+/// them.
+pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryResult<Vec<Applied>> {
     let judged: Vec<Judged> = Prepared(Batch::new(commits)).load(conn).await?;
     // Everything was decided in the one statement that committed it: no second round trip
     // can fail after the commit and misreport a write that landed.
@@ -901,10 +1019,17 @@ pub async fn apply(conn: &mut AsyncPgConnection, commits: &[Commit]) -> QueryRes
     Ok(commits
         .iter()
         .map(|c| match judged.get(c.feature_id.as_str()) {
-            Some(j) if j.won => Written::Done,
-            Some(j) if !j.held => Written::Refused(taken_over(c.receipt.as_ref())),
-            Some(j) => Written::Refused(conflict(&c.feature_id, c.expected, j.current)),
-            None => Written::Refused(conflict(&c.feature_id, c.expected, None)),
+            Some(j) if j.won => Applied::Written(Written::Done),
+            Some(j) if j.skipped => Applied::Locked,
+            Some(j) if !j.held => {
+                Applied::Written(Written::Refused(taken_over(c.receipt.as_ref())))
+            }
+            Some(j) => Applied::Written(Written::Refused(conflict(
+                &c.feature_id,
+                c.expected,
+                j.current,
+            ))),
+            None => Applied::Written(Written::Refused(conflict(&c.feature_id, c.expected, None))),
         })
         .collect())
 }
@@ -927,7 +1052,7 @@ mod tests {
             judge,
             tries,
         };
-        (Job { task, reply }, answer)
+        (Job::new(task, reply), answer)
     }
 
     fn lost() -> RepositoryError {
@@ -935,6 +1060,46 @@ mod tests {
             expected: 1,
             actual: 2,
         }
+    }
+
+    /// An advance whose row another transaction holds is queued again after a pause, its
+    /// tries unspent, and answered 503 once it has waited [`LOCKED_ROW_WAIT`].
+    #[tokio::test(start_paused = true)]
+    async fn an_advance_whose_row_is_held_waits_batch_after_batch_then_fails() {
+        let (queue, mut queued) = mpsc::unbounded_channel();
+        let (job, mut answer) = judged(3);
+        wait_for_lock(job, &queue.downgrade());
+        assert!(queued.try_recv().is_err(), "after a pause");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let again = queued.try_recv().expect("queued again");
+        assert!(matches!(
+            again.task,
+            Task::Advance(Advance::Judge { tries: 3, .. })
+        ));
+        assert!(again.locked_since.is_some());
+        let Job {
+            task: Task::Advance(task),
+            reply,
+            locked_since,
+        } = again
+        else {
+            panic!("an advance")
+        };
+        tokio::time::advance(LOCKED_ROW_WAIT).await;
+        wait_for_lock(
+            Job {
+                task,
+                reply,
+                locked_since,
+            },
+            &queue.downgrade(),
+        );
+        assert!(matches!(
+            answer.try_recv(),
+            Ok(Err(RepositoryError::Unavailable(_)))
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(queued.try_recv().is_err(), "not queued again");
     }
 
     #[test]
@@ -1008,10 +1173,7 @@ mod tests {
             orchestrator_core::TransitionContext::at(chrono::Utc::now()),
         );
         let commit = Commit::new(0, &workflow, &first);
-        let job = Job {
-            task: Advance::Commit(Box::new(commit)),
-            reply,
-        };
+        let job = Job::new(Advance::Commit(Box::new(commit)), reply);
         answer(job, Step::Again(lost()), &queue.downgrade(), &metrics);
         assert!(queued.try_recv().is_err());
         assert!(matches!(
@@ -1083,7 +1245,7 @@ mod tests {
                 first: TransitionRow::new(workflow.feature_id(), &first),
                 receipt: None,
             });
-            (Job { task, reply }, answer)
+            (Job::new(task, reply), answer)
         };
         let (good, good_answer) = creation("good", "fine");
         let (bad, bad_answer) = creation("bad", "bad");
