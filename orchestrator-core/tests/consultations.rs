@@ -639,16 +639,21 @@ async fn an_escalation_lost_after_a_refused_answer_needs_a_reroute() {
     assert_eq!(stored.status, ConsultationStatus::NeedsReroute);
 }
 
+/// An ask of `id` published `asking`, as one the wait ran out on.
+async fn published_ask(orchestrator: &Orchestrator, id: &FeatureId) -> Consultation {
+    let reserved = orchestrator
+        .reserve_consultation(id, ask("architecture"))
+        .await
+        .unwrap();
+    orchestrator.publish(reserved).await.unwrap()
+}
+
 /// Another server ended this ask as one a crash left (its hub timeout shorter than this
 /// one's): the answer that comes later is not stored, and the caller is told what is.
 #[tokio::test]
 async fn an_answer_to_an_ask_ended_elsewhere_is_not_taken_for_stored() {
     let (orchestrator, _, id) = setup().await;
-    let reserved = orchestrator
-        .reserve_consultation(&id, ask("architecture"))
-        .await
-        .unwrap();
-    let asking = orchestrator.publish(reserved).await.unwrap();
+    let asking = published_ask(&orchestrator, &id).await;
     let later = orchestrator.now() + chrono::Duration::hours(1);
     assert_eq!(orchestrator.interrupt_asks(later).await.unwrap(), 1);
     let answer = HubAnswer {
@@ -669,11 +674,7 @@ async fn an_answer_to_an_ask_ended_elsewhere_is_not_taken_for_stored() {
 #[tokio::test]
 async fn an_ending_stored_again_is_written_once() {
     let (orchestrator, _, id) = setup().await;
-    let reserved = orchestrator
-        .reserve_consultation(&id, ask("architecture"))
-        .await
-        .unwrap();
-    let asking = orchestrator.publish(reserved).await.unwrap();
+    let asking = published_ask(&orchestrator, &id).await;
     let answer = HubAnswer {
         answer: "Ask the team".into(),
         rationale: None,

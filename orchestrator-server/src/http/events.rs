@@ -923,6 +923,15 @@ mod tests {
         }
     }
 
+    /// An outlet with a queue of `capacity` whose consumer was told `told`; its queue's
+    /// other end, and the server's stop.
+    fn outlet(capacity: usize, told: u64) -> (Outlet, mpsc::Receiver<Bytes>, watch::Sender<bool>) {
+        let (queue, unread) = mpsc::channel(capacity);
+        let (closing, stop) = watch::channel(false);
+        let out = Outlet { queue, stop, told };
+        (out, unread, closing)
+    }
+
     /// What the stream's queue holds, as text.
     fn queued(unread: &mut mpsc::Receiver<Bytes>) -> Vec<String> {
         std::iter::from_fn(|| unread.try_recv().ok())
@@ -934,13 +943,7 @@ mod tests {
     /// how far it read, so the consumer does not take it for dead, and resumes from there.
     #[tokio::test(start_paused = true)]
     async fn a_long_catch_up_that_sends_nothing_beats_with_its_position() {
-        let (queue, mut unread) = mpsc::channel(64);
-        let (_closing, stop) = watch::channel(false);
-        let mut out = Outlet {
-            queue,
-            stop,
-            told: 0,
-        };
+        let (mut out, mut unread, _closing) = outlet(64, 0);
         let first = orchestrator_core::EventPage {
             events: Vec::new(),
             next_after: 10_000,
@@ -971,13 +974,7 @@ mod tests {
     /// for room: a filtered consumer resumes from there, not from the last event it matched.
     #[tokio::test(start_paused = true)]
     async fn a_stream_that_fell_behind_parts_with_its_position() {
-        let (queue, mut unread) = mpsc::channel(1);
-        let (_closing, stop) = watch::channel(false);
-        let mut out = Outlet {
-            queue,
-            stop,
-            told: 5,
-        };
+        let (mut out, mut unread, _closing) = outlet(1, 5);
         out.part(5).await;
         assert!(queued(&mut unread).is_empty(), "told already");
         out.part(9).await;
@@ -1004,13 +1001,7 @@ mod tests {
     /// connection. A full queue skips it; a closed one ends the stream.
     #[tokio::test]
     async fn a_catch_up_beat_does_not_wait_for_room() {
-        let (queue, mut unread) = mpsc::channel(1);
-        let (_closing, stop) = watch::channel(false);
-        let mut out = Outlet {
-            queue,
-            stop,
-            told: 5,
-        };
+        let (mut out, mut unread, _closing) = outlet(1, 5);
         assert!(out.send(Bytes::from_static(b"event")).await);
         assert!(out.beat_now(9), "skipped, not waited for");
         assert_eq!(out.told, 5);

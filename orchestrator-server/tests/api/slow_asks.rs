@@ -82,6 +82,46 @@ async fn ask_held_at_the_gate(
     (app, f, asking)
 }
 
+/// Another connection's write lock on the app's SQLite file, held until it is committed.
+fn lock_database(app: &TestApp) -> diesel::SqliteConnection {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let path = app.dir.path().join("orchestrator.db");
+    let mut other = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    other.batch_execute("BEGIN IMMEDIATE").unwrap();
+    other
+}
+
+fn unlock_database(mut other: diesel::SqliteConnection) {
+    use diesel::connection::SimpleConnection;
+    other.batch_execute("COMMIT").unwrap();
+}
+
+/// Waits (up to `limit`) until the one ask request sent is counted as abandoned by its client
+/// (499): the server has let the request go.
+async fn until_abandoned(app: &TestApp, limit: Duration) {
+    let abandoned = r#"orchestrator_http_requests_total{route="/workflow/{feature_id}/consultations",method="POST",status="499"}"#;
+    let deadline = Instant::now() + limit;
+    while !app.metrics().await.contains(abandoned) {
+        assert!(Instant::now() < deadline, "{}", app.metrics().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.metric(abandoned).await, 1.0);
+}
+
+/// Waits (up to 15 s) until the workflow has a consultation listed.
+async fn first_listed(client: &Client, f: &FeatureId) -> Vec<Consultation> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let items = listed(client, f).await;
+        if !items.is_empty() {
+            return items;
+        }
+        assert!(Instant::now() < deadline, "the ask was left behind");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_expert_gets_202_asking_which_blocks_the_gate_until_the_answer_lands() {
     let app = spawn_app_with(|c| {
@@ -247,25 +287,11 @@ async fn an_ask_whose_client_goes_away_inside_the_wait_still_runs_to_its_end() {
     asking.abort();
     assert!(asking.await.is_err(), "the request was cut off");
     // Counted as abandoned by its client (499), not left out of the request counts.
-    let abandoned = r#"orchestrator_http_requests_total{route="/workflow/{feature_id}/consultations",method="POST",status="499"}"#;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !app.metrics().await.contains(abandoned) {
-        assert!(Instant::now() < deadline, "{}", app.metrics().await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(app.metric(abandoned).await, 1.0);
+    until_abandoned(&app, Duration::from_secs(15)).await;
     app.hub.release();
 
     // Stored with its answer as if the request had waited, so it holds the gate no longer.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let items = loop {
-        let items = listed(&app.client, &f).await;
-        if !items.is_empty() {
-            break items;
-        }
-        assert!(Instant::now() < deadline, "the ask was left behind");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let items = first_listed(&app.client, &f).await;
     assert_eq!(items[0].status, ConsultationStatus::Resolved);
     let approved = app
         .client
@@ -273,34 +299,6 @@ async fn an_ask_whose_client_goes_away_inside_the_wait_still_runs_to_its_end() {
         .await
         .unwrap();
     assert_eq!(approved.state, WorkflowState::Phase2);
-}
-
-/// Another connection's write lock on the app's SQLite file, held until it is committed.
-fn lock_database(app: &TestApp) -> diesel::SqliteConnection {
-    use diesel::Connection;
-    use diesel::connection::SimpleConnection;
-    let path = app.dir.path().join("orchestrator.db");
-    let mut other = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
-    other.batch_execute("BEGIN IMMEDIATE").unwrap();
-    other
-}
-
-fn unlock_database(mut other: diesel::SqliteConnection) {
-    use diesel::connection::SimpleConnection;
-    other.batch_execute("COMMIT").unwrap();
-}
-
-/// Waits (up to 15 s) until the workflow has a consultation listed.
-async fn first_listed(client: &Client, f: &FeatureId) -> Vec<Consultation> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let items = listed(client, f).await;
-        if !items.is_empty() {
-            return items;
-        }
-        assert!(Instant::now() < deadline, "the ask was left behind");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A client that hangs up while its ask's reservation waits for the database: the reservation
@@ -332,12 +330,7 @@ async fn an_ask_whose_client_goes_away_before_its_reservation_is_written_still_r
     // The request is in, its reservation waiting for the lock (the database waits 5 s).
     tokio::time::sleep(Duration::from_millis(300)).await;
     asking.abort();
-    let abandoned = r#"orchestrator_http_requests_total{route="/workflow/{feature_id}/consultations",method="POST",status="499"}"#;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !app.metrics().await.contains(abandoned) {
-        assert!(Instant::now() < deadline, "{}", app.metrics().await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_abandoned(&app, Duration::from_secs(3)).await;
     unlock_database(other);
 
     let items = first_listed(&app.client, &f).await;
