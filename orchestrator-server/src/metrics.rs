@@ -214,6 +214,11 @@ impl Metrics {
             "Advances judged again because their workflow changed before their batch committed",
             storage.advances_rejudged.clone(),
         );
+        registry.register(
+            "orchestrator_db_advances_deferred",
+            "Advances put off to a later batch because another transaction held their workflow's row",
+            storage.advances_deferred.clone(),
+        );
         Metrics {
             registry,
             requests,

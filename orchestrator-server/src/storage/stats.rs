@@ -25,6 +25,9 @@ pub struct StorageMetrics {
     /// its commit (PostgreSQL: another batch or another replica advanced it first), or since
     /// this server last wrote it (a remembered row that another replica made stale).
     pub advances_rejudged: Counter,
+    /// Advances put off to a later batch because another transaction held their workflow's
+    /// row (PostgreSQL).
+    pub advances_deferred: Counter,
 }
 
 impl Default for StorageMetrics {
@@ -38,6 +41,7 @@ impl Default for StorageMetrics {
             pool_in_use: Gauge::default(),
             pool_size: Gauge::default(),
             advances_rejudged: Counter::default(),
+            advances_deferred: Counter::default(),
         }
     }
 }

@@ -2418,11 +2418,9 @@ async fn a_postgres_batch_does_not_wait_on_one_held_row() {
                 .await
         })
     };
-    // `a-held` goes alone first; `b-held` then shares a batch with the others.
+    // All at once: the held rows' advances share batches with the others.
     let first = advance("a-held".to_owned());
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let held = advance("b-held".to_owned());
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let rest: Vec<_> = others.iter().cloned().map(advance).collect();
     for (name, task) in others.iter().zip(rest) {
         let landed = task.await.unwrap();
@@ -2467,23 +2465,31 @@ async fn a_postgres_advance_whose_row_stays_held_fails_alone() {
         "SELECT 1 FROM workflows WHERE feature_id = 'held' FOR UPDATE",
     )
     .await;
-    let refused = repo
-        .advance(&id("held"), judge(Trigger::AgentComplete))
-        .await;
-    assert!(
-        matches!(
-            refused,
-            Err(orchestrator_core::Error::Storage(
-                RepositoryError::Unavailable(_)
-            ))
-        ),
-        "{refused:?}"
-    );
+    let refused = {
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            repo.advance(&id("held"), judge(Trigger::AgentComplete))
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Alone: another workflow's advance lands while it waits.
     let free = repo
         .advance(&id("free"), judge(Trigger::AgentComplete))
         .await
         .unwrap();
     assert_eq!(free.state(), WorkflowState::Gate1);
+    assert!(!refused.is_finished());
+    let refused = refused.await.unwrap();
+    assert!(
+        matches!(
+            &refused,
+            Err(orchestrator_core::Error::Storage(
+                RepositoryError::Unavailable(why)
+            )) if why.to_string().contains("locked by another transaction")
+        ),
+        "{refused:?}"
+    );
     diesel::sql_query("ROLLBACK")
         .execute(&mut holder)
         .await

@@ -441,8 +441,8 @@ async fn commit_part<T: Part>(
     .await;
     match outcome {
         // The database refused the statement, so it wrote nothing: a constraint one advance
-        // broke, or a wait on one workflow's row that ran out of time (a lock another
-        // transaction held past the statement timeout), a serialization failure, a deadlock.
+        // broke, or a wait for a lock that ran out of time (an idempotency key's, the event
+        // log's: workflow rows are skipped, not waited for), a serialization failure.
         // Each is run alone, so that one fails alone. A statement whose fate is unknown (the
         // connection lost, the answer not in time, an answer that did not decode after the
         // commit) is not run again: it may have landed.
@@ -530,13 +530,13 @@ fn answer<T: Part>(
             return;
         }
         Step::Again(lost) => lost,
-        Step::Locked => return wait_for_lock(job, requeue),
+        Step::Locked => {
+            metrics.advances_deferred.inc();
+            return wait_for_lock(job, requeue);
+        }
     };
-    let Job {
-        task,
-        reply,
-        locked_since,
-    } = job;
+    // Its row was not held this time: a later wait for it starts anew.
+    let Job { task, reply, .. } = job;
     let Some(again) = task.again() else {
         let _ = reply.send(Ok(Written::Refused(lost)));
         return;
@@ -544,17 +544,14 @@ fn answer<T: Part>(
     if let Some(queue) = requeue.upgrade() {
         metrics.advances_rejudged.inc();
         // If the queue has just ended, the reply is dropped with the job: "stopped".
-        let _ = queue.send(Job {
-            task: again,
-            reply,
-            locked_since,
-        });
+        let _ = queue.send(Job::new(again, reply));
     }
 }
 
 /// Puts `job`, whose workflow's row another transaction holds locked, back in the queue after
-/// a pause that grows with its wait (5 ms to 250 ms); answers 503 once it has waited
-/// [`LOCKED_ROW_WAIT`]. Its tries are not spent: it was not judged.
+/// a pause that grows with its wait (5 ms to 250 ms); answers 503 once it has found the row
+/// held, batch after batch, for [`LOCKED_ROW_WAIT`]. Its tries are not spent: it was not
+/// judged.
 fn wait_for_lock<T: Part>(job: Job<T>, requeue: &mpsc::WeakUnboundedSender<Job>) {
     let Job {
         task,
@@ -739,7 +736,10 @@ pub(super) async fn apply_gated(
             Ok(
                 match apply(conn, std::slice::from_ref(commit)).await?.pop() {
                     Some(Applied::Written(written)) => written,
-                    Some(Applied::Locked) | None => Written::Refused(RepositoryError::Backend(
+                    Some(Applied::Locked) => Written::Refused(RepositoryError::Backend(
+                        "a row this transaction locked was skipped as locked".into(),
+                    )),
+                    None => Written::Refused(RepositoryError::Backend(
                         "a batch left out a result".into(),
                     )),
                 },
@@ -853,7 +853,8 @@ const BATCH_RESULT: &str = r#"SELECT v.feature_id, locked.version AS current, wo
        (v.receipt_scope IS NULL
         OR EXISTS (SELECT 1 FROM held WHERE held.feature_id = v.feature_id)) AS held,
        (locked.feature_id IS NULL
-        AND EXISTS (SELECT 1 FROM workflows b WHERE b.feature_id = v.feature_id)) AS skipped
+        AND EXISTS (SELECT 1 FROM workflows b
+                    WHERE b.feature_id = ANY($1::text[]) AND b.feature_id = v.feature_id)) AS skipped
 FROM v
 LEFT JOIN locked ON locked.feature_id = v.feature_id
 LEFT JOIN won ON won.feature_id = v.feature_id
@@ -1067,8 +1068,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_advance_whose_row_is_held_waits_batch_after_batch_then_fails() {
         let (queue, mut queued) = mpsc::unbounded_channel();
-        let (job, mut answer) = judged(3);
-        wait_for_lock(job, &queue.downgrade());
+        let (job, mut answered) = judged(3);
+        let metrics = StorageMetrics::default();
+        answer(job, Step::Locked, &queue.downgrade(), &metrics);
+        assert_eq!(metrics.advances_deferred.get(), 1);
         assert!(queued.try_recv().is_err(), "after a pause");
         tokio::time::sleep(Duration::from_millis(10)).await;
         let again = queued.try_recv().expect("queued again");
@@ -1095,7 +1098,7 @@ mod tests {
             &queue.downgrade(),
         );
         assert!(matches!(
-            answer.try_recv(),
+            answered.try_recv(),
             Ok(Err(RepositoryError::Unavailable(_)))
         ));
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1138,13 +1141,16 @@ mod tests {
         let (queue, mut queued) = mpsc::unbounded_channel();
         let requeue = queue.downgrade();
 
-        let (job, mut answer) = judged(0);
+        let (mut job, mut answer) = judged(0);
+        // One that waited for its row before: a wait after this try starts anew.
+        job.locked_since = Some(Instant::now());
         answer_job(job, &requeue, &metrics);
         let again = queued.try_recv().expect("queued again");
         assert!(matches!(
             again.task,
             Task::Advance(Advance::Judge { tries: 1, .. })
         ));
+        assert_eq!(again.locked_since, None);
         assert!(answer.try_recv().is_err(), "not answered yet");
         assert_eq!(metrics.advances_rejudged.get(), 1);
 
