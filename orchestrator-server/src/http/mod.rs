@@ -562,7 +562,7 @@ impl App {
             Route::Root => system::get_service_info().await,
             Route::Health => system::get_health(self).await,
             Route::Metrics => system::get_metrics(self).await,
-            Route::OpenApi => Ok(self.0.docs.openapi()),
+            Route::OpenApi => Ok(handlers::docs::get_openapi(&self.0.docs)),
             Route::Docs => self.0.docs.docs_page(),
             Route::DocsFile => self.0.docs.swagger_file(param),
             Route::Redoc => Ok(self.0.docs.redoc()),

@@ -19,7 +19,7 @@ use orchestrator_core::api::{ErrorCode, paths};
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
-use super::handlers::{consultations, system, webhooks, workflows};
+use super::handlers::{consultations, docs, system, webhooks, workflows};
 use super::router::Route;
 use super::{board, events};
 
@@ -53,6 +53,7 @@ use super::{board, events};
         system::get_service_info,
         system::get_health,
         system::get_metrics,
+        docs::get_openapi,
         board::overview,
         board::feature,
         board::sign_in,
@@ -149,11 +150,16 @@ impl ApiDoc {
 }
 
 /// Operations anyone may call even when a token is configured (`Route::is_public`).
-const PUBLIC_OPERATIONS: [&str; 2] = ["get_health", "get_metrics"];
+const PUBLIC_OPERATIONS: [&str; 3] = ["get_health", "get_metrics", "get_openapi"];
 
-/// Operations that answer without touching storage, or (health, metrics) that turn a storage
-/// failure into their own answer instead of `DATABASE_UNAVAILABLE`.
-const NO_STORAGE_ERRORS: [&str; 3] = ["get_service_info", "get_health", "get_metrics"];
+/// Operations that answer without touching storage (public ones: no session is looked up),
+/// or (health, metrics) that turn a storage failure into their own answer instead of
+/// `DATABASE_UNAVAILABLE`.
+const NO_STORAGE_ERRORS: [&str; 3] = ["get_health", "get_metrics", "get_openapi"];
+
+/// Operations that touch storage only to look up a board session's cookie, which a server
+/// that needs a token does for a request without a bearer token.
+const SESSION_STORAGE_ONLY: [&str; 1] = ["get_service_info"];
 
 /// The errors an operation answers because of what it does; those of every operation, of
 /// every body and of storage are added by [`complete_operation`].
@@ -284,7 +290,8 @@ fn complete_operation(
         codes.extend([ErrorCode::RequestTimeout, ErrorCode::PayloadTooLarge]);
         codes.extend(IDEMPOTENT);
     }
-    if !NO_STORAGE_ERRORS.contains(&id.as_str()) {
+    let session_only = SESSION_STORAGE_ONLY.contains(&id.as_str());
+    if !NO_STORAGE_ERRORS.contains(&id.as_str()) && (auth_required || !session_only) {
         codes.push(ErrorCode::DatabaseUnavailable);
     }
     if auth_required && protected {
@@ -1600,5 +1607,35 @@ pub(crate) mod examples {
                 "agent_hub": { "status": "ok" },
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route the server serves is in the document, with each method it serves but HEAD
+    /// (every GET answers HEAD too) — but the pages that render the document, which are HTML
+    /// for people. A new route cannot go undocumented.
+    #[test]
+    fn every_route_is_documented_with_its_methods() {
+        const PAGES_FOR_PEOPLE: [&str; 4] = ["/docs", "/docs/", "/docs/{*file}", "/redoc"];
+        for doc in [ApiDoc::for_server(false), ApiDoc::for_principals()] {
+            for (pattern, route) in Route::TABLE {
+                if PAGES_FOR_PEOPLE.contains(&pattern) {
+                    continue;
+                }
+                for method in route.methods() {
+                    if *method == http::Method::HEAD {
+                        continue;
+                    }
+                    let method = method.as_str().to_ascii_lowercase();
+                    assert!(
+                        doc["paths"][pattern][&method].is_object(),
+                        "{method} {pattern} is not documented"
+                    );
+                }
+            }
+        }
     }
 }

@@ -87,7 +87,7 @@ impl Route {
     }
 
     /// Every route with its pattern; the pattern is also the metrics label.
-    const TABLE: [(&'static str, Route); 27] = [
+    pub(crate) const TABLE: [(&'static str, Route); 27] = [
         (paths::ROOT, Route::Root),
         (paths::HEALTH, Route::Health),
         (paths::METRICS, Route::Metrics),

@@ -13,6 +13,17 @@ use crate::http::openapi::ApiDoc;
 
 type HttpResponse = Response<Full<Bytes>>;
 
+/// `GET /openapi.json`: the document, as this server's settings shape it (the pages that
+/// render it, `/docs` and `/redoc`, are not in it: they are HTML for people).
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "service", operation_id = "get_openapi",
+    responses((status = 200, description = "this document (OpenAPI 3.1): it lists 401 and the bearer scheme when the server needs a token, and 403 on writes in principals mode", body = Object,
+               example = json!({"openapi": "3.1.0", "info": {"title": "Orchestrator", "version": "0.1.0"}, "paths": {"/health": {"get": {"operationId": "get_health"}}}}))),
+)]
+pub fn get_openapi(docs: &DocsAssets) -> HttpResponse {
+    docs.openapi()
+}
+
 /// Everything the docs endpoints serve, rendered on first use and kept (the ReDoc page is
 /// about a megabyte; a service nobody reads the docs of never pays for it).
 pub struct DocsAssets {
