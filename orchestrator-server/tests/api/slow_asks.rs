@@ -59,6 +59,22 @@ async fn started(app: &TestApp, name: &str) -> FeatureId {
     id(name)
 }
 
+/// A server whose consultation requests wait `wait` seconds (the hub's timeout 30), with
+/// workflow `name` at the gate.
+async fn at_the_gate(name: &str, wait: u64) -> (TestApp, FeatureId) {
+    let app = spawn_app_with(|c| {
+        c.agent_hub_wait_seconds = wait;
+        c.agent_hub_timeout_seconds = 30;
+    })
+    .await;
+    let f = started(&app, name).await;
+    app.client
+        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    (app, f)
+}
+
 /// A server (5 s wait) with workflow `name` at the gate and an ask of it that the hub holds:
 /// the ask's request, still waiting, runs in a task of its own.
 async fn ask_held_at_the_gate(
@@ -68,16 +84,7 @@ async fn ask_held_at_the_gate(
     FeatureId,
     tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
 ) {
-    let app = spawn_app_with(|c| {
-        c.agent_hub_wait_seconds = 5;
-        c.agent_hub_timeout_seconds = 30;
-    })
-    .await;
-    let f = started(&app, name).await;
-    app.client
-        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
-        .await
-        .unwrap();
+    let (app, f) = at_the_gate(name, 5).await;
     let asking = ask_held(&app, &f).await;
     (app, f, asking)
 }
@@ -109,6 +116,18 @@ async fn until_abandoned(app: &TestApp, limit: Duration) {
     assert_eq!(app.metric(abandoned).await, 1.0);
 }
 
+/// The workflow's one ask lands (within 15 s) answered, and so holds the gate no longer: an
+/// approval passes.
+async fn landed_and_approved(client: &Client, f: &FeatureId) {
+    let items = first_listed(client, f).await;
+    assert_eq!(items[0].status, ConsultationStatus::Resolved);
+    let approved = client
+        .advance_workflow(f, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap();
+    assert_eq!(approved.state, WorkflowState::Phase2);
+}
+
 /// Waits (up to 15 s) until the workflow has a consultation listed.
 async fn first_listed(client: &Client, f: &FeatureId) -> Vec<Consultation> {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -124,16 +143,7 @@ async fn first_listed(client: &Client, f: &FeatureId) -> Vec<Consultation> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_expert_gets_202_asking_which_blocks_the_gate_until_the_answer_lands() {
-    let app = spawn_app_with(|c| {
-        c.agent_hub_wait_seconds = 1;
-        c.agent_hub_timeout_seconds = 30;
-    })
-    .await;
-    let f = started(&app, "slow-expert").await;
-    app.client
-        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
-        .await
-        .unwrap();
+    let (app, f) = at_the_gate("slow-expert", 1).await;
 
     let started_at = Instant::now();
     let (status, body) = ask_raw(&app, &f, "Which queue should orders use? [delay=3]").await;
@@ -291,14 +301,7 @@ async fn an_ask_whose_client_goes_away_inside_the_wait_still_runs_to_its_end() {
     app.hub.release();
 
     // Stored with its answer as if the request had waited, so it holds the gate no longer.
-    let items = first_listed(&app.client, &f).await;
-    assert_eq!(items[0].status, ConsultationStatus::Resolved);
-    let approved = app
-        .client
-        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
-        .await
-        .unwrap();
-    assert_eq!(approved.state, WorkflowState::Phase2);
+    landed_and_approved(&app.client, &f).await;
 }
 
 /// A client that hangs up while its ask's reservation waits for the database: the reservation
@@ -306,16 +309,7 @@ async fn an_ask_whose_client_goes_away_inside_the_wait_still_runs_to_its_end() {
 /// behind, unseen, holding the gate until the sweep of abandoned asks.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ask_whose_client_goes_away_before_its_reservation_is_written_still_runs_to_its_end() {
-    let app = spawn_app_with(|c| {
-        c.agent_hub_wait_seconds = 5;
-        c.agent_hub_timeout_seconds = 30;
-    })
-    .await;
-    let f = started(&app, "gone-early").await;
-    app.client
-        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
-        .await
-        .unwrap();
+    let (app, f) = at_the_gate("gone-early", 5).await;
     let other = lock_database(&app);
     let asking = {
         let url = app.url(&format!("/workflow/{f}/consultations"));
@@ -333,30 +327,14 @@ async fn an_ask_whose_client_goes_away_before_its_reservation_is_written_still_r
     until_abandoned(&app, Duration::from_secs(3)).await;
     unlock_database(other);
 
-    let items = first_listed(&app.client, &f).await;
-    assert_eq!(items[0].status, ConsultationStatus::Resolved);
-    let approved = app
-        .client
-        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
-        .await
-        .unwrap();
-    assert_eq!(approved.state, WorkflowState::Phase2);
+    landed_and_approved(&app.client, &f).await;
 }
 
 /// A background ask whose answer comes while the database is locked past its wait: the
 /// answer is stored once the lock is gone, not lost with the ask left `asking`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_background_asks_answer_is_stored_once_the_database_is_free_again() {
-    let app = spawn_app_with(|c| {
-        c.agent_hub_wait_seconds = 1;
-        c.agent_hub_timeout_seconds = 30;
-    })
-    .await;
-    let f = started(&app, "locked-out").await;
-    app.client
-        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
-        .await
-        .unwrap();
+    let (app, f) = at_the_gate("locked-out", 1).await;
     let asking = ask_held(&app, &f).await;
     let accepted = asking.await.unwrap().unwrap();
     assert_eq!(accepted.status(), 202);
