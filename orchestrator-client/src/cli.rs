@@ -556,11 +556,10 @@ impl From<ClientError> for Failure {
     }
 }
 
-/// How many consultations hold the gate (those waiting for a human or for the Agent Hub).
-fn consultations_holding(workflow: &WorkflowResponse) -> usize {
-    workflow
-        .gate
-        .blocked_by
+/// How many consultations hold the gate (those waiting for a human or for the Agent Hub):
+/// not the approvals still needed, nor a kind this version does not know.
+fn consultations_holding(blocked_by: &[orchestrator_core::api::Blocker]) -> usize {
+    blocked_by
         .iter()
         .filter(|b| {
             matches!(
@@ -907,7 +906,7 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                             .gate
                             .entered_at
                             .map_or(0, |at| (now - at).num_seconds().max(0));
-                        let blocked = match consultations_holding(w) {
+                        let blocked = match consultations_holding(&w.gate.blocked_by) {
                             0 => String::new(),
                             1 => "BLOCKED by 1 consultation\t".to_owned(),
                             n => format!("BLOCKED by {n} consultations\t"),
@@ -1108,7 +1107,21 @@ mod tests {
 
     use clap::Parser;
 
-    use super::{Cli, run};
+    use super::{Cli, consultations_holding, run};
+
+    /// `gates` counts the consultations that hold a gate: neither the approvals it still
+    /// needs nor a kind a newer server sends are consultations.
+    #[test]
+    fn only_consultations_count_as_holding_a_gate() {
+        use orchestrator_core::api::Blocker;
+        let blocked_by: Vec<Blocker> = serde_json::from_value(serde_json::json!([
+            {"kind": "approvals", "have": 0, "need": 1},
+            {"kind": "a_kind_from_a_newer_server"},
+            {"kind": "asking", "consultation_id": "7f1c2a52-52b7-4a57-9e3b-1d6c7e0b9a11"},
+        ]))
+        .unwrap();
+        assert_eq!(consultations_holding(&blocked_by), 1);
+    }
 
     /// Runs the tool with `args` after `orchestrator --url url`: exit code and standard error.
     async fn orchestrator(url: &str, args: &[&str]) -> (ExitCode, String) {

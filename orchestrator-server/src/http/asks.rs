@@ -278,8 +278,11 @@ impl Ask {
 /// How long a background ask's ending is tried again while storage is unavailable, tries
 /// included: then the hub's answer is given up (logged).
 const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
-/// The first pause before an ask's ending is stored again; it doubles up to 8 s.
+/// The first pause before an ask's ending is stored again; it doubles up to
+/// [`STORE_RETRY_LONGEST`].
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest pause before an ask's ending is stored again.
+const STORE_RETRY_LONGEST: Duration = Duration::from_secs(8);
 
 /// Stores a background ask's ending, again after a pause while storage is unavailable (a
 /// held lock, a database restarting) and the server runs, for up to [`STORE_RETRY_FOR`]:
@@ -303,7 +306,7 @@ async fn store_ending(
                     "an ask's outcome could not be stored yet; trying again"
                 );
                 tokio::select! {
-                    () = tokio::time::sleep(pause) => pause = (pause * 2).min(Duration::from_secs(8)),
+                    () = tokio::time::sleep(pause) => pause = (pause * 2).min(STORE_RETRY_LONGEST),
                     // One more try, at once.
                     () = stopped(stopping) => {}
                 }

@@ -717,25 +717,28 @@ impl Outlet {
     /// A heartbeat, and the stream's position `sent` if the consumer has not been told it
     /// (events a filter left out move it on too): false when the stream is to end.
     async fn heartbeat(&mut self, sent: u64) -> bool {
-        if !self.send(Bytes::from_static(b": heartbeat\n\n")).await {
-            return false;
-        }
-        if sent != self.told {
-            if !self.send(position_message(sent)).await {
+        for message in self.beat(sent) {
+            if !self.send(message).await {
                 return false;
             }
-            self.told = sent;
         }
+        self.told = sent;
         true
+    }
+
+    /// A heartbeat's messages: the comment, and the position `sent` if it is news.
+    fn beat(&self, sent: u64) -> impl Iterator<Item = Bytes> + use<> {
+        std::iter::once(Bytes::from_static(b": heartbeat\n\n"))
+            .chain((sent != self.told).then(|| position_message(sent)))
     }
 
     /// [`Outlet::heartbeat`] if the queue has room now, without waiting for it: false when
     /// the consumer is gone.
     fn beat_now(&mut self, sent: u64) -> bool {
         use mpsc::error::TrySendError;
-        let mut messages = std::iter::once(Bytes::from_static(b": heartbeat\n\n"))
-            .chain((sent != self.told).then(|| position_message(sent)));
-        let all = messages.try_for_each(|message| self.queue.try_send(message));
+        let all = self
+            .beat(sent)
+            .try_for_each(|message| self.queue.try_send(message));
         match all {
             Ok(()) => self.told = sent,
             Err(TrySendError::Full(_)) => {}

@@ -2385,32 +2385,50 @@ async fn a_postgres_migration_waiting_for_a_table_lets_others_through_and_then_r
     repo.create(&workflow, &first).await.unwrap();
 }
 
+/// A PostgreSQL repository (on the test database returned with it) holding new workflows
+/// `names`, and another session whose open transaction holds the rows of `held` locked until
+/// it rolls back; `None` without a test database.
+async fn rows_held(
+    names: &[&str],
+    held: &[&str],
+) -> Option<(
+    crate::postgres::TestDatabase,
+    Arc<dyn WorkflowRepository>,
+    diesel_async::AsyncPgConnection,
+)> {
+    use orchestrator_server::storage::{DatabaseUrl, connect};
+    let db = crate::postgres::TestDatabase::create().await?;
+    let repo: Arc<dyn WorkflowRepository> = connect(&DatabaseUrl::Postgres(db.url.clone()), 8)
+        .await
+        .unwrap();
+    for name in names {
+        let (workflow, first) = new_workflow(name);
+        repo.create(&workflow, &first).await.unwrap();
+    }
+    let held: Vec<String> = held.iter().map(|name| format!("'{name}'")).collect();
+    let holder = crate::postgres::in_open_transaction(
+        &db.url,
+        &format!(
+            "SELECT 1 FROM workflows WHERE feature_id IN ({}) FOR UPDATE",
+            held.join(", ")
+        ),
+    )
+    .await;
+    Some((db, repo, holder))
+}
+
 /// PostgreSQL group commit: an advance whose workflow row another transaction holds waits
 /// alone — the batch skips that row — while the advances that shared its batch, or came
 /// after it, land at once; it lands once the row is let go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_batch_does_not_wait_on_one_held_row() {
     use diesel_async::RunQueryDsl;
-    use orchestrator_server::storage::{DatabaseUrl, connect};
-    let Some(db) = crate::postgres::TestDatabase::create().await else {
+    let others: Vec<String> = (0..24).map(|n| format!("c-{n:02}")).collect();
+    let mut names = vec!["a-held", "b-held"];
+    names.extend(others.iter().map(String::as_str));
+    let Some((_db, repo, mut holder)) = rows_held(&names, &["a-held", "b-held"]).await else {
         return;
     };
-    let repo: Arc<dyn WorkflowRepository> = connect(&DatabaseUrl::Postgres(db.url.clone()), 8)
-        .await
-        .unwrap();
-    let others: Vec<String> = (0..24).map(|n| format!("c-{n:02}")).collect();
-    for name in ["a-held", "b-held"]
-        .into_iter()
-        .chain(others.iter().map(String::as_str))
-    {
-        let (workflow, first) = new_workflow(name);
-        repo.create(&workflow, &first).await.unwrap();
-    }
-    let mut holder = crate::postgres::in_open_transaction(
-        &db.url,
-        "SELECT 1 FROM workflows WHERE feature_id IN ('a-held', 'b-held') FOR UPDATE",
-    )
-    .await;
     let advance = |name: String| {
         let repo = repo.clone();
         tokio::spawn(async move {
@@ -2449,22 +2467,9 @@ async fn a_postgres_batch_does_not_wait_on_one_held_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_advance_whose_row_stays_held_fails_alone() {
     use diesel_async::RunQueryDsl;
-    use orchestrator_server::storage::{DatabaseUrl, connect};
-    let Some(db) = crate::postgres::TestDatabase::create().await else {
+    let Some((_db, repo, mut holder)) = rows_held(&["held", "free"], &["held"]).await else {
         return;
     };
-    let repo: Arc<dyn WorkflowRepository> = connect(&DatabaseUrl::Postgres(db.url.clone()), 4)
-        .await
-        .unwrap();
-    for name in ["held", "free"] {
-        let (workflow, first) = new_workflow(name);
-        repo.create(&workflow, &first).await.unwrap();
-    }
-    let mut holder = crate::postgres::in_open_transaction(
-        &db.url,
-        "SELECT 1 FROM workflows WHERE feature_id = 'held' FOR UPDATE",
-    )
-    .await;
     let refused = {
         let repo = repo.clone();
         tokio::spawn(async move {

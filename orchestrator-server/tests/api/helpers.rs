@@ -455,6 +455,23 @@ pub async fn run_sql(url: &DatabaseUrl, sql: &str) {
     }
 }
 
+/// An ask of `f` (without an idempotency key), its request in a task of its own.
+pub fn ask_in_task(
+    app: &TestApp,
+    f: &FeatureId,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let url = app.url(&format!("/workflow/{f}/consultations"));
+    tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(
+                &serde_json::json!({"topic": "architecture", "question": "Think it over, please"}),
+            )
+            .send()
+            .await
+    })
+}
+
 /// An ask of `f` that the hub holds, its request (still waiting) in a task of its own.
 pub async fn ask_held(
     app: &TestApp,
@@ -462,16 +479,7 @@ pub async fn ask_held(
 ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
     app.hub
         .inject(orchestrator_server::hub::stand_in::Fault::Hold);
-    let asking = {
-        let url = app.url(&format!("/workflow/{f}/consultations"));
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&serde_json::json!({"topic": "architecture", "question": "Think it over, please"}))
-                .send()
-                .await
-        })
-    };
+    let asking = ask_in_task(app, f);
     tokio::time::timeout(std::time::Duration::from_secs(30), app.hub.until_held(1))
         .await
         .expect("the question reaches the hub");

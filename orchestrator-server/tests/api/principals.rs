@@ -309,29 +309,22 @@ fn a_token_and_a_principals_file_together_stop_start_up() {
 async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
     let dir = TempDir::new().unwrap();
     let file = dir.path().join("principals.toml");
-    let minted = server()
-        .args(["principal", "add", "--file"])
-        .arg(&file)
-        .args(["--name", "alice", "--kind", "human", "--role", "reviewer"])
-        .output()
-        .unwrap();
+    let add = |name: &str, kind: &str, role: &str| {
+        server()
+            .args(["principal", "add", "--file"])
+            .arg(&file)
+            .args(["--name", name, "--kind", kind, "--role", role])
+            .output()
+            .unwrap()
+    };
+    let minted = add("alice", "human", "reviewer");
     assert!(minted.status.success(), "{minted:?}");
     let alice = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
     assert!(!std::fs::read_to_string(&file).unwrap().contains(&alice));
-    let taken = server()
-        .args(["principal", "add", "--file"])
-        .arg(&file)
-        .args(["--name", "alice", "--kind", "agent", "--role", "agent"])
-        .output()
-        .unwrap();
+    let taken = add("alice", "agent", "agent");
     assert!(!taken.status.success());
     // The orchestrator's own name is nobody's.
-    let system = server()
-        .args(["principal", "add", "--file"])
-        .arg(&file)
-        .args(["--name", "System", "--kind", "human", "--role", "reviewer"])
-        .output()
-        .unwrap();
+    let system = add("System", "human", "reviewer");
     assert_eq!(system.status.code(), Some(2), "{system:?}");
     assert!(
         String::from_utf8_lossy(&system.stderr).contains("system is kept"),

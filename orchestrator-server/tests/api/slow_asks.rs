@@ -18,7 +18,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::helpers::{
-    TestApp, ask_held, free_port, id, server_on, spawn_app_with, sqlite_server, wait_healthy,
+    TestApp, ask_held, ask_in_task, free_port, id, server_on, spawn_app_with, sqlite_server,
+    wait_healthy,
 };
 
 /// Asks `question` over raw HTTP, returning the status and the body.
@@ -311,16 +312,7 @@ async fn an_ask_whose_client_goes_away_inside_the_wait_still_runs_to_its_end() {
 async fn an_ask_whose_client_goes_away_before_its_reservation_is_written_still_runs_to_its_end() {
     let (app, f) = at_the_gate("gone-early", 5).await;
     let other = lock_database(&app);
-    let asking = {
-        let url = app.url(&format!("/workflow/{f}/consultations"));
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&serde_json::json!({"topic": "architecture", "question": "Which store?"}))
-                .send()
-                .await
-        })
-    };
+    let asking = ask_in_task(&app, &f);
     // The request is in, its reservation waiting for the lock (the database waits 5 s).
     tokio::time::sleep(Duration::from_millis(300)).await;
     asking.abort();

@@ -74,7 +74,7 @@ const SECOND_BATCH_MIN: usize = 16;
 pub const MAX_TRIES: u32 = 8;
 /// Longest an advance waits, batch after batch, for a workflow row another transaction holds
 /// locked (as long as a statement may wait for a lock): then it answers 503.
-pub const LOCKED_ROW_WAIT: Duration = Duration::from_secs(5);
+pub const LOCKED_ROW_WAIT: Duration = super::STATEMENT_TIMEOUT;
 
 /// A write waiting for a batch.
 enum Task {
@@ -669,11 +669,7 @@ async fn decide_advances(
                 Ok(next) => next,
                 Err(written) => return Step::Answer(written),
             };
-            let missing = || {
-                Applied::Written(Written::Refused(RepositoryError::Backend(
-                    "a batch left out a result".into(),
-                )))
-            };
+            let missing = || Applied::Written(Written::Refused(left_out()));
             let result = match results.next().unwrap_or_else(missing) {
                 Applied::Written(written) => written,
                 Applied::Locked => return Step::Locked,
@@ -733,17 +729,7 @@ pub(super) async fn apply_gated(
                 )));
             }
             // The row is this transaction's (locked above): never skipped.
-            Ok(
-                match apply(conn, std::slice::from_ref(commit)).await?.pop() {
-                    Some(Applied::Written(written)) => written,
-                    Some(Applied::Locked) => Written::Refused(RepositoryError::Backend(
-                        "a row this transaction locked was skipped as locked".into(),
-                    )),
-                    None => Written::Refused(RepositoryError::Backend(
-                        "a batch left out a result".into(),
-                    )),
-                },
-            )
+            apply_locked(conn, commit).await
         })
         .await
 }
@@ -1005,6 +991,28 @@ pub enum Applied {
     Written(Written),
     /// Nothing: its workflow's row is locked by another transaction.
     Locked,
+}
+
+/// Runs `commit` in a transaction that holds its workflow row locked already (so the batch
+/// statement does not skip it): its result as [`apply`] has it.
+pub(super) async fn apply_locked(
+    conn: &mut AsyncPgConnection,
+    commit: &Commit,
+) -> QueryResult<Written> {
+    Ok(
+        match apply(conn, std::slice::from_ref(commit)).await?.pop() {
+            Some(Applied::Written(written)) => written,
+            Some(Applied::Locked) => Written::Refused(RepositoryError::Backend(
+                "a row this transaction locked was skipped as locked by another".into(),
+            )),
+            None => Written::Refused(left_out()),
+        },
+    )
+}
+
+/// The refusal of a write a batch statement gave no result for (a bug).
+fn left_out() -> RepositoryError {
+    RepositoryError::Backend("a batch left out a result".into())
 }
 
 /// Runs `commits` (distinct workflows) as one statement on `conn`; the results line up with

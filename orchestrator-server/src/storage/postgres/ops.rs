@@ -376,12 +376,8 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             // write that holds the event log's lock across a second statement).
             append_events(conn, std::slice::from_ref(event)).await?;
             if let Some(commit) = commit {
-                use super::commits::Applied;
-                // The row is this transaction's (locked above): never skipped.
-                let judged = super::commits::apply(conn, std::slice::from_ref(commit)).await?;
-                if let Some(Applied::Written(Written::Refused(_)) | Applied::Locked) =
-                    judged.into_iter().next()
-                {
+                // The row is this transaction's (locked above).
+                if let Written::Refused(_) = super::commits::apply_locked(conn, commit).await? {
                     return Err(expiry_refused());
                 }
             }
