@@ -249,9 +249,12 @@ impl StartWorkflowRequest {
     }
 }
 
-/// A workflow's gate policy as `POST /workflow/start` takes it.
+/// A workflow's gate policy as `POST /workflow/start` takes it. Unlike the rest of a body, it
+/// holds no field it does not know: a misspelt rule (`required_aprovals`) would leave the gate
+/// weaker than asked without a word, so it is 400 `INVALID_JSON` naming the field.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct GateRequest {
     /// Distinct people who must approve, 1–10 (any other whole number is 400
     /// `VALIDATION_ERROR` naming `gate.required_approvals`); `2.0` is read as `2`.
@@ -290,7 +293,8 @@ pub struct AdvanceRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::state::Trigger))]
     pub trigger: String,
     /// Who triggers it: not blank, at most 128 characters, no invisible characters
-    /// (zero-width, direction marks, soft hyphen); compared without regard to case. With
+    /// (zero-width, direction marks, soft hyphen), not `system` (the orchestrator's own name);
+    /// compared without regard to case. With
     /// principals, the token's principal is the actor, and an `actor` naming somebody else
     /// is recorded as `on_behalf_of`. Without principals, an approval at a gate that needs several distinct
     /// approvals must name its actor (else 400 naming `actor`).
@@ -1119,7 +1123,7 @@ pub struct RespondRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
     /// Who answers (sent to the hub as the responder): not blank, at most 128 characters, no
-    /// invisible characters.
+    /// invisible characters, not `system` (the orchestrator's own name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// `human` or `agent`: trusted without principals; with principals the token's principal

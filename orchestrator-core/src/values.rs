@@ -121,7 +121,8 @@ impl Actor {
     /// [`Actor::parse`], and not blank, so that naming nobody is never taken for naming
     /// someone (a blank approver would count toward a gate's distinct approvals). White
     /// space around the name is dropped, so `"alice "` is alice — as the board's sign-in
-    /// has it — and not a second person who may approve alice's work or approve twice.
+    /// has it — and not a second person who may approve alice's work or approve twice. Nor
+    /// is it `system` in any letter case, the orchestrator's own name ([`Actor::system`]).
     /// Stored names are read back with [`Actor::parse`], so a blank one an earlier version
     /// kept still reads.
     pub fn parse_name(value: impl Into<String>) -> Result<Self, ValidationError> {
@@ -142,11 +143,19 @@ impl Actor {
                 "must not contain invisible characters (zero-width, joiners, direction marks, soft hyphen)",
             ));
         }
-        if name.len() == given.as_str().len() {
-            Ok(given)
+        let name = if name.len() == given.as_str().len() {
+            given
         } else {
-            Actor::parse(name)
+            Actor::parse(name)?
+        };
+        // Nobody's decision may read as the orchestrator's own (a gate's expiry).
+        if name.same_person(&Actor::system()) {
+            return Err(ValidationError::new(
+                "actor",
+                "must not be system (in any letter case): the name is kept for the orchestrator's own decisions",
+            ));
         }
+        Ok(name)
     }
 
     /// Whether two names are one person's: equal but for letter case (`alice`, `Alice`;
@@ -503,6 +512,18 @@ mod tests {
             "Alice Smith"
         );
         assert!(Actor::parse_name("a".repeat(129)).is_err());
+        // Nobody's decision reads as the orchestrator's own; a stored one still reads.
+        for taken in ["system", "System", " SYSTEM "] {
+            assert!(
+                Actor::parse_name(taken)
+                    .unwrap_err()
+                    .rule
+                    .contains("kept for the orchestrator's own decisions"),
+                "{taken}"
+            );
+        }
+        assert_eq!(Actor::parse_name("systems").unwrap().as_str(), "systems");
+        assert!(Actor::parse("system").is_ok());
         // Invisible characters in a name would make a second person who looks like the first.
         for hidden in [
             "alice\u{200b}",

@@ -613,9 +613,11 @@ impl Workflow {
     pub fn record(&mut self, transition: &Transition) {
         debug_assert_eq!(transition.seq, self.version + 1);
         debug_assert_eq!(transition.from, self.state);
-        if self.version > 0 {
+        // An approval that does not pass the gate yet changes the workflow, not its state: the
+        // stay is counted whole once it ends, not cut into pieces each rounded down.
+        if self.version > 0 && transition.from != transition.to {
             *self.time_in_state.entry(self.state).or_default() +=
-                whole_seconds_between(self.updated_at, transition.at);
+                whole_seconds_between(self.state_since(), transition.at);
         }
         self.time_in_state.entry(transition.to).or_default();
         if transition.trigger == Trigger::HumanRejected {
@@ -724,12 +726,21 @@ impl Workflow {
         let mut time_in_state_seconds = self.time_in_state.clone();
         if self.version > 0 {
             *time_in_state_seconds.entry(self.state).or_default() +=
-                whole_seconds_between(self.updated_at, now);
+                whole_seconds_between(self.state_since(), now);
         }
         Progress {
             percent: self.state.percent(),
             rework_count: self.rework_count,
             time_in_state_seconds,
+        }
+    }
+
+    /// When the current stay in this state began: at the gate, when the stay did (approvals
+    /// since then changed the workflow, not its state); elsewhere, at the last change.
+    fn state_since(&self) -> Timestamp {
+        match &self.gate_stay {
+            Some(stay) if self.state == WorkflowState::Gate1 => stay.entered_at,
+            _ => self.updated_at,
         }
     }
 }
@@ -919,6 +930,44 @@ mod tests {
             progress.time_in_state_seconds,
             BTreeMap::from([(Phase1, 12)])
         );
+    }
+
+    #[test]
+    fn approvals_on_the_way_do_not_cut_the_time_at_the_gate() {
+        // At the gate from t0, approved at +0.6 s and +1.2 s, passed at +1.8 s: one stay of
+        // 1.8 s, so one whole second, not three pieces each rounded down to none.
+        let mut gate = at_gate(GatePolicy::new(3, false).unwrap());
+        let open = GateFacts::default();
+        for (name, after) in [("alice", 600), ("bo", 1200)] {
+            let at = t0() + Duration::milliseconds(after);
+            let approval = gate
+                .decide(
+                    HumanApproved,
+                    TransitionContext {
+                        at,
+                        ..by(name, None)
+                    },
+                    &open,
+                )
+                .unwrap();
+            assert_eq!(approval.to, Gate1);
+            gate.record(&approval);
+        }
+        let later = t0() + Duration::milliseconds(1800);
+        assert_eq!(gate.progress(later).time_in_state_seconds[&Gate1], 1);
+        let passed = gate
+            .decide(
+                HumanApproved,
+                TransitionContext {
+                    at: later,
+                    ..by("cy", None)
+                },
+                &open,
+            )
+            .unwrap();
+        assert_eq!(passed.to, Phase2);
+        gate.record(&passed);
+        assert_eq!(gate.time_in_state()[&Gate1], 1);
     }
 
     /// Whatever path judges it (an advance that waited its turn, an approval after the hub,

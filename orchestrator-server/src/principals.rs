@@ -164,14 +164,10 @@ impl Principals {
     }
 }
 
-/// A principal's name: a name given now ([`Actor::parse_name`]), and not the orchestrator's
-/// own (`system`, in any letter case), so nobody's decision reads as an expiry's.
+/// A principal's name: a name given now ([`Actor::parse_name`]: not blank, and not the
+/// orchestrator's own, `system`, in any letter case).
 pub fn principal_name(value: &str) -> Result<Actor, String> {
-    let name = Actor::parse_name(value).map_err(|e| format!("name {}", e.rule))?;
-    if name.same_person(&Actor::system()) {
-        return Err("name system is kept for the orchestrator's own decisions".to_owned());
-    }
-    Ok(name)
+    Actor::parse_name(value).map_err(|e| format!("name {}", e.rule))
 }
 
 fn principal(entry: &Entry) -> Result<Principal, String> {
@@ -196,8 +192,10 @@ pub(crate) fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// 64 hexadecimal digits as 32 bytes; nothing else (not a sign, which `from_str_radix`
+/// would take).
 fn token_hash_from_hex(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut hash = [0u8; 32];
@@ -441,6 +439,20 @@ mod tests {
     }
 
     #[test]
+    fn a_token_hash_is_64_hexadecimal_digits_and_nothing_else() {
+        let digits = "0123456789abcdefABCDEF0123456789abcdef0123456789abcdef0123456789";
+        assert_eq!(token_hash_from_hex(digits).unwrap()[..2], [0x01, 0x23]);
+        for broken in [
+            "+a".repeat(32),
+            "0".repeat(63),
+            "0".repeat(65),
+            "g".repeat(64),
+        ] {
+            assert_eq!(token_hash_from_hex(&broken), None, "{broken}");
+        }
+    }
+
+    #[test]
     fn the_orchestrator_s_own_name_is_no_principal_s() {
         for taken in ["system", "System", " SYSTEM "] {
             assert!(principal_name(taken).is_err(), "{taken}");
@@ -454,7 +466,7 @@ mod tests {
         )
         .unwrap();
         let refused = Principals::load(&path).unwrap_err().to_string();
-        assert!(refused.contains("system is kept"), "{refused}");
+        assert!(refused.contains("must not be system"), "{refused}");
     }
 
     #[test]

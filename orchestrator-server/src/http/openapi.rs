@@ -1018,14 +1018,23 @@ const TEXT_CHAR: &str = r"[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]";
 /// A character of free text that is not white space.
 const TEXT_NON_SPACE: &str = r"[^\s\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]";
 
+/// What a name given now may have around it, and drops: white space (not a control
+/// character) and U+FEFF.
+const NAME_AROUND: &str = r"(?:[^\S\x00-\x1F\x7F-\x9F]|\uFEFF)";
+
 /// A name given now (`Actor::parse_name`): no control character anywhere; white space (and
 /// U+FEFF) around a name that is not blank and holds no invisible character.
 fn actor_pattern() -> String {
     let invisible = invisible_ranges();
-    let around = r"(?:[^\S\x00-\x1F\x7F-\x9F]|\uFEFF)";
     let visible = format!(r"[^\s\x00-\x1F\x7F-\x9F{invisible}]");
     let inner = format!(r"[^\x00-\x1F\x7F-\x9F{invisible}]");
-    format!("^{around}*{visible}(?:{inner}*{visible})?{around}*$")
+    format!("^{NAME_AROUND}*{visible}(?:{inner}*{visible})?{NAME_AROUND}*$")
+}
+
+/// The orchestrator's own name (`Actor::system`) as a name given now may spell it: in any
+/// letter case (`ſ`, the long s, is an `s` in upper case), white space around it.
+fn system_name_pattern() -> String {
+    format!("^{NAME_AROUND}*[Ssſ][Yy][Ssſ][Tt][Ee][Mm]{NAME_AROUND}*$")
 }
 
 /// The field rules (docs/API.md) as JSON schemas, by name.
@@ -1065,6 +1074,7 @@ fn field_rules() -> BTreeMap<&'static str, Value> {
                 "minLength": 1,
                 "maxLength": orchestrator_core::values::ACTOR_MAX_CHARS,
                 "pattern": actor_pattern(),
+                "not": { "type": "string", "pattern": system_name_pattern() },
                 "example": "alice",
             }),
         ),

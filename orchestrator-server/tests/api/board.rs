@@ -848,6 +848,13 @@ async fn bad_input_gets_a_page_with_the_status_the_api_would_answer() {
         "{}",
         blank.text
     );
+    let system = post_form(&app, "/board/session", &[("name", "SYSTEM")], None).await;
+    assert_eq!(system.status, StatusCode::BAD_REQUEST);
+    assert!(
+        system.text.contains("Name must not be system"),
+        "{}",
+        system.text
+    );
     // A value that would be markup is shown as text.
     let hostile = StartWorkflowRequest::new("hostile", "<script>alert(1)</script>");
     app.client.start_workflow(&hostile).await.unwrap();

@@ -692,8 +692,31 @@ fn the_name_and_text_patterns_accept_exactly_what_the_server_does() {
             .to_owned()
     };
     let name = |text: &str| orchestrator_core::Actor::parse_name(text).is_ok();
-    pattern_agrees_with_the_rule(&pattern("AdvanceRequest", "actor"), name);
-    pattern_agrees_with_the_rule(&pattern("RespondRequest", "actor"), name);
+    for schema in ["AdvanceRequest", "RespondRequest"] {
+        // Names of up to three characters against the pattern; the orchestrator's own name,
+        // which the server refuses too, against the `not` beside it (the patterns' dialect
+        // has no look-ahead).
+        pattern_agrees_with_the_rule(&pattern(schema, "actor"), name);
+        let actor = &schemas[schema]["properties"]["actor"];
+        let given = regex::Regex::new(actor["pattern"].as_str().unwrap()).unwrap();
+        let kept = regex::Regex::new(actor["not"]["pattern"].as_str().unwrap()).unwrap();
+        for text in [
+            "system",
+            "System",
+            " SYSTEM\u{feff}",
+            "ſyſtem",
+            "systems",
+            "a system",
+        ] {
+            assert_eq!(
+                given.is_match(text) && !kept.is_match(text),
+                name(text),
+                "{schema}: {text:?}"
+            );
+        }
+    }
     let description = |text: &str| orchestrator_core::Description::parse(text).is_ok();
     pattern_agrees_with_the_rule(&pattern("StartWorkflowRequest", "description"), description);
+    // A gate's rules hold no field the server does not know (a misspelt one is refused).
+    assert_eq!(schemas["GateRequest"]["additionalProperties"], false);
 }

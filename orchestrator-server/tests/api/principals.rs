@@ -327,7 +327,7 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
     let system = add("System", "human", "reviewer");
     assert_eq!(system.status.code(), Some(2), "{system:?}");
     assert!(
-        String::from_utf8_lossy(&system.stderr).contains("system is kept"),
+        String::from_utf8_lossy(&system.stderr).contains("must not be system"),
         "{system:?}"
     );
 

@@ -176,7 +176,37 @@ async fn fields_breaking_a_rule_are_validation_errors_naming_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_blank_actor_names_nobody_and_is_refused() {
+async fn a_misspelt_gate_rule_is_refused_not_ignored() {
+    let app = spawn_app().await;
+    let body = r#"{"feature_id": "weak", "description": "d", "gate": {"required_aprovals": 3}}"#;
+    let details = expect(
+        &app,
+        "/workflow/start",
+        JSON,
+        body,
+        400,
+        ErrorCode::InvalidJson,
+    )
+    .await;
+    assert!(
+        details[0].contains("unknown field `required_aprovals`"),
+        "{details:?}"
+    );
+    nothing_stored(&app).await;
+    // Elsewhere an unknown field is still ignored, so older servers take newer clients' bodies.
+    let body = r#"{"feature_id": "weak", "description": "d", "newer": 1, "gate": {"required_approvals": 3}}"#;
+    let response = reqwest::Client::new()
+        .post(app.url("/workflow/start"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blank_actor_or_the_orchestrators_own_name_is_refused() {
     let app = spawn_app().await;
     app.start_workflow("blank").await;
     for actor in ["", "   "] {
@@ -184,6 +214,16 @@ async fn a_blank_actor_names_nobody_and_is_refused() {
         let path = "/workflow/blank/advance";
         let details = expect(&app, path, JSON, &body, 400, ErrorCode::ValidationError).await;
         assert_eq!(details, ["actor: must not be blank"]);
+    }
+    // Nor may anybody's decision read as the orchestrator's own (a gate's expiry).
+    for actor in ["system", " System "] {
+        let body = format!(r#"{{"trigger": "cancel", "actor": "{actor}"}}"#);
+        let path = "/workflow/blank/advance";
+        let details = expect(&app, path, JSON, &body, 400, ErrorCode::ValidationError).await;
+        assert!(
+            details[0].starts_with("actor: must not be system"),
+            "{details:?}"
+        );
     }
     let stored = app.client.get_workflow(&crate::helpers::id("blank")).await;
     assert_eq!(stored.unwrap().version, 1, "nothing was stored");
