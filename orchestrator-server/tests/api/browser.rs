@@ -4,7 +4,10 @@
 //! restarts under it, reconnects and resumes by id), a rejection refused without
 //! a reason and accepted with one, a conflict explained, an overdue badge, an agent told why it
 //! may not approve, sign-out ending the session on the server, and a page that asks nothing of
-//! any other origin; and (on PostgreSQL) a page that follows a log restored from an older
+//! any other origin; a busy log refreshing a page at most once a second, a hidden tab
+//! letting its stream go and catching up when shown, a decision saying it is on its way, a
+//! rejection without a reason asked for in the page, a sign-in in another window followed;
+//! and (on PostgreSQL) a page that follows a log restored from an older
 //! copy under the running server, and a feature's page that follows on past events retention
 //! deleted. With `BOARD_SCREENSHOTS=<dir>` it saves the screenshots shown in the README.
 //!
@@ -799,6 +802,183 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         if let Err(e) = browser.close().await {
             eprintln!("{name}'s browser session did not end cleanly: {e}");
         }
+    }
+}
+
+/// How many times the page fetched `path` (its refreshes, or a decision's request).
+async fn fetched(page: &Browser, path: &str) -> u64 {
+    page.execute(
+        "return performance.getEntriesByType('resource')
+           .filter((e) => e.initiatorType === 'fetch' && new URL(e.name).pathname === arguments[0])
+           .length;",
+        vec![json!(path)],
+    )
+    .await
+    .unwrap()
+    .as_u64()
+    .unwrap()
+}
+
+/// Makes the page believe its tab is hidden (`true`) or shown again (`false`), as switching
+/// tabs would.
+async fn pretend_hidden(page: &Browser, hidden: bool) {
+    page.execute(
+        "if (!('pretendHidden' in window)) {
+           Object.defineProperty(document, 'hidden', { configurable: true, get: () => window.pretendHidden });
+         }
+         window.pretendHidden = arguments[0];
+         document.dispatchEvent(new Event('visibilitychange'));",
+        vec![json!(hidden)],
+    )
+    .await
+    .unwrap();
+}
+
+/// What a reviewer's open pages ask of the server, and what a page tells the reviewer: a busy
+/// log refreshes a page at most once a second, not at every event; a hidden tab lets its
+/// stream go (a browser keeps six connections to a server, and every open page holds one)
+/// and, shown again, resumes and shows what came meanwhile; a decision says at once that it is
+/// on its way; a rejection without a reason is asked for in the page, the focus on Reason; and
+/// a sign-in as somebody else in another window is followed by the open page.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let alice = mint(&file, "alice", ActorKind::Human, &[Role::Reviewer]);
+    let bob = mint(&file, "bob", ActorKind::Human, &[Role::Reviewer]);
+    let bot = mint(&file, "build-bot", ActorKind::Agent, &[Role::Agent]);
+    let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+    let agent = Client::builder()
+        .base_url(app.url(""))
+        .token(&bot)
+        .build()
+        .unwrap();
+    let bob_api = Client::builder()
+        .base_url(app.url(""))
+        .token(&bob)
+        .build()
+        .unwrap();
+    let mut start = StartWorkflowRequest::new("careful", "The work to review");
+    start.gate = Some(GateRequest {
+        required_approvals: Some(3),
+        ..GateRequest::default()
+    });
+    agent.start_workflow(&start).await.unwrap();
+    let careful = orchestrator_core::FeatureId::parse("careful").unwrap();
+    agent
+        .advance_workflow(&careful, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+
+    let a = driver.browser("alice").await;
+    sign_in(&a, &app, &alice).await;
+    wait_text(&a, "#live", |t| t == "Live").await;
+
+    // Forty features started over two seconds or more: the overview follows, fetched again at
+    // most once a second (not once per event, as a page refreshed 150 ms after each would be).
+    let before = fetched(&a, "/board").await;
+    let started = Instant::now();
+    for i in 0..40 {
+        agent
+            .start_workflow(&StartWorkflowRequest::new(format!("busy-{i}"), "Busy work"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_text(&a, "#main", |t| t.contains("busy-39")).await;
+    let took = started.elapsed().as_secs_f64();
+    let refreshes = fetched(&a, "/board").await - before;
+    assert!(
+        (refreshes as f64) <= took.ceil() + 2.0,
+        "{refreshes} refreshes in {took:.1} s"
+    );
+
+    // A decision says at once that it is on its way.
+    a.goto(&app.url("/board/feature/careful")).await.unwrap();
+    wait_text(&a, "#verdict", |t| t == "You may approve.").await;
+    a.execute(
+        "window.said = [];
+         new MutationObserver(() => window.said.push(document.getElementById('message').textContent))
+           .observe(document.getElementById('message'), { childList: true, characterData: true, subtree: true });",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&a, "Approve").await;
+    wait_text(&a, "#message", |t| t.contains("Approved: 1 of 3")).await;
+    let said = a.execute("return window.said;", vec![]).await.unwrap();
+    assert_eq!(said[0], "Sending…", "{said}");
+
+    // A rejection without a reason is asked for in the page, the focus on the field, and
+    // nothing is sent (the server refuses one too: see the API tests).
+    click(&a, "Reject").await;
+    wait_text(&a, "#message", |t| {
+        t == "Not recorded: a rejection needs a reason; say why in Reason."
+    })
+    .await;
+    wait_script(&a, "return document.activeElement.id;", "reason").await;
+    wait_script(
+        &a,
+        "return document.getElementById('reason').getAttribute('aria-invalid');",
+        "true",
+    )
+    .await;
+    assert_eq!(
+        fetched(&a, "/workflow/careful/advance").await,
+        1,
+        "only the approval"
+    );
+
+    // Hidden, the tab lets its stream go within seconds; a change meanwhile is not fetched
+    // while hidden, and shown again the page resumes and shows it.
+    let streams = async || {
+        let metrics = reqwest::Client::new()
+            .get(app.url("/metrics"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("orchestrator_event_streams "))
+            .map(|n| n.trim().to_owned())
+    };
+    assert_eq!(streams().await.as_deref(), Some("1"));
+    pretend_hidden(&a, true).await;
+    wait_text(&a, "#live", |t| t == "Paused while the tab is hidden").await;
+    assert_eq!(streams().await.as_deref(), Some("0"));
+    let hidden_at = fetched(&a, "/board/feature/careful").await;
+    bob_api
+        .advance_workflow(&careful, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(fetched(&a, "/board/feature/careful").await, hidden_at);
+    pretend_hidden(&a, false).await;
+    wait_text(&a, "#approvals", |t| t == "Approvals 2 of 3").await;
+    wait_text(&a, "#live", |t| t == "Live").await;
+
+    // Alice signs out in another window and Bob signs in there: her open page follows (it
+    // loads anew as his) once its stream, ended with her session, opens again under his,
+    // rather than offering her decisions with his session.
+    let first = a.window().await.unwrap();
+    let other = a.new_window(false).await.unwrap();
+    a.switch_to_window(other.handle).await.unwrap();
+    a.goto(&app.url("/board")).await.unwrap();
+    click(&a, "Sign out").await;
+    wait_text(&a, "h1", |t| t == "Sign in").await;
+    sign_in(&a, &app, &bob).await;
+    a.switch_to_window(first).await.unwrap();
+    wait_text(&a, "header .who", |t| t.contains("bob")).await;
+
+    if let Err(e) = a.close().await {
+        eprintln!("the browser session did not end cleanly: {e}");
     }
 }
 

@@ -96,6 +96,7 @@
   document.addEventListener('input', (event) => {
     const field = event.target;
     if (field.tagName !== 'TEXTAREA' || !field.id) return;
+    if (field.value.trim()) field.removeAttribute('aria-invalid');
     if (field.value) typed.set(field.id, field.value);
     else typed.delete(field.id);
     saveDrafts();
@@ -120,6 +121,16 @@
   let streaming = false;
   let retryIn = 0;
   let retry = null;
+  // Refreshes come at most one a second (the page shows a change within two), and none while
+  // the tab is hidden: then `missed` says one is due when it is shown again.
+  const REFRESH_GAP = 1000;
+  let refreshedAt = -REFRESH_GAP;
+  let missed = false;
+  // The server answers within its request bound, or says it could not (503): an answer not
+  // back a little after that is not coming. A page is fetched in far less.
+  const ANSWER_WITHIN = (Number(body.dataset.requestTimeoutMs) || 60000) + 5000;
+  const PAGE_WITHIN = 20000;
+  const within = (ms) => (typeof AbortSignal.timeout === 'function' ? AbortSignal.timeout(ms) : undefined);
 
   function refreshFailed(text) {
     showLive(text, false);
@@ -134,9 +145,14 @@
   async function refresh() {
     if (refreshing || busy > 0) { schedule(); return 'deferred'; }
     refreshing = true;
+    refreshedAt = performance.now();
     const asked = settled;
     try {
-      const response = await fetch(location.href, { credentials: 'same-origin', headers: { Accept: 'text/html' } });
+      const response = await fetch(location.href, {
+        credentials: 'same-origin',
+        headers: { Accept: 'text/html' },
+        signal: within(PAGE_WITHIN),
+      });
       if (!response.ok) {
         refreshFailed('Live, but the page could not be refreshed (HTTP ' + response.status + '); trying again');
         return 'failed';
@@ -172,7 +188,9 @@
       rechecked();
       // Bound first: a button comes disabled, and a disabled button takes no focus.
       bind();
-      if (focused) focused();
+      // What had the focus is gone (the feature left the gate under the reader): it goes to
+      // what the page says now, not to the top of the document.
+      if (focused && !focused()) focusWhatIsSaid();
       if (retryIn) {
         retryIn = 0;
         if (streaming) showLive('Live', true);
@@ -232,17 +250,29 @@
     }
     return () => {
       const again = find();
-      if (!again) return;
+      if (!again) return false;
       again.focus({ preventScroll: true });
       if (caret && typeof again.setSelectionRange === 'function') {
         try { again.setSelectionRange(caret[0], caret[1]); } catch (_) { /* not a text field */ }
       }
+      return true;
     };
   }
 
+  // Gives the focus to what the page says about the feature (the verdict at the gate, else the
+  // page's heading, else the message).
+  function focusWhatIsSaid() {
+    const said = document.getElementById('verdict') || document.querySelector('#main h1') || message;
+    if (!said) return;
+    said.tabIndex = -1;
+    said.focus({ preventScroll: true });
+  }
+
   function schedule() {
+    if (document.hidden) { missed = true; return; }
     if (queued) return;
-    queued = setTimeout(() => { queued = null; refresh(); }, 150);
+    const wait = Math.max(150, refreshedAt + REFRESH_GAP - performance.now());
+    queued = setTimeout(() => { queued = null; refresh(); }, wait);
   }
 
   // The browser resumes a dropped stream by itself (sending Last-Event-ID); when it gives up
@@ -253,6 +283,39 @@
   let lastEventId = body.dataset.lastEventId || '0';
   let failures = 0;
   const RELOADED_AT = 'orchestrator-board-reloaded-at';
+  // A tab hidden for a while lets its stream go: a browser keeps at most six connections to a
+  // server over HTTP/1.1, and every open board page holds one, so a reviewer's seventh tab
+  // (or their Approve) would wait for ever behind the hidden ones. Shown again, the page
+  // resumes after the last event it saw, and is fetched again if anything came meanwhile.
+  const HIDDEN_GRACE = 5000;
+  let source = null;
+  let pausing = null;
+  let paused = false;
+  // Whether a stream opened before: one that opens again after a break (a restart, a pause, a
+  // sign-in in another tab that ended this session's stream) has the page fetched once, for
+  // what no event tells (who is signed in).
+  let opened = false;
+
+  function pause() {
+    pausing = null;
+    if (!document.hidden || !source) return;
+    source.close();
+    source = null;
+    streaming = false;
+    paused = true;
+    showLive('Paused while the tab is hidden', false);
+  }
+
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) {
+      if (!pausing && source) pausing = setTimeout(pause, HIDDEN_GRACE);
+      return;
+    }
+    if (pausing) { clearTimeout(pausing); pausing = null; }
+    tick();
+    if (paused) { paused = false; connect(); }
+    if (missed) { missed = false; schedule(); }
+  });
 
   function mayReload() {
     try {
@@ -274,9 +337,11 @@
   // after this, shows what the stream missed.
   async function checkResumePoint() {
     try {
-      let response = await fetch('/events?limit=1&after=' + encodeURIComponent(lastEventId));
+      const options = { credentials: 'same-origin', signal: within(PAGE_WITHIN) };
+      let response = await fetch('/events?limit=1&after=' + encodeURIComponent(lastEventId), options);
       if (response.status === 410) {
-        response = await fetch('/events?limit=1&after=' + Number.MAX_SAFE_INTEGER);
+        options.signal = within(PAGE_WITHIN);
+        response = await fetch('/events?limit=1&after=' + Number.MAX_SAFE_INTEGER, options);
       }
       if (response.status !== 409) return;
       const answer = await response.json();
@@ -290,26 +355,31 @@
 
   function connect() {
     if (!live || typeof EventSource === 'undefined') return;
+    if (document.hidden) { paused = true; return; }
     const params = new URLSearchParams({ after: lastEventId });
     if (feature) params.set('feature_id', feature);
-    const source = new EventSource('/events/stream?' + params.toString());
+    const stream = new EventSource('/events/stream?' + params.toString());
+    source = stream;
     const onEvent = (event) => {
       if (event.lastEventId) lastEventId = event.lastEventId;
       schedule();
     };
-    types.forEach((type) => source.addEventListener(type, onEvent));
-    source.addEventListener('open', () => {
+    types.forEach((type) => stream.addEventListener(type, onEvent));
+    stream.addEventListener('open', () => {
       failures = 0;
       streaming = true;
       if (!retryIn) showLive('Live', true);
+      if (opened) schedule();
+      opened = true;
     });
-    source.addEventListener('error', () => {
+    stream.addEventListener('error', () => {
       streaming = false;
-      if (source.readyState !== EventSource.CLOSED) {
+      if (stream.readyState !== EventSource.CLOSED) {
         showLive('Reconnecting…', false);
         return;
       }
-      source.close();
+      stream.close();
+      if (source === stream) source = null;
       failures += 1;
       if (failures > 3 && !signedOut && mayReload()) {
         showLive('Offline: reloading…', false);
@@ -317,37 +387,53 @@
         return;
       }
       showLive('Reconnecting…', false);
+      // Each page waits its own while (one to one and a half times the pause), so that the
+      // pages a restart cut off together do not all come back in the same instant.
       setTimeout(async () => {
         await checkResumePoint();
         refresh();
         connect();
-      }, 1000 * Math.min(60, 2 ** (failures - 1)));
+      }, 1000 * Math.min(60, 2 ** (failures - 1)) * (1 + Math.random() / 2));
     });
   }
 
-  // The error envelope of a refused write, or one made up from its status.
+  // The error envelope of a refused write, or one made up from its status (`madeUp`: the
+  // server did not say it, something in between may have).
   function errorOf(answer, response) {
-    return answer && answer.error ? answer.error : { code: 'HTTP_' + response.status, message: 'HTTP ' + response.status };
+    return answer && answer.error
+      ? answer.error
+      : { code: 'HTTP_' + response.status, message: 'HTTP ' + response.status, madeUp: true };
   }
 
   // A refusal (4xx) recorded nothing. A server error or a lost connection may have come after
   // the change was made: say so, and let the page show the feature as it is.
   function notRecorded(error, status) {
-    const details = Array.isArray(error.details) && error.details.length ? ' (' + error.details.join('; ') + ')' : '';
+    const listed = Array.isArray(error.details) ? error.details.join('; ') : '';
+    const details = listed && listed !== error.message ? ' (' + listed + ')' : '';
     if (status === 401) {
       // Not refreshed at once: the page would become the sign-in form and take this away.
       signedOut = true;
       say('Not recorded: your session has ended (signed out elsewhere, or after 12 hours). Reload the page to sign in again; what you typed is kept.', 'bad');
     } else if (status >= 500) {
-      mayHaveLanded(error.message + details);
+      mayHaveLanded(error.message + details, !error.madeUp);
     } else {
       say('Not recorded: ' + error.message + details, 'bad');
     }
   }
 
-  function mayHaveLanded(why) {
-    say('No answer from the server (' + why + '): it may or may not have been recorded. The page shows the feature as it is once the server answers; try again if it still waits for you: what was recorded already is refused a second time, never made twice.', 'bad');
+  // `answered`: the server answered that it could not finish (a 5xx of its own); else no
+  // answer came (the connection broke, none came in time, or a proxy said so).
+  function mayHaveLanded(why, answered) {
+    const what = answered ? 'The server could not finish this (' : 'No answer from the server (';
+    say(what + why + '): it may or may not have been recorded. The page shows the feature as it is once the server answers; try again if it still waits for you: what was recorded already is refused a second time, never made twice.', 'bad');
     refresh();
+  }
+
+  // Why a write's request brought no answer, in words.
+  function unanswered(error) {
+    return error && error.name === 'TimeoutError'
+      ? 'none came within ' + Math.round(ANSWER_WITHIN / 1000) + ' s'
+      : 'it could not be reached, or the connection broke';
   }
 
   // --- Approve / Reject through the API, with the version shown as If-Match. ---
@@ -374,9 +460,10 @@
           'X-CSRF-Token': body.dataset.csrf || '',
         },
         body: JSON.stringify(request),
+        signal: within(ANSWER_WITHIN),
       });
-    } catch (_) {
-      mayHaveLanded('it could not be reached, or the connection broke');
+    } catch (e) {
+      mayHaveLanded(unanswered(e));
       return;
     }
     const answer = await response.json().catch(() => null);
@@ -447,9 +534,10 @@
         credentials: 'same-origin',
         headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': body.dataset.csrf || '' },
         body: JSON.stringify(request),
+        signal: within(ANSWER_WITHIN),
       });
-    } catch (_) {
-      mayHaveLanded('it could not be reached, or the connection broke');
+    } catch (e) {
+      mayHaveLanded(unanswered(e));
       return;
     }
     const answer = await response.json().catch(() => null);
@@ -493,6 +581,8 @@
     const back = focusFinder(document.activeElement, document.getElementById('main'));
     const buttons = Array.from(form.querySelectorAll('button'));
     buttons.forEach((button) => { button.disabled = true; });
+    // Said at once: asking the Agent Hub about an escalation can take half a minute.
+    say('Sending…');
     busy += 1;
     try {
       await send(form, value);
@@ -516,20 +606,24 @@
     const lost = () => !document.activeElement || document.activeElement === document.body;
     if (back && lost()) back();
     // The button is gone (the decision was made, or the feature left the gate): the focus goes
-    // to what the page says about it (the verdict, else the message), not to the top of the
-    // document.
-    if (lost()) {
-      const said = document.getElementById('verdict') || document.getElementById('message');
-      if (said) {
-        said.tabIndex = -1;
-        said.focus({ preventScroll: true });
-      }
-    }
+    // to what the page says about it, not to the top of the document.
+    if (lost()) focusWhatIsSaid();
+  }
+
+  // A rejection says why: asked for here at once, the focus on the field (the server refuses
+  // one without a reason too). True if it was missing.
+  function reasonMissing(trigger) {
+    const reason = document.getElementById('reason');
+    if (trigger !== 'human_rejected' || !reason || reason.value.trim()) return false;
+    reason.setAttribute('aria-invalid', 'true');
+    reason.focus();
+    say('Not recorded: a rejection needs a reason; say why in Reason.', 'bad');
+    return true;
   }
 
   function bind() {
     const form = document.getElementById('decide');
-    if (form) bindButtons(form, (f, trigger) => submitting(f, send, trigger));
+    if (form) bindButtons(form, (f, trigger) => reasonMissing(trigger) || submitting(f, send, trigger));
     document.querySelectorAll('form.respond')
       .forEach((f) => bindButtons(f, (g, action) => submitting(g, respond, action)));
   }
@@ -577,7 +671,6 @@
   giveBack();
   rechecked();
   setInterval(tick, 20000);
-  document.addEventListener('visibilitychange', () => { if (!document.hidden) tick(); });
   bind();
   connect();
 })();

@@ -242,6 +242,7 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
         last_event_id,
         token_required,
         name_asked,
+        request_timeout_ms: app.limits().request_timeout.as_millis(),
     };
     Ok(html(
         StatusCode::OK,
@@ -443,6 +444,7 @@ pub(crate) async fn feature(
         last_event_id,
         token_required,
         name_asked,
+        request_timeout_ms: app.limits().request_timeout.as_millis(),
     };
     Ok(html(
         StatusCode::OK,

@@ -35,6 +35,9 @@ pub struct Frame<'a> {
     pub token_required: bool,
     /// Whether sign-in asks for a name (open and shared-token modes: no principal names one).
     pub name_asked: bool,
+    /// The server's bound on a request (`REQUEST_TIMEOUT_SECONDS` as used), in milliseconds:
+    /// the page gives up waiting for a decision's answer a little after it.
+    pub request_timeout_ms: u128,
 }
 
 /// The sign-in form, alone on a page or at the top of an open board.
@@ -108,7 +111,8 @@ pub fn page(frame: &Frame<'_>, main: Markup) -> Markup {
                 data-event-types=(types.join(" "))
                 data-csrf=[frame.who.as_ref().map(|w| w.csrf)]
                 data-actor=[frame.who.as_ref().map(|w| w.name)]
-                data-actor-kind=[frame.who.as_ref().map(|w| w.kind.as_str())] {
+                data-actor-kind=[frame.who.as_ref().map(|w| w.kind.as_str())]
+                data-request-timeout-ms=(frame.request_timeout_ms) {
                 header.top {
                     a.brand href="/board" { "Orchestrator board" }
                     span #live.live role="status" { "Connecting…" }
