@@ -6,7 +6,8 @@
 //! may not approve, sign-out ending the session on the server, and a page that asks nothing of
 //! any other origin; a busy log refreshing a page at most once a second, a hidden tab
 //! letting its stream go and catching up when shown, a decision saying it is on its way, a
-//! rejection without a reason asked for in the page, a sign-in in another window followed;
+//! rejection without a reason asked for in the page, the focus kept on the page when a live
+//! update takes its field away, a sign-in in another window followed;
 //! and (on PostgreSQL) a page that follows a log restored from an older
 //! copy under the running server, and a feature's page that follows on past events retention
 //! deleted. With `BOARD_SCREENSHOTS=<dir>` it saves the screenshots shown in the README.
@@ -849,6 +850,7 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
     let file = keys.path().join("principals.toml");
     let alice = mint(&file, "alice", ActorKind::Human, &[Role::Reviewer]);
     let bob = mint(&file, "bob", ActorKind::Human, &[Role::Reviewer]);
+    let carol = mint(&file, "carol", ActorKind::Human, &[Role::Reviewer]);
     let bot = mint(&file, "build-bot", ActorKind::Agent, &[Role::Agent]);
     let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
     let agent = Client::builder()
@@ -963,6 +965,22 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
     pretend_hidden(&a, false).await;
     wait_text(&a, "#approvals", |t| t == "Approvals 2 of 3").await;
     wait_text(&a, "#live", |t| t == "Live").await;
+
+    // She is in Reason when Carol's approval takes the feature past the gate: the field goes
+    // with the gate, and the focus to the page's heading, not to the top of the document.
+    a.execute("document.getElementById('reason').focus();", vec![])
+        .await
+        .unwrap();
+    Client::builder()
+        .base_url(app.url(""))
+        .token(&carol)
+        .build()
+        .unwrap()
+        .advance_workflow(&careful, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap();
+    wait_text(&a, "#state", |t| t == "PHASE_2").await;
+    wait_script(&a, "return document.activeElement.tagName;", "H1").await;
 
     // Alice signs out in another window and Bob signs in there: her open page follows (it
     // loads anew as his) once its stream, ended with her session, opens again under his,
