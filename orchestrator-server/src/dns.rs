@@ -111,9 +111,11 @@ pub(crate) fn is_temporary(error: &std::io::Error) -> bool {
 /// that changes to a private address after its webhook was created is refused at delivery).
 ///
 /// One host is looked up once at a time, and the addresses found are kept for
-/// [`REMEMBER_LOOKUP`] (a failure is not kept: the next attempt looks again): the attempts of
-/// a receiver whose name servers are slow wait for that one lookup instead of each taking a
-/// turn, so each such receiver holds one of the turns, not more; the Agent Hub's calls, a
+/// [`REMEMBER_LOOKUP`]; a failure is shared with the attempts that waited for its lookup (for
+/// [`SHARE_FAILURE`]: an attempt after that looks again): the attempts of a receiver whose
+/// name servers are slow wait for that one lookup instead of each taking a turn, or each
+/// making its own slow lookup in turn after a failed one, so each such receiver holds one of
+/// the turns, not more, and its waiting attempts do not pile up; the Agent Hub's calls, a
 /// lookup every [`REMEMBER_LOOKUP`] at most. Past that, a host's addresses are looked up again
 /// when a turn is free at once, and are otherwise used as they are for up to
 /// [`USE_OUT_OF_DATE`]: receivers whose name servers are slow, holding every turn, do not
@@ -125,11 +127,43 @@ pub(crate) struct Resolver {
     hosts: Mutex<HashMap<String, Arc<HostLookup>>>,
 }
 
-/// The last lookup of one host: held while the host is being looked up.
-type HostLookup = tokio::sync::Mutex<Option<(tokio::time::Instant, Vec<SocketAddr>)>>;
+/// The last lookups of one host: held while the host is being looked up.
+type HostLookup = tokio::sync::Mutex<LastLookups>;
+
+/// What the last lookups of one host found.
+#[derive(Default)]
+struct LastLookups {
+    /// The addresses the last lookup that succeeded found, and when.
+    found: Option<(tokio::time::Instant, Vec<SocketAddr>)>,
+    /// The last lookup's failure, and when: kept only if it came after `found`.
+    failed: Option<(tokio::time::Instant, Failure)>,
+}
+
+/// A failed lookup's error, to give again to those that waited for it.
+struct Failure {
+    kind: std::io::ErrorKind,
+    /// The error in words, which [`is_temporary`] reads.
+    message: String,
+}
+
+impl Failure {
+    fn of(error: &std::io::Error) -> Self {
+        Failure {
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
+
+    fn error(&self) -> std::io::Error {
+        std::io::Error::new(self.kind, self.message.clone())
+    }
+}
 
 /// How long a lookup's addresses are used for the host's next attempts.
 const REMEMBER_LOOKUP: Duration = Duration::from_secs(30);
+/// How long a failed lookup's error is given to the host's next attempts: those that waited
+/// for it, not those made later (a delivery's next attempt comes seconds later at the soonest).
+const SHARE_FAILURE: Duration = Duration::from_secs(1);
 /// How long a lookup's addresses are used, past [`REMEMBER_LOOKUP`], while every turn is
 /// taken.
 const USE_OUT_OF_DATE: Duration = Duration::from_secs(600);
@@ -147,8 +181,9 @@ impl Resolver {
     }
 
     /// The addresses of `host`: the last answer if it is recent, or else a new lookup (one at
-    /// a time per host). The lookup goes on, and its answer is kept, when the caller stops
-    /// waiting (its attempt timed out), so the host's next attempt does not start another.
+    /// a time per host), or the failure of one that just failed. The lookup goes on, and its
+    /// answer is kept, when the caller stops waiting (its attempt timed out), so the host's
+    /// next attempt does not start another.
     async fn addresses(
         lookups: Lookups,
         entry: Arc<HostLookup>,
@@ -156,7 +191,12 @@ impl Resolver {
     ) -> std::io::Result<Vec<SocketAddr>> {
         let looked_up = tokio::spawn(async move {
             let mut last = entry.lock_owned().await;
-            let turn = match last.as_ref() {
+            if let Some((at, failure)) = &last.failed
+                && at.elapsed() < SHARE_FAILURE
+            {
+                return Err(failure.error());
+            }
+            let turn = match &last.found {
                 Some((at, found)) if at.elapsed() < REMEMBER_LOOKUP => return Ok(found.clone()),
                 Some((at, found)) if at.elapsed() < USE_OUT_OF_DATE => match lookups.free_turn() {
                     Some(turn) => Some(turn),
@@ -164,9 +204,20 @@ impl Resolver {
                 },
                 _ => None,
             };
-            let found = lookups.lookup(turn, &host, 0).await?;
-            *last = Some((tokio::time::Instant::now(), found.clone()));
-            Ok(found)
+            let now = tokio::time::Instant::now;
+            match lookups.lookup(turn, &host, 0).await {
+                Ok(found) => {
+                    *last = LastLookups {
+                        found: Some((now(), found.clone())),
+                        failed: None,
+                    };
+                    Ok(found)
+                }
+                Err(e) => {
+                    last.failed = Some((now(), Failure::of(&e)));
+                    Err(e)
+                }
+            }
         });
         looked_up.await.map_err(std::io::Error::other)?
     }
@@ -178,7 +229,8 @@ impl Resolver {
             hosts.retain(|_, entry| {
                 Arc::strong_count(entry) > 1
                     || entry.try_lock().map_or(true, |last| {
-                        last.as_ref()
+                        last.found
+                            .as_ref()
                             .is_some_and(|(at, _)| at.elapsed() < REMEMBER_LOOKUP)
                     })
             });
@@ -269,12 +321,22 @@ mod tests {
             assert!(!attempt.await.unwrap().unwrap().is_empty());
         }
         assert_eq!(made() - before, 1, "one lookup for eight attempts");
-        // A failure is not kept: the next attempt looks again.
+        // A failure is shared with the attempts that waited for its lookup (not each making
+        // its own in turn, as slow as the first), and not kept: an attempt later looks again.
+        let held = resolver.lookups.turn().await.unwrap();
         let before = made();
-        for _ in 0..2 {
-            assert!(resolve("no-such-host.invalid").await.is_err());
+        let waiting: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(resolve("no-such-host.invalid")))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held);
+        for attempt in waiting {
+            assert!(attempt.await.unwrap().is_err());
         }
-        assert_eq!(made() - before, 2);
+        assert_eq!(made() - before, 1, "one failed lookup for eight attempts");
+        tokio::time::sleep(SHARE_FAILURE).await;
+        assert!(resolve("no-such-host.invalid").await.is_err());
+        assert_eq!(made() - before, 2, "looked up again later");
         assert_eq!(resolver.hosts.lock().unwrap().len(), 4);
 
         // Out of date while every turn is held (by other hosts' slow lookups): the last answer
