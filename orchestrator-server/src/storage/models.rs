@@ -813,6 +813,50 @@ pub fn readable_webhooks(rows: Vec<WebhookRow>) -> Vec<api::Webhook> {
     )
 }
 
+/// The deliveries `rows` hold; one that does not decode (an event type a newer version
+/// enqueued, before a downgrade or during a rolling upgrade) is passed over and logged once
+/// per process, for it must not fail every listing of its webhook's deliveries.
+fn readable_deliveries(rows: Vec<ListedDeliveryRow>) -> Vec<api::Delivery> {
+    readable(
+        rows,
+        |row| row.id.clone(),
+        |delivery_id, problem| {
+            tracing::error!(%delivery_id, %problem, "a webhook delivery that does not decode is left out of its webhook's listing");
+        },
+    )
+}
+
+/// A page of a webhook's deliveries as [`super::webhooks::WebhookStore::deliveries`] answers
+/// it: the first `page.limit` + 1 that decode, newest event first, reading pages of raw rows
+/// with `read`. A page whose rows did not all decode is followed by the next (below its last
+/// event), so that rows left out neither shorten a page nor hide the page after it.
+pub async fn decodable_deliveries<F>(
+    page: &api::DeliveriesPage,
+    mut read: impl FnMut(api::DeliveriesPage) -> F,
+) -> Result<Vec<api::Delivery>, RepositoryError>
+where
+    F: Future<Output = Result<Vec<ListedDeliveryRow>, RepositoryError>>,
+{
+    // Each read asks for one more than its limit.
+    let wanted = usize::try_from(page.limit.get()).unwrap_or(usize::MAX) + 1;
+    let mut next = *page;
+    let mut items = Vec::new();
+    loop {
+        let rows = read(next).await?;
+        let (count, last) = (rows.len(), rows.last().map(|row| row.event_id));
+        items.extend(readable_deliveries(rows));
+        match last {
+            Some(last) if items.len() < wanted && count >= wanted => {
+                next.before = Some(u64::try_from(last).unwrap_or(0));
+            }
+            _ => {
+                items.truncate(wanted);
+                return Ok(items);
+            }
+        }
+    }
+}
+
 /// The overdue gates `rows` hold; one that does not decode (a value a newer version stored,
 /// before a downgrade) is passed over and logged once per process, for it must not stop every
 /// other gate's deadline.

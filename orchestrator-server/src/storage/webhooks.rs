@@ -23,7 +23,8 @@ use orchestrator_core::webhook::{DeliveryStatus, WebhookSecret};
 use orchestrator_core::{Receipt, RepositoryError, Timestamp};
 
 use super::models::{
-    DueRow, ListedDeliveryRow, ReceiptRow, WebhookRow, convert, micros, readable_webhooks,
+    DueRow, ListedDeliveryRow, ReceiptRow, WebhookRow, convert, decodable_deliveries, micros,
+    readable_webhooks,
 };
 use super::write::{Write, Written};
 
@@ -236,7 +237,8 @@ pub trait WebhookRepository: Send + Sync {
     async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<u64, RepositoryError>;
 
     /// A webhook's deliveries, newest event first, as `page` asks: up to one more than its
-    /// limit, so the caller knows whether another page follows.
+    /// limit, so the caller knows whether another page follows. A delivery that does not
+    /// decode (an event type a newer version enqueued) is left out and logged.
     async fn deliveries(
         &self,
         webhook_id: &str,
@@ -498,7 +500,10 @@ impl<B: WebhookBackend> WebhookRepository for B {
         webhook_id: &str,
         page: &DeliveriesPage,
     ) -> Result<Vec<Delivery>, RepositoryError> {
-        convert(self.delivery_rows(webhook_id, page).await?)
+        decodable_deliveries(page, |page| async move {
+            self.delivery_rows(webhook_id, &page).await
+        })
+        .await
     }
 
     async fn redeliver(
