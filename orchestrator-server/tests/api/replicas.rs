@@ -2,7 +2,7 @@
 //! writes the other sees at once, and races across them have exactly one winner.
 
 use orchestrator_core::WorkflowState;
-use orchestrator_core::api::{AdvanceRequest, ErrorCode, StartWorkflowRequest};
+use orchestrator_core::api::{AdvanceRequest, ErrorCode, GateRequest, StartWorkflowRequest};
 use orchestrator_server::storage::DatabaseUrl;
 
 use crate::helpers::{TestApp, id, race, spawn_app_with};
@@ -114,6 +114,76 @@ async fn thirty_two_concurrent_advances_across_replicas_have_one_winner() {
     }
     for pair in history.transitions.windows(2) {
         assert_eq!(pair[0].to, pair[1].from);
+    }
+}
+
+/// Reviewers approving one gate at once on both replicas, none naming the version it saw:
+/// each approval is judged on those that landed before it (on either replica), so a gate of
+/// three passes with three distinct people and the others are told it moved on; one reviewer
+/// approving on both replicas at the same moment is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn approvals_racing_across_replicas_count_each_person_once() {
+    let Some((_db, a, b)) = replicas().await else {
+        return;
+    };
+    for round in 0..4 {
+        let feature = format!("quorum-{round}");
+        let mut start = StartWorkflowRequest::new(feature.as_str(), "x");
+        start.gate = Some(GateRequest {
+            required_approvals: Some(3),
+            ..GateRequest::default()
+        });
+        a.client.start_workflow(&start).await.unwrap();
+        let f = id(&feature);
+        b.client
+            .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
+            .await
+            .unwrap();
+        // Six reviewers, alternating replicas, and "ann" on both.
+        let people = ["ann", "ann", "bea", "cy", "dee", "eve", "fay"];
+        let approvals: Vec<_> = people
+            .iter()
+            .enumerate()
+            .map(|(n, person)| {
+                let client = if n % 2 == 0 { &a } else { &b }.client.clone();
+                let mut approve = AdvanceRequest::new("human_approved");
+                approve.actor = Some((*person).to_owned());
+                let f = f.clone();
+                tokio::spawn(async move { client.advance_workflow(&f, &approve).await })
+            })
+            .collect();
+        let mut landed = 0;
+        for approval in approvals {
+            match approval.await.unwrap() {
+                Ok(_) => landed += 1,
+                Err(e) => assert!(
+                    matches!(
+                        e.code(),
+                        Some(ErrorCode::AlreadyApproved | ErrorCode::InvalidTransition)
+                    ),
+                    "{feature}: {e}"
+                ),
+            }
+        }
+        assert_eq!(landed, 3, "{feature}");
+        let history = a.client.get_history(&f).await.unwrap().transitions;
+        let steps: Vec<_> = history[2..].iter().map(|t| (t.from, t.to)).collect();
+        assert_eq!(
+            steps,
+            [
+                (WorkflowState::Gate1, WorkflowState::Gate1),
+                (WorkflowState::Gate1, WorkflowState::Gate1),
+                (WorkflowState::Gate1, WorkflowState::Phase2),
+            ],
+            "{feature}"
+        );
+        let mut approvers: Vec<_> = history[2..]
+            .iter()
+            .map(|t| t.actor.as_ref().map(|a| a.as_str().to_owned()))
+            .collect();
+        approvers.sort();
+        approvers.dedup();
+        assert_eq!(approvers.len(), 3, "three distinct people: {approvers:?}");
     }
 }
 
