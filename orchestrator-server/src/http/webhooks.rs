@@ -58,6 +58,16 @@ const MAX_DESCRIPTION_LEN: usize = 500;
 /// Longest `last_error` kept.
 const MAX_ERROR_LEN: usize = 500;
 
+/// Why an attempt failed as its delivery keeps it: on one line, no control character (a NUL
+/// a TLS library quoted from a certificate would make PostgreSQL refuse the whole batch of
+/// outcomes, at every try), at most [`MAX_ERROR_LEN`] characters.
+fn last_error(why: &str) -> String {
+    why.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_ERROR_LEN)
+        .collect()
+}
+
 /// How webhooks are sent.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WebhookPolicy {
@@ -174,7 +184,7 @@ impl Webhooks {
             status,
             status_code,
             delivered_at: error.is_none().then_some(ended),
-            error: error.map(|e| e.chars().take(MAX_ERROR_LEN).collect()),
+            error: error.as_deref().map(last_error),
             next_attempt_at,
         }
     }
@@ -605,6 +615,15 @@ async fn record(webhooks: &Webhooks, ended: &mut Vec<AttemptRecord>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn why_an_attempt_failed_is_kept_on_one_line_without_control_characters() {
+        assert_eq!(
+            last_error("certificate for a\0b.example\nis not valid"),
+            "certificate for a b.example is not valid"
+        );
+        assert_eq!(last_error(&"é".repeat(600)).chars().count(), MAX_ERROR_LEN);
+    }
 
     #[test]
     fn a_target_is_an_absolute_http_url_without_credentials() {
