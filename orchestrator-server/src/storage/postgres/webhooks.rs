@@ -4,6 +4,7 @@
 
 use diesel::prelude::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel::result::QueryResult;
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::RepositoryError;
 use orchestrator_core::api::DeliveriesPage;
@@ -18,6 +19,38 @@ use crate::storage::webhooks::{
     DueDelivery, WebhookBackend, WebhookWrite, page_statuses, redelivery,
 };
 use crate::storage::write::{Write, Written, chunk_before};
+
+/// Every webhook's deliveries due at `$1` (Unix microseconds) that no replica is attempting,
+/// the longest due first, up to its room in the claim: the claim's limit (`$2`), and the
+/// attempts one webhook may hold (`$3`) less those it holds (`$5`, by webhook id in `$4`).
+/// Locked, passing over those another replica's claim holds. One statement for every webhook
+/// (with `webhook_deliveries_due_by_webhook` under each), not a round trip each: with
+/// thousands of webhooks, one per webhook outlasted the statement timeout over a network.
+/// The same deliveries as `queries::due_deliveries` reads (its `status = 'pending'` is the
+/// index's predicate).
+const DUE_BY_WEBHOOK: &str = "SELECT d.id, d.webhook_id, d.next_attempt_at
+FROM webhooks w
+CROSS JOIN LATERAL (
+    SELECT id, webhook_id, next_attempt_at FROM webhook_deliveries
+    WHERE webhook_id = w.id AND status = 'pending' AND next_attempt_at <= $1
+      AND (lease_until IS NULL OR lease_until < $1)
+    ORDER BY next_attempt_at
+    LIMIT GREATEST(0, LEAST($2, $3 - COALESCE(
+        (SELECT f.held FROM unnest($4::text[], $5::bigint[]) AS f(id, held) WHERE f.id = w.id),
+        0)))
+    FOR UPDATE SKIP LOCKED
+) d";
+
+/// A delivery [`DUE_BY_WEBHOOK`] found.
+#[derive(diesel::QueryableByName)]
+struct Candidate {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    webhook_id: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    next_attempt_at: Option<i64>,
+}
 
 /// Every webhook.
 pub async fn all(conn: &mut AsyncPgConnection) -> QueryResult<Vec<WebhookRow>> {
@@ -150,23 +183,25 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
             if !any_due {
                 return Ok(Written::Due(Vec::new()));
             }
-            let subscribed: Vec<String> = queries::webhook_ids_but(room.full()).load(conn).await?;
-            let mut candidates = Vec::new();
-            for webhook in &subscribed {
-                let of: Vec<(String, String, Option<i64>)> =
-                    queries::due_of(*now, webhook, room.room_of(webhook))
-                        .select((
-                            webhook_deliveries::id,
-                            webhook_deliveries::webhook_id,
-                            webhook_deliveries::next_attempt_at,
-                        ))
-                        .for_update()
-                        .skip_locked()
-                        .load(conn)
-                        .await?;
-                candidates.extend(of);
-            }
-            let ids = room.pick(candidates);
+            let (busy_ids, busy): (Vec<String>, Vec<i64>) = room
+                .in_flight
+                .iter()
+                .map(|(webhook, held)| (webhook.clone(), i64::from(*held)))
+                .unzip();
+            let candidates: Vec<Candidate> = diesel::sql_query(DUE_BY_WEBHOOK)
+                .bind::<BigInt, _>(*now)
+                .bind::<BigInt, _>(i64::from(room.limit))
+                .bind::<BigInt, _>(i64::from(room.per_webhook))
+                .bind::<Array<Text>, _>(busy_ids)
+                .bind::<Array<BigInt>, _>(busy)
+                .load(conn)
+                .await?;
+            let ids = room.pick(
+                candidates
+                    .into_iter()
+                    .map(|c| (c.id, c.webhook_id, c.next_attempt_at))
+                    .collect(),
+            );
             if ids.is_empty() {
                 return Ok(Written::Due(Vec::new()));
             }
