@@ -613,11 +613,9 @@ impl Workflow {
     pub fn record(&mut self, transition: &Transition) {
         debug_assert_eq!(transition.seq, self.version + 1);
         debug_assert_eq!(transition.from, self.state);
-        // An approval that does not pass the gate yet changes the workflow, not its state: the
-        // stay is counted whole once it ends, not cut into pieces each rounded down.
-        if self.version > 0 && transition.from != transition.to {
+        if self.version > 0 {
             *self.time_in_state.entry(self.state).or_default() +=
-                whole_seconds_between(self.state_since(), transition.at);
+                self.seconds_since_last_change(transition.at);
         }
         self.time_in_state.entry(transition.to).or_default();
         if transition.trigger == Trigger::HumanRejected {
@@ -726,7 +724,7 @@ impl Workflow {
         let mut time_in_state_seconds = self.time_in_state.clone();
         if self.version > 0 {
             *time_in_state_seconds.entry(self.state).or_default() +=
-                whole_seconds_between(self.state_since(), now);
+                self.seconds_since_last_change(now);
         }
         Progress {
             percent: self.state.percent(),
@@ -735,13 +733,18 @@ impl Workflow {
         }
     }
 
-    /// When the current stay in this state began: at the gate, when the stay did (approvals
-    /// since then changed the workflow, not its state); elsewhere, at the last change.
-    fn state_since(&self) -> Timestamp {
-        match &self.gate_stay {
+    /// The whole seconds of the current stay from the last change to `at`, reckoned from the
+    /// stay's start: an approval that does not pass the gate yet changes the workflow, not its
+    /// state, and the pieces such approvals cut a stay into add up to the stay's whole seconds
+    /// (each piece rounded down on its own lost up to a second per approval). A piece stored
+    /// by a version that counted the old way is kept as it is, not counted again.
+    fn seconds_since_last_change(&self, at: Timestamp) -> u64 {
+        let since = match &self.gate_stay {
             Some(stay) if self.state == WorkflowState::Gate1 => stay.entered_at,
             _ => self.updated_at,
-        }
+        };
+        whole_seconds_between(since, at)
+            .saturating_sub(whole_seconds_between(since, self.updated_at))
     }
 }
 
@@ -968,6 +971,27 @@ mod tests {
         assert_eq!(passed.to, Phase2);
         gate.record(&passed);
         assert_eq!(gate.time_in_state()[&Gate1], 1);
+
+        // Each approval stores its piece (as earlier versions did), so a stay an earlier
+        // version counted in part is not counted twice: 8 h, then 16 h more, makes 24 h.
+        let mut gate = at_gate(GatePolicy::new(2, false).unwrap());
+        let approve = |gate: &Workflow, name, at| {
+            gate.decide(
+                HumanApproved,
+                TransitionContext {
+                    at,
+                    ..by(name, None)
+                },
+                &open,
+            )
+            .unwrap()
+        };
+        let first = approve(&gate, "alice", t0() + Duration::hours(8));
+        gate.record(&first);
+        assert_eq!(gate.time_in_state()[&Gate1], 8 * 3600);
+        let passed = approve(&gate, "bo", t0() + Duration::hours(24));
+        gate.record(&passed);
+        assert_eq!(gate.time_in_state()[&Gate1], 24 * 3600);
     }
 
     /// Whatever path judges it (an advance that waited its turn, an approval after the hub,

@@ -191,11 +191,6 @@ impl Resolver {
     ) -> std::io::Result<Vec<SocketAddr>> {
         let looked_up = tokio::spawn(async move {
             let mut last = entry.lock_owned().await;
-            if let Some((at, failure)) = &last.failed
-                && at.elapsed() < SHARE_FAILURE
-            {
-                return Err(failure.error());
-            }
             let turn = match &last.found {
                 Some((at, found)) if at.elapsed() < REMEMBER_LOOKUP => return Ok(found.clone()),
                 Some((at, found)) if at.elapsed() < USE_OUT_OF_DATE => match lookups.free_turn() {
@@ -204,6 +199,12 @@ impl Resolver {
                 },
                 _ => None,
             };
+            // A lookup that would be made now just failed: its failure, not another as slow.
+            if let Some((at, failure)) = &last.failed
+                && at.elapsed() < SHARE_FAILURE
+            {
+                return Err(failure.error());
+            }
             let now = tokio::time::Instant::now;
             match lookups.lookup(turn, &host, 0).await {
                 Ok(found) => {

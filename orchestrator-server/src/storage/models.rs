@@ -828,8 +828,10 @@ fn readable_deliveries(rows: Vec<ListedDeliveryRow>) -> Vec<api::Delivery> {
 
 /// A page of a webhook's deliveries as [`super::webhooks::WebhookStore::deliveries`] answers
 /// it: the first `page.limit` + 1 that decode, newest event first, reading pages of raw rows
-/// with `read`. A page whose rows did not all decode is followed by the next (below its last
-/// event), so that rows left out neither shorten a page nor hide the page after it.
+/// with `read` (each of its page's limit + 1 rows). A page whose rows did not all decode is
+/// followed by the next (below its last event, the largest pages the store reads, so that a
+/// long run of such rows costs a few reads, not one per row), so that rows left out neither
+/// shorten a page nor hide the page after it.
 pub async fn decodable_deliveries<F>(
     page: &api::DeliveriesPage,
     mut read: impl FnMut(api::DeliveriesPage) -> F,
@@ -837,8 +839,10 @@ pub async fn decodable_deliveries<F>(
 where
     F: Future<Output = Result<Vec<ListedDeliveryRow>, RepositoryError>>,
 {
-    // Each read asks for one more than its limit.
-    let wanted = usize::try_from(page.limit.get()).unwrap_or(usize::MAX) + 1;
+    let asked = |page: &api::DeliveriesPage| {
+        usize::try_from(page.limit.get()).map_or(usize::MAX, |n| n + 1)
+    };
+    let wanted = asked(page);
     let mut next = *page;
     let mut items = Vec::new();
     loop {
@@ -846,8 +850,10 @@ where
         let (count, last) = (rows.len(), rows.last().map(|row| row.event_id));
         items.extend(readable_deliveries(rows));
         match last {
-            Some(last) if items.len() < wanted && count >= wanted => {
+            Some(last) if items.len() < wanted && count >= asked(&next) => {
                 next.before = Some(u64::try_from(last).unwrap_or(0));
+                next.limit = orchestrator_core::PageLimit::parse(orchestrator_core::PageLimit::MAX)
+                    .unwrap_or(next.limit);
             }
             _ => {
                 items.truncate(wanted);

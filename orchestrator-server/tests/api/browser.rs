@@ -444,7 +444,8 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     wait_text(&a, "#state", |t| t == "DONE").await;
     wait_text(&a, "#live", |t| t == "Live").await;
 
-    // A rejection needs a reason, and the server says so.
+    // A rejection needs a reason, and the page says so before sending anything (the server
+    // refuses one too: the API tests show it).
     a.goto(&app.url("/board/feature/search-filters"))
         .await
         .unwrap();
@@ -934,8 +935,9 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
         "only the approval"
     );
 
-    // Hidden, the tab lets its stream go within seconds; a change meanwhile is not fetched
-    // while hidden, and shown again the page resumes and shows it.
+    // Hidden, the page fetches nothing (an event the stream still brings is left for later),
+    // and after a few seconds it lets its stream go; shown again, it resumes and shows both
+    // what came before and what came while the stream was gone.
     let streams = async || {
         let metrics = reqwest::Client::new()
             .get(app.url("/metrics"))
@@ -951,19 +953,45 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
             .find_map(|line| line.strip_prefix("orchestrator_event_streams "))
             .map(|n| n.trim().to_owned())
     };
-    assert_eq!(streams().await.as_deref(), Some("1"));
-    pretend_hidden(&a, true).await;
-    wait_text(&a, "#live", |t| t == "Paused while the tab is hidden").await;
-    assert_eq!(streams().await.as_deref(), Some("0"));
+    // The server lets a stream's slot go a moment after the browser closed it.
+    let streams_become = async |open: &str| {
+        let started = Instant::now();
+        while streams().await.as_deref() != Some(open) {
+            assert!(started.elapsed() < PATIENCE, "{open} streams never open");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    streams_become("1").await;
     let hidden_at = fetched(&a, "/board/feature/careful").await;
+    pretend_hidden(&a, true).await;
     bob_api
         .advance_workflow(&careful, &AdvanceRequest::new("human_approved"))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(fetched(&a, "/board/feature/careful").await, hidden_at);
+    assert_eq!(
+        fetched(&a, "/board/feature/careful").await,
+        hidden_at,
+        "nothing fetched while hidden"
+    );
+    wait_text(&a, "#live", |t| t == "Paused while the tab is hidden").await;
+    streams_become("0").await;
+    agent
+        .create_consultation(
+            &careful,
+            &ConsultRequest::new(
+                "architecture",
+                "Which cache keeps the sessions? [confidence=95]",
+            ),
+        )
+        .await
+        .unwrap();
     pretend_hidden(&a, false).await;
     wait_text(&a, "#approvals", |t| t == "Approvals 2 of 3").await;
+    wait_text(&a, "table.consultations", |t| {
+        t.contains("Which cache keeps the sessions?")
+    })
+    .await;
     wait_text(&a, "#live", |t| t == "Live").await;
 
     // She is in Reason when Carol's approval takes the feature past the gate: the field goes
@@ -982,16 +1010,30 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
     wait_text(&a, "#state", |t| t == "PHASE_2").await;
     wait_script(&a, "return document.activeElement.tagName;", "H1").await;
 
-    // Alice signs out in another window and Bob signs in there: her open page follows (it
-    // loads anew as his) once its stream, ended with her session, opens again under his,
-    // rather than offering her decisions with his session.
+    // Alice signs out in another window and Bob signs in there, one right after the other: her
+    // open page follows (it loads anew as his) once its stream, ended with her session, opens
+    // again under his, rather than offering her decisions with his session.
     let first = a.window().await.unwrap();
     let other = a.new_window(false).await.unwrap();
     a.switch_to_window(other.handle).await.unwrap();
     a.goto(&app.url("/board")).await.unwrap();
-    click(&a, "Sign out").await;
-    wait_text(&a, "h1", |t| t == "Sign in").await;
-    sign_in(&a, &app, &bob).await;
+    wait_text(&a, "header .who", |t| t.contains("alice")).await;
+    a.execute_async(
+        "const [token, done] = arguments;
+         const form = (fields) => ({
+           method: 'POST',
+           headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+           body: new URLSearchParams(fields).toString(),
+         });
+         fetch('/board/sign-out', form({ csrf: document.body.dataset.csrf }))
+           .then(() => fetch('/board/session', form({ token, next: '/board' })))
+           .then((r) => done(r.status), (e) => done(String(e)));",
+        vec![json!(bob)],
+    )
+    .await
+    .unwrap();
+    a.goto(&app.url("/board")).await.unwrap();
+    wait_text(&a, "header .who", |t| t.contains("bob")).await;
     a.switch_to_window(first).await.unwrap();
     wait_text(&a, "header .who", |t| t.contains("bob")).await;
 

@@ -272,7 +272,11 @@
     if (document.hidden) { missed = true; return; }
     if (queued) return;
     const wait = Math.max(150, refreshedAt + REFRESH_GAP - performance.now());
-    queued = setTimeout(() => { queued = null; refresh(); }, wait);
+    queued = setTimeout(() => {
+      queued = null;
+      if (document.hidden) missed = true;
+      else refresh();
+    }, wait);
   }
 
   // The browser resumes a dropped stream by itself (sending Last-Event-ID); when it gives up
@@ -301,8 +305,16 @@
     if (!document.hidden || !source) return;
     source.close();
     source = null;
+    pausedNow();
+  }
+
+  // The stream is not open and waits for the tab to be shown. The page, once shown, is fetched
+  // again as after any break (`opened`): it may have been loaded hidden, its person signed out
+  // and somebody else in meanwhile.
+  function pausedNow() {
     streaming = false;
     paused = true;
+    opened = true;
     showLive('Paused while the tab is hidden', false);
   }
 
@@ -355,7 +367,7 @@
 
   function connect() {
     if (!live || typeof EventSource === 'undefined') return;
-    if (document.hidden) { paused = true; return; }
+    if (document.hidden) { pausedNow(); return; }
     const params = new URLSearchParams({ after: lastEventId });
     if (feature) params.set('feature_id', feature);
     const stream = new EventSource('/events/stream?' + params.toString());
@@ -369,7 +381,9 @@
       failures = 0;
       streaming = true;
       if (!retryIn) showLive('Live', true);
-      if (opened) schedule();
+      // Spread at random over a second: the browser reopens every page a restart cut off at
+      // the same moment.
+      if (opened) setTimeout(schedule, Math.random() * 1000);
       opened = true;
     });
     stream.addEventListener('error', () => {
@@ -390,8 +404,13 @@
       // Each page waits its own while (one to one and a half times the pause), so that the
       // pages a restart cut off together do not all come back in the same instant.
       setTimeout(async () => {
+        // Hidden meanwhile: nothing is asked until the tab is shown (then the stream opens,
+        // and the page is fetched, as after any break).
+        if (document.hidden) { missed = true; pausedNow(); return; }
         await checkResumePoint();
+        // Fetched now, whether or not the stream opens again; so not once more when it does.
         refresh();
+        opened = false;
         connect();
       }, 1000 * Math.min(60, 2 ** (failures - 1)) * (1 + Math.random() / 2));
     });
@@ -485,7 +504,7 @@
     const error = errorOf(answer, response);
     if (error.code === 'VERSION_CONFLICT') {
       const path = '/workflow/' + encodeURIComponent(form.dataset.feature);
-      const read = (url) => fetch(url, { credentials: 'same-origin' })
+      const read = (url) => fetch(url, { credentials: 'same-origin', signal: within(PAGE_WITHIN) })
         .then((r) => (r.ok ? r.json() : null)).catch(() => null);
       const [now, history] = await Promise.all([read(path), read(path + '/history')]);
       // Told what changed: the next decision is made on the feature as the next refresh shows
