@@ -222,7 +222,8 @@ async fn screenshot(browser: &Browser, name: &str) {
     std::fs::write(PathBuf::from(dir).join(name), png).unwrap();
 }
 
-/// Every resource the page loaded came from `origin`.
+/// Every resource the page loaded came from `origin`, and its markup names no other origin and
+/// holds nothing its content security policy refuses.
 async fn only_own_origin(browser: &Browser, origin: &str) {
     let loaded = browser
         .execute(
@@ -239,6 +240,35 @@ async fn only_own_origin(browser: &Browser, origin: &str) {
     for url in urls {
         assert!(url.starts_with(origin), "{url} is not from {origin}");
     }
+    // What the policy blocks never loads, so it is not among the resources above: the page's
+    // markup names nothing of another origin, and holds nothing the policy would refuse to run
+    // (inline script or style, an event handler attribute).
+    let refused = browser
+        .execute(
+            "const found = [];
+             for (const e of document.querySelectorAll('*')) {
+               for (const a of e.attributes) {
+                 if (a.name === 'style' || a.name.startsWith('on')) found.push(e.tagName + ' ' + a.name);
+               }
+               if ((e.tagName === 'SCRIPT' && !e.src) || e.tagName === 'STYLE') found.push('inline ' + e.tagName);
+               for (const name of ['src', 'href', 'action', 'srcset', 'poster', 'data']) {
+                 const value = e.getAttribute(name);
+                 if (value && new URL(value, location.href).origin !== location.origin) {
+                   found.push(e.tagName + ' ' + name + '=' + value);
+                 }
+               }
+             }
+             return found;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        json!([]),
+        "at {}",
+        browser.current_url().await.unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
