@@ -76,7 +76,8 @@ pub enum ErrorCode {
     /// that outlived its hold on the key) a retry took the key over and nothing was stored;
     /// retry later to get the kept answer.
     IdempotencyKeyInUse,
-    /// 422: this `Idempotency-Key` was used for another request (method, path or body).
+    /// 422: this `Idempotency-Key` was used for another request (method, path, `If-Match` or
+    /// body).
     IdempotencyKeyReused,
     /// 410: the events after the given id were deleted by retention; start again from the
     /// oldest retained event (omit `after`).

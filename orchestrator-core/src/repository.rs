@@ -239,7 +239,7 @@ pub enum KeyClaim {
     Claimed,
     /// Another request with the key is still being answered.
     InUse,
-    /// The key was used for a different request (method, path or body).
+    /// The key was used for a different request (method, path, `If-Match` or body).
     Reused,
     /// Answered before: this is the stored answer.
     Answered(String),

@@ -89,7 +89,9 @@ pub enum ApiError {
     #[error("a request with this Idempotency-Key is still being answered; retry later")]
     IdempotencyKeyInUse,
     /// This idempotency key was used for another request.
-    #[error("this Idempotency-Key was used for a different request (method, path or body)")]
+    #[error(
+        "this Idempotency-Key was used for a different request (method, path, If-Match or body)"
+    )]
     IdempotencyKeyReused,
     /// No webhook with this id.
     #[error("webhook '{0}' not found")]

@@ -600,7 +600,7 @@ fn when(code: ErrorCode) -> &'static str {
             "a request with this Idempotency-Key is still being answered, or a retry took the key over from this request, which outlived its lease: nothing stored (with Retry-After)"
         }
         IdempotencyKeyReused => {
-            "this Idempotency-Key was used within 24 h for a different method, path or body"
+            "this Idempotency-Key was used within 24 h for a different method, path, If-Match or body"
         }
         AgentHubUnavailable => "the Agent Hub cannot be reached or did not answer in time",
         AgentHubError => "the Agent Hub answered with an error or garbage",
@@ -768,7 +768,7 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
             None,
         ),
         IdempotencyKeyReused => envelope(
-            "this Idempotency-Key was used for a different request (method, path or body)",
+            "this Idempotency-Key was used for a different request (method, path, If-Match or body)",
             None,
         ),
         AlreadyResolved => envelope(
