@@ -121,11 +121,7 @@ async fn a_token_becomes_a_session_cookie_that_writes_only_with_its_csrf_token()
     let alice = mint(&file, "alice", ActorKind::Human, &[Role::Reviewer]);
     let bot = mint(&file, "build-bot", ActorKind::Agent, &[Role::Agent]);
     let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
-    let agent = Client::builder()
-        .base_url(app.url(""))
-        .token(&bot)
-        .build()
-        .unwrap();
+    let agent = app.client_with(&bot);
     at_gate(&agent, "gated").await;
 
     // Signed out: a sign-in page asking for a token only, under the policy.
@@ -653,11 +649,7 @@ async fn the_page_says_who_may_not_approve_and_why() {
     );
     let plain_bot = mint(&file, "lint-bot", ActorKind::Agent, &[Role::Agent]);
     let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
-    let erin = Client::builder()
-        .base_url(app.url(""))
-        .token(&author)
-        .build()
-        .unwrap();
+    let erin = app.client_with(&author);
     at_gate(&erin, "own-work").await;
 
     let verdict = |page: &Page| {

@@ -20,7 +20,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
-use orchestrator_client::Client;
 use orchestrator_core::api::{AdvanceRequest, ConsultRequest, GateRequest, StartWorkflowRequest};
 use orchestrator_core::{ActorKind, Role};
 use serde_json::{Value, json};
@@ -295,11 +294,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     })
     .await;
     let origin = app.url("");
-    let agent = Client::builder()
-        .base_url(app.url(""))
-        .token(&bot)
-        .build()
-        .unwrap();
+    let agent = app.client_with(&bot);
     let at_gate = |id: &'static str, approvals: u64, due: Option<u64>| {
         let agent = agent.clone();
         async move {
@@ -530,11 +525,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     a.goto(&app.url("/board/feature/stale-page")).await.unwrap();
     wait_text(&a, "#verdict", |t| t == "You may approve.").await;
     let stale = orchestrator_core::FeatureId::parse("stale-page").unwrap();
-    let bob_api = Client::builder()
-        .base_url(app.url(""))
-        .token(&bob)
-        .build()
-        .unwrap();
+    let bob_api = app.client_with(&bob);
     let mut send_back = AdvanceRequest::new("human_rejected");
     send_back.reason = Some("The copy is out of date".to_owned());
     let new_round = async |from: u64| {
@@ -884,16 +875,8 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
     let carol = mint(&file, "carol", ActorKind::Human, &[Role::Reviewer]);
     let bot = mint(&file, "build-bot", ActorKind::Agent, &[Role::Agent]);
     let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
-    let agent = Client::builder()
-        .base_url(app.url(""))
-        .token(&bot)
-        .build()
-        .unwrap();
-    let bob_api = Client::builder()
-        .base_url(app.url(""))
-        .token(&bob)
-        .build()
-        .unwrap();
+    let agent = app.client_with(&bot);
+    let bob_api = app.client_with(&bob);
     let mut start = StartWorkflowRequest::new("careful", "The work to review");
     start.gate = Some(GateRequest {
         required_approvals: Some(3),
@@ -1029,11 +1012,7 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
     a.execute("document.getElementById('reason').focus();", vec![])
         .await
         .unwrap();
-    Client::builder()
-        .base_url(app.url(""))
-        .token(&carol)
-        .build()
-        .unwrap()
+    app.client_with(&carol)
         .advance_workflow(&careful, &AdvanceRequest::new("human_approved"))
         .await
         .unwrap();

@@ -45,6 +45,15 @@ impl TestApp {
         format!("http://{}{path}", self.address)
     }
 
+    /// A typed client of this server that sends `token`.
+    pub fn client_with(&self, token: &str) -> Client {
+        Client::builder()
+            .base_url(self.url(""))
+            .token(token)
+            .build()
+            .unwrap()
+    }
+
     /// Re-reads the principals file, as SIGHUP has the binary do.
     pub fn reload_principals(&self) {
         if let Some(app) = &self.app {

@@ -11,15 +11,7 @@ use orchestrator_core::api::{AdvanceRequest, ErrorCode, RespondRequest, StartWor
 use orchestrator_core::{ActorKind, Role, WorkflowState};
 use tempfile::TempDir;
 
-use crate::helpers::{TestApp, free_port, id, mint, server_binary as server, spawn_app_with};
-
-fn client(app: &TestApp, token: &str) -> Client {
-    Client::builder()
-        .base_url(app.url(""))
-        .token(token)
-        .build()
-        .unwrap()
-}
+use crate::helpers::{free_port, id, mint, server_binary as server, spawn_app_with};
 
 fn details(error: &ClientError) -> Vec<String> {
     match error {
@@ -55,7 +47,7 @@ async fn tokens_name_the_actor_and_roles_decide_what_they_may_do() {
             .is_unauthorized()
     );
     assert!(
-        client(&app, "orc_not-a-real-token")
+        app.client_with("orc_not-a-real-token")
             .list_workflows(&Default::default())
             .await
             .unwrap_err()
@@ -64,10 +56,10 @@ async fn tokens_name_the_actor_and_roles_decide_what_they_may_do() {
 
     // A viewer reads, and may not write: 403 naming the role, nothing stored.
     let (alice, bot, rogue, watcher) = (
-        client(&app, &alice),
-        client(&app, &bot),
-        client(&app, &rogue),
-        client(&app, &watcher),
+        app.client_with(&alice),
+        app.client_with(&bot),
+        app.client_with(&rogue),
+        app.client_with(&watcher),
     );
     assert!(watcher.list_workflows(&Default::default()).await.is_ok());
     assert_forbidden(
@@ -196,9 +188,9 @@ async fn one_persons_approval_counts_once_even_given_through_someone_else() {
     })
     .await;
     let (alice, carol, bot) = (
-        client(&app, &alice),
-        client(&app, &carol),
-        client(&app, &bot),
+        app.client_with(&alice),
+        app.client_with(&carol),
+        app.client_with(&bot),
     );
     bot.start_workflow(&StartWorkflowRequest::new("two", "needs two people"))
         .await
@@ -467,13 +459,13 @@ async fn only_admins_manage_webhooks() {
     let request = orchestrator_core::api::CreateWebhookRequest::new("http://127.0.0.1:9/hook");
 
     for token in [&reviewer, &agent] {
-        let someone = client(&app, token);
+        let someone = app.client_with(token);
         assert_forbidden(someone.create_webhook(&request).await, "role needed: admin");
         assert_forbidden(someone.list_webhooks().await, "role needed: admin");
         assert_forbidden(someone.get_webhook("wh_1").await, "role needed: admin");
         assert_forbidden(someone.delete_webhook("wh_1").await, "role needed: admin");
     }
-    let admin = client(&app, &admin);
+    let admin = app.client_with(&admin);
     let created = admin.create_webhook(&request).await.unwrap();
     assert_eq!(
         admin.list_webhooks().await.unwrap().items,
