@@ -827,40 +827,18 @@ fn readable_deliveries(rows: Vec<ListedDeliveryRow>) -> Vec<api::Delivery> {
 }
 
 /// A page of a webhook's deliveries as [`super::webhooks::WebhookStore::deliveries`] answers
-/// it: the first `page.limit` + 1 that decode, newest event first, reading pages of raw rows
-/// with `read` (each of its page's limit + 1 rows). A page whose rows did not all decode is
-/// followed by the next (below its last event, the largest pages the store reads, so that a
-/// long run of such rows costs a few reads, not one per row), so that rows left out neither
-/// shorten a page nor hide the page after it.
+/// it: the first `page.limit` + 1 that decode, newest event first ([`decodable`]; `read` is
+/// given how many rows of the page to read).
 pub async fn decodable_deliveries<F>(
     page: &api::DeliveriesPage,
-    mut read: impl FnMut(api::DeliveriesPage) -> F,
+    read: impl FnMut(i64) -> F,
 ) -> Result<Vec<api::Delivery>, RepositoryError>
 where
     F: Future<Output = Result<Vec<ListedDeliveryRow>, RepositoryError>>,
 {
-    let asked = |page: &api::DeliveriesPage| {
-        usize::try_from(page.limit.get()).map_or(usize::MAX, |n| n + 1)
-    };
-    let wanted = asked(page);
-    let mut next = *page;
-    let mut items = Vec::new();
-    loop {
-        let rows = read(next).await?;
-        let (count, last) = (rows.len(), rows.last().map(|row| row.event_id));
-        items.extend(readable_deliveries(rows));
-        match last {
-            Some(last) if items.len() < wanted && count >= asked(&next) => {
-                next.before = Some(u64::try_from(last).unwrap_or(0));
-                next.limit = orchestrator_core::PageLimit::parse(orchestrator_core::PageLimit::MAX)
-                    .unwrap_or(next.limit);
-            }
-            _ => {
-                items.truncate(wanted);
-                return Ok(items);
-            }
-        }
-    }
+    // One more than asked says whether another page follows.
+    let wanted = usize::try_from(page.limit.get()).map_or(usize::MAX, |n| n + 1);
+    decodable(wanted, read, readable_deliveries).await
 }
 
 /// The overdue gates `rows` hold; one that does not decode (a value a newer version stored,
@@ -876,30 +854,42 @@ fn readable_overdue(rows: Vec<WorkflowRow>) -> Vec<Workflow> {
     )
 }
 
-/// The first `limit` overdue gates that decode, earliest due first, reading pages with `read`
-/// (given how many rows to read). Rows a sweep can never note (logged once) must not fill its
-/// pages, or it would take a short page for the last, or never reach the gates due after them:
-/// when rows that do not decode kept a page from holding `limit` gates and more rows may
-/// follow, a page larger by as many is read instead — and at least twice as large, so that
-/// thousands of such rows cost a few reads, not one per hundred.
+/// The first `limit` overdue gates that decode, earliest due first ([`decodable`]; `read` is
+/// given how many rows to read).
 pub async fn decodable_overdue<F>(
     limit: u32,
-    mut read: impl FnMut(i64) -> F,
+    read: impl FnMut(i64) -> F,
 ) -> Result<Vec<Workflow>, RepositoryError>
 where
     F: Future<Output = Result<Vec<WorkflowRow>, RepositoryError>>,
 {
-    let limit = limit as usize;
+    decodable(limit as usize, read, readable_overdue).await
+}
+
+/// The first `limit` values that decode of the rows `read` gives (it is given how many rows to
+/// read, from the first), `readable` keeping those that decode. Rows that never decode (logged
+/// once) must not fill a page, or a reader would take a short page for the last, or never
+/// reach the rows after them: when rows that do not decode kept a page from holding `limit`
+/// values and more rows may follow, a page larger by as many is read instead — and at least
+/// twice as large, so that thousands of such rows cost a few reads, not one per hundred.
+async fn decodable<R, T, F>(
+    limit: usize,
+    mut read: impl FnMut(i64) -> F,
+    readable: impl Fn(Vec<R>) -> Vec<T>,
+) -> Result<Vec<T>, RepositoryError>
+where
+    F: Future<Output = Result<Vec<R>, RepositoryError>>,
+{
     let mut asked = i64::try_from(limit).unwrap_or(i64::MAX);
     loop {
         let rows = read(asked).await?;
         let count = rows.len();
-        let mut gates = readable_overdue(rows);
-        if gates.len() >= limit || i64::try_from(count).unwrap_or(i64::MAX) < asked {
-            gates.truncate(limit);
-            return Ok(gates);
+        let mut values = readable(rows);
+        if values.len() >= limit || i64::try_from(count).unwrap_or(i64::MAX) < asked {
+            values.truncate(limit);
+            return Ok(values);
         }
-        let past_them = i64::try_from(limit + (count - gates.len())).unwrap_or(i64::MAX);
+        let past_them = i64::try_from(limit + (count - values.len())).unwrap_or(i64::MAX);
         asked = past_them.max(asked.saturating_mul(2));
     }
 }

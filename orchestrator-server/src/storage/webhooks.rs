@@ -417,11 +417,12 @@ pub(crate) trait WebhookBackend: Send + Sync {
     async fn webhook_rows(&self) -> Result<Vec<WebhookRow>, RepositoryError>;
     /// One webhook row.
     async fn webhook_row(&self, id: &str) -> Result<Option<WebhookRow>, RepositoryError>;
-    /// A page of a webhook's delivery rows.
+    /// The first `rows` of a webhook's delivery rows on `page` (its status and `before`).
     async fn delivery_rows(
         &self,
         webhook_id: &str,
         page: &DeliveriesPage,
+        rows: i64,
     ) -> Result<Vec<ListedDeliveryRow>, RepositoryError>;
 }
 
@@ -500,10 +501,7 @@ impl<B: WebhookBackend> WebhookRepository for B {
         webhook_id: &str,
         page: &DeliveriesPage,
     ) -> Result<Vec<Delivery>, RepositoryError> {
-        decodable_deliveries(page, |page| async move {
-            self.delivery_rows(webhook_id, &page).await
-        })
-        .await
+        decodable_deliveries(page, |rows| self.delivery_rows(webhook_id, page, rows)).await
     }
 
     async fn redeliver(

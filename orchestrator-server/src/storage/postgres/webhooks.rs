@@ -69,23 +69,18 @@ pub async fn one(conn: &mut AsyncPgConnection, id: &str) -> QueryResult<Option<W
         .optional()
 }
 
-/// A page of a webhook's deliveries.
+/// The first `rows` of a webhook's deliveries on `page` (its status and `before`).
 pub async fn page(
     conn: &mut AsyncPgConnection,
     webhook_id: &str,
     page: &DeliveriesPage,
+    rows: i64,
 ) -> QueryResult<Vec<ListedDeliveryRow>> {
     let before = page.before.map_or(i64::MAX, to_i64);
-    queries::delivery_page(
-        webhook_id,
-        page_statuses(page),
-        before,
-        // One more than asked says whether another page follows.
-        i64::from(page.limit.get()) + 1,
-    )
-    .select(ListedDeliveryRow::as_select())
-    .load(conn)
-    .await
+    queries::delivery_page(webhook_id, page_statuses(page), before, rows)
+        .select(ListedDeliveryRow::as_select())
+        .load(conn)
+        .await
 }
 
 /// Carries out a webhook write inside the writer's transaction.
@@ -303,8 +298,9 @@ impl WebhookBackend for super::PgRepository {
         &self,
         webhook_id: &str,
         page: &DeliveriesPage,
+        rows: i64,
     ) -> Result<Vec<ListedDeliveryRow>, RepositoryError> {
-        self.run(async |conn| self::page(conn, webhook_id, page).await)
+        self.run(async |conn| self::page(conn, webhook_id, page, rows).await)
             .await
     }
 }

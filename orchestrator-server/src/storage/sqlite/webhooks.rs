@@ -34,22 +34,17 @@ pub fn one(conn: &mut SqliteConnection, id: &str) -> QueryResult<Option<WebhookR
         .optional()
 }
 
-/// A page of a webhook's deliveries.
+/// The first `rows` of a webhook's deliveries on `page` (its status and `before`).
 pub fn page(
     conn: &mut SqliteConnection,
     webhook_id: &str,
     page: &DeliveriesPage,
+    rows: i64,
 ) -> QueryResult<Vec<ListedDeliveryRow>> {
     let before = page.before.map_or(i64::MAX, to_i64);
-    queries::delivery_page(
-        webhook_id,
-        page_statuses(page),
-        before,
-        // One more than asked says whether another page follows.
-        i64::from(page.limit.get()) + 1,
-    )
-    .select(ListedDeliveryRow::as_select())
-    .load(conn)
+    queries::delivery_page(webhook_id, page_statuses(page), before, rows)
+        .select(ListedDeliveryRow::as_select())
+        .load(conn)
 }
 
 /// Carries out a webhook write inside the writer's transaction.
@@ -235,10 +230,11 @@ impl WebhookBackend for super::SqliteRepository {
         &self,
         webhook_id: &str,
         page: &DeliveriesPage,
+        rows: i64,
     ) -> Result<Vec<ListedDeliveryRow>, RepositoryError> {
         let (id, page) = (webhook_id.to_owned(), *page);
         self.readers
-            .run(move |conn| self::page(conn, &id, &page))
+            .run(move |conn| self::page(conn, &id, &page, rows))
             .await
     }
 }
