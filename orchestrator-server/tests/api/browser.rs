@@ -975,7 +975,17 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
         }
     };
     streams_become("1").await;
-    let hidden_at = fetched(&a, "/board/feature/careful").await;
+    // Quiet first: a refresh the earlier steps set off, still under way, would be counted as
+    // done while hidden (a fetch is listed once its answer is in).
+    let mut hidden_at = fetched(&a, "/board/feature/careful").await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = fetched(&a, "/board/feature/careful").await;
+        if now == hidden_at {
+            break;
+        }
+        hidden_at = now;
+    }
     pretend_hidden(&a, true).await;
     bob_api
         .advance_workflow(&careful, &AdvanceRequest::new("human_approved"))
