@@ -947,6 +947,28 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
         1,
         "only the approval"
     );
+    // A live update meanwhile (a new consultation) keeps the field marked and focused.
+    agent
+        .create_consultation(
+            &careful,
+            &ConsultRequest::new(
+                "architecture",
+                "Which queue holds the mails? [confidence=95]",
+            ),
+        )
+        .await
+        .unwrap();
+    wait_text(&a, "table.consultations", |t| {
+        t.contains("Which queue holds the mails?")
+    })
+    .await;
+    wait_script(&a, "return document.activeElement.id;", "reason").await;
+    wait_script(
+        &a,
+        "return document.getElementById('reason').getAttribute('aria-invalid');",
+        "true",
+    )
+    .await;
 
     // Hidden, the page fetches nothing (an event the stream still brings is left for later),
     // and after a few seconds it lets its stream go; shown again, it resumes and shows both

@@ -180,6 +180,11 @@
         const again = next.querySelector('#' + CSS.escape(opened.id));
         if (again) again.open = true;
       });
+      // So does a field marked as wanting an answer (a rejection's empty reason).
+      current.querySelectorAll('[aria-invalid="true"][id]').forEach((field) => {
+        const again = next.querySelector('#' + CSS.escape(field.id));
+        if (again) again.setAttribute('aria-invalid', 'true');
+      });
       pin(next.querySelector('#decide'));
       current.replaceWith(document.adoptNode(next));
       shown = asked;
