@@ -672,7 +672,15 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                 on_expiry,
             };
             request.gate = (gate != GateRequest::default()).then_some(gate);
-            print(out, &client.start_workflow(&request).await?)
+            let started = client.start_workflow_reporting(&request).await?;
+            if !started.created {
+                let _ = writeln!(
+                    err,
+                    "note: {} was started before; it is unchanged",
+                    started.workflow.feature_id
+                );
+            }
+            print(out, &started.workflow)
         }
         Command::Get { feature_id } => {
             print(out, &client.get_workflow(&feature(&feature_id)?).await?)

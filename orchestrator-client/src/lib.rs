@@ -308,6 +308,16 @@ fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// What [`Client::start_workflow_reporting`] found: the workflow, and whether the call made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    /// The workflow as it stands.
+    pub workflow: WorkflowResponse,
+    /// True when this call created it (201); false when `use_existing` found it (200,
+    /// unchanged).
+    pub created: bool,
+}
+
 /// A client of one orchestrator server. Cheap to clone; clones share connections.
 #[derive(Clone)]
 pub struct Client {
@@ -653,15 +663,18 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T> {
+        self.send(self.keyed_post(path, body)).await
+    }
+
+    /// A POST of `body` with an idempotency key (the client's, else a new one).
+    fn keyed_post<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> RequestBuilder {
         let key = self
             .idempotency_key
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let request = self
-            .request(Method::POST, path)
+        self.request(Method::POST, path)
             .header(IDEMPOTENCY_KEY, key)
-            .json(body);
-        self.send(request).await
+            .json(body)
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -682,7 +695,34 @@ impl Client {
     /// # }
     /// ```
     pub async fn start_workflow(&self, request: &StartWorkflowRequest) -> Result<WorkflowResponse> {
-        self.post(paths::WORKFLOW_START, request).await
+        Ok(self.start_workflow_reporting(request).await?.workflow)
+    }
+
+    /// [`Client::start_workflow`], saying too whether this call created the workflow (201)
+    /// or, with `use_existing`, found it and left it unchanged (200). A retried call says
+    /// what its first attempt did: the server replays that answer.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// use orchestrator_core::api::StartWorkflowRequest;
+    /// let mut request = StartWorkflowRequest::new("008-services-architecture", "Refactor to microservices");
+    /// request.use_existing = Some(true);
+    /// let started = client.start_workflow_reporting(&request).await?;
+    /// if !started.created {
+    ///     println!("already there, at {}", started.workflow.state);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn start_workflow_reporting(
+        &self,
+        request: &StartWorkflowRequest,
+    ) -> Result<Started> {
+        let builder = self.keyed_post(paths::WORKFLOW_START, request);
+        let response = self.respond(builder).await.0?;
+        let created = response.status() == StatusCode::CREATED;
+        let workflow = self.answer(response).await?;
+        Ok(Started { workflow, created })
     }
 
     /// Reads a workflow (`GET /workflow/{feature_id}`).
@@ -959,8 +999,19 @@ impl Client {
         let (status, request_id) = (response.status(), request_id(&response));
         let bytes = response.bytes().await?;
         // An unhealthy server answers 503 with the health body; any other answer is an error
-        // (the server's envelope, when it gave one: its request deadline passed, say).
-        serde_json::from_slice(&bytes).map_err(|_| error_from(status, request_id, &bytes))
+        // (the server's envelope, when it gave one: its request deadline passed, say). JSON
+        // that is neither, answered 200 or 503, is a health this version cannot read (a newer
+        // server's).
+        serde_json::from_slice(&bytes).map_err(|source| {
+            let health_status = matches!(status, StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE);
+            let json = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
+            match error_from(status, request_id, &bytes) {
+                ClientError::UnexpectedBody { .. } if health_status && json => {
+                    ClientError::Decode { status, source }
+                }
+                error => error,
+            }
+        })
     }
 
     /// What the service is (`GET /`).
@@ -1200,6 +1251,40 @@ mod tests {
             }
         });
         (address, connections)
+    }
+
+    #[tokio::test]
+    async fn a_health_this_version_cannot_read_is_a_decode_error() {
+        let newer = r#"{"status": "sideways", "checks": {}}"#.to_owned();
+        for status in [200, 503] {
+            let (address, _) = scripted(vec![(status, "application/json", newer.clone())]);
+            let client = Client::new(address).unwrap();
+            let error = client.get_health().await.unwrap_err();
+            assert!(
+                matches!(error, ClientError::Decode { .. }),
+                "{status}: {error:?}"
+            );
+        }
+        // A proxy's page and the server's own envelope stay what they are.
+        let page = (503, "text/html", "<h1>busy</h1>".to_owned());
+        let (address, _) = scripted(vec![page]);
+        let error = Client::new(address)
+            .unwrap()
+            .get_health()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ClientError::UnexpectedBody { .. }),
+            "{error:?}"
+        );
+        let envelope = r#"{"error": {"code": "DATABASE_UNAVAILABLE", "message": "m"}}"#;
+        let (address, _) = scripted(vec![(503, "application/json", envelope.to_owned())]);
+        let error = Client::new(address)
+            .unwrap()
+            .get_health()
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ClientError::Api { .. }), "{error:?}");
     }
 
     #[tokio::test]

@@ -196,7 +196,10 @@ pub trait AgentHub: Send + Sync {
     /// Opens a session for a feature's conversation.
     async fn create_session(&self, feature_id: &FeatureId) -> Result<HubSessionId, HubError>;
 
-    /// Closes a session nobody will use (one opened by a lost race).
+    /// Closes a session nobody will use (one opened by a lost race). The orchestrator closes
+    /// it beside the question it asks in the session that won, and drops the close unfinished
+    /// if the answer comes first: one that must reach the hub whatever happens is sent on a
+    /// task of its own (as the HTTP client does).
     async fn close_session(&self, id: &HubSessionId) -> Result<(), HubError>;
 
     /// Asks an expert a question within a session.

@@ -699,3 +699,76 @@ async fn an_ending_stored_again_is_written_once() {
         .count();
     assert_eq!(updates, 1);
 }
+
+/// A scripted hub where first questions race (each session is made only once two are being
+/// made) and closing a session never ends (a hub that does not answer a `DELETE`).
+struct StuckCloses {
+    hub: Arc<ScriptedAgentHub>,
+    together: tokio::sync::Barrier,
+}
+
+#[async_trait::async_trait]
+impl orchestrator_core::hub::AgentHub for StuckCloses {
+    async fn create_session(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<orchestrator_core::hub::HubSessionId, HubError> {
+        self.together.wait().await;
+        self.hub.create_session(feature_id).await
+    }
+    async fn close_session(
+        &self,
+        _: &orchestrator_core::hub::HubSessionId,
+    ) -> Result<(), HubError> {
+        std::future::pending().await
+    }
+    async fn ask(
+        &self,
+        question: &orchestrator_core::hub::HubQuestion,
+    ) -> Result<orchestrator_core::hub::HubAnswer, HubError> {
+        self.hub.ask(question).await
+    }
+    async fn escalation(
+        &self,
+        id: &orchestrator_core::hub::EscalationId,
+    ) -> Result<orchestrator_core::hub::Escalation, HubError> {
+        self.hub.escalation(id).await
+    }
+    async fn respond(
+        &self,
+        id: &orchestrator_core::hub::EscalationId,
+        response: &orchestrator_core::hub::HumanResponse,
+    ) -> Result<orchestrator_core::hub::Escalation, HubError> {
+        self.hub.respond(id, response).await
+    }
+    async fn health(&self) -> Result<orchestrator_core::hub::HubHealth, HubError> {
+        self.hub.health().await
+    }
+}
+
+/// The session a racing first question made and lost is closed beside its question, not
+/// before it: a hub slow to close it does not hold the answer (a close is worth nothing to
+/// the caller; an idle session expires at the hub by itself).
+#[tokio::test]
+async fn closing_a_session_lost_to_a_race_does_not_hold_the_answer() {
+    let hub = Arc::new(StuckCloses {
+        hub: Arc::new(ScriptedAgentHub::new()),
+        together: tokio::sync::Barrier::new(2),
+    });
+    let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new())).with_hub(hub);
+    let request = StartWorkflowRequest::new("f", "a feature");
+    orchestrator
+        .start(request.try_into().unwrap())
+        .await
+        .unwrap();
+    let id = FeatureId::parse("f").unwrap();
+    let both = futures_util::future::join(
+        orchestrator.consult(&id, ask("architecture")),
+        orchestrator.consult(&id, ask("security")),
+    );
+    let (first, second) = tokio::time::timeout(std::time::Duration::from_secs(10), both)
+        .await
+        .expect("both questions answered while the lost session's close hangs");
+    assert_eq!(first.unwrap().status, ConsultationStatus::Resolved);
+    assert_eq!(second.unwrap().status, ConsultationStatus::Resolved);
+}

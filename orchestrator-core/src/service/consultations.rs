@@ -150,8 +150,8 @@ impl Orchestrator {
     /// nothing but the session.
     pub async fn ask_hub(&self, asking: &Consultation) -> Result<HubAnswer> {
         let feature_id = &asking.feature_id;
-        let session = match self.repository.hub_session(feature_id).await? {
-            Some(session) => session,
+        let (session, lost) = match self.repository.hub_session(feature_id).await? {
+            Some(session) => (session, None),
             None => self.open_session(feature_id, None).await?,
         };
         let mut question = HubQuestion {
@@ -161,13 +161,14 @@ impl Orchestrator {
             context: asking.context.clone(),
             session_id: session,
         };
-        let answer = match self.hub.ask(&question).await {
+        let answer = match self.asked_closing(&question, lost).await {
             Err(HubError::SessionUnavailable(_) | HubError::SessionNotFound(_)) => {
                 // The session expired or the hub forgot it: open a new one and ask once more.
-                question.session_id = self
+                let (renewed, lost) = self
                     .open_session(feature_id, Some(&question.session_id))
                     .await?;
-                self.hub.ask(&question).await?
+                question.session_id = renewed;
+                self.asked_closing(&question, lost).await?
             }
             other => other?,
         };
@@ -330,14 +331,36 @@ impl Orchestrator {
         }
     }
 
+    /// Asks `question`, closing `lost` (a session made and not stored) meanwhile: the answer
+    /// never waits for the close, which is given up if the answer comes first (an idle session
+    /// expires at the hub by itself).
+    async fn asked_closing(
+        &self,
+        question: &HubQuestion,
+        lost: Option<HubSessionId>,
+    ) -> std::result::Result<HubAnswer, HubError> {
+        let ask = std::pin::pin!(self.hub.ask(question));
+        let Some(lost) = lost else {
+            return ask.await;
+        };
+        let close = std::pin::pin!(async move {
+            let _ = self.hub.close_session(&lost).await;
+        });
+        match futures_util::future::select(ask, close).await {
+            futures_util::future::Either::Left((answer, _)) => answer,
+            futures_util::future::Either::Right(((), ask)) => ask.await,
+        }
+    }
+
     /// Opens a hub session and stores it in place of `replacing`; if another request stored
-    /// one first, that one is used and the new one closed, so a workflow keeps one session
-    /// however many first questions race.
+    /// one first, that one is used, so a workflow keeps one session however many first
+    /// questions race. Answers the session to use and the one made in vain, if any, for the
+    /// caller to close beside its question (nobody else will use it).
     async fn open_session(
         &self,
         feature_id: &FeatureId,
         replacing: Option<&HubSessionId>,
-    ) -> Result<HubSessionId> {
+    ) -> Result<(HubSessionId, Option<HubSessionId>)> {
         let new = self.hub.create_session(feature_id).await?;
         let stored = match self
             .repository
@@ -351,12 +374,9 @@ impl Orchestrator {
                 return Err(e.into());
             }
         };
-        if stored != new {
-            // Lost the race: nobody will use this one. Failing to close it costs only an idle
-            // session on the hub, which expires by itself.
-            let _ = self.hub.close_session(&new).await;
-        }
-        Ok(stored)
+        // Lost the race: nobody will use the new one.
+        let lost = (stored != new).then_some(new);
+        Ok((stored, lost))
     }
 
     /// Answers a consultation's escalation as a human reviewer: forwards the answer to the hub

@@ -866,8 +866,11 @@ fn apply_field_rules(doc: &mut Value) {
     // A reviewer's answer: `response` (free text, not blank) is required unless confirming.
     let respond = &mut doc["components"]["schemas"]["RespondRequest"];
     let mut response = rules["description"].clone();
-    response["description"] =
-        json!("the correction or the context; required for correct and add_context");
+    response["description"] = json!(
+        "the correction or the context; required for correct and add_context (with confirm it may be left out or null)"
+    );
+    response["type"] = json!(["string", "null"]);
+    response["example"] = examples::respond_request()["response"].clone();
     respond["properties"]["action"] = json!({
         "type": "string",
         "enum": ["confirm", "correct", "add_context"],

@@ -67,7 +67,7 @@ impl HttpAgentHub {
         })
     }
 
-    /// One call: send, read, decode, and count the outcome.
+    /// One call other than a question: send, read, decode, and count the outcome.
     async fn call<T: DeserializeOwned>(
         &self,
         operation: &'static str,
@@ -89,11 +89,28 @@ impl HttpAgentHub {
         body: Option<&(impl Serialize + Sync)>,
         check: impl FnOnce(T) -> Result<U, HubError>,
     ) -> Result<U, HubError> {
-        let timeout = if operation == "ask" {
-            self.ask_timeout
-        } else {
-            self.call_timeout
+        let exchange = Exchange {
+            operation,
+            method,
+            path,
+            timeout: self.call_timeout,
         };
+        self.counted(exchange, body, check).await
+    }
+
+    /// Sends `exchange` with `body`, reads and checks the answer, and counts the outcome.
+    async fn counted<T: DeserializeOwned, U>(
+        &self,
+        exchange: Exchange<'_>,
+        body: Option<&(impl Serialize + Sync)>,
+        check: impl FnOnce(T) -> Result<U, HubError>,
+    ) -> Result<U, HubError> {
+        let Exchange {
+            operation,
+            method,
+            path,
+            timeout,
+        } = exchange;
         let mut counted = Counted {
             metrics: &self.metrics,
             operation,
@@ -230,6 +247,14 @@ async fn read_bounded(response: &mut reqwest::Response) -> Result<Vec<u8>, HubEr
     Ok(body)
 }
 
+/// One call to make: what it is counted as, where it goes, and how long it may take.
+struct Exchange<'a> {
+    operation: &'static str,
+    method: Method,
+    path: &'a str,
+    timeout: Duration,
+}
+
 /// A failure before a whole answer arrived.
 fn transport(error: reqwest::Error) -> HubError {
     if error.is_timeout() {
@@ -262,6 +287,11 @@ fn refusal(status: StatusCode, body: &[u8]) -> HubError {
         }
         _ => error.message.clone(),
     };
+    // A code means what the hub says only beside a 4xx: a 5xx is the hub failing, whatever
+    // its body names (a lost escalation read from a 500 would open a gate).
+    if !status.is_client_error() {
+        return HubError::Failed(format!("{status} {}: {message}", error.code));
+    }
     match error.code.as_str() {
         "UNKNOWN_TOPIC" => HubError::UnknownTopic {
             topic: String::new(),
@@ -330,11 +360,21 @@ impl AgentHub for HttpAgentHub {
         .await
     }
 
+    /// Sends the `DELETE` on a task of its own and answers at once: the orchestrator closes a
+    /// session beside a question and gives the close up when the answer comes, and a hub slow
+    /// to close one holds no answer. The outcome is counted and, when it failed, logged.
     async fn close_session(&self, id: &HubSessionId) -> Result<(), HubError> {
         let path = hub_path("/sessions/", &id.0)?;
-        self.call::<serde::de::IgnoredAny>("close_session", Method::DELETE, &path, None::<&()>)
-            .await
-            .map(|_| ())
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let closed = hub
+                .call::<serde::de::IgnoredAny>("close_session", Method::DELETE, &path, None::<&()>)
+                .await;
+            if let Err(e) = closed {
+                tracing::info!(error = %e, session = %path, "a session made in vain was not closed; the hub expires it");
+            }
+        });
+        Ok(())
     }
 
     async fn ask(&self, question: &HubQuestion) -> Result<HubAnswer, HubError> {
@@ -345,7 +385,14 @@ impl AgentHub for HttpAgentHub {
             session_id: Some(question.session_id.0.clone()),
         };
         let path = format!("/ask/{}", question.topic);
-        self.call_checked("ask", Method::POST, &path, Some(&body), answer_of)
+        // A question waits for its expert, which may take minutes; other calls do not.
+        let exchange = Exchange {
+            operation: "ask",
+            method: Method::POST,
+            path: &path,
+            timeout: self.ask_timeout,
+        };
+        self.counted(exchange, Some(&body), answer_of)
             .await
             .map_err(|e| match e {
                 HubError::UnknownTopic { message, .. } => HubError::UnknownTopic {
@@ -425,6 +472,26 @@ mod tests {
             HubError::Failed(text) => assert!(text.contains("Internal Server Error")),
             other => panic!("{other:?}"),
         }
+        // A code that would open a gate or renew a session means nothing beside a 5xx.
+        for code in [
+            "ESCALATION_NOT_FOUND",
+            "SESSION_NOT_FOUND",
+            "SESSION_UNAVAILABLE",
+            "ALREADY_RESOLVED",
+            "UNKNOWN_TOPIC",
+        ] {
+            let body =
+                format!(r#"{{"detail": {{"error": {{"code": "{code}", "message": "m"}}}}}}"#);
+            match refusal(StatusCode::INTERNAL_SERVER_ERROR, body.as_bytes()) {
+                HubError::Failed(text) => assert!(text.contains(code), "{text}"),
+                other => panic!("{code} beside a 500: {other:?}"),
+            }
+        }
+        let lost = br#"{"detail": {"error": {"code": "ESCALATION_NOT_FOUND", "message": "gone"}}}"#;
+        assert!(matches!(
+            refusal(StatusCode::NOT_FOUND, lost),
+            HubError::EscalationNotFound(_)
+        ));
         let agent =
             br#"{"detail": {"error": {"code": "AGENT_UNAVAILABLE", "message": "expert down"}}}"#;
         assert!(matches!(
@@ -506,6 +573,57 @@ mod tests {
         .unwrap();
         match hub.escalation(&EscalationId("e-1".into())).await {
             Err(HubError::Failed(message)) => assert!(message.contains("302"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A hub that answers every request after `delay`: an escalation (and a question) alike.
+    async fn answering_after(delay: Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    tokio::time::sleep(delay).await;
+                    let body = r#"{"answer": "Use a queue", "confidence": 92, "status": "resolved", "id": "e-1", "created_at": "2026-01-01T00:00:00"}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(body.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{address}/")
+    }
+
+    #[tokio::test]
+    async fn a_question_waits_for_its_expert_longer_than_other_calls_wait() {
+        let url = answering_after(Duration::from_millis(1500)).await;
+        let hub = HttpAgentHub::new(
+            &url,
+            Duration::from_secs(4),
+            Duration::from_millis(500),
+            Arc::default(),
+        )
+        .unwrap();
+        let question = HubQuestion {
+            topic: "architecture".parse().unwrap(),
+            question: "Which queue?".to_owned(),
+            feature_id: "f-1".parse().unwrap(),
+            context: None,
+            session_id: HubSessionId("s-1".to_owned()),
+        };
+        let answer = hub.ask(&question).await.expect("the question waited");
+        assert_eq!(answer.answer, "Use a queue");
+        match hub.escalation(&EscalationId("e-1".into())).await {
+            Err(HubError::Unavailable(message)) => {
+                assert!(message.contains("in time"), "{message}")
+            }
             other => panic!("{other:?}"),
         }
     }

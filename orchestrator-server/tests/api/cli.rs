@@ -103,8 +103,15 @@ async fn every_command_prints_the_answer_as_json() {
         metrics.contains(r#"orchestrator_workflows{state="GATE_1"} 1"#),
         "{metrics}"
     );
-    let same = ok(&app, &["start", "cli-1", "again", "--use-existing"]).await;
-    assert_eq!(same["version"], 2);
+    // A start that found the workflow says so beside it; one that made it says nothing.
+    let args = ["start", "cli-1", "again", "--use-existing"];
+    let (code, out, err) = orchestrator(&app.url(""), &args).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["version"], 2);
+    assert_eq!(err, "note: cli-1 was started before; it is unchanged\n");
+    let args = ["start", "cli-3", "third", "--use-existing"];
+    let (code, _, err) = orchestrator(&app.url(""), &args).await;
+    assert_eq!((code, err.as_str()), (ExitCode::SUCCESS, ""));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -719,4 +719,16 @@ fn the_name_and_text_patterns_accept_exactly_what_the_server_does() {
     pattern_agrees_with_the_rule(&pattern("StartWorkflowRequest", "description"), description);
     // A gate's rules hold no field the server does not know (a misspelt one is refused).
     assert_eq!(schemas["GateRequest"]["additionalProperties"], false);
+    // A confirmation may carry `"response": null`, which the server reads as none.
+    let confirm = serde_json::json!({"action": "confirm", "response": null});
+    let read: orchestrator_core::api::RespondRequest =
+        serde_json::from_value(confirm).expect("a null response is read");
+    assert_eq!(read.response, None);
+    let response = &schemas["RespondRequest"]["properties"]["response"];
+    assert_eq!(response["type"], serde_json::json!(["string", "null"]));
+    assert!(
+        response["example"]
+            .as_str()
+            .is_some_and(|e| e.contains("AES"))
+    );
 }

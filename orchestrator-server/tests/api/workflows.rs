@@ -169,8 +169,14 @@ async fn a_duplicate_start_is_refused_unless_use_existing() {
 
     let mut retry = StartWorkflowRequest::new("dup", "another description");
     retry.use_existing = Some(true);
-    let existing = app.client.start_workflow(&retry).await.unwrap();
+    let found = app.client.start_workflow_reporting(&retry).await.unwrap();
+    assert!(!found.created, "found, not created");
+    let existing = found.workflow;
     assert_eq!(existing.version, first.version);
+    retry.feature_id = "dup-new".into();
+    let made = app.client.start_workflow_reporting(&retry).await.unwrap();
+    assert!(made.created);
+    assert_eq!(made.workflow.version, 1);
     assert_eq!(existing.description, first.description);
     assert_eq!(
         app.client
