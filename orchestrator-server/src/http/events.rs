@@ -46,6 +46,11 @@ const FEED_START_WAIT: Duration = Duration::from_secs(5);
 const READ_BATCH: u32 = 1000;
 /// Most events the feed broadcasts as one batch.
 const BATCH_EVENTS: usize = 256;
+/// About the most bytes of event data in one batch the feed broadcasts, or one chunk of a
+/// stream's catch-up, besides their counts: events may be hundreds of kilobytes each (a
+/// hub's answer, a transition's metadata), and the broadcast keeps [`BROADCAST_CAPACITY`]
+/// batches, a stream [`STREAM_QUEUE`] chunks. A run stops after the event that reaches it.
+const RUN_BYTES: usize = 256 * 1024;
 /// Batches the broadcast keeps for streams that are behind (a few seconds of events at any
 /// rate; the batches are shared, so this bounds memory whatever the number of streams); a
 /// stream further behind is disconnected.
@@ -56,10 +61,30 @@ const STREAM_QUEUE: usize = 64;
 const PART_WAIT: Duration = Duration::from_secs(1);
 /// Most events in one chunk of a stream's catch-up from the log. Those chunks are the
 /// stream's own (encoded for it, unlike the feed's shared batches), so they are small: a slow
-/// reader resuming from far back holds at most [`STREAM_QUEUE`] of them (about 2 000 events,
-/// a megabyte or so) besides the page being sent, where chunks of [`BATCH_EVENTS`] let it
-/// hold 16 000.
+/// reader resuming from far back holds at most [`STREAM_QUEUE`] of them (about 2 000 small
+/// events, a megabyte or so; of large ones, about [`RUN_BYTES`] each) besides the page being
+/// sent (at most about 4 MiB), where chunks of [`BATCH_EVENTS`] let it hold 16 000.
 const CATCH_UP_CHUNK: usize = 32;
+
+/// `events` in runs of at most `most` events and about [`RUN_BYTES`] of data (each run holds
+/// one event at least).
+fn runs(events: &[Event], most: usize) -> impl Iterator<Item = &[Event]> {
+    let mut rest = events;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut end = 0;
+        while end < rest.len().min(most.max(1)) && bytes < RUN_BYTES {
+            bytes += rest[end].event.data.len();
+            end += 1;
+        }
+        let (run, after) = rest.split_at(end);
+        rest = after;
+        Some(run)
+    })
+}
 
 /// Events the feed read together, encoded once for every stream: their SSE messages back to
 /// back in one buffer, and what a stream's filters need of each (id, type, subject, where its
@@ -319,7 +344,7 @@ impl Feed {
                     }
                 };
                 let full = page.full;
-                for batch in page.events.chunks(BATCH_EVENTS) {
+                for batch in runs(&page.events, BATCH_EVENTS) {
                     // No receiver is fine: nobody is streaming.
                     let batch = FeedBatch::new(batch).read_by(read, page.last_id);
                     let _ = self.sender.send(Arc::new(batch));
@@ -625,7 +650,7 @@ async fn catch_up(
     beat.reset();
     let mut page = first;
     loop {
-        for batch in page.events.chunks(CATCH_UP_CHUNK) {
+        for batch in runs(&page.events, CATCH_UP_CHUNK) {
             if !out.send(FeedBatch::new(batch).messages).await {
                 return None;
             }
@@ -1030,6 +1055,28 @@ mod tests {
             .iter()
             .map(|c| String::from_utf8(c.to_vec()).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn events_go_in_runs_bounded_by_count_and_by_bytes() {
+        let sized = |id, size| {
+            let mut event = event(id, "a", EventType::ConsultationUpdated);
+            event.event.data = "x".repeat(size);
+            event
+        };
+        let lengths =
+            |events: &[Event], most| runs(events, most).map(<[Event]>::len).collect::<Vec<_>>();
+        let small: Vec<Event> = (1..=70).map(|id| sized(id, 10)).collect();
+        assert_eq!(lengths(&small, 32), [32, 32, 6]);
+        assert_eq!(lengths(&[], 32), Vec::<usize>::new());
+        // Large ones: a run stops after the event that reaches the bytes.
+        let large: Vec<Event> = (1..=10).map(|id| sized(id, 100 * 1024)).collect();
+        assert_eq!(lengths(&large, 32), [3, 3, 3, 1]);
+        // One larger than the bytes goes alone, and is sent.
+        let huge = [sized(1, 1 << 20), sized(2, 10)];
+        assert_eq!(lengths(&huge, 32), [1, 1]);
+        let ids: Vec<u64> = runs(&large, 32).flatten().map(|e| e.id).collect();
+        assert_eq!(ids, (1..=10).collect::<Vec<_>>());
     }
 
     #[test]

@@ -2841,3 +2841,106 @@ async fn a_postgres_database_without_its_event_id_function_is_unhealthy() {
     assert!(repo.create(&workflow, &first).await.is_err(), "writes fail");
     assert!(repo.ping().await.is_err(), "and the health check says so");
 }
+
+/// Workflow `name` started with 50 KiB of metadata (its `workflow.transitioned` event as
+/// large), then rejected and sent back `steps` times with as much.
+async fn large_events(repo: &dyn WorkflowRepository, name: &str, steps: usize) {
+    let big = |n: usize| {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert(
+            "notes".into(),
+            format!("{n}-{}", "x".repeat(50 * 1024)).into(),
+        );
+        Metadata::parse(serde_json::Value::Object(metadata)).unwrap()
+    };
+    let mut ctx = TransitionContext::at(t0());
+    ctx.metadata = big(0);
+    let description = Description::parse(format!("feature {name}")).unwrap();
+    let (mut workflow, first) = Workflow::start(id(name), description, big(0), ctx);
+    repo.create(&workflow, &first).await.unwrap();
+    for n in 0..steps {
+        for trigger in [Trigger::AgentComplete, Trigger::HumanRejected] {
+            let mut ctx = TransitionContext::at(workflow.updated_at() + Duration::seconds(1));
+            ctx.reason = Reason::parse("a rejection needs a reason").ok();
+            ctx.metadata = big(n + 1);
+            let transition = workflow.apply(trigger, ctx).unwrap();
+            let mut next = workflow.clone();
+            next.record(&transition);
+            repo.commit(workflow.version(), &next, &transition)
+                .await
+                .unwrap();
+            workflow = next;
+        }
+    }
+}
+
+/// A page of large events stops at a few megabytes, short of its limit, and says to read on
+/// after its last event (`scanned_through`); paging on reads every event once, in order —
+/// of every workflow, of some types only, and of one workflow.
+async fn large_events_come_in_pages_of_a_few_megabytes(repo: &dyn WorkflowRepository) {
+    large_events(repo, "big", 60).await;
+    large_events(repo, "other", 0).await;
+    let all = 2 * 60 + 2;
+    let filters = [
+        (EventFilter::default(), all),
+        (
+            EventFilter {
+                types: vec![EventType::WorkflowTransitioned],
+                ..EventFilter::default()
+            },
+            all,
+        ),
+        (
+            EventFilter {
+                feature_id: Some(id("big")),
+                ..EventFilter::default()
+            },
+            all - 1,
+        ),
+    ];
+    for (filter, expected) in filters {
+        let (mut after, mut ids, mut pages) = (0, Vec::new(), 0);
+        loop {
+            let slice = repo.events(after, &filter, 1000).await.unwrap();
+            let bytes: usize = slice.events.iter().map(|e| e.event.data.len()).sum();
+            assert!(bytes < 16 << 20, "{filter:?}: a page of {bytes} bytes");
+            ids.extend(slice.events.iter().map(|e| e.id));
+            pages += 1;
+            match slice.scanned_through {
+                Some(through) => {
+                    assert_eq!(Some(through), slice.events.last().map(|e| e.id));
+                    after = through;
+                }
+                None => break,
+            }
+        }
+        assert!(pages > 1, "{filter:?}: 6 MB of events in one page");
+        let mut expected_ids = ids.clone();
+        expected_ids.sort_unstable();
+        expected_ids.dedup();
+        assert_eq!(ids, expected_ids, "{filter:?}: in order, once each");
+        assert_eq!(ids.len(), expected, "{filter:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_large_events_come_in_pages_of_a_few_megabytes() {
+    use orchestrator_server::storage::{DatabaseUrl, connect};
+    let dir = tempfile::TempDir::new().unwrap();
+    let repo = connect(&DatabaseUrl::SqliteFile(dir.path().join("l.db")), 2)
+        .await
+        .unwrap();
+    large_events_come_in_pages_of_a_few_megabytes(&*repo).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_large_events_come_in_pages_of_a_few_megabytes() {
+    use orchestrator_server::storage::{DatabaseUrl, connect};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let repo = connect(&DatabaseUrl::Postgres(db.url.clone()), 2)
+        .await
+        .unwrap();
+    large_events_come_in_pages_of_a_few_megabytes(&*repo).await;
+}

@@ -18,8 +18,8 @@ use orchestrator_core::{KeyClaim, RepositoryError, WorkflowState};
 use super::{Prepared, Statement, bind_array};
 use crate::storage::models;
 use crate::storage::models::{
-    ConsultationRow, EventRead, EventRow, KeyRow, NewEventRow, ReceiptRow, TransitionRow, Window,
-    WorkflowRow, enum_text, event_types, states,
+    ConsultationRow, EventRead, EventRow, KeyRow, NewEventRow, ReceiptRow, SizedPage,
+    TransitionRow, Window, WorkflowRow, enum_text, event_types, states,
 };
 use crate::storage::queries;
 use crate::storage::schema::{
@@ -181,39 +181,46 @@ pub async fn events(
     let columns = || (EventRow::as_select(), Option::<TransitionRow>::as_select());
     // The ids a bounded read looked at.
     let mut window = None;
-    let rows = match &filter.feature_id {
-        Some(id) => {
-            queries::own_events_of(id.as_str(), after, types.clone())
-                .select(columns())
-                .union_all(queries::entry_events_of(id.as_str(), after, types).select(columns()))
-                .positional_order_by(1)
-                .limit(limit)
-                .load(conn)
-                .await?
-        }
-        None => {
-            if models::bounded(filter) {
-                let first = queries::first_event_after(after)
-                    .first::<i64>(conn)
-                    .await
-                    .optional()?;
-                let newest = match first {
-                    Some(first) => queries::last_event_within(after, Window::last_from(first))
-                        .first::<i64>(conn)
-                        .await
-                        .optional()?,
-                    None => None,
-                };
-                window = Some(Window::new(after, first, newest));
+    if filter.feature_id.is_none() && models::bounded(filter) {
+        let first = queries::first_event_after(after)
+            .first::<i64>(conn)
+            .await
+            .optional()?;
+        let newest = match first {
+            Some(first) => queries::last_event_within(after, Window::last_from(first))
+                .first::<i64>(conn)
+                .await
+                .optional()?,
+            None => None,
+        };
+        window = Some(Window::new(after, first, newest));
+    }
+    let mut page = SizedPage::new(after, limit);
+    while let Some((after, rows)) = page.ask() {
+        let found = match &filter.feature_id {
+            Some(id) => {
+                queries::own_events_of(id.as_str(), after, types.clone())
+                    .select(columns())
+                    .union_all(
+                        queries::entry_events_of(id.as_str(), after, types.clone())
+                            .select(columns()),
+                    )
+                    .positional_order_by(1)
+                    .limit(rows)
+                    .load(conn)
+                    .await?
             }
-            queries::events_after(after, Window::end(window), types, limit)
-                .select(columns())
-                .load(conn)
-                .await?
-        }
-    };
+            None => {
+                queries::events_after(after, Window::end(window), types.clone(), rows)
+                    .select(columns())
+                    .load(conn)
+                    .await?
+            }
+        };
+        page.take(found, rows);
+    }
     let bounds = queries::event_bounds().get_result(conn).await?;
-    Ok(EventRead::new(rows, window, limit, bounds))
+    Ok(EventRead::new(page, window, limit, bounds))
 }
 
 /// Whether the database answers, and has the function that writes of events need.

@@ -11,7 +11,7 @@ use orchestrator_core::api::DeliveriesPage;
 use orchestrator_core::webhook::DeliveryStatus;
 
 use crate::storage::models::{
-    DeliveryRow, DueRow, EventRow, ListedDeliveryRow, TransitionRow, WebhookRow, to_i64,
+    DeliveryRow, DueRow, EventRow, ListedDeliveryRow, SizedPage, TransitionRow, WebhookRow, to_i64,
 };
 use crate::storage::queries;
 use crate::storage::schema::{webhook_deliveries, webhooks};
@@ -144,18 +144,26 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
             let Some(webhook) = webhook else {
                 return Ok(Written::Count(0));
             };
-            let rows = queries::any_events_after(webhook.enqueued_through, *limit)
-                .select((EventRow::as_select(), Option::<TransitionRow>::as_select()))
-                .load(conn)
-                .await?;
+            // Up to `limit` events or a few megabytes of them (each delivery keeps a copy).
+            let mut page = SizedPage::new(webhook.enqueued_through, *limit);
+            while let Some((after, rows)) = page.ask() {
+                let found = queries::any_events_after(after, rows)
+                    .select((EventRow::as_select(), Option::<TransitionRow>::as_select()))
+                    .load(conn)
+                    .await?;
+                page.take(found, rows);
+            }
             // Rows read past (not those left for a newer replica): a full batch means more.
-            let (deliveries, through, read) = match webhook.deliveries(rows, *now) {
+            let (deliveries, through, read) = match webhook.deliveries(page.finish().0, *now) {
                 Ok(made) => made,
                 Err(corrupt) => return Ok(Written::Refused(corrupt)),
             };
-            for delivery in &deliveries {
+            // One statement: a statement per delivery was a round trip each under the
+            // webhook's lock. A batch holds 500 at most, far from the 65 535 parameters one
+            // statement may carry.
+            if !deliveries.is_empty() {
                 diesel::insert_into(webhook_deliveries::table)
-                    .values(delivery)
+                    .values(&deliveries)
                     .on_conflict_do_nothing()
                     .execute(conn)
                     .await?;

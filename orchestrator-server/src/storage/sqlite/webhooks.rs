@@ -10,7 +10,7 @@ use orchestrator_core::webhook::DeliveryStatus;
 use super::ops::EventIds;
 use super::prepared;
 use crate::storage::models::{
-    DeliveryRow, DueRow, EventRow, ListedDeliveryRow, TransitionRow, WebhookRow, to_i64,
+    DeliveryRow, DueRow, EventRow, ListedDeliveryRow, SizedPage, TransitionRow, WebhookRow, to_i64,
 };
 use crate::storage::queries;
 use crate::storage::schema::{webhook_deliveries, webhooks};
@@ -92,11 +92,16 @@ pub fn apply(
             let Some(webhook) = one(conn, webhook_id)? else {
                 return Ok(Written::Count(0));
             };
-            let rows = queries::any_events_after(webhook.enqueued_through, *limit)
-                .select((EventRow::as_select(), Option::<TransitionRow>::as_select()))
-                .load(conn)?;
+            // Up to `limit` events or a few megabytes of them (each delivery keeps a copy).
+            let mut page = SizedPage::new(webhook.enqueued_through, *limit);
+            while let Some((after, rows)) = page.ask() {
+                let found = queries::any_events_after(after, rows)
+                    .select((EventRow::as_select(), Option::<TransitionRow>::as_select()))
+                    .load(conn)?;
+                page.take(found, rows);
+            }
             // Rows read past (not those left for a newer replica): a full batch means more.
-            let (deliveries, through, read) = match webhook.deliveries(rows, *now) {
+            let (deliveries, through, read) = match webhook.deliveries(page.finish().0, *now) {
                 Ok(made) => made,
                 Err(corrupt) => return Ok(Written::Refused(corrupt)),
             };
