@@ -311,6 +311,10 @@ pub enum Command {
         /// Start after this event id (default: only events from now on).
         #[arg(long)]
         after: Option<u64>,
+        /// Start at the oldest event the server keeps (`--after 0` is refused 410 once
+        /// retention has deleted events).
+        #[arg(long, conflicts_with = "after")]
+        from_oldest: bool,
         /// Stop after this many events.
         #[arg(long)]
         count: Option<u64>,
@@ -410,6 +414,19 @@ impl Command {
             | Command::Metrics
             | Command::Openapi => false,
         }
+    }
+}
+
+/// Where a stream from the oldest event kept starts: just before the first of `which`
+/// events a page from the oldest one holds, or where that page ends when it holds none.
+async fn oldest_kept(client: &Client, which: &Which) -> Result<u64, Failure> {
+    let page = client.list_events(&which.query(None, 1)?).await?;
+    match page.items.first() {
+        Some(event) => Ok(event.seq().saturating_sub(1)),
+        None => page
+            .next_after
+            .parse()
+            .map_err(|_| Failure::Broken(format!("next_after {:?} is no id", page.next_after))),
     }
 }
 
@@ -810,9 +827,15 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
         Command::Watch {
             which,
             after,
+            from_oldest,
             count,
             json,
         } => {
+            let after = if from_oldest {
+                Some(oldest_kept(&client, &which).await?)
+            } else {
+                after
+            };
             let query = which.query(after, EventsQuery::DEFAULT_LIMIT)?;
             let mut events = client.stream_events(query);
             // A server that cannot be reached at the start is the caller's error (exit 3),

@@ -598,6 +598,68 @@ async fn watch_prints_one_line_per_event_and_stops_after_count() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn watch_from_the_oldest_event_starts_where_retention_ended() {
+    use orchestrator_core::WorkflowRepository;
+    use orchestrator_server::storage::{DatabaseUrl, SqliteRepository};
+    let mut app = spawn_app().await;
+    app.start_workflow("gone-1").await;
+    app.start_workflow("gone-2").await;
+    // Stopped, every event is deleted as retention would.
+    app.stop().await;
+    let DatabaseUrl::SqliteFile(file) = app.config.database_url.clone() else {
+        unreachable!("spawn_app stores in a file");
+    };
+    let store = SqliteRepository::open(file, 1).await.unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::minutes(1);
+    assert_eq!(store.purge_events(later).await.unwrap(), 2);
+    store.close().await;
+    let app = app.restart().await;
+    app.start_workflow("kept").await;
+    let url = app.url("");
+    let from = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let url = url.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            orchestrator(&url, &args).await
+        }
+    };
+    // From 0, what retention deleted is missing: refused.
+    let (code, _, err) = from(&["watch", "--after", "0", "--count", "1"]).await;
+    assert_ne!(code, ExitCode::SUCCESS);
+    assert!(err.contains("EVENTS_EXPIRED"), "{err}");
+    let (code, out, err) = from(&["watch", "--from-oldest", "--count", "1"]).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    assert!(out.starts_with("3 workflow.transitioned kept "), "{out}");
+    // Filtered, it starts at the first event that passes.
+    app.start_workflow("later").await;
+    let args = [
+        "watch",
+        "--from-oldest",
+        "--feature",
+        "later",
+        "--count",
+        "1",
+    ];
+    let (code, out, err) = from(&args).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    assert!(out.starts_with("4 workflow.transitioned later "), "{out}");
+    // With nothing kept of the kind asked for, it waits for the next one.
+    let args = [
+        "watch",
+        "--from-oldest",
+        "--type",
+        "gate.overdue",
+        "--count",
+        "1",
+    ];
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(2), from(&args)).await;
+    assert!(waited.is_err(), "nothing to print yet");
+    let clash = ["orchestrator", "watch", "--from-oldest", "--after", "3"];
+    assert!(Cli::try_parse_from(clash).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn webhooks_are_added_listed_paged_and_deleted() {
     let app = spawn_app().await;
     let added = ok(
