@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::storage::StorageMetrics;
+use crate::storage::{Backlog, StorageMetrics};
 
 /// Upper bounds of the latency buckets, in seconds.
 /// Up to five minutes: a request that consults the Agent Hub waits for its answer (up to
@@ -66,6 +66,29 @@ struct HubLabels {
     outcome: &'static str,
 }
 
+/// What a scrape read from the store (shared by the scrapes of the next second).
+#[derive(Debug, Clone, Default)]
+pub struct StoreReading {
+    /// Whether every read answered; when one did not, the gauges it sets keep what the last
+    /// scrape that could read found.
+    pub readable: bool,
+    /// Workflows by state and gates overdue.
+    pub summary: Option<Summary>,
+    /// What waits to be delivered to webhooks (none without a webhook store).
+    pub backlog: Option<Backlog>,
+}
+
+impl StoreReading {
+    /// A reading of `summary` alone (a server without webhooks).
+    pub fn of(summary: Option<Summary>) -> Self {
+        StoreReading {
+            readable: summary.is_some(),
+            summary,
+            backlog: None,
+        }
+    }
+}
+
 /// The service's metrics; updating one is a lock-free increment or a short lock per label set.
 #[derive(Debug)]
 pub struct Metrics {
@@ -81,6 +104,8 @@ pub struct Metrics {
     hub_calls: Family<HubLabels, Counter>,
     webhook_attempts: Family<AttemptLabels, Counter>,
     webhook_latency: Histogram,
+    webhook_pending: Gauge,
+    webhook_oldest_due: Gauge,
     /// Held while a scrape sets the gauges it reads at scrape time and encodes them, so two
     /// scrapes at once never show each other's readings.
     rendering: std::sync::Mutex<()>,
@@ -184,6 +209,18 @@ impl Metrics {
             "Time a webhook delivery attempt took, answer or failure",
             webhook_latency.clone(),
         );
+        let webhook_pending = Gauge::default();
+        registry.register(
+            "orchestrator_webhook_deliveries_pending",
+            "Webhook deliveries pending: due, waiting for a retry, or being attempted (read when scraped)",
+            webhook_pending.clone(),
+        );
+        let webhook_oldest_due = Gauge::default();
+        registry.register(
+            "orchestrator_webhook_oldest_due_seconds",
+            "How long the longest-due webhook delivery no attempt holds has waited past its time, in whole seconds; 0 when none (read when scraped)",
+            webhook_oldest_due.clone(),
+        );
         registry.register(
             "orchestrator_db_commit_batch_size",
             "Writes sent to the database together in one transaction (counted as it starts: one that rolls back too)",
@@ -232,6 +269,8 @@ impl Metrics {
             hub_calls,
             webhook_attempts,
             webhook_latency,
+            webhook_pending,
+            webhook_oldest_due,
             rendering: std::sync::Mutex::new(()),
         }
     }
@@ -284,10 +323,10 @@ impl Metrics {
             .inc();
     }
 
-    /// The OpenMetrics text of every metric, read at scrape time: `summary` (when storage
-    /// answered) sets the workflows-by-state and overdue gauges first, and whether it did, the
+    /// The OpenMetrics text of every metric, read at scrape time: `reading` sets the
+    /// workflows-by-state, overdue and webhook backlog gauges first (those it holds), and the
     /// store-readable one; `open_streams` the event streams' gauge.
-    pub fn render(&self, summary: Option<&Summary>, open_streams: usize) -> String {
+    pub fn render(&self, reading: &StoreReading, open_streams: usize) -> String {
         // A scrape that panicked while holding the lock left nothing half done that matters.
         let _rendering = self
             .rendering
@@ -295,8 +334,14 @@ impl Metrics {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.event_streams
             .set(i64::try_from(open_streams).unwrap_or(i64::MAX));
-        self.store_readable.set(i64::from(summary.is_some()));
-        if let Some(summary) = summary {
+        self.store_readable.set(i64::from(reading.readable));
+        if let Some(backlog) = reading.backlog {
+            self.webhook_pending
+                .set(i64::try_from(backlog.pending).unwrap_or(i64::MAX));
+            self.webhook_oldest_due
+                .set(i64::try_from(backlog.oldest_due.as_secs()).unwrap_or(i64::MAX));
+        }
+        if let Some(summary) = &reading.summary {
             self.gates_overdue
                 .set(i64::try_from(summary.overdue).unwrap_or(i64::MAX));
             for (state, count) in summary.counts.as_map() {
@@ -342,13 +387,18 @@ mod tests {
         storage.commit_batch.observe(3.0);
         storage.advances_rejudged.inc();
         metrics.gate_expired(OnExpiry::Reject);
-        let text = metrics.render(
-            Some(&Summary {
+        let reading = StoreReading {
+            readable: true,
+            summary: Some(Summary {
                 counts: orchestrator_core::StateCounts::from_pairs([]),
                 overdue: 2,
             }),
-            0,
-        );
+            backlog: Some(Backlog {
+                pending: 7,
+                oldest_due: Duration::from_millis(61_900),
+            }),
+        };
+        let text = metrics.render(&reading, 0);
         for expected in [
             r#"orchestrator_http_requests_total{route="/health",method="GET",status="200"} 1"#,
             r#"orchestrator_http_request_duration_seconds_bucket{le="0.0025",route="/health"} 0"#,
@@ -363,6 +413,8 @@ mod tests {
             r#"orchestrator_db_commit_batch_size_bucket{le="4.0"} 1"#,
             "orchestrator_db_advances_rejudged_total 1",
             "orchestrator_store_readable 1",
+            "orchestrator_webhook_deliveries_pending 7",
+            "orchestrator_webhook_oldest_due_seconds 61",
             "# EOF",
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
@@ -388,7 +440,7 @@ mod tests {
             counts: orchestrator_core::StateCounts::from_pairs([]),
             overdue: 0,
         };
-        let text = metrics.render(Some(&summary), 0);
+        let text = metrics.render(&StoreReading::of(Some(summary)), 0);
         let mut exposed: Vec<&str> = text
             .lines()
             .filter_map(|line| line.strip_prefix("# TYPE orchestrator_"))
@@ -407,7 +459,7 @@ mod tests {
         storage.pool_timeouts.inc();
         // A request that waited minutes for the Agent Hub lands in a bucket of its own.
         metrics.request("/ask", &Method::POST, 200, Duration::from_secs(100));
-        let text = metrics.render(None, 3);
+        let text = metrics.render(&StoreReading::of(None), 3);
         for expected in [
             "orchestrator_store_readable 0",
             "orchestrator_event_streams 3",

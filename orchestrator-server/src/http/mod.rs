@@ -35,7 +35,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use orchestrator_core::api::HealthCheck;
-use orchestrator_core::{Orchestrator, Summary, Timestamp};
+use orchestrator_core::{Orchestrator, Timestamp};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -110,7 +110,7 @@ struct Inner {
     /// The last storage probe (a write), so `/health` writes at most once a second.
     database_probe: system::Cached<HealthCheck>,
     /// The last workflows by state, so `/metrics` counts them at most once a second.
-    metrics_read: system::Cached<Option<Summary>>,
+    metrics_read: system::Cached<crate::metrics::StoreReading>,
     limits: Limits,
     /// Request bodies being read, bounded in total size and time.
     bodies: body::BodyGate,
@@ -279,7 +279,7 @@ impl App {
         &self.0.database_probe
     }
 
-    pub(crate) fn metrics_read(&self) -> &system::Cached<Option<Summary>> {
+    pub(crate) fn metrics_read(&self) -> &system::Cached<crate::metrics::StoreReading> {
         &self.0.metrics_read
     }
 

@@ -43,7 +43,7 @@ pub use postgres::PgRepository;
 pub use sessions::{BoardSession, SessionRepository};
 pub use sqlite::SqliteRepository;
 pub use stats::StorageMetrics;
-pub use webhooks::{AttemptRecord, ClaimRoom, DueDelivery, WebhookRepository};
+pub use webhooks::{AttemptRecord, Backlog, ClaimRoom, DueDelivery, WebhookRepository};
 
 /// How long a request waits for a pooled connection before the store counts as unavailable.
 const POOL_WAIT: Duration = Duration::from_secs(5);

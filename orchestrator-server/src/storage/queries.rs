@@ -434,6 +434,13 @@ pub fn all_webhooks() -> _ {
 /// SQLite from those indexes, and every claim read all of a webhook's deliveries).
 const PENDING: &str = "status = 'pending'";
 
+/// Every pending delivery: due, waiting for its next attempt, or being attempted.
+#[dsl::auto_type]
+pub fn pending_deliveries() -> _ {
+    let pending: SqlLiteral<Bool> = dsl::sql(PENDING);
+    webhook_deliveries::table.filter(pending)
+}
+
 /// Pending deliveries due at `now` (Unix microseconds) that no replica is attempting.
 #[dsl::auto_type]
 pub fn due_deliveries(now: i64) -> _ {

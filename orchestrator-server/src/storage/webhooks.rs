@@ -28,6 +28,16 @@ use super::models::{
 };
 use super::write::{Write, Written};
 
+/// What waits to be delivered, for operators: read when `/metrics` is scraped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// Pending deliveries: due, waiting for a retry, or being attempted.
+    pub pending: u64,
+    /// How long the longest-due delivery that no attempt holds has been due (zero when none
+    /// is): the delivery worker's lag behind what it should have attempted.
+    pub oldest_due: std::time::Duration,
+}
+
 /// A delivery a replica has claimed: what to POST, where, and with which key. `Debug` leaves
 /// the secret out.
 #[derive(Clone)]
@@ -263,6 +273,9 @@ pub trait WebhookRepository: Send + Sync {
     /// backlog may take several calls (up to a million a call, 10 000 per transaction, oldest
     /// first).
     async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError>;
+
+    /// What waits to be delivered at `now` (two reads of the pending deliveries' index).
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog, RepositoryError>;
 }
 
 /// Every webhook write, for the back ends' `apply`.
@@ -424,6 +437,9 @@ pub(crate) trait WebhookBackend: Send + Sync {
         page: &DeliveriesPage,
         rows: i64,
     ) -> Result<Vec<ListedDeliveryRow>, RepositoryError>;
+    /// How many deliveries are pending, and the earliest `next_attempt_at` (Unix
+    /// microseconds) of those due at `now` that no attempt holds.
+    async fn backlog_row(&self, now: i64) -> Result<(i64, Option<i64>), RepositoryError>;
 }
 
 #[async_trait]
@@ -523,6 +539,16 @@ impl<B: WebhookBackend> WebhookRepository for B {
     async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError> {
         let purge = || Write::Webhook(WebhookWrite::Purge(micros(before)));
         super::write::purge_in_chunks(purge, |write| self.write(write)).await
+    }
+
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog, RepositoryError> {
+        let now = micros(now);
+        let (pending, earliest) = self.backlog_row(now).await?;
+        let late = earliest.map_or(0, |at| now.saturating_sub(at).max(0));
+        Ok(Backlog {
+            pending: u64::try_from(pending).unwrap_or(0),
+            oldest_due: std::time::Duration::from_micros(u64::try_from(late).unwrap_or(0)),
+        })
     }
 }
 

@@ -259,10 +259,16 @@ async fn each_matching_event_is_posted_signed_and_recorded_as_delivered() {
         assert!(delivery.delivered_at.is_some() && delivery.next_attempt_at.is_none());
     }
     let metrics = app.metrics().await;
-    assert!(
-        metrics.contains("orchestrator_webhook_attempts_total{outcome=\"delivered\"} 2"),
-        "{metrics}"
-    );
+    for series in [
+        "orchestrator_webhook_attempts_total{outcome=\"delivered\"} 2",
+        "orchestrator_webhook_deliveries_pending 0",
+        "orchestrator_webhook_oldest_due_seconds 0",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -281,11 +287,19 @@ async fn a_failing_target_is_retried_on_the_schedule_then_failed_and_can_be_rede
         .webhook;
     app.start_workflow("flaky").await;
 
-    let attempts = [
-        receiver.next().await,
-        receiver.next().await,
-        receiver.next().await,
-    ];
+    let first = receiver.next().await;
+    // Answered 503 and due again in a second: pending, and not yet late.
+    let metrics = app.metrics().await;
+    for series in [
+        "orchestrator_webhook_deliveries_pending 1",
+        "orchestrator_webhook_oldest_due_seconds 0",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+    let attempts = [first, receiver.next().await, receiver.next().await];
     let ids: Vec<String> = attempts.iter().map(Received::webhook_id).collect();
     assert!(
         ids.iter().all(|id| *id == ids[0]),
@@ -858,12 +872,32 @@ async fn the_store_queues_each_event_once(
         "only the events after the webhook: {queued:?}"
     );
 
+    // The backlog: both pending, due since `now`.
+    use orchestrator_server::storage::Backlog;
+    let backlog = |at| {
+        let store = store.clone();
+        async move { store.backlog(at).await.unwrap() }
+    };
+    let minute_on = now + chrono::Duration::seconds(61);
+    let due_a_minute = Backlog {
+        pending: 2,
+        oldest_due: std::time::Duration::from_secs(61),
+    };
+    assert_eq!(backlog(minute_on).await, due_a_minute);
+    // Not yet due: nothing waits past its time.
+    let before = now - chrono::Duration::seconds(1);
+    assert_eq!(backlog(before).await.oldest_due, std::time::Duration::ZERO);
+
     let lease = now + chrono::Duration::seconds(30);
     let claimed = store
         .claim_deliveries(now, lease, &ClaimRoom::up_to(10))
         .await
         .unwrap();
     assert_eq!(claimed.len(), 2);
+    // Being attempted: pending still, but not waiting (until the lease ends).
+    let held = backlog(now + chrono::Duration::seconds(10)).await;
+    assert_eq!((held.pending, held.oldest_due.as_secs()), (2, 0));
+    assert_eq!(backlog(minute_on).await, due_a_minute);
     assert_eq!(claimed[0].secret, secret.expose());
     // Claimed already: a second claim (another replica) gets nothing until the lease ends.
     assert!(
@@ -902,6 +936,7 @@ async fn the_store_queues_each_event_once(
         store.record_attempts(&[delivered, pending]).await.unwrap(),
         1
     );
+    assert_eq!(backlog(minute_on).await.pending, 1);
 
     // Only the settled one is purged; the pending one (still leased) stays.
     let later = now + chrono::Duration::seconds(1);

@@ -15,6 +15,7 @@ use tracing::Instrument;
 use crate::http::App;
 use crate::http::body::{bytes_response, json_response};
 use crate::http::error::Result;
+use crate::metrics::StoreReading;
 
 type HttpResponse = Response<Full<Bytes>>;
 
@@ -99,20 +100,38 @@ async fn probe_database(app: &App) -> HealthCheck {
     }
 }
 
-/// Workflows by state and gates overdue, read at scrape time; if storage fails or is slow,
-/// the rest still renders, within a scraper's timeout (the storage's own series say what is
-/// wrong).
-async fn read_counts(app: &App) -> Option<orchestrator_core::Summary> {
-    match tokio::time::timeout(METRICS_READ_TIMEOUT, app.orchestrator().summary()).await {
-        Ok(Ok(counts)) => Some(counts),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "metrics: workflows by state could not be read");
-            None
+/// Workflows by state, gates overdue and the webhook backlog, read at scrape time; if storage
+/// fails or is slow, the rest still renders, within a scraper's timeout (the storage's own
+/// series say what is wrong).
+async fn read_store(app: &App) -> StoreReading {
+    let backlog = async {
+        match app.webhooks() {
+            Some(webhooks) => Some(webhooks.store().backlog(app.now()).await),
+            None => None,
         }
-        Err(_) => {
-            tracing::warn!("metrics: workflows by state were not read in time");
-            None
-        }
+    };
+    let both = async { tokio::join!(app.orchestrator().summary(), backlog) };
+    let Ok((summary, backlog)) = tokio::time::timeout(METRICS_READ_TIMEOUT, both).await else {
+        tracing::warn!("metrics: the store was not read in time");
+        return StoreReading::default();
+    };
+    let summary = summary
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "metrics: workflows by state could not be read"),
+        )
+        .ok();
+    let backlog = backlog.transpose();
+    let backlog_read = backlog.is_ok();
+    let backlog = backlog
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "metrics: the webhook backlog could not be read"),
+        )
+        .ok()
+        .flatten();
+    StoreReading {
+        readable: summary.is_some() && backlog_read,
+        summary,
+        backlog,
     }
 }
 
@@ -211,8 +230,8 @@ fn error_check(message: &str) -> HealthCheck {
                example = "# HELP orchestrator_workflows Workflows stored, by state (read when scraped).\n# TYPE orchestrator_workflows gauge\norchestrator_workflows{state=\"PHASE_1\"} 3\n# EOF\n")),
 )]
 pub async fn get_metrics(app: &App) -> Result<HttpResponse> {
-    let counts = app.metrics_read().get(read_counts(app)).await;
-    let text = app.metrics().render(counts.as_ref(), app.open_streams());
+    let reading = app.metrics_read().get(read_store(app)).await;
+    let text = app.metrics().render(&reading, app.open_streams());
     Ok(bytes_response(
         StatusCode::OK,
         crate::metrics::CONTENT_TYPE,

@@ -311,4 +311,19 @@ impl WebhookBackend for super::PgRepository {
         self.run(async |conn| self::page(conn, webhook_id, page, rows).await)
             .await
     }
+
+    async fn backlog_row(&self, now: i64) -> Result<(i64, Option<i64>), RepositoryError> {
+        self.run(async |conn| {
+            let pending = queries::pending_deliveries()
+                .count()
+                .get_result::<i64>(conn)
+                .await?;
+            let earliest = queries::due_deliveries(now)
+                .select(diesel::dsl::min(webhook_deliveries::next_attempt_at))
+                .get_result::<Option<i64>>(conn)
+                .await?;
+            Ok((pending, earliest))
+        })
+        .await
+    }
 }

@@ -242,4 +242,18 @@ impl WebhookBackend for super::SqliteRepository {
             .run(move |conn| self::page(conn, &id, &page, rows))
             .await
     }
+
+    async fn backlog_row(&self, now: i64) -> Result<(i64, Option<i64>), RepositoryError> {
+        self.readers
+            .run(move |conn| {
+                let pending = queries::pending_deliveries()
+                    .count()
+                    .get_result::<i64>(conn)?;
+                let earliest = queries::due_deliveries(now)
+                    .select(diesel::dsl::min(webhook_deliveries::next_attempt_at))
+                    .get_result::<Option<i64>>(conn)?;
+                Ok((pending, earliest))
+            })
+            .await
+    }
 }
