@@ -2944,3 +2944,95 @@ async fn postgres_large_events_come_in_pages_of_a_few_megabytes() {
         .unwrap();
     large_events_come_in_pages_of_a_few_megabytes(&*repo).await;
 }
+
+/// Two stores over one PostgreSQL database (two pools and commit queues, as two replicas
+/// have), each writing through every path that writes events — creations, batched commits,
+/// and consultations stored and updated in writes of their own — while a reader on one of
+/// them follows the log: it meets every id once, in order, with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replicas_writing_every_way_never_leave_a_reader_a_gap() {
+    use orchestrator_server::storage::{DatabaseUrl, connect};
+    const WORKFLOWS: usize = 12;
+    const ROUNDS: usize = 6;
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let url = DatabaseUrl::Postgres(db.url.clone());
+    let replicas: Vec<Arc<dyn WorkflowRepository>> = vec![
+        connect(&url, 4).await.unwrap(),
+        connect(&url, 4).await.unwrap(),
+    ];
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let repo = replicas[1].clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                let done = stop.load(std::sync::atomic::Ordering::Acquire);
+                let page = repo
+                    .events(last, &EventFilter::default(), 1000)
+                    .await
+                    .unwrap();
+                for event in &page.events {
+                    assert_eq!(event.id, last + 1, "a reader at {last} met {}", event.id);
+                    last = event.id;
+                }
+                if done && page.events.is_empty() {
+                    return last;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for n in 0..WORKFLOWS {
+        let repo = replicas[n % 2].clone();
+        let name = format!("both-{n:02}");
+        writers.push(tokio::spawn(async move {
+            let (mut workflow, first) = new_workflow(&name);
+            repo.create(&workflow, &first).await.unwrap();
+            let asked = consultation(&name, 1, true);
+            for round in 0..ROUNDS {
+                if round == 1 {
+                    repo.add_consultation(&asked).await.unwrap();
+                }
+                if round == 3 {
+                    let mut answered = asked.clone();
+                    answered.status = ConsultationStatus::Resolved;
+                    answered.final_answer = Some("human answer".into());
+                    answered.human_action = Some(HumanAction::Correct);
+                    answered.updated_at = asked.updated_at + Duration::minutes(1);
+                    repo.update_consultation(&answered).await.unwrap();
+                }
+                let trigger = if round % 2 == 0 {
+                    Trigger::AgentComplete
+                } else {
+                    Trigger::HumanRejected
+                };
+                let (next, transition) = step(&workflow, trigger, 1);
+                repo.commit(workflow.version(), &next, &transition)
+                    .await
+                    .unwrap();
+                workflow = next;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let last = reader.await.unwrap();
+    let each = ROUNDS + 1 + 2;
+    assert_eq!(last, (WORKFLOWS * each) as u64);
+    let kinds = all_events(&*replicas[0]).await;
+    for n in 0..WORKFLOWS {
+        let name = format!("both-{n:02}");
+        let mine: Vec<EventType> = kinds
+            .iter()
+            .filter(|e| e.event.subject.as_str() == name)
+            .map(|e| e.event.event_type)
+            .collect();
+        assert_eq!(mine.len(), each, "{name}: {mine:?}");
+    }
+}

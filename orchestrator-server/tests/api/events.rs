@@ -574,6 +574,9 @@ async fn streams_on_two_replicas_see_every_change_of_both_in_order() {
     // Both streams are open and caught up (an empty log) before anyone writes: what they
     // receive comes live, from each replica's feed, while commits land on both.
     let mut readers = Vec::new();
+    // Each replica also streams to a raw reader: the typed client passes over an id it has
+    // seen, so only the raw text shows an event sent twice.
+    let mut raw = Vec::new();
     for app in [&a, &b] {
         let mut stream = app.client.stream_events(query(Some(0)));
         stream.attach().await.unwrap();
@@ -582,6 +585,14 @@ async fn streams_on_two_replicas_see_every_change_of_both_in_order() {
                 assert_eq!(next(&mut stream).await.seq(), expected);
             }
         }));
+        let response = reqwest::Client::new()
+            .get(app.url("/events/stream"))
+            .header("last-event-id", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        raw.push(response);
     }
     let writers = [a.client.clone(), b.client.clone()]
         .into_iter()
@@ -607,6 +618,25 @@ async fn streams_on_two_replicas_see_every_change_of_both_in_order() {
     }
     for reader in readers {
         reader.await.unwrap();
+    }
+    for mut response in raw {
+        let mut text = String::new();
+        let last = format!("id: {total}\nevent: ");
+        read_until(&mut response, &mut text, |t| t.contains(&last)).await;
+        // The events' messages (a message with only an id is a position), each id once.
+        let sent: Vec<u64> = text
+            .split("\n\n")
+            .filter(|message| message.contains("\nevent: "))
+            .filter_map(|message| {
+                message
+                    .strip_prefix("id: ")?
+                    .split('\n')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        assert_eq!(sent, (1..=total).collect::<Vec<_>>(), "{text}");
     }
     // Both saw the same log.
     let log = a
