@@ -218,10 +218,10 @@ pub struct EventSlice {
     /// The ids of rows the read found but could not decode (a type a newer version wrote, a
     /// damaged row), in id order: passed over, and counted toward the read's limit.
     pub unreadable: Vec<u64>,
-    /// Set when the read found fewer than its limit because it looked at a bounded range of
-    /// ids and stopped at its end, this id, with more after it: a store may bound a read that
-    /// passes over most rows (of some types only, of every workflow), so that one read never
-    /// walks the whole log. Resume after it.
+    /// Set when the read found fewer than its limit and stopped at this id with more after
+    /// it: a store may bound a read that passes over most rows (of some types only, of every
+    /// workflow) to a range of ids, so that one read never walks the whole log, and a read of
+    /// large events to a few megabytes. Resume after it.
     pub scanned_through: Option<u64>,
 }
 

@@ -436,7 +436,8 @@ pub trait WorkflowRepository: Send + Sync {
     async fn ping(&self) -> Result<(), RepositoryError>;
 
     /// Up to `limit` events with ids above `after` that pass `filter`, in id order, with the
-    /// log's bounds read after them. Every accepted change (`create`, `commit`, a visible
+    /// log's bounds read after them (a store may stop short with more after the page, and says
+    /// where in [`EventSlice::scanned_through`]). Every accepted change (`create`, `commit`, a visible
     /// consultation added or changed, an overdue stay noted) wrote its event in the same
     /// transaction, and ids become visible in the order they were given, with no gaps.
     async fn events(

@@ -10,14 +10,15 @@ pub struct EventPage {
     /// The events, in id order.
     pub events: Vec<Event>,
     /// Where the next read starts: the last event's id (or the last row passed over after
-    /// it, or the end of the ids a bounded read looked at: [`EventSlice::scanned_through`](crate::EventSlice::scanned_through)),
+    /// it, or where a store stopped short of the limit with more after it, at the end of the
+    /// ids a bounded read looked at or of a page of large events: [`EventSlice::scanned_through`](crate::EventSlice::scanned_through)),
     /// or on an empty page the `after` read from (without one, the last id retention deleted,
     /// 0 if none).
     pub next_after: u64,
     /// The newest event's id when the page was read.
     pub last_id: u64,
     /// Whether more may follow at once: the read found as many rows as it could take (rows
-    /// passed over included), or looked at all the ids a bounded read may.
+    /// passed over included), or the store stopped it short with more after it.
     pub full: bool,
 }
 

@@ -51,9 +51,10 @@ const BATCH_EVENTS: usize = 256;
 /// hub's answer, a transition's metadata), and the broadcast keeps [`BROADCAST_CAPACITY`]
 /// batches, a stream [`STREAM_QUEUE`] chunks. A run stops after the event that reaches it.
 const RUN_BYTES: usize = 256 * 1024;
-/// Batches the broadcast keeps for streams that are behind (a few seconds of events at any
-/// rate; the batches are shared, so this bounds memory whatever the number of streams); a
-/// stream further behind is disconnected.
+/// Batches the broadcast keeps for streams that are behind (a few seconds of events of
+/// ordinary size at any rate, less of large ones, whose batches are smaller; the batches are
+/// shared, so this bounds memory whatever the number of streams); a stream further behind is
+/// disconnected, and resumes from the log.
 const BROADCAST_CAPACITY: usize = 64;
 /// Chunks (each one or more messages) queued toward one connection.
 const STREAM_QUEUE: usize = 64;
@@ -63,7 +64,8 @@ const PART_WAIT: Duration = Duration::from_secs(1);
 /// stream's own (encoded for it, unlike the feed's shared batches), so they are small: a slow
 /// reader resuming from far back holds at most [`STREAM_QUEUE`] of them (about 2 000 small
 /// events, a megabyte or so; of large ones, about [`RUN_BYTES`] each) besides the page being
-/// sent (at most about 4 MiB), where chunks of [`BATCH_EVENTS`] let it hold 16 000.
+/// sent (about 4 MiB, more only when its events grow much larger as it reads them), where
+/// chunks of [`BATCH_EVENTS`] let it hold 16 000.
 const CATCH_UP_CHUNK: usize = 32;
 
 /// `events` in runs of at most `most` events and about [`RUN_BYTES`] of data (each run holds
@@ -376,7 +378,7 @@ impl Feed {
         ("type" = Option<String>, Query, description = "only these types, comma-separated: workflow.transitioned, gate.overdue, consultation.created, consultation.updated"),
     ),
     responses(
-        (status = 200, description = "the page, in id order; `next_after` is the last item's id, or past it when rows this server cannot read were passed over, or when a read filtered by `type` alone looked at its 10 000 ids and found fewer items (then more may follow: read on until `next_after` comes back equal to the `after` sent); on an empty page at the end of the log, the given `after` (without one, the last id retention deleted, 0 if none)", body = EventsResponse,
+        (status = 200, description = "the page, in id order; `next_after` is the last item's id, or past it when rows this server cannot read were passed over, or when a read filtered by `type` alone looked at its 10 000 ids and found fewer items, or when the page stopped at about 4 MiB of events (then more may follow: read on until `next_after` comes back equal to the `after` sent); on an empty page at the end of the log, the given `after` (without one, the last id retention deleted, 0 if none)", body = EventsResponse,
          example = json!(crate::http::openapi::examples::events())),
     ),
 )]

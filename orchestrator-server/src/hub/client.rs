@@ -366,14 +366,16 @@ impl AgentHub for HttpAgentHub {
     async fn close_session(&self, id: &HubSessionId) -> Result<(), HubError> {
         let path = hub_path("/sessions/", &id.0)?;
         let hub = self.clone();
-        tokio::spawn(async move {
+        let close = async move {
             let closed = hub
                 .call::<serde::de::IgnoredAny>("close_session", Method::DELETE, &path, None::<&()>)
                 .await;
             if let Err(e) = closed {
                 tracing::info!(error = %e, session = %path, "a session made in vain was not closed; the hub expires it");
             }
-        });
+        };
+        // Logged with the request that made the session.
+        tokio::spawn(tracing::Instrument::in_current_span(close));
         Ok(())
     }
 

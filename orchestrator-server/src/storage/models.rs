@@ -1073,6 +1073,18 @@ impl SizedPage {
     }
 }
 
+/// What an enqueue of up to `limit` events answers: how many of the `fetched` rows it read
+/// past (`read`), or `limit` when its page was `cut` at its bytes with every row read past, so
+/// that the caller, which reads on while a batch is full, reads the rest (fewer than `limit`
+/// otherwise means it is up to date, or stopped at an event left to a newer replica).
+pub fn enqueued(read: usize, fetched: usize, cut: bool, limit: i64) -> usize {
+    if cut && read == fetched {
+        usize::try_from(limit).unwrap_or(usize::MAX).max(read)
+    } else {
+        read
+    }
+}
+
 /// About how many bytes a row of the log holds (its text; the fixed fields are small).
 fn row_bytes((event, entry): &EventWithEntry) -> usize {
     let entry = entry.as_ref().map_or(0, |entry| {

@@ -220,9 +220,11 @@ pub trait WebhookRepository: Send + Sync {
     /// Deletes a webhook and its deliveries; false if there was none.
     async fn delete_webhook(&self, id: &str) -> Result<bool, RepositoryError>;
 
-    /// Turns up to `limit` events after the webhook's mark into its deliveries, due at `now`;
-    /// answers how many events were read past (0: it is up to date, or the next event is of a
-    /// type this version does not know, left a while to a newer replica).
+    /// Turns up to `limit` events after the webhook's mark (fewer when they hold more than a
+    /// few megabytes) into its deliveries, due at `now`; answers how many events were read
+    /// past, or `limit` when a batch cut at its bytes has more after it: fewer than `limit`
+    /// means it is up to date, or the next event is of a type this version does not know, left
+    /// a while to a newer replica.
     async fn enqueue_deliveries(
         &self,
         webhook_id: &str,

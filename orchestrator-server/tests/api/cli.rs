@@ -653,8 +653,24 @@ async fn watch_from_the_oldest_event_starts_where_retention_ended() {
         "--count",
         "1",
     ];
-    let waited = tokio::time::timeout(std::time::Duration::from_secs(2), from(&args)).await;
-    assert!(waited.is_err(), "nothing to print yet");
+    let waiting = tokio::spawn(from(&args));
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "nothing to print yet");
+    let mut late = orchestrator_core::api::StartWorkflowRequest::new("late", "due at once");
+    late.gate = Some(orchestrator_core::api::GateRequest {
+        due_in_seconds: Some(1),
+        ..Default::default()
+    });
+    app.client.start_workflow(&late).await.unwrap();
+    let to_gate = orchestrator_core::api::AdvanceRequest::new("agent_complete");
+    let late = crate::helpers::id("late");
+    app.client.advance_workflow(&late, &to_gate).await.unwrap();
+    let (code, out, err) = tokio::time::timeout(std::time::Duration::from_secs(15), waiting)
+        .await
+        .expect("the overdue stay is noted")
+        .unwrap();
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    assert!(out.starts_with("7 gate.overdue late"), "{out}");
     let clash = ["orchestrator", "watch", "--from-oldest", "--after", "3"];
     assert!(Cli::try_parse_from(clash).is_err());
 }

@@ -981,6 +981,46 @@ async fn the_store_queues_each_event_once(
     assert!(!store.delete_webhook(&webhook.id).await.unwrap());
 }
 
+/// Events of 50 KiB each: an enqueue stops at a few megabytes, and says more follow (the
+/// worker reads on while a batch is full) until every event has its delivery.
+async fn large_events_are_enqueued_in_batches_that_say_more_follow(
+    store: std::sync::Arc<dyn orchestrator_server::storage::DurableRepository>,
+) {
+    let orchestrator = orchestrator_core::Orchestrator::new(store.clone());
+    let webhook = orchestrator_core::api::Webhook {
+        id: "wh_00000000000000000000000000000009".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        event_types: Vec::new(),
+        description: None,
+        created_at: chrono::Utc::now(),
+    };
+    let secret = orchestrator_core::webhook::WebhookSecret::from_key([9; 32]);
+    store.create_webhook(&webhook, &secret, None).await.unwrap();
+    const EVENTS: u64 = 120;
+    for n in 0..EVENTS {
+        let mut start = StartWorkflowRequest::new(format!("large-{n}"), "large");
+        let notes = serde_json::json!({ "notes": "x".repeat(50 * 1024) });
+        start.metadata = serde_json::from_value(notes).ok();
+        orchestrator.start(start.try_into().unwrap()).await.unwrap();
+    }
+    let now = chrono::Utc::now();
+    let mut answers = Vec::new();
+    loop {
+        let answer = store
+            .enqueue_deliveries(&webhook.id, now, 500)
+            .await
+            .unwrap();
+        answers.push(answer);
+        if answer < 500 {
+            break;
+        }
+        assert!(answers.len() < 10, "{answers:?}");
+    }
+    assert!(answers.len() >= 2, "6 MB in one batch: {answers:?}");
+    assert_eq!(answers[0], 500, "a cut batch says more follow");
+    assert_eq!(store.backlog(now).await.unwrap().pending, EVENTS);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_store_queues_each_event_once() {
     let store = orchestrator_server::storage::connect(&DatabaseUrl::SqliteMemory, 2)
@@ -988,6 +1028,25 @@ async fn the_sqlite_store_queues_each_event_once() {
         .unwrap();
     the_store_queues_each_event_once(store.clone()).await;
     the_store_shares_claims_and_never_redelivers_in_flight(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_store_enqueues_large_events_in_batches() {
+    let store = orchestrator_server::storage::connect(&DatabaseUrl::SqliteMemory, 2)
+        .await
+        .unwrap();
+    large_events_are_enqueued_in_batches_that_say_more_follow(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_enqueues_large_events_in_batches() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = orchestrator_server::storage::connect(&DatabaseUrl::Postgres(db.url.clone()), 2)
+        .await
+        .unwrap();
+    large_events_are_enqueued_in_batches_that_say_more_follow(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,34 +104,41 @@ async fn probe_database(app: &App) -> HealthCheck {
 /// fails or is slow, the rest still renders, within a scraper's timeout (the storage's own
 /// series say what is wrong).
 async fn read_store(app: &App) -> StoreReading {
+    // Each read within its own bound, side by side: a backlog too large to count in time
+    // leaves the workflow gauges fresh.
+    let summary = within("workflows by state", app.orchestrator().summary());
     let backlog = async {
         match app.webhooks() {
-            Some(webhooks) => Some(webhooks.store().backlog(app.now()).await),
-            None => None,
+            Some(webhooks) => {
+                let read = within("the webhook backlog", webhooks.store().backlog(app.now()));
+                read.await.map(Some)
+            }
+            None => Some(None),
         }
     };
-    let both = async { tokio::join!(app.orchestrator().summary(), backlog) };
-    let Ok((summary, backlog)) = tokio::time::timeout(METRICS_READ_TIMEOUT, both).await else {
-        tracing::warn!("metrics: the store was not read in time");
-        return StoreReading::default();
-    };
-    let summary = summary
-        .inspect_err(
-            |e| tracing::warn!(error = %e, "metrics: workflows by state could not be read"),
-        )
-        .ok();
-    let backlog = backlog.transpose();
-    let backlog_read = backlog.is_ok();
-    let backlog = backlog
-        .inspect_err(
-            |e| tracing::warn!(error = %e, "metrics: the webhook backlog could not be read"),
-        )
-        .ok()
-        .flatten();
+    let (summary, backlog) = tokio::join!(summary, backlog);
     StoreReading {
-        readable: summary.is_some() && backlog_read,
+        readable: summary.is_some() && backlog.is_some(),
         summary,
-        backlog,
+        backlog: backlog.flatten(),
+    }
+}
+
+/// What `read` found, if it answered within [`METRICS_READ_TIMEOUT`]; logged if not.
+async fn within<T, E: std::fmt::Display>(
+    what: &str,
+    read: impl Future<Output = std::result::Result<T, E>>,
+) -> Option<T> {
+    match tokio::time::timeout(METRICS_READ_TIMEOUT, read).await {
+        Ok(Ok(found)) => Some(found),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: {what} could not be read");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("metrics: {what} was not read in time");
+            None
+        }
     }
 }
 

@@ -11,7 +11,8 @@ use orchestrator_core::api::DeliveriesPage;
 use orchestrator_core::webhook::DeliveryStatus;
 
 use crate::storage::models::{
-    DeliveryRow, DueRow, EventRow, ListedDeliveryRow, SizedPage, TransitionRow, WebhookRow, to_i64,
+    DeliveryRow, DueRow, EventRow, ListedDeliveryRow, SizedPage, TransitionRow, WebhookRow,
+    enqueued, to_i64,
 };
 use crate::storage::queries;
 use crate::storage::schema::{webhook_deliveries, webhooks};
@@ -153,17 +154,18 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
                     .await?;
                 page.take(found, rows);
             }
-            // Rows read past (not those left for a newer replica): a full batch means more.
-            let (deliveries, through, read) = match webhook.deliveries(page.finish().0, *now) {
+            let (rows, cut) = page.finish();
+            let fetched = rows.len();
+            let (deliveries, through, read) = match webhook.deliveries(rows, *now) {
                 Ok(made) => made,
                 Err(corrupt) => return Ok(Written::Refused(corrupt)),
             };
-            // One statement: a statement per delivery was a round trip each under the
-            // webhook's lock. A batch holds 500 at most, far from the 65 535 parameters one
+            // A statement per thousand: a statement per delivery was a round trip each under
+            // the webhook's lock; a thousand rows stay far from the 65 535 parameters one
             // statement may carry.
-            if !deliveries.is_empty() {
+            for chunk in deliveries.chunks(1000) {
                 diesel::insert_into(webhook_deliveries::table)
-                    .values(&deliveries)
+                    .values(chunk)
                     .on_conflict_do_nothing()
                     .execute(conn)
                     .await?;
@@ -172,7 +174,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
                 .set(webhooks::enqueued_through.eq(through))
                 .execute(conn)
                 .await?;
-            Ok(count(read))
+            Ok(count(enqueued(read, fetched, cut.is_some(), *limit)))
         }
         WebhookWrite::Claim {
             now,

@@ -10,7 +10,8 @@ use orchestrator_core::webhook::DeliveryStatus;
 use super::ops::EventIds;
 use super::prepared;
 use crate::storage::models::{
-    DeliveryRow, DueRow, EventRow, ListedDeliveryRow, SizedPage, TransitionRow, WebhookRow, to_i64,
+    DeliveryRow, DueRow, EventRow, ListedDeliveryRow, SizedPage, TransitionRow, WebhookRow,
+    enqueued, to_i64,
 };
 use crate::storage::queries;
 use crate::storage::schema::{webhook_deliveries, webhooks};
@@ -100,8 +101,9 @@ pub fn apply(
                     .load(conn)?;
                 page.take(found, rows);
             }
-            // Rows read past (not those left for a newer replica): a full batch means more.
-            let (deliveries, through, read) = match webhook.deliveries(page.finish().0, *now) {
+            let (rows, cut) = page.finish();
+            let fetched = rows.len();
+            let (deliveries, through, read) = match webhook.deliveries(rows, *now) {
                 Ok(made) => made,
                 Err(corrupt) => return Ok(Written::Refused(corrupt)),
             };
@@ -116,7 +118,7 @@ pub fn apply(
                 webhooks::enqueued_through.eq(through),
             )
             .execute(conn)?;
-            Ok(count(read))
+            Ok(count(enqueued(read, fetched, cut.is_some(), *limit)))
         }
         WebhookWrite::Claim {
             now,
