@@ -13,7 +13,7 @@
 //! `synchronous=FULL`) and prints the advance throughput as a ratio to it.
 //!
 //! ```sh
-//! cargo build --release -p orchestrator-server -p examples --example bench
+//! cargo build --release -p orchestrator-server -p examples --bins --examples
 //! target/release/examples/bench                                 # SQLite, 1 000 workflows
 //! target/release/examples/bench --workflows 1000000             # SQLite, a million
 //! target/release/examples/bench --database-url postgres://postgres@127.0.0.1/bench  # an empty database

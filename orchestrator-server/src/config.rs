@@ -428,6 +428,16 @@ fn parse_log_filter(value: &str) -> Result<String, String> {
     const NOT_LEVELS: [&str; 8] = [
         "verbose", "fatal", "critical", "all", "none", "notice", "quiet", "silent",
     ];
+    // An empty filter enables nothing: a server without a line of log, not even its errors
+    // (`RUST_LOG: ${RUST_LOG}` in a compose file with the variable unset).
+    if value
+        .split(',')
+        .all(|directive| directive.trim().is_empty())
+    {
+        return Err(
+            "names no level or target: set a level (info, say) or leave it unset".to_owned(),
+        );
+    }
     for directive in value.split(',').map(str::trim) {
         let word = directive.to_ascii_lowercase();
         let bare = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphabetic());
@@ -644,9 +654,24 @@ mod tests {
         ] {
             assert_eq!(url.parse::<DatabaseUrl>(), Ok(expected), "{url}");
         }
-        for bad in ["mysql://x", "sqlite:", "sqlite:///", "data.db"] {
+        for bad in [
+            "mysql://x",
+            "sqlite:",
+            "sqlite:///",
+            "data.db",
+            "sqlite:///x.db?mode=ro",
+            "sqlite:///x.db\n",
+            " sqlite:///x.db",
+        ] {
             assert!(bad.parse::<DatabaseUrl>().is_err(), "{bad}");
         }
+        // A refusal never shows a PostgreSQL URL, which may hold a password.
+        let refused = "postgres://u:s3cret@h/db \n".parse::<DatabaseUrl>();
+        let shown = refused.unwrap_err().to_string();
+        assert!(
+            !shown.contains("s3cret") && shown.contains("line end"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -695,6 +720,8 @@ mod tests {
             ),
             (&["--log-format", "xml"][..], "LOG_FORMAT"),
             (&["--log", "info,[=bogus"][..], "RUST_LOG"),
+            (&["--log", ""][..], "RUST_LOG"),
+            (&["--log", " , "][..], "RUST_LOG"),
         ] {
             let error = parse(args).unwrap_err().to_string();
             let first = error.lines().next().unwrap();

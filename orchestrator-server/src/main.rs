@@ -15,6 +15,12 @@ const BLOCKING_THREADS_BESIDE_READS: usize = orchestrator_server::NAME_LOOKUPS_A
 fn main() -> ExitCode {
     let config = match Config::try_parse() {
         Ok(config) => config,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // `principal` alone: its usage and subcommands, whole (one line would hold only
+            // its title).
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
         Err(e) if e.use_stderr() => {
             eprintln!("{}", one_line(&e.to_string()));
             return ExitCode::from(2);
@@ -47,7 +53,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let ran = runtime.block_on(run(config));
+    // Blocking work still running (a name lookup waiting for a resolver that drops queries)
+    // gets a few seconds, not as long as it takes: what matters was stored and closed.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ orchestrator_server::StartupError::Principals(_)) => {
             // A bad setting like those clap refuses: one line naming it, exit 2.

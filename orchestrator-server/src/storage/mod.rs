@@ -100,16 +100,24 @@ pub enum DatabaseUrl {
 /// A `DATABASE_URL` that names no supported database.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unsupported database url '{0}': expected sqlite:///relative, sqlite:////absolute, sqlite::memory: or postgres://…"
+    "unsupported database url '{0}': expected sqlite:///relative, sqlite:////absolute, sqlite::memory: or postgres://…{1}"
 )]
-pub struct BadDatabaseUrl(String);
+pub struct BadDatabaseUrl(String, &'static str);
 
 impl FromStr for DatabaseUrl {
     type Err = BadDatabaseUrl;
 
     fn from_str(url: &str) -> Result<Self, Self::Err> {
-        let bad = || BadDatabaseUrl(url.to_owned());
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let bad = || BadDatabaseUrl(url.to_owned(), "");
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        // A line end or space pasted with it would be part of a file's name, or of the
+        // database's (shown redacted: a PostgreSQL URL may hold a password).
+        if url.trim() != url {
+            let shown = if postgres { "postgres://…" } else { url };
+            let rule = " (with no space or line end around it)";
+            return Err(BadDatabaseUrl(shown.to_owned(), rule));
+        }
+        if postgres {
             return Ok(DatabaseUrl::Postgres(url.to_owned()));
         }
         let rest = url.strip_prefix("sqlite:").ok_or_else(bad)?;
@@ -120,7 +128,11 @@ impl FromStr for DatabaseUrl {
         let path = rest
             .strip_prefix("//")
             .map_or(rest, |r| r.strip_prefix('/').unwrap_or(r));
-        let path = path.split('?').next().unwrap_or_default();
+        if path.contains('?') {
+            // `?mode=ro` and the like would be dropped: the file is opened read-write.
+            let rule = " (SQLite takes no parameters: the server sets its own)";
+            return Err(BadDatabaseUrl(url.to_owned(), rule));
+        }
         if path.is_empty() || path.ends_with('/') {
             return Err(bad());
         }

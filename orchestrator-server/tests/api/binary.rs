@@ -19,6 +19,7 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_the_variable() {
         ("WEBHOOK_RETRY_SCHEDULE", "5s,soon"),
         ("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "yes"),
         ("RUST_LOG", "warning"),
+        ("RUST_LOG", ""),
     ] {
         let output = server().env(name, value).output().expect("binary runs");
         assert_eq!(output.status.code(), Some(2), "{name}={value}: {output:?}");
@@ -48,6 +49,17 @@ fn a_missing_argument_is_named_on_the_one_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--role"), "{stderr}");
+}
+
+/// `principal` without what to do shows its commands (exit 2), not its title alone.
+#[test]
+fn a_command_without_its_subcommand_shows_its_usage() {
+    let output = server().arg("principal").output().expect("binary runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for shown in ["Usage: orchestrator-server principal", "add", "remove"] {
+        assert!(stderr.contains(shown), "{shown}: {stderr}");
+    }
 }
 
 /// A database URL may hold a password: neither `--help` nor a refusal prints it.
