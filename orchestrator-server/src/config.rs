@@ -173,6 +173,24 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// A task of the binary other than serving, parsed alone: a task reads no server setting, so
+/// one the environment holds for the server (a `PORT` the shell exports, a token beside a
+/// principals file) does not stop it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "orchestrator-server")]
+pub struct Task {
+    /// The task.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Task {
+    /// Whether `first`, the first argument, names a task rather than a server setting.
+    pub fn named_by(first: Option<&std::ffi::OsStr>) -> bool {
+        first.is_some_and(|first| first == "principal")
+    }
+}
+
 /// What the binary does besides serving.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {

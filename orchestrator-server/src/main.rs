@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use orchestrator_server::config::{Command, PrincipalCommand};
+use orchestrator_server::config::{Command, PrincipalCommand, Task};
 use orchestrator_server::{Config, bind, build_app, principals, serve, telemetry};
 
 /// Blocking threads beside one per SQLite reading connection: the name lookups the server
@@ -13,23 +13,15 @@ use orchestrator_server::{Config, bind, build_app, principals, serve, telemetry}
 const BLOCKING_THREADS_BESIDE_READS: usize = orchestrator_server::NAME_LOOKUPS_AT_ONCE + 1;
 
 fn main() -> ExitCode {
+    if Task::named_by(std::env::args_os().nth(1).as_deref()) {
+        return match Task::try_parse() {
+            Ok(task) => run_command(&task.command),
+            Err(e) => refused(&e),
+        };
+    }
     let config = match Config::try_parse() {
         Ok(config) => config,
-        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            // `principal` alone: its usage and subcommands, whole (one line would hold only
-            // its title).
-            let _ = e.print();
-            return ExitCode::from(2);
-        }
-        Err(e) if e.use_stderr() => {
-            eprintln!("{}", one_line(&e.to_string()));
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            // --help and --version.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
+        Err(e) => return refused(&e),
     };
     if let Some(command) = &config.command {
         return run_command(command);
@@ -74,6 +66,22 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What clap refused, said: a bad setting or argument on one line (exit 2); `principal` alone
+/// with its usage and subcommands, whole (one line would hold only its title; exit 2);
+/// `--help` and `--version` as asked (exit 0).
+fn refused(e: &clap::Error) -> ExitCode {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        ExitCode::from(2)
+    } else if e.use_stderr() {
+        eprintln!("{}", one_line(&e.to_string()));
+        ExitCode::from(2)
+    } else {
+        let _ = e.print();
+        ExitCode::SUCCESS
     }
 }
 

@@ -51,6 +51,28 @@ fn a_missing_argument_is_named_on_the_one_line() {
     assert!(stderr.contains("--role"), "{stderr}");
 }
 
+/// A task reads no server setting: a bad one the shell exports for the server does not stop
+/// `principal add`.
+#[test]
+fn a_task_ignores_the_servers_settings() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("principals.toml");
+    let output = server()
+        .env("PORT", "eighty")
+        .env(
+            "ORCHESTRATOR_API_TOKEN",
+            "a-shared-token-beside-the-principals-file",
+        )
+        .env("ORCHESTRATOR_PRINCIPALS_FILE", &file)
+        .args(["principal", "add", "--file"])
+        .arg(&file)
+        .args(["--name", "alice", "--kind", "human", "--role", "reviewer"])
+        .output()
+        .expect("binary runs");
+    assert!(output.status.success(), "{output:?}");
+    assert!(std::fs::read_to_string(&file).unwrap().contains("alice"));
+}
+
 /// `principal` without what to do shows its commands (exit 2), not its title alone.
 #[test]
 fn a_command_without_its_subcommand_shows_its_usage() {
