@@ -265,7 +265,9 @@ pub struct GateRequest {
         deserialize_with = "clamped_whole_number"
     )]
     pub required_approvals: Option<u64>,
-    /// Whether whoever completed the work may approve it (default false).
+    /// Whether whoever completed the work may approve it (default false). With principals,
+    /// `true` (unless the server's default allows it) and fewer approvals than the server's
+    /// default are an admin's to ask for: 403 `FORBIDDEN` for anyone else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_self_approval: Option<bool>,
     /// Seconds a stay at the gate may last before it is overdue, 1–31 536 000 (any other

@@ -154,6 +154,26 @@ pub struct GateChoice {
 }
 
 impl GateChoice {
+    /// How this choice asks less than `defaults`, if it does: fewer approvals, or the author
+    /// allowed to approve where the defaults do not allow it. The server's defaults are the
+    /// team's policy; only an admin starts a workflow below it. (A deadline, or none, changes
+    /// when a stay is overdue, not who must approve: it is anyone's choice.)
+    pub fn weakening(&self, defaults: GatePolicy) -> Option<String> {
+        let mut weaker = Vec::new();
+        if let Some(asked) = self.required_approvals
+            && asked < defaults.required_approvals
+        {
+            weaker.push(format!(
+                "gate.required_approvals {asked} is fewer than this server's {}",
+                defaults.required_approvals
+            ));
+        }
+        if self.allow_self_approval == Some(true) && !defaults.allow_self_approval {
+            weaker.push("gate.allow_self_approval lets the author approve".to_owned());
+        }
+        (!weaker.is_empty()).then(|| weaker.join("; "))
+    }
+
     /// The policy: this choice over `defaults`, or which rule the mix breaks.
     pub fn over(self, defaults: GatePolicy) -> Result<GatePolicy, ValidationError> {
         GatePolicy::new(
@@ -205,4 +225,50 @@ pub struct GateStay {
     /// The approvals so far, oldest first; distinct actors.
     #[serde(default)]
     pub approvals: Vec<Approval>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_choice_weakens_the_defaults_only_by_asking_fewer_approvals_or_self_approval() {
+        let defaults = GatePolicy::new(2, false).unwrap();
+        let choice = |required_approvals, allow_self_approval| GateChoice {
+            required_approvals,
+            allow_self_approval,
+            ..GateChoice::default()
+        };
+        let fewer = choice(Some(1), None).weakening(defaults).unwrap();
+        assert!(
+            fewer.contains("required_approvals 1") && fewer.contains("2"),
+            "{fewer}"
+        );
+        let own = choice(None, Some(true)).weakening(defaults).unwrap();
+        assert!(own.contains("allow_self_approval"), "{own}");
+        assert!(
+            choice(Some(1), Some(true))
+                .weakening(defaults)
+                .unwrap()
+                .contains("; ")
+        );
+        // As many or more, the defaults, or no self-approval: nothing weaker.
+        for same in [
+            choice(None, None),
+            choice(Some(2), Some(false)),
+            choice(Some(3), None),
+        ] {
+            assert_eq!(same.weakening(defaults), None, "{same:?}");
+        }
+        // A deadline is anyone's choice.
+        let hurried = GateChoice {
+            due_in_seconds: Some(60),
+            on_expiry: Some(OnExpiry::Reject),
+            ..GateChoice::default()
+        };
+        assert_eq!(hurried.weakening(defaults), None);
+        // Self-approval the defaults allow already weakens nothing.
+        let lenient = GatePolicy::new(1, true).unwrap();
+        assert_eq!(choice(Some(1), Some(true)).weakening(lenient), None);
+    }
 }

@@ -95,7 +95,7 @@ impl Role {
                 matches!(t, Trigger::Start | Trigger::AgentComplete | Trigger::Cancel)
             }
             (Role::Reviewer, Action::Respond) => true,
-            (_, Action::OverrideGate | Action::ManageWebhooks) => false,
+            (_, Action::OverrideGate | Action::ManageWebhooks | Action::WeakenGate) => false,
             (Role::Reviewer, Action::Trigger(t)) => {
                 matches!(t, Trigger::HumanApproved | Trigger::HumanRejected)
             }
@@ -152,6 +152,9 @@ pub enum Action {
     OverrideGate,
     /// Create, read, delete webhooks and redeliver (they name where events go).
     ManageWebhooks,
+    /// Start a workflow whose gate asks less than the server's default: fewer approvals, or
+    /// its author allowed to approve (see [`GateChoice::weakening`](crate::gate::GateChoice::weakening)).
+    WeakenGate,
 }
 
 /// Somebody the server knows by a token: a name (the `actor` of what they do), a kind, roles.
@@ -195,6 +198,9 @@ mod tests {
         }
         let agent = principal(&[Role::Agent]);
         assert!(agent.may(Action::StartWorkflow).is_ok());
+        // A gate below the server's default is an admin's to start.
+        assert_eq!(agent.may(Action::WeakenGate), Err(Role::Admin));
+        assert!(principal(&[Role::Admin]).may(Action::WeakenGate).is_ok());
         assert!(agent.may(Action::Trigger(Trigger::AgentComplete)).is_ok());
         assert!(agent.may(Action::Trigger(Trigger::Cancel)).is_ok());
         assert!(agent.may(Action::Consult).is_ok());

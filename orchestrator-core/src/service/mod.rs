@@ -280,6 +280,11 @@ impl Orchestrator {
         self
     }
 
+    /// The gate policy a workflow gets for what its start leaves out.
+    pub fn gate_defaults(&self) -> GatePolicy {
+        self.gate_defaults
+    }
+
     /// The same orchestrator, telling `observer` of each stay at the gate it notes past its
     /// deadline (for metrics and logs: a sweep's and a late decision's alike).
     pub fn observing_expiries(mut self, observer: ExpiryObserver) -> Self {

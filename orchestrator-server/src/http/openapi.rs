@@ -575,7 +575,7 @@ fn when(code: ErrorCode) -> &'static str {
         PayloadTooLarge => "the body is over 256 KiB (a board form: over 8 KiB)",
         Unauthorized => "the bearer token is missing or wrong",
         Forbidden => {
-            "the token's principal lacks the role this needs (details name it), an agent tried to approve, reject or answer an escalation, or a write with the board's session cookie lacked its CSRF token, came from another origin or was not one the board makes (it approves, rejects and answers escalations only)"
+            "the token's principal lacks the role this needs (details name it; a start whose gate asks fewer approvals than the server's default, or self-approval it does not allow, needs admin), an agent tried to approve, reject or answer an escalation, or a write with the board's session cookie lacked its CSRF token, came from another origin or was not one the board makes (it approves, rejects and answers escalations only)"
         }
         NotFound => "no such route",
         MethodNotAllowed => "the path is POST /workflow/start's (feature id `start`)",
@@ -861,7 +861,7 @@ fn apply_field_rules(doc: &mut Value) {
         "type": ["integer", "null"],
         "minimum": 1,
         "maximum": orchestrator_core::gate::MAX_REQUIRED_APPROVALS,
-        "description": "distinct people who must approve, 1-10 (default GATE_REQUIRED_APPROVALS)",
+        "description": "distinct people who must approve, 1-10 (default GATE_REQUIRED_APPROVALS; with principals, fewer than that is an admin's to ask for: 403 FORBIDDEN for anyone else)",
     });
     // A reviewer's answer: `response` (free text, not blank) is required unless confirming.
     let respond = &mut doc["components"]["schemas"]["RespondRequest"];

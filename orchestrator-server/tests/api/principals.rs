@@ -526,3 +526,84 @@ async fn a_refused_decision_is_logged_with_the_principal_who_tried() {
     assert_eq!(line["span"]["principal"], "build-bot", "{line}");
     assert_eq!(line["span"]["feature_id"], "tried", "{line}");
 }
+
+/// The server's gate defaults are the team's policy: an agent starts a workflow with a gate
+/// as strict or stricter, and only an admin below it (fewer approvals, or the author allowed
+/// to approve); nothing is stored for a refused start. Without principals anyone may.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gate_below_the_servers_policy_is_an_admins_to_start() {
+    use orchestrator_core::api::GateRequest;
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let bot = mint(&file, "build-bot", ActorKind::Agent, &[Role::Agent]);
+    let ops = mint(&file, "ops", ActorKind::Human, &[Role::Admin]);
+    let app = spawn_app_with(|c| {
+        c.principals_file = Some(file.clone());
+        c.gate_required_approvals = 2;
+    })
+    .await;
+    let (bot, ops) = (app.client_with(&bot), app.client_with(&ops));
+    let start = |name: &str, gate: GateRequest| {
+        let mut request = StartWorkflowRequest::new(name, "gated");
+        request.gate = Some(gate);
+        request
+    };
+    let fewer = GateRequest {
+        required_approvals: Some(1),
+        ..GateRequest::default()
+    };
+    let own = GateRequest {
+        allow_self_approval: Some(true),
+        ..GateRequest::default()
+    };
+    let refused = bot.start_workflow(&start("lax", fewer.clone())).await;
+    assert_forbidden(
+        refused,
+        "role needed: admin: gate.required_approvals 1 is fewer than this server's 2",
+    );
+    let refused = bot.start_workflow(&start("lax", own.clone())).await;
+    assert_forbidden(
+        refused,
+        "role needed: admin: gate.allow_self_approval lets the author approve",
+    );
+    assert!(
+        bot.get_workflow(&id("lax"))
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    // As strict or stricter, or a deadline: the agent's to choose.
+    let stricter = GateRequest {
+        required_approvals: Some(3),
+        due_in_seconds: Some(60),
+        ..GateRequest::default()
+    };
+    let started = bot
+        .start_workflow(&start("strict", stricter))
+        .await
+        .unwrap();
+    assert_eq!(started.gate.required_approvals, 3);
+    let defaults = bot
+        .start_workflow(&StartWorkflowRequest::new("plain", "gated"))
+        .await
+        .unwrap();
+    assert_eq!(defaults.gate.required_approvals, 2);
+    // An admin may go below it, on the record.
+    let lax = ops.start_workflow(&start("lax", fewer)).await.unwrap();
+    assert_eq!(lax.gate.required_approvals, 1);
+    let own = ops.start_workflow(&start("own", own)).await.unwrap();
+    assert!(own.gate.allow_self_approval);
+}
+
+/// Without principals there is no admin to ask: a start chooses its gate.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_principals_a_start_chooses_its_gate() {
+    let app = spawn_app_with(|c| c.gate_required_approvals = 2).await;
+    let mut request = StartWorkflowRequest::new("lax", "gated");
+    request.gate = Some(orchestrator_core::api::GateRequest {
+        required_approvals: Some(1),
+        ..Default::default()
+    });
+    let started = app.client.start_workflow(&request).await.unwrap();
+    assert_eq!(started.gate.required_approvals, 1);
+}

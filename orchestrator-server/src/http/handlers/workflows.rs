@@ -14,7 +14,7 @@ use orchestrator_core::{
 use crate::http::App;
 use crate::http::auth::Caller;
 use crate::http::body::{json_response, parse_json};
-use crate::http::error::Result;
+use crate::http::error::{ApiError, Result};
 use crate::http::idempotency::{Answer, Claimed};
 use orchestrator_core::Action;
 
@@ -76,6 +76,15 @@ pub async fn create_workflow(
     caller.may(Action::StartWorkflow)?;
     let request: StartWorkflowRequest = parse_json(headers, body)?;
     let mut command = StartWorkflow::try_from(request)?;
+    // The server's gate defaults are the team's policy: below them is an admin's call.
+    if let Some(weaker) = command.gate.weakening(app.orchestrator().gate_defaults()) {
+        caller
+            .may(Action::WeakenGate)
+            .map_err(|refused| match refused {
+                ApiError::Forbidden(why) => ApiError::Forbidden(format!("{why}: {weaker}")),
+                other => other,
+            })?;
+    }
     if let Some(principal) = caller.principal() {
         command = command.by(principal);
     }
