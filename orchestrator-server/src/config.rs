@@ -504,15 +504,17 @@ impl clap::builder::TypedValueParser for DatabaseUrlParser {
         _arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
     ) -> Result<DatabaseUrl, clap::Error> {
-        value
-            .to_str()
-            .and_then(|url| url.parse().ok())
-            .ok_or_else(|| {
-                clap::Error::raw(
-                    clap::error::ErrorKind::ValueValidation,
-                    "DATABASE_URL (--database-url) is not one this server reads: expected sqlite:///relative, sqlite:////absolute, sqlite::memory: or postgres://… (the value is not repeated: it may hold a password)\n",
-                )
-            })
+        let refused = |rule: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "DATABASE_URL (--database-url) is not one this server reads{rule}: expected sqlite:///relative, sqlite:////absolute, sqlite::memory: or postgres://… (the value is not repeated: it may hold a password)\n"
+                ),
+            )
+        };
+        let url = value.to_str().ok_or_else(|| refused(""))?;
+        url.parse::<DatabaseUrl>()
+            .map_err(|bad| refused(bad.rule()))
     }
 }
 
@@ -683,13 +685,14 @@ mod tests {
         ] {
             assert!(bad.parse::<DatabaseUrl>().is_err(), "{bad}");
         }
-        // A refusal never shows a PostgreSQL URL, which may hold a password.
-        let refused = "postgres://u:s3cret@h/db \n".parse::<DatabaseUrl>();
-        let shown = refused.unwrap_err().to_string();
-        assert!(
-            !shown.contains("s3cret") && shown.contains("line end"),
-            "{shown}"
-        );
+        // A refusal never shows a URL that may hold a password, wherever the space is.
+        for url in ["postgres://u:s3cret@h/db \n", " postgres://u:s3cret@h/db"] {
+            let shown = url.parse::<DatabaseUrl>().unwrap_err().to_string();
+            assert!(
+                !shown.contains("s3cret") && shown.contains("line end"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

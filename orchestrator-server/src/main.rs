@@ -46,9 +46,16 @@ fn main() -> ExitCode {
         }
     };
     let ran = runtime.block_on(run(config));
+    let code = exit_code(ran);
     // Blocking work still running (a name lookup waiting for a resolver that drops queries)
     // gets a few seconds, not as long as it takes: what matters was stored and closed.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
+}
+
+/// How the server ended: 0 after a drain; a start-up failure said on stderr, exit 2 for one
+/// like a bad setting, else 1.
+fn exit_code(ran: Result<(), orchestrator_server::StartupError>) -> ExitCode {
     match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ orchestrator_server::StartupError::Principals(_)) => {

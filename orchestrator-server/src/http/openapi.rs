@@ -128,7 +128,11 @@ impl ApiDoc {
             let role_checked = method == "post" || path.starts_with(paths::WEBHOOKS);
             let forbidden = (principals && role_checked)
                 || (auth_required && (method != "get" || path.starts_with(paths::WEBHOOKS)));
+            // With principals, a start's gate below the defaults is judged on its body, by the
+            // handler, after the key: that 403 may be a kept answer.
+            let body_judged = principals && path == paths::WORKFLOW_START;
             let role_first = method == "post"
+                && !body_judged
                 && Route::with_pattern(&path).is_some_and(|route| route.post_action().is_some());
             complete_operation(operation, auth_required, forbidden, role_first);
         }

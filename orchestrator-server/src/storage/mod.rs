@@ -97,27 +97,41 @@ pub enum DatabaseUrl {
     Postgres(String),
 }
 
-/// A `DATABASE_URL` that names no supported database.
+/// A `DATABASE_URL` that names no supported database. It shows the URL only when it holds no
+/// `@` (a PostgreSQL URL may carry a password before it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unsupported database url '{0}': expected sqlite:///relative, sqlite:////absolute, sqlite::memory: or postgres://…{1}"
 )]
 pub struct BadDatabaseUrl(String, &'static str);
 
+impl BadDatabaseUrl {
+    fn new(url: &str, rule: &'static str) -> Self {
+        let shown = if url.contains('@') { "…" } else { url };
+        BadDatabaseUrl(shown.to_owned(), rule)
+    }
+
+    /// Why it was refused beyond its form, if anything (it holds no part of the URL), with a
+    /// leading space: ` (SQLite takes no parameters: …)`.
+    pub fn rule(&self) -> &'static str {
+        self.1
+    }
+}
+
 impl FromStr for DatabaseUrl {
     type Err = BadDatabaseUrl;
 
     fn from_str(url: &str) -> Result<Self, Self::Err> {
-        let bad = || BadDatabaseUrl(url.to_owned(), "");
-        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let bad = || BadDatabaseUrl::new(url, "");
         // A line end or space pasted with it would be part of a file's name, or of the
-        // database's (shown redacted: a PostgreSQL URL may hold a password).
+        // database's.
         if url.trim() != url {
-            let shown = if postgres { "postgres://…" } else { url };
-            let rule = " (with no space or line end around it)";
-            return Err(BadDatabaseUrl(shown.to_owned(), rule));
+            return Err(BadDatabaseUrl::new(
+                url,
+                " (with no space or line end around it)",
+            ));
         }
-        if postgres {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(DatabaseUrl::Postgres(url.to_owned()));
         }
         let rest = url.strip_prefix("sqlite:").ok_or_else(bad)?;
@@ -131,7 +145,7 @@ impl FromStr for DatabaseUrl {
         if path.contains('?') {
             // `?mode=ro` and the like would be dropped: the file is opened read-write.
             let rule = " (SQLite takes no parameters: the server sets its own)";
-            return Err(BadDatabaseUrl(url.to_owned(), rule));
+            return Err(BadDatabaseUrl::new(url, rule));
         }
         if path.is_empty() || path.ends_with('/') {
             return Err(bad());

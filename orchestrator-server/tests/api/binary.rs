@@ -20,6 +20,8 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_the_variable() {
         ("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "yes"),
         ("RUST_LOG", "warning"),
         ("RUST_LOG", ""),
+        ("DATABASE_URL", "sqlite:///x.db?mode=ro"),
+        ("DATABASE_URL", "sqlite:///x.db "),
     ] {
         let output = server().env(name, value).output().expect("binary runs");
         assert_eq!(output.status.code(), Some(2), "{name}={value}: {output:?}");
@@ -99,16 +101,23 @@ fn the_database_url_is_never_printed() {
         "{help}"
     );
 
-    let refused = server()
-        .env("DATABASE_URL", "Postgres+tls://app:s3cret@db/app")
-        .output()
-        .expect("binary runs");
-    assert_eq!(refused.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        stderr.contains("DATABASE_URL") && !stderr.contains("s3cret"),
-        "{stderr}"
-    );
+    for (url, why) in [
+        ("Postgres+tls://app:s3cret@db/app", "expected"),
+        // Said why, and still not shown.
+        (" postgres://app:s3cret@db/app", "no space or line end"),
+        ("sqlite:///x.db?mode=ro&key=s3cret", "takes no parameters"),
+    ] {
+        let refused = server()
+            .env("DATABASE_URL", url)
+            .output()
+            .expect("binary runs");
+        assert_eq!(refused.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("DATABASE_URL") && stderr.contains(why) && !stderr.contains("s3cret"),
+            "{stderr}"
+        );
+    }
 }
 
 /// `.env.sample` names every setting `--help` lists, and the values it sets are the defaults.

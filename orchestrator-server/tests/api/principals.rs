@@ -542,6 +542,7 @@ async fn a_gate_below_the_servers_policy_is_an_admins_to_start() {
         c.gate_required_approvals = 2;
     })
     .await;
+    let bot_token = bot.clone();
     let (bot, ops) = (app.client_with(&bot), app.client_with(&ops));
     let start = |name: &str, gate: GateRequest| {
         let mut request = StartWorkflowRequest::new(name, "gated");
@@ -572,6 +573,23 @@ async fn a_gate_below_the_servers_policy_is_an_admins_to_start() {
             .unwrap_err()
             .is_not_found()
     );
+    // Judged on the body, after the key: a keyed refusal is kept, and replayed.
+    let keyed = || {
+        reqwest::Client::new()
+            .post(app.url("/workflow/start"))
+            .bearer_auth(&bot_token)
+            .header("idempotency-key", "lax-start")
+            .json(&serde_json::json!({
+                "feature_id": "lax", "description": "gated", "gate": {"required_approvals": 1}
+            }))
+            .send()
+    };
+    let first = keyed().await.unwrap();
+    assert_eq!(first.status(), 403);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let again = keyed().await.unwrap();
+    assert_eq!(again.status(), 403);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
     // As strict or stricter, or a deadline: the agent's to choose.
     let stricter = GateRequest {
         required_approvals: Some(3),
