@@ -499,10 +499,27 @@ impl Orchestrator {
     /// A workflow's consultations, oldest first. Pending ones are refreshed from the hub
     /// first; if the hub cannot be reached they are returned as stored.
     pub async fn consultations(&self, feature_id: &FeatureId) -> Result<Vec<Consultation>> {
+        let mut consultations = self.consultations_as_stored(feature_id).await?;
+        self.refreshed(&mut consultations).await?;
+        Ok(consultations)
+    }
+
+    /// [`Orchestrator::consultations`] as stored, without asking the hub: for a caller that
+    /// cannot wait for it (a listing whose refresh took too long). `WorkflowNotFound` for an
+    /// unknown workflow.
+    pub async fn consultations_as_stored(
+        &self,
+        feature_id: &FeatureId,
+    ) -> Result<Vec<Consultation>> {
         // Not-found is the workflow's, not the consultations'.
         self.repository.get(feature_id).await?;
-        let mut consultations = self.repository.consultations(feature_id).await?;
-        let outcomes = self.refresh_all(&mut consultations).await;
+        Ok(self.repository.consultations(feature_id).await?)
+    }
+
+    /// Refreshes `consultations` from the hub, each one it could ask about; one it could not
+    /// stays as stored (logged).
+    async fn refreshed(&self, consultations: &mut [Consultation]) -> Result<()> {
+        let outcomes = self.refresh_all(consultations).await;
         for (consultation, outcome) in consultations.iter().zip(outcomes) {
             match outcome {
                 Ok(()) => {}
@@ -516,7 +533,7 @@ impl Orchestrator {
                 Err(other) => return Err(other),
             }
         }
-        Ok(consultations)
+        Ok(())
     }
 }
 

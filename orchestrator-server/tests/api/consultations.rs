@@ -1052,6 +1052,34 @@ async fn listing_while_the_hub_is_unreachable_returns_what_is_stored() {
     );
 }
 
+/// A hub that takes connections and never answers holds a listing a few seconds, not its
+/// call timeout per eight escalations: the listing answers with what is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_while_the_hub_does_not_answer_returns_what_is_stored_in_seconds() {
+    let app = spawn_app().await;
+    let f = started(&app, "slow").await;
+    let pending = app
+        .client
+        .create_consultation(
+            &f,
+            &ask("security", "Should tokens live a day? [confidence=20]"),
+        )
+        .await
+        .unwrap();
+    let mut app = app;
+    app.config.agent_hub_url = silent_server().await;
+    app.config.agent_hub_timeout_seconds = 60;
+    let app = app.restart().await;
+    let asked = std::time::Instant::now();
+    let listed = app.client.list_consultations(&f).await.unwrap();
+    assert_eq!(listed.items, vec![pending]);
+    let waited = asked.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(15),
+        "{waited:?}: the call timeout is 30 s"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hub_calls_are_counted_in_metrics() {
     let app = spawn_app().await;

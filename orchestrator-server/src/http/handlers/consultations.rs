@@ -1,6 +1,8 @@
 //! Consultation endpoints: ask the Agent Hub for a workflow, list what it asked, answer an
 //! escalation as a reviewer.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
@@ -65,18 +67,31 @@ pub(crate) fn consultation_answer(status: StatusCode, consultation: &Consultatio
     )
 }
 
+/// How long a listing waits for the hub's word on pending escalations before it answers with
+/// what is stored (a hub that answers slowly would hold every listing for its call timeout,
+/// 30 s, per eight escalations).
+pub const REFRESH_WAIT: Duration = Duration::from_secs(3);
+
 /// A workflow's consultations, oldest first; pending ones are refreshed from the hub.
 #[utoipa::path(
     get, path = "/workflow/{feature_id}/consultations", tag = "consultations", operation_id = "list_consultations",
     params(("feature_id" = String, Path, description = "the feature id")),
     responses(
-        (status = 200, description = "the consultations; if the hub is unreachable, as stored", body = ConsultationsResponse,
+        (status = 200, description = "the consultations; pending ones as the hub says, or as stored if the hub is unreachable or has not answered within 3 s", body = ConsultationsResponse,
          example = json!(crate::http::openapi::examples::consultations())),
     ),
 )]
 pub async fn list_consultations(app: &App, id: &str) -> Result<HttpResponse> {
     let id = feature_id(id)?;
-    let items = app.orchestrator().consultations(&id).await?;
+    let refreshed = tokio::time::timeout(REFRESH_WAIT, app.orchestrator().consultations(&id));
+    let items = match refreshed.await {
+        Ok(items) => items?,
+        Err(_) => {
+            // What was refreshed by then is stored; the rest is listed as it was.
+            tracing::warn!(feature_id = %id, "the hub did not answer about pending escalations in time; listed as stored");
+            app.orchestrator().consultations_as_stored(&id).await?
+        }
+    };
     Ok(json_response(
         StatusCode::OK,
         &ConsultationsResponse { items },
