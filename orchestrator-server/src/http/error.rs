@@ -85,6 +85,11 @@ pub enum ApiError {
         "as many event streams as this server keeps are open; retry later, or raise MAX_CONNECTIONS"
     )]
     TooManyStreams,
+    /// The caller holds as many event streams as one may (a quarter of the server's).
+    #[error(
+        "this caller holds {0} event streams, as many as one may on this server; close one, or retry later"
+    )]
+    CallersStreams(usize),
     /// A request with this idempotency key is still being answered.
     #[error("a request with this Idempotency-Key is still being answered; retry later")]
     IdempotencyKeyInUse,
@@ -142,7 +147,8 @@ impl ApiError {
             | ApiError::TooManyAsks
             | ApiError::LookupsBusy
             | ApiError::LookupFailed(_)
-            | ApiError::TooManyStreams => (ErrorCode::ServiceUnavailable, None),
+            | ApiError::TooManyStreams
+            | ApiError::CallersStreams(_) => (ErrorCode::ServiceUnavailable, None),
             ApiError::Forbidden(why) => (ErrorCode::Forbidden, Some(vec![why.clone()])),
             ApiError::IdempotencyKeyInUse => (ErrorCode::IdempotencyKeyInUse, None),
             ApiError::IdempotencyKeyReused => (ErrorCode::IdempotencyKeyReused, None),
@@ -208,7 +214,8 @@ impl ApiError {
             | ApiError::TooManyAsks
             | ApiError::LookupsBusy
             | ApiError::LookupFailed(_)
-            | ApiError::TooManyStreams => {
+            | ApiError::TooManyStreams
+            | ApiError::CallersStreams(_) => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -13,10 +13,11 @@
 //! broadcast (a slow reader) is told its position and disconnected, and resumes by id, so
 //! memory stays bounded.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -436,7 +437,7 @@ pub async fn stream_events(
     // and catches up.
     let revocations = app.revocations();
     let mut query = parse_query(query, true)?;
-    let slot = app.stream_slot().ok_or(ApiError::TooManyStreams)?;
+    let slot = app.stream_slot(holder.as_ref().map(Holder::key))?;
     if let Some(value) = headers.get("last-event-id") {
         let id = value
             .to_str()
@@ -836,6 +837,71 @@ pub fn stream_slots(max_connections: usize) -> usize {
     (max_connections / 4 * 3).max(1)
 }
 
+/// How many of the stream slots one holder (a principal, a board session) may take: a quarter
+/// (at least one), so that one consumer that leaks connections, or one token shared by too
+/// many, cannot take the streams the board and the other consumers need.
+pub fn streams_per_holder(max_connections: usize) -> usize {
+    (stream_slots(max_connections) / 4).max(1)
+}
+
+/// How many streams each holder has open, by its key ([`Holder::key`]).
+pub type Holders = Arc<std::sync::Mutex<HashMap<String, usize>>>;
+
+/// A stream's place: one of the server's slots and, for a holder the server can tell apart,
+/// one of its share; both free again when the stream's body is let go.
+pub struct StreamSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    held: Option<(String, Holders)>,
+}
+
+/// The holder has its share of streams open already.
+#[derive(Debug)]
+pub struct ShareTaken;
+
+impl StreamSlot {
+    /// `permit`, and one of `holder`'s `share` in `holders` (refused when it has them all).
+    pub fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        holder: Option<String>,
+        holders: &Holders,
+        share: usize,
+    ) -> std::result::Result<Self, ShareTaken> {
+        let Some(key) = holder else {
+            return Ok(StreamSlot {
+                _permit: permit,
+                held: None,
+            });
+        };
+        {
+            // Counting cannot panic while the lock is held; a poisoned map is still right.
+            let mut open = holders.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = open.entry(key.clone()).or_insert(0);
+            if *count >= share {
+                return Err(ShareTaken);
+            }
+            *count += 1;
+        }
+        Ok(StreamSlot {
+            _permit: permit,
+            held: Some((key, holders.clone())),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Some((key, holders)) = self.held.take() {
+            let mut open = holders.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = open.get_mut(&key) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    open.remove(&key);
+                }
+            }
+        }
+    }
+}
+
 /// Longest a stream held by a board session goes without asking whether the session holds.
 const HOLDER_RECHECK: Duration = Duration::from_secs(15);
 
@@ -856,6 +922,24 @@ pub enum Holder {
 }
 
 impl Holder {
+    /// Whose share of the streams this one counts in: the principal's, whatever the letters'
+    /// case (the same person), or the board session's.
+    fn key(&self) -> String {
+        match self {
+            Holder::Session(key) => format!("session {key}"),
+            Holder::Principal { name, .. } => {
+                // Folded as `Actor::same_person` folds names.
+                let folded: String = name
+                    .as_str()
+                    .chars()
+                    .flat_map(char::to_lowercase)
+                    .flat_map(char::to_uppercase)
+                    .collect();
+                format!("principal {folded}")
+            }
+        }
+    }
+
     async fn holds(&self, app: &App) -> bool {
         match self {
             Holder::Session(key) => super::board::still_signed_in(app, key).await,
@@ -871,7 +955,7 @@ impl Holder {
 pub struct SseBody {
     messages: mpsc::Receiver<Bytes>,
     /// The stream's slot, free again when the connection lets the body go.
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    _slot: StreamSlot,
 }
 
 impl Body for SseBody {

@@ -119,6 +119,8 @@ struct Inner {
     feed: events::Feed,
     /// The event streams this server may hold open at once (see [`events::stream_slots`]).
     streams: Arc<tokio::sync::Semaphore>,
+    /// How many streams each holder (a principal, a board session) has open here.
+    holders: events::Holders,
     /// Turns true when the server stops, which ends every stream.
     closing: tokio::sync::watch::Sender<bool>,
     /// Counts the times someone lost the right to read here (a board session ended, the
@@ -180,6 +182,7 @@ impl App {
             streams: Arc::new(tokio::sync::Semaphore::new(events::stream_slots(
                 limits.max_connections,
             ))),
+            holders: Arc::default(),
             closing: tokio::sync::watch::channel(false).0,
             revocations: tokio::sync::watch::channel(0).0,
             webhooks: webhooks.map(Arc::new),
@@ -245,8 +248,22 @@ impl App {
     }
 
     /// A slot for one more event stream, held while it is open; `None` when every one is taken.
-    pub(crate) fn stream_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.0.streams.clone().try_acquire_owned().ok()
+    /// A slot for a stream of `holder` (`None`: a caller the server cannot tell apart, open or
+    /// shared-token mode), if the server has one left and the holder has fewer than its share
+    /// ([`events::streams_per_holder`]).
+    pub(crate) fn stream_slot(
+        &self,
+        holder: Option<String>,
+    ) -> std::result::Result<events::StreamSlot, ApiError> {
+        let permit = self
+            .0
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyStreams)?;
+        let share = events::streams_per_holder(self.0.limits.max_connections);
+        events::StreamSlot::new(permit, holder, &self.0.holders, share)
+            .map_err(|_| ApiError::CallersStreams(share))
     }
 
     /// How many event streams are open.

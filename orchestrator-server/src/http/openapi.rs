@@ -533,7 +533,7 @@ fn error_response(operation_id: &str, codes: &[ErrorCode], idempotent: bool) -> 
             && codes.contains(&ErrorCode::ServiceUnavailable))
     {
         response["headers"]["Retry-After"] = json!({
-            "description": "seconds to wait before retrying: with IDEMPOTENCY_KEY_IN_USE (1); with SERVICE_UNAVAILABLE when a request with an Idempotency-Key outlived the request bound and may still be carried out (1: the retry with the same key gets its answer), and, asking the hub, when too many consultations are being asked (5), creating a webhook, when its host waited too long for a turn to be looked up or its name servers did not answer (5), and opening a stream, when as many streams as the server keeps are open (5)",
+            "description": "seconds to wait before retrying: with IDEMPOTENCY_KEY_IN_USE (1); with SERVICE_UNAVAILABLE when a request with an Idempotency-Key outlived the request bound and may still be carried out (1: the retry with the same key gets its answer), and, asking the hub, when too many consultations are being asked (5), creating a webhook, when its host waited too long for a turn to be looked up or its name servers did not answer (5), and opening a stream, when as many streams as the server keeps are open, or the caller holds its share of them (5)",
             "required": false,
             "schema": { "type": "string", "pattern": "^[0-9]+$" },
             "example": "1",
@@ -620,7 +620,7 @@ fn when(code: ErrorCode) -> &'static str {
         UriTooLong => "the request URI is too long",
         HeadersTooLarge => "the request headers are too large or too many",
         ServiceUnavailable => {
-            "the request could not be answered in time (with Retry-After: 1 when it carried an Idempotency-Key: it may still be carried out, and a retry with the key gets its answer), or (asking the hub) too many consultations are being asked at once, or (creating a webhook) its host could not get a turn to be looked up or its name servers did not answer, or (opening a stream) as many streams as the server keeps are open (these three with Retry-After: 5); retry later"
+            "the request could not be answered in time (with Retry-After: 1 when it carried an Idempotency-Key: it may still be carried out, and a retry with the key gets its answer), or (asking the hub) too many consultations are being asked at once, or (creating a webhook) its host could not get a turn to be looked up or its name servers did not answer, or (opening a stream) as many streams as the server keeps are open, or the caller (a principal, a board session) holds a quarter of them (these three with Retry-After: 5); retry later"
         }
         Internal => "a bug; the log has the detail",
         Unknown => "a code of a newer server",

@@ -715,3 +715,59 @@ async fn a_stream_whose_server_never_answers_says_so_and_tries_again() {
         );
     }
 }
+
+/// One principal may hold a quarter of the stream slots: past it their next stream is
+/// refused, another principal's still opens, and a slot of theirs frees when a stream ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_principal_holds_a_quarter_of_the_streams_at_most() {
+    use orchestrator_core::{ActorKind, Role};
+    let keys = tempfile::TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let leaky = crate::helpers::mint(&file, "leaky", ActorKind::Agent, &[Role::Viewer]);
+    let board = crate::helpers::mint(&file, "board", ActorKind::Human, &[Role::Viewer]);
+    // 16 connections: 12 stream slots, 3 for each holder.
+    let app = spawn_app_with(|c| {
+        c.max_connections = 16;
+        c.principals_file = Some(file.clone());
+    })
+    .await;
+    let open = async |token: &str| {
+        reqwest::Client::new()
+            .get(app.url("/events/stream"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let stream = open(&leaky).await;
+        assert_eq!(stream.status(), reqwest::StatusCode::OK);
+        held.push(stream);
+    }
+    let refused = open(&leaky).await;
+    assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("as many as one may")),
+        "{body}"
+    );
+    assert_eq!(open(&board).await.status(), reqwest::StatusCode::OK);
+
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = open(&leaky).await;
+        if again.status() == reqwest::StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the share of a stream whose consumer left was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
