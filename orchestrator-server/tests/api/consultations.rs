@@ -1020,15 +1020,7 @@ async fn health_reports_a_reachable_hub() {
 #[tokio::test(flavor = "multi_thread")]
 async fn listing_while_the_hub_is_unreachable_returns_what_is_stored() {
     let app = spawn_app().await;
-    let f = started(&app, "stored").await;
-    let pending = app
-        .client
-        .create_consultation(
-            &f,
-            &ask("security", "Should tokens live a day? [confidence=20]"),
-        )
-        .await
-        .unwrap();
+    let (f, pending) = escalated(&app, "stored").await;
     let escalation = pending.escalation_id.clone().expect("escalated");
     app.hub.resolve(&escalation.0, HumanAction::Confirm, None);
 
@@ -1057,15 +1049,7 @@ async fn listing_while_the_hub_is_unreachable_returns_what_is_stored() {
 #[tokio::test(flavor = "multi_thread")]
 async fn listing_while_the_hub_does_not_answer_returns_what_is_stored_in_seconds() {
     let app = spawn_app().await;
-    let f = started(&app, "slow").await;
-    let pending = app
-        .client
-        .create_consultation(
-            &f,
-            &ask("security", "Should tokens live a day? [confidence=20]"),
-        )
-        .await
-        .unwrap();
+    let (f, pending) = escalated(&app, "slow").await;
     let mut app = app;
     app.config.agent_hub_url = silent_server().await;
     app.config.agent_hub_timeout_seconds = 60;

@@ -1432,6 +1432,33 @@ pub async fn every_accepted_change_writes_one_event_in_commit_order(repo: &dyn W
     );
 }
 
+/// A reader following `repo`'s log from its start, page after page, that fails on any id but
+/// the one after the last it met; once `stop` is set and a page comes back empty, it answers
+/// the last id it met.
+fn following_the_log(
+    repo: Arc<dyn WorkflowRepository>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut last = 0;
+        loop {
+            let done = stop.load(std::sync::atomic::Ordering::Acquire);
+            let page = repo
+                .events(last, &EventFilter::default(), 1000)
+                .await
+                .unwrap();
+            for event in &page.events {
+                assert_eq!(event.id, last + 1, "a reader at {last} met {}", event.id);
+                last = event.id;
+            }
+            if done && page.events.is_empty() {
+                return last;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+}
+
 /// Writers race on many workflows while a reader follows the log: every read continues
 /// exactly where the previous one ended (no gap, no repeat), and the log ends holding one
 /// event per accepted change.
@@ -1439,28 +1466,7 @@ pub async fn a_reader_following_the_log_never_meets_a_gap(repo: Arc<dyn Workflow
     const WORKFLOWS: usize = 12;
     const ROUNDS: usize = 8;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = {
-        let repo = repo.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut last = 0;
-            loop {
-                let done = stop.load(std::sync::atomic::Ordering::Acquire);
-                let page = repo
-                    .events(last, &EventFilter::default(), 1000)
-                    .await
-                    .unwrap();
-                for event in &page.events {
-                    assert_eq!(event.id, last + 1, "a reader at {last} met {}", event.id);
-                    last = event.id;
-                }
-                if done && page.events.is_empty() {
-                    return last;
-                }
-                tokio::task::yield_now().await;
-            }
-        })
-    };
+    let reader = following_the_log(repo.clone(), stop.clone());
     let mut writers = Vec::new();
     for n in 0..WORKFLOWS {
         let repo = repo.clone();
@@ -2963,28 +2969,7 @@ async fn postgres_replicas_writing_every_way_never_leave_a_reader_a_gap() {
         connect(&url, 4).await.unwrap(),
     ];
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = {
-        let repo = replicas[1].clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut last = 0;
-            loop {
-                let done = stop.load(std::sync::atomic::Ordering::Acquire);
-                let page = repo
-                    .events(last, &EventFilter::default(), 1000)
-                    .await
-                    .unwrap();
-                for event in &page.events {
-                    assert_eq!(event.id, last + 1, "a reader at {last} met {}", event.id);
-                    last = event.id;
-                }
-                if done && page.events.is_empty() {
-                    return last;
-                }
-                tokio::task::yield_now().await;
-            }
-        })
-    };
+    let reader = following_the_log(replicas[1].clone(), stop.clone());
     let mut writers = Vec::new();
     for n in 0..WORKFLOWS {
         let repo = replicas[n % 2].clone();
