@@ -500,13 +500,13 @@ impl Orchestrator {
     /// first; if the hub cannot be reached they are returned as stored.
     pub async fn consultations(&self, feature_id: &FeatureId) -> Result<Vec<Consultation>> {
         let mut consultations = self.consultations_as_stored(feature_id).await?;
-        self.refreshed(&mut consultations).await?;
+        self.refresh_consultations(&mut consultations).await?;
         Ok(consultations)
     }
 
-    /// [`Orchestrator::consultations`] as stored, without asking the hub: for a caller that
-    /// cannot wait for it (a listing whose refresh took too long). `WorkflowNotFound` for an
-    /// unknown workflow.
+    /// [`Orchestrator::consultations`] as stored, without asking the hub (`WorkflowNotFound`
+    /// for an unknown workflow): with [`Orchestrator::refresh_consultations`], for a caller
+    /// that bounds how long it waits for the hub.
     pub async fn consultations_as_stored(
         &self,
         feature_id: &FeatureId,
@@ -516,9 +516,10 @@ impl Orchestrator {
         Ok(self.repository.consultations(feature_id).await?)
     }
 
-    /// Refreshes `consultations` from the hub, each one it could ask about; one it could not
-    /// stays as stored (logged).
-    async fn refreshed(&self, consultations: &mut [Consultation]) -> Result<()> {
+    /// Refreshes `consultations` (as stored) from the hub, each one it could ask about, and
+    /// stores what changed; one it could not ask about stays as stored (logged). A caller that
+    /// gives up on it midway keeps the list it had: what was stored by then is stored whole.
+    pub async fn refresh_consultations(&self, consultations: &mut [Consultation]) -> Result<()> {
         let outcomes = self.refresh_all(consultations).await;
         for (consultation, outcome) in consultations.iter().zip(outcomes) {
             match outcome {

@@ -432,12 +432,13 @@ pub async fn stream_events(
     headers: &HeaderMap,
     query: Option<&str>,
     holder: Option<Holder>,
+    share: Option<String>,
 ) -> Result<Response<SseBody>> {
     // First of all: a right to read lost from here on ends the stream, also while it starts
     // and catches up.
     let revocations = app.revocations();
     let mut query = parse_query(query, true)?;
-    let slot = app.stream_slot(holder.as_ref().map(Holder::key))?;
+    let slot = app.stream_slot(share)?;
     if let Some(value) = headers.get("last-event-id") {
         let id = value
             .to_str()
@@ -844,7 +845,8 @@ pub fn streams_per_holder(max_connections: usize) -> usize {
     (stream_slots(max_connections) / 4).max(1)
 }
 
-/// How many streams each holder has open, by its key ([`Holder::key`]).
+/// How many streams each holder has open, by whose share they count in (see
+/// [`App::stream_share`]).
 pub type Holders = Arc<std::sync::Mutex<HashMap<String, usize>>>;
 
 /// A stream's place: one of the server's slots and, for a holder the server can tell apart,
@@ -922,24 +924,6 @@ pub enum Holder {
 }
 
 impl Holder {
-    /// Whose share of the streams this one counts in: the principal's, whatever the letters'
-    /// case (the same person), or the board session's.
-    fn key(&self) -> String {
-        match self {
-            Holder::Session(key) => format!("session {key}"),
-            Holder::Principal { name, .. } => {
-                // Folded as `Actor::same_person` folds names.
-                let folded: String = name
-                    .as_str()
-                    .chars()
-                    .flat_map(char::to_lowercase)
-                    .flat_map(char::to_uppercase)
-                    .collect();
-                format!("principal {folded}")
-            }
-        }
-    }
-
     async fn holds(&self, app: &App) -> bool {
         match self {
             Holder::Session(key) => super::board::still_signed_in(app, key).await,
@@ -1144,6 +1128,16 @@ mod tests {
     }
 
     #[test]
+    fn a_holder_may_take_a_quarter_of_the_stream_slots_and_one_at_least() {
+        assert_eq!(streams_per_holder(1024), 192);
+        assert_eq!(streams_per_holder(16), 3);
+        for small in 1..16 {
+            assert_eq!(streams_per_holder(small), (stream_slots(small) / 4).max(1));
+            assert!(streams_per_holder(small) >= 1, "{small}");
+        }
+    }
+
+    #[test]
     fn events_go_in_runs_bounded_by_count_and_by_bytes() {
         let sized = |id, size| {
             let mut event = event(id, "a", EventType::ConsultationUpdated);
@@ -1280,7 +1274,7 @@ mod tests {
             Arc::new(crate::metrics::Metrics::default()),
         );
         // No feed runs yet: the stream gives up after its wait, subscribed to nothing.
-        let refused = stream_events(&app, &HeaderMap::new(), None, None).await;
+        let refused = stream_events(&app, &HeaderMap::new(), None, None, None).await;
         let Err(error) = refused else {
             panic!("a stream opened before the feed started");
         };
@@ -1295,7 +1289,7 @@ mod tests {
             let app = app.clone();
             async move { app.feed().run(orchestrator, stopped).await }
         });
-        let stream = stream_events(&app, &HeaderMap::new(), None, None).await;
+        let stream = stream_events(&app, &HeaderMap::new(), None, None, None).await;
         assert!(
             stream.is_ok(),
             "once the feed has read the log, streams open"

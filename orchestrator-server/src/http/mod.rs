@@ -247,13 +247,13 @@ impl App {
         &self.0.feed
     }
 
-    /// A slot for one more event stream, held while it is open; `None` when every one is taken.
-    /// A slot for a stream of `holder` (`None`: a caller the server cannot tell apart, open or
-    /// shared-token mode), if the server has one left and the holder has fewer than its share
-    /// ([`events::streams_per_holder`]).
+    /// A slot for one more event stream, held while it is open, counted in `share` (see
+    /// [`App::stream_share`]; `None`: nobody's), if the server has one left
+    /// (else `TooManyStreams`) and the share is not full ([`events::streams_per_holder`]; else
+    /// `CallersStreams`).
     pub(crate) fn stream_slot(
         &self,
-        holder: Option<String>,
+        share: Option<String>,
     ) -> std::result::Result<events::StreamSlot, ApiError> {
         let permit = self
             .0
@@ -261,9 +261,21 @@ impl App {
             .clone()
             .try_acquire_owned()
             .map_err(|_| ApiError::TooManyStreams)?;
-        let share = events::streams_per_holder(self.0.limits.max_connections);
-        events::StreamSlot::new(permit, holder, &self.0.holders, share)
-            .map_err(|_| ApiError::CallersStreams(share))
+        let most = events::streams_per_holder(self.0.limits.max_connections);
+        events::StreamSlot::new(permit, share, &self.0.holders, most)
+            .map_err(|_| ApiError::CallersStreams(most))
+    }
+
+    /// Whose share of the streams a stream of `caller` counts in: with principals, the
+    /// person's — their token's streams in one share, their board sessions' in another (so
+    /// their own leaky agent does not shut their board out), however many sessions they
+    /// sign in; without principals nobody can be told apart, and none.
+    pub(crate) fn stream_share(caller: &auth::Caller, board: bool) -> Option<String> {
+        let person = caller.principal()?.name.person();
+        Some(format!(
+            "{} {person}",
+            if board { "board" } else { "token" }
+        ))
     }
 
     /// How many event streams are open.
@@ -495,6 +507,7 @@ impl App {
             tracing::Span::current().record("principal", principal.name.as_str());
         }
         if route == Route::EventStream {
+            let share = App::stream_share(&caller, board_session.is_some());
             let holder = match (board_session, caller.principal()) {
                 (Some(key), _) => Some(events::Holder::Session(key)),
                 (None, Some(principal)) => {
@@ -507,9 +520,10 @@ impl App {
                 }
                 (None, None) => None,
             };
-            let response = events::stream_events(self, &parts.headers, parts.uri.query(), holder)
-                .await
-                .map_err(fail)?;
+            let response =
+                events::stream_events(self, &parts.headers, parts.uri.query(), holder, share)
+                    .await
+                    .map_err(fail)?;
             return Ok((Some(route), response.map(Either::Right)));
         }
         if parts.method != Method::POST {

@@ -1108,3 +1108,52 @@ async fn more_gates_than_the_overview_shows_are_reached_from_it() {
     let second = get(&app, "/board?state=GATE_1&after=gate-199", None).await;
     assert!(second.text.contains("gate-200"), "{}", second.text);
 }
+
+/// A person's board pages share one quarter of the stream slots, however many sessions they
+/// sign in, apart from the streams their token opens: signing in again does not get past it,
+/// and their own agent's streams do not shut their board out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persons_board_sessions_share_one_quarter_of_the_streams() {
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let token = mint(&file, "carol", ActorKind::Human, &[Role::Viewer]);
+    // 16 connections: 12 stream slots, 3 for carol's board and 3 for her token.
+    let app = spawn_app_with(|c| {
+        c.principals_file = Some(file.clone());
+        c.max_connections = 16;
+    })
+    .await;
+    let (first, second) = (
+        sign_in(&app, &[("token", &token)]).await,
+        sign_in(&app, &[("token", &token)]).await,
+    );
+    let open = async |cookie: Option<&str>| {
+        let request = http().get(app.url("/events/stream"));
+        let request = match cookie {
+            Some(cookie) => request.header("cookie", cookie),
+            None => request.bearer_auth(&token),
+        };
+        request.send().await.unwrap()
+    };
+    let mut held = Vec::new();
+    for cookie in [&first, &first, &second] {
+        let stream = open(Some(cookie)).await;
+        assert_eq!(stream.status(), StatusCode::OK);
+        held.push(stream);
+    }
+    let refused = open(Some(&second)).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let third = sign_in(&app, &[("token", &token)]).await;
+    assert_eq!(
+        open(Some(&third)).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a new session is still carol's board"
+    );
+    // Her token's streams count apart.
+    for _ in 0..3 {
+        let stream = open(None).await;
+        assert_eq!(stream.status(), StatusCode::OK);
+        held.push(stream);
+    }
+    assert_eq!(open(None).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

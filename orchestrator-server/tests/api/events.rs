@@ -771,3 +771,21 @@ async fn one_principal_holds_a_quarter_of_the_streams_at_most() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Without principals callers cannot be told apart: only the server's bound holds, not a
+/// share per caller.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_principals_streams_are_not_shared_out() {
+    // 16 connections: 12 stream slots, of which a share would be 3.
+    let app = spawn_app_with(|c| c.max_connections = 16).await;
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let stream = reqwest::Client::new()
+            .get(app.url("/events/stream"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), reqwest::StatusCode::OK);
+        held.push(stream);
+    }
+}

@@ -83,13 +83,15 @@ pub const REFRESH_WAIT: Duration = Duration::from_secs(3);
 )]
 pub async fn list_consultations(app: &App, id: &str) -> Result<HttpResponse> {
     let id = feature_id(id)?;
-    let refreshed = tokio::time::timeout(REFRESH_WAIT, app.orchestrator().consultations(&id));
-    let items = match refreshed.await {
-        Ok(items) => items?,
+    let stored = app.orchestrator().consultations_as_stored(&id).await?;
+    let mut items = stored.clone();
+    // Only the hub's word is waited for within the bound, not the store's.
+    let refresh = app.orchestrator().refresh_consultations(&mut items);
+    let items = match tokio::time::timeout(REFRESH_WAIT, refresh).await {
+        Ok(refreshed) => refreshed.map(|()| items)?,
         Err(_) => {
-            // What was refreshed by then is stored; the rest is listed as it was.
             tracing::warn!(feature_id = %id, "the hub did not answer about pending escalations in time; listed as stored");
-            app.orchestrator().consultations_as_stored(&id).await?
+            stored
         }
     };
     Ok(json_response(
