@@ -623,12 +623,29 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
 
     // Alice answers the first escalation from the page: her correction goes to the hub and
     // resolves it; the other still holds the gate.
+    // Without the correction, it is asked for in the page, the focus on the field, and
+    // nothing is sent (the server refuses one too: see the API tests).
     click(&a, "Correct").await;
-    // (The message before this one said "Not recorded" too: wait for this one's.)
     wait_text(&a, "#message", |t| {
-        t.starts_with("Not recorded") && t.contains("response")
+        t == "Not sent: a correction needs the right answer; write it in Response."
     })
     .await;
+    wait_script(
+        &a,
+        "return document.activeElement.getAttribute('aria-invalid') + ' ' + document.activeElement.name;",
+        "true response",
+    )
+    .await;
+    let answers = a
+        .execute(
+            "return performance.getEntriesByType('resource')
+               .filter((e) => e.initiatorType === 'fetch' && new URL(e.name).pathname.endsWith('/respond'))
+               .length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(answers, json!(0), "nothing sent");
     type_into(
         &a,
         "Response",

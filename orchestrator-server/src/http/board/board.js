@@ -645,11 +645,23 @@
     return true;
   }
 
+  // A correction or added context is the response itself: asked for here at once, the same
+  // way (the server refuses an empty one too). True if it was missing.
+  function responseMissing(form, action) {
+    const response = form.querySelector('textarea');
+    if (action === 'confirm' || !response || response.value.trim()) return false;
+    response.setAttribute('aria-invalid', 'true');
+    response.focus();
+    const what = action === 'correct' ? 'a correction needs the right answer' : 'added context needs the context';
+    say('Not sent: ' + what + '; write it in Response.', 'bad');
+    return true;
+  }
+
   function bind() {
     const form = document.getElementById('decide');
     if (form) bindButtons(form, (f, trigger) => reasonMissing(trigger) || submitting(f, send, trigger));
     document.querySelectorAll('form.respond')
-      .forEach((f) => bindButtons(f, (g, action) => submitting(g, respond, action)));
+      .forEach((f) => bindButtons(f, (g, action) => responseMissing(g, action) || submitting(g, respond, action)));
   }
 
   // --- "3 min" kept current on a page no event brings again: every 20 s, and when the tab is
