@@ -181,33 +181,6 @@ fn folded(name: &str) -> impl Iterator<Item = char> + '_ {
         .flat_map(char::to_uppercase)
 }
 
-#[cfg(test)]
-mod person_tests {
-    use super::*;
-
-    #[test]
-    fn one_persons_names_have_one_person_key() {
-        let names = [
-            "alice",
-            "Alice",
-            "ALICE",
-            "Straße",
-            "STRASSE",
-            "ΟΔΥΣΣΕΥΣ",
-            "οδυσσευς",
-            "bob",
-        ];
-        for a in names {
-            for b in names {
-                let (a, b) = (Actor::parse(a).unwrap(), Actor::parse(b).unwrap());
-                assert_eq!(a.same_person(&b), a.person() == b.person(), "{a:?} {b:?}");
-            }
-        }
-        let alice = Actor::parse("alice").unwrap();
-        assert_eq!(alice.person(), Actor::parse("ALICE").unwrap().person());
-    }
-}
-
 /// Characters that show nothing (inclusive ranges): the soft hyphen, zero-width spaces and
 /// joiners, direction marks and overrides, invisible operators, fillers, variation selectors,
 /// the byte-order mark — Unicode's default-ignorable characters of the Basic Multilingual
@@ -454,6 +427,28 @@ pub fn parse_optional<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_persons_names_have_one_person_key() {
+        let names = [
+            "alice",
+            "Alice",
+            "ALICE",
+            "Straße",
+            "STRASSE",
+            "ΟΔΥΣΣΕΥΣ",
+            "οδυσσευς",
+            "bob",
+        ];
+        for a in names {
+            for b in names {
+                let (a, b) = (Actor::parse(a).unwrap(), Actor::parse(b).unwrap());
+                assert_eq!(a.same_person(&b), a.person() == b.person(), "{a:?} {b:?}");
+            }
+        }
+        let alice = Actor::parse("alice").unwrap();
+        assert_eq!(alice.person(), Actor::parse("ALICE").unwrap().person());
+    }
     use serde_json::json;
 
     #[test]

@@ -838,37 +838,39 @@ pub fn stream_slots(max_connections: usize) -> usize {
     (max_connections / 4 * 3).max(1)
 }
 
-/// How many of the stream slots one holder (a principal, a board session) may take: a quarter
-/// (at least one), so that one consumer that leaks connections, or one token shared by too
-/// many, cannot take the streams the board and the other consumers need.
+/// How many of the stream slots one share may take — with principals, a person's token
+/// streams, or their board pages': a quarter (at least one), so that one consumer that leaks
+/// connections, or one token shared by too many, cannot take the streams the board and the
+/// other consumers need.
 pub fn streams_per_holder(max_connections: usize) -> usize {
     (stream_slots(max_connections) / 4).max(1)
 }
 
-/// How many streams each holder has open, by whose share they count in (see
-/// [`App::stream_share`]).
+/// How many streams each share has open, by its key (`token <person>` or `board <person>`:
+/// `App::stream_share`).
 pub type Holders = Arc<std::sync::Mutex<HashMap<String, usize>>>;
 
-/// A stream's place: one of the server's slots and, for a holder the server can tell apart,
+/// A stream's place: one of the server's slots and, for a caller the server can tell apart,
 /// one of its share; both free again when the stream's body is let go.
 pub struct StreamSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
     held: Option<(String, Holders)>,
 }
 
-/// The holder has its share of streams open already.
+/// The share has all its streams open already.
 #[derive(Debug)]
 pub struct ShareTaken;
 
 impl StreamSlot {
-    /// `permit`, and one of `holder`'s `share` in `holders` (refused when it has them all).
+    /// `permit`, and one of the `most` streams of the share `key` in `holders` (refused when
+    /// it has them all; `None`: counted in no share).
     pub fn new(
         permit: tokio::sync::OwnedSemaphorePermit,
-        holder: Option<String>,
+        key: Option<String>,
         holders: &Holders,
-        share: usize,
+        most: usize,
     ) -> std::result::Result<Self, ShareTaken> {
-        let Some(key) = holder else {
+        let Some(key) = key else {
             return Ok(StreamSlot {
                 _permit: permit,
                 held: None,
@@ -878,7 +880,7 @@ impl StreamSlot {
             // Counting cannot panic while the lock is held; a poisoned map is still right.
             let mut open = holders.lock().unwrap_or_else(PoisonError::into_inner);
             let count = open.entry(key.clone()).or_insert(0);
-            if *count >= share {
+            if *count >= most {
                 return Err(ShareTaken);
             }
             *count += 1;
