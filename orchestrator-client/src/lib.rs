@@ -310,7 +310,7 @@ fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// What [`Client::start_workflow_reporting`] found: the workflow, and whether the call made it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Started {
+pub struct StartOutcome {
     /// The workflow as it stands.
     pub workflow: WorkflowResponse,
     /// True when this call created it (201); false when `use_existing` found it (200,
@@ -717,12 +717,12 @@ impl Client {
     pub async fn start_workflow_reporting(
         &self,
         request: &StartWorkflowRequest,
-    ) -> Result<Started> {
+    ) -> Result<StartOutcome> {
         let builder = self.keyed_post(paths::WORKFLOW_START, request);
         let response = self.respond(builder).await.0?;
         let created = response.status() == StatusCode::CREATED;
         let workflow = self.answer(response).await?;
-        Ok(Started { workflow, created })
+        Ok(StartOutcome { workflow, created })
     }
 
     /// Reads a workflow (`GET /workflow/{feature_id}`).

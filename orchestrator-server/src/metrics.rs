@@ -80,7 +80,8 @@ pub struct StoreReading {
 
 impl StoreReading {
     /// A reading of `summary` alone (a server without webhooks).
-    pub fn of(summary: Option<Summary>) -> Self {
+    #[cfg(test)]
+    fn of(summary: Option<Summary>) -> Self {
         StoreReading {
             readable: summary.is_some(),
             summary,
@@ -163,8 +164,8 @@ impl Metrics {
         let store_readable = Gauge::default();
         registry.register(
             "orchestrator_store_readable",
-            "1 if this scrape read the store; 0 if it could not, and the gauges read when \
-             scraped still hold what the last scrape that could read found",
+            "1 if this scrape read the store; 0 if a read failed, and the gauges that read sets \
+             still hold what the last scrape that could read found",
             store_readable.clone(),
         );
         let event_streams = Gauge::default();

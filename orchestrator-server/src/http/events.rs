@@ -432,13 +432,16 @@ pub async fn stream_events(
     headers: &HeaderMap,
     query: Option<&str>,
     holder: Option<Holder>,
-    share: Option<String>,
+    share_key: Option<String>,
 ) -> Result<Response<SseBody>> {
+    // `holder` is asked at every heartbeat whether it may still read (the stream ends when
+    // not); `share_key` names the share of the stream slots the stream counts in
+    // (`App::stream_share`; `None`: none, only the server's bound).
     // First of all: a right to read lost from here on ends the stream, also while it starts
     // and catches up.
     let revocations = app.revocations();
     let mut query = parse_query(query, true)?;
-    let slot = app.stream_slot(share)?;
+    let slot = app.stream_slot(share_key)?;
     if let Some(value) = headers.get("last-event-id") {
         let id = value
             .to_str()
@@ -848,23 +851,23 @@ pub fn streams_per_holder(max_connections: usize) -> usize {
 
 /// How many streams each share has open, by its key (`token <person>` or `board <person>`:
 /// `App::stream_share`).
-pub type Holders = Arc<std::sync::Mutex<HashMap<String, usize>>>;
+pub(crate) type Holders = Arc<std::sync::Mutex<HashMap<String, usize>>>;
 
 /// A stream's place: one of the server's slots and, for a caller the server can tell apart,
 /// one of its share; both free again when the stream's body is let go.
-pub struct StreamSlot {
+pub(crate) struct StreamSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
     held: Option<(String, Holders)>,
 }
 
 /// The share has all its streams open already.
 #[derive(Debug)]
-pub struct ShareTaken;
+pub(crate) struct ShareTaken;
 
 impl StreamSlot {
     /// `permit`, and one of the `most` streams of the share `key` in `holders` (refused when
     /// it has them all; `None`: counted in no share).
-    pub fn new(
+    pub(crate) fn new(
         permit: tokio::sync::OwnedSemaphorePermit,
         key: Option<String>,
         holders: &Holders,

@@ -109,7 +109,8 @@ struct Inner {
     hub_probe: system::Cached<HealthCheck>,
     /// The last storage probe (a write), so `/health` writes at most once a second.
     database_probe: system::Cached<HealthCheck>,
-    /// The last workflows by state, so `/metrics` counts them at most once a second.
+    /// The last reading of the store for `/metrics` (workflows by state, gates overdue, the
+    /// webhook backlog), so scrapes read it at most once a second.
     metrics_read: system::Cached<crate::metrics::StoreReading>,
     limits: Limits,
     /// Request bodies being read, bounded in total size and time.
@@ -119,7 +120,8 @@ struct Inner {
     feed: events::Feed,
     /// The event streams this server may hold open at once (see [`events::stream_slots`]).
     streams: Arc<tokio::sync::Semaphore>,
-    /// How many streams each holder (a principal, a board session) has open here.
+    /// How many streams each share (with principals, a person's token streams, or their board
+    /// pages') has open here.
     holders: events::Holders,
     /// Turns true when the server stops, which ends every stream.
     closing: tokio::sync::watch::Sender<bool>,
@@ -270,7 +272,7 @@ impl App {
     /// person's — their token's streams in one share, their board sessions' in another (so
     /// their own leaky agent does not shut their board out), however many sessions they
     /// sign in; without principals nobody can be told apart, and none.
-    pub(crate) fn stream_share(caller: &auth::Caller, board: bool) -> Option<String> {
+    pub fn stream_share(caller: &auth::Caller, board: bool) -> Option<String> {
         let person = caller.principal()?.name.person();
         Some(format!(
             "{} {person}",

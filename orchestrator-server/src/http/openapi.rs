@@ -620,7 +620,7 @@ fn when(code: ErrorCode) -> &'static str {
         UriTooLong => "the request URI is too long",
         HeadersTooLarge => "the request headers are too large or too many",
         ServiceUnavailable => {
-            "the request could not be answered in time (with Retry-After: 1 when it carried an Idempotency-Key: it may still be carried out, and a retry with the key gets its answer), or (asking the hub) too many consultations are being asked at once, or (creating a webhook) its host could not get a turn to be looked up or its name servers did not answer, or (opening a stream) as many streams as the server keeps are open, or the caller (a principal, a board session) holds a quarter of them (these three with Retry-After: 5); retry later"
+            "the request could not be answered in time (with Retry-After: 1 when it carried an Idempotency-Key: it may still be carried out, and a retry with the key gets its answer), or (asking the hub) too many consultations are being asked at once, or (creating a webhook) its host could not get a turn to be looked up or its name servers did not answer, or (opening a stream) as many streams as the server keeps are open, or, with principals, the person's token streams or board pages hold their quarter of them (these with Retry-After: 5); retry later"
         }
         Internal => "a bug; the log has the detail",
         Unknown => "a code of a newer server",

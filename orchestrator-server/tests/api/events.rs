@@ -724,8 +724,8 @@ async fn one_principal_holds_a_quarter_of_the_streams_at_most() {
     let keys = tempfile::TempDir::new().unwrap();
     let file = keys.path().join("principals.toml");
     let leaky = crate::helpers::mint(&file, "leaky", ActorKind::Agent, &[Role::Viewer]);
-    let board = crate::helpers::mint(&file, "board", ActorKind::Human, &[Role::Viewer]);
-    // 16 connections: 12 stream slots, 3 for each holder.
+    let other = crate::helpers::mint(&file, "other", ActorKind::Human, &[Role::Viewer]);
+    // 16 connections: 12 stream slots, 3 for each share.
     let app = spawn_app_with(|c| {
         c.max_connections = 16;
         c.principals_file = Some(file.clone());
@@ -755,7 +755,7 @@ async fn one_principal_holds_a_quarter_of_the_streams_at_most() {
             .is_some_and(|m| m.contains("as many as one may")),
         "{body}"
     );
-    assert_eq!(open(&board).await.status(), reqwest::StatusCode::OK);
+    assert_eq!(open(&other).await.status(), reqwest::StatusCode::OK);
 
     drop(held.pop());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -68,8 +68,8 @@ pub(crate) fn consultation_answer(status: StatusCode, consultation: &Consultatio
 }
 
 /// How long a listing waits for the hub's word on pending escalations before it answers with
-/// what is stored (a hub that answers slowly would hold every listing for its call timeout,
-/// 30 s, per eight escalations).
+/// what is stored (a hub that does not answer would hold every listing for its call timeout,
+/// 30 s, and one that answers just under it, that long per eight escalations).
 pub const REFRESH_WAIT: Duration = Duration::from_secs(3);
 
 /// A workflow's consultations, oldest first; pending ones are refreshed from the hub.
@@ -85,7 +85,8 @@ pub async fn list_consultations(app: &App, id: &str) -> Result<HttpResponse> {
     let id = feature_id(id)?;
     let stored = app.orchestrator().consultations_as_stored(&id).await?;
     let mut items = stored.clone();
-    // Only the hub's word is waited for within the bound, not the store's.
+    // The stored list is read outside the bound; the hub's look-ups, and the writes of what
+    // they changed, within it.
     let refresh = app.orchestrator().refresh_consultations(&mut items);
     let items = match tokio::time::timeout(REFRESH_WAIT, refresh).await {
         Ok(refreshed) => refreshed.map(|()| items)?,
