@@ -1064,6 +1064,30 @@ async fn listing_while_the_hub_does_not_answer_returns_what_is_stored_in_seconds
     );
 }
 
+/// An approval whose pending escalation a silent hub never says anything about is the hub's
+/// failure, within the call's own timeout: 503 `AGENT_HUB_UNAVAILABLE`, not the request's
+/// bound running out, and the workflow stays at the gate.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_a_silent_hub_holds_is_the_hubs_failure() {
+    let app = spawn_app().await;
+    let (f, _) = escalated(&app, "silent").await;
+    to_gate(&app, &f).await;
+    let mut app = app;
+    app.config.agent_hub_url = silent_server().await;
+    app.config.agent_hub_timeout_seconds = 2;
+    let app = app.restart().await;
+    let err = app
+        .client
+        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::AgentHubUnavailable), "{err}");
+    assert_eq!(
+        app.client.get_workflow(&f).await.unwrap().state,
+        WorkflowState::Gate1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hub_calls_are_counted_in_metrics() {
     let app = spawn_app().await;
