@@ -1900,27 +1900,40 @@ async fn import_is_all_or_nothing(repo: &dyn orchestrator_server::storage::Durab
     assert_eq!(repo.summary().await.unwrap().total(), 7003);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sqlite_import_is_all_or_nothing() {
-    use orchestrator_server::storage::{DatabaseUrl, connect};
-    let dir = tempfile::TempDir::new().unwrap();
-    let repo = connect(&DatabaseUrl::SqliteFile(dir.path().join("i.db")), 2)
-        .await
-        .unwrap();
-    import_is_all_or_nothing(&*repo).await;
+/// Checks of what only the durable stores do (or promise), against SQLite and PostgreSQL.
+macro_rules! durable_suite {
+    ($($check:ident),*) => {
+        mod durable_sqlite {
+            use orchestrator_server::storage::{DatabaseUrl, connect};
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $check() {
+                    let dir = tempfile::TempDir::new().unwrap();
+                    let url = DatabaseUrl::SqliteFile(dir.path().join("d.db"));
+                    let repo = connect(&url, 2).await.unwrap();
+                    super::$check(&*repo).await;
+                }
+            )*
+        }
+
+        mod durable_postgres {
+            use orchestrator_server::storage::{DatabaseUrl, connect};
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $check() {
+                    let Some(db) = crate::postgres::TestDatabase::create().await else { return };
+                    let repo = connect(&DatabaseUrl::Postgres(db.url.clone()), 2).await.unwrap();
+                    super::$check(&*repo).await;
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres_import_is_all_or_nothing() {
-    use orchestrator_server::storage::{DatabaseUrl, connect};
-    let Some(db) = crate::postgres::TestDatabase::create().await else {
-        return;
-    };
-    let repo = connect(&DatabaseUrl::Postgres(db.url.clone()), 2)
-        .await
-        .unwrap();
-    import_is_all_or_nothing(&*repo).await;
-}
+durable_suite!(
+    import_is_all_or_nothing,
+    large_events_come_in_pages_of_a_few_megabytes
+);
 
 /// The migration by which history entries name their `workflow.transitioned` events (which
 /// the subject index no longer holds), undone by its own `down.sql` and forgotten, so that
@@ -2927,28 +2940,6 @@ async fn large_events_come_in_pages_of_a_few_megabytes(repo: &dyn WorkflowReposi
         assert_eq!(ids, expected_ids, "{filter:?}: in order, once each");
         assert_eq!(ids.len(), expected, "{filter:?}");
     }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sqlite_large_events_come_in_pages_of_a_few_megabytes() {
-    use orchestrator_server::storage::{DatabaseUrl, connect};
-    let dir = tempfile::TempDir::new().unwrap();
-    let repo = connect(&DatabaseUrl::SqliteFile(dir.path().join("l.db")), 2)
-        .await
-        .unwrap();
-    large_events_come_in_pages_of_a_few_megabytes(&*repo).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres_large_events_come_in_pages_of_a_few_megabytes() {
-    use orchestrator_server::storage::{DatabaseUrl, connect};
-    let Some(db) = crate::postgres::TestDatabase::create().await else {
-        return;
-    };
-    let repo = connect(&DatabaseUrl::Postgres(db.url.clone()), 2)
-        .await
-        .unwrap();
-    large_events_come_in_pages_of_a_few_megabytes(&*repo).await;
 }
 
 /// Two stores over one PostgreSQL database (two pools and commit queues, as two replicas
