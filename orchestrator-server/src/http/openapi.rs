@@ -128,11 +128,12 @@ impl ApiDoc {
             let role_checked = method == "post" || path.starts_with(paths::WEBHOOKS);
             let forbidden = (principals && role_checked)
                 || (auth_required && (method != "get" || path.starts_with(paths::WEBHOOKS)));
-            // With principals, a start's gate below the defaults is judged on its body, by the
-            // handler, after the key: that 403 may be a kept answer.
-            let body_judged = principals && path == paths::WORKFLOW_START;
+            // The role a POST needs whatever its body says is checked before the key
+            // ([`Route::post_action`]); a 403 its body brings about is the handler's, after it,
+            // and may be a kept answer.
+            let id = operation["operationId"].as_str().unwrap_or_default();
             let role_first = method == "post"
-                && !body_judged
+                && !forbidden_by_the_body(id, principals)
                 && Route::with_pattern(&path).is_some_and(|route| route.post_action().is_some());
             complete_operation(operation, auth_required, forbidden, role_first);
         }
@@ -211,6 +212,14 @@ fn operation_errors(operation_id: &str) -> &'static [ErrorCode] {
         ],
         _ => &[],
     }
+}
+
+/// Whether the handler may answer 403 for what the body asks: an agent deciding or answering
+/// (any mode: such operations list `FORBIDDEN` among their own errors), or, with principals, a
+/// start whose gate is below the server's defaults.
+fn forbidden_by_the_body(operation_id: &str, principals: bool) -> bool {
+    operation_errors(operation_id).contains(&ErrorCode::Forbidden)
+        || (principals && operation_id == "create_workflow")
 }
 
 /// Errors any request can meet: hyper's own answers to malformed HTTP, a bug, no answer in time.
@@ -333,11 +342,7 @@ fn complete_operation(
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     operation["responses"] = Value::Object(sorted.into_iter().collect());
     if idempotent {
-        // The role a POST needs whatever its body says is checked before the key
-        // ([`Route::post_action`]); a 403 the body brings about (an agent answering, say: such
-        // operations list `FORBIDDEN` among their own errors) is the handler's, after it.
-        let right_first = role_first && !operation_errors(&id).contains(&ErrorCode::Forbidden);
-        add_idempotency(operation, right_first);
+        add_idempotency(operation, role_first);
     }
 
     if let Some(operation) = operation.as_object_mut() {

@@ -75,42 +75,24 @@ impl HttpAgentHub {
         path: &str,
         body: Option<&(impl Serialize + Sync)>,
     ) -> Result<T, HubError> {
-        self.call_checked(operation, method, path, body, Ok).await
+        let timeout = self.call_timeout;
+        self.call_checked(timeout, operation, method, path, body, Ok)
+            .await
     }
 
-    /// [`HttpAgentHub::call`], with `check` turning what was read into the answer (or an
-    /// error) before the outcome is counted: an answer read but unusable counts as `error`.
-    /// A call given up by its caller (a deadline, a client gone) counts as `unavailable`.
+    /// [`HttpAgentHub::call`] within `timeout` (a question's, or another call's), with `check`
+    /// turning what was read into the answer (or an error) before the outcome is counted: an
+    /// answer read but unusable counts as `error`. A call given up by its caller (a deadline,
+    /// a client gone) counts as `unavailable`.
     async fn call_checked<T: DeserializeOwned, U>(
         &self,
+        timeout: Duration,
         operation: &'static str,
         method: Method,
         path: &str,
         body: Option<&(impl Serialize + Sync)>,
         check: impl FnOnce(T) -> Result<U, HubError>,
     ) -> Result<U, HubError> {
-        let exchange = Exchange {
-            operation,
-            method,
-            path,
-            timeout: self.call_timeout,
-        };
-        self.counted(exchange, body, check).await
-    }
-
-    /// Sends `exchange` with `body`, reads and checks the answer, and counts the outcome.
-    async fn counted<T: DeserializeOwned, U>(
-        &self,
-        exchange: Exchange<'_>,
-        body: Option<&(impl Serialize + Sync)>,
-        check: impl FnOnce(T) -> Result<U, HubError>,
-    ) -> Result<U, HubError> {
-        let Exchange {
-            operation,
-            method,
-            path,
-            timeout,
-        } = exchange;
         let mut counted = Counted {
             metrics: &self.metrics,
             operation,
@@ -247,14 +229,6 @@ async fn read_bounded(response: &mut reqwest::Response) -> Result<Vec<u8>, HubEr
     Ok(body)
 }
 
-/// One call to make: what it is counted as, where it goes, and how long it may take.
-struct Exchange<'a> {
-    operation: &'static str,
-    method: Method,
-    path: &'a str,
-    timeout: Duration,
-}
-
 /// A failure before a whole answer arrived.
 fn transport(error: reqwest::Error) -> HubError {
     if error.is_timeout() {
@@ -351,6 +325,7 @@ impl AgentHub for HttpAgentHub {
             Ok(HubSessionId(session.id))
         };
         self.call_checked(
+            self.call_timeout,
             "create_session",
             Method::POST,
             "/sessions",
@@ -388,13 +363,8 @@ impl AgentHub for HttpAgentHub {
         };
         let path = format!("/ask/{}", question.topic);
         // A question waits for its expert, which may take minutes; other calls do not.
-        let exchange = Exchange {
-            operation: "ask",
-            method: Method::POST,
-            path: &path,
-            timeout: self.ask_timeout,
-        };
-        self.counted(exchange, Some(&body), answer_of)
+        let timeout = self.ask_timeout;
+        self.call_checked(timeout, "ask", Method::POST, &path, Some(&body), answer_of)
             .await
             .map_err(|e| match e {
                 HubError::UnknownTopic { message, .. } => HubError::UnknownTopic {

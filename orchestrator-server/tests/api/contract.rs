@@ -1432,6 +1432,21 @@ pub async fn every_accepted_change_writes_one_event_in_commit_order(repo: &dyn W
     );
 }
 
+/// `workflow` one step further round PHASE_1 ↔ GATE_1, committed: completed on even rounds,
+/// rejected on odd ones.
+async fn bounced(repo: &dyn WorkflowRepository, workflow: &Workflow, round: usize) -> Workflow {
+    let trigger = if round.is_multiple_of(2) {
+        Trigger::AgentComplete
+    } else {
+        Trigger::HumanRejected
+    };
+    let (next, transition) = step(workflow, trigger, 1);
+    repo.commit(workflow.version(), &next, &transition)
+        .await
+        .unwrap();
+    next
+}
+
 /// A reader following `repo`'s log from its start, page after page, that fails on any id but
 /// the one after the last it met; once `stop` is set and a page comes back empty, it answers
 /// the last id it met.
@@ -1474,16 +1489,7 @@ pub async fn a_reader_following_the_log_never_meets_a_gap(repo: Arc<dyn Workflow
             let (mut workflow, first) = new_workflow(&format!("race-{n:02}"));
             repo.create(&workflow, &first).await.unwrap();
             for round in 0..ROUNDS {
-                let trigger = if round % 2 == 0 {
-                    Trigger::AgentComplete
-                } else {
-                    Trigger::HumanRejected
-                };
-                let (next, transition) = step(&workflow, trigger, 1);
-                repo.commit(workflow.version(), &next, &transition)
-                    .await
-                    .unwrap();
-                workflow = next;
+                workflow = bounced(&*repo, &workflow, round).await;
             }
         }));
     }
@@ -2981,16 +2987,7 @@ async fn postgres_replicas_writing_every_way_never_leave_a_reader_a_gap() {
                     answered.updated_at = asked.updated_at + Duration::minutes(1);
                     repo.update_consultation(&answered).await.unwrap();
                 }
-                let trigger = if round % 2 == 0 {
-                    Trigger::AgentComplete
-                } else {
-                    Trigger::HumanRejected
-                };
-                let (next, transition) = step(&workflow, trigger, 1);
-                repo.commit(workflow.version(), &next, &transition)
-                    .await
-                    .unwrap();
-                workflow = next;
+                workflow = bounced(&*repo, &workflow, round).await;
             }
         }));
     }
