@@ -624,7 +624,14 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     // Alice answers the first escalation from the page: her correction goes to the hub and
     // resolves it; the other still holds the gate.
     // Without the correction, it is asked for in the page, the focus on the field, and
-    // nothing is sent (the server refuses one too: see the API tests).
+    // nothing is sent (the server refuses one too: see the API tests). The refused approval's
+    // page is shown first (its buttons on again), so no swap of it lands meanwhile.
+    wait_script(
+        &a,
+        "return document.querySelector('#decide button[value=human_approved]').disabled ? 'off' : 'on';",
+        "on",
+    )
+    .await;
     click(&a, "Correct").await;
     wait_text(&a, "#message", |t| {
         t == "Not sent: a correction needs the right answer; write it in Response."

@@ -639,9 +639,14 @@
   function reasonMissing(trigger) {
     const reason = document.getElementById('reason');
     if (trigger !== 'human_rejected' || !reason || reason.value.trim()) return false;
-    reason.setAttribute('aria-invalid', 'true');
-    reason.focus();
-    say('Not recorded: a rejection needs a reason; say why in Reason.', 'bad');
+    return askFor(reason, 'Not recorded: a rejection needs a reason; say why in Reason.');
+  }
+
+  // Marks `field` as wanting an answer, puts the focus in it and says `message`; true.
+  function askFor(field, message) {
+    field.setAttribute('aria-invalid', 'true');
+    field.focus();
+    say(message, 'bad');
     return true;
   }
 
@@ -650,11 +655,8 @@
   function responseMissing(form, action) {
     const response = form.querySelector('textarea');
     if (action === 'confirm' || !response || response.value.trim()) return false;
-    response.setAttribute('aria-invalid', 'true');
-    response.focus();
     const what = action === 'correct' ? 'a correction needs the right answer' : 'added context needs the context';
-    say('Not sent: ' + what + '; write it in Response.', 'bad');
-    return true;
+    return askFor(response, 'Not sent: ' + what + '; write it in Response.');
   }
 
   function bind() {
