@@ -347,6 +347,25 @@ fn token_shown(token: Option<&String>) -> &'static str {
     token.map_or("none", |_| "<redacted>")
 }
 
+/// Whether `url` names this machine (`localhost`, a loopback address): proxy settings in the
+/// environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) then do not apply, since no proxy
+/// stands between a program and its own machine (reqwest makes no such exception itself).
+fn on_this_machine(url: &str) -> bool {
+    let Some(host) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+    else {
+        return false;
+    };
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
@@ -451,10 +470,15 @@ impl ClientBuilder {
             Some(http) => http,
             // The API never redirects: one is something in between (a sign-in proxy), and
             // following it would turn a write into a GET of another page.
-            None => reqwest::Client::builder()
-                .timeout(self.timeout.unwrap_or(Duration::from_secs(60)))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            None => {
+                let mut http = reqwest::Client::builder();
+                if on_this_machine(&base_url) {
+                    http = http.no_proxy();
+                }
+                http.timeout(self.timeout.unwrap_or(Duration::from_secs(60)))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()?
+            }
         };
         Ok(Client {
             http,

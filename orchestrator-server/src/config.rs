@@ -349,6 +349,13 @@ impl Config {
             .is_some_and(|token| token.expose().len() < GUESSABLE_TOKEN_LEN)
     }
 
+    /// Whether the server answers anyone who reaches it: no token, no principals, and an
+    /// address other than loopback. Every caller then holds every right (overriding a gate,
+    /// registering webhooks), so start-up warns.
+    pub fn open_to_the_network(&self) -> bool {
+        self.api_token.is_none() && self.principals_file.is_none() && !self.host.is_loopback()
+    }
+
     /// The webhook retry schedule's length, when it is longer than `EVENTS_RETENTION_SECONDS`:
     /// a delivery that fails for good is then deleted (with its event) as soon as it does,
     /// before it can be listed and redelivered. Start-up warns.
@@ -637,6 +644,15 @@ mod tests {
         let random = parse(&["--api-token", &"7f".repeat(16)]).unwrap();
         assert!(!random.api_token_guessable());
         assert!(!config.api_token_guessable());
+        // Start-up warns of an open server on every address, not on loopback or with a token.
+        assert!(config.open_to_the_network());
+        assert!(!with_token.open_to_the_network());
+        assert!(
+            !parse(&["--host", "127.0.0.1"])
+                .unwrap()
+                .open_to_the_network()
+        );
+        assert!(!parse(&["--host", "::1"]).unwrap().open_to_the_network());
         assert_eq!(
             with_token
                 .api_token

@@ -110,6 +110,14 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
              Agent Hub call and 5 s"
         );
     }
+    if config.open_to_the_network() {
+        tracing::warn!(
+            host = %config.host,
+            "no ORCHESTRATOR_API_TOKEN and no ORCHESTRATOR_PRINCIPALS_FILE: anyone who reaches \
+             this address may do anything, overrides and webhooks included; set one, or \
+             HOST=127.0.0.1"
+        );
+    }
     if config.api_token_guessable() {
         tracing::warn!(
             shortest_advised = crate::config::GUESSABLE_TOKEN_LEN,

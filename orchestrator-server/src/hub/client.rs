@@ -43,7 +43,11 @@ impl HttpAgentHub {
         call_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Self, HubError> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if on_this_machine(base_url) {
+            http = http.no_proxy();
+        }
+        let http = http
             .timeout(call_timeout)
             .connect_timeout(call_timeout.min(Duration::from_secs(5)))
             // The hub's contract has no redirects: a 301 or 302 would turn an ask into a GET
@@ -411,9 +415,51 @@ impl AgentHub for HttpAgentHub {
     }
 }
 
+/// Whether `url` names this machine (`localhost`, a loopback address): proxy settings in the
+/// environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) then do not apply, since no proxy
+/// stands between a program and its own machine (reqwest makes no such exception itself).
+fn on_this_machine(url: &str) -> bool {
+    let Some(host) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+    else {
+        return false;
+    };
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hub_on_this_machine_is_named_by_loopback_or_localhost() {
+        for url in [
+            "http://localhost:8001",
+            "http://LocalHost:8001/v1",
+            "http://hub.localhost",
+            "http://127.0.0.1:8001",
+            "http://127.1.2.3",
+            "http://[::1]:8001",
+        ] {
+            assert!(on_this_machine(url), "{url}");
+        }
+        for url in [
+            "http://hub.internal:8001",
+            "http://10.0.0.5",
+            "http://[::2]",
+            "http://localhost.example.com",
+            "not a url",
+        ] {
+            assert!(!on_this_machine(url), "{url}");
+        }
+    }
 
     #[test]
     fn each_error_shape_maps_to_its_meaning() {

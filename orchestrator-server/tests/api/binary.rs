@@ -345,3 +345,29 @@ async fn a_second_signal_ends_the_drain() {
     assert_eq!(exit.code(), Some(130), "exit status {exit}");
     drop(held);
 }
+
+/// Proxy settings in the environment do not come between the server and an Agent Hub on the
+/// same machine (reqwest would send even a loopback call to the proxy).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_on_this_machine_is_reached_past_the_proxy_settings() {
+    let hub =
+        crate::helpers::stub_server(|_| (200, "", r#"{"status":"healthy","version":"9"}"#)).await;
+    let dir = TempDir::new().unwrap();
+    let port = crate::helpers::free_port();
+    // The discard port: nothing listens there, so a call sent to this proxy fails.
+    let proxy = crate::helpers::dead_url();
+    let mut child = crate::helpers::sqlite_server(&dir.path().join("o.db"), port)
+        .env("AGENT_HUB_URL", &hub)
+        .env("HTTP_PROXY", &proxy)
+        .env("http_proxy", &proxy)
+        .env("ALL_PROXY", &proxy)
+        .spawn()
+        .unwrap();
+    let client = Client::new(format!("http://127.0.0.1:{port}")).unwrap();
+    crate::helpers::wait_healthy(&client).await;
+    let health = client.get_health().await.unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let hub = &health.checks["agent_hub"];
+    assert_eq!(hub.status, "ok", "{:?}", hub.message);
+}

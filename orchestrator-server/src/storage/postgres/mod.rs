@@ -198,6 +198,20 @@ async fn run<T>(
     metrics: &StorageMetrics,
     op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, DieselError>,
 ) -> Result<T, RepositoryError> {
+    within(QUERY_TIMEOUT, pool, metrics, op).await
+}
+
+/// Runs `op` on a connection of `pool` within `bound`. Past it the statement running is
+/// cancelled on the server: the server does not notice a client that left while a statement
+/// runs, so one given up on (an advance batch whose read and write each took most of their
+/// own `statement_timeout`) would otherwise run on and could commit after its callers were
+/// answered 503.
+async fn within<T>(
+    bound: Duration,
+    pool: &PgPool,
+    metrics: &StorageMetrics,
+    op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, DieselError>,
+) -> Result<T, RepositoryError> {
     let asked = std::time::Instant::now();
     let mut conn = pool.get().await.map_err(|e| {
         if matches!(
@@ -209,8 +223,26 @@ async fn run<T>(
         unavailable(e)
     })?;
     let _in_use = InUse::take(metrics, asked.elapsed());
-    let result = tokio::time::timeout(QUERY_TIMEOUT, op(&mut conn)).await;
+    let result = tokio::time::timeout(bound, op(&mut conn)).await;
+    if result.is_err() {
+        cancel(conn.cancel_token());
+    }
     settle(conn, result)
+}
+
+/// Asks the server, on a connection and a task of their own (within [`POOL_WAIT`]), to cancel
+/// whatever the session of `token` runs. Its connection is discarded, so no later statement
+/// can be the one cancelled. A statement already past its commit stays committed: this makes
+/// the window small, not empty (a write's outcome after a 503 is still unknown, as the API
+/// says).
+fn cancel(token: tokio_postgres::CancelToken) {
+    tokio::spawn(async move {
+        let cancelled =
+            tokio::time::timeout(POOL_WAIT, token.cancel_query(tokio_postgres::NoTls)).await;
+        if !matches!(cancelled, Ok(Ok(()))) {
+            tracing::debug!("a statement given up on could not be cancelled on the server");
+        }
+    });
 }
 
 /// A pool that cannot hand out a connection: the store is unreachable.
@@ -897,6 +929,50 @@ mod tests {
         recent.wrote(recent::tests::row("f", 3), recent.since());
         recent.connected_to("another server's start".into());
         assert!(recent.take("f").is_none(), "forgotten");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_statement_given_up_on_is_cancelled_on_the_server() {
+        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+            return;
+        };
+        let pool = pool(&url, 2, Arc::new(Recent::default())).unwrap();
+        let metrics = StorageMetrics::default();
+        let marker = format!("given_up_{}", uuid::Uuid::new_v4().simple());
+        // Four seconds: under the statement timeout, so only a cancel ends it sooner.
+        let sleep = format!("SELECT pg_sleep(4) AS {marker}");
+        let outcome = within(Duration::from_millis(300), &pool, &metrics, async |conn| {
+            diesel::sql_query(&sleep).execute(conn).await
+        })
+        .await;
+        assert!(
+            matches!(outcome, Err(RepositoryError::Unavailable(_))),
+            "{outcome:?}"
+        );
+        #[derive(diesel::QueryableByName)]
+        struct Running {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            running: i64,
+        }
+        let mut conn = pool.get().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let seen: Running = diesel::sql_query(format!(
+                "SELECT count(*) AS running FROM pg_stat_activity \
+                 WHERE state = 'active' AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+            ))
+            .get_result(&mut *conn)
+            .await
+            .unwrap();
+            if seen.running == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the statement still runs on the server"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
