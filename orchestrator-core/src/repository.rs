@@ -373,6 +373,11 @@ pub trait WorkflowRepository: Send + Sync {
     /// workflow changed before the batch committed judged again). A store may call `judge`
     /// more than once, each time on the workflow as then stored, so a judge must be a pure
     /// decision.
+    ///
+    /// A judge is given no facts from outside the workflow, so this is not for an approval the
+    /// gate's rules decide (one a pending consultation blocks): the stores need not check the
+    /// gate's blockers here, and the orchestrator judges such an approval on a read and stores
+    /// it with [`WorkflowRepository::commit_with`], which does.
     async fn advance(
         &self,
         feature_id: &FeatureId,

@@ -435,7 +435,7 @@ async fn commit_part<T: Part>(
     let outcome = run(pool, metrics, async |conn| {
         sent = true;
         let decided = T::decide(conn, &batch, recent, since).await;
-        refused = decided.as_ref().is_err_and(refused_by_the_database);
+        refused = decided.as_ref().is_err_and(super::answered_with_an_error);
         decided
     })
     .await;
@@ -472,15 +472,6 @@ async fn commit_part<T: Part>(
             reply(batch, outcome, requeue, metrics);
         }
     }
-}
-
-/// Whether the database answered a statement with an error (one with an SQLSTATE), which
-/// rolls it back. A failure of the connection (diesel-async's `UnableToSendCommand`, with no
-/// SQLSTATE) is no such answer: the statement may have committed.
-fn refused_by_the_database(error: &diesel::result::Error) -> bool {
-    use diesel::result::{DatabaseErrorKind, Error};
-    matches!(error, Error::DatabaseError(kind, _)
-        if !matches!(kind, DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection))
 }
 
 /// Answers each write of `batch` with its step, or all of them with the batch's failure.

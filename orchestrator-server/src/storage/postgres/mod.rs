@@ -315,20 +315,39 @@ async fn server_started(conn: &mut AsyncPgConnection) -> QueryResult<String> {
 
 /// The outcome of an operation that was given [`QUERY_TIMEOUT`]. A connection that timed out
 /// or failed is taken out of the pool: its state is unknown, and a later request must not
-/// inherit it.
+/// inherit it. One the database answered with an error (a statement or lock timeout, a
+/// serialization failure) is sound and goes back: the pool discards it itself if the error
+/// left it inside a transaction. (A sweep that finds a gate's row held would otherwise open a
+/// connection a second.)
 fn settle<T>(
     conn: Object<AsyncPgConnection>,
     result: Result<Result<T, DieselError>, tokio::time::error::Elapsed>,
 ) -> Result<T, RepositoryError> {
-    let error = match result {
+    let (error, sound) = match result {
         Ok(Ok(value)) => return Ok(value),
-        Ok(Err(e)) => classify(e),
-        Err(_) => RepositoryError::Unavailable("the database did not answer in time".into()),
+        Ok(Err(e)) => {
+            let answered = answered_with_an_error(&e);
+            (classify(e), answered)
+        }
+        Err(_) => (
+            RepositoryError::Unavailable("the database did not answer in time".into()),
+            false,
+        ),
     };
-    if matches!(error, RepositoryError::Unavailable(_)) {
+    if matches!(error, RepositoryError::Unavailable(_)) && !sound {
         drop(Object::take(conn));
     }
     Err(error)
+}
+
+/// Whether the database answered a statement with an error (one with an SQLSTATE), which
+/// rolls it back and leaves the connection usable. A failure of the connection (diesel-async's
+/// `UnableToSendCommand`, with no SQLSTATE) is no such answer: the statement may have
+/// committed.
+fn answered_with_an_error(error: &DieselError) -> bool {
+    use diesel::result::DatabaseErrorKind;
+    matches!(error, DieselError::DatabaseError(kind, _)
+        if !matches!(kind, DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection))
 }
 
 #[async_trait]
@@ -929,6 +948,35 @@ mod tests {
         recent.wrote(recent::tests::row("f", 3), recent.since());
         recent.connected_to("another server's start".into());
         assert!(recent.take("f").is_none(), "forgotten");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_connection_the_database_answered_with_an_error_goes_back_to_the_pool() {
+        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+            return;
+        };
+        let pool = pool(&url, 2, Arc::new(Recent::default())).unwrap();
+        let metrics = StorageMetrics::default();
+        // Refused by the database (division by zero), in a transaction and outside one.
+        let outside = run(&pool, &metrics, async |conn| {
+            diesel::sql_query("SELECT 1 / 0").execute(conn).await
+        })
+        .await;
+        assert!(matches!(outside, Err(RepositoryError::Unavailable(_))));
+        let inside = run(&pool, &metrics, async |conn| {
+            conn.transaction(async |conn| diesel::sql_query("SELECT 1 / 0").execute(conn).await)
+                .await
+        })
+        .await;
+        assert!(matches!(inside, Err(RepositoryError::Unavailable(_))));
+        assert_eq!(pool.status().size, 1, "the one connection was kept");
+        // A connection given up on is not.
+        let given_up = within(Duration::from_millis(100), &pool, &metrics, async |conn| {
+            diesel::sql_query("SELECT pg_sleep(1)").execute(conn).await
+        })
+        .await;
+        assert!(matches!(given_up, Err(RepositoryError::Unavailable(_))));
+        assert_eq!(pool.status().size, 0);
     }
 
     #[tokio::test(flavor = "multi_thread")]
