@@ -179,14 +179,21 @@ async fn sign_in(browser: &Browser, app: &TestApp, token: &str) {
     wait_text(browser, "header .who", |t| t.starts_with("Signed in as")).await;
 }
 
+/// Clicks the button `name`. A button found just before the board swapped its content in is
+/// stale, and the click is refused without reaching the page: then the new one is clicked.
 async fn click(browser: &Browser, name: &str) {
-    browser
-        .find(Locator::XPath(&button(name)))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    let started = Instant::now();
+    loop {
+        let button = browser.find(Locator::XPath(&button(name))).await.unwrap();
+        match button.click().await {
+            Ok(()) => return,
+            Err(e) if started.elapsed() < PATIENCE => {
+                eprintln!("clicking {name} again: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot click {name}: {e}"),
+        }
+    }
 }
 
 /// Types `text` into the field labelled `label`. The board swaps its content in whenever an
@@ -419,6 +426,33 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     // Her Approve button went with her approval: the focus is on what the page says about it,
     // not thrown to the top of the document.
     wait_script(&a, "return document.activeElement.id;", "verdict").await;
+    // It stays there when the page follows a change that leaves the verdict as it was (a
+    // consultation answered at once): the new verdict takes the focus the old one had.
+    a.execute(
+        "document.getElementById('main').dataset.before = 'yes';",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let checkout = orchestrator_core::FeatureId::parse("checkout-flow").unwrap();
+    agent
+        .create_consultation(
+            &checkout,
+            &ConsultRequest::new(
+                "architecture",
+                "Is the retry safe to repeat? [confidence=95]",
+            ),
+        )
+        .await
+        .unwrap();
+    wait_text(&a, "table.consultations", |t| t.contains("resolved")).await;
+    wait_script(
+        &a,
+        "return document.getElementById('main').dataset.before || 'swapped';",
+        "swapped",
+    )
+    .await;
+    wait_script(&a, "return document.activeElement.id;", "verdict").await;
 
     // Bob's page followed her approval (the same round of work: his decision is not pinned
     // to the version he opened), and he approves second; Alice's open page follows without a
@@ -461,7 +495,6 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     // The server restarts under the open page: the page reconnects, resumes by id, and shows
     // what happened meanwhile (the session, kept in the database, still holds).
     let app = app.restart().await;
-    let checkout = orchestrator_core::FeatureId::parse("checkout-flow").unwrap();
     agent
         .advance_workflow(&checkout, &AdvanceRequest::new("agent_complete"))
         .await

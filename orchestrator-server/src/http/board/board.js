@@ -253,14 +253,18 @@
     } else {
       return null;
     }
+    // Made focusable here (the verdict, given the focus by `focusWhatIsSaid`): so is its new
+    // copy, which the server sends without a tabindex.
+    const tabIndex = element.getAttribute('tabindex');
     return () => {
       const again = find();
       if (!again) return false;
+      if (tabIndex !== null && !again.hasAttribute('tabindex')) again.setAttribute('tabindex', tabIndex);
       again.focus({ preventScroll: true });
       if (caret && typeof again.setSelectionRange === 'function') {
         try { again.setSelectionRange(caret[0], caret[1]); } catch (_) { /* not a text field */ }
       }
-      return true;
+      return document.activeElement === again;
     };
   }
 
