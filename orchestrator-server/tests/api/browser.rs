@@ -1108,6 +1108,23 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
     wait_text(&a, "#state", |t| t == "PHASE_2").await;
     wait_script(&a, "return document.activeElement.tagName;", "H1").await;
 
+    // Pages left behind in one tab let their streams go as they are left: a browser may keep a
+    // page it left whole, its timers stopped, to go back to, and with its stream open it would
+    // hold one of the six connections a browser keeps to a server — a reviewer who looked at a
+    // few features would wait behind them for the next page, or for their Approve.
+    for _ in 0..4 {
+        for page in ["/board", "/board/feature/careful"] {
+            a.goto(&app.url(page)).await.unwrap();
+            wait_text(&a, "#live", |t| t == "Live").await;
+        }
+    }
+    streams_become("1").await;
+    // Back to a page kept whole: its stream opens again.
+    a.back().await.unwrap();
+    wait_text(&a, "h1", |t| t == "Features").await;
+    wait_text(&a, "#live", |t| t == "Live").await;
+    streams_become("1").await;
+
     // Alice signs out in another window and Bob signs in there, one right after the other: her
     // open page follows (it loads anew as his) once its stream, ended with her session, opens
     // again under his, rather than offering her decisions with his session.

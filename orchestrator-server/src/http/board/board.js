@@ -338,6 +338,25 @@
     if (missed) { missed = false; schedule(); }
   });
 
+  // Left for another page, this one may be kept whole to come back to (the back/forward
+  // cache), its timers stopped: with its stream open it would hold one of the browser's six
+  // connections to the server until the cache let it go, and a reviewer who looked at a few
+  // features would wait that long for the next page, or for their Approve. The stream goes
+  // as the page is left, and opens again (the page fetched anew) if it comes back.
+  window.addEventListener('pagehide', () => {
+    if (pausing) { clearTimeout(pausing); pausing = null; }
+    if (!source) return;
+    source.close();
+    source = null;
+    pausedNow();
+  });
+  window.addEventListener('pageshow', (event) => {
+    if (!event.persisted || !paused || document.hidden) return;
+    paused = false;
+    tick();
+    connect();
+  });
+
   function mayReload() {
     try {
       const last = Number(sessionStorage.getItem(RELOADED_AT) || 0);
