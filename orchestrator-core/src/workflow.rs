@@ -567,17 +567,29 @@ impl Workflow {
             });
         }
         let policy = self.gate_policy;
+        let (authors, approvals) = self.gate_stay.as_ref().map_or((&[][..], &[][..]), |stay| {
+            (stay.authors.as_slice(), stay.approvals.as_slice())
+        });
         let Some(actor) = &ctx.actor else {
             if policy.required_approvals > 1 {
                 return Err(TransitionError::ActorRequired {
                     required: policy.required_approvals,
                 });
             }
+            // Nobody named, but whom the approval is for (a library caller may say only that):
+            // an author still may not approve through it.
+            if let Some(author) = ctx
+                .on_behalf_of
+                .as_ref()
+                .filter(|_| !policy.allow_self_approval)
+                .filter(|person| authors.iter().any(|a| a.same_person(person)))
+            {
+                return Err(TransitionError::SelfApproval {
+                    actor: author.clone(),
+                });
+            }
             return Ok(WorkflowState::Phase2);
         };
-        let (authors, approvals) = self.gate_stay.as_ref().map_or((&[][..], &[][..]), |stay| {
-            (stay.authors.as_slice(), stay.approvals.as_slice())
-        });
         // An approval speaks for the approver and for whom they act: the first of them who is
         // one of `people`, whatever the case of the names.
         let among = |people: &[&Actor]| {
@@ -1152,6 +1164,15 @@ mod tests {
         };
         assert!(matches!(
             gate.decide(HumanApproved, for_author, &open),
+            Err(TransitionError::SelfApproval { .. })
+        ));
+        // Also when the approval names nobody but whom it is for.
+        let only_for_author = TransitionContext {
+            on_behalf_of: Some(Actor::parse("spec-agent").unwrap()),
+            ..TransitionContext::at(t0())
+        };
+        assert!(matches!(
+            gate.decide(HumanApproved, only_for_author, &open),
             Err(TransitionError::SelfApproval { .. })
         ));
         // The author's name in another case is the author still.
