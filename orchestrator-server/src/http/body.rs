@@ -86,14 +86,20 @@ pub async fn read_body(
     }
 }
 
-/// Parses a body [`read_body`] read into `T`: 415 `UNSUPPORTED_MEDIA_TYPE` unless the request
-/// says it is JSON, 400 `INVALID_JSON` if it is empty or not `T`.
+/// Parses a body [`read_body`] read into `T`, a JSON object: 415 `UNSUPPORTED_MEDIA_TYPE`
+/// unless the request says it is JSON, 400 `INVALID_JSON` if it is empty, not an object, or
+/// not `T`.
 pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
     require_json(headers)?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::InvalidJson("the body is empty".to_owned()));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Err(ApiError::InvalidJson("the body is empty".to_owned())),
+        // Said plainly: serde would answer `[]` with the name of a Rust type and its field
+        // count ("expected struct StartWorkflowRequest with 5 elements").
+        Some(b) if *b != b'{' => Err(ApiError::InvalidJson(
+            "the body must be a JSON object ({...})".to_owned(),
+        )),
+        Some(_) => serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(e.to_string())),
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
 /// 415 `UNSUPPORTED_MEDIA_TYPE` unless the request says its body is JSON.

@@ -81,6 +81,27 @@ async fn malformed_json_is_invalid_json() {
     nothing_stored(&app).await;
 }
 
+/// A body that is JSON but no object is told so plainly, without the server's type names.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_is_no_object_is_told_so() {
+    let app = spawn_app().await;
+    for body in ["[]", "[1,2]", "null", " \"start\"", "3"] {
+        let (status, envelope) = send(
+            &app,
+            Method::POST,
+            "/workflow/start",
+            JSON,
+            body.as_bytes().to_vec(),
+        )
+        .await;
+        assert_eq!(status.as_u16(), 400, "{body}");
+        let said = format!("{} {:?}", envelope.error.message, envelope.error.details);
+        assert!(said.contains("must be a JSON object"), "{body}: {said}");
+        assert!(!said.contains("struct"), "{body}: {said}");
+    }
+    nothing_stored(&app).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn wrongly_typed_fields_are_invalid_json() {
     let app = spawn_app().await;
