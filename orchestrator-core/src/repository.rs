@@ -219,8 +219,9 @@ pub struct IdempotencyKey {
 }
 
 /// The stored answer to a request made with an idempotency key. The answer is opaque to the
-/// orchestrator: the server encodes it and replays it as it was.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// orchestrator: the server encodes it and replays it as it was. `Debug` shows its length, not
+/// the answer (which may hold a secret: a new webhook's).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Receipt {
     /// The key.
     pub key: IdempotencyKey,
@@ -232,8 +233,19 @@ pub struct Receipt {
     pub answer: String,
 }
 
-/// What the store knew of an idempotency key when a request claimed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receipt")
+            .field("key", &self.key)
+            .field("lease_until", &self.lease_until)
+            .field("answer", &format_args!("<{} bytes>", self.answer.len()))
+            .finish()
+    }
+}
+
+/// What the store knew of an idempotency key when a request claimed it. `Debug` shows an
+/// answer's length, not the answer.
+#[derive(Clone, PartialEq, Eq)]
 pub enum KeyClaim {
     /// New (or expired, or abandoned by a stopped server): the request is now the key's, to run.
     Claimed,
@@ -243,6 +255,20 @@ pub enum KeyClaim {
     Reused,
     /// Answered before: this is the stored answer.
     Answered(String),
+}
+
+impl std::fmt::Debug for KeyClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyClaim::Claimed => f.write_str("Claimed"),
+            KeyClaim::InUse => f.write_str("InUse"),
+            KeyClaim::Reused => f.write_str("Reused"),
+            KeyClaim::Answered(answer) => f
+                .debug_tuple("Answered")
+                .field(&format_args!("<{} bytes>", answer.len()))
+                .finish(),
+        }
+    }
 }
 
 /// The counts of `GET /workflows/summary`.
@@ -552,4 +578,30 @@ pub trait WorkflowRepository: Send + Sync {
         &self,
         feature_ids: &[FeatureId],
     ) -> Result<Vec<Consultation>, RepositoryError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_answer_is_never_printed() {
+        let answer = r#"{"secret":"whsec_c2VjcmV0"}"#.to_owned();
+        let receipt = Receipt {
+            key: IdempotencyKey {
+                scope: "admin".into(),
+                key: "k-1".into(),
+            },
+            lease_until: Timestamp::default(),
+            answer: answer.clone(),
+        };
+        for shown in [
+            format!("{receipt:?}"),
+            format!("{:?}", KeyClaim::Answered(answer)),
+        ] {
+            assert!(!shown.contains("whsec_"), "{shown}");
+            assert!(shown.contains("<27 bytes>"), "{shown}");
+        }
+        assert_eq!(format!("{:?}", KeyClaim::InUse), "InUse");
+    }
 }

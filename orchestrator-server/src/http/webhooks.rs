@@ -131,9 +131,6 @@ impl Webhooks {
         now: Timestamp,
     ) -> Result<Webhook, ApiError> {
         let url = check_url(&request.url)?;
-        if !self.policy.allow_private_networks {
-            check_public(&url, &self.checks).await?;
-        }
         let mut event_types = Vec::new();
         for name in request.event_types.unwrap_or_default() {
             let event_type = EventType::parse_field("event_types", &name)?;
@@ -147,6 +144,11 @@ impl Webhooks {
             // every back end (PostgreSQL cannot store NUL in text).
             orchestrator_core::values::check_text(text, MAX_DESCRIPTION_LEN)
                 .map_err(|rule| ValidationError::new("description", rule))?;
+        }
+        // Last: the other fields' mistakes are told without a lookup of the host's name
+        // (which may be slow, or fail, and would hide them).
+        if !self.policy.allow_private_networks {
+            check_public(&url, &self.checks).await?;
         }
         Ok(Webhook {
             id: format!("wh_{}", uuid::Uuid::new_v4().simple()),

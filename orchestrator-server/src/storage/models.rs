@@ -118,13 +118,25 @@ pub struct KeyRow {
 }
 
 /// The answer to store for a key, by the claim that took the lease `lease_until` (Unix
-/// microseconds): stored only while that claim still holds the key.
-#[derive(Debug, Clone)]
+/// microseconds): stored only while that claim still holds the key. Its `Debug` leaves the
+/// answer out: a webhook's creation answer holds the webhook's secret.
+#[derive(Clone)]
 pub struct ReceiptRow {
     pub scope: String,
     pub name: String,
     pub lease_until: i64,
     pub answer: String,
+}
+
+impl std::fmt::Debug for ReceiptRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptRow")
+            .field("scope", &self.scope)
+            .field("name", &self.name)
+            .field("lease_until", &self.lease_until)
+            .field("answer", &format_args!("<{} bytes>", self.answer.len()))
+            .finish()
+    }
 }
 
 impl From<&Receipt> for ReceiptRow {
@@ -1177,6 +1189,19 @@ pub fn import(items: &[(Workflow, Transition)]) -> Write {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_receipt_row_never_prints_its_answer() {
+        let row = ReceiptRow {
+            scope: "admin".into(),
+            name: "k-1".into(),
+            lease_until: 0,
+            answer: r#"{"secret":"whsec_c2VjcmV0"}"#.into(),
+        };
+        let shown = format!("{row:?}");
+        assert!(!shown.contains("whsec_"), "{shown}");
+        assert!(shown.contains("<27 bytes>"), "{shown}");
+    }
 
     /// A workflow just started, as its row.
     fn workflow_row(name: &str) -> WorkflowRow {

@@ -418,6 +418,34 @@ async fn a_redelivery_asked_during_an_attempt_waits_for_it() {
     receiver.quiet(Duration::from_millis(500)).await;
 }
 
+/// A receiver that answers with a redirect has failed the attempt: the redirect is not
+/// followed (it could lead anywhere, a private address included, which a followed request
+/// would reach unchecked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
+    let app = spawn_app().await;
+    let mut elsewhere = Receiver::start().await;
+    let location: &'static str = Box::leak(format!("location: {}\r\n", elsewhere.url).into());
+    let redirecting = stub_server(move |_| (302, location, "")).await;
+    let webhook = app
+        .client
+        .create_webhook(&CreateWebhookRequest::new(format!("{redirecting}/hook")))
+        .await
+        .unwrap()
+        .webhook;
+    app.start_workflow("redirected").await;
+    let failed = deliveries_until(&app.client, &webhook.id, |items| {
+        items.first().is_some_and(|d| d.attempts >= 1)
+    })
+    .await;
+    assert_eq!(
+        (failed[0].status, failed[0].last_status_code),
+        (DeliveryStatus::Pending, Some(302)),
+        "{failed:?}"
+    );
+    elsewhere.quiet(Duration::from_millis(500)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_receiver_that_never_answers_does_not_hold_up_the_other_webhooks() {
     let app = spawn_app().await;
@@ -518,16 +546,23 @@ async fn webhooks_are_listed_paged_deleted_and_bad_requests_refused() {
     let listed = app.client.list_webhooks().await.unwrap().items;
     assert_eq!(listed, vec![kept.clone()]);
     assert_eq!(app.client.get_webhook(&kept.id).await.unwrap(), kept);
-    let raw = reqwest::get(app.url("/webhooks"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        !raw.contains("whsec_"),
-        "the secret is shown only once: {raw}"
-    );
+    // Read raw: the typed client would drop a field it does not know.
+    for path in [
+        "/webhooks".to_owned(),
+        format!("/webhooks/{}", kept.id),
+        format!("/webhooks/{}/deliveries", kept.id),
+    ] {
+        let raw = reqwest::get(app.url(&path))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            !raw.contains("whsec_"),
+            "the secret is shown only once: {path}: {raw}"
+        );
+    }
 
     // Three events, one page of two and one of one.
     for name in ["p1", "p2", "p3"] {
@@ -620,6 +655,15 @@ async fn private_targets_are_refused_unless_allowed() {
             "{detail}"
         );
     }
+    // The other fields are checked before the host is looked up: their mistake is told.
+    let request = CreateWebhookRequest {
+        url: "http://10.1.2.3/hook".into(),
+        event_types: Some(vec!["workflow.exploded".into()]),
+        description: None,
+    };
+    let error = app.client.create_webhook(&request).await.unwrap_err();
+    let detail = &error.body().unwrap().details.as_ref().unwrap()[0];
+    assert!(detail.starts_with("event_types"), "{detail}");
     assert!(app.client.list_webhooks().await.unwrap().items.is_empty());
 }
 

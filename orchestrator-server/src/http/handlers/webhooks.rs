@@ -119,7 +119,8 @@ pub async fn get_webhook(app: &App, caller: &Caller, id: &str) -> Result<HttpRes
     Ok(json_response(StatusCode::OK, &webhook))
 }
 
-/// Delete a webhook and its deliveries; nothing more is sent to it.
+/// Delete a webhook and its deliveries; nothing more is sent to it but an attempt already
+/// under way, which finishes (its outcome is not kept).
 #[utoipa::path(
     delete, path = "/webhooks/{webhook_id}", tag = "webhooks", operation_id = "delete_webhook",
     params(("webhook_id" = String, Path, description = "the webhook's id")),
