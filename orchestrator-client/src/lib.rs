@@ -90,7 +90,7 @@ pub enum ClientError {
         source: serde_json::Error,
     },
     /// The base URL is not a usable http(s) URL.
-    #[error("invalid base url '{0}'")]
+    #[error("invalid base url '{0}': an http:// or https:// URL, such as http://localhost:8000")]
     InvalidBaseUrl(String),
     /// The token holds a character an HTTP header cannot carry (a control character, such as
     /// the line ending of a file it was read from). Not shown.

@@ -21,7 +21,7 @@ use crate::storage::DatabaseUrl;
 )]
 pub struct Config {
     /// Listening address.
-    #[arg(long, env = "HOST", value_name = "HOST", default_value = "0.0.0.0")]
+    #[arg(long, env = "HOST", value_name = "HOST", default_value = "0.0.0.0", value_parser = ip_address)]
     pub host: IpAddr,
 
     /// Listening port (0 picks a free one).
@@ -479,6 +479,15 @@ fn parse_log_filter(value: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// An address to listen on, told plainly when it is a name (`localhost` is one).
+fn ip_address(value: &str) -> Result<IpAddr, String> {
+    value.parse().map_err(|_| {
+        "must be an IP address, not a host name: 127.0.0.1 (this machine only), 0.0.0.0 (every \
+         address), ::1 or ::"
+            .to_owned()
+    })
+}
+
 fn parse_retry_schedule(value: &str) -> Result<RetrySchedule, String> {
     RetrySchedule::parse(value).map_err(|e| e.rule)
 }
@@ -764,6 +773,10 @@ mod tests {
             let first = error.lines().next().unwrap();
             assert!(first.contains(name), "{first}");
         }
+        // A host name is told to be an address instead.
+        let error = parse(&["--host", "localhost"]).unwrap_err().to_string();
+        assert!(error.contains("HOST"), "{error}");
+        assert!(error.contains("not a host name: 127.0.0.1"), "{error}");
         // A token is a secret: a refused one is not shown.
         let error = parse(&["--api-token", "s3cret\n"]).unwrap_err().to_string();
         assert!(!error.contains("s3cret"), "{error}");

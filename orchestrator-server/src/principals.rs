@@ -47,7 +47,10 @@ pub enum PrincipalsError {
         name: String,
     },
     /// A name given to `principal add` is taken.
-    #[error("principals file {path}: a principal named '{name}' exists already")]
+    #[error(
+        "principals file {path}: a principal named '{name}' exists already (names are compared \
+         without regard to case)"
+    )]
     NameTaken {
         /// The file.
         path: PathBuf,
@@ -244,14 +247,15 @@ pub fn add(
         })?
     };
     // Names compare as they load: white space around one, or its case, does not make another.
-    if loaded
+    if let Some(taken) = loaded
         .by_token_hash
         .values()
-        .any(|principal| principal.name.same_person(name))
+        .find(|principal| principal.name.same_person(name))
     {
+        // The name as the file spells it (`ALICE` is refused for `alice`).
         return Err(PrincipalsError::NameTaken {
             path: path.to_owned(),
-            name: name.to_string(),
+            name: taken.name.to_string(),
         });
     }
     let mut secret = [0u8; 32];
@@ -627,6 +631,13 @@ mod tests {
             add(&path, &alice, ActorKind::Human, &roles(&[Role::Viewer])),
             Err(PrincipalsError::NameTaken { .. })
         ));
+        // Another case is the same name, and the refusal says it as the file has it.
+        let shouted = Actor::parse("ALICE").unwrap();
+        let taken = add(&path, &shouted, ActorKind::Human, &roles(&[Role::Viewer])).unwrap_err();
+        assert!(
+            taken.to_string().contains("'alice' exists already"),
+            "{taken}"
+        );
 
         // A file no server would load after the append is left as it is, and nothing minted:
         // principals as an inline list (a `[[principal]]` after it is not TOML), or an entry
