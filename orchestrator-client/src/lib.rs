@@ -357,13 +357,16 @@ fn on_this_machine(url: &str) -> bool {
     else {
         return false;
     };
-    host == "localhost"
-        || host.ends_with(".localhost")
+    // A name may end in the root's dot (`localhost.`); an IPv6 address may carry an IPv4 one
+    // (`[::ffff:127.0.0.1]`).
+    let name = host.strip_suffix('.').unwrap_or(&host);
+    name == "localhost"
+        || name.ends_with(".localhost")
         || host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 impl std::fmt::Debug for Client {

@@ -401,9 +401,10 @@ pub trait WorkflowRepository: Send + Sync {
     /// decision.
     ///
     /// A judge is given no facts from outside the workflow, so this is not for an approval the
-    /// gate's rules decide (one a pending consultation blocks): the stores need not check the
-    /// gate's blockers here, and the orchestrator judges such an approval on a read and stores
-    /// it with [`WorkflowRepository::commit_with`], which does.
+    /// gate's rules decide (one a pending consultation blocks): a store's own implementation
+    /// need not check the gate's blockers (the default, through `commit_with`, does), and the
+    /// orchestrator judges such an approval on a read and stores it with
+    /// [`WorkflowRepository::commit_with`].
     async fn advance(
         &self,
         feature_id: &FeatureId,

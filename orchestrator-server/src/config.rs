@@ -353,7 +353,9 @@ impl Config {
     /// address other than loopback. Every caller then holds every right (overriding a gate,
     /// registering webhooks), so start-up warns.
     pub fn open_to_the_network(&self) -> bool {
-        self.api_token.is_none() && self.principals_file.is_none() && !self.host.is_loopback()
+        self.api_token.is_none()
+            && self.principals_file.is_none()
+            && !self.host.to_canonical().is_loopback()
     }
 
     /// The webhook retry schedule's length, when it is longer than `EVENTS_RETENTION_SECONDS`:

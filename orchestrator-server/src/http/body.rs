@@ -91,6 +91,8 @@ pub async fn read_body(
 /// not `T`.
 pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
     require_json(headers)?;
+    // A byte order mark some editors and tools put first: no part of JSON, nothing lost.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         None => Err(ApiError::InvalidJson("the body is empty".to_owned())),
         // Said plainly: serde would answer `[]` with the name of a Rust type and its field

@@ -425,13 +425,16 @@ fn on_this_machine(url: &str) -> bool {
     else {
         return false;
     };
-    host == "localhost"
-        || host.ends_with(".localhost")
+    // A name may end in the root's dot (`localhost.`); an IPv6 address may carry an IPv4 one
+    // (`[::ffff:127.0.0.1]`).
+    let name = host.strip_suffix('.').unwrap_or(&host);
+    name == "localhost"
+        || name.ends_with(".localhost")
         || host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 #[cfg(test)]
@@ -447,6 +450,8 @@ mod tests {
             "http://127.0.0.1:8001",
             "http://127.1.2.3",
             "http://[::1]:8001",
+            "http://localhost.:8001",
+            "http://[::ffff:127.0.0.1]:8001",
         ] {
             assert!(on_this_machine(url), "{url}");
         }
@@ -455,6 +460,8 @@ mod tests {
             "http://10.0.0.5",
             "http://[::2]",
             "http://localhost.example.com",
+            "http://127.0.0.1.nip.io",
+            "http://[::ffff:10.0.0.1]",
             "not a url",
         ] {
             assert!(!on_this_machine(url), "{url}");

@@ -180,14 +180,15 @@ async fn sign_in(browser: &Browser, app: &TestApp, token: &str) {
 }
 
 /// Clicks the button `name`. A button found just before the board swapped its content in is
-/// stale, and the click is refused without reaching the page: then the new one is clicked.
+/// stale, and the click is refused without reaching the page: then the new one is clicked
+/// (only then: another error might come from a click that did reach it).
 async fn click(browser: &Browser, name: &str) {
     let started = Instant::now();
     loop {
         let button = browser.find(Locator::XPath(&button(name))).await.unwrap();
         match button.click().await {
             Ok(()) => return,
-            Err(e) if started.elapsed() < PATIENCE => {
+            Err(e) if e.is_stale_element_reference() && started.elapsed() < PATIENCE => {
                 eprintln!("clicking {name} again: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

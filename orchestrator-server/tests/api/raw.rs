@@ -100,6 +100,15 @@ async fn a_body_that_is_no_object_is_told_so() {
         assert!(!said.contains("struct"), "{body}: {said}");
     }
     nothing_stored(&app).await;
+    // An object after a UTF-8 byte order mark is read.
+    let started = reqwest::Client::new()
+        .post(app.url("/workflow/start"))
+        .header("content-type", "application/json")
+        .body("\u{feff}{\"feature_id\": \"marked\", \"description\": \"d\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::CREATED);
 }
 
 #[tokio::test(flavor = "multi_thread")]

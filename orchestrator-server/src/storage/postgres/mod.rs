@@ -25,7 +25,7 @@ use diesel::serialize::ToSql;
 use diesel::sql_types::{HasSqlType, Untyped};
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -201,11 +201,12 @@ async fn run<T>(
     within(QUERY_TIMEOUT, pool, metrics, op).await
 }
 
-/// Runs `op` on a connection of `pool` within `bound`. Past it the statement running is
-/// cancelled on the server: the server does not notice a client that left while a statement
-/// runs, so one given up on (an advance batch whose read and write each took most of their
-/// own `statement_timeout`) would otherwise run on and could commit after its callers were
-/// answered 503.
+/// Runs `op` on a connection of `pool` within `bound`. A connection whose operation failed
+/// or was given up on is taken out of the pool: its state is unknown, and a later request
+/// must not inherit it. One the database answered with an error (a statement or lock timeout,
+/// a serialization failure) goes back, unless that error ended the session (a restart, a
+/// terminated backend: the connection is closed) or left a transaction open. (A sweep that
+/// finds a gate's row held would otherwise open a connection a second.)
 async fn within<T>(
     bound: Duration,
     pool: &PgPool,
@@ -213,7 +214,7 @@ async fn within<T>(
     op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, DieselError>,
 ) -> Result<T, RepositoryError> {
     let asked = std::time::Instant::now();
-    let mut conn = pool.get().await.map_err(|e| {
+    let conn = pool.get().await.map_err(|e| {
         if matches!(
             e,
             deadpool::managed::PoolError::Timeout(deadpool::managed::TimeoutType::Wait)
@@ -223,26 +224,82 @@ async fn within<T>(
         unavailable(e)
     })?;
     let _in_use = InUse::take(metrics, asked.elapsed());
-    let result = tokio::time::timeout(bound, op(&mut conn)).await;
-    if result.is_err() {
-        cancel(conn.cancel_token());
-    }
-    settle(conn, result)
+    let mut loan = Loan(Some(conn));
+    let Some(conn) = loan.0.as_deref_mut() else {
+        return Err(RepositoryError::Unavailable("no connection".into()));
+    };
+    let error = match tokio::time::timeout(bound, op(conn)).await {
+        Ok(Ok(value)) => {
+            loan.give_back();
+            return Ok(value);
+        }
+        Ok(Err(e)) => {
+            let sound = answered_with_an_error(&e) && !conn.is_broken();
+            let error = classify(e);
+            if matches!(error, RepositoryError::Unavailable(_)) && !sound {
+                loan.discard();
+            } else {
+                loan.give_back();
+            }
+            error
+        }
+        // Dropped unsettled: what it runs is cancelled.
+        Err(_) => RepositoryError::Unavailable("the database did not answer in time".into()),
+    };
+    Err(error)
 }
 
-/// Asks the server, on a connection and a task of their own (within [`POOL_WAIT`]), to cancel
-/// whatever the session of `token` runs. Its connection is discarded, so no later statement
-/// can be the one cancelled. A statement already past its commit stays committed: this makes
-/// the window small, not empty (a write's outcome after a 503 is still unknown, as the API
+/// A pooled connection lent to one operation. Dropped before the operation settled it — given
+/// up on past its bound, or dropped with its caller (the health probe's own bound, a request
+/// whose client left) — it is taken out of the pool, and what it runs is cancelled on the
+/// server, on a task of its own (within [`POOL_WAIT`]), before the connection is closed. The
+/// server does not notice a client gone while a statement runs: a statement given up on would
+/// run on, and could commit after its callers were answered 503 (an advance batch whose read
+/// and write each took most of their `statement_timeout`). One already past its commit stays
+/// committed: this makes the window small, not empty (a 503's outcome is unknown, as the API
 /// says).
-fn cancel(token: tokio_postgres::CancelToken) {
-    tokio::spawn(async move {
-        let cancelled =
-            tokio::time::timeout(POOL_WAIT, token.cancel_query(tokio_postgres::NoTls)).await;
-        if !matches!(cancelled, Ok(Ok(()))) {
-            tracing::debug!("a statement given up on could not be cancelled on the server");
+struct Loan(Option<Object<AsyncPgConnection>>);
+
+impl Loan {
+    /// The operation ended: the connection goes back to the pool.
+    fn give_back(mut self) {
+        self.0.take();
+    }
+
+    /// The operation ended, leaving the connection in a state no later request may inherit.
+    fn discard(mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(Object::take(conn));
         }
-    });
+    }
+}
+
+impl Drop for Loan {
+    fn drop(&mut self) {
+        let Some(conn) = self.0.take() else {
+            return;
+        };
+        let conn = Object::take(conn);
+        // Without a runtime (a caller's own, being shut down) there is no task to send it on:
+        // the connection closes, and the server ends the statement when it next writes.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let token = conn.cancel_token();
+            let cancelled =
+                tokio::time::timeout(POOL_WAIT, token.cancel_query(tokio_postgres::NoTls)).await;
+            if !matches!(cancelled, Ok(Ok(()))) {
+                tracing::warn!(
+                    "a statement given up on could not be cancelled on the server; it may run \
+                     to its statement_timeout"
+                );
+            }
+            // Closed once the cancel is sent: a pooler in front of the server (PgBouncer)
+            // matches a cancel to a client connection still open.
+            drop(conn);
+        });
+    }
 }
 
 /// A pool that cannot hand out a connection: the store is unreachable.
@@ -313,35 +370,9 @@ async fn server_started(conn: &mut AsyncPgConnection) -> QueryResult<String> {
     Ok(started.started)
 }
 
-/// The outcome of an operation that was given [`QUERY_TIMEOUT`]. A connection that timed out
-/// or failed is taken out of the pool: its state is unknown, and a later request must not
-/// inherit it. One the database answered with an error (a statement or lock timeout, a
-/// serialization failure) is sound and goes back: the pool discards it itself if the error
-/// left it inside a transaction. (A sweep that finds a gate's row held would otherwise open a
-/// connection a second.)
-fn settle<T>(
-    conn: Object<AsyncPgConnection>,
-    result: Result<Result<T, DieselError>, tokio::time::error::Elapsed>,
-) -> Result<T, RepositoryError> {
-    let (error, sound) = match result {
-        Ok(Ok(value)) => return Ok(value),
-        Ok(Err(e)) => {
-            let answered = answered_with_an_error(&e);
-            (classify(e), answered)
-        }
-        Err(_) => (
-            RepositoryError::Unavailable("the database did not answer in time".into()),
-            false,
-        ),
-    };
-    if matches!(error, RepositoryError::Unavailable(_)) && !sound {
-        drop(Object::take(conn));
-    }
-    Err(error)
-}
-
 /// Whether the database answered a statement with an error (one with an SQLSTATE), which
-/// rolls it back and leaves the connection usable. A failure of the connection (diesel-async's
+/// rolls it back (an error that ends the session, a FATAL one, closes the connection too:
+/// [`within`] asks the connection). A failure of the connection (diesel-async's
 /// `UnableToSendCommand`, with no SQLSTATE) is no such answer: the statement may have
 /// committed.
 fn answered_with_an_error(error: &DieselError) -> bool {
@@ -986,40 +1017,58 @@ mod tests {
         };
         let pool = pool(&url, 2, Arc::new(Recent::default())).unwrap();
         let metrics = StorageMetrics::default();
-        let marker = format!("given_up_{}", uuid::Uuid::new_v4().simple());
-        // Four seconds: under the statement timeout, so only a cancel ends it sooner.
-        let sleep = format!("SELECT pg_sleep(4) AS {marker}");
-        let outcome = within(Duration::from_millis(300), &pool, &metrics, async |conn| {
-            diesel::sql_query(&sleep).execute(conn).await
-        })
-        .await;
-        assert!(
-            matches!(outcome, Err(RepositoryError::Unavailable(_))),
-            "{outcome:?}"
-        );
         #[derive(diesel::QueryableByName)]
         struct Running {
             #[diesel(sql_type = diesel::sql_types::BigInt)]
             running: i64,
         }
-        let mut conn = pool.get().await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        loop {
-            let seen: Running = diesel::sql_query(format!(
-                "SELECT count(*) AS running FROM pg_stat_activity \
-                 WHERE state = 'active' AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
-            ))
-            .get_result(&mut *conn)
-            .await
-            .unwrap();
-            if seen.running == 0 {
-                break;
+        // Given up on past its own bound, or dropped by its caller (whose bound came first).
+        for by_its_caller in [false, true] {
+            let marker = format!("given_up_{}", uuid::Uuid::new_v4().simple());
+            // Four seconds: under the statement timeout, so only a cancel ends it sooner.
+            let sleep = format!("SELECT pg_sleep(4) AS {marker}");
+            let (bound, callers) = if by_its_caller {
+                (QUERY_TIMEOUT, Duration::from_millis(300))
+            } else {
+                (Duration::from_millis(300), QUERY_TIMEOUT)
+            };
+            let outcome = tokio::time::timeout(
+                callers,
+                within(bound, &pool, &metrics, async |conn| {
+                    diesel::sql_query(&sleep).execute(conn).await
+                }),
+            )
+            .await;
+            match outcome {
+                Err(_) => assert!(by_its_caller),
+                Ok(outcome) => assert!(
+                    matches!(outcome, Err(RepositoryError::Unavailable(_))),
+                    "{outcome:?}"
+                ),
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the statement still runs on the server"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(pool.status().size, 0, "the connection was discarded");
+            let mut conn = pool.get().await.unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            loop {
+                let seen: Running = diesel::sql_query(format!(
+                    "SELECT count(*) AS running FROM pg_stat_activity \
+                     WHERE state = 'active' AND query LIKE '%{marker}%' \
+                     AND pid <> pg_backend_pid()"
+                ))
+                .get_result(&mut *conn)
+                .await
+                .unwrap();
+                if seen.running == 0 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the statement still runs on the server (dropped by its caller: \
+                     {by_its_caller})"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            drop(Object::take(conn));
         }
     }
 
