@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use orchestrator_core::api::{CloudEvent, EventsQuery, paths};
+use orchestrator_core::api::{CloudEvent, EventsQuery, HEARTBEAT_HEADER, paths};
 use reqwest::Method;
 
 use crate::{Client, ClientError, Result};
@@ -50,6 +50,9 @@ pub struct EventStream {
     delivered: bool,
     buffer: Messages,
     failures: u32,
+    /// How long the current connection may stay silent: [`IDLE`], or four of the server's
+    /// heartbeats when it says they are further apart.
+    idle: Duration,
     /// Until when the last refused connection's `Retry-After` asked to wait.
     asked_until: Option<tokio::time::Instant>,
     /// When the next connection is to be made, once its pause began: a call to
@@ -70,6 +73,7 @@ impl EventStream {
             delivered: false,
             buffer: Messages::default(),
             failures: 0,
+            idle: IDLE,
             asked_until: None,
             resume_at: None,
             ended: false,
@@ -178,7 +182,7 @@ impl EventStream {
         let Some(response) = self.response.as_mut() else {
             return Ok(());
         };
-        match tokio::time::timeout(IDLE, response.chunk()).await {
+        match tokio::time::timeout(self.idle, response.chunk()).await {
             Ok(Ok(Some(bytes))) => {
                 self.buffer.push(&bytes);
                 if self.buffer.overflowed() {
@@ -270,6 +274,7 @@ impl EventStream {
             .unwrap_or_default()
             .to_ascii_lowercase();
         if kind.starts_with("text/event-stream") {
+            self.idle = idle_for(&response);
             return Ok(response);
         }
         Err(ClientError::UnexpectedBody {
@@ -391,6 +396,20 @@ impl Messages {
     }
 }
 
+/// How long a stream may stay silent before it is given up: four of the heartbeats the server
+/// says it sends (`Event-Heartbeat-Seconds`), and never less than [`IDLE`] (a server that does
+/// not say, or says something else, is given that).
+fn idle_for(response: &reqwest::Response) -> Duration {
+    response
+        .headers()
+        .get(HEARTBEAT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(IDLE, |seconds| {
+            Duration::from_secs(seconds.saturating_mul(4)).max(IDLE)
+        })
+}
+
 /// The id of a message with an `id:` line and no `data:` (the server's opening message).
 fn start_id(message: &str) -> Option<u64> {
     if message.lines().any(|line| line.starts_with("data:")) {
@@ -449,6 +468,52 @@ mod tests {
         format!(
             r#"{{"specversion":"1.0","id":"{id}","source":"orchestrator","type":"{kind}","subject":"f","time":"2026-12-06T00:00:00Z","datacontenttype":"application/json","data":{{}}}}"#
         )
+    }
+
+    /// A server that answers every stream with its opening message, saying its heartbeats are
+    /// `heartbeat` seconds apart, and then holds the connection open, silent.
+    async fn silent_server(heartbeat: u64) -> (String, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                     event-heartbeat-seconds: {heartbeat}\r\ntransfer-encoding: chunked\r\n\r\n\
+                     7\r\nid: 5\n\n\r\n"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+                held.push(socket);
+            }
+        });
+        (address, connections)
+    }
+
+    /// A server whose heartbeats are further apart than the stream's own idle bound says so,
+    /// and the stream waits for four of them before it takes the silence for a dead
+    /// connection; a server with the default heartbeat keeps the minute.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_waits_for_the_heartbeats_the_server_says_it_sends() {
+        for (heartbeat, silent_for, connections_then) in [(90, 300, 1), (15, 70, 2)] {
+            let (address, connections) = silent_server(heartbeat).await;
+            let client = crate::Client::new(address).unwrap();
+            let mut stream = client.stream_events(Default::default());
+            let next = tokio::time::timeout(Duration::from_secs(silent_for), stream.next()).await;
+            assert!(next.is_err(), "no event ever comes: {next:?}");
+            assert_eq!(
+                connections.load(Ordering::SeqCst),
+                connections_then,
+                "heartbeats {heartbeat} s apart, {silent_for} s of silence"
+            );
+            assert_eq!(stream.last_event_id(), Some(5));
+        }
     }
 
     #[tokio::test]

@@ -24,6 +24,11 @@ use crate::workflow::{Progress, Timestamp, Transition, Version, Workflow};
 /// The service name `/health` and `/` report.
 pub const SERVICE_NAME: &str = "orchestrator";
 
+/// The header of an event stream's answer that says how many seconds apart its heartbeats
+/// are (`EVENTS_HEARTBEAT_SECONDS`): a consumer waits a few of them before it takes a silent
+/// stream for a dead one.
+pub const HEARTBEAT_HEADER: &str = "event-heartbeat-seconds";
+
 /// A stable, machine-readable error code; on the wire in SCREAMING_SNAKE_CASE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

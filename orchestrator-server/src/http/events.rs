@@ -424,6 +424,7 @@ fn parse_query(query: Option<&str>, stream: bool) -> Result<EventsQuery> {
     ),
     responses(
         (status = 200, description = "`text/event-stream`: first a message with only `id:`, the id the stream starts after (the newest id when neither `after` nor `Last-Event-ID` is given, so a consumer disconnected before its first event knows where to resume); then one message per event (`id:` its id, `event:` its type, `data:` the CloudEvent on one line), and a comment line every EVENTS_HEARTBEAT_SECONDS, followed, when the stream has read events since its last `id:` (ones its filter left out included), by another message with only `id:`, the last id it read, to resume after. A consumer that falls too far behind is disconnected and resumes by id.", content_type = "text/event-stream", body = String,
+         headers(("Event-Heartbeat-Seconds" = u64, description = "seconds between heartbeats (EVENTS_HEARTBEAT_SECONDS): a stream silent for a few of them is a dead one, to resume by id")),
          example = json!(crate::http::openapi::examples::stream())),
     ),
 )]
@@ -503,6 +504,11 @@ pub async fn stream_events(
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // So that a consumer knows how long a silence means a dead stream.
+    headers.insert(
+        HeaderName::from_static(orchestrator_core::api::HEARTBEAT_HEADER),
+        HeaderValue::from(app.limits().events.heartbeat.as_secs()),
+    );
     // A proxy that buffers answers (nginx does, unless told) would hold the events back until
     // its buffer filled, and the consumer, hearing nothing, would reconnect over and over.
     headers.insert(

@@ -238,6 +238,8 @@ async fn a_quiet_stream_hears_heartbeats_and_the_wire_format_is_sse() {
     );
     assert_eq!(response.headers()["cache-control"], "no-cache");
     assert_eq!(response.headers()["x-accel-buffering"], "no");
+    // How far apart its heartbeats are, so that a consumer knows how long a silence may be.
+    assert_eq!(response.headers()["event-heartbeat-seconds"], "1");
     let mut text = String::new();
     read_until(&mut response, &mut text, |t| t.contains(": heartbeat")).await;
     assert!(

@@ -628,8 +628,10 @@ fn respond_form(w: &WorkflowResponse, c: &Consultation) -> Markup {
             p.note { "The expert's answer waits for a human: confirm it, correct it, or add context (the question is then to be asked again with it, by the feature's agent)." }
             label for=(field) { "Response" }
             textarea id=(field) name="response" rows="2" maxlength=(CONTEXT_MAX_CHARS) placeholder="Required to correct or add context" {}
+            // The three weigh the same: the expert was unsure, and the page does not lean the
+            // reader towards confirming.
             div.buttons {
-                button type="submit" name="action" value="confirm" aria-describedby=(question) disabled { "Confirm" }
+                button.secondary type="submit" name="action" value="confirm" aria-describedby=(question) disabled { "Confirm" }
                 button.secondary type="submit" name="action" value="correct" aria-describedby=(question) disabled { "Correct" }
                 button.secondary type="submit" name="action" value="add_context" aria-describedby=(question) disabled { "Add context" }
             }
