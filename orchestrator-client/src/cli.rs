@@ -527,6 +527,22 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
             let _ = writeln!(err, "error: {message}");
             ExitCode::from(3)
         }
+        Err(Failure::Unwritten { reader_gone, .. }) if reader_gone && retry_key.is_none() => {
+            ExitCode::SUCCESS
+        }
+        // A write was carried out, and its answer (a new webhook's secret, say) is lost unless
+        // asked for again with its key.
+        Err(Failure::Unwritten { message, .. }) => {
+            let _ = writeln!(err, "error: {message}");
+            if let Some(key) = retry_key {
+                let _ = writeln!(
+                    err,
+                    "note: the change was made; run the command again with --idempotency-key \
+                     {key} within 24 hours to see its answer again (it is not made twice)"
+                );
+            }
+            ExitCode::from(3)
+        }
         Err(Failure::Unhealthy) => ExitCode::from(4),
     }
 }
@@ -560,9 +576,15 @@ fn refusal(body: ApiErrorBody, wire_code: String, request_id: Option<String>) ->
 enum Failure {
     Usage(String),
     Client(ClientError),
-    /// Not the server's doing, nor the caller's: the answer could not be written out, the
-    /// event stream ended for good, or the client could not be set up (TLS).
+    /// Not the server's doing, nor the caller's: the event stream ended for good, or the client
+    /// could not be set up (TLS).
     Broken(String),
+    /// The answer came but could not be written out (`reader_gone`: whoever read it stopped,
+    /// as `watch | head -1` does).
+    Unwritten {
+        reader_gone: bool,
+        message: String,
+    },
     /// `health` answered: unhealthy.
     Unhealthy,
 }
@@ -639,16 +661,21 @@ fn print_line(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<(
     writeln!(out, "{text}")
 }
 
+/// The token to send: `--token` (or `ORCHESTRATOR_TOKEN`), else the server's own variable,
+/// so that one shell can run both; an empty one is none, and does not hide the other.
+fn token_given(given: Option<String>, servers: Option<String>) -> Option<String> {
+    given
+        .filter(|token| !token.is_empty())
+        .or(servers)
+        .filter(|token| !token.is_empty())
+}
+
 /// Runs `cli`; answers go to `out`, notes for a person (never data) to `err`.
 async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<(), Failure> {
     let mut builder = Client::builder()
         .base_url(cli.url)
         .timeout(Duration::from_secs(cli.timeout));
-    // The server's own variable works too, so one shell can run both.
-    let token = cli
-        .token
-        .or_else(|| std::env::var("ORCHESTRATOR_API_TOKEN").ok())
-        .filter(|token| !token.is_empty());
+    let token = token_given(cli.token, std::env::var("ORCHESTRATOR_API_TOKEN").ok());
     if let Some(token) = token {
         builder = builder.token(token);
     }
@@ -1036,13 +1063,13 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
     written_out(written)
 }
 
-/// Whether the answer was written: a reader that went away (`orchestrator watch | head -1`)
-/// leaves nothing to say; any other failure to write is the command's.
+/// Whether the answer was written; [`run`] decides what a failure means (a reader that went
+/// away from a read, `orchestrator watch | head -1`, leaves nothing to say).
 fn written_out(written: std::io::Result<()>) -> Result<(), Failure> {
-    match written {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        written => written.map_err(|e| Failure::Broken(format!("cannot write the answer: {e}"))),
-    }
+    written.map_err(|e| Failure::Unwritten {
+        reader_gone: e.kind() == std::io::ErrorKind::BrokenPipe,
+        message: format!("cannot write the answer: {e}"),
+    })
 }
 
 /// An `--idempotency-key` as the server takes it: 1–255 printable ASCII characters, spaces
@@ -1138,7 +1165,19 @@ mod tests {
 
     use clap::Parser;
 
-    use super::{Cli, consultations_holding, run};
+    use super::{Cli, consultations_holding, run, token_given};
+
+    /// `--token` or `ORCHESTRATOR_TOKEN` first, the server's variable else; an empty one (an
+    /// exported variable left blank) is none and does not hide the other.
+    #[test]
+    fn an_empty_token_falls_back_to_the_servers_variable() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(token_given(some("mine"), some("server")), some("mine"));
+        assert_eq!(token_given(None, some("server")), some("server"));
+        assert_eq!(token_given(some(""), some("server")), some("server"));
+        assert_eq!(token_given(some(""), some("")), None);
+        assert_eq!(token_given(None, None), None);
+    }
 
     /// `gates` counts the consultations that hold a gate: neither the approvals it still
     /// needs nor a kind a newer server sends are consultations.

@@ -89,7 +89,8 @@ pub enum ClientError {
         /// What did not fit.
         source: serde_json::Error,
     },
-    /// The base URL is not a usable http(s) URL.
+    /// The base URL is not a usable http(s) URL (shown without any user name and password in
+    /// it).
     #[error("invalid base url '{0}': an http:// or https:// URL, such as http://localhost:8000")]
     InvalidBaseUrl(String),
     /// The token holds a character an HTTP header cannot carry (a control character, such as
@@ -369,10 +370,23 @@ fn on_this_machine(url: &str) -> bool {
             .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
+/// `url` as it may be shown: a user name and password in it (`https://u:pw@host`) are left
+/// out, whether or not the rest is a URL.
+fn url_shown(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_ends = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_ends].rfind('@') {
+        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("base_url", &self.base_url)
+            .field("base_url", &url_shown(&self.base_url))
             .field("token", &token_shown(self.token.as_ref()))
             .field("retries", &self.retries)
             .field("idempotency_key", &self.idempotency_key)
@@ -462,7 +476,7 @@ impl ClientBuilder {
         let usable = (base_url.starts_with("http://") || base_url.starts_with("https://"))
             && reqwest::Url::parse(&base_url).is_ok();
         if !usable {
-            return Err(ClientError::InvalidBaseUrl(self.base_url));
+            return Err(ClientError::InvalidBaseUrl(url_shown(&self.base_url)));
         }
         if let Some(token) = &self.token
             && reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err()
@@ -996,15 +1010,20 @@ impl Client {
     /// The live event stream (`GET /events/stream`): events after `query.after` (only new
     /// ones when `None`) passing its filters, resumed by id after every disconnect.
     ///
+    /// An `Err` item is passing (a refused connection, an event this version cannot read): the
+    /// stream goes on after it, and ends (`None`) only when it cannot (its resume point was
+    /// refused for good).
+    ///
     /// ```no_run
-    /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
+    /// # async fn demo(client: orchestrator_client::Client) {
     /// use orchestrator_core::api::EventsQuery;
     /// let mut events = client.stream_events(EventsQuery::default());
     /// while let Some(event) = events.next().await {
-    ///     let event = event?;
-    ///     println!("{} {} {}", event.id, event.event_type, event.subject);
+    ///     match event {
+    ///         Ok(event) => println!("{} {} {}", event.id, event.event_type, event.subject),
+    ///         Err(e) => eprintln!("passing: {e}"),
+    ///     }
     /// }
-    /// # Ok(())
     /// # }
     /// ```
     pub fn stream_events(&self, query: EventsQuery) -> EventStream {
@@ -1102,6 +1121,12 @@ mod tests {
             Client::new("localhost:8000"),
             Err(ClientError::InvalidBaseUrl(_))
         ));
+        // A password in a refused URL, or in a client's, is not shown.
+        let refused = Client::new("ftp://me:s3cret@h/x").unwrap_err().to_string();
+        assert!(refused.contains("ftp://…@h/x"), "{refused}");
+        let client = Client::new("http://me:s3cret@h:1/").unwrap();
+        assert!(!format!("{client:?}").contains("s3cret"));
+        assert_eq!(url_shown("http://h/a@b"), "http://h/a@b");
         assert_eq!(Client::new("http://h:1/").unwrap().base_url(), "http://h:1");
         // Refused before anything is sent, not as a call's transport failure.
         for url in ["http://localhost:80000", "http://", "https://a b"] {

@@ -239,6 +239,42 @@ async fn a_reader_that_went_away_is_no_error() {
     let code = run(cli, &mut ClosedPipe, &mut err).await;
     assert_eq!(code, ExitCode::SUCCESS, "{}", String::from_utf8_lossy(&err));
     assert!(err.is_empty());
+
+    // A write whose answer is lost so (a new webhook's secret, say) was carried out: the key
+    // that shows the answer again, without making it twice, is told.
+    let cli = Cli::try_parse_from([
+        "orchestrator",
+        "--url",
+        &app.url(""),
+        "start",
+        "piped",
+        "its answer goes nowhere",
+    ])
+    .unwrap();
+    let mut err = Vec::new();
+    let code = run(cli, &mut ClosedPipe, &mut err).await;
+    let err = String::from_utf8_lossy(&err).into_owned();
+    assert_eq!(code, ExitCode::from(3), "{err}");
+    let key = err
+        .split("--idempotency-key ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a key to run it again with: {err}"));
+    let (code, out, _) = orchestrator(
+        &app.url(""),
+        &[
+            "--idempotency-key",
+            key,
+            "start",
+            "piped",
+            "its answer goes nowhere",
+        ],
+    )
+    .await;
+    assert_eq!(code, ExitCode::SUCCESS);
+    let again: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(again["feature_id"], "piped");
+    assert_eq!(app.client.get_summary().await.unwrap().total, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
