@@ -348,26 +348,16 @@ fn token_shown(token: Option<&String>) -> &'static str {
     token.map_or("none", |_| "<redacted>")
 }
 
-/// Whether `url` names this machine (`localhost`, a loopback address): proxy settings in the
-/// environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) then do not apply, since no proxy
-/// stands between a program and its own machine (reqwest makes no such exception itself).
+/// Whether `url` names this machine ([`orchestrator_core::webhook::is_this_machine`]): proxy
+/// settings in the environment then do not apply.
 fn on_this_machine(url: &str) -> bool {
-    let Some(host) = reqwest::Url::parse(url)
+    reqwest::Url::parse(url)
         .ok()
-        .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
-    else {
-        return false;
-    };
-    // A name may end in the root's dot (`localhost.`); an IPv6 address may carry an IPv4 one
-    // (`[::ffff:127.0.0.1]`).
-    let name = host.strip_suffix('.').unwrap_or(&host);
-    name == "localhost"
-        || name.ends_with(".localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+        .and_then(|url| {
+            url.host_str()
+                .map(orchestrator_core::webhook::is_this_machine)
+        })
+        .unwrap_or(false)
 }
 
 /// `url` as it may be shown: a user name and password in it (`https://u:pw@host`) are left

@@ -1,6 +1,6 @@
 //! Webhooks' rules, without I/O: the signing secret, the Standard Webhooks signature (made by
 //! the server, checked by receivers through [`verify`]), the retry schedule, a delivery's
-//! status, and which addresses count as private.
+//! status, and which addresses count as private (or as this machine's).
 //!
 //! A delivery is signed over `"{webhook-id}.{webhook-timestamp}.{body}"` with HMAC-SHA256,
 //! keyed by the bytes the secret's base64 (after `whsec_`) encodes; the `webhook-signature`
@@ -328,6 +328,23 @@ impl fmt::Display for RetrySchedule {
     }
 }
 
+/// Whether `host` (a URL's, as `Url::host_str` gives it: an IPv6 address in brackets) names
+/// this machine: `localhost`, a name under it, or a loopback address (an IPv6 one carrying
+/// IPv4's loopback included), with or without the root's trailing dot. No proxy stands
+/// between a program and its own machine: the HTTP clients send such calls directly,
+/// whatever proxy the environment names (reqwest makes no such exception itself).
+pub fn is_this_machine(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let name = host.strip_suffix('.').unwrap_or(&host);
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
 /// Whether a webhook may be sent to `address` when private networks are not allowed: not
 /// loopback, private, link-local, unique-local, site-local, unspecified, broadcast,
 /// documentation, shared (carrier-grade NAT), benchmarking, reserved, the IETF's protocol
@@ -512,6 +529,31 @@ mod tests {
         assert_eq!(RetrySchedule::position(5, 3), 2);
         // Redelivered during an attempt whose outcome was lost: the next is the first.
         assert_eq!(RetrySchedule::position(4, 4), 1);
+    }
+
+    #[test]
+    fn this_machine_is_localhost_or_a_loopback_address() {
+        for host in [
+            "localhost",
+            "LocalHost.",
+            "hub.localhost",
+            "127.0.0.1",
+            "127.9.9.9",
+            "[::1]",
+            "[::ffff:7f00:1]",
+        ] {
+            assert!(is_this_machine(host), "{host}");
+        }
+        for host in [
+            "localhost.example.com",
+            "127.0.0.1.nip.io",
+            "10.0.0.1",
+            "[::2]",
+            "[::ffff:a00:1]",
+            "",
+        ] {
+            assert!(!is_this_machine(host), "{host}");
+        }
     }
 
     #[test]
