@@ -112,7 +112,8 @@ pub struct Cli {
     )]
     pub url: String,
     /// Bearer token: a principal's (principals mode) or the server's ORCHESTRATOR_API_TOKEN.
-    /// Read from ORCHESTRATOR_TOKEN, else ORCHESTRATOR_API_TOKEN, when not given.
+    /// Read from ORCHESTRATOR_TOKEN, else ORCHESTRATOR_API_TOKEN, when not given (an empty one
+    /// counts as not given).
     #[arg(
         long,
         global = true,
@@ -125,8 +126,8 @@ pub struct Cli {
     /// server that never answers takes about three times this (but a write the server says an
     /// earlier attempt of is still being carried out is asked about until that attempt's answer
     /// comes: up to the server's request bound plus 5 s, 10 minutes at most); `health` is tried
-    /// once, and `watch` waits on its stream as long as it runs (it reconnects after 60 s of
-    /// silence).
+    /// once, and `watch` waits on its stream as long as it runs (it reconnects after four of the
+    /// server's heartbeats of silence, a minute at least).
     /// Against a server whose request bound is raised (`REQUEST_TIMEOUT_SECONDS`, or a longer
     /// `AGENT_HUB_WAIT_SECONDS`), give `ask` at least that bound.
     #[arg(long, global = true, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
@@ -136,7 +137,8 @@ pub struct Cli {
     /// the first run was cut off, gets the first answer back and changes nothing more (for 24
     /// hours). 1–255 printable ASCII characters (spaces inside only); default: a new key per run,
     /// told on stderr when the run ends without knowing whether the change was made (no
-    /// answer, exit 3; a 5xx or the key still in use, exit 1) so it can be run again.
+    /// answer, exit 3; a 5xx or the key still in use, exit 1) so it can be run again, and when
+    /// its answer could not be written out (exit 3), to have it shown again.
     #[arg(long, global = true, value_parser = idempotency_key)]
     pub idempotency_key: Option<String>,
     /// What to do.
@@ -1053,7 +1055,13 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
         Command::Openapi => print(out, &client.get_openapi().await?),
         Command::Health => {
             let health = client.get_health().await?;
-            written_out(print(out, &health))?;
+            // A reader gone (`health | grep -q …`) does not hide the verdict: exit 4 still.
+            match written_out(print(out, &health)) {
+                Err(Failure::Unwritten {
+                    reader_gone: true, ..
+                }) => {}
+                written => written?,
+            }
             if health.status == orchestrator_core::api::HealthStatus::Unhealthy {
                 return Err(Failure::Unhealthy);
             }

@@ -11,6 +11,8 @@ use crate::{Client, ClientError, Result};
 /// How long a stream waits for any byte (an event or the server's heartbeat) before it
 /// reconnects: four default heartbeats.
 const IDLE: Duration = Duration::from_secs(60);
+/// The longest silence a stream waits out, whatever the server says of its heartbeats.
+const MOST_IDLE: Duration = Duration::from_secs(4 * 3600);
 /// Longest pause between reconnection attempts, unless the server asks for a longer one.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// Longest pause a server's `Retry-After` is followed for.
@@ -397,8 +399,9 @@ impl Messages {
 }
 
 /// How long a stream may stay silent before it is given up: four of the heartbeats the server
-/// says it sends (`Event-Heartbeat-Seconds`), and never less than [`IDLE`] (a server that does
-/// not say, or says something else, is given that).
+/// says it sends (`Event-Heartbeat-Seconds`), never less than [`IDLE`] (a server that does not
+/// say, or says something else, is given that) nor more than [`MOST_IDLE`] (four of the
+/// longest heartbeat a server may be set to: a header saying more is not believed).
 fn idle_for(response: &reqwest::Response) -> Duration {
     response
         .headers()
@@ -406,7 +409,7 @@ fn idle_for(response: &reqwest::Response) -> Duration {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map_or(IDLE, |seconds| {
-            Duration::from_secs(seconds.saturating_mul(4)).max(IDLE)
+            Duration::from_secs(seconds.saturating_mul(4)).clamp(IDLE, MOST_IDLE)
         })
 }
 
@@ -501,7 +504,15 @@ mod tests {
     /// connection; a server with the default heartbeat keeps the minute.
     #[tokio::test(start_paused = true)]
     async fn a_stream_waits_for_the_heartbeats_the_server_says_it_sends() {
-        for (heartbeat, silent_for, connections_then) in [(90, 300, 1), (15, 70, 2)] {
+        // Ninety seconds apart: six minutes of silence is waited out. Five: not less than a
+        // minute still. Absurdly far apart: four hours at most.
+        for (heartbeat, silent_for, connections_then) in [
+            (90, 300, 1),
+            (15, 70, 2),
+            (5, 50, 1),
+            (5, 70, 2),
+            (u64::MAX, 4 * 3600 + 60, 2),
+        ] {
             let (address, connections) = silent_server(heartbeat).await;
             let client = crate::Client::new(address).unwrap();
             let mut stream = client.stream_events(Default::default());

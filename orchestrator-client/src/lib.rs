@@ -361,15 +361,22 @@ fn on_this_machine(url: &str) -> bool {
 }
 
 /// `url` as it may be shown: a user name and password in it (`https://u:pw@host`) are left
-/// out, whether or not the rest is a URL.
+/// out. Of what is no http(s) URL (a scheme forgotten, a `/` in a password), everything up
+/// to its last `@` is.
 fn url_shown(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_ends = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_ends].rfind('@') {
-        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
-        None => url.to_owned(),
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if matches!(parsed.scheme(), "http" | "https") => {
+            if parsed.username().is_empty() && parsed.password().is_none() {
+                return url.to_owned();
+            }
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string().replacen("://", "://…@", 1)
+        }
+        _ => match url.rfind('@') {
+            Some(at) => format!("…@{}", &url[at + 1..]),
+            None => url.to_owned(),
+        },
     }
 }
 
@@ -387,7 +394,7 @@ impl std::fmt::Debug for Client {
 impl std::fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("base_url", &self.base_url)
+            .field("base_url", &url_shown(&self.base_url))
             .field("timeout", &self.timeout)
             .field("token", &token_shown(self.token.as_ref()))
             .field("retries", &self.retries)
@@ -1112,10 +1119,20 @@ mod tests {
             Err(ClientError::InvalidBaseUrl(_))
         ));
         // A password in a refused URL, or in a client's, is not shown.
-        let refused = Client::new("ftp://me:s3cret@h/x").unwrap_err().to_string();
-        assert!(refused.contains("ftp://…@h/x"), "{refused}");
+        for bad in [
+            "ftp://me:s3cret@h/x",
+            "me:s3cret@localhost:8000",
+            "http://me:s3/cret@h",
+        ] {
+            let refused = Client::new(bad).unwrap_err().to_string();
+            assert!(!refused.contains("s3"), "{refused}");
+            assert!(refused.contains("…@"), "{refused}");
+        }
         let client = Client::new("http://me:s3cret@h:1/").unwrap();
         assert!(!format!("{client:?}").contains("s3cret"));
+        let builder = Client::builder().base_url("http://me:s3cret@h:1/");
+        assert!(!format!("{builder:?}").contains("s3cret"));
+        assert_eq!(url_shown("http://me:s3cret@h:1/"), "http://…@h:1/");
         assert_eq!(url_shown("http://h/a@b"), "http://h/a@b");
         assert_eq!(Client::new("http://h:1/").unwrap().base_url(), "http://h:1");
         // Refused before anything is sent, not as a call's transport failure.

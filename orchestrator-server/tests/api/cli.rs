@@ -342,6 +342,10 @@ async fn health_exits_4_when_the_server_is_unhealthy_and_prints_its_answer() {
     assert_eq!(code, ExitCode::from(4));
     let printed: Value = serde_json::from_str(&out).expect("the answer is printed");
     assert_eq!(printed["status"], "unhealthy");
+    // Its reader gone (`orchestrator health | grep -q …`), the verdict still stands.
+    let cli = Cli::try_parse_from(["orchestrator", "--url", &url, "health"]).unwrap();
+    let code = run(cli, &mut ClosedPipe, &mut Vec::new()).await;
+    assert_eq!(code, ExitCode::from(4));
 }
 
 #[tokio::test(flavor = "multi_thread")]

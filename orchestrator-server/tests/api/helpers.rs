@@ -79,14 +79,19 @@ impl TestApp {
         start(self.config.clone(), dir, self.hub.clone()).await
     }
 
-    /// The server's `/metrics` text.
-    pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics"))
+    /// The body of a plain `GET` of `path` (no token), whatever its status.
+    pub async fn text(&self, path: &str) -> String {
+        reqwest::get(self.url(path))
             .await
             .expect("the server answers")
             .text()
             .await
             .expect("a text body")
+    }
+
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.text("/metrics").await
     }
 
     /// The value of one series in the server's `/metrics` (its name with any labels).

@@ -217,12 +217,7 @@ async fn an_ask_that_fails_after_the_wait_is_failed_with_a_code_in_our_words() {
     assert!(!error.message.contains("reqwest"), "{error:?}");
     assert_eq!(items[0].answer, None);
     // The board says why too.
-    let page = reqwest::get(app.url("/board/feature/slow-then-gone"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.text("/board/feature/slow-then-gone").await;
     assert!(
         page.contains(&format!(r#"<p class="text failure">{}</p>"#, error.message)),
         "{page}"

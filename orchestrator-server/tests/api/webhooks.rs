@@ -552,12 +552,7 @@ async fn webhooks_are_listed_paged_deleted_and_bad_requests_refused() {
         format!("/webhooks/{}", kept.id),
         format!("/webhooks/{}/deliveries", kept.id),
     ] {
-        let raw = reqwest::get(app.url(&path))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let raw = app.text(&path).await;
         assert!(
             !raw.contains("whsec_"),
             "the secret is shown only once: {path}: {raw}"
