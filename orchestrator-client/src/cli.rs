@@ -578,8 +578,8 @@ fn refusal(body: ApiErrorBody, wire_code: String, request_id: Option<String>) ->
 enum Failure {
     Usage(String),
     Client(ClientError),
-    /// Not the server's doing, nor the caller's: the event stream ended for good, or the client
-    /// could not be set up (TLS).
+    /// Not the caller's doing: the event stream ended for good, the server's answer made no
+    /// sense (a page's `next_after` that is no id), or the client could not be set up (TLS).
     Broken(String),
     /// The answer came but could not be written out (`reader_gone`: whoever read it stopped,
     /// as `watch | head -1` does).

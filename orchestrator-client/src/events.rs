@@ -8,8 +8,9 @@ use reqwest::Method;
 
 use crate::{Client, ClientError, Result};
 
-/// How long a stream waits for any byte (an event or the server's heartbeat) before it
-/// reconnects: four default heartbeats.
+/// The least a stream waits for any byte (an event or the server's heartbeat) before it
+/// reconnects, four default heartbeats (more when the server says its heartbeats are further
+/// apart: [`idle_for`]); also how long it waits for a connection's answer to begin.
 const IDLE: Duration = Duration::from_secs(60);
 /// The longest silence a stream waits out, whatever the server says of its heartbeats.
 const MOST_IDLE: Duration = Duration::from_secs(4 * 3600);

@@ -91,7 +91,9 @@ pub enum ClientError {
     },
     /// The base URL is not a usable http(s) URL (shown without any user name and password in
     /// it).
-    #[error("invalid base url '{0}': an http:// or https:// URL, such as http://localhost:8000")]
+    #[error(
+        "invalid base url '{0}': a usable http:// or https:// URL, such as http://localhost:8000"
+    )]
     InvalidBaseUrl(String),
     /// The token holds a character an HTTP header cannot carry (a control character, such as
     /// the line ending of a file it was read from). Not shown.
@@ -1007,9 +1009,10 @@ impl Client {
     /// The live event stream (`GET /events/stream`): events after `query.after` (only new
     /// ones when `None`) passing its filters, resumed by id after every disconnect.
     ///
-    /// An `Err` item is passing (a refused connection, an event this version cannot read): the
-    /// stream goes on after it, and ends (`None`) only when it cannot (its resume point was
-    /// refused for good).
+    /// An `Err` item may be passing (a transport failure, a 5xx, 408 or 429, an event this
+    /// version cannot read): the stream goes on after it. Any other refusal (a 400, 401, 403,
+    /// 409 or 410, an answer that is no event stream) or a message too long ends it: `None`
+    /// follows.
     ///
     /// ```no_run
     /// # async fn demo(client: orchestrator_client::Client) {

@@ -239,9 +239,14 @@ async fn a_reader_that_went_away_is_no_error() {
     let code = run(cli, &mut ClosedPipe, &mut err).await;
     assert_eq!(code, ExitCode::SUCCESS, "{}", String::from_utf8_lossy(&err));
     assert!(err.is_empty());
+}
 
-    // A write whose answer is lost so (a new webhook's secret, say) was carried out: the key
-    // that shows the answer again, without making it twice, is told.
+/// A write whose answer is lost to a reader that went away (a new webhook's secret, say) was
+/// carried out: exit 3, and the key that shows the answer again, without making it twice, is
+/// told.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_whose_reader_went_away_exits_3_and_tells_its_key() {
+    let app = spawn_app().await;
     let cli = Cli::try_parse_from([
         "orchestrator",
         "--url",

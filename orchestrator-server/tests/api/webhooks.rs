@@ -650,7 +650,8 @@ async fn private_targets_are_refused_unless_allowed() {
             "{detail}"
         );
     }
-    // The other fields are checked before the host is looked up: their mistake is told.
+    // The other fields are checked before the address is judged (and a name looked up): their
+    // mistake is told.
     let request = CreateWebhookRequest {
         url: "http://10.1.2.3/hook".into(),
         event_types: Some(vec!["workflow.exploded".into()]),
