@@ -1055,17 +1055,13 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
         Command::Openapi => print(out, &client.get_openapi().await?),
         Command::Health => {
             let health = client.get_health().await?;
-            // A reader gone (`health | grep -q …`) does not hide the verdict: exit 4 still.
-            match written_out(print(out, &health)) {
-                Err(Failure::Unwritten {
-                    reader_gone: true, ..
-                }) => {}
-                written => written?,
-            }
+            let written = print(out, &health);
+            // The verdict is the command's point: an answer that could not be written out
+            // (`health | grep -q …`, its reader gone) does not hide it.
             if health.status == orchestrator_core::api::HealthStatus::Unhealthy {
                 return Err(Failure::Unhealthy);
             }
-            Ok(())
+            written
         }
     };
     written_out(written)
