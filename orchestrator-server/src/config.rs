@@ -48,7 +48,7 @@ pub struct Config {
 
     /// Agent Hub base URL.
     #[arg(long, env = "AGENT_HUB_URL", value_name = "AGENT_HUB_URL", default_value = "http://localhost:8001",
-          hide_env_values = true, value_parser = parse_http_url)]
+          hide_env_values = true, value_parser = HubUrlParser)]
     pub agent_hub_url: String,
 
     /// Longest a question to the Agent Hub may take, in seconds (the hub gives its experts
@@ -577,7 +577,36 @@ impl clap::builder::TypedValueParser for ApiTokenParser {
     }
 }
 
-fn parse_http_url(value: &str) -> Result<String, String> {
+/// Parses `AGENT_HUB_URL` without repeating it when it is refused (it may carry a password).
+#[derive(Clone)]
+struct HubUrlParser;
+
+impl clap::builder::TypedValueParser for HubUrlParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let refused = |rule: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "AGENT_HUB_URL (--agent-hub-url) {rule} (the value is not repeated: it may hold a password)\n"
+                ),
+            )
+        };
+        let value = value
+            .to_str()
+            .ok_or_else(|| refused("must be a URL in UTF-8"))?;
+        parse_hub_url(value).map_err(|rule| refused(&rule))
+    }
+}
+
+/// The hub's base URL, to which each call's path is appended.
+fn parse_hub_url(value: &str) -> Result<String, String> {
     if !(value.starts_with("http://") || value.starts_with("https://")) {
         return Err("must start with http:// or https://".to_owned());
     }
@@ -589,6 +618,12 @@ fn parse_http_url(value: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(value).map_err(|e| format!("is not a valid URL: {e}"))?;
     if url.host_str().is_none_or(str::is_empty) {
         return Err("must name a host".to_owned());
+    }
+    // Each call's path goes after the base: behind a query or a fragment it would be no path.
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(
+            "must have no query (?…) or fragment (#…): each call's path is added to it".to_owned(),
+        );
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
@@ -724,7 +759,7 @@ mod tests {
 
     #[test]
     fn a_word_meant_as_a_level_is_refused_not_read_as_a_target() {
-        for bad in ["warning", "Verbose", "info,debugging", "critical"] {
+        for bad in ["warning", "Verbose", "info,debugging", "critical", "errors"] {
             assert!(parse_log_filter(bad).is_err(), "{bad}");
         }
         for good in [
@@ -779,6 +814,20 @@ mod tests {
         let error = parse(&["--host", "localhost"]).unwrap_err().to_string();
         assert!(error.contains("HOST"), "{error}");
         assert!(error.contains("not a host name: 127.0.0.1"), "{error}");
+        // A base URL that would keep the paths added to it out of the path.
+        for base in [
+            "http://hub:8001/?key=1",
+            "http://hub:8001/#top",
+            "http://hub:8001?",
+        ] {
+            let error = parse(&["--agent-hub-url", base]).unwrap_err().to_string();
+            assert!(error.contains("no query (?…) or fragment (#…)"), "{error}");
+        }
+        // A URL may carry a password: a refused one is not shown.
+        let error = parse(&["--agent-hub-url", "ftp://hub:s3cret@hub"])
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("s3cret"), "{error}");
         // A token is a secret: a refused one is not shown.
         let error = parse(&["--api-token", "s3cret\n"]).unwrap_err().to_string();
         assert!(!error.contains("s3cret"), "{error}");

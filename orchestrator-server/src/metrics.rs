@@ -18,11 +18,11 @@ use prometheus_client::registry::Registry;
 use crate::storage::{Backlog, StorageMetrics};
 
 /// Upper bounds of the latency buckets, in seconds.
-/// Up to five minutes: a request that consults the Agent Hub waits for its answer (up to
-/// `AGENT_HUB_TIMEOUT_SECONDS`, 330 by default), and so does a webhook's receiver.
-const BUCKETS: [f64; 16] = [
+/// Up to ten minutes: a request that consults the Agent Hub may wait for its answer as long
+/// as `AGENT_HUB_TIMEOUT_SECONDS` (330 by default) and its own margins, about six minutes.
+const BUCKETS: [f64; 17] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0,
-    300.0,
+    300.0, 600.0,
 ];
 
 /// The content type of [`Metrics::render`]'s text.
@@ -460,6 +460,8 @@ mod tests {
         storage.pool_timeouts.inc();
         // A request that waited minutes for the Agent Hub lands in a bucket of its own.
         metrics.request("/ask", &Method::POST, 200, Duration::from_secs(100));
+        // And one that waited out the default hub timeout, 330 s, and its margins.
+        metrics.request("/ask", &Method::POST, 503, Duration::from_secs(365));
         let text = metrics.render(&StoreReading::of(None), 3);
         for expected in [
             "orchestrator_store_readable 0",
@@ -467,6 +469,7 @@ mod tests {
             "orchestrator_db_pool_timeouts_total 1",
             r#"orchestrator_http_request_duration_seconds_bucket{le="60.0",route="/ask"} 0"#,
             r#"orchestrator_http_request_duration_seconds_bucket{le="300.0",route="/ask"} 1"#,
+            r#"orchestrator_http_request_duration_seconds_bucket{le="600.0",route="/ask"} 2"#,
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }

@@ -203,9 +203,9 @@ impl FeedBatch {
 }
 
 /// The message that opens every stream: only `id:`, the id the stream starts after. It carries
-/// no data, so it is no event (an `EventSource` only takes it as its last event id). A
-/// heartbeat sends one too when the stream has read past events its filter left out (live, or
-/// in its catch-up from the log, see [`forward`]), so a filtered stream resumes from where it
+/// no data, so it is no event (an `EventSource` only takes it as its last event id). The end
+/// of the catch-up from the log and a heartbeat send one too when the stream has read past
+/// events its filter left out (see [`forward`]), so a filtered stream resumes from where it
 /// read, not from its last matching event (which retention may have passed: a 410).
 fn position_message(position: u64) -> Bytes {
     Bytes::from(format!("id: {position}\n\n"))
@@ -237,6 +237,9 @@ pub struct Feed {
     /// to at least there. (One subscribed before would be caught up to an id the feed's first
     /// read might pass: the events between would reach it from neither.)
     started: watch::Sender<bool>,
+    /// The id the feed has broadcast through, once started: a feed started again (after a
+    /// panic) goes on from here, not from the log's end, which would skip the events between.
+    position: AtomicU64,
 }
 
 impl Default for Feed {
@@ -247,6 +250,7 @@ impl Default for Feed {
             reads: AtomicU64::new(0),
             furthest: AtomicU64::new(0),
             started: watch::Sender::new(false),
+            position: AtomicU64::new(0),
         }
     }
 }
@@ -260,17 +264,29 @@ impl Feed {
         }
     }
 
+    /// Keeps `last`, which the feed has broadcast through, as where a restart goes on from.
+    fn moved_to(&self, last: u64) -> u64 {
+        self.position.store(last, Ordering::SeqCst);
+        last
+    }
+
     /// Reads the log every [`POLL_EVERY`], and soon after [`Feed::wake`], and broadcasts what
-    /// is new, until `stop` turns true.
+    /// is new, until `stop` turns true. Started again, it goes on from where it was.
     pub async fn run(&self, orchestrator: Orchestrator, mut stop: watch::Receiver<bool>) {
-        let mut last = loop {
-            match orchestrator.last_event_id().await {
-                Ok(last) => break last,
-                Err(e) => tracing::warn!(error = %e, "the event feed cannot read the log yet"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(POLL_EVERY) => {}
-                _ = stop.wait_for(|stop| *stop) => return,
+        let mut last = if *self.started.borrow() {
+            self.position.load(Ordering::SeqCst)
+        } else {
+            loop {
+                match orchestrator.last_event_id().await {
+                    Ok(last) => break self.moved_to(last),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the event feed cannot read the log yet");
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(POLL_EVERY) => {}
+                    _ = stop.wait_for(|stop| *stop) => return,
+                }
             }
         };
         self.started.send_replace(true);
@@ -294,7 +310,7 @@ impl Feed {
                 // was (checked again after the read), so nothing between is skipped.
                 match orchestrator.last_event_id().await {
                     Ok(newest) if self.sender.receiver_count() == 0 => {
-                        last = newest;
+                        last = self.moved_to(newest);
                         continue;
                     }
                     Ok(_) => {}
@@ -322,7 +338,7 @@ impl Feed {
                         let _ = self
                             .sender
                             .send(Arc::new(FeedBatch::purged(purged_through)));
-                        last = purged_through;
+                        last = self.moved_to(purged_through);
                         continue;
                     }
                     Err(orchestrator_core::Error::EventsAhead { last_id, .. }) => {
@@ -338,7 +354,7 @@ impl Feed {
                         let _ = self
                             .sender
                             .send(Arc::new(FeedBatch::new(&[]).read_by(read, last_id)));
-                        last = last_id;
+                        last = self.moved_to(last_id);
                         continue;
                     }
                     Err(e) => {
@@ -360,7 +376,7 @@ impl Feed {
                     let end = FeedBatch::new(&[]).read_by(read, page.last_id);
                     let _ = self.sender.send(Arc::new(end));
                 }
-                last = page.next_after;
+                last = self.moved_to(page.next_after);
                 if !full {
                     break;
                 }
@@ -526,8 +542,9 @@ pub async fn stream_events(
 /// `first` is the first page of the catch-up from the log, and `floor` the log's newest id
 /// read before it: a filtered page that comes back short has read every matching event up to
 /// there (committed before the read began), so the stream's position is at least `floor`, and
-/// a heartbeat tells a filtered consumer so even if nothing else ever happens: resuming from
-/// its last matching event, long ago, could be refused once retention passed it (410).
+/// the end of the catch-up tells a filtered consumer so even if nothing else ever happens
+/// (as each heartbeat does for what the live part left out): resuming from its last matching
+/// event, long ago, could be refused once retention passed it (410).
 async fn forward(
     app: App,
     filter: EventFilter,
@@ -584,6 +601,23 @@ async fn forward(
             return;
         }
         let received = tokio::select! {
+            // A lost right, the server's stop and a gone consumer before the next batch: a
+            // batch that came with them is not sent.
+            biased;
+            _ = out.stop.wait_for(|stop| *stop) => return,
+            // The consumer left (its connection let the body go): end now, not at the next
+            // event or heartbeat.
+            () = out.queue.closed() => return,
+            // Someone lost the right to read on this server: the holder is asked now (below,
+            // outside the select).
+            Ok(()) = revocations.changed(), if holder.is_some() => {
+                revoked = true;
+                continue;
+            }
+            _ = recheck.tick(), if sessions_recheck => {
+                revoked = true;
+                continue;
+            }
             received = live.recv() => match received {
                 Ok(batch) => Live::Batch(batch),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -596,20 +630,6 @@ async fn forward(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = heartbeat.tick() => Live::Beat,
-            // Someone lost the right to read on this server: the holder is asked now (below,
-            // outside the select).
-            Ok(()) = revocations.changed(), if holder.is_some() => {
-                revoked = true;
-                continue;
-            }
-            _ = recheck.tick(), if sessions_recheck => {
-                revoked = true;
-                continue;
-            }
-            _ = out.stop.wait_for(|stop| *stop) => return,
-            // The consumer left (its connection let the body go): end now, not at the next
-            // event or heartbeat.
-            () = out.queue.closed() => return,
         };
         let batch = match received {
             Live::Batch(batch) => batch,
@@ -662,15 +682,28 @@ async fn catch_up(
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     beat.reset();
     let mut page = first;
+    // The last event sent: its `id:` told the consumer where the stream is.
+    let mut shown = out.told;
     loop {
         for batch in runs(&page.events, CATCH_UP_CHUNK) {
             if !out.send(FeedBatch::new(batch).messages).await {
                 return None;
             }
         }
+        shown = page.events.last().map_or(shown, |event| event.id);
         let sent = page.next_after;
         if !page.full {
-            return Some(sent.max(floor));
+            let reached = sent.max(floor);
+            // Events the filter left out at the log's end: the consumer is told where it has
+            // read to now, not at the first heartbeat (a proxy that cuts streams sooner would
+            // keep it resuming from its last match, which retention may pass: a 410).
+            if reached != shown && reached != out.told {
+                if !out.send(position_message(reached)).await {
+                    return None;
+                }
+                out.told = reached;
+            }
+            return Some(reached);
         }
         // Sent: not held while the next page is read.
         drop(std::mem::take(&mut page.events));
@@ -1075,8 +1108,13 @@ mod tests {
             .iter()
             .filter_map(|m| m.strip_prefix("id: ")?.trim().parse().ok())
             .collect();
-        assert_eq!(told, [10_000, 20_000, 30_000, 40_000], "{messages:?}");
-        assert_eq!(out.told, 40_000);
+        // Each beat while a page is read, and where it ended once the last page is in.
+        assert_eq!(
+            told,
+            [10_000, 20_000, 30_000, 40_000, 50_000],
+            "{messages:?}"
+        );
+        assert_eq!(out.told, 50_000);
     }
 
     /// A stream disconnected for falling behind says how far it got, once, waiting a little
@@ -1307,6 +1345,39 @@ mod tests {
         );
         stop.send(true).unwrap();
         running.await.unwrap();
+    }
+
+    /// A feed started again (by its supervisor, after a panic) goes on from where it was: the
+    /// events written while it was down reach the streams, not only those after.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_feed_started_again_goes_on_from_where_it_was() {
+        use orchestrator_core::{InMemoryWorkflowRepository, StartWorkflow};
+        let orchestrator = Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new()));
+        let feed = Arc::new(Feed::default());
+        let run = |stopped| {
+            let (feed, orchestrator) = (feed.clone(), orchestrator.clone());
+            tokio::spawn(async move { feed.run(orchestrator, stopped).await })
+        };
+        let (stop, stopped) = watch::channel(false);
+        let first = run(stopped);
+        // It has read the (empty) log; then it ends.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        stop.send(true).unwrap();
+        first.await.unwrap();
+
+        let mut live = feed.sender.subscribe();
+        let start = StartWorkflow::new(FeatureId::parse("a").unwrap(), "d".parse().unwrap());
+        orchestrator.start(start).await.unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let again = run(stopped);
+        let batch = tokio::time::timeout(Duration::from_secs(1), live.recv())
+            .await
+            .expect("the event written while the feed was down is broadcast")
+            .unwrap();
+        let (chunks, last) = batch.chunks(0, &EventFilter::default());
+        assert_eq!((chunks.len(), last), (1, 1));
+        stop.send(true).unwrap();
+        again.await.unwrap();
     }
 
     #[test]

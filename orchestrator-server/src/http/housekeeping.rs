@@ -51,6 +51,28 @@ async fn caught(what: &str, work: impl Future<Output = ()>) {
     }
 }
 
+/// Runs the worker `start` gives until it returns. One that panics (a bug) is logged and
+/// started again a second later: a bug met once does not end, for the process's life, a
+/// worker nobody else watches (the webhook deliveries, the event feed, the sweep of abandoned
+/// asks), while `/health` would go on saying healthy.
+pub async fn supervised<F, Fut>(what: &str, mut start: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    while let Err(panic) = AssertUnwindSafe(start()).catch_unwind().await {
+        tracing::error!(
+            panic = crate::panic_message(&*panic),
+            "{what} panicked (a bug); started again in a second"
+        );
+        tokio::time::sleep(RESTART_AFTER).await;
+    }
+}
+
+/// How long a worker that panicked waits before it starts again (a bug that panics on every
+/// start logs once a second, not in a tight loop).
+const RESTART_AFTER: Duration = Duration::from_secs(1);
+
 /// Runs `work` at once and then every `period` (a late run delays the next, never doubles
 /// it) until `stop` turns true. A run under way when it does is cut short, not waited for: a
 /// purge of a large backlog can take thousands of chunks, each a transaction of its own (one
@@ -157,6 +179,24 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_panics_is_started_again_and_one_that_returns_is_not() {
+        let starts = AtomicU32::new(0);
+        let started_at = tokio::time::Instant::now();
+        supervised("a test worker", || async {
+            if starts.fetch_add(1, Ordering::SeqCst) < 2 {
+                panic!("a bug");
+            }
+        })
+        .await;
+        assert_eq!(
+            starts.load(Ordering::SeqCst),
+            3,
+            "twice started again, then done"
+        );
+        assert_eq!(started_at.elapsed(), RESTART_AFTER * 2, "a second between");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn work_runs_at_once_then_every_period_and_a_stop_cuts_a_run_short() {

@@ -42,12 +42,18 @@ const MAX_KEY_LEN: usize = 255;
 const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::ETAG, header::LOCATION];
 
 /// The request's idempotency key, scoped to its caller; `None` without the header. A key that
-/// is not 1–255 printable ASCII characters is 400 naming `Idempotency-Key`. Spaces may stand
-/// inside a key; around it HTTP drops them before the key is read.
+/// is not 1–255 printable ASCII characters is 400 naming `Idempotency-Key`, and so is a
+/// header given twice (a proxy's key beside the client's: neither is taken for the other).
+/// Spaces may stand inside a key; around it HTTP drops them before the key is read.
 pub fn key(headers: &HeaderMap, caller: &Caller) -> Result<Option<IdempotencyKey>> {
-    let Some(value) = headers.get(KEY_HEADER) else {
+    let mut values = headers.get_all(KEY_HEADER).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        let twice = ValidationError::new("Idempotency-Key", "must be given once, not twice");
+        return Err(twice.into());
+    }
     let bad = || {
         ValidationError::new(
             "Idempotency-Key",

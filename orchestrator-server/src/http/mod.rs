@@ -48,6 +48,7 @@ use crate::storage::SessionRepository;
 use error::ApiError;
 use handlers::docs::DocsAssets;
 use handlers::{consultations, system, workflows};
+use housekeeping::supervised;
 use router::Route;
 
 /// The body of every answer: whole, or a stream of server-sent events.
@@ -705,17 +706,32 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
     let mut shutdown = std::pin::pin!(shutdown);
     let sweep = {
         let app = app.clone();
-        tokio::spawn(async move { app.asks().sweep(app.orchestrator().clone()).await })
+        tokio::spawn(async move {
+            supervised("the sweep of abandoned asks", || {
+                app.asks().sweep(app.orchestrator().clone())
+            })
+            .await;
+        })
     };
     let (stop_housekeeping, housekeeping_stopped) = tokio::sync::watch::channel(false);
     let housekeeping = tokio::spawn(housekeeping::run(app.clone(), housekeeping_stopped.clone()));
-    let deliveries = tokio::spawn(webhooks::run(app.clone(), housekeeping_stopped.clone()));
+    let deliveries = {
+        let (app, stopped) = (app.clone(), housekeeping_stopped.clone());
+        tokio::spawn(async move {
+            supervised("the webhook worker", || {
+                webhooks::run(app.clone(), stopped.clone())
+            })
+            .await;
+        })
+    };
     let feed = {
         let app = app.clone();
         tokio::spawn(async move {
-            app.feed()
-                .run(app.orchestrator().clone(), housekeeping_stopped)
-                .await;
+            supervised("the event feed", || {
+                app.feed()
+                    .run(app.orchestrator().clone(), housekeeping_stopped.clone())
+            })
+            .await;
         })
     };
     loop {

@@ -254,7 +254,7 @@ fn add_idempotency(operation: &mut Value, right_first: bool) {
         "name": "Idempotency-Key",
         "in": "header",
         "required": false,
-        "description": "1-255 printable ASCII characters (spaces inside a key, not around it: HTTP drops those), chosen by the client. The first request with a key is answered and its answer kept for 24 h with the change it made; a repeat with the same method, path, `If-Match` and body gets that answer again with `Idempotent-Replayed: true` and changes nothing. Scoped to the principal (to every caller without principals). 5xx answers are not kept.",
+        "description": "1-255 printable ASCII characters (spaces inside a key, not around it: HTTP drops those), chosen by the client, given once (two of the header are 400). The first request with a key is answered and its answer kept for 24 h with the change it made; a repeat with the same method, path, `If-Match` and body gets that answer again with `Idempotent-Replayed: true` and changes nothing. Scoped to the principal (to every caller without principals). 5xx answers are not kept.",
         "schema": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~](?:[ -~]*[!-~])?$" },
         "example": "4f7c2b9e-approve-008",
     });
@@ -789,13 +789,13 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
         AgentHubUnavailable => envelope(
             "the agent hub cannot be reached or did not answer in time",
             Some(vec![
-                "the agent hub could not be reached, or did not answer in time; nothing was stored",
+                "the agent hub could not be reached, or did not answer in time; the orchestrator stored nothing (a reviewer's answer to an escalation may have reached the hub all the same: read the consultation before answering again)",
             ]),
         ),
         AgentHubError => envelope(
             "the agent hub answered with an error",
             Some(vec![
-                "the agent hub answered with an error, or with an answer that could not be read; nothing was stored",
+                "the agent hub answered with an error, or with an answer that could not be read; the orchestrator stored nothing (a reviewer's answer to an escalation may have reached the hub all the same: read the consultation before answering again)",
             ]),
         ),
         DatabaseUnavailable => envelope("the database is unavailable", None),

@@ -33,6 +33,10 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// wait seconds on a slow database), so a live replica's attempt is not taken over; short
 /// enough that a dead replica's is retried soon.
 const LEASE: Duration = Duration::from_secs(60);
+/// How long a connection to a receiver is kept idle for the next attempt: shorter than the
+/// common servers' keep-alive (Node's and uvicorn's 5 s), so that an attempt never goes out on
+/// a connection its receiver is closing (failed, it would wait for its retry).
+const IDLE_CONNECTION: Duration = Duration::from_secs(3);
 /// Attempts in flight at once, per server.
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Attempts of one webhook in flight at once, per server: a receiver that hangs or is slow
@@ -96,6 +100,7 @@ impl Webhooks {
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(ATTEMPT_TIMEOUT)
+            .pool_idle_timeout(IDLE_CONNECTION)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .user_agent(concat!("orchestrator-webhooks/", env!("CARGO_PKG_VERSION")))

@@ -24,6 +24,12 @@ use crate::metrics::Metrics;
 /// The `agent_id` the orchestrator opens sessions as.
 pub const AGENT_ID: &str = "orchestrator";
 
+/// How long a connection to the hub is kept idle for the next call: shorter than the hub's
+/// own keep-alive (its Python server, uvicorn, closes an idle connection after 5 s), so that a
+/// call never goes out on a connection the hub is closing — failed unsent, it would be a 503
+/// with the hub well.
+const IDLE_CONNECTION: Duration = Duration::from_secs(3);
+
 /// The Agent Hub at a base URL.
 #[derive(Debug, Clone)]
 pub struct HttpAgentHub {
@@ -50,6 +56,7 @@ impl HttpAgentHub {
         let http = http
             .timeout(call_timeout)
             .connect_timeout(call_timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(IDLE_CONNECTION)
             // The hub's contract has no redirects: a 301 or 302 would turn an ask into a GET
             // elsewhere. Answered as the hub's error instead.
             .redirect(reqwest::redirect::Policy::none())
@@ -590,6 +597,48 @@ mod tests {
             Err(HubError::Failed(message)) => assert!(message.contains("302"), "{message}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A hub whose server closes a connection that was idle past [`IDLE_CONNECTION`] just as
+    /// the next request arrives on it (as a keep-alive a little longer than ours runs out): the
+    /// call goes out on a new connection, and is answered.
+    #[tokio::test]
+    async fn a_connection_idle_for_long_is_not_used_again() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let body = r#"{"status": "healthy", "version": "1.0"}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                    // The next request on this connection finds it closing: no answer.
+                    let _ = socket.read(&mut request).await;
+                });
+            }
+        });
+        let hub = HttpAgentHub::new(
+            &format!("http://{address}/"),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            Arc::default(),
+        )
+        .unwrap();
+        assert_eq!(hub.health().await.unwrap().status, "healthy");
+        tokio::time::sleep(IDLE_CONNECTION + Duration::from_millis(500)).await;
+        assert_eq!(
+            hub.health()
+                .await
+                .expect("asked on a new connection")
+                .status,
+            "healthy"
+        );
     }
 
     /// A hub that answers every request after `delay`: an escalation (and a question) alike.

@@ -326,6 +326,21 @@ async fn a_key_that_breaks_the_rules_is_400_naming_the_header() {
             body.error.message
         );
     }
+    // Two keys: neither is taken for the request's.
+    let response = reqwest::Client::new()
+        .post(app.url("/workflow/start"))
+        .header("Idempotency-Key", "client")
+        .header("Idempotency-Key", "proxy")
+        .json(&start)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: ErrorEnvelope = response.json().await.unwrap();
+    assert_eq!(
+        body.error.message,
+        "Idempotency-Key: must be given once, not twice"
+    );
     assert_eq!(app.client.get_summary().await.unwrap().total, 0);
     // 255 characters are fine, and spaces inside a key (printable ASCII).
     let (status, _, _, _) = post(&app, "/workflow/start", &"k".repeat(255), None, &start).await;
