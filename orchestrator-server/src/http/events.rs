@@ -9,7 +9,8 @@
 //! broadcast starts), then subscribes to the broadcast, sends its start point (a
 //! message with only `id:`), then reads the log from there until it is caught up (beating,
 //! with its position, while that takes long), then forwards the broadcast, skipping ids it
-//! sent. Each stream has a small queue toward its connection; a consumer that falls behind the
+//! sent. Each stream has a small queue toward its connection (bounded in chunks and in bytes,
+//! [`stream_queue`]); a consumer that falls behind the
 //! broadcast (a slow reader) is told its position and disconnected, and resumes by id, so
 //! memory stays bounded.
 
@@ -26,7 +27,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use hyper::body::{Body, Frame};
 use orchestrator_core::api::{CloudEvent, EventsQuery, EventsResponse};
 use orchestrator_core::{Event, EventFilter, EventType, FeatureId, Orchestrator};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
+
+use super::stream_queue;
 
 use super::App;
 use super::body::json_response;
@@ -59,12 +62,15 @@ const RUN_BYTES: usize = 256 * 1024;
 const BROADCAST_CAPACITY: usize = 64;
 /// Chunks (each one or more messages) queued toward one connection.
 const STREAM_QUEUE: usize = 64;
+/// About the most bytes queued toward one connection (a chunk of more takes it all): a slow
+/// reader of the largest events holds this, not [`STREAM_QUEUE`] runs of [`RUN_BYTES`].
+const STREAM_BYTES: u32 = 1024 * 1024;
 /// Longest a stream disconnected for falling behind waits for room to tell its position.
 const PART_WAIT: Duration = Duration::from_secs(1);
 /// Most events in one chunk of a stream's catch-up from the log. Those chunks are the
 /// stream's own (encoded for it, unlike the feed's shared batches), so they are small: a slow
 /// reader resuming from far back holds at most [`STREAM_QUEUE`] of them (about 2 000 small
-/// events, a megabyte or so; of large ones, about [`RUN_BYTES`] each) besides the page being
+/// events; of large ones, [`STREAM_BYTES`] at most) besides the page being
 /// sent (about 4 MiB, more only when its events grow much larger as it reads them), where
 /// chunks of [`BATCH_EVENTS`] let it hold 16 000.
 const CATCH_UP_CHUNK: usize = 32;
@@ -500,7 +506,7 @@ pub async fn stream_events(
         .orchestrator()
         .events(Some(start), &query.filter, READ_BATCH)
         .await?;
-    let (queue, messages) = mpsc::channel(STREAM_QUEUE);
+    let (queue, messages) = stream_queue::channel(STREAM_QUEUE, STREAM_BYTES);
     tokio::spawn(forward(
         app.clone(),
         query.filter,
@@ -551,7 +557,7 @@ async fn forward(
     start: u64,
     (first, floor): (orchestrator_core::EventPage, u64),
     mut live: broadcast::Receiver<Arc<FeedBatch>>,
-    queue: mpsc::Sender<Bytes>,
+    queue: stream_queue::Sender,
     (holder, mut revocations): (Option<Holder>, watch::Receiver<u64>),
 ) {
     let mut out = Outlet {
@@ -651,10 +657,21 @@ async fn forward(
         let (chunks, last) = batch.chunks(sent, &filter);
         sent = last;
         for chunk in chunks {
-            if !out.send(chunk).await {
+            if !out.send(unpinned(chunk, &batch.messages)).await {
                 return;
             }
         }
+    }
+}
+
+/// `chunk`, a slice of a broadcast batch's `messages`, copied when it is much smaller than
+/// the batch (a filter's few events): queued, the slice would keep the whole batch alive after
+/// the broadcast let it go, beyond what the stream's byte budget counts.
+fn unpinned(chunk: Bytes, messages: &Bytes) -> Bytes {
+    if chunk.len() * 2 < messages.len() {
+        Bytes::copy_from_slice(&chunk)
+    } else {
+        chunk
     }
 }
 
@@ -774,7 +791,7 @@ impl Pages for LogPages<'_> {
 /// Where a stream's messages go: its queue toward the connection, watched for the server's
 /// stop, and the last position the consumer was told in an `id:`-only message.
 struct Outlet {
-    queue: mpsc::Sender<Bytes>,
+    queue: stream_queue::Sender,
     stop: watch::Receiver<bool>,
     told: u64,
 }
@@ -806,7 +823,7 @@ impl Outlet {
     /// [`Outlet::heartbeat`] if the queue has room now, without waiting for it: false when
     /// the consumer is gone.
     fn beat_now(&mut self, sent: u64) -> bool {
-        use mpsc::error::TrySendError;
+        use tokio::sync::mpsc::error::TrySendError;
         let all = self
             .beat(sent)
             .try_for_each(|message| self.queue.try_send(message));
@@ -836,12 +853,12 @@ impl Outlet {
 /// server stopping — a consumer that stopped reading, or one catching up on a long log, would
 /// otherwise hold the stop until its drain gave up).
 async fn deliver(
-    queue: &mpsc::Sender<Bytes>,
+    queue: &stream_queue::Sender,
     stop: &mut watch::Receiver<bool>,
     message: Bytes,
 ) -> bool {
     tokio::select! {
-        sent = queue.send(message) => sent.is_ok(),
+        sent = queue.send(message) => sent,
         _ = stop.wait_for(|stop| *stop) => false,
     }
 }
@@ -981,7 +998,7 @@ impl Holder {
 
 /// The body of a stream: the messages its task sends, as they come.
 pub struct SseBody {
-    messages: mpsc::Receiver<Bytes>,
+    messages: stream_queue::Receiver,
     /// The stream's slot, free again when the connection lets the body go.
     _slot: StreamSlot,
 }
@@ -1024,7 +1041,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_waiting_for_room_gives_up_when_the_server_stops() {
-        let (queue, mut unread) = mpsc::channel(1);
+        let (queue, mut unread) = stream_queue::channel(1, STREAM_BYTES);
         let (closing, mut stop) = watch::channel(false);
         assert!(deliver(&queue, &mut stop, Bytes::from_static(b"one")).await);
         // The consumer reads nothing more: the next message waits for room until the stop.
@@ -1067,16 +1084,16 @@ mod tests {
 
     /// An outlet with a queue of `capacity` whose consumer was told `told`; its queue's
     /// other end, and the server's stop.
-    fn outlet(capacity: usize, told: u64) -> (Outlet, mpsc::Receiver<Bytes>, watch::Sender<bool>) {
-        let (queue, unread) = mpsc::channel(capacity);
+    fn outlet(capacity: usize, told: u64) -> (Outlet, stream_queue::Receiver, watch::Sender<bool>) {
+        let (queue, unread) = stream_queue::channel(capacity, STREAM_BYTES);
         let (closing, stop) = watch::channel(false);
         let out = Outlet { queue, stop, told };
         (out, unread, closing)
     }
 
     /// What the stream's queue holds, as text.
-    fn queued(unread: &mut mpsc::Receiver<Bytes>) -> Vec<String> {
-        std::iter::from_fn(|| unread.try_recv().ok())
+    fn queued(unread: &mut stream_queue::Receiver) -> Vec<String> {
+        std::iter::from_fn(|| unread.try_recv())
             .map(|message| String::from_utf8(message.to_vec()).unwrap())
             .collect()
     }
@@ -1142,6 +1159,19 @@ mod tests {
         out.part(20).await;
         assert_eq!(queued(&mut unread), ["event"]);
         assert_eq!(out.told, 12);
+    }
+
+    /// A live stream queues a batch's slice as it is when it is most of the batch, and a copy
+    /// of a small one, which would keep the whole batch alive.
+    #[test]
+    fn a_small_slice_of_a_batch_is_copied_to_let_the_batch_go() {
+        let messages = Bytes::from(vec![b'x'; 1000]);
+        let within = |chunk: &Bytes| messages.as_ptr_range().contains(&chunk.as_ptr());
+        let most = unpinned(messages.slice(0..600), &messages);
+        assert!(within(&most), "most of the batch: the slice itself");
+        let small = unpinned(messages.slice(100..200), &messages);
+        assert!(!within(&small), "a copy");
+        assert_eq!(small, messages.slice(100..200));
     }
 
     /// A catch-up's heartbeat never waits for room: the page read meanwhile holds a

@@ -17,6 +17,7 @@ pub(crate) mod housekeeping;
 pub(crate) mod idempotency;
 mod openapi;
 pub mod router;
+mod stream_queue;
 pub mod webhooks;
 
 use std::convert::Infallible;
