@@ -219,12 +219,17 @@ pub fn reservations_before(before: i64) -> _ {
         .filter(consultations::created_at.lt(before))
 }
 
+/// A consultation is still being asked, in the words of the partial index
+/// `consultations_asking` (a literal, as [`SETTLED`]).
+const ASKING: &str = "status = 'asking'";
+
 /// Published consultations still `asking`, asked before `before` (Unix microseconds).
 #[dsl::auto_type]
-pub fn asks_before<'a>(before: i64, asking: &'a str) -> _ {
+pub fn asks_before(before: i64) -> _ {
+    let asking: SqlLiteral<Bool> = dsl::sql(ASKING);
     consultations::table
         .filter(consultations::visible.eq(true))
-        .filter(consultations::status.eq(asking))
+        .filter(asking)
         .filter(consultations::created_at.lt(before))
 }
 

@@ -5,8 +5,12 @@
 -- advance thus writes the history row it always wrote and no entry in the subject index:
 -- one place fewer at a random point of a growing tree.
 ALTER TABLE transitions ADD COLUMN event_id BIGINT;
-UPDATE transitions SET event_id = (
-    SELECT e.id FROM events e WHERE e.subject = transitions.feature_id AND e.seq = transitions.seq
-);
+-- A join, not a subquery per row: `feature_id` compares byte by byte (COLLATE "C") and
+-- `subject` by the database's collation, so a subquery could not use `events_subject` and
+-- scanned every event for every transition (hours, with millions of each, while the new
+-- column's lock held every advance). The join hashes one side once.
+UPDATE transitions t SET event_id = e.id
+FROM events e
+WHERE e.subject = t.feature_id AND e.seq = t.seq;
 DROP INDEX events_subject;
 CREATE INDEX events_subject ON events (subject, id) WHERE seq IS NULL;

@@ -325,9 +325,8 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             diesel::delete(queries::reservations_before(*asked_before))
                 .execute(conn)
                 .await?;
-            let asking = enum_text(&ConsultationStatus::Asking);
             let failed = enum_text(&ConsultationStatus::Failed);
-            let asks = queries::asks_before(*asked_before, &asking)
+            let asks = queries::asks_before(*asked_before)
                 .select(ConsultationRow::as_select())
                 .for_update()
                 .load(conn)
@@ -338,7 +337,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             let ids: Vec<String> = asks.iter().map(|ask| ask.id.clone()).collect();
             let events = interrupted_events(asks, (code, message), *at);
             let n = diesel::update(
-                queries::asks_before(*asked_before, &asking).filter(consultations::id.eq_any(&ids)),
+                queries::asks_before(*asked_before).filter(consultations::id.eq_any(&ids)),
             )
             .set((
                 consultations::status.eq(failed),

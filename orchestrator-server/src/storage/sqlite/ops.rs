@@ -271,14 +271,13 @@ pub fn apply(
             message,
         } => {
             diesel::delete(queries::reservations_before(*asked_before)).execute(conn)?;
-            let asking = enum_text(&ConsultationStatus::Asking);
             let failed = enum_text(&ConsultationStatus::Failed);
-            let asks = queries::asks_before(*asked_before, &asking)
+            let asks = queries::asks_before(*asked_before)
                 .select(ConsultationRow::as_select())
                 .load(conn)?;
             let events = interrupted_events(asks, (code, message), *at);
             let n = prepared::update(
-                queries::asks_before(*asked_before, &asking),
+                queries::asks_before(*asked_before),
                 (
                     consultations::status.eq(failed),
                     consultations::error_code.eq(code),
