@@ -636,7 +636,7 @@ pub struct ListWorkflowsResponse {
     "specversion": "1.0", "id": "42", "source": "orchestrator",
     "type": "workflow.transitioned", "subject": "checkout-v2",
     "time": "2026-11-30T12:00:00Z", "datacontenttype": "application/json",
-    "data": {"feature_id": "checkout-v2", "version": 3, "state": "GATE_1", "seq": 3,
+    "data": {"feature_id": "checkout-v2", "version": 2, "state": "GATE_1", "seq": 2,
              "from": "PHASE_1", "to": "GATE_1", "trigger": "agent_complete",
              "actor": "planner-bot", "actor_kind": "agent", "on_behalf_of": null,
              "reason": null, "override": false, "metadata": {},

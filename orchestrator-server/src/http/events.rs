@@ -439,7 +439,7 @@ fn parse_query(query: Option<&str>, stream: bool) -> Result<EventsQuery> {
 #[utoipa::path(
     get, path = "/events/stream", tag = "events", operation_id = "stream_events",
     params(
-        ("Last-Event-ID" = Option<String>, Header, description = "resume after this id (wins over `after`)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this id (wins over `after`, which must still be a whole number if given)"),
         ("after" = Option<String>, Query, description = "resume after this id; with neither, only events from now on"),
         ("feature_id" = Option<String>, Query, description = "only this workflow's events"),
         ("type" = Option<String>, Query, description = "only these types, comma-separated"),

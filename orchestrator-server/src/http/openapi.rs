@@ -135,7 +135,12 @@ impl ApiDoc {
             let role_first = method == "post"
                 && !forbidden_by_the_body(id, principals)
                 && Route::with_pattern(&path).is_some_and(|route| route.post_action().is_some());
-            complete_operation(operation, auth_required, forbidden, role_first);
+            complete_operation(
+                operation,
+                (auth_required, principals),
+                forbidden,
+                role_first,
+            );
         }
         if auth_required {
             doc["components"]["securitySchemes"] = json!({
@@ -284,7 +289,7 @@ fn add_idempotency(operation: &mut Value, right_first: bool) {
 /// Adds the operation's error responses, its security, and its links.
 fn complete_operation(
     operation: &mut Value,
-    auth_required: bool,
+    (auth_required, principals): (bool, bool),
     role_checked: bool,
     role_first: bool,
 ) {
@@ -328,7 +333,7 @@ fn complete_operation(
         .unwrap_or_default();
     for (status, codes) in by_status {
         let key = status.to_string();
-        let errors = error_response(&id, &codes, idempotent);
+        let errors = error_response(&id, &codes, idempotent, principals);
         match responses.get_mut(&key) {
             // /health answers 503 with its own body when the database is down.
             Some(existing) => merge_alternative_body(existing, errors),
@@ -396,7 +401,7 @@ fn complete_board_operation(operation: &mut Value, method: &str) {
         .map(std::mem::take)
         .unwrap_or_default();
     for (status, codes) in by_status {
-        let errors = error_response(&id, &codes, false);
+        let errors = error_response(&id, &codes, false, false);
         match responses.get_mut(&status.to_string()) {
             Some(page) => {
                 page["content"]["application/json"] = errors["content"]["application/json"].clone();
@@ -476,8 +481,14 @@ fn links_from_workflow() -> Value {
 }
 
 /// One status's error response: its codes, an example of each. `idempotent`: the operation
-/// takes an `Idempotency-Key`, so its 503 may be a keyed request that outlived the request bound.
-fn error_response(operation_id: &str, codes: &[ErrorCode], idempotent: bool) -> Value {
+/// takes an `Idempotency-Key`, so its 503 may be a keyed request that outlived the request bound;
+/// `principals`: the server checks principals' roles.
+fn error_response(
+    operation_id: &str,
+    codes: &[ErrorCode],
+    idempotent: bool,
+    principals: bool,
+) -> Value {
     let names: Vec<Value> = codes.iter().map(|c| json!(c.as_str())).collect();
     let description = codes
         .iter()
@@ -488,7 +499,7 @@ fn error_response(operation_id: &str, codes: &[ErrorCode], idempotent: bool) -> 
     for code in codes {
         examples.insert(
             code.as_str().to_owned(),
-            json!({ "summary": when(*code), "value": error_example(operation_id, *code) }),
+            json!({ "summary": when(*code), "value": error_example(operation_id, *code, principals) }),
         );
     }
     let mut response = json!({
@@ -538,7 +549,7 @@ fn error_response(operation_id: &str, codes: &[ErrorCode], idempotent: bool) -> 
             && codes.contains(&ErrorCode::ServiceUnavailable))
     {
         response["headers"]["Retry-After"] = json!({
-            "description": "seconds to wait before retrying: with IDEMPOTENCY_KEY_IN_USE (1); with SERVICE_UNAVAILABLE when a request with an Idempotency-Key outlived the request bound and may still be carried out (1: the retry with the same key gets its answer), and, asking the hub, when too many consultations are being asked (5), creating a webhook, when its host waited too long for a turn to be looked up or its name servers did not answer (5), and opening a stream, when as many streams as the server keeps are open, or the caller holds its share of them (5)",
+            "description": "seconds to wait before retrying: with IDEMPOTENCY_KEY_IN_USE (1); with SERVICE_UNAVAILABLE when a request with an Idempotency-Key outlived the request bound and may still be carried out (1: the retry with the same key gets its answer), and, asking the hub, when too many consultations are being asked (5), creating a webhook, when its host waited too long for a turn to be looked up or its name servers did not answer (5), and opening a stream, when as many streams as the server keeps are open, or the caller holds its share of them (5), and any request with a body, when too many request bodies are being read at once (5)",
             "required": false,
             "schema": { "type": "string", "pattern": "^[0-9]+$" },
             "example": "1",
@@ -625,15 +636,16 @@ fn when(code: ErrorCode) -> &'static str {
         UriTooLong => "the request URI is too long",
         HeadersTooLarge => "the request headers are too large or too many",
         ServiceUnavailable => {
-            "the request could not be answered in time (with Retry-After: 1 when it carried an Idempotency-Key: it may still be carried out, and a retry with the key gets its answer), or (asking the hub) too many consultations are being asked at once, or (creating a webhook) its host could not get a turn to be looked up or its name servers did not answer, or (opening a stream) as many streams as the server keeps are open, or, with principals, the person's token streams or board pages hold their quarter of them (these with Retry-After: 5); retry later"
+            "the request could not be answered in time (with Retry-After: 1 when it carried an Idempotency-Key: it may still be carried out, and a retry with the key gets its answer), or (asking the hub) too many consultations are being asked at once, or (creating a webhook) its host could not get a turn to be looked up or its name servers did not answer, or (opening a stream) as many streams as the server keeps are open, or, with principals, the person's token streams or board pages hold their quarter of them, or (any request with a body) too many request bodies are being read at once (these with Retry-After: 5); retry later"
         }
         Internal => "a bug; the log has the detail",
         Unknown => "a code of a newer server",
     }
 }
 
-/// An error envelope as the server writes it for `code` on `operation_id`.
-fn error_example(operation_id: &str, code: ErrorCode) -> Value {
+/// An error envelope as the server writes it for `code` on `operation_id`, on a server that
+/// checks principals' roles or not.
+fn error_example(operation_id: &str, code: ErrorCode, principals: bool) -> Value {
     use ErrorCode::*;
     let envelope = |message: &str, details: Option<Vec<&str>>| {
         let mut error = json!({ "code": code.as_str(), "message": message });
@@ -664,6 +676,11 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
                     "status",
                     "must be one of pending, delivered, failed".to_owned(),
                 ),
+                // It has no body and no feature id: its key is all it reads.
+                "redeliver" => (
+                    "Idempotency-Key",
+                    "must be 1-255 printable ASCII characters".to_owned(),
+                ),
                 _ => (
                     "feature_id",
                     "must be 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
@@ -675,7 +692,7 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
         }
         InvalidJson => envelope(
             "request body is not valid JSON for this endpoint",
-            Some(vec!["expected value at line 1 column 1"]),
+            Some(vec!["EOF while parsing an object at line 1 column 1"]),
         ),
         UnsupportedMediaType => envelope(
             "request body must be sent with Content-Type: application/json",
@@ -696,6 +713,13 @@ fn error_example(operation_id: &str, code: ErrorCode) -> Value {
             "agents may not 'human_approved': only a human decides at the gate",
             Some(vec!["actor_kind: agent"]),
         ),
+        // Without principals a token holds every role: a 403 is the board's session cookie
+        // reaching what the board does not do (a write without its CSRF token is the other).
+        Forbidden if !principals => {
+            let why = "the board's session reads, approves, rejects and answers escalations; \
+                       anything else needs a token in Authorization";
+            envelope(&format!("forbidden: {why}"), Some(vec![why]))
+        }
         // Principals mode: the caller's roles lack the one the operation needs.
         Forbidden => {
             let role = if operation_id.contains("webhook")
@@ -852,8 +876,8 @@ fn apply_field_rules(doc: &mut Value) {
     let webhook = &mut doc["components"]["schemas"]["CreateWebhookRequest"]["properties"];
     webhook["url"] = json!({
         "type": "string", "format": "uri", "minLength": 1, "maxLength": 2048,
-        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z][A-Za-z0-9-]*(\\.[A-Za-z][A-Za-z0-9-]*)*(:[0-9]{1,4})?([/?#][!-~]*)?$",
-        "description": "an absolute http(s) URL without credentials (any the URL standard reads; the pattern is a safe subset: a host name and an optional port); a host that does not resolve, or resolves to a loopback, private or link-local address, is refused unless WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
+        "pattern": webhook_url_pattern(),
+        "description": "an absolute http(s) URL without credentials (any the URL standard reads; the pattern is a safe subset: a host name, its last label starting with a letter, or an IPv4 address, and an optional port; an IPv6 address in brackets, which the pattern leaves out, is taken too); a host that does not resolve, or resolves to a loopback, private or link-local address, is refused unless WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
         "example": "https://hooks.example.com/orchestrator",
     });
     webhook["event_types"] = json!({
@@ -899,7 +923,8 @@ fn apply_field_rules(doc: &mut Value) {
     let respond = &mut doc["components"]["schemas"]["RespondRequest"];
     respond["anyOf"] = json!([
         { "properties": { "action": { "const": "confirm" } } },
-        { "required": ["response"] },
+        // Present and not null: a null `response` is as good as none.
+        { "required": ["response"], "properties": { "response": { "type": "string" } } },
     ]);
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;
@@ -1036,6 +1061,17 @@ const NAME_AROUND: &str = r"(?:[^\S\x00-\x1F\x7F-\x9F]|\uFEFF)";
 
 /// A name given now (`Actor::parse_name`): no control character anywhere; white space (and
 /// U+FEFF) around a name that is not blank and holds no invisible character.
+/// The webhook URLs the document promises to take: every one it matches parses (a host
+/// whose last label is a number is read as an IPv4 address by the URL standard, so a name's
+/// last label starts with a letter; an address's parts have no leading zero, which would make
+/// them octal; a port is at most 65535).
+fn webhook_url_pattern() -> String {
+    let name = "([A-Za-z0-9][A-Za-z0-9-]*\\.)*[A-Za-z][A-Za-z0-9-]*\\.?";
+    let octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+    let port = "([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
+    format!("^[Hh][Tt][Tt][Pp][Ss]?://({name}|({octet}\\.){{3}}{octet})(:{port})?([/?#][!-~]*)?$")
+}
+
 fn actor_pattern() -> String {
     let invisible = invisible_ranges();
     let visible = format!(r"[^\s\x00-\x1F\x7F-\x9F{invisible}]");
@@ -1333,10 +1369,13 @@ pub(crate) mod examples {
     /// with one approval given (version 2 is the gate just entered).
     pub fn workflow(state: &str, version: u64) -> Value {
         let approved = state == "GATE_1" && version >= 3;
+        // As answered when the state was entered (a start, an advance), or (at the gate, with
+        // an approval) when that came, ten minutes on.
+        let at_gate = if approved { 600 } else { 0 };
         let (percent, time_in_state) = match state {
-            "PHASE_1" => (25, json!({ "PHASE_1": 12 })),
-            "GATE_1" => (50, json!({ "PHASE_1": 3600, "GATE_1": 40 })),
-            "PHASE_2" => (75, json!({ "PHASE_1": 3600, "GATE_1": 900, "PHASE_2": 5 })),
+            "PHASE_1" => (25, json!({ "PHASE_1": 0 })),
+            "GATE_1" => (50, json!({ "PHASE_1": 3600, "GATE_1": at_gate })),
+            "PHASE_2" => (75, json!({ "PHASE_1": 3600, "GATE_1": 900, "PHASE_2": 0 })),
             _ => (0, json!({})),
         };
         json!({

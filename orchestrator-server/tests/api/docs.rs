@@ -740,3 +740,36 @@ fn the_name_and_text_patterns_accept_exactly_what_the_server_does() {
             .is_some_and(|e| e.contains("AES"))
     );
 }
+
+/// The webhook URL's pattern takes the receivers people run (an address, a port past 9999,
+/// a name whose first label is a number) and nothing the URL standard would read otherwise
+/// (a name ending in a number is an IPv4 address; a leading zero makes a part octal).
+#[test]
+fn the_webhook_url_pattern_takes_common_receivers_and_only_urls_that_parse() {
+    let doc = ApiDoc::for_server(false);
+    let url = &doc["components"]["schemas"]["CreateWebhookRequest"]["properties"]["url"];
+    let pattern = regex::Regex::new(url["pattern"].as_str().unwrap()).unwrap();
+    for taken in [
+        "https://hooks.example.com/orchestrator",
+        "https://8.8.8.8:18443/x",
+        "http://1password.com/hook?x=1",
+        "http://receiver:65535",
+        "HTTPS://hooks.example.com./in#frag",
+        "http://255.255.255.255/",
+    ] {
+        assert!(pattern.is_match(taken), "{taken}");
+        let parsed = reqwest::Url::parse(taken).unwrap_or_else(|e| panic!("{taken}: {e}"));
+        assert!(parsed.host_str().is_some_and(|h| !h.is_empty()), "{taken}");
+    }
+    for left_out in [
+        "http://1.2.3.4.5/",
+        "http://01.2.3.4/",
+        "http://receiver:65536/",
+        "http://a.123/",
+        "ftp://hooks.example.com/",
+        "http://user:pw@hooks.example.com/",
+        "http:///path",
+    ] {
+        assert!(!pattern.is_match(left_out), "{left_out}");
+    }
+}
