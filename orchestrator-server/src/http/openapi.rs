@@ -103,6 +103,7 @@ impl ApiDoc {
         // The annotated document is made of plain data; it always serialises.
         let mut doc = serde_json::to_value(Annotated::openapi()).unwrap_or_else(|_| json!({}));
         apply_field_rules(&mut doc);
+        require_what_answers_send(&mut doc);
         drop_unknowns(&mut doc);
         let operations: Vec<(String, String)> = doc["paths"]
             .as_object()
@@ -832,6 +833,38 @@ fn error_example(operation_id: &str, code: ErrorCode, principals: bool) -> Value
             None,
         ),
         Internal | Unknown => envelope("internal error", None),
+    }
+}
+
+/// The fields of an answer that are left out when they have no value (the rest are sent
+/// always, as `null` when they have none).
+const MAY_BE_ABSENT: [(&str, &str); 3] = [
+    ("ApiErrorBody", "details"),
+    ("Approval", "on_behalf_of"),
+    ("HealthCheck", "message"),
+];
+
+/// Marks every field of what the server answers as required, as it is sent (`null` when it
+/// has no value) but for [`MAY_BE_ABSENT`]: the derive takes an `Option` for a field that may
+/// be left out, and a client generated from the document would read every such field as
+/// "absent, null or a value". Request bodies (`…Request`, `…Form`) keep their optional fields.
+fn require_what_answers_send(doc: &mut Value) {
+    let Some(schemas) = doc["components"]["schemas"].as_object_mut() else {
+        return;
+    };
+    for (name, schema) in schemas.iter_mut() {
+        if name.ends_with("Request") || name.ends_with("Form") {
+            continue;
+        }
+        let Some(properties) = schema["properties"].as_object() else {
+            continue;
+        };
+        let required: Vec<Value> = properties
+            .keys()
+            .filter(|field| !MAY_BE_ABSENT.contains(&(name.as_str(), field.as_str())))
+            .map(|field| json!(field))
+            .collect();
+        schema["required"] = Value::Array(required);
     }
 }
 

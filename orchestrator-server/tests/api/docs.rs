@@ -773,3 +773,43 @@ fn the_webhook_url_pattern_takes_common_receivers_and_only_urls_that_parse() {
         assert!(!pattern.is_match(left_out), "{left_out}");
     }
 }
+
+/// What the document says an answer always holds, it holds: a field with no value is sent as
+/// `null`, not left out (but for the few the document leaves optional).
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_hold_every_field_their_schema_requires() {
+    let app = spawn_app().await;
+    app.start_workflow("held").await;
+    let doc = ApiDoc::for_server(false);
+    let schemas = &doc["components"]["schemas"];
+    let holds_required = |schema: &str, answer: &Value| {
+        for field in schemas[schema]["required"].as_array().expect("required") {
+            let field = field.as_str().unwrap();
+            assert!(
+                answer.get(field).is_some(),
+                "{schema}.{field} missing from {answer}"
+            );
+        }
+    };
+    let get = |path: &str| {
+        let url = app.url(path);
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let workflow = get("/workflow/held").await;
+    holds_required("WorkflowResponse", &workflow);
+    holds_required("GateView", &workflow["gate"]);
+    assert!(workflow["completed_at"].is_null() && workflow["gate"]["due_at"].is_null());
+    let history = get("/workflow/held/history").await;
+    holds_required("Transition", &history["transitions"][0]);
+    let listed = get("/workflows").await;
+    holds_required("ListWorkflowsResponse", &listed);
+    holds_required("SummaryResponse", &get("/workflows/summary").await);
+    holds_required("ServiceInfo", &get("/").await);
+}
