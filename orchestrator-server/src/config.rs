@@ -619,6 +619,13 @@ fn parse_hub_url(value: &str) -> Result<String, String> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err("must name a host".to_owned());
     }
+    // The hub's contract has no credentials, and reqwest would send these as Basic auth.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "must carry no user name or password: the orchestrator sends the hub no credentials (a proxy in front of the hub may add them)"
+                .to_owned(),
+        );
+    }
     // Each call's path goes after the base: behind a query or a fragment it would be no path.
     if url.query().is_some() || url.fragment().is_some() {
         return Err(
@@ -823,11 +830,17 @@ mod tests {
             let error = parse(&["--agent-hub-url", base]).unwrap_err().to_string();
             assert!(error.contains("no query (?…) or fragment (#…)"), "{error}");
         }
-        // A URL may carry a password: a refused one is not shown.
-        let error = parse(&["--agent-hub-url", "ftp://hub:s3cret@hub"])
+        // A URL may carry a password: it is refused, and not shown.
+        for with_password in ["http://hub:s3cret@hub", "ftp://hub:s3cret@hub"] {
+            let error = parse(&["--agent-hub-url", with_password])
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains("s3cret"), "{error}");
+        }
+        let error = parse(&["--agent-hub-url", "http://hub:s3cret@hub"])
             .unwrap_err()
             .to_string();
-        assert!(!error.contains("s3cret"), "{error}");
+        assert!(error.contains("no user name or password"), "{error}");
         // A token is a secret: a refused one is not shown.
         let error = parse(&["--api-token", "s3cret\n"]).unwrap_err().to_string();
         assert!(!error.contains("s3cret"), "{error}");

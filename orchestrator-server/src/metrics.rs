@@ -56,6 +56,36 @@ struct ExpiryLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: &'static str,
+}
+
+/// A background worker of the server that nothing else watches, started again if it panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worker {
+    /// Enqueues and attempts webhook deliveries.
+    Webhooks,
+    /// Reads the event log and broadcasts it to the event streams.
+    EventFeed,
+    /// Marks asks a stopped server left `interrupted`.
+    AsksSweep,
+}
+
+impl Worker {
+    /// Every worker.
+    pub const ALL: [Worker; 3] = [Worker::Webhooks, Worker::EventFeed, Worker::AsksSweep];
+
+    /// Its name, as the `worker` label and the log say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Worker::Webhooks => "webhooks",
+            Worker::EventFeed => "event_feed",
+            Worker::AsksSweep => "asks_sweep",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
     outcome: &'static str,
 }
@@ -81,7 +111,7 @@ pub struct StoreReading {
 impl StoreReading {
     /// A reading of `summary` alone (a server without webhooks).
     #[cfg(test)]
-    fn of(summary: Option<Summary>) -> Self {
+    pub(crate) fn of(summary: Option<Summary>) -> Self {
         StoreReading {
             readable: summary.is_some(),
             summary,
@@ -102,6 +132,7 @@ pub struct Metrics {
     store_readable: Gauge,
     event_streams: Gauge,
     gate_expiries: Family<ExpiryLabels, Counter>,
+    worker_restarts: Family<WorkerLabels, Counter>,
     hub_calls: Family<HubLabels, Counter>,
     webhook_attempts: Family<AttemptLabels, Counter>,
     webhook_latency: Histogram,
@@ -187,6 +218,19 @@ impl Metrics {
                 })
                 .inc_by(0);
         }
+        let worker_restarts = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "orchestrator_worker_restarts",
+            "Background workers started again after a panic (a bug), by worker",
+            worker_restarts.clone(),
+        );
+        for worker in Worker::ALL {
+            worker_restarts
+                .get_or_create(&WorkerLabels {
+                    worker: worker.as_str(),
+                })
+                .inc_by(0);
+        }
         let hub_calls = Family::<HubLabels, Counter>::default();
         registry.register(
             "orchestrator_agent_hub_calls",
@@ -267,6 +311,7 @@ impl Metrics {
             store_readable,
             event_streams,
             gate_expiries,
+            worker_restarts,
             hub_calls,
             webhook_attempts,
             webhook_latency,
@@ -290,6 +335,15 @@ impl Metrics {
         self.gate_expiries
             .get_or_create(&ExpiryLabels {
                 on_expiry: on_expiry.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a worker started again after a panic.
+    pub fn worker_restarted(&self, worker: Worker) {
+        self.worker_restarts
+            .get_or_create(&WorkerLabels {
+                worker: worker.as_str(),
             })
             .inc();
     }

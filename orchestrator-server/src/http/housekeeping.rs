@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 
 use super::App;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Worker};
 
 /// How often the deadlines are checked: a stay is noted within this (plus the sweep's grace
 /// and its own time) after its `due_at`.
@@ -51,27 +51,51 @@ async fn caught(what: &str, work: impl Future<Output = ()>) {
     }
 }
 
-/// Runs the worker `start` gives until it returns. One that panics (a bug) is logged and
-/// started again a second later: a bug met once does not end, for the process's life, a
-/// worker nobody else watches (the webhook deliveries, the event feed, the sweep of abandoned
-/// asks), while `/health` would go on saying healthy.
-pub async fn supervised<F, Fut>(what: &str, mut start: F)
-where
+/// Runs the worker `start` gives until it returns. One that panics (a bug) is logged, counted
+/// (`orchestrator_worker_restarts`) and started again after a pause — a second, doubling with
+/// each panic that comes within a minute of its start, up to a minute — until `stop` turns
+/// true: a bug met once does not end, for the process's life, a worker nobody else watches
+/// (the webhook deliveries, the event feed, the sweep of abandoned asks), while `/health`
+/// would go on saying healthy; one met at every start does not spin.
+pub async fn supervised<F, Fut>(
+    worker: Worker,
+    metrics: &Metrics,
+    mut stop: watch::Receiver<bool>,
+    mut start: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
-    while let Err(panic) = AssertUnwindSafe(start()).catch_unwind().await {
+    let mut pause = FIRST_RESTART;
+    loop {
+        let started = tokio::time::Instant::now();
+        let Err(panic) = AssertUnwindSafe(start()).catch_unwind().await else {
+            return;
+        };
+        if started.elapsed() > LAST_RESTART {
+            pause = FIRST_RESTART;
+        }
+        metrics.worker_restarted(worker);
         tracing::error!(
+            worker = worker.as_str(),
             panic = crate::panic_message(&*panic),
-            "{what} panicked (a bug); started again in a second"
+            pause_seconds = pause.as_secs(),
+            "a background worker panicked (a bug); started again after a pause"
         );
-        tokio::time::sleep(RESTART_AFTER).await;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        pause = (pause * 2).min(LAST_RESTART);
     }
 }
 
-/// How long a worker that panicked waits before it starts again (a bug that panics on every
-/// start logs once a second, not in a tight loop).
-const RESTART_AFTER: Duration = Duration::from_secs(1);
+/// The first pause before a worker that panicked starts again.
+const FIRST_RESTART: Duration = Duration::from_secs(1);
+
+/// The longest pause before a worker that panicked starts again; a worker that ran this long
+/// before it panicked starts again after [`FIRST_RESTART`].
+const LAST_RESTART: Duration = Duration::from_secs(60);
 
 /// Runs `work` at once and then every `period` (a late run delays the next, never doubles
 /// it) until `stop` turns true. A run under way when it does is cut short, not waited for: a
@@ -180,22 +204,52 @@ mod tests {
 
     use super::*;
 
+    /// How many times `metrics` counted the event feed started again.
+    fn feed_restarts(metrics: &Metrics) -> u64 {
+        let text = metrics.render(&crate::metrics::StoreReading::of(None), 0);
+        let line = r#"orchestrator_worker_restarts_total{worker="event_feed"} "#;
+        text.lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|n| n.parse().ok())
+            .expect("the series is there")
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_worker_that_panics_is_started_again_and_one_that_returns_is_not() {
+    async fn a_worker_that_panics_is_started_again_after_growing_pauses_and_counted() {
+        let metrics = Metrics::default();
+        let (_stop, stopped) = watch::channel(false);
         let starts = AtomicU32::new(0);
         let started_at = tokio::time::Instant::now();
-        supervised("a test worker", || async {
-            if starts.fetch_add(1, Ordering::SeqCst) < 2 {
+        supervised(Worker::EventFeed, &metrics, stopped, || async {
+            if starts.fetch_add(1, Ordering::SeqCst) < 3 {
                 panic!("a bug");
             }
         })
         .await;
         assert_eq!(
             starts.load(Ordering::SeqCst),
-            3,
-            "twice started again, then done"
+            4,
+            "thrice started again, then done"
         );
-        assert_eq!(started_at.elapsed(), RESTART_AFTER * 2, "a second between");
+        assert_eq!(started_at.elapsed(), Duration::from_secs(1 + 2 + 4));
+        assert_eq!(feed_restarts(&metrics), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_pause_of_a_worker_that_panicked() {
+        let metrics = Metrics::default();
+        let (stop, stopped) = watch::channel(false);
+        let supervising = supervised(Worker::EventFeed, &metrics, stopped, || async {
+            panic!("a bug at every start");
+        });
+        let stopping = async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            stop.send_replace(true);
+        };
+        let started_at = tokio::time::Instant::now();
+        tokio::join!(supervising, stopping);
+        assert_eq!(started_at.elapsed(), Duration::from_millis(1500));
+        assert_eq!(feed_restarts(&metrics), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -44,7 +44,7 @@ pub use asks::AskPolicy;
 pub use openapi::ApiDoc;
 
 use crate::config::Secret;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Worker};
 use crate::storage::SessionRepository;
 use error::ApiError;
 use handlers::docs::DocsAssets;
@@ -705,32 +705,31 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
     let slots = Arc::new(tokio::sync::Semaphore::new(app.limits().max_connections));
     let write_timeout = app.limits().write_timeout;
     let mut shutdown = std::pin::pin!(shutdown);
+    let (stop_housekeeping, housekeeping_stopped) = tokio::sync::watch::channel(false);
     let sweep = {
-        let app = app.clone();
+        let (app, stopped) = (app.clone(), housekeeping_stopped.clone());
         tokio::spawn(async move {
-            supervised("the sweep of abandoned asks", || {
+            supervised(Worker::AsksSweep, app.metrics(), stopped, || {
                 app.asks().sweep(app.orchestrator().clone())
             })
             .await;
         })
     };
-    let (stop_housekeeping, housekeeping_stopped) = tokio::sync::watch::channel(false);
     let housekeeping = tokio::spawn(housekeeping::run(app.clone(), housekeeping_stopped.clone()));
     let deliveries = {
         let (app, stopped) = (app.clone(), housekeeping_stopped.clone());
         tokio::spawn(async move {
-            supervised("the webhook worker", || {
+            supervised(Worker::Webhooks, app.metrics(), stopped.clone(), || {
                 webhooks::run(app.clone(), stopped.clone())
             })
             .await;
         })
     };
     let feed = {
-        let app = app.clone();
+        let (app, stopped) = (app.clone(), housekeeping_stopped.clone());
         tokio::spawn(async move {
-            supervised("the event feed", || {
-                app.feed()
-                    .run(app.orchestrator().clone(), housekeeping_stopped.clone())
+            supervised(Worker::EventFeed, app.metrics(), stopped.clone(), || {
+                app.feed().run(app.orchestrator().clone(), stopped.clone())
             })
             .await;
         })

@@ -910,7 +910,7 @@ fn apply_field_rules(doc: &mut Value) {
     webhook["url"] = json!({
         "type": "string", "format": "uri", "minLength": 1, "maxLength": 2048,
         "pattern": webhook_url_pattern(),
-        "description": "an absolute http(s) URL without credentials (any the URL standard reads; the pattern is a safe subset: a host name, its last label starting with a letter, or an IPv4 address, and an optional port; an IPv6 address in brackets, which the pattern leaves out, is taken too); a host that does not resolve, or resolves to a loopback, private or link-local address, is refused unless WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
+        "description": "an absolute http(s) URL without credentials (any the URL standard reads; the pattern is a safe subset: a host name, its last label starting with a letter and no label with two hyphens running, or an IPv4 address, and an optional port; an IPv6 address in brackets, which the pattern leaves out, is taken too); a host that does not resolve, or resolves to a loopback, private or link-local address, is refused unless WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
         "example": "https://hooks.example.com/orchestrator",
     });
     webhook["event_types"] = json!({
@@ -1092,19 +1092,22 @@ const TEXT_NON_SPACE: &str = r"[^\s\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]";
 /// character) and U+FEFF.
 const NAME_AROUND: &str = r"(?:[^\S\x00-\x1F\x7F-\x9F]|\uFEFF)";
 
-/// A name given now (`Actor::parse_name`): no control character anywhere; white space (and
-/// U+FEFF) around a name that is not blank and holds no invisible character.
 /// The webhook URLs the document promises to take: every one it matches parses (a host
 /// whose last label is a number is read as an IPv4 address by the URL standard, so a name's
-/// last label starts with a letter; an address's parts have no leading zero, which would make
+/// last label starts with a letter; a label has no two hyphens running, as the IDNA rules
+/// read `xn--` as an encoded name; an address's parts have no leading zero, which would make
 /// them octal; a port is at most 65535).
 fn webhook_url_pattern() -> String {
-    let name = "([A-Za-z0-9][A-Za-z0-9-]*\\.)*[A-Za-z][A-Za-z0-9-]*\\.?";
+    let label = "[A-Za-z0-9]+(-[A-Za-z0-9]+)*";
+    let last = "[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*";
+    let name = format!("({label}\\.)*{last}\\.?");
     let octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
     let port = "([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
     format!("^[Hh][Tt][Tt][Pp][Ss]?://({name}|({octet}\\.){{3}}{octet})(:{port})?([/?#][!-~]*)?$")
 }
 
+/// A name given now (`Actor::parse_name`): no control character anywhere; white space (and
+/// U+FEFF) around a name that is not blank and holds no invisible character.
 fn actor_pattern() -> String {
     let invisible = invisible_ranges();
     let visible = format!(r"[^\s\x00-\x1F\x7F-\x9F{invisible}]");

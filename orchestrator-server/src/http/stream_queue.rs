@@ -39,8 +39,17 @@ pub struct Sender {
 
 impl Sender {
     /// Queues `bytes`, waiting for room: false once the connection's end is gone.
+    #[cfg(test)]
     pub async fn send(&self, bytes: Bytes) -> bool {
-        let weight = self.weight(&bytes);
+        let weight = bytes.len();
+        self.send_weighing(bytes, weight).await
+    }
+
+    /// Queues `bytes` as if it were `weight` bytes (a slice that keeps a larger buffer alive
+    /// weighs its share of that buffer), waiting for room: false once the connection's end is
+    /// gone.
+    pub async fn send_weighing(&self, bytes: Bytes, weight: usize) -> bool {
+        let weight = self.weight(weight);
         let room = tokio::select! {
             // Nobody closes the semaphore.
             room = self.room.clone().acquire_many_owned(weight) => match room {
@@ -61,7 +70,7 @@ impl Sender {
         let room = self
             .room
             .clone()
-            .try_acquire_many_owned(self.weight(&bytes))
+            .try_acquire_many_owned(self.weight(bytes.len()))
             .map_err(|_| TrySendError::Full(()))?;
         let queued = Queued { bytes, _room: room };
         self.chunks.try_send(queued).map_err(|e| match e {
@@ -75,9 +84,9 @@ impl Sender {
         self.chunks.closed().await;
     }
 
-    /// The room `bytes` takes: its length, the whole budget at most.
-    fn weight(&self, bytes: &Bytes) -> u32 {
-        u32::try_from(bytes.len()).map_or(self.budget, |len| len.min(self.budget))
+    /// The room `weight` bytes take: the whole budget at most.
+    fn weight(&self, weight: usize) -> u32 {
+        u32::try_from(weight).map_or(self.budget, |weight| weight.min(self.budget))
     }
 }
 
@@ -143,6 +152,13 @@ mod tests {
         assert!(large.await.unwrap());
         assert_eq!(receiver.try_recv().map(|b| b.len()), Some(5000));
         assert!(sender.try_send(Bytes::from_static(b"small")).is_ok());
+        // A slice weighs what it is said to keep alive, not its length.
+        assert_eq!(receiver.try_recv().as_deref(), Some(&b"small"[..]));
+        assert!(sender.send_weighing(Bytes::from_static(b"x"), 900).await);
+        assert!(matches!(
+            sender.try_send(Bytes::from(vec![b'y'; 200])),
+            Err(TrySendError::Full(()))
+        ));
     }
 
     #[tokio::test]

@@ -34,9 +34,10 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// enough that a dead replica's is retried soon.
 const LEASE: Duration = Duration::from_secs(60);
 /// How long a connection to a receiver is kept idle for the next attempt: shorter than the
-/// common servers' keep-alive (Node's and uvicorn's 5 s), so that an attempt never goes out on
-/// a connection its receiver is closing (failed, it would wait for its retry).
-const IDLE_CONNECTION: Duration = Duration::from_secs(3);
+/// common servers' keep-alive (gunicorn's 2 s, Node's and uvicorn's 5 s), so that an attempt
+/// does not go out on a connection its receiver is closing (failed, it would wait for its
+/// retry). A burst of deliveries still shares its connections.
+const IDLE_CONNECTION: Duration = Duration::from_secs(1);
 /// Attempts in flight at once, per server.
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Attempts of one webhook in flight at once, per server: a receiver that hangs or is slow

@@ -26,8 +26,8 @@ pub const AGENT_ID: &str = "orchestrator";
 
 /// How long a connection to the hub is kept idle for the next call: shorter than the hub's
 /// own keep-alive (its Python server, uvicorn, closes an idle connection after 5 s), so that a
-/// call never goes out on a connection the hub is closing — failed unsent, it would be a 503
-/// with the hub well.
+/// call does not go out on a connection the hub is closing — failed unanswered, it would be a
+/// 503 with the hub well.
 const IDLE_CONNECTION: Duration = Duration::from_secs(3);
 
 /// The Agent Hub at a base URL.

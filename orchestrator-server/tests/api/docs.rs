@@ -769,6 +769,8 @@ fn the_webhook_url_pattern_takes_common_receivers_and_only_urls_that_parse() {
         "ftp://hooks.example.com/",
         "http://user:pw@hooks.example.com/",
         "http:///path",
+        "http://xn--.example.com/",
+        "http://hooks-.example.com/",
     ] {
         assert!(!pattern.is_match(left_out), "{left_out}");
     }
