@@ -543,7 +543,7 @@ pub async fn stream_events(
 /// Sends one stream's messages until its consumer leaves, falls behind, or the server stops
 /// — or until its holder (a board session, a principal) may no longer read: checked at each
 /// live heartbeat, and at once when a session ends or the principals file is re-read on this
-/// server (during the catch-up from the log, before each page).
+/// server (during the catch-up from the log, before each page and each chunk of it sent).
 ///
 /// `first` is the first page of the catch-up from the log, and `floor` the log's newest id
 /// read before it: a filtered page that comes back short has read every matching event up to
@@ -703,7 +703,9 @@ async fn catch_up(
     let mut shown = out.told;
     loop {
         for batch in runs(&page.events, CATCH_UP_CHUNK) {
-            if !out.send(FeedBatch::new(batch).messages).await {
+            // A page may take long to send to a slow reader: a holder who lost the right to
+            // read meanwhile is not sent the rest of it.
+            if pages.lost().await || !out.send(FeedBatch::new(batch).messages).await {
                 return None;
             }
         }
@@ -753,6 +755,9 @@ trait Pages {
     /// The page after `sent`, with the log's newest id read before it; `None`: the stream
     /// ends (its holder may no longer read, or the log could not be read).
     async fn after(&mut self, sent: u64) -> Option<(orchestrator_core::EventPage, u64)>;
+
+    /// Whether the stream's holder lost the right to read (asked only when someone did).
+    async fn lost(&mut self) -> bool;
 }
 
 /// The catch-up's pages from the log, for a stream with `filter` held by `holder`.
@@ -765,7 +770,7 @@ struct LogPages<'a> {
 
 impl Pages for LogPages<'_> {
     async fn after(&mut self, sent: u64) -> Option<(orchestrator_core::EventPage, u64)> {
-        if lost_since(self.app, self.holder, self.revocations).await {
+        if self.lost().await {
             return None;
         }
         let orchestrator = self.app.orchestrator();
@@ -785,6 +790,10 @@ impl Pages for LogPages<'_> {
         read.await
             .inspect_err(|e| tracing::debug!(error = %e, "a stream could not catch up; it ends"))
             .ok()
+    }
+
+    async fn lost(&mut self) -> bool {
+        lost_since(self.app, self.holder, self.revocations).await
     }
 }
 
@@ -1088,6 +1097,49 @@ mod tests {
             };
             Some((page, self.last))
         }
+
+        async fn lost(&mut self) -> bool {
+            false
+        }
+    }
+
+    /// A holder who loses the right to read after `held` asks, and a log with no more pages.
+    struct RevokedAfter {
+        held: usize,
+    }
+
+    impl Pages for RevokedAfter {
+        async fn after(&mut self, _: u64) -> Option<(orchestrator_core::EventPage, u64)> {
+            None
+        }
+
+        async fn lost(&mut self) -> bool {
+            self.held = self.held.saturating_sub(1);
+            self.held == 0
+        }
+    }
+
+    /// A page sent chunk by chunk stops at the chunk after its holder lost the right to read:
+    /// a slow reader is not sent the rest of a thousand events it may no longer see.
+    #[tokio::test]
+    async fn a_catch_up_stops_within_its_page_when_its_holder_loses_the_right() {
+        let (mut out, mut unread, _closing) = outlet(64, 0);
+        let events: Vec<Event> = (1..=100)
+            .map(|id| event(id, "a", EventType::WorkflowTransitioned))
+            .collect();
+        let page = orchestrator_core::EventPage {
+            events,
+            next_after: 100,
+            last_id: 100,
+            full: false,
+        };
+        let pages = RevokedAfter { held: 3 };
+        assert_eq!(
+            catch_up((page, 100), pages, &mut out, Duration::from_secs(60)).await,
+            None
+        );
+        // Chunks of 32 events: two went out before the third ask found the right lost.
+        assert_eq!(queued(&mut unread).len(), 2);
     }
 
     /// An outlet with a queue of `capacity` whose consumer was told `told`; its queue's
