@@ -83,8 +83,7 @@ pub const REFRESH_WAIT: Duration = Duration::from_secs(3);
 )]
 pub async fn list_consultations(app: &App, id: &str) -> Result<HttpResponse> {
     let id = feature_id(id)?;
-    let stored = app.orchestrator().consultations_as_stored(&id).await?;
-    let mut items = stored.clone();
+    let mut items = app.orchestrator().consultations_as_stored(&id).await?;
     // The stored list is read outside the bound; the hub's look-ups, and the writes of what
     // they changed, within it.
     let refresh = app.orchestrator().refresh_consultations(&mut items);
@@ -92,7 +91,9 @@ pub async fn list_consultations(app: &App, id: &str) -> Result<HttpResponse> {
         Ok(refreshed) => refreshed.map(|()| items)?,
         Err(_) => {
             tracing::warn!(feature_id = %id, "the hub did not answer about pending escalations in time; listed as stored");
-            stored
+            // Read again rather than kept from before: what the look-ups that did answer
+            // stored is shown (and the list is held once, not twice).
+            app.orchestrator().consultations_as_stored(&id).await?
         }
     };
     Ok(json_response(
