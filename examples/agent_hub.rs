@@ -25,8 +25,20 @@
 
 use orchestrator_server::hub::stand_in::StandInHub;
 
+/// What `--help` prints: how to run it and what it understands.
+const USAGE: &str = "usage: agent_hub   (AGENT_HUB_PORT=8001 by default; it listens on 127.0.0.1)
+
+Markers in a question script the expert: [confidence=NN] (any other question gets 90, so a
+security question, threshold 95, waits for a human) and [delay=N] (the expert takes N s).
+Forget every escalation, as a hub that lost its database:
+  curl -X POST localhost:8001/_stand-in/forget-escalations";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let port: u16 = match std::env::var("AGENT_HUB_PORT") {
         Ok(port) => port
             .parse()
@@ -34,7 +46,10 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => 8001,
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("stand-in Agent Hub on http://{}", listener.local_addr()?);
+    println!(
+        "stand-in Agent Hub on http://{} (--help: its markers and switch)",
+        listener.local_addr()?
+    );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

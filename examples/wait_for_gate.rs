@@ -59,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
         approve.actor = Some("alice".to_owned());
         if let Err(e) = reviewer.advance_workflow(&reviewed, &approve).await {
             eprintln!("the reviewer could not approve: {e}");
+            eprintln!(
+                "still waiting: approve or reject it yourself (`orchestrator approve {reviewed}`, with a reviewer's token)"
+            );
         }
     });
 

@@ -286,7 +286,8 @@ pub enum Command {
     },
     /// What waits at the gate, oldest first: one line each, with how long it has waited, its
     /// approvals (`1 of 2`), past its deadline `OVERDUE`, and `BLOCKED by N consultations`
-    /// while consultations wait for a human or for the Agent Hub (no approval passes then).
+    /// while consultations wait for a human or for the Agent Hub (no approval passes then),
+    /// with each one's id (`respond` answers one waiting for a human).
     /// With --actor, only the gates that person may still approve. When none waits, stdout
     /// stays empty and stderr says so. For scripts, --json prints the same gates as a JSON
     /// list of workflows.
@@ -599,17 +600,27 @@ impl From<ClientError> for Failure {
 
 /// How many consultations hold the gate (those waiting for a human or for the Agent Hub):
 /// not the approvals still needed, nor a kind this version does not know.
-fn consultations_holding(blocked_by: &[orchestrator_core::api::Blocker]) -> usize {
-    blocked_by
+/// What `gates` says of the consultations that hold a gate: each one's id (what `respond`
+/// takes) and what it waits for; empty when none does.
+fn consultations_holding(blocked_by: &[orchestrator_core::api::Blocker]) -> String {
+    use orchestrator_core::api::Blocker;
+    let holding: Vec<String> = blocked_by
         .iter()
-        .filter(|b| {
-            matches!(
-                b,
-                orchestrator_core::api::Blocker::Escalation { .. }
-                    | orchestrator_core::api::Blocker::Asking { .. }
-            )
+        .filter_map(|b| match b {
+            Blocker::Escalation {
+                consultation_id, ..
+            } => Some(format!("{consultation_id} waits for a human")),
+            Blocker::Asking { consultation_id } => {
+                Some(format!("{consultation_id} is being asked"))
+            }
+            _ => None,
         })
-        .count()
+        .collect();
+    match holding.len() {
+        0 => String::new(),
+        1 => format!("BLOCKED by 1 consultation: {}\t", holding[0]),
+        n => format!("BLOCKED by {n} consultations: {}\t", holding.join(", ")),
+    }
 }
 
 fn feature(id: &str) -> Result<FeatureId, Failure> {
@@ -966,11 +977,7 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                             .gate
                             .entered_at
                             .map_or(0, |at| (now - at).num_seconds().max(0));
-                        let blocked = match consultations_holding(&w.gate.blocked_by) {
-                            0 => String::new(),
-                            1 => "BLOCKED by 1 consultation\t".to_owned(),
-                            n => format!("BLOCKED by {n} consultations\t"),
-                        };
+                        let blocked = consultations_holding(&w.gate.blocked_by);
                         format!(
                             "{}\twaiting {}\t{} of {} approvals\t{}{blocked}{}",
                             w.feature_id,
@@ -1194,7 +1201,11 @@ mod tests {
             {"kind": "asking", "consultation_id": "7f1c2a52-52b7-4a57-9e3b-1d6c7e0b9a11"},
         ]))
         .unwrap();
-        assert_eq!(consultations_holding(&blocked_by), 1);
+        assert_eq!(
+            consultations_holding(&blocked_by),
+            "BLOCKED by 1 consultation: 7f1c2a52-52b7-4a57-9e3b-1d6c7e0b9a11 is being asked\t"
+        );
+        assert_eq!(consultations_holding(&blocked_by[..1]), "");
     }
 
     /// Runs the tool with `args` after `orchestrator --url url`: exit code and standard error.

@@ -599,32 +599,48 @@ mod tests {
         }
     }
 
+    /// A listener that hands each connection to `serve`, at once and on a task of its own;
+    /// its URL.
+    async fn serving_each<F, Fut>(serve: F) -> String
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(serve(socket));
+            }
+        });
+        format!("http://{address}/")
+    }
+
+    /// A 200 with a JSON `body`, as the hub writes it.
+    fn ok_json(body: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
     /// A hub whose server closes a connection that was idle past [`IDLE_CONNECTION`] just as
     /// the next request arrives on it (as a keep-alive a little longer than ours runs out): the
     /// call goes out on a new connection, and is answered.
     #[tokio::test]
     async fn a_connection_idle_for_long_is_not_used_again() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut request = [0u8; 4096];
-                    let _ = socket.read(&mut request).await;
-                    let body = r#"{"status": "healthy", "version": "1.0"}"#;
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = socket.write_all(answer.as_bytes()).await;
-                    // The next request on this connection finds it closing: no answer.
-                    let _ = socket.read(&mut request).await;
-                });
-            }
-        });
+        let url = serving_each(|mut socket| async move {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let answer = ok_json(r#"{"status": "healthy", "version": "1.0"}"#);
+            let _ = socket.write_all(answer.as_bytes()).await;
+            // The next request on this connection finds it closing: no answer.
+            let _ = socket.read(&mut request).await;
+        })
+        .await;
         let hub = HttpAgentHub::new(
-            &format!("http://{address}/"),
+            &url,
             Duration::from_secs(5),
             Duration::from_secs(5),
             Arc::default(),
@@ -644,25 +660,16 @@ mod tests {
     /// A hub that answers every request after `delay`: an escalation (and a question) alike.
     async fn answering_after(delay: Duration) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut request = [0u8; 4096];
-                    let _ = socket.read(&mut request).await;
-                    tokio::time::sleep(delay).await;
-                    let body = r#"{"answer": "Use a queue", "confidence": 92, "status": "resolved", "id": "e-1", "created_at": "2026-01-01T00:00:00"}"#;
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = socket.write_all(head.as_bytes()).await;
-                    let _ = socket.write_all(body.as_bytes()).await;
-                });
-            }
-        });
-        format!("http://{address}/")
+        serving_each(move |mut socket| async move {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            tokio::time::sleep(delay).await;
+            let answer = ok_json(
+                r#"{"answer": "Use a queue", "confidence": 92, "status": "resolved", "id": "e-1", "created_at": "2026-01-01T00:00:00"}"#,
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        })
+        .await
     }
 
     #[tokio::test]

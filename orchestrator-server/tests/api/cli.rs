@@ -496,10 +496,17 @@ async fn gates_lists_what_waits_oldest_first_and_what_each_person_may_still_appr
     assert!(lines[0].starts_with("gate-old\twaiting "), "{out}");
     assert!(lines[0].contains("0 of 2 approvals\twaiting"), "{out}");
     assert!(!lines[0].contains("BLOCKED"), "{out}");
-    assert!(
-        lines[1].contains("1 of 2 approvals\tBLOCKED by 1 consultation\twaiting"),
-        "{out}"
+    // With the consultation's id, which `respond` takes.
+    let consultations = app
+        .client
+        .list_consultations(&"gate-new".parse().unwrap())
+        .await
+        .unwrap();
+    let held_by = format!(
+        "1 of 2 approvals\tBLOCKED by 1 consultation: {} waits for a human\twaiting",
+        consultations.items[0].id
     );
+    assert!(lines[1].contains(&held_by), "{out}");
     // The same, for scripts: the workflows as JSON, oldest at the gate first.
     let listed = ok(&app, &["gates", "--json"]).await;
     let gates: Vec<(&str, usize)> = listed
