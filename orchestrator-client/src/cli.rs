@@ -473,6 +473,8 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
             .get_or_insert_with(|| format!("cli-{}", uuid::Uuid::new_v4().simple()))
             .clone()
     });
+    let url = cli.url.clone();
+    let starting = matches!(cli.command, Command::Start { .. });
     match execute(cli, out, err).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
@@ -494,7 +496,13 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
             );
             let unsettled = (status.is_server_error() && !hub_failed)
                 || body.code == ErrorCode::IdempotencyKeyInUse;
+            let exists = starting && body.code == ErrorCode::WorkflowAlreadyExists;
             let mut envelope = refusal(body, wire_code, request_id);
+            if exists {
+                envelope["note"] = "run it with --use-existing to be given the existing workflow \
+                                    instead"
+                    .into();
+            }
             if unsettled && let Some(key) = retry_key {
                 // Beside the envelope, so standard error stays one JSON document.
                 envelope["note"] = retry_note(&key).into();
@@ -523,6 +531,14 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
         }
         Err(Failure::Client(other)) => {
             let _ = writeln!(err, "error: {other}");
+            if matches!(&other, ClientError::Transport(e) if e.is_connect()) {
+                let _ = writeln!(
+                    err,
+                    "note: no server could be reached at {}: is one running there? (--url or \
+                     ORCHESTRATOR_URL names it)",
+                    crate::url_shown(&url)
+                );
+            }
             note_retry_key(err, retry_key.as_deref());
             ExitCode::from(3)
         }

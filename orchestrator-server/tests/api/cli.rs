@@ -134,6 +134,16 @@ async fn a_refusal_prints_the_error_envelope_and_exits_1() {
             !err.contains("--idempotency-key"),
             "a refusal changed nothing: {err}"
         );
+        // A start of a feature that exists points to the flag that takes it as it is.
+        let exists = envelope["error"]["code"] == "WORKFLOW_ALREADY_EXISTS";
+        assert_eq!(exists, args[0] == "start", "{err}");
+        assert_eq!(
+            envelope["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("--use-existing")),
+            exists,
+            "{err}"
+        );
     }
 }
 
@@ -314,6 +324,10 @@ async fn bad_input_exits_2_and_an_unreachable_server_exits_3() {
         !err.contains("--idempotency-key"),
         "a read has nothing to repeat: {err}"
     );
+    // Where it looked, and how to look elsewhere.
+    let looked = format!("no server could be reached at {}", dead_url());
+    assert!(err.contains(&looked), "{err}");
+    assert!(err.contains("--url or ORCHESTRATOR_URL"), "{err}");
     // A write that got no answer tells the key to run it again with.
     let (code, _, err) = orchestrator(&dead_url(), &["start", "x", "y"]).await;
     assert_eq!(code, ExitCode::from(3), "{err}");
