@@ -3,7 +3,9 @@
 //! note is written to the event log as `gate.overdue`, logged and counted), and once a minute,
 //! beside it so that the sweep never waits for a slow purge (on SQLite both still share the
 //! one writer), the purge of idempotency keys older than a day, of events (and delivered or
-//! failed webhook deliveries) past their retention, and of the board's ended sessions.
+//! failed webhook deliveries) past their retention, and of the board's ended sessions. Also
+//! [`supervised`], under which the server runs its other background workers, so that one
+//! that panics is started again.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
