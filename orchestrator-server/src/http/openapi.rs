@@ -143,6 +143,7 @@ impl ApiDoc {
                 role_first,
             );
         }
+        name_request_ids(&mut doc);
         if auth_required {
             doc["components"]["securitySchemes"] = json!({
                 "bearer": {
@@ -157,6 +158,29 @@ impl ApiDoc {
             });
         }
         doc
+    }
+}
+
+/// Says on every answer that it carries `X-Request-Id`, the id the server's log names the
+/// request by (not required: the HTTP layer's own answers to requests too malformed to reach
+/// the service, a 400, 414 or 431, have none).
+fn name_request_ids(doc: &mut Value) {
+    let header = json!({
+        "description": "the id the server's log names this request by: the caller's own `X-Request-Id` when it sent a printable one of at most 64 characters, else a new one",
+        "schema": { "type": "string" },
+    });
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for operation in paths.values_mut().filter_map(Value::as_object_mut) {
+        for operation in operation.values_mut() {
+            let Some(responses) = operation["responses"].as_object_mut() else {
+                continue;
+            };
+            for response in responses.values_mut() {
+                response["headers"]["X-Request-Id"] = header.clone();
+            }
+        }
     }
 }
 

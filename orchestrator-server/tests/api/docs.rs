@@ -815,3 +815,24 @@ async fn answers_hold_every_field_their_schema_requires() {
     holds_required("SummaryResponse", &get("/workflows/summary").await);
     holds_required("ServiceInfo", &get("/").await);
 }
+
+/// Every answer the document lists says it carries `X-Request-Id`, as every answer of the
+/// service does.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_names_its_request_id() {
+    let doc = ApiDoc::for_principals();
+    let (api, board) = all_operations(&doc);
+    for (path, method, operation) in api.iter().chain(&board) {
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            assert!(response.get("$ref").is_none(), "{method} {path} {status}");
+            assert!(
+                response["headers"]["X-Request-Id"]["schema"].is_object(),
+                "{method} {path} {status}"
+            );
+        }
+    }
+    let app = spawn_app().await;
+    let answer = reqwest::get(app.url("/workflow/nope")).await.unwrap();
+    assert_eq!(answer.status(), 404);
+    assert!(answer.headers().contains_key("x-request-id"));
+}
