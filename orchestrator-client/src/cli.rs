@@ -33,6 +33,23 @@ Exit codes:
      could not be written, or `watch` lost its stream for good)
   4  health: the server is unhealthy (its answer is printed)
 
+--timeout: a call is tried up to three times (after a timeout, a dropped or refused
+  connection, or a 503 that is not the Agent Hub's), so a server that never answers takes
+  about three times --timeout (but a write the server says an earlier attempt of is still
+  being carried out is asked about until that attempt's answer comes: up to the server's
+  request bound plus 5 s, 10 minutes at most); `health` is tried once, and `watch` waits on
+  its stream as long as it runs (it reconnects after four of the server's heartbeats of
+  silence, a minute at least). Against a server whose request bound is raised
+  (REQUEST_TIMEOUT_SECONDS, or a longer AGENT_HUB_WAIT_SECONDS), give `ask` at least that.
+
+--idempotency-key: for writes only (start, advance, approve, reject, consult, respond,
+  webhooks add and redeliver); running the same command again with the same key, even after
+  the first run was cut off, gets the first answer back and changes nothing more (for 24
+  hours). 1-255 printable ASCII characters (spaces inside only). Default: a new key per run,
+  told on stderr when the run ends without knowing whether the change was made (no answer,
+  exit 3; a 5xx or the key still in use, exit 1) so it can be run again, and when its answer
+  could not be written out (exit 3), to have it shown again.
+
 Examples:
   orchestrator start 042-payment-retries \"Retry failed card payments\"
   orchestrator advance 042-payment-retries agent_complete --actor spec-agent --expected-version 1
@@ -107,6 +124,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "ORCHESTRATOR_URL",
         default_value = "http://localhost:8000"
     )]
@@ -117,29 +135,19 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "ORCHESTRATOR_TOKEN",
         hide_env_values = true
     )]
     pub token: Option<String>,
-    /// Seconds to wait for each attempt's answer; a call is tried up to three times (after a
-    /// timeout, a dropped or refused connection, or a 503 that is not the Agent Hub's), so a
-    /// server that never answers takes about three times this (but a write the server says an
-    /// earlier attempt of is still being carried out is asked about until that attempt's answer
-    /// comes: up to the server's request bound plus 5 s, 10 minutes at most); `health` is tried
-    /// once, and `watch` waits on its stream as long as it runs (it reconnects after four of the
-    /// server's heartbeats of silence, a minute at least).
-    /// Against a server whose request bound is raised (`REQUEST_TIMEOUT_SECONDS`, or a longer
-    /// `AGENT_HUB_WAIT_SECONDS`), give `ask` at least that bound.
-    #[arg(long, global = true, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds to wait for each attempt's answer (a call is tried up to three times;
+    /// `orchestrator --help` says more).
+    #[arg(long, global = true, help_heading = "Global options", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    /// The Idempotency-Key a write (start, advance, approve, reject, consult, respond, webhooks
-    /// add and redeliver) sends: running the same command again with the same key, even after
-    /// the first run was cut off, gets the first answer back and changes nothing more (for 24
-    /// hours). 1–255 printable ASCII characters (spaces inside only); default: a new key per run,
-    /// told on stderr when the run ends without knowing whether the change was made (no
-    /// answer, exit 3; a 5xx or the key still in use, exit 1) so it can be run again, and when
-    /// its answer could not be written out (exit 3), to have it shown again.
-    #[arg(long, global = true, value_parser = idempotency_key)]
+    /// The Idempotency-Key a write sends: run again with the same key, it gets the first answer
+    /// back and changes nothing more (`orchestrator --help` says more).
+    #[arg(long, global = true, help_heading = "Global options", value_parser = idempotency_key)]
     pub idempotency_key: Option<String>,
     /// What to do.
     #[command(subcommand)]
@@ -266,7 +274,7 @@ pub enum Command {
         /// The feature id.
         feature_id: String,
     },
-    /// List workflows by feature id.
+    /// List workflows, in feature-id order.
     List {
         /// Only this state (IDLE, PHASE_1, GATE_1, PHASE_2, DONE).
         #[arg(long)]
