@@ -622,10 +622,9 @@ impl From<ClientError> for Failure {
     }
 }
 
-/// How many consultations hold the gate (those waiting for a human or for the Agent Hub):
-/// not the approvals still needed, nor a kind this version does not know.
 /// What `gates` says of the consultations that hold a gate: each one's id (what `respond`
-/// takes) and what it waits for; empty when none does.
+/// takes) and what it waits for (a human, or the Agent Hub); empty when none does. Neither
+/// the approvals still needed nor a kind this version does not know is a consultation.
 fn consultations_holding(blocked_by: &[orchestrator_core::api::Blocker]) -> String {
     use orchestrator_core::api::Blocker;
     let holding: Vec<String> = blocked_by

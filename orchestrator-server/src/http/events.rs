@@ -590,6 +590,9 @@ async fn forward(
     app.feed().furthest.fetch_max(sent, Ordering::SeqCst);
     // Then live.
     let mut heartbeat = tokio::time::interval(heartbeat_every);
+    // A stream that waited long for room beats once after, not once for every beat it missed
+    // (each a holder check and a message ahead of the batches waiting).
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.reset();
     // A session signed out on another replica, or past its time, is learned of only by
     // asking (at each heartbeat, below): at least every 15 s, however long the heartbeat is
@@ -597,6 +600,7 @@ async fn forward(
     let sessions_recheck =
         matches!(holder, Some(Holder::Session(_))) && heartbeat_every > HOLDER_RECHECK;
     let mut recheck = tokio::time::interval(HOLDER_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     recheck.reset();
     if lost_since(&app, holder.as_ref(), &mut revocations).await {
         return;
@@ -658,8 +662,9 @@ async fn forward(
         }
         let (chunks, last) = batch.chunks(sent, &filter);
         sent = last;
-        let weight = slice_weight(batch.messages.len(), chunks.len());
+        let share = slice_weight(batch.messages.len(), chunks.len());
         for chunk in chunks {
+            let weight = share.max(chunk.len());
             if !out.send_weighing(chunk, weight).await {
                 return;
             }
@@ -667,10 +672,11 @@ async fn forward(
     }
 }
 
-/// What each of a broadcast batch's `slices` weighs in a stream's queue: queued, a slice
-/// (a filter's few events) keeps the whole batch alive after the broadcast let it go, so the
-/// slices weigh the batch between them, not their lengths — shared with every other stream,
-/// not copied for each.
+/// What each of a broadcast batch's `slices` weighs in a stream's queue at least (its length,
+/// if more): queued, a slice (a filter's few events) keeps the whole batch alive after the
+/// broadcast let it go, so the slices weigh the batch between them, not only their lengths —
+/// shared with every other stream, not copied for each. (Once the first of them are sent, the
+/// rest may hold more than they weigh: a stream holds up to about twice its budget.)
 fn slice_weight(batch_bytes: usize, slices: usize) -> usize {
     batch_bytes.div_ceil(slices.max(1))
 }

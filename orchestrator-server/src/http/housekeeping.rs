@@ -77,7 +77,6 @@ pub async fn supervised<F, Fut>(
         if started.elapsed() > LAST_RESTART {
             pause = FIRST_RESTART;
         }
-        metrics.worker_restarted(worker);
         tracing::error!(
             worker = worker.as_str(),
             panic = crate::panic_message(&*panic),
@@ -88,6 +87,7 @@ pub async fn supervised<F, Fut>(
             () = tokio::time::sleep(pause) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
+        metrics.worker_restarted(worker);
         pause = (pause * 2).min(LAST_RESTART);
     }
 }
@@ -251,7 +251,39 @@ mod tests {
         let started_at = tokio::time::Instant::now();
         tokio::join!(supervising, stopping);
         assert_eq!(started_at.elapsed(), Duration::from_millis(1500));
-        assert_eq!(feed_restarts(&metrics), 2);
+        assert_eq!(
+            feed_restarts(&metrics),
+            1,
+            "started again once, not after the stop"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_ran_a_while_before_it_panicked_waits_the_first_pause_again() {
+        let metrics = Metrics::default();
+        let (_stop, stopped) = watch::channel(false);
+        let starts = AtomicU32::new(0);
+        let restarted_at = std::sync::Mutex::new(Vec::new());
+        let t0 = tokio::time::Instant::now();
+        supervised(Worker::EventFeed, &metrics, stopped, || async {
+            restarted_at.lock().unwrap().push(t0.elapsed());
+            match starts.fetch_add(1, Ordering::SeqCst) {
+                // Two quick panics (pauses of 1 s, then 2 s), then one after two minutes.
+                0 | 1 => panic!("a bug"),
+                2 => {
+                    tokio::time::sleep(Duration::from_secs(120)).await;
+                    panic!("a bug, later")
+                }
+                _ => {}
+            }
+        })
+        .await;
+        let secs = |s: u64| Duration::from_secs(s);
+        assert_eq!(
+            *restarted_at.lock().unwrap(),
+            [secs(0), secs(1), secs(3), secs(124)],
+            "after a long run the pause is 1 s again, not 4"
+        );
     }
 
     #[tokio::test(start_paused = true)]

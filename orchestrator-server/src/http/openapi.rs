@@ -172,9 +172,12 @@ fn name_request_ids(doc: &mut Value) {
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;
     };
-    for operation in paths.values_mut().filter_map(Value::as_object_mut) {
-        for operation in operation.values_mut() {
-            let Some(responses) = operation["responses"].as_object_mut() else {
+    for item in paths.values_mut().filter_map(Value::as_object_mut) {
+        for operation in item.values_mut() {
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            else {
                 continue;
             };
             for response in responses.values_mut() {
