@@ -522,6 +522,12 @@ mod tests {
         ));
     }
 
+    /// A client of the hub at `url` that waits 5 s for every call.
+    fn hub_at(url: &str) -> HttpAgentHub {
+        let five = Duration::from_secs(5);
+        HttpAgentHub::new(url, five, five, Arc::default()).unwrap()
+    }
+
     /// A listener that reads one request and leaves its answer to `answer`; its URL.
     async fn serving_one<F, Fut>(answer: F) -> String
     where
@@ -586,13 +592,7 @@ mod tests {
             let _ = socket.write_all(moved.as_bytes()).await;
         })
         .await;
-        let hub = HttpAgentHub::new(
-            &url,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-            Arc::default(),
-        )
-        .unwrap();
+        let hub = hub_at(&url);
         match hub.escalation(&EscalationId("e-1".into())).await {
             Err(HubError::Failed(message)) => assert!(message.contains("302"), "{message}"),
             other => panic!("{other:?}"),
@@ -639,13 +639,7 @@ mod tests {
             let _ = socket.read(&mut request).await;
         })
         .await;
-        let hub = HttpAgentHub::new(
-            &url,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-            Arc::default(),
-        )
-        .unwrap();
+        let hub = hub_at(&url);
         assert_eq!(hub.health().await.unwrap().status, "healthy");
         tokio::time::sleep(IDLE_CONNECTION + Duration::from_millis(500)).await;
         assert_eq!(
