@@ -10,7 +10,10 @@ use orchestrator_server::{Config, bind, build_app, serve};
 pub async fn server_url() -> anyhow::Result<String> {
     if let Some(url) = std::env::args().nth(1) {
         if url == "-h" || url == "--help" {
-            let name = std::env::args().next().unwrap_or_default();
+            let program = std::env::args().next().unwrap_or_default();
+            let name = std::path::Path::new(&program)
+                .file_name()
+                .map_or(program.clone(), |name| name.to_string_lossy().into_owned());
             println!(
                 "usage: {name} [SERVER_URL]\n\n\
                  Without SERVER_URL it starts a server of its own, in memory. With one it talks to\n\
