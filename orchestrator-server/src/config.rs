@@ -37,7 +37,7 @@ pub struct Config {
         value_name = "DATABASE_URL",
         default_value = "sqlite:///./data/orchestrator.db",
         hide_env_values = true,
-        value_parser = DatabaseUrlParser
+        value_parser = DATABASE_URL
     )]
     pub database_url: DatabaseUrl,
 
@@ -48,7 +48,7 @@ pub struct Config {
 
     /// Agent Hub base URL.
     #[arg(long, env = "AGENT_HUB_URL", value_name = "AGENT_HUB_URL", default_value = "http://localhost:8001",
-          hide_env_values = true, value_parser = HubUrlParser)]
+          hide_env_values = true, value_parser = AGENT_HUB_URL)]
     pub agent_hub_url: String,
 
     /// Longest a question to the Agent Hub may take, in seconds (the hub gives its experts
@@ -101,7 +101,7 @@ pub struct Config {
         env = "ORCHESTRATOR_API_TOKEN",
         value_name = "ORCHESTRATOR_API_TOKEN",
         hide_env_values = true,
-        value_parser = ApiTokenParser
+        value_parser = API_TOKEN
     )]
     pub api_token: Option<Secret>,
 
@@ -502,107 +502,94 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
-/// Reads a shared token: not empty, and what a header can carry (printable ASCII, nothing
-/// around it, so a secret read from a file with its line feed is caught here). A refusal names
-/// the variable and never the value, which is a secret.
+/// A setting whose value a refusal never repeats (clap's own message would quote it: a
+/// password in a URL, a token): it names the setting and says why, and `note` after that.
 #[derive(Clone)]
-struct ApiTokenParser;
+struct Unrepeated<T> {
+    /// `NAME (--flag)`, which the refusal opens with.
+    setting: &'static str,
+    /// What the refusal ends with.
+    note: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+}
 
-/// Parses `DATABASE_URL` without repeating it when it is refused (clap's own message would
-/// quote it, password and all).
-#[derive(Clone)]
-struct DatabaseUrlParser;
+/// Where a refusal of a setting that may hold a password says why it is not shown.
+const MAY_HOLD_A_PASSWORD: &str = " (the value is not repeated: it may hold a password)";
 
-impl clap::builder::TypedValueParser for DatabaseUrlParser {
-    type Value = DatabaseUrl;
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Unrepeated<T> {
+    type Value = T;
 
     fn parse_ref(
         &self,
         _cmd: &clap::Command,
         _arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> Result<DatabaseUrl, clap::Error> {
-        let refused = |rule: &str| {
+    ) -> Result<T, clap::Error> {
+        let refused = |rule: String| {
             clap::Error::raw(
                 clap::error::ErrorKind::ValueValidation,
-                format!(
-                    "DATABASE_URL (--database-url) is not one this server reads{rule}: expected sqlite:///relative, sqlite:////absolute, sqlite::memory: or postgres://… (the value is not repeated: it may hold a password)\n"
-                ),
+                format!("{} {rule}{}\n", self.setting, self.note),
             )
         };
-        let url = value.to_str().ok_or_else(|| refused(""))?;
-        url.parse::<DatabaseUrl>()
-            .map_err(|bad| refused(bad.rule()))
+        let value = value
+            .to_str()
+            .ok_or_else(|| refused("must be text in UTF-8".to_owned()))?;
+        (self.parse)(value).map_err(refused)
     }
+}
+
+/// `DATABASE_URL`, never repeated.
+const DATABASE_URL: Unrepeated<DatabaseUrl> = Unrepeated {
+    setting: "DATABASE_URL (--database-url)",
+    note: MAY_HOLD_A_PASSWORD,
+    parse: parse_database_url,
+};
+
+/// `AGENT_HUB_URL`, never repeated.
+const AGENT_HUB_URL: Unrepeated<String> = Unrepeated {
+    setting: "AGENT_HUB_URL (--agent-hub-url)",
+    note: MAY_HOLD_A_PASSWORD,
+    parse: parse_hub_url,
+};
+
+/// `ORCHESTRATOR_API_TOKEN`, a secret, never repeated.
+const API_TOKEN: Unrepeated<Secret> = Unrepeated {
+    setting: "ORCHESTRATOR_API_TOKEN (--api-token)",
+    note: "",
+    parse: parse_api_token,
+};
+
+fn parse_database_url(value: &str) -> Result<DatabaseUrl, String> {
+    value.parse::<DatabaseUrl>().map_err(|bad| {
+        format!(
+            "is not one this server reads{}: expected sqlite:///relative, sqlite:////absolute, sqlite::memory: or postgres://…",
+            bad.rule()
+        )
+    })
 }
 
 /// The longest shared token: the board's sign-in form (8 KiB at most) must carry it, even
 /// with every character percent-encoded.
 const MAX_TOKEN_LEN: usize = 1024;
 
-impl clap::builder::TypedValueParser for ApiTokenParser {
-    type Value = Secret;
-
-    fn parse_ref(
-        &self,
-        _cmd: &clap::Command,
-        _arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<Secret, clap::Error> {
-        let refuse = |rule: &str| {
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("ORCHESTRATOR_API_TOKEN (--api-token) {rule}\n"),
-            )
-        };
-        let Some(value) = value.to_str() else {
-            return Err(refuse("must be printable ASCII"));
-        };
-        if value.is_empty() {
-            return Err(refuse(
-                "must not be empty (leave it unset for a server without a token)",
-            ));
-        }
-        if value.trim() != value || !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
-            return Err(refuse(
-                "must be printable ASCII, with no white space around it (a header carries it)",
-            ));
-        }
-        if value.len() > MAX_TOKEN_LEN {
-            return Err(refuse(&format!(
-                "must be at most {MAX_TOKEN_LEN} characters (the board's sign-in form carries it)"
-            )));
-        }
-        Ok(Secret::from(value))
+/// A shared token: not empty, and what a header can carry (printable ASCII, nothing around
+/// it, so a secret read from a file with its line feed is caught here).
+fn parse_api_token(value: &str) -> Result<Secret, String> {
+    if value.is_empty() {
+        return Err("must not be empty (leave it unset for a server without a token)".to_owned());
     }
-}
-
-/// Parses `AGENT_HUB_URL` without repeating it when it is refused (it may carry a password).
-#[derive(Clone)]
-struct HubUrlParser;
-
-impl clap::builder::TypedValueParser for HubUrlParser {
-    type Value = String;
-
-    fn parse_ref(
-        &self,
-        _cmd: &clap::Command,
-        _arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<String, clap::Error> {
-        let refused = |rule: &str| {
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!(
-                    "AGENT_HUB_URL (--agent-hub-url) {rule} (the value is not repeated: it may hold a password)\n"
-                ),
-            )
-        };
-        let value = value
-            .to_str()
-            .ok_or_else(|| refused("must be a URL in UTF-8"))?;
-        parse_hub_url(value).map_err(|rule| refused(&rule))
+    if value.trim() != value || !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Err(
+            "must be printable ASCII, with no white space around it (a header carries it)"
+                .to_owned(),
+        );
     }
+    if value.len() > MAX_TOKEN_LEN {
+        return Err(format!(
+            "must be at most {MAX_TOKEN_LEN} characters (the board's sign-in form carries it)"
+        ));
+    }
+    Ok(Secret::from(value))
 }
 
 /// The hub's base URL, to which each call's path is appended.
