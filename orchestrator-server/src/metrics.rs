@@ -25,6 +25,25 @@ const BUCKETS: [f64; 17] = [
     300.0, 600.0,
 ];
 
+/// A counter family registered as `name`, with a series at 0 for each of `labels`: a count
+/// that has not happened yet shows as 0, not as no series at all.
+fn counters<L>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    labels: impl IntoIterator<Item = L>,
+) -> Family<L, Counter>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let family = Family::<L, Counter>::default();
+    registry.register(name, help, family.clone());
+    for label in labels {
+        family.get_or_create(&label).inc_by(0);
+    }
+    family
+}
+
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -167,19 +186,14 @@ impl Metrics {
             "Time to answer a request, by route",
             latency.clone(),
         );
-        let transitions = Family::<TriggerLabels, Counter>::default();
-        registry.register(
+        let transitions = counters(
+            &mut registry,
             "orchestrator_transitions",
             "Transitions accepted by this process, by trigger",
-            transitions.clone(),
+            Trigger::ALL.map(|trigger| TriggerLabels {
+                trigger: trigger.as_str(),
+            }),
         );
-        for trigger in Trigger::ALL {
-            transitions
-                .get_or_create(&TriggerLabels {
-                    trigger: trigger.as_str(),
-                })
-                .inc_by(0);
-        }
         let workflows = Family::<StateLabels, Gauge>::default();
         registry.register(
             "orchestrator_workflows",
@@ -205,49 +219,34 @@ impl Metrics {
             "Event streams open on this server (read when scraped); at three quarters of MAX_CONNECTIONS a new one is refused 503",
             event_streams.clone(),
         );
-        let gate_expiries = Family::<ExpiryLabels, Counter>::default();
-        registry.register(
+        let gate_expiries = counters(
+            &mut registry,
             "orchestrator_gate_expiries",
             "Stays at the gate this process noted past their deadline, by on_expiry",
-            gate_expiries.clone(),
+            OnExpiry::ALL.map(|on_expiry| ExpiryLabels {
+                on_expiry: on_expiry.as_str(),
+            }),
         );
-        for on_expiry in OnExpiry::ALL {
-            gate_expiries
-                .get_or_create(&ExpiryLabels {
-                    on_expiry: on_expiry.as_str(),
-                })
-                .inc_by(0);
-        }
-        let worker_restarts = Family::<WorkerLabels, Counter>::default();
-        registry.register(
+        let worker_restarts = counters(
+            &mut registry,
             "orchestrator_worker_restarts",
             "Background workers started again after a panic (a bug), by worker",
-            worker_restarts.clone(),
+            Worker::ALL.map(|worker| WorkerLabels {
+                worker: worker.as_str(),
+            }),
         );
-        for worker in Worker::ALL {
-            worker_restarts
-                .get_or_create(&WorkerLabels {
-                    worker: worker.as_str(),
-                })
-                .inc_by(0);
-        }
         let hub_calls = Family::<HubLabels, Counter>::default();
         registry.register(
             "orchestrator_agent_hub_calls",
             "Agent Hub calls, by operation and outcome",
             hub_calls.clone(),
         );
-        let webhook_attempts = Family::<AttemptLabels, Counter>::default();
-        registry.register(
+        let webhook_attempts = counters(
+            &mut registry,
             "orchestrator_webhook_attempts",
             "Webhook delivery attempts made by this process, by outcome (delivered, retry, failed)",
-            webhook_attempts.clone(),
+            ["delivered", "retry", "failed"].map(|outcome| AttemptLabels { outcome }),
         );
-        for outcome in ["delivered", "retry", "failed"] {
-            webhook_attempts
-                .get_or_create(&AttemptLabels { outcome })
-                .inc_by(0);
-        }
         let webhook_latency = Histogram::new(BUCKETS);
         registry.register(
             "orchestrator_webhook_attempt_duration_seconds",
