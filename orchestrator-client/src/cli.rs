@@ -1213,7 +1213,32 @@ mod tests {
         assert_eq!(token_given(None, None), None);
     }
 
-    /// `gates` counts the consultations that hold a gate: neither the approvals it still
+    /// A subcommand's help lists the global options apart, one line each; their full
+    /// explanation is the top-level help's, once.
+    #[test]
+    fn global_options_are_told_apart_and_explained_once() {
+        use clap::CommandFactory;
+        let mut top = Cli::command();
+        let full = top.render_long_help().to_string();
+        let list = top
+            .find_subcommand_mut("list")
+            .expect("list")
+            .render_long_help()
+            .to_string();
+        let (own, global) = list.split_once("Global options:").expect("a heading");
+        assert!(
+            own.contains("--state") && !own.contains("--timeout"),
+            "{list}"
+        );
+        for option in ["--url", "--token", "--timeout", "--idempotency-key"] {
+            assert!(global.contains(option), "{option}: {list}");
+        }
+        let explained = "a call is tried up to three times (after a timeout";
+        assert!(full.contains(explained), "{full}");
+        assert!(!list.contains(explained), "{list}");
+    }
+
+    /// `gates` names the consultations that hold a gate: neither the approvals it still
     /// needs nor a kind a newer server sends are consultations.
     #[test]
     fn only_consultations_count_as_holding_a_gate() {
