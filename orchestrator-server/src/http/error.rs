@@ -204,11 +204,16 @@ impl ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        match &self {
+        self.add_headers(response.headers_mut());
+        response
+    }
+
+    /// The headers that go with this error whatever the body's form (`Allow`, `Retry-After`,
+    /// `WWW-Authenticate`): the board's error pages send them too.
+    pub fn add_headers(&self, headers: &mut http::HeaderMap) {
+        match self {
             ApiError::Unauthorized => {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::BodiesBusy
             | ApiError::TooManyAsks
@@ -216,23 +221,18 @@ impl ApiError {
             | ApiError::LookupFailed(_)
             | ApiError::TooManyStreams
             | ApiError::CallersStreams(_) => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             ApiError::KeyedDeadline => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::MethodNotAllowed { allow, .. } => {
                 if let Ok(value) = HeaderValue::from_str(allow) {
-                    response.headers_mut().insert(header::ALLOW, value);
+                    headers.insert(header::ALLOW, value);
                 }
             }
             _ => {}
         }
-        response
     }
 }
 

@@ -357,6 +357,15 @@ impl App {
             .at(request.uri().path())
             .ok()
             .map(|found| *found.value);
+        // Errors on the board's paths are pages, wherever they are met.
+        let page = board::owns(request.uri().path());
+        let failed = move |error: ApiError| {
+            if page {
+                board::error_page(error)
+            } else {
+                error.into_response()
+            }
+        };
         // Whether the request runs on past its deadline (a keyed POST whose body was read,
         // see `route`): its late answer then says so. Only a keyed POST may.
         let runs_on = (request.method() == Method::POST
@@ -382,12 +391,10 @@ impl App {
             );
             let (route, mut response) = match answered.await {
                 Ok(Ok(Ok((route, response)))) => (route, response),
-                Ok(Ok(Err((route, error)))) => (route, error.into_response().map(Either::Left)),
+                Ok(Ok(Err((route, error)))) => (route, failed(error).map(Either::Left)),
                 Ok(Err(panic)) => (
                     matched,
-                    ApiError::panicked(&*panic)
-                        .into_response()
-                        .map(Either::Left),
+                    failed(ApiError::panicked(&*panic)).map(Either::Left),
                 ),
                 Err(_) => {
                     let late = if runs_on.is_some_and(|r| r.load(Ordering::Relaxed)) {
@@ -395,7 +402,7 @@ impl App {
                     } else {
                         ApiError::Deadline
                     };
-                    (matched, late.into_response().map(Either::Left))
+                    (matched, failed(late).map(Either::Left))
                 }
             };
             let status = response.status().as_u16();

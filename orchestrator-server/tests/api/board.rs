@@ -855,6 +855,41 @@ async fn bad_input_gets_a_page_with_the_status_the_api_would_answer() {
     assert!(!page.text.contains("<script>alert"));
 }
 
+/// Errors met before a board page's handler runs (a wrong method, a path no page has, a form
+/// too large) are pages with the board's headers too, not the API's JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_outside_the_pages_handlers_are_pages_too() {
+    let app = spawn_app().await;
+    let is_page = |page: &Page, status: StatusCode| {
+        assert_eq!(page.status, status, "{}", page.text);
+        assert!(
+            page.headers[CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{:?}",
+            page.headers
+        );
+        assert_eq!(page.headers["content-security-policy"], CSP);
+        assert_eq!(page.headers["x-content-type-options"], "nosniff");
+        assert!(page.text.contains("<main"), "{}", page.text);
+    };
+    let wrong_method = get(&app, "/board/session", None).await;
+    is_page(&wrong_method, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.headers["allow"], "POST");
+    is_page(&get(&app, "/board/", None).await, StatusCode::NOT_FOUND);
+    is_page(
+        &get(&app, "/board/feature/", None).await,
+        StatusCode::NOT_FOUND,
+    );
+    let name = "x".repeat(10_000);
+    let too_large = post_form(&app, "/board/session", &[("name", &name)], None).await;
+    is_page(&too_large, StatusCode::PAYLOAD_TOO_LARGE);
+    // The API's paths keep answering JSON.
+    let api = http().get(app.url("/workflows/")).send().await.unwrap();
+    assert_eq!(api.headers()[CONTENT_TYPE], "application/json");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_overview_lists_the_gate_first_and_the_others_by_state() {
     let app = spawn_app().await;

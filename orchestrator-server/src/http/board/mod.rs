@@ -71,7 +71,23 @@ pub(crate) async fn handle(
         Route::BoardAsset => asset(param),
         _ => Err(ApiError::NotFound(parts.uri.path().to_owned())),
     };
-    let mut response = answered.unwrap_or_else(problem);
+    dressed(answered.unwrap_or_else(problem))
+}
+
+/// An error met on a board path outside the board's handlers (a wrong method, a form too
+/// large or too slow, the request's deadline, a panic, a path no page has) as a page with the
+/// board's headers, not the API's JSON.
+pub(crate) fn error_page(error: ApiError) -> HttpResponse {
+    dressed(problem(error))
+}
+
+/// Whether `path` is the board's: its errors are pages.
+pub(crate) fn owns(path: &str) -> bool {
+    path == "/board" || path.starts_with("/board/")
+}
+
+/// A board answer with the headers every board answer carries.
+fn dressed(mut response: HttpResponse) -> HttpResponse {
     let headers = response.headers_mut();
     headers.insert("content-security-policy", HeaderValue::from_static(CSP));
     headers.insert(
@@ -696,7 +712,9 @@ fn problem(error: ApiError) -> HttpResponse {
     {
         message = format!("{message} ({})", details.join("; "));
     }
-    html(status, views::problem_page(title, &message))
+    let mut response = html(status, views::problem_page(title, &message));
+    error.add_headers(response.headers_mut());
+    response
 }
 
 #[cfg(test)]
