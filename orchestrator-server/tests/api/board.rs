@@ -6,7 +6,7 @@
 //! Chromium.
 
 use orchestrator_client::Client;
-use orchestrator_core::api::{AdvanceRequest, StartWorkflowRequest};
+use orchestrator_core::api::{AdvanceRequest, GateRequest, StartWorkflowRequest};
 use orchestrator_core::{ActorKind, Role};
 use orchestrator_server::storage::{BoardSession, DatabaseUrl};
 use reqwest::StatusCode;
@@ -359,6 +359,16 @@ async fn a_session_holds_only_while_the_credential_that_made_it_does() {
             .text
             .contains("<h1>Sign in</h1>")
     );
+    // Signing out ends it for good, though it does not hold now: the server opened again
+    // does not bring it back.
+    let out = post_form(&app, "/board/sign-out", &[], Some(&cookie)).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.text);
+    let mut app = app;
+    app.config.api_token = None;
+    let app = app.restart().await;
+    let page = get(&app, "/board", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.text.contains("Signed in as"), "{}", page.text);
 
     // A principal's session ends when its token is replaced, even under the same name.
     let keys = TempDir::new().unwrap();
@@ -686,10 +696,7 @@ async fn the_page_says_who_may_not_approve_and_why() {
         verdict(&page)
     );
     assert!(verdict(&page).contains("reviewer"), "{}", verdict(&page));
-    assert!(
-        !page.text.contains("</button></div></form>"),
-        "no decision form"
-    );
+    assert!(!page.text.contains(r#"id="decide""#), "no decision form");
 
     let as_bot = sign_in(&app, &[("token", &bot)]).await;
     let page = get(&app, "/board/feature/own-work", Some(&as_bot)).await;
@@ -706,7 +713,7 @@ async fn the_page_says_who_may_not_approve_and_why() {
         verdict(&page),
         "You may not approve: you are an agent, and only a person decides at the gate."
     );
-    assert!(!page.text.contains("</button></div></form>"));
+    assert!(!page.text.contains(r#"id="decide""#), "no decision form");
 
     // An escalation waiting for a human: Approve is offered to whoever the gate's other rules
     // would take (the approval asks the hub again), not to the author.
@@ -853,6 +860,60 @@ async fn bad_input_gets_a_page_with_the_status_the_api_would_answer() {
     let page = get(&app, "/board/feature/hostile", None).await;
     assert!(page.text.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!page.text.contains("<script>alert"));
+    // So are a decider's name and a rejection's reason, in the timeline, the earlier
+    // rejections and the approvals, and on the overview.
+    let two = StartWorkflowRequest {
+        gate: Some(GateRequest {
+            required_approvals: Some(2),
+            ..GateRequest::default()
+        }),
+        ..StartWorkflowRequest::new("hostile-decisions", "needs two")
+    };
+    app.client.start_workflow(&two).await.unwrap();
+    let decide = |trigger: &str, actor: &str, reason: Option<&str>| AdvanceRequest {
+        actor: Some(actor.into()),
+        actor_kind: Some("human".into()),
+        reason: reason.map(Into::into),
+        ..AdvanceRequest::new(trigger)
+    };
+    let hostile_id = id("hostile-decisions");
+    let reject = decide(
+        "human_rejected",
+        "<img src=x onerror=alert(2)>",
+        Some("<script>alert(3)</script>"),
+    );
+    let complete = AdvanceRequest::new("agent_complete");
+    app.client
+        .advance_workflow(&hostile_id, &complete)
+        .await
+        .unwrap();
+    app.client
+        .advance_workflow(&hostile_id, &reject)
+        .await
+        .unwrap();
+    app.client
+        .advance_workflow(&hostile_id, &complete)
+        .await
+        .unwrap();
+    let approve = decide("human_approved", "<b>bold</b>", None);
+    app.client
+        .advance_workflow(&hostile_id, &approve)
+        .await
+        .unwrap();
+    let page = get(&app, "/board/feature/hostile-decisions", None).await;
+    let overview = get(&app, "/board", None).await;
+    for text in [&page.text, &overview.text] {
+        assert!(!text.contains("<img src=x"), "{text}");
+        assert!(!text.contains("<script>alert"), "{text}");
+        assert!(!text.contains("<b>bold"), "{text}");
+    }
+    assert!(page.text.contains("&lt;img src=x onerror=alert(2)&gt;"));
+    assert!(page.text.contains("&lt;script&gt;alert(3)&lt;/script&gt;"));
+    assert!(
+        page.text.contains("&lt;b&gt;bold&lt;/b&gt;"),
+        "{}",
+        page.text
+    );
 }
 
 /// Errors met before a board page's handler runs (a wrong method, a path no page has, a form

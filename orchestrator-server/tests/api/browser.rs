@@ -464,6 +464,13 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     click(&b, "Approve").await;
     wait_text(&b, "#message", |t| t.contains("moved to PHASE_2")).await;
     wait_text(&a, "#state", |t| t == "PHASE_2").await;
+    // ...and says so to a screen reader, though Alice did nothing.
+    wait_script(
+        &a,
+        "return document.getElementById('changes').textContent;",
+        "Now PHASE_2.",
+    )
+    .await;
     eprintln!(
         "the other reviewer's page showed the approval {:?} after the click",
         decided.elapsed()
@@ -638,7 +645,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     a.goto(&app.url("/board/feature/payments-retry"))
         .await
         .unwrap();
-    let why = wait_text(&a, "#verdict", |t| t.starts_with("You may not approve")).await;
+    let why = wait_text(&a, "#verdict", |t| t.starts_with("Not yet")).await;
     assert!(why.contains("blocked by 2 escalations"), "{why}");
     let consultations = wait_text(&a, "table.consultations", |t| t.contains("Blocking")).await;
     assert!(consultations.contains("resolved"), "{consultations}");
@@ -705,7 +712,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     })
     .await;
     let why = wait_text(&a, "#verdict", |t| t.contains("blocked by 1 escalation")).await;
-    assert!(why.starts_with("You may not approve"), "{why}");
+    assert!(why.starts_with("Not yet, as last known here"), "{why}");
     let answered = agent
         .list_consultations(&payments)
         .await

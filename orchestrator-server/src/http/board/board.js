@@ -9,6 +9,7 @@
   const types = (body.dataset.eventTypes || '').split(' ').filter(Boolean);
   const live = document.getElementById('live');
   const message = document.getElementById('message');
+  const changes = document.getElementById('changes');
 
   function say(text, tone) {
     message.textContent = text;
@@ -186,7 +187,9 @@
         if (again) again.setAttribute('aria-invalid', 'true');
       });
       pin(next.querySelector('#decide'));
+      const before = { state: current.dataset.state, version: current.dataset.version };
       current.replaceWith(document.adoptNode(next));
+      announce(before, next);
       shown = asked;
       clocked();
       giveBack();
@@ -207,6 +210,17 @@
     } finally {
       refreshing = false;
     }
+  }
+
+  // Tells screen readers what a swap changed on a feature's page (its state, else its gate's
+  // approvals): the page shows it, and a change made by somebody else is heard too.
+  function announce(before, after) {
+    const version = after.dataset.version;
+    if (!changes || !version || version === before.version) return;
+    const approvals = after.querySelector('#approvals');
+    changes.textContent = after.dataset.state !== before.state
+      ? 'Now ' + after.dataset.state + '.'
+      : (approvals ? approvals.textContent + '.' : 'Updated.');
   }
 
   // Leaves in the decision form a refresh brings the version the reader read (see `seen`), and
@@ -396,6 +410,7 @@
   function connect() {
     if (!live || typeof EventSource === 'undefined') return;
     if (document.hidden) { pausedNow(); return; }
+    if (!live.textContent) showLive('Connecting…', false);
     const params = new URLSearchParams({ after: lastEventId });
     if (feature) params.set('feature_id', feature);
     const stream = new EventSource('/events/stream?' + params.toString());

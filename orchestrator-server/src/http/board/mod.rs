@@ -37,8 +37,8 @@ use orchestrator_core::{
     TransitionError, Trigger, ValidationError, WorkflowState,
 };
 use session::{
-    SESSION_HOURS, Session, credential, random_hex, same_origin, session, session_cookie,
-    session_key,
+    SESSION_HOURS, Session, credential, random_hex, same_origin, session, session_by_key,
+    session_cookie, session_key,
 };
 pub(crate) use session::{api_caller, has_session_cookie, still_signed_in};
 
@@ -581,15 +581,20 @@ pub(crate) async fn sign_out(
 ) -> Result<HttpResponse, ApiError> {
     same_origin(&parts.headers)?;
     let form = form_fields(&parts.headers, body)?;
-    if let Some(session) = session(app, &parts.headers).await? {
-        if !session.csrf_matches(form_field(&form, "csrf").as_bytes()) {
+    if let Some(key) = session_key(&parts.headers) {
+        // A session that holds signs out with its CSRF token. One that no longer holds (its
+        // credential gone) is deleted all the same, holding its cookie being proof enough:
+        // the credential restored must not bring back a session signed out of.
+        if let Some(session) = session_by_key(app, &key).await?
+            && !session.csrf_matches(form_field(&form, "csrf").as_bytes())
+        {
             return Err(ApiError::Forbidden(
                 "the sign-out form's CSRF token is wrong".into(),
             ));
         }
         if let Some(store) = app.sessions() {
             store
-                .delete_session(&session.record.id_sha256)
+                .delete_session(&key)
                 .await
                 .map_err(|e| ApiError::Core(e.into()))?;
             // Its streams on this server end now; on other replicas at their next heartbeat.

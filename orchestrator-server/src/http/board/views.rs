@@ -115,7 +115,8 @@ pub fn page(frame: &Frame<'_>, main: Markup) -> Markup {
                 data-request-timeout-ms=(frame.request_timeout_ms) {
                 header.top {
                     a.brand href="/board" { "Orchestrator board" }
-                    span #live.live role="status" { "Connecting…" }
+                    // Filled by the script once it connects: without it, nothing to say here.
+                    span #live.live role="status" {}
                     noscript { span.live { "Deciding and following changes need JavaScript." } }
                     @if let Some(who) = &frame.who {
                         span.who { "Signed in as " strong { (who.name) } " (" (who.kind) ")" }
@@ -129,6 +130,8 @@ pub fn page(frame: &Frame<'_>, main: Markup) -> Markup {
                     (sign_in_form(frame.token_required, frame.name_asked, frame.feature.map_or("/board".to_owned(), |f| format!("/board/feature/{f}")).as_str(), None))
                 }
                 p #message.message role="alert" aria-live="assertive" {}
+                // What a live update changed, for screen readers (the page shows it).
+                p #changes.visually-hidden role="status" aria-live="polite" {}
                 (main)
             }
         }
@@ -303,8 +306,8 @@ pub fn overview(data: &Overview) -> Markup {
                     label for="state" { "State" }
                     select #state name="state" {
                         option value="" selected[data.filter.is_none()] { "All but GATE_1" }
-                        @for state in WorkflowState::ALL.iter().filter(|s| **s != WorkflowState::Gate1) {
-                            option value=(state) selected[data.filter == Some(*state)] { (state) }
+                        @for state in WorkflowState::ALL {
+                            option value=(state) selected[data.filter == Some(state)] { (state) }
                         }
                     }
                     button type="submit" { "Filter" }
@@ -553,9 +556,12 @@ fn gate_section(data: &Feature) -> Markup {
                     (decision_form(w, true, true))
                 }
                 Verdict::MayNot { why, may_reject, ask_hub } => {
-                    p #verdict.verdict.may-not { "You may not approve: " (why) }
+                    // Held by escalations only: Approve is offered, as it asks the hub again.
                     @if *ask_hub {
-                        p.note { "As last known here: Approve asks the Agent Hub again, so an escalation answered there does not hold the gate; while one still waits, the approval is not recorded." }
+                        p #verdict.verdict.may-not { "Not yet, as last known here: " (why) }
+                        p.note { "Approve asks the Agent Hub again, so an escalation answered there does not hold the gate; while one still waits, the approval is not recorded." }
+                    } @else {
+                        p #verdict.verdict.may-not { "You may not approve: " (why) }
                     }
                     @if *may_reject || *ask_hub { (decision_form(w, *ask_hub, *may_reject)) }
                 }
