@@ -4,7 +4,9 @@
 //! events (keeping the secret the server shows once), then drives a feature to its gate and
 //! prints each delivery it gets: verified with `verify_signature` over the raw body, and
 //! answered 2xx only when the signature holds (a bad one gets 401, so the server retries and
-//! the delivery log shows it). It stops after two deliveries.
+//! the delivery log shows it). Delivery is at least once: a delivery seen before (the same
+//! `webhook-id`) is answered 2xx again and not counted twice, and another feature's event
+//! (a shared server) is passed over. It stops after two deliveries of its feature.
 //!
 //! Run it with `cargo run -p examples --example webhook_receiver` (a server in-process), or
 //! pass the URL of a server you started with `WEBHOOK_ALLOW_PRIVATE_NETWORKS=true` (the
@@ -42,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
     println!("subscribed {url} as {}", created.webhook.id);
     let secret: Arc<str> = created.secret.into();
 
-    let (verified, deliveries) = mpsc::unbounded_channel::<serde_json::Value>();
+    let (verified, deliveries) = mpsc::unbounded_channel::<Verified>();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let (secret, verified) = (secret.clone(), verified.clone());
@@ -57,13 +59,21 @@ async fn main() -> anyhow::Result<()> {
                         .unwrap_or_default();
                     // Check the raw bytes first; parse only what verified.
                     let status = match verify_signature(&secret, &parts.headers, &body) {
-                        Ok(()) => match serde_json::from_slice(&body) {
-                            Ok(event) => {
-                                let _ = verified.send(event);
-                                204
+                        Ok(()) => {
+                            let id = parts
+                                .headers
+                                .get("webhook-id")
+                                .and_then(|v| v.to_str().ok());
+                            match (id, serde_json::from_slice(&body)) {
+                                (Some(id), Ok(event)) => {
+                                    let _ = verified.send((id.to_owned(), event));
+                                }
+                                // Signed by the server yet unreadable here: retrying would
+                                // not change it, so it is taken (2xx) and told.
+                                _ => eprintln!("a verified delivery this receiver cannot read"),
                             }
-                            Err(_) => 400,
-                        },
+                            204
+                        }
                         Err(refused) => {
                             eprintln!("refused a delivery: {refused}");
                             401
@@ -96,10 +106,13 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// A verified delivery: its `webhook-id` (the same on every retry) and its event.
+type Verified = (String, serde_json::Value);
+
 /// Starts a feature, brings it to the gate and prints the two deliveries that say so.
 async fn receive_two(
     client: &orchestrator_client::Client,
-    mut deliveries: mpsc::UnboundedReceiver<serde_json::Value>,
+    mut deliveries: mpsc::UnboundedReceiver<Verified>,
 ) -> anyhow::Result<()> {
     let feature = chrono::Utc::now()
         .format("webhook-example-%Y%m%d-%H%M%S%3f")
@@ -114,10 +127,19 @@ async fn receive_two(
         .advance_workflow(&started.feature_id, &AdvanceRequest::new("agent_complete"))
         .await?;
 
-    for _ in 0..2 {
-        let event = tokio::time::timeout(std::time::Duration::from_secs(15), deliveries.recv())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the receiver stopped"))?;
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 2 {
+        let (id, event) =
+            tokio::time::timeout(std::time::Duration::from_secs(15), deliveries.recv())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the receiver stopped"))?;
+        if event["subject"].as_str() != Some(started.feature_id.as_str()) {
+            continue;
+        }
+        if !seen.insert(id.clone()) {
+            println!("delivery {id} again (a retry): already handled");
+            continue;
+        }
         let text = |value: &serde_json::Value| value.as_str().unwrap_or("-").to_owned();
         println!(
             "verified event {}: {} {} → {}",

@@ -33,8 +33,9 @@ use crate::{Client, Result};
 /// Checks a delivery as a receiver got it: its headers (`webhook-id`, `webhook-timestamp`,
 /// `webhook-signature`), its raw body, and the webhook's secret as the server showed it
 /// (`whsec_…`), against this machine's clock (a timestamp more than five minutes away is
-/// refused, so an old delivery cannot be replayed). Verify the body's bytes as received,
-/// before parsing them.
+/// refused, so an old delivery cannot be replayed later). Verify the body's bytes as
+/// received, before parsing them. Within those five minutes a delivery may come twice (a
+/// retry, or a replay): deduplicate on `webhook-id`, the same on every attempt.
 pub fn verify_signature(
     secret: &str,
     headers: &HeaderMap,

@@ -277,14 +277,6 @@ impl RetrySchedule {
         self.delays.len() + 1
     }
 
-    /// Which attempt of the schedule a delivery's attempt number `attempts` is, when the
-    /// schedule last started after `schedule_from` attempts (a redelivery starts it again). At
-    /// least the first: a redelivery during an attempt whose outcome was never stored (its
-    /// replica died) leaves the schedule starting past the attempts made.
-    pub fn position(attempts: u32, schedule_from: u32) -> u32 {
-        attempts.saturating_sub(schedule_from).max(1)
-    }
-
     /// After `attempts` failed attempts, how long until the next one; `None` when the
     /// delivery has failed for good.
     pub fn next_delay(&self, attempts: u32) -> Option<Duration> {
@@ -325,6 +317,36 @@ impl fmt::Display for RetrySchedule {
             })
             .collect();
         f.write_str(&parts.join(","))
+    }
+}
+
+/// A delivery's next attempt, where its retry schedule stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduledAttempt {
+    /// The attempt's number: one more than the attempts made.
+    pub number: u32,
+    /// The attempts made before the retry schedule last started (a redelivery starts it
+    /// again), as stored with the attempt's outcome.
+    pub schedule_from: u32,
+}
+
+impl ScheduledAttempt {
+    /// The attempt after `attempts` made, the schedule having last started after
+    /// `schedule_from` of them. A redelivery during an attempt starts the schedule after
+    /// that attempt; if the attempt's outcome was never stored (its server died), the
+    /// schedule starts at this attempt instead, so that it is not taken twice from its first
+    /// delay (nor given an attempt more).
+    pub fn after(attempts: u32, schedule_from: u32) -> Self {
+        ScheduledAttempt {
+            number: attempts.saturating_add(1),
+            schedule_from: schedule_from.min(attempts),
+        }
+    }
+
+    /// Which attempt of the schedule this is, from 1: what [`RetrySchedule::after_attempt`]
+    /// takes.
+    pub fn position(self) -> u32 {
+        self.number.saturating_sub(self.schedule_from)
     }
 }
 
@@ -524,11 +546,41 @@ mod tests {
     }
 
     #[test]
-    fn the_schedule_counts_from_its_last_start_and_from_one_at_least() {
-        assert_eq!(RetrySchedule::position(1, 0), 1);
-        assert_eq!(RetrySchedule::position(5, 3), 2);
-        // Redelivered during an attempt whose outcome was lost: the next is the first.
-        assert_eq!(RetrySchedule::position(4, 4), 1);
+    fn the_schedule_counts_from_its_last_start() {
+        assert_eq!(ScheduledAttempt::after(0, 0).position(), 1);
+        assert_eq!(ScheduledAttempt::after(4, 3).position(), 2);
+        // Redelivered after the in-flight attempt was counted: the next is the first.
+        assert_eq!(ScheduledAttempt::after(4, 4).position(), 1);
+    }
+
+    /// Attempts a delivery gets from `attempts` made and its schedule's start until it fails
+    /// for good, each failing, and the delays between them.
+    fn run_out(schedule: &RetrySchedule, mut attempts: u32, mut from: u32) -> Vec<Duration> {
+        let now = Timestamp::from_timestamp(0, 0).unwrap();
+        let mut delays = Vec::new();
+        loop {
+            let attempt = ScheduledAttempt::after(attempts, from);
+            (attempts, from) = (attempt.number, attempt.schedule_from);
+            match schedule.after_attempt(attempt.position(), false, now) {
+                (DeliveryStatus::Pending, Some(next)) => {
+                    delays.push((next - now).to_std().unwrap());
+                }
+                _ => return delays,
+            }
+        }
+    }
+
+    #[test]
+    fn a_redelivery_during_an_attempt_that_was_lost_runs_the_schedule_once() {
+        let schedule = RetrySchedule::parse("1s,2s,3s").unwrap();
+        let whole: Vec<Duration> = schedule.delays().to_vec();
+        // Redelivered after two attempts, the third in flight and counted: the schedule
+        // starts after it.
+        assert_eq!(run_out(&schedule, 3, 3), whole);
+        // ...the third in flight and lost with its server (never counted): it starts at the
+        // next attempt all the same, its first delay once, its attempts as many.
+        assert_eq!(run_out(&schedule, 2, 3), whole);
+        assert_eq!(run_out(&schedule, 0, 0), whole);
     }
 
     #[test]

@@ -135,11 +135,22 @@ impl Claimed {
 }
 
 /// An answer as it is sent and kept: status, the headers worth keeping, body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
     body: String,
+}
+
+/// Without the body: a webhook's creation holds its secret.
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
 }
 
 impl Answer {
@@ -348,6 +359,14 @@ mod tests {
             expired_before(now) - before,
             chrono::Duration::seconds(65) + chrono::Duration::hours(1)
         );
+    }
+
+    #[test]
+    fn a_kept_answers_debug_leaves_its_body_out() {
+        let answer = Answer::json(StatusCode::CREATED, r#"{"secret":"whsec_x"}"#.into());
+        let shown = format!("{answer:?}");
+        assert!(!shown.contains("whsec_"), "{shown}");
+        assert!(shown.contains("201"), "{shown}");
     }
 
     #[tokio::test]

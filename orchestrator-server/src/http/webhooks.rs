@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orchestrator_core::api::{CreateWebhookRequest, Webhook};
-use orchestrator_core::webhook::{DeliveryStatus, RetrySchedule, WebhookSecret, is_public_address};
+use orchestrator_core::webhook::{
+    DeliveryStatus, RetrySchedule, ScheduledAttempt, WebhookSecret, is_public_address,
+};
 use orchestrator_core::{EventFilter, EventType, RepositoryError, Timestamp, ValidationError};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -173,22 +175,22 @@ impl Webhooks {
         posted: Result<u16, String>,
         ended: Timestamp,
     ) -> AttemptRecord {
-        let attempts = delivery.attempts.saturating_add(1);
+        let attempt = ScheduledAttempt::after(delivery.attempts, delivery.schedule_from);
         let (status_code, error) = match posted {
             Ok(code) if (200..300).contains(&code) => (Some(code), None),
             Ok(code) => (Some(code), Some(format!("the target answered {code}"))),
             Err(error) => (None, Some(error)),
         };
-        let on_schedule = RetrySchedule::position(attempts, delivery.schedule_from);
         let (status, next_attempt_at) =
             self.policy
                 .schedule
-                .after_attempt(on_schedule, error.is_none(), ended);
+                .after_attempt(attempt.position(), error.is_none(), ended);
         AttemptRecord {
             id: delivery.id.clone(),
             lease: delivery.lease,
             redeliveries: delivery.redeliveries,
-            attempts,
+            attempts: attempt.number,
+            schedule_from: attempt.schedule_from,
             status,
             status_code,
             delivered_at: error.is_none().then_some(ended),

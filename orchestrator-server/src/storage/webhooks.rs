@@ -91,6 +91,9 @@ pub struct AttemptRecord {
     pub redeliveries: u32,
     /// Attempts made, this one included.
     pub attempts: u32,
+    /// The attempts made before the retry schedule last started, as the attempt judged it
+    /// (see `ScheduledAttempt`).
+    pub schedule_from: u32,
     /// Delivered, failed for good, or pending again.
     pub status: DeliveryStatus,
     /// The HTTP status, if the target answered.
@@ -350,6 +353,7 @@ pub(crate) struct RecordChanges {
     pub last_status_code: Option<i32>,
     pub last_error: Option<String>,
     pub next_attempt_at: Option<i64>,
+    pub schedule_from: i32,
     /// Set by a delivering attempt; a failed one (after a redelivery) leaves the last success.
     #[diesel(treat_none_as_null = false)]
     pub delivered_at: Option<i64>,
@@ -400,6 +404,7 @@ impl From<&AttemptRecord> for RecordRow {
                 last_status_code,
                 last_error: record.error.clone(),
                 next_attempt_at: record.next_attempt_at.map(micros),
+                schedule_from: i32::try_from(record.schedule_from).unwrap_or(i32::MAX),
                 delivered_at: record.delivered_at.map(micros),
                 lease_until: None,
             },

@@ -952,6 +952,7 @@ async fn the_store_queues_each_event_once(
         lease: claimed[0].lease,
         redeliveries: 0,
         attempts: 1,
+        schedule_from: 0,
         status: DeliveryStatus::Delivered,
         status_code: Some(200),
         error: None,
@@ -977,6 +978,35 @@ async fn the_store_queues_each_event_once(
         1
     );
     assert_eq!(backlog(minute_on).await.pending, 1);
+    // A lease that ran out (its replica died during the attempt) is taken over: the delivery
+    // is claimed again, its attempts as they were, and the first claim's outcome, should it
+    // come, is not stored.
+    let ran_out = lease + chrono::Duration::seconds(1);
+    let taken_over = store
+        .claim_deliveries(
+            ran_out,
+            ran_out + chrono::Duration::seconds(30),
+            &ClaimRoom::up_to(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(taken_over.len(), 1, "{taken_over:?}");
+    assert_eq!(taken_over[0].id, claimed[1].id);
+    assert_eq!(taken_over[0].attempts, 0);
+    assert_ne!(taken_over[0].lease, claimed[1].lease);
+    let late = AttemptRecord {
+        id: claimed[1].id.clone(),
+        lease: claimed[1].lease,
+        redeliveries: 0,
+        attempts: 1,
+        schedule_from: 0,
+        status: DeliveryStatus::Delivered,
+        status_code: Some(200),
+        error: None,
+        next_attempt_at: None,
+        delivered_at: Some(now),
+    };
+    assert_eq!(store.record_attempts(&[late]).await.unwrap(), 0);
 
     // Only the settled one is purged; the pending one (still leased) stays.
     let later = now + chrono::Duration::seconds(1);
@@ -1015,6 +1045,41 @@ async fn the_store_queues_each_event_once(
         claim_of(&key).await,
         KeyClaim::Answered("the redelivery's 202".to_owned())
     );
+    // Redelivered while leased: the schedule starts after the attempt in flight. That attempt
+    // lost with its replica, the next claim's attempt starts the schedule itself, and the
+    // store keeps where it started (else the one after would be the schedule's first again).
+    let gone = ran_out + chrono::Duration::seconds(31);
+    let lease_again = gone + chrono::Duration::seconds(30);
+    let room = ClaimRoom::up_to(10);
+    let after_loss = store
+        .claim_deliveries(gone, lease_again, &room)
+        .await
+        .unwrap();
+    assert_eq!(after_loss.len(), 1, "{after_loss:?}");
+    let (attempts, from) = (after_loss[0].attempts, after_loss[0].schedule_from);
+    assert_eq!((attempts, from), (0, 1));
+    let attempt = orchestrator_core::webhook::ScheduledAttempt::after(attempts, from);
+    assert_eq!(attempt.position(), 1);
+    let failed = AttemptRecord {
+        id: after_loss[0].id.clone(),
+        lease: after_loss[0].lease,
+        redeliveries: after_loss[0].redeliveries,
+        attempts: attempt.number,
+        schedule_from: attempt.schedule_from,
+        status: DeliveryStatus::Pending,
+        status_code: Some(500),
+        error: Some("the target answered 500".into()),
+        next_attempt_at: Some(gone),
+        delivered_at: None,
+    };
+    assert_eq!(store.record_attempts(&[failed]).await.unwrap(), 1);
+    let next = store
+        .claim_deliveries(gone, lease_again, &room)
+        .await
+        .unwrap();
+    assert_eq!((next[0].attempts, next[0].schedule_from), (1, 0));
+    let attempt = orchestrator_core::webhook::ScheduledAttempt::after(1, 0);
+    assert_eq!(attempt.position(), 2, "the schedule's second attempt");
 
     assert!(store.delete_webhook(&webhook.id).await.unwrap());
     assert!(store.webhooks().await.unwrap().is_empty());
@@ -1179,6 +1244,7 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
         lease: busy.lease,
         redeliveries: busy.redeliveries,
         attempts: 1,
+        schedule_from: 0,
         status: DeliveryStatus::Delivered,
         status_code: Some(200),
         error: None,
@@ -1229,6 +1295,7 @@ async fn the_store_shares_claims_and_never_redelivers_in_flight(
         lease: again.lease,
         redeliveries: again.redeliveries,
         attempts: 2,
+        schedule_from: 0,
         status: DeliveryStatus::Failed,
         status_code: Some(500),
         ..delivered
