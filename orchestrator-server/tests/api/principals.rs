@@ -464,6 +464,14 @@ async fn only_admins_manage_webhooks() {
         assert_forbidden(someone.list_webhooks().await, "role needed: admin");
         assert_forbidden(someone.get_webhook("wh_1").await, "role needed: admin");
         assert_forbidden(someone.delete_webhook("wh_1").await, "role needed: admin");
+        assert_forbidden(
+            someone.list_deliveries("wh_1", &Default::default()).await,
+            "role needed: admin",
+        );
+        assert_forbidden(
+            someone.redeliver("wh_1", "msg_1").await,
+            "role needed: admin",
+        );
     }
     let admin = app.client_with(&admin);
     let created = admin.create_webhook(&request).await.unwrap();

@@ -305,6 +305,19 @@ async fn a_failing_target_is_retried_on_the_schedule_then_failed_and_can_be_rede
         ids.iter().all(|id| *id == ids[0]),
         "one delivery id: {ids:?}"
     );
+    // Each attempt signed when it is made (a retry past the receivers' five minutes would be
+    // refused with the first attempt's time): a second apart, so are their timestamps.
+    let stamps: Vec<i64> = attempts
+        .iter()
+        .map(|a| {
+            a.headers["webhook-timestamp"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(stamps.windows(2).all(|w| w[1] > w[0]), "{stamps:?}");
     let delivery = deliveries_until(&app.client, &webhook.id, |items| {
         items
             .first()
@@ -446,6 +459,31 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
     elsewhere.quiet(Duration::from_millis(500)).await;
 }
 
+/// A webhook deleted while its delivery waits for a retry: nothing more is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_webhook_is_not_retried() {
+    let app = spawn_app_with(|c| {
+        c.webhook_retry_schedule = RetrySchedule::parse("1s,1s").unwrap();
+    })
+    .await;
+    let mut receiver = Receiver::start().await;
+    receiver.answer(&[500, 500, 500]);
+    let webhook = app
+        .client
+        .create_webhook(&CreateWebhookRequest::new(receiver.url.clone()))
+        .await
+        .unwrap()
+        .webhook;
+    app.start_workflow("deleted-meanwhile").await;
+    receiver.next().await;
+    deliveries_until(&app.client, &webhook.id, |items| {
+        items.first().is_some_and(|d| d.attempts == 1)
+    })
+    .await;
+    app.client.delete_webhook(&webhook.id).await.unwrap();
+    receiver.quiet(Duration::from_secs(3)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_receiver_that_never_answers_does_not_hold_up_the_other_webhooks() {
     let app = spawn_app().await;
@@ -481,10 +519,11 @@ async fn a_receiver_that_never_answers_does_not_hold_up_the_other_webhooks() {
     .await;
     // ...while every attempt at the hung receiver is still waiting for its answer: the
     // healthy webhook did not wait for their timeouts.
+    let stuck_id = stuck.id;
     let stuck = app
         .client
         .list_deliveries(
-            &stuck.id,
+            &stuck_id,
             &DeliveriesQuery {
                 limit: Some(100),
                 ..Default::default()
@@ -497,6 +536,21 @@ async fn a_receiver_that_never_answers_does_not_hold_up_the_other_webhooks() {
         stuck.items.iter().all(|d| d.attempts == 0),
         "{:?}",
         stuck.items
+    );
+    // Ten seconds on, the attempts give up waiting: counted, why said, due again.
+    let timed_out = deliveries_until(&app.client, &stuck_id, |items| {
+        items.iter().any(|d| d.attempts > 0)
+    })
+    .await;
+    let gave_up = timed_out.iter().find(|d| d.attempts > 0).unwrap();
+    assert_eq!(gave_up.status, DeliveryStatus::Pending, "{gave_up:?}");
+    assert_eq!(gave_up.last_status_code, None, "{gave_up:?}");
+    assert!(
+        gave_up
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("no answer within 10 s")),
+        "{gave_up:?}"
     );
 }
 
@@ -774,6 +828,9 @@ async fn two_postgres_replicas_deliver_every_event_once() {
         spawn_app_with(|c| c.database_url = url.clone()),
     );
     let mut receiver = Receiver::start().await;
+    // Each attempt held for several of the other replica's claim rounds (five a second): a
+    // claim that took a leased delivery would send it again while it is held.
+    receiver.hold(&[Duration::from_millis(1500); 40]);
     a.client
         .create_webhook(&CreateWebhookRequest::new(receiver.url.clone()))
         .await
@@ -810,7 +867,7 @@ async fn two_postgres_replicas_deliver_every_event_once() {
         let previous = seen.insert(event_id.clone(), received.webhook_id());
         assert!(previous.is_none(), "event {event_id} delivered twice");
     }
-    receiver.quiet(Duration::from_secs(1)).await;
+    receiver.quiet(Duration::from_secs(2)).await;
     let ids: Vec<u64> = seen.keys().map(|id| id.parse().unwrap()).collect();
     let mut sorted = ids.clone();
     sorted.sort_unstable();
