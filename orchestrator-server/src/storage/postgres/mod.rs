@@ -59,8 +59,10 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// server (`idle_in_transaction_session_timeout`): a replica that lost its connection
 /// mid-transaction (a partition, a stalled proxy) would otherwise hold its locks — the event
 /// log's among them, so every replica's writes — until the server's TCP keepalive noticed,
-/// hours later.
-const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
+/// hours later. Below `STATEMENT_TIMEOUT`: the other replicas' writes waiting on those locks
+/// then go on late, instead of being cancelled (503) while they wait. Every transaction sends
+/// its next statement as soon as the last is answered; none waits on anything else between.
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a migration waits for a table's lock (`lock_timeout`) before it is rolled back and
 /// tried again: while it waits, every other session's statements on that table queue behind
 /// it, so a migration held up by a long transaction or a backup stalls the running replicas
@@ -928,7 +930,7 @@ mod tests {
         assert!(
             url.contains(
                 "options=-c%20statement_timeout%3D5000\
-                 %20-c%20idle_in_transaction_session_timeout%3D15000\
+                 %20-c%20idle_in_transaction_session_timeout%3D3000\
                  %20-c%20default_transaction_isolation%3Dread%5C%20committed"
             ),
             "{url}"
