@@ -731,3 +731,47 @@ async fn an_agent_deciding_is_refused_as_an_agent_before_state_and_version() {
         }
     }
 }
+
+/// A command built by hand is held to the rules of a request's names: `"alice "` is alice
+/// (her own work, not another person's approval), and a blank name or `system` is refused
+/// rather than counted as somebody at the gate.
+#[tokio::test]
+async fn names_in_a_command_built_by_hand_are_held_to_the_rules_of_a_requests() {
+    let (orchestrator, _) = orchestrator();
+    orchestrator.start(start("f")).await.unwrap();
+    let completed = orchestrator
+        .advance(&id("f"), by(Trigger::AgentComplete, "alice"))
+        .await
+        .unwrap();
+    assert_eq!(completed.state(), WorkflowState::Gate1);
+    let own = orchestrator
+        .advance(&id("f"), by(Trigger::HumanApproved, "alice "))
+        .await;
+    assert!(
+        matches!(
+            own,
+            Err(Error::Transition(
+                orchestrator_core::TransitionError::SelfApproval { .. }
+            ))
+        ),
+        "{own:?}"
+    );
+    for name in ["", " ", "SYSTEM"] {
+        let refused = orchestrator
+            .advance(&id("f"), by(Trigger::HumanApproved, name))
+            .await;
+        assert!(
+            matches!(&refused, Err(Error::Validation(e)) if e.field == "actor"),
+            "{name:?}: {refused:?}"
+        );
+    }
+    // Spaces around a name are dropped from the record as from a request's.
+    let approved = orchestrator
+        .advance(&id("f"), by(Trigger::HumanApproved, " bob "))
+        .await
+        .unwrap();
+    let history = orchestrator.history(&id("f")).await.unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(last.actor.as_ref().map(|a| a.as_str()), Some("bob"));
+    assert_eq!(approved.state(), WorkflowState::Phase2);
+}

@@ -2,16 +2,17 @@
 //! not, human or agent, with or without a reason), refused triggers and stale expected
 //! versions, driven through `Orchestrator` over the in-memory repository and checked against a
 //! deliberately dumb reference model: the product's transition table and gate rules, written
-//! out again. No agent ever approves or rejects, nobody approves the work they completed, no
-//! rejection goes without a reason, and replaying the history reproduces the state.
+//! out again. No agent ever approves or rejects, nobody approves the work they completed
+//! (unless the policy allows it), no rejection goes without a reason, replaying the history
+//! reproduces the state, and the event log holds one event per history entry and no more.
 
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use orchestrator_core::{
-    Actor, ActorKind, Advance, Description, Error, FeatureId, GateChoice,
-    InMemoryWorkflowRepository, ManualClock, Orchestrator, Reason, StartWorkflow, Transition,
-    TransitionError, Trigger, Workflow, WorkflowState,
+    Actor, ActorKind, Advance, Description, Error, EventFilter, EventType, FeatureId, GateChoice,
+    InMemoryWorkflowRepository, ManualClock, NewEvent, Orchestrator, Reason, StartWorkflow,
+    Transition, TransitionError, Trigger, Workflow, WorkflowState,
 };
 use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
@@ -89,7 +90,7 @@ fn gate_refusal(model: &Model, step: &Step) -> Option<&'static str> {
         None
     } else if step.actor.is_none() {
         (model.required > 1).then_some("actor")
-    } else if step.people().any(|p| model.authors.contains(&p)) {
+    } else if !model.allow_self && step.people().any(|p| model.authors.contains(&p)) {
         Some("self")
     } else if step
         .people()
@@ -131,6 +132,8 @@ struct Model {
     approvals: Vec<Vec<&'static str>>,
     /// The policy: distinct approvals needed.
     required: u8,
+    /// The policy: whether whoever completed the work may approve it.
+    allow_self: bool,
 }
 
 struct Lifecycle;
@@ -141,15 +144,16 @@ impl ReferenceStateMachine for Lifecycle {
 
     fn init_state() -> BoxedStrategy<Model> {
         // The system under test starts every workflow with `start`: PHASE_1 at version 1,
-        // with a gate needing one to three approvals.
-        (1u8..=3)
-            .prop_map(|required| Model {
+        // with a gate needing one to three approvals, the author allowed to approve or not.
+        (1u8..=3, prop::bool::weighted(0.25))
+            .prop_map(|(required, allow_self)| Model {
                 state: Phase1,
                 version: 1,
                 rework_count: 0,
                 authors: Vec::new(),
                 approvals: Vec::new(),
                 required,
+                allow_self,
             })
             .boxed()
     }
@@ -260,6 +264,7 @@ impl StateMachineTest for Lifecycle {
             .block_on(orchestrator.start(StartWorkflow {
                 gate: GateChoice {
                     required_approvals: Some(initial.required),
+                    allow_self_approval: Some(initial.allow_self),
                     ..GateChoice::default()
                 },
                 ..StartWorkflow::new(id.clone(), Description::parse("property test").unwrap())
@@ -299,6 +304,7 @@ impl StateMachineTest for Lifecycle {
                 })
                 .unwrap_or_default(),
             required: workflow_before.gate_policy().required_approvals,
+            allow_self: workflow_before.gate_policy().allow_self_approval,
         };
         system.clock.advance(Duration::seconds(step.elapse));
         let mut advance = Advance::new(step.trigger);
@@ -432,6 +438,7 @@ impl StateMachineTest for Lifecycle {
                 assert!(
                     entry.override_gate
                         || entry.actor.is_none()
+                        || model.allow_self
                         || !people(entry).iter().any(|p| authors.contains(p))
                 );
             }
@@ -466,6 +473,27 @@ impl StateMachineTest for Lifecycle {
             progress.time_in_state_seconds.values().sum::<u64>(),
             elapsed
         );
+
+        // One `workflow.transitioned` event per history entry, in order, carrying the entry: a
+        // refused step wrote none.
+        let filter = EventFilter {
+            feature_id: Some(system.id.clone()),
+            types: Vec::new(),
+        };
+        let events = system
+            .runtime
+            .block_on(system.orchestrator.events(None, &filter, 1000))
+            .unwrap()
+            .events;
+        assert_eq!(events.len(), history.len());
+        assert!(events.windows(2).all(|pair| pair[0].id < pair[1].id));
+        for (event, entry) in events.iter().zip(&history) {
+            assert_eq!(event.event.event_type, EventType::WorkflowTransitioned);
+            assert_eq!(
+                event.event.data,
+                NewEvent::transitioned_data(&system.id, entry)
+            );
+        }
 
         // DONE accepts nothing; IDLE accepts only start.
         match workflow.state() {

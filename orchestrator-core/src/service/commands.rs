@@ -162,6 +162,19 @@ impl Advance {
     }
 }
 
+impl Advance {
+    /// This advance with its names held to the rule of a name given now
+    /// ([`Actor::parse_name`]), as a request's are when it is parsed: a command built by hand
+    /// could name a blank actor, or `"alice "`, and count at the gate as another person than
+    /// alice — a second approval of hers, or an approval of her own work.
+    pub(crate) fn names_checked(mut self) -> Result<Self, ValidationError> {
+        let checked = |name: Option<Actor>| name.map(|n| Actor::parse_name(n.as_str())).transpose();
+        self.actor = checked(self.actor)?;
+        self.on_behalf_of = checked(self.on_behalf_of)?;
+        Ok(self)
+    }
+}
+
 impl TryFrom<AdvanceRequest> for Advance {
     type Error = ValidationError;
 

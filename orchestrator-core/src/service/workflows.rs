@@ -74,6 +74,7 @@ impl Orchestrator {
         command: Advance,
         seal: Option<Seal<Workflow>>,
     ) -> Result<Workflow> {
+        let command = command.names_checked()?;
         // An approval at the gate needs facts only the hub has, asked for before the decision:
         // judged on a read and committed with a compare-and-set. Every other trigger is judged
         // by the store inside its write.
