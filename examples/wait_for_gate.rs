@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         approve.actor = Some("alice".to_owned());
         if let Err(e) = reviewer.advance_workflow(&reviewed, &approve).await {
             eprintln!("the reviewer could not approve: {e}");
-            if e.status().map(|s| s.as_u16()) == Some(403) {
+            if e.is_forbidden() {
                 eprintln!(
                     "still waiting: approve or reject it yourself (`orchestrator approve {reviewed}`, with a reviewer's token)"
                 );

@@ -505,10 +505,18 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
             let unsettled = (status.is_server_error() && !hub_failed)
                 || body.code == ErrorCode::IdempotencyKeyInUse;
             let exists = starting && body.code == ErrorCode::WorkflowAlreadyExists;
+            let expired = body.code == ErrorCode::EventsExpired;
             let mut envelope = refusal(body, wire_code, request_id);
             if exists {
                 envelope["note"] = "run it with --use-existing to be given the existing workflow \
                                     instead"
+                    .into();
+            }
+            if expired {
+                envelope["note"] = "retention deleted events after that id: `watch \
+                                    --from-oldest` reads on from the oldest kept (so does \
+                                    `events` without --after); without --after, `watch` \
+                                    follows only new events"
                     .into();
             }
             if unsettled && let Some(key) = retry_key {
@@ -937,7 +945,7 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                         match &e {
                             // An event this version cannot read is passed over; the stream
                             // goes on.
-                            ClientError::Decode { .. } => {
+                            ClientError::UnreadableEvent { .. } => {
                                 let _ = writeln!(err, "warning: {e}; the event is skipped");
                             }
                             // A refusal (400, 401, 409, 410) ends the stream; it is the

@@ -35,8 +35,8 @@ pub(crate) const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// `Last-Event-ID`; at least as long as the answer's `Retry-After` asked, up to a minute); an
 /// error the server means (400, 401, 409 `EVENTS_CURSOR_AHEAD`, 410
 /// `EVENTS_EXPIRED`) ends the stream after it is returned. An event this version cannot read
-/// (a type a newer server added) comes back once as a [`ClientError::Decode`] item, and the
-/// stream goes on after it.
+/// (a type a newer server added) comes back once as a [`ClientError::UnreadableEvent`] item
+/// naming its id, and the stream goes on after it.
 ///
 /// A stream made without `after` starts "from now": at its connection, which happens at the
 /// first [`EventStream::next`], or earlier with [`EventStream::attach`] when what follows
@@ -319,10 +319,7 @@ impl EventStream {
                 self.last = id;
             }
             self.delivered = true;
-            return Some(decoded.map_err(|source| ClientError::Decode {
-                status: reqwest::StatusCode::OK,
-                source,
-            }));
+            return Some(decoded.map_err(|source| ClientError::UnreadableEvent { id, source }));
         }
     }
 }
@@ -623,8 +620,16 @@ mod tests {
         assert_eq!(stream.next().await.unwrap().unwrap().seq(), 1);
         let unreadable = stream.next().await.unwrap();
         assert!(
-            matches!(unreadable, Err(crate::ClientError::Decode { .. })),
+            matches!(
+                unreadable,
+                Err(crate::ClientError::UnreadableEvent { id: Some(2), .. })
+            ),
             "{unreadable:?}"
+        );
+        let said = unreadable.unwrap_err().to_string();
+        assert!(
+            said.starts_with("cannot read event 2 of the stream"),
+            "{said}"
         );
         assert_eq!(stream.last_event_id(), Some(2));
         assert_eq!(stream.next().await.unwrap().unwrap().seq(), 3);

@@ -89,6 +89,19 @@ pub enum ClientError {
         /// What did not fit.
         source: serde_json::Error,
     },
+    /// An event of the stream this version cannot read (a type a newer server added): passed
+    /// over, the stream goes on after it. `id` is the message's event id, to look it up
+    /// later (`GET /events?after=<id - 1>&limit=1` answers it as JSON).
+    #[error(
+        "cannot read event {} of the stream: {source}",
+        id.map_or_else(|| "(without an id)".to_owned(), |id| id.to_string())
+    )]
+    UnreadableEvent {
+        /// The event's id, if its message had one.
+        id: Option<u64>,
+        /// What did not fit.
+        source: serde_json::Error,
+    },
     /// The base URL is not a usable http(s) URL (shown without any user name and password in
     /// it).
     #[error(
@@ -166,6 +179,35 @@ impl ClientError {
     /// A 401: the token is missing or wrong.
     pub fn is_unauthorized(&self) -> bool {
         self.status() == Some(StatusCode::UNAUTHORIZED)
+    }
+
+    /// A 403: the caller may not do this (an agent deciding at the gate, a role that does not
+    /// allow it, an admin's gate policy asked for by someone else); the message says which.
+    pub fn is_forbidden(&self) -> bool {
+        self.status() == Some(StatusCode::FORBIDDEN)
+    }
+
+    /// A 410 `EVENTS_EXPIRED`: the events after the cursor were deleted by retention; read on
+    /// from the oldest kept (`after` unset) or start from now.
+    pub fn is_gone(&self) -> bool {
+        self.status() == Some(StatusCode::GONE)
+    }
+
+    /// The error code as the server spelled it (also a code this version does not know).
+    pub fn wire_code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { wire_code, .. } => Some(wire_code),
+            _ => None,
+        }
+    }
+
+    /// The answer's `x-request-id`, when the server sent an error envelope: the id its log
+    /// records the request under, to quote when reporting the failure.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { request_id, .. } => request_id.as_deref(),
+            _ => None,
+        }
     }
 }
 
@@ -940,7 +982,10 @@ impl Client {
 
     /// A page of the event log (`GET /events`): events after `query.after` (from the oldest
     /// kept when `None`), filtered, at most `query.limit` (100 when 0). Pass the answer's
-    /// `next_after` as the next `after`. 410 `EVENTS_EXPIRED` when retention deleted events
+    /// `next_after` as the next `after` until it comes back equal to the `after` sent: a page
+    /// may be short or empty with more after it (one cut at about 4 MiB, or a `type` filter
+    /// that looked at its 10 000 ids), so an empty `items` is not the end. 410
+    /// `EVENTS_EXPIRED` when retention deleted events
     /// after `after`; 409 `EVENTS_CURSOR_AHEAD` when `after` is past the newest event (the
     /// server's store was restored from an older copy, or replaced).
     ///
@@ -951,9 +996,17 @@ impl Client {
     /// ```no_run
     /// # async fn demo(client: orchestrator_client::Client) -> orchestrator_client::Result<()> {
     /// use orchestrator_core::api::EventsQuery;
-    /// let page = client.list_events(&EventsQuery::default()).await?;
-    /// for event in &page.items {
-    ///     println!("{} {} {}", event.id, event.event_type, event.subject);
+    /// let mut query = EventsQuery::default();
+    /// loop {
+    ///     let page = client.list_events(&query).await?;
+    ///     for event in &page.items {
+    ///         println!("{} {} {}", event.id, event.event_type, event.subject);
+    ///     }
+    ///     let next = page.next_after.parse().ok();
+    ///     if next == query.after || next.is_none() {
+    ///         break; // the end of the log, for now
+    ///     }
+    ///     query.after = next;
     /// }
     /// # Ok(())
     /// # }
@@ -1250,6 +1303,9 @@ mod tests {
         assert_eq!(body.code, ErrorCode::Unknown);
         assert_eq!(wire_code, "GATE_FROZEN");
         assert_eq!(request_id.as_deref(), Some("req-7"));
+        assert_eq!(error.wire_code(), Some("GATE_FROZEN"));
+        assert_eq!(error.request_id(), Some("req-7"));
+        assert!(error.is_conflict() && !error.is_forbidden() && !error.is_gone());
         assert_eq!(
             error.to_string(),
             "409 Conflict: the gate is frozen (GATE_FROZEN) [request req-7]"

@@ -694,6 +694,7 @@ async fn watch_from_the_oldest_event_starts_where_retention_ended() {
     let (code, _, err) = from(&["watch", "--after", "0", "--count", "1"]).await;
     assert_ne!(code, ExitCode::SUCCESS);
     assert!(err.contains("EVENTS_EXPIRED"), "{err}");
+    assert!(err.contains("--from-oldest"), "the way on is told: {err}");
     let (code, out, err) = from(&["watch", "--from-oldest", "--count", "1"]).await;
     assert_eq!(code, ExitCode::SUCCESS, "{err}");
     assert!(out.starts_with("3 workflow.transitioned kept "), "{out}");
