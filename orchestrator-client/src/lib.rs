@@ -297,6 +297,17 @@ fn error_from(status: StatusCode, request_id: Option<String>, bytes: &[u8]) -> C
 const SHOWN_BODY: usize = 4096;
 
 /// The start of `bytes` as text, up to [`SHOWN_BODY`] bytes and marked where cut.
+/// Whether a `Content-Type` names JSON (`application/json`, or a `+json` type).
+fn is_json(content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/json" || media.ends_with("+json")
+}
+
 fn shown_text(bytes: &[u8]) -> String {
     if bytes.len() <= SHOWN_BODY {
         return String::from_utf8_lossy(bytes).into_owned();
@@ -723,7 +734,20 @@ impl Client {
     /// The call's result from the server's successful answer.
     async fn answer<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T> {
         let status = response.status();
+        let json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(is_json);
         let bytes = response.bytes().await?;
+        // Something between that answered in its stead (a sign-in page, a proxy's): shown,
+        // rather than a JSON syntax error about its first byte.
+        if !json && !bytes.is_empty() {
+            return Err(ClientError::UnexpectedBody {
+                status,
+                text: shown_text(&bytes),
+            });
+        }
         // 202 and 204 answer no body: read as JSON `null` (the unit type).
         let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
         serde_json::from_slice(bytes).map_err(|source| ClientError::Decode { status, source })
@@ -1492,6 +1516,29 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.code(), Some(ErrorCode::IdempotencyKeyInUse));
         assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_success_that_is_not_json_shows_what_answered() {
+        let page = (
+            200,
+            "text/html; charset=utf-8",
+            "<html><body>Sign in to the proxy</body></html>".to_owned(),
+        );
+        let (address, _) = scripted(vec![page]);
+        let error = Client::new(address)
+            .unwrap()
+            .get_summary()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ClientError::UnexpectedBody { status, text }
+                if *status == StatusCode::OK && text.contains("Sign in to the proxy")),
+            "{error:?}"
+        );
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("application/problem+json"));
+        assert!(!is_json("text/html"));
     }
 
     #[tokio::test]
