@@ -407,40 +407,67 @@ fn complete_operation(
     }
 }
 
-/// Completes a board operation. The board answers its own errors as pages (its annotations
-/// list them); only what fails before a board route runs comes as the JSON envelope: malformed
-/// HTTP, a bug or the request deadline, and for a form, a body too large or too slow. Board
-/// routes need no bearer token (a session cookie, or nothing).
+/// Completes a board operation. The board answers its errors as pages, those met before its
+/// handlers run too (a bug, the request deadline, a form too large or too slow): its
+/// annotations list its own, and these are added. Only malformed HTTP, refused before any
+/// route is known, comes as the JSON envelope. Board routes need no bearer token (a session
+/// cookie, or nothing).
 fn complete_board_operation(operation: &mut Value, method: &str) {
     let id = operation["operationId"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let mut codes: Vec<ErrorCode> = EVERY_OPERATION.to_vec();
-    if method == "post" {
-        codes.extend([ErrorCode::RequestTimeout, ErrorCode::PayloadTooLarge]);
-    }
-    let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
-    for code in codes {
-        by_status.entry(code.status()).or_default().push(code);
-    }
     let mut responses: Map<String, Value> = operation["responses"]
         .as_object_mut()
         .map(std::mem::take)
         .unwrap_or_default();
+    // Malformed HTTP: the envelope, as on every path.
+    let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
+    for code in [
+        ErrorCode::BadRequest,
+        ErrorCode::UriTooLong,
+        ErrorCode::HeadersTooLarge,
+    ] {
+        by_status.entry(code.status()).or_default().push(code);
+    }
     for (status, codes) in by_status {
         let errors = error_response(&id, &codes, false, false);
         match responses.get_mut(&status.to_string()) {
             Some(page) => {
                 page["content"]["application/json"] = errors["content"]["application/json"].clone();
                 page["description"] = json!(format!(
-                    "{}; or, before the board is reached, an error: {}",
+                    "{}; or, malformed HTTP refused before any route: {}",
                     page["description"].as_str().unwrap_or_default(),
                     errors["description"].as_str().unwrap_or_default()
                 ));
             }
             None => {
                 responses.insert(status.to_string(), errors);
+            }
+        }
+    }
+    // What fails around the page's handler: a page as well.
+    let mut around = vec![ErrorCode::Internal, ErrorCode::ServiceUnavailable];
+    if method == "post" {
+        around.extend([ErrorCode::RequestTimeout, ErrorCode::PayloadTooLarge]);
+    }
+    for code in around {
+        let said = format!("a page: {}", when(code));
+        match responses.get_mut(&code.status().to_string()) {
+            Some(page) => {
+                let before = page["description"].as_str().unwrap_or_default().to_owned();
+                if !before.contains(&said) {
+                    page["description"] = json!(format!("{before}; or {said}"));
+                }
+            }
+            None => {
+                responses.insert(
+                    code.status().to_string(),
+                    json!({
+                        "description": said,
+                        "content": { "text/html": { "schema": { "type": "string" } } }
+                    }),
+                );
             }
         }
     }

@@ -1095,7 +1095,7 @@ mod tests {
         }
         for (name, value) in [
             ("statement_timeout", "5s"),
-            ("idle_in_transaction_session_timeout", "15s"),
+            ("idle_in_transaction_session_timeout", "3s"),
             ("default_transaction_isolation", "read committed"),
             ("application_name", "mine"),
         ] {
