@@ -1,5 +1,5 @@
-//! The Agent Hub as the orchestrator needs it: sessions, asking an expert, reading an
-//! escalation, health.
+//! The Agent Hub as the orchestrator needs it: sessions, asking an expert, reading and
+//! answering an escalation, health.
 //!
 //! **API boundary.** This module holds the trait and its types only. The HTTP implementation
 //! lives in the server (it copes with the hub's quirks: nested error bodies, naive

@@ -5,12 +5,14 @@
 //!
 //! - [`state`]: the five states, the triggers, and the transition table as data.
 //! - [`values`]: validated values (`FeatureId`, `Description`, …), built only by parsing.
-//! - [`workflow`]: the `Workflow` aggregate, its pure `apply`, history records, progress.
+//! - [`workflow`]: the `Workflow` aggregate, its pure `decide` (and `apply`), history
+//!   records, progress.
 //! - [`repository`]: the `WorkflowRepository` trait every store implements.
 //! - [`gate`]: a workflow's gate policy and its current stay at the gate.
 //! - [`hub`]: the `AgentHub` trait and its types.
 //! - [`principal`]: who acts — kinds (human, agent, system), roles, and what each may do.
 //! - [`consultation`]: questions asked of the hub, and how an escalation's outcome is folded in.
+//! - [`event`]: the event log's records (`NewEvent`, `Event`, `EventFilter`, `EventType`).
 //! - [`service`]: the `Orchestrator`, where the rules meet the repository.
 //! - [`webhook`]: webhook signatures (and [`webhook::verify`] for receivers), the retry
 //!   schedule, delivery status.

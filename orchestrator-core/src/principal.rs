@@ -3,7 +3,7 @@
 //! Pure rules. The server authenticates a request and finds its [`Principal`]; these types say
 //! whether that principal may do what it asks ([`Principal::may`]). The one rule about kinds
 //! that no role can lift — an agent never approves or rejects — is judged by
-//! [`crate::Workflow::apply`], where every transition is judged.
+//! [`crate::Workflow::decide`], where every transition is judged.
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -1,8 +1,8 @@
 //! The storage boundary: what the orchestrator needs from any store of workflows.
 //!
-//! **API boundary.** Implementations live elsewhere (the in-memory one in [`crate::memory`],
-//! diesel ones in the server); they translate their own failures into [`RepositoryError`].
-//! Core never sees a table.
+//! **API boundary.** Implementations live elsewhere (the in-memory one in `memory`, feature
+//! `test-util`, diesel ones in the server); they translate their own failures into
+//! [`RepositoryError`]. Core never sees a table.
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;

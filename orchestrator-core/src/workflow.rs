@@ -1,7 +1,8 @@
 //! The `Workflow` aggregate: one feature's life cycle, its rules, and its history records.
 //!
-//! [`Workflow::apply`] is the only place a trigger is judged; it is pure (the time arrives in
-//! the [`TransitionContext`]) and returns the [`Transition`] to persist.
+//! [`Workflow::decide`] is the only place a trigger is judged ([`Workflow::apply`] is it
+//! without gate facts); it is pure (the time arrives in the [`TransitionContext`]) and returns
+//! the [`Transition`] to persist.
 //! [`Workflow::record`] folds an accepted transition into the snapshot and holds no rules.
 //! [`Workflow::replay`] rebuilds a snapshot from its history by the same fold.
 

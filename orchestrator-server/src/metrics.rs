@@ -1,7 +1,9 @@
 //! The service's metrics, through `prometheus-client` and exposed as OpenMetrics text: requests
-//! by route and status, a latency histogram per route, transitions by trigger, workflows by
-//! state (read at scrape time), Agent Hub calls by operation and outcome, and the store's own
-//! (connection pool in use and waits, writes per commit).
+//! by route, method and status, a latency histogram per route, transitions by trigger, gate
+//! expiries, workflows by state and overdue gates (read at scrape time), Agent Hub calls by
+//! operation and outcome, webhook attempts and backlog, event streams, worker restarts, and the
+//! store's own (connection pool in use and waits, writes per commit, advances judged again or
+//! deferred). docs/OPERATIONS.md has the table.
 
 use std::time::Duration;
 

@@ -47,8 +47,8 @@ impl Orchestrator {
     /// person's decision that lands first wins and the stay is left alone (a decision dated
     /// after the deadline notes it itself first, before it is judged).
     ///
-    /// Stays are noted [`SWEEP_GRACE`] after their deadline. A gate that cannot be noted is
-    /// logged and left for later: the sweep goes on with the gates due after it, and the next
+    /// Stays are noted a second (`SWEEP_GRACE`) after their deadline. A gate that cannot be
+    /// noted is logged and left for later: the sweep goes on with the gates due after it, and the next
     /// sweeps try it once more after all the others (those tried longest ago first), so that
     /// gates whose rows a stuck transaction holds never keep the rest from their deadlines.
     /// After a few failures in a row a sweep stops. It fails only when the overdue gates

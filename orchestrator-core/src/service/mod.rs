@@ -4,9 +4,12 @@
 //! commits through [`WorkflowRepository`]. It knows nothing of HTTP: callers turn [`Error`]
 //! into their own answers (the server's mapping is in its `http::error`).
 //!
-//! - `commands`: what callers ask (`StartWorkflow`, `Advance`), parsed from wire requests.
+//! - `commands`: what callers ask (`StartWorkflow`, `Advance`, `Respond`), parsed from wire
+//!   requests.
 //! - `workflows`: starting, reading, advancing and listing workflows.
+//! - `gates`: gate deadlines — noting a stay past its `due_at` and applying its policy.
 //! - `consultations`: asking the Agent Hub, and the gate's wait for humans.
+//! - `events`: reading the event log, and its retention.
 //! - `clock`: the `Clock` seam, and `ManualClock` for tests (feature `test-util`).
 
 mod clock;

@@ -10,7 +10,7 @@
 //! message with only `id:`), then reads the log from there until it is caught up (beating,
 //! with its position, while that takes long), then forwards the broadcast, skipping ids it
 //! sent. Each stream has a small queue toward its connection (bounded in chunks and in bytes,
-//! [`stream_queue`]); a consumer that falls behind the
+//! `stream_queue`); a consumer that falls behind the
 //! broadcast (a slow reader) is told its position and disconnected, and resumes by id, so
 //! memory stays bounded.
 
@@ -992,7 +992,7 @@ impl Drop for StreamSlot {
 const HOLDER_RECHECK: Duration = Duration::from_secs(15);
 
 /// Who holds a stream, asked again at every heartbeat (and at least every
-/// [`HOLDER_RECHECK`]): the stream ends once they could no longer open it.
+/// `HOLDER_RECHECK`): the stream ends once they could no longer open it.
 pub enum Holder {
     /// A board session, by its key: ends when it is signed out, expires, or outlives the
     /// token or principal that made it.

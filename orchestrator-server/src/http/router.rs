@@ -1,5 +1,5 @@
 //! The route table: every path pattern of the API, once, and the methods each serves.
-//! `App::dispatch` holds the one `match (route, method)` that calls a handler.
+//! `App::dispatch` holds the one `match` on the route that calls a handler.
 
 use http::Method;
 use orchestrator_core::Action;
@@ -177,7 +177,7 @@ impl Route {
     }
 }
 
-/// Builds the matcher over [`Route::TABLE`].
+/// Builds the matcher over `Route::TABLE`.
 pub fn build() -> matchit::Router<Route> {
     let mut router = matchit::Router::new();
     for (pattern, route) in Route::TABLE {

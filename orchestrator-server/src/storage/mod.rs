@@ -2,13 +2,13 @@
 //! (several replicas on one database), both implementing the core's `WorkflowRepository`.
 //!
 //! Only this module imports diesel, and it translates every database failure into core's
-//! `RepositoryError` in one place ([`classify`]).
+//! `RepositoryError` in one place (`classify`).
 //!
 //! How it is laid out, so that a new table or query touches each back end once:
 //! - `schema` (the tables, as `diesel print-schema` writes them) and `models` (rows and their
 //!   conversions to core types) serve both back ends.
 //! - `queries` builds every query once, independent of the back end; `write` describes every
-//!   write once ([`write::Write`]) with what it decided ([`write::Written`]).
+//!   write once (`write::Write`) with what it decided (`write::Written`).
 //! - `sqlite` and `postgres` run them: each has a plain function per query and one `apply`
 //!   per write, blocking for SQLite (reads on a bounded pool of blocking threads, writes on
 //!   the writer thread that commits whatever is waiting as one transaction) and async for

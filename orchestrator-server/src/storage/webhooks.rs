@@ -427,7 +427,7 @@ pub(crate) fn page_statuses(page: &DeliveriesPage) -> Vec<&'static str> {
     }
 }
 
-/// What each back end gives the webhook store: its way of writing, and the three reads. The
+/// What each back end gives the webhook store: its way of writing, and the four reads. The
 /// [`WebhookRepository`] methods are written once, over it.
 #[async_trait]
 pub(crate) trait WebhookBackend: Send + Sync {

@@ -11,7 +11,7 @@
 //! mode; shared-token mode asks for both, since one token names no one) for a random session
 //! id in an HttpOnly, SameSite=Strict cookie, kept in the store by its SHA-256 for 12 hours and
 //! deleted by sign-out. A request to the API without `Authorization` but with the cookie acts
-//! as the session ([`api_caller`]); a write that way must carry the session's CSRF token in
+//! as the session (`api_caller`); a write that way must carry the session's CSRF token in
 //! `X-CSRF-Token`, and a request that says its `Origin` must come from this server's.
 //!
 //! Every board answer carries a `Content-Security-Policy` that allows nothing outside the

@@ -1,7 +1,7 @@
 //! `PgRepository`: the repository contract on PostgreSQL, for several replicas on one
 //! database.
 //!
-//! One pool; every operation has a time bound ([`QUERY_TIMEOUT`], and a `statement_timeout`
+//! One pool; every operation has a time bound (`QUERY_TIMEOUT`, and a `statement_timeout`
 //! on the server), and a connection that timed out or failed is taken out of the pool, so a
 //! lost or restarted database is recovered from without restarting the service. Concurrent
 //! advances share one statement and one transaction (`commits`), and so do concurrent

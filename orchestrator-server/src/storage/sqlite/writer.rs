@@ -52,7 +52,7 @@ const MAX_BATCH: usize = 256;
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
 /// Size of the write-ahead log past which it is reset. It is also the connection's
 /// `journal_size_limit`, the size SQLite cuts the file back to. While the checkpoint thread
-/// copies, the log grows a few MiB further (at most [`WAL_RESET_SLACK_BYTES`] further, then by
+/// copies, the log grows a few MiB further (at most `WAL_RESET_SLACK_BYTES` further, then by
 /// one copy's worth), staying under 176 MiB; a crash replays at most that much (measured:
 /// 160 ms for 170 MiB). Each reset stops the writer for a few milliseconds, and every write
 /// waiting meanwhile waits that much longer: at full load 48 MiB meant three or four resets a
