@@ -608,9 +608,10 @@ impl App {
             Route::Docs => self.0.docs.docs_page(),
             Route::DocsFile => self.0.docs.swagger_file(param),
             Route::Redoc => Ok(self.0.docs.redoc()),
-            Route::Start => {
+            Route::Start if parts.method == Method::POST => {
                 workflows::create_workflow(self, caller, &parts.headers, body, claimed).await
             }
+            Route::Start => workflows::get_workflow_named_start(self).await,
             Route::Workflow => workflows::get_workflow(self, param).await,
             Route::Advance => {
                 workflows::advance_workflow(self, caller, param, &parts.headers, body, claimed)

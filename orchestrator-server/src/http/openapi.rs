@@ -35,6 +35,7 @@ use super::{board, events};
     paths(
         workflows::create_workflow,
         workflows::get_workflow,
+        workflows::get_workflow_named_start,
         workflows::advance_workflow,
         workflows::get_history,
         workflows::list_workflows,
@@ -205,8 +206,8 @@ fn operation_errors(operation_id: &str) -> &'static [ErrorCode] {
     use ErrorCode::*;
     match operation_id {
         "create_workflow" => &[ValidationError, WorkflowAlreadyExists],
-        // `GET /workflow/start` is the start route's path, which serves POST only.
-        "get_workflow" => &[ValidationError, WorkflowNotFound, MethodNotAllowed],
+        "get_workflow" => &[ValidationError, WorkflowNotFound],
+        "get_workflow_named_start" => &[WorkflowNotFound],
         "get_history" | "list_consultations" => &[ValidationError, WorkflowNotFound],
         "list_events" | "stream_events" => &[ValidationError, EventsExpired, EventsCursorAhead],
         "advance_workflow" => &[
@@ -653,7 +654,7 @@ fn when(code: ErrorCode) -> &'static str {
             "the token's principal lacks the role this needs (details name it; a start whose gate asks fewer approvals than the server's default, or self-approval it does not allow, needs admin), an agent tried to approve, reject or answer an escalation, or a write with the board's session cookie lacked its CSRF token, came from another origin or was not one the board makes (it approves, rejects and answers escalations only)"
         }
         NotFound => "no such route",
-        MethodNotAllowed => "the path is POST /workflow/start's (feature id `start`)",
+        MethodNotAllowed => "the path does not serve this method (`Allow` names those it does)",
         WorkflowNotFound => "no workflow has this feature id",
         WorkflowAlreadyExists => "the feature id has a workflow and use_existing was not set",
         InvalidTransition => "the trigger is not allowed in the current state",

@@ -120,8 +120,10 @@ impl Route {
     /// The methods the route serves.
     pub fn methods(self) -> &'static [Method] {
         match self {
-            Route::Start
-            | Route::Advance
+            // `GET /workflow/start` is the workflow of a feature named `start`: the fixed
+            // route wins the match over `/workflow/{feature_id}`.
+            Route::Start => &[Method::GET, Method::HEAD, Method::POST],
+            Route::Advance
             | Route::Respond
             | Route::Redeliver
             | Route::BoardSession

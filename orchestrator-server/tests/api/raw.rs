@@ -421,7 +421,7 @@ async fn unknown_routes_and_methods_answer_the_envelope() {
     );
 
     for (method, path) in [
-        (Method::GET, "/workflow/start"),
+        (Method::PUT, "/workflow/start"),
         (Method::DELETE, "/workflow/x"),
         (Method::PUT, "/workflows"),
         (Method::GET, "/workflow/x/advance"),
@@ -567,4 +567,39 @@ async fn head_answers_like_get_without_a_body() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["etag"], "\"1\"");
     assert!(response.bytes().await.unwrap().is_empty());
+}
+
+/// A feature may be named `start`: `/workflow/start` is then its workflow for GET and HEAD
+/// (the path a start's `Location` names), as `/workflow/{id}` is any other's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_feature_named_start_is_read_at_its_location() {
+    let app = spawn_app().await;
+    let started = reqwest::Client::new()
+        .post(app.url("/workflow/start"))
+        .json(&serde_json::json!({"feature_id": "start", "description": "named start"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+    assert_eq!(started.headers()["location"], "/workflow/start");
+    let read = reqwest::get(app.url("/workflow/start")).await.unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(read.headers()["etag"], "\"1\"");
+    let head = reqwest::Client::new()
+        .head(app.url("/workflow/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    let id = orchestrator_core::FeatureId::parse("start").unwrap();
+    let workflow = app.client.get_workflow(&id).await.unwrap();
+    assert_eq!(workflow.description.as_str(), "named start");
+    // Another method than those is still refused, naming the three.
+    let put = reqwest::Client::new()
+        .put(app.url("/workflow/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 405);
+    assert_eq!(put.headers()["allow"], "GET, HEAD, POST");
 }

@@ -123,6 +123,21 @@ pub async fn get_workflow(app: &App, id: &str) -> Result<HttpResponse> {
     read_answer(app, &workflow).await
 }
 
+/// Read the workflow of the feature named `start`: `/workflow/start` is the start's path, and
+/// a GET there reads that feature (its start's `Location` names the path), as
+/// `GET /workflow/{feature_id}` reads any other.
+#[utoipa::path(
+    get, path = "/workflow/start", tag = "workflows", operation_id = "get_workflow_named_start",
+    responses(
+        (status = 200, description = "the workflow of the feature named `start`", body = WorkflowResponse,
+         headers(("ETag" = String, description = "the version, quoted; send it back as If-Match")),
+         example = json!(crate::http::openapi::examples::workflow("GATE_1", 3))),
+    ),
+)]
+pub async fn get_workflow_named_start(app: &App) -> Result<HttpResponse> {
+    get_workflow(app, "start").await
+}
+
 /// Adds to each gate among `views` the consultations that hold it (as stored: one read for
 /// them all, and no hub call on a read).
 pub(crate) async fn held(app: &App, views: &mut [WorkflowResponse]) -> Result<()> {
