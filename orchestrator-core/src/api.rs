@@ -230,7 +230,7 @@ pub struct StartWorkflowRequest {
     pub feature_id: String,
     /// Not blank, at most 10 000 characters.
     pub description: String,
-    /// A JSON object of at most 64 KiB.
+    /// A JSON object of at most 64 KiB, nested at most 32 levels (the object itself is one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Value>,
@@ -322,7 +322,8 @@ pub struct AdvanceRequest {
     /// With any other trigger it is ignored (and needs no admin).
     #[serde(rename = "override", default, skip_serializing_if = "Option::is_none")]
     pub override_gate: Option<bool>,
-    /// A JSON object of at most 64 KiB, kept with the history entry.
+    /// A JSON object of at most 64 KiB, nested at most 32 levels (the object itself is one),
+    /// kept with the history entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Value>,

@@ -255,6 +255,9 @@ pub const ACTOR_MAX_CHARS: usize = 128;
 pub const REASON_MAX_CHARS: usize = 10_000;
 /// Largest metadata object, in bytes of compact JSON.
 pub const METADATA_MAX_BYTES: usize = 64 * 1024;
+/// How deep metadata given now may nest (the object itself is level 1): answers carry it a
+/// few levels deeper, and JSON readers commonly stop at 128 levels (serde_json does).
+pub const METADATA_MAX_DEPTH: usize = 32;
 
 fn check_feature_id(value: &str) -> Result<(), String> {
     let rule = || {
@@ -391,6 +394,21 @@ impl Metadata {
         Ok(Metadata(map))
     }
 
+    /// Parses metadata given now (a request's): the rule of [`Metadata::parse`], and nested at
+    /// most [`METADATA_MAX_DEPTH`] levels. Metadata kept earlier is read with
+    /// [`Metadata::parse`], so a deeper object an earlier version kept still reads.
+    pub fn parse_given(value: Value) -> Result<Self, ValidationError> {
+        let metadata = Metadata::parse(value)?;
+        let depth = 1 + metadata.0.values().map(depth).max().unwrap_or(0);
+        if depth > METADATA_MAX_DEPTH {
+            return Err(ValidationError::new(
+                "metadata",
+                format!("must nest at most {METADATA_MAX_DEPTH} levels, nests {depth}"),
+            ));
+        }
+        Ok(metadata)
+    }
+
     /// The object's entries.
     pub fn as_map(&self) -> &Map<String, Value> {
         &self.0
@@ -399,6 +417,15 @@ impl Metadata {
     /// Whether the object has no entries.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// How many levels of objects and arrays `value` nests (0 for a scalar).
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -641,6 +668,26 @@ mod tests {
         let over = json!({ "k": "x".repeat(METADATA_MAX_BYTES - 7) });
         assert!(Metadata::parse(fits).is_ok());
         assert!(Metadata::parse(over).is_err());
+    }
+
+    #[test]
+    fn metadata_given_now_nests_at_most_thirty_two_levels() {
+        let nested = |levels: usize| {
+            let mut value = json!(1);
+            for _ in 0..levels {
+                value = json!({ "k": value });
+            }
+            value
+        };
+        assert!(Metadata::parse_given(nested(METADATA_MAX_DEPTH)).is_ok());
+        let deep = Metadata::parse_given(nested(METADATA_MAX_DEPTH + 1)).unwrap_err();
+        assert_eq!(deep.field, "metadata");
+        assert!(deep.rule.contains("nests 33"), "{}", deep.rule);
+        // An array is a level too.
+        let in_array = json!({ "k": [nested(METADATA_MAX_DEPTH - 1)] });
+        assert!(Metadata::parse_given(in_array).is_err());
+        // Kept earlier, a deeper object still reads.
+        assert!(Metadata::parse(nested(METADATA_MAX_DEPTH + 10)).is_ok());
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl TryFrom<StartWorkflowRequest> for StartWorkflow {
         let feature_id = FeatureId::parse(request.feature_id)?;
         let description = Description::parse(request.description)?;
         Ok(StartWorkflow {
-            metadata: Metadata::parse(request.metadata.unwrap_or_default())?,
+            metadata: Metadata::parse_given(request.metadata.unwrap_or_default())?,
             use_existing: request.use_existing.unwrap_or(false),
             gate: request
                 .gate
@@ -192,7 +192,7 @@ impl TryFrom<AdvanceRequest> for Advance {
             override_gate: request.override_gate.unwrap_or(false)
                 && trigger == Trigger::HumanApproved,
             reason: parse_optional(request.reason, Reason::parse)?,
-            metadata: Metadata::parse(request.metadata.unwrap_or_default())?,
+            metadata: Metadata::parse_given(request.metadata.unwrap_or_default())?,
             expected_version: request.expected_version,
         })
     }

@@ -603,3 +603,67 @@ async fn a_feature_named_start_is_read_at_its_location() {
     assert_eq!(put.status(), 405);
     assert_eq!(put.headers()["allow"], "GET, HEAD, POST");
 }
+
+/// Metadata nested past 32 levels is refused: answers carry it a few levels deeper, and past
+/// 128 a JSON reader (this project's client among them) could not read the pages holding it.
+/// At 32 it goes through the typed client's lists, history and events.
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_nested_too_deep_is_refused_and_what_fits_reads_back() {
+    let app = spawn_app().await;
+    let nested = |levels: usize| {
+        let mut value = serde_json::json!(1);
+        for _ in 0..levels {
+            value = serde_json::json!({ "k": value });
+        }
+        value
+    };
+    let start = |id: &str, metadata: serde_json::Value| {
+        serde_json::json!({"feature_id": id, "description": "deep", "metadata": metadata})
+            .to_string()
+            .into_bytes()
+    };
+    let (status, envelope) = send(
+        &app,
+        Method::POST,
+        "/workflow/start",
+        Some("application/json"),
+        start("too-deep", nested(33)),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), envelope.error.code),
+        (400, ErrorCode::ValidationError)
+    );
+    assert!(envelope.error.message.contains("metadata"), "{envelope:?}");
+    let created = reqwest::Client::new()
+        .post(app.url("/workflow/start"))
+        .header("content-type", "application/json")
+        .body(start("deep-enough", nested(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = orchestrator_core::FeatureId::parse("deep-enough").unwrap();
+    assert_eq!(
+        app.client
+            .list_workflows(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.client.get_history(&id).await.unwrap().transitions.len(),
+        1
+    );
+    assert_eq!(
+        app.client
+            .list_events(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
