@@ -502,6 +502,26 @@ async fn if_match_guards_an_advance_like_expected_version() {
         .unwrap();
     assert_eq!(garbage.status(), 400);
 
+    // Twice, even the same: refused, as a list of versions on one line is.
+    for second in ["\"1\"", "\"2\""] {
+        let twice = http
+            .post(app.url("/workflow/etag/advance"))
+            .header("content-type", "application/json")
+            .header("if-match", "\"1\"")
+            .header("if-match", second)
+            .body(r#"{"trigger": "agent_complete"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(twice.status(), 400);
+        let envelope: ErrorEnvelope = twice.json().await.unwrap();
+        assert!(envelope.error.message.contains("If-Match"), "{envelope:?}");
+    }
+    let listed = post("\"1\", \"2\"", r#"{"trigger": "agent_complete"}"#)
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 400);
+
     let fresh = post(
         "\"1\"",
         r#"{"trigger": "agent_complete", "expected_version": 1}"#,

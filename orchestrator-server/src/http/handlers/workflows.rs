@@ -158,7 +158,7 @@ pub(crate) async fn held(app: &App, views: &mut [WorkflowResponse]) -> Result<()
     post, path = "/workflow/{feature_id}/advance", tag = "workflows", operation_id = "advance_workflow",
     params(
         ("feature_id" = String, Path, description = "the feature id"),
-        ("If-Match" = Option<String>, Header, description = "the expected version as the ETag gave it (`\"3\"`, `W/\"3\"` or `3`), or `*` for any; if `expected_version` is given too, both must agree"),
+        ("If-Match" = Option<String>, Header, description = "the expected version as the ETag gave it (`\"3\"`, `W/\"3\"` or `3`), or `*` for any; one header, one version (twice, or a list, is 400); if `expected_version` is given too, both must agree"),
     ),
     request_body(content = AdvanceRequest, example = json!(crate::http::openapi::examples::advance_request())),
     responses(
@@ -210,11 +210,16 @@ pub async fn advance_workflow(
     Ok(workflow_answer(StatusCode::OK, &workflow, now).into_response())
 }
 
-/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `*` names none.
+/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `*` names none. Given
+/// twice (a proxy's beside the client's), it is 400: neither is taken for the other.
 fn if_match_version(headers: &HeaderMap) -> Result<Option<u64>> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
+    let mut values = headers.get_all(header::IF_MATCH).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(ValidationError::new("If-Match", "must be given once, not twice").into());
+    }
     let bad = || {
         ValidationError::new(
             "If-Match",
