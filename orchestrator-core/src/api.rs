@@ -691,6 +691,24 @@ impl From<&Event> for CloudEvent {
     }
 }
 
+/// The query's pairs, refused if one of `once` comes twice (`?limit=5&limit=50`): neither
+/// is taken for the other, as with a header given twice. Other keys pass as they are (an
+/// unknown one is ignored; events' `type` adds its values up).
+fn given_once<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    once: &[&'static str],
+) -> Result<Vec<(&'a str, &'a str)>, ValidationError> {
+    let pairs: Vec<(&str, &str)> = pairs.into_iter().collect();
+    for (index, (name, _)) in pairs.iter().enumerate() {
+        if let Some(field) = once.iter().find(|known| *known == name)
+            && pairs[..index].iter().any(|(earlier, _)| earlier == name)
+        {
+            return Err(ValidationError::new(field, "must be given once, not twice"));
+        }
+    }
+    Ok(pairs)
+}
+
 /// `GET /events`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -731,6 +749,7 @@ impl EventsQuery {
             limit: Self::DEFAULT_LIMIT,
             ..EventsQuery::default()
         };
+        let pairs = given_once(pairs, &["after", "limit", "feature_id"])?;
         for (name, value) in pairs {
             match name {
                 "after" => {
@@ -809,6 +828,7 @@ impl ListWorkflowsParams {
             after: None,
             limit: PageLimit::DEFAULT,
         };
+        let pairs = given_once(pairs, &["state", "limit", "cursor", "overdue"])?;
         for (name, value) in pairs {
             match name {
                 "state" => {
@@ -1013,6 +1033,7 @@ impl DeliveriesQuery {
             before: None,
             limit: PageLimit::DEFAULT,
         };
+        let pairs = given_once(pairs, &["status", "limit", "cursor"])?;
         for (name, value) in pairs {
             match name {
                 "status" => {
@@ -1594,6 +1615,22 @@ mod tests {
             (parsed.state, parsed.limit.get()),
             (Some(WorkflowState::Done), 7)
         );
+    }
+
+    #[test]
+    fn a_query_key_given_twice_is_refused_but_events_types_add_up() {
+        let twice = ListWorkflowsParams::parse_query([("limit", "5"), ("limit", "50")]);
+        assert_eq!(twice.unwrap_err().field, "limit");
+        let twice = EventsQuery::parse_query([("feature_id", "a"), ("feature_id", "b")]);
+        assert_eq!(twice.unwrap_err().field, "feature_id");
+        let twice = DeliveriesQuery::parse_query([("status", "failed"), ("status", "pending")]);
+        assert_eq!(twice.unwrap_err().field, "status");
+        let types =
+            EventsQuery::parse_query([("type", "gate.overdue"), ("type", "workflow.transitioned")])
+                .unwrap();
+        assert_eq!(types.filter.types.len(), 2);
+        // An unknown key, even twice, is ignored.
+        assert!(EventsQuery::parse_query([("x", "1"), ("x", "2")]).is_ok());
     }
 
     #[test]
