@@ -439,7 +439,7 @@ fn parse_query(query: Option<&str>, stream: bool) -> Result<EventsQuery> {
 #[utoipa::path(
     get, path = "/events/stream", tag = "events", operation_id = "stream_events",
     params(
-        ("Last-Event-ID" = Option<String>, Header, description = "resume after this id (wins over `after`, which must still be a whole number if given)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this id (wins over `after`, which must still be a whole number if given); empty, it names nothing"),
         ("after" = Option<String>, Query, description = "resume after this id; with neither, only events from now on"),
         ("feature_id" = Option<String>, Query, description = "only this workflow's events"),
         ("type" = Option<String>, Query, description = "only these types, comma-separated"),
@@ -465,7 +465,12 @@ pub async fn stream_events(
     let revocations = app.revocations();
     let mut query = parse_query(query, true)?;
     let slot = app.stream_slot(share_key)?;
-    if let Some(value) = headers.get("last-event-id") {
+    // Empty, it names no event (as a browser's EventSource that has seen none sends nothing):
+    // the query's `after`, or from now, as without it.
+    if let Some(value) = headers
+        .get("last-event-id")
+        .filter(|v| !v.as_bytes().trim_ascii().is_empty())
+    {
         let id = value
             .to_str()
             .ok()

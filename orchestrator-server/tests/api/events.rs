@@ -262,6 +262,17 @@ async fn a_quiet_stream_hears_heartbeats_and_the_wire_format_is_sse() {
             .unwrap_or_default()
             .starts_with("Last-Event-ID")
     );
+    // Empty, it names nothing: the query's `after` holds.
+    let mut empty = reqwest::Client::new()
+        .get(app.url("/events/stream?after=0"))
+        .header("last-event-id", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 200);
+    let mut text = String::new();
+    read_until(&mut empty, &mut text, |t| t.contains("id: 1\n")).await;
+    assert!(text.starts_with("id: 0\n\nid: 1\n"), "{text}");
 }
 
 /// A filtered stream learns, at a heartbeat, the position it has read to: a consumer that
