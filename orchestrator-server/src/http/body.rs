@@ -106,11 +106,27 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Res
 
 /// 415 `UNSUPPORTED_MEDIA_TYPE` unless the request says its body is JSON.
 pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    if is_json(headers) {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType)
+    if !is_json(headers) {
+        return Err(ApiError::UnsupportedMediaType);
     }
+    not_encoded(headers)
+}
+
+/// Refuses a body with a `Content-Encoding` other than `identity` (415, as HTTP has it): read
+/// as sent, a gzipped body would be refused as JSON that is not an object, which misleads.
+pub fn not_encoded(headers: &HeaderMap) -> Result<(), ApiError> {
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let encoded = text
+            .split(',')
+            .map(str::trim)
+            .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"));
+        if encoded {
+            let shown: String = text.chars().take(64).collect();
+            return Err(ApiError::UnsupportedEncoding(shown));
+        }
+    }
+    Ok(())
 }
 
 /// Whether the request says its body is JSON (`application/json`, parameters allowed, or any

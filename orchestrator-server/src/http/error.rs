@@ -25,6 +25,9 @@ pub enum ApiError {
     /// A body sent without a JSON content type.
     #[error("request body must be sent with Content-Type: application/json")]
     UnsupportedMediaType,
+    /// A body sent with a `Content-Encoding` (gzip, …): the server reads bodies as sent.
+    #[error("request body must not be encoded (Content-Encoding: {0}); send it as it is")]
+    UnsupportedEncoding(String),
     /// The body is over the limit.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -136,7 +139,9 @@ impl ApiError {
             ApiError::Validation(e) => (ErrorCode::ValidationError, Some(field_detail(e))),
             ApiError::InvalidJson(detail) => (ErrorCode::InvalidJson, Some(vec![detail.clone()])),
             ApiError::UnreadableBody => (ErrorCode::BadRequest, None),
-            ApiError::UnsupportedMediaType => (ErrorCode::UnsupportedMediaType, None),
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding(_) => {
+                (ErrorCode::UnsupportedMediaType, None)
+            }
             ApiError::PayloadTooLarge { .. } => (ErrorCode::PayloadTooLarge, None),
             ApiError::Unauthorized => (ErrorCode::Unauthorized, None),
             ApiError::NotFound(_) => (ErrorCode::NotFound, None),

@@ -647,7 +647,9 @@ fn when(code: ErrorCode) -> &'static str {
     match code {
         ValidationError => "a field or parameter breaks a rule; details[0] names it",
         InvalidJson => "the body is not JSON, or not this endpoint's shape",
-        UnsupportedMediaType => "the body was sent without a JSON content type",
+        UnsupportedMediaType => {
+            "the body was sent without a JSON content type, or encoded (`Content-Encoding`)"
+        }
         PayloadTooLarge => "the body is over 256 KiB (a board form: over 8 KiB)",
         Unauthorized => "the bearer token is missing or wrong",
         Forbidden => {

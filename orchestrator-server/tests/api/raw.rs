@@ -293,6 +293,33 @@ async fn a_body_without_a_json_content_type_is_unsupported() {
         (response.status(), ())
     };
     assert_eq!(status, 201);
+    // An encoded body is not read as it was not sent: 415 naming the encoding, nothing stored.
+    for (path, content_type) in [
+        ("/workflow/start", "application/json"),
+        ("/board/session", "application/x-www-form-urlencoded"),
+    ] {
+        let encoded = reqwest::Client::new()
+            .post(app.url(path))
+            .header("content-type", content_type)
+            .header("content-encoding", "gzip")
+            .body(vec![0x1f, 0x8b, 0x08, 0x00])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(encoded.status(), 415, "{path}");
+        let text = encoded.text().await.unwrap();
+        assert!(text.contains("Content-Encoding: gzip"), "{path}: {text}");
+    }
+    // `identity` is no encoding.
+    let identity = reqwest::Client::new()
+        .post(app.url("/workflow/start"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "identity")
+        .body(r#"{"feature_id": "b", "description": "d"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(identity.status(), 201);
 }
 
 #[tokio::test(flavor = "multi_thread")]

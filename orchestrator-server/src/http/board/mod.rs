@@ -644,6 +644,7 @@ fn form_fields(headers: &HeaderMap, body: &Bytes) -> Result<Vec<(String, String)
     if !is_form {
         return Err(ApiError::UnsupportedMediaType);
     }
+    super::body::not_encoded(headers)?;
     Ok(form_urlencoded::parse(body).into_owned().collect())
 }
 
