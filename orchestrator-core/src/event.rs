@@ -60,7 +60,8 @@ impl EventType {
             ValidationError::new(
                 field,
                 format!(
-                    "unknown event type '{name}'; must be one of {}",
+                    "unknown event type '{}'; must be one of {}",
+                    crate::values::shown(name),
                     EventType::ALL.map(EventType::as_str).join(", ")
                 ),
             )

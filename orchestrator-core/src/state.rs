@@ -100,7 +100,7 @@ impl FromStr for WorkflowState {
         WorkflowState::ALL
             .into_iter()
             .find(|state| state.as_str() == s)
-            .ok_or_else(|| UnknownState(s.to_owned()))
+            .ok_or_else(|| UnknownState(crate::values::shown(s)))
     }
 }
 
@@ -168,7 +168,7 @@ impl FromStr for Trigger {
         Trigger::ALL
             .into_iter()
             .find(|trigger| trigger.as_str() == s)
-            .ok_or_else(|| UnknownTrigger(s.to_owned()))
+            .ok_or_else(|| UnknownTrigger(crate::values::shown(s)))
     }
 }
 

@@ -367,6 +367,17 @@ fn check_max_chars(value: &str, max: usize) -> Result<(), String> {
     }
 }
 
+/// How much of a value given a refusal quotes back: enough to recognise it, not a whole body.
+const SHOWN_CHARS: usize = 64;
+
+/// `value` as an error quotes it: its first 64 characters, and `…` when there were more.
+pub(crate) fn shown(value: &str) -> String {
+    match value.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!("{}…", &value[..cut]),
+        None => value.to_owned(),
+    }
+}
+
 /// Free-form data attached to a workflow or a transition: a JSON object of at most 64 KiB.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "Value", into = "Value")]
@@ -668,6 +679,15 @@ mod tests {
         let over = json!({ "k": "x".repeat(METADATA_MAX_BYTES - 7) });
         assert!(Metadata::parse(fits).is_ok());
         assert!(Metadata::parse(over).is_err());
+    }
+
+    #[test]
+    fn a_refusal_quotes_at_most_sixty_four_characters_of_a_value() {
+        assert_eq!(shown("cancel"), "cancel");
+        assert_eq!(shown(&"é".repeat(64)), "é".repeat(64));
+        assert_eq!(shown(&"é".repeat(65)), format!("{}…", "é".repeat(64)));
+        let refused = "x".repeat(100_000).parse::<crate::Trigger>().unwrap_err();
+        assert!(refused.to_string().len() < 200, "{refused}");
     }
 
     #[test]

@@ -270,7 +270,8 @@ impl TryFrom<RespondRequest> for Respond {
                 return Err(ValidationError::new(
                     "action",
                     format!(
-                        "unknown action '{other}' (expected one of confirm, correct, add_context)"
+                        "unknown action '{}' (expected one of confirm, correct, add_context)",
+                        crate::values::shown(other)
                     ),
                 ));
             }
