@@ -120,8 +120,8 @@ fn run_command(command: &Command) -> ExitCode {
             principals::add(file, name, *kind, &roles).map(|token| {
                 println!("{token}");
                 format!(
-                    "added principal '{name}' to {}; the token above is shown only now. \
-                     A running server reads the file on SIGHUP.",
+                    "added principal '{name}' to {}; its token (on standard output) is shown \
+                     only now: keep it. A running server reads the file on SIGHUP.",
                     file.display()
                 )
             })
