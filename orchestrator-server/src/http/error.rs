@@ -351,14 +351,14 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
         CoreError::Hub(HubError::Unavailable(_)) => (
             ErrorCode::AgentHubUnavailable,
             Some(vec![
-                "the agent hub could not be reached, or did not answer in time; the orchestrator stored nothing (a reviewer's answer to an escalation may have reached the hub all the same: read the consultation before answering again)"
+                "the agent hub could not be reached, or did not answer in time; the orchestrator stored nothing (if this was an answer to an escalation, it may have reached the hub all the same: read the consultation before answering again)"
                     .to_owned(),
             ]),
         ),
         CoreError::Hub(_) => (
             ErrorCode::AgentHubError,
             Some(vec![
-                "the agent hub answered with an error, or with an answer that could not be read; the orchestrator stored nothing (a reviewer's answer to an escalation may have reached the hub all the same: read the consultation before answering again)"
+                "the agent hub answered with an error, or with an answer that could not be read; the orchestrator stored nothing (if this was an answer to an escalation, it may have reached the hub all the same: read the consultation before answering again)"
                     .to_owned(),
             ]),
         ),

@@ -871,13 +871,13 @@ fn error_example(operation_id: &str, code: ErrorCode, principals: bool) -> Value
         AgentHubUnavailable => envelope(
             "the agent hub cannot be reached or did not answer in time",
             Some(vec![
-                "the agent hub could not be reached, or did not answer in time; the orchestrator stored nothing (a reviewer's answer to an escalation may have reached the hub all the same: read the consultation before answering again)",
+                "the agent hub could not be reached, or did not answer in time; the orchestrator stored nothing (if this was an answer to an escalation, it may have reached the hub all the same: read the consultation before answering again)",
             ]),
         ),
         AgentHubError => envelope(
             "the agent hub answered with an error",
             Some(vec![
-                "the agent hub answered with an error, or with an answer that could not be read; the orchestrator stored nothing (a reviewer's answer to an escalation may have reached the hub all the same: read the consultation before answering again)",
+                "the agent hub answered with an error, or with an answer that could not be read; the orchestrator stored nothing (if this was an answer to an escalation, it may have reached the hub all the same: read the consultation before answering again)",
             ]),
         ),
         DatabaseUnavailable => envelope("the database is unavailable", None),
