@@ -214,6 +214,9 @@ impl ClientError {
 /// `Result` with [`ClientError`].
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
+/// How long opening a connection may take (the whole request has its own bound).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Retries of a call, unless the builder says otherwise.
 const DEFAULT_RETRIES: u32 = 2;
 
@@ -466,7 +469,9 @@ impl ClientBuilder {
 
     /// A timeout for each whole request (default 60 s, the server's own request bound with its
     /// default settings, so a consultation's wait for the hub fits); ignored with
-    /// [`ClientBuilder::http_client`]. A server whose `REQUEST_TIMEOUT_SECONDS` or
+    /// [`ClientBuilder::http_client`]. Opening a connection is bounded apart, by 10 s: an
+    /// address where nothing answers (a host that drops packets) fails each try that soon,
+    /// not after the whole request's time. A server whose `REQUEST_TIMEOUT_SECONDS` or
     /// `AGENT_HUB_WAIT_SECONDS` is raised may take longer to answer a consultation: give its
     /// clients a timeout at least as long as that server's request bound.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -502,7 +507,11 @@ impl ClientBuilder {
         self
     }
 
-    /// Uses the caller's `reqwest::Client` (its own timeouts, proxies, TLS settings).
+    /// Uses the caller's `reqwest::Client` (its own timeouts, proxies, TLS settings). Its
+    /// settings are taken as they are: the built-in client's refusal to follow redirects (the
+    /// API never redirects, and following one would turn a write into a GET of another page),
+    /// its connect bound and its direct calls to this machine are for the caller to set
+    /// (`redirect(Policy::none())`, `connect_timeout`, `no_proxy`).
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
         self.http = Some(http);
         self
@@ -545,6 +554,7 @@ impl ClientBuilder {
                     http = http.no_proxy();
                 }
                 http.timeout(self.timeout.unwrap_or(Duration::from_secs(60)))
+                    .connect_timeout(CONNECT_TIMEOUT)
                     .redirect(reqwest::redirect::Policy::none())
                     .build()?
             }
