@@ -20,7 +20,7 @@ use orchestrator_client::webhooks::{SignatureError, verify_signature};
 use orchestrator_core::EventType;
 use orchestrator_core::api::{
     AdvanceRequest, CreateWebhookRequest, DeliveriesQuery, Delivery, ErrorCode,
-    StartWorkflowRequest,
+    StartWorkflowRequest, Webhook,
 };
 use orchestrator_core::webhook::{DeliveryStatus, RetrySchedule};
 use orchestrator_server::storage::{ClaimRoom, DatabaseUrl};
@@ -271,20 +271,27 @@ async fn each_matching_event_is_posted_signed_and_recorded_as_delivered() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failing_target_is_retried_on_the_schedule_then_failed_and_can_be_redelivered() {
+/// A server that retries a failed delivery twice, a second apart, and a receiver subscribed
+/// to it that answers `statuses` in turn.
+async fn retried_every_second(statuses: &[u16]) -> (TestApp, Receiver, Webhook) {
     let app = spawn_app_with(|c| {
         c.webhook_retry_schedule = RetrySchedule::parse("1s,1s").unwrap();
     })
     .await;
-    let mut receiver = Receiver::start().await;
-    receiver.answer(&[503, 500, 502]);
+    let receiver = Receiver::start().await;
+    receiver.answer(statuses);
     let webhook = app
         .client
         .create_webhook(&CreateWebhookRequest::new(receiver.url.clone()))
         .await
         .unwrap()
         .webhook;
+    (app, receiver, webhook)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_target_is_retried_on_the_schedule_then_failed_and_can_be_redelivered() {
+    let (app, mut receiver, webhook) = retried_every_second(&[503, 500, 502]).await;
     app.start_workflow("flaky").await;
 
     let first = receiver.next().await;
@@ -462,18 +469,7 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
 /// A webhook deleted while its delivery waits for a retry: nothing more is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deleted_webhook_is_not_retried() {
-    let app = spawn_app_with(|c| {
-        c.webhook_retry_schedule = RetrySchedule::parse("1s,1s").unwrap();
-    })
-    .await;
-    let mut receiver = Receiver::start().await;
-    receiver.answer(&[500, 500, 500]);
-    let webhook = app
-        .client
-        .create_webhook(&CreateWebhookRequest::new(receiver.url.clone()))
-        .await
-        .unwrap()
-        .webhook;
+    let (app, mut receiver, webhook) = retried_every_second(&[500, 500, 500]).await;
     app.start_workflow("deleted-meanwhile").await;
     receiver.next().await;
     deliveries_until(&app.client, &webhook.id, |items| {
