@@ -35,8 +35,8 @@ Exit codes:
 
 --timeout: a call is tried up to three times (after a timeout, a dropped or refused
   connection, or a 503 that is not the Agent Hub's), so a server that never answers takes
-  about three times --timeout (an address where nothing takes the connection, three times
-  10 s; but a write the server says an earlier attempt of is still
+  about three times --timeout (where nothing takes the connection, each try gives up after
+  10 s at most; but a write the server says an earlier attempt of is still
   being carried out is asked about until that attempt's answer comes: up to the server's
   request bound plus 5 s, 10 minutes at most); `health` is tried once, and `watch` waits on
   its stream as long as it runs (it reconnects after four of the server's heartbeats of

@@ -299,7 +299,6 @@ fn error_from(status: StatusCode, request_id: Option<String>, bytes: &[u8]) -> C
 /// How much of a body that is no error envelope (a proxy's page) an error keeps.
 const SHOWN_BODY: usize = 4096;
 
-/// The start of `bytes` as text, up to [`SHOWN_BODY`] bytes and marked where cut.
 /// Whether a `Content-Type` names JSON (`application/json`, or a `+json` type).
 fn is_json(content_type: &str) -> bool {
     let media = content_type
@@ -311,6 +310,7 @@ fn is_json(content_type: &str) -> bool {
     media == "application/json" || media.ends_with("+json")
 }
 
+/// The start of `bytes` as text, up to [`SHOWN_BODY`] bytes and marked where cut.
 fn shown_text(bytes: &[u8]) -> String {
     if bytes.len() <= SHOWN_BODY {
         return String::from_utf8_lossy(bytes).into_owned();

@@ -371,7 +371,7 @@ fn check_max_chars(value: &str, max: usize) -> Result<(), String> {
 const SHOWN_CHARS: usize = 64;
 
 /// `value` as an error quotes it: its first 64 characters, and `…` when there were more.
-pub(crate) fn shown(value: &str) -> String {
+pub fn shown(value: &str) -> String {
     match value.char_indices().nth(SHOWN_CHARS) {
         Some((cut, _)) => format!("{}…", &value[..cut]),
         None => value.to_owned(),

@@ -772,3 +772,30 @@ async fn closing_a_session_lost_to_a_race_does_not_hold_the_answer() {
     assert_eq!(first.unwrap().status, ConsultationStatus::Resolved);
     assert_eq!(second.unwrap().status, ConsultationStatus::Resolved);
 }
+
+/// An answer built by hand is held to the rule of a request's names: a blank responder is
+/// refused before the hub is asked.
+#[tokio::test]
+async fn a_blank_responder_built_by_hand_is_refused() {
+    use orchestrator_core::Respond;
+
+    let (orchestrator, hub, id) = setup().await;
+    hub.push_escalation("esc-blank");
+    let pending = orchestrator.consult(&id, ask("security")).await.unwrap();
+    let blank = Respond {
+        action: HumanAction::Confirm,
+        response: None,
+        actor: Some(orchestrator_core::Actor::parse("  ").unwrap()),
+        actor_kind: None,
+    };
+    let err = orchestrator
+        .respond(&id, pending.id, blank)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Validation(e) if e.field == "actor"),
+        "{err}"
+    );
+    let stored = &orchestrator.consultations(&id).await.unwrap()[0];
+    assert!(stored.is_pending(), "nothing was answered");
+}

@@ -765,13 +765,25 @@ async fn names_in_a_command_built_by_hand_are_held_to_the_rules_of_a_requests() 
             "{name:?}: {refused:?}"
         );
     }
-    // Spaces around a name are dropped from the record as from a request's.
-    let approved = orchestrator
-        .advance(&id("f"), by(Trigger::HumanApproved, " bob "))
-        .await
-        .unwrap();
+    let for_nobody = Advance {
+        on_behalf_of: Some(orchestrator_core::Actor::parse(" ").unwrap()),
+        ..by(Trigger::HumanApproved, "bob")
+    };
+    let refused = orchestrator.advance(&id("f"), for_nobody).await;
+    assert!(
+        matches!(&refused, Err(Error::Validation(e)) if e.field == "on_behalf_of"),
+        "{refused:?}"
+    );
+    // Spaces around a name are dropped from the record as from a request's, and acting for
+    // oneself is acting.
+    let for_himself = Advance {
+        on_behalf_of: Some(orchestrator_core::Actor::parse("bob").unwrap()),
+        ..by(Trigger::HumanApproved, " bob ")
+    };
+    let approved = orchestrator.advance(&id("f"), for_himself).await.unwrap();
     let history = orchestrator.history(&id("f")).await.unwrap();
     let last = history.last().unwrap();
     assert_eq!(last.actor.as_ref().map(|a| a.as_str()), Some("bob"));
+    assert_eq!(last.on_behalf_of, None);
     assert_eq!(approved.state(), WorkflowState::Phase2);
 }

@@ -168,9 +168,19 @@ impl Advance {
     /// could name a blank actor, or `"alice "`, and count at the gate as another person than
     /// alice — a second approval of hers, or an approval of her own work.
     pub(crate) fn names_checked(mut self) -> Result<Self, ValidationError> {
-        let checked = |name: Option<Actor>| name.map(|n| Actor::parse_name(n.as_str())).transpose();
-        self.actor = checked(self.actor)?;
-        self.on_behalf_of = checked(self.on_behalf_of)?;
+        let checked = |name: Option<Actor>, field: &'static str| {
+            name.map(|n| Actor::parse_name(n.as_str()))
+                .transpose()
+                .map_err(|e| ValidationError { field, ..e })
+        };
+        self.actor = checked(self.actor, "actor")?;
+        self.on_behalf_of = checked(self.on_behalf_of, "on_behalf_of")?;
+        // Acting for oneself is acting (`"alice "` by alice's principal: alice, twice).
+        if let (Some(actor), Some(whom)) = (&self.actor, &self.on_behalf_of)
+            && actor.same_person(whom)
+        {
+            self.on_behalf_of = None;
+        }
         Ok(self)
     }
 }

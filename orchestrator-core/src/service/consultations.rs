@@ -402,6 +402,14 @@ impl Orchestrator {
         respond: Respond,
         seal: Option<Seal<Consultation>>,
     ) -> Result<Consultation> {
+        // As a request's (an answer built by hand could name a blank or padded responder).
+        let respond = Respond {
+            actor: respond
+                .actor
+                .map(|name| crate::Actor::parse_name(name.as_str()))
+                .transpose()?,
+            ..respond
+        };
         if respond.actor_kind == Some(ActorKind::Agent) {
             return Err(Error::AgentMayNotRespond);
         }

@@ -122,8 +122,9 @@ pub fn not_encoded(headers: &HeaderMap) -> Result<(), ApiError> {
             .map(str::trim)
             .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"));
         if encoded {
-            let shown: String = text.chars().take(64).collect();
-            return Err(ApiError::UnsupportedEncoding(shown));
+            return Err(ApiError::UnsupportedEncoding(
+                orchestrator_core::values::shown(&text),
+            ));
         }
     }
     Ok(())

@@ -200,15 +200,7 @@ impl ApiError {
             _ => tracing::debug!(error = %self, "request refused"),
         }
         let status = status_of(body.code);
-        // Whether the key's first request is still being answered or this request outlived
-        // its lease and a retry took the key over, the answer will be kept for a next try.
-        let in_use = body.code == ErrorCode::IdempotencyKeyInUse;
         let mut response = super::body::json_response(status, &ErrorEnvelope { error: body });
-        if in_use {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
         self.add_headers(response.headers_mut());
         response
     }
@@ -229,6 +221,13 @@ impl ApiError {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             ApiError::KeyedDeadline => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // Whether the key's first request is still being answered or this request
+            // outlived its lease and a retry took the key over, the answer will be kept for a
+            // next try.
+            ApiError::IdempotencyKeyInUse
+            | ApiError::Core(CoreError::Storage(RepositoryError::KeyTakenOver(_))) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::MethodNotAllowed { allow, .. } => {

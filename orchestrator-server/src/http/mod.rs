@@ -552,6 +552,9 @@ impl App {
         if route.reads_json() {
             body::require_json(&parts.headers).map_err(fail)?;
         }
+        if route == Route::Advance {
+            workflows::if_match_once(&parts.headers).map_err(fail)?;
+        }
         let key = idempotency::key(&parts.headers, &caller).map_err(fail)?;
         let body = body::read_body(&parts.headers, body, &self.0.bodies, body::BODY_LIMIT)
             .await

@@ -437,7 +437,7 @@ fn complete_board_operation(operation: &mut Value, method: &str) {
             Some(page) => {
                 page["content"]["application/json"] = errors["content"]["application/json"].clone();
                 page["description"] = json!(format!(
-                    "{}; or, malformed HTTP refused before any route: {}",
+                    "{}; or, malformed HTTP refused before the request is routed: {}",
                     page["description"].as_str().unwrap_or_default(),
                     errors["description"].as_str().unwrap_or_default()
                 ));
@@ -792,7 +792,10 @@ fn error_example(operation_id: &str, code: ErrorCode, principals: bool) -> Value
             envelope(&format!("forbidden: {why}"), Some(vec![&why]))
         }
         NotFound => envelope("no route for /nope", None),
-        MethodNotAllowed => envelope("method GET is not allowed here; allowed: POST", None),
+        MethodNotAllowed => envelope(
+            "method PUT is not allowed here; allowed: GET, HEAD, POST",
+            None,
+        ),
         WorkflowNotFound => envelope(&format!("workflow '{id}' not found"), None),
         WorkflowAlreadyExists => envelope(&format!("workflow '{id}' already exists"), None),
         InvalidTransition => envelope(

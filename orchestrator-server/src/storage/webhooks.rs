@@ -54,8 +54,9 @@ pub struct DueDelivery {
     pub payload: String,
     /// Attempts made before this one.
     pub attempts: u32,
-    /// Attempts made before the retry schedule last started (0, or the attempts at its last
-    /// redelivery): the schedule's next delay is its `attempts - schedule_from`-th.
+    /// Attempts made before the retry schedule last started: 0, or set by its last
+    /// redelivery (past `attempts` by one when an attempt was in flight then). Where the next
+    /// attempt stands in the schedule is `ScheduledAttempt::after(attempts, schedule_from)`.
     pub schedule_from: u32,
     /// How many times it was redelivered, when claimed.
     pub redeliveries: u32,

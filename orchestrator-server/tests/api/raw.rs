@@ -548,15 +548,27 @@ async fn if_match_guards_an_advance_like_expected_version() {
         .await
         .unwrap();
     assert_eq!(listed.status(), 400);
-
-    let fresh = post(
-        "\"1\"",
-        r#"{"trigger": "agent_complete", "expected_version": 1}"#,
-    )
-    .await
-    .unwrap();
-    assert_eq!(fresh.status(), 200);
-    assert_eq!(fresh.headers()["etag"], "\"2\"");
+    // Refused before its idempotency key is taken: the same key with one If-Match is carried
+    // out, not answered the kept 400.
+    let keyed = |twice: bool| {
+        let mut request = http
+            .post(app.url("/workflow/etag/advance"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "if-match-twice")
+            .header("if-match", "\"1\"");
+        if twice {
+            request = request.header("if-match", "\"1\"");
+        }
+        // If-Match and expected_version agreeing.
+        request
+            .body(r#"{"trigger": "agent_complete", "expected_version": 1}"#)
+            .send()
+    };
+    assert_eq!(keyed(true).await.unwrap().status(), 400);
+    let once = keyed(false).await.unwrap();
+    assert_eq!(once.status(), 200);
+    assert!(once.headers().get("idempotent-replayed").is_none());
+    assert_eq!(once.headers()["etag"], "\"2\"");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -210,16 +210,22 @@ pub async fn advance_workflow(
     Ok(workflow_answer(StatusCode::OK, &workflow, now).into_response())
 }
 
-/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `*` names none. Given
-/// twice (a proxy's beside the client's), it is 400: neither is taken for the other.
-fn if_match_version(headers: &HeaderMap) -> Result<Option<u64>> {
-    let mut values = headers.get_all(header::IF_MATCH).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
+/// Refuses `If-Match` given twice (a proxy's beside the client's): neither is taken for the
+/// other. Checked before the request's idempotency key, as a repeated `Idempotency-Key` is,
+/// so the refusal is not kept as the key's answer.
+pub(crate) fn if_match_once(headers: &HeaderMap) -> Result<()> {
+    if headers.get_all(header::IF_MATCH).iter().nth(1).is_some() {
         return Err(ValidationError::new("If-Match", "must be given once, not twice").into());
     }
+    Ok(())
+}
+
+/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `*` names none.
+fn if_match_version(headers: &HeaderMap) -> Result<Option<u64>> {
+    if_match_once(headers)?;
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
     let bad = || {
         ValidationError::new(
             "If-Match",
