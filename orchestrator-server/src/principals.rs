@@ -46,6 +46,21 @@ pub enum PrincipalsError {
         /// The name.
         name: String,
     },
+    /// `principal remove` took the principal out, but the file as written does not load (an
+    /// entry it held before is one no server takes): a running server keeps its previous
+    /// principals, the removed one among them, until the file is fixed.
+    #[error(
+        "principals file {path}: removed '{name}', but the file does not load: {problem}; a \
+         running server keeps its previous principals, '{name}' among them, until it is fixed"
+    )]
+    RemovedButUnloadable {
+        /// The file.
+        path: PathBuf,
+        /// The name removed.
+        name: String,
+        /// Why the file does not load.
+        problem: String,
+    },
     /// A name given to `principal add` is taken.
     #[error(
         "principals file {path}: a principal named '{name}' exists already (names are compared \
@@ -230,6 +245,7 @@ pub fn add(
         path: path.to_owned(),
         source,
     };
+    let _held = exclusive(path).map_err(io)?;
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -320,9 +336,9 @@ fn located(text: &str, e: &toml::de::Error) -> String {
 /// move to the table after it, or to the end). The file (a link's target, if it is a link) is
 /// replaced whole, with its permissions and, where the caller may give it, its owner: a reader
 /// sees the old file or the new one, never a part. Its token stops working once a running
-/// server reads the file again (SIGHUP). A name no principal has, or a malformed file,
-/// refuses. Not to be run beside another `principal` command on the same file: the later
-/// write wins.
+/// server reads the file again (SIGHUP). A name no principal has, or a file not of the
+/// principals' shape, refuses; a file that held an entry no server takes is written all the
+/// same (the removal is wanted) and answered `RemovedButUnloadable`.
 pub fn remove(path: &Path, name: &Actor) -> Result<(), PrincipalsError> {
     let target = std::fs::canonicalize(path).map_err(|source| PrincipalsError::Io {
         path: path.to_owned(),
@@ -333,6 +349,7 @@ pub fn remove(path: &Path, name: &Actor) -> Result<(), PrincipalsError> {
         path: path.to_owned(),
         source,
     };
+    let _held = exclusive(path).map_err(io)?;
     let malformed = |problem: &str| PrincipalsError::Malformed {
         path: path.to_owned(),
         problem: problem.to_owned(),
@@ -354,7 +371,34 @@ pub fn remove(path: &Path, name: &Actor) -> Result<(), PrincipalsError> {
     if text.trim().is_empty() {
         text = format!("{NO_PRINCIPALS}\n");
     }
-    replace(path, text.as_bytes()).map_err(io)
+    replace(path, text.as_bytes()).map_err(io)?;
+    match Principals::parse(&text) {
+        Ok(_) => Ok(()),
+        Err(problem) => Err(PrincipalsError::RemovedButUnloadable {
+            path: path.to_owned(),
+            name: name.to_string(),
+            problem,
+        }),
+    }
+}
+
+/// An exclusive lock for one `principal` command on the file `path`, held until the returned
+/// handle is dropped: two run at once (an offboarding script removing two names in parallel)
+/// would each write the file as they read it, the later undoing the other — a removed token
+/// back. The lock is the directory's (`flock` on it), as `remove` replaces the file itself; it
+/// leaves nothing behind and needs no right to write there.
+fn exclusive(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    if !cfg!(unix) {
+        return Ok(None);
+    }
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let dir = target
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let lock = std::fs::File::open(dir)?;
+    lock.lock()?;
+    Ok(Some(lock))
 }
 
 /// Takes the principals whose name `named` accepts out of `document` (`[[principal]]` tables,
@@ -423,8 +467,13 @@ fn replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        // Only root may give a file away; anyone else's new file is theirs, as any they write.
-        let _ = std::os::unix::fs::fchown(new.as_file(), Some(old.uid()), Some(old.gid()));
+        // Only root may give a file away; anyone else's new file is theirs, as any they write,
+        // though it keeps the old file's group where they belong to it (a file of the group
+        // the server reads it as).
+        let file = new.as_file();
+        if std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid())).is_err() {
+            let _ = std::os::unix::fs::fchown(file, None, Some(old.gid()));
+        }
     }
     new.as_file().set_permissions(old.permissions())?;
     new.as_file().sync_all()?;
@@ -509,6 +558,76 @@ mod tests {
         assert_eq!(left, ["principals.toml"], "no temporary file is left");
         let missing = remove(&dir.path().join("none.toml"), &name("alice"));
         assert!(matches!(missing, Err(PrincipalsError::Io { .. })));
+    }
+
+    /// `principal` commands run at once on one file each see the other's write: none undoes
+    /// another (a removed name back, an added one lost).
+    #[test]
+    fn commands_run_at_once_keep_each_others_changes() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("principals.toml");
+        let name = |n: String| Actor::parse(n).unwrap();
+        let reviewer = roles(&[Role::Reviewer]);
+        for n in 0..8 {
+            add(
+                &path,
+                &name(format!("leaving-{n}")),
+                ActorKind::Human,
+                &reviewer,
+            )
+            .unwrap();
+        }
+        std::thread::scope(|scope| {
+            for n in 0..8 {
+                let (path, reviewer) = (&path, &reviewer);
+                scope.spawn(move || {
+                    add(
+                        path,
+                        &name(format!("joining-{n}")),
+                        ActorKind::Human,
+                        reviewer,
+                    )
+                    .unwrap()
+                });
+                scope.spawn(move || remove(path, &name(format!("leaving-{n}"))).unwrap());
+            }
+        });
+        let loaded = Principals::load(&path).unwrap();
+        let mut names: Vec<String> = loaded
+            .by_token_hash
+            .values()
+            .map(|p| p.name.to_string())
+            .collect();
+        names.sort();
+        let joined: Vec<String> = (0..8).map(|n| format!("joining-{n}")).collect();
+        assert_eq!(names, joined);
+    }
+
+    /// A removal from a file holding an entry no server takes is written (it is wanted), and
+    /// says that a running server keeps its previous principals until the file is fixed.
+    #[test]
+    fn a_removal_from_a_file_that_does_not_load_says_so() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("principals.toml");
+        let mallory = Actor::parse("mallory").unwrap();
+        add(&path, &mallory, ActorKind::Human, &roles(&[Role::Reviewer])).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let broken = format!(
+            "{text}\n[[principal]]\nname = \"robot\"\nkind = \"robot\"\nroles = []\n\
+             token_sha256 = \"{}\"\n",
+            "0".repeat(64)
+        );
+        std::fs::write(&path, broken).unwrap();
+        let said = remove(&path, &mallory).unwrap_err();
+        assert!(
+            matches!(&said, PrincipalsError::RemovedButUnloadable { name, .. } if name == "mallory"),
+            "{said}"
+        );
+        assert!(
+            said.to_string().contains("keeps its previous principals"),
+            "{said}"
+        );
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("mallory"));
     }
 
     #[test]
