@@ -234,7 +234,7 @@ pub enum PrincipalCommand {
         #[arg(long, value_name = "FILE")]
         file: PathBuf,
         /// The principal's name.
-        #[arg(long, value_parser = |v: &str| Actor::parse_name(v).map_err(|e| e.to_string()))]
+        #[arg(long, value_parser = crate::principals::principal_name)]
         name: Actor,
     },
 }

@@ -197,7 +197,10 @@ fn principal(entry: &Entry) -> Result<Principal, String> {
     let roles = entry
         .roles
         .iter()
-        .map(|role| role.parse::<Role>().map_err(|e| e.rule))
+        .map(|role| {
+            role.parse::<Role>()
+                .map_err(|e| format!("{}: {}", e.field, e.rule))
+        })
         .collect::<Result<BTreeSet<_>, _>>()?;
     if roles.is_empty() {
         return Err("roles must name at least one role".to_owned());
@@ -808,6 +811,12 @@ mod tests {
                     "[[principal]]\nname = \"a\"\nkind = \"human\"\nroles = []\ntoken_sha256 = \"{hash}\""
                 ),
                 "at least one role",
+            ),
+            (
+                &*format!(
+                    "[[principal]]\nname = \"a\"\nkind = \"human\"\nroles = [\"boss\"]\ntoken_sha256 = \"{hash}\""
+                ),
+                "principal #1: roles: each must be one of",
             ),
             (
                 "[[principal]]\nname = \"a\"\nkind = \"human\"\nroles = [\"viewer\"]\ntoken_sha256 = \"xyz\"",
