@@ -1,6 +1,7 @@
 //! The `orchestrator-server` binary: parse the configuration, start tracing, open storage,
 //! bind, serve until SIGINT or SIGTERM. Everything else lives in the library.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -117,14 +118,26 @@ fn run_command(command: &Command) -> ExitCode {
             roles,
         } => {
             let roles = roles.iter().copied().collect();
-            principals::add(file, name, *kind, &roles).map(|token| {
-                println!("{token}");
-                format!(
-                    "added principal '{name}' to {}; its token (on standard output) is shown \
-                     only now: keep it. A running server reads the file on SIGHUP.",
-                    file.display()
-                )
-            })
+            match principals::add(file, name, *kind, &roles) {
+                Ok(token) => {
+                    // Standard output closed (a pipe whose reader is gone): the principal is
+                    // in the file with a token nobody saw; `println!` would panic.
+                    if writeln!(std::io::stdout(), "{token}").is_err() {
+                        eprintln!(
+                            "error: added principal '{name}' to {}, but its token could not be \
+                             written to standard output: remove the principal and add it again",
+                            file.display()
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                    Ok(format!(
+                        "added principal '{name}' to {}; its token (on standard output) is \
+                         shown only now: keep it. A running server reads the file on SIGHUP.",
+                        file.display()
+                    ))
+                }
+                Err(e) => Err(e),
+            }
         }
         PrincipalCommand::Remove { file, name } => principals::remove(file, name).map(|()| {
             format!(
