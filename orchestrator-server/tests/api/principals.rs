@@ -301,6 +301,7 @@ fn a_token_and_a_principals_file_together_stop_start_up() {
 async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
     let dir = TempDir::new().unwrap();
     let file = dir.path().join("principals.toml");
+    let log = dir.path().join("server.log");
     let add = |name: &str, kind: &str, role: &str| {
         server()
             .args(["principal", "add", "--file"])
@@ -331,10 +332,28 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
         .env("ORCHESTRATOR_PRINCIPALS_FILE", &file)
         // No heartbeat within the test: a removed principal's stream must end at the reload.
         .env("EVENTS_HEARTBEAT_SECONDS", "3600")
-        .stdout(Stdio::null())
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // How many times the server's log says `line`: a reload is seen done, not waited for.
+    let said = |line: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(line)
+            .count()
+    };
+    let until_said = |line: &'static str, times: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while said(line) < times {
+            assert!(
+                Instant::now() < deadline,
+                "the log never said {line:?} {times} times"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
     let url = format!("http://127.0.0.1:{port}");
     let as_token = |token: &str| {
         Client::builder()
@@ -424,10 +443,12 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
     // A broken file keeps the principals in force, and so does an empty one (a truncation
     // by mistake, or a file caught mid-write).
     let kept = std::fs::read_to_string(&file).unwrap();
+    let refused = "principals file not reloaded";
     for broken in ["this is [not toml", ""] {
+        let before = said(refused);
         std::fs::write(&file, broken).unwrap();
         assert!(hangup(child.id()).success());
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        until_said(refused, before + 1).await;
         assert!(
             as_token(&alice)
                 .list_workflows(&Default::default())
@@ -436,12 +457,23 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
             "{broken:?} took effect"
         );
     }
+    // The good file again: read (the log says so), with bob still out and alice in.
+    let reloaded = "principals reloaded";
+    let before = said(reloaded);
     std::fs::write(&file, kept).unwrap();
+    assert!(hangup(child.id()).success());
+    until_said(reloaded, before + 1).await;
     assert!(
         as_token(&bob)
             .list_workflows(&Default::default())
             .await
             .is_err_and(|e| e.is_unauthorized())
+    );
+    assert!(
+        as_token(&alice)
+            .list_workflows(&Default::default())
+            .await
+            .is_ok()
     );
     assert!(child.try_wait().unwrap().is_none(), "the server stopped");
     child.kill().unwrap();
