@@ -284,17 +284,22 @@ async fn without_principals_an_agent_that_says_so_may_not_approve() {
 
 #[test]
 fn a_token_and_a_principals_file_together_stop_start_up() {
+    // A file that loads: the refusal is the pair's, not the file's.
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    mint(&file, "alice", ActorKind::Human, &[Role::Reviewer]);
     let output = server()
         .env("ORCHESTRATOR_API_TOKEN", "s3cret")
-        .env(
-            "ORCHESTRATOR_PRINCIPALS_FILE",
-            "/nonexistent/principals.toml",
-        )
+        .env("ORCHESTRATOR_PRINCIPALS_FILE", &file)
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--api-token") && stderr.contains("--principals-file"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
