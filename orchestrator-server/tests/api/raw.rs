@@ -726,3 +726,30 @@ async fn metadata_nested_too_deep_is_refused_and_what_fits_reads_back() {
         1
     );
 }
+
+/// A query parameter the server reads, given twice, is refused naming it: neither is taken
+/// for the other. The events' `type` adds up instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_parameter_given_twice_is_refused() {
+    let app = spawn_app().await;
+    for path in [
+        "/events?feature_id=a&feature_id=b",
+        "/workflows?limit=5&limit=50",
+        "/events/stream?after=0&after=1",
+    ] {
+        let (status, envelope) = send(&app, Method::GET, path, None, vec![]).await;
+        assert_eq!(
+            (status.as_u16(), envelope.error.code),
+            (400, ErrorCode::ValidationError),
+            "{path}"
+        );
+        assert!(
+            envelope.error.message.contains("given once"),
+            "{path}: {envelope:?}"
+        );
+    }
+    let types = reqwest::get(app.url("/events?type=gate.overdue&type=workflow.transitioned"))
+        .await
+        .unwrap();
+    assert_eq!(types.status(), 200);
+}
