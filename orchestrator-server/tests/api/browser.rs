@@ -464,6 +464,14 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     click(&b, "Approve").await;
     wait_text(&b, "#message", |t| t.contains("moved to PHASE_2")).await;
     wait_text(&a, "#state", |t| t == "PHASE_2").await;
+    // Bob's own decision is told by its message, not a second time as a change.
+    wait_text(&b, "#state", |t| t == "PHASE_2").await;
+    wait_script(
+        &b,
+        "return document.getElementById('changes').textContent;",
+        "",
+    )
+    .await;
     // ...and says so to a screen reader, though Alice did nothing.
     wait_script(
         &a,

@@ -10,6 +10,8 @@
   const live = document.getElementById('live');
   const message = document.getElementById('message');
   const changes = document.getElementById('changes');
+  // The version the reader's own decision made: `#message` has told it already.
+  let toldVersion = null;
 
   function say(text, tone) {
     message.textContent = text;
@@ -217,6 +219,11 @@
   function announce(before, after) {
     const version = after.dataset.version;
     if (!changes || !version || version === before.version) return;
+    // The reader's own change: its message told it; an older change is no longer news.
+    if (version === toldVersion) {
+      changes.textContent = '';
+      return;
+    }
     const approvals = after.querySelector('#approvals');
     changes.textContent = after.dataset.state !== before.state
       ? 'Now ' + after.dataset.state + '.'
@@ -531,6 +538,7 @@
     const answer = await response.json().catch(() => null);
     if (response.ok) {
       seen = null;
+      if (answer && answer.version != null) toldVersion = String(answer.version);
       forget('reason');
       if (reason) reason.value = '';
       if (!answer) {
