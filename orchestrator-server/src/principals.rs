@@ -389,7 +389,8 @@ pub fn remove(path: &Path, name: &Actor) -> Result<(), PrincipalsError> {
 /// handle is dropped: two run at once (an offboarding script removing two names in parallel)
 /// would each write the file as they read it, the later undoing the other — a removed token
 /// back. The lock is the directory's (`flock` on it), as `remove` replaces the file itself; it
-/// leaves nothing behind and needs no right to write there.
+/// leaves nothing behind and needs no right to write there (in a directory this user may not
+/// read, the command runs without it).
 fn exclusive(path: &Path) -> std::io::Result<Option<std::fs::File>> {
     if !cfg!(unix) {
         return Ok(None);
@@ -399,7 +400,12 @@ fn exclusive(path: &Path) -> std::io::Result<Option<std::fs::File>> {
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let lock = std::fs::File::open(dir)?;
+    let lock = match std::fs::File::open(dir) {
+        Ok(lock) => lock,
+        // A directory this user may pass through but not read: no lock to take there.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(None),
+        Err(e) => return Err(e),
+    };
     lock.lock()?;
     Ok(Some(lock))
 }
