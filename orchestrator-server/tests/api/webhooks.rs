@@ -1027,7 +1027,10 @@ async fn the_store_queues_each_event_once(
         ..delivered.clone()
     };
     assert_eq!(
-        store.record_attempts(&[delivered, pending]).await.unwrap(),
+        store
+            .record_attempts(&[delivered.clone(), pending])
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(backlog(minute_on).await.pending, 1);
@@ -1050,14 +1053,7 @@ async fn the_store_queues_each_event_once(
     let late = AttemptRecord {
         id: claimed[1].id.clone(),
         lease: claimed[1].lease,
-        redeliveries: 0,
-        attempts: 1,
-        schedule_from: 0,
-        status: DeliveryStatus::Delivered,
-        status_code: Some(200),
-        error: None,
-        next_attempt_at: None,
-        delivered_at: Some(now),
+        ..delivered.clone()
     };
     assert_eq!(store.record_attempts(&[late]).await.unwrap(), 0);
 
