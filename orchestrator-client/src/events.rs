@@ -220,14 +220,22 @@ impl EventStream {
     /// Whether the buffer holds a whole first message; if that is the server's opening
     /// message (only `id:`, where the stream starts), it is taken and its id noted.
     fn first_message_read(&mut self) -> bool {
-        let Some(first) = self.buffer.peek() else {
-            return false;
-        };
-        if let Some(start) = start_id(&String::from_utf8_lossy(first)) {
+        while let Some(first) = self.buffer.peek() {
+            let text = String::from_utf8_lossy(first).into_owned();
+            if let Some(start) = start_id(&text) {
+                self.buffer.take();
+                self.note_start(start);
+                return true;
+            }
+            // An event: `next` takes it, and with it where the stream is.
+            if text.lines().any(|line| line.starts_with("data:")) {
+                return true;
+            }
+            // A comment or an empty message (something in between that greets first): it
+            // says nothing of where the stream starts, so the server's message is waited for.
             self.buffer.take();
-            self.note_start(start);
         }
-        true
+        false
     }
 
     /// Resumes after `start` unless the stream already delivered later events.
@@ -603,6 +611,23 @@ mod tests {
         );
         assert!(stream.next().await.is_none(), "the stream ended");
         assert_eq!(connections.load(Ordering::SeqCst), 1, "not asked again");
+    }
+
+    /// Something in between that greets with a comment first: `attach` still waits for the
+    /// server's message naming where the stream starts, so a reconnect before the first event
+    /// resumes from there, not from "now".
+    #[tokio::test]
+    async fn attach_passes_over_a_comment_before_the_servers_first_message() {
+        let body = format!(
+            ": proxy says hello\n\nid: 5\n\nid: 6\ndata: {}\n\n",
+            event_json(6, "gate.overdue")
+        );
+        let (address, _) = closing_server_with(body, true);
+        let client = crate::Client::new(address).unwrap();
+        let mut stream = client.stream_events(Default::default());
+        stream.attach().await.unwrap();
+        assert_eq!(stream.last_event_id(), Some(5));
+        assert_eq!(stream.next().await.unwrap().unwrap().seq(), 6);
     }
 
     #[tokio::test]
