@@ -235,9 +235,10 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
     })
 }
 
-/// Mints a token for a new principal and appends its hashed entry to the file (created if
-/// missing); returns the token, which is stored nowhere. The file must stay valid: a taken
-/// name or a malformed file refuses.
+/// Mints a token for a new principal and adds its hashed entry at the end of the file (created
+/// if missing; an existing one replaced whole, as `remove` replaces it); returns the token,
+/// which is stored nowhere. The file must stay valid: a taken name or a malformed file
+/// refuses.
 pub fn add(
     path: &Path,
     name: &Actor,
@@ -311,14 +312,33 @@ pub fn add(
             ),
         }
     })?;
-    let mut out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(io)?;
-    out.write_all(added.as_bytes())
-        .and_then(|()| out.sync_all())
-        .map_err(io)?;
+    // A file there is replaced whole (a full disk mid-write leaves the old one, not half an
+    // entry no server loads), unless this user may not write beside it: then appended to.
+    let replaced = if existing.is_empty() {
+        Err(std::io::ErrorKind::NotFound.into())
+    } else {
+        let target = std::fs::canonicalize(path).map_err(io)?;
+        replace(&target, format!("{existing}{added}").as_bytes())
+    };
+    match replaced {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(io)?;
+            out.write_all(added.as_bytes())
+                .and_then(|()| out.sync_all())
+                .map_err(io)?;
+        }
+        Err(e) => return Err(io(e)),
+    }
     Ok(token)
 }
 
