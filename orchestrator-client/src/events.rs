@@ -559,16 +559,21 @@ mod tests {
         let client = crate::Client::new(address).unwrap();
         let mut stream = client.stream_events(Default::default());
         let limited = stream.next().await.unwrap();
+        let refused_at = std::time::Instant::now();
         assert!(
             matches!(&limited, Err(crate::ClientError::UnexpectedBody { status, .. }) if status.as_u16() == 429),
             "{limited:?}"
         );
         // Not before the 4 s asked for (the stream's own first pause is 0.4 s), also when the
-        // caller gives up waiting in between and calls again.
+        // caller gives up waiting in between and calls again. (Judged only while under 4 s
+        // have passed: a machine too busy to wake this test in time says nothing either way.)
         for _ in 0..2 {
             let next = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await;
+            let count = connections.load(Ordering::SeqCst);
             assert!(next.is_err(), "nothing comes");
-            assert_eq!(connections.load(Ordering::SeqCst), 1, "not asked again yet");
+            if refused_at.elapsed() < Duration::from_millis(3900) {
+                assert_eq!(count, 1, "not asked again yet");
+            }
         }
         let next = tokio::time::timeout(Duration::from_millis(2500), stream.next()).await;
         assert!(next.is_err(), "no event ever comes");
