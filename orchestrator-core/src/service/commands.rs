@@ -168,13 +168,8 @@ impl Advance {
     /// could name a blank actor, or `"alice "`, and count at the gate as another person than
     /// alice — a second approval of hers, or an approval of her own work.
     pub(crate) fn names_checked(mut self) -> Result<Self, ValidationError> {
-        let checked = |name: Option<Actor>, field: &'static str| {
-            name.map(|n| Actor::parse_name(n.as_str()))
-                .transpose()
-                .map_err(|e| ValidationError { field, ..e })
-        };
-        self.actor = checked(self.actor, "actor")?;
-        self.on_behalf_of = checked(self.on_behalf_of, "on_behalf_of")?;
+        self.actor = name_given(self.actor, "actor")?;
+        self.on_behalf_of = name_given(self.on_behalf_of, "on_behalf_of")?;
         // Acting for oneself is acting (`"alice "` by alice's principal: alice, twice).
         if let (Some(actor), Some(whom)) = (&self.actor, &self.on_behalf_of)
             && actor.same_person(whom)
@@ -266,6 +261,21 @@ impl Respond {
         self.actor_kind = Some(principal.kind);
         self
     }
+
+    /// This answer with its responder held to the rule of a name given now, as
+    /// [`Advance`]'s names are (an answer built by hand could name a blank or padded one).
+    pub(crate) fn names_checked(mut self) -> Result<Self, ValidationError> {
+        self.actor = name_given(self.actor, "actor")?;
+        Ok(self)
+    }
+}
+
+/// `name` held to [`Actor::parse_name`]'s rule, a refusal naming `field`: a command's fields
+/// may be set by hand, past the parsing a request's go through.
+fn name_given(name: Option<Actor>, field: &'static str) -> Result<Option<Actor>, ValidationError> {
+    name.map(|n| Actor::parse_name(n.as_str()))
+        .transpose()
+        .map_err(|e| ValidationError { field, ..e })
 }
 
 impl TryFrom<RespondRequest> for Respond {

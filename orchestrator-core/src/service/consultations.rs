@@ -402,14 +402,7 @@ impl Orchestrator {
         respond: Respond,
         seal: Option<Seal<Consultation>>,
     ) -> Result<Consultation> {
-        // As a request's (an answer built by hand could name a blank or padded responder).
-        let respond = Respond {
-            actor: respond
-                .actor
-                .map(|name| crate::Actor::parse_name(name.as_str()))
-                .transpose()?,
-            ..respond
-        };
+        let respond = respond.names_checked()?;
         if respond.actor_kind == Some(ActorKind::Agent) {
             return Err(Error::AgentMayNotRespond);
         }

@@ -220,9 +220,9 @@ pub(crate) fn if_match_once(headers: &HeaderMap) -> Result<()> {
     Ok(())
 }
 
-/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `*` names none.
+/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `*` names none. Given
+/// twice, the request was refused before it reached the handler ([`if_match_once`]).
 fn if_match_version(headers: &HeaderMap) -> Result<Option<u64>> {
-    if_match_once(headers)?;
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
