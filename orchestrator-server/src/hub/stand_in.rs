@@ -57,6 +57,8 @@ pub enum Fault {
     /// Answer normally, with a NUL and a bell in the answer, its rationale and doubts, and
     /// in the escalation's tentative answer if it escalates.
     ControlCharacters,
+    /// 400 `SESSION_UNAVAILABLE`, whatever session the ask names (as if it had just expired).
+    SessionUnavailable,
     /// Answer normally, but only after this long.
     Delay(Duration),
     /// Answer normally, but only once [`StandInHub::release`] lets it: for tests that need
@@ -350,6 +352,13 @@ impl StandInHub {
                 );
             }
             Some(Fault::Unprocessable) => return unprocessable("question"),
+            Some(Fault::SessionUnavailable) => {
+                return hub_error(
+                    StatusCode::BAD_REQUEST,
+                    "SESSION_UNAVAILABLE",
+                    "session is closed or expired",
+                );
+            }
             Some(Fault::NotJson) => return text(StatusCode::OK, "<html>surprise</html>"),
             Some(Fault::ConfidenceOutOfRange) => {
                 let answer = serde_json::json!({

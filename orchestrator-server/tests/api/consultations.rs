@@ -6,7 +6,7 @@ use std::time::Duration;
 use orchestrator_client::ClientError;
 use orchestrator_core::api::{
     AdvanceRequest, ConsultRequest, ErrorCode, HealthStatus, ListWorkflowsParams, RespondRequest,
-    StartWorkflowRequest,
+    StartWorkflowRequest, WorkflowResponse,
 };
 use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::HumanAction;
@@ -35,15 +35,16 @@ async fn to_gate(app: &TestApp, f: &FeatureId) {
 }
 
 /// The request failed with `status` and `code`, no consultation was stored, and the workflow
-/// is as it was.
+/// is as it was `before` the request. At the gate, nothing of the ask is left holding it: a
+/// human's approval passes (so the workflow moves on, and is not asked again).
 async fn assert_refused(
     app: &TestApp,
     f: &FeatureId,
+    before: &WorkflowResponse,
     result: Result<impl std::fmt::Debug, ClientError>,
     status: u16,
     code: ErrorCode,
 ) {
-    let before = app.client.get_workflow(f).await.unwrap();
     let err = result.expect_err("the ask should fail");
     assert_eq!(err.status().map(|s| s.as_u16()), Some(status), "{err}");
     assert_eq!(err.code(), Some(code), "{err}");
@@ -55,10 +56,17 @@ async fn assert_refused(
             .items
             .is_empty()
     );
+    let after = app.client.get_workflow(f).await.unwrap();
     assert_eq!(
-        app.client.get_workflow(f).await.unwrap().version,
-        before.version
+        (after.version, after.updated_at),
+        (before.version, before.updated_at)
     );
+    if after.state == WorkflowState::Gate1 {
+        app.client
+            .advance_workflow(f, &AdvanceRequest::new("human_approved"))
+            .await
+            .expect("nothing of a failed ask holds the gate");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -803,6 +811,8 @@ async fn a_session_the_hub_forgot_is_replaced() {
 async fn an_unknown_topic_is_a_validation_error_naming_it() {
     let app = spawn_app().await;
     let f = started(&app, "topic").await;
+    to_gate(&app, &f).await;
+    let before = app.client.get_workflow(&f).await.unwrap();
     let result = app
         .client
         .create_consultation(&f, &ask("astrology", QUESTION))
@@ -816,20 +826,26 @@ async fn an_unknown_topic_is_a_validation_error_naming_it() {
     assert_eq!(details.len(), 1, "{details:?}");
     assert!(details[0].starts_with("topic: "), "{details:?}");
     assert!(details[0].contains("astrology"), "{details:?}");
-    assert_refused(&app, &f, result, 400, ErrorCode::ValidationError).await;
+    assert_refused(&app, &f, &before, result, 400, ErrorCode::ValidationError).await;
+    assert_eq!(
+        app.hub.sessions_created(),
+        1,
+        "no session renewed for a topic"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_question_or_topic_is_refused_before_the_hub_is_called() {
     let app = spawn_app().await;
     let f = started(&app, "early").await;
+    let before = app.client.get_workflow(&f).await.unwrap();
     for request in [
         ask("testing", "too short"),
         ask("no/slashes", QUESTION),
         ask("", QUESTION),
     ] {
         let result = app.client.create_consultation(&f, &request).await;
-        assert_refused(&app, &f, result, 400, ErrorCode::ValidationError).await;
+        assert_refused(&app, &f, &before, result, 400, ErrorCode::ValidationError).await;
     }
     assert!(app.hub.asks().is_empty());
     assert_eq!(app.hub.sessions_created(), 0);
@@ -851,11 +867,12 @@ async fn consultations_need_an_active_workflow_and_never_reach_the_hub_otherwise
             .unwrap();
     }
     for f in [&idle, &done] {
+        let before = app.client.get_workflow(f).await.unwrap();
         let result = app
             .client
             .create_consultation(f, &ask("testing", QUESTION))
             .await;
-        assert_refused(&app, f, result, 409, ErrorCode::WorkflowNotActive).await;
+        assert_refused(&app, f, &before, result, 409, ErrorCode::WorkflowNotActive).await;
     }
     assert!(app.hub.asks().is_empty());
     let ghost = app
@@ -869,20 +886,50 @@ async fn consultations_need_an_active_workflow_and_never_reach_the_hub_otherwise
 #[tokio::test(flavor = "multi_thread")]
 async fn hub_errors_and_garbage_are_bad_gateway() {
     let app = spawn_app().await;
-    let f = started(&app, "garbage").await;
-    for fault in [
+    for (n, fault) in [
         Fault::Unprocessable,
         Fault::PlainText500,
         Fault::AgentUnavailable,
         Fault::NotJson,
-    ] {
-        app.hub.inject(fault.clone());
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let f = started(&app, &format!("garbage-{n}")).await;
+        to_gate(&app, &f).await;
+        let before = app.client.get_workflow(&f).await.unwrap();
+        app.hub.inject(fault);
         let result = app
             .client
             .create_consultation(&f, &ask("testing", QUESTION))
             .await;
-        assert_refused(&app, &f, result, 502, ErrorCode::AgentHubError).await;
+        assert_refused(&app, &f, &before, result, 502, ErrorCode::AgentHubError).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_the_hub_refuses_is_renewed_once_and_no_more() {
+    let app = spawn_app().await;
+    let f = started(&app, "renewed").await;
+    app.hub.inject(Fault::SessionUnavailable);
+    app.client
+        .create_consultation(&f, &ask("testing", QUESTION))
+        .await
+        .expect("answered in a new session");
+    assert_eq!(app.hub.sessions_created(), 2);
+
+    // Refused in the new session too: the hub is not asked a third time.
+    let f = started(&app, "refused").await;
+    to_gate(&app, &f).await;
+    let before = app.client.get_workflow(&f).await.unwrap();
+    app.hub.inject(Fault::SessionUnavailable);
+    app.hub.inject(Fault::SessionUnavailable);
+    let result = app
+        .client
+        .create_consultation(&f, &ask("testing", QUESTION))
+        .await;
+    assert_eq!(app.hub.sessions_created(), 4);
+    assert_refused(&app, &f, &before, result, 502, ErrorCode::AgentHubError).await;
 }
 
 /// Control characters in the hub's text (a NUL: PostgreSQL cannot store it in text) are kept
@@ -922,12 +969,14 @@ async fn the_hubs_text_is_kept_whatever_it_holds(app: &TestApp) {
         .expect("the gate opens");
 
     let f = started(app, "bad-escalation").await;
+    to_gate(app, &f).await;
+    let before = app.client.get_workflow(&f).await.unwrap();
     app.hub.inject(Fault::MalformedEscalationId);
     let result = app
         .client
         .create_consultation(&f, &ask("testing", QUESTION))
         .await;
-    assert_refused(app, &f, result, 502, ErrorCode::AgentHubError).await;
+    assert_refused(app, &f, &before, result, 502, ErrorCode::AgentHubError).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -948,23 +997,42 @@ async fn the_hubs_text_is_kept_whatever_it_holds_on_postgres() {
 async fn a_hub_slower_than_the_timeout_is_unavailable() {
     let app = spawn_app_with(|c| c.agent_hub_timeout_seconds = 1).await;
     let f = started(&app, "slow").await;
+    to_gate(&app, &f).await;
+    let before = app.client.get_workflow(&f).await.unwrap();
     app.hub.inject(Fault::Delay(Duration::from_secs(3)));
     let result = app
         .client
         .create_consultation(&f, &ask("testing", QUESTION))
         .await;
-    assert_refused(&app, &f, result, 503, ErrorCode::AgentHubUnavailable).await;
+    assert_refused(
+        &app,
+        &f,
+        &before,
+        result,
+        503,
+        ErrorCode::AgentHubUnavailable,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hub_that_is_down_is_unavailable_and_health_degrades() {
     let app = spawn_app_with(|c| c.agent_hub_url = dead_url()).await;
     let f = started(&app, "down").await;
+    let before = app.client.get_workflow(&f).await.unwrap();
     let result = app
         .client
         .create_consultation(&f, &ask("testing", QUESTION))
         .await;
-    assert_refused(&app, &f, result, 503, ErrorCode::AgentHubUnavailable).await;
+    assert_refused(
+        &app,
+        &f,
+        &before,
+        result,
+        503,
+        ErrorCode::AgentHubUnavailable,
+    )
+    .await;
 
     let health = app.client.get_health().await.unwrap();
     assert_eq!(health.status, HealthStatus::Degraded);
