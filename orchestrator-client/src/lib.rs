@@ -486,7 +486,8 @@ impl ClientBuilder {
     }
 
     /// How often a call is retried after a failure worth retrying (default 2): the server could
-    /// not be reached, dropped the connection or did not answer in time, it answered 503 (it
+    /// not be reached, dropped the connection or did not answer in time (its answer's body cut
+    /// off on the way included: the answer is asked for again), it answered 503 (it
     /// honours `Retry-After` up to 5 s), or a proxy in front of it answered 502 or 504 with a
     /// page of its own (the server's own 502, an Agent Hub failure, is not retried). A POST
     /// carries an `Idempotency-Key` (a new UUID per call, the same on every attempt), so a
@@ -642,18 +643,13 @@ impl Client {
         &self,
         builder: RequestBuilder,
     ) -> (Result<T>, bool) {
-        let (response, maybe_done) = self.respond(builder).await;
-        let answer = match response {
-            Ok(response) => self.answer(response).await,
-            Err(error) => Err(error),
-        };
-        (answer, maybe_done)
+        let (received, maybe_done) = self.respond(builder).await;
+        (received.and_then(Received::decode), maybe_done)
     }
 
-    /// Sends `builder`, again after failures worth retrying, until a successful answer (whose
-    /// body is left to read) or an error; and whether an earlier attempt may have been carried
-    /// out.
-    async fn respond(&self, builder: RequestBuilder) -> (Result<reqwest::Response>, bool) {
+    /// Sends `builder`, again after failures worth retrying, until a successful answer, read
+    /// whole, or an error; and whether an earlier attempt may have been carried out.
+    async fn respond(&self, builder: RequestBuilder) -> (Result<Received>, bool) {
         let mut attempt = 0;
         let mut maybe_done = false;
         // Since when the server has said, answer after answer, that the call's earlier attempt
@@ -671,7 +667,10 @@ impl Client {
             let again = may_retry.then(|| builder.try_clone()).flatten();
             let Some(again) = again else {
                 let answer = match builder.send().await {
-                    Ok(response) => self.successful(response).await,
+                    Ok(response) => match self.successful(response).await {
+                        Ok(response) => Received::read(response).await.map_err(Into::into),
+                        Err(error) => Err(error),
+                    },
                     Err(e) => Err(e.into()),
                 };
                 return (answer, maybe_done);
@@ -722,7 +721,22 @@ impl Client {
                         in_use_since = Some(in_use.unwrap_or_else(Instant::now));
                         pause.max(IN_USE_PAUSE)
                     }
-                    None => return (self.successful(response).await, maybe_done),
+                    None => match self.successful(response).await {
+                        Ok(response) => match Received::read(response).await {
+                            Ok(received) => return (Ok(received), maybe_done),
+                            // The answer was cut off on its way (a timeout, a dropped
+                            // connection; reqwest says "decode" for a body that ended
+                            // early): the request was carried out, and its answer is
+                            // asked for again — a write's key gives back the one it kept (a
+                            // new webhook's secret is in no other answer).
+                            Err(e) if e.is_timeout() || e.is_body() || e.is_decode() => {
+                                maybe_done = true;
+                                backoff(retry, None)
+                            }
+                            Err(e) => return (Err(e.into()), maybe_done),
+                        },
+                        Err(error) => return (Err(error), maybe_done),
+                    },
                 },
             };
             if in_use_since.is_none() {
@@ -739,28 +753,6 @@ impl Client {
         } else {
             Err(self.error_of(response).await)
         }
-    }
-
-    /// The call's result from the server's successful answer.
-    async fn answer<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T> {
-        let status = response.status();
-        let json = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(is_json);
-        let bytes = response.bytes().await?;
-        // Something between that answered in its stead (a sign-in page, a proxy's): shown,
-        // rather than a JSON syntax error about its first byte.
-        if !json && !bytes.is_empty() {
-            return Err(ClientError::UnexpectedBody {
-                status,
-                text: shown_text(&bytes),
-            });
-        }
-        // 202 and 204 answer no body: read as JSON `null` (the unit type).
-        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-        serde_json::from_slice(bytes).map_err(|source| ClientError::Decode { status, source })
     }
 
     /// The error an unsuccessful answer says.
@@ -835,9 +827,9 @@ impl Client {
         request: &StartWorkflowRequest,
     ) -> Result<StartOutcome> {
         let builder = self.keyed_post(paths::WORKFLOW_START, request);
-        let response = self.respond(builder).await.0?;
-        let created = response.status() == StatusCode::CREATED;
-        let workflow = self.answer(response).await?;
+        let received = self.respond(builder).await.0?;
+        let created = received.status == StatusCode::CREATED;
+        let workflow = received.decode()?;
         Ok(StartOutcome { workflow, created })
     }
 
@@ -1190,8 +1182,53 @@ impl Client {
 
     /// Sends `builder` as [`Client::send`] does and returns the answer's body as text.
     async fn send_text(&self, builder: RequestBuilder) -> Result<String> {
-        let response = self.respond(builder).await.0?;
-        Ok(response.text().await?)
+        let received = self.respond(builder).await.0?;
+        Ok(String::from_utf8_lossy(&received.bytes).into_owned())
+    }
+}
+
+/// A successful answer, its body read whole.
+struct Received {
+    status: StatusCode,
+    /// It says it is JSON, or says nothing of what it is.
+    json: bool,
+    bytes: Vec<u8>,
+}
+
+impl Received {
+    async fn read(response: reqwest::Response) -> std::result::Result<Self, reqwest::Error> {
+        let status = response.status();
+        let json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(is_json);
+        let bytes = response.bytes().await?.into();
+        Ok(Received {
+            status,
+            json,
+            bytes,
+        })
+    }
+
+    /// The call's result from the answer.
+    fn decode<T: DeserializeOwned>(self) -> Result<T> {
+        let Received {
+            status,
+            json,
+            bytes,
+        } = self;
+        // Something between that answered in its stead (a sign-in page, a proxy's): shown,
+        // rather than a JSON syntax error about its first byte.
+        if !json && !bytes.is_empty() {
+            return Err(ClientError::UnexpectedBody {
+                status,
+                text: shown_text(&bytes),
+            });
+        }
+        // 202 and 204 answer no body: read as JSON `null` (the unit type).
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(bytes).map_err(|source| ClientError::Decode { status, source })
     }
 }
 
@@ -1526,6 +1563,56 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.code(), Some(ErrorCode::IdempotencyKeyInUse));
         assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_off_on_its_way_is_asked_for_again_under_the_same_key() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let keys = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = keys.clone();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(mut conn) = conn else { break };
+                let mut head = Vec::new();
+                let mut byte = [0; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                let key = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("idempotency-key: "))
+                    .map(str::to_owned);
+                seen.lock().unwrap().push(key);
+                let _ = conn.read(&mut [0; 1024]);
+                // The first answer says 201 and its length, then its connection drops.
+                let _ = if n == 0 {
+                    write!(
+                        conn,
+                        "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n{{\"secret\""
+                    )
+                } else {
+                    let body = r#"{"secret": "kept"}"#;
+                    write!(
+                        conn,
+                        "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nidempotent-replayed: true\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+            }
+        });
+        let client = Client::new(address).unwrap();
+        let answer: serde_json::Value = client.post("/webhooks", &()).await.unwrap();
+        assert_eq!(answer["secret"], "kept");
+        let keys = keys.lock().unwrap().clone();
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert!(keys[0].is_some());
+        assert_eq!(
+            keys[0], keys[1],
+            "the retry carries the first attempt's key"
+        );
     }
 
     #[tokio::test]

@@ -275,11 +275,14 @@ pub fn expired_key<'a>(scope: &'a str, name: &'a str, before: i64, now: i64) -> 
         )
 }
 
-/// One idempotency key, if it has no answer and its lease ended before `now`.
+/// One idempotency key, if it has no answer, its lease ended before `now` and it was claimed
+/// for the request `fingerprint` names: a key deleted and claimed again for another request
+/// since it was read is not taken over.
 #[dsl::auto_type]
-pub fn abandoned_key<'a>(scope: &'a str, name: &'a str, now: i64) -> _ {
+pub fn abandoned_key<'a>(scope: &'a str, name: &'a str, fingerprint: &'a str, now: i64) -> _ {
     idempotency_keys::table
         .find((scope, name))
+        .filter(idempotency_keys::fingerprint.eq(fingerprint))
         .filter(idempotency_keys::answer.is_null())
         .filter(idempotency_keys::lease_until.lt(now))
 }

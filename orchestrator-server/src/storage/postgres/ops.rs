@@ -621,10 +621,15 @@ async fn claim_key(
         match judge_claim(stored, &row.fingerprint, row.created_at) {
             ClaimStep::Decided(claim) => claim,
             ClaimStep::TakeOver => {
-                let taken = diesel::update(queries::abandoned_key(scope, name, row.created_at))
-                    .set(idempotency_keys::lease_until.eq(row.lease_until))
-                    .execute(conn)
-                    .await?;
+                let taken = diesel::update(queries::abandoned_key(
+                    scope,
+                    name,
+                    &row.fingerprint,
+                    row.created_at,
+                ))
+                .set(idempotency_keys::lease_until.eq(row.lease_until))
+                .execute(conn)
+                .await?;
                 if taken == 1 {
                     KeyClaim::Claimed
                 } else {

@@ -570,7 +570,7 @@ fn claim_key(
             ClaimStep::Decided(claim) => claim,
             ClaimStep::TakeOver => {
                 let taken = prepared::update(
-                    queries::abandoned_key(scope, name, row.created_at),
+                    queries::abandoned_key(scope, name, &row.fingerprint, row.created_at),
                     idempotency_keys::lease_until.eq(row.lease_until),
                 )
                 .execute(conn)?;
