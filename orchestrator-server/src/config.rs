@@ -251,6 +251,10 @@ fn parse_kind(value: &str) -> Result<ActorKind, String> {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
+/// How long the Agent Hub lets one of its experts answer, in seconds: a question may take
+/// that long and still be answered.
+pub const HUB_EXPERT_SECONDS: u64 = 300;
+
 /// The length under which start-up warns that a shared token may be guessed (32 characters:
 /// 16 random bytes as hex, or a principal's minted token, are past it).
 pub const GUESSABLE_TOKEN_LEN: usize = 32;
@@ -356,6 +360,14 @@ impl Config {
         self.api_token.is_none()
             && self.principals_file.is_none()
             && !self.host.to_canonical().is_loopback()
+    }
+
+    /// Whether `AGENT_HUB_TIMEOUT_SECONDS` gives up on a question before the hub gives up on
+    /// its expert ([`HUB_EXPERT_SECONDS`]): a slow expert's answer, or its escalation, then
+    /// lands at the hub after the orchestrator stopped waiting, and is never learnt of; and
+    /// asking again puts the question in the hub's session twice. Start-up warns.
+    pub fn hub_timeout_below_experts(&self) -> bool {
+        self.agent_hub_timeout_seconds < HUB_EXPERT_SECONDS
     }
 
     /// The webhook retry schedule's length, when it is longer than `EVENTS_RETENTION_SECONDS`:
@@ -679,6 +691,18 @@ mod tests {
         assert_eq!(hub.agent_hub_url, "http://hub.example:8001/v1");
         let with_token = parse(&["--api-token", "s3cret"]).unwrap();
         assert!(!format!("{with_token:?}").contains("s3cret"));
+        // Start-up warns of a hub timeout shorter than the hub's experts may take.
+        assert!(!config.hub_timeout_below_experts());
+        assert!(
+            !parse(&["--agent-hub-timeout-seconds", "300"])
+                .unwrap()
+                .hub_timeout_below_experts()
+        );
+        assert!(
+            parse(&["--agent-hub-timeout-seconds", "299"])
+                .unwrap()
+                .hub_timeout_below_experts()
+        );
         // Start-up warns of a token short enough to guess, not of a random one or none.
         assert!(with_token.api_token_guessable());
         let random = parse(&["--api-token", &"7f".repeat(16)]).unwrap();

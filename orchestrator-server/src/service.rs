@@ -125,6 +125,15 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
              guessed; use a random one (openssl rand -hex 32)"
         );
     }
+    if config.hub_timeout_below_experts() {
+        tracing::warn!(
+            agent_hub_timeout_seconds = config.agent_hub_timeout_seconds,
+            hub_expert_seconds = crate::config::HUB_EXPERT_SECONDS,
+            "AGENT_HUB_TIMEOUT_SECONDS is shorter than the Agent Hub gives its experts: a slow \
+             expert's answer or escalation arrives after the question failed here, and is never \
+             seen; asking again puts the question in the hub's session twice"
+        );
+    }
     if let Some(schedule) = config.retries_outlast_retention() {
         tracing::warn!(
             events_retention_seconds = config.events_retention_seconds,

@@ -79,7 +79,18 @@ impl Orchestrator {
                 // Nothing waits for a human any more, so it must not hold the gate or fail an
                 // approval.
                 Some(Err(HubError::EscalationNotFound(_))) => {
-                    Ok(consultation.escalation_lost(self.clock.now()))
+                    let lost = consultation.escalation_lost(self.clock.now());
+                    if lost {
+                        // Worth an operator's eye: a hub that lost its database, or another
+                        // hub at AGENT_HUB_URL, lets the gates these held be approved.
+                        tracing::warn!(
+                            consultation_id = %consultation.id,
+                            feature_id = %consultation.feature_id,
+                            "the agent hub no longer knows this consultation's escalation; \
+                             it needs rerouting and no longer holds the gate"
+                        );
+                    }
+                    Ok(lost)
                 }
                 Some(Err(e)) => Err(Error::from(e)),
             };

@@ -247,7 +247,9 @@ fn transport(error: reqwest::Error) -> HubError {
     } else if error.is_connect() {
         HubError::Unavailable("the agent hub cannot be reached".to_owned())
     } else if error.is_decode() || error.is_body() {
-        HubError::Failed(format!("unreadable answer: {error}"))
+        // The answer's body ended early (reqwest names that "decode" too): the hub went away
+        // mid-answer, as unavailable as one that went away before it.
+        HubError::Unavailable(format!("the agent hub's answer was cut off: {error}"))
     } else {
         HubError::Unavailable(format!("request to the agent hub failed: {error}"))
     }
@@ -578,6 +580,23 @@ mod tests {
             .unwrap();
         match read_bounded(&mut huge).await {
             Err(HubError::Failed(message)) => assert!(message.contains("larger than"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hub_gone_mid_answer_is_unavailable_as_one_gone_before_it() {
+        use tokio::io::AsyncWriteExt;
+        let url = serving_one(|mut socket| async move {
+            let half = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                        content-length: 200\r\n\r\n{\"id\": \"e-1\", ";
+            let _ = socket.write_all(half.as_bytes()).await;
+        })
+        .await;
+        match hub_at(&url).escalation(&EscalationId("e-1".into())).await {
+            Err(HubError::Unavailable(message)) => {
+                assert!(message.contains("cut off"), "{message}")
+            }
             other => panic!("{other:?}"),
         }
     }
