@@ -903,25 +903,34 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             count,
             json,
         } => {
-            let after = if from_oldest {
-                Some(oldest_kept(&client, &which).await?)
-            } else {
-                after
-            };
-            let query = which.query(after, EventsQuery::DEFAULT_LIMIT)?;
-            let mut events = client.stream_events(query);
-            // A server that cannot be reached at the start is the caller's error (exit 3),
-            // not a reconnection to wait for; one that answers 5xx (starting, draining, its
-            // database down), or a proxy's 408 or 429, is waited for, as later.
-            loop {
-                match events.attach().await {
-                    Ok(()) => break,
-                    Err(e) if e.status().is_some() && crate::events::retryable(&e) => {
-                        let _ = writeln!(err, "warning: {e}; connecting again");
+            // Retention may pass the oldest event between reading it and opening the stream
+            // (410): the stream is opened again from the new oldest, once.
+            let mut expired_once = false;
+            let mut events = 'open: loop {
+                let after = if from_oldest {
+                    Some(oldest_kept(&client, &which).await?)
+                } else {
+                    after
+                };
+                let query = which.query(after, EventsQuery::DEFAULT_LIMIT)?;
+                let mut events = client.stream_events(query);
+                // A server that cannot be reached at the start is the caller's error (exit 3),
+                // not a reconnection to wait for; one that answers 5xx (starting, draining, its
+                // database down), or a proxy's 408 or 429, is waited for, as later.
+                loop {
+                    match events.attach().await {
+                        Ok(()) => break 'open events,
+                        Err(e) if e.status().is_some() && crate::events::retryable(&e) => {
+                            let _ = writeln!(err, "warning: {e}; connecting again");
+                        }
+                        Err(e) if from_oldest && !expired_once && e.is_gone() => {
+                            expired_once = true;
+                            continue 'open;
+                        }
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(e) => return Err(e.into()),
                 }
-            }
+            };
             let mut seen = 0;
             let mut last_error = None;
             loop {
@@ -1296,6 +1305,50 @@ mod tests {
             "{err}"
         );
         assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn watch_from_oldest_starts_again_once_when_retention_passed_it_meanwhile() {
+        let event = |id: u64| {
+            format!(
+                r#"{{"specversion":"1.0","id":"{id}","source":"orchestrator","type":"gate.overdue","subject":"f","time":"2026-12-06T00:00:00Z","datacontenttype":"application/json","data":{{}}}}"#
+            )
+        };
+        let page = |id: u64| {
+            let body = format!(r#"{{"items":[{}],"next_after":"{id}"}}"#, event(id));
+            (200, "application/json", body)
+        };
+        let expired = (
+            410,
+            "application/json",
+            r#"{"error": {"code": "EVENTS_EXPIRED", "message": "gone"}}"#.to_owned(),
+        );
+        let stream = |id: u64| {
+            let body = format!(
+                "id: {}
+
+id: {id}
+data: {}
+
+",
+                id - 1,
+                event(id)
+            );
+            (200, "text/event-stream", body)
+        };
+        let (url, connections) =
+            crate::tests::scripted(vec![page(5), expired.clone(), page(9), stream(9)]);
+        let (code, err) = orchestrator(&url, &["watch", "--from-oldest", "--count", "1"]).await;
+        assert_eq!(code, ExitCode::SUCCESS, "{err}");
+        assert_eq!(connections.load(Ordering::SeqCst), 4);
+
+        // Twice in a row: the second 410 is the command's error.
+        let (url, connections) =
+            crate::tests::scripted(vec![page(5), expired.clone(), page(9), expired]);
+        let (code, err) = orchestrator(&url, &["watch", "--from-oldest", "--count", "1"]).await;
+        assert_eq!(code, ExitCode::from(1), "{err}");
+        assert!(err.contains("EVENTS_EXPIRED"), "{err}");
+        assert_eq!(connections.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]

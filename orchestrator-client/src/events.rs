@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use orchestrator_core::EventType;
 use orchestrator_core::api::{CloudEvent, EventsQuery, HEARTBEAT_HEADER, paths};
 use reqwest::Method;
 
@@ -34,9 +35,10 @@ pub(crate) const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// or a 429 comes back as an `Err` item and the next call reconnects (after a pause, sending
 /// `Last-Event-ID`; at least as long as the answer's `Retry-After` asked, up to a minute); an
 /// error the server means (400, 401, 409 `EVENTS_CURSOR_AHEAD`, 410
-/// `EVENTS_EXPIRED`) ends the stream after it is returned. An event this version cannot read
-/// (a type a newer server added) comes back once as a [`ClientError::UnreadableEvent`] item
-/// naming its id, and the stream goes on after it.
+/// `EVENTS_EXPIRED`) ends the stream after it is returned. An event of a type this version does
+/// not know (one a newer server added) comes back once as a [`ClientError::UnreadableEvent`]
+/// item naming its id, and the stream goes on after it; an event of a known type that does not
+/// decode is a [`ClientError::Decode`] that ends the stream (as it fails a page).
 ///
 /// A stream made without `after` starts "from now": at its connection, which happens at the
 /// first [`EventStream::next`], or earlier with [`EventStream::attach`] when what follows
@@ -312,9 +314,23 @@ impl EventStream {
                 }
                 continue;
             }
-            let decoded = serde_json::from_str::<CloudEvent>(&data.join("\n"));
-            // An event this version cannot read is passed over once too: its id comes from the
-            // message's `id:` line.
+            let data = data.join("\n");
+            let decoded = match serde_json::from_str::<CloudEvent>(&data) {
+                // An event of a type this version knows that does not decode is a misfit (a
+                // bug on one side): it ends the stream, as it fails a page, rather than being
+                // passed over with a warning.
+                Err(source) if !of_unknown_type(&data) => {
+                    self.response = None;
+                    self.ended = true;
+                    return Some(Err(ClientError::Decode {
+                        status: reqwest::StatusCode::OK,
+                        source,
+                    }));
+                }
+                decoded => decoded,
+            };
+            // An event of a type this version does not know (a newer server's) is passed over
+            // once: its id comes from the message's `id:` line.
             let id = match &decoded {
                 Ok(event) => Some(event.seq()),
                 Err(_) => message_id(&text),
@@ -437,6 +453,14 @@ fn message_id(message: &str) -> Option<u64> {
 
 /// Whether a failed connection is worth trying again: transport failures, 5xx, 408 and 429
 /// (a proxy's timeout or rate limit) are; the server's refusals (400, 401, 403, 410) are not.
+/// Whether an event's JSON names a type this version does not know (a newer server's).
+fn of_unknown_type(data: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(data)
+        .ok()
+        .and_then(|event| event.get("type")?.as_str().map(str::to_owned))
+        .is_some_and(|kind| EventType::parse(&kind).is_none())
+}
+
 pub(crate) fn retryable(error: &ClientError) -> bool {
     match error {
         ClientError::Api { status, .. } | ClientError::UnexpectedBody { status, .. } => {
@@ -667,6 +691,27 @@ mod tests {
         let next = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await;
         assert!(next.is_err(), "nothing more comes: {next:?}");
         assert!(connections.load(Ordering::SeqCst) >= 2, "it reconnected");
+    }
+
+    #[tokio::test]
+    async fn an_event_of_a_known_type_that_does_not_decode_ends_the_stream() {
+        let broken = event_json(2, "gate.overdue").replace(r#""subject":"f""#, r#""subject":7"#);
+        let body = format!(
+            "id: 1\ndata: {}\n\nid: 2\ndata: {broken}\n\nid: 3\ndata: {}\n\n",
+            event_json(1, "gate.overdue"),
+            event_json(3, "gate.overdue")
+        );
+        let (address, _) = closing_server_with(body, true);
+        let client = crate::Client::new(address).unwrap();
+        let mut stream = client.stream_events(Default::default());
+        assert_eq!(stream.next().await.unwrap().unwrap().seq(), 1);
+        let failed = stream.next().await.unwrap();
+        assert!(
+            matches!(failed, Err(crate::ClientError::Decode { .. })),
+            "{failed:?}"
+        );
+        assert!(stream.next().await.is_none(), "the stream ended");
+        assert_eq!(stream.last_event_id(), Some(1), "not passed over");
     }
 
     #[tokio::test]
