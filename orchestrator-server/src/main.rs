@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         return run_command(command);
     }
     telemetry::init(&config.log, config.log_format);
+    raise_open_files(config.max_connections);
     // SQLite reads run on blocking threads, at most one per reading connection; a few more
     // for start-up, shutdown and name lookups. Without a bound, the pool keeps spawning
     // threads whenever a read is handed over before the last one's thread is idle again (55
@@ -52,6 +53,47 @@ fn main() -> ExitCode {
     // gets a few seconds, not as long as it takes: what matters was stored and closed.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     code
+}
+
+/// Raises the soft limit of open files to the hard one (as nginx and Go programs do): the
+/// server holds one per connection, event stream and database connection, and systemd and
+/// container runtimes often start services at a soft 1024, below `MAX_CONNECTIONS`' default,
+/// so that past it connections failed before the limit meant for them applied. Warns when even
+/// the hard limit leaves less than `MAX_CONNECTIONS` + 100.
+fn raise_open_files(max_connections: u32) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let in_force = match limit.current {
+            Some(current) if limit.maximum.is_none_or(|hard| hard > current) => {
+                let raised = Rlimit {
+                    current: limit.maximum,
+                    maximum: limit.maximum,
+                };
+                match setrlimit(Resource::Nofile, raised) {
+                    Ok(()) => limit.maximum,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the open-file limit was not raised");
+                        Some(current)
+                    }
+                }
+            }
+            current => current,
+        };
+        let needed = u64::from(max_connections) + 100;
+        if let Some(open_files) = in_force.filter(|limit| *limit < needed) {
+            tracing::warn!(
+                open_files,
+                max_connections,
+                "the open-file limit is below MAX_CONNECTIONS + 100: past it, connections, \
+                 streams and database connections fail; raise the hard limit (ulimit -Hn, \
+                 LimitNOFILE=, a container's ulimits) or lower MAX_CONNECTIONS"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_connections;
 }
 
 /// How the server ended: 0 after a drain; a start-up failure said on stderr, exit 2 for one

@@ -371,3 +371,52 @@ async fn a_hub_on_this_machine_is_reached_past_the_proxy_settings() {
     let hub = &health.checks["agent_hub"];
     assert_eq!(hub.status, "ok", "{:?}", hub.message);
 }
+
+/// The server raises its soft open-file limit to the hard one: started with a soft 512 (below
+/// `MAX_CONNECTIONS`' 1024), it runs with the hard limit.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_open_file_limit_is_raised_to_the_hard_one() {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let open_files = |limits: &str| -> (String, String) {
+        let line = limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))
+            .unwrap()
+            .to_owned();
+        let mut fields = line.split_whitespace().skip(3);
+        (
+            fields.next().unwrap().to_owned(),
+            fields.next().unwrap().to_owned(),
+        )
+    };
+    let (_, hard) = open_files(&limits);
+    if hard.parse::<u64>().is_ok_and(|hard| hard <= 512) {
+        return; // Nothing to raise to.
+    }
+    let dir = TempDir::new().unwrap();
+    let port = crate::helpers::free_port();
+    let database = format!("sqlite:///{}", dir.path().join("o.db").display());
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", "ulimit -Sn 512 && exec \"$0\""])
+        .arg(env!("CARGO_BIN_EXE_orchestrator-server"))
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", database)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = Client::new(format!("http://127.0.0.1:{port}")).unwrap();
+    crate::helpers::wait_healthy(&client).await;
+    let theirs = std::fs::read_to_string(format!("/proc/{}/limits", child.id()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (soft, raised_hard) = open_files(&theirs.unwrap());
+    assert_eq!(
+        (soft.as_str(), raised_hard.as_str()),
+        (hard.as_str(), hard.as_str())
+    );
+}
