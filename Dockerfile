@@ -54,9 +54,10 @@ STOPSIGNAL SIGTERM
 # No curl needed: the CLI asks /health and exits 4 when the service is unhealthy (3 when it
 # cannot be reached). The shell form, so that the port follows PORT (`-e PORT=9000`): a
 # RUNTIME_IMAGE without /bin/sh needs a health check of its own. The start period covers a
-# start-up on PostgreSQL that waits for another replica's migrations or for a table a long
-# transaction holds (up to a minute of tries): a failed check then does not count, while the
-# first one that passes marks the container healthy at once.
-HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
+# start-up on PostgreSQL whose migrations wait for a table a long transaction holds (up to
+# about three minutes of tries; waiting for another replica's migrations is not bounded, and
+# shows unhealthy once past it): a failed check then does not count, while the first one that
+# passes marks the container healthy at once.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=240s --retries=3 \
     CMD /usr/local/bin/orchestrator --url "http://127.0.0.1:${PORT:-8000}" --timeout 4 health
 ENTRYPOINT ["/usr/local/bin/orchestrator-server"]
