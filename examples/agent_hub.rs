@@ -45,7 +45,13 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|_| anyhow::anyhow!("AGENT_HUB_PORT must be a port number, not {port:?}"))?,
         Err(_) => 8001,
     };
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on 127.0.0.1:{port}: {e} (set AGENT_HUB_PORT for another port)"
+            )
+        })?;
     println!(
         "stand-in Agent Hub on http://{} (--help: its markers and switch)",
         listener.local_addr()?

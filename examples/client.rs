@@ -14,7 +14,12 @@ use orchestrator_core::api::{
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let base_url = support::server_url().await?;
+    let base_url = support::server_url(
+        "Drives one feature through its life cycle with the typed client, a lost race included.\n\
+     With principals it stops at the gate, as the rules say: an agent may not decide there,\n\
+     and the author of the work may not approve it (one token does both here).",
+    )
+    .await?;
     let client = support::client(&base_url)?;
     println!("talking to {base_url}");
 

@@ -16,7 +16,13 @@ use orchestrator_core::{EventFilter, EventType};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let base_url = support::server_url().await?;
+    let base_url = support::server_url(
+        "Brings a feature to GATE_1 and waits for the decision on the event stream. Its stand-in\n\
+     reviewer approves with the same token; with principals that is refused (an agent's\n\
+     token, or the one that handed the work over) and it waits for you: approve it with\n\
+     another reviewer's token (`orchestrator approve FEATURE`).",
+    )
+    .await?;
     let client = support::client(&base_url)?;
     let feature = chrono::Utc::now()
         .format("gate-example-%Y%m%d-%H%M%S%3f")
@@ -59,9 +65,11 @@ async fn main() -> anyhow::Result<()> {
         approve.actor = Some("alice".to_owned());
         if let Err(e) = reviewer.advance_workflow(&reviewed, &approve).await {
             eprintln!("the reviewer could not approve: {e}");
-            if e.is_forbidden() {
+            // Refused for the caller (a token without the reviewer role; the token that
+            // handed the work over, which may not approve its own) rather than for a while.
+            if e.is_forbidden() || e.status().is_some_and(|s| s.is_client_error()) {
                 eprintln!(
-                    "still waiting: approve or reject it yourself (`orchestrator approve {reviewed}`, with a reviewer's token)"
+                    "still waiting: approve or reject it yourself (`orchestrator approve {reviewed}`, with another reviewer's token)"
                 );
             }
         }

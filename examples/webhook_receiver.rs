@@ -29,7 +29,12 @@ use tokio::sync::mpsc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let base_url = support::server_url().await?;
+    let base_url = support::server_url(
+        "Subscribes a receiver on a loopback port to workflow.transitioned events and checks each\n\
+     delivery's signature. Your server must run with WEBHOOK_ALLOW_PRIVATE_NETWORKS=true (the\n\
+     receiver is on loopback), and with principals the token must be an admin's.",
+    )
+    .await?;
     let client = support::client(&base_url)?;
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -6,8 +6,9 @@ use orchestrator_server::{Config, bind, build_app, serve};
 
 /// The URL given as the first argument, or else a server started in-process on a free port
 /// over an in-memory SQLite database (it stops with the example). `-h` or `--help` prints how
-/// to call it and ends the example.
-pub async fn server_url() -> anyhow::Result<String> {
+/// to call it, then `about` (what the example shows and what your server needs for it), and
+/// ends the example.
+pub async fn server_url(about: &str) -> anyhow::Result<String> {
     if let Some(url) = std::env::args().nth(1) {
         if url == "-h" || url == "--help" {
             let program = std::env::args().next().unwrap_or_default();
@@ -18,7 +19,7 @@ pub async fn server_url() -> anyhow::Result<String> {
                 "usage: {name} [SERVER_URL]\n\n\
                  Without SERVER_URL it starts a server of its own, in memory. With one it talks to\n\
                  that server, with the token in ORCHESTRATOR_TOKEN (else ORCHESTRATOR_API_TOKEN)\n\
-                 when the server needs one. examples/README.md says what it shows."
+                 when the server needs one. It leaves its feature on your server.\n\n{about}"
             );
             std::process::exit(0);
         }
