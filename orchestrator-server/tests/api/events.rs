@@ -460,6 +460,59 @@ async fn a_stream_catches_up_from_far_back_in_order() {
     assert_eq!(next(&mut stream).await.subject.as_str(), "late");
 }
 
+/// A stream whose reader stops reading falls behind the live feed: once the feed's broadcast
+/// has moved past what it could hold for it, the stream ends with its position (it does not
+/// skip what it missed), and a stream resumed from there gets every event after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_falls_behind_ends_at_its_position_and_resumes_with_nothing_missed() {
+    let app = spawn_app().await;
+    let mut stalled = reqwest::Client::new()
+        .get(app.url("/events/stream"))
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    read_until(&mut stalled, &mut text, |t| t.contains("\n\n")).await;
+    // Large events, one broadcast batch each (every write wakes the feed), far more than the
+    // connection's queue and socket buffers hold: the stream's writer waits, and the
+    // broadcast passes it by.
+    const STARTS: u64 = 300;
+    let metadata = serde_json::json!({ "notes": "x".repeat(60_000) });
+    for n in 0..STARTS {
+        let mut request = StartWorkflowRequest::new(format!("bulky-{n}"), "a bulky feature");
+        request.metadata = Some(metadata.clone());
+        app.client.start_workflow(&request).await.unwrap();
+    }
+    // Read now: what was queued comes, and then the stream ends, its last message an id alone.
+    let mut body = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(chunk) = stalled.chunk().await.unwrap() {
+            body.extend_from_slice(&chunk);
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream that fell behind was not ended");
+    let body = String::from_utf8_lossy(&body);
+    let ids: Vec<u64> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .map(|id| id.parse().unwrap())
+        .collect();
+    let position = *ids.last().expect("the stream tells its position");
+    assert!(position < STARTS, "it fell behind: {position}");
+    let mut delivered: Vec<u64> = ids.clone();
+    delivered.dedup();
+    assert_eq!(
+        delivered,
+        (1..=position).collect::<Vec<_>>(),
+        "what it sent has no gap"
+    );
+    let mut resumed = app.client.stream_events(query(Some(position)));
+    for expected in position + 1..=STARTS {
+        assert_eq!(next(&mut resumed).await.seq(), expected);
+    }
+}
+
 /// A stream of a rare type catches up through a long log ten thousand ids at a time, reading
 /// on after each range it looked at, and finds the event at its end.
 #[tokio::test]
