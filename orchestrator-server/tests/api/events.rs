@@ -589,6 +589,54 @@ async fn resuming_after_an_id_the_log_never_had_is_409() {
     );
 }
 
+/// On PostgreSQL an event id is taken under the event log's row lock, held until the write
+/// commits: a write that took id 2 and has not committed holds back every later id, so no
+/// reader is shown 3 before 2 (and then passes 2 over for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_id_in_a_write_not_yet_committed_holds_back_the_later_ones() {
+    use diesel_async::RunQueryDsl;
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let app = spawn_app_with(|c| c.database_url = DatabaseUrl::Postgres(db.url.clone())).await;
+    let mut stream = app.client.stream_events(query(Some(0)));
+    app.start_workflow("first").await;
+    assert_eq!(next(&mut stream).await.seq(), 1);
+    // Another writer (a replica, here a session of the test's) takes id 2 and writes its
+    // event, and has not committed yet.
+    let mut writer =
+        crate::postgres::in_open_transaction(&db.url, "SELECT take_event_ids(1)").await;
+    diesel::sql_query(
+        "INSERT INTO events (id, event_type, subject, time, data) \
+         SELECT 2, event_type, subject, time, data FROM events WHERE id = 1",
+    )
+    .execute(&mut writer)
+    .await
+    .unwrap();
+    let client = app.client.clone();
+    let later = tokio::spawn(async move {
+        client
+            .start_workflow(&StartWorkflowRequest::new("second", "started meanwhile"))
+            .await
+    });
+    let early = tokio::time::timeout(Duration::from_secs(1), stream.next()).await;
+    assert!(
+        early.is_err(),
+        "nothing is shown before 2 commits: {early:?}"
+    );
+    diesel::sql_query("COMMIT")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut stream).await.seq(), 2);
+    let third = next(&mut stream).await;
+    assert_eq!((third.seq(), third.subject.as_str()), (3, "second"));
+    later
+        .await
+        .unwrap()
+        .expect("the later write went on once 2 committed");
+}
+
 /// A PostgreSQL database restored from an older copy under running servers (every replica
 /// takes event ids from the database; SQLite's writer numbers them itself, so a SQLite
 /// restore needs the server stopped): the log's ids go back. A stream past the new end ends
