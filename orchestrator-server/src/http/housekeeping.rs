@@ -216,6 +216,47 @@ mod tests {
             .expect("the series is there")
     }
 
+    /// The purge keeps a key past its day while a retry that took it over just before the day
+    /// ended still holds it, and forgets it once that lease and an hour are over.
+    #[tokio::test]
+    async fn the_key_purge_spares_a_key_held_past_its_day() {
+        use orchestrator_core::repository::{IdempotencyKey, KeyClaim};
+        let config = crate::Config::for_tests(crate::storage::DatabaseUrl::SqliteMemory);
+        let app = crate::build_app(&config).await.unwrap();
+        let repository = app.orchestrator().repository().clone();
+        let now = app.now();
+        let (day, lease) = (chrono::Duration::days(1), chrono::Duration::seconds(65));
+        let key = |name: &str| IdempotencyKey {
+            scope: "*".to_owned(),
+            key: name.to_owned(),
+        };
+        // First claimed a day and a minute ago, taken over by a retry a minute ago whose lease
+        // runs on: held. First claimed a day and two hours ago, its lease long over: purged.
+        let claims = [
+            (
+                "held",
+                now - day - chrono::Duration::minutes(1),
+                now + lease,
+            ),
+            ("old", now - day - chrono::Duration::hours(2), now - day),
+        ];
+        for (name, created, lease_until) in claims {
+            let claim = repository
+                .claim_key(&key(name), "fp", created, lease_until, created - day)
+                .await
+                .unwrap();
+            assert!(matches!(claim, KeyClaim::Claimed), "{claim:?}");
+        }
+        purge_keys(&app).await;
+        let held = repository
+            .claim_key(&key("held"), "fp", now, now + lease, now - day)
+            .await
+            .unwrap();
+        assert!(matches!(held, KeyClaim::InUse), "{held:?}");
+        // Of the two past their day, only the held one is left.
+        assert_eq!(repository.purge_keys(now - day).await.unwrap(), 1);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_worker_that_panics_is_started_again_after_growing_pauses_and_counted() {
         let metrics = Metrics::default();
