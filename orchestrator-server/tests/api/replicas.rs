@@ -117,6 +117,48 @@ async fn thirty_two_concurrent_advances_across_replicas_have_one_winner() {
     }
 }
 
+/// One keyed request sent many times at once to both replicas (a client retrying through a
+/// proxy): it is carried out once; every other copy gets its kept answer or is told the key
+/// is in use, never a second change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_key_sent_to_both_replicas_at_once_is_carried_out_once() {
+    let Some((_db, a, b)) = replicas().await else {
+        return;
+    };
+    a.start_workflow("keyed").await;
+    let http = reqwest::Client::new();
+    let sends = (0..16).map(|n| {
+        let url = if n % 2 == 0 { &a } else { &b }.url("/workflow/keyed/advance");
+        let http = http.clone();
+        async move {
+            let answer = http
+                .post(url)
+                .header("idempotency-key", "one-key-both-replicas")
+                .json(&serde_json::json!({"trigger": "agent_complete"}))
+                .send()
+                .await
+                .unwrap();
+            let replayed = answer.headers().contains_key("idempotent-replayed");
+            let status = answer.status().as_u16();
+            let body: serde_json::Value = answer.json().await.unwrap();
+            (status, replayed, body)
+        }
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let mut carried_out = 0;
+    for (status, replayed, body) in &answers {
+        match (status, replayed) {
+            (200, false) => carried_out += 1,
+            (200, true) => assert_eq!(body["version"], 2, "{body}"),
+            (409, _) => assert_eq!(body["error"]["code"], "IDEMPOTENCY_KEY_IN_USE", "{body}"),
+            _ => panic!("{status}: {body}"),
+        }
+    }
+    assert_eq!(carried_out, 1, "{answers:?}");
+    let history = b.client.get_history(&id("keyed")).await.unwrap();
+    assert_eq!(history.transitions.len(), 2, "advanced once");
+}
+
 /// Reviewers approving one gate at once on both replicas, none naming the version it saw:
 /// each approval is judged on those that landed before it (on either replica), so a gate of
 /// three passes with three distinct people and the others are told it moved on; one reviewer
