@@ -691,6 +691,11 @@ mod tests {
         assert_eq!(hub.agent_hub_url, "http://hub.example:8001/v1");
         let with_token = parse(&["--api-token", "s3cret"]).unwrap();
         assert!(!format!("{with_token:?}").contains("s3cret"));
+        // Nor does a database URL's password show, in the config or the URL alone.
+        let with_password = parse(&["--database-url", "postgres://me:s3cret@db/o"]).unwrap();
+        assert!(!format!("{with_password:?}").contains("s3cret"));
+        assert!(!format!("{:?}", with_password.database_url).contains("s3cret"));
+        assert!(!with_password.database_url.to_string().contains("s3cret"));
         // Start-up warns of a hub timeout shorter than the hub's experts may take.
         assert!(!config.hub_timeout_below_experts());
         assert!(

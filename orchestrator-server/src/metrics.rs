@@ -90,11 +90,23 @@ pub enum Worker {
     EventFeed,
     /// Marks asks a stopped server left `interrupted`.
     AsksSweep,
+    /// Notes the gates past their deadline, every second (a run that panics is counted, and
+    /// the next runs on time).
+    GateSweep,
+    /// Purges idempotency keys, events, settled deliveries and ended board sessions, every
+    /// minute (likewise).
+    Purges,
 }
 
 impl Worker {
     /// Every worker.
-    pub const ALL: [Worker; 3] = [Worker::Webhooks, Worker::EventFeed, Worker::AsksSweep];
+    pub const ALL: [Worker; 5] = [
+        Worker::Webhooks,
+        Worker::EventFeed,
+        Worker::AsksSweep,
+        Worker::GateSweep,
+        Worker::Purges,
+    ];
 
     /// Its name, as the `worker` label and the log say it.
     pub fn as_str(self) -> &'static str {
@@ -102,6 +114,8 @@ impl Worker {
             Worker::Webhooks => "webhooks",
             Worker::EventFeed => "event_feed",
             Worker::AsksSweep => "asks_sweep",
+            Worker::GateSweep => "gate_sweep",
+            Worker::Purges => "purges",
         }
     }
 }
@@ -110,6 +124,19 @@ impl Worker {
 struct AttemptLabels {
     outcome: &'static str,
 }
+
+/// The Agent Hub calls counted, as the `operation` label says them.
+pub const HUB_OPERATIONS: [&str; 6] = [
+    "create_session",
+    "close_session",
+    "ask",
+    "escalation",
+    "respond",
+    "health",
+];
+
+/// How an Agent Hub call ended, as the `outcome` label says it.
+pub const HUB_OUTCOMES: [&str; 4] = ["ok", "unavailable", "error", "refused"];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HubLabels {
@@ -232,16 +259,19 @@ impl Metrics {
         let worker_restarts = counters(
             &mut registry,
             "orchestrator_worker_restarts",
-            "Background workers started again after a panic (a bug), by worker",
+            "Background workers started again after a panic (a bug), by worker; for the gate \
+             sweep and the purges, runs that panicked (the next runs on time)",
             Worker::ALL.map(|worker| WorkerLabels {
                 worker: worker.as_str(),
             }),
         );
-        let hub_calls = Family::<HubLabels, Counter>::default();
-        registry.register(
+        let hub_calls = counters(
+            &mut registry,
             "orchestrator_agent_hub_calls",
             "Agent Hub calls, by operation and outcome",
-            hub_calls.clone(),
+            HUB_OPERATIONS
+                .into_iter()
+                .flat_map(|operation| HUB_OUTCOMES.map(|outcome| HubLabels { operation, outcome })),
         );
         let webhook_attempts = counters(
             &mut registry,
@@ -347,6 +377,29 @@ impl Metrics {
                 worker: worker.as_str(),
             })
             .inc();
+    }
+
+    /// Shows the server-error series of every route's methods at 0 from the start (500 and
+    /// 503: a fault's first answers then show as a rise, which a series that first appears
+    /// already at 1 does not), and each route's latency histogram.
+    pub fn expect_requests<'a>(
+        &self,
+        routes: impl IntoIterator<Item = (&'static str, &'a [Method])>,
+    ) {
+        for (route, methods) in routes {
+            let _ = self.latency.get_or_create(&RouteLabels { route });
+            for method in methods.iter().filter(|m| **m != Method::HEAD) {
+                for status in [500, 503] {
+                    self.requests
+                        .get_or_create(&RequestLabels {
+                            route,
+                            method: method_label(method),
+                            status,
+                        })
+                        .inc_by(0);
+                }
+            }
+        }
     }
 
     /// Counts one answered request.
@@ -471,6 +524,9 @@ mod tests {
             "orchestrator_store_readable 1",
             "orchestrator_webhook_deliveries_pending 7",
             "orchestrator_webhook_oldest_due_seconds 61",
+            // Seeded at 0: a first failure shows as a rise.
+            r#"orchestrator_agent_hub_calls_total{operation="respond",outcome="error"} 0"#,
+            r#"orchestrator_worker_restarts_total{worker="gate_sweep"} 0"#,
             "# EOF",
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
@@ -489,9 +545,8 @@ mod tests {
             .collect();
         let storage = StorageMetrics::default();
         let metrics = Metrics::new(&storage);
-        // A family shows once it has a series.
-        metrics.request("/health", &Method::GET, 200, Duration::from_millis(3));
-        metrics.hub_call("ask", "ok");
+        // Each family shows from the start.
+        metrics.expect_requests([("/health", [Method::GET, Method::HEAD].as_slice())]);
         let summary = Summary {
             counts: orchestrator_core::StateCounts::from_pairs([]),
             overdue: 0,
@@ -506,6 +561,24 @@ mod tests {
         let mut documented = table.clone();
         documented.sort_unstable();
         assert_eq!(exposed, documented);
+    }
+
+    #[test]
+    fn the_server_error_series_of_each_route_show_at_zero_from_the_start() {
+        let metrics = Metrics::default();
+        metrics.expect_requests([
+            ("/health", [Method::GET, Method::HEAD].as_slice()),
+            ("/workflow/{feature_id}/advance", [Method::POST].as_slice()),
+        ]);
+        let text = metrics.render(&StoreReading::of(None), 0);
+        for expected in [
+            r#"orchestrator_http_requests_total{route="/health",method="GET",status="500"} 0"#,
+            r#"orchestrator_http_requests_total{route="/health",method="GET",status="503"} 0"#,
+            r#"orchestrator_http_requests_total{route="/workflow/{feature_id}/advance",method="POST",status="503"} 0"#,
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+        assert!(!text.contains(r#"method="HEAD""#), "{text}");
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     let repository = storage::connect(&config.database_url, pool_size).await?;
     let sole_server = repository.sole_server();
     let metrics = Arc::new(metrics::Metrics::new(repository.metrics()));
+    metrics.expect_requests(
+        crate::http::router::Route::TABLE
+            .iter()
+            .map(|(pattern, route)| (*pattern, route.methods())),
+    );
     let hub = hub::HttpAgentHub::new(
         &config.agent_hub_url,
         config.hub_ask_timeout(),

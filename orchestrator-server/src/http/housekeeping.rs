@@ -27,9 +27,16 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Sweeps every [`SWEEP_EVERY`] and purges every [`PURGE_EVERY`], each at its own pace,
 /// until `stop` turns true.
 pub async fn run(app: App, stop: watch::Receiver<bool>) {
+    let metrics = app.metrics();
     tokio::join!(
-        every(SWEEP_EVERY, stop.clone(), || sweep_once(&app)),
-        every(PURGE_EVERY, stop, || purge(&app)),
+        every(
+            SWEEP_EVERY,
+            Worker::GateSweep,
+            metrics,
+            stop.clone(),
+            || { sweep_once(&app) }
+        ),
+        every(PURGE_EVERY, Worker::Purges, metrics, stop, || purge(&app)),
     );
 }
 
@@ -37,19 +44,22 @@ pub async fn run(app: App, stop: watch::Receiver<bool>) {
 /// board sessions.
 async fn purge(app: &App) {
     // Each on its own: a bug in one does not keep the others from running.
-    caught("the purge of idempotency keys", purge_keys(app)).await;
-    caught("the purge of events", purge_events(app)).await;
-    caught("the purge of board sessions", purge_sessions(app)).await;
+    let purges = (Worker::Purges, app.metrics());
+    caught(purges, "the purge of idempotency keys", purge_keys(app)).await;
+    caught(purges, "the purge of events", purge_events(app)).await;
+    caught(purges, "the purge of board sessions", purge_sessions(app)).await;
 }
 
-/// Runs `work`; a panic in it (a bug) is logged with its message instead of unwinding
-/// further.
-async fn caught(what: &str, work: impl Future<Output = ()>) {
+/// Runs `work`, part of `worker`'s run; a panic in it (a bug) is logged with its message and
+/// counted (`orchestrator_worker_restarts`) instead of unwinding further.
+async fn caught((worker, metrics): (Worker, &Metrics), what: &str, work: impl Future<Output = ()>) {
     if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
         tracing::error!(
+            worker = worker.as_str(),
             panic = crate::panic_message(&*panic),
             "{what} panicked (a bug); the next runs on time"
         );
+        metrics.worker_restarted(worker);
     }
 }
 
@@ -107,8 +117,13 @@ const LAST_RESTART: Duration = Duration::from_secs(60);
 /// server's after a restart) makes the rest. A run that panics (a bug) is logged, and the
 /// next runs on time: a panic in the sweep or a purge no longer ends them all for the
 /// process's life (though a bug that panics on every run still keeps its own work undone).
-async fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut work: F)
-where
+async fn every<F, Fut>(
+    period: Duration,
+    worker: Worker,
+    metrics: &Metrics,
+    mut stop: watch::Receiver<bool>,
+    mut work: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
@@ -120,7 +135,7 @@ where
             _ = stop.wait_for(|stop| *stop) => return,
         }
         tokio::select! {
-            () = caught("a housekeeping run", work()) => {}
+            () = caught((worker, metrics), "a housekeeping run", work()) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
     }
@@ -206,14 +221,22 @@ mod tests {
 
     use super::*;
 
-    /// How many times `metrics` counted the event feed started again.
-    fn feed_restarts(metrics: &Metrics) -> u64 {
+    /// How many times `metrics` counted `worker` started again (or a run of it that panicked).
+    fn restarts(metrics: &Metrics, worker: Worker) -> u64 {
         let text = metrics.render(&crate::metrics::StoreReading::of(None), 0);
-        let line = r#"orchestrator_worker_restarts_total{worker="event_feed"} "#;
+        let line = format!(
+            r#"orchestrator_worker_restarts_total{{worker="{}"}} "#,
+            worker.as_str()
+        );
         text.lines()
-            .find_map(|l| l.strip_prefix(line))
+            .find_map(|l| l.strip_prefix(line.as_str()))
             .and_then(|n| n.parse().ok())
             .expect("the series is there")
+    }
+
+    /// How many times `metrics` counted the event feed started again.
+    fn feed_restarts(metrics: &Metrics) -> u64 {
+        restarts(metrics, Worker::EventFeed)
     }
 
     /// The purge keeps a key past its day while a retry that took it over just before the day
@@ -332,15 +355,26 @@ mod tests {
         let (stop, stopped) = watch::channel(false);
         let runs = Arc::new(AtomicU32::new(0));
         let counted = runs.clone();
-        let looping = tokio::spawn(every(Duration::from_secs(60), stopped, move || {
-            let runs = counted.clone();
-            async move {
-                // The third run never ends by itself, like a purge of a huge backlog.
-                if runs.fetch_add(1, Ordering::SeqCst) == 2 {
-                    std::future::pending::<()>().await;
+        let metrics = Arc::new(Metrics::default());
+        let looping = tokio::spawn(async move {
+            let work = move || {
+                let runs = counted.clone();
+                async move {
+                    // The third run never ends by itself, like a purge of a huge backlog.
+                    if runs.fetch_add(1, Ordering::SeqCst) == 2 {
+                        std::future::pending::<()>().await;
+                    }
                 }
-            }
-        }));
+            };
+            every(
+                Duration::from_secs(60),
+                Worker::Purges,
+                &metrics,
+                stopped,
+                work,
+            )
+            .await;
+        });
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 1, "the first run is at once");
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -357,20 +391,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_run_that_panics_does_not_end_the_runs_after_it() {
+    async fn a_run_that_panics_does_not_end_the_runs_after_it_and_is_counted() {
         let (stop, stopped) = watch::channel(false);
         let runs = Arc::new(AtomicU32::new(0));
         let counted = runs.clone();
-        let looping = tokio::spawn(every(Duration::from_secs(1), stopped, move || {
-            let runs = counted.clone();
+        let metrics = Arc::new(Metrics::default());
+        let looping = tokio::spawn({
+            let metrics = metrics.clone();
             async move {
-                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
-                    panic!("a bug in the first run");
-                }
+                let work = move || {
+                    let runs = counted.clone();
+                    async move {
+                        if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                            panic!("a bug in the first run");
+                        }
+                    }
+                };
+                every(
+                    Duration::from_secs(1),
+                    Worker::GateSweep,
+                    &metrics,
+                    stopped,
+                    work,
+                )
+                .await;
             }
-        }));
+        });
         tokio::time::sleep(Duration::from_millis(2500)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 3, "the runs go on");
+        assert_eq!(restarts(&metrics, Worker::GateSweep), 1);
+        assert_eq!(restarts(&metrics, Worker::Purges), 0);
         stop.send_replace(true);
         looping.await.expect("the loop itself did not panic");
     }

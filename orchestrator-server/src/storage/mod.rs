@@ -85,8 +85,9 @@ pub async fn connect(
     })
 }
 
-/// Where the data lives, parsed from `DATABASE_URL`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the data lives, parsed from `DATABASE_URL`. `Debug` and `Display` never show a
+/// PostgreSQL URL (it may carry a password).
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     /// A SQLite file: `sqlite:///relative/path`, `sqlite:////absolute/path`, `sqlite:path`.
     SqliteFile(PathBuf),
@@ -151,6 +152,16 @@ impl FromStr for DatabaseUrl {
             return Err(bad());
         }
         Ok(DatabaseUrl::SqliteFile(PathBuf::from(path)))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::SqliteFile(path) => f.debug_tuple("SqliteFile").field(path).finish(),
+            DatabaseUrl::SqliteMemory => f.write_str("SqliteMemory"),
+            DatabaseUrl::Postgres(_) => f.write_str("Postgres(\"postgres://…\")"),
+        }
     }
 }
 

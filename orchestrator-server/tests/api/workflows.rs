@@ -452,11 +452,20 @@ async fn health_and_service_info_report_the_original_fields() {
 async fn metrics_count_requests_transitions_and_workflows() {
     let app = spawn_app().await;
     app.start_workflow("m").await;
-    app.client
-        .advance_workflow(&id("m"), &advance("agent_complete"))
-        .await
-        .unwrap();
+    // Sent twice with one key: carried out once, and counted once.
+    for _ in 0..2 {
+        let answer = reqwest::Client::new()
+            .post(app.url("/workflow/m/advance"))
+            .header("idempotency-key", "counted-once")
+            .json(&json!({"trigger": "agent_complete"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
     let text = app.metrics().await;
+    // Server errors show at 0 before the first one, so that it shows as a rise.
+    assert!(text.contains(r#"orchestrator_http_requests_total{route="/workflow/{feature_id}/advance",method="POST",status="500"} 0"#), "{text}");
     assert!(text.contains(r#"orchestrator_http_requests_total{route="/workflow/start",method="POST",status="201"} 1"#), "{text}");
     assert!(text.contains(r#"orchestrator_transitions_total{trigger="agent_complete"} 1"#));
     assert!(text.contains(r#"orchestrator_workflows{state="GATE_1"} 1"#));
