@@ -398,7 +398,7 @@ impl Feed {
         ("after" = Option<String>, Query, description = "only events with a greater id (a whole number); absent: from the oldest retained event"),
         ("limit" = Option<u32>, Query, description = "page size, 1–1000 (100 when absent)"),
         ("feature_id" = Option<String>, Query, description = "only this workflow's events"),
-        ("type" = Option<String>, Query, description = "only these types, comma-separated: workflow.transitioned, gate.overdue, consultation.created, consultation.updated"),
+        ("type" = Option<String>, Query, description = "only these types, comma-separated (or the parameter repeated: the types add up): workflow.transitioned, gate.overdue, consultation.created, consultation.updated"),
     ),
     responses(
         (status = 200, description = "the page, in id order; `next_after` is the last item's id, or past it when rows this server cannot read were passed over, or when a read filtered by `type` alone looked at its 10 000 ids and found fewer items, or when the page stopped at about 4 MiB of events (then more may follow: read on until `next_after` comes back equal to the `after` sent); on an empty page at the end of the log, the given `after` (without one, the last id retention deleted, 0 if none)", body = EventsResponse,
@@ -442,7 +442,7 @@ fn parse_query(query: Option<&str>, stream: bool) -> Result<EventsQuery> {
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this id (wins over `after`, which must still be a whole number if given); empty, it names nothing"),
         ("after" = Option<String>, Query, description = "resume after this id; with neither, only events from now on"),
         ("feature_id" = Option<String>, Query, description = "only this workflow's events"),
-        ("type" = Option<String>, Query, description = "only these types, comma-separated"),
+        ("type" = Option<String>, Query, description = "only these types, comma-separated (or the parameter repeated: the types add up)"),
     ),
     responses(
         (status = 200, description = "`text/event-stream`: first a message with only `id:`, the id the stream starts after (the newest id when neither `after` nor `Last-Event-ID` is given, so a consumer disconnected before its first event knows where to resume); then one message per event (`id:` its id, `event:` its type, `data:` the CloudEvent on one line), and a comment line every EVENTS_HEARTBEAT_SECONDS, followed, when the stream has read events since its last `id:` (ones its filter left out included), by another message with only `id:`, the last id it read, to resume after. A consumer that falls too far behind is disconnected and resumes by id.", content_type = "text/event-stream", body = String,

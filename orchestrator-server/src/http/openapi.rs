@@ -30,7 +30,10 @@ use super::{board, events};
         title = "Orchestrator",
         description = "Carries each feature through IDLE → PHASE_1 → GATE_1 → PHASE_2 → DONE. \
                        Every error answers `{\"error\": {\"code\", \"message\", \"details\"?}}`; \
-                       each operation lists the codes it can answer, with an example of each.",
+                       each operation lists the codes it can answer, with an example of each. \
+                       A method a path does not list is 405 `METHOD_NOT_ALLOWED` with `Allow` \
+                       naming those it serves (a board path: an HTML page); every `GET` but \
+                       the event stream's also answers `HEAD`.",
     ),
     paths(
         workflows::create_workflow,
@@ -167,7 +170,7 @@ impl ApiDoc {
 /// the service, a 400, 414 or 431, have none).
 fn name_request_ids(doc: &mut Value) {
     let header = json!({
-        "description": "the id the server's log names this request by: the caller's own `X-Request-Id` when it sent a printable one of at most 64 characters, else a new one",
+        "description": "the id the server's log names this request by: the caller's own `X-Request-Id` when it sent one of at most 64 visible ASCII characters (no spaces), else a new one",
         "schema": { "type": "string" },
     });
     let Some(paths) = doc["paths"].as_object_mut() else {
@@ -485,7 +488,7 @@ fn complete_board_operation(operation: &mut Value, method: &str) {
     {
         location["schema"] = json!({
             "type": "string",
-            "pattern": "^/board(/feature/[A-Za-z0-9][A-Za-z0-9._-]*|\\?state=(IDLE|PHASE_1|GATE_1|PHASE_2|DONE))?$",
+            "pattern": "^/board(/feature/[A-Za-z0-9][A-Za-z0-9._-]*|\\?state=(IDLE|PHASE_1|GATE_1|PHASE_2|DONE)(&after=[A-Za-z0-9][A-Za-z0-9._-]*)?)?$",
             "example": "/board",
         });
         location["required"] = json!(true);
@@ -971,7 +974,7 @@ fn apply_field_rules(doc: &mut Value) {
         "type": "string", "format": "uri", "minLength": 1, "maxLength": 2048,
         "pattern": webhook_url_pattern(),
         "description": "an absolute http(s) URL without credentials (any the URL standard reads; the pattern is a safe subset: a host name, its last label starting with a letter and no label with two hyphens running, or an IPv4 address, and an optional port; an IPv6 address in brackets, which the pattern leaves out, is taken too); a host that does not resolve, or resolves to a loopback, private or link-local address, is refused unless WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
-        "example": "https://hooks.example.com/orchestrator",
+        "example": "https://example.com/orchestrator",
     });
     webhook["event_types"] = json!({
         "type": ["array", "null"],
@@ -1107,8 +1110,12 @@ fn event_parameter(name: &str) -> Option<Value> {
         .map(|t| t.as_str().replace('.', r"\."))
         .join("|");
     Some(match name {
-        "after" | "Last-Event-ID" => json!({
+        "after" => json!({
             "type": "string", "pattern": format!("^{}$", u64_decimal()), "example": "42",
+        }),
+        // Empty, it names nothing (as a browser's `EventSource` may send it).
+        "Last-Event-ID" => json!({
+            "type": "string", "pattern": format!("^({})?$", u64_decimal()), "example": "42",
         }),
         "limit" => json!({
             "type": "integer", "minimum": 1,
@@ -1580,7 +1587,7 @@ pub(crate) mod examples {
     /// `POST /webhooks`' body.
     pub fn create_webhook() -> Value {
         json!({
-            "url": "https://hooks.example.com/orchestrator",
+            "url": "https://example.com/orchestrator",
             "event_types": ["workflow.transitioned", "gate.overdue"],
             "description": "reviewers' chat bot",
         })
@@ -1590,7 +1597,7 @@ pub(crate) mod examples {
     pub fn webhook() -> Value {
         json!({
             "id": "wh_2f0c0d7b5e8a4f6e9a1b3c5d7e9f1a2b",
-            "url": "https://hooks.example.com/orchestrator",
+            "url": "https://example.com/orchestrator",
             "event_types": ["workflow.transitioned", "gate.overdue"],
             "description": "reviewers' chat bot",
             "created_at": "2026-12-01T09:00:00Z",

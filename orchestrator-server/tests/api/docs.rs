@@ -301,6 +301,29 @@ fn advance_lists_every_conflict_and_the_hub_failures() {
         );
     }
     assert_eq!(start["201"]["headers"]["Location"]["required"], true);
+    // Where sign-in leads: any board page it may be asked to return to, a later page of a
+    // state's list included.
+    let signed_in = &doc["paths"]["/board/session"]["post"]["responses"]["303"]["headers"];
+    let pattern = signed_in["Location"]["schema"]["pattern"].as_str().unwrap();
+    let pattern = regex::Regex::new(pattern).unwrap();
+    for next in [
+        "/board",
+        "/board/feature/checkout-v2",
+        "/board?state=GATE_1",
+        "/board?state=DONE&after=f-1",
+    ] {
+        assert!(pattern.is_match(next), "{next}");
+    }
+    // An empty Last-Event-ID names nothing, and the document takes it.
+    let stream = &doc["paths"]["/events/stream"]["get"]["parameters"];
+    let last_event_id = stream
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Last-Event-ID")
+        .unwrap();
+    let pattern = regex::Regex::new(last_event_id["schema"]["pattern"].as_str().unwrap()).unwrap();
+    assert!(pattern.is_match("") && pattern.is_match("42") && !pattern.is_match("x"));
 }
 
 /// The routes whose POST the server refuses 415 before the idempotency key unless it says it
