@@ -296,7 +296,9 @@ pub enum Command {
     /// What waits at the gate, oldest first: one line each, with how long it has waited, its
     /// approvals (`1 of 2`), past its deadline `OVERDUE`, and `BLOCKED by N consultations`
     /// while consultations wait for a human or for the Agent Hub (no approval passes then),
-    /// with each one's id (`respond` answers one waiting for a human).
+    /// with each one's id (`respond` answers one waiting for a human). That is as stored: an
+    /// escalation answered at the hub itself, or one the hub lost, shows until something asks
+    /// the hub (`consultations FEATURE` does, and so does an approval, before it is judged).
     /// With --actor, only the gates that person may still approve. When none waits, stdout
     /// stays empty and stderr says so. For scripts, --json prints the same gates as a JSON
     /// list of workflows.
