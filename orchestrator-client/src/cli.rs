@@ -18,6 +18,7 @@ use orchestrator_core::api::{
     ListWorkflowsParams, RespondRequest, StartWorkflowRequest, WorkflowResponse,
 };
 use orchestrator_core::api::{CloudEvent, CreateWebhookRequest, DeliveriesQuery, EventsQuery};
+use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::webhook::DeliveryStatus;
 use orchestrator_core::{Actor, EventType, FeatureId, Trigger, WorkflowState};
 use serde::Serialize;
@@ -30,7 +31,7 @@ Exit codes:
   1  the server refused; its error envelope is printed on standard error
   2  bad usage
   3  the server could not be reached, or answered something unreadable (or the answer
-     could not be written, or `watch` lost its stream for good)
+     could not be written, or `watch`'s stream sent what it cannot read)
   4  health: the server is unhealthy (its answer is printed)
 
 --timeout: a call is tried up to three times (after a timeout, a dropped or refused
@@ -61,7 +62,7 @@ Examples:
   orchestrator reject 042-payment-retries --reason \"retries must back off\"
   orchestrator ask 042-payment-retries testing \"Which failure modes must the tests cover?\"
   orchestrator respond 042-payment-retries <consultation id> confirm --actor qa-lead
-  orchestrator webhooks add https://hooks.example.com/orchestrator --type gate.overdue
+  orchestrator webhooks add https://example.com/orchestrator --type gate.overdue
   orchestrator health || echo \"not healthy\"
   orchestrator info
   orchestrator metrics | grep orchestrator_workflows";
@@ -144,7 +145,7 @@ pub struct Cli {
     /// Seconds to wait for each attempt's answer (a call is tried up to three times;
     /// `orchestrator --help` says more).
     #[arg(long, global = true, help_heading = "Global options", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
     /// The Idempotency-Key a write sends: run again with the same key, it gets the first answer
     /// back and changes nothing more (`orchestrator --help` says more).
@@ -317,7 +318,9 @@ pub enum Command {
     /// Count workflows by state.
     Summary,
     /// Print events as they happen, one line each (`ID TYPE FEATURE WHAT`), resuming by id
-    /// after a disconnect; runs until interrupted (or --count events).
+    /// after a disconnect; runs until interrupted (or --count events). A server unreachable at
+    /// the start is exit 3; once it has streamed, one that goes away is waited for as long as
+    /// `watch` runs (a warning on stderr at each try, a few seconds apart).
     Watch {
         /// Which events.
         #[command(flatten)]
@@ -486,6 +489,11 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
     });
     let url = cli.url.clone();
     let starting = matches!(cli.command, Command::Start { .. });
+    let tokenless = token_given(
+        cli.token.clone(),
+        std::env::var("ORCHESTRATOR_API_TOKEN").ok(),
+    )
+    .is_none();
     match execute(cli, out, err).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
@@ -509,7 +517,20 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
                 || body.code == ErrorCode::IdempotencyKeyInUse;
             let exists = starting && body.code == ErrorCode::WorkflowAlreadyExists;
             let expired = body.code == ErrorCode::EventsExpired;
+            let unsigned = tokenless && status == reqwest::StatusCode::UNAUTHORIZED;
+            let blocked = body.code == ErrorCode::GateBlocked;
             let mut envelope = refusal(body, wire_code, request_id);
+            if blocked {
+                envelope["note"] = "the details name escalations at the Agent Hub; `respond` \
+                                    takes a consultation's id: `orchestrator consultations \
+                                    FEATURE` lists them with their escalation ids"
+                    .into();
+            }
+            if unsigned {
+                envelope["note"] = "no token was sent: this server needs one (--token or \
+                                    ORCHESTRATOR_TOKEN)"
+                    .into();
+            }
             if exists {
                 envelope["note"] = "run it with --use-existing to be given the existing workflow \
                                     instead"
@@ -551,14 +572,17 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
         Err(Failure::Client(other)) => {
             let _ = writeln!(err, "error: {other}");
             if matches!(&other, ClientError::Transport(e) if e.is_connect()) {
+                // Nothing was sent (the client reports an earlier attempt's failure when one
+                // may have been carried out): no change to worry about.
                 let _ = writeln!(
                     err,
                     "note: no server could be reached at {}: is one running there? (--url or \
-                     ORCHESTRATOR_URL names it)",
+                     ORCHESTRATOR_URL names it); nothing was changed",
                     crate::url_shown(&url)
                 );
+            } else {
+                note_retry_key(err, retry_key.as_deref());
             }
-            note_retry_key(err, retry_key.as_deref());
             ExitCode::from(3)
         }
         Err(Failure::Broken(message)) => {
@@ -1061,12 +1085,17 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
                 question,
                 context,
             };
-            print(
-                out,
-                &client
-                    .create_consultation(&feature(&feature_id)?, &request)
-                    .await?,
-            )
+            let consultation = client
+                .create_consultation(&feature(&feature_id)?, &request)
+                .await?;
+            if consultation.status == ConsultationStatus::Asking {
+                let _ = writeln!(
+                    err,
+                    "note: the Agent Hub has not answered yet; it is asked on in the background: \
+                     `orchestrator consultations {feature_id}` shows the answer once it comes"
+                );
+            }
+            print(out, &consultation)
         }
         Command::Consultations { feature_id } => print(
             out,
@@ -1351,6 +1380,23 @@ data: {}
         assert_eq!(code, ExitCode::from(1), "{err}");
         assert!(err.contains("EVENTS_EXPIRED"), "{err}");
         assert_eq!(connections.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_401_without_a_token_says_the_server_needs_one() {
+        let refused = (
+            401,
+            "application/json",
+            r#"{"error": {"code": "UNAUTHORIZED", "message": "missing or invalid bearer token"}}"#
+                .to_owned(),
+        );
+        let (url, _) = crate::tests::scripted(vec![refused]);
+        let (code, err) = orchestrator(&url, &["summary"]).await;
+        assert_eq!(code, ExitCode::from(1), "{err}");
+        assert!(err.contains("no token was sent"), "{err}");
+        let (code, err) = orchestrator(&url, &["--token", "wrong", "summary"]).await;
+        assert_eq!(code, ExitCode::from(1), "{err}");
+        assert!(!err.contains("no token was sent"), "a wrong one was: {err}");
     }
 
     #[tokio::test]

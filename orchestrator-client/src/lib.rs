@@ -652,6 +652,10 @@ impl Client {
     async fn respond(&self, builder: RequestBuilder) -> (Result<Received>, bool) {
         let mut attempt = 0;
         let mut maybe_done = false;
+        // The first failure after which the request may have been carried out: a call whose
+        // last attempt then finds no server (it stopped, and has not started again) fails with
+        // it, so that a refused connection always means nothing was sent.
+        let mut uncertain: Option<reqwest::Error> = None;
         // Since when the server has said, answer after answer, that the call's earlier attempt
         // is still being answered (`None` once it says anything else).
         let mut in_use_since: Option<Instant> = None;
@@ -671,6 +675,7 @@ impl Client {
                         Ok(response) => Received::read(response).await.map_err(Into::into),
                         Err(error) => Err(error),
                     },
+                    Err(e) if e.is_connect() => Err(uncertain.unwrap_or(e).into()),
                     Err(e) => Err(e.into()),
                 };
                 return (answer, maybe_done);
@@ -685,6 +690,7 @@ impl Client {
                 // with its key, a delete that treats "not found" as done).
                 Err(e) if e.is_timeout() || e.is_request() => {
                     maybe_done = true;
+                    uncertain.get_or_insert(e);
                     backoff(retry, None)
                 }
                 Err(e) => return (Err(e.into()), maybe_done),
@@ -731,6 +737,7 @@ impl Client {
                             // new webhook's secret is in no other answer).
                             Err(e) if e.is_timeout() || e.is_body() || e.is_decode() => {
                                 maybe_done = true;
+                                uncertain.get_or_insert(e);
                                 backoff(retry, None)
                             }
                             Err(e) => return (Err(e.into()), maybe_done),
@@ -1613,6 +1620,28 @@ mod tests {
             keys[0], keys[1],
             "the retry carries the first attempt's key"
         );
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_server_went_away_mid_request_fails_with_that_not_a_later_refusal() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        // The server takes the request and stops without answering: later attempts find no
+        // server at all.
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let _ = conn.read(&mut [0; 4096]);
+        });
+        let client = Client::new(address).unwrap();
+        let (result, maybe_done) = client
+            .send_counted::<serde_json::Value>(client.keyed_post("/workflow/start", &()))
+            .await;
+        assert!(maybe_done);
+        match result {
+            Err(ClientError::Transport(e)) => assert!(!e.is_connect(), "{e:?}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -325,11 +325,15 @@ impl TryFrom<RespondRequest> for Respond {
 /// The `actor_kind` a request names: `human` or `agent`. `system` is the orchestrator's own
 /// (a gate's expiry): no caller may put it on the record.
 fn requested_kind(kind: String) -> Result<ActorKind, ValidationError> {
-    match kind.parse::<ActorKind>()? {
-        ActorKind::System => Err(ValidationError::new(
+    // Said alike for an unknown kind and for `system`: a request may name only the two.
+    let refused = || {
+        ValidationError::new(
             "actor_kind",
             "must be human or agent (system is the orchestrator's own)",
-        )),
+        )
+    };
+    match kind.parse::<ActorKind>().map_err(|_| refused())? {
+        ActorKind::System => Err(refused()),
         kind => Ok(kind),
     }
 }

@@ -129,7 +129,7 @@ pub enum Error {
     /// restored from an older copy or replaced, and the log's ids go on from `last_id` (HTTP
     /// 409 `EVENTS_CURSOR_AHEAD`). Resuming there would skip the new events up to the old id.
     #[error(
-        "the event log ends at {last_id}, before {after}: it never had that id (the store was restored from an older copy or replaced); start again after {last_id}, or from the start"
+        "the event log ends at {last_id}, before {after}: it has no such id (a mistyped id, or a store restored from an older copy or replaced); start again after {last_id}, or from the start"
     )]
     EventsAhead {
         /// The id the reader asked to resume after.

@@ -854,7 +854,7 @@ fn error_example(operation_id: &str, code: ErrorCode, principals: bool) -> Value
             ]),
         ),
         EventsCursorAhead => envelope(
-            "the event log ends at 7, before 40: it never had that id (the store was restored from an older copy or replaced); start again after 7, or from the start",
+            "the event log ends at 7, before 40: it has no such id (a mistyped id, or a store restored from an older copy or replaced); start again after 7, or from the start",
             Some(vec![
                 "last_id: 7",
                 "read again with `after` (or `Last-Event-ID`) at most last_id, or without it (from the oldest event kept); the events after last_id are new, whatever ids you saw before",

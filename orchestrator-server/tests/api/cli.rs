@@ -7,7 +7,7 @@ use clap::Parser;
 use orchestrator_client::cli::{Cli, run};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, dead_url, spawn_app, stub_server};
+use crate::helpers::{TestApp, dead_url, spawn_app, spawn_app_with, stub_server};
 
 /// Runs the tool with `args` against `url`: exit code, stdout, stderr.
 async fn orchestrator(url: &str, args: &[&str]) -> (ExitCode, String, String) {
@@ -328,13 +328,12 @@ async fn bad_input_exits_2_and_an_unreachable_server_exits_3() {
     let looked = format!("no server could be reached at {}", dead_url());
     assert!(err.contains(&looked), "{err}");
     assert!(err.contains("--url or ORCHESTRATOR_URL"), "{err}");
-    // A write that got no answer tells the key to run it again with.
+    // A write that reached no server changed nothing, and says so (a write that may have been
+    // carried out tells the key to run it again with: the client's tests).
     let (code, _, err) = orchestrator(&dead_url(), &["start", "x", "y"]).await;
     assert_eq!(code, ExitCode::from(3), "{err}");
-    assert!(err.contains("--idempotency-key cli-"), "{err}");
-    let (_, _, err) =
-        orchestrator(&dead_url(), &["--idempotency-key", "mine", "approve", "x"]).await;
-    assert!(err.contains("--idempotency-key mine"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(!err.contains("may have been made"), "{err}");
     // A stream too: it does not wait for a server it never reached.
     let (code, _, err) = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -383,6 +382,13 @@ async fn ask_and_respond_drive_consultations() {
     .await;
     assert_eq!(asked["status"], "pending_human");
     let consultation = asked["id"].as_str().expect("an id").to_owned();
+    // At the gate it holds the approval; the refusal says where the id `respond` takes is.
+    ok(&app, &["advance", "cli-ask", "agent_complete"]).await;
+    let (code, _, err) =
+        orchestrator(&app.url(""), &["approve", "cli-ask", "--actor", "alice"]).await;
+    assert_eq!(code, ExitCode::from(1), "{err}");
+    assert!(err.contains("GATE_BLOCKED"), "{err}");
+    assert!(err.contains("orchestrator consultations"), "{err}");
     let answered = ok(
         &app,
         &[
@@ -401,6 +407,28 @@ async fn ask_and_respond_drive_consultations() {
     assert_eq!(answered["final_answer"], "sign with Ed25519");
     let listed = ok(&app, &["consultations", "cli-ask"]).await;
     assert_eq!(listed["items"][0]["human_responder"], "sec-team");
+}
+
+/// A question the hub has not answered within the wait is printed `asking`, exit 0, and a
+/// note on stderr says where its answer will be.
+#[tokio::test(flavor = "multi_thread")]
+async fn ask_says_when_the_answer_comes_later() {
+    let app = spawn_app_with(|c| c.agent_hub_wait_seconds = 0).await;
+    ok(&app, &["start", "cli-later", "asks a slow expert"]).await;
+    let args = [
+        "ask",
+        "cli-later",
+        "testing",
+        "Which tests matter most? [delay=2]",
+    ];
+    let (code, out, err) = orchestrator(&app.url(""), &args).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    let asked: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(asked["status"], "asking");
+    assert!(
+        err.contains("orchestrator consultations cli-later"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
