@@ -777,6 +777,8 @@ async fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result
             on_expiry,
             allow_self_approval,
         } => {
+            // A bad id is the command line's error (exit 2), as for every other command.
+            feature(&feature_id)?;
             let mut request = StartWorkflowRequest::new(feature_id, description);
             request.metadata = json_object("metadata", metadata)?;
             request.use_existing = use_existing.then_some(true);

@@ -295,8 +295,14 @@ async fn a_write_whose_reader_went_away_exits_3_and_tells_its_key() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_exits_2_and_an_unreachable_server_exits_3() {
     let app = spawn_app().await;
-    let (code, _, err) = orchestrator(&app.url(""), &["get", "not valid"]).await;
-    assert_eq!(code, ExitCode::from(2), "{err}");
+    // A bad feature id is the command line's error, whichever command names it.
+    for command in [
+        &["get", "not valid"][..],
+        &["start", "not valid", "a feature"],
+    ] {
+        let (code, _, err) = orchestrator(&app.url(""), command).await;
+        assert_eq!(code, ExitCode::from(2), "{command:?}: {err}");
+    }
     let (code, _, err) =
         orchestrator(&app.url(""), &["start", "x", "y", "--metadata", "{oops"]).await;
     assert_eq!(code, ExitCode::from(2), "{err}");
