@@ -69,6 +69,17 @@ async fn assert_refused(
     }
 }
 
+/// Asks the testing expert [`QUESTION`] about `f` and asserts the ask is refused with `status`
+/// and `code`, leaving nothing behind ([`assert_refused`]).
+async fn ask_refused(app: &TestApp, f: &FeatureId, status: u16, code: ErrorCode) {
+    let before = app.client.get_workflow(f).await.unwrap();
+    let result = app
+        .client
+        .create_consultation(f, &ask("testing", QUESTION))
+        .await;
+    assert_refused(app, f, &before, result, status, code).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_confident_answer_is_stored_resolved_and_changes_no_workflow() {
     let app = spawn_app().await;
@@ -897,13 +908,8 @@ async fn hub_errors_and_garbage_are_bad_gateway() {
     {
         let f = started(&app, &format!("garbage-{n}")).await;
         to_gate(&app, &f).await;
-        let before = app.client.get_workflow(&f).await.unwrap();
         app.hub.inject(fault);
-        let result = app
-            .client
-            .create_consultation(&f, &ask("testing", QUESTION))
-            .await;
-        assert_refused(&app, &f, &before, result, 502, ErrorCode::AgentHubError).await;
+        ask_refused(&app, &f, 502, ErrorCode::AgentHubError).await;
     }
 }
 
@@ -921,15 +927,10 @@ async fn a_session_the_hub_refuses_is_renewed_once_and_no_more() {
     // Refused in the new session too: the hub is not asked a third time.
     let f = started(&app, "refused").await;
     to_gate(&app, &f).await;
-    let before = app.client.get_workflow(&f).await.unwrap();
     app.hub.inject(Fault::SessionUnavailable);
     app.hub.inject(Fault::SessionUnavailable);
-    let result = app
-        .client
-        .create_consultation(&f, &ask("testing", QUESTION))
-        .await;
+    ask_refused(&app, &f, 502, ErrorCode::AgentHubError).await;
     assert_eq!(app.hub.sessions_created(), 4);
-    assert_refused(&app, &f, &before, result, 502, ErrorCode::AgentHubError).await;
 }
 
 /// Control characters in the hub's text (a NUL: PostgreSQL cannot store it in text) are kept
@@ -970,13 +971,8 @@ async fn the_hubs_text_is_kept_whatever_it_holds(app: &TestApp) {
 
     let f = started(app, "bad-escalation").await;
     to_gate(app, &f).await;
-    let before = app.client.get_workflow(&f).await.unwrap();
     app.hub.inject(Fault::MalformedEscalationId);
-    let result = app
-        .client
-        .create_consultation(&f, &ask("testing", QUESTION))
-        .await;
-    assert_refused(app, &f, &before, result, 502, ErrorCode::AgentHubError).await;
+    ask_refused(app, &f, 502, ErrorCode::AgentHubError).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -998,41 +994,15 @@ async fn a_hub_slower_than_the_timeout_is_unavailable() {
     let app = spawn_app_with(|c| c.agent_hub_timeout_seconds = 1).await;
     let f = started(&app, "slow").await;
     to_gate(&app, &f).await;
-    let before = app.client.get_workflow(&f).await.unwrap();
     app.hub.inject(Fault::Delay(Duration::from_secs(3)));
-    let result = app
-        .client
-        .create_consultation(&f, &ask("testing", QUESTION))
-        .await;
-    assert_refused(
-        &app,
-        &f,
-        &before,
-        result,
-        503,
-        ErrorCode::AgentHubUnavailable,
-    )
-    .await;
+    ask_refused(&app, &f, 503, ErrorCode::AgentHubUnavailable).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hub_that_is_down_is_unavailable_and_health_degrades() {
     let app = spawn_app_with(|c| c.agent_hub_url = dead_url()).await;
     let f = started(&app, "down").await;
-    let before = app.client.get_workflow(&f).await.unwrap();
-    let result = app
-        .client
-        .create_consultation(&f, &ask("testing", QUESTION))
-        .await;
-    assert_refused(
-        &app,
-        &f,
-        &before,
-        result,
-        503,
-        ErrorCode::AgentHubUnavailable,
-    )
-    .await;
+    ask_refused(&app, &f, 503, ErrorCode::AgentHubUnavailable).await;
 
     let health = app.client.get_health().await.unwrap();
     assert_eq!(health.status, HealthStatus::Degraded);
