@@ -451,8 +451,6 @@ fn message_id(message: &str) -> Option<u64> {
         .and_then(|id| id.trim().parse().ok())
 }
 
-/// Whether a failed connection is worth trying again: transport failures, 5xx, 408 and 429
-/// (a proxy's timeout or rate limit) are; the server's refusals (400, 401, 403, 410) are not.
 /// Whether an event's JSON names a type this version does not know (a newer server's).
 fn of_unknown_type(data: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(data)
@@ -461,6 +459,8 @@ fn of_unknown_type(data: &str) -> bool {
         .is_some_and(|kind| EventType::parse(&kind).is_none())
 }
 
+/// Whether a failed connection is worth trying again: transport failures, 5xx, 408 and 429
+/// (a proxy's timeout or rate limit) are; the server's refusals (400, 401, 403, 410) are not.
 pub(crate) fn retryable(error: &ClientError) -> bool {
     match error {
         ClientError::Api { status, .. } | ClientError::UnexpectedBody { status, .. } => {

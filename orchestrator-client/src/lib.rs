@@ -651,15 +651,16 @@ impl Client {
     /// whole, or an error; and whether an earlier attempt may have been carried out.
     async fn respond(&self, builder: RequestBuilder) -> (Result<Received>, bool) {
         let mut attempt = 0;
-        let mut maybe_done = false;
-        // The first failure after which the request may have been carried out: a call whose
-        // last attempt then finds no server (it stopped, and has not started again) fails with
-        // it, so that a refused connection always means nothing was sent.
-        let mut uncertain: Option<reqwest::Error> = None;
+        // The first failure after which the request may have been carried out (`Some`: an
+        // earlier attempt may have been). A call whose last attempt then finds no server (it
+        // stopped, and has not started again) fails with it, so that a refused connection
+        // always means nothing was sent.
+        let mut uncertain: Option<ClientError> = None;
         // Since when the server has said, answer after answer, that the call's earlier attempt
         // is still being answered (`None` once it says anything else).
         let mut in_use_since: Option<Instant> = None;
         loop {
+            let maybe_done = uncertain.is_some();
             // A call whose earlier attempt is still under way is asked about again, beyond
             // its retries (up to `in_use_patience`), until that attempt's answer comes back:
             // giving up would leave the caller to send it again under a new key, and so carry
@@ -675,7 +676,7 @@ impl Client {
                         Ok(response) => Received::read(response).await.map_err(Into::into),
                         Err(error) => Err(error),
                     },
-                    Err(e) if e.is_connect() => Err(uncertain.unwrap_or(e).into()),
+                    Err(e) if e.is_connect() => Err(uncertain.unwrap_or_else(|| e.into())),
                     Err(e) => Err(e.into()),
                 };
                 return (answer, maybe_done);
@@ -689,8 +690,7 @@ impl Client {
                 // request may have been carried out, and its retry is safe (a read, a write
                 // with its key, a delete that treats "not found" as done).
                 Err(e) if e.is_timeout() || e.is_request() => {
-                    maybe_done = true;
-                    uncertain.get_or_insert(e);
+                    uncertain.get_or_insert(e.into());
                     backoff(retry, None)
                 }
                 Err(e) => return (Err(e.into()), maybe_done),
@@ -708,7 +708,7 @@ impl Client {
                     if !matches!(error, ClientError::UnexpectedBody { .. }) {
                         return (Err(error), maybe_done);
                     }
-                    maybe_done = true;
+                    uncertain.get_or_insert(error);
                     backoff(retry, None)
                 }
                 Ok(response) => match retry_after(&response, retry) {
@@ -717,13 +717,14 @@ impl Client {
                         if error.code() == Some(ErrorCode::AgentHubUnavailable) {
                             return (Err(error), maybe_done);
                         }
-                        maybe_done = true;
+                        uncertain.get_or_insert(error);
                         pause
                     }
                     Some(pause) => {
                         // IDEMPOTENCY_KEY_IN_USE: not counted as a retry (see `may_retry`),
                         // and never asked again at once, whatever `Retry-After` says.
-                        maybe_done = true;
+                        let error = self.error_of(response).await;
+                        uncertain.get_or_insert(error);
                         in_use_since = Some(in_use.unwrap_or_else(Instant::now));
                         pause.max(IN_USE_PAUSE)
                     }
@@ -736,8 +737,7 @@ impl Client {
                             // asked for again — a write's key gives back the one it kept (a
                             // new webhook's secret is in no other answer).
                             Err(e) if e.is_timeout() || e.is_body() || e.is_decode() => {
-                                maybe_done = true;
-                                uncertain.get_or_insert(e);
+                                uncertain.get_or_insert(e.into());
                                 backoff(retry, None)
                             }
                             Err(e) => return (Err(e.into()), maybe_done),
@@ -1642,6 +1642,33 @@ mod tests {
             Err(ClientError::Transport(e)) => assert!(!e.is_connect(), "{e:?}"),
             other => panic!("{other:?}"),
         }
+
+        // Likewise after an answer that leaves the outcome open (a 503 past the request's
+        // bound), then no server.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut conn, _) = listener.accept().unwrap();
+            let _ = conn.read(&mut [0; 4096]);
+            let body = r#"{"error": {"code": "SERVICE_UNAVAILABLE", "message": "may still be carried out"}}"#;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        let client = Client::new(address).unwrap();
+        let (result, maybe_done) = client
+            .send_counted::<serde_json::Value>(client.keyed_post("/workflow/start", &()))
+            .await;
+        assert!(maybe_done);
+        let error = result.unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(ErrorCode::ServiceUnavailable),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]

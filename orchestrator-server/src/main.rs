@@ -64,15 +64,19 @@ fn raise_open_files(max_connections: u32) {
     #[cfg(unix)]
     {
         use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let needed = u64::from(max_connections) + 100;
         let limit = getrlimit(Resource::Nofile);
+        // An unlimited hard limit (macOS's usual) is not a soft limit every system takes:
+        // ask for a finite one, enough and then some.
+        let target = limit.maximum.unwrap_or_else(|| needed.max(65_536));
         let in_force = match limit.current {
-            Some(current) if limit.maximum.is_none_or(|hard| hard > current) => {
+            Some(current) if target > current => {
                 let raised = Rlimit {
-                    current: limit.maximum,
+                    current: Some(target),
                     maximum: limit.maximum,
                 };
                 match setrlimit(Resource::Nofile, raised) {
-                    Ok(()) => limit.maximum,
+                    Ok(()) => Some(target),
                     Err(e) => {
                         tracing::debug!(error = %e, "the open-file limit was not raised");
                         Some(current)
@@ -81,13 +85,12 @@ fn raise_open_files(max_connections: u32) {
             }
             current => current,
         };
-        let needed = u64::from(max_connections) + 100;
         if let Some(open_files) = in_force.filter(|limit| *limit < needed) {
             tracing::warn!(
                 open_files,
                 max_connections,
                 "the open-file limit is below MAX_CONNECTIONS + 100: past it, connections, \
-                 streams and database connections fail; raise the hard limit (ulimit -Hn, \
+                 streams and database connections fail; raise the limit (ulimit -n, \
                  LimitNOFILE=, a container's ulimits) or lower MAX_CONNECTIONS"
             );
         }

@@ -72,6 +72,7 @@ impl Orchestrator {
                 break;
             };
             let unreachable = matches!(looked_up, Some(Err(HubError::Unavailable(_))));
+            let lost = matches!(looked_up, Some(Err(HubError::EscalationNotFound(_))));
             let changed = match looked_up {
                 None => Ok(false),
                 Some(Ok(escalation)) => Ok(consultation.refresh(&escalation, self.clock.now())),
@@ -79,10 +80,17 @@ impl Orchestrator {
                 // Nothing waits for a human any more, so it must not hold the gate or fail an
                 // approval.
                 Some(Err(HubError::EscalationNotFound(_))) => {
-                    let lost = consultation.escalation_lost(self.clock.now());
-                    if lost {
-                        // Worth an operator's eye: a hub that lost its database, or another
-                        // hub at AGENT_HUB_URL, lets the gates these held be approved.
+                    Ok(consultation.escalation_lost(self.clock.now()))
+                }
+                Some(Err(e)) => Err(Error::from(e)),
+            };
+            outcomes.push(match changed {
+                Ok(true) => {
+                    let stored = self.repository.update_consultation(consultation).await;
+                    if lost && stored.is_ok() {
+                        // Worth an operator's eye, once (when it is stored): a hub that lost
+                        // its database, or another hub at AGENT_HUB_URL, lets the gates these
+                        // held be approved.
                         tracing::warn!(
                             consultation_id = %consultation.id,
                             feature_id = %consultation.feature_id,
@@ -90,16 +98,8 @@ impl Orchestrator {
                              it needs rerouting and no longer holds the gate"
                         );
                     }
-                    Ok(lost)
+                    stored.map_err(Error::from)
                 }
-                Some(Err(e)) => Err(Error::from(e)),
-            };
-            outcomes.push(match changed {
-                Ok(true) => self
-                    .repository
-                    .update_consultation(consultation)
-                    .await
-                    .map_err(Error::from),
                 Ok(false) => Ok(()),
                 Err(e) => Err(e),
             });

@@ -239,10 +239,11 @@ mod tests {
         restarts(metrics, Worker::EventFeed)
     }
 
-    /// The purge keeps a key past its day while a retry that took it over just before the day
-    /// ended still holds it, and forgets it once that lease and an hour are over.
+    /// The purge keeps a key past its day for the longest lease and an hour more (a retry may
+    /// have taken it over just before its day ended: here one still holds it), and forgets it
+    /// after that.
     #[tokio::test]
-    async fn the_key_purge_spares_a_key_held_past_its_day() {
+    async fn the_key_purge_keeps_a_key_a_lease_and_an_hour_past_its_day() {
         use orchestrator_core::repository::{IdempotencyKey, KeyClaim};
         let config = crate::Config::for_tests(crate::storage::DatabaseUrl::SqliteMemory);
         let app = crate::build_app(&config).await.unwrap();

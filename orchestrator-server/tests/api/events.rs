@@ -473,20 +473,26 @@ async fn a_stream_that_falls_behind_ends_at_its_position_and_resumes_with_nothin
         .unwrap();
     let mut text = String::new();
     read_until(&mut stalled, &mut text, |t| t.contains("\n\n")).await;
-    // Large events, one broadcast batch each (every write wakes the feed), far more than the
-    // connection's queue and socket buffers hold: the stream's writer waits, and the
-    // broadcast passes it by.
-    const STARTS: u64 = 300;
+    // A stream that is read, to see each event broadcast before the next write: so each is
+    // a batch of its own, whatever the machine's pace.
+    let mut reading = app.client.stream_events(query(None));
+    reading.attach().await.unwrap();
+    // Large events, far more than the stalled connection's queue and socket buffers hold
+    // (about 24 MB against a few): its writer waits, and the broadcast, which keeps 64
+    // batches, passes it by.
+    const STARTS: u64 = 400;
     let metadata = serde_json::json!({ "notes": "x".repeat(60_000) });
     for n in 0..STARTS {
         let mut request = StartWorkflowRequest::new(format!("bulky-{n}"), "a bulky feature");
         request.metadata = Some(metadata.clone());
         app.client.start_workflow(&request).await.unwrap();
+        assert_eq!(next(&mut reading).await.seq(), n + 1);
     }
     // Read now: what was queued comes, and then the stream ends, its last message an id alone.
     let mut body = Vec::new();
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(chunk) = stalled.chunk().await.unwrap() {
+        // (A connection cut instead of ended would fail the position checks below.)
+        while let Ok(Some(chunk)) = stalled.chunk().await {
             body.extend_from_slice(&chunk);
         }
     })
