@@ -515,33 +515,29 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
             );
             let unsettled = (status.is_server_error() && !hub_failed)
                 || body.code == ErrorCode::IdempotencyKeyInUse;
-            let exists = starting && body.code == ErrorCode::WorkflowAlreadyExists;
-            let expired = body.code == ErrorCode::EventsExpired;
-            let unsigned = tokenless && status == reqwest::StatusCode::UNAUTHORIZED;
-            let blocked = body.code == ErrorCode::GateBlocked;
+            // What to do next, where the refusal alone does not say it.
+            let note = match body.code {
+                ErrorCode::WorkflowAlreadyExists if starting => {
+                    Some("run it with --use-existing to be given the existing workflow instead")
+                }
+                ErrorCode::EventsExpired => Some(
+                    "retention deleted events after that id: `watch --from-oldest` reads on \
+                     from the oldest kept (so does `events` without --after); without --after, \
+                     `watch` follows only new events",
+                ),
+                ErrorCode::GateBlocked => Some(
+                    "the details name escalations at the Agent Hub; `respond` takes a \
+                     consultation's id: `orchestrator consultations FEATURE` lists them with \
+                     their escalation ids",
+                ),
+                _ if tokenless && status == reqwest::StatusCode::UNAUTHORIZED => {
+                    Some("no token was sent: this server needs one (--token or ORCHESTRATOR_TOKEN)")
+                }
+                _ => None,
+            };
             let mut envelope = refusal(body, wire_code, request_id);
-            if blocked {
-                envelope["note"] = "the details name escalations at the Agent Hub; `respond` \
-                                    takes a consultation's id: `orchestrator consultations \
-                                    FEATURE` lists them with their escalation ids"
-                    .into();
-            }
-            if unsigned {
-                envelope["note"] = "no token was sent: this server needs one (--token or \
-                                    ORCHESTRATOR_TOKEN)"
-                    .into();
-            }
-            if exists {
-                envelope["note"] = "run it with --use-existing to be given the existing workflow \
-                                    instead"
-                    .into();
-            }
-            if expired {
-                envelope["note"] = "retention deleted events after that id: `watch \
-                                    --from-oldest` reads on from the oldest kept (so does \
-                                    `events` without --after); without --after, `watch` \
-                                    follows only new events"
-                    .into();
+            if let Some(note) = note {
+                envelope["note"] = note.into();
             }
             if unsettled && let Some(key) = retry_key {
                 // Beside the envelope, so standard error stays one JSON document.
@@ -1318,7 +1314,7 @@ mod tests {
 
     #[tokio::test]
     async fn watch_waits_out_a_proxy_s_rate_limit_at_the_start_and_goes_on() {
-        let event = r#"{"specversion":"1.0","id":"6","source":"orchestrator","type":"gate.overdue","subject":"f","time":"2026-12-06T00:00:00Z","datacontenttype":"application/json","data":{}}"#;
+        let event = crate::events::tests::event_json(6, "gate.overdue");
         let (url, connections) = crate::tests::scripted(vec![
             (
                 429,
@@ -1342,11 +1338,7 @@ mod tests {
 
     #[tokio::test]
     async fn watch_from_oldest_starts_again_once_when_retention_passed_it_meanwhile() {
-        let event = |id: u64| {
-            format!(
-                r#"{{"specversion":"1.0","id":"{id}","source":"orchestrator","type":"gate.overdue","subject":"f","time":"2026-12-06T00:00:00Z","datacontenttype":"application/json","data":{{}}}}"#
-            )
-        };
+        let event = |id| crate::events::tests::event_json(id, "gate.overdue");
         let page = |id: u64| {
             let body = format!(r#"{{"items":[{}],"next_after":"{id}"}}"#, event(id));
             (200, "application/json", body)
@@ -1357,16 +1349,7 @@ mod tests {
             r#"{"error": {"code": "EVENTS_EXPIRED", "message": "gone"}}"#.to_owned(),
         );
         let stream = |id: u64| {
-            let body = format!(
-                "id: {}
-
-id: {id}
-data: {}
-
-",
-                id - 1,
-                event(id)
-            );
+            let body = format!("id: {}\n\nid: {id}\ndata: {}\n\n", id - 1, event(id));
             (200, "text/event-stream", body)
         };
         let (url, connections) =

@@ -319,7 +319,9 @@ impl EventStream {
                 // An event of a type this version knows that does not decode is a misfit (a
                 // bug on one side): it ends the stream, as it fails a page, rather than being
                 // passed over with a warning.
-                Err(source) if !of_unknown_type(&data) => {
+                Err(source)
+                    if !serde_json::from_str(&data).is_ok_and(|event| of_unknown_type(&event)) =>
+                {
                     self.response = None;
                     self.ended = true;
                     return Some(Err(ClientError::Decode {
@@ -451,12 +453,13 @@ fn message_id(message: &str) -> Option<u64> {
         .and_then(|id| id.trim().parse().ok())
 }
 
-/// Whether an event's JSON names a type this version does not know (a newer server's).
-fn of_unknown_type(data: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(data)
-        .ok()
-        .and_then(|event| event.get("type")?.as_str().map(str::to_owned))
-        .is_some_and(|kind| EventType::parse(&kind).is_none())
+/// Whether an event (as JSON) names a type this version does not know (a newer server's): the
+/// one misfit a page leaves out and a stream passes over, where any other fails them.
+pub(crate) fn of_unknown_type(event: &serde_json::Value) -> bool {
+    event
+        .get("type")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|kind| EventType::parse(kind).is_none())
 }
 
 /// Whether a failed connection is worth trying again: transport failures, 5xx, 408 and 429
@@ -474,7 +477,7 @@ pub(crate) fn retryable(error: &ClientError) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{MAX_MESSAGE, Messages, start_id};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -497,7 +500,7 @@ mod tests {
     }
 
     /// An event of `type` as the server sends it, with id `id`.
-    fn event_json(id: u64, kind: &str) -> String {
+    pub(crate) fn event_json(id: u64, kind: &str) -> String {
         format!(
             r#"{{"specversion":"1.0","id":"{id}","source":"orchestrator","type":"{kind}","subject":"f","time":"2026-12-06T00:00:00Z","datacontenttype":"application/json","data":{{}}}}"#
         )

@@ -42,7 +42,7 @@ use orchestrator_core::api::{
     StartWorkflowRequest, SummaryResponse, WorkflowResponse, paths,
 };
 use orchestrator_core::api::{ConsultRequest, ConsultationsResponse, RespondRequest};
-use orchestrator_core::{Consultation, ConsultationId, EventType, FeatureId};
+use orchestrator_core::{Consultation, ConsultationId, FeatureId};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -1073,8 +1073,7 @@ impl Client {
         for item in page.items {
             // Only a type this version does not know is left out; any other misfit is the
             // page's error, as it would be for any answer.
-            let kind = item.get("type").and_then(serde_json::Value::as_str);
-            if kind.is_some_and(|kind| EventType::parse(kind).is_none()) {
+            if events::of_unknown_type(&item) {
                 let id = item.get("id").and_then(serde_json::Value::as_str);
                 unreadable.push(id.unwrap_or_default().to_owned());
                 continue;
@@ -1407,6 +1406,32 @@ mod tests {
         );
     }
 
+    /// A request's head as `conn` sends it, up to its blank line.
+    fn read_head(conn: &mut impl std::io::Read) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0; 1];
+        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    /// A server that takes one request, sends `answer` (raw HTTP; none: it answers nothing)
+    /// and is gone: later attempts find no server at all. Its URL.
+    fn gone_after(answer: Option<String>) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let _ = conn.read(&mut [0; 4096]);
+            if let Some(answer) = answer {
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        address
+    }
+
     /// A server that answers its connections in turn with `answers` (status, content type,
     /// body), the last one again for any after them; and how many connections it had.
     pub(crate) fn scripted(
@@ -1421,14 +1446,10 @@ mod tests {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { break };
                 let n = counted.fetch_add(1, Ordering::SeqCst);
-                let mut head = Vec::new();
-                let mut byte = [0; 1];
-                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
-                    head.push(byte[0]);
-                }
+                let head = read_head(&mut conn);
                 // The body too: a socket closed with it unread is reset, and the client may
                 // see the reset instead of the answer.
-                let length = String::from_utf8_lossy(&head)
+                let length = head
                     .lines()
                     .find_map(|line| {
                         let (name, value) = line.split_once(':')?;
@@ -1582,12 +1603,7 @@ mod tests {
         std::thread::spawn(move || {
             for (n, conn) in listener.incoming().enumerate() {
                 let Ok(mut conn) = conn else { break };
-                let mut head = Vec::new();
-                let mut byte = [0; 1];
-                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).to_lowercase();
+                let head = read_head(&mut conn).to_lowercase();
                 let key = head
                     .lines()
                     .find_map(|line| line.strip_prefix("idempotency-key: "))
@@ -1624,16 +1640,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_whose_server_went_away_mid_request_fails_with_that_not_a_later_refusal() {
-        use std::io::Read;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
-        // The server takes the request and stops without answering: later attempts find no
-        // server at all.
-        std::thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
-            let _ = conn.read(&mut [0; 4096]);
-        });
-        let client = Client::new(address).unwrap();
+        // The server takes the request and stops without answering.
+        let client = Client::new(gone_after(None)).unwrap();
         let (result, maybe_done) = client
             .send_counted::<serde_json::Value>(client.keyed_post("/workflow/start", &()))
             .await;
@@ -1645,20 +1653,13 @@ mod tests {
 
         // Likewise after an answer that leaves the outcome open (a 503 past the request's
         // bound), then no server.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let (mut conn, _) = listener.accept().unwrap();
-            let _ = conn.read(&mut [0; 4096]);
-            let body = r#"{"error": {"code": "SERVICE_UNAVAILABLE", "message": "may still be carried out"}}"#;
-            let _ = write!(
-                conn,
-                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        });
-        let client = Client::new(address).unwrap();
+        let body =
+            r#"{"error": {"code": "SERVICE_UNAVAILABLE", "message": "may still be carried out"}}"#;
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let client = Client::new(gone_after(Some(answer))).unwrap();
         let (result, maybe_done) = client
             .send_counted::<serde_json::Value>(client.keyed_post("/workflow/start", &()))
             .await;

@@ -126,7 +126,7 @@ struct AttemptLabels {
 }
 
 /// The Agent Hub calls counted, as the `operation` label says them.
-pub const HUB_OPERATIONS: [&str; 6] = [
+const HUB_OPERATIONS: [&str; 6] = [
     "create_session",
     "close_session",
     "ask",
@@ -136,7 +136,7 @@ pub const HUB_OPERATIONS: [&str; 6] = [
 ];
 
 /// How an Agent Hub call ended, as the `outcome` label says it.
-pub const HUB_OUTCOMES: [&str; 4] = ["ok", "unavailable", "error", "refused"];
+const HUB_OUTCOMES: [&str; 4] = ["ok", "unavailable", "error", "refused"];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HubLabels {
@@ -427,6 +427,11 @@ impl Metrics {
 
     /// Counts one Agent Hub call and its outcome (`ok`, `refused`, `error`, `unavailable`).
     pub fn hub_call(&self, operation: &'static str, outcome: &'static str) {
+        // A name not among those shown at 0 from the start would first show at 1.
+        debug_assert!(
+            HUB_OPERATIONS.contains(&operation) && HUB_OUTCOMES.contains(&outcome),
+            "an Agent Hub call counted as {operation}/{outcome}, which the metrics do not list"
+        );
         self.hub_calls
             .get_or_create(&HubLabels { operation, outcome })
             .inc();

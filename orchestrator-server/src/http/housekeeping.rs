@@ -28,31 +28,42 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// until `stop` turns true.
 pub async fn run(app: App, stop: watch::Receiver<bool>) {
     let metrics = app.metrics();
-    tokio::join!(
-        every(
-            SWEEP_EVERY,
-            Worker::GateSweep,
-            metrics,
-            stop.clone(),
-            || { sweep_once(&app) }
-        ),
-        every(PURGE_EVERY, Worker::Purges, metrics, stop, || purge(&app)),
+    let sweeps = every(
+        SWEEP_EVERY,
+        Worker::GateSweep,
+        metrics,
+        stop.clone(),
+        || sweep_once(&app),
     );
+    let purges = every(PURGE_EVERY, Worker::Purges, metrics, stop, || purge(&app));
+    tokio::join!(sweeps, purges);
 }
 
 /// Purges what has outlived its time: idempotency keys, events and settled deliveries, ended
 /// board sessions.
 async fn purge(app: &App) {
     // Each on its own: a bug in one does not keep the others from running.
-    let purges = (Worker::Purges, app.metrics());
-    caught(purges, "the purge of idempotency keys", purge_keys(app)).await;
-    caught(purges, "the purge of events", purge_events(app)).await;
-    caught(purges, "the purge of board sessions", purge_sessions(app)).await;
+    let (purges, metrics) = (Worker::Purges, app.metrics());
+    caught(
+        purges,
+        metrics,
+        "the purge of idempotency keys",
+        purge_keys(app),
+    )
+    .await;
+    caught(purges, metrics, "the purge of events", purge_events(app)).await;
+    caught(
+        purges,
+        metrics,
+        "the purge of board sessions",
+        purge_sessions(app),
+    )
+    .await;
 }
 
 /// Runs `work`, part of `worker`'s run; a panic in it (a bug) is logged with its message and
 /// counted (`orchestrator_worker_restarts`) instead of unwinding further.
-async fn caught((worker, metrics): (Worker, &Metrics), what: &str, work: impl Future<Output = ()>) {
+async fn caught(worker: Worker, metrics: &Metrics, what: &str, work: impl Future<Output = ()>) {
     if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
         tracing::error!(
             worker = worker.as_str(),
@@ -135,7 +146,7 @@ async fn every<F, Fut>(
             _ = stop.wait_for(|stop| *stop) => return,
         }
         tokio::select! {
-            () = caught((worker, metrics), "a housekeeping run", work()) => {}
+            () = caught(worker, metrics, "a housekeeping run", work()) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
     }
@@ -234,11 +245,6 @@ mod tests {
             .expect("the series is there")
     }
 
-    /// How many times `metrics` counted the event feed started again.
-    fn feed_restarts(metrics: &Metrics) -> u64 {
-        restarts(metrics, Worker::EventFeed)
-    }
-
     /// The purge keeps a key past its day for the longest lease and an hour more (a retry may
     /// have taken it over just before its day ended: here one still holds it), and forgets it
     /// after that.
@@ -299,7 +305,7 @@ mod tests {
             "thrice started again, then done"
         );
         assert_eq!(started_at.elapsed(), Duration::from_secs(1 + 2 + 4));
-        assert_eq!(feed_restarts(&metrics), 3);
+        assert_eq!(restarts(&metrics, Worker::EventFeed), 3);
     }
 
     #[tokio::test(start_paused = true)]
@@ -317,7 +323,7 @@ mod tests {
         tokio::join!(supervising, stopping);
         assert_eq!(started_at.elapsed(), Duration::from_millis(1500));
         assert_eq!(
-            feed_restarts(&metrics),
+            restarts(&metrics, Worker::EventFeed),
             1,
             "started again once, not after the stop"
         );

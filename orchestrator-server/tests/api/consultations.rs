@@ -12,7 +12,6 @@ use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::HumanAction;
 use orchestrator_core::{FeatureId, WorkflowState};
 use orchestrator_server::hub::stand_in::Fault;
-use orchestrator_server::storage::DatabaseUrl;
 
 use crate::helpers::{TestApp, dead_url, id, silent_server, spawn_app, spawn_app_with};
 
@@ -982,10 +981,9 @@ async fn the_hubs_text_is_kept_whatever_it_holds_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_hubs_text_is_kept_whatever_it_holds_on_postgres() {
-    let Some(db) = crate::postgres::TestDatabase::create().await else {
+    let Some((_db, app)) = crate::postgres::app().await else {
         return;
     };
-    let app = spawn_app_with(|c| c.database_url = DatabaseUrl::Postgres(db.url.clone())).await;
     the_hubs_text_is_kept_whatever_it_holds(&app).await;
 }
 

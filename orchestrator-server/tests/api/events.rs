@@ -601,10 +601,9 @@ async fn resuming_after_an_id_the_log_never_had_is_409() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_id_in_a_write_not_yet_committed_holds_back_the_later_ones() {
     use diesel_async::RunQueryDsl;
-    let Some(db) = crate::postgres::TestDatabase::create().await else {
+    let Some((db, app)) = crate::postgres::app().await else {
         return;
     };
-    let app = spawn_app_with(|c| c.database_url = DatabaseUrl::Postgres(db.url.clone())).await;
     let mut stream = app.client.stream_events(query(Some(0)));
     app.start_workflow("first").await;
     assert_eq!(next(&mut stream).await.seq(), 1);
@@ -650,10 +649,9 @@ async fn an_event_id_in_a_write_not_yet_committed_holds_back_the_later_ones() {
 /// new end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_that_went_back_ends_the_streams_past_its_end() {
-    let Some(db) = crate::postgres::TestDatabase::create().await else {
+    let Some((db, app)) = crate::postgres::app().await else {
         return;
     };
-    let app = spawn_app_with(|c| c.database_url = DatabaseUrl::Postgres(db.url.clone())).await;
     let mut ahead = app.client.stream_events(query(Some(0)));
     for n in 0..3 {
         app.start_workflow(&format!("before-{n}")).await;

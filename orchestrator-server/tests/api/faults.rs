@@ -470,10 +470,9 @@ async fn nul_is_refused_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nul_is_refused_on_postgres() {
-    let Some(db) = TestDatabase::create().await else {
+    let Some((_db, app)) = crate::postgres::app().await else {
         return;
     };
-    let app = spawn_app_with(|c| c.database_url = DatabaseUrl::Postgres(db.url.clone())).await;
     nul_is_refused_naming_the_field(&app).await;
 }
 
@@ -581,10 +580,9 @@ async fn churn(app: &TestApp, feature: &str, how_long: Duration) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn terminated_postgres_connections_answer_503_never_500_and_recover() {
-    let Some(db) = TestDatabase::create().await else {
+    let Some((db, app)) = crate::postgres::app().await else {
         return;
     };
-    let app = spawn_app_with(|c| c.database_url = DatabaseUrl::Postgres(db.url.clone())).await;
     for n in 0..4 {
         app.start_workflow(&format!("t-{n}")).await;
     }

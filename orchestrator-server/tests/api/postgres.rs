@@ -7,6 +7,15 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 /// The variable that enables the PostgreSQL tests.
 pub const VARIABLE: &str = "TEST_DATABASE_URL";
 
+/// A server on a fresh database of its own (see [`TestDatabase::create`]), and the database,
+/// dropped with it.
+pub async fn app() -> Option<(TestDatabase, crate::helpers::TestApp)> {
+    let db = TestDatabase::create().await?;
+    let url = orchestrator_server::storage::DatabaseUrl::Postgres(db.url.clone());
+    let app = crate::helpers::spawn_app_with(|c| c.database_url = url).await;
+    Some((db, app))
+}
+
 /// A database created for one test and dropped after it.
 pub struct TestDatabase {
     admin_url: String,
