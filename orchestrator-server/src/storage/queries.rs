@@ -402,11 +402,11 @@ pub fn first_kept(before: i64, purged: i64, through: i64) -> _ {
         .limit(1_i64)
 }
 
-/// The lowest webhook mark: every event after it is still to become a delivery of some
-/// webhook (`None` without webhooks).
+/// The lowest mark of the webhooks not being deleted: every event after it is still to become
+/// a delivery of some webhook (`None` without webhooks).
 pub fn oldest_webhook_mark()
--> dsl::Select<webhooks::table, diesel::helper_types::min<webhooks::enqueued_through>> {
-    webhooks::table.select(dsl::min(webhooks::enqueued_through))
+-> dsl::Select<live_webhooks, diesel::helper_types::min<webhooks::enqueued_through>> {
+    live_webhooks().select(dsl::min(webhooks::enqueued_through))
 }
 
 /// The events up to `through`.
@@ -425,16 +425,39 @@ pub fn any_events_after(after: i64, limit: i64) -> _ {
         .limit(limit)
 }
 
-/// One webhook by id.
+/// The webhooks not being deleted: a webhook marked `deleted` is passed over by every read,
+/// enqueue and claim while its deliveries go.
+#[dsl::auto_type]
+pub fn live_webhooks() -> _ {
+    webhooks::table.filter(webhooks::deleted.eq(false))
+}
+
+/// One webhook by id, unless it is being deleted.
 #[dsl::auto_type]
 pub fn webhook<'a>(id: &'a str) -> _ {
+    live_webhooks().filter(webhooks::id.eq(id))
+}
+
+/// One webhook by id, even if it is being deleted (for the end of its deletion).
+#[dsl::auto_type]
+pub fn webhook_even_deleted<'a>(id: &'a str) -> _ {
     webhooks::table.find(id)
 }
 
-/// Every webhook, oldest first.
+/// A webhook whose deletion was cut short (marked `deleted`, its row still there).
+#[dsl::auto_type]
+pub fn deleted_webhook() -> _ {
+    let one: i64 = 1;
+    webhooks::table
+        .filter(webhooks::deleted.eq(true))
+        .select(webhooks::id)
+        .limit(one)
+}
+
+/// Every webhook not being deleted, oldest first.
 #[dsl::auto_type]
 pub fn all_webhooks() -> _ {
-    webhooks::table.order((webhooks::created_at.asc(), webhooks::id.asc()))
+    live_webhooks().order((webhooks::created_at.asc(), webhooks::id.asc()))
 }
 
 /// A delivery is pending, in the words of the partial indexes `webhook_deliveries_due` and
@@ -463,10 +486,10 @@ pub fn due_deliveries(now: i64) -> _ {
         )
 }
 
-/// The ids of the webhooks other than `except`.
+/// The ids of the webhooks not being deleted other than `except`.
 #[dsl::auto_type]
 pub fn webhook_ids_but(except: Vec<String>) -> _ {
-    webhooks::table
+    live_webhooks()
         .filter(webhooks::id.ne_all(except))
         .select(webhooks::id)
 }

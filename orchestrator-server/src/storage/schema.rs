@@ -226,6 +226,8 @@ diesel::table! {
         created_at -> BigInt,
         /// The last event turned into this webhook's deliveries.
         enqueued_through -> BigInt,
+        /// Being deleted: passed over by every read, enqueue and claim.
+        deleted -> Bool,
     }
 }
 

@@ -221,7 +221,9 @@ pub trait WebhookRepository: Send + Sync {
     /// One webhook.
     async fn webhook(&self, id: &str) -> Result<Option<Webhook>, RepositoryError>;
 
-    /// Deletes a webhook and its deliveries; false if there was none.
+    /// Deletes a webhook and its deliveries; false if there was none. The webhook is gone for
+    /// every other call from the first step on: if a later one fails, the purge
+    /// ([`WebhookRepository::purge_deliveries`]) deletes what is left.
     async fn delete_webhook(&self, id: &str) -> Result<bool, RepositoryError>;
 
     /// Turns up to `limit` events after the webhook's mark (fewer when they hold more than a
@@ -275,9 +277,9 @@ pub trait WebhookRepository: Send + Sync {
         receipt: Option<&Receipt>,
     ) -> Result<bool, RepositoryError>;
 
-    /// Forgets delivered and failed deliveries made before `before`; returns how many. A large
-    /// backlog may take several calls (up to a million a call, 10 000 per transaction, oldest
-    /// first).
+    /// Forgets delivered and failed deliveries made before `before`, and finishes the
+    /// deletions of webhooks that were cut short; returns how many rows went. A large backlog
+    /// may take several calls (up to a million a call, 10 000 per transaction, oldest first).
     async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError>;
 
     /// What waits to be delivered at `now` (two reads of the pending deliveries' index).
@@ -290,12 +292,17 @@ pub(crate) enum WebhookWrite {
     /// A new webhook, its mark set to the log's last id, and the answer kept for the request's
     /// idempotency key, if it has one.
     Create(WebhookRow, Option<ReceiptRow>),
-    /// Deletes a webhook and what is left of its deliveries (answers `Count`: whether it was
-    /// there).
-    Delete(String),
+    /// Marks a webhook `deleted`, the first step of its deletion (answers `Count`: whether it
+    /// was there and not being deleted already).
+    MarkDeleted(String),
     /// Deletes up to [`PURGE_CHUNK`](super::write::PURGE_CHUNK) of a webhook's deliveries
     /// (answers `Count`): a busy webhook keeps millions, too many for one transaction.
     DeleteDeliveries(String),
+    /// Deletes a marked webhook and what is left of its deliveries (answers `Count`).
+    Delete(String),
+    /// One chunk of a deletion that was cut short: up to a chunk of a marked webhook's
+    /// deliveries, and its row once they are gone (answers `Count`: the rows deleted).
+    FinishDeletion,
     /// See [`WebhookRepository::enqueue_deliveries`] (answers `Count`).
     Enqueue {
         /// The webhook.
@@ -475,13 +482,20 @@ impl<B: WebhookBackend> WebhookRepository for B {
     }
 
     async fn delete_webhook(&self, id: &str) -> Result<bool, RepositoryError> {
-        // Its deliveries first, a chunk per transaction: none outlasts PostgreSQL's statement
-        // timeout, and SQLite's writer serves the other writes between them. Those enqueued
-        // meanwhile go with the webhook.
+        // Marked first, in a transaction of its own: from then on it is gone for every read,
+        // enqueue and claim, so a deletion cut short between the chunks below leaves no live
+        // webhook missing part of its deliveries; the purge finishes it.
+        let mark = WebhookWrite::MarkDeleted(id.to_owned());
+        if self.write(Write::Webhook(mark)).await?.count() == 0 {
+            return Ok(false);
+        }
+        // Its deliveries, a chunk per transaction: none outlasts PostgreSQL's statement
+        // timeout, and SQLite's writer serves the other writes between them.
         let chunk = || Write::Webhook(WebhookWrite::DeleteDeliveries(id.to_owned()));
         super::write::delete_in_chunks(u32::MAX, chunk, |write| self.write(write)).await?;
         let write = WebhookWrite::Delete(id.to_owned());
-        Ok(self.write(Write::Webhook(write)).await?.count() > 0)
+        self.write(Write::Webhook(write)).await?;
+        Ok(true)
     }
 
     async fn enqueue_deliveries(
@@ -545,8 +559,11 @@ impl<B: WebhookBackend> WebhookRepository for B {
     }
 
     async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError> {
+        let write = |write| self.write(write);
+        let unfinished = || Write::Webhook(WebhookWrite::FinishDeletion);
+        let finished = super::write::purge_in_chunks(unfinished, write).await?;
         let purge = || Write::Webhook(WebhookWrite::Purge(micros(before)));
-        super::write::purge_in_chunks(purge, |write| self.write(write)).await
+        Ok(finished + super::write::purge_in_chunks(purge, write).await?)
     }
 
     async fn backlog(&self, now: Timestamp) -> Result<Backlog, RepositoryError> {

@@ -2751,8 +2751,8 @@ async fn postgres_a_read_of_a_rare_type_looks_at_a_bounded_range_at_a_time() {
 /// A busy webhook (25 003 deliveries kept) and a quiet one (2).
 const BUSY_WEBHOOK: &str = "
 INSERT INTO webhooks (id, url, event_types, description, secret, created_at, enqueued_through)
-VALUES ('wh_busy', 'http://127.0.0.1:9/', '[]', NULL, 'whsec_busy', 0, 0),
-       ('wh_quiet', 'http://127.0.0.1:9/', '[]', NULL, 'whsec_quiet', 0, 0);
+VALUES ('wh_busy', 'http://127.0.0.1:9/', '', NULL, 'whsec_busy', 0, 0),
+       ('wh_quiet', 'http://127.0.0.1:9/', '', NULL, 'whsec_quiet', 0, 0);
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25003)
 INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload, status, attempts,
                                 created_at, schedule_from, redeliveries)
@@ -2797,6 +2797,91 @@ async fn postgres_a_busy_webhook_is_deleted_with_all_its_deliveries() {
         return;
     };
     a_busy_webhook_is_deleted_with_all_its_deliveries(DatabaseUrl::Postgres(db.url.clone())).await;
+}
+
+/// Fails the deletion of any delivery past the 15 000th event: a webhook's deletion stops
+/// after its first chunk, as one cut short by a request's timeout or a failing database does.
+/// The SQL that holds the deletes, and the SQL that lets them through again.
+const HOLD_DELETES_SQLITE: [&str; 2] = [
+    "CREATE TRIGGER held BEFORE DELETE ON webhook_deliveries WHEN OLD.event_id > 15000
+     BEGIN SELECT RAISE(ABORT, 'held'); END;",
+    "DROP TRIGGER held",
+];
+const HOLD_DELETES_POSTGRES: [&str; 2] = [
+    "CREATE FUNCTION held() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN IF OLD.event_id > 15000 THEN RAISE EXCEPTION 'held'; END IF; RETURN OLD; END $$;
+     CREATE TRIGGER held BEFORE DELETE ON webhook_deliveries
+     FOR EACH ROW EXECUTE FUNCTION held();",
+    "DROP TRIGGER held ON webhook_deliveries",
+];
+
+/// A webhook's deletion that stops part way leaves no live webhook short of the deliveries
+/// already deleted: it is gone from every read and takes no new events, a second deletion
+/// finds nothing, and the purge deletes what is left (and nothing of another webhook's).
+async fn a_deletion_cut_short_is_gone_and_finished_by_the_purge(url: DatabaseUrl, sql: [&str; 2]) {
+    use orchestrator_core::api::DeliveriesPage;
+    let [hold, release] = sql;
+    let repo = orchestrator_server::storage::connect(&url, 2)
+        .await
+        .unwrap();
+    run_sql(&url, BUSY_WEBHOOK).await;
+    run_sql(&url, hold).await;
+    repo.delete_webhook("wh_busy")
+        .await
+        .expect_err("the second chunk fails");
+    assert_eq!(repo.webhook("wh_busy").await.unwrap(), None);
+    let listed: Vec<String> = repo
+        .webhooks()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(listed, ["wh_quiet"]);
+    assert_eq!(
+        repo.enqueue_deliveries("wh_busy", Utc::now(), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        !repo.delete_webhook("wh_busy").await.unwrap(),
+        "already gone"
+    );
+
+    run_sql(&url, release).await;
+    // 15 003 deliveries were left, and the row; a settled delivery made at the epoch is not
+    // past a retention that ends then.
+    let epoch = chrono::DateTime::UNIX_EPOCH;
+    assert_eq!(repo.purge_deliveries(epoch).await.unwrap(), 15_004);
+    let page = DeliveriesPage {
+        status: None,
+        before: None,
+        limit: orchestrator_core::PageLimit::parse(100).unwrap(),
+    };
+    assert_eq!(repo.deliveries("wh_busy", &page).await.unwrap(), []);
+    assert_eq!(repo.deliveries("wh_quiet", &page).await.unwrap().len(), 2);
+    assert_eq!(
+        repo.purge_deliveries(epoch).await.unwrap(),
+        0,
+        "nothing left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_deletion_cut_short_is_gone_and_finished_by_the_purge() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let url = DatabaseUrl::SqliteFile(dir.path().join("w.db"));
+    a_deletion_cut_short_is_gone_and_finished_by_the_purge(url, HOLD_DELETES_SQLITE).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_deletion_cut_short_is_gone_and_finished_by_the_purge() {
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let url = DatabaseUrl::Postgres(db.url.clone());
+    a_deletion_cut_short_is_gone_and_finished_by_the_purge(url, HOLD_DELETES_POSTGRES).await;
 }
 
 /// A webhook's deliveries of events 1 to 3, the second of a type only a newer version knows.

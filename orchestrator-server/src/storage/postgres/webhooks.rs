@@ -19,12 +19,13 @@ use crate::storage::schema::{webhook_deliveries, webhooks};
 use crate::storage::webhooks::{
     DueDelivery, WebhookBackend, WebhookWrite, page_statuses, redelivery,
 };
-use crate::storage::write::{Write, Written, chunk_before};
+use crate::storage::write::{PURGE_CHUNK, Write, Written, chunk_before};
 
 /// Every webhook's deliveries due at `$1` (Unix microseconds) that no replica is attempting,
 /// the longest due first, up to its room in the claim: the claim's limit (`$2`), and the
 /// attempts one webhook may hold (`$3`) less those it holds (`$5`, by webhook id in `$4`).
-/// Locked, passing over those another replica's claim holds. One statement for every webhook
+/// Locked, passing over those another replica's claim holds, and those of a webhook being
+/// deleted. One statement for every webhook
 /// (with `webhook_deliveries_due_by_webhook` under each), not a round trip each: with
 /// thousands of webhooks, one per webhook outlasted the statement timeout over a network.
 /// The same deliveries as `queries::due_deliveries` reads (its `status = 'pending'` is the
@@ -40,7 +41,8 @@ CROSS JOIN LATERAL (
         (SELECT f.held FROM unnest($4::text[], $5::bigint[]) AS f(id, held) WHERE f.id = w.id),
         0)))
     FOR UPDATE SKIP LOCKED
-) d";
+) d
+WHERE NOT w.deleted";
 
 /// A delivery [`DUE_BY_WEBHOOK`] found.
 #[derive(diesel::QueryableByName)]
@@ -111,24 +113,26 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
             }
             Ok(Written::Done)
         }
-        WebhookWrite::DeleteDeliveries(id) => {
-            let end: Option<i64> = queries::deliveries_chunk_end_of(id)
+        WebhookWrite::MarkDeleted(id) => diesel::update(queries::webhook(id))
+            .set(webhooks::deleted.eq(true))
+            .execute(conn)
+            .await
+            .map(count),
+        WebhookWrite::DeleteDeliveries(id) => deliveries_chunk(conn, id).await.map(count),
+        WebhookWrite::Delete(id) => delete(conn, id).await.map(count),
+        WebhookWrite::FinishDeletion => {
+            let id: Option<String> = queries::deleted_webhook()
                 .get_result(conn)
                 .await
                 .optional()?;
-            diesel::delete(queries::deliveries_of_through(id, end.unwrap_or(i64::MAX)))
-                .execute(conn)
-                .await
-                .map(count)
-        }
-        WebhookWrite::Delete(id) => {
-            diesel::delete(webhook_deliveries::table.filter(webhook_deliveries::webhook_id.eq(id)))
-                .execute(conn)
-                .await?;
-            diesel::delete(queries::webhook(id))
-                .execute(conn)
-                .await
-                .map(count)
+            let Some(id) = id else {
+                return Ok(count(0));
+            };
+            let mut deleted = deliveries_chunk(conn, &id).await?;
+            if i64::try_from(deleted).is_ok_and(|n| n < PURGE_CHUNK) {
+                deleted += delete(conn, &id).await?;
+            }
+            Ok(count(deleted))
         }
         WebhookWrite::Enqueue {
             webhook_id,
@@ -288,6 +292,29 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
                 .map(count)
         }
     }
+}
+
+/// Deletes up to [`PURGE_CHUNK`] of a webhook's deliveries, the oldest events first.
+async fn deliveries_chunk(conn: &mut AsyncPgConnection, id: &str) -> QueryResult<usize> {
+    let end: Option<i64> = queries::deliveries_chunk_end_of(id)
+        .get_result(conn)
+        .await
+        .optional()?;
+    diesel::delete(queries::deliveries_of_through(id, end.unwrap_or(i64::MAX)))
+        .execute(conn)
+        .await
+}
+
+/// Deletes a webhook, marked or not, with what is left of its deliveries.
+async fn delete(conn: &mut AsyncPgConnection, id: &str) -> QueryResult<usize> {
+    let rest =
+        diesel::delete(webhook_deliveries::table.filter(webhook_deliveries::webhook_id.eq(id)))
+            .execute(conn)
+            .await?;
+    Ok(rest
+        + diesel::delete(queries::webhook_even_deleted(id))
+            .execute(conn)
+            .await?)
 }
 
 #[async_trait::async_trait]

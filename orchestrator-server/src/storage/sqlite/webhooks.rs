@@ -18,7 +18,7 @@ use crate::storage::schema::{webhook_deliveries, webhooks};
 use crate::storage::webhooks::{
     DueDelivery, WebhookBackend, WebhookWrite, page_statuses, redelivery,
 };
-use crate::storage::write::{Write, Written, chunk_before};
+use crate::storage::write::{PURGE_CHUNK, Write, Written, chunk_before};
 
 /// Every webhook.
 pub fn all(conn: &mut SqliteConnection) -> QueryResult<Vec<WebhookRow>> {
@@ -70,20 +70,22 @@ pub fn apply(
             super::ops::answer_key(conn, receipt.as_ref())?;
             Ok(Written::Done)
         }
-        WebhookWrite::DeleteDeliveries(id) => {
-            let end: Option<i64> = queries::deliveries_chunk_end_of(id)
-                .get_result(conn)
-                .optional()?;
-            diesel::delete(queries::deliveries_of_through(id, end.unwrap_or(i64::MAX)))
-                .execute(conn)
-                .map(count)
-        }
-        WebhookWrite::Delete(id) => {
-            diesel::delete(webhook_deliveries::table.filter(webhook_deliveries::webhook_id.eq(id)))
-                .execute(conn)?;
-            diesel::delete(queries::webhook(id))
-                .execute(conn)
-                .map(count)
+        WebhookWrite::MarkDeleted(id) => diesel::update(queries::webhook(id))
+            .set(webhooks::deleted.eq(true))
+            .execute(conn)
+            .map(count),
+        WebhookWrite::DeleteDeliveries(id) => deliveries_chunk(conn, id).map(count),
+        WebhookWrite::Delete(id) => delete(conn, id).map(count),
+        WebhookWrite::FinishDeletion => {
+            let id: Option<String> = queries::deleted_webhook().get_result(conn).optional()?;
+            let Some(id) = id else {
+                return Ok(count(0));
+            };
+            let mut deleted = deliveries_chunk(conn, &id)?;
+            if i64::try_from(deleted).is_ok_and(|n| n < PURGE_CHUNK) {
+                deleted += delete(conn, &id)?;
+            }
+            Ok(count(deleted))
         }
         WebhookWrite::Enqueue {
             webhook_id,
@@ -216,6 +218,22 @@ pub fn apply(
                 .map(count)
         }
     }
+}
+
+/// Deletes up to [`PURGE_CHUNK`] of a webhook's deliveries, the oldest events first.
+fn deliveries_chunk(conn: &mut SqliteConnection, id: &str) -> QueryResult<usize> {
+    let end: Option<i64> = queries::deliveries_chunk_end_of(id)
+        .get_result(conn)
+        .optional()?;
+    diesel::delete(queries::deliveries_of_through(id, end.unwrap_or(i64::MAX))).execute(conn)
+}
+
+/// Deletes a webhook, marked or not, with what is left of its deliveries.
+fn delete(conn: &mut SqliteConnection, id: &str) -> QueryResult<usize> {
+    let rest =
+        diesel::delete(webhook_deliveries::table.filter(webhook_deliveries::webhook_id.eq(id)))
+            .execute(conn)?;
+    Ok(rest + diesel::delete(queries::webhook_even_deleted(id)).execute(conn)?)
 }
 
 #[async_trait::async_trait]
