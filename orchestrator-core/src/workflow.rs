@@ -6,14 +6,14 @@
 //! [`Workflow::record`] folds an accepted transition into the snapshot and holds no rules.
 //! [`Workflow::replay`] rebuilds a snapshot from its history by the same fold.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::consultation::ConsultationId;
 use crate::gate::{Approval, GatePolicy, GateStay};
 use crate::hub::EscalationId;
-use crate::principal::ActorKind;
+use crate::principal::{Action, ActorKind, Role};
 use crate::state::{Trigger, WorkflowState, next_state};
 use crate::values::{Actor, Description, FeatureId, Metadata, Reason, is_blank};
 
@@ -108,6 +108,9 @@ pub struct TransitionContext {
     pub on_behalf_of: Option<Actor>,
     /// Pass the gate whatever is missing (an admin's `human_approved`, with a reason).
     pub override_gate: bool,
+    /// The roles the actor holds, when a principal acts; `None` is every role, as in open
+    /// mode. Only an override reads them: it is an admin's.
+    pub roles: Option<BTreeSet<Role>>,
     /// Why.
     pub reason: Option<Reason>,
     /// Extra data kept with the history record.
@@ -124,6 +127,7 @@ impl TransitionContext {
             actor_kind: None,
             on_behalf_of: None,
             override_gate: false,
+            roles: None,
             reason: None,
             metadata: Metadata::default(),
             at,
@@ -151,6 +155,10 @@ pub enum TransitionError {
         /// `human_approved` or `human_rejected`.
         trigger: Trigger,
     },
+    /// An override by someone who is not an admin (HTTP 403 `FORBIDDEN`, `role needed:
+    /// admin`).
+    #[error("role needed: admin (only an admin overrides the gate)")]
+    OverrideNeedsAdmin,
     /// `human_rejected` without a reason (the author must learn what to change), or an
     /// override without one (HTTP 400 `VALIDATION_ERROR` naming `reason`).
     #[error("reason: a rejection or an override needs a reason")]
@@ -528,6 +536,12 @@ impl Workflow {
         if trigger == Trigger::HumanApproved {
             if ctx.override_gate {
                 // An admin's decision, on the record with its reason; nothing else is checked.
+                let admin = |roles: &BTreeSet<Role>| {
+                    roles.iter().any(|role| role.permits(Action::OverrideGate))
+                };
+                if ctx.roles.as_ref().is_some_and(|roles| !admin(roles)) {
+                    return Err(TransitionError::OverrideNeedsAdmin);
+                }
                 if !reasoned {
                     return Err(TransitionError::ReasonRequired);
                 }
@@ -712,6 +726,8 @@ impl Workflow {
                 actor_kind: entry.actor_kind,
                 on_behalf_of: entry.on_behalf_of.clone(),
                 override_gate: entry.override_gate,
+                // Judged when it was made: a history records no roles.
+                roles: None,
                 reason: entry.reason.clone(),
                 metadata: entry.metadata.clone(),
                 at: entry.at,
@@ -1302,8 +1318,27 @@ mod tests {
             Err(TransitionError::ReasonRequired)
         );
         override_.reason = Some(Reason::parse("release blocker, approved by the CTO").unwrap());
-        let passed = gate.decide(HumanApproved, override_, &blocked).unwrap();
+        let passed = gate
+            .decide(HumanApproved, override_.clone(), &blocked)
+            .unwrap();
         assert_eq!((passed.to, passed.override_gate), (Phase2, true));
+        // A principal's roles are read: an admin's override passes, anyone else's is refused
+        // (before its reason is looked at).
+        override_.roles = Some(BTreeSet::from([Role::Admin]));
+        assert!(
+            gate.decide(HumanApproved, override_.clone(), &blocked)
+                .is_ok()
+        );
+        override_.roles = Some(BTreeSet::from([Role::Reviewer, Role::Agent]));
+        assert_eq!(
+            gate.decide(HumanApproved, override_.clone(), &blocked),
+            Err(TransitionError::OverrideNeedsAdmin)
+        );
+        override_.reason = None;
+        assert_eq!(
+            gate.decide(HumanApproved, override_, &blocked),
+            Err(TransitionError::OverrideNeedsAdmin)
+        );
     }
 
     #[test]

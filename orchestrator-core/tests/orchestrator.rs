@@ -787,3 +787,45 @@ async fn names_in_a_command_built_by_hand_are_held_to_the_rules_of_a_requests() 
     assert_eq!(last.on_behalf_of, None);
     assert_eq!(approved.state(), WorkflowState::Phase2);
 }
+
+/// An embedder that names the principal of an advance gets the override rule from the core:
+/// a reviewer's override is refused before anything is stored, an admin's passes the gate.
+#[tokio::test]
+async fn an_override_made_by_a_principal_is_an_admins() {
+    use orchestrator_core::{Actor, ActorKind, Principal, Reason, Role, TransitionError};
+    let (orchestrator, _clock) = orchestrator();
+    orchestrator.start(start("f")).await.unwrap();
+    let mut complete = Advance::new(Trigger::AgentComplete);
+    complete.actor = Some(Actor::parse("spec-agent").unwrap());
+    orchestrator.advance(&id("f"), complete).await.unwrap();
+    let person = |name: &str, role: Role| Principal {
+        name: Actor::parse(name).unwrap(),
+        kind: ActorKind::Human,
+        roles: [role].into(),
+    };
+    let mut override_ = Advance::new(Trigger::HumanApproved);
+    override_.override_gate = true;
+    override_.reason = Some(Reason::parse("release blocker").unwrap());
+
+    let refused = orchestrator
+        .advance(
+            &id("f"),
+            override_.clone().by(&person("rev", Role::Reviewer)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::Transition(TransitionError::OverrideNeedsAdmin)
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(orchestrator.get(&id("f")).await.unwrap().version(), 2);
+
+    let passed = orchestrator
+        .advance(&id("f"), override_.by(&person("boss", Role::Admin)))
+        .await
+        .unwrap();
+    assert_eq!(passed.state(), WorkflowState::Phase2);
+}

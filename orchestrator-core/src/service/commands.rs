@@ -1,10 +1,12 @@
 //! What callers ask the orchestrator, as validated commands built from wire requests.
 
+use std::collections::BTreeSet;
+
 use crate::api::{AdvanceRequest, ConsultRequest, RespondRequest, StartWorkflowRequest};
 use crate::consultation::{Consult, parse_context};
 use crate::gate::{GateChoice, GatePolicy};
 use crate::hub::HumanAction;
-use crate::principal::{Action, ActorKind, Principal};
+use crate::principal::{Action, ActorKind, Principal, Role};
 use crate::state::Trigger;
 use crate::values::{
     Actor, Description, FeatureId, Metadata, Question, Reason, Topic, ValidationError,
@@ -107,6 +109,9 @@ pub struct Advance {
     pub on_behalf_of: Option<Actor>,
     /// An admin's `human_approved` that passes the gate whatever is missing (needs a reason).
     pub override_gate: bool,
+    /// The roles of the principal that makes it ([`Advance::by`]); `None`, every role, as in
+    /// open mode. The gate's rules read them for an override, which is an admin's.
+    pub roles: Option<BTreeSet<Role>>,
     /// Why.
     pub reason: Option<Reason>,
     /// Extra data kept with the history entry.
@@ -124,6 +129,7 @@ impl Advance {
             actor_kind: None,
             on_behalf_of: None,
             override_gate: false,
+            roles: None,
             reason: None,
             metadata: Metadata::default(),
             expected_version: None,
@@ -132,8 +138,9 @@ impl Advance {
 
     /// What this advance needs the right to do: its trigger, and for an override
     /// [`Action::OverrideGate`] (an admin's). Roles are the caller's to check before the
-    /// advance (`principal.may(action)` for each), as the HTTP server does: the transition
-    /// rules know who acts and of which kind, not what they were granted.
+    /// advance (`principal.may(action)` for each), as the HTTP server does; of them the
+    /// transition rules check only the override's, and only for an advance made
+    /// [`by`](Advance::by) a principal.
     pub fn actions(&self) -> Vec<Action> {
         let mut actions = vec![Action::Trigger(self.trigger)];
         if self.override_gate && self.trigger == Trigger::HumanApproved {
@@ -143,15 +150,24 @@ impl Advance {
     }
 
     /// The same advance made by `principal`: it is the actor, of its kind, and an `actor` the
-    /// caller named that is not the principal is recorded as whom it acts for. Checks none of
-    /// the principal's roles: see [`Advance::actions`].
+    /// caller named that is not the principal is recorded as whom it acts for. An approval or
+    /// rejection that says it is an agent's stays an agent's, and is refused: agents never
+    /// decide, whoever's credential carries the request (a shared token's board session is a
+    /// person only by its sign-in's word). Checks none of the principal's roles: see
+    /// [`Advance::actions`].
     pub fn by(mut self, principal: &Principal) -> Self {
         self.on_behalf_of = self
             .actor
             .take()
             .filter(|named| !named.same_person(&principal.name));
         self.actor = Some(principal.name.clone());
-        self.actor_kind = Some(principal.kind);
+        self.roles = Some(principal.roles.clone());
+        let says_agent = self.actor_kind == Some(ActorKind::Agent);
+        self.actor_kind = Some(if says_agent && self.trigger.is_human_decision() {
+            ActorKind::Agent
+        } else {
+            principal.kind
+        });
         self
     }
 
@@ -196,6 +212,7 @@ impl TryFrom<AdvanceRequest> for Advance {
             // An override is of an approval only; with any other trigger it means nothing.
             override_gate: request.override_gate.unwrap_or(false)
                 && trigger == Trigger::HumanApproved,
+            roles: None,
             reason: parse_optional(request.reason, Reason::parse)?,
             metadata: Metadata::parse_given(request.metadata.unwrap_or_default())?,
             expected_version: request.expected_version,

@@ -307,6 +307,7 @@ fn judged(
         actor_kind: command.actor_kind,
         on_behalf_of: command.on_behalf_of.clone(),
         override_gate: command.override_gate,
+        roles: command.roles.clone(),
         reason: command.reason.clone(),
         metadata: command.metadata.clone(),
         at,

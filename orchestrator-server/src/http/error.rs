@@ -254,6 +254,10 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
             ErrorCode::Forbidden,
             Some(vec!["actor_kind: agent".to_owned()]),
         ),
+        CoreError::Transition(orchestrator_core::TransitionError::OverrideNeedsAdmin) => (
+            ErrorCode::Forbidden,
+            Some(vec!["role needed: admin".to_owned()]),
+        ),
         CoreError::Transition(orchestrator_core::TransitionError::ReasonRequired) => (
             ErrorCode::ValidationError,
             Some(vec!["reason: a rejection or an override needs a reason".to_owned()]),

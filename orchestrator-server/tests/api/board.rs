@@ -592,6 +592,10 @@ async fn a_board_session_writes_only_what_the_board_does() {
         serde_json::json!({"trigger": "agent_complete", "actor": "dave"}),
         serde_json::json!({"trigger": "human_approved", "actor": "dave", "override": true,
                            "reason": "ship it"}),
+        // Without principals a body that says it is an agent's is refused a decision, the
+        // board's session's included (signed in as a person only by its own word).
+        serde_json::json!({"trigger": "human_approved", "actor": "dave", "actor_kind": "agent"}),
+        serde_json::json!({"trigger": "human_rejected", "actor_kind": "agent", "reason": "no"}),
     ] {
         let answer =
             advance_with_cookie(&shared, "gated", refused.clone(), &cookie, &with_session).await;

@@ -35,7 +35,9 @@ async fn tokens_name_the_actor_and_roles_decide_what_they_may_do() {
     let bot = mint(&file, "build-bot", ActorKind::Agent, &[Role::Agent]);
     let rogue = mint(&file, "rogue-bot", ActorKind::Agent, &[Role::Admin]);
     let watcher = mint(&file, "watcher", ActorKind::Human, &[Role::Viewer]);
+    let erin = mint(&file, "erin", ActorKind::Human, &[Role::Admin]);
     let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+    let erin = app.client_with(&erin);
 
     // No token, or one nobody holds: 401.
     let anonymous = Client::new(app.url("")).unwrap();
@@ -94,6 +96,13 @@ async fn tokens_name_the_actor_and_roles_decide_what_they_may_do() {
     claims_human.actor_kind = Some("human".to_owned());
     assert_forbidden(
         rogue.advance_workflow(&id("f-1"), &claims_human).await,
+        "actor_kind: agent",
+    );
+    // A person's decision whose body says it is an agent's is refused as an agent's.
+    let mut claims_agent = AdvanceRequest::new("human_approved");
+    claims_agent.actor_kind = Some("agent".to_owned());
+    assert_forbidden(
+        alice.advance_workflow(&id("f-1"), &claims_agent).await,
         "actor_kind: agent",
     );
     // A reviewer may not do an agent's work.
@@ -159,6 +168,32 @@ async fn tokens_name_the_actor_and_roles_decide_what_they_may_do() {
     assert_eq!(rejected.state, WorkflowState::Phase1);
     let mut history = watcher.get_history(&id("f-2")).await.unwrap().transitions;
     assert!(!history.pop().unwrap().override_gate);
+    // An agent with the admin role is refused as an agent first; a human admin overrides, on
+    // the record.
+    bot.advance_workflow(&id("f-2"), &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    assert_forbidden(
+        rogue.advance_workflow(&id("f-2"), &override_).await,
+        "actor_kind: agent",
+    );
+    let passed = erin.advance_workflow(&id("f-2"), &override_).await.unwrap();
+    assert_eq!(passed.state, WorkflowState::Phase2);
+    let last = watcher
+        .get_history(&id("f-2"))
+        .await
+        .unwrap()
+        .transitions
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (
+            last.actor.map(|a| a.to_string()),
+            last.actor_kind,
+            last.override_gate
+        ),
+        (Some("erin".to_owned()), Some(ActorKind::Human), true)
+    );
 
     // Only a human reviewer answers an escalation (checked before anything else).
     let unknown = orchestrator_core::ConsultationId::new();
