@@ -2353,7 +2353,7 @@ async fn a_postgres_migration_waiting_for_a_table_lets_others_through_and_then_r
     let Some(db) = crate::postgres::TestDatabase::create().await else {
         return;
     };
-    // A database migrated but for its last migration (two indexes).
+    // A database migrated but for one migration (000019: two indexes).
     let migrated = connect(&DatabaseUrl::Postgres(db.url.clone()), 1)
         .await
         .unwrap();

@@ -1538,3 +1538,60 @@ async fn a_delete_retried_after_a_503_that_finds_the_webhook_gone_is_done() {
     let error = client.delete_webhook("wh_x").await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::WebhookNotFound));
 }
+
+/// The Python check docs/API.md gives receivers verifies what this server signs (a body of
+/// non-ASCII text, signed now, and the Standard Webhooks example the page quotes), and refuses
+/// a body changed by one byte and a timestamp out of its window. Needs `python3`, which CI
+/// has; elsewhere it is skipped without one.
+#[test]
+fn the_python_check_in_the_docs_verifies_what_the_server_signs() {
+    use orchestrator_core::webhook::WebhookSecret;
+    let page = include_str!("../../../docs/API.md");
+    let check = page
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/API.md has a Python block");
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let body = r#"{"type":"workflow.transitioned","data":{"reason":"ça ne va pas — 🚫"}}"#;
+    let now = chrono::Utc::now().timestamp();
+    let signature = WebhookSecret::parse(secret)
+        .unwrap()
+        .sign("msg_1", now, body.as_bytes());
+    let literal = |text: &str| serde_json::to_string(text).unwrap();
+    let script = format!(
+        "{check}
+secret = {secret}
+body = {body}.encode()
+headers = {{'webhook-id': 'msg_1', 'webhook-timestamp': '{now}',
+            'webhook-signature': 'v1,bm90IGl0 ' + {signature}}}
+assert verify(secret, headers, body)
+assert not verify(secret, headers, body[:-1] + b' ')
+assert not verify(secret, dict(headers, **{{'webhook-timestamp': '{late}'}}), body)
+example = {{'webhook-id': 'msg_p5jXN8AQM9LWM0D4loKWxJek', 'webhook-timestamp': '1614265330',
+           'webhook-signature': 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE='}}
+assert verify(secret, example, b'{{\"test\": 2432232314}}', tolerance=float('inf'))
+",
+        secret = literal(secret),
+        body = literal(body),
+        signature = literal(&signature),
+        late = now - 301,
+    );
+    let run = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output();
+    let output = match run {
+        Ok(output) => output,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipped: no python3 ({e})");
+            return;
+        }
+        Err(e) => panic!("python3: {e}"),
+    };
+    assert!(
+        output.status.success(),
+        "{}\n{script}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
