@@ -211,7 +211,8 @@ pub enum Command {
         /// Who approves (without principals; with them, whom the principal acts for).
         #[arg(long)]
         actor: Option<String>,
-        /// human, when no principals file names the caller (an agent may not approve).
+        /// human or agent: taken without principals; with them the token's principal's kind
+        /// counts, and agent is refused either way (an agent may not approve).
         #[arg(long)]
         actor_kind: Option<String>,
         /// Why, kept with the history entry (required with --override).
@@ -237,7 +238,8 @@ pub enum Command {
         /// Who rejects (without principals; with them, whom the principal acts for).
         #[arg(long)]
         actor: Option<String>,
-        /// human, when no principals file names the caller (an agent may not reject).
+        /// human or agent: taken without principals; with them the token's principal's kind
+        /// counts, and agent is refused either way (an agent may not reject).
         #[arg(long)]
         actor_kind: Option<String>,
         /// A JSON object kept with the history entry.
@@ -257,8 +259,8 @@ pub enum Command {
         /// Who triggers it (with principals: whom the token's principal acts for).
         #[arg(long)]
         actor: Option<String>,
-        /// human or agent, when no principals file names the caller (an agent may not
-        /// approve or reject).
+        /// human or agent: taken without principals; with them the token's principal's kind
+        /// counts, but an approval or rejection that says agent is refused either way.
         #[arg(long)]
         actor_kind: Option<String>,
         /// Why.
@@ -389,8 +391,8 @@ pub enum Command {
         /// Who answers (without principals; with them, the token's principal does).
         #[arg(long)]
         actor: Option<String>,
-        /// human or agent, when no principals file names the caller (an agent may not
-        /// answer).
+        /// human or agent: taken without principals; with them the token's principal's kind
+        /// counts, and agent is refused either way (an agent may not answer).
         #[arg(long)]
         actor_kind: Option<String>,
     },

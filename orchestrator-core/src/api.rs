@@ -309,7 +309,8 @@ pub struct AdvanceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// `human` or `agent` (`system` is the orchestrator's own): trusted without principals;
-    /// with principals the token's principal says. An agent may not approve or reject.
+    /// with principals the token's principal says, but for an approval or rejection that says
+    /// `agent`, which is refused whoever sends it. An agent may not approve or reject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::principal::ActorKind>))]
     pub actor_kind: Option<String>,
@@ -1157,7 +1158,8 @@ pub struct RespondRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// `human` or `agent`: trusted without principals; with principals the token's principal
-    /// says. Only a human answers an escalation: an agent is 403 `FORBIDDEN`.
+    /// says, but `agent` is refused whoever sends it. Only a human answers an escalation: an
+    /// agent is 403 `FORBIDDEN`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::principal::ActorKind>))]
     pub actor_kind: Option<String>,

@@ -507,8 +507,9 @@ impl Workflow {
         self.decide(trigger, ctx, &GateFacts::default())
     }
 
-    /// Judges `trigger`: an agent never approves or rejects (in any state); then the table,
-    /// then the gate's rules in this order — an admin's override (with a reason) passes
+    /// Judges `trigger`: an agent never approves or rejects, and only an admin overrides (when
+    /// `ctx.roles` names the actor's roles), in any state; then the table, then the gate's
+    /// rules in this order — an admin's override (with a reason) passes
     /// whatever is missing; a rejection needs a reason; an approval waits for no escalation
     /// and no consultation still being asked, names its actor when several are needed, is not
     /// the author's (unless the policy allows) and not a second one by the same actor. On
@@ -524,6 +525,15 @@ impl Workflow {
         // Who decides comes before when: an agent hears that it never approves or rejects,
         // not that this state does not take the trigger.
         may_decide(trigger, ctx.actor_kind)?;
+        // So does an override by someone who is not an admin, as over HTTP.
+        let admin =
+            |roles: &BTreeSet<Role>| roles.iter().any(|role| role.permits(Action::OverrideGate));
+        if ctx.override_gate
+            && trigger == Trigger::HumanApproved
+            && ctx.roles.as_ref().is_some_and(|roles| !admin(roles))
+        {
+            return Err(TransitionError::OverrideNeedsAdmin);
+        }
         let to = next_state(self.state, trigger).ok_or(TransitionError::NotAllowed {
             state: self.state,
             trigger,
@@ -536,12 +546,6 @@ impl Workflow {
         if trigger == Trigger::HumanApproved {
             if ctx.override_gate {
                 // An admin's decision, on the record with its reason; nothing else is checked.
-                let admin = |roles: &BTreeSet<Role>| {
-                    roles.iter().any(|role| role.permits(Action::OverrideGate))
-                };
-                if ctx.roles.as_ref().is_some_and(|roles| !admin(roles)) {
-                    return Err(TransitionError::OverrideNeedsAdmin);
-                }
                 if !reasoned {
                     return Err(TransitionError::ReasonRequired);
                 }

@@ -186,6 +186,7 @@ pub struct Metrics {
     webhook_latency: Histogram,
     webhook_pending: Gauge,
     webhook_oldest_due: Gauge,
+    webhook_oldest_unenqueued: Gauge,
     /// Held while a scrape sets the gauges it reads at scrape time and encodes them, so two
     /// scrapes at once never show each other's readings.
     rendering: std::sync::Mutex<()>,
@@ -297,6 +298,12 @@ impl Metrics {
             "How long the longest-due webhook delivery no attempt holds has waited past its time, in whole seconds; 0 when none (read when scraped)",
             webhook_oldest_due.clone(),
         );
+        let webhook_oldest_unenqueued = Gauge::default();
+        registry.register(
+            "orchestrator_webhook_oldest_unenqueued_seconds",
+            "How long ago the oldest event still to become a webhook's delivery was made, in whole seconds; 0 when none is (read when scraped)",
+            webhook_oldest_unenqueued.clone(),
+        );
         registry.register(
             "orchestrator_db_commit_batch_size",
             "Writes sent to the database together in one transaction (counted as it starts: one that rolls back too)",
@@ -348,6 +355,7 @@ impl Metrics {
             webhook_latency,
             webhook_pending,
             webhook_oldest_due,
+            webhook_oldest_unenqueued,
             rendering: std::sync::Mutex::new(()),
         }
     }
@@ -454,6 +462,8 @@ impl Metrics {
                 .set(i64::try_from(backlog.pending).unwrap_or(i64::MAX));
             self.webhook_oldest_due
                 .set(i64::try_from(backlog.oldest_due.as_secs()).unwrap_or(i64::MAX));
+            self.webhook_oldest_unenqueued
+                .set(i64::try_from(backlog.oldest_unenqueued.as_secs()).unwrap_or(i64::MAX));
         }
         if let Some(summary) = &reading.summary {
             self.gates_overdue
@@ -510,6 +520,7 @@ mod tests {
             backlog: Some(Backlog {
                 pending: 7,
                 oldest_due: Duration::from_millis(61_900),
+                oldest_unenqueued: Duration::from_secs(3),
             }),
         };
         let text = metrics.render(&reading, 0);
@@ -529,6 +540,7 @@ mod tests {
             "orchestrator_store_readable 1",
             "orchestrator_webhook_deliveries_pending 7",
             "orchestrator_webhook_oldest_due_seconds 61",
+            "orchestrator_webhook_oldest_unenqueued_seconds 3",
             // Seeded at 0: a first failure shows as a rise.
             r#"orchestrator_agent_hub_calls_total{operation="respond",outcome="error"} 0"#,
             r#"orchestrator_worker_restarts_total{worker="gate_sweep"} 0"#,

@@ -272,10 +272,13 @@ pub struct Respond {
 
 impl Respond {
     /// The same answer given by `principal`: it is the responder, of its kind, whatever
-    /// name the caller gave.
+    /// name the caller gave. An answer that says it is an agent's stays an agent's, and is
+    /// refused, as [`Advance::by`]'s decisions are.
     pub fn by(mut self, principal: &Principal) -> Self {
         self.actor = Some(principal.name.clone());
-        self.actor_kind = Some(principal.kind);
+        if self.actor_kind != Some(ActorKind::Agent) {
+            self.actor_kind = Some(principal.kind);
+        }
         self
     }
 
@@ -352,5 +355,48 @@ fn requested_kind(kind: String) -> Result<ActorKind, ValidationError> {
     match kind.parse::<ActorKind>().map_err(|_| refused())? {
         ActorKind::System => Err(refused()),
         kind => Ok(kind),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Principal {
+        Principal {
+            name: Actor::parse("alice").unwrap(),
+            kind: ActorKind::Human,
+            roles: BTreeSet::from([Role::Reviewer, Role::Agent]),
+        }
+    }
+
+    /// A person's principal makes its decisions a person's, unless the request said it was
+    /// an agent's: then it stays one (and is refused), whoever's credential carried it.
+    #[test]
+    fn a_principal_keeps_what_a_decision_says_of_an_agent() {
+        let said = |trigger, kind| {
+            let mut advance = Advance::new(trigger);
+            advance.actor_kind = kind;
+            advance.by(&alice()).actor_kind
+        };
+        let (human, agent) = (Some(ActorKind::Human), Some(ActorKind::Agent));
+        assert_eq!(said(Trigger::HumanApproved, agent), agent);
+        assert_eq!(said(Trigger::HumanRejected, agent), agent);
+        assert_eq!(said(Trigger::HumanApproved, None), human);
+        // Work that is not a decision is recorded as the principal's kind.
+        assert_eq!(said(Trigger::AgentComplete, agent), human);
+
+        let answer = |kind| {
+            Respond {
+                action: HumanAction::Confirm,
+                response: None,
+                actor: None,
+                actor_kind: kind,
+            }
+            .by(&alice())
+            .actor_kind
+        };
+        assert_eq!(answer(agent), agent);
+        assert_eq!(answer(None), human);
     }
 }

@@ -40,7 +40,7 @@ pub async fn run(app: App, stop: watch::Receiver<bool>) {
 }
 
 /// Purges what has outlived its time: idempotency keys, events and settled deliveries, ended
-/// board sessions.
+/// board sessions; and finishes webhook deletions that were cut short.
 async fn purge(app: &App) {
     // Each on its own: a bug in one does not keep the others from running.
     let (purges, metrics) = (Worker::Purges, app.metrics());
@@ -175,7 +175,8 @@ async fn purge_sessions(app: &App) {
     }
 }
 
-/// Deletes the events, and the settled webhook deliveries, older than the retention.
+/// Deletes the events, and the settled webhook deliveries, older than the retention, and what
+/// is left of the webhooks whose deletion was cut short.
 async fn purge_events(app: &App) {
     let retention = chrono::Duration::from_std(app.limits().events.retention)
         .unwrap_or(chrono::Duration::days(7));
@@ -191,8 +192,8 @@ async fn purge_events(app: &App) {
     match webhooks.store().purge_deliveries(before).await {
         Ok(0) => {}
         Ok(n) => tracing::debug!(
-            deliveries = n,
-            "settled deliveries past the retention deleted"
+            rows = n,
+            "settled deliveries past the retention, and deleted webhooks' rows, deleted"
         ),
         Err(e) => tracing::warn!(error = %e, "could not delete old deliveries"),
     }

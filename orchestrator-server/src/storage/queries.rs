@@ -409,6 +409,17 @@ pub fn oldest_webhook_mark()
     live_webhooks().select(dsl::min(webhooks::enqueued_through))
 }
 
+/// When the first event after `after` was made (Unix microseconds), if there is one.
+#[dsl::auto_type]
+pub fn first_event_time_after(after: i64) -> _ {
+    let one: i64 = 1;
+    events::table
+        .filter(events::id.gt(after))
+        .select(events::time)
+        .order(events::id.asc())
+        .limit(one)
+}
+
 /// The events up to `through`.
 #[dsl::auto_type]
 pub fn events_through(through: i64) -> _ {
@@ -444,9 +455,10 @@ pub fn webhook_even_deleted<'a>(id: &'a str) -> _ {
     webhooks::table.find(id)
 }
 
-/// A webhook whose deletion was cut short (marked `deleted`, its row still there).
+/// A webhook whose deletion was cut short (marked `deleted`, its row still there), or is
+/// under way.
 #[dsl::auto_type]
-pub fn deleted_webhook() -> _ {
+pub fn unfinished_deletion() -> _ {
     let one: i64 = 1;
     webhooks::table
         .filter(webhooks::deleted.eq(true))
@@ -465,14 +477,27 @@ pub fn all_webhooks() -> _ {
 /// SQLite from those indexes, and every claim read all of a webhook's deliveries).
 const PENDING: &str = "status = 'pending'";
 
-/// Every pending delivery: due, waiting for its next attempt, or being attempted.
+/// The ids of the webhooks not being deleted (a marked webhook's deliveries are neither
+/// claimed nor counted while they go).
+#[dsl::auto_type]
+pub fn live_webhook_ids() -> _ {
+    live_webhooks().select(webhooks::id)
+}
+
+/// Every pending delivery of a webhook not being deleted: due, waiting for its next attempt,
+/// or being attempted.
 #[dsl::auto_type]
 pub fn pending_deliveries() -> _ {
     let pending: SqlLiteral<Bool> = dsl::sql(PENDING);
-    webhook_deliveries::table.filter(pending)
+    let live: live_webhook_ids = live_webhook_ids();
+    webhook_deliveries::table
+        .filter(pending)
+        .filter(webhook_deliveries::webhook_id.eq_any(live))
 }
 
-/// Pending deliveries due at `now` (Unix microseconds) that no replica is attempting.
+/// Pending deliveries due at `now` (Unix microseconds) that no replica is attempting, of
+/// every webhook: a claim reads them through the partial index on the due ones, and passes
+/// over a webhook being deleted by the webhooks it reads them for.
 #[dsl::auto_type]
 pub fn due_deliveries(now: i64) -> _ {
     let pending: SqlLiteral<Bool> = dsl::sql(PENDING);
@@ -484,6 +509,14 @@ pub fn due_deliveries(now: i64) -> _ {
                 .is_null()
                 .or(webhook_deliveries::lease_until.lt(now)),
         )
+}
+
+/// [`due_deliveries`] of the webhooks not being deleted: those that wait for a claim.
+#[dsl::auto_type]
+pub fn live_due_deliveries(now: i64) -> _ {
+    let due: due_deliveries = due_deliveries(now);
+    let live: live_webhook_ids = live_webhook_ids();
+    due.filter(webhook_deliveries::webhook_id.eq_any(live))
 }
 
 /// The ids of the webhooks not being deleted other than `except`.

@@ -36,6 +36,9 @@ pub struct Backlog {
     /// How long the longest-due delivery that no attempt holds has been due (zero when none
     /// is): the delivery worker's lag behind what it should have attempted.
     pub oldest_due: std::time::Duration,
+    /// How long ago the oldest event still to become some webhook's delivery was made (zero
+    /// when none is): the enqueueing's lag behind the log, which no delivery row shows yet.
+    pub oldest_unenqueued: std::time::Duration,
 }
 
 /// A delivery a replica has claimed: what to POST, where, and with which key. `Debug` leaves
@@ -277,9 +280,10 @@ pub trait WebhookRepository: Send + Sync {
         receipt: Option<&Receipt>,
     ) -> Result<bool, RepositoryError>;
 
-    /// Forgets delivered and failed deliveries made before `before`, and finishes the
-    /// deletions of webhooks that were cut short; returns how many rows went. A large backlog
-    /// may take several calls (up to a million a call, 10 000 per transaction, oldest first).
+    /// Finishes the deletions of webhooks that were cut short, and forgets delivered and failed
+    /// deliveries made before `before`; returns how many rows went. A large backlog may take
+    /// several calls (up to a million rows a call for each, 10 000 per transaction, oldest
+    /// first); a failure of the first still lets the second run.
     async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError>;
 
     /// What waits to be delivered at `now` (two reads of the pending deliveries' index).
@@ -298,7 +302,8 @@ pub(crate) enum WebhookWrite {
     /// Deletes up to [`PURGE_CHUNK`](super::write::PURGE_CHUNK) of a webhook's deliveries
     /// (answers `Count`): a busy webhook keeps millions, too many for one transaction.
     DeleteDeliveries(String),
-    /// Deletes a marked webhook and what is left of its deliveries (answers `Count`).
+    /// Deletes a webhook (marked first, by the deletion) and what is left of its deliveries
+    /// (answers `Count`).
     Delete(String),
     /// One chunk of a deletion that was cut short: up to a chunk of a marked webhook's
     /// deliveries, and its row once they are gone (answers `Count`: the rows deleted).
@@ -435,6 +440,11 @@ pub(crate) fn page_statuses(page: &DeliveriesPage) -> Vec<&'static str> {
     }
 }
 
+/// What [`WebhookBackend::backlog_row`] reads: pending deliveries, the earliest due time of
+/// those no attempt holds, and when the oldest event no webhook has enqueued yet was made
+/// (both Unix microseconds).
+pub(crate) type BacklogRow = (i64, Option<i64>, Option<i64>);
+
 /// What each back end gives the webhook store: its way of writing, and the four reads. The
 /// [`WebhookRepository`] methods are written once, over it.
 #[async_trait]
@@ -452,9 +462,10 @@ pub(crate) trait WebhookBackend: Send + Sync {
         page: &DeliveriesPage,
         rows: i64,
     ) -> Result<Vec<ListedDeliveryRow>, RepositoryError>;
-    /// How many deliveries are pending, and the earliest `next_attempt_at` (Unix
-    /// microseconds) of those due at `now` that no attempt holds.
-    async fn backlog_row(&self, now: i64) -> Result<(i64, Option<i64>), RepositoryError>;
+    /// How many deliveries are pending, the earliest `next_attempt_at` (Unix microseconds) of
+    /// those due at `now` that no attempt holds, and when the oldest event after the lowest
+    /// webhook mark was made.
+    async fn backlog_row(&self, now: i64) -> Result<BacklogRow, RepositoryError>;
 }
 
 #[async_trait]
@@ -561,18 +572,24 @@ impl<B: WebhookBackend> WebhookRepository for B {
     async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError> {
         let write = |write| self.write(write);
         let unfinished = || Write::Webhook(WebhookWrite::FinishDeletion);
-        let finished = super::write::purge_in_chunks(unfinished, write).await?;
+        let finished = super::write::purge_in_chunks(unfinished, write).await;
+        // Retention goes on whatever became of the deletions (the error is still answered).
         let purge = || Write::Webhook(WebhookWrite::Purge(micros(before)));
-        Ok(finished + super::write::purge_in_chunks(purge, write).await?)
+        let purged = super::write::purge_in_chunks(purge, write).await;
+        Ok(finished? + purged?)
     }
 
     async fn backlog(&self, now: Timestamp) -> Result<Backlog, RepositoryError> {
         let now = micros(now);
-        let (pending, earliest) = self.backlog_row(now).await?;
-        let late = earliest.map_or(0, |at| now.saturating_sub(at).max(0));
+        let (pending, earliest, unenqueued) = self.backlog_row(now).await?;
+        let since = |at: Option<i64>| {
+            let late = at.map_or(0, |at| now.saturating_sub(at).max(0));
+            std::time::Duration::from_micros(u64::try_from(late).unwrap_or(0))
+        };
         Ok(Backlog {
             pending: u64::try_from(pending).unwrap_or(0),
-            oldest_due: std::time::Duration::from_micros(u64::try_from(late).unwrap_or(0)),
+            oldest_due: since(earliest),
+            oldest_unenqueued: since(unenqueued),
         })
     }
 }

@@ -470,11 +470,17 @@ where
     for _ in 0..chunks {
         let n = write(purge()).await?.count();
         purged += n;
-        if n < PURGE_CHUNK.unsigned_abs() {
+        if last_chunk(n) {
             break;
         }
     }
     Ok(purged)
+}
+
+/// Whether a chunk that deleted `deleted` rows was the last: it deleted fewer than
+/// [`PURGE_CHUNK`].
+pub(crate) fn last_chunk(deleted: impl TryInto<i64>) -> bool {
+    deleted.try_into().is_ok_and(|n| n < PURGE_CHUNK)
 }
 
 impl Written {

@@ -2748,7 +2748,8 @@ async fn postgres_a_read_of_a_rare_type_looks_at_a_bounded_range_at_a_time() {
         .await;
 }
 
-/// A busy webhook (25 003 deliveries kept) and a quiet one (2).
+/// A busy webhook (25 003 deliveries kept) and a quiet one (2, of events far past the log's
+/// first ids, which a test may then write).
 const BUSY_WEBHOOK: &str = "
 INSERT INTO webhooks (id, url, event_types, description, secret, created_at, enqueued_through)
 VALUES ('wh_busy', 'http://127.0.0.1:9/', '', NULL, 'whsec_busy', 0, 0),
@@ -2760,8 +2761,8 @@ SELECT 'msg_' || i, 'wh_busy', i, 'workflow.transitioned', '{}', 'delivered', 1,
 FROM n;
 INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload, status, attempts,
                                 created_at, schedule_from, redeliveries)
-VALUES ('msg_q1', 'wh_quiet', 1, 'workflow.transitioned', '{}', 'delivered', 1, 1, 0, 0),
-       ('msg_q2', 'wh_quiet', 2, 'workflow.transitioned', '{}', 'delivered', 1, 2, 0, 0);
+VALUES ('msg_q1', 'wh_quiet', 100001, 'workflow.transitioned', '{}', 'delivered', 1, 1, 0, 0),
+       ('msg_q2', 'wh_quiet', 100002, 'workflow.transitioned', '{}', 'delivered', 1, 2, 0, 0);
 ";
 
 /// A webhook with more deliveries than one transaction deletes goes whole, a chunk at a time
@@ -2825,6 +2826,13 @@ async fn a_deletion_cut_short_is_gone_and_finished_by_the_purge(url: DatabaseUrl
         .await
         .unwrap();
     run_sql(&url, BUSY_WEBHOOK).await;
+    // Its last thousand deliveries wait for an attempt, due since the epoch.
+    run_sql(
+        &url,
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = 0
+         WHERE webhook_id = 'wh_busy' AND event_id > 24003",
+    )
+    .await;
     run_sql(&url, hold).await;
     repo.delete_webhook("wh_busy")
         .await
@@ -2838,12 +2846,27 @@ async fn a_deletion_cut_short_is_gone_and_finished_by_the_purge(url: DatabaseUrl
         .map(|w| w.id)
         .collect();
     assert_eq!(listed, ["wh_quiet"]);
+    // A new event becomes the live webhook's delivery only, and only that one is claimed or
+    // counted.
+    let (workflow, first) = new_workflow("after-the-delete");
+    repo.create(&workflow, &first).await.unwrap();
+    let now = Utc::now();
     assert_eq!(
-        repo.enqueue_deliveries("wh_busy", Utc::now(), 100)
-            .await
-            .unwrap(),
+        repo.enqueue_deliveries("wh_busy", now, 100).await.unwrap(),
         0
     );
+    assert_eq!(
+        repo.enqueue_deliveries("wh_quiet", now, 100).await.unwrap(),
+        1
+    );
+    let room = orchestrator_server::storage::ClaimRoom::up_to(10);
+    let claimed = repo
+        .claim_deliveries(now, now + Duration::seconds(60), &room)
+        .await
+        .unwrap();
+    let claimed: Vec<&str> = claimed.iter().map(|d| d.webhook_id.as_str()).collect();
+    assert_eq!(claimed, ["wh_quiet"]);
+    assert_eq!(repo.backlog(now).await.unwrap().pending, 1);
     assert!(
         !repo.delete_webhook("wh_busy").await.unwrap(),
         "already gone"
@@ -2860,7 +2883,7 @@ async fn a_deletion_cut_short_is_gone_and_finished_by_the_purge(url: DatabaseUrl
         limit: orchestrator_core::PageLimit::parse(100).unwrap(),
     };
     assert_eq!(repo.deliveries("wh_busy", &page).await.unwrap(), []);
-    assert_eq!(repo.deliveries("wh_quiet", &page).await.unwrap().len(), 2);
+    assert_eq!(repo.deliveries("wh_quiet", &page).await.unwrap().len(), 3);
     assert_eq!(
         repo.purge_deliveries(epoch).await.unwrap(),
         0,

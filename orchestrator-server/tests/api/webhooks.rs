@@ -263,6 +263,7 @@ async fn each_matching_event_is_posted_signed_and_recorded_as_delivered() {
         "orchestrator_webhook_attempts_total{outcome=\"delivered\"} 2",
         "orchestrator_webhook_deliveries_pending 0",
         "orchestrator_webhook_oldest_due_seconds 0",
+        "orchestrator_webhook_oldest_unenqueued_seconds 0",
     ] {
         assert!(
             metrics.contains(series),
@@ -687,6 +688,12 @@ async fn private_targets_are_refused_unless_allowed() {
         "http://10.1.2.3/hook",
         "http://[::1]/hook",
         "http://169.254.169.254/latest/meta-data",
+        // Other spellings of a private address: an IPv4 address inside IPv6, and the decimal
+        // and hexadecimal forms URL parsing turns into 127.0.0.1.
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://2130706433/hook",
+        "http://0x7f.1/hook",
+        "http://[64:ff9b::a01:203]/hook",
     ] {
         let error = app
             .client
@@ -935,6 +942,13 @@ async fn the_store_queues_each_event_once(
     // Retention keeps what the webhook has yet to enqueue: only the event before it goes.
     let much_later = chrono::Utc::now() + chrono::Duration::minutes(1);
     assert_eq!(store.purge_events(much_later).await.unwrap(), 1);
+    // Two events no delivery row shows yet: the backlog says how long the older has waited.
+    let waited = store
+        .backlog(chrono::Utc::now() + chrono::Duration::seconds(61))
+        .await
+        .unwrap()
+        .oldest_unenqueued;
+    assert!((61..70).contains(&waited.as_secs()), "{waited:?}");
 
     let now = chrono::Utc::now();
     assert_eq!(
@@ -972,9 +986,11 @@ async fn the_store_queues_each_event_once(
         async move { store.backlog(at).await.unwrap() }
     };
     let minute_on = now + chrono::Duration::seconds(61);
+    // Every event enqueued: none waits for it.
     let due_a_minute = Backlog {
         pending: 2,
         oldest_due: std::time::Duration::from_secs(61),
+        oldest_unenqueued: std::time::Duration::ZERO,
     };
     assert_eq!(backlog(minute_on).await, due_a_minute);
     // Not yet due: nothing waits past its time.
@@ -1564,7 +1580,7 @@ fn the_python_check_in_the_docs_verifies_what_the_server_signs() {
 secret = {secret}
 body = {body}.encode()
 headers = {{'webhook-id': 'msg_1', 'webhook-timestamp': '{now}',
-            'webhook-signature': 'v1,bm90IGl0 ' + {signature}}}
+            'webhook-signature': 'v1,bm90IGl0 v1,nä ' + {signature}}}
 assert verify(secret, headers, body)
 assert not verify(secret, headers, body[:-1] + b' ')
 assert not verify(secret, dict(headers, **{{'webhook-timestamp': '{late}'}}), body)

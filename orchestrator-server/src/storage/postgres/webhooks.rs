@@ -17,9 +17,9 @@ use crate::storage::models::{
 use crate::storage::queries;
 use crate::storage::schema::{webhook_deliveries, webhooks};
 use crate::storage::webhooks::{
-    DueDelivery, WebhookBackend, WebhookWrite, page_statuses, redelivery,
+    BacklogRow, DueDelivery, WebhookBackend, WebhookWrite, page_statuses, redelivery,
 };
-use crate::storage::write::{PURGE_CHUNK, Write, Written, chunk_before};
+use crate::storage::write::{Write, Written, chunk_before, last_chunk};
 
 /// Every webhook's deliveries due at `$1` (Unix microseconds) that no replica is attempting,
 /// the longest due first, up to its room in the claim: the claim's limit (`$2`), and the
@@ -121,7 +121,11 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
         WebhookWrite::DeleteDeliveries(id) => deliveries_chunk(conn, id).await.map(count),
         WebhookWrite::Delete(id) => delete(conn, id).await.map(count),
         WebhookWrite::FinishDeletion => {
-            let id: Option<String> = queries::deleted_webhook()
+            // Passing over one whose deletion another transaction holds (a request's chunk,
+            // another replica's purge): its chunks take turns under the row's lock.
+            let id: Option<String> = queries::unfinished_deletion()
+                .for_update()
+                .skip_locked()
                 .get_result(conn)
                 .await
                 .optional()?;
@@ -129,7 +133,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
                 return Ok(count(0));
             };
             let mut deleted = deliveries_chunk(conn, &id).await?;
-            if i64::try_from(deleted).is_ok_and(|n| n < PURGE_CHUNK) {
+            if last_chunk(deleted) {
                 deleted += delete(conn, &id).await?;
             }
             Ok(count(deleted))
@@ -294,8 +298,21 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
     }
 }
 
-/// Deletes up to [`PURGE_CHUNK`] of a webhook's deliveries, the oldest events first.
+/// Deletes up to [`PURGE_CHUNK`](crate::storage::write::PURGE_CHUNK) of a webhook's
+/// deliveries, the oldest events first, under
+/// the webhook row's lock: two deletions of one webhook at once (a request's and a purge's)
+/// take turns, each reading its chunk after the other's, so a chunk short of `PURGE_CHUNK`
+/// is the last one (read at once, both found one chunk, and the second deleted none of it).
 async fn deliveries_chunk(conn: &mut AsyncPgConnection, id: &str) -> QueryResult<usize> {
+    let held: Option<String> = queries::webhook_even_deleted(id)
+        .select(webhooks::id)
+        .for_update()
+        .get_result(conn)
+        .await
+        .optional()?;
+    if held.is_none() {
+        return Ok(0);
+    }
     let end: Option<i64> = queries::deliveries_chunk_end_of(id)
         .get_result(conn)
         .await
@@ -341,17 +358,27 @@ impl WebhookBackend for super::PgRepository {
             .await
     }
 
-    async fn backlog_row(&self, now: i64) -> Result<(i64, Option<i64>), RepositoryError> {
+    async fn backlog_row(&self, now: i64) -> Result<BacklogRow, RepositoryError> {
         self.run(async |conn| {
             let pending = queries::pending_deliveries()
                 .count()
                 .get_result::<i64>(conn)
                 .await?;
-            let earliest = queries::due_deliveries(now)
+            let earliest = queries::live_due_deliveries(now)
                 .select(diesel::dsl::min(webhook_deliveries::next_attempt_at))
                 .get_result::<Option<i64>>(conn)
                 .await?;
-            Ok((pending, earliest))
+            let unenqueued = match queries::oldest_webhook_mark()
+                .get_result::<Option<i64>>(conn)
+                .await?
+            {
+                Some(mark) => queries::first_event_time_after(mark)
+                    .get_result::<i64>(conn)
+                    .await
+                    .optional()?,
+                None => None,
+            };
+            Ok((pending, earliest, unenqueued))
         })
         .await
     }

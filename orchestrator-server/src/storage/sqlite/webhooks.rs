@@ -16,9 +16,9 @@ use crate::storage::models::{
 use crate::storage::queries;
 use crate::storage::schema::{webhook_deliveries, webhooks};
 use crate::storage::webhooks::{
-    DueDelivery, WebhookBackend, WebhookWrite, page_statuses, redelivery,
+    BacklogRow, DueDelivery, WebhookBackend, WebhookWrite, page_statuses, redelivery,
 };
-use crate::storage::write::{PURGE_CHUNK, Write, Written, chunk_before};
+use crate::storage::write::{Write, Written, chunk_before, last_chunk};
 
 /// Every webhook.
 pub fn all(conn: &mut SqliteConnection) -> QueryResult<Vec<WebhookRow>> {
@@ -77,12 +77,12 @@ pub fn apply(
         WebhookWrite::DeleteDeliveries(id) => deliveries_chunk(conn, id).map(count),
         WebhookWrite::Delete(id) => delete(conn, id).map(count),
         WebhookWrite::FinishDeletion => {
-            let id: Option<String> = queries::deleted_webhook().get_result(conn).optional()?;
+            let id: Option<String> = queries::unfinished_deletion().get_result(conn).optional()?;
             let Some(id) = id else {
                 return Ok(count(0));
             };
             let mut deleted = deliveries_chunk(conn, &id)?;
-            if i64::try_from(deleted).is_ok_and(|n| n < PURGE_CHUNK) {
+            if last_chunk(deleted) {
                 deleted += delete(conn, &id)?;
             }
             Ok(count(deleted))
@@ -220,7 +220,9 @@ pub fn apply(
     }
 }
 
-/// Deletes up to [`PURGE_CHUNK`] of a webhook's deliveries, the oldest events first.
+/// Deletes up to [`PURGE_CHUNK`](crate::storage::write::PURGE_CHUNK) of a webhook's
+/// deliveries, the oldest events first (on the one writer: nothing else deletes them
+/// meanwhile).
 fn deliveries_chunk(conn: &mut SqliteConnection, id: &str) -> QueryResult<usize> {
     let end: Option<i64> = queries::deliveries_chunk_end_of(id)
         .get_result(conn)
@@ -263,16 +265,22 @@ impl WebhookBackend for super::SqliteRepository {
             .await
     }
 
-    async fn backlog_row(&self, now: i64) -> Result<(i64, Option<i64>), RepositoryError> {
+    async fn backlog_row(&self, now: i64) -> Result<BacklogRow, RepositoryError> {
         self.readers
             .run(move |conn| {
                 let pending = queries::pending_deliveries()
                     .count()
                     .get_result::<i64>(conn)?;
-                let earliest = queries::due_deliveries(now)
+                let earliest = queries::live_due_deliveries(now)
                     .select(diesel::dsl::min(webhook_deliveries::next_attempt_at))
                     .get_result::<Option<i64>>(conn)?;
-                Ok((pending, earliest))
+                let unenqueued = match queries::oldest_webhook_mark().get_result(conn)? {
+                    Some(mark) => queries::first_event_time_after(mark)
+                        .get_result::<i64>(conn)
+                        .optional()?,
+                    None => None,
+                };
+                Ok((pending, earliest, unenqueued))
             })
             .await
     }
