@@ -100,10 +100,11 @@ pub enum WebhookCommand {
         /// The webhook's id.
         id: String,
         /// Only pending, delivered or failed ones.
-        #[arg(long)]
-        status: Option<String>,
+        #[arg(long, value_parser = |v: &str| DeliveryStatus::parse(v)
+            .ok_or_else(|| "one of pending, delivered, failed".to_owned()))]
+        status: Option<DeliveryStatus>,
         /// Page size, 1–500.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: Option<u32>,
         /// `next_cursor` of the previous page.
         #[arg(long)]
@@ -184,13 +185,14 @@ pub enum Command {
         #[arg(long)]
         use_existing: bool,
         /// Distinct approvals its gate needs, 1–10 (default: the server's).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10))]
         required_approvals: Option<u64>,
-        /// Seconds a stay at its gate may last before it is overdue (default: the server's).
-        #[arg(long)]
+        /// Seconds a stay at its gate may last before it is overdue, 1–31536000 (default: the
+        /// server's).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
         due_in_seconds: Option<u64>,
         /// What happens past the deadline: flag, reject or cancel (default flag).
-        #[arg(long)]
+        #[arg(long, value_parser = ["flag", "reject", "cancel"])]
         on_expiry: Option<String>,
         /// Let whoever completed the work approve it.
         #[arg(long)]
@@ -284,7 +286,7 @@ pub enum Command {
         #[arg(long)]
         state: Option<WorkflowState>,
         /// Page size, 1–500.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: Option<u32>,
         /// Continue after this cursor.
         #[arg(long)]
@@ -352,7 +354,7 @@ pub enum Command {
         #[arg(long)]
         after: Option<u64>,
         /// At most this many events (1-1000).
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
     },
     /// Manage webhooks (admin): subscribe a URL to events, list, delete, deliveries,
@@ -384,6 +386,7 @@ pub enum Command {
         /// The consultation's id (from `orchestrator consultations`).
         consultation_id: String,
         /// confirm, correct or add_context.
+        #[arg(value_parser = ["confirm", "correct", "add_context"])]
         action: String,
         /// The correction or the context (required for correct and add_context).
         #[arg(long)]
@@ -1217,13 +1220,6 @@ async fn webhooks(
             limit,
             cursor,
         } => {
-            let status = status
-                .map(|s| {
-                    DeliveryStatus::parse(&s).ok_or_else(|| {
-                        Failure::Usage("--status: one of pending, delivered, failed".to_owned())
-                    })
-                })
-                .transpose()?;
             let query = DeliveriesQuery {
                 status,
                 limit,
