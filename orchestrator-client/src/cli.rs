@@ -19,8 +19,9 @@ use orchestrator_core::api::{
 };
 use orchestrator_core::api::{CloudEvent, CreateWebhookRequest, DeliveriesQuery, EventsQuery};
 use orchestrator_core::consultation::ConsultationStatus;
+use orchestrator_core::gate::{MAX_DUE_SECONDS, MAX_REQUIRED_APPROVALS};
 use orchestrator_core::webhook::DeliveryStatus;
-use orchestrator_core::{Actor, EventType, FeatureId, Trigger, WorkflowState};
+use orchestrator_core::{Actor, EventType, FeatureId, PageLimit, Trigger, WorkflowState};
 use serde::Serialize;
 
 use crate::{Client, ClientError};
@@ -104,7 +105,7 @@ pub enum WebhookCommand {
             .ok_or_else(|| "one of pending, delivered, failed".to_owned()))]
         status: Option<DeliveryStatus>,
         /// Page size, 1–500.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(PageLimit::MAX)))]
         limit: Option<u32>,
         /// `next_cursor` of the previous page.
         #[arg(long)]
@@ -185,11 +186,11 @@ pub enum Command {
         #[arg(long)]
         use_existing: bool,
         /// Distinct approvals its gate needs, 1–10 (default: the server's).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10))]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=u64::from(MAX_REQUIRED_APPROVALS)))]
         required_approvals: Option<u64>,
         /// Seconds a stay at its gate may last before it is overdue, 1–31536000 (default: the
         /// server's).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=u64::from(MAX_DUE_SECONDS)))]
         due_in_seconds: Option<u64>,
         /// What happens past the deadline: flag, reject or cancel (default flag).
         #[arg(long, value_parser = ["flag", "reject", "cancel"])]
@@ -286,7 +287,7 @@ pub enum Command {
         #[arg(long)]
         state: Option<WorkflowState>,
         /// Page size, 1–500.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(PageLimit::MAX)))]
         limit: Option<u32>,
         /// Continue after this cursor.
         #[arg(long)]
@@ -353,8 +354,9 @@ pub enum Command {
         /// Start after this event id (default: the oldest event kept).
         #[arg(long)]
         after: Option<u64>,
-        /// At most this many events (1-1000).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        /// At most this many events (1–1000).
+        #[arg(long, default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(EventsQuery::MAX_LIMIT)))]
         limit: u32,
     },
     /// Manage webhooks (admin): subscribe a URL to events, list, delete, deliveries,

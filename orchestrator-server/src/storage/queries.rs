@@ -511,12 +511,18 @@ pub fn due_deliveries(now: i64) -> _ {
         )
 }
 
-/// [`due_deliveries`] of the webhooks not being deleted: those that wait for a claim.
+/// When the longest-due of the [`due_deliveries`] of the webhooks not being deleted became
+/// due: read along the due index, the first whose webhook is live (a `min` over the join
+/// read every due delivery on PostgreSQL, slower the larger the backlog it measures).
 #[dsl::auto_type]
-pub fn live_due_deliveries(now: i64) -> _ {
+pub fn earliest_live_due(now: i64) -> _ {
     let due: due_deliveries = due_deliveries(now);
     let live: live_webhook_ids = live_webhook_ids();
+    let one: i64 = 1;
     due.filter(webhook_deliveries::webhook_id.eq_any(live))
+        .select(webhook_deliveries::next_attempt_at)
+        .order(webhook_deliveries::next_attempt_at.asc())
+        .limit(one)
 }
 
 /// The ids of the webhooks not being deleted other than `except`.

@@ -364,10 +364,11 @@ impl WebhookBackend for super::PgRepository {
                 .count()
                 .get_result::<i64>(conn)
                 .await?;
-            let earliest = queries::live_due_deliveries(now)
-                .select(diesel::dsl::min(webhook_deliveries::next_attempt_at))
+            let earliest = queries::earliest_live_due(now)
                 .get_result::<Option<i64>>(conn)
-                .await?;
+                .await
+                .optional()?
+                .flatten();
             let unenqueued = match queries::oldest_webhook_mark()
                 .get_result::<Option<i64>>(conn)
                 .await?

@@ -683,5 +683,12 @@ mod tests {
         let of = plan(&mut conn, &queries::due_of(5, "wh_1", 5), 5);
         assert!(of.contains("webhook_deliveries_due_by_webhook"), "{of}");
         assert!(!of.contains("TEMP B-TREE"), "{of}");
+        // The backlog gauge's read too, each scrape.
+        let earliest = plan(&mut conn, &queries::earliest_live_due(5), 5);
+        assert!(
+            earliest.contains("USING INDEX webhook_deliveries_due"),
+            "{earliest}"
+        );
+        assert!(!earliest.contains("SCAN webhook_deliveries"), "{earliest}");
     }
 }

@@ -271,9 +271,10 @@ impl WebhookBackend for super::SqliteRepository {
                 let pending = queries::pending_deliveries()
                     .count()
                     .get_result::<i64>(conn)?;
-                let earliest = queries::live_due_deliveries(now)
-                    .select(diesel::dsl::min(webhook_deliveries::next_attempt_at))
-                    .get_result::<Option<i64>>(conn)?;
+                let earliest = queries::earliest_live_due(now)
+                    .get_result::<Option<i64>>(conn)
+                    .optional()?
+                    .flatten();
                 let unenqueued = match queries::oldest_webhook_mark().get_result(conn)? {
                     Some(mark) => queries::first_event_time_after(mark)
                         .get_result::<i64>(conn)
