@@ -525,7 +525,8 @@ impl Workflow {
         // Who decides comes before when: an agent hears that it never approves or rejects,
         // not that this state does not take the trigger.
         may_decide(trigger, ctx.actor_kind)?;
-        // So does an override by someone who is not an admin, as over HTTP.
+        // An override by someone who is not an admin is refused before the table too, as over
+        // HTTP, where the role is checked first.
         let admin =
             |roles: &BTreeSet<Role>| roles.iter().any(|role| role.permits(Action::OverrideGate));
         if ctx.override_gate

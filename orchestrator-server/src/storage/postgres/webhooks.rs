@@ -25,9 +25,9 @@ use crate::storage::write::{Write, Written, chunk_before, last_chunk};
 /// the longest due first, up to its room in the claim: the claim's limit (`$2`), and the
 /// attempts one webhook may hold (`$3`) less those it holds (`$5`, by webhook id in `$4`).
 /// Locked, passing over those another replica's claim holds, and those of a webhook being
-/// deleted. One statement for every webhook
-/// (with `webhook_deliveries_due_by_webhook` under each), not a round trip each: with
-/// thousands of webhooks, one per webhook outlasted the statement timeout over a network.
+/// deleted. One statement for every webhook (with `webhook_deliveries_due_by_webhook` under
+/// each), not a round trip each: with thousands of webhooks, one per webhook outlasted the
+/// statement timeout over a network.
 /// The same deliveries as `queries::due_deliveries` reads (its `status = 'pending'` is the
 /// index's predicate).
 const DUE_BY_WEBHOOK: &str = "SELECT d.id, d.webhook_id, d.next_attempt_at
@@ -299,10 +299,10 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
 }
 
 /// Deletes up to [`PURGE_CHUNK`](crate::storage::write::PURGE_CHUNK) of a webhook's
-/// deliveries, the oldest events first, under
-/// the webhook row's lock: two deletions of one webhook at once (a request's and a purge's)
-/// take turns, each reading its chunk after the other's, so a chunk short of `PURGE_CHUNK`
-/// is the last one (read at once, both found one chunk, and the second deleted none of it).
+/// deliveries, the oldest events first, under the webhook row's lock: two deletions of one
+/// webhook at once (a request's and a purge's) take turns, each reading its chunk after the
+/// other's, so a chunk short of `PURGE_CHUNK` is the last one (read at once, both found one
+/// chunk, and the second deleted none of it).
 async fn deliveries_chunk(conn: &mut AsyncPgConnection, id: &str) -> QueryResult<usize> {
     let held: Option<String> = queries::webhook_even_deleted(id)
         .select(webhooks::id)
