@@ -460,6 +460,9 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     // reload.
     wait_text(&b, "#approvals", |t| t == "Approvals 1 of 2").await;
     wait_text(&b, "#decide[data-version='3']", |_| true).await;
+    // The consultation changes no version: his page may show it being asked (no Approve
+    // while it is) until it has followed the answer too.
+    wait_text(&b, "table.consultations", |t| t.contains("resolved")).await;
     let decided = Instant::now();
     click(&b, "Approve").await;
     wait_text(&b, "#message", |t| t.contains("moved to PHASE_2")).await;
