@@ -201,6 +201,16 @@ where
     winners
 }
 
+/// The last entry of `f`'s history, as `client` reads it.
+pub async fn last_entry(client: &Client, f: &FeatureId) -> orchestrator_core::Transition {
+    let history = client.get_history(f).await.expect("the history is read");
+    history
+        .transitions
+        .into_iter()
+        .last()
+        .expect("a history has entries")
+}
+
 /// An advance by `trigger`, with a reason when it is a rejection (which needs one).
 pub fn step(trigger: &str) -> orchestrator_core::api::AdvanceRequest {
     let mut request = orchestrator_core::api::AdvanceRequest::new(trigger);

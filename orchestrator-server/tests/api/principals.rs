@@ -11,7 +11,7 @@ use orchestrator_core::api::{AdvanceRequest, ErrorCode, RespondRequest, StartWor
 use orchestrator_core::{ActorKind, Role, WorkflowState};
 use tempfile::TempDir;
 
-use crate::helpers::{free_port, id, mint, server_binary as server, spawn_app_with};
+use crate::helpers::{free_port, id, last_entry, mint, server_binary as server, spawn_app_with};
 
 fn details(error: &ClientError) -> Vec<String> {
     match error {
@@ -179,13 +179,7 @@ async fn tokens_name_the_actor_and_roles_decide_what_they_may_do() {
     );
     let passed = erin.advance_workflow(&id("f-2"), &override_).await.unwrap();
     assert_eq!(passed.state, WorkflowState::Phase2);
-    let last = watcher
-        .get_history(&id("f-2"))
-        .await
-        .unwrap()
-        .transitions
-        .pop()
-        .unwrap();
+    let last = last_entry(&watcher, &id("f-2")).await;
     assert_eq!(
         (
             last.actor.map(|a| a.to_string()),
@@ -307,14 +301,7 @@ async fn without_principals_an_agent_that_says_so_may_not_approve() {
         .await
         .unwrap();
     assert_eq!(approved.state, WorkflowState::Phase2);
-    let last = app
-        .client
-        .get_history(&id("open-1"))
-        .await
-        .unwrap()
-        .transitions
-        .pop()
-        .unwrap();
+    let last = last_entry(&app.client, &id("open-1")).await;
     assert_eq!(
         (last.actor_kind, last.on_behalf_of),
         (Some(ActorKind::Human), None)

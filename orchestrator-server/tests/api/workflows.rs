@@ -8,7 +8,7 @@ use orchestrator_core::api::{
 use orchestrator_core::{Trigger, WorkflowState};
 use serde_json::json;
 
-use crate::helpers::{id, race, spawn_app, spawn_app_with};
+use crate::helpers::{id, last_entry, race, spawn_app, spawn_app_with};
 
 fn advance(trigger: &str) -> AdvanceRequest {
     crate::helpers::step(trigger)
@@ -644,14 +644,7 @@ async fn a_two_approval_gate_records_each_approval_until_the_second_distinct_one
         .await
         .unwrap();
     assert_eq!(passed.state, WorkflowState::Phase2);
-    let last = app
-        .client
-        .get_history(&id("three-keys"))
-        .await
-        .unwrap()
-        .transitions
-        .pop()
-        .unwrap();
+    let last = last_entry(&app.client, &id("three-keys")).await;
     assert!(last.override_gate);
 
     let mut bad = orchestrator_core::api::StartWorkflowRequest::new("eleven-keys", "x");
