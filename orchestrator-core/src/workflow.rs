@@ -305,14 +305,24 @@ pub struct Snapshot {
     pub gate_stay: Option<GateStay>,
 }
 
-/// The first of the gate's rules, before any other check of a decision (the state, the
-/// version): an agent never approves or rejects.
+/// The gate's rules about who decides, before any other check of a decision (the state, the
+/// version): an agent never approves or rejects, and an override is an admin's (when `roles`
+/// names the actor's: `None` is every role, as in open mode).
 pub(crate) fn may_decide(
     trigger: Trigger,
     actor_kind: Option<ActorKind>,
+    override_gate: bool,
+    roles: Option<&BTreeSet<Role>>,
 ) -> Result<(), TransitionError> {
+    let admin =
+        |roles: &BTreeSet<Role>| roles.iter().any(|role| role.permits(Action::OverrideGate));
     if trigger.is_human_decision() && actor_kind == Some(ActorKind::Agent) {
         Err(TransitionError::AgentMayNotDecide { trigger })
+    } else if override_gate
+        && trigger == Trigger::HumanApproved
+        && roles.is_some_and(|roles| !admin(roles))
+    {
+        Err(TransitionError::OverrideNeedsAdmin)
     } else {
         Ok(())
     }
@@ -524,17 +534,14 @@ impl Workflow {
     ) -> Result<Transition, TransitionError> {
         // Who decides comes before when: an agent hears that it never approves or rejects,
         // not that this state does not take the trigger.
-        may_decide(trigger, ctx.actor_kind)?;
-        // An override by someone who is not an admin is refused before the table too, as over
-        // HTTP, where the role is checked first.
-        let admin =
-            |roles: &BTreeSet<Role>| roles.iter().any(|role| role.permits(Action::OverrideGate));
-        if ctx.override_gate
-            && trigger == Trigger::HumanApproved
-            && ctx.roles.as_ref().is_some_and(|roles| !admin(roles))
-        {
-            return Err(TransitionError::OverrideNeedsAdmin);
-        }
+        // So is an override by someone who is not an admin, as over HTTP, where the role is
+        // checked first.
+        may_decide(
+            trigger,
+            ctx.actor_kind,
+            ctx.override_gate,
+            ctx.roles.as_ref(),
+        )?;
         let to = next_state(self.state, trigger).ok_or(TransitionError::NotAllowed {
             state: self.state,
             trigger,

@@ -807,20 +807,19 @@ async fn an_override_made_by_a_principal_is_an_admins() {
     override_.override_gate = true;
     override_.reason = Some(Reason::parse("release blocker").unwrap());
 
-    let refused = orchestrator
-        .advance(
-            &id("f"),
-            override_.clone().by(&person("rev", Role::Reviewer)),
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            refused,
-            Error::Transition(TransitionError::OverrideNeedsAdmin)
-        ),
-        "{refused:?}"
-    );
+    // Refused whatever version it names: no version makes it an admin's.
+    for version in [None, Some(1)] {
+        let mut asked = override_.clone().by(&person("rev", Role::Reviewer));
+        asked.expected_version = version;
+        let refused = orchestrator.advance(&id("f"), asked).await.unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Error::Transition(TransitionError::OverrideNeedsAdmin)
+            ),
+            "{refused:?}"
+        );
+    }
     assert_eq!(orchestrator.get(&id("f")).await.unwrap().version(), 2);
 
     let passed = orchestrator

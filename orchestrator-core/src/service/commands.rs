@@ -153,7 +153,8 @@ impl Advance {
     /// caller named that is not the principal is recorded as whom it acts for. An approval or
     /// rejection that says it is an agent's stays an agent's, and is refused: agents never
     /// decide, whoever's credential carries the request (a shared token's board session is a
-    /// person only by its sign-in's word). Checks none of the principal's roles: see
+    /// person only by its sign-in's word). Carries the principal's roles, of which the core
+    /// checks only an override's (an admin's); the caller checks the rest: see
     /// [`Advance::actions`].
     pub fn by(mut self, principal: &Principal) -> Self {
         self.on_behalf_of = self

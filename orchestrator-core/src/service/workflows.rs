@@ -291,9 +291,15 @@ fn judged(
     at: crate::workflow::Timestamp,
     facts: &GateFacts,
 ) -> Result<Decision> {
-    // An agent is refused before its version is: no version makes its decision one to take.
-    crate::workflow::may_decide(command.trigger, command.actor_kind)
-        .map_err(Error::from_transition)?;
+    // An agent, or a non-admin's override, is refused before its version is: no version makes
+    // its decision one to take.
+    crate::workflow::may_decide(
+        command.trigger,
+        command.actor_kind,
+        command.override_gate,
+        command.roles.as_ref(),
+    )
+    .map_err(Error::from_transition)?;
     if let Some(expected) = command.expected_version
         && expected != current.version()
     {

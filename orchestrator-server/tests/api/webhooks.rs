@@ -1584,6 +1584,8 @@ headers = {{'webhook-id': 'msg_1', 'webhook-timestamp': '{now}',
 assert verify(secret, headers, body)
 assert not verify(secret, headers, body[:-1] + b' ')
 assert not verify(secret, dict(headers, **{{'webhook-timestamp': '{late}'}}), body)
+assert not verify(secret, {{k: v for k, v in headers.items() if k != 'webhook-id'}}, body)
+assert not verify(secret, dict(headers, **{{'webhook-signature': ''}}), body)
 example = {{'webhook-id': 'msg_p5jXN8AQM9LWM0D4loKWxJek', 'webhook-timestamp': '1614265330',
            'webhook-signature': 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE='}}
 assert verify(secret, example, b'{{\"test\": 2432232314}}', tolerance=float('inf'))

@@ -148,7 +148,8 @@ fn holder(auth: &Auth, record: &BoardSession) -> Option<(Caller, ActorKind)> {
     // Without principals a session acts as the name given at sign-in, a person, with a
     // reviewer's rights (what the board does). With a shared token the API takes the cookie as
     // this caller, so the server records that name on the session's decisions as it does a
-    // principal's, whatever a request's body says; an open server takes no cookie for the API
+    // principal's, whatever a request's body says (but for a body that says it is an agent's:
+    // refused, as `Advance::by` has it); an open server takes no cookie for the API
     // (anyone may call anything), so there the board's script sends the name in the body.
     let named = || {
         let name = Actor::parse(&record.actor).ok()?;
