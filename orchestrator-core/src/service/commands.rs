@@ -163,12 +163,8 @@ impl Advance {
             .filter(|named| !named.same_person(&principal.name));
         self.actor = Some(principal.name.clone());
         self.roles = Some(principal.roles.clone());
-        let says_agent = self.actor_kind == Some(ActorKind::Agent);
-        self.actor_kind = Some(if says_agent && self.trigger.is_human_decision() {
-            ActorKind::Agent
-        } else {
-            principal.kind
-        });
+        let decides = self.trigger.is_human_decision();
+        self.actor_kind = Some(kind_by(principal, self.actor_kind, decides));
         self
     }
 
@@ -277,9 +273,7 @@ impl Respond {
     /// refused, as [`Advance::by`]'s decisions are.
     pub fn by(mut self, principal: &Principal) -> Self {
         self.actor = Some(principal.name.clone());
-        if self.actor_kind != Some(ActorKind::Agent) {
-            self.actor_kind = Some(principal.kind);
-        }
+        self.actor_kind = Some(kind_by(principal, self.actor_kind, true));
         self
     }
 
@@ -288,6 +282,18 @@ impl Respond {
     pub(crate) fn names_checked(mut self) -> Result<Self, ValidationError> {
         self.actor = name_given(self.actor, "actor")?;
         Ok(self)
+    }
+}
+
+/// The kind a command made by `principal` is recorded with: the principal's, but for a
+/// decision (an approval, a rejection, an escalation's answer) whose request `said` it was an
+/// agent's, which stays one and is refused: agents never decide, whoever's credential carries
+/// the request.
+fn kind_by(principal: &Principal, said: Option<ActorKind>, decides: bool) -> ActorKind {
+    if decides && said == Some(ActorKind::Agent) {
+        ActorKind::Agent
+    } else {
+        principal.kind
     }
 }
 

@@ -2769,18 +2769,14 @@ VALUES ('msg_q1', 'wh_quiet', 100001, 'workflow.transitioned', '{}', 'delivered'
 /// (on PostgreSQL one statement for all would outlast its statement timeout, and on SQLite hold
 /// the one writer), and takes nothing of another webhook's.
 async fn a_busy_webhook_is_deleted_with_all_its_deliveries(url: DatabaseUrl) {
-    use orchestrator_core::api::DeliveriesPage;
     let repo = orchestrator_server::storage::connect(&url, 2)
         .await
         .unwrap();
     run_sql(&url, BUSY_WEBHOOK).await;
     assert!(repo.delete_webhook("wh_busy").await.unwrap());
     assert!(!repo.delete_webhook("wh_busy").await.unwrap());
-    let page = DeliveriesPage {
-        status: None,
-        before: None,
-        limit: orchestrator_core::PageLimit::parse(100).unwrap(),
-    };
+    // Every delivery of a webhook, as a listing without a query has them (up to 50).
+    let page = orchestrator_core::api::DeliveriesQuery::parse_query([]).unwrap();
     assert_eq!(repo.deliveries("wh_busy", &page).await.unwrap(), []);
     assert_eq!(repo.deliveries("wh_quiet", &page).await.unwrap().len(), 2);
 }
@@ -2820,7 +2816,6 @@ const HOLD_DELETES_POSTGRES: [&str; 2] = [
 /// already deleted: it is gone from every read and takes no new events, a second deletion
 /// finds nothing, and the purge deletes what is left (and nothing of another webhook's).
 async fn a_deletion_cut_short_is_gone_and_finished_by_the_purge(url: DatabaseUrl, sql: [&str; 2]) {
-    use orchestrator_core::api::DeliveriesPage;
     let [hold, release] = sql;
     let repo = orchestrator_server::storage::connect(&url, 2)
         .await
@@ -2881,11 +2876,8 @@ async fn a_deletion_cut_short_is_gone_and_finished_by_the_purge(url: DatabaseUrl
     // past a retention that ends then.
     let epoch = chrono::DateTime::UNIX_EPOCH;
     assert_eq!(repo.purge_deliveries(epoch).await.unwrap(), 15_004);
-    let page = DeliveriesPage {
-        status: None,
-        before: None,
-        limit: orchestrator_core::PageLimit::parse(100).unwrap(),
-    };
+    // Every delivery of a webhook, as a listing without a query has them (up to 50).
+    let page = orchestrator_core::api::DeliveriesQuery::parse_query([]).unwrap();
     assert_eq!(repo.deliveries("wh_busy", &page).await.unwrap(), []);
     assert_eq!(repo.deliveries("wh_quiet", &page).await.unwrap().len(), 3);
     assert_eq!(
