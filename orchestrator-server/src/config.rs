@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use orchestrator_core::webhook::RetrySchedule;
 use orchestrator_core::{Actor, ActorKind, Role};
 
+use crate::http::hosts::AllowedHosts;
 use crate::storage::DatabaseUrl;
 
 /// The orchestrator service's settings.
@@ -104,6 +105,13 @@ pub struct Config {
         value_parser = API_TOKEN
     )]
     pub api_token: Option<Secret>,
+
+    /// Without a token or principals: host names requests may be addressed to besides IP
+    /// addresses and `localhost`, separated by commas, or `*` for any (a defence against web
+    /// pages that point a name of their own at this server).
+    #[arg(long, env = "ALLOWED_HOSTS", value_name = "ALLOWED_HOSTS", default_value = "",
+          value_parser = AllowedHosts::parse)]
+    pub allowed_hosts: AllowedHosts,
 
     /// Distinct approvals a workflow's gate needs when its start names none (1–10).
     #[arg(long, env = "GATE_REQUIRED_APPROVALS", value_name = "GATE_REQUIRED_APPROVALS", default_value_t = 1,
@@ -314,6 +322,7 @@ impl Config {
             body_timeout_seconds: 10,
             write_timeout_seconds: 30,
             api_token: None,
+            allowed_hosts: AllowedHosts::default(),
             principals_file: None,
             gate_required_approvals: 1,
             gate_due_seconds: None,

@@ -151,6 +151,7 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     let app = App::with(
         orchestrator,
         auth,
+        config.allowed_hosts.clone(),
         metrics,
         config.limits(),
         Some(webhooks),

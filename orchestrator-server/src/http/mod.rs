@@ -13,6 +13,7 @@ mod conn;
 pub mod error;
 pub mod events;
 pub mod handlers;
+pub mod hosts;
 pub(crate) mod housekeeping;
 pub(crate) mod idempotency;
 mod openapi;
@@ -102,6 +103,8 @@ struct Inner {
     orchestrator: Orchestrator,
     /// Who may call: open, one shared token, or principals.
     auth: auth::Auth,
+    /// The names an open server answers to (see [`hosts`]).
+    hosts: hosts::AllowedHosts,
     /// Shared with the Agent Hub client, which counts its calls.
     metrics: Arc<Metrics>,
     started: Instant,
@@ -145,16 +148,26 @@ impl App {
             Some(token) => auth::Auth::Shared(token),
             None => auth::Auth::Open,
         };
-        Self::with(orchestrator, auth, metrics, Limits::default(), None, None)
+        Self::with(
+            orchestrator,
+            auth,
+            hosts::AllowedHosts::default(),
+            metrics,
+            Limits::default(),
+            None,
+            None,
+        )
     }
 
-    /// An application as [`App::new`] makes it, authenticating by `auth`, with other limits,
+    /// An application as [`App::new`] makes it, authenticating by `auth` (when open, answering
+    /// only requests addressed to an IP address, `localhost` or one of `hosts`), with other limits,
     /// delivering webhooks when given their store (the `/webhooks` routes answer 404
     /// `NOT_FOUND` without one), and keeping the board's sessions in `sessions` (without it,
     /// nobody signs in to the board).
     pub fn with(
         orchestrator: Orchestrator,
         auth: auth::Auth,
+        hosts: hosts::AllowedHosts,
         metrics: Arc<Metrics>,
         limits: Limits,
         webhooks: Option<webhooks::Webhooks>,
@@ -172,6 +185,7 @@ impl App {
         App(Arc::new(Inner {
             orchestrator,
             auth,
+            hosts,
             metrics,
             started: Instant::now(),
             router: router::build(),
@@ -484,6 +498,14 @@ impl App {
                 method: request.method().to_string(),
                 allow: allow.join(", "),
             }));
+        }
+        // Before anything else is read: a page that rebound a name of its own to this open
+        // server is refused (the public routes answer any name, as with a token).
+        if !self.0.auth.required() && !route.is_public() {
+            self.0
+                .hosts
+                .check(request.headers(), request.uri())
+                .map_err(fail)?;
         }
         if route.is_board() {
             let (parts, body) = request.into_parts();

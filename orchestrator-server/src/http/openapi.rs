@@ -124,7 +124,7 @@ impl ApiDoc {
         for (path, method) in operations {
             let operation = &mut doc["paths"][&path][&method];
             if path.starts_with("/board") {
-                complete_board_operation(operation, &method);
+                complete_board_operation(operation, &method, auth_required);
                 continue;
             }
             // Every write checks a role, and every webhook operation needs admin; with a
@@ -347,7 +347,8 @@ fn complete_operation(
     if auth_required && protected {
         codes.push(ErrorCode::Unauthorized);
     }
-    if role_checked && protected {
+    // An open server refuses a request addressed to a name it does not answer to.
+    if (role_checked || !auth_required) && protected {
         codes.push(ErrorCode::Forbidden);
     }
     codes.extend(EVERY_OPERATION);
@@ -416,7 +417,7 @@ fn complete_operation(
 /// annotations list its own, and these are added. Only malformed HTTP, refused before any
 /// route is known, comes as the JSON envelope. Board routes need no bearer token (a session
 /// cookie, or nothing).
-fn complete_board_operation(operation: &mut Value, method: &str) {
+fn complete_board_operation(operation: &mut Value, method: &str, auth_required: bool) {
     let id = operation["operationId"]
         .as_str()
         .unwrap_or_default()
@@ -455,8 +456,16 @@ fn complete_board_operation(operation: &mut Value, method: &str) {
     if method == "post" {
         around.extend([ErrorCode::RequestTimeout, ErrorCode::PayloadTooLarge]);
     }
-    for code in around {
-        let said = format!("a page: {}", when(code));
+    let mut around: Vec<(ErrorCode, &str)> = around.into_iter().map(|c| (c, when(c))).collect();
+    if !auth_required {
+        around.push((
+            ErrorCode::Forbidden,
+            "the request was addressed (`Host`) to a name other than an IP address, localhost \
+             or one in ALLOWED_HOSTS (a server without a token)",
+        ));
+    }
+    for (code, what) in around {
+        let said = format!("a page: {what}");
         match responses.get_mut(&code.status().to_string()) {
             Some(page) => {
                 let before = page["description"].as_str().unwrap_or_default().to_owned();
@@ -656,7 +665,7 @@ fn when(code: ErrorCode) -> &'static str {
         PayloadTooLarge => "the body is over 256 KiB (a board form: over 8 KiB)",
         Unauthorized => "the bearer token is missing or wrong",
         Forbidden => {
-            "the token's principal lacks the role this needs (details name it; a start whose gate asks fewer approvals than the server's default, or self-approval it does not allow, needs admin), an agent tried to approve, reject or answer an escalation, or a write with the board's session cookie lacked its CSRF token, came from another origin or was not one the board makes (it approves, rejects and answers escalations only)"
+            "the token's principal lacks the role this needs (details name it; a start whose gate asks fewer approvals than the server's default, or self-approval it does not allow, needs admin), an agent tried to approve, reject or answer an escalation, or a write with the board's session cookie lacked its CSRF token, came from another origin or was not one the board makes (it approves, rejects and answers escalations only), or (a server without a token) the request was addressed (`Host`) to a name other than an IP address, localhost or one in ALLOWED_HOSTS"
         }
         NotFound => "no such route",
         MethodNotAllowed => "the path does not serve this method (`Allow` names those it does)",

@@ -1257,3 +1257,92 @@ async fn a_persons_board_sessions_share_one_quarter_of_the_streams() {
     }
     assert_eq!(open(None).await.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// DNS rebinding: a web page that points a name of its own at an open server is the server's
+/// own site to the browser (its `Origin` matches `Host`), so an open server answers only
+/// requests addressed to an IP address, `localhost` or a name it is told of. With a token the
+/// page can do nothing, and any name is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_server_answers_only_requests_addressed_to_its_own_names() {
+    let open = spawn_app().await;
+    let port = open.address.port();
+    let evil = format!("evil.example:{port}");
+    let from = |app: &TestApp, method: reqwest::Method, path: &str, host: &str| {
+        http()
+            .request(method, app.url(path))
+            .header("host", host)
+            .header("origin", format!("http://{host}"))
+    };
+    let board = page(
+        from(&open, reqwest::Method::GET, "/board", &evil)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(board.status, StatusCode::FORBIDDEN);
+    assert!(board.text.contains("Not allowed"), "{}", board.text);
+    assert!(board.text.contains("ALLOWED_HOSTS"), "{}", board.text);
+    let sign_in = from(&open, reqwest::Method::POST, "/board/session", &evil)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body("name=mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sign_in.status(), StatusCode::FORBIDDEN);
+    assert!(!sign_in.headers().contains_key(SET_COOKIE));
+    let start = from(&open, reqwest::Method::POST, "/workflow/start", &evil)
+        .header(CONTENT_TYPE, "application/json")
+        .body(r#"{"feature_id":"rebound","description":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), StatusCode::FORBIDDEN);
+    let envelope: orchestrator_core::api::ErrorEnvelope = start.json().await.unwrap();
+    assert_eq!(
+        envelope.error.code,
+        orchestrator_core::api::ErrorCode::Forbidden
+    );
+    assert_eq!(open.client.get_summary().await.unwrap().total, 0);
+    // The public routes answer any name, as they do with a token.
+    let health = from(&open, reqwest::Method::GET, "/health", &evil)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    // Its own names are answered: an address (every other test), localhost, a listed name.
+    for host in [format!("localhost:{port}"), format!("[::1]:{port}")] {
+        let board = from(&open, reqwest::Method::GET, "/board", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(board.status(), StatusCode::OK, "{host}");
+    }
+    let listed = spawn_app_with(|c| {
+        c.allowed_hosts =
+            orchestrator_server::http::hosts::AllowedHosts::parse("orchestrator").unwrap()
+    })
+    .await;
+    let host = format!("orchestrator:{}", listed.address.port());
+    let workflows = from(&listed, reqwest::Method::GET, "/workflows", &host)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(workflows.status(), StatusCode::OK);
+    let other = format!("evil.example:{}", listed.address.port());
+    let workflows = from(&listed, reqwest::Method::GET, "/workflows", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(workflows.status(), StatusCode::FORBIDDEN);
+
+    // With a token, a page holds nothing that passes: any name is answered.
+    let shared = spawn_app_with(|c| c.api_token = Some("s3cret".into())).await;
+    let host = format!("evil.example:{}", shared.address.port());
+    let workflows = from(&shared, reqwest::Method::GET, "/workflows", &host)
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(workflows.status(), StatusCode::OK);
+}

@@ -372,7 +372,7 @@ async fn a_board_form_over_8_kib_is_too_large() {
 async fn a_chunked_body_over_the_limit_is_too_large() {
     let app = spawn_app().await;
     let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
-    let head = "POST /workflow/start HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let head = "POST /workflow/start HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b' '; 64 * 1024];
     for _ in 0..5 {
@@ -407,7 +407,7 @@ async fn a_body_whose_chunks_are_broken_is_a_bad_request() {
     ] {
         let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
         let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n"
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n"
         );
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut answer = String::new();

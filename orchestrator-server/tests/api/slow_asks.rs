@@ -628,6 +628,7 @@ async fn leftover_asks_are_failed_by_age_when_replicas_share_the_database() {
     let app = orchestrator_server::App::with(
         orchestrator.clone(),
         Auth::new(None, None).unwrap(),
+        Default::default(),
         Arc::new(orchestrator_server::metrics::Metrics::default()),
         limits,
         None,
