@@ -332,9 +332,11 @@ impl Consultation {
 
     /// Folds what the hub now says about this consultation's escalation into it. Returns
     /// whether anything changed: a confirmed or corrected escalation resolves the consultation
-    /// with its final answer; added context makes it `needs_reroute` with the context in
-    /// `human_response` (ask again with it); an expired one makes it `needs_reroute`; a pending
-    /// one changes nothing.
+    /// with its final answer (a confirmed one whose escalation left the tentative answer out:
+    /// the answer the expert gave when asked); added context makes it `needs_reroute` with the
+    /// context in `human_response` (ask again with it), and so does a correction that came
+    /// without its corrected answer, and a resolution naming no action (nothing to stand on);
+    /// an expired one makes it `needs_reroute`; a pending one changes nothing.
     pub fn refresh(&mut self, escalation: &Escalation, at: Timestamp) -> bool {
         if !self.is_pending() {
             return false;
@@ -342,13 +344,19 @@ impl Consultation {
         match escalation.status {
             EscalationStatus::Pending => return false,
             EscalationStatus::Resolved => {
-                self.status = match escalation.human_action {
-                    Some(HumanAction::AddContext) | None => ConsultationStatus::NeedsReroute,
-                    Some(HumanAction::Confirm | HumanAction::Correct) => {
-                        ConsultationStatus::Resolved
-                    }
+                let final_answer = match escalation.final_answer() {
+                    Some(answer) if answer.trim().is_empty() => match escalation.human_action {
+                        Some(HumanAction::Confirm) => self.answer.clone().or(Some(answer)),
+                        _ => None,
+                    },
+                    answer => answer,
                 };
-                self.final_answer = escalation.final_answer();
+                self.status = if final_answer.is_some() {
+                    ConsultationStatus::Resolved
+                } else {
+                    ConsultationStatus::NeedsReroute
+                };
+                self.final_answer = final_answer;
                 self.human_action = escalation.human_action;
                 self.human_response = escalation.human_response.clone();
                 self.human_responder = escalation.human_responder.clone();
@@ -484,6 +492,38 @@ mod tests {
             t(5),
         );
         assert_eq!(c.final_answer.as_deref(), Some("no: use AES-GCM"));
+    }
+
+    #[test]
+    fn a_confirmation_without_its_tentative_answer_keeps_the_experts_answer() {
+        let mut c = pending();
+        let mut confirmed =
+            escalation(EscalationStatus::Resolved, Some(HumanAction::Confirm), None);
+        confirmed.tentative_answer = String::new();
+        assert!(c.refresh(&confirmed, t(5)));
+        assert_eq!(
+            (c.status, c.final_answer.as_deref()),
+            (ConsultationStatus::Resolved, Some("probably"))
+        );
+    }
+
+    #[test]
+    fn a_correction_without_its_answer_asks_for_a_reroute() {
+        for response in [None, Some(" ")] {
+            let mut c = pending();
+            let corrected = escalation(
+                EscalationStatus::Resolved,
+                Some(HumanAction::Correct),
+                response,
+            );
+            assert!(c.refresh(&corrected, t(5)));
+            assert_eq!(
+                (c.status, c.final_answer.as_deref()),
+                (ConsultationStatus::NeedsReroute, None),
+                "{response:?}"
+            );
+            assert!(!c.blocks_gate());
+        }
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl HttpAgentHub {
             outcome: "unavailable",
         };
         let result = self
-            .exchange(method, path, body, timeout)
+            .exchange(method, path, body, timeout, body_limit(operation))
             .await
             .and_then(check);
         counted.outcome = match &result {
@@ -128,6 +128,7 @@ impl HttpAgentHub {
         path: &str,
         body: Option<&(impl Serialize + Sync)>,
         timeout: Duration,
+        limit: usize,
     ) -> Result<T, HubError> {
         let mut request = self
             .http
@@ -138,7 +139,7 @@ impl HttpAgentHub {
         }
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let bytes = read_bounded(&mut response).await?;
+        let bytes = read_bounded(&mut response, limit).await?;
         if status.is_success() {
             // An empty success (a 204, say) reads as JSON null.
             let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
@@ -215,24 +216,34 @@ impl Drop for Counted<'_> {
 /// hub makes each of those weigh.
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
-/// The answer's body, refused unread past [`MAX_ANSWER_BYTES`] (a hub, or a proxy before it,
-/// that sends without end must not fill the memory).
-async fn read_bounded(response: &mut reqwest::Response) -> Result<Vec<u8>, HubError> {
+/// The most of an escalation's body read: it carries the expert's answer (up to
+/// [`MAX_ANSWER_BYTES`] when asked) and the question beside it, so an answer the ask took must
+/// never make its escalation unreadable (every approval at its gate would then fail).
+const MAX_ESCALATION_BYTES: usize = 2 * MAX_ANSWER_BYTES;
+
+/// The most of a call's answer read.
+fn body_limit(operation: &str) -> usize {
+    match operation {
+        "escalation" | "respond" => MAX_ESCALATION_BYTES,
+        _ => MAX_ANSWER_BYTES,
+    }
+}
+
+/// The answer's body, refused unread past `limit` bytes (a hub, or a proxy before it, that
+/// sends without end must not fill the memory).
+async fn read_bounded(response: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, HubError> {
     let status = response.status();
-    let too_large = || {
-        HubError::Failed(format!(
-            "{status}: the answer is larger than {MAX_ANSWER_BYTES} bytes"
-        ))
-    };
+    let too_large =
+        || HubError::Failed(format!("{status}: the answer is larger than {limit} bytes"));
     if response
         .content_length()
-        .is_some_and(|length| length > MAX_ANSWER_BYTES as u64)
+        .is_some_and(|length| length > limit as u64)
     {
         return Err(too_large());
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+        if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
@@ -240,8 +251,10 @@ async fn read_bounded(response: &mut reqwest::Response) -> Result<Vec<u8>, HubEr
     Ok(body)
 }
 
-/// A failure before a whole answer arrived.
+/// A failure before a whole answer arrived. Its text, which the log keeps, leaves the URL out
+/// (a gateway's path may carry a key).
 fn transport(error: reqwest::Error) -> HubError {
+    let error = error.without_url();
     if error.is_timeout() {
         HubError::Unavailable("the agent hub did not answer in time".to_owned())
     } else if error.is_connect() {
@@ -573,12 +586,60 @@ mod tests {
     #[tokio::test]
     async fn an_answer_is_read_up_to_its_bound_and_refused_past_it() {
         let mut small = reqwest::get(answering(1000).await).await.unwrap();
-        assert_eq!(read_bounded(&mut small).await.unwrap().len(), 1000);
+        assert_eq!(
+            read_bounded(&mut small, MAX_ANSWER_BYTES)
+                .await
+                .unwrap()
+                .len(),
+            1000
+        );
         // Sent without a length, so only reading finds it too large.
         let mut huge = reqwest::get(answering(MAX_ANSWER_BYTES + 1).await)
             .await
             .unwrap();
-        match read_bounded(&mut huge).await {
+        match read_bounded(&mut huge, MAX_ANSWER_BYTES).await {
+            Err(HubError::Failed(message)) => assert!(message.contains("larger than"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A listener that answers one request with a 200 carrying `body` and its length.
+    async fn answering_with(body: String) -> String {
+        use tokio::io::AsyncWriteExt;
+        serving_one(move |mut socket| async move {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body.as_bytes()).await;
+        })
+        .await
+    }
+
+    /// An answer just under the ask's bound comes back in its escalation beside the question:
+    /// the escalation is still read (else every approval at its gate would fail for good), and
+    /// a body its length says is too large is refused before it is read.
+    #[tokio::test]
+    async fn an_escalation_carrying_the_largest_answer_an_ask_takes_is_read() {
+        let answer = "a".repeat(MAX_ANSWER_BYTES - 200);
+        let question = "q".repeat(10_000);
+        let body = format!(
+            r#"{{"id": "e-1", "status": "resolved", "question": "{question}",
+                "tentative_answer": "{answer}", "confidence": 40, "human_action": "confirm",
+                "human_responder": "rita", "created_at": "2026-11-24T10:29:57"}}"#
+        );
+        assert!(body.len() > MAX_ANSWER_BYTES);
+        let url = answering_with(body).await;
+        let escalation = hub_at(&url)
+            .escalation(&EscalationId("e-1".into()))
+            .await
+            .unwrap();
+        assert_eq!(escalation.tentative_answer.len(), answer.len());
+
+        let over = format!(r#"{{"answer": "{}"}}"#, "a".repeat(MAX_ANSWER_BYTES));
+        let url = answering_with(over).await;
+        match hub_at(&url).health().await {
             Err(HubError::Failed(message)) => assert!(message.contains("larger than"), "{message}"),
             other => panic!("{other:?}"),
         }

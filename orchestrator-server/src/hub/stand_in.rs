@@ -312,8 +312,8 @@ impl StandInHub {
                 agent_id: request.agent_id,
                 feature_id: request.feature_id,
                 status: "active".to_owned(),
-                created_at: now,
-                updated_at: now,
+                created_at: Some(now),
+                updated_at: Some(now),
             },
         )
     }
@@ -443,7 +443,7 @@ impl StandInHub {
                     human_action: None,
                     human_response: None,
                     human_responder: None,
-                    created_at: Utc::now(),
+                    created_at: Some(Utc::now()),
                     resolved_at: None,
                 },
             );

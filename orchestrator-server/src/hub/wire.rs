@@ -29,12 +29,12 @@ pub struct Session {
     /// `active` or `closed`.
     #[serde(default)]
     pub status: String,
-    /// Naive UTC.
-    #[serde(with = "hub_time")]
-    pub created_at: DateTime<Utc>,
-    /// Naive UTC.
-    #[serde(with = "hub_time")]
-    pub updated_at: DateTime<Utc>,
+    /// Naive UTC; not used (absent or unreadable: none).
+    #[serde(default, with = "hub_time_unused")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// Naive UTC; not used (absent or unreadable: none).
+    #[serde(default, with = "hub_time_unused")]
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// `POST /ask/{topic}` body.
@@ -106,9 +106,9 @@ pub struct Escalation {
     /// Who acted.
     #[serde(default)]
     pub human_responder: Option<String>,
-    /// Naive UTC.
-    #[serde(with = "hub_time")]
-    pub created_at: DateTime<Utc>,
+    /// Naive UTC; not used (absent or unreadable: none).
+    #[serde(default, with = "hub_time_unused")]
+    pub created_at: Option<DateTime<Utc>>,
     /// Naive UTC.
     #[serde(default, with = "hub_time_option")]
     pub resolved_at: Option<DateTime<Utc>>,
@@ -302,6 +302,28 @@ pub mod hub_time_option {
     }
 }
 
+/// A timestamp the orchestrator does not use, read leniently: a hub that leaves it out, sends
+/// null or changes its format fails no call over it.
+pub mod hub_time_unused {
+    use super::*;
+
+    /// Writes an optional timestamp, as the hub does.
+    pub fn serialize<S: Serializer>(
+        at: &Option<DateTime<Utc>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        hub_time_option::serialize(at, serializer)
+    }
+
+    /// Reads anything: a timestamp, else none.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(value.as_str().and_then(hub_time::parse))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,8 +397,8 @@ mod tests {
         assert_eq!(pending.status, EscalationStatus::Pending);
         assert_eq!(pending.confidence, 40.0);
         assert_eq!(
-            pending.created_at.to_rfc3339(),
-            "2026-11-24T10:29:57.876034+00:00"
+            pending.created_at.map(|at| at.to_rfc3339()).as_deref(),
+            Some("2026-11-24T10:29:57.876034+00:00")
         );
         assert_eq!(pending.resolved_at, None);
         let corrected: Escalation = serde_json::from_str(
@@ -411,6 +433,45 @@ mod tests {
         .unwrap();
         assert!(validation.into_error().is_none());
         assert!(serde_json::from_str::<ErrorShape>("Internal Server Error").is_err());
+    }
+
+    /// The hub's session, as its published API shows it; the times the orchestrator does not
+    /// use may be missing, null or in a format of the hub's choosing.
+    #[test]
+    fn a_session_is_read_from_the_hubs_json_whatever_its_unused_times() {
+        let session: Session = serde_json::from_str(
+            r#"{"id": "7429b477-1", "agent_id": "orchestrator", "feature_id": "f-1",
+                "status": "active", "created_at": "2026-11-24T10:29:57.876034",
+                "updated_at": "2026-11-24T10:29:57.876034"}"#,
+        )
+        .unwrap();
+        assert_eq!(session.id, "7429b477-1");
+        assert!(session.created_at.is_some());
+        for times in [
+            "",
+            r#", "created_at": null, "updated_at": null"#,
+            r#", "created_at": "yesterday", "updated_at": 1764000000"#,
+        ] {
+            let session: Session =
+                serde_json::from_str(&format!(r#"{{"id": "7429b477-1"{times}}}"#)).expect(times);
+            assert_eq!(
+                (session.id.as_str(), session.created_at),
+                ("7429b477-1", None)
+            );
+        }
+        let escalation: Escalation =
+            serde_json::from_str(r#"{"id": "e-1", "status": "pending", "created_at": null}"#)
+                .unwrap();
+        assert_eq!(escalation.status, EscalationStatus::Pending);
+        let health: Health = serde_json::from_str(
+            r#"{"status": "healthy", "version": "0.1.0", "uptime_seconds": 12.5,
+                "connected_agents": ["architect", "security"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (health.status.as_str(), health.connected_agents.len()),
+            ("healthy", 2)
+        );
     }
 
     #[test]
