@@ -715,7 +715,8 @@ fn event_line(event: &CloudEvent) -> String {
             data["version"]
         ),
         EventType::GateOverdue => {
-            format!("due {}, {} approval(s)", text("due_at"), data["approvals"])
+            let approvals = data["approvals"].as_array().map_or(0, Vec::len);
+            format!("due {}, {approvals} approval(s)", text("due_at"))
         }
         EventType::ConsultationCreated | EventType::ConsultationUpdated => {
             format!("{} {} {}", text("id"), text("topic"), text("status"))
@@ -1246,7 +1247,25 @@ mod tests {
 
     use clap::Parser;
 
-    use super::{Cli, consultations_holding, run, token_given};
+    use super::{Cli, consultations_holding, event_line, run, token_given};
+
+    /// `watch` says how many approvals an overdue stay had, from the list the event carries.
+    #[test]
+    fn an_overdue_gate_is_one_line_counting_its_approvals() {
+        let event: orchestrator_core::api::CloudEvent = serde_json::from_value(serde_json::json!({
+            "specversion": "1.0", "id": "42", "source": "orchestrator", "type": "gate.overdue",
+            "subject": "f-1", "time": "2026-12-07T10:00:00Z",
+            "datacontenttype": "application/json",
+            "data": {"feature_id": "f-1", "due_at": "2026-12-07T09:59:58Z",
+                     "approvals": [{"actor": "alice", "at": "2026-12-07T09:59:00Z"}],
+                     "on_expiry": "flag"}
+        }))
+        .unwrap();
+        assert_eq!(
+            event_line(&event),
+            "42 gate.overdue f-1 due 2026-12-07T09:59:58Z, 1 approval(s)"
+        );
+    }
 
     /// `--token` or `ORCHESTRATOR_TOKEN` first, the server's variable else; an empty one (an
     /// exported variable left blank) is none and does not hide the other.

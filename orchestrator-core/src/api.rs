@@ -664,7 +664,8 @@ pub struct CloudEvent {
     /// Always `application/json`.
     pub datacontenttype: String,
     /// `workflow.transitioned`: the history entry plus `feature_id`, `version` and `state`;
-    /// `gate.overdue`: `feature_id`, `due_at`, `approvals`, `on_expiry`; `consultation.*`:
+    /// `gate.overdue`: `feature_id`, `due_at`, `approvals` (the stay's, `[{actor, at}]` as in
+    /// the workflow's gate), `on_expiry`; `consultation.*`:
     /// the consultation.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: serde_json::Value,

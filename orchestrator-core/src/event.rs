@@ -105,7 +105,7 @@ struct Overdue<'a> {
     feature_id: &'a FeatureId,
     #[serde(serialize_with = "crate::workflow::rfc3339")]
     due_at: Timestamp,
-    approvals: u32,
+    approvals: &'a [crate::gate::Approval],
     on_expiry: crate::gate::OnExpiry,
 }
 
@@ -158,7 +158,7 @@ impl NewEvent {
             data: text(&Overdue {
                 feature_id: &note.feature_id,
                 due_at: note.due_at,
-                approvals: note.approvals,
+                approvals: &note.approvals,
                 on_expiry: note.on_expiry,
             }),
         }

@@ -192,8 +192,8 @@ pub struct OverdueNote {
     pub noted_at: Timestamp,
     /// What the policy does past the deadline.
     pub on_expiry: OnExpiry,
-    /// Approvals the stay had when its deadline was seen passed.
-    pub approvals: u32,
+    /// The approvals the stay had when its deadline was seen passed, oldest first.
+    pub approvals: Vec<crate::gate::Approval>,
 }
 
 /// The change the system makes to a gate past its deadline (`on_expiry` `reject` or

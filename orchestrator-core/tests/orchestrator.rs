@@ -508,7 +508,7 @@ async fn a_sweep_that_loses_to_a_person_changes_nothing_and_notes_nothing() {
         due_at: stale.gate_due_at().unwrap(),
         noted_at: clock.now(),
         on_expiry: orchestrator_core::OnExpiry::Reject,
-        approvals: 0,
+        approvals: Vec::new(),
     };
     let lost = repository
         .note_overdue(

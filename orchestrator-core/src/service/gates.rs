@@ -211,7 +211,8 @@ impl Orchestrator {
             on_expiry,
             approvals: workflow
                 .gate_stay()
-                .map_or(0, |stay| stay.approvals.len() as u32),
+                .map(|stay| stay.approvals.clone())
+                .unwrap_or_default(),
         };
         // A workflow with a `due_at` is at the gate, where both triggers are allowed.
         let change = match on_expiry.trigger() {

@@ -889,7 +889,7 @@ pub async fn overdue_gates_are_listed_counted_and_noted_once(repo: &dyn Workflow
         due_at: due,
         noted_at: after,
         on_expiry: OnExpiry::Reject,
-        approvals: 0,
+        approvals: Vec::new(),
     };
     let stale = Expiry {
         expected_version: 1,

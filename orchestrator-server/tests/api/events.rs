@@ -351,12 +351,14 @@ async fn read_until(
     }
 }
 
+/// `gate.overdue` carries the stay's approvals as the workflow's gate shows them.
 #[tokio::test]
 async fn an_overdue_gate_is_an_event() {
     let app = spawn_app().await;
     let mut start = StartWorkflowRequest::new("late", "a feature with a deadline");
     start.gate = Some(GateRequest {
-        due_in_seconds: Some(1),
+        required_approvals: Some(2),
+        due_in_seconds: Some(3),
         ..GateRequest::default()
     });
     app.client.start_workflow(&start).await.unwrap();
@@ -369,14 +371,23 @@ async fn an_overdue_gate_is_an_event() {
         ..EventsQuery::default()
     });
     advance(&app.client, "late", "agent_complete").await;
-    let overdue = tokio::time::timeout(Duration::from_secs(6), stream.next())
+    let mut approve = AdvanceRequest::new("human_approved");
+    approve.actor = Some("alice".into());
+    let approved = app
+        .client
+        .advance_workflow(&id("late"), &approve)
+        .await
+        .unwrap();
+    let gate = serde_json::to_value(&approved.gate).unwrap();
+    let overdue = tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
         .expect("the sweep notes the stay within its promise")
         .expect("the stream goes on")
         .unwrap();
     assert_eq!(overdue.event_type, EventType::GateOverdue);
     assert_eq!(overdue.subject.as_str(), "late");
-    assert_eq!(overdue.data["approvals"], 0);
+    assert_eq!(overdue.data["approvals"][0]["actor"], "alice");
+    assert_eq!(overdue.data["approvals"], gate["approvals"]);
     assert_eq!(overdue.data["on_expiry"], "flag");
     assert!(overdue.data["due_at"].is_string());
 }
