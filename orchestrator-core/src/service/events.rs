@@ -1,8 +1,34 @@
 //! Reading the event log: a page after an id, refused when retention deleted what follows it.
 
 use super::{Error, Orchestrator, Result};
-use crate::event::{Event, EventFilter};
+use crate::event::{Event, EventFilter, EventSlice};
 use crate::workflow::Timestamp;
+
+/// How many reads a page whose reads found nothing may take before it answers empty with its
+/// `next_after` past what they looked at. A store bounds a read of a rare type over every
+/// workflow to a range of ids (10 000 in this crate's stores), so that no request walks the
+/// whole log; a page reads on through ten such ranges, so it comes back empty with more after
+/// it only past 100 000 ids of other types.
+const READS_PER_EMPTY_PAGE: usize = 10;
+
+/// How many times a page read from the oldest event (no `after`) is read again when retention
+/// deleted its first events while it was being read (see [`raced_a_purge`]).
+const READS_FROM_THE_OLDEST: usize = 5;
+
+/// Whether a read from the oldest event kept (no `after`) met a purge: its first event is
+/// among those retention has deleted since. The read is made of several statements, so one
+/// that began before the purge and went on after it may have passed from events now deleted
+/// to the first kept, with a hole between; read again, it starts after the purge.
+fn raced_a_purge(slice: &EventSlice) -> bool {
+    slice
+        .events
+        .first()
+        .map(|e| e.id)
+        .into_iter()
+        .chain(slice.unreadable.first().copied())
+        .min()
+        .is_some_and(|first| first <= slice.purged_through)
+}
 
 /// A page of the log as a reader sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,7 +37,8 @@ pub struct EventPage {
     pub events: Vec<Event>,
     /// Where the next read starts: the last event's id (or the last row passed over after
     /// it, or where a store stopped short of the limit with more after it, at the end of the
-    /// ids a bounded read looked at or of a page of large events: [`EventSlice::scanned_through`](crate::EventSlice::scanned_through)),
+    /// ids a bounded read looked at — after ten reads that found nothing —
+    /// or of a page of large events: [`EventSlice::scanned_through`](crate::EventSlice::scanned_through)),
     /// or on an empty page the `after` read from (without one, the last id retention deleted,
     /// 0 if none).
     pub next_after: u64,
@@ -35,11 +62,15 @@ impl Orchestrator {
         limit: u32,
     ) -> Result<EventPage> {
         let from = after.unwrap_or(0);
-        let slice = self
-            .repository
-            .events(from, filter, limit)
-            .await
-            .map_err(Error::from)?;
+        let mut slice = self.read_events(from, filter, limit).await?;
+        if after.is_none() {
+            for _ in 1..READS_FROM_THE_OLDEST {
+                if !raced_a_purge(&slice) {
+                    break;
+                }
+                slice = self.read_events(from, filter, limit).await?;
+            }
+        }
         // The bounds were read after the events: a purge that raced the read shows here.
         if after.is_some() && from < slice.purged_through {
             return Err(Error::EventsExpired {
@@ -52,6 +83,20 @@ impl Orchestrator {
                 after: from,
                 last_id: slice.last_id,
             });
+        }
+        // A bounded read that found nothing reads on through the next range, so that an empty
+        // page nearly always means there is nothing more: a reader that stops at one misses
+        // nothing. A purge that overtakes it stops it; the next page from its `next_after` is
+        // then told (410).
+        for _ in 1..READS_PER_EMPTY_PAGE {
+            let Some(through) = slice.scanned_through.filter(|_| slice.events.is_empty()) else {
+                break;
+            };
+            let next = self.read_events(through, filter, limit).await?;
+            if through < next.purged_through {
+                break;
+            }
+            slice = next;
         }
         // An empty page read from the oldest event kept resumes where retention ended, not at
         // 0: every id up to there is gone, and `after=0` would be refused as expired.
@@ -76,6 +121,18 @@ impl Orchestrator {
         })
     }
 
+    async fn read_events(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<EventSlice> {
+        self.repository
+            .events(after, filter, limit)
+            .await
+            .map_err(Error::from)
+    }
+
     /// The newest event's id: where a reader that wants only new events starts.
     pub async fn last_event_id(&self) -> Result<u64> {
         let slice = self
@@ -92,5 +149,43 @@ impl Orchestrator {
             .purge_events(before)
             .await
             .map_err(Error::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventType, NewEvent};
+    use crate::values::FeatureId;
+
+    fn slice(ids: &[u64], unreadable: &[u64], purged_through: u64) -> EventSlice {
+        let event = |id| Event {
+            id,
+            event: NewEvent {
+                event_type: EventType::GateOverdue,
+                subject: FeatureId::parse("f").unwrap(),
+                time: chrono::DateTime::UNIX_EPOCH,
+                data: "{}".to_owned(),
+            },
+        };
+        EventSlice {
+            events: ids.iter().copied().map(event).collect(),
+            purged_through,
+            last_id: 100,
+            unreadable: unreadable.to_vec(),
+            scanned_through: None,
+        }
+    }
+
+    /// A read from the oldest event whose first row retention has deleted since began before
+    /// the purge and may have skipped from there to the first row kept; one that starts after
+    /// what was purged, or found nothing, did not.
+    #[test]
+    fn a_read_from_the_oldest_event_raced_a_purge_when_it_found_a_purged_one() {
+        assert!(raced_a_purge(&slice(&[1, 2, 51], &[], 50)));
+        assert!(raced_a_purge(&slice(&[51], &[50], 50)));
+        assert!(!raced_a_purge(&slice(&[51, 52], &[], 50)));
+        assert!(!raced_a_purge(&slice(&[1, 2], &[], 0)));
+        assert!(!raced_a_purge(&slice(&[], &[], 50)));
     }
 }
