@@ -308,8 +308,19 @@ async fn a_token_becomes_a_session_cookie_that_writes_only_with_its_csrf_token()
     assert_eq!(last.actor.as_ref().map(|a| a.as_str()), Some("alice"));
     assert_eq!(last.actor_kind, Some(ActorKind::Human));
 
-    // Sign-out needs the session's token; then the cookie is dead everywhere.
-    let forged = post_form(&app, "/board/sign-out", &[("csrf", "0000")], Some(&cookie)).await;
+    // Sign-out needs the session's token, or this origin's page; then the cookie is dead
+    // everywhere.
+    let forged = page(
+        http()
+            .post(app.url("/board/sign-out"))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("cookie", &cookie)
+            .body("csrf=0000")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
     assert_eq!(
         get(&app, "/workflows", Some(&cookie)).await.status,
@@ -1345,4 +1356,54 @@ async fn an_open_server_answers_only_requests_addressed_to_its_own_names() {
         .await
         .unwrap();
     assert_eq!(workflows.status(), StatusCode::OK);
+}
+
+/// The overview shows what each feature is about, not its whole description: it lists
+/// hundreds and is fetched again after every event. The feature's page has all of it.
+#[tokio::test]
+async fn the_overview_shows_the_start_of_a_long_description() {
+    let app = spawn_app().await;
+    let description = format!("{}the end", "a long story. ".repeat(700));
+    app.client
+        .start_workflow(&StartWorkflowRequest::new("long-story", &description))
+        .await
+        .unwrap();
+    let overview = get(&app, "/board", None).await;
+    assert!(overview.text.contains("long-story"));
+    assert!(overview.text.contains("a long story. a long story."));
+    assert!(overview.text.contains("…"));
+    assert!(!overview.text.contains("the end"), "the whole description");
+    let page = get(&app, "/board/feature/long-story", None).await;
+    assert!(page.text.contains("the end"));
+}
+
+/// A tab left open from before its person signed in again (in another tab: a new session, a
+/// new CSRF token) still signs out: its form comes from this origin.
+#[tokio::test]
+async fn a_tab_from_an_earlier_session_still_signs_out() {
+    let app = spawn_app().await;
+    let first = sign_in(&app, &[("name", "carol")]).await;
+    let old_csrf = csrf_of(&get(&app, "/board", Some(&first)).await);
+    let second = sign_in(&app, &[("name", "carol")]).await;
+    assert_ne!(first, second);
+    let out = post_form(
+        &app,
+        "/board/sign-out",
+        &[("csrf", &old_csrf)],
+        Some(&second),
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.text);
+    assert!(
+        get(&app, "/board", Some(&first))
+            .await
+            .text
+            .contains("Signed in as")
+    );
+    assert!(
+        !get(&app, "/board", Some(&second))
+            .await
+            .text
+            .contains("Signed in as")
+    );
 }

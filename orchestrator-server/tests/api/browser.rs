@@ -569,6 +569,15 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         t.contains("The filters forget the sort order")
     })
     .await;
+    // What people typed keeps its lines.
+    let wrap = a
+        .execute(
+            "return getComputedStyle(document.querySelector('ul.rejections q')).whiteSpace;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(wrap.as_str(), Some("pre-wrap"));
 
     // Alice reads the work at the gate; meanwhile Bob sends it back (her page shows it gone
     // from the gate) and the agent brings a new round. The live page shows it, but a decision

@@ -568,7 +568,7 @@ pub(crate) async fn sign_in(
         (status = 303, description = "signed out (or was not signed in): the cookie cleared, on to `/board`",
          headers(("Location" = String, description = "`/board`"),
                  ("Set-Cookie" = String, description = "`orchestrator_session=; …; Max-Age=0` (behind `X-Forwarded-Proto: https`, `__Host-orchestrator_session=; …; Max-Age=0; Secure`)"))),
-        (status = 403, description = "a page: the CSRF token is wrong, or the request came from another origin", content_type = "text/html", body = String),
+        (status = 403, description = "a page: the request came from another origin, or, sent without `Origin`, its CSRF token is wrong", content_type = "text/html", body = String),
         (status = 415, description = "a page: the body is not a form, or is encoded (`Content-Encoding`)", content_type = "text/html", body = String),
         (status = 500, description = "a page: a bug", content_type = "text/html", body = String),
         (status = 503, description = "a page: the database is unavailable", content_type = "text/html", body = String),
@@ -582,11 +582,14 @@ pub(crate) async fn sign_out(
     same_origin(&parts.headers)?;
     let form = form_fields(&parts.headers, body)?;
     if let Some(key) = session_key(&parts.headers) {
-        // A session that holds signs out with its CSRF token. One that no longer holds (its
-        // credential gone) is deleted all the same, holding its cookie being proof enough:
-        // the credential restored must not bring back a session signed out of.
+        // A session that holds signs out with its CSRF token, or from a page of this origin
+        // (`Origin` checked above): a tab left open from before the person signed in again
+        // holds the old session's token, and its Sign out must still sign out. One that no
+        // longer holds (its credential gone) is deleted all the same, holding its cookie being
+        // proof enough: the credential restored must not bring back a session signed out of.
         if let Some(session) = session_by_key(app, &key).await?
             && !session.csrf_matches(form_field(&form, "csrf").as_bytes())
+            && !parts.headers.contains_key(header::ORIGIN)
         {
             return Err(ApiError::Forbidden(
                 "the sign-out form's CSRF token is wrong".into(),

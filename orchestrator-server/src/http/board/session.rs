@@ -215,11 +215,13 @@ pub(super) fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Whether a TLS-terminating proxy says the browser used HTTPS (`X-Forwarded-Proto: https`).
+/// Whether a TLS-terminating proxy says the browser used HTTPS (`X-Forwarded-Proto: https`;
+/// behind proxies in a chain, each adding its own, the first says what the browser used).
 pub(super) fn is_https(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
 
@@ -268,6 +270,30 @@ mod tests {
             None
         );
         assert_eq!(cookie(&headers(&[]), SESSION_COOKIE), None);
+    }
+
+    /// Proxies in a chain each add the scheme they were reached by: the first is the browser's.
+    #[test]
+    fn the_browsers_scheme_is_the_first_a_proxy_chain_names() {
+        for (value, https) in [
+            ("https", true),
+            (" HTTPS ", true),
+            ("https, http", true),
+            ("http, https", false),
+            ("http", false),
+            ("", false),
+        ] {
+            assert_eq!(
+                is_https(&headers(&[("x-forwarded-proto", value)])),
+                https,
+                "{value}"
+            );
+        }
+        assert!(!is_https(&headers(&[])));
+        assert!(
+            session_cookie(&headers(&[("x-forwarded-proto", "https,https")]), "v", 1)
+                .contains("; Secure")
+        );
     }
 
     #[test]

@@ -320,6 +320,19 @@ pub fn overview(data: &Overview) -> Markup {
     }
 }
 
+/// Characters of a description the overview shows: a description may hold 10 000, and the
+/// overview, which lists hundreds of features and is fetched again after every event, shows
+/// what each is about; its page has the rest.
+const EXCERPT_CHARS: usize = 200;
+
+/// `text` cut to [`EXCERPT_CHARS`] characters, with an ellipsis where it was cut.
+fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}…", text[..cut].trim_end()).into(),
+        None => text.into(),
+    }
+}
+
 fn group_list(group: &Group, now: Timestamp) -> Markup {
     let title = format!("state-{}", group.state.as_str());
     html! {
@@ -332,7 +345,7 @@ fn group_list(group: &Group, now: Timestamp) -> Markup {
                 tbody {
                     @for w in &group.items {
                         tr {
-                            td { a href=(feature_href(w.feature_id.as_str())) { (w.feature_id.as_str()) } div.description { (w.description.as_str()) } }
+                            td { a href=(feature_href(w.feature_id.as_str())) { (w.feature_id.as_str()) } div.description { (excerpt(w.description.as_str())) } }
                             td { (w.progress.percent) " %" }
                             td { (since(w.updated_at, now)) " ago" }
                         }
@@ -365,7 +378,7 @@ fn waiting_item(w: &WorkflowResponse, now: Timestamp) -> Markup {
                 }
                 (blockers_badge(gate))
             }
-            div.description { (w.description.as_str()) }
+            div.description { (excerpt(w.description.as_str())) }
             div.facts {
                 span.approvals { "Approvals " (gate.approvals.len()) " of " (gate.required_approvals) }
                 @if let Some(entered) = gate.entered_at {
@@ -440,7 +453,7 @@ pub fn feature(data: &Feature) -> Markup {
             dl.facts {
                 dt { "State" } dd { span #state.state data-state=(w.state) { (w.state) } }
                 dt { "Version" } dd #version { (w.version) }
-                dt { "Progress" } dd { progress max="100" value=(w.progress.percent) aria-label="Progress" { (w.progress.percent) " %" } " " (w.progress.percent) " %" }
+                dt { "Progress" } dd { progress max="100" value=(w.progress.percent) aria-label="Progress" { (w.progress.percent) " %" } " " span aria-hidden="true" { (w.progress.percent) " %" } }
                 dt { "Time in state" } dd { (since(in_state_since, now)) }
                 dt { "Rework" } dd #rework { (w.progress.rework_count) @if w.progress.rework_count == 1 { " time" } @else { " times" } }
             }
@@ -754,6 +767,18 @@ mod tests {
         assert_eq!(ago(before(2 * 3600 + 5 * 60), now), "2 h 5 min");
         assert_eq!(ago(before(4 * 86_400 + 3 * 3600), now), "4 d 3 h");
         assert_eq!(ago(now + chrono::Duration::seconds(5), now), "0 s");
+    }
+
+    #[test]
+    fn a_long_description_is_cut_at_a_character_with_an_ellipsis() {
+        assert_eq!(excerpt("short"), "short");
+        let exact = "é".repeat(EXCERPT_CHARS);
+        assert_eq!(excerpt(&exact), exact);
+        let long = format!("{} tail", "é".repeat(EXCERPT_CHARS - 1));
+        assert_eq!(
+            excerpt(&long),
+            format!("{}…", "é".repeat(EXCERPT_CHARS - 1))
+        );
     }
 
     #[test]
