@@ -288,6 +288,41 @@ mod tests {
         assert_eq!(repository.purge_keys(now - day).await.unwrap(), 1);
     }
 
+    /// The minute's event purge deletes what is older than `EVENTS_RETENTION_SECONDS`, and
+    /// nothing younger.
+    #[tokio::test]
+    async fn the_event_purge_deletes_what_is_older_than_the_retention() {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        use orchestrator_core::{EventFilter, FeatureId, StartWorkflow};
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = dir.path().join("purge.db");
+        let mut config =
+            crate::Config::for_tests(crate::storage::DatabaseUrl::SqliteFile(file.clone()));
+        config.events_retention_seconds = 3_600;
+        let app = crate::build_app(&config).await.unwrap();
+        for name in ["old", "recent", "new"] {
+            let start = StartWorkflow::new(FeatureId::parse(name).unwrap(), "d".parse().unwrap());
+            app.orchestrator().start(start).await.unwrap();
+        }
+        // Made two hours ago, and half an hour ago; the third now.
+        let mut conn = diesel::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
+        conn.batch_execute(
+            "PRAGMA busy_timeout = 5000; \
+             UPDATE events SET time = time - 7200000000 WHERE id = 1; \
+             UPDATE events SET time = time - 1800000000 WHERE id = 2;",
+        )
+        .unwrap();
+        purge_events(&app).await;
+        let page = app
+            .orchestrator()
+            .events(None, &EventFilter::default(), 10)
+            .await
+            .unwrap();
+        let ids: Vec<u64> = page.events.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [2, 3]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_worker_that_panics_is_started_again_after_growing_pauses_and_counted() {
         let metrics = Metrics::default();

@@ -1407,3 +1407,68 @@ async fn a_tab_from_an_earlier_session_still_signs_out() {
             .contains("Signed in as")
     );
 }
+
+/// Overdue gates first, then by their deadline, gates without one last: whatever the names.
+#[tokio::test]
+async fn the_gates_waiting_are_listed_overdue_first_then_by_deadline() {
+    let app = spawn_app().await;
+    for (name, due) in [
+        ("a-no-deadline", None),
+        ("b-due-in-a-day", Some(86_400)),
+        ("c-due-in-an-hour", Some(3_600)),
+        ("d-overdue", Some(1)),
+    ] {
+        let mut start = StartWorkflowRequest::new(name, "the work");
+        start.gate = Some(GateRequest {
+            due_in_seconds: due,
+            ..GateRequest::default()
+        });
+        app.client.start_workflow(&start).await.unwrap();
+        app.client
+            .advance_workflow(&id(name), &AdvanceRequest::new("agent_complete"))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let board = get(&app, "/board", None).await;
+    let at = |name: &str| {
+        board
+            .text
+            .find(&format!(r#"data-feature-id="{name}""#))
+            .unwrap_or_else(|| panic!("{name} waits: {}", board.text))
+    };
+    let order = [
+        at("d-overdue"),
+        at("c-due-in-an-hour"),
+        at("b-due-in-a-day"),
+        at("a-no-deadline"),
+    ];
+    assert!(order.is_sorted(), "{order:?}");
+}
+
+/// A session ends when its time is up on the server, whatever the browser keeps: the store's
+/// expiry is what counts, not the cookie's `Max-Age`.
+#[tokio::test]
+async fn a_session_past_its_expiry_is_no_longer_signed_in() {
+    let app = spawn_app_with(|c| c.api_token = Some("s3cret".into())).await;
+    let cookie = sign_in(&app, &[("token", "s3cret"), ("name", "carol")]).await;
+    assert_eq!(
+        get(&app, "/workflows", Some(&cookie)).await.status,
+        StatusCode::OK
+    );
+    crate::helpers::run_sql(
+        &app.config.database_url,
+        "UPDATE board_sessions SET expires_at = created_at + 1",
+    )
+    .await;
+    assert_eq!(
+        get(&app, "/workflows", Some(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        get(&app, "/board", Some(&cookie))
+            .await
+            .text
+            .contains("<h1>Sign in</h1>")
+    );
+}

@@ -534,6 +534,41 @@ async fn a_reviewer_answers_an_escalation_through_the_orchestrator() {
         )
     );
     assert_eq!(body.details, Some(vec!["status: resolved".to_owned()]));
+    // On the record: the ask's `consultation.created`, the answer's `consultation.updated`,
+    // each carrying the consultation as it then stood; nothing for the refusals.
+    let events = app
+        .client
+        .list_events(&orchestrator_core::api::EventsQuery {
+            filter: orchestrator_core::EventFilter {
+                feature_id: Some(f.clone()),
+                types: vec![
+                    orchestrator_core::EventType::ConsultationCreated,
+                    orchestrator_core::EventType::ConsultationUpdated,
+                ],
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e.event_type, e.data["status"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                orchestrator_core::EventType::ConsultationCreated,
+                "pending_human".into()
+            ),
+            (
+                orchestrator_core::EventType::ConsultationUpdated,
+                "resolved".into()
+            ),
+        ]
+    );
+    assert_eq!(events[1].data, serde_json::to_value(&corrected).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread")]

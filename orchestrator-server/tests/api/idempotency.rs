@@ -387,6 +387,26 @@ async fn keys_belong_to_their_principal() {
     )
     .await;
     assert_eq!((status, replayed), (StatusCode::CREATED, false));
+    // Within one principal's scope the key holds: the same request is replayed, another body
+    // is a reuse.
+    let (status, replayed, _, _) = post(
+        &app,
+        "/workflow/start",
+        "shared-key",
+        Some(&one),
+        &json!({"feature_id": "first", "description": "x"}),
+    )
+    .await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, true));
+    let (status, _, _, body) = post(
+        &app,
+        "/workflow/start",
+        "shared-key",
+        Some(&one),
+        &json!({"feature_id": "third", "description": "z"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
