@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use http::{HeaderMap, header};
-use orchestrator_core::{Action, Principal, Role};
+use orchestrator_core::{Action, Principal, Role, Trigger};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
@@ -61,6 +61,19 @@ impl Caller {
                  anything else needs a token in Authorization"
                     .into(),
             )),
+        }
+    }
+
+    /// Whether the caller may make some advance: the trigger, in the body, decides which right
+    /// it needs (its handler checks that one), but one who may make none (a viewer) is refused
+    /// here, before the request's key is looked at, so the refusal is not kept as its answer.
+    pub fn may_advance(&self) -> Result<(), ApiError> {
+        let mut refusals = Trigger::ALL
+            .into_iter()
+            .map(|trigger| self.may(Action::Trigger(trigger)));
+        match refusals.find(Result::is_ok) {
+            Some(allowed) => allowed,
+            None => self.may(Action::Trigger(Trigger::Start)),
         }
     }
 

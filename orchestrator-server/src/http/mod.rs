@@ -569,6 +569,9 @@ impl App {
         if let Some(action) = route.post_action() {
             caller.may(action).map_err(fail)?;
         }
+        if route == Route::Advance {
+            caller.may_advance().map_err(fail)?;
+        }
         // Before the key too: a request sent without its JSON content type, then again with
         // it, is one request (same key, same body), and its first answer must not be kept.
         if route.reads_json() {

@@ -617,3 +617,40 @@ async fn a_kept_answer_goes_back_only_to_a_caller_who_may_still_make_the_request
     );
     assert!(refused.get("secret").is_none());
 }
+
+/// One who may make no advance at all (a viewer) is refused before the key is looked at, as
+/// on the other routes: the 403 is not kept, and once given a role the same request runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewers_advance_refused_is_not_kept_against_its_key() {
+    let keys = tempfile::TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let mint = |name: &str, role: Role| {
+        orchestrator_server::principals::add(
+            &file,
+            &orchestrator_core::Actor::parse(name).unwrap(),
+            ActorKind::Agent,
+            &[role].into_iter().collect(),
+        )
+        .unwrap()
+    };
+    let (bot, watcher) = (
+        mint("build-bot", Role::Agent),
+        mint("watcher", Role::Viewer),
+    );
+    let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+    let start = json!({"feature_id": "watched", "description": "x"});
+    let (status, _, _, _) = post(&app, "/workflow/start", "k-start", Some(&bot), &start).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let complete = json!({"trigger": "agent_complete"});
+    let path = "/workflow/watched/advance";
+    let (status, _, _, refused) = post(&app, path, "k-done", Some(&watcher), &complete).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert_eq!(refused["error"]["details"][0], "role needed: agent");
+    // Made an agent, the same request with the same key runs.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("\"viewer\"", "\"agent\"")).unwrap();
+    app.reload_principals();
+    let (status, replayed, _, done) = post(&app, path, "k-done", Some(&watcher), &complete).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{done}");
+    assert_eq!(done["state"], "GATE_1");
+}
