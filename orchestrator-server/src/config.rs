@@ -109,9 +109,9 @@ pub struct Config {
     /// Without a token or principals: host names requests may be addressed to besides IP
     /// addresses and `localhost`, separated by commas, or `*` for any (a defence against web
     /// pages that point a name of their own at this server).
-    #[arg(long, env = "ALLOWED_HOSTS", value_name = "ALLOWED_HOSTS", default_value = "",
+    #[arg(long, env = "ALLOWED_HOSTS", value_name = "ALLOWED_HOSTS",
           value_parser = AllowedHosts::parse)]
-    pub allowed_hosts: AllowedHosts,
+    pub allowed_hosts: Option<AllowedHosts>,
 
     /// Distinct approvals a workflow's gate needs when its start names none (1–10).
     #[arg(long, env = "GATE_REQUIRED_APPROVALS", value_name = "GATE_REQUIRED_APPROVALS", default_value_t = 1,
@@ -322,7 +322,7 @@ impl Config {
             body_timeout_seconds: 10,
             write_timeout_seconds: 30,
             api_token: None,
-            allowed_hosts: AllowedHosts::default(),
+            allowed_hosts: None,
             principals_file: None,
             gate_required_approvals: 1,
             gate_due_seconds: None,
@@ -369,6 +369,12 @@ impl Config {
         self.api_token.is_none()
             && self.principals_file.is_none()
             && !self.host.to_canonical().is_loopback()
+    }
+
+    /// Whether `ALLOWED_HOSTS` is set beside a token or principals, which answer every name
+    /// (the names matter only to an open server). Start-up warns.
+    pub fn allowed_hosts_ignored(&self) -> bool {
+        self.allowed_hosts.is_some() && (self.api_token.is_some() || self.principals_file.is_some())
     }
 
     /// Whether `AGENT_HUB_TIMEOUT_SECONDS` gives up on a question before the hub gives up on
@@ -731,6 +737,19 @@ mod tests {
                 .open_to_the_network()
         );
         assert!(!parse(&["--host", "::1"]).unwrap().open_to_the_network());
+        // And of ALLOWED_HOSTS beside a token, which answers every name.
+        let named = parse(&["--allowed-hosts", "orchestrator"]).unwrap();
+        assert!(!named.allowed_hosts_ignored());
+        assert_eq!(
+            named.allowed_hosts,
+            Some(AllowedHosts::parse("orchestrator").unwrap())
+        );
+        assert!(
+            parse(&["--allowed-hosts", "orchestrator", "--api-token", "s3cret"])
+                .unwrap()
+                .allowed_hosts_ignored()
+        );
+        assert!(parse(&["--allowed-hosts", "orchestrator:8000"]).is_err());
         assert_eq!(
             with_token
                 .api_token

@@ -119,8 +119,14 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
         tracing::warn!(
             host = %config.host,
             "no ORCHESTRATOR_API_TOKEN and no ORCHESTRATOR_PRINCIPALS_FILE: anyone who reaches \
-             this address may do anything, overrides and webhooks included; set one, or \
-             HOST=127.0.0.1"
+             this address (by an IP address, localhost or a name in ALLOWED_HOSTS) may do \
+             anything, overrides and webhooks included; set one, or HOST=127.0.0.1"
+        );
+    }
+    if config.allowed_hosts_ignored() {
+        tracing::warn!(
+            "ALLOWED_HOSTS is ignored: with a token or principals every name is answered (the \
+             names matter only to a server without one)"
         );
     }
     if config.api_token_guessable() {
@@ -151,7 +157,7 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     let app = App::with(
         orchestrator,
         auth,
-        config.allowed_hosts.clone(),
+        config.allowed_hosts.clone().unwrap_or_default(),
         metrics,
         config.limits(),
         Some(webhooks),

@@ -72,11 +72,7 @@ impl AllowedHosts {
         if host.starts_with('[') {
             return true;
         }
-        let name = match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
-        };
-        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        let name = name_of(host);
         name.parse::<Ipv4Addr>().is_ok()
             || name == "localhost"
             || name.ends_with(".localhost")
@@ -91,15 +87,28 @@ impl AllowedHosts {
             .map(|h| h.to_str().unwrap_or("?"))
             .or_else(|| uri.authority().map(|a| a.as_str()));
         match host {
-            Some(host) if !self.allows(host) => Err(super::ApiError::Forbidden(format!(
-                "this server has no token and answers only requests addressed to localhost, an \
-                 IP address or a name in ALLOWED_HOSTS, not '{}': a web page may point a name \
-                 of its own at it",
-                host.chars().take(100).collect::<String>()
-            ))),
+            Some(host) if !self.allows(host) => {
+                let name: String = name_of(host).chars().take(100).collect();
+                Err(super::ApiError::Forbidden(format!(
+                    "this server has no token, so it answers only requests addressed to \
+                     localhost, an IP address or a name in ALLOWED_HOSTS (a web page may point \
+                     a name of its own at it); to reach it as '{name}', start it with \
+                     ALLOWED_HOSTS={name}, or give it a token"
+                )))
+            }
             _ => Ok(()),
         }
     }
+}
+
+/// The name `host` (a `Host` header's value, not bracketed) addresses: without its port and a
+/// final dot, in lower case.
+fn name_of(host: &str) -> String {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
 #[cfg(test)]

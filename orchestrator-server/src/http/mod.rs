@@ -500,8 +500,9 @@ impl App {
             }));
         }
         // Before anything else is read: a page that rebound a name of its own to this open
-        // server is refused (the public routes answer any name, as with a token).
-        if !self.0.auth.required() && !route.is_public() {
+        // server is refused (the public routes answer any name, as with a token, and so do
+        // the board's stylesheet and script, so that the refusal's page is readable).
+        if !self.0.auth.required() && !route.is_public() && route != Route::BoardAsset {
             self.0
                 .hosts
                 .check(request.headers(), request.uri())

@@ -329,7 +329,7 @@ async fn a_second_signal_ends_the_drain() {
         .unwrap();
     tokio::io::AsyncWriteExt::write_all(
         &mut held,
-        b"POST /workflow/start HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+        b"POST /workflow/start HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
     )
     .await
     .unwrap();

@@ -1293,7 +1293,24 @@ async fn an_open_server_answers_only_requests_addressed_to_its_own_names() {
     .await;
     assert_eq!(board.status, StatusCode::FORBIDDEN);
     assert!(board.text.contains("Not allowed"), "{}", board.text);
-    assert!(board.text.contains("ALLOWED_HOSTS"), "{}", board.text);
+    assert!(
+        board
+            .text
+            .contains("start it with ALLOWED_HOSTS=evil.example,"),
+        "{}",
+        board.text
+    );
+    // Its stylesheet is served, so the refusal reads as a page.
+    let style = from(
+        &open,
+        reqwest::Method::GET,
+        "/board/assets/board.css",
+        &evil,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(style.status(), StatusCode::OK);
     let sign_in = from(&open, reqwest::Method::POST, "/board/session", &evil)
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body("name=mallory")
@@ -1331,7 +1348,7 @@ async fn an_open_server_answers_only_requests_addressed_to_its_own_names() {
     }
     let listed = spawn_app_with(|c| {
         c.allowed_hosts =
-            orchestrator_server::http::hosts::AllowedHosts::parse("orchestrator").unwrap()
+            Some(orchestrator_server::http::hosts::AllowedHosts::parse("orchestrator").unwrap())
     })
     .await;
     let host = format!("orchestrator:{}", listed.address.port());

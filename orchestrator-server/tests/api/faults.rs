@@ -130,7 +130,7 @@ async fn a_body_that_stalls_is_answered_408_and_the_connection_closed() {
     let started = Instant::now();
     let answer = raw(
         app.address,
-        b"POST /workflow/start HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"feature_id\":",
+        b"POST /workflow/start HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"feature_id\":",
         Duration::from_secs(10),
     )
     .await;
@@ -150,7 +150,7 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let third = tokio::spawn(raw(
         app.address,
-        b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
         Duration::from_secs(10),
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -172,7 +172,7 @@ async fn a_client_that_does_not_read_its_answers_loses_the_connection() {
     // A small receive window, so the kernel does not buffer all the answers for us.
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(app.address).await.unwrap();
-    let pipelined = "GET /openapi.json HTTP/1.1\r\nhost: x\r\n\r\n".repeat(400);
+    let pipelined = "GET /openapi.json HTTP/1.1\r\nhost: localhost\r\n\r\n".repeat(400);
     stream.write_all(pipelined.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     // Reading now drains what was buffered, then finds the connection closed: not every
@@ -195,15 +195,15 @@ async fn a_client_that_does_not_read_its_answers_loses_the_connection() {
 async fn requests_refused_below_the_router_answer_the_envelope() {
     let app = spawn_app_with(|_| {}).await;
     let long_uri = format!(
-        "GET /workflow/{} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "GET /workflow/{} HTTP/1.1\r\nhost: localhost\r\n\r\n",
         "a".repeat(70_000)
     );
     let huge_header = format!(
-        "GET /health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "GET /health HTTP/1.1\r\nhost: localhost\r\nx-big: {}\r\n\r\n",
         "b".repeat(100_000)
     );
     let many_headers = format!(
-        "GET /health HTTP/1.1\r\nhost: x\r\n{}\r\n",
+        "GET /health HTTP/1.1\r\nhost: localhost\r\n{}\r\n",
         (0..100)
             .map(|n| format!("x-{n}: y\r\n"))
             .collect::<String>()
@@ -213,12 +213,12 @@ async fn requests_refused_below_the_router_answer_the_envelope() {
         (huge_header.into_bytes(), 431, ErrorCode::HeadersTooLarge),
         (many_headers.into_bytes(), 431, ErrorCode::HeadersTooLarge),
         (
-            b"GET /health HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n".to_vec(),
+            b"GET /health HTTP/1.1\r\nhost: localhost\r\nno colon here\r\n\r\n".to_vec(),
             400,
             ErrorCode::BadRequest,
         ),
         (
-            b"GET /health HTTP/1.1\r\nhost: x\r\nbad\x01name: y\r\n\r\n".to_vec(),
+            b"GET /health HTTP/1.1\r\nhost: localhost\r\nbad\x01name: y\r\n\r\n".to_vec(),
             400,
             ErrorCode::BadRequest,
         ),
@@ -233,7 +233,7 @@ async fn requests_refused_below_the_router_answer_the_envelope() {
     }
     // A large head below the bound is served.
     let large_header = format!(
-        "GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-big: {}\r\n\r\n",
+        "GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\nx-big: {}\r\n\r\n",
         "b".repeat(60_000)
     );
     let answer = raw(app.address, large_header.as_bytes(), Duration::from_secs(5)).await;
