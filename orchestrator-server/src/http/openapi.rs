@@ -457,7 +457,8 @@ fn complete_board_operation(operation: &mut Value, method: &str, auth_required: 
         around.extend([ErrorCode::RequestTimeout, ErrorCode::PayloadTooLarge]);
     }
     let mut around: Vec<(ErrorCode, &str)> = around.into_iter().map(|c| (c, when(c))).collect();
-    if !auth_required {
+    // The stylesheet and script answer any name: the refusal's page uses them.
+    if !auth_required && id != "get_board_asset" {
         around.push((
             ErrorCode::Forbidden,
             "the request was addressed (`Host`) to a name other than an IP address, localhost \

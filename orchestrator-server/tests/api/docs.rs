@@ -132,6 +132,21 @@ async fn an_open_server_documents_no_security_and_no_401() {
             "{method} {path}"
         );
     }
+    // Every operation but the public ones (and the board's assets) is refused to a request
+    // addressed to a name the server does not answer to.
+    let (api, board) = all_operations(&doc);
+    for (path, method, operation) in api.iter().chain(&board) {
+        let public = ["/health", "/metrics", "/openapi.json", "/docs", "/redoc"]
+            .iter()
+            .any(|p| path.starts_with(p))
+            || path.starts_with("/board/assets");
+        let forbidden = &operation["responses"]["403"];
+        assert_eq!(forbidden.is_null(), public, "{method} {path}");
+        if !public {
+            let said = forbidden["description"].as_str().unwrap_or_default();
+            assert!(said.contains("ALLOWED_HOSTS"), "{method} {path}: {said}");
+        }
+    }
 }
 
 #[test]
