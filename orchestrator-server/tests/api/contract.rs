@@ -2668,26 +2668,21 @@ async fn postgres_backlogs_are_purged_in_full() {
     backlogs_are_purged_in_full(url.clone(), async || run_sql(&url, BACKLOG).await).await;
 }
 
-/// Twenty thousand `gate.overdue` events, then one `consultation.created`, made in 2100 (so
-/// that a running server's retention leaves them).
-pub const RARE_TYPE_LOG: &str = "
-WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+/// `common` `gate.overdue` events, then one `consultation.created`, made in 2100 (so that a
+/// running server's retention leaves them).
+pub fn rare_type_log(common: u64) -> String {
+    let rare = common + 1;
+    format!(
+        "
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {common})
 INSERT INTO events (id, event_type, subject, time, data, seq)
-SELECT i, 'gate.overdue', 'busy', 4102444800000000 + i, '{}', NULL FROM n;
+SELECT i, 'gate.overdue', 'busy', 4102444800000000 + i, '{{}}', NULL FROM n;
 INSERT INTO events (id, event_type, subject, time, data, seq)
-VALUES (20001, 'consultation.created', 'quiet', 4102444800020001, '{}', NULL);
-UPDATE event_log SET last_id = 20001 WHERE id = 1;
-";
-
-/// [`RARE_TYPE_LOG`] with 120 000 `gate.overdue` events before the `consultation.created`.
-const LONG_RARE_TYPE_LOG: &str = "
-WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 120000)
-INSERT INTO events (id, event_type, subject, time, data, seq)
-SELECT i, 'gate.overdue', 'busy', 4102444800000000 + i, '{}', NULL FROM n;
-INSERT INTO events (id, event_type, subject, time, data, seq)
-VALUES (120001, 'consultation.created', 'quiet', 4102444800120001, '{}', NULL);
-UPDATE event_log SET last_id = 120001 WHERE id = 1;
-";
+VALUES ({rare}, 'consultation.created', 'quiet', 4102444800000000 + {rare}, '{{}}', NULL);
+UPDATE event_log SET last_id = {rare} WHERE id = 1;
+"
+    )
+}
 
 /// A read of a rare type over the whole log looks at ten thousand ids at a time in the store;
 /// a page reads on through ten such ranges while it has found nothing, so that an empty page
@@ -2699,7 +2694,7 @@ async fn a_read_of_a_rare_type_looks_at_a_bounded_range_at_a_time(url: DatabaseU
     let repo = orchestrator_server::storage::connect(&url, 2)
         .await
         .unwrap();
-    run_sql(&url, LONG_RARE_TYPE_LOG).await;
+    run_sql(&url, &rare_type_log(120_000)).await;
     let rare = EventFilter {
         feature_id: None,
         types: vec![EventType::ConsultationCreated],

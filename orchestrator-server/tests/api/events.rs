@@ -535,7 +535,11 @@ async fn a_stream_that_falls_behind_ends_at_its_position_and_resumes_with_nothin
 #[tokio::test]
 async fn a_stream_of_a_rare_type_catches_up_through_a_long_log() {
     let app = spawn_app().await;
-    crate::helpers::run_sql(&app.config.database_url, crate::contract::RARE_TYPE_LOG).await;
+    crate::helpers::run_sql(
+        &app.config.database_url,
+        &crate::contract::rare_type_log(20_000),
+    )
+    .await;
     // The live feed (polling ten times a second, with no stream open) passes the new events
     // first, so only the stream's catch-up from the log can find the one it wants.
     tokio::time::sleep(Duration::from_millis(500)).await;
