@@ -6,7 +6,7 @@ use crate::workflow::Timestamp;
 
 /// How many reads a page whose reads found nothing may take before it answers empty with its
 /// `next_after` past what they looked at. A store bounds a read of a rare type over every
-/// workflow to a range of ids (10 000 in this crate's stores), so that no request walks the
+/// workflow to a range of ids (the SQL stores, to 10 000), so that no request walks the
 /// whole log; a page reads on through ten such ranges, so it comes back empty with more after
 /// it only past 100 000 ids of other types.
 const READS_PER_EMPTY_PAGE: usize = 10;
