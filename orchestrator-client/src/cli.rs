@@ -48,7 +48,8 @@ Exit codes:
 --idempotency-key: for writes only (start, advance, approve, reject, consult, respond,
   webhooks add and redeliver); running the same command again with the same key, even after
   the first run was cut off, gets the first answer back and changes nothing more (for 24
-  hours). 1-255 printable ASCII characters (spaces inside only). Default: a new key per run,
+  hours): the answer as it was then, so read the workflow (`get`) for its state now.
+  1-255 printable ASCII characters (spaces inside only). Default: a new key per run,
   told on stderr when the run ends without knowing whether the change was made (no answer,
   exit 3; a 5xx or the key still in use, exit 1) so it can be run again, and when its answer
   could not be written out (exit 3), to have it shown again.
@@ -130,7 +131,9 @@ pub struct Cli {
         global = true,
         help_heading = "Global options",
         env = "ORCHESTRATOR_URL",
-        default_value = "http://localhost:8000"
+        default_value = "http://localhost:8000",
+        // A URL may carry a password: `--help` does not print the variable's value.
+        hide_env_values = true
     )]
     pub url: String,
     /// Bearer token: a principal's (principals mode) or the server's ORCHESTRATOR_API_TOKEN.
@@ -161,7 +164,7 @@ pub struct Cli {
 impl std::fmt::Debug for Cli {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cli")
-            .field("url", &self.url)
+            .field("url", &crate::url_shown(&self.url))
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
             .field("idempotency_key", &self.idempotency_key)
@@ -580,6 +583,18 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
                 let _ = writeln!(
                     err,
                     "note: no server could be reached at {}: is one running there? (--url or \
+                     ORCHESTRATOR_URL names it); nothing was changed",
+                    crate::url_shown(&url)
+                );
+            } else if let ClientError::UnexpectedBody { status, .. } = &other
+                && status.is_client_error()
+            {
+                // The orchestrator's errors are JSON envelopes: a 4xx page is something else's
+                // (another service at that address, a path prefix, a proxy refusing), and
+                // nothing reached the orchestrator.
+                let _ = writeln!(
+                    err,
+                    "note: that answer is not the orchestrator's: is {} its base URL? (--url or \
                      ORCHESTRATOR_URL names it); nothing was changed",
                     crate::url_shown(&url)
                 );
@@ -1424,6 +1439,24 @@ mod tests {
         assert_eq!(code, ExitCode::from(3), "{err}");
         assert!(!err.contains("carried out"), "{err}");
         assert!(err.contains("may have been made"), "{err}");
+    }
+
+    /// A write sent to something other than the orchestrator (another service's port, a path
+    /// prefix) is refused with a 4xx that is no error envelope: nothing was changed, and the
+    /// note asks about the URL rather than offering a retry.
+    #[tokio::test]
+    async fn a_4xx_that_is_not_the_orchestrators_asks_about_the_url() {
+        for (content_type, body) in [
+            ("application/json", r#"{"detail": "Not Found"}"#),
+            ("text/html", "<html>404</html>"),
+        ] {
+            let (url, _) = crate::tests::scripted(vec![(404, content_type, body.to_owned())]);
+            let (code, err) = orchestrator(&url, &["start", "x", "a description"]).await;
+            assert_eq!(code, ExitCode::from(3), "{err}");
+            assert!(err.contains("its base URL?"), "{err}");
+            assert!(err.contains("nothing was changed"), "{err}");
+            assert!(!err.contains("may have been made"), "{err}");
+        }
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use http::{HeaderMap, header};
-use orchestrator_core::{Action, Principal, Role, Trigger};
+use orchestrator_core::{Action, Principal, Role};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
@@ -61,21 +61,6 @@ impl Caller {
                  anything else needs a token in Authorization"
                     .into(),
             )),
-        }
-    }
-
-    /// Whether the caller may make some advance: the trigger, in the body, decides which right
-    /// it needs (its handler checks that one), but one who may make none (a viewer) is refused
-    /// here, before the request's key is looked at, so the refusal is not kept as its answer.
-    pub fn may_advance(&self) -> Result<(), ApiError> {
-        let some = Trigger::ALL
-            .into_iter()
-            .any(|trigger| self.may(Action::Trigger(trigger)).is_ok());
-        if some {
-            Ok(())
-        } else {
-            // The least role any advance needs is the one a refusal names.
-            self.may(Action::Trigger(Trigger::Start))
         }
     }
 

@@ -570,9 +570,6 @@ impl App {
         if let Some(action) = route.post_action() {
             caller.may(action).map_err(fail)?;
         }
-        if route == Route::Advance {
-            caller.may_advance().map_err(fail)?;
-        }
         // Before the key too: a request sent without its JSON content type, then again with
         // it, is one request (same key, same body), and its first answer must not be kept.
         if route.reads_json() {
@@ -585,6 +582,9 @@ impl App {
         let body = body::read_body(&parts.headers, body, &self.0.bodies, body::BODY_LIMIT)
             .await
             .map_err(fail)?;
+        if route == Route::Advance {
+            workflows::may_advance(&caller, &parts.headers, &body).map_err(fail)?;
+        }
         let response = match key {
             None => {
                 self.dispatch(route, &params, &caller, &parts, &body, None)

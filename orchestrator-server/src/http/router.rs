@@ -66,7 +66,8 @@ impl Route {
     /// The right a POST to this route needs whatever its body says. It is checked before the
     /// request's idempotency key is looked at, so a kept answer goes back only to a caller who
     /// may still make the request: a webhook's, which holds its signing secret, above all.
-    /// (An advance's right depends on its trigger, in the body; its handler checks it.)
+    /// (An advance's right depends on its trigger, in the body: it is checked once the body
+    /// is read, still before the key, by `handlers::workflows::may_advance`.)
     pub fn post_action(self) -> Option<Action> {
         match self {
             Route::Start => Some(Action::StartWorkflow),

@@ -732,7 +732,7 @@ async fn watch_prints_one_line_per_event_and_stops_after_count() {
     );
 
     let (code, _, err) = orchestrator(&app.url(""), &["watch", "--type", "nonsense"]).await;
-    assert_ne!(code, ExitCode::SUCCESS);
+    assert_eq!(code, ExitCode::from(2), "{err}");
     assert!(err.contains("type"), "{err}");
 }
 
@@ -855,4 +855,57 @@ async fn webhooks_are_added_listed_paged_and_deleted() {
     let (code, _, err) = orchestrator(&app.url(""), &["webhooks", "get", &id]).await;
     assert_eq!(code, ExitCode::from(1));
     assert!(err.contains("WEBHOOK_NOT_FOUND"), "{err}");
+}
+
+/// With principals, `--token` is what the server knows the caller by: the agent's starts and
+/// completes, the reviewer's approves and is the actor on the record, a viewer's is refused
+/// naming the role it lacks.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_principals_token_acts_as_that_principal() {
+    use orchestrator_core::{ActorKind, Role};
+    let keys = tempfile::TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let bot = crate::helpers::mint(&file, "build-bot", ActorKind::Agent, &[Role::Agent]);
+    let alice = crate::helpers::mint(&file, "alice", ActorKind::Human, &[Role::Reviewer]);
+    let watcher = crate::helpers::mint(&file, "watcher", ActorKind::Human, &[Role::Viewer]);
+    let app = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+    let url = app.url("");
+    let as_bot = |args: &[&str]| {
+        let mut all = vec!["--token", bot.as_str()];
+        all.extend_from_slice(args);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    for args in [
+        as_bot(&["start", "cli-team", "a feature"]),
+        as_bot(&["advance", "cli-team", "agent_complete"]),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = orchestrator(&url, &args).await;
+        assert_eq!(code, ExitCode::SUCCESS, "{args:?}: {err}");
+    }
+    let (code, _, err) = orchestrator(&url, &["--token", &watcher, "approve", "cli-team"]).await;
+    assert_eq!(code, ExitCode::from(1), "{err}");
+    assert!(err.contains("role needed: reviewer"), "{err}");
+    let (code, out, err) = orchestrator(&url, &["--token", &alice, "approve", "cli-team"]).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["state"],
+        "PHASE_2"
+    );
+    let (_, out, _) = orchestrator(&url, &["--token", &alice, "history", "cli-team"]).await;
+    let history: Value = serde_json::from_str(&out).unwrap();
+    let last = history["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (last["actor"].as_str(), last["actor_kind"].as_str()),
+        (Some("alice"), Some("human"))
+    );
+    // Without a token, nothing.
+    let (code, _, err) = orchestrator(&url, &["summary"]).await;
+    assert_eq!(code, ExitCode::from(1), "{err}");
+    assert!(err.contains("no token was sent"), "{err}");
 }

@@ -618,10 +618,11 @@ async fn a_kept_answer_goes_back_only_to_a_caller_who_may_still_make_the_request
     assert!(refused.get("secret").is_none());
 }
 
-/// One who may make no advance at all (a viewer) is refused before the key is looked at, as
-/// on the other routes: the 403 is not kept, and once given a role the same request runs.
+/// An advance whose trigger the caller's roles do not allow is refused before its key is
+/// looked at, as on the other routes: the 403 is not kept, so once given the role the same
+/// request runs, and a kept approval is not given back to one who may no longer approve.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_viewers_advance_refused_is_not_kept_against_its_key() {
+async fn an_advance_the_callers_roles_do_not_allow_is_not_kept_against_its_key() {
     let keys = tempfile::TempDir::new().unwrap();
     let file = keys.path().join("principals.toml");
     let mint = |name: &str, role: Role| {
@@ -653,4 +654,21 @@ async fn a_viewers_advance_refused_is_not_kept_against_its_key() {
     let (status, replayed, _, done) = post(&app, path, "k-done", Some(&watcher), &complete).await;
     assert_eq!((status, replayed), (StatusCode::OK, false), "{done}");
     assert_eq!(done["state"], "GATE_1");
+    // An approval of theirs is not given back once they may no longer approve.
+    let alice = crate::helpers::mint(&file, "alice", ActorKind::Human, &[Role::Reviewer]);
+    app.reload_principals();
+    let approve = json!({"trigger": "human_approved"});
+    let (status, _, _, _) = post(&app, path, "k-approve", Some(&alice), &approve).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("\"reviewer\"", "\"viewer\"")).unwrap();
+    app.reload_principals();
+    let (status, replayed, _, refused) =
+        post(&app, path, "k-approve", Some(&alice), &approve).await;
+    assert_eq!(
+        (status, replayed),
+        (StatusCode::FORBIDDEN, false),
+        "{refused}"
+    );
+    assert_eq!(refused["error"]["details"][0], "role needed: reviewer");
 }

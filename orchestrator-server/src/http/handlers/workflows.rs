@@ -210,6 +210,23 @@ pub async fn advance_workflow(
     Ok(workflow_answer(StatusCode::OK, &workflow, now).into_response())
 }
 
+/// The rights the advance in `body` needs (its trigger's, an override's), checked before its
+/// idempotency key is looked at, as the other routes' are: the refusal is not kept as the
+/// key's answer, and a kept answer goes back only to a caller who may still make the request.
+/// A body that does not parse is let through, for the handler's 400.
+pub fn may_advance(caller: &Caller, headers: &HeaderMap, body: &Bytes) -> Result<()> {
+    let Ok(request) = parse_json::<AdvanceRequest>(headers, body) else {
+        return Ok(());
+    };
+    let Ok(command) = Advance::try_from(request) else {
+        return Ok(());
+    };
+    for action in command.actions() {
+        caller.may(action)?;
+    }
+    Ok(())
+}
+
 /// Refuses `If-Match` given twice (a proxy's beside the client's): neither is taken for the
 /// other. Checked before the request's idempotency key, as a repeated `Idempotency-Key` is,
 /// so the refusal is not kept as the key's answer.
