@@ -2181,6 +2181,72 @@ async fn postgres_upgrade_keeps_every_event_of_a_workflow() {
     .await;
 }
 
+/// A replica of the older version reads the log (`events`, then the `transitions` it joins)
+/// while a new one migrates beside it: the migration that touches both must not deadlock with
+/// that read and fail the new replica's start (PostgreSQL ends one of two sessions waiting on
+/// each other, and the migration was always the one). Here the read holds `events` in an open
+/// transaction while the migration waits, then asks for `transitions`.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_migration_beside_a_replica_reading_the_log_does_not_deadlock() {
+    use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let url = DatabaseUrl::Postgres(db.url.clone());
+    let repo = orchestrator_server::storage::connect(&url, 2)
+        .await
+        .unwrap();
+    write_events_of_one_workflow(&*repo).await;
+    repo.close().await;
+    drop(repo);
+    let mut undo = diesel_async::AsyncPgConnection::establish(&db.url)
+        .await
+        .unwrap();
+    undo.batch_execute(UNDO_EVENT_IDS_POSTGRES).await.unwrap();
+    undo.batch_execute(FORGET_EVENT_IDS).await.unwrap();
+    let mut reader =
+        crate::postgres::in_open_transaction(&db.url, "SELECT count(*) FROM events").await;
+    let migrating = tokio::spawn({
+        let url = url.clone();
+        async move {
+            orchestrator_server::storage::connect(&url, 2)
+                .await
+                .map(|_| ())
+        }
+    });
+    // The migration waits for a lock the reader holds.
+    let waiting = "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                   AND query LIKE '%transitions%' AND pid <> pg_backend_pid()";
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let found = diesel::sql_query(waiting).execute(&mut undo).await.unwrap();
+        if found > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the migration never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The reader goes on to the table it joins, as the log's read does, then ends.
+    let joined = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        diesel::sql_query("SELECT count(*) FROM transitions").execute(&mut reader),
+    )
+    .await;
+    let _ = diesel::sql_query("COMMIT").execute(&mut reader).await;
+    drop(reader);
+    let migrated = tokio::time::timeout(std::time::Duration::from_secs(60), migrating)
+        .await
+        .expect("the migration ends")
+        .unwrap();
+    assert!(
+        migrated.is_ok(),
+        "{migrated:?} (the reader's join: {joined:?})"
+    );
+}
+
 /// A workflow at the gate when gate stays began to be kept had none: nobody was its author, so
 /// whoever completed the work could approve it. The upgrade rebuilds its stay from the entry
 /// that entered the gate (here: the stay taken away and its migration forgotten, so that the

@@ -1,3 +1,8 @@
+-- Both tables first, in the order every reader of the log locks them (events, then the
+-- transitions it joins): taking `transitions` for the new column and `events` only later, for
+-- the index, deadlocked with a running replica's read of the log that had `events` and waited
+-- for `transitions`, and PostgreSQL ended the migration, every time it was tried.
+LOCK TABLE events, transitions IN ACCESS EXCLUSIVE MODE;
 -- A history entry names the workflow.transitioned event written with it (NULL for entries
 -- imported without events). One workflow's events are then found in two places: its
 -- transitions' events through its history (a range of the transitions' primary key), its

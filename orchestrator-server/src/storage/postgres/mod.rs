@@ -779,14 +779,19 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
         harness = returned;
         match ran {
             Ok(()) => break Ok(()),
-            // Each migration runs in a transaction of its own: the one that waited too long
-            // was rolled back, and the next try starts with it.
-            Err(e) if tries < MIGRATION_TRIES && e.contains("lock timeout") => {
+            // Each migration runs in a transaction of its own: the one that waited too long,
+            // or that PostgreSQL ended to break a deadlock with other sessions' locks, was
+            // rolled back, and the next try starts with it. (The messages are PostgreSQL's in
+            // English; a server set to another `lc_messages` fails at once instead.)
+            Err(e)
+                if tries < MIGRATION_TRIES
+                    && (e.contains("lock timeout") || e.contains("deadlock detected")) =>
+            {
                 tracing::warn!(
                     error = %e,
                     tries,
                     "a migration waited for a table another session holds (a long transaction, \
-                     a backup); trying again in a second"
+                     a backup, a replica's read); trying again in a second"
                 );
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 tries += 1;
