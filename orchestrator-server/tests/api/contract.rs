@@ -2247,6 +2247,71 @@ async fn postgres_a_migration_beside_a_replica_reading_the_log_does_not_deadlock
     );
 }
 
+/// A start given up while a migration runs (a stop signal drops it) cancels the migration's
+/// statement on the server at once: left running, it would hold its tables and the
+/// migrations' lock until it ended (minutes, for one rewriting a large table), then be rolled
+/// back. Here the migration waits for a table a session holds: given up, it is gone within a
+/// second, not at its 2 s lock bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_migration_given_up_is_cancelled_on_the_server() {
+    use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let url = DatabaseUrl::Postgres(db.url.clone());
+    let repo = orchestrator_server::storage::connect(&url, 2)
+        .await
+        .unwrap();
+    write_events_of_one_workflow(&*repo).await;
+    repo.close().await;
+    drop(repo);
+    let mut watch = diesel_async::AsyncPgConnection::establish(&db.url)
+        .await
+        .unwrap();
+    watch.batch_execute(UNDO_EVENT_IDS_POSTGRES).await.unwrap();
+    watch.batch_execute(FORGET_EVENT_IDS).await.unwrap();
+    let _reader =
+        crate::postgres::in_open_transaction(&db.url, "SELECT count(*) FROM events").await;
+    let migrating = tokio::spawn({
+        let url = url.clone();
+        async move {
+            orchestrator_server::storage::connect(&url, 2)
+                .await
+                .map(|_| ())
+        }
+    });
+    let running = "SELECT 1 FROM pg_stat_activity WHERE state = 'active' \
+                   AND query LIKE '%transitions%' AND pid <> pg_backend_pid()";
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while diesel::sql_query(running)
+        .execute(&mut watch)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the migration never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    migrating.abort();
+    let _ = migrating.await;
+    let gone = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while diesel::sql_query(running)
+        .execute(&mut watch)
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(
+            tokio::time::Instant::now() < gone,
+            "the migration still runs on the server"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A workflow at the gate when gate stays began to be kept had none: nobody was its author, so
 /// whoever completed the work could approve it. The upgrade rebuilds its stay from the entry
 /// that entered the gate (here: the stay taken away and its migration forgotten, so that the

@@ -761,6 +761,7 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
     .await
     .map_err(|e| StorageError::Migrate(e.to_string()))?;
     let alone = alone(&mut conn).await;
+    let mut given_up = CancelOnDrop(Some(conn.cancel_token()));
     let mut harness = AsyncMigrationHarness::new(conn);
     let mut tries = 1;
     let migrated = loop {
@@ -799,6 +800,7 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
             Err(e) => break Err(StorageError::Migrate(e)),
         }
     };
+    given_up.0 = None;
     let mut conn = harness.into_inner();
     if alone && migrated.is_ok() {
         interrupt_left_asks(&mut conn).await;
@@ -819,6 +821,42 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
         .await
         .map_err(|e| StorageError::Migrate(e.to_string()))?;
     Ok(())
+}
+
+/// Cancels the migrations' statement on the server when start-up gives them up before they
+/// end: a stop signal drops the future that awaits them, and the thread running them, which
+/// nothing can stop, would leave the statement running on the server (holding its tables'
+/// locks and the migrations' lock) until it ended and was rolled back — minutes, for one that
+/// rewrites a large table.
+struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(token) = self.0.take() else {
+            return;
+        };
+        // On a thread and runtime of its own, waited for: the process is about to end, and
+        // its runtime with it.
+        let sent = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                tokio::time::timeout(POOL_WAIT, token.cancel_query(tokio_postgres::NoTls))
+                    .await
+                    .ok()?
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(sent, Ok(Some(()))) {
+            tracing::warn!(
+                "the migration given up on could not be cancelled on the server; it runs until \
+                 it ends, then is rolled back"
+            );
+        }
+    }
 }
 
 /// Fails every ask under way (and drops every reservation): run only by a server alone on the
