@@ -392,8 +392,9 @@ async fn a_database_that_cannot_be_written_stops_start_up() {
     let config = Config::for_tests(DatabaseUrl::SqliteFile(file));
     let err = build_app(&config).await.err().expect("start-up fails");
     assert!(
-        err.to_string().contains("database"),
-        "the error names the database: {err}"
+        err.to_string()
+            .starts_with("the database cannot be written: "),
+        "the error says what is wrong: {err}"
     );
 }
 

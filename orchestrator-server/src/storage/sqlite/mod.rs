@@ -78,6 +78,24 @@ impl std::fmt::Debug for SqliteRepository {
 
 /// Per-connection settings of every connection, readers and writer alike; `cache_kib` is the
 /// connection's page cache.
+/// Why the file at `target` did not open, or not with its settings: on a read-only mount
+/// SQLite cannot make its write-ahead log's files beside it and says only that it cannot open
+/// the file; said as the database that cannot be written when its directory refuses a new
+/// file.
+fn not_opened(target: &str, error: &impl std::fmt::Display) -> StorageError {
+    let directory = std::path::Path::new(target)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    match tempfile::tempfile_in(directory) {
+        Err(refused) if target != ":memory:" => StorageError::NotWritable(format!(
+            "{error}: its directory {} refuses new files ({refused}): a read-only mount?",
+            directory.display()
+        )),
+        _ => StorageError::Connect(error.to_string()),
+    }
+}
+
 fn pragmas(durable: bool, cache_kib: u32) -> String {
     format!(
         "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
@@ -154,10 +172,10 @@ impl SqliteRepository {
         scratch: Option<Arc<tempfile::TempDir>>,
     ) -> Result<Self, StorageError> {
         let connect = |cache_kib| -> Result<SqliteConnection, StorageError> {
-            let mut conn = SqliteConnection::establish(target)
-                .map_err(|e| StorageError::Connect(e.to_string()))?;
+            let mut conn =
+                SqliteConnection::establish(target).map_err(|e| not_opened(target, &e))?;
             conn.batch_execute(&pragmas(durable, cache_kib))
-                .map_err(|e| StorageError::Connect(e.to_string()))?;
+                .map_err(|e| not_opened(target, &e))?;
             Ok(conn)
         };
         let mut conn = connect(WRITER_CACHE_KIB)?;
