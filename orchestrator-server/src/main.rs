@@ -228,7 +228,7 @@ async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
     // Stopped during start-up: nothing was served, and the process ends now, whatever step
     // was under way (a migration on a thread of its own, which the runtime would wait for,
     // is rolled back by the database, as after a crash).
-    let (_database, app, listener) = tokio::select! {
+    let (database, app, listener) = tokio::select! {
         started = start => started?,
         () = stop.next() => {
             tracing::info!("stopped during start-up");
@@ -273,6 +273,11 @@ async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
     };
     serve(listener, app, shutdown).await;
     tracing::info!("stopped");
+    // The claim on a SQLite file is let go by the process's end, not here: closing any
+    // descriptor of the database file releases every POSIX lock the process holds on it,
+    // those of SQLite's connections included, and a reading task may hold one until the
+    // runtime shuts down.
+    std::mem::forget(database);
     Ok(())
 }
 
