@@ -730,7 +730,11 @@ fn event_line(event: &CloudEvent) -> String {
             data["version"]
         ),
         EventType::GateOverdue => {
-            let approvals = data["approvals"].as_array().map_or(0, Vec::len);
+            // A list; a count in events written before it was one.
+            let approvals = data["approvals"].as_array().map_or_else(
+                || data["approvals"].as_u64().unwrap_or(0),
+                |a| a.len() as u64,
+            );
             format!("due {}, {approvals} approval(s)", text("due_at"))
         }
         EventType::ConsultationCreated | EventType::ConsultationUpdated => {
@@ -1280,6 +1284,9 @@ mod tests {
             event_line(&event),
             "42 gate.overdue f-1 due 2026-12-07T09:59:58Z, 1 approval(s)"
         );
+        let mut older = event.clone();
+        older.data["approvals"] = 2.into();
+        assert!(event_line(&older).ends_with(", 2 approval(s)"));
     }
 
     /// `--token` or `ORCHESTRATOR_TOKEN` first, the server's variable else; an empty one (an

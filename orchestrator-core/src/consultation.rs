@@ -333,7 +333,7 @@ impl Consultation {
     /// Folds what the hub now says about this consultation's escalation into it. Returns
     /// whether anything changed: a confirmed or corrected escalation resolves the consultation
     /// with its final answer (a confirmed one whose escalation left the tentative answer out:
-    /// the answer the expert gave when asked); added context makes it `needs_reroute` with the
+    /// the answer the expert gave when asked, if there was one); added context makes it `needs_reroute` with the
     /// context in `human_response` (ask again with it), and so does a correction that came
     /// without its corrected answer, and a resolution naming no action (nothing to stand on);
     /// an expired one makes it `needs_reroute`; a pending one changes nothing.
@@ -346,7 +346,9 @@ impl Consultation {
             EscalationStatus::Resolved => {
                 let final_answer = match escalation.final_answer() {
                     Some(answer) if answer.trim().is_empty() => match escalation.human_action {
-                        Some(HumanAction::Confirm) => self.answer.clone().or(Some(answer)),
+                        Some(HumanAction::Confirm) => {
+                            self.answer.clone().filter(|a| !a.trim().is_empty())
+                        }
                         _ => None,
                     },
                     answer => answer,
@@ -504,6 +506,14 @@ mod tests {
         assert_eq!(
             (c.status, c.final_answer.as_deref()),
             (ConsultationStatus::Resolved, Some("probably"))
+        );
+        // Nothing to confirm anywhere: nothing to stand on, as after a correction without text.
+        let mut c = pending();
+        c.answer = Some(" ".to_owned());
+        assert!(c.refresh(&confirmed, t(5)));
+        assert_eq!(
+            (c.status, c.final_answer.as_deref()),
+            (ConsultationStatus::NeedsReroute, None)
         );
     }
 

@@ -11,8 +11,9 @@ use crate::workflow::Timestamp;
 /// it only past 100 000 ids of other types.
 const READS_PER_EMPTY_PAGE: usize = 10;
 
-/// How many times a page read from the oldest event (no `after`) is read again when retention
-/// deleted its first events while it was being read (see [`raced_a_purge`]).
+/// How many times, at most, a page from the oldest event (no `after`) is read, while
+/// retention deleted its first events as it was being read (see [`raced_a_purge`]); the last
+/// read stands.
 const READS_FROM_THE_OLDEST: usize = 5;
 
 /// Whether a read from the oldest event kept (no `after`) met a purge: its first event is
@@ -88,6 +89,7 @@ impl Orchestrator {
         // page nearly always means there is nothing more: a reader that stops at one misses
         // nothing. A purge that overtakes it stops it; the next page from its `next_after` is
         // then told (410).
+        let mut looked_through = None;
         for _ in 1..READS_PER_EMPTY_PAGE {
             let Some(through) = slice.scanned_through.filter(|_| slice.events.is_empty()) else {
                 break;
@@ -97,13 +99,17 @@ impl Orchestrator {
                 break;
             }
             slice = next;
+            looked_through = Some(through);
         }
         // An empty page read from the oldest event kept resumes where retention ended, not at
-        // 0: every id up to there is gone, and `after=0` would be refused as expired.
+        // 0: every id up to there is gone, and `after=0` would be refused as expired. One that
+        // read through ranges with nothing in them resumes after them: the next poll of a
+        // quiet type starts at the last range, not at the first again.
         let empty = match after {
             Some(after) => after,
             None => slice.purged_through,
-        };
+        }
+        .max(looked_through.unwrap_or(0));
         let last_event = slice.events.last().map(|e| e.id);
         let next_after = last_event
             .into_iter()

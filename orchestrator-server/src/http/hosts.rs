@@ -9,7 +9,7 @@
 //! operator lists in `ALLOWED_HOSTS`; any other is 403. A token or principals make the check
 //! needless (the page holds no token), so it applies to open mode only.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use http::{HeaderMap, Uri, header};
 
@@ -54,23 +54,19 @@ impl AllowedHosts {
         Ok(allowed)
     }
 
-    /// Every name: what a server with a token or principals answers to.
-    pub fn any() -> Self {
-        AllowedHosts {
-            any: true,
-            names: Vec::new(),
-        }
-    }
-
     /// Whether a request addressed to `host` (as `Host` carries it: a name or an address, and
     /// perhaps a port) is answered.
     pub fn allows(&self, host: &str) -> bool {
         if self.any {
             return true;
         }
-        // An IPv6 address is bracketed, its port after the bracket.
-        if host.starts_with('[') {
-            return true;
+        // An IPv6 address is bracketed, perhaps with a port after the bracket.
+        if let Some((address, rest)) = host
+            .strip_prefix('[')
+            .and_then(|bracketed| bracketed.split_once(']'))
+        {
+            let port = rest.strip_prefix(':').unwrap_or(rest);
+            return address.parse::<Ipv6Addr>().is_ok() && port.bytes().all(|b| b.is_ascii_digit());
         }
         let name = name_of(host);
         name.parse::<Ipv4Addr>().is_ok()
@@ -79,21 +75,36 @@ impl AllowedHosts {
             || self.names.contains(&name)
     }
 
-    /// 403 `FORBIDDEN` for a request addressed to a name this open server does not answer to;
-    /// a request without a host (HTTP/1.0, which no browser sends) is answered.
+    /// 403 `FORBIDDEN` for a request addressed to a name this open server does not answer to:
+    /// the request target's authority when it has one (an absolute URI, which wins over
+    /// `Host`), else `Host`, which must then be given once. A request without either (HTTP/1.0,
+    /// which no browser sends) is answered.
     pub(crate) fn check(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), super::ApiError> {
-        let host = headers
-            .get(header::HOST)
-            .map(|h| h.to_str().unwrap_or("?"))
-            .or_else(|| uri.authority().map(|a| a.as_str()));
+        let mut given = headers.get_all(header::HOST).iter();
+        let host = match (uri.authority(), given.next(), given.next()) {
+            (Some(authority), _, _) => Some(authority.as_str()),
+            (None, Some(host), None) => Some(host.to_str().unwrap_or("?")),
+            (None, Some(_), Some(_)) => {
+                return Err(super::ApiError::Forbidden(
+                    "the request names its host twice (Host given more than once)".into(),
+                ));
+            }
+            (None, None, _) => None,
+        };
         match host {
             Some(host) if !self.allows(host) => {
                 let name: String = name_of(host).chars().take(100).collect();
+                let allow = match AllowedHosts::parse(&name) {
+                    Ok(_) => format!("start it with ALLOWED_HOSTS={name}"),
+                    Err(_) => "list it in ALLOWED_HOSTS (in ASCII: punycode for other \
+                               letters)"
+                        .to_owned(),
+                };
                 Err(super::ApiError::Forbidden(format!(
                     "this server has no token, so it answers only requests addressed to \
                      localhost, an IP address or a name in ALLOWED_HOSTS (a web page may point \
-                     a name of its own at it); to reach it as '{name}', start it with \
-                     ALLOWED_HOSTS={name}, or give it a token"
+                     a name of its own at it); to reach it as '{name}', {allow}, or give it a \
+                     token"
                 )))
             }
             _ => Ok(()),
@@ -124,6 +135,7 @@ mod tests {
             "192.168.1.20:80",
             "[::1]:8000",
             "[::]",
+            "[fd00::2]",
             "localhost",
             "LOCALHOST:8000",
             "localhost.:8000",
@@ -139,6 +151,9 @@ mod tests {
             "orchestrator:8000",
             "",
             "?",
+            "[evil]",
+            "[::1]evil.example",
+            "[::1]:80x",
         ] {
             assert!(!none.allows(host), "{host}");
         }
@@ -156,5 +171,49 @@ mod tests {
         for list in ["host:8000", "http://host", "a..b", "a b", "/x", "."] {
             assert!(AllowedHosts::parse(list).is_err(), "{list}");
         }
+    }
+
+    /// The authority of an absolute request target wins over `Host`; `Host` twice is refused
+    /// (which one a proxy read is unknown); neither at all is answered.
+    #[test]
+    fn the_request_targets_host_wins_and_host_twice_is_refused() {
+        let none = AllowedHosts::default();
+        let headers = |hosts: &[&'static str]| {
+            let mut map = HeaderMap::new();
+            for host in hosts {
+                map.append(header::HOST, http::HeaderValue::from_static(host));
+            }
+            map
+        };
+        let origin_form: Uri = "/workflows".parse().unwrap();
+        let absolute: Uri = "http://evil.example:8000/workflows".parse().unwrap();
+        assert!(
+            none.check(&headers(&["localhost:8000"]), &origin_form)
+                .is_ok()
+        );
+        assert!(
+            none.check(&headers(&["localhost:8000"]), &absolute)
+                .is_err()
+        );
+        assert!(
+            none.check(&headers(&["localhost", "evil.example"]), &origin_form)
+                .is_err()
+        );
+        assert!(none.check(&headers(&[]), &origin_form).is_ok());
+        let said = none
+            .check(&headers(&["evil.example:8000"]), &origin_form)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            said.contains("start it with ALLOWED_HOSTS=evil.example,"),
+            "{said}"
+        );
+        let mut unicode = HeaderMap::new();
+        unicode.insert(
+            header::HOST,
+            http::HeaderValue::from_bytes("bücher.example".as_bytes()).unwrap(),
+        );
+        let said = none.check(&unicode, &origin_form).unwrap_err().to_string();
+        assert!(said.contains("punycode"), "{said}");
     }
 }

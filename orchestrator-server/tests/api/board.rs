@@ -1425,9 +1425,10 @@ async fn a_tab_from_an_earlier_session_still_signs_out() {
     );
 }
 
-/// Overdue gates first, then by their deadline, gates without one last: whatever the names.
+/// Gates by their deadline, the overdue one first and marked so, gates without one last:
+/// whatever the names.
 #[tokio::test]
-async fn the_gates_waiting_are_listed_overdue_first_then_by_deadline() {
+async fn the_gates_waiting_are_listed_by_deadline_overdue_first_none_last() {
     let app = spawn_app().await;
     for (name, due) in [
         ("a-no-deadline", None),
@@ -1461,6 +1462,9 @@ async fn the_gates_waiting_are_listed_overdue_first_then_by_deadline() {
         at("a-no-deadline"),
     ];
     assert!(order.is_sorted(), "{order:?}");
+    let overdue = &board.text[order[0]..order[1]];
+    assert!(overdue.contains("Overdue"), "{overdue}");
+    assert!(!board.text[order[1]..].contains(r#"class="badge overdue""#));
 }
 
 /// A session ends when its time is up on the server, whatever the browser keeps: the store's

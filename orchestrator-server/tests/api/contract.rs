@@ -2229,6 +2229,14 @@ async fn postgres_a_migration_beside_a_replica_reading_the_log_does_not_deadlock
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // Holding none of `transitions` meanwhile, which the reader is about to ask for.
+    let held = "SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                WHERE c.relname = 'transitions' AND l.granted AND l.mode = 'AccessExclusiveLock'";
+    assert_eq!(
+        diesel::sql_query(held).execute(&mut undo).await.unwrap(),
+        0,
+        "the migration holds transitions while it waits for events"
+    );
     // The reader goes on to the table it joins, as the log's read does, then ends.
     let joined = tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -2297,19 +2305,30 @@ async fn postgres_a_migration_given_up_is_cancelled_on_the_server() {
     }
     migrating.abort();
     let _ = migrating.await;
-    let gone = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-    while diesel::sql_query(running)
-        .execute(&mut watch)
-        .await
-        .unwrap()
-        > 0
-    {
-        assert!(
-            tokio::time::Instant::now() < gone,
-            "the migration still runs on the server"
-        );
+    // How long the statement has run, while it runs: left alone it would end at its 2 s lock
+    // bound; cancelled, it ends well before.
+    #[derive(diesel::QueryableByName)]
+    struct Age {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        ms: i64,
+    }
+    let age = "SELECT (extract(epoch FROM now() - query_start) * 1000)::bigint AS ms \
+               FROM pg_stat_activity WHERE state = 'active' \
+               AND query LIKE '%transitions%' AND pid <> pg_backend_pid()";
+    let mut oldest = 0;
+    loop {
+        let ages: Vec<Age> = diesel::sql_query(age).load(&mut watch).await.unwrap();
+        let Some(seen) = ages.iter().map(|a| a.ms).max() else {
+            break;
+        };
+        oldest = oldest.max(seen);
+        assert!(seen < 3_000, "the migration still runs on the server");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    assert!(
+        oldest < 1_500,
+        "the migration ran on for {oldest} ms: ended by its lock bound, not cancelled"
+    );
 }
 
 /// A workflow at the gate when gate stays began to be kept had none: nobody was its author, so
@@ -2847,6 +2866,20 @@ async fn a_read_of_a_rare_type_looks_at_a_bounded_range_at_a_time(url: DatabaseU
     assert_eq!(
         pages,
         [(vec![], 100_000, true), (vec![120_001], 120_001, false)]
+    );
+    // A type the log does not hold, read to its end through ranges: empty, nothing more, and
+    // the next poll starts at the last range looked at, not at the first again.
+    let absent = EventFilter {
+        feature_id: None,
+        types: vec![EventType::ConsultationUpdated],
+    };
+    let page = orchestrator
+        .events(Some(100_000), &absent, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (page.events.len(), page.next_after, page.full),
+        (0, 120_000, false)
     );
     let every = orchestrator
         .events(Some(0), &EventFilter::default(), 10)

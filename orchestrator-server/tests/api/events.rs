@@ -358,7 +358,7 @@ async fn an_overdue_gate_is_an_event() {
     let mut start = StartWorkflowRequest::new("late", "a feature with a deadline");
     start.gate = Some(GateRequest {
         required_approvals: Some(2),
-        due_in_seconds: Some(3),
+        due_in_seconds: Some(5),
         ..GateRequest::default()
     });
     app.client.start_workflow(&start).await.unwrap();
@@ -379,7 +379,7 @@ async fn an_overdue_gate_is_an_event() {
         .await
         .unwrap();
     let gate = serde_json::to_value(&approved.gate).unwrap();
-    let overdue = tokio::time::timeout(Duration::from_secs(10), stream.next())
+    let overdue = tokio::time::timeout(Duration::from_secs(15), stream.next())
         .await
         .expect("the sweep notes the stay within its promise")
         .expect("the stream goes on")

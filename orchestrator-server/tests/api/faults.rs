@@ -391,9 +391,13 @@ async fn a_database_that_cannot_be_written_stops_start_up() {
     assert!(remounted.success());
     let config = Config::for_tests(DatabaseUrl::SqliteFile(file));
     let err = build_app(&config).await.err().expect("start-up fails");
+    let said = err.to_string();
     assert!(
-        err.to_string()
-            .starts_with("the database cannot be written: "),
+        said.starts_with("the database cannot be written: ")
+            && said.contains(&format!(
+                "{} is on a read-only file system",
+                disk.path.display()
+            )),
         "the error says what is wrong: {err}"
     );
 }

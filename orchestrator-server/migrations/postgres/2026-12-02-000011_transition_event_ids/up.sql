@@ -1,7 +1,9 @@
--- Both tables first, in the order every reader of the log locks them (events, then the
--- transitions it joins): taking `transitions` for the new column and `events` only later, for
--- the index, deadlocked with a running replica's read of the log that had `events` and waited
--- for `transitions`, and PostgreSQL ended the migration, every time it was tried.
+-- Both tables first, in the order a running replica's read of the log locks them (events,
+-- then the transitions it joins): taking `transitions` for the new column and `events` only
+-- later, for the index, deadlocked with such a read that had `events` and waited for
+-- `transitions`, and PostgreSQL ended the migration, every time it was tried. (A replica's
+-- advance writes `transitions` before `events`, so a deadlock with one stays possible in a
+-- short window; the server tries a migration ended by one again.)
 LOCK TABLE events, transitions IN ACCESS EXCLUSIVE MODE;
 -- A history entry names the workflow.transitioned event written with it (NULL for entries
 -- imported without events). One workflow's events are then found in two places: its

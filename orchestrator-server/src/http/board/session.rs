@@ -217,6 +217,8 @@ pub(super) fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Whether a TLS-terminating proxy says the browser used HTTPS (`X-Forwarded-Proto: https`;
 /// behind proxies in a chain, each adding its own, the first says what the browser used).
+/// Trusted as the proxy nearest the server leaves it: one that does not overwrite the header
+/// lets a client say what it likes, which changes only that client's own cookie.
 pub(super) fn is_https(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")

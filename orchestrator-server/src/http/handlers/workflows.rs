@@ -189,6 +189,8 @@ pub async fn advance_workflow(
         }
         (body, header) => body.or(header),
     };
+    // Checked before the key too (`may_advance`); here as well, for a caller of the handler
+    // that did not go through it.
     for action in command.actions() {
         caller.may(action)?;
     }

@@ -76,26 +76,29 @@ impl std::fmt::Debug for SqliteRepository {
     }
 }
 
-/// Per-connection settings of every connection, readers and writer alike; `cache_kib` is the
-/// connection's page cache.
-/// Why the file at `target` did not open, or not with its settings: on a read-only mount
-/// SQLite cannot make its write-ahead log's files beside it and says only that it cannot open
-/// the file; said as the database that cannot be written when its directory refuses a new
-/// file.
+/// Why the file at `target` did not open, or not with its settings: on a read-only mount, or
+/// in a directory this process may not write to, SQLite cannot make its write-ahead log's
+/// files beside it and says only that it cannot open the file; said as the database that
+/// cannot be written, and why, when its directory refuses a new file for either reason.
 fn not_opened(target: &str, error: &impl std::fmt::Display) -> StorageError {
+    use std::io::ErrorKind;
     let directory = std::path::Path::new(target)
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    match tempfile::tempfile_in(directory) {
-        Err(refused) if target != ":memory:" => StorageError::NotWritable(format!(
-            "{error}: its directory {} refuses new files ({refused}): a read-only mount?",
-            directory.display()
-        )),
-        _ => StorageError::Connect(error.to_string()),
-    }
+    let why = match tempfile::tempfile_in(directory).map_err(|e| e.kind()) {
+        Err(ErrorKind::ReadOnlyFilesystem) => "is on a read-only file system",
+        Err(ErrorKind::PermissionDenied) => "may not be written to by this process",
+        _ => return StorageError::Connect(error.to_string()),
+    };
+    StorageError::NotWritable(format!(
+        "{error}: its directory {} {why}",
+        directory.display()
+    ))
 }
 
+/// Per-connection settings of every connection, readers and writer alike; `cache_kib` is the
+/// connection's page cache.
 fn pragmas(durable: bool, cache_kib: u32) -> String {
     format!(
         "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
