@@ -2181,17 +2181,18 @@ async fn postgres_upgrade_keeps_every_event_of_a_workflow() {
     .await;
 }
 
-/// A replica of the older version reads the log (`events`, then the `transitions` it joins)
-/// while a new one migrates beside it: the migration that touches both must not deadlock with
-/// that read and fail the new replica's start (PostgreSQL ends one of two sessions waiting on
-/// each other, and the migration was always the one). Here the read holds `events` in an open
-/// transaction while the migration waits, then asks for `transitions`.
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres_a_migration_beside_a_replica_reading_the_log_does_not_deadlock() {
+/// A database as it was before the 2026-12-02 migration (000011), with a session that read
+/// `events` in a transaction still open (as a replica's read of the log holds it), and a
+/// store opening on it, whose migration of 000011 is seen waiting for that session's lock.
+/// Answers a session to watch with, the reader, and the store's opening.
+async fn migrating_beside_a_reader(
+    db: &crate::postgres::TestDatabase,
+) -> (
+    diesel_async::AsyncPgConnection,
+    diesel_async::AsyncPgConnection,
+    tokio::task::JoinHandle<Result<(), orchestrator_server::storage::StorageError>>,
+) {
     use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
-    let Some(db) = crate::postgres::TestDatabase::create().await else {
-        return;
-    };
     let url = DatabaseUrl::Postgres(db.url.clone());
     let repo = orchestrator_server::storage::connect(&url, 2)
         .await
@@ -2199,41 +2200,52 @@ async fn postgres_a_migration_beside_a_replica_reading_the_log_does_not_deadlock
     write_events_of_one_workflow(&*repo).await;
     repo.close().await;
     drop(repo);
-    let mut undo = diesel_async::AsyncPgConnection::establish(&db.url)
+    let mut watch = diesel_async::AsyncPgConnection::establish(&db.url)
         .await
         .unwrap();
-    undo.batch_execute(UNDO_EVENT_IDS_POSTGRES).await.unwrap();
-    undo.batch_execute(FORGET_EVENT_IDS).await.unwrap();
-    let mut reader =
-        crate::postgres::in_open_transaction(&db.url, "SELECT count(*) FROM events").await;
-    let migrating = tokio::spawn({
-        let url = url.clone();
-        async move {
-            orchestrator_server::storage::connect(&url, 2)
-                .await
-                .map(|_| ())
-        }
+    watch.batch_execute(UNDO_EVENT_IDS_POSTGRES).await.unwrap();
+    watch.batch_execute(FORGET_EVENT_IDS).await.unwrap();
+    let reader = crate::postgres::in_open_transaction(&db.url, "SELECT count(*) FROM events").await;
+    let migrating = tokio::spawn(async move {
+        orchestrator_server::storage::connect(&url, 2)
+            .await
+            .map(|_| ())
     });
-    // The migration waits for a lock the reader holds.
     let waiting = "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
                    AND query LIKE '%transitions%' AND pid <> pg_backend_pid()";
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let found = diesel::sql_query(waiting).execute(&mut undo).await.unwrap();
-        if found > 0 {
-            break;
-        }
+    while diesel::sql_query(waiting)
+        .execute(&mut watch)
+        .await
+        .unwrap()
+        == 0
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the migration never waited"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    (watch, reader, migrating)
+}
+
+/// A replica of the older version reads the log (`events`, then the `transitions` it joins)
+/// while a new one migrates beside it: the migration that touches both must not deadlock with
+/// that read and fail the new replica's start (PostgreSQL ends one of two sessions waiting on
+/// each other, and the migration was always the one). Here the read holds `events` in an open
+/// transaction while the migration waits, then asks for `transitions`.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_migration_beside_a_replica_reading_the_log_does_not_deadlock() {
+    use diesel_async::RunQueryDsl;
+    let Some(db) = crate::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let (mut watch, mut reader, migrating) = migrating_beside_a_reader(&db).await;
     // Holding none of `transitions` meanwhile, which the reader is about to ask for.
     let held = "SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
                 WHERE c.relname = 'transitions' AND l.granted AND l.mode = 'AccessExclusiveLock'";
     assert_eq!(
-        diesel::sql_query(held).execute(&mut undo).await.unwrap(),
+        diesel::sql_query(held).execute(&mut watch).await.unwrap(),
         0,
         "the migration holds transitions while it waits for events"
     );
@@ -2258,51 +2270,15 @@ async fn postgres_a_migration_beside_a_replica_reading_the_log_does_not_deadlock
 /// A start given up while a migration runs (a stop signal drops it) cancels the migration's
 /// statement on the server at once: left running, it would hold its tables and the
 /// migrations' lock until it ended (minutes, for one rewriting a large table), then be rolled
-/// back. Here the migration waits for a table a session holds: given up, it is gone within a
-/// second, not at its 2 s lock bound.
+/// back. Here the migration waits for a table a session holds: given up, it is gone well
+/// before its 2 s lock bound would end it.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_a_migration_given_up_is_cancelled_on_the_server() {
-    use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+    use diesel_async::RunQueryDsl;
     let Some(db) = crate::postgres::TestDatabase::create().await else {
         return;
     };
-    let url = DatabaseUrl::Postgres(db.url.clone());
-    let repo = orchestrator_server::storage::connect(&url, 2)
-        .await
-        .unwrap();
-    write_events_of_one_workflow(&*repo).await;
-    repo.close().await;
-    drop(repo);
-    let mut watch = diesel_async::AsyncPgConnection::establish(&db.url)
-        .await
-        .unwrap();
-    watch.batch_execute(UNDO_EVENT_IDS_POSTGRES).await.unwrap();
-    watch.batch_execute(FORGET_EVENT_IDS).await.unwrap();
-    let _reader =
-        crate::postgres::in_open_transaction(&db.url, "SELECT count(*) FROM events").await;
-    let migrating = tokio::spawn({
-        let url = url.clone();
-        async move {
-            orchestrator_server::storage::connect(&url, 2)
-                .await
-                .map(|_| ())
-        }
-    });
-    let running = "SELECT 1 FROM pg_stat_activity WHERE state = 'active' \
-                   AND query LIKE '%transitions%' AND pid <> pg_backend_pid()";
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while diesel::sql_query(running)
-        .execute(&mut watch)
-        .await
-        .unwrap()
-        == 0
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the migration never ran"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let (mut watch, _reader, migrating) = migrating_beside_a_reader(&db).await;
     migrating.abort();
     let _ = migrating.await;
     // How long the statement has run, while it runs: left alone it would end at its 2 s lock
