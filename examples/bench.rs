@@ -568,7 +568,7 @@ async fn call(
     let mut request = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "bench");
+        .header("host", "localhost");
     if body.is_some() {
         request = request.header("content-type", "application/json");
     }

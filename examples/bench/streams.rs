@@ -58,7 +58,7 @@ pub async fn run(
         let request = Request::builder()
             .method(Method::GET)
             .uri("/events/stream")
-            .header("host", "bench")
+            .header("host", "localhost")
             .body(Full::new(Bytes::new()))?;
         let response = sender.send_request(request).await?;
         anyhow::ensure!(
