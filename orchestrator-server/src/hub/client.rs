@@ -86,18 +86,48 @@ impl HttpAgentHub {
         path: &str,
         body: Option<&(impl Serialize + Sync)>,
     ) -> Result<T, HubError> {
-        let timeout = self.call_timeout;
-        self.call_checked(timeout, operation, method, path, body, Ok)
-            .await
+        self.call_checked(
+            self.bound(MAX_ANSWER_BYTES),
+            operation,
+            method,
+            path,
+            body,
+            Ok,
+        )
+        .await
     }
 
-    /// [`HttpAgentHub::call`] within `timeout` (a question's, or another call's), with `check`
+    /// [`HttpAgentHub::call`] answered with an escalation, read up to
+    /// [`MAX_ESCALATION_BYTES`].
+    async fn call_escalation(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + Sync)>,
+    ) -> Result<Escalation, HubError> {
+        let bound = self.bound(MAX_ESCALATION_BYTES);
+        let escalation: wire::Escalation = self
+            .call_checked(bound, operation, method, path, body, Ok)
+            .await?;
+        Ok(escalation.into())
+    }
+
+    /// A call other than a question, reading up to `bytes` of its answer.
+    fn bound(&self, bytes: usize) -> Bound {
+        Bound {
+            time: self.call_timeout,
+            bytes,
+        }
+    }
+
+    /// [`HttpAgentHub::call`] within `bound` (a question's, or another call's), with `check`
     /// turning what was read into the answer (or an error) before the outcome is counted: an
     /// answer read but unusable counts as `error`. A call given up by its caller (a deadline,
     /// a client gone) counts as `unavailable`.
     async fn call_checked<T: DeserializeOwned, U>(
         &self,
-        timeout: Duration,
+        bound: Bound,
         operation: &'static str,
         method: Method,
         path: &str,
@@ -110,7 +140,7 @@ impl HttpAgentHub {
             outcome: "unavailable",
         };
         let result = self
-            .exchange(method, path, body, timeout, body_limit(operation))
+            .exchange(method, path, body, bound)
             .await
             .and_then(check);
         counted.outcome = match &result {
@@ -127,19 +157,18 @@ impl HttpAgentHub {
         method: Method,
         path: &str,
         body: Option<&(impl Serialize + Sync)>,
-        timeout: Duration,
-        limit: usize,
+        bound: Bound,
     ) -> Result<T, HubError> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base_url))
-            .timeout(timeout);
+            .timeout(bound.time);
         if let Some(body) = body {
             request = request.json(body);
         }
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let bytes = read_bounded(&mut response, limit).await?;
+        let bytes = read_bounded(&mut response, bound.bytes).await?;
         if status.is_success() {
             // An empty success (a 204, say) reads as JSON null.
             let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
@@ -221,12 +250,11 @@ const MAX_ANSWER_BYTES: usize = 256 * 1024;
 /// never make its escalation unreadable (every approval at its gate would then fail).
 const MAX_ESCALATION_BYTES: usize = 2 * MAX_ANSWER_BYTES;
 
-/// The most of a call's answer read.
-fn body_limit(operation: &str) -> usize {
-    match operation {
-        "escalation" | "respond" => MAX_ESCALATION_BYTES,
-        _ => MAX_ANSWER_BYTES,
-    }
+/// How long a call may take, and the most of its answer read.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    time: Duration,
+    bytes: usize,
 }
 
 /// The answer's body, refused unread past `limit` bytes (a hub, or a proxy before it, that
@@ -351,7 +379,7 @@ impl AgentHub for HttpAgentHub {
             Ok(HubSessionId(session.id))
         };
         self.call_checked(
-            self.call_timeout,
+            self.bound(MAX_ANSWER_BYTES),
             "create_session",
             Method::POST,
             "/sessions",
@@ -389,8 +417,11 @@ impl AgentHub for HttpAgentHub {
         };
         let path = format!("/ask/{}", question.topic);
         // A question waits for its expert, which may take minutes; other calls do not.
-        let timeout = self.ask_timeout;
-        self.call_checked(timeout, "ask", Method::POST, &path, Some(&body), answer_of)
+        let bound = Bound {
+            time: self.ask_timeout,
+            bytes: MAX_ANSWER_BYTES,
+        };
+        self.call_checked(bound, "ask", Method::POST, &path, Some(&body), answer_of)
             .await
             .map_err(|e| match e {
                 HubError::UnknownTopic { message, .. } => HubError::UnknownTopic {
@@ -403,10 +434,8 @@ impl AgentHub for HttpAgentHub {
 
     async fn escalation(&self, id: &EscalationId) -> Result<Escalation, HubError> {
         let path = escalation_path(id)?;
-        let escalation: wire::Escalation = self
-            .call("escalation", Method::GET, &path, None::<&()>)
-            .await?;
-        Ok(escalation.into())
+        self.call_escalation("escalation", Method::GET, &path, None::<&()>)
+            .await
     }
 
     async fn respond(
@@ -420,10 +449,8 @@ impl AgentHub for HttpAgentHub {
             responder: response.responder.clone(),
             response: response.response.clone(),
         };
-        let escalation: wire::Escalation = self
-            .call("respond", Method::POST, &path, Some(&body))
-            .await?;
-        Ok(escalation.into())
+        self.call_escalation("respond", Method::POST, &path, Some(&body))
+            .await
     }
 
     async fn health(&self) -> Result<HubHealth, HubError> {

@@ -288,10 +288,7 @@ impl Drop for Loan {
             return;
         };
         runtime.spawn(async move {
-            let token = conn.cancel_token();
-            let cancelled =
-                tokio::time::timeout(POOL_WAIT, token.cancel_query(tokio_postgres::NoTls)).await;
-            if !matches!(cancelled, Ok(Ok(()))) {
+            if !cancel_on_server(conn.cancel_token()).await {
                 tracing::warn!(
                     "a statement given up on could not be cancelled on the server; it may run \
                      to its statement_timeout"
@@ -302,6 +299,14 @@ impl Drop for Loan {
             drop(conn);
         });
     }
+}
+
+/// Asks the server to cancel the statement the connection of `token` runs; whether it was
+/// asked within [`POOL_WAIT`].
+async fn cancel_on_server(token: tokio_postgres::CancelToken) -> bool {
+    let cancelled =
+        tokio::time::timeout(POOL_WAIT, token.cancel_query(tokio_postgres::NoTls)).await;
+    matches!(cancelled, Ok(Ok(())))
 }
 
 /// A pool that cannot hand out a connection: the store is unreachable.
@@ -838,19 +843,13 @@ impl Drop for CancelOnDrop {
         // On a thread and runtime of its own, waited for: the process is about to end, and
         // its runtime with it.
         let sent = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .ok()?;
-            runtime.block_on(async {
-                tokio::time::timeout(POOL_WAIT, token.cancel_query(tokio_postgres::NoTls))
-                    .await
-                    .ok()?
-                    .ok()
-            })
+                .is_ok_and(|runtime| runtime.block_on(cancel_on_server(token)))
         })
         .join();
-        if !matches!(sent, Ok(Some(()))) {
+        if !matches!(sent, Ok(true)) {
             tracing::warn!(
                 "the migration given up on could not be cancelled on the server; it runs until \
                  it ends, then is rolled back"
