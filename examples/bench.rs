@@ -115,8 +115,13 @@ async fn main() -> anyhow::Result<()> {
     };
     if !server_bin.exists() {
         bail!(
-            "{} not found: build it first (cargo build --release -p orchestrator-server)",
-            server_bin.display()
+            "{} not found: build it first (cargo build {}-p orchestrator-server)",
+            server_bin.display(),
+            if cfg!(debug_assertions) {
+                ""
+            } else {
+                "--release "
+            }
         );
     }
 
@@ -129,6 +134,9 @@ async fn main() -> anyhow::Result<()> {
         first_line("/proc/cpuinfo", "model name")
     );
     println!("- server: {}", server_bin.display());
+    if cfg!(debug_assertions) {
+        println!("- build: debug (its figures mean little: measure a release build)");
+    }
     println!(
         "- database: {}",
         if database_url.starts_with("postgres") {

@@ -33,13 +33,17 @@ async fn main() -> anyhow::Result<()> {
     let id = workflow.feature_id.clone();
     println!("{id}: {} (v{})", workflow.state, workflow.version);
 
-    for (trigger, actor) in [
-        ("agent_complete", "spec-agent"),
-        ("human_rejected", "reviewer"),
-        ("agent_complete", "spec-agent"),
+    // Every step names who took it, and the agent's say they are an agent's: without a
+    // principals file the server goes by what requests say, and the gate's rules (an agent
+    // never decides, an author never approves their own work) by those names and kinds.
+    for (trigger, actor, kind) in [
+        ("agent_complete", "spec-agent", "agent"),
+        ("human_rejected", "alice", "human"),
+        ("agent_complete", "spec-agent", "agent"),
     ] {
         let mut request = AdvanceRequest::new(trigger);
         request.actor = Some(actor.to_owned());
+        request.actor_kind = Some(kind.to_owned());
         if trigger == "human_rejected" {
             // A rejection says what must change.
             request.reason = Some("the plan misses the data migration".to_owned());
@@ -51,31 +55,50 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    // Two reviewers act on the same version: the second is told it lost.
+    // Two reviewers act on the same version they read: the second is told it lost, reads
+    // the workflow again and sees what the first decided.
     let current = client.get_workflow(&id).await?;
     let mut approve = AdvanceRequest::new("human_approved");
+    approve.actor = Some("alice".to_owned());
     approve.expected_version = Some(current.version);
     let mut reject = AdvanceRequest::new("human_rejected");
+    reject.actor = Some("bob".to_owned());
     reject.reason = Some("not yet".to_owned());
     reject.expected_version = Some(current.version);
     client.advance_workflow(&id, &approve).await?;
     match client.advance_workflow(&id, &reject).await {
-        Err(e) if e.code() == Some(ErrorCode::VersionConflict) => println!("second reviewer: {e}"),
-        other => println!("unexpected: {other:?}"),
+        Err(e) if e.code() == Some(ErrorCode::VersionConflict) => {
+            let now = client.get_workflow(&id).await?;
+            println!(
+                "second reviewer: {e}; it is {} (v{}) now",
+                now.state, now.version
+            );
+        }
+        Ok(workflow) => anyhow::bail!("the stale rejection passed: {}", workflow.state),
+        Err(e) => return Err(e.into()),
     }
 
-    client
-        .advance_workflow(&id, &AdvanceRequest::new("agent_complete"))
-        .await?;
+    let mut finish = AdvanceRequest::new("agent_complete");
+    finish.actor = Some("impl-agent".to_owned());
+    finish.actor_kind = Some("agent".to_owned());
+    client.advance_workflow(&id, &finish).await?;
     let done = client.get_workflow(&id).await?;
     println!("{id}: {} at {}%", done.state, done.progress.percent);
 
     for t in client.get_history(&id).await?.transitions {
         println!("  #{} {} -> {} ({})", t.seq, t.from, t.to, t.trigger);
     }
-    let page = client
-        .list_workflows(&ListWorkflowsParams::default())
-        .await?;
+    // A list answers a page at a time (50 by default); `next_cursor` asks for the next.
+    let mut params = ListWorkflowsParams::default();
+    let mut listed = 0;
+    loop {
+        let page = client.list_workflows(&params).await?;
+        listed += page.items.len();
+        match page.next_cursor {
+            Some(cursor) => params.cursor = Some(cursor),
+            None => break,
+        }
+    }
     let summary = client.get_summary().await?;
     let counts: Vec<String> = summary
         .counts
@@ -83,8 +106,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|(state, count)| format!("{state} {count}"))
         .collect();
     println!(
-        "{} workflow(s) listed; summary: {}",
-        page.items.len(),
+        "{listed} workflow(s) listed; summary: {}",
         counts.join(", ")
     );
     Ok(())

@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use orchestrator_core::api::{AdvanceRequest, EventsQuery, StartWorkflowRequest};
-use orchestrator_core::{EventFilter, EventType};
+use orchestrator_core::{EventFilter, EventType, WorkflowState};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("the reviewer could not approve: {e}");
             // Refused for the caller (a token without the reviewer role; the token that
             // handed the work over, which may not approve its own) rather than for a while.
-            if e.is_forbidden() || e.status().is_some_and(|s| s.is_client_error()) {
+            if e.status().is_some_and(|s| s.is_client_error()) {
                 eprintln!(
                     "still waiting: approve or reject it yourself (`orchestrator approve {reviewed}`, with another reviewer's token)"
                 );
@@ -86,11 +86,14 @@ async fn main() -> anyhow::Result<()> {
                 continue;
             }
         };
-        let text = |field: &str| event.data[field].as_str().unwrap_or("-").to_owned();
-        let (from, to) = (text("from"), text("to"));
-        println!("event {}: {from} -> {to} by {}", event.id, text("actor"));
-        if from == "GATE_1" && to != "GATE_1" {
-            println!("decided: {to} (v{})", event.data["version"]);
+        // The stream was asked for this feature's transitions only; each is a history entry.
+        let Some(step) = event.transition() else {
+            continue;
+        };
+        let by = step.actor.as_ref().map_or("-", |actor| actor.as_str());
+        println!("event {}: {} -> {} by {by}", event.id, step.from, step.to);
+        if step.from == WorkflowState::Gate1 && step.to != WorkflowState::Gate1 {
+            println!("decided: {} (v{})", step.to, step.seq);
             return Ok(());
         }
     }

@@ -23,7 +23,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use orchestrator_client::webhooks::verify_signature;
-use orchestrator_core::api::{AdvanceRequest, CreateWebhookRequest, StartWorkflowRequest};
+use orchestrator_core::api::{
+    AdvanceRequest, CloudEvent, CreateWebhookRequest, StartWorkflowRequest,
+};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -69,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
                                 .headers
                                 .get("webhook-id")
                                 .and_then(|v| v.to_str().ok());
-                            match (id, serde_json::from_slice(&body)) {
+                            match (id, serde_json::from_slice::<CloudEvent>(&body)) {
                                 (Some(id), Ok(event)) => {
                                     let _ = verified.send((id.to_owned(), event));
                                 }
@@ -112,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// A verified delivery: its `webhook-id` (the same on every retry) and its event.
-type Verified = (String, serde_json::Value);
+type Verified = (String, CloudEvent);
 
 /// Starts a feature, brings it to the gate and prints the two deliveries that say so.
 async fn receive_two(
@@ -138,21 +140,20 @@ async fn receive_two(
             tokio::time::timeout(std::time::Duration::from_secs(15), deliveries.recv())
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("the receiver stopped"))?;
-        if event["subject"].as_str() != Some(started.feature_id.as_str()) {
+        if event.subject != started.feature_id {
             continue;
         }
         if !seen.insert(id.clone()) {
             println!("delivery {id} again (a retry): already handled");
             continue;
         }
-        let text = |value: &serde_json::Value| value.as_str().unwrap_or("-").to_owned();
-        println!(
-            "verified event {}: {} {} → {}",
-            text(&event["id"]),
-            text(&event["subject"]),
-            text(&event["data"]["from"]),
-            text(&event["data"]["to"])
-        );
+        match event.transition() {
+            Some(step) => println!(
+                "verified event {}: {} {} → {}",
+                event.id, event.subject, step.from, step.to
+            ),
+            None => println!("verified event {}: {}", event.id, event.event_type),
+        }
     }
     Ok(())
 }

@@ -25,6 +25,9 @@ pub async fn server_url(about: &str) -> anyhow::Result<String> {
         }
         return Ok(url);
     }
+    // Test settings (webhooks to loopback allowed, no Agent Hub) and a server that runs until
+    // the example ends: a service of yours reads its `Config` from the environment
+    // (`Config::try_parse`) and passes `serve` a shutdown future (a signal).
     let config = Config::for_tests(DatabaseUrl::SqliteMemory);
     let app = build_app(&config).await?;
     let listener = bind(&config).await?;

@@ -676,6 +676,16 @@ impl CloudEvent {
     pub fn seq(&self) -> u64 {
         self.id.parse().unwrap_or(0)
     }
+
+    /// A `workflow.transitioned` event's history entry, typed (its `seq` is the workflow's
+    /// version after it, `to` its state, `subject` its feature id); `None` for an event of
+    /// another type, or data that is not a history entry.
+    pub fn transition(&self) -> Option<Transition> {
+        match self.event_type {
+            EventType::WorkflowTransitioned => Transition::deserialize(&self.data).ok(),
+            _ => None,
+        }
+    }
 }
 
 impl From<&Event> for CloudEvent {
@@ -1373,6 +1383,38 @@ pub mod paths {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_transitioned_event_reads_back_as_its_history_entry_and_no_other_does() {
+        let entry: Transition = serde_json::from_value(json!({
+            "seq": 2, "from": "PHASE_1", "to": "GATE_1", "trigger": "agent_complete",
+            "actor": "planner-bot", "actor_kind": "agent", "on_behalf_of": null,
+            "reason": null, "override": false, "metadata": {"pr": 7},
+            "at": "2026-11-30T12:00:00Z"
+        }))
+        .unwrap();
+        let id = FeatureId::parse("checkout-v2").unwrap();
+        let event = Event {
+            id: 41,
+            event: crate::event::NewEvent {
+                event_type: EventType::WorkflowTransitioned,
+                subject: id.clone(),
+                time: entry.at,
+                data: crate::event::NewEvent::transitioned_data(&id, &entry),
+            },
+        };
+        // As a webhook receiver or a stream reader gets it: JSON text.
+        let text = serde_json::to_string(&CloudEvent::from(&event)).unwrap();
+        let read: CloudEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.transition(), Some(entry));
+
+        let mut overdue = read.clone();
+        overdue.event_type = EventType::GateOverdue;
+        assert_eq!(overdue.transition(), None);
+        let mut unreadable = read;
+        unreadable.data = json!({"feature_id": "checkout-v2"});
+        assert_eq!(unreadable.transition(), None);
+    }
 
     #[test]
     fn a_blocker_of_a_kind_this_version_does_not_know_is_read_as_unknown() {
