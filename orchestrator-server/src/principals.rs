@@ -153,11 +153,45 @@ impl Principals {
         Ok(Principals { by_token_hash })
     }
 
-    /// Each principal's name and its token's SHA-256.
-    pub fn tokens_by_name(&self) -> std::collections::BTreeMap<String, [u8; 32]> {
+    /// What `next`, a new reading of the file, changes, principal by principal (by name).
+    pub fn changes_to(&self, next: &Principals) -> Changes {
+        let (before, after) = (self.by_name(), next.by_name());
+        let mut changes = Changes::default();
+        for (name, (principal, hash)) in &after {
+            let Some((was, old_hash)) = before.get(name) else {
+                changes.added.push(name.clone());
+                if principal.roles.contains(&Role::Admin) {
+                    changes.admins_added.push(name.clone());
+                }
+                continue;
+            };
+            if old_hash != hash {
+                changes.token_changed.push(name.clone());
+            }
+            if (was.kind, &was.roles) != (principal.kind, &principal.roles) {
+                changes.rights_changed.push(format!(
+                    "{name}: {} → {}",
+                    rights(was),
+                    rights(principal)
+                ));
+                if principal.roles.contains(&Role::Admin) && !was.roles.contains(&Role::Admin) {
+                    changes.admins_added.push(name.clone());
+                }
+            }
+        }
+        changes.removed = before
+            .keys()
+            .filter(|name| !after.contains_key(*name))
+            .cloned()
+            .collect();
+        changes
+    }
+
+    /// Each principal and its token's SHA-256, by name.
+    fn by_name(&self) -> std::collections::BTreeMap<String, (&Principal, [u8; 32])> {
         self.by_token_hash
             .iter()
-            .map(|(hash, p)| (p.name.to_string(), *hash))
+            .map(|(hash, p)| (p.name.to_string(), (p, *hash)))
             .collect()
     }
 
@@ -180,6 +214,28 @@ impl Principals {
     pub fn is_empty(&self) -> bool {
         self.by_token_hash.is_empty()
     }
+}
+
+/// What a new reading of the principals file changes, by principal name, for the log: who
+/// may do what is decided by the file, so each change of it is on the record.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Names new in the file.
+    pub added: Vec<String>,
+    /// Names gone from it (their tokens no longer open anything).
+    pub removed: Vec<String>,
+    /// Names given a new token (the old one no longer opens anything).
+    pub token_changed: Vec<String>,
+    /// `name: kind [roles] → kind [roles]` for each principal kept whose kind or roles changed.
+    pub rights_changed: Vec<String>,
+    /// Names that hold the admin role now and did not (new principals included).
+    pub admins_added: Vec<String>,
+}
+
+/// `human [reviewer, admin]`.
+fn rights(principal: &Principal) -> String {
+    let roles: Vec<&str> = principal.roles.iter().map(|role| role.as_str()).collect();
+    format!("{} [{}]", principal.kind, roles.join(", "))
 }
 
 /// A principal's name: a name given now ([`Actor::parse_name`]: not blank, and not the
@@ -521,6 +577,59 @@ mod tests {
     }
 
     #[test]
+    fn a_new_reading_names_every_change_of_who_may_do_what() {
+        let entry = |name: &str, kind: &str, roles: &str, token: u8| {
+            format!(
+                "[[principal]]\nname = '{name}'\nkind = '{kind}'\nroles = [{roles}]\ntoken_sha256 = '{}'\n",
+                format!("{token:02x}").repeat(32)
+            )
+        };
+        let before = Principals::parse(
+            &[
+                entry("alice", "human", "'reviewer'", 1),
+                entry("bob", "human", "'reviewer'", 2),
+                entry("carol", "human", "'reviewer'", 3),
+                entry("dave", "human", "'viewer'", 4),
+                entry("erin", "human", "'admin'", 5),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let after = Principals::parse(
+            &[
+                entry("alice", "human", "'reviewer'", 1),
+                entry("bob", "human", "'reviewer'", 9),
+                entry("carol", "agent", "'viewer'", 3),
+                entry("dave", "human", "'viewer', 'admin'", 4),
+                entry("erin", "human", "'reviewer'", 5),
+                entry("frank", "human", "'admin'", 6),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(
+            before.changes_to(&after),
+            Changes {
+                added: vec!["frank".to_owned()],
+                removed: vec![],
+                token_changed: vec!["bob".to_owned()],
+                rights_changed: vec![
+                    "carol: human [reviewer] → agent [viewer]".to_owned(),
+                    "dave: human [viewer] → human [viewer, admin]".to_owned(),
+                    "erin: human [admin] → human [reviewer]".to_owned(),
+                ],
+                admins_added: vec!["dave".to_owned(), "frank".to_owned()],
+            }
+        );
+        assert_eq!(
+            after.changes_to(&before).removed,
+            ["frank"],
+            "a principal taken out is named"
+        );
+        assert_eq!(before.changes_to(&before), Changes::default());
+    }
+
+    #[test]
     fn a_token_hash_is_64_hexadecimal_digits_and_nothing_else() {
         let digits = "0123456789abcdefABCDEF0123456789abcdef0123456789abcdef0123456789";
         assert_eq!(token_hash_from_hex(digits).unwrap()[..2], [0x01, 0x23]);
@@ -747,7 +856,7 @@ mod tests {
         .unwrap();
         let names: Vec<String> = Principals::load(&path)
             .unwrap()
-            .tokens_by_name()
+            .by_name()
             .into_keys()
             .collect();
         assert_eq!(names, ["bob"]);

@@ -178,26 +178,27 @@ impl Auth {
         };
         match Principals::load(file) {
             Ok(principals) => {
-                let before = current
+                let changes = current
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
-                    .tokens_by_name();
-                let after = principals.tokens_by_name();
-                let added: Vec<_> = after.keys().filter(|n| !before.contains_key(*n)).collect();
-                let removed: Vec<_> = before.keys().filter(|n| !after.contains_key(*n)).collect();
-                let token_changed: Vec<_> = after
-                    .iter()
-                    .filter(|(name, hash)| before.get(*name).is_some_and(|old| old != *hash))
-                    .map(|(name, _)| name)
-                    .collect();
+                    .changes_to(&principals);
                 tracing::info!(
                     principals = principals.len(),
-                    ?added,
-                    ?removed,
-                    ?token_changed,
+                    added = ?changes.added,
+                    removed = ?changes.removed,
+                    token_changed = ?changes.token_changed,
+                    rights_changed = ?changes.rights_changed,
                     file = %file.display(),
                     "principals reloaded"
                 );
+                if !changes.admins_added.is_empty() {
+                    // Who may override a gate: worth a look whenever it grows.
+                    tracing::warn!(
+                        admins = ?changes.admins_added,
+                        file = %file.display(),
+                        "principals given the admin role"
+                    );
+                }
                 *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(principals);
             }
             Err(e) => {

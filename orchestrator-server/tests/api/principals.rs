@@ -506,6 +506,26 @@ async fn the_binary_mints_tokens_and_rereads_the_file_on_sighup() {
             .await
             .is_ok()
     );
+    // alice made an admin by hand: the log names the change of her roles, and warns.
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.matches(r#"roles = ["reviewer"]"#).count(), 1, "{text}");
+    let promoted = text.replace(
+        r#"roles = ["reviewer"]"#,
+        r#"roles = ["reviewer", "admin"]"#,
+    );
+    std::fs::write(&file, promoted).unwrap();
+    let warned = "principals given the admin role";
+    assert_eq!(said(warned), 0);
+    let before = said(reloaded);
+    assert!(hangup(child.id()).success());
+    until_said(reloaded, before + 1).await;
+    until_said(warned, 1).await;
+    assert_eq!(
+        said("alice: human [reviewer] → human [reviewer, admin]"),
+        1,
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     assert!(child.try_wait().unwrap().is_none(), "the server stopped");
     child.kill().unwrap();
     child.wait().unwrap();
