@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use unicode_normalization::UnicodeNormalization;
 
 /// A field that breaks one of the domain's rules (HTTP 400 `VALIDATION_ERROR`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,8 +160,11 @@ impl Actor {
     }
 
     /// Whether two names are one person's: equal but for letter case (`alice`, `Alice`;
-    /// `Straße`, `STRASSE`; a final `ς` and `Σ`). The gate's rules compare names this way, so a
-    /// case slip neither lets an author approve their own work nor counts one reviewer twice.
+    /// `Straße`, `STRASSE`; a final `ς` and `Σ`) and for how Unicode spells a letter (a
+    /// precomposed `é` and `e` with a combining accent; the ligature `ﬁ` and `fi`; full-width
+    /// `ａ` and `a`: compatibility decomposition, NFKD). The gate's rules compare names this
+    /// way, so neither a case slip nor another encoding of one name (as tools that decompose
+    /// accents write it) lets an author approve their own work or counts one reviewer twice.
     pub fn same_person(&self, other: &Actor) -> bool {
         self.0 == other.0 || folded(&self.0).eq(folded(&other.0))
     }
@@ -172,21 +176,24 @@ impl Actor {
     }
 }
 
-/// Lower case, then upper case, letter by letter: both spellings of a letter whose lower case
-/// depends on its place (σ, ς) meet in one upper case, and so do letters whose upper case is
-/// two (ß, SS).
+/// Decomposed (NFKD), then lower case, then upper case, letter by letter: the encodings of
+/// one letter meet in its decomposition, both spellings of a letter whose lower case depends
+/// on its place (σ, ς) meet in one upper case, and so do letters whose upper case is two
+/// (ß, SS).
 fn folded(name: &str) -> impl Iterator<Item = char> + '_ {
-    name.chars()
+    name.nfkd()
         .flat_map(char::to_lowercase)
         .flat_map(char::to_uppercase)
 }
 
 /// Characters that show nothing (inclusive ranges): the soft hyphen, zero-width spaces and
-/// joiners, direction marks and overrides, invisible operators, fillers, variation selectors,
-/// the byte-order mark — Unicode's default-ignorable characters of the Basic Multilingual
-/// Plane. Names given now may not hold them; text made only of them and white space is blank.
-/// Not a guard against every look-alike: names are not normalised (a precomposed `é` and `e`
-/// with a combining accent differ), and the planes beyond the first are not checked.
+/// joiners, direction marks and overrides, invisible operators, fillers, the blank Braille
+/// pattern, variation selectors, the byte-order mark — Unicode's default-ignorable characters
+/// of the Basic Multilingual Plane, and U+2800. Names given now may not hold them; text made
+/// only of them and white space is blank. Not a guard against every look-alike: letters of
+/// different scripts that look alike (a Cyrillic `а`, a Latin `a`) are different names, and
+/// the planes beyond the first are not checked (the API's document states the rule as a
+/// pattern, which spells characters of the first plane only).
 pub const INVISIBLE: &[(char, char)] = &[
     ('\u{00ad}', '\u{00ad}'),
     ('\u{034f}', '\u{034f}'),
@@ -197,6 +204,7 @@ pub const INVISIBLE: &[(char, char)] = &[
     ('\u{200b}', '\u{200f}'),
     ('\u{202a}', '\u{202e}'),
     ('\u{2060}', '\u{206f}'),
+    ('\u{2800}', '\u{2800}'),
     ('\u{3164}', '\u{3164}'),
     ('\u{fe00}', '\u{fe0f}'),
     ('\u{feff}', '\u{feff}'),
@@ -615,12 +623,28 @@ mod tests {
     }
 
     #[test]
-    fn names_are_one_person_whatever_their_case() {
+    fn names_are_one_person_whatever_their_case_and_encoding() {
         let name = |n: &str| Actor::parse(n).unwrap();
         assert!(name("alice").same_person(&name("Alice")));
         assert!(name("ÉLODIE").same_person(&name("élodie")));
         assert!(!name("alice").same_person(&name("alicia")));
         assert!(!name("alice").same_person(&name("alice ")));
+        // One name, encoded another way: precomposed or with a combining accent (as tools
+        // that decompose accents write it), a ligature, full-width letters.
+        for (one, other) in [
+            ("jos\u{e9}", "jose\u{301}"),
+            ("JOSE\u{301}", "jos\u{e9}"),
+            ("\u{fb01}ona", "fiona"),
+            ("\u{ff41}lice", "alice"),
+        ] {
+            assert!(name(one).same_person(&name(other)), "{one} {other}");
+            assert_eq!(name(one).person(), name(other).person());
+        }
+        assert!(!name("jose").same_person(&name("jos\u{e9}")));
+        assert!(
+            !name("\u{430}lice").same_person(&name("alice")),
+            "Cyrillic а"
+        );
     }
 
     #[test]
@@ -643,6 +667,7 @@ mod tests {
             "\u{feff}\u{2060} ",
             "\u{ad}",
             "\u{fe0f}",
+            "\u{2800}",
         ] {
             assert!(is_blank(blank), "{blank:?}");
         }
