@@ -52,8 +52,12 @@ fn main() -> ExitCode {
     // Blocking work still running (a name lookup waiting for a resolver that drops queries)
     // gets a few seconds, not as long as it takes: what matters was stored and closed.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    telemetry::flush(LOG_FLUSH);
     code
 }
+
+/// How long the log's last lines may take to reach standard output as the process ends.
+const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Raises the soft limit of open files to the hard one (as nginx and Go programs do): the
 /// server holds one per connection, event stream and database connection, and systemd and
@@ -232,6 +236,7 @@ async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
         started = start => started?,
         () = stop.next() => {
             tracing::info!("stopped during start-up");
+            telemetry::flush(LOG_FLUSH);
             std::process::exit(0);
         }
     };
@@ -268,6 +273,7 @@ async fn run(config: Config) -> Result<(), orchestrator_server::StartupError> {
                 }
             }
             tracing::warn!("a second stop signal: exiting without finishing the stop");
+            telemetry::flush(LOG_FLUSH);
             std::process::exit(130);
         });
     };

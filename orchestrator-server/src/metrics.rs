@@ -187,6 +187,7 @@ pub struct Metrics {
     webhook_pending: Gauge,
     webhook_oldest_due: Gauge,
     webhook_oldest_unenqueued: Gauge,
+    log_lines_dropped: Counter,
     /// Held while a scrape sets the gauges it reads at scrape time and encodes them, so two
     /// scrapes at once never show each other's readings.
     rendering: std::sync::Mutex<()>,
@@ -304,6 +305,12 @@ impl Metrics {
             "How long ago the oldest event still to become a webhook's delivery was made, in whole seconds; 0 when none is (read when scraped)",
             webhook_oldest_unenqueued.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "orchestrator_log_lines_dropped",
+            "Log lines dropped because standard output took them slower than they came (a reader of it stuck; read when scraped)",
+            log_lines_dropped.clone(),
+        );
         registry.register(
             "orchestrator_db_commit_batch_size",
             "Writes sent to the database together in one transaction (counted as it starts: one that rolls back too)",
@@ -321,7 +328,7 @@ impl Metrics {
         );
         registry.register(
             "orchestrator_db_pool_connections_in_use",
-            "Database connections in use",
+            "Database connections in use (SQLite: reading connections)",
             storage.pool_in_use.clone(),
         );
         registry.register(
@@ -356,6 +363,7 @@ impl Metrics {
             webhook_pending,
             webhook_oldest_due,
             webhook_oldest_unenqueued,
+            log_lines_dropped,
             rendering: std::sync::Mutex::new(()),
         }
     }
@@ -457,6 +465,9 @@ impl Metrics {
         self.event_streams
             .set(i64::try_from(open_streams).unwrap_or(i64::MAX));
         self.store_readable.set(i64::from(reading.readable));
+        let dropped = crate::telemetry::dropped_log_lines();
+        self.log_lines_dropped
+            .inc_by(dropped.saturating_sub(self.log_lines_dropped.get()));
         if let Some(backlog) = reading.backlog {
             self.webhook_pending
                 .set(i64::try_from(backlog.pending).unwrap_or(i64::MAX));

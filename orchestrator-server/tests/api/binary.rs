@@ -420,3 +420,57 @@ async fn the_open_file_limit_is_raised_to_the_hard_one() {
         (hard.as_str(), hard.as_str())
     );
 }
+
+/// Whatever reads the server's standard output may stop reading (a stuck log shipper): the
+/// log waits in its queue, never a request. Before, the 64 KiB pipe filled after about 250
+/// answered requests' lines and every request that logged stalled, `/health` included.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_reader_that_stops_reading_holds_up_no_request() {
+    use std::io::Read;
+
+    let port = crate::helpers::free_port();
+    let mut child = crate::helpers::server_on(port, "sqlite::memory:")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = child.stdout.take().unwrap();
+    let client = Client::new(format!("http://127.0.0.1:{port}")).unwrap();
+    crate::helpers::wait_healthy(&client).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for n in 0..1_000 {
+        let health = http
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {n}: {e}"));
+        assert_eq!(health.status(), reqwest::StatusCode::OK, "request {n}");
+    }
+
+    // Read again, the output has every line, up to the last one of the stop.
+    signal(&child, "TERM");
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let mut output = output;
+        output.read_to_string(&mut text).map(|_| text)
+    });
+    let exit = exited_within(&mut child, 20, "server did not stop after SIGTERM").await;
+    assert!(exit.success(), "exit status {exit}");
+    let log = log.join().unwrap().unwrap();
+    assert!(
+        log.matches("\"answered\"").count() >= 1_000,
+        "{} lines",
+        log.lines().count()
+    );
+    assert!(
+        log.trim_end()
+            .lines()
+            .last()
+            .is_some_and(|line| line.contains("\"stopped\"")),
+        "{}",
+        log.lines().last().unwrap_or_default()
+    );
+}
