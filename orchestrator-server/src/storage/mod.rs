@@ -104,18 +104,18 @@ pub enum DatabaseUrl {
 #[error(
     "unsupported database url '{0}': expected sqlite:///relative, sqlite:////absolute, sqlite::memory: or postgres://…{1}"
 )]
-pub struct BadDatabaseUrl(String, &'static str);
+pub struct BadDatabaseUrl(String, String);
 
 impl BadDatabaseUrl {
-    fn new(url: &str, rule: &'static str) -> Self {
+    fn new(url: &str, rule: impl Into<String>) -> Self {
         let shown = if url.contains('@') { "…" } else { url };
-        BadDatabaseUrl(shown.to_owned(), rule)
+        BadDatabaseUrl(shown.to_owned(), rule.into())
     }
 
     /// Why it was refused beyond its form, if anything (it holds no part of the URL), with a
     /// leading space: ` (SQLite takes no parameters: …)`.
-    pub fn rule(&self) -> &'static str {
-        self.1
+    pub fn rule(&self) -> &str {
+        &self.1
     }
 }
 
@@ -133,6 +133,10 @@ impl FromStr for DatabaseUrl {
             ));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // A typo (a port past 65535, an option the driver does not know) is a bad setting,
+            // said now, not a connection that fails at start-up.
+            postgres::check_url(url)
+                .map_err(|why| BadDatabaseUrl::new(url, format!(" (PostgreSQL: {why})")))?;
             return Ok(DatabaseUrl::Postgres(url.to_owned()));
         }
         let rest = url.strip_prefix("sqlite:").ok_or_else(bad)?;
@@ -170,8 +174,8 @@ impl fmt::Display for DatabaseUrl {
         match self {
             DatabaseUrl::SqliteFile(path) => write!(f, "sqlite:///{}", path.display()),
             DatabaseUrl::SqliteMemory => f.write_str("sqlite::memory:"),
-            // Never print a password.
-            DatabaseUrl::Postgres(_) => f.write_str("postgres://…"),
+            // Never a password: user, hosts, ports and database only.
+            DatabaseUrl::Postgres(url) => f.write_str(&postgres::shown(url)),
         }
     }
 }

@@ -22,12 +22,24 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_the_variable() {
         ("RUST_LOG", ""),
         ("DATABASE_URL", "sqlite:///x.db?mode=ro"),
         ("DATABASE_URL", "sqlite:///x.db "),
+        ("DATABASE_URL", "postgres://u:secret@127.0.0.1:99999/x"),
+        (
+            "DATABASE_URL",
+            "postgres://u:secret@127.0.0.1/x?connect_timeout=abc",
+        ),
+        ("DATABASE_URL", "postgres://u:secret@127.0.0.1/x?bogus=1"),
+        ("DATABASE_URL", "postgres://"),
+        (
+            "DATABASE_URL",
+            "postgres://u:secret@127.0.0.1/x?sslmode=require",
+        ),
     ] {
         let output = server().env(name, value).output().expect("binary runs");
         assert_eq!(output.status.code(), Some(2), "{name}={value}: {output:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
         assert!(stderr.contains(name), "{name}: {stderr}");
+        assert!(!stderr.contains("secret"), "{name}: {stderr}");
     }
 }
 
@@ -298,9 +310,27 @@ async fn sigterm_during_start_up_stops_it() {
         return;
     };
     let _other = crate::postgres::migrating(&db.url).await;
-    let mut child = crate::helpers::server_on(0, &db.url).spawn().unwrap();
-    // Well into the wait for the lock.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dir = TempDir::new().unwrap();
+    let log = dir.path().join("server.log");
+    let mut child = crate::helpers::server_on(0, &db.url)
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // It says what it waits for (its port opens only afterwards).
+    let said = |line: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(line)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !said("waiting for another server's migrations") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the wait for the lock was not logged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(child.try_wait().unwrap().is_none(), "it waits for the lock");
     signal(&child, "TERM");
     let exit = exited_within(
@@ -310,6 +340,8 @@ async fn sigterm_during_start_up_stops_it() {
     )
     .await;
     assert!(exit.success(), "exit status {exit}");
+    // Its last line was written before it exited.
+    assert!(said("stopped during start-up"));
 }
 
 /// A second stop signal while the server drains a request that keeps it waiting: it exits at

@@ -324,6 +324,19 @@ fn pool(url: &str, pool_size: usize, recent: Arc<Recent>) -> Result<PgPool, Stor
     // Skip the test query on every checkout (a round trip per request); a connection the
     // server closed fails its next query, answers 503, and is taken out of the pool.
     config.recycling_method = RecyclingMethod::Fast;
+    // Connected here rather than by diesel-async, which keeps only the driver's own words for
+    // a failure ("error connecting to server"): the cause (refused, no such host, timed out)
+    // is what the operator needs.
+    config.custom_setup = Box::new(|url| {
+        let url = url.to_owned();
+        Box::pin(async move {
+            let (client, connection) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(with_causes(&e)))?;
+            AsyncPgConnection::try_from_client_and_connection(client, connection).await
+        })
+    });
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
         with_timeouts(url),
         config,
@@ -695,6 +708,73 @@ impl WorkflowRepository for PgRepository {
 /// `read committed` (the event log's numbering and the group commit's re-checks rely on it,
 /// whatever the database's default): put before an `options` the operator gave, whose own
 /// `-c` settings come later and so win.
+/// Whether the driver reads `url`, with the settings the server adds to it; if not, why, in
+/// words that hold no part of the URL (a password may be in it).
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    // The driver's own words are "invalid connection string"; its cause says which part.
+    let config: tokio_postgres::Config = with_timeouts(url)
+        .parse()
+        .map_err(|e: tokio_postgres::Error| with_causes(&e))?;
+    if config.get_hosts().is_empty() {
+        return Err("it names no host".to_owned());
+    }
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(
+            "sslmode=require asks for TLS, which this server does not speak to PostgreSQL (keep the database on a private network)"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// An error and its causes, each after a colon: the driver's own words name the step that
+/// failed ("error connecting to server"), its causes why ("Connection refused").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(why) = cause {
+        let said = why.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = why.source();
+    }
+    text
+}
+
+/// `url` as the log may show it: user, hosts, ports and database, never a password or the
+/// other parameters (`postgres://app@db:5432/orchestrator`).
+pub(crate) fn shown(url: &str) -> String {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return "postgres://…".to_owned();
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(n, host)| {
+            let host = match host {
+                tokio_postgres::config::Host::Tcp(name) if name.contains(':') => {
+                    format!("[{name}]")
+                }
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            match config.get_ports().get(n).or(config.get_ports().first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    let user = config
+        .get_user()
+        .map(|user| format!("{user}@"))
+        .unwrap_or_default();
+    let database = config.get_dbname().unwrap_or_default();
+    format!("postgres://{user}{}/{database}", hosts.join(","))
+}
+
 fn with_timeouts(url: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut params: Vec<String> = query
@@ -752,10 +832,27 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
         .execute(&mut *conn)
         .await
         .map_err(|e| StorageError::Migrate(e.to_string()))?;
-    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| StorageError::Migrate(e.to_string()))?;
+    #[derive(diesel::QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        locked: bool,
+    }
+    let free: Vec<Locked> = diesel::sql_query(format!(
+        "SELECT pg_try_advisory_lock({MIGRATION_LOCK}) AS locked"
+    ))
+    .load(&mut *conn)
+    .await
+    .map_err(|e| StorageError::Migrate(e.to_string()))?;
+    if !matches!(free.as_slice(), [Locked { locked: true }]) {
+        // Said, since the port opens only afterwards: a replica waiting here shows nothing else.
+        tracing::info!(
+            "waiting for another server's migrations (the database's migration lock) before starting"
+        );
+        diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| StorageError::Migrate(e.to_string()))?;
+    }
     // Once this server holds the migrations' lock (waiting for another's, however long, is
     // right), its own waits for tables are bounded.
     diesel::sql_query(format!(
@@ -991,6 +1088,52 @@ mod tests {
             "{own}"
         );
         assert!(own.contains("statement_timeout%3D5000"), "{own}");
+    }
+
+    #[test]
+    fn a_url_is_shown_without_its_password_and_checked_before_any_connection() {
+        assert_eq!(
+            shown("postgres://app:s3cret@db.internal:6432/orch?sslmode=disable"),
+            "postgres://app@db.internal:6432/orch"
+        );
+        assert_eq!(
+            shown("postgresql://u:p@a,b:5433/x"),
+            "postgres://u@a:5432,b:5433/x"
+        );
+        assert_eq!(shown("postgres://[::1]/x"), "postgres://[::1]:5432/x");
+        assert!(check_url("postgres://u:p@h:5432/db?sslmode=prefer").is_ok());
+        for (url, why) in [
+            (
+                "postgres://u:s3cret@h:99999/db",
+                "invalid value for option `port`",
+            ),
+            ("postgres://u:s3cret@h/db?bogus=1", "unknown option `bogus`"),
+            ("postgres://", "names no host"),
+            ("postgres://u:s3cret@h/db?sslmode=require", "TLS"),
+        ] {
+            let refused = check_url(url).unwrap_err();
+            assert!(
+                refused.contains(why) && !refused.contains("s3cret"),
+                "{url}: {refused}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_connection_that_fails_says_why() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let refused = PgRepository::connect(&format!("postgres://u:s3cret@127.0.0.1:{port}/x"), 1)
+            .await
+            .err()
+            .map(|e| e.to_string());
+        let refused = refused.expect("nothing listens there");
+        assert!(
+            refused.contains("error connecting to server: Connection refused")
+                && !refused.contains("s3cret"),
+            "{refused}"
+        );
     }
 
     #[test]
