@@ -904,9 +904,10 @@ fn escape(text: &str) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateWebhookRequest {
-    /// An absolute `http` or `https` URL, at most 2048 characters. A host that resolves to a
-    /// loopback, private or link-local address is refused unless the server allows private
-    /// networks.
+    /// An absolute `http` or `https` URL without credentials or port 0, at most 2048
+    /// characters as given and once percent-encoded (as it is stored and sent). A host that
+    /// resolves to a loopback, private or link-local address is refused unless the server
+    /// allows private networks.
     pub url: String,
     /// The event types to send; absent or empty: every type.
     #[serde(default, skip_serializing_if = "Option::is_none")]

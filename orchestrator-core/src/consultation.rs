@@ -111,6 +111,19 @@ pub struct ConsultationError {
 }
 
 impl ConsultationError {
+    /// Every code a failed consultation may carry.
+    pub const CODES: [&'static str; 5] = [
+        "agent_hub_unavailable",
+        "agent_hub_error",
+        "unknown_topic",
+        Self::INTERRUPTED,
+        Self::INTERNAL,
+    ];
+
+    /// The code of a consultation the orchestrator itself could not carry on (its hub
+    /// session could not be kept).
+    pub const INTERNAL: &'static str = "internal";
+
     /// The code of a consultation whose ask the server could not finish.
     pub const INTERRUPTED: &'static str = "interrupted";
 
@@ -375,6 +388,28 @@ impl Consultation {
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn every_failure_code_is_one_of_the_codes_listed() {
+        let failed = [
+            HubError::UnknownTopic {
+                topic: "t".into(),
+                message: "m".into(),
+            },
+            HubError::SessionUnavailable("x".into()),
+            HubError::SessionNotFound("x".into()),
+            HubError::EscalationNotFound("x".into()),
+            HubError::AlreadyResolved("x".into()),
+            HubError::Failed("x".into()),
+            HubError::Unavailable("x".into()),
+        ];
+        for error in &failed {
+            let code = ConsultationError::from_hub(error).code;
+            assert!(ConsultationError::CODES.contains(&code.as_str()), "{code}");
+        }
+        let interrupted = ConsultationError::interrupted().code;
+        assert!(ConsultationError::CODES.contains(&interrupted.as_str()));
+    }
 
     #[test]
     fn status_names_are_the_wire_names() {

@@ -124,7 +124,7 @@ impl PageLimit {
         } else {
             Err(ValidationError::new(
                 "limit",
-                format!("must be between 1 and {}", Self::MAX),
+                format!("must be a whole number between 1 and {}", Self::MAX),
             ))
         }
     }

@@ -273,7 +273,7 @@ impl Orchestrator {
             Err(Error::Hub(e)) => asking.fail(ConsultationError::from_hub(&e), now),
             Err(_) => asking.fail(
                 ConsultationError {
-                    code: "internal".to_owned(),
+                    code: ConsultationError::INTERNAL.to_owned(),
                     message: "the orchestrator could not keep the hub session".to_owned(),
                 },
                 now,

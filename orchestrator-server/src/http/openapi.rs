@@ -5,7 +5,9 @@
 //! decides, from the tables below:
 //!
 //! - the field rules (docs/API.md) as JSON-schema keywords ([`field_rules`]), so data valid per
-//!   the schema is accepted and data invalid per the schema is refused;
+//!   the schema is accepted and data invalid per the schema is refused (the webhook URL's
+//!   pattern excepted: it is a safe subset of the URLs taken, which the standard's grammar and
+//!   a name lookup decide);
 //! - every error an operation can answer ([`operation_errors`] plus the errors every
 //!   operation, every body and every storage access can meet), grouped by status, each status
 //!   with its codes as an `enum` and one example per code;
@@ -108,6 +110,7 @@ impl ApiDoc {
         let mut doc = serde_json::to_value(Annotated::openapi()).unwrap_or_else(|_| json!({}));
         apply_field_rules(&mut doc);
         require_what_answers_send(&mut doc);
+        state_answer_values(&mut doc);
         drop_unknowns(&mut doc);
         let operations: Vec<(String, String)> = doc["paths"]
             .as_object()
@@ -456,7 +459,8 @@ fn complete_board_operation(operation: &mut Value, method: &str, auth_required: 
     if method == "post" {
         around.extend([ErrorCode::RequestTimeout, ErrorCode::PayloadTooLarge]);
     }
-    let mut around: Vec<(ErrorCode, &str)> = around.into_iter().map(|c| (c, when(c))).collect();
+    let mut around: Vec<(ErrorCode, &str)> =
+        around.into_iter().map(|c| (c, on_a_page(c))).collect();
     // The stylesheet and script answer any name: the refusal's page uses them.
     if !auth_required && id != "get_board_asset" {
         around.push((
@@ -484,6 +488,14 @@ fn complete_board_operation(operation: &mut Value, method: &str, auth_required: 
                 );
             }
         }
+    }
+    if method == "post"
+        && let Some(busy) = responses.get_mut(&ErrorCode::ServiceUnavailable.status().to_string())
+    {
+        busy["headers"]["Retry-After"] = json!({
+            "description": "seconds to wait: sent when too many request bodies were being read",
+            "schema": { "type": "integer", "minimum": 1 },
+        });
     }
     let mut sorted: Vec<(String, Value)> = responses.into_iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
@@ -524,6 +536,14 @@ fn complete_board_operation(operation: &mut Value, method: &str, auth_required: 
                 Some("file") => {
                     parameter["schema"] =
                         json!({ "type": "string", "enum": ["board.css", "board.js"] });
+                }
+                // A feature id, or empty (not given).
+                Some("after") => {
+                    parameter["schema"] = json!({
+                        "type": "string",
+                        "maxLength": orchestrator_core::values::FEATURE_ID_MAX_CHARS,
+                        "pattern": "^([A-Za-z0-9][A-Za-z0-9._-]*)?$",
+                    });
                 }
                 _ => {}
             }
@@ -655,6 +675,19 @@ fn merge_alternative_body(existing: &mut Value, errors: Value) {
 }
 
 /// When the server answers `code`, in a few words.
+/// When a board page answers `code` for what fails around its handler (a page, not the
+/// envelope; the API's wording names what pages never meet: keys, streams, the hub).
+fn on_a_page(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Internal => "a bug",
+        ErrorCode::ServiceUnavailable => {
+            "the page could not be made in time, or (a form) too many request bodies are being read at once (with Retry-After: 5); retry later"
+        }
+        ErrorCode::PayloadTooLarge => "the form is over 8 KiB",
+        other => when(other),
+    }
+}
+
 fn when(code: ErrorCode) -> &'static str {
     use ErrorCode::*;
     match code {
@@ -941,6 +974,35 @@ fn require_what_answers_send(doc: &mut Value) {
     }
 }
 
+/// States what answers' values are, where their Rust types say less: the five states every
+/// summary counts, a confidence's range, the closed lists of a health check's and a failed
+/// consultation's codes, the shape of webhook and delivery ids, and error details that are
+/// absent rather than null.
+fn state_answer_values(doc: &mut Value) {
+    use orchestrator_core::WorkflowState;
+
+    let schemas = &mut doc["components"]["schemas"];
+    let states: Vec<&str> = WorkflowState::ALL.iter().map(|s| s.as_str()).collect();
+    let count = json!({"type": "integer", "format": "int64", "minimum": 0});
+    let counts = &mut schemas["SummaryResponse"]["properties"]["counts"];
+    let description = counts["description"].clone();
+    *counts = json!({
+        "type": "object",
+        "description": description,
+        "properties": states.iter().map(|s| (s.to_string(), count.clone())).collect::<Map<_, _>>(),
+        "required": states,
+        "additionalProperties": false,
+    });
+    schemas["Consultation"]["properties"]["confidence"]["maximum"] = json!(100);
+    schemas["HealthCheck"]["properties"]["status"]["enum"] = json!(["ok", "error"]);
+    schemas["ConsultationError"]["properties"]["code"]["enum"] =
+        json!(orchestrator_core::consultation::ConsultationError::CODES);
+    schemas["Webhook"]["properties"]["id"]["pattern"] = json!("^wh_[0-9a-f]{32}$");
+    schemas["Delivery"]["properties"]["id"]["pattern"] = json!("^msg_[0-9a-f]{32}$");
+    // Left out when there are none; never null.
+    schemas["ApiErrorBody"]["properties"]["details"]["type"] = json!("array");
+}
+
 /// Leaves out what the library reads from a newer server but this one never sends: the error
 /// code `UNKNOWN` and the blocker kind `unknown`.
 fn drop_unknowns(doc: &mut Value) {
@@ -983,7 +1045,7 @@ fn apply_field_rules(doc: &mut Value) {
     webhook["url"] = json!({
         "type": "string", "format": "uri", "minLength": 1, "maxLength": 2048,
         "pattern": webhook_url_pattern(),
-        "description": "an absolute http(s) URL without credentials (any the URL standard reads; the pattern is a safe subset: a host name, its last label starting with a letter and no label with two hyphens running, or an IPv4 address, and an optional port; an IPv6 address in brackets, which the pattern leaves out, is taken too); a host that does not resolve, or resolves to a loopback, private or link-local address, is refused unless WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
+        "description": "an absolute http(s) URL without credentials or port 0, at most 2048 characters once percent-encoded (any the URL standard reads; the pattern is a safe subset: a host name, its last label starting with a letter and no label with two hyphens running, or an IPv4 address, and an optional port; an IPv6 address in brackets, which the pattern leaves out, is taken too); a host that does not resolve, or resolves to a loopback, private or link-local address, is refused unless WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
         "example": "https://example.com/orchestrator",
     });
     webhook["event_types"] = json!({
@@ -1173,13 +1235,14 @@ const NAME_AROUND: &str = r"(?:[^\S\x00-\x1F\x7F-\x9F]|\uFEFF)";
 /// whose last label is a number is read as an IPv4 address by the URL standard, so a name's
 /// last label starts with a letter; a label has no two hyphens running, as the IDNA rules
 /// read `xn--` as an encoded name; an address's parts have no leading zero, which would make
-/// them octal; a port is at most 65535).
+/// them octal; a port is 1 to 65535, without a leading zero).
 fn webhook_url_pattern() -> String {
     let label = "[A-Za-z0-9]+(-[A-Za-z0-9]+)*";
     let last = "[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*";
     let name = format!("({label}\\.)*{last}\\.?");
     let octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
-    let port = "([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
+    let port =
+        "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
     format!("^[Hh][Tt][Tt][Pp][Ss]?://({name}|({octet}\\.){{3}}{octet})(:{port})?([/?#][!-~]*)?$")
 }
 

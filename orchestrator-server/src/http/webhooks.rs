@@ -252,10 +252,11 @@ fn chrono_delay(delay: Duration) -> chrono::Duration {
     chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::days(7))
 }
 
-/// An absolute `http` or `https` URL with a host and no credentials.
+/// An absolute `http` or `https` URL with a host, a port other than 0 and no credentials, of
+/// at most 2048 characters as given and as stored (percent-encoded, which may make it longer).
 fn check_url(text: &str) -> Result<reqwest::Url, ValidationError> {
     let bad = |rule: &str| ValidationError::new("url", rule);
-    if text.len() > MAX_URL_LEN {
+    if text.chars().count() > MAX_URL_LEN {
         return Err(bad("must be at most 2048 characters"));
     }
     let url = reqwest::Url::parse(text).map_err(|_| bad("must be an absolute http(s) URL"))?;
@@ -264,6 +265,14 @@ fn check_url(text: &str) -> Result<reqwest::Url, ValidationError> {
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(bad("must not carry credentials"));
+    }
+    if url.port() == Some(0) {
+        return Err(bad("must not name port 0 (nothing can be reached there)"));
+    }
+    if url.as_str().len() > MAX_URL_LEN {
+        return Err(bad(
+            "must be at most 2048 characters once percent-encoded, as it is stored and sent (each non-ASCII character takes 6 to 12)",
+        ));
     }
     Ok(url)
 }
@@ -652,6 +661,16 @@ mod tests {
             assert_eq!(check_url(bad).unwrap_err().field, "url", "{bad}");
         }
         assert!(check_url(&format!("https://example.com/{}", "a".repeat(2048))).is_err());
+        assert!(check_url("https://example.com:0/").is_err());
+        // 2048 characters, counted as given and once encoded as they are stored and sent.
+        let longest = format!("https://example.com/{}", "a".repeat(2048 - 20));
+        assert_eq!(check_url(&longest).unwrap().as_str().len(), 2048);
+        let wide = format!("https://example.com/{}", "é".repeat(1_000));
+        assert!(check_url(&wide).is_err_and(|e| e.rule.contains("percent-encoded")));
+        let short = format!("https://example.com/{}", "é".repeat(300));
+        assert!(check_url(&short).is_ok(), "1 800 bytes encoded");
+        let many = format!("https://example.com/{}", "é".repeat(1_100));
+        assert!(check_url(&many).is_err(), "percent-encoded past 2048");
     }
 
     #[tokio::test]

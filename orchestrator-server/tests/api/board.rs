@@ -1197,6 +1197,11 @@ async fn a_state_with_more_features_than_a_page_has_pages() {
     let bad = get(&app, "/board?state=PHASE_1&after=Not%20an%20id", None).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.text.contains("after"), "{}", bad.text);
+    // Without a state too, as the API's document states the rule; empty is not given.
+    let bad = get(&app, "/board?after=Not%20an%20id", None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let empty = get(&app, "/board?after=", None).await;
+    assert_eq!(empty.status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread")]

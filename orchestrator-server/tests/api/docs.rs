@@ -55,6 +55,19 @@ fn board_routes_are_documented_as_pages_that_need_no_bearer_token() {
             if method == "post" {
                 pages.extend(["408", "413"]);
             }
+            // Said once, in a page's words (no keys, streams or hub).
+            assert_eq!(
+                responses["500"]["description"],
+                json!("a page: a bug"),
+                "{method} {path}"
+            );
+            assert!(
+                !responses["503"]["description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Idempotency-Key"),
+                "{method} {path}"
+            );
             for status in pages {
                 let content = &responses[status]["content"];
                 assert!(
@@ -826,6 +839,8 @@ fn the_webhook_url_pattern_takes_common_receivers_and_only_urls_that_parse() {
         "http://1.2.3.4.5/",
         "http://01.2.3.4/",
         "http://receiver:65536/",
+        "http://receiver:0/",
+        "http://receiver:08080/",
         "http://a.123/",
         "ftp://hooks.example.com/",
         "http://user:pw@hooks.example.com/",
@@ -873,7 +888,20 @@ async fn answers_hold_every_field_their_schema_requires() {
     holds_required("Transition", &history["transitions"][0]);
     let listed = get("/workflows").await;
     holds_required("ListWorkflowsResponse", &listed);
-    holds_required("SummaryResponse", &get("/workflows/summary").await);
+    let summary = get("/workflows/summary").await;
+    holds_required("SummaryResponse", &summary);
+    // Every state, always, and nothing else.
+    let counts = &schemas["SummaryResponse"]["properties"]["counts"];
+    assert_eq!(counts["additionalProperties"], json!(false));
+    let keys: Vec<&String> = summary["counts"].as_object().unwrap().keys().collect();
+    let mut required: Vec<&str> = counts["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|state| state.as_str().unwrap())
+        .collect();
+    required.sort_unstable();
+    assert_eq!(keys, required);
     holds_required("ServiceInfo", &get("/").await);
 }
 

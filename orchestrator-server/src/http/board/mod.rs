@@ -135,7 +135,7 @@ fn sign_in_fields(auth: &Auth) -> (bool, bool) {
 #[utoipa::path(
     get, path = "/board", tag = "board", operation_id = "get_board",
     params(("state" = Option<String>, Query, description = "list only the other features in this state; empty: every state but GATE_1"),
-           ("after" = Option<String>, Query, description = "with `state`: list that state's features whose id sorts after this one (the page's \"Next page\" link); a feature id; without `state` it is not read")),
+           ("after" = Option<String>, Query, description = "with `state`: list that state's features whose id sorts after this one (the page's \"Next page\" link); a feature id (400 if not, with `state` or without); without `state` it is not used")),
     responses(
         (status = 200, description = "the overview page; or, when the server needs a token and no session is signed in, the sign-in page; or, asked for by a link from another site (`Sec-Fetch-Site: cross-site`, `Sec-Fetch-Mode: navigate`, `Sec-Fetch-Dest: document`) without a session cookie, a page that asks for the same address again from this origin (`<meta http-equiv=\"refresh\">`), so that the browser sends the SameSite=Strict cookie", content_type = "text/html", body = String),
         (status = 400, description = "a page: `state` is not a state, or `after` not a feature id", content_type = "text/html", body = String),
@@ -145,11 +145,9 @@ fn sign_in_fields(auth: &Auth) -> (bool, bool) {
 )]
 pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, ApiError> {
     let filter = state_filter(parts.uri.query())?;
-    // A later page of the one state asked for (no other list has pages).
-    let after = filter
-        .map(|_| after_filter(parts.uri.query()))
-        .transpose()?
-        .flatten();
+    // A later page of the one state asked for (no other list has pages); checked either way,
+    // as the API's document states its rule.
+    let after = after_filter(parts.uri.query())?.filter(|_| filter.is_some());
     let here = filter.map_or_else(
         || "/board".to_owned(),
         |state| state_page(state, after.as_ref()),
