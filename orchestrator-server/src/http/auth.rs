@@ -208,10 +208,13 @@ impl Auth {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` value; the scheme in any case.
+/// The token of an `Authorization: Bearer <token>` value; the scheme in any case, and the
+/// spaces around the token dropped, as the board's sign-in drops them from a pasted token.
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim_matches(' '))
 }
 
 #[cfg(test)]
@@ -225,5 +228,6 @@ mod tests {
         assert_eq!(bearer_token("BEARER s3cret"), Some("s3cret"));
         assert_eq!(bearer_token("Basic czNjcmV0"), None);
         assert_eq!(bearer_token("Bearers3cret"), None);
+        assert_eq!(bearer_token("Bearer  s3cret "), Some("s3cret"));
     }
 }

@@ -56,6 +56,11 @@ use router::Route;
 /// The body of every answer: whole, or a stream of server-sent events.
 pub type Body = Either<Full<Bytes>, events::SseBody>;
 
+/// The address a request came from (its connection's peer), for its log lines: a proxy's,
+/// behind one.
+#[derive(Debug, Clone, Copy)]
+struct Peer(std::net::SocketAddr);
+
 /// How long shutdown waits for in-flight requests before it gives up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to send a request's headers; an idle kept-alive connection is
@@ -359,6 +364,7 @@ impl App {
         let span = tracing::info_span!(
             "request",
             request_id = %request_id,
+            peer = request.extensions().get::<Peer>().map(|peer| tracing::field::display(peer.0)),
             method = %method,
             path = %request.uri().path(),
             feature_id = tracing::field::Empty,
@@ -771,7 +777,11 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
             .await;
         })
     };
+    // The connections' tasks, so a drain that runs out of time can close them.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Finished connections' results are not kept.
+        while connections.try_join_next().is_some() {}
         let accepted = async {
             // A closed semaphore cannot happen: nobody closes it.
             let slot = slots.clone().acquire_owned().await.ok();
@@ -779,7 +789,7 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         };
         let (slot, stream) = tokio::select! {
             (slot, accepted) = accepted => match accepted {
-                Ok((stream, _peer)) => (slot, stream),
+                Ok((stream, peer)) => (slot, (stream, peer)),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -789,15 +799,18 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
             },
             () = &mut shutdown => break,
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = service_fn(move |request| {
+        let service = service_fn(move |mut request: Request<Incoming>| {
             let app = app.clone();
+            // Who called, for the request's log lines (`peer`).
+            request.extensions_mut().insert(Peer(peer));
             async move { Ok::<_, Infallible>(app.handle(request).await) }
         });
         let io = TokioIo::new(conn::EnvelopeIo::new(stream, write_timeout));
         let connection = graceful.watch(http.serve_connection(io, service));
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -810,7 +823,16 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
     app.0.closing.send_replace(true);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing"),
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            // Their requests end unanswered, as a crash would leave them (a consultation
+            // still being asked is failed as interrupted below, not answered `asking`).
+            tracing::warn!(
+                connections = connections.len(),
+                "drain timed out; closing the connections left"
+            );
+            connections.abort_all();
+            while connections.join_next().await.is_some() {}
+        }
     }
     stop_housekeeping.send_replace(true);
     let _ = housekeeping.await;

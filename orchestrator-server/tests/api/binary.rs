@@ -497,6 +497,12 @@ async fn a_log_reader_that_stops_reading_holds_up_no_request() {
         "{} lines",
         log.lines().count()
     );
+    // Each request's lines name who called.
+    let answered = log
+        .lines()
+        .find(|line| line.contains("\"answered\""))
+        .unwrap();
+    assert!(answered.contains("\"peer\":\"127.0.0.1:"), "{answered}");
     assert!(
         log.trim_end()
             .lines()

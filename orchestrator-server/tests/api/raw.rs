@@ -753,3 +753,34 @@ async fn a_query_parameter_given_twice_is_refused() {
         .unwrap();
     assert_eq!(types.status(), 200);
 }
+
+/// A stop whose drain runs out of time (30 s) closes the connections left rather than leaving
+/// them to run on: here a request whose body never comes, which its body timeout (raised to
+/// 5 minutes) would otherwise hold open long after the server said it stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_that_runs_out_of_time_closes_the_connections_left() {
+    let mut app = crate::helpers::spawn_app_with(|c| c.body_timeout_seconds = 300).await;
+    let mut held = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    held.write_all(
+        b"POST /workflow/start HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    // The request is under way before the stop.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stopped = tokio::spawn(async move { app.stop().await });
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(45),
+        held.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection outlived the drain's 30 s by 15 s"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(15), stopped)
+        .await
+        .expect("the server stopped")
+        .unwrap();
+}
