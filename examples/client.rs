@@ -1,6 +1,7 @@
 //! Drives a server with the typed client: the server runs in-process on a free port over an
 //! in-memory SQLite database, and the client walks one feature through review, a rejection,
-//! a lost race, and completion.
+//! a lost race, and completion; a write sent twice with one idempotency key is carried out
+//! once.
 //!
 //! Run it with `cargo run -p examples --example client`.
 //! To drive a server you started yourself, pass its URL: `… --example client -- http://localhost:8000`.
@@ -36,8 +37,27 @@ async fn main() -> anyhow::Result<()> {
     // Every step names who took it, and the agent's say they are an agent's: without a
     // principals file the server goes by what requests say, and the gate's rules (an agent
     // never decides, an author never approves their own work) by those names and kinds.
+    let mut done = AdvanceRequest::new("agent_complete");
+    done.actor = Some("spec-agent".to_owned());
+    done.actor_kind = Some("agent".to_owned());
+    // An agent restarted mid-call cannot tell whether its write got through: sent again with
+    // the same idempotency key, it is carried out once, and the repeat gets the first answer.
+    let key = format!("{id}-spec-done-1");
+    let first = client
+        .with_idempotency_key(&key)
+        .advance_workflow(&id, &done)
+        .await?;
+    let again = client
+        .with_idempotency_key(&key)
+        .advance_workflow(&id, &done)
+        .await?;
+    anyhow::ensure!(again.version == first.version, "the repeat was carried out");
+    println!(
+        " agent_complete -> {} (v{}; sent twice with key {key}, carried out once)",
+        first.state, first.version
+    );
+
     for (trigger, actor, kind) in [
-        ("agent_complete", "spec-agent", "agent"),
         ("human_rejected", "alice", "human"),
         ("agent_complete", "spec-agent", "agent"),
     ] {

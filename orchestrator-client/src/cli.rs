@@ -313,7 +313,8 @@ pub enum Command {
     /// list of workflows.
     Gates {
         /// Leave out the gates this person approved already, or completed (unless the gate
-        /// allows self-approval); names compare as the gate compares them, whatever their case.
+        /// allows self-approval); names compare as the gate compares them, whatever their case
+        /// or Unicode encoding.
         #[arg(long, value_parser = |v: &str| Actor::parse_name(v).map_err(|e| e.to_string()))]
         actor: Option<Actor>,
         /// Only gates past their deadline.

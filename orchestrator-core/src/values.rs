@@ -150,7 +150,9 @@ impl Actor {
             Actor::parse(name)?
         };
         // Nobody's decision may read as the orchestrator's own (a gate's expiry).
-        if name.same_person(&Actor::system()) {
+        // By letter case alone, as the API's document can state it (a pattern): a name that
+        // only looks like it through another encoding (full-width letters) is not refused.
+        if case_folded(name.as_str()).eq(case_folded("system")) {
             return Err(ValidationError::new(
                 "actor",
                 "must not be system (in any letter case): the name is kept for the orchestrator's own decisions",
@@ -182,6 +184,13 @@ impl Actor {
 /// (ß, SS).
 fn folded(name: &str) -> impl Iterator<Item = char> + '_ {
     name.nfkd()
+        .flat_map(char::to_lowercase)
+        .flat_map(char::to_uppercase)
+}
+
+/// Lower case, then upper case, letter by letter (as [`folded`], without the decomposition).
+fn case_folded(name: &str) -> impl Iterator<Item = char> + '_ {
+    name.chars()
         .flat_map(char::to_lowercase)
         .flat_map(char::to_uppercase)
 }
@@ -598,6 +607,10 @@ mod tests {
             );
         }
         assert_eq!(Actor::parse_name("systems").unwrap().as_str(), "systems");
+        // By case alone, as the API's document states it: ſ is an s in upper case; full-width
+        // letters are another encoding, which the document's pattern cannot name.
+        assert!(Actor::parse_name("ſyſtem").is_err());
+        assert!(Actor::parse_name("\u{ff53}ystem").is_ok());
         assert!(Actor::parse("system").is_ok());
         // Invisible characters in a name would make a second person who looks like the first.
         for hidden in [

@@ -422,6 +422,7 @@ impl Config {
                 retention: Duration::from_secs(self.events_retention_seconds),
                 heartbeat: Duration::from_secs(self.events_heartbeat_seconds),
             },
+            drain_timeout: crate::http::DRAIN_TIMEOUT,
         }
     }
 

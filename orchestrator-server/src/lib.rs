@@ -44,6 +44,25 @@ pub use service::{StartupError, bind, build_app, claim_database};
 /// The service's version, reported by `/health` and `/`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The causes of `error`, each after `: ` (one that repeats the one before it left out): what
+/// a driver's own words ("error connecting to server") leave to its causes ("Connection
+/// refused").
+pub(crate) fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut last = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !last.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        last = said;
+        cause = next.source();
+    }
+    text
+}
+
 /// The message a panic was raised with (a `&str` or a `String`), for the log.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     payload

@@ -64,7 +64,7 @@ pub enum PrincipalsError {
     /// A name given to `principal add` is taken.
     #[error(
         "principals file {path}: a principal named '{name}' exists already (names are compared \
-         without regard to case)"
+         without regard to case or Unicode encoding)"
     )]
     NameTaken {
         /// The file.
@@ -138,7 +138,8 @@ impl Principals {
                         .to_owned(),
                 ));
             }
-            // Names are one person's whatever their case, as the gate's rules compare them.
+            // Names are one person's whatever their case or encoding, as the gate's rules
+            // compare them.
             if names
                 .iter()
                 .any(|name: &Actor| name.same_person(&principal.name))

@@ -75,6 +75,11 @@ pub fn init(filter: &str, format: LogFormat) {
                 location = location.as_deref().unwrap_or("unknown"),
                 "panicked (a bug)"
             );
+            // A panic out of `main` ends the process before its line would be written: wait
+            // for it a moment (not on the writing thread itself, which would wait for itself).
+            if std::thread::current().name() != Some(LOG_WRITER) {
+                flush(Duration::from_secs(1));
+            }
             if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
                 return;
             }
@@ -86,6 +91,9 @@ pub fn init(filter: &str, format: LogFormat) {
 /// Log lines the queue to standard output holds at most (a few MiB at the usual few hundred
 /// bytes a line): a burst waits there while the output is slow; past it, lines are dropped.
 pub const LOG_QUEUE_LINES: usize = 16_384;
+
+/// The name of the thread that writes the log out.
+const LOG_WRITER: &str = "log-writer";
 
 /// The queue [`init`] installed, if it did.
 static STDOUT_QUEUE: OnceLock<LogQueue> = OnceLock::new();
@@ -112,7 +120,7 @@ impl LogQueue {
     pub fn spawn(output: impl Write + Send + 'static, capacity: usize) -> std::io::Result<Self> {
         let (sender, receiver) = std::sync::mpsc::sync_channel(capacity);
         std::thread::Builder::new()
-            .name("log-writer".to_owned())
+            .name(LOG_WRITER.to_owned())
             .spawn(move || write_out(receiver, output))?;
         Ok(LogQueue {
             sender,

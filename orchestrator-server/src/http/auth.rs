@@ -209,12 +209,13 @@ impl Auth {
 }
 
 /// The token of an `Authorization: Bearer <token>` value; the scheme in any case, and the
-/// spaces around the token dropped, as the board's sign-in drops them from a pasted token.
+/// spaces and tabs around the token dropped (a token holds neither), as the board's sign-in
+/// drops them from a pasted token.
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim_matches(' '))
+        .then_some(token.trim_matches([' ', '\t']))
 }
 
 #[cfg(test)]
@@ -229,5 +230,6 @@ mod tests {
         assert_eq!(bearer_token("Basic czNjcmV0"), None);
         assert_eq!(bearer_token("Bearers3cret"), None);
         assert_eq!(bearer_token("Bearer  s3cret "), Some("s3cret"));
+        assert_eq!(bearer_token("Bearer \ts3cret"), Some("s3cret"));
     }
 }

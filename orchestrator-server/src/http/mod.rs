@@ -62,7 +62,7 @@ pub type Body = Either<Full<Bytes>, events::SseBody>;
 struct Peer(std::net::SocketAddr);
 
 /// How long shutdown waits for in-flight requests before it gives up on them.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to send a request's headers; an idle kept-alive connection is
 /// closed after as long.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,6 +85,8 @@ pub struct Limits {
     pub asks: AskPolicy,
     /// How long events are kept, and the streams' heartbeat.
     pub events: events::EventPolicy,
+    /// How long a stop waits for in-flight requests before it closes their connections.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -96,6 +98,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             asks: AskPolicy::default(),
             events: events::EventPolicy::default(),
+            drain_timeout: DRAIN_TIMEOUT,
         }
     }
 }
@@ -823,9 +826,10 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
     app.0.closing.send_replace(true);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+        () = tokio::time::sleep(app.0.limits.drain_timeout) => {
             // Their requests end unanswered, as a crash would leave them (a consultation
             // still being asked is failed as interrupted below, not answered `asking`).
+            while connections.try_join_next().is_some() {}
             tracing::warn!(
                 connections = connections.len(),
                 "drain timed out; closing the connections left"

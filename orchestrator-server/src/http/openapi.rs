@@ -674,7 +674,6 @@ fn merge_alternative_body(existing: &mut Value, errors: Value) {
     ));
 }
 
-/// When the server answers `code`, in a few words.
 /// When a board page answers `code` for what fails around its handler (a page, not the
 /// envelope; the API's wording names what pages never meet: keys, streams, the hub).
 fn on_a_page(code: ErrorCode) -> &'static str {
@@ -688,6 +687,7 @@ fn on_a_page(code: ErrorCode) -> &'static str {
     }
 }
 
+/// When the server answers `code`, in a few words.
 fn when(code: ErrorCode) -> &'static str {
     use ErrorCode::*;
     match code {

@@ -239,12 +239,7 @@ fn describe(error: reqwest::Error) -> String {
     } else {
         "the request failed".to_owned()
     };
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    text.push_str(&crate::causes(&error));
     text
 }
 

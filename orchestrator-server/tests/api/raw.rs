@@ -754,32 +754,54 @@ async fn a_query_parameter_given_twice_is_refused() {
     assert_eq!(types.status(), 200);
 }
 
-/// A stop whose drain runs out of time (30 s) closes the connections left rather than leaving
-/// them to run on: here a request whose body never comes, which its body timeout (raised to
-/// 5 minutes) would otherwise hold open long after the server said it stopped.
+/// A stop whose drain runs out of time closes the connections left rather than leaving them
+/// to run on: here a request whose body never comes, which its body timeout (5 minutes) and
+/// the request's bound (a minute) would otherwise hold open long after the server stopped.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drain_that_runs_out_of_time_closes_the_connections_left() {
-    let mut app = crate::helpers::spawn_app_with(|c| c.body_timeout_seconds = 300).await;
-    let mut held = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use orchestrator_core::{InMemoryWorkflowRepository, Orchestrator};
+    use orchestrator_server::http::Limits;
+    use orchestrator_server::http::auth::Auth;
+
+    let limits = Limits {
+        body_timeout: Duration::from_secs(300),
+        drain_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let app = orchestrator_server::App::with(
+        Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new())),
+        Auth::new(None, None).unwrap(),
+        Default::default(),
+        Arc::new(orchestrator_server::metrics::Metrics::default()),
+        limits,
+        None,
+        None,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(orchestrator_server::serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+    let mut held = tokio::net::TcpStream::connect(address).await.unwrap();
     held.write_all(
         b"POST /workflow/start HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
     )
     .await
     .unwrap();
     // The request is under way before the stop.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let stopped = tokio::spawn(async move { app.stop().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.send(()).unwrap();
     let mut rest = Vec::new();
-    let closed = tokio::time::timeout(
-        std::time::Duration::from_secs(45),
-        held.read_to_end(&mut rest),
-    )
-    .await;
+    let closed = tokio::time::timeout(Duration::from_secs(20), held.read_to_end(&mut rest)).await;
     assert!(
         closed.is_ok(),
-        "the connection outlived the drain's 30 s by 15 s"
+        "the connection outlived the drain's 1 s by 20 s"
     );
-    tokio::time::timeout(std::time::Duration::from_secs(15), stopped)
+    tokio::time::timeout(Duration::from_secs(20), server)
         .await
         .expect("the server stopped")
         .unwrap();

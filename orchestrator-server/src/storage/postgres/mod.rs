@@ -702,12 +702,6 @@ impl WorkflowRepository for PgRepository {
     }
 }
 
-/// The PostgreSQL URL with the connection's time bounds added, unless the operator set them:
-/// a connect timeout, TCP keepalives and a user timeout (so a dead peer is noticed). Every
-/// session also starts with the server-side statement and idle-in-transaction timeouts and
-/// `read committed` (the event log's numbering and the group commit's re-checks rely on it,
-/// whatever the database's default): put before an `options` the operator gave, whose own
-/// `-c` settings come later and so win.
 /// Whether the driver reads `url`, with the settings the server adds to it; if not, why, in
 /// words that hold no part of the URL (a password may be in it).
 pub(crate) fn check_url(url: &str) -> Result<(), String> {
@@ -715,7 +709,7 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
     let config: tokio_postgres::Config = with_timeouts(url)
         .parse()
         .map_err(|e: tokio_postgres::Error| with_causes(&e))?;
-    if config.get_hosts().is_empty() {
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
         return Err("it names no host".to_owned());
     }
     if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
@@ -729,17 +723,8 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
 
 /// An error and its causes, each after a colon: the driver's own words name the step that
 /// failed ("error connecting to server"), its causes why ("Connection refused").
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(why) = cause {
-        let said = why.to_string();
-        if !text.contains(&said) {
-            text = format!("{text}: {said}");
-        }
-        cause = why.source();
-    }
-    text
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    format!("{error}{}", crate::causes(error))
 }
 
 /// `url` as the log may show it: user, hosts, ports and database, never a password or the
@@ -748,24 +733,39 @@ pub(crate) fn shown(url: &str) -> String {
     let Ok(config) = url.parse::<tokio_postgres::Config>() else {
         return "postgres://…".to_owned();
     };
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .enumerate()
-        .map(|(n, host)| {
-            let host = match host {
+    // Names, or (`hostaddr=` alone) addresses.
+    let named: Vec<String> = if config.get_hosts().is_empty() {
+        config
+            .get_hostaddrs()
+            .iter()
+            .map(|address| match address {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            })
+            .collect()
+    } else {
+        config
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
                 tokio_postgres::config::Host::Tcp(name) if name.contains(':') => {
                     format!("[{name}]")
                 }
                 tokio_postgres::config::Host::Tcp(name) => name.clone(),
                 #[cfg(unix)]
                 tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-            };
-            match config.get_ports().get(n).or(config.get_ports().first()) {
+            })
+            .collect()
+    };
+    let hosts: Vec<String> = named
+        .into_iter()
+        .enumerate()
+        .map(
+            |(n, host)| match config.get_ports().get(n).or(config.get_ports().first()) {
                 Some(port) => format!("{host}:{port}"),
                 None => host,
-            }
-        })
+            },
+        )
         .collect();
     let user = config
         .get_user()
@@ -775,6 +775,12 @@ pub(crate) fn shown(url: &str) -> String {
     format!("postgres://{user}{}/{database}", hosts.join(","))
 }
 
+/// The PostgreSQL URL with the connection's time bounds added, unless the operator set them:
+/// a connect timeout, TCP keepalives and a user timeout (so a dead peer is noticed). Every
+/// session also starts with the server-side statement and idle-in-transaction timeouts and
+/// `read committed` (the event log's numbering and the group commit's re-checks rely on it,
+/// whatever the database's default): put before an `options` the operator gave, whose own
+/// `-c` settings come later and so win.
 fn with_timeouts(url: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut params: Vec<String> = query
@@ -1102,6 +1108,10 @@ mod tests {
         );
         assert_eq!(shown("postgres://[::1]/x"), "postgres://[::1]:5432/x");
         assert!(check_url("postgres://u:p@h:5432/db?sslmode=prefer").is_ok());
+        // An address alone is a host, as the driver connects to it.
+        let by_address = "postgres://u:p@/db?hostaddr=127.0.0.1";
+        assert!(check_url(by_address).is_ok());
+        assert_eq!(shown(by_address), "postgres://u@127.0.0.1/db");
         for (url, why) in [
             (
                 "postgres://u:s3cret@h:99999/db",
