@@ -53,7 +53,8 @@ where
 /// prints it when `RUST_BACKTRACE` asks for a backtrace, or when the filter would drop the
 /// log line.
 pub fn init(filter: &str, format: LogFormat) {
-    let installed = match LogQueue::spawn(std::io::stdout(), LOG_QUEUE_LINES) {
+    // Set once per process; a second call keeps the first subscriber.
+    let _ = match LogQueue::spawn(std::io::stdout(), LOG_QUEUE_LINES) {
         Ok(queue) => {
             let _ = STDOUT_QUEUE.set(queue.clone());
             tracing::subscriber::set_global_default(subscriber(filter, format, queue))
@@ -63,7 +64,6 @@ pub fn init(filter: &str, format: LogFormat) {
             tracing::subscriber::set_global_default(subscriber(filter, format, std::io::stdout))
         }
     };
-    let _ = installed;
     let rusts = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if tracing::enabled!(tracing::Level::ERROR) {
