@@ -134,6 +134,23 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     start(config, dir, hub).await
 }
 
+/// An open server's app (no token, no webhooks, no board sessions) over `orchestrator`, with
+/// `limits`: for tests that set a bound no setting reaches, or drive the app's parts alone.
+pub fn open_app(
+    orchestrator: orchestrator_core::Orchestrator,
+    limits: orchestrator_server::http::Limits,
+) -> orchestrator_server::App {
+    orchestrator_server::App::with(
+        orchestrator,
+        orchestrator_server::http::auth::Auth::new(None, None).expect("an open server's auth"),
+        Default::default(),
+        Arc::new(orchestrator_server::metrics::Metrics::default()),
+        limits,
+        None,
+        None,
+    )
+}
+
 /// An address where nothing listens.
 pub fn dead_url() -> String {
     // The discard port: below the ephemeral range, so no test's listener on port 0 can take it

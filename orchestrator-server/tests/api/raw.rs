@@ -764,21 +764,15 @@ async fn a_drain_that_runs_out_of_time_closes_the_connections_left() {
 
     use orchestrator_core::{InMemoryWorkflowRepository, Orchestrator};
     use orchestrator_server::http::Limits;
-    use orchestrator_server::http::auth::Auth;
 
     let limits = Limits {
         body_timeout: Duration::from_secs(300),
         drain_timeout: Duration::from_secs(1),
         ..Limits::default()
     };
-    let app = orchestrator_server::App::with(
+    let app = crate::helpers::open_app(
         Orchestrator::new(Arc::new(InMemoryWorkflowRepository::new())),
-        Auth::new(None, None).unwrap(),
-        Default::default(),
-        Arc::new(orchestrator_server::metrics::Metrics::default()),
         limits,
-        None,
-        None,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

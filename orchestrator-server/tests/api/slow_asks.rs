@@ -584,7 +584,7 @@ async fn a_lone_postgres_server_fails_every_left_over_ask_and_one_beside_a_repli
 async fn leftover_asks_are_failed_by_age_when_replicas_share_the_database() {
     use chrono::TimeZone;
     use orchestrator_core::{InMemoryWorkflowRepository, ManualClock, Orchestrator};
-    use orchestrator_server::http::{AskPolicy, Limits, auth::Auth};
+    use orchestrator_server::http::{AskPolicy, Limits};
 
     let t0 = chrono::Utc
         .with_ymd_and_hms(2026, 11, 24, 10, 0, 0)
@@ -625,15 +625,7 @@ async fn leftover_asks_are_failed_by_age_when_replicas_share_the_database() {
         },
         ..Limits::default()
     };
-    let app = orchestrator_server::App::with(
-        orchestrator.clone(),
-        Auth::new(None, None).unwrap(),
-        Default::default(),
-        Arc::new(orchestrator_server::metrics::Metrics::default()),
-        limits,
-        None,
-        None,
-    );
+    let app = crate::helpers::open_app(orchestrator.clone(), limits);
     let status = |id| {
         let orchestrator = orchestrator.clone();
         let f = f.clone();
