@@ -375,7 +375,8 @@ impl Consultation {
                 self.human_action = escalation.human_action;
                 self.human_response = escalation.human_response.clone();
                 self.human_responder = escalation.human_responder.clone();
-                self.resolved_at = escalation.resolved_at;
+                // A hub that did not say when (or said it unreadably): when this learnt of it.
+                self.resolved_at = escalation.resolved_at.or(Some(at));
             }
             EscalationStatus::Expired => self.status = ConsultationStatus::NeedsReroute,
         }
@@ -515,6 +516,13 @@ mod tests {
             (c.human_action, c.updated_at),
             (Some(HumanAction::Confirm), t(5))
         );
+        // The hub did not say when it was answered: when this learnt of it.
+        assert_eq!(c.resolved_at, Some(t(5)));
+        let mut dated = pending();
+        let mut said = escalation(EscalationStatus::Resolved, Some(HumanAction::Confirm), None);
+        said.resolved_at = Some(t(3));
+        dated.refresh(&said, t(5));
+        assert_eq!(dated.resolved_at, Some(t(3)));
     }
 
     #[test]

@@ -303,17 +303,16 @@ fn refusal(status: StatusCode, body: &[u8]) -> HubError {
         return match parsed {
             Some(_) => HubError::Failed(format!("{status}: the hub refused the request body")),
             None => {
-                // The start of it: enough to say what it was, whatever its length.
-                let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
-                HubError::Failed(format!("{status}: {}", text.trim()))
+                let text = String::from_utf8_lossy(&body[..body.len().min(4 * HUB_WORDS)]);
+                HubError::Failed(format!("{status}: {}", hub_words(text.trim())))
             }
         };
     };
     let message = match &error.details {
         Some(details) if !details.is_empty() => {
-            format!("{} ({})", error.message, details.join("; "))
+            hub_words(&format!("{} ({})", error.message, details.join("; ")))
         }
-        _ => error.message.clone(),
+        _ => hub_words(&error.message),
     };
     // A code means what the hub says only beside a 4xx: a 5xx is the hub failing, whatever
     // its body names (a lost escalation read from a 500 would open a gate).
@@ -331,6 +330,28 @@ fn refusal(status: StatusCode, body: &[u8]) -> HubError {
         "ALREADY_RESOLVED" => HubError::AlreadyResolved(message),
         code => HubError::Failed(format!("{status} {code}: {message}")),
     }
+}
+
+/// Most characters of the hub's own words kept in an error (and so in a log line).
+const HUB_WORDS: usize = 300;
+
+/// The start of the hub's words, enough to say what it was whatever its length, on one line:
+/// a control character is written as its escape, so a line break in the hub's text cannot
+/// start a log line of its own.
+fn hub_words(text: &str) -> String {
+    let mut words = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == HUB_WORDS {
+            words.push('…');
+            break;
+        }
+        if c.is_control() {
+            words.extend(c.escape_default());
+        } else {
+            words.push(c);
+        }
+    }
+    words
 }
 
 fn confidence(value: f64) -> Result<u8, HubError> {
@@ -562,6 +583,40 @@ mod tests {
             refusal(StatusCode::INTERNAL_SERVER_ERROR, agent),
             HubError::Failed(_)
         ));
+    }
+
+    /// The hub's words reach the log bounded and on one line, whatever it sends: a line
+    /// break in its message cannot forge a log line, and 120 KB of message is not one.
+    #[test]
+    fn the_hubs_words_are_kept_short_and_on_one_line() {
+        let forged = br#"{"detail": {"error": {"code": "AGENT_UNAVAILABLE",
+            "message": "down\nFAKE LOG LINE level=ERROR", "details": ["a\rb"]}}}"#;
+        match refusal(StatusCode::INTERNAL_SERVER_ERROR, forged) {
+            HubError::Failed(text) => {
+                assert!(!text.contains(['\n', '\r']), "{text}");
+                assert!(text.contains(r"down\nFAKE LOG LINE"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let long = format!(
+            r#"{{"error": {{"code": "SESSION_NOT_FOUND", "message": "{}", "details": ["{}"]}}}}"#,
+            "m".repeat(120_000),
+            "d".repeat(120_000)
+        );
+        match refusal(StatusCode::NOT_FOUND, long.as_bytes()) {
+            HubError::SessionNotFound(text) => {
+                assert_eq!(text.chars().count(), HUB_WORDS + 1, "{text}");
+                assert!(text.ends_with('…'));
+            }
+            other => panic!("{other:?}"),
+        }
+        let plain = "line one\nline two ".repeat(10_000);
+        match refusal(StatusCode::BAD_GATEWAY, plain.as_bytes()) {
+            HubError::Failed(text) => {
+                assert!(!text.contains('\n') && text.chars().count() < 2 * HUB_WORDS);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A client of the hub at `url` that waits 5 s for every call.

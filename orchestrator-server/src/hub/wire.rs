@@ -30,10 +30,10 @@ pub struct Session {
     #[serde(default)]
     pub status: String,
     /// Naive UTC; not used (absent or unreadable: none).
-    #[serde(default, with = "hub_time_unused")]
+    #[serde(default, with = "hub_time_lenient")]
     pub created_at: Option<DateTime<Utc>>,
     /// Naive UTC; not used (absent or unreadable: none).
-    #[serde(default, with = "hub_time_unused")]
+    #[serde(default, with = "hub_time_lenient")]
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -107,10 +107,10 @@ pub struct Escalation {
     #[serde(default)]
     pub human_responder: Option<String>,
     /// Naive UTC; not used (absent or unreadable: none).
-    #[serde(default, with = "hub_time_unused")]
+    #[serde(default, with = "hub_time_lenient")]
     pub created_at: Option<DateTime<Utc>>,
-    /// Naive UTC.
-    #[serde(default, with = "hub_time_option")]
+    /// Naive UTC (unreadable: none; the orchestrator then keeps when it learnt of it).
+    #[serde(default, with = "hub_time_lenient")]
     pub resolved_at: Option<DateTime<Utc>>,
 }
 
@@ -274,11 +274,13 @@ pub mod hub_time {
     }
 }
 
-/// [`hub_time`] for optional timestamps.
-pub mod hub_time_option {
+/// An optional timestamp, read leniently: a hub that leaves it out, sends null or changes its
+/// format fails no call over it (an escalation whose `resolved_at` could not be read would
+/// otherwise be unreadable as a whole, and its gate held for ever).
+pub mod hub_time_lenient {
     use super::*;
 
-    /// Writes an optional timestamp.
+    /// Writes an optional timestamp, as the hub does.
     pub fn serialize<S: Serializer>(
         at: &Option<DateTime<Utc>>,
         serializer: S,
@@ -287,32 +289,6 @@ pub mod hub_time_option {
             Some(at) => hub_time::serialize(at, serializer),
             None => serializer.serialize_none(),
         }
-    }
-
-    /// Reads an optional timestamp.
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<DateTime<Utc>>, D::Error> {
-        match Option::<String>::deserialize(deserializer)? {
-            None => Ok(None),
-            Some(text) => hub_time::parse(&text)
-                .map(Some)
-                .ok_or_else(|| serde::de::Error::custom(format!("not a timestamp: {text}"))),
-        }
-    }
-}
-
-/// A timestamp the orchestrator does not use, read leniently: a hub that leaves it out, sends
-/// null or changes its format fails no call over it.
-pub mod hub_time_unused {
-    use super::*;
-
-    /// Writes an optional timestamp, as the hub does.
-    pub fn serialize<S: Serializer>(
-        at: &Option<DateTime<Utc>>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        hub_time_option::serialize(at, serializer)
     }
 
     /// Reads anything: a timestamp, else none.
@@ -414,6 +390,20 @@ mod tests {
         assert_eq!(corrected.human_action, Some(HumanAction::Correct));
         assert_eq!(corrected.human_response.as_deref(), Some("A log"));
         assert!(corrected.resolved_at.is_some());
+    }
+
+    /// A resolution time the hub wrote in a form of its own leaves the escalation readable:
+    /// the human's answer is what matters, and an unreadable one would hold the gate for ever.
+    #[test]
+    fn an_escalation_with_an_unreadable_resolution_time_is_still_read() {
+        let escalation: Escalation = serde_json::from_str(
+            r#"{"id": "6f782cbc-1", "status": "resolved", "question": "Which queue?",
+                "tentative_answer": "A queue", "confidence": 40, "human_action": "confirm",
+                "created_at": "2026-11-24T10:29:57", "resolved_at": "yesterday"}"#,
+        )
+        .unwrap();
+        assert_eq!(escalation.status, EscalationStatus::Resolved);
+        assert_eq!(escalation.resolved_at, None);
     }
 
     #[test]
