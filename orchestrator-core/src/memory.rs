@@ -611,12 +611,9 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
 }
 
 impl Entry {
-    /// The consultations that block the gate, reservations included.
+    /// The published consultations that block the gate (a reservation holds nothing).
     fn blockers(&self) -> impl Iterator<Item = &Consultation> {
-        self.consultations
-            .iter()
-            .chain(&self.reserved)
-            .filter(|c| c.blocks_gate())
+        self.consultations.iter().filter(|c| c.blocks_gate())
     }
 
     /// Consultations are stored only while the workflow is active.

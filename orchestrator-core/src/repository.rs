@@ -374,8 +374,8 @@ pub trait WorkflowRepository: Send + Sync {
     /// while the receipt's claim holds its key: else [`RepositoryError::KeyTakenOver`]).
     ///
     /// An approval (`human_approved` without `override`) lands only if, at the moment it
-    /// commits, no consultation of the workflow blocks the gate ([`Consultation::blocks_gate`],
-    /// reservations included); otherwise [`RepositoryError::GateBlocked`] and nothing changes.
+    /// commits, no published consultation of the workflow blocks the gate
+    /// ([`Consultation::blocks_gate`]; a reservation holds nothing); otherwise [`RepositoryError::GateBlocked`] and nothing changes.
     /// Its judge saw none (a blocker refuses an approval), so one found here was stored while
     /// it was judged; a consultation stored after the approval lands finds the gate passed.
     async fn commit_with(
@@ -571,10 +571,10 @@ pub trait WorkflowRepository: Send + Sync {
         feature_id: &FeatureId,
     ) -> Result<Vec<Consultation>, RepositoryError>;
 
-    /// The consultations that block these workflows' gates ([`Consultation::blocks_gate`]),
-    /// reservations included, oldest first (one read for a page of gates): what an approval
-    /// is judged on. A reservation is an ask under way, so it holds the gate although no
-    /// listing shows it yet. Unknown ids hold nothing.
+    /// The published consultations that block these workflows' gates
+    /// ([`Consultation::blocks_gate`]), oldest first (one read for a page of gates): what an
+    /// approval is judged on. A reservation (an ask still inside its wait) is seen by no gate,
+    /// as by no listing: it holds the gate from when it is published. Unknown ids hold nothing.
     async fn gate_blockers(
         &self,
         feature_ids: &[FeatureId],

@@ -17,8 +17,8 @@ const LOOKUPS_AT_ONCE: usize = 8;
 impl Orchestrator {
     /// What the gate rule needs to judge an approval: the workflow's `pending_human`
     /// consultations, refreshed from the hub first (a hub that cannot be reached fails the
-    /// approval: the gate cannot be judged), and those still being asked, reservations
-    /// included (an ask within its wait holds the gate before any listing shows it).
+    /// approval: the gate cannot be judged), and those still being asked (published: an ask
+    /// still inside its wait is seen by no gate).
     pub(super) async fn gate_facts(&self, feature_id: &FeatureId) -> Result<GateFacts> {
         let mut blockers = self
             .repository

@@ -2,8 +2,7 @@
 //! asks in flight, finishing in the background, the sweep of abandoned asks, and the drain on
 //! shutdown.
 //!
-//! A consultation is stored as a reservation first (no listing shows it, but it holds the
-//! gate); the hub is then given the wait window. An answer (or a failure) inside it settles
+//! A consultation is stored as a reservation first (no listing, event or gate sees it); the hub is then given the wait window. An answer (or a failure) inside it settles
 //! the request as before: 201 with the answer, or the error with nothing kept. Past it, the
 //! reservation is published as `asking`, the request answers 202, and the same hub call goes
 //! on in a background task that stores the outcome. From the reservation on, the ask runs in a
@@ -225,8 +224,8 @@ impl Ask {
         };
         // The hub's answer, unless the wait ran out first — or the server stops meanwhile:
         // then the ask is published and, the server stopping, recorded `interrupted` at once
-        // (a wait as long as the hub's timeout would outlast the stop, and leave its hidden
-        // reservation holding the gate).
+        // (a wait as long as the hub's timeout would outlast the stop, and leave the caller
+        // no answer and the ask no record).
         let in_time = tokio::select! {
             // An answer in hand when the stop comes is kept, not recorded `interrupted`.
             biased;

@@ -150,12 +150,13 @@ pub fn consultations_of<'a>(feature_id: &'a str) -> _ {
         .order((consultations::created_at.asc(), consultations::id.asc()))
 }
 
-/// These workflows' consultations that block their gates (`asking` or `pending_human`, given
-/// as their stored text), reservations included, oldest first.
+/// These workflows' published consultations that block their gates (`asking` or
+/// `pending_human`, given as their stored text; a reservation holds nothing), oldest first.
 #[dsl::auto_type]
 pub fn gate_blockers_of<'a>(feature_ids: Vec<&'a str>, asking: &'a str, pending: &'a str) -> _ {
     consultations::table
         .filter(consultations::feature_id.eq_any(feature_ids))
+        .filter(consultations::visible.eq(true))
         .filter(
             consultations::status
                 .eq(asking)

@@ -602,8 +602,9 @@ pub async fn reservations_are_seen_by_no_reader_until_published(repo: &dyn Workf
     ));
 }
 
-/// An approval judged by the gate's rules lands only while no consultation blocks the gate:
-/// one reserved or published after its judge read the facts refuses the commit. Other changes
+/// An approval judged by the gate's rules lands only while no published consultation blocks
+/// the gate: one published after its judge read the facts refuses the commit; a reservation
+/// (an ask still inside its wait) holds nothing. Other changes
 /// (a rejection) land whatever blocks.
 pub async fn an_approval_lands_only_while_no_consultation_blocks_the_gate(
     repo: &dyn WorkflowRepository,
@@ -622,20 +623,24 @@ pub async fn an_approval_lands_only_while_no_consultation_blocks_the_gate(
         );
     };
 
-    // A reservation blocks the gate, though no listing shows it.
+    // A reservation is seen by no gate, as by no listing; published, it holds the gate until
+    // it is answered.
     let mut asking = consultation("gated", 1, false);
     (asking.answer, asking.confidence, asking.final_answer) = (None, None, None);
     asking.status = ConsultationStatus::Asking;
     repo.reserve_consultation(&asking).await.unwrap();
     assert_eq!(repo.consultations(&id("gated")).await.unwrap(), vec![]);
+    assert_eq!(repo.gate_blockers(&[id("gated")]).await.unwrap(), vec![]);
+    repo.add_consultation(&asking).await.unwrap();
     assert_eq!(
         repo.gate_blockers(&[id("gated")]).await.unwrap(),
         vec![asking.clone()]
     );
     refused(repo.commit(2, &approved, &approval).await);
-    repo.drop_reservation(&id("gated"), asking.id)
-        .await
-        .unwrap();
+    let mut answered = consultation("gated", 1, false);
+    answered.id = asking.id;
+    repo.update_consultation(&answered).await.unwrap();
+    assert_eq!(repo.gate_blockers(&[id("gated")]).await.unwrap(), vec![]);
 
     // So does a published escalation, until it is settled; nothing lands meanwhile.
     let pending = consultation("gated", 2, true);

@@ -1,6 +1,6 @@
 //! Slow experts: a consultation answers 202 `asking` once the wait runs out, blocks the gate
-//! while it is asked (inside the wait too, though no listing shows it then), and ends as the
-//! hub said or `failed`; nothing is seen of an ask that fails inside the wait, and an ask whose
+//! while it is asked (from then: inside the wait no listing, event or gate sees it), and ends
+//! as the hub said or `failed`; nothing is seen of an ask that fails inside the wait, and an ask whose
 //! client hangs up still runs to its end; asks past the cap are refused before anything is
 //! stored; a stop or a crash leaves `failed` / `interrupted`, never `asking` forever.
 
@@ -235,49 +235,43 @@ async fn an_ask_that_fails_after_the_wait_is_failed_with_a_code_in_our_words() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_ask_inside_the_wait_is_listed_by_nobody_holds_the_gate_and_a_failure_keeps_nothing() {
-    // While the expert thinks (inside the wait), no listing shows the ask, but it holds the
-    // gate: an approval now would pass before a question the hub may send to a human.
+async fn an_ask_inside_the_wait_is_seen_by_no_listing_or_gate_and_a_failure_keeps_nothing() {
+    // While the expert thinks (inside the wait), the ask is a reservation: no listing shows
+    // it, no event tells of it, and the gate does not see it.
     let (app, f, asking) = ask_held_at_the_gate("hidden").await;
     assert!(
         listed(&app.client, &f).await.is_empty(),
         "a reservation was seen"
     );
     let blocked_by = app.client.get_workflow(&f).await.unwrap().gate.blocked_by;
-    let refused = app
-        .client
-        .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
-        .await
-        .expect_err("an ask inside its wait blocks the gate");
-    assert_eq!(refused.code(), Some(ErrorCode::GateBlocked), "{refused}");
-    let details = match &refused {
-        orchestrator_client::ClientError::Api { body, .. } => body.details.clone(),
-        other => panic!("not an API error: {other}"),
-    };
-    app.hub.release();
-    assert_eq!(asking.await.unwrap().unwrap().status(), 201);
-    let items = listed(&app.client, &f).await;
-    assert_eq!(items.len(), 1);
-    assert_eq!(
-        details,
-        Some(vec![format!(
-            "consultation {} is still being asked",
-            items[0].id
-        )])
-    );
-    // The workflow said so too, while the ask was in its wait.
     assert_eq!(
         serde_json::to_value(&blocked_by).unwrap(),
-        serde_json::json!([{"kind": "approvals", "have": 0, "need": 1},
-                           {"kind": "asking", "consultation_id": items[0].id}])
+        serde_json::json!([{"kind": "approvals", "have": 0, "need": 1}])
     );
-    // Answered, it no longer holds the gate.
     let approved = app
         .client
         .advance_workflow(&f, &AdvanceRequest::new("human_approved"))
         .await
-        .unwrap();
+        .expect("an ask inside its wait does not hold the gate");
     assert_eq!(approved.state, WorkflowState::Phase2);
+    // Answered after the approval, it is kept (the workflow is still active), asked at the
+    // gate.
+    app.hub.release();
+    assert_eq!(asking.await.unwrap().unwrap().status(), 201);
+    let items = listed(&app.client, &f).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].asked_in_state, WorkflowState::Gate1);
+    // Told of once kept, after the approval.
+    let events = app.client.list_events(&Default::default()).await.unwrap();
+    let types: Vec<_> = events.items.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        &types[types.len() - 2..],
+        [
+            orchestrator_core::EventType::WorkflowTransitioned,
+            orchestrator_core::EventType::ConsultationCreated
+        ],
+        "{types:?}"
+    );
 
     // A failure inside the wait answers as before and keeps nothing.
     app.hub.inject(Fault::PlainText500);
@@ -302,7 +296,7 @@ async fn an_ask_whose_client_goes_away_inside_the_wait_still_runs_to_its_end() {
 
 /// A client that hangs up while its ask's reservation waits for the database: the reservation
 /// is written once the database lets it, and the ask then runs to its end — it is not left
-/// behind, unseen, holding the gate until the sweep of abandoned asks.
+/// behind, unseen, until the sweep of abandoned asks.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ask_whose_client_goes_away_before_its_reservation_is_written_still_runs_to_its_end() {
     let (app, f) = at_the_gate("gone-early", 5).await;
@@ -408,7 +402,7 @@ async fn a_stop_during_a_background_ask_leaves_it_failed_interrupted() {
 }
 
 /// An ask still inside a wait as long as the hub's timeout when the server stops is not left
-/// a hidden reservation holding the gate: it is published and recorded `interrupted` by the
+/// behind as a hidden reservation: it is published and recorded `interrupted` by the
 /// stop itself (found so in the store before any restart could recover it).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stop_during_a_long_wait_records_the_ask_interrupted() {

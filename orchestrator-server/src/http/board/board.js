@@ -195,7 +195,6 @@
       shown = asked;
       clocked();
       giveBack();
-      rechecked();
       // Bound first: a button comes disabled, and a disabled button takes no focus.
       bind();
       // What had the focus is gone (the feature left the gate under the reader): it goes to
@@ -739,21 +738,9 @@
     });
   }
 
-  // A gate held by a question the Agent Hub is being asked right now (listed once it is
-  // answered or its wait ends, and dropped without an event should the hub fail inside the
-  // wait): the page asks again after the time it names, so it does not stay stale.
-  let recheck = null;
-  function rechecked() {
-    if (recheck) { clearTimeout(recheck); recheck = null; }
-    const main = document.getElementById('main');
-    const after = main ? Number(main.dataset.recheckMs || 0) : 0;
-    if (after > 0) recheck = setTimeout(() => { recheck = null; schedule(); }, after);
-  }
-
   pin(document.getElementById('decide'));
   clocked();
   giveBack();
-  rechecked();
   setInterval(tick, 20000);
   bind();
   connect();

@@ -371,9 +371,6 @@ pub(crate) async fn feature(
         .collect();
     let mut view = WorkflowResponse::new(&workflow, now);
     view.gate.hold(&blockers);
-    // Questions being put to the Agent Hub right now (inside their wait): they hold the gate
-    // but are listed nowhere until the hub answers or the wait ends.
-    let mut unlisted = 0;
     let verdict = match &session {
         _ if workflow.state() != WorkflowState::Gate1 => views::Verdict::SignedOut,
         None => views::Verdict::SignedOut,
@@ -405,12 +402,6 @@ pub(crate) async fn feature(
                 let judged = orchestrator
                     .may_approve(&workflow, &actor, session.kind)
                     .await?;
-                if let Err(TransitionError::GateBlocked { asking, .. }) = &judged {
-                    unlisted = asking
-                        .iter()
-                        .filter(|id| !consultations.iter().any(|c| &c.id == *id))
-                        .count();
-                }
                 match judged {
                     Ok(()) => views::Verdict::May,
                     Err(refused) => views::Verdict::MayNot {
@@ -431,7 +422,7 @@ pub(crate) async fn feature(
                                     &GateFacts::default(),
                                 )
                                 .is_ok(),
-                        why: views::why_not(&refused) + &views::being_asked(unlisted),
+                        why: views::why_not(&refused),
                         may_reject,
                     },
                 }
@@ -448,7 +439,6 @@ pub(crate) async fn feature(
         consultations,
         verdict,
         may_respond,
-        recheck: unlisted > 0,
         now,
     };
     let frame = views::Frame {

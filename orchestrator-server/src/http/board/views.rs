@@ -423,9 +423,6 @@ pub struct Feature {
     pub verdict: Verdict,
     /// Whether the signed-in person may answer escalations (a human reviewer).
     pub may_respond: bool,
-    /// Whether a question being put to the Agent Hub holds the gate unlisted: the page then
-    /// asks for itself again after [`RECHECK_MS`] (its end writes no event when it fails).
-    pub recheck: bool,
     /// When the page was made.
     pub now: Timestamp,
 }
@@ -445,8 +442,7 @@ pub fn feature(data: &Feature) -> Markup {
         .filter(|t| t.trigger == Trigger::HumanRejected)
         .collect();
     html! {
-        main #main data-version=(w.version) data-state=(w.state) data-now=(instant(now))
-            data-recheck-ms=[data.recheck.then_some(RECHECK_MS)] {
+        main #main data-version=(w.version) data-state=(w.state) data-now=(instant(now)) {
             p.crumbs { a href="/board" { "Board" } " / " (w.feature_id.as_str()) }
             h1 { (w.feature_id.as_str()) }
             p.description { (w.description.as_str()) }
@@ -698,25 +694,6 @@ pub fn ago(at: Timestamp, now: Timestamp) -> String {
         60..3600 => format!("{} min", s / 60),
         3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
         _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
-    }
-}
-
-/// How soon a feature page held by a question being put to the Agent Hub asks for itself
-/// again, in milliseconds.
-pub const RECHECK_MS: u32 = 2000;
-
-/// What to add to [`why_not`] when `unlisted` of the consultations holding the gate are
-/// questions being put to the Agent Hub right now, which no list shows yet.
-pub fn being_asked(unlisted: usize) -> String {
-    match unlisted {
-        0 => String::new(),
-        1 => " One is a question being put to the Agent Hub right now, listed here once the \
-              hub answers or its wait ends."
-            .to_owned(),
-        n => format!(
-            " {n} are questions being put to the Agent Hub right now, listed here once the hub \
-             answers or their wait ends."
-        ),
     }
 }
 
