@@ -41,8 +41,8 @@ Exit codes:
   10 s at most; but a write the server says an earlier attempt of is still
   being carried out is asked about until that attempt's answer comes: up to the server's
   request bound plus 5 s, 10 minutes at most); `health` is tried once, and `watch` waits on
-  its stream as long as it runs (it reconnects after four of the server's heartbeats of
-  silence, a minute at least). Against a server whose request bound is raised
+  its stream as long as it runs, --timeout aside: a minute for the stream to open, then it
+  reconnects after four of the server's heartbeats of silence, a minute at least. Against a server whose request bound is raised
   (REQUEST_TIMEOUT_SECONDS, or a longer AGENT_HUB_WAIT_SECONDS), give `ask` at least that.
 
 --idempotency-key: for writes only (start, advance, approve, reject, consult, respond,
@@ -79,7 +79,7 @@ pub enum WebhookCommand {
         #[arg(id = "receiver", value_name = "URL")]
         url: String,
         /// Only these types (repeat, or separate by commas); default: every type.
-        #[arg(long = "type", value_delimiter = ',')]
+        #[arg(long = "type", value_delimiter = ',', value_parser = event_type)]
         types: Vec<String>,
         /// Free text for people.
         #[arg(long)]
@@ -219,13 +219,13 @@ pub enum Command {
         actor: Option<String>,
         /// human or agent: taken without principals; with them the token's principal's kind
         /// counts, and agent is refused either way (an agent may not approve).
-        #[arg(long)]
+        #[arg(long, value_parser = ["human", "agent"])]
         actor_kind: Option<String>,
         /// Why, kept with the history entry (required with --override).
         #[arg(long)]
         reason: Option<String>,
-        /// Pass the gate whatever is missing (admins only).
-        #[arg(long = "override")]
+        /// Pass the gate whatever is missing (admins only; needs --reason).
+        #[arg(long = "override", requires = "reason")]
         override_gate: bool,
         /// A JSON object kept with the history entry.
         #[arg(long)]
@@ -246,7 +246,7 @@ pub enum Command {
         actor: Option<String>,
         /// human or agent: taken without principals; with them the token's principal's kind
         /// counts, and agent is refused either way (an agent may not reject).
-        #[arg(long)]
+        #[arg(long, value_parser = ["human", "agent"])]
         actor_kind: Option<String>,
         /// A JSON object kept with the history entry.
         #[arg(long)]
@@ -267,7 +267,7 @@ pub enum Command {
         actor: Option<String>,
         /// human or agent: taken without principals; with them the token's principal's kind
         /// counts, but an approval or rejection that says agent is refused either way.
-        #[arg(long)]
+        #[arg(long, value_parser = ["human", "agent"])]
         actor_kind: Option<String>,
         /// Why.
         #[arg(long)]
@@ -395,14 +395,14 @@ pub enum Command {
         #[arg(value_parser = ["confirm", "correct", "add_context"])]
         action: String,
         /// The correction or the context (required for correct and add_context).
-        #[arg(long)]
+        #[arg(long, required_if_eq_any = [("action", "correct"), ("action", "add_context")])]
         response: Option<String>,
         /// Who answers (without principals; with them, the token's principal does).
         #[arg(long)]
         actor: Option<String>,
         /// human or agent: taken without principals; with them the token's principal's kind
         /// counts, and agent is refused either way (an agent may not answer).
-        #[arg(long)]
+        #[arg(long, value_parser = ["human", "agent"])]
         actor_kind: Option<String>,
     },
     /// Show the server's health.
@@ -456,6 +456,13 @@ async fn oldest_kept(client: &Client, which: &Which) -> Result<u64, Failure> {
             .parse()
             .map_err(|_| Failure::Broken(format!("next_after {:?} is no id", page.next_after))),
     }
+}
+
+/// An event type's wire name, checked (the server would refuse another).
+fn event_type(name: &str) -> Result<String, String> {
+    EventType::parse_field("type", name)
+        .map(|t| t.as_str().to_owned())
+        .map_err(|e| e.rule.to_string())
 }
 
 /// Which events `watch` and `events` show.
@@ -536,10 +543,24 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
                      from the oldest kept (so does `events` without --after); without --after, \
                      `watch` follows only new events",
                 ),
+                // The details name escalations by their ids, and consultations still being
+                // asked in words ("consultation … is still being asked").
+                ErrorCode::GateBlocked
+                    if body
+                        .details
+                        .iter()
+                        .flatten()
+                        .any(|detail| !detail.starts_with("consultation ")) =>
+                {
+                    Some(
+                        "the details name escalations at the Agent Hub; `respond` takes a \
+                         consultation's id: `orchestrator consultations FEATURE` lists them with \
+                         their escalation ids",
+                    )
+                }
                 ErrorCode::GateBlocked => Some(
-                    "the details name escalations at the Agent Hub; `respond` takes a \
-                     consultation's id: `orchestrator consultations FEATURE` lists them with \
-                     their escalation ids",
+                    "a question to the Agent Hub holds the gate until the hub answers it (or \
+                     it fails): `orchestrator consultations FEATURE` shows how it stands",
                 ),
                 _ if tokenless && status == reqwest::StatusCode::UNAUTHORIZED => {
                     Some("no token was sent: this server needs one (--token or ORCHESTRATOR_TOKEN)")
@@ -1270,6 +1291,43 @@ mod tests {
     use super::{Cli, consultations_holding, event_line, run, token_given};
 
     /// `watch` says how many approvals an overdue stay had, from the list the event carries.
+    /// What the server would refuse anyway is the command line's error (exit 2), found
+    /// before anything is sent.
+    #[test]
+    fn values_the_server_would_refuse_are_usage_errors() {
+        for args in [
+            &["approve", "f", "--override"][..],
+            &["respond", "f", "c", "correct"],
+            &["respond", "f", "c", "add_context"],
+            &["approve", "f", "--actor-kind", "robot"],
+            &["reject", "f", "--reason", "r", "--actor-kind", "system"],
+            &["advance", "f", "start", "--actor-kind", "Human"],
+            &["respond", "f", "c", "confirm", "--actor-kind", "x"],
+            &["webhooks", "add", "http://h/x", "--type", "bogus"],
+            &["webhooks", "add", "http://h/x", "--type", "gate.overdue,"],
+        ] {
+            let refused = Cli::try_parse_from(["orchestrator"].iter().chain(args))
+                .expect_err(&format!("{args:?}"));
+            assert_eq!(refused.exit_code(), 2, "{args:?}: {refused}");
+        }
+        for args in [
+            &["approve", "f", "--override", "--reason", "r"][..],
+            &["respond", "f", "c", "confirm"],
+            &["respond", "f", "c", "correct", "--response", "this"],
+            &["approve", "f", "--actor-kind", "human"],
+            &[
+                "webhooks",
+                "add",
+                "http://h/x",
+                "--type",
+                "gate.overdue,consultation.created",
+            ],
+        ] {
+            Cli::try_parse_from(["orchestrator"].iter().chain(args))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
+
     #[test]
     fn an_overdue_gate_is_one_line_counting_its_approvals() {
         let event: orchestrator_core::api::CloudEvent = serde_json::from_value(serde_json::json!({

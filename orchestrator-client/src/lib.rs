@@ -532,14 +532,22 @@ impl ClientBuilder {
     /// # }
     /// ```
     pub fn build(self) -> Result<Client> {
-        let base_url = self.base_url.trim_end_matches('/').to_owned();
         // Refused here, not as a transport failure of the first call (which would read as a
-        // server that could not be reached, a write as one that may have been made).
-        let usable = (base_url.starts_with("http://") || base_url.starts_with("https://"))
-            && reqwest::Url::parse(&base_url).is_ok();
-        if !usable {
-            return Err(ClientError::InvalidBaseUrl(url_shown(&self.base_url)));
-        }
+        // server that could not be reached, a write as one that may have been made). Spaces
+        // around it (an environment variable's) are no part of it; a query or a fragment
+        // would end up before every path. Kept as parsed: what the parser passes over (a tab
+        // inside) is not joined to every path.
+        let given = self.base_url.trim();
+        let base_url = reqwest::Url::parse(given)
+            .ok()
+            .filter(|url| {
+                (given.starts_with("http://") || given.starts_with("https://"))
+                    && url.has_host()
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+            })
+            .map(|url| url.as_str().trim_end_matches('/').to_owned())
+            .ok_or_else(|| ClientError::InvalidBaseUrl(url_shown(&self.base_url)))?;
         if let Some(token) = &self.token
             && reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err()
         {
@@ -1269,12 +1277,32 @@ mod tests {
         assert_eq!(url_shown("http://h/a@b"), "http://h/a@b");
         assert_eq!(Client::new("http://h:1/").unwrap().base_url(), "http://h:1");
         // Refused before anything is sent, not as a call's transport failure.
-        for url in ["http://localhost:80000", "http://", "https://a b"] {
+        for url in [
+            "http://localhost:80000",
+            "http://",
+            "https://a b",
+            "http://h:1?x=1",
+            "http://h:1/?",
+            "http://h:1#f",
+        ] {
             assert!(
                 matches!(Client::new(url), Err(ClientError::InvalidBaseUrl(_))),
                 "{url}"
             );
         }
+        // Spaces around it (an environment variable's) are no part of it; what the parser
+        // passes over is not joined to every path.
+        for url in ["http://h:1 ", " http://h:1/\n", "http://h:\t1"] {
+            assert_eq!(
+                Client::new(url).unwrap().base_url(),
+                "http://h:1",
+                "{url:?}"
+            );
+        }
+        assert_eq!(
+            Client::new("http://h:1/api/").unwrap().base_url(),
+            "http://h:1/api"
+        );
     }
 
     #[test]

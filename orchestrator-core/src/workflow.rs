@@ -135,6 +135,23 @@ impl TransitionContext {
     }
 }
 
+/// "the gate is blocked by 1 escalation waiting for a human and 2 consultations the Agent Hub
+/// has not answered": what holds a gate, in a sentence a person reads (the board shows it).
+pub(crate) fn gate_blocked(escalations: usize, asking: usize) -> String {
+    let mut holds = Vec::new();
+    match escalations {
+        0 => {}
+        1 => holds.push("1 escalation waiting for a human".to_owned()),
+        n => holds.push(format!("{n} escalations waiting for a human")),
+    }
+    match asking {
+        0 => {}
+        1 => holds.push("1 consultation the Agent Hub has not answered".to_owned()),
+        n => holds.push(format!("{n} consultations the Agent Hub has not answered")),
+    }
+    format!("the gate is blocked by {}", holds.join(" and "))
+}
+
 /// A trigger the current state does not accept.
 ///
 /// Maps to HTTP 409 `INVALID_TRANSITION`, whose details give the state and the allowed triggers.
@@ -180,7 +197,7 @@ pub enum TransitionError {
     },
     /// `human_approved` while consultations wait for a human or for the hub (HTTP 409
     /// `GATE_BLOCKED`).
-    #[error("the gate is blocked by {} escalation(s) and {} consultation(s) being asked", escalations.len(), asking.len())]
+    #[error("{}", gate_blocked(escalations.len(), asking.len()))]
     GateBlocked {
         /// The escalations a human must act on.
         escalations: Vec<EscalationId>,

@@ -65,11 +65,7 @@ pub enum Error {
     },
     /// `human_approved` while consultations still wait for a human or for the hub (HTTP 409
     /// `GATE_BLOCKED`).
-    #[error(
-        "the gate is blocked by {} consultation(s) awaiting a human and {} still being asked",
-        escalations.len(),
-        asking.len()
-    )]
+    #[error("{}", crate::workflow::gate_blocked(escalations.len(), asking.len()))]
     GateBlocked {
         /// The escalations a human must act on.
         escalations: Vec<EscalationId>,

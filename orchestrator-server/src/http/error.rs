@@ -110,6 +110,10 @@ pub enum ApiError {
     /// What the orchestrator refused or failed at.
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// The Agent Hub failed while an answer to an escalation was forwarded to it: as
+    /// [`ApiError::Core`], and the answer may have reached the hub all the same.
+    #[error(transparent)]
+    Forwarded(CoreError),
     /// A bug; details go to the log only.
     #[error("internal error")]
     Internal(String),
@@ -120,6 +124,9 @@ impl From<RepositoryError> for ApiError {
         ApiError::Core(CoreError::Storage(error))
     }
 }
+
+/// What [`ApiError::Forwarded`] adds to the details.
+pub const FORWARDED: &str = "the answer may have reached the agent hub all the same: read the consultation before answering again";
 
 /// `Result` with [`ApiError`].
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -160,6 +167,11 @@ impl ApiError {
             ApiError::WebhookNotFound(_) => (ErrorCode::WebhookNotFound, None),
             ApiError::DeliveryNotFound(_) => (ErrorCode::DeliveryNotFound, None),
             ApiError::Core(e) => core_code(e),
+            ApiError::Forwarded(e) => {
+                let (code, mut details) = core_code(e);
+                details.get_or_insert_default().push(FORWARDED.to_owned());
+                (code, details)
+            }
             ApiError::Internal(_) => (ErrorCode::Internal, None),
         };
         let message = match code {
@@ -170,7 +182,11 @@ impl ApiError {
             }
             ErrorCode::AgentHubError => "the agent hub answered with an error".to_owned(),
             // The hub's message about the topic stays in the log.
-            _ if matches!(self, ApiError::Core(CoreError::Hub(_))) => {
+            _ if matches!(
+                self,
+                ApiError::Core(CoreError::Hub(_)) | ApiError::Forwarded(CoreError::Hub(_))
+            ) =>
+            {
                 "the agent hub has no expert for this topic".to_owned()
             }
             _ => self.to_string(),
@@ -354,14 +370,14 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
         CoreError::Hub(HubError::Unavailable(_)) => (
             ErrorCode::AgentHubUnavailable,
             Some(vec![
-                "the agent hub could not be reached, or did not answer in time; the orchestrator stored nothing (if this was an answer to an escalation, it may have reached the hub all the same: read the consultation before answering again)"
+                "nothing was stored; try again once the agent hub answers"
                     .to_owned(),
             ]),
         ),
         CoreError::Hub(_) => (
             ErrorCode::AgentHubError,
             Some(vec![
-                "the agent hub answered with an error, or with an answer that could not be read; the orchestrator stored nothing (if this was an answer to an escalation, it may have reached the hub all the same: read the consultation before answering again)"
+                "nothing was stored; the agent hub's words are in the server's log"
                     .to_owned(),
             ]),
         ),

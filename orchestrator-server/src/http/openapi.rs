@@ -864,7 +864,7 @@ fn error_example(operation_id: &str, code: ErrorCode, principals: bool) -> Value
             Some(vec!["actor: spec-agent made the work at this gate"]),
         ),
         GateBlocked => envelope(
-            "the gate is blocked by 1 consultation(s) awaiting a human and 1 still being asked",
+            "the gate is blocked by 1 escalation waiting for a human and 1 consultation the Agent Hub has not answered",
             Some(vec![
                 "esc-7f3a",
                 "consultation 6f1c2b1e-9a3d-4c5e-8f00-0a1b2c3d4e5f is still being asked",
@@ -920,13 +920,14 @@ fn error_example(operation_id: &str, code: ErrorCode, principals: bool) -> Value
         AgentHubUnavailable => envelope(
             "the agent hub cannot be reached or did not answer in time",
             Some(vec![
-                "the agent hub could not be reached, or did not answer in time; the orchestrator stored nothing (if this was an answer to an escalation, it may have reached the hub all the same: read the consultation before answering again)",
+                "nothing was stored; try again once the agent hub answers",
+                crate::http::error::FORWARDED,
             ]),
         ),
         AgentHubError => envelope(
             "the agent hub answered with an error",
             Some(vec![
-                "the agent hub answered with an error, or with an answer that could not be read; the orchestrator stored nothing (if this was an answer to an escalation, it may have reached the hub all the same: read the consultation before answering again)",
+                "nothing was stored; the agent hub's words are in the server's log",
             ]),
         ),
         DatabaseUnavailable => envelope("the database is unavailable", None),

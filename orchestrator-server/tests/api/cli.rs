@@ -474,6 +474,25 @@ async fn ask_says_when_the_answer_comes_later() {
         err.contains("orchestrator consultations cli-later"),
         "{err}"
     );
+    // At the gate it holds an approval until answered; the refusal's note says so (there is
+    // no escalation to `respond` to).
+    let args = [
+        "ask",
+        "cli-later",
+        "testing",
+        "Which gate matters most? [delay=20]",
+    ];
+    orchestrator(&app.url(""), &args).await;
+    ok(&app, &["advance", "cli-later", "agent_complete"]).await;
+    let (code, _, err) =
+        orchestrator(&app.url(""), &["approve", "cli-later", "--actor", "alice"]).await;
+    assert_eq!(code, ExitCode::from(1), "{err}");
+    assert!(err.contains("is still being asked"), "{err}");
+    assert!(
+        err.contains("holds the gate until the hub answers"),
+        "{err}"
+    );
+    assert!(!err.contains("respond"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1100,7 +1100,7 @@ async fn listing_while_the_hub_is_unreachable_returns_what_is_stored() {
     app.config.agent_hub_url = dead_url();
     let app = app.restart().await;
     let listed = app.client.list_consultations(&f).await.unwrap();
-    assert_eq!(listed.items, vec![pending]);
+    assert_eq!(listed.items, vec![pending.clone()]);
     // …and the gate stays closed while the pending one cannot be refreshed.
     to_gate(&app, &f).await;
     let err = app
@@ -1112,6 +1112,29 @@ async fn listing_while_the_hub_is_unreachable_returns_what_is_stored() {
     assert_eq!(
         app.client.get_workflow(&f).await.unwrap().state,
         WorkflowState::Gate1
+    );
+    // The details say what became of the request, not its message again; only an answer to
+    // an escalation is told that it may have reached the hub all the same.
+    let details = |err: &ClientError| match err {
+        ClientError::Api { body, .. } => body.details.clone().unwrap_or_default(),
+        other => panic!("not an API error: {other}"),
+    };
+    assert_eq!(
+        details(&err),
+        ["nothing was stored; try again once the agent hub answers"]
+    );
+    let forwarded = app
+        .client
+        .respond_to_consultation(&f, &pending.id, &answer("confirm", None))
+        .await
+        .unwrap_err();
+    assert_eq!(forwarded.code(), Some(ErrorCode::AgentHubUnavailable));
+    assert_eq!(
+        details(&forwarded),
+        [
+            "nothing was stored; try again once the agent hub answers",
+            orchestrator_server::http::error::FORWARDED
+        ]
     );
 }
 

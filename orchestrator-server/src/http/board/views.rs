@@ -710,23 +710,6 @@ pub fn why_not(error: &orchestrator_core::TransitionError) -> String {
         E::AlreadyApproved { .. } => {
             "you approved this stay at the gate already; it waits for someone else.".to_owned()
         }
-        E::GateBlocked {
-            escalations,
-            asking,
-        } => {
-            let mut holds = Vec::new();
-            match escalations.len() {
-                0 => {}
-                1 => holds.push("1 escalation waiting for a human".to_owned()),
-                n => holds.push(format!("{n} escalations waiting for a human")),
-            }
-            match asking.len() {
-                0 => {}
-                1 => holds.push("1 consultation the Agent Hub has not answered".to_owned()),
-                n => holds.push(format!("{n} consultations the Agent Hub has not answered")),
-            }
-            format!("the gate is blocked by {}.", holds.join(" and "))
-        }
         other => format!("{other}."),
     }
 }

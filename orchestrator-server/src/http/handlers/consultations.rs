@@ -8,14 +8,14 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use orchestrator_core::api::{ConsultRequest, ConsultationsResponse, RespondRequest};
 use orchestrator_core::consultation::{Consultation, ConsultationId};
-use orchestrator_core::{Consult, Respond};
+use orchestrator_core::{Consult, Error as CoreError, Respond};
 
 use super::workflows::feature_id;
 use crate::http::App;
 use crate::http::asks::Asked;
 use crate::http::auth::Caller;
 use crate::http::body::{json_response, parse_json};
-use crate::http::error::Result;
+use crate::http::error::{ApiError, Result};
 use crate::http::idempotency::{Answer, Claimed};
 use orchestrator_core::Action;
 
@@ -142,7 +142,11 @@ pub async fn respond_to_consultation(
     let answered = app
         .orchestrator()
         .respond_sealed(&id, consultation, respond, seal)
-        .await?;
+        .await
+        .map_err(|e| match e {
+            CoreError::Hub(_) => ApiError::Forwarded(e),
+            e => e.into(),
+        })?;
     claimed.iter().for_each(Claimed::kept_if_sealed);
     Ok(consultation_answer(StatusCode::OK, &answered).into_response())
 }
