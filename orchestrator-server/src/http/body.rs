@@ -107,7 +107,7 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Res
 /// 415 `UNSUPPORTED_MEDIA_TYPE` unless the request says its body is JSON.
 pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     if !is_json(headers) {
-        return Err(ApiError::UnsupportedMediaType);
+        return Err(ApiError::UnsupportedMediaType("application/json"));
     }
     not_encoded(headers)
 }

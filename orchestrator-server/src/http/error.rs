@@ -22,9 +22,10 @@ pub enum ApiError {
     /// JSON, is at fault. The HTTP library's words go to the log.
     #[error("the request body could not be read: it is not well-formed HTTP")]
     UnreadableBody,
-    /// A body sent without a JSON content type.
-    #[error("request body must be sent with Content-Type: application/json")]
-    UnsupportedMediaType,
+    /// A body sent without the content type the route reads (`application/json` for the
+    /// API, a form for the board's).
+    #[error("request body must be sent with Content-Type: {0}")]
+    UnsupportedMediaType(&'static str),
     /// A body sent with a `Content-Encoding` (gzip, …): the server reads bodies as sent.
     #[error("request body must not be encoded (Content-Encoding: {0}); send it as it is")]
     UnsupportedEncoding(String),
@@ -146,7 +147,7 @@ impl ApiError {
             ApiError::Validation(e) => (ErrorCode::ValidationError, Some(field_detail(e))),
             ApiError::InvalidJson(detail) => (ErrorCode::InvalidJson, Some(vec![detail.clone()])),
             ApiError::UnreadableBody => (ErrorCode::BadRequest, None),
-            ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding(_) => {
+            ApiError::UnsupportedMediaType(_) | ApiError::UnsupportedEncoding(_) => {
                 (ErrorCode::UnsupportedMediaType, None)
             }
             ApiError::PayloadTooLarge { .. } => (ErrorCode::PayloadTooLarge, None),

@@ -88,6 +88,8 @@ struct State {
     faults: Vec<Fault>,
     /// Escalation look-ups still to hold, as [`Fault::Hold`] holds asks.
     held_lookups: usize,
+    /// Escalation look-ups still to fail with a plain-text 500.
+    failed_lookups: usize,
     /// Session creations still to hold, likewise.
     held_sessions: usize,
     asks: Vec<AskRecord>,
@@ -137,6 +139,12 @@ impl StandInHub {
     /// [`StandInHub::release`] lets it.
     pub fn hold_next_lookup(&self) {
         self.lock().held_lookups += 1;
+    }
+
+    /// The next `GET /escalations/{id}` answers 500 `Internal Server Error` in plain text, as
+    /// a hub failing at it would.
+    pub fn fail_next_lookup(&self) {
+        self.lock().failed_lookups += 1;
     }
 
     /// The next `count` `POST /sessions` are held like an ask under [`Fault::Hold`]: for a
@@ -278,6 +286,15 @@ impl StandInHub {
             (Method::POST, ["ask", topic]) => self.ask(topic, &body).await,
             (Method::GET, ["escalations", id]) => {
                 self.hold_if(|state| &mut state.held_lookups).await;
+                let failed = {
+                    let mut state = self.lock();
+                    let failed = state.failed_lookups > 0;
+                    state.failed_lookups = state.failed_lookups.saturating_sub(1);
+                    failed
+                };
+                if failed {
+                    return text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+                }
                 self.get_escalation(id)
             }
             (Method::POST, ["escalations", id]) => self.post_escalation(id, &body),

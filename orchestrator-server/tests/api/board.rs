@@ -521,12 +521,15 @@ async fn open_mode_signs_in_by_name_and_shared_token_mode_by_token_and_name() {
         let from = text[..start].rfind('<').expect("its tag");
         text[from..start + text[start..].find('>').expect("its end")].to_owned()
     };
+    // The focus is in the field to type again.
     let token = field(&refused.text, "token");
     assert!(token.contains(r#"aria-invalid="true""#), "{token}");
+    assert!(token.contains("autofocus"), "{token}");
     assert!(!token.contains("value="), "{token}");
     let name = field(&refused.text, "name");
     assert!(name.contains(r#"value="dave""#), "{name}");
     assert!(!name.contains("aria-invalid"), "{name}");
+    assert!(!name.contains("autofocus"), "{name}");
     let refused = post_form(
         &shared,
         "/board/session",
@@ -537,6 +540,7 @@ async fn open_mode_signs_in_by_name_and_shared_token_mode_by_token_and_name() {
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     let name = field(&refused.text, "name");
     assert!(name.contains(r#"aria-invalid="true""#), "{name}");
+    assert!(name.contains("autofocus"), "{name}");
     assert!(
         !field(&refused.text, "token").contains("aria-invalid"),
         "the token was right"
@@ -799,6 +803,12 @@ async fn bad_input_gets_a_page_with_the_status_the_api_would_answer() {
         .await
         .unwrap();
     assert_eq!(json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // The page names the type a sign-in takes, not the API's.
+    let refused = json.text().await.unwrap();
+    assert!(
+        refused.contains("Content-Type: application/x-www-form-urlencoded"),
+        "{refused}"
+    );
     let next = post_form(
         &app,
         "/board/session",

@@ -659,6 +659,35 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         "wider than 400 px by {overflow}"
     );
     screenshot(&a, "board-narrow.png").await;
+    // Nor on a page of long names without a space to break at (a directory's, a bot's): the
+    // gate's authors and the history name them whole, on as many lines as they need.
+    let long = "ReleaseEngineeringAutomationServiceAccountEuWest1";
+    agent
+        .start_workflow(&StartWorkflowRequest::new("long-names", "Names to wrap"))
+        .await
+        .unwrap();
+    let mut done = AdvanceRequest::new("agent_complete");
+    done.actor = Some(long.to_owned());
+    agent
+        .advance_workflow(
+            &orchestrator_core::FeatureId::parse("long-names").unwrap(),
+            &done,
+        )
+        .await
+        .unwrap();
+    a.goto(&app.url("/board/feature/long-names")).await.unwrap();
+    wait_text(&a, "ol.timeline", |t| t.contains(long)).await;
+    let overflow = a
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "wider than 400 px by {overflow}"
+    );
     // Tall enough for the whole page in the screenshot.
     a.set_window_size(1400, 1500).await.unwrap();
     // An escalation waiting for a human blocks the gate, and the page says so.
@@ -677,8 +706,25 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         t.contains("Approve asks the Agent Hub again")
     })
     .await;
+    // A hub that fails at it: the server stored nothing, and the page says so plainly.
+    app.hub.fail_next_lookup();
     click(&a, "Approve").await;
-    let blocked = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
+    let failed = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
+    assert!(
+        failed.contains("the agent hub answered with an error (nothing was stored"),
+        "{failed}"
+    );
+    wait_script(
+        &a,
+        "return document.querySelector('#decide button[value=human_approved]').disabled ? 'off' : 'on';",
+        "on",
+    )
+    .await;
+    click(&a, "Approve").await;
+    let blocked = wait_text(&a, "#message", |t| {
+        t.starts_with("Not recorded") && t != failed
+    })
+    .await;
     assert!(blocked.contains("blocked"), "{blocked}");
     wait_text(&a, "#approvals", |t| t == "Approvals 0 of 2").await;
 
@@ -1135,6 +1181,28 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
         .unwrap();
     wait_text(&a, "#state", |t| t == "PHASE_2").await;
     wait_script(&a, "return document.activeElement.tagName;", "H1").await;
+    // And keeps it there through the next change the page shows (as after her own decision,
+    // whose event comes after the page its answer brought).
+    agent
+        .create_consultation(
+            &careful,
+            &ConsultRequest::new(
+                "architecture",
+                "Which queue takes the jobs? [confidence=95]",
+            ),
+        )
+        .await
+        .unwrap();
+    wait_text(&a, "table.consultations", |t| {
+        t.contains("Which queue takes the jobs?")
+    })
+    .await;
+    assert_eq!(
+        a.execute("return document.activeElement.tagName;", vec![])
+            .await
+            .unwrap(),
+        "H1"
+    );
 
     // Pages left behind in one tab let their streams go as they are left: a browser may keep a
     // page it left whole, its timers stopped, to go back to, and with its stream open it would

@@ -633,7 +633,9 @@ fn form_fields(headers: &HeaderMap, body: &Bytes) -> Result<Vec<(String, String)
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
     if !is_form {
-        return Err(ApiError::UnsupportedMediaType);
+        return Err(ApiError::UnsupportedMediaType(
+            "application/x-www-form-urlencoded",
+        ));
     }
     super::body::not_encoded(headers)?;
     Ok(form_urlencoded::parse(body).into_owned().collect())

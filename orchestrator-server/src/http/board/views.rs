@@ -63,7 +63,9 @@ pub fn sign_in_form(
             input type="hidden" name="next" value=(next);
             @if token_required {
                 label for="token" { "Token" }
+                // A token refused: the focus is back in its field, to type it again.
                 input #token type="password" name="token" autocomplete="current-password" required
+                    autofocus[token_invalid.is_some()]
                     aria-invalid=[token_invalid] aria-describedby=[token_described];
             }
             @if name_asked {
@@ -71,6 +73,7 @@ pub fn sign_in_form(
                 // The name typed is given back; a token never is.
                 input #name type="text" name="name" autocomplete="username" maxlength="128" required
                     value=[refused.map(|r| r.name).filter(|n| !n.is_empty())]
+                    autofocus[name_invalid.is_some() && token_invalid.is_none()]
                     aria-invalid=[name_invalid] aria-describedby=[name_described];
             }
             button type="submit" { "Sign in" }
@@ -444,7 +447,7 @@ pub fn feature(data: &Feature) -> Markup {
     html! {
         main #main data-version=(w.version) data-state=(w.state) data-now=(instant(now)) {
             p.crumbs { a href="/board" { "Board" } " / " (w.feature_id.as_str()) }
-            h1 { (w.feature_id.as_str()) }
+            h1 #feature-title { (w.feature_id.as_str()) }
             p.description { (w.description.as_str()) }
             dl.facts {
                 dt { "State" } dd { span #state.state data-state=(w.state) { (w.state) } }
