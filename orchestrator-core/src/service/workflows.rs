@@ -9,9 +9,10 @@ use crate::workflow::{GateFacts, Transition, TransitionContext, TransitionError,
 use super::{Advance, Error, Orchestrator, Result, Seal, StartWorkflow, Started};
 
 /// Tries of one decision whose judgement or commit lost to a change made meanwhile (another
-/// decision, an ask stored, the gate's deadline): each is judged again on what it lost to, and
-/// a few cover changes that come and go that fast.
-const TRIES: usize = 8;
+/// decision, an ask stored, the gate's deadline): each is judged again on what it lost to.
+/// Enough for the last of a gate's most approvers, all approving at once, to lose to each of
+/// the others, and for the deadline's note and an ask besides.
+const TRIES: usize = crate::gate::MAX_REQUIRED_APPROVALS as usize + 2;
 
 impl Orchestrator {
     /// Creates a workflow and applies `start` (history entry 1 is IDLE → PHASE_1). An existing

@@ -534,30 +534,33 @@ async fn a_rejection_needs_a_reason_and_the_author_may_not_approve() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reviewers_approving_at_once_are_each_judged_in_turn_not_refused() {
-    let app = spawn_app_with(|c| c.gate_required_approvals = 5).await;
+    let app = spawn_app_with(|c| c.gate_required_approvals = 10).await;
     app.start_workflow("all-hands").await;
     let f = id("all-hands");
     app.client
         .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
         .await
         .unwrap();
-    // Five reviewers approve at the same moment, none naming the version it saw: each is
-    // judged on the approvals that landed before it, none gets a version conflict.
-    let approvals: Vec<_> = ["ann", "bea", "cy", "dee", "eve"]
-        .into_iter()
-        .map(|actor| {
-            let client = app.client.clone();
-            let f = f.clone();
-            let mut approve = AdvanceRequest::new("human_approved");
-            approve.actor = Some(actor.to_owned());
-            tokio::spawn(async move { client.advance_workflow(&f, &approve).await })
-        })
-        .collect();
+    // The most reviewers a gate may need approve at the same moment, none naming the version
+    // it saw: each is judged on the approvals that landed before it, none gets a version
+    // conflict (the last may lose to each of the nine others).
+    let approvals: Vec<_> = [
+        "ann", "bea", "cy", "dee", "eve", "fay", "gus", "hal", "ivy", "jo",
+    ]
+    .into_iter()
+    .map(|actor| {
+        let client = app.client.clone();
+        let f = f.clone();
+        let mut approve = AdvanceRequest::new("human_approved");
+        approve.actor = Some(actor.to_owned());
+        tokio::spawn(async move { client.advance_workflow(&f, &approve).await })
+    })
+    .collect();
     for approval in approvals {
         approval.await.unwrap().expect("each approval lands");
     }
     let after = app.client.get_workflow(&f).await.unwrap();
-    assert_eq!((after.state, after.version), (WorkflowState::Phase2, 7));
+    assert_eq!((after.state, after.version), (WorkflowState::Phase2, 12));
 }
 
 #[tokio::test(flavor = "multi_thread")]
