@@ -1499,3 +1499,42 @@ async fn a_session_past_its_expiry_is_no_longer_signed_in() {
             .contains("<h1>Sign in</h1>")
     );
 }
+
+/// What the agent gave with the feature and with its steps (a spec, a plan, a pull request) is
+/// on the feature page for the reviewer: an http(s) address as a link, text as text, anything
+/// else as its JSON, all escaped; no other scheme is ever a link.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_was_given_with_the_feature_and_its_steps_is_on_its_page() {
+    let app = spawn_app().await;
+    let mut start = StartWorkflowRequest::new("given", "Work with links");
+    start.metadata = Some(serde_json::json!({
+        "spec": "https://docs.example/specs/given",
+        "plan": "1. <b>read</b>\n2. write",
+    }));
+    app.client.start_workflow(&start).await.unwrap();
+    let mut done = AdvanceRequest::new("agent_complete");
+    done.metadata = Some(serde_json::json!({
+        "pr": "https://git.example/org/repo/pull/7",
+        "checks": {"passed": 12},
+        "trap": "javascript:alert(1)",
+    }));
+    app.client
+        .advance_workflow(&id("given"), &done)
+        .await
+        .unwrap();
+
+    let page = get(&app, "/board/feature/given", None).await.text;
+    for shown in [
+        r#"<dl class="metadata" aria-label="What was given with the feature">"#,
+        r#"<dt>spec</dt><dd><a href="https://docs.example/specs/given" rel="noreferrer">https://docs.example/specs/given</a></dd>"#,
+        "<dt>plan</dt><dd>1. &lt;b&gt;read&lt;/b&gt;\n2. write</dd>",
+        r#"<dl class="metadata" aria-label="What was given with this step">"#,
+        r#"<a href="https://git.example/org/repo/pull/7" rel="noreferrer">"#,
+        r#"<dt>checks</dt><dd><code>{&quot;passed&quot;:12}</code></dd>"#,
+        "<dt>trap</dt><dd>javascript:alert(1)</dd>",
+    ] {
+        assert!(page.contains(shown), "{shown} in {page}");
+    }
+    // Steps given nothing show nothing.
+    assert_eq!(page.matches(r#"<dl class="metadata""#).count(), 2, "{page}");
+}

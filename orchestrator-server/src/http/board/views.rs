@@ -8,7 +8,8 @@ use orchestrator_core::consultation::CONTEXT_MAX_CHARS;
 use orchestrator_core::hub::HumanAction;
 use orchestrator_core::values::REASON_MAX_CHARS;
 use orchestrator_core::{
-    ActorKind, Consultation, EventType, Summary, Timestamp, Transition, Trigger, WorkflowState,
+    ActorKind, Consultation, EventType, Metadata, Summary, Timestamp, Transition, Trigger,
+    WorkflowState,
 };
 
 /// Who looks at the page, as the page shows it.
@@ -449,6 +450,7 @@ pub fn feature(data: &Feature) -> Markup {
             p.crumbs { a href="/board" { "Board" } " / " (w.feature_id.as_str()) }
             h1 #feature-title { (w.feature_id.as_str()) }
             p.description { (w.description.as_str()) }
+            (metadata(&w.metadata, "What was given with the feature"))
             dl.facts {
                 dt { "State" } dd { span #state.state data-state=(w.state) { (w.state) } }
                 dt { "Version" } dd #version { (w.version) }
@@ -514,6 +516,10 @@ pub fn feature(data: &Feature) -> Markup {
                             " by " (actor_of(t))
                             @if t.override_gate { " " span.badge { "override" } }
                             @if let Some(reason) = &t.reason { div.reason { q { (reason.as_str()) } } }
+                            // The start's is the feature's, shown under its description.
+                            @if t.metadata != w.metadata || t.trigger != Trigger::Start {
+                                (metadata(&t.metadata, "What was given with this step"))
+                            }
                         }
                     }
                 }
@@ -666,6 +672,36 @@ fn actor_of(t: &Transition) -> Markup {
         @if let Some(kind) = t.actor_kind { " (" (kind) ")" }
         @if let Some(on) = &t.on_behalf_of { " for " (on.as_str()) }
     }
+}
+
+/// What a caller kept with the feature or with a step (an agent's spec, plan or pull request),
+/// for the reviewer to follow: each key with its value, an http(s) address as a link, any
+/// other value that is not text as its JSON. Nothing when there is none.
+fn metadata(metadata: &Metadata, label: &str) -> Markup {
+    html! {
+        @if !metadata.is_empty() {
+            dl.metadata aria-label=(label) {
+                @for (key, value) in metadata.as_map() {
+                    dt { (key) }
+                    dd {
+                        @match value {
+                            serde_json::Value::String(text) if is_link(text) => {
+                                a href=(text) rel="noreferrer" { (text) }
+                            }
+                            serde_json::Value::String(text) => (text),
+                            other => code { (other) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `text` is an http(s) address, as a page may link to (never `javascript:`).
+fn is_link(text: &str) -> bool {
+    (text.starts_with("http://") || text.starts_with("https://"))
+        && reqwest::Url::parse(text).is_ok_and(|url| url.has_host())
 }
 
 fn feature_href(id: &str) -> String {
