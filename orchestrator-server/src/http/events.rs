@@ -62,6 +62,12 @@ const RUN_BYTES: usize = 256 * 1024;
 const BROADCAST_CAPACITY: usize = 64;
 /// Chunks (each one or more messages) queued toward one connection.
 const STREAM_QUEUE: usize = 64;
+/// Streams' own reads of the log (their first page and catch-up) run at once, server-wide: a
+/// crowd of streams resuming from far back (consumers back after a while, the streams of a
+/// replica that restarted) takes at most this many of the database's connections, and leaves
+/// the rest to requests, the feed and the background work (each read takes up to 1 000
+/// events, megabytes where events carry large metadata).
+const CATCH_UP_READS: usize = 2;
 /// About the most bytes queued toward one connection (a chunk of more takes it all): a slow
 /// reader of the largest events holds this, not [`STREAM_QUEUE`] runs of [`RUN_BYTES`].
 const STREAM_BYTES: u32 = 1024 * 1024;
@@ -246,6 +252,8 @@ pub struct Feed {
     /// The id the feed has broadcast through, once started: a feed started again (after a
     /// panic) goes on from here, not from the log's end, which would skip the events between.
     position: AtomicU64,
+    /// Held by a stream's own read of the log ([`CATCH_UP_READS`] at once).
+    catch_up: tokio::sync::Semaphore,
 }
 
 impl Default for Feed {
@@ -257,6 +265,7 @@ impl Default for Feed {
             furthest: AtomicU64::new(0),
             started: watch::Sender::new(false),
             position: AtomicU64::new(0),
+            catch_up: tokio::sync::Semaphore::new(CATCH_UP_READS),
         }
     }
 }
@@ -507,10 +516,12 @@ pub async fn stream_events(
         _ => start,
     };
     // The first page is read now, so a resume point retention passed is a 410, not a stream.
-    let first = app
-        .orchestrator()
-        .events(Some(start), &query.filter, READ_BATCH)
-        .await?;
+    let first = {
+        let _reading = feed.catch_up.acquire().await;
+        app.orchestrator()
+            .events(Some(start), &query.filter, READ_BATCH)
+            .await?
+    };
     let (queue, messages) = stream_queue::channel(STREAM_QUEUE, STREAM_BYTES);
     tokio::spawn(forward(
         app.clone(),
@@ -785,6 +796,7 @@ impl Pages for LogPages<'_> {
             return None;
         }
         let orchestrator = self.app.orchestrator();
+        let _reading = self.app.feed().catch_up.acquire().await;
         let read = async {
             // A filtered page ends at its last matching event, maybe long before the log's
             // newest: the newest id, read first, is where the stream is at least.
