@@ -729,8 +729,10 @@ pub struct EventsResponse {
     pub items: Vec<CloudEvent>,
     /// The last item's id, or past it when rows this server cannot read were passed over, or
     /// when a read filtered by `type` alone looked at its 10 000 ids and found fewer items
-    /// (the given `after` on an empty page at the end of the log): pass it as `after` next,
-    /// until it comes back equal to the `after` sent.
+    /// (the given `after` on an empty page at the end of the log, or, for a page filtered by
+    /// `type` alone that read on through ranges holding none of its types, the start of the
+    /// last range it looked through): pass it as `after` next, until it comes back equal to
+    /// the `after` sent.
     pub next_after: String,
 }
 

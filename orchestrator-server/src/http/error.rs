@@ -385,7 +385,7 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
         CoreError::EventsExpired { .. } => (
             ErrorCode::EventsExpired,
             Some(vec![
-                "read again without `after` (from the oldest event kept), or from the start of the stream"
+                "resume after the id the message names, or read the list without `after` (it starts at the oldest event kept; a stream without one starts from now)"
                     .to_owned(),
             ]),
         ),

@@ -410,7 +410,7 @@ impl Feed {
         ("type" = Option<String>, Query, description = "only these types, comma-separated (or the parameter repeated: the types add up): workflow.transitioned, gate.overdue, consultation.created, consultation.updated"),
     ),
     responses(
-        (status = 200, description = "the page, in id order; `next_after` is the last item's id, or past it when rows this server cannot read were passed over, or when a read filtered by `type` alone looked at its 10 000 ids and found fewer items, or when the page stopped at about 4 MiB of events (then more may follow: read on until `next_after` comes back equal to the `after` sent); on an empty page at the end of the log, the given `after` (without one, the last id retention deleted, 0 if none)", body = EventsResponse,
+        (status = 200, description = "the page, in id order; `next_after` is the last item's id, or past it when rows this server cannot read were passed over, or when a read filtered by `type` alone looked at its 10 000 ids and found fewer items, or when the page stopped at about 4 MiB of events (then more may follow: read on until `next_after` comes back equal to the `after` sent); on an empty page at the end of the log, the given `after` (without one, the last id retention deleted, 0 if none) — but for a page filtered by `type` alone that read on through ranges holding none of its types: the start of the last range it looked through, so the next poll does not read them again", body = EventsResponse,
          example = json!(crate::http::openapi::examples::events())),
     ),
 )]

@@ -729,7 +729,7 @@ fn when(code: ErrorCode) -> &'static str {
         AgentHubUnavailable => "the Agent Hub cannot be reached or did not answer in time",
         AgentHubError => "the Agent Hub answered with an error or garbage",
         EventsExpired => {
-            "events after the resume point were deleted by retention; read again without `after`"
+            "events after the resume point were deleted by retention; resume after the id the message names, or read the list without `after` (a stream without one starts from now)"
         }
         EventsCursorAhead => {
             "the resume point is past the newest event, an id this log never had (the store was restored from an older copy, or replaced); read again from at most `last_id` (in details), or without `after`"
@@ -893,7 +893,7 @@ fn error_example(operation_id: &str, code: ErrorCode, principals: bool) -> Value
         EventsExpired => envelope(
             "the events after 12 up to 40 were deleted (retention); resume after 40 (`after` or `Last-Event-ID`) to skip them",
             Some(vec![
-                "read again without `after` (from the oldest event kept), or from the start of the stream",
+                "resume after the id the message names, or read the list without `after` (it starts at the oldest event kept; a stream without one starts from now)",
             ]),
         ),
         EventsCursorAhead => envelope(
@@ -1119,6 +1119,13 @@ fn apply_field_rules(doc: &mut Value) {
                                 "type": "string", "pattern": "^/webhooks/wh_[0-9a-f]{32}$",
                                 "example": "/webhooks/wh_2f0c0d7b5e8a4f6e9a1b3c5d7e9f1a2b",
                             });
+                            header["required"] = json!(true);
+                            continue;
+                        }
+                        if name == "Event-Heartbeat-Seconds" {
+                            // EVENTS_HEARTBEAT_SECONDS, as the setting takes it.
+                            header["schema"] =
+                                json!({"type": "integer", "minimum": 1, "maximum": 3600});
                             header["required"] = json!(true);
                             continue;
                         }

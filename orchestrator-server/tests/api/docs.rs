@@ -329,6 +329,12 @@ fn advance_lists_every_conflict_and_the_hub_failures() {
         );
     }
     assert_eq!(start["201"]["headers"]["Location"]["required"], true);
+    // A stream's heartbeat is EVENTS_HEARTBEAT_SECONDS, as that setting takes it.
+    let heartbeat = &doc["paths"]["/events/stream"]["get"]["responses"]["200"]["headers"]["Event-Heartbeat-Seconds"];
+    assert_eq!(
+        heartbeat["schema"],
+        serde_json::json!({"type": "integer", "minimum": 1, "maximum": 3600})
+    );
     // Where sign-in leads: any board page it may be asked to return to, a later page of a
     // state's list included.
     let signed_in = &doc["paths"]["/board/session"]["post"]["responses"]["303"]["headers"];
