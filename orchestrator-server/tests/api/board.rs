@@ -796,6 +796,36 @@ async fn bad_input_gets_a_page_with_the_status_the_api_would_answer() {
     assert!(script.text.contains("EventSource"));
     let style = get(&app, "/board/assets/board.css", None).await;
     assert_eq!(style.headers[CONTENT_TYPE], "text/css; charset=utf-8");
+    // Asked again with the tag it came with, a file not changed since is 304, without it.
+    let tag = style.headers["etag"].clone();
+    let again = http()
+        .get(app.url("/board/assets/board.css"))
+        .header("if-none-match", &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()["etag"], tag);
+    assert_eq!(again.bytes().await.unwrap().len(), 0);
+    let other = http()
+        .get(app.url("/board/assets/board.js"))
+        .header("if-none-match", &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK, "another file's tag");
+    // The pages' icon is the board's own, so a browser asking for one is not told 404.
+    let icon = get(&app, "/board/assets/icon.svg", None).await;
+    assert_eq!(icon.headers[CONTENT_TYPE], "image/svg+xml");
+    assert!(icon.text.starts_with("<svg"), "{}", icon.text);
+    let overview = get(&app, "/board", None).await;
+    assert!(
+        overview
+            .text
+            .contains(r#"<link rel="icon" href="/board/assets/icon.svg" type="image/svg+xml">"#),
+        "{}",
+        overview.text
+    );
     let json = http()
         .post(app.url("/board/session"))
         .json(&serde_json::json!({"name": "x"}))

@@ -52,6 +52,7 @@ const GROUP_LIMIT: u32 = 50;
 
 const CSS: &str = include_str!("board.css");
 const SCRIPT: &str = include_str!("board.js");
+const ICON: &str = include_str!("icon.svg");
 
 type HttpResponse = Response<Full<Bytes>>;
 
@@ -68,7 +69,7 @@ pub(crate) async fn handle(
         Route::BoardFeature => feature(app, param, parts).await,
         Route::BoardSession => sign_in(app, parts, body).await,
         Route::BoardSignOut => sign_out(app, parts, body).await,
-        Route::BoardAsset => asset(param),
+        Route::BoardAsset => asset(param, &parts.headers),
         _ => Err(ApiError::NotFound(parts.uri.path().to_owned())),
     };
     dressed(answered.unwrap_or_else(problem))
@@ -596,30 +597,64 @@ pub(crate) async fn sign_out(
     Ok(redirect("/board", Some(&cookie)))
 }
 
-/// The board's stylesheet and script, embedded at build time.
+/// The board's stylesheet, script and icon, embedded at build time. Each is sent with an
+/// `ETag` (its content's hash) and `Cache-Control: no-cache`: a browser asks again on every
+/// page, and gets 304 without the file while it has not changed.
 #[utoipa::path(
     get, path = "/board/assets/{file}", tag = "board", operation_id = "get_board_asset",
-    params(("file" = String, Path, description = "`board.css` or `board.js`")),
+    params(
+        ("file" = String, Path, description = "`board.css`, `board.js` or `icon.svg`"),
+        ("If-None-Match" = Option<String>, Header, description = "the `ETag` of the copy the browser holds"),
+    ),
     responses(
-        (status = 200, description = "the file (`text/css` or `text/javascript`)", content_type = "text/css", body = String),
+        (status = 200, description = "the file (`text/css`, `text/javascript` or `image/svg+xml`)", content_type = "text/css", body = String,
+         headers(("ETag" = String, description = "the file's version: its content's hash"))),
+        (status = 304, description = "the copy named by `If-None-Match` is current",
+         headers(("ETag" = String, description = "the file's version: its content's hash"))),
         (status = 404, description = "a page: no such file", content_type = "text/html", body = String),
     ),
 )]
-pub(crate) fn asset(file: &str) -> Result<HttpResponse, ApiError> {
+pub(crate) fn asset(file: &str, headers: &HeaderMap) -> Result<HttpResponse, ApiError> {
     let (content_type, text) = match file {
         "board.css" => ("text/css; charset=utf-8", CSS),
         "board.js" => ("text/javascript; charset=utf-8", SCRIPT),
+        "icon.svg" => ("image/svg+xml", ICON),
         _ => return Err(ApiError::NotFound(format!("/board/assets/{file}"))),
     };
-    let mut response = super::body::bytes_response(
-        StatusCode::OK,
-        content_type,
-        Bytes::from_static(text.as_bytes()),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let etag = asset_tag(text);
+    let current = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|tag| {
+            let tag = tag.trim();
+            tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag
+        });
+    let mut response = if current {
+        super::body::bytes_response(StatusCode::NOT_MODIFIED, content_type, Bytes::new())
+    } else {
+        super::body::bytes_response(
+            StatusCode::OK,
+            content_type,
+            Bytes::from_static(text.as_bytes()),
+        )
+    };
+    if current {
+        response.headers_mut().remove(header::CONTENT_TYPE);
+    }
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(etag) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, etag);
+    }
     Ok(response)
+}
+
+/// An asset's entity tag: the start of its SHA-256, quoted.
+fn asset_tag(text: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    format!("\"{}\"", &to_hex(&Sha256::digest(text.as_bytes()))[..16])
 }
 
 /// A form body's fields: 415 unless it says it is `application/x-www-form-urlencoded`.

@@ -150,6 +150,7 @@ fn head(title: &str, live: bool) -> Markup {
             meta name="viewport" content="width=device-width, initial-scale=1";
             title { (title) " · Orchestrator board" }
             link rel="stylesheet" href="/board/assets/board.css";
+            link rel="icon" href="/board/assets/icon.svg" type="image/svg+xml";
             @if live {
                 script src="/board/assets/board.js" defer {}
             }
@@ -206,6 +207,7 @@ pub fn continue_page(next: &str) -> Markup {
                 meta http-equiv="refresh" content=(format!("0; url={next}"));
                 title { "Opening · Orchestrator board" }
                 link rel="stylesheet" href="/board/assets/board.css";
+                link rel="icon" href="/board/assets/icon.svg" type="image/svg+xml";
             }
             body {
                 header.top { a.brand href="/board" { "Orchestrator board" } }
