@@ -1104,6 +1104,7 @@ fn apply_field_rules(doc: &mut Value) {
         };
         for operation in item.values_mut() {
             let of_webhooks = operation["operationId"] == "create_webhook";
+            let of_assets = operation["operationId"] == "get_board_asset";
             if let Some(responses) = operation
                 .get_mut("responses")
                 .and_then(Value::as_object_mut)
@@ -1118,6 +1119,15 @@ fn apply_field_rules(doc: &mut Value) {
                             header["schema"] = json!({
                                 "type": "string", "pattern": "^/webhooks/wh_[0-9a-f]{32}$",
                                 "example": "/webhooks/wh_2f0c0d7b5e8a4f6e9a1b3c5d7e9f1a2b",
+                            });
+                            header["required"] = json!(true);
+                            continue;
+                        }
+                        if of_assets && name == "ETag" {
+                            // An asset's tag: the start of its content's hash.
+                            header["schema"] = json!({
+                                "type": "string", "pattern": "^\"[0-9a-f]{16}\"$",
+                                "example": "\"1c0a2cec6877d0fd\"",
                             });
                             header["required"] = json!(true);
                             continue;
