@@ -380,6 +380,14 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     assert!(waiting.contains("Approvals 0 of 2"), "{waiting}");
     only_own_origin(&a, &origin).await;
     screenshot(&a, "board-overview.png").await;
+    // A feature reaching the gate while she looks is told to a screen reader, not only shown.
+    at_gate("late-arrival", 1, None).await;
+    wait_script(
+        &a,
+        "return document.getElementById('changes').textContent;",
+        "7 features wait for review, 1 overdue.",
+    )
+    .await;
 
     // A link from another site (a page on `localhost`, another site than `127.0.0.1`) brings
     // no SameSite=Strict cookie: the board asks for the page again from its own origin, and

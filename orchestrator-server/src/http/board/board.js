@@ -189,7 +189,8 @@
         if (again) again.setAttribute('aria-invalid', 'true');
       });
       pin(next.querySelector('#decide'));
-      const before = { state: current.dataset.state, version: current.dataset.version };
+      const former = current.dataset;
+      const before = { state: former.state, version: former.version, waiting: former.waiting, overdue: former.overdue };
       current.replaceWith(document.adoptNode(next));
       announce(before, next);
       shown = asked;
@@ -216,8 +217,18 @@
   // Tells screen readers what a swap changed on a feature's page (its state, else its gate's
   // approvals): the page shows it, and a change made by somebody else is heard too.
   function announce(before, after) {
+    if (!changes) return;
     const version = after.dataset.version;
-    if (!changes || !version || version === before.version) return;
+    if (!version) {
+      // The overview: how many wait at the gate, and how many of them are overdue, when that
+      // changed.
+      const { waiting, overdue } = after.dataset;
+      if (waiting === undefined || (waiting === before.waiting && overdue === before.overdue)) return;
+      changes.textContent = waiting + (waiting === '1' ? ' feature waits' : ' features wait') +
+        ' for review' + (overdue && overdue !== '0' ? ', ' + overdue + ' overdue.' : '.');
+      return;
+    }
+    if (version === before.version) return;
     // The reader's own change: its message told it; an older change is no longer news.
     if (version === toldVersion) {
       changes.textContent = '';

@@ -270,7 +270,8 @@ pub struct Overview {
 pub fn overview(data: &Overview) -> Markup {
     let now = data.now;
     html! {
-        main #main data-now=(instant(now)) {
+        main #main data-now=(instant(now)) data-waiting=(data.waiting_total)
+            data-overdue=(data.summary.overdue) {
             h1 { "Features" }
             section aria-labelledby="counts-title" {
                 h2 #counts-title { "By state" }
