@@ -602,10 +602,16 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
             if matches!(&other, ClientError::Transport(e) if e.is_connect()) {
                 // Nothing was sent (the client reports an earlier attempt's failure when one
                 // may have been carried out): no change to worry about.
+                // A server that speaks plain HTTP fails an https:// URL's handshake.
+                let plain = if url.starts_with("https://") {
+                    " (or does it speak plain HTTP? then its URL starts with http://)"
+                } else {
+                    ""
+                };
                 let _ = writeln!(
                     err,
-                    "note: no server could be reached at {}: is one running there? (--url or \
-                     ORCHESTRATOR_URL names it); nothing was changed",
+                    "note: no server could be reached at {}: is one running there?{plain} \
+                     (--url or ORCHESTRATOR_URL names it); nothing was changed",
                     crate::url_shown(&url)
                 );
             } else if let ClientError::UnexpectedBody { status, .. } = &other

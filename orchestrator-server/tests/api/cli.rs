@@ -373,6 +373,15 @@ async fn bad_input_exits_2_and_an_unreachable_server_exits_3() {
     let looked = format!("no server could be reached at {}", dead_url());
     assert!(err.contains(&looked), "{err}");
     assert!(err.contains("--url or ORCHESTRATOR_URL"), "{err}");
+    assert!(!err.contains("plain HTTP"), "{err}");
+    // A server speaking plain HTTP named by an https:// URL: the note says what may be wrong.
+    let https = app.url("").replacen("http://", "https://", 1);
+    let (code, _, err) = orchestrator(&https, &["summary"]).await;
+    assert_eq!(code, ExitCode::from(3), "{err}");
+    assert!(
+        err.contains("does it speak plain HTTP? then its URL starts with http://"),
+        "{err}"
+    );
     // A write that reached no server changed nothing, and says so (a write that may have been
     // carried out tells the key to run it again with: the client's tests).
     let (code, _, err) = orchestrator(&dead_url(), &["start", "x", "y"]).await;
