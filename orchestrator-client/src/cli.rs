@@ -1296,7 +1296,6 @@ mod tests {
 
     use super::{Cli, consultations_holding, event_line, run, token_given};
 
-    /// `watch` says how many approvals an overdue stay had, from the list the event carries.
     /// What the server would refuse anyway is the command line's error (exit 2), found
     /// before anything is sent.
     #[test]
@@ -1334,6 +1333,7 @@ mod tests {
         }
     }
 
+    /// `watch` says how many approvals an overdue stay had, from the list the event carries.
     #[test]
     fn an_overdue_gate_is_one_line_counting_its_approvals() {
         let event: orchestrator_core::api::CloudEvent = serde_json::from_value(serde_json::json!({

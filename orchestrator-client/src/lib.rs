@@ -105,7 +105,7 @@ pub enum ClientError {
     /// The base URL is not a usable http(s) URL (shown without any user name and password in
     /// it).
     #[error(
-        "invalid base url '{0}': a usable http:// or https:// URL, such as http://localhost:8000"
+        "invalid base url '{0}': a usable http:// or https:// URL without a query or fragment, such as http://localhost:8000"
     )]
     InvalidBaseUrl(String),
     /// The token holds a character an HTTP header cannot carry (a control character, such as

@@ -521,8 +521,8 @@ pub trait WorkflowRepository: Send + Sync {
         receipt: Option<&Receipt>,
     ) -> Result<(), RepositoryError>;
 
-    /// Stores an `asking` consultation as a reservation: kept, but listed by no reader (only
-    /// [`WorkflowRepository::gate_blockers`] sees it) until
+    /// Stores an `asking` consultation as a reservation: kept, but seen by no reader (no
+    /// listing, event or [`WorkflowRepository::gate_blockers`]) until
     /// [`WorkflowRepository::add_consultation`] publishes it or
     /// [`WorkflowRepository::drop_reservation`] removes it. Judged like `add_consultation`.
     async fn reserve_consultation(

@@ -149,6 +149,11 @@ pub(crate) fn gate_blocked(escalations: usize, asking: usize) -> String {
         1 => holds.push("1 consultation the Agent Hub has not answered".to_owned()),
         n => holds.push(format!("{n} consultations the Agent Hub has not answered")),
     }
+    if holds.is_empty() {
+        // Judged blocked, found free when read again: what held it settled meanwhile.
+        return "the gate was blocked by a consultation that has settled since; try again"
+            .to_owned();
+    }
     format!("the gate is blocked by {}", holds.join(" and "))
 }
 
@@ -870,6 +875,24 @@ mod tests {
                 panic!("{triggers:?} + {trigger}: got {result:?}, expected {expected:?}")
             }
         }
+    }
+
+    #[test]
+    fn a_blocked_gate_says_what_holds_it_in_words() {
+        assert_eq!(
+            gate_blocked(1, 2),
+            "the gate is blocked by 1 escalation waiting for a human and 2 consultations the \
+             Agent Hub has not answered"
+        );
+        assert_eq!(
+            gate_blocked(2, 0),
+            "the gate is blocked by 2 escalations waiting for a human"
+        );
+        assert_eq!(
+            gate_blocked(0, 1),
+            "the gate is blocked by 1 consultation the Agent Hub has not answered"
+        );
+        assert!(gate_blocked(0, 0).contains("settled since"));
     }
 
     #[test]

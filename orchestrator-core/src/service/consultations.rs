@@ -502,8 +502,9 @@ impl Orchestrator {
         }
     }
 
-    /// The consultations that hold these workflows' gates (`pending_human` or `asking`, an ask
-    /// still inside its wait included), oldest first, as stored: no hub call, one read.
+    /// The consultations that hold these workflows' gates (`pending_human` or `asking`, once
+    /// published: an ask still inside its wait holds none), oldest first, as stored: no hub
+    /// call, one read.
     pub async fn stored_blockers(&self, feature_ids: &[FeatureId]) -> Result<Vec<Consultation>> {
         Ok(self.repository.gate_blockers(feature_ids).await?)
     }

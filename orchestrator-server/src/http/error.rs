@@ -112,7 +112,8 @@ pub enum ApiError {
     #[error(transparent)]
     Core(#[from] CoreError),
     /// The Agent Hub failed while an answer to an escalation was forwarded to it: as
-    /// [`ApiError::Core`], and the answer may have reached the hub all the same.
+    /// [`ApiError::Core`], but its details say the answer may have reached the hub all the
+    /// same.
     #[error(transparent)]
     Forwarded(CoreError),
     /// A bug; details go to the log only.
@@ -126,7 +127,7 @@ impl From<RepositoryError> for ApiError {
     }
 }
 
-/// What [`ApiError::Forwarded`] adds to the details.
+/// The details of an [`ApiError::Forwarded`].
 pub const FORWARDED: &str = "the answer may have reached the agent hub all the same: read the consultation before answering again";
 
 /// `Result` with [`ApiError`].
@@ -168,11 +169,8 @@ impl ApiError {
             ApiError::WebhookNotFound(_) => (ErrorCode::WebhookNotFound, None),
             ApiError::DeliveryNotFound(_) => (ErrorCode::DeliveryNotFound, None),
             ApiError::Core(e) => core_code(e),
-            ApiError::Forwarded(e) => {
-                let (code, mut details) = core_code(e);
-                details.get_or_insert_default().push(FORWARDED.to_owned());
-                (code, details)
-            }
+            // Not "nothing was stored": the hub may have taken the answer.
+            ApiError::Forwarded(e) => (core_code(e).0, Some(vec![FORWARDED.to_owned()])),
             ApiError::Internal(_) => (ErrorCode::Internal, None),
         };
         let message = match code {

@@ -62,8 +62,8 @@ const RUN_BYTES: usize = 256 * 1024;
 const BROADCAST_CAPACITY: usize = 64;
 /// Chunks (each one or more messages) queued toward one connection.
 const STREAM_QUEUE: usize = 64;
-/// Streams' own reads of the log (their first page and catch-up) run at once, server-wide: a
-/// crowd of streams resuming from far back (consumers back after a while, the streams of a
+/// Streams' own reads of the log (the first page of one that resumes, and catch-up) run at
+/// once, server-wide: a crowd of streams resuming from far back (consumers back after a while, the streams of a
 /// replica that restarted) takes at most this many of the database's connections, and leaves
 /// the rest to requests, the feed and the background work (each read takes up to 1 000
 /// events, megabytes where events carry large metadata).
@@ -504,6 +504,13 @@ pub async fn stream_events(
             .into());
         }
     }
+    // A stream that resumes takes its turn for its reads of the log (a stream from now reads
+    // next to nothing), before it subscribes: a long wait would otherwise fill its share of
+    // the feed's broadcast, and it would be dropped as behind as soon as it caught up.
+    let reading = match query.after {
+        Some(_) => Some(feed.catch_up.acquire().await),
+        None => None,
+    };
     // Subscribe before reading the log: whatever the feed broadcasts from now on is seen here,
     // and whatever it broadcast before is in the log read below.
     let live = feed.sender.subscribe();
@@ -516,12 +523,11 @@ pub async fn stream_events(
         _ => start,
     };
     // The first page is read now, so a resume point retention passed is a 410, not a stream.
-    let first = {
-        let _reading = feed.catch_up.acquire().await;
-        app.orchestrator()
-            .events(Some(start), &query.filter, READ_BATCH)
-            .await?
-    };
+    let first = app
+        .orchestrator()
+        .events(Some(start), &query.filter, READ_BATCH)
+        .await?;
+    drop(reading);
     let (queue, messages) = stream_queue::channel(STREAM_QUEUE, STREAM_BYTES);
     tokio::spawn(forward(
         app.clone(),

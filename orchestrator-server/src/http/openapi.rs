@@ -921,7 +921,6 @@ fn error_example(operation_id: &str, code: ErrorCode, principals: bool) -> Value
             "the agent hub cannot be reached or did not answer in time",
             Some(vec![
                 "nothing was stored; try again once the agent hub answers",
-                crate::http::error::FORWARDED,
             ]),
         ),
         AgentHubError => envelope(

@@ -172,8 +172,13 @@ impl HttpAgentHub {
         if status.is_success() {
             // An empty success (a 204, say) reads as JSON null.
             let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-            serde_json::from_slice(bytes)
-                .map_err(|e| HubError::Failed(format!("unreadable {status} answer: {e}")))
+            serde_json::from_slice(bytes).map_err(|e| {
+                // serde's words may quote the hub's (an unknown variant).
+                HubError::Failed(format!(
+                    "unreadable {status} answer: {}",
+                    hub_words(&e.to_string())
+                ))
+            })
         } else {
             Err(refusal(status, &bytes))
         }
@@ -317,7 +322,7 @@ fn refusal(status: StatusCode, body: &[u8]) -> HubError {
     // A code means what the hub says only beside a 4xx: a 5xx is the hub failing, whatever
     // its body names (a lost escalation read from a 500 would open a gate).
     if !status.is_client_error() {
-        return HubError::Failed(format!("{status} {}: {message}", error.code));
+        return HubError::Failed(format!("{status} {}: {message}", hub_words(&error.code)));
     }
     match error.code.as_str() {
         "UNKNOWN_TOPIC" => HubError::UnknownTopic {
@@ -328,7 +333,7 @@ fn refusal(status: StatusCode, body: &[u8]) -> HubError {
         "SESSION_NOT_FOUND" => HubError::SessionNotFound(message),
         "ESCALATION_NOT_FOUND" => HubError::EscalationNotFound(message),
         "ALREADY_RESOLVED" => HubError::AlreadyResolved(message),
-        code => HubError::Failed(format!("{status} {code}: {message}")),
+        code => HubError::Failed(format!("{status} {}: {message}", hub_words(code))),
     }
 }
 
@@ -381,7 +386,8 @@ fn hub_path(prefix: &str, id: &str) -> Result<String, HubError> {
         Ok(format!("{prefix}{id}"))
     } else {
         Err(HubError::Failed(format!(
-            "malformed id '{id}' from the hub"
+            "malformed id '{}' from the hub",
+            hub_words(id)
         )))
     }
 }

@@ -484,21 +484,21 @@
       : { code: 'HTTP_' + response.status, message: 'HTTP ' + response.status, madeUp: true };
   }
 
-  // The Agent Hub's failures: the server stored nothing (an answer to an escalation may have
-  // reached the hub all the same, which their details then say).
+  // The Agent Hub's failures: the server stored nothing.
   const HUB_FAILED = ['AGENT_HUB_UNAVAILABLE', 'AGENT_HUB_ERROR'];
 
-  // A refusal (4xx) recorded nothing, nor did the Agent Hub's failure. Another server error or
-  // a lost connection may have come after the change was made: say so, and let the page show
+  // A refusal (4xx) recorded nothing, nor did the Agent Hub's failure — but for an answer
+  // `forwarded` to the hub, which may have reached it all the same. Another server error or a
+  // lost connection may have come after the change was made: say so, and let the page show
   // the feature as it is.
-  function notRecorded(error, status) {
+  function notRecorded(error, status, forwarded) {
     const listed = Array.isArray(error.details) ? error.details.join('; ') : '';
     const details = listed && listed !== error.message ? ' (' + listed + ')' : '';
     if (status === 401) {
       // Not refreshed at once: the page would become the sign-in form and take this away.
       signedOut = true;
       say('Not recorded: your session has ended (signed out elsewhere, or after 12 hours). Reload the page to sign in again; what you typed is kept.', 'bad');
-    } else if (status >= 500 && !HUB_FAILED.includes(error.code)) {
+    } else if (status >= 500 && (forwarded || !HUB_FAILED.includes(error.code))) {
       mayHaveLanded(error.message + details, !error.madeUp);
     } else {
       say('Not recorded: ' + error.message + details, 'bad');
@@ -641,7 +641,7 @@
     if (error.code === 'ALREADY_RESOLVED') {
       say('Not recorded: somebody answered this escalation already; the page now shows the answer that stands.', 'bad');
     } else {
-      notRecorded(error, response.status);
+      notRecorded(error, response.status, true);
     }
   }
 

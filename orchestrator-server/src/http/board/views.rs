@@ -688,10 +688,12 @@ fn metadata(metadata: &Metadata, label: &str) -> Markup {
                     dt { (key) }
                     dd {
                         @match value {
-                            serde_json::Value::String(text) if is_link(text) => {
-                                a href=(text) rel="noreferrer" { (text) }
+                            serde_json::Value::String(text) => {
+                                @match link(text) {
+                                    Some(href) => a href=(href) rel="noreferrer" { (text) },
+                                    None => (text),
+                                }
                             }
-                            serde_json::Value::String(text) => (text),
                             other => code { (other) }
                         }
                     }
@@ -701,10 +703,15 @@ fn metadata(metadata: &Metadata, label: &str) -> Markup {
     }
 }
 
-/// Whether `text` is an http(s) address, as a page may link to (never `javascript:`).
-fn is_link(text: &str) -> bool {
+/// The address a page may link to for `text`, if it is an http(s) one (never `javascript:`),
+/// written out as parsed: the address a browser would follow, whatever the text holds (a tab
+/// inside, say, which parsers drop).
+fn link(text: &str) -> Option<String> {
     (text.starts_with("http://") || text.starts_with("https://"))
-        && reqwest::Url::parse(text).is_ok_and(|url| url.has_host())
+        .then(|| reqwest::Url::parse(text).ok())
+        .flatten()
+        .filter(|url| url.has_host())
+        .map(String::from)
 }
 
 fn feature_href(id: &str) -> String {

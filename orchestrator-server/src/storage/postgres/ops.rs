@@ -154,8 +154,8 @@ pub async fn consultations(
         .await
 }
 
-/// These workflows' consultations that block their gates, reservations included, oldest
-/// first.
+/// These workflows' published consultations that block their gates (a reservation holds
+/// nothing), oldest first.
 pub async fn gate_blockers(
     conn: &mut AsyncPgConnection,
     feature_ids: Vec<&str>,

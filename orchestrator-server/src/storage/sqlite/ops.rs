@@ -119,8 +119,8 @@ pub fn consultations(
         .load(conn)
 }
 
-/// These workflows' consultations that block their gates, reservations included, oldest
-/// first.
+/// These workflows' published consultations that block their gates (a reservation holds
+/// nothing), oldest first.
 pub fn gate_blockers(
     conn: &mut SqliteConnection,
     feature_ids: Vec<&str>,
