@@ -1092,21 +1092,19 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
         1,
         "only the approval"
     );
+    // The agent asks the experts a question they answer at once; the open page shows it.
+    let asked_and_shown = async |question: &str| {
+        agent
+            .create_consultation(
+                &careful,
+                &ConsultRequest::new("architecture", format!("{question} [confidence=95]")),
+            )
+            .await
+            .unwrap();
+        wait_text(&a, "table.consultations", |t| t.contains(question)).await;
+    };
     // A live update meanwhile (a new consultation) keeps the field marked and focused.
-    agent
-        .create_consultation(
-            &careful,
-            &ConsultRequest::new(
-                "architecture",
-                "Which queue holds the mails? [confidence=95]",
-            ),
-        )
-        .await
-        .unwrap();
-    wait_text(&a, "table.consultations", |t| {
-        t.contains("Which queue holds the mails?")
-    })
-    .await;
+    asked_and_shown("Which queue holds the mails?").await;
     wait_script(&a, "return document.activeElement.id;", "reason").await;
     wait_script(
         &a,
@@ -1197,20 +1195,7 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
     wait_script(&a, "return document.activeElement.tagName;", "H1").await;
     // And keeps it there through the next change the page shows (as after her own decision,
     // whose event comes after the page its answer brought).
-    agent
-        .create_consultation(
-            &careful,
-            &ConsultRequest::new(
-                "architecture",
-                "Which queue takes the jobs? [confidence=95]",
-            ),
-        )
-        .await
-        .unwrap();
-    wait_text(&a, "table.consultations", |t| {
-        t.contains("Which queue takes the jobs?")
-    })
-    .await;
+    asked_and_shown("Which queue takes the jobs?").await;
     assert_eq!(
         a.execute("return document.activeElement.tagName;", vec![])
             .await
