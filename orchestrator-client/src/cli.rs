@@ -42,8 +42,9 @@ Exit codes:
   being carried out is asked about until that attempt's answer comes: up to the server's
   request bound plus 5 s, 10 minutes at most); `health` is tried once, and `watch` waits on
   its stream as long as it runs, --timeout aside: a minute for the stream to open, then it
-  reconnects after four of the server's heartbeats of silence, a minute at least. Against a server whose request bound is raised
-  (REQUEST_TIMEOUT_SECONDS, or a longer AGENT_HUB_WAIT_SECONDS), give `ask` at least that.
+  reconnects after four of the server's heartbeats of silence, a minute at least. Against a
+  server whose request bound is raised (REQUEST_TIMEOUT_SECONDS, or a longer
+  AGENT_HUB_WAIT_SECONDS), give `ask` at least that.
 
 --idempotency-key: for writes only (start, advance, approve, reject, consult, respond,
   webhooks add and redeliver); running the same command again with the same key, even after

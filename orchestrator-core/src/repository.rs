@@ -375,7 +375,8 @@ pub trait WorkflowRepository: Send + Sync {
     ///
     /// An approval (`human_approved` without `override`) lands only if, at the moment it
     /// commits, no published consultation of the workflow blocks the gate
-    /// ([`Consultation::blocks_gate`]; a reservation holds nothing); otherwise [`RepositoryError::GateBlocked`] and nothing changes.
+    /// ([`Consultation::blocks_gate`]; a reservation holds nothing); otherwise
+    /// [`RepositoryError::GateBlocked`] and nothing changes.
     /// Its judge saw none (a blocker refuses an approval), so one found here was stored while
     /// it was judged; a consultation stored after the approval lands finds the gate passed.
     async fn commit_with(

@@ -2,7 +2,8 @@
 //! asks in flight, finishing in the background, the sweep of abandoned asks, and the drain on
 //! shutdown.
 //!
-//! A consultation is stored as a reservation first (no listing, event or gate sees it); the hub is then given the wait window. An answer (or a failure) inside it settles
+//! A consultation is stored as a reservation first (no listing, event or gate sees it); the
+//! hub is then given the wait window. An answer (or a failure) inside it settles
 //! the request as before: 201 with the answer, or the error with nothing kept. Past it, the
 //! reservation is published as `asking`, the request answers 202, and the same hub call goes
 //! on in a background task that stores the outcome. From the reservation on, the ask runs in a
