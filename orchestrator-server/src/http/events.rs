@@ -63,10 +63,10 @@ const BROADCAST_CAPACITY: usize = 64;
 /// Chunks (each one or more messages) queued toward one connection.
 const STREAM_QUEUE: usize = 64;
 /// Streams' own reads of the log (the first page of one that resumes, and catch-up) run at
-/// once, server-wide: a crowd of streams resuming from far back (consumers back after a while, the streams of a
-/// replica that restarted) takes at most this many of the database's connections, and leaves
-/// the rest to requests, the feed and the background work (each read takes up to 1 000
-/// events, megabytes where events carry large metadata).
+/// once, server-wide: a crowd of streams resuming from far back (consumers back after a
+/// while, the streams of a replica that restarted) takes at most this many of the database's
+/// connections, and leaves the rest to requests, the feed and the background work (each read
+/// takes up to 1 000 events, megabytes where events carry large metadata).
 const CATCH_UP_READS: usize = 2;
 /// About the most bytes queued toward one connection (a chunk of more takes it all): a slow
 /// reader of the largest events holds this, not [`STREAM_QUEUE`] runs of [`RUN_BYTES`].
