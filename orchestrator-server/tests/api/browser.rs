@@ -136,6 +136,24 @@ async fn wait_script(browser: &Browser, script: &str, expected: &str) {
     panic!("{script} never returned {expected:?}; last: {last}");
 }
 
+/// `agent` asks the experts a question about `feature` that they answer at once; `page`, open
+/// on the feature, shows it.
+async fn asked_and_shown(
+    agent: &orchestrator_client::Client,
+    feature: &orchestrator_core::FeatureId,
+    page: &Browser,
+    question: &str,
+) {
+    agent
+        .create_consultation(
+            feature,
+            &ConsultRequest::new("architecture", format!("{question} [confidence=95]")),
+        )
+        .await
+        .unwrap();
+    wait_text(page, "table.consultations", |t| t.contains(question)).await;
+}
+
 /// Waits until `check` holds for the page's text at `css`, and answers the text.
 async fn wait_text(browser: &Browser, css: &str, check: impl Fn(&str) -> bool) -> String {
     let started = Instant::now();
@@ -840,17 +858,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     .await
     .unwrap();
     // A change the page follows: a new consultation, shown.
-    let new_consultation = async |question: &str| {
-        agent
-            .create_consultation(
-                &payments,
-                &ConsultRequest::new("architecture", format!("{question} [confidence=95]")),
-            )
-            .await
-            .unwrap();
-        wait_text(&a, "table.consultations", |t| t.contains(question)).await;
-    };
-    new_consultation("Which queue holds the retries?").await;
+    asked_and_shown(&agent, &payments, &a, "Which queue holds the retries?").await;
     let focused = a
         .execute(
             "const e = document.activeElement;
@@ -882,7 +890,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     )
     .await
     .unwrap();
-    new_consultation("Which log keeps the retries?").await;
+    asked_and_shown(&agent, &payments, &a, "Which log keeps the retries?").await;
     let focused = a
         .execute(
             "const e = document.activeElement;
@@ -1092,19 +1100,8 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
         1,
         "only the approval"
     );
-    // The agent asks the experts a question they answer at once; the open page shows it.
-    let asked_and_shown = async |question: &str| {
-        agent
-            .create_consultation(
-                &careful,
-                &ConsultRequest::new("architecture", format!("{question} [confidence=95]")),
-            )
-            .await
-            .unwrap();
-        wait_text(&a, "table.consultations", |t| t.contains(question)).await;
-    };
     // A live update meanwhile (a new consultation) keeps the field marked and focused.
-    asked_and_shown("Which queue holds the mails?").await;
+    asked_and_shown(&agent, &careful, &a, "Which queue holds the mails?").await;
     wait_script(&a, "return document.activeElement.id;", "reason").await;
     wait_script(
         &a,
@@ -1195,7 +1192,7 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
     wait_script(&a, "return document.activeElement.tagName;", "H1").await;
     // And keeps it there through the next change the page shows (as after her own decision,
     // whose event comes after the page its answer brought).
-    asked_and_shown("Which queue takes the jobs?").await;
+    asked_and_shown(&agent, &careful, &a, "Which queue takes the jobs?").await;
     assert_eq!(
         a.execute("return document.activeElement.tagName;", vec![])
             .await
