@@ -136,6 +136,22 @@ async fn wait_script(browser: &Browser, script: &str, expected: &str) {
     panic!("{script} never returned {expected:?}; last: {last}");
 }
 
+/// Nothing on `page` is wider than its window (no sideways scrolling).
+async fn no_wider_than_the_window(page: &Browser) {
+    let overflow = page
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "wider than the window by {overflow} px at {}",
+        page.current_url().await.unwrap()
+    );
+}
+
 /// `agent` asks the experts a question about `feature` that they answer at once; `page`, open
 /// on the feature, shows it.
 async fn asked_and_shown(
@@ -679,17 +695,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         .await
         .unwrap();
     wait_text(&a, "table.consultations", |t| t.contains("Blocking")).await;
-    let overflow = a
-        .execute(
-            "return document.documentElement.scrollWidth - window.innerWidth;",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert!(
-        overflow.as_i64().unwrap_or(1) <= 0,
-        "wider than 400 px by {overflow}"
-    );
+    no_wider_than_the_window(&a).await;
     screenshot(&a, "board-narrow.png").await;
     // Nor on a page of long names without a space to break at (a directory's, a bot's): the
     // gate's authors and the history name them whole, on as many lines as they need.
@@ -709,17 +715,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         .unwrap();
     a.goto(&app.url("/board/feature/long-names")).await.unwrap();
     wait_text(&a, "ol.timeline", |t| t.contains(long)).await;
-    let overflow = a
-        .execute(
-            "return document.documentElement.scrollWidth - window.innerWidth;",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert!(
-        overflow.as_i64().unwrap_or(1) <= 0,
-        "wider than 400 px by {overflow}"
-    );
+    no_wider_than_the_window(&a).await;
     // Tall enough for the whole page in the screenshot.
     a.set_window_size(1400, 1500).await.unwrap();
     // An escalation waiting for a human blocks the gate, and the page says so.
