@@ -102,8 +102,18 @@ impl Auth {
     }
 
     /// The caller a request's `Authorization` header names, or 401. The scheme's name is
-    /// read in any case (`Bearer`, `bearer`), as HTTP has it.
+    /// read in any case (`Bearer`, `bearer`), as HTTP has it. Two `Authorization` headers
+    /// name no one (401): which of them a proxy in between would have honoured is unknown.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        if self.required()
+            && headers
+                .get_all(header::AUTHORIZATION)
+                .iter()
+                .nth(1)
+                .is_some()
+        {
+            return Err(ApiError::Unauthorized);
+        }
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

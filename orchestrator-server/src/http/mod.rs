@@ -433,9 +433,19 @@ impl App {
             let label = route.map_or("unmatched", Route::pattern);
             abandoned.answered = true;
             self.0.metrics.request(label, &method, status, elapsed);
+            let headers = response.headers_mut();
             if let Ok(value) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert("x-request-id", value);
+                headers.insert("x-request-id", value);
             }
+            // Every answer is taken as the type it says, and one that does not say how long
+            // it may be kept (the API's JSON: a feature's state, a webhook's secret) is kept
+            // by no cache, the browser's included.
+            headers
+                .entry(http::header::X_CONTENT_TYPE_OPTIONS)
+                .or_insert(HeaderValue::from_static("nosniff"));
+            headers
+                .entry(http::header::CACHE_CONTROL)
+                .or_insert(HeaderValue::from_static("no-store"));
             tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1e3, "answered");
             response
         }

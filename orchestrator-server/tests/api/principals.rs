@@ -204,6 +204,35 @@ async fn tokens_name_the_actor_and_roles_decide_what_they_may_do() {
     );
 }
 
+/// A request with two `Authorization` headers names no one, whichever comes first and
+/// whether a token or principals decide: a proxy in between may have honoured the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_authorization_headers_name_no_one() {
+    let keys = TempDir::new().unwrap();
+    let file = keys.path().join("principals.toml");
+    let erin = mint(&file, "erin", ActorKind::Human, &[Role::Viewer]);
+    let principals = spawn_app_with(|c| c.principals_file = Some(file.clone())).await;
+    let shared = spawn_app_with(|c| c.api_token = Some("s3cret".into())).await;
+    let http = reqwest::Client::new();
+    for (app, good) in [(&principals, erin.as_str()), (&shared, "s3cret")] {
+        let get = |first: &str, second: Option<&str>| {
+            let mut request = http
+                .get(app.url("/workflows"))
+                .header("authorization", format!("Bearer {first}"));
+            if let Some(second) = second {
+                request = request.header("authorization", format!("Bearer {second}"));
+            }
+            request.send()
+        };
+        assert_eq!(get(good, None).await.unwrap().status(), 200);
+        for (first, second) in [(good, "nope"), ("nope", good), (good, good)] {
+            let refused = get(first, Some(second)).await.unwrap();
+            assert_eq!(refused.status(), 401, "{first} then {second}");
+            assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_persons_approval_counts_once_even_given_through_someone_else() {
     let keys = TempDir::new().unwrap();

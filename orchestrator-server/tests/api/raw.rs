@@ -497,6 +497,36 @@ async fn created_workflows_carry_location_and_etag() {
     assert_eq!(get.headers()["etag"], "\"1\"");
 }
 
+/// The API's answers (a feature, an error, the health check) are kept by no cache and taken
+/// as the type they say; the documentation, which may be cached, says so itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_answers_are_not_stored_by_caches_and_not_sniffed() {
+    let app = spawn_app().await;
+    app.client
+        .start_workflow(&orchestrator_core::api::StartWorkflowRequest::new(
+            "f-1",
+            "a feature",
+        ))
+        .await
+        .unwrap();
+    for (path, status) in [
+        ("/workflow/f-1", 200),
+        ("/workflow/f-2", 404),
+        ("/health", 200),
+    ] {
+        let response = reqwest::get(app.url(path)).await.unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
+        assert_eq!(
+            response.headers()["x-content-type-options"],
+            "nosniff",
+            "{path}"
+        );
+    }
+    let document = reqwest::get(app.url("/openapi.json")).await.unwrap();
+    assert_eq!(document.headers()["cache-control"], "public, max-age=3600");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn if_match_guards_an_advance_like_expected_version() {
     let app = spawn_app().await;
