@@ -53,9 +53,9 @@ pub fn claim_database(url: &storage::DatabaseUrl) -> Result<Option<std::fs::File
     };
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         // The store creates missing directories too, and says why if it cannot.
-        let _ = std::fs::create_dir_all(dir);
+        let _ = storage::sqlite::private_directory(dir);
     }
-    let Ok(file) = std::fs::OpenOptions::new()
+    let Ok(file) = storage::sqlite::private_file_options()
         .read(true)
         .write(true)
         .create(true)

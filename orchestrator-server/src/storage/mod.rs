@@ -237,6 +237,35 @@ pub(crate) fn classify(error: diesel::result::Error) -> orchestrator_core::Repos
     }
 }
 
+/// Says so when the database holds migrations this build does not have: a newer build
+/// migrated it (a rolling upgrade under way, or a downgrade). This one still runs: the
+/// migrations only add, and the replicas of an upgrade run side by side for a while.
+fn warn_of_unknown_migrations<DB: diesel::backend::Backend>(
+    harness: &mut impl diesel_migrations::MigrationHarness<DB>,
+    known: &diesel_migrations::EmbeddedMigrations,
+) {
+    use diesel::migration::MigrationSource;
+    let (Ok(applied), Ok(known)) = (
+        harness.applied_migrations(),
+        MigrationSource::<DB>::migrations(known),
+    ) else {
+        return;
+    };
+    let unknown: Vec<String> = applied
+        .iter()
+        .filter(|version| !known.iter().any(|m| m.name().version() == **version))
+        .map(ToString::to_string)
+        .collect();
+    if !unknown.is_empty() {
+        tracing::warn!(
+            versions = unknown.join(", "),
+            "the database was migrated by a newer build than this one, which does not know \
+             these migrations; it runs, as the replicas of an upgrade do, but a downgrade is \
+             not undone: see Upgrading in docs/OPERATIONS.md"
+        );
+    }
+}
+
 /// The time written by a write probe (Unix microseconds).
 fn probe_time() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -249,4 +278,66 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(task)
         .await
         .map_err(|e| StorageError::Connect(format!("start-up task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    use std::path::Path;
+
+    /// Every file under `dir`, as paths relative to `root`, sorted.
+    fn files(root: &Path, dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(root, &path, found);
+            } else {
+                let relative = path.strip_prefix(root).unwrap();
+                found.push(relative.to_string_lossy().replace('\\', "/"));
+            }
+        }
+        found.sort();
+    }
+
+    /// A migration, once committed, is never edited: diesel records only which versions ran,
+    /// so a database that ran the old text would never run the new one and would lack what it
+    /// adds for ever. `migrations.sha256` (`sha256sum` format: `cd migrations && sha256sum -c
+    /// ../migrations.sha256`) holds every committed file's digest; a change is a new migration,
+    /// whose lines are added to that file.
+    #[test]
+    fn committed_migrations_are_never_edited() {
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = crate_dir.join("migrations");
+        let locked = std::fs::read_to_string(crate_dir.join("migrations.sha256")).unwrap();
+        let mut found = Vec::new();
+        files(&root, &root, &mut found);
+        let mut now = String::new();
+        for file in &found {
+            let digest = Sha256::digest(std::fs::read(root.join(file)).unwrap());
+            let hex = digest.iter().fold(String::new(), |mut hex, byte| {
+                let _ = write!(hex, "{byte:02x}");
+                hex
+            });
+            let _ = writeln!(now, "{hex}  {file}");
+        }
+        for line in locked.lines() {
+            assert!(
+                now.lines().any(|current| current == line),
+                "migration file {} was edited or removed after it was committed: write a new \
+                 migration instead (a database that ran it will never run it again)",
+                line.split_once("  ").map_or(line, |(_, file)| file)
+            );
+        }
+        let new: Vec<&str> = now
+            .lines()
+            .filter(|current| !locked.lines().any(|line| line == *current))
+            .collect();
+        assert!(
+            new.is_empty(),
+            "new migration files: add these lines to orchestrator-server/migrations.sha256 \
+             with the commit that adds them:\n{}",
+            new.join("\n")
+        );
+    }
 }

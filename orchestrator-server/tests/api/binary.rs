@@ -222,8 +222,22 @@ async fn sigterm_drains_and_exits_zero() {
     let mut child = crate::helpers::server_on(port, &url).spawn().unwrap();
     let client = Client::new(format!("http://127.0.0.1:{port}")).unwrap();
     crate::helpers::wait_healthy(&client).await;
-    // The missing parent directories were created.
+    // The missing parent directories were created, for the server's user alone, as were
+    // the database's files: they hold the webhooks' secrets.
     assert!(dir.path().join("nested/dir/o.db").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &str| {
+            let metadata = std::fs::metadata(dir.path().join(path)).unwrap();
+            metadata.permissions().mode() & 0o777
+        };
+        assert_eq!(mode("nested"), 0o700);
+        assert_eq!(mode("nested/dir"), 0o700);
+        for file in ["o.db", "o.db-wal", "o.db-shm"] {
+            assert_eq!(mode(&format!("nested/dir/{file}")), 0o600, "{file}");
+        }
+    }
 
     signal(&child, "TERM");
     let exit = exited_within(&mut child, 10, "server did not stop after SIGTERM").await;
@@ -273,6 +287,49 @@ async fn a_second_server_on_the_same_sqlite_file_stops_before_opening_it() {
     crate::helpers::wait_healthy(&client).await;
     third.kill().unwrap();
     third.wait().unwrap();
+}
+
+/// A database a newer build migrated (a version this build does not have) is served all the
+/// same, as the replicas of a rolling upgrade must be, and the log says so, naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_a_newer_build_migrated_is_served_with_a_warning() {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("o.db");
+    let port = crate::helpers::free_port();
+    let client = Client::new(format!("http://127.0.0.1:{port}")).unwrap();
+    // The log of one run on the file, until it is healthy.
+    let run = || async {
+        let mut child = crate::helpers::sqlite_server(&file, port)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        crate::helpers::wait_healthy(&client).await;
+        signal(&child, "TERM");
+        exited_within(&mut child, 10, "server did not stop after SIGTERM").await;
+        let output = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let first = run().await;
+    assert!(!first.contains("newer build"), "{first}");
+
+    let mut conn = diesel::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
+    conn.batch_execute(
+        "INSERT INTO __diesel_schema_migrations (version) VALUES ('29991231000000')",
+    )
+    .unwrap();
+    drop(conn);
+    let second = run().await;
+    let warning = second
+        .lines()
+        .find(|line| line.contains("newer build"))
+        .unwrap_or_else(|| panic!("no warning: {second}"));
+    assert!(
+        warning.contains("\"versions\":\"29991231000000\""),
+        "{warning}"
+    );
+    assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
 }
 
 /// How `child` exited, waiting up to `seconds`; past them it is killed (not left running) and

@@ -881,6 +881,9 @@ async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
                 .run_pending_migrations(MIGRATIONS)
                 .map(|_| ())
                 .map_err(|e| e.to_string());
+            if ran.is_ok() {
+                super::warn_of_unknown_migrations(&mut harness, &MIGRATIONS);
+            }
             (harness, ran)
         })
         .await

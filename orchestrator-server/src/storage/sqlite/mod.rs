@@ -76,25 +76,61 @@ impl std::fmt::Debug for SqliteRepository {
     }
 }
 
-/// Why the file at `target` did not open, or not with its settings: on a read-only mount, or
-/// in a directory this process may not write to, SQLite cannot make its write-ahead log's
-/// files beside it and says only that it cannot open the file; said as the database that
-/// cannot be written, and why, when its directory refuses a new file for either reason.
+/// Why the file at `target` did not open, or not with its settings: on a read-only mount, in
+/// a directory this process may not write to, or on a full disk, SQLite cannot make its
+/// write-ahead log's files beside it and says only that it cannot open the file or that a disk
+/// operation failed; said as the database that cannot be written, and why, when its directory
+/// refuses a new file (or a page of one) for any of those reasons.
 fn not_opened(target: &str, error: &impl std::fmt::Display) -> StorageError {
-    use std::io::ErrorKind;
+    use std::io::{ErrorKind, Write};
     let directory = std::path::Path::new(target)
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let why = match tempfile::tempfile_in(directory).map_err(|e| e.kind()) {
+    let written = tempfile::tempfile_in(directory).and_then(|mut file| {
+        file.write_all(&[0; 4096])?;
+        file.sync_all()
+    });
+    let why = match written.map_err(|e| e.kind()) {
         Err(ErrorKind::ReadOnlyFilesystem) => "is on a read-only file system",
         Err(ErrorKind::PermissionDenied) => "may not be written to by this process",
+        Err(ErrorKind::StorageFull) => "is on a disk with no space left",
+        Err(ErrorKind::QuotaExceeded) => "is on a disk whose quota this process has used up",
         _ => return StorageError::Connect(error.to_string()),
     };
     StorageError::NotWritable(format!(
         "{error}: its directory {} {why}",
         directory.display()
     ))
+}
+
+/// Creates `dir` and its missing parents, on Unix for this user alone (mode 0700): the
+/// database holds the webhooks' signing secrets. A directory that exists is left as it is.
+pub(crate) fn private_directory(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates the database file when it is missing, on Unix readable and writable by this user
+/// alone (mode 0600; SQLite gives its write-ahead log's files the database's mode). A file
+/// that exists is left as it is; one that cannot be made is for SQLite to report.
+fn private_file(path: &Path) {
+    let _ = private_file_options()
+        .write(true)
+        .create_new(true)
+        .open(path);
+}
+
+/// Options whose file, if they create one, is on Unix readable and writable by this user
+/// alone (mode 0600).
+pub(crate) fn private_file_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
 }
 
 /// Per-connection settings of every connection, readers and writer alike; `cache_kib` is the
@@ -143,11 +179,12 @@ impl SqliteRepository {
     pub async fn open(path: impl AsRef<Path>, readers: usize) -> Result<Self, StorageError> {
         let path = path.as_ref();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StorageError::Directory {
+            private_directory(dir).map_err(|source| StorageError::Directory {
                 path: dir.to_owned(),
                 source,
             })?;
         }
+        private_file(path);
         let target = path.to_string_lossy().into_owned();
         blocking(move || Self::start(&target, readers, true, None)).await
     }
@@ -194,6 +231,7 @@ impl SqliteRepository {
         }
         conn.run_pending_migrations(MIGRATIONS)
             .map_err(|e| StorageError::Migrate(e.to_string()))?;
+        super::warn_of_unknown_migrations(&mut conn, &MIGRATIONS);
         // A database that opens and migrates may still refuse writes (a read-only file or
         // mount, a full disk): find out now rather than at the first request.
         conn.transaction(|conn| {
