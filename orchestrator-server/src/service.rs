@@ -169,10 +169,12 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     // failed every ask left under way already, under the migrations' lock).
     app.recover_asks(sole_server).await;
     // Likewise, on SQLite, the idempotency keys of requests it was answering when it stopped,
-    // which would answer their retries "in use" until their leases end. Not on PostgreSQL:
-    // a replica may be answering them, so there the leases are waited out.
+    // which would answer their retries "in use" until their leases end, and the webhook
+    // deliveries it was attempting, which would wait for theirs. Not on PostgreSQL: a replica
+    // may be answering or attempting them, so there the leases are waited out.
     if sole_server {
         app.forget_left_keys().await;
+        app.release_delivery_leases().await;
     }
     Ok(app)
 }

@@ -265,6 +265,23 @@ impl App {
         }
     }
 
+    /// Lets go of the leases of the webhook deliveries a stopped server was attempting (its
+    /// store's only server, at start-up): they are attempted again at once.
+    pub async fn release_delivery_leases(&self) {
+        let Some(webhooks) = self.webhooks() else {
+            return;
+        };
+        match webhooks.store().release_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                deliveries = n,
+                "webhook deliveries left under way by a stopped server let go; they are \
+                 attempted again"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not let go of webhook deliveries' leases"),
+        }
+    }
+
     pub(crate) fn asks(&self) -> &asks::Asks {
         &self.0.asks
     }

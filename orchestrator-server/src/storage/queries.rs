@@ -570,6 +570,12 @@ pub fn leased_delivery_as_claimed<'a>(id: &'a str, lease: i64, redeliveries: i32
         .filter(webhook_deliveries::redeliveries.eq(redeliveries))
 }
 
+/// Every delivery an attempt holds (or held, when its lease has ended).
+#[dsl::auto_type]
+pub fn leased_deliveries() -> _ {
+    webhook_deliveries::table.filter(webhook_deliveries::lease_until.is_not_null())
+}
+
 /// One webhook's delivery.
 #[dsl::auto_type]
 pub fn delivery_of<'a>(webhook_id: &'a str, id: &'a str) -> _ {

@@ -288,6 +288,12 @@ pub trait WebhookRepository: Send + Sync {
 
     /// What waits to be delivered at `now` (two reads of the pending deliveries' index).
     async fn backlog(&self, now: Timestamp) -> Result<Backlog, RepositoryError>;
+
+    /// Lets go of every delivery's lease, so that what a stopped server was attempting is
+    /// attempted again at once rather than when its leases end; answers how many there were.
+    /// Only for a server that knows no other attempts deliveries: a SQLite database's one
+    /// server, at start-up.
+    async fn release_leases(&self) -> Result<u64, RepositoryError>;
 }
 
 /// Every webhook write, for the back ends' `apply`.
@@ -342,6 +348,8 @@ pub(crate) enum WebhookWrite {
     /// One chunk of [`WebhookRepository::purge_deliveries`], the oldest, as `Write::PurgeKeys`
     /// deletes keys (answers `Count`).
     Purge(i64),
+    /// See [`WebhookRepository::release_leases`] (answers `Count`).
+    ReleaseLeases,
 }
 
 /// What a redelivery at `now` sets, from the delivery's lease: the lease to keep and how many
@@ -567,6 +575,11 @@ impl<B: WebhookBackend> WebhookRepository for B {
             receipt: receipt.map(ReceiptRow::from),
         };
         Ok(self.write(Write::Webhook(write)).await?.count() > 0)
+    }
+
+    async fn release_leases(&self) -> Result<u64, RepositoryError> {
+        let write = Write::Webhook(WebhookWrite::ReleaseLeases);
+        Ok(self.write(write).await?.count())
     }
 
     async fn purge_deliveries(&self, before: Timestamp) -> Result<u64, RepositoryError> {

@@ -755,6 +755,53 @@ async fn deliveries_to_private_targets_are_refused_when_they_are_not_allowed() {
     receiver.quiet(Duration::from_millis(500)).await;
 }
 
+/// A SQLite database's one server, killed during an attempt, makes it again as soon as it is
+/// back, not once the dead attempt's lease (a minute) has ended: no other server can be
+/// making it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sqlite_server_killed_during_an_attempt_makes_it_again_when_back() {
+    let dir = TempDir::new().unwrap();
+    let database = dir.path().join("webhooks.db");
+    let port = free_port();
+    let mut receiver = Receiver::start().await;
+    receiver.hold(&[Duration::from_secs(60)]);
+    let server = || {
+        let mut command = sqlite_server(&database, port);
+        command.env("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true");
+        command.spawn().expect("server binary starts")
+    };
+    let client = Client::new(format!("http://127.0.0.1:{port}")).unwrap();
+    let mut first = server();
+    wait_healthy(&client).await;
+    let webhook = client
+        .create_webhook(&CreateWebhookRequest::new(receiver.url.clone()))
+        .await
+        .unwrap()
+        .webhook;
+    client
+        .start_workflow(&StartWorkflowRequest::new("held", "attempted at a crash"))
+        .await
+        .unwrap();
+    let attempted = receiver.next().await;
+
+    first.kill().expect("SIGKILL");
+    first.wait().unwrap();
+    let mut second = server();
+    wait_healthy(&client).await;
+    // Within `next`'s 15 s, well before the minute.
+    let again = receiver.next().await;
+    assert_eq!(again.webhook_id(), attempted.webhook_id());
+    let delivered = deliveries_until(&client, &webhook.id, |items| {
+        items
+            .first()
+            .is_some_and(|d| d.status == DeliveryStatus::Delivered)
+    })
+    .await;
+    assert_eq!(delivered.len(), 1);
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delivery_survives_kill_9_while_its_receiver_is_down() {
     let dir = TempDir::new().unwrap();
@@ -1072,6 +1119,20 @@ async fn the_store_queues_each_event_once(
         ..delivered.clone()
     };
     assert_eq!(store.record_attempts(&[late]).await.unwrap(), 0);
+    // Its leases let go (a SQLite server's start-up), it is claimed again before its lease
+    // ends, under a lease that ends when the taken-over one did.
+    assert_eq!(store.release_leases().await.unwrap(), 1);
+    assert_eq!(store.release_leases().await.unwrap(), 0);
+    let again = store
+        .claim_deliveries(
+            ran_out,
+            ran_out + chrono::Duration::seconds(30),
+            &ClaimRoom::up_to(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].id, claimed[1].id);
 
     // Only the settled one is purged; the pending one (still leased) stays.
     let later = now + chrono::Duration::seconds(1);

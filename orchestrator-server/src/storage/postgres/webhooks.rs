@@ -295,6 +295,11 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &WebhookWrite) -> QueryR
                 .await
                 .map(count)
         }
+        WebhookWrite::ReleaseLeases => diesel::update(queries::leased_deliveries())
+            .set(webhook_deliveries::lease_until.eq(None::<i64>))
+            .execute(conn)
+            .await
+            .map(count),
     }
 }
 

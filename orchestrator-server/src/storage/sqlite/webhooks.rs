@@ -217,6 +217,10 @@ pub fn apply(
                 .execute(conn)
                 .map(count)
         }
+        WebhookWrite::ReleaseLeases => diesel::update(queries::leased_deliveries())
+            .set(webhook_deliveries::lease_until.eq(None::<i64>))
+            .execute(conn)
+            .map(count),
     }
 }
 
