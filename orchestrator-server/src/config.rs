@@ -107,8 +107,8 @@ pub struct Config {
     pub api_token: Option<Secret>,
 
     /// Without a token or principals: host names requests may be addressed to besides IP
-    /// addresses and `localhost`, separated by commas, or `*` for any (a defence against web
-    /// pages that point a name of their own at this server).
+    /// addresses, `localhost` and names under `.localhost`, separated by commas, or `*` for
+    /// any (a defence against web pages that point a name of their own at this server).
     #[arg(long, env = "ALLOWED_HOSTS", value_name = "ALLOWED_HOSTS",
           value_parser = AllowedHosts::parse)]
     pub allowed_hosts: Option<AllowedHosts>,

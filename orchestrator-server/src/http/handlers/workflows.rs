@@ -291,7 +291,7 @@ pub async fn get_history(app: &App, id: &str) -> Result<HttpResponse> {
         ("state" = Option<String>, Query, description = "only this state"),
         ("limit" = Option<u32>, Query, description = "page size, 1–500, default 50"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (opaque)"),
-        ("overdue" = Option<bool>, Query, description = "`true`: only gates past their deadline (with `state`, only if it is GATE_1); `true` or `false`, anything else is 400"),
+        ("overdue" = Option<bool>, Query, description = "`true`: only gates past their deadline (with `state`, only if it is GATE_1); `false` filters nothing, as without it (it does not mean \"not overdue\"); `true` or `false`, anything else is 400"),
     ),
     responses(
         (status = 200, description = "a page", body = ListWorkflowsResponse,
