@@ -1380,3 +1380,49 @@ async fn the_board_follows_on_past_events_retention_deleted() {
         eprintln!("the browser session did not end cleanly: {e}");
     }
 }
+
+/// The content security policy violations `page` has met since it loaded, as "directive:
+/// blocked" lines (Chromium keeps them for a `ReportingObserver` that asks for the buffer).
+async fn policy_violations(page: &Browser) -> Vec<String> {
+    let script = "const done = arguments[0]; const seen = [];
+        const observer = new ReportingObserver(
+            (reports) => reports.forEach((r) => seen.push(
+                r.body.effectiveDirective + ': ' + r.body.blockedURL)),
+            { types: ['csp-violation'], buffered: true });
+        observer.observe();
+        setTimeout(() => done(seen), 500);";
+    let seen = page.execute_async(script, vec![]).await.unwrap();
+    serde_json::from_value(seen).unwrap_or_default()
+}
+
+/// The API's two documentation pages, Swagger UI and ReDoc, render in a real browser under
+/// the policies they are sent with: they share the board's origin, and so its session, so
+/// they may run their own code and reach nothing but this server.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documentation_pages_render_within_their_policies() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let app = spawn_app_with(|_| {}).await;
+    let page = driver.browser("docs").await;
+    page.goto(&app.url("/docs")).await.unwrap();
+    // Swagger UI read the document and lists the operations.
+    wait_text(&page, ".opblock-summary-path", |t| t.starts_with('/')).await;
+    screenshot(&page, "docs-swagger.png").await;
+    assert_eq!(policy_violations(&page).await, Vec::<String>::new());
+
+    page.goto(&app.url("/redoc")).await.unwrap();
+    // ReDoc rendered the document: its title, and an operation's section.
+    wait_text(&page, "h1", |t| t.contains("Orchestrator")).await;
+    wait_text(&page, "[data-section-id^='tag/']", |t| !t.is_empty()).await;
+    screenshot(&page, "docs-redoc.png").await;
+    // ReDoc's code would fetch its maker's logo from a CDN; the policy stops it (the page then
+    // leaves the logo out), and nothing else.
+    assert_eq!(
+        policy_violations(&page).await,
+        ["img-src: https://cdn.redoc.ly/redoc/logo-mini.svg"]
+    );
+    if let Err(e) = page.close().await {
+        eprintln!("the browser session did not end cleanly: {e}");
+    }
+}

@@ -1,5 +1,10 @@
 //! The OpenAPI document and the two pages that render it, Swagger UI and ReDoc. Their assets
 //! come from crate dependencies and are served from memory: no CDN, no network.
+//!
+//! The pages share the board's origin, and so a signed-in reviewer's session: a script that
+//! ran on them could act as that reviewer. Each is sent with a content security policy that
+//! lets it run its own code only — Swagger UI its files, ReDoc the scripts its page carries
+//! inline, named by their SHA-256 — and reach nothing but this server.
 
 use std::sync::{Arc, OnceLock};
 
@@ -32,7 +37,8 @@ pub struct DocsAssets {
     /// Whether principals' roles are checked (403 on writes).
     principals: bool,
     openapi_json: OnceLock<Bytes>,
-    redoc_html: OnceLock<Bytes>,
+    /// The ReDoc page and its content security policy.
+    redoc_html: OnceLock<(Bytes, HeaderValue)>,
     swagger: Arc<utoipa_swagger_ui::Config<'static>>,
 }
 
@@ -85,17 +91,22 @@ impl DocsAssets {
 
     /// `GET /redoc`.
     pub fn redoc(&self) -> HttpResponse {
-        let html = self.redoc_html.get_or_init(|| {
+        let (html, policy) = self.redoc_html.get_or_init(|| {
             let page = aide::redoc::Redoc::new(orchestrator_core::api::paths::OPENAPI)
                 .with_title("Orchestrator API")
                 .html();
-            Bytes::from(page)
+            let policy = redoc_policy(&page);
+            (Bytes::from(page), policy)
         });
-        cached(bytes_response(
+        let mut response = cached(bytes_response(
             StatusCode::OK,
             "text/html; charset=utf-8",
             html.clone(),
-        ))
+        ));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, policy.clone());
+        response
     }
 
     /// `GET /docs`: the Swagger UI page itself, no redirect. Its assets are relative, so the
@@ -142,8 +153,42 @@ impl Default for DocsAssets {
     }
 }
 
-/// Cached for an hour, never framed by another page (the docs share the board's origin, and
-/// so its session cookie), and taken as the type they say.
+/// Swagger UI's policy: its own files' scripts and styles (and the inline styles its
+/// components set), images and fonts from here or inline, requests to this server only.
+const SWAGGER_POLICY: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+    connect-src 'self'; base-uri 'self'; form-action 'none'; frame-ancestors 'none'";
+
+/// ReDoc's policy for `page`: the inline scripts the page carries, by their SHA-256, and
+/// nothing else; the styles it injects as it renders; requests to this server only.
+fn redoc_policy(page: &str) -> HeaderValue {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let mut scripts = String::new();
+    let mut rest = page;
+    while let Some(start) = rest.find("<script") {
+        let tag = &rest[start..];
+        let Some(open_end) = tag.find('>') else { break };
+        let Some(close) = tag.find("</script>") else {
+            break;
+        };
+        if !tag[..open_end].contains(" src=") && open_end < close {
+            let body = &tag[open_end + 1..close];
+            let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body));
+            scripts.push_str(&format!(" 'sha256-{digest}'"));
+        }
+        rest = &tag[close + "</script>".len()..];
+    }
+    let policy = format!(
+        "default-src 'none'; script-src{scripts}; style-src 'unsafe-inline'; \
+         img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src blob:; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    );
+    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(SWAGGER_POLICY))
+}
+
+/// Cached for an hour, under Swagger UI's policy (ReDoc's page replaces it with its own),
+/// never framed by another page, and taken as the type they say.
 fn cached(mut response: HttpResponse) -> HttpResponse {
     let headers = response.headers_mut();
     headers.insert(
@@ -152,7 +197,7 @@ fn cached(mut response: HttpResponse) -> HttpResponse {
     );
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'none'"),
+        HeaderValue::from_static(SWAGGER_POLICY),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
