@@ -264,8 +264,9 @@ async fn screenshot(browser: &Browser, name: &str) {
 }
 
 /// Every resource the page loaded came from `origin`, and its markup names no other origin and
-/// holds nothing its content security policy refuses — but for the links to what a caller gave
-/// with a feature (its spec, its pull request), which load nothing.
+/// holds nothing its content security policy refuses (nor did the browser meet any) — but for
+/// the links to what a caller gave with a feature (its spec, its pull request), which load
+/// nothing.
 async fn only_own_origin(browser: &Browser, origin: &str) {
     let loaded = browser
         .execute(
@@ -312,6 +313,8 @@ async fn only_own_origin(browser: &Browser, origin: &str) {
         "at {}",
         browser.current_url().await.unwrap()
     );
+    // And the browser met nothing its policy refused since the page loaded.
+    assert_eq!(policy_violations(browser).await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]
