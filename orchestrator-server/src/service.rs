@@ -77,7 +77,8 @@ pub fn claim_database(url: &storage::DatabaseUrl) -> Result<Option<std::fs::File
 /// Opens storage (running migrations) and builds the application `config` describes.
 ///
 /// On a SQLite file it takes what it finds as left by a stopped server (asks under way are
-/// failed, unanswered idempotency keys let go): one application per file at a time, which
+/// failed, unanswered idempotency keys and webhook deliveries' leases let go): one
+/// application per file at a time, which
 /// [`claim_database`], called first and held while it runs, makes sure of.
 pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     // The principals file first: a bad one stops start-up before a database is created.

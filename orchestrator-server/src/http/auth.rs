@@ -112,7 +112,7 @@ impl Auth {
                 .nth(1)
                 .is_some()
         {
-            return Err(ApiError::Unauthorized);
+            return Err(ApiError::TwoAuthorizations);
         }
         let given = headers
             .get(header::AUTHORIZATION)

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// A token is configured and the request lacks it or has another.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A token is configured and the request has more than one `Authorization` header.
+    #[error("more than one Authorization header: send one")]
+    TwoAuthorizations,
     /// No such route.
     #[error("no route for {0}")]
     NotFound(String),
@@ -152,7 +155,7 @@ impl ApiError {
                 (ErrorCode::UnsupportedMediaType, None)
             }
             ApiError::PayloadTooLarge { .. } => (ErrorCode::PayloadTooLarge, None),
-            ApiError::Unauthorized => (ErrorCode::Unauthorized, None),
+            ApiError::Unauthorized | ApiError::TwoAuthorizations => (ErrorCode::Unauthorized, None),
             ApiError::NotFound(_) => (ErrorCode::NotFound, None),
             ApiError::MethodNotAllowed { .. } => (ErrorCode::MethodNotAllowed, None),
             ApiError::RequestTimeout => (ErrorCode::RequestTimeout, None),
@@ -224,7 +227,7 @@ impl ApiError {
     /// `WWW-Authenticate`): the board's error pages send them too.
     pub fn add_headers(&self, headers: &mut http::HeaderMap) {
         match self {
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized | ApiError::TwoAuthorizations => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::BodiesBusy

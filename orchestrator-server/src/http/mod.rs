@@ -267,7 +267,7 @@ impl App {
 
     /// Lets go of the leases of the webhook deliveries a stopped server was attempting (its
     /// store's only server, at start-up): they are attempted again at once.
-    pub async fn release_delivery_leases(&self) {
+    pub(crate) async fn release_delivery_leases(&self) {
         let Some(webhooks) = self.webhooks() else {
             return;
         };

@@ -290,6 +290,14 @@ mod tests {
     fn files(root: &Path, dir: &Path, found: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
+            // An editor's or a file manager's leftovers (`.up.sql.swp`, `.DS_Store`) are no
+            // migration's: diesel reads only `up.sql` and `down.sql`.
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
             if path.is_dir() {
                 files(root, &path, found);
             } else {

@@ -570,10 +570,14 @@ pub fn leased_delivery_as_claimed<'a>(id: &'a str, lease: i64, redeliveries: i32
         .filter(webhook_deliveries::redeliveries.eq(redeliveries))
 }
 
-/// Every delivery an attempt holds (or held, when its lease has ended).
+/// Every pending delivery an attempt holds (or held, when its lease has ended), read through
+/// the partial index of pending deliveries (a settled one holds no lease).
 #[dsl::auto_type]
 pub fn leased_deliveries() -> _ {
-    webhook_deliveries::table.filter(webhook_deliveries::lease_until.is_not_null())
+    let pending: SqlLiteral<Bool> = dsl::sql(PENDING);
+    webhook_deliveries::table
+        .filter(pending)
+        .filter(webhook_deliveries::lease_until.is_not_null())
 }
 
 /// One webhook's delivery.

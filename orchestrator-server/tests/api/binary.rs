@@ -289,6 +289,26 @@ async fn a_second_server_on_the_same_sqlite_file_stops_before_opening_it() {
     third.wait().unwrap();
 }
 
+/// The store opened by a library that embeds it (no binary in front) makes its directories
+/// and files for this user alone too.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn an_embedded_sqlite_store_makes_its_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new().unwrap();
+    let store =
+        orchestrator_server::storage::SqliteRepository::open(dir.path().join("a/b/o.db"), 1)
+            .await
+            .unwrap();
+    drop(store);
+    let mode = |path: &str| {
+        let metadata = std::fs::metadata(dir.path().join(path)).unwrap();
+        metadata.permissions().mode() & 0o777
+    };
+    assert_eq!((mode("a"), mode("a/b")), (0o700, 0o700));
+    assert_eq!(mode("a/b/o.db"), 0o600);
+}
+
 /// A database a newer build migrated (a version this build does not have) is served all the
 /// same, as the replicas of a rolling upgrade must be, and the log says so, naming it.
 #[tokio::test(flavor = "multi_thread")]

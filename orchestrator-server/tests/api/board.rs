@@ -806,6 +806,9 @@ async fn bad_input_gets_a_page_with_the_status_the_api_would_answer() {
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(again.headers()["etag"], tag);
+    // Asked again each time (not kept unasked, nor never kept), the 304 included.
+    assert_eq!(style.headers["cache-control"], "no-cache");
+    assert_eq!(again.headers()["cache-control"], "no-cache");
     assert_eq!(again.bytes().await.unwrap().len(), 0);
     let other = http()
         .get(app.url("/board/assets/board.js"))

@@ -229,6 +229,12 @@ async fn two_authorization_headers_name_no_one() {
             let refused = get(first, Some(second)).await.unwrap();
             assert_eq!(refused.status(), 401, "{first} then {second}");
             assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+            let body: serde_json::Value = refused.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "UNAUTHORIZED");
+            assert_eq!(
+                body["error"]["message"],
+                "more than one Authorization header: send one"
+            );
         }
     }
 }

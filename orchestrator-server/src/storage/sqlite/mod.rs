@@ -82,6 +82,13 @@ impl std::fmt::Debug for SqliteRepository {
 /// operation failed; said as the database that cannot be written, and why, when its directory
 /// refuses a new file (or a page of one) for any of those reasons.
 fn not_opened(target: &str, error: &impl std::fmt::Display) -> StorageError {
+    not_written(target, error).unwrap_or_else(|| StorageError::Connect(error.to_string()))
+}
+
+/// The database that cannot be written, and why, when its directory refuses a new file (or a
+/// page of one): a read-only file system, no permission, a full disk or a used-up quota;
+/// `None` when the directory takes one (the trouble is elsewhere).
+fn not_written(target: &str, error: &impl std::fmt::Display) -> Option<StorageError> {
     use std::io::{ErrorKind, Write};
     let directory = std::path::Path::new(target)
         .parent()
@@ -96,12 +103,12 @@ fn not_opened(target: &str, error: &impl std::fmt::Display) -> StorageError {
         Err(ErrorKind::PermissionDenied) => "may not be written to by this process",
         Err(ErrorKind::StorageFull) => "is on a disk with no space left",
         Err(ErrorKind::QuotaExceeded) => "is on a disk whose quota this process has used up",
-        _ => return StorageError::Connect(error.to_string()),
+        _ => return None,
     };
-    StorageError::NotWritable(format!(
+    Some(StorageError::NotWritable(format!(
         "{error}: its directory {} {why}",
         directory.display()
-    ))
+    )))
 }
 
 /// Creates `dir` and its missing parents, on Unix for this user alone (mode 0700): the
@@ -229,8 +236,9 @@ impl SqliteRepository {
                  kept journal mode '{mode}'); put it on a local disk"
             )));
         }
-        conn.run_pending_migrations(MIGRATIONS)
-            .map_err(|e| StorageError::Migrate(e.to_string()))?;
+        conn.run_pending_migrations(MIGRATIONS).map_err(|e| {
+            not_written(target, &e).unwrap_or_else(|| StorageError::Migrate(e.to_string()))
+        })?;
         super::warn_of_unknown_migrations(&mut conn, &MIGRATIONS);
         // A database that opens and migrates may still refuse writes (a read-only file or
         // mount, a full disk): find out now rather than at the first request.
@@ -238,7 +246,9 @@ impl SqliteRepository {
             let mut ids = ops::EventIds::read(conn)?;
             ops::apply(conn, &mut ids, &Write::Probe(probe_time()))
         })
-        .map_err(|e| StorageError::NotWritable(e.to_string()))?;
+        .map_err(|e| {
+            not_written(target, &e).unwrap_or_else(|| StorageError::NotWritable(e.to_string()))
+        })?;
         let checkpointer = connect(READER_CACHE_KIB)?;
         let wal = std::path::PathBuf::from(format!("{target}-wal"));
         let metrics = Arc::new(StorageMetrics::default());
