@@ -25,7 +25,7 @@ pub struct Config {
     #[arg(long, env = "HOST", value_name = "HOST", default_value = "0.0.0.0", value_parser = ip_address)]
     pub host: IpAddr,
 
-    /// Listening port (0 picks a free one).
+    /// Listening port (0–65535; 0 picks a free one).
     #[arg(long, env = "PORT", value_name = "PORT", default_value_t = 8000)]
     pub port: u16,
 
@@ -42,7 +42,7 @@ pub struct Config {
     )]
     pub database_url: DatabaseUrl,
 
-    /// Connections kept for reads (SQLite) or for everything (PostgreSQL).
+    /// Connections kept for reads (SQLite) or for everything (PostgreSQL) (1–1024).
     #[arg(long, env = "DATABASE_POOL_SIZE", value_name = "DATABASE_POOL_SIZE", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub database_pool_size: u32,
@@ -53,43 +53,45 @@ pub struct Config {
     pub agent_hub_url: String,
 
     /// Longest a question to the Agent Hub may take, in seconds (the hub gives its experts
-    /// 300 s); its other calls give up after this or 30 s, whichever is shorter.
+    /// 300 s); its other calls give up after this or 30 s, whichever is shorter (1–3600).
     #[arg(long, env = "AGENT_HUB_TIMEOUT_SECONDS", value_name = "AGENT_HUB_TIMEOUT_SECONDS", default_value_t = 330,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub agent_hub_timeout_seconds: u64,
 
     /// How long a consultation request waits for the hub's answer before answering 202 and
-    /// finishing in the background, in seconds (the smaller of this and the hub timeout).
+    /// finishing in the background, in seconds (the smaller of this and the hub timeout;
+    /// 0–3600, 0 answers 202 at once).
     #[arg(long, env = "AGENT_HUB_WAIT_SECONDS", value_name = "AGENT_HUB_WAIT_SECONDS", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub agent_hub_wait_seconds: u64,
 
     /// Most consultations being asked at once (waited for or in the background); past it a
-    /// new one is refused with 503 before anything is stored.
+    /// new one is refused with 503 before anything is stored (1–100000).
     #[arg(long, env = "AGENT_HUB_MAX_ASKS", value_name = "AGENT_HUB_MAX_ASKS", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub agent_hub_max_asks: u32,
 
-    /// Most connections served at once; more wait in the listen backlog until one closes.
+    /// Most connections served at once; more wait in the listen backlog until one closes
+    /// (1–100000).
     #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_connections: u32,
 
     /// Longest a request may take from its headers to its answer, in seconds (at least the
     /// consultation wait plus one short hub call plus 5 s is used, so a consultation is never
-    /// cut short; a request that makes several hub calls may be).
+    /// cut short; a request that makes several hub calls may be) (1–3600).
     #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", value_name = "REQUEST_TIMEOUT_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_seconds: u64,
 
     /// Longest a client may take to send a request's body, in seconds (then 408); at most a
-    /// second less than the request bound used.
+    /// second less than the request bound used (1–3600).
     #[arg(long, env = "BODY_TIMEOUT_SECONDS", value_name = "BODY_TIMEOUT_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout_seconds: u64,
 
     /// Longest an answer may wait for a client that does not read it, in seconds (then the
-    /// connection is closed).
+    /// connection is closed) (1–3600).
     #[arg(long, env = "WRITE_TIMEOUT_SECONDS", value_name = "WRITE_TIMEOUT_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub write_timeout_seconds: u64,
