@@ -207,11 +207,13 @@ pub enum StorageError {
 /// full, a read-only file, a lock held too long, an administrator's shutdown, a timeout), or
 /// the code asked for something impossible ([`RepositoryError::Backend`], HTTP 500 — a
 /// violated constraint no rule expected, a row that does not decode, a query that cannot be
-/// built). Only the second is a bug; everything the database itself reports is the first.
+/// built, a table or column the schema lacks). Only the second is a bug, or a schema that is
+/// not this build's; what else the database reports is the first, which a retry may get past.
 pub(crate) fn classify(error: diesel::result::Error) -> orchestrator_core::RepositoryError {
     use diesel::result::{DatabaseErrorKind as Kind, Error};
     use orchestrator_core::RepositoryError;
     let bug = match &error {
+        Error::DatabaseError(Kind::Unknown, info) => not_in_schema(info.message()),
         Error::DatabaseError(kind, _) => matches!(
             kind,
             Kind::UniqueViolation
@@ -266,6 +268,20 @@ fn warn_of_unknown_migrations<DB: diesel::backend::Backend>(
     }
 }
 
+/// Whether a database's message says a statement named what the schema lacks: a table, a
+/// column or (PostgreSQL) a function. No retry gets past that (SQLite: `no such table`, `no
+/// such column`, `table … has no column named …`; PostgreSQL, in English: `relation "…" does
+/// not exist`, `column "…" does not exist`, `function … does not exist`).
+fn not_in_schema(message: &str) -> bool {
+    message.starts_with("no such table")
+        || message.starts_with("no such column")
+        || message.contains(" has no column named ")
+        || (["relation ", "column ", "function "]
+            .iter()
+            .any(|kind| message.starts_with(kind))
+            && message.ends_with(" does not exist"))
+}
+
 /// The time written by a write probe (Unix microseconds).
 fn probe_time() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -282,7 +298,46 @@ async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
+    use diesel::result::{DatabaseErrorKind, Error};
+    use orchestrator_core::RepositoryError;
     use sha2::{Digest, Sha256};
+
+    fn classified(kind: DatabaseErrorKind, message: &str) -> RepositoryError {
+        super::classify(Error::DatabaseError(kind, Box::new(message.to_owned())))
+    }
+
+    /// A statement naming what the schema lacks is no outage a retry gets past (it was 503
+    /// `DATABASE_UNAVAILABLE`, and kept SQLite's health at 503); what the database reports
+    /// otherwise is.
+    #[test]
+    fn a_schema_that_lacks_a_column_is_no_outage() {
+        for message in [
+            "no such column: webhook_deliveries.redeliveries",
+            "no such table: board_sessions",
+            "table board_sessions has no column named credential",
+            "column webhook_deliveries.redeliveries does not exist",
+            "relation \"board_sessions\" does not exist",
+            "function take_event_ids(integer) does not exist",
+        ] {
+            let error = classified(DatabaseErrorKind::Unknown, message);
+            assert!(matches!(error, RepositoryError::Backend(_)), "{message}");
+        }
+        for message in [
+            "database is locked",
+            "disk I/O error",
+            "database or disk is full",
+            "terminating connection due to administrator command",
+            "the database system is starting up",
+        ] {
+            let error = classified(DatabaseErrorKind::Unknown, message);
+            assert!(
+                matches!(error, RepositoryError::Unavailable(_)),
+                "{message}"
+            );
+        }
+        let unique = classified(DatabaseErrorKind::UniqueViolation, "duplicate key");
+        assert!(matches!(unique, RepositoryError::Backend(_)));
+    }
     use std::fmt::Write;
     use std::path::Path;
 
