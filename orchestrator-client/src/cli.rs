@@ -8,7 +8,7 @@
 //! not be written out), 4 `health` found the server unhealthy (its answer is printed all the
 //! same).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -46,6 +46,10 @@ Exit codes:
   server whose request bound is raised (REQUEST_TIMEOUT_SECONDS, or a longer
   AGENT_HUB_WAIT_SECONDS), give `ask` at least that.
 
+A text given as `-` (a description, --reason, --metadata, a question, --context,
+  --response) is read from standard input, its last line end dropped: a long text needs no
+  quoting. One text per run may be read so.
+
 --idempotency-key: for writes only (start, advance, approve, reject, consult, respond,
   webhooks add and redeliver); running the same command again with the same key, even after
   the first run was cut off, gets the first answer back and changes nothing more (for 24
@@ -63,6 +67,7 @@ Examples:
   orchestrator events --after 40 --type gate.overdue
   ORCHESTRATOR_TOKEN=$ALICE_TOKEN orchestrator approve 042-payment-retries
   orchestrator reject 042-payment-retries --reason \"retries must back off\"
+  orchestrator reject 042-payment-retries --reason - < review-notes.md
   orchestrator ask 042-payment-retries testing \"Which failure modes must the tests cover?\"
   orchestrator respond 042-payment-retries <consultation id> confirm --actor qa-lead
   orchestrator webhooks add https://example.com/orchestrator --type gate.overdue
@@ -417,6 +422,48 @@ pub enum Command {
 }
 
 impl Command {
+    /// The texts the command sends that may be read from standard input (given as `-`), with
+    /// the names the command line gives them.
+    fn texts(&mut self) -> Vec<(&'static str, &mut String)> {
+        let mut texts: Vec<(&'static str, &mut String)> = Vec::new();
+        match self {
+            Command::Start {
+                description,
+                metadata,
+                ..
+            } => {
+                texts.push(("DESCRIPTION", description));
+                texts.extend(metadata.as_mut().map(|m| ("--metadata", m)));
+            }
+            Command::Approve {
+                reason, metadata, ..
+            }
+            | Command::Advance {
+                reason, metadata, ..
+            } => {
+                texts.extend(reason.as_mut().map(|r| ("--reason", r)));
+                texts.extend(metadata.as_mut().map(|m| ("--metadata", m)));
+            }
+            Command::Reject {
+                reason, metadata, ..
+            } => {
+                texts.push(("--reason", reason));
+                texts.extend(metadata.as_mut().map(|m| ("--metadata", m)));
+            }
+            Command::Consult {
+                question, context, ..
+            } => {
+                texts.push(("QUESTION", question));
+                texts.extend(context.as_mut().map(|c| ("--context", c)));
+            }
+            Command::Respond { response, .. } => {
+                texts.extend(response.as_mut().map(|r| ("--response", r)));
+            }
+            _ => {}
+        }
+        texts
+    }
+
     /// Whether the command POSTs a change (and so sends an Idempotency-Key).
     fn writes(&self) -> bool {
         match self {
@@ -497,8 +544,23 @@ impl Which {
     }
 }
 
-/// Runs `cli`, writing answers to `out` and refusals to `err`; returns the exit code.
-pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
+/// Runs `cli`, writing answers to `out` and refusals to `err`; returns the exit code. A text
+/// given as `-` is read from standard input.
+pub async fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
+    run_with_input(cli, std::io::stdin(), out, err).await
+}
+
+/// [`run`], reading a text given as `-` from `input` instead of standard input.
+pub async fn run_with_input(
+    mut cli: Cli,
+    input: impl Read,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> ExitCode {
+    if let Err(message) = read_dashes(&mut cli.command, input) {
+        let _ = writeln!(err, "error: {message}");
+        return ExitCode::from(2);
+    }
     // A write whose answer never came may have been carried out: its key, told on failure,
     // lets the person run it again and have it carried out once.
     let retry_key = cli.command.writes().then(|| {
@@ -726,6 +788,33 @@ fn consultations_holding(blocked_by: &[orchestrator_core::api::Blocker]) -> Stri
         1 => format!("BLOCKED by 1 consultation: {}\t", holding[0]),
         n => format!("BLOCKED by {n} consultations: {}\t", holding.join(", ")),
     }
+}
+
+/// Replaces the one text of `command` given as `-` with what `input` holds, its last line end
+/// dropped; `input` is read only then. Two texts given as `-`, or an input that is not UTF-8,
+/// is a usage error.
+fn read_dashes(command: &mut Command, mut input: impl Read) -> Result<(), String> {
+    let mut dashes: Vec<(&'static str, &mut String)> = command
+        .texts()
+        .into_iter()
+        .filter(|(_, text)| text.as_str() == "-")
+        .collect();
+    let Some((name, text)) = dashes.pop() else {
+        return Ok(());
+    };
+    if let Some((other, _)) = dashes.pop() {
+        return Err(format!(
+            "{other} and {name} are both `-`: only one text may be read from standard input"
+        ));
+    }
+    let mut read = String::new();
+    input
+        .read_to_string(&mut read)
+        .map_err(|e| format!("{name} is `-`, but standard input could not be read: {e}"))?;
+    let end = read.trim_end_matches(['\n', '\r']).len();
+    read.truncate(end);
+    *text = read;
+    Ok(())
 }
 
 fn feature(id: &str) -> Result<FeatureId, Failure> {

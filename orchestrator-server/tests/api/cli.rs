@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use orchestrator_client::cli::{Cli, run};
+use orchestrator_client::cli::{Cli, run, run_with_input};
 use serde_json::Value;
 
 use crate::helpers::{TestApp, dead_url, spawn_app, spawn_app_with, stub_server};
@@ -26,6 +26,90 @@ async fn ok(app: &TestApp, args: &[&str]) -> Value {
     let (code, out, err) = orchestrator(&app.url(""), args).await;
     assert_eq!(code, ExitCode::SUCCESS, "{args:?}: {err}");
     serde_json::from_str(&out).expect("JSON on stdout")
+}
+
+/// Runs the tool with `args` against `app`, `input` as its standard input: exit code, stdout,
+/// stderr.
+async fn with_input(app: &TestApp, args: &[&str], input: &[u8]) -> (ExitCode, String, String) {
+    let head = ["orchestrator", "--url", &app.url("")];
+    let cli = Cli::try_parse_from(head.iter().copied().chain(args.iter().copied()))
+        .expect("arguments parse");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_with_input(cli, input, &mut out, &mut err).await;
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+/// A long text (a description, a reason, metadata) given as `-` is read from standard input,
+/// its last line end dropped; one per run; standard input is read only then.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_text_given_as_a_dash_is_read_from_standard_input() {
+    /// Standard input that fails when read.
+    struct Unreadable;
+    impl std::io::Read for Unreadable {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("standard input was read"))
+        }
+    }
+    let app = spawn_app().await;
+    let (code, out, err) = with_input(
+        &app,
+        &["start", "from-stdin", "-"],
+        b"A feature described\nover two lines\r\n",
+    )
+    .await;
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    let started: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        started["description"],
+        "A feature described\nover two lines"
+    );
+    ok(
+        &app,
+        &["advance", "from-stdin", "agent_complete", "--actor", "bot"],
+    )
+    .await;
+
+    // Two dashes: refused before anything is sent, standard input unread.
+    let (code, _, err) = with_input(
+        &app,
+        &["reject", "from-stdin", "--reason", "-", "--metadata", "-"],
+        b"",
+    )
+    .await;
+    assert_eq!(code, ExitCode::from(2));
+    assert!(
+        err.contains("--reason and --metadata are both `-`"),
+        "{err}"
+    );
+    // No dash: standard input is left alone.
+    let cli =
+        Cli::try_parse_from(["orchestrator", "--url", &app.url(""), "get", "from-stdin"]).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_with_input(cli, Unreadable, &mut out, &mut err).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{}", String::from_utf8_lossy(&err));
+
+    let notes = "Retries must back off.\n\n- exponential\n- capped at a minute\n";
+    let (code, out, err) = with_input(
+        &app,
+        &["reject", "from-stdin", "--reason", "-", "--actor", "alice"],
+        notes.as_bytes(),
+    )
+    .await;
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    let rejected: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rejected["state"], "PHASE_1");
+    let history = ok(&app, &["history", "from-stdin"]).await;
+    let last = history["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["reason"], notes.trim_end());
 }
 
 #[tokio::test(flavor = "multi_thread")]
