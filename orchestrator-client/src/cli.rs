@@ -47,7 +47,7 @@ Exit codes:
   AGENT_HUB_WAIT_SECONDS), give `ask` at least that.
 
 A text given as `-` (a description, --reason, --metadata, a question, --context,
-  --response) is read from standard input, its last line end dropped: a long text needs no
+  --response, a webhook's --description) is read from standard input, its last line end dropped: a long text needs no
   quoting. One text per run may be read so.
 
 --idempotency-key: for writes only (start, advance, approve, reject, consult, respond,
@@ -459,6 +459,9 @@ impl Command {
             Command::Respond { response, .. } => {
                 texts.extend(response.as_mut().map(|r| ("--response", r)));
             }
+            Command::Webhooks(WebhookCommand::Add { description, .. }) => {
+                texts.extend(description.as_mut().map(|d| ("--description", d)));
+            }
             _ => {}
         }
         texts
@@ -811,7 +814,10 @@ fn read_dashes(command: &mut Command, mut input: impl Read) -> Result<(), String
     input
         .read_to_string(&mut read)
         .map_err(|e| format!("{name} is `-`, but standard input could not be read: {e}"))?;
-    let end = read.trim_end_matches(['\n', '\r']).len();
+    let end = read
+        .strip_suffix("\r\n")
+        .or_else(|| read.strip_suffix('\n'))
+        .map_or(read.len(), str::len);
     read.truncate(end);
     *text = read;
     Ok(())

@@ -697,7 +697,9 @@ fn when(code: ErrorCode) -> &'static str {
             "the body was sent without a JSON content type, or encoded (`Content-Encoding`)"
         }
         PayloadTooLarge => "the body is over 256 KiB (a board form: over 8 KiB)",
-        Unauthorized => "the bearer token is missing or wrong",
+        Unauthorized => {
+            "the bearer token is missing or wrong, or the request has two `Authorization` headers"
+        }
         Forbidden => {
             "the token's principal lacks the role this needs (details name it; a start whose gate asks fewer approvals than the server's default, or self-approval it does not allow, needs admin), an agent tried to approve, reject or answer an escalation, or a write with the board's session cookie lacked its CSRF token, came from another origin or was not one the board makes (it approves, rejects and answers escalations only), or (a server without a token) the request was addressed (`Host`) to a name other than an IP address, localhost or one in ALLOWED_HOSTS"
         }

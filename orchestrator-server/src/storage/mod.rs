@@ -269,12 +269,16 @@ fn warn_of_unknown_migrations<DB: diesel::backend::Backend>(
 }
 
 /// Whether a database's message says a statement named what the schema lacks: a table, a
-/// column or (PostgreSQL) a function. No retry gets past that (SQLite: `no such table`, `no
-/// such column`, `table … has no column named …`; PostgreSQL, in English: `relation "…" does
-/// not exist`, `column "…" does not exist`, `function … does not exist`).
+/// column, a function or (PostgreSQL) an operator for the types given. No retry gets past
+/// that (SQLite: `no such table`, `no such column`, `table … has no column named …`, `no such
+/// function`; PostgreSQL, in English: `relation "…" does not exist`, `column "…" does not
+/// exist`, `function … does not exist`, `operator does not exist: …`). What else does not
+/// exist (a database, a role, a prepared statement a pooler lost) may come back: not this.
 fn not_in_schema(message: &str) -> bool {
     message.starts_with("no such table")
         || message.starts_with("no such column")
+        || message.starts_with("no such function")
+        || message.starts_with("operator does not exist")
         || message.contains(" has no column named ")
         || (["relation ", "column ", "function "]
             .iter()
@@ -318,6 +322,8 @@ mod tests {
             "column webhook_deliveries.redeliveries does not exist",
             "relation \"board_sessions\" does not exist",
             "function take_event_ids(integer) does not exist",
+            "no such function: take_event_ids",
+            "operator does not exist: text = bigint",
         ] {
             let error = classified(DatabaseErrorKind::Unknown, message);
             assert!(matches!(error, RepositoryError::Backend(_)), "{message}");
@@ -328,6 +334,12 @@ mod tests {
             "database or disk is full",
             "terminating connection due to administrator command",
             "the database system is starting up",
+            "database \"orchestrator\" does not exist",
+            "role \"orchestrator\" does not exist",
+            "schema \"public\" does not exist",
+            "prepared statement \"s3\" does not exist",
+            "cursor \"c1\" does not exist",
+            "type \"gate_policy\" does not exist",
         ] {
             let error = classified(DatabaseErrorKind::Unknown, message);
             assert!(
