@@ -30,7 +30,11 @@ async fn ok(app: &TestApp, args: &[&str]) -> Value {
 
 /// Runs the tool with `args` against `app`, `input` as its standard input: exit code, stdout,
 /// stderr.
-async fn with_input(app: &TestApp, args: &[&str], input: &[u8]) -> (ExitCode, String, String) {
+async fn with_input(
+    app: &TestApp,
+    args: &[&str],
+    input: impl std::io::Read,
+) -> (ExitCode, String, String) {
     let head = ["orchestrator", "--url", &app.url("")];
     let cli = Cli::try_parse_from(head.iter().copied().chain(args.iter().copied()))
         .expect("arguments parse");
@@ -58,7 +62,7 @@ async fn a_text_given_as_a_dash_is_read_from_standard_input() {
     let (code, out, err) = with_input(
         &app,
         &["start", "from-stdin", "-"],
-        b"A feature described\nover two lines\r\n",
+        &b"A feature described\nover two lines\r\n"[..],
     )
     .await;
     assert_eq!(code, ExitCode::SUCCESS, "{err}");
@@ -74,32 +78,20 @@ async fn a_text_given_as_a_dash_is_read_from_standard_input() {
     .await;
 
     // Two dashes: refused before anything is sent, standard input unread.
-    let cli = Cli::try_parse_from([
-        "orchestrator",
-        "--url",
-        &app.url(""),
-        "reject",
-        "from-stdin",
-        "--reason",
-        "-",
-        "--metadata",
-        "-",
-    ])
-    .unwrap();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run_with_input(cli, Unreadable, &mut out, &mut err).await;
-    let err = String::from_utf8(err).unwrap();
+    let (code, _, err) = with_input(
+        &app,
+        &["reject", "from-stdin", "--reason", "-", "--metadata", "-"],
+        Unreadable,
+    )
+    .await;
     assert_eq!(code, ExitCode::from(2));
     assert!(
         err.contains("--reason and --metadata are both `-`"),
         "{err}"
     );
     // No dash: standard input is left alone.
-    let cli =
-        Cli::try_parse_from(["orchestrator", "--url", &app.url(""), "get", "from-stdin"]).unwrap();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run_with_input(cli, Unreadable, &mut out, &mut err).await;
-    assert_eq!(code, ExitCode::SUCCESS, "{}", String::from_utf8_lossy(&err));
+    let (code, _, err) = with_input(&app, &["get", "from-stdin"], Unreadable).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
 
     // Only the last line end is dropped: a blank line before it is the text's.
     let notes = "Retries must back off.\n\n- exponential\n- capped at a minute\n\n";
@@ -112,14 +104,12 @@ async fn a_text_given_as_a_dash_is_read_from_standard_input() {
     assert_eq!(code, ExitCode::SUCCESS, "{err}");
     let rejected: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rejected["state"], "PHASE_1");
+    // The history: start, agent_complete, and this rejection.
     let history = ok(&app, &["history", "from-stdin"]).await;
-    let last = history["transitions"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
-    assert_eq!(last["reason"], notes.strip_suffix('\n').unwrap());
+    assert_eq!(
+        history["transitions"][2]["reason"],
+        notes.strip_suffix('\n').unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
