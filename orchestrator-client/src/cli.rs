@@ -47,8 +47,8 @@ Exit codes:
   AGENT_HUB_WAIT_SECONDS), give `ask` at least that.
 
 A text given as `-` (a description, --reason, --metadata, a question, --context,
-  --response, a webhook's --description) is read from standard input, its last line end dropped: a long text needs no
-  quoting. One text per run may be read so.
+  --response, a webhook's --description) is read from standard input, its last line end
+  dropped: a long text needs no quoting. One text per run may be read so.
 
 --idempotency-key: for writes only (start, advance, approve, reject, consult, respond,
   webhooks add and redeliver); running the same command again with the same key, even after

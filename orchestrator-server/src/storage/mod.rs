@@ -305,6 +305,8 @@ mod tests {
     use diesel::result::{DatabaseErrorKind, Error};
     use orchestrator_core::RepositoryError;
     use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    use std::path::Path;
 
     fn classified(kind: DatabaseErrorKind, message: &str) -> RepositoryError {
         super::classify(Error::DatabaseError(kind, Box::new(message.to_owned())))
@@ -350,8 +352,6 @@ mod tests {
         let unique = classified(DatabaseErrorKind::UniqueViolation, "duplicate key");
         assert!(matches!(unique, RepositoryError::Backend(_)));
     }
-    use std::fmt::Write;
-    use std::path::Path;
 
     /// Every file under `dir`, as paths relative to `root`, sorted.
     fn files(root: &Path, dir: &Path, found: &mut Vec<String>) {
