@@ -175,6 +175,16 @@ async fn deliveries_until(
     }
 }
 
+/// Waits (up to 20 s) until `webhook`'s newest delivery is delivered; answers them all.
+async fn newest_delivered(client: &Client, webhook: &str) -> Vec<Delivery> {
+    deliveries_until(client, webhook, |items| {
+        items
+            .first()
+            .is_some_and(|d| d.status == DeliveryStatus::Delivered)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_matching_event_is_posted_signed_and_recorded_as_delivered() {
     let app = spawn_app().await;
@@ -363,13 +373,7 @@ async fn a_failing_target_is_retried_on_the_schedule_then_failed_and_can_be_rede
         .unwrap();
     assert_eq!(receiver.next().await.webhook_id(), delivery.id);
     assert_eq!(receiver.next().await.webhook_id(), delivery.id);
-    let delivered = deliveries_until(&app.client, &webhook.id, |items| {
-        items
-            .first()
-            .is_some_and(|d| d.status == DeliveryStatus::Delivered)
-    })
-    .await
-    .remove(0);
+    let delivered = newest_delivered(&app.client, &webhook.id).await.remove(0);
     assert_eq!(delivered.attempts, 5);
     assert_eq!(delivered.last_error, None);
     assert!(delivered.delivered_at.is_some());
@@ -508,12 +512,7 @@ async fn a_receiver_that_never_answers_does_not_hold_up_the_other_webhooks() {
         receiver.next().await.event()["subject"],
         "after-the-backlog"
     );
-    deliveries_until(&app.client, &healthy.id, |items| {
-        items
-            .first()
-            .is_some_and(|d| d.status == DeliveryStatus::Delivered)
-    })
-    .await;
+    newest_delivered(&app.client, &healthy.id).await;
     // ...while every attempt at the hung receiver is still waiting for its answer: the
     // healthy webhook did not wait for their timeouts.
     let stuck_id = stuck.id;
@@ -791,12 +790,7 @@ async fn a_sqlite_server_killed_during_an_attempt_makes_it_again_when_back() {
     // Within `next`'s 15 s, well before the minute.
     let again = receiver.next().await;
     assert_eq!(again.webhook_id(), attempted.webhook_id());
-    let delivered = deliveries_until(&client, &webhook.id, |items| {
-        items
-            .first()
-            .is_some_and(|d| d.status == DeliveryStatus::Delivered)
-    })
-    .await;
+    let delivered = newest_delivered(&client, &webhook.id).await;
     assert_eq!(delivered.len(), 1);
     second.kill().unwrap();
     second.wait().unwrap();
@@ -856,12 +850,7 @@ async fn a_delivery_survives_kill_9_while_its_receiver_is_down() {
     let received = receiver.next().await;
     assert_eq!(received.webhook_id(), pending.id);
     assert_eq!(received.event()["subject"], "kept");
-    let delivered = deliveries_until(&client, &webhook.id, |items| {
-        items
-            .first()
-            .is_some_and(|d| d.status == DeliveryStatus::Delivered)
-    })
-    .await;
+    let delivered = newest_delivered(&client, &webhook.id).await;
     assert_eq!(delivered.len(), 1);
     second.kill().unwrap();
     second.wait().unwrap();
@@ -1044,11 +1033,11 @@ async fn the_store_queues_each_event_once(
     let before = now - chrono::Duration::seconds(1);
     assert_eq!(backlog(before).await.oldest_due, std::time::Duration::ZERO);
 
+    // A claim at a time of up to ten deliveries, leased until another.
+    let room = ClaimRoom::up_to(10);
+    let claim = |at, until| store.claim_deliveries(at, until, &room);
     let lease = now + chrono::Duration::seconds(30);
-    let claimed = store
-        .claim_deliveries(now, lease, &ClaimRoom::up_to(10))
-        .await
-        .unwrap();
+    let claimed = claim(now, lease).await.unwrap();
     assert_eq!(claimed.len(), 2);
     // Being attempted: pending still, but not waiting (until the lease ends).
     let held = backlog(now + chrono::Duration::seconds(10)).await;
@@ -1056,13 +1045,7 @@ async fn the_store_queues_each_event_once(
     assert_eq!(backlog(minute_on).await, due_a_minute);
     assert_eq!(claimed[0].secret, secret.expose());
     // Claimed already: a second claim (another replica) gets nothing until the lease ends.
-    assert!(
-        store
-            .claim_deliveries(now, lease, &ClaimRoom::up_to(10))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(claim(now, lease).await.unwrap().is_empty());
     let delivered = AttemptRecord {
         id: claimed[0].id.clone(),
         lease: claimed[0].lease,
@@ -1101,12 +1084,7 @@ async fn the_store_queues_each_event_once(
     // is claimed again, its attempts as they were, and the first claim's outcome, should it
     // come, is not stored.
     let ran_out = lease + chrono::Duration::seconds(1);
-    let taken_over = store
-        .claim_deliveries(
-            ran_out,
-            ran_out + chrono::Duration::seconds(30),
-            &ClaimRoom::up_to(10),
-        )
+    let taken_over = claim(ran_out, ran_out + chrono::Duration::seconds(30))
         .await
         .unwrap();
     assert_eq!(taken_over.len(), 1, "{taken_over:?}");
@@ -1123,12 +1101,7 @@ async fn the_store_queues_each_event_once(
     // ends, under a lease that ends when the taken-over one did.
     assert_eq!(store.release_leases().await.unwrap(), 1);
     assert_eq!(store.release_leases().await.unwrap(), 0);
-    let again = store
-        .claim_deliveries(
-            ran_out,
-            ran_out + chrono::Duration::seconds(30),
-            &ClaimRoom::up_to(10),
-        )
+    let again = claim(ran_out, ran_out + chrono::Duration::seconds(30))
         .await
         .unwrap();
     assert_eq!(again.len(), 1, "{again:?}");
@@ -1176,11 +1149,7 @@ async fn the_store_queues_each_event_once(
     // store keeps where it started (else the one after would be the schedule's first again).
     let gone = ran_out + chrono::Duration::seconds(31);
     let lease_again = gone + chrono::Duration::seconds(30);
-    let room = ClaimRoom::up_to(10);
-    let after_loss = store
-        .claim_deliveries(gone, lease_again, &room)
-        .await
-        .unwrap();
+    let after_loss = claim(gone, lease_again).await.unwrap();
     assert_eq!(after_loss.len(), 1, "{after_loss:?}");
     let (attempts, from) = (after_loss[0].attempts, after_loss[0].schedule_from);
     assert_eq!((attempts, from), (0, 1));
@@ -1199,10 +1168,7 @@ async fn the_store_queues_each_event_once(
         delivered_at: None,
     };
     assert_eq!(store.record_attempts(&[failed]).await.unwrap(), 1);
-    let next = store
-        .claim_deliveries(gone, lease_again, &room)
-        .await
-        .unwrap();
+    let next = claim(gone, lease_again).await.unwrap();
     assert_eq!((next[0].attempts, next[0].schedule_from), (1, 0));
     let attempt = orchestrator_core::webhook::ScheduledAttempt::after(1, 0);
     assert_eq!(attempt.position(), 2, "the schedule's second attempt");
