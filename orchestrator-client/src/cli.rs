@@ -8,7 +8,7 @@
 //! not be written out), 4 `health` found the server unhealthy (its answer is printed all the
 //! same).
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -549,8 +549,32 @@ impl Which {
 
 /// Runs `cli`, writing answers to `out` and refusals to `err`; returns the exit code. A text
 /// given as `-` is read from standard input.
-pub async fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
-    run_with_input(cli, std::io::stdin(), out, err).await
+pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
+    let input = std::io::stdin();
+    if input.is_terminal()
+        && let Some(hint) = terminal_hint(&mut cli.command)
+    {
+        let _ = writeln!(err, "{hint}");
+    }
+    run_with_input(cli, input, out, err).await
+}
+
+/// What a person who gave one text as `-` and typed nothing after the command is told while
+/// the CLI waits on their terminal: which text it reads and how to end it.
+fn terminal_hint(command: &mut Command) -> Option<String> {
+    let mut dashes = command
+        .texts()
+        .into_iter()
+        .filter(|(_, text)| text.as_str() == "-");
+    let (name, _) = dashes.next()?;
+    // Two are refused before anything is read.
+    if dashes.next().is_some() {
+        return None;
+    }
+    Some(format!(
+        "reading {name} from standard input: type it, then Ctrl-D on a line of its own \
+         (Ctrl-Z, Enter on Windows)"
+    ))
 }
 
 /// [`run`], reading a text given as `-` from `input` instead of standard input.
@@ -1390,7 +1414,29 @@ mod tests {
 
     use clap::Parser;
 
-    use super::{Cli, consultations_holding, event_line, run, token_given};
+    use super::{Cli, consultations_holding, event_line, run, terminal_hint, token_given};
+
+    /// A person waited on at their terminal is told which text is read and how to end it;
+    /// nothing is said when no text, or two (refused), are `-`.
+    #[test]
+    fn a_text_read_from_a_terminal_is_announced() {
+        let hint = |args: &[&str]| {
+            let mut cli = Cli::try_parse_from(["orchestrator"].iter().chain(args))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            terminal_hint(&mut cli.command)
+        };
+        let told = hint(&["reject", "f", "--reason", "-"]).expect("a hint");
+        assert!(
+            told.starts_with("reading --reason from standard input"),
+            "{told}"
+        );
+        assert!(told.contains("Ctrl-D"), "{told}");
+        assert_eq!(hint(&["reject", "f", "--reason", "r"]), None);
+        assert_eq!(
+            hint(&["approve", "f", "--reason", "-", "--metadata", "-"]),
+            None
+        );
+    }
 
     /// What the server would refuse anyway is the command line's error (exit 2), found
     /// before anything is sent.

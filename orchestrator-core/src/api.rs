@@ -479,10 +479,11 @@ pub struct GateView {
     /// The approvals of the current stay, oldest first.
     pub approvals: Vec<Approval>,
     /// What still holds the gate: approvals missing (`{"kind": "approvals", "have": 1, "need":
-    /// 2}`) and, in reads (`GET /workflow/{feature_id}`, `GET /workflows`, a start with
-    /// `use_existing` that found the workflow), consultations waiting for a human (`{"kind":
-    /// "escalation", …}`) or for the hub (`{"kind": "asking", …}`), as stored (an approval asks
-    /// the hub about them first). The answer to a change lists only the approvals missing.
+    /// 2}`) and consultations waiting for a human (`{"kind": "escalation", …}`) or for the hub
+    /// (`{"kind": "asking", …}`), as stored (an approval asks the hub about them first). The
+    /// answer to the `agent_complete` that enters the gate lists them as read just before the
+    /// change; an approval is refused while one holds the gate, so its answer lists only the
+    /// approvals missing.
     pub blocked_by: Vec<Blocker>,
 }
 

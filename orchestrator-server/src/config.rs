@@ -356,6 +356,14 @@ impl Config {
             .filter(|used| *used > Duration::from_secs(self.request_timeout_seconds))
     }
 
+    /// The body bound actually used, when it is shorter than `BODY_TIMEOUT_SECONDS` says:
+    /// lowered to a second less than the request bound, so a stalled body is 408 before the
+    /// request's own bound makes it a 503. Start-up warns.
+    pub fn body_timeout_lowered(&self) -> Option<Duration> {
+        Some(self.limits().body_timeout)
+            .filter(|used| *used < Duration::from_secs(self.body_timeout_seconds))
+    }
+
     /// Whether `ORCHESTRATOR_API_TOKEN` is shorter than [`GUESSABLE_TOKEN_LEN`]: the server
     /// does not slow down failed attempts, so a short token may be guessed. Start-up warns.
     pub fn api_token_guessable(&self) -> bool {
@@ -680,6 +688,18 @@ mod tests {
         // A body that stalls is 408 before the request's bound makes it a 503.
         let lenient = parse(&["--body-timeout-seconds", "120"]).unwrap();
         assert_eq!(lenient.limits().body_timeout, Duration::from_secs(59));
+        // Start-up warns of the lowering, not of the default.
+        assert_eq!(
+            lenient.body_timeout_lowered(),
+            Some(Duration::from_secs(59))
+        );
+        assert_eq!(config.body_timeout_lowered(), None);
+        assert_eq!(
+            parse(&["--body-timeout-seconds", "59"])
+                .unwrap()
+                .body_timeout_lowered(),
+            None
+        );
         // A wait as long as the hub timeout is no wait at all: the request sees the end.
         let patient = parse(&["--agent-hub-timeout-seconds", "10"]).unwrap();
         assert_eq!(patient.limits().asks.wait, None);

@@ -116,6 +116,14 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
              Agent Hub call and 5 s"
         );
     }
+    if let Some(used) = config.body_timeout_lowered() {
+        tracing::warn!(
+            configured_seconds = config.body_timeout_seconds,
+            used_seconds = used.as_secs(),
+            "BODY_TIMEOUT_SECONDS lowered: a body must arrive a second before the request's \
+             own bound (REQUEST_TIMEOUT_SECONDS, or as raised) ends"
+        );
+    }
     if config.open_to_the_network() {
         tracing::warn!(
             host = %config.host,

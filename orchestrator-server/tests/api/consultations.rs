@@ -127,7 +127,17 @@ async fn an_escalation_blocks_the_gate_until_a_human_confirms() {
         .unwrap();
     assert_eq!(pending.status, ConsultationStatus::PendingHuman);
     let escalation = pending.escalation_id.clone().expect("escalated");
-    to_gate(&app, &f).await;
+    // The answer to the change that enters the gate says what holds it, and so does that
+    // answer kept for its key.
+    let keyed = app.client.with_idempotency_key("complete-gated");
+    let entered = keyed
+        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    let replayed = keyed
+        .advance_workflow(&f, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
     let free = started(&app, "free").await;
     to_gate(&app, &free).await;
     // The workflow says what holds its gate, and so does a listing, each gate its own.
@@ -138,6 +148,8 @@ async fn an_escalation_blocks_the_gate_until_a_human_confirms() {
                            {"kind": "escalation", "consultation_id": pending.id,
                             "escalation_id": escalation}])
     );
+    assert_eq!(entered.gate.blocked_by, gated.gate.blocked_by);
+    assert_eq!(replayed, entered);
     // A start that finds the workflow answers as a read does.
     let mut again = StartWorkflowRequest::new(f.as_str(), "feature gated");
     again.use_existing = Some(true);

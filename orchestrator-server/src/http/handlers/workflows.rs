@@ -1,5 +1,7 @@
 //! Workflow endpoints: start, get, advance, history, list, summary.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::Full;
@@ -8,7 +10,7 @@ use orchestrator_core::api::{
     StartWorkflowRequest, SummaryResponse, WorkflowResponse, cursor, paths,
 };
 use orchestrator_core::{
-    Advance, FeatureId, StartWorkflow, Started, Timestamp, ValidationError, Workflow,
+    Advance, FeatureId, StartWorkflow, Started, Timestamp, Trigger, ValidationError, Workflow,
 };
 
 use crate::http::App;
@@ -198,9 +200,26 @@ pub async fn advance_workflow(
         command = command.by(principal);
     }
     let trigger = command.trigger;
+    // An agent may finish its work while a consultation of it waits for a human: the gate it
+    // enters is held from the start, and its answer (and the one kept for a key) says so, as
+    // read just before the change. Any other change that leaves the gate closed is an
+    // approval, refused while a consultation holds it.
+    let held_by = if trigger == Trigger::AgentComplete {
+        app.orchestrator()
+            .stored_blockers(std::slice::from_ref(&id))
+            .await?
+    } else {
+        Vec::new()
+    };
     let now = app.now();
+    let answer = Arc::new(move |workflow: &Workflow| {
+        let mut body = [WorkflowResponse::new(workflow, now)];
+        WorkflowResponse::hold_gates(&mut body, held_by.clone());
+        representation_answer(StatusCode::OK, &body[0])
+    });
     let seal = claimed.as_ref().map(|claimed| {
-        claimed.seal(move |workflow: &Workflow| workflow_answer(StatusCode::OK, workflow, now))
+        let answer = answer.clone();
+        claimed.seal(move |workflow: &Workflow| answer(workflow))
     });
     let workflow = app
         .orchestrator()
@@ -209,7 +228,7 @@ pub async fn advance_workflow(
     // The answer went in with the commit.
     claimed.iter().for_each(Claimed::kept);
     app.metrics().transition(trigger);
-    Ok(workflow_answer(StatusCode::OK, &workflow, now).into_response())
+    Ok(answer(&workflow).into_response())
 }
 
 /// The rights the advance in `body` needs (its trigger's, an override's), checked before its
