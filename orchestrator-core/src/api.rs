@@ -240,8 +240,38 @@ pub struct StartWorkflowRequest {
     /// How the gate is passed; each field defaults to the server's settings
     /// (`GATE_REQUIRED_APPROVALS`, `GATE_DUE_SECONDS`), `on_expiry` `flag` and
     /// `allow_self_approval` false. Fixed for the workflow's life.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_object"
+    )]
     pub gate: Option<GateRequest>,
+}
+
+/// An optional nested object of a body, refused unless it is written as one: serde's derive
+/// also takes a struct as an array of its fields in order (`"gate": [1, true]`), rules given
+/// without their names, which no client means.
+fn optional_object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::{Error, Unexpected};
+    match Option::<Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(object @ Value::Object(_)) => {
+            T::deserialize(object).map(Some).map_err(D::Error::custom)
+        }
+        Some(other) => {
+            let unexpected = match &other {
+                Value::Array(_) => Unexpected::Seq,
+                Value::Bool(b) => Unexpected::Bool(*b),
+                Value::String(text) => Unexpected::Str(text),
+                _ => Unexpected::Other("a number"),
+            };
+            Err(D::Error::invalid_type(unexpected, &"a JSON object"))
+        }
+    }
 }
 
 impl StartWorkflowRequest {

@@ -223,6 +223,30 @@ async fn a_misspelt_gate_rule_is_refused_not_ignored() {
         "{details:?}"
     );
     nothing_stored(&app).await;
+    // Nor are the rules taken without their names, as an array of values in order.
+    for gate in [
+        r#"[1, true]"#,
+        r#"[3, false, 60, "reject"]"#,
+        "[]",
+        "2",
+        r#""strict""#,
+    ] {
+        let body = format!(r#"{{"feature_id": "weak", "description": "d", "gate": {gate}}}"#);
+        let details = expect(
+            &app,
+            "/workflow/start",
+            JSON,
+            &body,
+            400,
+            ErrorCode::InvalidJson,
+        )
+        .await;
+        assert!(
+            details[0].contains("expected a JSON object"),
+            "{gate}: {details:?}"
+        );
+    }
+    nothing_stored(&app).await;
     // Elsewhere an unknown field is still ignored, so older servers take newer clients' bodies.
     let body = r#"{"feature_id": "weak", "description": "d", "newer": 1, "gate": {"required_approvals": 3}}"#;
     let response = reqwest::Client::new()
