@@ -112,13 +112,17 @@ pub struct ConsultationError {
 
 impl ConsultationError {
     /// Every code a failed consultation may carry.
-    pub const CODES: [&'static str; 5] = [
+    pub const CODES: [&'static str; 6] = [
         "agent_hub_unavailable",
         "agent_hub_error",
         "unknown_topic",
         Self::INTERRUPTED,
+        Self::CANCELLED,
         Self::INTERNAL,
     ];
+
+    /// The code of a consultation whose workflow was cancelled while the hub was asked.
+    pub const CANCELLED: &'static str = "cancelled";
 
     /// The code of a consultation the orchestrator itself could not carry on (its hub
     /// session could not be kept).
@@ -132,6 +136,17 @@ impl ConsultationError {
         ConsultationError {
             code: Self::INTERRUPTED.to_owned(),
             message: "the server stopped before the Agent Hub answered; ask again".to_owned(),
+        }
+    }
+
+    /// The workflow was cancelled while the hub was asked: the cancel wins, and the hub's
+    /// answer is not kept.
+    pub fn cancelled() -> Self {
+        ConsultationError {
+            code: Self::CANCELLED.to_owned(),
+            message: "the workflow was cancelled before the Agent Hub answered; its answer was \
+                      not kept"
+                .to_owned(),
         }
     }
 
@@ -408,8 +423,15 @@ mod tests {
             let code = ConsultationError::from_hub(error).code;
             assert!(ConsultationError::CODES.contains(&code.as_str()), "{code}");
         }
-        let interrupted = ConsultationError::interrupted().code;
-        assert!(ConsultationError::CODES.contains(&interrupted.as_str()));
+        for own in [
+            ConsultationError::interrupted(),
+            ConsultationError::cancelled(),
+        ] {
+            assert!(
+                ConsultationError::CODES.contains(&own.code.as_str()),
+                "{own:?}"
+            );
+        }
     }
 
     #[test]

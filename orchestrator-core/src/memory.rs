@@ -544,6 +544,14 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
     ) -> Result<(), RepositoryError> {
         self.with_entry(&consultation.feature_id, |entry| {
             let mut keys = self.held(receipt)?;
+            let answers_an_ask = consultation.status != ConsultationStatus::Failed
+                && entry
+                    .consultations
+                    .iter()
+                    .any(|c| c.id == consultation.id && c.status == ConsultationStatus::Asking);
+            if answers_an_ask {
+                entry.check_active()?;
+            }
             if let Some(stored) = entry
                 .consultations
                 .iter_mut()

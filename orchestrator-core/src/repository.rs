@@ -539,7 +539,10 @@ pub trait WorkflowRepository: Send + Sync {
     ) -> Result<(), RepositoryError>;
 
     /// Stores a changed consultation, if the stored one is published and still `asking` or
-    /// `pending_human`; a settled consultation is never changed again.
+    /// `pending_human`; a settled consultation is never changed again. An ask's answer (any
+    /// ending but a failure, over an `asking` one) is stored only while the workflow is
+    /// active, judged in the write: a cancel that landed while the hub was asked wins
+    /// ([`RepositoryError::NotActive`]).
     async fn update_consultation(
         &self,
         consultation: &Consultation,

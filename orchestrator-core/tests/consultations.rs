@@ -700,6 +700,52 @@ async fn an_ending_stored_again_is_written_once() {
     assert_eq!(updates, 1);
 }
 
+/// The hub answers a background ask after its workflow was cancelled: the cancel wins, the
+/// answer (an escalation here) is not kept, and it holds no gate when the feature is started
+/// again.
+#[tokio::test]
+async fn an_answer_that_finds_its_workflow_cancelled_is_not_kept() {
+    let (orchestrator, _, id) = setup().await;
+    let asking = published_ask(&orchestrator, &id).await;
+    orchestrator
+        .advance(&id, Advance::new(Trigger::Cancel))
+        .await
+        .unwrap();
+    let answer = HubAnswer {
+        answer: "Ask the team".into(),
+        rationale: None,
+        confidence: 40,
+        uncertainty_reasons: Vec::new(),
+        status: AnswerStatus::PendingHuman,
+        escalation_id: Some(orchestrator_core::hub::EscalationId("esc-late".into())),
+    };
+    let ended = orchestrator.finish(asking, Ok(answer)).await.unwrap();
+    assert_eq!(ended.status, ConsultationStatus::Failed);
+    assert_eq!(
+        ended.error.as_ref().map(|e| e.code.as_str()),
+        Some("cancelled")
+    );
+    assert_eq!(
+        (ended.answer.as_deref(), ended.escalation_id.as_ref()),
+        (None, None)
+    );
+    assert_eq!(orchestrator.consultations(&id).await.unwrap(), vec![ended]);
+    for trigger in [
+        Trigger::Start,
+        Trigger::AgentComplete,
+        Trigger::HumanApproved,
+    ] {
+        orchestrator
+            .advance(&id, Advance::new(trigger))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        orchestrator.get(&id).await.unwrap().state(),
+        WorkflowState::Phase2
+    );
+}
+
 /// A scripted hub where first questions race (each session is made only once two are being
 /// made) and closing a session never ends (a hub that does not answer a `DELETE`).
 struct StuckCloses {

@@ -6,6 +6,7 @@ use crate::consultation::{
 };
 use crate::hub::{AnswerStatus, HubAnswer, HubError, HubQuestion, HubSessionId, HumanResponse};
 use crate::principal::ActorKind;
+use crate::repository::RepositoryError;
 use crate::values::FeatureId;
 use crate::workflow::{GateFacts, Timestamp, Workflow};
 
@@ -285,14 +286,34 @@ impl Orchestrator {
     /// Stores an ask's [`Orchestrator::ending`] and returns what is stored: the ending, or
     /// what another server stored first. Storing it again after a failure is safe: an ask no
     /// longer `asking` is not written again (a try whose answer was lost may have stored it,
-    /// and a second write would repeat its event).
+    /// and a second write would repeat its event). An answer that finds its workflow
+    /// cancelled is not kept: the ask fails with the code `cancelled`.
     pub async fn store_ending(&self, asking: Consultation) -> Result<Consultation> {
         if let Some(stored) = self.stored(&asking).await?
             && stored.status != ConsultationStatus::Asking
         {
             return Ok(settled_as_stored(&asking, stored));
         }
-        self.repository.update_consultation(&asking).await?;
+        match self.repository.update_consultation(&asking).await {
+            Err(RepositoryError::NotActive { .. }) => {
+                // A cancel landed while the hub was asked, and wins: the ask as stored (no
+                // answer) fails. An escalation the hub opened is left to it.
+                if let Some(mut stored) = self.stored(&asking).await?
+                    && stored.status == ConsultationStatus::Asking
+                {
+                    tracing::info!(
+                        feature_id = %asking.feature_id,
+                        consultation_id = %asking.id,
+                        escalation_id = asking.escalation_id.as_ref().map(|e| e.to_string()),
+                        "the Agent Hub answered after the workflow was cancelled: the answer \
+                         was not kept"
+                    );
+                    stored.fail(ConsultationError::cancelled(), self.clock.now());
+                    self.repository.update_consultation(&stored).await?;
+                }
+            }
+            written => written?,
+        }
         // A settled consultation is never changed again: if another server ended this ask
         // meanwhile (it took it for one a crash left, its hub timeout being shorter than
         // this one's), the answer was not stored. Say so, and return what is stored.

@@ -185,6 +185,12 @@ pub fn swappable_session<'a>(feature_id: &'a str, expected: &'a str) -> _ {
         )
 }
 
+/// A consultation's status, as stored.
+#[dsl::auto_type]
+pub fn consultation_status<'a>(id: &'a str) -> _ {
+    consultations::table.find(id).select(consultations::status)
+}
+
 /// A published consultation, if it is still `asking` or `pending_human` (the only kinds that
 /// may change).
 #[dsl::auto_type]

@@ -5,7 +5,7 @@
 
 use std::panic::AssertUnwindSafe;
 
-use orchestrator_core::consultation::ConsultationError;
+use orchestrator_core::consultation::{ConsultationError, ConsultationStatus};
 use orchestrator_core::hub::HubSessionId;
 use orchestrator_core::{
     Consultation, EventType, Expiry, FeatureId, IdempotencyKey, Judge, KeyClaim, NewEvent,
@@ -14,7 +14,7 @@ use orchestrator_core::{
 
 use super::models::{
     ConsultationRow, KeyRow, NewEventRow, OverdueNoteRow, ReceiptRow, TransitionRow,
-    WorkflowChanges, WorkflowRow, micros, to_i64,
+    WorkflowChanges, WorkflowRow, enum_text, micros, to_i64,
 };
 
 /// One write, with everything it needs, owned (it may cross to the SQLite writer thread).
@@ -48,9 +48,10 @@ pub enum Write {
         Option<NewEventRow>,
         Option<ReceiptRow>,
     ),
-    /// A changed consultation, stored (with its `consultation.updated` event) only over a
-    /// published `asking` or `pending_human` one.
-    UpdateConsultation(ConsultationRow, NewEventRow, Option<ReceiptRow>),
+    /// A changed consultation of this workflow, stored (with its `consultation.updated` event)
+    /// only over a published `asking` or `pending_human` one; an ask's answer (see
+    /// [`answers_an_ask`]) only while the workflow is active.
+    UpdateConsultation(FeatureId, ConsultationRow, NewEventRow, Option<ReceiptRow>),
     /// Removes a reservation (by consultation id).
     DropReservation(String),
     /// Ends the asks of a server that stopped: drops reservations made before `asked_before`
@@ -308,6 +309,7 @@ impl Write {
     /// Stores a changed consultation over an unsettled one (and `receipt`).
     pub fn update_consultation(consultation: &Consultation, receipt: Option<&Receipt>) -> Self {
         Write::UpdateConsultation(
+            consultation.feature_id.clone(),
             ConsultationRow::new(consultation, true),
             updated_event(consultation),
             receipt.map(ReceiptRow::from),
@@ -553,6 +555,14 @@ pub fn consultation_refusal(id: &FeatureId, state: Option<&str>) -> Option<Repos
         }),
         Err(e) => Some(RepositoryError::Backend(Box::new(e))),
     }
+}
+
+/// Whether `row`, written over a consultation stored as `stored` (its status's text), ends an
+/// ask with the hub's answer: kept only while the workflow is active (a cancel that landed
+/// while the hub was asked wins). A failure is always kept.
+pub fn answers_an_ask(row: &ConsultationRow, stored: Option<&str>) -> bool {
+    row.status != enum_text(&ConsultationStatus::Failed)
+        && stored == Some(enum_text(&ConsultationStatus::Asking).as_str())
 }
 
 /// The refusal of a write whose receipt's claim no longer holds its key (a retry took it over).

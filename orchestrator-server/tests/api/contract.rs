@@ -370,13 +370,39 @@ pub async fn concurrent_commits_against_one_version_let_exactly_one_land(
     assert_eq!(repo.get(&id("race")).await.unwrap().state(), history[1].to);
 }
 
-/// A consultation is stored only while its workflow is active: the check is part of the
-/// write, so a cancel that landed first wins.
+/// A consultation is stored only while its workflow is active, and so is the hub's answer to
+/// an ask: the check is part of the write, so a cancel that landed first wins. An ask may
+/// still fail, and an escalation be answered, once the workflow is cancelled.
 pub async fn consultations_are_stored_only_for_active_workflows(repo: &dyn WorkflowRepository) {
     let (workflow, first) = new_workflow("inactive");
     repo.create(&workflow, &first).await.unwrap();
+    let mut asking = consultation("inactive", 1, false);
+    (asking.answer, asking.confidence, asking.final_answer) = (None, None, None);
+    asking.status = ConsultationStatus::Asking;
+    repo.add_consultation(&asking).await.unwrap();
+    let pending = consultation("inactive", 2, true);
+    repo.add_consultation(&pending).await.unwrap();
     let (cancelled, to_idle) = step(&workflow, Trigger::Cancel, 10);
     repo.commit(1, &cancelled, &to_idle).await.unwrap();
+    for status in [
+        ConsultationStatus::Resolved,
+        ConsultationStatus::PendingHuman,
+    ] {
+        let mut answered = consultation("inactive", 1, status == ConsultationStatus::PendingHuman);
+        answered.id = asking.id;
+        let err = repo.update_consultation(&answered).await.unwrap_err();
+        assert!(matches!(err, RepositoryError::NotActive { .. }), "{err}");
+    }
+    let mut resolved = pending.clone();
+    resolved.status = ConsultationStatus::Resolved;
+    repo.update_consultation(&resolved).await.unwrap();
+    let mut failed = asking.clone();
+    failed.fail(ConsultationError::cancelled(), t0() + Duration::minutes(11));
+    repo.update_consultation(&failed).await.unwrap();
+    assert_eq!(
+        repo.consultations(&id("inactive")).await.unwrap(),
+        vec![failed, resolved]
+    );
     let err = repo
         .add_consultation(&consultation("inactive", 20, false))
         .await
@@ -391,12 +417,7 @@ pub async fn consultations_are_stored_only_for_active_workflows(repo: &dyn Workf
         ),
         "{err}"
     );
-    assert!(
-        repo.consultations(&id("inactive"))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(repo.consultations(&id("inactive")).await.unwrap().len(), 2);
     assert!(matches!(
         repo.add_consultation(&consultation("nobody", 1, false))
             .await,

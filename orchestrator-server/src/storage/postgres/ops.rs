@@ -27,8 +27,8 @@ use crate::storage::schema::{
     workflows,
 };
 use crate::storage::write::{
-    ClaimStep, Write, Written, chunk_before, chunk_end, consultation_refusal, expiry_refused,
-    interrupted_events, judge_claim, overdue_refusal, purge_through, taken_over,
+    ClaimStep, Write, Written, answers_an_ask, chunk_before, chunk_end, consultation_refusal,
+    expiry_refused, interrupted_events, judge_claim, overdue_refusal, purge_through, taken_over,
 };
 
 /// Rows an import inserts per statement (of 14 columns at most, well under PostgreSQL's
@@ -291,9 +291,25 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
             append_events(conn, event.as_slice()).await?;
             Ok(Written::Done)
         }
-        Write::UpdateConsultation(row, event, receipt) => {
+        Write::UpdateConsultation(id, row, event, receipt) => {
             if let Some(refusal) = key_refusal(conn, receipt.as_ref()).await? {
                 return Ok(Written::Refused(refusal));
+            }
+            // Judged here, in the transaction that stores it: a cancel that landed while the
+            // hub was asked wins over its answer (FOR SHARE, as for a new consultation).
+            let stored: Option<String> = queries::consultation_status(&row.id)
+                .get_result(conn)
+                .await
+                .optional()?;
+            if answers_an_ask(row, stored.as_deref()) {
+                let state: Option<String> = queries::state(id.as_str())
+                    .for_share()
+                    .get_result(conn)
+                    .await
+                    .optional()?;
+                if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
+                    return Ok(Written::Refused(refusal));
+                }
             }
             let asking = enum_text(&ConsultationStatus::Asking);
             let pending = enum_text(&ConsultationStatus::PendingHuman);

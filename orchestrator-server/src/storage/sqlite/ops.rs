@@ -20,7 +20,7 @@ use crate::storage::schema::{
     transitions, workflows,
 };
 use crate::storage::write::{
-    ClaimStep, Commit, Verdict, Write, Written, chunk_before, chunk_end, conflict,
+    ClaimStep, Commit, Verdict, Write, Written, answers_an_ask, chunk_before, chunk_end, conflict,
     consultation_refusal, expiry_refused, interrupted_events, judge_advance, judge_claim,
     overdue_refusal, purge_through, taken_over,
 };
@@ -243,9 +243,21 @@ pub fn apply(
             append_events(conn, ids, event.as_slice())?;
             Ok(Written::Done)
         }
-        Write::UpdateConsultation(row, event, receipt) => {
+        Write::UpdateConsultation(id, row, event, receipt) => {
             if let Some(refusal) = key_refusal(conn, receipt.as_ref())? {
                 return Ok(Written::Refused(refusal));
+            }
+            // Judged here, in the transaction that stores it: a cancel that landed while the
+            // hub was asked wins over its answer.
+            let stored: Option<String> = queries::consultation_status(&row.id)
+                .get_result(conn)
+                .optional()?;
+            if answers_an_ask(row, stored.as_deref()) {
+                let state: Option<String> =
+                    queries::state(id.as_str()).get_result(conn).optional()?;
+                if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
+                    return Ok(Written::Refused(refusal));
+                }
             }
             let asking = enum_text(&ConsultationStatus::Asking);
             let pending = enum_text(&ConsultationStatus::PendingHuman);
