@@ -207,8 +207,15 @@ fn answer_of(answer: wire::Answer) -> Result<HubAnswer, HubError> {
             ));
         }
     };
-    if let Some(id) = &answer.escalation_id {
-        hub_path("/escalations/", id)?;
+    // Its UUID is looked up and answered by path later, where the hub refuses anything else
+    // (400 `INVALID_UUID`): taken now, such an id would fail every approval at the gate.
+    if let Some(id) = &answer.escalation_id
+        && uuid::Uuid::try_parse(id).is_err()
+    {
+        return Err(HubError::Failed(format!(
+            "an escalation id that is not a UUID: '{}'",
+            hub_words(id)
+        )));
     }
     let escalation_id = answer.escalation_id.map(EscalationId);
     if answer.status == AnswerStatus::PendingHuman && escalation_id.is_none() {
@@ -875,12 +882,23 @@ mod tests {
             r#"{"answer": null, "confidence": 92, "status": "resolved"}"#,
             r#"{"answer": "Use a queue", "status": "resolved"}"#,
             r#"{"confidence": 40, "status": "pending_human", "escalation_id": "6f782cbc-1"}"#,
+            // An escalation id the hub itself would refuse in a path.
+            r#"{"answer": "Ask", "confidence": 40, "status": "pending_human", "escalation_id": "not-a-uuid"}"#,
         ] {
             assert!(
                 matches!(read(missing), Err(HubError::Failed(_))),
                 "{missing}"
             );
         }
+        let escalated = read(
+            r#"{"answer": "Ask", "confidence": 40, "status": "pending_human",
+                "escalation_id": "6f782cbc-5e0b-4b9a-9d43-0c2e6f1f7a10"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            escalated.escalation_id.map(|id| id.0).as_deref(),
+            Some("6f782cbc-5e0b-4b9a-9d43-0c2e6f1f7a10")
+        );
         let resolved =
             read(r#"{"answer": "Use a queue", "confidence": 92, "status": "resolved"}"#).unwrap();
         assert_eq!(
