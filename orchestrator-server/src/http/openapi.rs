@@ -516,10 +516,30 @@ fn complete_board_operation(operation: &mut Value, method: &str, auth_required: 
         location["required"] = json!(true);
     }
     if id == "get_board_asset" {
-        operation["responses"]["200"]["content"] = json!({
-            "text/css": { "schema": { "type": "string" } },
-            "text/javascript": { "schema": { "type": "string" } },
-        });
+        operation["responses"]["200"]["content"] = super::board::ASSETS
+            .iter()
+            .map(|(_, content_type, _)| {
+                let media_type = content_type.split(';').next().unwrap_or_default();
+                (
+                    media_type.to_owned(),
+                    json!({ "schema": { "type": "string" } }),
+                )
+            })
+            .collect();
+    }
+    // Every answer of the board, a refusal's page included, carries its policy; malformed
+    // HTTP (414, 431, and a 400 in the envelope) is refused before the board is reached.
+    if let Some(responses) = operation["responses"].as_object_mut() {
+        for (status, response) in responses.iter_mut() {
+            if ["414", "431"].contains(&status.as_str()) {
+                continue;
+            }
+            response["headers"]["Content-Security-Policy"] = json!({
+                "description": "the board's content security policy: its own files, nothing \
+                                else, and no framing (not on malformed HTTP's envelope)",
+                "schema": { "type": "string", "example": super::board::CSP },
+            });
+        }
     }
     // The overview's filter: a state, or empty (the form's "all but GATE_1").
     if let Some(parameters) = operation
@@ -534,8 +554,11 @@ fn complete_board_operation(operation: &mut Value, method: &str, auth_required: 
                     parameter["schema"] = json!({ "type": "string", "enum": states });
                 }
                 Some("file") => {
-                    parameter["schema"] =
-                        json!({ "type": "string", "enum": ["board.css", "board.js"] });
+                    let names: Vec<&str> = super::board::ASSETS
+                        .iter()
+                        .map(|(name, ..)| *name)
+                        .collect();
+                    parameter["schema"] = json!({ "type": "string", "enum": names });
                 }
                 // A feature id, or empty (not given).
                 Some("after") => {

@@ -655,6 +655,46 @@ async fn the_openapi_document_describes_every_endpoint() {
         .map(|kind| &kind["properties"]["kind"]["enum"][0])
         .collect();
     assert_eq!(kinds, ["approvals", "escalation", "asking"]);
+    // The board's files are each named, with the type each is served as; every board answer
+    // carries the policy the server sends.
+    let asset = &doc["paths"]["/board/assets/{file}"]["get"];
+    let names = asset["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "file")
+        .map(|p| p["schema"]["enum"].clone())
+        .unwrap();
+    let types = asset["responses"]["200"]["content"].as_object().unwrap();
+    for name in names.as_array().unwrap() {
+        let served = reqwest::get(app.url(&format!("/board/assets/{}", name.as_str().unwrap())))
+            .await
+            .unwrap();
+        assert_eq!(served.status(), reqwest::StatusCode::OK, "{name}");
+        let media_type = served.headers()["content-type"].to_str().unwrap();
+        let media_type = media_type.split(';').next().unwrap().to_owned();
+        assert!(types.contains_key(&media_type), "{name}: {media_type}");
+        let policy = &served.headers()["content-security-policy"];
+        let documented = &asset["responses"]["200"]["headers"]["Content-Security-Policy"];
+        assert_eq!(documented["schema"]["example"], policy.to_str().unwrap());
+    }
+    assert_eq!(names.as_array().unwrap().len(), 3, "{names}");
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/board") {
+            continue;
+        }
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                // Malformed HTTP, refused before any page.
+                let enveloped = ["414", "431"].contains(&status.as_str());
+                assert_eq!(
+                    response["headers"]["Content-Security-Policy"].is_object(),
+                    !enveloped,
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

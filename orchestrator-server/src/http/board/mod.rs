@@ -43,7 +43,7 @@ use session::{
 pub(crate) use session::{api_caller, has_session_cookie, still_signed_in};
 
 /// Nothing outside the server's origin, no inline script or style, no framing.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 /// The most features one list on the overview shows.
 const LIST_LIMIT: u32 = 200;
@@ -53,6 +53,12 @@ const GROUP_LIMIT: u32 = 50;
 const CSS: &str = include_str!("board.css");
 const SCRIPT: &str = include_str!("board.js");
 const ICON: &str = include_str!("icon.svg");
+/// The board's files: name, content type, content.
+pub(crate) const ASSETS: [(&str, &str, &str); 3] = [
+    ("board.css", "text/css; charset=utf-8", CSS),
+    ("board.js", "text/javascript; charset=utf-8", SCRIPT),
+    ("icon.svg", "image/svg+xml", ICON),
+];
 
 type HttpResponse = Response<Full<Bytes>>;
 
@@ -615,11 +621,8 @@ pub(crate) async fn sign_out(
     ),
 )]
 pub(crate) fn asset(file: &str, headers: &HeaderMap) -> Result<HttpResponse, ApiError> {
-    let (content_type, text) = match file {
-        "board.css" => ("text/css; charset=utf-8", CSS),
-        "board.js" => ("text/javascript; charset=utf-8", SCRIPT),
-        "icon.svg" => ("image/svg+xml", ICON),
-        _ => return Err(ApiError::NotFound(format!("/board/assets/{file}"))),
+    let Some(&(_, content_type, text)) = ASSETS.iter().find(|(name, ..)| *name == file) else {
+        return Err(ApiError::NotFound(format!("/board/assets/{file}")));
     };
     let etag = asset_tag(text);
     let current = headers
