@@ -702,6 +702,31 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     wait_text(&a, "table.consultations", |t| t.contains("Blocking")).await;
     no_wider_than_the_window(&a).await;
     screenshot(&a, "board-narrow.png").await;
+    // A refusal is said at the top of the page: a reader who acted further down has it brought
+    // into view, and keeps the focus where they acted.
+    a.set_window_size(400, 600).await.unwrap();
+    a.execute(
+        "const approve = document.querySelector('#decide button[value=human_approved]');
+         approve.scrollIntoView({ block: 'start' });
+         approve.focus();
+         approve.click();",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let blocked = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
+    assert!(
+        blocked.ends_with("; the consultations marked Blocking below hold it"),
+        "{blocked}"
+    );
+    wait_script(
+        &a,
+        "const r = document.getElementById('message').getBoundingClientRect();
+         return r.top > -1 && r.bottom < window.innerHeight + 1 ? 'seen' : 'hidden';",
+        "seen",
+    )
+    .await;
+    wait_script(&a, "return document.activeElement.value;", "human_approved").await;
     // Nor on a page of long names without a space to break at (a directory's, a bot's): the
     // gate's authors and the history name them whole, on as many lines as they need.
     let long = "ReleaseEngineeringAutomationServiceAccountEuWest1";
@@ -749,7 +774,8 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     );
     wait_script(
         &a,
-        "return document.querySelector('#decide button[value=human_approved]').disabled ? 'off' : 'on';",
+        "const b = document.querySelector('#decide button[value=human_approved]');
+         return b.disabled || b.getAttribute('aria-disabled') === 'true' ? 'off' : 'on';",
         "on",
     )
     .await;
@@ -768,7 +794,8 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     // page is shown first (its buttons on again), so no swap of it lands meanwhile.
     wait_script(
         &a,
-        "return document.querySelector('#decide button[value=human_approved]').disabled ? 'off' : 'on';",
+        "const b = document.querySelector('#decide button[value=human_approved]');
+         return b.disabled || b.getAttribute('aria-disabled') === 'true' ? 'off' : 'on';",
         "on",
     )
     .await;
@@ -1065,14 +1092,37 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
         (refreshes as f64) <= took.ceil() + 2.0,
         "{refreshes} refreshes in {took:.1} s"
     );
+    // A state chosen and not yet filtered by, and the focus on Filter, survive a live update.
+    a.execute(
+        "document.getElementById('state').value = 'DONE';
+         document.querySelector('#filter button').focus();",
+        vec![],
+    )
+    .await
+    .unwrap();
+    agent
+        .start_workflow(&StartWorkflowRequest::new("busy-40", "Busy work"))
+        .await
+        .unwrap();
+    wait_text(&a, "#main", |t| t.contains("busy-40")).await;
+    wait_script(
+        &a,
+        "return document.getElementById('state').value + ' ' + document.activeElement.textContent;",
+        "DONE Filter",
+    )
+    .await;
 
     // A decision says at once that it is on its way.
     a.goto(&app.url("/board/feature/careful")).await.unwrap();
     wait_text(&a, "#verdict", |t| t == "You may approve.").await;
     a.execute(
         "window.said = [];
-         new MutationObserver(() => window.said.push(document.getElementById('message').textContent))
-           .observe(document.getElementById('message'), { childList: true, characterData: true, subtree: true });",
+         window.focused = [];
+         new MutationObserver(() => {
+           window.said.push(document.getElementById('message').textContent);
+           const b = document.querySelector('#decide button[value=human_approved]');
+           window.focused.push(document.activeElement === b && !b.disabled && b.getAttribute('aria-disabled'));
+         }).observe(document.getElementById('message'), { childList: true, characterData: true, subtree: true });",
         vec![],
     )
     .await
@@ -1081,6 +1131,11 @@ async fn the_board_spares_the_server_and_keeps_the_reviewer_told() {
     wait_text(&a, "#message", |t| t.contains("Approved: 1 of 3")).await;
     let said = a.execute("return window.said;", vec![]).await.unwrap();
     assert_eq!(said[0], "Sending…", "{said}");
+    // While it is out, the button pressed is off but keeps the focus: marked so, not disabled
+    // (the browser takes the focus from a disabled button a moment later, and a screen reader
+    // is left on the document for as long as the answer takes).
+    let focused = a.execute("return window.focused;", vec![]).await.unwrap();
+    assert_eq!(focused[0], "true", "{focused}");
 
     // A rejection without a reason is asked for in the page, the focus on the field, and
     // nothing is sent (the server refuses one too: see the API tests).

@@ -183,6 +183,12 @@
         const again = next.querySelector('#' + CSS.escape(opened.id));
         if (again) again.open = true;
       });
+      // So does a choice made and not yet sent (the overview's state filter).
+      current.querySelectorAll('select[id]').forEach((select) => {
+        const again = next.querySelector('#' + CSS.escape(select.id));
+        const chosen = select.selectedOptions[0];
+        if (again && chosen && !chosen.defaultSelected) again.value = select.value;
+      });
       // So does a field marked as wanting an answer (a rejection's empty reason).
       current.querySelectorAll('[aria-invalid="true"][id]').forEach((field) => {
         const again = next.querySelector('#' + CSS.escape(field.id));
@@ -300,12 +306,21 @@
   }
 
   // Gives the focus to what the page says about the feature (the verdict at the gate, else the
-  // page's heading, else the message).
+  // page's heading, else the message), scrolled into view: on a narrow or zoomed screen it may
+  // be far from where the reader was.
   function focusWhatIsSaid() {
     const said = document.getElementById('verdict') || document.querySelector('#main h1') || message;
     if (!said) return;
     said.tabIndex = -1;
-    said.focus({ preventScroll: true });
+    said.focus();
+  }
+
+  // A refusal is read where it is said, at the top of the page: brought into view when the
+  // reader is further down (the focus stays where they acted).
+  function showRefusal() {
+    if (!message.classList.contains('bad')) return;
+    const box = message.getBoundingClientRect();
+    if (box.top < 0 || box.bottom > window.innerHeight) message.scrollIntoView({ block: 'nearest' });
   }
 
   function schedule() {
@@ -493,7 +508,10 @@
   // the feature as it is.
   function notRecorded(error, status, forwarded) {
     const listed = Array.isArray(error.details) ? error.details.join('; ') : '';
-    const details = listed && listed !== error.message ? ' (' + listed + ')' : '';
+    // A blocked gate's details are the consultations' ids: the page marks them Blocking.
+    const details = error.code === 'GATE_BLOCKED'
+      ? '; the consultations marked Blocking below hold it'
+      : listed && listed !== error.message ? ' (' + listed + ')' : '';
     if (status === 401) {
       // Not refreshed at once: the page would become the sign-in form and take this away.
       signedOut = true;
@@ -585,7 +603,7 @@
           (now.state === 'GATE_1' ? ', with ' + now.gate.approvals.length + ' of ' + now.gate.required_approvals + ' approvals' : '')
         : 'it is no longer at version ' + shown;
       if (since.length) what = 'since then ' + since.join(', then ') + '; ' + what;
-      say('Not recorded: this feature changed while you were looking (you saw version ' + shown + '; ' + what + '). The page now shows it as it is; decide again if you still want to.', 'bad');
+      say('Not recorded: this feature changed while you were looking (you saw version ' + shown + '; ' + what + '). The page is refreshed to show it as it is; decide again if you still want to.', 'bad');
     } else {
       notRecorded(error, response.status);
     }
@@ -654,18 +672,22 @@
     form.querySelectorAll('button[value]').forEach((button) => {
       button.addEventListener('click', (event) => {
         event.preventDefault();
+        // Off while the form's request is out (see `submitting`).
+        if (button.getAttribute('aria-disabled') === 'true') return;
         act(form, button.value);
       });
       button.disabled = false;
     });
   }
 
-  // The form's buttons are off while its request is out; the page is refreshed after it.
-  // The focus comes back to the button pressed (disabling it took the focus away).
+  // The form's buttons are off while its request is out (`aria-disabled`: a disabled button
+  // would lose the focus, and a screen reader be left on the document for as long as the
+  // Agent Hub takes); the page is refreshed after it, and the focus comes back to the button
+  // pressed.
   async function submitting(form, send, value) {
     const back = focusFinder(document.activeElement, document.getElementById('main'));
     const buttons = Array.from(form.querySelectorAll('button'));
-    buttons.forEach((button) => { button.disabled = true; });
+    buttons.forEach((button) => button.setAttribute('aria-disabled', 'true'));
     // Said at once: asking the Agent Hub about an escalation can take half a minute.
     say('Sending…');
     busy += 1;
@@ -686,13 +708,18 @@
       else if (!refreshing && !queued) refreshed = await refresh();
     }
     if (refreshed === 'reloading') return;
-    // The form is a new one unless the refresh failed: then these come back on.
-    buttons.forEach((button) => { button.disabled = false; });
+    // The form is a new one unless the refresh failed: then these come back on, and the page
+    // says it is not showing what the request did.
+    buttons.forEach((button) => button.removeAttribute('aria-disabled'));
+    if (refreshed === 'failed' && !signedOut) {
+      say(message.textContent + ' The page could not be refreshed to show this: reload it before deciding again.', 'bad');
+    }
     const lost = () => !document.activeElement || document.activeElement === document.body;
     if (back && lost()) back();
     // The button is gone (the decision was made, or the feature left the gate): the focus goes
     // to what the page says about it, not to the top of the document.
     if (lost()) focusWhatIsSaid();
+    showRefusal();
   }
 
   // A rejection says why: asked for here at once, the focus on the field (the server refuses

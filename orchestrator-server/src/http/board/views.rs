@@ -309,7 +309,7 @@ pub fn overview(data: &Overview) -> Markup {
             }
             section aria-labelledby="others-title" {
                 h2 #others-title { "Other features" }
-                form.filter method="get" action="/board" {
+                form #filter.filter method="get" action="/board" {
                     label for="state" { "State" }
                     select #state name="state" {
                         option value="" selected[data.filter.is_none()] { "All but GATE_1" }
@@ -479,7 +479,7 @@ pub fn feature(data: &Feature) -> Markup {
                 @if data.consultations.is_empty() {
                     p.empty { "No consultations." }
                 } @else {
-                    table.consultations {
+                    table.consultations aria-labelledby="consultations-title" {
                         thead { tr { th scope="col" { "Topic" } th scope="col" { "Question" } th scope="col" { "Answer" } th scope="col" { "Confidence" } th scope="col" { "Status" } } }
                         tbody {
                             @for c in &data.consultations {
