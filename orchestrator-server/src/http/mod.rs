@@ -506,6 +506,14 @@ impl Drop for Abandoned<'_> {
     }
 }
 
+/// A path parameter as written, percent-decoded: `rk%2D1` is `rk-1`, as RFC 3986 has it. One
+/// that decodes to no UTF-8 is left as written, for its handler to refuse.
+fn path_param(raw: &str) -> String {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_or_else(|_| raw.to_owned(), std::borrow::Cow::into_owned)
+}
+
 impl App {
     /// Finds the route, checks method and token, and dispatches; sets `runs_on` (given for a
     /// keyed POST) once the request is handed to a task that runs to its end whether or not
@@ -522,7 +530,7 @@ impl App {
                 found
                     .params
                     .iter()
-                    .map(|(_, v)| v.to_owned())
+                    .map(|(_, v)| path_param(v))
                     .collect::<Vec<_>>(),
             ),
             Err(_) => return Err((None, ApiError::NotFound(path))),

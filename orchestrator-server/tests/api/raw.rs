@@ -854,3 +854,33 @@ async fn a_drain_that_runs_out_of_time_closes_the_connections_left() {
         .expect("the server stopped")
         .unwrap();
 }
+
+/// A path's ids are read percent-decoded, as RFC 3986 has them: an encoded character is the
+/// character. What decodes to no id (a slash, a space, bytes that are no UTF-8) is refused as
+/// any bad id is.
+#[tokio::test(flavor = "multi_thread")]
+async fn path_ids_are_read_percent_decoded() {
+    let app = spawn_app().await;
+    app.client
+        .start_workflow(&orchestrator_core::api::StartWorkflowRequest::new(
+            "rk-1", "encoded",
+        ))
+        .await
+        .unwrap();
+    let found = reqwest::get(app.url("/workflow/rk%2D1")).await.unwrap();
+    assert_eq!(found.status(), StatusCode::OK);
+    let body: serde_json::Value = found.json().await.unwrap();
+    assert_eq!(body["feature_id"], "rk-1");
+    let history = reqwest::get(app.url("/workflow/%72k-1/history"))
+        .await
+        .unwrap();
+    assert_eq!(history.status(), StatusCode::OK);
+    for bad in ["/workflow/rk%2F1", "/workflow/rk%201", "/workflow/rk%FF1"] {
+        let (status, envelope) = send(&app, Method::GET, bad, None, Vec::new()).await;
+        assert_eq!(
+            (status, envelope.error.code),
+            (StatusCode::BAD_REQUEST, ErrorCode::ValidationError),
+            "{bad}: {envelope:?}"
+        );
+    }
+}
