@@ -515,7 +515,8 @@ pub fn feature(data: &Feature) -> Markup {
                             " "
                             span.move { (t.from) " → " (t.to) }
                             " "
-                            span.trigger { (t.trigger) }
+                            // In words, the API's name beside them for whoever knows it.
+                            span.trigger title=(t.trigger) { (done_as(t.trigger)) }
                             " by " (actor_of(t))
                             @if t.override_gate { " " span.badge { "override" } }
                             @if let Some(reason) = &t.reason { div.reason { q { (reason.as_str()) } } }
@@ -528,6 +529,17 @@ pub fn feature(data: &Feature) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// What a history entry's trigger did, in words ("approved by alice").
+fn done_as(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::Start => "started",
+        Trigger::AgentComplete => "work completed",
+        Trigger::HumanApproved => "approved",
+        Trigger::HumanRejected => "rejected",
+        Trigger::Cancel => "cancelled",
     }
 }
 
