@@ -779,6 +779,13 @@ async fn bad_input_gets_a_page_with_the_status_the_api_would_answer() {
     let filtered = get(&app, "/board?state=PHASE_1", None).await;
     assert!(filtered.text.contains("known"));
     assert!(
+        filtered
+            .text
+            .contains("<title>Features in PHASE_1 · Orchestrator board</title>"),
+        "{}",
+        filtered.text
+    );
+    assert!(
         !get(&app, "/board?state=DONE", None)
             .await
             .text

@@ -248,6 +248,11 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
             first: after.as_ref().map(|_| state_page(state, None)),
         });
     }
+    // A filtered overview says so in its title (a tab, a screen reader's first words).
+    let title = filter.map_or_else(
+        || "Features".to_owned(),
+        |state| format!("Features in {state}"),
+    );
     let data = views::Overview {
         waiting_total: summary.counts.get(WorkflowState::Gate1),
         summary,
@@ -257,7 +262,7 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
         now,
     };
     let frame = views::Frame {
-        title: "Features",
+        title: &title,
         who: session.as_ref().map(Session::who),
         feature: None,
         last_event_id,
