@@ -250,28 +250,43 @@ pub struct StartWorkflowRequest {
 
 /// An optional nested object of a body, refused unless it is written as one: serde's derive
 /// also takes a struct as an array of its fields in order (`"gate": [1, true]`), rules given
-/// without their names, which no client means.
+/// without their names, which no client means. Read as it streams, so a field given twice is
+/// refused as the derive refuses it, not taken at its last value.
 fn optional_object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned,
+    T: Deserialize<'de>,
 {
-    use serde::de::{Error, Unexpected};
-    match Option::<Value>::deserialize(deserializer)? {
-        None => Ok(None),
-        Some(object @ Value::Object(_)) => {
-            T::deserialize(object).map(Some).map_err(D::Error::custom)
+    struct ObjectOnly<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("a JSON object")
         }
-        Some(other) => {
-            let unexpected = match &other {
-                Value::Array(_) => Unexpected::Seq,
-                Value::Bool(b) => Unexpected::Bool(*b),
-                Value::String(text) => Unexpected::Str(text),
-                _ => Unexpected::Other("a number"),
-            };
-            Err(D::Error::invalid_type(unexpected, &"a JSON object"))
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
         }
     }
+
+    deserializer.deserialize_option(ObjectOnly(std::marker::PhantomData))
 }
 
 impl StartWorkflowRequest {

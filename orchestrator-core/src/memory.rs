@@ -549,7 +549,8 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
                     .consultations
                     .iter()
                     .any(|c| c.id == consultation.id && c.status == ConsultationStatus::Asking);
-            if answers_an_ask {
+            // Not once the workflow was cancelled: a finished one (DONE) keeps the answer.
+            if answers_an_ask && entry.workflow.state() == WorkflowState::Idle {
                 entry.check_active()?;
             }
             if let Some(stored) = entry

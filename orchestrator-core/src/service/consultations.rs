@@ -287,7 +287,7 @@ impl Orchestrator {
     /// what another server stored first. Storing it again after a failure is safe: an ask no
     /// longer `asking` is not written again (a try whose answer was lost may have stored it,
     /// and a second write would repeat its event). An answer that finds its workflow
-    /// cancelled is not kept: the ask fails with the code `cancelled`.
+    /// cancelled (IDLE) is not kept: the ask fails with the code `cancelled`.
     pub async fn store_ending(&self, asking: Consultation) -> Result<Consultation> {
         if let Some(stored) = self.stored(&asking).await?
             && stored.status != ConsultationStatus::Asking
@@ -310,6 +310,7 @@ impl Orchestrator {
                     );
                     stored.fail(ConsultationError::cancelled(), self.clock.now());
                     self.repository.update_consultation(&stored).await?;
+                    return Ok(stored);
                 }
             }
             written => written?,

@@ -72,14 +72,21 @@ pub fn key(headers: &HeaderMap, caller: &Caller) -> Result<Option<IdempotencyKey
     Ok(Some(IdempotencyKey { scope, key }))
 }
 
-/// What makes two requests the same: method, path, `If-Match` (which says what the body's
+/// What makes two requests the same: method, path (percent-decoded, as its ids are read:
+/// `/workflow/rk%2D1/advance` is `rk-1`'s), `If-Match` (which says what the body's
 /// `expected_version` would) and body (SHA-256, hex). Without `If-Match`, the hash is that of
 /// method, path and body alone, as before the header counted.
 pub fn fingerprint(request: &http::request::Parts, body: &[u8]) -> String {
     let mut hash = Sha256::new();
     hash.update(request.method.as_str().as_bytes());
     hash.update(b" ");
-    hash.update(request.uri.path().as_bytes());
+    // Decoded unless that would put a space or a line break in it (no valid path has one).
+    let path = request.uri.path();
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()
+        .filter(|decoded| !decoded.contains(|c: char| c.is_whitespace() || c.is_control()));
+    hash.update(decoded.as_deref().unwrap_or(path).as_bytes());
     if let Some(if_match) = request.headers.get(header::IF_MATCH) {
         // A path holds no space, a header value no line break: no other request hashes so.
         hash.update(b" if-match:");

@@ -536,7 +536,8 @@ fn complete_board_operation(operation: &mut Value, method: &str, auth_required: 
             }
             response["headers"]["Content-Security-Policy"] = json!({
                 "description": "the board's content security policy: its own files, nothing \
-                                else, and no framing (not on malformed HTTP's envelope)",
+                                else, and no framing (not on malformed HTTP's JSON envelope, \
+                                refused before any page)",
                 "schema": { "type": "string", "example": super::board::CSP },
             });
         }

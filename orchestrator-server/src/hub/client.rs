@@ -208,14 +208,16 @@ fn answer_of(answer: wire::Answer) -> Result<HubAnswer, HubError> {
         }
     };
     // Its UUID is looked up and answered by path later, where the hub refuses anything else
-    // (400 `INVALID_UUID`): taken now, such an id would fail every approval at the gate.
-    if let Some(id) = &answer.escalation_id
-        && uuid::Uuid::try_parse(id).is_err()
-    {
-        return Err(HubError::Failed(format!(
-            "an escalation id that is not a UUID: '{}'",
-            hub_words(id)
-        )));
+    // (400 `INVALID_UUID`): taken now, such an id would fail every approval at the gate. Only
+    // the hyphenated form goes into a path (not `{…}` or `urn:uuid:…`, which parse too).
+    if let Some(id) = &answer.escalation_id {
+        let hyphenated = id.len() == 36 && uuid::Uuid::try_parse(id).is_ok();
+        if !hyphenated {
+            return Err(HubError::Failed(format!(
+                "an escalation id that is not a UUID: '{}'",
+                hub_words(id)
+            )));
+        }
     }
     let escalation_id = answer.escalation_id.map(EscalationId);
     if answer.status == AnswerStatus::PendingHuman && escalation_id.is_none() {
@@ -884,6 +886,12 @@ mod tests {
             r#"{"confidence": 40, "status": "pending_human", "escalation_id": "6f782cbc-1"}"#,
             // An escalation id the hub itself would refuse in a path.
             r#"{"answer": "Ask", "confidence": 40, "status": "pending_human", "escalation_id": "not-a-uuid"}"#,
+            r#"{"answer": "Ask", "confidence": 40, "status": "pending_human",
+                "escalation_id": "urn:uuid:6f782cbc-5e0b-4b9a-9d43-0c2e6f1f7a10"}"#,
+            r#"{"answer": "Ask", "confidence": 40, "status": "pending_human",
+                "escalation_id": "{6f782cbc-5e0b-4b9a-9d43-0c2e6f1f7a10}"}"#,
+            r#"{"answer": "Ask", "confidence": 40, "status": "pending_human",
+                "escalation_id": "6f782cbc5e0b4b9a9d430c2e6f1f7a10"}"#,
         ] {
             assert!(
                 matches!(read(missing), Err(HubError::Failed(_))),

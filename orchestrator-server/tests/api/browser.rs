@@ -674,6 +674,11 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         ),
         "{conflict}"
     );
+    // Once the page shows the feature as it is, the message says so.
+    wait_text(&a, "#message", |t| {
+        t.ends_with("The page now shows it as it is; decide again if you still want to.")
+    })
+    .await;
     // The page shown after the refusal is the one she decides on now. She writes a note, and
     // another round comes while she writes: the note waits for the form's return, and the
     // decision is refused again.
@@ -685,9 +690,26 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         .await
         .unwrap();
     assert_eq!(note.as_str(), Some("Reads well"));
+    // This time the page cannot be fetched again after the refusal: the message does not claim
+    // it shows the feature as it is, and says to reload.
+    a.execute(
+        "window.realFetch = window.fetch;
+         window.fetch = (url, options) => String(url) === location.href
+           ? Promise.reject(new TypeError('blocked by the test'))
+           : window.realFetch(url, options);",
+        vec![],
+    )
+    .await
+    .unwrap();
     click(&a, "Approve").await;
-    let conflict = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
+    let conflict = wait_text(&a, "#message", |t| {
+        t.ends_with("The page could not be refreshed to show it: reload it before deciding again.")
+    })
+    .await;
     assert!(conflict.contains("you saw version 4"), "{conflict}");
+    a.execute("window.fetch = window.realFetch;", vec![])
+        .await
+        .unwrap();
     wait_text(&a, "#decide[data-version='6']", |_| true).await;
     click(&a, "Approve").await;
     wait_text(&a, "#message", |t| t.contains("moved to PHASE_2")).await;

@@ -370,9 +370,10 @@ pub async fn concurrent_commits_against_one_version_let_exactly_one_land(
     assert_eq!(repo.get(&id("race")).await.unwrap().state(), history[1].to);
 }
 
-/// A consultation is stored only while its workflow is active, and so is the hub's answer to
-/// an ask: the check is part of the write, so a cancel that landed first wins. An ask may
-/// still fail, and an escalation be answered, once the workflow is cancelled.
+/// A consultation is stored only while its workflow is active, and the hub's answer to an ask
+/// not once the workflow was cancelled: the check is part of the write, so a cancel that
+/// landed first wins. An ask may still fail, and an escalation be answered, once the workflow
+/// is cancelled; a workflow that finished meanwhile keeps its ask's answer.
 pub async fn consultations_are_stored_only_for_active_workflows(repo: &dyn WorkflowRepository) {
     let (workflow, first) = new_workflow("inactive");
     repo.create(&workflow, &first).await.unwrap();
@@ -418,6 +419,33 @@ pub async fn consultations_are_stored_only_for_active_workflows(repo: &dyn Workf
         "{err}"
     );
     assert_eq!(repo.consultations(&id("inactive")).await.unwrap().len(), 2);
+
+    // Asked in PHASE_2, and answered once the work is DONE.
+    let (mut finished, first) = new_workflow("finished");
+    repo.create(&finished, &first).await.unwrap();
+    let mut asking = consultation("finished", 1, false);
+    (asking.answer, asking.confidence, asking.final_answer) = (None, None, None);
+    asking.status = ConsultationStatus::Asking;
+    for (version, trigger) in [
+        (1, Trigger::AgentComplete),
+        (2, Trigger::HumanApproved),
+        (3, Trigger::AgentComplete),
+    ] {
+        if version == 3 {
+            repo.add_consultation(&asking).await.unwrap();
+        }
+        let (next, transition) = step(&finished, trigger, 10);
+        repo.commit(version, &next, &transition).await.unwrap();
+        finished = next;
+    }
+    assert_eq!(finished.state(), WorkflowState::Done);
+    let mut answered = consultation("finished", 1, false);
+    answered.id = asking.id;
+    repo.update_consultation(&answered).await.unwrap();
+    assert_eq!(
+        repo.consultations(&id("finished")).await.unwrap(),
+        vec![answered]
+    );
     assert!(matches!(
         repo.add_consultation(&consultation("nobody", 1, false))
             .await,

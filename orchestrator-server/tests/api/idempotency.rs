@@ -97,6 +97,16 @@ async fn a_repeated_start_or_advance_gets_the_kept_answer_and_changes_nothing() 
         (StatusCode::OK, true, Some("\"2\""))
     );
     assert_eq!(again, first);
+    // The same path written with an encoded character is the same request.
+    let (status, replayed, _, encoded) = post(
+        &app,
+        "/workflow/%6Fnce/advance",
+        "complete-once",
+        None,
+        &advance,
+    )
+    .await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{encoded}");
     let history = app.client.get_history(&id("once")).await.unwrap();
     assert_eq!(history.transitions.len(), 2, "each change made once");
 

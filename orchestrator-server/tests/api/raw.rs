@@ -246,6 +246,22 @@ async fn a_misspelt_gate_rule_is_refused_not_ignored() {
             "{gate}: {details:?}"
         );
     }
+    // Nor a rule given twice (the last would be taken).
+    let body = r#"{"feature_id": "weak", "description": "d",
+                   "gate": {"required_approvals": 1, "required_approvals": 3}}"#;
+    let details = expect(
+        &app,
+        "/workflow/start",
+        JSON,
+        body,
+        400,
+        ErrorCode::InvalidJson,
+    )
+    .await;
+    assert!(
+        details[0].contains("duplicate field `required_approvals`"),
+        "{details:?}"
+    );
     nothing_stored(&app).await;
     // Elsewhere an unknown field is still ignored, so older servers take newer clients' bodies.
     let body = r#"{"feature_id": "weak", "description": "d", "newer": 1, "gate": {"required_approvals": 3}}"#;

@@ -12,6 +12,9 @@
   const changes = document.getElementById('changes');
   // The version the reader's own decision made: `#message` has told it already.
   let toldVersion = null;
+  // What a refused decision's message goes on to say once the page is refreshed, or could not
+  // be: `{ swapped, failed }`, or null.
+  let afterRefresh = null;
 
   function say(text, tone) {
     message.textContent = text;
@@ -206,7 +209,7 @@
       bind();
       // What had the focus is gone (the feature left the gate under the reader): it goes to
       // what the page says now, not to the top of the document.
-      if (focused && !focused()) focusWhatIsSaid();
+      if (focused && !focused()) focusWhatIsSaid(false);
       if (retryIn) {
         retryIn = 0;
         if (streaming) showLive('Live', true);
@@ -306,13 +309,14 @@
   }
 
   // Gives the focus to what the page says about the feature (the verdict at the gate, else the
-  // page's heading, else the message), scrolled into view: on a narrow or zoomed screen it may
-  // be far from where the reader was.
-  function focusWhatIsSaid() {
+  // page's heading, else the message). After the reader's own decision it is scrolled into
+  // view (on a narrow or zoomed screen it may be far from where they acted); after somebody
+  // else's change the page stays where they are reading.
+  function focusWhatIsSaid(scroll) {
     const said = document.getElementById('verdict') || document.querySelector('#main h1') || message;
     if (!said) return;
     said.tabIndex = -1;
-    said.focus();
+    said.focus({ preventScroll: !scroll });
   }
 
   // A refusal is read where it is said, at the top of the page: brought into view when the
@@ -603,7 +607,12 @@
           (now.state === 'GATE_1' ? ', with ' + now.gate.approvals.length + ' of ' + now.gate.required_approvals + ' approvals' : '')
         : 'it is no longer at version ' + shown;
       if (since.length) what = 'since then ' + since.join(', then ') + '; ' + what;
-      say('Not recorded: this feature changed while you were looking (you saw version ' + shown + '; ' + what + '). The page is refreshed to show it as it is; decide again if you still want to.', 'bad');
+      say('Not recorded: this feature changed while you were looking (you saw version ' + shown + '; ' + what + ').', 'bad');
+      // What the page shows next is said once it is known (see `submitting`).
+      afterRefresh = {
+        swapped: ' The page now shows it as it is; decide again if you still want to.',
+        failed: ' The page could not be refreshed to show it: reload it before deciding again.',
+      };
     } else {
       notRecorded(error, response.status);
     }
@@ -711,14 +720,15 @@
     // The form is a new one unless the refresh failed: then these come back on, and the page
     // says it is not showing what the request did.
     buttons.forEach((button) => button.removeAttribute('aria-disabled'));
-    if (refreshed === 'failed' && !signedOut) {
-      say(message.textContent + ' The page could not be refreshed to show this: reload it before deciding again.', 'bad');
+    if (afterRefresh) {
+      say(message.textContent + (refreshed === 'swapped' ? afterRefresh.swapped : afterRefresh.failed), 'bad');
+      afterRefresh = null;
     }
     const lost = () => !document.activeElement || document.activeElement === document.body;
     if (back && lost()) back();
     // The button is gone (the decision was made, or the feature left the gate): the focus goes
     // to what the page says about it, not to the top of the document.
-    if (lost()) focusWhatIsSaid();
+    if (lost()) focusWhatIsSaid(true);
     showRefusal();
   }
 

@@ -43,8 +43,9 @@ use session::{
 pub(crate) use session::{api_caller, has_session_cookie, still_signed_in};
 
 /// Nothing outside the server's origin, no inline script or style, no framing.
-pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-                   connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                              img-src 'self'; connect-src 'self'; form-action 'self'; \
+                              base-uri 'none'; frame-ancestors 'none'";
 /// The most features one list on the overview shows.
 const LIST_LIMIT: u32 = 200;
 /// The most features of one state the unfiltered overview shows.
