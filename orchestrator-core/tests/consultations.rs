@@ -669,21 +669,25 @@ async fn an_answer_to_an_ask_ended_elsewhere_is_not_taken_for_stored() {
     assert_eq!(orchestrator.consultations(&id).await.unwrap(), vec![ended]);
 }
 
+/// The hub's answer that a human must look at, with escalation `id`.
+fn escalated(id: &str) -> HubAnswer {
+    HubAnswer {
+        answer: "Ask the team".into(),
+        rationale: None,
+        confidence: 40,
+        uncertainty_reasons: Vec::new(),
+        status: AnswerStatus::PendingHuman,
+        escalation_id: Some(orchestrator_core::hub::EscalationId(id.into())),
+    }
+}
+
 /// A background ask's ending stored again (a try whose answer was lost landed all the same):
 /// it is not written twice, so its `consultation.updated` event is not repeated.
 #[tokio::test]
 async fn an_ending_stored_again_is_written_once() {
     let (orchestrator, _, id) = setup().await;
     let asking = published_ask(&orchestrator, &id).await;
-    let answer = HubAnswer {
-        answer: "Ask the team".into(),
-        rationale: None,
-        confidence: 40,
-        uncertainty_reasons: Vec::new(),
-        status: AnswerStatus::PendingHuman,
-        escalation_id: Some(orchestrator_core::hub::EscalationId("esc-9".into())),
-    };
-    let ended = orchestrator.ending(asking, Ok(answer));
+    let ended = orchestrator.ending(asking, Ok(escalated("esc-9")));
     let first = orchestrator.store_ending(ended.clone()).await.unwrap();
     let again = orchestrator.store_ending(ended).await.unwrap();
     assert_eq!(first, again);
@@ -711,15 +715,10 @@ async fn an_answer_that_finds_its_workflow_cancelled_is_not_kept() {
         .advance(&id, Advance::new(Trigger::Cancel))
         .await
         .unwrap();
-    let answer = HubAnswer {
-        answer: "Ask the team".into(),
-        rationale: None,
-        confidence: 40,
-        uncertainty_reasons: Vec::new(),
-        status: AnswerStatus::PendingHuman,
-        escalation_id: Some(orchestrator_core::hub::EscalationId("esc-late".into())),
-    };
-    let ended = orchestrator.finish(asking, Ok(answer)).await.unwrap();
+    let ended = orchestrator
+        .finish(asking, Ok(escalated("esc-late")))
+        .await
+        .unwrap();
     assert_eq!(ended.status, ConsultationStatus::Failed);
     assert_eq!(
         ended.error.as_ref().map(|e| e.code.as_str()),
