@@ -50,7 +50,7 @@ pub enum Write {
     ),
     /// A changed consultation of this workflow, stored (with its `consultation.updated` event)
     /// only over a published `asking` or `pending_human` one; an ask's answer (see
-    /// [`answers_an_ask`]) only while the workflow is active.
+    /// [`answers_an_ask`]) not once the workflow was cancelled ([`answer_refusal`]).
     UpdateConsultation(FeatureId, ConsultationRow, NewEventRow, Option<ReceiptRow>),
     /// Removes a reservation (by consultation id).
     DropReservation(String),
