@@ -117,12 +117,13 @@ impl ConsultationError {
         "agent_hub_error",
         "unknown_topic",
         Self::INTERRUPTED,
-        Self::CANCELLED,
+        Self::WORKFLOW_NOT_ACTIVE,
         Self::INTERNAL,
     ];
 
-    /// The code of a consultation whose workflow was cancelled while the hub was asked.
-    pub const CANCELLED: &'static str = "cancelled";
+    /// The code of a consultation whose workflow was cancelled or finished while the hub was
+    /// asked.
+    pub const WORKFLOW_NOT_ACTIVE: &'static str = "workflow_not_active";
 
     /// The code of a consultation the orchestrator itself could not carry on (its hub
     /// session could not be kept).
@@ -139,14 +140,18 @@ impl ConsultationError {
         }
     }
 
-    /// The workflow was cancelled while the hub was asked: the cancel wins, and the hub's
-    /// answer is not kept.
-    pub fn cancelled() -> Self {
+    /// The workflow was no longer active, `state`, when the hub answered (a consultation is
+    /// stored only while it is): a cancel or the work's end wins, and the answer is not kept.
+    pub fn not_active(state: WorkflowState) -> Self {
+        let became = match state {
+            WorkflowState::Done => "finished",
+            _ => "cancelled",
+        };
         ConsultationError {
-            code: Self::CANCELLED.to_owned(),
-            message: "the workflow was cancelled before the Agent Hub answered; its answer was \
-                      not kept"
-                .to_owned(),
+            code: Self::WORKFLOW_NOT_ACTIVE.to_owned(),
+            message: format!(
+                "the workflow was {became} before the Agent Hub answered; its answer was not kept"
+            ),
         }
     }
 
@@ -425,7 +430,7 @@ mod tests {
         }
         for own in [
             ConsultationError::interrupted(),
-            ConsultationError::cancelled(),
+            ConsultationError::not_active(WorkflowState::Idle),
         ] {
             assert!(
                 ConsultationError::CODES.contains(&own.code.as_str()),

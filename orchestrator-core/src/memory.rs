@@ -549,8 +549,7 @@ impl WorkflowRepository for InMemoryWorkflowRepository {
                     .consultations
                     .iter()
                     .any(|c| c.id == consultation.id && c.status == ConsultationStatus::Asking);
-            // Not once the workflow was cancelled: a finished one (DONE) keeps the answer.
-            if answers_an_ask && entry.workflow.state() == WorkflowState::Idle {
+            if answers_an_ask {
                 entry.check_active()?;
             }
             if let Some(stored) = entry

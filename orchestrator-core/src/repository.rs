@@ -540,9 +540,9 @@ pub trait WorkflowRepository: Send + Sync {
 
     /// Stores a changed consultation, if the stored one is published and still `asking` or
     /// `pending_human`; a settled consultation is never changed again. An ask's answer (any
-    /// ending but a failure, over an `asking` one) is not stored once the workflow was
-    /// cancelled (IDLE), judged in the write: a cancel that landed while the hub was asked wins
-    /// ([`RepositoryError::NotActive`]). A workflow that finished meanwhile keeps it.
+    /// ending but a failure, over an `asking` one) is stored only while the workflow is active,
+    /// judged in the write: a cancel (or the work's end) that landed while the hub was asked
+    /// wins ([`RepositoryError::NotActive`]), as for a new consultation.
     async fn update_consultation(
         &self,
         consultation: &Consultation,

@@ -722,7 +722,7 @@ async fn an_answer_that_finds_its_workflow_cancelled_is_not_kept() {
     assert_eq!(ended.status, ConsultationStatus::Failed);
     assert_eq!(
         ended.error.as_ref().map(|e| e.code.as_str()),
-        Some("cancelled")
+        Some("workflow_not_active")
     );
     assert_eq!(
         (ended.answer.as_deref(), ended.escalation_id.as_ref()),

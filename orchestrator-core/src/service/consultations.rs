@@ -286,8 +286,9 @@ impl Orchestrator {
     /// Stores an ask's [`Orchestrator::ending`] and returns what is stored: the ending, or
     /// what another server stored first. Storing it again after a failure is safe: an ask no
     /// longer `asking` is not written again (a try whose answer was lost may have stored it,
-    /// and a second write would repeat its event). An answer that finds its workflow
-    /// cancelled (IDLE) is not kept: the ask fails with the code `cancelled`.
+    /// and a second write would repeat its event). An answer that finds its workflow no
+    /// longer active (cancelled, or finished) is not kept: the ask fails with the code
+    /// `workflow_not_active`.
     pub async fn store_ending(&self, asking: Consultation) -> Result<Consultation> {
         if let Some(stored) = self.stored(&asking).await?
             && stored.status != ConsultationStatus::Asking
@@ -295,9 +296,9 @@ impl Orchestrator {
             return Ok(settled_as_stored(&asking, stored));
         }
         match self.repository.update_consultation(&asking).await {
-            Err(RepositoryError::NotActive { .. }) => {
-                // A cancel landed while the hub was asked, and wins: the ask as stored (no
-                // answer) fails. An escalation the hub opened is left to it.
+            Err(RepositoryError::NotActive { state, .. }) => {
+                // A cancel (or the work's end) landed while the hub was asked, and wins: the
+                // ask as stored (no answer) fails. An escalation the hub opened is left to it.
                 if let Some(mut stored) = self.stored(&asking).await?
                     && stored.status == ConsultationStatus::Asking
                 {
@@ -305,10 +306,11 @@ impl Orchestrator {
                         feature_id = %asking.feature_id,
                         consultation_id = %asking.id,
                         escalation_id = asking.escalation_id.as_ref().map(|e| e.to_string()),
-                        "the Agent Hub answered after the workflow was cancelled: the answer \
-                         was not kept"
+                        %state,
+                        "the Agent Hub answered once the workflow was no longer active: the \
+                         answer was not kept"
                     );
-                    stored.fail(ConsultationError::cancelled(), self.clock.now());
+                    stored.fail(ConsultationError::not_active(state), self.clock.now());
                     self.repository.update_consultation(&stored).await?;
                     return Ok(stored);
                 }

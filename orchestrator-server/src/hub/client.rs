@@ -214,7 +214,7 @@ fn answer_of(answer: wire::Answer) -> Result<HubAnswer, HubError> {
         let hyphenated = id.len() == 36 && uuid::Uuid::try_parse(id).is_ok();
         if !hyphenated {
             return Err(HubError::Failed(format!(
-                "an escalation id that is not a UUID: '{}'",
+                "an escalation id that is not a hyphenated UUID: '{}'",
                 hub_words(id)
             )));
         }

@@ -50,7 +50,7 @@ pub enum Write {
     ),
     /// A changed consultation of this workflow, stored (with its `consultation.updated` event)
     /// only over a published `asking` or `pending_human` one; an ask's answer (see
-    /// [`answers_an_ask`]) not once the workflow was cancelled ([`answer_refusal`]).
+    /// [`answers_an_ask`]) only while the workflow is active.
     UpdateConsultation(FeatureId, ConsultationRow, NewEventRow, Option<ReceiptRow>),
     /// Removes a reservation (by consultation id).
     DropReservation(String),
@@ -557,22 +557,9 @@ pub fn consultation_refusal(id: &FeatureId, state: Option<&str>) -> Option<Repos
     }
 }
 
-/// Whether an ask's answer may be stored for workflow `id`, whose stored state is `state`: not
-/// once the workflow was cancelled (IDLE: a cancel that landed while the hub was asked wins).
-/// A workflow that finished meanwhile (DONE) keeps the answer.
-pub fn answer_refusal(id: &FeatureId, state: Option<&str>) -> Option<RepositoryError> {
-    match consultation_refusal(id, state) {
-        Some(RepositoryError::NotActive {
-            state: orchestrator_core::WorkflowState::Done,
-            ..
-        }) => None,
-        refusal => refusal,
-    }
-}
-
 /// Whether `row`, written over a consultation stored as `stored` (its status's text), ends an
-/// ask with the hub's answer ([`answer_refusal`] says when it is not kept). A failure is
-/// always kept.
+/// ask with the hub's answer: kept only while the workflow is active, as a new consultation
+/// is. A failure is always kept.
 pub fn answers_an_ask(row: &ConsultationRow, stored: Option<&str>) -> bool {
     row.status != enum_text(&ConsultationStatus::Failed)
         && stored == Some(enum_text(&ConsultationStatus::Asking).as_str())

@@ -703,7 +703,7 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     .unwrap();
     click(&a, "Approve").await;
     let conflict = wait_text(&a, "#message", |t| {
-        t.ends_with("The page could not be refreshed to show it: reload it before deciding again.")
+        t.ends_with("The page has not been refreshed to show it: reload it before deciding again.")
     })
     .await;
     assert!(conflict.contains("you saw version 4"), "{conflict}");

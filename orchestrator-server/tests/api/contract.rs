@@ -370,10 +370,9 @@ pub async fn concurrent_commits_against_one_version_let_exactly_one_land(
     assert_eq!(repo.get(&id("race")).await.unwrap().state(), history[1].to);
 }
 
-/// A consultation is stored only while its workflow is active, and the hub's answer to an ask
-/// not once the workflow was cancelled: the check is part of the write, so a cancel that
-/// landed first wins. An ask may still fail, and an escalation be answered, once the workflow
-/// is cancelled; a workflow that finished meanwhile keeps its ask's answer.
+/// A consultation is stored only while its workflow is active, and so is the hub's answer to
+/// an ask: the check is part of the write, so a cancel (or the work's end) that landed first
+/// wins. An ask may still fail, and an escalation be answered, once the workflow is not active.
 pub async fn consultations_are_stored_only_for_active_workflows(repo: &dyn WorkflowRepository) {
     let (workflow, first) = new_workflow("inactive");
     repo.create(&workflow, &first).await.unwrap();
@@ -398,7 +397,10 @@ pub async fn consultations_are_stored_only_for_active_workflows(repo: &dyn Workf
     resolved.status = ConsultationStatus::Resolved;
     repo.update_consultation(&resolved).await.unwrap();
     let mut failed = asking.clone();
-    failed.fail(ConsultationError::cancelled(), t0() + Duration::minutes(11));
+    failed.fail(
+        ConsultationError::not_active(WorkflowState::Idle),
+        t0() + Duration::minutes(11),
+    );
     repo.update_consultation(&failed).await.unwrap();
     assert_eq!(
         repo.consultations(&id("inactive")).await.unwrap(),
@@ -441,10 +443,20 @@ pub async fn consultations_are_stored_only_for_active_workflows(repo: &dyn Workf
     assert_eq!(finished.state(), WorkflowState::Done);
     let mut answered = consultation("finished", 1, false);
     answered.id = asking.id;
-    repo.update_consultation(&answered).await.unwrap();
+    let err = repo.update_consultation(&answered).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepositoryError::NotActive {
+                state: WorkflowState::Done,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(
         repo.consultations(&id("finished")).await.unwrap(),
-        vec![answered]
+        vec![asking]
     );
     assert!(matches!(
         repo.add_consultation(&consultation("nobody", 1, false))

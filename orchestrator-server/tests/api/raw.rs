@@ -242,6 +242,24 @@ async fn a_misspelt_gate_rule_is_refused_not_ignored() {
         assert!(details[0].contains(said), "{body}: {details:?}");
     }
     nothing_stored(&app).await;
+    // No gate, or an empty one, is the server's defaults.
+    for (feature, gate) in [("null-gate", "null"), ("empty-gate", "{}")] {
+        let body = format!(r#"{{"feature_id": "{feature}", "description": "d", "gate": {gate}}}"#);
+        let response = reqwest::Client::new()
+            .post(app.url("/workflow/start"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{gate}");
+        let started = app
+            .client
+            .get_workflow(&crate::helpers::id(feature))
+            .await
+            .unwrap();
+        assert_eq!(started.gate.required_approvals, 1, "{gate}");
+    }
     // Elsewhere an unknown field is still ignored, so older servers take newer clients' bodies.
     let body = r#"{"feature_id": "weak", "description": "d", "newer": 1, "gate": {"required_approvals": 3}}"#;
     let response = reqwest::Client::new()
@@ -577,6 +595,11 @@ async fn if_match_guards_an_advance_like_expected_version() {
         .await
         .unwrap();
     assert_eq!(garbage.status(), 400);
+    // A version is digits alone: no sign.
+    let signed = post("\"+1\"", r#"{"trigger": "agent_complete"}"#)
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 400);
 
     // Twice, even the same: refused, as a list of versions on one line is.
     for second in ["\"1\"", "\"2\""] {

@@ -12,13 +12,16 @@
   const changes = document.getElementById('changes');
   // The version the reader's own decision made: `#message` has told it already.
   let toldVersion = null;
-  // What a refused decision's message goes on to say once the page is refreshed, or could not
-  // be: `{ swapped, failed }`, or null.
-  let afterRefresh = null;
 
   function say(text, tone) {
     message.textContent = text;
     message.className = 'message' + (tone ? ' ' + tone : '');
+  }
+
+  // What a request's message goes on to say once the page shows what it did (`swapped`), or
+  // does not (the page could not be fetched, or not yet): see `submitting`.
+  function thenShown(swapped) {
+    return { swapped, failed: ' The page has not been refreshed to show it: reload it before deciding again.' };
   }
 
   function showLive(text, on) {
@@ -510,6 +513,7 @@
   // `forwarded` to the hub, which may have reached it all the same. Another server error or a
   // lost connection may have come after the change was made: say so, and let the page show
   // the feature as it is.
+  // Returns what the message goes on to say (`thenShown`), or null when it says already.
   function notRecorded(error, status, forwarded) {
     const listed = Array.isArray(error.details) ? error.details.join('; ') : '';
     // A blocked gate's details are the consultations' ids: the page marks them Blocking.
@@ -520,11 +524,14 @@
       // Not refreshed at once: the page would become the sign-in form and take this away.
       signedOut = true;
       say('Not recorded: your session has ended (signed out elsewhere, or after 12 hours). Reload the page to sign in again; what you typed is kept.', 'bad');
-    } else if (status >= 500 && (forwarded || !HUB_FAILED.includes(error.code))) {
-      mayHaveLanded(error.message + details, !error.madeUp);
-    } else {
-      say('Not recorded: ' + error.message + details, 'bad');
+      return null;
     }
+    if (status >= 500 && (forwarded || !HUB_FAILED.includes(error.code))) {
+      mayHaveLanded(error.message + details, !error.madeUp);
+      return null;
+    }
+    say('Not recorded: ' + error.message + details, 'bad');
+    return thenShown('');
   }
 
   // `answered`: the server answered that it could not finish (a 5xx of its own); else no
@@ -551,7 +558,7 @@
       request.actor = body.dataset.actor;
       request.actor_kind = body.dataset.actorKind || 'human';
     }
-    await decide(form, trigger, request, reason, form.dataset.version);
+    return decide(form, trigger, request, reason, form.dataset.version);
   }
 
   async function decide(form, trigger, request, reason, shown) {
@@ -570,7 +577,7 @@
       });
     } catch (e) {
       mayHaveLanded(unanswered(e));
-      return;
+      return null;
     }
     const answer = await response.json().catch(() => null);
     if (response.ok) {
@@ -587,7 +594,7 @@
       } else {
         say('Approved: the feature moved to ' + answer.state + '.', 'ok');
       }
-      return;
+      return thenShown('');
     }
     const error = errorOf(answer, response);
     if (error.code === 'VERSION_CONFLICT') {
@@ -608,14 +615,9 @@
         : 'it is no longer at version ' + shown;
       if (since.length) what = 'since then ' + since.join(', then ') + '; ' + what;
       say('Not recorded: this feature changed while you were looking (you saw version ' + shown + '; ' + what + ').', 'bad');
-      // What the page shows next is said once it is known (see `submitting`).
-      afterRefresh = {
-        swapped: ' The page now shows it as it is; decide again if you still want to.',
-        failed: ' The page could not be refreshed to show it: reload it before deciding again.',
-      };
-    } else {
-      notRecorded(error, response.status);
+      return thenShown(' The page now shows it as it is; decide again if you still want to.');
     }
+    return notRecorded(error, response.status);
   }
 
   // One history entry in words: "bob approved", "carol rejected it".
@@ -650,7 +652,7 @@
       });
     } catch (e) {
       mayHaveLanded(unanswered(e));
-      return;
+      return null;
     }
     const answer = await response.json().catch(() => null);
     if (response.ok) {
@@ -662,14 +664,14 @@
       say(status === 'needs_reroute'
         ? 'Context sent: the consultation is needs_reroute and no longer holds the gate; the question is to be asked again with your context, by the feature\'s agent.'
         : 'Answered: the consultation is ' + status + '.', 'ok');
-      return;
+      return thenShown('');
     }
     const error = errorOf(answer, response);
     if (error.code === 'ALREADY_RESOLVED') {
-      say('Not recorded: somebody answered this escalation already; the page now shows the answer that stands.', 'bad');
-    } else {
-      notRecorded(error, response.status, true);
+      say('Not recorded: somebody answered this escalation already.', 'bad');
+      return thenShown(' The page now shows the answer that stands.');
     }
+    return notRecorded(error, response.status, true);
   }
 
   // Each button says what it does; a form submitted otherwise (Enter) does nothing. The
@@ -700,8 +702,10 @@
     // Said at once: asking the Agent Hub about an escalation can take half a minute.
     say('Sending…');
     busy += 1;
+    // What the message goes on to say once the page shows what the request did, or not.
+    let after = null;
     try {
-      await send(form, value);
+      after = await send(form, value);
     } finally {
       busy -= 1;
       settled += 1;
@@ -717,13 +721,10 @@
       else if (!refreshing && !queued) refreshed = await refresh();
     }
     if (refreshed === 'reloading') return;
-    // The form is a new one unless the refresh failed: then these come back on, and the page
-    // says it is not showing what the request did.
+    // The form is a new one unless the refresh failed: then these come back on, and the
+    // message says the page is not showing what the request did.
     buttons.forEach((button) => button.removeAttribute('aria-disabled'));
-    if (afterRefresh) {
-      say(message.textContent + (refreshed === 'swapped' ? afterRefresh.swapped : afterRefresh.failed), 'bad');
-      afterRefresh = null;
-    }
+    if (after) message.textContent += refreshed === 'swapped' ? after.swapped : after.failed;
     const lost = () => !document.activeElement || document.activeElement === document.body;
     if (back && lost()) back();
     // The button is gone (the decision was made, or the feature left the gate): the focus goes

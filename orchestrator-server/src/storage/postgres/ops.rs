@@ -27,9 +27,8 @@ use crate::storage::schema::{
     workflows,
 };
 use crate::storage::write::{
-    ClaimStep, Write, Written, answer_refusal, answers_an_ask, chunk_before, chunk_end,
-    consultation_refusal, expiry_refused, interrupted_events, judge_claim, overdue_refusal,
-    purge_through, taken_over,
+    ClaimStep, Write, Written, answers_an_ask, chunk_before, chunk_end, consultation_refusal,
+    expiry_refused, interrupted_events, judge_claim, overdue_refusal, purge_through, taken_over,
 };
 
 /// Rows an import inserts per statement (of 14 columns at most, well under PostgreSQL's
@@ -297,7 +296,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 return Ok(Written::Refused(refusal));
             }
             // Judged here, in the transaction that stores it: a cancel that landed while the
-            // hub was asked wins over its answer (FOR SHARE, as for a new consultation).
+            // hub was asked (or the work's end) wins over its answer (FOR SHARE, as for a new consultation).
             let stored: Option<String> = queries::consultation_status(&row.id)
                 .get_result(conn)
                 .await
@@ -308,7 +307,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                     .get_result(conn)
                     .await
                     .optional()?;
-                if let Some(refusal) = answer_refusal(id, state.as_deref()) {
+                if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
                     return Ok(Written::Refused(refusal));
                 }
             }

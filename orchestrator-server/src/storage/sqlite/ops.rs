@@ -20,9 +20,9 @@ use crate::storage::schema::{
     transitions, workflows,
 };
 use crate::storage::write::{
-    ClaimStep, Commit, Verdict, Write, Written, answer_refusal, answers_an_ask, chunk_before,
-    chunk_end, conflict, consultation_refusal, expiry_refused, interrupted_events, judge_advance,
-    judge_claim, overdue_refusal, purge_through, taken_over,
+    ClaimStep, Commit, Verdict, Write, Written, answers_an_ask, chunk_before, chunk_end, conflict,
+    consultation_refusal, expiry_refused, interrupted_events, judge_advance, judge_claim,
+    overdue_refusal, purge_through, taken_over,
 };
 
 /// One workflow's row.
@@ -248,14 +248,14 @@ pub fn apply(
                 return Ok(Written::Refused(refusal));
             }
             // Judged here, in the transaction that stores it: a cancel that landed while the
-            // hub was asked wins over its answer.
+            // hub was asked (or the work's end) wins over its answer.
             let stored: Option<String> = queries::consultation_status(&row.id)
                 .get_result(conn)
                 .optional()?;
             if answers_an_ask(row, stored.as_deref()) {
                 let state: Option<String> =
                     queries::state(id.as_str()).get_result(conn).optional()?;
-                if let Some(refusal) = answer_refusal(id, state.as_deref()) {
+                if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
                     return Ok(Written::Refused(refusal));
                 }
             }
