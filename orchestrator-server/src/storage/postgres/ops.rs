@@ -296,7 +296,8 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 return Ok(Written::Refused(refusal));
             }
             // Judged here, in the transaction that stores it: a cancel that landed while the
-            // hub was asked (or the work's end) wins over its answer (FOR SHARE, as for a new consultation).
+            // hub was asked (or the work's end) wins over its answer (FOR SHARE, as for a new
+            // consultation).
             let stored: Option<String> = queries::consultation_status(&row.id)
                 .get_result(conn)
                 .await
