@@ -483,7 +483,7 @@ pub async fn stream_events(
         let id = value
             .to_str()
             .ok()
-            .and_then(|v| orchestrator_core::api::digits_only::<u64>(v.trim()))
+            .and_then(|v| v.trim().parse::<u64>().ok())
             .ok_or_else(|| {
                 ApiError::Validation(orchestrator_core::ValidationError::new(
                     "Last-Event-ID",

@@ -279,9 +279,7 @@ fn if_match_version(headers: &HeaderMap) -> Result<Option<u64>> {
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(text);
-    orchestrator_core::api::digits_only(text)
-        .map(Some)
-        .ok_or_else(|| bad().into())
+    text.parse().map(Some).map_err(|_| bad().into())
 }
 
 /// A workflow's transitions, oldest first.
