@@ -13,7 +13,7 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use orchestrator_core::consultation::ConsultationStatus;
 use orchestrator_core::hub::HubSessionId;
-use orchestrator_core::{KeyClaim, RepositoryError, WorkflowState};
+use orchestrator_core::{FeatureId, KeyClaim, RepositoryError, WorkflowState};
 
 use super::{Prepared, Statement, bind_array};
 use crate::storage::models;
@@ -234,6 +234,21 @@ pub async fn ping(conn: &mut AsyncPgConnection) -> QueryResult<()> {
         .map(|_| ())
 }
 
+/// Why a consultation of workflow `id` may not be stored now (it is not active, or does not
+/// exist), if so. FOR SHARE: a cancel committing meanwhile waits for this transaction, or this
+/// one for it, and then reads the new state.
+async fn not_active(
+    conn: &mut AsyncPgConnection,
+    id: &FeatureId,
+) -> QueryResult<Option<RepositoryError>> {
+    let state: Option<String> = queries::state(id.as_str())
+        .for_share()
+        .get_result(conn)
+        .await
+        .optional()?;
+    Ok(consultation_refusal(id, state.as_deref()))
+}
+
 /// Carries out one write on `conn`, inside the caller's transaction. Commits and creations
 /// are `commits`' business: here they are refused.
 pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<Written> {
@@ -267,14 +282,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 return Ok(Written::Refused(refusal));
             }
             // Judged here, in the transaction that stores it: a cancel that landed first wins.
-            // FOR SHARE: a cancel committing meanwhile waits for this transaction, or this
-            // one for it, and then reads the new state.
-            let state: Option<String> = queries::state(id.as_str())
-                .for_share()
-                .get_result(conn)
-                .await
-                .optional()?;
-            if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
+            if let Some(refusal) = not_active(conn, id).await? {
                 return Ok(Written::Refused(refusal));
             }
             // Publishing a reservation replaces it.
@@ -296,21 +304,15 @@ pub async fn apply(conn: &mut AsyncPgConnection, write: &Write) -> QueryResult<W
                 return Ok(Written::Refused(refusal));
             }
             // Judged here, in the transaction that stores it: a cancel that landed while the
-            // hub was asked (or the work's end) wins over its answer (FOR SHARE, as for a new
-            // consultation).
+            // hub was asked (or the work's end) wins over its answer.
             let stored: Option<String> = queries::consultation_status(&row.id)
                 .get_result(conn)
                 .await
                 .optional()?;
-            if answers_an_ask(row, stored.as_deref()) {
-                let state: Option<String> = queries::state(id.as_str())
-                    .for_share()
-                    .get_result(conn)
-                    .await
-                    .optional()?;
-                if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
-                    return Ok(Written::Refused(refusal));
-                }
+            if answers_an_ask(row, stored.as_deref())
+                && let Some(refusal) = not_active(conn, id).await?
+            {
+                return Ok(Written::Refused(refusal));
             }
             let asking = enum_text(&ConsultationStatus::Asking);
             let pending = enum_text(&ConsultationStatus::PendingHuman);

@@ -182,6 +182,13 @@ pub fn ping(conn: &mut SqliteConnection) -> QueryResult<()> {
     diesel::sql_query("SELECT 1").execute(conn).map(|_| ())
 }
 
+/// Why a consultation of workflow `id` may not be stored now (it is not active, or does not
+/// exist), if so.
+fn not_active(conn: &mut SqliteConnection, id: &FeatureId) -> QueryResult<Option<RepositoryError>> {
+    let state: Option<String> = queries::state(id.as_str()).get_result(conn).optional()?;
+    Ok(consultation_refusal(id, state.as_deref()))
+}
+
 /// Carries out one write on `conn`, inside the caller's transaction.
 pub fn apply(
     conn: &mut SqliteConnection,
@@ -228,8 +235,7 @@ pub fn apply(
                 return Ok(Written::Refused(refusal));
             }
             // Judged here, in the transaction that stores it: a cancel that landed first wins.
-            let state: Option<String> = queries::state(id.as_str()).get_result(conn).optional()?;
-            if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
+            if let Some(refusal) = not_active(conn, id)? {
                 return Ok(Written::Refused(refusal));
             }
             // Publishing a reservation replaces it.
@@ -252,12 +258,10 @@ pub fn apply(
             let stored: Option<String> = queries::consultation_status(&row.id)
                 .get_result(conn)
                 .optional()?;
-            if answers_an_ask(row, stored.as_deref()) {
-                let state: Option<String> =
-                    queries::state(id.as_str()).get_result(conn).optional()?;
-                if let Some(refusal) = consultation_refusal(id, state.as_deref()) {
-                    return Ok(Written::Refused(refusal));
-                }
+            if answers_an_ask(row, stored.as_deref())
+                && let Some(refusal) = not_active(conn, id)?
+            {
+                return Ok(Written::Refused(refusal));
             }
             let asking = enum_text(&ConsultationStatus::Asking);
             let pending = enum_text(&ConsultationStatus::PendingHuman);
