@@ -3166,7 +3166,8 @@ async fn postgres_a_delivery_of_a_newer_type_is_left_out_of_the_listing() {
 }
 
 /// A PostgreSQL database restored without the function that hands out event ids (its tables
-/// alone) refuses every write that records an event: the health check finds it missing too.
+/// alone) refuses every write that records an event, as a schema fault (500, not a 503 to
+/// retry): the health check finds it missing too.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_database_without_its_event_id_function_is_unhealthy() {
     use orchestrator_server::storage::connect;
@@ -3178,7 +3179,11 @@ async fn a_postgres_database_without_its_event_id_function_is_unhealthy() {
     repo.ping().await.expect("healthy");
     run_sql(&url, "DROP FUNCTION take_event_ids(BIGINT)").await;
     let (workflow, first) = new_workflow("no-ids");
-    assert!(repo.create(&workflow, &first).await.is_err(), "writes fail");
+    let refused = repo.create(&workflow, &first).await;
+    assert!(
+        matches!(refused, Err(RepositoryError::Backend(_))),
+        "writes fail as a schema fault: {refused:?}"
+    );
     assert!(repo.ping().await.is_err(), "and the health check says so");
 }
 
