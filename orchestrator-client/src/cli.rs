@@ -6,7 +6,7 @@
 //! Exit codes: 0 success, 1 the server refused (4xx/5xx with an error body), 2 bad usage,
 //! 3 the server could not be reached or answered something unreadable (or the answer could
 //! not be written out), 4 `health` found the server unhealthy (its answer is printed all the
-//! same).
+//! same), 130 (143) stopped by Ctrl-C (SIGTERM) before it was done — a write says its key.
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -34,6 +34,8 @@ Exit codes:
   3  the server could not be reached, or answered something unreadable (or the answer
      could not be written, or `watch`'s stream sent what it cannot read)
   4  health: the server is unhealthy (its answer is printed)
+  130  stopped by Ctrl-C (143: by SIGTERM) before it was done; a write tells its key, as
+     below (ending `watch` so is its usual end)
 
 --timeout: a call is tried up to three times (after a timeout, a dropped or refused
   connection, or a 503 that is not the Agent Hub's), so a server that never answers takes
@@ -56,7 +58,8 @@ A text given as `-` (a description, --reason, --metadata, a question, --context,
   hours): the answer as it was then, so read the workflow (`get`) for its state now.
   1-255 printable ASCII characters (spaces inside only). Default: a new key per run,
   told on stderr when the run ends without knowing whether the change was made (no answer,
-  exit 3; a 5xx or the key still in use, exit 1) so it can be run again, and when its answer
+  exit 3; a 5xx or the key still in use, exit 1; stopped by Ctrl-C, exit 130) so it can be
+  run again, and when its answer
   could not be written out (exit 3), to have it shown again.
 
 Examples:
@@ -96,16 +99,19 @@ pub enum WebhookCommand {
     /// Show one webhook.
     Get {
         /// The webhook's id.
+        #[arg(value_parser = an_id)]
         id: String,
     },
     /// Delete a webhook and its deliveries.
     Delete {
         /// The webhook's id.
+        #[arg(value_parser = an_id)]
         id: String,
     },
     /// A page of a webhook's deliveries, newest event first.
     Deliveries {
         /// The webhook's id.
+        #[arg(value_parser = an_id)]
         id: String,
         /// Only pending, delivered or failed ones.
         #[arg(long, value_parser = |v: &str| DeliveryStatus::parse(v)
@@ -121,8 +127,10 @@ pub enum WebhookCommand {
     /// Attempt a delivery again now (same webhook-id).
     Redeliver {
         /// The webhook's id.
+        #[arg(value_parser = an_id)]
         id: String,
         /// The delivery's id.
+        #[arg(value_parser = an_id)]
         delivery_id: String,
     },
 }
@@ -509,6 +517,16 @@ async fn oldest_kept(client: &Client, which: &Which) -> Result<u64, Failure> {
     }
 }
 
+/// A webhook's or a delivery's id: not empty (the request would name no webhook, and the
+/// server would answer that it has no such route).
+fn an_id(id: &str) -> Result<String, String> {
+    if id.trim().is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(id.to_owned())
+    }
+}
+
 /// An event type's wire name, checked (the server would refuse another).
 fn event_type(name: &str) -> Result<String, String> {
     EventType::parse_field("type", name)
@@ -556,7 +574,33 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
     {
         let _ = writeln!(err, "{hint}");
     }
-    run_with_input(cli, input, out, err).await
+    run_until(cli, input, out, err, interrupted()).await
+}
+
+/// Resolves when the person or a supervisor stops the tool (Ctrl-C's SIGINT, or SIGTERM), with
+/// the exit code a shell gives for that signal (130, 143); never, where it cannot listen.
+async fn interrupted() -> u8 {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+                _ = interrupt.recv() => 130,
+                _ = terminate.recv() => 143,
+            },
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => 130,
+            Err(_) => std::future::pending().await,
+        }
+    }
 }
 
 /// What a person who gave one text as `-` and typed nothing after the command is told while
@@ -577,12 +621,25 @@ fn terminal_hint(command: &mut Command) -> Option<String> {
     ))
 }
 
-/// [`run`], reading a text given as `-` from `input` instead of standard input.
+/// [`run`], reading a text given as `-` from `input` instead of standard input (and leaving
+/// signals alone).
 pub async fn run_with_input(
+    cli: Cli,
+    input: impl Read,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> ExitCode {
+    run_until(cli, input, out, err, std::future::pending()).await
+}
+
+/// [`run_with_input`], stopped when `interrupt` resolves (with the exit code to end with): a
+/// write stopped before its answer came tells its key, as one whose answer never came does.
+async fn run_until(
     mut cli: Cli,
     input: impl Read,
     out: &mut impl Write,
     err: &mut impl Write,
+    interrupt: impl Future<Output = u8>,
 ) -> ExitCode {
     if let Err(message) = read_dashes(&mut cli.command, input) {
         let _ = writeln!(err, "error: {message}");
@@ -602,7 +659,15 @@ pub async fn run_with_input(
         std::env::var("ORCHESTRATOR_API_TOKEN").ok(),
     )
     .is_none();
-    match execute(cli, out, err).await {
+    let outcome = {
+        let work = execute(cli, out, err);
+        tokio::pin!(work);
+        tokio::select! {
+            outcome = &mut work => outcome,
+            code = interrupt => Err(Failure::Interrupted(code)),
+        }
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
             let _ = writeln!(err, "error: {message}");
@@ -742,6 +807,11 @@ pub async fn run_with_input(
             ExitCode::from(3)
         }
         Err(Failure::Unhealthy) => ExitCode::from(4),
+        Err(Failure::Interrupted(code)) => {
+            // The request may have reached the server before the tool was stopped.
+            note_retry_key(err, retry_key.as_deref());
+            ExitCode::from(code)
+        }
     }
 }
 
@@ -785,6 +855,8 @@ enum Failure {
     },
     /// `health` answered: unhealthy.
     Unhealthy,
+    /// Stopped by a signal before it was done: the exit code a shell gives for it.
+    Interrupted(u8),
 }
 
 impl From<ClientError> for Failure {
@@ -1452,6 +1524,10 @@ mod tests {
             &["respond", "f", "c", "confirm", "--actor-kind", "x"],
             &["webhooks", "add", "http://h/x", "--type", "bogus"],
             &["webhooks", "add", "http://h/x", "--type", "gate.overdue,"],
+            &["webhooks", "get", ""],
+            &["webhooks", "delete", " "],
+            &["webhooks", "deliveries", ""],
+            &["webhooks", "redeliver", "wh_1", ""],
         ] {
             let refused = Cli::try_parse_from(["orchestrator"].iter().chain(args))
                 .expect_err(&format!("{args:?}"));
@@ -1462,6 +1538,7 @@ mod tests {
             &["respond", "f", "c", "confirm"],
             &["respond", "f", "c", "correct", "--response", "this"],
             &["approve", "f", "--actor-kind", "human"],
+            &["webhooks", "redeliver", "wh_1", "d1"],
             &[
                 "webhooks",
                 "add",

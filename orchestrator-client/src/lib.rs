@@ -301,13 +301,18 @@ const SHOWN_BODY: usize = 4096;
 
 /// Whether a `Content-Type` names JSON (`application/json`, or a `+json` type).
 fn is_json(content_type: &str) -> bool {
-    let media = content_type
+    let media = media_type(content_type);
+    media == "application/json" || media.ends_with("+json")
+}
+
+/// The media type a `Content-Type` names: lower case, without its parameters.
+fn media_type(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
-    media == "application/json" || media.ends_with("+json")
+        .to_ascii_lowercase()
 }
 
 /// The start of `bytes` as text, up to [`SHOWN_BODY`] bytes and marked where cut.
@@ -1194,33 +1199,48 @@ impl Client {
         self.get(paths::OPENAPI).await
     }
 
-    /// Sends `builder` as [`Client::send`] does and returns the answer's body as text.
+    /// Sends `builder` as [`Client::send`] does and returns the answer's body as text: the
+    /// metrics' (OpenMetrics, or Prometheus's plain text), or
+    /// [`ClientError::UnexpectedBody`] for another kind (a proxy's sign-in page, say).
     async fn send_text(&self, builder: RequestBuilder) -> Result<String> {
-        let received = self.respond(builder).await.0?;
-        Ok(String::from_utf8_lossy(&received.bytes).into_owned())
+        let Received {
+            status,
+            media,
+            bytes,
+        } = self.respond(builder).await.0?;
+        let text = media
+            .as_deref()
+            .is_none_or(|media| matches!(media, "text/plain" | "application/openmetrics-text"));
+        if !text {
+            return Err(ClientError::UnexpectedBody {
+                status,
+                text: shown_text(&bytes),
+            });
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 
 /// A successful answer, its body read whole.
 struct Received {
     status: StatusCode,
-    /// It says it is JSON, or says nothing of what it is.
-    json: bool,
+    /// What its `Content-Type` says it is (lower case, no parameters), if it says.
+    media: Option<String>,
     bytes: Vec<u8>,
 }
 
 impl Received {
     async fn read(response: reqwest::Response) -> std::result::Result<Self, reqwest::Error> {
         let status = response.status();
-        let json = response
+        let media = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_none_or(is_json);
+            .map(media_type);
         let bytes = response.bytes().await?.into();
         Ok(Received {
             status,
-            json,
+            media,
             bytes,
         })
     }
@@ -1229,9 +1249,11 @@ impl Received {
     fn decode<T: DeserializeOwned>(self) -> Result<T> {
         let Received {
             status,
-            json,
+            media,
             bytes,
         } = self;
+        // It says it is JSON, or says nothing of what it is.
+        let json = media.as_deref().is_none_or(is_json);
         // Something between that answered in its stead (a sign-in page, a proxy's): shown,
         // rather than a JSON syntax error about its first byte.
         if !json && !bytes.is_empty() {
