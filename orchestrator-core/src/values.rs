@@ -427,14 +427,21 @@ impl Metadata {
     /// [`Metadata::parse`], so a deeper object an earlier version kept still reads.
     pub fn parse_given(value: Value) -> Result<Self, ValidationError> {
         let metadata = Metadata::parse(value)?;
-        let depth = 1 + metadata.0.values().map(depth).max().unwrap_or(0);
+        metadata.check_given()?;
+        Ok(metadata)
+    }
+
+    /// Whether this metadata may be given now: nested at most [`METADATA_MAX_DEPTH`] levels
+    /// (the orchestrator checks metadata a command carries so, however it was made).
+    pub fn check_given(&self) -> Result<(), ValidationError> {
+        let depth = 1 + self.0.values().map(depth).max().unwrap_or(0);
         if depth > METADATA_MAX_DEPTH {
             return Err(ValidationError::new(
                 "metadata",
                 format!("must nest at most {METADATA_MAX_DEPTH} levels, nests {depth}"),
             ));
         }
-        Ok(metadata)
+        Ok(())
     }
 
     /// The object's entries.

@@ -818,6 +818,23 @@ async fn closing_a_session_lost_to_a_race_does_not_hold_the_answer() {
     assert_eq!(second.unwrap().status, ConsultationStatus::Resolved);
 }
 
+/// A question built by hand is held to a request's rules: a context with a NUL (which
+/// PostgreSQL cannot store) is refused before the hub is asked, and nothing is kept.
+#[tokio::test]
+async fn a_context_built_by_hand_is_held_to_a_requests_rules() {
+    let (orchestrator, _hub, id) = setup().await;
+    let question = Consult {
+        context: Some("line one\0".to_owned()),
+        ..ask("security")
+    };
+    let err = orchestrator.consult(&id, question).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Validation(e) if e.field == "context"),
+        "{err}"
+    );
+    assert!(orchestrator.consultations(&id).await.unwrap().is_empty());
+}
+
 /// An answer built by hand is held to the rule of a request's names: a blank responder is
 /// refused before the hub is asked.
 #[tokio::test]
@@ -841,6 +858,36 @@ async fn a_blank_responder_built_by_hand_is_refused() {
         matches!(&err, Error::Validation(e) if e.field == "actor"),
         "{err}"
     );
+    // So are the system's kind and a correction without its text.
+    for (answer, field) in [
+        (
+            Respond {
+                action: HumanAction::Confirm,
+                response: None,
+                actor: Some(orchestrator_core::Actor::parse("alice").unwrap()),
+                actor_kind: Some(orchestrator_core::ActorKind::System),
+            },
+            "actor_kind",
+        ),
+        (
+            Respond {
+                action: HumanAction::Correct,
+                response: None,
+                actor: Some(orchestrator_core::Actor::parse("alice").unwrap()),
+                actor_kind: None,
+            },
+            "response",
+        ),
+    ] {
+        let err = orchestrator
+            .respond(&id, pending.id, answer)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Validation(e) if e.field == field),
+            "{err}"
+        );
+    }
     let stored = &orchestrator.consultations(&id).await.unwrap()[0];
     assert!(stored.is_pending(), "nothing was answered");
 }

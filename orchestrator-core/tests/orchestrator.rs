@@ -828,3 +828,108 @@ async fn an_override_made_by_a_principal_is_an_admins() {
         .unwrap();
     assert_eq!(passed.state(), WorkflowState::Phase2);
 }
+
+/// Metadata nested `levels` deep (`{"k": {"k": … 1}}`), made with the parser that reads kept
+/// metadata back (which takes any depth).
+fn nested_metadata(levels: usize) -> orchestrator_core::Metadata {
+    let mut value = json!(1);
+    for _ in 0..levels {
+        value = json!({ "k": value });
+    }
+    orchestrator_core::Metadata::parse(value).unwrap()
+}
+
+/// A start or an advance built by hand is held to a request's rules: a starter's name, the
+/// orchestrator's own `system` kind (never a caller's, so no approval is on the record as the
+/// system's), and metadata deeper than a store reads back are refused before anything is
+/// stored; a gate policy whose fields were set out of range is refused as the defaults.
+#[tokio::test]
+async fn a_start_or_advance_built_by_hand_is_held_to_a_requests_rules() {
+    use orchestrator_core::{Actor, ActorKind, GatePolicy};
+    let (orchestrator, _) = orchestrator();
+    let refused_field = |result: Result<_, Error>| match result {
+        Err(Error::Validation(e)) => e.field,
+        other => panic!("{:?}", other.map(|_: ()| ())),
+    };
+    let deep = orchestrator_core::values::METADATA_MAX_DEPTH + 1;
+    for (start, field) in [
+        (
+            StartWorkflow {
+                actor: Some(Actor::parse(" ").unwrap()),
+                ..start("f")
+            },
+            "actor",
+        ),
+        (
+            StartWorkflow {
+                actor_kind: Some(ActorKind::System),
+                ..start("f")
+            },
+            "actor_kind",
+        ),
+        (
+            StartWorkflow {
+                metadata: nested_metadata(deep),
+                ..start("f")
+            },
+            "metadata",
+        ),
+    ] {
+        let started = orchestrator.start(start).await.map(|_| ());
+        assert_eq!(refused_field(started), field);
+    }
+    assert!(matches!(
+        orchestrator.get(&id("f")).await,
+        Err(Error::NotFound(_))
+    ));
+
+    orchestrator.start(start("f")).await.unwrap();
+    orchestrator
+        .advance(&id("f"), by(Trigger::AgentComplete, "spec-agent"))
+        .await
+        .unwrap();
+    let as_system = Advance {
+        actor_kind: Some(ActorKind::System),
+        ..by(Trigger::HumanApproved, "bob")
+    };
+    let deep_note = Advance {
+        metadata: nested_metadata(deep),
+        ..by(Trigger::HumanApproved, "bob")
+    };
+    for (advance, field) in [(as_system, "actor_kind"), (deep_note, "metadata")] {
+        let advanced = orchestrator.advance(&id("f"), advance).await.map(|_| ());
+        assert_eq!(refused_field(advanced), field);
+    }
+    assert_eq!(
+        orchestrator.get(&id("f")).await.unwrap().state(),
+        WorkflowState::Gate1
+    );
+    let within = Advance {
+        metadata: nested_metadata(deep - 1),
+        ..by(Trigger::HumanApproved, "bob")
+    };
+    orchestrator.advance(&id("f"), within).await.unwrap();
+
+    let out_of_range = GatePolicy {
+        required_approvals: 0,
+        ..GatePolicy::default()
+    };
+    let (orchestrator, _) = self::orchestrator();
+    assert!(orchestrator.with_gate_defaults(out_of_range).is_err());
+}
+
+/// A gate blocked by consultations is [`Error::GateBlocked`] however a [`TransitionError`] is
+/// converted: with `?` as with [`Error::from_transition`].
+#[test]
+fn a_blocked_gate_converts_to_its_own_error() {
+    use orchestrator_core::TransitionError;
+    let blocked = || TransitionError::GateBlocked {
+        escalations: vec![],
+        asking: vec![],
+    };
+    assert!(matches!(Error::from(blocked()), Error::GateBlocked { .. }));
+    assert!(matches!(
+        Error::from_transition(blocked()),
+        Error::GateBlocked { .. }
+    ));
+}

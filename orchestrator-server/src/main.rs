@@ -113,6 +113,11 @@ fn exit_code(ran: Result<(), orchestrator_server::StartupError>) -> ExitCode {
             eprintln!("error: ORCHESTRATOR_PRINCIPALS_FILE: {e}");
             ExitCode::from(2)
         }
+        Err(e @ orchestrator_server::StartupError::GateDefaults(_)) => {
+            // A bad setting: one line naming it, exit 2.
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
         Err(e @ orchestrator_server::StartupError::DatabaseInUse(_)) => {
             // Like a bad setting: one line, exit 2.
             eprintln!("error: DATABASE_URL: {e}");

@@ -24,6 +24,10 @@ pub enum StartupError {
     /// The webhooks' HTTP client could not be built.
     #[error("webhook client: {0}")]
     Webhooks(String),
+    /// GATE_REQUIRED_APPROVALS and GATE_DUE_SECONDS make no gate policy (they are checked
+    /// when the configuration is read: this is not expected).
+    #[error("gate defaults (GATE_REQUIRED_APPROVALS, GATE_DUE_SECONDS): {0}")]
+    GateDefaults(orchestrator_core::ValidationError),
     /// Another process holds the SQLite database file (see [`claim_database`]).
     #[error(
         "the database file {} is in use by another orchestrator-server; one server per SQLite file (several replicas need PostgreSQL)",
@@ -101,13 +105,14 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
     // Both settings were range-checked when the configuration was parsed.
     let gate_defaults = orchestrator_core::GatePolicy::new(config.gate_required_approvals, false)
         .and_then(|policy| policy.with_deadline(config.gate_due_seconds, Default::default()))
-        .unwrap_or_default();
+        .map_err(StartupError::GateDefaults)?;
     let webhooks = Webhooks::new(repository.clone(), config.webhook_policy())
         .map_err(|e| StartupError::Webhooks(e.to_string()))?;
     let sessions: Arc<dyn storage::SessionRepository> = repository.clone();
     let orchestrator = Orchestrator::new(repository)
         .with_hub(Arc::new(hub))
-        .with_gate_defaults(gate_defaults);
+        .with_gate_defaults(gate_defaults)
+        .map_err(StartupError::GateDefaults)?;
     if let Some(used) = config.request_timeout_raised() {
         tracing::warn!(
             configured_seconds = config.request_timeout_seconds,

@@ -57,6 +57,16 @@ impl StartWorkflow {
         self.actor_kind = Some(principal.kind);
         self
     }
+
+    /// This start held to the rules of a request parsed now: a command built by hand could
+    /// name a blank or padded starter, put the orchestrator's own `system` kind on the record,
+    /// or carry metadata nested deeper than a store reads back.
+    pub(crate) fn checked(mut self) -> Result<Self, ValidationError> {
+        self.actor = name_given(self.actor, "actor")?;
+        self.actor_kind = kind_given(self.actor_kind)?;
+        self.metadata.check_given()?;
+        Ok(self)
+    }
 }
 
 impl TryFrom<StartWorkflowRequest> for StartWorkflow {
@@ -176,13 +186,17 @@ impl Advance {
 }
 
 impl Advance {
-    /// This advance with its names held to the rule of a name given now
-    /// ([`Actor::parse_name`]), as a request's are when it is parsed: a command built by hand
-    /// could name a blank actor, or `"alice "`, and count at the gate as another person than
-    /// alice — a second approval of hers, or an approval of her own work.
-    pub(crate) fn names_checked(mut self) -> Result<Self, ValidationError> {
+    /// This advance held to the rules of a request parsed now: its names to the rule of a
+    /// name given now ([`Actor::parse_name`]) — a command built by hand could name a blank
+    /// actor, or `"alice "`, and count at the gate as another person than alice, a second
+    /// approval of hers or an approval of her own work —, its kind not the orchestrator's own
+    /// `system` (an approval on the record as the system's), and its metadata no deeper than
+    /// a store reads back.
+    pub(crate) fn checked(mut self) -> Result<Self, ValidationError> {
         self.actor = name_given(self.actor, "actor")?;
         self.on_behalf_of = name_given(self.on_behalf_of, "on_behalf_of")?;
+        self.actor_kind = kind_given(self.actor_kind)?;
+        self.metadata.check_given()?;
         // Acting for oneself is acting (`"alice "` by alice's principal: alice, twice).
         if let (Some(actor), Some(whom)) = (&self.actor, &self.on_behalf_of)
             && actor.same_person(whom)
@@ -277,10 +291,13 @@ impl Respond {
         self
     }
 
-    /// This answer with its responder held to the rule of a name given now, as
-    /// [`Advance`]'s names are (an answer built by hand could name a blank or padded one).
-    pub(crate) fn names_checked(mut self) -> Result<Self, ValidationError> {
+    /// This answer held to the rules of a request parsed now, as [`Advance`]'s are: its
+    /// responder's name and kind (an answer built by hand could name a blank or padded one,
+    /// or the `system` kind), and its response's text rule and presence.
+    pub(crate) fn checked(mut self) -> Result<Self, ValidationError> {
         self.actor = name_given(self.actor, "actor")?;
+        self.actor_kind = kind_given(self.actor_kind)?;
+        self.response = response_given(self.action, self.response)?;
         Ok(self)
     }
 }
@@ -323,23 +340,7 @@ impl TryFrom<RespondRequest> for Respond {
                 ));
             }
         };
-        let response = match request.response {
-            Some(text) if crate::values::is_blank(&text) => {
-                return Err(ValidationError::new("response", "must not be blank"));
-            }
-            Some(text) => {
-                crate::values::check_text(&text, crate::consultation::CONTEXT_MAX_CHARS)
-                    .map_err(|rule| ValidationError::new("response", rule))?;
-                Some(text)
-            }
-            None if action != HumanAction::Confirm => {
-                return Err(ValidationError::new(
-                    "response",
-                    "is required for correct and add_context",
-                ));
-            }
-            None => None,
-        };
+        let response = response_given(action, request.response)?;
         Ok(Respond {
             action,
             response,
@@ -349,20 +350,51 @@ impl TryFrom<RespondRequest> for Respond {
     }
 }
 
+/// An answer's response held to its rules: not blank, the context's text rule, and required
+/// for `correct` and `add_context`.
+fn response_given(
+    action: HumanAction,
+    response: Option<String>,
+) -> Result<Option<String>, ValidationError> {
+    match response {
+        Some(text) if crate::values::is_blank(&text) => {
+            Err(ValidationError::new("response", "must not be blank"))
+        }
+        Some(text) => {
+            crate::values::check_text(&text, crate::consultation::CONTEXT_MAX_CHARS)
+                .map_err(|rule| ValidationError::new("response", rule))?;
+            Ok(Some(text))
+        }
+        None if action != HumanAction::Confirm => Err(ValidationError::new(
+            "response",
+            "is required for correct and add_context",
+        )),
+        None => Ok(None),
+    }
+}
+
 /// The `actor_kind` a request names: `human` or `agent`. `system` is the orchestrator's own
 /// (a gate's expiry): no caller may put it on the record.
 fn requested_kind(kind: String) -> Result<ActorKind, ValidationError> {
     // Said alike for an unknown kind and for `system`: a request may name only the two.
-    let refused = || {
-        ValidationError::new(
-            "actor_kind",
-            "must be human or agent (system is the orchestrator's own)",
-        )
-    };
-    match kind.parse::<ActorKind>().map_err(|_| refused())? {
-        ActorKind::System => Err(refused()),
+    let kind = kind.parse::<ActorKind>().map_err(|_| kind_refused())?;
+    kind_given(Some(kind))?.ok_or_else(kind_refused)
+}
+
+/// `kind` held to the rule of a kind given now: not `system`, the orchestrator's own.
+fn kind_given(kind: Option<ActorKind>) -> Result<Option<ActorKind>, ValidationError> {
+    match kind {
+        Some(ActorKind::System) => Err(kind_refused()),
         kind => Ok(kind),
     }
+}
+
+/// The refusal of a kind a caller may not give.
+fn kind_refused() -> ValidationError {
+    ValidationError::new(
+        "actor_kind",
+        "must be human or agent (system is the orchestrator's own)",
+    )
 }
 
 #[cfg(test)]

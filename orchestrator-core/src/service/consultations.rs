@@ -145,6 +145,11 @@ impl Orchestrator {
         feature_id: &FeatureId,
         consult: Consult,
     ) -> Result<Consultation> {
+        // A question built by hand is held to a request's rules too.
+        let consult = Consult {
+            context: crate::consultation::parse_context(consult.context)?,
+            ..consult
+        };
         let workflow = self.consultable(feature_id).await?;
         let reserved = Consultation::asking(
             ConsultationId::new(),
@@ -437,7 +442,7 @@ impl Orchestrator {
         respond: Respond,
         seal: Option<Seal<Consultation>>,
     ) -> Result<Consultation> {
-        let respond = respond.names_checked()?;
+        let respond = respond.checked()?;
         if respond.actor_kind == Some(ActorKind::Agent) {
             return Err(Error::AgentMayNotRespond);
         }

@@ -51,9 +51,10 @@ pub enum Error {
     /// The feature id is taken (HTTP 409 `WORKFLOW_ALREADY_EXISTS`).
     #[error("workflow '{0}' already exists")]
     AlreadyExists(FeatureId),
-    /// The trigger is not allowed now (HTTP 409 `INVALID_TRANSITION`).
+    /// The trigger is not allowed now (HTTP 409 `INVALID_TRANSITION`). Never a blocked gate,
+    /// which is [`Error::GateBlocked`], however it was converted.
     #[error(transparent)]
-    Transition(#[from] TransitionError),
+    Transition(TransitionError),
     /// The caller's expected version is not the current one, or a concurrent change won
     /// (HTTP 409 `VERSION_CONFLICT`).
     #[error("version conflict: expected {expected}, current {actual}")]
@@ -152,6 +153,13 @@ pub enum Error {
     /// `IDEMPOTENCY_KEY_IN_USE`).
     #[error(transparent)]
     Storage(RepositoryError),
+}
+
+impl From<TransitionError> for Error {
+    /// [`Error::from_transition`]: `?` converts a blocked gate as the service answers it.
+    fn from(error: TransitionError) -> Self {
+        Error::from_transition(error)
+    }
 }
 
 impl Error {
@@ -273,10 +281,11 @@ impl Orchestrator {
     }
 
     /// The same orchestrator, starting workflows whose start names no gate policy with
-    /// `defaults`.
-    pub fn with_gate_defaults(mut self, defaults: GatePolicy) -> Self {
-        self.gate_defaults = defaults;
-        self
+    /// `defaults`; refused if they break a policy's rules (a policy's fields may be set by
+    /// hand: 1–10 approvals, a deadline of 1 s to a year).
+    pub fn with_gate_defaults(mut self, defaults: GatePolicy) -> Result<Self, ValidationError> {
+        self.gate_defaults = crate::gate::GateChoice::default().over(defaults)?;
+        Ok(self)
     }
 
     /// The gate policy a workflow gets for what its start leaves out.

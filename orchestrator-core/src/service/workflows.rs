@@ -28,6 +28,7 @@ impl Orchestrator {
         command: StartWorkflow,
         seal: Option<Seal<Workflow>>,
     ) -> Result<Started> {
+        let command = command.checked()?;
         let policy = command.gate.over(self.gate_defaults)?;
         let (workflow, first) = Workflow::start_with(
             command.feature_id,
@@ -75,7 +76,7 @@ impl Orchestrator {
         command: Advance,
         seal: Option<Seal<Workflow>>,
     ) -> Result<Workflow> {
-        let command = command.names_checked()?;
+        let command = command.checked()?;
         // An approval at the gate needs facts only the hub has, asked for before the decision:
         // judged on a read and committed with a compare-and-set. Every other trigger is judged
         // by the store inside its write.

@@ -309,6 +309,32 @@ async fn an_embedded_sqlite_store_makes_its_files_private() {
     assert_eq!(mode("a/b/o.db"), 0o600);
 }
 
+/// A store an embedder drops without closing it (at the end of its scope) may be opened again
+/// at once: the drop waits for its writer's final checkpoint, which held the file locked for a
+/// moment (a reopen then failed as "cannot be written: database is locked", most times).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_sqlite_store_may_be_opened_again_at_once() {
+    use orchestrator_core::WorkflowRepository;
+    use orchestrator_server::storage::SqliteRepository;
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("o.db");
+    for n in 0..10 {
+        let store = SqliteRepository::open(&file, 1)
+            .await
+            .unwrap_or_else(|e| panic!("opening it again, time {n}: {e}"));
+        let (workflow, first) = crate::contract::new_workflow(&format!("f-{n}"));
+        store.create(&workflow, &first).await.unwrap();
+        drop(store);
+    }
+    let store = SqliteRepository::open(&file, 1).await.unwrap();
+    for n in 0..10 {
+        store
+            .get(&crate::helpers::id(&format!("f-{n}")))
+            .await
+            .unwrap();
+    }
+}
+
 /// A database a newer build migrated (a version this build does not have) is served all the
 /// same, as the replicas of a rolling upgrade must be, and the log says so, naming it.
 #[tokio::test(flavor = "multi_thread")]

@@ -121,12 +121,36 @@ enum Job {
 /// The handle to the writer thread.
 #[derive(Clone)]
 pub struct Writer {
+    // Declared before `thread`: the last handle's queue closes (the thread's cue to end)
+    // before its thread is joined.
     jobs: mpsc::Sender<Job>,
     /// The writer thread (which joins the checkpoint thread before it ends), taken by the
-    /// first [`Writer::shutdown`].
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// first [`Writer::shutdown`], else joined when the last handle is dropped.
+    thread: Arc<WriterThread>,
     /// The last write that failed because of the storage.
     last_failure: Arc<LastFailure>,
+}
+
+/// The writer thread, joined when the last handle is dropped: a store dropped without
+/// [`Writer::shutdown`] (an embedder's, at the end of its scope) has still emptied its log
+/// into the database file when the drop returns, so the file may be opened again at once
+/// (the final checkpoint would otherwise hold it locked for a moment).
+struct WriterThread(Mutex<Option<JoinHandle<()>>>);
+
+impl WriterThread {
+    /// Waits for the thread to end, if no one has yet.
+    fn join(&self) {
+        let thread = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        self.join();
+    }
 }
 
 /// When the last write failed because of the storage, and why.
@@ -196,7 +220,7 @@ impl Writer {
             })?;
         Ok(Writer {
             jobs,
-            thread: Arc::new(Mutex::new(Some(writer))),
+            thread: Arc::new(WriterThread(Mutex::new(Some(writer)))),
             last_failure,
         })
     }
@@ -223,10 +247,7 @@ impl Writer {
     /// waits for the writer's threads to end. Later writes answer `Unavailable`.
     pub fn shutdown(&self) {
         let _ = self.jobs.send(Job::Stop);
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
+        self.thread.join();
     }
 }
 
