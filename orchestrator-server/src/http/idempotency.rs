@@ -236,6 +236,61 @@ impl Answer {
     }
 }
 
+/// Pauses between the quick tries of [`let_go`]: a pool whose connections the database dropped
+/// (a restart, `pg_terminate_backend`) fails a try on each dead one it lends before a new one.
+const QUICK_RETRIES: [Duration; 3] = [
+    Duration::from_millis(10),
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+];
+
+/// Frees the claim on `key` (under the lease ending `lease_until`) of a request that kept no
+/// answer, so that its retry runs again rather than hearing `IDEMPOTENCY_KEY_IN_USE` until the
+/// lease ends: tried again at once on failure, and if the store still fails, once a second in
+/// the background until the lease ends (`now` on the server's clock).
+async fn let_go(
+    repository: &Arc<dyn orchestrator_core::WorkflowRepository>,
+    key: &IdempotencyKey,
+    now: Timestamp,
+    lease_until: Timestamp,
+) {
+    let release = {
+        let (repository, key) = (repository.clone(), key.clone());
+        move || {
+            let (repository, key) = (repository.clone(), key.clone());
+            async move { repository.release_key(&key, lease_until).await }
+        }
+    };
+    let Err(e) = tried(&release, &QUICK_RETRIES).await else {
+        return;
+    };
+    tracing::warn!(error = %e, "an idempotency key was not released; trying again each second until its lease ends");
+    let seconds = u64::try_from((lease_until - now).num_seconds()).unwrap_or(0);
+    tokio::spawn(async move {
+        let every_second = vec![Duration::from_secs(1); usize::try_from(seconds).unwrap_or(0)];
+        if tried(&release, &every_second).await.is_ok() {
+            tracing::info!("an idempotency key was released late; a retry runs again");
+        }
+    });
+}
+
+/// `attempt` until it succeeds, tried again after each of `pauses`: the last outcome.
+async fn tried<F, Fut, E>(attempt: &F, pauses: &[Duration]) -> std::result::Result<(), E>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = std::result::Result<(), E>>,
+{
+    let mut outcome = attempt().await;
+    for pause in pauses {
+        if outcome.is_ok() {
+            break;
+        }
+        tokio::time::sleep(*pause).await;
+        outcome = attempt().await;
+    }
+    outcome
+}
+
 /// Runs `handle` for a request with idempotency key `key` (method, path, body as given):
 /// claims the key, replays a kept answer or refuses a reused or busy key, and keeps what
 /// `handle` answered (a 5xx releases the key instead, so a retry runs again).
@@ -264,11 +319,7 @@ where
             // lease is released. In the background: the store is failing, and the answer
             // should not wait for a second failure.
             let (repository, key) = (repository.clone(), key.clone());
-            tokio::spawn(async move {
-                if let Err(e) = repository.release_key(&key, lease_until).await {
-                    tracing::debug!(error = %e, "a failed claim of an idempotency key was not released");
-                }
-            });
+            tokio::spawn(async move { let_go(&repository, &key, now, lease_until).await });
             return Err(orchestrator_core::Error::from(e).into());
         }
     };
@@ -293,9 +344,7 @@ where
                 return Ok(response);
             }
             if response.status().is_server_error() {
-                if let Err(e) = repository.release_key(&key, lease_until).await {
-                    tracing::warn!(error = %e, "an idempotency key was not released");
-                }
+                let_go(repository, &key, app.now(), lease_until).await;
                 return Ok(response);
             }
             let (answer, response) = Answer::of(response).await;
@@ -374,6 +423,27 @@ mod tests {
         let shown = format!("{answer:?}");
         assert!(!shown.contains("whsec_"), "{shown}");
         assert!(shown.contains("201"), "{shown}");
+    }
+
+    /// A release that fails (on a pooled connection the database dropped) is tried again
+    /// after each pause until one succeeds, and no more.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_release_is_tried_again() {
+        use std::sync::atomic::AtomicUsize;
+        let calls = AtomicUsize::new(0);
+        let failing_twice = || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move { if n < 2 { Err(n) } else { Ok(()) } }
+        };
+        assert_eq!(tried(&failing_twice, &QUICK_RETRIES).await, Ok(()));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let always = AtomicUsize::new(0);
+        let failing = || {
+            always.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>("down") }
+        };
+        assert_eq!(tried(&failing, &QUICK_RETRIES).await, Err("down"));
+        assert_eq!(always.load(Ordering::SeqCst), 1 + QUICK_RETRIES.len());
     }
 
     #[tokio::test]
