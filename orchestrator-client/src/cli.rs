@@ -34,8 +34,8 @@ Exit codes:
   3  the server could not be reached, or answered something unreadable (or the answer
      could not be written, or `watch`'s stream sent what it cannot read)
   4  health: the server is unhealthy (its answer is printed)
-  130  stopped by Ctrl-C (143: by SIGTERM) before it was done; a write tells its key, as
-     below (ending `watch` so is its usual end)
+  130  a write stopped by Ctrl-C (143: by SIGTERM) before its answer came; it tells its
+     key, as below (any other command ends at once, as the signal ends a program)
 
 --timeout: a call is tried up to three times (after a timeout, a dropped or refused
   connection, or a 503 that is not the Agent Hub's), so a server that never answers takes
@@ -59,8 +59,7 @@ A text given as `-` (a description, --reason, --metadata, a question, --context,
   1-255 printable ASCII characters (spaces inside only). Default: a new key per run,
   told on stderr when the run ends without knowing whether the change was made (no answer,
   exit 3; a 5xx or the key still in use, exit 1; stopped by Ctrl-C, exit 130) so it can be
-  run again, and when its answer
-  could not be written out (exit 3), to have it shown again.
+  run again, and when its answer could not be written out (exit 3), to have it shown again.
 
 Examples:
   orchestrator start 042-payment-retries \"Retry failed card payments\"
@@ -517,11 +516,11 @@ async fn oldest_kept(client: &Client, which: &Which) -> Result<u64, Failure> {
     }
 }
 
-/// A webhook's or a delivery's id: not empty (the request would name no webhook, and the
+/// A webhook's or a delivery's id: not blank (the request would name no webhook, and the
 /// server would answer that it has no such route).
 fn an_id(id: &str) -> Result<String, String> {
     if id.trim().is_empty() {
-        Err("must not be empty".to_owned())
+        Err("must not be empty or blank".to_owned())
     } else {
         Ok(id.to_owned())
     }
@@ -574,12 +573,19 @@ pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Ex
     {
         let _ = writeln!(err, "{hint}");
     }
-    run_until(cli, input, out, err, interrupted()).await
+    // Only a write has something to tell when stopped; any other command is left to the
+    // signal's own end, which also stops a shell loop that runs it (an exit code does not).
+    let writes = cli.command.writes();
+    run_until(cli, input, out, err, interrupted(writes)).await
 }
 
 /// Resolves when the person or a supervisor stops the tool (Ctrl-C's SIGINT, or SIGTERM), with
-/// the exit code a shell gives for that signal (130, 143); never, where it cannot listen.
-async fn interrupted() -> u8 {
+/// the exit code a shell gives for that signal (130, 143); never if not `listening` (the
+/// signals then keep their own effect) or where it cannot listen.
+async fn interrupted(listening: bool) -> u8 {
+    if !listening {
+        return std::future::pending().await;
+    }
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -217,9 +217,8 @@ impl Orchestrator {
         // A workflow with a `due_at` is at the gate, where both triggers are allowed.
         let change = match on_expiry.trigger() {
             Some(trigger) => {
-                let transition = workflow
-                    .decide(trigger, system_context(now), &GateFacts::default())
-                    .map_err(Error::from_transition)?;
+                let transition =
+                    workflow.decide(trigger, system_context(now), &GateFacts::default())?;
                 let mut next = workflow.clone();
                 next.record(&transition);
                 Some((next, transition))

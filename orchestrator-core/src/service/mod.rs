@@ -51,8 +51,8 @@ pub enum Error {
     /// The feature id is taken (HTTP 409 `WORKFLOW_ALREADY_EXISTS`).
     #[error("workflow '{0}' already exists")]
     AlreadyExists(FeatureId),
-    /// The trigger is not allowed now (HTTP 409 `INVALID_TRANSITION`). Never a blocked gate,
-    /// which is [`Error::GateBlocked`], however it was converted.
+    /// The trigger is not allowed now (HTTP 409 `INVALID_TRANSITION`). A blocked gate converts
+    /// to [`Error::GateBlocked`] instead (with `?` as with [`Error::from_transition`]).
     #[error(transparent)]
     Transition(TransitionError),
     /// The caller's expected version is not the current one, or a concurrent change won

@@ -300,8 +300,7 @@ fn judged(
         command.actor_kind,
         command.override_gate,
         command.roles.as_ref(),
-    )
-    .map_err(Error::from_transition)?;
+    )?;
     if let Some(expected) = command.expected_version
         && expected != current.version()
     {
@@ -320,8 +319,6 @@ fn judged(
         metadata: command.metadata.clone(),
         at,
     };
-    let transition = current
-        .decide(command.trigger, ctx, facts)
-        .map_err(Error::from_transition)?;
+    let transition = current.decide(command.trigger, ctx, facts)?;
     Ok(Decision::of(current, transition))
 }

@@ -294,6 +294,7 @@ fn core_code(error: &CoreError) -> (ErrorCode, Option<Vec<String>>) {
             ErrorCode::SelfApproval,
             Some(vec![format!("actor: {actor} made the work at this gate")]),
         ),
+        // Converted to `GateBlocked` by the core; made so by hand, it is answered the same.
         CoreError::Transition(orchestrator_core::TransitionError::GateBlocked {
             escalations,
             asking,

@@ -244,15 +244,21 @@ const QUICK_RETRIES: [Duration; 3] = [
     Duration::from_millis(200),
 ];
 
-/// Frees the claim on `key` (under the lease ending `lease_until`) of a request that kept no
-/// answer, so that its retry runs again rather than hearing `IDEMPOTENCY_KEY_IN_USE` until the
-/// lease ends: tried again at once on failure, and if the store still fails, once a second in
-/// the background until the lease ends (`now` on the server's clock).
+/// How long the quick tries of [`let_go`] may hold the answer in all: a database that does not
+/// answer (each try waiting out a connection's timeout) is tried again in the background.
+const QUICK_RELEASE: Duration = Duration::from_millis(500);
+
+/// Frees the claim on `key` (under the lease ending `lease_until`, `now` on the server's
+/// clock) of a request that kept no answer, so that its retry runs again rather than hearing
+/// `IDEMPOTENCY_KEY_IN_USE` until the lease ends: tried again at once on failure, for at most
+/// [`QUICK_RELEASE`]; then, if `held` (the claim was surely stored), once a second in the
+/// background until the lease ends.
 async fn let_go(
     repository: &Arc<dyn orchestrator_core::WorkflowRepository>,
     key: &IdempotencyKey,
     now: Timestamp,
     lease_until: Timestamp,
+    held: bool,
 ) {
     let release = {
         let (repository, key) = (repository.clone(), key.clone());
@@ -261,15 +267,31 @@ async fn let_go(
             async move { repository.release_key(&key, lease_until).await }
         }
     };
-    let Err(e) = tried(&release, &QUICK_RETRIES).await else {
+    let quick = tokio::time::timeout(QUICK_RELEASE, tried(&release, &QUICK_RETRIES)).await;
+    if let Ok(Ok(())) = quick {
         return;
-    };
-    tracing::warn!(error = %e, "an idempotency key was not released; trying again each second until its lease ends");
-    let seconds = u64::try_from((lease_until - now).num_seconds()).unwrap_or(0);
+    }
+    tracing::debug!("an idempotency key was not released at once");
+    if !held {
+        return;
+    }
+    let lease_ends = tokio::time::Instant::now() + (lease_until - now).to_std().unwrap_or_default();
     tokio::spawn(async move {
-        let every_second = vec![Duration::from_secs(1); usize::try_from(seconds).unwrap_or(0)];
-        if tried(&release, &every_second).await.is_ok() {
-            tracing::info!("an idempotency key was released late; a retry runs again");
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if tokio::time::timeout_at(lease_ends, release())
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                return;
+            }
+            if tokio::time::Instant::now() >= lease_ends {
+                tracing::warn!(
+                    "an idempotency key stayed held until its lease ended: the database \
+                     could not free it (a retry meanwhile was 409 IDEMPOTENCY_KEY_IN_USE)"
+                );
+                return;
+            }
         }
     });
 }
@@ -319,7 +341,7 @@ where
             // lease is released. In the background: the store is failing, and the answer
             // should not wait for a second failure.
             let (repository, key) = (repository.clone(), key.clone());
-            tokio::spawn(async move { let_go(&repository, &key, now, lease_until).await });
+            tokio::spawn(async move { let_go(&repository, &key, now, lease_until, false).await });
             return Err(orchestrator_core::Error::from(e).into());
         }
     };
@@ -344,7 +366,7 @@ where
                 return Ok(response);
             }
             if response.status().is_server_error() {
-                let_go(repository, &key, app.now(), lease_until).await;
+                let_go(repository, &key, app.now(), lease_until, true).await;
                 return Ok(response);
             }
             let (answer, response) = Answer::of(response).await;

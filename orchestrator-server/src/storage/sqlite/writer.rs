@@ -134,14 +134,18 @@ pub struct Writer {
 /// The writer thread, joined when the last handle is dropped: a store dropped without
 /// [`Writer::shutdown`] (an embedder's, at the end of its scope) has still emptied its log
 /// into the database file when the drop returns, so the file may be opened again at once
-/// (the final checkpoint would otherwise hold it locked for a moment).
+/// (the final checkpoint would otherwise hold it locked for a moment). The drop waits for
+/// that, on the dropping thread, as `shutdown` does.
 struct WriterThread(Mutex<Option<JoinHandle<()>>>);
 
 impl WriterThread {
-    /// Waits for the thread to end, if no one has yet.
+    /// Waits for the thread to end, if no one has yet — but on the thread itself (a task
+    /// that held the last handle, dropped there), which cannot wait for itself: it ends on.
     fn join(&self) {
         let thread = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(thread) = thread {
+        if let Some(thread) = thread
+            && thread.thread().id() != std::thread::current().id()
+        {
             let _ = thread.join();
         }
     }
@@ -626,9 +630,7 @@ mod tests {
     /// An advance by `trigger`, judged in the writer's transaction.
     fn advance(name: &str, trigger: Trigger) -> Task {
         let judge = move |current: &Workflow| {
-            let transition = current
-                .apply(trigger, TransitionContext::at(chrono::Utc::now()))
-                .map_err(orchestrator_core::Error::from_transition)?;
+            let transition = current.apply(trigger, TransitionContext::at(chrono::Utc::now()))?;
             Ok(orchestrator_core::Decision::of(current, transition))
         };
         Task::Advance(FeatureId::parse(name).unwrap(), Box::new(judge))
