@@ -6,7 +6,8 @@
 //! Exit codes: 0 success, 1 the server refused (4xx/5xx with an error body), 2 bad usage,
 //! 3 the server could not be reached or answered something unreadable (or the answer could
 //! not be written out), 4 `health` found the server unhealthy (its answer is printed all the
-//! same), 130 (143) stopped by Ctrl-C (SIGTERM) before it was done — a write says its key.
+//! same); a write stopped by Ctrl-C (SIGTERM) before its answer came says its key, then ends
+//! by the signal (a shell's 130, 143).
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -609,6 +610,26 @@ async fn interrupted(listening: bool) -> u8 {
     }
 }
 
+/// Ends the process by the signal an interrupted run's exit `code` stands for (130 SIGINT, 143
+/// SIGTERM), with that signal's own action, as if it had not been caught: a shell then stops
+/// the loop or script that ran the tool, which an exit code alone does not make it do.
+/// Returns where that cannot be done (the caller then exits with `code`).
+fn end_by_signal(code: u8) {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let signal = match code {
+            130 => SIGINT,
+            143 => SIGTERM,
+            _ => return,
+        };
+        let _ = std::io::stdout().flush();
+        let _ = signal_hook::low_level::emulate_default_handler(signal);
+    }
+    #[cfg(not(unix))]
+    let _ = code;
+}
+
 /// What a person who gave one text as `-` and typed nothing after the command is told while
 /// the CLI waits on their terminal: which text it reads and how to end it.
 fn terminal_hint(command: &mut Command) -> Option<String> {
@@ -816,6 +837,7 @@ async fn run_until(
         Err(Failure::Interrupted(code)) => {
             // The request may have reached the server before the tool was stopped.
             note_retry_key(err, retry_key.as_deref());
+            end_by_signal(code);
             ExitCode::from(code)
         }
     }

@@ -250,9 +250,8 @@ const QUICK_RELEASE: Duration = Duration::from_millis(500);
 
 /// Frees the claim on `key` (under the lease ending `lease_until`, `now` on the server's
 /// clock) of a request that kept no answer, so that its retry runs again rather than hearing
-/// `IDEMPOTENCY_KEY_IN_USE` until the lease ends: tried again at once on failure, for at most
-/// [`QUICK_RELEASE`]; then, if `held` (the claim was surely stored), once a second in the
-/// background until the lease ends.
+/// `IDEMPOTENCY_KEY_IN_USE` until the lease ends: see [`released`]; `held` says the claim was
+/// surely stored.
 async fn let_go(
     repository: &Arc<dyn orchestrator_core::WorkflowRepository>,
     key: &IdempotencyKey,
@@ -267,33 +266,50 @@ async fn let_go(
             async move { repository.release_key(&key, lease_until).await }
         }
     };
-    let quick = tokio::time::timeout(QUICK_RELEASE, tried(&release, &QUICK_RETRIES)).await;
-    if let Ok(Ok(())) = quick {
-        return;
-    }
-    tracing::debug!("an idempotency key was not released at once");
+    let lease = (lease_until - now).to_std().unwrap_or_default();
+    released(release, lease, held, key.key.clone()).await;
+}
+
+/// Tries `release` (of the key named `shown`, whose lease ends in `lease`) again at once on
+/// failure, for at most [`QUICK_RELEASE`]; then, if `held`, once a second in a background task
+/// (returned) until the lease ends, after which the key is free anyway.
+async fn released<F, Fut, E>(
+    release: F,
+    lease: Duration,
+    held: bool,
+    shown: String,
+) -> Option<tokio::task::JoinHandle<()>>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    let lease_ends = tokio::time::Instant::now() + lease;
+    let mut why = match tokio::time::timeout(QUICK_RELEASE, tried(&release, &QUICK_RETRIES)).await {
+        Ok(Ok(())) => return None,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "the database did not answer in time".to_owned(),
+    };
     if !held {
-        return;
+        tracing::debug!(key = %shown, error = %why, "a failed claim of an idempotency key was not released");
+        return None;
     }
-    let lease_ends = tokio::time::Instant::now() + (lease_until - now).to_std().unwrap_or_default();
-    tokio::spawn(async move {
-        loop {
+    Some(tokio::spawn(async move {
+        while tokio::time::Instant::now() < lease_ends {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            if tokio::time::timeout_at(lease_ends, release())
-                .await
-                .is_ok_and(|r| r.is_ok())
-            {
-                return;
-            }
-            if tokio::time::Instant::now() >= lease_ends {
-                tracing::warn!(
-                    "an idempotency key stayed held until its lease ended: the database \
-                     could not free it (a retry meanwhile was 409 IDEMPOTENCY_KEY_IN_USE)"
-                );
-                return;
+            match tokio::time::timeout_at(lease_ends, release()).await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => why = e.to_string(),
+                Err(_) => break,
             }
         }
-    });
+        tracing::warn!(
+            key = %shown,
+            error = %why,
+            "an idempotency key stayed held until its lease ended: the database could not free \
+             it (a retry meanwhile was 409 IDEMPOTENCY_KEY_IN_USE)"
+        );
+    }))
 }
 
 /// `attempt` until it succeeds, tried again after each of `pauses`: the last outcome.
@@ -466,6 +482,55 @@ mod tests {
         };
         assert_eq!(tried(&failing, &QUICK_RETRIES).await, Err("down"));
         assert_eq!(always.load(Ordering::SeqCst), 1 + QUICK_RETRIES.len());
+    }
+
+    /// A release the store fails: tried at once for half a second at most (the answer waits
+    /// no longer, even for a store that does not answer), then — for a claim surely stored —
+    /// each second in the background until the lease ends, and no longer.
+    #[tokio::test(start_paused = true)]
+    async fn a_key_s_release_is_tried_again_until_its_lease_ends() {
+        use std::sync::atomic::AtomicUsize;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let failing = {
+            let calls = calls.clone();
+            move || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err::<(), _>("connection closed") }
+            }
+        };
+        let began = tokio::time::Instant::now();
+        let lease = Duration::from_secs(5);
+        let background = released(failing.clone(), lease, true, "k".into()).await;
+        assert!(began.elapsed() <= QUICK_RELEASE, "{:?}", began.elapsed());
+        assert_eq!(calls.load(Ordering::SeqCst), 1 + QUICK_RETRIES.len());
+        background
+            .expect("tried on in the background")
+            .await
+            .unwrap();
+        assert!(
+            began.elapsed() <= lease + Duration::from_secs(1),
+            "{:?}",
+            began.elapsed()
+        );
+        assert!(calls.load(Ordering::SeqCst) >= 1 + QUICK_RETRIES.len() + 4);
+
+        // A claim that may never have been stored: the quick tries only.
+        calls.store(0, Ordering::SeqCst);
+        assert!(released(failing, lease, false, "k".into()).await.is_none());
+        assert_eq!(calls.load(Ordering::SeqCst), 1 + QUICK_RETRIES.len());
+
+        // A store that does not answer holds the answer half a second, not each try's wait.
+        let silent = || async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<(), &str>(())
+        };
+        let began = tokio::time::Instant::now();
+        assert!(released(silent, lease, false, "k".into()).await.is_none());
+        assert_eq!(began.elapsed(), QUICK_RELEASE);
+
+        // A release that goes through leaves nothing to do.
+        let fine = || async { Ok::<(), &str>(()) };
+        assert!(released(fine, lease, true, "k".into()).await.is_none());
     }
 
     #[tokio::test]

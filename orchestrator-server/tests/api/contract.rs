@@ -1673,9 +1673,7 @@ fn judge_by(
             reason: Reason::parse("a rejection needs a reason").ok(),
             ..TransitionContext::at(current.updated_at() + Duration::seconds(1))
         };
-        let transition = current
-            .apply(choose(current), ctx)
-            .map_err(orchestrator_core::Error::from_transition)?;
+        let transition = current.apply(choose(current), ctx)?;
         Ok(orchestrator_core::Decision::of(current, transition))
     })
 }
