@@ -80,58 +80,16 @@ async fn metrics_are_printed_and_a_page_in_their_place_is_refused() {
     );
 }
 
-/// A write stopped by Ctrl-C (or SIGTERM) before its answer came may have been made: the
-/// tool says the key that has it made once, then ends by the signal, as if it had not caught
-/// it (so a shell loop running it stops).
+/// The tool run with `args` against a server that takes the request and never answers,
+/// sent `signal` (as `kill` names it) once the request arrived: how it ended.
 #[cfg(unix)]
-#[tokio::test(flavor = "multi_thread")]
-async fn a_write_stopped_before_its_answer_tells_its_key() {
-    use std::os::unix::process::ExitStatusExt;
-    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
-        let (url, mut arrivals) = stand_in(None).await;
-        let child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-            .env_clear()
-            .args([
-                "--url",
-                &url,
-                "start",
-                "042-payment-retries",
-                "Retry payments",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        arrivals
-            .recv()
-            .await
-            .expect("the request reaches the server");
-        let killed = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-            .await
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        // Ended by the signal itself (so a shell loop running it stops): a shell's 130, 143.
-        assert_eq!(
-            output.status.signal(),
-            Some(code - 128),
-            "{signal}: {stderr}"
-        );
-        assert!(
-            stderr.contains("run the command again with --idempotency-key cli-"),
-            "{signal}: {stderr}"
-        );
-    }
-    // A read stopped so has nothing to tell: the signal ends it as it ends any program (so a
-    // shell loop running it stops too).
+async fn stopped(args: &[&str], signal: &str) -> Output {
     let (url, mut arrivals) = stand_in(None).await;
     let child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .env_clear()
-        .args(["--url", &url, "list"])
+        .args(["--url", &url])
+        .args(args)
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -139,13 +97,35 @@ async fn a_write_stopped_before_its_answer_tells_its_key() {
         .recv()
         .await
         .expect("the request reaches the server");
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    let killed = Command::new("kill")
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+    assert!(killed.success());
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A write stopped by Ctrl-C (or SIGTERM) before its answer came may have been made: the
+/// tool says the key that has it made once, then ends by the signal, as if it had not caught
+/// it (so a shell loop running it stops).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_stopped_before_its_answer_tells_its_key() {
+    use std::os::unix::process::ExitStatusExt;
+    for (signal, number) in [("-INT", 2), ("-TERM", 15)] {
+        let output = stopped(&["start", "042-payment-retries", "Retry payments"], signal).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // Ended by the signal itself: a shell's 130, 143.
+        assert_eq!(output.status.signal(), Some(number), "{signal}: {stderr}");
+        assert!(
+            stderr.contains("run the command again with --idempotency-key cli-"),
+            "{signal}: {stderr}"
+        );
+    }
+    // A read stopped so has nothing to tell: the signal ends it as it ends any program.
+    let output = stopped(&["list"], "-INT").await;
     assert_eq!(output.status.signal(), Some(2), "{output:?}");
     assert!(output.stderr.is_empty(), "{output:?}");
 }
