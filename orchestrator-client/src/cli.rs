@@ -566,7 +566,9 @@ impl Which {
 }
 
 /// Runs `cli`, writing answers to `out` and refusals to `err`; returns the exit code. A text
-/// given as `-` is read from standard input.
+/// given as `-` is read from standard input. A write stopped by SIGINT or SIGTERM tells its
+/// key on `err` (both writers flushed), then ends the process by that signal (on Unix; else
+/// returns 130 or 143).
 pub async fn run(mut cli: Cli, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
     let input = std::io::stdin();
     if input.is_terminal()
@@ -612,8 +614,8 @@ async fn interrupted(listening: bool) -> u8 {
 
 /// Ends the process by the signal an interrupted run's exit `code` stands for (130 SIGINT, 143
 /// SIGTERM), with that signal's own action, as if it had not been caught: a shell then stops
-/// the loop or script that ran the tool, which an exit code alone does not make it do.
-/// Returns where that cannot be done (the caller then exits with `code`).
+/// the loop or script that ran the tool on Ctrl-C, which an exit code alone does not make it
+/// do. Returns only off Unix, or for another code (the caller then exits with `code`).
 fn end_by_signal(code: u8) {
     #[cfg(unix)]
     {
@@ -837,6 +839,7 @@ async fn run_until(
         Err(Failure::Interrupted(code)) => {
             // The request may have reached the server before the tool was stopped.
             note_retry_key(err, retry_key.as_deref());
+            let _ = (out.flush(), err.flush());
             end_by_signal(code);
             ExitCode::from(code)
         }
