@@ -625,7 +625,6 @@ fn end_by_signal(code: u8) {
             143 => SIGTERM,
             _ => return,
         };
-        let _ = std::io::stdout().flush();
         let _ = signal_hook::low_level::emulate_default_handler(signal);
     }
     #[cfg(not(unix))]

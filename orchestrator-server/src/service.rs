@@ -102,10 +102,13 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
         config.hub_call_timeout(),
         metrics.clone(),
     )?;
-    // Both settings were range-checked when the configuration was parsed.
-    let gate_defaults = orchestrator_core::GatePolicy::new(config.gate_required_approvals, false)
-        .and_then(|policy| policy.with_deadline(config.gate_due_seconds, Default::default()))
-        .map_err(StartupError::GateDefaults)?;
+    // Both settings were range-checked when the configuration was parsed; the orchestrator
+    // checks the policy they make once more.
+    let gate_defaults = orchestrator_core::GatePolicy {
+        required_approvals: config.gate_required_approvals,
+        due_in_seconds: config.gate_due_seconds,
+        ..Default::default()
+    };
     let webhooks = Webhooks::new(repository.clone(), config.webhook_policy())
         .map_err(|e| StartupError::Webhooks(e.to_string()))?;
     let sessions: Arc<dyn storage::SessionRepository> = repository.clone();
@@ -199,4 +202,29 @@ pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, StartupErr
     tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| StartupError::Bind { address, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::DatabaseUrl;
+
+    /// Gate settings that make no policy (a `Config` built by hand; parsing range-checks them)
+    /// stop start-up naming them, rather than failing every start later.
+    #[tokio::test]
+    async fn gate_settings_that_make_no_policy_stop_start_up() {
+        let config = Config {
+            gate_required_approvals: 0,
+            ..Config::for_tests(DatabaseUrl::SqliteMemory)
+        };
+        let refused = build_app(&config).await.err().expect("refused");
+        assert!(
+            matches!(refused, StartupError::GateDefaults(_)),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("GATE_REQUIRED_APPROVALS"),
+            "{refused}"
+        );
+    }
 }

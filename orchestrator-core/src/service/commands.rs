@@ -378,7 +378,8 @@ fn response_given(
 fn requested_kind(kind: String) -> Result<ActorKind, ValidationError> {
     // Said alike for an unknown kind and for `system`: a request may name only the two.
     let kind = kind.parse::<ActorKind>().map_err(|_| kind_refused())?;
-    kind_given(Some(kind))?.ok_or_else(kind_refused)
+    kind_given(Some(kind))?;
+    Ok(kind)
 }
 
 /// `kind` held to the rule of a kind given now: not `system`, the orchestrator's own.

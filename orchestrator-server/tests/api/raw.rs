@@ -50,6 +50,17 @@ async fn expect(
     envelope.error.details.unwrap_or_default()
 }
 
+/// `POST /workflow/start` with `body` as JSON, as given.
+async fn start_with(app: &TestApp, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(app.url("/workflow/start"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn nothing_stored(app: &TestApp) {
     assert_eq!(app.client.get_summary().await.unwrap().total, 0);
 }
@@ -101,13 +112,11 @@ async fn a_body_that_is_no_object_is_told_so() {
     }
     nothing_stored(&app).await;
     // An object after a UTF-8 byte order mark is read.
-    let started = reqwest::Client::new()
-        .post(app.url("/workflow/start"))
-        .header("content-type", "application/json")
-        .body("\u{feff}{\"feature_id\": \"marked\", \"description\": \"d\"}")
-        .send()
-        .await
-        .unwrap();
+    let started = start_with(
+        &app,
+        "\u{feff}{\"feature_id\": \"marked\", \"description\": \"d\"}",
+    )
+    .await;
     assert_eq!(started.status(), StatusCode::CREATED);
 }
 
@@ -245,13 +254,7 @@ async fn a_misspelt_gate_rule_is_refused_not_ignored() {
     // No gate, or an empty one, is the server's defaults.
     for (feature, gate) in [("null-gate", "null"), ("empty-gate", "{}")] {
         let body = format!(r#"{{"feature_id": "{feature}", "description": "d", "gate": {gate}}}"#);
-        let response = reqwest::Client::new()
-            .post(app.url("/workflow/start"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = start_with(&app, body).await;
         assert_eq!(response.status(), StatusCode::CREATED, "{gate}");
         let started = app
             .client
@@ -262,13 +265,7 @@ async fn a_misspelt_gate_rule_is_refused_not_ignored() {
     }
     // Elsewhere an unknown field is still ignored, so older servers take newer clients' bodies.
     let body = r#"{"feature_id": "weak", "description": "d", "newer": 1, "gate": {"required_approvals": 3}}"#;
-    let response = reqwest::Client::new()
-        .post(app.url("/workflow/start"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = start_with(&app, body).await;
     assert_eq!(response.status(), StatusCode::CREATED);
 }
 
@@ -761,13 +758,7 @@ async fn metadata_nested_too_deep_is_refused_and_what_fits_reads_back() {
         (400, ErrorCode::ValidationError)
     );
     assert!(envelope.error.message.contains("metadata"), "{envelope:?}");
-    let created = reqwest::Client::new()
-        .post(app.url("/workflow/start"))
-        .header("content-type", "application/json")
-        .body(start("deep-enough", nested(32)))
-        .send()
-        .await
-        .unwrap();
+    let created = start_with(&app, start("deep-enough", nested(32))).await;
     assert_eq!(created.status(), 201);
     let id = orchestrator_core::FeatureId::parse("deep-enough").unwrap();
     assert_eq!(
