@@ -83,9 +83,11 @@ Examples:
 pub enum WebhookCommand {
     /// Subscribe a URL to events; prints the webhook with its secret (shown only now).
     Add {
-        /// Where events are POSTed (absolute http or https).
-        // Its own id: `url` is the global --url's.
-        #[arg(id = "receiver", value_name = "URL")]
+        /// Where events are POSTed (absolute http or https), given as is: `--url` is the
+        /// server's address.
+        // Its own id and name: `url` and `<URL>` are the global --url's, and an error that
+        // named both `<URL>` read as if `--url` were the target.
+        #[arg(id = "receiver", value_name = "TARGET_URL")]
         url: String,
         /// Only these types (repeat, or separate by commas); default: every type.
         #[arg(long = "type", value_delimiter = ',', value_parser = event_type)]
@@ -1580,6 +1582,13 @@ mod tests {
             Cli::try_parse_from(["orchestrator"].iter().chain(args))
                 .unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
+        // `--url` before a webhook's target is the server's address: the error names the
+        // missing target apart from it.
+        let refused =
+            Cli::try_parse_from(["orchestrator", "webhooks", "add", "--url", "http://h/x"])
+                .expect_err("no target");
+        let told = refused.to_string();
+        assert!(told.contains("<TARGET_URL>"), "{told}");
     }
 
     /// `watch` says how many approvals an overdue stay had, from the list the event carries.

@@ -212,7 +212,7 @@ pub struct RetrySchedule {
 }
 
 impl Default for RetrySchedule {
-    /// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: eight attempts over about a day.
+    /// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: eight attempts over about 27½ hours.
     fn default() -> Self {
         let minutes = |m: u64| Duration::from_secs(m * 60);
         RetrySchedule {
@@ -253,6 +253,12 @@ impl RetrySchedule {
                 Some("d") => 86_400,
                 _ => return Err(bad(format!("'{part}' needs a unit: s, m, h or d"))),
             };
+            // Digits only: `parse` would take a leading `+`.
+            if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(format!(
+                    "'{part}' must be a whole number and one unit, like 90s or 5m"
+                )));
+            }
             let seconds = number
                 .parse::<u64>()
                 .ok()
@@ -539,10 +545,21 @@ mod tests {
             short.after_attempt(4, true, now),
             (DeliveryStatus::Delivered, None)
         );
-        for bad in ["1", "0s", "1x", "s", "-1s", "8d", "1s,,2s"] {
+        for bad in ["1", "0s", "1x", "s", "-1s", "8d", "1s,,2s", "+5s"] {
             let error = RetrySchedule::parse(bad).unwrap_err();
             assert_eq!(error.field, "WEBHOOK_RETRY_SCHEDULE", "{bad}");
         }
+        // A number that is not whole, or two units, is told as such, not as out of range.
+        for form in ["1.5s", "1m30s", "-1s", "s"] {
+            let error = RetrySchedule::parse(form).unwrap_err();
+            assert!(
+                error.rule.contains("whole number"),
+                "{form}: {}",
+                error.rule
+            );
+        }
+        let error = RetrySchedule::parse("8d").unwrap_err();
+        assert!(error.rule.contains("between 1s and 7d"), "{}", error.rule);
     }
 
     #[test]

@@ -193,6 +193,9 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
         app.forget_left_keys().await;
         app.release_delivery_leases().await;
     }
+    if let Some(webhooks) = app.webhooks() {
+        webhooks.warn_of_refused_targets().await;
+    }
     Ok(app)
 }
 

@@ -167,18 +167,56 @@ impl Webhooks {
         })
     }
 
+    /// Warns, naming each, of the webhooks whose target deliveries now refuse: a loopback,
+    /// private or link-local address written as such, or a `localhost` name, while private
+    /// networks are not allowed (they were when it was made). Their deliveries fail on every
+    /// attempt of the retry schedule; delete them or allow private networks again.
+    pub async fn warn_of_refused_targets(&self) {
+        if self.policy.allow_private_networks {
+            return;
+        }
+        let webhooks = match self.store.webhooks().await {
+            Ok(webhooks) => webhooks,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the webhooks to check their targets");
+                return;
+            }
+        };
+        for webhook in webhooks {
+            if let Some(why) = refused_target(&webhook.url) {
+                tracing::warn!(
+                    webhook = %webhook.id,
+                    "a webhook's target {why}, and WEBHOOK_ALLOW_PRIVATE_NETWORKS is off: every \
+                     delivery to it fails; delete the webhook or allow private networks"
+                );
+            }
+        }
+    }
+
     /// The outcome to store of an attempt of `delivery` that `posted` (its answer's status, or
     /// why there was none) and that ended at `ended`: the next attempt is timed from its end.
     fn outcome(
         &self,
         delivery: &DueDelivery,
-        posted: Result<u16, String>,
+        posted: Result<Answer, String>,
         ended: Timestamp,
     ) -> AttemptRecord {
         let attempt = ScheduledAttempt::after(delivery.attempts, delivery.schedule_from);
         let (status_code, error) = match posted {
-            Ok(code) if (200..300).contains(&code) => (Some(code), None),
-            Ok(code) => (Some(code), Some(format!("the target answered {code}"))),
+            Ok(Answer { status, .. }) if (200..300).contains(&status) => (Some(status), None),
+            Ok(Answer {
+                status,
+                location: Some(location),
+            }) => (
+                Some(status),
+                Some(format!(
+                    "the target answered {status}, to {location} (redirects are not followed: \
+                     make that the webhook's URL)"
+                )),
+            ),
+            Ok(Answer { status, .. }) => {
+                (Some(status), Some(format!("the target answered {status}")))
+            }
             Err(error) => (None, Some(error)),
         };
         let (status, next_attempt_at) =
@@ -199,9 +237,9 @@ impl Webhooks {
         }
     }
 
-    /// POSTs the delivery's payload with the Standard Webhooks headers: the answer's status,
-    /// or why there was none.
-    async fn post(&self, delivery: &DueDelivery, now: Timestamp) -> Result<u16, String> {
+    /// POSTs the delivery's payload with the Standard Webhooks headers: the answer, or why
+    /// there was none.
+    async fn post(&self, delivery: &DueDelivery, now: Timestamp) -> Result<Answer, String> {
         let secret = WebhookSecret::parse(&delivery.secret)
             .map_err(|e| format!("the stored secret is unusable: {e}"))?;
         let timestamp = now.timestamp();
@@ -226,8 +264,25 @@ impl Webhooks {
             .send()
             .await
             .map_err(describe)?;
-        Ok(response.status().as_u16())
+        let status = response.status();
+        let location = status
+            .is_redirection()
+            .then(|| response.headers().get(http::header::LOCATION))
+            .flatten()
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        Ok(Answer {
+            status: status.as_u16(),
+            location,
+        })
     }
+}
+
+/// What a receiver answered an attempt.
+struct Answer {
+    /// The status.
+    status: u16,
+    /// Where a redirect (3xx) pointed, which is not followed.
+    location: Option<String>,
 }
 
 /// A reqwest failure in a sentence, with its causes.
@@ -270,6 +325,21 @@ fn check_url(text: &str) -> Result<reqwest::Url, ValidationError> {
         ));
     }
     Ok(url)
+}
+
+/// Why deliveries to `url` are refused whatever its name servers say, where private networks
+/// are not allowed: its host is a non-public address written as such, or a `localhost` name
+/// (which never resolves to a public one). `None` for every other URL, names that may
+/// resolve somewhere private included (they are judged at each attempt).
+fn refused_target(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    if let Some(address) = literal_address(&url) {
+        return (!is_public_address(address))
+            .then(|| format!("is {address}, not a public address"));
+    }
+    let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
+    (host == "localhost" || host.ends_with(".localhost"))
+        .then(|| format!("is {host}, a loopback name"))
 }
 
 /// The URL's host as an address, when it is written as one.
@@ -666,6 +736,28 @@ mod tests {
         assert!(check_url(&short).is_ok(), "1 800 bytes encoded");
         let many = format!("https://example.com/{}", "é".repeat(1_100));
         assert!(check_url(&many).is_err(), "percent-encoded past 2048");
+    }
+
+    #[test]
+    fn a_target_refused_whatever_its_name_servers_say_is_found() {
+        for (url, why) in [
+            ("http://127.0.0.1:9000/hook", "is 127.0.0.1"),
+            ("http://[::1]/hook", "is ::1"),
+            ("https://10.1.2.3/", "is 10.1.2.3"),
+            ("http://localhost:8080/", "is localhost"),
+            ("http://Hooks.LocalHost./x", "is hooks.localhost"),
+        ] {
+            let found = refused_target(url).unwrap_or_else(|| panic!("{url}: not found"));
+            assert!(found.starts_with(why), "{url}: {found}");
+        }
+        for url in [
+            "https://93.184.215.14/hook",
+            "https://hooks.example.com/",
+            "https://localhost.example.com/",
+            "not a url",
+        ] {
+            assert_eq!(refused_target(url), None, "{url}");
+        }
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use orchestrator_client::Client;
+use orchestrator_core::api::CreateWebhookRequest;
 use tempfile::TempDir;
 
 use crate::helpers::server_binary as server;
@@ -375,6 +376,49 @@ async fn a_database_a_newer_build_migrated_is_served_with_a_warning() {
         warning.contains("\"versions\":\"29991231000000\""),
         "{warning}"
     );
+    assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
+}
+
+/// A webhook made while private networks were allowed, whose target is a loopback address, is
+/// named at start-up once they are not: its every delivery now fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_private_networks_no_longer_reach_is_named_at_start_up() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("o.db");
+    let port = crate::helpers::free_port();
+    let client = Client::new(format!("http://127.0.0.1:{port}")).unwrap();
+    let (file, client) = (&file, &client);
+    let run = |allow_private: bool| async move {
+        let mut command = crate::helpers::sqlite_server(file, port);
+        if allow_private {
+            command.env("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true");
+        }
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+        crate::helpers::wait_healthy(client).await;
+        let made = if allow_private {
+            let request = CreateWebhookRequest {
+                url: "http://127.0.0.1:9/hook".to_owned(),
+                event_types: None,
+                description: None,
+            };
+            Some(client.create_webhook(&request).await.unwrap().webhook.id)
+        } else {
+            None
+        };
+        signal(&child, "TERM");
+        exited_within(&mut child, 10, "server did not stop after SIGTERM").await;
+        let output = child.wait_with_output().unwrap();
+        (made, String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (made, first) = run(true).await;
+    assert!(!first.contains("a webhook's target"), "{first}");
+    let (_, second) = run(false).await;
+    let warning = second
+        .lines()
+        .find(|line| line.contains("a webhook's target"))
+        .unwrap_or_else(|| panic!("no warning: {second}"));
+    assert!(warning.contains(&made.unwrap()), "{warning}");
+    assert!(warning.contains("is 127.0.0.1"), "{warning}");
     assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
 }
 

@@ -468,6 +468,12 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
         (DeliveryStatus::Pending, Some(302)),
         "{failed:?}"
     );
+    // Where it pointed is told, to be made the webhook's URL.
+    let error = failed[0].last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains(&format!("answered 302, to {}", elsewhere.url)),
+        "{error}"
+    );
     elsewhere.quiet(Duration::from_millis(500)).await;
 }
 
