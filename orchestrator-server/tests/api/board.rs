@@ -487,8 +487,15 @@ async fn open_mode_signs_in_by_name_and_shared_token_mode_by_token_and_name() {
     assert!(board.text.contains("open-gate"));
     assert!(board.text.contains(r#"<label for="name">Name</label>"#));
     assert!(!board.text.contains(r#"name="token""#));
+    let field = |text: &str, id: &str| -> String {
+        let start = text.find(&format!(r#"id="{id}""#)).expect("the field");
+        let from = text[..start].rfind('<').expect("its tag");
+        text[from..start + text[start..].find('>').expect("its end")].to_owned()
+    };
     let feature = get(&open, "/board/feature/open-gate", None).await;
     assert!(feature.text.contains("Sign in to approve or reject."));
+    // The form above an open board's page leaves the focus to the page.
+    assert!(!field(&feature.text, "name").contains("autofocus"));
     let nameless = post_form(&open, "/board/session", &[("name", " ")], None).await;
     assert_eq!(nameless.status, StatusCode::BAD_REQUEST);
     assert!(nameless.text.contains("Name "), "{}", nameless.text);
@@ -507,6 +514,9 @@ async fn open_mode_signs_in_by_name_and_shared_token_mode_by_token_and_name() {
     let page = get(&shared, "/board", None).await;
     assert!(page.text.contains(r#"<label for="token">Token</label>"#));
     assert!(page.text.contains(r#"<label for="name">Name</label>"#));
+    // A page for signing in only: its first field has the focus.
+    assert!(field(&page.text, "token").contains("autofocus"));
+    assert!(!field(&page.text, "name").contains("autofocus"));
     let refused = post_form(
         &shared,
         "/board/session",
@@ -516,11 +526,6 @@ async fn open_mode_signs_in_by_name_and_shared_token_mode_by_token_and_name() {
     .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     // The token is marked wrong, and the name typed is given back (the token never is).
-    let field = |text: &str, id: &str| -> String {
-        let start = text.find(&format!(r#"id="{id}""#)).expect("the field");
-        let from = text[..start].rfind('<').expect("its tag");
-        text[from..start + text[start..].find('>').expect("its end")].to_owned()
-    };
     // The focus is in the field to type again.
     let token = field(&refused.text, "token");
     assert!(token.contains(r#"aria-invalid="true""#), "{token}");
@@ -1044,13 +1049,23 @@ async fn the_overview_lists_the_gate_first_and_the_others_by_state() {
         !board.text.contains(r#"GATE_1 <span class="total">"#),
         "GATE_1 is above"
     );
-    let filtered = get(&app, "/board?state=GATE_1", None).await;
+    // Each state's count leads to its list.
     assert!(
-        filtered
+        board
             .text
-            .contains(r#"GATE_1 <span class="total">(1)</span>"#)
+            .contains(r#"<a href="/board?state=PHASE_1"><span class="n">2</span>"#),
+        "{}",
+        board.text
     );
+    let filtered = get(&app, "/board?state=GATE_1", None).await;
+    let list = filtered
+        .text
+        .find(r#"GATE_1 <span class="total">(1)</span>"#)
+        .unwrap();
     assert!(!filtered.text.contains(r#"PHASE_1 <span class="total">"#));
+    // The list asked for comes before the one waiting for review.
+    let waiting = filtered.text.find("Waiting for review").unwrap();
+    assert!(list < waiting, "the filtered list first");
 }
 
 /// The store's side on both back ends: a session is found by its hash until it ends, deleted

@@ -520,6 +520,13 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     click(&b, "Approve").await;
     wait_text(&b, "#message", |t| t.contains("moved to PHASE_2")).await;
     wait_text(&a, "#state", |t| t == "PHASE_2").await;
+    // Alice's "1 of 2" was about the page before Bob's approval: it is gone with it.
+    wait_script(
+        &a,
+        "return document.getElementById('message').textContent;",
+        "",
+    )
+    .await;
     // Bob's own decision is told by its message, not a second time as a change.
     wait_text(&b, "#state", |t| t == "PHASE_2").await;
     wait_script(
@@ -752,10 +759,12 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     // Nor on a page of long names without a space to break at (a directory's, a bot's): the
     // gate's authors and the history name them whole, on as many lines as they need.
     let long = "ReleaseEngineeringAutomationServiceAccountEuWest1";
-    agent
-        .start_workflow(&StartWorkflowRequest::new("long-names", "Names to wrap"))
-        .await
-        .unwrap();
+    let mut start = StartWorkflowRequest::new("long-names", "Names to wrap");
+    start.metadata = Some(json!({
+        "acceptance_criteria_checklist": "Every retry backs off exponentially, with jitter",
+        "test_report_artifact_url": "a report kept with the build that made it",
+    }));
+    agent.start_workflow(&start).await.unwrap();
     let mut done = AdvanceRequest::new("agent_complete");
     done.actor = Some(long.to_owned());
     agent
@@ -765,9 +774,20 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
         )
         .await
         .unwrap();
+    // The narrowest phone: long metadata keys leave their values most of the line.
+    a.set_window_size(320, 800).await.unwrap();
     a.goto(&app.url("/board/feature/long-names")).await.unwrap();
     wait_text(&a, "ol.timeline", |t| t.contains(long)).await;
     no_wider_than_the_window(&a).await;
+    wait_script(
+        &a,
+        "const dl = document.querySelector('dl.metadata').getBoundingClientRect().width;
+         const dd = document.querySelector('dl.metadata dd').getBoundingClientRect().width;
+         return dd >= dl / 2 ? 'room' : `a value ${dd} px wide of ${dl}`;",
+        "room",
+    )
+    .await;
+    screenshot(&a, "board-phone.png").await;
     // Tall enough for the whole page in the screenshot.
     a.set_window_size(1400, 1500).await.unwrap();
     // An escalation waiting for a human blocks the gate, and the page says so.
@@ -1015,6 +1035,15 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     wait_text(&b, "#message", |t| t.contains("your session has ended")).await;
     wait_text(&b, "#verdict", |t| t == "You may approve.").await;
+    // Nothing claims to be live, and the buttons that could only be refused again are off.
+    wait_text(&b, "#live", |t| t == "Signed out: reload the page").await;
+    wait_script(
+        &b,
+        "return document.querySelector('#decide button[value=human_approved]')
+           .getAttribute('aria-disabled');",
+        "true",
+    )
+    .await;
     let at_gate_still = agent
         .get_workflow(&orchestrator_core::FeatureId::parse("late-session").unwrap())
         .await

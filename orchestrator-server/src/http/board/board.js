@@ -26,6 +26,8 @@
 
   function showLive(text, on) {
     if (!live) return;
+    // Once a request found the session ended, nothing here is live until a reload.
+    if (signedOut) [text, on] = ['Signed out: reload the page', false];
     live.textContent = text;
     live.className = on ? 'live on' : 'live';
   }
@@ -141,8 +143,9 @@
   const PAGE_WITHIN = 20000;
   const within = (ms) => (typeof AbortSignal.timeout === 'function' ? AbortSignal.timeout(ms) : undefined);
 
-  function refreshFailed(text) {
-    showLive(text, false);
+  // `why` the page could not be refreshed: said as live only while the stream is open.
+  function refreshFailed(why) {
+    showLive((streaming ? 'Live, but ' : 'Not live: ') + why + '; trying again', false);
     if (retry) return;
     retryIn = Math.min(30000, retryIn ? retryIn * 2 : 2000);
     retry = setTimeout(() => { retry = null; schedule(); }, retryIn);
@@ -163,7 +166,7 @@
         signal: within(PAGE_WITHIN),
       });
       if (!response.ok) {
-        refreshFailed('Live, but the page could not be refreshed (HTTP ' + response.status + '); trying again');
+        refreshFailed('the page could not be refreshed (HTTP ' + response.status + ')');
         return 'failed';
       }
       const fetched = new DOMParser().parseFromString(await response.text(), 'text/html');
@@ -200,6 +203,10 @@
         const again = next.querySelector('#' + CSS.escape(field.id));
         if (again) again.setAttribute('aria-invalid', 'true');
       });
+      // Somebody else changed the feature since: what `#message` said of the reader's last
+      // request (1 of 2 approvals, no answer) was about a page that is gone.
+      const version = next.dataset.version;
+      if (version && version !== current.dataset.version && version !== toldVersion) say('', '');
       pin(next.querySelector('#decide'));
       const former = current.dataset;
       const before = { state: former.state, version: former.version, waiting: former.waiting, overdue: former.overdue };
@@ -219,7 +226,7 @@
       }
       return 'swapped';
     } catch (_) {
-      refreshFailed('Live, but the server could not be reached; trying again');
+      refreshFailed('the server could not be reached');
       return 'failed';
     } finally {
       refreshing = false;
@@ -523,6 +530,7 @@
     if (status === 401) {
       // Not refreshed at once: the page would become the sign-in form and take this away.
       signedOut = true;
+      showLive();
       say('Not recorded: your session has ended (signed out elsewhere, or after 12 hours). Reload the page to sign in again; what you typed is kept.', 'bad');
       return null;
     }
@@ -722,8 +730,9 @@
     }
     if (refreshed === 'reloading') return;
     // The form is a new one unless the refresh failed: then these come back on, and the
-    // message says the page is not showing what the request did.
-    buttons.forEach((button) => button.removeAttribute('aria-disabled'));
+    // message says the page is not showing what the request did. Not for a session that
+    // ended: pressed again, they could only be refused again.
+    if (!signedOut) buttons.forEach((button) => button.removeAttribute('aria-disabled'));
     if (after) message.textContent += refreshed === 'swapped' ? after.swapped : after.failed;
     const lost = () => !document.activeElement || document.activeElement === document.body;
     if (back && lost()) back();

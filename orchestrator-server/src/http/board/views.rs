@@ -41,12 +41,14 @@ pub struct Frame<'a> {
     pub request_timeout_ms: u128,
 }
 
-/// The sign-in form, alone on a page or at the top of an open board.
+/// The sign-in form, alone on a page or at the top of an open board; `focus`: its first field
+/// takes the focus (a page for signing in and nothing else).
 pub fn sign_in_form(
     token_required: bool,
     name_asked: bool,
     next: &str,
     refused: Option<&Refused<'_>>,
+    focus: bool,
 ) -> Markup {
     let wrong = |field| {
         refused
@@ -56,6 +58,7 @@ pub fn sign_in_form(
     };
     let (token_invalid, token_described) = wrong(Field::Token);
     let (name_invalid, name_described) = wrong(Field::Name);
+    let first = focus && refused.is_none();
     html! {
         form.sign-in method="post" action="/board/session" {
             @if let Some(refused) = refused {
@@ -66,7 +69,7 @@ pub fn sign_in_form(
                 label for="token" { "Token" }
                 // A token refused: the focus is back in its field, to type it again.
                 input #token type="password" name="token" autocomplete="current-password" required
-                    autofocus[token_invalid.is_some()]
+                    autofocus[token_invalid.is_some() || first]
                     aria-invalid=[token_invalid] aria-describedby=[token_described];
             }
             @if name_asked {
@@ -74,7 +77,7 @@ pub fn sign_in_form(
                 // The name typed is given back; a token never is.
                 input #name type="text" name="name" autocomplete="username" maxlength="128" required
                     value=[refused.map(|r| r.name).filter(|n| !n.is_empty())]
-                    autofocus[name_invalid.is_some() && token_invalid.is_none()]
+                    autofocus[(name_invalid.is_some() && token_invalid.is_none()) || (first && !token_required)]
                     aria-invalid=[name_invalid] aria-describedby=[name_described];
             }
             button type="submit" { "Sign in" }
@@ -131,7 +134,7 @@ pub fn page(frame: &Frame<'_>, main: Markup) -> Markup {
                     }
                 }
                 @if frame.who.is_none() {
-                    (sign_in_form(frame.token_required, frame.name_asked, frame.feature.map_or("/board".to_owned(), |f| format!("/board/feature/{f}")).as_str(), None))
+                    (sign_in_form(frame.token_required, frame.name_asked, frame.feature.map_or("/board".to_owned(), |f| format!("/board/feature/{f}")).as_str(), None, false))
                 }
                 p #message.message role="alert" aria-live="assertive" {}
                 // What a live update changed, for screen readers (the page shows it).
@@ -188,7 +191,7 @@ pub fn sign_in_page(
                 @if token_required { "Sign in with your API token." }
                 @else { "Sign in with your name; it is recorded as the actor of your decisions." }
             }
-            (sign_in_form(token_required, name_asked, next, refused))
+            (sign_in_form(token_required, name_asked, next, refused, true))
         },
     )
 }
@@ -276,10 +279,14 @@ pub fn overview(data: &Overview) -> Markup {
             section aria-labelledby="counts-title" {
                 h2 #counts-title { "By state" }
                 ul.counts {
+                    // Each a link to its list: a keyboard reaches any state's features from
+                    // here, not past every feature waiting for review.
                     @for state in WorkflowState::ALL {
                         li.count data-state=(state) {
-                            span.n { (data.summary.counts.get(state)) }
-                            span.label { (state) }
+                            a href=(super::state_page(state, None)) {
+                                span.n { (data.summary.counts.get(state)) }
+                                span.label { (state) }
+                            }
                         }
                     }
                     li.count.overdue-count {
@@ -287,6 +294,11 @@ pub fn overview(data: &Overview) -> Markup {
                         span.label { "Overdue" }
                     }
                 }
+            }
+            // A list filtered by state comes first: it is what was asked for (the gate's, paged
+            // past the 200 the overview shows, among others).
+            @if data.filter.is_some() {
+                (others(data))
             }
             section aria-labelledby="waiting-title" {
                 h2 #waiting-title { "Waiting for review" }
@@ -307,21 +319,32 @@ pub fn overview(data: &Overview) -> Markup {
                     }
                 }
             }
-            section aria-labelledby="others-title" {
-                h2 #others-title { "Other features" }
-                form #filter.filter method="get" action="/board" {
-                    label for="state" { "State" }
-                    select #state name="state" {
-                        option value="" selected[data.filter.is_none()] { "All but GATE_1" }
-                        @for state in WorkflowState::ALL {
-                            option value=(state) selected[data.filter == Some(state)] { (state) }
-                        }
+            @if data.filter.is_none() {
+                (others(data))
+            }
+        }
+    }
+}
+
+/// The overview's features by state: all but the gate's, or the one state filtered by.
+fn others(data: &Overview) -> Markup {
+    html! {
+        section aria-labelledby="others-title" {
+            h2 #others-title {
+                @if data.filter.is_some() { "Features by state" } @else { "Other features" }
+            }
+            form #filter.filter method="get" action="/board" {
+                label for="state" { "State" }
+                select #state name="state" {
+                    option value="" selected[data.filter.is_none()] { "All but GATE_1" }
+                    @for state in WorkflowState::ALL {
+                        option value=(state) selected[data.filter == Some(state)] { (state) }
                     }
-                    button type="submit" { "Filter" }
                 }
-                @for group in &data.others {
-                    (group_list(group, now))
-                }
+                button type="submit" { "Filter" }
+            }
+            @for group in &data.others {
+                (group_list(group, data.now))
             }
         }
     }
