@@ -38,9 +38,18 @@ fn client_error_head(bytes: &[u8]) -> bool {
     bytes.starts_with(b"HTTP/1.1 4") || bytes.starts_with(b"HTTP/1.0 4")
 }
 
+/// How long a write may wait for the client once the server is stopping: a client that
+/// stopped reading (an event stream's, most often, whose end is queued behind what it did not
+/// read) would otherwise hold the drain for the whole write timeout.
+pub const STOPPING_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Resolves once the server is stopping.
+type Stopping = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// A stream whose writes pass through unchanged, except hyper's own bodiless error answers;
 /// a write the client does not take within the write timeout fails the connection (a client
-/// that does not read its answers would otherwise hold a connection slot for ever).
+/// that does not read its answers would otherwise hold a connection slot for ever), within
+/// [`STOPPING_WRITE_TIMEOUT`] once the server is stopping.
 pub struct EnvelopeIo<T> {
     inner: T,
     /// How long a write may wait for the client.
@@ -49,6 +58,8 @@ pub struct EnvelopeIo<T> {
     pending: Option<(Vec<u8>, usize)>,
     /// Running while a write waits for the client.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Until the server is stopping (then `None`, and `write_timeout` the shorter one).
+    stopping: Option<Stopping>,
 }
 
 impl<T> EnvelopeIo<T> {
@@ -59,7 +70,18 @@ impl<T> EnvelopeIo<T> {
             write_timeout,
             pending: None,
             stalled: None,
+            stopping: None,
         }
+    }
+
+    /// Writes wait at most [`STOPPING_WRITE_TIMEOUT`] (if shorter) once `stop` says true — a
+    /// write already waiting then too, from that moment.
+    pub fn stopping_with(mut self, mut stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stopping = Some(Box::pin(async move {
+            // A dropped sender (the server gone) is a stop too.
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        }));
+        self
     }
 
     /// Tracks how long writes have been waiting: `Pending` while the client has some time
@@ -74,6 +96,16 @@ impl<T> EnvelopeIo<T> {
         let timer = self
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if let Some(stopping) = &mut self.stopping
+            && stopping.as_mut().poll(cx).is_ready()
+        {
+            self.stopping = None;
+            self.write_timeout = self.write_timeout.min(STOPPING_WRITE_TIMEOUT);
+            let sooner = tokio::time::Instant::now() + self.write_timeout;
+            if sooner < timer.deadline() {
+                timer.as_mut().reset(sooner);
+            }
+        }
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -270,6 +302,35 @@ mod tests {
         let envelope: ErrorEnvelope = serde_json::from_str(body).unwrap();
         assert_eq!(envelope.error.code, ErrorCode::BadRequest);
         assert!(client_error_head(head));
+    }
+
+    /// A write the client does not take fails after the write timeout; once the server is
+    /// stopping, after [`STOPPING_WRITE_TIMEOUT`] — a write already waiting too.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_write_waits_less_once_the_server_is_stopping() {
+        use tokio::io::AsyncWriteExt;
+        let long = std::time::Duration::from_secs(600);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        // The client reads nothing: 64 bytes fill the pipe.
+        let (_client, server) = tokio::io::duplex(64);
+        let mut io = EnvelopeIo::new(server, long).stopping_with(stopping.clone());
+        io.write_all(&[b'x'; 64]).await.unwrap();
+        let write = tokio::spawn(async move { io.write_all(b"more").await });
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        assert!(!write.is_finished(), "a minute of a ten-minute timeout");
+        stop.send_replace(true);
+        let started = tokio::time::Instant::now();
+        let failed = write.await.unwrap().unwrap_err();
+        assert_eq!(failed.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), STOPPING_WRITE_TIMEOUT);
+        // A write that starts waiting after the stop waits as little.
+        let (_client, server) = tokio::io::duplex(64);
+        let mut io = EnvelopeIo::new(server, long).stopping_with(stopping);
+        io.write_all(&[b'x'; 64]).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let failed = io.write_all(b"more").await.unwrap_err();
+        assert_eq!(failed.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), STOPPING_WRITE_TIMEOUT);
     }
 
     #[tokio::test]

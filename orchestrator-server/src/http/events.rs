@@ -448,7 +448,7 @@ fn parse_query(query: Option<&str>, stream: bool) -> Result<EventsQuery> {
 #[utoipa::path(
     get, path = "/events/stream", tag = "events", operation_id = "stream_events",
     params(
-        ("Last-Event-ID" = Option<String>, Header, description = "resume after this id (wins over `after`, which must still be a whole number if given); empty, it names nothing"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this id (wins over `after`, which must still be a whole number if given); empty, it names nothing; given once (two of the header are 400)"),
         ("after" = Option<String>, Query, description = "resume after this id; with neither, only events from now on"),
         ("feature_id" = Option<String>, Query, description = "only this workflow's events"),
         ("type" = Option<String>, Query, description = "only these types, comma-separated (or the parameter repeated: the types add up)"),
@@ -476,10 +476,18 @@ pub async fn stream_events(
     let slot = app.stream_slot(share_key)?;
     // Empty, it names no event (as a browser's EventSource that has seen none sends nothing):
     // the query's `after`, or from now, as without it.
-    if let Some(value) = headers
-        .get("last-event-id")
-        .filter(|v| !v.as_bytes().trim_ascii().is_empty())
-    {
+    let mut given = headers.get_all("last-event-id").iter();
+    let last_event_id = given.next();
+    if given.next().is_some() {
+        // Which of two would win is a guess either way (as two `Idempotency-Key`s are).
+        return Err(ApiError::Validation(
+            orchestrator_core::ValidationError::new(
+                "Last-Event-ID",
+                "must be given once, not twice",
+            ),
+        ));
+    }
+    if let Some(value) = last_event_id.filter(|v| !v.as_bytes().trim_ascii().is_empty()) {
         let id = value
             .to_str()
             .ok()

@@ -839,6 +839,7 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         };
         let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
+        let stopping = app.closing();
         let app = app.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             let app = app.clone();
@@ -846,7 +847,7 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
             request.extensions_mut().insert(Peer(peer));
             async move { Ok::<_, Infallible>(app.handle(request).await) }
         });
-        let io = TokioIo::new(conn::EnvelopeIo::new(stream, write_timeout));
+        let io = TokioIo::new(conn::EnvelopeIo::new(stream, write_timeout).stopping_with(stopping));
         let connection = graceful.watch(http.serve_connection(io, service));
         connections.spawn(async move {
             if let Err(e) = connection.await {

@@ -262,6 +262,20 @@ async fn a_quiet_stream_hears_heartbeats_and_the_wire_format_is_sse() {
             .unwrap_or_default()
             .starts_with("Last-Event-ID")
     );
+    // Given twice, which one was meant is not guessed.
+    let twice = reqwest::Client::new()
+        .get(app.url("/events/stream"))
+        .header("last-event-id", "0")
+        .header("last-event-id", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 400);
+    let body: serde_json::Value = twice.json().await.unwrap();
+    assert_eq!(
+        body["error"]["details"][0],
+        "Last-Event-ID: must be given once, not twice"
+    );
     // Empty, it names nothing: the query's `after` holds.
     let mut empty = reqwest::Client::new()
         .get(app.url("/events/stream?after=0"))
