@@ -391,12 +391,16 @@ impl App {
             principal = tracing::field::Empty,
         );
         // The route a request that runs out of time is counted under.
-        let matched = self
-            .0
-            .router
-            .at(request.uri().path())
-            .ok()
-            .map(|found| *found.value);
+        let found = self.0.router.at(request.uri().path()).ok();
+        let matched = found.as_ref().map(|found| *found.value);
+        // Its feature, from the path, on every log line of the request: those of a refusal
+        // before the handler reads the path too (a role, a token, a board's CSRF check).
+        if let Some(id) = found
+            .and_then(|found| found.params.get("feature_id"))
+            .and_then(|raw| orchestrator_core::FeatureId::parse(raw).ok())
+        {
+            span.record("feature_id", id.as_str());
+        }
         // Errors on the board's paths are pages, wherever they are met.
         let page = board::owns(request.uri().path());
         let failed = move |error: ApiError| {

@@ -606,6 +606,7 @@ async fn a_refused_decision_is_logged_with_the_principal_who_tried() {
     let dir = TempDir::new().unwrap();
     let file = dir.path().join("principals.toml");
     let bot = mint(&file, "build-bot", ActorKind::Agent, &[Role::Admin]);
+    let vic = mint(&file, "vic", ActorKind::Human, &[Role::Viewer]);
     let port = free_port();
     let child = server()
         .env("HOST", "127.0.0.1")
@@ -636,6 +637,18 @@ async fn a_refused_decision_is_logged_with_the_principal_who_tried() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::Forbidden), "{refused}");
+    // A refusal for want of a role comes before the handler reads the path: its line names
+    // the feature all the same.
+    let viewer = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .token(vic)
+        .build()
+        .unwrap();
+    let refused = viewer
+        .advance_workflow(&feature, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden), "{refused}");
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -650,6 +663,12 @@ async fn a_refused_decision_is_logged_with_the_principal_who_tried() {
     let line: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(line["code"], "FORBIDDEN", "{line}");
     assert_eq!(line["span"]["principal"], "build-bot", "{line}");
+    assert_eq!(line["span"]["feature_id"], "tried", "{line}");
+    let line = log
+        .lines()
+        .find(|line| line.contains("request refused") && line.contains(r#""principal":"vic""#))
+        .unwrap_or_else(|| panic!("no refusal of vic logged: {log}"));
+    let line: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(line["span"]["feature_id"], "tried", "{line}");
 }
 
