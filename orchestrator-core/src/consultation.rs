@@ -103,8 +103,9 @@ impl From<AnswerStatus> for ConsultationStatus {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsultationError {
     /// `agent_hub_unavailable` (unreachable or too slow), `agent_hub_error` (it answered
-    /// with an error), `unknown_topic`, `interrupted` (the server stopped first), or
-    /// `internal` (the orchestrator could not keep the hub session).
+    /// with an error), `unknown_topic`, `interrupted` (the server stopped first),
+    /// `workflow_not_active` (the workflow was cancelled or finished while the hub was
+    /// asked), or `internal` (the orchestrator could not keep the hub session).
     pub code: String,
     /// What happened, in the orchestrator's words.
     pub message: String,

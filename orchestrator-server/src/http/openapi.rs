@@ -1021,6 +1021,14 @@ fn state_answer_values(doc: &mut Value) {
     });
     schemas["Consultation"]["properties"]["confidence"]["maximum"] = json!(100);
     schemas["HealthCheck"]["properties"]["status"]["enum"] = json!(["ok", "error"]);
+    // What an event always says, as a validator can check it.
+    for (field, value) in [
+        ("specversion", "1.0"),
+        ("source", "orchestrator"),
+        ("datacontenttype", "application/json"),
+    ] {
+        schemas["CloudEvent"]["properties"][field]["enum"] = json!([value]);
+    }
     schemas["ConsultationError"]["properties"]["code"]["enum"] =
         json!(orchestrator_core::consultation::ConsultationError::CODES);
     schemas["Webhook"]["properties"]["id"]["pattern"] = json!("^wh_[0-9a-f]{32}$");

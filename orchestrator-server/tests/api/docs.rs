@@ -655,6 +655,14 @@ async fn the_openapi_document_describes_every_endpoint() {
         .map(|kind| &kind["properties"]["kind"]["enum"][0])
         .collect();
     assert_eq!(kinds, ["approvals", "escalation", "asking"]);
+    // What every event says alike, a validator checks.
+    let event = &schemas["CloudEvent"]["properties"];
+    assert_eq!(event["specversion"]["enum"], json!(["1.0"]));
+    assert_eq!(event["source"]["enum"], json!(["orchestrator"]));
+    assert_eq!(
+        event["datacontenttype"]["enum"],
+        json!(["application/json"])
+    );
     // The board's files are each named, with the type each is served as; every board answer
     // carries the policy the server sends.
     let asset = &doc["paths"]["/board/assets/{file}"]["get"];
