@@ -1050,6 +1050,12 @@ pub struct Delivery {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     #[serde(serialize_with = "crate::workflow::rfc3339_option")]
     pub delivered_at: Option<Timestamp>,
+    /// When the event was turned into this delivery (within about a second of the event's
+    /// commit, later while a backlog is worked through); it is deleted
+    /// `EVENTS_RETENTION_SECONDS` after, once delivered or failed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "crate::workflow::rfc3339")]
+    pub created_at: Timestamp,
 }
 
 /// `GET /webhooks/{id}/deliveries`.

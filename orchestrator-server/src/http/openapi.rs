@@ -1754,6 +1754,7 @@ pub(crate) mod examples {
                     "last_error": "the target answered 503",
                     "next_attempt_at": "2026-12-01T09:35:05Z",
                     "delivered_at": null,
+                    "created_at": "2026-12-01T09:30:00.310Z",
                 },
                 {
                     "id": "msg_1c3d5e7f9a1b4c6d8e0f2a4b6c8d0e2f",
@@ -1765,6 +1766,7 @@ pub(crate) mod examples {
                     "last_error": null,
                     "next_attempt_at": null,
                     "delivered_at": "2026-12-01T09:30:00.120Z",
+                    "created_at": "2026-12-01T09:30:00.080Z",
                 },
             ],
             "next_cursor": "e42",

@@ -766,6 +766,7 @@ pub struct ListedDeliveryRow {
     pub last_error: Option<String>,
     pub next_attempt_at: Option<i64>,
     pub delivered_at: Option<i64>,
+    pub created_at: i64,
 }
 
 impl TryFrom<ListedDeliveryRow> for api::Delivery {
@@ -790,6 +791,7 @@ impl TryFrom<ListedDeliveryRow> for api::Delivery {
                 .transpose()?,
             next_attempt_at: time("next_attempt_at", row.next_attempt_at)?,
             delivered_at: time("delivered_at", row.delivered_at)?,
+            created_at: c.time("created_at", row.created_at)?,
             last_error: row.last_error,
             id: row.id,
         })

@@ -267,7 +267,20 @@ async fn each_matching_event_is_posted_signed_and_recorded_as_delivered() {
         assert_eq!(delivery.attempts, 1);
         assert_eq!(delivery.last_status_code, Some(200));
         assert!(delivery.delivered_at.is_some() && delivery.next_attempt_at.is_none());
+        // Made when its event was turned into it, before it was delivered.
+        assert!(
+            Some(delivery.created_at) <= delivery.delivered_at,
+            "{delivery:?}"
+        );
     }
+    let made_at = |received: &Received| {
+        let time = received.event()["time"].as_str().unwrap().to_owned();
+        chrono::DateTime::parse_from_rfc3339(&time).unwrap()
+    };
+    assert!(
+        deliveries[1].created_at >= made_at(&first),
+        "{deliveries:?}"
+    );
     let metrics = app.metrics().await;
     for series in [
         "orchestrator_webhook_attempts_total{outcome=\"delivered\"} 2",
