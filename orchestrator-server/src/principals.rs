@@ -201,6 +201,13 @@ impl Principals {
         self.by_token_hash.get(&token_hash(token))
     }
 
+    /// The principal named `name`, as the gate compares names ([`Actor::same_person`]).
+    pub fn named(&self, name: &Actor) -> Option<&Principal> {
+        self.by_token_hash
+            .values()
+            .find(|principal| principal.name.same_person(name))
+    }
+
     /// The principal whose token has this SHA-256 (hex).
     pub fn with_token_hash(&self, hex: &str) -> Option<&Principal> {
         self.by_token_hash.get(&token_hash_from_hex(hex)?)

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use http::{HeaderMap, header};
-use orchestrator_core::{Action, Principal, Role};
+use orchestrator_core::{Action, Actor, Principal, Role};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
@@ -177,6 +177,18 @@ impl Auth {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .with_token_hash(hex)
+            .cloned()
+    }
+
+    /// The principal named `name` in the file's last good reading (principals mode only).
+    pub fn principal_named(&self, name: &Actor) -> Option<Principal> {
+        let Auth::Principals { current, .. } = self else {
+            return None;
+        };
+        current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .named(name)
             .cloned()
     }
 

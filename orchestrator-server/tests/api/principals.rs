@@ -259,9 +259,30 @@ async fn one_persons_approval_counts_once_even_given_through_someone_else() {
     bot.start_workflow(&StartWorkflowRequest::new("two", "needs two people"))
         .await
         .unwrap();
-    bot.advance_workflow(&id("two"), &AdvanceRequest::new("agent_complete"))
+    let at_gate = bot
+        .advance_workflow(&id("two"), &AdvanceRequest::new("agent_complete"))
         .await
         .unwrap();
+
+    // Nobody approves or rejects in an agent's name, however it is spelt: nothing stored.
+    for (trigger, name) in [
+        ("human_approved", "build-bot"),
+        ("human_rejected", "BUILD-BOT"),
+    ] {
+        let mut for_the_bot = AdvanceRequest::new(trigger);
+        for_the_bot.actor = Some(name.to_owned());
+        for_the_bot.reason = Some("looks fine to the bot".to_owned());
+        assert_forbidden(
+            alice.advance_workflow(&id("two"), &for_the_bot).await,
+            &format!(
+                "actor: {name} is an agent, and an approval or rejection is a person's, given in no agent's name"
+            ),
+        );
+    }
+    assert_eq!(
+        alice.get_workflow(&id("two")).await.unwrap().version,
+        at_gate.version
+    );
 
     // Alice approves for Carol: the approval is both of theirs.
     let mut for_carol = AdvanceRequest::new("human_approved");

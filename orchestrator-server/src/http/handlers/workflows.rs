@@ -10,7 +10,8 @@ use orchestrator_core::api::{
     StartWorkflowRequest, SummaryResponse, WorkflowResponse, cursor, paths,
 };
 use orchestrator_core::{
-    Advance, FeatureId, StartWorkflow, Started, Timestamp, Trigger, ValidationError, Workflow,
+    ActorKind, Advance, FeatureId, StartWorkflow, Started, Timestamp, Trigger, ValidationError,
+    Workflow,
 };
 
 use crate::http::App;
@@ -198,6 +199,19 @@ pub async fn advance_workflow(
     }
     if let Some(principal) = caller.principal() {
         command = command.by(principal);
+    }
+    // Agents never decide, nor does a person in an agent's name: the record would show an
+    // approval or rejection given for an agent.
+    if command.trigger.is_human_decision()
+        && let Some(whom) = &command.on_behalf_of
+        && app
+            .auth()
+            .principal_named(whom)
+            .is_some_and(|named| named.kind == ActorKind::Agent)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "actor: {whom} is an agent, and an approval or rejection is a person's, given in no agent's name"
+        )));
     }
     let trigger = command.trigger;
     // An agent may finish its work while a consultation of it waits for a human: the gate it
