@@ -1525,6 +1525,10 @@ async fn the_gates_waiting_are_listed_by_deadline_overdue_first_none_last() {
     assert!(order.is_sorted(), "{order:?}");
     let overdue = &board.text[order[0]..order[1]];
     assert!(overdue.contains("Overdue"), "{overdue}");
+    // Each deadline says how far off it is, the past one how long ago it was.
+    assert!(overdue.contains(" s ago</time>)"), "{overdue}");
+    let in_an_hour = &board.text[order[1]..order[2]];
+    assert!(in_an_hour.contains(">in 59 min</time>)"), "{in_an_hour}");
     assert!(!board.text[order[1]..].contains(r#"class="badge overdue""#));
 }
 

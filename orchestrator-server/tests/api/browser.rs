@@ -457,6 +457,24 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     .await
     .unwrap();
     wait_text(&a, "dl.facts time[data-ago]", |t| t == "2 h 5 min").await;
+    // So is a deadline's "in 3 min", and once past, its "… ago".
+    a.execute(
+        "const main = document.getElementById('main');
+         const made = Date.parse(main.dataset.now);
+         for (const [id, offset] of [['soon', 185], ['past', -300]]) {
+           const time = document.createElement('time');
+           time.id = id;
+           time.dataset.until = '';
+           time.dateTime = new Date(made + offset * 1000).toISOString();
+           main.append(time);
+         }
+         document.dispatchEvent(new Event('visibilitychange'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_text(&a, "#soon", |t| t == "in 3 min").await;
+    wait_text(&a, "#past", |t| t == "5 min ago").await;
 
     // Bob has the feature open while Alice approves first: 1 of 2, and now she may not
     // approve again.
@@ -972,6 +990,55 @@ async fn reviewers_take_a_feature_through_a_two_approval_gate_in_the_browser() {
     assert_eq!(
         focused.as_str().map(str::to_owned),
         opened.as_str().map(|id| format!("SUMMARY {id} true"))
+    );
+
+    // A refusal the reader needs stays when the refresh after it shows somebody else's change:
+    // Bob approves a two-approval gate while Alice's page, not refreshed since, shows none;
+    // her Approve is refused and says why, and the page then shows the feature as it is.
+    let mut race = StartWorkflowRequest::new("same-round", "Two approvals, one raced");
+    race.gate = Some(GateRequest {
+        required_approvals: Some(2),
+        ..GateRequest::default()
+    });
+    agent.start_workflow(&race).await.unwrap();
+    let raced = orchestrator_core::FeatureId::parse("same-round").unwrap();
+    agent
+        .advance_workflow(&raced, &AdvanceRequest::new("agent_complete"))
+        .await
+        .unwrap();
+    a.goto(&app.url("/board/feature/same-round")).await.unwrap();
+    wait_text(&a, "#verdict", |t| t == "You may approve.").await;
+    // Her page fetches nothing again until she decides.
+    a.execute(
+        "window.realFetch = window.fetch;
+         window.fetch = (url, options) => {
+           if (options && options.method === 'POST') {
+             window.fetch = window.realFetch;
+             return window.realFetch(url, options);
+           }
+           return String(url) === location.href
+             ? Promise.reject(new TypeError('held back by the test'))
+             : window.realFetch(url, options);
+         };",
+        vec![],
+    )
+    .await
+    .unwrap();
+    bob_api
+        .advance_workflow(&raced, &AdvanceRequest::new("human_approved"))
+        .await
+        .unwrap();
+    wait_text(&a, "#live", |t| t.starts_with("Live, but")).await;
+    wait_text(&a, "#approvals", |t| t == "Approvals 0 of 2").await;
+    click(&a, "Approve").await;
+    wait_text(&a, "#approvals", |t| t == "Approvals 1 of 2").await;
+    let refused = wait_text(&a, "#message", |t| t.starts_with("Not recorded")).await;
+    assert!(
+        refused.contains(
+            "changed while you were looking (you saw version 2; since then bob approved; it is \
+             now GATE_1 at version 3, with 1 of 2 approvals)"
+        ),
+        "{refused}"
     );
 
     // Sign-out ends the session on the server: the old cookie no longer works.

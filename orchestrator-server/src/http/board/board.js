@@ -204,9 +204,12 @@
         if (again) again.setAttribute('aria-invalid', 'true');
       });
       // Somebody else changed the feature since: what `#message` said of the reader's last
-      // request (1 of 2 approvals, no answer) was about a page that is gone.
+      // request that was recorded ("Approved: 1 of 2 approvals") was about a page that is gone.
+      // A refusal or a warning stays: it says what the reader needs to know, the new state
+      // included.
       const version = next.dataset.version;
-      if (version && version !== current.dataset.version && version !== toldVersion) say('', '');
+      if (version && version !== current.dataset.version && version !== toldVersion &&
+          message.classList.contains('ok')) say('', '');
       pin(next.querySelector('#decide'));
       const former = current.dataset;
       const before = { state: former.state, version: former.version, waiting: former.waiting, overdue: former.overdue };
@@ -774,7 +777,7 @@
       .forEach((f) => bindButtons(f, (g, action) => responseMissing(g, action) || submitting(g, respond, action)));
   }
 
-  // --- "3 min" kept current on a page no event brings again: every 20 s, and when the tab is
+  // --- "3 min" (and a deadline's "in 3 min") kept current on a page no event brings again: every 20 s, and when the tab is
   // shown again. Reckoned on the server's clock: the page says what time it was made there. ---
   let skew = 0;
 
@@ -798,6 +801,13 @@
       const at = Date.parse(time.dateTime);
       if (Number.isNaN(at)) return;
       time.textContent = agoText(Math.max(0, Math.floor((now - at) / 1000)));
+    });
+    // A deadline: "in 3 min", then "5 min ago", as the server says it.
+    document.querySelectorAll('#main time[data-until]').forEach((time) => {
+      const at = Date.parse(time.dateTime);
+      if (Number.isNaN(at)) return;
+      const s = Math.trunc((at - now) / 1000);
+      time.textContent = s > 0 ? 'in ' + agoText(s) : agoText(-s) + ' ago';
     });
   }
 

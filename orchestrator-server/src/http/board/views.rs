@@ -415,7 +415,7 @@ fn waiting_item(w: &WorkflowResponse, now: Timestamp) -> Markup {
                     span.at-gate { "At the gate for " (since(entered, now)) }
                 }
                 @if let Some(due) = gate.due_at {
-                    span.due { "Due " (when(due)) }
+                    span.due { "Due " (due_at(due, now)) }
                 }
             }
         }
@@ -604,7 +604,7 @@ fn gate_section(data: &Feature) -> Markup {
             @if !gate.approvals.is_empty() {
                 p { "Approved by " @for (i, a) in gate.approvals.iter().enumerate() { @if i > 0 { ", " } strong { (a.actor.as_str()) } @if let Some(whom) = &a.on_behalf_of { " for " strong { (whom.as_str()) } } } "." }
             }
-            @if let Some(due) = gate.due_at { p { "Due " (when(due)) "." } }
+            @if let Some(due) = gate.due_at { p { "Due " (due_at(due, data.now)) "." } }
             @match &data.verdict {
                 Verdict::SignedOut => p #verdict.verdict { "Sign in to approve or reject." },
                 Verdict::May => {
@@ -770,6 +770,21 @@ fn since(at: Timestamp, now: Timestamp) -> Markup {
     html! { time datetime=(instant(at)) data-ago { (ago(at, now)) } }
 }
 
+/// A deadline: when, and how far off it is from `now` ([`until`]), kept current by the page's
+/// script: "2026-12-08 02:45 UTC (in 3 min)".
+fn due_at(at: Timestamp, now: Timestamp) -> Markup {
+    html! { (when(at)) " (" time datetime=(instant(at)) data-until { (until(at, now)) } ")" }
+}
+
+/// How far off `at` is: "in 3 min" before it, "5 min ago" once past ([`ago`]'s words).
+pub fn until(at: Timestamp, now: Timestamp) -> String {
+    if at > now {
+        format!("in {}", ago(now, at))
+    } else {
+        format!("{} ago", ago(at, now))
+    }
+}
+
 /// How long ago `at` was, roughly: "45 s", "3 min", "2 h 5 min", "4 d 3 h".
 pub fn ago(at: Timestamp, now: Timestamp) -> String {
     let s = (now - at).num_seconds().max(0);
@@ -811,6 +826,10 @@ mod tests {
         assert_eq!(ago(before(2 * 3600 + 5 * 60), now), "2 h 5 min");
         assert_eq!(ago(before(4 * 86_400 + 3 * 3600), now), "4 d 3 h");
         assert_eq!(ago(now + chrono::Duration::seconds(5), now), "0 s");
+        // A deadline, before and after.
+        assert_eq!(until(now + chrono::Duration::seconds(185), now), "in 3 min");
+        assert_eq!(until(before(300), now), "5 min ago");
+        assert_eq!(until(now, now), "0 s ago");
     }
 
     #[test]
