@@ -331,11 +331,7 @@ pub fn add(
         })?
     };
     // Names compare as they load: white space around one, or its case, does not make another.
-    if let Some(taken) = loaded
-        .by_token_hash
-        .values()
-        .find(|principal| principal.name.same_person(name))
-    {
+    if let Some(taken) = loaded.named(name) {
         // The name as the file spells it (`ALICE` is refused for `alice`).
         return Err(PrincipalsError::NameTaken {
             path: path.to_owned(),

@@ -473,13 +473,11 @@ pub async fn stream_events(
     // and catches up.
     let revocations = app.revocations();
     let mut query = parse_query(query, true)?;
-    let slot = app.stream_slot(share_key)?;
-    // Empty, it names no event (as a browser's EventSource that has seen none sends nothing):
-    // the query's `after`, or from now, as without it.
     let mut given = headers.get_all("last-event-id").iter();
     let last_event_id = given.next();
     if given.next().is_some() {
-        // Which of two would win is a guess either way (as two `Idempotency-Key`s are).
+        // Which of two would win is a guess either way (as two `Idempotency-Key`s are), empty
+        // ones too; told before a full server's 503, as every malformed request is.
         return Err(ApiError::Validation(
             orchestrator_core::ValidationError::new(
                 "Last-Event-ID",
@@ -487,6 +485,9 @@ pub async fn stream_events(
             ),
         ));
     }
+    let slot = app.stream_slot(share_key)?;
+    // Empty, it names no event (as a browser's EventSource that has seen none sends nothing):
+    // the query's `after`, or from now, as without it.
     if let Some(value) = last_event_id.filter(|v| !v.as_bytes().trim_ascii().is_empty()) {
         let id = value
             .to_str()

@@ -397,7 +397,7 @@ impl App {
         // before the handler reads the path too (a role, a token, a board's CSRF check).
         if let Some(id) = found
             .and_then(|found| found.params.get("feature_id"))
-            .and_then(|raw| orchestrator_core::FeatureId::parse(raw).ok())
+            .and_then(|raw| orchestrator_core::FeatureId::parse(path_param(raw)).ok())
         {
             span.record("feature_id", id.as_str());
         }
