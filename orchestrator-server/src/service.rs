@@ -193,6 +193,8 @@ pub async fn build_app(config: &Config) -> Result<App, StartupError> {
         app.forget_left_keys().await;
         app.release_delivery_leases().await;
     }
+    // Webhooks made while private networks were allowed fail every delivery once they are
+    // not: said now, not only in each attempt's `last_error`.
     if let Some(webhooks) = app.webhooks() {
         webhooks.warn_of_refused_targets().await;
     }

@@ -183,11 +183,13 @@ impl Webhooks {
             }
         };
         for webhook in webhooks {
-            if let Some(why) = refused_target(&webhook.url) {
+            if let Some(target) = refused_target(&webhook.url) {
                 tracing::warn!(
                     webhook = %webhook.id,
-                    "a webhook's target {why}, and WEBHOOK_ALLOW_PRIVATE_NETWORKS is off: every \
-                     delivery to it fails; delete the webhook or allow private networks"
+                    target = %target,
+                    "a webhook's target is not a public address, and \
+                     WEBHOOK_ALLOW_PRIVATE_NETWORKS is off: every delivery to it fails; delete \
+                     the webhook or allow private networks"
                 );
             }
         }
@@ -210,8 +212,8 @@ impl Webhooks {
             }) => (
                 Some(status),
                 Some(format!(
-                    "the target answered {status}, to {location} (redirects are not followed: \
-                     make that the webhook's URL)"
+                    "the target answered {status}, a redirect, which is not followed (make a \
+                     webhook of where it points and delete this one): {location}"
                 )),
             ),
             Ok(Answer { status, .. }) => {
@@ -265,11 +267,19 @@ impl Webhooks {
             .await
             .map_err(describe)?;
         let status = response.status();
+        // Resolved against the URL posted to (a `Location` may be relative), as a browser
+        // would follow it.
         let location = status
             .is_redirection()
             .then(|| response.headers().get(http::header::LOCATION))
             .flatten()
-            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+            .map(|value| {
+                let text = String::from_utf8_lossy(value.as_bytes());
+                response
+                    .url()
+                    .join(&text)
+                    .map_or_else(|_| text.into_owned(), String::from)
+            });
         Ok(Answer {
             status: status.as_u16(),
             location,
@@ -327,19 +337,17 @@ fn check_url(text: &str) -> Result<reqwest::Url, ValidationError> {
     Ok(url)
 }
 
-/// Why deliveries to `url` are refused whatever its name servers say, where private networks
-/// are not allowed: its host is a non-public address written as such, or a `localhost` name
-/// (which never resolves to a public one). `None` for every other URL, names that may
+/// The host of `url` when deliveries to it are refused whatever its name servers say, where
+/// private networks are not allowed: a non-public address written as such, or a `localhost`
+/// name (which never resolves to a public one). `None` for every other URL, names that may
 /// resolve somewhere private included (they are judged at each attempt).
 fn refused_target(url: &str) -> Option<String> {
     let url = reqwest::Url::parse(url).ok()?;
     if let Some(address) = literal_address(&url) {
-        return (!is_public_address(address))
-            .then(|| format!("is {address}, not a public address"));
+        return (!is_public_address(address)).then(|| address.to_string());
     }
     let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
-    (host == "localhost" || host.ends_with(".localhost"))
-        .then(|| format!("is {host}, a loopback name"))
+    (host == "localhost" || host.ends_with(".localhost")).then_some(host)
 }
 
 /// The URL's host as an address, when it is written as one.
@@ -740,15 +748,15 @@ mod tests {
 
     #[test]
     fn a_target_refused_whatever_its_name_servers_say_is_found() {
-        for (url, why) in [
-            ("http://127.0.0.1:9000/hook", "is 127.0.0.1"),
-            ("http://[::1]/hook", "is ::1"),
-            ("https://10.1.2.3/", "is 10.1.2.3"),
-            ("http://localhost:8080/", "is localhost"),
-            ("http://Hooks.LocalHost./x", "is hooks.localhost"),
+        for (url, host) in [
+            ("http://127.0.0.1:9000/hook", "127.0.0.1"),
+            ("http://[::1]/hook", "::1"),
+            ("https://10.1.2.3/", "10.1.2.3"),
+            ("http://[::ffff:10.0.0.1]/", "::ffff:10.0.0.1"),
+            ("http://localhost:8080/", "localhost"),
+            ("http://Hooks.LocalHost./x", "hooks.localhost"),
         ] {
-            let found = refused_target(url).unwrap_or_else(|| panic!("{url}: not found"));
-            assert!(found.starts_with(why), "{url}: {found}");
+            assert_eq!(refused_target(url).as_deref(), Some(host), "{url}");
         }
         for url in [
             "https://93.184.215.14/hook",

@@ -481,13 +481,30 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
         (DeliveryStatus::Pending, Some(302)),
         "{failed:?}"
     );
-    // Where it pointed is told, to be made the webhook's URL.
+    // Where it pointed is told, resolved, to make a webhook of.
     let error = failed[0].last_error.as_deref().unwrap_or_default();
     assert!(
-        error.contains(&format!("answered 302, to {}", elsewhere.url)),
+        error.starts_with("the target answered 302, a redirect, which is not followed"),
         "{error}"
     );
+    assert!(error.ends_with(&format!(": {}", elsewhere.url)), "{error}");
     elsewhere.quiet(Duration::from_millis(500)).await;
+
+    // A relative one, as the address it leads to.
+    let moving = stub_server(move |_| (301, "location: /v2/hook\r\n", "")).await;
+    let webhook = app
+        .client
+        .create_webhook(&CreateWebhookRequest::new(format!("{moving}/hook")))
+        .await
+        .unwrap()
+        .webhook;
+    app.start_workflow("moved").await;
+    let failed = deliveries_until(&app.client, &webhook.id, |items| {
+        items.first().is_some_and(|d| d.attempts >= 1)
+    })
+    .await;
+    let error = failed[0].last_error.as_deref().unwrap_or_default();
+    assert!(error.ends_with(&format!(": {moving}/v2/hook")), "{error}");
 }
 
 /// A webhook deleted while its delivery waits for a retry: nothing more is sent.
