@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     });
 
     // Whatever happens next, the subscription goes: left behind, it would be retried against
-    // this closed port for a day.
+    // this closed port for about 27½ hours.
     let received = receive_two(&client, deliveries).await;
     let unsubscribed = client.delete_webhook(&created.webhook.id).await;
     if unsubscribed.is_ok() {

@@ -199,7 +199,8 @@ fn case_folded(name: &str) -> impl Iterator<Item = char> + '_ {
 /// joiners, direction marks and overrides, invisible operators, fillers, the blank Braille
 /// pattern, variation selectors, the byte-order mark — Unicode's default-ignorable characters
 /// of the Basic Multilingual Plane, U+2800, and the interlinear annotation marks
-/// U+FFF9–U+FFFB (format characters that most fonts draw as nothing). Names given now may not hold them; text made
+/// U+FFF9–U+FFFB with the unassigned U+FFF0–U+FFF8 before them (format characters that most
+/// fonts draw as nothing). Names given now may not hold them; text made
 /// only of them and white space is blank. Not a guard against every look-alike: letters of
 /// different scripts that look alike (a Cyrillic `а`, a Latin `a`) are different names, and
 /// the planes beyond the first are not checked (the API's document states the rule as a
@@ -219,7 +220,7 @@ pub const INVISIBLE: &[(char, char)] = &[
     ('\u{fe00}', '\u{fe0f}'),
     ('\u{feff}', '\u{feff}'),
     ('\u{ffa0}', '\u{ffa0}'),
-    ('\u{fff9}', '\u{fffb}'),
+    ('\u{fff0}', '\u{fffb}'),
 ];
 
 /// Whether `c` is one of the [`INVISIBLE`] characters.

@@ -15,6 +15,10 @@
 //! a connection holds at most that much of an unfinished head (hyper's own default, about
 //! 400 KiB, let a stranger's thousand idle connections hold 400 MiB before any token is read).
 //!
+//! A write the client does not take fails the connection after the write timeout
+//! (`WRITE_TIMEOUT_SECONDS`), and after at most [`STOPPING_WRITE_TIMEOUT`] once the server is
+//! stopping, so that a client that stopped reading never holds a slot, nor the stop.
+//!
 //! Hyper writes a connection's answers in the version of its requests: after an HTTP/1.0
 //! request, its own error answers start `HTTP/1.0`, and are rewritten as well.
 
@@ -85,8 +89,8 @@ impl<T> EnvelopeIo<T> {
     }
 
     /// Tracks how long writes have been waiting: `Pending` while the client has some time
-    /// left, an error once it has had the write timeout. Only progress (a write or flush that
-    /// completed) resets the clock.
+    /// left, an error once it has had the write timeout. Progress (a write or flush that
+    /// completed) resets the clock; the server stopping only brings its end nearer.
     fn watch<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if poll.is_ready() {
             self.stalled = None;

@@ -24,10 +24,14 @@
     return { swapped, failed: ' The page has not been refreshed to show it: reload it before deciding again.' };
   }
 
+  // A write was refused for want of a session: the page is left as it is, saying so.
+  let signedOut = false;
+  const SIGNED_OUT = 'Signed out: reload the page';
+
   function showLive(text, on) {
     if (!live) return;
     // Once a request found the session ended, nothing here is live until a reload.
-    if (signedOut) [text, on] = ['Signed out: reload the page', false];
+    if (signedOut) [text, on] = [SIGNED_OUT, false];
     live.textContent = text;
     live.className = on ? 'live on' : 'live';
   }
@@ -122,8 +126,6 @@
   // shows the feature from before it, and is not swapped in.
   let busy = 0;
   let settled = 0;
-  // A write was refused for want of a session: the page is left as it is, saying so.
-  let signedOut = false;
   // The `settled` count the page on screen was fetched at: it shows every request back by then.
   let shown = 0;
   // Whether the event stream is open, and the pause before retrying a refresh that failed
@@ -225,7 +227,8 @@
       if (focused && !focused()) focusWhatIsSaid(false);
       if (retryIn) {
         retryIn = 0;
-        if (streaming) showLive('Live', true);
+        // The server answered: live again, or about to be once the stream reopens.
+        showLive(streaming ? 'Live' : 'Reconnecting…', streaming);
       }
       return 'swapped';
     } catch (_) {
@@ -533,7 +536,7 @@
     if (status === 401) {
       // Not refreshed at once: the page would become the sign-in form and take this away.
       signedOut = true;
-      showLive();
+      showLive(SIGNED_OUT, false);
       say('Not recorded: your session has ended (signed out elsewhere, or after 12 hours). Reload the page to sign in again; what you typed is kept.', 'bad');
       return null;
     }

@@ -376,7 +376,7 @@ fn group_list(group: &Group, now: Timestamp) -> Markup {
                     @for w in &group.items {
                         tr {
                             td { a href=(feature_href(w.feature_id.as_str())) { (w.feature_id.as_str()) } div.description { (excerpt(w.description.as_str())) } }
-                            td { (w.progress.percent) " %" }
+                            td { (w.progress.percent) "\u{202f}%" }
                             td { (since(w.updated_at, now)) " ago" }
                         }
                     }
@@ -480,7 +480,7 @@ pub fn feature(data: &Feature) -> Markup {
             dl.facts {
                 dt { "State" } dd { span #state.state data-state=(w.state) { (w.state) } }
                 dt { "Version" } dd #version { (w.version) }
-                dt { "Progress" } dd { progress max="100" value=(w.progress.percent) aria-label="Progress" { (w.progress.percent) " %" } " " span aria-hidden="true" { (w.progress.percent) " %" } }
+                dt { "Progress" } dd { progress max="100" value=(w.progress.percent) aria-label="Progress" { (w.progress.percent) "\u{202f}%" } " " span aria-hidden="true" { (w.progress.percent) "\u{202f}%" } }
                 dt { "Time in state" } dd { (since(in_state_since, now)) }
                 dt { "Rework" } dd #rework { (w.progress.rework_count) @if w.progress.rework_count == 1 { " time" } @else { " times" } }
             }
@@ -510,7 +510,7 @@ pub fn feature(data: &Feature) -> Markup {
                                     td data-label="Topic" { (c.topic.as_str()) }
                                     td.text data-label="Question" id=(format!("question-{}", c.id)) { (c.question.as_str()) }
                                     td data-label="Answer" { (answer_cell(c)) }
-                                    td data-label="Confidence" { @if let Some(conf) = c.confidence { (conf) " %" } @else { "—" } }
+                                    td data-label="Confidence" { @if let Some(conf) = c.confidence { (conf) "\u{202f}%" } @else { "—" } }
                                     td data-label="Status" {
                                         (c.status.as_str())
                                         @if c.blocks_gate() && w.state == WorkflowState::Gate1 {
