@@ -496,6 +496,15 @@ async fn open_mode_signs_in_by_name_and_shared_token_mode_by_token_and_name() {
     assert!(feature.text.contains("Sign in to approve or reject."));
     // The form above an open board's page leaves the focus to the page.
     assert!(!field(&feature.text, "name").contains("autofocus"));
+    // Signing in from a filtered list comes back to it.
+    let filtered = get(&open, "/board?state=PHASE_1", None).await;
+    assert!(
+        filtered
+            .text
+            .contains(r#"<input type="hidden" name="next" value="/board?state=PHASE_1">"#),
+        "{}",
+        filtered.text
+    );
     let nameless = post_form(&open, "/board/session", &[("name", " ")], None).await;
     assert_eq!(nameless.status, StatusCode::BAD_REQUEST);
     assert!(nameless.text.contains("Name "), "{}", nameless.text);
@@ -1220,8 +1229,12 @@ async fn a_state_with_more_features_than_a_page_has_pages() {
         first.text
     );
     let second = get(&app, "/board?state=PHASE_1&after=page-199", None).await;
-    assert!(second.text.contains("page-200"), "{}", second.text);
-    assert!(!second.text.contains("page-199"));
+    assert!(second.text.contains(">page-200<"), "{}", second.text);
+    assert!(!second.text.contains(">page-199<"));
+    // Signing in from it comes back to it.
+    assert!(second.text.contains(
+        r#"<input type="hidden" name="next" value="/board?state=PHASE_1&amp;after=page-199">"#
+    ));
     assert!(
         second
             .text

@@ -262,10 +262,15 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
         filter,
         now,
     };
+    let here = filter.map_or_else(
+        || "/board".to_owned(),
+        |state| state_page(state, after.as_ref()),
+    );
     let frame = views::Frame {
         title: &title,
         who: session.as_ref().map(Session::who),
         feature: None,
+        here: &here,
         last_event_id,
         token_required,
         name_asked,
@@ -454,10 +459,12 @@ pub(crate) async fn feature(
         may_respond,
         now,
     };
+    let here = format!("/board/feature/{id}");
     let frame = views::Frame {
         title: id.as_str(),
         who: session.as_ref().map(Session::who),
         feature: Some(id.as_str()),
+        here: &here,
         last_event_id,
         token_required,
         name_asked,

@@ -30,6 +30,9 @@ pub struct Frame<'a> {
     pub who: Option<Who<'a>>,
     /// The feature the page is about; its live updates follow only that feature's events.
     pub feature: Option<&'a str>,
+    /// The page's own address (a filtered overview's with its query): signing in from the
+    /// form above it comes back here.
+    pub here: &'a str,
     /// The last event id when the page was made: the live stream resumes after it.
     pub last_event_id: u64,
     /// Whether sign-in needs a token (shared token and principals modes).
@@ -134,7 +137,7 @@ pub fn page(frame: &Frame<'_>, main: Markup) -> Markup {
                     }
                 }
                 @if frame.who.is_none() {
-                    (sign_in_form(frame.token_required, frame.name_asked, frame.feature.map_or("/board".to_owned(), |f| format!("/board/feature/{f}")).as_str(), None, false))
+                    (sign_in_form(frame.token_required, frame.name_asked, frame.here, None, false))
                 }
                 p #message.message role="alert" aria-live="assertive" {}
                 // What a live update changed, for screen readers (the page shows it).
