@@ -170,26 +170,25 @@ impl Auth {
     /// The principal whose token has this SHA-256 (hex) in the file's last good reading
     /// (principals mode only): a board session holds only while the token that made it does.
     pub fn principal_with_token_hash(&self, hex: &str) -> Option<Principal> {
-        let Auth::Principals { current, .. } = self else {
-            return None;
-        };
-        current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .with_token_hash(hex)
-            .cloned()
+        self.reading()?.with_token_hash(hex).cloned()
     }
 
     /// The principal named `name` in the file's last good reading (principals mode only).
     pub fn principal_named(&self, name: &Actor) -> Option<Principal> {
+        self.reading()?.named(name).cloned()
+    }
+
+    /// The file's last good reading, in principals mode.
+    fn reading(&self) -> Option<Arc<Principals>> {
         let Auth::Principals { current, .. } = self else {
             return None;
         };
-        current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .named(name)
-            .cloned()
+        Some(
+            current
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
+        )
     }
 
     /// Re-reads the principals file; a file that cannot be read or is malformed keeps the
