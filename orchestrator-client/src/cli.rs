@@ -83,8 +83,8 @@ Examples:
 pub enum WebhookCommand {
     /// Subscribe a URL to events; prints the webhook with its secret (shown only now).
     Add {
-        /// Where events are POSTed (absolute http or https); the positional argument, as
-        /// `--url` is the server's address.
+        /// Where events are POSTed (absolute http or https), given as the positional
+        /// argument: `--url` is the server's address.
         // Its own id and name: `url` and `<URL>` are the global --url's, and an error that
         // named both `<URL>` read as if `--url` were the target.
         #[arg(id = "receiver", value_name = "TARGET_URL")]

@@ -692,6 +692,7 @@ mod tests {
             "\u{fe0f}",
             "\u{2800}",
             "\u{fff9}\u{fffb}",
+            "\u{fff0}",
         ] {
             assert!(is_blank(blank), "{blank:?}");
         }

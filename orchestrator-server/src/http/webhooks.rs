@@ -186,7 +186,7 @@ impl Webhooks {
             if let Some(target) = refused_target(&webhook.url) {
                 tracing::warn!(
                     webhook = %webhook.id,
-                    target = %target,
+                    address = %target,
                     "a webhook's target is not a public address, and \
                      WEBHOOK_ALLOW_PRIVATE_NETWORKS is off: every delivery to it fails; delete \
                      the webhook or allow private networks"

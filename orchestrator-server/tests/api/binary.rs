@@ -417,9 +417,10 @@ async fn a_webhook_private_networks_no_longer_reach_is_named_at_start_up() {
         .lines()
         .find(|line| line.contains("a webhook's target"))
         .unwrap_or_else(|| panic!("no warning: {second}"));
-    assert!(warning.contains(&made.unwrap()), "{warning}");
-    assert!(warning.contains(r#""target":"127.0.0.1""#), "{warning}");
-    assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
+    let warning: serde_json::Value = serde_json::from_str(warning).unwrap();
+    assert_eq!(warning["webhook"], made.unwrap().as_str(), "{warning}");
+    assert_eq!(warning["address"], "127.0.0.1", "{warning}");
+    assert_eq!(warning["level"], "WARN", "{warning}");
 }
 
 /// How `child` exited, waiting up to `seconds`; past them it is killed (not left running) and

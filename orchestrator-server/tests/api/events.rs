@@ -276,6 +276,27 @@ async fn a_quiet_stream_hears_heartbeats_and_the_wire_format_is_sse() {
         body["error"]["details"][0],
         "Last-Event-ID: must be given once, not twice"
     );
+    // Told so on a full server too, not 503 as a well-formed stream would be.
+    let full = spawn_app_with(|c| c.max_connections = 4).await;
+    let mut open = Vec::new();
+    for _ in 0..orchestrator_server::http::events::stream_slots(4) {
+        let stream = reqwest::Client::new()
+            .get(full.url("/events/stream"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        open.push(stream);
+    }
+    let twice = reqwest::Client::new()
+        .get(full.url("/events/stream"))
+        .header("last-event-id", "0")
+        .header("last-event-id", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 400);
+    drop(open);
     // Empty, it names nothing: the query's `after` holds.
     let mut empty = reqwest::Client::new()
         .get(app.url("/events/stream?after=0"))

@@ -246,6 +246,8 @@ async fn one_persons_approval_counts_once_even_given_through_someone_else() {
     let alice = mint(&file, "alice", ActorKind::Human, &[Role::Reviewer]);
     let carol = mint(&file, "carol", ActorKind::Human, &[Role::Reviewer]);
     let bot = mint(&file, "build-bot", ActorKind::Agent, &[Role::Agent]);
+    // An agent that did not make the work: only its kind stands in the way.
+    mint(&file, "rev-bot", ActorKind::Agent, &[Role::Agent]);
     let app = spawn_app_with(|c| {
         c.principals_file = Some(file.clone());
         c.gate_required_approvals = 2;
@@ -265,10 +267,7 @@ async fn one_persons_approval_counts_once_even_given_through_someone_else() {
         .unwrap();
 
     // Nobody approves or rejects in an agent's name, however it is spelt: nothing stored.
-    for (trigger, name) in [
-        ("human_approved", "build-bot"),
-        ("human_rejected", "BUILD-BOT"),
-    ] {
+    for (trigger, name) in [("human_approved", "rev-bot"), ("human_rejected", "REV-BOT")] {
         let mut for_the_bot = AdvanceRequest::new(trigger);
         for_the_bot.actor = Some(name.to_owned());
         for_the_bot.reason = Some("looks fine to the bot".to_owned());

@@ -227,8 +227,10 @@
       if (focused && !focused()) focusWhatIsSaid(false);
       if (retryIn) {
         retryIn = 0;
-        // The server answered: live again, or about to be once the stream reopens.
-        showLive(streaming ? 'Live' : 'Reconnecting…', streaming);
+        // The server answered: live again, or about to be once the stream reopens (only what
+        // a failed refresh said is taken back: not a pause, nor a reload under way).
+        if (streaming) showLive('Live', true);
+        else if (live && live.textContent.startsWith('Not live')) showLive('Reconnecting…', false);
       }
       return 'swapped';
     } catch (_) {
@@ -809,8 +811,9 @@
     document.querySelectorAll('#main time[data-until]').forEach((time) => {
       const at = Date.parse(time.dateTime);
       if (Number.isNaN(at)) return;
-      const s = Math.trunc((at - now) / 1000);
-      time.textContent = s > 0 ? 'in ' + agoText(s) : agoText(-s) + ' ago';
+      time.textContent = at > now
+        ? 'in ' + agoText(Math.floor((at - now) / 1000))
+        : agoText(Math.floor((now - at) / 1000)) + ' ago';
     });
   }
 

@@ -262,10 +262,6 @@ pub(crate) async fn overview(app: &App, parts: &Parts) -> Result<HttpResponse, A
         filter,
         now,
     };
-    let here = filter.map_or_else(
-        || "/board".to_owned(),
-        |state| state_page(state, after.as_ref()),
-    );
     let frame = views::Frame {
         title: &title,
         who: session.as_ref().map(Session::who),
