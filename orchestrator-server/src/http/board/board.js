@@ -782,8 +782,9 @@
       .forEach((f) => bindButtons(f, (g, action) => responseMissing(g, action) || submitting(g, respond, action)));
   }
 
-  // --- "3 min" (and a deadline's "in 3 min") kept current on a page no event brings again: every 20 s, and when the tab is
-  // shown again. Reckoned on the server's clock: the page says what time it was made there. ---
+  // --- "3 min" (and a deadline's "in 3 min") kept current on a page no event brings again:
+  // every 20 s, and when the tab is shown again. Reckoned on the server's clock: the page says
+  // what time it was made there. ---
   let skew = 0;
 
   function clocked() {
