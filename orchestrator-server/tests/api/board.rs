@@ -728,7 +728,11 @@ async fn the_page_says_who_may_not_approve_and_why() {
         "{}",
         verdict(&page)
     );
-    assert!(verdict(&page).contains("reviewer"), "{}", verdict(&page));
+    assert!(
+        verdict(&page).contains("approving takes the reviewer role"),
+        "{}",
+        verdict(&page)
+    );
     assert!(!page.text.contains(r#"id="decide""#), "no decision form");
 
     let as_bot = sign_in(&app, &[("token", &bot)]).await;
