@@ -473,11 +473,13 @@ pub async fn stream_events(
     // and catches up.
     let revocations = app.revocations();
     let mut query = parse_query(query, true)?;
+    // The header is judged before a stream slot is taken: a malformed one is told as such on
+    // a full server too, not 503.
     let mut given = headers.get_all("last-event-id").iter();
     let last_event_id = given.next();
     if given.next().is_some() {
         // Which of two would win is a guess either way (as two `Idempotency-Key`s are), empty
-        // ones too; told before a full server's 503, as every malformed request is.
+        // ones too.
         return Err(ApiError::Validation(
             orchestrator_core::ValidationError::new(
                 "Last-Event-ID",
@@ -485,7 +487,6 @@ pub async fn stream_events(
             ),
         ));
     }
-    let slot = app.stream_slot(share_key)?;
     // Empty, it names no event (as a browser's EventSource that has seen none sends nothing):
     // the query's `after`, or from now, as without it.
     if let Some(value) = last_event_id.filter(|v| !v.as_bytes().trim_ascii().is_empty()) {
@@ -501,6 +502,7 @@ pub async fn stream_events(
             })?;
         query.after = Some(id);
     }
+    let slot = app.stream_slot(share_key)?;
     let feed = app.feed();
     let mut started = feed.started.subscribe();
     match tokio::time::timeout(FEED_START_WAIT, started.wait_for(|started| *started)).await {

@@ -288,14 +288,19 @@ async fn a_quiet_stream_hears_heartbeats_and_the_wire_format_is_sse() {
         assert_eq!(stream.status(), 200);
         open.push(stream);
     }
-    let twice = reqwest::Client::new()
-        .get(full.url("/events/stream"))
-        .header("last-event-id", "0")
-        .header("last-event-id", "1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(twice.status(), 400);
+    for (first, second) in [("0", Some("1")), ("yesterday", None)] {
+        let mut request = reqwest::Client::new()
+            .get(full.url("/events/stream"))
+            .header("last-event-id", first);
+        if let Some(second) = second {
+            request = request.header("last-event-id", second);
+        }
+        let refused = request.send().await.unwrap();
+        assert_eq!(refused.status(), 400, "{first} {second:?}");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        let detail = body["error"]["details"][0].as_str().unwrap_or_default();
+        assert!(detail.starts_with("Last-Event-ID: must be"), "{detail}");
+    }
     drop(open);
     // Empty, it names nothing: the query's `after` holds.
     let mut empty = reqwest::Client::new()
