@@ -200,8 +200,8 @@ fn case_folded(name: &str) -> impl Iterator<Item = char> + '_ {
 /// pattern, variation selectors, the byte-order mark — Unicode's default-ignorable characters
 /// of the Basic Multilingual Plane, U+2800, and the interlinear annotation marks
 /// U+FFF9–U+FFFB with the unassigned U+FFF0–U+FFF8 before them (format characters that most
-/// fonts draw as nothing). Names given now may not hold them; text made
-/// only of them and white space is blank. Not a guard against every look-alike: letters of
+/// fonts draw as nothing). Names given now may not hold them; text made only of them and white
+/// space is blank. Not a guard against every look-alike: letters of
 /// different scripts that look alike (a Cyrillic `а`, a Latin `a`) are different names, and
 /// the planes beyond the first are not checked (the API's document states the rule as a
 /// pattern, which spells characters of the first plane only).

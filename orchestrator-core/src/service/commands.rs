@@ -377,9 +377,10 @@ fn response_given(
 /// (a gate's expiry): no caller may put it on the record.
 fn requested_kind(kind: String) -> Result<ActorKind, ValidationError> {
     // Said alike for an unknown kind and for `system`: a request may name only the two.
-    let kind = kind.parse::<ActorKind>().map_err(|_| kind_refused())?;
-    kind_given(Some(kind))?;
-    Ok(kind)
+    match kind.parse::<ActorKind>() {
+        Ok(ActorKind::System) | Err(_) => Err(kind_refused()),
+        Ok(kind) => Ok(kind),
+    }
 }
 
 /// `kind` held to the rule of a kind given now: not `system`, the orchestrator's own.

@@ -51,9 +51,7 @@ impl Caller {
     pub fn may(&self, action: Action) -> Result<(), ApiError> {
         match self {
             Caller::Trusted => Ok(()),
-            Caller::Principal(principal) => principal
-                .may(action)
-                .map_err(|role| ApiError::Forbidden(format!("role needed: {role}"))),
+            Caller::Principal(principal) => principal.may(action).map_err(ApiError::RoleNeeded),
             // What the board does is what a reviewer may do.
             Caller::Board(signed_in) if Role::Reviewer.permits(action) => signed_in.may(action),
             Caller::Board(_) => Err(ApiError::Forbidden(

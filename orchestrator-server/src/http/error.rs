@@ -69,9 +69,12 @@ pub enum ApiError {
         "the request could not be answered in time and may still be carried out; send it again with the same Idempotency-Key for its answer"
     )]
     KeyedDeadline,
-    /// The caller is known but may not do this; the text says why (the role it needs).
+    /// The caller is known but may not do this; the text says why.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The caller's principal lacks the role this needs.
+    #[error("forbidden: role needed: {0}")]
+    RoleNeeded(orchestrator_core::Role),
     /// As many consultations as allowed are being asked already.
     #[error("too many consultations are being asked at once; retry later")]
     TooManyAsks,
@@ -167,6 +170,10 @@ impl ApiError {
             | ApiError::TooManyStreams
             | ApiError::CallersStreams(_) => (ErrorCode::ServiceUnavailable, None),
             ApiError::Forbidden(why) => (ErrorCode::Forbidden, Some(vec![why.clone()])),
+            ApiError::RoleNeeded(role) => (
+                ErrorCode::Forbidden,
+                Some(vec![format!("role needed: {role}")]),
+            ),
             ApiError::IdempotencyKeyInUse => (ErrorCode::IdempotencyKeyInUse, None),
             ApiError::IdempotencyKeyReused => (ErrorCode::IdempotencyKeyReused, None),
             ApiError::WebhookNotFound(_) => (ErrorCode::WebhookNotFound, None),

@@ -473,33 +473,9 @@ pub async fn stream_events(
     // and catches up.
     let revocations = app.revocations();
     let mut query = parse_query(query, true)?;
-    // The header is judged before a stream slot is taken: a malformed one is told as such on
-    // a full server too, not 503.
-    let mut given = headers.get_all("last-event-id").iter();
-    let last_event_id = given.next();
-    if given.next().is_some() {
-        // Which of two would win is a guess either way (as two `Idempotency-Key`s are), empty
-        // ones too.
-        return Err(ApiError::Validation(
-            orchestrator_core::ValidationError::new(
-                "Last-Event-ID",
-                "must be given once, not twice",
-            ),
-        ));
-    }
-    // Empty, it names no event (as a browser's EventSource that has seen none sends nothing):
-    // the query's `after`, or from now, as without it.
-    if let Some(value) = last_event_id.filter(|v| !v.as_bytes().trim_ascii().is_empty()) {
-        let id = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                ApiError::Validation(orchestrator_core::ValidationError::new(
-                    "Last-Event-ID",
-                    "must be an event id (a whole number)",
-                ))
-            })?;
+    // Judged before a stream slot is taken: a malformed header is told as such on a full
+    // server too, not 503.
+    if let Some(id) = last_event_id(headers)? {
         query.after = Some(id);
     }
     let slot = app.stream_slot(share_key)?;
@@ -918,6 +894,33 @@ async fn deliver(
         sent = queue.send_weighing(message, weight) => sent,
         _ = stop.wait_for(|stop| *stop) => false,
     }
+}
+
+/// The id a `Last-Event-ID` header resumes after, which wins over `after`: `None` without
+/// one, or for an empty one (a browser's `EventSource` that has seen no event sends nothing).
+/// Given twice, empty ones too, it is refused: which would win is a guess (as with two
+/// `Idempotency-Key`s).
+fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>> {
+    let bad = |rule: &str| {
+        ApiError::Validation(orchestrator_core::ValidationError::new(
+            "Last-Event-ID",
+            rule,
+        ))
+    };
+    let mut given = headers.get_all("last-event-id").iter();
+    let value = given.next();
+    if given.next().is_some() {
+        return Err(bad("must be given once, not twice"));
+    }
+    value
+        .filter(|v| !v.as_bytes().trim_ascii().is_empty())
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| bad("must be an event id (a whole number)"))
+        })
+        .transpose()
 }
 
 /// Whether the stream's holder lost the right to read since `revocations` was last seen (then

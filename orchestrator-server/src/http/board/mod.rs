@@ -405,17 +405,14 @@ pub(crate) async fn feature(
                 }
             } else if let Err(refused) = session.caller.may(Action::Trigger(Trigger::HumanApproved))
             {
-                // The role it takes, in words: a viewer reads "role needed" as jargon.
-                let role = session.caller.principal().and_then(|principal| {
-                    principal.may(Action::Trigger(Trigger::HumanApproved)).err()
-                });
                 views::Verdict::MayNot {
-                    why: match role {
-                        Some(role) => format!(
+                    // The role it takes, in words: a viewer reads "role needed" as jargon.
+                    why: match refused {
+                        ApiError::RoleNeeded(role) => format!(
                             "your roles do not allow it: approving takes the {role} role, which \
                              your token does not carry."
                         ),
-                        None => format!("your roles do not allow it ({}).", refused.body().message),
+                        other => format!("your roles do not allow it ({}).", other.body().message),
                     },
                     may_reject,
                     ask_hub: false,

@@ -84,6 +84,9 @@ pub async fn create_workflow(
         caller
             .may(Action::WeakenGate)
             .map_err(|refused| match refused {
+                ApiError::RoleNeeded(role) => {
+                    ApiError::Forbidden(format!("role needed: {role}: {weaker}"))
+                }
                 ApiError::Forbidden(why) => ApiError::Forbidden(format!("{why}: {weaker}")),
                 other => other,
             })?;
